@@ -1,0 +1,67 @@
+# The one entry point. Public targets first install what is missing
+# (deploy/deps.sh, a fast no-op when all is there), then run the real work in
+# a sub-make so pkg-config sees the installed libraries.
+#
+#   make            build everything into build/
+#   make test       unit tests, integration tests (pytest), short fuzz runs
+#   make asan       the whole suite under ASan+UBSan (build-asan/)
+#   make fuzz       every libFuzzer target for FUZZ_SECONDS each
+#   make bench      side-by-side benchmarks against the real peers
+#   make run        the built daemons on localhost until Ctrl-C
+#   make install    PREFIX=/usr/local DESTDIR=
+#   make clean
+
+BUILD        ?= build
+PREFIX       ?= /usr/local
+DESTDIR      ?=
+FUZZ_SECONDS ?= 60
+# short fuzz run per target inside `make test`
+TEST_FUZZ_SECONDS ?= 10
+PYTHON       ?= /usr/bin/python3
+PYTEST_ARGS  ?=
+DEPS         ?= deploy/deps.sh
+
+export BUILD PYTHON
+
+.PHONY: all test asan fuzz bench run install clean deps unit integration
+.DEFAULT_GOAL := all
+
+deps:
+	@bash $(DEPS)
+
+all: deps
+	@$(MAKE) --no-print-directory -f build.mk build
+
+test: deps
+	@$(MAKE) --no-print-directory -f build.mk build
+	@$(MAKE) --no-print-directory -f build.mk unit
+	@$(MAKE) --no-print-directory -f build.mk integration PYTEST_ARGS="$(PYTEST_ARGS)"
+	@$(MAKE) --no-print-directory -f build.mk fuzz-build
+	@$(MAKE) --no-print-directory -f build.mk fuzz-run FUZZ_SECONDS=$(TEST_FUZZ_SECONDS)
+
+unit integration: deps
+	@$(MAKE) --no-print-directory -f build.mk build
+	@$(MAKE) --no-print-directory -f build.mk $@ PYTEST_ARGS="$(PYTEST_ARGS)"
+
+asan: deps
+	@$(MAKE) --no-print-directory -f build.mk BUILD=build-asan SANITIZE=1 build
+	@$(MAKE) --no-print-directory -f build.mk BUILD=build-asan SANITIZE=1 unit
+	@$(MAKE) --no-print-directory -f build.mk BUILD=build-asan SANITIZE=1 integration PYTEST_ARGS="$(PYTEST_ARGS)"
+
+fuzz: deps
+	@$(MAKE) --no-print-directory -f build.mk fuzz-build
+	@$(MAKE) --no-print-directory -f build.mk fuzz-run FUZZ_SECONDS=$(FUZZ_SECONDS)
+
+bench: deps
+	@$(MAKE) --no-print-directory -f build.mk build
+	@$(MAKE) --no-print-directory -f build.mk bench
+
+run: deps
+	@$(MAKE) --no-print-directory -f build.mk build
+	@bash deploy/run.sh
+
+install: all
+	@$(MAKE) --no-print-directory -f build.mk install PREFIX=$(PREFIX) DESTDIR=$(DESTDIR)
+
+clean:
+	rm -rf build build-asan

@@ -1,0 +1,116 @@
+# The build proper, driven by the top-level Makefile after deps are in place.
+# Each component adds itself through a small <component>/<component>.mk that
+# calls the macros below; nothing else needs to change to add a daemon.
+
+BUILD   ?= build
+PREFIX  ?= /usr/local
+DESTDIR ?=
+PYTHON  ?= /usr/bin/python3
+CC      ?= cc
+FUZZ_CC ?= clang
+FUZZ_SECONDS ?= 10
+
+PKGS       := libevent libevent_pthreads libevent_openssl openssl zlib sqlite3 libmariadb
+PKG_CFLAGS := $(shell pkg-config --cflags $(PKGS))
+PKG_LIBS   := $(shell pkg-config --libs $(PKGS)) -lm
+
+OPT      ?= -O2
+CFLAGS   := -std=gnu11 $(OPT) -g -Wall -Wextra -Werror -D_GNU_SOURCE -pthread -I. $(PKG_CFLAGS) $(EXTRA_CFLAGS)
+LDFLAGS  := -pthread $(EXTRA_LDFLAGS)
+ifdef SANITIZE
+CFLAGS  += -fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=undefined
+LDFLAGS += -fsanitize=address,undefined
+endif
+LIBS     := $(PKG_LIBS)
+
+FUZZ_CFLAGS := -std=gnu11 -O1 -g -D_GNU_SOURCE -I. -fsanitize=fuzzer,address,undefined $(PKG_CFLAGS)
+
+OBJ = $(patsubst %.c,$(BUILD)/obj/%.o,$(1))
+PIC = $(patsubst %.c,$(BUILD)/pic/%.o,$(1))
+
+BINS       :=
+LIBRARIES  :=
+UNIT_BINS  :=
+FUZZ_BINS  :=
+BENCHES    :=
+HEADERS    :=
+PCFILES    :=
+
+LIBCORE     := $(BUILD)/lib/libcore.a
+COMMON_SRCS := $(sort $(wildcard common/*.c))
+
+# $(call program,NAME,SOURCES,EXTRA_LIBS) -> $(BUILD)/bin/NAME
+define program
+BINS += $(BUILD)/bin/$(1)
+$(BUILD)/bin/$(1): $(call OBJ,$(2)) $(LIBCORE) $(4)
+	@mkdir -p $$(@D)
+	$$(CC) $$(LDFLAGS) -o $$@ $(call OBJ,$(2)) $(4) $(LIBCORE) $(3) $$(LIBS)
+endef
+
+# $(call library,NAME,SOURCES,EXTRA_LIBS) -> $(BUILD)/lib/libNAME.a and .so
+define library
+LIBRARIES += $(BUILD)/lib/lib$(1).a $(BUILD)/lib/lib$(1).so
+$(BUILD)/lib/lib$(1).a: $(call PIC,$(2))
+	@mkdir -p $$(@D)
+	ar rcs $$@ $$^
+$(BUILD)/lib/lib$(1).so: $(call PIC,$(2))
+	@mkdir -p $$(@D)
+	$$(CC) $$(LDFLAGS) -shared -Wl,-soname,lib$(1).so -o $$@ $$^ $(3)
+endef
+
+# $(call unit_test,PATH_UNDER_tests/unit_WITHOUT_.c,EXTRA_SOURCES,EXTRA_LIBS)
+define unit_test
+UNIT_BINS += $(BUILD)/tests/unit/$(1)
+$(BUILD)/tests/unit/$(1): $(call OBJ,tests/unit/$(1).c $(2)) $(LIBCORE)
+	@mkdir -p $$(@D)
+	$$(CC) $$(LDFLAGS) -o $$@ $(call OBJ,tests/unit/$(1).c $(2)) $(LIBCORE) $(3) $$(LIBS)
+endef
+
+# $(call fuzz_target,NAME,SOURCES) -> $(BUILD)/fuzz/NAME, seeds from tests/fuzz/corpus/NAME
+define fuzz_target
+FUZZ_BINS += $(BUILD)/fuzz/$(1)
+$(BUILD)/fuzz/$(1): $(2) $(wildcard common/*.h)
+	@mkdir -p $$(@D)
+	$$(FUZZ_CC) $$(FUZZ_CFLAGS) -o $$@ $(2) $(3) $$(PKG_LIBS)
+endef
+
+include $(sort $(wildcard */*.mk))
+
+.PHONY: build unit integration fuzz-build fuzz-run bench install
+build: $(BINS) $(LIBRARIES) $(UNIT_BINS) $(PCFILES)
+
+$(LIBCORE): $(call OBJ,$(COMMON_SRCS))
+	@mkdir -p $(@D)
+	ar rcs $@ $^
+
+$(BUILD)/obj/%.o: %.c
+	@mkdir -p $(@D)
+	$(CC) $(CFLAGS) -MMD -MP -c $< -o $@
+
+$(BUILD)/pic/%.o: %.c
+	@mkdir -p $(@D)
+	$(CC) $(CFLAGS) -fPIC -MMD -MP -c $< -o $@
+
+unit: $(UNIT_BINS)
+	@bash tests/run_unit.sh $(UNIT_BINS)
+
+integration: build
+	@BUILD_DIR=$(abspath $(BUILD)) $(PYTHON) -m pytest -q -p no:cacheprovider tests/integration $(PYTEST_ARGS)
+
+fuzz-build: $(FUZZ_BINS)
+
+fuzz-run: $(FUZZ_BINS)
+	@bash tests/fuzz/run.sh $(FUZZ_SECONDS) $(FUZZ_BINS)
+
+bench: build
+	@set -e; for b in $(BENCHES); do echo "== $$b"; BUILD_DIR=$(abspath $(BUILD)) $(PYTHON) $$b; done
+
+install: build
+	install -d $(DESTDIR)$(PREFIX)/bin $(DESTDIR)$(PREFIX)/lib $(DESTDIR)$(PREFIX)/include $(DESTDIR)$(PREFIX)/lib/pkgconfig $(DESTDIR)$(PREFIX)/lib/systemd/system
+	$(if $(BINS),install -m 755 $(BINS) $(DESTDIR)$(PREFIX)/bin/)
+	$(if $(LIBRARIES),install -m 644 $(LIBRARIES) $(DESTDIR)$(PREFIX)/lib/)
+	$(if $(HEADERS),install -m 644 $(HEADERS) $(DESTDIR)$(PREFIX)/include/)
+	$(if $(PCFILES),install -m 644 $(PCFILES) $(DESTDIR)$(PREFIX)/lib/pkgconfig/)
+	$(if $(wildcard deploy/systemd/*.service),install -m 644 $(wildcard deploy/systemd/*.service) $(DESTDIR)$(PREFIX)/lib/systemd/system/)
+
+-include $(shell find $(BUILD)/obj $(BUILD)/pic -name '*.d' 2>/dev/null)

@@ -1,0 +1,410 @@
+/* conn: the life of one connection on its loop.
+ *
+ * States live in flags: reading or paused (by the daemon, or by the output
+ * high-water mark), close-after-write, busy, shutting down. Every call into
+ * the daemon's ops is bracketed so a conn_close() made from inside it is
+ * deferred until the callback returns: a conn is never freed under its own
+ * callback. */
+#include "common/conn.h"
+
+#include <arpa/inet.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/un.h>
+#include <unistd.h>
+
+#include <event2/buffer.h>
+#include <event2/bufferevent.h>
+#include <event2/event.h>
+
+#include "common/log.h"
+#include "common/loop.h"
+#include "common/stats.h"
+
+enum {
+    F_IN_CB = 1u << 0,          /* inside a daemon callback (depth > 0) */
+    F_CLOSE_PENDING = 1u << 1,  /* conn_close() called inside a callback */
+    F_CLOSE_AFTER_WRITE = 1u << 2,
+    F_BUSY = 1u << 3,
+    F_PAUSED_LIMIT = 1u << 4,   /* output over the high-water mark */
+    F_PAUSED_USER = 1u << 5,
+    F_CONNECTING = 1u << 6,
+    F_SHUTDOWN = 1u << 7,
+    F_FREEING = 1u << 8,
+};
+
+#define CONN_MAX_LOOPS 1024
+#define CONN_MAX_SINGLE_READ (64 * 1024)
+
+struct loop_conns {
+    struct core_conn *head;
+    uint64_t count;
+};
+
+static struct loop_conns per_loop[CONN_MAX_LOOPS];
+static atomic_uint_fast64_t total_current, total_accepted, next_id;
+
+uint64_t conn_total_current(void) { return atomic_load(&total_current); }
+uint64_t conn_total_accepted(void) { return atomic_load(&total_accepted); }
+uint64_t conn_loop_current(const struct core_loop *loop) { return per_loop[loop->index].count; }
+bool conn_is_closing(const struct core_conn *c)
+{
+    return (c->flags & (F_CLOSE_PENDING | F_CLOSE_AFTER_WRITE | F_FREEING)) != 0;
+}
+
+static void conn_free(struct core_conn *c, enum conn_close_reason why);
+
+/* Callback depth is tracked in the high bits so nested brackets work. */
+#define DEPTH_SHIFT 16
+static inline void enter(struct core_conn *c) { c->flags += 1u << DEPTH_SHIFT; c->flags |= F_IN_CB; }
+/* Returns true if the conn was freed. */
+static bool leave(struct core_conn *c, enum conn_close_reason why)
+{
+    c->flags -= 1u << DEPTH_SHIFT;
+    if ((c->flags >> DEPTH_SHIFT) != 0)
+        return false;
+    c->flags &= ~F_IN_CB;
+    if (c->flags & F_CLOSE_PENDING) {
+        conn_free(c, why);
+        return true;
+    }
+    return false;
+}
+
+static bool idle(struct core_conn *c)
+{
+    return !(c->flags & (F_BUSY | F_CONNECTING)) && evbuffer_get_length(conn_out(c)) == 0 &&
+           evbuffer_get_length(conn_in(c)) == 0;
+}
+
+/* After any event: close if asked to and the output is out, or if the
+ * daemon is stopping and this conn has nothing left to do. */
+static bool settle(struct core_conn *c)
+{
+    size_t out = evbuffer_get_length(conn_out(c));
+    if ((c->flags & F_CLOSE_AFTER_WRITE) && out == 0) {
+        conn_free(c, CONN_CLOSE_LOCAL);
+        return true;
+    }
+    if ((c->flags & F_SHUTDOWN) && idle(c)) {
+        conn_free(c, CONN_CLOSE_SHUTDOWN);
+        return true;
+    }
+    if (c->out_limit && out > c->out_limit && !(c->flags & F_PAUSED_LIMIT)) {
+        c->flags |= F_PAUSED_LIMIT;
+        bufferevent_disable(c->bev, EV_READ);
+    }
+    return false;
+}
+
+static void process(struct core_conn *c)
+{
+    struct evbuffer *in = conn_in(c);
+    if (c->flags & (F_CLOSE_AFTER_WRITE | F_CLOSE_PENDING)) {
+        evbuffer_drain(in, evbuffer_get_length(in));
+        return;
+    }
+    enter(c);
+    int rc = c->ops->on_read(c);
+    if (rc < 0)
+        c->flags |= F_CLOSE_PENDING;
+    if (leave(c, CONN_CLOSE_LOCAL))
+        return;
+    c->in_left = evbuffer_get_length(in);
+    settle(c);
+}
+
+static void read_cb(struct bufferevent *bev, void *arg)
+{
+    (void)bev;
+    struct core_conn *c = arg;
+    size_t have = evbuffer_get_length(conn_in(c));
+    c->bytes_in += have - (c->in_left <= have ? c->in_left : have);
+    process(c);
+}
+
+static void write_cb(struct bufferevent *bev, void *arg)
+{
+    (void)bev;
+    struct core_conn *c = arg;
+    size_t out = evbuffer_get_length(conn_out(c));
+    if ((c->flags & F_PAUSED_LIMIT) && out <= c->out_limit / 2) {
+        c->flags &= ~F_PAUSED_LIMIT;
+        if (!(c->flags & (F_PAUSED_USER | F_CLOSE_AFTER_WRITE))) {
+            bufferevent_enable(c->bev, EV_READ);
+            if (evbuffer_get_length(conn_in(c)) > 0) {
+                process(c); /* requests that waited behind the limit */
+                return;
+            }
+        }
+    }
+    if (out == 0 && c->ops->on_drained && !(c->flags & F_CLOSE_PENDING)) {
+        enter(c);
+        c->ops->on_drained(c);
+        if (leave(c, CONN_CLOSE_LOCAL))
+            return;
+    }
+    settle(c);
+}
+
+static void event_cb(struct bufferevent *bev, short what, void *arg)
+{
+    (void)bev;
+    struct core_conn *c = arg;
+    if (what & BEV_EVENT_CONNECTED) {
+        c->flags &= ~F_CONNECTING;
+        c->fd = (int)bufferevent_getfd(c->bev);
+        if (c->peer.ss_family == AF_INET || c->peer.ss_family == AF_INET6) {
+            int one = 1;
+            setsockopt(c->fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
+        }
+        if (c->ops->on_connect) {
+            enter(c);
+            c->ops->on_connect(c, true);
+            if (leave(c, CONN_CLOSE_LOCAL))
+                return;
+        }
+        settle(c);
+        return;
+    }
+    if (what & BEV_EVENT_TIMEOUT) {
+        conn_free(c, CONN_CLOSE_TIMEOUT);
+        return;
+    }
+    if (what & BEV_EVENT_ERROR) {
+        if ((c->flags & F_CONNECTING) && c->ops->on_connect) {
+            c->flags &= ~F_CONNECTING;
+            enter(c);
+            c->ops->on_connect(c, false);
+            c->flags |= F_CLOSE_PENDING;
+            leave(c, CONN_CLOSE_ERROR);
+            return;
+        }
+        conn_free(c, CONN_CLOSE_ERROR);
+        return;
+    }
+    if (what & BEV_EVENT_EOF) {
+        /* Input before the EOF was already handed to on_read. Let replies
+         * to it go out, then close (a client that half-closes still gets
+         * its answers). */
+        bufferevent_disable(c->bev, EV_READ);
+        if (evbuffer_get_length(conn_out(c)) > 0 || (c->flags & F_BUSY)) {
+            c->flags |= F_CLOSE_AFTER_WRITE;
+            return;
+        }
+        conn_free(c, CONN_CLOSE_EOF);
+    }
+}
+
+static struct core_conn *setup(struct core_loop *loop, struct bufferevent *bev, int fd, const struct sockaddr *peer,
+                               socklen_t peer_len, const struct conn_ops *ops, void *data)
+{
+    struct core_conn *c = calloc(1, sizeof(*c));
+    if (!c)
+        return NULL;
+    c->loop = loop;
+    c->bev = bev;
+    c->ops = ops;
+    c->data = data;
+    c->fd = fd;
+    if (peer && peer_len <= sizeof(c->peer)) {
+        memcpy(&c->peer, peer, peer_len);
+        c->peer_len = peer_len;
+    }
+    c->id = atomic_fetch_add(&next_id, 1) + 1;
+    c->created = stats_wall_time();
+    bufferevent_setcb(bev, read_cb, write_cb, event_cb, c);
+    bufferevent_set_max_single_read(bev, CONN_MAX_SINGLE_READ);
+    struct loop_conns *lc = &per_loop[loop->index % CONN_MAX_LOOPS];
+    c->next = lc->head;
+    if (lc->head)
+        lc->head->prev = c;
+    lc->head = c;
+    lc->count++;
+    atomic_fetch_add(&total_current, 1);
+    atomic_fetch_add(&total_accepted, 1);
+    return c;
+}
+
+struct core_conn *conn_new(struct core_loop *loop, int fd, const struct sockaddr *peer, socklen_t peer_len,
+                           const struct conn_ops *ops, void *data)
+{
+    struct bufferevent *bev = bufferevent_socket_new(loop->base, fd, BEV_OPT_CLOSE_ON_FREE);
+    if (!bev) {
+        close(fd);
+        return NULL;
+    }
+    struct core_conn *c = setup(loop, bev, fd, peer, peer_len, ops, data);
+    if (!c) {
+        bufferevent_free(bev);
+        return NULL;
+    }
+    bufferevent_enable(bev, EV_READ | EV_WRITE);
+    return c;
+}
+
+struct core_conn *conn_new_bev(struct core_loop *loop, struct bufferevent *bev, const struct sockaddr *peer,
+                               socklen_t peer_len, const struct conn_ops *ops, void *data)
+{
+    struct core_conn *c = setup(loop, bev, (int)bufferevent_getfd(bev), peer, peer_len, ops, data);
+    if (!c) {
+        bufferevent_free(bev);
+        return NULL;
+    }
+    bufferevent_enable(bev, EV_READ | EV_WRITE);
+    return c;
+}
+
+struct core_conn *conn_connect(struct core_loop *loop, const struct sockaddr *sa, socklen_t salen,
+                               const struct conn_ops *ops, void *data)
+{
+    struct bufferevent *bev = bufferevent_socket_new(loop->base, -1, BEV_OPT_CLOSE_ON_FREE);
+    if (!bev)
+        return NULL;
+    struct core_conn *c = setup(loop, bev, -1, sa, salen, ops, data);
+    if (!c) {
+        bufferevent_free(bev);
+        return NULL;
+    }
+    atomic_fetch_sub(&total_accepted, 1); /* outgoing: not an accepted connection */
+    c->flags |= F_CONNECTING;
+    bufferevent_enable(bev, EV_READ | EV_WRITE);
+    if (bufferevent_socket_connect(bev, (struct sockaddr *)sa, (int)salen) < 0) {
+        c->ops = ops;
+        conn_free(c, CONN_CLOSE_ERROR);
+        return NULL;
+    }
+    c->fd = (int)bufferevent_getfd(bev);
+    return c;
+}
+
+static void conn_free(struct core_conn *c, enum conn_close_reason why)
+{
+    if (c->flags & F_FREEING)
+        return;
+    if (c->flags & F_IN_CB) {
+        c->flags |= F_CLOSE_PENDING;
+        bufferevent_disable(c->bev, EV_READ | EV_WRITE);
+        return;
+    }
+    c->flags |= F_FREEING;
+    if (c->ops->on_close)
+        c->ops->on_close(c, why);
+    struct loop_conns *lc = &per_loop[c->loop->index % CONN_MAX_LOOPS];
+    if (c->prev)
+        c->prev->next = c->next;
+    else
+        lc->head = c->next;
+    if (c->next)
+        c->next->prev = c->prev;
+    lc->count--;
+    atomic_fetch_sub(&total_current, 1);
+    bufferevent_free(c->bev);
+    free(c);
+}
+
+void conn_close(struct core_conn *c)
+{
+    conn_free(c, CONN_CLOSE_LOCAL);
+}
+
+void conn_close_after_write(struct core_conn *c)
+{
+    c->flags |= F_CLOSE_AFTER_WRITE;
+    bufferevent_disable(c->bev, EV_READ);
+    if (evbuffer_get_length(conn_out(c)) == 0)
+        conn_free(c, CONN_CLOSE_LOCAL);
+}
+
+void conn_set_timeouts(struct core_conn *c, uint32_t idle_ms, uint32_t write_ms)
+{
+    c->idle_ms = idle_ms;
+    c->write_ms = write_ms;
+    struct timeval r = { idle_ms / 1000, (idle_ms % 1000) * 1000 };
+    struct timeval w = { write_ms / 1000, (write_ms % 1000) * 1000 };
+    bufferevent_set_timeouts(c->bev, idle_ms ? &r : NULL, write_ms ? &w : NULL);
+}
+
+void conn_set_output_limit(struct core_conn *c, size_t bytes)
+{
+    c->out_limit = bytes;
+    bufferevent_setwatermark(c->bev, EV_WRITE, bytes / 2, 0);
+}
+
+void conn_pause_read(struct core_conn *c)
+{
+    c->flags |= F_PAUSED_USER;
+    bufferevent_disable(c->bev, EV_READ);
+}
+
+void conn_resume_read(struct core_conn *c)
+{
+    c->flags &= ~F_PAUSED_USER;
+    if (!(c->flags & (F_PAUSED_LIMIT | F_CLOSE_AFTER_WRITE | F_CLOSE_PENDING)))
+        bufferevent_enable(c->bev, EV_READ);
+}
+
+void conn_kick(struct core_conn *c)
+{
+    if (evbuffer_get_length(conn_in(c)) > 0 && !(c->flags & (F_PAUSED_USER | F_PAUSED_LIMIT)))
+        process(c);
+}
+
+void conn_set_busy(struct core_conn *c, bool busy)
+{
+    if (busy) {
+        c->flags |= F_BUSY;
+        return;
+    }
+    c->flags &= ~F_BUSY;
+    if (!(c->flags & F_IN_CB))
+        settle(c);
+}
+
+const char *conn_peer_str(const struct core_conn *c, char *buf, size_t len)
+{
+    char host[INET6_ADDRSTRLEN];
+    if (c->peer.ss_family == AF_INET) {
+        const struct sockaddr_in *s = (const struct sockaddr_in *)&c->peer;
+        inet_ntop(AF_INET, &s->sin_addr, host, sizeof(host));
+        snprintf(buf, len, "%s:%u", host, ntohs(s->sin_port));
+    } else if (c->peer.ss_family == AF_INET6) {
+        const struct sockaddr_in6 *s = (const struct sockaddr_in6 *)&c->peer;
+        inet_ntop(AF_INET6, &s->sin6_addr, host, sizeof(host));
+        snprintf(buf, len, "[%s]:%u", host, ntohs(s->sin6_port));
+    } else {
+        snprintf(buf, len, "unix");
+    }
+    return buf;
+}
+
+void conn_shutdown_loop(struct core_loop *loop)
+{
+    struct loop_conns *lc = &per_loop[loop->index % CONN_MAX_LOOPS];
+    for (struct core_conn *c = lc->head; c; c = c->next)
+        c->flags |= F_SHUTDOWN;
+    /* Closing one conn may close others (a proxy's backend), so rescan
+     * from the head after each close. */
+    bool again = true;
+    while (again) {
+        again = false;
+        for (struct core_conn *c = lc->head; c; c = c->next) {
+            if (idle(c) && !(c->flags & F_IN_CB)) {
+                conn_free(c, CONN_CLOSE_SHUTDOWN);
+                again = true;
+                break;
+            }
+        }
+    }
+}
+
+void conn_close_all_on_loop(struct core_loop *loop)
+{
+    struct loop_conns *lc = &per_loop[loop->index % CONN_MAX_LOOPS];
+    while (lc->head)
+        conn_free(lc->head, CONN_CLOSE_SHUTDOWN);
+}

@@ -1,0 +1,115 @@
+/* conn: one connection over a libevent bufferevent.
+ *
+ * Owns the bufferevent, the idle and write timeouts, the output high-water
+ * mark (reading pauses while a client doesn't read its replies), close after
+ * write, and the connection counters. It knows nothing of protocols: the
+ * daemon's conn_ops parse conn_in() and append replies to conn_out().
+ *
+ * A conn lives on one loop and is touched only from that loop's thread. */
+#ifndef CORE_CONN_H
+#define CORE_CONN_H
+
+#include <stdbool.h>
+#include <stdint.h>
+#include <sys/socket.h>
+
+struct bufferevent;
+struct evbuffer;
+struct core_loop;
+struct core_conn;
+
+enum conn_close_reason {
+    CONN_CLOSE_LOCAL = 0,  /* conn_close() or close after write */
+    CONN_CLOSE_EOF,        /* peer closed */
+    CONN_CLOSE_ERROR,      /* socket error / connect failed */
+    CONN_CLOSE_TIMEOUT,    /* idle or write timeout */
+    CONN_CLOSE_SHUTDOWN,   /* daemon stopping */
+};
+
+struct conn_ops {
+    const char *name;
+    /* New bytes are in conn_in(c). Consume what can be handled; leave a
+     * partial request in place. Return 0 to go on, -1 to close at once. */
+    int (*on_read)(struct core_conn *c);
+    /* The output buffer went empty (optional). */
+    void (*on_drained)(struct core_conn *c);
+    /* Outgoing connect finished (conn_connect only); ok false = failed
+     * (on_close follows). */
+    void (*on_connect)(struct core_conn *c, bool ok);
+    /* Called once, just before the conn is freed. Release c->data here. */
+    void (*on_close)(struct core_conn *c, enum conn_close_reason why);
+};
+
+struct core_conn {
+    struct core_loop *loop;
+    struct bufferevent *bev;
+    const struct conn_ops *ops;
+    void *data;                     /* the daemon's per-connection state */
+    int fd;
+    struct sockaddr_storage peer;
+    socklen_t peer_len;
+    uint64_t id;                    /* process-unique */
+    uint64_t bytes_in;
+    uint64_t requests;              /* the daemon counts its requests here */
+    double created;                 /* wall time */
+    /* private */
+    uint32_t flags;
+    uint32_t idle_ms, write_ms;
+    size_t out_limit;
+    size_t in_left;                 /* input left unconsumed after on_read */
+    struct core_conn *next, *prev;  /* per-loop list */
+};
+
+/* Wrap an accepted (or otherwise connected) socket. Returns NULL on failure
+ * (fd is closed). Reading starts at once. */
+struct core_conn *conn_new(struct core_loop *loop, int fd, const struct sockaddr *peer, socklen_t peer_len,
+                           const struct conn_ops *ops, void *data);
+/* Wrap an existing bufferevent (e.g. OpenSSL). The conn owns it. */
+struct core_conn *conn_new_bev(struct core_loop *loop, struct bufferevent *bev, const struct sockaddr *peer,
+                               socklen_t peer_len, const struct conn_ops *ops, void *data);
+/* Start a non-blocking outgoing connection; ops->on_connect reports.
+ * Returns NULL if it could not even start. */
+struct core_conn *conn_connect(struct core_loop *loop, const struct sockaddr *sa, socklen_t salen,
+                               const struct conn_ops *ops, void *data);
+
+static inline struct evbuffer *conn_in(struct core_conn *c);
+static inline struct evbuffer *conn_out(struct core_conn *c);
+
+/* Free now: pending output is dropped. Safe to call from inside on_read
+ * (the free is deferred until on_read returns). */
+void conn_close(struct core_conn *c);
+/* Stop reading; free once the output buffer has been written. */
+void conn_close_after_write(struct core_conn *c);
+/* Milliseconds; 0 = none. Idle: nothing read for that long. Write: output
+ * pending and not moving for that long. */
+void conn_set_timeouts(struct core_conn *c, uint32_t idle_ms, uint32_t write_ms);
+/* Pause reading while output exceeds bytes (0 = no limit); resumes at half. */
+void conn_set_output_limit(struct core_conn *c, size_t bytes);
+void conn_pause_read(struct core_conn *c);
+void conn_resume_read(struct core_conn *c);
+/* Re-run on_read on data already buffered (after resuming a paused conn). */
+void conn_kick(struct core_conn *c);
+/* A busy conn has a request in flight with no bytes buffered (e.g. waiting on a
+ * worker); a graceful stop waits for it instead of closing it as idle. */
+void conn_set_busy(struct core_conn *c, bool busy);
+bool conn_is_closing(const struct core_conn *c);
+/* "1.2.3.4:5678", "[::1]:80", "unix". */
+const char *conn_peer_str(const struct core_conn *c, char *buf, size_t len);
+
+/* Counters (all loops). */
+uint64_t conn_total_current(void);
+uint64_t conn_total_accepted(void);
+/* Connections on one loop (used by the graceful stop). */
+uint64_t conn_loop_current(const struct core_loop *loop);
+/* Graceful stop on this loop: close idle conns now; others close after
+ * their output drains and they are no longer busy. */
+void conn_shutdown_loop(struct core_loop *loop);
+/* Free every conn on this loop at once (end of grace period). */
+void conn_close_all_on_loop(struct core_loop *loop);
+
+/* Inline accessors. */
+#include <event2/bufferevent.h>
+static inline struct evbuffer *conn_in(struct core_conn *c) { return bufferevent_get_input(c->bev); }
+static inline struct evbuffer *conn_out(struct core_conn *c) { return bufferevent_get_output(c->bev); }
+
+#endif

@@ -1,0 +1,64 @@
+/* daemon: the start-up and shut-down sequence every daemon shares, plus
+ * pidfile, privilege drop, file-descriptor rlimit and sd_notify readiness.
+ *
+ * daemon_main(): parse settings (daemon table + core_settings) -> logging ->
+ * raise fd limit -> loops -> desc->init() (open listeners, storage) ->
+ * console and metrics listeners -> pidfile -> drop privileges -> READY=1 ->
+ * run loops until TERM -> desc->fini() -> remove pidfile. Daemons stay in the
+ * foreground (systemd, journald); there is no self-daemonising. */
+#ifndef CORE_DAEMON_H
+#define CORE_DAEMON_H
+
+#include <stdbool.h>
+#include <stddef.h>
+
+#include "common/admin.h"
+#include "common/config.h"
+#include "common/loop.h"
+
+/* Filled from core_settings. */
+struct core_opts {
+    char *config_file;
+    char *admin_listen;     /* console listen spec; NULL/"" = off */
+    char *metrics_listen;   /* Prometheus listen spec; NULL/"" = off */
+    char *log_level;
+    bool syslog;
+    char *log_file;
+    char *pidfile;
+    char *user;
+    int max_fds;
+    double grace;           /* seconds a graceful stop waits */
+};
+extern struct core_opts core_opts;
+
+struct daemon_desc {
+    const char *name;                     /* "memcached"; also the metrics namespace */
+    const char *version;
+    const struct cfg_setting *settings;   /* the daemon's own table (CFG_END-ended) */
+    int *threads;                         /* setting holding the loop count; NULL = 1 */
+    int default_admin_port;               /* used when --admin has no port; 0 = none */
+    /* After settings are loaded and loops exist, before privileges are
+     * dropped: open listeners and storage. Return 0, or -1 after logging why. */
+    int (*init)(void);
+    /* After the loops have stopped; release storage. May be NULL. */
+    void (*fini)(void);
+    struct loop_hooks hooks;
+    const struct admin_cmd *admin_cmds;   /* may be NULL */
+};
+
+/* Returns the process exit code. */
+int daemon_main(const struct daemon_desc *desc, int argc, char **argv);
+
+/* The tables daemon_main loaded (the daemon's, then core_settings). */
+const struct cfg_setting *const *daemon_settings(void);
+
+int daemon_write_pidfile(const char *path, char *err, size_t errlen);
+int daemon_drop_privileges(const char *user, char *err, size_t errlen);
+/* Raise RLIMIT_NOFILE towards want (capped by the hard limit, raised if
+ * root). Returns the soft limit now in force. */
+long daemon_raise_fd_limit(long want);
+/* sd_notify(3) protocol on $NOTIFY_SOCKET ("READY=1", "STOPPING=1",
+ * "RELOADING=1"); a no-op when not under systemd with Type=notify. */
+void daemon_notify(const char *state);
+
+#endif

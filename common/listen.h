@@ -1,0 +1,55 @@
+/* listen: TCP and unix listening sockets and the max-connections gate.
+ *
+ * A TCP listener opens one socket per loop with SO_REUSEPORT, so the kernel
+ * spreads new connections over the loops and accept() needs no hand-over.
+ * A unix-socket listener is accepted on loop 0 and, when there are several
+ * loops, handed round-robin to the others.
+ *
+ * The gate: once conn_total_current() reaches the limit, new connections are
+ * accepted, given to the reject callback (to send the protocol's "too many
+ * connections" error), and closed. */
+#ifndef CORE_LISTEN_H
+#define CORE_LISTEN_H
+
+#include <stdbool.h>
+#include <stdint.h>
+#include <sys/socket.h>
+
+struct core_loop;
+struct core_listener;
+
+/* Called on the loop that owns the new fd. The callee owns fd. */
+typedef void (*listen_accept_fn)(struct core_loop *loop, int fd, const struct sockaddr *sa,
+                                 socklen_t salen, void *arg);
+/* Called on a rejected fd before it is closed; write a short error with send(). */
+typedef void (*listen_reject_fn)(int fd, void *arg);
+
+struct listen_opts {
+    int backlog;          /* 0 = 1024 */
+    bool single_loop;     /* accept on loop 0 only (no reuseport fan-out) */
+    int unix_mask;        /* permissions for a unix socket, 0 = 0700 */
+    bool is_admin;        /* console listeners skip the max-connections gate */
+};
+
+/* spec: "host:port", "[v6]:port", "*:port", ":port", "port", or
+ * "unix:/path" or "/path" (unix socket). default_port is used if the spec has
+ * no port. Returns NULL with a message in err. Must be called after
+ * loop_init() and before loop_run(). */
+struct core_listener *listen_open(const char *spec, int default_port, const struct listen_opts *opts,
+                                  listen_accept_fn on_accept, listen_reject_fn on_reject, void *arg,
+                                  char *err, size_t errlen);
+/* The port actually bound (for "port 0"), 0 for unix sockets. */
+int listen_port(const struct core_listener *l);
+/* Stop accepting (graceful stop). Thread-safe; listeners are freed at exit. */
+void listen_close_all(void);
+
+/* 0 = unlimited. */
+void listen_set_max_conns(uint64_t max);
+uint64_t listen_max_conns(void);
+uint64_t listen_rejected_conns(void);
+
+/* Parse "host:port" etc. as above. Returns 0 or -1 with err. */
+int listen_parse_addr(const char *spec, int default_port, struct sockaddr_storage *ss,
+                      socklen_t *len, char *err, size_t errlen);
+
+#endif

@@ -1,0 +1,292 @@
+/* loop: N event bases on N threads, cross-thread calls, and signals.
+ *
+ * Each base is created without libevent's internal locking: only its own
+ * thread touches it. Other threads reach a loop only through loop_call(),
+ * which queues the call under a mutex and wakes the loop with an eventfd. */
+#include "common/loop.h"
+
+#include <errno.h>
+#include <signal.h>
+#include <stdatomic.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/eventfd.h>
+#include <unistd.h>
+
+#include <event2/buffer.h>
+#include <event2/event.h>
+
+#include "common/conn.h"
+#include "common/daemon.h"
+#include "common/listen.h"
+#include "common/log.h"
+#include "common/stats.h"
+
+struct call {
+    void (*fn)(void *);
+    void *arg;
+    struct call *next;
+};
+
+struct loop_private {
+    int wake_fd;
+    struct event *wake_ev;
+    pthread_mutex_t lock;
+    struct call *head, *tail;
+    struct event *stop_timer;
+    double stop_deadline;
+};
+
+static struct core_loop *loops;
+static int nloops;
+static struct loop_hooks hooks;
+static double grace_seconds = 10;
+static atomic_bool stopping;
+static struct event *signal_events[4];
+static __thread struct core_loop *current;
+
+int loop_count(void) { return nloops; }
+struct core_loop *loop_get(int index) { return index >= 0 && index < nloops ? &loops[index] : NULL; }
+struct core_loop *loop_current(void) { return current; }
+void loop_set_hooks(const struct loop_hooks *h) { hooks = *h; }
+void loop_set_grace(double seconds) { grace_seconds = seconds; }
+bool loop_stopping(void) { return atomic_load(&stopping); }
+
+static void wake_cb(evutil_socket_t fd, short what, void *arg)
+{
+    (void)what;
+    struct core_loop *l = arg;
+    uint64_t v;
+    ssize_t r = read(fd, &v, sizeof(v));
+    (void)r;
+    pthread_mutex_lock(&l->priv->lock);
+    struct call *c = l->priv->head;
+    l->priv->head = l->priv->tail = NULL;
+    pthread_mutex_unlock(&l->priv->lock);
+    while (c) {
+        struct call *next = c->next;
+        c->fn(c->arg);
+        free(c);
+        c = next;
+    }
+}
+
+int loop_call(struct core_loop *l, void (*fn)(void *), void *arg)
+{
+    struct call *c = malloc(sizeof(*c));
+    if (!c)
+        return -1;
+    c->fn = fn;
+    c->arg = arg;
+    c->next = NULL;
+    pthread_mutex_lock(&l->priv->lock);
+    if (l->priv->tail)
+        l->priv->tail->next = c;
+    else
+        l->priv->head = c;
+    l->priv->tail = c;
+    pthread_mutex_unlock(&l->priv->lock);
+    uint64_t one = 1;
+    ssize_t w = write(l->priv->wake_fd, &one, sizeof(one));
+    (void)w;
+    return 0;
+}
+
+int loop_init(int n)
+{
+    if (n < 1)
+        n = 1;
+    loops = calloc((size_t)n, sizeof(*loops));
+    if (!loops)
+        return -1;
+    nloops = n;
+    struct event_config *cfg = event_config_new();
+    event_config_set_flag(cfg, EVENT_BASE_FLAG_NOLOCK);
+    for (int i = 0; i < n; i++) {
+        struct core_loop *l = &loops[i];
+        l->index = i;
+        l->base = event_base_new_with_config(cfg);
+        l->priv = calloc(1, sizeof(*l->priv));
+        if (!l->base || !l->priv) {
+            event_config_free(cfg);
+            return -1;
+        }
+        pthread_mutex_init(&l->priv->lock, NULL);
+        l->priv->wake_fd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
+        if (l->priv->wake_fd < 0) {
+            event_config_free(cfg);
+            return -1;
+        }
+        l->priv->wake_ev = event_new(l->base, l->priv->wake_fd, EV_READ | EV_PERSIST, wake_cb, l);
+        event_add(l->priv->wake_ev, NULL);
+    }
+    event_config_free(cfg);
+    return 0;
+}
+
+/* Graceful stop, per loop: idle connections go now; the rest may finish
+ * until the deadline. */
+static void stop_check(evutil_socket_t fd, short what, void *arg)
+{
+    (void)fd;
+    (void)what;
+    struct core_loop *l = arg;
+    if (conn_loop_current(l) == 0 || stats_wall_time() >= l->priv->stop_deadline) {
+        conn_close_all_on_loop(l);
+        event_base_loopbreak(l->base);
+    }
+}
+
+static void begin_stop_on_loop(void *arg)
+{
+    struct core_loop *l = arg;
+    conn_shutdown_loop(l);
+    l->priv->stop_deadline = stats_wall_time() + grace_seconds;
+    struct timeval tv = { 0, 50000 };
+    l->priv->stop_timer = event_new(l->base, -1, EV_PERSIST, stop_check, l);
+    event_add(l->priv->stop_timer, &tv);
+    stop_check(-1, 0, l);
+}
+
+static void break_loop(void *arg)
+{
+    struct core_loop *l = arg;
+    conn_close_all_on_loop(l);
+    event_base_loopbreak(l->base);
+}
+
+void loop_request_stop(void)
+{
+    if (atomic_exchange(&stopping, true)) {
+        /* Second request: stop now. */
+        for (int i = 0; i < nloops; i++)
+            loop_call(&loops[i], break_loop, &loops[i]);
+        return;
+    }
+    daemon_notify("STOPPING=1");
+    log_info("stopping (grace %.1fs)", grace_seconds);
+    if (hooks.on_stop)
+        hooks.on_stop();
+    listen_close_all();
+    for (int i = 0; i < nloops; i++)
+        loop_call(&loops[i], begin_stop_on_loop, &loops[i]);
+}
+
+static void signal_cb(evutil_socket_t sig, short what, void *arg)
+{
+    (void)what;
+    (void)arg;
+    switch (sig) {
+    case SIGTERM:
+    case SIGINT:
+        loop_request_stop();
+        break;
+    case SIGHUP:
+        log_info("SIGHUP: reloading");
+        if (hooks.on_reload)
+            hooks.on_reload();
+        break;
+    case SIGUSR1: {
+        struct evbuffer *b = evbuffer_new();
+        stats_render_text(b, "");
+        char *line;
+        size_t n;
+        while ((line = evbuffer_readln(b, &n, EVBUFFER_EOL_CRLF))) {
+            log_msg(LOG_LEVEL_INFO, "%s", line);
+            free(line);
+        }
+        evbuffer_free(b);
+        break;
+    }
+    }
+}
+
+/* Closed bufferevents are finalised on a later loop pass; run those
+ * passes so sockets really close before the thread ends. */
+static void drain_finalizers(struct core_loop *l)
+{
+    for (int i = 0; i < 3; i++)
+        event_base_loop(l->base, EVLOOP_NONBLOCK);
+}
+
+static void *thread_main(void *arg)
+{
+    struct core_loop *l = arg;
+    current = l;
+    /* Signals are taken on loop 0 only. */
+    sigset_t set;
+    sigemptyset(&set);
+    sigaddset(&set, SIGTERM);
+    sigaddset(&set, SIGINT);
+    sigaddset(&set, SIGHUP);
+    sigaddset(&set, SIGUSR1);
+    pthread_sigmask(SIG_BLOCK, &set, NULL);
+    if (hooks.on_thread_start)
+        hooks.on_thread_start(l);
+    event_base_loop(l->base, EVLOOP_NO_EXIT_ON_EMPTY);
+    drain_finalizers(l);
+    if (hooks.on_thread_exit)
+        hooks.on_thread_exit(l);
+    return NULL;
+}
+
+int loop_run(void)
+{
+    signal(SIGPIPE, SIG_IGN);
+    static const int sigs[] = { SIGTERM, SIGINT, SIGHUP, SIGUSR1 };
+    for (int i = 0; i < 4; i++) {
+        signal_events[i] = evsignal_new(loops[0].base, sigs[i], signal_cb, NULL);
+        event_add(signal_events[i], NULL);
+    }
+    for (int i = 1; i < nloops; i++) {
+        if (pthread_create(&loops[i].thread, NULL, thread_main, &loops[i]) != 0) {
+            log_error("cannot start loop thread %d: %s", i, strerror(errno));
+            return -1;
+        }
+    }
+    current = &loops[0];
+    loops[0].thread = pthread_self();
+    if (hooks.on_thread_start)
+        hooks.on_thread_start(&loops[0]);
+    event_base_loop(loops[0].base, EVLOOP_NO_EXIT_ON_EMPTY);
+    drain_finalizers(&loops[0]);
+    if (hooks.on_thread_exit)
+        hooks.on_thread_exit(&loops[0]);
+    for (int i = 1; i < nloops; i++)
+        pthread_join(loops[i].thread, NULL);
+    for (int i = 0; i < 4; i++) {
+        event_free(signal_events[i]);
+        signal_events[i] = NULL;
+    }
+    return 0;
+}
+
+void loop_free(void)
+{
+    for (int i = 0; i < nloops; i++) {
+        struct core_loop *l = &loops[i];
+        if (l->priv) {
+            if (l->priv->stop_timer)
+                event_free(l->priv->stop_timer);
+            if (l->priv->wake_ev)
+                event_free(l->priv->wake_ev);
+            if (l->priv->wake_fd >= 0)
+                close(l->priv->wake_fd);
+            struct call *c = l->priv->head;
+            while (c) {
+                struct call *next = c->next;
+                free(c);
+                c = next;
+            }
+            pthread_mutex_destroy(&l->priv->lock);
+            free(l->priv);
+        }
+        if (l->base)
+            event_base_free(l->base);
+    }
+    free(loops);
+    loops = NULL;
+    nloops = 0;
+    current = NULL;
+    atomic_store(&stopping, false);
+}

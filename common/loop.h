@@ -1,0 +1,61 @@
+/* loop: the event loops and the process's signals.
+ *
+ * N loops, each an event_base owned by one thread. Loop 0 runs on the thread
+ * that calls loop_run(); loops 1..N-1 get their own threads. Nothing may
+ * block a loop: disk and database work goes to a worker thread and comes back
+ * with loop_call().
+ *
+ * Signals (handled on loop 0): TERM/INT = graceful stop, HUP = reload config
+ * and reopen logs, USR1 = dump stats to the log. A second TERM stops at once. */
+#ifndef CORE_LOOP_H
+#define CORE_LOOP_H
+
+#include <stdbool.h>
+#include <pthread.h>
+
+struct event_base;
+
+struct core_loop {
+    struct event_base *base;
+    int index;
+    pthread_t thread;
+    void *data;            /* the daemon's per-thread state */
+    /* private */
+    struct loop_private *priv;
+};
+
+struct loop_hooks {
+    /* Graceful stop requested: close listeners etc. Loops end when every
+     * connection is closed or after the grace period. May be NULL. */
+    void (*on_stop)(void);
+    void (*on_reload)(void);          /* SIGHUP, after config reload + log reopen */
+    void (*on_thread_start)(struct core_loop *loop); /* on each loop's own thread, before it runs */
+    void (*on_thread_exit)(struct core_loop *loop);
+};
+
+/* Create n >= 1 loops (does not start them). Returns 0 or -1. */
+int loop_init(int n);
+int loop_count(void);
+struct core_loop *loop_get(int index);
+/* The loop of the calling thread, or NULL for a non-loop thread. */
+struct core_loop *loop_current(void);
+
+void loop_set_hooks(const struct loop_hooks *hooks);
+/* Seconds a graceful stop waits for connections to finish (default 10). */
+void loop_set_grace(double seconds);
+
+/* Runs all loops; returns when they have all exited. 0 on clean stop. */
+int loop_run(void);
+
+/* Thread-safe: ask for a graceful stop (as SIGTERM does). */
+void loop_request_stop(void);
+/* True once a stop was requested. */
+bool loop_stopping(void);
+
+/* Thread-safe: run fn(arg) on that loop's thread soon. Returns 0 or -1. */
+int loop_call(struct core_loop *loop, void (*fn)(void *arg), void *arg);
+
+/* Free the loops after loop_run returned. */
+void loop_free(void);
+
+#endif

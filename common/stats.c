@@ -1,0 +1,323 @@
+/* stats: the registry of stat sources and the two renderings (STAT lines,
+ * Prometheus text), latency histograms, the process source and the tiny
+ * HTTP listener for /metrics. */
+#include "common/stats.h"
+
+#include <ctype.h>
+#include <pthread.h>
+#include <stdarg.h>
+#include <stdbool.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/resource.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <event2/buffer.h>
+#include <event2/event.h>
+
+#include "common/conn.h"
+#include "common/line.h"
+#include "common/listen.h"
+#include "common/log.h"
+#include "common/loop.h"
+
+#define MAX_SOURCES 64
+
+struct source {
+    char group[32];
+    stats_source_fn fn;
+    void *arg;
+};
+
+static struct source sources[MAX_SOURCES];
+static int nsources;
+static pthread_mutex_t sources_lock = PTHREAD_MUTEX_INITIALIZER;
+
+enum sink_kind { SINK_TEXT, SINK_PROM, SINK_VISIT };
+
+struct stats_sink {
+    enum sink_kind kind;
+    struct evbuffer *out;
+    const char *ns;
+    stats_visit_fn visit;
+    void *visit_arg;
+};
+
+void stats_add_source(const char *group, stats_source_fn fn, void *arg)
+{
+    pthread_mutex_lock(&sources_lock);
+    if (nsources < MAX_SOURCES) {
+        snprintf(sources[nsources].group, sizeof(sources[nsources].group), "%s", group ? group : "");
+        sources[nsources].fn = fn;
+        sources[nsources].arg = arg;
+        nsources++;
+    } else {
+        log_error("stats: too many sources, '%s' dropped", group);
+    }
+    pthread_mutex_unlock(&sources_lock);
+}
+
+static void prom_name(char *dst, size_t len, const char *ns, const char *name)
+{
+    size_t i = 0;
+    for (const char *p = ns; *p && i + 1 < len; p++)
+        dst[i++] = isalnum((unsigned char)*p) ? *p : '_';
+    if (i + 1 < len)
+        dst[i++] = '_';
+    for (const char *p = name; *p && i + 1 < len; p++)
+        dst[i++] = isalnum((unsigned char)*p) ? *p : '_';
+    dst[i] = '\0';
+}
+
+static void emit(struct stats_sink *s, const char *name, const char *value, bool numeric)
+{
+    switch (s->kind) {
+    case SINK_TEXT:
+        evbuffer_add_printf(s->out, "STAT %s %s\r\n", name, value);
+        break;
+    case SINK_PROM:
+        if (numeric) {
+            char n[256];
+            prom_name(n, sizeof(n), s->ns, name);
+            evbuffer_add_printf(s->out, "%s %s\n", n, value);
+        }
+        break;
+    case SINK_VISIT:
+        s->visit(name, value, s->visit_arg);
+        break;
+    }
+}
+
+void stats_u64(struct stats_sink *s, const char *name, uint64_t v)
+{
+    char b[24];
+    snprintf(b, sizeof(b), "%llu", (unsigned long long)v);
+    emit(s, name, b, true);
+}
+
+void stats_i64(struct stats_sink *s, const char *name, int64_t v)
+{
+    char b[24];
+    snprintf(b, sizeof(b), "%lld", (long long)v);
+    emit(s, name, b, true);
+}
+
+void stats_double(struct stats_sink *s, const char *name, double v)
+{
+    char b[48];
+    snprintf(b, sizeof(b), "%.6f", v);
+    emit(s, name, b, true);
+}
+
+void stats_str(struct stats_sink *s, const char *name, const char *v)
+{
+    emit(s, name, v ? v : "", false);
+}
+
+void stats_u64f(struct stats_sink *s, uint64_t v, const char *namefmt, ...)
+{
+    char name[128];
+    va_list ap;
+    va_start(ap, namefmt);
+    vsnprintf(name, sizeof(name), namefmt, ap);
+    va_end(ap);
+    stats_u64(s, name, v);
+}
+
+static int render(struct stats_sink *sink, const char *group)
+{
+    int found = 0;
+    pthread_mutex_lock(&sources_lock);
+    int n = nsources;
+    pthread_mutex_unlock(&sources_lock);
+    for (int i = 0; i < n; i++) {
+        if (group && strcmp(sources[i].group, group) != 0)
+            continue;
+        found++;
+        sources[i].fn(sink, sources[i].arg);
+    }
+    return found ? 0 : -1;
+}
+
+int stats_render_text(struct evbuffer *out, const char *group)
+{
+    struct stats_sink sink = { .kind = SINK_TEXT, .out = out };
+    return render(&sink, group ? group : "");
+}
+
+void stats_render_prometheus(struct evbuffer *out, const char *ns)
+{
+    struct stats_sink sink = { .kind = SINK_PROM, .out = out, .ns = ns ? ns : "core" };
+    render(&sink, NULL);
+}
+
+int stats_visit(const char *group, stats_visit_fn fn, void *arg)
+{
+    struct stats_sink sink = { .kind = SINK_VISIT, .visit = fn, .visit_arg = arg };
+    return render(&sink, group ? group : "");
+}
+
+/* Histograms. */
+
+static int bucket_of(uint64_t usec)
+{
+    if (usec == 0)
+        return 0;
+    int b = 64 - __builtin_clzll(usec); /* usec in [2^(b-1), 2^b) -> bucket b */
+    return b < STATS_HIST_BUCKETS ? b : STATS_HIST_BUCKETS - 1;
+}
+
+void stats_hist_record(struct stats_hist *h, uint64_t usec)
+{
+    atomic_fetch_add_explicit(&h->bucket[bucket_of(usec)], 1, memory_order_relaxed);
+    atomic_fetch_add_explicit(&h->count, 1, memory_order_relaxed);
+    atomic_fetch_add_explicit(&h->sum_us, usec, memory_order_relaxed);
+}
+
+/* Upper bound (exclusive) of bucket b in microseconds. */
+static uint64_t bucket_upper(int b) { return b == 0 ? 1 : 1ULL << b; }
+
+uint64_t stats_hist_quantile(const struct stats_hist *h, double q)
+{
+    struct stats_hist *m = (struct stats_hist *)h;
+    uint64_t total = atomic_load_explicit(&m->count, memory_order_relaxed);
+    if (total == 0)
+        return 0;
+    uint64_t want = (uint64_t)(q * (double)total + 0.5), seen = 0;
+    if (want == 0)
+        want = 1;
+    for (int b = 0; b < STATS_HIST_BUCKETS; b++) {
+        seen += atomic_load_explicit(&m->bucket[b], memory_order_relaxed);
+        if (seen >= want)
+            return bucket_upper(b);
+    }
+    return bucket_upper(STATS_HIST_BUCKETS - 1);
+}
+
+void stats_hist_emit(struct stats_sink *s, const char *name, const struct stats_hist *h)
+{
+    struct stats_hist *m = (struct stats_hist *)h;
+    char n[160];
+    uint64_t count = atomic_load_explicit(&m->count, memory_order_relaxed);
+    uint64_t sum = atomic_load_explicit(&m->sum_us, memory_order_relaxed);
+    if (s->kind == SINK_PROM) {
+        char base[160];
+        prom_name(base, sizeof(base), s->ns, name);
+        uint64_t cum = 0;
+        for (int b = 0; b < STATS_HIST_BUCKETS - 1; b++) {
+            cum += atomic_load_explicit(&m->bucket[b], memory_order_relaxed);
+            evbuffer_add_printf(s->out, "%s_seconds_bucket{le=\"%g\"} %llu\n", base,
+                                (double)bucket_upper(b) / 1e6, (unsigned long long)cum);
+        }
+        evbuffer_add_printf(s->out, "%s_seconds_bucket{le=\"+Inf\"} %llu\n", base, (unsigned long long)count);
+        evbuffer_add_printf(s->out, "%s_seconds_sum %g\n", base, (double)sum / 1e6);
+        evbuffer_add_printf(s->out, "%s_seconds_count %llu\n", base, (unsigned long long)count);
+        return;
+    }
+    snprintf(n, sizeof(n), "%s_count", name); stats_u64(s, n, count);
+    snprintf(n, sizeof(n), "%s_sum_us", name); stats_u64(s, n, sum);
+    snprintf(n, sizeof(n), "%s_p50_us", name); stats_u64(s, n, stats_hist_quantile(h, 0.50));
+    snprintf(n, sizeof(n), "%s_p90_us", name); stats_u64(s, n, stats_hist_quantile(h, 0.90));
+    snprintf(n, sizeof(n), "%s_p99_us", name); stats_u64(s, n, stats_hist_quantile(h, 0.99));
+}
+
+uint64_t stats_now_usec(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (uint64_t)ts.tv_sec * 1000000ULL + (uint64_t)ts.tv_nsec / 1000;
+}
+
+double stats_wall_time(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
+}
+
+/* The process source. */
+
+static const char *process_version = "";
+static double process_started;
+
+void stats_set_process_info(const char *version, double started)
+{
+    process_version = version ? version : "";
+    process_started = started;
+}
+
+double stats_process_started(void) { return process_started; }
+
+void stats_process_source(struct stats_sink *s, void *arg)
+{
+    (void)arg;
+    double now = stats_wall_time();
+    struct rusage ru;
+    getrusage(RUSAGE_SELF, &ru);
+    stats_u64(s, "pid", (uint64_t)getpid());
+    stats_u64(s, "uptime", (uint64_t)(now - process_started));
+    stats_u64(s, "time", (uint64_t)now);
+    stats_str(s, "version", process_version);
+    stats_str(s, "libevent", event_get_version());
+    stats_u64(s, "pointer_size", sizeof(void *) * 8);
+    stats_double(s, "rusage_user", (double)ru.ru_utime.tv_sec + (double)ru.ru_utime.tv_usec / 1e6);
+    stats_double(s, "rusage_system", (double)ru.ru_stime.tv_sec + (double)ru.ru_stime.tv_usec / 1e6);
+    stats_u64(s, "max_connections", listen_max_conns());
+    stats_u64(s, "curr_connections", conn_total_current());
+    stats_u64(s, "total_connections", conn_total_accepted());
+    stats_u64(s, "rejected_connections", listen_rejected_conns());
+    stats_u64(s, "threads", (uint64_t)loop_count());
+}
+
+/* The metrics listener: just enough HTTP for a scraper. One request per
+ * connection; the reply closes it. */
+
+static char metrics_ns[64] = "core";
+
+static int metrics_read(struct core_conn *c)
+{
+    struct evbuffer *in = conn_in(c);
+    struct evbuffer_ptr end = evbuffer_search(in, "\r\n\r\n", 4, NULL);
+    if (end.pos < 0) {
+        if (evbuffer_get_length(in) > 8192)
+            return -1;
+        return 0;
+    }
+    size_t len, used;
+    enum line_status st;
+    char *line = line_peek(in, 8192, &len, &used, &st);
+    struct evbuffer *out = conn_out(c);
+    bool ok = line && (strncmp(line, "GET /metrics ", 13) == 0 || strncmp(line, "GET / ", 6) == 0);
+    if (ok) {
+        struct evbuffer *body = evbuffer_new();
+        stats_render_prometheus(body, metrics_ns);
+        evbuffer_add_printf(out, "HTTP/1.1 200 OK\r\nContent-Type: text/plain; version=0.0.4\r\n"
+                                 "Content-Length: %zu\r\nConnection: close\r\n\r\n", evbuffer_get_length(body));
+        evbuffer_add_buffer(out, body);
+        evbuffer_free(body);
+    } else {
+        evbuffer_add_printf(out, "HTTP/1.1 404 Not Found\r\nContent-Length: 10\r\nConnection: close\r\n\r\nnot found\n");
+    }
+    evbuffer_drain(in, evbuffer_get_length(in));
+    conn_close_after_write(c);
+    return 0;
+}
+
+static const struct conn_ops metrics_ops = { .name = "metrics", .on_read = metrics_read };
+
+static void metrics_accept(struct core_loop *loop, int fd, const struct sockaddr *sa, socklen_t salen, void *arg)
+{
+    (void)arg;
+    struct core_conn *c = conn_new(loop, fd, sa, salen, &metrics_ops, NULL);
+    if (c)
+        conn_set_timeouts(c, 10000, 10000);
+}
+
+int stats_metrics_listen(const char *spec, const char *ns, char *err, size_t errlen)
+{
+    snprintf(metrics_ns, sizeof(metrics_ns), "%s", ns ? ns : "core");
+    struct listen_opts o = { .single_loop = true, .is_admin = true };
+    return listen_open(spec, 9150, &o, metrics_accept, NULL, NULL, err, errlen) ? 0 : -1;
+}
