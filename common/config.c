@@ -316,6 +316,7 @@ int cfg_load(const struct cfg_setting *const *tables, int argc, char **argv, con
     for (size_t t = 0; tables[t]; t++)
         for (const struct cfg_setting *s = tables[t]; s->name; s++) {
             if (s->type == CFG_STRING) {
+                free(*(char **)s->ptr);
                 *(char **)s->ptr = NULL;
                 if (s->def)
                     *(char **)s->ptr = strdup(s->def);

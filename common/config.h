@@ -25,7 +25,8 @@ enum cfg_type {
     CFG_BOOL,    /* bool; on the command line a flag without argument;
                     in a file yes/no/true/false/on/off/1/0 */
     CFG_COUNT,   /* int; each occurrence of the flag adds one (-v -vv) */
-    CFG_STRING,  /* char * (heap; replaced on set); default may be NULL */
+    CFG_STRING,  /* char * (heap, owned here: the variable must start NULL,
+                    never a literal); default may be NULL */
     CFG_CUSTOM,  /* handled by .custom(); .ptr is passed through */
 };
 

@@ -263,6 +263,20 @@ int loop_run(void)
 
 void loop_free(void)
 {
+    /* Calls still queued when the loops stopped run now, each as if on its
+     * own loop (their args are often heap they free); connections they made
+     * are closed again. */
+    for (int i = 0; i < nloops; i++) {
+        struct core_loop *l = &loops[i];
+        if (!l->priv)
+            continue;
+        current = l;
+        for (int pass = 0; pass < 8 && l->priv->head; pass++)
+            wake_cb(l->priv->wake_fd, EV_READ, l);
+        conn_close_all_on_loop(l);
+        drain_finalizers(l);
+    }
+    current = NULL;
     for (int i = 0; i < nloops; i++) {
         struct core_loop *l = &loops[i];
         if (l->priv) {

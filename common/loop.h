@@ -55,7 +55,8 @@ bool loop_stopping(void);
 /* Thread-safe: run fn(arg) on that loop's thread soon. Returns 0 or -1. */
 int loop_call(struct core_loop *loop, void (*fn)(void *arg), void *arg);
 
-/* Free the loops after loop_run returned. */
+/* Free the loops after loop_run returned. Calls still queued run first, on
+ * the caller's thread with loop_current() set to their loop. */
 void loop_free(void);
 
 #endif
