@@ -105,12 +105,21 @@ fuzz-run: $(FUZZ_BINS)
 bench: build
 	@set -e; for b in $(BENCHES); do echo "== $$b"; BUILD_DIR=$(abspath $(BUILD)) $(PYTHON) $$b; done
 
+# Units and sample configs name their paths as @PREFIX@ and @SYSCONFDIR@;
+# sample configs never overwrite ones already installed.
+SYSCONFDIR ?= $(if $(filter /usr,$(PREFIX)),/etc,$(PREFIX)/etc)
+SAMPLE_CONFS := $(filter-out %-run.conf,$(wildcard deploy/conf/*.conf))
+UNITS        := $(wildcard deploy/systemd/*.service)
+SUBST        := sed -e 's|@PREFIX@|$(PREFIX)|g' -e 's|@SYSCONFDIR@|$(SYSCONFDIR)|g'
+
 install: build
-	install -d $(DESTDIR)$(PREFIX)/bin $(DESTDIR)$(PREFIX)/lib $(DESTDIR)$(PREFIX)/include $(DESTDIR)$(PREFIX)/lib/pkgconfig $(DESTDIR)$(PREFIX)/lib/systemd/system
+	install -d $(DESTDIR)$(PREFIX)/bin $(DESTDIR)$(PREFIX)/lib $(DESTDIR)$(PREFIX)/include $(DESTDIR)$(PREFIX)/lib/pkgconfig $(DESTDIR)$(PREFIX)/lib/systemd/system $(DESTDIR)$(SYSCONFDIR)/stack
 	$(if $(BINS),install -m 755 $(BINS) $(DESTDIR)$(PREFIX)/bin/)
 	$(if $(LIBRARIES),install -m 644 $(LIBRARIES) $(DESTDIR)$(PREFIX)/lib/)
 	$(if $(HEADERS),install -m 644 $(HEADERS) $(DESTDIR)$(PREFIX)/include/)
-	$(if $(PCFILES),install -m 644 $(PCFILES) $(DESTDIR)$(PREFIX)/lib/pkgconfig/)
-	$(if $(wildcard deploy/systemd/*.service),install -m 644 $(wildcard deploy/systemd/*.service) $(DESTDIR)$(PREFIX)/lib/systemd/system/)
+	@set -e; for f in $(PCFILES); do $(SUBST) $$f >$(DESTDIR)$(PREFIX)/lib/pkgconfig/$$(basename $$f); done
+	@set -e; for f in $(UNITS); do $(SUBST) $$f >$(DESTDIR)$(PREFIX)/lib/systemd/system/$$(basename $$f); done
+	@set -e; for f in $(SAMPLE_CONFS); do t=$(DESTDIR)$(SYSCONFDIR)/stack/$$(basename $$f); \
+	  if [ -e $$t ]; then echo "keeping existing $$t"; else $(SUBST) $$f >$$t; fi; done
 
 -include $(shell find $(BUILD)/obj $(BUILD)/pic -name '*.d' 2>/dev/null)

@@ -14,7 +14,9 @@ for f in "$@"; do
     grep -E '^#[0-9]+.*DONE' "$work.log" | tail -1 | sed 's/^/    /'
   else
     fail=$((fail+1)); echo "  fuzz $name: CRASH"; tail -40 "$work.log"
-    ls "$work"/crash-* "$work"/leak-* "$work"/timeout-* 2>/dev/null
+    keep=${BUILD:-build}/fuzz-artifacts/$name; mkdir -p "$keep"
+    cp "$work"/crash-* "$work"/leak-* "$work"/timeout-* "$work"/oom-* "$keep"/ 2>/dev/null
+    echo "  reproducer(s) kept in $keep"
   fi
   rm -rf "$work" "$work.log"
 done
