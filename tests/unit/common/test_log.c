@@ -1,0 +1,83 @@
+/* log: level parsing and filtering, file destination and reopen (log rotation). */
+#include <fcntl.h>
+#include <stdlib.h>
+#include <unistd.h>
+
+#include "common/log.h"
+#include "tests/unit/unit.h"
+
+static char dir[] = "/tmp/test_log.XXXXXX";
+
+static char *slurp(const char *path)
+{
+    static char buf[4096];
+    int fd = open(path, O_RDONLY);
+    if (fd < 0)
+        return NULL;
+    ssize_t n = read(fd, buf, sizeof(buf) - 1);
+    close(fd);
+    buf[n < 0 ? 0 : n] = '\0';
+    return buf;
+}
+
+static void test_level_parse(void)
+{
+    CHECK_EQ_INT(log_level_parse("error"), LOG_LEVEL_ERROR);
+    CHECK_EQ_INT(log_level_parse("warn"), LOG_LEVEL_WARN);
+    CHECK_EQ_INT(log_level_parse("info"), LOG_LEVEL_INFO);
+    CHECK_EQ_INT(log_level_parse("debug"), LOG_LEVEL_DEBUG);
+    CHECK_EQ_INT(log_level_parse("trace"), LOG_LEVEL_TRACE);
+    CHECK_EQ_INT(log_level_parse("3"), LOG_LEVEL_DEBUG);
+    CHECK_EQ_INT(log_level_parse("loud"), -1);
+    CHECK_EQ_INT(log_level_parse(""), -1);
+    CHECK_EQ_INT(log_level_parse("9"), -1);
+}
+
+static void test_file_filter_and_reopen(void)
+{
+    char path[256], moved[256];
+    snprintf(path, sizeof(path), "%s/d.log", dir);
+    snprintf(moved, sizeof(moved), "%s/d.log.1", dir);
+
+    log_init("testd", LOG_LEVEL_WARN, false, path);
+    log_info("hidden %d", 1);
+    log_warn("shown %d", 2);
+    log_error("error %s", "three");
+    char *s = slurp(path);
+    CHECK(s != NULL);
+    if (s) {
+        CHECK(strstr(s, "hidden") == NULL);
+        CHECK(strstr(s, "shown 2") != NULL);
+        CHECK(strstr(s, "error three") != NULL);
+        CHECK(strstr(s, "testd") != NULL);
+    }
+
+    log_set_level(LOG_LEVEL_DEBUG);
+    CHECK_EQ_INT(log_get_level(), LOG_LEVEL_DEBUG);
+    CHECK(log_enabled(LOG_LEVEL_DEBUG));
+    CHECK(!log_enabled(LOG_LEVEL_TRACE));
+
+    /* logrotate moves the file away, then HUP makes us reopen the path */
+    CHECK_EQ_INT(rename(path, moved), 0);
+    log_debug("after move");
+    log_reopen();
+    log_debug("after reopen");
+    s = slurp(moved);
+    CHECK(s && strstr(s, "after move") && !strstr(s, "after reopen"));
+    s = slurp(path);
+    CHECK(s && strstr(s, "after reopen") && !strstr(s, "after move"));
+
+    log_init("testd", LOG_LEVEL_INFO, false, NULL); /* back to stderr */
+    unlink(path);
+    unlink(moved);
+}
+
+int main(void)
+{
+    if (!mkdtemp(dir))
+        return 2;
+    RUN(test_level_parse);
+    RUN(test_file_filter_and_reopen);
+    rmdir(dir);
+    return unit_done();
+}
