@@ -35,6 +35,7 @@ enum {
     F_CONNECTING = 1u << 6,
     F_SHUTDOWN = 1u << 7,
     F_FREEING = 1u << 8,
+    F_FILTERED = 1u << 9,       /* bev is not a plain socket (e.g. TLS) */
 };
 
 #define CONN_MAX_LOOPS 1024
@@ -192,6 +193,14 @@ static void event_cb(struct bufferevent *bev, short what, void *arg)
          * to it go out, then close (a client that half-closes still gets
          * its answers). */
         bufferevent_disable(c->bev, EV_READ);
+        if (c->ops->on_eof) {
+            enter(c);
+            bool now = c->ops->on_eof(c);
+            if (now)
+                c->flags |= F_CLOSE_PENDING;
+            if (leave(c, CONN_CLOSE_EOF))
+                return;
+        }
         if (evbuffer_get_length(conn_out(c)) > 0 || (c->flags & F_BUSY)) {
             c->flags |= F_CLOSE_AFTER_WRITE;
             return;
@@ -255,6 +264,7 @@ struct core_conn *conn_new_bev(struct core_loop *loop, struct bufferevent *bev, 
         bufferevent_free(bev);
         return NULL;
     }
+    c->flags |= F_FILTERED;
     bufferevent_enable(bev, EV_READ | EV_WRITE);
     return c;
 }
@@ -352,6 +362,17 @@ void conn_kick(struct core_conn *c)
 {
     if (evbuffer_get_length(conn_in(c)) > 0 && !(c->flags & (F_PAUSED_USER | F_PAUSED_LIMIT)))
         process(c);
+}
+
+size_t conn_write_now(struct core_conn *c, struct evbuffer *src)
+{
+    struct evbuffer *out = conn_out(c);
+    ssize_t n = 0;
+    if (!(c->flags & (F_FILTERED | F_CONNECTING | F_FREEING)) && c->fd >= 0 && evbuffer_get_length(out) == 0)
+        n = evbuffer_write(src, c->fd); /* errors surface on the queued write */
+    if (evbuffer_get_length(src) > 0)
+        evbuffer_add_buffer(out, src);
+    return n > 0 ? (size_t)n : 0;
 }
 
 void conn_set_busy(struct core_conn *c, bool busy)

@@ -36,6 +36,10 @@ struct conn_ops {
     /* Outgoing connect finished (conn_connect only); ok false = failed
      * (on_close follows). */
     void (*on_connect)(struct core_conn *c, bool ok);
+    /* The peer closed its side (optional). Return true to close now
+     * (pending output dropped), false for the default: replies already
+     * queued, and those of a busy conn, still go out, then it closes. */
+    bool (*on_eof)(struct core_conn *c);
     /* Called once, just before the conn is freed. Release c->data here. */
     void (*on_close)(struct core_conn *c, enum conn_close_reason why);
 };
@@ -89,6 +93,10 @@ void conn_pause_read(struct core_conn *c);
 void conn_resume_read(struct core_conn *c);
 /* Re-run on_read on data already buffered (after resuming a paused conn). */
 void conn_kick(struct core_conn *c);
+/* Append src (emptied) to the output; when nothing is queued yet on a plain
+ * socket, writev() it first and queue only what the kernel did not take,
+ * saving the write-event round trip. Returns the bytes written directly. */
+size_t conn_write_now(struct core_conn *c, struct evbuffer *src);
 /* A busy conn has a request in flight with no bytes buffered (e.g. waiting on a
  * worker); a graceful stop waits for it instead of closing it as idle. */
 void conn_set_busy(struct core_conn *c, bool busy);

@@ -22,6 +22,7 @@
 
 static atomic_int loops_seen_mask;
 static atomic_int closes;
+static atomic_int eofs, direct_bytes, client_failures;
 
 static int echo_read(struct core_conn *c)
 {
@@ -42,6 +43,25 @@ static int echo_read(struct core_conn *c)
             conn_close_after_write(c);
             return 0;
         }
+        if (len == 4 && memcmp(line, "busy", 4) == 0) { /* a request waiting on something */
+            c->data = c;
+            conn_set_busy(c, true);
+            evbuffer_drain(conn_in(c), used);
+            continue;
+        }
+        if (len > 4 && memcmp(line, "big ", 4) == 0) { /* direct write, remainder queued */
+            struct evbuffer *tmp = evbuffer_new();
+            int n = atoi(line + 4);
+            for (int i = 0; i < n; i++)
+                evbuffer_add(tmp, "B", 1);
+            evbuffer_add(tmp, "\r\n", 2);
+            atomic_fetch_add(&direct_bytes, (int)conn_write_now(c, tmp));
+            if (evbuffer_get_length(tmp) != 0)
+                atomic_fetch_add(&client_failures, 1);
+            evbuffer_free(tmp);
+            evbuffer_drain(conn_in(c), used);
+            continue;
+        }
         evbuffer_add_printf(conn_out(c), "ECHO %.*s\r\n", (int)len, line);
         evbuffer_drain(conn_in(c), used);
         c->requests++;
@@ -55,7 +75,15 @@ static void echo_close(struct core_conn *c, enum conn_close_reason why)
     atomic_fetch_add(&closes, 1);
 }
 
-static const struct conn_ops echo_ops = { .name = "echo", .on_read = echo_read, .on_close = echo_close };
+/* A busy conn whose peer left is closed at once (it would otherwise wait). */
+static bool echo_eof(struct core_conn *c)
+{
+    atomic_fetch_add(&eofs, 1);
+    return c->data != NULL;
+}
+
+static const struct conn_ops echo_ops = { .name = "echo", .on_read = echo_read, .on_eof = echo_eof,
+                                          .on_close = echo_close };
 
 static void on_accept(struct core_loop *loop, int fd, const struct sockaddr *sa, socklen_t len, void *arg)
 {
@@ -141,8 +169,6 @@ static void mark_call(void *arg)
     atomic_store(&call_ran_on, loop_current()->index + 100);
 }
 
-static atomic_int client_failures;
-
 static void *client_main(void *arg)
 {
     (void)arg;
@@ -175,6 +201,23 @@ static void *client_main(void *arg)
     big[199] = '\0';
     if (roundtrip(fd, big, buf, sizeof(buf)) <= 0 || strcmp(buf, "TOO LONG\r\n") != 0)
         { fprintf(stderr, "client failure at line %d: [%s]\n", __LINE__, buf); atomic_fetch_add(&client_failures, 1); }
+    close(fd);
+
+    /* on_eof: a busy conn whose client half-closes is closed at once. */
+    fd = dial();
+    send(fd, "busy\r\n", 6, 0);
+    usleep(50000);
+    shutdown(fd, SHUT_WR);
+    if (recv(fd, buf, sizeof(buf), 0) != 0)
+        { fprintf(stderr, "client failure at line %d: busy conn not closed on EOF\n", __LINE__); atomic_fetch_add(&client_failures, 1); }
+    close(fd);
+
+    /* conn_write_now: a reply larger than the socket buffer arrives whole. */
+    static char bigbuf[300000];
+    fd = dial();
+    int got = roundtrip(fd, "big 250000\r\n", bigbuf, sizeof(bigbuf));
+    if (got != 250002 || bigbuf[0] != 'B' || bigbuf[249999] != 'B')
+        { fprintf(stderr, "client failure at line %d: big reply %d bytes\n", __LINE__, got); atomic_fetch_add(&client_failures, 1); }
     close(fd);
 
     /* The gate: with max 2 conns, a third connection is refused. */
@@ -226,7 +269,9 @@ static void test_echo_server_two_loops(void)
     CHECK_EQ_INT(atomic_load(&outgoing_ok), 1);
     CHECK_EQ_INT(atomic_load(&call_ran_on), 101);
     CHECK_EQ_INT(conn_total_current(), 0);
-    CHECK(atomic_load(&closes) >= 44);
+    CHECK(atomic_load(&closes) >= 46);
+    CHECK(atomic_load(&eofs) >= 1);
+    CHECK(atomic_load(&direct_bytes) > 0);
     CHECK(listen_rejected_conns() >= 1);
     /* reuseport spreads connections; usually both loops see some, but the
      * kernel's hash may favour one, so only require loop activity. */
