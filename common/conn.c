@@ -8,12 +8,14 @@
 #include "common/conn.h"
 
 #include <arpa/inet.h>
+#include <errno.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
 #include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/uio.h>
 #include <sys/un.h>
 #include <unistd.h>
 
@@ -40,6 +42,7 @@ enum {
 
 #define CONN_MAX_LOOPS 1024
 #define CONN_MAX_SINGLE_READ (64 * 1024)
+#define CONN_READ_CHUNK (16 * 1024)
 
 struct loop_conns {
     struct core_conn *head;
@@ -58,6 +61,83 @@ bool conn_is_closing(const struct core_conn *c)
 }
 
 static void conn_free(struct core_conn *c, enum conn_close_reason why);
+static void event_cb(struct bufferevent *bev, short what, void *arg);
+static void read_cb(struct bufferevent *bev, void *arg);
+
+/* Plain sockets read through their own event (c->rev): one readv() into
+ * space reserved in the input buffer, where bufferevent_socket would first
+ * ask the kernel how much is there (an ioctl per read). Filtered bevs (TLS)
+ * and conns still connecting read through the bufferevent. The idle timeout
+ * rides on the read event, as the bufferevent's read timeout did. */
+static void read_set(struct core_conn *c, bool on)
+{
+    if (c->flags & F_CONNECTING)
+        return; /* reading starts once connected, as the flags then say */
+    if (!c->rev) {
+        if (on)
+            bufferevent_enable(c->bev, EV_READ);
+        else
+            bufferevent_disable(c->bev, EV_READ);
+        return;
+    }
+    if (!on) {
+        event_del(c->rev);
+        return;
+    }
+    struct timeval tv = { c->idle_ms / 1000, (c->idle_ms % 1000) * 1000 };
+    event_add(c->rev, c->idle_ms ? &tv : NULL);
+}
+
+static void raw_read_cb(evutil_socket_t fd, short what, void *arg)
+{
+    struct core_conn *c = arg;
+    if (what & EV_TIMEOUT) {
+        event_del(c->rev);
+        event_cb(c->bev, BEV_EVENT_READING | BEV_EVENT_TIMEOUT, c);
+        return;
+    }
+    struct evbuffer *in = conn_in(c);
+    struct evbuffer_iovec v[2];
+    evbuffer_unfreeze(in, 0); /* the bufferevent keeps its input's end frozen */
+    int nv = evbuffer_reserve_space(in, CONN_READ_CHUNK, v, 2);
+    if (nv < 0) {
+        evbuffer_freeze(in, 0);
+        event_del(c->rev);
+        event_cb(c->bev, BEV_EVENT_READING | BEV_EVENT_ERROR, c);
+        return;
+    }
+    ssize_t n = readv(fd, (struct iovec *)v, nv);
+    if (n <= 0)
+        evbuffer_freeze(in, 0);
+    if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR))
+        return;
+    if (n <= 0) {
+        event_del(c->rev);
+        event_cb(c->bev, BEV_EVENT_READING | (n == 0 ? BEV_EVENT_EOF : BEV_EVENT_ERROR), c);
+        return;
+    }
+    size_t left = (size_t)n;
+    int used = 0;
+    for (; used < nv && left > 0; used++) {
+        if (v[used].iov_len > left)
+            v[used].iov_len = left;
+        left -= v[used].iov_len;
+    }
+    evbuffer_commit_space(in, v, used);
+    evbuffer_freeze(in, 0);
+    read_cb(c->bev, c);
+}
+
+static void raw_read_start(struct core_conn *c)
+{
+    c->rev = event_new(c->loop->base, c->fd, EV_READ | EV_PERSIST, raw_read_cb, c);
+    if (!c->rev) {
+        log_warn("conn: no read event, reading through the bufferevent");
+        return;
+    }
+    struct timeval w = { c->write_ms / 1000, (c->write_ms % 1000) * 1000 };
+    bufferevent_set_timeouts(c->bev, NULL, c->write_ms ? &w : NULL);
+}
 
 /* Callback depth is tracked in the high bits so nested brackets work. */
 #define DEPTH_SHIFT 16
@@ -97,7 +177,7 @@ static bool settle(struct core_conn *c)
     }
     if (c->out_limit && out > c->out_limit && !(c->flags & F_PAUSED_LIMIT)) {
         c->flags |= F_PAUSED_LIMIT;
-        bufferevent_disable(c->bev, EV_READ);
+        read_set(c, false);
     }
     return false;
 }
@@ -136,7 +216,7 @@ static void write_cb(struct bufferevent *bev, void *arg)
     if ((c->flags & F_PAUSED_LIMIT) && out <= c->out_limit / 2) {
         c->flags &= ~F_PAUSED_LIMIT;
         if (!(c->flags & (F_PAUSED_USER | F_CLOSE_AFTER_WRITE))) {
-            bufferevent_enable(c->bev, EV_READ);
+            read_set(c, true);
             if (evbuffer_get_length(conn_in(c)) > 0) {
                 process(c); /* requests that waited behind the limit */
                 return;
@@ -162,6 +242,11 @@ static void event_cb(struct bufferevent *bev, short what, void *arg)
         if (c->peer.ss_family == AF_INET || c->peer.ss_family == AF_INET6) {
             int one = 1;
             setsockopt(c->fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
+        }
+        if (!(c->flags & F_FILTERED) && !c->rev) { /* not a TLS handshake: our own connect */
+            raw_read_start(c);
+            if (!(c->flags & (F_PAUSED_USER | F_PAUSED_LIMIT | F_CLOSE_AFTER_WRITE | F_CLOSE_PENDING)))
+                read_set(c, true);
         }
         if (c->ops->on_connect) {
             enter(c);
@@ -192,7 +277,7 @@ static void event_cb(struct bufferevent *bev, short what, void *arg)
         /* Input before the EOF was already handed to on_read. Let replies
          * to it go out, then close (a client that half-closes still gets
          * its answers). */
-        bufferevent_disable(c->bev, EV_READ);
+        read_set(c, false);
         if (c->ops->on_eof) {
             enter(c);
             bool now = c->ops->on_eof(c);
@@ -252,7 +337,9 @@ struct core_conn *conn_new(struct core_loop *loop, int fd, const struct sockaddr
         bufferevent_free(bev);
         return NULL;
     }
-    bufferevent_enable(bev, EV_READ | EV_WRITE);
+    raw_read_start(c);
+    bufferevent_enable(bev, EV_WRITE);
+    read_set(c, true);
     return c;
 }
 
@@ -282,7 +369,7 @@ struct core_conn *conn_connect(struct core_loop *loop, const struct sockaddr *sa
     }
     atomic_fetch_sub(&total_accepted, 1); /* outgoing: not an accepted connection */
     c->flags |= F_CONNECTING;
-    bufferevent_enable(bev, EV_READ | EV_WRITE);
+    bufferevent_enable(bev, EV_WRITE); /* reading starts once connected */
     if (bufferevent_socket_connect(bev, (struct sockaddr *)sa, (int)salen) < 0) {
         c->ops = ops;
         conn_free(c, CONN_CLOSE_ERROR);
@@ -298,7 +385,8 @@ static void conn_free(struct core_conn *c, enum conn_close_reason why)
         return;
     if (c->flags & F_IN_CB) {
         c->flags |= F_CLOSE_PENDING;
-        bufferevent_disable(c->bev, EV_READ | EV_WRITE);
+        read_set(c, false);
+        bufferevent_disable(c->bev, EV_WRITE);
         return;
     }
     c->flags |= F_FREEING;
@@ -313,6 +401,8 @@ static void conn_free(struct core_conn *c, enum conn_close_reason why)
         c->next->prev = c->prev;
     lc->count--;
     atomic_fetch_sub(&total_current, 1);
+    if (c->rev)
+        event_free(c->rev);
     bufferevent_free(c->bev);
     free(c);
 }
@@ -325,7 +415,7 @@ void conn_close(struct core_conn *c)
 void conn_close_after_write(struct core_conn *c)
 {
     c->flags |= F_CLOSE_AFTER_WRITE;
-    bufferevent_disable(c->bev, EV_READ);
+    read_set(c, false);
     if (evbuffer_get_length(conn_out(c)) == 0)
         conn_free(c, CONN_CLOSE_LOCAL);
 }
@@ -336,7 +426,13 @@ void conn_set_timeouts(struct core_conn *c, uint32_t idle_ms, uint32_t write_ms)
     c->write_ms = write_ms;
     struct timeval r = { idle_ms / 1000, (idle_ms % 1000) * 1000 };
     struct timeval w = { write_ms / 1000, (write_ms % 1000) * 1000 };
-    bufferevent_set_timeouts(c->bev, idle_ms ? &r : NULL, write_ms ? &w : NULL);
+    if (!c->rev) {
+        bufferevent_set_timeouts(c->bev, idle_ms ? &r : NULL, write_ms ? &w : NULL);
+        return;
+    }
+    bufferevent_set_timeouts(c->bev, NULL, write_ms ? &w : NULL);
+    if (event_pending(c->rev, EV_READ, NULL))
+        read_set(c, true); /* re-arm with the new idle timeout */
 }
 
 void conn_set_output_limit(struct core_conn *c, size_t bytes)
@@ -348,14 +444,14 @@ void conn_set_output_limit(struct core_conn *c, size_t bytes)
 void conn_pause_read(struct core_conn *c)
 {
     c->flags |= F_PAUSED_USER;
-    bufferevent_disable(c->bev, EV_READ);
+    read_set(c, false);
 }
 
 void conn_resume_read(struct core_conn *c)
 {
     c->flags &= ~F_PAUSED_USER;
     if (!(c->flags & (F_PAUSED_LIMIT | F_CLOSE_AFTER_WRITE | F_CLOSE_PENDING)))
-        bufferevent_enable(c->bev, EV_READ);
+        read_set(c, true);
 }
 
 void conn_kick(struct core_conn *c)

@@ -14,6 +14,7 @@
 #include <sys/socket.h>
 
 struct bufferevent;
+struct event;
 struct evbuffer;
 struct core_loop;
 struct core_conn;
@@ -61,6 +62,7 @@ struct core_conn {
     uint32_t idle_ms, write_ms;
     size_t out_limit;
     size_t in_left;                 /* input left unconsumed after on_read */
+    struct event *rev;              /* own read event (plain sockets) */
     struct core_conn *next, *prev;  /* per-loop list */
 };
 
