@@ -119,6 +119,8 @@ install: build
 	$(if $(HEADERS),install -m 644 $(HEADERS) $(DESTDIR)$(PREFIX)/include/)
 	@set -e; for f in $(PCFILES); do $(SUBST) $$f >$(DESTDIR)$(PREFIX)/lib/pkgconfig/$$(basename $$f); done
 	@set -e; for f in $(UNITS); do $(SUBST) $$f >$(DESTDIR)$(PREFIX)/lib/systemd/system/$$(basename $$f); done
+	@set -e; for d in $(sort $(dir $(wildcard */README.md))); do \
+	  install -D -m 644 $${d}README.md $(DESTDIR)$(PREFIX)/share/doc/stack/$${d}README.md; done
 	@set -e; for f in $(SAMPLE_CONFS); do t=$(DESTDIR)$(SYSCONFDIR)/stack/$$(basename $$f); \
 	  if [ -e $$t ]; then echo "keeping existing $$t"; else $(SUBST) $$f >$$t; fi; done
 

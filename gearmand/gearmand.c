@@ -1,0 +1,323 @@
+/* gearmand: the Gearman job server — settings, the protocol listener and
+ * the connection state machine that frames bytes into binary packets or
+ * admin text lines. The job state is in jobs.c, the admin text commands in
+ * text.c, the persistent queue in queue.c.
+ *
+ * Options follow gearmand 1.1 where they exist (-p -L -t -j -q
+ * --libsqlite3-db --mysql-* -u -P -l --verbose); the rest come from the
+ * core (config file, console, metrics). */
+#include "gearmand/server.h"
+
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include <event2/buffer.h>
+
+#include "common/admin.h"
+#include "common/config.h"
+#include "common/conn.h"
+#include "common/db.h"
+#include "common/daemon.h"
+#include "common/line.h"
+#include "common/listen.h"
+#include "common/log.h"
+#include "common/loop.h"
+#include "common/stats.h"
+
+#define GM_MAX_TEXT_LINE 8192
+
+void gm_text_install(void);
+
+/* ---- settings -------------------------------------------------------------- */
+
+/* -l FILE | stderr | none, as gearmand. */
+static int set_log_file(const struct cfg_setting *s, const char *value, char *err, size_t errlen)
+{
+    (void)s;
+    (void)err;
+    (void)errlen;
+    free(core_opts.log_file);
+    if (!strcmp(value, "stderr") || !*value)
+        core_opts.log_file = NULL;
+    else if (!strcmp(value, "none"))
+        core_opts.log_file = strdup("/dev/null");
+    else
+        core_opts.log_file = strdup(value);
+    return 0;
+}
+
+/* --verbose FATAL|ALERT|CRITICAL|ERROR|WARNING|NOTICE|INFO|DEBUG. */
+static int set_verbose(const struct cfg_setting *s, const char *value, char *err, size_t errlen)
+{
+    (void)s;
+    static const struct { const char *g; const char *core; } map[] = {
+        { "FATAL", "error" }, { "ALERT", "error" }, { "CRITICAL", "error" }, { "ERROR", "error" },
+        { "WARNING", "warn" }, { "NOTICE", "info" }, { "INFO", "info" }, { "DEBUG", "debug" },
+    };
+    for (size_t i = 0; i < sizeof map / sizeof map[0]; i++)
+        if (!strcasecmp(value, map[i].g)) {
+            free(core_opts.log_level);
+            core_opts.log_level = strdup(map[i].core);
+            if (loop_count() > 0)
+                log_set_level((enum log_level)log_level_parse(map[i].core));
+            return 0;
+        }
+    snprintf(err, errlen, "unknown verbose level '%s' (FATAL..DEBUG)", value);
+    return -1;
+}
+
+static const struct cfg_setting gm_settings_table[] = {
+    { "port", 'p', CFG_INT, &gm.cfg.port, "4730", "port to listen on", false, NULL },
+    { "listen", 'L', CFG_STRING, &gm.cfg.listen, NULL, "address to listen on (default: all)", false, NULL },
+    { "threads", 't', CFG_INT, &gm.cfg.threads, "4",
+      "accepted for gearmand compatibility; the job state runs on one loop (see README)", false, NULL },
+    { "job-retries", 'j', CFG_INT, &gm.cfg.job_retries, "0",
+      "attempts before a job whose workers keep dying fails (0 = unlimited)", true, NULL },
+    { "queue-type", 'q', CFG_STRING, &gm.cfg.queue_type, "builtin",
+      "persistent queue for background jobs: builtin (memory only), libsqlite3, mysql", false, NULL },
+    { "libsqlite3-db", 0, CFG_STRING, &gm.cfg.sqlite_db, NULL, "SQLite database file for -q libsqlite3", false, NULL },
+    { "libsqlite3-table", 0, CFG_STRING, &gm.cfg.sqlite_table, "gm_queue", "SQLite table (our schema, see README)", false, NULL },
+    { "mysql-host", 0, CFG_STRING, &gm.cfg.mysql_host, "localhost", "MySQL/MariaDB host", false, NULL },
+    { "mysql-port", 0, CFG_INT, &gm.cfg.mysql_port, "3306", "MySQL/MariaDB port", false, NULL },
+    { "mysql-socket", 0, CFG_STRING, &gm.cfg.mysql_socket, NULL, "MySQL/MariaDB unix socket", false, NULL },
+    { "mysql-user", 0, CFG_STRING, &gm.cfg.mysql_user, "root", "MySQL/MariaDB user", false, NULL },
+    { "mysql-password", 0, CFG_STRING, &gm.cfg.mysql_password, "", "MySQL/MariaDB password", false, NULL },
+    { "mysql-db", 0, CFG_STRING, &gm.cfg.mysql_db, "Gearmand", "MySQL/MariaDB database", false, NULL },
+    { "mysql-table", 0, CFG_STRING, &gm.cfg.mysql_table, "gm_queue", "MySQL/MariaDB table (our schema, see README)", false, NULL },
+    { "gearmand-libsqlite3-table", 0, CFG_STRING, &gm.cfg.import_sqlite_table, "gearman_queue",
+      "gearmand 1.1's SQLite queue table: its jobs are moved into ours at start ('' = don't)", false, NULL },
+    { "gearmand-mysql-table", 0, CFG_STRING, &gm.cfg.import_mysql_table, "gearman_queue",
+      "gearmand 1.1's MySQL queue table: its jobs are moved into ours at start ('' = don't)", false, NULL },
+    { "job-handle-prefix", 0, CFG_STRING, &gm.cfg.handle_prefix, NULL, "job handle prefix (default H:<hostname>)",
+      false, NULL },
+    { "max-packet-size", 0, CFG_SIZE, &gm.cfg.max_packet, "16m",
+      "largest packet accepted; bigger ones get ERROR and the connection closes", true, NULL },
+    { "max-conns", 0, CFG_INT, &gm.cfg.max_conns, "0", "most client connections (0 = unlimited)", false, NULL },
+    { "backlog", 'b', CFG_INT, &gm.cfg.backlog, "1024", "listen backlog", false, NULL },
+    { "max-jobs", 0, CFG_SIZE, &gm.cfg.max_jobs, "0",
+      "most jobs held at once, all functions (0 = unlimited); past it submits get ERROR QUEUE_ERROR", true, NULL },
+    { "max-pending-durable", 0, CFG_INT, &gm.cfg.max_held, "4096",
+      "background submits per connection waiting for the persistent queue before the connection is paused",
+      false, NULL },
+    { "idle-timeout", 0, CFG_INT, &gm.cfg.idle_timeout, "0", "close connections idle this many seconds (0 = never)",
+      true, NULL },
+    /* gearmand 1.1 switches whose behaviour is built in here. */
+    { "round-robin", 'R', CFG_BOOL, &gm.cfg.round_robin, "no",
+      "accepted for gearmand compatibility: a worker's grabs always go round robin over its functions", false, NULL },
+    { "worker-wakeup", 'w', CFG_INT, &gm.cfg.wakeup, "0",
+      "accepted for gearmand compatibility: each new job wakes one sleeping worker that can do it", false, NULL },
+    /* gearmand's spellings of core settings (same storage, this table wins). */
+    { "file-descriptors", 'f', CFG_INT, &core_opts.max_fds, NULL, "raise the open-file limit to this", false, NULL },
+    { "user", 'u', CFG_STRING, &core_opts.user, NULL, "drop privileges to this user after binding", false, NULL },
+    { "pid-file", 'P', CFG_STRING, &core_opts.pidfile, NULL, "write the process id to this file", false, NULL },
+    { "log-file", 'l', CFG_CUSTOM, NULL, NULL, "log to FILE, 'stderr' or 'none'", false, set_log_file },
+    { "verbose", 0, CFG_CUSTOM, NULL, NULL, "log level: FATAL ALERT CRITICAL ERROR WARNING NOTICE INFO DEBUG", true,
+      set_verbose },
+    CFG_END
+};
+
+/* ---- connections ------------------------------------------------------------- */
+
+static void send_fatal(struct gm_sess *s, const char *code, const char *text)
+{
+    gm_send_error(s, code, text);
+    conn_close_after_write(s->c);
+}
+
+/* Frame and dispatch everything buffered: a request starting with '\0' is a
+ * binary packet, anything else an admin text line (gearmand decides per
+ * request the same way). A partial request stays buffered. */
+static int gm_on_read(struct core_conn *c)
+{
+    struct gm_sess *s = c->data;
+    struct evbuffer *in = conn_in(c);
+    uint32_t max = gm.cfg.max_packet > UINT32_MAX - GM_HEADER_SIZE ? UINT32_MAX - GM_HEADER_SIZE
+                                                                    : (uint32_t)gm.cfg.max_packet;
+    while (s->c && !conn_is_closing(c) && !s->held_paused) {
+        size_t avail = evbuffer_get_length(in);
+        if (avail == 0)
+            break;
+        unsigned char hdr[GM_HEADER_SIZE];
+        size_t n = evbuffer_copyout(in, hdr, avail < GM_HEADER_SIZE ? avail : GM_HEADER_SIZE);
+        if (hdr[0] == '\0') {
+            struct gm_packet p;
+            enum gm_parse_status st = gm_parse_header(hdr, n, max, &p);
+            if (st == GM_PARSE_NEED_MORE)
+                break;
+            if (st == GM_PARSE_BAD_MAGIC) {
+                send_fatal(s, "INVALID_MAGIC", "Packet magic is not \\0REQ");
+                break;
+            }
+            if (st == GM_PARSE_TOO_LARGE) {
+                send_fatal(s, "ARGUMENT_TOO_LARGE", "Packet larger than max-packet-size");
+                break;
+            }
+            size_t total = GM_HEADER_SIZE + (size_t)p.size;
+            if (avail < total)
+                break;
+            const unsigned char *buf = evbuffer_pullup(in, (ev_ssize_t)total);
+            size_t used = 0;
+            st = gm_parse_packet(buf, total, max, &p, &used);
+            c->requests++;
+            if (st == GM_PARSE_OK)
+                gm_handle_packet(s, &p);
+            else if (st == GM_PARSE_UNKNOWN_CMD)
+                gm_send_error(s, "INVALID_COMMAND", "Command not expected");
+            else
+                gm_send_error(s, "INVALID_PACKET", "Packet has fewer arguments than its type needs");
+            evbuffer_drain(in, total);
+        } else {
+            size_t len, consumed;
+            enum line_status ls;
+            char *line = line_peek(in, GM_MAX_TEXT_LINE, &len, &consumed, &ls);
+            if (ls == LINE_NEED_MORE)
+                break;
+            if (ls == LINE_TOO_LONG) {
+                struct evbuffer *out = gm_sess_out(s);
+                if (out)
+                    evbuffer_add_printf(out, "ERR LINE_TOO_LONG Command+line+too+long\r\n");
+                conn_close_after_write(c);
+                break;
+            }
+            c->requests++;
+            int rc = gm_text_line(s, line, len);
+            evbuffer_drain(in, consumed);
+            if (rc < 0) {
+                conn_close_after_write(c);
+                break;
+            }
+        }
+    }
+    return 0;
+}
+
+static void gm_on_close(struct core_conn *c, enum conn_close_reason why)
+{
+    (void)why;
+    struct gm_sess *s = c->data;
+    if (s)
+        gm_sess_closed(s);
+    c->data = NULL;
+}
+
+static const struct conn_ops gm_conn_ops = {
+    .name = "gearman",
+    .on_read = gm_on_read,
+    .on_close = gm_on_close,
+};
+
+static void gm_accept(struct core_loop *loop, int fd, const struct sockaddr *sa, socklen_t salen, void *arg)
+{
+    (void)arg;
+    struct core_conn *c = conn_new(loop, fd, sa, salen, &gm_conn_ops, NULL);
+    if (!c)
+        return;
+    c->data = gm_sess_new(c);
+    /* A peer that sends requests without reading the replies (an ECHO_REQ
+     * flood) stops being read once this much output is waiting. */
+    conn_set_output_limit(c, (size_t)(gm.cfg.max_packet > 4u << 20 ? gm.cfg.max_packet : 4u << 20) * 2);
+    if (gm.cfg.idle_timeout > 0)
+        conn_set_timeouts(c, (uint32_t)gm.cfg.idle_timeout * 1000, 0);
+}
+
+static void gm_reject(int fd, void *arg)
+{
+    (void)arg;
+    static const char code[] = "SERVER_ERROR", text[] = "Too many connections, try again.";
+    const void *args[2] = { code, text };
+    size_t lens[2] = { sizeof code - 1, sizeof text - 1 };
+    char buf[128];
+    size_t n = gm_encode(buf, sizeof buf, GM_RES, GM_ERROR, 2, args, lens);
+    ssize_t r = send(fd, buf, n, MSG_NOSIGNAL | MSG_DONTWAIT);
+    (void)r;
+}
+
+/* ---- stats --------------------------------------------------------------------- */
+
+static void gm_stats(struct stats_sink *sink, void *arg)
+{
+    (void)arg;
+    stats_u64(sink, "jobs_submitted", gm.n.jobs_submitted);
+    stats_u64(sink, "jobs_completed", gm.n.jobs_completed);
+    stats_u64(sink, "jobs_failed", gm.n.jobs_failed);
+    stats_u64(sink, "jobs_coalesced", gm.n.jobs_coalesced);
+    stats_u64(sink, "jobs_retried", gm.n.jobs_retried);
+    stats_u64(sink, "jobs_timeout", gm.n.jobs_timeout);
+    stats_u64(sink, "jobs_current", gm.njobs);
+    stats_u64(sink, "functions", gm.nfuncs);
+    stats_u64(sink, "sessions", gm.nsessions);
+    stats_u64(sink, "packets_in", gm.n.packets_in);
+    stats_u64(sink, "errors_sent", gm.n.errors_sent);
+    stats_u64(sink, "noops_sent", gm.n.noops_sent);
+    stats_u64(sink, "grabs", gm.n.grabs);
+    stats_u64(sink, "no_jobs", gm.n.no_jobs);
+    stats_u64(sink, "queue_full", gm.n.queue_full);
+    stats_u64(sink, "queue_paused", gm.n.queue_paused);
+    if (gm.db) {
+        struct db_counters dc;
+        db_get_counters(gm.db, &dc);
+        stats_u64(sink, "queue_db_requests", dc.requests);
+        stats_u64(sink, "queue_db_commits", dc.commits);
+        stats_u64(sink, "queue_db_errors", dc.errors);
+        stats_u64(sink, "queue_db_waiting", dc.queued);
+    }
+}
+
+/* ---- life cycle ---------------------------------------------------------------- */
+
+static int gm_init(void)
+{
+    struct core_loop *loop = loop_get(0);
+    if (gm.cfg.max_held < 1)
+        gm.cfg.max_held = 1;
+    gm_state_init(loop->base);
+    gm_text_install();
+    stats_add_source("", gm_stats, NULL);
+    if (gm_queue_open() < 0)
+        return -1;
+    char spec[300], err[256];
+    if (gm.cfg.listen && *gm.cfg.listen) {
+        if (strchr(gm.cfg.listen, ':') && gm.cfg.listen[0] != '[')
+            snprintf(spec, sizeof spec, "[%s]:%d", gm.cfg.listen, gm.cfg.port);
+        else
+            snprintf(spec, sizeof spec, "%s:%d", gm.cfg.listen, gm.cfg.port);
+    } else
+        snprintf(spec, sizeof spec, "*:%d", gm.cfg.port);
+    /* One loop owns the job state, so the listener accepts on it alone. */
+    struct listen_opts lo = { .backlog = gm.cfg.backlog, .single_loop = true };
+    if (!listen_open(spec, GM_DEFAULT_PORT, &lo, gm_accept, gm_reject, NULL, err, sizeof err)) {
+        log_error("gearmand: cannot listen on %s: %s", spec, err);
+        return -1;
+    }
+    if (gm.cfg.max_conns > 0)
+        listen_set_max_conns((uint64_t)gm.cfg.max_conns);
+    log_info("gearmand: listening on %s (queue: %s)", spec, gm.db ? gm.cfg.queue_type : "builtin");
+    return 0;
+}
+
+static void gm_fini(void)
+{
+    gm_queue_close();
+    gm_state_free();
+}
+
+int main(int argc, char **argv)
+{
+    static const struct daemon_desc desc = {
+        .name = "gearmand",
+        .version = GM_VERSION,
+        .settings = gm_settings_table,
+        .threads = NULL, /* one loop: see README "Threading" */
+        .default_admin_port = 0,
+        .init = gm_init,
+        .fini = gm_fini,
+        .admin_cmds = gm_admin_cmds,
+        .hooks = { .on_stop = gm_stopping },
+    };
+    return daemon_main(&desc, argc, argv);
+}

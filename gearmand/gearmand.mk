@@ -1,0 +1,25 @@
+# gearmand: the Gearman job server, its client/worker library (libgm) and
+# CLI (gearman-cli), unit tests, fuzz target and benchmark.
+GM_PROTO  := gearmand/proto.c
+GM_SERVER := gearmand/gearmand.c gearmand/jobs.c gearmand/text.c gearmand/queue.c $(GM_PROTO)
+
+$(eval $(call program,gearmand,$(GM_SERVER)))
+
+$(eval $(call unit_test,gearmand/test_proto,$(GM_PROTO)))
+$(eval $(call unit_test,common/test_db))
+$(eval $(call unit_test,gearmand/test_libgm,gearmand/client/libgm.c $(GM_PROTO)))
+$(eval $(call fuzz_target,fuzz_gm_proto,tests/fuzz/fuzz_gm_proto.c $(GM_PROTO)))
+
+BENCHES += tests/bench/bench_gearmand.py
+
+# libgm: the client/worker library (static + shared, header, pkg-config) and
+# the gearman-cli CLI on it.
+GM_CLIENT_SRCS := gearmand/client/libgm.c $(GM_PROTO) common/hash.c
+GM_CLIENT_SOFLAGS := -Wl,--version-script=gearmand/client/libgm.map
+$(eval $(call library,gm,$(GM_CLIENT_SRCS),$(GM_CLIENT_SOFLAGS)))
+HEADERS += gearmand/client/libgm.h
+PCFILES += $(BUILD)/lib/pkgconfig/libgm.pc
+$(BUILD)/lib/pkgconfig/libgm.pc: gearmand/client/libgm.pc.in gearmand/gearmand.mk
+	@mkdir -p $(@D)
+	sed -e 's|@PREFIX@|$(PREFIX)|' -e 's|@VERSION@|1.0.0|' $< > $@
+$(eval $(call program,gearman-cli,gearmand/client/cli.c,,$(BUILD)/lib/libgm.a))

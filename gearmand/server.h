@@ -1,0 +1,226 @@
+/* server: gearmand's job state and the types every gearmand file shares.
+ *
+ * The state (functions, jobs, workers, clients) lives on one event loop and
+ * is touched only from that loop's thread: no locks on the hot path. The
+ * reasons are in README.md ("Threading"). Connections reach it through a
+ * gm_sess; replies are written into the session's output in request order
+ * (see gm_sess_out). */
+#ifndef GM_SERVER_H
+#define GM_SERVER_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "common/admin.h"
+#include "gearmand/list.h"
+#include "gearmand/proto.h"
+
+struct core_conn;
+struct evbuffer;
+struct event;
+struct db;
+
+#define GM_VERSION "1.1.20-gm1"
+
+enum gm_prio { GM_PRIO_HIGH = 0, GM_PRIO_NORMAL = 1, GM_PRIO_LOW = 2 };
+
+struct gm_func {
+    struct gm_func *hnext;
+    uint64_t hash;
+    char *name;
+    size_t len;
+    struct gm_list queue[3];    /* runnable jobs by priority */
+    uint32_t queued[3];
+    uint32_t total;             /* every job of this function (queued, running, scheduled) */
+    uint32_t running;
+    uint32_t workers;           /* connections that CAN_DO it */
+    uint32_t max_queue[3];      /* 0 = unlimited */
+    struct gm_list sleepers;    /* gm_ability.sleep_link of sleeping workers */
+    struct gm_list all_link;    /* server's function list, creation order */
+};
+
+struct gm_ability {
+    struct gm_func *f;
+    struct gm_sess *s;
+    uint32_t timeout_ms;        /* CAN_DO_TIMEOUT; 0 = none */
+    struct gm_list sleep_link;
+};
+
+enum gm_job_state { GM_JOB_QUEUED, GM_JOB_RUNNING, GM_JOB_SCHEDULED };
+
+struct gm_job {
+    struct gm_job *hnext_handle, *hnext_unique;
+    uint64_t handle_hash, unique_hash;
+    struct gm_func *f;
+    char handle[GM_MAX_HANDLE + 1];
+    size_t handle_len;
+    char *unique;               /* NUL-ended; "" = none */
+    size_t unique_len;
+    char *reducer;              /* NULL = none */
+    size_t reducer_len;
+    char *data;
+    size_t data_len;
+    uint8_t prio;
+    bool bg;
+    bool ignore;                /* every client went away while it ran */
+    bool in_unique;
+    enum gm_job_state state;
+    struct gm_list qlink;       /* f->queue[prio] when queued */
+    struct gm_sess *worker;     /* when running */
+    struct gm_list wlink;       /* worker->running */
+    struct gm_list clients;     /* gm_link.jlink */
+    uint32_t client_count;
+    uint32_t numerator, denominator;
+    uint32_t retries;
+    int64_t when;               /* epoch seconds for scheduled jobs, 0 = now */
+    struct event *timer;        /* schedule or CAN_DO_TIMEOUT */
+    int64_t db_id;              /* row in the persistent queue, 0 = none */
+};
+
+/* A client waiting on a job. */
+struct gm_link {
+    struct gm_job *job;
+    struct gm_sess *s;
+    struct gm_list jlink, slink;
+};
+
+/* A reply that must wait (for a durable write) and everything written after
+ * it on the same connection. */
+struct gm_slot {
+    struct gm_slot *next;
+    struct evbuffer *buf;
+    bool ready;
+};
+
+struct gm_sess {
+    struct core_conn *c;        /* NULL once the connection closed */
+    int refs;                   /* the conn + pending async work */
+    int fd;
+    char peer[64];
+    struct gm_ability **abilities;
+    int nabilities, cap_abilities;
+    int rr;                     /* round-robin start among abilities */
+    bool sleeping;
+    bool exceptions;
+    bool in_text;               /* last request was an admin text line */
+    char client_id[GM_MAX_CLIENT_ID + 1];
+    struct gm_list running;     /* jobs assigned to this worker */
+    struct gm_list links;       /* gm_link.slink */
+    struct gm_list all_link;    /* server's session list */
+    struct gm_slot *slot_head, *slot_tail;
+    uint32_t held;              /* replies waiting for a durable write */
+    bool held_paused;           /* reading paused until they drain */
+};
+
+
+struct gm_settings {
+    int port;
+    char *listen;               /* -L address, NULL = all */
+    int threads;                /* -t: accepted for compatibility (see README) */
+    int job_retries;            /* -j: 0 = unlimited */
+    char *queue_type;           /* -q builtin|libsqlite3|mysql */
+    char *sqlite_db;
+    char *sqlite_table;
+    char *mysql_host;
+    int mysql_port;
+    char *mysql_socket;
+    char *mysql_user;
+    char *mysql_password;
+    char *mysql_db;
+    char *mysql_table;
+    char *import_sqlite_table;  /* gearmand 1.1's queue tables taken over at start */
+    char *import_mysql_table;
+    char *handle_prefix;
+    uint64_t max_packet;
+    int max_conns;
+    int backlog;
+    char *verbose;
+    char *log_file_compat;      /* -l */
+    int idle_timeout;
+    int max_held;               /* durable submits waiting per conn before it is paused */
+    uint64_t max_jobs;          /* jobs in memory (all functions); 0 = unlimited */
+    bool round_robin;           /* -R: accepted; grabs are always round robin */
+    int wakeup;                 /* -w: accepted; one sleeper is woken per job */
+};
+
+struct gm_counters {
+    uint64_t jobs_submitted, jobs_completed, jobs_failed, jobs_coalesced, jobs_retried, jobs_timeout;
+    uint64_t packets_in, errors_sent, noops_sent, grabs, no_jobs, queue_full, queue_paused;
+};
+
+struct gm_server {
+    struct gm_settings cfg;
+    struct gm_counters n;
+    struct gm_func **fbuckets;
+    size_t fmask, nfuncs;
+    struct gm_job **hbuckets, **ubuckets;
+    size_t jmask, njobs;
+    struct gm_list funcs;
+    struct gm_list sessions;
+    uint64_t handle_counter;
+    char handle_prefix[40];
+    uint64_t nsessions;
+    struct event_base *base;
+    struct db *db;              /* persistent queue, NULL = memory only */
+    bool shutting_down;         /* refuse new jobs */
+    bool stopping;              /* graceful stop under way */
+};
+
+extern struct gm_server gm;
+
+/* jobs.c ------------------------------------------------------------------ */
+void gm_state_init(struct event_base *base);
+void gm_state_free(void);
+struct gm_sess *gm_sess_new(struct core_conn *c);
+/* The conn is gone: drop abilities, requeue its jobs, detach its waits. */
+void gm_sess_closed(struct gm_sess *s);
+/* Graceful stop began: mark conns with work in flight busy. */
+void gm_stopping(void);
+void gm_sess_ref(struct gm_sess *s);
+void gm_sess_unref(struct gm_sess *s);
+/* Where replies go now: the conn's output, or the tail of pending slots.
+ * NULL if the connection is gone. */
+struct evbuffer *gm_sess_out(struct gm_sess *s);
+/* Open a reply slot that later output queues behind. */
+struct gm_slot *gm_sess_hold(struct gm_sess *s);
+/* Mark a held slot ready (its bytes are final) and flush what can go. */
+void gm_sess_release(struct gm_sess *s, struct gm_slot *slot);
+
+/* One parsed binary packet from s. Returns 0, or -1 to close the conn. */
+int gm_handle_packet(struct gm_sess *s, const struct gm_packet *p);
+/* Encode a response packet into out. */
+void gm_send_buf(struct evbuffer *out, uint32_t cmd, int argc, const void *const *args, const size_t *lens);
+void gm_send(struct gm_sess *s, uint32_t cmd, int argc, const void *const *args, const size_t *lens);
+void gm_send_error(struct gm_sess *s, const char *code, const char *text);
+
+struct gm_func *gm_func_find(const char *name, size_t len);
+struct gm_func *gm_func_get(const char *name, size_t len);
+/* Remove a function with no jobs and no workers. */
+void gm_func_drop(struct gm_func *f);
+struct gm_job *gm_job_find(const char *handle, size_t len);
+/* Admin "cancel job": only a job not running. 0 ok, -1 unknown/running. */
+int gm_job_cancel(struct gm_job *j);
+/* Add a job (used by replay from the persistent queue too). */
+struct gm_job *gm_job_add(struct gm_func *f, const char *unique, size_t ulen, const char *data,
+                          size_t dlen, int prio, bool bg, int64_t when, const char *reducer,
+                          size_t rlen);
+void gm_job_start(struct gm_job *j);
+
+/* text.c ------------------------------------------------------------------ */
+/* One admin text line from the protocol port (writable, NUL at len). */
+int gm_text_line(struct gm_sess *s, char *line, size_t len);
+extern const struct admin_cmd gm_admin_cmds[];
+
+/* queue.c ----------------------------------------------------------------- */
+/* Open the configured queue and replay stored jobs. 0 or -1 (logged). */
+int gm_queue_open(void);
+void gm_queue_close(void);
+/* Store a background job; the held slot gets JOB_CREATED when durable. */
+void gm_queue_store(struct gm_job *j, struct gm_sess *s, struct gm_slot *slot);
+/* A stored job finished (or was dropped). */
+void gm_queue_done(struct gm_job *j);
+/* Hold s's JOB_CREATED until everything queued so far is durable. */
+void gm_queue_barrier(struct gm_job *j, struct gm_sess *s, struct gm_slot *slot);
+
+#endif
