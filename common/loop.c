@@ -43,6 +43,7 @@ static struct loop_hooks hooks;
 static double grace_seconds = 10;
 static atomic_bool stopping;
 static struct event *signal_events[4];
+static void signal_cb(evutil_socket_t sig, short what, void *arg);
 static __thread struct core_loop *current;
 
 int loop_count(void) { return nloops; }
@@ -121,6 +122,14 @@ int loop_init(int n)
         event_add(l->priv->wake_ev, NULL);
     }
     event_config_free(cfg);
+    /* Signals are caught from here on (a TERM during start-up waits for the
+     * loop instead of killing the process), handled on loop 0. */
+    signal(SIGPIPE, SIG_IGN);
+    static const int sigs[] = { SIGTERM, SIGINT, SIGHUP, SIGUSR1 };
+    for (int i = 0; i < 4; i++) {
+        signal_events[i] = evsignal_new(loops[0].base, sigs[i], signal_cb, NULL);
+        event_add(signal_events[i], NULL);
+    }
     return 0;
 }
 
@@ -232,12 +241,6 @@ static void *thread_main(void *arg)
 
 int loop_run(void)
 {
-    signal(SIGPIPE, SIG_IGN);
-    static const int sigs[] = { SIGTERM, SIGINT, SIGHUP, SIGUSR1 };
-    for (int i = 0; i < 4; i++) {
-        signal_events[i] = evsignal_new(loops[0].base, sigs[i], signal_cb, NULL);
-        event_add(signal_events[i], NULL);
-    }
     for (int i = 1; i < nloops; i++) {
         if (pthread_create(&loops[i].thread, NULL, thread_main, &loops[i]) != 0) {
             log_error("cannot start loop thread %d: %s", i, strerror(errno));
@@ -254,10 +257,6 @@ int loop_run(void)
         hooks.on_thread_exit(&loops[0]);
     for (int i = 1; i < nloops; i++)
         pthread_join(loops[i].thread, NULL);
-    for (int i = 0; i < 4; i++) {
-        event_free(signal_events[i]);
-        signal_events[i] = NULL;
-    }
     return 0;
 }
 
@@ -277,6 +276,11 @@ void loop_free(void)
         drain_finalizers(l);
     }
     current = NULL;
+    for (int i = 0; i < 4; i++) {
+        if (signal_events[i])
+            event_free(signal_events[i]);
+        signal_events[i] = NULL;
+    }
     for (int i = 0; i < nloops; i++) {
         struct core_loop *l = &loops[i];
         if (l->priv) {
