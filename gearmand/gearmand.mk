@@ -21,5 +21,5 @@ HEADERS += gearmand/client/libgm.h
 PCFILES += $(BUILD)/lib/pkgconfig/libgm.pc
 $(BUILD)/lib/pkgconfig/libgm.pc: gearmand/client/libgm.pc.in gearmand/gearmand.mk
 	@mkdir -p $(@D)
-	sed -e 's|@PREFIX@|$(PREFIX)|' -e 's|@VERSION@|1.0.0|' $< > $@
+	sed -e 's|@VERSION@|1.0.0|' $< > $@
 $(eval $(call program,gearman-cli,gearmand/client/cli.c,,$(BUILD)/lib/libgm.a))

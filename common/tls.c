@@ -1,0 +1,70 @@
+/* tls: OpenSSL server contexts and accepted-socket wrapping (see tls.h). */
+#include "common/tls.h"
+
+#include <stdio.h>
+
+#include <event2/bufferevent.h>
+#include <event2/bufferevent_ssl.h>
+#include <openssl/err.h>
+#include <openssl/ssl.h>
+
+static void ssl_err(char *err, size_t errlen, const char *what, const char *file)
+{
+    unsigned long e = ERR_get_error();
+    char buf[256];
+    ERR_error_string_n(e, buf, sizeof buf);
+    snprintf(err, errlen, "%s %s: %s", what, file ? file : "", e ? buf : "failed");
+    ERR_clear_error();
+}
+
+void *tls_server_ctx_new(const char *cert_file, const char *key_file, const char *ciphers, char *err, size_t errlen)
+{
+    SSL_CTX *ctx = SSL_CTX_new(TLS_server_method());
+    if (!ctx) {
+        ssl_err(err, errlen, "SSL_CTX_new", NULL);
+        return NULL;
+    }
+    SSL_CTX_set_min_proto_version(ctx, TLS1_2_VERSION);
+    SSL_CTX_set_options(ctx, SSL_OP_NO_COMPRESSION | SSL_OP_CIPHER_SERVER_PREFERENCE);
+    SSL_CTX_set_mode(ctx, SSL_MODE_RELEASE_BUFFERS);
+    if (!cert_file || SSL_CTX_use_certificate_chain_file(ctx, cert_file) != 1) {
+        ssl_err(err, errlen, "cannot load certificate", cert_file);
+        SSL_CTX_free(ctx);
+        return NULL;
+    }
+    if (!key_file || SSL_CTX_use_PrivateKey_file(ctx, key_file, SSL_FILETYPE_PEM) != 1 ||
+        SSL_CTX_check_private_key(ctx) != 1) {
+        ssl_err(err, errlen, "cannot load private key", key_file);
+        SSL_CTX_free(ctx);
+        return NULL;
+    }
+    /* Old Perlbal cipher strings name ciphers modern OpenSSL no longer has;
+     * a list that selects nothing falls back to the default. */
+    if (ciphers && *ciphers && SSL_CTX_set_cipher_list(ctx, ciphers) != 1) ERR_clear_error();
+    return ctx;
+}
+
+void tls_ctx_free(void *ctx)
+{
+    SSL_CTX_free(ctx);
+}
+
+int tls_server_ctx_reload(void **ctx, const char *cert_file, const char *key_file, const char *ciphers, char *err,
+                          size_t errlen)
+{
+    void *n = tls_server_ctx_new(cert_file, key_file, ciphers, err, errlen);
+    if (!n) return -1;
+    if (*ctx) SSL_CTX_free(*ctx);
+    *ctx = n;
+    return 0;
+}
+
+struct bufferevent *tls_accept_bev(void *ctx, struct event_base *base, int fd)
+{
+    SSL *ssl = SSL_new(ctx);
+    if (!ssl) return NULL;
+    struct bufferevent *bev = bufferevent_openssl_socket_new(base, fd, ssl, BUFFEREVENT_SSL_ACCEPTING,
+                                                             BEV_OPT_CLOSE_ON_FREE | BEV_OPT_DEFER_CALLBACKS);
+    if (!bev) SSL_free(ssl);
+    return bev;
+}

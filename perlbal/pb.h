@@ -1,0 +1,180 @@
+/* pb.h: the objects of the perlbal daemon, shared by its files.
+ *
+ *   pools     named lists of backend nodes (POOL x ADD ip:port)
+ *   services  a role (reverse_proxy, web_server, selector, management) with
+ *             its parameters, listener and per-loop run-time state
+ *
+ * Services and pools are created and changed by the config file and the
+ * management console. Everything a request path reads from a pool's node list
+ * is read under pb_lock; per-loop state (idle backends, waiting clients) is
+ * touched only by its own loop. */
+#ifndef PB_H
+#define PB_H
+
+#include <netinet/in.h>
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdbool.h>
+#include <stdint.h>
+#include <sys/socket.h>
+
+#include "common/http.h"
+
+#define PB_VERSION "1.80-c"
+#define PB_MAX_LOOPS 64
+#define PB_NAME_MAX 64
+
+struct core_conn;
+struct core_loop;
+struct evbuffer;
+struct event;
+struct pb_client;
+struct pb_backend;
+struct pb_plugin;
+
+enum pb_role { PB_ROLE_NONE = 0, PB_ROLE_REVERSE_PROXY, PB_ROLE_WEB_SERVER, PB_ROLE_MANAGEMENT, PB_ROLE_SELECTOR };
+
+struct pb_node {
+    char ipport[80];                /* canonical "ip:port" or "[ipv6]:port" */
+    struct sockaddr_storage sa;     /* IPv4 or IPv6 */
+    socklen_t salen;
+    _Atomic uint64_t used;          /* requests sent to it */
+    _Atomic uint64_t connects;      /* connections opened */
+    _Atomic uint64_t failures;      /* connect / read failures */
+    _Atomic int64_t dead_until_ms;  /* skip it until then (monotonic ms) */
+    _Atomic int64_t noverify_until_ms; /* verify failed (no keep-alive): skip OPTIONS until then */
+    _Atomic bool removed;           /* POOL REMOVE: connections to it retire */
+};
+
+struct pb_pool {
+    char name[PB_NAME_MAX];
+    struct pb_node **nodes;
+    int nnodes, cap;
+    char *nodefile;
+    time_t nodefile_mtime;
+    int use_count;                  /* services using it */
+    struct pb_pool *next;
+};
+
+struct pb_header_op {
+    char *name;
+    char *value;                    /* NULL for remove */
+    struct pb_header_op *next;
+};
+
+struct pb_vhost {
+    char *pattern;
+    char *target;
+    struct pb_vhost *next;
+};
+
+/* Per-loop, per-service state (only its loop touches it). */
+struct pb_svc_loop {
+    struct pb_backend *idle;        /* bored backends, ready for a request */
+    int nidle;
+    int pending;                    /* backend connects in flight */
+    int active_clients;
+    struct pb_client *queue_head[3], *queue_tail[3]; /* 0 = high, 1 = normal, 2 = low */
+    int queue_len[3];
+    int listen_fd;
+    struct event *listen_ev;
+};
+
+struct pb_service {
+    char name[PB_NAME_MAX];
+    enum pb_role role;
+    char *listen;
+    bool enabled;
+    /* parameters (Perlbal names) */
+    struct pb_pool *pool;
+    bool persist_client, persist_backend, verify_backend, enable_reproxy, blind_proxy, always_trusted;
+    bool enable_put, enable_delete, dirindexing, server_tokens, enable_ssl, buffer_uploads;
+    bool enable_error_retries;
+    int idle_timeout, persist_client_idle_timeout;
+    int connect_ahead, backend_persist_cache, max_backend_uses, min_put_directory;
+    int buffer_upload_threshold_time, buffer_upload_threshold_rate;
+    uint64_t buffer_size, buffer_size_reproxy_url, buffer_backend_connect, max_put_size;
+    uint64_t buffer_upload_threshold_size, max_chunked_request_size, client_sndbuf_size;
+    int reproxy_cache_maxsize;
+    struct pb_reproxy_cache *reproxy_cache;  /* X-REPROXY-CACHE-FOR (pb_proxy.c) */
+    char *docroot, *index_files, *verify_backend_path, *high_priority_cookie, *high_priority_cookie_contents;
+    char *trusted_upstream_proxies, *buffer_uploads_path, *ssl_key_file, *ssl_cert_file, *ssl_cipher_list;
+    char *ssl_ca_path, *error_retry_schedule;
+    /* parsed trusted_upstream_proxies */
+    struct { uint32_t net, mask; } trusted[16];
+    int ntrusted;
+    struct pb_header_op *header_ops;
+    struct pb_vhost *vhosts;
+    char plugins[8][32];            /* names, as SET plugins gave them (lower case) */
+    const struct pb_plugin *plugin_ptr[8];
+    int nplugins;
+    void *plugin_state;             /* pb_plugin.c's per-service state */
+    uint64_t max_content_length;    /* MaxContentLength plugin */
+    void *tls_ctx;                  /* SSL_CTX when enable_ssl */
+    _Atomic int docroot_fd;         /* O_PATH fd of docroot (pb_web.c), -1 until first use */
+    const char *docroot_fd_for;     /* the docroot string it was opened for */
+    _Atomic uint64_t fcache_gen;    /* bumped by PUT/DELETE: invalidates pb_web.c's open-file cache */
+    /* counters */
+    _Atomic uint64_t requests;
+    struct pb_svc_loop loops[PB_MAX_LOOPS];
+    struct pb_service *next;
+};
+
+/* the registry (pb_service.c) */
+extern pthread_mutex_t pb_lock;
+extern struct pb_service *pb_services;
+extern struct pb_pool *pb_pools;
+extern double pb_start_time;
+extern _Atomic uint64_t pb_total_requests;
+
+struct pb_service *pb_service_find(const char *name);
+struct pb_service *pb_service_create(const char *name);
+struct pb_pool *pb_pool_find(const char *name);
+struct pb_pool *pb_pool_create(const char *name);
+int pb_pool_add(struct pb_pool *p, const char *ipport, char *err, size_t errlen);
+int pb_pool_remove(struct pb_pool *p, const char *ipport, char *err, size_t errlen);
+/* Pick a live node at random (copying its address). Returns NULL if none. */
+struct pb_node *pb_pool_pick(struct pb_pool *p);
+void pb_pool_check_nodefile(struct pb_pool *p);
+int pb_service_set(struct pb_service *s, const char *key, const char *val, char *err, size_t errlen);
+int pb_service_set_default(const char *key, const char *val, char *err, size_t errlen);
+int pb_pool_set(struct pb_pool *p, const char *key, const char *val, char *err, size_t errlen);
+int pb_service_enable(struct pb_service *s, char *err, size_t errlen);
+int pb_service_disable(struct pb_service *s, char *err, size_t errlen);
+bool pb_service_trusted(const struct pb_service *s, const struct sockaddr_storage *peer);
+const char *pb_role_name(enum pb_role r);
+/* Keep p allocated (and reachable) for the life of the process: for things
+ * replaced live that another loop may still be reading. */
+void pb_retire(void *p);
+void pb_close_all_listeners(void);
+int64_t pb_now_ms(void);
+
+/* clients (pb_client.c) */
+/* reject: over SERVER max_connections: answer 503 (with a lingering close,
+ * so the client reads it) and take no request. */
+void pb_client_accept(struct pb_service *svc, struct core_loop *loop, int fd, const struct sockaddr *sa,
+                      socklen_t salen, bool reject);
+void pb_manage_accept(struct pb_service *svc, struct core_loop *loop, int fd, const struct sockaddr *sa,
+                      socklen_t salen);
+
+/* reverse proxy (pb_proxy.c) */
+void pb_proxy_request(struct pb_client *cl);
+void pb_proxy_client_gone(struct pb_client *cl);
+void pb_proxy_body_ready(struct pb_client *cl);
+
+/* web server (pb_web.c) */
+void pb_web_request(struct pb_client *cl, struct http_msg *req);
+
+/* management language (pb_manage.c) */
+struct pb_manage_ctx {
+    char last_created[PB_NAME_MAX];
+    bool verbose;
+    bool in_config;                 /* running the config file (errors abort start) */
+};
+/* Run one line; output lines go to out ("\r\n" ended when crlf). Returns 0 on
+ * success, -1 on error (an "ERROR: ..." line was written). */
+int pb_manage_run(struct pb_manage_ctx *ctx, const char *line, size_t len, struct evbuffer *out, bool crlf);
+int pb_manage_run_file(const char *path, char *err, size_t errlen);
+void pb_manage_admin_fallback_init(void);
+
+#endif

@@ -1,0 +1,1295 @@
+/* pb_proxy: the reverse_proxy role — backend connections, the free-backend
+ * model with priority queues, verify_backend, dead-node marking and retry,
+ * enable_error_retries (500s), response streaming with back-pressure,
+ * reproxying (X-REPROXY-URL with fail-over and X-REPROXY-CACHE-FOR,
+ * X-REPROXY-FILE via sendfile), buffered uploads, and holding a request on a
+ * timer (Throttle).
+ *
+ * Model (as Perlbal): a client whose request head is complete either takes a
+ * bored (idle, connected) backend at once or waits in its service's queue
+ * (high / normal / low) while new backend connections are opened; the first
+ * backend that becomes ready takes the first waiting client. Everything here
+ * runs on the client's loop; each loop has its own backends. */
+#include <errno.h>
+#include <fcntl.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+#include <sys/stat.h>
+#include <unistd.h>
+#include <arpa/inet.h>
+
+#include <event2/buffer.h>
+#include <event2/bufferevent.h>
+#include <event2/event.h>
+
+#include "common/conn.h"
+#include "common/log.h"
+#include "common/loop.h"
+#include "perlbal/pb_conn.h"
+#include "perlbal/pb_plugin.h"
+
+#define BE_CONNECT_TIMEOUT_MS 5000
+#define BE_READ_TIMEOUT_MS 120000
+#define BE_WRITE_TIMEOUT_MS 60000
+#define NODE_DEAD_MS 2000
+#define NODE_NOVERIFY_MS 60000
+#define MAX_PENDING_PER_LOOP 64
+#define MAX_RETRIES 3
+
+static __thread struct http_msg scratch_resp;
+/* set by be_on_close: tells spawn_one whether a failed conn_connect freed be */
+static __thread struct pb_backend *be_freed_sync;
+
+static int be_on_read(struct core_conn *c);
+static void be_on_connect(struct core_conn *c, bool ok);
+static void be_on_close(struct core_conn *c, enum conn_close_reason why);
+static void be_on_drained(struct core_conn *c);
+
+/* A backend's or reproxy source's EOF ends its use at once: be_on_close /
+ * rp_on_close decide (body complete, retry, or 502). The core's default
+ * would keep a busy conn open waiting for output that never comes. */
+static bool close_on_eof(struct core_conn *c)
+{
+    (void)c;
+    return true;
+}
+
+static const struct conn_ops backend_ops = {
+    .name = "pb_backend",
+    .on_eof = close_on_eof,
+    .on_read = be_on_read,
+    .on_drained = be_on_drained,
+    .on_connect = be_on_connect,
+    .on_close = be_on_close,
+};
+
+static struct pb_svc_loop *svl_of(struct pb_service *svc, int li) { return &svc->loops[li]; }
+
+/* ---- queues ---- */
+
+static void enqueue(struct pb_client *cl, bool front)
+{
+    struct pb_svc_loop *l = svl_of(cl->svc, cl->loop_index);
+    int p = cl->prio;
+    cl->qnext = cl->qprev = NULL;
+    if (front) {
+        cl->qnext = l->queue_head[p];
+        if (l->queue_head[p]) l->queue_head[p]->qprev = cl;
+        else l->queue_tail[p] = cl;
+        l->queue_head[p] = cl;
+    } else {
+        cl->qprev = l->queue_tail[p];
+        if (l->queue_tail[p]) l->queue_tail[p]->qnext = cl;
+        else l->queue_head[p] = cl;
+        l->queue_tail[p] = cl;
+    }
+    l->queue_len[p]++;
+    cl->queued = true;
+    cl->state = CL_WAIT_BACKEND;
+    cl->queued_ms = pb_now_ms();
+}
+
+static void dequeue(struct pb_client *cl)
+{
+    if (!cl->queued) return;
+    struct pb_svc_loop *l = svl_of(cl->svc, cl->loop_index);
+    int p = cl->prio;
+    if (cl->qprev) cl->qprev->qnext = cl->qnext;
+    else l->queue_head[p] = cl->qnext;
+    if (cl->qnext) cl->qnext->qprev = cl->qprev;
+    else l->queue_tail[p] = cl->qprev;
+    l->queue_len[p]--;
+    cl->queued = false;
+    cl->qnext = cl->qprev = NULL;
+}
+
+static struct pb_client *first_waiting(struct pb_svc_loop *l)
+{
+    for (int p = 0; p < 3; p++)
+        if (l->queue_head[p]) return l->queue_head[p];
+    return NULL;
+}
+
+static int waiting_count(struct pb_svc_loop *l)
+{
+    return l->queue_len[0] + l->queue_len[1] + l->queue_len[2];
+}
+
+/* ---- idle list ---- */
+
+static void idle_push(struct pb_backend *be)
+{
+    struct pb_svc_loop *l = svl_of(be->svc, be->loop_index);
+    be->prev = NULL;
+    be->next = l->idle;
+    if (l->idle) l->idle->prev = be;
+    l->idle = be;
+    l->nidle++;
+    be->state = BE_IDLE;
+    be->in_idle_list = true;
+}
+
+/* Unlink from the idle list (a no-op when not on it: idle_pop unlinks
+ * before the backend is assigned or closed, and be_on_close calls it again). */
+static void idle_remove(struct pb_backend *be)
+{
+    if (!be->in_idle_list) return;
+    be->in_idle_list = false;
+    struct pb_svc_loop *l = svl_of(be->svc, be->loop_index);
+    if (be->prev) be->prev->next = be->next;
+    else l->idle = be->next;
+    if (be->next) be->next->prev = be->prev;
+    l->nidle--;
+    be->next = be->prev = NULL;
+}
+
+static struct pb_backend *idle_pop(struct pb_svc_loop *l)
+{
+    for (;;) {
+        struct pb_backend *be = l->idle;
+        while (be && conn_is_closing(be->c)) be = be->next;
+        if (!be) return NULL;
+        idle_remove(be);
+        if (!atomic_load(&be->node->removed)) return be;
+        conn_close(be->c); /* its node left the pool */
+    }
+}
+
+/* ---- assigning ---- */
+
+static void assign(struct pb_backend *be, struct pb_client *cl);
+static void spawn_backends(struct pb_service *svc, int li);
+
+static void fail_waiting(struct pb_service *svc, int li, int status, const char *msg)
+{
+    struct pb_svc_loop *l = svl_of(svc, li);
+    struct pb_client *cl;
+    while ((cl = first_waiting(l))) {
+        dequeue(cl);
+        pb_client_error(cl, status, msg);
+    }
+}
+
+/* A connected (and verified) backend with no client. */
+static void become_ready(struct pb_backend *be)
+{
+    struct pb_svc_loop *l = svl_of(be->svc, be->loop_index);
+    if (be->counted_pending) {
+        be->counted_pending = false;
+        l->pending--;
+    }
+    struct pb_client *cl = first_waiting(l);
+    if (cl) {
+        dequeue(cl);
+        assign(be, cl);
+        return;
+    }
+    if (atomic_load(&be->node->removed)) {
+        conn_close(be->c);
+        if (first_waiting(l)) spawn_backends(be->svc, be->loop_index);
+        return;
+    }
+    int keep = be->svc->backend_persist_cache + be->svc->connect_ahead;
+    if (keep < l->active_clients) keep = l->active_clients;
+    if (l->nidle >= keep || loop_stopping() || !be->svc->persist_backend) {
+        conn_close(be->c);
+        return;
+    }
+    /* the read timeout set at connect stays: a backend idle for
+     * BE_READ_TIMEOUT_MS is closed (and not re-armed on every request) */
+    conn_set_busy(be->c, false);
+    idle_push(be);
+}
+
+static bool spawn_one(struct pb_service *svc, int li)
+{
+    struct pb_node *node = svc->pool ? pb_pool_pick(svc->pool) : NULL;
+    if (!node) return false;
+    struct pb_backend *be = calloc(1, sizeof *be);
+    if (!be) return false;
+    be->svc = svc;
+    be->loop_index = li;
+    be->node = node;
+    be->state = BE_CONNECTING;
+    be->counted_pending = true;
+    struct pb_svc_loop *l = svl_of(svc, li);
+    l->pending++;
+    be_freed_sync = NULL;
+    struct core_conn *c = conn_connect(loop_get(li), (struct sockaddr *)&node->sa, node->salen, &backend_ops, be);
+    if (!c) {
+        /* conn_connect ran on_close (which freed be) if the conn existed;
+         * if it failed before that, be is still ours. */
+        if (be_freed_sync != be) {
+            l->pending--;
+            free(be);
+        }
+        atomic_store(&node->dead_until_ms, pb_now_ms() + NODE_DEAD_MS);
+        return false;
+    }
+    be->c = c;
+    conn_set_timeouts(c, 0, BE_CONNECT_TIMEOUT_MS);
+    atomic_fetch_add_explicit(&node->connects, 1, memory_order_relaxed);
+    return true;
+}
+
+static void spawn_backends(struct pb_service *svc, int li)
+{
+    struct pb_svc_loop *l = svl_of(svc, li);
+    int waiting = waiting_count(l);
+    int want = waiting + svc->connect_ahead - l->nidle - l->pending;
+    while (want-- > 0 && l->pending < MAX_PENDING_PER_LOOP)
+        if (!spawn_one(svc, li)) break;
+    if (waiting && l->pending == 0 && l->nidle == 0)
+        fail_waiting(svc, li, 503, "No backend available");
+}
+
+void pb_proxy_request(struct pb_client *cl)
+{
+    struct pb_service *svc = cl->svc;
+    if (!svc->pool) {
+        pb_client_error(cl, 503, "No pool configured");
+        return;
+    }
+    struct pb_svc_loop *l = svl_of(svc, cl->loop_index);
+    struct pb_backend *be = (cl->prio == 0 || !first_waiting(l)) ? idle_pop(l) : NULL;
+    if (be) {
+        assign(be, cl);
+        return;
+    }
+    enqueue(cl, cl->retries > 0);
+    spawn_backends(svc, cl->loop_index);
+}
+
+static void assign(struct pb_backend *be, struct pb_client *cl)
+{
+    log_debug("assign client %llu -> backend %llu (%s) uses %d", (unsigned long long)cl->c->id,
+              (unsigned long long)be->c->id, be->node->ipport, be->uses);
+    be->client = cl;
+    cl->backend = be;
+    cl->state = CL_BACKEND;
+    be->state = BE_WAIT_HEAD;
+    conn_set_busy(be->c, true); /* a graceful stop waits for the response */
+    be->uses++;
+    be->req_method = cl->method;
+    be->discard_body = false;
+    atomic_fetch_add_explicit(&be->node->used, 1, memory_order_relaxed);
+    if (cl->expect_continue && !cl->body_done && !cl->sent_continue) {
+        evbuffer_add(pb_tx(), "HTTP/1.1 100 Continue\r\n\r\n", 25);
+        pb_client_flush(cl);
+        cl->sent_continue = true;
+    }
+    /* keep the head until the response starts, for a retry */
+    size_t hl = evbuffer_get_length(cl->req_head);
+    struct evbuffer *txb = pb_txb();
+    if (cl->svc->nplugins) {
+        /* plugins may add request headers: before the head's final CRLF */
+        evbuffer_add(txb, evbuffer_pullup(cl->req_head, (ssize_t)hl), hl - 2);
+        pb_plugins_backend_assigned(cl->svc, cl, txb);
+        evbuffer_add(txb, "\r\n", 2);
+    } else {
+        evbuffer_add(txb, evbuffer_pullup(cl->req_head, (ssize_t)hl), hl);
+    }
+    if (cl->upload_fd >= 0 && cl->upload_size > 0) {
+        /* a spooled upload: the body goes out of its file (a dup, so a
+         * retry could send it again) */
+        int fd = dup(cl->upload_fd);
+        if (fd < 0 || evbuffer_add_file(txb, fd, 0, (ev_off_t)cl->upload_size) < 0) {
+            if (fd >= 0) close(fd);
+            evbuffer_drain(txb, evbuffer_get_length(txb));
+            be->client = NULL;
+            cl->backend = NULL;
+            conn_close(be->c);
+            pb_client_error(cl, 500, "Cannot read the buffered upload");
+            return;
+        }
+    }
+    pb_send(be->c, txb, false);
+    conn_resume_read(cl->c);
+    if (!cl->body_done) pb_proxy_body_ready(cl);
+}
+
+/* ---- buffered uploads ----
+ *
+ * As Perlbal: up to buffer_backend_connect bytes of the body are held in
+ * memory with no backend asked for. Then the thresholds decide: a body
+ * larger than buffer_upload_threshold_size, or arriving slower than
+ * buffer_upload_threshold_rate bytes/s, or expected to take longer than
+ * buffer_upload_threshold_time seconds, is spooled to an unlinked file in
+ * buffer_uploads_path and sent to a backend only once complete; otherwise
+ * the request goes on at once and the body streams. A body that arrives
+ * whole before the decision is sent from memory. The file writes run on the
+ * loop (local disk, like web_server PUT). */
+
+static void upload_fail(struct pb_client *cl, int status, const char *msg)
+{
+    if (cl->upload_fd >= 0) close(cl->upload_fd);
+    cl->upload_fd = -1;
+    cl->keep_alive = false;
+    cl->state = CL_RESPONDING;
+    pb_client_error(cl, status, msg);
+}
+
+static int upload_open(struct pb_client *cl)
+{
+    const char *dir = cl->svc->buffer_uploads_path && *cl->svc->buffer_uploads_path ? cl->svc->buffer_uploads_path
+                                                                                      : "/tmp";
+    char path[4096];
+    snprintf(path, sizeof path, "%s/perlbal-upload-XXXXXX", dir);
+    int fd = mkostemp(path, O_CLOEXEC);
+    if (fd < 0) {
+        log_warn("perlbal: buffer_uploads_path %s: %s", dir, strerror(errno));
+        return -1;
+    }
+    unlink(path);
+    cl->upload_fd = fd;
+    cl->upload_size = 0;
+    return 0;
+}
+
+void pb_proxy_buffer_start(struct pb_client *cl)
+{
+    cl->state = CL_BUFFERING;
+    cl->upload_started_ms = pb_now_ms();
+    cl->upload_size = cl->body_remaining;
+    /* a slow sender is now our problem, not a backend's: keep a deadline */
+    int secs = cl->svc->idle_timeout;
+    conn_set_timeouts(cl->c, secs > 0 ? (uint32_t)secs * 1000 : 0, BE_WRITE_TIMEOUT_MS);
+    if (cl->expect_continue && !cl->sent_continue) {
+        evbuffer_add(pb_tx(), "HTTP/1.1 100 Continue\r\n\r\n", 25);
+        pb_client_flush(cl);
+        cl->sent_continue = true;
+    }
+    pb_proxy_buffer_data(cl);
+}
+
+void pb_proxy_buffer_data(struct pb_client *cl)
+{
+    struct pb_service *svc = cl->svc;
+    struct evbuffer *in = conn_in(cl->c);
+    if (cl->upload_fd < 0) {
+        uint64_t have = evbuffer_get_length(in);
+        if (have > cl->body_remaining) have = cl->body_remaining;
+        bool complete = have == cl->body_remaining;
+        uint64_t total = cl->upload_size;
+        uint64_t hold = svc->buffer_backend_connect ? svc->buffer_backend_connect : 100 * 1024;
+        bool disk = svc->buffer_upload_threshold_size && total > svc->buffer_upload_threshold_size;
+        if (!disk && !complete) {
+            if (have < hold) return; /* keep holding */
+            int64_t el = pb_now_ms() - cl->upload_started_ms;
+            double rate = el > 0 ? (double)have * 1000.0 / (double)el : 1e18;
+            if (svc->buffer_upload_threshold_rate && rate < svc->buffer_upload_threshold_rate) disk = true;
+            if (svc->buffer_upload_threshold_time && (double)total / rate > svc->buffer_upload_threshold_time)
+                disk = true;
+        }
+        if (!disk) {
+            /* straight on: the body streams to the backend as usual */
+            pb_client_request_timeouts(cl, 0);
+            cl->upload_size = 0;
+            pb_proxy_request(cl);
+            return;
+        }
+        if (upload_open(cl) < 0) {
+            upload_fail(cl, 503, "Cannot buffer the upload");
+            return;
+        }
+        cl->upload_size = total;
+    }
+    while (cl->body_remaining > 0 && evbuffer_get_length(in) > 0) {
+        struct evbuffer_iovec v;
+        if (evbuffer_peek(in, -1, NULL, &v, 1) < 1) break;
+        size_t n = v.iov_len < cl->body_remaining ? v.iov_len : (size_t)cl->body_remaining;
+        ssize_t w = write(cl->upload_fd, v.iov_base, n);
+        if (w <= 0) {
+            log_warn("perlbal: writing a buffered upload: %s", w < 0 ? strerror(errno) : "short write");
+            upload_fail(cl, 503, "Cannot buffer the upload");
+            return;
+        }
+        evbuffer_drain(in, (size_t)w);
+        cl->body_remaining -= (uint64_t)w;
+    }
+    if (cl->body_remaining > 0) return;
+    cl->body_done = true;
+    pb_client_request_timeouts(cl, 0);
+    pb_proxy_request(cl);
+}
+
+/* Move request body bytes from the client to its backend. */
+void pb_proxy_body_ready(struct pb_client *cl)
+{
+    struct pb_backend *be = cl->backend;
+    if (!be || cl->body_done) return;
+    struct evbuffer *in = conn_in(cl->c), *out = pb_txb();
+    if (cl->body == HTTP_BODY_LENGTH) {
+        size_t n = evbuffer_get_length(in);
+        if (n > cl->body_remaining) n = (size_t)cl->body_remaining;
+        if (n) evbuffer_remove_buffer(in, out, n);
+        cl->body_remaining -= n;
+        if (cl->body_remaining == 0) cl->body_done = true;
+    } else if (cl->body == HTTP_BODY_CHUNKED) {
+        while (evbuffer_get_length(in) > 0 && !cl->body_done) {
+            struct evbuffer_iovec v;
+            if (evbuffer_peek(in, -1, NULL, &v, 1) < 1) break;
+            size_t pos = 0;
+            while (pos < v.iov_len) {
+                size_t cons, off, dl;
+                enum http_chunk_result r =
+                    http_chunked_step(&cl->chunk, (const char *)v.iov_base + pos, v.iov_len - pos, &cons, &off, &dl);
+                pos += cons;
+                if (r == HTTP_CHUNK_ERROR) {
+                    evbuffer_drain(out, evbuffer_get_length(out));
+                    /* a broken body: the backend conn cannot be reused */
+                    be->reusable = false;
+                    cl->body_done = true;
+                    cl->keep_alive = false;
+                    struct pb_backend *b = cl->backend;
+                    cl->backend = NULL;
+                    b->client = NULL;
+                    conn_close(b->c);
+                    pb_client_error(cl, 400, "Bad chunked body");
+                    return;
+                }
+                if (r == HTTP_CHUNK_DONE) {
+                    cl->body_done = true;
+                    break;
+                }
+            }
+            evbuffer_remove_buffer(in, out, pos);
+        }
+    } else {
+        cl->body_done = true;
+    }
+    if (cl->body_done) pb_client_request_timeouts(cl, 0);
+    pb_send(be->c, out, false);
+    uint64_t limit = cl->svc->buffer_size ? cl->svc->buffer_size : 256 * 1024;
+    if (evbuffer_get_length(conn_out(be->c)) > limit) conn_pause_read(cl->c);
+}
+
+static void be_on_drained(struct core_conn *c)
+{
+    struct pb_backend *be = c->data;
+    if (be->client && !be->client->body_done) {
+        conn_resume_read(be->client->c);
+        pb_proxy_body_ready(be->client);
+    }
+}
+
+static void be_on_connect(struct core_conn *c, bool ok)
+{
+    struct pb_backend *be = c->data;
+    if (!ok) {
+        atomic_fetch_add_explicit(&be->node->failures, 1, memory_order_relaxed);
+        atomic_store(&be->node->dead_until_ms, pb_now_ms() + NODE_DEAD_MS);
+        return; /* on_close follows */
+    }
+    conn_set_timeouts(c, BE_READ_TIMEOUT_MS, BE_WRITE_TIMEOUT_MS);
+    atomic_store(&be->node->dead_until_ms, 0);
+    if (be->svc->verify_backend && atomic_load(&be->node->noverify_until_ms) < pb_now_ms()) {
+        be->state = BE_VERIFYING;
+        be->verifying = true;
+        conn_set_busy(c, true);
+        be->req_method = HTTP_M_OPTIONS;
+        evbuffer_add_printf(conn_out(c), "OPTIONS %s HTTP/1.0\r\nConnection: keep-alive\r\n\r\n",
+                            be->svc->verify_backend_path ? be->svc->verify_backend_path : "*");
+        return;
+    }
+    become_ready(be);
+}
+
+/* The response (to a client or to OPTIONS) is complete. */
+static void response_finished(struct pb_backend *be, bool client_keep)
+{
+    struct pb_client *cl = be->client;
+    log_debug("backend %llu done, client %llu keep %d", (unsigned long long)be->c->id,
+              cl ? (unsigned long long)cl->c->id : 0ULL, (int)client_keep);
+    if (cl) {
+        cl->backend = NULL;
+        be->client = NULL;
+    }
+    bool reuse = be->reusable && evbuffer_get_length(conn_in(be->c)) == 0 && !loop_stopping() &&
+                 (be->svc->max_backend_uses == 0 || be->uses < be->svc->max_backend_uses);
+    if (reuse) become_ready(be);
+    else conn_close(be->c);
+    if (cl) pb_client_done(cl, client_keep);
+}
+
+static bool client_keep_for(struct pb_backend *be)
+{
+    return be->client && pb_client_can_persist(be->client) && be->resp_body != HTTP_BODY_CLOSE;
+}
+
+static const char *find_value(struct http_msg *m, const char *name, size_t *len)
+{
+    return http_header_value(m, name, len);
+}
+
+/* Stream what the backend has of the body. Returns true when complete. */
+static bool pump_body(struct pb_backend *be)
+{
+    struct evbuffer *in = conn_in(be->c);
+    struct evbuffer *out = be->client && !be->discard_body ? pb_tx() : NULL;
+    switch (be->resp_body) {
+    case HTTP_BODY_NONE:
+        return true;
+    case HTTP_BODY_LENGTH: {
+        size_t n = evbuffer_get_length(in);
+        if (n > be->resp_remaining) n = (size_t)be->resp_remaining;
+        if (out) evbuffer_remove_buffer(in, out, n);
+        else evbuffer_drain(in, n);
+        be->resp_remaining -= n;
+        if (be->resp_remaining == 0) return true;
+        break;
+    }
+    case HTTP_BODY_CHUNKED:
+        while (evbuffer_get_length(in) > 0) {
+            struct evbuffer_iovec v;
+            if (evbuffer_peek(in, -1, NULL, &v, 1) < 1) break;
+            size_t pos = 0;
+            bool done = false, bad = false;
+            while (pos < v.iov_len) {
+                size_t cons, off, dl;
+                enum http_chunk_result r =
+                    http_chunked_step(&be->chunk, (const char *)v.iov_base + pos, v.iov_len - pos, &cons, &off, &dl);
+                pos += cons;
+                if (r == HTTP_CHUNK_ERROR) { bad = true; break; }
+                if (r == HTTP_CHUNK_DONE) { done = true; break; }
+            }
+            if (out) evbuffer_remove_buffer(in, out, pos);
+            else evbuffer_drain(in, pos);
+            if (bad) {
+                be->reusable = false;
+                if (be->client) be->client->keep_alive = false;
+                return true;
+            }
+            if (done) return true;
+        }
+        break;
+    case HTTP_BODY_CLOSE:
+        if (out) evbuffer_add_buffer(out, in);
+        else evbuffer_drain(in, evbuffer_get_length(in));
+        break;
+    }
+    return false;
+}
+
+/* ---- X-REPROXY-CACHE-FOR ----
+ * As Perlbal: a backend answering X-REPROXY-URL with X-REPROXY-CACHE-FOR: N
+ * lets perlbal reproxy the same Host + URI for N seconds without asking a
+ * backend. At most reproxy_cache_maxsize entries per service, in a
+ * direct-mapped table (a colliding entry replaces the older one); shared by
+ * the loops under its own lock. */
+struct rc_entry {
+    char *key;
+    char *urls;
+    char *hdrs;                     /* the backend's headers for the client */
+    bool has_ctype, has_lm;
+    int64_t expected;
+    int64_t expires_ms;
+};
+
+struct pb_reproxy_cache {
+    pthread_mutex_t lock;
+    int size;
+    struct rc_entry *e;
+    _Atomic uint64_t hits;
+};
+
+static uint32_t rc_hash(const char *k)
+{
+    uint32_t h = 2166136261u;
+    for (; *k; k++) h = (h ^ (uint8_t)*k) * 16777619u;
+    return h;
+}
+
+static struct pb_reproxy_cache *rc_get(struct pb_service *svc, bool create)
+{
+    struct pb_reproxy_cache *rc = __atomic_load_n(&svc->reproxy_cache, __ATOMIC_ACQUIRE);
+    if (rc || !create) return rc;
+    pthread_mutex_lock(&pb_lock);
+    rc = svc->reproxy_cache;
+    if (!rc && svc->reproxy_cache_maxsize > 0 && (rc = calloc(1, sizeof *rc))) {
+        rc->size = svc->reproxy_cache_maxsize;
+        rc->e = calloc((size_t)rc->size, sizeof *rc->e);
+        pthread_mutex_init(&rc->lock, NULL);
+        if (!rc->e) {
+            free(rc);
+            rc = NULL;
+        } else {
+            __atomic_store_n(&svc->reproxy_cache, rc, __ATOMIC_RELEASE);
+        }
+    }
+    pthread_mutex_unlock(&pb_lock);
+    return rc;
+}
+
+static void cache_store(struct pb_service *svc, struct pb_client *cl, const char *urls, size_t ul, int64_t expected,
+                        long secs)
+{
+    const char *key = cl->cache_key;
+    if (secs <= 0 || svc->reproxy_cache_maxsize <= 0) return;
+    struct pb_reproxy_cache *rc = rc_get(svc, true);
+    if (!rc) return;
+    char *k = strdup(key), *u = strndup(urls, ul), *h = strdup(cl->rp_hdrs ? cl->rp_hdrs : "");
+    if (!k || !u || !h) {
+        free(k);
+        free(u);
+        free(h);
+        return;
+    }
+    pthread_mutex_lock(&rc->lock);
+    struct rc_entry *e = &rc->e[rc_hash(key) % (uint32_t)rc->size];
+    free(e->key);
+    free(e->urls);
+    free(e->hdrs);
+    e->key = k;
+    e->urls = u;
+    e->hdrs = h;
+    e->has_ctype = cl->rp_has_ctype;
+    e->has_lm = cl->rp_has_lm;
+    e->expected = expected;
+    e->expires_ms = pb_now_ms() + (int64_t)secs * 1000;
+    pthread_mutex_unlock(&rc->lock);
+}
+
+bool pb_proxy_from_cache(struct pb_client *cl)
+{
+    struct pb_reproxy_cache *rc = rc_get(cl->svc, false);
+    if (!rc) return false;
+    char *urls = NULL;
+    int64_t expected = -1;
+    pthread_mutex_lock(&rc->lock);
+    struct rc_entry *e = &rc->e[rc_hash(cl->cache_key) % (uint32_t)rc->size];
+    if (e->key && !strcmp(e->key, cl->cache_key)) {
+        if (pb_now_ms() < e->expires_ms) {
+            urls = strdup(e->urls);
+            expected = e->expected;
+            free(cl->rp_hdrs);
+            cl->rp_hdrs = strdup(e->hdrs);
+            cl->rp_has_ctype = e->has_ctype;
+            cl->rp_has_lm = e->has_lm;
+        } else {
+            free(e->key);
+            free(e->urls);
+            free(e->hdrs);
+            e->key = e->urls = e->hdrs = NULL;
+        }
+    }
+    pthread_mutex_unlock(&rc->lock);
+    if (!urls) return false;
+    atomic_fetch_add_explicit(&rc->hits, 1, memory_order_relaxed);
+    cl->state = CL_REPROXY;
+    pb_proxy_reproxy_urls(cl, urls, expected);
+    free(urls);
+    return true;
+}
+
+uint64_t pb_proxy_cache_hits(struct pb_service *svc)
+{
+    struct pb_reproxy_cache *rc = rc_get(svc, false);
+    return rc ? atomic_load(&rc->hits) : 0;
+}
+
+/* Response head from the backend: reproxy or pass on. */
+/* As Perlbal: the client of a reproxied response gets the backend's own
+ * headers (Content-Type, Cache-Control, Set-Cookie, ...) with the length,
+ * range and status of what is actually sent. */
+static void keep_reproxy_headers(struct pb_client *cl, struct http_msg *resp)
+{
+    struct evbuffer *b = evbuffer_new();
+    if (!b) return;
+    cl->rp_has_ctype = cl->rp_has_lm = false;
+    for (int i = 0; i < resp->nheaders; i++) {
+        const struct http_header *h = &resp->headers[i];
+#define IS(n) (h->name_len == sizeof(n) - 1 && strncasecmp(h->name, n, sizeof(n) - 1) == 0)
+        if (IS("connection") || IS("keep-alive") || IS("content-length") || IS("transfer-encoding") ||
+            IS("content-range") || IS("accept-ranges") || (h->name_len > 10 && !strncasecmp(h->name, "x-reproxy-", 10)))
+            continue;
+        if (IS("content-type")) cl->rp_has_ctype = true;
+        if (IS("last-modified")) cl->rp_has_lm = true;
+#undef IS
+        evbuffer_add(b, h->name, h->name_len);
+        evbuffer_add(b, ": ", 2);
+        evbuffer_add(b, h->value, h->value_len);
+        evbuffer_add(b, "\r\n", 2);
+    }
+    free(cl->rp_hdrs);
+    size_t n = evbuffer_get_length(b);
+    cl->rp_hdrs = malloc(n + 1);
+    if (cl->rp_hdrs) {
+        evbuffer_remove(b, cl->rp_hdrs, n);
+        cl->rp_hdrs[n] = 0;
+    }
+    evbuffer_free(b);
+}
+
+/* The head of a reproxied response: status, the backend's headers, then
+ * ours (extra), Content-Length and Connection. */
+static void reproxy_head(struct pb_client *cl, int status, int64_t content_length, const char *extra, bool keep)
+{
+    struct evbuffer *out = pb_tx();
+    evbuffer_add_printf(out, "HTTP/1.%d %d %s\r\n", cl->version_minor, status, http_reason(status));
+    if (cl->rp_hdrs && *cl->rp_hdrs) evbuffer_add(out, cl->rp_hdrs, strlen(cl->rp_hdrs));
+    else evbuffer_add_printf(out, "Date: %s\r\n%s", pb_http_date_now(), cl->svc->server_tokens ? "Server: Perlbal\r\n" : "");
+    if (extra) evbuffer_add(out, extra, strlen(extra));
+    if (content_length >= 0) evbuffer_add_printf(out, "Content-Length: %lld\r\n", (long long)content_length);
+    if (!keep) evbuffer_add(out, "Connection: close\r\n", 19);
+    else if (cl->version_minor == 0) evbuffer_add(out, "Connection: keep-alive\r\n", 24);
+    evbuffer_add(out, "\r\n", 2);
+    cl->response_started = true;
+}
+
+/* enable_error_retries: the delay (seconds) before retry number n, from
+ * error_retry_schedule ("0,.25,.50,1"); -1 when the schedule is used up. */
+static double retry_delay(const char *schedule, int n)
+{
+    const char *p = schedule ? schedule : "";
+    for (int i = 0; *p; i++) {
+        char *end;
+        double d = strtod(p, &end);
+        if (end == p) return -1;
+        if (i == n) return d < 0 ? 0 : d;
+        p = end;
+        while (*p == ',' || *p == ' ') p++;
+    }
+    return -1;
+}
+
+static void retry_cb(evutil_socket_t fd, short what, void *arg)
+{
+    (void)fd;
+    (void)what;
+    struct pb_client *cl = arg;
+    if (cl->held) {
+        cl->held = false;
+        conn_resume_read(cl->c);
+        pb_proxy_start(cl);
+        return;
+    }
+    pb_proxy_request(cl);
+}
+
+void pb_proxy_start(struct pb_client *cl)
+{
+    if (cl->svc->buffer_uploads && cl->body == HTTP_BODY_LENGTH && cl->body_remaining > 0) {
+        pb_proxy_buffer_start(cl);
+        return;
+    }
+    pb_proxy_request(cl);
+}
+
+void pb_proxy_hold(struct pb_client *cl, int64_t ms)
+{
+    if (!cl->retry_ev && !(cl->retry_ev = evtimer_new(loop_get(cl->loop_index)->base, retry_cb, cl))) {
+        pb_proxy_start(cl);
+        return;
+    }
+    cl->held = true;
+    cl->state = CL_WAIT_BACKEND;
+    conn_pause_read(cl->c);
+    struct timeval tv = { (time_t)(ms / 1000), (suseconds_t)((ms % 1000) * 1000) };
+    evtimer_add(cl->retry_ev, &tv);
+}
+
+/* A GET/HEAD answered 500: as Perlbal's enable_error_retries, send it to a
+ * backend again after the scheduled delay. True if the retry is scheduled
+ * (the caller drops this backend connection). */
+static bool retry_after_500(struct pb_backend *be, struct pb_client *cl, struct http_msg *resp)
+{
+    if (!be->svc->enable_error_retries || resp->status != 500 || cl->body != HTTP_BODY_NONE ||
+        (cl->method != HTTP_M_GET && cl->method != HTTP_M_HEAD))
+        return false;
+    double d = retry_delay(be->svc->error_retry_schedule, cl->error_retries);
+    if (d < 0) return false;
+    if (!cl->retry_ev && !(cl->retry_ev = evtimer_new(loop_get(cl->loop_index)->base, retry_cb, cl))) return false;
+    cl->error_retries++;
+    be->client = NULL;
+    cl->backend = NULL;
+    cl->state = CL_WAIT_BACKEND;
+    struct timeval tv = { (time_t)d, (suseconds_t)((d - (double)(time_t)d) * 1e6) };
+    evtimer_add(cl->retry_ev, &tv);
+    return true;
+}
+
+/* Response head from the backend: reproxy or pass on. Returns false when
+ * the backend connection must be dropped (a 500 being retried). */
+static bool handle_head(struct pb_backend *be, struct http_msg *resp)
+{
+    struct pb_client *cl = be->client;
+    be->reusable = resp->keep_alive && be->svc->persist_backend;
+    be->resp_body = resp->body;
+    be->resp_remaining = resp->content_length;
+    if (resp->body == HTTP_BODY_CHUNKED) http_chunked_init(&be->chunk, 0);
+    struct evbuffer *in = conn_in(be->c);
+    if (!cl) { /* verify (OPTIONS) answer: discard its body */
+        be->verify_ok = resp->keep_alive;
+        be->discard_body = true;
+        evbuffer_drain(in, resp->head_len);
+        return true;
+    }
+    if (be->svc->nplugins) pb_plugins_response_head(be->svc, cl, resp->status);
+    size_t fl = 0, ul = 0, el = 0, tl = 0;
+    const char *file = be->svc->enable_reproxy ? find_value(resp, "x-reproxy-file", &fl) : NULL;
+    const char *urls = be->svc->enable_reproxy ? find_value(resp, "x-reproxy-url", &ul) : NULL;
+    if (file || urls) {
+        const char *exp = find_value(resp, "x-reproxy-expected-size", &el);
+        int64_t expected = exp ? strtoll(exp, NULL, 10) : -1;
+        keep_reproxy_headers(cl, resp);
+        size_t cfl;
+        const char *cache_for = urls && cl->cache_key ? find_value(resp, "x-reproxy-cache-for", &cfl) : NULL;
+        if (cache_for) cache_store(be->svc, cl, urls, ul, expected, strtol(cache_for, NULL, 10));
+        char *f = file ? strndup(file, fl) : NULL;
+        char *u = urls ? strndup(urls, ul) : NULL;
+        (void)tl;
+        evbuffer_drain(in, resp->head_len);
+        be->discard_body = true;
+        be->client = NULL;
+        cl->backend = NULL;
+        cl->state = CL_REPROXY;
+        if (f) pb_proxy_reproxy_file(cl, f, expected);
+        else pb_proxy_reproxy_urls(cl, u, expected);
+        free(f);
+        free(u);
+        return true;
+    }
+    if (retry_after_500(be, cl, resp)) return false;
+    bool keep = client_keep_for(be);
+    struct evbuffer *out = pb_tx();
+    /* status line without printf: this is the per-request hot path */
+    char sl[16] = "HTTP/1.0 000 ";
+    sl[7] = (char)('0' + (cl->version_minor ? 1 : 0));
+    sl[9] = (char)('0' + resp->status / 100 % 10);
+    sl[10] = (char)('0' + resp->status / 10 % 10);
+    sl[11] = (char)('0' + resp->status % 10);
+    evbuffer_add(out, sl, 13);
+    if (resp->reason_len) evbuffer_add(out, resp->reason, resp->reason_len);
+    evbuffer_add(out, "\r\n", 2);
+    for (int i = 0; i < resp->nheaders; i++) {
+        const struct http_header *h = &resp->headers[i];
+#define IS(n) (h->name_len == sizeof(n) - 1 && strncasecmp(h->name, n, sizeof(n) - 1) == 0)
+        if (IS("connection") || IS("keep-alive")) continue;
+#undef IS
+        evbuffer_add(out, h->name, h->name_len);
+        evbuffer_add(out, ": ", 2);
+        evbuffer_add(out, h->value, h->value_len);
+        evbuffer_add(out, "\r\n", 2);
+    }
+    if (!keep) evbuffer_add(out, "Connection: close\r\n\r\n", 21);
+    else if (cl->version_minor == 0) evbuffer_add(out, "Connection: keep-alive\r\n\r\n", 26);
+    else evbuffer_add(out, "\r\n", 2);
+    cl->response_started = true;
+    cl->keep_alive = keep;
+    evbuffer_drain(in, resp->head_len);
+    return true;
+}
+
+static int be_on_read(struct core_conn *c)
+{
+    struct pb_backend *be = c->data;
+    struct evbuffer *in = conn_in(c);
+    for (;;) {
+        switch (be->state) {
+        case BE_CONNECTING:
+        case BE_IDLE:
+            /* bytes nobody asked for: the connection is not usable */
+            return -1;
+        case BE_VERIFYING:
+        case BE_WAIT_HEAD: {
+            size_t len = evbuffer_get_length(in);
+            size_t want = len < HTTP_DEFAULT_MAX_HEAD ? len : HTTP_DEFAULT_MAX_HEAD;
+            const char *buf = (const char *)evbuffer_pullup(in, (ssize_t)want);
+            struct http_msg *resp = &scratch_resp;
+            int r = http_parse_response(buf, want, be->req_method, NULL, resp);
+            if (r == 0) return 0;
+            if (r < 0) {
+                struct pb_client *cl = be->client;
+                if (cl) {
+                    cl->backend = NULL;
+                    be->client = NULL;
+                    pb_client_error(cl, 502, "Bad response from backend");
+                }
+                return -1;
+            }
+            if (resp->status >= 100 && resp->status < 200) { /* interim: skip */
+                evbuffer_drain(in, resp->head_len);
+                continue;
+            }
+            if (!handle_head(be, resp)) return -1;
+            be->state = BE_BODY;
+            break;
+        }
+        case BE_BODY: {
+            bool keep = be->client ? be->client->keep_alive : false;
+            bool complete = pump_body(be);
+            if (be->client) {
+                pb_client_flush(be->client);
+                uint64_t limit = be->svc->buffer_size ? be->svc->buffer_size : 256 * 1024;
+                if (!complete && evbuffer_get_length(conn_out(be->client->c)) > limit) conn_pause_read(c);
+            }
+            if (!complete) return 0;
+            if (be->verifying) {
+                /* As Perlbal: a backend that answers OPTIONS and keeps the
+                 * connection is bound to a live application process; one
+                 * that closes it (no keep-alive) fails, and its node is not
+                 * verified again for a minute (see "noverify"). */
+                be->verifying = false;
+                if (!be->verify_ok || evbuffer_get_length(in) != 0) {
+                    atomic_store(&be->node->noverify_until_ms, pb_now_ms() + NODE_NOVERIFY_MS);
+                    return -1;
+                }
+                become_ready(be);
+                return 0;
+            }
+            response_finished(be, keep);
+            return 0;
+        }
+        }
+    }
+}
+
+static void be_on_close(struct core_conn *c, enum conn_close_reason why)
+{
+    struct pb_backend *be = c->data;
+    struct pb_service *svc = be->svc;
+    int li = be->loop_index;
+    struct pb_svc_loop *l = svl_of(svc, li);
+    if (be->counted_pending) {
+        be->counted_pending = false;
+        l->pending--;
+    }
+    idle_remove(be);
+    struct pb_client *cl = be->client;
+    log_debug("backend %llu (%s) closed why %d state %d client %llu", be->c ? (unsigned long long)be->c->id : 0ULL,
+              be->node->ipport, (int)why, (int)be->state, cl ? (unsigned long long)cl->c->id : 0ULL);
+    if (cl) {
+        cl->backend = NULL;
+        be->client = NULL;
+        if (be->state == BE_BODY && be->resp_body == HTTP_BODY_CLOSE && why == CONN_CLOSE_EOF) {
+            pb_client_done(cl, false);
+        } else if (!cl->response_started && cl->body == HTTP_BODY_NONE && cl->retries < MAX_RETRIES &&
+                   (cl->method == HTTP_M_GET || cl->method == HTTP_M_HEAD) && be->state == BE_WAIT_HEAD) {
+            /* nothing reached the client yet and the request can be sent
+             * again: try another backend */
+            atomic_fetch_add_explicit(&be->node->failures, 1, memory_order_relaxed);
+            if (be->uses <= 1) atomic_store(&be->node->dead_until_ms, pb_now_ms() + NODE_DEAD_MS);
+            cl->retries++;
+            pb_proxy_request(cl);
+        } else if (!cl->response_started) {
+            pb_client_error(cl, 502, "Backend closed the connection");
+        } else {
+            conn_close(cl->c);
+        }
+    }
+    /* be->c is NULL when conn_connect failed synchronously: spawning again
+     * from here would recurse */
+    bool async = be->c != NULL;
+    if (!async) be_freed_sync = be;
+    free(be);
+    if (async && !loop_stopping() && waiting_count(l) > 0) spawn_backends(svc, li);
+}
+
+void pb_proxy_client_gone(struct pb_client *cl)
+{
+    dequeue(cl);
+    if (cl->retry_ev) {
+        event_free(cl->retry_ev);
+        cl->retry_ev = NULL;
+    }
+    struct pb_backend *be = cl->backend;
+    if (be) {
+        cl->backend = NULL;
+        be->client = NULL;
+        conn_close(be->c);
+    }
+    if (cl->reproxy) {
+        pb_reproxy_free(cl);
+    }
+}
+
+void pb_proxy_loop_tick(struct pb_service *svc, int li)
+{
+    struct pb_svc_loop *l = svl_of(svc, li);
+    if (waiting_count(l) > 0) spawn_backends(svc, li);
+}
+
+/* ---- reproxy ---- */
+
+enum rp_state { RP_CONNECTING, RP_HEAD, RP_BODY };
+
+struct pb_reproxy {
+    struct pb_client *cl;
+    char *urls;          /* the whole list */
+    char *next;          /* next URL to try */
+    int64_t expected;
+    struct core_conn *c;
+    enum rp_state state;
+    enum http_body body;
+    uint64_t remaining;
+    bool in_connect;     /* inside conn_connect: a failure is handled by the caller */
+};
+
+static int rp_on_read(struct core_conn *c);
+static void rp_on_connect(struct core_conn *c, bool ok);
+static void rp_on_close(struct core_conn *c, enum conn_close_reason why);
+static const struct conn_ops reproxy_ops = {
+    .name = "pb_reproxy",
+    .on_eof = close_on_eof,
+    .on_read = rp_on_read,
+    .on_connect = rp_on_connect,
+    .on_close = rp_on_close,
+};
+static void rp_try_next(struct pb_reproxy *rp);
+
+void pb_reproxy_free(struct pb_client *cl)
+{
+    struct pb_reproxy *rp = cl->reproxy;
+    if (!rp) return;
+    cl->reproxy = NULL;
+    if (rp->c) {
+        rp->c->data = NULL;
+        conn_close(rp->c);
+    }
+    free(rp->urls);
+    free(rp);
+}
+
+void pb_reproxy_resume(struct pb_client *cl)
+{
+    if (cl->reproxy && cl->reproxy->c) conn_resume_read(cl->reproxy->c);
+}
+
+static void rp_finish(struct pb_reproxy *rp, bool keep)
+{
+    struct pb_client *cl = rp->cl;
+    pb_reproxy_free(cl);
+    pb_client_done(cl, keep);
+}
+
+static void rp_detach_conn(struct pb_reproxy *rp)
+{
+    if (rp->c) {
+        rp->c->data = NULL;
+        conn_close(rp->c);
+        rp->c = NULL;
+    }
+}
+
+/* "http://1.2.3.4:8080/path" -> address + path. Host must be numeric (no DNS
+ * on the loop) or "localhost". */
+static int parse_url(const char *url, size_t len, struct sockaddr_in *sa, char *host, size_t hostlen, char *path,
+                     size_t pathlen)
+{
+    if (len < 8 || strncasecmp(url, "http://", 7) != 0) return -1;
+    const char *h = url + 7, *e = url + len;
+    const char *slash = memchr(h, '/', (size_t)(e - h));
+    const char *he = slash ? slash : e;
+    const char *colon = memchr(h, ':', (size_t)(he - h));
+    size_t hl = (size_t)((colon ? colon : he) - h);
+    if (hl == 0 || hl >= hostlen) return -1;
+    memcpy(host, h, hl);
+    host[hl] = 0;
+    int port = 80;
+    if (colon) {
+        port = atoi(colon + 1);
+        if (port <= 0 || port > 65535) return -1;
+    }
+    memset(sa, 0, sizeof *sa);
+    sa->sin_family = AF_INET;
+    sa->sin_port = htons((uint16_t)port);
+    if (!strcmp(host, "localhost")) inet_pton(AF_INET, "127.0.0.1", &sa->sin_addr);
+    else if (inet_pton(AF_INET, host, &sa->sin_addr) != 1) return -1;
+    size_t pl = slash ? (size_t)(e - slash) : 1;
+    if (pl >= pathlen) return -1;
+    if (slash) memcpy(path, slash, pl);
+    else path[0] = '/';
+    path[pl] = 0;
+    return 0;
+}
+
+static void rp_try_next(struct pb_reproxy *rp)
+{
+    rp_detach_conn(rp);
+    while (rp->next && *rp->next) {
+        char *u = rp->next;
+        while (*u == ' ') u++;
+        if (!*u) break;
+        char *sp = strchr(u, ' ');
+        size_t ul = sp ? (size_t)(sp - u) : strlen(u);
+        rp->next = sp ? sp + 1 : u + ul;
+        struct sockaddr_in sa;
+        char host[256], path[4096];
+        if (parse_url(u, ul, &sa, host, sizeof host, path, sizeof path) < 0) continue;
+        rp->state = RP_CONNECTING;
+        rp->in_connect = true;
+        struct core_conn *c = conn_connect(loop_get(rp->cl->loop_index), (struct sockaddr *)&sa, sizeof sa,
+                                           &reproxy_ops, rp);
+        rp->in_connect = false;
+        if (!c) continue;
+        rp->c = c;
+        conn_set_timeouts(c, BE_READ_TIMEOUT_MS, BE_CONNECT_TIMEOUT_MS);
+        evbuffer_add_printf(conn_out(c), "GET %s HTTP/1.0\r\nHost: %s\r\n%s%s%sConnection: close\r\n\r\n", path, host,
+                            rp->cl->range ? "Range: " : "", rp->cl->range ? rp->cl->range : "",
+                            rp->cl->range ? "\r\n" : "");
+        return;
+    }
+    struct pb_client *cl = rp->cl;
+    pb_reproxy_free(cl);
+    pb_client_error(cl, 503, "Reproxy failed");
+}
+
+void pb_proxy_reproxy_urls(struct pb_client *cl, const char *urls, int64_t expected)
+{
+    struct pb_reproxy *rp = calloc(1, sizeof *rp);
+    if (!rp) {
+        pb_client_error(cl, 500, NULL);
+        return;
+    }
+    rp->cl = cl;
+    rp->urls = strdup(urls);
+    rp->next = rp->urls;
+    rp->expected = expected;
+    cl->reproxy = rp;
+    rp_try_next(rp);
+}
+
+static void rp_on_connect(struct core_conn *c, bool ok)
+{
+    struct pb_reproxy *rp = c->data;
+    if (!rp) return;
+    if (ok) {
+        rp->state = RP_HEAD;
+        return;
+    }
+    /* on_close follows and moves on */
+}
+
+static int rp_on_read(struct core_conn *c)
+{
+    struct pb_reproxy *rp = c->data;
+    if (!rp) return -1;
+    struct pb_client *cl = rp->cl;
+    struct evbuffer *in = conn_in(c);
+    if (rp->state != RP_BODY) {
+        size_t len = evbuffer_get_length(in);
+        size_t want = len < HTTP_DEFAULT_MAX_HEAD ? len : HTTP_DEFAULT_MAX_HEAD;
+        const char *buf = (const char *)evbuffer_pullup(in, (ssize_t)want);
+        struct http_msg *resp = &scratch_resp;
+        int r = http_parse_response(buf, want, HTTP_M_GET, NULL, resp);
+        if (r == 0) return 0;
+        /* 200, or 206/416 for a Range; anything else (or a size other
+         * than X-REPROXY-EXPECTED-SIZE) moves on to the next URL */
+        bool ok_status = r > 0 && (resp->status == 200 || resp->status == 206 || resp->status == 416);
+        if (!ok_status || resp->body == HTTP_BODY_CHUNKED ||
+            (rp->expected >= 0 && resp->status == 200 && resp->body == HTTP_BODY_LENGTH &&
+             (int64_t)resp->content_length != rp->expected)) {
+            rp_try_next(rp);
+            return 0;
+        }
+        bool keep = pb_client_can_persist(cl) && resp->body != HTTP_BODY_CLOSE;
+        cl->keep_alive = keep;
+        char extra[512] = "";
+        size_t el = 0, vl;
+        const char *v;
+        if (!cl->rp_has_ctype && (v = http_header_value(resp, "content-type", &vl)))
+            el += (size_t)snprintf(extra + el, sizeof extra - el, "Content-Type: %.*s\r\n", (int)(vl < 128 ? vl : 128), v);
+        if (!cl->rp_has_lm && (v = http_header_value(resp, "last-modified", &vl)) && el < sizeof extra)
+            el += (size_t)snprintf(extra + el, sizeof extra - el, "Last-Modified: %.*s\r\n", (int)(vl < 64 ? vl : 64), v);
+        if ((v = http_header_value(resp, "content-range", &vl)) && el < sizeof extra)
+            el += (size_t)snprintf(extra + el, sizeof extra - el, "Content-Range: %.*s\r\n", (int)(vl < 96 ? vl : 96), v);
+        if ((v = http_header_value(resp, "accept-ranges", &vl)) && el < sizeof extra)
+            snprintf(extra + el, sizeof extra - el, "Accept-Ranges: %.*s\r\n", (int)(vl < 32 ? vl : 32), v);
+        reproxy_head(cl, resp->status,
+                     resp->body == HTTP_BODY_LENGTH ? (int64_t)resp->content_length
+                     : resp->body == HTTP_BODY_NONE ? 0 : -1,
+                     extra, keep);
+        rp->body = resp->body;
+        rp->remaining = resp->content_length;
+        rp->state = RP_BODY;
+        evbuffer_drain(in, resp->head_len);
+        if (cl->method == HTTP_M_HEAD || rp->body == HTTP_BODY_NONE) {
+            rp_finish(rp, keep);
+            return 0;
+        }
+    }
+    struct evbuffer *out = pb_tx();
+    if (rp->body == HTTP_BODY_LENGTH) {
+        size_t n = evbuffer_get_length(in);
+        if (n > rp->remaining) n = (size_t)rp->remaining;
+        evbuffer_remove_buffer(in, out, n);
+        rp->remaining -= n;
+        if (rp->remaining == 0) {
+            rp_finish(rp, cl->keep_alive);
+            return 0;
+        }
+    } else {
+        evbuffer_add_buffer(out, in);
+    }
+    pb_client_flush(cl);
+    uint64_t limit = cl->svc->buffer_size_reproxy_url ? cl->svc->buffer_size_reproxy_url : 50 * 1024;
+    if (evbuffer_get_length(conn_out(cl->c)) > limit) conn_pause_read(c);
+    return 0;
+}
+
+static void rp_on_close(struct core_conn *c, enum conn_close_reason why)
+{
+    struct pb_reproxy *rp = c->data;
+    if (!rp || rp->in_connect) return;
+    rp->c = NULL;
+    struct pb_client *cl = rp->cl;
+    if (rp->state == RP_BODY) {
+        if (rp->body == HTTP_BODY_CLOSE && why == CONN_CLOSE_EOF) rp_finish(rp, false);
+        else {
+            pb_reproxy_free(cl);
+            conn_close(cl->c);
+        }
+        return;
+    }
+    rp_try_next(rp);
+}
+
+void pb_proxy_reproxy_file(struct pb_client *cl, const char *path, int64_t expected)
+{
+    /* open/fstat run on the loop: they are metadata calls on local disk
+     * (Perlbal does them through AIO); the bytes go out with sendfile. */
+    int fd = open(path, O_RDONLY | O_CLOEXEC);
+    struct stat st;
+    if (fd < 0 || fstat(fd, &st) < 0 || !S_ISREG(st.st_mode) || st.st_size == 0 ||
+        (expected >= 0 && st.st_size != expected)) {
+        if (fd >= 0) close(fd);
+        pb_client_error(cl, 404, NULL);
+        return;
+    }
+    bool keep = pb_client_can_persist(cl);
+    uint64_t size = (uint64_t)st.st_size, first = 0, last = size - 1;
+    int status = 200;
+    char extra[512];
+    size_t el = 0;
+    if (cl->range) {
+        enum http_range_result rr = http_parse_range(cl->range, strlen(cl->range), size, &first, &last);
+        if (rr == HTTP_RANGE_UNSATISFIABLE) {
+            close(fd);
+            snprintf(extra, sizeof extra, "Content-Range: bytes */%llu\r\n", (unsigned long long)size);
+            reproxy_head(cl, 416, 0, extra, keep);
+            pb_client_done(cl, keep);
+            return;
+        }
+        if (rr == HTTP_RANGE_OK) status = 206;
+    }
+    el += (size_t)snprintf(extra + el, sizeof extra - el, "Accept-Ranges: bytes\r\n");
+    if (status == 206)
+        el += (size_t)snprintf(extra + el, sizeof extra - el, "Content-Range: bytes %llu-%llu/%llu\r\n",
+                               (unsigned long long)first, (unsigned long long)last, (unsigned long long)size);
+    if (!cl->rp_has_ctype)
+        el += (size_t)snprintf(extra + el, sizeof extra - el, "Content-Type: %s\r\n", pb_mime_type(path));
+    if (!cl->rp_has_lm) {
+        char date[HTTP_DATE_LEN + 1];
+        http_date_format(st.st_mtime, date);
+        snprintf(extra + el, sizeof extra - el, "Last-Modified: %s\r\n", date);
+    }
+    uint64_t len = last - first + 1;
+    reproxy_head(cl, status, (int64_t)len, extra, keep);
+    if (cl->svc->nplugins) pb_plugins_file_sent(cl->svc, cl, true);
+    if (cl->method != HTTP_M_HEAD) evbuffer_add_file(pb_tx(), fd, (ev_off_t)first, (ev_off_t)len);
+    else close(fd);
+    pb_client_done(cl, keep);
+}

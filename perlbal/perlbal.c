@@ -1,0 +1,111 @@
+/* perlbal: HTTP web server, reverse proxy and load balancer, compatible
+ * with Perl Perlbal 1.80's configuration language and management console.
+ *
+ * This file is the wiring: the daemon's settings, start-up (run the
+ * Perlbal config file: it creates pools and services and enables their
+ * listeners), the per-loop housekeeping timer, and stop. The roles live in
+ * pb_client.c / pb_proxy.c / pb_web.c; the language in pb_cmd.c (parse) and
+ * pb_manage.c (execute); the registry in pb_service.c. */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include <event2/event.h>
+
+#include "common/daemon.h"
+#include "common/log.h"
+#include "common/loop.h"
+#include "perlbal/pb_conn.h"
+
+static char *opt_config;
+static int opt_threads;
+
+static const struct cfg_setting pb_settings[] = {
+    { "perlbal-config", 'c', CFG_STRING, &opt_config, NULL,
+      "Perlbal config file (CREATE POOL/SERVICE, SET, ENABLE ...)", false, NULL },
+    { "threads", 't', CFG_INT, &opt_threads, "1", "event-loop threads (SO_REUSEPORT listeners)", false, NULL },
+    CFG_END
+};
+
+void pb_set_loops_running(bool on);
+
+static struct event *tick_ev[PB_MAX_LOOPS];
+
+static void tick_cb(evutil_socket_t fd, short what, void *arg)
+{
+    (void)fd;
+    (void)what;
+    struct core_loop *loop = arg;
+    if (loop->index == 0)
+        for (struct pb_pool *p = pb_pools; p; p = p->next) pb_pool_check_nodefile(p);
+    for (struct pb_service *s = pb_services; s; s = s->next)
+        if (s->role == PB_ROLE_REVERSE_PROXY) pb_proxy_loop_tick(s, loop->index);
+}
+
+static void on_thread_start(struct core_loop *loop)
+{
+    if (loop->index == 0) pb_set_loops_running(true);
+    if (loop->index >= PB_MAX_LOOPS) return;
+    struct timeval tv = { 1, 0 };
+    tick_ev[loop->index] = event_new(loop->base, -1, EV_PERSIST, tick_cb, loop);
+    event_add(tick_ev[loop->index], &tv);
+}
+
+static void on_thread_exit(struct core_loop *loop)
+{
+    pb_tx_thread_exit();
+    if (loop->index < PB_MAX_LOOPS && tick_ev[loop->index]) {
+        event_free(tick_ev[loop->index]);
+        tick_ev[loop->index] = NULL;
+    }
+}
+
+static void stop_tick(void *arg)
+{
+    struct event *ev = arg;
+    event_del(ev);
+}
+
+static void on_stop(void)
+{
+    pb_close_all_listeners();
+    for (int i = 0; i < loop_count() && i < PB_MAX_LOOPS; i++)
+        if (tick_ev[i]) loop_call(loop_get(i), stop_tick, tick_ev[i]);
+}
+
+static int pb_init(void)
+{
+    pb_start_time = (double)time(NULL);
+    if (loop_count() > PB_MAX_LOOPS) {
+        log_error("perlbal: at most %d threads", PB_MAX_LOOPS);
+        return -1;
+    }
+    pb_manage_admin_fallback_init();
+    if (!opt_config) {
+        log_error("perlbal: no config file given (-c perlbal.conf)");
+        return -1;
+    }
+    char err[512];
+    if (pb_manage_run_file(opt_config, err, sizeof err) < 0) {
+        log_error("perlbal: %s", err);
+        return -1;
+    }
+    return 0;
+}
+
+int main(int argc, char **argv)
+{
+    static const struct daemon_desc desc = {
+        .name = "perlbal",
+        .version = PB_VERSION,
+        .settings = pb_settings,
+        .threads = &opt_threads,
+        .default_admin_port = 0,
+        .init = pb_init,
+        .fini = NULL,
+        .hooks = { .on_stop = on_stop, .on_thread_start = on_thread_start, .on_thread_exit = on_thread_exit },
+        .admin_cmds = NULL,
+    };
+    return daemon_main(&desc, argc, argv);
+}
