@@ -1,0 +1,165 @@
+/* crawler: the maintainer thread. Ticks the clock, grows the hash table a
+ * batch of buckets at a time, and every few seconds walks each class's LRU
+ * segments from the tail with a cursor item, reclaiming expired and
+ * flushed items so their memory comes back without waiting for eviction.
+ *
+ * The walk holds a class lock for at most a few hundred steps and only
+ * tries stripe locks, so it never stalls a worker for long. */
+#include "memcached/mc.h"
+
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "common/log.h"
+
+static pthread_t thread;
+static _Atomic bool running;
+static _Atomic bool crawl_requested;
+
+void mc_crawl_request(void) { atomic_store(&crawl_requested, true); }
+
+static void cursor_remove(struct mc_class *c, mc_item *cur, int seg)
+{
+    if (c->head[seg] == cur)
+        c->head[seg] = cur->next;
+    if (c->tail[seg] == cur)
+        c->tail[seg] = cur->prev;
+    if (cur->next)
+        cur->next->prev = cur->prev;
+    if (cur->prev)
+        cur->prev->next = cur->next;
+    cur->prev = cur->next = NULL;
+}
+
+static void cursor_insert_tail(struct mc_class *c, mc_item *cur, int seg)
+{
+    cur->next = NULL;
+    cur->prev = c->tail[seg];
+    if (cur->prev)
+        cur->prev->next = cur;
+    else
+        c->head[seg] = cur;
+    c->tail[seg] = cur;
+}
+
+/* Move the cursor one place towards the head, past item it. */
+static void cursor_step(struct mc_class *c, mc_item *cur, mc_item *it, int seg)
+{
+    cursor_remove(c, cur, seg);
+    cur->next = it;
+    cur->prev = it->prev;
+    if (it->prev)
+        it->prev->next = cur;
+    else
+        c->head[seg] = cur;
+    it->prev = cur;
+}
+
+uint64_t mc_crawl_class(int id, uint64_t limit)
+{
+    struct mc_class *c = &mc_classes[id];
+    uint64_t reclaimed = 0, seen = 0;
+    mc_item cur;
+    memset(&cur, 0, sizeof cur);
+    cur.state = MC_ST_CRAWLER;
+    for (int seg = 0; seg < MC_LRU_N && seen < limit; seg++) {
+        pthread_mutex_lock(&c->lock);
+        if (!c->tail[seg]) {
+            pthread_mutex_unlock(&c->lock);
+            continue;
+        }
+        cursor_insert_tail(c, &cur, seg);
+        for (;;) {
+            int steps = 0;
+            mc_item *it;
+            while ((it = cur.prev) != NULL && steps < 256 && seen < limit) {
+                cursor_step(c, &cur, it, seg);
+                steps++;
+                if (it->state & MC_ST_CRAWLER)
+                    continue;
+                seen++;
+                if (mc_item_live(it, mc_now()))
+                    continue;
+                uint64_t hv = mc_hash(it->data, it->nkey);
+                if (!mc_key_trylock(hv))
+                    continue;
+                mc_assoc_delete(it->data, it->nkey, hv);
+                /* lru_unlink is static in items.c; unlink by hand. */
+                int s = MC_ST_SEG(it->state);
+                if (c->head[s] == it)
+                    c->head[s] = it->next;
+                if (c->tail[s] == it)
+                    c->tail[s] = it->prev;
+                if (it->next)
+                    it->next->prev = it->prev;
+                if (it->prev)
+                    it->prev->next = it->next;
+                it->prev = it->next = NULL;
+                c->count[s]--;
+                c->bytes -= mc_item_total(it->nkey, it->nbytes);
+                if (!(mc_bits(it) & MC_IT_FETCHED))
+                    c->expired_unfetched++;
+                it->state = 0;
+                mc_slabs_free_locked(it);
+                mc_key_unlock(hv);
+                atomic_fetch_sub_explicit(&mc_sstats.curr_items, 1, memory_order_relaxed);
+                atomic_fetch_add_explicit(&mc_sstats.crawler_reclaimed, 1, memory_order_relaxed);
+                c->crawler_reclaimed++;
+                reclaimed++;
+            }
+            if (!it || seen >= limit) {
+                cursor_remove(c, &cur, seg);
+                pthread_mutex_unlock(&c->lock);
+                break;
+            }
+            pthread_mutex_unlock(&c->lock);
+            sched_yield();
+            pthread_mutex_lock(&c->lock);
+        }
+    }
+    return reclaimed;
+}
+
+static void *maintainer(void *arg)
+{
+    (void)arg;
+    uint64_t ticks = 0;
+    while (atomic_load(&running)) {
+        mc_clock_update();
+        bool busy = mc_assoc_maintain(mc_curr_items());
+        /* Crawl every 5 s (50 ticks of 100 ms). */
+        ++ticks;
+        if (ticks % 10 == 0)
+            mc_slabs_decay_demand();
+        bool asked = atomic_exchange(&crawl_requested, false);
+        if (mc_settings.lru_crawler && (asked || ticks % 50 == 0)) {
+            for (int id = 1; id <= mc_nclasses && atomic_load(&running); id++)
+                mc_crawl_class(id, 100000);
+        }
+        if (!busy) {
+            struct timespec ts = { 0, 100 * 1000 * 1000 };
+            nanosleep(&ts, NULL);
+        }
+    }
+    return NULL;
+}
+
+int mc_maintainer_start(void)
+{
+    atomic_store(&running, true);
+    if (pthread_create(&thread, NULL, maintainer, NULL) != 0) {
+        atomic_store(&running, false);
+        return -1;
+    }
+    return 0;
+}
+
+void mc_maintainer_stop(void)
+{
+    if (!atomic_load(&running))
+        return;
+    atomic_store(&running, false);
+    pthread_join(thread, NULL);
+}

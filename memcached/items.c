@@ -1,0 +1,640 @@
+/* items: the item store on top of slabs (memory) and assoc (hash table):
+ * allocation with eviction, link/unlink, the segmented LRU (HOT, WARM,
+ * COLD per class), expiry and flush rules, and the storage commands every
+ * protocol shares (store, delete, incr/decr, touch, flush).
+ *
+ * Reads never take a class lock: a hit only sets the FETCHED/ACTIVE bits
+ * and the access time. Items move between segments when a class allocates
+ * (mc_lru_pull_locked) and when the crawler walks; eviction takes from the
+ * COLD tail, giving ACTIVE items a second chance in WARM. */
+#include "memcached/mc.h"
+
+#include <inttypes.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include <event2/buffer.h>
+
+#include "common/log.h"
+
+struct mc_store_stats mc_sstats;
+_Atomic uint32_t mc_oldest_live;
+_Atomic uint64_t mc_oldest_cas;
+_Atomic uint32_t mc_current_time;
+long mc_process_started;
+static _Atomic uint64_t cas_counter;
+
+void mc_clock_update(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    if (!mc_process_started)
+        mc_process_started = (long)ts.tv_sec - 2;
+    atomic_store_explicit(&mc_current_time, (uint32_t)(ts.tv_sec - mc_process_started), memory_order_relaxed);
+}
+
+uint32_t mc_realtime(int64_t exptime)
+{
+    if (exptime == 0)
+        return 0;
+    if (exptime < 0)
+        return 1;   /* in the past: expired at once */
+    if (exptime > MC_REALTIME_MAXDELTA) {
+        if (exptime <= mc_process_started)
+            return 1;
+        int64_t rel = exptime - mc_process_started;
+        return rel > UINT32_MAX ? UINT32_MAX : (uint32_t)rel;
+    }
+    return (uint32_t)(exptime + mc_now());
+}
+
+uint64_t mc_next_cas(void) { return atomic_fetch_add_explicit(&cas_counter, 1, memory_order_relaxed) + 1; }
+uint64_t mc_curr_items(void) { return atomic_load(&mc_sstats.curr_items); }
+
+bool mc_item_live(const mc_item *it, uint32_t now)
+{
+    if (it->exptime != 0 && it->exptime <= now)
+        return false;
+    uint32_t ol = atomic_load_explicit(&mc_oldest_live, memory_order_relaxed);
+    if (ol != 0 && ol <= now && it->atime <= ol)
+        return false;
+    uint64_t oc = atomic_load_explicit(&mc_oldest_cas, memory_order_relaxed);
+    if (oc != 0 && it->cas < oc)
+        return false;
+    return true;
+}
+
+/* ---- LRU lists (class lock held) ---- */
+
+static void lru_link(struct mc_class *c, mc_item *it, int seg)
+{
+    it->state = MC_ST_WITH_SEG(it->state, seg);
+    it->prev = NULL;
+    it->next = c->head[seg];
+    if (it->next)
+        it->next->prev = it;
+    c->head[seg] = it;
+    if (!c->tail[seg])
+        c->tail[seg] = it;
+    c->count[seg]++;
+}
+
+static void lru_unlink(struct mc_class *c, mc_item *it)
+{
+    int seg = MC_ST_SEG(it->state);
+    if (c->head[seg] == it)
+        c->head[seg] = it->next;
+    if (c->tail[seg] == it)
+        c->tail[seg] = it->prev;
+    if (it->next)
+        it->next->prev = it->prev;
+    if (it->prev)
+        it->prev->next = it->next;
+    it->prev = it->next = NULL;
+    c->count[seg]--;
+}
+
+static void lru_move(struct mc_class *c, mc_item *it, int seg)
+{
+    lru_unlink(c, it);
+    lru_link(c, it, seg);
+}
+
+/* Remove a linked item from hash and LRU. Caller holds its stripe and its
+ * class lock; the chunk is returned to the caller (state 0). */
+static void unlink_both(struct mc_class *c, mc_item *it, uint64_t hv)
+{
+    mc_assoc_delete(it->data, it->nkey, hv);
+    lru_unlink(c, it);
+    it->state = 0;
+    c->bytes -= mc_item_total(it->nkey, it->nbytes);
+    atomic_fetch_sub_explicit(&mc_sstats.curr_items, 1, memory_order_relaxed);
+}
+
+bool mc_item_evict_for_move(mc_item *it)
+{
+    uint64_t hv = mc_hash(it->data, it->nkey);
+    if (!mc_key_trylock(hv))
+        return false;
+    struct mc_class *c = &mc_classes[it->clsid];
+    unlink_both(c, it, hv);
+    c->evicted++;
+    mc_slabs_free_locked(it);
+    mc_key_unlock(hv);
+    atomic_fetch_add_explicit(&mc_sstats.evictions, 1, memory_order_relaxed);
+    return true;
+}
+
+/* Try to take item it (linked, in class c) out for reuse or freeing.
+ * Returns true with the chunk unlinked (state 0). */
+static bool try_reclaim(struct mc_class *c, mc_item *it, bool *was_expired)
+{
+    uint64_t hv = mc_hash(it->data, it->nkey);
+    if (!mc_key_trylock(hv))
+        return false;
+    *was_expired = !mc_item_live(it, mc_now());
+    unlink_both(c, it, hv);
+    mc_key_unlock(hv);
+    return true;
+}
+
+mc_item *mc_lru_pull_locked(int id, bool need_space)
+{
+    struct mc_class *c = &mc_classes[id];
+    uint64_t total = c->count[MC_LRU_HOT] + c->count[MC_LRU_WARM] + c->count[MC_LRU_COLD];
+    int hot_pct = mc_settings.hot_pct > 0 ? mc_settings.hot_pct : 20;
+    int warm_pct = mc_settings.warm_pct > 0 ? mc_settings.warm_pct : 40;
+    /* Keep HOT and WARM within their shares: two steps per allocation. */
+    for (int n = 0; n < 2 && c->count[MC_LRU_HOT] > total * (uint64_t)hot_pct / 100; n++) {
+        mc_item *it = c->tail[MC_LRU_HOT];
+        if (!it || (it->state & MC_ST_CRAWLER))
+            break;
+        if (mc_bits(it) & MC_IT_ACTIVE) {
+            mc_bits_clear(it, MC_IT_ACTIVE);
+            lru_move(c, it, MC_LRU_WARM);
+            c->moves_to_warm++;
+        } else {
+            lru_move(c, it, MC_LRU_COLD);
+            c->moves_to_cold++;
+        }
+    }
+    for (int n = 0; n < 2 && c->count[MC_LRU_WARM] > total * (uint64_t)warm_pct / 100; n++) {
+        mc_item *it = c->tail[MC_LRU_WARM];
+        if (!it || (it->state & MC_ST_CRAWLER))
+            break;
+        if (mc_bits(it) & MC_IT_ACTIVE) {
+            mc_bits_clear(it, MC_IT_ACTIVE);
+            lru_move(c, it, MC_LRU_WARM);
+            c->moves_within_lru++;
+        } else {
+            lru_move(c, it, MC_LRU_COLD);
+            c->moves_to_cold++;
+        }
+    }
+    if (!need_space)
+        return NULL;
+    /* Evict: COLD tail first, then WARM, then HOT. */
+    static const int order[3] = { MC_LRU_COLD, MC_LRU_WARM, MC_LRU_HOT };
+    for (int s = 0; s < 3; s++) {
+        int seg = order[s];
+        mc_item *it = c->tail[seg];
+        for (int tries = 0; it && tries < 8; tries++) {
+            mc_item *prev = it->prev;
+            if (it->state & MC_ST_CRAWLER) {
+                it = prev;
+                continue;
+            }
+            bool live = mc_item_live(it, mc_now());
+            if (live && seg == MC_LRU_COLD && (mc_bits(it) & MC_IT_ACTIVE)) {
+                mc_bits_clear(it, MC_IT_ACTIVE);
+                lru_move(c, it, MC_LRU_WARM);
+                c->moves_to_warm++;
+                it = prev;
+                continue;
+            }
+            if (live && mc_settings.no_evict)
+                return NULL;
+            bool expired;
+            if (!try_reclaim(c, it, &expired)) {
+                it = prev;
+                continue;
+            }
+            bool fetched = mc_bits(it) & MC_IT_FETCHED;
+            if (expired) {
+                c->reclaimed++;
+                atomic_fetch_add_explicit(&mc_sstats.reclaimed, 1, memory_order_relaxed);
+                if (!fetched) {
+                    c->expired_unfetched++;
+                    atomic_fetch_add_explicit(&mc_sstats.expired_unfetched, 1, memory_order_relaxed);
+                }
+            } else {
+                c->evicted++;
+                if (it->exptime)
+                    c->evicted_nonzero++;
+                c->evicted_time = mc_now() - it->atime;
+                atomic_fetch_add_explicit(&mc_sstats.evictions, 1, memory_order_relaxed);
+                if (!fetched) {
+                    c->evicted_unfetched++;
+                    atomic_fetch_add_explicit(&mc_sstats.evicted_unfetched, 1, memory_order_relaxed);
+                }
+            }
+            it->bits = 0;
+            return it;
+        }
+    }
+    return NULL;
+}
+
+/* Age of the oldest item of a class (its COLD tail, else WARM, else HOT);
+ * read without the class lock, so only a hint. */
+static uint32_t tail_age(int id, uint32_t now)
+{
+    struct mc_class *c = &mc_classes[id];
+    for (int seg = MC_LRU_COLD; seg >= 0; seg--) {
+        mc_item *t = __atomic_load_n(&c->tail[seg], __ATOMIC_RELAXED);
+        if (t) {
+            uint32_t a = __atomic_load_n(&t->atime, __ATOMIC_RELAXED);
+            return now > a ? now - a : 0;
+        }
+    }
+    return 0;
+}
+
+/* Should class id take a page from another class rather than evict its
+ * own items? Yes when its share of recent allocations is well above its
+ * share of pages (the size mix changed), or when some class with spare
+ * pages holds items much older than ours, or has many times our pages. */
+static bool slab_should_move(int id)
+{
+    uint32_t now = mc_now();
+    uint32_t mine = tail_age(id, now);
+    uint64_t my_pages = mc_classes[id].pages;
+    uint64_t all_demand = 0, all_pages = 0;
+    for (int i = 1; i <= mc_nclasses; i++) {
+        all_demand += atomic_load_explicit(&mc_classes[i].demand, memory_order_relaxed);
+        all_pages += __atomic_load_n(&mc_classes[i].pages, __ATOMIC_RELAXED);
+    }
+    uint64_t my_demand = atomic_load_explicit(&mc_classes[id].demand, memory_order_relaxed);
+    /* its demand share is over twice its page share */
+    if (all_demand && all_pages && (double)my_demand / (double)all_demand > 2.0 * (double)my_pages / (double)all_pages)
+        return true;
+    for (int i = 1; i <= mc_nclasses; i++) {
+        if (i == id)
+            continue;
+        uint64_t p = __atomic_load_n(&mc_classes[i].pages, __ATOMIC_RELAXED);
+        if (p < 2)
+            continue;
+        if (p > 4 * (my_pages + 1) || tail_age(i, now) > 2 * mine + 2)
+            return true;
+    }
+    return false;
+}
+
+mc_item *mc_item_alloc(const char *key, size_t nkey, uint32_t flags, uint32_t exptime, size_t nbytes,
+                       enum mc_alloc_err *err)
+{
+    size_t total = mc_item_total(nkey, nbytes);
+    int id = mc_slabs_clsid(total);
+    if (!id || nkey > MC_KEY_MAX || nbytes > UINT32_MAX) {
+        *err = MC_ALLOC_TOO_LARGE;
+        return NULL;
+    }
+    struct mc_class *c = &mc_classes[id];
+    atomic_fetch_add_explicit(&c->demand, c->size, memory_order_relaxed);
+    pthread_mutex_lock(&c->lock);
+    mc_item *it = mc_slabs_alloc_locked(id);
+    if (it) {
+        mc_lru_pull_locked(id, false);
+    } else {
+        /* Memory is full. Before evicting our own items, see whether
+         * another class holds colder items or far more pages: then move a
+         * page here (memcached's slab automover, done inline). */
+        if ((++c->alloc_fail_ticks & 3) == 0 && slab_should_move(id) && mc_slabs_steal_page(id))
+            it = mc_slabs_alloc_locked(id);
+        if (!it)
+            it = mc_lru_pull_locked(id, true);
+    }
+    if (!it && mc_slabs_steal_page(id))
+        it = mc_slabs_alloc_locked(id);
+    if (!it) {
+        c->outofmemory++;
+        pthread_mutex_unlock(&c->lock);
+        atomic_fetch_add_explicit(&mc_sstats.outofmemory, 1, memory_order_relaxed);
+        *err = MC_ALLOC_NO_MEMORY;
+        return NULL;
+    }
+    pthread_mutex_unlock(&c->lock);
+    it->state = 0;
+    it->bits = 0;
+    it->clsid = (uint8_t)id;
+    it->hnext = it->prev = it->next = NULL;
+    it->nkey = (uint8_t)nkey;
+    it->nbytes = (uint32_t)nbytes;
+    it->flags = flags;
+    it->exptime = exptime;
+    it->atime = mc_now();
+    it->cas = 0;
+    memcpy(it->data, key, nkey);
+    *err = MC_ALLOC_OK;
+    return it;
+}
+
+void mc_item_free(mc_item *it)
+{
+    struct mc_class *c = &mc_classes[it->clsid];
+    pthread_mutex_lock(&c->lock);
+    mc_slabs_free_locked(it);
+    pthread_mutex_unlock(&c->lock);
+}
+
+void mc_item_unlink_locked(mc_item *it, uint64_t hv)
+{
+    struct mc_class *c = &mc_classes[it->clsid];
+    pthread_mutex_lock(&c->lock);
+    unlink_both(c, it, hv);
+    mc_slabs_free_locked(it);
+    pthread_mutex_unlock(&c->lock);
+}
+
+mc_item *mc_item_find_locked(const char *key, size_t nkey, uint64_t hv)
+{
+    mc_item *it = mc_assoc_find(key, nkey, hv);
+    if (!it)
+        return NULL;
+    if (!mc_item_live(it, mc_now())) {
+        /* Expired or flushed: freed now, its memory reused ("reclaimed"). */
+        struct mc_class *c = &mc_classes[it->clsid];
+        pthread_mutex_lock(&c->lock);
+        c->reclaimed++;
+        if (!(mc_bits(it) & MC_IT_FETCHED))
+            c->expired_unfetched++;
+        pthread_mutex_unlock(&c->lock);
+        atomic_fetch_add_explicit(&mc_sstats.reclaimed, 1, memory_order_relaxed);
+        if (!(mc_bits(it) & MC_IT_FETCHED))
+            atomic_fetch_add_explicit(&mc_sstats.expired_unfetched, 1, memory_order_relaxed);
+        mc_item_unlink_locked(it, hv);
+        return NULL;
+    }
+    return it;
+}
+
+void mc_item_bump(mc_item *it)
+{
+    uint8_t b = mc_bits(it);
+    if (!(b & MC_IT_FETCHED))
+        mc_bits_set(it, MC_IT_FETCHED);
+    else if (!(b & MC_IT_ACTIVE))
+        mc_bits_set(it, MC_IT_ACTIVE);
+    uint32_t now = mc_now();
+    if (it->atime != now)
+        it->atime = now;
+}
+
+void mc_item_link_locked(mc_item *it, mc_item *old, uint64_t hv)
+{
+    if (old)
+        mc_item_unlink_locked(old, hv);
+    it->cas = mc_next_cas();
+    it->atime = mc_now();
+    mc_assoc_insert(it, hv);
+    struct mc_class *c = &mc_classes[it->clsid];
+    pthread_mutex_lock(&c->lock);
+    it->state = MC_ST_LINKED;
+    lru_link(c, it, MC_LRU_HOT);
+    c->bytes += mc_item_total(it->nkey, it->nbytes);
+    pthread_mutex_unlock(&c->lock);
+    atomic_fetch_add_explicit(&mc_sstats.curr_items, 1, memory_order_relaxed);
+    atomic_fetch_add_explicit(&mc_sstats.total_items, 1, memory_order_relaxed);
+}
+
+enum mc_status mc_store(mc_item *it, enum mc_store_op op, uint64_t cas_in, uint64_t *cas_out)
+{
+    uint64_t hv = mc_hash(it->data, it->nkey);
+    enum mc_status st = MC_NOT_STORED;
+    mc_item *linked = NULL;
+    mc_key_lock(hv);
+    mc_item *old = mc_item_find_locked(it->data, it->nkey, hv);
+    switch (op) {
+    case MC_OP_SET:
+        if (cas_in && (!old || old->cas != cas_in)) {
+            st = old ? MC_EXISTS : MC_NOT_FOUND;
+            break;
+        }
+        linked = it;
+        break;
+    case MC_OP_ADD:
+        if (old) {
+            mc_item_bump(old);   /* as memcached: a failed add refreshes the old item */
+            st = MC_NOT_STORED;
+        } else {
+            linked = it;
+        }
+        break;
+    case MC_OP_REPLACE:
+        if (!old)
+            st = MC_NOT_STORED;
+        else if (cas_in && old->cas != cas_in)
+            st = MC_EXISTS;
+        else
+            linked = it;
+        break;
+    case MC_OP_CAS:
+        if (!old)
+            st = MC_NOT_FOUND;
+        else if (old->cas != cas_in)
+            st = MC_EXISTS;
+        else
+            linked = it;
+        break;
+    case MC_OP_APPEND:
+    case MC_OP_PREPEND:
+        if (!old) {
+            st = MC_NOT_STORED;
+            break;
+        }
+        if (cas_in && old->cas != cas_in) {
+            st = MC_EXISTS;
+            break;
+        }
+        {
+            enum mc_alloc_err err;
+            mc_item *n = mc_item_alloc(old->data, old->nkey, old->flags, old->exptime,
+                                       (size_t)old->nbytes + it->nbytes, &err);
+            if (!n) {
+                st = err == MC_ALLOC_TOO_LARGE ? MC_TOO_LARGE : MC_NO_MEMORY;
+                break;
+            }
+            /* The allocation may have evicted old (only via trylock on
+             * other stripes, so not ours): old is still valid here. */
+            if (op == MC_OP_APPEND) {
+                memcpy(mc_value(n), mc_value(old), old->nbytes);
+                memcpy(mc_value(n) + old->nbytes, mc_value(it), it->nbytes);
+            } else {
+                memcpy(mc_value(n), mc_value(it), it->nbytes);
+                memcpy(mc_value(n) + it->nbytes, mc_value(old), old->nbytes);
+            }
+            mc_item_free(it);
+            it = NULL;
+            linked = n;
+        }
+        break;
+    }
+    if (linked) {
+        mc_item_link_locked(linked, old, hv);
+        if (cas_out)
+            *cas_out = linked->cas;
+        st = MC_STORED;
+    }
+    mc_key_unlock(hv);
+    if (!linked && it)
+        mc_item_free(it);
+    return st;
+}
+
+enum mc_status mc_delete(const char *key, size_t nkey, uint64_t cas_in)
+{
+    uint64_t hv = mc_hash(key, nkey);
+    enum mc_status st;
+    mc_key_lock(hv);
+    mc_item *it = mc_item_find_locked(key, nkey, hv);
+    if (!it) {
+        st = MC_NOT_FOUND;
+    } else if (cas_in && it->cas != cas_in) {
+        st = MC_EXISTS;
+    } else {
+        mc_item_unlink_locked(it, hv);
+        st = MC_DELETED;
+    }
+    mc_key_unlock(hv);
+    return st;
+}
+
+/* Decimal u64 of a value; false if not all digits or too long. Leading and
+ * trailing spaces are tolerated (memcached pads decremented values). */
+static bool parse_value_u64(const char *s, size_t n, uint64_t *out)
+{
+    size_t i = 0;
+    while (i < n && s[i] == ' ')
+        i++;
+    if (i == n)
+        return false;
+    uint64_t v = 0;
+    size_t digits = 0;
+    for (; i < n && s[i] >= '0' && s[i] <= '9'; i++, digits++) {
+        uint64_t d = (uint64_t)(s[i] - '0');
+        if (v > (UINT64_MAX - d) / 10)
+            return false;
+        v = v * 10 + d;
+    }
+    while (i < n && (s[i] == ' ' || s[i] == '\r' || s[i] == '\n'))
+        i++;
+    if (i != n || digits == 0)
+        return false;
+    *out = v;
+    return true;
+}
+
+enum mc_status mc_arith(const char *key, size_t nkey, bool incr, uint64_t delta, uint64_t cas_in,
+                        uint64_t *result, uint64_t *cas_out)
+{
+    uint64_t hv = mc_hash(key, nkey);
+    enum mc_status st;
+    mc_key_lock(hv);
+    mc_item *it = mc_item_find_locked(key, nkey, hv);
+    uint64_t v;
+    if (!it) {
+        st = MC_NOT_FOUND;
+    } else if (cas_in && it->cas != cas_in) {
+        st = MC_EXISTS;
+    } else if (!parse_value_u64(mc_value(it), it->nbytes, &v)) {
+        st = MC_NON_NUMERIC;
+    } else {
+        if (incr)
+            v += delta;   /* wraps at 2^64 */
+        else
+            v = delta > v ? 0 : v - delta;
+        char buf[24];
+        int len = snprintf(buf, sizeof buf, "%" PRIu64, v);
+        enum mc_alloc_err err;
+        mc_item *n = mc_item_alloc(key, nkey, it->flags, it->exptime, (size_t)len, &err);
+        if (!n) {
+            st = MC_NO_MEMORY;
+        } else {
+            memcpy(mc_value(n), buf, (size_t)len);
+            mc_item_bump(it);
+            mc_item_link_locked(n, it, hv);
+            *result = v;
+            if (cas_out)
+                *cas_out = n->cas;
+            st = MC_OK;
+        }
+    }
+    mc_key_unlock(hv);
+    return st;
+}
+
+enum mc_status mc_touch(const char *key, size_t nkey, uint32_t exptime)
+{
+    uint64_t hv = mc_hash(key, nkey);
+    enum mc_status st = MC_NOT_FOUND;
+    mc_key_lock(hv);
+    mc_item *it = mc_item_find_locked(key, nkey, hv);
+    if (it) {
+        it->exptime = exptime;
+        mc_item_bump(it);
+        st = MC_TOUCHED;
+    }
+    mc_key_unlock(hv);
+    return st;
+}
+
+void mc_flush(int64_t delay)
+{
+    if (delay > 0) {
+        uint32_t t = mc_realtime(delay);
+        atomic_store(&mc_oldest_live, t > 1 ? t - 1 : 1);
+    } else {
+        /* Everything stored so far: its CAS is below the next one. */
+        atomic_store(&mc_oldest_cas, mc_next_cas());
+        atomic_store(&mc_oldest_live, 0);
+    }
+}
+
+void mc_cachedump(struct evbuffer *out, int id, uint32_t limit)
+{
+    struct mc_class *c = &mc_classes[id];
+    size_t written = 0;
+    uint32_t shown = 0;
+    pthread_mutex_lock(&c->lock);
+    for (int seg = MC_LRU_HOT; seg < MC_LRU_N; seg++) {
+        for (mc_item *it = c->head[seg]; it; it = it->next) {
+            if (it->state & MC_ST_CRAWLER)
+                continue;
+            if ((limit && shown >= limit) || written > (2u << 20))
+                goto done;
+            long exp = it->exptime == 0 ? 0 : (long)it->exptime + mc_process_started;
+            int n = evbuffer_add_printf(out, "ITEM %.*s [%u b; %ld s]\r\n", (int)it->nkey, it->data, it->nbytes, exp);
+            if (n > 0)
+                written += (size_t)n;
+            shown++;
+        }
+    }
+done:
+    pthread_mutex_unlock(&c->lock);
+}
+
+void mc_metadump(struct evbuffer *out, int id)
+{
+    struct mc_class *c = &mc_classes[id];
+    uint32_t now = mc_now();
+    pthread_mutex_lock(&c->lock);
+    for (int seg = MC_LRU_HOT; seg < MC_LRU_N; seg++) {
+        for (mc_item *it = c->head[seg]; it; it = it->next) {
+            if ((it->state & MC_ST_CRAWLER) || !mc_item_live(it, now))
+                continue;
+            long exp = it->exptime == 0 ? -1 : (long)it->exptime + mc_process_started;
+            /* Keys are URL-encoded, as memcached does: binary-protocol keys
+             * may hold spaces or line ends. */
+            char key[3 * MC_KEY_MAX + 1];
+            size_t kn = 0;
+            for (size_t i = 0; i < it->nkey; i++) {
+                unsigned char ch = (unsigned char)it->data[i];
+                if (ch <= ' ' || ch >= 0x7f || ch == '%') {
+                    static const char hex[] = "0123456789ABCDEF";
+                    key[kn++] = '%';
+                    key[kn++] = hex[ch >> 4];
+                    key[kn++] = hex[ch & 15];
+                } else {
+                    key[kn++] = (char)ch;
+                }
+            }
+            evbuffer_add_printf(out, "key=%.*s exp=%ld la=%ld cas=%" PRIu64 " fetch=%s cls=%d size=%zu\r\n",
+                                (int)kn, key, exp, (long)it->atime + mc_process_started, it->cas,
+                                (mc_bits(it) & MC_IT_FETCHED) ? "yes" : "no", id,
+                                mc_item_total(it->nkey, it->nbytes));
+        }
+    }
+    pthread_mutex_unlock(&c->lock);
+}

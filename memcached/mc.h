@@ -1,0 +1,231 @@
+/* mc.h: what the memcached daemon's files share: settings, the clock, the
+ * item layout and the store API (items.c, slabs.c, assoc.c, crawler.c).
+ *
+ * The store knows nothing of protocols. Locking, in the only order allowed:
+ *   key stripe (assoc.c, by key hash) -> slab class (LRU + free chunks)
+ *   -> page pool.
+ * Whoever holds a class lock may only *try* a stripe lock (eviction, the
+ * crawler, page moves); that is what makes eviction deadlock-free while a
+ * setter holds its key's stripe. Readers copy values out while holding the
+ * stripe, so items need no reference counts. */
+#ifndef MC_H
+#define MC_H
+
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#define MC_VERSION "1.6.18"
+#define MC_KEY_MAX 250
+#define MC_MAX_CLASSES 200
+#define MC_REALTIME_MAXDELTA (60 * 60 * 24 * 30)
+
+struct mc_settings {
+    int port;
+    char *listen;          /* -l, comma list */
+    char *unix_path;       /* -s */
+    int unix_mask;         /* -a (octal text parsed by custom) */
+    int maxconns;          /* -c */
+    int threads;           /* -t */
+    uint64_t maxbytes;     /* -m (bytes) */
+    uint64_t item_size_max;/* -I */
+    double factor;         /* -f */
+    int chunk_min;         /* -n */
+    int verbose;           /* -v */
+    int udp_port;          /* -U */
+    int backlog;           /* -b */
+    bool no_cas;           /* -C */
+    bool no_evict;         /* -M */
+    bool flush_disabled;   /* -F */
+    bool shutdown_enabled; /* -A */
+    bool sasl;             /* -S */
+    char *sasl_pwdb;       /* user:password file for SASL PLAIN */
+    char *ext_opts;        /* -o */
+    /* from -o */
+    int hashpower;
+    bool lru_crawler;
+    int hot_pct, warm_pct;
+    int idle_timeout;      /* seconds, 0 = none */
+};
+extern struct mc_settings mc_settings;
+
+/* ---- clock: seconds since process start (rel time), like memcached ---- */
+extern _Atomic uint32_t mc_current_time;
+extern long mc_process_started;   /* unix time of rel time 0 */
+static inline uint32_t mc_now(void) { return atomic_load_explicit(&mc_current_time, memory_order_relaxed); }
+void mc_clock_update(void);
+/* Protocol exptime -> rel time: 0 = never; negative = already expired;
+ * <= 30 days relative; larger = absolute unix time. */
+uint32_t mc_realtime(int64_t exptime);
+
+/* ---- items ---- */
+enum { MC_LRU_HOT = 0, MC_LRU_WARM = 1, MC_LRU_COLD = 2, MC_LRU_N = 3 };
+
+/* state byte: changed only with the class lock held. */
+#define MC_ST_FREE    1   /* on the class free list */
+#define MC_ST_LINKED  2   /* in the hash table and an LRU */
+#define MC_ST_CRAWLER 4   /* the crawler's cursor, not an item */
+#define MC_ST_SEG(st) (((st) >> 4) & 3)   /* LRU segment of a linked item */
+#define MC_ST_WITH_SEG(st, seg) (uint8_t)(((st) & 0x0f) | ((seg) << 4))
+/* bits byte: touched by readers with atomics. */
+#define MC_IT_FETCHED 1
+#define MC_IT_ACTIVE  2
+#define MC_IT_STALE   4   /* meta: invalidated, serve as stale */
+#define MC_IT_TOKEN   8   /* meta: recache token handed out */
+
+typedef struct mc_item {
+    struct mc_item *hnext;      /* hash chain */
+    struct mc_item *prev, *next;/* LRU (prev = newer) */
+    uint64_t cas;
+    uint32_t exptime;           /* rel time; 0 = never */
+    uint32_t atime;             /* rel time of last access */
+    uint32_t flags;             /* client flags */
+    uint32_t nbytes;            /* value length, without CRLF */
+    uint8_t nkey;
+    uint8_t clsid;
+    uint8_t state;
+    uint8_t bits;
+    char data[];                /* key, then value */
+} mc_item;
+
+#define MC_ITEM_HDR offsetof(mc_item, data)
+static inline char *mc_key(mc_item *it) { return it->data; }
+static inline char *mc_value(mc_item *it) { return it->data + it->nkey; }
+static inline size_t mc_item_total(size_t nkey, size_t nbytes) { return MC_ITEM_HDR + nkey + nbytes; }
+static inline uint8_t mc_bits(const mc_item *it) { return __atomic_load_n(&it->bits, __ATOMIC_RELAXED); }
+static inline void mc_bits_set(mc_item *it, uint8_t b) { __atomic_fetch_or(&it->bits, b, __ATOMIC_RELAXED); }
+static inline void mc_bits_clear(mc_item *it, uint8_t b) { __atomic_fetch_and(&it->bits, (uint8_t)~b, __ATOMIC_RELAXED); }
+
+/* ---- slabs.c ---- */
+struct mc_class {
+    pthread_mutex_t lock;
+    uint32_t size;              /* chunk size */
+    uint32_t perpage;
+    mc_item *free_head;         /* doubly linked through prev/next */
+    uint64_t free_count;
+    uint64_t pages;
+    char **page_list;           /* pages owned, for rebalancing */
+    uint64_t page_cap;
+    char *carve;                /* unused rest of the newest page */
+    uint32_t carve_left;        /* chunks left in it */
+    /* LRU */
+    mc_item *head[MC_LRU_N], *tail[MC_LRU_N];
+    uint64_t count[MC_LRU_N];
+    uint64_t bytes;             /* item bytes (mc_item_total) linked */
+    /* stats (class lock) */
+    uint64_t evicted, evicted_nonzero, reclaimed, expired_unfetched, evicted_unfetched, outofmemory,
+             crawler_reclaimed, moves_to_cold, moves_to_warm, moves_within_lru, pages_moved_in, pages_moved_out;
+    uint32_t evicted_time;
+    uint32_t alloc_fail_ticks;
+    /* Bytes allocated lately (halved every second by the maintainer):
+     * what the clients currently ask this class for. */
+    _Atomic uint64_t demand;
+};
+/* Maintainer, once a second: age the classes' demand counters. */
+void mc_slabs_decay_demand(void);
+extern struct mc_class mc_classes[MC_MAX_CLASSES];
+extern int mc_nclasses;            /* valid ids 1..mc_nclasses */
+extern uint64_t mc_page_size;
+
+int mc_slabs_init(void);
+/* Class for a total item size, 0 if too large. */
+int mc_slabs_clsid(size_t total);
+/* Caller holds c->lock. Returns a chunk or NULL when the class has no free
+ * chunk and no new page could be had. */
+mc_item *mc_slabs_alloc_locked(int id);
+void mc_slabs_free_locked(mc_item *it);
+uint64_t mc_slabs_malloced(void);
+uint64_t mc_slabs_limit(void);
+void mc_slabs_set_limit(uint64_t bytes);
+/* Take a page from another class for class id (its items are evicted).
+ * Caller holds class id's lock. Returns true if a page was moved. */
+bool mc_slabs_steal_page(int id);
+
+/* ---- assoc.c: the item hash table ---- */
+int mc_assoc_init(int hashpower);
+uint64_t mc_hash(const char *key, size_t nkey);
+void mc_key_lock(uint64_t hv);
+void mc_key_unlock(uint64_t hv);
+bool mc_key_trylock(uint64_t hv);
+mc_item *mc_assoc_find(const char *key, size_t nkey, uint64_t hv);
+void mc_assoc_insert(mc_item *it, uint64_t hv);
+void mc_assoc_delete(const char *key, size_t nkey, uint64_t hv);
+/* Maintainer: grow when items > 1.5 x buckets; moves some buckets per call.
+ * Returns true while an expansion is in progress. */
+bool mc_assoc_maintain(uint64_t items);
+unsigned mc_assoc_hashpower(void);
+uint64_t mc_assoc_bytes(void);
+bool mc_assoc_expanding(void);
+
+/* ---- items.c ---- */
+enum mc_alloc_err { MC_ALLOC_OK = 0, MC_ALLOC_TOO_LARGE, MC_ALLOC_NO_MEMORY };
+/* A private item (not linked) with key, flags, exptime filled; value space
+ * of nbytes for the caller to fill. */
+mc_item *mc_item_alloc(const char *key, size_t nkey, uint32_t flags, uint32_t exptime, size_t nbytes,
+                       enum mc_alloc_err *err);
+void mc_item_free(mc_item *it);   /* a private item */
+
+/* Find a live item; caller holds the key's stripe. Expired or flushed items
+ * are unlinked on the way. Does not bump. */
+mc_item *mc_item_find_locked(const char *key, size_t nkey, uint64_t hv);
+/* Record a fetch (for the segmented LRU). */
+void mc_item_bump(mc_item *it);
+/* Caller holds the stripe; it is private; old (may be NULL) is replaced. */
+void mc_item_link_locked(mc_item *it, mc_item *old, uint64_t hv);
+void mc_item_unlink_locked(mc_item *it, uint64_t hv);
+uint64_t mc_next_cas(void);
+bool mc_item_live(const mc_item *it, uint32_t now);
+
+enum mc_store_op { MC_OP_SET, MC_OP_ADD, MC_OP_REPLACE, MC_OP_APPEND, MC_OP_PREPEND, MC_OP_CAS };
+enum mc_status {
+    MC_STORED = 0, MC_NOT_STORED, MC_EXISTS, MC_NOT_FOUND, MC_TOO_LARGE, MC_NO_MEMORY,
+    MC_DELETED, MC_TOUCHED, MC_NON_NUMERIC, MC_OK,
+};
+/* Store a private item (ownership passes in). cas_in for MC_OP_CAS (and
+ * for the meta C flag on other ops when nonzero). *cas_out gets the new
+ * item's CAS on success. */
+enum mc_status mc_store(mc_item *it, enum mc_store_op op, uint64_t cas_in, uint64_t *cas_out);
+enum mc_status mc_delete(const char *key, size_t nkey, uint64_t cas_in);
+/* incr/decr: value must be decimal; decr floors at 0, incr wraps. */
+enum mc_status mc_arith(const char *key, size_t nkey, bool incr, uint64_t delta, uint64_t cas_in,
+                        uint64_t *result, uint64_t *cas_out);
+enum mc_status mc_touch(const char *key, size_t nkey, uint32_t exptime);
+void mc_flush(int64_t delay);
+/* "stats cachedump": up to limit (0 = all, output capped at 2 MB) lines
+ * "ITEM <key> [<bytes> b; <exptime> s]" of class id, newest first. */
+struct evbuffer;
+void mc_cachedump(struct evbuffer *out, int id, uint32_t limit);
+/* "lru_crawler metadump": "key=<key> exp=<unix|-1> la=<unix> cas=<n>
+ * fetch=<yes|no> cls=<id> size=<bytes>" lines for class id. */
+void mc_metadump(struct evbuffer *out, int id);
+/* Ask the maintainer thread to crawl every class soon (lru_crawler crawl). */
+void mc_crawl_request(void);
+/* Copy the items that matter to stats. */
+uint64_t mc_curr_items(void);
+
+/* Crawler / maintainer (crawler.c). */
+int mc_maintainer_start(void);
+void mc_maintainer_stop(void);
+/* Reclaim expired items of one class segment; bounded; used by the crawler
+ * thread and tests. Returns items reclaimed. */
+uint64_t mc_crawl_class(int id, uint64_t limit);
+
+/* LRU step on the class (caller holds lock): keep HOT/WARM within their
+ * share and pull one item from the COLD tail for reuse if need_space.
+ * Returns a freed chunk when need_space and one could be evicted. */
+mc_item *mc_lru_pull_locked(int id, bool need_space);
+
+/* Global counters kept by the store (relaxed atomics; not on the get path). */
+struct mc_store_stats {
+    _Atomic uint64_t curr_items, total_items, evictions, reclaimed, expired_unfetched, evicted_unfetched,
+        outofmemory, crawler_reclaimed, slabs_moved, hash_expansions;
+};
+extern struct mc_store_stats mc_sstats;
+
+/* Flush state. */
+extern _Atomic uint32_t mc_oldest_live;   /* rel time; 0 = none */
+extern _Atomic uint64_t mc_oldest_cas;
+
+#endif

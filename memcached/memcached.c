@@ -1,0 +1,541 @@
+/* memcached: the daemon's main: settings (memcached's own flags plus the
+ * core's), start-up wiring (store, maintainer thread, listeners), stats
+ * sources and console commands. The protocol work is in session.c, the
+ * store in items.c/slabs.c/assoc.c/crawler.c. */
+#include <errno.h>
+#include <inttypes.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <event2/buffer.h>
+
+#include "common/admin.h"
+#include "common/config.h"
+#include "common/conn.h"
+#include "common/daemon.h"
+#include "common/listen.h"
+#include "common/log.h"
+#include "common/loop.h"
+#include "common/stats.h"
+#include "memcached/mc.h"
+#include "memcached/session.h"
+
+struct mc_settings mc_settings;
+static int bind_protocol_dummy;
+static char *dummy_str;
+
+/* -m: a plain number is megabytes (memcached), a suffix gives a size. */
+static int set_maxbytes(const struct cfg_setting *s, const char *v, char *err, size_t errlen)
+{
+    (void)s;
+    uint64_t n;
+    if (!v || cfg_parse_size(v, &n) < 0) {
+        snprintf(err, errlen, "memory-limit: '%s' is not a size", v ? v : "");
+        return -1;
+    }
+    bool plain = true;
+    for (const char *p = v; *p; p++)
+        if (*p < '0' || *p > '9')
+            plain = false;
+    mc_settings.maxbytes = plain ? n * 1024 * 1024 : n;
+    return 0;
+}
+
+static int set_unix_mask(const struct cfg_setting *s, const char *v, char *err, size_t errlen)
+{
+    (void)s;
+    char *end;
+    long m = strtol(v ? v : "", &end, 8);
+    if (!v || *end || m < 0 || m > 0777) {
+        snprintf(err, errlen, "unix-mask: '%s' is not an octal mode", v ? v : "");
+        return -1;
+    }
+    mc_settings.unix_mask = (int)m;
+    return 0;
+}
+
+/* -o: comma-separated memcached extended options. */
+static int set_ext(const struct cfg_setting *s, const char *v, char *err, size_t errlen)
+{
+    (void)s;
+    if (!v)
+        return 0;
+    char *copy = strdup(v), *save = NULL;
+    if (!copy)
+        return -1;
+    int rc = 0;
+    for (char *tok = strtok_r(copy, ",", &save); tok; tok = strtok_r(NULL, ",", &save)) {
+        char *eq = strchr(tok, '=');
+        const char *val = "";
+        if (eq) {
+            *eq = 0;
+            val = eq + 1;
+        }
+        if (strcmp(tok, "hashpower") == 0) {
+            mc_settings.hashpower = atoi(val);
+        } else if (strcmp(tok, "no_lru_crawler") == 0) {
+            mc_settings.lru_crawler = false;
+        } else if (strcmp(tok, "lru_crawler") == 0) {
+            mc_settings.lru_crawler = true;
+        } else if (strcmp(tok, "hot_lru_pct") == 0) {
+            mc_settings.hot_pct = atoi(val);
+        } else if (strcmp(tok, "warm_lru_pct") == 0) {
+            mc_settings.warm_pct = atoi(val);
+        } else if (strcmp(tok, "idle_timeout") == 0) {
+            mc_settings.idle_timeout = atoi(val);
+        } else if (strcmp(tok, "sasl_pwdb") == 0) {
+            free(mc_settings.sasl_pwdb);
+            mc_settings.sasl_pwdb = strdup(val);
+        } else if (!strcmp(tok, "modern") || !strcmp(tok, "no_modern") || !strcmp(tok, "maxconns_fast") ||
+                   !strcmp(tok, "no_maxconns_fast") || !strcmp(tok, "slab_reassign") ||
+                   !strcmp(tok, "slab_automove") || !strcmp(tok, "lru_maintainer") ||
+                   !strcmp(tok, "no_lru_maintainer") || !strcmp(tok, "hash_algorithm") ||
+                   !strcmp(tok, "tail_repair_time") || !strcmp(tok, "lru_crawler_sleep") ||
+                   !strcmp(tok, "lru_crawler_tocrawl") || !strcmp(tok, "temporary_ttl") ||
+                   !strcmp(tok, "hot_max_factor") || !strcmp(tok, "warm_max_factor") ||
+                   !strcmp(tok, "slab_chunk_max") || !strcmp(tok, "track_sizes") ||
+                   !strcmp(tok, "no_hashexpand") || !strcmp(tok, "read_buf_mem_limit") ||
+                   !strcmp(tok, "relaxed_privileges") || !strcmp(tok, "drop_privileges") ||
+                   !strcmp(tok, "no_drop_privileges") || !strcmp(tok, "watcher_logbuf_size") ||
+                   !strcmp(tok, "worker_logbuf_size") || !strcmp(tok, "slab_automove_ratio") ||
+                   !strcmp(tok, "slab_automove_window") || !strcmp(tok, "slab_automove_freeratio") ||
+                   !strcmp(tok, "inline_ascii_response") || !strcmp(tok, "no_inline_ascii_response")) {
+            /* Tuning that memcached offers and this store does on its own. */
+        } else {
+            snprintf(err, errlen, "Illegal suboption \"%s\"", tok);
+            rc = -1;
+            break;
+        }
+    }
+    free(copy);
+    return rc;
+}
+
+static const struct cfg_setting mc_table[] = {
+    { "port", 'p', CFG_INT, &mc_settings.port, "11211", "TCP port to listen on (0 = off)", false, NULL },
+    { "listen", 'l', CFG_STRING, &mc_settings.listen, NULL, "interfaces to listen on, comma separated (default all)", false, NULL },
+    { "unix-socket", 's', CFG_STRING, &mc_settings.unix_path, NULL, "UNIX socket path to listen on (disables TCP)", false, NULL },
+    { "unix-mask", 'a', CFG_CUSTOM, &mc_settings.unix_mask, "700", "access mask for the UNIX socket, in octal", false, set_unix_mask },
+    { "conn-limit", 'c', CFG_INT, &mc_settings.maxconns, "1024", "max simultaneous connections", false, NULL },
+    { "threads", 't', CFG_INT, &mc_settings.threads, "4", "number of worker threads (event loops)", false, NULL },
+    { "memory-limit", 'm', CFG_CUSTOM, &mc_settings.maxbytes, "64", "item memory in megabytes (or with k/m/g suffix)", false, set_maxbytes },
+    { "max-item-size", 'I', CFG_SIZE, &mc_settings.item_size_max, "1m", "largest item (min 1k, max 1g, at most half of -m)", false, NULL },
+    { "slab-growth-factor", 'f', CFG_DOUBLE, &mc_settings.factor, "1.25", "chunk size growth factor between slab classes", false, NULL },
+    { "slab-min-size", 'n', CFG_INT, &mc_settings.chunk_min, "48", "min space for key+value+flags in the smallest chunk", false, NULL },
+    { "verbose", 'v', CFG_COUNT, &mc_settings.verbose, "0", "verbose (-vv: more)", true, NULL },
+    { "udp-port", 'U', CFG_INT, &mc_settings.udp_port, "0", "UDP port (UDP is not supported: only 0)", false, NULL },
+    { "listen-backlog", 'b', CFG_INT, &mc_settings.backlog, "1024", "listen backlog", false, NULL },
+    { "disable-cas", 'C', CFG_BOOL, &mc_settings.no_cas, "no", "do not report CAS values", false, NULL },
+    { "disable-evictions", 'M', CFG_BOOL, &mc_settings.no_evict, "no", "return errors when memory is full instead of evicting", false, NULL },
+    { "disable-flush-all", 'F', CFG_BOOL, &mc_settings.flush_disabled, "no", "refuse flush_all", true, NULL },
+    { "enable-shutdown", 'A', CFG_BOOL, &mc_settings.shutdown_enabled, "no", "allow the shutdown command", true, NULL },
+    { "enable-sasl", 'S', CFG_BOOL, &mc_settings.sasl, "no", "require SASL PLAIN authentication (binary protocol only)", false, NULL },
+    { "sasl-pwdb", 0, CFG_STRING, &mc_settings.sasl_pwdb, NULL, "user:password file for SASL (also $MEMCACHED_SASL_PWDB)", false, NULL },
+    { "extended", 'o', CFG_CUSTOM, &mc_settings.ext_opts, NULL, "comma separated extended options (hashpower=N, no_lru_crawler, idle_timeout=S, hot_lru_pct, warm_lru_pct, ...)", false, set_ext },
+    { "protocol", 'B', CFG_STRING, &dummy_str, "auto", "protocol: auto (both are always detected per connection)", false, NULL },
+    { "reqs-per-event", 'R', CFG_INT, &bind_protocol_dummy, "20", "accepted for compatibility", false, NULL },
+    { "user", 'u', CFG_STRING, &core_opts.user, NULL, "drop privileges to this user after binding", false, NULL },
+    { "pidfile", 'P', CFG_STRING, &core_opts.pidfile, NULL, "write the process id to this file", false, NULL },
+    CFG_END
+};
+
+/* ------------------------------------------------------------------ */
+/* stats */
+
+void mc_stats_sum(struct mc_thread_stats *out)
+{
+    memset(out, 0, sizeof *out);
+    for (int i = 0; i < loop_count(); i++) {
+        struct core_loop *l = loop_get(i);
+        struct mc_thread *th = l ? l->data : NULL;
+        if (!th)
+            continue;
+#define X(n) atomic_store_explicit(&out->n, atomic_load_explicit(&out->n, memory_order_relaxed) + \
+                                   atomic_load_explicit(&th->st.n, memory_order_relaxed), memory_order_relaxed);
+        MC_THREAD_STATS(X)
+#undef X
+    }
+}
+
+static struct mc_thread_stats reset_base;
+
+void mc_stats_reset(void)
+{
+    mc_stats_sum(&reset_base);
+    atomic_store(&mc_sstats.evictions, 0);
+    atomic_store(&mc_sstats.reclaimed, 0);
+    atomic_store(&mc_sstats.total_items, 0);
+}
+
+#define GET(s, n) (atomic_load_explicit(&(s).n, memory_order_relaxed) - atomic_load_explicit(&reset_base.n, memory_order_relaxed))
+
+static void general_stats(struct stats_sink *k, void *arg)
+{
+    (void)arg;
+    struct mc_thread_stats t;
+    mc_stats_sum(&t);
+    uint64_t bytes = 0;
+    for (int i = 1; i <= mc_nclasses; i++)
+        bytes += __atomic_load_n(&mc_classes[i].bytes, __ATOMIC_RELAXED);
+    stats_u64(k, "connection_structures", conn_total_current());
+    stats_u64(k, "cmd_get", GET(t, cmd_get));
+    stats_u64(k, "cmd_set", GET(t, cmd_set));
+    stats_u64(k, "cmd_flush", GET(t, cmd_flush));
+    stats_u64(k, "cmd_touch", GET(t, cmd_touch));
+    stats_u64(k, "cmd_meta", GET(t, cmd_meta));
+    stats_u64(k, "get_hits", GET(t, get_hits));
+    stats_u64(k, "get_misses", GET(t, get_misses));
+    stats_u64(k, "get_expired", GET(t, get_expired));
+    stats_u64(k, "get_flushed", GET(t, get_flushed));
+    stats_u64(k, "delete_misses", GET(t, delete_misses));
+    stats_u64(k, "delete_hits", GET(t, delete_hits));
+    stats_u64(k, "incr_misses", GET(t, incr_misses));
+    stats_u64(k, "incr_hits", GET(t, incr_hits));
+    stats_u64(k, "decr_misses", GET(t, decr_misses));
+    stats_u64(k, "decr_hits", GET(t, decr_hits));
+    stats_u64(k, "cas_misses", GET(t, cas_misses));
+    stats_u64(k, "cas_hits", GET(t, cas_hits));
+    stats_u64(k, "cas_badval", GET(t, cas_badval));
+    stats_u64(k, "touch_hits", GET(t, touch_hits));
+    stats_u64(k, "touch_misses", GET(t, touch_misses));
+    stats_u64(k, "store_too_large", GET(t, store_too_large));
+    stats_u64(k, "store_no_memory", GET(t, store_no_memory));
+    stats_u64(k, "auth_cmds", GET(t, auth_cmds));
+    stats_u64(k, "auth_errors", GET(t, auth_errors));
+    stats_u64(k, "bytes_read", GET(t, bytes_read));
+    stats_u64(k, "bytes_written", GET(t, bytes_written));
+    stats_u64(k, "protocol_errors", GET(t, protocol_errors));
+    stats_u64(k, "limit_maxbytes", mc_slabs_limit());
+    stats_u64(k, "accepting_conns", 1);
+    stats_u64(k, "hash_power_level", mc_assoc_hashpower());
+    stats_u64(k, "hash_bytes", mc_assoc_bytes());
+    stats_u64(k, "hash_is_expanding", mc_assoc_expanding() ? 1 : 0);
+    stats_u64(k, "slabs_moved", atomic_load(&mc_sstats.slabs_moved));
+    stats_u64(k, "bytes", bytes);
+    stats_u64(k, "curr_items", atomic_load(&mc_sstats.curr_items));
+    stats_u64(k, "total_items", atomic_load(&mc_sstats.total_items));
+    stats_u64(k, "expired_unfetched", atomic_load(&mc_sstats.expired_unfetched));
+    stats_u64(k, "evicted_unfetched", atomic_load(&mc_sstats.evicted_unfetched));
+    stats_u64(k, "evictions", atomic_load(&mc_sstats.evictions));
+    stats_u64(k, "reclaimed", atomic_load(&mc_sstats.reclaimed));
+    stats_u64(k, "crawler_reclaimed", atomic_load(&mc_sstats.crawler_reclaimed));
+    stats_u64(k, "outofmemory", atomic_load(&mc_sstats.outofmemory));
+    stats_u64(k, "total_malloced", mc_slabs_malloced());
+}
+
+static void slabs_stats(struct stats_sink *k, void *arg)
+{
+    (void)arg;
+    int active = 0;
+    for (int i = 1; i <= mc_nclasses; i++) {
+        struct mc_class *c = &mc_classes[i];
+        pthread_mutex_lock(&c->lock);
+        uint64_t pages = c->pages, freec = c->free_count;
+        pthread_mutex_unlock(&c->lock);
+        if (!pages)
+            continue;
+        active++;
+        stats_u64f(k, c->size, "%d:chunk_size", i);
+        stats_u64f(k, c->perpage, "%d:chunks_per_page", i);
+        stats_u64f(k, pages, "%d:total_pages", i);
+        stats_u64f(k, pages * c->perpage, "%d:total_chunks", i);
+        stats_u64f(k, pages * c->perpage - freec, "%d:used_chunks", i);
+        stats_u64f(k, freec, "%d:free_chunks", i);
+        stats_u64f(k, 0, "%d:free_chunks_end", i);
+    }
+    stats_u64(k, "active_slabs", (uint64_t)active);
+    stats_u64(k, "total_malloced", mc_slabs_malloced());
+}
+
+static void items_stats(struct stats_sink *k, void *arg)
+{
+    (void)arg;
+    uint32_t now = mc_now();
+    for (int i = 1; i <= mc_nclasses; i++) {
+        struct mc_class *c = &mc_classes[i];
+        pthread_mutex_lock(&c->lock);
+        uint64_t cnt[3] = { c->count[0], c->count[1], c->count[2] };
+        uint64_t total = cnt[0] + cnt[1] + cnt[2];
+        uint32_t age = c->tail[MC_LRU_COLD] ? now - c->tail[MC_LRU_COLD]->atime : 0;
+        struct mc_class snap = *c;
+        pthread_mutex_unlock(&c->lock);
+        if (!total && !snap.evicted && !snap.outofmemory)
+            continue;
+        stats_u64f(k, total, "items:%d:number", i);
+        stats_u64f(k, cnt[MC_LRU_HOT], "items:%d:number_hot", i);
+        stats_u64f(k, cnt[MC_LRU_WARM], "items:%d:number_warm", i);
+        stats_u64f(k, cnt[MC_LRU_COLD], "items:%d:number_cold", i);
+        stats_u64f(k, age, "items:%d:age", i);
+        stats_u64f(k, snap.evicted, "items:%d:evicted", i);
+        stats_u64f(k, snap.evicted_nonzero, "items:%d:evicted_nonzero", i);
+        stats_u64f(k, snap.evicted_time, "items:%d:evicted_time", i);
+        stats_u64f(k, snap.outofmemory, "items:%d:outofmemory", i);
+        stats_u64f(k, snap.reclaimed, "items:%d:reclaimed", i);
+        stats_u64f(k, snap.expired_unfetched, "items:%d:expired_unfetched", i);
+        stats_u64f(k, snap.evicted_unfetched, "items:%d:evicted_unfetched", i);
+        stats_u64f(k, snap.crawler_reclaimed, "items:%d:crawler_reclaimed", i);
+        stats_u64f(k, snap.moves_to_cold, "items:%d:moves_to_cold", i);
+        stats_u64f(k, snap.moves_to_warm, "items:%d:moves_to_warm", i);
+        stats_u64f(k, snap.moves_within_lru, "items:%d:moves_within_lru", i);
+    }
+}
+
+static void settings_stats(struct stats_sink *k, void *arg)
+{
+    (void)arg;
+    stats_u64(k, "maxbytes", mc_slabs_limit());
+    stats_u64(k, "maxconns", (uint64_t)mc_settings.maxconns);
+    stats_u64(k, "tcpport", (uint64_t)mc_settings.port);
+    stats_u64(k, "udpport", (uint64_t)mc_settings.udp_port);
+    stats_str(k, "inter", mc_settings.listen ? mc_settings.listen : "NULL");
+    stats_u64(k, "verbosity", (uint64_t)mc_settings.verbose);
+    stats_u64(k, "oldest", 0);
+    stats_str(k, "evictions", mc_settings.no_evict ? "off" : "on");
+    stats_str(k, "domain_socket", mc_settings.unix_path ? mc_settings.unix_path : "NULL");
+    char buf[32];
+    snprintf(buf, sizeof buf, "%o", mc_settings.unix_mask);
+    stats_str(k, "umask", buf);
+    stats_double(k, "growth_factor", mc_settings.factor);
+    stats_u64(k, "chunk_size", (uint64_t)mc_settings.chunk_min);
+    stats_u64(k, "num_threads", (uint64_t)mc_settings.threads);
+    stats_str(k, "cas_enabled", mc_settings.no_cas ? "no" : "yes");
+    stats_str(k, "flush_enabled", mc_settings.flush_disabled ? "no" : "yes");
+    stats_str(k, "shutdown_enabled", mc_settings.shutdown_enabled ? "yes" : "no");
+    stats_str(k, "sasl_enabled", mc_settings.sasl ? "yes" : "no");
+    stats_str(k, "binding_protocol", "auto-negotiate");
+    stats_u64(k, "item_size_max", mc_settings.item_size_max);
+    stats_u64(k, "hashpower_init", (uint64_t)mc_settings.hashpower);
+    stats_u64(k, "slab_page_size", mc_page_size);
+    stats_str(k, "lru_crawler", mc_settings.lru_crawler ? "yes" : "no");
+    stats_str(k, "lru_segmented", "yes");
+    stats_str(k, "slab_reassign", "yes");
+    stats_u64(k, "hot_lru_pct", (uint64_t)mc_settings.hot_pct);
+    stats_u64(k, "warm_lru_pct", (uint64_t)mc_settings.warm_pct);
+    stats_u64(k, "idle_timeout", (uint64_t)mc_settings.idle_timeout);
+    stats_str(k, "hash_algorithm", "hash64");
+}
+
+static void conns_stats(struct stats_sink *k, void *arg)
+{
+    (void)arg;
+    /* Connections live on their loops; report the totals. */
+    stats_u64(k, "curr_connections", conn_total_current());
+    stats_u64(k, "total_connections", conn_total_accepted());
+}
+
+/* ------------------------------------------------------------------ */
+/* SASL password file */
+
+bool mc_sasl_check(const char *user, size_t ulen, const char *pass, size_t plen)
+{
+    const char *path = mc_settings.sasl_pwdb ? mc_settings.sasl_pwdb : getenv("MEMCACHED_SASL_PWDB");
+    if (!path)
+        return false;
+    FILE *f = fopen(path, "r");
+    if (!f)
+        return false;
+    char line[1024];
+    bool ok = false;
+    while (!ok && fgets(line, sizeof line, f)) {
+        size_t n = strcspn(line, "\r\n");
+        line[n] = 0;
+        char *colon = strchr(line, ':');
+        if (!colon)
+            continue;
+        size_t un = (size_t)(colon - line);
+        size_t pn = strlen(colon + 1);
+        ok = un == ulen && pn == plen && memcmp(line, user, ulen) == 0 && memcmp(colon + 1, pass, plen) == 0;
+    }
+    fclose(f);
+    return ok;
+}
+
+void mc_shutdown_request(bool graceful)
+{
+    (void)graceful;
+    loop_request_stop();
+}
+
+/* ------------------------------------------------------------------ */
+/* console */
+
+static enum admin_result cmd_flush(struct admin_ctx *ctx, int argc, char **argv)
+{
+    int64_t delay = argc > 1 ? atoll(argv[1]) : 0;
+    mc_flush(delay);
+    admin_printf(ctx, "OK\r\n");
+    return ADMIN_OK;
+}
+
+static enum admin_result cmd_crawl(struct admin_ctx *ctx, int argc, char **argv)
+{
+    (void)argc;
+    (void)argv;
+    /* The maintainer thread walks the classes; a console loop never does. */
+    mc_crawl_request();
+    admin_printf(ctx, "OK\r\n");
+    return ADMIN_OK;
+}
+
+static const struct admin_cmd mc_admin[] = {
+    { "flush_all", "flush_all [delay]", "invalidate every item (now or after delay seconds)", cmd_flush },
+    { "crawl", "crawl", "ask the LRU crawler to reclaim expired items in every class now", cmd_crawl },
+    { NULL, NULL, NULL, NULL },
+};
+
+/* ------------------------------------------------------------------ */
+/* start-up */
+
+static void thread_start(struct core_loop *loop)
+{
+    /* One mc_thread per loop, in an array that lives as long as the
+     * process: sessions closed while the loops are freed still use theirs. */
+    static struct mc_thread *threads;
+    static int nthreads;
+    if (loop->data)
+        return;
+    if (!threads) {
+        nthreads = loop_count();
+        threads = calloc((size_t)nthreads, sizeof *threads);
+        if (!threads)
+            return;
+        for (int i = 0; i < nthreads; i++)
+            pthread_mutex_init(&threads[i].sessions_lock, NULL);
+    }
+    if (loop->index >= 0 && loop->index < nthreads)
+        loop->data = &threads[loop->index];
+}
+
+static int open_listener(const char *spec, int port, bool is_unix)
+{
+    char err[256];
+    struct listen_opts lo = { .backlog = mc_settings.backlog, .unix_mask = mc_settings.unix_mask };
+    (void)is_unix;
+    if (!listen_open(spec, port, &lo, mc_session_accept, mc_session_reject, NULL, err, sizeof err)) {
+        log_error("failed to listen on %s: %s", spec, err);
+        return -1;
+    }
+    return 0;
+}
+
+static int mc_init(void)
+{
+    if (mc_settings.verbose >= 2)
+        log_set_level(LOG_LEVEL_DEBUG);
+    else if (mc_settings.verbose == 1 && log_get_level() < LOG_LEVEL_INFO)
+        log_set_level(LOG_LEVEL_INFO);
+    if (mc_settings.threads < 1) {
+        log_error("Number of threads must be greater than 0");
+        return -1;
+    }
+    if (mc_settings.port < 0 || mc_settings.port > 65535 || mc_settings.udp_port < 0 || mc_settings.udp_port > 65535) {
+        log_error("port out of range (0-65535)");
+        return -1;
+    }
+    if (mc_settings.maxconns < 1) {
+        log_error("Maximum connections must be greater than 0");
+        return -1;
+    }
+    if (mc_settings.chunk_min < 1) {
+        log_error("Chunk size must be greater than 0");
+        return -1;
+    }
+    if (mc_settings.item_size_max < 1024) {
+        log_error("Item max size cannot be less than 1024 bytes.");
+        return -1;
+    }
+    if (mc_settings.item_size_max > (1u << 30)) {
+        log_error("Cannot set item size limit higher than 1 gigabyte.");
+        return -1;
+    }
+    if (mc_settings.item_size_max > mc_settings.maxbytes / 2) {
+        log_error("Cannot set item size limit higher than 1/2 of memory max.");
+        return -1;
+    }
+    if (mc_settings.factor <= 1.0) {
+        log_error("Factor must be greater than 1");
+        return -1;
+    }
+    if (mc_settings.udp_port != 0)
+        log_warn("UDP is not supported; -U %d ignored", mc_settings.udp_port);
+    if (mc_settings.sasl && !mc_settings.sasl_pwdb && !getenv("MEMCACHED_SASL_PWDB"))
+        log_warn("SASL enabled without a password file (--sasl-pwdb or MEMCACHED_SASL_PWDB): nobody can log in");
+    mc_clock_update();
+    if (mc_slabs_init() < 0 || mc_assoc_init(mc_settings.hashpower) < 0) {
+        log_error("cannot allocate the item store");
+        return -1;
+    }
+    listen_set_max_conns((uint64_t)(mc_settings.maxconns > 0 ? mc_settings.maxconns : 0));
+    for (int i = 0; i < loop_count(); i++) {
+        thread_start(loop_get(i));
+        if (!loop_get(i)->data) {
+            log_error("out of memory for the thread state");
+            return -1;
+        }
+    }
+
+    if (mc_settings.unix_path && *mc_settings.unix_path) {
+        char spec[1100];
+        snprintf(spec, sizeof spec, "unix:%s", mc_settings.unix_path);
+        if (open_listener(spec, 0, true) < 0)
+            return -1;
+    } else if (mc_settings.port > 0) {
+        if (!mc_settings.listen || !*mc_settings.listen) {
+            /* All interfaces: a dual-stack [::] socket takes IPv4 too;
+             * without IPv6, 0.0.0.0. */
+            char err[256];
+            struct listen_opts lo = { .backlog = mc_settings.backlog };
+            if (!listen_open("[::]", mc_settings.port, &lo, mc_session_accept, mc_session_reject, NULL, err,
+                             sizeof err) &&
+                open_listener("0.0.0.0", mc_settings.port, false) < 0)
+                return -1;
+        } else {
+            char *copy = strdup(mc_settings.listen), *save = NULL;
+            for (char *a = strtok_r(copy, ",", &save); a; a = strtok_r(NULL, ",", &save)) {
+                while (*a == ' ')
+                    a++;
+                if (strncmp(a, "notls:", 6) == 0)
+                    a += 6;
+                if (open_listener(a, mc_settings.port, false) < 0) {
+                    free(copy);
+                    return -1;
+                }
+            }
+            free(copy);
+        }
+    }
+    stats_add_source("", general_stats, NULL);
+    stats_add_source("slabs", slabs_stats, NULL);
+    stats_add_source("items", items_stats, NULL);
+    stats_add_source("settings", settings_stats, NULL);
+    stats_add_source("conns", conns_stats, NULL);
+    if (mc_maintainer_start() < 0) {
+        log_error("cannot start the maintainer thread");
+        return -1;
+    }
+    return 0;
+}
+
+static void mc_fini(void) { mc_maintainer_stop(); }
+
+int main(int argc, char **argv)
+{
+    mc_settings.lru_crawler = true;
+    mc_settings.hot_pct = 20;
+    mc_settings.warm_pct = 40;
+    mc_settings.hashpower = 16;
+    const struct daemon_desc desc = {
+        .name = "memcached",
+        .version = MC_VERSION,
+        .settings = mc_table,
+        .threads = &mc_settings.threads,
+        .default_admin_port = 11212,
+        .init = mc_init,
+        .fini = mc_fini,
+        .hooks = { .on_thread_start = thread_start },
+        .admin_cmds = mc_admin,
+    };
+    return daemon_main(&desc, argc, argv);
+}

@@ -1,0 +1,34 @@
+# memcached: the daemon, its client library (libmc) and CLI, unit tests,
+# fuzz targets and the benchmark.
+MC_SRCS := memcached/memcached.c memcached/session.c memcached/proto_text.c memcached/proto_meta.c \
+           memcached/proto_bin.c memcached/items.c memcached/slabs.c memcached/assoc.c memcached/crawler.c
+MC_STORE := memcached/items.c memcached/slabs.c memcached/assoc.c memcached/crawler.c
+
+$(eval $(call program,memcached,$(MC_SRCS)))
+
+$(eval $(call unit_test,common/test_hash))
+$(eval $(call unit_test,memcached/test_proto,memcached/proto_text.c memcached/proto_meta.c memcached/proto_bin.c))
+$(eval $(call unit_test,memcached/test_store,$(MC_STORE)))
+# libmc's continuum checked against libmemcached itself (libmemcached-dev)
+$(eval $(call unit_test,memcached/test_ketama_compat,,-lmemcached))
+
+$(eval $(call fuzz_target,fuzz_mc_text,tests/fuzz/fuzz_mc_text.c memcached/proto_text.c memcached/proto_meta.c))
+$(eval $(call fuzz_target,fuzz_mc_bin,tests/fuzz/fuzz_mc_bin.c memcached/proto_bin.c))
+
+BENCHES += tests/bench/bench_memcached.py
+
+# libmc: the client library (static + shared, header, pkg-config) and its CLI.
+MC_CLIENT_SRCS := memcached/client/libmc.c common/hash.c
+MC_CLIENT_SOFLAGS := -Wl,--version-script=memcached/client/libmc.map
+$(eval $(call library,mc,$(MC_CLIENT_SRCS),$(MC_CLIENT_SOFLAGS)))
+HEADERS += memcached/client/libmc.h
+PCFILES += $(BUILD)/lib/pkgconfig/libmc.pc
+$(BUILD)/lib/pkgconfig/libmc.pc: memcached/client/libmc.pc.in memcached/memcached.mk
+	@mkdir -p $(@D)
+	sed -e 's|@VERSION@|1.0.0|' $< > $@
+$(eval $(call program,memcached-cli,memcached/client/cli.c,,$(BUILD)/lib/libmc.a))
+
+# The whole connection path (session + store + core conn) over a socketpair.
+MC_SESSION_FUZZ_SRCS := tests/fuzz/fuzz_mc_session.c memcached/session.c memcached/proto_text.c memcached/proto_meta.c \
+                        memcached/proto_bin.c $(MC_STORE) $(COMMON_SRCS)
+$(eval $(call fuzz_target,fuzz_mc_session,$(MC_SESSION_FUZZ_SRCS)))

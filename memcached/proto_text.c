@@ -1,0 +1,373 @@
+/* proto_text: the memcached text protocol request parser (pure).
+ *
+ * One call parses one line: it finds the terminator (LF, optionally after
+ * CR) within MC_MAX_LINE, splits on spaces and validates the arguments with
+ * memcached 1.6's rules and error strings. Executing the command is
+ * session.c's business. */
+#include "memcached/proto.h"
+
+#include <string.h>
+
+bool mc_parse_u64(const char *s, size_t n, uint64_t *out)
+{
+    if (n == 0 || n > 20)
+        return false;
+    uint64_t v = 0;
+    for (size_t i = 0; i < n; i++) {
+        if (s[i] < '0' || s[i] > '9')
+            return false;
+        uint64_t d = (uint64_t)(s[i] - '0');
+        if (v > (UINT64_MAX - d) / 10)
+            return false;
+        v = v * 10 + d;
+    }
+    *out = v;
+    return true;
+}
+
+bool mc_parse_u32(const char *s, size_t n, uint32_t *out)
+{
+    uint64_t v;
+    if (!mc_parse_u64(s, n, &v) || v > UINT32_MAX)
+        return false;
+    *out = (uint32_t)v;
+    return true;
+}
+
+bool mc_parse_i64(const char *s, size_t n, int64_t *out)
+{
+    bool neg = false;
+    if (n > 0 && s[0] == '-') {
+        neg = true;
+        s++;
+        n--;
+    }
+    uint64_t v;
+    if (!mc_parse_u64(s, n, &v))
+        return false;
+    if (neg) {
+        if (v > (uint64_t)INT64_MAX + 1)
+            return false;
+        *out = v == (uint64_t)INT64_MAX + 1 ? INT64_MIN : -(int64_t)v;
+    } else {
+        if (v > INT64_MAX)
+            return false;
+        *out = (int64_t)v;
+    }
+    return true;
+}
+
+bool mc_parse_i32(const char *s, size_t n, int64_t *out)
+{
+    int64_t v;
+    if (!mc_parse_i64(s, n, &v) || v < INT32_MIN || v > INT32_MAX)
+        return false;
+    *out = v;
+    return true;
+}
+
+size_t mc_u64toa(uint64_t v, char *p)
+{
+    char tmp[20];
+    size_t n = 0;
+    do {
+        tmp[n++] = (char)('0' + v % 10);
+        v /= 10;
+    } while (v);
+    for (size_t i = 0; i < n; i++)
+        p[i] = tmp[n - 1 - i];
+    return n;
+}
+
+bool mc_text_next_key(const char **pp, const char *end, const char **key, size_t *nkey)
+{
+    const char *p = *pp;
+    while (p < end && *p == ' ')
+        p++;
+    if (p >= end) {
+        *pp = p;
+        return false;
+    }
+    const char *k = p;
+    while (p < end && *p != ' ')
+        p++;
+    *key = k;
+    *nkey = (size_t)(p - k);
+    *pp = p;
+    return true;
+}
+
+#define MAX_TOKENS 8
+
+struct tok {
+    const char *s;
+    size_t n;
+};
+
+/* Split on spaces; returns token count, or MAX_TOKENS + 1 if there are more. */
+static int split(const char *s, size_t n, struct tok *t)
+{
+    int nt = 0;
+    size_t i = 0;
+    while (i < n) {
+        while (i < n && s[i] == ' ')
+            i++;
+        if (i >= n)
+            break;
+        size_t st = i;
+        while (i < n && s[i] != ' ')
+            i++;
+        if (nt == MAX_TOKENS)
+            return MAX_TOKENS + 1;
+        t[nt].s = s + st;
+        t[nt].n = i - st;
+        nt++;
+    }
+    return nt;
+}
+
+static bool tok_is(const struct tok *t, const char *lit)
+{
+    size_t n = strlen(lit);
+    return t->n == n && memcmp(t->s, lit, n) == 0;
+}
+
+static enum mc_parse fail(struct mc_text_req *r, const char *msg)
+{
+    r->error = msg;
+    return MC_PARSE_ERROR;
+}
+
+#define BAD_FORMAT "CLIENT_ERROR bad command line format"
+
+static bool key_ok(const struct tok *t) { return t->n > 0 && t->n <= MC_KEY_MAX_LEN; }
+
+static enum mc_parse parse_storage(struct mc_text_req *r, struct tok *t, int nt, bool is_cas)
+{
+    int need = is_cas ? 6 : 5;
+    if (nt != need && nt != need + 1)
+        return fail(r, "ERROR");
+    /* As memcached: a last token "noreply" silences the reply, errors
+     * included, even when the line is otherwise bad. */
+    r->noreply = tok_is(&t[nt - 1], "noreply");
+    if (!key_ok(&t[1]))
+        return fail(r, BAD_FORMAT);
+    r->key = t[1].s;
+    r->nkey = t[1].n;
+    if (!mc_parse_u32(t[2].s, t[2].n, &r->flags) || !mc_parse_i32(t[3].s, t[3].n, &r->exptime) ||
+        !mc_parse_i32(t[4].s, t[4].n, &r->bytes))
+        return fail(r, BAD_FORMAT);
+    if (is_cas && !mc_parse_u64(t[5].s, t[5].n, &r->cas))
+        return fail(r, BAD_FORMAT);
+    if (r->bytes < 0 || r->bytes > INT32_MAX - 2)   /* bytes + CRLF must fit an int, as in memcached */
+        return fail(r, BAD_FORMAT);
+    return MC_PARSE_OK;
+}
+
+enum mc_parse mc_text_parse(const char *buf, size_t len, struct mc_text_req *r)
+{
+    memset(r, 0, sizeof *r);
+    r->swallow = -1;
+    size_t scan = len < MC_MAX_LINE + 2 ? len : MC_MAX_LINE + 2;
+    const char *nl = memchr(buf, '\n', scan);
+    if (!nl) {
+        if (len > MC_MAX_LINE) {
+            r->close = true;
+            return fail(r, "CLIENT_ERROR line too long");
+        }
+        return MC_PARSE_NEED_MORE;
+    }
+    size_t ll = (size_t)(nl - buf);
+    r->consumed = ll + 1;
+    if (ll > 0 && buf[ll - 1] == '\r')
+        ll--;
+    r->line = buf;
+    r->line_len = ll;
+
+    /* Command word. */
+    const char *p = buf, *end = buf + ll;
+    while (p < end && *p == ' ')
+        p++;
+    const char *cw = p;
+    while (p < end && *p != ' ')
+        p++;
+    size_t cn = (size_t)(p - cw);
+    const char *rest = p;
+    size_t rest_len = (size_t)(end - p);
+
+    /* The get family takes any number of keys: no token limit. */
+    if ((cn == 3 && memcmp(cw, "get", 3) == 0) || (cn == 4 && memcmp(cw, "gets", 4) == 0)) {
+        r->cmd = cn == 3 ? MC_TXT_GET : MC_TXT_GETS;
+        r->keys = rest;
+        r->keys_len = rest_len;
+        const char *q = rest, *k;
+        size_t nk, count = 0;
+        while (mc_text_next_key(&q, end, &k, &nk)) {
+            if (nk > MC_KEY_MAX_LEN)
+                return fail(r, BAD_FORMAT);
+            count++;
+        }
+        if (count == 0)
+            return fail(r, "ERROR");
+        return MC_PARSE_OK;
+    }
+    if ((cn == 3 && memcmp(cw, "gat", 3) == 0) || (cn == 4 && memcmp(cw, "gats", 4) == 0)) {
+        r->cmd = cn == 3 ? MC_TXT_GAT : MC_TXT_GATS;
+        const char *q = rest, *k;
+        size_t nk;
+        if (!mc_text_next_key(&q, end, &k, &nk))
+            return fail(r, "ERROR");
+        if (!mc_parse_i32(k, nk, &r->exptime))
+            return fail(r, "CLIENT_ERROR invalid exptime argument");
+        r->keys = q;
+        r->keys_len = (size_t)(end - q);
+        /* "gat <exptime>" with no key answers END, as memcached does. */
+        while (mc_text_next_key(&q, end, &k, &nk)) {
+            if (nk > MC_KEY_MAX_LEN)
+                return fail(r, BAD_FORMAT);
+        }
+        return MC_PARSE_OK;
+    }
+    if (cn == 2 && cw[0] == 'm') {
+        r->cmd = MC_TXT_META;
+        return MC_PARSE_OK;
+    }
+    if ((cn == 5 && memcmp(cw, "stats", 5) == 0) || (cn == 8 && memcmp(cw, "shutdown", 8) == 0) ||
+        (cn == 11 && memcmp(cw, "lru_crawler", 11) == 0) || (cn == 5 && memcmp(cw, "slabs", 5) == 0) ||
+        (cn == 3 && memcmp(cw, "lru", 3) == 0)) {
+        r->cmd = cw[0] == 's' ? (cw[1] == 't' ? MC_TXT_STATS : (cw[1] == 'h' ? MC_TXT_SHUTDOWN : MC_TXT_SLABS))
+                              : (cn == 3 ? MC_TXT_LRU : MC_TXT_LRU_CRAWLER);
+        while (rest_len && *rest == ' ') {
+            rest++;
+            rest_len--;
+        }
+        r->args = rest;
+        r->args_len = rest_len;
+        return MC_PARSE_OK;
+    }
+
+    struct tok t[MAX_TOKENS];
+    int nt = split(buf, ll, t);
+    if (nt == 0)
+        return fail(r, "ERROR");
+    if (nt > MAX_TOKENS)
+        return fail(r, "ERROR");
+
+    if (tok_is(&t[0], "set")) {
+        r->cmd = MC_TXT_SET;
+        return parse_storage(r, t, nt, false);
+    }
+    if (tok_is(&t[0], "add")) {
+        r->cmd = MC_TXT_ADD;
+        return parse_storage(r, t, nt, false);
+    }
+    if (tok_is(&t[0], "replace")) {
+        r->cmd = MC_TXT_REPLACE;
+        return parse_storage(r, t, nt, false);
+    }
+    if (tok_is(&t[0], "append")) {
+        r->cmd = MC_TXT_APPEND;
+        return parse_storage(r, t, nt, false);
+    }
+    if (tok_is(&t[0], "prepend")) {
+        r->cmd = MC_TXT_PREPEND;
+        return parse_storage(r, t, nt, false);
+    }
+    if (tok_is(&t[0], "cas")) {
+        r->cmd = MC_TXT_CAS;
+        return parse_storage(r, t, nt, true);
+    }
+    if (tok_is(&t[0], "incr") || tok_is(&t[0], "decr")) {
+        r->cmd = t[0].s[0] == 'i' ? MC_TXT_INCR : MC_TXT_DECR;
+        if (nt != 3 && nt != 4)
+            return fail(r, "ERROR");
+        r->noreply = tok_is(&t[nt - 1], "noreply");
+        if (!key_ok(&t[1]))
+            return fail(r, BAD_FORMAT);
+        r->key = t[1].s;
+        r->nkey = t[1].n;
+        if (!mc_parse_u64(t[2].s, t[2].n, &r->delta))
+            return fail(r, "CLIENT_ERROR invalid numeric delta argument");
+        return MC_PARSE_OK;
+    }
+    if (tok_is(&t[0], "delete")) {
+        r->cmd = MC_TXT_DELETE;
+        if (nt < 2 || nt > 4)
+            return fail(r, "ERROR");
+        r->noreply = tok_is(&t[nt - 1], "noreply");
+        if (!key_ok(&t[1]))
+            return fail(r, BAD_FORMAT);
+        r->key = t[1].s;
+        r->nkey = t[1].n;
+        /* "delete <key> 0" is still accepted; any other extra is refused. */
+        int extra = nt - 2 - (r->noreply ? 1 : 0);
+        if (extra > 1 || (extra == 1 && !tok_is(&t[2], "0")))
+            return fail(r, "CLIENT_ERROR bad command line format.  Usage: delete <key> [noreply]");
+        return MC_PARSE_OK;
+    }
+    if (tok_is(&t[0], "touch")) {
+        r->cmd = MC_TXT_TOUCH;
+        if (nt != 3 && nt != 4)
+            return fail(r, "ERROR");
+        r->noreply = tok_is(&t[nt - 1], "noreply");
+        if (!key_ok(&t[1]))
+            return fail(r, BAD_FORMAT);
+        r->key = t[1].s;
+        r->nkey = t[1].n;
+        if (!mc_parse_i32(t[2].s, t[2].n, &r->exptime))
+            return fail(r, "CLIENT_ERROR invalid exptime argument");
+        return MC_PARSE_OK;
+    }
+    if (tok_is(&t[0], "flush_all")) {
+        r->cmd = MC_TXT_FLUSH_ALL;
+        if (nt > 3)
+            return fail(r, "ERROR");
+        r->noreply = tok_is(&t[nt - 1], "noreply");
+        int nargs = nt - 1 - (r->noreply ? 1 : 0);
+        if (nargs == 1) {
+            int64_t d;
+            if (!mc_parse_i32(t[1].s, t[1].n, &d))
+                return fail(r, "CLIENT_ERROR invalid exptime argument");
+            r->exptime = d;
+            r->has_delay = true;
+        }
+        return MC_PARSE_OK;
+    }
+    if (tok_is(&t[0], "version")) {
+        r->cmd = MC_TXT_VERSION;
+        return MC_PARSE_OK;
+    }
+    if (tok_is(&t[0], "quit")) {
+        r->cmd = MC_TXT_QUIT;
+        return MC_PARSE_OK;
+    }
+    if (tok_is(&t[0], "verbosity")) {
+        r->cmd = MC_TXT_VERBOSITY;
+        if (nt < 2 || nt > 3)
+            return fail(r, "ERROR");
+        r->noreply = tok_is(&t[nt - 1], "noreply");
+        uint32_t lvl = 0;
+        if (!(r->noreply && nt == 2) && !mc_parse_u32(t[1].s, t[1].n, &lvl))
+            return fail(r, BAD_FORMAT);
+        r->delta = lvl;
+        return MC_PARSE_OK;
+    }
+    if (tok_is(&t[0], "cache_memlimit")) {
+        r->cmd = MC_TXT_CACHE_MEMLIMIT;
+        if (nt < 2 || nt > 3)
+            return fail(r, "ERROR");
+        if (nt == 3)
+            r->noreply = tok_is(&t[2], "noreply");
+        if (!mc_parse_u64(t[1].s, t[1].n, &r->delta))
+            return fail(r, BAD_FORMAT);
+        return MC_PARSE_OK;
+    }
+    /* A request line ending in HTTP/x.y: someone pointed a browser or a
+     * proxy at us; memcached closes such connections. */
+    if (nt >= 2 && t[nt - 1].n >= 5 && memcmp(t[nt - 1].s, "HTTP/", 5) == 0) {
+        r->close = true;
+        r->noreply = true;   /* memcached hangs up without a word */
+        return fail(r, "ERROR");
+    }
+    return fail(r, "ERROR");
+}

@@ -1,0 +1,251 @@
+/* slabs: item memory. Pages of mc_page_size bytes are cut into equal chunks
+ * of one slab class; classes grow by the factor -f from the smallest item
+ * (-n) to half a page, plus one class of -I sized chunks for the biggest
+ * items. Pages come from malloc until -m is reached; after that a class that
+ * runs dry evicts from its own LRU, and a class that owns nothing to evict
+ * takes a page from the class with the most pages (mc_slabs_steal_page).
+ *
+ * Each class's free chunks and LRU share the class lock (mc.h). This file
+ * never looks at keys except through items.c's unlink when it moves a page. */
+#include "memcached/mc.h"
+
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "common/log.h"
+
+struct mc_class mc_classes[MC_MAX_CLASSES];
+int mc_nclasses;
+uint64_t mc_page_size;
+
+static pthread_mutex_t pool_lock = PTHREAD_MUTEX_INITIALIZER;
+static _Atomic uint64_t malloced;
+static _Atomic uint64_t mem_limit;
+
+uint64_t mc_slabs_malloced(void) { return atomic_load(&malloced); }
+uint64_t mc_slabs_limit(void) { return atomic_load(&mem_limit); }
+void mc_slabs_set_limit(uint64_t bytes) { atomic_store(&mem_limit, bytes); }
+
+int mc_slabs_init(void)
+{
+    uint64_t max = mc_settings.item_size_max;
+    mc_page_size = max > (1u << 20) ? max : (1u << 20);
+    mem_limit = mc_settings.maxbytes;
+    double factor = mc_settings.factor > 1.0 ? mc_settings.factor : 1.25;
+    /* Class k holds chunks of (smallest * factor^k) rounded up to 8 bytes.
+     * The rounding is not compounded from class to class (as memcached
+     * does), so the sizes stay on the geometric series and waste less per
+     * chunk: with the defaults, 104 136 168 208 256 320 400 ... */
+    uint64_t first = MC_ITEM_HDR + (uint64_t)(mc_settings.chunk_min > 0 ? mc_settings.chunk_min : 48);
+    double exact = (double)((first + 7) & ~(uint64_t)7);
+    uint64_t chunk_max = mc_page_size / 2;
+    if (chunk_max > max)
+        chunk_max = max;
+    int id = 1;
+    uint64_t prev = 0;
+    while (id < MC_MAX_CLASSES - 1) {
+        uint64_t size = ((uint64_t)ceil(exact) + 7) & ~(uint64_t)7;
+        if (size < prev + 8)
+            size = prev + 8;
+        if (size > chunk_max)
+            break;
+        mc_classes[id].size = (uint32_t)size;
+        prev = size;
+        id++;
+        exact *= factor;
+    }
+    if (id > 1 && mc_classes[id - 1].size < max) {
+        mc_classes[id].size = (uint32_t)max;
+        id++;
+    }
+    mc_nclasses = id - 1;
+    for (int i = 1; i <= mc_nclasses; i++) {
+        struct mc_class *c = &mc_classes[i];
+        pthread_mutex_init(&c->lock, NULL);
+        c->perpage = (uint32_t)(mc_page_size / c->size);
+        if (mc_settings.verbose > 1)
+            log_info("slab class %3d: chunk size %9u perslab %7u", i, c->size, c->perpage);
+    }
+    return 0;
+}
+
+void mc_slabs_decay_demand(void)
+{
+    for (int i = 1; i <= mc_nclasses; i++) {
+        uint64_t d = atomic_load_explicit(&mc_classes[i].demand, memory_order_relaxed);
+        if (d)
+            atomic_store_explicit(&mc_classes[i].demand, d / 2, memory_order_relaxed);
+    }
+}
+
+int mc_slabs_clsid(size_t total)
+{
+    if (total == 0 || mc_nclasses == 0 || total > mc_classes[mc_nclasses].size)
+        return 0;
+    /* Binary search: the first class whose chunk fits. */
+    int lo = 1, hi = mc_nclasses;
+    while (lo < hi) {
+        int mid = (lo + hi) / 2;
+        if (mc_classes[mid].size >= total)
+            hi = mid;
+        else
+            lo = mid + 1;
+    }
+    return lo;
+}
+
+static void freelist_push(struct mc_class *c, mc_item *it)
+{
+    it->state = MC_ST_FREE;
+    it->prev = NULL;
+    it->next = c->free_head;
+    if (c->free_head)
+        c->free_head->prev = it;
+    c->free_head = it;
+    c->free_count++;
+}
+
+static void freelist_remove(struct mc_class *c, mc_item *it)
+{
+    if (it->prev)
+        it->prev->next = it->next;
+    else
+        c->free_head = it->next;
+    if (it->next)
+        it->next->prev = it->prev;
+    it->prev = it->next = NULL;
+    c->free_count--;
+}
+
+static int page_list_add(struct mc_class *c, char *page)
+{
+    if (c->pages == c->page_cap) {
+        uint64_t cap = c->page_cap ? c->page_cap * 2 : 16;
+        char **n = realloc(c->page_list, cap * sizeof *n);
+        if (!n)
+            return -1;
+        c->page_list = n;
+        c->page_cap = cap;
+    }
+    c->page_list[c->pages++] = page;
+    return 0;
+}
+
+/* Put every chunk of a fresh page on the class's free list. Walk backwards
+ * so chunks come off the list in address order. */
+static void split_page(struct mc_class *c, char *page)
+{
+    for (int64_t i = (int64_t)c->perpage - 1; i >= 0; i--) {
+        mc_item *it = (mc_item *)(page + (uint64_t)i * c->size);
+        it->bits = 0;
+        freelist_push(c, it);
+    }
+}
+
+static bool grow(int id)
+{
+    struct mc_class *c = &mc_classes[id];
+    pthread_mutex_lock(&pool_lock);
+    uint64_t lim = atomic_load(&mem_limit);
+    /* As memcached: a class with no page yet may always get its first one,
+     * so that -m smaller than the class count still stores something. */
+    if (atomic_load(&malloced) + mc_page_size > lim && c->pages > 0) {
+        pthread_mutex_unlock(&pool_lock);
+        return false;
+    }
+    char *page = malloc(mc_page_size);
+    if (!page) {
+        pthread_mutex_unlock(&pool_lock);
+        return false;
+    }
+    atomic_fetch_add(&malloced, mc_page_size);
+    pthread_mutex_unlock(&pool_lock);
+    if (page_list_add(c, page) < 0) {
+        free(page);
+        atomic_fetch_sub(&malloced, mc_page_size);
+        return false;
+    }
+    split_page(c, page);
+    return true;
+}
+
+mc_item *mc_slabs_alloc_locked(int id)
+{
+    struct mc_class *c = &mc_classes[id];
+    if (!c->free_head && !grow(id))
+        return NULL;
+    mc_item *it = c->free_head;
+    freelist_remove(c, it);
+    it->state = 0;
+    it->bits = 0;
+    it->clsid = (uint8_t)id;
+    return it;
+}
+
+void mc_slabs_free_locked(mc_item *it)
+{
+    struct mc_class *c = &mc_classes[it->clsid];
+    it->bits = 0;
+    freelist_push(c, it);
+}
+
+/* items.c: unlink a linked item whose class lock the caller holds, if its
+ * stripe can be taken without waiting. */
+bool mc_item_evict_for_move(mc_item *it);
+
+bool mc_slabs_steal_page(int id)
+{
+    /* Victim: the class with the most pages (at least two, or one when
+     * the asking class has none at all). */
+    int victim = 0;
+    uint64_t best = 0;
+    for (int i = 1; i <= mc_nclasses; i++) {
+        if (i == id)
+            continue;
+        uint64_t p = __atomic_load_n(&mc_classes[i].pages, __ATOMIC_RELAXED);
+        if (p > best) {
+            best = p;
+            victim = i;
+        }
+    }
+    struct mc_class *dst = &mc_classes[id];
+    if (!victim || best == 0 || (best < 2 && dst->pages > 0))
+        return false;
+    struct mc_class *v = &mc_classes[victim];
+    if (pthread_mutex_trylock(&v->lock) != 0)
+        return false;
+    bool ok = false;
+    if (v->pages == 0)
+        goto out;
+    /* The page to take: the last one listed. Empty it first. */
+    char *page = v->page_list[v->pages - 1];
+    for (uint32_t i = 0; i < v->perpage; i++) {
+        mc_item *it = (mc_item *)(page + (uint64_t)i * v->size);
+        if (it->state & MC_ST_FREE)
+            continue;
+        if (it->state & MC_ST_LINKED) {
+            if (!mc_item_evict_for_move(it))
+                goto out;
+            continue;
+        }
+        goto out;   /* a chunk someone is filling: try another time */
+    }
+    for (uint32_t i = 0; i < v->perpage; i++)
+        freelist_remove(v, (mc_item *)(page + (uint64_t)i * v->size));
+    v->pages--;
+    v->pages_moved_out++;
+    if (page_list_add(dst, page) < 0) {
+        /* Give it back rather than lose it. */
+        v->page_list[v->pages++] = page;
+        split_page(v, page);
+        goto out;
+    }
+    dst->pages_moved_in++;
+    split_page(dst, page);
+    atomic_fetch_add(&mc_sstats.slabs_moved, 1);
+    ok = true;
+out:
+    pthread_mutex_unlock(&v->lock);
+    return ok;
+}

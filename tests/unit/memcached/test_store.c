@@ -1,0 +1,238 @@
+/* Unit tests for the memcached item store: store semantics (set/add/
+ * replace/append/prepend/cas), incr/decr wrap and floor, delete with CAS,
+ * expiry rules, flush, eviction under the memory limit, page moves between
+ * classes, the crawler, and hash table growth. */
+#include "memcached/mc.h"
+#include "tests/unit/unit.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+
+struct mc_settings mc_settings;
+
+static mc_item *mk(const char *key, const char *val, uint32_t exptime)
+{
+    enum mc_alloc_err err;
+    mc_item *it = mc_item_alloc(key, strlen(key), 7, exptime, strlen(val), &err);
+    if (it)
+        memcpy(mc_value(it), val, strlen(val));
+    return it;
+}
+
+static int get(const char *key, char *out, size_t cap)
+{
+    uint64_t hv = mc_hash(key, strlen(key));
+    mc_key_lock(hv);
+    mc_item *it = mc_item_find_locked(key, strlen(key), hv);
+    int n = -1;
+    if (it && it->nbytes < cap) {
+        memcpy(out, mc_value(it), it->nbytes);
+        out[it->nbytes] = 0;
+        n = (int)it->nbytes;
+    }
+    mc_key_unlock(hv);
+    return n;
+}
+
+static uint64_t cas_of(const char *key)
+{
+    uint64_t hv = mc_hash(key, strlen(key));
+    mc_key_lock(hv);
+    mc_item *it = mc_item_find_locked(key, strlen(key), hv);
+    uint64_t c = it ? it->cas : 0;
+    mc_key_unlock(hv);
+    return c;
+}
+
+static void test_store_ops(void)
+{
+    char buf[100];
+    uint64_t cas;
+    CHECK_EQ_INT(mc_store(mk("a", "1", 0), MC_OP_SET, 0, &cas), MC_STORED);
+    CHECK(get("a", buf, sizeof buf) == 1 && strcmp(buf, "1") == 0);
+    CHECK_EQ_INT(mc_store(mk("a", "2", 0), MC_OP_ADD, 0, NULL), MC_NOT_STORED);
+    CHECK_EQ_INT(mc_store(mk("b", "2", 0), MC_OP_REPLACE, 0, NULL), MC_NOT_STORED);
+    CHECK_EQ_INT(mc_store(mk("a", "3", 0), MC_OP_REPLACE, 0, NULL), MC_STORED);
+    CHECK_EQ_INT(mc_store(mk("a", "xy", 0), MC_OP_APPEND, 0, NULL), MC_STORED);
+    CHECK_EQ_INT(mc_store(mk("a", "<", 0), MC_OP_PREPEND, 0, NULL), MC_STORED);
+    get("a", buf, sizeof buf);
+    CHECK_STR(buf, "<3xy");
+    CHECK_EQ_INT(mc_store(mk("nope", "x", 0), MC_OP_APPEND, 0, NULL), MC_NOT_STORED);
+    uint64_t c = cas_of("a");
+    CHECK_EQ_INT(mc_store(mk("a", "z", 0), MC_OP_CAS, c + 100, NULL), MC_EXISTS);
+    CHECK_EQ_INT(mc_store(mk("a", "z", 0), MC_OP_CAS, c, &cas), MC_STORED);
+    CHECK(cas > c);
+    CHECK_EQ_INT(mc_store(mk("zz", "z", 0), MC_OP_CAS, 5, NULL), MC_NOT_FOUND);
+    CHECK_EQ_INT(mc_delete("a", 1, cas + 1), MC_EXISTS);
+    CHECK_EQ_INT(mc_delete("a", 1, cas), MC_DELETED);
+    CHECK_EQ_INT(mc_delete("a", 1, 0), MC_NOT_FOUND);
+    CHECK_EQ_INT(get("a", buf, sizeof buf), -1);
+}
+
+static void test_arith(void)
+{
+    uint64_t v;
+    CHECK_EQ_INT(mc_store(mk("n", "18446744073709551615", 0), MC_OP_SET, 0, NULL), MC_STORED);
+    CHECK_EQ_INT(mc_arith("n", 1, true, 2, 0, &v, NULL), MC_OK);
+    CHECK_EQ_INT(v, 1);   /* wraps at 2^64 */
+    CHECK_EQ_INT(mc_arith("n", 1, false, 5, 0, &v, NULL), MC_OK);
+    CHECK_EQ_INT(v, 0);   /* decr floors at 0 */
+    CHECK_EQ_INT(mc_arith("none", 4, true, 1, 0, &v, NULL), MC_NOT_FOUND);
+    CHECK_EQ_INT(mc_store(mk("s", "abc", 0), MC_OP_SET, 0, NULL), MC_STORED);
+    CHECK_EQ_INT(mc_arith("s", 1, true, 1, 0, &v, NULL), MC_NON_NUMERIC);
+    char buf[32];
+    CHECK_EQ_INT(mc_store(mk("t", "99", 0), MC_OP_SET, 0, NULL), MC_STORED);
+    CHECK_EQ_INT(mc_arith("t", 1, true, 1, 0, &v, NULL), MC_OK);
+    get("t", buf, sizeof buf);
+    CHECK_STR(buf, "100");
+}
+
+static void test_expiry_rules(void)
+{
+    uint32_t now = mc_now();
+    CHECK_EQ_INT(mc_realtime(0), 0);
+    CHECK_EQ_INT(mc_realtime(-1), 1);
+    CHECK_EQ_INT(mc_realtime(100), now + 100);
+    CHECK_EQ_INT(mc_realtime(60 * 60 * 24 * 30), now + 60 * 60 * 24 * 30);
+    /* Beyond 30 days: absolute unix time. */
+    int64_t abs_t = mc_process_started + 1000000000;
+    CHECK_EQ_INT(mc_realtime(60 * 60 * 24 * 30 + 1), 1);   /* 1970: long past */
+    CHECK_EQ_INT(mc_realtime(abs_t), 1000000000);
+    char buf[8];
+    CHECK_EQ_INT(mc_store(mk("gone", "x", mc_realtime(-1)), MC_OP_SET, 0, NULL), MC_STORED);
+    CHECK_EQ_INT(get("gone", buf, sizeof buf), -1);
+    CHECK_EQ_INT(mc_store(mk("stay", "x", mc_realtime(1000)), MC_OP_SET, 0, NULL), MC_STORED);
+    CHECK_EQ_INT(get("stay", buf, sizeof buf), 1);
+    CHECK_EQ_INT(mc_touch("stay", 4, 1), MC_TOUCHED);
+    CHECK_EQ_INT(get("stay", buf, sizeof buf), -1);
+    CHECK_EQ_INT(mc_touch("stay", 4, 0), MC_NOT_FOUND);
+}
+
+static void test_flush(void)
+{
+    char buf[8];
+    CHECK_EQ_INT(mc_store(mk("f1", "x", 0), MC_OP_SET, 0, NULL), MC_STORED);
+    mc_flush(0);
+    CHECK_EQ_INT(get("f1", buf, sizeof buf), -1);
+    CHECK_EQ_INT(mc_store(mk("f2", "x", 0), MC_OP_SET, 0, NULL), MC_STORED);
+    CHECK_EQ_INT(get("f2", buf, sizeof buf), 1);
+}
+
+static void test_eviction_bounded(void)
+{
+    /* 200k items of ~200 bytes into an 8 MB limit: memory stays at the
+     * limit (plus first pages of classes), old items are evicted, new ones
+     * readable. */
+    char key[32], val[200];
+    memset(val, 'v', sizeof val);
+    val[sizeof val - 1] = 0;
+    for (int i = 0; i < 200000; i++) {
+        snprintf(key, sizeof key, "ev:%d", i);
+        mc_item *it = mk(key, val + (i % 100), 0);
+        CHECK(it != NULL);
+        if (!it)
+            break;
+        CHECK_EQ_INT(mc_store(it, MC_OP_SET, 0, NULL), MC_STORED);
+    }
+    CHECK(mc_slabs_malloced() <= mc_slabs_limit() + (uint64_t)mc_nclasses * mc_page_size);
+    CHECK(atomic_load(&mc_sstats.evictions) > 100000);
+    char buf[256];
+    CHECK(get("ev:199999", buf, sizeof buf) > 0);
+    CHECK_EQ_INT(get("ev:0", buf, sizeof buf), -1);
+}
+
+static void test_page_move(void)
+{
+    /* Fill memory with small items, then store big ones: the big class
+     * must get pages from the small class instead of failing. */
+    char key[32];
+    static char big[100000];
+    memset(big, 'b', sizeof big - 1);
+    /* The small items stored so far are now 100 s old: colder than the
+     * new big ones, so their pages should move. */
+    atomic_fetch_add(&mc_current_time, 100);
+    int stored = 0;
+    for (int i = 0; i < 200; i++) {
+        snprintf(key, sizeof key, "big:%d", i);
+        enum mc_alloc_err err;
+        mc_item *it = mc_item_alloc(key, strlen(key), 0, 0, 90000, &err);
+        if (!it)
+            continue;
+        memset(mc_value(it), 'b', 90000);
+        if (mc_store(it, MC_OP_SET, 0, NULL) == MC_STORED)
+            stored++;
+    }
+    CHECK(stored == 200);
+    CHECK(atomic_load(&mc_sstats.slabs_moved) > 0);
+    CHECK(mc_slabs_malloced() <= mc_slabs_limit() + (uint64_t)mc_nclasses * mc_page_size);
+}
+
+static void test_crawler(void)
+{
+    mc_flush(0);
+    char key[32];
+    for (int i = 0; i < 1000; i++) {
+        snprintf(key, sizeof key, "cr:%d", i);
+        CHECK_EQ_INT(mc_store(mk(key, "x", i % 2 ? 1 : 0), MC_OP_SET, 0, NULL), MC_STORED);
+    }
+    uint64_t before = mc_curr_items();
+    uint64_t n = 0;
+    for (int id = 1; id <= mc_nclasses; id++)
+        n += mc_crawl_class(id, UINT64_MAX);
+    CHECK(n >= 500);
+    CHECK(mc_curr_items() <= before - 500);
+}
+
+static void test_hash_growth(void)
+{
+    mc_flush(0);
+    for (int id = 1; id <= mc_nclasses; id++)
+        mc_crawl_class(id, UINT64_MAX);
+    mc_slabs_set_limit(64u << 20);
+    unsigned hp = mc_assoc_hashpower();
+    char key[32], buf[16];
+    int n = (int)(3u << hp) / 2 + 1000;
+    for (int i = 0; i < n; i++) {
+        snprintf(key, sizeof key, "h%d", i);
+        CHECK_EQ_INT(mc_store(mk(key, "v", 0), MC_OP_SET, 0, NULL), MC_STORED);
+    }
+    int rounds = 0;
+    while (mc_assoc_maintain(mc_curr_items()) && rounds < 100000) {
+        rounds++;
+        /* Lookups stay right while buckets move. */
+        if (rounds % 3 == 0) {
+            snprintf(key, sizeof key, "h%d", rounds % n);
+            CHECK_EQ_INT(get(key, buf, sizeof buf), 1);
+        }
+    }
+    CHECK_EQ_INT(mc_assoc_hashpower(), hp + 1);
+    int missing = 0;
+    for (int i = 0; i < n; i++) {
+        snprintf(key, sizeof key, "h%d", i);
+        if (get(key, buf, sizeof buf) != 1)
+            missing++;
+    }
+    CHECK_EQ_INT(missing, 0);
+}
+
+int main(void)
+{
+    mc_settings.maxbytes = 8u << 20;
+    mc_settings.item_size_max = 1u << 20;
+    mc_settings.factor = 1.25;
+    mc_settings.chunk_min = 48;
+    mc_settings.hot_pct = 20;
+    mc_settings.warm_pct = 40;
+    mc_clock_update();
+    CHECK(mc_slabs_init() == 0);
+    CHECK(mc_assoc_init(16) == 0);
+    RUN(test_store_ops);
+    RUN(test_arith);
+    RUN(test_expiry_rules);
+    RUN(test_flush);
+    RUN(test_crawler);
+    RUN(test_eviction_bounded);
+    RUN(test_page_move);
+    RUN(test_hash_growth);
+    return unit_done();
+}
