@@ -8,6 +8,8 @@
 #include <openssl/err.h>
 #include <openssl/ssl.h>
 
+#include "common/log.h"
+
 static void ssl_err(char *err, size_t errlen, const char *what, const char *file)
 {
     unsigned long e = ERR_get_error();
@@ -40,7 +42,10 @@ void *tls_server_ctx_new(const char *cert_file, const char *key_file, const char
     }
     /* Old Perlbal cipher strings name ciphers modern OpenSSL no longer has;
      * a list that selects nothing falls back to the default. */
-    if (ciphers && *ciphers && SSL_CTX_set_cipher_list(ctx, ciphers) != 1) ERR_clear_error();
+    if (ciphers && *ciphers && SSL_CTX_set_cipher_list(ctx, ciphers) != 1) {
+        ERR_clear_error();
+        log_warn("tls: cipher list '%s' selects no cipher this OpenSSL has; using its defaults", ciphers);
+    }
     return ctx;
 }
 
