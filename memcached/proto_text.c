@@ -253,30 +253,16 @@ enum mc_parse mc_text_parse(const char *buf, size_t len, struct mc_text_req *r)
     if (nt > MAX_TOKENS)
         return fail(r, "ERROR");
 
-    if (tok_is(&t[0], "set")) {
-        r->cmd = MC_TXT_SET;
-        return parse_storage(r, t, nt, false);
-    }
-    if (tok_is(&t[0], "add")) {
-        r->cmd = MC_TXT_ADD;
-        return parse_storage(r, t, nt, false);
-    }
-    if (tok_is(&t[0], "replace")) {
-        r->cmd = MC_TXT_REPLACE;
-        return parse_storage(r, t, nt, false);
-    }
-    if (tok_is(&t[0], "append")) {
-        r->cmd = MC_TXT_APPEND;
-        return parse_storage(r, t, nt, false);
-    }
-    if (tok_is(&t[0], "prepend")) {
-        r->cmd = MC_TXT_PREPEND;
-        return parse_storage(r, t, nt, false);
-    }
-    if (tok_is(&t[0], "cas")) {
-        r->cmd = MC_TXT_CAS;
-        return parse_storage(r, t, nt, true);
-    }
+    static const struct { const char *name; enum mc_text_cmd cmd; bool cas; } storage[] = {
+        { "set", MC_TXT_SET, false },         { "add", MC_TXT_ADD, false },
+        { "replace", MC_TXT_REPLACE, false }, { "append", MC_TXT_APPEND, false },
+        { "prepend", MC_TXT_PREPEND, false }, { "cas", MC_TXT_CAS, true },
+    };
+    for (size_t i = 0; i < sizeof(storage) / sizeof(storage[0]); i++)
+        if (tok_is(&t[0], storage[i].name)) {
+            r->cmd = storage[i].cmd;
+            return parse_storage(r, t, nt, storage[i].cas);
+        }
     if (tok_is(&t[0], "incr") || tok_is(&t[0], "decr")) {
         r->cmd = t[0].s[0] == 'i' ? MC_TXT_INCR : MC_TXT_DECR;
         if (nt != 3 && nt != 4)
