@@ -448,6 +448,22 @@ static int send_all(struct server *s, const char *buf, size_t len, uint64_t dead
     return MC_CLIENT_OK;
 }
 
+/* Wait until s is readable (or the deadline) and append what arrived. */
+static int read_more(struct server *s, uint64_t deadline)
+{
+    short rev = 0;
+    int rc = wait_fd(s->fd, POLLIN, deadline, &rev);
+    if (rc != MC_CLIENT_OK)
+        return rc;
+    size_t before = s->rlen;
+    rc = fill(s);
+    if (rc != MC_CLIENT_OK)
+        return rc;
+    if (s->rlen == before && (rev & (POLLERR | POLLHUP | POLLNVAL)))
+        return MC_CLIENT_CONNECTION;
+    return MC_CLIENT_OK;
+}
+
 /* The next line (without CRLF, NUL-terminated in place). */
 static int read_line(struct server *s, uint64_t deadline, char **line, size_t *len)
 {
@@ -466,16 +482,9 @@ static int read_line(struct server *s, uint64_t deadline, char **line, size_t *l
         }
         if (s->rlen - s->rpos > (1u << 20))
             return MC_CLIENT_PROTOCOL;   /* no line is that long */
-        short rev = 0;
-        int rc = wait_fd(s->fd, POLLIN, deadline, &rev);
+        int rc = read_more(s, deadline);
         if (rc != MC_CLIENT_OK)
             return rc;
-        size_t before = s->rlen;
-        rc = fill(s);
-        if (rc != MC_CLIENT_OK)
-            return rc;
-        if (s->rlen == before && (rev & (POLLERR | POLLHUP | POLLNVAL)))
-            return MC_CLIENT_CONNECTION;
     }
 }
 
@@ -499,16 +508,9 @@ static int read_data(struct server *s, size_t n, uint64_t deadline, char **data)
                 s->rcap = ncap;
             }
         }
-        short rev = 0;
-        int rc = wait_fd(s->fd, POLLIN, deadline, &rev);
+        int rc = read_more(s, deadline);
         if (rc != MC_CLIENT_OK)
             return rc;
-        size_t before = s->rlen;
-        rc = fill(s);
-        if (rc != MC_CLIENT_OK)
-            return rc;
-        if (s->rlen == before && (rev & (POLLERR | POLLHUP | POLLNVAL)))
-            return MC_CLIENT_CONNECTION;
     }
     char *d = s->rbuf + s->rpos;
     if (d[n] != '\r' || d[n + 1] != '\n')
