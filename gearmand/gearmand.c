@@ -205,9 +205,19 @@ static void gm_on_close(struct core_conn *c, enum conn_close_reason why)
     c->data = NULL;
 }
 
+/* A peer that hung up is gone at once, even a busy one during a graceful
+ * stop: its job is requeued (worker) or dropped (client) now, not at the
+ * end of --grace. */
+static bool gm_on_eof(struct core_conn *c)
+{
+    (void)c;
+    return true;
+}
+
 static const struct conn_ops gm_conn_ops = {
     .name = "gearman",
     .on_read = gm_on_read,
+    .on_eof = gm_on_eof,
     .on_close = gm_on_close,
 };
 

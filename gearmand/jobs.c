@@ -158,10 +158,10 @@ void gm_send_error(struct gm_sess *s, const char *code, const char *text)
 
 /* ---- sessions ---------------------------------------------------------- */
 
-/* Only during a graceful stop: the core keeps a busy conn open (so a client
- * gets the result of its running job, a worker can hand it in) and closes
- * idle ones. Not before: the core also holds a busy conn open after its
- * peer's EOF, and a worker that dies mid-job must be noticed at once. */
+/* Busy matters only during a graceful stop: the core keeps a busy conn open
+ * (so a client gets the result of its running job, a worker can hand it in)
+ * and closes idle ones. A peer's EOF closes the conn at once either way
+ * (gm_on_eof), so a worker that dies mid-job is noticed at once. */
 static bool sess_in_flight(struct gm_sess *s)
 {
     if (!gm_list_empty(&s->running))

@@ -603,6 +603,26 @@ def test_graceful_shutdown_lets_the_running_job_finish(gm):
     assert d.proc.returncode == 0
 
 
+def test_worker_dying_during_graceful_shutdown_is_noticed_at_once(gm):
+    d = gm("--grace", "30", "-j", "1")
+    w = Conn(d.port)
+    w.send("CAN_DO", "long")
+    c = Conn(d.port)
+    c.send("SUBMIT_JOB", "long", "", "x")
+    h = c.expect("JOB_CREATED")[0]
+    w.send("GRAB_JOB")
+    assert w.expect("JOB_ASSIGN")[0] == h
+    assert admin(d.port, "shutdown graceful") == "OK\r\n"
+    time.sleep(0.2)
+    assert d.proc.poll() is None             # waiting for the running job
+    t0 = time.time()
+    w.close()                                # the worker dies mid-job
+    assert c.expect("WORK_FAIL") == [h]      # its client hears now, not after --grace
+    d.proc.wait(10)
+    assert time.time() - t0 < 10
+    assert d.proc.returncode == 0
+
+
 def test_gearmand_compatible_options(daemon, tmp_path):
     d = daemon("gearmand", ["-p", "{port}", "-L", "127.0.0.1", "-t", "4", "-j", "3", "-P", "{tmp}/gd.pid",
                             "-l", "{tmp}/gd.log", "--verbose", "INFO", "-q", "builtin", "-R", "-w", "1", "-f", "1024"])
