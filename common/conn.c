@@ -38,6 +38,7 @@ enum {
     F_SHUTDOWN = 1u << 7,
     F_FREEING = 1u << 8,
     F_FILTERED = 1u << 9,       /* bev is not a plain socket (e.g. TLS) */
+    F_EOF_WAIT = 1u << 10,      /* closing after the peer's EOF: wait for busy too */
 };
 
 #define CONN_MAX_LOOPS 1024
@@ -167,7 +168,7 @@ static bool idle(struct core_conn *c)
 static bool settle(struct core_conn *c)
 {
     size_t out = evbuffer_get_length(conn_out(c));
-    if ((c->flags & F_CLOSE_AFTER_WRITE) && out == 0) {
+    if ((c->flags & F_CLOSE_AFTER_WRITE) && out == 0 && (c->flags & (F_EOF_WAIT | F_BUSY)) != (F_EOF_WAIT | F_BUSY)) {
         conn_free(c, CONN_CLOSE_LOCAL);
         return true;
     }
@@ -287,7 +288,7 @@ static void event_cb(struct bufferevent *bev, short what, void *arg)
                 return;
         }
         if (evbuffer_get_length(conn_out(c)) > 0 || (c->flags & F_BUSY)) {
-            c->flags |= F_CLOSE_AFTER_WRITE;
+            c->flags |= F_CLOSE_AFTER_WRITE | F_EOF_WAIT;
             return;
         }
         conn_free(c, CONN_CLOSE_EOF);
@@ -415,6 +416,7 @@ void conn_close(struct core_conn *c)
 void conn_close_after_write(struct core_conn *c)
 {
     c->flags |= F_CLOSE_AFTER_WRITE;
+    c->flags &= ~F_EOF_WAIT; /* asked for: close when written, busy or not */
     read_set(c, false);
     if (evbuffer_get_length(conn_out(c)) == 0)
         conn_free(c, CONN_CLOSE_LOCAL);

@@ -84,7 +84,9 @@ static inline struct evbuffer *conn_out(struct core_conn *c);
 /* Free now: pending output is dropped. Safe to call from inside on_read
  * (the free is deferred until on_read returns). */
 void conn_close(struct core_conn *c);
-/* Stop reading; free once the output buffer has been written. */
+/* Stop reading; free once the output buffer has been written (busy or not).
+ * After the peer's EOF the core closes the same way on its own, except that
+ * it also waits for a busy conn to become idle, so later replies still go. */
 void conn_close_after_write(struct core_conn *c);
 /* Milliseconds; 0 = none. Idle: nothing read for that long. Write: output
  * pending and not moving for that long. */

@@ -165,14 +165,9 @@ int daemon_main(const struct daemon_desc *desc, int argc, char **argv)
     hooks.on_reload = on_reload;
     loop_set_hooks(&hooks);
 
-    if (desc->init && desc->init() < 0)
-        return 1;
-    /* Room for every allowed connection plus files, logs and databases. */
-    long want = core_opts.max_fds > 0 ? core_opts.max_fds : (long)listen_max_conns() + 1024;
-    long got = daemon_raise_fd_limit(want);
-    if (got < want)
-        log_warn("open-file limit is %ld, wanted %ld", got, want);
-
+    /* Console, metrics and pidfile come before the daemon's own listeners:
+     * once its service port accepts, all of them are there too (nothing is
+     * served before the loops run). */
     if (core_opts.admin_listen && *core_opts.admin_listen &&
         admin_listen(core_opts.admin_listen, desc->default_admin_port, err, sizeof(err)) < 0) {
         log_error("console: %s", err);
@@ -190,9 +185,16 @@ int daemon_main(const struct daemon_desc *desc, int argc, char **argv)
         }
         written_pidfile = core_opts.pidfile;
     }
+    if (desc->init && desc->init() < 0)
+        goto fail;
+    /* Room for every allowed connection plus files, logs and databases. */
+    long want = core_opts.max_fds > 0 ? core_opts.max_fds : (long)listen_max_conns() + 1024;
+    long got = daemon_raise_fd_limit(want);
+    if (got < want)
+        log_warn("open-file limit is %ld, wanted %ld", got, want);
     if (core_opts.user && *core_opts.user && daemon_drop_privileges(core_opts.user, err, sizeof(err)) < 0) {
         log_error("%s", err);
-        return 1;
+        goto fail;
     }
     daemon_notify("READY=1");
     log_info("%s %s ready (%d thread%s)", desc->name, desc->version, threads, threads == 1 ? "" : "s");
@@ -204,4 +206,8 @@ int daemon_main(const struct daemon_desc *desc, int argc, char **argv)
     loop_free();
     log_info("stopped");
     return rc == 0 ? 0 : 1;
+fail:
+    if (written_pidfile)
+        unlink(written_pidfile);
+    return 1;
 }

@@ -2,9 +2,11 @@
  * pidfile, privilege drop, file-descriptor rlimit and sd_notify readiness.
  *
  * daemon_main(): parse settings (daemon table + core_settings) -> logging ->
- * raise fd limit -> loops -> desc->init() (open listeners, storage) ->
- * console and metrics listeners -> pidfile -> drop privileges -> READY=1 ->
- * run loops until TERM -> desc->fini() -> remove pidfile. Daemons stay in the
+ * loops (signals caught from here) -> console and metrics listeners ->
+ * pidfile -> desc->init() (open listeners, storage) -> raise fd limit ->
+ * drop privileges -> READY=1 -> run loops until TERM -> desc->fini() ->
+ * remove pidfile. Once the service port accepts, console, metrics and
+ * pidfile exist too. Daemons stay in the
  * foreground (systemd, journald); there is no self-daemonising. */
 #ifndef CORE_DAEMON_H
 #define CORE_DAEMON_H

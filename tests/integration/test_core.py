@@ -11,7 +11,7 @@ import urllib.request
 
 import pytest
 
-from conftest import bin_path, free_port
+from conftest import bin_path, free_port, wait_port
 
 # Each daemon's minimal listen arguments.
 DAEMONS = {
@@ -112,6 +112,7 @@ def test_config_file_and_sighup_reload(name, daemon, tmp_path):
     conf.write_text("# settings\nlog-level = warn\nadmin = 127.0.0.1:%d\n" % free_port())
     d = daemon(name, DAEMONS[name] + ["--config", str(conf)])
     admin_port = int(conf.read_text().split("127.0.0.1:")[1])
+    wait_port(admin_port)  # the console opens just after the service port
     out = console(admin_port, "show settings")
     assert "log-level = warn" in out
     conf.write_text("log-level = debug\nadmin = 127.0.0.1:1\n")

@@ -29,7 +29,7 @@ def libmc(request):
                                  text=True).stdout.strip()
         env = dict(os.environ, LD_PRELOAD=libasan, ASAN_OPTIONS="detect_leaks=0")
         out = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", request.node.nodeid],
-                             cwd=os.path.dirname(os.path.abspath(__file__)), env=env, capture_output=True,
+                             cwd=str(request.config.rootpath), env=env, capture_output=True,  # nodeid is rootdir-relative
                              text=True, timeout=300)
         assert out.returncode == 0 and " passed" in out.stdout, out.stdout[-3000:] + out.stderr[-2000:]
         return None
