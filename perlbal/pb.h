@@ -1,7 +1,8 @@
 /* pb.h: the objects of the perlbal daemon, shared by its files.
  *
  *   pools     named lists of backend nodes (POOL x ADD ip:port)
- *   services  a role (reverse_proxy, web_server, selector, management) with
+ *   services  a role (reverse_proxy, web_server, selector, management; echo
+ *             with the EchoService plugin) with
  *             its parameters, listener and per-loop run-time state
  *
  * Services and pools are created and changed by the config file and the
@@ -32,7 +33,15 @@ struct pb_client;
 struct pb_backend;
 struct pb_plugin;
 
-enum pb_role { PB_ROLE_NONE = 0, PB_ROLE_REVERSE_PROXY, PB_ROLE_WEB_SERVER, PB_ROLE_MANAGEMENT, PB_ROLE_SELECTOR };
+/* PB_ROLE_ECHO exists only once `LOAD EchoService` ran (pb_plugin.c). */
+enum pb_role {
+    PB_ROLE_NONE = 0,
+    PB_ROLE_REVERSE_PROXY,
+    PB_ROLE_WEB_SERVER,
+    PB_ROLE_MANAGEMENT,
+    PB_ROLE_SELECTOR,
+    PB_ROLE_ECHO,
+};
 
 struct pb_node {
     char ipport[80];                /* canonical "ip:port" or "[ipv6]:port" */
@@ -110,6 +119,7 @@ struct pb_service {
     int nplugins;
     void *plugin_state;             /* pb_plugin.c's per-service state */
     uint64_t max_content_length;    /* MaxContentLength plugin */
+    int echo_delay;                 /* EchoService: seconds before a line is echoed */
     void *tls_ctx;                  /* SSL_CTX when enable_ssl */
     _Atomic int docroot_fd;         /* O_PATH fd of docroot (pb_web.c), -1 until first use */
     const char *docroot_fd_for;     /* the docroot string it was opened for */

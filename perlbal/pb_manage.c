@@ -303,6 +303,7 @@ static int cmd_word(struct pb_manage_ctx *ctx, struct pb_cmd *c, struct out *o)
             if (s->listen) outf(o, "  SET listen = %s", s->listen);
             if (s->pool) outf(o, "  SET pool = %s", s->pool->name);
             if (s->docroot) outf(o, "  SET docroot = %s", s->docroot);
+            if (s->role == PB_ROLE_ECHO && s->echo_delay) outf(o, "  SET echo_delay = %d", s->echo_delay);
             for (struct pb_vhost *v = s->vhosts; v; v = v->next) outf(o, "  VHOST %s = %s", v->pattern, v->target);
             outf(o, "%s %s", s->enabled ? "ENABLE" : "DISABLE", s->name);
             outf(o, "%s", "");

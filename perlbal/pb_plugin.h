@@ -8,13 +8,16 @@
  *
  * Bundled: vhosts (the selector role's VHOST table), accesscontrol,
  * maxcontentlength, redirect, stats, queues, autoremoveleadingdir, notmodified,
- * throttle. */
+ * throttle, echoservice (a service role of its own: pb_echo_accept). */
 #ifndef PB_PLUGIN_H
 #define PB_PLUGIN_H
 
 #include <stdbool.h>
 #include <stddef.h>
+#include <stdint.h>
+#include <sys/socket.h>
 
+struct core_loop;
 struct evbuffer;
 struct http_msg;
 struct pb_client;
@@ -75,6 +78,10 @@ int64_t pb_plugins_proxy_start(struct pb_service *svc, struct pb_client *cl);
 void pb_plugins_proxy_end(struct pb_service *svc, struct pb_client *cl);
 /* Names of all compiled-in plugins, NULL-ended. */
 const char *const *pb_plugin_names(void);
+
+/* EchoService's `echo` role: a new client connection of svc. */
+void pb_echo_accept(struct pb_service *svc, struct core_loop *loop, int fd, const struct sockaddr *sa,
+                    socklen_t salen);
 
 /* Run the hooks of svc's plugins. */
 enum pb_hook_result pb_plugins_start_request(struct pb_service *svc, struct pb_client *cl, struct http_msg *req);

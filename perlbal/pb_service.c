@@ -49,6 +49,7 @@ const char *pb_role_name(enum pb_role r)
     case PB_ROLE_WEB_SERVER: return "web_server";
     case PB_ROLE_MANAGEMENT: return "management";
     case PB_ROLE_SELECTOR: return "selector";
+    case PB_ROLE_ECHO: return "echo";
     default: return "";
     }
 }
@@ -305,6 +306,7 @@ int pb_service_set(struct pb_service *s, const char *key, const char *val, char 
                          : !strcmp(val, "web_server")  ? PB_ROLE_WEB_SERVER
                          : !strcmp(val, "management")  ? PB_ROLE_MANAGEMENT
                          : !strcmp(val, "selector")    ? PB_ROLE_SELECTOR
+                         : !strcmp(val, "echo") && pb_plugin_loaded("echoservice") ? PB_ROLE_ECHO
                                                        : PB_ROLE_NONE;
         if (r == PB_ROLE_NONE) return err_out(err, errlen, "Unknown service role '%s'", val);
         if (s->enabled) return err_out(err, errlen, "%s", "Can't change role of an enabled service");
@@ -660,6 +662,8 @@ static void accept_cb(evutil_socket_t lfd, short what, void *arg)
             setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
         }
         if (la->svc->role == PB_ROLE_MANAGEMENT) pb_manage_accept(la->svc, loop, fd, (struct sockaddr *)&ss, sl);
+        else if (la->svc->role == PB_ROLE_ECHO && reject) close(fd); /* no protocol to say why in */
+        else if (la->svc->role == PB_ROLE_ECHO) pb_echo_accept(la->svc, loop, fd, (struct sockaddr *)&ss, sl);
         else pb_client_accept(la->svc, loop, fd, (struct sockaddr *)&ss, sl, reject);
     }
 }

@@ -2,10 +2,15 @@
 SET plugins, as in Perl Perlbal: AccessControl (ACCESS commands, live),
 MaxContentLength, Redirect (REDIRECT HOST), Stats (stats / recent console
 commands), Queues (X-Queue-* headers to the backend), AutoRemoveLeadingDir,
-Throttle (delays, bans, max concurrent, whitelist)."""
+Throttle (delays, bans, max concurrent, whitelist), EchoService (the `echo`
+role and its echo_delay tunable)."""
 import http.client
 import json
 import os
+import re
+import signal
+import socket
+import subprocess
 import threading
 import time
 
@@ -326,3 +331,152 @@ ENABLE mgmt
         assert [r["path"] for r in be.requests if r["method"] == "GET"] == ["/first", "/n1", "/n2", "/low"]
     finally:
         be.stop()
+
+
+# ---- EchoService: the `echo` role ----
+
+def echo_conf(port, dport, mport, load=True):
+    return ("LOAD EchoService\n" if load else "") + """
+CREATE SERVICE echo
+  SET role = echo
+  SET listen = 127.0.0.1:%d
+ENABLE echo
+CREATE SERVICE echo_delayed
+  SET role = echo
+  SET listen = 127.0.0.1:%d
+  SET echo_delay = 1
+ENABLE echo_delayed
+CREATE SERVICE mgmt
+  SET role = management
+  SET listen = 127.0.0.1:%d
+ENABLE mgmt
+""" % (port, dport, mport)
+
+
+def recv_exactly(s, n):
+    data = b""
+    while len(data) < n:
+        chunk = s.recv(min(n - len(data), 65536))
+        assert chunk, "closed after %d bytes" % len(data)
+        data += chunk
+    return data
+
+
+def recv_all(s):
+    data = b""
+    while True:
+        chunk = s.recv(65536)
+        if not chunk:
+            return data
+        data += chunk
+
+
+def start_echo(daemon, tmp_path):
+    port, dport, mport = free_port(), free_port(), free_port()
+    d = start_perlbal(daemon, str(tmp_path), echo_conf(port, dport, mport), port)
+    return d, port, dport, mport
+
+
+def test_echo_delay_does_not_block_later_lines(daemon, tmp_path):
+    _, port, dport, _ = start_echo(daemon, tmp_path)
+    with socket.create_connection(("127.0.0.1", dport), timeout=10) as s:
+        t0 = time.monotonic()
+        s.sendall(b"one\ntwo\r\n")
+        time.sleep(0.5)
+        s.sendall(b"three\n")                  # read while the first two wait
+        assert recv_exactly(s, 10) == b"one\r\ntwo\r\n"
+        t1 = time.monotonic() - t0
+        assert recv_exactly(s, 7) == b"three\r\n"
+        t2 = time.monotonic() - t0
+        assert t1 >= 1.0 and t2 >= 1.5 and t2 < t1 + 1.0   # its own 1 s, not queued behind another
+    with socket.create_connection(("127.0.0.1", port), timeout=5) as s:
+        s.sendall(b"\n\r\nx\n")                 # empty lines come back empty
+        assert recv_exactly(s, 7) == b"\r\n\r\nx\r\n"
+
+
+def test_echo_half_close_gets_pending_echoes_then_eof(daemon, tmp_path):
+    _, port, dport, _ = start_echo(daemon, tmp_path)
+    with socket.create_connection(("127.0.0.1", dport), timeout=10) as s:
+        s.sendall(b"a\n")
+        time.sleep(0.3)
+        s.sendall(b"b\nunterminated")
+        s.shutdown(socket.SHUT_WR)
+        assert recv_all(s) == b"a\r\nb\r\n"
+    with socket.create_connection(("127.0.0.1", port), timeout=5) as s:
+        s.sendall(b"x\ny\n")
+        s.shutdown(socket.SHUT_WR)
+        assert recv_all(s) == b"x\r\ny\r\n"
+
+
+def test_echo_line_limit_closes_and_daemon_keeps_serving(daemon, tmp_path):
+    _, port, dport, _ = start_echo(daemon, tmp_path)
+    with socket.create_connection(("127.0.0.1", port), timeout=5) as s:
+        line = b"L" * (16 * 1024)               # the longest line allowed
+        s.sendall(line + b"\n")
+        assert recv_exactly(s, len(line) + 2) == line + b"\r\n"
+    for p, head in ((port, b""), (dport, b"pending\n")):
+        with socket.create_connection(("127.0.0.1", p), timeout=5) as s:
+            s.sendall(head + b"x" * (16 * 1024 + 100))
+            try:
+                out = recv_all(s)
+            except ConnectionResetError:
+                out = b""
+            assert out == b""                   # closed at once (a pending delayed echo is dropped)
+    with socket.create_connection(("127.0.0.1", port), timeout=5) as s:
+        s.sendall(b"still here\n")
+        assert recv_exactly(s, 12) == b"still here\r\n"
+
+
+def test_echo_many_delayed_lines_come_back_in_order(daemon, tmp_path):
+    """More delayed bytes than perlbal holds (256 KiB): reading pauses until
+    echoes go out; nothing is lost or reordered."""
+    _, _, dport, _ = start_echo(daemon, tmp_path)
+    lines = [b"%06d " % i + b"y" * 1000 for i in range(400)]
+    with socket.create_connection(("127.0.0.1", dport), timeout=10) as s:
+        s.sendall(b"".join(l + b"\n" for l in lines))
+        expect = b"".join(l + b"\r\n" for l in lines)
+        assert recv_exactly(s, len(expect)) == expect
+
+
+def test_echo_graceful_stop_sends_pending_echo(daemon, tmp_path):
+    d, port, dport, _ = start_echo(daemon, tmp_path)
+    with socket.create_connection(("127.0.0.1", dport), timeout=10) as s, \
+            socket.create_connection(("127.0.0.1", port), timeout=10) as idle:
+        s.sendall(b"bye\n")
+        time.sleep(0.2)
+        d.proc.send_signal(signal.SIGTERM)
+        assert recv_all(s) == b"bye\r\n"          # then closed
+        assert recv_all(idle) == b""              # an idle echo client is closed at once
+    d.proc.wait(10)
+    assert d.proc.returncode == 0
+
+
+def test_echo_role_and_tunable_need_load(daemon, tmp_path):
+    def start_err(conf):
+        path = tmp_path / "bad.conf"
+        path.write_text(conf)
+        out = subprocess.run([bin_path("perlbal"), "-c", str(path)], capture_output=True, text=True, timeout=10)
+        assert out.returncode != 0
+        return out.stderr
+
+    port, dport, mport = free_port(), free_port(), free_port()
+    unloaded = start_err(echo_conf(port, dport, mport, load=False))
+    bogus = start_err(echo_conf(port, dport, mport, load=False).replace("role = echo", "role = bogus"))
+    assert "Unknown service role 'echo'" in unloaded
+    strip_pid = lambda text: re.sub(r"perlbal\[\d+\]", "", text)
+    assert strip_pid(unloaded).replace("'echo'", "'bogus'") == strip_pid(bogus)   # the same error
+    err = start_err("LOAD EchoService\nCREATE SERVICE w\n  SET role = web_server\n  SET echo_delay = 2\n")
+    assert "The 'echo_delay' option can only be set on a 'echo' service" in err
+    err = start_err("LOAD EchoService\nCREATE SERVICE e\n  SET role = echo\n  SET echo_delay = soon\n")
+    assert "Expecting integer value for parameter 'echo_delay'" in err
+    err = start_err("CREATE SERVICE e\n  SET role = web_server\n  SET echo_delay = 2\n")
+    assert "Unknown parameter 'echo_delay'" in err
+    # live: a new echo service from the console
+    _, port, dport, mport = start_echo(daemon, tmp_path)
+    p3 = free_port()
+    out = console(mport, "CREATE SERVICE e3", "SET role = echo", "SET listen = 127.0.0.1:%d" % p3,
+                  "SET echo_delay = -1", "ENABLE e3")
+    assert out.count("OK") == 4 and "Expecting integer value" in out
+    with socket.create_connection(("127.0.0.1", p3), timeout=5) as s:
+        s.sendall(b"live\n")
+        assert recv_exactly(s, 6) == b"live\r\n"

@@ -1,11 +1,13 @@
 """Debian's Perlbal sample configs (from the perlbal package) load unchanged
 except for addresses and paths rewritten at test time (ports to free ones,
 relative cert/nodefile paths to a temp dir, docroots to temp dirs), and
-serve. Also: TLS listeners (enable_ssl with ssl_key_file/ssl_cert_file)."""
+serve (echoservice.conf with the EchoService plugin). Also: TLS listeners
+(enable_ssl with ssl_key_file/ssl_cert_file), for HTTP and echo services."""
 import http.client
 import os
 import re
 import shutil
+import socket
 import ssl
 import subprocess
 import time
@@ -166,13 +168,36 @@ def test_sample_not_modified_plugin_conf(daemon, tmp_path):
     assert r.status == 404
 
 
-def test_sample_echoservice_conf_names_the_missing_plugin(tmp_path):
-    """EchoService is not built: the sample is refused at start with a clear error."""
-    path = tmp_path / "echo.conf"
-    path.write_text(sample("echoservice.conf", [("0.0.0.0:7123", "127.0.0.1:%d" % free_port())]))
-    out = subprocess.run([bin_path("perlbal"), "-c", str(path)], capture_output=True, text=True, timeout=10)
-    assert out.returncode != 0
-    assert "echoservice" in out.stderr.lower() and "not built" in out.stderr and "line 8" in out.stderr
+def test_sample_echoservice_conf(daemon, tmp_path):
+    """LOAD EchoService adds the `echo` role and its echo_delay tunable: both
+    services of the sample echo lines, the delayed one after its 3 s."""
+    p1, p2, mport = free_port(), free_port(), free_port()
+    text = sample("echoservice.conf", [("0.0.0.0:7123", "127.0.0.1:%d" % p1), ("0.0.0.0:7124", "127.0.0.1:%d" % p2),
+                                       ("127.0.0.1:16000", "127.0.0.1:%d" % mport)])
+    start_perlbal(daemon, str(tmp_path), text, p1)
+    delayed = socket.create_connection(("127.0.0.1", p2), timeout=10)
+    t0 = time.monotonic()
+    delayed.sendall(b"later\n")
+    with socket.create_connection(("127.0.0.1", p1), timeout=5) as s:
+        s.sendall(b"hello\r\nworld\npart")
+        assert recv_exactly(s, 14) == b"hello\r\nworld\r\n"
+        s.sendall(b"ial\n")
+        assert recv_exactly(s, 9) == b"partial\r\n"
+    out = console(mport, "show service")
+    assert "echo 127.0.0.1:%d ENABLED" % p1 in out and "echo_delayed 127.0.0.1:%d ENABLED" % p2 in out
+    assert "SET echo_delay = 3" in console(mport, "dumpconfig")
+    assert recv_exactly(delayed, 7) == b"later\r\n"
+    assert time.monotonic() - t0 >= 3.0
+    delayed.close()
+
+
+def recv_exactly(s, n):
+    data = b""
+    while len(data) < n:
+        chunk = s.recv(n - len(data))
+        assert chunk, "closed after %r" % data
+        data += chunk
+    return data
 
 
 def test_tls_web_server_large_file_and_range(daemon, tmp_path):
@@ -207,3 +232,25 @@ ENABLE s
     c.close()
     out = subprocess.run(["curl", "-sk", "https://127.0.0.1:%d/big.bin" % port], capture_output=True, timeout=10)
     assert out.stdout == data
+
+
+def test_tls_echo_service(daemon, tmp_path):
+    key, cert = make_cert(str(tmp_path))
+    port = free_port()
+    conf = """
+LOAD EchoService
+CREATE SERVICE e
+  SET role = echo
+  SET listen = 127.0.0.1:%d
+  SET enable_ssl = on
+  SET ssl_key_file = %s
+  SET ssl_cert_file = %s
+ENABLE e
+""" % (port, key, cert)
+    start_perlbal(daemon, str(tmp_path), conf, port)
+    ctx = ssl.create_default_context()
+    ctx.check_hostname = False
+    ctx.verify_mode = ssl.CERT_NONE
+    with ctx.wrap_socket(socket.create_connection(("127.0.0.1", port), timeout=10)) as s:
+        s.sendall(b"secret\n")
+        assert recv_exactly(s, 8) == b"secret\r\n"
