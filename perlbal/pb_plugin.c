@@ -746,7 +746,8 @@ static void thr_end(struct pb_service *svc, struct pb_client *cl)
  * A line over ECHO_MAX_LINE closes the connection. Delayed echoes held in
  * memory are bounded: over ECHO_MAX_PENDING bytes reading pauses until
  * timers have fired. Pending echoes mark the conn busy, so a graceful stop
- * sends them before closing; at EOF what is queued or pending still goes out.
+ * sends them before closing, and after the client half-closes the core keeps
+ * the conn until they are out.
  * As in Perl Perlbal there is no idle timeout (SERVER max_connections bounds
  * the connections; over it a new one is closed at once). */
 
@@ -769,7 +770,6 @@ struct echo_conn {
     struct echo_line *head, *tail;
     size_t pending_bytes;
     bool paused;                    /* reading stopped: too much pending */
-    bool eof;                       /* the client half-closed */
 };
 
 static const char *const echo_tunables[] = { "echo_delay", NULL };
@@ -809,15 +809,6 @@ static void echo_fire(evutil_socket_t fd, short what, void *arg)
     struct echo_conn *ec = arg;
     struct core_conn *c = ec->c;
     int64_t now = pb_now_ms();
-    if (ec->eof && ec->tail->due_ms > now) {
-        /* After EOF the core closes a conn once its output is written, busy
-         * or not: so what falls due then waits for the last pending line
-         * and all goes out together (core request: perlbal.md, EchoService). */
-        int64_t ms = ec->tail->due_ms - now;
-        struct timeval tv = { .tv_sec = ms / 1000, .tv_usec = (ms % 1000) * 1000 };
-        evtimer_add(ec->timer, &tv);
-        return;
-    }
     while (ec->head && ec->head->due_ms <= now) {
         struct echo_line *l = ec->head;
         evbuffer_add(conn_out(c), l->data, l->len);
@@ -885,13 +876,6 @@ static int echo_on_read(struct core_conn *c)
     }
 }
 
-static bool echo_on_eof(struct core_conn *c)
-{
-    struct echo_conn *ec = c->data;
-    ec->eof = true;
-    return false; /* what was read still gets its echo */
-}
-
 static void echo_on_close(struct core_conn *c, enum conn_close_reason why)
 {
     (void)why;
@@ -908,7 +892,6 @@ static void echo_on_close(struct core_conn *c, enum conn_close_reason why)
 static const struct conn_ops echo_ops = {
     .name = "pb_echo",
     .on_read = echo_on_read,
-    .on_eof = echo_on_eof,
     .on_close = echo_on_close,
 };
 
