@@ -68,14 +68,30 @@ bool mc_parse_i32(const char *s, size_t n, int64_t *out)
 
 size_t mc_u64toa(uint64_t v, char *p)
 {
-    char tmp[20];
-    size_t n = 0;
-    do {
-        tmp[n++] = (char)('0' + v % 10);
-        v /= 10;
-    } while (v);
-    for (size_t i = 0; i < n; i++)
-        p[i] = tmp[n - 1 - i];
+    static const char pairs[201] = "00010203040506070809101112131415161718192021222324252627282930313233343536373839"
+                                   "40414243444546474849505152535455565758596061626364656667686970717273747576777879"
+                                   "8081828384858687888990919293949596979899";
+    if (v < 10) {   /* flags 0, small counts: the common case */
+        *p = (char)('0' + v);
+        return 1;
+    }
+    size_t n = 2;
+    for (uint64_t t = v / 100; t; t /= 10)
+        n++;
+    char *q = p + n;
+    while (v >= 100) {
+        size_t d = (size_t)(v % 100) * 2;
+        v /= 100;
+        q -= 2;
+        q[0] = pairs[d];
+        q[1] = pairs[d + 1];
+    }
+    if (v >= 10) {
+        q[-2] = pairs[v * 2];
+        q[-1] = pairs[v * 2 + 1];
+    } else {
+        q[-1] = (char)('0' + v);
+    }
     return n;
 }
 
@@ -89,8 +105,9 @@ bool mc_text_next_key(const char **pp, const char *end, const char **key, size_t
         return false;
     }
     const char *k = p;
-    while (p < end && *p != ' ')
-        p++;
+    p = memchr(p, ' ', (size_t)(end - p));
+    if (!p)
+        p = end;
     *key = k;
     *nkey = (size_t)(p - k);
     *pp = p;
@@ -115,8 +132,8 @@ static int split(const char *s, size_t n, struct tok *t)
         if (i >= n)
             break;
         size_t st = i;
-        while (i < n && s[i] != ' ')
-            i++;
+        const char *sp = memchr(s + i, ' ', n - i);
+        i = sp ? (size_t)(sp - s) : n;
         if (nt == MAX_TOKENS)
             return MAX_TOKENS + 1;
         t[nt].s = s + st;

@@ -6,10 +6,10 @@
  *   SESS_SWALLOW  skipping the data block of a refused storage command
  *
  * The protocol is picked from the first byte (0x80 = binary). Replies
- * collect in the session's own buffer and go to the socket when on_read
- * has run every buffered request (flush_out), so a pipeline of requests
- * costs one write; past 4 MB of unread replies we stop taking requests
- * until the client catches up. */
+ * collect in the session's own flat buffer and go to the socket when
+ * on_read has run every buffered request (flush_out), so a pipeline of
+ * requests costs one write and no allocation; past 4 MB of unread replies
+ * we stop taking requests until the client catches up. */
 #include "memcached/session.h"
 
 #include <errno.h>
@@ -64,16 +64,90 @@ struct session {
     uint64_t swallow_left;
     bool authenticated;
     uint32_t last_cmd;         /* rel time of the last request */
-    struct evbuffer *out;      /* replies not yet handed to the socket (flush_out) */
+    /* Replies not yet handed to the socket (flush_out): they collect in ob
+     * (olen bytes); output made by evbuffer writers (stats, dumps) goes to
+     * out, ob's bytes moved there first so the order holds (out_evb). */
+    struct obuf *ob;
+    size_t olen;
+    struct evbuffer *out;
+    bool out_used;             /* out_evb ran since the last flush (else out is empty) */
     struct session *next, *prev;   /* th->sessions */
 };
 
 /* ------------------------------------------------------------------ */
 /* output helpers */
 
+/* The reply buffer. flush_out sends it straight from here; when the kernel
+ * does not take it all, the rest is handed to the socket's queue by
+ * reference (no copy), the queue frees it once sent (ob_release) and the
+ * session starts a new one. */
+struct obuf {
+    size_t cap;
+    char data[];
+};
+
+#define OB_MIN 2048            /* first size */
+#define OB_KEEP (64u << 10)    /* larger ones are freed once flushed */
+
+static void ob_release(const void *data, size_t len, void *extra)
+{
+    (void)data;
+    (void)len;
+    free(extra);
+}
+
+static char *out_grow(struct session *s, size_t need)
+{
+    struct obuf *b = s->ob;
+    if (need > SIZE_MAX / 4 - s->olen)
+        return NULL;
+    size_t want = s->olen + need, cap = b ? b->cap : OB_MIN;
+    while (cap < want)
+        cap *= 2;
+    struct obuf *nb = realloc(b, sizeof *nb + cap);
+    if (!nb)
+        return NULL;
+    nb->cap = cap;
+    s->ob = nb;
+    return nb->data + s->olen;
+}
+
+/* Room for need bytes at the end of the replies (NULL: out of memory);
+ * out_commit(s, n) then keeps the n written. */
+static inline char *out_reserve(struct session *s, size_t need)
+{
+    struct obuf *b = s->ob;
+    if (b && need <= b->cap - s->olen)
+        return b->data + s->olen;
+    return out_grow(s, need);
+}
+
+static inline void out_commit(struct session *s, size_t n) { s->olen += n; }
+
+/* The evbuffer for writers that need one; what ob holds goes first. */
+static struct evbuffer *out_evb(struct session *s)
+{
+    if (s->olen) {
+        evbuffer_add(s->out, s->ob->data, s->olen);
+        s->olen = 0;
+    }
+    s->out_used = true;
+    return s->out;
+}
+
+/* Bytes in out (0 without asking when out_evb has not run). */
+static inline size_t out_queued(struct session *s)
+{
+    return s->out_used ? evbuffer_get_length(s->out) : 0;
+}
+
 static inline void out_add(struct session *s, const void *p, size_t n)
 {
-    evbuffer_add(s->out, p, n);
+    char *o = out_reserve(s, n);
+    if (!o)
+        return;
+    memcpy(o, p, n);
+    out_commit(s, n);
 }
 
 static inline void out_str(struct session *s, const char *str)
@@ -83,16 +157,14 @@ static inline void out_str(struct session *s, const char *str)
 
 static inline void out_line(struct session *s, const char *str)
 {
-    struct evbuffer_iovec v;
     size_t n = strlen(str);
-    if (evbuffer_reserve_space(s->out, n + 2, &v, 1) < 1)
+    char *p = out_reserve(s, n + 2);
+    if (!p)
         return;
-    char *p = v.iov_base;
     memcpy(p, str, n);
     p[n] = '\r';
     p[n + 1] = '\n';
-    v.iov_len = n + 2;
-    evbuffer_commit_space(s->out, &v, 1);
+    out_commit(s, n + 2);
 }
 
 /* ------------------------------------------------------------------ */
@@ -106,12 +178,12 @@ static void text_get(struct session *s, const struct mc_text_req *r)
     bool with_cas = r->cmd == MC_TXT_GETS || r->cmd == MC_TXT_GATS;
     bool touch = r->cmd == MC_TXT_GAT || r->cmd == MC_TXT_GATS;
     uint32_t exptime = touch ? mc_realtime(r->exptime) : 0;
-    struct evbuffer *out = s->out;
+    size_t queued = out_queued(s);
     const char *p = r->keys, *end = r->keys + r->keys_len, *key;
     size_t nkey;
     uint64_t hits = 0, misses = 0;
     while (mc_text_next_key(&p, end, &key, &nkey)) {
-        if (evbuffer_get_length(out) > MC_GET_REPLY_MAX) {
+        if (queued + s->olen > MC_GET_REPLY_MAX) {
             /* A get line naming the same big item thousands of times must
              * not make us buffer gigabytes. */
             out_line(s, "SERVER_ERROR out of memory writing get response");
@@ -130,12 +202,11 @@ static void text_get(struct session *s, const struct mc_text_req *r)
         mc_item_bump(it);
         /* "VALUE <key> <flags> <bytes>[ <cas>]\r\n<data>\r\n" in one piece. */
         size_t need = 6 + nkey + 1 + 10 + 1 + 10 + 1 + 20 + 2 + it->nbytes + 2;
-        struct evbuffer_iovec v;
-        if (evbuffer_reserve_space(out, need, &v, 1) < 1) {
+        char *o = out_reserve(s, need), *o0 = o;
+        if (!o) {
             mc_key_unlock(hv);
             break;
         }
-        char *o = v.iov_base, *o0 = o;
         memcpy(o, "VALUE ", 6);
         o += 6;
         memcpy(o, key, nkey);
@@ -155,8 +226,7 @@ static void text_get(struct session *s, const struct mc_text_req *r)
         mc_key_unlock(hv);
         *o++ = '\r';
         *o++ = '\n';
-        v.iov_len = (size_t)(o - o0);
-        evbuffer_commit_space(out, &v, 1);
+        out_commit(s, (size_t)(o - o0));
         hits++;
     }
     out_add(s, "END\r\n", 5);
@@ -297,6 +367,23 @@ static void complete_store(struct session *s)
 static bool do_nread(struct session *s, struct evbuffer *in)
 {
     size_t avail = evbuffer_get_length(in);
+    if (s->crlf_got == 0 && s->nread_left + 2 <= avail && s->nread_left <= 16384) {
+        /* The whole (small) block is here, in one piece: one look, one drain. */
+        size_t n = (size_t)s->nread_left;
+        struct evbuffer_iovec v;
+        const char *p = NULL;
+        if (evbuffer_peek(in, (ssize_t)(n + 2), NULL, &v, 1) == 1 && v.iov_len >= n + 2)
+            p = v.iov_base;
+        if (p) {
+            memcpy(mc_value(s->item) + (s->item->nbytes - n), p, n);
+            s->crlf[0] = p[n];
+            s->crlf[1] = p[n + 1];
+            evbuffer_drain(in, n + 2);
+            s->nread_left = 0;
+            s->crlf_got = 2;
+            return true;
+        }
+    }
     if (s->nread_left) {
         size_t n = avail < s->nread_left ? avail : (size_t)s->nread_left;
         char *dst = mc_value(s->item) + (s->item->nbytes - s->nread_left);
@@ -306,10 +393,12 @@ static bool do_nread(struct session *s, struct evbuffer *in)
         if (s->nread_left)
             return false;
     }
-    while (s->crlf_got < 2 && avail > 0) {
-        evbuffer_remove(in, &s->crlf[s->crlf_got], 1);
-        s->crlf_got++;
-        avail--;
+    size_t c = 2u - s->crlf_got;
+    if (c > avail)
+        c = avail;
+    if (c) {
+        evbuffer_remove(in, &s->crlf[s->crlf_got], c);
+        s->crlf_got = (uint8_t)(s->crlf_got + c);
     }
     return s->crlf_got == 2;
 }
@@ -354,7 +443,7 @@ static void text_arith(struct session *s, const struct mc_text_req *r)
 static void stats_line_cb(const char *name, const char *value, void *arg)
 {
     struct session *s = arg;
-    evbuffer_add_printf(s->out, "STAT %s %s\r\n", name, value);
+    evbuffer_add_printf(out_evb(s), "STAT %s %s\r\n", name, value);
 }
 
 static void text_stats(struct session *s, const struct mc_text_req *r)
@@ -367,7 +456,7 @@ static void text_stats(struct session *s, const struct mc_text_req *r)
     }
     group[n] = 0;
     if (n == 0) {
-        stats_render_text(s->out, "");
+        stats_render_text(out_evb(s), "");
         out_add(s, "END\r\n", 5);
         return;
     }
@@ -403,7 +492,7 @@ static void text_stats(struct session *s, const struct mc_text_req *r)
             out_line(s, "CLIENT_ERROR Illegal slab id");
             return;
         }
-        mc_cachedump(s->out, (int)id, limit);
+        mc_cachedump(out_evb(s), (int)id, limit);
         out_add(s, "END\r\n", 5);
         return;
     }
@@ -413,12 +502,12 @@ static void text_stats(struct session *s, const struct mc_text_req *r)
         return;
     }
     if (strcmp(group, "conns") == 0) {
-        mc_session_stats_conns(s->out);
+        mc_session_stats_conns(out_evb(s));
         out_add(s, "END\r\n", 5);
         return;
     }
     (void)stats_line_cb;
-    if (stats_render_text(s->out, group) < 0) {
+    if (stats_render_text(out_evb(s), group) < 0) {
         out_line(s, "ERROR");
         return;
     }
@@ -654,13 +743,11 @@ static void meta_get(struct session *s, const struct mc_meta_req *m, const char 
         it->cas = m->E_cas;
     bool with_value = m->flags & MC_MF('v');
     size_t need = 64 + 2 * line_len + 600 + (with_value ? it->nbytes + 2 : 0);
-    struct evbuffer_iovec v;
-    struct evbuffer *out = s->out;
-    if (evbuffer_reserve_space(out, need, &v, 1) < 1) {
+    char *o = out_reserve(s, need);
+    if (!o) {
         mc_key_unlock(hv);
         return;
     }
-    char *o = v.iov_base;
     size_t pos;
     if (with_value) {
         memcpy(o, "VA ", 3);
@@ -688,8 +775,7 @@ static void meta_get(struct session *s, const struct mc_meta_req *m, const char 
     if (!(m->flags & MC_MF('u')))
         mc_item_bump(it);
     mc_key_unlock(hv);
-    v.iov_len = pos;
-    evbuffer_commit_space(out, &v, 1);
+    out_commit(s, pos);
 }
 
 static void meta_delete(struct session *s, const struct mc_meta_req *m)
@@ -925,7 +1011,7 @@ static void text_tuning(struct session *s, const struct mc_text_req *r)
                 out_line(s, "OK");
             } else {
                 for (int id = 1; id <= mc_nclasses; id++)
-                    mc_metadump(s->out, id);
+                    mc_metadump(out_evb(s), id);
                 out_add(s, "END\r\n", 5);
             }
         } else if (n == 2 && (word_is(w[0], wn[0], "sleep") || word_is(w[0], wn[0], "tocrawl"))) {
@@ -1086,26 +1172,27 @@ static int text_dispatch(struct session *s, const struct mc_text_req *r)
     return 0;
 }
 
-static int text_step(struct session *s, struct evbuffer *in, bool *progress)
+/* len: what in holds. */
+static int text_step(struct session *s, struct evbuffer *in, size_t len, bool *progress)
 {
-    size_t len = evbuffer_get_length(in);
     size_t first = len < 4096 ? len : 4096;
     const char *p = (const char *)evbuffer_pullup(in, (ssize_t)first);
     if (!p)
         return 0;
-    if (!memchr(p, '\n', first)) {
+    struct mc_text_req r;
+    enum mc_parse st = mc_text_parse(p, first, &r);
+    if (st == MC_PARSE_NEED_MORE) {
+        /* No LF in the first 4 KB: look further (up to the line limit). */
         if (len <= first)
             return 0;   /* need more */
         size_t more = len < MC_MAX_LINE + 2 ? len : MC_MAX_LINE + 2;
         p = (const char *)evbuffer_pullup(in, (ssize_t)more);
-        len = more;
-    } else {
-        len = first;
+        if (!p)
+            return 0;
+        st = mc_text_parse(p, more, &r);
+        if (st == MC_PARSE_NEED_MORE)
+            return 0;
     }
-    struct mc_text_req r;
-    enum mc_parse st = mc_text_parse(p, len, &r);
-    if (st == MC_PARSE_NEED_MORE)
-        return 0;
     *progress = true;
     s->c->requests++;
     if (st == MC_PARSE_ERROR) {
@@ -1130,11 +1217,10 @@ static void bin_reply(struct session *s, uint8_t opcode, uint32_t opaque, uint16
                       const void *ext, uint8_t extlen, const void *key, uint16_t keylen, const void *val,
                       uint32_t vlen)
 {
-    struct evbuffer_iovec v;
     size_t total = MC_BIN_HDR + extlen + keylen + vlen;
-    if (evbuffer_reserve_space(s->out, total, &v, 1) < 1)
+    uint8_t *o = (uint8_t *)out_reserve(s, total);
+    if (!o)
         return;
-    uint8_t *o = v.iov_base;
     mc_bin_write_header(o, opcode, keylen, extlen, status, (uint32_t)(extlen + keylen + vlen), opaque, cas);
     size_t pos = MC_BIN_HDR;
     if (extlen)
@@ -1143,8 +1229,7 @@ static void bin_reply(struct session *s, uint8_t opcode, uint32_t opaque, uint16
         memcpy(o + pos, key, keylen), pos += keylen;
     if (vlen)
         memcpy(o + pos, val, vlen), pos += vlen;
-    v.iov_len = pos;
-    evbuffer_commit_space(s->out, &v, 1);
+    out_commit(s, pos);
 }
 
 static void bin_error(struct session *s, uint8_t opcode, uint32_t opaque, uint16_t status)
@@ -1504,9 +1589,8 @@ static int bin_dispatch(struct session *s, const struct mc_bin_req *r)
     }
 }
 
-static int bin_step(struct session *s, struct evbuffer *in, bool *progress)
+static int bin_step(struct session *s, struct evbuffer *in, size_t len, bool *progress)
 {
-    size_t len = evbuffer_get_length(in);
     if (len < MC_BIN_HDR)
         return 0;
     const uint8_t *p = evbuffer_pullup(in, MC_BIN_HDR);
@@ -1542,25 +1626,45 @@ static int bin_step(struct session *s, struct evbuffer *in, bool *progress)
 /* conn ops */
 
 /* Hand the replies to the socket: written straight away when nothing is
- * queued before them (conn_write_now), so a request/reply round trip costs
- * one writev and no epoll changes. */
+ * queued before them, so a request/reply round trip costs one send and no
+ * epoll changes or allocation. That is conn_write_now() for a flat buffer
+ * (sessions are always plain accepted sockets, never TLS); a core call for
+ * it has been requested. What the kernel does not take is queued on the
+ * conn, by reference (see struct obuf). */
 static void flush_out(struct session *s)
 {
-    size_t n = evbuffer_get_length(s->out);
-    if (n == 0)
+    size_t queued = out_queued(s);
+    if (s->olen + queued == 0)
         return;
-    MC_STAT_ADD(&s->th->st, bytes_written, n);
-    conn_write_now(s->c, s->out);
+    MC_STAT_ADD(&s->th->st, bytes_written, s->olen + queued);
+    struct core_conn *c = s->c;
+    if (queued || evbuffer_get_length(conn_out(c)) > 0) {
+        conn_write_now(c, out_evb(s));
+    } else {
+        struct obuf *b = s->ob;
+        size_t n = s->olen;
+        ssize_t w = send(c->fd, b->data, n, MSG_NOSIGNAL | MSG_DONTWAIT);
+        if (w < 0)
+            w = 0;   /* EAGAIN; an error surfaces on the queued write */
+        s->olen = 0;
+        if ((size_t)w < n) {
+            if (evbuffer_add_reference(conn_out(c), b->data + w, n - (size_t)w, ob_release, b) == 0)
+                s->ob = NULL;   /* the queue owns it now */
+            else
+                evbuffer_add(conn_out(c), b->data + w, n - (size_t)w);
+        }
+    }
+    s->out_used = false;         /* conn_write_now took all of out */
+    if (s->ob && s->ob->cap > OB_KEEP) {
+        free(s->ob);
+        s->ob = NULL;
+    }
 }
 
 /* Replies waiting for the client; above this we stop reading requests
  * (the conn's output limit pauses the socket until it drains). */
 #define SESSION_OUT_LIMIT (4u << 20)
 
-static size_t pending_out(struct session *s)
-{
-    return evbuffer_get_length(s->out) + evbuffer_get_length(conn_out(s->c));
-}
 
 static int on_read(struct core_conn *c)
 {
@@ -1570,13 +1674,16 @@ static int on_read(struct core_conn *c)
     int rc = 0;
     bool wrote = false;
     s->last_cmd = mc_now();
+    /* What the socket's queue holds; only flush_out changes it here. */
+    size_t sockq = evbuffer_get_length(conn_out(c));
     for (;;) {
         size_t len = evbuffer_get_length(in);
         if (len == 0)
             break;
-        if (pending_out(s) > SESSION_OUT_LIMIT) {
+        if (s->olen + out_queued(s) + sockq > SESSION_OUT_LIMIT) {
             flush_out(s);
-            if (pending_out(s) > SESSION_OUT_LIMIT)
+            sockq = evbuffer_get_length(conn_out(c));
+            if (s->olen + out_queued(s) + sockq > SESSION_OUT_LIMIT)
                 break;   /* the core resumes us once the client has read */
         }
         if (s->state == SESS_NREAD) {
@@ -1604,17 +1711,19 @@ static int on_read(struct core_conn *c)
             }
         }
         bool progress = false;
-        rc = s->proto == PROTO_BIN ? bin_step(s, in, &progress) : text_step(s, in, &progress);
+        rc = s->proto == PROTO_BIN ? bin_step(s, in, len, &progress) : text_step(s, in, len, &progress);
         if (rc != 0 || !progress)
             break;
     }
     size_t consumed = before - evbuffer_get_length(in);
     MC_STAT_ADD(&s->th->st, bytes_read, consumed);
-    wrote = evbuffer_get_length(s->out) > 0;
+    wrote = s->olen > 0 || out_queued(s) > 0;
     if (rc != 0 && wrote) {
         /* Closing: leave the last replies to the bufferevent. */
-        MC_STAT_ADD(&s->th->st, bytes_written, evbuffer_get_length(s->out));
-        evbuffer_add_buffer(conn_out(c), s->out);
+        struct evbuffer *out = out_evb(s);
+        MC_STAT_ADD(&s->th->st, bytes_written, evbuffer_get_length(out));
+        evbuffer_add_buffer(conn_out(c), out);
+        s->out_used = false;
     } else {
         flush_out(s);
     }
@@ -1635,6 +1744,7 @@ static void on_close(struct core_conn *c, enum conn_close_reason why)
         mc_item_free(s->item);
     if (s->out)
         evbuffer_free(s->out);
+    free(s->ob);   /* one handed to the conn's queue is no longer s->ob */
     struct mc_thread *th = s->th;
     pthread_mutex_lock(&th->sessions_lock);
     if (s->prev)
