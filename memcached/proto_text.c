@@ -181,6 +181,18 @@ static enum mc_parse parse_storage(struct mc_text_req *r, struct tok *t, int nt,
     return MC_PARSE_OK;
 }
 
+/* incr/decr/delete/touch: the key is the second token, a trailing
+ * "noreply" the last. False if the key is not a valid key. */
+static bool take_key(struct mc_text_req *r, const struct tok *t, int nt)
+{
+    r->noreply = tok_is(&t[nt - 1], "noreply");
+    if (!key_ok(&t[1]))
+        return false;
+    r->key = t[1].s;
+    r->nkey = t[1].n;
+    return true;
+}
+
 enum mc_parse mc_text_parse(const char *buf, size_t len, struct mc_text_req *r)
 {
     memset(r, 0, sizeof *r);
@@ -284,11 +296,8 @@ enum mc_parse mc_text_parse(const char *buf, size_t len, struct mc_text_req *r)
         r->cmd = t[0].s[0] == 'i' ? MC_TXT_INCR : MC_TXT_DECR;
         if (nt != 3 && nt != 4)
             return fail(r, "ERROR");
-        r->noreply = tok_is(&t[nt - 1], "noreply");
-        if (!key_ok(&t[1]))
+        if (!take_key(r, t, nt))
             return fail(r, BAD_FORMAT);
-        r->key = t[1].s;
-        r->nkey = t[1].n;
         if (!mc_parse_u64(t[2].s, t[2].n, &r->delta))
             return fail(r, "CLIENT_ERROR invalid numeric delta argument");
         return MC_PARSE_OK;
@@ -297,11 +306,8 @@ enum mc_parse mc_text_parse(const char *buf, size_t len, struct mc_text_req *r)
         r->cmd = MC_TXT_DELETE;
         if (nt < 2 || nt > 4)
             return fail(r, "ERROR");
-        r->noreply = tok_is(&t[nt - 1], "noreply");
-        if (!key_ok(&t[1]))
+        if (!take_key(r, t, nt))
             return fail(r, BAD_FORMAT);
-        r->key = t[1].s;
-        r->nkey = t[1].n;
         /* "delete <key> 0" is still accepted; any other extra is refused. */
         int extra = nt - 2 - (r->noreply ? 1 : 0);
         if (extra > 1 || (extra == 1 && !tok_is(&t[2], "0")))
@@ -312,11 +318,8 @@ enum mc_parse mc_text_parse(const char *buf, size_t len, struct mc_text_req *r)
         r->cmd = MC_TXT_TOUCH;
         if (nt != 3 && nt != 4)
             return fail(r, "ERROR");
-        r->noreply = tok_is(&t[nt - 1], "noreply");
-        if (!key_ok(&t[1]))
+        if (!take_key(r, t, nt))
             return fail(r, BAD_FORMAT);
-        r->key = t[1].s;
-        r->nkey = t[1].n;
         if (!mc_parse_i32(t[2].s, t[2].n, &r->exptime))
             return fail(r, "CLIENT_ERROR invalid exptime argument");
         return MC_PARSE_OK;
