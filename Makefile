@@ -23,36 +23,41 @@ DEPS         ?= deploy/deps.sh
 
 export BUILD PYTHON
 
-.PHONY: all test asan fuzz bench run install clean deps unit integration
+.PHONY: all test asan fuzz bench run install clean deps test-deps unit integration
 .DEFAULT_GOAL := all
 
+# `make` and `make run` install only what the build needs; the test, fuzz
+# and bench targets also install the test drivers and the real peers.
 deps:
-	@bash $(DEPS)
+	@bash $(DEPS) build
+
+test-deps:
+	@bash $(DEPS) test
 
 all: deps
 	@$(MAKE) --no-print-directory -f build.mk build
 
-test: deps
+test: test-deps
 	@$(MAKE) --no-print-directory -f build.mk build
 	@$(MAKE) --no-print-directory -f build.mk unit
 	@$(MAKE) --no-print-directory -f build.mk integration PYTEST_ARGS="$(PYTEST_ARGS)"
 	@$(MAKE) --no-print-directory -f build.mk fuzz-build
 	@$(MAKE) --no-print-directory -f build.mk fuzz-run FUZZ_SECONDS=$(TEST_FUZZ_SECONDS)
 
-unit integration: deps
+unit integration: test-deps
 	@$(MAKE) --no-print-directory -f build.mk build
 	@$(MAKE) --no-print-directory -f build.mk $@ PYTEST_ARGS="$(PYTEST_ARGS)"
 
-asan: deps
+asan: test-deps
 	@$(MAKE) --no-print-directory -f build.mk BUILD=build-asan SANITIZE=1 build
 	@$(MAKE) --no-print-directory -f build.mk BUILD=build-asan SANITIZE=1 unit
 	@$(MAKE) --no-print-directory -f build.mk BUILD=build-asan SANITIZE=1 integration PYTEST_ARGS="$(PYTEST_ARGS)"
 
-fuzz: deps
+fuzz: test-deps
 	@$(MAKE) --no-print-directory -f build.mk fuzz-build
 	@$(MAKE) --no-print-directory -f build.mk fuzz-run FUZZ_SECONDS=$(FUZZ_SECONDS)
 
-bench: deps
+bench: test-deps
 	@$(MAKE) --no-print-directory -f build.mk build
 	@$(MAKE) --no-print-directory -f build.mk bench
 

@@ -1,24 +1,18 @@
 #!/usr/bin/env bash
-# Installs, idempotently, every Debian package the build, the tests and the
-# benchmarks need. Fast no-op when everything is present. Run as root (or via
-# sudo); when not root and something is missing, says what and fails.
+# Installs, idempotently, the Debian packages the project needs, from the
+# lists in deploy/deps/: <component>.build (needed to build) and
+# <component>.test (test drivers, real peers, fixtures, benchmarks).
+#   deps.sh build   only what the build needs (make, make run)
+#   deps.sh test    build + test lists (make test, asan, fuzz, bench)
+# A fast no-op when everything is present. Run as root (or via sudo); when not
+# root and something is missing, says what and fails.
 set -euo pipefail
+cd "$(dirname "$0")"
+mode=${1:-test}
+lists=(deps/*.build)
+[ "$mode" = build ] || lists+=(deps/*.test)
 
-PKGS=(
-  # build
-  build-essential pkg-config clang libclang-rt-14-dev llvm
-  libevent-dev libssl-dev zlib1g-dev libsqlite3-dev libmariadb-dev libsystemd-dev
-  # test drivers
-  python3 python3-pytest curl iproute2 procps netcat-openbsd
-  # memcached peers and clients
-  memcached libmemcached-tools libmemcached-dev python3-pymemcache libcache-memcached-perl
-  # gearman peers and clients
-  gearman-job-server gearman-tools libgearman-dev libgearman-client-perl
-  # perlbal peers and clients
-  perlbal haproxy nginx-light wrk
-  # databases used by test fixtures
-  mariadb-server mariadb-client sqlite3
-)
+mapfile -t PKGS < <(sed -e 's/#.*//' "${lists[@]}" | tr -s ' \t' '\n\n' | sed '/^$/d' | sort -u)
 
 missing=()
 installed=$(dpkg-query -W -f='${Package} ${Status}\n' "${PKGS[@]}" 2>/dev/null | awk '$4=="installed"{print $1}' || true)

@@ -18,13 +18,8 @@ start() { # name "address" "console" args...
 }
 
 echo "Starting the stack (run directory $RUN):"
-start memcached "127.0.0.1:11211" "127.0.0.1:11311" -l 127.0.0.1 -p 11211 --admin 127.0.0.1:11311
-start gearmand "127.0.0.1:4730 (+ admin text)" "127.0.0.1:4731" -L 127.0.0.1 -p 4730 -q libsqlite3 --libsqlite3-db "$RUN/gearmand.sqlite" --admin 127.0.0.1:4731
-if [ -x "$BIN/perlbal" ]; then
-  sed "s|@RUN@|$RUN|g" deploy/conf/perlbal-run.conf >"$RUN/perlbal.conf"
-  mkdir -p "$RUN/htdocs" && echo "hello from perlbal" >"$RUN/htdocs/index.html"
-  start perlbal "127.0.0.1:8080 static, :8088 proxy" "127.0.0.1:60000" -c "$RUN/perlbal.conf"
-fi
+# each component adds itself with a snippet in deploy/run.d/
+for f in deploy/run.d/*.sh; do . "$f"; done
 [ ${#pids[@]} -gt 0 ] || { echo "nothing is built: run make first"; exit 1; }
 
 stop() {
