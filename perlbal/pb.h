@@ -20,6 +20,8 @@
 #include <sys/socket.h>
 
 #include "common/http.h"
+#include "common/httpd.h"
+#include "common/pool.h"
 
 #define PB_VERSION "1.80-c"
 #define PB_MAX_LOOPS 64
@@ -43,21 +45,9 @@ enum pb_role {
     PB_ROLE_ECHO,
 };
 
-struct pb_node {
-    char ipport[80];                /* canonical "ip:port" or "[ipv6]:port" */
-    struct sockaddr_storage sa;     /* IPv4 or IPv6 */
-    socklen_t salen;
-    _Atomic uint64_t used;          /* requests sent to it */
-    _Atomic uint64_t connects;      /* connections opened */
-    _Atomic uint64_t failures;      /* connect / read failures */
-    _Atomic int64_t dead_until_ms;  /* skip it until then (monotonic ms) */
-    _Atomic int64_t noverify_until_ms; /* verify failed (no keep-alive): skip OPTIONS until then */
-    _Atomic bool removed;           /* POOL REMOVE: connections to it retire */
-};
-
 struct pb_pool {
     char name[PB_NAME_MAX];
-    struct pb_node **nodes;
+    struct pool_node **nodes;
     int nnodes, cap;
     char *nodefile;
     time_t nodefile_mtime;
@@ -79,12 +69,10 @@ struct pb_vhost {
 
 /* Per-loop, per-service state (only its loop touches it). */
 struct pb_svc_loop {
-    struct pb_backend *idle;        /* bored backends, ready for a request */
-    int nidle;
-    int pending;                    /* backend connects in flight */
+    struct pool pool;               /* backends: idle ones, waiting clients, connects in flight */
+    struct pb_service *svc;
+    int loop_index;
     int active_clients;
-    struct pb_client *queue_head[3], *queue_tail[3]; /* 0 = high, 1 = normal, 2 = low */
-    int queue_len[3];
     int listen_fd;
     struct event *listen_ev;
 };
@@ -121,9 +109,8 @@ struct pb_service {
     uint64_t max_content_length;    /* MaxContentLength plugin */
     int echo_delay;                 /* EchoService: seconds before a line is echoed */
     void *tls_ctx;                  /* SSL_CTX when enable_ssl */
-    _Atomic int docroot_fd;         /* O_PATH fd of docroot (pb_web.c), -1 until first use */
-    const char *docroot_fd_for;     /* the docroot string it was opened for */
-    _Atomic uint64_t fcache_gen;    /* bumped by PUT/DELETE: invalidates pb_web.c's open-file cache */
+    struct httpd_files files;       /* web_server: docroot etc. mirrored from the parameters (pb_web.c) */
+    bool enable_md5;
     /* counters */
     _Atomic uint64_t requests;
     struct pb_svc_loop loops[PB_MAX_LOOPS];
@@ -144,7 +131,7 @@ struct pb_pool *pb_pool_create(const char *name);
 int pb_pool_add(struct pb_pool *p, const char *ipport, char *err, size_t errlen);
 int pb_pool_remove(struct pb_pool *p, const char *ipport, char *err, size_t errlen);
 /* Pick a live node at random (copying its address). Returns NULL if none. */
-struct pb_node *pb_pool_pick(struct pb_pool *p);
+struct pool_node *pb_pool_pick(struct pb_pool *p);
 void pb_pool_check_nodefile(struct pb_pool *p);
 int pb_service_set(struct pb_service *s, const char *key, const char *val, char *err, size_t errlen);
 int pb_service_set_default(const char *key, const char *val, char *err, size_t errlen);
@@ -170,6 +157,10 @@ void pb_manage_accept(struct pb_service *svc, struct core_loop *loop, int fd, co
 /* reverse proxy (pb_proxy.c) */
 void pb_proxy_request(struct pb_client *cl);
 void pb_proxy_client_gone(struct pb_client *cl);
+/* Set up svc's backend pool on loop li (at creation); close its idle backends. */
+void pb_proxy_init_loop(struct pb_service *svc, int li);
+void pb_proxy_close_idle(struct pb_service *svc, int li);
+void pb_web_sync(struct pb_service *svc);
 void pb_proxy_body_ready(struct pb_client *cl);
 
 /* web server (pb_web.c) */

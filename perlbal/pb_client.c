@@ -25,88 +25,30 @@
 #include "perlbal/pb_conn.h"
 #include "perlbal/pb_plugin.h"
 
-#define PB_MAX_HEAD 16384
-#define PB_HEAD_DEADLINE_MS 30000
-#define PB_WRITE_TIMEOUT_MS 120000
-#define PB_MAX_PIPELINE_IN (256 * 1024)
+static void client_on_request(struct httpd_conn *h, struct http_msg *req);
+static void client_on_input(struct httpd_conn *h);
+static void client_on_request_end(struct httpd_conn *h);
+static void client_on_drained(struct httpd_conn *h);
+static void client_on_close(struct httpd_conn *h, enum conn_close_reason why);
 
-static __thread struct http_msg scratch_req;
-static __thread struct evbuffer *tx_client, *tx_backend;
-
-struct evbuffer *pb_tx(void)
-{
-    if (!tx_client) tx_client = evbuffer_new();
-    return tx_client;
-}
-
-struct evbuffer *pb_txb(void)
-{
-    if (!tx_backend) tx_backend = evbuffer_new();
-    return tx_backend;
-}
-
-void pb_tx_thread_exit(void)
-{
-    if (tx_client) evbuffer_free(tx_client);
-    if (tx_backend) evbuffer_free(tx_backend);
-    tx_client = tx_backend = NULL;
-}
-
-void pb_send(struct core_conn *c, struct evbuffer *buf, bool tls)
-{
-    struct evbuffer *out = conn_out(c);
-    if (!tls && c->fd >= 0 && evbuffer_get_length(out) == 0 && !conn_is_closing(c)) {
-        while (evbuffer_get_length(buf) > 0)
-            if (evbuffer_write(buf, c->fd) <= 0) break;
-    }
-    if (evbuffer_get_length(buf) > 0) evbuffer_add_buffer(out, buf);
-}
-
-void pb_client_flush(struct pb_client *cl)
-{
-    struct evbuffer *tx = pb_tx();
-    if (evbuffer_get_length(tx) > 0) pb_send(cl->c, tx, cl->listen_svc->enable_ssl);
-}
-static __thread time_t date_cached_at;
-static __thread char date_cached[HTTP_DATE_LEN + 1];
-
-const char *pb_http_date_now(void)
-{
-    time_t now = time(NULL);
-    if (now != date_cached_at) {
-        date_cached_at = now;
-        http_date_format(now, date_cached);
-    }
-    return date_cached;
-}
-
-static int client_on_read(struct core_conn *c);
-static void client_on_drained(struct core_conn *c);
-static void client_on_close(struct core_conn *c, enum conn_close_reason why);
-
-/* The peer closed. A lingering conn (error answered, input drained) is
- * done; otherwise the core's default lets a response in flight go out. */
-static bool client_on_eof(struct core_conn *c)
-{
-    struct pb_client *cl = c->data;
-    return cl->lingering;
-}
-
-static const struct conn_ops client_ops = {
-    .name = "pb_client",
-    .on_eof = client_on_eof,
-    .on_read = client_on_read,
+static const struct httpd_ops client_ops = {
+    .on_request = client_on_request,
+    .on_input = client_on_input,
+    .on_request_end = client_on_request_end,
     .on_drained = client_on_drained,
     .on_close = client_on_close,
 };
 
-static void client_reset_request(struct pb_client *cl);
-
-static void client_idle_timeouts(struct pb_client *cl, bool between_requests)
+/* httpd's settings for the service now handling the client's request. */
+static void client_apply_service(struct pb_client *cl)
 {
-    int secs = between_requests && cl->svc->persist_client_idle_timeout ? cl->svc->persist_client_idle_timeout
-                                                                         : cl->svc->idle_timeout;
-    conn_set_timeouts(cl->c, secs > 0 ? (uint32_t)secs * 1000 : 0, PB_WRITE_TIMEOUT_MS);
+    struct httpd_conn *h = cl->h;
+    struct pb_service *svc = cl->svc;
+    h->idle_ms = svc->idle_timeout > 0 ? (uint32_t)svc->idle_timeout * 1000 : 0;
+    h->keepalive_ms = svc->persist_client_idle_timeout > 0 ? (uint32_t)svc->persist_client_idle_timeout * 1000 : 0;
+    h->persist = cl->listen_svc->persist_client && svc->persist_client;
+    h->server = svc->server_tokens ? "Perlbal" : NULL;
+    h->max_chunked_body = svc->max_chunked_request_size;
 }
 
 void pb_client_accept(struct pb_service *svc, struct core_loop *loop, int fd, const struct sockaddr *sa,
@@ -120,106 +62,54 @@ void pb_client_accept(struct pb_service *svc, struct core_loop *loop, int fd, co
     cl->svc = cl->listen_svc = svc;
     cl->loop_index = loop->index;
     cl->prio = 1;
-    cl->put_fd = -1;
-    cl->put_dirfd = -1;
     cl->upload_fd = -1;
     if (svc->client_sndbuf_size) {
         int v = (int)svc->client_sndbuf_size;
         setsockopt(fd, SOL_SOCKET, SO_SNDBUF, &v, sizeof v);
     }
-    struct core_conn *c;
-    if (svc->enable_ssl && svc->tls_ctx) {
-        struct bufferevent *bev = tls_accept_bev(svc->tls_ctx, loop->base, fd);
-        if (!bev) {
-            close(fd);
-            free(cl);
-            return;
-        }
-        c = conn_new_bev(loop, bev, sa, salen, &client_ops, cl);
-    } else {
-        c = conn_new(loop, fd, sa, salen, &client_ops, cl);
-    }
-    if (!c) {
+    struct httpd_conn *h =
+        httpd_accept(loop, fd, sa, salen, svc->enable_ssl ? svc->tls_ctx : NULL, &client_ops, cl);
+    if (!h) {
         free(cl);
         return;
     }
-    cl->c = c;
-    conn_set_output_limit(c, svc->buffer_size ? svc->buffer_size : 256 * 1024);
-    client_idle_timeouts(cl, false);
+    cl->h = h;
+    cl->c = h->c;
+    client_apply_service(cl);
+    conn_set_output_limit(cl->c, svc->buffer_size ? svc->buffer_size : 256 * 1024);
+    conn_set_timeouts(cl->c, h->idle_ms, HTTPD_WRITE_TIMEOUT_MS);
     if (reject) {
-        cl->keep_alive = false;
+        h->in_request = true;
+        h->keep_alive = false;
         cl->state = CL_RESPONDING;
-        pb_client_error(cl, 503, "Too many connections");
+        httpd_error(h, 503, "Too many connections");
     }
 }
 
 void pb_client_request_timeouts(struct pb_client *cl, size_t head_in_buffer)
 {
-    /* While the request body is still coming, a silent client is cut off
-     * after idle_timeout (it would hold a backend); once the request is all
-     * in (read, or waiting in our input buffer), the client may wait
-     * silently for as long as the answer takes. */
-    size_t have = evbuffer_get_length(conn_in(cl->c));
-    have = have > head_in_buffer ? have - head_in_buffer : 0;
-    bool all_in = cl->body_done || (cl->body == HTTP_BODY_LENGTH && have >= cl->body_remaining);
-    int secs = cl->svc->idle_timeout;
-    conn_set_timeouts(cl->c, !all_in && secs > 0 ? (uint32_t)secs * 1000 : 0, PB_WRITE_TIMEOUT_MS);
+    httpd_request_timeouts(cl->h, head_in_buffer);
 }
 
 bool pb_client_can_persist(struct pb_client *cl)
 {
-    return cl->keep_alive && cl->listen_svc->persist_client && cl->svc->persist_client && !loop_stopping();
+    return httpd_can_persist(cl->h);
 }
 
 void pb_client_response_head(struct pb_client *cl, int status, const char *ctype, int64_t content_length,
                              bool keep_alive, const char *extra)
 {
-    struct evbuffer *out = pb_tx();
-    evbuffer_add_printf(out, "HTTP/1.%d %d %s\r\nDate: %s\r\n", cl->version_minor, status, http_reason(status),
-                        pb_http_date_now());
-    if (cl->svc->server_tokens) evbuffer_add(out, "Server: Perlbal\r\n", 17);
-    if (ctype) evbuffer_add_printf(out, "Content-Type: %s\r\n", ctype);
-    if (content_length >= 0) evbuffer_add_printf(out, "Content-Length: %lld\r\n", (long long)content_length);
-    if (extra) evbuffer_add(out, extra, strlen(extra));
-    if (keep_alive) {
-        if (cl->version_minor == 0) evbuffer_add(out, "Connection: keep-alive\r\n", 24);
-    } else {
-        evbuffer_add(out, "Connection: close\r\n", 19);
-    }
-    evbuffer_add(out, "\r\n", 2);
-    cl->response_started = true;
+    httpd_response_head(cl->h, status, ctype, content_length, keep_alive, extra);
+}
+
+void pb_client_flush(struct pb_client *cl)
+{
+    httpd_flush(cl->h);
 }
 
 void pb_client_error(struct pb_client *cl, int status, const char *msg)
 {
-    char body[512];
-    int n = snprintf(body, sizeof body, "<h1>%d - %s</h1>\n%s%s", status, http_reason(status), msg ? msg : "",
-                     msg ? "\n" : "");
-    bool keep = status < 500 && status != 400 && status != 431 && status != 408 && status != 413 &&
-                status != 411 && status != 501 && status != 505 && pb_client_can_persist(cl) &&
-                (cl->body == HTTP_BODY_NONE || cl->body_done);
-    pb_client_response_head(cl, status, "text/html", n, keep, NULL);
-    if (cl->method != HTTP_M_HEAD) evbuffer_add(pb_tx(), body, (size_t)n);
-    if (keep) {
-        pb_client_done(cl, true);
-        return;
-    }
-    /* Lingering close: the client may still be sending (a header bomb, a
-     * refused body). Closing with unread input would reset the connection
-     * and could destroy the answer in flight, so read and discard until the
-     * answer is out, then half-close and wait briefly for the peer. */
-    if (cl->listen_svc->enable_ssl) {
-        pb_client_done(cl, false);
-        return;
-    }
-    pb_client_flush(cl);
-    client_reset_request(cl);
-    cl->state = CL_RESPONDING;
-    cl->lingering = true;
-    cl->keep_alive = false;
-    evbuffer_drain(conn_in(cl->c), evbuffer_get_length(conn_in(cl->c)));
-    conn_set_timeouts(cl->c, 2000, 5000);
-    if (evbuffer_get_length(conn_out(cl->c)) == 0) client_on_drained(cl->c);
+    httpd_error(cl->h, status, msg);
 }
 
 void pb_client_set_responding(struct pb_client *cl)
@@ -235,8 +125,12 @@ static void client_release_active(struct pb_client *cl)
     }
 }
 
-static void client_reset_request(struct pb_client *cl)
+/* httpd: the request ended (answered, or failed): per-request state goes,
+ * the next request starts with the listener's service. */
+static void client_on_request_end(struct httpd_conn *h)
 {
+    struct pb_client *cl = h->data;
+    if (cl->throttle_counted) pb_plugins_proxy_end(cl->svc, cl);
     free(cl->target);
     cl->target = NULL;
     free(cl->cache_key);
@@ -248,41 +142,18 @@ static void client_reset_request(struct pb_client *cl)
     if (cl->req_head) evbuffer_drain(cl->req_head, evbuffer_get_length(cl->req_head));
     if (cl->upload_fd >= 0) close(cl->upload_fd);
     cl->upload_fd = -1;
+    cl->state = CL_READ_HEAD;
+    cl->svc = cl->listen_svc;
+    cl->retries = 0;
+    cl->error_retries = 0;
+    cl->prio = 1;
+    cl->chunked_out = false;
+    client_apply_service(cl);
 }
 
 void pb_client_done(struct pb_client *cl, bool keep_alive)
 {
-    if (cl->throttle_counted) pb_plugins_proxy_end(cl->svc, cl);
-    pb_client_flush(cl);
-    client_reset_request(cl);
-    /* Stopping: no next request. (The busy mark is left alone on a closing
-     * conn: clearing it could free the conn under us while the daemon is
-     * stopping; close-after-write does not wait for it.) */
-    if (!keep_alive || loop_stopping()) {
-        cl->state = CL_RESPONDING;
-        conn_close_after_write(cl->c);
-        return;
-    }
-    /* A request body the handler did not read must not be taken for the
-     * next request. */
-    if (cl->body != HTTP_BODY_NONE && !cl->body_done) {
-        cl->state = CL_RESPONDING;
-        conn_close_after_write(cl->c);
-        return;
-    }
-    cl->state = CL_READ_HEAD;
-    cl->svc = cl->listen_svc;
-    cl->body = HTTP_BODY_NONE;
-    cl->response_started = false;
-    cl->head_started_ms = 0;
-    cl->retries = 0;
-    cl->error_retries = 0;
-    cl->prio = 1;
-    /* not stopping, so this cannot free the conn */
-    conn_set_busy(cl->c, false);
-    client_idle_timeouts(cl, true);
-    conn_resume_read(cl->c);
-    if (!cl->in_dispatch) conn_kick(cl->c);
+    httpd_done(cl->h, keep_alive);
 }
 
 /* Priority from the high-priority cookie. */
@@ -355,29 +226,19 @@ static struct pb_service *vhost_select(struct pb_service *sel, struct http_msg *
 static void dispatch(struct pb_client *cl, struct http_msg *req)
 {
     atomic_fetch_add_explicit(&pb_total_requests, 1, memory_order_relaxed);
-    cl->c->requests++;
-    cl->method = req->method;
-    cl->version_minor = req->version_minor;
-    cl->keep_alive = req->keep_alive;
-    cl->body = req->body;
-    cl->body_remaining = req->body == HTTP_BODY_LENGTH ? req->content_length : 0;
-    cl->body_done = req->body == HTTP_BODY_NONE;
-    cl->expect_continue = req->expect_continue;
-    cl->sent_continue = false;
-    cl->head_started_ms = 0;
     cl->target = strndup(req->target, req->target_len);
     struct pb_service *svc = cl->svc;
     /* plugins of a selector run before the vhost choice (Redirect,
      * AccessControl at the front door); an answered request's head is
      * consumed here, after the hooks have read it */
     if (svc->role == PB_ROLE_SELECTOR && svc->nplugins && pb_plugins_start_request(svc, cl, req) == PB_HOOK_HANDLED) {
-        if (cl->state == CL_READ_HEAD || !cl->lingering) evbuffer_drain(conn_in(cl->c), req->head_len);
+        httpd_drop_head(cl->h);
         return;
     }
     for (int hops = 0; svc->role == PB_ROLE_SELECTOR && hops < 4; hops++) {
         struct pb_service *t = vhost_select(svc, req);
         if (!t || t->role == PB_ROLE_SELECTOR || t->role == PB_ROLE_MANAGEMENT) {
-            evbuffer_drain(conn_in(cl->c), req->head_len);
+            httpd_drop_head(cl->h);
             cl->svc = svc;
             pb_client_error(cl, 404, "Not Found (no configured vhost)");
             return;
@@ -385,10 +246,13 @@ static void dispatch(struct pb_client *cl, struct http_msg *req)
         svc = t;
     }
     cl->svc = svc;
+    client_apply_service(cl);
+    /* the chosen service's bound on a chunked body (no body byte read yet) */
+    if (req->body == HTTP_BODY_CHUNKED) http_chunked_init(&cl->h->chunk, svc->max_chunked_request_size);
     atomic_fetch_add_explicit(&svc->requests, 1, memory_order_relaxed);
     if (svc->nplugins && svc->role != PB_ROLE_SELECTOR &&
         pb_plugins_start_request(svc, cl, req) == PB_HOOK_HANDLED) {
-        if (cl->state == CL_READ_HEAD || !cl->lingering) evbuffer_drain(conn_in(cl->c), req->head_len);
+        httpd_drop_head(cl->h);
         return;
     }
     pb_client_request_timeouts(cl, req->head_len);
@@ -410,7 +274,7 @@ static void dispatch(struct pb_client *cl, struct http_msg *req)
                          (int)req->target_len, req->target) < 0)
                 cl->cache_key = NULL;
             if (cl->cache_key && pb_proxy_from_cache(cl)) {
-                evbuffer_drain(conn_in(cl->c), req->head_len);
+                httpd_drop_head(cl->h);
                 return;
             }
         }
@@ -432,8 +296,11 @@ static void dispatch(struct pb_client *cl, struct http_msg *req)
         for (int i = 0; i < req->nheaders; i++) {
             const struct http_header *hd = &req->headers[i];
 #define IS(n) (hd->name_len == sizeof(n) - 1 && strncasecmp(hd->name, n, sizeof(n) - 1) == 0)
+            /* hop-by-hop, and the body's framing: a chunked body is
+             * re-encoded (no extensions, no trailers), so its coding
+             * header is ours, not the client's */
             if (IS("connection") || IS("keep-alive") || IS("proxy-connection") || IS("te") || IS("upgrade") ||
-                IS("x-proxy-capabilities"))
+                IS("x-proxy-capabilities") || IS("transfer-encoding") || IS("trailer"))
                 continue;
             bool removed = false;
             for (struct pb_header_op *op = svc->header_ops; op; op = op->next)
@@ -463,11 +330,11 @@ static void dispatch(struct pb_client *cl, struct http_msg *req)
         if (svc->enable_reproxy) evbuffer_add(h, "X-Proxy-Capabilities: reproxy-file\r\n", 36);
         for (struct pb_header_op *op = svc->header_ops; op; op = op->next)
             if (op->value) evbuffer_add_printf(h, "%s: %s\r\n", op->name, op->value);
+        if (chunked) evbuffer_add(h, "Transfer-Encoding: chunked\r\n", 28);
+        cl->chunked_out = chunked;
         if (svc->persist_backend) evbuffer_add(h, "Connection: keep-alive\r\n\r\n", 26);
         else evbuffer_add(h, "Connection: close\r\n\r\n", 21);
-        evbuffer_drain(conn_in(cl->c), req->head_len);
-        if (req->body == HTTP_BODY_CHUNKED)
-            http_chunked_init(&cl->chunk, svc->max_chunked_request_size);
+        httpd_drop_head(cl->h);
         /* clients connected to this service (in flight or between
          * requests): how many bored backends are worth keeping */
         if (cl->active_svc != svc) {
@@ -490,108 +357,57 @@ static void dispatch(struct pb_client *cl, struct http_msg *req)
         pb_web_request(cl, req);
         return;
     default:
-        evbuffer_drain(conn_in(cl->c), req->head_len);
+        httpd_drop_head(cl->h);
         pb_client_error(cl, 404, "Service has no HTTP role");
         return;
     }
 }
 
-static int read_heads(struct pb_client *cl)
+/* httpd: a request head is complete. */
+static void client_on_request(struct httpd_conn *h, struct http_msg *req)
 {
-    struct evbuffer *in = conn_in(cl->c);
-    cl->in_dispatch = true;
-    while (cl->state == CL_READ_HEAD && !conn_is_closing(cl->c)) {
-        size_t len = evbuffer_get_length(in);
-        if (len == 0) break;
-        size_t want = len < PB_MAX_HEAD ? len : PB_MAX_HEAD;
-        const char *buf = (const char *)evbuffer_pullup(in, (ssize_t)want);
-        struct http_limits lim = { .max_head = PB_MAX_HEAD, .max_headers = HTTP_MAX_HEADERS };
-        struct http_msg *req = &scratch_req;
-        int r = http_parse_request(buf, want, &lim, req);
-        if (r == 0) {
-            int64_t now = pb_now_ms();
-            if (!cl->head_started_ms) cl->head_started_ms = now;
-            else if (now - cl->head_started_ms > (cl->svc->idle_timeout > 0 ? cl->svc->idle_timeout * 1000 : PB_HEAD_DEADLINE_MS)) {
-                cl->version_minor = 0;
-                cl->keep_alive = false;
-                pb_client_error(cl, 408, NULL);
-            }
-            break;
-        }
-        if (r < 0) {
-            evbuffer_drain(in, len);
-            cl->version_minor = req->version_minor;
-            cl->keep_alive = false;
-            cl->method = HTTP_M_OTHER;
-            cl->body = HTTP_BODY_NONE;
-            pb_client_error(cl, req->error, NULL);
-            break;
-        }
-        dispatch(cl, req);
-    }
-    cl->in_dispatch = false;
-    return 0;
+    struct pb_client *cl = h->data;
+    cl->state = CL_RESPONDING;
+    dispatch(cl, req);
 }
 
-static int client_on_read(struct core_conn *c)
+/* httpd: input while a request is in progress. */
+static void client_on_input(struct httpd_conn *h)
 {
-    struct pb_client *cl = c->data;
-    if (cl->lingering) {
-        evbuffer_drain(conn_in(c), evbuffer_get_length(conn_in(c)));
-        return 0;
-    }
+    struct pb_client *cl = h->data;
     switch (cl->state) {
-    case CL_READ_HEAD:
-        return read_heads(cl);
     case CL_WAIT_BACKEND:
     case CL_BACKEND:
-        if (!cl->body_done && cl->backend) {
+        if (!h->body_done && cl->backend) {
             pb_proxy_body_ready(cl);
-            return 0;
+            return;
         }
-        if (!cl->body_done) pb_client_request_timeouts(cl, 0); /* body arriving while queued */
-        /* bytes wait: the body for a backend still connecting, or a
-         * pipelined request */
-        /* fall through */
+        if (!h->body_done) pb_client_request_timeouts(cl, 0); /* body arriving while queued */
+        break;
     case CL_BUFFERING:
-        if (cl->state == CL_BUFFERING) {
-            pb_proxy_buffer_data(cl);
-            return 0;
-        }
-        /* fall through */
-    case CL_PUT_BODY:
-        if (cl->state == CL_PUT_BODY) {
-            pb_web_put_data(cl);
-            return 0;
-        }
-        /* fall through */
-    case CL_REPROXY:
-    case CL_RESPONDING:
-        if (evbuffer_get_length(conn_in(c)) > PB_MAX_PIPELINE_IN) conn_pause_read(c);
-        return 0;
+        pb_proxy_buffer_data(cl);
+        return;
+    default:
+        break;
     }
-    return 0;
+    /* bytes wait: the body for a backend still connecting, or a pipelined
+     * request */
+    if (evbuffer_get_length(conn_in(h->c)) > HTTPD_MAX_PIPELINE_IN) conn_pause_read(h->c);
 }
 
-static void client_on_drained(struct core_conn *c)
+static void client_on_drained(struct httpd_conn *h)
 {
-    struct pb_client *cl = c->data;
-    if (cl->lingering) {
-        shutdown(c->fd, SHUT_WR);
-        return;
-    }
+    struct pb_client *cl = h->data;
     /* the client caught up: let a paused backend or reproxy go on */
     if (cl->backend && cl->backend->c) conn_resume_read(cl->backend->c);
     if (cl->reproxy) pb_reproxy_resume(cl);
 }
 
-static void client_on_close(struct core_conn *c, enum conn_close_reason why)
+static void client_on_close(struct httpd_conn *h, enum conn_close_reason why)
 {
     (void)why;
-    struct pb_client *cl = c->data;
+    struct pb_client *cl = h->data;
     pb_proxy_client_gone(cl);
-    if (cl->throttle_counted) pb_plugins_proxy_end(cl->svc, cl);
-    pb_web_put_abort(cl);
     client_release_active(cl);
     if (cl->upload_fd >= 0) close(cl->upload_fd);
     if (cl->req_head) evbuffer_free(cl->req_head);

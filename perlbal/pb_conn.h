@@ -8,50 +8,34 @@
 #include "perlbal/pb.h"
 
 enum pb_client_state {
-    CL_READ_HEAD = 0,     /* waiting for (the rest of) a request head */
-    CL_WAIT_BACKEND,      /* queued for a free backend */
+    CL_READ_HEAD = 0,     /* no request in progress (httpd reads the next head) */
+    CL_WAIT_BACKEND,      /* queued for a free backend (or held on a timer) */
     CL_BACKEND,           /* request handed to a backend, response streaming */
     CL_REPROXY,           /* response coming from a reproxy URL or file */
-    CL_RESPONDING,        /* a local response is queued; next request may follow */
-    CL_PUT_BODY,          /* web_server PUT: body going to a file */
+    CL_RESPONDING,        /* a local response is being answered (web_server, errors) */
     CL_BUFFERING,         /* buffer_uploads: body held in memory / spooled to disk before a backend is asked */
 };
 
 struct pb_reproxy;
 
+/* One client connection: the HTTP side is common/httpd's (h: request
+ * framing, keep-alive, body, errors); this is perlbal's per-request state. */
 struct pb_client {
-    struct core_conn *c;
+    struct httpd_conn *h;
+    struct core_conn *c;              /* h->c */
     struct pb_service *svc;           /* service handling the current request */
     struct pb_service *listen_svc;    /* service whose listener accepted it */
     int loop_index;
     enum pb_client_state state;
     struct pb_backend *backend;
     struct evbuffer *req_head;        /* head rewritten for the backend */
-    enum http_method method;
-    int version_minor;
-    bool keep_alive;                  /* the client asked to persist */
-    bool in_dispatch;                 /* inside the request loop (no recursion) */
     struct pb_service *active_svc;    /* counted in its active_clients */
-    bool sent_continue;
-    bool expect_continue;
-    enum http_body body;              /* request body framing */
-    uint64_t body_remaining;
-    struct http_chunked chunk;
-    bool body_done;
     int prio;                         /* 0 high, 1 normal, 2 low */
-    bool queued;
-    struct pb_client *qnext, *qprev;
+    struct pool_waiter w;             /* queued for a backend */
     int retries;
-    bool response_started;            /* response bytes reached the client */
-    int64_t head_started_ms;          /* slowloris guard */
-    int64_t queued_ms;
     struct pb_reproxy *reproxy;
     char *target;                     /* request-target (for logs / reproxy) */
-    int put_fd;                       /* PUT: temp file being written */
-    int put_dirfd;                    /* PUT: its directory (names below are relative to it) */
-    char *put_tmp, *put_path;
-    bool put_existed;
-    bool lingering;                   /* error sent: drain input, then close */
+    bool chunked_out;                 /* the body goes to the backend re-chunked */
     /* buffer_uploads */
     int upload_fd;                    /* spooled body (unlinked temp file), -1 if none */
     uint64_t upload_size;
@@ -79,35 +63,22 @@ struct pb_backend {
     struct core_conn *c;
     struct pb_service *svc;
     int loop_index;
-    struct pb_node *node;
+    struct pool_member m;             /* m.node: the backend's address */
     enum pb_backend_state state;
     struct pb_client *client;
     int uses;
     bool reusable;                    /* response allows keep-alive */
     bool discard_body;                /* reproxy: body is not for the client */
-    bool counted_pending;
     bool verifying;                   /* the OPTIONS probe is in flight */
     bool verify_ok;                   /* its answer kept the connection open */
-    bool in_idle_list;                /* linked on its service loop's idle list */
+    bool connect_failed;
     enum http_method req_method;
     enum http_body resp_body;
     uint64_t resp_remaining;
     struct http_chunked chunk;
-    struct pb_backend *next, *prev;   /* idle list */
 };
 
-/* pb_client.c */
-/* Per-thread scratch buffers: responses are built in pb_tx() and sent with
- * pb_client_flush(); bytes for a backend go through pb_txb() and pb_send().
- * pb_send() writes straight to the socket when nothing is queued, so a
- * small response costs one writev and no poll registration; what the
- * kernel does not take is queued on the conn as usual. Both scratch buffers
- * are empty whenever control returns to the loop. */
-struct evbuffer *pb_tx(void);
-struct evbuffer *pb_txb(void);
-void pb_send(struct core_conn *c, struct evbuffer *buf, bool tls);
-/* Free the calling loop thread's scratch buffers (at its exit). */
-void pb_tx_thread_exit(void);
+/* pb_client.c: the per-request ends of perlbal's state around httpd's */
 void pb_client_flush(struct pb_client *cl);
 void pb_client_error(struct pb_client *cl, int status, const char *msg);
 /* The response to the current request is complete in the client's output. */
@@ -119,7 +90,6 @@ bool pb_client_can_persist(struct pb_client *cl);
 /* Timeouts while a request is in flight (idle_timeout until its body is in). */
 void pb_client_request_timeouts(struct pb_client *cl, size_t head_in_buffer);
 void pb_client_set_responding(struct pb_client *cl);
-const char *pb_http_date_now(void);
 
 /* pb_proxy.c */
 /* The backend's header lines to keep were saved in cl->rp_hdrs. */
@@ -142,8 +112,7 @@ bool pb_proxy_from_cache(struct pb_client *cl);
 uint64_t pb_proxy_cache_hits(struct pb_service *svc);
 
 /* pb_web.c */
-const char *pb_mime_type(const char *path);
-void pb_web_put_data(struct pb_client *cl);
-void pb_web_put_abort(struct pb_client *cl);
+/* Mirror svc's web_server parameters into svc->files (after a SET). */
+void pb_web_sync(struct pb_service *svc);
 
 #endif

@@ -200,9 +200,9 @@ static int access_command(const char *svcname, int argc, const char *const *argv
 static enum pb_hook_result maxlen_start(struct pb_service *svc, struct pb_client *cl, struct http_msg *req)
 {
     (void)req;
-    if (!svc->max_content_length || cl->body != HTTP_BODY_LENGTH) return PB_HOOK_CONTINUE;
-    if (cl->body_remaining <= svc->max_content_length) return PB_HOOK_CONTINUE;
-    cl->keep_alive = false;
+    if (!svc->max_content_length || cl->h->body != HTTP_BODY_LENGTH) return PB_HOOK_CONTINUE;
+    if (cl->h->body_remaining <= svc->max_content_length) return PB_HOOK_CONTINUE;
+    cl->h->keep_alive = false;
     pb_client_error(cl, 413, "Content too long.");
     return PB_HOOK_HANDLED;
 }
@@ -253,7 +253,7 @@ static enum pb_hook_result redirect_start(struct pb_service *svc, struct pb_clie
     if (!found) return PB_HOOK_CONTINUE;
     char extra[512];
     snprintf(extra, sizeof extra, "Location: http://%s%s\r\n", target, cl->target ? cl->target : "/");
-    bool keep = pb_client_can_persist(cl) && (cl->body == HTTP_BODY_NONE || cl->body_done);
+    bool keep = pb_client_can_persist(cl) && (cl->h->body == HTTP_BODY_NONE || cl->h->body_done);
     pb_client_response_head(cl, 301, NULL, 0, keep, extra);
     pb_client_done(cl, keep);
     return PB_HOOK_HANDLED;
@@ -402,10 +402,9 @@ static void queues_assigned(struct pb_service *svc, struct pb_client *cl, struct
 {
     struct pb_svc_loop *l = &svc->loops[cl->loop_index];
     int64_t now = pb_now_ms();
-    struct pb_client *n = l->queue_head[1], *h = l->queue_head[0];
     evbuffer_add_printf(hdrs, "X-Queue-Count: %d\r\nX-Queue-Age: %lld\r\nX-HP-Queue-Count: %d\r\nX-HP-Queue-Age: %lld\r\n",
-                        l->queue_len[1], n ? (long long)((now - n->queued_ms) / 1000) : 0LL, l->queue_len[0],
-                        h ? (long long)((now - h->queued_ms) / 1000) : 0LL);
+                        l->pool.qlen[1], (long long)(pool_queue_age_ms(&l->pool, 1, now) / 1000), l->pool.qlen[0],
+                        (long long)(pool_queue_age_ms(&l->pool, 0, now) / 1000));
 }
 
 /* ---- autoremoveleadingdir ---- */
@@ -448,7 +447,7 @@ static enum pb_hook_result notmod_start(struct pb_service *svc, struct pb_client
     bool match = st->has_host_re && regexec(&st->host_re, host, 0, NULL, 0) == 0;
     pthread_mutex_unlock(&plug_lock);
     if (!match) return PB_HOOK_CONTINUE;
-    bool keep = pb_client_can_persist(cl) && (cl->body == HTTP_BODY_NONE || cl->body_done);
+    bool keep = pb_client_can_persist(cl) && (cl->h->body == HTTP_BODY_NONE || cl->h->body_done);
     pb_client_response_head(cl, 304, NULL, -1, keep, NULL);
     pb_client_done(cl, keep);
     return PB_HOOK_HANDLED;
@@ -689,7 +688,7 @@ static int64_t thr_start(struct pb_service *svc, struct pb_client *cl)
     else if (in_list(t->black, t->nblack, ip)) result = t->blacklist_deny ? DENY : THROTTLE;
     else if (s->concurrent > t->max_concurrent) result = DENY;
     else if (t->has_path_re && (!cl->target || regexec(&t->path_re, cl->target, 0, NULL, 0))) result = ALLOW;
-    else if (t->has_method_re && regexec(&t->method_re, method_name(cl->method), 0, NULL, 0)) result = ALLOW;
+    else if (t->has_method_re && regexec(&t->method_re, method_name(cl->h->method), 0, NULL, 0)) result = ALLOW;
     else result = t->default_throttle ? THROTTLE : ALLOW;
     if (result == THROTTLE) {
         bool seen = s->last_ms && s->expires_ms > now;
@@ -718,7 +717,7 @@ static int64_t thr_start(struct pb_service *svc, struct pb_client *cl)
     if (log_only) return 0;
     if (result == DENY || result == BAN) {
         thr_end(svc, cl);
-        cl->keep_alive = false;
+        cl->h->keep_alive = false;
         pb_client_error(cl, 403, "Forbidden.");
         return -1;
     }

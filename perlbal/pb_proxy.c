@@ -67,182 +67,114 @@ static const struct conn_ops backend_ops = {
 
 static struct pb_svc_loop *svl_of(struct pb_service *svc, int li) { return &svc->loops[li]; }
 
-/* ---- queues ---- */
+/* ---- the backend pool (common/pool): idle backends, waiting clients ---- */
 
-static void enqueue(struct pb_client *cl, bool front)
-{
-    struct pb_svc_loop *l = svl_of(cl->svc, cl->loop_index);
-    int p = cl->prio;
-    cl->qnext = cl->qprev = NULL;
-    if (front) {
-        cl->qnext = l->queue_head[p];
-        if (l->queue_head[p]) l->queue_head[p]->qprev = cl;
-        else l->queue_tail[p] = cl;
-        l->queue_head[p] = cl;
-    } else {
-        cl->qprev = l->queue_tail[p];
-        if (l->queue_tail[p]) l->queue_tail[p]->qnext = cl;
-        else l->queue_head[p] = cl;
-        l->queue_tail[p] = cl;
-    }
-    l->queue_len[p]++;
-    cl->queued = true;
-    cl->state = CL_WAIT_BACKEND;
-    cl->queued_ms = pb_now_ms();
-}
-
-static void dequeue(struct pb_client *cl)
-{
-    if (!cl->queued) return;
-    struct pb_svc_loop *l = svl_of(cl->svc, cl->loop_index);
-    int p = cl->prio;
-    if (cl->qprev) cl->qprev->qnext = cl->qnext;
-    else l->queue_head[p] = cl->qnext;
-    if (cl->qnext) cl->qnext->qprev = cl->qprev;
-    else l->queue_tail[p] = cl->qprev;
-    l->queue_len[p]--;
-    cl->queued = false;
-    cl->qnext = cl->qprev = NULL;
-}
-
-static struct pb_client *first_waiting(struct pb_svc_loop *l)
-{
-    for (int p = 0; p < 3; p++)
-        if (l->queue_head[p]) return l->queue_head[p];
-    return NULL;
-}
-
-static int waiting_count(struct pb_svc_loop *l)
-{
-    return l->queue_len[0] + l->queue_len[1] + l->queue_len[2];
-}
-
-/* ---- idle list ---- */
-
-static void idle_push(struct pb_backend *be)
-{
-    struct pb_svc_loop *l = svl_of(be->svc, be->loop_index);
-    be->prev = NULL;
-    be->next = l->idle;
-    if (l->idle) l->idle->prev = be;
-    l->idle = be;
-    l->nidle++;
-    be->state = BE_IDLE;
-    be->in_idle_list = true;
-}
-
-/* Unlink from the idle list (a no-op when not on it: idle_pop unlinks
- * before the backend is assigned or closed, and be_on_close calls it again). */
-static void idle_remove(struct pb_backend *be)
-{
-    if (!be->in_idle_list) return;
-    be->in_idle_list = false;
-    struct pb_svc_loop *l = svl_of(be->svc, be->loop_index);
-    if (be->prev) be->prev->next = be->next;
-    else l->idle = be->next;
-    if (be->next) be->next->prev = be->prev;
-    l->nidle--;
-    be->next = be->prev = NULL;
-}
-
-static struct pb_backend *idle_pop(struct pb_svc_loop *l)
-{
-    for (;;) {
-        struct pb_backend *be = l->idle;
-        while (be && conn_is_closing(be->c)) be = be->next;
-        if (!be) return NULL;
-        idle_remove(be);
-        if (!atomic_load(&be->node->removed)) return be;
-        conn_close(be->c); /* its node left the pool */
-    }
-}
-
-/* ---- assigning ---- */
+#define BE_OF(x) ((struct pb_backend *)((char *)(x) - offsetof(struct pb_backend, m)))
+#define CL_OF(x) ((struct pb_client *)((char *)(x) - offsetof(struct pb_client, w)))
 
 static void assign(struct pb_backend *be, struct pb_client *cl);
-static void spawn_backends(struct pb_service *svc, int li);
 
-static void fail_waiting(struct pb_service *svc, int li, int status, const char *msg)
+static struct pool_member *pool_op_connect(struct pool *p)
+{
+    struct pb_svc_loop *l = p->data;
+    struct pb_service *svc = l->svc;
+    struct pool_node *node = svc->pool ? pb_pool_pick(svc->pool) : NULL;
+    if (!node) return NULL;
+    struct pb_backend *be = calloc(1, sizeof *be);
+    if (!be) return NULL;
+    be->svc = svc;
+    be->loop_index = l->loop_index;
+    be->m.node = node;
+    be->state = BE_CONNECTING;
+    be_freed_sync = NULL;
+    struct core_conn *c = conn_connect(loop_get(l->loop_index), (struct sockaddr *)&node->sa, node->salen,
+                                       &backend_ops, be);
+    if (!c) {
+        /* conn_connect ran on_close (which freed be) if the conn existed;
+         * if it failed before that, be is still ours. */
+        if (be_freed_sync != be) free(be);
+        atomic_fetch_add_explicit(&node->failures, 1, memory_order_relaxed);
+        pool_node_dead(node, NODE_DEAD_MS);
+        return NULL;
+    }
+    be->c = c;
+    conn_set_timeouts(c, 0, BE_CONNECT_TIMEOUT_MS);
+    atomic_fetch_add_explicit(&node->connects, 1, memory_order_relaxed);
+    return &be->m;
+}
+
+static void pool_op_assign(struct pool *p, struct pool_member *m, struct pool_waiter *w)
+{
+    (void)p;
+    assign(BE_OF(m), CL_OF(w));
+}
+
+static void pool_op_fail(struct pool *p, struct pool_waiter *w)
+{
+    (void)p;
+    pb_client_error(CL_OF(w), 503, "No backend available");
+}
+
+static void pool_op_close(struct pool *p, struct pool_member *m)
+{
+    (void)p;
+    conn_close(BE_OF(m)->c);
+}
+
+/* Bored backends worth keeping: backend_persist_cache + connect_ahead, or
+ * one per client connected to the service (in flight or between requests). */
+static int pool_op_idle_keep(struct pool *p)
+{
+    struct pb_svc_loop *l = p->data;
+    struct pb_service *svc = l->svc;
+    if (!svc->persist_backend || loop_stopping()) return 0;
+    int keep = svc->backend_persist_cache + svc->connect_ahead;
+    return keep < l->active_clients ? l->active_clients : keep;
+}
+
+static bool pool_op_usable(struct pool *p, struct pool_member *m)
+{
+    (void)p;
+    return !conn_is_closing(BE_OF(m)->c);
+}
+
+static const struct pool_ops pb_pool_ops = {
+    .connect = pool_op_connect,
+    .assign = pool_op_assign,
+    .fail = pool_op_fail,
+    .close = pool_op_close,
+    .idle_keep = pool_op_idle_keep,
+    .usable = pool_op_usable,
+};
+
+void pb_proxy_init_loop(struct pb_service *svc, int li)
 {
     struct pb_svc_loop *l = svl_of(svc, li);
-    struct pb_client *cl;
-    while ((cl = first_waiting(l))) {
-        dequeue(cl);
-        pb_client_error(cl, status, msg);
-    }
+    pool_init(&l->pool, &pb_pool_ops, l);
+    l->svc = svc;
+    l->loop_index = li;
+    l->pool.max_pending = MAX_PENDING_PER_LOOP;
+    l->pool.dead_ms = NODE_DEAD_MS;
+}
+
+void pb_proxy_close_idle(struct pb_service *svc, int li)
+{
+    struct pool *p = &svl_of(svc, li)->pool;
+    struct pool_member *m;
+    while ((m = pool_take_idle(p))) conn_close(BE_OF(m)->c);
 }
 
 /* A connected (and verified) backend with no client. */
 static void become_ready(struct pb_backend *be)
 {
     struct pb_svc_loop *l = svl_of(be->svc, be->loop_index);
-    if (be->counted_pending) {
-        be->counted_pending = false;
-        l->pending--;
-    }
-    struct pb_client *cl = first_waiting(l);
-    if (cl) {
-        dequeue(cl);
-        assign(be, cl);
-        return;
-    }
-    if (atomic_load(&be->node->removed)) {
-        conn_close(be->c);
-        if (first_waiting(l)) spawn_backends(be->svc, be->loop_index);
-        return;
-    }
-    int keep = be->svc->backend_persist_cache + be->svc->connect_ahead;
-    if (keep < l->active_clients) keep = l->active_clients;
-    if (l->nidle >= keep || loop_stopping() || !be->svc->persist_backend) {
-        conn_close(be->c);
-        return;
-    }
+    l->pool.connect_ahead = be->svc->connect_ahead;
+    l->pool.stopping = loop_stopping();
+    be->state = BE_IDLE;
     /* the read timeout set at connect stays: a backend idle for
      * BE_READ_TIMEOUT_MS is closed (and not re-armed on every request) */
     conn_set_busy(be->c, false);
-    idle_push(be);
-}
-
-static bool spawn_one(struct pb_service *svc, int li)
-{
-    struct pb_node *node = svc->pool ? pb_pool_pick(svc->pool) : NULL;
-    if (!node) return false;
-    struct pb_backend *be = calloc(1, sizeof *be);
-    if (!be) return false;
-    be->svc = svc;
-    be->loop_index = li;
-    be->node = node;
-    be->state = BE_CONNECTING;
-    be->counted_pending = true;
-    struct pb_svc_loop *l = svl_of(svc, li);
-    l->pending++;
-    be_freed_sync = NULL;
-    struct core_conn *c = conn_connect(loop_get(li), (struct sockaddr *)&node->sa, node->salen, &backend_ops, be);
-    if (!c) {
-        /* conn_connect ran on_close (which freed be) if the conn existed;
-         * if it failed before that, be is still ours. */
-        if (be_freed_sync != be) {
-            l->pending--;
-            free(be);
-        }
-        atomic_store(&node->dead_until_ms, pb_now_ms() + NODE_DEAD_MS);
-        return false;
-    }
-    be->c = c;
-    conn_set_timeouts(c, 0, BE_CONNECT_TIMEOUT_MS);
-    atomic_fetch_add_explicit(&node->connects, 1, memory_order_relaxed);
-    return true;
-}
-
-static void spawn_backends(struct pb_service *svc, int li)
-{
-    struct pb_svc_loop *l = svl_of(svc, li);
-    int waiting = waiting_count(l);
-    int want = waiting + svc->connect_ahead - l->nidle - l->pending;
-    while (want-- > 0 && l->pending < MAX_PENDING_PER_LOOP)
-        if (!spawn_one(svc, li)) break;
-    if (waiting && l->pending == 0 && l->nidle == 0)
-        fail_waiting(svc, li, 503, "No backend available");
+    pool_ready(&l->pool, &be->m);
 }
 
 void pb_proxy_request(struct pb_client *cl)
@@ -253,36 +185,29 @@ void pb_proxy_request(struct pb_client *cl)
         return;
     }
     struct pb_svc_loop *l = svl_of(svc, cl->loop_index);
-    struct pb_backend *be = (cl->prio == 0 || !first_waiting(l)) ? idle_pop(l) : NULL;
-    if (be) {
-        assign(be, cl);
-        return;
-    }
-    enqueue(cl, cl->retries > 0);
-    spawn_backends(svc, cl->loop_index);
+    l->pool.connect_ahead = svc->connect_ahead;
+    l->pool.stopping = loop_stopping();
+    cl->state = CL_WAIT_BACKEND;
+    pool_request(&l->pool, &cl->w, cl->prio, cl->retries > 0);
 }
 
 static void assign(struct pb_backend *be, struct pb_client *cl)
 {
     log_debug("assign client %llu -> backend %llu (%s) uses %d", (unsigned long long)cl->c->id,
-              (unsigned long long)be->c->id, be->node->ipport, be->uses);
+              (unsigned long long)be->c->id, be->m.node->name, be->uses);
     be->client = cl;
     cl->backend = be;
     cl->state = CL_BACKEND;
     be->state = BE_WAIT_HEAD;
     conn_set_busy(be->c, true); /* a graceful stop waits for the response */
     be->uses++;
-    be->req_method = cl->method;
+    be->req_method = cl->h->method;
     be->discard_body = false;
-    atomic_fetch_add_explicit(&be->node->used, 1, memory_order_relaxed);
-    if (cl->expect_continue && !cl->body_done && !cl->sent_continue) {
-        evbuffer_add(pb_tx(), "HTTP/1.1 100 Continue\r\n\r\n", 25);
-        pb_client_flush(cl);
-        cl->sent_continue = true;
-    }
+    atomic_fetch_add_explicit(&be->m.node->used, 1, memory_order_relaxed);
+    httpd_send_continue(cl->h);
     /* keep the head until the response starts, for a retry */
     size_t hl = evbuffer_get_length(cl->req_head);
-    struct evbuffer *txb = pb_txb();
+    struct evbuffer *txb = httpd_tx2();
     if (cl->svc->nplugins) {
         /* plugins may add request headers: before the head's final CRLF */
         evbuffer_add(txb, evbuffer_pullup(cl->req_head, (ssize_t)hl), hl - 2);
@@ -305,9 +230,9 @@ static void assign(struct pb_backend *be, struct pb_client *cl)
             return;
         }
     }
-    pb_send(be->c, txb, false);
+    httpd_send(be->c, txb, false);
     conn_resume_read(cl->c);
-    if (!cl->body_done) pb_proxy_body_ready(cl);
+    if (!cl->h->body_done) pb_proxy_body_ready(cl);
 }
 
 /* ---- buffered uploads ----
@@ -326,7 +251,7 @@ static void upload_fail(struct pb_client *cl, int status, const char *msg)
 {
     if (cl->upload_fd >= 0) close(cl->upload_fd);
     cl->upload_fd = -1;
-    cl->keep_alive = false;
+    cl->h->keep_alive = false;
     cl->state = CL_RESPONDING;
     pb_client_error(cl, status, msg);
 }
@@ -352,14 +277,14 @@ void pb_proxy_buffer_start(struct pb_client *cl)
 {
     cl->state = CL_BUFFERING;
     cl->upload_started_ms = pb_now_ms();
-    cl->upload_size = cl->body_remaining;
+    cl->upload_size = cl->h->body_remaining;
     /* a slow sender is now our problem, not a backend's: keep a deadline */
     int secs = cl->svc->idle_timeout;
     conn_set_timeouts(cl->c, secs > 0 ? (uint32_t)secs * 1000 : 0, BE_WRITE_TIMEOUT_MS);
-    if (cl->expect_continue && !cl->sent_continue) {
-        evbuffer_add(pb_tx(), "HTTP/1.1 100 Continue\r\n\r\n", 25);
+    if (cl->h->expect_continue && !cl->h->sent_continue) {
+        evbuffer_add(httpd_tx(), "HTTP/1.1 100 Continue\r\n\r\n", 25);
         pb_client_flush(cl);
-        cl->sent_continue = true;
+        cl->h->sent_continue = true;
     }
     pb_proxy_buffer_data(cl);
 }
@@ -370,8 +295,8 @@ void pb_proxy_buffer_data(struct pb_client *cl)
     struct evbuffer *in = conn_in(cl->c);
     if (cl->upload_fd < 0) {
         uint64_t have = evbuffer_get_length(in);
-        if (have > cl->body_remaining) have = cl->body_remaining;
-        bool complete = have == cl->body_remaining;
+        if (have > cl->h->body_remaining) have = cl->h->body_remaining;
+        bool complete = have == cl->h->body_remaining;
         uint64_t total = cl->upload_size;
         uint64_t hold = svc->buffer_backend_connect ? svc->buffer_backend_connect : 100 * 1024;
         bool disk = svc->buffer_upload_threshold_size && total > svc->buffer_upload_threshold_size;
@@ -396,10 +321,10 @@ void pb_proxy_buffer_data(struct pb_client *cl)
         }
         cl->upload_size = total;
     }
-    while (cl->body_remaining > 0 && evbuffer_get_length(in) > 0) {
+    while (cl->h->body_remaining > 0 && evbuffer_get_length(in) > 0) {
         struct evbuffer_iovec v;
         if (evbuffer_peek(in, -1, NULL, &v, 1) < 1) break;
-        size_t n = v.iov_len < cl->body_remaining ? v.iov_len : (size_t)cl->body_remaining;
+        size_t n = v.iov_len < cl->h->body_remaining ? v.iov_len : (size_t)cl->h->body_remaining;
         ssize_t w = write(cl->upload_fd, v.iov_base, n);
         if (w <= 0) {
             log_warn("perlbal: writing a buffered upload: %s", w < 0 ? strerror(errno) : "short write");
@@ -407,61 +332,54 @@ void pb_proxy_buffer_data(struct pb_client *cl)
             return;
         }
         evbuffer_drain(in, (size_t)w);
-        cl->body_remaining -= (uint64_t)w;
+        cl->h->body_remaining -= (uint64_t)w;
     }
-    if (cl->body_remaining > 0) return;
-    cl->body_done = true;
+    if (cl->h->body_remaining > 0) return;
+    cl->h->body_done = true;
     pb_client_request_timeouts(cl, 0);
     pb_proxy_request(cl);
 }
 
-/* Move request body bytes from the client to its backend. */
+/* Move request body bytes from the client to its backend. A chunked body
+ * is decoded by httpd and re-encoded here canonically ("<hex>\r\n" sizes,
+ * no extensions, no trailers), so a backend that frames chunked coding
+ * differently from our parser cannot be desynchronised (smuggling). */
 void pb_proxy_body_ready(struct pb_client *cl)
 {
     struct pb_backend *be = cl->backend;
-    if (!be || cl->body_done) return;
-    struct evbuffer *in = conn_in(cl->c), *out = pb_txb();
-    if (cl->body == HTTP_BODY_LENGTH) {
-        size_t n = evbuffer_get_length(in);
-        if (n > cl->body_remaining) n = (size_t)cl->body_remaining;
-        if (n) evbuffer_remove_buffer(in, out, n);
-        cl->body_remaining -= n;
-        if (cl->body_remaining == 0) cl->body_done = true;
-    } else if (cl->body == HTTP_BODY_CHUNKED) {
-        while (evbuffer_get_length(in) > 0 && !cl->body_done) {
-            struct evbuffer_iovec v;
-            if (evbuffer_peek(in, -1, NULL, &v, 1) < 1) break;
-            size_t pos = 0;
-            while (pos < v.iov_len) {
-                size_t cons, off, dl;
-                enum http_chunk_result r =
-                    http_chunked_step(&cl->chunk, (const char *)v.iov_base + pos, v.iov_len - pos, &cons, &off, &dl);
-                pos += cons;
-                if (r == HTTP_CHUNK_ERROR) {
-                    evbuffer_drain(out, evbuffer_get_length(out));
-                    /* a broken body: the backend conn cannot be reused */
-                    be->reusable = false;
-                    cl->body_done = true;
-                    cl->keep_alive = false;
-                    struct pb_backend *b = cl->backend;
-                    cl->backend = NULL;
-                    b->client = NULL;
-                    conn_close(b->c);
-                    pb_client_error(cl, 400, "Bad chunked body");
-                    return;
-                }
-                if (r == HTTP_CHUNK_DONE) {
-                    cl->body_done = true;
-                    break;
-                }
-            }
-            evbuffer_remove_buffer(in, out, pos);
+    if (!be || cl->h->body_done) return;
+    struct evbuffer *out = httpd_tx2();
+    enum httpd_body_result r;
+    if (cl->chunked_out) {
+        struct evbuffer *payload = evbuffer_new();
+        if (!payload) return;
+        r = httpd_body_read(cl->h, payload, 0);
+        size_t n = evbuffer_get_length(payload);
+        if (n > 0 && r != HTTPD_BODY_ERROR) {
+            char hdr[24];
+            size_t hl = http_chunk_header(hdr, n);
+            evbuffer_add(out, hdr, hl);
+            evbuffer_add_buffer(out, payload);
+            evbuffer_add(out, "\r\n", 2);
         }
+        evbuffer_free(payload);
+        if (r == HTTPD_BODY_DONE) evbuffer_add(out, "0\r\n\r\n", 5);
     } else {
-        cl->body_done = true;
+        r = httpd_body_read(cl->h, out, 0);
     }
-    if (cl->body_done) pb_client_request_timeouts(cl, 0);
-    pb_send(be->c, out, false);
+    if (r == HTTPD_BODY_ERROR) {
+        evbuffer_drain(out, evbuffer_get_length(out));
+        /* a broken body: the backend conn cannot be reused */
+        be->reusable = false;
+        cl->h->keep_alive = false;
+        cl->backend = NULL;
+        be->client = NULL;
+        conn_close(be->c);
+        pb_client_error(cl, 400, "Bad chunked body");
+        return;
+    }
+    if (cl->h->body_done) pb_client_request_timeouts(cl, 0);
+    httpd_send(be->c, out, false);
     uint64_t limit = cl->svc->buffer_size ? cl->svc->buffer_size : 256 * 1024;
     if (evbuffer_get_length(conn_out(be->c)) > limit) conn_pause_read(cl->c);
 }
@@ -469,7 +387,7 @@ void pb_proxy_body_ready(struct pb_client *cl)
 static void be_on_drained(struct core_conn *c)
 {
     struct pb_backend *be = c->data;
-    if (be->client && !be->client->body_done) {
+    if (be->client && !be->client->h->body_done) {
         conn_resume_read(be->client->c);
         pb_proxy_body_ready(be->client);
     }
@@ -479,13 +397,12 @@ static void be_on_connect(struct core_conn *c, bool ok)
 {
     struct pb_backend *be = c->data;
     if (!ok) {
-        atomic_fetch_add_explicit(&be->node->failures, 1, memory_order_relaxed);
-        atomic_store(&be->node->dead_until_ms, pb_now_ms() + NODE_DEAD_MS);
-        return; /* on_close follows */
+        be->connect_failed = true; /* on_close follows: pool_gone marks the node dead */
+        return;
     }
     conn_set_timeouts(c, BE_READ_TIMEOUT_MS, BE_WRITE_TIMEOUT_MS);
-    atomic_store(&be->node->dead_until_ms, 0);
-    if (be->svc->verify_backend && atomic_load(&be->node->noverify_until_ms) < pb_now_ms()) {
+    atomic_store(&be->m.node->dead_until_ms, 0);
+    if (be->svc->verify_backend && atomic_load(&be->m.node->mark_until_ms) < pb_now_ms()) {
         be->state = BE_VERIFYING;
         be->verifying = true;
         conn_set_busy(c, true);
@@ -528,7 +445,7 @@ static const char *find_value(struct http_msg *m, const char *name, size_t *len)
 static bool pump_body(struct pb_backend *be)
 {
     struct evbuffer *in = conn_in(be->c);
-    struct evbuffer *out = be->client && !be->discard_body ? pb_tx() : NULL;
+    struct evbuffer *out = be->client && !be->discard_body ? httpd_tx() : NULL;
     switch (be->resp_body) {
     case HTTP_BODY_NONE:
         return true;
@@ -559,7 +476,7 @@ static bool pump_body(struct pb_backend *be)
             else evbuffer_drain(in, pos);
             if (bad) {
                 be->reusable = false;
-                if (be->client) be->client->keep_alive = false;
+                if (be->client) be->client->h->keep_alive = false;
                 return true;
             }
             if (done) return true;
@@ -727,16 +644,16 @@ static void keep_reproxy_headers(struct pb_client *cl, struct http_msg *resp)
  * ours (extra), Content-Length and Connection. */
 static void reproxy_head(struct pb_client *cl, int status, int64_t content_length, const char *extra, bool keep)
 {
-    struct evbuffer *out = pb_tx();
-    evbuffer_add_printf(out, "HTTP/1.%d %d %s\r\n", cl->version_minor, status, http_reason(status));
+    struct evbuffer *out = httpd_tx();
+    evbuffer_add_printf(out, "HTTP/1.%d %d %s\r\n", cl->h->version_minor, status, http_reason(status));
     if (cl->rp_hdrs && *cl->rp_hdrs) evbuffer_add(out, cl->rp_hdrs, strlen(cl->rp_hdrs));
-    else evbuffer_add_printf(out, "Date: %s\r\n%s", pb_http_date_now(), cl->svc->server_tokens ? "Server: Perlbal\r\n" : "");
+    else evbuffer_add_printf(out, "Date: %s\r\n%s", httpd_date_now(), cl->svc->server_tokens ? "Server: Perlbal\r\n" : "");
     if (extra) evbuffer_add(out, extra, strlen(extra));
     if (content_length >= 0) evbuffer_add_printf(out, "Content-Length: %lld\r\n", (long long)content_length);
     if (!keep) evbuffer_add(out, "Connection: close\r\n", 19);
-    else if (cl->version_minor == 0) evbuffer_add(out, "Connection: keep-alive\r\n", 24);
+    else if (cl->h->version_minor == 0) evbuffer_add(out, "Connection: keep-alive\r\n", 24);
     evbuffer_add(out, "\r\n", 2);
-    cl->response_started = true;
+    cl->h->response_started = true;
 }
 
 /* enable_error_retries: the delay (seconds) before retry number n, from
@@ -771,7 +688,7 @@ static void retry_cb(evutil_socket_t fd, short what, void *arg)
 
 void pb_proxy_start(struct pb_client *cl)
 {
-    if (cl->svc->buffer_uploads && cl->body == HTTP_BODY_LENGTH && cl->body_remaining > 0) {
+    if (cl->svc->buffer_uploads && cl->h->body == HTTP_BODY_LENGTH && cl->h->body_remaining > 0) {
         pb_proxy_buffer_start(cl);
         return;
     }
@@ -796,8 +713,8 @@ void pb_proxy_hold(struct pb_client *cl, int64_t ms)
  * (the caller drops this backend connection). */
 static bool retry_after_500(struct pb_backend *be, struct pb_client *cl, struct http_msg *resp)
 {
-    if (!be->svc->enable_error_retries || resp->status != 500 || cl->body != HTTP_BODY_NONE ||
-        (cl->method != HTTP_M_GET && cl->method != HTTP_M_HEAD))
+    if (!be->svc->enable_error_retries || resp->status != 500 || cl->h->body != HTTP_BODY_NONE ||
+        (cl->h->method != HTTP_M_GET && cl->h->method != HTTP_M_HEAD))
         return false;
     double d = retry_delay(be->svc->error_retry_schedule, cl->error_retries);
     if (d < 0) return false;
@@ -854,10 +771,10 @@ static bool handle_head(struct pb_backend *be, struct http_msg *resp)
     }
     if (retry_after_500(be, cl, resp)) return false;
     bool keep = client_keep_for(be);
-    struct evbuffer *out = pb_tx();
+    struct evbuffer *out = httpd_tx();
     /* status line without printf: this is the per-request hot path */
     char sl[16] = "HTTP/1.0 000 ";
-    sl[7] = (char)('0' + (cl->version_minor ? 1 : 0));
+    sl[7] = (char)('0' + (cl->h->version_minor ? 1 : 0));
     sl[9] = (char)('0' + resp->status / 100 % 10);
     sl[10] = (char)('0' + resp->status / 10 % 10);
     sl[11] = (char)('0' + resp->status % 10);
@@ -875,10 +792,10 @@ static bool handle_head(struct pb_backend *be, struct http_msg *resp)
         evbuffer_add(out, "\r\n", 2);
     }
     if (!keep) evbuffer_add(out, "Connection: close\r\n\r\n", 21);
-    else if (cl->version_minor == 0) evbuffer_add(out, "Connection: keep-alive\r\n\r\n", 26);
+    else if (cl->h->version_minor == 0) evbuffer_add(out, "Connection: keep-alive\r\n\r\n", 26);
     else evbuffer_add(out, "\r\n", 2);
-    cl->response_started = true;
-    cl->keep_alive = keep;
+    cl->h->response_started = true;
+    cl->h->keep_alive = keep;
     evbuffer_drain(in, resp->head_len);
     return true;
 }
@@ -919,7 +836,7 @@ static int be_on_read(struct core_conn *c)
             break;
         }
         case BE_BODY: {
-            bool keep = be->client ? be->client->keep_alive : false;
+            bool keep = be->client ? be->client->h->keep_alive : false;
             bool complete = pump_body(be);
             if (be->client) {
                 pb_client_flush(be->client);
@@ -934,7 +851,7 @@ static int be_on_read(struct core_conn *c)
                  * verified again for a minute (see "noverify"). */
                 be->verifying = false;
                 if (!be->verify_ok || evbuffer_get_length(in) != 0) {
-                    atomic_store(&be->node->noverify_until_ms, pb_now_ms() + NODE_NOVERIFY_MS);
+                    atomic_store(&be->m.node->mark_until_ms, pb_now_ms() + NODE_NOVERIFY_MS);
                     return -1;
                 }
                 become_ready(be);
@@ -953,44 +870,42 @@ static void be_on_close(struct core_conn *c, enum conn_close_reason why)
     struct pb_service *svc = be->svc;
     int li = be->loop_index;
     struct pb_svc_loop *l = svl_of(svc, li);
-    if (be->counted_pending) {
-        be->counted_pending = false;
-        l->pending--;
-    }
-    idle_remove(be);
     struct pb_client *cl = be->client;
     log_debug("backend %llu (%s) closed why %d state %d client %llu", be->c ? (unsigned long long)be->c->id : 0ULL,
-              be->node->ipport, (int)why, (int)be->state, cl ? (unsigned long long)cl->c->id : 0ULL);
+              be->m.node->name, (int)why, (int)be->state, cl ? (unsigned long long)cl->c->id : 0ULL);
     if (cl) {
         cl->backend = NULL;
         be->client = NULL;
         if (be->state == BE_BODY && be->resp_body == HTTP_BODY_CLOSE && why == CONN_CLOSE_EOF) {
             pb_client_done(cl, false);
-        } else if (!cl->response_started && cl->body == HTTP_BODY_NONE && cl->retries < MAX_RETRIES &&
-                   (cl->method == HTTP_M_GET || cl->method == HTTP_M_HEAD) && be->state == BE_WAIT_HEAD) {
+        } else if (!cl->h->response_started && cl->h->body == HTTP_BODY_NONE && cl->retries < MAX_RETRIES &&
+                   (cl->h->method == HTTP_M_GET || cl->h->method == HTTP_M_HEAD) && be->state == BE_WAIT_HEAD) {
             /* nothing reached the client yet and the request can be sent
              * again: try another backend */
-            atomic_fetch_add_explicit(&be->node->failures, 1, memory_order_relaxed);
-            if (be->uses <= 1) atomic_store(&be->node->dead_until_ms, pb_now_ms() + NODE_DEAD_MS);
+            atomic_fetch_add_explicit(&be->m.node->failures, 1, memory_order_relaxed);
+            if (be->uses <= 1) atomic_store(&be->m.node->dead_until_ms, pb_now_ms() + NODE_DEAD_MS);
             cl->retries++;
             pb_proxy_request(cl);
-        } else if (!cl->response_started) {
+        } else if (!cl->h->response_started) {
             pb_client_error(cl, 502, "Backend closed the connection");
         } else {
             conn_close(cl->c);
         }
     }
-    /* be->c is NULL when conn_connect failed synchronously: spawning again
-     * from here would recurse */
-    bool async = be->c != NULL;
-    if (!async) be_freed_sync = be;
+    /* be->c is NULL when conn_connect failed synchronously: the pool never
+     * counted it (and connecting again from here would recurse) */
+    if (be->c) {
+        l->pool.stopping = loop_stopping();
+        pool_gone(&l->pool, &be->m, be->connect_failed);
+    } else {
+        be_freed_sync = be;
+    }
     free(be);
-    if (async && !loop_stopping() && waiting_count(l) > 0) spawn_backends(svc, li);
 }
 
 void pb_proxy_client_gone(struct pb_client *cl)
 {
-    dequeue(cl);
+    pool_cancel(&svl_of(cl->svc, cl->loop_index)->pool, &cl->w);
     if (cl->retry_ev) {
         event_free(cl->retry_ev);
         cl->retry_ev = NULL;
@@ -1009,7 +924,9 @@ void pb_proxy_client_gone(struct pb_client *cl)
 void pb_proxy_loop_tick(struct pb_service *svc, int li)
 {
     struct pb_svc_loop *l = svl_of(svc, li);
-    if (waiting_count(l) > 0) spawn_backends(svc, li);
+    l->pool.connect_ahead = svc->connect_ahead;
+    l->pool.stopping = loop_stopping();
+    if (l->pool.nwaiting > 0) pool_kick(&l->pool);
 }
 
 /* ---- reproxy ---- */
@@ -1186,7 +1103,7 @@ static int rp_on_read(struct core_conn *c)
             return 0;
         }
         bool keep = pb_client_can_persist(cl) && resp->body != HTTP_BODY_CLOSE;
-        cl->keep_alive = keep;
+        cl->h->keep_alive = keep;
         char extra[512] = "";
         size_t el = 0, vl;
         const char *v;
@@ -1206,19 +1123,19 @@ static int rp_on_read(struct core_conn *c)
         rp->remaining = resp->content_length;
         rp->state = RP_BODY;
         evbuffer_drain(in, resp->head_len);
-        if (cl->method == HTTP_M_HEAD || rp->body == HTTP_BODY_NONE) {
+        if (cl->h->method == HTTP_M_HEAD || rp->body == HTTP_BODY_NONE) {
             rp_finish(rp, keep);
             return 0;
         }
     }
-    struct evbuffer *out = pb_tx();
+    struct evbuffer *out = httpd_tx();
     if (rp->body == HTTP_BODY_LENGTH) {
         size_t n = evbuffer_get_length(in);
         if (n > rp->remaining) n = (size_t)rp->remaining;
         evbuffer_remove_buffer(in, out, n);
         rp->remaining -= n;
         if (rp->remaining == 0) {
-            rp_finish(rp, cl->keep_alive);
+            rp_finish(rp, cl->h->keep_alive);
             return 0;
         }
     } else {
@@ -1280,7 +1197,7 @@ void pb_proxy_reproxy_file(struct pb_client *cl, const char *path, int64_t expec
         el += (size_t)snprintf(extra + el, sizeof extra - el, "Content-Range: bytes %llu-%llu/%llu\r\n",
                                (unsigned long long)first, (unsigned long long)last, (unsigned long long)size);
     if (!cl->rp_has_ctype)
-        el += (size_t)snprintf(extra + el, sizeof extra - el, "Content-Type: %s\r\n", pb_mime_type(path));
+        el += (size_t)snprintf(extra + el, sizeof extra - el, "Content-Type: %s\r\n", httpd_mime_type(path));
     if (!cl->rp_has_lm) {
         char date[HTTP_DATE_LEN + 1];
         http_date_format(st.st_mtime, date);
@@ -1289,7 +1206,7 @@ void pb_proxy_reproxy_file(struct pb_client *cl, const char *path, int64_t expec
     uint64_t len = last - first + 1;
     reproxy_head(cl, status, (int64_t)len, extra, keep);
     if (cl->svc->nplugins) pb_plugins_file_sent(cl->svc, cl, true);
-    if (cl->method != HTTP_M_HEAD) evbuffer_add_file(pb_tx(), fd, (ev_off_t)first, (ev_off_t)len);
+    if (cl->h->method != HTTP_M_HEAD) evbuffer_add_file(httpd_tx(), fd, (ev_off_t)first, (ev_off_t)len);
     else close(fd);
     pb_client_done(cl, keep);
 }

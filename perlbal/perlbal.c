@@ -54,7 +54,7 @@ static void on_thread_start(struct core_loop *loop)
 
 static void on_thread_exit(struct core_loop *loop)
 {
-    pb_tx_thread_exit();
+    httpd_thread_exit();
     if (loop->index < PB_MAX_LOOPS && tick_ev[loop->index]) {
         event_free(tick_ev[loop->index]);
         tick_ev[loop->index] = NULL;

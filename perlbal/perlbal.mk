@@ -7,3 +7,6 @@ $(eval $(call unit_test,perlbal/test_pb_cmd,perlbal/pb_cmd.c))
 $(eval $(call fuzz_target,fuzz_http,tests/fuzz/fuzz_http.c common/http.c))
 $(eval $(call fuzz_target,fuzz_pb_config,tests/fuzz/fuzz_pb_config.c perlbal/pb_cmd.c))
 BENCHES += tests/bench/bench_perlbal.py
+# the core modules perlbal lifted into common/ (their unit tests live here: common.mk is the core's)
+$(eval $(call unit_test,common/test_pool))
+$(eval $(call unit_test,common/test_httpd))
