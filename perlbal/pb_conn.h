@@ -60,7 +60,8 @@ enum pb_backend_state {
 };
 
 struct pb_backend {
-    struct core_conn *c;
+    struct httpc *hc;                 /* the HTTP client connection (common/httpc) */
+    struct core_conn *c;              /* hc->c */
     struct pb_service *svc;
     int loop_index;
     struct pool_member m;             /* m.node: the backend's address */
@@ -72,10 +73,6 @@ struct pb_backend {
     bool verifying;                   /* the OPTIONS probe is in flight */
     bool verify_ok;                   /* its answer kept the connection open */
     bool connect_failed;
-    enum http_method req_method;
-    enum http_body resp_body;
-    uint64_t resp_remaining;
-    struct http_chunked chunk;
 };
 
 /* pb_client.c: the per-request ends of perlbal's state around httpd's */

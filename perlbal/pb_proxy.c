@@ -25,6 +25,7 @@
 #include <event2/event.h>
 
 #include "common/conn.h"
+#include "common/httpc.h"
 #include "common/log.h"
 #include "common/loop.h"
 #include "perlbal/pb_conn.h"
@@ -38,30 +39,19 @@
 #define MAX_PENDING_PER_LOOP 64
 #define MAX_RETRIES 3
 
-static __thread struct http_msg scratch_resp;
-/* set by be_on_close: tells spawn_one whether a failed conn_connect freed be */
-static __thread struct pb_backend *be_freed_sync;
+static enum httpc_head_action be_on_head(struct httpc *hc, struct http_msg *resp);
+static void be_on_body(struct httpc *hc, struct evbuffer *data);
+static void be_on_done(struct httpc *hc, bool reusable);
+static void be_on_connect(struct httpc *hc, bool ok);
+static void be_on_close(struct httpc *hc, enum conn_close_reason why);
+static void be_on_drained(struct httpc *hc);
 
-static int be_on_read(struct core_conn *c);
-static void be_on_connect(struct core_conn *c, bool ok);
-static void be_on_close(struct core_conn *c, enum conn_close_reason why);
-static void be_on_drained(struct core_conn *c);
-
-/* A backend's or reproxy source's EOF ends its use at once: be_on_close /
- * rp_on_close decide (body complete, retry, or 502). The core's default
- * would keep a busy conn open waiting for output that never comes. */
-static bool close_on_eof(struct core_conn *c)
-{
-    (void)c;
-    return true;
-}
-
-static const struct conn_ops backend_ops = {
-    .name = "pb_backend",
-    .on_eof = close_on_eof,
-    .on_read = be_on_read,
-    .on_drained = be_on_drained,
+static const struct httpc_ops backend_ops = {
     .on_connect = be_on_connect,
+    .on_head = be_on_head,
+    .on_body = be_on_body,
+    .on_done = be_on_done,
+    .on_drained = be_on_drained,
     .on_close = be_on_close,
 };
 
@@ -86,19 +76,19 @@ static struct pool_member *pool_op_connect(struct pool *p)
     be->loop_index = l->loop_index;
     be->m.node = node;
     be->state = BE_CONNECTING;
-    be_freed_sync = NULL;
-    struct core_conn *c = conn_connect(loop_get(l->loop_index), (struct sockaddr *)&node->sa, node->salen,
-                                       &backend_ops, be);
-    if (!c) {
-        /* conn_connect ran on_close (which freed be) if the conn existed;
-         * if it failed before that, be is still ours. */
-        if (be_freed_sync != be) free(be);
+    struct httpc *hc = httpc_connect(loop_get(l->loop_index), (struct sockaddr *)&node->sa, node->salen,
+                                     BE_CONNECT_TIMEOUT_MS, &backend_ops, be);
+    if (!hc) {
+        free(be);
         atomic_fetch_add_explicit(&node->failures, 1, memory_order_relaxed);
         pool_node_dead(node, NODE_DEAD_MS);
         return NULL;
     }
-    be->c = c;
-    conn_set_timeouts(c, 0, BE_CONNECT_TIMEOUT_MS);
+    be->hc = hc;
+    be->c = hc->c;
+    hc->read_ms = BE_READ_TIMEOUT_MS;
+    hc->write_ms = BE_WRITE_TIMEOUT_MS;
+    hc->raw_body = true; /* a chunked response goes to the client as it came (validated) */
     atomic_fetch_add_explicit(&node->connects, 1, memory_order_relaxed);
     return &be->m;
 }
@@ -201,7 +191,6 @@ static void assign(struct pb_backend *be, struct pb_client *cl)
     be->state = BE_WAIT_HEAD;
     conn_set_busy(be->c, true); /* a graceful stop waits for the response */
     be->uses++;
-    be->req_method = cl->h->method;
     be->discard_body = false;
     atomic_fetch_add_explicit(&be->m.node->used, 1, memory_order_relaxed);
     httpd_send_continue(cl->h);
@@ -230,7 +219,7 @@ static void assign(struct pb_backend *be, struct pb_client *cl)
             return;
         }
     }
-    httpd_send(be->c, txb, false);
+    httpc_request(be->hc, cl->h->method, txb);
     conn_resume_read(cl->c);
     if (!cl->h->body_done) pb_proxy_body_ready(cl);
 }
@@ -379,43 +368,41 @@ void pb_proxy_body_ready(struct pb_client *cl)
         return;
     }
     if (cl->h->body_done) pb_client_request_timeouts(cl, 0);
-    httpd_send(be->c, out, false);
+    httpc_send(be->hc, out);
     uint64_t limit = cl->svc->buffer_size ? cl->svc->buffer_size : 256 * 1024;
     if (evbuffer_get_length(conn_out(be->c)) > limit) conn_pause_read(cl->c);
 }
 
-static void be_on_drained(struct core_conn *c)
+static void be_on_drained(struct httpc *hc)
 {
-    struct pb_backend *be = c->data;
+    struct pb_backend *be = hc->data;
     if (be->client && !be->client->h->body_done) {
         conn_resume_read(be->client->c);
         pb_proxy_body_ready(be->client);
     }
 }
 
-static void be_on_connect(struct core_conn *c, bool ok)
+static void be_on_connect(struct httpc *hc, bool ok)
 {
-    struct pb_backend *be = c->data;
+    struct pb_backend *be = hc->data;
     if (!ok) {
         be->connect_failed = true; /* on_close follows: pool_gone marks the node dead */
         return;
     }
-    conn_set_timeouts(c, BE_READ_TIMEOUT_MS, BE_WRITE_TIMEOUT_MS);
-    atomic_store(&be->m.node->dead_until_ms, 0);
     if (be->svc->verify_backend && atomic_load(&be->m.node->mark_until_ms) < pb_now_ms()) {
         be->state = BE_VERIFYING;
         be->verifying = true;
-        conn_set_busy(c, true);
-        be->req_method = HTTP_M_OPTIONS;
-        evbuffer_add_printf(conn_out(c), "OPTIONS %s HTTP/1.0\r\nConnection: keep-alive\r\n\r\n",
+        struct evbuffer *b = httpd_tx2();
+        evbuffer_add_printf(b, "OPTIONS %s HTTP/1.0\r\nConnection: keep-alive\r\n\r\n",
                             be->svc->verify_backend_path ? be->svc->verify_backend_path : "*");
+        httpc_request(hc, HTTP_M_OPTIONS, b);
         return;
     }
     become_ready(be);
 }
 
-/* The response (to a client or to OPTIONS) is complete. */
-static void response_finished(struct pb_backend *be, bool client_keep)
+/* The response (to a client) is complete. */
+static void response_finished(struct pb_backend *be, bool reusable, bool client_keep)
 {
     struct pb_client *cl = be->client;
     log_debug("backend %llu done, client %llu keep %d", (unsigned long long)be->c->id,
@@ -424,16 +411,16 @@ static void response_finished(struct pb_backend *be, bool client_keep)
         cl->backend = NULL;
         be->client = NULL;
     }
-    bool reuse = be->reusable && evbuffer_get_length(conn_in(be->c)) == 0 && !loop_stopping() &&
+    bool reuse = reusable && be->reusable && !loop_stopping() &&
                  (be->svc->max_backend_uses == 0 || be->uses < be->svc->max_backend_uses);
     if (reuse) become_ready(be);
     else conn_close(be->c);
     if (cl) pb_client_done(cl, client_keep);
 }
 
-static bool client_keep_for(struct pb_backend *be)
+static bool client_keep_for(struct pb_backend *be, struct http_msg *resp)
 {
-    return be->client && pb_client_can_persist(be->client) && be->resp_body != HTTP_BODY_CLOSE;
+    return be->client && pb_client_can_persist(be->client) && resp->body != HTTP_BODY_CLOSE;
 }
 
 static const char *find_value(struct http_msg *m, const char *name, size_t *len)
@@ -441,53 +428,37 @@ static const char *find_value(struct http_msg *m, const char *name, size_t *len)
     return http_header_value(m, name, len);
 }
 
-/* Stream what the backend has of the body. Returns true when complete. */
-static bool pump_body(struct pb_backend *be)
+/* Body bytes for the client, streamed with back-pressure. */
+static void be_on_body(struct httpc *hc, struct evbuffer *data)
 {
-    struct evbuffer *in = conn_in(be->c);
-    struct evbuffer *out = be->client && !be->discard_body ? httpd_tx() : NULL;
-    switch (be->resp_body) {
-    case HTTP_BODY_NONE:
-        return true;
-    case HTTP_BODY_LENGTH: {
-        size_t n = evbuffer_get_length(in);
-        if (n > be->resp_remaining) n = (size_t)be->resp_remaining;
-        if (out) evbuffer_remove_buffer(in, out, n);
-        else evbuffer_drain(in, n);
-        be->resp_remaining -= n;
-        if (be->resp_remaining == 0) return true;
-        break;
-    }
-    case HTTP_BODY_CHUNKED:
-        while (evbuffer_get_length(in) > 0) {
-            struct evbuffer_iovec v;
-            if (evbuffer_peek(in, -1, NULL, &v, 1) < 1) break;
-            size_t pos = 0;
-            bool done = false, bad = false;
-            while (pos < v.iov_len) {
-                size_t cons, off, dl;
-                enum http_chunk_result r =
-                    http_chunked_step(&be->chunk, (const char *)v.iov_base + pos, v.iov_len - pos, &cons, &off, &dl);
-                pos += cons;
-                if (r == HTTP_CHUNK_ERROR) { bad = true; break; }
-                if (r == HTTP_CHUNK_DONE) { done = true; break; }
-            }
-            if (out) evbuffer_remove_buffer(in, out, pos);
-            else evbuffer_drain(in, pos);
-            if (bad) {
-                be->reusable = false;
-                if (be->client) be->client->h->keep_alive = false;
-                return true;
-            }
-            if (done) return true;
+    struct pb_backend *be = hc->data;
+    struct pb_client *cl = be->client;
+    if (!cl || be->discard_body) return;
+    evbuffer_add_buffer(httpd_tx(), data);
+    pb_client_flush(cl);
+    uint64_t limit = be->svc->buffer_size ? be->svc->buffer_size : 256 * 1024;
+    if (evbuffer_get_length(conn_out(cl->c)) > limit) httpc_pause(hc);
+}
+
+static void be_on_done(struct httpc *hc, bool reusable)
+{
+    struct pb_backend *be = hc->data;
+    if (be->verifying) {
+        /* As Perlbal: a backend that answers OPTIONS and keeps the
+         * connection is bound to a live application process; one that
+         * closes it (no keep-alive) fails, and its node is not verified
+         * again for a minute (see "noverify"). */
+        be->verifying = false;
+        if (!be->verify_ok || !reusable) {
+            atomic_store(&be->m.node->mark_until_ms, pb_now_ms() + NODE_NOVERIFY_MS);
+            conn_close(be->c);
+            return;
         }
-        break;
-    case HTTP_BODY_CLOSE:
-        if (out) evbuffer_add_buffer(out, in);
-        else evbuffer_drain(in, evbuffer_get_length(in));
-        break;
+        become_ready(be);
+        return;
     }
-    return false;
+    bool keep = be->client ? be->client->h->keep_alive : false;
+    response_finished(be, reusable, keep);
 }
 
 /* ---- X-REPROXY-CACHE-FOR ----
@@ -728,21 +699,17 @@ static bool retry_after_500(struct pb_backend *be, struct pb_client *cl, struct 
     return true;
 }
 
-/* Response head from the backend: reproxy or pass on. Returns false when
- * the backend connection must be dropped (a 500 being retried). */
-static bool handle_head(struct pb_backend *be, struct http_msg *resp)
+/* Response head from the backend: reproxy, retry (a 500) or pass on. */
+static enum httpc_head_action be_on_head(struct httpc *hc, struct http_msg *resp)
 {
+    struct pb_backend *be = hc->data;
     struct pb_client *cl = be->client;
     be->reusable = resp->keep_alive && be->svc->persist_backend;
-    be->resp_body = resp->body;
-    be->resp_remaining = resp->content_length;
-    if (resp->body == HTTP_BODY_CHUNKED) http_chunked_init(&be->chunk, 0);
-    struct evbuffer *in = conn_in(be->c);
+    be->state = BE_BODY;
     if (!cl) { /* verify (OPTIONS) answer: discard its body */
         be->verify_ok = resp->keep_alive;
         be->discard_body = true;
-        evbuffer_drain(in, resp->head_len);
-        return true;
+        return HTTPC_SKIP_BODY;
     }
     if (be->svc->nplugins) pb_plugins_response_head(be->svc, cl, resp->status);
     size_t fl = 0, ul = 0, el = 0, tl = 0;
@@ -758,7 +725,6 @@ static bool handle_head(struct pb_backend *be, struct http_msg *resp)
         char *f = file ? strndup(file, fl) : NULL;
         char *u = urls ? strndup(urls, ul) : NULL;
         (void)tl;
-        evbuffer_drain(in, resp->head_len);
         be->discard_body = true;
         be->client = NULL;
         cl->backend = NULL;
@@ -767,10 +733,10 @@ static bool handle_head(struct pb_backend *be, struct http_msg *resp)
         else pb_proxy_reproxy_urls(cl, u, expected);
         free(f);
         free(u);
-        return true;
+        return HTTPC_SKIP_BODY;
     }
-    if (retry_after_500(be, cl, resp)) return false;
-    bool keep = client_keep_for(be);
+    if (retry_after_500(be, cl, resp)) return HTTPC_CLOSE;
+    bool keep = client_keep_for(be, resp);
     struct evbuffer *out = httpd_tx();
     /* status line without printf: this is the per-request hot path */
     char sl[16] = "HTTP/1.0 000 ";
@@ -796,77 +762,18 @@ static bool handle_head(struct pb_backend *be, struct http_msg *resp)
     else evbuffer_add(out, "\r\n", 2);
     cl->h->response_started = true;
     cl->h->keep_alive = keep;
-    evbuffer_drain(in, resp->head_len);
-    return true;
+    /* the head waits in the scratch buffer only when the whole body is
+     * already here (it then goes out with the body in one write) */
+    size_t have = evbuffer_get_length(conn_in(hc->c)) - resp->head_len;
+    if (!(resp->body == HTTP_BODY_NONE || (resp->body == HTTP_BODY_LENGTH && have >= resp->content_length) ||
+          cl->h->method == HTTP_M_HEAD))
+        pb_client_flush(cl);
+    return HTTPC_READ_BODY;
 }
 
-static int be_on_read(struct core_conn *c)
+static void be_on_close(struct httpc *hc, enum conn_close_reason why)
 {
-    struct pb_backend *be = c->data;
-    struct evbuffer *in = conn_in(c);
-    for (;;) {
-        switch (be->state) {
-        case BE_CONNECTING:
-        case BE_IDLE:
-            /* bytes nobody asked for: the connection is not usable */
-            return -1;
-        case BE_VERIFYING:
-        case BE_WAIT_HEAD: {
-            size_t len = evbuffer_get_length(in);
-            size_t want = len < HTTP_DEFAULT_MAX_HEAD ? len : HTTP_DEFAULT_MAX_HEAD;
-            const char *buf = (const char *)evbuffer_pullup(in, (ssize_t)want);
-            struct http_msg *resp = &scratch_resp;
-            int r = http_parse_response(buf, want, be->req_method, NULL, resp);
-            if (r == 0) return 0;
-            if (r < 0) {
-                struct pb_client *cl = be->client;
-                if (cl) {
-                    cl->backend = NULL;
-                    be->client = NULL;
-                    pb_client_error(cl, 502, "Bad response from backend");
-                }
-                return -1;
-            }
-            if (resp->status >= 100 && resp->status < 200) { /* interim: skip */
-                evbuffer_drain(in, resp->head_len);
-                continue;
-            }
-            if (!handle_head(be, resp)) return -1;
-            be->state = BE_BODY;
-            break;
-        }
-        case BE_BODY: {
-            bool keep = be->client ? be->client->h->keep_alive : false;
-            bool complete = pump_body(be);
-            if (be->client) {
-                pb_client_flush(be->client);
-                uint64_t limit = be->svc->buffer_size ? be->svc->buffer_size : 256 * 1024;
-                if (!complete && evbuffer_get_length(conn_out(be->client->c)) > limit) conn_pause_read(c);
-            }
-            if (!complete) return 0;
-            if (be->verifying) {
-                /* As Perlbal: a backend that answers OPTIONS and keeps the
-                 * connection is bound to a live application process; one
-                 * that closes it (no keep-alive) fails, and its node is not
-                 * verified again for a minute (see "noverify"). */
-                be->verifying = false;
-                if (!be->verify_ok || evbuffer_get_length(in) != 0) {
-                    atomic_store(&be->m.node->mark_until_ms, pb_now_ms() + NODE_NOVERIFY_MS);
-                    return -1;
-                }
-                become_ready(be);
-                return 0;
-            }
-            response_finished(be, keep);
-            return 0;
-        }
-        }
-    }
-}
-
-static void be_on_close(struct core_conn *c, enum conn_close_reason why)
-{
-    struct pb_backend *be = c->data;
+    struct pb_backend *be = hc->data;
     struct pb_service *svc = be->svc;
     int li = be->loop_index;
     struct pb_svc_loop *l = svl_of(svc, li);
@@ -876,8 +783,8 @@ static void be_on_close(struct core_conn *c, enum conn_close_reason why)
     if (cl) {
         cl->backend = NULL;
         be->client = NULL;
-        if (be->state == BE_BODY && be->resp_body == HTTP_BODY_CLOSE && why == CONN_CLOSE_EOF) {
-            pb_client_done(cl, false);
+        if (hc->failure == HTTPC_BAD_RESPONSE && !cl->h->response_started) {
+            pb_client_error(cl, 502, "Bad response from backend");
         } else if (!cl->h->response_started && cl->h->body == HTTP_BODY_NONE && cl->retries < MAX_RETRIES &&
                    (cl->h->method == HTTP_M_GET || cl->h->method == HTTP_M_HEAD) && be->state == BE_WAIT_HEAD) {
             /* nothing reached the client yet and the request can be sent
@@ -892,14 +799,8 @@ static void be_on_close(struct core_conn *c, enum conn_close_reason why)
             conn_close(cl->c);
         }
     }
-    /* be->c is NULL when conn_connect failed synchronously: the pool never
-     * counted it (and connecting again from here would recurse) */
-    if (be->c) {
-        l->pool.stopping = loop_stopping();
-        pool_gone(&l->pool, &be->m, be->connect_failed);
-    } else {
-        be_freed_sync = be;
-    }
+    l->pool.stopping = loop_stopping();
+    pool_gone(&l->pool, &be->m, be->connect_failed);
     free(be);
 }
 
@@ -938,41 +839,44 @@ struct pb_reproxy {
     char *urls;          /* the whole list */
     char *next;          /* next URL to try */
     int64_t expected;
-    struct core_conn *c;
+    struct httpc *hc;    /* the source being read (common/httpc) */
     enum rp_state state;
-    enum http_body body;
-    uint64_t remaining;
-    bool in_connect;     /* inside conn_connect: a failure is handled by the caller */
 };
 
-static int rp_on_read(struct core_conn *c);
-static void rp_on_connect(struct core_conn *c, bool ok);
-static void rp_on_close(struct core_conn *c, enum conn_close_reason why);
-static const struct conn_ops reproxy_ops = {
-    .name = "pb_reproxy",
-    .on_eof = close_on_eof,
-    .on_read = rp_on_read,
-    .on_connect = rp_on_connect,
+static enum httpc_head_action rp_on_head(struct httpc *hc, struct http_msg *resp);
+static void rp_on_body(struct httpc *hc, struct evbuffer *data);
+static void rp_on_done(struct httpc *hc, bool reusable);
+static void rp_on_close(struct httpc *hc, enum conn_close_reason why);
+static const struct httpc_ops reproxy_ops = {
+    .on_head = rp_on_head,
+    .on_body = rp_on_body,
+    .on_done = rp_on_done,
     .on_close = rp_on_close,
 };
 static void rp_try_next(struct pb_reproxy *rp);
+
+static void rp_detach_conn(struct pb_reproxy *rp)
+{
+    if (rp->hc) {
+        rp->hc->data = NULL;
+        httpc_close(rp->hc);
+        rp->hc = NULL;
+    }
+}
 
 void pb_reproxy_free(struct pb_client *cl)
 {
     struct pb_reproxy *rp = cl->reproxy;
     if (!rp) return;
     cl->reproxy = NULL;
-    if (rp->c) {
-        rp->c->data = NULL;
-        conn_close(rp->c);
-    }
+    rp_detach_conn(rp);
     free(rp->urls);
     free(rp);
 }
 
 void pb_reproxy_resume(struct pb_client *cl)
 {
-    if (cl->reproxy && cl->reproxy->c) conn_resume_read(cl->reproxy->c);
+    if (cl->reproxy && cl->reproxy->hc) httpc_resume(cl->reproxy->hc);
 }
 
 static void rp_finish(struct pb_reproxy *rp, bool keep)
@@ -982,39 +886,21 @@ static void rp_finish(struct pb_reproxy *rp, bool keep)
     pb_client_done(cl, keep);
 }
 
-static void rp_detach_conn(struct pb_reproxy *rp)
-{
-    if (rp->c) {
-        rp->c->data = NULL;
-        conn_close(rp->c);
-        rp->c = NULL;
-    }
-}
-
-/* "http://1.2.3.4:8080/path" -> address + path. Host must be numeric (no DNS
- * on the loop) or "localhost". */
-static int parse_url(const char *url, size_t len, struct sockaddr_in *sa, char *host, size_t hostlen, char *path,
+/* "http://host:port/path" -> address + path. Host: an IPv4 address,
+ * "[IPv6]" or "localhost" (no DNS on the loop). hostport gets "host:port"
+ * as written (for the Host header). */
+static int parse_url(const char *url, size_t len, struct pool_node *addr, char *hostport, size_t hplen, char *path,
                      size_t pathlen)
 {
     if (len < 8 || strncasecmp(url, "http://", 7) != 0) return -1;
     const char *h = url + 7, *e = url + len;
     const char *slash = memchr(h, '/', (size_t)(e - h));
     const char *he = slash ? slash : e;
-    const char *colon = memchr(h, ':', (size_t)(he - h));
-    size_t hl = (size_t)((colon ? colon : he) - h);
-    if (hl == 0 || hl >= hostlen) return -1;
-    memcpy(host, h, hl);
-    host[hl] = 0;
-    int port = 80;
-    if (colon) {
-        port = atoi(colon + 1);
-        if (port <= 0 || port > 65535) return -1;
-    }
-    memset(sa, 0, sizeof *sa);
-    sa->sin_family = AF_INET;
-    sa->sin_port = htons((uint16_t)port);
-    if (!strcmp(host, "localhost")) inet_pton(AF_INET, "127.0.0.1", &sa->sin_addr);
-    else if (inet_pton(AF_INET, host, &sa->sin_addr) != 1) return -1;
+    size_t hl = (size_t)(he - h);
+    if (hl == 0 || hl >= hplen) return -1;
+    memcpy(hostport, h, hl);
+    hostport[hl] = 0;
+    if (pool_node_init(addr, hostport, 80) < 0) return -1;
     size_t pl = slash ? (size_t)(e - slash) : 1;
     if (pl >= pathlen) return -1;
     if (slash) memcpy(path, slash, pl);
@@ -1033,20 +919,21 @@ static void rp_try_next(struct pb_reproxy *rp)
         char *sp = strchr(u, ' ');
         size_t ul = sp ? (size_t)(sp - u) : strlen(u);
         rp->next = sp ? sp + 1 : u + ul;
-        struct sockaddr_in sa;
+        struct pool_node addr;
         char host[256], path[4096];
-        if (parse_url(u, ul, &sa, host, sizeof host, path, sizeof path) < 0) continue;
+        if (parse_url(u, ul, &addr, host, sizeof host, path, sizeof path) < 0) continue;
         rp->state = RP_CONNECTING;
-        rp->in_connect = true;
-        struct core_conn *c = conn_connect(loop_get(rp->cl->loop_index), (struct sockaddr *)&sa, sizeof sa,
-                                           &reproxy_ops, rp);
-        rp->in_connect = false;
-        if (!c) continue;
-        rp->c = c;
-        conn_set_timeouts(c, BE_READ_TIMEOUT_MS, BE_CONNECT_TIMEOUT_MS);
-        evbuffer_add_printf(conn_out(c), "GET %s HTTP/1.0\r\nHost: %s\r\n%s%s%sConnection: close\r\n\r\n", path, host,
+        struct httpc *hc = httpc_connect(loop_get(rp->cl->loop_index), (struct sockaddr *)&addr.sa, addr.salen,
+                                         BE_CONNECT_TIMEOUT_MS, &reproxy_ops, rp);
+        if (!hc) continue;
+        rp->hc = hc;
+        hc->read_ms = BE_READ_TIMEOUT_MS;
+        hc->write_ms = BE_CONNECT_TIMEOUT_MS;
+        struct evbuffer *b = httpd_tx2();
+        evbuffer_add_printf(b, "GET %s HTTP/1.0\r\nHost: %s\r\n%s%s%sConnection: close\r\n\r\n", path, host,
                             rp->cl->range ? "Range: " : "", rp->cl->range ? rp->cl->range : "",
                             rp->cl->range ? "\r\n" : "");
+        httpc_request(hc, HTTP_M_GET, b);
         return;
     }
     struct pb_client *cl = rp->cl;
@@ -1069,96 +956,75 @@ void pb_proxy_reproxy_urls(struct pb_client *cl, const char *urls, int64_t expec
     rp_try_next(rp);
 }
 
-static void rp_on_connect(struct core_conn *c, bool ok)
+static enum httpc_head_action rp_on_head(struct httpc *hc, struct http_msg *resp)
 {
-    struct pb_reproxy *rp = c->data;
-    if (!rp) return;
-    if (ok) {
-        rp->state = RP_HEAD;
-        return;
-    }
-    /* on_close follows and moves on */
-}
-
-static int rp_on_read(struct core_conn *c)
-{
-    struct pb_reproxy *rp = c->data;
-    if (!rp) return -1;
+    struct pb_reproxy *rp = hc->data;
+    if (!rp) return HTTPC_CLOSE;
     struct pb_client *cl = rp->cl;
-    struct evbuffer *in = conn_in(c);
-    if (rp->state != RP_BODY) {
-        size_t len = evbuffer_get_length(in);
-        size_t want = len < HTTP_DEFAULT_MAX_HEAD ? len : HTTP_DEFAULT_MAX_HEAD;
-        const char *buf = (const char *)evbuffer_pullup(in, (ssize_t)want);
-        struct http_msg *resp = &scratch_resp;
-        int r = http_parse_response(buf, want, HTTP_M_GET, NULL, resp);
-        if (r == 0) return 0;
-        /* 200, or 206/416 for a Range; anything else (or a size other
-         * than X-REPROXY-EXPECTED-SIZE) moves on to the next URL */
-        bool ok_status = r > 0 && (resp->status == 200 || resp->status == 206 || resp->status == 416);
-        if (!ok_status || resp->body == HTTP_BODY_CHUNKED ||
-            (rp->expected >= 0 && resp->status == 200 && resp->body == HTTP_BODY_LENGTH &&
-             (int64_t)resp->content_length != rp->expected)) {
-            rp_try_next(rp);
-            return 0;
-        }
-        bool keep = pb_client_can_persist(cl) && resp->body != HTTP_BODY_CLOSE;
-        cl->h->keep_alive = keep;
-        char extra[512] = "";
-        size_t el = 0, vl;
-        const char *v;
-        if (!cl->rp_has_ctype && (v = http_header_value(resp, "content-type", &vl)))
-            el += (size_t)snprintf(extra + el, sizeof extra - el, "Content-Type: %.*s\r\n", (int)(vl < 128 ? vl : 128), v);
-        if (!cl->rp_has_lm && (v = http_header_value(resp, "last-modified", &vl)) && el < sizeof extra)
-            el += (size_t)snprintf(extra + el, sizeof extra - el, "Last-Modified: %.*s\r\n", (int)(vl < 64 ? vl : 64), v);
-        if ((v = http_header_value(resp, "content-range", &vl)) && el < sizeof extra)
-            el += (size_t)snprintf(extra + el, sizeof extra - el, "Content-Range: %.*s\r\n", (int)(vl < 96 ? vl : 96), v);
-        if ((v = http_header_value(resp, "accept-ranges", &vl)) && el < sizeof extra)
-            snprintf(extra + el, sizeof extra - el, "Accept-Ranges: %.*s\r\n", (int)(vl < 32 ? vl : 32), v);
-        reproxy_head(cl, resp->status,
-                     resp->body == HTTP_BODY_LENGTH ? (int64_t)resp->content_length
-                     : resp->body == HTTP_BODY_NONE ? 0 : -1,
-                     extra, keep);
-        rp->body = resp->body;
-        rp->remaining = resp->content_length;
-        rp->state = RP_BODY;
-        evbuffer_drain(in, resp->head_len);
-        if (cl->h->method == HTTP_M_HEAD || rp->body == HTTP_BODY_NONE) {
-            rp_finish(rp, keep);
-            return 0;
-        }
+    /* 200, or 206/416 for a Range; anything else (or a size other than
+     * X-REPROXY-EXPECTED-SIZE) moves on to the next URL */
+    bool ok_status = resp->status == 200 || resp->status == 206 || resp->status == 416;
+    if (!ok_status || resp->body == HTTP_BODY_CHUNKED ||
+        (rp->expected >= 0 && resp->status == 200 && resp->body == HTTP_BODY_LENGTH &&
+         (int64_t)resp->content_length != rp->expected)) {
+        rp_try_next(rp);
+        return HTTPC_CLOSE;
     }
-    struct evbuffer *out = httpd_tx();
-    if (rp->body == HTTP_BODY_LENGTH) {
-        size_t n = evbuffer_get_length(in);
-        if (n > rp->remaining) n = (size_t)rp->remaining;
-        evbuffer_remove_buffer(in, out, n);
-        rp->remaining -= n;
-        if (rp->remaining == 0) {
-            rp_finish(rp, cl->h->keep_alive);
-            return 0;
-        }
-    } else {
-        evbuffer_add_buffer(out, in);
+    bool keep = pb_client_can_persist(cl) && resp->body != HTTP_BODY_CLOSE;
+    cl->h->keep_alive = keep;
+    char extra[512] = "";
+    size_t el = 0, vl;
+    const char *v;
+    if (!cl->rp_has_ctype && (v = http_header_value(resp, "content-type", &vl)))
+        el += (size_t)snprintf(extra + el, sizeof extra - el, "Content-Type: %.*s\r\n", (int)(vl < 128 ? vl : 128), v);
+    if (!cl->rp_has_lm && (v = http_header_value(resp, "last-modified", &vl)) && el < sizeof extra)
+        el += (size_t)snprintf(extra + el, sizeof extra - el, "Last-Modified: %.*s\r\n", (int)(vl < 64 ? vl : 64), v);
+    if ((v = http_header_value(resp, "content-range", &vl)) && el < sizeof extra)
+        el += (size_t)snprintf(extra + el, sizeof extra - el, "Content-Range: %.*s\r\n", (int)(vl < 96 ? vl : 96), v);
+    if ((v = http_header_value(resp, "accept-ranges", &vl)) && el < sizeof extra)
+        snprintf(extra + el, sizeof extra - el, "Accept-Ranges: %.*s\r\n", (int)(vl < 32 ? vl : 32), v);
+    reproxy_head(cl, resp->status,
+                 resp->body == HTTP_BODY_LENGTH ? (int64_t)resp->content_length
+                 : resp->body == HTTP_BODY_NONE ? 0 : -1,
+                 extra, keep);
+    rp->state = RP_BODY;
+    if (cl->h->method == HTTP_M_HEAD || resp->body == HTTP_BODY_NONE) {
+        rp_finish(rp, keep);
+        return HTTPC_CLOSE;
     }
     pb_client_flush(cl);
-    uint64_t limit = cl->svc->buffer_size_reproxy_url ? cl->svc->buffer_size_reproxy_url : 50 * 1024;
-    if (evbuffer_get_length(conn_out(cl->c)) > limit) conn_pause_read(c);
-    return 0;
+    return HTTPC_READ_BODY;
 }
 
-static void rp_on_close(struct core_conn *c, enum conn_close_reason why)
+static void rp_on_body(struct httpc *hc, struct evbuffer *data)
 {
-    struct pb_reproxy *rp = c->data;
-    if (!rp || rp->in_connect) return;
-    rp->c = NULL;
+    struct pb_reproxy *rp = hc->data;
+    if (!rp) return;
     struct pb_client *cl = rp->cl;
-    if (rp->state == RP_BODY) {
-        if (rp->body == HTTP_BODY_CLOSE && why == CONN_CLOSE_EOF) rp_finish(rp, false);
-        else {
-            pb_reproxy_free(cl);
-            conn_close(cl->c);
-        }
+    evbuffer_add_buffer(httpd_tx(), data);
+    pb_client_flush(cl);
+    uint64_t limit = cl->svc->buffer_size_reproxy_url ? cl->svc->buffer_size_reproxy_url : 50 * 1024;
+    if (evbuffer_get_length(conn_out(cl->c)) > limit) httpc_pause(hc);
+}
+
+static void rp_on_done(struct httpc *hc, bool reusable)
+{
+    (void)reusable;
+    struct pb_reproxy *rp = hc->data;
+    if (!rp) return;
+    rp_finish(rp, rp->cl->h->keep_alive);
+}
+
+static void rp_on_close(struct httpc *hc, enum conn_close_reason why)
+{
+    (void)why;
+    struct pb_reproxy *rp = hc->data;
+    if (!rp) return;
+    rp->hc = NULL;
+    struct pb_client *cl = rp->cl;
+    if (rp->state == RP_BODY) { /* cut off mid-body: the client cannot get a whole answer */
+        pb_reproxy_free(cl);
+        conn_close(cl->c);
         return;
     }
     rp_try_next(rp);

@@ -10,3 +10,4 @@ BENCHES += tests/bench/bench_perlbal.py
 # the core modules perlbal lifted into common/ (their unit tests live here: common.mk is the core's)
 $(eval $(call unit_test,common/test_pool))
 $(eval $(call unit_test,common/test_httpd))
+$(eval $(call unit_test,common/test_httpc))
