@@ -81,6 +81,12 @@ void httpc_close(struct httpc *hc)
     conn_close(hc->c);
 }
 
+void httpc_thread_exit(void)
+{
+    if (scratch_body) evbuffer_free(scratch_body);
+    scratch_body = NULL;
+}
+
 size_t httpc_output_pending(struct httpc *hc)
 {
     return evbuffer_get_length(conn_out(hc->c));

@@ -120,6 +120,8 @@ void httpc_resume(struct httpc *hc);
 /* Close now (pending output dropped); on_close follows (deferred if inside
  * a callback). */
 void httpc_close(struct httpc *hc);
+/* Free the calling thread's scratch buffer (at loop thread exit). */
+void httpc_thread_exit(void);
 /* Bytes queued towards the server. */
 size_t httpc_output_pending(struct httpc *hc);
 

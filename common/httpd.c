@@ -60,11 +60,14 @@ struct evbuffer *httpd_tx2(void)
     return tx2;
 }
 
+static void fcache_free(void);
+
 void httpd_thread_exit(void)
 {
     if (tx1) evbuffer_free(tx1);
     if (tx2) evbuffer_free(tx2);
     tx1 = tx2 = NULL;
+    fcache_free();
 }
 
 void httpd_send(struct core_conn *c, struct evbuffer *buf, bool tls)
@@ -553,6 +556,15 @@ struct fcache_ent {
     char path[FCACHE_PATH];
 };
 static __thread struct fcache_ent *fcache;
+
+static void fcache_free(void)
+{
+    if (!fcache) return;
+    for (int i = 0; i < FCACHE_SLOTS; i++)
+        if (fcache[i].fd >= 0) close(fcache[i].fd);
+    free(fcache);
+    fcache = NULL;
+}
 
 static struct fcache_ent *fcache_slot(struct httpd_files *f, const char *path)
 {

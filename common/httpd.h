@@ -128,7 +128,8 @@ struct evbuffer *httpd_tx2(void);
  * it is written straight away (one writev, no poll round trip). */
 void httpd_send(struct core_conn *c, struct evbuffer *buf, bool tls);
 void httpd_flush(struct httpd_conn *h);
-/* Free the calling thread's scratch buffers (at loop thread exit). */
+/* Free the calling thread's scratch buffers and open-file cache (at loop
+ * thread exit). */
 void httpd_thread_exit(void);
 
 /* The current time as an IMF-fixdate (cached per second, per thread). */

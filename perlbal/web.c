@@ -3,8 +3,8 @@
  * enable_delete, min_put_directory, max_put_size, enable_md5) and the
  * plugins' serve_path / file_sent hooks. */
 #include "common/conn.h"
-#include "perlbal/pb_conn.h"
-#include "perlbal/pb_plugin.h"
+#include "perlbal/perlbal.h"
+#include "perlbal/plugin.h"
 
 static void web_rewrite_path(void *arg, struct httpd_conn *h, char *path, size_t cap)
 {

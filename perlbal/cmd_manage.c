@@ -3,8 +3,8 @@
  * Perlbal's replies: "OK" (console only), "ERROR: ...", and listings ended
  * by a "." line.
  *
- * Parsing is pb_cmd.c's (pure); this file applies commands to the registry
- * (pb_service.c) and formats the inspection commands. */
+ * Parsing is proto_manage.c's (pure); this file applies commands to the registry
+ * (service.c) and formats the inspection commands. */
 #include <ctype.h>
 #include <errno.h>
 #include <stdarg.h>
@@ -23,9 +23,9 @@
 #include "common/listen.h"
 #include "common/log.h"
 #include "common/loop.h"
-#include "perlbal/pb_cmd.h"
-#include "perlbal/pb_conn.h"
-#include "perlbal/pb_plugin.h"
+#include "perlbal/proto_manage.h"
+#include "perlbal/perlbal.h"
+#include "perlbal/plugin.h"
 
 struct out {
     struct evbuffer *b;
@@ -442,7 +442,7 @@ static int run(struct pb_manage_ctx *ctx, struct pb_cmd *c, struct out *o)
     return err(o, "invalid command");
 }
 
-/* $VAR expansion from the environment, as Perlbal does. */
+/* $VAR expansion from the environment, as Perlbal does in config files. */
 static void expand_env(const char *in, size_t len, char *out, size_t outlen)
 {
     size_t o = 0;
@@ -469,8 +469,14 @@ int pb_manage_run(struct pb_manage_ctx *ctx, const char *line, size_t len, struc
     static __thread struct pb_cmd cmd;
     char buf[PB_CMD_MAX_LINE + 1];
     if (len > PB_CMD_MAX_LINE) len = PB_CMD_MAX_LINE;
-    /* '$' before '#' only: a '#' comment may hold anything */
-    expand_env(line, len, buf, sizeof buf);
+    /* config files only (as Perlbal): a console user must not read the
+     * process environment */
+    if (ctx->in_config) {
+        expand_env(line, len, buf, sizeof buf);
+    } else {
+        memcpy(buf, line, len);
+        buf[len] = 0;
+    }
     struct out o = { outb, crlf };
     if (pb_cmd_parse(buf, strlen(buf), &cmd) < 0) return err(&o, "%s", cmd.err);
     return run(ctx, &cmd, &o);

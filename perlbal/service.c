@@ -26,8 +26,8 @@
 #include "common/log.h"
 #include "common/loop.h"
 #include "common/tls.h"
-#include "perlbal/pb_conn.h"
-#include "perlbal/pb_plugin.h"
+#include "perlbal/perlbal.h"
+#include "perlbal/plugin.h"
 
 pthread_mutex_t pb_lock = PTHREAD_MUTEX_INITIALIZER;
 struct pb_service *pb_services;
@@ -653,6 +653,18 @@ static void del_listen_ev(void *arg)
 static bool loops_running;
 void pb_set_loops_running(bool on) { loops_running = on; }
 
+static bool is_loopback(const struct sockaddr_storage *ss)
+{
+    if (ss->ss_family == AF_INET)
+        return (ntohl(((const struct sockaddr_in *)ss)->sin_addr.s_addr) >> 24) == 127;
+    if (ss->ss_family == AF_INET6) {
+        const struct in6_addr *a = &((const struct sockaddr_in6 *)ss)->sin6_addr;
+        return IN6_IS_ADDR_LOOPBACK(a) ||
+               (IN6_IS_ADDR_V4MAPPED(a) && a->s6_addr[12] == 127);
+    }
+    return true; /* unix socket */
+}
+
 int pb_service_enable(struct pb_service *s, char *err, size_t errlen)
 {
     if (s->enabled) return 0;
@@ -668,6 +680,10 @@ int pb_service_enable(struct pb_service *s, char *err, size_t errlen)
         socklen_t sl;
         char e[160];
         if (listen_parse_addr(s->listen, 80, &ss, &sl, e, sizeof e) < 0) return err_out(err, errlen, "%s", e);
+        if (s->role == PB_ROLE_MANAGEMENT && !is_loopback(&ss))
+            log_warn("perlbal: WARNING: management service '%s' listens on %s, beyond loopback: the console has "
+                     "no authentication and anyone who can reach it can reconfigure or stop this server",
+                     s->name, s->listen);
         int n = s->role == PB_ROLE_MANAGEMENT ? 1 : loop_count();
         int fds[PB_MAX_LOOPS];
         for (int i = 0; i < n; i++) {

@@ -1,10 +1,14 @@
-/* pb_client: the client side of every HTTP service — reading request heads
- * (bounded, with a deadline against slow senders), keep-alive and pipelining,
- * simple error responses, the selector (vhosts) hand-over, and the
- * management console connections.
+/* session: a client connection of an HTTP service — the one driver of
+ * perlbal's client state (enum pb_client_state). common/httpd owns the HTTP
+ * side (heads, keep-alive, pipelining, bodies, errors); this file takes its
+ * events: a request head (plugins, the selector's vhost choice, the
+ * reverse_proxy request head for the backend, or the web_server), input
+ * while a request is in progress (by state: body to a backend, upload
+ * buffering, or held), the end of a request (per-request state reset), and
+ * the close.
  *
  * It never talks to backends or files itself: reverse_proxy requests go to
- * pb_proxy.c, web_server requests to pb_web.c. */
+ * proxy.c / backend.c, web_server requests to web.c. */
 #include <arpa/inet.h>
 #include <ctype.h>
 #include <unistd.h>
@@ -22,8 +26,8 @@
 #include "common/log.h"
 #include "common/loop.h"
 #include "common/tls.h"
-#include "perlbal/pb_conn.h"
-#include "perlbal/pb_plugin.h"
+#include "perlbal/perlbal.h"
+#include "perlbal/plugin.h"
 
 static void client_on_request(struct httpd_conn *h, struct http_msg *req);
 static void client_on_input(struct httpd_conn *h);
@@ -416,62 +420,4 @@ static void client_on_close(struct httpd_conn *h, enum conn_close_reason why)
     free(cl->range);
     free(cl->rp_hdrs);
     free(cl);
-}
-
-/* ---- management console connections ---- */
-
-struct pb_mgmt {
-    struct pb_manage_ctx ctx;
-};
-
-static int mgmt_on_read(struct core_conn *c)
-{
-    struct pb_mgmt *m = c->data;
-    for (;;) {
-        size_t ll, consumed;
-        enum line_status st;
-        char *line = line_peek(conn_in(c), 4096, &ll, &consumed, &st);
-        if (st == LINE_NEED_MORE) return 0;
-        if (st == LINE_TOO_LONG) {
-            evbuffer_add_printf(conn_out(c), "ERROR: line too long\r\n");
-            conn_close_after_write(c);
-            return 0;
-        }
-        line[ll] = 0;
-        char *p = line;
-        while (*p == ' ' || *p == '\t') p++;
-        if (!strncasecmp(p, "quit", 4) || !strncasecmp(p, "exit", 4)) {
-            evbuffer_drain(conn_in(c), consumed);
-            conn_close_after_write(c);
-            return 0;
-        }
-        pb_manage_run(&m->ctx, line, ll, conn_out(c), true);
-        evbuffer_drain(conn_in(c), consumed);
-        if (conn_is_closing(c)) return 0;
-    }
-}
-
-static void mgmt_on_close(struct core_conn *c, enum conn_close_reason why)
-{
-    (void)why;
-    free(c->data);
-}
-
-static const struct conn_ops mgmt_ops = {
-    .name = "pb_manage",
-    .on_read = mgmt_on_read,
-    .on_close = mgmt_on_close,
-};
-
-void pb_manage_accept(struct pb_service *svc, struct core_loop *loop, int fd, const struct sockaddr *sa,
-                      socklen_t salen)
-{
-    (void)svc;
-    struct pb_mgmt *m = calloc(1, sizeof *m);
-    if (!m) {
-        close(fd);
-        return;
-    }
-    m->ctx.verbose = true;
-    if (!conn_new(loop, fd, sa, salen, &mgmt_ops, m)) free(m);
 }
