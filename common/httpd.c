@@ -193,8 +193,7 @@ void httpd_response_head(struct httpd_conn *h, int status, const char *ctype, in
 void httpd_error(struct httpd_conn *h, int status, const char *msg)
 {
     char body[512];
-    int n = snprintf(body, sizeof body, "<h1>%d - %s</h1>\n%s%s", status, http_reason(status), msg ? msg : "",
-                     msg ? "\n" : "");
+    int n = snprintf(body, sizeof body, "<h1>%d - %s</h1>\n%s", status, http_reason(status), msg ? msg : "");
     if (n >= (int)sizeof body) n = (int)sizeof body - 1;
     bool keep = status < 500 && status != 400 && status != 431 && status != 408 && status != 413 && status != 411 &&
                 status != 501 && status != 505 && httpd_can_persist(h) && (h->body == HTTP_BODY_NONE || h->body_done);
@@ -784,7 +783,7 @@ static void get_work(struct disk_job *j)
         }
         if (!g->f->dirindexing) {
             g->kind = GET_ERROR;
-            g->status = 403;
+            g->status = g->f->dir_disabled_status ? g->f->dir_disabled_status : 403;
             g->msg = "Directory listing disabled";
             return;
         }
