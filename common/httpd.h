@@ -49,6 +49,7 @@ struct httpd_conn;
 struct httpd_put;
 
 #define HTTPD_MAX_HEAD 16384               /* default bound on a request head */
+#define HTTPD_MAX_HEAD_LIMIT (64 * 1024)   /* max_head is capped at this */
 #define HTTPD_HEAD_DEADLINE_MS 30000       /* default: a head must be complete within */
 #define HTTPD_WRITE_TIMEOUT_MS 120000      /* output pending and not moving */
 #define HTTPD_MAX_PIPELINE_IN (256 * 1024) /* input held while a request is in progress */
