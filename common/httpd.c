@@ -351,6 +351,35 @@ static int parse_http10_chunked(const char *buf, size_t len, const struct http_l
     return -1;
 }
 
+/* A Content-Length header whose value starts with '-' (for a clearer
+ * error, as Perlbal words it). */
+static bool negative_length(const char *buf, size_t len)
+{
+    static const char name[] = "\ncontent-length:";
+    for (size_t i = 0; i + sizeof name < len; i++) {
+        if (strncasecmp(buf + i, name, sizeof name - 1)) continue;
+        size_t j = i + sizeof name - 1;
+        while (j < len && (buf[j] == ' ' || buf[j] == '\t')) j++;
+        return j < len && buf[j] == '-';
+    }
+    return false;
+}
+
+bool httpd_range_inverted(const char *v, size_t len)
+{
+    /* "bytes=first-last" with last < first: Perlbal answers 416, the
+     * parser ignores it (RFC 9110 lets it) */
+    if (len < 6 || strncasecmp(v, "bytes=", 6)) return false;
+    const char *p = v + 6, *e = v + len;
+    uint64_t a = 0, b = 0;
+    int da = 0, db = 0;
+    while (p < e && *p >= '0' && *p <= '9' && da < 19) a = a * 10 + (uint64_t)(*p++ - '0'), da++;
+    if (p >= e || *p != '-') return false;
+    p++;
+    while (p < e && *p >= '0' && *p <= '9' && db < 19) b = b * 10 + (uint64_t)(*p++ - '0'), db++;
+    return da && db && p == e && b < a;
+}
+
 static void read_heads(struct httpd_conn *h)
 {
     struct evbuffer *in = conn_in(h->c);
@@ -381,13 +410,15 @@ static void read_heads(struct httpd_conn *h)
         if (r < 0 && req->error == 400 && (r = parse_http10_chunked(buf, want, &lim, req)) > 0) {
             /* served, then closed (below) */
         } else if (r < 0) {
+            const char *msg = req->error == 400 && negative_length(buf, want) ? "Invalid request: Content-Length < 0"
+                                                                               : NULL;
             evbuffer_drain(in, len);
             h->in_request = true;
             h->version_minor = req->version_minor;
             h->keep_alive = false;
             h->method = HTTP_M_OTHER;
             h->body = HTTP_BODY_NONE;
-            httpd_error(h, req->error, NULL);
+            httpd_error(h, req->error, msg);
             break;
         }
         start_request(h, req);
@@ -779,7 +810,8 @@ static void get_file_answer(struct get_job *g, int fd, bool ours)
         g->status = 200;
         if (g->has_range) {
             enum http_range_result rr = http_parse_range(g->range, strlen(g->range), size, &first, &last);
-            if (rr == HTTP_RANGE_UNSATISFIABLE) g->kind = GET_RANGE_BAD;
+            if (rr == HTTP_RANGE_UNSATISFIABLE || httpd_range_inverted(g->range, strlen(g->range)))
+                g->kind = GET_RANGE_BAD;
             if (rr == HTTP_RANGE_OK) g->status = 206;
         }
         g->first = first;

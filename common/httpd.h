@@ -214,6 +214,9 @@ struct httpd_files {
 void httpd_files_serve(struct httpd_conn *h, struct http_msg *req, struct httpd_files *f);
 /* Drop every cached open file of f (after changing files behind httpd). */
 void httpd_files_invalidate(struct httpd_files *f);
+/* True for a Range "bytes=first-last" with last < first: unsatisfiable for
+ * Perlbal (416), where http_parse_range ignores it. */
+bool httpd_range_inverted(const char *value, size_t len);
 /* "text/html" etc. from a path's extension ("text/plain" if unknown). */
 const char *httpd_mime_type(const char *path);
 #endif

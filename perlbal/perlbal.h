@@ -295,8 +295,9 @@ void pb_proxy_buffer_data(struct pb_client *cl);
 /* Close and remove the request's spool file, if any. */
 void pb_upload_purge(struct pb_client *cl);
 /* X-REPROXY-CACHE-FOR: answer from the service's reproxy cache. True if it
- * took the request (cl->cache_key must be set). */
-bool pb_proxy_from_cache(struct pb_client *cl);
+ * took the request (cl->cache_key must be set); ims: the request's
+ * If-Modified-Since (304 when it equals the cached Last-Modified). */
+bool pb_proxy_from_cache(struct pb_client *cl, const char *ims, size_t ims_len);
 /* enable_error_retries: a GET/HEAD answered with status 500 is sent to a
  * backend again after the scheduled delay. True if scheduled (the client
  * has left its backend; the caller drops that connection). */

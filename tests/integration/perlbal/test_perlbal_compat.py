@@ -210,3 +210,203 @@ def test_http10_chunked_put_with_continue(daemon, tmp_path):
                     b"3\r\nabc\r\n0\r\n\r\n")
     assert out.startswith(b"HTTP/1.1 100 Continue\r\n\r\nHTTP/1.0 20")
     assert (root / "foo.txt").read_bytes() == b"abc"
+
+
+def selector_conf(port, mport, backend_port, root, ss_persist="on", pr_persist="on"):
+    return """
+LOAD Vhosts
+CREATE POOL a
+  POOL a ADD 127.0.0.1:%d
+CREATE SERVICE pr
+  SET role = reverse_proxy
+  SET pool = a
+  SET persist_client = %s
+  SET persist_backend = on
+  SET connect_ahead = 0
+ENABLE pr
+CREATE SERVICE ws
+  SET role = web_server
+  SET docroot = %s
+  SET persist_client = on
+ENABLE ws
+CREATE SERVICE mgmt
+  SET role = management
+  SET listen = 127.0.0.1:%d
+ENABLE mgmt
+CREATE SERVICE ss
+  SET role = selector
+  SET plugins = vhosts
+  SET persist_client = %s
+  VHOST ss proxy = pr
+  VHOST ss webserver = ws
+  VHOST ss manage = mgmt
+ENABLE ss
+CREATE SERVICE ss2
+  SET role = selector
+  SET listen = 127.0.0.1:%d
+  SET plugins = vhosts
+  SET persist_client = on
+  VHOST ss2 * = ss
+ENABLE ss2
+""" % (backend_port, pr_persist, root, mport, ss_persist, port)
+
+
+def keepalive_requests(port, host, n, body=None):
+    """n requests on one HTTP/1.0 keep-alive connection; how many were answered on it."""
+    import http.client
+    c = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+    done = 0
+    try:
+        for _ in range(n):
+            hdrs = {"Host": host, "Connection": "keep-alive"}
+            c._http_vsn, c._http_vsn_str = 10, "HTTP/1.0"
+            c.request("POST" if body else "GET", "/status", body=body, headers=hdrs)
+            r = c.getresponse()
+            r.read()
+            done += 1
+            if r.getheader("Connection", "").lower() != "keep-alive":
+                break
+    finally:
+        c.close()
+    return done
+
+
+def test_selectors_chain_and_selector_persist_client_decides(daemon, tmp_path):
+    """As Perlbal's t/31 and t/32-selector: a selector may point at another
+    selector; POSTs through both are proxied and the client connection
+    persists; behind a selector its persist_client decides, not the
+    target's; a vhost mapped to a management service is a 5xx."""
+    from pb_helpers import Backend
+    be = Backend()
+    root = tmp_path / "www"
+    root.mkdir()
+    (root / "f.txt").write_text("file")
+    port, mport = free_port(), free_port()
+    start_perlbal(daemon, str(tmp_path), selector_conf(port, mport, be.port, root, pr_persist="off"), port)
+    try:
+        assert keepalive_requests(port, "proxy", 3, body=b"foo=bar") == 3
+        assert [q["method"] for q in be.requests][-3:] == ["POST"] * 3
+        assert keepalive_requests(port, "proxy", 3) == 3       # pr says off, the selector says on
+        r, body = get(port, "/f.txt", headers={"Host": "webserver"})
+        assert r.status == 200 and body == b"file"
+        r, _ = get(port, "/x", headers={"Host": "manage"})
+        assert 500 <= r.status < 600
+        console(mport, "SET ss2.persist_client = off")     # the selector the client connected to
+        assert keepalive_requests(port, "proxy", 3) == 1
+    finally:
+        be.stop()
+
+
+def test_request_pipelined_behind_a_non_persistent_one_is_refused(daemon, tmp_path):
+    """As Perlbal's t/32-pipelining: a request sent behind one whose client
+    does not keep the connection gets 400 (a stray CRLF after a POST body is
+    tolerated), and nothing of it reaches a backend; a negative
+    Content-Length is a 400 that says so."""
+    from pb_helpers import Backend
+    be = Backend()
+    port, mport = free_port(), free_port()
+    conf = tmp_path / "p.conf"
+    start_perlbal(daemon, str(tmp_path), """
+CREATE POOL a
+  POOL a ADD 127.0.0.1:%d
+CREATE SERVICE test
+  SET role = reverse_proxy
+  SET listen = 127.0.0.1:%d
+  SET pool = a
+  SET persist_client = on
+  SET persist_backend = on
+ENABLE test
+""" % (be.port, port), port)
+    try:
+        out = raw(port, b"GET /a HTTP/1.0\r\n\r\nGET /b HTTP/1.0\r\n\r\n")
+        assert out.startswith(b"HTTP/1.0 400") and b"Can't pipeline to HTTP/1.0" in out
+        out = raw(port, b"POST /c HTTP/1.0\r\nContent-Length: 3\r\n\r\nabc\r\n")
+        assert out.startswith(b"HTTP/1.0 200")
+        assert [q["path"] for q in be.requests] == ["/c"]
+        out = raw(port, b"GET /d HTTP/1.0\r\nContent-Length: -20\r\n\r\n")
+        assert out.startswith(b"HTTP/1.0 400") and b"Content-Length < 0" in out
+    finally:
+        be.stop()
+
+
+def test_inverted_range_is_416_for_files_and_reproxied_files(daemon, tmp_path):
+    """As Perlbal's t/40-ranges: "bytes=5-1" cannot be satisfied (416) from
+    the web_server and from X-REPROXY-FILE alike."""
+    from pb_helpers import Backend
+    root = tmp_path / "www"
+    root.mkdir()
+    (root / "f.txt").write_text("0123456789")
+
+    def behaviour(h, info):
+        return 200, {"X-REPROXY-FILE": str(root / "f.txt")}, b""
+
+    be = Backend(behaviour)
+    wport, pport = free_port(), free_port()
+    start_perlbal(daemon, str(tmp_path), web_conf(wport, root) + """
+CREATE POOL a
+  POOL a ADD 127.0.0.1:%d
+CREATE SERVICE rp
+  SET role = reverse_proxy
+  SET listen = 127.0.0.1:%d
+  SET pool = a
+  SET enable_reproxy = on
+ENABLE rp
+""" % (be.port, pport), wport)
+    try:
+        for port in (wport, pport):
+            r, _ = get(port, "/f.txt", headers={"Range": "bytes=5-1"})
+            assert r.status == 416, port
+            r, body = get(port, "/f.txt", headers={"Range": "bytes=2-4"})
+            assert r.status == 206 and body == b"234"
+            r, _ = get(port, "/f.txt", headers={"Range": "bytes=10-"})
+            assert r.status == 416
+    finally:
+        be.stop()
+
+
+def test_reproxy_cache_answers_if_modified_since_with_304(daemon, tmp_path):
+    """As Perlbal's t/35-reproxy: a URL served from the X-REPROXY-CACHE-FOR
+    cache answers 304 to If-Modified-Since equal to the cached
+    Last-Modified, on a kept-alive connection, without the backend."""
+    import http.client
+    from pb_helpers import Backend, Nginx
+    root = tmp_path / "www"
+    root.mkdir()
+    (root / "f.txt").write_text("cached body")
+    ng = Nginx(str(tmp_path), str(root))
+    lm = "Sat, 05 Dec 2026 10:00:00 GMT"
+
+    def behaviour(h, info):
+        return 200, {"X-REPROXY-URL": "http://127.0.0.1:%d/f.txt" % ng.port, "X-REPROXY-CACHE-FOR": "30",
+                     "Last-Modified": lm}, b""
+
+    be = Backend(behaviour)
+    port, mport = free_port(), free_port()
+    start_perlbal(daemon, str(tmp_path), """
+CREATE POOL a
+  POOL a ADD 127.0.0.1:%d
+CREATE SERVICE rp
+  SET role = reverse_proxy
+  SET listen = 127.0.0.1:%d
+  SET pool = a
+  SET persist_client = on
+  SET enable_reproxy = on
+  SET reproxy_cache_maxsize = 10
+ENABLE rp
+""" % (be.port, port), port)
+    try:
+        c = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+        c.request("GET", "/u")
+        r = c.getresponse()
+        assert r.status == 200 and r.read() == b"cached body" and r.getheader("Last-Modified") == lm
+        c.request("GET", "/u", headers={"If-Modified-Since": lm + "; length=11"})
+        r = c.getresponse()
+        assert r.status == 304 and r.read() == b""
+        c.request("GET", "/u", headers={"If-Modified-Since": "Fri, 04 Dec 2026 10:00:00 GMT"})
+        r = c.getresponse()
+        assert r.status == 200 and r.read() == b"cached body"
+        c.close()
+        assert len([q for q in be.requests if q["path"] == "/u"]) == 1
+    finally:
+        be.stop()
+        ng.stop()
