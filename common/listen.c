@@ -23,6 +23,7 @@
 
 #include "common/conn.h"
 #include "common/log.h"
+#include "common/num.h"
 #include "common/loop.h"
 
 struct core_listener {
@@ -123,11 +124,8 @@ int listen_parse_addr(const char *spec, int default_port, struct sockaddr_storag
     }
     int port = default_port;
     if (portstr && *portstr) {
-        char *end;
-        long p = strtol(portstr, &end, 10);
-        if (*end || p < 0 || p > 65535)
+        if (parse_int_str(portstr, 0, 65535, &port) != NUM_OK)
             return errf(err, errlen, "bad port in '%s'", spec);
-        port = (int)p;
     }
     if (port < 0)
         return errf(err, errlen, "no port in '%s'", spec);

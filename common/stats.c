@@ -17,6 +17,7 @@
 #include <event2/buffer.h>
 #include <event2/event.h>
 
+#include "common/clock.h"
 #include "common/conn.h"
 #include "common/line.h"
 #include "common/listen.h"
@@ -223,19 +224,9 @@ void stats_hist_emit(struct stats_sink *s, const char *name, const struct stats_
     snprintf(n, sizeof(n), "%s_p99_us", name); stats_u64(s, n, stats_hist_quantile(h, 0.99));
 }
 
-uint64_t stats_now_usec(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (uint64_t)ts.tv_sec * 1000000ULL + (uint64_t)ts.tv_nsec / 1000;
-}
+uint64_t stats_now_usec(void) { return clock_now_us(); }
 
-double stats_wall_time(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_REALTIME, &ts);
-    return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
-}
+double stats_wall_time(void) { return clock_wall(); }
 
 /* The process source. */
 
