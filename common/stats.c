@@ -259,6 +259,7 @@ void stats_process_source(struct stats_sink *s, void *arg)
     stats_u64(s, "curr_connections", conn_total_current());
     stats_u64(s, "total_connections", conn_total_accepted());
     stats_u64(s, "rejected_connections", listen_rejected_conns());
+    stats_u64(s, "accept_fd_exhausted", listen_fd_exhausted());
     stats_u64(s, "threads", (uint64_t)loop_count());
 }
 
@@ -309,6 +310,6 @@ static void metrics_accept(struct core_loop *loop, int fd, const struct sockaddr
 int stats_metrics_listen(const char *spec, const char *ns, char *err, size_t errlen)
 {
     snprintf(metrics_ns, sizeof(metrics_ns), "%s", ns ? ns : "core");
-    struct listen_opts o = { .single_loop = true, .is_admin = true };
+    struct listen_opts o = { .single_loop = true, .is_admin = true, .loopback_default = true };
     return listen_open(spec, 9150, &o, metrics_accept, NULL, NULL, err, errlen) ? 0 : -1;
 }
