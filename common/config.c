@@ -27,7 +27,7 @@ const struct cfg_setting core_settings[] = {
     { "log-file", 0, CFG_STRING, &core_opts.log_file, NULL, "append log lines to this file (reopened on SIGHUP)", false, NULL },
     { "pidfile", 0, CFG_STRING, &core_opts.pidfile, NULL, "write the process id to this file", false, NULL },
     { "user", 0, CFG_STRING, &core_opts.user, NULL, "drop privileges to this user after binding", false, NULL },
-    { "max-fds", 0, CFG_INT, &core_opts.max_fds, "0", "raise the open-file limit to this (0 = enough for max connections)", false, NULL },
+    { "max-fds", 0, CFG_INT, &core_opts.max_fds, "0", "raise the open-file limit to this (0 = the hard limit)", false, NULL },
     { "grace", 0, CFG_DOUBLE, &core_opts.grace, "10", "seconds a graceful stop waits for connections to finish", true, NULL },
     CFG_END
 };

@@ -241,3 +241,31 @@ def test_perlbal_on_a_busy_port_refuses_to_start(tmp_path):
         assert rc is not None and rc != 0
     finally:
         holder.close()
+
+
+def open_file_limits(pid):
+    with open("/proc/%d/limits" % pid) as f:
+        for line in f:
+            if line.startswith("Max open files"):
+                soft, hard = line.split()[3:5]
+                return int(soft), int(hard)
+    raise AssertionError("no open-file limit for %d" % pid)
+
+
+def test_open_file_limit_raised_to_the_hard_limit_at_start(name):
+    import resource
+    _, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    low = 256
+    port = free_port()
+    # a low soft limit, as a shell's `ulimit -n` or an init system may leave it
+    proc = subprocess.Popen([bin_path(name)] + [a.replace("{port}", str(port)) for a in DAEMONS[name]],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                            preexec_fn=lambda: resource.setrlimit(resource.RLIMIT_NOFILE, (low, hard)))
+    try:
+        wait_port(port, proc=proc)
+        got_soft, got_hard = open_file_limits(proc.pid)
+        assert got_hard == got_soft
+        assert got_soft > low
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        proc.wait(timeout=15)
