@@ -1,5 +1,5 @@
-/* pb_cmd: parse one line of Perlbal's config/management language (pure). */
-#include "perlbal/pb_cmd.h"
+/* proto_manage: parse one line of Perlbal's config/management language (pure). */
+#include "perlbal/proto_manage.h"
 
 #include <ctype.h>
 #include <stdbool.h>

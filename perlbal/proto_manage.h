@@ -1,10 +1,10 @@
-/* pb_cmd: the Perlbal management/config language, parsed (pure).
+/* proto_manage: the Perlbal management/config language, parsed (pure).
  *
  * One line in, one struct out: which command, and pointers to its arguments
  * inside the struct's own normalised copy of the line. Perlbal's rules are
  * kept: '#' starts a comment, whitespace is collapsed, everything up to the
  * first '=' is case-insensitive (lower-cased), values keep their case.
- * Executing a command is pb_manage.c's job; this file never touches state. */
+ * Executing a command is cmd_manage.c's job; this file never touches state. */
 #ifndef PB_CMD_H
 #define PB_CMD_H
 

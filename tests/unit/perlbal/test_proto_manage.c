@@ -1,5 +1,5 @@
-/* Unit tests for perlbal/pb_cmd: Perlbal's config/management language. */
-#include "perlbal/pb_cmd.h"
+/* Unit tests for perlbal/proto_manage: Perlbal's config/management language. */
+#include "perlbal/proto_manage.h"
 
 #include <string.h>
 

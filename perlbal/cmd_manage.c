@@ -3,8 +3,8 @@
  * Perlbal's replies: "OK" (console only), "ERROR: ...", and listings ended
  * by a "." line.
  *
- * Parsing is pb_cmd.c's (pure); this file applies commands to the registry
- * (pb_service.c) and formats the inspection commands. */
+ * Parsing is proto_manage.c's (pure); this file applies commands to the registry
+ * (service.c) and formats the inspection commands. */
 #include <ctype.h>
 #include <errno.h>
 #include <stdarg.h>
@@ -23,9 +23,9 @@
 #include "common/listen.h"
 #include "common/log.h"
 #include "common/loop.h"
-#include "perlbal/pb_cmd.h"
-#include "perlbal/pb_conn.h"
-#include "perlbal/pb_plugin.h"
+#include "perlbal/proto_manage.h"
+#include "perlbal/perlbal.h"
+#include "perlbal/plugin.h"
 
 struct out {
     struct evbuffer *b;
@@ -82,9 +82,9 @@ static void show_service(struct out *o, struct pb_service *s)
         /* counts are summed over the loops; they are read racily, as stats */
         int waiting = 0, pending = 0, idle = 0;
         for (int i = 0; i < loop_count() && i < PB_MAX_LOOPS; i++) {
-            waiting += s->loops[i].queue_len[0] + s->loops[i].queue_len[1] + s->loops[i].queue_len[2];
-            pending += s->loops[i].pending;
-            idle += s->loops[i].nidle;
+            waiting += s->loops[i].pool.nwaiting;
+            pending += s->loops[i].pool.pending;
+            idle += s->loops[i].pool.nidle;
         }
         outf(o, "  pend clients: %d", waiting);
         outf(o, "  pend backend: %d", pending);
@@ -95,7 +95,7 @@ static void show_service(struct out *o, struct pb_service *s)
                 outf(o, "         nodes:");
                 pthread_mutex_lock(&pb_lock);
                 for (int i = 0; i < s->pool->nnodes; i++)
-                    outf(o, "                %-21s %7llu", s->pool->nodes[i]->ipport,
+                    outf(o, "                %-21s %7llu", s->pool->nodes[i]->name,
                          (unsigned long long)atomic_load(&s->pool->nodes[i]->used));
                 pthread_mutex_unlock(&pb_lock);
             }
@@ -146,7 +146,7 @@ static int cmd_word(struct pb_manage_ctx *ctx, struct pb_cmd *c, struct out *o)
             if (!p) return err(o, "pool '%s' does not exist", argv[2]);
             pthread_mutex_lock(&pb_lock);
             for (int i = 0; i < p->nnodes; i++)
-                outf(o, "%s %llu", p->nodes[i]->ipport, (unsigned long long)atomic_load(&p->nodes[i]->used));
+                outf(o, "%s %llu", p->nodes[i]->name, (unsigned long long)atomic_load(&p->nodes[i]->used));
             pthread_mutex_unlock(&pb_lock);
             return end(o);
         }
@@ -187,13 +187,13 @@ static int cmd_word(struct pb_manage_ctx *ctx, struct pb_cmd *c, struct out *o)
         pthread_mutex_lock(&pb_lock);
         for (struct pb_pool *p = pb_pools; p; p = p->next)
             for (int i = 0; i < p->nnodes; i++) {
-                struct pb_node *n = p->nodes[i];
-                if (only && strcmp(n->ipport, want)) continue;
+                struct pool_node *n = p->nodes[i];
+                if (only && strcmp(n->name, want)) continue;
                 int64_t dead = atomic_load(&n->dead_until_ms) - pb_now_ms();
-                outf(o, "%s connects %llu", n->ipport, (unsigned long long)atomic_load(&n->connects));
-                outf(o, "%s requests %llu", n->ipport, (unsigned long long)atomic_load(&n->used));
-                outf(o, "%s failures %llu", n->ipport, (unsigned long long)atomic_load(&n->failures));
-                outf(o, "%s dead %d", n->ipport, dead > 0 ? 1 : 0);
+                outf(o, "%s connects %llu", n->name, (unsigned long long)atomic_load(&n->connects));
+                outf(o, "%s requests %llu", n->name, (unsigned long long)atomic_load(&n->used));
+                outf(o, "%s failures %llu", n->name, (unsigned long long)atomic_load(&n->failures));
+                outf(o, "%s dead %d", n->name, dead > 0 ? 1 : 0);
             }
         pthread_mutex_unlock(&pb_lock);
         return end(o);
@@ -207,9 +207,9 @@ static int cmd_word(struct pb_manage_ctx *ctx, struct pb_cmd *c, struct out *o)
                 int count = 0;
                 int64_t age = 0;
                 for (int i = 0; i < loop_count() && i < PB_MAX_LOOPS; i++) {
-                    count += s->loops[i].queue_len[q];
-                    struct pb_client *h = s->loops[i].queue_head[q];
-                    if (h && now - h->queued_ms > age) age = now - h->queued_ms;
+                    count += s->loops[i].pool.qlen[q];
+                    int64_t a = pool_queue_age_ms(&s->loops[i].pool, q, now);
+                    if (a > age) age = a;
                 }
                 outf(o, "%s-%s.age %lld", s->name, qn[q], (long long)(age / 1000));
                 outf(o, "%s-%s.count %d", s->name, qn[q], count);
@@ -232,9 +232,9 @@ static int cmd_word(struct pb_manage_ctx *ctx, struct pb_cmd *c, struct out *o)
             if (only && s != only) continue;
             int waiting = 0, pending = 0, idle = 0, active = 0;
             for (int i = 0; i < loop_count() && i < PB_MAX_LOOPS; i++) {
-                waiting += s->loops[i].queue_len[0] + s->loops[i].queue_len[1] + s->loops[i].queue_len[2];
-                pending += s->loops[i].pending;
-                idle += s->loops[i].nidle;
+                waiting += s->loops[i].pool.nwaiting;
+                pending += s->loops[i].pool.pending;
+                idle += s->loops[i].pool.nidle;
                 active += s->loops[i].active_clients;
             }
             if (s->role != PB_ROLE_REVERSE_PROXY) continue;
@@ -257,8 +257,8 @@ static int cmd_word(struct pb_manage_ctx *ctx, struct pb_cmd *c, struct out *o)
         pthread_mutex_lock(&pb_lock);
         for (struct pb_pool *p = pb_pools; p; p = p->next)
             for (int i = 0; i < p->nnodes; i++) {
-                int64_t v = atomic_load(&p->nodes[i]->noverify_until_ms);
-                if (v > now) outf(o, "%s %lld", p->nodes[i]->ipport, (long long)(time(NULL) + (v - now) / 1000));
+                int64_t v = atomic_load(&p->nodes[i]->mark_until_ms);
+                if (v > now) outf(o, "%s %lld", p->nodes[i]->name, (long long)(time(NULL) + (v - now) / 1000));
             }
         pthread_mutex_unlock(&pb_lock);
         return end(o);
@@ -293,7 +293,7 @@ static int cmd_word(struct pb_manage_ctx *ctx, struct pb_cmd *c, struct out *o)
         for (struct pb_pool *p = pb_pools; p; p = p->next) {
             outf(o, "CREATE POOL %s", p->name);
             pthread_mutex_lock(&pb_lock);
-            for (int i = 0; i < p->nnodes; i++) outf(o, "  POOL %s ADD %s", p->name, p->nodes[i]->ipport);
+            for (int i = 0; i < p->nnodes; i++) outf(o, "  POOL %s ADD %s", p->name, p->nodes[i]->name);
             pthread_mutex_unlock(&pb_lock);
             outf(o, "%s", "");
         }
@@ -442,7 +442,7 @@ static int run(struct pb_manage_ctx *ctx, struct pb_cmd *c, struct out *o)
     return err(o, "invalid command");
 }
 
-/* $VAR expansion from the environment, as Perlbal does. */
+/* $VAR expansion from the environment, as Perlbal does in config files. */
 static void expand_env(const char *in, size_t len, char *out, size_t outlen)
 {
     size_t o = 0;
@@ -469,8 +469,14 @@ int pb_manage_run(struct pb_manage_ctx *ctx, const char *line, size_t len, struc
     static __thread struct pb_cmd cmd;
     char buf[PB_CMD_MAX_LINE + 1];
     if (len > PB_CMD_MAX_LINE) len = PB_CMD_MAX_LINE;
-    /* '$' before '#' only: a '#' comment may hold anything */
-    expand_env(line, len, buf, sizeof buf);
+    /* config files only (as Perlbal): a console user must not read the
+     * process environment */
+    if (ctx->in_config) {
+        expand_env(line, len, buf, sizeof buf);
+    } else {
+        memcpy(buf, line, len);
+        buf[len] = 0;
+    }
     struct out o = { outb, crlf };
     if (pb_cmd_parse(buf, strlen(buf), &cmd) < 0) return err(&o, "%s", cmd.err);
     return run(ctx, &cmd, &o);

@@ -26,8 +26,8 @@
 #include "common/log.h"
 #include "common/loop.h"
 #include "common/tls.h"
-#include "perlbal/pb_conn.h"
-#include "perlbal/pb_plugin.h"
+#include "perlbal/perlbal.h"
+#include "perlbal/plugin.h"
 
 pthread_mutex_t pb_lock = PTHREAD_MUTEX_INITIALIZER;
 struct pb_service *pb_services;
@@ -119,7 +119,7 @@ static const struct param params[] = {
     { "docroot", P_STR, F(docroot), R_WEB, NULL },
     { "enable_concatenate_get", P_IGNORED, 0, R_WEB, NULL },
     { "enable_delete", P_BOOL, F(enable_delete), R_WEB, "0" },
-    { "enable_md5", P_IGNORED, 0, R_WEB, NULL },
+    { "enable_md5", P_BOOL, F(enable_md5), R_WEB, "1" },
     { "enable_put", P_BOOL, F(enable_put), R_WEB, "0" },
     { "index_files", P_STR, F(index_files), R_WEB, "index.html" },
     { "max_content_length", P_SIZE, F(max_content_length), R_ALL, "0" },
@@ -238,7 +238,7 @@ static void set_str(char **slot, const char *v)
     *slot = v ? strdup(v) : NULL;
 }
 
-int pb_service_set(struct pb_service *s, const char *key, const char *val, char *err, size_t errlen)
+static int service_set_inner(struct pb_service *s, const char *key, const char *val, char *err, size_t errlen)
 {
     if (strchr(key, '.')) {
         /* plugin parameters (SET demo.notmodified.host_pattern = ...) */
@@ -396,6 +396,13 @@ struct pb_service *pb_service_find(const char *name)
     return NULL;
 }
 
+int pb_service_set(struct pb_service *s, const char *key, const char *val, char *err, size_t errlen)
+{
+    int r = service_set_inner(s, key, val, err, errlen);
+    if (r == 0) pb_web_sync(s);
+    return r;
+}
+
 struct pb_service *pb_service_create(const char *name)
 {
     struct pb_service *s = calloc(1, sizeof *s);
@@ -411,7 +418,8 @@ struct pb_service *pb_service_create(const char *name)
         }
     for (int i = 0; i < ndefaults; i++) pb_service_set(s, defaults[i].key, defaults[i].val, err, sizeof err);
     for (int i = 0; i < PB_MAX_LOOPS; i++) s->loops[i].listen_fd = -1;
-    s->docroot_fd = -1;
+    for (int i = 0; i < PB_MAX_LOOPS; i++) pb_proxy_init_loop(s, i);
+    pb_web_sync(s);
     pthread_mutex_lock(&pb_lock);
     struct pb_service **pp = &pb_services;
     while (*pp) pp = &(*pp)->next;
@@ -444,54 +452,17 @@ struct pb_pool *pb_pool_create(const char *name)
 
 /* "ip[:port]" or "[ipv6][:port]" (port 80 when absent), numeric only (no
  * DNS on a loop) or "localhost". Fills sa and the canonical "ip:port". */
+/* "ip:port" etc. into its address and canonical form (common/pool). */
 static int parse_ipport(const char *ipport, struct sockaddr_storage *sa, socklen_t *salen, char *canon, size_t clen)
 {
-    char host[64];
-    const char *hs = ipport, *he, *portp = NULL;
-    if (*ipport == '[') {
-        hs = ipport + 1;
-        he = strchr(hs, ']');
-        if (!he || (he[1] && he[1] != ':')) return -1;
-        if (he[1] == ':') portp = he + 2;
-    } else {
-        he = strchr(ipport, ':');
-        if (he) portp = he + 1;
-        else he = ipport + strlen(ipport);
-    }
-    size_t hl = (size_t)(he - hs);
-    if (hl == 0 || hl >= sizeof host) return -1;
-    memcpy(host, hs, hl);
-    host[hl] = 0;
-    int port = 80;
-    if (portp) {
-        char *end;
-        long n = strtol(portp, &end, 10);
-        if (end == portp || *end || n <= 0 || n > 65535) return -1;
-        port = (int)n;
-    }
-    memset(sa, 0, sizeof *sa);
-    if (!strcmp(host, "localhost")) strcpy(host, "127.0.0.1");
-    struct sockaddr_in *s4 = (struct sockaddr_in *)sa;
-    struct sockaddr_in6 *s6 = (struct sockaddr_in6 *)sa;
-    if (inet_pton(AF_INET, host, &s4->sin_addr) == 1) {
-        s4->sin_family = AF_INET;
-        s4->sin_port = htons((uint16_t)port);
-        *salen = sizeof *s4;
-        snprintf(canon, clen, "%s:%d", host, port);
-    } else if (inet_pton(AF_INET6, host, &s6->sin6_addr) == 1) {
-        s6->sin6_family = AF_INET6;
-        s6->sin6_port = htons((uint16_t)port);
-        *salen = sizeof *s6;
-        char norm[INET6_ADDRSTRLEN];
-        inet_ntop(AF_INET6, &s6->sin6_addr, norm, sizeof norm);
-        snprintf(canon, clen, "[%s]:%d", norm, port);
-    } else {
-        return -1;
-    }
+    struct pool_node n;
+    if (pool_node_init(&n, ipport, 80) < 0) return -1;
+    *sa = n.sa;
+    *salen = n.salen;
+    snprintf(canon, clen, "%s", n.name);
     return 0;
 }
 
-/* caller holds pb_lock */
 static int pool_add_locked(struct pb_pool *p, const char *ipport, char *err, size_t errlen)
 {
     struct sockaddr_storage sa;
@@ -500,17 +471,17 @@ static int pool_add_locked(struct pb_pool *p, const char *ipport, char *err, siz
     if (parse_ipport(ipport, &sa, &salen, canon, sizeof canon) < 0)
         return err_out(err, errlen, "Invalid node address '%s'", ipport);
     for (int i = 0; i < p->nnodes; i++)
-        if (!strcmp(p->nodes[i]->ipport, canon)) return 0;
+        if (!strcmp(p->nodes[i]->name, canon)) return 0;
     if (p->nnodes == p->cap) {
         int nc = p->cap ? p->cap * 2 : 8;
-        struct pb_node **n = realloc(p->nodes, (size_t)nc * sizeof *n);
+        struct pool_node **n = realloc(p->nodes, (size_t)nc * sizeof *n);
         if (!n) return err_out(err, errlen, "%s", "out of memory");
         p->nodes = n;
         p->cap = nc;
     }
-    struct pb_node *node = calloc(1, sizeof *node);
+    struct pool_node *node = calloc(1, sizeof *node);
     if (!node) return err_out(err, errlen, "%s", "out of memory");
-    snprintf(node->ipport, sizeof node->ipport, "%s", canon);
+    snprintf(node->name, sizeof node->name, "%s", canon);
     node->sa = sa;
     node->salen = salen;
     p->nodes[p->nnodes++] = node;
@@ -534,7 +505,7 @@ int pb_pool_remove(struct pb_pool *p, const char *ipport, char *err, size_t errl
         return err_out(err, errlen, "Invalid node address '%s'", ipport);
     pthread_mutex_lock(&pb_lock);
     for (int i = 0; i < p->nnodes; i++) {
-        if (!strcmp(p->nodes[i]->ipport, canon)) {
+        if (!strcmp(p->nodes[i]->name, canon)) {
             /* the node struct stays allocated: backends may point at it */
             atomic_store(&p->nodes[i]->removed, true);
             pb_retire(p->nodes[i]);
@@ -547,24 +518,10 @@ int pb_pool_remove(struct pb_pool *p, const char *ipport, char *err, size_t errl
     return 0;
 }
 
-struct pb_node *pb_pool_pick(struct pb_pool *p)
+struct pool_node *pb_pool_pick(struct pb_pool *p)
 {
-    static __thread unsigned seed;
-    if (!seed) seed = (unsigned)pb_now_ms() ^ (unsigned)(uintptr_t)&seed;
-    int64_t now = pb_now_ms();
-    struct pb_node *found = NULL;
     pthread_mutex_lock(&pb_lock);
-    int n = p->nnodes;
-    if (n > 0) {
-        int start = (int)(rand_r(&seed) % (unsigned)n);
-        for (int i = 0; i < n; i++) {
-            struct pb_node *node = p->nodes[(start + i) % n];
-            if (atomic_load(&node->dead_until_ms) <= now) {
-                found = node;
-                break;
-            }
-        }
-    }
+    struct pool_node *found = pool_pick(p->nodes, p->nnodes);
     pthread_mutex_unlock(&pb_lock);
     return found;
 }
@@ -580,7 +537,7 @@ void pb_pool_check_nodefile(struct pb_pool *p)
     p->nodefile_mtime = st.st_mtime;
     pthread_mutex_lock(&pb_lock);
     /* rebuild: nodes still listed keep their counters; the others leave */
-    struct pb_node **old = p->nodes;
+    struct pool_node **old = p->nodes;
     int nold = p->nnodes;
     p->nodes = NULL;
     p->nnodes = p->cap = 0;
@@ -598,7 +555,7 @@ void pb_pool_check_nodefile(struct pb_pool *p)
     for (int i = 0; i < nold; i++) {
         int j;
         for (j = 0; j < p->nnodes; j++)
-            if (!strcmp(p->nodes[j]->ipport, old[i]->ipport)) break;
+            if (!strcmp(p->nodes[j]->name, old[i]->name)) break;
         if (j < p->nnodes) { /* keep the old node (and its counters) */
             pb_retire(p->nodes[j]);
             p->nodes[j] = old[i];
@@ -696,6 +653,18 @@ static void del_listen_ev(void *arg)
 static bool loops_running;
 void pb_set_loops_running(bool on) { loops_running = on; }
 
+static bool is_loopback(const struct sockaddr_storage *ss)
+{
+    if (ss->ss_family == AF_INET)
+        return (ntohl(((const struct sockaddr_in *)ss)->sin_addr.s_addr) >> 24) == 127;
+    if (ss->ss_family == AF_INET6) {
+        const struct in6_addr *a = &((const struct sockaddr_in6 *)ss)->sin6_addr;
+        return IN6_IS_ADDR_LOOPBACK(a) ||
+               (IN6_IS_ADDR_V4MAPPED(a) && a->s6_addr[12] == 127);
+    }
+    return true; /* unix socket */
+}
+
 int pb_service_enable(struct pb_service *s, char *err, size_t errlen)
 {
     if (s->enabled) return 0;
@@ -711,6 +680,10 @@ int pb_service_enable(struct pb_service *s, char *err, size_t errlen)
         socklen_t sl;
         char e[160];
         if (listen_parse_addr(s->listen, 80, &ss, &sl, e, sizeof e) < 0) return err_out(err, errlen, "%s", e);
+        if (s->role == PB_ROLE_MANAGEMENT && !is_loopback(&ss))
+            log_warn("perlbal: WARNING: management service '%s' listens on %s, beyond loopback: the console has "
+                     "no authentication and anyone who can reach it can reconfigure or stop this server",
+                     s->name, s->listen);
         int n = s->role == PB_ROLE_MANAGEMENT ? 1 : loop_count();
         int fds[PB_MAX_LOOPS];
         for (int i = 0; i < n; i++) {
@@ -772,10 +745,8 @@ static void close_on_loop(void *arg)
         if (l->listen_fd >= 0) close(l->listen_fd);
         l->listen_fd = -1;
         /* bored backends hold no request: let them go so the loop can end */
-        while (l->idle) {
-            struct core_conn *c = l->idle->c;
-            conn_close(c);
-        }
+        l->pool.stopping = true;
+        pb_proxy_close_idle(s, loop->index);
     }
 }
 

@@ -210,7 +210,14 @@ def test_web_server_abuse(daemon, tmp_path):
     start_perlbal(daemon, str(tmp_path), web_conf(port, mport, root, "  SET enable_put = on\n  SET max_put_size = 1k\n"),
                   port)
     assert status_of(raw(port, b"PUT /x HTTP/1.1\r\nHost: a\r\nContent-Length: 99999\r\n\r\n")) == 413
-    assert status_of(raw(port, b"PUT /x HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n")) == 411
+    # a chunked PUT is stored (as Perlbal does); one growing past max_put_size is refused with 413
+    assert status_of(raw(port, b"PUT /x HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\nConnection: close\r\n\r\n"
+                               b"3\r\nabc\r\n0\r\n\r\n")) in (200, 201)
+    assert (root / "x").read_bytes() == b"abc"
+    big = b"400\r\n" + b"z" * 1024 + b"\r\n"
+    assert status_of(raw(port, b"PUT /y HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n" + big * 2 +
+                               b"0\r\n\r\n")) == 413
+    assert not (root / "y").exists()
     assert status_of(raw(port, b"BREW /pot HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n")) == 405
     assert status_of(raw(port, b"GET /f.txt HTTP/1.1\r\nHost: a\r\nRange: bytes=99-\r\nConnection: close\r\n\r\n")) == 416
     r, body = get(port, "/f.txt")

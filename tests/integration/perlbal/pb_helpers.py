@@ -63,9 +63,10 @@ def raw(port, data, timeout=5, read_until_close=True):
 
 
 class Nginx:
-    """nginx-light serving root on a free port (keep-alive on)."""
+    """nginx-light serving root on a free port (keep-alive on); with
+    access_log, every request it sees is logged to self.access_log."""
 
-    def __init__(self, tmp, root):
+    def __init__(self, tmp, root, access_log=False):
         self.port = free_port()
         self.dir = os.path.join(tmp, "nginx-%d" % self.port)
         os.makedirs(self.dir)
@@ -78,13 +79,16 @@ pid %(d)s/nginx.pid;
 error_log %(d)s/error.log;
 events { worker_connections 4096; }
 http {
-  access_log off;
+  %(log)s
   client_body_temp_path %(d)s; proxy_temp_path %(d)s; fastcgi_temp_path %(d)s;
   uwsgi_temp_path %(d)s; scgi_temp_path %(d)s;
   keepalive_requests 1000000;
   server { listen 127.0.0.1:%(p)d; root %(r)s; }
 }
-""" % {"d": self.dir, "p": self.port, "r": root})
+""" % {"d": self.dir, "p": self.port, "r": root,
+       "log": ("log_format req '$request $status $request_length';\n  access_log %s/access.log req;" % self.dir)
+              if access_log else "access_log off;"})
+        self.access_log = os.path.join(self.dir, "access.log")
         self.proc = subprocess.Popen([shutil.which("nginx") or "/usr/sbin/nginx", "-c", conf, "-p", self.dir],
                                      stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         wait_port(self.port, proc=self.proc)

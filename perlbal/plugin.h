@@ -1,4 +1,4 @@
-/* pb_plugin: the C hook API for perlbal plugins and the bundled plugins.
+/* plugin.h: the C hook API for perlbal plugins and the bundled plugins.
  *
  * A plugin is a struct of optional hooks (nginx-style module). `LOAD name`
  * makes a compiled-in plugin available (and registers its management
@@ -12,6 +12,8 @@
 #ifndef PB_PLUGIN_H
 #define PB_PLUGIN_H
 
+#include <pthread.h>
+#include <regex.h>
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
@@ -89,5 +91,60 @@ void pb_plugins_serve_path(struct pb_service *svc, char *path, size_t cap);
 void pb_plugins_backend_assigned(struct pb_service *svc, struct pb_client *cl, struct evbuffer *hdrs);
 void pb_plugins_response_head(struct pb_service *svc, struct pb_client *cl, int status);
 void pb_plugins_file_sent(struct pb_service *svc, struct pb_client *cl, bool reproxied);
+
+
+/* ---- for the plugins in plugins/<name>.c ---- */
+
+
+#define MAX_RULES 64
+#define MAX_REDIRECTS 64
+#define RECENT_MAX 100
+
+enum access_action { ACC_ALLOW, ACC_DENY, ACC_QUEUE_LOW };
+
+struct access_rule {
+    enum access_action action;
+    uint32_t net, mask;             /* network byte order; ip = /32 */
+};
+
+struct plug_state {
+    /* accesscontrol */
+    struct access_rule rules[MAX_RULES];
+    int nrules;
+    bool deny_default;
+    /* redirect */
+    struct { char match[128], target[128]; } redirects[MAX_REDIRECTS];
+    int nredirects;
+    /* stats */
+    _Atomic uint64_t files_sent, files_reproxied, web_requests, proxy_requests, proxy_requests_highpri;
+    char recent[RECENT_MAX][192];
+    int recent_next, recent_count;
+    /* notmodified */
+    regex_t host_re;
+    bool has_host_re;
+    /* throttle */
+    struct thr_state *throttle;
+};
+
+/* The service's plugin state (created on first use); console changes and
+ * request-time reads meet under pb_plugin_lock. */
+extern pthread_mutex_t pb_plugin_lock;
+struct plug_state *pb_plugin_state(struct pb_service *s);
+/* The client's IPv4 address (network order); ok false for other families. */
+uint32_t pb_plugin_client_ipv4(struct pb_client *cl, bool *ok);
+/* "a.b.c.d" (what = "ip") or "a.b.c.d/n" / "a.b.c.d/m.m.m.m" ("netmask") -> net, mask
+ * (network order). Returns 0 or -1. */
+int pb_plugin_parse_net(const char *what, const char *val, uint32_t *net, uint32_t *mask);
+
+/* the bundled plugins */
+extern const struct pb_plugin pb_plugin_accesscontrol;
+extern const struct pb_plugin pb_plugin_maxcontentlength;
+extern const struct pb_plugin pb_plugin_redirect;
+extern const struct pb_plugin pb_plugin_stats;
+extern const struct pb_plugin pb_plugin_queues;
+extern const struct pb_plugin pb_plugin_autoremoveleadingdir;
+extern const struct pb_plugin pb_plugin_notmodified;
+extern const struct pb_plugin pb_plugin_throttle;
+extern const struct pb_plugin pb_plugin_echoservice;
 
 #endif
