@@ -38,6 +38,12 @@ void mc_cmd_bin_error(struct session *s, uint8_t opcode, uint32_t opaque, uint16
         s->bin_close = true;
 }
 
+void mc_cmd_bin_oom(struct session *s, uint8_t opcode, uint32_t opaque)
+{
+    static const char msg[] = "out of memory writing get response";
+    bin_reply(s, opcode, opaque, MC_BIN_ENOMEM, 0, NULL, 0, NULL, 0, msg, sizeof msg - 1);
+}
+
 static void wr32(uint8_t *p, uint32_t v)
 {
     p[0] = (uint8_t)(v >> 24);

@@ -17,8 +17,9 @@
 /* ------------------------------------------------------------------ */
 /* text protocol: gets */
 
-/* Most reply bytes one get line may queue. */
-#define MC_GET_REPLY_MAX (256u << 20)
+/* Most reply bytes one get line may queue, whatever read_buf_mem_limit
+ * says (0 there means no global bound). */
+#define MC_GET_REPLY_MAX (1024u << 20)
 
 static void text_get(struct session *s, const struct mc_text_req *r)
 {
@@ -32,9 +33,10 @@ static void text_get(struct session *s, const struct mc_text_req *r)
     while (mc_text_next_key(&p, end, &key, &nkey)) {
         if (queued + s->olen > MC_GET_REPLY_MAX) {
             /* A get line naming the same big item thousands of times must
-             * not make us buffer gigabytes. */
-            mc_out_line(s, "SERVER_ERROR out of memory writing get response");
-            goto stats;
+             * not make us buffer gigabytes: the session answers with
+             * memcached's out-of-memory error and closes (session.c). */
+            s->out_oom = true;
+            break;
         }
         uint64_t hv = mc_hash(key, nkey);
         mc_key_lock(hv);
@@ -50,7 +52,7 @@ static void text_get(struct session *s, const struct mc_text_req *r)
         /* "VALUE <key> <flags> <bytes>[ <cas>]\r\n<data>\r\n" in one piece. */
         size_t need = 6 + nkey + 1 + 10 + 1 + 10 + 1 + 20 + 2 + it->nbytes + 2;
         char *o = mc_out_reserve(s, need), *o0 = o;
-        if (!o) {
+        if (!o) {   /* s->out_oom is set: session.c answers the error */
             mc_key_unlock(hv);
             break;
         }
@@ -76,8 +78,8 @@ static void text_get(struct session *s, const struct mc_text_req *r)
         mc_out_commit(s, (size_t)(o - o0));
         hits++;
     }
-    mc_out_add(s, "END\r\n", 5);
-stats:;
+    if (!s->out_oom)
+        mc_out_add(s, "END\r\n", 5);
     struct mc_thread_stats *st = &s->th->st;
     if (touch) {
         MC_STAT_ADD(st, cmd_touch, hits + misses);

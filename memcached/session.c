@@ -28,6 +28,7 @@
 #include <unistd.h>
 
 #include <event2/buffer.h>
+#include <event2/event.h>
 
 #include "common/log.h"
 #include "common/loop.h"
@@ -44,24 +45,60 @@
 #define OB_MIN 2048            /* first size */
 #define OB_KEEP (64u << 10)    /* larger ones are freed once flushed */
 
+/* Bytes held by every session's reply buffers, including those the
+ * sockets' queues still hold (-o read_buf_mem_limit bounds it). */
+_Atomic uint64_t mc_out_mem_bytes;
+_Atomic uint64_t mc_out_bufs;
+
+static void ob_free(struct mc_obuf *b)
+{
+    if (!b)
+        return;
+    atomic_fetch_sub_explicit(&mc_out_mem_bytes, b->cap, memory_order_relaxed);
+    atomic_fetch_sub_explicit(&mc_out_bufs, 1, memory_order_relaxed);
+    free(b);
+}
+
 static void ob_release(const void *data, size_t len, void *extra)
 {
     (void)data;
     (void)len;
-    free(extra);
+    ob_free(extra);
 }
 
+/* Grow the reply buffer to hold need more bytes. Refused (NULL, and the
+ * session marked out_oom so the command's reply becomes memcached's
+ * "out of memory" error) when malloc fails or the growth would take all
+ * sessions' reply memory past the bound: a "get k k k ..." naming one big
+ * item many times must not copy it without limit. The first OB_MIN bytes
+ * of a session are not refused by the bound (there is one per connection,
+ * and an error reply needs somewhere to go). */
 char *mc_out_grow(struct session *s, size_t need)
 {
     struct mc_obuf *b = s->ob;
-    if (need > SIZE_MAX / 4 - s->olen)
+    if (need > SIZE_MAX / 4 - s->olen) {
+        s->out_oom = true;
         return NULL;
-    size_t want = s->olen + need, cap = b ? b->cap : OB_MIN;
+    }
+    size_t want = s->olen + need, old = b ? b->cap : 0, cap = b ? b->cap : OB_MIN;
     while (cap < want)
         cap *= 2;
-    struct mc_obuf *nb = realloc(b, sizeof *nb + cap);
-    if (!nb)
+    uint64_t add = cap - old;
+    uint64_t limit = mc_settings.out_mem_limit;
+    uint64_t before = atomic_fetch_add_explicit(&mc_out_mem_bytes, add, memory_order_relaxed);
+    if (limit && cap > OB_MIN && before + add > limit) {
+        atomic_fetch_sub_explicit(&mc_out_mem_bytes, add, memory_order_relaxed);
+        s->out_oom = true;
         return NULL;
+    }
+    struct mc_obuf *nb = realloc(b, sizeof *nb + cap);
+    if (!nb) {
+        atomic_fetch_sub_explicit(&mc_out_mem_bytes, add, memory_order_relaxed);
+        s->out_oom = true;
+        return NULL;
+    }
+    if (!b)
+        atomic_fetch_add_explicit(&mc_out_bufs, 1, memory_order_relaxed);
     nb->cap = cap;
     s->ob = nb;
     return nb->data + s->olen;
@@ -106,6 +143,27 @@ void mc_out_line(struct session *s, const char *str)
     p[n] = '\r';
     p[n + 1] = '\n';
     mc_out_commit(s, n + 2);
+}
+
+/* After a command whose reply could not be built (s->out_oom): what it
+ * wrote is dropped, memcached's error goes in its place, and the
+ * connection closes once that is out (the client cannot tell how much of
+ * the reply it was owed). bin_op/bin_opaque: the binary request, or
+ * bin_op -1 for text. Returns the driver's close code: 1 (after the
+ * error) or -1 (not even the error could be queued). */
+static int reply_failed(struct session *s, size_t mark, int bin_op, uint32_t bin_opaque)
+{
+    s->out_oom = false;
+    MC_STAT_ADD(&s->th->st, response_obj_oom, 1);
+    if (s->olen > mark)
+        s->olen = mark;
+    if (bin_op >= 0)
+        mc_cmd_bin_oom(s, (uint8_t)bin_op, bin_opaque);
+    else
+        mc_out_line(s, "SERVER_ERROR out of memory writing get response");
+    if (s->out_oom)
+        return -1;
+    return 1;
 }
 
 /* ------------------------------------------------------------------ */
@@ -238,9 +296,12 @@ static int text_step(struct session *s, struct evbuffer *in, size_t len, bool *p
         evbuffer_drain(in, r.consumed);
         return 0;
     }
+    size_t mark = s->olen;
     int rc = mc_cmd_text(s, &r);
     /* Storage commands: mc_sess_begin_store already copied the key; the line can go. */
     evbuffer_drain(in, r.consumed);
+    if (s->out_oom)
+        return reply_failed(s, mark, -1, 0);
     return rc;
 }
 
@@ -270,7 +331,12 @@ static int bin_step(struct session *s, struct evbuffer *in, size_t len, bool *pr
         return -1;
     *progress = true;
     s->c->requests++;
+    size_t mark = s->olen;
     int rc = mc_cmd_bin(s, &r);
+    if (s->out_oom) {
+        evbuffer_drain(in, r.consumed);
+        return reply_failed(s, mark, r.opcode, r.opaque);
+    }
     evbuffer_drain(in, r.consumed);
     if (rc == 0 && s->bin_close)
         rc = 1;
@@ -311,7 +377,7 @@ static void flush_out(struct session *s)
     }
     s->out_used = false;         /* conn_write_now took all of out */
     if (s->ob && s->ob->cap > OB_KEEP) {
-        free(s->ob);
+        ob_free(s->ob);
         s->ob = NULL;
     }
 }
@@ -321,6 +387,29 @@ static void flush_out(struct session *s)
 #define SESSION_OUT_LIMIT (4u << 20)
 
 
+/* -R: after reqs_per_event requests in one go, a connection lets the
+ * loop's other connections run; this timer (0 s) brings it back for what
+ * it still has buffered. */
+static void yield_resume(evutil_socket_t fd, short what, void *arg)
+{
+    (void)fd;
+    (void)what;
+    struct session *s = arg;
+    conn_kick(s->c);
+}
+
+static void yield(struct session *s)
+{
+    if (!s->yield_ev) {
+        s->yield_ev = evtimer_new(s->c->loop->base, yield_resume, s);
+        if (!s->yield_ev)
+            return;   /* then it goes on when more bytes arrive */
+    }
+    static const struct timeval now = { 0, 0 };
+    evtimer_add(s->yield_ev, &now);
+    MC_STAT_ADD(&s->th->st, conn_yields, 1);
+}
+
 static int on_read(struct core_conn *c)
 {
     struct session *s = c->data;
@@ -328,6 +417,7 @@ static int on_read(struct core_conn *c)
     size_t before = evbuffer_get_length(in);
     int rc = 0;
     bool wrote = false;
+    int budget = mc_settings.reqs_per_event > 0 ? mc_settings.reqs_per_event : INT32_MAX;
     s->last_cmd = mc_now();
     /* What the socket's queue holds; only flush_out changes it here. */
     size_t sockq = evbuffer_get_length(conn_out(c));
@@ -344,7 +434,12 @@ static int on_read(struct core_conn *c)
         if (s->state == MC_SESS_NREAD) {
             if (!do_nread(s, in))
                 break;
+            size_t mark = s->olen;
             complete_store(s);
+            if (s->out_oom) {
+                rc = reply_failed(s, mark, -1, 0);
+                break;
+            }
             continue;
         }
         if (s->state == MC_SESS_SWALLOW) {
@@ -358,12 +453,21 @@ static int on_read(struct core_conn *c)
         if (s->proto == MC_PROTO_UNKNOWN) {
             unsigned char b;
             evbuffer_copyout(in, &b, 1);
-            s->proto = b == MC_BIN_REQ ? MC_PROTO_BIN : MC_PROTO_TEXT;
+            if (mc_settings.protocol == MC_BIND_ASCII)
+                s->proto = MC_PROTO_TEXT;
+            else if (mc_settings.protocol == MC_BIND_BINARY)
+                s->proto = MC_PROTO_BIN;   /* a bad magic byte closes it (bin_step) */
+            else
+                s->proto = b == MC_BIN_REQ ? MC_PROTO_BIN : MC_PROTO_TEXT;
             if (mc_settings.sasl && s->proto == MC_PROTO_TEXT) {
                 mc_out_line(s, "CLIENT_ERROR unauthenticated");
                 rc = 1;
                 break;
             }
+        }
+        if (budget-- <= 0) {
+            yield(s);
+            break;
         }
         bool progress = false;
         rc = s->proto == MC_PROTO_BIN ? bin_step(s, in, len, &progress) : text_step(s, in, len, &progress);
@@ -391,15 +495,18 @@ static int on_read(struct core_conn *c)
 
 static void on_close(struct core_conn *c, enum conn_close_reason why)
 {
-    (void)why;
     struct session *s = c->data;
     if (!s)
         return;
+    if (why == CONN_CLOSE_TIMEOUT)
+        MC_STAT_ADD(&s->th->st, idle_kicks, 1);
+    if (s->yield_ev)
+        event_free(s->yield_ev);
     if (s->item)
         mc_item_free(s->item);
     if (s->out)
         evbuffer_free(s->out);
-    free(s->ob);   /* one handed to the conn's queue is no longer s->ob */
+    ob_free(s->ob);   /* one handed to the conn's queue is no longer s->ob */
     struct mc_thread *th = s->th;
     pthread_mutex_lock(&th->sessions_lock);
     if (s->prev)

@@ -21,7 +21,7 @@
     X(cmd_get) X(cmd_set) X(cmd_touch) X(cmd_flush) X(cmd_meta) X(get_hits) X(get_misses) X(get_expired) \
     X(get_flushed) X(delete_hits) X(delete_misses) X(incr_hits) X(incr_misses) X(decr_hits) X(decr_misses) \
     X(cas_hits) X(cas_misses) X(cas_badval) X(touch_hits) X(touch_misses) X(store_too_large) \
-    X(store_no_memory) X(auth_cmds) X(auth_errors) X(bytes_read) X(bytes_written) X(protocol_errors)
+    X(store_no_memory) X(response_obj_oom) X(conn_yields) X(idle_kicks) X(auth_cmds) X(auth_errors) X(bytes_read) X(bytes_written) X(protocol_errors)
 
 struct mc_thread_stats {
 #define X(n) _Atomic uint64_t n;
@@ -80,6 +80,7 @@ struct mc_pending_meta {
 };
 
 struct mc_obuf;
+struct event;
 struct session {
     struct core_conn *c;
     struct mc_thread *th;
@@ -107,6 +108,8 @@ struct session {
     size_t olen;
     struct evbuffer *out;
     bool out_used;             /* mc_out_evb ran since the last flush (else out is empty) */
+    bool out_oom;              /* a reply could not be built (mc_out_grow refused) */
+    struct event *yield_ev;    /* -R: resume after yielding to other connections */
     struct session *next, *prev;   /* th->sessions */
 };
 
@@ -151,6 +154,12 @@ void mc_cmd_meta(struct session *s, const struct mc_text_req *r);
 void mc_cmd_meta_stored(struct session *s, mc_item *it);
 int mc_cmd_bin(struct session *s, const struct mc_bin_req *r);
 void mc_cmd_bin_error(struct session *s, uint8_t opcode, uint32_t opaque, uint16_t status);
+/* ENOMEM "out of memory writing get response" (memcached's out_of_memory). */
+void mc_cmd_bin_oom(struct session *s, uint8_t opcode, uint32_t opaque);
+
+/* Reply memory of all sessions (session.c), for stats. */
+extern _Atomic uint64_t mc_out_mem_bytes;
+extern _Atomic uint64_t mc_out_bufs;
 
 void mc_stats_reset(void);
 /* Sum of all threads' counters. */
