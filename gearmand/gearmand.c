@@ -1,12 +1,12 @@
-/* gearmand: the Gearman job server — settings, the protocol listener and
- * the connection state machine that frames bytes into binary packets or
- * admin text lines. The job state is in jobs.c, the admin text commands in
- * text.c, the persistent queue in queue.c.
+/* gearmand: the Gearman job server's main() — the settings table, start-up
+ * wiring (state, durable store, listener, console) and the stats source.
+ * Connections are session.c's, packets cmd_bin.c's, admin text lines
+ * cmd_text.c's, the job state jobs.c's, the durable store store.c's.
  *
  * Options follow gearmand 1.1 where they exist (-p -L -t -j -q
  * --libsqlite3-db --mysql-* -u -P -l --verbose); the rest come from the
  * core (config file, console, metrics). */
-#include "gearmand/server.h"
+#include "gearmand/gearmand.h"
 
 #include <errno.h>
 #include <stdio.h>
@@ -29,9 +29,6 @@
 #include "common/loop.h"
 #include "common/stats.h"
 
-#define GM_MAX_TEXT_LINE 8192
-
-void gm_text_install(void);
 
 /* ---- settings -------------------------------------------------------------- */
 
@@ -121,132 +118,6 @@ static const struct cfg_setting gm_settings_table[] = {
     CFG_END
 };
 
-/* ---- connections ------------------------------------------------------------- */
-
-static void send_fatal(struct gm_sess *s, const char *code, const char *text)
-{
-    gm_send_error(s, code, text);
-    conn_close_after_write(s->c);
-}
-
-/* Frame and dispatch everything buffered: a request starting with '\0' is a
- * binary packet, anything else an admin text line (gearmand decides per
- * request the same way). A partial request stays buffered. */
-static int gm_on_read(struct core_conn *c)
-{
-    struct gm_sess *s = c->data;
-    struct evbuffer *in = conn_in(c);
-    uint32_t max = gm.cfg.max_packet > UINT32_MAX - GM_HEADER_SIZE ? UINT32_MAX - GM_HEADER_SIZE
-                                                                    : (uint32_t)gm.cfg.max_packet;
-    while (s->c && !conn_is_closing(c) && !s->held_paused) {
-        size_t avail = evbuffer_get_length(in);
-        if (avail == 0)
-            break;
-        unsigned char hdr[GM_HEADER_SIZE];
-        size_t n = evbuffer_copyout(in, hdr, avail < GM_HEADER_SIZE ? avail : GM_HEADER_SIZE);
-        if (hdr[0] == '\0') {
-            struct gm_packet p;
-            enum gm_parse_status st = gm_parse_header(hdr, n, max, &p);
-            if (st == GM_PARSE_NEED_MORE)
-                break;
-            if (st == GM_PARSE_BAD_MAGIC) {
-                send_fatal(s, "INVALID_MAGIC", "Packet magic is not \\0REQ");
-                break;
-            }
-            if (st == GM_PARSE_TOO_LARGE) {
-                send_fatal(s, "ARGUMENT_TOO_LARGE", "Packet larger than max-packet-size");
-                break;
-            }
-            size_t total = GM_HEADER_SIZE + (size_t)p.size;
-            if (avail < total)
-                break;
-            const unsigned char *buf = evbuffer_pullup(in, (ev_ssize_t)total);
-            size_t used = 0;
-            st = gm_parse_packet(buf, total, max, &p, &used);
-            c->requests++;
-            if (st == GM_PARSE_OK)
-                gm_handle_packet(s, &p);
-            else if (st == GM_PARSE_UNKNOWN_CMD)
-                gm_send_error(s, "INVALID_COMMAND", "Command not expected");
-            else
-                gm_send_error(s, "INVALID_PACKET", "Packet has fewer arguments than its type needs");
-            evbuffer_drain(in, total);
-        } else {
-            size_t len, consumed;
-            enum line_status ls;
-            char *line = line_peek(in, GM_MAX_TEXT_LINE, &len, &consumed, &ls);
-            if (ls == LINE_NEED_MORE)
-                break;
-            if (ls == LINE_TOO_LONG) {
-                struct evbuffer *out = gm_sess_out(s);
-                if (out)
-                    evbuffer_add_printf(out, "ERR LINE_TOO_LONG Command+line+too+long\r\n");
-                conn_close_after_write(c);
-                break;
-            }
-            c->requests++;
-            int rc = gm_text_line(s, line, len);
-            evbuffer_drain(in, consumed);
-            if (rc < 0) {
-                conn_close_after_write(c);
-                break;
-            }
-        }
-    }
-    return 0;
-}
-
-static void gm_on_close(struct core_conn *c, enum conn_close_reason why)
-{
-    (void)why;
-    struct gm_sess *s = c->data;
-    if (s)
-        gm_sess_closed(s);
-    c->data = NULL;
-}
-
-/* A peer that hung up is gone at once, even a busy one during a graceful
- * stop: its job is requeued (worker) or dropped (client) now, not at the
- * end of --grace. */
-static bool gm_on_eof(struct core_conn *c)
-{
-    (void)c;
-    return true;
-}
-
-static const struct conn_ops gm_conn_ops = {
-    .name = "gearman",
-    .on_read = gm_on_read,
-    .on_eof = gm_on_eof,
-    .on_close = gm_on_close,
-};
-
-static void gm_accept(struct core_loop *loop, int fd, const struct sockaddr *sa, socklen_t salen, void *arg)
-{
-    (void)arg;
-    struct core_conn *c = conn_new(loop, fd, sa, salen, &gm_conn_ops, NULL);
-    if (!c)
-        return;
-    c->data = gm_sess_new(c);
-    /* A peer that sends requests without reading the replies (an ECHO_REQ
-     * flood) stops being read once this much output is waiting. */
-    conn_set_output_limit(c, (size_t)(gm.cfg.max_packet > 4u << 20 ? gm.cfg.max_packet : 4u << 20) * 2);
-    if (gm.cfg.idle_timeout > 0)
-        conn_set_timeouts(c, (uint32_t)gm.cfg.idle_timeout * 1000, 0);
-}
-
-static void gm_reject(int fd, void *arg)
-{
-    (void)arg;
-    static const char code[] = "SERVER_ERROR", text[] = "Too many connections, try again.";
-    const void *args[2] = { code, text };
-    size_t lens[2] = { sizeof code - 1, sizeof text - 1 };
-    char buf[128];
-    size_t n = gm_encode(buf, sizeof buf, GM_RES, GM_ERROR, 2, args, lens);
-    ssize_t r = send(fd, buf, n, MSG_NOSIGNAL | MSG_DONTWAIT);
-    (void)r;
-}
-
 /* ---- stats --------------------------------------------------------------------- */
 
 static void gm_stats(struct stats_sink *sink, void *arg)
@@ -286,9 +157,9 @@ static int gm_init(void)
     if (gm.cfg.max_held < 1)
         gm.cfg.max_held = 1;
     gm_state_init(loop->base);
-    gm_text_install();
+    gm_admin_install();
     stats_add_source("", gm_stats, NULL);
-    if (gm_queue_open() < 0)
+    if (gm_store_open() < 0)
         return -1;
     char spec[300], err[256];
     if (gm.cfg.listen && *gm.cfg.listen) {
@@ -312,7 +183,7 @@ static int gm_init(void)
 
 static void gm_fini(void)
 {
-    gm_queue_close();
+    gm_store_close();
     gm_state_free();
 }
 

@@ -1,27 +1,30 @@
-/* server: gearmand's job state and the types every gearmand file shares.
+/* gearmand: the types and functions every gearmand file shares.
  *
  * The state (functions, jobs, workers, clients) lives on one event loop and
  * is touched only from that loop's thread: no locks on the hot path. The
  * reasons are in README.md ("Threading"). Connections reach it through a
  * gm_sess; replies are written into the session's output in request order
  * (see gm_sess_out). */
-#ifndef GM_SERVER_H
-#define GM_SERVER_H
+#ifndef GM_GEARMAND_H
+#define GM_GEARMAND_H
 
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <sys/socket.h>
 
 #include "common/admin.h"
 #include "gearmand/list.h"
 #include "gearmand/proto.h"
 
 struct core_conn;
+struct core_loop;
 struct evbuffer;
 struct event;
 struct db;
 
 #define GM_VERSION "1.1.20-gm1"
+#define GM_MAX_TEXT_LINE 8192
 
 enum gm_prio { GM_PRIO_HIGH = 0, GM_PRIO_NORMAL = 1, GM_PRIO_LOW = 2 };
 
@@ -93,8 +96,19 @@ struct gm_slot {
     bool ready;
 };
 
+/* A connection's place in its request stream (session.c drives it). */
+enum gm_sess_state {
+    GM_SESS_WAIT = 0,   /* nothing (or a partial request) buffered: wait for bytes */
+    GM_SESS_NEXT,       /* a request finished: look at what comes next */
+    GM_SESS_BIN,        /* a binary packet at the head of the input */
+    GM_SESS_TEXT,       /* an admin text line at the head of the input */
+    GM_SESS_HELD,       /* reading paused: too many durable replies pending */
+    GM_SESS_CLOSING,    /* closing or closed: read nothing more */
+};
+
 struct gm_sess {
-    struct core_conn *c;        /* NULL once the connection closed */
+    struct core_conn *c;
+    enum gm_sess_state state;        /* NULL once the connection closed */
     int refs;                   /* the conn + pending async work */
     int fd;
     char peer[64];
@@ -169,14 +183,9 @@ struct gm_server {
 
 extern struct gm_server gm;
 
-/* jobs.c ------------------------------------------------------------------ */
-void gm_state_init(struct event_base *base);
-void gm_state_free(void);
+/* session.c --------------------------------------------------------------- */
+void *gm_xcalloc(size_t n, size_t size);  /* aborts on out of memory */
 struct gm_sess *gm_sess_new(struct core_conn *c);
-/* The conn is gone: drop abilities, requeue its jobs, detach its waits. */
-void gm_sess_closed(struct gm_sess *s);
-/* Graceful stop began: mark conns with work in flight busy. */
-void gm_stopping(void);
 void gm_sess_ref(struct gm_sess *s);
 void gm_sess_unref(struct gm_sess *s);
 /* Where replies go now: the conn's output, or the tail of pending slots.
@@ -186,41 +195,89 @@ struct evbuffer *gm_sess_out(struct gm_sess *s);
 struct gm_slot *gm_sess_hold(struct gm_sess *s);
 /* Mark a held slot ready (its bytes are final) and flush what can go. */
 void gm_sess_release(struct gm_sess *s, struct gm_slot *slot);
-
-/* One parsed binary packet from s. Returns 0, or -1 to close the conn. */
-int gm_handle_packet(struct gm_sess *s, const struct gm_packet *p);
+/* During a graceful stop, keep a conn with work in flight open. */
+void gm_sess_update_busy(struct gm_sess *s);
+/* Graceful stop began: mark conns with work in flight busy. */
+void gm_stopping(void);
 /* Encode a response packet into out. */
 void gm_send_buf(struct evbuffer *out, uint32_t cmd, int argc, const void *const *args, const size_t *lens);
 void gm_send(struct gm_sess *s, uint32_t cmd, int argc, const void *const *args, const size_t *lens);
+void gm_send0(struct gm_sess *s, uint32_t cmd);
+void gm_send1(struct gm_sess *s, uint32_t cmd, const void *a, size_t alen);
 void gm_send_error(struct gm_sess *s, const char *code, const char *text);
+/* The protocol listener's callbacks. */
+void gm_accept(struct core_loop *loop, int fd, const struct sockaddr *sa, socklen_t salen, void *arg);
+void gm_reject(int fd, void *arg);
+
+/* jobs.c ------------------------------------------------------------------ */
+void gm_state_init(struct event_base *base);
+void gm_state_free(void);
+/* s's connection closed: drop its abilities, requeue the jobs it was
+ * running, detach it from the jobs it waited on. */
+void gm_jobs_forget_sess(struct gm_sess *s);
+int64_t gm_now_epoch(void);
 
 struct gm_func *gm_func_find(const char *name, size_t len);
 struct gm_func *gm_func_get(const char *name, size_t len);
 /* Remove a function with no jobs and no workers. */
 void gm_func_drop(struct gm_func *f);
 struct gm_job *gm_job_find(const char *handle, size_t len);
+/* By unique key, of function f (NULL = any function). */
+struct gm_job *gm_unique_find(struct gm_func *f, const char *u, size_t len);
 /* Admin "cancel job": only a job not running. 0 ok, -1 unknown/running. */
 int gm_job_cancel(struct gm_job *j);
-/* Add a job (used by replay from the persistent queue too). */
+/* Add a job (used by replay from the durable store too). */
 struct gm_job *gm_job_add(struct gm_func *f, const char *unique, size_t ulen, const char *data,
                           size_t dlen, int prio, bool bg, int64_t when, const char *reducer,
                           size_t rlen);
+/* Make a job runnable now or at its time. */
 void gm_job_start(struct gm_job *j);
+/* Client s waits on j. */
+void gm_job_attach(struct gm_job *j, struct gm_sess *s);
+/* Send a packet to every client waiting on j. */
+void gm_job_forward(struct gm_job *j, uint32_t cmd, int argc, const void *const *args, const size_t *lens);
+/* Remove a job from every structure and free it. */
+void gm_job_free(struct gm_job *j);
+/* Tell its clients WORK_FAIL, then free it. */
+void gm_job_fail(struct gm_job *j);
+/* A worker takes j (found by gm_worker_take_job through ability a). */
+void gm_job_assign(struct gm_job *j, struct gm_sess *s, struct gm_ability *a);
 
-/* text.c ------------------------------------------------------------------ */
+struct gm_ability *gm_ability_find(struct gm_sess *s, struct gm_func *f, int *idx);
+void gm_ability_add(struct gm_sess *s, const char *name, size_t len, uint32_t timeout_ms);
+void gm_ability_remove(struct gm_sess *s, int i);
+bool gm_worker_has_runnable(struct gm_sess *s);
+/* The next job for worker s: highest priority first, round robin over its
+ * functions. NULL if none. */
+struct gm_job *gm_worker_take_job(struct gm_sess *s, struct gm_ability **ab);
+/* PRE_SLEEP: false if a job it can do is already queued (wake it now). */
+bool gm_worker_sleep(struct gm_sess *s);
+void gm_worker_unsleep(struct gm_sess *s);
+
+/* cmd_bin.c --------------------------------------------------------------- */
+/* One parsed binary packet from s. Returns 0, or -1 to close the conn. */
+int gm_handle_packet(struct gm_sess *s, const struct gm_packet *p);
+
+/* cmd_text.c ---------------------------------------------------------------- */
 /* One admin text line from the protocol port (writable, NUL at len). */
 int gm_text_line(struct gm_sess *s, char *line, size_t len);
-extern const struct admin_cmd gm_admin_cmds[];
+/* Run a classified gearmand command into out. false if it is not one. */
+bool gm_text_run(struct evbuffer *out, const struct gm_text *t, int ntok, char **tok);
+void gm_text_unknown(struct evbuffer *out, const char *word);
 
-/* queue.c ----------------------------------------------------------------- */
-/* Open the configured queue and replay stored jobs. 0 or -1 (logged). */
-int gm_queue_open(void);
-void gm_queue_close(void);
+/* admin.c ------------------------------------------------------------------- */
+extern const struct admin_cmd gm_admin_cmds[];
+void gm_admin_install(void);
+
+/* store.c ----------------------------------------------------------------- */
+/* Open the configured store and replay stored jobs. 0 or -1 (logged). */
+int gm_store_open(void);
+void gm_store_close(void);
 /* Store a background job; the held slot gets JOB_CREATED when durable. */
-void gm_queue_store(struct gm_job *j, struct gm_sess *s, struct gm_slot *slot);
+void gm_store_job(struct gm_job *j, struct gm_sess *s, struct gm_slot *slot);
 /* A stored job finished (or was dropped). */
-void gm_queue_done(struct gm_job *j);
-/* Hold s's JOB_CREATED until everything queued so far is durable. */
-void gm_queue_barrier(struct gm_job *j, struct gm_sess *s, struct gm_slot *slot);
+void gm_store_done(struct gm_job *j);
+/* Hold s's JOB_CREATED until everything stored so far is durable. */
+void gm_store_barrier(struct gm_job *j, struct gm_sess *s, struct gm_slot *slot);
 
 #endif

@@ -1,9 +1,9 @@
-/* text: gearmand's admin text protocol (workers, status, prioritystatus,
- * maxqueue, version, getpid, verbose, show jobs, show unique jobs, cancel
- * job, create/drop function, shutdown) with gearmand 1.1's exact output, on
- * the protocol port and on the core console. Lines that are not gearmand
- * commands go to the core console (stats, help, show settings, set...). */
-#include "gearmand/server.h"
+/* cmd_text: gearmand's admin text protocol — workers, status,
+ * prioritystatus, maxqueue, version, getpid, verbose, show jobs, show
+ * unique jobs, cancel job, create/drop function — with gearmand 1.1's exact
+ * output, for lines on the protocol port (classified by proto_text.c) and
+ * for the same words on the core console (admin.c). */
+#include "gearmand/gearmand.h"
 
 #include <stdio.h>
 #include <stdlib.h>
@@ -90,14 +90,14 @@ static void text_show_jobs(struct evbuffer *out, bool unique_only)
     evbuffer_add(out, ".\n", 2);
 }
 
-static void unknown_command(struct evbuffer *out, const char *word)
+void gm_text_unknown(struct evbuffer *out, const char *word)
 {
     /* gearmand's text, '+' for spaces and no space before the word (sic). */
     evbuffer_add_printf(out, "ERR UNKNOWN_COMMAND Unknown+server+command%.64s\r\n", word);
 }
 
 /* Runs a classified gearmand command. Returns false if it is not one. */
-static bool run_text(struct evbuffer *out, const struct gm_text *t, int ntok, char **tok)
+bool gm_text_run(struct evbuffer *out, const struct gm_text *t, int ntok, char **tok)
 {
     switch (t->cmd) {
     case GM_TEXT_NONE:
@@ -158,7 +158,7 @@ static bool run_text(struct evbuffer *out, const struct gm_text *t, int ntok, ch
     }
     case GM_TEXT_SHUTDOWN:
         if (t->argc > 0 && !t->graceful) {
-            unknown_command(out, "shutdown");  /* as gearmand */
+            gm_text_unknown(out, "shutdown");  /* as gearmand */
             return true;
         }
         evbuffer_add_printf(out, "OK\r\n");
@@ -193,7 +193,7 @@ int gm_text_line(struct gm_sess *s, char *line, size_t len)
     struct evbuffer *out = gm_sess_out(s);
     if (!out)
         return -1;
-    if (run_text(out, &t, ntok, tok))
+    if (gm_text_run(out, &t, ntok, tok))
         return 0;
     /* The core console's commands (stats, help, show settings...). */
     struct admin_ctx ctx = { .out = out, .conn = s->c, .session = s };
@@ -201,44 +201,3 @@ int gm_text_line(struct gm_sess *s, char *line, size_t len)
     return r == ADMIN_CLOSE ? -1 : 0;
 }
 
-/* ---- the same commands on the core console -------------------------------- */
-
-static enum admin_result console_cmd(struct admin_ctx *ctx, int argc, char **argv)
-{
-    struct gm_text t;
-    gm_text_classify(argc, argv, &t);
-    if (run_text(ctx->out, &t, argc, argv))
-        return ADMIN_OK;
-    if (argc >= 2 && !strcasecmp(argv[0], "show") && !strcasecmp(argv[1], "settings")) {
-        cfg_show(daemon_settings(), ctx->out);
-        return ADMIN_OK;
-    }
-    unknown_command(ctx->out, argc > 0 ? argv[0] : "");
-    return ADMIN_UNKNOWN;
-}
-
-static enum admin_result fallback(struct admin_ctx *ctx, char *line, size_t len)
-{
-    char *tok[2];
-    int n = gm_text_split(line, len, tok, 2);
-    unknown_command(ctx->out, n > 0 ? tok[0] : "");
-    return ADMIN_UNKNOWN;
-}
-
-const struct admin_cmd gm_admin_cmds[] = {
-    { "workers", "workers", "connections: fd ip client-id : functions", console_cmd },
-    { "status", "status", "function\\ttotal\\trunning\\tavailable_workers", console_cmd },
-    { "prioritystatus", "prioritystatus", "function\\thigh\\tnormal\\tlow\\tworkers", console_cmd },
-    { "maxqueue", "maxqueue FUNC [N | HIGH NORMAL LOW]", "limit queued jobs of a function (<= 0 = unlimited)", console_cmd },
-    { "version", "version", "server version", console_cmd },
-    { "getpid", "getpid", "server process id", console_cmd },
-    { "verbose", "verbose", "current log level", console_cmd },
-    { "show", "show jobs | show unique jobs | show settings", "list jobs, unique keys or settings", console_cmd },
-    { "cancel", "cancel job HANDLE", "remove a job that is not running", console_cmd },
-    { "create", "create function NAME", "register a function name", console_cmd },
-    { "drop", "drop function NAME", "remove a function with no jobs and no workers", console_cmd },
-    { "shutdown", "shutdown [graceful]", "stop the server (graceful: let running jobs finish)", console_cmd },
-    { NULL, NULL, NULL, NULL },
-};
-
-void gm_text_install(void) { admin_set_fallback(fallback); }

@@ -1,5 +1,5 @@
-/* queue: the persistent queue for background jobs, on the core db module
- * (SQLite or MariaDB/MySQL).
+/* store: the durable store for background jobs (gearmand 1.1's "persistent
+ * queue"), on the core db module (SQLite or MariaDB/MySQL).
  *
  * A background job is inserted before its JOB_CREATED goes out: the reply
  * is held in the session's reply slot until the db thread reports the
@@ -9,7 +9,7 @@
  * is queued behind its insert on the same (single, ordered) db worker.
  * At start-up every stored row is replayed into memory before the listener
  * opens. Nothing here blocks the loop except that start-up replay. */
-#include "gearmand/server.h"
+#include "gearmand/gearmand.h"
 
 #include <stdio.h>
 #include <stdlib.h>
@@ -168,7 +168,7 @@ static int import_gearmand(const char *ours, const char *theirs, bool sqlite)
     return 0;
 }
 
-int gm_queue_open(void)
+int gm_store_open(void)
 {
     const char *type = gm.cfg.queue_type ? gm.cfg.queue_type : "builtin";
     struct db_config dc = { 0 };
@@ -238,7 +238,7 @@ int gm_queue_open(void)
     return replay(table);
 }
 
-void gm_queue_close(void)
+void gm_store_close(void)
 {
     if (gm.db) {
         db_close(gm.db);
@@ -298,7 +298,7 @@ static void barrier_cb(struct db_result *res, void *arg)
     pending_finish(arg, true, NULL);
 }
 
-void gm_queue_store(struct gm_job *j, struct gm_sess *s, struct gm_slot *slot)
+void gm_store_job(struct gm_job *j, struct gm_sess *s, struct gm_slot *slot)
 {
     struct pending *p = pending_new(j, s, slot);
     j->db_id = ++next_id;
@@ -317,14 +317,14 @@ void gm_queue_store(struct gm_job *j, struct gm_sess *s, struct gm_slot *slot)
     }
 }
 
-void gm_queue_barrier(struct gm_job *j, struct gm_sess *s, struct gm_slot *slot)
+void gm_store_barrier(struct gm_job *j, struct gm_sess *s, struct gm_slot *slot)
 {
     struct pending *p = pending_new(j, s, slot);
     if (db_query(gm.db, loop_get(0), 0, NULL, NULL, 0, barrier_cb, p) < 0)
         pending_finish(p, true, NULL);
 }
 
-void gm_queue_done(struct gm_job *j)
+void gm_store_done(struct gm_job *j)
 {
     if (!gm.db || !j->db_id)
         return;
