@@ -169,58 +169,67 @@ static void handle_submit(struct gm_sess *s, const struct gm_packet *p)
         gm_send_error(s, "ARGUMENT_TOO_LARGE", "Unique value too large");
         return;
     }
-    if (ulen == 1 && unique[0] == '-') {
-        /* "-": the workload is the unique key. */
-        unique = data;
-        ulen = dlen;
-    }
+    /* "-": coalesce by the workload (the key itself stays "-", as gearmand). */
+    bool dash = ulen == 1 && unique[0] == '-' && dlen > 0;
     struct gm_func *f = gm_func_get(fname, flen);
-    if (ulen) {
-        struct gm_job *j = gm_unique_find(f, unique, ulen);
-        if (j) {
-            /* Coalesce: attach to the queued or running job. */
-            gm.n.jobs_coalesced++;
-            if (!bg)
-                gm_job_attach(j, s);
-            else if (!j->bg) {
-                /* A background submit joined a foreground job: it must now
-                 * run even if every waiting client leaves, and be as
-                 * durable as any background job before JOB_CREATED. */
-                j->bg = true;
-                if (gm.db && !j->db_id) {
-                    gm_store_job(j, s, gm_sess_hold(s));
-                    return;
-                }
-            }
-            if (j->db_id && gm.db)
-                gm_store_barrier(j, s, gm_sess_hold(s));
-            else
-                send_created(s, j);
-            return;
+    if (!f) {
+        gm.n.queue_full++;
+        gm_send_error(s, "QUEUE_ERROR", "Server holds its maximum number of functions");
+        return;
+    }
+    struct gm_job *j = NULL;
+    if (dash)
+        j = gm_unique_find_dash(f, data, dlen);
+    else if (ulen)
+        j = gm_unique_find(f, unique, ulen);
+    if (j) {
+        /* Coalesce: attach to the queued, running or storing job. */
+        gm.n.jobs_coalesced++;
+        if (!bg) {
+            gm_job_attach(j, s);
+            send_created(s, j);
+        } else if (j->store_req) {
+            gm_store_job(j, s);      /* its INSERT is in flight: the same answer */
+        } else if (j->bg || !gm.db) {
+            j->bg = true;
+            send_created(s, j);      /* stored and committed, or memory only */
+        } else {
+            /* A background submit joined a foreground job: it must now run
+             * even if every waiting client leaves, and be as durable as any
+             * background job before JOB_CREATED. */
+            j->bg = true;
+            gm_store_job(j, s);
         }
-    }
-    if (gm.cfg.max_jobs && gm.njobs >= gm.cfg.max_jobs) {
-        gm.n.queue_full++;
-        gm_send_error(s, "QUEUE_ERROR", "Server holds its maximum number of jobs");
         return;
     }
-    if (f->max_queue[prio] && f->queued[prio] >= f->max_queue[prio]) {
+    const char *refused = NULL;
+    if (gm.cfg.max_jobs && gm.njobs >= gm.cfg.max_jobs)
+        refused = "Server holds its maximum number of jobs";
+    else if (gm.cfg.max_job_bytes && gm.job_bytes + dlen > gm.cfg.max_job_bytes)
+        refused = "Server holds its maximum bytes of job data";
+    else if (f->max_queue[prio] && f->queued[prio] >= f->max_queue[prio])
+        refused = "Job queue is full";
+    if (refused) {
         gm.n.queue_full++;
-        gm_send_error(s, "QUEUE_ERROR", "Job queue is full");
+        gm_send_error(s, "QUEUE_ERROR", refused);
+        gm_func_release(f);
         return;
     }
-    struct gm_job *j = gm_job_add(f, unique, ulen, data, dlen, prio, bg, when, reducer, rlen);
+    j = gm_job_add(f, unique, ulen, data, dlen, prio, bg, when, reducer, rlen);
     if (!j) {
         gm_send_error(s, "MEMORY_ALLOCATION_FAILURE", "Out of memory");
+        gm_func_release(f);
         return;
     }
     gm.n.jobs_submitted++;
+    if (bg && gm.db) {
+        /* JOB_CREATED, and runnable, once durable (store.c). */
+        gm_store_job(j, s);
+        return;
+    }
     if (!bg)
         gm_job_attach(j, s);
-    if (bg && gm.db)
-        gm_store_job(j, s, gm_sess_hold(s));  /* JOB_CREATED once durable */
-    else
-        send_created(s, j);
+    send_created(s, j);
     gm_job_start(j);
 }
 
@@ -242,6 +251,7 @@ static void handle_get_status(struct gm_sess *s, const struct gm_packet *p)
 
 static void handle_get_status_unique(struct gm_sess *s, const struct gm_packet *p)
 {
+    /* As gearmand: a job submitted with unique "-" is not found this way. */
     struct gm_job *j = p->arg_len[0] ? gm_unique_find(NULL, p->arg[0], p->arg_len[0]) : NULL;
     char num[16] = "0", den[16] = "0", cnt[16] = "0";
     const char *known = "0", *running = "0";

@@ -53,6 +53,10 @@ static void text_status(struct evbuffer *out, bool by_priority)
 static void text_maxqueue(struct evbuffer *out, const struct gm_text *t)
 {
     struct gm_func *f = gm_func_get(t->arg[0], strlen(t->arg[0]));
+    if (!f) {
+        evbuffer_add_printf(out, "ERR QUEUE_ERROR Server+holds+its+maximum+number+of+functions\r\n");
+        return;
+    }
     long v[3] = { 0, 0, 0 };
     if (t->argc == 2)
         v[0] = v[1] = v[2] = strtol(t->arg[1], NULL, 10);
@@ -61,6 +65,7 @@ static void text_maxqueue(struct evbuffer *out, const struct gm_text *t)
             v[i] = strtol(t->arg[1 + i], NULL, 10);
     for (int i = 0; i < 3; i++)
         f->max_queue[i] = v[i] <= 0 ? 0 : (v[i] > (long)UINT32_MAX ? UINT32_MAX : (uint32_t)v[i]);
+    gm_func_release(f);  /* a limit of 0 on an unused name keeps nothing */
     evbuffer_add(out, "OK\r\n", 4);
 }
 
@@ -140,10 +145,16 @@ bool gm_text_run(struct evbuffer *out, const struct gm_text *t, int ntok, char *
             evbuffer_add_printf(out, "ERR UNKNOWN_JOB\r\n");
         return true;
     }
-    case GM_TEXT_CREATE_FUNCTION:
-        gm_func_get(t->arg[0], strlen(t->arg[0]));
+    case GM_TEXT_CREATE_FUNCTION: {
+        struct gm_func *f = gm_func_get(t->arg[0], strlen(t->arg[0]));
+        if (!f) {
+            evbuffer_add_printf(out, "ERR QUEUE_ERROR Server+holds+its+maximum+number+of+functions\r\n");
+            return true;
+        }
+        f->pinned = true;
         evbuffer_add_printf(out, "OK\r\n");
         return true;
+    }
     case GM_TEXT_DROP_FUNCTION: {
         struct gm_func *f = gm_func_find(t->arg[0], strlen(t->arg[0]));
         if (!f)
@@ -180,12 +191,31 @@ bool gm_text_run(struct evbuffer *out, const struct gm_text *t, int ntok, char *
     return false;
 }
 
+/* What the job port lets through (--job-port-admin). gearmand 1.1.20
+ * answers its own commands there, nothing else: no console `set`,
+ * `shutdown` or `show settings` (verified side by side); `stats` is ours,
+ * read-only. "read-only" also refuses the commands that change state. */
+static bool job_port_allows(const struct gm_text *t, int ntok, char **tok, const char **why)
+{
+    const char *mode = gm.cfg.job_port_admin ? gm.cfg.job_port_admin : "gearmand";
+    if (!strcmp(mode, "off")) {
+        *why = "ERR PERMISSION_DENIED Text+commands+are+disabled+on+this+port\r\n";
+        return false;
+    }
+    bool changes = t->cmd == GM_TEXT_MAXQUEUE || t->cmd == GM_TEXT_CANCEL_JOB ||
+                   t->cmd == GM_TEXT_CREATE_FUNCTION || t->cmd == GM_TEXT_DROP_FUNCTION;
+    if (changes && !strcmp(mode, "read-only")) {
+        *why = "ERR PERMISSION_DENIED Command+changes+state:+disabled+on+this+port\r\n";
+        return false;
+    }
+    (void)ntok;
+    (void)tok;
+    *why = NULL;
+    return true;
+}
+
 int gm_text_line(struct gm_sess *s, char *line, size_t len)
 {
-    char copy[8192 + 1];
-    size_t n = len < sizeof copy - 1 ? len : sizeof copy - 1;
-    memcpy(copy, line, n);
-    copy[n] = '\0';
     char *tok[GM_TEXT_MAX_TOKENS];
     int ntok = gm_text_split(line, len, tok, GM_TEXT_MAX_TOKENS);
     struct gm_text t;
@@ -193,11 +223,26 @@ int gm_text_line(struct gm_sess *s, char *line, size_t len)
     struct evbuffer *out = gm_sess_out(s);
     if (!out)
         return -1;
+    const char *why;
+    if (!job_port_allows(&t, ntok, tok, &why)) {
+        gm.n.admin_refused++;
+        evbuffer_add(out, why, strlen(why));
+        return 0;
+    }
+    if (t.cmd == GM_TEXT_SHUTDOWN) {
+        /* gone from gearmand in 1.1.15; here only on the console */
+        gm_text_unknown(out, "shutdown");
+        return 0;
+    }
     if (gm_text_run(out, &t, ntok, tok))
         return 0;
-    /* The core console's commands (stats, help, show settings...). */
-    struct admin_ctx ctx = { .out = out, .conn = s->c, .session = s };
-    enum admin_result r = admin_exec(&ctx, copy, n);
-    return r == ADMIN_CLOSE ? -1 : 0;
+    if (ntok == 1 && !strcasecmp(tok[0], "stats")) {
+        /* The core's counters (read-only; an extension of ours). */
+        char cmd[] = "stats";
+        struct admin_ctx ctx = { .out = out, .conn = s->c, .session = s };
+        admin_exec(&ctx, cmd, sizeof cmd - 1);
+        return 0;
+    }
+    gm_text_unknown(out, ntok > 0 ? tok[0] : "");
+    return 0;
 }
-

@@ -96,8 +96,22 @@ static const struct cfg_setting gm_settings_table[] = {
       "largest packet accepted; bigger ones get ERROR and the connection closes", true, NULL },
     { "max-conns", 0, CFG_INT, &gm.cfg.max_conns, "0", "most client connections (0 = unlimited)", false, NULL },
     { "backlog", 'b', CFG_INT, &gm.cfg.backlog, "1024", "listen backlog", false, NULL },
-    { "max-jobs", 0, CFG_SIZE, &gm.cfg.max_jobs, "0",
+    { "max-jobs", 0, CFG_SIZE, &gm.cfg.max_jobs, "1000000",
       "most jobs held at once, all functions (0 = unlimited); past it submits get ERROR QUEUE_ERROR", true, NULL },
+    { "max-job-bytes", 0, CFG_SIZE, &gm.cfg.max_job_bytes, "1g",
+      "most bytes of job data held at once (0 = unlimited); past it submits get ERROR QUEUE_ERROR", true, NULL },
+    { "max-functions", 0, CFG_SIZE, &gm.cfg.max_functions, "100000",
+      "most function names known at once (0 = unlimited); past it CAN_DO and submits of new names get ERROR",
+      true, NULL },
+    { "max-client-output", 0, CFG_SIZE, &gm.cfg.max_client_output, "16m",
+      "unread replies one client may have before the workers feeding it are not read (0 = unlimited)", true,
+      NULL },
+    { "client-stall-timeout", 0, CFG_INT, &gm.cfg.client_stall_timeout, "60",
+      "a client over --max-client-output whose replies don't move for this many seconds is closed (0 = never)",
+      true, NULL },
+    { "job-port-admin", 0, CFG_STRING, &gm.cfg.job_port_admin, "gearmand",
+      "admin text commands on the job port: gearmand (gearmand 1.1's set), read-only (no maxqueue, cancel, "
+      "create/drop function), off", false, NULL },
     { "max-pending-durable", 0, CFG_INT, &gm.cfg.max_held, "4096",
       "background submits per connection waiting for the persistent queue before the connection is paused",
       false, NULL },
@@ -139,6 +153,11 @@ static void gm_stats(struct stats_sink *sink, void *arg)
     stats_u64(sink, "no_jobs", gm.n.no_jobs);
     stats_u64(sink, "queue_full", gm.n.queue_full);
     stats_u64(sink, "queue_paused", gm.n.queue_paused);
+    stats_u64(sink, "job_bytes", gm.job_bytes);
+    stats_u64(sink, "functions_refused", gm.n.functions_refused);
+    stats_u64(sink, "clients_output_dropped", gm.n.clients_output_dropped);
+    stats_u64(sink, "admin_refused", gm.n.admin_refused);
+    stats_u64(sink, "workers_throttled", gm.n.workers_throttled);
     if (gm.db) {
         struct db_counters dc;
         db_get_counters(gm.db, &dc);
@@ -156,6 +175,11 @@ static int gm_init(void)
     struct core_loop *loop = loop_get(0);
     if (gm.cfg.max_held < 1)
         gm.cfg.max_held = 1;
+    const char *jpa = gm.cfg.job_port_admin ? gm.cfg.job_port_admin : "gearmand";
+    if (strcmp(jpa, "gearmand") && strcmp(jpa, "read-only") && strcmp(jpa, "off")) {
+        log_error("gearmand: --job-port-admin must be gearmand, read-only or off, not '%s'", jpa);
+        return -1;
+    }
     gm_state_init(loop->base);
     gm_admin_install();
     stats_add_source("", gm_stats, NULL);

@@ -39,6 +39,7 @@ struct gm_func {
     uint32_t running;
     uint32_t workers;           /* connections that CAN_DO it */
     uint32_t max_queue[3];      /* 0 = unlimited */
+    bool pinned;                /* made by `create function`: kept until `drop function` */
     struct gm_list sleepers;    /* gm_ability.sleep_link of sleeping workers */
     struct gm_list all_link;    /* server's function list, creation order */
 };
@@ -47,10 +48,19 @@ struct gm_ability {
     struct gm_func *f;
     struct gm_sess *s;
     uint32_t timeout_ms;        /* CAN_DO_TIMEOUT; 0 = none */
+    int idx;                    /* in s->abilities */
+    struct gm_ability *hnext;   /* s->abuckets chain */
     struct gm_list sleep_link;
 };
 
-enum gm_job_state { GM_JOB_QUEUED, GM_JOB_RUNNING, GM_JOB_SCHEDULED };
+enum gm_job_state {
+    GM_JOB_STORING,             /* added, not yet runnable (its row is being stored) */
+    GM_JOB_QUEUED,
+    GM_JOB_RUNNING,
+    GM_JOB_SCHEDULED,           /* waiting for its time (EPOCH/SCHED) */
+};
+
+struct gm_store_req;
 
 struct gm_job {
     struct gm_job *hnext_handle, *hnext_unique;
@@ -68,6 +78,7 @@ struct gm_job {
     bool bg;
     bool ignore;                /* every client went away while it ran */
     bool in_unique;
+    bool unique_is_data;        /* submitted with unique "-": coalesces by its data */
     enum gm_job_state state;
     struct gm_list qlink;       /* f->queue[prio] when queued */
     struct gm_sess *worker;     /* when running */
@@ -79,6 +90,7 @@ struct gm_job {
     int64_t when;               /* epoch seconds for scheduled jobs, 0 = now */
     struct event *timer;        /* schedule or CAN_DO_TIMEOUT */
     int64_t db_id;              /* row in the persistent queue, 0 = none */
+    struct gm_store_req *store_req; /* its INSERT in flight, or NULL */
 };
 
 /* A client waiting on a job. */
@@ -114,10 +126,14 @@ struct gm_sess {
     char peer[64];
     struct gm_ability **abilities;
     int nabilities, cap_abilities;
+    struct gm_ability **abuckets;   /* abilities by function */
+    size_t amask;
     int rr;                     /* round-robin start among abilities */
     bool sleeping;
     bool exceptions;
     bool in_text;               /* last request was an admin text line */
+    bool over_limit;            /* more than --max-client-output unread */
+    bool throttled;             /* a worker not read until its clients drain */
     char client_id[GM_MAX_CLIENT_ID + 1];
     struct gm_list running;     /* jobs assigned to this worker */
     struct gm_list links;       /* gm_link.slink */
@@ -154,6 +170,11 @@ struct gm_settings {
     int idle_timeout;
     int max_held;               /* durable submits waiting per conn before it is paused */
     uint64_t max_jobs;          /* jobs in memory (all functions); 0 = unlimited */
+    uint64_t max_job_bytes;     /* job data held in memory; 0 = unlimited */
+    uint64_t max_functions;     /* function names known at once; 0 = unlimited */
+    uint64_t max_client_output; /* replies waiting for one client before it is dropped; 0 = unlimited */
+    char *job_port_admin;       /* gearmand | read-only | off */
+    int client_stall_timeout;   /* seconds a client over max_client_output may make no progress */
     bool round_robin;           /* -R: accepted; grabs are always round robin */
     int wakeup;                 /* -w: accepted; one sleeper is woken per job */
 };
@@ -161,6 +182,7 @@ struct gm_settings {
 struct gm_counters {
     uint64_t jobs_submitted, jobs_completed, jobs_failed, jobs_coalesced, jobs_retried, jobs_timeout;
     uint64_t packets_in, errors_sent, noops_sent, grabs, no_jobs, queue_full, queue_paused;
+    uint64_t functions_refused, clients_output_dropped, admin_refused, workers_throttled;
 };
 
 struct gm_server {
@@ -170,6 +192,7 @@ struct gm_server {
     size_t fmask, nfuncs;
     struct gm_job **hbuckets, **ubuckets;
     size_t jmask, njobs;
+    uint64_t job_bytes;         /* data of every job held */
     struct gm_list funcs;
     struct gm_list sessions;
     uint64_t handle_counter;
@@ -205,6 +228,19 @@ void gm_send(struct gm_sess *s, uint32_t cmd, int argc, const void *const *args,
 void gm_send0(struct gm_sess *s, uint32_t cmd);
 void gm_send1(struct gm_sess *s, uint32_t cmd, const void *a, size_t alen);
 void gm_send_error(struct gm_sess *s, const char *code, const char *text);
+/* The last argument shared from a refcounted copy instead of copied (a
+ * WORK_DATA fanned out to many clients). */
+struct gm_blob;
+struct gm_blob *gm_blob_new(const void *data, size_t len);  /* NULL on out of memory */
+void gm_blob_unref(struct gm_blob *b);
+void gm_send_shared(struct gm_sess *s, uint32_t cmd, int argc, const void *const *args, const size_t *lens,
+                    struct gm_blob *b);
+/* Output backlog: true (and the stall timer armed) once s has more than
+ * --max-client-output unread. */
+bool gm_sess_over_limit(struct gm_sess *s);
+/* Stop / resume reading a worker whose clients can't keep up. */
+void gm_sess_throttle(struct gm_sess *s);
+void gm_sess_unthrottle(struct gm_sess *s);
 /* The protocol listener's callbacks. */
 void gm_accept(struct core_loop *loop, int fd, const struct sockaddr *sa, socklen_t salen, void *arg);
 void gm_reject(int fd, void *arg);
@@ -215,15 +251,24 @@ void gm_state_free(void);
 /* s's connection closed: drop its abilities, requeue the jobs it was
  * running, detach it from the jobs it waited on. */
 void gm_jobs_forget_sess(struct gm_sess *s);
+/* s's backlog drained: let the workers it held back go on. */
+void gm_jobs_client_drained(struct gm_sess *s);
 int64_t gm_now_epoch(void);
 
 struct gm_func *gm_func_find(const char *name, size_t len);
+/* Find or create; NULL if creating would pass --max-functions. */
 struct gm_func *gm_func_get(const char *name, size_t len);
+/* Free f if nothing refers to it any more. */
+void gm_func_release(struct gm_func *f);
 /* Remove a function with no jobs and no workers. */
 void gm_func_drop(struct gm_func *f);
 struct gm_job *gm_job_find(const char *handle, size_t len);
 /* By unique key, of function f (NULL = any function). */
 struct gm_job *gm_unique_find(struct gm_func *f, const char *u, size_t len);
+/* A job of f submitted with unique "-" and this workload. */
+struct gm_job *gm_unique_find_dash(struct gm_func *f, const char *data, size_t len);
+/* Its row could not be stored: go on for foreground clients, or drop it. */
+void gm_job_store_failed(struct gm_job *j);
 /* Admin "cancel job": only a job not running. 0 ok, -1 unknown/running. */
 int gm_job_cancel(struct gm_job *j);
 /* Add a job (used by replay from the durable store too). */
@@ -273,11 +318,13 @@ void gm_admin_install(void);
 /* Open the configured store and replay stored jobs. 0 or -1 (logged). */
 int gm_store_open(void);
 void gm_store_close(void);
-/* Store a background job; the held slot gets JOB_CREATED when durable. */
-void gm_store_job(struct gm_job *j, struct gm_sess *s, struct gm_slot *slot);
+/* Store a background job for submitter s (or, if its INSERT is already in
+ * flight, wait for that): s gets JOB_CREATED once the row committed, or
+ * ERROR QUEUE_ERROR; a job not yet runnable (GM_JOB_STORING) starts then. */
+void gm_store_job(struct gm_job *j, struct gm_sess *s);
+/* The job goes away: its in-flight INSERT no longer points at it. */
+void gm_store_forget(struct gm_job *j);
 /* A stored job finished (or was dropped). */
 void gm_store_done(struct gm_job *j);
-/* Hold s's JOB_CREATED until everything stored so far is durable. */
-void gm_store_barrier(struct gm_job *j, struct gm_sess *s, struct gm_slot *slot);
 
 #endif

@@ -59,6 +59,10 @@ struct gm_func *gm_func_get(const char *name, size_t len)
     struct gm_func *f = gm_func_find(name, len);
     if (f)
         return f;
+    if (gm.cfg.max_functions && gm.nfuncs >= gm.cfg.max_functions) {
+        gm.n.functions_refused++;
+        return NULL;
+    }
     if (gm.nfuncs + 1 > gm.fmask + 1)
         func_grow();
     f = gm_xcalloc(1, sizeof *f);
@@ -74,6 +78,16 @@ struct gm_func *gm_func_get(const char *name, size_t len)
     gm.fbuckets[f->hash & gm.fmask] = f;
     gm.nfuncs++;
     return f;
+}
+
+/* Free f once nothing refers to it: no job, no worker, no maxqueue limit,
+ * not made by `create function`. Function names a client invents don't
+ * pile up (gearmand 1.1 keeps them until `drop function`). */
+void gm_func_release(struct gm_func *f)
+{
+    if (f->total || f->workers || f->pinned || f->max_queue[0] || f->max_queue[1] || f->max_queue[2])
+        return;
+    gm_func_drop(f);
 }
 
 void gm_func_drop(struct gm_func *f)
@@ -104,7 +118,22 @@ struct gm_job *gm_unique_find(struct gm_func *f, const char *u, size_t len)
 {
     uint64_t h = hbytes(u, len);
     for (struct gm_job *j = gm.ubuckets[h & gm.jmask]; j; j = j->hnext_unique)
-        if (j->unique_hash == h && (!f || j->f == f) && j->unique_len == len && !memcmp(j->unique, u, len))
+        if (j->unique_hash == h && !j->unique_is_data && (!f || j->f == f) && j->unique_len == len &&
+            !memcmp(j->unique, u, len))
+            return j;
+    return NULL;
+}
+
+/* Jobs submitted with unique "-" coalesce by their workload; they sit in
+ * the same table under the workload's hash, salted apart from keys. */
+#define DASH_SALT 0x2d2d2d2d2d2d2d2dULL
+
+struct gm_job *gm_unique_find_dash(struct gm_func *f, const char *data, size_t len)
+{
+    uint64_t h = hbytes(data, len) ^ DASH_SALT;
+    for (struct gm_job *j = gm.ubuckets[h & gm.jmask]; j; j = j->hnext_unique)
+        if (j->unique_hash == h && j->unique_is_data && j->f == f && j->data_len == len &&
+            !memcmp(j->data, data, len))
             return j;
     return NULL;
 }
@@ -198,8 +227,10 @@ static void job_unrun(struct gm_job *j)
     j->f->running--;
     j->worker = NULL;
     job_timer_off(j);
-    if (w)
+    if (w) {
+        gm_sess_unthrottle(w);  /* whatever held it back was this job's */
         gm_sess_update_busy(w);
+    }
 }
 
 static void link_free(struct gm_link *l)
@@ -219,6 +250,7 @@ void gm_job_free(struct gm_job *j)
     job_timer_off(j);
     while (!gm_list_empty(&j->clients))
         link_free(gm_container_of(j->clients.next, struct gm_link, jlink));
+    gm_store_forget(j);
     if (j->db_id)
         gm_store_done(j);
     struct gm_job **pp = &gm.hbuckets[j->handle_hash & gm.jmask];
@@ -235,7 +267,28 @@ void gm_job_free(struct gm_job *j)
     }
     j->f->total--;
     gm.njobs--;
+    gm.job_bytes -= j->data_len;
+    struct gm_func *f = j->f;
     free(j);
+    gm_func_release(f);
+}
+
+/* The job's row could not be stored: its background submitters were told
+ * QUEUE_ERROR. It goes on only for foreground clients still waiting. */
+void gm_job_store_failed(struct gm_job *j)
+{
+    j->db_id = 0;
+    j->bg = false;
+    if (j->client_count > 0) {
+        if (j->state == GM_JOB_STORING)
+            gm_job_start(j);
+        return;
+    }
+    if (j->state == GM_JOB_RUNNING) {
+        j->ignore = true;  /* nobody waits for its result any more */
+        return;
+    }
+    gm_job_free(j);
 }
 
 void gm_job_attach(struct gm_job *j, struct gm_sess *s)
@@ -250,17 +303,61 @@ void gm_job_attach(struct gm_job *j, struct gm_sess *s)
     gm_sess_update_busy(s);
 }
 
-/* Send a packet to every client waiting on j. */
+/* Send a packet to every client waiting on j. The last argument (the
+ * worker's data) is copied once and shared by every client's output when
+ * it is large and several clients wait, so N clients of a streaming job
+ * cost one copy, not N. A client whose unread replies pass
+ * --max-client-output holds the worker back: the worker is not read again
+ * until that client drained (or was closed for stalling), so what a job
+ * streams is bounded by the limit, not by the slowest client's patience. */
 void gm_job_forward(struct gm_job *j, uint32_t cmd, int argc, const void *const *args, const size_t *lens)
 {
+    struct gm_blob *shared = NULL;
+    if (argc > 1 && lens[argc - 1] >= 4096 && j->client_count > 1)
+        shared = gm_blob_new(args[argc - 1], lens[argc - 1]);
+    bool full = false;
     struct gm_list *pos;
     gm_list_for_each(pos, &j->clients)
     {
         struct gm_link *l = gm_container_of(pos, struct gm_link, jlink);
         if (cmd == GM_WORK_EXCEPTION && !l->s->exceptions)
             gm_send(l->s, GM_WORK_FAIL, 1, args, lens);
+        else if (shared)
+            gm_send_shared(l->s, cmd, argc, args, lens, shared);
         else
             gm_send(l->s, cmd, argc, args, lens);
+        if (gm_sess_over_limit(l->s))
+            full = true;
+    }
+    if (shared)
+        gm_blob_unref(shared);
+    if (full && j->worker && (cmd == GM_WORK_DATA || cmd == GM_WORK_WARNING || cmd == GM_WORK_STATUS))
+        gm_sess_throttle(j->worker);
+}
+
+/* The worker of j may go on once none of j's clients is over its limit. */
+static void job_maybe_unthrottle(struct gm_job *j)
+{
+    struct gm_sess *w = j->worker;
+    if (!w || !w->throttled)
+        return;
+    struct gm_list *pos;
+    gm_list_for_each(pos, &j->clients)
+    {
+        struct gm_link *l = gm_container_of(pos, struct gm_link, jlink);
+        if (l->s->over_limit)
+            return;
+    }
+    gm_sess_unthrottle(w);
+}
+
+void gm_jobs_client_drained(struct gm_sess *s)
+{
+    struct gm_list *pos;
+    gm_list_for_each(pos, &s->links)
+    {
+        struct gm_link *l = gm_container_of(pos, struct gm_link, slink);
+        job_maybe_unthrottle(l->job);
     }
 }
 
@@ -332,15 +429,22 @@ struct gm_job *gm_job_add(struct gm_func *f, const char *unique, size_t ulen, co
     j->handle_hash = hbytes(j->handle, j->handle_len);
     j->hnext_handle = gm.hbuckets[j->handle_hash & gm.jmask];
     gm.hbuckets[j->handle_hash & gm.jmask] = j;
-    if (ulen) {
+    if (ulen == 1 && unique[0] == '-' && dlen > 0) {
+        j->unique_is_data = true;
+        j->unique_hash = hbytes(j->data, dlen) ^ DASH_SALT;
+        j->hnext_unique = gm.ubuckets[j->unique_hash & gm.jmask];
+        gm.ubuckets[j->unique_hash & gm.jmask] = j;
+        j->in_unique = true;
+    } else if (ulen) {
         j->unique_hash = hbytes(j->unique, ulen);
         j->hnext_unique = gm.ubuckets[j->unique_hash & gm.jmask];
         gm.ubuckets[j->unique_hash & gm.jmask] = j;
         j->in_unique = true;
     }
-    j->state = GM_JOB_SCHEDULED;  /* not runnable until gm_job_start */
+    j->state = GM_JOB_STORING;  /* not runnable until gm_job_start */
     f->total++;
     gm.njobs++;
+    gm.job_bytes += dlen;
     return j;
 }
 
@@ -366,15 +470,37 @@ int gm_job_cancel(struct gm_job *j)
 
 /* ---- the worker side ------------------------------------------------------ */
 
+/* A worker's abilities: an array (round robin, iteration) and a small
+ * hash table by function for CAN_DO/CANT_DO in O(1). */
+static size_t ability_slot(const struct gm_sess *s, const struct gm_func *f)
+{
+    return (size_t)(((uint64_t)(uintptr_t)f * 0x9E3779B97F4A7C15ULL) >> 20) & s->amask;
+}
+
 struct gm_ability *gm_ability_find(struct gm_sess *s, struct gm_func *f, int *idx)
 {
-    for (int i = 0; i < s->nabilities; i++)
-        if (s->abilities[i]->f == f) {
+    if (!s->abuckets)
+        return NULL;
+    for (struct gm_ability *a = s->abuckets[ability_slot(s, f)]; a; a = a->hnext)
+        if (a->f == f) {
             if (idx)
-                *idx = i;
-            return s->abilities[i];
+                *idx = a->idx;
+            return a;
         }
     return NULL;
+}
+
+static void abilities_rehash(struct gm_sess *s, size_t nbuckets)
+{
+    free(s->abuckets);
+    s->abuckets = gm_xcalloc(nbuckets, sizeof *s->abuckets);
+    s->amask = nbuckets - 1;
+    for (int i = 0; i < s->nabilities; i++) {
+        struct gm_ability *a = s->abilities[i];
+        size_t k = ability_slot(s, a->f);
+        a->hnext = s->abuckets[k];
+        s->abuckets[k] = a;
+    }
 }
 
 void gm_ability_add(struct gm_sess *s, const char *name, size_t len, uint32_t timeout_ms)
@@ -384,6 +510,10 @@ void gm_ability_add(struct gm_sess *s, const char *name, size_t len, uint32_t ti
         return;
     }
     struct gm_func *f = gm_func_get(name, len);
+    if (!f) {
+        gm_send_error(s, "QUEUE_ERROR", "Server holds its maximum number of functions");
+        return;
+    }
     struct gm_ability *a = gm_ability_find(s, f, NULL);
     if (a) {
         a->timeout_ms = timeout_ms;
@@ -392,8 +522,11 @@ void gm_ability_add(struct gm_sess *s, const char *name, size_t len, uint32_t ti
     if (s->nabilities == s->cap_abilities) {
         int cap = s->cap_abilities ? s->cap_abilities * 2 : 4;
         struct gm_ability **na = realloc(s->abilities, (size_t)cap * sizeof *na);
-        if (!na)
+        if (!na) {
+            gm_send_error(s, "MEMORY_ALLOCATION_FAILURE", "Out of memory");
+            gm_func_release(f);
             return;
+        }
         s->abilities = na;
         s->cap_abilities = cap;
     }
@@ -402,7 +535,15 @@ void gm_ability_add(struct gm_sess *s, const char *name, size_t len, uint32_t ti
     a->s = s;
     a->timeout_ms = timeout_ms;
     gm_list_init(&a->sleep_link);
+    a->idx = s->nabilities;
     s->abilities[s->nabilities++] = a;
+    if (!s->abuckets || (size_t)s->nabilities > s->amask + 1)
+        abilities_rehash(s, s->abuckets ? (s->amask + 1) * 2 : 8);
+    else {
+        size_t k = ability_slot(s, f);
+        a->hnext = s->abuckets[k];
+        s->abuckets[k] = a;
+    }
     f->workers++;
     if (s->sleeping)
         gm_list_add_tail(&f->sleepers, &a->sleep_link);
@@ -411,11 +552,21 @@ void gm_ability_add(struct gm_sess *s, const char *name, size_t len, uint32_t ti
 void gm_ability_remove(struct gm_sess *s, int i)
 {
     struct gm_ability *a = s->abilities[i];
+    struct gm_ability **pp = &s->abuckets[ability_slot(s, a->f)];
+    while (*pp != a)
+        pp = &(*pp)->hnext;
+    *pp = a->hnext;
     if (gm_list_linked(&a->sleep_link))
         gm_list_del(&a->sleep_link);
-    a->f->workers--;
+    struct gm_func *f = a->f;
+    f->workers--;
     free(a);
     s->abilities[i] = s->abilities[--s->nabilities];
+    if (i < s->nabilities)
+        s->abilities[i]->idx = i;
+    if (s->rr >= s->nabilities)
+        s->rr = 0;
+    gm_func_release(f);
 }
 
 bool gm_worker_has_runnable(struct gm_sess *s)
@@ -513,6 +664,8 @@ void gm_jobs_forget_sess(struct gm_sess *s)
         struct gm_link *l = gm_container_of(s->links.next, struct gm_link, slink);
         struct gm_job *j = l->job;
         link_free(l);
+        s->over_limit = false;
+        job_maybe_unthrottle(j);
         if (!j->bg && j->client_count == 0) {
             if (j->state == GM_JOB_RUNNING)
                 j->ignore = true;

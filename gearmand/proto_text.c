@@ -78,8 +78,6 @@ void gm_text_classify(int ntok, char **tok, struct gm_text *out)
             out->cmd = GM_TEXT_SHOW_JOBS;
         else if (!strcasecmp(w1, "unique") && ntok > 2 && !strcasecmp(tok[2], "jobs"))
             out->cmd = GM_TEXT_SHOW_UNIQUE_JOBS;
-        else if (!strcasecmp(w1, "settings"))
-            out->cmd = GM_TEXT_OTHER;  /* the core console's "show settings" */
         else
             out->cmd = GM_TEXT_SHOW_UNKNOWN;
     } else if (!strcasecmp(w, "cancel") && ntok > 1 && !strcasecmp(w1, "job"))

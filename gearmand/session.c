@@ -74,7 +74,7 @@ static void held_resume(evutil_socket_t fd, short what, void *arg)
     (void)fd;
     (void)what;
     struct gm_sess *s = arg;
-    if (s->c && !s->held_paused) {
+    if (s->c && !s->held_paused && !s->throttled) {
         conn_resume_read(s->c);
         conn_kick(s->c);  /* requests already buffered */
     }
@@ -104,16 +104,61 @@ static void slot_free(struct gm_slot *slot)
     free(slot);
 }
 
+/* Resume reading s from a fresh event: this may run inside the conn's own
+ * on_read, or inside another conn's job bookkeeping. */
+static void resume_later(struct gm_sess *s)
+{
+    gm_sess_ref(s);
+    if (event_base_once(gm.base, -1, EV_TIMEOUT, held_resume, s, NULL) < 0)
+        gm_sess_unref(s);
+}
+
+void gm_sess_throttle(struct gm_sess *s)
+{
+    if (s->throttled || !s->c)
+        return;
+    s->throttled = true;
+    gm.n.workers_throttled++;
+    conn_pause_read(s->c);
+}
+
+void gm_sess_unthrottle(struct gm_sess *s)
+{
+    if (!s->throttled)
+        return;
+    s->throttled = false;
+    if (!s->held_paused)
+        resume_later(s);
+}
+
+static uint32_t client_stall_ms(void)
+{
+    return gm.cfg.client_stall_timeout > 0 ? (uint32_t)gm.cfg.client_stall_timeout * 1000 : 0;
+}
+
+static uint32_t idle_ms(void) { return gm.cfg.idle_timeout > 0 ? (uint32_t)gm.cfg.idle_timeout * 1000 : 0; }
+
+bool gm_sess_over_limit(struct gm_sess *s)
+{
+    if (s->over_limit)
+        return true;
+    if (!gm.cfg.max_client_output || !s->c || evbuffer_get_length(conn_out(s->c)) <= gm.cfg.max_client_output)
+        return false;
+    /* From now on its output must move: stuck for --client-stall-timeout,
+     * the core closes it (on_close counts it). */
+    s->over_limit = true;
+    conn_set_timeouts(s->c, idle_ms(), client_stall_ms());
+    return true;
+}
+
 void gm_sess_release(struct gm_sess *s, struct gm_slot *slot)
 {
     slot->ready = true;
     s->held--;
     if (s->held_paused && s->held <= (uint32_t)gm.cfg.max_held / 2) {
         s->held_paused = false;
-        /* From a fresh event: this may run inside the conn's own on_read. */
-        gm_sess_ref(s);
-        if (event_base_once(gm.base, -1, EV_TIMEOUT, held_resume, s, NULL) < 0)
-            gm_sess_unref(s);
+        if (!s->throttled)
+            resume_later(s);
     }
     while (s->slot_head && s->slot_head->ready) {
         struct gm_slot *h = s->slot_head;
@@ -123,6 +168,64 @@ void gm_sess_release(struct gm_sess *s, struct gm_slot *slot)
         if (s->c)
             evbuffer_add_buffer(conn_out(s->c), h->buf);
         slot_free(h);
+    }
+}
+
+/* A refcounted copy of one packet's data, referenced by many outputs. */
+struct gm_blob {
+    int refs;
+    size_t len;
+    char data[];
+};
+
+struct gm_blob *gm_blob_new(const void *data, size_t len)
+{
+    struct gm_blob *b = malloc(sizeof *b + len);
+    if (!b)
+        return NULL;
+    b->refs = 1;
+    b->len = len;
+    memcpy(b->data, data, len);
+    return b;
+}
+
+void gm_blob_unref(struct gm_blob *b)
+{
+    if (b && --b->refs == 0)
+        free(b);
+}
+
+static void blob_release(const void *data, size_t len, void *arg)
+{
+    (void)data;
+    (void)len;
+    gm_blob_unref(arg);
+}
+
+void gm_send_shared(struct gm_sess *s, uint32_t cmd, int argc, const void *const *args, const size_t *lens,
+                    struct gm_blob *b)
+{
+    struct evbuffer *out = gm_sess_out(s);
+    if (!out)
+        return;
+    if (!b) {
+        gm_send_buf(out, cmd, argc, args, lens);
+        return;
+    }
+    size_t size = 0;
+    for (int i = 0; i < argc; i++)
+        size += lens[i] + (i < argc - 1);
+    unsigned char h[GM_HEADER_SIZE];
+    gm_encode_header(h, GM_RES, cmd, (uint32_t)size);
+    evbuffer_add(out, h, sizeof h);
+    for (int i = 0; i < argc - 1; i++) {
+        evbuffer_add(out, args[i], lens[i]);
+        evbuffer_add(out, "", 1);
+    }
+    b->refs++;
+    if (evbuffer_add_reference(out, b->data, b->len, blob_release, b) < 0) {
+        b->refs--;
+        evbuffer_add(out, b->data, b->len);
     }
 }
 
@@ -245,6 +348,7 @@ void gm_sess_unref(struct gm_sess *s)
         slot_free(h);
     }
     free(s->abilities);
+    free(s->abuckets);
     free(s);
 }
 
@@ -340,7 +444,7 @@ static void sess_drive(struct gm_sess *s)
                 s->state = GM_SESS_CLOSING;
                 break;
             }
-            if (s->held_paused) {
+            if (s->held_paused || s->throttled) {
                 s->state = GM_SESS_HELD;
                 return;
             }
@@ -363,7 +467,7 @@ static void sess_drive(struct gm_sess *s)
                 return;
             break;
         case GM_SESS_HELD:
-            if (s->held_paused)
+            if (s->held_paused || s->throttled)
                 return;
             s->state = GM_SESS_NEXT;
             break;
@@ -383,11 +487,15 @@ static int gm_on_read(struct core_conn *c)
 
 static void gm_on_close(struct core_conn *c, enum conn_close_reason why)
 {
-    (void)why;
     struct gm_sess *s = c->data;
     c->data = NULL;
     if (!s)
         return;
+    if (why == CONN_CLOSE_TIMEOUT && s->over_limit) {
+        gm.n.clients_output_dropped++;
+        log_warn("gearmand: closed client %s: more than %llu bytes of replies unread for %d s", s->peer,
+                 (unsigned long long)gm.cfg.max_client_output, gm.cfg.client_stall_timeout);
+    }
     gm_list_del(&s->all_link);
     gm.nsessions--;
     s->state = GM_SESS_CLOSING;
@@ -405,10 +513,22 @@ static bool gm_on_eof(struct core_conn *c)
     return true;
 }
 
+/* Its replies all went out: it no longer holds back the workers of its jobs. */
+static void gm_on_drained(struct core_conn *c)
+{
+    struct gm_sess *s = c->data;
+    if (!s || !s->over_limit)
+        return;
+    s->over_limit = false;
+    conn_set_timeouts(c, idle_ms(), 0);
+    gm_jobs_client_drained(s);
+}
+
 static const struct conn_ops gm_conn_ops = {
     .name = "gearman",
     .on_read = gm_on_read,
     .on_eof = gm_on_eof,
+    .on_drained = gm_on_drained,
     .on_close = gm_on_close,
 };
 
@@ -422,8 +542,8 @@ void gm_accept(struct core_loop *loop, int fd, const struct sockaddr *sa, sockle
     /* A peer that sends requests without reading the replies (an ECHO_REQ
      * flood) stops being read once this much output is waiting. */
     conn_set_output_limit(c, (size_t)(gm.cfg.max_packet > 4u << 20 ? gm.cfg.max_packet : 4u << 20) * 2);
-    if (gm.cfg.idle_timeout > 0)
-        conn_set_timeouts(c, (uint32_t)gm.cfg.idle_timeout * 1000, 0);
+    if (idle_ms())
+        conn_set_timeouts(c, idle_ms(), 0);
 }
 
 void gm_reject(int fd, void *arg)
