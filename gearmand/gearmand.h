@@ -176,7 +176,10 @@ struct gm_settings {
     char *job_port_admin;       /* gearmand | read-only | off */
     int client_stall_timeout;   /* seconds a client over max_client_output may make no progress */
     bool round_robin;           /* -R: accepted; grabs are always round robin */
-    int wakeup;                 /* -w: accepted; one sleeper is woken per job */
+    int wakeup;                 /* -w: sleepers woken per job, 0 = all */
+    bool exceptions;            /* --exceptions: every client gets WORK_EXCEPTION */
+    bool keepalive;
+    int keepalive_idle, keepalive_interval, keepalive_count;  /* -1 = the system's */
 };
 
 struct gm_counters {

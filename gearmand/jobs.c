@@ -173,18 +173,19 @@ void gm_worker_unsleep(struct gm_sess *s)
             gm_list_del(&s->abilities[i]->sleep_link);
 }
 
-/* A job became runnable: wake one sleeping worker that can do it. Only one:
- * each queued job wakes at most one sleeper, so N jobs never wake more than
- * N workers (the "thundering herd" of waking every sleeper is avoided). */
-static void wake_one(struct gm_func *f)
+/* A job became runnable: wake sleeping workers that can do it, -w of them
+ * (0 = every sleeper, gearmand 1.1's default). Ours is 1: each queued job
+ * wakes at most one sleeper, so N jobs never wake more than N workers and
+ * the "thundering herd" of every sleeper racing for one job is avoided. */
+static void wake_sleepers(struct gm_func *f)
 {
-    if (gm_list_empty(&f->sleepers))
-        return;
-    struct gm_ability *a = gm_container_of(f->sleepers.next, struct gm_ability, sleep_link);
-    struct gm_sess *w = a->s;
-    gm_worker_unsleep(w);
-    gm.n.noops_sent++;
-    gm_send0(w, GM_NOOP);
+    for (int woken = 0; !gm_list_empty(&f->sleepers) && (gm.cfg.wakeup <= 0 || woken < gm.cfg.wakeup); woken++) {
+        struct gm_ability *a = gm_container_of(f->sleepers.next, struct gm_ability, sleep_link);
+        struct gm_sess *w = a->s;
+        gm_worker_unsleep(w);
+        gm.n.noops_sent++;
+        gm_send0(w, GM_NOOP);
+    }
 }
 
 /* ---- jobs ---------------------------------------------------------------- */
@@ -199,7 +200,7 @@ static void job_enqueue(struct gm_job *j, bool at_head)
     else
         gm_list_add_tail(&j->f->queue[j->prio], &j->qlink);
     j->f->queued[j->prio]++;
-    wake_one(j->f);
+    wake_sleepers(j->f);
 }
 
 static void job_unqueue(struct gm_job *j)

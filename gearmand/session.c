@@ -10,6 +10,9 @@
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
+#include <errno.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
 #include <sys/socket.h>
 
 #include <event2/buffer.h>
@@ -329,6 +332,7 @@ struct gm_sess *gm_sess_new(struct core_conn *c)
             s->peer[rb - s->peer - 1] = '\0';
         }
     }
+    s->exceptions = gm.cfg.exceptions;
     gm_list_init(&s->running);
     gm_list_init(&s->links);
     gm_list_add_tail(&gm.sessions, &s->all_link);
@@ -532,6 +536,23 @@ static const struct conn_ops gm_conn_ops = {
     .on_close = gm_on_close,
 };
 
+/* --keepalive: the kernel probes an idle peer, so a worker or client whose
+ * host vanished is noticed (its jobs requeued) without any traffic. */
+static void set_keepalive(int fd)
+{
+    int one = 1;
+    if (setsockopt(fd, SOL_SOCKET, SO_KEEPALIVE, &one, sizeof one) < 0)
+        log_warn("gearmand: SO_KEEPALIVE: %s", strerror(errno));
+    const struct { int opt, value; const char *name; } tcp[] = {
+        { TCP_KEEPIDLE, gm.cfg.keepalive_idle, "TCP_KEEPIDLE" },
+        { TCP_KEEPINTVL, gm.cfg.keepalive_interval, "TCP_KEEPINTVL" },
+        { TCP_KEEPCNT, gm.cfg.keepalive_count, "TCP_KEEPCNT" },
+    };
+    for (size_t i = 0; i < sizeof tcp / sizeof tcp[0]; i++)
+        if (tcp[i].value > 0 && setsockopt(fd, IPPROTO_TCP, tcp[i].opt, &tcp[i].value, sizeof tcp[i].value) < 0)
+            log_warn("gearmand: %s: %s", tcp[i].name, strerror(errno));
+}
+
 void gm_accept(struct core_loop *loop, int fd, const struct sockaddr *sa, socklen_t salen, void *arg)
 {
     (void)arg;
@@ -539,6 +560,8 @@ void gm_accept(struct core_loop *loop, int fd, const struct sockaddr *sa, sockle
     if (!c)
         return;
     c->data = gm_sess_new(c);
+    if (gm.cfg.keepalive)
+        set_keepalive(fd);
     /* A peer that sends requests without reading the replies (an ECHO_REQ
      * flood) stops being read once this much output is waiting. */
     conn_set_output_limit(c, (size_t)(gm.cfg.max_packet > 4u << 20 ? gm.cfg.max_packet : 4u << 20) * 2);
