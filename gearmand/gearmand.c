@@ -28,6 +28,10 @@
 #include "common/log.h"
 #include "common/loop.h"
 #include "common/stats.h"
+#include "common/tls.h"
+
+#include <openssl/err.h>
+#include <openssl/ssl.h>
 
 
 /* ---- settings -------------------------------------------------------------- */
@@ -124,6 +128,12 @@ static const struct cfg_setting gm_settings_table[] = {
       "sleeping workers woken (NOOP) per new job; 0 = all of them (gearmand 1.1's default)", true, NULL },
     { "exceptions", 0, CFG_BOOL, &gm.cfg.exceptions, "no",
       "forward WORK_EXCEPTION to every client, as if each had sent OPTION_REQ exceptions", false, NULL },
+    { "ssl", 0, CFG_BOOL, &gm.cfg.ssl, "no", "the job port speaks TLS only (needs --ssl-certificate and --ssl-key)",
+      false, NULL },
+    { "ssl-certificate", 0, CFG_STRING, &gm.cfg.ssl_cert, NULL, "PEM certificate (chain) for --ssl", false, NULL },
+    { "ssl-key", 0, CFG_STRING, &gm.cfg.ssl_key, NULL, "PEM private key for --ssl", false, NULL },
+    { "ssl-ca-file", 0, CFG_STRING, &gm.cfg.ssl_ca_file, NULL,
+      "with --ssl: PEM CA certificates; clients must then present a certificate they signed", false, NULL },
     { "keepalive", 0, CFG_BOOL, &gm.cfg.keepalive, "no", "enable TCP keepalive on client and worker connections",
       false, NULL },
     { "keepalive-idle", 0, CFG_INT, &gm.cfg.keepalive_idle, "-1",
@@ -180,6 +190,33 @@ static void gm_stats(struct stats_sink *sink, void *arg)
 
 /* ---- life cycle ---------------------------------------------------------------- */
 
+/* --ssl: a server context from the core's tls module; with --ssl-ca-file
+ * clients must present a certificate signed by one of those CAs (the core
+ * has no client verification yet, so it is set on the context here). */
+static int gm_tls_open(void)
+{
+    char err[256];
+    if (!gm.cfg.ssl_cert || !*gm.cfg.ssl_cert || !gm.cfg.ssl_key || !*gm.cfg.ssl_key) {
+        log_error("gearmand: --ssl needs --ssl-certificate and --ssl-key");
+        return -1;
+    }
+    gm.tls_ctx = tls_server_ctx_new(gm.cfg.ssl_cert, gm.cfg.ssl_key, NULL, err, sizeof err);
+    if (!gm.tls_ctx) {
+        log_error("gearmand: --ssl: %s", err);
+        return -1;
+    }
+    if (gm.cfg.ssl_ca_file && *gm.cfg.ssl_ca_file) {
+        SSL_CTX *ctx = gm.tls_ctx;
+        if (SSL_CTX_load_verify_locations(ctx, gm.cfg.ssl_ca_file, NULL) != 1) {
+            log_error("gearmand: --ssl-ca-file %s: %s", gm.cfg.ssl_ca_file,
+                      ERR_reason_error_string(ERR_get_error()));
+            return -1;
+        }
+        SSL_CTX_set_verify(ctx, SSL_VERIFY_PEER | SSL_VERIFY_FAIL_IF_NO_PEER_CERT, NULL);
+    }
+    return 0;
+}
+
 static int gm_init(void)
 {
     struct core_loop *loop = loop_get(0);
@@ -190,6 +227,8 @@ static int gm_init(void)
         log_error("gearmand: --job-port-admin must be gearmand, read-only or off, not '%s'", jpa);
         return -1;
     }
+    if (gm.cfg.ssl && gm_tls_open() < 0)
+        return -1;
     gm_state_init(loop->base);
     gm_admin_install();
     stats_add_source("", gm_stats, NULL);
@@ -211,7 +250,8 @@ static int gm_init(void)
     }
     if (gm.cfg.max_conns > 0)
         listen_set_max_conns((uint64_t)gm.cfg.max_conns);
-    log_info("gearmand: listening on %s (queue: %s)", spec, gm.db ? gm.cfg.queue_type : "builtin");
+    log_info("gearmand: listening on %s%s (queue: %s)", spec, gm.tls_ctx ? " (TLS)" : "",
+             gm.db ? gm.cfg.queue_type : "builtin");
     return 0;
 }
 
@@ -219,6 +259,10 @@ static void gm_fini(void)
 {
     gm_store_close();
     gm_state_free();
+    if (gm.tls_ctx) {
+        tls_ctx_free(gm.tls_ctx);
+        gm.tls_ctx = NULL;
+    }
 }
 
 int main(int argc, char **argv)

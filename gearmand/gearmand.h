@@ -178,6 +178,8 @@ struct gm_settings {
     bool round_robin;           /* -R: accepted; grabs are always round robin */
     int wakeup;                 /* -w: sleepers woken per job, 0 = all */
     bool exceptions;            /* --exceptions: every client gets WORK_EXCEPTION */
+    bool ssl;                   /* --ssl: the job port is TLS only */
+    char *ssl_cert, *ssl_key, *ssl_ca_file;
     bool keepalive;
     int keepalive_idle, keepalive_interval, keepalive_count;  /* -1 = the system's */
 };
@@ -203,6 +205,7 @@ struct gm_server {
     uint64_t nsessions;
     struct event_base *base;
     struct db *db;              /* persistent queue, NULL = memory only */
+    void *tls_ctx;              /* --ssl: the core tls module's SSL_CTX */
     bool shutting_down;         /* refuse new jobs */
     bool stopping;              /* graceful stop under way */
 };

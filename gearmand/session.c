@@ -14,6 +14,7 @@
 #include <netinet/in.h>
 #include <netinet/tcp.h>
 #include <sys/socket.h>
+#include <unistd.h>
 
 #include <event2/buffer.h>
 #include <event2/event.h>
@@ -21,6 +22,8 @@
 #include "common/conn.h"
 #include "common/line.h"
 #include "common/log.h"
+#include "common/loop.h"
+#include "common/tls.h"
 
 void *gm_xcalloc(size_t n, size_t size)
 {
@@ -556,12 +559,22 @@ static void set_keepalive(int fd)
 void gm_accept(struct core_loop *loop, int fd, const struct sockaddr *sa, socklen_t salen, void *arg)
 {
     (void)arg;
-    struct core_conn *c = conn_new(loop, fd, sa, salen, &gm_conn_ops, NULL);
+    if (gm.cfg.keepalive)
+        set_keepalive(fd);
+    struct core_conn *c;
+    if (gm.tls_ctx) {
+        /* --ssl: every connection on the port is TLS (as gearmand 1.1) */
+        struct bufferevent *bev = tls_accept_bev(gm.tls_ctx, loop->base, fd);
+        if (!bev) {
+            close(fd);
+            return;
+        }
+        c = conn_new_bev(loop, bev, sa, salen, &gm_conn_ops, NULL);
+    } else
+        c = conn_new(loop, fd, sa, salen, &gm_conn_ops, NULL);
     if (!c)
         return;
     c->data = gm_sess_new(c);
-    if (gm.cfg.keepalive)
-        set_keepalive(fd);
     /* A peer that sends requests without reading the replies (an ECHO_REQ
      * flood) stops being read once this much output is waiting. */
     conn_set_output_limit(c, (size_t)(gm.cfg.max_packet > 4u << 20 ? gm.cfg.max_packet : 4u << 20) * 2);
