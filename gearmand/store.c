@@ -1,15 +1,18 @@
-/* queue: the persistent queue for background jobs, on the core db module
- * (SQLite or MariaDB/MySQL).
+/* store: the durable store for background jobs (gearmand 1.1's "persistent
+ * queue"), on the core db module (SQLite or MariaDB/MySQL).
  *
  * A background job is inserted before its JOB_CREATED goes out: the reply
  * is held in the session's reply slot until the db thread reports the
- * transaction committed (fsync'd). Inserts and deletes are DB_GROUP
+ * transaction committed (fsync'd), and a new background job becomes
+ * runnable only then, so no worker runs a job whose submitter may yet hear
+ * QUEUE_ERROR. Background submits coalesced onto a job whose INSERT is in
+ * flight wait for the same outcome. Inserts and deletes are DB_GROUP
  * requests, so everything that arrives while one commit is in flight shares
- * the next commit (group commit). The job is runnable at once; its delete
- * is queued behind its insert on the same (single, ordered) db worker.
+ * the next commit (group commit). A job's delete is queued behind its
+ * insert on the same (single, ordered) db worker.
  * At start-up every stored row is replayed into memory before the listener
  * opens. Nothing here blocks the loop except that start-up replay. */
-#include "gearmand/server.h"
+#include "gearmand/gearmand.h"
 
 #include <stdio.h>
 #include <stdlib.h>
@@ -25,11 +28,23 @@
 static char sql_insert[256], sql_delete[128];
 static int64_t next_id;
 
-struct pending {
-    struct gm_sess *s;
-    struct gm_slot *slot;
+/* One INSERT in flight and everyone waiting for its outcome: the submitter
+ * that caused it and every background submit coalesced onto the job while
+ * it was in flight. All of them hear the same answer, and only after the
+ * commit (or the failure) is known. The job may go away first (a foreground
+ * job that gained a background submitter can finish meanwhile): then job is
+ * NULL and the waiters still get their answer. */
+struct gm_store_req {
+    struct gm_job *job;
+    struct waiter *waiters;
     size_t hlen;
     char handle[GM_MAX_HANDLE + 1];
+};
+
+struct waiter {
+    struct waiter *next;
+    struct gm_sess *s;
+    struct gm_slot *slot;
 };
 
 static bool table_name_ok(const char *t)
@@ -168,7 +183,7 @@ static int import_gearmand(const char *ours, const char *theirs, bool sqlite)
     return 0;
 }
 
-int gm_queue_open(void)
+int gm_store_open(void)
 {
     const char *type = gm.cfg.queue_type ? gm.cfg.queue_type : "builtin";
     struct db_config dc = { 0 };
@@ -238,7 +253,7 @@ int gm_queue_open(void)
     return replay(table);
 }
 
-void gm_queue_close(void)
+void gm_store_close(void)
 {
     if (gm.db) {
         db_close(gm.db);
@@ -246,61 +261,84 @@ void gm_queue_close(void)
     }
 }
 
-static struct pending *pending_new(struct gm_job *j, struct gm_sess *s, struct gm_slot *slot)
+static void waiter_add(struct gm_store_req *r, struct gm_sess *s)
 {
-    struct pending *p = calloc(1, sizeof *p);
-    if (!p)
-        abort();
-    p->s = s;
-    p->slot = slot;
-    p->hlen = j->handle_len;
-    memcpy(p->handle, j->handle, j->handle_len + 1);
+    struct waiter *w = gm_xcalloc(1, sizeof *w);
+    w->s = s;
+    w->slot = gm_sess_hold(s);
     gm_sess_ref(s);
-    return p;
+    w->next = r->waiters;
+    r->waiters = w;
 }
 
-static void pending_finish(struct pending *p, bool ok, const char *error)
+/* Answer every waiter: JOB_CREATED, or ERROR QUEUE_ERROR. */
+static void req_answer(struct gm_store_req *r, bool ok, const char *error)
 {
-    if (ok) {
-        const void *args[1] = { p->handle };
-        size_t lens[1] = { p->hlen };
-        gm_send_buf(p->slot->buf, GM_JOB_CREATED, 1, args, lens);
-    } else {
-        const void *args[2] = { "QUEUE_ERROR", error };
-        size_t lens[2] = { 11, strlen(error) };
-        gm_send_buf(p->slot->buf, GM_ERROR, 2, args, lens);
+    while (r->waiters) {
+        struct waiter *w = r->waiters;
+        r->waiters = w->next;
+        if (ok) {
+            const void *args[1] = { r->handle };
+            size_t lens[1] = { r->hlen };
+            gm_send_buf(w->slot->buf, GM_JOB_CREATED, 1, args, lens);
+        } else {
+            const void *args[2] = { "QUEUE_ERROR", error };
+            size_t lens[2] = { 11, strlen(error) };
+            gm.n.errors_sent++;
+            gm_send_buf(w->slot->buf, GM_ERROR, 2, args, lens);
+        }
+        gm_sess_release(w->s, w->slot);
+        gm_sess_unref(w->s);
+        free(w);
     }
-    gm_sess_release(p->s, p->slot);
-    gm_sess_unref(p->s);
-    free(p);
+}
+
+/* The INSERT's outcome is known (committed, or failed and rolled back). */
+static void req_finish(struct gm_store_req *r, bool ok, const char *error)
+{
+    struct gm_job *j = r->job;
+    if (!j) {
+        /* The job finished (or was cancelled) while its row was in flight:
+         * its work is done, nothing to lose. */
+        req_answer(r, true, NULL);
+        free(r);
+        return;
+    }
+    j->store_req = NULL;
+    req_answer(r, ok, error);
+    free(r);
+    if (ok) {
+        if (j->state == GM_JOB_STORING)
+            gm_job_start(j);  /* runnable only now that it is durable */
+        return;
+    }
+    gm_job_store_failed(j);
 }
 
 static void stored_cb(struct db_result *res, void *arg)
 {
-    struct pending *p = arg;
+    struct gm_store_req *r = arg;
     if (res->status != 0) {
-        log_warn("gearmand: queue: storing %s failed: %s", p->handle, res->error);
-        /* Not durable: take the job back if it hasn't started. */
-        struct gm_job *j = gm_job_find(p->handle, p->hlen);
-        if (j && j->state != GM_JOB_RUNNING) {
-            j->db_id = 0;
-            gm_job_cancel(j);
-        }
-        pending_finish(p, false, "Could not store the job in the persistent queue");
+        log_warn("gearmand: queue: storing %s failed: %s", r->handle, res->error);
+        req_finish(r, false, "Could not store the job in the persistent queue");
         return;
     }
-    pending_finish(p, true, NULL);
+    req_finish(r, true, NULL);
 }
 
-static void barrier_cb(struct db_result *res, void *arg)
+void gm_store_job(struct gm_job *j, struct gm_sess *s)
 {
-    (void)res;
-    pending_finish(arg, true, NULL);
-}
-
-void gm_queue_store(struct gm_job *j, struct gm_sess *s, struct gm_slot *slot)
-{
-    struct pending *p = pending_new(j, s, slot);
+    if (j->store_req) {
+        /* Its INSERT is in flight: wait for the same outcome. */
+        waiter_add(j->store_req, s);
+        return;
+    }
+    struct gm_store_req *r = gm_xcalloc(1, sizeof *r);
+    r->job = j;
+    r->hlen = j->handle_len;
+    memcpy(r->handle, j->handle, j->handle_len + 1);
+    waiter_add(r, s);
+    j->store_req = r;
     j->db_id = ++next_id;
     struct db_value v[7] = {
         DB_INT64(j->db_id),
@@ -311,20 +349,21 @@ void gm_queue_store(struct gm_job *j, struct gm_sess *s, struct gm_slot *slot)
         DB_INT64(j->when),
         j->reducer ? DB_BLOBN(j->reducer, j->reducer_len) : (struct db_value){ .type = DB_NULL },
     };
-    if (db_query(gm.db, loop_get(0), DB_GROUP, sql_insert, v, 7, stored_cb, p) < 0) {
-        j->db_id = 0;
-        pending_finish(p, false, "Persistent queue is closing");
+    if (j->unique_is_data)
+        v[1] = DB_BLOBN("-", 1);
+    if (db_query(gm.db, loop_get(0), DB_GROUP, sql_insert, v, 7, stored_cb, r) < 0)
+        req_finish(r, false, "Persistent queue is closing");
+}
+
+void gm_store_forget(struct gm_job *j)
+{
+    if (j->store_req) {
+        j->store_req->job = NULL;
+        j->store_req = NULL;
     }
 }
 
-void gm_queue_barrier(struct gm_job *j, struct gm_sess *s, struct gm_slot *slot)
-{
-    struct pending *p = pending_new(j, s, slot);
-    if (db_query(gm.db, loop_get(0), 0, NULL, NULL, 0, barrier_cb, p) < 0)
-        pending_finish(p, true, NULL);
-}
-
-void gm_queue_done(struct gm_job *j)
+void gm_store_done(struct gm_job *j)
 {
     if (!gm.db || !j->db_id)
         return;

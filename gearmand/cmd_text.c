@@ -1,9 +1,9 @@
-/* text: gearmand's admin text protocol (workers, status, prioritystatus,
- * maxqueue, version, getpid, verbose, show jobs, show unique jobs, cancel
- * job, create/drop function, shutdown) with gearmand 1.1's exact output, on
- * the protocol port and on the core console. Lines that are not gearmand
- * commands go to the core console (stats, help, show settings, set...). */
-#include "gearmand/server.h"
+/* cmd_text: gearmand's admin text protocol — workers, status,
+ * prioritystatus, maxqueue, version, getpid, verbose, show jobs, show
+ * unique jobs, cancel job, create/drop function — with gearmand 1.1's exact
+ * output, for lines on the protocol port (classified by proto_text.c) and
+ * for the same words on the core console (admin.c). */
+#include "gearmand/gearmand.h"
 
 #include <stdio.h>
 #include <stdlib.h>
@@ -53,6 +53,10 @@ static void text_status(struct evbuffer *out, bool by_priority)
 static void text_maxqueue(struct evbuffer *out, const struct gm_text *t)
 {
     struct gm_func *f = gm_func_get(t->arg[0], strlen(t->arg[0]));
+    if (!f) {
+        evbuffer_add_printf(out, "ERR QUEUE_ERROR Server+holds+its+maximum+number+of+functions\r\n");
+        return;
+    }
     long v[3] = { 0, 0, 0 };
     if (t->argc == 2)
         v[0] = v[1] = v[2] = strtol(t->arg[1], NULL, 10);
@@ -61,6 +65,7 @@ static void text_maxqueue(struct evbuffer *out, const struct gm_text *t)
             v[i] = strtol(t->arg[1 + i], NULL, 10);
     for (int i = 0; i < 3; i++)
         f->max_queue[i] = v[i] <= 0 ? 0 : (v[i] > (long)UINT32_MAX ? UINT32_MAX : (uint32_t)v[i]);
+    gm_func_release(f);  /* a limit of 0 on an unused name keeps nothing */
     evbuffer_add(out, "OK\r\n", 4);
 }
 
@@ -90,14 +95,14 @@ static void text_show_jobs(struct evbuffer *out, bool unique_only)
     evbuffer_add(out, ".\n", 2);
 }
 
-static void unknown_command(struct evbuffer *out, const char *word)
+void gm_text_unknown(struct evbuffer *out, const char *word)
 {
     /* gearmand's text, '+' for spaces and no space before the word (sic). */
     evbuffer_add_printf(out, "ERR UNKNOWN_COMMAND Unknown+server+command%.64s\r\n", word);
 }
 
 /* Runs a classified gearmand command. Returns false if it is not one. */
-static bool run_text(struct evbuffer *out, const struct gm_text *t, int ntok, char **tok)
+bool gm_text_run(struct evbuffer *out, const struct gm_text *t, int ntok, char **tok)
 {
     switch (t->cmd) {
     case GM_TEXT_NONE:
@@ -140,10 +145,16 @@ static bool run_text(struct evbuffer *out, const struct gm_text *t, int ntok, ch
             evbuffer_add_printf(out, "ERR UNKNOWN_JOB\r\n");
         return true;
     }
-    case GM_TEXT_CREATE_FUNCTION:
-        gm_func_get(t->arg[0], strlen(t->arg[0]));
+    case GM_TEXT_CREATE_FUNCTION: {
+        struct gm_func *f = gm_func_get(t->arg[0], strlen(t->arg[0]));
+        if (!f) {
+            evbuffer_add_printf(out, "ERR QUEUE_ERROR Server+holds+its+maximum+number+of+functions\r\n");
+            return true;
+        }
+        f->pinned = true;
         evbuffer_add_printf(out, "OK\r\n");
         return true;
+    }
     case GM_TEXT_DROP_FUNCTION: {
         struct gm_func *f = gm_func_find(t->arg[0], strlen(t->arg[0]));
         if (!f)
@@ -158,7 +169,7 @@ static bool run_text(struct evbuffer *out, const struct gm_text *t, int ntok, ch
     }
     case GM_TEXT_SHUTDOWN:
         if (t->argc > 0 && !t->graceful) {
-            unknown_command(out, "shutdown");  /* as gearmand */
+            gm_text_unknown(out, "shutdown");  /* as gearmand */
             return true;
         }
         evbuffer_add_printf(out, "OK\r\n");
@@ -180,12 +191,31 @@ static bool run_text(struct evbuffer *out, const struct gm_text *t, int ntok, ch
     return false;
 }
 
+/* What the job port lets through (--job-port-admin). gearmand 1.1.20
+ * answers its own commands there, nothing else: no console `set`,
+ * `shutdown` or `show settings` (verified side by side); `stats` is ours,
+ * read-only. "read-only" also refuses the commands that change state. */
+static bool job_port_allows(const struct gm_text *t, int ntok, char **tok, const char **why)
+{
+    const char *mode = gm.cfg.job_port_admin ? gm.cfg.job_port_admin : "gearmand";
+    if (!strcmp(mode, "off")) {
+        *why = "ERR PERMISSION_DENIED Text+commands+are+disabled+on+this+port\r\n";
+        return false;
+    }
+    bool changes = t->cmd == GM_TEXT_MAXQUEUE || t->cmd == GM_TEXT_CANCEL_JOB ||
+                   t->cmd == GM_TEXT_CREATE_FUNCTION || t->cmd == GM_TEXT_DROP_FUNCTION;
+    if (changes && !strcmp(mode, "read-only")) {
+        *why = "ERR PERMISSION_DENIED Command+changes+state:+disabled+on+this+port\r\n";
+        return false;
+    }
+    (void)ntok;
+    (void)tok;
+    *why = NULL;
+    return true;
+}
+
 int gm_text_line(struct gm_sess *s, char *line, size_t len)
 {
-    char copy[8192 + 1];
-    size_t n = len < sizeof copy - 1 ? len : sizeof copy - 1;
-    memcpy(copy, line, n);
-    copy[n] = '\0';
     char *tok[GM_TEXT_MAX_TOKENS];
     int ntok = gm_text_split(line, len, tok, GM_TEXT_MAX_TOKENS);
     struct gm_text t;
@@ -193,52 +223,26 @@ int gm_text_line(struct gm_sess *s, char *line, size_t len)
     struct evbuffer *out = gm_sess_out(s);
     if (!out)
         return -1;
-    if (run_text(out, &t, ntok, tok))
+    const char *why;
+    if (!job_port_allows(&t, ntok, tok, &why)) {
+        gm.n.admin_refused++;
+        evbuffer_add(out, why, strlen(why));
         return 0;
-    /* The core console's commands (stats, help, show settings...). */
-    struct admin_ctx ctx = { .out = out, .conn = s->c, .session = s };
-    enum admin_result r = admin_exec(&ctx, copy, n);
-    return r == ADMIN_CLOSE ? -1 : 0;
-}
-
-/* ---- the same commands on the core console -------------------------------- */
-
-static enum admin_result console_cmd(struct admin_ctx *ctx, int argc, char **argv)
-{
-    struct gm_text t;
-    gm_text_classify(argc, argv, &t);
-    if (run_text(ctx->out, &t, argc, argv))
-        return ADMIN_OK;
-    if (argc >= 2 && !strcasecmp(argv[0], "show") && !strcasecmp(argv[1], "settings")) {
-        cfg_show(daemon_settings(), ctx->out);
-        return ADMIN_OK;
     }
-    unknown_command(ctx->out, argc > 0 ? argv[0] : "");
-    return ADMIN_UNKNOWN;
+    if (t.cmd == GM_TEXT_SHUTDOWN) {
+        /* gone from gearmand in 1.1.15; here only on the console */
+        gm_text_unknown(out, "shutdown");
+        return 0;
+    }
+    if (gm_text_run(out, &t, ntok, tok))
+        return 0;
+    if (ntok == 1 && !strcasecmp(tok[0], "stats")) {
+        /* The core's counters (read-only; an extension of ours). */
+        char cmd[] = "stats";
+        struct admin_ctx ctx = { .out = out, .conn = s->c, .session = s };
+        admin_exec(&ctx, cmd, sizeof cmd - 1);
+        return 0;
+    }
+    gm_text_unknown(out, ntok > 0 ? tok[0] : "");
+    return 0;
 }
-
-static enum admin_result fallback(struct admin_ctx *ctx, char *line, size_t len)
-{
-    char *tok[2];
-    int n = gm_text_split(line, len, tok, 2);
-    unknown_command(ctx->out, n > 0 ? tok[0] : "");
-    return ADMIN_UNKNOWN;
-}
-
-const struct admin_cmd gm_admin_cmds[] = {
-    { "workers", "workers", "connections: fd ip client-id : functions", console_cmd },
-    { "status", "status", "function\\ttotal\\trunning\\tavailable_workers", console_cmd },
-    { "prioritystatus", "prioritystatus", "function\\thigh\\tnormal\\tlow\\tworkers", console_cmd },
-    { "maxqueue", "maxqueue FUNC [N | HIGH NORMAL LOW]", "limit queued jobs of a function (<= 0 = unlimited)", console_cmd },
-    { "version", "version", "server version", console_cmd },
-    { "getpid", "getpid", "server process id", console_cmd },
-    { "verbose", "verbose", "current log level", console_cmd },
-    { "show", "show jobs | show unique jobs | show settings", "list jobs, unique keys or settings", console_cmd },
-    { "cancel", "cancel job HANDLE", "remove a job that is not running", console_cmd },
-    { "create", "create function NAME", "register a function name", console_cmd },
-    { "drop", "drop function NAME", "remove a function with no jobs and no workers", console_cmd },
-    { "shutdown", "shutdown [graceful]", "stop the server (graceful: let running jobs finish)", console_cmd },
-    { NULL, NULL, NULL, NULL },
-};
-
-void gm_text_install(void) { admin_set_fallback(fallback); }
