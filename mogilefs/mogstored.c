@@ -398,14 +398,14 @@ static void handle_head(struct st_sess *s, const struct http_msg *m)
         serve_get(s, m, path, m->method == HTTP_M_HEAD);
         break;
     case HTTP_M_PUT:
-        if (!mog_storage_path_ok(path, (size_t)pl)) {
+        if (slash || !mog_storage_path_ok(path, (size_t)pl)) {
             fail(s, 400, "Invalid path\n");
             return;
         }
         put_start(s, m, path);
         break;
     case HTTP_M_DELETE:
-        if (!mog_storage_path_ok(path, (size_t)pl)) {
+        if (slash || !mog_storage_path_ok(path, (size_t)pl)) {
             fail(s, 400, "Invalid path\n");
             return;
         }
