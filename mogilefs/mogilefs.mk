@@ -7,3 +7,7 @@ MOG_STORED  := mogilefs/mogstored.c $(MOG_PROTO)
 
 $(eval $(call program,mogilefsd,$(MOG_TRACKER)))
 $(eval $(call program,mogstored,$(MOG_STORED)))
+
+$(eval $(call unit_test,mogilefs/test_proto,$(MOG_PROTO)))
+$(eval $(call fuzz_target,fuzz_mog_tracker,tests/fuzz/fuzz_mog_tracker.c mogilefs/proto_tracker.c))
+$(eval $(call fuzz_target,fuzz_mog_storage,tests/fuzz/fuzz_mog_storage.c mogilefs/proto_storage.c common/http.c))
