@@ -11,3 +11,15 @@ $(eval $(call program,mogstored,$(MOG_STORED)))
 $(eval $(call unit_test,mogilefs/test_proto,$(MOG_PROTO)))
 $(eval $(call fuzz_target,fuzz_mog_tracker,tests/fuzz/fuzz_mog_tracker.c mogilefs/proto_tracker.c))
 $(eval $(call fuzz_target,fuzz_mog_storage,tests/fuzz/fuzz_mog_storage.c mogilefs/proto_storage.c common/http.c))
+
+# libmogile: the client library (static + shared, header, pkg-config) and
+# the mogile CLI (mogadm and mog* file tools in one).
+MOG_CLIENT_SRCS := mogilefs/client/libmogile.c mogilefs/proto_tracker.c mogilefs/httpc.c common/http.c
+MOG_CLIENT_SOFLAGS := -Wl,--version-script=mogilefs/client/libmogile.map $(shell pkg-config --libs libevent libcrypto)
+$(eval $(call library,mogile,$(MOG_CLIENT_SRCS),$(MOG_CLIENT_SOFLAGS)))
+HEADERS += mogilefs/client/libmogile.h
+PCFILES += $(BUILD)/lib/pkgconfig/libmogile.pc
+$(BUILD)/lib/pkgconfig/libmogile.pc: mogilefs/client/libmogile.pc.in mogilefs/mogilefs.mk
+	@mkdir -p $(@D)
+	sed -e 's|@VERSION@|1.0.0|' $< > $@
+$(eval $(call program,mogile,mogilefs/tools/mogile.c,,$(BUILD)/lib/libmogile.a))
