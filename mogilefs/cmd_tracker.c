@@ -162,6 +162,7 @@ static const char *hashtype_name(int t) { return t == 1 ? "MD5" : "NONE"; }
 
 static int cmd_get_domains(struct cmd_ctx *c)
 {
+    mog_cache_reload(); /* another tracker may have changed them */
     pthread_rwlock_rdlock(&mog_cache.lock);
     size_t nd = mog_cache.ndomains;
     for (size_t i = 0; i < nd; i++) {
@@ -481,6 +482,7 @@ static int cmd_delete_host(struct cmd_ctx *c)
 static int cmd_get_hosts(struct cmd_ctx *c)
 {
     int64_t only = arg_int(c, "hostid", -1);
+    mog_cache_reload();
     struct mog_host *hs;
     size_t nh = mog_hosts_copy(&hs), n = 0;
     for (size_t i = 0; i < nh; i++) {
@@ -539,6 +541,7 @@ static int cmd_create_device(struct cmd_ctx *c)
 static int cmd_get_devices(struct cmd_ctx *c)
 {
     int64_t only = arg_int(c, "devid", -1);
+    mog_cache_reload();
     struct mog_device *ds;
     size_t nd = mog_devices_copy(&ds), n = 0;
     for (size_t i = 0; i < nd; i++) {
@@ -1333,15 +1336,16 @@ static int cmd_list_keys(struct cmd_ctx *c)
     if (!like)
         return mog_err(c->r, "failure", NULL);
     size_t o = 0;
+    /* '!' escapes: a backslash means different things to SQLite and MySQL. */
     for (size_t i = 0; i < pl; i++) {
-        if (prefix[i] == '%' || prefix[i] == '_' || prefix[i] == '\\')
-            like[o++] = '\\';
+        if (prefix[i] == '%' || prefix[i] == '_' || prefix[i] == '!')
+            like[o++] = '!';
         like[o++] = prefix[i];
     }
     like[o++] = '%';
     like[o] = '\0';
     struct db_value p[4] = { I(d.dmid), T(like), T(has(after) ? after : ""), I(limit) };
-    struct mog_rows *r = mog_sql("SELECT dkey FROM file WHERE dmid=? AND dkey LIKE ? ESCAPE '\\' AND dkey > ? "
+    struct mog_rows *r = mog_sql("SELECT dkey FROM file WHERE dmid=? AND dkey LIKE ? ESCAPE '!' AND dkey > ? "
                                  "ORDER BY dkey LIMIT ?", p, 4);
     free(like);
     if (!r || r->status != 0) {
