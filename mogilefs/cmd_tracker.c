@@ -745,14 +745,21 @@ static int cmd_create_open(struct cmd_ctx *c)
     /* Up to 3 destinations, distinct hosts first. */
     struct cand pick[3];
     size_t np = 0, want = multi ? 3 : 1;
-    for (size_t i = 0; i < n && np < want; i++) {
+    bool taken[64] = { false };
+    for (size_t i = 0; i < n && i < 64 && np < want; i++) {
         bool same = false;
         for (size_t j = 0; j < np; j++)
             if (pick[j].h.hostid == cands[i].h.hostid)
                 same = true;
-        if (!same)
+        if (!same) {
             pick[np++] = cands[i];
+            taken[i] = true;
+        }
     }
+    /* Then other devices on the same hosts, as the original also offers. */
+    for (size_t i = 0; i < n && i < 64 && np < want; i++)
+        if (!taken[i])
+            pick[np++] = cands[i];
     free(cands);
     char devids[64] = "";
     for (size_t i = 0; i < np; i++)
@@ -976,9 +983,8 @@ static int cmd_create_close(struct cmd_ctx *c)
         }
     }
     if (cl.mindevcount > 1) {
-        snprintf(sql, sizeof sql, "%s INTO file_to_replicate (fid, nexttry, fromdevid) VALUES (?, 0, ?)",
-                 mog_insert_ignore());
-        exec_w(sql, po, 2, NULL);
+        snprintf(sql, sizeof sql, "%s INTO file_to_replicate (fid, nexttry) VALUES (?, 0)", mog_insert_ignore());
+        exec_w(sql, po, 1, NULL);
     }
     if (oldfid > 0 && oldfid != fid) {
         struct db_value pd = I(oldfid);
@@ -1460,7 +1466,7 @@ static int cmd_set_server_setting(struct cmd_ctx *c)
     if (!v)
         v = "";
     if (!setting_writable(k, v))
-        return mog_err(c->r, "not_writable", "Setting not writable or value invalid");
+        return mog_err(c->r, "not_writable", NULL);
     struct db_value p[2] = { T(k), T(v) };
     if (exec_w("REPLACE INTO server_settings (field, value) VALUES (?, ?)", p, 2, NULL) < 0)
         return mog_err(c->r, "failure", NULL);

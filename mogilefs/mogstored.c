@@ -395,6 +395,12 @@ static void handle_head(struct st_sess *s, const struct http_msg *m)
     switch (m->method) {
     case HTTP_M_GET:
     case HTTP_M_HEAD:
+        if (pl == 1) {
+            /* The root answers so `mogadm check` sees the node up. */
+            http_reply(conn_out(s->c), 200, "Content-Type: text/plain\r\n",
+                       m->method == HTTP_M_HEAD ? NULL : "mogstored\n", s->keep);
+            break;
+        }
         serve_get(s, m, path, m->method == HTTP_M_HEAD);
         break;
     case HTTP_M_PUT:
