@@ -23,3 +23,6 @@ $(BUILD)/lib/pkgconfig/libmogile.pc: mogilefs/client/libmogile.pc.in mogilefs/mo
 	@mkdir -p $(@D)
 	sed -e 's|@VERSION@|1.0.0|' $< > $@
 $(eval $(call program,mogile,mogilefs/tools/mogile.c,,$(BUILD)/lib/libmogile.a))
+$(eval $(call program,mogile-bench,mogilefs/tools/mogile-bench.c,,$(BUILD)/lib/libmogile.a))
+
+BENCHES += tests/bench/bench_mogilefs.py

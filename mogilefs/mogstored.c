@@ -65,10 +65,22 @@ struct mog_storage_counters;
 
 /* ---- helpers ------------------------------------------------------------------------------ */
 
+/* The Date header text, formatted once per second. */
+static const char *date_now(void)
+{
+    static time_t last;
+    static char buf[32];
+    time_t now = time(NULL);
+    if (now != last) {
+        http_date_format(now, buf);
+        last = now;
+    }
+    return buf;
+}
+
 static void http_reply(struct evbuffer *out, int status, const char *extra, const char *body, bool keep)
 {
-    char date[32];
-    http_date_format(time(NULL), date);
+    const char *date = date_now();
     size_t bl = body ? strlen(body) : 0;
     evbuffer_add_printf(out, "HTTP/1.0 %d %s\r\nDate: %s\r\nServer: mogstored/%s\r\nContent-Length: %zu\r\n%s%s\r\n%s",
                         status, http_reason(status), date, MOG_VERSION, bl, keep ? "Connection: keep-alive\r\n" : "",
@@ -147,6 +159,7 @@ enum st_state { ST_HEAD = 0, ST_BODY, ST_CLOSE };
 
 struct st_sess {
     struct core_conn *c;
+    struct evbuffer *tx;        /* replies of this read pass, written at once */
     enum st_state state;
     bool keep;
     /* PUT in progress */
@@ -177,13 +190,28 @@ static void put_reset(struct st_sess *s, bool unlink_tmp)
     }
 }
 
-static void fail(struct st_sess *s, int status, const char *msg)
+/* Write what this pass produced (one writev/sendfile when nothing is queued). */
+static void flush_tx(struct st_sess *s)
 {
-    stats_counter_add(&st.errors, 1);
-    http_reply(conn_out(s->c), status, "Connection: close\r\n", msg, false);
+    if (evbuffer_get_length(s->tx) > 0)
+        conn_write_now(s->c, s->tx);
+}
+
+static void close_after_reply(struct st_sess *s)
+{
+    flush_tx(s);
     s->state = ST_CLOSE;
     conn_close_after_write(s->c);
 }
+
+static void fail(struct st_sess *s, int status, const char *msg)
+{
+    stats_counter_add(&st.errors, 1);
+    http_reply(s->tx, status, "Connection: close\r\n", msg, false);
+    close_after_reply(s);
+}
+
+#define SMALL_FILE 65536  /* copied into the reply: one writev beats header + sendfile */
 
 static void serve_get(struct st_sess *s, const struct http_msg *m, const char *path, bool head)
 {
@@ -194,11 +222,10 @@ static void serve_get(struct st_sess *s, const struct http_msg *m, const char *p
     if (fd < 0 || fstat(fd, &sb) < 0 || !S_ISREG(sb.st_mode)) {
         if (fd >= 0)
             close(fd);
-        http_reply(conn_out(s->c), 404, NULL, "Not found\n", s->keep);
+        http_reply(s->tx, 404, NULL, "Not found\n", s->keep);
         return;
     }
-    char date[32], lm[32], extra[256];
-    http_date_format(time(NULL), date);
+    char lm[32], extra[256];
     http_date_format(sb.st_mtime, lm);
     uint64_t size = (uint64_t)sb.st_size, first = 0, last = size ? size - 1 : 0;
     int status = 200;
@@ -209,7 +236,7 @@ static void serve_get(struct st_sess *s, const struct http_msg *m, const char *p
         if (rr == HTTP_RANGE_UNSATISFIABLE) {
             close(fd);
             snprintf(extra, sizeof extra, "Content-Range: bytes */%llu\r\n", (unsigned long long)size);
-            http_reply(conn_out(s->c), 416, extra, NULL, s->keep);
+            http_reply(s->tx, 416, extra, NULL, s->keep);
             return;
         }
         if (rr == HTTP_RANGE_OK)
@@ -221,19 +248,37 @@ static void serve_get(struct st_sess *s, const struct http_msg *m, const char *p
                  (unsigned long long)last, (unsigned long long)size);
     else
         extra[0] = '\0';
-    evbuffer_add_printf(conn_out(s->c),
+    evbuffer_add_printf(s->tx,
                         "HTTP/1.0 %d %s\r\nDate: %s\r\nServer: mogstored/%s\r\nContent-Type: application/octet-stream\r\n"
                         "Last-Modified: %s\r\nAccept-Ranges: bytes\r\nContent-Length: %llu\r\n%s%s\r\n",
-                        status, http_reason(status), date, MOG_VERSION, lm, (unsigned long long)len, extra,
+                        status, http_reason(status), date_now(), MOG_VERSION, lm, (unsigned long long)len, extra,
                         s->keep ? "Connection: keep-alive\r\n" : "");
+    stats_counter_add(head ? &st.heads : &st.gets, 1);
     if (head || len == 0) {
         close(fd);
-    } else if (evbuffer_add_file(conn_out(s->c), fd, (ev_off_t)first, (ev_off_t)len) < 0) {
-        close(fd); /* the head went out: the peer sees a short body */
-        s->state = ST_CLOSE;
-        conn_close_after_write(s->c);
+        return;
     }
-    stats_counter_add(head ? &st.heads : &st.gets, 1);
+    if (len <= SMALL_FILE) {
+        struct evbuffer_iovec v;
+        if (evbuffer_reserve_space(s->tx, (ev_ssize_t)len, &v, 1) == 1) {
+            ssize_t got = pread(fd, v.iov_base, (size_t)len, (off_t)first);
+            close(fd);
+            if (got == (ssize_t)len) {
+                v.iov_len = (size_t)len;
+                evbuffer_commit_space(s->tx, &v, 1);
+                return;
+            }
+            close_after_reply(s); /* the head went out: the peer sees a short body */
+            return;
+        }
+    }
+    /* Large: the head goes now, the body with sendfile from the conn's own
+     * output buffer. */
+    flush_tx(s);
+    if (evbuffer_add_file(conn_out(s->c), fd, (ev_off_t)first, (ev_off_t)len) < 0) {
+        close(fd);
+        close_after_reply(s);
+    }
 }
 
 static void serve_delete(struct st_sess *s, const char *path)
@@ -242,11 +287,11 @@ static void serve_delete(struct st_sess *s, const char *path)
     snprintf(full, sizeof full, "%s%s", st_cfg.docroot, path);
     stats_counter_add(&st.deletes, 1);
     if (unlink(full) == 0) {
-        http_reply(conn_out(s->c), 204, NULL, NULL, s->keep);
+        http_reply(s->tx, 204, NULL, NULL, s->keep);
     } else if (errno == ENOENT) {
-        http_reply(conn_out(s->c), 404, NULL, "Not found\n", s->keep);
+        http_reply(s->tx, 404, NULL, "Not found\n", s->keep);
     } else {
-        http_reply(conn_out(s->c), 400, NULL, "Delete failed\n", s->keep);
+        http_reply(s->tx, 400, NULL, "Delete failed\n", s->keep);
     }
 }
 
@@ -303,8 +348,10 @@ static void put_start(struct st_sess *s, const struct http_msg *m, const char *p
     s->failed = false;
     if (s->chunked)
         http_chunked_init(&s->ch, st_cfg.max_put);
-    if (m->expect_continue)
-        evbuffer_add_printf(conn_out(s->c), "HTTP/1.1 100 Continue\r\n\r\n");
+    if (m->expect_continue) {
+        evbuffer_add_printf(s->tx, "HTTP/1.1 100 Continue\r\n\r\n");
+        flush_tx(s);
+    }
     s->state = ST_BODY;
     stats_counter_add(&st.puts, 1);
     if (!s->chunked && s->left == 0)
@@ -376,10 +423,10 @@ static void put_finish(struct st_sess *s)
     put_reset(s, status != 200);
     if (status != 200)
         stats_counter_add(&st.errors, 1);
-    http_reply(conn_out(s->c), status, NULL, msg, s->keep);
-    s->state = s->keep ? ST_HEAD : ST_CLOSE;
+    http_reply(s->tx, status, NULL, msg, s->keep);
+    s->state = ST_HEAD;
     if (!s->keep)
-        conn_close_after_write(s->c);
+        close_after_reply(s);
 }
 
 static void handle_head(struct st_sess *s, const struct http_msg *m)
@@ -397,7 +444,7 @@ static void handle_head(struct st_sess *s, const struct http_msg *m)
     case HTTP_M_HEAD:
         if (pl == 1) {
             /* The root answers so `mogadm check` sees the node up. */
-            http_reply(conn_out(s->c), 200, "Content-Type: text/plain\r\n",
+            http_reply(s->tx, 200, "Content-Type: text/plain\r\n",
                        m->method == HTTP_M_HEAD ? NULL : "mogstored\n", s->keep);
             break;
         }
@@ -421,16 +468,14 @@ static void handle_head(struct st_sess *s, const struct http_msg *m)
         /* MKCOL and the rest: 400, as Perlbal answers MKCOL; the tracker
          * then relies on PUT creating directories. */
         if (m->method_len == 5 && !memcmp(m->method_str, "MKCOL", 5)) {
-            http_reply(conn_out(s->c), 400, NULL, "MKCOL not supported\n", s->keep);
+            http_reply(s->tx, 400, NULL, "MKCOL not supported\n", s->keep);
             return;
         }
         fail(s, 405, "Method not allowed\n");
         break;
     }
-    if (!s->keep && s->state == ST_HEAD) {
-        s->state = ST_CLOSE;
-        conn_close_after_write(s->c);
-    }
+    if (!s->keep && s->state == ST_HEAD)
+        close_after_reply(s);
 }
 
 static void http_drive(struct st_sess *s)
@@ -499,7 +544,9 @@ static void http_drive(struct st_sess *s)
 
 static int http_on_read(struct core_conn *c)
 {
-    http_drive(c->data);
+    struct st_sess *s = c->data;
+    http_drive(s);
+    flush_tx(s);
     return 0;
 }
 
@@ -509,6 +556,8 @@ static void http_on_close(struct core_conn *c, enum conn_close_reason why)
     struct st_sess *s = c->data;
     if (s) {
         put_reset(s, true); /* a PUT cut short leaves nothing behind */
+        if (s->tx)
+            evbuffer_free(s->tx);
         free(s);
     }
     c->data = NULL;
@@ -525,8 +574,15 @@ static void http_accept(struct core_loop *loop, int fd, const struct sockaddr *s
         return;
     }
     s->fd = -1;
+    s->tx = evbuffer_new();
+    if (!s->tx) {
+        free(s);
+        close(fd);
+        return;
+    }
     struct core_conn *c = conn_new(loop, fd, sa, salen, &http_ops, s);
     if (!c) {
+        evbuffer_free(s->tx);
         free(s);
         return;
     }
