@@ -968,32 +968,41 @@ static int cmd_create_close(struct cmd_ctx *c)
     struct mog_rows *old = mog_sql("SELECT fid FROM file WHERE dmid=? AND dkey=?", pk, 2);
     int64_t oldfid = mog_cell_int(old, 0, 0);
     mog_rows_free(old);
-    char sql[200];
-    /* Order matters without a multi-statement transaction: the copy's
-     * location and the replication request go in before the name points at
-     * the fid, so a crash in between leaves no name without a copy. */
-    snprintf(sql, sizeof sql, "%s INTO file_on (fid, devid) VALUES (?, ?)", mog_insert_ignore());
+    /* The copy's location, its checksum, the replication request, the old
+     * fid's removal and the name go in together: queued back to back they
+     * share one group commit (one fsync). Without multi-statement
+     * transactions in common/db yet, the order still matters: the name is
+     * last, so a failure part way leaves no name without a copy. */
+    char sql_on[128], sql_rep[128], sql_del[128];
+    snprintf(sql_on, sizeof sql_on, "%s INTO file_on (fid, devid) VALUES (?, ?)", mog_insert_ignore());
+    snprintf(sql_rep, sizeof sql_rep, "%s INTO file_to_replicate (fid, nexttry) VALUES (?, 0)", mog_insert_ignore());
+    snprintf(sql_del, sizeof sql_del, "%s INTO file_to_delete2 (fid, nexttry) VALUES (?, 0)", mog_insert_ignore());
     struct db_value po[2] = { I(fid), I(devid) };
-    if (exec_w(sql, po, 2, NULL) < 0)
-        return mog_err(c->r, "db", NULL);
-    if (have_sum || cl.hashtype) {
-        if (have_sum) {
-            struct db_value pc[3] = { I(fid), I(1), DB_BLOBN(want_md5, 16) };
-            exec_w("REPLACE INTO checksum (fid, hashtype, checksum) VALUES (?,?,?)", pc, 3, NULL);
-        }
-    }
-    if (cl.mindevcount > 1) {
-        snprintf(sql, sizeof sql, "%s INTO file_to_replicate (fid, nexttry) VALUES (?, 0)", mog_insert_ignore());
-        exec_w(sql, po, 1, NULL);
-    }
-    if (oldfid > 0 && oldfid != fid) {
-        struct db_value pd = I(oldfid);
-        exec_w("DELETE FROM file WHERE fid=?", &pd, 1, NULL);
-        enqueue_delete(oldfid);
-    }
+    struct db_value pc[3] = { I(fid), I(1), DB_BLOBN(want_md5, 16) };
+    struct db_value pd = I(oldfid);
     struct db_value pfile[5] = { I(fid), I(d.dmid), T(key), I(length), I(classid) };
-    if (exec_w("REPLACE INTO file (fid, dmid, dkey, length, classid, devcount) VALUES (?,?,?,?,?,1)", pfile, 5,
-               NULL) < 0)
+    struct mog_stmt st[6];
+    int ns = 0;
+    st[ns++] = (struct mog_stmt){ sql_on, po, 2 };
+    if (have_sum)
+        st[ns++] = (struct mog_stmt){ "REPLACE INTO checksum (fid, hashtype, checksum) VALUES (?,?,?)", pc, 3 };
+    if (cl.mindevcount > 1)
+        st[ns++] = (struct mog_stmt){ sql_rep, po, 1 };
+    if (oldfid > 0 && oldfid != fid) {
+        st[ns++] = (struct mog_stmt){ "DELETE FROM file WHERE fid=?", &pd, 1 };
+        st[ns++] = (struct mog_stmt){ sql_del, &pd, 1 };
+    }
+    st[ns++] = (struct mog_stmt){ "REPLACE INTO file (fid, dmid, dkey, length, classid, devcount) VALUES (?,?,?,?,?,1)",
+                                  pfile, 5 };
+    struct mog_rows *rs[6] = { 0 };
+    mog_sql_write_batch(st, ns, rs);
+    bool ok = rs[0] && rs[0]->status == 0 && rs[ns - 1] && rs[ns - 1]->status == 0;
+    for (int i = 0; i < ns; i++) {
+        if (rs[i] && rs[i]->status != 0)
+            log_warn("mogilefsd: create_close fid %lld: %s: %s", (long long)fid, st[i].sql, rs[i]->error);
+        mog_rows_free(rs[i]);
+    }
+    if (!ok)
         return mog_err(c->r, "db", NULL);
     stats_counter_add(&mog.n.uploads, 1);
     mog_replicate_kick();

@@ -120,6 +120,8 @@ struct db_value;
 struct mog_rows *mog_sql(const char *sql, const struct db_value *params, int n);
 /* A write that may share a group commit with other threads' writes. */
 struct mog_rows *mog_sql_write(const char *sql, const struct db_value *params, int n);
+struct mog_stmt { const char *sql; const struct db_value *params; int n; };
+int mog_sql_write_batch(const struct mog_stmt *stmts, int n, struct mog_rows **out);
 void mog_rows_free(struct mog_rows *r);
 const char *mog_cell(const struct mog_rows *r, size_t row, int col);
 int64_t mog_cell_int(const struct mog_rows *r, size_t row, int col);

@@ -119,6 +119,41 @@ struct mog_rows *mog_sql_write(const char *sql, const struct db_value *params, i
     return run_sync(DB_GROUP, sql, params, n);
 }
 
+/* Several writes queued back to back so they share one group commit; waits
+ * for all. out[i] receives each result (caller frees). */
+int mog_sql_write_batch(const struct mog_stmt *stmts, int n, struct mog_rows **out)
+{
+    struct sync_wait *w = calloc((size_t)n, sizeof *w);
+    if (!w)
+        return -1;
+    int rc = 0;
+    for (int i = 0; i < n; i++) {
+        pthread_mutex_init(&w[i].mu, NULL);
+        pthread_cond_init(&w[i].cv, NULL);
+        if (!store_db || db_query(store_db, NULL, DB_GROUP, stmts[i].sql, stmts[i].params, stmts[i].n, sync_done,
+                                  &w[i]) < 0) {
+            w[i].done = true; /* nothing queued: reported as an error below */
+            rc = -1;
+        }
+    }
+    for (int i = 0; i < n; i++) {
+        pthread_mutex_lock(&w[i].mu);
+        while (!w[i].done)
+            pthread_cond_wait(&w[i].cv, &w[i].mu);
+        pthread_mutex_unlock(&w[i].mu);
+        pthread_mutex_destroy(&w[i].mu);
+        pthread_cond_destroy(&w[i].cv);
+        if (!w[i].rows || w[i].rows->status != 0)
+            rc = -1;
+        if (out)
+            out[i] = w[i].rows;
+        else
+            mog_rows_free(w[i].rows);
+    }
+    free(w);
+    return rc;
+}
+
 void mog_rows_free(struct mog_rows *r)
 {
     if (!r)
