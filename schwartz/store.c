@@ -925,7 +925,7 @@ static void run_batch(struct sw_store *s, struct sw_op *first)
             dead = e == SW_DBE_LOST;
         }
     }
-    bool aborted = e != SW_DBE_OK;
+    bool aborted = dead || e != SW_DBE_OK;
     if (!aborted) {
         int64_t now = db_now(s);
         for (struct sw_op *op = first; op; op = op->next) {
