@@ -17,3 +17,6 @@ $(BUILD)/lib/pkgconfig/libschwartz.pc: schwartz/client/libschwartz.pc.in schwart
 	@mkdir -p $(@D)
 	sed -e 's|@VERSION@|1.0.0|' $< > $@
 $(eval $(call program,schwartz,schwartz/tools/schwartz.c,,$(BUILD)/lib/libschwartz.a))
+
+$(eval $(call unit_test,schwartz/test_proto,$(SW_PROTO) schwartz/dbconn.c))
+$(eval $(call fuzz_target,fuzz_sw_proto,tests/fuzz/fuzz_sw_proto.c $(SW_PROTO) schwartz/dbconn.c common/line.c))
