@@ -1,8 +1,15 @@
-"""Helpers for the schwartzd tests: a raw protocol client (PROTOCOL.md),
-the schwartz CLI and Perl TheSchwartz (Debian's libtheschwartz-perl)."""
+"""Helpers and fixtures for the schwartzd tests: a raw protocol client
+(PROTOCOL.md), the schwartz CLI, Perl TheSchwartz (Debian's
+libtheschwartz-perl), a daemon factory and a MariaDB DSN.
+
+The fixtures live here, imported by each test module, rather than in a
+conftest.py of this folder: a second module named `conftest` would shadow
+tests/integration/conftest.py for the flat test files that import from it."""
 import os
 import socket
 import subprocess
+
+import pytest
 
 BUILD_DIR = os.environ.get("BUILD_DIR", os.path.join(os.path.dirname(__file__), "..", "..", "..", "build"))
 
@@ -105,3 +112,35 @@ def perl(script, *args, timeout=60, env=None):
     return r.stdout
 
 
+
+
+@pytest.fixture
+def schwartzd(daemon, tmp_path):
+    """schwartzd factory: schwartzd(databases=[dsn, ...], extra=[...])."""
+    def start(databases=None, extra=()):
+        if databases is None:
+            databases = ["dbi:SQLite:dbname=%s" % (tmp_path / "jobs.db")]
+        args = ["--listen", "127.0.0.1:{port}", "--console", "127.0.0.1:{admin}", "--queue-refresh", "1"]
+        for d in databases:
+            args += ["--database", d]
+        return daemon("schwartzd", args + list(extra))
+    return start
+
+
+@pytest.fixture
+def client():
+    opened = []
+
+    def connect(d):
+        c = SW(d.port)
+        opened.append(c)
+        return c
+    yield connect
+    for c in opened:
+        c.close()
+
+
+@pytest.fixture
+def mysql_dsn(mariadb):
+    name = mariadb.create_database()
+    return "dbi:mysql:database=%s;host=127.0.0.1;port=%d" % (name, mariadb.port)

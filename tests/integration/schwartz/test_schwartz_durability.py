@@ -7,7 +7,7 @@ import sqlite3
 import threading
 import time
 
-from sw_helpers import SW
+from sw_helpers import SW, client, mysql_dsn, schwartzd  # noqa: F401 (fixtures)
 
 
 def test_kill9_under_load_loses_no_acknowledged_work(schwartzd, tmp_path):

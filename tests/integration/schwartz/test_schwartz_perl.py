@@ -3,7 +3,7 @@ jobs cross between schwartzd and Perl clients/workers in both directions,
 on SQLite and on a private MariaDB, with handles and argument bytes equal."""
 import pytest
 
-from sw_helpers import perl, schwartz_cli
+from sw_helpers import perl, schwartz_cli, client, mysql_dsn, schwartzd  # noqa: F401 (fixtures)
 
 PERL_WORKER = r'''
 use strict; use warnings; use TheSchwartz;

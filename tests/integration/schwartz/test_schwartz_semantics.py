@@ -9,7 +9,7 @@ import subprocess
 import threading
 import time
 
-from sw_helpers import SW, schwartz_cli
+from sw_helpers import SW, bin_path, schwartz_cli, client, mysql_dsn, schwartzd  # noqa: F401 (fixtures)
 
 
 def db_path(tmp_path):
@@ -155,7 +155,7 @@ def test_lease_expiry_after_worker_kill9(schwartzd, client, tmp_path):
     c = client(d)
     h = c.insert("Slow", b"x")
     marker = tmp_path / "started"
-    w = subprocess.Popen([os.path.join(os.environ.get("BUILD_DIR", "build"), "bin", "schwartz"),
+    w = subprocess.Popen([bin_path("schwartz"),
                           "-s", "127.0.0.1:%d" % d.port, "work", "Slow", "--grab-for", "1", "--",
                           "sh", "-c", "touch %s; sleep 60" % marker], start_new_session=True)
     deadline = time.time() + 20
