@@ -20,3 +20,4 @@ $(eval $(call program,schwartz,schwartz/tools/schwartz.c,,$(BUILD)/lib/libschwar
 
 $(eval $(call unit_test,schwartz/test_proto,$(SW_PROTO) schwartz/dbconn.c))
 $(eval $(call fuzz_target,fuzz_sw_proto,tests/fuzz/fuzz_sw_proto.c $(SW_PROTO) schwartz/dbconn.c common/line.c))
+BENCHES += tests/bench/bench_schwartz.py
