@@ -52,6 +52,8 @@ struct sw_store {
     int nfc;
     unsigned grab_rr;
     unsigned rnd;
+    int64_t clock_offset;      /* database clock - ours (MySQL), refreshed every few seconds */
+    int64_t clock_checked;
     /* shared */
     _Atomic int64_t dead_until;
     _Atomic uint64_t n_ops, n_commits, n_rollbacks, n_errors, n_reconnects;
@@ -236,18 +238,21 @@ static enum sw_dbe funcname_of(struct sw_store *s, uint32_t id, char *name, size
     return SW_DBE_OK;
 }
 
+/* The database's clock, as TheSchwartz uses for grabs (clients' clocks may
+ * be skewed). For MySQL the offset to our clock is read with
+ * UNIX_TIMESTAMP() at most every 5 s instead of once per transaction. */
 static int64_t db_now(struct sw_store *s)
 {
-    if (is_mysql(s)) {
+    int64_t local = (int64_t)time(NULL);
+    if (is_mysql(s) && local - s->clock_checked >= 5) {
         struct sw_rows rows;
         if (sw_dbc_query(s->conn, "SELECT UNIX_TIMESTAMP()", NULL, 0, &rows) == SW_DBE_OK && rows.nrows) {
-            int64_t t = sw_cell_int(&rows, 0, 0);
-            sw_rows_free(&rows);
-            return t;
+            s->clock_offset = sw_cell_int(&rows, 0, 0) - local;
+            s->clock_checked = local;
         }
         sw_rows_free(&rows);
     }
-    return (int64_t)time(NULL);
+    return local + s->clock_offset;
 }
 
 static void op_fail(struct sw_op *op, enum sw_err e, const char *msg)
@@ -397,8 +402,8 @@ static enum sw_dbe op_grab(struct sw_store *s, struct sw_op *op, int64_t now)
         lim = want;
     char sql[512];
     int len = snprintf(sql, sizeof sql,
-                       "SELECT jobid, grabbed_until, arg FROM job WHERE funcid = ? AND run_after <= ? AND "
-                       "grabbed_until <= ?");
+                       "SELECT jobid, grabbed_until, arg, (SELECT COUNT(*) FROM error e WHERE e.jobid = job.jobid) "
+                       "FROM job WHERE funcid = ? AND run_after <= ? AND grabbed_until <= ?");
     if (op->floor.set)
         len += snprintf(sql + len, sizeof sql - (size_t)len, " AND priority >= ?");
     if (op->coalesce)
@@ -472,16 +477,11 @@ static enum sw_dbe op_grab(struct sw_store *s, struct sw_op *op, int64_t now)
         if (!any)
             break;
     }
-    int64_t fails[SW_MAX_GRAB];
-    e = failures_of(s, got, ngot, fails);
-    if (e != SW_DBE_OK) {
-        op_dberr(s, op, e);
-        goto out;
-    }
     for (int i = 0; i < ngot; i++) {
         size_t alen;
         const char *arg = sw_cell(&rows[gotf[i]], gotrow[i], 2, &alen);
-        render_job(op->out, s->hash, got[i], op->funcs[fidx[gotf[i]]], arg ? arg : "", arg ? alen : 0, fails[i]);
+        render_job(op->out, s->hash, got[i], op->funcs[fidx[gotf[i]]], arg ? arg : "", arg ? alen : 0,
+                   sw_cell_int(&rows[gotf[i]], gotrow[i], 3));
     }
     op->nfound = ngot;
 out:
@@ -797,8 +797,9 @@ static enum sw_dbe op_queues(struct sw_store *s, struct sw_op *op, int64_t now)
 
 static bool needs_savepoint(const struct sw_op *op)
 {
+    /* completed is one DELETE unless an exit status is kept too */
     return (op->kind == SW_OP_INSERT && op->njobs > 1) || op->kind == SW_OP_REPLACE || op->kind == SW_OP_FAILED ||
-           op->kind == SW_OP_COMPLETED;
+           (op->kind == SW_OP_COMPLETED && ((op->keep.set && op->keep.v > 0) || atomic_load(&policies_any)));
 }
 
 static enum sw_dbe run_op(struct sw_store *s, struct sw_op *op, int64_t now)
@@ -882,6 +883,7 @@ static int store_connect(struct sw_store *s)
             return -1;
         }
     fc_clear(s);
+    s->clock_checked = 0;
     atomic_fetch_add(&s->n_reconnects, 1);
     log_info("schwartzd: database %d (%s) connected", s->index, s->dsn_text);
     return 0;

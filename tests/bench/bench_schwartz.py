@@ -58,11 +58,10 @@ def p99(lat):
     return lat[int(len(lat) * 0.99) - 1] * 1000 if lat else 0
 
 
-def bench_ours(tmp, n, workers):
+def bench_ours(dsn, user, n, workers):
     port = free_port()
     d = subprocess.Popen([os.path.join(BUILD, "bin", "schwartzd"), "--listen", "127.0.0.1:%d" % port,
-                          "--database", "dbi:SQLite:dbname=%s/ours.db" % tmp, "--queue-refresh", "0",
-                          "--log-level", "warn"])
+                          "--database", dsn, "--db-user", user, "--queue-refresh", "0", "--log-level", "warn"])
     try:
         wait_port(port)
         cpu0 = proc_cpu(d.pid)
@@ -98,8 +97,8 @@ def bench_ours(tmp, n, workers):
 
 PERL_INSERT = r'''
 use strict; use TheSchwartz; use Time::HiRes qw(time);
-my ($dsn, $n) = @ARGV;
-my $c = TheSchwartz->new(databases => [{ dsn => $dsn, user => '' }], driver_cache_expiration => 300);
+my ($dsn, $user, $n) = @ARGV;
+my $c = TheSchwartz->new(databases => [{ dsn => $dsn, user => $user, pass => '' }], driver_cache_expiration => 300);
 my @lat; my $t0 = time;
 for my $i (1..$n) { my $a = time; $c->insert("Bench", "0123456789abcdef") or die; push @lat, time - $a; }
 my $t = time - $t0; @lat = sort { $a <=> $b } @lat;
@@ -110,37 +109,37 @@ PERL_WORK = r'''
 use strict; use TheSchwartz;
 package Bench; use base 'TheSchwartz::Worker'; sub work { $_[1]->completed }
 package main;
-my $c = TheSchwartz->new(databases => [{ dsn => $ARGV[0], user => '' }], driver_cache_expiration => 300);
+my $c = TheSchwartz->new(databases => [{ dsn => $ARGV[0], user => $ARGV[1], pass => '' }], driver_cache_expiration => 300);
 $c->can_do("Bench"); $c->work_until_done;
 '''
 
 
-def bench_perl(tmp, n, workers):
-    # the schema: created by schwartzd (TheSchwartz's SQLite variant), then stopped
+def bench_perl(dsn, user, n, workers, count_left):
+    # the schema: created by schwartzd (TheSchwartz's own), then stopped
     port = free_port()
-    db = "%s/perl.db" % tmp
     d = subprocess.Popen([os.path.join(BUILD, "bin", "schwartzd"), "--listen", "127.0.0.1:%d" % port,
-                          "--database", "dbi:SQLite:dbname=" + db, "--log-level", "warn"])
+                          "--database", dsn, "--db-user", user, "--log-level", "warn"])
     wait_port(port)
     d.terminate()
     d.wait()
-    dsn = "dbi:SQLite:dbname=" + db
     r0 = resource.getrusage(resource.RUSAGE_CHILDREN)
-    out = subprocess.run(["perl", "-e", PERL_INSERT, dsn, str(n)], capture_output=True, check=True).stdout.split()
+    out = subprocess.run(["perl", "-e", PERL_INSERT, dsn, user, str(n)], capture_output=True,
+                         check=True).stdout.split()
     t_ins, lat99 = float(out[0]), float(out[1])
     t0 = time.time()
-    ps = [subprocess.Popen(["perl", "-e", PERL_WORK, dsn]) for _ in range(workers)]
+    ps = [subprocess.Popen(["perl", "-e", PERL_WORK, dsn, user]) for _ in range(workers)]
     for p in ps:
         p.wait()
     t_work = time.time() - t0
     r1 = resource.getrusage(resource.RUSAGE_CHILDREN)
     cpu = (r1.ru_utime + r1.ru_stime) - (r0.ru_utime + r0.ru_stime)
-    left = subprocess.run(["sqlite3", db, "SELECT COUNT(*) FROM job"], capture_output=True, text=True).stdout.strip()
-    assert left == "0", left
+    left = count_left()
+    assert left == 0, left
     return t_ins, t_work, lat99, cpu
 
 
 def bench_beanstalk(tmp, n, workers):
+    # a load generator in Python as for the others: one round trip per command
     exe = shutil.which("beanstalkd") or "/usr/bin/beanstalkd"
     port = free_port()
     os.makedirs("%s/binlog" % tmp)
@@ -184,28 +183,56 @@ def bench_beanstalk(tmp, n, workers):
         d.wait()
 
 
+def sqlite_left(db):
+    return lambda: int(subprocess.run(["sqlite3", db, "SELECT COUNT(*) FROM job"], capture_output=True,
+                                      text=True).stdout.strip())
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--jobs", type=int, default=1000)
     ap.add_argument("--workers", type=int, default=4)
+    ap.add_argument("--no-mariadb", action="store_true", help="skip the MariaDB rows")
     a = ap.parse_args()
     tmp = tempfile.mkdtemp(prefix="bench-schwartz-")
+    rows = []
+    maria = None
     try:
-        rows = [("schwartzd (SQLite FULL)", bench_ours(tmp, a.jobs, a.workers)),
-                ("Perl TheSchwartz 1.12 (SQLite FULL)", bench_perl(tmp, a.jobs, a.workers)),
-                ("beanstalkd -b -f 0", bench_beanstalk(tmp, a.jobs, a.workers))]
+        ours_db, perl_db = "%s/ours.db" % tmp, "%s/perl.db" % tmp
+        rows.append(("schwartzd, SQLite FULL", bench_ours("dbi:SQLite:dbname=" + ours_db, "", a.jobs, a.workers)))
+        rows.append(("Perl TheSchwartz 1.12, SQLite FULL",
+                     bench_perl("dbi:SQLite:dbname=" + perl_db, "", a.jobs, a.workers, sqlite_left(perl_db))))
+        if not a.no_mariadb:
+            sys.path.insert(0, os.path.join(REPO, "tests", "integration"))
+            from conftest import MariaDB  # the test fixture's private server (flush_log_at_trx_commit=1)
+            maria = MariaDB(os.path.join(tmp, "mariadb"))
+            for label, name in (("schwartzd, MariaDB InnoDB", "ours"), ("Perl TheSchwartz 1.12, MariaDB InnoDB", "perl")):
+                maria.sql("CREATE DATABASE " + name)
+                dsn = "dbi:mysql:database=%s;host=127.0.0.1;port=%d" % (name, maria.port)
+                if name == "ours":
+                    rows.append((label, bench_ours(dsn, "root", a.jobs, a.workers)))
+                else:
+                    rows.append((label, bench_perl(dsn, "root", a.jobs, a.workers,
+                                                   lambda: int(maria.sql("SELECT COUNT(*) FROM job", name)))))
+        rows.append(("beanstalkd -b DIR -f 0", bench_beanstalk(tmp, a.jobs, a.workers)))
     finally:
+        if maria:
+            maria.stop()
         shutil.rmtree(tmp, ignore_errors=True)
-    print("%d jobs, %d workers (one job per grab), 16-byte args" % (a.jobs, a.workers))
+    print("%d jobs, %d workers (one job per grab), 16-byte args; durable everywhere" % (a.jobs, a.workers))
     print("%-38s %10s %10s %10s %12s %14s" % ("system", "insert/s", "work/s", "cycle/s", "p99 ins ms", "CPU us/job"))
     cyc = {}
     for name, (ti, tw, l99, cpu) in rows:
         cyc[name] = a.jobs / (ti + tw)
         print("%-38s %10.0f %10.0f %10.0f %12.2f %14.0f" % (name, a.jobs / ti, a.jobs / tw, cyc[name], l99,
                                                            cpu / a.jobs * 1e6))
-    ours = cyc[rows[0][0]]
-    for name, _ in rows[1:]:
-        print("cycle ratio ours/%s: %.2f" % (name, ours / cyc[name]))
+    pairs = [("schwartzd, SQLite FULL", "Perl TheSchwartz 1.12, SQLite FULL"),
+             ("schwartzd, MariaDB InnoDB", "Perl TheSchwartz 1.12, MariaDB InnoDB"),
+             ("schwartzd, SQLite FULL", "beanstalkd -b DIR -f 0"),
+             ("schwartzd, MariaDB InnoDB", "beanstalkd -b DIR -f 0")]
+    for x, y in pairs:
+        if x in cyc and y in cyc:
+            print("cycle ratio %s / %s: %.2f" % (x, y, cyc[x] / cyc[y]))
 
 
 if __name__ == "__main__":
