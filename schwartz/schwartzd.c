@@ -64,6 +64,8 @@ static const struct cfg_setting sw_settings_table[] = {
     { "max-arg-size", 0, CFG_SIZE, &sw.cfg.max_arg, "16m", "largest job argument (MEDIUMBLOB holds 16 MiB)", true, NULL },
     { "retry-seconds", 0, CFG_INT, &sw.cfg.retry_seconds, "30", "a failed database is skipped this long before a retry", true, NULL },
     { "group-max", 0, CFG_INT, &sw.cfg.group_max, "512", "most requests sharing one transaction (group commit)", true, NULL },
+    { "db-connections", 0, CFG_INT, &sw.cfg.db_connections, "4",
+      "connections (each its own thread) per MySQL database; SQLite always uses one", false, NULL },
     { "max-conns", 0, CFG_INT, &sw.cfg.max_conns, "4096", "most client connections (0 = unlimited)", false, NULL },
     { "idle-timeout", 0, CFG_INT, &sw.cfg.idle_timeout, "0", "close connections idle this many seconds (0 = never)", true, NULL },
     { "queue-refresh", 0, CFG_INT, &sw.cfg.queue_refresh, "5", "seconds between queue counts for the console and metrics (0 = off)", false, NULL },

@@ -180,6 +180,7 @@ struct sw_config {
     int max_conns;
     int idle_timeout;
     int group_max;
+    int db_connections;     /* connections (threads) per MySQL database */
     int queue_refresh;
     char *test_fault;       /* fault point for tests: "replace_with" */
 };

@@ -33,20 +33,15 @@
 #define FC_MAX 4096
 #define ERROR_KEEP_SECONDS (7 * 86400)
 
-struct sw_store {
-    int index;
-    char *dsn_text;
+/* One connection and its thread. Several per database for MySQL (they run
+ * in parallel on the server); one for SQLite (its writers serialize anyway). */
+struct sw_worker {
+    struct sw_store *store;
+    int index;                 /* the database's */
+    const char *hash, *dsn_text, *user, *pass;
     struct sw_dsn dsn;
-    char hash[33];
-    char *user, *pass;
     pthread_t thread;
     bool started;
-    pthread_mutex_t mu;
-    pthread_cond_t cv;
-    struct sw_op *head, *tail;
-    _Atomic uint64_t queued;
-    bool closing;
-    /* store thread only */
     struct sw_dbc *conn;
     struct { char *name; uint32_t id; } fc[FC_MAX];
     int nfc;
@@ -54,9 +49,23 @@ struct sw_store {
     unsigned rnd;
     int64_t clock_offset;      /* database clock - ours (MySQL), refreshed every few seconds */
     int64_t clock_checked;
-    /* shared */
+};
+
+struct sw_store {
+    int index;
+    char *dsn_text;
+    struct sw_dsn dsn;
+    char hash[33];
+    char *user, *pass;
+    pthread_mutex_t mu;
+    pthread_cond_t cv;
+    struct sw_op *head, *tail;
+    _Atomic uint64_t queued;
+    bool closing;
+    struct sw_worker *w;
+    int nw;
     _Atomic int64_t dead_until;
-    _Atomic uint64_t n_ops, n_commits, n_rollbacks, n_errors, n_reconnects;
+    _Atomic uint64_t n_ops, n_commits, n_rollbacks, n_errors, n_reconnects, n_retries;
 };
 
 static struct sw_store *stores[SW_MAX_DBS];
@@ -174,9 +183,9 @@ void sw_op_free(struct sw_op *op)
                  (int)(sizeof((const struct db_value[]){ __VA_ARGS__ }) / sizeof(struct db_value)), (rows))
 #define TXT(s) DB_TEXTN((s), strlen(s))
 
-static bool is_mysql(const struct sw_store *s) { return s->dsn.driver == SW_MYSQL; }
+static bool is_mysql(const struct sw_worker *s) { return s->dsn.driver == SW_MYSQL; }
 
-static void fc_clear(struct sw_store *s)
+static void fc_clear(struct sw_worker *s)
 {
     for (int i = 0; i < s->nfc; i++)
         free(s->fc[i].name);
@@ -186,7 +195,7 @@ static void fc_clear(struct sw_store *s)
 /* funcname -> funcid in this database; create=true adds it to funcmap
  * (insert-or-find, as TheSchwartz::FuncMap does). Returns SW_DBE_OK with
  * *id = 0 when not found and not created. */
-static enum sw_dbe funcid_of(struct sw_store *s, const char *name, bool create, uint32_t *id)
+static enum sw_dbe funcid_of(struct sw_worker *s, const char *name, bool create, uint32_t *id)
 {
     for (int i = 0; i < s->nfc; i++)
         if (!strcmp(s->fc[i].name, name)) {
@@ -222,7 +231,7 @@ static enum sw_dbe funcid_of(struct sw_store *s, const char *name, bool create, 
     return SW_DBE_OK;
 }
 
-static enum sw_dbe funcname_of(struct sw_store *s, uint32_t id, char *name, size_t cap)
+static enum sw_dbe funcname_of(struct sw_worker *s, uint32_t id, char *name, size_t cap)
 {
     for (int i = 0; i < s->nfc; i++)
         if (s->fc[i].id == id) {
@@ -241,7 +250,7 @@ static enum sw_dbe funcname_of(struct sw_store *s, uint32_t id, char *name, size
 /* The database's clock, as TheSchwartz uses for grabs (clients' clocks may
  * be skewed). For MySQL the offset to our clock is read with
  * UNIX_TIMESTAMP() at most every 5 s instead of once per transaction. */
-static int64_t db_now(struct sw_store *s)
+static int64_t db_now(struct sw_worker *s)
 {
     int64_t local = (int64_t)time(NULL);
     if (is_mysql(s) && local - s->clock_checked >= 5) {
@@ -262,7 +271,7 @@ static void op_fail(struct sw_op *op, enum sw_err e, const char *msg)
 }
 
 /* Map a database error onto the op; returns the class for the caller. */
-static enum sw_dbe op_dberr(struct sw_store *s, struct sw_op *op, enum sw_dbe e)
+static enum sw_dbe op_dberr(struct sw_worker *s, struct sw_op *op, enum sw_dbe e)
 {
     if (e == SW_DBE_DUP)
         op_fail(op, SW_E_DUPLICATE, "uniqkey already exists for this function");
@@ -281,7 +290,7 @@ static void render_job(struct evbuffer *out, const char *hash, uint64_t jobid, c
 }
 
 /* Error rows per job (TheSchwartz's $job->failures). */
-static enum sw_dbe failures_of(struct sw_store *s, const uint64_t *ids, int n, int64_t *out)
+static enum sw_dbe failures_of(struct sw_worker *s, const uint64_t *ids, int n, int64_t *out)
 {
     if (n <= 0)
         return SW_DBE_OK;
@@ -314,7 +323,7 @@ static enum sw_dbe failures_of(struct sw_store *s, const uint64_t *ids, int n, i
 
 /* Keep an exit status for keep seconds (TheSchwartz set_exit_status), and
  * now and then sweep expired ones as TheSchwartz does (10%, at most 1000). */
-static enum sw_dbe keep_exit_status(struct sw_store *s, uint64_t jobid, uint32_t funcid, int64_t status,
+static enum sw_dbe keep_exit_status(struct sw_worker *s, uint64_t jobid, uint32_t funcid, int64_t status,
                                     int64_t now, int64_t keep)
 {
     enum sw_dbe e = Q(s,
@@ -335,7 +344,7 @@ static enum sw_dbe keep_exit_status(struct sw_store *s, uint64_t jobid, uint32_t
     return e;
 }
 
-static int64_t policy_keep(struct sw_store *s, struct sw_op *op, uint32_t funcid, struct sw_policy *pol, bool *have)
+static int64_t policy_keep(struct sw_worker *s, struct sw_op *op, uint32_t funcid, struct sw_policy *pol, bool *have)
 {
     *have = false;
     memset(pol, 0, sizeof *pol);
@@ -349,7 +358,7 @@ static int64_t policy_keep(struct sw_store *s, struct sw_op *op, uint32_t funcid
 
 /* ---- the operations ----------------------------------------------------------- */
 
-static enum sw_dbe insert_jobs(struct sw_store *s, struct sw_op *op, int64_t now)
+static enum sw_dbe insert_jobs(struct sw_worker *s, struct sw_op *op, int64_t now)
 {
     if (!op->ids) {
         op->ids = calloc((size_t)op->njobs, sizeof *op->ids);
@@ -380,7 +389,7 @@ static enum sw_dbe insert_jobs(struct sw_store *s, struct sw_op *op, int64_t now
 
 struct cand { uint64_t jobid; int64_t grabbed_until; char *arg; size_t arglen; int f; };
 
-static enum sw_dbe op_grab(struct sw_store *s, struct sw_op *op, int64_t now)
+static enum sw_dbe op_grab(struct sw_worker *s, struct sw_op *op, int64_t now)
 {
     uint32_t ids[SW_MAX_FUNCS];
     int fidx[SW_MAX_FUNCS], nf = 0;
@@ -397,7 +406,12 @@ static enum sw_dbe op_grab(struct sw_store *s, struct sw_op *op, int64_t now)
     if (!nf)
         return SW_DBE_OK;
     int want = op->max;
-    int lim = want + 4 < sw.cfg.batch_size ? want + 4 : sw.cfg.batch_size;
+    /* One connection: our grabs never race each other, a few spare
+     * candidates cover Perl workers. Several: take more and shuffle them,
+     * as TheSchwartz does, so parallel grabs rarely pick the same row. */
+    bool shuffle = s->store->nw > 1;
+    int spare = shuffle ? want * 3 + 4 : 4;
+    int lim = want + spare < sw.cfg.batch_size ? want + spare : sw.cfg.batch_size;
     if (lim < want)
         lim = want;
     char sql[512];
@@ -445,6 +459,18 @@ static enum sw_dbe op_grab(struct sw_store *s, struct sw_op *op, int64_t now)
             goto out;
         }
     }
+    size_t perm[SW_MAX_FUNCS][64];
+    for (int k = 0; k < nf; k++) {
+        size_t n = rows[k].nrows < 64 ? rows[k].nrows : 64;
+        for (size_t r = 0; r < n; r++)
+            perm[k][r] = r;
+        for (size_t r = n; shuffle && r > 1; r--) {
+            s->rnd = s->rnd * 1103515245u + 12345u;
+            size_t j = (s->rnd >> 8) % r, t = perm[k][r - 1];
+            perm[k][r - 1] = perm[k][j];
+            perm[k][j] = t;
+        }
+    }
     /* Round-robin over the functions (starting at a rotating one) so a
      * small queue is served while a big one has work. */
     uint64_t got[SW_MAX_GRAB] = { 0 };
@@ -458,8 +484,9 @@ static enum sw_dbe op_grab(struct sw_store *s, struct sw_op *op, int64_t now)
             if (r >= rows[k].nrows)
                 continue;
             any = true;
-            uint64_t jobid = (uint64_t)sw_cell_int(&rows[k], r, 0);
-            int64_t old = sw_cell_int(&rows[k], r, 1);
+            size_t row = r < 64 ? perm[k][r] : r;
+            uint64_t jobid = (uint64_t)sw_cell_int(&rows[k], row, 0);
+            int64_t old = sw_cell_int(&rows[k], row, 1);
             /* Compare-and-set, as TheSchwartz: lose the race -> next candidate. */
             e = Q(s, "UPDATE job SET grabbed_until = ? WHERE jobid = ? AND grabbed_until = ?",
                   DB_INT64(now + op->grab_for), DB_INT64(jobid), DB_INT64(old));
@@ -471,7 +498,7 @@ static enum sw_dbe op_grab(struct sw_store *s, struct sw_op *op, int64_t now)
                 continue;
             got[ngot] = jobid;
             gotf[ngot] = k;
-            gotrow[ngot] = r;
+            gotrow[ngot] = row;
             ngot++;
         }
         if (!any)
@@ -490,7 +517,7 @@ out:
     return e;
 }
 
-static enum sw_dbe op_completed(struct sw_store *s, struct sw_op *op, int64_t now)
+static enum sw_dbe op_completed(struct sw_worker *s, struct sw_op *op, int64_t now)
 {
     struct sw_rows rows;
     enum sw_dbe e = QR(s, &rows, "DELETE FROM job WHERE jobid = ? RETURNING funcid", DB_INT64(op->jobid));
@@ -511,7 +538,7 @@ static enum sw_dbe op_completed(struct sw_store *s, struct sw_op *op, int64_t no
     return SW_DBE_OK;
 }
 
-static enum sw_dbe op_failed(struct sw_store *s, struct sw_op *op, int64_t now)
+static enum sw_dbe op_failed(struct sw_worker *s, struct sw_op *op, int64_t now)
 {
     struct sw_rows rows;
     enum sw_dbe e = QR(s, &rows, "SELECT funcid FROM job WHERE jobid = ?", DB_INT64(op->jobid));
@@ -564,7 +591,7 @@ static enum sw_dbe op_failed(struct sw_store *s, struct sw_op *op, int64_t now)
     return SW_DBE_OK;
 }
 
-static enum sw_dbe op_declined(struct sw_store *s, struct sw_op *op)
+static enum sw_dbe op_declined(struct sw_worker *s, struct sw_op *op)
 {
     enum sw_dbe e;
     if (op->run_after.set)
@@ -591,7 +618,7 @@ static enum sw_dbe op_declined(struct sw_store *s, struct sw_op *op)
 }
 
 /* replace_with: the new jobs and the end of the old one in one savepoint. */
-static enum sw_dbe op_replace(struct sw_store *s, struct sw_op *op, int64_t now)
+static enum sw_dbe op_replace(struct sw_worker *s, struct sw_op *op, int64_t now)
 {
     enum sw_dbe e = insert_jobs(s, op, now);
     if (e != SW_DBE_OK)
@@ -605,7 +632,7 @@ static enum sw_dbe op_replace(struct sw_store *s, struct sw_op *op, int64_t now)
     return SW_DBE_OK;
 }
 
-static enum sw_dbe op_list(struct sw_store *s, struct sw_op *op, int64_t now)
+static enum sw_dbe op_list(struct sw_worker *s, struct sw_op *op, int64_t now)
 {
     (void)now;
     uint32_t funcid;
@@ -671,7 +698,7 @@ static enum sw_dbe op_list(struct sw_store *s, struct sw_op *op, int64_t now)
     return e;
 }
 
-static enum sw_dbe op_inspect(struct sw_store *s, struct sw_op *op)
+static enum sw_dbe op_inspect(struct sw_worker *s, struct sw_op *op)
 {
     struct sw_rows rows;
     enum sw_dbe e = QR(s, &rows,
@@ -717,7 +744,7 @@ static enum sw_dbe op_inspect(struct sw_store *s, struct sw_op *op)
     return SW_DBE_OK;
 }
 
-static enum sw_dbe op_status(struct sw_store *s, struct sw_op *op)
+static enum sw_dbe op_status(struct sw_worker *s, struct sw_op *op)
 {
     struct sw_rows rows;
     enum sw_dbe e = QR(s, &rows, "SELECT status, completion_time FROM exitstatus WHERE jobid = ?", DB_INT64(op->jobid));
@@ -732,7 +759,7 @@ static enum sw_dbe op_status(struct sw_store *s, struct sw_op *op)
     return SW_DBE_OK;
 }
 
-static enum sw_dbe op_funcmap(struct sw_store *s, struct sw_op *op)
+static enum sw_dbe op_funcmap(struct sw_worker *s, struct sw_op *op)
 {
     struct sw_rows rows;
     enum sw_dbe e = sw_dbc_query(s->conn, "SELECT funcid, funcname FROM funcmap ORDER BY funcid", NULL, 0, &rows);
@@ -763,7 +790,7 @@ static struct sw_qrow *qrow_for(struct sw_op *op, const char *func)
     return q;
 }
 
-static enum sw_dbe op_queues(struct sw_store *s, struct sw_op *op, int64_t now)
+static enum sw_dbe op_queues(struct sw_worker *s, struct sw_op *op, int64_t now)
 {
     struct sw_rows rows;
     enum sw_dbe e = QR(s, &rows,
@@ -802,7 +829,7 @@ static bool needs_savepoint(const struct sw_op *op)
            (op->kind == SW_OP_COMPLETED && ((op->keep.set && op->keep.v > 0) || atomic_load(&policies_any)));
 }
 
-static enum sw_dbe run_op(struct sw_store *s, struct sw_op *op, int64_t now)
+static enum sw_dbe run_op(struct sw_worker *s, struct sw_op *op, int64_t now)
 {
     switch (op->kind) {
     case SW_OP_INSERT: return insert_jobs(s, op, now);
@@ -867,7 +894,7 @@ static const char *const schema_sqlite[] = {
     NULL,
 };
 
-static int store_connect(struct sw_store *s)
+static int store_connect(struct sw_worker *s)
 {
     char err[300];
     s->conn = sw_dbc_open(&s->dsn, s->user, s->pass, err, sizeof err);
@@ -884,15 +911,15 @@ static int store_connect(struct sw_store *s)
         }
     fc_clear(s);
     s->clock_checked = 0;
-    atomic_fetch_add(&s->n_reconnects, 1);
+    atomic_fetch_add(&s->store->n_reconnects, 1);
     log_info("schwartzd: database %d (%s) connected", s->index, s->dsn_text);
     return 0;
 }
 
-static void mark_dead(struct sw_store *s, const char *why)
+static void mark_dead(struct sw_worker *s, const char *why)
 {
     log_warn("schwartzd: database %d (%s) marked dead for %ds: %s", s->index, s->dsn_text, sw.cfg.retry_seconds, why);
-    atomic_store(&s->dead_until, (int64_t)time(NULL) + sw.cfg.retry_seconds);
+    atomic_store(&s->store->dead_until, (int64_t)time(NULL) + sw.cfg.retry_seconds);
     if (s->conn) {
         sw_dbc_close(s->conn);
         s->conn = NULL;
@@ -906,82 +933,111 @@ static void deliver(void *arg)
     op->done(op);
 }
 
-/* One group commit: BEGIN, every op (savepoints where needed), COMMIT. */
-static void run_batch(struct sw_store *s, struct sw_op *first)
+static void op_reset(struct sw_op *op)
 {
-    bool dead = false;
-    char why[256] = "";
+    op->err = SW_OK;
+    op->errmsg[0] = '\0';
+    op->nfound = 0;
+    op->retried = false;
+    if (op->out)
+        evbuffer_drain(op->out, evbuffer_get_length(op->out));
+    for (int i = 0; i < op->nq; i++)
+        free(op->qrows[i].func);
+    free(op->qrows);
+    op->qrows = NULL;
+    op->nq = 0;
+}
+
+/* One transaction over the batch. Returns true if it committed; else *dead
+ * says the connection is gone and *transient that a rerun may succeed
+ * (deadlock, lock timeout, busy). */
+static bool run_txn(struct sw_worker *s, struct sw_op *first, char *why, size_t whylen, bool *dead, bool *transient)
+{
+    *dead = *transient = false;
     if (!s->conn) {
-        if (atomic_load(&s->dead_until) > (int64_t)time(NULL) || store_connect(s) < 0) {
-            if (atomic_load(&s->dead_until) <= (int64_t)time(NULL))
-                atomic_store(&s->dead_until, (int64_t)time(NULL) + sw.cfg.retry_seconds);
-            dead = true;
-            snprintf(why, sizeof why, "database is down");
+        if (atomic_load(&s->store->dead_until) > (int64_t)time(NULL) || store_connect(s) < 0) {
+            if (atomic_load(&s->store->dead_until) <= (int64_t)time(NULL))
+                atomic_store(&s->store->dead_until, (int64_t)time(NULL) + sw.cfg.retry_seconds);
+            *dead = true;
+            snprintf(why, whylen, "database is down");
+            return false;
         }
     }
-    enum sw_dbe e = SW_DBE_OK;
-    if (!dead) {
-        e = sw_dbc_exec(s->conn, is_mysql(s) ? "START TRANSACTION" : "BEGIN IMMEDIATE");
-        if (e != SW_DBE_OK) {
-            snprintf(why, sizeof why, "begin: %s", sw_dbc_error(s->conn));
-            dead = e == SW_DBE_LOST;
-        }
+    enum sw_dbe e = sw_dbc_exec(s->conn, is_mysql(s) ? "START TRANSACTION" : "BEGIN IMMEDIATE");
+    if (e != SW_DBE_OK) {
+        snprintf(why, whylen, "begin: %s", sw_dbc_error(s->conn));
+        *dead = e == SW_DBE_LOST;
+        *transient = e == SW_DBE_ABORT;
+        return false;
     }
-    bool aborted = dead || e != SW_DBE_OK;
-    if (!aborted) {
-        int64_t now = db_now(s);
-        for (struct sw_op *op = first; op; op = op->next) {
-            atomic_fetch_add(&s->n_ops, 1);
-            bool sp = needs_savepoint(op);
-            if (sp && (e = sw_dbc_exec(s->conn, "SAVEPOINT sw")) != SW_DBE_OK) {
-                op_dberr(s, op, e);
-            } else {
-                e = run_op(s, op, now);
-                if (sp) {
-                    if (e != SW_DBE_OK && e != SW_DBE_LOST && e != SW_DBE_ABORT) {
-                        sw_dbc_exec(s->conn, "ROLLBACK TO SAVEPOINT sw");
-                        atomic_fetch_add(&s->n_rollbacks, 1);
-                        fc_clear(s);  /* a funcmap row made inside it is gone */
-                    }
-                    if (e != SW_DBE_LOST && e != SW_DBE_ABORT)
-                        sw_dbc_exec(s->conn, "RELEASE SAVEPOINT sw");
+    int64_t now = db_now(s);
+    bool aborted = false;
+    for (struct sw_op *op = first; op; op = op->next) {
+        atomic_fetch_add(&s->store->n_ops, 1);
+        bool sp = needs_savepoint(op);
+        if (sp && (e = sw_dbc_exec(s->conn, "SAVEPOINT sw")) != SW_DBE_OK) {
+            op_dberr(s, op, e);
+        } else {
+            e = run_op(s, op, now);
+            if (sp && e != SW_DBE_LOST && e != SW_DBE_ABORT) {
+                if (e != SW_DBE_OK) {
+                    sw_dbc_exec(s->conn, "ROLLBACK TO SAVEPOINT sw");
+                    atomic_fetch_add(&s->store->n_rollbacks, 1);
+                    fc_clear(s);  /* a funcmap row made inside it is gone */
                 }
-            }
-            if (op->err != SW_OK)
-                atomic_fetch_add(&s->n_errors, 1);
-            if (e == SW_DBE_LOST || e == SW_DBE_ABORT) {
-                snprintf(why, sizeof why, "%s", sw_dbc_error(s->conn));
-                aborted = true;
-                dead = e == SW_DBE_LOST;
-                break;
+                sw_dbc_exec(s->conn, "RELEASE SAVEPOINT sw");
             }
         }
-        if (!aborted) {
-            e = sw_dbc_exec(s->conn, "COMMIT");
-            if (e != SW_DBE_OK) {
-                snprintf(why, sizeof why, "commit: %s", sw_dbc_error(s->conn));
-                aborted = true;
-                dead = e == SW_DBE_LOST;
-            } else
-                atomic_fetch_add(&s->n_commits, 1);
+        if (e == SW_DBE_LOST || e == SW_DBE_ABORT) {
+            snprintf(why, whylen, "%s", sw_dbc_error(s->conn));
+            aborted = true;
+            *dead = e == SW_DBE_LOST;
+            *transient = e == SW_DBE_ABORT;
+            break;
         }
-        if (aborted && !dead && s->conn) {
-            sw_dbc_exec(s->conn, "ROLLBACK");
-            atomic_fetch_add(&s->n_rollbacks, 1);
-            fc_clear(s);
+    }
+    if (!aborted) {
+        e = sw_dbc_exec(s->conn, "COMMIT");
+        if (e == SW_DBE_OK) {
+            atomic_fetch_add(&s->store->n_commits, 1);
+            return true;
         }
+        snprintf(why, whylen, "commit: %s", sw_dbc_error(s->conn));
+        *dead = e == SW_DBE_LOST;
+        *transient = e == SW_DBE_ABORT;
+    }
+    if (!*dead && s->conn)
+        sw_dbc_exec(s->conn, "ROLLBACK");
+    atomic_fetch_add(&s->store->n_rollbacks, 1);
+    fc_clear(s);
+    return false;
+}
+
+/* One group commit: BEGIN, every op (savepoints where needed), COMMIT; a
+ * transaction the database aborted (deadlock, busy) is rerun up to 3 times.
+ * Then every op goes back to loop 0. */
+static void run_batch(struct sw_worker *s, struct sw_op *first)
+{
+    char why[256] = "";
+    bool dead = false, transient = false, ok = false;
+    for (int attempt = 0; attempt < 4; attempt++) {
+        ok = run_txn(s, first, why, sizeof why, &dead, &transient);
+        if (ok || !transient)
+            break;
+        atomic_fetch_add(&s->store->n_retries, 1);
+        for (struct sw_op *op = first; op; op = op->next)
+            op_reset(op);
     }
     if (dead && s->conn)
         mark_dead(s, why);
     for (struct sw_op *op = first, *next; op; op = next) {
         next = op->next;
         op->next = NULL;
-        if (aborted) {
+        if (op->err != SW_OK)
+            atomic_fetch_add(&s->store->n_errors, 1);
+        if (!ok) {
             /* Nothing of this batch committed: every op reports it. */
-            op->nfound = 0;
-            if (op->out)
-                evbuffer_drain(op->out, evbuffer_get_length(op->out));
-            op->retried = false;
+            op_reset(op);
             op->db_dead = dead;
             op_fail(op, dead ? SW_E_NO_DATABASE : SW_E_DB_ERROR, why);
         }
@@ -992,7 +1048,8 @@ static void run_batch(struct sw_store *s, struct sw_op *first)
 
 static void *store_main(void *arg)
 {
-    struct sw_store *s = arg;
+    struct sw_worker *w = arg;
+    struct sw_store *s = w->store;
     pthread_mutex_lock(&s->mu);
     for (;;) {
         while (!s->head && !s->closing)
@@ -1011,14 +1068,14 @@ static void *store_main(void *arg)
         last->next = NULL;
         atomic_fetch_sub(&s->queued, (uint64_t)n);
         pthread_mutex_unlock(&s->mu);
-        run_batch(s, first);
+        run_batch(w, first);
         pthread_mutex_lock(&s->mu);
     }
     pthread_mutex_unlock(&s->mu);
-    if (s->conn)
-        sw_dbc_close(s->conn);
-    s->conn = NULL;
-    fc_clear(s);
+    if (w->conn)
+        sw_dbc_close(w->conn);
+    w->conn = NULL;
+    fc_clear(w);
     return NULL;
 }
 
@@ -1050,7 +1107,7 @@ int sw_stores_open(char **dsns, int n, const char *user, const char *pass)
         s->dsn_text = strdup(dsns[i]);
         s->user = strdup(user ? user : "");
         s->pass = strdup(pass ? pass : "");
-        s->rnd = (unsigned)time(NULL) ^ (unsigned)(i * 7919);
+        unsigned seed = (unsigned)time(NULL) ^ (unsigned)(i * 7919);
         /* TheSchwartz's handle prefix: md5_hex("DSN|user"). */
         char full[1200];
         snprintf(full, sizeof full, "%s|%s", dsns[i], user ? user : "");
@@ -1058,14 +1115,29 @@ int sw_stores_open(char **dsns, int n, const char *user, const char *pass)
         pthread_mutex_init(&s->mu, NULL);
         pthread_cond_init(&s->cv, NULL);
         stores[nstores++] = s;
-        /* Connect now so a bad DSN shows at start; a down DB is retried later. */
-        if (store_connect(s) < 0)
-            atomic_store(&s->dead_until, (int64_t)time(NULL) + sw.cfg.retry_seconds);
-        if (pthread_create(&s->thread, NULL, store_main, s) != 0) {
-            log_error("schwartzd: cannot start store thread");
+        s->nw = s->dsn.driver == SW_MYSQL && sw.cfg.db_connections > 1 ? sw.cfg.db_connections : 1;
+        s->w = calloc((size_t)s->nw, sizeof *s->w);
+        if (!s->w)
             return -1;
+        for (int k = 0; k < s->nw; k++) {
+            struct sw_worker *w = &s->w[k];
+            w->store = s;
+            w->index = i;
+            w->hash = s->hash;
+            w->dsn_text = s->dsn_text;
+            w->dsn = s->dsn;
+            w->user = s->user;
+            w->pass = s->pass;
+            w->rnd = seed + (unsigned)k * 2654435761u;
+            /* Connect now so a bad DSN shows at start; a down DB is retried later. */
+            if (k == 0 && store_connect(w) < 0)
+                atomic_store(&s->dead_until, (int64_t)time(NULL) + sw.cfg.retry_seconds);
+            if (pthread_create(&w->thread, NULL, store_main, w) != 0) {
+                log_error("schwartzd: cannot start store thread");
+                return -1;
+            }
+            w->started = true;
         }
-        s->started = true;
     }
     return 0;
 }
@@ -1078,11 +1150,13 @@ void sw_stores_close(void)
         s->closing = true;
         pthread_cond_broadcast(&s->cv);
         pthread_mutex_unlock(&s->mu);
-        if (s->started)
-            pthread_join(s->thread, NULL);
+        for (int k = 0; k < s->nw; k++)
+            if (s->w[k].started)
+                pthread_join(s->w[k].thread, NULL);
     }
     for (int i = 0; i < nstores; i++) {
         struct sw_store *s = stores[i];
+        free(s->w);
         free(s->dsn_text);
         free(s->user);
         free(s->pass);
