@@ -211,7 +211,11 @@ struct sw_dbc *sw_dbc_open(const struct sw_dsn *dsn, const char *user, const cha
         goto fail;
     }
     mysql_autocommit(c->my, 1);
-    if (sw_dbc_exec(c, "SET NAMES binary") != SW_DBE_OK) {
+    /* READ COMMITTED: each statement sees what others committed (a funcmap
+     * row another connection just added, the newest lease), and InnoDB
+     * takes no gap locks, so parallel grabs deadlock less. */
+    if (sw_dbc_exec(c, "SET NAMES binary") != SW_DBE_OK ||
+        sw_dbc_exec(c, "SET SESSION TRANSACTION ISOLATION LEVEL READ COMMITTED") != SW_DBE_OK) {
         snprintf(err, errlen, "mysql: %s", c->err);
         goto fail;
     }

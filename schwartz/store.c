@@ -228,7 +228,9 @@ static enum sw_dbe funcid_of(struct sw_worker *s, const char *name, bool create,
         if (e != SW_DBE_OK && e != SW_DBE_DUP)
             return e;
     }
-    return SW_DBE_OK;
+    /* Created by someone else yet still invisible: never file a job under
+     * funcid 0; the batch is rerun. */
+    return SW_DBE_ABORT;
 }
 
 static enum sw_dbe funcname_of(struct sw_worker *s, uint32_t id, char *name, size_t cap)

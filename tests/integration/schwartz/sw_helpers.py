@@ -144,3 +144,24 @@ def client():
 def mysql_dsn(mariadb):
     name = mariadb.create_database()
     return "dbi:mysql:database=%s;host=127.0.0.1;port=%d" % (name, mariadb.port)
+
+
+@pytest.fixture(params=["sqlite", "mariadb"])
+def sw_backend(request, tmp_path):
+    """(databases, extra daemon args, jobs_left()) on an SQLite file or a
+    fresh database of the private MariaDB."""
+    if request.param == "sqlite":
+        import sqlite3
+        path = str(tmp_path / "jobs.db")
+
+        def left():
+            con = sqlite3.connect(path, timeout=30)
+            try:
+                return con.execute("SELECT COUNT(*) FROM job").fetchone()[0]
+            finally:
+                con.close()
+        return ["dbi:SQLite:dbname=%s" % path], [], left
+    maria = request.getfixturevalue("mariadb")
+    name = maria.create_database()
+    dsn = "dbi:mysql:database=%s;host=127.0.0.1;port=%d" % (name, maria.port)
+    return [dsn], ["--db-user", "root"], lambda: int(maria.sql("SELECT COUNT(*) FROM job", name))

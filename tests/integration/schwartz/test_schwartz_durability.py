@@ -7,16 +7,17 @@ import sqlite3
 import threading
 import time
 
-from sw_helpers import SW, client, mysql_dsn, schwartzd  # noqa: F401 (fixtures)
+from sw_helpers import SW, client, mysql_dsn, schwartzd, sw_backend  # noqa: F401 (fixtures)
 
 
-def test_kill9_under_load_loses_no_acknowledged_work(schwartzd, tmp_path):
+def test_kill9_under_load_loses_no_acknowledged_work(schwartzd, tmp_path, sw_backend):
     runs_db = str(tmp_path / "runs.db")
     con = sqlite3.connect(runs_db)
     con.execute("CREATE TABLE runs (handle TEXT, grab_seq INTEGER)")
     con.commit()
     con.close()
-    d = schwartzd()
+    dbs, extra, jobs_left = sw_backend
+    d = schwartzd(dbs, extra=extra)
     acked_inserts, acked_completions = [], {}
     seq = itertools.count()
     lock = threading.Lock()
@@ -77,7 +78,7 @@ def test_kill9_under_load_loses_no_acknowledged_work(schwartzd, tmp_path):
     deadline = time.time() + 60
     while time.time() < deadline:
         if not work_once(c, rcon, 50):
-            if not c.lines("list Dur"):
+            if not jobs_left():
                 break
             time.sleep(0.3)
     runs = {}
