@@ -110,6 +110,7 @@ static void sw_stats(struct stats_sink *sink, void *arg)
         stats_u64f(sink, c.rollbacks, "db%d_rollbacks", i);
         stats_u64f(sink, c.errors, "db%d_errors", i);
         stats_u64f(sink, c.reconnects, "db%d_connects", i);
+        stats_u64f(sink, c.retries, "db%d_txn_reruns", i);
         stats_u64f(sink, sw_store_queued(st), "db%d_queued", i);
     }
     for (int i = 0; i < sw.nqueues; i++) {

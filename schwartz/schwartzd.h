@@ -136,7 +136,7 @@ struct sw_op {
 };
 
 struct sw_store_counters {
-    uint64_t ops, commits, rollbacks, errors, reconnects;
+    uint64_t ops, commits, rollbacks, errors, reconnects, retries;
 };
 
 /* Open store threads for each DSN (connect lazily, create schema on first

@@ -49,6 +49,7 @@ struct sw_worker {
     unsigned rnd;
     int64_t clock_offset;      /* database clock - ours (MySQL), refreshed every few seconds */
     int64_t clock_checked;
+    bool skip_locked;          /* the server knows SELECT ... FOR UPDATE SKIP LOCKED */
 };
 
 struct sw_store {
@@ -409,9 +410,14 @@ static enum sw_dbe op_grab(struct sw_worker *s, struct sw_op *op, int64_t now)
         return SW_DBE_OK;
     int want = op->max;
     /* One connection: our grabs never race each other, a few spare
-     * candidates cover Perl workers. Several: take more and shuffle them,
-     * as TheSchwartz does, so parallel grabs rarely pick the same row. */
-    bool shuffle = s->store->nw > 1;
+     * candidates cover Perl workers. Several: the candidates are locked as
+     * they are read, skipping rows another of our connections holds
+     * (FOR UPDATE SKIP LOCKED), so parallel grabs neither collide nor
+     * deadlock; without SKIP LOCKED, take more and shuffle them as
+     * TheSchwartz does (a deadlock then reruns the batch). */
+    bool parallel = s->store->nw > 1;
+    bool skip_locked = parallel && s->skip_locked;
+    bool shuffle = parallel && !skip_locked;
     int spare = shuffle ? want * 3 + 4 : 4;
     int lim = want + spare < sw.cfg.batch_size ? want + spare : sw.cfg.batch_size;
     if (lim < want)
@@ -426,7 +432,8 @@ static enum sw_dbe op_grab(struct sw_worker *s, struct sw_op *op, int64_t now)
         len += snprintf(sql + len, sizeof sql - (size_t)len, " AND coalesce = ?");
     else if (op->coalesce_prefix)
         len += snprintf(sql + len, sizeof sql - (size_t)len, " AND coalesce LIKE ? ESCAPE '!'");
-    snprintf(sql + len, sizeof sql - (size_t)len, " ORDER BY %sjobid LIMIT ?", op->prioritize ? "priority DESC, " : "");
+    snprintf(sql + len, sizeof sql - (size_t)len, " ORDER BY %sjobid LIMIT ?%s", op->prioritize ? "priority DESC, " : "",
+             skip_locked ? " FOR UPDATE SKIP LOCKED" : "");
     char like[2 * SW_MAX_NAME + 2];
     if (op->coalesce_prefix) {
         size_t o = 0;
@@ -913,6 +920,9 @@ static int store_connect(struct sw_worker *s)
         }
     fc_clear(s);
     s->clock_checked = 0;
+    /* MariaDB >= 10.6 and MySQL >= 8.0 take SKIP LOCKED. */
+    s->skip_locked = is_mysql(s) &&
+                     sw_dbc_exec(s->conn, "SELECT jobid FROM job WHERE jobid = 0 FOR UPDATE SKIP LOCKED") == SW_DBE_OK;
     atomic_fetch_add(&s->store->n_reconnects, 1);
     log_info("schwartzd: database %d (%s) connected", s->index, s->dsn_text);
     return 0;
@@ -1199,6 +1209,7 @@ void sw_store_get_counters(const struct sw_store *cs, struct sw_store_counters *
     out->rollbacks = atomic_load(&s->n_rollbacks);
     out->errors = atomic_load(&s->n_errors);
     out->reconnects = atomic_load(&s->n_reconnects);
+    out->retries = atomic_load(&s->n_retries);
 }
 
 void sw_store_submit(struct sw_store *s, struct sw_op *op)
