@@ -660,7 +660,9 @@ void dj_cmd_session_gone(struct dj_sess *s)
         xml[len] = 0;
         evbuffer_free(e);
         s->state = DJ_S_CLOSED; /* the broadcast must not write to this session */
+        u->pending++;           /* the broadcast may finish at once and drop u */
         broadcast(s, xml, len, false, false);
+        u->pending--;
         free(xml);
     }
     dj_user_maybe_free(u);

@@ -508,8 +508,10 @@ static void bind_resource(struct dj_sess *s, struct dj_stanza *st, struct dj_nod
     }
     if (old) {
         /* The new session wins (Prosody's default): the old one gets a conflict. */
+        u->pending++; /* u must outlive the old session's departure */
         dj_sess_stream_error(old, "conflict", "replaced by a new connection");
         dj_cmd_session_gone(old);
+        u->pending--;
     }
     s->resource = strndup(res, rl);
     s->user = u;
