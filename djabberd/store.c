@@ -572,14 +572,15 @@ static void offline_stored(struct dj_hook_call *call)
 {
     struct offline_store *o = (struct offline_store *)((char *)call - offsetof(struct offline_store, blob));
     struct dj_hook_deliver *d = o->d;
-    if (call->status == DJ_OK)
+    enum dj_hook_status st = call->status; /* call lives in o */
+    if (st == DJ_OK)
         dj.n.messages_offline++;
     free(o->blob.xml);
     free(o->blob.bare);
     free(o);
-    if (call->status == DJ_OK)
+    if (st == DJ_OK)
         dj_hook_finish(&d->call, DJ_OK);
-    else if (call->status == DJ_REJECT)
+    else if (st == DJ_REJECT)
         dj_hook_decline(&d->call); /* full: the sender gets service-unavailable */
     else
         dj_hook_finish(&d->call, DJ_ERROR);
