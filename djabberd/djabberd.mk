@@ -13,4 +13,4 @@ $(eval $(call unit_test,djabberd/test_proto,$(DJ_PROTO),$(DJ_LIBS)))
 $(eval $(call fuzz_target,fuzz_dj_xml,tests/fuzz/fuzz_dj_xml.c djabberd/proto_xml.c,$(DJ_LIBS)))
 $(eval $(call fuzz_target,fuzz_dj_sasl,tests/fuzz/fuzz_dj_sasl.c djabberd/proto_sasl.c))
 
-# BENCHES += tests/bench/bench_djabberd.py  (added once it exists)
+BENCHES += tests/bench/bench_djabberd.py
