@@ -205,6 +205,7 @@ static void route_to_server(struct ud_sess *s, struct ud_server *srv)
 {
     s->state = US_ROUTING;
     s->w.ready = backend_ready;
+    srv->n_routed++;
     if (srv->role == UD_ROLE_REPLICA)
         ud_n.queries_replica++;
     ud_pool_lease(srv, &s->w);

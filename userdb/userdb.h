@@ -71,7 +71,7 @@ struct ud_server {
     struct ud_waiter *wait_head, *wait_tail;
     int nwaiting;
     /* counters */
-    uint64_t n_leases, n_connects, n_connect_fail, n_waits, n_wait_full;
+    uint64_t n_routed, n_leases, n_connects, n_connect_fail, n_waits, n_wait_full;
     struct ud_server *next_all;
     struct sockaddr_storage *addr;
     unsigned addr_len;

@@ -209,6 +209,7 @@ static void ud_pool_stats(struct stats_sink *sink, void *arg)
         stats_u64f(sink, (uint64_t)s->nconns, "%s:connections", s->name);
         stats_u64f(sink, (uint64_t)s->nidle, "%s:idle", s->name);
         stats_u64f(sink, (uint64_t)s->nwaiting, "%s:waiting", s->name);
+        stats_u64f(sink, s->n_routed, "%s:statements", s->name);
         stats_u64f(sink, s->n_leases, "%s:leases", s->name);
         stats_u64f(sink, s->n_connects, "%s:connects", s->name);
         stats_u64f(sink, s->n_connect_fail, "%s:connect_failures", s->name);
