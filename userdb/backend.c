@@ -293,13 +293,13 @@ static int backend_auth_packet(struct ud_backend *b, const uint8_t *p, uint32_t 
 
 /* ---- forwarding --------------------------------------------------------------- */
 
-static void write_command(struct ud_backend *b, uint8_t command, const void *body, size_t n)
+static void write_command(struct evbuffer *out, uint8_t command, const void *body, size_t n)
 {
     uint8_t hdr[UD_HDR + 1];
     ud_put_header(hdr, (uint32_t)(n + 1), 0);
     hdr[UD_HDR] = command;
-    evbuffer_add(conn_out(b->c), hdr, sizeof hdr);
-    evbuffer_add(conn_out(b->c), body, n);
+    evbuffer_add(out, hdr, sizeof hdr);
+    evbuffer_add(out, body, n);
 }
 
 void ud_backend_forward(struct ud_backend *b, const char *db, int autocommit, struct evbuffer *cmd, uint8_t command)
@@ -307,22 +307,28 @@ void ud_backend_forward(struct ud_backend *b, const char *db, int autocommit, st
     b->relayed = false;
     b->sync_steps = 0;
     b->pending_cmd = command;
-    /* Session sync: internal commands whose OKs are swallowed. */
-    if (db && *db && strcmp(db, b->db) != 0) {
-        write_command(b, UD_COM_INIT_DB, db, strlen(db));
-        snprintf(b->db, sizeof b->db, "%s", db);
-        b->sync_steps++;
+    /* Session sync: internal commands whose OKs are swallowed, sent in the
+     * same write as the client's command. */
+    if ((db && *db && strcmp(db, b->db) != 0) || (autocommit >= 0 && autocommit != b->autocommit)) {
+        struct evbuffer *pre = evbuffer_new();
+        if (db && *db && strcmp(db, b->db) != 0) {
+            write_command(pre, UD_COM_INIT_DB, db, strlen(db));
+            snprintf(b->db, sizeof b->db, "%s", db);
+            b->sync_steps++;
+        }
+        if (autocommit >= 0 && autocommit != b->autocommit) {
+            const char *q = autocommit ? "SET autocommit=1" : "SET autocommit=0";
+            write_command(pre, UD_COM_QUERY, q, strlen(q));
+            b->autocommit = autocommit;
+            b->sync_steps++;
+        }
+        evbuffer_prepend_buffer(cmd, pre);
+        evbuffer_free(pre);
     }
-    if (autocommit >= 0 && autocommit != b->autocommit) {
-        const char *q = autocommit ? "SET autocommit=1" : "SET autocommit=0";
-        write_command(b, UD_COM_QUERY, q, strlen(q));
-        b->autocommit = autocommit;
-        b->sync_steps++;
-    }
-    evbuffer_add_buffer(conn_out(b->c), cmd);
     enum ud_resp_kind kind = ud_resp_kind_for(command);
     ud_resp_start(&b->resp, kind);
     b->state = b->sync_steps ? UB_SYNC : UB_FORWARD;
+    conn_write_now(b->c, cmd);
     if (kind == UD_RESP_NONE && !b->sync_steps) {
         struct ud_sess *s = b->owner;
         if (s)
@@ -472,21 +478,38 @@ static int iq_packet(struct ud_backend *b, const uint8_t *p, uint32_t n)
 
 /* ---- reading ------------------------------------------------------------------- */
 
+/* Relayed packets collect here and go to the client in one write per
+ * read from the backend (the loop is single-threaded). */
+static struct evbuffer *relay_buf;
+
+static void relay_flush(struct ud_backend *b)
+{
+    if (!relay_buf || evbuffer_get_length(relay_buf) == 0)
+        return;
+    struct core_conn *cc = b->owner ? ud_sess_conn(b->owner) : NULL;
+    if (cc)
+        conn_write_now(cc, relay_buf);
+    else
+        evbuffer_drain(relay_buf, evbuffer_get_length(relay_buf));
+}
+
 static int backend_on_read(struct core_conn *c)
 {
     struct ud_backend *b = c->data;
     struct evbuffer *in = conn_in(c);
+    if (!relay_buf && !(relay_buf = evbuffer_new()))
+        return -1;
     while (b && !b->paused && !conn_is_closing(c)) {
         uint8_t head[UD_HDR + 32];
         size_t avail = evbuffer_get_length(in);
         if (avail < UD_HDR)
-            return 0;
+            break;
         uint32_t plen;
         uint8_t seq;
         evbuffer_copyout(in, head, UD_HDR);
         ud_pkt_header(head, UD_HDR, &plen, &seq);
         if (avail < UD_HDR + (size_t)plen)
-            return 0;
+            break;
         switch (b->state) {
         case UB_CONNECTING:
         case UB_HANDSHAKE:
@@ -556,11 +579,12 @@ static int backend_on_read(struct core_conn *c)
             int rc = ud_resp_feed(&b->resp, p + UD_HDR, k, plen);
             bool err_first = !b->relayed && rc == 1 && b->resp.error;
             if (cc)
-                evbuffer_remove_buffer(in, conn_out(cc), UD_HDR + plen);
+                evbuffer_remove_buffer(in, relay_buf, UD_HDR + plen);
             else
                 evbuffer_drain(in, UD_HDR + plen);
             b->relayed = true;
             if (rc < 0) {
+                relay_flush(b);
                 log_warn("userdbd: %s: reply out of protocol; closing both sides", b->srv->name);
                 ud_n.protocol_errors++;
                 if (s)
@@ -569,12 +593,15 @@ static int backend_on_read(struct core_conn *c)
                 return 0;
             }
             if (rc == 1) {
+                relay_flush(b);
                 if (s)
                     ud_sess_reply_done(s, b, err_first);
                 else
                     pool_put(b);
                 return 0;
             }
+            if (cc && evbuffer_get_length(relay_buf) > 65536)
+                relay_flush(b);
             if (cc && evbuffer_get_length(conn_out(cc)) > UD_RELAY_HIGH) {
                 b->paused = true;
                 conn_pause_read(c);
@@ -584,6 +611,8 @@ static int backend_on_read(struct core_conn *c)
         }
         }
     }
+    if (b && b->state == UB_FORWARD)
+        relay_flush(b);
     return 0;
 }
 
