@@ -11,7 +11,8 @@
  * Pools: per server, idle connections plus a FIFO of waiters; at most
  * pool_max connections per server, at most max_waiters waiting. A connect
  * failure marks the server dead for dead_retry seconds and fails its
- * waiters at once (a session then routes elsewhere or gets an error). */
+ * waiters at once (a session then routes elsewhere or gets an error).
+ * move to common/pool when it lands (the perlbal engineer's backend pools). */
 #include "userdb/userdb.h"
 
 #include <stdio.h>
