@@ -323,6 +323,7 @@ int main(int argc, char **argv)
     mysql_free_result(r);
     if (!cmid && cur == dest) {
         say("user %lu is already on cluster %ld", uid, dest);
+        mysql_close(g);
         return 0;
     }
     if (!conf.master[src])
