@@ -716,8 +716,9 @@ static const char *next_word(const char *p, const char *end)
 static bool contains(const char *p, const char *end, const char *w)
 {
     size_t n = strlen(w);
+    int lo = tolower((unsigned char)w[0]), up = toupper((unsigned char)w[0]);
     for (; (size_t)(end - p) >= n; p++)
-        if (strncasecmp(p, w, n) == 0)
+        if ((*p == lo || *p == up) && strncasecmp(p, w, n) == 0)
             return true;
     return false;
 }
