@@ -135,8 +135,7 @@ static enum admin_result cmd_flip(struct admin_ctx *ctx, int argc, char **argv)
         admin_printf(ctx, "ERROR cluster %d has one master; flip needs an a/b pair\r\n", c);
         return ADMIN_OK;
     }
-    cl->active ^= 1;
-    log_info("userdbd: cluster %d: active master is now %s", c, cl->master[cl->active]->name);
+    ud_flip(c);
     admin_printf(ctx, "OK cluster %d active=%c\r\n", c, 'a' + cl->active);
     return ADMIN_OK;
 }

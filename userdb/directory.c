@@ -38,7 +38,10 @@ const char ud_dir_schema[] =
     " timestart INT UNSIGNED NOT NULL,"
     " timedone INT UNSIGNED NULL,"
     " state VARCHAR(16) NOT NULL DEFAULT 'copying',"
-    " KEY (userid)) ENGINE=InnoDB";
+    " KEY (userid)) ENGINE=InnoDB;"
+    "CREATE TABLE IF NOT EXISTS clusterstate ("
+    " clusterid SMALLINT UNSIGNED NOT NULL PRIMARY KEY,"
+    " active CHAR(1) NOT NULL DEFAULT 'a') ENGINE=InnoDB";
 
 /* ---- cache: open addressing, cleared whole when full ------------------------------ */
 
@@ -371,6 +374,15 @@ int ud_dir_create_schema(char *err, size_t errlen)
         if (r)
             mysql_free_result(r);
     } while (rc == 0 && mysql_next_result(my) == 0);
+    /* Which side of each a/b pair is active, as the last flip left it. */
+    if (rc == 0 && mysql_query(my, "SELECT GROUP_CONCAT(CONCAT(clusterid, ':', active)) FROM clusterstate") == 0) {
+        MYSQL_RES *r = mysql_store_result(my);
+        MYSQL_ROW row = r ? mysql_fetch_row(r) : NULL;
+        if (row && row[0])
+            ud_apply_cluster_state(row[0], 0);
+        if (r)
+            mysql_free_result(r);
+    }
     mysql_close(my);
     return rc;
 }

@@ -281,7 +281,7 @@ int ud_topology_apply(char *err, size_t errlen)
         cl->nreplicas = stage.nreplica[c];
         cl->readonly = stage.readonly[c];
         if (ud_topo && ud_topo->cluster[c].nmasters && cl->nmasters == 2)
-            cl->active = ud_topo->cluster[c].active; /* a flip survives a reload */
+            cl->active = ud_topo->cluster[c].active; /* a flip survives a reload (and is in clusterstate) */
     }
     if (parse_defaults(t, stage.defaults, err, errlen) < 0)
         goto fail;
@@ -421,6 +421,63 @@ int ud_pick_default_cluster(void)
     return t->def_cluster[best];
 }
 
+/* ---- a/b state, shared through the global database ------------------------------- */
+
+/* Bumped by every local flip: a poll sent before it must not undo it. */
+unsigned ud_state_gen;
+
+void ud_apply_cluster_state(const char *s, unsigned gen)
+{
+    if (!ud_topo || gen != ud_state_gen)
+        return;
+    while (s && *s) {
+        int c = atoi(s);
+        const char *colon = strchr(s, ':');
+        if (!colon)
+            return;
+        struct ud_cluster *cl = ud_cluster_get(c);
+        int side = colon[1] == 'b' ? 1 : 0;
+        if (cl && cl->nmasters == 2 && cl->active != side) {
+            cl->active = side;
+            log_info("userdbd: cluster %d: active master is now %s (global clusterstate)", c, cl->master[side]->name);
+        }
+        s = strchr(colon, ',');
+        if (s)
+            s++;
+    }
+}
+
+static void flip_saved(struct ud_iq *q)
+{
+    if (q->error)
+        log_error("userdbd: saving the flip of cluster %d: %s", (int)(intptr_t)q->arg, q->err);
+}
+
+int ud_flip(int c)
+{
+    struct ud_cluster *cl = ud_cluster_get(c);
+    if (!cl || cl->nmasters < 2)
+        return -1;
+    cl->active ^= 1;
+    ud_state_gen++;
+    char sql[160];
+    snprintf(sql, sizeof sql,
+             "INSERT INTO clusterstate (clusterid, active) VALUES (%d, '%c') ON DUPLICATE KEY UPDATE active = '%c'", c,
+             'a' + cl->active, 'a' + cl->active);
+    ud_iq_run(ud_topo->global, sql, flip_saved, (void *)(intptr_t)c);
+    log_info("userdbd: cluster %d: active master is now %s", c, cl->master[cl->active]->name);
+    return 0;
+}
+
+static bool state_polling;
+
+static void state_polled(struct ud_iq *q)
+{
+    state_polling = false;
+    if (!q->error && q->nrows > 0 && q->val[0])
+        ud_apply_cluster_state(q->val[0], (unsigned)(uintptr_t)q->arg);
+}
+
 /* ---- replication lag --------------------------------------------------------------- */
 
 static struct event *lag_timer;
@@ -450,6 +507,13 @@ static void lag_tick(evutil_socket_t fd, short what, void *arg)
     (void)arg;
     if (!ud_topo)
         return;
+    /* Another router (or this one's console) may have flipped a pair. */
+    if (!state_polling) {
+        state_polling = true;
+        if (ud_iq_run(ud_topo->global, "SELECT GROUP_CONCAT(CONCAT(clusterid, ':', active)) FROM clusterstate",
+                      state_polled, (void *)(uintptr_t)ud_state_gen) < 0)
+            state_polling = false;
+    }
     for (int c = 1; c <= UD_MAX_CLUSTERS; c++)
         for (int i = 0; i < ud_topo->cluster[c].nreplicas; i++) {
             struct ud_server *r = ud_topo->cluster[c].replica[i];

@@ -109,6 +109,11 @@ struct ud_server *ud_pick_server(int cluster, bool read);
 /* Weighted choice among default_clusters for a new user; 0 if none. */
 int ud_pick_default_cluster(void);
 void ud_topology_free(void);
+/* "1:a,2:b" from the global clusterstate table: set the active sides. */
+void ud_apply_cluster_state(const char *s, unsigned gen);
+/* Flip a pair: memory now, the global database after; 0 or -1. */
+int ud_flip(int cluster);
+extern unsigned ud_state_gen;
 
 /* ---- backends and pools (backend.c) ---------------------------------------- */
 

@@ -5,7 +5,8 @@
  *
  * It reads the router's config file (global, backend_user/_password,
  * cluster.N.master, user_table, directory_ttl) and works through the
- * global database, so several movers can run at once:
+ * global database, so several movers can run at once; an a/b pair's active
+ * side comes from the global clusterstate table, as for the routers:
  *
  *  1. GET_LOCK('userdb-move-<uid>') on the global master: one mover per user.
  *  2. Open (or resume) a clustermove row; set the user's read-only flag.
@@ -40,7 +41,7 @@
 
 static struct {
     char *global;
-    char *master[UD_MAX_CLUSTERS + 1];
+    char *master[UD_MAX_CLUSTERS + 1][2];
     char *user, *password;
     struct ud_user_table tables[UD_MAX_USER_TABLES];
     int ntables;
@@ -119,8 +120,10 @@ static void read_conf(const char *path)
             conf.tables[conf.ntables++] = t;
         } else if (sscanf(k, "cluster.%d.%15s", &c, kind) == 2 && c >= 1 && c <= UD_MAX_CLUSTERS &&
                    !strcmp(kind, "master")) {
-            if (!conf.master[c]) /* the a side; see README on a/b pairs */
-                conf.master[c] = strdup(v);
+            if (!conf.master[c][0])
+                conf.master[c][0] = strdup(v);
+            else if (!conf.master[c][1])
+                conf.master[c][1] = strdup(v);
         }
     }
     fclose(f);
@@ -245,6 +248,18 @@ static void checksum(MYSQL *my, const struct ud_user_table *t, unsigned uid, cha
     mysql_free_result(res);
 }
 
+/* The active side of a cluster's a/b pair, as routers see it (clusterstate). */
+static const char *active_master(MYSQL *g, long c)
+{
+    char sql[128];
+    MYSQL_ROW row;
+    snprintf(sql, sizeof sql, "SELECT active FROM clusterstate WHERE clusterid = %ld", c);
+    MYSQL_RES *r = q1(g, sql, &row);
+    int side = row && row[0] && row[0][0] == 'b' && conf.master[c][1] ? 1 : 0;
+    mysql_free_result(r);
+    return conf.master[c][side];
+}
+
 static void usage(void)
 {
     fprintf(stderr, "usage: usermove -c FILE [--delete] [--drain SECONDS] [-q] USERID CLUSTERID\n");
@@ -280,7 +295,7 @@ int main(int argc, char **argv)
     if (*end || dest < 1 || dest > UD_MAX_CLUSTERS)
         die(1, "bad cluster id '%s'", argv[optind + 1]);
     read_conf(cfg);
-    if (!conf.master[dest])
+    if (!conf.master[dest][0])
         die(1, "cluster %ld has no master in %s", dest, cfg);
     if (conf.ntables == 0)
         die(1, "%s names no user_table: nothing to copy", cfg);
@@ -326,7 +341,7 @@ int main(int argc, char **argv)
         mysql_close(g);
         return 0;
     }
-    if (!conf.master[src])
+    if (!conf.master[src][0])
         die(1, "cluster %ld (the source) has no master in %s", src, cfg);
     if (!cmid) {
         snprintf(sql, sizeof sql,
@@ -345,8 +360,8 @@ int main(int argc, char **argv)
     usleep((useconds_t)((conf.ttl + drain) * 1e6));
 
     /* 3 + 4. Copy and verify. */
-    MYSQL *s = connect_dsn(conf.master[src]);
-    MYSQL *d = connect_dsn(conf.master[dest]);
+    MYSQL *s = connect_dsn(active_master(g, src));
+    MYSQL *d = connect_dsn(active_master(g, dest));
     for (int i = 0; i < conf.ntables; i++) {
         unsigned long long n = copy_table(s, d, &conf.tables[i], (unsigned)uid);
         char a[128], b[128];

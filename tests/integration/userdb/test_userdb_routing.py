@@ -254,3 +254,38 @@ def test_garbage_gets_an_error_packet_and_the_router_goes_on(userdbd):
     cur.execute("SELECT 8")
     assert cur.fetchone() == (8,)
     assert r.d.running()
+
+
+def test_flip_is_shared_through_the_global_database(userdbd):
+    r = userdbd(c1b=True)
+    create_user(r, "f2")
+    assert "active=b" in r.console("flip 1")
+    assert r.on_global("SELECT clusterid, active FROM clusterstate") == "1\tb\n"
+    # Another router on the same global database picks the flip up at start ...
+    d2 = r.d.__class__("userdbd", ["-c", r.conf, "--listen", "127.0.0.1:{port}", "--console", "127.0.0.1:{admin}"],
+                       r.d.tmp)
+    try:
+        import subprocess
+        out = subprocess.run(["mariadb", "--no-defaults", "--comments", "-h127.0.0.1", "-P%d" % d2.port, "-uapp",
+                              "-psecret", "-N", "-B", "-e", "/* user=1 */ SELECT @@server_id"],
+                             capture_output=True, text=True)
+        assert out.stdout == "21\n"            # the b side (the c2 server here)
+        # ... and a flip made elsewhere while it runs.
+        r.on_global("UPDATE clusterstate SET active = 'a' WHERE clusterid = 1")
+        import time
+        deadline = time.time() + 5
+        while time.time() < deadline:
+            with socket.create_connection(("127.0.0.1", d2.admin)) as c:
+                c.sendall(b"clusters\r\nquit\r\n")
+                text = b""
+                while True:
+                    b = c.recv(65536)
+                    if not b:
+                        break
+                    text += b
+            if b"active=a" in text:
+                break
+            time.sleep(0.1)
+        assert b"active=a" in text
+    finally:
+        d2.stop()
