@@ -87,6 +87,7 @@ static void send_ok(struct ud_sess *s, uint8_t seq)
 }
 
 static void sess_process(struct ud_sess *s);
+static void logged_in(struct ud_sess *s);
 
 /* A command finished without a backend reply being relayed. */
 static void local_done(struct ud_sess *s)
@@ -170,7 +171,7 @@ static int handle_login(struct ud_sess *s, const uint8_t *p, uint32_t n, uint8_t
         return -1;
     }
     send_ok(s, (uint8_t)(seq + 1));
-    s->state = US_READY;
+    logged_in(s);
     return 0;
 }
 
@@ -184,7 +185,7 @@ static int handle_auth_switch(struct ud_sess *s, const uint8_t *p, uint32_t n, u
         return -1;
     }
     send_ok(s, (uint8_t)(seq + 1));
-    s->state = US_READY;
+    logged_in(s);
     return 0;
 }
 
@@ -695,6 +696,12 @@ void ud_accept(struct core_loop *loop, int fd, const struct sockaddr *sa, sockle
     ud_put_header(buf, (uint32_t)n, 0);
     evbuffer_add(conn_out(c), buf, n + UD_HDR);
     conn_set_output_limit(c, 8u << 20);
-    if (ud_cfg.idle_timeout > 0)
-        conn_set_timeouts(c, (uint32_t)ud_cfg.idle_timeout * 1000, 0);
+    /* A client that connects and never logs in is closed after login_timeout. */
+    conn_set_timeouts(c, (uint32_t)(ud_cfg.login_timeout > 0 ? ud_cfg.login_timeout * 1000 : 10000), 0);
+}
+
+static void logged_in(struct ud_sess *s)
+{
+    s->state = US_READY;
+    conn_set_timeouts(s->c, ud_cfg.idle_timeout > 0 ? (uint32_t)ud_cfg.idle_timeout * 1000 : 0, 0);
 }

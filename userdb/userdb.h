@@ -218,6 +218,7 @@ struct ud_settings {
     uint64_t max_packet;
     int max_conns;
     int idle_timeout;
+    int login_timeout;
     int dir_cache_max;
 };
 extern struct ud_settings ud_cfg;

@@ -135,6 +135,8 @@ static const struct cfg_setting ud_base_settings[] = {
     { "max_packet", 0, CFG_SIZE, &ud_cfg.max_packet, "16m",
       "largest command packet accepted from a client (16m - 1 at most)", true, NULL },
     { "max_conns", 0, CFG_INT, &ud_cfg.max_conns, "0", "most client connections (0 = unlimited)", false, NULL },
+    { "login_timeout", 0, CFG_INT, &ud_cfg.login_timeout, "10",
+      "close a client that has not logged in after this many seconds", true, NULL },
     { "idle_timeout", 0, CFG_INT, &ud_cfg.idle_timeout, "0", "close client connections idle this many seconds (0 = never)",
       true, NULL },
     CFG_END
