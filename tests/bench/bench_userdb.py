@@ -11,10 +11,17 @@ of mariadbd (from /proc, user+system). Each run is short: the machine is
 shared, compare the ratios and CPU per query, not absolute numbers.
 
   BUILD_DIR=build python3 tests/bench/bench_userdb.py [--seconds 5] [--threads 1,4,16]
-      [--ps-mode disable|auto] [--clients 10000] [--pool 64]
+      [--ps-mode disable|auto] [--clients 10000] [--pool 64] [--moves 100]
+
+--moves N: N scripted usermove runs (4 at a time, --delete, users moving
+between clusters 1 and 2) while two writers insert rows for those users
+through userdbd; then every acknowledged row must be on its user's cluster,
+once, and nothing left behind on the other.
 """
 import argparse
 import hashlib
+import random
+import threading
 import os
 import resource
 import shutil
@@ -28,6 +35,7 @@ import time
 REPO = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", ".."))
 BUILD = os.environ.get("BUILD_DIR", os.path.join(REPO, "build"))
 USERDBD = os.path.join(BUILD, "bin", "userdbd")
+USERMOVE = os.path.join(BUILD, "bin", "usermove")
 MARIADBD = shutil.which("mariadbd") or "/usr/sbin/mariadbd"
 TICK = os.sysconf("SC_CLK_TCK")
 
@@ -148,6 +156,109 @@ def many_clients(port, admin, n):
     return ok, backend, t1 - t0, t2 - t1
 
 
+def scripted_moves(base, sock, port, n_moves):
+    """n_moves usermove runs under two writers; returns (moves ok, acked, lost, leftover, refused, seconds)."""
+    import pymysql
+    sql = lambda q: subprocess.run(["mariadb", "--no-defaults", "-uroot", "--socket=" + sock, "-N", "-B", "-e", q],
+                                   check=True, capture_output=True, text=True).stdout
+    sql("CREATE DATABASE mv_g; CREATE DATABASE mv_c1; CREATE DATABASE mv_c2")
+    for c in ("mv_c1", "mv_c2"):
+        sql("CREATE TABLE %s.posts (userid INT UNSIGNED NOT NULL, postid INT UNSIGNED NOT NULL, body VARCHAR(64), "
+            "PRIMARY KEY (userid, postid))" % c)
+    rport, admin = free_port(), free_port()
+    conf = os.path.join(base, "mv.conf")
+    dsn = "DBI:mysql:database=%s;host=127.0.0.1;port=" + str(port)
+    with open(conf, "w") as f:
+        f.write("listen = 127.0.0.1:%d\nconsole = 127.0.0.1:%d\nclient_user = app\nclient_password = secret\n"
+                "backend_user = app\nbackend_password = secret\nglobal = %s\ncluster.1.master = %s\n"
+                "cluster.2.master = %s\ndefault_clusters = 1\nuser_table = posts:userid\ndirectory_ttl = 0.2\n"
+                % (rport, admin, dsn % "mv_g", dsn % "mv_c1", dsn % "mv_c2"))
+    ud = subprocess.Popen([USERDBD, "-c", conf, "--log-level", "warn"], stdout=open(base + "/mv.log", "w"),
+                          stderr=subprocess.STDOUT)
+    try:
+        wait_port(rport)
+        c = pymysql.connect(host="127.0.0.1", port=rport, user="app", password="secret", autocommit=True)
+        cur = c.cursor()
+        users = []
+        for i in range(12):
+            cur.execute("/* user=new */ SELECT userdb_create_user(%s)", ("mover%d" % i,))
+            users.append(cur.fetchone()[0])
+        acked, refused, stop, errors = set(), [0], threading.Event(), []
+        lock = threading.Lock()
+        next_id = [0]
+
+        def writer():
+            w = pymysql.connect(host="127.0.0.1", port=rport, user="app", password="secret", autocommit=True)
+            wc = w.cursor()
+            while not stop.is_set():
+                uid = random.choice(users)
+                with lock:
+                    next_id[0] += 1
+                    pid = next_id[0]
+                while not stop.is_set():
+                    try:
+                        wc.execute("/* user=%d */ INSERT INTO posts VALUES (%d, %d, 'w')" % (uid, uid, pid))
+                        with lock:
+                            acked.add((uid, pid))
+                        break
+                    except pymysql.err.MySQLError as e:
+                        if e.args[0] != 1290:
+                            errors.append(e)
+                            return
+                        refused[0] += 1
+                        time.sleep(0.01)
+
+        writers = [threading.Thread(target=writer) for _ in range(2)]
+        for t in writers:
+            t.start()
+        t0 = time.time()
+        ok = [0]
+        todo = list(range(n_moves))
+
+        def mover_loop(slot):
+            # each slot owns 3 users, so no two movers touch one user
+            mine = users[slot * 3:slot * 3 + 3]
+            k = 0
+            while True:
+                with lock:
+                    if not todo:
+                        return
+                    todo.pop()
+                uid = mine[k % len(mine)]
+                k += 1
+                cl = int(sql("SELECT clusterid FROM mv_g.user WHERE userid = %d" % uid))
+                r = subprocess.run([USERMOVE, "-q", "-c", conf, "--drain", "0.1", "--delete", str(uid),
+                                    str(3 - cl)], capture_output=True, text=True)
+                if r.returncode == 0:
+                    with lock:
+                        ok[0] += 1
+                else:
+                    errors.append(r.stderr)
+
+        movers = [threading.Thread(target=mover_loop, args=(i,)) for i in range(4)]
+        for t in movers:
+            t.start()
+        for t in movers:
+            t.join()
+        elapsed = time.time() - t0
+        stop.set()
+        for t in writers:
+            t.join()
+        lost = leftover = 0
+        for uid in users:
+            cl = int(sql("SELECT clusterid FROM mv_g.user WHERE userid = %d" % uid))
+            here = set(int(x) for x in sql("SELECT postid FROM mv_c%d.posts WHERE userid = %d" % (cl, uid)).split())
+            want = set(p for (u, p) in acked if u == uid)
+            lost += len(want - here) + len(here - want)
+            leftover += int(sql("SELECT COUNT(*) FROM mv_c%d.posts WHERE userid = %d" % (3 - cl, uid)))
+        if errors:
+            print("errors:", errors[:3])
+        return ok[0], len(acked), lost, leftover, refused[0], elapsed
+    finally:
+        ud.terminate()
+        ud.wait()
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--seconds", type=int, default=5)
@@ -155,6 +266,7 @@ def main():
     ap.add_argument("--ps-mode", default="disable")
     ap.add_argument("--clients", type=int, default=10000)
     ap.add_argument("--pool", type=int, default=64)
+    ap.add_argument("--moves", type=int, default=100)
     a = ap.parse_args()
     if not shutil.which("sysbench"):
         print("sysbench is not installed (apt-get install sysbench)")
@@ -209,6 +321,11 @@ def main():
             ok, backend, t_login, t_query = many_clients(rport, admin, a.clients)
             print("%d clients logged in (%.1fs), each ran SELECT 1 at once: %d answered in %.1fs over %d backend "
                   "connections (pool_max %d)" % (a.clients, t_login, ok, t_query, backend, a.pool))
+        if a.moves:
+            ok, acked, lost, leftover, refused, secs = scripted_moves(base, base + "/sock", port, a.moves)
+            print("%d/%d scripted moves done in %.0fs under 2 writers: %d rows acknowledged, %d lost or duplicated, "
+                  "%d left on the old cluster, %d writes refused while read-only (retried)"
+                  % (ok, a.moves, secs, acked, lost, leftover, refused))
     finally:
         for p in reversed(procs):
             p.terminate()
