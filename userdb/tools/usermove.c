@@ -166,13 +166,30 @@ static MYSQL_RES *q1(MYSQL *my, const char *sql, MYSQL_ROW *row)
     return r;
 }
 
-/* Copy one table's rows for uid from src to dst in one transaction. */
-static unsigned long long copy_table(MYSQL *src, MYSQL *dst, const struct ud_user_table *t, unsigned uid)
+/* A statement on the destination inside the copy: deadlocks and lock
+ * waits (other movers' gap locks on the same table) make the copy retry. */
+static int qd(MYSQL *my, const char *sql)
+{
+    if (mysql_query(my, sql) == 0)
+        return 0;
+    unsigned e = mysql_errno(my);
+    if (e == 1213 || e == 1205)
+        return -1;
+    die(1, "%.200s: %s", sql, mysql_error(my));
+}
+
+/* Copy one table's rows for uid from src to dst in one transaction.
+ * Returns the rows copied, or -1 if the destination asked for a retry. */
+static long long copy_table(MYSQL *src, MYSQL *dst, const struct ud_user_table *t, unsigned uid)
 {
     char sql[512];
-    q(dst, "START TRANSACTION");
+    if (qd(dst, "START TRANSACTION") < 0)
+        return -1;
     snprintf(sql, sizeof sql, "DELETE FROM `%s` WHERE `%s` = %u", t->table, t->column, uid);
-    q(dst, sql);
+    if (qd(dst, sql) < 0) {
+        mysql_query(dst, "ROLLBACK");
+        return -1;
+    }
     snprintf(sql, sizeof sql, "SELECT * FROM `%s` WHERE `%s` = %u", t->table, t->column, uid);
     q(src, sql);
     MYSQL_RES *res = mysql_use_result(src);
@@ -181,15 +198,16 @@ static unsigned long long copy_table(MYSQL *src, MYSQL *dst, const struct ud_use
     unsigned ncols = mysql_num_fields(res);
     size_t cap = 1 << 20, len = 0;
     char *buf = malloc(cap);
-    unsigned long long rows = 0;
+    long long rows = 0;
+    int failed = 0;
     MYSQL_ROW row;
-    while ((row = mysql_fetch_row(res))) {
+    while (!failed && (row = mysql_fetch_row(res))) {
         unsigned long *lens = mysql_fetch_lengths(res);
         size_t need = 64;
         for (unsigned i = 0; i < ncols; i++)
             need += 2 * lens[i] + 4;
         if (len && len + need > (1u << 20)) { /* flush about every MiB */
-            q(dst, buf);
+            failed = qd(dst, buf) < 0;
             len = 0;
         }
         if (need + 256 > cap) {
@@ -217,13 +235,18 @@ static unsigned long long copy_table(MYSQL *src, MYSQL *dst, const struct ud_use
         buf[len] = '\0';
         rows++;
     }
-    if (mysql_errno(src))
+    if (!failed && mysql_errno(src))
         die(1, "reading %s: %s", t->table, mysql_error(src));
-    mysql_free_result(res);
-    if (len)
-        q(dst, buf);
+    mysql_free_result(res); /* reads what is left of the stream */
+    if (!failed && len)
+        failed = qd(dst, buf) < 0;
     free(buf);
-    q(dst, "COMMIT");
+    if (!failed)
+        failed = qd(dst, "COMMIT") < 0;
+    if (failed) {
+        mysql_query(dst, "ROLLBACK");
+        return -1;
+    }
     return rows;
 }
 
@@ -363,14 +386,22 @@ int main(int argc, char **argv)
     MYSQL *s = connect_dsn(active_master(g, src));
     MYSQL *d = connect_dsn(active_master(g, dest));
     for (int i = 0; i < conf.ntables; i++) {
-        unsigned long long n = copy_table(s, d, &conf.tables[i], (unsigned)uid);
+        long long n = -1;
+        for (int attempt = 0; attempt < 20 && n < 0; attempt++) {
+            if (attempt)
+                usleep((useconds_t)(20000 * attempt + rand() % 20000));
+            n = copy_table(s, d, &conf.tables[i], (unsigned)uid);
+        }
+        if (n < 0)
+            die(3, "%s: the destination kept reporting deadlocks; user %lu stays on cluster %ld, read-only, move %ld "
+                   "open: run again", conf.tables[i].table, uid, src, cmid);
         char a[128], b[128];
         checksum(s, &conf.tables[i], (unsigned)uid, a, sizeof a);
         checksum(d, &conf.tables[i], (unsigned)uid, b, sizeof b);
         if (strcmp(a, b))
             die(3, "%s: checksums differ after the copy (source %s, destination %s); user %lu stays on cluster %ld, "
                    "read-only, move %ld open: run again", conf.tables[i].table, a, b, uid, src, cmid);
-        say("%s: %llu rows copied, checksum %s", conf.tables[i].table, n, a);
+        say("%s: %lld rows copied, checksum %s", conf.tables[i].table, n, a);
     }
 
     /* 5. The flip. */
@@ -392,7 +423,9 @@ int main(int argc, char **argv)
         for (int i = 0; i < conf.ntables; i++) {
             snprintf(sql, sizeof sql, "DELETE FROM `%s` WHERE `%s` = %lu", conf.tables[i].table, conf.tables[i].column,
                      uid);
-            q(s, sql);
+            int tries = 0;
+            while (qd(s, sql) < 0 && ++tries < 20)
+                usleep((useconds_t)(20000 * tries));
         }
         snprintf(sql, sizeof sql, "UPDATE clustermove SET state = 'deleted' WHERE cmid = %ld", cmid);
         q(g, sql);
