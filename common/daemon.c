@@ -233,3 +233,10 @@ fail:
         unlink(written_pidfile);
     return 1;
 }
+
+/* systemd hears of a graceful stop as it begins (see loop_layer). */
+static void notify_stopping(void) { daemon_notify("STOPPING=1"); }
+
+static const struct loop_layer daemon_layer = { .name = "daemon", .stop_requested = notify_stopping };
+
+__attribute__((constructor)) static void daemon_register_layer(void) { loop_add_layer(&daemon_layer); }

@@ -313,3 +313,23 @@ int stats_metrics_listen(const char *spec, const char *ns, char *err, size_t err
     struct listen_opts o = { .single_loop = true, .is_admin = true, .loopback_default = true };
     return listen_open(spec, 9150, &o, metrics_accept, NULL, NULL, err, errlen) ? 0 : -1;
 }
+
+/* SIGUSR1 writes the stats to the log (see loop_layer). */
+static void dump_to_log(void)
+{
+    struct evbuffer *b = evbuffer_new();
+    if (!b)
+        return;
+    stats_render_text(b, "");
+    char *line;
+    size_t n;
+    while ((line = evbuffer_readln(b, &n, EVBUFFER_EOL_CRLF))) {
+        log_msg(LOG_LEVEL_INFO, "%s", line);
+        free(line);
+    }
+    evbuffer_free(b);
+}
+
+static const struct loop_layer stats_layer = { .name = "stats", .dump = dump_to_log };
+
+__attribute__((constructor)) static void stats_register_layer(void) { loop_add_layer(&stats_layer); }
