@@ -80,6 +80,7 @@ uint64_t mc_crawl_class(int id, uint64_t limit)
                 if (it->state & MC_ST_CRAWLER)
                     continue;
                 seen++;
+                c->crawler_items_checked++;
                 if (mc_item_live(it, mc_now()))
                     continue;
                 uint64_t hv = mc_hash(it->data, it->nkey);
@@ -133,8 +134,12 @@ static void *maintainer(void *arg)
         ++ticks;
         if (ticks % 10 == 0)
             mc_slabs_decay_demand();
+        /* cache_memlimit lowered: give pages back, a few per tick. */
+        if (mc_slabs_release_over_limit(16) > 0)
+            busy = true;
         bool asked = atomic_exchange(&crawl_requested, false);
         if (mc_settings.lru_crawler && (asked || ticks % 50 == 0)) {
+            atomic_fetch_add_explicit(&mc_sstats.lru_crawler_starts, 1, memory_order_relaxed);
             for (int id = 1; id <= mc_nclasses && atomic_load(&running); id++)
                 mc_crawl_class(id, 100000);
         }

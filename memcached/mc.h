@@ -133,7 +133,8 @@ struct mc_class {
     uint64_t bytes;             /* item bytes (mc_item_total) linked */
     /* stats (class lock) */
     uint64_t evicted, evicted_nonzero, reclaimed, expired_unfetched, evicted_unfetched, outofmemory,
-             crawler_reclaimed, moves_to_cold, moves_to_warm, moves_within_lru, pages_moved_in, pages_moved_out;
+             crawler_reclaimed, moves_to_cold, moves_to_warm, moves_within_lru, pages_moved_in, pages_moved_out,
+             pages_evicted, crawler_items_checked;
     uint32_t evicted_time;
     uint32_t alloc_fail_ticks;
     /* Bytes allocated lately (halved every second by the maintainer):
@@ -159,6 +160,13 @@ void mc_slabs_set_limit(uint64_t bytes);
 /* Take a page from another class for class id (its items are evicted).
  * Caller holds class id's lock. Returns true if a page was moved. */
 bool mc_slabs_steal_page(int id);
+/* "slabs reassign src dst": move one page now (src -1: any class with a
+ * spare page; dst 0: back to the allocator, memcached's global pool). */
+enum mc_reassign { MC_REASSIGN_OK = 0, MC_REASSIGN_BUSY, MC_REASSIGN_BADCLASS, MC_REASSIGN_NOSPARE, MC_REASSIGN_SAME };
+enum mc_reassign mc_slabs_reassign(int src, int dst);
+/* After cache_memlimit lowered the limit: free up to max_pages pages (their
+ * items evicted) while more than the limit is allocated. Returns pages freed. */
+uint64_t mc_slabs_release_over_limit(uint64_t max_pages);
 
 /* ---- assoc.c: the item hash table ---- */
 int mc_assoc_init(int hashpower);
@@ -237,7 +245,7 @@ mc_item *mc_lru_pull_locked(int id, bool need_space);
 /* Global counters kept by the store (relaxed atomics; not on the get path). */
 struct mc_store_stats {
     _Atomic uint64_t curr_items, total_items, evictions, reclaimed, expired_unfetched, evicted_unfetched,
-        outofmemory, crawler_reclaimed, slabs_moved, hash_expansions;
+        outofmemory, crawler_reclaimed, slabs_moved, hash_expansions, lru_crawler_starts, malloc_fails;
 };
 extern struct mc_store_stats mc_sstats;
 

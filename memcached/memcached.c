@@ -313,6 +313,28 @@ static void general_stats(struct stats_sink *k, void *arg)
     stats_u64(k, "crawler_reclaimed", atomic_load(&mc_sstats.crawler_reclaimed));
     stats_u64(k, "outofmemory", atomic_load(&mc_sstats.outofmemory));
     stats_u64(k, "total_malloced", mc_slabs_malloced());
+    /* Per-class counters summed (each read under its class lock). */
+    uint64_t to_cold = 0, to_warm = 0, within = 0, move_evicted = 0, checked = 0;
+    for (int i = 1; i <= mc_nclasses; i++) {
+        struct mc_class *c = &mc_classes[i];
+        pthread_mutex_lock(&c->lock);
+        to_cold += c->moves_to_cold;
+        to_warm += c->moves_to_warm;
+        within += c->moves_within_lru;
+        move_evicted += c->pages_evicted;
+        checked += c->crawler_items_checked;
+        pthread_mutex_unlock(&c->lock);
+    }
+    stats_u64(k, "moves_to_cold", to_cold);
+    stats_u64(k, "moves_to_warm", to_warm);
+    stats_u64(k, "moves_within_lru", within);
+    /* Page moves evict what is on the page (no rescue into free chunks). */
+    stats_u64(k, "slab_reassign_rescues", 0);
+    stats_u64(k, "slab_reassign_evictions_nomem", move_evicted);
+    stats_u64(k, "slab_global_page_pool", 0);   /* freed pages go back to the allocator */
+    stats_u64(k, "crawler_items_checked", checked);
+    stats_u64(k, "lru_crawler_starts", atomic_load(&mc_sstats.lru_crawler_starts));
+    stats_u64(k, "malloc_fails", atomic_load(&mc_sstats.malloc_fails));
 }
 
 static void slabs_stats(struct stats_sink *k, void *arg)
@@ -349,6 +371,8 @@ static void items_stats(struct stats_sink *k, void *arg)
         uint64_t cnt[3] = { c->count[0], c->count[1], c->count[2] };
         uint64_t total = cnt[0] + cnt[1] + cnt[2];
         uint32_t age = c->tail[MC_LRU_COLD] ? now - c->tail[MC_LRU_COLD]->atime : 0;
+        uint32_t age_hot = c->tail[MC_LRU_HOT] ? now - c->tail[MC_LRU_HOT]->atime : 0;
+        uint32_t age_warm = c->tail[MC_LRU_WARM] ? now - c->tail[MC_LRU_WARM]->atime : 0;
         struct mc_class snap = *c;
         pthread_mutex_unlock(&c->lock);
         if (!total && !snap.evicted && !snap.outofmemory)
@@ -357,7 +381,10 @@ static void items_stats(struct stats_sink *k, void *arg)
         stats_u64f(k, cnt[MC_LRU_HOT], "items:%d:number_hot", i);
         stats_u64f(k, cnt[MC_LRU_WARM], "items:%d:number_warm", i);
         stats_u64f(k, cnt[MC_LRU_COLD], "items:%d:number_cold", i);
+        stats_u64f(k, age_hot, "items:%d:age_hot", i);
+        stats_u64f(k, age_warm, "items:%d:age_warm", i);
         stats_u64f(k, age, "items:%d:age", i);
+        stats_u64f(k, snap.bytes, "items:%d:mem_requested", i);
         stats_u64f(k, snap.evicted, "items:%d:evicted", i);
         stats_u64f(k, snap.evicted_nonzero, "items:%d:evicted_nonzero", i);
         stats_u64f(k, snap.evicted_time, "items:%d:evicted_time", i);
@@ -366,6 +393,7 @@ static void items_stats(struct stats_sink *k, void *arg)
         stats_u64f(k, snap.expired_unfetched, "items:%d:expired_unfetched", i);
         stats_u64f(k, snap.evicted_unfetched, "items:%d:evicted_unfetched", i);
         stats_u64f(k, snap.crawler_reclaimed, "items:%d:crawler_reclaimed", i);
+        stats_u64f(k, snap.crawler_items_checked, "items:%d:crawler_items_checked", i);
         stats_u64f(k, snap.moves_to_cold, "items:%d:moves_to_cold", i);
         stats_u64f(k, snap.moves_to_warm, "items:%d:moves_to_warm", i);
         stats_u64f(k, snap.moves_within_lru, "items:%d:moves_within_lru", i);

@@ -365,7 +365,7 @@ enum mc_parse mc_text_parse(const char *buf, size_t len, struct mc_text_req *r)
         if (nt == 3)
             r->noreply = tok_is(&t[2], "noreply");
         if (!mc_parse_u64(t[1].s, t[1].n, &r->delta))
-            return fail(r, BAD_FORMAT);
+            return fail(r, "ERROR");   /* what memcached answers a non-number here */
         return MC_PARSE_OK;
     }
     /* A request line ending in HTTP/x.y: someone pointed a browser or a

@@ -24,7 +24,11 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <arpa/inet.h>
+#include <netinet/in.h>
+#include <stddef.h>
 #include <sys/socket.h>
+#include <sys/un.h>
 #include <unistd.h>
 
 #include <event2/buffer.h>
@@ -561,6 +565,48 @@ void mc_session_accept(struct core_loop *loop, int fd, const struct sockaddr *sa
         conn_set_timeouts(c, (uint32_t)mc_settings.idle_timeout * 1000, 0);
 }
 
+/* An address as memcached writes it in "stats conns": tcp:1.2.3.4:5,
+ * tcp6:[::1]:5, unix:/path ("<AF 1>" for an unnamed unix peer). */
+static void addr_text(const struct sockaddr_storage *ss, socklen_t len, char *out, size_t outlen)
+{
+    char host[INET6_ADDRSTRLEN + 2] = "";
+    if (len == 0) {
+        snprintf(out, outlen, "?:<AF 0>");
+        return;
+    }
+    switch (ss->ss_family) {
+    case AF_INET: {
+        const struct sockaddr_in *a = (const struct sockaddr_in *)ss;
+        inet_ntop(AF_INET, &a->sin_addr, host, sizeof host);
+        snprintf(out, outlen, "tcp:%s:%u", host, ntohs(a->sin_port));
+        return;
+    }
+    case AF_INET6: {
+        const struct sockaddr_in6 *a = (const struct sockaddr_in6 *)ss;
+        inet_ntop(AF_INET6, &a->sin6_addr, host, sizeof host);
+        snprintf(out, outlen, "tcp6:[%s]:%u", host, ntohs(a->sin6_port));
+        return;
+    }
+    case AF_UNIX: {
+        const struct sockaddr_un *a = (const struct sockaddr_un *)ss;
+        size_t n = len > offsetof(struct sockaddr_un, sun_path) ? len - offsetof(struct sockaddr_un, sun_path) : 0;
+        if (n > sizeof a->sun_path)
+            n = sizeof a->sun_path;
+        n = strnlen(a->sun_path, n);
+        if (n < 2)
+            snprintf(out, outlen, "unix:<AF %d>", AF_UNIX);
+        else
+            snprintf(out, outlen, "unix:%.*s", (int)n, a->sun_path);
+        return;
+    }
+    default:
+        snprintf(out, outlen, "?:<AF %d>", ss->ss_family);
+    }
+}
+
+/* One block per client connection: addr, listen_addr, state,
+ * secs_since_last_cmd (memcached's fields; its listening sockets' own
+ * entries are not listed: the core does not expose its listeners). */
 void mc_session_stats_conns(struct evbuffer *out)
 {
     static const char *const states[] = { "conn_parse_cmd", "conn_nread", "conn_swallow" };
@@ -572,11 +618,17 @@ void mc_session_stats_conns(struct evbuffer *out)
             continue;
         pthread_mutex_lock(&th->sessions_lock);
         for (struct session *s = th->sessions; s; s = s->next) {
-            char peer[96];
-            conn_peer_str(s->c, peer, sizeof peer);
+            char peer[160], local[160];
             int fd = s->c->fd;
-            bool is_unix = strcmp(peer, "unix") == 0;
-            evbuffer_add_printf(out, "STAT %d:addr %s%s\r\n", fd, is_unix ? "" : "tcp:", is_unix ? "unix" : peer);
+            struct sockaddr_storage ss;
+            socklen_t sl = sizeof ss;
+            addr_text(&s->c->peer, s->c->peer_len, peer, sizeof peer);
+            if (getsockname(fd, (struct sockaddr *)&ss, &sl) == 0)
+                addr_text(&ss, sl, local, sizeof local);
+            else
+                snprintf(local, sizeof local, "?:<AF 0>");
+            evbuffer_add_printf(out, "STAT %d:addr %s\r\n", fd, peer);
+            evbuffer_add_printf(out, "STAT %d:listen_addr %s\r\n", fd, local);
             evbuffer_add_printf(out, "STAT %d:state %s\r\n", fd, states[s->state]);
             evbuffer_add_printf(out, "STAT %d:secs_since_last_cmd %u\r\n", fd,
                                 now > s->last_cmd ? now - s->last_cmd : 0);
