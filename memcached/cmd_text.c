@@ -275,9 +275,26 @@ static void text_tuning(struct session *s, const struct mc_text_req *r)
                 mc_crawl_request();   /* the maintainer thread walks every class */
                 mc_out_line(s, "OK");
             } else {
+                /* Streamed in pieces by the session (no whole dump in
+                 * memory, no long lock hold). */
+                struct mc_dump *d = malloc(sizeof *d);
+                if (!d) {
+                    s->out_oom = true;
+                    return;
+                }
+                mc_dump_init(d);
                 for (int id = 1; id <= mc_nclasses; id++)
-                    mc_metadump(mc_out_evb(s), id);
-                mc_out_add(s, "END\r\n", 5);
+                    d->want[id] = all;
+                const char *q = w[1], *qe = w[1] + wn[1];
+                while (!all && q < qe) {
+                    const char *cm = memchr(q, ',', (size_t)(qe - q));
+                    size_t len = (size_t)((cm ? cm : qe) - q);
+                    uint32_t id;
+                    if (mc_parse_u32(q, len, &id))
+                        d->want[id] = true;
+                    q += len + (cm ? 1 : 0);
+                }
+                mc_sess_begin_dump(s, d);
             }
         } else if (n == 2 && (word_is(w[0], wn[0], "sleep") || word_is(w[0], wn[0], "tocrawl"))) {
             mc_out_line(s, "OK");   /* pacing knobs: our crawler paces itself (see README) */

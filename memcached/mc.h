@@ -222,9 +222,27 @@ void mc_flush(int64_t delay);
  * "ITEM <key> [<bytes> b; <exptime> s]" of class id, newest first. */
 struct evbuffer;
 void mc_cachedump(struct evbuffer *out, int id, uint32_t limit);
-/* "lru_crawler metadump": "key=<key> exp=<unix|-1> la=<unix> cas=<n>
- * fetch=<yes|no> cls=<id> size=<bytes>" lines for class id. */
-void mc_metadump(struct evbuffer *out, int id);
+/* "lru_crawler metadump": the line (LF only, as memcached) "key=<key> exp=<unix|-1> la=<unix>
+ * cas=<n> fetch=<yes|no> cls=<id> size=<bytes>" of one live item (caller
+ * holds its class lock). */
+void mc_metadump_line(struct evbuffer *out, mc_item *it, uint32_t now);
+
+/* A metadump in bounded pieces (crawler.c): a cursor item walks each chosen
+ * class's LRU segments from the head, mc_dump_step writing the lines of at
+ * most max_items items per call under the class lock; between calls the
+ * lock is free and the cursor keeps the place (items moved or removed
+ * meanwhile are simply seen or not, as in memcached's crawler dump). */
+struct mc_dump {
+    mc_item cur;                /* the cursor (state MC_ST_CRAWLER) */
+    bool want[MC_MAX_CLASSES];  /* classes to dump */
+    int id, seg;
+    bool linked;                /* cur is in class id's segment seg */
+};
+void mc_dump_init(struct mc_dump *d);
+/* Returns true when every chosen class has been dumped. */
+bool mc_dump_step(struct mc_dump *d, struct evbuffer *out, unsigned max_items);
+/* Take the cursor out (a dump abandoned half way: the client left). */
+void mc_dump_abort(struct mc_dump *d);
 /* Ask the maintainer thread to crawl every class soon (lru_crawler crawl). */
 void mc_crawl_request(void);
 /* Copy the items that matter to stats. */

@@ -391,26 +391,79 @@ static void flush_out(struct session *s)
 #define SESSION_OUT_LIMIT (4u << 20)
 
 
+/* ------------------------------------------------------------------ */
+/* metadump: streamed in pieces */
+
+#define DUMP_PIECE 500            /* items per class-lock hold */
+#define DUMP_PIECES_PER_RUN 8     /* then other connections get the loop */
+#define DUMP_OUT_HIGH (256u << 10)/* wait while this much is unsent */
+
+static void run_later(struct session *s, long usec);
+
+void mc_sess_begin_dump(struct session *s, struct mc_dump *d)
+{
+    s->dump = d;
+    s->state = MC_SESS_DUMP;
+}
+
+/* Write some more of the dump. Returns true once it is finished (END
+ * queued, state back to CMD); otherwise it has asked to run again, soon
+ * or once the client has read what is queued. */
+static bool dump_pump(struct session *s)
+{
+    for (int i = 0; i < DUMP_PIECES_PER_RUN; i++) {
+        if (mc_out_queued(s) + evbuffer_get_length(conn_out(s->c)) > DUMP_OUT_HIGH) {
+            run_later(s, 2000);   /* the client reads slowly: look again in 2 ms */
+            return false;
+        }
+        if (mc_dump_step(s->dump, mc_out_evb(s), DUMP_PIECE)) {
+            free(s->dump);
+            s->dump = NULL;
+            s->state = MC_SESS_CMD;
+            mc_out_add(s, "END\r\n", 5);
+            return true;
+        }
+    }
+    run_later(s, 0);
+    return false;
+}
+
+/* ------------------------------------------------------------------ */
+/* running again from the loop */
+
+static void flush_out(struct session *s);
+
 /* -R: after reqs_per_event requests in one go, a connection lets the
- * loop's other connections run; this timer (0 s) brings it back for what
- * it still has buffered. */
-static void yield_resume(evutil_socket_t fd, short what, void *arg)
+ * loop's other connections run; a metadump does the same between pieces.
+ * This timer brings the session back for what it still has to do. */
+static void run_again(evutil_socket_t fd, short what, void *arg)
 {
     (void)fd;
     (void)what;
     struct session *s = arg;
-    conn_kick(s->c);
+    if (s->state == MC_SESS_DUMP) {
+        bool done = dump_pump(s);
+        flush_out(s);
+        if (!done)
+            return;
+    }
+    conn_kick(s->c);   /* requests that came in behind */
+}
+
+static void run_later(struct session *s, long usec)
+{
+    if (!s->yield_ev) {
+        s->yield_ev = evtimer_new(s->c->loop->base, run_again, s);
+        if (!s->yield_ev)
+            return;   /* then it goes on when more bytes arrive */
+    }
+    struct timeval tv = { 0, usec };
+    evtimer_add(s->yield_ev, &tv);
 }
 
 static void yield(struct session *s)
 {
-    if (!s->yield_ev) {
-        s->yield_ev = evtimer_new(s->c->loop->base, yield_resume, s);
-        if (!s->yield_ev)
-            return;   /* then it goes on when more bytes arrive */
-    }
-    static const struct timeval now = { 0, 0 };
-    evtimer_add(s->yield_ev, &now);
+    run_later(s, 0);
     MC_STAT_ADD(&s->th->st, conn_yields, 1);
 }
 
@@ -426,6 +479,11 @@ static int on_read(struct core_conn *c)
     /* What the socket's queue holds; only flush_out changes it here. */
     size_t sockq = evbuffer_get_length(conn_out(c));
     for (;;) {
+        if (s->state == MC_SESS_DUMP) {
+            if (!dump_pump(s))
+                break;   /* it runs again from the loop (run_again) */
+            continue;
+        }
         size_t len = evbuffer_get_length(in);
         if (len == 0)
             break;
@@ -506,6 +564,10 @@ static void on_close(struct core_conn *c, enum conn_close_reason why)
         MC_STAT_ADD(&s->th->st, idle_kicks, 1);
     if (s->yield_ev)
         event_free(s->yield_ev);
+    if (s->dump) {
+        mc_dump_abort(s->dump);
+        free(s->dump);
+    }
     if (s->item)
         mc_item_free(s->item);
     if (s->out)
@@ -609,7 +671,7 @@ static void addr_text(const struct sockaddr_storage *ss, socklen_t len, char *ou
  * entries are not listed: the core does not expose its listeners). */
 void mc_session_stats_conns(struct evbuffer *out)
 {
-    static const char *const states[] = { "conn_parse_cmd", "conn_nread", "conn_swallow" };
+    static const char *const states[] = { "conn_parse_cmd", "conn_nread", "conn_swallow", "conn_mwrite" };
     uint32_t now = mc_now();
     for (int i = 0; i < loop_count(); i++) {
         struct core_loop *l = loop_get(i);
