@@ -233,10 +233,10 @@ void mc_metadump_line(struct evbuffer *out, mc_item *it, uint32_t now);
  * lock is free and the cursor keeps the place (items moved or removed
  * meanwhile are simply seen or not, as in memcached's crawler dump). */
 struct mc_dump {
-    mc_item cur;                /* the cursor (state MC_ST_CRAWLER) */
     bool want[MC_MAX_CLASSES];  /* classes to dump */
     int id, seg;
     bool linked;                /* cur is in class id's segment seg */
+    mc_item cur;                /* the cursor (state MC_ST_CRAWLER); last: mc_item ends in data[] */
 };
 void mc_dump_init(struct mc_dump *d);
 /* Returns true when every chosen class has been dumped. */
