@@ -482,28 +482,126 @@ static void conns_stats(struct stats_sink *k, void *arg)
 /* ------------------------------------------------------------------ */
 /* SASL password file */
 
-bool mc_sasl_check(const char *user, size_t ulen, const char *pass, size_t plen)
+/* The password file is read at start and on SIGHUP (never per attempt),
+ * into an array the loops read under a read lock. Reading it blocks the
+ * thread that loads it: at start that is main, on HUP loop 0 (a small
+ * file, rarely; the core's work pool is the place for it once it lands). */
+struct sasl_user {
+    char *user, *pass;
+    size_t ulen, plen;
+};
+static pthread_rwlock_t sasl_lock = PTHREAD_RWLOCK_INITIALIZER;
+static struct sasl_user *sasl_users;
+static size_t sasl_nusers;
+static bool sasl_loaded;
+
+static const char *sasl_path(void)
 {
-    const char *path = mc_settings.sasl_pwdb ? mc_settings.sasl_pwdb : getenv("MEMCACHED_SASL_PWDB");
+    return mc_settings.sasl_pwdb ? mc_settings.sasl_pwdb : getenv("MEMCACHED_SASL_PWDB");
+}
+
+/* Returns 0, or -1 (the old list stays) when the file can't be read. */
+static int sasl_load(void)
+{
+    const char *path = sasl_path();
     if (!path)
-        return false;
+        return -1;
     FILE *f = fopen(path, "r");
-    if (!f)
-        return false;
+    if (!f) {
+        log_error("SASL password file %s: %s", path, strerror(errno));
+        return -1;
+    }
+    struct sasl_user *users = NULL;
+    size_t n = 0, cap = 0;
     char line[1024];
-    bool ok = false;
-    while (!ok && fgets(line, sizeof line, f)) {
-        size_t n = strcspn(line, "\r\n");
-        line[n] = 0;
+    int rc = 0;
+    while (fgets(line, sizeof line, f)) {
+        size_t len = strcspn(line, "\r\n");
+        line[len] = 0;
         char *colon = strchr(line, ':');
-        if (!colon)
+        if (!colon || colon == line)
             continue;
-        size_t un = (size_t)(colon - line);
-        size_t pn = strlen(colon + 1);
-        ok = un == ulen && pn == plen && memcmp(line, user, ulen) == 0 && memcmp(colon + 1, pass, plen) == 0;
+        if (n == cap) {
+            cap = cap ? cap * 2 : 16;
+            struct sasl_user *nu = realloc(users, cap * sizeof *nu);
+            if (!nu) {
+                rc = -1;
+                break;
+            }
+            users = nu;
+        }
+        struct sasl_user *u = &users[n];
+        u->ulen = (size_t)(colon - line);
+        u->plen = strlen(colon + 1);
+        u->user = strndup(line, u->ulen);
+        u->pass = strdup(colon + 1);
+        if (!u->user || !u->pass) {
+            free(u->user);
+            free(u->pass);
+            rc = -1;
+            break;
+        }
+        n++;
     }
     fclose(f);
-    return ok;
+    explicit_bzero(line, sizeof line);
+    if (rc < 0) {
+        for (size_t i = 0; i < n; i++) {
+            free(users[i].user);
+            explicit_bzero(users[i].pass, users[i].plen);
+            free(users[i].pass);
+        }
+        free(users);
+        log_error("SASL password file %s: out of memory", path);
+        return -1;
+    }
+    pthread_rwlock_wrlock(&sasl_lock);
+    struct sasl_user *old = sasl_users;
+    size_t oldn = sasl_nusers;
+    sasl_users = users;
+    sasl_nusers = n;
+    sasl_loaded = true;
+    pthread_rwlock_unlock(&sasl_lock);
+    for (size_t i = 0; i < oldn; i++) {
+        free(old[i].user);
+        explicit_bzero(old[i].pass, old[i].plen);
+        free(old[i].pass);
+    }
+    free(old);
+    log_info("SASL: %zu users loaded from %s", n, path);
+    return 0;
+}
+
+/* Equal in time that depends only on the longer length, not on where
+ * the first difference is. */
+static unsigned ct_differ(const char *a, size_t alen, const char *b, size_t blen)
+{
+    size_t n = alen > blen ? alen : blen;
+    unsigned diff = alen != blen;
+    for (size_t i = 0; i < n; i++)
+        diff |= (unsigned)(unsigned char)((i < alen ? a[i] : 0) ^ (i < blen ? b[i] : 0));
+    return diff;
+}
+
+bool mc_sasl_check(const char *user, size_t ulen, const char *pass, size_t plen)
+{
+    /* Every entry is compared, user and password both, so the time taken
+     * does not tell which user exists or how much of a password matched. */
+    unsigned ok = 0;
+    pthread_rwlock_rdlock(&sasl_lock);
+    for (size_t i = 0; i < sasl_nusers; i++) {
+        const struct sasl_user *u = &sasl_users[i];
+        unsigned d = ct_differ(u->user, u->ulen, user, ulen) | ct_differ(u->pass, u->plen, pass, plen);
+        ok |= d == 0;
+    }
+    pthread_rwlock_unlock(&sasl_lock);
+    return ok != 0;
+}
+
+static void mc_reload(void)
+{
+    if (mc_settings.sasl && sasl_load() < 0)
+        log_warn("SASL password file not reloaded: the previous users stay");
 }
 
 void mc_shutdown_request(bool graceful)
@@ -622,8 +720,10 @@ static int mc_init(void)
     }
     if (mc_settings.udp_port != 0)
         log_warn("UDP is not supported; -U %d ignored", mc_settings.udp_port);
-    if (mc_settings.sasl && !mc_settings.sasl_pwdb && !getenv("MEMCACHED_SASL_PWDB"))
+    if (mc_settings.sasl && !sasl_path())
         log_warn("SASL enabled without a password file (--sasl-pwdb or MEMCACHED_SASL_PWDB): nobody can log in");
+    else if (mc_settings.sasl && sasl_load() < 0)
+        return -1;
     mc_clock_update();
     if (mc_slabs_init() < 0 || mc_assoc_init(mc_settings.hashpower) < 0) {
         log_error("cannot allocate the item store");
@@ -710,7 +810,7 @@ int main(int argc, char **argv)
         .default_admin_port = 11212,
         .init = mc_init,
         .fini = mc_fini,
-        .hooks = { .on_thread_start = thread_start },
+        .hooks = { .on_thread_start = thread_start, .on_reload = mc_reload },
         .admin_cmds = mc_admin,
     };
     return daemon_main(&desc, argc, argv);

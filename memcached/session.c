@@ -441,6 +441,10 @@ static void run_again(evutil_socket_t fd, short what, void *arg)
     (void)fd;
     (void)what;
     struct session *s = arg;
+    if (s->auth_wait) {
+        s->auth_wait = false;
+        conn_resume_read(s->c);
+    }
     if (s->state == MC_SESS_DUMP) {
         bool done = dump_pump(s);
         flush_out(s);
@@ -461,6 +465,16 @@ static void run_later(struct session *s, long usec)
     evtimer_add(s->yield_ev, &tv);
 }
 
+void mc_sess_auth_failed(struct session *s)
+{
+    unsigned shift = s->auth_failures < 5 ? s->auth_failures : 5;
+    if (s->auth_failures < UINT8_MAX)
+        s->auth_failures++;
+    s->auth_wait = true;
+    conn_pause_read(s->c);
+    run_later(s, 100000L << shift);
+}
+
 static void yield(struct session *s)
 {
     run_later(s, 0);
@@ -479,6 +493,8 @@ static int on_read(struct core_conn *c)
     /* What the socket's queue holds; only flush_out changes it here. */
     size_t sockq = evbuffer_get_length(conn_out(c));
     for (;;) {
+        if (s->auth_wait)
+            break;   /* after a failed SASL attempt: run_again resumes */
         if (s->state == MC_SESS_DUMP) {
             if (!dump_pump(s))
                 break;   /* it runs again from the loop (run_again) */

@@ -112,6 +112,8 @@ struct session {
     bool out_oom;              /* a reply could not be built (mc_out_grow refused) */
     struct event *yield_ev;    /* -R yields and metadump pieces: run again from the loop */
     struct mc_dump *dump;      /* DUMP: the metadump's cursor */
+    uint8_t auth_failures;     /* SASL failures on this connection */
+    bool auth_wait;            /* reading paused after a failure (slows guessing) */
     struct session *next, *prev;   /* th->sessions */
 };
 
@@ -147,6 +149,10 @@ bool mc_sess_begin_store(struct session *s, const char *key, size_t nkey, uint32
                          int64_t bytes, const char **errmsg);
 /* Skip n bytes of input (a refused data block). */
 void mc_sess_begin_swallow(struct session *s, uint64_t n);
+/* A SASL attempt failed: this connection's next request waits 100 ms,
+ * doubling with each failure up to 3.2 s (password guessing slowed; the
+ * loop's other connections are not held up). */
+void mc_sess_auth_failed(struct session *s);
 /* Stream a metadump of the classes in d (ownership passes in) and then
  * "END"; later requests wait for it. */
 void mc_sess_begin_dump(struct session *s, struct mc_dump *d);
