@@ -490,7 +490,20 @@ int mc_cmd_text(struct session *s, const struct mc_text_req *r)
             mc_out_line(s, "ERROR: shutdown not enabled");
             return 0;
         }
-        mc_shutdown_request(r->args_len >= 8 && memcmp(r->args, "graceful", 8) == 0);
+        {
+            const char *p = r->args, *end = r->args + r->args_len, *w0, *w1;
+            size_t n0, n1;
+            bool has0 = mc_text_next_key(&p, end, &w0, &n0);
+            bool has1 = has0 && mc_text_next_key(&p, end, &w1, &n1);
+            if (!has0) {
+                mc_shutdown_request(false);   /* memcached: SIGINT, stop now */
+            } else if (!has1 && word_is(w0, n0, "graceful")) {
+                mc_shutdown_request(true);    /* memcached: SIGUSR1 */
+            } else {
+                mc_out_line(s, "CLIENT_ERROR invalid shutdown mode");
+                return 0;
+            }
+        }
         return 1;
     case MC_TXT_CACHE_MEMLIMIT:
         /* Megabytes, as memcached: under 8 is too small; over 10^9 is

@@ -604,9 +604,13 @@ static void mc_reload(void)
         log_warn("SASL password file not reloaded: the previous users stay");
 }
 
+/* "shutdown graceful": stop accepting and let connections finish (the
+ * core's grace period); "shutdown": the same with no grace, as memcached
+ * exits at once on SIGINT. */
 void mc_shutdown_request(bool graceful)
 {
-    (void)graceful;
+    if (!graceful)
+        loop_set_grace(0);
     loop_request_stop();
 }
 

@@ -155,3 +155,26 @@ def test_stats_conns_lists_addr_and_listen_addr(daemon, impl):
     assert mine[0]["listen_addr"] == "tcp:127.0.0.1:%d" % d.port
     assert mine[0]["state"] == "conn_parse_cmd"
     assert mine[0]["secs_since_last_cmd"] == "0"
+
+
+@pytest.mark.parametrize("impl", ["ours", "memcached"])
+@pytest.mark.parametrize("mode", [b"", b" graceful"])
+def test_shutdown_modes(daemon, impl, mode):
+    d = start(daemon, "-A", impl=impl)
+    r = Raw(d.port)
+    assert r.cmd(b"shutdown bogus\r\n") == b"CLIENT_ERROR invalid shutdown mode"
+    assert r.cmd(b"shutdown graceful now\r\n") == b"CLIENT_ERROR invalid shutdown mode"
+    r.send(b"shutdown%s\r\n" % mode)
+    assert r.closed()
+    assert r.buf == b""
+    d.proc.wait(timeout=15)
+    if impl == "ours":
+        assert d.proc.returncode == 0
+
+
+@pytest.mark.parametrize("impl", ["ours", "memcached"])
+def test_shutdown_needs_dash_a(daemon, impl):
+    d = start(daemon, impl=impl)
+    r = Raw(d.port)
+    assert r.cmd(b"shutdown\r\n") == b"ERROR: shutdown not enabled"
+    assert r.cmd(b"shutdown graceful\r\n") == b"ERROR: shutdown not enabled"
