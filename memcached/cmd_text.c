@@ -526,6 +526,20 @@ int mc_cmd_text(struct session *s, const struct mc_text_req *r)
     case MC_TXT_META:
         mc_cmd_meta(s, r);
         return 0;
+    case MC_TXT_REFRESH_CERTS: {
+        char err[256];
+        if (mc_tls_refresh(err, sizeof err) < 0) {
+            char line[320];
+            if (!mc_settings.ssl_enabled)
+                snprintf(line, sizeof line, "Error TLS not enabled");   /* memcached's words */
+            else
+                snprintf(line, sizeof line, "ERROR failed to refresh SSL settings: %s", err);
+            mc_out_line(s, line);
+        } else if (!r->noreply) {
+            mc_out_line(s, "OK");
+        }
+        return 0;
+    }
     case MC_TXT_LRU_CRAWLER:
     case MC_TXT_SLABS:
     case MC_TXT_LRU:

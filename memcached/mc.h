@@ -65,6 +65,10 @@ struct mc_settings {
     int slab_chunk_max;
     bool track_sizes;
     bool hash_expand;
+    /* TLS (-Z and -o ssl_*) */
+    bool ssl_enabled;
+    char *ssl_chain_cert, *ssl_key, *ssl_ciphers, *ssl_ca_cert, *ssl_min_version;
+    int ssl_verify_mode;
 };
 extern struct mc_settings mc_settings;
 

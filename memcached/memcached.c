@@ -10,6 +10,7 @@
 #include <string.h>
 
 #include <event2/buffer.h>
+#include <openssl/ssl.h>
 
 #include "common/admin.h"
 #include "common/config.h"
@@ -19,6 +20,7 @@
 #include "common/log.h"
 #include "common/loop.h"
 #include "common/stats.h"
+#include "common/tls.h"
 #include "memcached/mc.h"
 #include "memcached/session.h"
 
@@ -104,6 +106,12 @@ static const struct ext_opt ext_opts[] = {
     { "inline_ascii_response", EXT_FLAG_ON, NULL, 0, 0 },
     { "no_inline_ascii_response", EXT_FLAG_OFF, NULL, 0, 0 },
     { "sasl_pwdb", EXT_STR, &mc_settings.sasl_pwdb, 0, 0 },
+    { "ssl_chain_cert", EXT_STR, &mc_settings.ssl_chain_cert, 0, 0 },
+    { "ssl_key", EXT_STR, &mc_settings.ssl_key, 0, 0 },
+    { "ssl_ciphers", EXT_STR, &mc_settings.ssl_ciphers, 0, 0 },
+    { "ssl_ca_cert", EXT_STR, &mc_settings.ssl_ca_cert, 0, 0 },
+    { "ssl_min_version", EXT_STR, &mc_settings.ssl_min_version, 0, 0 },
+    { "ssl_verify_mode", EXT_INT, &mc_settings.ssl_verify_mode, 0, 0 },
     { NULL, 0, NULL, 0, 0 },
 };
 
@@ -218,9 +226,11 @@ static const struct cfg_setting mc_table[] = {
       "lru_crawler_tocrawl=N, lru_maintainer, no_lru_maintainer, slab_reassign, slab_automove=0|1|2, "
       "slab_automove_ratio=F, slab_automove_window=N, slab_automove_freeratio=F, slab_chunk_max=BYTES, "
       "tail_repair_time=S, hash_algorithm=murmur3|jenkins|xxh3, track_sizes, no_hashexpand, modern, "
-      "sasl_pwdb=FILE", false, set_ext },
+      "sasl_pwdb=FILE, ssl_chain_cert=FILE, ssl_key=FILE, ssl_ciphers=LIST, ssl_min_version=tlsv1.2|tlsv1.3, "
+      "ssl_verify_mode=0 (client certificates are not checked)", false, set_ext },
     { "protocol", 'B', CFG_CUSTOM, &dummy_str, "auto", "binding protocol: auto (by the first byte), ascii or binary", false, set_protocol },
     { "reqs-per-event", 'R', CFG_INT, &mc_settings.reqs_per_event, "20", "max requests run per connection per event before yielding to others (counted in conn_yields)", false, NULL },
+    { "enable-ssl", 'Z', CFG_BOOL, &mc_settings.ssl_enabled, "no", "TLS on the TCP listeners (-o ssl_chain_cert=PEM,ssl_key=PEM[,ssl_ciphers=...,ssl_min_version=tlsv1.2|tlsv1.3]); an address given as notls:ADDR in -l stays plain", false, NULL },
     { "user", 'u', CFG_STRING, &core_opts.user, NULL, "drop privileges to this user after binding", false, NULL },
     { "pidfile", 'P', CFG_STRING, &core_opts.pidfile, NULL, "write the process id to this file", false, NULL },
     CFG_END
@@ -468,7 +478,19 @@ static void settings_stats(struct stats_sink *k, void *arg)
     stats_str(k, "track_sizes", mc_settings.track_sizes ? "yes" : "no");
     stats_str(k, "inline_ascii_response", "no");
     stats_fmt(k, "slab_automove_freeratio", "%.3f", mc_settings.slab_automove_freeratio);
-    stats_str(k, "ssl_enabled", "no");
+    stats_str(k, "ssl_enabled", mc_settings.ssl_enabled ? "yes" : "no");
+    if (mc_settings.ssl_enabled) {
+        stats_str(k, "ssl_chain_cert", mc_settings.ssl_chain_cert ? mc_settings.ssl_chain_cert : "(null)");
+        stats_str(k, "ssl_key", mc_settings.ssl_key ? mc_settings.ssl_key : "(null)");
+        stats_u64(k, "ssl_verify_mode", (uint64_t)mc_settings.ssl_verify_mode);
+        stats_u64(k, "ssl_keyformat", 1);
+        stats_str(k, "ssl_ciphers", mc_settings.ssl_ciphers ? mc_settings.ssl_ciphers : "NULL");
+        stats_str(k, "ssl_ca_cert", "NULL");
+        stats_u64(k, "ssl_wbuf_size", 16384);
+        stats_str(k, "ssl_session_cache", "no");
+        stats_str(k, "ssl_kernel_tls", "no");
+        stats_str(k, "ssl_min_version", mc_settings.ssl_min_version ? mc_settings.ssl_min_version : "tlsv1.2");
+    }
 }
 
 static void conns_stats(struct stats_sink *k, void *arg)
@@ -664,12 +686,69 @@ static void thread_start(struct core_loop *loop)
         loop->data = &threads[loop->index];
 }
 
-static int open_listener(const char *spec, int port, bool is_unix)
+/* -Z: the server context every TLS listener uses, through this holder so
+ * that refresh_certs can swap it (connections made before keep theirs). */
+void *mc_tls_ctx;
+
+static int tls_setup(void)
+{
+    char err[256];
+    if (!mc_settings.ssl_chain_cert || !mc_settings.ssl_key) {
+        log_error("-Z needs -o ssl_chain_cert=FILE,ssl_key=FILE");
+        return -1;
+    }
+    if (mc_settings.ssl_verify_mode != 0 || mc_settings.ssl_ca_cert) {
+        log_error("ssl_verify_mode/ssl_ca_cert: client certificate checks are not built");
+        return -1;
+    }
+    const char *v = mc_settings.ssl_min_version;
+    if (v && strcmp(v, "tlsv1.2") != 0 && strcmp(v, "tlsv1.3") != 0) {
+        log_error("ssl_min_version: %s is not offered (tlsv1.2 or tlsv1.3)", v);
+        return -1;
+    }
+    mc_tls_ctx = tls_server_ctx_new(mc_settings.ssl_chain_cert, mc_settings.ssl_key, mc_settings.ssl_ciphers, err,
+                                    sizeof err);
+    if (!mc_tls_ctx) {
+        log_error("TLS: %s", err);
+        return -1;
+    }
+    SSL_CTX_set_min_proto_version(mc_tls_ctx, v && strcmp(v, "tlsv1.3") == 0 ? TLS1_3_VERSION : TLS1_2_VERSION);
+    return 0;
+}
+
+int mc_tls_refresh(char *err, size_t errlen)
+{
+    if (!mc_tls_ctx) {
+        snprintf(err, errlen, "TLS is not enabled");
+        return -1;
+    }
+    /* Disk reads on the calling loop: a rare operator command (the core's
+     * work pool is the place for it once it lands). */
+    void *ctx = tls_server_ctx_new(mc_settings.ssl_chain_cert, mc_settings.ssl_key, mc_settings.ssl_ciphers, err,
+                                   errlen);
+    if (!ctx)
+        return -1;
+    const char *v = mc_settings.ssl_min_version;
+    SSL_CTX_set_min_proto_version(ctx, v && strcmp(v, "tlsv1.3") == 0 ? TLS1_3_VERSION : TLS1_2_VERSION);
+    /* Another loop may have just loaded the old pointer to accept with:
+     * the old context is freed one refresh later, not now (connections
+     * hold their own reference to it anyway). */
+    static void *retired;
+    static pthread_mutex_t refresh_lock = PTHREAD_MUTEX_INITIALIZER;
+    pthread_mutex_lock(&refresh_lock);
+    if (retired)
+        tls_ctx_free(retired);
+    retired = __atomic_exchange_n(&mc_tls_ctx, ctx, __ATOMIC_ACQ_REL);
+    pthread_mutex_unlock(&refresh_lock);
+    return 0;
+}
+
+static int open_listener(const char *spec, int port, bool tls)
 {
     char err[256];
     struct listen_opts lo = { .backlog = mc_settings.backlog, .unix_mask = mc_settings.unix_mask };
-    (void)is_unix;
-    if (!listen_open(spec, port, &lo, mc_session_accept, mc_session_reject, NULL, err, sizeof err)) {
+    if (!listen_open(spec, port, &lo, mc_session_accept, mc_session_reject, tls ? &mc_tls_ctx : NULL, err,
+                     sizeof err)) {
         log_error("failed to listen on %s: %s", spec, err);
         return -1;
     }
@@ -728,6 +807,8 @@ static int mc_init(void)
         log_warn("SASL enabled without a password file (--sasl-pwdb or MEMCACHED_SASL_PWDB): nobody can log in");
     else if (mc_settings.sasl && sasl_load() < 0)
         return -1;
+    if (mc_settings.ssl_enabled && tls_setup() < 0)
+        return -1;
     mc_clock_update();
     if (mc_slabs_init() < 0 || mc_assoc_init(mc_settings.hashpower) < 0) {
         log_error("cannot allocate the item store");
@@ -753,18 +834,21 @@ static int mc_init(void)
              * without IPv6, 0.0.0.0. */
             char err[256];
             struct listen_opts lo = { .backlog = mc_settings.backlog };
-            if (!listen_open("[::]", mc_settings.port, &lo, mc_session_accept, mc_session_reject, NULL, err,
-                             sizeof err) &&
-                open_listener("0.0.0.0", mc_settings.port, false) < 0)
+            if (!listen_open("[::]", mc_settings.port, &lo, mc_session_accept, mc_session_reject,
+                             mc_settings.ssl_enabled ? &mc_tls_ctx : NULL, err, sizeof err) &&
+                open_listener("0.0.0.0", mc_settings.port, mc_settings.ssl_enabled) < 0)
                 return -1;
         } else {
             char *copy = strdup(mc_settings.listen), *save = NULL;
             for (char *a = strtok_r(copy, ",", &save); a; a = strtok_r(NULL, ",", &save)) {
                 while (*a == ' ')
                     a++;
-                if (strncmp(a, "notls:", 6) == 0)
+                bool tls = mc_settings.ssl_enabled;
+                if (strncmp(a, "notls:", 6) == 0) {
                     a += 6;
-                if (open_listener(a, mc_settings.port, false) < 0) {
+                    tls = false;
+                }
+                if (open_listener(a, mc_settings.port, tls) < 0) {
                     free(copy);
                     return -1;
                 }

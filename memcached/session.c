@@ -35,6 +35,7 @@
 #include <event2/event.h>
 
 #include "common/log.h"
+#include "common/tls.h"
 #include "common/loop.h"
 #include "memcached/proto.h"
 
@@ -350,12 +351,12 @@ static int bin_step(struct session *s, struct evbuffer *in, size_t len, bool *pr
 /* ------------------------------------------------------------------ */
 /* conn ops */
 
-/* Hand the replies to the socket: written straight away when nothing is
- * queued before them, so a request/reply round trip costs one send and no
- * epoll changes or allocation. That is conn_write_now() for a flat buffer
- * (sessions are always plain accepted sockets, never TLS); a core call for
- * it has been requested. What the kernel does not take is queued on the
- * conn, by reference (see struct mc_obuf). */
+/* Hand the replies to the socket: on a plain socket written straight away
+ * when nothing is queued before them, so a request/reply round trip costs
+ * one send and no epoll changes or allocation (conn_write_now() for a flat
+ * buffer; a core call for it has been requested). What the kernel does not
+ * take is queued on the conn, by reference (see struct mc_obuf). TLS
+ * sessions always go through the bufferevent. */
 static void flush_out(struct session *s)
 {
     size_t queued = mc_out_queued(s);
@@ -363,7 +364,7 @@ static void flush_out(struct session *s)
         return;
     MC_STAT_ADD(&s->th->st, bytes_written, s->olen + queued);
     struct core_conn *c = s->c;
-    if (queued || evbuffer_get_length(conn_out(c)) > 0) {
+    if (queued || s->tls || evbuffer_get_length(conn_out(c)) > 0) {
         conn_write_now(c, mc_out_evb(s));
     } else {
         struct mc_obuf *b = s->ob;
@@ -608,9 +609,9 @@ const struct conn_ops mc_conn_ops = {
     .on_close = on_close,
 };
 
+/* arg: NULL for a plain listener, else the holder of the TLS context. */
 void mc_session_accept(struct core_loop *loop, int fd, const struct sockaddr *sa, socklen_t salen, void *arg)
 {
-    (void)arg;
     struct session *s = calloc(1, sizeof *s);
     if (!s) {
         close(fd);
@@ -623,7 +624,21 @@ void mc_session_accept(struct core_loop *loop, int fd, const struct sockaddr *sa
         close(fd);
         return;
     }
-    struct core_conn *c = conn_new(loop, fd, sa, salen, &mc_conn_ops, s);
+    struct core_conn *c;
+    void *tls_ctx = arg ? __atomic_load_n((void **)arg, __ATOMIC_ACQUIRE) : NULL;
+    if (tls_ctx) {
+        struct bufferevent *bev = tls_accept_bev(tls_ctx, loop->base, fd);
+        if (!bev) {
+            close(fd);
+            evbuffer_free(s->out);
+            free(s);
+            return;
+        }
+        s->tls = true;
+        c = conn_new_bev(loop, bev, sa, salen, &mc_conn_ops, s);
+    } else {
+        c = conn_new(loop, fd, sa, salen, &mc_conn_ops, s);
+    }
     if (!c) {
         evbuffer_free(s->out);
         free(s);

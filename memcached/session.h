@@ -112,6 +112,7 @@ struct session {
     bool out_oom;              /* a reply could not be built (mc_out_grow refused) */
     struct event *yield_ev;    /* -R yields and metadump pieces: run again from the loop */
     struct mc_dump *dump;      /* DUMP: the metadump's cursor */
+    bool tls;                  /* over TLS: replies go through the bufferevent */
     uint8_t auth_failures;     /* SASL failures on this connection */
     bool auth_wait;            /* reading paused after a failure (slows guessing) */
     struct session *next, *prev;   /* th->sessions */
@@ -178,5 +179,7 @@ void mc_stats_sum(struct mc_thread_stats *out);
 /* SASL PLAIN check against the password file (-S). */
 bool mc_sasl_check(const char *user, size_t ulen, const char *pass, size_t plen);
 void mc_shutdown_request(bool graceful);
+/* refresh_certs: re-read the TLS certificate and key (memcached.c). */
+int mc_tls_refresh(char *err, size_t errlen);
 
 #endif
