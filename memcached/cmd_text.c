@@ -194,6 +194,10 @@ static void text_stats(struct session *s, const struct mc_text_req *r)
         return;
     }
     if (strcmp(group, "cachedump") == 0) {
+        if (mc_settings.dump_disabled) {
+            mc_out_line(s, "CLIENT_ERROR stats cachedump not allowed");
+            return;
+        }
         uint32_t id = 0, limit = 0;
         const char *p = arg, *k;
         size_t nk;
@@ -275,6 +279,19 @@ static void text_tuning(struct session *s, const struct mc_text_req *r)
                 mc_crawl_request();   /* the maintainer thread walks every class */
                 mc_out_line(s, "OK");
             } else {
+                if (!mc_settings.lru_crawler) {
+                    mc_out_line(s, "CLIENT_ERROR lru crawler disabled");
+                    return;
+                }
+                if (mc_settings.dump_disabled) {
+                    mc_out_line(s, "ERROR metadump not allowed");
+                    return;
+                }
+                if (s->olen || mc_out_queued(s)) {
+                    /* As memcached: the dump must be the only reply in flight. */
+                    mc_out_line(s, "ERROR cannot pipeline other commands before metadump");
+                    return;
+                }
                 /* Streamed in pieces by the session (no whole dump in
                  * memory, no long lock hold). */
                 struct mc_dump *d = malloc(sizeof *d);

@@ -19,8 +19,15 @@
 static pthread_t thread;
 static _Atomic bool running;
 static _Atomic bool crawl_requested;
+static _Atomic bool crawl_running;
 
-void mc_crawl_request(void) { atomic_store(&crawl_requested, true); }
+void mc_crawl_request(void)
+{
+    atomic_store(&crawl_running, true);   /* until the maintainer has walked every class */
+    atomic_store(&crawl_requested, true);
+}
+
+bool mc_crawler_running(void) { return atomic_load(&crawl_running); }
 
 static void cursor_remove(struct mc_class *c, mc_item *cur, int seg)
 {
@@ -220,8 +227,12 @@ static void *maintainer(void *arg)
         bool asked = atomic_exchange(&crawl_requested, false);
         if (mc_settings.lru_crawler && (asked || ticks % 50 == 0)) {
             atomic_fetch_add_explicit(&mc_sstats.lru_crawler_starts, 1, memory_order_relaxed);
+            if (!asked)
+                atomic_store(&crawl_running, true);
             for (int id = 1; id <= mc_nclasses && atomic_load(&running); id++)
                 mc_crawl_class(id, 100000);
+            if (!atomic_load(&crawl_requested))
+                atomic_store(&crawl_running, false);
         }
         if (!busy) {
             struct timespec ts = { 0, 100 * 1000 * 1000 };

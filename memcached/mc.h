@@ -39,6 +39,7 @@ struct mc_settings {
     bool no_cas;           /* -C */
     bool no_evict;         /* -M */
     bool flush_disabled;   /* -F */
+    bool dump_disabled;    /* -X */
     bool shutdown_enabled; /* -A */
     bool sasl;             /* -S */
     char *sasl_pwdb;       /* user:password file for SASL PLAIN */
@@ -249,6 +250,8 @@ bool mc_dump_step(struct mc_dump *d, struct evbuffer *out, unsigned max_items);
 void mc_dump_abort(struct mc_dump *d);
 /* Ask the maintainer thread to crawl every class soon (lru_crawler crawl). */
 void mc_crawl_request(void);
+/* A crawl asked for (or the periodic one) has not finished yet. */
+bool mc_crawler_running(void);
 /* Copy the items that matter to stats. */
 uint64_t mc_curr_items(void);
 

@@ -70,10 +70,11 @@ struct ext_opt {
 };
 
 static bool mc_hashpower_given;
+static bool mc_no_modern = true;        /* false once -o no_modern is seen */
+static bool mc_slab_automove_on = true; /* false once -o no_slab_automove is seen */
 
 static const struct ext_opt ext_opts[] = {
     { "maxconns_fast", EXT_FLAG_ON, &mc_settings.maxconns_fast, 0, 0 },
-    { "no_maxconns_fast", EXT_FLAG_OFF, &mc_settings.maxconns_fast, 0, 0 },
     { "hashpower", EXT_INT, &mc_settings.hashpower, 12, 32 },
     { "tail_repair_time", EXT_INT, &mc_settings.tail_repair_time, 10, 1e9 },
     { "hash_algorithm", EXT_STR, &mc_settings.hash_algorithm, 0, 0 },
@@ -99,7 +100,10 @@ static const struct ext_opt ext_opts[] = {
     { "track_sizes", EXT_FLAG_ON, &mc_settings.track_sizes, 0, 0 },
     { "no_hashexpand", EXT_FLAG_OFF, &mc_settings.hash_expand, 0, 0 },
     { "modern", EXT_FLAG_ON, NULL, 0, 0 },
-    { "no_modern", EXT_FLAG_OFF, NULL, 0, 0 },
+    { "no_modern", EXT_FLAG_OFF, &mc_no_modern, 0, 0 },
+    { "no_slab_reassign", EXT_FLAG_OFF, &mc_settings.slab_reassign, 0, 0 },
+    { "no_slab_automove", EXT_FLAG_OFF, &mc_slab_automove_on, 0, 0 },
+    { "no_maxconns_fast", EXT_FLAG_OFF, &mc_settings.maxconns_fast, 0, 0 },
     { "relaxed_privileges", EXT_FLAG_ON, NULL, 0, 0 },
     { "drop_privileges", EXT_FLAG_ON, NULL, 0, 0 },
     { "no_drop_privileges", EXT_FLAG_OFF, NULL, 0, 0 },
@@ -173,6 +177,21 @@ static int set_ext(const struct cfg_setting *s, const char *v, char *err, size_t
             *(double *)o->where = d;
     }
     free(copy);
+    if (!mc_no_modern) {
+        /* As memcached's no_modern: no page mover, no LRU crawler or
+         * maintainer work, no fast connection refusal. (Our LRU stays
+         * segmented: the flat LRU is not built.) */
+        mc_settings.slab_reassign = false;
+        mc_settings.slab_automove = 0;
+        mc_settings.maxconns_fast = false;
+        mc_settings.lru_crawler = false;
+        mc_settings.lru_maintainer = false;
+        mc_no_modern = true;
+    }
+    if (!mc_slab_automove_on) {
+        mc_settings.slab_automove = 0;
+        mc_slab_automove_on = true;
+    }
     if (rc == 0 && mc_settings.hash_algorithm && strcmp(mc_settings.hash_algorithm, "murmur3") != 0 &&
         strcmp(mc_settings.hash_algorithm, "jenkins") != 0 && strcmp(mc_settings.hash_algorithm, "xxh3") != 0) {
         snprintf(err, errlen, "Unknown hash_algorithm option (jenkins, murmur3, xxh3)");
@@ -216,6 +235,7 @@ static const struct cfg_setting mc_table[] = {
     { "disable-cas", 'C', CFG_BOOL, &mc_settings.no_cas, "no", "do not report CAS values", false, NULL },
     { "disable-evictions", 'M', CFG_BOOL, &mc_settings.no_evict, "no", "return errors when memory is full instead of evicting", false, NULL },
     { "disable-flush-all", 'F', CFG_BOOL, &mc_settings.flush_disabled, "no", "refuse flush_all", true, NULL },
+    { "disable-dumping", 'X', CFG_BOOL, &mc_settings.dump_disabled, "no", "refuse stats cachedump and lru_crawler metadump", true, NULL },
     { "enable-shutdown", 'A', CFG_BOOL, &mc_settings.shutdown_enabled, "no", "allow the shutdown command", true, NULL },
     { "enable-sasl", 'S', CFG_BOOL, &mc_settings.sasl, "no", "require SASL PLAIN authentication (binary protocol only)", false, NULL },
     { "sasl-pwdb", 0, CFG_STRING, &mc_settings.sasl_pwdb, NULL, "user:password file for SASL (also $MEMCACHED_SASL_PWDB)", false, NULL },
@@ -343,6 +363,7 @@ static void general_stats(struct stats_sink *k, void *arg)
     stats_u64(k, "slab_reassign_evictions_nomem", move_evicted);
     stats_u64(k, "slab_global_page_pool", 0);   /* freed pages go back to the allocator */
     stats_u64(k, "crawler_items_checked", checked);
+    stats_u64(k, "lru_crawler_running", mc_crawler_running() ? 1 : 0);
     stats_u64(k, "lru_crawler_starts", atomic_load(&mc_sstats.lru_crawler_starts));
     stats_u64(k, "malloc_fails", atomic_load(&mc_sstats.malloc_fails));
 }
@@ -463,7 +484,7 @@ static void settings_stats(struct stats_sink *k, void *arg)
     stats_u64(k, "lru_crawler_tocrawl", (uint64_t)mc_settings.lru_crawler_tocrawl);
     stats_u64(k, "tail_repair_time", (uint64_t)mc_settings.tail_repair_time);
     stats_str(k, "flush_enabled", mc_settings.flush_disabled ? "no" : "yes");
-    stats_str(k, "dump_enabled", "yes");
+    stats_str(k, "dump_enabled", mc_settings.dump_disabled ? "no" : "yes");
     stats_str(k, "hash_algorithm", "hash64");
     stats_str(k, "lru_maintainer_thread", mc_settings.lru_maintainer ? "yes" : "no");
     stats_str(k, "lru_segmented", "yes");

@@ -95,3 +95,31 @@ def test_metadump_bad_class_is_refused(daemon, impl):
     d = start(daemon, impl=impl)
     r = Raw(d.port)
     assert r.cmd(b"lru_crawler metadump 999\r\n").startswith(b"BADCLASS")
+
+
+@pytest.mark.parametrize("impl", ["ours", "memcached"])
+def test_metadump_refuses_to_follow_pipelined_replies(daemon, impl):
+    d = start(daemon, impl=impl)
+    r = Raw(d.port)
+    r.send(b"mg foo v\r\nlru_crawler metadump all\r\n")
+    assert r.line() == b"EN"
+    assert r.line() == b"ERROR cannot pipeline other commands before metadump"
+
+
+@pytest.mark.parametrize("impl", ["ours", "memcached"])
+def test_metadump_needs_the_crawler_and_dumping(daemon, impl):
+    r = Raw(start(daemon, "-o", "no_lru_crawler", impl=impl).port)
+    assert r.cmd(b"lru_crawler metadump all\r\n") == b"CLIENT_ERROR lru crawler disabled"
+    r = Raw(start(daemon, "-X", impl=impl).port)
+    assert r.cmd(b"lru_crawler metadump all\r\n") == b"ERROR metadump not allowed"
+    assert r.cmd(b"stats cachedump 1 1\r\n") == b"CLIENT_ERROR stats cachedump not allowed"
+
+
+@pytest.mark.parametrize("impl", ["ours", "memcached"])
+def test_no_modern_turns_the_background_work_off(daemon, impl):
+    r = Raw(start(daemon, "-o", "no_modern", impl=impl).port)
+    st = r.stats("settings")
+    assert (st["lru_crawler"], st["slab_reassign"], st["slab_automove"], st["maxconns_fast"]) == \
+        ("no", "no", "0", "no")
+    assert r.cmd(b"lru_crawler enable\r\n") == b"OK"
+    assert r.stats("settings")["lru_crawler"] == "yes"
