@@ -133,6 +133,9 @@ struct gm_sess {
     bool exceptions;
     bool in_text;               /* last request was an admin text line */
     bool over_limit;            /* more than --max-client-output unread */
+    struct evbuffer *wbuf;      /* replies made during this event, flushed at its end */
+    bool dirty;                 /* on gm.dirty */
+    struct gm_sess *dirty_next;
     bool throttled;             /* a worker not read until its clients drain */
     char client_id[GM_MAX_CLIENT_ID + 1];
     struct gm_list running;     /* jobs assigned to this worker */
@@ -206,6 +209,9 @@ struct gm_server {
     struct event_base *base;
     struct db *db;              /* persistent queue, NULL = memory only */
     void *tls_ctx;              /* --ssl: the core tls module's SSL_CTX */
+    struct gm_sess *dirty;      /* sessions with replies to flush */
+    struct event *flush_ev;
+    bool flush_pending;
     bool shutting_down;         /* refuse new jobs */
     bool stopping;              /* graceful stop under way */
 };
@@ -214,6 +220,10 @@ extern struct gm_server gm;
 
 /* session.c --------------------------------------------------------------- */
 void *gm_xcalloc(size_t n, size_t size);  /* aborts on out of memory */
+void gm_sessions_init(struct event_base *base);
+void gm_sessions_free(void);
+/* Write what every session was given during this event. */
+void gm_flush_all(void);
 struct gm_sess *gm_sess_new(struct core_conn *c);
 void gm_sess_ref(struct gm_sess *s);
 void gm_sess_unref(struct gm_sess *s);
