@@ -21,10 +21,10 @@
 
 static void text_workers(struct evbuffer *out)
 {
-    struct gm_list *pos;
-    gm_list_for_each(pos, &gm.sessions)
+    struct list_node *pos;
+    list_for_each(pos, &gm.sessions)
     {
-        struct gm_sess *s = gm_container_of(pos, struct gm_sess, all_link);
+        struct gm_sess *s = container_of(pos, struct gm_sess, all_link);
         evbuffer_add_printf(out, "%d %s %s :", s->fd, s->peer, s->client_id[0] ? s->client_id : "-");
         for (int i = 0; i < s->nabilities; i++) {
             evbuffer_add(out, " ", 1);
@@ -37,10 +37,10 @@ static void text_workers(struct evbuffer *out)
 
 static void text_status(struct evbuffer *out, bool by_priority)
 {
-    struct gm_list *pos;
-    gm_list_for_each(pos, &gm.funcs)
+    struct list_node *pos;
+    list_for_each(pos, &gm.funcs)
     {
-        struct gm_func *f = gm_container_of(pos, struct gm_func, all_link);
+        struct gm_func *f = container_of(pos, struct gm_func, all_link);
         evbuffer_add(out, f->name, f->len);
         if (by_priority)
             evbuffer_add_printf(out, "\t%u\t%u\t%u\t%u\n", f->queued[0], f->queued[1], f->queued[2], f->workers);

@@ -9,7 +9,7 @@ $(eval $(call program,gearmand,$(GM_SERVER)))
 $(eval $(call unit_test,gearmand/test_proto,$(GM_PROTO)))
 $(eval $(call unit_test,common/test_db))
 $(eval $(call unit_test,gearmand/test_libgm,gearmand/client/libgm.c $(GM_PROTO)))
-$(eval $(call fuzz_target,fuzz_gm_proto,tests/fuzz/fuzz_gm_proto.c $(GM_PROTO)))
+$(eval $(call fuzz_target,fuzz_gm_proto,tests/fuzz/fuzz_gm_proto.c $(GM_PROTO) common/num.c))
 
 BENCHES += tests/bench/bench_gearmand.py
 

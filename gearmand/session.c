@@ -339,12 +339,12 @@ void gm_send_error(struct gm_sess *s, const char *code, const char *text)
  * (gm_on_eof), so a worker that dies mid-job is noticed at once. */
 static bool sess_in_flight(struct gm_sess *s)
 {
-    if (!gm_list_empty(&s->running))
+    if (!list_empty(&s->running))
         return true;
-    struct gm_list *pos;
-    gm_list_for_each(pos, &s->links)
+    struct list_node *pos;
+    list_for_each(pos, &s->links)
     {
-        struct gm_link *l = gm_container_of(pos, struct gm_link, slink);
+        struct gm_link *l = container_of(pos, struct gm_link, slink);
         if (l->job->state == GM_JOB_RUNNING)
             return true;
     }
@@ -380,10 +380,10 @@ void gm_stopping(void)
 {
     gm.stopping = true;
     gm.shutting_down = true;
-    struct gm_list *pos;
-    gm_list_for_each(pos, &gm.sessions)
+    struct list_node *pos;
+    list_for_each(pos, &gm.sessions)
     {
-        struct gm_sess *s = gm_container_of(pos, struct gm_sess, all_link);
+        struct gm_sess *s = container_of(pos, struct gm_sess, all_link);
         if (s->c && sess_in_flight(s))
             conn_set_busy(s->c, true);
     }
@@ -413,9 +413,9 @@ struct gm_sess *gm_sess_new(struct core_conn *c)
         log_error("gearmand: out of memory");
         abort();
     }
-    gm_list_init(&s->running);
-    gm_list_init(&s->links);
-    gm_list_add_tail(&gm.sessions, &s->all_link);
+    list_init(&s->running);
+    list_init(&s->links);
+    list_add_tail(&gm.sessions, &s->all_link);
     gm.nsessions++;
     return s;
 }
@@ -582,7 +582,7 @@ static void gm_on_close(struct core_conn *c, enum conn_close_reason why)
         log_warn("gearmand: closed client %s: more than %llu bytes of replies unread for %d s", s->peer,
                  (unsigned long long)gm.cfg.max_client_output, gm.cfg.client_stall_timeout);
     }
-    gm_list_del(&s->all_link);
+    list_del(&s->all_link);
     gm.nsessions--;
     s->state = GM_SESS_CLOSING;
     gm_jobs_forget_sess(s);
