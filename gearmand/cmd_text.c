@@ -50,8 +50,14 @@ static void text_status(struct evbuffer *out, bool by_priority)
     evbuffer_add(out, ".\n", 2);
 }
 
+#define NAME_TOO_LONG "ERR INVALID_FUNCTION_NAME Function+name+longer+than+512+bytes\r\n"
+
 static void text_maxqueue(struct evbuffer *out, const struct gm_text *t)
 {
+    if (strlen(t->arg[0]) > GM_MAX_FUNCTION) {
+        evbuffer_add_printf(out, NAME_TOO_LONG);
+        return;
+    }
     struct gm_func *f = gm_func_get(t->arg[0], strlen(t->arg[0]));
     if (!f) {
         evbuffer_add_printf(out, "ERR QUEUE_ERROR Server+holds+its+maximum+number+of+functions\r\n");
@@ -146,6 +152,10 @@ bool gm_text_run(struct evbuffer *out, const struct gm_text *t, int ntok, char *
         return true;
     }
     case GM_TEXT_CREATE_FUNCTION: {
+        if (strlen(t->arg[0]) > GM_MAX_FUNCTION) {
+            evbuffer_add_printf(out, NAME_TOO_LONG);
+            return true;
+        }
         struct gm_func *f = gm_func_get(t->arg[0], strlen(t->arg[0]));
         if (!f) {
             evbuffer_add_printf(out, "ERR QUEUE_ERROR Server+holds+its+maximum+number+of+functions\r\n");

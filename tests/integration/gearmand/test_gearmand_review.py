@@ -215,6 +215,14 @@ def test_function_names_are_freed_and_bounded(daemon):
     assert wait_for(lambda: "brief" not in status(d.port))
     assert admin(d.port, "maxqueue kept 5") == "OK\r\n"
     assert "kept" in status(d.port)
+    # names are bounded in length on every path (CAN_DO, submits, console)
+    long = "n" * 513
+    for cmd in ("create function " + long, "maxqueue " + long + " 3"):
+        assert admin(d.port, cmd).startswith("ERR INVALID_FUNCTION_NAME"), cmd
+    w2.send("CAN_DO", long)
+    assert w2.expect("ERROR")[0] == b"INVALID_FUNCTION_NAME"
+    c.send("SUBMIT_JOB", long, "", "x")
+    assert c.expect("ERROR")[0] == b"INVALID_FUNCTION_NAME"
 
 
 def test_many_abilities_on_one_worker(daemon):
