@@ -1482,6 +1482,106 @@ static int cmd_set_server_setting(struct cmd_ctx *c)
     return mog_ok(c->r);
 }
 
+/* ---- fsck (the checks run in jobs.c) ------------------------------------------------------- */
+
+static int64_t setting_int(const char *k)
+{
+    char v[64];
+    return mog_setting_get(k, v, sizeof v) == 0 ? strtoll(v, NULL, 10) : 0;
+}
+
+static int fsck_reset(int64_t policy_only, int64_t startpos)
+{
+    char v[32];
+    snprintf(v, sizeof v, "%lld", (long long)startpos);
+    int rc = mog_setting_set("fsck_highest_fid_checked", v);
+    snprintf(v, sizeof v, "%lld", (long long)policy_only);
+    rc |= mog_setting_set("fsck_opt_policy_only", v);
+    struct mog_rows *r = mog_sql("SELECT MAX(fid) FROM file", NULL, 0);
+    snprintf(v, sizeof v, "%lld", (long long)mog_cell_int(r, 0, 0));
+    mog_rows_free(r);
+    rc |= mog_setting_set("fsck_fid_at_end", v);
+    return rc;
+}
+
+static int cmd_fsck_start(struct cmd_ctx *c)
+{
+    char host[256];
+    if (mog_setting_get("fsck_host", host, sizeof host) == 0 && host[0])
+        return mog_err(c->r, "fsck_running", "fsck is already running");
+    int64_t checked = setting_int("fsck_highest_fid_checked"), end = setting_int("fsck_fid_at_end");
+    if ((checked && end && checked >= end) || (!end && !checked))
+        if (fsck_reset(setting_int("fsck_opt_policy_only"), 0) < 0)
+            return mog_err(c->r, "db", NULL);
+    char v[32];
+    snprintf(v, sizeof v, "%lld", (long long)time(NULL));
+    if (mog_setting_set("fsck_start_time", v) < 0 || mog_setting_set("fsck_stop_time", "") < 0 ||
+        mog_setting_set("fsck_host", mog.hostname) < 0)
+        return mog_err(c->r, "db", NULL);
+    mog_fsck_kick();
+    return mog_ok(c->r);
+}
+
+static int cmd_fsck_stop(struct cmd_ctx *c)
+{
+    char v[32];
+    snprintf(v, sizeof v, "%lld", (long long)time(NULL));
+    mog_setting_set("fsck_host", "");
+    mog_setting_set("fsck_stop_time", v);
+    return mog_ok(c->r);
+}
+
+static int cmd_fsck_reset(struct cmd_ctx *c)
+{
+    if (fsck_reset(arg_int(c, "policy_only", 0) ? 1 : 0, arg_int(c, "startpos", 0)) < 0)
+        return mog_err(c->r, "db", NULL);
+    return mog_ok(c->r);
+}
+
+static int cmd_fsck_clearlog(struct cmd_ctx *c)
+{
+    exec_w("DELETE FROM fsck_log", NULL, 0, NULL);
+    return mog_ok(c->r);
+}
+
+static int cmd_fsck_getlog(struct cmd_ctx *c)
+{
+    struct db_value p = I(arg_int(c, "after_logid", 0));
+    struct mog_rows *r = mog_sql("SELECT logid, utime, fid, evcode, devid FROM fsck_log WHERE logid > ? "
+                                 "ORDER BY logid LIMIT 100", &p, 1);
+    static const char *const cols[] = { "logid", "utime", "fid", "evcode", "devid" };
+    size_t n = r ? r->nrows : 0;
+    for (size_t i = 0; i < n; i++)
+        for (int k = 0; k < 5; k++)
+            mog_reply_kvf(c->r, mog_cell(r, i, k) ? mog_cell(r, i, k) : "", "row_%zu_%s", i + 1, cols[k]);
+    mog_rows_free(r);
+    mog_reply_kvi(c->r, "row_count", (int64_t)n);
+    return mog_ok(c->r);
+}
+
+static int cmd_fsck_status(struct cmd_ctx *c)
+{
+    char host[256] = "";
+    mog_setting_get("fsck_host", host, sizeof host);
+    mog_reply_kvi(c->r, "running", host[0] ? 1 : 0);
+    mog_reply_kv(c->r, "host", host);
+    mog_reply_kvi(c->r, "max_fid_checked", setting_int("fsck_highest_fid_checked"));
+    mog_reply_kvi(c->r, "policy_only", setting_int("fsck_opt_policy_only"));
+    mog_reply_kvi(c->r, "end_fid", setting_int("fsck_fid_at_end"));
+    mog_reply_kvi(c->r, "start_time", setting_int("fsck_start_time"));
+    mog_reply_kvi(c->r, "stop_time", setting_int("fsck_stop_time"));
+    mog_reply_kvi(c->r, "current_time", (int64_t)time(NULL));
+    struct mog_rows *r = mog_sql("SELECT MAX(logid) FROM fsck_log", NULL, 0);
+    mog_reply_kvi(c->r, "max_logid", mog_cell_int(r, 0, 0));
+    mog_rows_free(r);
+    r = mog_sql("SELECT evcode, COUNT(*) FROM fsck_log GROUP BY evcode", NULL, 0);
+    for (size_t i = 0; r && i < r->nrows; i++)
+        if (mog_cell(r, i, 0))
+            mog_reply_kvf(c->r, mog_cell(r, i, 1), "num_%s", mog_cell(r, i, 0));
+    mog_rows_free(r);
+    return mog_ok(c->r);
+}
+
 /* ---- dispatch ------------------------------------------------------------------------------- */
 
 static const struct { const char *name; cmd_fn fn; } commands[] = {
@@ -1518,6 +1618,12 @@ static const struct { const char *name; cmd_fn fn; } commands[] = {
     { "server_setting", cmd_server_setting },
     { "server_settings", cmd_server_settings },
     { "set_server_setting", cmd_set_server_setting },
+    { "fsck_start", cmd_fsck_start },
+    { "fsck_stop", cmd_fsck_stop },
+    { "fsck_reset", cmd_fsck_reset },
+    { "fsck_clearlog", cmd_fsck_clearlog },
+    { "fsck_getlog", cmd_fsck_getlog },
+    { "fsck_status", cmd_fsck_status },
 };
 
 void mog_cmd_run(const struct mog_req *req, const char *client_ip, struct mog_reply *r)

@@ -129,6 +129,10 @@ bool mog_db_is_mysql(void);
 /* "INSERT OR IGNORE" / "INSERT IGNORE". */
 const char *mog_insert_ignore(void);
 
+/* server_settings rows. get: 0 if present. */
+int mog_setting_get(const char *key, char *out, size_t outlen);
+int mog_setting_set(const char *key, const char *value);
+
 int mog_store_open(const char *dsn, const char *user, const char *pass, int workers, char *err, size_t errlen);
 void mog_store_close(void);
 int mog_store_setup_schema(char *err, size_t errlen);
@@ -269,6 +273,7 @@ void mog_wait_monitor(int timeout_ms);
 void mog_monitor_kick(void);
 void mog_replicate_kick(void);
 void mog_delete_kick(void);
+void mog_fsck_kick(void);
 /* Enqueue every fid of a device for replication (drain, dead). */
 int mog_enqueue_device(int64_t devid);
 

@@ -107,7 +107,7 @@ static const struct cfg_setting mog_settings_table[] = {
     { "query_jobs", 0, CFG_INT, &mog.cfg.query_jobs, "20", "query threads (commands running at once)", false, NULL },
     { "replicate_jobs", 0, CFG_INT, &mog.cfg.replicate_jobs, "1", "replication threads", false, NULL },
     { "delete_jobs", 0, CFG_INT, &mog.cfg.delete_jobs, "1", "delete threads", false, NULL },
-    { "fsck_jobs", 0, CFG_INT, &mog.cfg.fsck_jobs, "1", "accepted; fsck is not built (see README)", false, NULL },
+    { "fsck_jobs", 0, CFG_INT, &mog.cfg.fsck_jobs, "1", "fsck threads (0 = none; fsck runs on the tracker that started it)", false, NULL },
     { "reaper_jobs", 0, CFG_INT, &mog.cfg.reaper_jobs, "1", "accepted; the replicator reaps dead devices", false,
       NULL },
     { "monitor_jobs", 0, CFG_INT, &mog.cfg.monitor_jobs, "1", "0 disables the monitor (devices stay unknown)", false,

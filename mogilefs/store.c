@@ -668,3 +668,27 @@ void mog_device_set_observed(int64_t devid, enum mog_observed obs, int64_t mb_to
         }
     pthread_rwlock_unlock(&mog_cache.lock);
 }
+
+/* ---- server_settings ------------------------------------------------------------------ */
+
+int mog_setting_get(const char *key, char *out, size_t outlen)
+{
+    struct db_value p = DB_TEXTN(key, strlen(key));
+    struct mog_rows *r = mog_sql("SELECT value FROM server_settings WHERE field=?", &p, 1);
+    int rc = -1;
+    if (r && r->status == 0 && r->nrows > 0) {
+        snprintf(out, outlen, "%s", mog_cell(r, 0, 0) ? mog_cell(r, 0, 0) : "");
+        rc = 0;
+    }
+    mog_rows_free(r);
+    return rc;
+}
+
+int mog_setting_set(const char *key, const char *value)
+{
+    struct db_value p[2] = { DB_TEXTN(key, strlen(key)), DB_TEXTN(value, strlen(value)) };
+    struct mog_rows *r = mog_sql_write("REPLACE INTO server_settings (field, value) VALUES (?, ?)", p, 2);
+    int rc = (r && r->status == 0) ? 0 : -1;
+    mog_rows_free(r);
+    return rc;
+}
