@@ -101,9 +101,9 @@ class Proc:
 class Storage(Proc):
     """One mogstored on its own loopback address with devices dev<ids>."""
 
-    def __init__(self, tmp, ip, devids, extra=()):
+    def __init__(self, tmp, ip, devids, extra=(), docroot=None):
         self.ip = ip
-        self.docroot = os.path.join(tmp, "store-%s" % ip)
+        self.docroot = docroot or os.path.join(tmp, "store-%s" % ip)
         for d in devids:
             os.makedirs(os.path.join(self.docroot, "dev%d" % d), exist_ok=True)
         self.devids = list(devids)
