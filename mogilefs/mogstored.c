@@ -12,6 +12,8 @@
  *   ST_BODY   PUT: body bytes (Content-Length or chunked) into a temporary
  *             file beside the target; at the end fsync, check Content-MD5,
  *             rename into place, answer 200 -> ST_HEAD
+ *   ST_SYNC   PUT body complete: fsync + rename + folder fsync run on a sync
+ *             thread (reading paused); the answer follows -> ST_HEAD
  *   ST_CLOSE  answer written, closing.
  * Disk work is small synchronous calls (open/write/rename/unlink/fsync) on
  * the loop; checksums of whole files (side channel MD5/SHA-1) and usage
@@ -50,6 +52,7 @@ static struct {
     int idle_timeout;
     int usage_interval;
     int max_hash_jobs;
+    int sync_threads;
     char *config_dummy;
 } st_cfg;
 
@@ -155,7 +158,7 @@ static int make_parents(const char *root, const char *path)
 
 /* ---- HTTP sessions ---------------------------------------------------------------------------- */
 
-enum st_state { ST_HEAD = 0, ST_BODY, ST_CLOSE };
+enum st_state { ST_HEAD = 0, ST_BODY, ST_SYNC, ST_CLOSE };
 
 struct st_sess {
     struct core_conn *c;
@@ -173,6 +176,7 @@ struct st_sess {
     unsigned char want_md5[16];
     bool check_md5;
     bool failed;                /* write error: keep reading, answer 500 at the end */
+    bool closed;                /* conn gone while ST_SYNC: the sync job frees */
 };
 
 static void put_reset(struct st_sess *s, bool unlink_tmp)
@@ -380,6 +384,119 @@ static void put_data(struct st_sess *s, const char *p, size_t n)
 }
 
 /* Durable before OK: fsync the data, rename into place, fsync the folder. */
+/* ---- sync threads: fsync + rename off the loop ---------------------------------------------- */
+/* move to common/work when it lands */
+
+struct sync_job {
+    struct st_sess *s;
+    struct core_loop *loop;
+    int fd;
+    char tmp[4200], path[4096];
+    int status;
+    struct sync_job *next;
+};
+
+static struct {
+    pthread_mutex_t mu;
+    pthread_cond_t cv;
+    struct sync_job *head, *tail;
+    bool stop;
+    pthread_t threads[8];
+    int n;
+} sq = { .mu = PTHREAD_MUTEX_INITIALIZER, .cv = PTHREAD_COND_INITIALIZER };
+
+static void http_drive(struct st_sess *s);
+
+/* Back on the loop: answer the PUT. */
+static void sync_done(void *arg)
+{
+    struct sync_job *j = arg;
+    struct st_sess *s = j->s;
+    if (j->status != 200)
+        stats_counter_add(&st.errors, 1);
+    if (s->closed) {
+        if (s->tx)
+            evbuffer_free(s->tx);
+        free(s);
+        free(j);
+        return;
+    }
+    http_reply(s->tx, j->status, NULL, j->status == 200 ? NULL : "Sync failed\n", s->keep);
+    free(j);
+    s->state = ST_HEAD;
+    conn_set_busy(s->c, false);
+    if (!s->keep) {
+        close_after_reply(s);
+        return;
+    }
+    conn_resume_read(s->c);
+    http_drive(s);
+    flush_tx(s);
+}
+
+/* Durable before OK: the data, then the name (rename), then the folder. */
+static void *sync_thread(void *arg)
+{
+    (void)arg;
+    for (;;) {
+        pthread_mutex_lock(&sq.mu);
+        while (!sq.head && !sq.stop)
+            pthread_cond_wait(&sq.cv, &sq.mu);
+        struct sync_job *j = sq.head;
+        if (!j) {
+            pthread_mutex_unlock(&sq.mu);
+            return NULL;
+        }
+        sq.head = j->next;
+        if (!sq.head)
+            sq.tail = NULL;
+        pthread_mutex_unlock(&sq.mu);
+        j->status = 200;
+        if (fsync(j->fd) < 0)
+            j->status = 500;
+        close(j->fd);
+        if (j->status == 200 && rename(j->tmp, j->path) < 0)
+            j->status = 500;
+        if (j->status != 200) {
+            unlink(j->tmp);
+        } else {
+            char *slash = strrchr(j->path, '/');
+            if (slash) {
+                *slash = '\0';
+                int dfd = open(j->path, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+                if (dfd >= 0) {
+                    fsync(dfd);
+                    close(dfd);
+                }
+                *slash = '/';
+            }
+        }
+        if (loop_call(j->loop, sync_done, j) < 0)
+            free(j); /* shutting down */
+    }
+}
+
+static void sync_start(int n)
+{
+    sq.n = n < 1 ? 1 : n > 8 ? 8 : n;
+    for (int i = 0; i < sq.n; i++)
+        if (pthread_create(&sq.threads[i], NULL, sync_thread, NULL) != 0) {
+            sq.n = i;
+            break;
+        }
+}
+
+static void sync_stop(void)
+{
+    pthread_mutex_lock(&sq.mu);
+    sq.stop = true;
+    pthread_cond_broadcast(&sq.cv);
+    pthread_mutex_unlock(&sq.mu);
+    for (int i = 0; i < sq.n; i++)
+        pthread_join(sq.threads[i], NULL);
+    sq.n = 0;
+}
+
 static void put_finish(struct st_sess *s)
 {
     int status = 200;
@@ -387,9 +504,6 @@ static void put_finish(struct st_sess *s)
     if (s->failed) {
         status = 507;
         msg = "Write failed\n";
-    } else if (fsync(s->fd) < 0) {
-        status = 500;
-        msg = "fsync failed\n";
     } else if (s->check_md5) {
         unsigned char got[EVP_MAX_MD_SIZE];
         unsigned int gl = 0;
@@ -400,33 +514,41 @@ static void put_finish(struct st_sess *s)
             stats_counter_add(&st.md5_mismatch, 1);
         }
     }
-    if (status == 200) {
-        if (rename(s->tmp, s->path) < 0) {
-            status = 500;
-            msg = "rename failed\n";
-        } else {
-            s->tmp[0] = '\0';
-            char dir[4096];
-            snprintf(dir, sizeof dir, "%s", s->path);
-            char *slash = strrchr(dir, '/');
-            if (slash) {
-                *slash = '\0';
-                int dfd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-                if (dfd >= 0) {
-                    fsync(dfd);
-                    close(dfd);
-                }
-            }
-        }
-    }
     stats_counter_add(&st.put_bytes, s->written);
-    put_reset(s, status != 200);
-    if (status != 200)
+    struct sync_job *j = status == 200 ? calloc(1, sizeof *j) : NULL;
+    if (status == 200 && !j) {
+        status = 500;
+        msg = "Out of memory\n";
+    }
+    if (status != 200) {
+        put_reset(s, true);
         stats_counter_add(&st.errors, 1);
-    http_reply(s->tx, status, NULL, msg, s->keep);
-    s->state = ST_HEAD;
-    if (!s->keep)
-        close_after_reply(s);
+        http_reply(s->tx, status, NULL, msg, s->keep);
+        s->state = ST_HEAD;
+        if (!s->keep)
+            close_after_reply(s);
+        return;
+    }
+    /* The file now belongs to the sync job. */
+    j->s = s;
+    j->loop = s->c->loop;
+    j->fd = s->fd;
+    snprintf(j->tmp, sizeof j->tmp, "%s", s->tmp);
+    snprintf(j->path, sizeof j->path, "%s", s->path);
+    s->fd = -1;
+    s->tmp[0] = '\0';
+    put_reset(s, false);
+    s->state = ST_SYNC;
+    conn_set_busy(s->c, true);
+    conn_pause_read(s->c);
+    pthread_mutex_lock(&sq.mu);
+    if (sq.tail)
+        sq.tail->next = j;
+    else
+        sq.head = j;
+    sq.tail = j;
+    pthread_cond_signal(&sq.cv);
+    pthread_mutex_unlock(&sq.mu);
 }
 
 static void handle_head(struct st_sess *s, const struct http_msg *m)
@@ -481,7 +603,7 @@ static void handle_head(struct st_sess *s, const struct http_msg *m)
 static void http_drive(struct st_sess *s)
 {
     struct evbuffer *in = conn_in(s->c);
-    while (s->state != ST_CLOSE && !conn_is_closing(s->c)) {
+    while (s->state != ST_CLOSE && s->state != ST_SYNC && !conn_is_closing(s->c)) {
         size_t avail = evbuffer_get_length(in);
         if (avail == 0)
             return;
@@ -556,6 +678,11 @@ static void http_on_close(struct core_conn *c, enum conn_close_reason why)
     struct st_sess *s = c->data;
     if (s) {
         put_reset(s, true); /* a PUT cut short leaves nothing behind */
+        if (s->state == ST_SYNC) {
+            s->closed = true; /* sync_done frees it */
+            s->c = NULL;
+            return;
+        }
         if (s->tx)
             evbuffer_free(s->tx);
         free(s);
@@ -912,6 +1039,8 @@ static const struct cfg_setting st_settings_table[] = {
     { "usage_interval", 0, CFG_INT, &st_cfg.usage_interval, "10", "seconds between usage file updates", false, NULL },
     { "max_hash_jobs", 0, CFG_INT, &st_cfg.max_hash_jobs, "8", "side-channel MD5/SHA-1 digests running at once",
       true, NULL },
+    { "sync_threads", 0, CFG_INT, &st_cfg.sync_threads, "4", "threads that fsync and rename finished PUTs (1-8)", false,
+      NULL },
     { "server", 0, CFG_CUSTOM, NULL, NULL, "accepted and ignored: the built-in server is always used", false, st_ignore },
     { "serverbin", 0, CFG_CUSTOM, NULL, NULL, "accepted and ignored", false, st_ignore },
     { "iostat", 0, CFG_CUSTOM, NULL, NULL, "accepted and ignored", false, st_ignore },
@@ -958,6 +1087,7 @@ static int st_init(void)
     }
     if (st_cfg.maxconns > 0)
         listen_set_max_conns((uint64_t)st_cfg.maxconns);
+    sync_start(st_cfg.sync_threads);
     usage_round();
     if (pthread_create(&st.usage_thread, NULL, usage_thread, NULL) == 0)
         st.usage_started = true;
@@ -967,6 +1097,7 @@ static int st_init(void)
 
 static void st_fini(void)
 {
+    sync_stop();
     st.stop = true;
     if (st.usage_started)
         pthread_join(st.usage_thread, NULL);
