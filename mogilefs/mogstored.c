@@ -32,6 +32,7 @@
 #include <unistd.h>
 
 #include <event2/buffer.h>
+#include <event2/bufferevent.h>
 #include <openssl/evp.h>
 
 #include "common/admin.h"
@@ -716,6 +717,9 @@ static void http_accept(struct core_loop *loop, int fd, const struct sockaddr *s
     s->c = c;
     conn_set_output_limit(c, 1u << 20);
     conn_set_timeouts(c, (uint32_t)st_cfg.idle_timeout * 1000, 60000);
+    /* libevent writes 16 KiB per callback by default: a 1 MiB sendfile
+     * would take 64 trips through the loop. */
+    bufferevent_set_max_single_write(c->bev, 4u << 20);
 }
 
 static void http_reject(int fd, void *arg)
