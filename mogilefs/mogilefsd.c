@@ -31,6 +31,8 @@ static const struct cfg_setting *const mog_tables[] = { mog_settings_table, core
 /* Read a MogileFS config file: known keys are applied, unknown ones warned
  * about. Pass 1 and pass 2 of cfg_load both call this; the file is read
  * once. */
+static int read_conf_file(const char *value, bool live_only, char *err, size_t errlen);
+
 static int read_mog_config(const struct cfg_setting *s, const char *value, char *err, size_t errlen)
 {
     (void)s;
@@ -39,13 +41,20 @@ static int read_mog_config(const struct cfg_setting *s, const char *value, char 
         return 0;
     free(done);
     done = strdup(value);
+    free(core_opts.config_file);
+    core_opts.config_file = strdup(value);
+    return read_conf_file(value, false, err, errlen);
+}
+
+/* key = value lines: known keys applied (live_only: only live ones, as a
+ * SIGHUP reload does), unknown ones warned about. */
+static int read_conf_file(const char *value, bool live_only, char *err, size_t errlen)
+{
     FILE *f = fopen(value, "r");
     if (!f) {
         snprintf(err, errlen, "cannot read %s", value);
         return -1;
     }
-    free(core_opts.config_file);
-    core_opts.config_file = strdup(value);
     char line[4096];
     int lineno = 0, rc = 0;
     while (fgets(line, sizeof line, f)) {
@@ -70,10 +79,14 @@ static int read_mog_config(const struct cfg_setting *s, const char *value, char 
             *--ke = '\0';
         while (*v == ' ' || *v == '\t')
             v++;
-        if (!strcmp(k, "config") || !cfg_find(mog_tables, k)) {
-            fprintf(stderr, "mogilefsd: %s:%d: unknown setting '%s' ignored\n", value, lineno, k);
+        const struct cfg_setting *known = strcmp(k, "config") ? cfg_find(mog_tables, k) : NULL;
+        if (!known) {
+            if (!live_only)
+                fprintf(stderr, "mogilefsd: %s:%d: unknown setting '%s' ignored\n", value, lineno, k);
             continue;
         }
+        if (live_only && !known->live)
+            continue;
         char e2[256];
         if (cfg_set(mog_tables, k, v, false, e2, sizeof e2) < 0) {
             snprintf(err, errlen, "%s:%d: %s", value, lineno, e2);
@@ -205,6 +218,14 @@ static int mog_init(void)
     return 0;
 }
 
+/* SIGHUP: the config file again, live settings only. */
+static void mog_reload(void)
+{
+    char err[256];
+    if (core_opts.config_file && read_conf_file(core_opts.config_file, true, err, sizeof err) < 0)
+        log_warn("mogilefsd: reload: %s", err);
+}
+
 static void mog_fini(void)
 {
     mog_jobs_stop();
@@ -223,6 +244,7 @@ int main(int argc, char **argv)
         .init = mog_init,
         .fini = mog_fini,
         .admin_cmds = mog_tracker_admin_cmds,
+        .hooks = { .on_reload = mog_reload },
     };
     return daemon_main(&desc, argc, argv);
 }

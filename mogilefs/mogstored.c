@@ -973,10 +973,13 @@ static void *usage_thread(void *arg)
 
 /* ---- settings and life cycle ------------------------------------------------------------------------ */
 
+static char *st_conf_path;
 static const struct cfg_setting st_settings_table[];
 static const struct cfg_setting *const st_tables[] = { st_settings_table, core_settings, NULL };
 
 /* mogstored.conf: `key = value`; unknown keys warned about, not fatal. */
+static int read_conf_file(const char *value, bool live_only, char *err, size_t errlen);
+
 static int read_st_config(const struct cfg_setting *s, const char *value, char *err, size_t errlen)
 {
     (void)s;
@@ -985,6 +988,15 @@ static int read_st_config(const struct cfg_setting *s, const char *value, char *
         return 0;
     free(done);
     done = strdup(value);
+    free(st_conf_path);
+    st_conf_path = strdup(value);
+    return read_conf_file(value, false, err, errlen);
+}
+
+/* key = value lines: known keys applied (live_only: only live ones, as a
+ * SIGHUP reload does), unknown ones warned about. */
+static int read_conf_file(const char *value, bool live_only, char *err, size_t errlen)
+{
     FILE *f = fopen(value, "r");
     if (!f) {
         snprintf(err, errlen, "cannot read %s", value);
@@ -1009,10 +1021,14 @@ static int read_st_config(const struct cfg_setting *s, const char *value, char *
             *--ke = '\0';
         while (*v == ' ' || *v == '\t')
             v++;
-        if (!strcmp(k, "config") || !cfg_find(st_tables, k)) {
-            fprintf(stderr, "mogstored: %s:%d: unknown setting '%s' ignored\n", value, lineno, k);
+        const struct cfg_setting *known = strcmp(k, "config") ? cfg_find(st_tables, k) : NULL;
+        if (!known) {
+            if (!live_only)
+                fprintf(stderr, "mogstored: %s:%d: unknown setting '%s' ignored\n", value, lineno, k);
             continue;
         }
+        if (live_only && !known->live)
+            continue;
         char e2[256];
         if (cfg_set(st_tables, k, v, false, e2, sizeof e2) < 0) {
             snprintf(err, errlen, "%s:%d: %s", value, lineno, e2);
@@ -1099,6 +1115,14 @@ static int st_init(void)
     return 0;
 }
 
+/* SIGHUP: the config file again, live settings only. */
+static void st_reload(void)
+{
+    char err[256];
+    if (st_conf_path && read_conf_file(st_conf_path, true, err, sizeof err) < 0)
+        log_warn("mogstored: reload: %s", err);
+}
+
 static void st_fini(void)
 {
     sync_stop();
@@ -1116,6 +1140,7 @@ int main(int argc, char **argv)
         .threads = NULL,
         .init = st_init,
         .fini = st_fini,
+        .hooks = { .on_reload = st_reload },
     };
     return daemon_main(&desc, argc, argv);
 }

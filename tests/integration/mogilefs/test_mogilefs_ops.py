@@ -102,3 +102,31 @@ def test_full_disk_put_fails_cleanly(tmp_path):
             node.stop()
     finally:
         subprocess.run(["umount", str(root)], check=False)
+
+
+def test_sighup_rereads_live_settings_from_the_mogilefs_config(tmp_path):
+    import signal
+    port, aport = free_port(), free_port()
+    conf = tmp_path / "mogilefsd.conf"
+    body = "db_dsn = DBI:SQLite:%s/y.sqlite\nlisten = 127.0.0.1:%d\nadmin = 127.0.0.1:%d\nunknown_key = 1\n" % (
+        tmp_path, port, aport)
+    conf.write_text(body + "log-level = warn\nmin_free_space = 100\n")
+    p = subprocess.Popen([bin_path("mogilefsd"), "-c", str(conf)], stdout=subprocess.DEVNULL,
+                         stderr=subprocess.DEVNULL)
+    try:
+        wait_until(lambda: _connectable(aport), what="console up")
+
+        def settings():
+            with socket.create_connection(("127.0.0.1", aport)) as s:
+                s.sendall(b"show settings\r\nquit\r\n")
+                return read_until(s, b"min_free_space")
+        assert "log-level = warn" in settings()
+        conf.write_text(body + "log-level = debug\nmin_free_space = 5\nquery_jobs = 99\n")
+        p.send_signal(signal.SIGHUP)
+        wait_until(lambda: "log-level = debug" in settings() and "min_free_space = 5" in settings(),
+                   what="reload")
+        assert "query_jobs = 20" in settings()  # not live: keeps its start-up value
+    finally:
+        p.terminate()
+        p.wait(timeout=15)
+    assert p.returncode == 0
