@@ -853,15 +853,24 @@ static void enqueue_delete(int64_t fid)
     exec_w(sql, p, 2, NULL);
 }
 
-/* Forget an upload that cannot be kept: its copy is recorded and queued for
- * deletion so nothing is left behind on the device. */
+/* Forget an upload that cannot be kept, in one transaction: the tempfile
+ * row goes (a retried close then gets no_temp_file), the copy is recorded
+ * and queued for deletion so nothing is left behind on the device. */
 static void discard_upload(int64_t fid, int64_t devid)
 {
-    char sql[160];
-    snprintf(sql, sizeof sql, "%s INTO file_on (fid, devid) VALUES (?, ?)", mog_insert_ignore());
-    struct db_value p[2] = { I(fid), I(devid) };
-    exec_w(sql, p, 2, NULL);
-    enqueue_delete(fid);
+    char sql_on[128], sql_del[128];
+    snprintf(sql_on, sizeof sql_on, "%s INTO file_on (fid, devid) VALUES (?, ?)", mog_insert_ignore());
+    snprintf(sql_del, sizeof sql_del, "%s INTO file_to_delete2 (fid, nexttry) VALUES (?, 0)", mog_insert_ignore());
+    struct db_value po[2] = { I(fid), I(devid) };
+    struct mog_stmt st[3] = {
+        { "DELETE FROM tempfile WHERE fid=?", po, 1 },
+        { sql_on, po, 2 },
+        { sql_del, po, 1 },
+    };
+    char err[256];
+    if (mog_sql_txn(st, NULL, 3, NULL, err, sizeof err) < 0)
+        log_warn("mogilefsd: discarding fid %lld: %s", (long long)fid, err);
+    mog_delete_kick();
 }
 
 /* MD5 of the stored copy (GET through the storage node). */
@@ -921,11 +930,6 @@ static int cmd_create_close(struct cmd_ctx *c)
     char devids[64];
     snprintf(devids, sizeof devids, "%s", mog_cell(t, 0, 3) ? mog_cell(t, 0, 3) : "");
     mog_rows_free(t);
-    uint64_t claimed = 0;
-    if (exec_w("DELETE FROM tempfile WHERE fid=?", &pf, 1, &claimed) < 0)
-        return mog_err(c->r, "db", NULL);
-    if (claimed == 0)
-        return mog_err(c->r, "no_temp_file", NULL);
     if (!devid_listed(devids, devid)) {
         discard_upload(fid, devid);
         return mog_err(c->r, "invalid_destdev", NULL);
@@ -968,11 +972,9 @@ static int cmd_create_close(struct cmd_ctx *c)
     struct mog_rows *old = mog_sql("SELECT fid FROM file WHERE dmid=? AND dkey=?", pk, 2);
     int64_t oldfid = mog_cell_int(old, 0, 0);
     mog_rows_free(old);
-    /* The copy's location, its checksum, the replication request, the old
-     * fid's removal and the name go in together: queued back to back they
-     * share one group commit (one fsync). Without multi-statement
-     * transactions in common/db yet, the order still matters: the name is
-     * last, so a failure part way leaves no name without a copy. */
+    /* One transaction: the tempfile row is claimed (exactly one close of a
+     * fid wins), the copy's location, its checksum, the replication
+     * request, the old fid's removal and the name all commit, or none. */
     char sql_on[128], sql_rep[128], sql_del[128];
     snprintf(sql_on, sizeof sql_on, "%s INTO file_on (fid, devid) VALUES (?, ?)", mog_insert_ignore());
     snprintf(sql_rep, sizeof sql_rep, "%s INTO file_to_replicate (fid, nexttry) VALUES (?, 0)", mog_insert_ignore());
@@ -981,8 +983,10 @@ static int cmd_create_close(struct cmd_ctx *c)
     struct db_value pc[3] = { I(fid), I(1), DB_BLOBN(want_md5, 16) };
     struct db_value pd = I(oldfid);
     struct db_value pfile[5] = { I(fid), I(d.dmid), T(key), I(length), I(classid) };
-    struct mog_stmt st[6];
-    int ns = 0;
+    struct mog_stmt st[8];
+    int fl[8] = { 0 }, ns = 0;
+    fl[ns] = DB_EXPECT_ONE;
+    st[ns++] = (struct mog_stmt){ "DELETE FROM tempfile WHERE fid=?", po, 1 };
     st[ns++] = (struct mog_stmt){ sql_on, po, 2 };
     if (have_sum)
         st[ns++] = (struct mog_stmt){ "REPLACE INTO checksum (fid, hashtype, checksum) VALUES (?,?,?)", pc, 3 };
@@ -994,16 +998,14 @@ static int cmd_create_close(struct cmd_ctx *c)
     }
     st[ns++] = (struct mog_stmt){ "REPLACE INTO file (fid, dmid, dkey, length, classid, devcount) VALUES (?,?,?,?,?,1)",
                                   pfile, 5 };
-    struct mog_rows *rs[6] = { 0 };
-    mog_sql_write_batch(st, ns, rs);
-    bool ok = rs[0] && rs[0]->status == 0 && rs[ns - 1] && rs[ns - 1]->status == 0;
-    for (int i = 0; i < ns; i++) {
-        if (rs[i] && rs[i]->status != 0)
-            log_warn("mogilefsd: create_close fid %lld: %s: %s", (long long)fid, st[i].sql, rs[i]->error);
-        mog_rows_free(rs[i]);
-    }
-    if (!ok)
+    int failed = -1;
+    char err[256];
+    if (mog_sql_txn(st, fl, ns, &failed, err, sizeof err) < 0) {
+        if (failed == 0)
+            return mog_err(c->r, "no_temp_file", NULL);
+        log_warn("mogilefsd: create_close fid %lld: %s", (long long)fid, err);
         return mog_err(c->r, "db", NULL);
+    }
     stats_counter_add(&mog.n.uploads, 1);
     mog_replicate_kick();
     return mog_ok(c->r);

@@ -121,7 +121,10 @@ struct mog_rows *mog_sql(const char *sql, const struct db_value *params, int n);
 /* A write that may share a group commit with other threads' writes. */
 struct mog_rows *mog_sql_write(const char *sql, const struct db_value *params, int n);
 struct mog_stmt { const char *sql; const struct db_value *params; int n; };
-int mog_sql_write_batch(const struct mog_stmt *stmts, int n, struct mog_rows **out);
+/* All or nothing (common/db's db_txn): flags[i] may be DB_EXPECT_ONE.
+ * Returns 0 when committed; else -1 with *failed the failing statement's
+ * index (-1 if none: the queue was full or the database closing). */
+int mog_sql_txn(const struct mog_stmt *stmts, const int *flags, int n, int *failed, char *err, size_t errlen);
 void mog_rows_free(struct mog_rows *r);
 const char *mog_cell(const struct mog_rows *r, size_t row, int col);
 int64_t mog_cell_int(const struct mog_rows *r, size_t row, int col);
