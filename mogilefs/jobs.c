@@ -10,6 +10,8 @@
 #include "mogilefs/mogilefs.h"
 
 #include <errno.h>
+#include <poll.h>
+#include <sys/socket.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -33,7 +35,7 @@ static struct {
     _Atomic bool stop;
     pthread_t threads[64];
     int nthreads;
-    struct waker monitor, repl, del, fsck;
+    struct waker monitor, repl, del, fsck, iostat;
     pthread_mutex_t round_mu;
     pthread_cond_t round_cv;
 } J = {
@@ -41,6 +43,7 @@ static struct {
     .repl = { PTHREAD_MUTEX_INITIALIZER, PTHREAD_COND_INITIALIZER, false },
     .del = { PTHREAD_MUTEX_INITIALIZER, PTHREAD_COND_INITIALIZER, false },
     .fsck = { PTHREAD_MUTEX_INITIALIZER, PTHREAD_COND_INITIALIZER, false },
+    .iostat = { PTHREAD_MUTEX_INITIALIZER, PTHREAD_COND_INITIALIZER, false },
     .round_mu = PTHREAD_MUTEX_INITIALIZER,
     .round_cv = PTHREAD_COND_INITIALIZER,
 };
@@ -739,6 +742,122 @@ static void *fsck_thread(void *arg)
     return NULL;
 }
 
+/* ---- iostat: each storage node's "watch" stream on its side channel ----------------------- */
+/* One thread keeps a connection to every alive host's side channel
+ * (mogstored_stream_port), sends "watch", and turns "devN\tutil" lines into
+ * each device's utilization (get_paths orders copies by 102 - util). */
+
+struct iostat_conn {
+    int64_t hostid;
+    char ip[64];
+    int fd;
+    char buf[8192];
+    size_t len;
+    int64_t retry_at;
+};
+
+static void iostat_line(const struct iostat_conn *ic, const char *line)
+{
+    if (strncmp(line, "dev", 3))
+        return;
+    char *tab = strchr(line, '\t');
+    if (!tab)
+        return;
+    int64_t devid = strtoll(line + 3, NULL, 10);
+    double util = strtod(tab + 1, NULL);
+    struct mog_device d;
+    if (devid <= 0 || mog_device_by_id(devid, &d) < 0 || d.hostid != ic->hostid)
+        return; /* a folder the tracker does not know on that host */
+    mog_device_set_utilization(devid, util);
+    stats_counter_add(&mog.n.iostat_updates, 1);
+}
+
+static int iostat_connect(struct iostat_conn *ic)
+{
+    ic->fd = mog_tcp_connect(ic->ip, mog.cfg.mogstored_stream_port, node_ms());
+    if (ic->fd < 0)
+        return -1;
+    if (send(ic->fd, "watch\r\n", 7, MSG_NOSIGNAL) != 7) {
+        close(ic->fd);
+        ic->fd = -1;
+        return -1;
+    }
+    ic->len = 0;
+    return 0;
+}
+
+static void *iostat_thread(void *arg)
+{
+    (void)arg;
+    struct iostat_conn conns[64];
+    int n = 0;
+    while (!J.stop) {
+        /* The set of hosts follows the cache. */
+        struct mog_host *hs;
+        size_t nh = mog_hosts_copy(&hs);
+        int64_t now = (int64_t)time(NULL);
+        for (size_t i = 0; i < nh && n < 64; i++) {
+            if (hs[i].status != MOG_HOST_ALIVE && hs[i].status != MOG_HOST_READONLY)
+                continue;
+            bool have = false;
+            for (int k = 0; k < n; k++)
+                if (conns[k].hostid == hs[i].hostid)
+                    have = true;
+            if (!have) {
+                conns[n] = (struct iostat_conn){ .hostid = hs[i].hostid, .fd = -1 };
+                snprintf(conns[n].ip, sizeof conns[n].ip, "%s", hs[i].ip);
+                n++;
+            }
+        }
+        free(hs);
+        struct pollfd pf[64];
+        int map[64], np = 0;
+        for (int k = 0; k < n; k++) {
+            if (conns[k].fd < 0 && now >= conns[k].retry_at && iostat_connect(&conns[k]) < 0)
+                conns[k].retry_at = now + 5;
+            if (conns[k].fd >= 0) {
+                pf[np] = (struct pollfd){ .fd = conns[k].fd, .events = POLLIN };
+                map[np++] = k;
+            }
+        }
+        if (np == 0) {
+            nap(&J.iostat, 1000);
+            continue;
+        }
+        int r = poll(pf, (nfds_t)np, 1000);
+        for (int i = 0; r > 0 && i < np; i++) {
+            if (!(pf[i].revents & (POLLIN | POLLHUP | POLLERR)))
+                continue;
+            struct iostat_conn *ic = &conns[map[i]];
+            ssize_t got = recv(ic->fd, ic->buf + ic->len, sizeof ic->buf - 1 - ic->len, 0);
+            if (got <= 0) {
+                close(ic->fd);
+                ic->fd = -1;
+                ic->retry_at = now + 5;
+                continue;
+            }
+            ic->len += (size_t)got;
+            ic->buf[ic->len] = '\0';
+            char *p = ic->buf, *nl;
+            while ((nl = memchr(p, '\n', ic->len - (size_t)(p - ic->buf)))) {
+                *nl = '\0';
+                if (nl > p && nl[-1] == '\r')
+                    nl[-1] = '\0';
+                iostat_line(ic, p);
+                p = nl + 1;
+            }
+            ic->len -= (size_t)(p - ic->buf);
+            memmove(ic->buf, p, ic->len);
+            if (ic->len == sizeof ic->buf - 1)
+                ic->len = 0; /* a line that long is not ours */
+        }
+    }
+    for (int k = 0; k < n; k++)
+        if (conns[k].fd >= 0)
+            close(conns[k].fd);
+    return NULL;
+}
+
 /* ---- life cycle ------------------------------------------------------------------------------------ */
 
 static int spawn(void *(*fn)(void *))
@@ -755,8 +874,10 @@ int mog_jobs_start(void)
 {
     srandom((unsigned)time(NULL) ^ (unsigned)getpid());
     int rc = 0;
-    for (int i = 0; i < (mog.cfg.monitor_jobs > 0 ? 1 : 0); i++)
+    for (int i = 0; i < (mog.cfg.monitor_jobs > 0 ? 1 : 0); i++) {
         rc |= spawn(monitor_thread);
+        rc |= spawn(iostat_thread);
+    }
     for (int i = 0; i < mog.cfg.replicate_jobs && i < 16; i++)
         rc |= spawn(replicate_thread);
     for (int i = 0; i < mog.cfg.delete_jobs && i < 16; i++)
@@ -773,6 +894,7 @@ void mog_jobs_stop(void)
     kick(&J.repl);
     kick(&J.del);
     kick(&J.fsck);
+    kick(&J.iostat);
     pthread_mutex_lock(&J.round_mu);
     pthread_cond_broadcast(&J.round_cv);
     pthread_mutex_unlock(&J.round_mu);

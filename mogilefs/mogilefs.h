@@ -193,6 +193,7 @@ int mog_device_by_id(int64_t devid, struct mog_device *out);
 size_t mog_devices_copy(struct mog_device **out);
 size_t mog_hosts_copy(struct mog_host **out);
 void mog_device_set_observed(int64_t devid, enum mog_observed obs, int64_t mb_total, int64_t mb_used);
+void mog_device_set_utilization(int64_t devid, double util);
 
 const char *mog_dev_state_name(enum mog_dev_state s);
 enum mog_dev_state mog_dev_state_parse(const char *s);
@@ -222,6 +223,8 @@ struct mog_http_res {
 int mog_http(const char *method, const char *url, const void *body, size_t body_len, size_t max_body,
              int timeout_ms, struct mog_http_res *res);
 void mog_http_res_free(struct mog_http_res *res);
+/* A connected (blocking-with-deadline) TCP socket, or -1. */
+int mog_tcp_connect(const char *host, const char *port, int timeout_ms);
 /* Stream src_url's body into a PUT to dst_url; *length gets the byte count
  * and md5 (if non-NULL, 16 bytes) the digest of what went through. */
 int mog_http_copy(const char *src_url, const char *dst_url, int timeout_ms, int64_t *length, unsigned char *md5,
@@ -248,7 +251,7 @@ struct mog_tracker_cfg {
 
 struct mog_counters {
     struct stats_counter queries, errors, uploads, get_paths, deletes, replicated, repl_failed,
-        deleted_files, monitor_rounds, queue_full, times_out_of_qworkers;
+        deleted_files, monitor_rounds, queue_full, times_out_of_qworkers, iostat_updates;
 };
 
 struct mog_tracker {

@@ -165,6 +165,7 @@ static void mog_stats(struct stats_sink *sink, void *arg)
     stats_u64(sink, "replicate_failed", stats_counter_get(&mog.n.repl_failed));
     stats_u64(sink, "deleted_files", stats_counter_get(&mog.n.deleted_files));
     stats_u64(sink, "monitor_rounds", stats_counter_get(&mog.n.monitor_rounds));
+    stats_u64(sink, "iostat_updates", stats_counter_get(&mog.n.iostat_updates));
     stats_u64(sink, "queue_full", stats_counter_get(&mog.n.queue_full));
     stats_u64(sink, "times_out_of_qworkers", stats_counter_get(&mog.n.times_out_of_qworkers));
     stats_i64(sink, "pending_queries", mog.pending);

@@ -28,11 +28,13 @@
 #include <string.h>
 #include <sys/stat.h>
 #include <sys/statvfs.h>
+#include <sys/sysmacros.h>
 #include <time.h>
 #include <unistd.h>
 
 #include <event2/buffer.h>
 #include <event2/bufferevent.h>
+#include <event2/event.h>
 #include <openssl/evp.h>
 
 #include "common/admin.h"
@@ -735,7 +737,137 @@ static void http_reject(int fd, void *arg)
 struct side_sess {
     struct core_conn *c;
     bool running, closed;
+    bool watching;                  /* "watch": gets the utilization stream */
+    struct side_sess *wnext, *wprev;
 };
+
+/* ---- watch: per-device utilization, as mogstored's iostat stream --------------------------- */
+/* Every second: for each devN folder, the block device holding it (stat's
+ * st_dev), and from /proc/diskstats its time spent doing I/O since the last
+ * tick, as a percentage. Sent to every watcher as "devN\t<util>\n" lines
+ * and a "." line (what the tracker's IOStatWatcher reads). */
+
+struct watch_dev { int devid; unsigned maj, min; uint64_t last_ticks; bool have_last; };
+
+static struct {
+    struct side_sess *list;
+    struct event *timer;
+    struct watch_dev dev[256];
+    int ndev;
+    uint64_t last_ms;
+} W;
+
+static void watch_remove(struct side_sess *s)
+{
+    if (!s->watching)
+        return;
+    if (s->wprev)
+        s->wprev->wnext = s->wnext;
+    else
+        W.list = s->wnext;
+    if (s->wnext)
+        s->wnext->wprev = s->wprev;
+    s->watching = false;
+}
+
+static bool io_ticks(const char *stats, unsigned maj, unsigned min, uint64_t *ticks)
+{
+    const char *p = stats;
+    while (p && *p) {
+        unsigned a, b;
+        unsigned long long f[11];
+        char name[64];
+        if (sscanf(p, " %u %u %63s %llu %llu %llu %llu %llu %llu %llu %llu %llu %llu", &a, &b, name, &f[0], &f[1], &f[2],
+                   &f[3], &f[4], &f[5], &f[6], &f[7], &f[8], &f[9]) == 13 && a == maj && b == min) {
+            *ticks = f[9];
+            return true;
+        }
+        p = strchr(p, '\n');
+        if (p)
+            p++;
+    }
+    return false;
+}
+
+static void watch_tick(evutil_socket_t fd, short what, void *arg)
+{
+    (void)fd, (void)what, (void)arg;
+    if (!W.list)
+        return; /* nobody listens: no work */
+    static char stats[65536];
+    int sfd = open("/proc/diskstats", O_RDONLY | O_CLOEXEC);
+    ssize_t n = sfd >= 0 ? read(sfd, stats, sizeof stats - 1) : -1;
+    if (sfd >= 0)
+        close(sfd);
+    stats[n > 0 ? n : 0] = '\0';
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    uint64_t now = (uint64_t)ts.tv_sec * 1000 + (uint64_t)ts.tv_nsec / 1000000;
+    uint64_t elapsed = W.last_ms ? now - W.last_ms : 0;
+    W.last_ms = now;
+    /* The devices present now (folders come and go). */
+    DIR *d = opendir(st_cfg.docroot);
+    struct watch_dev cur[256];
+    int nc = 0;
+    struct dirent *e;
+    while (d && (e = readdir(d)) && nc < 256) {
+        if (strncmp(e->d_name, "dev", 3) || !e->d_name[3] || strspn(e->d_name + 3, "0123456789") != strlen(e->d_name + 3))
+            continue;
+        char path[4200];
+        struct stat sb;
+        snprintf(path, sizeof path, "%s/%s", st_cfg.docroot, e->d_name);
+        if (stat(path, &sb) < 0)
+            continue;
+        cur[nc] = (struct watch_dev){ .devid = atoi(e->d_name + 3), .maj = major(sb.st_dev), .min = minor(sb.st_dev) };
+        for (int i = 0; i < W.ndev; i++)
+            if (W.dev[i].devid == cur[nc].devid && W.dev[i].maj == cur[nc].maj && W.dev[i].min == cur[nc].min) {
+                cur[nc].last_ticks = W.dev[i].last_ticks;
+                cur[nc].have_last = W.dev[i].have_last;
+            }
+        nc++;
+    }
+    if (d)
+        closedir(d);
+    struct evbuffer *out = evbuffer_new();
+    for (int i = 0; i < nc; i++) {
+        uint64_t t;
+        double util = 0;
+        if (io_ticks(stats, cur[i].maj, cur[i].min, &t)) {
+            if (cur[i].have_last && elapsed > 0 && t >= cur[i].last_ticks)
+                util = 100.0 * (double)(t - cur[i].last_ticks) / (double)elapsed;
+            cur[i].last_ticks = t;
+            cur[i].have_last = true;
+        }
+        if (util > 100)
+            util = 100;
+        evbuffer_add_printf(out, "dev%d\t%.2f\n", cur[i].devid, util);
+    }
+    evbuffer_add(out, ".\n", 2);
+    memcpy(W.dev, cur, sizeof cur[0] * (size_t)nc);
+    W.ndev = nc;
+    size_t len = evbuffer_get_length(out);
+    const unsigned char *bytes = evbuffer_pullup(out, (ev_ssize_t)len);
+    for (struct side_sess *w = W.list; w; w = w->wnext)
+        if (w->c && !conn_is_closing(w->c) && evbuffer_get_length(conn_out(w->c)) < (1u << 20))
+            evbuffer_add(conn_out(w->c), bytes, len); /* a watcher that does not read misses lines */
+    evbuffer_free(out);
+}
+
+static void watch_start(void)
+{
+    struct core_loop *loop = loop_get(0);
+    W.timer = event_new(loop->base, -1, EV_PERSIST, watch_tick, NULL);
+    struct timeval tv = { 1, 0 };
+    if (W.timer)
+        event_add(W.timer, &tv);
+}
+
+static void watch_stop(void)
+{
+    if (W.timer)
+        event_free(W.timer);
+    W.timer = NULL;
+}
 
 struct hash_job {
     struct side_sess *s;
@@ -858,7 +990,14 @@ static void side_drive(struct side_sess *s)
                 }
             }
         } else if (k == MOG_SIDE_WATCH) {
-            evbuffer_add_printf(out, "ERR iostat unavailable\r\n");
+            if (!s->watching) {
+                s->watching = true;
+                s->wprev = NULL;
+                s->wnext = W.list;
+                if (W.list)
+                    W.list->wprev = s;
+                W.list = s;
+            }
         } else if (k == MOG_SIDE_BAD) {
             evbuffer_add_printf(out, "ERROR: bad command\r\n");
         } else {
@@ -884,6 +1023,8 @@ static void side_on_close(struct core_conn *c, enum conn_close_reason why)
     c->data = NULL;
     if (!s)
         return;
+    watch_remove(s);
+    s->c = NULL;
     if (s->running)
         s->closed = true; /* hash_done frees it */
     else
@@ -1108,6 +1249,7 @@ static int st_init(void)
     if (st_cfg.maxconns > 0)
         listen_set_max_conns((uint64_t)st_cfg.maxconns);
     sync_start(st_cfg.sync_threads);
+    watch_start();
     usage_round();
     if (pthread_create(&st.usage_thread, NULL, usage_thread, NULL) == 0)
         st.usage_started = true;
@@ -1125,6 +1267,7 @@ static void st_reload(void)
 
 static void st_fini(void)
 {
+    watch_stop();
     sync_stop();
     st.stop = true;
     if (st.usage_started)

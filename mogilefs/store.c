@@ -656,3 +656,12 @@ int mog_setting_set(const char *key, const char *value)
     mog_rows_free(r);
     return rc;
 }
+
+void mog_device_set_utilization(int64_t devid, double util)
+{
+    pthread_rwlock_wrlock(&mog_cache.lock);
+    for (size_t i = 0; i < mog_cache.ndevices; i++)
+        if (mog_cache.devices[i].devid == devid)
+            mog_cache.devices[i].utilization = util;
+    pthread_rwlock_unlock(&mog_cache.lock);
+}

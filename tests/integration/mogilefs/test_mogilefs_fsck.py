@@ -5,7 +5,7 @@ import hashlib
 import os
 import urllib.parse
 
-from mog_cluster import wait_until
+from .mog_cluster import wait_until
 
 
 def disk_path(cl, url):

@@ -9,8 +9,8 @@ import urllib.request
 
 import pytest
 
-import mogclient
-from mog_cluster import Storage, Tracker, bin_path, free_port, wait_until
+from . import mogclient
+from .mog_cluster import Storage, Tracker, bin_path, free_port, wait_until
 
 
 def read_until(sock, marker, timeout=5):
@@ -130,3 +130,21 @@ def test_sighup_rereads_live_settings_from_the_mogilefs_config(tmp_path):
         p.terminate()
         p.wait(timeout=15)
     assert p.returncode == 0
+
+
+def test_tracker_follows_each_nodes_utilization_stream(cluster_factory):
+    """The tracker keeps each node's side-channel `watch` stream open (the
+    original's IOStatWatcher): its lines become the devices' utilization."""
+    aport = free_port()
+    cl = cluster_factory(nhosts=2, tracker_extra=["--admin=127.0.0.1:%d" % aport])
+
+    def updates():
+        with socket.create_connection(("127.0.0.1", aport)) as s:
+            s.sendall(b"stats\r\nquit\r\n")
+            out = read_until(s, b"END")
+        m = [l for l in out.splitlines() if l.startswith("STAT iostat_updates ")]
+        return int(m[0].split()[2]) if m else 0
+    # two nodes, one device each, a line per device per second
+    wait_until(lambda: updates() >= 4, timeout=15, what="utilization lines")
+    for d in cl.admin.get_devices():
+        assert 0.0 <= float(d["utilization"]) <= 100.0
