@@ -824,7 +824,7 @@ static void *iostat_thread(void *arg)
             nap(&J.iostat, 1000);
             continue;
         }
-        int r = poll(pf, (nfds_t)np, 1000);
+        int r = poll(pf, (nfds_t)np, 250);
         for (int i = 0; r > 0 && i < np; i++) {
             if (!(pf[i].revents & (POLLIN | POLLHUP | POLLERR)))
                 continue;
