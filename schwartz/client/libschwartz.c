@@ -187,7 +187,7 @@ static int fill(struct sw_client *c)
 static char *read_line(struct sw_client *c)
 {
     for (;;) {
-        char *nl = memchr(c->buf + c->off, '\n', c->len - c->off);
+        char *nl = c->len > c->off ? memchr(c->buf + c->off, '\n', c->len - c->off) : NULL;
         if (nl) {
             char *line = c->buf + c->off;
             c->off = (size_t)(nl - c->buf) + 1;
