@@ -280,3 +280,40 @@ def test_new_function_inserted_concurrently_gets_one_funcid(schwartzd, client, s
     c = client(d)
     assert sorted(j[0] for j in c.grab(20, 60, "Fresh")) == sorted(handles)
     assert [line.split()[3] for line in c.lines("funcmap")] == ["Fresh"]
+
+
+def test_grab_before_the_function_exists(schwartzd, client):
+    """TheSchwartz t/work-before-funcids-exist: asking for a function no job
+    has used yet finds nothing (and creates nothing); its first job is then
+    found."""
+    c = client(schwartzd())
+    assert c.grab(1, 60, "NotYet") == []
+    assert c.lines("funcmap") == []
+    h = c.insert("NotYet", b"x")
+    assert [j[0] for j in c.grab(1, 60, "NotYet")] == [h]
+
+
+def test_funcids_differ_per_database(schwartzd, client, tmp_path):
+    """TheSchwartz t/funcid: each database maps names to its own funcids;
+    jobs are found by name whatever the id."""
+    a, b = tmp_path / "a.db", tmp_path / "b.db"
+    con = sqlite3.connect(str(b))
+    con.execute("CREATE TABLE funcmap (funcid INTEGER PRIMARY KEY AUTOINCREMENT, funcname VARCHAR(255) NOT NULL, "
+                "UNIQUE(funcname))")
+    con.execute("INSERT INTO funcmap (funcname) VALUES ('Other'), ('More')")
+    con.commit()
+    con.close()
+    d = schwartzd(["dbi:SQLite:dbname=%s" % a, "dbi:SQLite:dbname=%s" % b])
+    c = client(d)
+    handles = {c.insert("Same", b"%d" % i) for i in range(30)}
+    assert len({h.split("-")[0] for h in handles}) == 2
+    fm = [l.split() for l in c.lines("funcmap")]
+    ids = {(f[1], f[3]): f[2] for f in fm}
+    assert ids[("0", "Same")] == "1" and ids[("1", "Same")] == "3"
+    got = set()
+    while True:
+        jobs = c.grab(10, 60, "Same")
+        if not jobs:
+            break
+        got |= {j[0] for j in jobs}
+    assert got == handles
