@@ -960,6 +960,23 @@ static void op_reset(struct sw_op *op)
     op->nq = 0;
 }
 
+/* A batch of one op that writes with at most one statement (or only
+ * reads) needs no BEGIN/COMMIT round trips: in autocommit the statement
+ * is its own durable transaction. */
+static bool autocommit_ok(const struct sw_op *op)
+{
+    if (op->next)
+        return false;
+    switch (op->kind) {
+    case SW_OP_INSERT: return op->njobs == 1;   /* funcmap insert-or-find is idempotent on its own */
+    case SW_OP_COMPLETED: return !needs_savepoint(op);
+    case SW_OP_DECLINED: case SW_OP_LIST: case SW_OP_INSPECT: case SW_OP_STATUS: case SW_OP_FUNCMAP:
+    case SW_OP_QUEUES:
+        return true;
+    default: return false;
+    }
+}
+
 /* One transaction over the batch. Returns true if it committed; else *dead
  * says the connection is gone and *transient that a rerun may succeed
  * (deadlock, lock timeout, busy). */
@@ -974,6 +991,19 @@ static bool run_txn(struct sw_worker *s, struct sw_op *first, char *why, size_t 
             snprintf(why, whylen, "database is down");
             return false;
         }
+    }
+    if (autocommit_ok(first)) {
+        atomic_fetch_add(&s->store->n_ops, 1);
+        enum sw_dbe e = run_op(s, first, db_now(s));
+        if (e == SW_DBE_LOST || e == SW_DBE_ABORT) {
+            snprintf(why, whylen, "%s", sw_dbc_error(s->conn));
+            *dead = e == SW_DBE_LOST;
+            *transient = e == SW_DBE_ABORT;
+            fc_clear(s);
+            return false;
+        }
+        atomic_fetch_add(&s->store->n_commits, 1);
+        return true;
     }
     enum sw_dbe e = sw_dbc_exec(s->conn, is_mysql(s) ? "START TRANSACTION" : "BEGIN IMMEDIATE");
     if (e != SW_DBE_OK) {
