@@ -317,3 +317,18 @@ def test_funcids_differ_per_database(schwartzd, client, tmp_path):
             break
         got |= {j[0] for j in jobs}
     assert got == handles
+
+
+def test_mysql_socket_dsn_and_config_keys(schwartzd, client, mariadb, tmp_path):
+    """database = dbi:mysql:database=D;mysql_socket=S with db_user from the
+    config file (the key spelled as TheSchwartz users write it)."""
+    name = mariadb.create_database()
+    conf = tmp_path / "s.conf"
+    conf.write_text("database = dbi:mysql:database=%s;mysql_socket=%s\ndb_user = root\ndb_pass =\n"
+                    % (name, mariadb.socket))
+    d = schwartzd([], extra=["-c", str(conf)])
+    c = client(d)
+    h = c.insert("Sock", b"via unix socket")
+    assert [j[2] for j in c.grab(1, 60, "Sock")] == [b"via unix socket"]
+    assert c.cmd("completed " + h) == "OK"
+    assert mariadb.sql("SELECT COUNT(*) FROM job", name).strip() == "0"
