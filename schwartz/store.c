@@ -390,6 +390,47 @@ static enum sw_dbe insert_jobs(struct sw_worker *s, struct sw_op *op, int64_t no
     return SW_DBE_OK;
 }
 
+/* Render jobs ids[0..n) (in that order) with their arguments, fetched
+ * here in chunks: callers select only LENGTH(arg) for candidates, so
+ * memory stays bounded by what is sent. */
+static enum sw_dbe render_jobs(struct sw_worker *s, struct sw_op *op, const uint64_t *ids, const char *const *funcs,
+                               const int64_t *fails, int n)
+{
+    for (int base = 0; base < n; base += SW_MAX_GRAB) {
+        int m = n - base < SW_MAX_GRAB ? n - base : SW_MAX_GRAB;
+        char sql[64 + 2 * SW_MAX_GRAB];
+        struct db_value *p = calloc((size_t)m, sizeof *p);
+        if (!p) {
+            op_fail(op, SW_E_DB_ERROR, "out of memory");
+            return SW_DBE_OTHER;
+        }
+        int len = snprintf(sql, sizeof sql, "SELECT jobid, arg FROM job WHERE jobid IN (");
+        for (int i = 0; i < m; i++) {
+            len += snprintf(sql + len, sizeof sql - (size_t)len, i ? ",?" : "?");
+            p[i] = DB_INT64(ids[base + i]);
+        }
+        snprintf(sql + len, sizeof sql - (size_t)len, ")");
+        struct sw_rows args;
+        enum sw_dbe e = sw_dbc_query(s->conn, sql, p, m, &args);
+        free(p);
+        if (e != SW_DBE_OK)
+            return op_dberr(s, op, e);
+        for (int i = base; i < base + m; i++) {
+            const char *arg = NULL;
+            size_t alen = 0;
+            for (size_t r = 0; r < args.nrows; r++)
+                if ((uint64_t)sw_cell_int(&args, r, 0) == ids[i]) {
+                    arg = sw_cell(&args, r, 1, &alen);
+                    break;
+                }
+            render_job(op->out, s->hash, ids[i], funcs[i], arg ? arg : "", arg ? alen : 0, fails[i]);
+            op->nfound++;
+        }
+        sw_rows_free(&args);
+    }
+    return SW_DBE_OK;
+}
+
 struct cand { uint64_t jobid; int64_t grabbed_until; char *arg; size_t arglen; int f; };
 
 static enum sw_dbe op_grab(struct sw_worker *s, struct sw_op *op, int64_t now)
@@ -424,7 +465,7 @@ static enum sw_dbe op_grab(struct sw_worker *s, struct sw_op *op, int64_t now)
         lim = want;
     char sql[512];
     int len = snprintf(sql, sizeof sql,
-                       "SELECT jobid, grabbed_until, arg, (SELECT COUNT(*) FROM error e WHERE e.jobid = job.jobid) "
+                       "SELECT jobid, grabbed_until, LENGTH(arg), (SELECT COUNT(*) FROM error e WHERE e.jobid = job.jobid) "
                        "FROM job WHERE funcid = ? AND run_after <= ? AND grabbed_until <= ?");
     if (op->floor.set)
         len += snprintf(sql + len, sizeof sql - (size_t)len, " AND priority >= ?");
@@ -486,9 +527,10 @@ static enum sw_dbe op_grab(struct sw_worker *s, struct sw_op *op, int64_t now)
     int gotf[SW_MAX_GRAB];
     size_t gotrow[SW_MAX_GRAB];
     int ngot = 0;
-    for (size_t r = 0; ngot < want; r++) {
+    size_t bytes = 0;
+    for (size_t r = 0; ngot < want && bytes < SW_MAX_REPLY; r++) {
         bool any = false;
-        for (int kk = 0; kk < nf && ngot < want; kk++) {
+        for (int kk = 0; kk < nf && ngot < want && bytes < SW_MAX_REPLY; kk++) {
             int k = (int)((start + (unsigned)kk) % (unsigned)nf);
             if (r >= rows[k].nrows)
                 continue;
@@ -509,17 +551,22 @@ static enum sw_dbe op_grab(struct sw_worker *s, struct sw_op *op, int64_t now)
             gotf[ngot] = k;
             gotrow[ngot] = row;
             ngot++;
+            bytes += (size_t)sw_cell_int(&rows[k], row, 2);
         }
         if (!any)
             break;
     }
-    for (int i = 0; i < ngot; i++) {
-        size_t alen;
-        const char *arg = sw_cell(&rows[gotf[i]], gotrow[i], 2, &alen);
-        render_job(op->out, s->hash, got[i], op->funcs[fidx[gotf[i]]], arg ? arg : "", arg ? alen : 0,
-                   sw_cell_int(&rows[gotf[i]], gotrow[i], 3));
+    {
+        const char *fn[SW_MAX_GRAB];
+        int64_t fl[SW_MAX_GRAB];
+        for (int i = 0; i < ngot; i++) {
+            fn[i] = op->funcs[fidx[gotf[i]]];
+            fl[i] = sw_cell_int(&rows[gotf[i]], gotrow[i], 3);
+        }
+        op->nfound = 0;
+        e = render_jobs(s, op, got, fn, fl, ngot);
     }
-    op->nfound = ngot;
+
 out:
     for (int k = 0; k < nf; k++)
         sw_rows_free(&rows[k]);
@@ -651,11 +698,11 @@ static enum sw_dbe op_list(struct sw_worker *s, struct sw_op *op, int64_t now)
     if (!funcid)
         return SW_DBE_OK;
     char like[2 * SW_MAX_NAME + 2];
-    const char *sql = "SELECT jobid, arg FROM job WHERE funcid = ? ORDER BY jobid LIMIT ?";
+    const char *sql = "SELECT jobid, LENGTH(arg) FROM job WHERE funcid = ? ORDER BY jobid LIMIT ?";
     struct db_value p[3] = { DB_INT64(funcid), DB_INT64(op->limit.v), DB_INT64(0) };
     int np = 2;
     if (op->coalesce) {
-        sql = "SELECT jobid, arg FROM job WHERE funcid = ? AND coalesce = ? ORDER BY jobid LIMIT ?";
+        sql = "SELECT jobid, LENGTH(arg) FROM job WHERE funcid = ? AND coalesce = ? ORDER BY jobid LIMIT ?";
         p[1] = TXT(op->coalesce);
         p[2] = DB_INT64(op->limit.v);
         np = 3;
@@ -668,7 +715,7 @@ static enum sw_dbe op_list(struct sw_worker *s, struct sw_op *op, int64_t now)
         }
         like[o++] = '%';
         like[o] = '\0';
-        sql = "SELECT jobid, arg FROM job WHERE funcid = ? AND coalesce LIKE ? ESCAPE '!' ORDER BY jobid LIMIT ?";
+        sql = "SELECT jobid, LENGTH(arg) FROM job WHERE funcid = ? AND coalesce LIKE ? ESCAPE '!' ORDER BY jobid LIMIT ?";
         p[1] = TXT(like);
         p[2] = DB_INT64(op->limit.v);
         np = 3;
@@ -692,14 +739,22 @@ static enum sw_dbe op_list(struct sw_worker *s, struct sw_op *op, int64_t now)
         int n = (int)(rows.nrows - r < SW_MAX_GRAB ? rows.nrows - r : SW_MAX_GRAB);
         e = failures_of(s, ids + r, n, fails + r);
     }
-    if (e == SW_DBE_OK)
-        for (size_t r = 0; r < rows.nrows; r++) {
-            size_t alen;
-            const char *arg = sw_cell(&rows, r, 1, &alen);
-            render_job(op->out, s->hash, ids[r], op->funcs[0], arg ? arg : "", arg ? alen : 0, fails[r]);
-            op->nfound++;
+    if (e == SW_DBE_OK) {
+        /* as many as fit in SW_MAX_REPLY (at least one) */
+        size_t n = 0, bytes = 0;
+        while (n < rows.nrows && (n == 0 || bytes < SW_MAX_REPLY))
+            bytes += (size_t)sw_cell_int(&rows, n++, 1);
+        const char **fn = calloc(n + 1, sizeof *fn);
+        if (!fn) {
+            op_fail(op, SW_E_DB_ERROR, "out of memory");
+            e = SW_DBE_OTHER;
+        } else {
+            for (size_t r = 0; r < n; r++)
+                fn[r] = op->funcs[0];
+            e = render_jobs(s, op, ids, fn, fails, (int)n);
+            free(fn);
         }
-    else
+    } else
         op_dberr(s, op, e);
     free(ids);
     free(fails);
