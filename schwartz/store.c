@@ -994,10 +994,14 @@ static void mark_dead(struct sw_worker *s, const char *why)
     fc_clear(s);
 }
 
+/* On loop 0: the ops of one batch, chained by next, each to its done(). */
 static void deliver(void *arg)
 {
-    struct sw_op *op = arg;
-    op->done(op);
+    for (struct sw_op *op = arg, *next; op; op = next) {
+        next = op->next;
+        op->next = NULL;
+        op->done(op);
+    }
 }
 
 static void op_reset(struct sw_op *op)
@@ -1127,9 +1131,7 @@ static void run_batch(struct sw_worker *s, struct sw_op *first)
     }
     if (dead && s->conn)
         mark_dead(s, why);
-    for (struct sw_op *op = first, *next; op; op = next) {
-        next = op->next;
-        op->next = NULL;
+    for (struct sw_op *op = first; op; op = op->next) {
         if (op->err != SW_OK)
             atomic_fetch_add(&s->store->n_errors, 1);
         if (!ok) {
@@ -1138,9 +1140,10 @@ static void run_batch(struct sw_worker *s, struct sw_op *first)
             op->db_dead = dead;
             op_fail(op, dead ? SW_E_NO_DATABASE : SW_E_DB_ERROR, why);
         }
-        if (loop_call(loop_get(0), deliver, op) < 0)
-            op->done(op);
     }
+    /* one wake-up of loop 0 for the whole batch */
+    if (loop_call(loop_get(0), deliver, first) < 0)
+        deliver(first);
 }
 
 static void *store_main(void *arg)
