@@ -107,3 +107,35 @@ def test_half_request_then_silence_and_many_idle_connections(schwartzd, client):
     assert c.lines("list Half") == []
     for s in idle:
         s.close()
+
+
+def test_database_password_is_never_shown(schwartzd, client, mariadb, tmp_path):
+    name = mariadb.create_database()
+    secret = "S3cret-" + name
+    mariadb.sql("CREATE USER 'sw_%s'@'%%' IDENTIFIED BY '%s'" % (name, secret))
+    mariadb.sql("GRANT ALL ON `%s`.* TO 'sw_%s'@'%%'" % (name, name))
+    conf = tmp_path / "secret.conf"
+    conf.write_text("db_user = sw_%s\ndb_pass = %s\n" % (name, secret))
+    d = schwartzd(["dbi:mysql:database=%s;host=127.0.0.1;port=%d" % (name, mariadb.port)],
+                  extra=["-c", str(conf), "--log-level", "debug"])
+    c = client(d)
+    h = c.insert("Pw", b"x")  # the password works
+    assert c.cmd("completed " + h) == "OK"
+    con = SW(d.admin)
+    con.send(b"show settings\r\n")
+    time.sleep(0.5)
+    con.s.settimeout(0.5)
+    text = b""
+    try:
+        while True:
+            chunk = con.s.recv(65536)
+            if not chunk:
+                break
+            text += chunk
+    except socket.timeout:
+        pass
+    assert b"db-pass" in text and secret.encode() not in text
+    dump = "\n".join(con.lines("databases")) + "\n".join(con.lines("stats"))
+    assert secret not in dump
+    con.close()
+    assert secret not in d.output()
