@@ -50,6 +50,7 @@ struct sw_worker {
     int64_t clock_offset;      /* database clock - ours (MySQL), refreshed every few seconds */
     int64_t clock_checked;
     bool skip_locked;          /* the server knows SELECT ... FOR UPDATE SKIP LOCKED */
+    bool lazy_sync;            /* SQLite connection is at synchronous=NORMAL for a grab batch */
 };
 
 struct sw_store {
@@ -975,6 +976,7 @@ static int store_connect(struct sw_worker *s)
         }
     fc_clear(s);
     s->clock_checked = 0;
+    s->lazy_sync = false;
     /* MariaDB >= 10.6 and MySQL >= 8.0 take SKIP LOCKED. */
     s->skip_locked = is_mysql(s) &&
                      sw_dbc_exec(s->conn, "SELECT jobid FROM job WHERE jobid = 0 FOR UPDATE SKIP LOCKED") == SW_DBE_OK;
@@ -1049,6 +1051,28 @@ static bool run_txn(struct sw_worker *s, struct sw_op *first, char *why, size_t 
             *dead = true;
             snprintf(why, whylen, "database is down");
             return false;
+        }
+    }
+    /* SQLite: a batch of grabs only (and reads) commits without its own
+     * fsync. A lease lost to a power cut only lets the job run again, which
+     * a lease allows anyway; the next durable commit syncs it too.
+     * Inserts, completions, failures and replacements always fsync. */
+    bool lazy = false;
+    if (!is_mysql(s)) {
+        lazy = true;
+        for (struct sw_op *op = first; op && lazy; op = op->next)
+            lazy = op->kind == SW_OP_GRAB || op->kind == SW_OP_LIST || op->kind == SW_OP_INSPECT ||
+                   op->kind == SW_OP_STATUS || op->kind == SW_OP_FUNCMAP || op->kind == SW_OP_QUEUES;
+        if (lazy != s->lazy_sync) {
+            enum sw_dbe pe = sw_dbc_exec(s->conn, lazy ? "PRAGMA synchronous=NORMAL" : "PRAGMA synchronous=FULL");
+            if (pe != SW_DBE_OK) {
+                /* never run a durable write without FULL */
+                snprintf(why, whylen, "synchronous: %s", sw_dbc_error(s->conn));
+                *dead = pe == SW_DBE_LOST;
+                *transient = pe == SW_DBE_ABORT;
+                return false;
+            }
+            s->lazy_sync = lazy;
         }
     }
     if (autocommit_ok(first)) {
