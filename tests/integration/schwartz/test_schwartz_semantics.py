@@ -332,3 +332,21 @@ def test_mysql_socket_dsn_and_config_keys(schwartzd, client, mariadb, tmp_path):
     assert [j[2] for j in c.grab(1, 60, "Sock")] == [b"via unix socket"]
     assert c.cmd("completed " + h) == "OK"
     assert mariadb.sql("SELECT COUNT(*) FROM job", name).strip() == "0"
+
+
+def test_stats_on_the_job_port_and_bad_job_line_closes(schwartzd, client):
+    d = schwartzd()
+    c = client(d)
+    c.insert("St", b"x")
+    stats = dict(l.split()[1:3] for l in c.lines("stats"))
+    assert stats["jobs_inserted"] == "1" and "insert_latency_p99_us" in stats
+    # a bad job line inside insert_many: its block can't be told from commands
+    c.send(b"insert_many 2\r\nSt 1\r\na\r\nSt notanumber\r\n")
+    assert c.line().startswith("ERR BAD_ARGS")
+    try:
+        c.line()
+        raise AssertionError("the session should have closed")
+    except (EOFError, OSError):
+        pass
+    assert client(d).lines("list St")[0].startswith("JOB ")  # only the first insert exists
+    assert len(client(d).lines("list St")) == 2
