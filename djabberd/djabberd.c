@@ -134,6 +134,7 @@ static void dj_stats(struct stats_sink *sink, void *arg)
     stats_u64(sink, "stream_errors", dj.n.stream_errors);
     stats_u64(sink, "policy_violations", dj.n.policy_violations);
     stats_u64(sink, "registered", dj.n.registered);
+    stats_u64(sink, "sm_enabled", dj.n.sm_enabled);
     stats_u64(sink, "xml_parsers_pooled", dj_xml_pool_size());
     for (int i = 0; i < dj.nvhosts; i++)
         stats_u64f(sink, dj.per_vhost[i], "vhost:%s:sessions", dj.vhosts[i].name);

@@ -74,6 +74,7 @@ enum dj_sess_state {
 #define DJ_F_AVAILABLE 0x01    /* sent available presence */
 #define DJ_F_INTERESTED 0x02   /* requested the roster */
 #define DJ_F_REGISTERING 0x04
+#define DJ_F_SM 0x08           /* XEP-0198 stream management enabled */
 
 struct dj_sess {
     struct core_conn *c;
@@ -85,6 +86,7 @@ struct dj_sess {
     char *presence;            /* last available presence, serialised (broadcast to probes) */
     uint32_t refs;
     uint32_t preauth;          /* bytes read before authentication */
+    uint32_t sm_in, sm_out, sm_acked; /* XEP-0198 counters (mod 2^32) */
     uint16_t vhost;
     uint8_t state;
     uint8_t flags;
@@ -129,7 +131,7 @@ struct dj_vhost {
 struct dj_counters {
     uint64_t sessions_total, auth_ok, auth_fail, stanzas_in, stanzas_out;
     uint64_t messages_routed, messages_offline, messages_dropped, offline_delivered;
-    uint64_t stream_errors, policy_violations, registered;
+    uint64_t stream_errors, policy_violations, registered, sm_enabled;
 };
 
 struct dj_state {

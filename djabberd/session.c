@@ -24,6 +24,7 @@
 #define NS_BIND "urn:ietf:params:xml:ns:xmpp-bind"
 #define NS_SESSION "urn:ietf:params:xml:ns:xmpp-session"
 #define NS_STREAMS "urn:ietf:params:xml:ns:xmpp-streams"
+#define NS_SM "urn:xmpp:sm:3"
 
 const char *dj_sess_state_names[] = { "stream", "auth", "auth-wait", "scram", "restart", "bind", "active", "closed" };
 
@@ -84,6 +85,7 @@ void dj_sess_send(struct dj_sess *s, const char *xml, size_t len)
         return;
     evbuffer_add(conn_out(s->c), xml, len);
     dj.n.stanzas_out++;
+    s->sm_out++;
 }
 
 void dj_sess_send_buf(struct dj_sess *s, struct evbuffer *b)
@@ -94,6 +96,7 @@ void dj_sess_send_buf(struct dj_sess *s, struct evbuffer *b)
     }
     evbuffer_add_buffer(conn_out(s->c), b);
     dj.n.stanzas_out++;
+    s->sm_out++;
 }
 
 void dj_sess_send_node(struct dj_sess *s, const struct dj_node *n)
@@ -102,6 +105,7 @@ void dj_sess_send_node(struct dj_sess *s, const struct dj_node *n)
         return;
     dj_xml_write(conn_out(s->c), n);
     dj.n.stanzas_out++;
+    s->sm_out++;
 }
 
 static void send_str(struct dj_sess *s, const char *str) { dj_sess_send(s, str, strlen(str)); }
@@ -171,7 +175,7 @@ static void send_features(struct dj_sess *s)
             evbuffer_add_printf(out, "<register xmlns='http://jabber.org/features/iq-register'/>");
     } else {
         evbuffer_add_printf(out, "<bind xmlns='" NS_BIND "'/><session xmlns='" NS_SESSION "'><optional/></session>"
-                                 "<ver xmlns='urn:xmpp:features:rosterver'/>");
+                                 "<ver xmlns='urn:xmpp:features:rosterver'/><sm xmlns='" NS_SM "'/>");
     }
     evbuffer_add_printf(out, "</stream:features>");
 }
@@ -542,6 +546,61 @@ static bool is_sasl(struct dj_node *n, const char *local)
     return !strcmp(dj_node_local(n), local) && ns && !strcmp(ns, NS_SASL);
 }
 
+static bool is_sm(struct dj_node *n)
+{
+    const char *ns = dj_node_ns(n);
+    return ns && !strcmp(ns, NS_SM);
+}
+
+/* XEP-0198 stream management without resumption: enable, ack requests and
+ * acks. Counters are mod 2^32 as the XEP says. Returns non-zero to stop. */
+static int sm_element(struct dj_sess *s, struct dj_node *n)
+{
+    struct evbuffer *out = conn_out(s->c);
+    const char *local = dj_node_local(n);
+    if (!strcmp(local, "enable")) {
+        if (s->flags & DJ_F_SM) {
+            evbuffer_add_printf(out, "<failed xmlns='" NS_SM "'><unexpected-request "
+                                     "xmlns='urn:ietf:params:xml:ns:xmpp-stanzas'/></failed>");
+            return 0;
+        }
+        s->flags |= DJ_F_SM;
+        s->sm_in = s->sm_out = s->sm_acked = 0;
+        dj.n.sm_enabled++;
+        /* resumption is not offered: no id, no resume='true' */
+        evbuffer_add_printf(out, "<enabled xmlns='" NS_SM "'/>");
+        return 0;
+    }
+    if (!strcmp(local, "resume")) {
+        evbuffer_add_printf(out, "<failed xmlns='" NS_SM "'><item-not-found "
+                                 "xmlns='urn:ietf:params:xml:ns:xmpp-stanzas'/></failed>");
+        return 0;
+    }
+    if (!(s->flags & DJ_F_SM)) {
+        dj_sess_stream_error(s, "unsupported-stanza-type", "stream management is not enabled");
+        return 1;
+    }
+    if (!strcmp(local, "r")) {
+        evbuffer_add_printf(out, "<a xmlns='" NS_SM "' h='%u'/>", s->sm_in);
+        return 0;
+    }
+    if (!strcmp(local, "a")) {
+        const char *h = dj_node_attr(n, "h");
+        char *end;
+        unsigned long v = h ? strtoul(h, &end, 10) : 0;
+        if (!h || *end || v > UINT32_MAX) {
+            dj_sess_stream_error(s, "undefined-condition", "bad h in stream management ack");
+            return 1;
+        }
+        /* an h beyond what we counted is taken as "everything" (lenient) */
+        s->sm_acked = (uint32_t)((uint32_t)v - s->sm_acked) > (uint32_t)(s->sm_out - s->sm_acked) ? s->sm_out
+                                                                                                  : (uint32_t)v;
+        return 0;
+    }
+    dj_sess_stream_error(s, "unsupported-stanza-type", NULL);
+    return 1;
+}
+
 /* One stanza in whatever state the stream is. Returns non-zero to stop the
  * current feed (stream restart or close). */
 static int sess_on_stanza(void *arg, struct dj_stanza *st)
@@ -587,6 +646,12 @@ static int sess_on_stanza(void *arg, struct dj_stanza *st)
         stop = 1;
         break;
     case DJ_S_BIND: {
+        if (is_sm(n)) {
+            /* XEP-0198: enable only after binding */
+            evbuffer_add_printf(conn_out(s->c), "<failed xmlns='" NS_SM "'><unexpected-request "
+                                                "xmlns='urn:ietf:params:xml:ns:xmpp-stanzas'/></failed>");
+            break;
+        }
         struct dj_node *bind = !strcmp(n->name, "iq") ? dj_node_child(n, "bind", NS_BIND) : NULL;
         const char *type = dj_node_attr(n, "type");
         if (bind && type && !strcmp(type, "set"))
@@ -600,12 +665,20 @@ static int sess_on_stanza(void *arg, struct dj_stanza *st)
         break;
     }
     case DJ_S_ACTIVE:
+        if (is_sm(n)) {
+            stop = sm_element(s, n);
+            break;
+        }
+        if (s->flags & DJ_F_SM)
+            s->sm_in++; /* a stanza handled (XEP-0198 counts every one) */
         if (!strcmp(n->name, "iq") && dj_node_child(n, "session", NS_SESSION)) {
-            struct evbuffer *out = conn_out(s->c);
+            struct evbuffer *b = evbuffer_new();
             const char *id = dj_node_attr(n, "id");
-            evbuffer_add_printf(out, "<iq type='result' id='");
-            dj_xml_escape(out, id ? id : "", id ? strlen(id) : 0);
-            evbuffer_add_printf(out, "'/>");
+            evbuffer_add_printf(b, "<iq type='result' id='");
+            dj_xml_escape(b, id ? id : "", id ? strlen(id) : 0);
+            evbuffer_add_printf(b, "'/>");
+            dj_sess_send_buf(s, b); /* a stanza: counted for XEP-0198 */
+            evbuffer_free(b);
             break;
         }
         dj_cmd_stanza(s, st);
