@@ -47,13 +47,18 @@ $(BUILD)/bin/$(1): $(call OBJ,$(2)) $(LIBCORE) $(4)
 	$$(CC) $$(LDFLAGS) -o $$@ $(call OBJ,$(2)) $(4) $(LIBCORE) $(3) $$(LIBS)
 endef
 
+# Every client library is built on the blocking client kit (common/client.c
+# and what it uses); a library's version script keeps the kit's symbols
+# out of its .so's interface.
+CLIENT_KIT := common/client.c common/clock.c common/num.c
+
 # $(call library,NAME,SOURCES,EXTRA_LIBS) -> $(BUILD)/lib/libNAME.a and .so
 define library
 LIBRARIES += $(BUILD)/lib/lib$(1).a $(BUILD)/lib/lib$(1).so
-$(BUILD)/lib/lib$(1).a: $(call PIC,$(2))
+$(BUILD)/lib/lib$(1).a: $(call PIC,$(sort $(2) $(CLIENT_KIT)))
 	@mkdir -p $$(@D)
 	ar rcs $$@ $$^
-$(BUILD)/lib/lib$(1).so: $(call PIC,$(2))
+$(BUILD)/lib/lib$(1).so: $(call PIC,$(sort $(2) $(CLIENT_KIT)))
 	@mkdir -p $$(@D)
 	$$(CC) $$(LDFLAGS) -shared -Wl,-soname,lib$(1).so -o $$@ $$^ $(3)
 endef

@@ -65,6 +65,23 @@ int daemon_drop_privileges(const char *user, char *err, size_t errlen)
     return 0;
 }
 
+long daemon_fd_hard_limit(void)
+{
+    struct rlimit rl;
+    if (getrlimit(RLIMIT_NOFILE, &rl) < 0)
+        return 1024;
+    if (rl.rlim_max != RLIM_INFINITY)
+        return (long)rl.rlim_max;
+    long nr_open = 1048576; /* the kernel's ceiling for RLIMIT_NOFILE */
+    FILE *f = fopen("/proc/sys/fs/nr_open", "r");
+    if (f) {
+        if (fscanf(f, "%ld", &nr_open) != 1)
+            nr_open = 1048576;
+        fclose(f);
+    }
+    return nr_open;
+}
+
 long daemon_raise_fd_limit(long want)
 {
     struct rlimit rl;
@@ -185,13 +202,18 @@ int daemon_main(const struct daemon_desc *desc, int argc, char **argv)
         }
         written_pidfile = core_opts.pidfile;
     }
-    if (desc->init && desc->init() < 0)
-        goto fail;
-    /* Room for every allowed connection plus files, logs and databases. */
-    long want = core_opts.max_fds > 0 ? core_opts.max_fds : (long)listen_max_conns() + 1024;
+    /* Every descriptor the hard limit allows (memcached and nginx do the
+     * same), before anything opens its files: --max-fds asks for a number
+     * (root may raise the hard limit to reach it). */
+    long want = core_opts.max_fds > 0 ? core_opts.max_fds : daemon_fd_hard_limit();
     long got = daemon_raise_fd_limit(want);
     if (got < want)
         log_warn("open-file limit is %ld, wanted %ld", got, want);
+    if (desc->init && desc->init() < 0)
+        goto fail;
+    if (listen_max_conns() && (uint64_t)got < listen_max_conns() + 64)
+        log_warn("open-file limit %ld leaves little room above %llu connections", got,
+                 (unsigned long long)listen_max_conns());
     if (core_opts.user && *core_opts.user && daemon_drop_privileges(core_opts.user, err, sizeof(err)) < 0) {
         log_error("%s", err);
         goto fail;

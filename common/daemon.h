@@ -3,7 +3,7 @@
  *
  * daemon_main(): parse settings (daemon table + core_settings) -> logging ->
  * loops (signals caught from here) -> console and metrics listeners ->
- * pidfile -> desc->init() (open listeners, storage) -> raise fd limit ->
+ * pidfile -> raise fd limit -> desc->init() (open listeners, storage) ->
  * drop privileges -> READY=1 -> run loops until TERM -> desc->fini() ->
  * remove pidfile. Once the service port accepts, console, metrics and
  * pidfile exist too. Daemons stay in the
@@ -57,8 +57,11 @@ const struct cfg_setting *const *daemon_settings(void);
 int daemon_write_pidfile(const char *path, char *err, size_t errlen);
 int daemon_drop_privileges(const char *user, char *err, size_t errlen);
 /* Raise RLIMIT_NOFILE towards want (capped by the hard limit, raised if
- * root). Returns the soft limit now in force. */
+ * root). Returns the soft limit now in force. daemon_main raises it to the
+ * hard limit (or --max-fds) before the daemon's init. */
 long daemon_raise_fd_limit(long want);
+/* The hard limit (the kernel's nr_open when unlimited). */
+long daemon_fd_hard_limit(void);
 /* sd_notify(3) protocol on $NOTIFY_SOCKET ("READY=1", "STOPPING=1",
  * "RELOADING=1"); a no-op when not under systemd with Type=notify. */
 void daemon_notify(const char *state);

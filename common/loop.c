@@ -273,6 +273,7 @@ void loop_free(void)
         for (int pass = 0; pass < 8 && l->priv->head; pass++)
             wake_cb(l->priv->wake_fd, EV_READ, l);
         conn_close_all_on_loop(l);
+        conn_loop_cleanup(l);
         drain_finalizers(l);
     }
     current = NULL;

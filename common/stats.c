@@ -17,6 +17,7 @@
 #include <event2/buffer.h>
 #include <event2/event.h>
 
+#include "common/clock.h"
 #include "common/conn.h"
 #include "common/line.h"
 #include "common/listen.h"
@@ -223,19 +224,9 @@ void stats_hist_emit(struct stats_sink *s, const char *name, const struct stats_
     snprintf(n, sizeof(n), "%s_p99_us", name); stats_u64(s, n, stats_hist_quantile(h, 0.99));
 }
 
-uint64_t stats_now_usec(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (uint64_t)ts.tv_sec * 1000000ULL + (uint64_t)ts.tv_nsec / 1000;
-}
+uint64_t stats_now_usec(void) { return clock_now_us(); }
 
-double stats_wall_time(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_REALTIME, &ts);
-    return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
-}
+double stats_wall_time(void) { return clock_wall(); }
 
 /* The process source. */
 
@@ -268,6 +259,7 @@ void stats_process_source(struct stats_sink *s, void *arg)
     stats_u64(s, "curr_connections", conn_total_current());
     stats_u64(s, "total_connections", conn_total_accepted());
     stats_u64(s, "rejected_connections", listen_rejected_conns());
+    stats_u64(s, "accept_fd_exhausted", listen_fd_exhausted());
     stats_u64(s, "threads", (uint64_t)loop_count());
 }
 
@@ -318,6 +310,6 @@ static void metrics_accept(struct core_loop *loop, int fd, const struct sockaddr
 int stats_metrics_listen(const char *spec, const char *ns, char *err, size_t errlen)
 {
     snprintf(metrics_ns, sizeof(metrics_ns), "%s", ns ? ns : "core");
-    struct listen_opts o = { .single_loop = true, .is_admin = true };
+    struct listen_opts o = { .single_loop = true, .is_admin = true, .loopback_default = true };
     return listen_open(spec, 9150, &o, metrics_accept, NULL, NULL, err, errlen) ? 0 : -1;
 }
