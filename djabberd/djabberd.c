@@ -22,6 +22,7 @@
 #include "common/log.h"
 #include "common/loop.h"
 #include "common/stats.h"
+#include "common/tls.h"
 
 struct dj_state dj;
 
@@ -135,6 +136,7 @@ static void dj_stats(struct stats_sink *sink, void *arg)
     stats_u64(sink, "policy_violations", dj.n.policy_violations);
     stats_u64(sink, "registered", dj.n.registered);
     stats_u64(sink, "sm_enabled", dj.n.sm_enabled);
+    stats_u64(sink, "starttls", dj.n.starttls);
     stats_u64(sink, "xml_parsers_pooled", dj_xml_pool_size());
     for (int i = 0; i < dj.nvhosts; i++)
         stats_u64f(sink, dj.per_vhost[i], "vhost:%s:sessions", dj.vhosts[i].name);
@@ -155,11 +157,19 @@ static int dj_init(void)
     char err[512];
     if (dj.nvhosts == 0)
         dj.vhosts[dj.nvhosts++].name = strdup("localhost");
-    if (dj.cfg.require_tls) {
-        /* STARTTLS needs conn_start_tls() from the core, which has not landed:
-         * refuse to run rather than silently accept plaintext. */
-        log_error("djabberd: require_tls is on, but this build has no STARTTLS yet (see README); "
-                  "set require_tls = off to serve plaintext c2s");
+    if (dj.cfg.tls_cert && *dj.cfg.tls_cert) {
+        dj.tls_ctx = tls_server_ctx_new(dj.cfg.tls_cert, dj.cfg.tls_key && *dj.cfg.tls_key ? dj.cfg.tls_key
+                                                                                          : dj.cfg.tls_cert,
+                                        NULL, err, sizeof err);
+        if (!dj.tls_ctx) {
+            log_error("djabberd: tls: %s", err);
+            return -1;
+        }
+    }
+    if (dj.cfg.require_tls && !dj.tls_ctx) {
+        /* refuse to run rather than silently accept plaintext */
+        log_error("djabberd: require_tls is on but no tls_cert/tls_key is set; give a certificate or set "
+                  "require_tls = off to serve plaintext c2s");
         return -1;
     }
     if (dj.cfg.s2s_port) {
@@ -203,6 +213,9 @@ static int dj_init(void)
 static void dj_fini(void)
 {
     dj_store_close();
+    if (dj.tls_ctx)
+        tls_ctx_free(dj.tls_ctx);
+    dj.tls_ctx = NULL;
     dj_xml_pool_clear();
     for (size_t i = 0; i < dj.nbuckets; i++)
         while (dj.users[i]) {
@@ -220,6 +233,10 @@ static void dj_fini(void)
 static void dj_reload(void)
 {
     char err[512];
+    if (dj.tls_ctx && tls_server_ctx_reload(&dj.tls_ctx, dj.cfg.tls_cert,
+                                            dj.cfg.tls_key && *dj.cfg.tls_key ? dj.cfg.tls_key : dj.cfg.tls_cert,
+                                            NULL, err, sizeof err) < 0)
+        log_error("djabberd: reload: tls: %s (the old certificate stays)", err);
     if (dj_users_file_load(dj.cfg.users_file, err, sizeof err) < 0)
         log_error("djabberd: reload: %s", err);
     else

@@ -75,6 +75,7 @@ enum dj_sess_state {
 #define DJ_F_INTERESTED 0x02   /* requested the roster */
 #define DJ_F_REGISTERING 0x04
 #define DJ_F_SM 0x08           /* XEP-0198 stream management enabled */
+#define DJ_F_STARTTLS 0x10     /* <proceed/> queued: switch to TLS after this stanza */
 
 struct dj_sess {
     struct core_conn *c;
@@ -131,7 +132,7 @@ struct dj_vhost {
 struct dj_counters {
     uint64_t sessions_total, auth_ok, auth_fail, stanzas_in, stanzas_out;
     uint64_t messages_routed, messages_offline, messages_dropped, offline_delivered;
-    uint64_t stream_errors, policy_violations, registered, sm_enabled;
+    uint64_t stream_errors, policy_violations, registered, sm_enabled, starttls;
 };
 
 struct dj_state {
@@ -139,6 +140,7 @@ struct dj_state {
     struct dj_vhost vhosts[DJ_MAX_VHOSTS];
     int nvhosts;
     struct db *db;
+    void *tls_ctx;             /* SSL_CTX for STARTTLS, NULL without tls_cert/tls_key */
     struct dj_user **users;    /* hash of online/roster-touched accounts */
     size_t nbuckets, nusers;
     uint64_t nsessions, nbound;

@@ -25,6 +25,7 @@
 #define NS_SESSION "urn:ietf:params:xml:ns:xmpp-session"
 #define NS_STREAMS "urn:ietf:params:xml:ns:xmpp-streams"
 #define NS_SM "urn:xmpp:sm:3"
+#define NS_TLS "urn:ietf:params:xml:ns:xmpp-tls"
 
 const char *dj_sess_state_names[] = { "stream", "auth", "auth-wait", "scram", "restart", "bind", "active", "closed" };
 
@@ -168,11 +169,17 @@ static void send_features(struct dj_sess *s)
     struct evbuffer *out = conn_out(s->c);
     evbuffer_add_printf(out, "<stream:features>");
     if (s->state == DJ_S_AUTH) {
-        evbuffer_add_printf(out, "<mechanisms xmlns='" NS_SASL "'>"
-                                 "<mechanism>SCRAM-SHA-256</mechanism><mechanism>SCRAM-SHA-1</mechanism>"
-                                 "<mechanism>PLAIN</mechanism></mechanisms>");
-        if (dj.cfg.inband_registration)
-            evbuffer_add_printf(out, "<register xmlns='http://jabber.org/features/iq-register'/>");
+        bool tls = conn_is_tls(s->c);
+        if (!tls && dj.tls_ctx)
+            evbuffer_add_printf(out, "<starttls xmlns='" NS_TLS "'>%s</starttls>",
+                                dj.cfg.require_tls ? "<required/>" : "");
+        if (tls || !dj.cfg.require_tls) {
+            evbuffer_add_printf(out, "<mechanisms xmlns='" NS_SASL "'>"
+                                     "<mechanism>SCRAM-SHA-256</mechanism><mechanism>SCRAM-SHA-1</mechanism>"
+                                     "<mechanism>PLAIN</mechanism></mechanisms>");
+            if (dj.cfg.inband_registration)
+                evbuffer_add_printf(out, "<register xmlns='http://jabber.org/features/iq-register'/>");
+        }
     } else {
         evbuffer_add_printf(out, "<bind xmlns='" NS_BIND "'/><session xmlns='" NS_SESSION "'><optional/></session>"
                                  "<ver xmlns='urn:xmpp:features:rosterver'/><sm xmlns='" NS_SM "'/>");
@@ -613,17 +620,33 @@ static int sess_on_stanza(void *arg, struct dj_stanza *st)
         s->c->requests++;
     switch ((enum dj_sess_state)s->state) {
     case DJ_S_AUTH:
-        if (is_sasl(n, "auth")) {
+        if (!strcmp(dj_node_local(n), "starttls")) {
+            const char *ns = dj_node_ns(n);
+            if (!ns || strcmp(ns, NS_TLS) || !dj.tls_ctx || conn_is_tls(s->c)) {
+                evbuffer_add_printf(conn_out(s->c), "<failure xmlns='" NS_TLS "'/></stream:stream>");
+                conn_close_after_write(s->c);
+            } else {
+                /* queued before the switch, so it goes out in plain text;
+                 * sess_on_read switches right after this stanza's last byte */
+                evbuffer_add_printf(conn_out(s->c), "<proceed xmlns='" NS_TLS "'/>");
+                s->flags |= DJ_F_STARTTLS;
+                dj.n.starttls++;
+            }
+            stop = 1;
+        } else if (dj.cfg.require_tls && !conn_is_tls(s->c)) {
+            if (is_sasl(n, "auth"))
+                sasl_failure(s, "encryption-required");
+            else {
+                dj_sess_stream_error(s, "policy-violation", "use STARTTLS first");
+                stop = 1;
+            }
+        } else if (is_sasl(n, "auth")) {
             sasl_auth(s, st);
             stop = s->state == DJ_S_RESTART;
         } else if (!strcmp(n->name, "iq") && dj.cfg.inband_registration &&
                    dj_node_child(n, "query", "jabber:iq:register")) {
             dj_register_iq(s, st);
             st = NULL;
-        } else if (!strcmp(n->name, "starttls")) {
-            /* not offered: STARTTLS waits on the core's conn_start_tls */
-            dj_sess_stream_error(s, "unsupported-feature", "STARTTLS is not available on this server");
-            stop = 1;
         } else {
             dj_sess_stream_error(s, "not-authorized", NULL);
             stop = 1;
@@ -722,6 +745,19 @@ static int sess_on_read(struct core_conn *c)
         for (int i = 0; i < nv; i++) {
             enum dj_sess_state before = (enum dj_sess_state)s->state;
             e = dj_xml_feed(s->xml, v[i].iov_base, v[i].iov_len);
+            if (s->flags & DJ_F_STARTTLS) {
+                /* STARTTLS: consume exactly through </starttls>; whatever
+                 * follows is the client's first TLS bytes (plain text a
+                 * client pipelined here never reaches the XML parser) */
+                s->flags &= (uint8_t)~DJ_F_STARTTLS;
+                evbuffer_drain(in, used + dj_xml_feed_used(s->xml));
+                dj_xml_restart(s->xml);
+                s->state = DJ_S_STREAM;
+                if (conn_start_tls(c, dj.tls_ctx, true, NULL) < 0)
+                    conn_close(c);
+                dj_sess_put(s);
+                return 0;
+            }
             used += v[i].iov_len;
             if (e != DJ_XML_OK)
                 break;
