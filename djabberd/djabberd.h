@@ -76,6 +76,7 @@ enum dj_sess_state {
 #define DJ_F_REGISTERING 0x04
 #define DJ_F_SM 0x08           /* XEP-0198 stream management enabled */
 #define DJ_F_STARTTLS 0x10     /* <proceed/> queued: switch to TLS after this stanza */
+#define DJ_F_IN_FEED 0x20      /* sess_on_read is feeding the parser */
 
 struct dj_sess {
     struct core_conn *c;
@@ -141,6 +142,7 @@ struct dj_state {
     int nvhosts;
     struct db *db;
     void *tls_ctx;             /* SSL_CTX for STARTTLS, NULL without tls_cert/tls_key */
+    struct work_pool *hash_pool; /* PBKDF2 threads */
     struct dj_user **users;    /* hash of online/roster-touched accounts */
     size_t nbuckets, nusers;
     uint64_t nsessions, nbound;
@@ -199,6 +201,12 @@ void dj_roster_free_items(struct dj_user *u);
 int dj_store_open(char *err, size_t errlen);
 void dj_store_close(void);
 int dj_users_file_load(const char *path, char *err, size_t errlen);
+/* PBKDF2 off the loop (common/work): check a password against creds
+ * (check != NULL) or make fresh creds from it (check == NULL). done runs on
+ * the calling loop with ok and, when making, the new creds. Returns 0, or
+ * -1 when the hashing queue is full (the caller answers "try later"). */
+int dj_creds_async(const struct dj_creds *check, const char *pw, size_t pwlen,
+                   void (*done)(void *arg, bool ok, const struct dj_creds *made), void *arg);
 size_t dj_users_file_count(void);
 
 /* admin.c */

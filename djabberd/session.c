@@ -252,6 +252,11 @@ static void sasl_success(struct dj_sess *s, const char *user, const char *final)
     free(s->scram);
     s->scram = NULL;
     s->state = DJ_S_RESTART;
+    /* a hook that answered later (db, hashing thread): nothing is being
+     * parsed now, so the new stream starts here; inside a feed,
+     * sess_on_read restarts the parser once the feed returns */
+    if (!(s->flags & DJ_F_IN_FEED))
+        dj_xml_restart(s->xml);
     dj.n.auth_ok++;
     /* authenticated: from now on only the idle timeout applies */
     conn_set_timeouts(s->c, (uint32_t)dj.cfg.idle_timeout * 1000, 60000);
@@ -297,20 +302,34 @@ static void plain_check_done(struct dj_hook_call *call)
         if (call->status == DJ_OK)
             sasl_success(s, sc->user, NULL);
         else
-            sasl_failure(s, "not-authorized");
+            sasl_failure(s, call->status == DJ_ERROR ? "temporary-auth-failure" : "not-authorized");
     }
     memset(sc->pw, 0, sizeof sc->pw);
     dj_sess_put(s);
     free(sc);
 }
 
+static void plain_hashed(void *arg, bool ok, const struct dj_creds *made)
+{
+    (void)made;
+    struct sasl_call *sc = arg;
+    sc->h.call.status = ok ? DJ_OK : DJ_REJECT;
+    plain_check_done(&sc->h.call);
+}
+
 static void plain_creds_done(struct dj_hook_call *call)
 {
     struct sasl_call *sc = (struct sasl_call *)call;
-    /* PBKDF2 on the loop: see README "What still differs" */
-    bool ok = call->status == DJ_OK && dj_creds_check(&sc->h.creds, sc->pw, strlen(sc->pw));
-    call->status = ok ? DJ_OK : DJ_REJECT;
-    plain_check_done(call);
+    if (call->status != DJ_OK) {
+        call->status = DJ_REJECT;
+        plain_check_done(call);
+        return;
+    }
+    /* derive and compare on the hashing thread, not on the loop */
+    if (dj_creds_async(&sc->h.creds, sc->pw, strlen(sc->pw), plain_hashed, sc) < 0) {
+        call->status = DJ_ERROR;
+        plain_check_done(call);
+    }
 }
 
 static void scram_creds_done(struct dj_hook_call *call)
@@ -319,7 +338,7 @@ static void scram_creds_done(struct dj_hook_call *call)
     struct dj_sess *s = sc->s;
     if (dj_sess_alive(s) && s->state == DJ_S_AUTH_WAIT && s->scram) {
         if (call->status != DJ_OK) {
-            sasl_failure(s, "not-authorized");
+            sasl_failure(s, call->status == DJ_ERROR ? "temporary-auth-failure" : "not-authorized");
         } else if (dj_scram_server_first(s->scram, &sc->h.creds) < 0) {
             sasl_failure(s, "temporary-auth-failure");
         } else {
@@ -734,6 +753,7 @@ static int sess_on_read(struct core_conn *c)
         }
     }
     dj_sess_hold(s);
+    s->flags |= DJ_F_IN_FEED;
     struct evbuffer_iovec v[8];
     while (evbuffer_get_length(in) > 0 && dj_sess_alive(s) && !conn_is_closing(c)) {
         int nv = evbuffer_peek(in, -1, NULL, v, 8);
@@ -755,6 +775,7 @@ static int sess_on_read(struct core_conn *c)
                 s->state = DJ_S_STREAM;
                 if (conn_start_tls(c, dj.tls_ctx, true, NULL) < 0)
                     conn_close(c);
+                s->flags &= (uint8_t)~DJ_F_IN_FEED;
                 dj_sess_put(s);
                 return 0;
             }
@@ -787,6 +808,7 @@ static int sess_on_read(struct core_conn *c)
             break;
         }
     }
+    s->flags &= (uint8_t)~DJ_F_IN_FEED;
     if (dj_sess_alive(s) && s->state >= DJ_S_BIND)
         dj_xml_release(s->xml);
     dj_sess_put(s);

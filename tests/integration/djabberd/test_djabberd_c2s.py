@@ -183,6 +183,11 @@ def test_inband_registration(xmpp):
         # the new account logs in again with SCRAM
         c = await online(xmpp, "newbie@localhost/r2", "fresh-pass", mech="SCRAM-SHA-1")
         await closing(c)
+        c = await online(xmpp, "newbie@localhost/r2", "fresh-pass", mech="PLAIN")
+        await closing(c)
+        c = make_client(xmpp, "newbie@localhost/r2", "wrong-pass", mech="PLAIN")
+        assert await asyncio.wait_for(c.auth_failed, 15)
+        c.disconnect()
         # a taken name is a conflict
         c = make_client(xmpp, "newbie@localhost/r3", "other", register=True)
         assert await asyncio.wait_for(c.register_result, 15) == "conflict"
