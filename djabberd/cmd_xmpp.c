@@ -172,8 +172,8 @@ void dj_route(struct dj_stanza *st, const char *to)
         return;
     }
     if (dj_vhost_find(j.domain) < 0) {
-        /* S2S is not built yet: see README */
-        bounce(st, "cancel", "remote-server-not-found");
+        if (dj_s2s_send_node(j.domain, n) < 0)
+            bounce(st, "cancel", "remote-server-not-found");
         dj_stanza_free(st);
         return;
     }
@@ -487,6 +487,72 @@ static void offline_done(struct dj_hook_call *call)
     free(o);
 }
 
+bool dj_is_remote(const char *jid)
+{
+    struct dj_jid j;
+    return dj_jid_parse(jid, &j) == 0 && dj_vhost_find(j.domain) < 0;
+}
+
+static void send_probe(const char *from_bare, const char *to)
+{
+    struct evbuffer *e = evbuffer_new();
+    evbuffer_add_printf(e, "<presence type='probe'");
+    attr_out(e, "from", from_bare);
+    attr_out(e, "to", to);
+    evbuffer_add_printf(e, "/>");
+    struct dj_jid j;
+    char local[DJ_JID_MAX + 1];
+    dj_jid_parse(from_bare, &j);
+    snprintf(local, sizeof local, "%s", j.domain);
+    dj_jid_parse(to, &j);
+    dj_s2s_send_buf(local, j.domain, e);
+    evbuffer_free(e);
+}
+
+struct probe_ctx {
+    char *remote;
+};
+
+static void probe_with_roster(void *arg, struct dj_user *u)
+{
+    struct probe_ctx *p = arg;
+    struct dj_roster_item *it = u ? dj_roster_find(u, p->remote) : NULL;
+    if (it && (it->sub & DJ_SUB_FROM)) {
+        int sent = 0;
+        for (struct dj_sess *o = u->sessions; o; o = o->next_res)
+            if ((o->flags & DJ_F_AVAILABLE) && o->presence) {
+                dj_s2s_send_raw_to(o->presence, strlen(o->presence), p->remote);
+                sent++;
+            }
+        if (!sent) {
+            struct evbuffer *e = evbuffer_new();
+            evbuffer_add_printf(e, "<presence type='unavailable'");
+            attr_out(e, "from", u->bare);
+            evbuffer_add_printf(e, "/>");
+            size_t len = evbuffer_get_length(e);
+            char *x = malloc(len + 1);
+            evbuffer_remove(e, x, len);
+            x[len] = 0;
+            dj_s2s_send_raw_to(x, len, p->remote);
+            free(x);
+            evbuffer_free(e);
+        }
+    }
+    if (u)
+        dj_user_maybe_free(u);
+    free(p->remote);
+    free(p);
+}
+
+void dj_presence_probe(const char *local_bare, const char *remote_bare)
+{
+    struct probe_ctx *p = calloc(1, sizeof *p);
+    if (!p)
+        return;
+    p->remote = strdup(remote_bare);
+    dj_roster_with(local_bare, probe_with_roster, p);
+}
+
 static void broadcast_with_roster(void *arg, struct dj_user *u)
 {
     struct bcast *b = arg;
@@ -497,6 +563,10 @@ static void broadcast_with_roster(void *arg, struct dj_user *u)
             struct dj_user *cu = dj_user_get(it->jid, false);
             if ((it->sub & DJ_SUB_FROM) && cu)
                 send_raw_to_available(cu, b->xml, b->len);
+            else if ((it->sub & DJ_SUB_FROM) && dj_is_remote(it->jid))
+                dj_s2s_send_raw_to(b->xml, b->len, it->jid);
+            if (b->initial && (it->sub & DJ_SUB_TO) && dj_is_remote(it->jid))
+                send_probe(u->bare, it->jid);
             if (b->initial && (it->sub & DJ_SUB_TO) && cu)
                 for (struct dj_sess *o = cu->sessions; o; o = o->next_res)
                     if ((o->flags & DJ_F_AVAILABLE) && o->presence)
@@ -533,6 +603,8 @@ static void broadcast_with_roster(void *arg, struct dj_user *u)
             struct dj_user *cu = (u->items[i].sub & DJ_SUB_FROM) ? dj_user_get(u->items[i].jid, false) : NULL;
             if (cu)
                 send_raw_to_available(cu, b->xml, b->len);
+            else if ((u->items[i].sub & DJ_SUB_FROM) && dj_is_remote(u->items[i].jid))
+                dj_s2s_send_raw_to(b->xml, b->len, u->items[i].jid);
         }
         send_raw_to_available(u, b->xml, b->len);
     }

@@ -49,12 +49,42 @@ static int set_vhost(const struct cfg_setting *s, const char *value, char *err, 
     return 0;
 }
 
+static int set_route(const struct cfg_setting *s, const char *value, char *err, size_t errlen)
+{
+    (void)s;
+    const char *eq = strchr(value, '=');
+    const char *colon = eq ? strrchr(eq, ':') : NULL;
+    if (!eq || eq == value || !colon || colon == eq + 1 || atoi(colon + 1) <= 0 || atoi(colon + 1) > 65535 ||
+        strchr(value, ',')) {
+        snprintf(err, errlen, "s2s_route '%s': expected domain=host:port", value);
+        return -1;
+    }
+    size_t old = dj.cfg.s2s_routes ? strlen(dj.cfg.s2s_routes) : 0;
+    char *n = realloc(dj.cfg.s2s_routes, old + strlen(value) + 2);
+    if (!n)
+        return -1;
+    if (old)
+        n[old++] = ',';
+    strcpy(n + old, value);
+    dj.cfg.s2s_routes = n;
+    return 0;
+}
+
 static const struct cfg_setting dj_settings_table[] = {
     { "config", 'c', CFG_STRING, &core_opts.config_file, NULL, "read settings from this file (key = value)", false,
       NULL },
     { "c2s_port", 'p', CFG_INT, &dj.cfg.c2s_port, "5222", "client-to-server port", false, NULL },
-    { "s2s_port", 0, CFG_INT, &dj.cfg.s2s_port, "0",
-      "server-to-server port (0 = off; S2S is not built yet, see README)", false, NULL },
+    { "s2s_port", 0, CFG_INT, &dj.cfg.s2s_port, "0", "server-to-server port (0 = no S2S; 5269 is the usual one)",
+      false, NULL },
+    { "s2s_listen", 0, CFG_STRING, &dj.cfg.s2s_listen, NULL, "address the s2s port binds (default: as listen)", false,
+      NULL },
+    { "s2s_secret", 0, CFG_STRING, &dj.cfg.s2s_secret, NULL,
+      "dialback secret, the same on every node of a domain (default: random per start)", false, NULL },
+    { "s2s_route", 0, CFG_CUSTOM, NULL, NULL,
+      "domain=host:port: where to reach a remote domain (repeatable; default: the domain on s2s_default_port)",
+      false, set_route },
+    { "s2s_default_port", 0, CFG_INT, &dj.cfg.s2s_default_port, "5269", "port of remote servers without a route",
+      false, NULL },
     { "listen", 'l', CFG_STRING, &dj.cfg.listen, NULL, "address the c2s port binds (default: all)", false, NULL },
     { "vhost", 0, CFG_CUSTOM, NULL, NULL, "a domain this server hosts (repeatable; default localhost)", false,
       set_vhost },
@@ -137,6 +167,13 @@ static void dj_stats(struct stats_sink *sink, void *arg)
     stats_u64(sink, "registered", dj.n.registered);
     stats_u64(sink, "sm_enabled", dj.n.sm_enabled);
     stats_u64(sink, "starttls", dj.n.starttls);
+    stats_u64(sink, "s2s_incoming_authed", dj_s2s_n.incoming_authed);
+    stats_u64(sink, "s2s_outgoing_authed", dj_s2s_n.outgoing_authed);
+    stats_u64(sink, "s2s_streams_in", dj_s2s_count(false));
+    stats_u64(sink, "s2s_streams_out", dj_s2s_count(true));
+    stats_u64(sink, "s2s_stanzas_in", dj_s2s_n.stanzas_in);
+    stats_u64(sink, "s2s_stanzas_out", dj_s2s_n.stanzas_out);
+    stats_u64(sink, "s2s_dropped_bytes", dj_s2s_n.dropped_bytes);
     stats_u64(sink, "xml_parsers_pooled", dj_xml_pool_size());
     for (int i = 0; i < dj.nvhosts; i++)
         stats_u64f(sink, dj.per_vhost[i], "vhost:%s:sessions", dj.vhosts[i].name);
@@ -172,10 +209,6 @@ static int dj_init(void)
                   "require_tls = off to serve plaintext c2s");
         return -1;
     }
-    if (dj.cfg.s2s_port) {
-        log_error("djabberd: s2s_port is set, but S2S is not built yet (see README); set s2s_port = 0");
-        return -1;
-    }
     if (dj.cfg.max_roster < 1)
         dj.cfg.max_roster = 1;
     if (dj.cfg.max_resources < 1)
@@ -203,6 +236,22 @@ static int dj_init(void)
     if (!listen_open(spec, 5222, &lo, dj_accept, dj_reject, NULL, err, sizeof err)) {
         log_error("djabberd: cannot listen on %s: %s", spec, err);
         return -1;
+    }
+    if (dj.cfg.s2s_port) {
+        const char *a = dj.cfg.s2s_listen && *dj.cfg.s2s_listen ? dj.cfg.s2s_listen : dj.cfg.listen;
+        char s2spec[300];
+        if (a && *a)
+            snprintf(s2spec, sizeof s2spec, strchr(a, ':') && a[0] != '[' ? "[%s]:%d" : "%s:%d", a,
+                     dj.cfg.s2s_port);
+        else
+            snprintf(s2spec, sizeof s2spec, "*:%d", dj.cfg.s2s_port);
+        dj_s2s_set_secret(dj.cfg.s2s_secret);
+        struct listen_opts so = { .single_loop = true };
+        if (!listen_open(s2spec, 5269, &so, dj_s2s_accept, NULL, NULL, err, sizeof err)) {
+            log_error("djabberd: cannot listen on %s (s2s): %s", s2spec, err);
+            return -1;
+        }
+        log_info("djabberd: s2s on %s (dialback)", s2spec);
     }
     if (dj.cfg.max_conns > 0)
         listen_set_max_conns((uint64_t)dj.cfg.max_conns);
@@ -254,7 +303,7 @@ int main(int argc, char **argv)
         .init = dj_init,
         .fini = dj_fini,
         .admin_cmds = dj_admin_cmds,
-        .hooks = { .on_reload = dj_reload },
+        .hooks = { .on_reload = dj_reload, .on_stop = dj_s2s_close_all },
     };
     return daemon_main(&desc, argc, argv);
 }

@@ -45,6 +45,10 @@ struct dj_config {
     uint64_t max_offline;      /* offline messages kept per user */
     int max_roster;            /* items per roster */
     int max_resources;         /* sessions per account */
+    char *s2s_listen;          /* s2s address, "" = as listen */
+    char *s2s_secret;          /* dialback secret ("" = random per start) */
+    char *s2s_routes;          /* "domain=host:port,..." (the repeatable s2s_route) */
+    int s2s_default_port;
 };
 
 /* ---- JIDs ---- */
@@ -208,6 +212,26 @@ int dj_users_file_load(const char *path, char *err, size_t errlen);
 int dj_creds_async(const struct dj_creds *check, const char *pw, size_t pwlen,
                    void (*done)(void *arg, bool ok, const struct dj_creds *made), void *arg);
 size_t dj_users_file_count(void);
+
+/* s2s.c: server-to-server with dialback */
+struct sockaddr;
+struct core_loop;
+struct dj_s2s_counters {
+    uint64_t incoming, outgoing, incoming_authed, outgoing_authed;
+    uint64_t stanzas_in, stanzas_out, verify_answered, dropped_bytes;
+};
+extern struct dj_s2s_counters dj_s2s_n;
+void dj_s2s_set_secret(const char *secret);
+void dj_s2s_accept(struct core_loop *loop, int fd, const struct sockaddr *sa, unsigned salen, void *arg);
+/* Queue or send to a remote domain; 0, or -1 (s2s off, queue full, no route). */
+int dj_s2s_send_buf(const char *local, const char *remote, struct evbuffer *b);
+int dj_s2s_send_node(const char *remote, const struct dj_node *n);
+int dj_s2s_send_raw_to(const char *xml, size_t len, const char *to);
+void dj_s2s_close_all(void);
+size_t dj_s2s_count(bool outgoing);
+bool dj_is_remote(const char *jid);
+/* A remote contact probes a local account's presence (cmd_xmpp.c). */
+void dj_presence_probe(const char *local_bare, const char *remote_bare);
 
 /* admin.c */
 

@@ -663,8 +663,23 @@ void dj_roster_subscription_in(struct dj_stanza *st, const char *type, const cha
 {
     (void)st;
     struct dj_jid j;
-    if (dj_jid_parse(to_bare, &j) < 0 || dj_vhost_find(j.domain) < 0)
-        return; /* remote: S2S not built */
+    if (dj_jid_parse(to_bare, &j) < 0)
+        return;
+    if (dj_vhost_find(j.domain) < 0) {
+        /* a remote contact: its server runs the inbound side */
+        struct dj_jid fj;
+        if (dj_jid_parse(from_bare, &fj) < 0)
+            return;
+        struct evbuffer *b = evbuffer_new();
+        evbuffer_add_printf(b, "<presence type='%s' from='", type);
+        dj_xml_escape(b, from_bare, strlen(from_bare));
+        evbuffer_add_printf(b, "' to='");
+        dj_xml_escape(b, to_bare, strlen(to_bare));
+        evbuffer_add_printf(b, "'/>");
+        dj_s2s_send_buf(fj.domain, j.domain, b);
+        evbuffer_free(b);
+        return;
+    }
     struct sub_ctx *x = calloc(1, sizeof *x);
     if (!x)
         return;
@@ -723,9 +738,15 @@ static void sub_out_with_roster(void *arg, struct dj_user *u)
     }
     if (changed)
         dj_roster_commit(u, x->to, false, NULL, NULL);
-    /* the contact's side sends the presence that follows an approval */
-    if (forward)
+    /* the contact's side sends the presence that follows an approval; for
+     * a remote contact that side is ours to play */
+    if (forward) {
         send_sub(t, u->bare, x->to);
+        if (!strcmp(t, "subscribed") && dj_is_remote(x->to))
+            for (struct dj_sess *o = u->sessions; o; o = o->next_res)
+                if ((o->flags & DJ_F_AVAILABLE) && o->presence)
+                    dj_s2s_send_raw_to(o->presence, strlen(o->presence), x->to);
+    }
     dj_user_maybe_free(u);
     sub_ctx_free(x);
 }
