@@ -70,6 +70,25 @@ static int set_route(const struct cfg_setting *s, const char *value, char *err, 
     return 0;
 }
 
+static int set_peer(const struct cfg_setting *s, const char *value, char *err, size_t errlen)
+{
+    (void)s;
+    const char *colon = strrchr(value, ':');
+    if (!colon || colon == value || atoi(colon + 1) <= 0 || strchr(value, ',')) {
+        snprintf(err, errlen, "cluster_peer '%s': expected host:port", value);
+        return -1;
+    }
+    size_t old = dj.cfg.cluster_peers ? strlen(dj.cfg.cluster_peers) : 0;
+    char *n = realloc(dj.cfg.cluster_peers, old + strlen(value) + 2);
+    if (!n)
+        return -1;
+    if (old)
+        n[old++] = ',';
+    strcpy(n + old, value);
+    dj.cfg.cluster_peers = n;
+    return 0;
+}
+
 static const struct cfg_setting dj_settings_table[] = {
     { "config", 'c', CFG_STRING, &core_opts.config_file, NULL, "read settings from this file (key = value)", false,
       NULL },
@@ -83,6 +102,12 @@ static const struct cfg_setting dj_settings_table[] = {
     { "s2s_route", 0, CFG_CUSTOM, NULL, NULL,
       "domain=host:port: where to reach a remote domain (repeatable; default: the domain on s2s_default_port)",
       false, set_route },
+    { "cluster_listen", 0, CFG_STRING, &dj.cfg.cluster_listen, NULL,
+      "host:port of this node's cluster link listener, also its node name ('' = no cluster)", false, NULL },
+    { "cluster_peer", 0, CFG_CUSTOM, NULL, NULL, "host:port of another node's cluster_listen (repeatable)", false,
+      set_peer },
+    { "cluster_secret", 0, CFG_STRING, &dj.cfg.cluster_secret, NULL, "shared secret of the cluster's nodes", false,
+      NULL },
     { "s2s_default_port", 0, CFG_INT, &dj.cfg.s2s_default_port, "5269", "port of remote servers without a route",
       false, NULL },
     { "listen", 'l', CFG_STRING, &dj.cfg.listen, NULL, "address the c2s port binds (default: all)", false, NULL },
@@ -167,6 +192,11 @@ static void dj_stats(struct stats_sink *sink, void *arg)
     stats_u64(sink, "registered", dj.n.registered);
     stats_u64(sink, "sm_enabled", dj.n.sm_enabled);
     stats_u64(sink, "starttls", dj.n.starttls);
+    stats_u64(sink, "cluster_links_out", dj_cluster_links(true));
+    stats_u64(sink, "cluster_links_in", dj_cluster_links(false));
+    stats_u64(sink, "cluster_forwarded", dj_cluster_n.forwarded);
+    stats_u64(sink, "cluster_received", dj_cluster_n.received);
+    stats_u64(sink, "cluster_auth_failed", dj_cluster_n.auth_failed);
     stats_u64(sink, "s2s_incoming_authed", dj_s2s_n.incoming_authed);
     stats_u64(sink, "s2s_outgoing_authed", dj_s2s_n.outgoing_authed);
     stats_u64(sink, "s2s_streams_in", dj_s2s_count(false));
@@ -253,6 +283,10 @@ static int dj_init(void)
         }
         log_info("djabberd: s2s on %s (dialback)", s2spec);
     }
+    if (dj_cluster_start(err, sizeof err) < 0) {
+        log_error("djabberd: cluster: %s", err);
+        return -1;
+    }
     if (dj.cfg.max_conns > 0)
         listen_set_max_conns((uint64_t)dj.cfg.max_conns);
     log_info("djabberd: c2s on %s, %d vhost(s), first %s", spec, dj.nvhosts, dj.vhosts[0].name);
@@ -261,6 +295,7 @@ static int dj_init(void)
 
 static void dj_fini(void)
 {
+    dj_cluster_free();
     dj_store_close();
     if (dj.tls_ctx)
         tls_ctx_free(dj.tls_ctx);
@@ -271,12 +306,26 @@ static void dj_fini(void)
             struct dj_user *u = dj.users[i];
             dj.users[i] = u->hnext;
             dj_roster_free_items(u);
+            while (u->remote) {
+                struct dj_rsess *r = u->remote;
+                u->remote = r->next;
+                free(r->node);
+                free(r->resource);
+                free(r->presence);
+                free(r);
+            }
             free(u->bare);
             free(u);
         }
     free(dj.users);
     for (int i = 0; i < dj.nvhosts; i++)
         free(dj.vhosts[i].name);
+}
+
+static void dj_stopping(void)
+{
+    dj_s2s_close_all();
+    dj_cluster_stop();
 }
 
 static void dj_reload(void)
@@ -303,7 +352,7 @@ int main(int argc, char **argv)
         .init = dj_init,
         .fini = dj_fini,
         .admin_cmds = dj_admin_cmds,
-        .hooks = { .on_reload = dj_reload, .on_stop = dj_s2s_close_all },
+        .hooks = { .on_reload = dj_reload, .on_stop = dj_stopping },
     };
     return daemon_main(&desc, argc, argv);
 }

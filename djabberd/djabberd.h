@@ -49,6 +49,9 @@ struct dj_config {
     char *s2s_secret;          /* dialback secret ("" = random per start) */
     char *s2s_routes;          /* "domain=host:port,..." (the repeatable s2s_route) */
     int s2s_default_port;
+    char *cluster_listen;      /* this node's cluster address = its node name; "" = no cluster */
+    char *cluster_peers;       /* "host:port,..." (the repeatable cluster_peer) */
+    char *cluster_secret;
 };
 
 /* ---- JIDs ---- */
@@ -117,10 +120,20 @@ struct dj_roster_item {
 
 enum dj_roster_state { DJ_ROSTER_NONE = 0, DJ_ROSTER_LOADING, DJ_ROSTER_LOADED, DJ_ROSTER_FAILED };
 
+/* A session of this account on another cluster node. */
+struct dj_rsess {
+    char *node, *resource;
+    char *presence;            /* its last available presence, serialised */
+    int8_t prio;
+    bool avail;
+    struct dj_rsess *next;
+};
+
 struct dj_roster_wait;
 struct dj_user {
     char *bare;
     struct dj_sess *sessions;
+    struct dj_rsess *remote;   /* sessions on other cluster nodes */
     struct dj_roster_item *items;
     int nitems, capitems;
     int64_t ver;
@@ -232,6 +245,26 @@ size_t dj_s2s_count(bool outgoing);
 bool dj_is_remote(const char *jid);
 /* A remote contact probes a local account's presence (cmd_xmpp.c). */
 void dj_presence_probe(const char *local_bare, const char *remote_bare);
+
+/* cluster.c: several nodes, one domain */
+struct dj_cluster_counters {
+    uint64_t announced, forwarded, received, auth_failed;
+};
+extern struct dj_cluster_counters dj_cluster_n;
+extern bool dj_cluster_local_only; /* delivering a forwarded stanza: never forward again */
+bool dj_cluster_on(void);
+int dj_cluster_start(char *err, size_t errlen);
+void dj_cluster_stop(void);
+void dj_cluster_free(void);
+size_t dj_cluster_links(bool outgoing);
+void dj_cluster_announce(struct dj_sess *s, bool gone);
+int dj_cluster_forward(const char *node, const char *to, const char *xml, size_t len);
+int dj_cluster_forward_node(const char *node, const char *to, const struct dj_node *n);
+void dj_cluster_forward_available(struct dj_user *u, const char *xml, size_t len);
+/* cmd_xmpp.c: deliver a stanza a peer node forwarded (local sessions only). */
+void dj_cluster_deliver(struct dj_stanza *st, const char *to);
+/* Send to every available session of u, here and on other nodes. */
+void dj_send_to_available(struct dj_user *u, const char *xml, size_t len);
 
 /* admin.c */
 

@@ -558,6 +558,7 @@ static void bind_resource(struct dj_sess *s, struct dj_stanza *st, struct dj_nod
     dj_sess_jid(s, full, sizeof full);
     dj_xml_escape(out, full, strlen(full));
     evbuffer_add_printf(out, "</jid></bind></iq>");
+    dj_cluster_announce(s, false);
     /* warm the roster cache so presence broadcast needs no extra round trip */
     dj_roster_with(bare, NULL, NULL);
 }
