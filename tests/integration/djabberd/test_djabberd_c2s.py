@@ -4,7 +4,7 @@ import asyncio
 
 import pytest
 
-from conftest import HEADER, Raw, closing, make_client, online  # tests/integration/djabberd/conftest.py
+from .conftest import HEADER, Raw, closing, make_client, online  # tests/integration/djabberd/conftest.py
 
 
 def run(coro):

@@ -8,7 +8,7 @@ import time
 
 import pytest
 
-from conftest import HEADER, Raw, closing, online
+from .conftest import HEADER, Raw, closing, online
 
 
 def run(coro):

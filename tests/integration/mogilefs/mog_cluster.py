@@ -10,7 +10,7 @@ import tempfile
 import time
 import uuid
 
-import mogclient
+from . import mogclient
 
 REPO = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", "..", ".."))
 BUILD_DIR = os.environ.get("BUILD_DIR", os.path.join(REPO, "build"))

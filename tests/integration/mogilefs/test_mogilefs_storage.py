@@ -8,7 +8,7 @@ import tempfile
 
 import pytest
 
-from mog_cluster import Storage
+from .mog_cluster import Storage
 
 
 @pytest.fixture(scope="module")

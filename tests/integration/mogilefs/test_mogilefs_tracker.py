@@ -7,9 +7,9 @@ import urllib.parse
 
 import pytest
 
-import mogclient
-from mog_cluster import wait_until
-from mogclient import MogError
+from . import mogclient
+from .mog_cluster import wait_until
+from .mogclient import MogError
 
 
 def raw_lines(addr, payload, nlines, timeout=5):
