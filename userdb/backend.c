@@ -198,8 +198,17 @@ static void backend_connect(struct ud_server *srv)
     srv->n_connects++;
     struct core_conn *c = conn_connect(loop_get(0), (const struct sockaddr *)srv->addr, srv->addr_len,
                                        &backend_ops, b);
-    if (!c)
-        return; /* on_close ran and accounted for it (or, out of memory, never will) */
+    if (!c) {
+        /* Nothing happened (the core's contract): b is still ours. */
+        srv->nconns--;
+        srv->nconnecting--;
+        srv->n_connect_fail++;
+        srv->dead_until_ms = ud_now_ms() + (uint64_t)(ud_cfg.dead_retry * 1000);
+        free(b);
+        if (srv->nconns == 0)
+            fail_waiters(srv, "cannot connect to the backend");
+        return;
+    }
     b->c = c;
     conn_set_timeouts(b->c, (uint32_t)ud_cfg.connect_timeout_ms, (uint32_t)ud_cfg.connect_timeout_ms);
 }

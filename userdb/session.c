@@ -48,6 +48,7 @@ struct ud_sess {
     bool retried;
     int refs;                   /* directory/internal callbacks outstanding + the conn */
     int nstmts;                 /* prepared statements open on the pinned backend */
+    bool processing;            /* sess_process is on the stack: callbacks don't recurse */
     bool state_pinned;          /* SET, user variables, locks, temporary tables */
     bool closed;
 };
@@ -87,6 +88,7 @@ static void send_ok(struct ud_sess *s, uint8_t seq)
 }
 
 static void sess_process(struct ud_sess *s);
+static void sess_process_loop(struct ud_sess *s);
 static void logged_in(struct ud_sess *s);
 
 /* A command finished without a backend reply being relayed. */
@@ -516,6 +518,21 @@ static void command(struct ud_sess *s)
 /* Handle every complete packet buffered while the session is READY (or in
  * the login states). */
 static void sess_process(struct ud_sess *s)
+{
+    /* Replies produced synchronously (a dead server, a cached directory
+     * entry, a pool that answers at once) call back here; the loop below
+     * picks the next command up instead, so a pipelined client can't
+     * deepen the stack. */
+    if (s->processing || s->closed)
+        return;
+    s->processing = true;
+    s->refs++;
+    sess_process_loop(s);
+    s->processing = false;
+    sess_unref(s);
+}
+
+static void sess_process_loop(struct ud_sess *s)
 {
     struct evbuffer *in = conn_in(s->c);
     while (!s->closed && !conn_is_closing(s->c) &&

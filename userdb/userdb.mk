@@ -11,3 +11,8 @@ $(eval $(call unit_test,userdb/test_proto,$(UD_PROTO)))
 $(eval $(call fuzz_target,fuzz_ud_proto,tests/fuzz/fuzz_ud_proto.c $(UD_PROTO),-lcrypto))
 
 BENCHES += tests/bench/bench_userdb.py
+
+# The whole client path (session, routing, directory, pools) over a socketpair.
+UD_SESSION_FUZZ_SRCS := tests/fuzz/fuzz_ud_session.c userdb/session.c userdb/backend.c userdb/topology.c \
+                        userdb/directory.c userdb/dsn.c $(UD_PROTO) $(COMMON_SRCS)
+$(eval $(call fuzz_target,fuzz_ud_session,$(UD_SESSION_FUZZ_SRCS)))
