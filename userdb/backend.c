@@ -184,8 +184,6 @@ void ud_pool_close_idle(struct ud_server *srv)
 
 static void backend_connect(struct ud_server *srv)
 {
-    if (!srv->addr)
-        return;
     struct ud_backend *b = calloc(1, sizeof *b);
     if (!b)
         return;
@@ -196,8 +194,10 @@ static void backend_connect(struct ud_server *srv)
     srv->nconns++;
     srv->nconnecting++;
     srv->n_connects++;
-    struct core_conn *c = conn_connect(loop_get(0), (const struct sockaddr *)srv->addr, srv->addr_len,
-                                       &backend_ops, b);
+    /* A DSN host name resolves through the core's evdns, off the loop. */
+    struct core_conn *c = srv->addr ? conn_connect(loop_get(0), (const struct sockaddr *)srv->addr, srv->addr_len,
+                                                   &backend_ops, b)
+                                    : conn_connect_host(loop_get(0), srv->dsn.host, srv->dsn.port, &backend_ops, b);
     if (!c) {
         /* Nothing happened (the core's contract): b is still ours. */
         srv->nconns--;
