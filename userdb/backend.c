@@ -253,6 +253,8 @@ static int backend_auth_packet(struct ud_backend *b, const uint8_t *p, uint32_t 
             connect_failed(b, "not a MySQL protocol 10 server");
             return -1;
         }
+        if (b->srv->role == UD_ROLE_GLOBAL)
+            snprintf(ud_server_version, sizeof ud_server_version, "%.80s-userdb", hs.version);
         uint8_t out[512];
         uint32_t caps = UD_ROUTER_CAPS & hs.caps;
         caps |= UD_CLIENT_PROTOCOL_41 | UD_CLIENT_SECURE_CONNECTION | UD_CLIENT_LONG_PASSWORD;
@@ -312,14 +314,16 @@ static void write_command(struct evbuffer *out, uint8_t command, const void *bod
     evbuffer_add(out, body, n);
 }
 
-void ud_backend_forward(struct ud_backend *b, const char *db, int autocommit, struct evbuffer *cmd, uint8_t command)
+void ud_backend_forward(struct ud_backend *b, const char *db, int autocommit, int multi, struct evbuffer *cmd,
+                        uint8_t command)
 {
     b->relayed = false;
     b->sync_steps = 0;
     b->pending_cmd = command;
     /* Session sync: internal commands whose OKs are swallowed, sent in the
      * same write as the client's command. */
-    if ((db && *db && strcmp(db, b->db) != 0) || (autocommit >= 0 && autocommit != b->autocommit)) {
+    if ((db && *db && strcmp(db, b->db) != 0) || (autocommit >= 0 && autocommit != b->autocommit) ||
+        (multi >= 0 && multi != b->multi)) {
         struct evbuffer *pre = evbuffer_new();
         if (db && *db && strcmp(db, b->db) != 0) {
             write_command(pre, UD_COM_INIT_DB, db, strlen(db));
@@ -330,6 +334,12 @@ void ud_backend_forward(struct ud_backend *b, const char *db, int autocommit, st
             const char *q = autocommit ? "SET autocommit=1" : "SET autocommit=0";
             write_command(pre, UD_COM_QUERY, q, strlen(q));
             b->autocommit = autocommit;
+            b->sync_steps++;
+        }
+        if (multi >= 0 && multi != b->multi) {
+            uint8_t opt[2] = { multi ? 0 : 1, 0 }; /* MYSQL_OPTION_MULTI_STATEMENTS_ON / _OFF */
+            write_command(pre, UD_COM_SET_OPTION, opt, 2);
+            b->multi = multi;
             b->sync_steps++;
         }
         evbuffer_prepend_buffer(cmd, pre);
@@ -437,7 +447,7 @@ static void iq_ready(struct ud_waiter *w, struct ud_backend *b, const char *err)
     hdr[UD_HDR] = UD_COM_QUERY;
     evbuffer_add(cmd, hdr, sizeof hdr);
     evbuffer_add(cmd, q->sql, n);
-    ud_backend_forward(b, b->srv->dsn.database, 1, cmd, UD_COM_QUERY);
+    ud_backend_forward(b, b->srv->dsn.database, 1, 0, cmd, UD_COM_QUERY);
     evbuffer_free(cmd);
     b->state = b->sync_steps ? UB_SYNC : UB_INTERNAL;
 }

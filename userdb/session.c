@@ -155,7 +155,7 @@ static int handle_login(struct ud_sess *s, const uint8_t *p, uint32_t n, uint8_t
     }
     /* As a server does, honour only what both sides offered: libmariadb,
      * for one, asks for session tracking whether offered or not. */
-    s->caps = r.caps & UD_ROUTER_CAPS;
+    s->caps = r.caps & UD_OFFERED_CAPS;
     /* The database named at login is not used: each server's DSN names its
      * database (README). */
     if (r.plugin && !(r.plugin_len == 21 && memcmp(r.plugin, "mysql_native_password", 21) == 0)) {
@@ -201,7 +201,7 @@ static void forward_to(struct ud_sess *s, struct ud_backend *b)
     b->owner = s;
     s->state = US_BUSY;
     conn_set_busy(s->c, true);
-    ud_backend_forward(b, s->db, s->autocommit, s->cmd, s->command);
+    ud_backend_forward(b, s->db, s->autocommit, (s->caps & UD_CLIENT_MULTI_STATEMENTS) ? 1 : 0, s->cmd, s->command);
 }
 
 static void route_to_server(struct ud_sess *s, struct ud_server *srv)
@@ -400,6 +400,21 @@ static void query(struct ud_sess *s)
         }
     }
     s->read = s->q.is_read && s->autocommit;
+    /* With multi-statements, only the first statement was classified:
+     * anything after a ';' may write, so the master takes it. */
+    if (s->read && (s->caps & UD_CLIENT_MULTI_STATEMENTS)) {
+        const char *semi = memchr(sql, ';', len);
+        while (semi && semi < sql + len) {
+            const char *t = semi + 1;
+            while (t < sql + len && (*t == ' ' || *t == '\t' || *t == '\r' || *t == '\n' || *t == ';'))
+                t++;
+            if (t < sql + len) {
+                s->read = false;
+                break;
+            }
+            semi = NULL;
+        }
+    }
     if (s->read)
         ud_n.queries_read++;
     else
@@ -491,6 +506,25 @@ static void command(struct ud_sess *s)
         else
             route(s, 0, false, false);
         return;
+    case UD_COM_SET_OPTION: {
+        /* Multi-statements on (0) or off (1): kept per session, replayed on
+         * each backend; the answer is an EOF packet, as servers send. */
+        size_t len = evbuffer_get_length(s->cmd) - UD_HDR - 1;
+        const uint8_t *o = evbuffer_pullup(s->cmd, -1) + UD_HDR + 1;
+        if (len != 2 || o[1] != 0 || o[0] > 1) {
+            fail_cmd(s, UD_ER_UNKNOWN_COM, "08S01", "Unknown option to COM_SET_OPTION");
+            return;
+        }
+        if (o[0] == 0)
+            s->caps |= UD_CLIENT_MULTI_STATEMENTS;
+        else
+            s->caps &= ~UD_CLIENT_MULTI_STATEMENTS;
+        uint8_t buf[16];
+        size_t n = ud_enc_eof(buf, sizeof buf, 1, my_status(s), 0);
+        evbuffer_add(conn_out(s->c), buf, n);
+        local_done(s);
+        return;
+    }
     case UD_COM_RESET_CONNECTION:
         if (s->b) {
             ud_backend_discard(s->b);
@@ -708,8 +742,8 @@ void ud_accept(struct core_loop *loop, int fd, const struct sockaddr *sa, sockle
     for (size_t i = 0; i < sizeof s->salt; i++) /* printable, no NUL, as servers send */
         s->salt[i] = (uint8_t)(33 + s->salt[i] % 94);
     uint8_t buf[256];
-    size_t n = ud_enc_handshake(buf + UD_HDR, sizeof buf - UD_HDR, UD_SERVER_VERSION, next_conn_id++, s->salt,
-                                UD_ROUTER_CAPS, 45, UD_STATUS_AUTOCOMMIT);
+    size_t n = ud_enc_handshake(buf + UD_HDR, sizeof buf - UD_HDR, ud_server_version, next_conn_id++, s->salt,
+                                UD_OFFERED_CAPS, 45, UD_STATUS_AUTOCOMMIT);
     ud_put_header(buf, (uint32_t)n, 0);
     evbuffer_add(conn_out(c), buf, n + UD_HDR);
     conn_set_output_limit(c, 8u << 20);

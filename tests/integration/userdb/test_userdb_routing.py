@@ -289,3 +289,29 @@ def test_flip_is_shared_through_the_global_database(userdbd):
         assert b"active=a" in text
     finally:
         d2.stop()
+
+
+def test_multi_statements_and_multiple_results(userdbd):
+    r = userdbd()
+    create_user(r, "multi")
+    from pymysql.constants import CLIENT
+    c = r.connect(client_flag=CLIENT.MULTI_STATEMENTS)
+    cur = c.cursor()
+    cur.execute("SELECT 1; SELECT 2, 3")
+    assert cur.fetchall() == ((1,),)
+    assert cur.nextset()
+    assert cur.fetchall() == ((2, 3),)
+    assert not cur.nextset()
+    # A read followed by a write in one packet goes to the master of the user's cluster.
+    cur.execute("/* user=1 */ SELECT COUNT(*) FROM posts; INSERT INTO posts VALUES (1, 9, 'multi')")
+    while cur.nextset():
+        pass
+    assert r.on_cluster(1, "SELECT body FROM posts") == "multi\n"
+    # Without the capability a stacked statement is a syntax error, as on the
+    # server, even on a pooled connection another client turned it on for.
+    cur2 = r.connect().cursor()
+    with pytest.raises(pymysql.err.ProgrammingError) as e:
+        cur2.execute("SELECT 1; SELECT 2")
+    assert e.value.args[0] == 1064
+    cur2.execute("SELECT 5")
+    assert cur2.fetchone() == (5,)
