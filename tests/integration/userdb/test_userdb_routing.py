@@ -315,3 +315,25 @@ def test_multi_statements_and_multiple_results(userdbd):
     assert e.value.args[0] == 1064
     cur2.execute("SELECT 5")
     assert cur2.fetchone() == (5,)
+
+
+def test_userdb_cli_creates_users_counts_and_looks_up(userdbd):
+    import os
+    import subprocess
+    r = userdbd(default_clusters="2")
+    cli = os.path.join(os.environ.get("BUILD_DIR", "build"), "bin", "userdb")
+    env = dict(os.environ, USERDB_PASSWORD="secret")
+    run = lambda *a: subprocess.run([cli, "-P", str(r.port), "-u", "app"] + list(a), capture_output=True, text=True,
+                                    env=env)
+    out = run("create", "o'hara")
+    assert out.returncode == 0 and out.stdout == "1\n", out.stderr
+    assert r.on_global("SELECT user, clusterid FROM user") == "o'hara\t2\n"
+    assert run("counter", "1", "L").stdout == "1\n"
+    assert run("counter", "1", "L").stdout == "2\n"
+    assert run("where", "1").stdout == "cluster 2\n"
+    bad = run("where", "77")
+    assert bad.returncode == 1 and "no such user" in bad.stderr
+    dup = run("create", "o'hara")
+    assert dup.returncode == 1 and "Duplicate" in dup.stderr
+    denied = subprocess.run([cli, "-P", str(r.port), "-u", "app", "where", "1"], capture_output=True, text=True)
+    assert denied.returncode == 1 and "Access denied" in denied.stderr
