@@ -1,7 +1,8 @@
 # gearmand: the Gearman job server, its client/worker library (libgm) and
 # CLI (gearman-cli), unit tests, fuzz target and benchmark.
-GM_PROTO  := gearmand/proto.c
-GM_SERVER := gearmand/gearmand.c gearmand/jobs.c gearmand/text.c gearmand/queue.c $(GM_PROTO)
+GM_PROTO  := gearmand/proto_bin.c gearmand/proto_text.c
+GM_SERVER := gearmand/gearmand.c gearmand/session.c gearmand/cmd_bin.c gearmand/cmd_text.c gearmand/admin.c \
+             gearmand/jobs.c gearmand/store.c $(GM_PROTO)
 
 $(eval $(call program,gearmand,$(GM_SERVER)))
 

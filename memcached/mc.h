@@ -48,6 +48,23 @@ struct mc_settings {
     bool lru_crawler;
     int hot_pct, warm_pct;
     int idle_timeout;      /* seconds, 0 = none */
+    uint64_t out_mem_limit;/* -o read_buf_mem_limit: bytes of all reply buffers, 0 = none */
+    enum { MC_BIND_AUTO = 0, MC_BIND_ASCII, MC_BIND_BINARY } protocol;   /* -B */
+    int reqs_per_event;    /* -R */
+    bool maxconns_fast;
+    int tail_repair_time;
+    char *hash_algorithm;  /* accepted names; the table hash is ours (stats shows it) */
+    int lru_crawler_sleep, lru_crawler_tocrawl;
+    bool lru_maintainer;
+    double hot_max_factor, warm_max_factor;
+    int temporary_ttl;
+    bool slab_reassign;
+    int slab_automove;
+    double slab_automove_ratio, slab_automove_freeratio;
+    int slab_automove_window;
+    int slab_chunk_max;
+    bool track_sizes;
+    bool hash_expand;
 };
 extern struct mc_settings mc_settings;
 

@@ -23,7 +23,6 @@
 #include "memcached/session.h"
 
 struct mc_settings mc_settings;
-static int bind_protocol_dummy;
 static char *dummy_str;
 
 /* -m: a plain number is megabytes (memcached), a suffix gives a size. */
@@ -56,7 +55,58 @@ static int set_unix_mask(const struct cfg_setting *s, const char *v, char *err, 
     return 0;
 }
 
-/* -o: comma-separated memcached extended options. */
+/* -o: memcached's extended options, one table: name, kind, where the value
+ * goes, its bounds. Values are parsed strictly (a bad number refuses to
+ * start, naming the option). Which of them change what this store does
+ * and which are only shown in "stats settings" is in README.md. */
+enum ext_kind { EXT_FLAG_ON, EXT_FLAG_OFF, EXT_INT, EXT_U64_MB, EXT_DOUBLE, EXT_STR };
+struct ext_opt {
+    const char *name;
+    enum ext_kind kind;
+    void *where;
+    double min, max;
+};
+
+static bool mc_hashpower_given;
+
+static const struct ext_opt ext_opts[] = {
+    { "maxconns_fast", EXT_FLAG_ON, &mc_settings.maxconns_fast, 0, 0 },
+    { "no_maxconns_fast", EXT_FLAG_OFF, &mc_settings.maxconns_fast, 0, 0 },
+    { "hashpower", EXT_INT, &mc_settings.hashpower, 12, 32 },
+    { "tail_repair_time", EXT_INT, &mc_settings.tail_repair_time, 10, 1e9 },
+    { "hash_algorithm", EXT_STR, &mc_settings.hash_algorithm, 0, 0 },
+    { "lru_crawler", EXT_FLAG_ON, &mc_settings.lru_crawler, 0, 0 },
+    { "no_lru_crawler", EXT_FLAG_OFF, &mc_settings.lru_crawler, 0, 0 },
+    { "lru_crawler_sleep", EXT_INT, &mc_settings.lru_crawler_sleep, 0, 1000000 },
+    { "lru_crawler_tocrawl", EXT_INT, &mc_settings.lru_crawler_tocrawl, 0, 2e9 },
+    { "lru_maintainer", EXT_FLAG_ON, &mc_settings.lru_maintainer, 0, 0 },
+    { "no_lru_maintainer", EXT_FLAG_OFF, &mc_settings.lru_maintainer, 0, 0 },
+    { "hot_lru_pct", EXT_INT, &mc_settings.hot_pct, 1, 80 },
+    { "warm_lru_pct", EXT_INT, &mc_settings.warm_pct, 1, 80 },
+    { "hot_max_factor", EXT_DOUBLE, &mc_settings.hot_max_factor, 0, 1e6 },
+    { "warm_max_factor", EXT_DOUBLE, &mc_settings.warm_max_factor, 0, 1e6 },
+    { "temporary_ttl", EXT_INT, &mc_settings.temporary_ttl, 0, 2e9 },
+    { "idle_timeout", EXT_INT, &mc_settings.idle_timeout, 0, 2e9 },
+    { "slab_reassign", EXT_FLAG_ON, &mc_settings.slab_reassign, 0, 0 },
+    { "slab_automove", EXT_INT, &mc_settings.slab_automove, 0, 2 },
+    { "slab_automove_ratio", EXT_DOUBLE, &mc_settings.slab_automove_ratio, 0, 1 },
+    { "slab_automove_window", EXT_INT, &mc_settings.slab_automove_window, 1, 1e6 },
+    { "slab_automove_freeratio", EXT_DOUBLE, &mc_settings.slab_automove_freeratio, 0, 1 },
+    { "slab_chunk_max", EXT_INT, &mc_settings.slab_chunk_max, 1024, 1 << 30 },
+    { "read_buf_mem_limit", EXT_U64_MB, &mc_settings.out_mem_limit, 0, 1 << 30 },
+    { "track_sizes", EXT_FLAG_ON, &mc_settings.track_sizes, 0, 0 },
+    { "no_hashexpand", EXT_FLAG_OFF, &mc_settings.hash_expand, 0, 0 },
+    { "modern", EXT_FLAG_ON, NULL, 0, 0 },
+    { "no_modern", EXT_FLAG_OFF, NULL, 0, 0 },
+    { "relaxed_privileges", EXT_FLAG_ON, NULL, 0, 0 },
+    { "drop_privileges", EXT_FLAG_ON, NULL, 0, 0 },
+    { "no_drop_privileges", EXT_FLAG_OFF, NULL, 0, 0 },
+    { "inline_ascii_response", EXT_FLAG_ON, NULL, 0, 0 },
+    { "no_inline_ascii_response", EXT_FLAG_OFF, NULL, 0, 0 },
+    { "sasl_pwdb", EXT_STR, &mc_settings.sasl_pwdb, 0, 0 },
+    { NULL, 0, NULL, 0, 0 },
+};
+
 static int set_ext(const struct cfg_setting *s, const char *v, char *err, size_t errlen)
 {
     (void)s;
@@ -66,51 +116,79 @@ static int set_ext(const struct cfg_setting *s, const char *v, char *err, size_t
     if (!copy)
         return -1;
     int rc = 0;
-    for (char *tok = strtok_r(copy, ",", &save); tok; tok = strtok_r(NULL, ",", &save)) {
+    for (char *tok = strtok_r(copy, ",", &save); tok && rc == 0; tok = strtok_r(NULL, ",", &save)) {
         char *eq = strchr(tok, '=');
-        const char *val = "";
+        const char *val = NULL;
         if (eq) {
             *eq = 0;
             val = eq + 1;
         }
-        if (strcmp(tok, "hashpower") == 0) {
-            mc_settings.hashpower = atoi(val);
-        } else if (strcmp(tok, "no_lru_crawler") == 0) {
-            mc_settings.lru_crawler = false;
-        } else if (strcmp(tok, "lru_crawler") == 0) {
-            mc_settings.lru_crawler = true;
-        } else if (strcmp(tok, "hot_lru_pct") == 0) {
-            mc_settings.hot_pct = atoi(val);
-        } else if (strcmp(tok, "warm_lru_pct") == 0) {
-            mc_settings.warm_pct = atoi(val);
-        } else if (strcmp(tok, "idle_timeout") == 0) {
-            mc_settings.idle_timeout = atoi(val);
-        } else if (strcmp(tok, "sasl_pwdb") == 0) {
-            free(mc_settings.sasl_pwdb);
-            mc_settings.sasl_pwdb = strdup(val);
-        } else if (!strcmp(tok, "modern") || !strcmp(tok, "no_modern") || !strcmp(tok, "maxconns_fast") ||
-                   !strcmp(tok, "no_maxconns_fast") || !strcmp(tok, "slab_reassign") ||
-                   !strcmp(tok, "slab_automove") || !strcmp(tok, "lru_maintainer") ||
-                   !strcmp(tok, "no_lru_maintainer") || !strcmp(tok, "hash_algorithm") ||
-                   !strcmp(tok, "tail_repair_time") || !strcmp(tok, "lru_crawler_sleep") ||
-                   !strcmp(tok, "lru_crawler_tocrawl") || !strcmp(tok, "temporary_ttl") ||
-                   !strcmp(tok, "hot_max_factor") || !strcmp(tok, "warm_max_factor") ||
-                   !strcmp(tok, "slab_chunk_max") || !strcmp(tok, "track_sizes") ||
-                   !strcmp(tok, "no_hashexpand") || !strcmp(tok, "read_buf_mem_limit") ||
-                   !strcmp(tok, "relaxed_privileges") || !strcmp(tok, "drop_privileges") ||
-                   !strcmp(tok, "no_drop_privileges") || !strcmp(tok, "watcher_logbuf_size") ||
-                   !strcmp(tok, "worker_logbuf_size") || !strcmp(tok, "slab_automove_ratio") ||
-                   !strcmp(tok, "slab_automove_window") || !strcmp(tok, "slab_automove_freeratio") ||
-                   !strcmp(tok, "inline_ascii_response") || !strcmp(tok, "no_inline_ascii_response")) {
-            /* Tuning that memcached offers and this store does on its own. */
-        } else {
+        const struct ext_opt *o = ext_opts;
+        while (o->name && strcmp(o->name, tok) != 0)
+            o++;
+        if (!o->name) {
             snprintf(err, errlen, "Illegal suboption \"%s\"", tok);
             rc = -1;
             break;
         }
+        if (o->kind == EXT_FLAG_ON || o->kind == EXT_FLAG_OFF) {
+            if (o->where)
+                *(bool *)o->where = o->kind == EXT_FLAG_ON;
+            continue;
+        }
+        if (!val || !*val) {
+            snprintf(err, errlen, "Missing %s argument", tok);
+            rc = -1;
+            break;
+        }
+        if (o->kind == EXT_STR) {
+            char **dst = o->where;
+            free(*dst);
+            *dst = strdup(val);
+            continue;
+        }
+        char *end;
+        errno = 0;
+        double d = o->kind == EXT_DOUBLE ? strtod(val, &end) : (double)strtoll(val, &end, 10);
+        if (errno || end == val || *end || d < o->min || d > o->max) {
+            snprintf(err, errlen, "could not parse argument to %s: '%s' (%g..%g)", tok, val, o->min, o->max);
+            rc = -1;
+            break;
+        }
+        if (o->where == &mc_settings.hashpower)
+            mc_hashpower_given = true;
+        if (o->kind == EXT_INT)
+            *(int *)o->where = (int)d;
+        else if (o->kind == EXT_U64_MB)
+            *(uint64_t *)o->where = (uint64_t)d * 1024 * 1024;
+        else
+            *(double *)o->where = d;
     }
     free(copy);
+    if (rc == 0 && mc_settings.hash_algorithm && strcmp(mc_settings.hash_algorithm, "murmur3") != 0 &&
+        strcmp(mc_settings.hash_algorithm, "jenkins") != 0 && strcmp(mc_settings.hash_algorithm, "xxh3") != 0) {
+        snprintf(err, errlen, "Unknown hash_algorithm option (jenkins, murmur3, xxh3)");
+        rc = -1;
+    }
     return rc;
+}
+
+/* -B: auto (pick per connection by the first byte), ascii or binary. */
+static int set_protocol(const struct cfg_setting *s, const char *v, char *err, size_t errlen)
+{
+    (void)s;
+    if (v && strcmp(v, "auto") == 0)
+        mc_settings.protocol = MC_BIND_AUTO;
+    else if (v && strcmp(v, "ascii") == 0)
+        mc_settings.protocol = MC_BIND_ASCII;
+    else if (v && strcmp(v, "binary") == 0)
+        mc_settings.protocol = MC_BIND_BINARY;
+    else {
+        snprintf(err, errlen, "Invalid value for binding protocol: %s -- should be one of auto, binary, or ascii",
+                 v ? v : "");
+        return -1;
+    }
+    return 0;
 }
 
 static const struct cfg_setting mc_table[] = {
@@ -133,9 +211,16 @@ static const struct cfg_setting mc_table[] = {
     { "enable-shutdown", 'A', CFG_BOOL, &mc_settings.shutdown_enabled, "no", "allow the shutdown command", true, NULL },
     { "enable-sasl", 'S', CFG_BOOL, &mc_settings.sasl, "no", "require SASL PLAIN authentication (binary protocol only)", false, NULL },
     { "sasl-pwdb", 0, CFG_STRING, &mc_settings.sasl_pwdb, NULL, "user:password file for SASL (also $MEMCACHED_SASL_PWDB)", false, NULL },
-    { "extended", 'o', CFG_CUSTOM, &mc_settings.ext_opts, NULL, "comma separated extended options (hashpower=N, no_lru_crawler, idle_timeout=S, hot_lru_pct, warm_lru_pct, ...)", false, set_ext },
-    { "protocol", 'B', CFG_STRING, &dummy_str, "auto", "protocol: auto (both are always detected per connection)", false, NULL },
-    { "reqs-per-event", 'R', CFG_INT, &bind_protocol_dummy, "20", "accepted for compatibility", false, NULL },
+    { "extended", 'o', CFG_CUSTOM, &mc_settings.ext_opts, NULL,
+      "comma separated extended options: maxconns_fast, hashpower=N (12..32), idle_timeout=S, "
+      "read_buf_mem_limit=MB (all reply buffers; default 256, 0 = none), hot_lru_pct=N, warm_lru_pct=N, "
+      "hot_max_factor=F, warm_max_factor=F, temporary_ttl=S, lru_crawler, no_lru_crawler, lru_crawler_sleep=US, "
+      "lru_crawler_tocrawl=N, lru_maintainer, no_lru_maintainer, slab_reassign, slab_automove=0|1|2, "
+      "slab_automove_ratio=F, slab_automove_window=N, slab_automove_freeratio=F, slab_chunk_max=BYTES, "
+      "tail_repair_time=S, hash_algorithm=murmur3|jenkins|xxh3, track_sizes, no_hashexpand, modern, "
+      "sasl_pwdb=FILE", false, set_ext },
+    { "protocol", 'B', CFG_CUSTOM, &dummy_str, "auto", "binding protocol: auto (by the first byte), ascii or binary", false, set_protocol },
+    { "reqs-per-event", 'R', CFG_INT, &mc_settings.reqs_per_event, "20", "max requests run per connection per event before yielding to others (counted in conn_yields)", false, NULL },
     { "user", 'u', CFG_STRING, &core_opts.user, NULL, "drop privileges to this user after binding", false, NULL },
     { "pidfile", 'P', CFG_STRING, &core_opts.pidfile, NULL, "write the process id to this file", false, NULL },
     CFG_END
@@ -180,6 +265,11 @@ static void general_stats(struct stats_sink *k, void *arg)
     for (int i = 1; i <= mc_nclasses; i++)
         bytes += __atomic_load_n(&mc_classes[i].bytes, __ATOMIC_RELAXED);
     stats_u64(k, "connection_structures", conn_total_current());
+    stats_u64(k, "response_obj_oom", GET(t, response_obj_oom));
+    stats_u64(k, "response_obj_count", atomic_load(&mc_out_bufs));
+    stats_u64(k, "response_obj_bytes", atomic_load(&mc_out_mem_bytes));
+    stats_u64(k, "conn_yields", GET(t, conn_yields));
+    stats_u64(k, "idle_kicks", GET(t, idle_kicks));
     stats_u64(k, "cmd_get", GET(t, cmd_get));
     stats_u64(k, "cmd_set", GET(t, cmd_set));
     stats_u64(k, "cmd_flush", GET(t, cmd_flush));
@@ -282,9 +372,20 @@ static void items_stats(struct stats_sink *k, void *arg)
     }
 }
 
+static void stats_fmt(struct stats_sink *k, const char *name, const char *fmt, double v)
+{
+    char buf[32];
+    snprintf(buf, sizeof buf, fmt, v);
+    stats_str(k, name, buf);
+}
+
+/* "stats settings": memcached 1.6.18's names, in its order, with the
+ * values this daemon runs with (extstore and proxy fields are left out:
+ * neither is built). */
 static void settings_stats(struct stats_sink *k, void *arg)
 {
     (void)arg;
+    static const char *const protos[] = { "auto-negotiate", "ascii", "binary" };
     stats_u64(k, "maxbytes", mc_slabs_limit());
     stats_u64(k, "maxconns", (uint64_t)mc_settings.maxconns);
     stats_u64(k, "tcpport", (uint64_t)mc_settings.port);
@@ -297,24 +398,49 @@ static void settings_stats(struct stats_sink *k, void *arg)
     char buf[32];
     snprintf(buf, sizeof buf, "%o", mc_settings.unix_mask);
     stats_str(k, "umask", buf);
-    stats_double(k, "growth_factor", mc_settings.factor);
+    stats_str(k, "shutdown_command", mc_settings.shutdown_enabled ? "yes" : "no");
+    stats_fmt(k, "growth_factor", "%.2f", mc_settings.factor);
     stats_u64(k, "chunk_size", (uint64_t)mc_settings.chunk_min);
     stats_u64(k, "num_threads", (uint64_t)mc_settings.threads);
+    stats_u64(k, "num_threads_per_udp", (uint64_t)mc_settings.threads);
+    stats_str(k, "stat_key_prefix", ":");
+    stats_str(k, "detail_enabled", "no");
+    stats_u64(k, "reqs_per_event", (uint64_t)mc_settings.reqs_per_event);
     stats_str(k, "cas_enabled", mc_settings.no_cas ? "no" : "yes");
-    stats_str(k, "flush_enabled", mc_settings.flush_disabled ? "no" : "yes");
-    stats_str(k, "shutdown_enabled", mc_settings.shutdown_enabled ? "yes" : "no");
-    stats_str(k, "sasl_enabled", mc_settings.sasl ? "yes" : "no");
-    stats_str(k, "binding_protocol", "auto-negotiate");
+    stats_u64(k, "tcp_backlog", (uint64_t)mc_settings.backlog);
+    stats_str(k, "binding_protocol", protos[mc_settings.protocol]);
+    stats_str(k, "auth_enabled_sasl", mc_settings.sasl ? "yes" : "no");
+    stats_str(k, "auth_enabled_ascii", "no");
     stats_u64(k, "item_size_max", mc_settings.item_size_max);
-    stats_u64(k, "hashpower_init", (uint64_t)mc_settings.hashpower);
-    stats_u64(k, "slab_page_size", mc_page_size);
+    stats_str(k, "maxconns_fast", mc_settings.maxconns_fast ? "yes" : "no");
+    /* As memcached: what -o hashpower asked for, 0 when not given. */
+    stats_u64(k, "hashpower_init", mc_hashpower_given ? (uint64_t)mc_settings.hashpower : 0);
+    stats_str(k, "slab_reassign", mc_settings.slab_reassign ? "yes" : "no");
+    stats_u64(k, "slab_automove", (uint64_t)mc_settings.slab_automove);
+    stats_fmt(k, "slab_automove_ratio", "%.2f", mc_settings.slab_automove_ratio);
+    stats_u64(k, "slab_automove_window", (uint64_t)mc_settings.slab_automove_window);
+    stats_u64(k, "slab_chunk_max", (uint64_t)mc_settings.slab_chunk_max);
     stats_str(k, "lru_crawler", mc_settings.lru_crawler ? "yes" : "no");
+    stats_u64(k, "lru_crawler_sleep", (uint64_t)mc_settings.lru_crawler_sleep);
+    stats_u64(k, "lru_crawler_tocrawl", (uint64_t)mc_settings.lru_crawler_tocrawl);
+    stats_u64(k, "tail_repair_time", (uint64_t)mc_settings.tail_repair_time);
+    stats_str(k, "flush_enabled", mc_settings.flush_disabled ? "no" : "yes");
+    stats_str(k, "dump_enabled", "yes");
+    stats_str(k, "hash_algorithm", "hash64");
+    stats_str(k, "lru_maintainer_thread", mc_settings.lru_maintainer ? "yes" : "no");
     stats_str(k, "lru_segmented", "yes");
-    stats_str(k, "slab_reassign", "yes");
     stats_u64(k, "hot_lru_pct", (uint64_t)mc_settings.hot_pct);
     stats_u64(k, "warm_lru_pct", (uint64_t)mc_settings.warm_pct);
+    stats_fmt(k, "hot_max_factor", "%.2f", mc_settings.hot_max_factor);
+    stats_fmt(k, "warm_max_factor", "%.2f", mc_settings.warm_max_factor);
+    stats_str(k, "temp_lru", "no");
+    stats_u64(k, "temporary_ttl", (uint64_t)mc_settings.temporary_ttl);
     stats_u64(k, "idle_timeout", (uint64_t)mc_settings.idle_timeout);
-    stats_str(k, "hash_algorithm", "hash64");
+    stats_u64(k, "read_buf_mem_limit", mc_settings.out_mem_limit);
+    stats_str(k, "track_sizes", mc_settings.track_sizes ? "yes" : "no");
+    stats_str(k, "inline_ascii_response", "no");
+    stats_fmt(k, "slab_automove_freeratio", "%.3f", mc_settings.slab_automove_freeratio);
+    stats_str(k, "ssl_enabled", "no");
 }
 
 static void conns_stats(struct stats_sink *k, void *arg)
@@ -434,6 +560,14 @@ static int mc_init(void)
         log_error("port out of range (0-65535)");
         return -1;
     }
+    if (mc_settings.reqs_per_event < 1) {
+        log_error("Number of requests per event must be greater than 0");
+        return -1;
+    }
+    if (mc_settings.hot_pct + mc_settings.warm_pct > 80) {
+        log_error("hot_lru_pct + warm_lru_pct cannot be more than 80%% combined");
+        return -1;
+    }
     if (mc_settings.maxconns < 1) {
         log_error("Maximum connections must be greater than 0");
         return -1;
@@ -526,6 +660,20 @@ int main(int argc, char **argv)
     mc_settings.hot_pct = 20;
     mc_settings.warm_pct = 40;
     mc_settings.hashpower = 16;
+    mc_settings.out_mem_limit = 256ull << 20;
+    mc_settings.maxconns_fast = true;
+    mc_settings.lru_crawler_sleep = 100;
+    mc_settings.lru_maintainer = true;
+    mc_settings.hot_max_factor = 0.2;
+    mc_settings.warm_max_factor = 2.0;
+    mc_settings.temporary_ttl = 61;
+    mc_settings.slab_reassign = true;
+    mc_settings.slab_automove = 1;
+    mc_settings.slab_automove_ratio = 0.8;
+    mc_settings.slab_automove_window = 30;
+    mc_settings.slab_automove_freeratio = 0.01;
+    mc_settings.slab_chunk_max = 512 * 1024;
+    mc_settings.hash_expand = true;
     const struct daemon_desc desc = {
         .name = "memcached",
         .version = MC_VERSION,

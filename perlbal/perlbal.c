@@ -4,8 +4,8 @@
  * This file is the wiring: the daemon's settings, start-up (run the
  * Perlbal config file: it creates pools and services and enables their
  * listeners), the per-loop housekeeping timer, and stop. The roles live in
- * pb_client.c / pb_proxy.c / pb_web.c; the language in pb_cmd.c (parse) and
- * pb_manage.c (execute); the registry in pb_service.c. */
+ * session.c / proxy.c / backend.c / web.c; the language in proto_manage.c (parse) and
+ * cmd_manage.c (execute); the registry in service.c. */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -16,7 +16,8 @@
 #include "common/daemon.h"
 #include "common/log.h"
 #include "common/loop.h"
-#include "perlbal/pb_conn.h"
+#include "common/httpc.h"
+#include "perlbal/perlbal.h"
 
 static char *opt_config;
 static int opt_threads;
@@ -54,7 +55,8 @@ static void on_thread_start(struct core_loop *loop)
 
 static void on_thread_exit(struct core_loop *loop)
 {
-    pb_tx_thread_exit();
+    httpd_thread_exit();
+    httpc_thread_exit();
     if (loop->index < PB_MAX_LOOPS && tick_ev[loop->index]) {
         event_free(tick_ev[loop->index]);
         tick_ev[loop->index] = NULL;

@@ -1,10 +1,10 @@
-/* libFuzzer target for perlbal/pb_cmd: every line of the input is parsed as
+/* libFuzzer target for perlbal/proto_manage: every line of the input is parsed as
  * a Perlbal config/management command; pointers must land in the struct. */
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
 
-#include "perlbal/pb_cmd.h"
+#include "perlbal/proto_manage.h"
 
 static struct pb_cmd cmd;
 

@@ -1,0 +1,1210 @@
+/* httpd: the server side of HTTP/1.1 connections, and file serving.
+ *
+ * A connection is driven by h_on_read: heads are parsed (pure, common/http)
+ * while no request is in progress; while one is, input belongs to the body
+ * (a PUT this file writes, or the daemon's on_input). Responses are built in
+ * a per-thread scratch buffer and sent with one direct write when nothing
+ * is queued.
+ *
+ * Disk work of the file server goes through one function, disk_run(): the
+ * job's work() touches only the disk and the job (never the conn), and its
+ * done() runs on the loop. Today disk_run() calls both in turn on the loop,
+ * as Perlbal's aio_mode "none" does; handing work() to common/work is a
+ * change in that one place. */
+#include "common/httpd.h"
+
+#include <dirent.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <limits.h>
+#include <linux/openat2.h>
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+#include <sys/stat.h>
+#include <sys/syscall.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <event2/buffer.h>
+#include <event2/bufferevent.h>
+#include <openssl/evp.h>
+
+#include "common/log.h"
+#include "common/loop.h"
+#include "common/tls.h"
+
+static __thread struct http_msg scratch_req;
+static __thread struct evbuffer *tx1, *tx2;
+static __thread time_t date_at;
+static __thread char date_buf[HTTP_DATE_LEN + 1];
+
+static int64_t now_ms(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+struct evbuffer *httpd_tx(void)
+{
+    if (!tx1) tx1 = evbuffer_new();
+    return tx1;
+}
+
+struct evbuffer *httpd_tx2(void)
+{
+    if (!tx2) tx2 = evbuffer_new();
+    return tx2;
+}
+
+static void fcache_free(void);
+
+void httpd_thread_exit(void)
+{
+    if (tx1) evbuffer_free(tx1);
+    if (tx2) evbuffer_free(tx2);
+    tx1 = tx2 = NULL;
+    fcache_free();
+}
+
+void httpd_send(struct core_conn *c, struct evbuffer *buf, bool tls)
+{
+    struct evbuffer *out = conn_out(c);
+    if (!tls && c->fd >= 0 && evbuffer_get_length(out) == 0 && !conn_is_closing(c)) {
+        while (evbuffer_get_length(buf) > 0)
+            if (evbuffer_write(buf, c->fd) <= 0) break;
+    }
+    if (evbuffer_get_length(buf) > 0) evbuffer_add_buffer(out, buf);
+}
+
+void httpd_flush(struct httpd_conn *h)
+{
+    struct evbuffer *tx = httpd_tx();
+    if (evbuffer_get_length(tx) > 0) httpd_send(h->c, tx, h->tls);
+}
+
+const char *httpd_date_now(void)
+{
+    time_t now = time(NULL);
+    if (now != date_at) {
+        date_at = now;
+        http_date_format(now, date_buf);
+    }
+    return date_buf;
+}
+
+/* ---- the connection ---- */
+
+static int h_on_read(struct core_conn *c);
+static void request_end(struct httpd_conn *h);
+static void h_on_drained(struct core_conn *c);
+static bool h_on_eof(struct core_conn *c);
+static void h_on_close(struct core_conn *c, enum conn_close_reason why);
+static void put_data(struct httpd_conn *h);
+static void put_abort(struct httpd_conn *h);
+
+static const struct conn_ops httpd_conn_ops = {
+    .name = "httpd",
+    .on_read = h_on_read,
+    .on_drained = h_on_drained,
+    .on_eof = h_on_eof,
+    .on_close = h_on_close,
+};
+
+static void idle_timeouts(struct httpd_conn *h, bool between)
+{
+    uint32_t ms = between && h->keepalive_ms ? h->keepalive_ms : h->idle_ms;
+    conn_set_timeouts(h->c, ms, HTTPD_WRITE_TIMEOUT_MS);
+}
+
+struct httpd_conn *httpd_accept(struct core_loop *loop, int fd, const struct sockaddr *sa, socklen_t salen,
+                                void *tls_ctx, const struct httpd_ops *ops, void *data)
+{
+    struct httpd_conn *h = calloc(1, sizeof *h);
+    if (!h) {
+        close(fd);
+        return NULL;
+    }
+    h->ops = ops;
+    h->data = data;
+    h->idle_ms = HTTPD_HEAD_DEADLINE_MS;
+    h->persist = true;
+    h->tls = tls_ctx != NULL;
+    struct core_conn *c;
+    if (tls_ctx) {
+        struct bufferevent *bev = tls_accept_bev(tls_ctx, loop->base, fd);
+        if (!bev) {
+            close(fd);
+            free(h);
+            return NULL;
+        }
+        c = conn_new_bev(loop, bev, sa, salen, &httpd_conn_ops, h);
+    } else {
+        c = conn_new(loop, fd, sa, salen, &httpd_conn_ops, h);
+    }
+    if (!c) {
+        free(h);
+        return NULL;
+    }
+    h->c = c;
+    conn_set_output_limit(c, 256 * 1024);
+    idle_timeouts(h, false);
+    return h;
+}
+
+bool httpd_can_persist(const struct httpd_conn *h)
+{
+    return h->keep_alive && h->persist && !loop_stopping();
+}
+
+void httpd_request_timeouts(struct httpd_conn *h, size_t head_in_buffer)
+{
+    /* While the body is still coming, a silent client is cut off after
+     * idle_ms (it may hold a backend); once it is all in, the client may
+     * wait silently for as long as the answer takes. */
+    size_t have = evbuffer_get_length(conn_in(h->c));
+    have = have > head_in_buffer ? have - head_in_buffer : 0;
+    bool all_in = h->body_done || (h->body == HTTP_BODY_LENGTH && have >= h->body_remaining);
+    conn_set_timeouts(h->c, all_in ? 0 : h->idle_ms, HTTPD_WRITE_TIMEOUT_MS);
+}
+
+void httpd_response_head(struct httpd_conn *h, int status, const char *ctype, int64_t content_length, bool keep,
+                         const char *extra)
+{
+    struct evbuffer *out = httpd_tx();
+    evbuffer_add_printf(out, "HTTP/1.%d %d %s\r\nDate: %s\r\n", h->version_minor, status, http_reason(status),
+                        httpd_date_now());
+    if (h->server) evbuffer_add_printf(out, "Server: %s\r\n", h->server);
+    if (ctype) evbuffer_add_printf(out, "Content-Type: %s\r\n", ctype);
+    if (content_length >= 0) evbuffer_add_printf(out, "Content-Length: %lld\r\n", (long long)content_length);
+    if (extra) evbuffer_add(out, extra, strlen(extra));
+    if (keep) {
+        if (h->version_minor == 0) evbuffer_add(out, "Connection: keep-alive\r\n", 24);
+    } else {
+        evbuffer_add(out, "Connection: close\r\n", 19);
+    }
+    evbuffer_add(out, "\r\n", 2);
+    h->response_started = true;
+}
+
+void httpd_error(struct httpd_conn *h, int status, const char *msg)
+{
+    char body[512];
+    int n = snprintf(body, sizeof body, "<h1>%d - %s</h1>\n%s%s", status, http_reason(status), msg ? msg : "",
+                     msg ? "\n" : "");
+    if (n >= (int)sizeof body) n = (int)sizeof body - 1;
+    bool keep = status < 500 && status != 400 && status != 431 && status != 408 && status != 413 && status != 411 &&
+                status != 501 && status != 505 && httpd_can_persist(h) && (h->body == HTTP_BODY_NONE || h->body_done);
+    httpd_response_head(h, status, "text/html", n, keep, NULL);
+    if (h->method != HTTP_M_HEAD) evbuffer_add(httpd_tx(), body, (size_t)n);
+    if (keep || h->tls) {
+        httpd_done(h, keep);
+        return;
+    }
+    /* Lingering close: the client may still be sending (a header bomb, a
+     * refused body). Closing with unread input would reset the connection
+     * and could destroy the answer in flight, so read and discard until the
+     * answer is out, then half-close and wait briefly for the peer. */
+    request_end(h);
+    httpd_flush(h);
+    put_abort(h);
+    h->in_request = true;
+    h->lingering = true;
+    h->keep_alive = false;
+    h->head_pending = 0;
+    evbuffer_drain(conn_in(h->c), evbuffer_get_length(conn_in(h->c)));
+    conn_set_timeouts(h->c, 2000, 5000);
+    if (evbuffer_get_length(conn_out(h->c)) == 0) h_on_drained(h->c);
+}
+
+static void request_end(struct httpd_conn *h)
+{
+    if (!h->req_active) return;
+    h->req_active = false;
+    if (h->ops->on_request_end) h->ops->on_request_end(h);
+}
+
+void httpd_done(struct httpd_conn *h, bool keep)
+{
+    request_end(h);
+    httpd_flush(h);
+    /* Stopping: no next request. (The busy mark is left alone on a closing
+     * conn: clearing it could free the conn under us while the daemon is
+     * stopping; close-after-write does not wait for it.) */
+    if (!keep || loop_stopping() || (h->body != HTTP_BODY_NONE && !h->body_done)) {
+        /* an unread request body must not be taken for the next request */
+        h->in_request = true;
+        conn_close_after_write(h->c);
+        return;
+    }
+    h->in_request = false;
+    h->body = HTTP_BODY_NONE;
+    h->body_done = true;
+    h->response_started = false;
+    h->expect_continue = h->sent_continue = false;
+    h->head_started_ms = 0;
+    conn_set_busy(h->c, false); /* not stopping, so this cannot free the conn */
+    idle_timeouts(h, true);
+    conn_resume_read(h->c);
+    if (!h->in_dispatch) conn_kick(h->c);
+}
+
+void httpd_send_continue(struct httpd_conn *h)
+{
+    if (!h->expect_continue || h->sent_continue || h->body_done) return;
+    h->sent_continue = true;
+    evbuffer_add(httpd_tx(), "HTTP/1.1 100 Continue\r\n\r\n", 25);
+    httpd_flush(h);
+}
+
+void httpd_drop_head(struct httpd_conn *h)
+{
+    if (h->head_pending) evbuffer_drain(conn_in(h->c), h->head_pending);
+    h->head_pending = 0;
+}
+
+static void start_request(struct httpd_conn *h, struct http_msg *req)
+{
+    h->c->requests++;
+    h->in_request = true;
+    h->method = req->method;
+    h->version_minor = req->version_minor;
+    h->keep_alive = req->keep_alive;
+    h->body = req->body;
+    h->body_remaining = req->body == HTTP_BODY_LENGTH ? req->content_length : 0;
+    h->body_done = req->body == HTTP_BODY_NONE;
+    if (req->body == HTTP_BODY_CHUNKED) http_chunked_init(&h->chunk, h->max_chunked_body);
+    h->expect_continue = req->expect_continue;
+    h->sent_continue = false;
+    h->response_started = false;
+    h->head_started_ms = 0;
+    h->head_pending = req->head_len;
+    conn_set_busy(h->c, true);
+    h->req_active = true;
+    h->ops->on_request(h, req);
+    if (conn_is_closing(h->c)) return;
+    httpd_drop_head(h);
+    /* body bytes (or pipelined requests) that came with the head */
+    if (h->in_request && !h->lingering && !h->put && h->ops->on_input && evbuffer_get_length(conn_in(h->c)) > 0)
+        h->ops->on_input(h);
+}
+
+static void read_heads(struct httpd_conn *h)
+{
+    struct evbuffer *in = conn_in(h->c);
+    size_t max = h->max_head ? h->max_head : HTTPD_MAX_HEAD;
+    h->in_dispatch = true;
+    while (!h->in_request && !conn_is_closing(h->c)) {
+        size_t len = evbuffer_get_length(in);
+        if (len == 0) break;
+        size_t want = len < max ? len : max;
+        const char *buf = (const char *)evbuffer_pullup(in, (ssize_t)want);
+        struct http_limits lim = { .max_head = max, .max_headers = HTTP_MAX_HEADERS };
+        struct http_msg *req = &scratch_req;
+        int r = http_parse_request(buf, want, &lim, req);
+        if (r == 0) {
+            int64_t now = now_ms();
+            if (!h->head_started_ms) h->head_started_ms = now;
+            else if (now - h->head_started_ms > (h->idle_ms ? h->idle_ms : HTTPD_HEAD_DEADLINE_MS)) {
+                h->in_request = true;
+                h->version_minor = 0;
+                h->keep_alive = false;
+                h->method = HTTP_M_OTHER;
+                h->body = HTTP_BODY_NONE;
+                httpd_error(h, 408, NULL);
+            }
+            break;
+        }
+        if (r < 0) {
+            evbuffer_drain(in, len);
+            h->in_request = true;
+            h->version_minor = req->version_minor;
+            h->keep_alive = false;
+            h->method = HTTP_M_OTHER;
+            h->body = HTTP_BODY_NONE;
+            httpd_error(h, req->error, NULL);
+            break;
+        }
+        start_request(h, req);
+    }
+    h->in_dispatch = false;
+}
+
+static int h_on_read(struct core_conn *c)
+{
+    struct httpd_conn *h = c->data;
+    if (h->lingering) {
+        evbuffer_drain(conn_in(c), evbuffer_get_length(conn_in(c)));
+        return 0;
+    }
+    if (!h->in_request) {
+        read_heads(h);
+        return 0;
+    }
+    if (h->put) {
+        put_data(h);
+        return 0;
+    }
+    if (h->ops->on_input) {
+        h->ops->on_input(h);
+        return 0;
+    }
+    if (evbuffer_get_length(conn_in(c)) > HTTPD_MAX_PIPELINE_IN) conn_pause_read(c);
+    return 0;
+}
+
+static void h_on_drained(struct core_conn *c)
+{
+    struct httpd_conn *h = c->data;
+    if (h->lingering) {
+        if (c->fd >= 0) shutdown(c->fd, SHUT_WR);
+        return;
+    }
+    if (h->ops->on_drained) h->ops->on_drained(h);
+}
+
+/* The peer closed. A lingering conn (error answered, input drained) is
+ * done; otherwise the core's default lets a response in flight go out. */
+static bool h_on_eof(struct core_conn *c)
+{
+    struct httpd_conn *h = c->data;
+    return h->lingering;
+}
+
+static void h_on_close(struct core_conn *c, enum conn_close_reason why)
+{
+    struct httpd_conn *h = c->data;
+    put_abort(h);
+    request_end(h);
+    if (h->ops->on_close) h->ops->on_close(h, why);
+    free(h);
+}
+
+/* ---- request bodies ---- */
+
+size_t httpd_body_available(struct httpd_conn *h)
+{
+    size_t n = evbuffer_get_length(conn_in(h->c));
+    if (h->head_pending) n = n > h->head_pending ? n - h->head_pending : 0;
+    if (h->body_done) return 0;
+    if (h->body == HTTP_BODY_LENGTH && n > h->body_remaining) n = (size_t)h->body_remaining;
+    return n;
+}
+
+enum httpd_body_result httpd_body_read(struct httpd_conn *h, struct evbuffer *dst, size_t max)
+{
+    httpd_drop_head(h);
+    if (h->body_done) return HTTPD_BODY_DONE;
+    struct evbuffer *in = conn_in(h->c);
+    if (!max) max = SIZE_MAX;
+    if (h->body == HTTP_BODY_LENGTH) {
+        size_t n = evbuffer_get_length(in);
+        if (n > h->body_remaining) n = (size_t)h->body_remaining;
+        if (n > max) n = max;
+        if (n) evbuffer_remove_buffer(in, dst, n);
+        h->body_remaining -= n;
+        if (h->body_remaining == 0) h->body_done = true;
+        return h->body_done ? HTTPD_BODY_DONE : HTTPD_BODY_MORE;
+    }
+    if (h->body != HTTP_BODY_CHUNKED) {
+        h->body_done = true;
+        return HTTPD_BODY_DONE;
+    }
+    size_t moved = 0;
+    while (evbuffer_get_length(in) > 0 && moved < max) {
+        struct evbuffer_iovec v;
+        if (evbuffer_peek(in, -1, NULL, &v, 1) < 1) break;
+        const char *base = v.iov_base;
+        size_t pos = 0;
+        enum http_chunk_result r = HTTP_CHUNK_NEED_MORE;
+        while (pos < v.iov_len && moved < max) {
+            size_t cons, off, dl;
+            /* never decode past max payload bytes: limit the input slice */
+            size_t slice = v.iov_len - pos;
+            r = http_chunked_step(&h->chunk, base + pos, slice, &cons, &off, &dl);
+            if (r == HTTP_CHUNK_ERROR) {
+                h->body_done = true;
+                h->keep_alive = false;
+                return HTTPD_BODY_ERROR;
+            }
+            if (r == HTTP_CHUNK_DATA) evbuffer_add(dst, base + pos + off, dl), moved += dl;
+            pos += cons;
+            if (r == HTTP_CHUNK_DONE || r == HTTP_CHUNK_NEED_MORE) break;
+        }
+        evbuffer_drain(in, pos);
+        if (r == HTTP_CHUNK_DONE) {
+            h->body_done = true;
+            return HTTPD_BODY_DONE;
+        }
+        if (r == HTTP_CHUNK_NEED_MORE && pos == 0) break;
+    }
+    return HTTPD_BODY_MORE;
+}
+
+/* ---- file serving ---- */
+
+static const struct { const char *ext, *type; } mime_tab[] = {
+    { "html", "text/html" }, { "htm", "text/html" }, { "txt", "text/plain" }, { "css", "text/css" },
+    { "js", "application/x-javascript" }, { "json", "application/json" }, { "xml", "text/xml" },
+    { "png", "image/png" }, { "jpg", "image/jpeg" }, { "jpeg", "image/jpeg" }, { "gif", "image/gif" },
+    { "svg", "image/svg+xml" }, { "ico", "image/x-icon" }, { "bmp", "image/bmp" }, { "pdf", "application/pdf" },
+    { "zip", "application/zip" }, { "gz", "application/x-gzip" }, { "tgz", "application/x-gzip" },
+    { "tar", "application/x-tar" }, { "mp3", "audio/mpeg" }, { "mp4", "video/mp4" }, { "webm", "video/webm" },
+    { "flv", "video/x-flv" }, { "swf", "application/x-shockwave-flash" }, { "woff", "font/woff" },
+    { "woff2", "font/woff2" }, { "wasm", "application/wasm" }, { "bin", "application/octet-stream" },
+};
+
+const char *httpd_mime_type(const char *path)
+{
+    const char *slash = strrchr(path, '/');
+    const char *dot = strrchr(slash ? slash : path, '.');
+    if (dot)
+        for (size_t i = 0; i < sizeof mime_tab / sizeof mime_tab[0]; i++)
+            if (!strcasecmp(dot + 1, mime_tab[i].ext)) return mime_tab[i].type;
+    return "text/plain";
+}
+
+static pthread_mutex_t root_lock = PTHREAD_MUTEX_INITIALIZER;
+
+/* The docroot's O_PATH fd (opened on first use and again when the docroot
+ * string is replaced; an old fd stays open, another loop may be using it). */
+static int root_fd(struct httpd_files *f)
+{
+    const char *d = f->docroot;
+    int fd = atomic_load(&f->root_fd_plus1) - 1;
+    if (fd >= 0 && __atomic_load_n(&f->root_fd_for, __ATOMIC_ACQUIRE) == d) return fd;
+    if (!d) return -1;
+    pthread_mutex_lock(&root_lock);
+    if (atomic_load(&f->root_fd_plus1) == 0 || f->root_fd_for != d) {
+        int nfd = open(d, O_PATH | O_DIRECTORY | O_CLOEXEC);
+        if (nfd >= 0) {
+            atomic_store(&f->root_fd_plus1, nfd + 1);
+            __atomic_store_n(&f->root_fd_for, d, __ATOMIC_RELEASE);
+        }
+    }
+    fd = atomic_load(&f->root_fd_plus1) - 1;
+    pthread_mutex_unlock(&root_lock);
+    return fd;
+}
+
+/* Open path (clean, absolute in URL space) beneath the docroot. -1 with
+ * errno: EXDEV/ELOOP when it would escape. */
+static int open_beneath(struct httpd_files *f, const char *path, int flags)
+{
+    int dfd = root_fd(f);
+    if (dfd < 0) return -1;
+    const char *rel = path[0] == '/' ? path + 1 : path;
+    if (!*rel) rel = ".";
+    struct open_how how = { .flags = (uint64_t)(flags | O_CLOEXEC), .mode = 0,
+                            .resolve = RESOLVE_BENEATH | RESOLVE_NO_MAGICLINKS };
+    return (int)syscall(SYS_openat2, dfd, rel, &how, sizeof how);
+}
+
+static int errno_status(int e)
+{
+    switch (e) {
+    case ENOENT:
+    case ENOTDIR:
+    case ENAMETOOLONG: return 404;
+    default: return 403; /* EACCES, EXDEV / ELOOP (escape), ... */
+    }
+}
+
+void httpd_files_invalidate(struct httpd_files *f)
+{
+    atomic_fetch_add(&f->gen, 1);
+}
+
+/* ---- the disk hand-off ----
+ * Every blocking disk call of the file server runs in a job's work(); the
+ * result is used by its done() on the loop. */
+struct disk_job {
+    void (*work)(struct disk_job *j);
+    void (*done)(struct httpd_conn *h, struct disk_job *j);
+};
+
+static void disk_run(struct httpd_conn *h, struct disk_job *j)
+{
+    /* HAND-OFF to common/work: once it exists, post j->work to a worker and
+     * j->done back to h's loop (the conn is marked busy meanwhile). Today
+     * both run here, on the loop. */
+    j->work(j);
+    j->done(h, j);
+}
+
+/* ---- open-file cache ----
+ * Per loop thread, a small direct-mapped table of open regular files (as
+ * nginx's open_file_cache): a hit saves the openat2 and the close. Each hit
+ * still fstat()s the fd, so a file changed in place is served as it is now;
+ * a file replaced by rename or deleted behind httpd may be served from the
+ * old inode for up to FCACHE_VALID_MS. PUT and DELETE through httpd
+ * invalidate at once (generation counter). */
+#define FCACHE_SLOTS 256
+#define FCACHE_VALID_MS 1000
+#define FCACHE_PATH 200
+#define SMALL_FILE 32768
+
+struct fcache_ent {
+    struct httpd_files *f;
+    const char *docroot;
+    uint64_t gen;
+    int64_t expires_ms;
+    int fd;
+    char path[FCACHE_PATH];
+};
+static __thread struct fcache_ent *fcache;
+
+static void fcache_free(void)
+{
+    if (!fcache) return;
+    for (int i = 0; i < FCACHE_SLOTS; i++)
+        if (fcache[i].fd >= 0) close(fcache[i].fd);
+    free(fcache);
+    fcache = NULL;
+}
+
+static struct fcache_ent *fcache_slot(struct httpd_files *f, const char *path)
+{
+    if (strlen(path) >= FCACHE_PATH) return NULL;
+    if (!fcache) {
+        fcache = calloc(FCACHE_SLOTS, sizeof *fcache);
+        if (!fcache) return NULL;
+        for (int i = 0; i < FCACHE_SLOTS; i++) fcache[i].fd = -1;
+    }
+    uint32_t hv = 2166136261u ^ (uint32_t)(uintptr_t)f;
+    for (const char *p = path; *p; p++) hv = (hv ^ (uint8_t)*p) * 16777619u;
+    return &fcache[hv % FCACHE_SLOTS];
+}
+
+static int fcache_get(struct httpd_files *f, const char *path)
+{
+    struct fcache_ent *e = fcache_slot(f, path);
+    if (!e || e->fd < 0 || e->f != f || e->docroot != f->docroot ||
+        e->gen != atomic_load_explicit(&f->gen, memory_order_relaxed) || strcmp(e->path, path))
+        return -1;
+    if (now_ms() >= e->expires_ms) {
+        close(e->fd);
+        e->fd = -1;
+        return -1;
+    }
+    return e->fd;
+}
+
+static void fcache_put(struct httpd_files *f, const char *path, int fd)
+{
+    struct fcache_ent *e = fcache_slot(f, path);
+    if (!e) return;
+    int nfd = dup(fd);
+    if (nfd < 0) return;
+    if (e->fd >= 0) close(e->fd);
+    e->f = f;
+    e->docroot = f->docroot;
+    e->gen = atomic_load_explicit(&f->gen, memory_order_relaxed);
+    e->expires_ms = now_ms() + FCACHE_VALID_MS;
+    e->fd = nfd;
+    memcpy(e->path, path, strlen(path) + 1); /* fits: fcache_slot checked the length */
+}
+
+/* ---- GET / HEAD ---- */
+
+enum get_kind { GET_ERROR, GET_FILE, GET_NOT_MODIFIED, GET_RANGE_BAD, GET_REDIRECT, GET_LISTING };
+
+struct get_job {
+    struct disk_job j;
+    struct httpd_files *f;
+    bool head, trailing;
+    int cached_fd;                   /* from the open-file cache (not ours), or -1 */
+    char path[PATH_MAX];             /* in: request path; out: the file sent (index) */
+    char range[128], ims[64];
+    bool has_range, has_ims;
+    /* out */
+    enum get_kind kind;
+    int status;
+    const char *msg;
+    int fd;                          /* ours: to send with sendfile, or -1 */
+    bool opened;                     /* fd was opened by the job (cache it) */
+    struct stat st;
+    uint64_t first, len;
+    char *small;                     /* the bytes of a small file, read here */
+    struct evbuffer *listing;
+};
+
+static void html_escape(struct evbuffer *b, const char *s)
+{
+    for (; *s; s++) {
+        switch (*s) {
+        case '<': evbuffer_add(b, "&lt;", 4); break;
+        case '>': evbuffer_add(b, "&gt;", 4); break;
+        case '&': evbuffer_add(b, "&amp;", 5); break;
+        case '"': evbuffer_add(b, "&quot;", 6); break;
+        default: evbuffer_add(b, s, 1);
+        }
+    }
+}
+
+static int name_cmp(const void *a, const void *b)
+{
+    return strcmp(*(char *const *)a, *(char *const *)b);
+}
+
+#define LISTING_MAX 4096
+
+static struct evbuffer *dir_listing(int dfd, const char *path)
+{
+    DIR *d = fdopendir(dfd);
+    if (!d) {
+        close(dfd);
+        return NULL;
+    }
+    char **names = calloc(LISTING_MAX, sizeof *names);
+    int n = 0;
+    struct dirent *e;
+    while (names && (e = readdir(d)) && n < LISTING_MAX) {
+        if (!strcmp(e->d_name, ".")) continue;
+        struct stat st;
+        bool dir = fstatat(dirfd(d), e->d_name, &st, AT_SYMLINK_NOFOLLOW) == 0 && S_ISDIR(st.st_mode);
+        size_t l = strlen(e->d_name);
+        char *s = malloc(l + 2);
+        if (!s) break;
+        memcpy(s, e->d_name, l);
+        s[l] = dir ? '/' : 0;
+        s[l + 1] = 0;
+        names[n++] = s;
+    }
+    closedir(d);
+    if (!names) return NULL;
+    qsort(names, (size_t)n, sizeof names[0], name_cmp);
+    struct evbuffer *b = evbuffer_new();
+    if (b) {
+        evbuffer_add_printf(b, "<html><head><title>Directory Listing</title></head><body><h1>Directory Listing</h1><h2>");
+        html_escape(b, path);
+        evbuffer_add_printf(b, "</h2><pre>\n");
+    }
+    for (int i = 0; i < n; i++) {
+        if (b) {
+            evbuffer_add(b, "<a href=\"", 9);
+            html_escape(b, names[i]);
+            evbuffer_add(b, "\">", 2);
+            html_escape(b, names[i]);
+            evbuffer_add(b, "</a>\n", 5);
+        }
+        free(names[i]);
+    }
+    free(names);
+    if (b) evbuffer_add_printf(b, "</pre></body></html>\n");
+    return b;
+}
+
+/* Decide the answer for an open regular file (fd, st) and read a small one. */
+static void get_file_answer(struct get_job *g, int fd, bool ours)
+{
+    time_t since;
+    g->kind = GET_FILE;
+    if (g->has_ims && http_date_parse(g->ims, strlen(g->ims), &since) == 0 && g->st.st_mtime <= since) {
+        g->kind = GET_NOT_MODIFIED;
+    } else {
+        uint64_t size = (uint64_t)g->st.st_size, first = 0, last = size ? size - 1 : 0;
+        g->status = 200;
+        if (g->has_range) {
+            enum http_range_result rr = http_parse_range(g->range, strlen(g->range), size, &first, &last);
+            if (rr == HTTP_RANGE_UNSATISFIABLE) g->kind = GET_RANGE_BAD;
+            if (rr == HTTP_RANGE_OK) g->status = 206;
+        }
+        g->first = first;
+        g->len = size ? last - first + 1 : 0;
+        if (g->kind == GET_FILE && !g->head && g->len > 0 && g->len <= SMALL_FILE) {
+            /* small: read it (one writev for head and body beats writev + sendfile) */
+            g->small = malloc((size_t)g->len);
+            if (!g->small || pread(fd, g->small, (size_t)g->len, (off_t)first) != (ssize_t)g->len) {
+                free(g->small);
+                g->small = NULL;
+                g->kind = GET_ERROR;
+                g->status = 500;
+                g->msg = "Read failed";
+            }
+        }
+    }
+    g->fd = ours ? fd : -1; /* the job's own fd is closed when the job ends */
+}
+
+static void get_work(struct disk_job *j)
+{
+    struct get_job *g = (struct get_job *)j;
+    int fd = g->cached_fd;
+    g->fd = -1;
+    if (fd >= 0) {
+        if (fstat(fd, &g->st) == 0 && S_ISREG(g->st.st_mode)) {
+            get_file_answer(g, fd, false);
+            return;
+        }
+        fd = -1;
+        g->cached_fd = -1; /* replaced under us: open afresh */
+    }
+    fd = open_beneath(g->f, g->path, O_RDONLY | O_NONBLOCK);
+    if (fd < 0 || fstat(fd, &g->st) < 0) {
+        int e = errno;
+        if (fd >= 0) close(fd);
+        g->kind = GET_ERROR;
+        g->status = errno_status(e);
+        return;
+    }
+    if (S_ISDIR(g->st.st_mode)) {
+        close(fd);
+        if (!g->trailing) {
+            g->kind = GET_REDIRECT;
+            return;
+        }
+        /* index files, in order of preference */
+        const char *p = g->f->index_files ? g->f->index_files : "index.html";
+        char item[256];
+        while (*p) {
+            while (*p == ',' || *p == ' ') p++;
+            size_t l = strcspn(p, ", ");
+            if (!l) break;
+            if (l < sizeof item) {
+                memcpy(item, p, l);
+                item[l] = 0;
+                char fp[PATH_MAX];
+                if (!strchr(item, '/') && (size_t)snprintf(fp, sizeof fp, "%s%s%s", g->path,
+                                                           strcmp(g->path, "/") ? "/" : "", item) < sizeof fp) {
+                    int ifd = open_beneath(g->f, fp, O_RDONLY | O_NONBLOCK);
+                    if (ifd >= 0 && fstat(ifd, &g->st) == 0 && S_ISREG(g->st.st_mode)) {
+                        memcpy(g->path, fp, strlen(fp) + 1);
+                        g->opened = false; /* not cached under the directory's name */
+                        get_file_answer(g, ifd, true);
+                        return;
+                    }
+                    if (ifd >= 0) close(ifd);
+                }
+            }
+            p += l;
+        }
+        if (!g->f->dirindexing) {
+            g->kind = GET_ERROR;
+            g->status = 403;
+            g->msg = "Directory listing disabled";
+            return;
+        }
+        int dfd = open_beneath(g->f, g->path, O_RDONLY | O_DIRECTORY);
+        if (dfd < 0) {
+            g->kind = GET_ERROR;
+            g->status = errno_status(errno);
+            return;
+        }
+        g->listing = dir_listing(dfd, g->path);
+        g->kind = g->listing ? GET_LISTING : GET_ERROR;
+        g->status = 500;
+        return;
+    }
+    if (!S_ISREG(g->st.st_mode)) {
+        close(fd);
+        g->kind = GET_ERROR;
+        g->status = 403;
+        return;
+    }
+    g->opened = true;
+    get_file_answer(g, fd, true);
+}
+
+static void get_done(struct httpd_conn *h, struct disk_job *j)
+{
+    struct get_job *g = (struct get_job *)j;
+    struct httpd_files *f = g->f;
+    bool keep = httpd_can_persist(h);
+    char date[HTTP_DATE_LEN + 1], extra[PATH_MAX + 256];
+    if (g->opened && g->fd >= 0 && !g->trailing) fcache_put(f, g->path, g->fd);
+    switch (g->kind) {
+    case GET_ERROR:
+        httpd_error(h, g->status, g->msg);
+        break;
+    case GET_REDIRECT:
+        snprintf(extra, sizeof extra, "Location: %s/\r\n", g->path);
+        httpd_response_head(h, 301, "text/html", 0, keep, extra);
+        httpd_done(h, keep);
+        break;
+    case GET_LISTING:
+        httpd_response_head(h, 200, "text/html", (int64_t)evbuffer_get_length(g->listing), keep, NULL);
+        if (!g->head) evbuffer_add_buffer(httpd_tx(), g->listing);
+        httpd_done(h, keep);
+        break;
+    case GET_NOT_MODIFIED:
+        http_date_format(g->st.st_mtime, date);
+        snprintf(extra, sizeof extra, "Last-Modified: %s\r\n", date);
+        httpd_response_head(h, 304, NULL, -1, keep, extra);
+        httpd_done(h, keep);
+        break;
+    case GET_RANGE_BAD:
+        snprintf(extra, sizeof extra, "Content-Range: bytes */%llu\r\n", (unsigned long long)g->st.st_size);
+        httpd_response_head(h, 416, "text/html", 0, keep, extra);
+        httpd_done(h, keep);
+        break;
+    case GET_FILE: {
+        http_date_format(g->st.st_mtime, date);
+        size_t el = (size_t)snprintf(extra, sizeof extra, "Last-Modified: %s\r\nAccept-Ranges: bytes\r\n", date);
+        if (g->status == 206)
+            snprintf(extra + el, sizeof extra - el, "Content-Range: bytes %llu-%llu/%llu\r\n",
+                     (unsigned long long)g->first, (unsigned long long)(g->first + g->len - 1),
+                     (unsigned long long)g->st.st_size);
+        httpd_response_head(h, g->status, httpd_mime_type(g->path), (int64_t)g->len, keep, extra);
+        if (g->small) {
+            evbuffer_add(httpd_tx(), g->small, (size_t)g->len);
+        } else if (!g->head && g->len > 0) {
+            /* the output buffer closes the fd it is given: a dup of a cached one */
+            int sfd = g->fd >= 0 ? dup(g->fd) : g->cached_fd >= 0 ? dup(g->cached_fd) : -1;
+            if (sfd < 0 || evbuffer_add_file(httpd_tx(), sfd, (ev_off_t)g->first, (ev_off_t)g->len) < 0) {
+                if (sfd >= 0) close(sfd);
+                evbuffer_drain(httpd_tx(), evbuffer_get_length(httpd_tx())); /* the head was not sent yet */
+                httpd_error(h, 500, "Cannot send the file");
+                break;
+            }
+        }
+        if (f->file_sent) f->file_sent(f->hook_arg, h);
+        httpd_done(h, keep);
+        break;
+    }
+    }
+}
+
+/* ---- PUT ---- */
+
+struct httpd_put {
+    int fd;                          /* the temporary file */
+    int dirfd;                       /* its directory (names below are relative to it) */
+    char *tmp, *name;
+    bool existed;
+    EVP_MD_CTX *md5;                 /* when the request carries Content-MD5 */
+    char want_md5[64];
+    uint64_t written;
+    uint64_t max;
+    struct httpd_files *f;
+};
+
+/* Split path into its directory (opened beneath the docroot) and last
+ * name. Creates missing directories below min_levels when create is set.
+ * Returns the directory fd or -1 (errno). */
+static int open_parent(struct httpd_files *f, const char *path, bool create, int min_levels, const char **base)
+{
+    const char *slash = strrchr(path, '/');
+    *base = slash + 1;
+    if (slash == path) return open_beneath(f, "/", O_PATH | O_DIRECTORY);
+    char dir[PATH_MAX];
+    size_t dl = (size_t)(slash - path);
+    if (dl >= sizeof dir) {
+        errno = ENAMETOOLONG;
+        return -1;
+    }
+    memcpy(dir, path, dl);
+    dir[dl] = 0;
+    int fd = open_beneath(f, dir, O_PATH | O_DIRECTORY);
+    if (fd >= 0 || errno != ENOENT || !create) return fd;
+    /* walk down, creating what is missing (each step resolved beneath) */
+    int level = 0;
+    char prefix[PATH_MAX];
+    for (const char *p = path + 1; (p = strchr(p, '/')); p++) {
+        level++;
+        size_t pl = (size_t)(p - path);
+        memcpy(prefix, path, pl);
+        prefix[pl] = 0;
+        int d = open_beneath(f, prefix, O_PATH | O_DIRECTORY);
+        if (d >= 0) {
+            close(d);
+            continue;
+        }
+        if (errno != ENOENT || level <= min_levels) return -1;
+        const char *name;
+        int parent = open_parent(f, prefix, false, 0, &name);
+        if (parent < 0) return -1;
+        int r = mkdirat(parent, name, 0755);
+        int e = errno;
+        close(parent);
+        if (r < 0 && e != EEXIST) {
+            errno = e;
+            return -1;
+        }
+    }
+    return open_beneath(f, dir, O_PATH | O_DIRECTORY);
+}
+
+static void put_free(struct httpd_conn *h)
+{
+    struct httpd_put *p = h->put;
+    if (!p) return;
+    h->put = NULL;
+    if (p->fd >= 0) close(p->fd);
+    if (p->dirfd >= 0) close(p->dirfd);
+    if (p->md5) EVP_MD_CTX_free(p->md5);
+    free(p->tmp);
+    free(p->name);
+    free(p);
+}
+
+static void put_abort(struct httpd_conn *h)
+{
+    struct httpd_put *p = h->put;
+    if (!p) return;
+    if (p->fd >= 0) close(p->fd);
+    p->fd = -1;
+    if (p->tmp && p->dirfd >= 0) unlinkat(p->dirfd, p->tmp, 0); /* disk call: see disk_run */
+    put_free(h);
+}
+
+static void put_fail(struct httpd_conn *h, int status, const char *msg)
+{
+    put_abort(h);
+    h->keep_alive = false;
+    httpd_error(h, status, msg);
+}
+
+/* base64 of an MD5 digest, without "=" padding (as Perlbal compares). */
+static void md5_b64(EVP_MD_CTX *ctx, char *out, size_t outlen)
+{
+    unsigned char d[EVP_MAX_MD_SIZE];
+    unsigned int dl = 0;
+    EVP_DigestFinal_ex(ctx, d, &dl);
+    unsigned char b[64];
+    int n = EVP_EncodeBlock(b, d, (int)dl);
+    while (n > 0 && b[n - 1] == '=') n--;
+    snprintf(out, outlen, "%.*s", n, (char *)b);
+}
+
+static void put_finish(struct httpd_conn *h)
+{
+    struct httpd_put *p = h->put;
+    if (p->md5) {
+        char got[64];
+        md5_b64(p->md5, got, sizeof got);
+        if (strcmp(got, p->want_md5)) {
+            char msg[256];
+            snprintf(msg, sizeof msg, "Content-MD5 mismatch, expected: %s actual: %s", p->want_md5, got);
+            put_fail(h, 400, msg);
+            return;
+        }
+    }
+    /* disk calls (close, rename): see disk_run */
+    int rc = close(p->fd);
+    p->fd = -1;
+    if (rc == 0 && renameat(p->dirfd, p->tmp, p->dirfd, p->name) == 0) {
+        httpd_files_invalidate(p->f);
+        bool existed = p->existed;
+        free(p->tmp);
+        p->tmp = NULL;
+        put_free(h);
+        bool keep = httpd_can_persist(h);
+        httpd_response_head(h, existed ? 204 : 201, NULL, existed ? -1 : 0, keep, NULL);
+        httpd_done(h, keep);
+        return;
+    }
+    put_fail(h, 500, "Could not store the file");
+}
+
+static void put_data(struct httpd_conn *h)
+{
+    struct httpd_put *p = h->put;
+    struct evbuffer *chunk = httpd_tx2();
+    for (;;) {
+        enum httpd_body_result r = httpd_body_read(h, chunk, 256 * 1024);
+        if (r == HTTPD_BODY_ERROR) {
+            evbuffer_drain(chunk, evbuffer_get_length(chunk));
+            put_fail(h, 400, "Bad chunked body");
+            return;
+        }
+        size_t n = evbuffer_get_length(chunk);
+        if (p->max && p->written + n > p->max) {
+            evbuffer_drain(chunk, n);
+            put_fail(h, 413, NULL);
+            return;
+        }
+        while (evbuffer_get_length(chunk) > 0) {
+            struct evbuffer_iovec v;
+            if (evbuffer_peek(chunk, -1, NULL, &v, 1) < 1) break;
+            if (p->md5) EVP_DigestUpdate(p->md5, v.iov_base, v.iov_len);
+            ssize_t w = write(p->fd, v.iov_base, v.iov_len); /* disk call: see disk_run */
+            if (w <= 0) {
+                evbuffer_drain(chunk, evbuffer_get_length(chunk));
+                put_fail(h, 500, "Write failed");
+                return;
+            }
+            if ((size_t)w < v.iov_len && p->md5) {
+                /* keep the digest in step with what was written */
+                evbuffer_drain(chunk, evbuffer_get_length(chunk));
+                put_fail(h, 500, "Short write");
+                return;
+            }
+            evbuffer_drain(chunk, (size_t)w);
+            p->written += (uint64_t)w;
+        }
+        if (r == HTTPD_BODY_DONE) {
+            put_finish(h);
+            return;
+        }
+        if (n == 0) return;
+    }
+}
+
+static void do_put(struct httpd_conn *h, struct http_msg *req, struct httpd_files *f, const char *path,
+                   bool trailing)
+{
+    if (!f->enable_put) {
+        httpd_error(h, 403, "PUT disabled");
+        return;
+    }
+    if (f->max_put_size && req->body == HTTP_BODY_LENGTH && req->content_length > f->max_put_size) {
+        h->keep_alive = false;
+        httpd_error(h, 413, NULL);
+        return;
+    }
+    if (trailing || !strcmp(path, "/")) {
+        httpd_error(h, 403, NULL);
+        return;
+    }
+    size_t ml;
+    const char *mv = http_header_value(req, "content-md5", &ml);
+    struct httpd_put *p = calloc(1, sizeof *p);
+    if (!p) {
+        httpd_error(h, 500, NULL);
+        return;
+    }
+    p->fd = p->dirfd = -1;
+    p->f = f;
+    p->max = f->max_put_size;
+    if (mv && ml > 0 && !f->skip_md5_check) {
+        while (ml > 0 && (mv[ml - 1] == '=' || mv[ml - 1] == ' ')) ml--;
+        snprintf(p->want_md5, sizeof p->want_md5, "%.*s", (int)(ml < 60 ? ml : 60), mv);
+        p->md5 = EVP_MD_CTX_new();
+        if (!p->md5 || EVP_DigestInit_ex(p->md5, EVP_md5(), NULL) != 1) {
+            if (p->md5) EVP_MD_CTX_free(p->md5);
+            free(p);
+            httpd_error(h, 500, NULL);
+            return;
+        }
+    }
+    h->put = p;
+    /* disk calls (mkdir, openat, fstatat): see disk_run */
+    const char *base;
+    p->dirfd = open_parent(f, path, true, f->min_put_directory, &base);
+    if (p->dirfd < 0) {
+        put_fail(h, 403, "Parent directory missing");
+        return;
+    }
+    char tmp[NAME_MAX + 1];
+    if ((size_t)snprintf(tmp, sizeof tmp, ".%.200s.pbtmp.%llu", base, (unsigned long long)h->c->id) >= sizeof tmp) {
+        put_fail(h, 414, NULL);
+        return;
+    }
+    struct stat st;
+    p->existed = fstatat(p->dirfd, base, &st, AT_SYMLINK_NOFOLLOW) == 0;
+    if (p->existed && !S_ISREG(st.st_mode)) {
+        put_fail(h, 403, NULL);
+        return;
+    }
+    p->fd = openat(p->dirfd, tmp, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC | O_NOFOLLOW, 0644);
+    if (p->fd < 0) {
+        put_fail(h, 500, "Cannot create file");
+        return;
+    }
+    p->tmp = strdup(tmp);
+    p->name = strdup(base);
+    if (!p->tmp || !p->name) {
+        put_fail(h, 500, NULL);
+        return;
+    }
+    httpd_drop_head(h);
+    httpd_send_continue(h);
+    httpd_request_timeouts(h, 0);
+    put_data(h);
+}
+
+/* ---- DELETE ---- */
+
+static void do_delete(struct httpd_conn *h, struct httpd_files *f, const char *path)
+{
+    if (!f->enable_delete) {
+        httpd_error(h, 403, "DELETE disabled");
+        return;
+    }
+    /* disk calls (open, fstatat, unlinkat): see disk_run */
+    const char *base;
+    int dfd = strcmp(path, "/") ? open_parent(f, path, false, 0, &base) : -1;
+    struct stat st;
+    if (dfd < 0 || fstatat(dfd, base, &st, AT_SYMLINK_NOFOLLOW) < 0) {
+        int e = dfd < 0 && !strcmp(path, "/") ? EACCES : errno;
+        if (dfd >= 0) close(dfd);
+        httpd_error(h, errno_status(e), NULL);
+        return;
+    }
+    int r = S_ISREG(st.st_mode) ? unlinkat(dfd, base, 0) : -1;
+    if (r == 0) httpd_files_invalidate(f);
+    close(dfd);
+    if (r < 0) {
+        httpd_error(h, 403, NULL);
+        return;
+    }
+    bool keep = httpd_can_persist(h);
+    httpd_response_head(h, 204, NULL, -1, keep, NULL);
+    httpd_done(h, keep);
+}
+
+void httpd_files_serve(struct httpd_conn *h, struct http_msg *req, struct httpd_files *f)
+{
+    char path[PATH_MAX];
+    bool trailing = false;
+    int pl = http_path_normalize(req->target, req->target_len, path, sizeof path - 256, &trailing);
+    if (pl >= 0 && f->rewrite_path) f->rewrite_path(f->hook_arg, h, path, sizeof path - 256);
+    if (pl < 0) {
+        httpd_error(h, 400, "Bad path");
+        return;
+    }
+    if (!f->docroot) {
+        httpd_error(h, 500, "No docroot configured");
+        return;
+    }
+    switch (req->method) {
+    case HTTP_M_PUT:
+        do_put(h, req, f, path, trailing);
+        return;
+    case HTTP_M_GET:
+    case HTTP_M_HEAD: {
+        struct get_job *g = calloc(1, sizeof *g);
+        if (!g) {
+            httpd_error(h, 500, NULL);
+            return;
+        }
+        g->j.work = get_work;
+        g->j.done = get_done;
+        g->f = f;
+        g->head = req->method == HTTP_M_HEAD;
+        g->trailing = trailing;
+        g->fd = -1;
+        memcpy(g->path, path, (size_t)pl + 1);
+        size_t rl, il;
+        const char *rv = http_header_value(req, "range", &rl);
+        const char *iv = http_header_value(req, "if-modified-since", &il);
+        if (rv && rl < sizeof g->range) {
+            memcpy(g->range, rv, rl);
+            g->has_range = true;
+        }
+        if (iv && il < sizeof g->ims) {
+            memcpy(g->ims, iv, il);
+            g->has_ims = true;
+        }
+        g->cached_fd = trailing ? -1 : fcache_get(f, path);
+        httpd_drop_head(h);
+        disk_run(h, &g->j);
+        if (g->fd >= 0) close(g->fd);
+        free(g->small);
+        if (g->listing) evbuffer_free(g->listing);
+        free(g);
+        return;
+    }
+    case HTTP_M_DELETE:
+        httpd_drop_head(h);
+        do_delete(h, f, path);
+        return;
+    default:
+        httpd_error(h, 405, NULL);
+        return;
+    }
+}

@@ -1,0 +1,242 @@
+/* djabberd: the XMPP server — settings, start-up wiring (listeners, storage,
+ * the plugin chains), stats. The stream state machine is in session.c,
+ * stanza handling in cmd_xmpp.c, rosters in roster.c, the default storage
+ * plugins in store.c, console commands in admin.c. */
+#include "djabberd/djabberd.h"
+#include "djabberd/hooks.h"
+#include "djabberd/plugins/plugins.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include "common/admin.h"
+#include "common/config.h"
+#include "common/conn.h"
+#include "common/daemon.h"
+#include "common/db.h"
+#include "common/listen.h"
+#include "common/log.h"
+#include "common/loop.h"
+#include "common/stats.h"
+
+struct dj_state dj;
+
+/* `vhost` may be given several times; each adds a domain. */
+static int set_vhost(const struct cfg_setting *s, const char *value, char *err, size_t errlen)
+{
+    (void)s;
+    char buf[4096];
+    snprintf(buf, sizeof buf, "%s", value);
+    for (char *v = strtok(buf, ", \t"); v; v = strtok(NULL, ", \t")) {
+        if (dj.nvhosts >= DJ_MAX_VHOSTS) {
+            snprintf(err, errlen, "at most %d vhosts", DJ_MAX_VHOSTS);
+            return -1;
+        }
+        struct dj_jid j;
+        if (dj_jid_parse(v, &j) < 0 || j.node[0] || j.resource[0]) {
+            snprintf(err, errlen, "vhost '%s' is not a domain name", v);
+            return -1;
+        }
+        if (dj_vhost_find(j.domain) >= 0)
+            continue;
+        dj.vhosts[dj.nvhosts++].name = strdup(j.domain);
+    }
+    return 0;
+}
+
+static const struct cfg_setting dj_settings_table[] = {
+    { "config", 'c', CFG_STRING, &core_opts.config_file, NULL, "read settings from this file (key = value)", false,
+      NULL },
+    { "c2s_port", 'p', CFG_INT, &dj.cfg.c2s_port, "5222", "client-to-server port", false, NULL },
+    { "s2s_port", 0, CFG_INT, &dj.cfg.s2s_port, "0",
+      "server-to-server port (0 = off; S2S is not built yet, see README)", false, NULL },
+    { "listen", 'l', CFG_STRING, &dj.cfg.listen, NULL, "address the c2s port binds (default: all)", false, NULL },
+    { "vhost", 0, CFG_CUSTOM, NULL, NULL, "a domain this server hosts (repeatable; default localhost)", false,
+      set_vhost },
+    { "tls_cert", 0, CFG_STRING, &dj.cfg.tls_cert, NULL, "PEM certificate (chain) for STARTTLS", false, NULL },
+    { "tls_key", 0, CFG_STRING, &dj.cfg.tls_key, NULL, "PEM private key for STARTTLS", false, NULL },
+    { "require_tls", 0, CFG_BOOL, &dj.cfg.require_tls, "yes",
+      "refuse clients until they use TLS (off allows plaintext c2s with PLAIN, like Prosody's "
+      "c2s_require_encryption = false)",
+      false, NULL },
+    { "users_file", 0, CFG_STRING, &dj.cfg.users_file, NULL, "file of user:password lines (the embedded auth plugin)",
+      false, NULL },
+    { "inband_registration", 0, CFG_BOOL, &dj.cfg.inband_registration, "no", "allow XEP-0077 account registration",
+      false, NULL },
+    { "storage", 0, CFG_STRING, &dj.cfg.storage, "DBI:SQLite:dbname=djabberd.sqlite",
+      "accounts, rosters, offline messages, vCards: DBI:SQLite:dbname=FILE or "
+      "DBI:mysql:database=D;host=H;port=P;user=U;password=W",
+      false, NULL },
+    { "max_stanza_size", 0, CFG_SIZE, &dj.cfg.max_stanza, "256k",
+      "largest stanza; a bigger one ends the stream with policy-violation", false, NULL },
+    { "preauth_bytes", 0, CFG_SIZE, &dj.cfg.preauth_bytes, "64k", "bytes a client may send before it authenticates",
+      false, NULL },
+    { "auth_timeout", 0, CFG_INT, &dj.cfg.auth_timeout, "30", "seconds a client has to authenticate", false, NULL },
+    { "idle_timeout", 0, CFG_INT, &dj.cfg.idle_timeout, "0", "close sessions silent this many seconds (0 = never)",
+      false, NULL },
+    { "max_conns", 0, CFG_INT, &dj.cfg.max_conns, "0", "most client connections (0 = unlimited)", false, NULL },
+    { "max_offline", 0, CFG_SIZE, &dj.cfg.max_offline, "1000", "offline messages kept per account", false, NULL },
+    { "max_roster", 0, CFG_INT, &dj.cfg.max_roster, "2000", "items per roster", false, NULL },
+    { "max_resources", 0, CFG_INT, &dj.cfg.max_resources, "10", "sessions per account", false, NULL },
+    CFG_END
+};
+
+int dj_vhost_find(const char *name)
+{
+    for (int i = 0; i < dj.nvhosts; i++)
+        if (!strcasecmp(dj.vhosts[i].name, name))
+            return i;
+    return -1;
+}
+
+/* ---- listeners ------------------------------------------------------------------------ */
+
+static void dj_accept(struct core_loop *loop, int fd, const struct sockaddr *sa, socklen_t salen, void *arg)
+{
+    (void)arg;
+    struct core_conn *c = conn_new(loop, fd, sa, salen, dj_sess_conn_ops(), NULL);
+    if (c)
+        dj_sess_accept(c);
+}
+
+static void dj_reject(int fd, void *arg)
+{
+    (void)arg;
+    static const char msg[] = "<?xml version='1.0'?><stream:stream xmlns='jabber:client' "
+                              "xmlns:stream='http://etherx.jabber.org/streams' version='1.0'><stream:error>"
+                              "<resource-constraint xmlns='urn:ietf:params:xml:ns:xmpp-streams'/></stream:error>"
+                              "</stream:stream>";
+    ssize_t r = send(fd, msg, sizeof msg - 1, MSG_NOSIGNAL | MSG_DONTWAIT);
+    (void)r;
+}
+
+/* ---- stats ------------------------------------------------------------------------------ */
+
+static void dj_stats(struct stats_sink *sink, void *arg)
+{
+    (void)arg;
+    stats_u64(sink, "c2s_connections", dj.nsessions);
+    stats_u64(sink, "c2s_sessions", dj.nbound);
+    stats_u64(sink, "accounts_in_memory", dj.nusers);
+    stats_u64(sink, "c2s_total", dj.n.sessions_total);
+    stats_u64(sink, "auth_ok", dj.n.auth_ok);
+    stats_u64(sink, "auth_fail", dj.n.auth_fail);
+    stats_u64(sink, "stanzas_in", dj.n.stanzas_in);
+    stats_u64(sink, "stanzas_out", dj.n.stanzas_out);
+    stats_u64(sink, "messages_routed", dj.n.messages_routed);
+    stats_u64(sink, "messages_offline", dj.n.messages_offline);
+    stats_u64(sink, "messages_dropped", dj.n.messages_dropped);
+    stats_u64(sink, "offline_delivered", dj.n.offline_delivered);
+    stats_u64(sink, "stream_errors", dj.n.stream_errors);
+    stats_u64(sink, "policy_violations", dj.n.policy_violations);
+    stats_u64(sink, "registered", dj.n.registered);
+    stats_u64(sink, "xml_parsers_pooled", dj_xml_pool_size());
+    for (int i = 0; i < dj.nvhosts; i++)
+        stats_u64f(sink, dj.per_vhost[i], "vhost:%s:sessions", dj.vhosts[i].name);
+    if (dj.db) {
+        struct db_counters dc;
+        db_get_counters(dj.db, &dc);
+        stats_u64(sink, "db_requests", dc.requests);
+        stats_u64(sink, "db_commits", dc.commits);
+        stats_u64(sink, "db_errors", dc.errors);
+        stats_u64(sink, "db_waiting", dc.queued);
+    }
+}
+
+/* ---- life cycle ---------------------------------------------------------------------------- */
+
+static int dj_init(void)
+{
+    char err[512];
+    if (dj.nvhosts == 0)
+        dj.vhosts[dj.nvhosts++].name = strdup("localhost");
+    if (dj.cfg.require_tls) {
+        /* STARTTLS needs conn_start_tls() from the core, which has not landed:
+         * refuse to run rather than silently accept plaintext. */
+        log_error("djabberd: require_tls is on, but this build has no STARTTLS yet (see README); "
+                  "set require_tls = off to serve plaintext c2s");
+        return -1;
+    }
+    if (dj.cfg.s2s_port) {
+        log_error("djabberd: s2s_port is set, but S2S is not built yet (see README); set s2s_port = 0");
+        return -1;
+    }
+    if (dj.cfg.max_roster < 1)
+        dj.cfg.max_roster = 1;
+    if (dj.cfg.max_resources < 1)
+        dj.cfg.max_resources = 1;
+    if (dj.cfg.max_stanza < 1024)
+        dj.cfg.max_stanza = 1024;
+    if (dj_store_open(err, sizeof err) < 0) {
+        log_error("djabberd: storage: %s", err);
+        return -1;
+    }
+    dj_plugin_ping_register();
+    dj_plugin_version_register();
+    dj_plugin_vcard_register();
+    stats_add_source("", dj_stats, NULL);
+    char spec[300];
+    if (dj.cfg.listen && *dj.cfg.listen) {
+        if (strchr(dj.cfg.listen, ':') && dj.cfg.listen[0] != '[')
+            snprintf(spec, sizeof spec, "[%s]:%d", dj.cfg.listen, dj.cfg.c2s_port);
+        else
+            snprintf(spec, sizeof spec, "%s:%d", dj.cfg.listen, dj.cfg.c2s_port);
+    } else
+        snprintf(spec, sizeof spec, "*:%d", dj.cfg.c2s_port);
+    /* one loop owns every session and roster (see djabberd.h) */
+    struct listen_opts lo = { .single_loop = true };
+    if (!listen_open(spec, 5222, &lo, dj_accept, dj_reject, NULL, err, sizeof err)) {
+        log_error("djabberd: cannot listen on %s: %s", spec, err);
+        return -1;
+    }
+    if (dj.cfg.max_conns > 0)
+        listen_set_max_conns((uint64_t)dj.cfg.max_conns);
+    log_info("djabberd: c2s on %s, %d vhost(s), first %s", spec, dj.nvhosts, dj.vhosts[0].name);
+    return 0;
+}
+
+static void dj_fini(void)
+{
+    dj_store_close();
+    dj_xml_pool_clear();
+    for (size_t i = 0; i < dj.nbuckets; i++)
+        while (dj.users[i]) {
+            struct dj_user *u = dj.users[i];
+            dj.users[i] = u->hnext;
+            dj_roster_free_items(u);
+            free(u->bare);
+            free(u);
+        }
+    free(dj.users);
+    for (int i = 0; i < dj.nvhosts; i++)
+        free(dj.vhosts[i].name);
+}
+
+static void dj_reload(void)
+{
+    char err[512];
+    if (dj_users_file_load(dj.cfg.users_file, err, sizeof err) < 0)
+        log_error("djabberd: reload: %s", err);
+    else
+        log_info("djabberd: users_file reloaded (%zu accounts)", dj_users_file_count());
+}
+
+int main(int argc, char **argv)
+{
+    static const struct daemon_desc desc = {
+        .name = "djabberd",
+        .version = DJ_VERSION,
+        .settings = dj_settings_table,
+        .threads = NULL,
+        .default_admin_port = 5280,
+        .init = dj_init,
+        .fini = dj_fini,
+        .admin_cmds = dj_admin_cmds,
+        .hooks = { .on_reload = dj_reload },
+    };
+    return daemon_main(&desc, argc, argv);
+}

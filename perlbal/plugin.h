@@ -1,0 +1,150 @@
+/* plugin.h: the C hook API for perlbal plugins and the bundled plugins.
+ *
+ * A plugin is a struct of optional hooks (nginx-style module). `LOAD name`
+ * makes a compiled-in plugin available (and registers its management
+ * commands); `SET plugins = a, b` on a service turns it on for that service.
+ * Hooks run on the loop that owns the request; anything they keep across
+ * loops (per-service rules, counters) they guard themselves.
+ *
+ * Bundled: vhosts (the selector role's VHOST table), accesscontrol,
+ * maxcontentlength, redirect, stats, queues, autoremoveleadingdir, notmodified,
+ * throttle, echoservice (a service role of its own: pb_echo_accept). */
+#ifndef PB_PLUGIN_H
+#define PB_PLUGIN_H
+
+#include <pthread.h>
+#include <regex.h>
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <sys/socket.h>
+
+struct core_loop;
+struct evbuffer;
+struct http_msg;
+struct pb_client;
+struct pb_service;
+
+enum pb_hook_result { PB_HOOK_CONTINUE = 0, PB_HOOK_HANDLED = 1 };
+
+struct pb_plugin {
+    const char *name;                 /* lower case, as LOAD and SET plugins name it */
+    /* A request head is complete (before the role handles it). The hook may
+     * answer it itself (it drains nothing: the caller has already consumed
+     * the head) and return PB_HOOK_HANDLED, or change cl->prio. */
+    enum pb_hook_result (*start_request)(struct pb_service *svc, struct pb_client *cl, struct http_msg *req);
+    /* web_server: rewrite the normalised path in place (NUL-ended, cap bytes). */
+    void (*serve_path)(struct pb_service *svc, char *path, size_t cap);
+    /* reverse_proxy: a backend was assigned; extra request header lines
+     * ("Name: value\r\n") may be appended to hdrs. */
+    void (*backend_assigned)(struct pb_service *svc, struct pb_client *cl, struct evbuffer *hdrs);
+    /* reverse_proxy: the backend's response head arrived (status). */
+    void (*response_head)(struct pb_service *svc, struct pb_client *cl, int status);
+    /* a file was sent from disk (web_server or X-REPROXY-FILE) */
+    void (*file_sent)(struct pb_service *svc, struct pb_client *cl, bool reproxied);
+    /* Management command words this plugin adds once loaded ("access"). */
+    const char *const *commands;
+    /* Run one of those: argv[0] is the word; ctx_service is the service in
+     * context (CREATE/USE), may be NULL. Writes lines through out(); returns
+     * 0 (the caller prints OK when verbose) or -1 with err set. */
+    int (*command)(const char *ctx_service, int argc, const char *const *argv,
+                   void (*out)(void *arg, const char *line), void *arg, char *err, size_t errlen);
+    /* SET svc.<plugin>.<key> = value. Returns 0 or -1 with err. */
+    int (*set_param)(struct pb_service *svc, const char *key, const char *val, char *err, size_t errlen);
+    /* Service tunables the plugin adds once loaded (SET key = value without a
+     * dot, as Perlbal's add_tunable); NULL-ended; set through set_param. */
+    const char *const *tunables;
+    /* reverse_proxy, before a backend is asked for: return 0 to go on, a
+     * delay in ms to hold the request first, or -1 when the hook answered
+     * (denied) it. Each call that does not answer is paired with proxy_end. */
+    int64_t (*proxy_start)(struct pb_service *svc, struct pb_client *cl);
+    void (*proxy_end)(struct pb_service *svc, struct pb_client *cl);
+};
+
+/* Find a compiled-in plugin by name (case-insensitive). */
+const struct pb_plugin *pb_plugin_find(const char *name);
+/* LOAD: mark loaded. Returns 0 or -1 if no such plugin is built in. */
+int pb_plugin_load(const char *name);
+bool pb_plugin_loaded(const char *name);
+/* The loaded plugin that owns a management command word, or NULL. */
+const struct pb_plugin *pb_plugin_for_command(const char *word);
+/* SET svc.plugin.key = value: 1 if a plugin took it (0 or -1 in *rc), 0 if
+ * no built-in plugin has that name. */
+int pb_plugin_set_param(struct pb_service *svc, const char *dotted_key, const char *val, int *rc, char *err,
+                        size_t errlen);
+/* SET key = value for a key some loaded plugin added as a tunable: 1 if
+ * taken (result in *rc), else 0. */
+int pb_plugin_set_tunable(struct pb_service *svc, const char *key, const char *val, int *rc, char *err,
+                          size_t errlen);
+int64_t pb_plugins_proxy_start(struct pb_service *svc, struct pb_client *cl);
+void pb_plugins_proxy_end(struct pb_service *svc, struct pb_client *cl);
+/* Names of all compiled-in plugins, NULL-ended. */
+const char *const *pb_plugin_names(void);
+
+/* EchoService's `echo` role: a new client connection of svc. */
+void pb_echo_accept(struct pb_service *svc, struct core_loop *loop, int fd, const struct sockaddr *sa,
+                    socklen_t salen);
+
+/* Run the hooks of svc's plugins. */
+enum pb_hook_result pb_plugins_start_request(struct pb_service *svc, struct pb_client *cl, struct http_msg *req);
+void pb_plugins_serve_path(struct pb_service *svc, char *path, size_t cap);
+void pb_plugins_backend_assigned(struct pb_service *svc, struct pb_client *cl, struct evbuffer *hdrs);
+void pb_plugins_response_head(struct pb_service *svc, struct pb_client *cl, int status);
+void pb_plugins_file_sent(struct pb_service *svc, struct pb_client *cl, bool reproxied);
+
+
+/* ---- for the plugins in plugins/<name>.c ---- */
+
+
+#define MAX_RULES 64
+#define MAX_REDIRECTS 64
+#define RECENT_MAX 100
+
+enum access_action { ACC_ALLOW, ACC_DENY, ACC_QUEUE_LOW };
+
+struct access_rule {
+    enum access_action action;
+    uint32_t net, mask;             /* network byte order; ip = /32 */
+};
+
+struct plug_state {
+    /* accesscontrol */
+    struct access_rule rules[MAX_RULES];
+    int nrules;
+    bool deny_default;
+    /* redirect */
+    struct { char match[128], target[128]; } redirects[MAX_REDIRECTS];
+    int nredirects;
+    /* stats */
+    _Atomic uint64_t files_sent, files_reproxied, web_requests, proxy_requests, proxy_requests_highpri;
+    char recent[RECENT_MAX][192];
+    int recent_next, recent_count;
+    /* notmodified */
+    regex_t host_re;
+    bool has_host_re;
+    /* throttle */
+    struct thr_state *throttle;
+};
+
+/* The service's plugin state (created on first use); console changes and
+ * request-time reads meet under pb_plugin_lock. */
+extern pthread_mutex_t pb_plugin_lock;
+struct plug_state *pb_plugin_state(struct pb_service *s);
+/* The client's IPv4 address (network order); ok false for other families. */
+uint32_t pb_plugin_client_ipv4(struct pb_client *cl, bool *ok);
+/* "a.b.c.d" (what = "ip") or "a.b.c.d/n" / "a.b.c.d/m.m.m.m" ("netmask") -> net, mask
+ * (network order). Returns 0 or -1. */
+int pb_plugin_parse_net(const char *what, const char *val, uint32_t *net, uint32_t *mask);
+
+/* the bundled plugins */
+extern const struct pb_plugin pb_plugin_accesscontrol;
+extern const struct pb_plugin pb_plugin_maxcontentlength;
+extern const struct pb_plugin pb_plugin_redirect;
+extern const struct pb_plugin pb_plugin_stats;
+extern const struct pb_plugin pb_plugin_queues;
+extern const struct pb_plugin pb_plugin_autoremoveleadingdir;
+extern const struct pb_plugin pb_plugin_notmodified;
+extern const struct pb_plugin pb_plugin_throttle;
+extern const struct pb_plugin pb_plugin_echoservice;
+
+#endif

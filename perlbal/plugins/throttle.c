@@ -1,0 +1,286 @@
+/* plugins/throttle.c: Perlbal's throttle plugin — per-IP delays growing on repeat requests, bans, max concurrent, white/blacklists. */
+#include <arpa/inet.h>
+#include <ctype.h>
+#include <limits.h>
+#include <regex.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+#include <unistd.h>
+
+#include <event2/buffer.h>
+#include <event2/event.h>
+
+
+#include "common/conn.h"
+#include "common/line.h"
+#include "common/log.h"
+#include "common/loop.h"
+#include "perlbal/perlbal.h"
+#include "perlbal/plugin.h"
+
+/* throttle:
+ * As Perlbal's Throttle plugin with its in-memory store: per client IP, a
+ * request within throttle_threshold_seconds of the previous one is held
+ * initial_delay * 2^violations seconds (at most max_delay); ban_threshold
+ * violations ban the IP for ban_expiration seconds (403 / close); more than
+ * max_concurrent requests in flight from one IP get 403; whitelist_file IPs
+ * pass, blacklist_file IPs are denied (or throttled); path_regex and
+ * method_regex (POSIX ERE) limit which requests count. The per-IP table is
+ * direct-mapped (THR_SLOTS per service): an IP colliding with another takes
+ * its slot, which errs on the lenient side. memcached sharing is not built. */
+#define THR_SLOTS 4096
+#define THR_LIST_MAX 256
+
+struct thr_slot {
+    uint32_t ip;                   /* network order; 0 = empty */
+    int64_t last_ms;               /* last request start */
+    int64_t expires_ms;            /* the record is forgotten after this */
+    int violations;
+    int concurrent;
+    int64_t banned_until_ms;
+};
+
+struct thr_net {
+    uint32_t net, mask;
+};
+
+struct thr_state {
+    pthread_mutex_t lock;
+    struct thr_slot slots[THR_SLOTS];
+    struct thr_net white[THR_LIST_MAX], black[THR_LIST_MAX];
+    int nwhite, nblack;
+    regex_t path_re, method_re;
+    bool has_path_re, has_method_re;
+    /* tunables */
+    bool default_throttle, blacklist_deny, log_only;
+    int threshold_s, initial_delay_s, max_delay_s, max_concurrent, ban_threshold, ban_expiration_s;
+};
+
+static struct thr_state *thr_of(struct pb_service *svc)
+{
+    struct plug_state *st = pb_plugin_state(svc);
+    if (!st) return NULL;
+    if (!st->throttle) {
+        pthread_mutex_lock(&pb_plugin_lock);
+        if (!st->throttle) {
+            struct thr_state *t = calloc(1, sizeof *t);
+            if (t) {
+                pthread_mutex_init(&t->lock, NULL);
+                t->default_throttle = true;
+                t->blacklist_deny = true;
+                t->threshold_s = 60;
+                t->initial_delay_s = 3;
+                t->max_delay_s = 300;
+                t->max_concurrent = 2;
+                t->ban_expiration_s = 60;
+                st->throttle = t;
+            }
+        }
+        pthread_mutex_unlock(&pb_plugin_lock);
+    }
+    return st->throttle;
+}
+
+static bool in_list(const struct thr_net *l, int n, uint32_t ip)
+{
+    for (int i = 0; i < n; i++)
+        if ((ip & l[i].mask) == l[i].net) return true;
+    return false;
+}
+
+static int load_cidrs(const char *file, struct thr_net *out, int *n, char *err, size_t errlen)
+{
+    FILE *f = fopen(file, "r");
+    if (!f) {
+        snprintf(err, errlen, "cannot open %s", file);
+        return -1;
+    }
+    char line[256];
+    int k = 0;
+    while (fgets(line, sizeof line, f) && k < THR_LIST_MAX) {
+        char *h = strchr(line, '#');
+        if (h) *h = 0;
+        char *s = line;
+        while (isspace((unsigned char)*s)) s++;
+        char *e = s;
+        while (*e && !isspace((unsigned char)*e)) e++;
+        *e = 0;
+        if (!*s) continue;
+        if (pb_plugin_parse_net(strchr(s, '/') ? "netmask" : "ip", s, &out[k].net, &out[k].mask) == 0) k++;
+    }
+    fclose(f);
+    if (!k) {
+        snprintf(err, errlen, "%s contains no recognizable CIDRs", file);
+        return -1;
+    }
+    *n = k;
+    return 0;
+}
+
+static const char *const thr_tunables[] = {
+    "whitelist_file", "blacklist_file", "default_action", "blacklist_action", "path_regex", "method_regex",
+    "log_events", "log_only", "throttle_threshold_seconds", "initial_delay", "max_delay", "max_concurrent",
+    "ban_threshold", "ban_expiration", "memcached_servers", "memcached_async_clients", "instance_name", NULL,
+};
+
+static int thr_set(struct pb_service *svc, const char *key, const char *val, char *err, size_t errlen)
+{
+    struct thr_state *t = thr_of(svc);
+    if (!t) {
+        snprintf(err, errlen, "out of memory");
+        return -1;
+    }
+    int rc = 0;
+    err[0] = 0;
+    char *end;
+    long n = strtol(val, &end, 10);
+    bool is_int = end != val && !*end && n >= 0;
+    pthread_mutex_lock(&t->lock);
+    if (!strcmp(key, "whitelist_file") || !strcmp(key, "blacklist_file")) {
+        bool white = key[0] == 'w';
+        if (!*val || !strcmp(val, "none")) {
+            *(white ? &t->nwhite : &t->nblack) = 0;
+        } else {
+            rc = load_cidrs(val, white ? t->white : t->black, white ? &t->nwhite : &t->nblack, err, errlen);
+        }
+    } else if (!strcmp(key, "default_action")) {
+        if (strcmp(val, "allow") && strcmp(val, "throttle")) rc = -1;
+        else t->default_throttle = !strcmp(val, "throttle");
+    } else if (!strcmp(key, "blacklist_action")) {
+        if (strcmp(val, "deny") && strcmp(val, "throttle")) rc = -1;
+        else t->blacklist_deny = !strcmp(val, "deny");
+    } else if (!strcmp(key, "path_regex") || !strcmp(key, "method_regex")) {
+        bool path = key[0] == 'p';
+        regex_t *re = path ? &t->path_re : &t->method_re;
+        bool *has = path ? &t->has_path_re : &t->has_method_re;
+        regex_t nre;
+        int r = *val ? regcomp(&nre, val, REG_EXTENDED | REG_NOSUB) : 0;
+        if (r) {
+            regerror(r, &nre, err, errlen);
+            rc = -1;
+        } else {
+            if (*has) regfree(re);
+            *has = *val != 0;
+            if (*val) *re = nre;
+        }
+    } else if (!strcmp(key, "log_only")) {
+        t->log_only = !strcmp(val, "1") || !strcasecmp(val, "on") || !strcasecmp(val, "true") ||
+                      !strcasecmp(val, "yes");
+    } else if (!strcmp(key, "log_events") || !strcmp(key, "instance_name") || !strcmp(key, "memcached_servers") ||
+               !strcmp(key, "memcached_async_clients")) {
+        if (!strcmp(key, "memcached_servers") && *val)
+            log_warn("perlbal: Throttle memcached_servers is not built: the state stays in this process");
+    } else if (!is_int) {
+        snprintf(err, errlen, "Expected integer value for '%s'", key);
+        rc = -2;
+    } else if (!strcmp(key, "throttle_threshold_seconds")) t->threshold_s = (int)n;
+    else if (!strcmp(key, "initial_delay")) t->initial_delay_s = (int)n;
+    else if (!strcmp(key, "max_delay")) t->max_delay_s = (int)n;
+    else if (!strcmp(key, "max_concurrent")) t->max_concurrent = (int)n;
+    else if (!strcmp(key, "ban_threshold")) t->ban_threshold = (int)n;
+    else if (!strcmp(key, "ban_expiration")) t->ban_expiration_s = (int)n;
+    pthread_mutex_unlock(&t->lock);
+    if (rc == -1 && !err[0]) snprintf(err, errlen, "Invalid value for '%s'", key);
+    return rc < 0 ? -1 : 0;
+}
+
+static struct thr_slot *thr_slot(struct thr_state *t, uint32_t ip)
+{
+    uint32_t h = ip * 2654435761u;
+    return &t->slots[(h >> 20) % THR_SLOTS];
+}
+
+static void thr_end(struct pb_service *svc, struct pb_client *cl);
+
+static const char *method_name(enum http_method m)
+{
+    switch (m) {
+    case HTTP_M_GET: return "GET";
+    case HTTP_M_HEAD: return "HEAD";
+    case HTTP_M_POST: return "POST";
+    case HTTP_M_PUT: return "PUT";
+    case HTTP_M_DELETE: return "DELETE";
+    case HTTP_M_OPTIONS: return "OPTIONS";
+    case HTTP_M_TRACE: return "TRACE";
+    case HTTP_M_CONNECT: return "CONNECT";
+    default: return "OTHER";
+    }
+}
+
+static int64_t thr_start(struct pb_service *svc, struct pb_client *cl)
+{
+    struct thr_state *t = thr_of(svc);
+    bool v4;
+    uint32_t ip = pb_plugin_client_ipv4(cl, &v4);
+    if (!t || !v4) return 0;
+    int64_t now = pb_now_ms(), delay = 0;
+    enum { ALLOW, THROTTLE, DENY, BAN } result;
+    pthread_mutex_lock(&t->lock);
+    struct thr_slot *s = thr_slot(t, ip);
+    if (s->ip != ip || (s->expires_ms <= now && s->concurrent == 0 && s->banned_until_ms <= now)) {
+        memset(s, 0, sizeof *s);
+        s->ip = ip;
+    }
+    s->concurrent++;
+    cl->throttle_counted = true;
+    if (in_list(t->white, t->nwhite, ip)) result = ALLOW;
+    else if (s->banned_until_ms > now) result = DENY;
+    else if (in_list(t->black, t->nblack, ip)) result = t->blacklist_deny ? DENY : THROTTLE;
+    else if (s->concurrent > t->max_concurrent) result = DENY;
+    else if (t->has_path_re && (!cl->target || regexec(&t->path_re, cl->target, 0, NULL, 0))) result = ALLOW;
+    else if (t->has_method_re && regexec(&t->method_re, method_name(cl->h->method), 0, NULL, 0)) result = ALLOW;
+    else result = t->default_throttle ? THROTTLE : ALLOW;
+    if (result == THROTTLE) {
+        bool seen = s->last_ms && s->expires_ms > now;
+        if (!seen || now - s->last_ms >= (int64_t)t->threshold_s * 1000) {
+            s->violations = 0;
+            s->expires_ms = now + (int64_t)t->threshold_s * 1000;
+        } else {
+            int64_t d = (int64_t)t->initial_delay_s * 1000;
+            for (int i = 0; i < s->violations && d < (int64_t)t->max_delay_s * 1000; i++) d *= 2;
+            if (d > (int64_t)t->max_delay_s * 1000) d = (int64_t)t->max_delay_s * 1000;
+            s->violations++;
+            if (t->ban_threshold && s->violations >= t->ban_threshold) {
+                s->banned_until_ms = now + (int64_t)t->ban_expiration_s * 1000;
+                result = BAN;
+            } else {
+                delay = d;
+                s->expires_ms = now + d;
+            }
+        }
+        s->last_ms = now;
+    }
+    bool log_only = t->log_only;
+    pthread_mutex_unlock(&t->lock);
+    char ipbuf[INET_ADDRSTRLEN];
+    if (result == BAN) log_info("perlbal: Throttle: banning %s", inet_ntop(AF_INET, &ip, ipbuf, sizeof ipbuf));
+    if (log_only) return 0;
+    if (result == DENY || result == BAN) {
+        thr_end(svc, cl);
+        cl->h->keep_alive = false;
+        pb_client_error(cl, 403, "Forbidden.");
+        return -1;
+    }
+    return delay;
+}
+
+static void thr_end(struct pb_service *svc, struct pb_client *cl)
+{
+    if (!cl->throttle_counted) return;
+    cl->throttle_counted = false;
+    struct thr_state *t = thr_of(svc);
+    bool v4;
+    uint32_t ip = pb_plugin_client_ipv4(cl, &v4);
+    if (!t || !v4) return;
+    pthread_mutex_lock(&t->lock);
+    struct thr_slot *s = thr_slot(t, ip);
+    if (s->ip == ip && s->concurrent > 0) s->concurrent--;
+    pthread_mutex_unlock(&t->lock);
+}
+
+
+const struct pb_plugin pb_plugin_throttle = { .name = "throttle", .set_param = thr_set, .tunables = thr_tunables, .proxy_start = thr_start,
+      .proxy_end = thr_end };

@@ -1,0 +1,423 @@
+/* session: a client connection of an HTTP service — the one driver of
+ * perlbal's client state (enum pb_client_state). common/httpd owns the HTTP
+ * side (heads, keep-alive, pipelining, bodies, errors); this file takes its
+ * events: a request head (plugins, the selector's vhost choice, the
+ * reverse_proxy request head for the backend, or the web_server), input
+ * while a request is in progress (by state: body to a backend, upload
+ * buffering, or held), the end of a request (per-request state reset), and
+ * the close.
+ *
+ * It never talks to backends or files itself: reverse_proxy requests go to
+ * proxy.c / backend.c, web_server requests to web.c. */
+#include <arpa/inet.h>
+#include <ctype.h>
+#include <unistd.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+#include <time.h>
+
+#include <event2/buffer.h>
+#include <event2/bufferevent.h>
+
+#include "common/conn.h"
+#include "common/line.h"
+#include "common/log.h"
+#include "common/loop.h"
+#include "common/tls.h"
+#include "perlbal/perlbal.h"
+#include "perlbal/plugin.h"
+
+static void client_on_request(struct httpd_conn *h, struct http_msg *req);
+static void client_on_input(struct httpd_conn *h);
+static void client_on_request_end(struct httpd_conn *h);
+static void client_on_drained(struct httpd_conn *h);
+static void client_on_close(struct httpd_conn *h, enum conn_close_reason why);
+
+static const struct httpd_ops client_ops = {
+    .on_request = client_on_request,
+    .on_input = client_on_input,
+    .on_request_end = client_on_request_end,
+    .on_drained = client_on_drained,
+    .on_close = client_on_close,
+};
+
+/* httpd's settings for the service now handling the client's request. */
+static void client_apply_service(struct pb_client *cl)
+{
+    struct httpd_conn *h = cl->h;
+    struct pb_service *svc = cl->svc;
+    h->idle_ms = svc->idle_timeout > 0 ? (uint32_t)svc->idle_timeout * 1000 : 0;
+    h->keepalive_ms = svc->persist_client_idle_timeout > 0 ? (uint32_t)svc->persist_client_idle_timeout * 1000 : 0;
+    h->persist = cl->listen_svc->persist_client && svc->persist_client;
+    h->server = svc->server_tokens ? "Perlbal" : NULL;
+    h->max_chunked_body = svc->max_chunked_request_size;
+}
+
+void pb_client_accept(struct pb_service *svc, struct core_loop *loop, int fd, const struct sockaddr *sa,
+                      socklen_t salen, bool reject)
+{
+    struct pb_client *cl = calloc(1, sizeof *cl);
+    if (!cl) {
+        close(fd);
+        return;
+    }
+    cl->svc = cl->listen_svc = svc;
+    cl->loop_index = loop->index;
+    cl->prio = 1;
+    cl->upload_fd = -1;
+    if (svc->client_sndbuf_size) {
+        int v = (int)svc->client_sndbuf_size;
+        setsockopt(fd, SOL_SOCKET, SO_SNDBUF, &v, sizeof v);
+    }
+    struct httpd_conn *h =
+        httpd_accept(loop, fd, sa, salen, svc->enable_ssl ? svc->tls_ctx : NULL, &client_ops, cl);
+    if (!h) {
+        free(cl);
+        return;
+    }
+    cl->h = h;
+    cl->c = h->c;
+    client_apply_service(cl);
+    conn_set_output_limit(cl->c, svc->buffer_size ? svc->buffer_size : 256 * 1024);
+    conn_set_timeouts(cl->c, h->idle_ms, HTTPD_WRITE_TIMEOUT_MS);
+    if (reject) {
+        h->in_request = true;
+        h->keep_alive = false;
+        cl->state = CL_RESPONDING;
+        httpd_error(h, 503, "Too many connections");
+    }
+}
+
+void pb_client_request_timeouts(struct pb_client *cl, size_t head_in_buffer)
+{
+    httpd_request_timeouts(cl->h, head_in_buffer);
+}
+
+bool pb_client_can_persist(struct pb_client *cl)
+{
+    return httpd_can_persist(cl->h);
+}
+
+void pb_client_response_head(struct pb_client *cl, int status, const char *ctype, int64_t content_length,
+                             bool keep_alive, const char *extra)
+{
+    httpd_response_head(cl->h, status, ctype, content_length, keep_alive, extra);
+}
+
+void pb_client_flush(struct pb_client *cl)
+{
+    httpd_flush(cl->h);
+}
+
+void pb_client_error(struct pb_client *cl, int status, const char *msg)
+{
+    httpd_error(cl->h, status, msg);
+}
+
+void pb_client_set_responding(struct pb_client *cl)
+{
+    cl->state = CL_RESPONDING;
+}
+
+static void client_release_active(struct pb_client *cl)
+{
+    if (cl->active_svc) {
+        cl->active_svc->loops[cl->loop_index].active_clients--;
+        cl->active_svc = NULL;
+    }
+}
+
+/* httpd: the request ended (answered, or failed): per-request state goes,
+ * the next request starts with the listener's service. */
+static void client_on_request_end(struct httpd_conn *h)
+{
+    struct pb_client *cl = h->data;
+    if (cl->throttle_counted) pb_plugins_proxy_end(cl->svc, cl);
+    free(cl->target);
+    cl->target = NULL;
+    free(cl->cache_key);
+    cl->cache_key = NULL;
+    free(cl->range);
+    cl->range = NULL;
+    free(cl->rp_hdrs);
+    cl->rp_hdrs = NULL;
+    if (cl->req_head) evbuffer_drain(cl->req_head, evbuffer_get_length(cl->req_head));
+    if (cl->upload_fd >= 0) close(cl->upload_fd);
+    cl->upload_fd = -1;
+    cl->state = CL_READ_HEAD;
+    cl->svc = cl->listen_svc;
+    cl->retries = 0;
+    cl->error_retries = 0;
+    cl->prio = 1;
+    cl->chunked_out = false;
+    client_apply_service(cl);
+}
+
+void pb_client_done(struct pb_client *cl, bool keep_alive)
+{
+    httpd_done(cl->h, keep_alive);
+}
+
+/* Priority from the high-priority cookie. */
+static int request_priority(struct pb_service *svc, struct http_msg *req)
+{
+    if (!svc->high_priority_cookie || !*svc->high_priority_cookie) return 1;
+    size_t len;
+    const char *ck = http_header_value(req, "cookie", &len);
+    if (!ck) return 1;
+    size_t nl = strlen(svc->high_priority_cookie);
+    for (size_t i = 0; i + nl < len; i++) {
+        if ((i == 0 || ck[i - 1] == ' ' || ck[i - 1] == ';') && strncmp(ck + i, svc->high_priority_cookie, nl) == 0 &&
+            ck[i + nl] == '=') {
+            const char *v = ck + i + nl + 1;
+            const char *ve = memchr(v, ';', len - (size_t)(v - ck));
+            size_t vl = ve ? (size_t)(ve - v) : len - (size_t)(v - ck);
+            const char *want = svc->high_priority_cookie_contents;
+            if (!want || !*want) return 0;
+            if (memmem(v, vl, want, strlen(want))) return 0;
+        }
+    }
+    return 1;
+}
+
+/* Vhosts: literal host, "*.host", then peel labels ("*.site.com", "*.com"),
+ * then "*". Returns the target service or NULL. */
+static struct pb_service *vhost_select(struct pb_service *sel, struct http_msg *req)
+{
+    char host[256];
+    size_t hl = 0;
+    if (req->host_index >= 0) {
+        const struct http_header *h = &req->headers[req->host_index];
+        hl = h->value_len < sizeof host - 3 ? h->value_len : sizeof host - 3;
+        for (size_t i = 0; i < hl; i++) host[i] = (char)tolower((unsigned char)h->value[i]);
+    }
+    host[hl] = 0;
+    char *colon = strrchr(host, ':');
+    if (colon && !strchr(host, ']')) *colon = 0;
+    hl = strlen(host);
+    if (hl && host[hl - 1] == '.') host[--hl] = 0;
+    char wild[260];
+    if (hl) snprintf(wild, sizeof wild, "*.%s", host);
+    pthread_mutex_lock(&pb_lock);
+    struct pb_service *found = NULL;
+    /* literal */
+    for (struct pb_vhost *v = sel->vhosts; v && hl && !found; v = v->next)
+        if (!strcmp(v->pattern, host)) found = pb_service_find(v->target);
+    if (!found && hl) {
+        /* *.host, then peel */
+        char *p = wild; /* "*.a.b.c" */
+        for (;;) {
+            for (struct pb_vhost *v = sel->vhosts; v && !found; v = v->next)
+                if (!strcmp(v->pattern, p)) found = pb_service_find(v->target);
+            if (found) break;
+            char *dot = strchr(p + 2, '.');
+            if (!dot) break;
+            /* "*.b.c": move the "*" to just before the dot */
+            p = dot - 1;
+            *p = '*';
+        }
+    }
+    if (!found)
+        for (struct pb_vhost *v = sel->vhosts; v && !found; v = v->next)
+            if (!strcmp(v->pattern, "*")) found = pb_service_find(v->target);
+    pthread_mutex_unlock(&pb_lock);
+    return found;
+}
+
+/* One complete request head is at the front of the input: hand it on. */
+static void dispatch(struct pb_client *cl, struct http_msg *req)
+{
+    atomic_fetch_add_explicit(&pb_total_requests, 1, memory_order_relaxed);
+    cl->target = strndup(req->target, req->target_len);
+    struct pb_service *svc = cl->svc;
+    /* plugins of a selector run before the vhost choice (Redirect,
+     * AccessControl at the front door); an answered request's head is
+     * consumed here, after the hooks have read it */
+    if (svc->role == PB_ROLE_SELECTOR && svc->nplugins && pb_plugins_start_request(svc, cl, req) == PB_HOOK_HANDLED) {
+        httpd_drop_head(cl->h);
+        return;
+    }
+    for (int hops = 0; svc->role == PB_ROLE_SELECTOR && hops < 4; hops++) {
+        struct pb_service *t = vhost_select(svc, req);
+        if (!t || t->role == PB_ROLE_SELECTOR || t->role == PB_ROLE_MANAGEMENT) {
+            httpd_drop_head(cl->h);
+            cl->svc = svc;
+            pb_client_error(cl, 404, "Not Found (no configured vhost)");
+            return;
+        }
+        svc = t;
+    }
+    cl->svc = svc;
+    client_apply_service(cl);
+    /* the chosen service's bound on a chunked body (no body byte read yet) */
+    if (req->body == HTTP_BODY_CHUNKED) http_chunked_init(&cl->h->chunk, svc->max_chunked_request_size);
+    atomic_fetch_add_explicit(&svc->requests, 1, memory_order_relaxed);
+    if (svc->nplugins && svc->role != PB_ROLE_SELECTOR &&
+        pb_plugins_start_request(svc, cl, req) == PB_HOOK_HANDLED) {
+        httpd_drop_head(cl->h);
+        return;
+    }
+    pb_client_request_timeouts(cl, req->head_len);
+    conn_set_busy(cl->c, true);
+    switch (svc->role) {
+    case PB_ROLE_REVERSE_PROXY: {
+        /* high_priority_cookie raises; a plugin (AccessControl queue_low)
+         * may already have lowered it */
+        if (request_priority(svc, req) == 0) cl->prio = 0;
+        if (svc->enable_reproxy) { /* a reproxied answer honours the client's Range */
+            size_t rl;
+            const char *rv = http_header_value(req, "range", &rl);
+            if (rv && rl < 256) cl->range = strndup(rv, rl);
+        }
+        if (svc->reproxy_cache_maxsize > 0 && svc->enable_reproxy && req->body == HTTP_BODY_NONE &&
+            (req->method == HTTP_M_GET || req->method == HTTP_M_HEAD)) {
+            const struct http_header *hh = req->host_index >= 0 ? &req->headers[req->host_index] : NULL;
+            if (asprintf(&cl->cache_key, "%.*s|%.*s", hh ? (int)hh->value_len : 0, hh ? hh->value : "",
+                         (int)req->target_len, req->target) < 0)
+                cl->cache_key = NULL;
+            if (cl->cache_key && pb_proxy_from_cache(cl)) {
+                httpd_drop_head(cl->h);
+                return;
+            }
+        }
+        /* build the backend head now: req points into the input buffer */
+        if (!cl->req_head) cl->req_head = evbuffer_new();
+        struct evbuffer *h = cl->req_head;
+        bool chunked = req->body == HTTP_BODY_CHUNKED;
+        evbuffer_add(h, req->method_str, req->method_len);
+        evbuffer_add(h, " ", 1);
+        evbuffer_add(h, req->target, req->target_len);
+        evbuffer_add(h, chunked ? " HTTP/1.1\r\n" : " HTTP/1.0\r\n", 11);
+        bool trusted = pb_service_trusted(svc, &cl->c->peer);
+        char ip[INET6_ADDRSTRLEN] = "";
+        if (cl->c->peer.ss_family == AF_INET)
+            inet_ntop(AF_INET, &((struct sockaddr_in *)&cl->c->peer)->sin_addr, ip, sizeof ip);
+        else if (cl->c->peer.ss_family == AF_INET6)
+            inet_ntop(AF_INET6, &((struct sockaddr_in6 *)&cl->c->peer)->sin6_addr, ip, sizeof ip);
+        bool xff_done = false;
+        for (int i = 0; i < req->nheaders; i++) {
+            const struct http_header *hd = &req->headers[i];
+#define IS(n) (hd->name_len == sizeof(n) - 1 && strncasecmp(hd->name, n, sizeof(n) - 1) == 0)
+            /* hop-by-hop, and the body's framing: a chunked body is
+             * re-encoded (no extensions, no trailers), so its coding
+             * header is ours, not the client's */
+            if (IS("connection") || IS("keep-alive") || IS("proxy-connection") || IS("te") || IS("upgrade") ||
+                IS("x-proxy-capabilities") || IS("transfer-encoding") || IS("trailer"))
+                continue;
+            bool removed = false;
+            for (struct pb_header_op *op = svc->header_ops; op; op = op->next)
+                if (!op->value && strlen(op->name) == hd->name_len && !strncasecmp(op->name, hd->name, hd->name_len))
+                    removed = true;
+            if (removed) continue;
+            if (IS("x-forwarded-for")) {
+                if (!trusted) continue;
+                if (!svc->blind_proxy) {
+                    evbuffer_add_printf(h, "X-Forwarded-For: %.*s, %s\r\n", (int)hd->value_len, hd->value, ip);
+                    xff_done = true;
+                    continue;
+                }
+            }
+            if ((IS("x-host") || IS("x-forwarded-host")) && !trusted) continue;
+#undef IS
+            evbuffer_add(h, hd->name, hd->name_len);
+            evbuffer_add(h, ": ", 2);
+            evbuffer_add(h, hd->value, hd->value_len);
+            evbuffer_add(h, "\r\n", 2);
+        }
+        if (!xff_done && (!trusted || !svc->blind_proxy)) {
+            evbuffer_add(h, "X-Forwarded-For: ", 17);
+            evbuffer_add(h, ip, strlen(ip));
+            evbuffer_add(h, "\r\n", 2);
+        }
+        if (svc->enable_reproxy) evbuffer_add(h, "X-Proxy-Capabilities: reproxy-file\r\n", 36);
+        for (struct pb_header_op *op = svc->header_ops; op; op = op->next)
+            if (op->value) evbuffer_add_printf(h, "%s: %s\r\n", op->name, op->value);
+        if (chunked) evbuffer_add(h, "Transfer-Encoding: chunked\r\n", 28);
+        cl->chunked_out = chunked;
+        if (svc->persist_backend) evbuffer_add(h, "Connection: keep-alive\r\n\r\n", 26);
+        else evbuffer_add(h, "Connection: close\r\n\r\n", 21);
+        httpd_drop_head(cl->h);
+        /* clients connected to this service (in flight or between
+         * requests): how many bored backends are worth keeping */
+        if (cl->active_svc != svc) {
+            client_release_active(cl);
+            cl->active_svc = svc;
+            svc->loops[cl->loop_index].active_clients++;
+        }
+        if (svc->nplugins) {
+            int64_t hold = pb_plugins_proxy_start(svc, cl);
+            if (hold < 0) return; /* answered (denied) */
+            if (hold > 0) {
+                pb_proxy_hold(cl, hold);
+                return;
+            }
+        }
+        pb_proxy_start(cl);
+        return;
+    }
+    case PB_ROLE_WEB_SERVER:
+        pb_web_request(cl, req);
+        return;
+    default:
+        httpd_drop_head(cl->h);
+        pb_client_error(cl, 404, "Service has no HTTP role");
+        return;
+    }
+}
+
+/* httpd: a request head is complete. */
+static void client_on_request(struct httpd_conn *h, struct http_msg *req)
+{
+    struct pb_client *cl = h->data;
+    cl->state = CL_RESPONDING;
+    dispatch(cl, req);
+}
+
+/* httpd: input while a request is in progress. */
+static void client_on_input(struct httpd_conn *h)
+{
+    struct pb_client *cl = h->data;
+    switch (cl->state) {
+    case CL_WAIT_BACKEND:
+    case CL_BACKEND:
+        if (!h->body_done && cl->backend) {
+            pb_proxy_body_ready(cl);
+            return;
+        }
+        if (!h->body_done) pb_client_request_timeouts(cl, 0); /* body arriving while queued */
+        break;
+    case CL_BUFFERING:
+        pb_proxy_buffer_data(cl);
+        return;
+    default:
+        break;
+    }
+    /* bytes wait: the body for a backend still connecting, or a pipelined
+     * request */
+    if (evbuffer_get_length(conn_in(h->c)) > HTTPD_MAX_PIPELINE_IN) conn_pause_read(h->c);
+}
+
+static void client_on_drained(struct httpd_conn *h)
+{
+    struct pb_client *cl = h->data;
+    /* the client caught up: let a paused backend or reproxy go on */
+    if (cl->backend && cl->backend->c) conn_resume_read(cl->backend->c);
+    if (cl->reproxy) pb_reproxy_resume(cl);
+}
+
+static void client_on_close(struct httpd_conn *h, enum conn_close_reason why)
+{
+    (void)why;
+    struct pb_client *cl = h->data;
+    pb_proxy_client_gone(cl);
+    client_release_active(cl);
+    if (cl->upload_fd >= 0) close(cl->upload_fd);
+    if (cl->req_head) evbuffer_free(cl->req_head);
+    free(cl->target);
+    free(cl->cache_key);
+    free(cl->range);
+    free(cl->rp_hdrs);
+    free(cl);
+}

@@ -1,0 +1,297 @@
+/* httpd end to end over loopback: a file server (httpd_files_serve) and a
+ * body-echo handler (httpd_body_read) on one loop, driven by a blocking
+ * client thread — GET/HEAD, Range and 416, If-Modified-Since, the
+ * directory redirect and listing switch, confinement, pipelining and
+ * keep-alive, PUT (Content-Length, chunked, 100-continue, Content-MD5 right
+ * and wrong, max size), DELETE, chunked bodies decoded, a head bomb (431),
+ * and the head deadline (408). */
+#include <arpa/inet.h>
+#include <fcntl.h>
+#include <netinet/in.h>
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <event2/buffer.h>
+
+#include "common/httpd.h"
+#include "common/listen.h"
+#include "common/loop.h"
+#include "tests/unit/unit.h"
+
+static char root[256];
+static struct httpd_files files;
+static int port;
+
+static void on_request(struct httpd_conn *h, struct http_msg *req)
+{
+    if (req->target_len >= 5 && !memcmp(req->target, "/echo", 5)) {
+        /* answers with the decoded body once it is all in (on_input) */
+        h->data = evbuffer_new();
+        httpd_send_continue(h);
+        return;
+    }
+    httpd_files_serve(h, req, &files);
+}
+
+static void on_input(struct httpd_conn *h)
+{
+    struct evbuffer *body = h->data;
+    if (!body) return;
+    enum httpd_body_result r = httpd_body_read(h, body, 0);
+    if (r == HTTPD_BODY_ERROR) {
+        evbuffer_free(body);
+        h->data = NULL;
+        httpd_error(h, 400, "bad body");
+        return;
+    }
+    if (r != HTTPD_BODY_DONE) return;
+    bool keep = httpd_can_persist(h);
+    httpd_response_head(h, 200, "text/plain", (int64_t)evbuffer_get_length(body), keep, NULL);
+    evbuffer_add_buffer(httpd_tx(), body);
+    evbuffer_free(body);
+    h->data = NULL;
+    httpd_done(h, keep);
+}
+
+static void on_close(struct httpd_conn *h, enum conn_close_reason why)
+{
+    (void)why;
+    if (h->data) evbuffer_free(h->data);
+}
+
+static const struct httpd_ops ops = { .on_request = on_request, .on_input = on_input, .on_close = on_close };
+
+static void on_accept(struct core_loop *loop, int fd, const struct sockaddr *sa, socklen_t salen, void *arg)
+{
+    (void)arg;
+    struct httpd_conn *h = httpd_accept(loop, fd, sa, salen, NULL, &ops, NULL);
+    if (h) {
+        h->idle_ms = 400; /* the head deadline under test */
+        h->server = "test";
+    }
+}
+
+/* ---- client side ---- */
+
+static int dial(void)
+{
+    int fd = socket(AF_INET, SOCK_STREAM, 0);
+    struct sockaddr_in sa = { .sin_family = AF_INET, .sin_port = htons((uint16_t)port) };
+    inet_pton(AF_INET, "127.0.0.1", &sa.sin_addr);
+    struct timeval tv = { 3, 0 };
+    setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
+    if (connect(fd, (struct sockaddr *)&sa, sizeof sa) < 0) {
+        close(fd);
+        return -1;
+    }
+    return fd;
+}
+
+/* Send req on a new connection; read until close or timeout into out. */
+static size_t exchange(const char *req, size_t len, char *out, size_t cap)
+{
+    int fd = dial();
+    if (fd < 0) return 0;
+    if (write(fd, req, len) != (ssize_t)len) {
+        close(fd);
+        return 0;
+    }
+    size_t got = 0;
+    ssize_t n;
+    while (got < cap - 1 && (n = read(fd, out + got, cap - 1 - got)) > 0) got += (size_t)n;
+    out[got] = 0;
+    close(fd);
+    return got;
+}
+
+#define EX(s, buf) exchange((s), strlen(s), (buf), sizeof(buf))
+
+static int status_of(const char *resp)
+{
+    int st = 0;
+    return sscanf(resp, "HTTP/1.%*d %d", &st) == 1 ? st : 0;
+}
+
+static int count(const char *hay, const char *needle)
+{
+    int n = 0;
+    for (const char *p = hay; (p = strstr(p, needle)); p++) n++;
+    return n;
+}
+
+static void write_file(const char *rel, const char *data)
+{
+    char p[512];
+    snprintf(p, sizeof p, "%s/%s", root, rel);
+    FILE *f = fopen(p, "w");
+    fputs(data, f);
+    fclose(f);
+}
+
+static bool read_file(const char *rel, char *out, size_t cap)
+{
+    char p[512];
+    snprintf(p, sizeof p, "%s/%s", root, rel);
+    FILE *f = fopen(p, "r");
+    if (!f) return false;
+    size_t n = fread(out, 1, cap - 1, f);
+    out[n] = 0;
+    fclose(f);
+    return true;
+}
+
+static int failures_in_client;
+#define CCHECK(c) do { if (!(c)) { fprintf(stderr, "%s:%d: CHECK(%s) failed\n", __FILE__, __LINE__, #c); \
+    failures_in_client++; } } while (0)
+
+static void *client_main(void *arg)
+{
+    (void)arg;
+    static char r[65536];
+    /* GET, HEAD, Range, 416, IMS */
+    EX("GET /a.txt HTTP/1.0\r\n\r\n", r);
+    CCHECK(status_of(r) == 200 && strstr(r, "\r\n\r\nhello world") && strstr(r, "Content-Length: 11\r\n"));
+    CCHECK(strstr(r, "Server: test\r\n") && strstr(r, "Last-Modified: ") && strstr(r, "Content-Type: text/plain"));
+    EX("HEAD /a.txt HTTP/1.0\r\n\r\n", r);
+    CCHECK(status_of(r) == 200 && strstr(r, "Content-Length: 11\r\n") && !strstr(r, "hello"));
+    EX("GET /a.txt HTTP/1.0\r\nRange: bytes=6-\r\n\r\n", r);
+    CCHECK(status_of(r) == 206 && strstr(r, "Content-Range: bytes 6-10/11\r\n") && strstr(r, "\r\n\r\nworld"));
+    EX("GET /a.txt HTTP/1.0\r\nRange: bytes=50-\r\n\r\n", r);
+    CCHECK(status_of(r) == 416 && strstr(r, "Content-Range: bytes */11\r\n"));
+    EX("GET /a.txt HTTP/1.0\r\nIf-Modified-Since: Fri, 01 Jan 2100 00:00:00 GMT\r\n\r\n", r);
+    CCHECK(status_of(r) == 304 && !strstr(r, "hello"));
+    EX("GET /a.txt HTTP/1.0\r\nIf-Modified-Since: Thu, 01 Jan 1998 00:00:00 GMT\r\n\r\n", r);
+    CCHECK(status_of(r) == 200);
+    /* a large file goes out whole (sendfile path) */
+    EX("GET /big.bin HTTP/1.0\r\n\r\n", r);
+    CCHECK(status_of(r) == 200 && strstr(r, "Content-Length: 40000\r\n"));
+    char *body = strstr(r, "\r\n\r\n");
+    CCHECK(body && strlen(body + 4) == 40000);
+    /* directories */
+    EX("GET /sub HTTP/1.0\r\n\r\n", r);
+    CCHECK(status_of(r) == 301 && strstr(r, "Location: /sub/\r\n"));
+    EX("GET /sub/ HTTP/1.0\r\n\r\n", r);
+    CCHECK(status_of(r) == 403 && strstr(r, "Directory listing disabled"));
+    files.dirindexing = true;
+    EX("GET /sub/ HTTP/1.0\r\n\r\n", r);
+    CCHECK(status_of(r) == 200 && strstr(r, "<a href=\"in.txt\">"));
+    EX("GET / HTTP/1.0\r\n\r\n", r);
+    CCHECK(status_of(r) == 200 && strstr(r, "index page"));
+    /* confinement */
+    EX("GET /../etc/passwd HTTP/1.0\r\n\r\n", r);
+    CCHECK(status_of(r) == 400);
+    EX("GET /escape/passwd HTTP/1.0\r\n\r\n", r);
+    CCHECK(status_of(r) == 403 || status_of(r) == 404);
+    EX("GET /nope HTTP/1.0\r\n\r\n", r);
+    CCHECK(status_of(r) == 404);
+    /* pipelining and keep-alive: three answers in order on one connection */
+    EX("GET /a.txt HTTP/1.1\r\nHost: x\r\n\r\nHEAD /a.txt HTTP/1.1\r\nHost: x\r\n\r\n"
+       "GET /sub/in.txt HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n", r);
+    CCHECK(count(r, "HTTP/1.1 200 OK") == 3);
+    char *third = strstr(r, "inner");
+    CCHECK(third && strstr(r, "hello world") && strstr(r, "hello world") < third);
+    /* PUT with 100-continue, creating directories */
+    files.enable_put = true;
+    EX("PUT /new/dir/p.txt HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\nExpect: 100-continue\r\nConnection: close\r\n\r\nabcde", r);
+    CCHECK(strstr(r, "HTTP/1.1 100 Continue\r\n\r\n") && strstr(r, "HTTP/1.1 201 "));
+    char fb[256];
+    CCHECK(read_file("new/dir/p.txt", fb, sizeof fb) && !strcmp(fb, "abcde"));
+    /* Content-MD5: md5("abcde") = q1a02StAcTrMWviZhdS3hg== */
+    EX("PUT /m.txt HTTP/1.0\r\nContent-Length: 5\r\nContent-MD5: q1a02StAcTrMWviZhdS3hg==\r\n\r\nabcde", r);
+    CCHECK(status_of(r) == 201);
+    EX("PUT /m2.txt HTTP/1.0\r\nContent-Length: 5\r\nContent-MD5: AAAAAAAAAAAAAAAAAAAAAA==\r\n\r\nabcde", r);
+    CCHECK(status_of(r) == 400 && strstr(r, "Content-MD5 mismatch"));
+    CCHECK(!read_file("m2.txt", fb, sizeof fb));
+    /* chunked PUT, replacing: 204 */
+    EX("PUT /m.txt HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\nConnection: close\r\n\r\n"
+       "2\r\nxy\r\n3;ext=1\r\nzzz\r\n0\r\nTrailer: t\r\n\r\n", r);
+    CCHECK(status_of(r) == 204);
+    CCHECK(read_file("m.txt", fb, sizeof fb) && !strcmp(fb, "xyzzz"));
+    files.max_put_size = 4;
+    EX("PUT /big.txt HTTP/1.0\r\nContent-Length: 5\r\n\r\nabcde", r);
+    CCHECK(status_of(r) == 413 && !read_file("big.txt", fb, sizeof fb));
+    /* DELETE */
+    EX("DELETE /m.txt HTTP/1.0\r\n\r\n", r);
+    CCHECK(status_of(r) == 403); /* disabled */
+    files.enable_delete = true;
+    EX("DELETE /m.txt HTTP/1.0\r\n\r\n", r);
+    CCHECK(status_of(r) == 204 && !read_file("m.txt", fb, sizeof fb));
+    EX("DELETE /m.txt HTTP/1.0\r\n\r\n", r);
+    CCHECK(status_of(r) == 404);
+    EX("BREW /pot HTTP/1.0\r\n\r\n", r);
+    CCHECK(status_of(r) == 405);
+    /* a body read through httpd_body_read: chunked decoded, then the next request */
+    EX("POST /echo HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n4\r\nwiki\r\n5\r\npedia\r\n0\r\n\r\n"
+       "GET /a.txt HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n", r);
+    CCHECK(strstr(r, "Content-Length: 9\r\n\r\nwikipedia") && strstr(r, "hello world"));
+    EX("POST /echo HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\n", r);
+    CCHECK(status_of(r) == 400);
+    /* a head bomb: 431; a head that never ends: 408 after the deadline */
+    static char bomb[40000];
+    int bl = snprintf(bomb, sizeof bomb, "GET / HTTP/1.1\r\nHost: x\r\n");
+    while (bl < 30000) bl += snprintf(bomb + bl, sizeof bomb - (size_t)bl, "X-A: %0100d\r\n", 0);
+    exchange(bomb, (size_t)bl, r, sizeof r);
+    CCHECK(status_of(r) == 431);
+    int fd = dial();
+    CCHECK(write(fd, "GET / HTTP/1.1\r\n", 16) == 16);
+    usleep(600 * 1000);
+    CCHECK(write(fd, "X: y\r\n", 6) == 6);
+    ssize_t n = read(fd, r, sizeof r - 1);
+    r[n > 0 ? n : 0] = 0;
+    CCHECK(status_of(r) == 408);
+    close(fd);
+    loop_request_stop();
+    return NULL;
+}
+
+static void test_httpd_end_to_end(void)
+{
+    snprintf(root, sizeof root, "/tmp/test_httpd.%d", (int)getpid());
+    char cmd[1200];
+    snprintf(cmd, sizeof cmd, "rm -rf %s && mkdir -p %s/sub && mkdir -p %s.out", root, root, root);
+    CHECK_EQ_INT(system(cmd), 0);
+    write_file("a.txt", "hello world");
+    write_file("sub/in.txt", "inner");
+    write_file("index.html", "index page");
+    char big[40001];
+    memset(big, 'b', 40000);
+    big[40000] = 0;
+    write_file("big.bin", big);
+    char link[600], target[600];
+    snprintf(target, sizeof target, "%s.out", root);
+    snprintf(link, sizeof link, "%s/escape", root);
+    CHECK_EQ_INT(symlink(target, link), 0);
+    files.docroot = root;
+    CHECK_EQ_INT(loop_init(1), 0);
+    char err[128];
+    struct core_listener *l = listen_open("127.0.0.1:0", 0, NULL, on_accept, NULL, NULL, err, sizeof err);
+    CHECK(l != NULL);
+    port = listen_port(l);
+    pthread_t t;
+    pthread_create(&t, NULL, client_main, NULL);
+    CHECK_EQ_INT(loop_run(), 0);
+    pthread_join(t, NULL);
+    loop_free();
+    CHECK_EQ_INT(failures_in_client, 0);
+    snprintf(cmd, sizeof cmd, "rm -rf %s %s.out", root, root);
+    CHECK_EQ_INT(system(cmd), 0);
+}
+
+static void test_mime(void)
+{
+    CHECK_STR(httpd_mime_type("/a/b.HTML"), "text/html");
+    CHECK_STR(httpd_mime_type("/a.b/c"), "text/plain");
+    CHECK_STR(httpd_mime_type("x.png"), "image/png");
+}
+
+int main(void)
+{
+    RUN(test_mime);
+    RUN(test_httpd_end_to_end);
+    return unit_done();
+}
