@@ -49,6 +49,7 @@ struct ud_sess {
     int refs;                   /* directory/internal callbacks outstanding + the conn */
     int nstmts;                 /* prepared statements open on the pinned backend */
     bool processing;            /* sess_process is on the stack: callbacks don't recurse */
+    bool read_paused;           /* too much pipelined input while a command runs */
     bool state_pinned;          /* SET, user variables, locks, temporary tables */
     bool closed;
 };
@@ -561,7 +562,18 @@ static void sess_process(struct ud_sess *s)
         return;
     s->processing = true;
     s->refs++;
+    if (s->read_paused && s->state == US_READY) {
+        s->read_paused = false;
+        conn_resume_read(s->c);
+    }
     sess_process_loop(s);
+    /* A client may pipeline commands behind a slow one; past a bound its
+     * input is left in the kernel until the session is ready again. */
+    if (!s->closed && !s->read_paused && s->state != US_READY &&
+        evbuffer_get_length(conn_in(s->c)) > (size_t)ud_cfg.max_packet + 65536) {
+        s->read_paused = true;
+        conn_pause_read(s->c);
+    }
     s->processing = false;
     sess_unref(s);
 }
