@@ -35,6 +35,7 @@ struct ud_sess {
     enum ud_sstate state;
     uint8_t salt[UD_SCRAMBLE_LEN];
     uint32_t caps;
+    char user[65];              /* login name, kept between login and auth switch */
     char db[65];
     int autocommit;
     struct ud_backend *b;
@@ -138,8 +139,6 @@ static void auth_denied(struct ud_sess *s, uint8_t seq, const char *user, size_t
     conn_close_after_write(s->c);
 }
 
-static char pending_user[65];
-
 static int handle_login(struct ud_sess *s, const uint8_t *p, uint32_t n, uint8_t seq)
 {
     struct ud_hs_response r;
@@ -160,13 +159,11 @@ static int handle_login(struct ud_sess *s, const uint8_t *p, uint32_t n, uint8_t
     /* The database named at login is not used: each server's DSN names its
      * database (README). */
     if (r.plugin && !(r.plugin_len == 21 && memcmp(r.plugin, "mysql_native_password", 21) == 0)) {
-        snprintf(pending_user, sizeof pending_user, "%.*s", (int)(r.user_len > 64 ? 64 : r.user_len), r.user);
+        snprintf(s->user, sizeof s->user, "%.*s", (int)(r.user_len > 64 ? 64 : r.user_len), r.user);
         uint8_t buf[64];
         size_t k = ud_enc_auth_switch(buf, sizeof buf, (uint8_t)(seq + 1), s->salt);
         evbuffer_add(conn_out(s->c), buf, k);
         s->state = US_AUTH_SWITCH;
-        /* Keep the user name on the session for the second step. */
-        snprintf(s->db, sizeof s->db, "%s", pending_user);
         return 0;
     }
     if (!auth_ok(s, r.user, r.user_len, r.auth, r.auth_len)) {
@@ -180,11 +177,8 @@ static int handle_login(struct ud_sess *s, const uint8_t *p, uint32_t n, uint8_t
 
 static int handle_auth_switch(struct ud_sess *s, const uint8_t *p, uint32_t n, uint8_t seq)
 {
-    char user[65];
-    snprintf(user, sizeof user, "%s", s->db);
-    s->db[0] = '\0';
-    if (!auth_ok(s, user, strlen(user), p, n)) {
-        auth_denied(s, (uint8_t)(seq + 1), user, strlen(user));
+    if (!auth_ok(s, s->user, strlen(s->user), p, n)) {
+        auth_denied(s, (uint8_t)(seq + 1), s->user, strlen(s->user));
         return -1;
     }
     send_ok(s, (uint8_t)(seq + 1));

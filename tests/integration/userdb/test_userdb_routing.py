@@ -337,3 +337,32 @@ def test_userdb_cli_creates_users_counts_and_looks_up(userdbd):
     assert dup.returncode == 1 and "Duplicate" in dup.stderr
     denied = subprocess.run([cli, "-P", str(r.port), "-u", "app", "where", "1"], capture_output=True, text=True)
     assert denied.returncode == 1 and "Access denied" in denied.stderr
+
+
+def test_counters_stay_consecutive_across_ab_flips_under_load(userdbd):
+    r = userdbd(c1b=True, default_clusters="1")
+    create_user(r, "flippy")
+    got, errors, done = [[] for _ in range(4)], [], threading.Event()
+
+    def worker(i):
+        try:
+            c = r.connect()
+            cur = c.cursor()
+            for _ in range(300):
+                cur.execute("/* user=1 */ SELECT userdb_counter('T')")
+                got[i].append(cur.fetchone()[0])
+        except Exception as e:  # noqa: BLE001 - reported below
+            errors.append(e)
+
+    ts = [threading.Thread(target=worker, args=(i,)) for i in range(4)]
+    for t in ts:
+        t.start()
+    flips = 0
+    while any(t.is_alive() for t in ts):
+        r.console("flip 1")
+        flips += 1
+    for t in ts:
+        t.join()
+    assert not errors
+    assert flips >= 2
+    assert sorted(x for g in got for x in g) == list(range(1, 1201))
