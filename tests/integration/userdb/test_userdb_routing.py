@@ -366,3 +366,15 @@ def test_counters_stay_consecutive_across_ab_flips_under_load(userdbd):
     assert not errors
     assert flips >= 2
     assert sorted(x for g in got for x in g) == list(range(1, 1201))
+
+
+def test_readonly_cluster_refuses_writes_and_gets_no_new_users(userdbd):
+    r = userdbd(extra="cluster.2.readonly = yes")
+    r.on_global("INSERT INTO user (user, clusterid) VALUES ('legacy', 2)")
+    for i in range(4):
+        create_user(r, "n%d" % i)
+    assert r.on_global("SELECT COUNT(*) FROM user WHERE clusterid = 2") == "1\n"   # only the legacy one
+    res = r.cli("/* user=1 */ INSERT INTO posts VALUES (1, 1, 'x')", check=False)
+    assert "ERROR 1290" in res.stderr and "cluster 2 is read-only" in res.stderr
+    assert r.cli("/* user=1 */ SELECT COUNT(*) FROM posts").stdout == "0\n"
+    assert "READONLY" in r.console("clusters")
