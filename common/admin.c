@@ -285,6 +285,6 @@ static void console_accept(struct core_loop *loop, int fd, const struct sockaddr
 int admin_listen(const char *spec, int default_port, char *err, size_t errlen)
 {
     ensure_builtins();
-    struct listen_opts o = { .single_loop = true, .is_admin = true };
+    struct listen_opts o = { .single_loop = true, .is_admin = true, .loopback_default = true };
     return listen_open(spec, default_port, &o, console_accept, NULL, NULL, err, errlen) ? 0 : -1;
 }

@@ -3,6 +3,7 @@
  * All CFG_STRING values are heap strings owned here (defaults are copied), so
  * a `set` from the console can free the old value. */
 #include "common/config.h"
+#include "common/num.h"
 
 #include <errno.h>
 #include <getopt.h>
@@ -26,7 +27,8 @@ const struct cfg_setting core_settings[] = {
     { "log-file", 0, CFG_STRING, &core_opts.log_file, NULL, "append log lines to this file (reopened on SIGHUP)", false, NULL },
     { "pidfile", 0, CFG_STRING, &core_opts.pidfile, NULL, "write the process id to this file", false, NULL },
     { "user", 0, CFG_STRING, &core_opts.user, NULL, "drop privileges to this user after binding", false, NULL },
-    { "max-fds", 0, CFG_INT, &core_opts.max_fds, "0", "raise the open-file limit to this (0 = enough for max connections)", false, NULL },
+    { "max-fds", 0, CFG_INT, &core_opts.max_fds, "0", "raise the open-file limit to this (0 = the hard limit)", false, NULL },
+    { "daemon", 'd', CFG_BOOL, &core_opts.daemonize, "no", "run in the background; the parent exits once the daemon is ready (0) or failed (1)", false, NULL },
     { "grace", 0, CFG_DOUBLE, &core_opts.grace, "10", "seconds a graceful stop waits for connections to finish", true, NULL },
     CFG_END
 };
@@ -68,10 +70,11 @@ int cfg_parse_size(const char *s, uint64_t *out)
 {
     if (!s || !*s)
         return -1;
-    errno = 0;
-    char *end;
-    unsigned long long v = strtoull(s, &end, 10);
-    if (errno || end == s || *s == '-')
+    const char *end = s;
+    while (*end >= '0' && *end <= '9')
+        end++;
+    uint64_t v;
+    if (parse_u64(s, (size_t)(end - s), 0, UINT64_MAX, &v) != NUM_OK)
         return -1;
     uint64_t mul = 1;
     switch (*end) {
@@ -109,12 +112,10 @@ static int apply(const struct cfg_setting *s, const char *value, char *err, size
     case CFG_COUNT: {
         if (!value)
             return set_err(err, errlen, "%s needs a number", s->name);
-        errno = 0;
-        char *end;
-        long v = strtol(value, &end, 10);
-        if (errno || end == value || *end || v < -2147483647L - 1 || v > 2147483647L)
+        int v;
+        if (parse_int_str(value, INT32_MIN, INT32_MAX, &v) != NUM_OK)
             return set_err(err, errlen, "%s: '%s' is not a whole number", s->name, value);
-        *(int *)s->ptr = (int)v;
+        *(int *)s->ptr = v;
         return 0;
     }
     case CFG_SIZE: {

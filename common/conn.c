@@ -21,7 +21,12 @@
 
 #include <event2/buffer.h>
 #include <event2/bufferevent.h>
+#include <event2/bufferevent_ssl.h>
+#include <event2/dns.h>
 #include <event2/event.h>
+#include <openssl/err.h>
+#include <openssl/ssl.h>
+#include <openssl/x509v3.h>
 
 #include "common/log.h"
 #include "common/loop.h"
@@ -39,6 +44,8 @@ enum {
     F_FREEING = 1u << 8,
     F_FILTERED = 1u << 9,       /* bev is not a plain socket (e.g. TLS) */
     F_EOF_WAIT = 1u << 10,      /* closing after the peer's EOF: wait for busy too */
+    F_TLS = 1u << 11,           /* c->bev is an OpenSSL bufferevent */
+    F_TLS_HANDSHAKE = 1u << 12, /* conn_start_tls: handshake under way */
 };
 
 #define CONN_MAX_LOOPS 1024
@@ -48,6 +55,7 @@ enum {
 struct loop_conns {
     struct core_conn *head;
     uint64_t count;
+    struct evdns_base *dns;     /* created on the first conn_connect_host */
 };
 
 static struct loop_conns per_loop[CONN_MAX_LOOPS];
@@ -62,6 +70,7 @@ bool conn_is_closing(const struct core_conn *c)
 }
 
 static void conn_free(struct core_conn *c, enum conn_close_reason why);
+static void discard(struct core_conn *c);
 static void event_cb(struct bufferevent *bev, short what, void *arg);
 static void read_cb(struct bufferevent *bev, void *arg);
 
@@ -237,8 +246,37 @@ static void event_cb(struct bufferevent *bev, short what, void *arg)
 {
     (void)bev;
     struct core_conn *c = arg;
+    if ((what & BEV_EVENT_CONNECTED) && (c->flags & F_TLS_HANDSHAKE)) {
+        c->flags &= ~F_TLS_HANDSHAKE;
+        if (c->ops->on_tls) {
+            enter(c);
+            c->ops->on_tls(c, true);
+            if (leave(c, CONN_CLOSE_LOCAL))
+                return;
+        }
+        settle(c);
+        return;
+    }
+    if ((what & (BEV_EVENT_ERROR | BEV_EVENT_EOF)) && (c->flags & F_TLS_HANDSHAKE)) {
+        c->flags &= ~F_TLS_HANDSHAKE;
+        c->last_error = EVUTIL_SOCKET_ERROR();
+        if (c->ops->on_tls) {
+            enter(c);
+            c->ops->on_tls(c, false);
+            c->flags |= F_CLOSE_PENDING;
+            leave(c, CONN_CLOSE_ERROR);
+            return;
+        }
+        conn_free(c, CONN_CLOSE_ERROR);
+        return;
+    }
     if (what & BEV_EVENT_CONNECTED) {
         c->flags &= ~F_CONNECTING;
+        if (c->peer_len == 0) { /* connected by name: now we know to what */
+            socklen_t pl = sizeof(c->peer);
+            if (getpeername((int)bufferevent_getfd(c->bev), (struct sockaddr *)&c->peer, &pl) == 0)
+                c->peer_len = pl;
+        }
         c->fd = (int)bufferevent_getfd(c->bev);
         if (c->peer.ss_family == AF_INET || c->peer.ss_family == AF_INET6) {
             int one = 1;
@@ -263,6 +301,7 @@ static void event_cb(struct bufferevent *bev, short what, void *arg)
         return;
     }
     if (what & BEV_EVENT_ERROR) {
+        c->last_error = EVUTIL_SOCKET_ERROR();
         if ((c->flags & F_CONNECTING) && c->ops->on_connect) {
             c->flags &= ~F_CONNECTING;
             enter(c);
@@ -372,12 +411,129 @@ struct core_conn *conn_connect(struct core_loop *loop, const struct sockaddr *sa
     c->flags |= F_CONNECTING;
     bufferevent_enable(bev, EV_WRITE); /* reading starts once connected */
     if (bufferevent_socket_connect(bev, (struct sockaddr *)sa, (int)salen) < 0) {
-        c->ops = ops;
-        conn_free(c, CONN_CLOSE_ERROR);
+        discard(c);
         return NULL;
     }
     c->fd = (int)bufferevent_getfd(bev);
     return c;
+}
+
+struct core_conn *conn_connect_host(struct core_loop *loop, const char *host, int port, const struct conn_ops *ops,
+                                    void *data)
+{
+    struct loop_conns *lc = &per_loop[loop->index % CONN_MAX_LOOPS];
+    if (!lc->dns) {
+        lc->dns = evdns_base_new(loop->base, EVDNS_BASE_INITIALIZE_NAMESERVERS | EVDNS_BASE_DISABLE_WHEN_INACTIVE);
+        if (!lc->dns) {
+            errno = ENOMEM;
+            return NULL;
+        }
+    }
+    struct bufferevent *bev = bufferevent_socket_new(loop->base, -1, BEV_OPT_CLOSE_ON_FREE);
+    if (!bev)
+        return NULL;
+    struct core_conn *c = setup(loop, bev, -1, NULL, 0, ops, data);
+    if (!c) {
+        bufferevent_free(bev);
+        return NULL;
+    }
+    atomic_fetch_sub(&total_accepted, 1);
+    c->flags |= F_CONNECTING;
+    bufferevent_enable(bev, EV_WRITE);
+    /* Hands work to the resolver: no blocking lookup on the loop. */
+    if (bufferevent_socket_connect_hostname(bev, lc->dns, AF_UNSPEC, host, port) < 0) {
+        discard(c);
+        errno = EINVAL;
+        return NULL;
+    }
+    return c;
+}
+
+const char *conn_error_str(struct core_conn *c, char *buf, size_t len)
+{
+    int dns = bufferevent_socket_get_dns_error(c->bev);
+    if (dns) {
+        snprintf(buf, len, "cannot resolve: %s", evutil_gai_strerror(dns));
+        return buf;
+    }
+    if (c->flags & F_TLS) {
+        unsigned long e = bufferevent_get_openssl_error(c->bev);
+        SSL *ssl = bufferevent_openssl_get_ssl(c->bev);
+        long v = ssl ? SSL_get_verify_result(ssl) : X509_V_OK;
+        if (v != X509_V_OK) {
+            snprintf(buf, len, "certificate verify failed: %s", X509_verify_cert_error_string(v));
+            return buf;
+        }
+        if (e) {
+            char tmp[200];
+            ERR_error_string_n(e, tmp, sizeof tmp);
+            snprintf(buf, len, "tls: %s", tmp);
+            return buf;
+        }
+    }
+    snprintf(buf, len, "%s", c->last_error ? strerror(c->last_error) : "connection closed");
+    return buf;
+}
+
+int conn_start_tls(struct core_conn *c, void *ssl_ctx, bool server, const char *server_name)
+{
+    if ((c->flags & (F_FILTERED | F_CONNECTING | F_FREEING | F_CLOSE_PENDING)) || !ssl_ctx)
+        return -1;
+    SSL *ssl = SSL_new(ssl_ctx);
+    if (!ssl)
+        return -1;
+    if (!server && server_name && *server_name) {
+        SSL_set_tlsext_host_name(ssl, server_name);
+        if (SSL_CTX_get_verify_mode(ssl_ctx) & SSL_VERIFY_PEER)
+            SSL_set1_host(ssl, server_name);
+    }
+    struct bufferevent *under = c->bev;
+    /* Reading moves from our raw event to the filter, which reads the
+     * underlying bufferevent (and what is already in its input). */
+    if (c->rev) {
+        event_free(c->rev);
+        c->rev = NULL;
+    }
+    bufferevent_set_timeouts(under, NULL, NULL);
+    struct bufferevent *f = bufferevent_openssl_filter_new(
+        c->loop->base, under, ssl, server ? BUFFEREVENT_SSL_ACCEPTING : BUFFEREVENT_SSL_CONNECTING,
+        BEV_OPT_CLOSE_ON_FREE | BEV_OPT_DEFER_CALLBACKS);
+    if (!f) {
+        SSL_free(ssl);
+        raw_read_start(c);
+        if (!(c->flags & (F_PAUSED_USER | F_PAUSED_LIMIT | F_CLOSE_AFTER_WRITE)))
+            read_set(c, true);
+        return -1;
+    }
+    c->bev = f;
+    c->flags |= F_FILTERED | F_TLS | F_TLS_HANDSHAKE;
+    c->in_left = 0;
+    bufferevent_setcb(f, read_cb, write_cb, event_cb, c);
+    bufferevent_set_max_single_read(f, CONN_MAX_SINGLE_READ);
+    if (c->out_limit)
+        bufferevent_setwatermark(f, EV_WRITE, c->out_limit / 2, 0);
+    conn_set_timeouts(c, c->idle_ms, c->write_ms);
+    bufferevent_enable(f, EV_WRITE);
+    if (!(c->flags & (F_PAUSED_USER | F_PAUSED_LIMIT | F_CLOSE_AFTER_WRITE)))
+        read_set(c, true);
+    /* The peer's first TLS bytes may already sit in the underlying input
+     * (it did not wait for our "proceed"): make sure the filter looks at
+     * them even if no new data arrives (deferred: we are inside on_read). */
+    if (evbuffer_get_length(bufferevent_get_input(under)) > 0)
+        bufferevent_trigger(under, EV_READ, BEV_TRIG_IGNORE_WATERMARKS | BEV_TRIG_DEFER_CALLBACKS);
+    return 0;
+}
+
+bool conn_is_tls(const struct core_conn *c) { return (c->flags & F_TLS) != 0; }
+
+/* Undo setup() for a conn whose start failed: no callback runs. */
+static void discard(struct core_conn *c)
+{
+    static const struct conn_ops none = { .name = "discarded" };
+    c->ops = &none;
+    int e = errno;
+    conn_free(c, CONN_CLOSE_ERROR);
+    errno = e;
 }
 
 static void conn_free(struct core_conn *c, enum conn_close_reason why)
@@ -526,4 +682,25 @@ void conn_close_all_on_loop(struct core_loop *loop)
     struct loop_conns *lc = &per_loop[loop->index % CONN_MAX_LOOPS];
     while (lc->head)
         conn_free(lc->head, CONN_CLOSE_SHUTDOWN);
+}
+
+/* conn's part in the loops' life (see loop_layer): drain on a graceful
+ * stop, close what is left at its end, free the resolver with the loop. */
+static const struct loop_layer conn_layer = {
+    .name = "conn",
+    .loop_stopping = conn_shutdown_loop,
+    .loop_busy = conn_loop_current,
+    .loop_abort = conn_close_all_on_loop,
+    .loop_release = conn_loop_cleanup,
+};
+
+__attribute__((constructor)) static void conn_register_layer(void) { loop_add_layer(&conn_layer); }
+
+void conn_loop_cleanup(struct core_loop *loop)
+{
+    struct loop_conns *lc = &per_loop[loop->index % CONN_MAX_LOOPS];
+    if (lc->dns) {
+        evdns_base_free(lc->dns, 1);  /* 1: fail what is pending (nothing: the conns are gone) */
+        lc->dns = NULL;
+    }
 }

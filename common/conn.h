@@ -43,6 +43,9 @@ struct conn_ops {
     bool (*on_eof)(struct core_conn *c);
     /* Called once, just before the conn is freed. Release c->data here. */
     void (*on_close)(struct core_conn *c, enum conn_close_reason why);
+    /* The TLS handshake begun by conn_start_tls finished (optional); ok
+     * false = failed (conn_error_str says why; on_close follows). */
+    void (*on_tls)(struct core_conn *c, bool ok);
 };
 
 struct core_conn {
@@ -64,6 +67,7 @@ struct core_conn {
     size_t in_left;                 /* input left unconsumed after on_read */
     struct event *rev;              /* own read event (plain sockets) */
     struct core_conn *next, *prev;  /* per-loop list */
+    int last_error;                 /* errno of the last socket error */
 };
 
 /* Wrap an accepted (or otherwise connected) socket. Returns NULL on failure
@@ -74,9 +78,38 @@ struct core_conn *conn_new(struct core_loop *loop, int fd, const struct sockaddr
 struct core_conn *conn_new_bev(struct core_loop *loop, struct bufferevent *bev, const struct sockaddr *peer,
                                socklen_t peer_len, const struct conn_ops *ops, void *data);
 /* Start a non-blocking outgoing connection; ops->on_connect reports.
- * Returns NULL if it could not even start. */
+ * Contract: a NULL return means nothing happened — no callback of ops was
+ * or will be called, data is still the caller's (errno says why). A
+ * non-NULL return means exactly one on_connect(ok) follows (unless the
+ * caller closes it first), and on_close once at the end, as for any conn. */
 struct core_conn *conn_connect(struct core_loop *loop, const struct sockaddr *sa, socklen_t salen,
                                const struct conn_ops *ops, void *data);
+/* The same to a host name (or numeric address) and port, resolved without
+ * blocking (evdns, one resolver per loop, /etc/hosts and resolv.conf);
+ * libevent connects to the first address the resolver returns. A name
+ * that does not resolve is an on_connect(false) with conn_error_str saying
+ * so. Same contract. */
+struct core_conn *conn_connect_host(struct core_loop *loop, const char *host, int port, const struct conn_ops *ops,
+                                    void *data);
+/* Why the last connect/handshake/socket error happened, for logs:
+ * "Connection refused", "nodename nor servname provided...",
+ * "certificate verify failed: hostname mismatch". */
+const char *conn_error_str(struct core_conn *c, char *buf, size_t len);
+
+/* STARTTLS: upgrade a live plain connection to TLS in place (XMPP, SMTP
+ * style). ssl_ctx is from tls_server_ctx_new (server = true) or
+ * tls_client_ctx_new (server = false; server_name is sent as SNI and, when
+ * the context verifies, checked against the certificate). Call it from
+ * on_read right after consuming the command that starts TLS: bytes already
+ * received behind that command are the peer's first TLS bytes and are fed
+ * to the handshake; replies already queued (the "proceed") go out in
+ * plain text before the first TLS byte. From then on conn_in/conn_out
+ * carry plaintext as before and on_tls reports the handshake. Returns 0,
+ * or -1 (already TLS, still connecting, or out of memory: the conn is
+ * unchanged). */
+int conn_start_tls(struct core_conn *c, void *ssl_ctx, bool server, const char *server_name);
+/* True once the conn runs over TLS (accepted TLS or after conn_start_tls). */
+bool conn_is_tls(const struct core_conn *c);
 
 static inline struct evbuffer *conn_in(struct core_conn *c);
 static inline struct evbuffer *conn_out(struct core_conn *c);
@@ -118,6 +151,8 @@ uint64_t conn_loop_current(const struct core_loop *loop);
 void conn_shutdown_loop(struct core_loop *loop);
 /* Free every conn on this loop at once (end of grace period). */
 void conn_close_all_on_loop(struct core_loop *loop);
+/* Release the loop's resolver (loop_free, after the conns are gone). */
+void conn_loop_cleanup(struct core_loop *loop);
 
 /* Inline accessors. */
 #include <event2/bufferevent.h>

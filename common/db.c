@@ -1,17 +1,19 @@
 /* db: asynchronous SQL over SQLite and MariaDB/MySQL; see db.h.
  *
- * Owns the worker threads (each with its own connection), the request
- * queue, group commit, and the delivery of results back to event loops.
- * Hands work to threads: every query runs on a db worker thread, never on
- * the caller's loop (db_query_sync and db_exec_script excepted: they block
- * their caller and are for start-up, tools and tests).
+ * Owns the connections (one per worker thread), the request queues, group
+ * commit, transactions, schema migrations and DSN parsing. The threads are
+ * a common/work pool; results go back through the work mailboxes. Hands
+ * work to threads: every query runs on a db worker thread, never on the
+ * caller's loop (db_query_sync, db_txn_sync, db_exec_script and db_migrate
+ * excepted: they block their caller and are for start-up, tools and tests).
  *
- * Delivery: finished requests go into a per-loop mailbox and one
- * loop_call() rings it; the loop runs every callback waiting there in one
- * go. Mailboxes live for the whole process (a doorbell still queued when the
- * loops stop must not point at freed memory); db_close() runs this handle's
- * undelivered callbacks on the caller's thread, which by then is the only
- * one left. */
+ * Queues: one shared queue for requests any worker may run, and one per
+ * worker for pinned requests. A queue is drained by a "drain" job on the
+ * work pool: it takes every request waiting (up to max_batch), runs them
+ * (consecutive DB_GROUP writes in one transaction), delivers the results
+ * and repeats until the queue is empty. At most one drain per worker runs
+ * on the shared queue, and one per pinned queue, so one worker means
+ * strict submission order. */
 #include "common/db.h"
 
 #include <errno.h>
@@ -20,6 +22,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 
 #include <errmsg.h>
 #include <mysql.h>
@@ -28,6 +31,8 @@
 
 #include "common/log.h"
 #include "common/loop.h"
+#include "common/num.h"
+#include "common/work.h"
 
 struct db_cell {
     char *p;
@@ -35,33 +40,48 @@ struct db_cell {
     bool null;
 };
 
+struct req_stmt {
+    char *sql;                   /* NULL = barrier */
+    struct db_value *params;     /* one block: values, then their bytes */
+    int nparams;
+    int flags;
+};
+
+enum req_kind { REQ_QUERY, REQ_TXN };
+
 struct db_req {
     struct db_req *next;
+    struct work_msg msg;         /* delivery to the loop */
     struct db *db;
     int flags;
-    char *sql;                   /* NULL = barrier */
-    struct db_value *params;
-    int nparams;
+    enum req_kind kind;
+    struct req_stmt one;         /* REQ_QUERY */
+    struct req_stmt *stmts;      /* REQ_TXN */
+    int nstmts;
     struct core_loop *loop;
     db_done_fn done;
     void *arg;
     struct db_result *res;
-    /* db_query_sync */
+    /* the *_sync calls */
     pthread_mutex_t *sync_mu;
     pthread_cond_t *sync_cv;
     bool *sync_done;
+};
+
+struct req_queue {
+    struct db_req *head, *tail;
 };
 
 #define STMT_CACHE 16
 
 struct db_worker {
     struct db *db;
-    pthread_t thread;
-    bool started;
+    int index;
+    struct req_queue pinned;
+    int drains;                  /* 0 or 1 drain job for `pinned` */
     sqlite3 *sq;
     struct {
-        const char *sql;         /* key: the request's text (compared by value) */
-        char *own;
+        char *sql;
         sqlite3_stmt *st;
     } cache[STMT_CACHE];
     int cache_next;
@@ -74,104 +94,18 @@ struct db {
     enum db_driver driver;
     char *path, *host, *socket, *user, *password, *database;
     int port, max_batch, busy_ms;
+    size_t max_queued;
     pthread_mutex_t mu;
-    pthread_cond_t cv;
-    struct db_req *head, *tail;
+    struct req_queue shared;
+    int shared_drains;           /* drain jobs running or queued for `shared` */
     size_t queued;
     bool closing;
     int nworkers;
     struct db_worker *w;
-    _Atomic uint64_t n_requests, n_commits, n_errors;
+    struct work_pool *pool;
+    _Atomic unsigned next_pin;
+    _Atomic uint64_t n_requests, n_commits, n_errors, n_rejected, n_rollbacks;
 };
-
-/* ---- mailboxes ------------------------------------------------------------ */
-
-struct mailbox {
-    struct mailbox *next;
-    struct core_loop *loop;
-    pthread_mutex_t mu;
-    struct db_req *head, *tail;
-    bool rung;
-};
-
-static pthread_mutex_t mailboxes_mu = PTHREAD_MUTEX_INITIALIZER;
-static struct mailbox *mailboxes;  /* never freed: see the file comment */
-
-static struct mailbox *mailbox_for(struct core_loop *loop)
-{
-    pthread_mutex_lock(&mailboxes_mu);
-    struct mailbox *m;
-    for (m = mailboxes; m; m = m->next)
-        if (m->loop == loop)
-            break;
-    if (!m) {
-        m = calloc(1, sizeof *m);
-        if (m) {
-            m->loop = loop;
-            pthread_mutex_init(&m->mu, NULL);
-            m->next = mailboxes;
-            mailboxes = m;
-        }
-    }
-    pthread_mutex_unlock(&mailboxes_mu);
-    return m;
-}
-
-static void req_free(struct db_req *r)
-{
-    db_result_free(r->res);
-    free(r->sql);
-    free(r->params);
-    free(r);
-}
-
-static void req_deliver(struct db_req *r)
-{
-    if (r->done)
-        r->done(r->res, r->arg);
-    req_free(r);
-}
-
-static void mailbox_run(void *arg)
-{
-    struct mailbox *m = arg;
-    pthread_mutex_lock(&m->mu);
-    struct db_req *r = m->head;
-    m->head = m->tail = NULL;
-    m->rung = false;
-    pthread_mutex_unlock(&m->mu);
-    while (r) {
-        struct db_req *next = r->next;
-        req_deliver(r);
-        r = next;
-    }
-}
-
-/* Post a chain of finished requests (all for one loop). */
-static void mailbox_post(struct core_loop *loop, struct db_req *first, struct db_req *last)
-{
-    struct mailbox *m = mailbox_for(loop);
-    if (!m) {
-        /* cannot happen short of OOM; deliver here rather than lose them */
-        for (struct db_req *r = first, *n; r; r = n) {
-            n = r->next;
-            req_deliver(r);
-        }
-        return;
-    }
-    pthread_mutex_lock(&m->mu);
-    last->next = NULL;
-    if (m->tail)
-        m->tail->next = first;
-    else
-        m->head = first;
-    m->tail = last;
-    bool ring = !m->rung;
-    m->rung = true;
-    pthread_mutex_unlock(&m->mu);
-    if (ring)
-        loop_call(loop, mailbox_run, m);
-}
 
 /* ---- results ------------------------------------------------------------ */
 
@@ -186,6 +120,7 @@ static struct db_result *result_new(void)
     struct db_result *r = calloc(1, sizeof *r);
     if (!r)
         abort();
+    r->failed_stmt = -1;
     return r;
 }
 
@@ -232,6 +167,9 @@ void db_result_free(struct db_result *res)
     for (size_t i = 0; i < n; i++)
         free(res->cells[i].p);
     free(res->cells);
+    for (int k = 0; k < res->nstmts; k++)
+        db_result_free(res->stmts[k]);
+    free(res->stmts);
     free(res);
 }
 
@@ -249,8 +187,19 @@ const char *db_cell(const struct db_result *res, size_t row, int col, size_t *le
 
 int64_t db_cell_int(const struct db_result *res, size_t row, int col)
 {
-    const char *s = db_cell(res, row, col, NULL);
-    return s ? strtoll(s, NULL, 10) : 0;
+    size_t len = 0;
+    const char *s = db_cell(res, row, col, &len);
+    int64_t v = 0;
+    if (s && parse_i64(s, len, INT64_MIN, INT64_MAX, &v) != NUM_OK)
+        v = 0;
+    return v;
+}
+
+const struct db_result *db_result_stmt(const struct db_result *res, int k)
+{
+    if (!res || k < 0 || k >= res->nstmts)
+        return NULL;
+    return res->stmts[k];
 }
 
 /* ---- SQLite ------------------------------------------------------------- */
@@ -272,22 +221,31 @@ static sqlite3_stmt *sq_prepare(struct db_worker *w, const char *sql, struct db_
     w->cache_next = (w->cache_next + 1) % STMT_CACHE;
     if (w->cache[slot].st) {
         sqlite3_finalize(w->cache[slot].st);
-        free(w->cache[slot].own);
+        free(w->cache[slot].sql);
     }
-    w->cache[slot].own = strdup(sql);
-    w->cache[slot].sql = w->cache[slot].own;
-    w->cache[slot].st = st;
+    w->cache[slot].sql = strdup(sql);
+    w->cache[slot].st = w->cache[slot].sql ? st : NULL;
+    if (!w->cache[slot].sql) {
+        sqlite3_finalize(st);
+        result_error(res, "%s", "out of memory");
+        return NULL;
+    }
     return st;
 }
 
-static void sq_run(struct db_worker *w, struct db_req *r)
+static void sq_run(struct db_worker *w, const struct req_stmt *q, struct db_result *res)
 {
-    struct db_result *res = r->res;
-    sqlite3_stmt *st = sq_prepare(w, r->sql, res);
+    sqlite3_stmt *st = sq_prepare(w, q->sql, res);
     if (!st)
         return;
-    for (int i = 0; i < r->nparams; i++) {
-        const struct db_value *v = &r->params[i];
+    if (sqlite3_bind_parameter_count(st) != q->nparams) {
+        char m[96];
+        snprintf(m, sizeof m, "%d placeholders, %d parameters", sqlite3_bind_parameter_count(st), q->nparams);
+        result_error(res, "%s", m);
+        return;
+    }
+    for (int i = 0; i < q->nparams; i++) {
+        const struct db_value *v = &q->params[i];
         int rc;
         switch (v->type) {
         case DB_INT: rc = sqlite3_bind_int64(st, i + 1, v->i); break;
@@ -354,131 +312,97 @@ static int sq_connect(struct db_worker *w, char *err, size_t errlen)
 
 /* ---- MySQL --------------------------------------------------------------- */
 
+static MYSQL *my_try(struct db *db, const char *host, const char *database)
+{
+    MYSQL *my = mysql_init(NULL);
+    if (!my)
+        return NULL;
+    unsigned int timeout = 10;
+    mysql_options(my, MYSQL_OPT_CONNECT_TIMEOUT, &timeout);
+    /* found rows, as DBD::mysql: an UPDATE that matches a row counts it
+     * even when the values were already there (DB_EXPECT_ONE relies on it) */
+    /* on failure the caller reads mysql_errno, then closes */
+    mysql_real_connect(my, host, db->user, db->password, database, (unsigned)db->port, db->socket, CLIENT_FOUND_ROWS);
+    return my;
+}
+
 static int my_connect(struct db_worker *w, char *err, size_t errlen)
 {
     struct db *db = w->db;
-    w->my = mysql_init(NULL);
+    const char *host = db->host && *db->host ? db->host : "localhost";
+    w->my = my_try(db, host, db->database);
     if (!w->my) {
         snprintf(err, errlen, "mysql_init failed");
         return -1;
     }
-    unsigned int timeout = 10;
-    mysql_options(w->my, MYSQL_OPT_CONNECT_TIMEOUT, &timeout);
-    const char *host = db->host && *db->host ? db->host : "localhost";
-    if (!mysql_real_connect(w->my, host, db->user, db->password, db->database, (unsigned)db->port, db->socket, 0)) {
-        if (mysql_errno(w->my) == ER_BAD_DB_ERROR && db->database) {
-            /* Create the database on first use. */
-            mysql_close(w->my);
-            w->my = mysql_init(NULL);
-            mysql_options(w->my, MYSQL_OPT_CONNECT_TIMEOUT, &timeout);
-            if (mysql_real_connect(w->my, host, db->user, db->password, NULL, (unsigned)db->port, db->socket, 0)) {
-                char q[300];
-                snprintf(q, sizeof q, "CREATE DATABASE IF NOT EXISTS `%s`", db->database);
-                if (mysql_query(w->my, q) == 0 && mysql_select_db(w->my, db->database) == 0)
-                    goto connected;
-            }
-        }
-        snprintf(err, errlen, "mysql %s: %s", host, mysql_error(w->my));
+    if (mysql_errno(w->my) == ER_BAD_DB_ERROR && db->database) {
+        /* Create the database on first use. */
         mysql_close(w->my);
+        w->my = my_try(db, host, NULL);
+        if (w->my && mysql_errno(w->my) == 0) {
+            char q[300];
+            snprintf(q, sizeof q, "CREATE DATABASE IF NOT EXISTS `%s`", db->database);
+            if (mysql_query(w->my, q) == 0)
+                mysql_select_db(w->my, db->database);
+        }
+    }
+    if (!w->my || mysql_errno(w->my) != 0) {
+        snprintf(err, errlen, "mysql %s: %s", host, w->my ? mysql_error(w->my) : "mysql_init failed");
+        if (w->my)
+            mysql_close(w->my);
         w->my = NULL;
         return -1;
     }
-connected:
     mysql_autocommit(w->my, 1);
     return 0;
 }
 
-/* Expand '?' placeholders (outside quotes) into escaped literals. */
-static int my_expand(struct db_worker *w, struct db_req *r, size_t *outlen)
+static size_t my_escape(void *ctx, char *out, const char *s, size_t len)
 {
-    size_t need = strlen(r->sql) + 1;
-    for (int i = 0; i < r->nparams; i++)
-        need += r->params[i].len * 2 + 32;
-    if (need > w->esc_cap) {
-        char *p = realloc(w->esc, need);
-        if (!p)
-            return -1;
-        w->esc = p;
-        w->esc_cap = need;
-    }
-    char *o = w->esc;
-    int pi = 0;
-    char quote = 0;
-    for (const char *s = r->sql; *s; s++) {
-        if (quote) {
-            *o++ = *s;
-            if (*s == '\\' && s[1])
-                *o++ = *++s;
-            else if (*s == quote)
-                quote = 0;
-            continue;
-        }
-        if (*s == '\'' || *s == '"' || *s == '`') {
-            quote = *s;
-            *o++ = *s;
-            continue;
-        }
-        if (*s != '?' || pi >= r->nparams) {
-            *o++ = *s;
-            continue;
-        }
-        const struct db_value *v = &r->params[pi++];
-        switch (v->type) {
-        case DB_INT: o += sprintf(o, "%lld", (long long)v->i); break;
-        case DB_TEXT:
-        case DB_BLOB:
-            if (v->type == DB_BLOB && v->len) {
-                /* hex literal: binary-safe whatever the connection charset */
-                static const char hex[] = "0123456789abcdef";
-                *o++ = 'X';
-                *o++ = '\'';
-                const unsigned char *b = v->p;
-                for (size_t k = 0; k < v->len; k++) {
-                    *o++ = hex[b[k] >> 4];
-                    *o++ = hex[b[k] & 15];
-                }
-                *o++ = '\'';
-            } else {
-                *o++ = '\'';
-                o += mysql_real_escape_string(w->my, o, v->p ? v->p : "", (unsigned long)v->len);
-                *o++ = '\'';
-            }
-            break;
-        default: memcpy(o, "NULL", 4); o += 4; break;
-        }
-    }
-    *o = '\0';
-    *outlen = (size_t)(o - w->esc);
-    return 0;
+    return mysql_real_escape_string(ctx, out, s, (unsigned long)len);
 }
 
-static bool my_lost(struct db_worker *w)
+static bool my_lost_errno(unsigned e) { return e == CR_SERVER_GONE_ERROR || e == CR_SERVER_LOST; }
+
+static void my_drop(struct db_worker *w)
 {
-    unsigned e = mysql_errno(w->my);
-    return e == CR_SERVER_GONE_ERROR || e == CR_SERVER_LOST;
+    mysql_close(w->my);
+    w->my = NULL;
 }
 
-static void my_run(struct db_worker *w, struct db_req *r, bool may_retry)
+static void my_run(struct db_worker *w, const struct req_stmt *q, struct db_result *res, bool may_retry)
 {
-    struct db_result *res = r->res;
     char err[256];
     if (!w->my && my_connect(w, err, sizeof err) < 0) {
         result_error(res, "%s", err);
         return;
     }
-    size_t len;
-    if (my_expand(w, r, &len) < 0) {
-        result_error(res, "%s", "out of memory");
+    size_t need = db_expand_bound(q->sql, q->params, q->nparams);
+    if (need > w->esc_cap) {
+        char *p = realloc(w->esc, need);
+        if (!p) {
+            result_error(res, "%s", "out of memory");
+            return;
+        }
+        w->esc = p;
+        w->esc_cap = need;
+    }
+    long len = db_expand_placeholders_with(q->sql, q->params, q->nparams, w->esc, w->esc_cap, my_escape, w->my);
+    if (len < 0) {
+        result_error(res, "%s", "number of placeholders and parameters differ");
         return;
     }
     if (mysql_real_query(w->my, w->esc, (unsigned long)len) != 0) {
-        if (my_lost(w) && may_retry) {
-            mysql_close(w->my);
-            w->my = NULL;
-            my_run(w, r, false);
-            return;
-        }
+        unsigned e = mysql_errno(w->my);
         result_error(res, "%s", mysql_error(w->my));
+        if (my_lost_errno(e)) {
+            my_drop(w);
+            if (may_retry) {
+                res->status = 0;
+                res->error[0] = '\0';
+                my_run(w, q, res, false);
+            }
+        }
         return;
     }
     MYSQL_RES *mr = mysql_store_result(w->my);
@@ -503,7 +427,9 @@ static void my_run(struct db_worker *w, struct db_req *r, bool may_retry)
     mysql_free_result(mr);
 }
 
-static int my_simple(struct db_worker *w, const char *sql)
+/* A statement without parameters or result; on a lost connection, retry
+ * once on a new one when may_retry (nothing of a transaction is lost). */
+static int my_simple(struct db_worker *w, const char *sql, bool may_retry)
 {
     if (!w->my) {
         char err[256];
@@ -511,9 +437,10 @@ static int my_simple(struct db_worker *w, const char *sql)
             return -1;
     }
     if (mysql_query(w->my, sql) != 0) {
-        if (my_lost(w)) {
-            mysql_close(w->my);
-            w->my = NULL;
+        if (my_lost_errno(mysql_errno(w->my))) {
+            my_drop(w);
+            if (may_retry)
+                return my_simple(w, sql, false);
         }
         return -1;
     }
@@ -523,127 +450,254 @@ static int my_simple(struct db_worker *w, const char *sql)
     return 0;
 }
 
+/* ---- transactions ------------------------------------------------------------ */
+
+static bool txn_begin(struct db_worker *w)
+{
+    if (w->db->driver == DB_SQLITE) {
+        char err[256];
+        return sq_exec(w, "BEGIN IMMEDIATE", err, sizeof err) == 0;
+    }
+    return my_simple(w, "START TRANSACTION", true) == 0;
+}
+
+/* COMMIT or ROLLBACK; 0 or -1 with the reason in why. */
+static int txn_end(struct db_worker *w, const char *sql, char *why, size_t whylen)
+{
+    if (w->db->driver == DB_SQLITE)
+        return sq_exec(w, sql, why, whylen);
+    if (my_simple(w, sql, false) == 0)
+        return 0;
+    snprintf(why, whylen, "%s", w->my ? mysql_error(w->my) : "connection lost");
+    return -1;
+}
+
+/* After a failed statement inside a transaction: did the failure end the
+ * transaction (everything before it undone)? SQLite rolls back by itself on
+ * SQLITE_FULL, IOERR, NOMEM...; MySQL on a deadlock or a lost connection. */
+static bool txn_gone(struct db_worker *w)
+{
+    if (w->db->driver == DB_SQLITE)
+        return sqlite3_get_autocommit(w->sq) != 0;
+    if (!w->my)
+        return true;
+    unsigned int status = 0;
+    if (mariadb_get_infov(w->my, MARIADB_CONNECTION_SERVER_STATUS, &status) == 0)
+        return !(status & SERVER_STATUS_IN_TRANS);
+    return mysql_errno(w->my) == ER_LOCK_DEADLOCK;
+}
+
 /* ---- the worker ------------------------------------------------------------ */
+
+static void run_stmt(struct db_worker *w, const struct req_stmt *q, struct db_result *res, bool in_txn)
+{
+    if (w->db->driver == DB_SQLITE)
+        sq_run(w, q, res);
+    else
+        my_run(w, q, res, !in_txn);
+}
 
 static void run_one(struct db_worker *w, struct db_req *r, bool in_txn)
 {
     r->res = result_new();
-    if (!r->sql)
+    if (!r->one.sql)
         return;  /* barrier */
-    if (w->db->driver == DB_SQLITE)
-        sq_run(w, r);
-    else
-        my_run(w, r, !in_txn);
+    run_stmt(w, &r->one, r->res, in_txn);
     atomic_fetch_add(&w->db->n_requests, 1);
     if (r->res->status != 0)
         atomic_fetch_add(&w->db->n_errors, 1);
 }
 
-static int txn(struct db_worker *w, const char *sql)
+static void fail_ran(struct db_req *from, struct db_req *to, const char *fmt, const char *why)
 {
-    if (w->db->driver == DB_SQLITE) {
-        char err[256];
-        return sq_exec(w, sql, err, sizeof err);
-    }
-    return my_simple(w, sql);
+    for (struct db_req *r = from; r != to; r = r->next)
+        if (r->res && r->res->status == 0) {
+            result_error(r->res, fmt, why);
+            atomic_fetch_add(&r->db->n_errors, 1);
+        }
 }
 
-/* Run requests [first, end): consecutive DB_GROUP writes share a
- * transaction; the rest run on their own. */
+static void run_txn(struct db_worker *w, struct db_req *r)
+{
+    struct db *db = w->db;
+    struct db_result *top = r->res = result_new();
+    atomic_fetch_add(&db->n_requests, 1);
+    top->stmts = calloc((size_t)r->nstmts, sizeof *top->stmts);
+    if (!top->stmts) {
+        result_error(top, "%s", "out of memory");
+        atomic_fetch_add(&db->n_errors, 1);
+        return;
+    }
+    top->nstmts = r->nstmts;
+    if (!txn_begin(w)) {
+        result_error(top, "begin failed: %s",
+                     db->driver == DB_SQLITE ? sqlite3_errmsg(w->sq) : (w->my ? mysql_error(w->my) : "no connection"));
+        atomic_fetch_add(&db->n_errors, 1);
+        return;
+    }
+    char why[200];
+    for (int k = 0; k < r->nstmts; k++) {
+        struct db_result *sub = top->stmts[k] = result_new();
+        run_stmt(w, &r->stmts[k], sub, true);
+        if (sub->status == 0 && (r->stmts[k].flags & DB_EXPECT_ONE) && sub->affected != 1) {
+            char m[96];
+            snprintf(m, sizeof m, "changed %llu rows, expected 1", (unsigned long long)sub->affected);
+            result_error(sub, "%s", m);
+        }
+        if (sub->status != 0) {
+            top->status = -1;
+            top->failed_stmt = k;
+            snprintf(top->error, sizeof top->error, "statement %d: %.200s", k + 1, sub->error);
+            txn_end(w, "ROLLBACK", why, sizeof why);
+            atomic_fetch_add(&db->n_rollbacks, 1);
+            atomic_fetch_add(&db->n_errors, 1);
+            return;
+        }
+    }
+    if (txn_end(w, "COMMIT", why, sizeof why) != 0) {
+        result_error(top, "commit failed: %s", why);
+        txn_end(w, "ROLLBACK", why, sizeof why);
+        atomic_fetch_add(&db->n_rollbacks, 1);
+        atomic_fetch_add(&db->n_errors, 1);
+        return;
+    }
+    atomic_fetch_add(&db->n_commits, 1);
+}
+
+/* Requests [g, end) are DB_GROUP single statements: run them in as few
+ * transactions as possible. A failure that ends the transaction fails
+ * every statement of it that had run; the rest go on in a new one. */
+static void run_group(struct db_worker *w, struct db_req *g, struct db_req *end)
+{
+    struct db *db = w->db;
+    struct db_req *r = g;
+    char why[200];
+    while (r != end) {
+        if (!txn_begin(w)) {
+            /* no transaction to be had: each statement commits on its own */
+            for (; r != end; r = r->next) {
+                run_one(w, r, false);
+                atomic_fetch_add(&db->n_commits, 1);
+            }
+            return;
+        }
+        struct db_req *start = r;
+        bool gone = false;
+        for (; r != end; r = r->next) {
+            run_one(w, r, true);
+            if (r->res->status != 0 && txn_gone(w)) {
+                gone = true;
+                break;
+            }
+        }
+        if (gone) {
+            snprintf(why, sizeof why, "%.199s", r->res->error);
+            fail_ran(start, r, "rolled back: %s", why);
+            txn_end(w, "ROLLBACK", why, sizeof why);  /* already ended; harmless */
+            atomic_fetch_add(&db->n_rollbacks, 1);
+            r = r->next;
+            continue;
+        }
+        if (txn_end(w, "COMMIT", why, sizeof why) != 0) {
+            fail_ran(start, end, "commit failed: %s", why);
+            txn_end(w, "ROLLBACK", why, sizeof why);
+            atomic_fetch_add(&db->n_rollbacks, 1);
+        } else
+            atomic_fetch_add(&db->n_commits, 1);
+    }
+}
+
+static bool groupable(const struct db_req *r)
+{
+    return r && r->kind == REQ_QUERY && (r->flags & DB_GROUP) && r->one.sql;
+}
+
 static void run_batch(struct db_worker *w, struct db_req *first)
 {
     struct db_req *r = first;
     while (r) {
-        if (!(r->flags & DB_GROUP) || !r->sql || !r->next || !(r->next->flags & DB_GROUP) || !r->next->sql) {
+        if (r->kind == REQ_TXN) {
+            run_txn(w, r);
+            r = r->next;
+        } else if (groupable(r) && groupable(r->next)) {
+            struct db_req *end = r;
+            while (groupable(end))
+                end = end->next;
+            run_group(w, r, end);
+            r = end;
+        } else {
             run_one(w, r, false);
-            if (r->sql && (r->flags & DB_GROUP))
+            if (r->one.sql && (r->flags & DB_GROUP))
                 atomic_fetch_add(&w->db->n_commits, 1);
             r = r->next;
-            continue;
         }
-        struct db_req *g = r, *end = r;
-        while (end && (end->flags & DB_GROUP) && end->sql)
-            end = end->next;
-        bool began = txn(w, w->db->driver == DB_SQLITE ? "BEGIN IMMEDIATE" : "START TRANSACTION") == 0;
-        for (r = g; r != end; r = r->next)
-            run_one(w, r, began);
-        if (began) {
-            if (txn(w, "COMMIT") != 0) {
-                const char *why = w->db->driver == DB_SQLITE ? sqlite3_errmsg(w->sq)
-                                                             : (w->my ? mysql_error(w->my) : "connection lost");
-                for (r = g; r != end; r = r->next)
-                    if (r->res->status == 0)
-                        result_error(r->res, "commit failed: %s", why);
-                txn(w, "ROLLBACK");
-            } else
-                atomic_fetch_add(&w->db->n_commits, 1);
-        }
-        r = end;
     }
+}
+
+static void req_free(struct db_req *r)
+{
+    db_result_free(r->res);
+    free(r->one.sql);
+    free(r->one.params);
+    for (int k = 0; k < r->nstmts; k++) {
+        free(r->stmts[k].sql);
+        free(r->stmts[k].params);
+    }
+    free(r->stmts);
+    free(r);
+}
+
+static void req_deliver(struct db_req *r)
+{
+    if (r->done)
+        r->done(r->res, r->arg);
+    req_free(r);
+}
+
+static void req_msg_run(struct work_msg *msg)
+{
+    req_deliver((struct db_req *)((char *)msg - offsetof(struct db_req, msg)));
 }
 
 static void deliver_batch(struct db_req *first)
 {
-    /* Group by loop (usually all one loop) to ring each mailbox once. */
-    while (first) {
-        struct core_loop *loop = first->loop;
-        struct db_req *same = NULL, *same_tail = NULL, *rest = NULL, *rest_tail = NULL;
-        for (struct db_req *r = first, *n; r; r = n) {
-            n = r->next;
-            r->next = NULL;
-            if (r->sync_mu) {
-                pthread_mutex_lock(r->sync_mu);
-                *r->sync_done = true;
-                pthread_cond_signal(r->sync_cv);
-                pthread_mutex_unlock(r->sync_mu);
-                continue;
-            }
-            if (r->loop == loop) {
-                if (same_tail)
-                    same_tail->next = r;
-                else
-                    same = r;
-                same_tail = r;
-            } else {
-                if (rest_tail)
-                    rest_tail->next = r;
-                else
-                    rest = r;
-                rest_tail = r;
-            }
-        }
-        if (same) {
-            if (loop)
-                mailbox_post(loop, same, same_tail);
-            else
-                for (struct db_req *r = same, *n; r; r = n) {
-                    n = r->next;
-                    req_deliver(r);
-                }
-        }
-        first = rest;
+    for (struct db_req *r = first, *n; r; r = n) {
+        n = r->next;
+        r->next = NULL;
+        if (r->sync_mu) {
+            /* the waiter frees r: touch nothing after the signal */
+            pthread_mutex_lock(r->sync_mu);
+            *r->sync_done = true;
+            pthread_cond_signal(r->sync_cv);
+            pthread_mutex_unlock(r->sync_mu);
+        } else if (r->loop) {
+            r->msg.run = req_msg_run;
+            r->msg.owner = r->db;
+            work_post_msg(r->loop, &r->msg);
+        } else
+            req_deliver(r);
     }
 }
 
-static void *worker_main(void *arg)
+/* Drain q on worker w until it is empty. Runs on a pool thread. */
+static void drain(struct db_worker *w, struct req_queue *q, int *drains)
 {
-    struct db_worker *w = arg;
     struct db *db = w->db;
     pthread_mutex_lock(&db->mu);
     for (;;) {
-        while (!db->head && !db->closing)
-            pthread_cond_wait(&db->cv, &db->mu);
-        if (!db->head)
+        struct db_req *first = q->head, *last = first;
+        if (!first) {
+            (*drains)--;
             break;
-        struct db_req *first = db->head, *last = first;
+        }
         int n = 1;
         while (last->next && n < db->max_batch) {
             last = last->next;
             n++;
         }
-        db->head = last->next;
-        if (!db->head)
-            db->tail = NULL;
+        q->head = last->next;
+        if (!q->head)
+            q->tail = NULL;
         last->next = NULL;
         db->queued -= (size_t)n;
         pthread_mutex_unlock(&db->mu);
@@ -652,7 +706,19 @@ static void *worker_main(void *arg)
         pthread_mutex_lock(&db->mu);
     }
     pthread_mutex_unlock(&db->mu);
-    return NULL;
+}
+
+static void drain_shared(void *arg)
+{
+    struct db *db = arg;
+    int i = work_thread_index();
+    drain(&db->w[i >= 0 ? i : 0], &db->shared, &db->shared_drains);
+}
+
+static void drain_pinned(void *arg)
+{
+    struct db_worker *w = arg;
+    drain(w, &w->pinned, &w->drains);
 }
 
 /* ---- public ------------------------------------------------------------------ */
@@ -664,7 +730,7 @@ static void worker_close(struct db_worker *w)
     for (int i = 0; i < STMT_CACHE; i++)
         if (w->cache[i].st) {
             sqlite3_finalize(w->cache[i].st);
-            free(w->cache[i].own);
+            free(w->cache[i].sql);
         }
     if (w->sq)
         sqlite3_close(w->sq);
@@ -685,7 +751,6 @@ static void db_free(struct db *db)
     free(db->password);
     free(db->database);
     pthread_mutex_destroy(&db->mu);
-    pthread_cond_destroy(&db->cv);
     free(db);
 }
 
@@ -716,8 +781,8 @@ struct db *db_open(const struct db_config *cfg, char *err, size_t errlen)
     db->port = cfg->port > 0 ? cfg->port : (cfg->driver == DB_MYSQL ? 3306 : 0);
     db->max_batch = cfg->max_batch > 0 ? cfg->max_batch : 1024;
     db->busy_ms = cfg->busy_timeout_ms > 0 ? cfg->busy_timeout_ms : 5000;
+    db->max_queued = cfg->max_queued > 0 ? cfg->max_queued : 100000;
     pthread_mutex_init(&db->mu, NULL);
-    pthread_cond_init(&db->cv, NULL);
     db->nworkers = cfg->workers > 0 ? cfg->workers : 1;
     db->w = calloc((size_t)db->nworkers, sizeof *db->w);
     if (!db->w) {
@@ -726,35 +791,66 @@ struct db *db_open(const struct db_config *cfg, char *err, size_t errlen)
         snprintf(err, errlen, "out of memory");
         return NULL;
     }
+    /* Connect every worker here, blocking: start-up only. A connection is
+     * then used by its pool thread alone. */
     for (int i = 0; i < db->nworkers; i++) {
         struct db_worker *w = &db->w[i];
         w->db = db;
+        w->index = i;
         int rc = db->driver == DB_SQLITE ? sq_connect(w, err, errlen) : my_connect(w, err, errlen);
         if (rc < 0) {
             db_free(db);
             return NULL;
         }
     }
-    for (int i = 0; i < db->nworkers; i++) {
-        if (pthread_create(&db->w[i].thread, NULL, worker_main, &db->w[i]) != 0) {
-            snprintf(err, errlen, "pthread_create: %s", strerror(errno));
-            db_close(db);
-            return NULL;
-        }
-        db->w[i].started = true;
+    db->pool = work_pool_new("db", db->nworkers, 0);
+    if (!db->pool) {
+        snprintf(err, errlen, "cannot start db threads: %s", strerror(errno));
+        db_free(db);
+        return NULL;
     }
     return db;
 }
 
 enum db_driver db_get_driver(const struct db *db) { return db->driver; }
 
-static struct db_req *req_new(struct db *db, struct core_loop *loop, int flags, const char *sql,
-                              const struct db_value *params, int nparams, db_done_fn done, void *arg)
+db_pin_t db_pin(struct db *db)
 {
-    size_t blob = 0;
-    for (int i = 0; i < nparams; i++)
-        if (params[i].type == DB_TEXT || params[i].type == DB_BLOB)
-            blob += params[i].len + 1;
+    return (db_pin_t)(atomic_fetch_add(&db->next_pin, 1) % (unsigned)db->nworkers) + 1;
+}
+
+/* Copy one statement (text and parameter bytes) into q. */
+static int stmt_copy(struct req_stmt *q, const char *sql, const struct db_value *params, int nparams, int flags)
+{
+    q->nparams = nparams;
+    q->flags = flags;
+    if (sql && !(q->sql = strdup(sql)))
+        return -1;
+    if (nparams > 0) {
+        size_t blob = 0;
+        for (int i = 0; i < nparams; i++)
+            if (params[i].type == DB_TEXT || params[i].type == DB_BLOB)
+                blob += params[i].len + 1;
+        q->params = malloc((size_t)nparams * sizeof *q->params + blob);
+        if (!q->params)
+            return -1;
+        char *p = (char *)(q->params + nparams);
+        for (int i = 0; i < nparams; i++) {
+            q->params[i] = params[i];
+            if (params[i].type == DB_TEXT || params[i].type == DB_BLOB) {
+                if (params[i].len)
+                    memcpy(p, params[i].p, params[i].len);
+                p[params[i].len] = '\0';
+                q->params[i].p = p;
+                p += params[i].len + 1;
+            }
+        }
+    }
+    return 0;
+}
+
+static struct db_req *req_new(struct db *db, struct core_loop *loop, int flags, db_done_fn done, void *arg)
+{
     struct db_req *r = calloc(1, sizeof *r);
     if (!r)
         return NULL;
@@ -763,82 +859,141 @@ static struct db_req *req_new(struct db *db, struct core_loop *loop, int flags, 
     r->loop = loop;
     r->done = done;
     r->arg = arg;
-    r->nparams = nparams;
-    if (sql && !(r->sql = strdup(sql))) {
-        free(r);
-        return NULL;
-    }
-    if (nparams > 0) {
-        /* one block: the values, then their bytes */
-        r->params = malloc((size_t)nparams * sizeof *r->params + blob);
-        if (!r->params) {
-            free(r->sql);
-            free(r);
-            return NULL;
-        }
-        char *p = (char *)(r->params + nparams);
-        for (int i = 0; i < nparams; i++) {
-            r->params[i] = params[i];
-            if ((params[i].type == DB_TEXT || params[i].type == DB_BLOB)) {
-                if (params[i].len)
-                    memcpy(p, params[i].p, params[i].len);
-                p[params[i].len] = '\0';
-                r->params[i].p = p;
-                p += params[i].len + 1;
-            }
-        }
+    return r;
+}
+
+static struct db_req *req_query(struct db *db, struct core_loop *loop, int flags, const char *sql,
+                                const struct db_value *params, int nparams, db_done_fn done, void *arg)
+{
+    struct db_req *r = req_new(db, loop, flags, done, arg);
+    if (r && stmt_copy(&r->one, sql, params, nparams, 0) < 0) {
+        req_free(r);
+        r = NULL;
     }
     return r;
 }
 
-static int enqueue(struct db *db, struct db_req *r)
+static struct db_req *req_txn(struct db *db, struct core_loop *loop, const struct db_stmt *stmts, int n,
+                              db_done_fn done, void *arg)
 {
-    pthread_mutex_lock(&db->mu);
-    if (db->closing) {
-        pthread_mutex_unlock(&db->mu);
+    if (n < 1 || n > 10000)
+        return NULL;
+    struct db_req *r = req_new(db, loop, 0, done, arg);
+    if (!r)
+        return NULL;
+    r->kind = REQ_TXN;
+    r->stmts = calloc((size_t)n, sizeof *r->stmts);
+    if (!r->stmts) {
+        req_free(r);
+        return NULL;
+    }
+    r->nstmts = n;
+    for (int k = 0; k < n; k++)
+        if (!stmts[k].sql || stmt_copy(&r->stmts[k], stmts[k].sql, stmts[k].params, stmts[k].nparams,
+                                       stmts[k].flags) < 0) {
+            req_free(r);
+            return NULL;
+        }
+    return r;
+}
+
+static int enqueue(struct db *db, db_pin_t pin, struct db_req *r)
+{
+    if (pin < 0 || pin > db->nworkers) {
+        errno = EINVAL;
         return -1;
     }
-    if (db->tail)
-        db->tail->next = r;
+    pthread_mutex_lock(&db->mu);
+    if (db->closing || db->queued >= db->max_queued) {
+        int e = db->closing ? ESHUTDOWN : EAGAIN;
+        if (!db->closing)
+            atomic_fetch_add(&db->n_rejected, 1);
+        pthread_mutex_unlock(&db->mu);
+        errno = e;
+        return -1;
+    }
+    struct req_queue *q;
+    int rc = 0;
+    if (pin > 0) {
+        struct db_worker *w = &db->w[pin - 1];
+        q = &w->pinned;
+        if (w->drains == 0 && (rc = work_submit_to(db->pool, pin - 1, NULL, drain_pinned, NULL, w)) == 0)
+            w->drains = 1;
+    } else {
+        q = &db->shared;
+        /* the drain runs only after we unlock, and finds r queued */
+        if (db->shared_drains < db->nworkers && (rc = work_submit(db->pool, NULL, drain_shared, NULL, db)) == 0)
+            db->shared_drains++;
+    }
+    if (rc < 0 && (pin > 0 ? db->w[pin - 1].drains == 0 : db->shared_drains == 0)) {
+        /* no drain running to pick it up */
+        int e = errno;
+        pthread_mutex_unlock(&db->mu);
+        errno = e;
+        return -1;
+    }
+    r->next = NULL;
+    if (q->tail)
+        q->tail->next = r;
     else
-        db->head = r;
-    db->tail = r;
+        q->head = r;
+    q->tail = r;
     db->queued++;
-    pthread_cond_signal(&db->cv);
     pthread_mutex_unlock(&db->mu);
     return 0;
+}
+
+static int submit(struct db *db, db_pin_t pin, struct db_req *r)
+{
+    if (!r) {
+        errno = ENOMEM;
+        return -1;
+    }
+    if (enqueue(db, pin, r) < 0) {
+        int e = errno;
+        req_free(r);
+        errno = e;
+        return -1;
+    }
+    return 0;
+}
+
+int db_query_on(struct db *db, db_pin_t pin, struct core_loop *loop, int flags, const char *sql,
+                const struct db_value *params, int nparams, db_done_fn done, void *arg)
+{
+    return submit(db, pin, req_query(db, loop, flags, sql, params, nparams, done, arg));
 }
 
 int db_query(struct db *db, struct core_loop *loop, int flags, const char *sql, const struct db_value *params,
              int nparams, db_done_fn done, void *arg)
 {
-    struct db_req *r = req_new(db, loop, flags, sql, params, nparams, done, arg);
-    if (!r)
-        return -1;
-    if (enqueue(db, r) < 0) {
-        req_free(r);
-        return -1;
-    }
-    return 0;
+    return db_query_on(db, 0, loop, flags, sql, params, nparams, done, arg);
 }
 
-int db_query_sync(struct db *db, const char *sql, const struct db_value *params, int nparams,
-                  struct db_result **res)
+int db_txn(struct db *db, db_pin_t pin, struct core_loop *loop, const struct db_stmt *stmts, int n, db_done_fn done,
+           void *arg)
 {
+    if (n < 1 || !stmts) {
+        errno = EINVAL;
+        return -1;
+    }
+    return submit(db, pin, req_txn(db, loop, stmts, n, done, arg));
+}
+
+/* Submit r and wait for it (blocks the caller). */
+static int wait_for(struct db *db, db_pin_t pin, struct db_req *r, struct db_result **res)
+{
+    *res = NULL;
+    if (!r)
+        return -1;
     pthread_mutex_t mu = PTHREAD_MUTEX_INITIALIZER;
     pthread_cond_t cv = PTHREAD_COND_INITIALIZER;
     bool done = false;
-    struct db_req *r = req_new(db, NULL, 0, sql, params, nparams, NULL, NULL);
-    if (!r) {
-        *res = NULL;
-        return -1;
-    }
     r->sync_mu = &mu;
     r->sync_cv = &cv;
     r->sync_done = &done;
-    if (enqueue(db, r) < 0) {
+    if (enqueue(db, pin, r) < 0) {
         req_free(r);
-        *res = NULL;
         return -1;
     }
     pthread_mutex_lock(&mu);
@@ -851,6 +1006,28 @@ int db_query_sync(struct db *db, const char *sql, const struct db_value *params,
     pthread_mutex_destroy(&mu);
     pthread_cond_destroy(&cv);
     return (*res)->status;
+}
+
+static int query_sync_on(struct db *db, db_pin_t pin, const char *sql, const struct db_value *params, int nparams,
+                         struct db_result **res)
+{
+    return wait_for(db, pin, req_query(db, NULL, 0, sql, params, nparams, NULL, NULL), res);
+}
+
+int db_query_sync(struct db *db, const char *sql, const struct db_value *params, int nparams,
+                  struct db_result **res)
+{
+    return query_sync_on(db, 0, sql, params, nparams, res);
+}
+
+static int txn_sync_on(struct db *db, db_pin_t pin, const struct db_stmt *stmts, int n, struct db_result **res)
+{
+    return wait_for(db, pin, req_txn(db, NULL, stmts, n, NULL, NULL), res);
+}
+
+int db_txn_sync(struct db *db, const struct db_stmt *stmts, int n, struct db_result **res)
+{
+    return txn_sync_on(db, 0, stmts, n, res);
 }
 
 int db_exec_script(struct db *db, const char *script, char *err, size_t errlen)
@@ -886,39 +1063,12 @@ void db_close(struct db *db)
         return;
     pthread_mutex_lock(&db->mu);
     db->closing = true;
-    pthread_cond_broadcast(&db->cv);
     pthread_mutex_unlock(&db->mu);
-    for (int i = 0; i < db->nworkers; i++)
-        if (db->w[i].started)
-            pthread_join(db->w[i].thread, NULL);
+    /* runs every drain still queued, so every request queued runs */
+    work_pool_free(db->pool);
     /* Callbacks of this handle still in a mailbox run here: their loops
      * have stopped (db_close is for after loop_run). */
-    pthread_mutex_lock(&mailboxes_mu);
-    for (struct mailbox *m = mailboxes; m; m = m->next) {
-        pthread_mutex_lock(&m->mu);
-        struct db_req *mine = NULL, **tailp = &mine, *keep = NULL, **keept = &keep;
-        for (struct db_req *r = m->head, *n; r; r = n) {
-            n = r->next;
-            r->next = NULL;
-            if (r->db == db) {
-                *tailp = r;
-                tailp = &r->next;
-            } else {
-                *keept = r;
-                keept = &r->next;
-            }
-        }
-        m->head = keep;
-        m->tail = NULL;
-        for (struct db_req *r = keep; r; r = r->next)
-            m->tail = r;
-        pthread_mutex_unlock(&m->mu);
-        for (struct db_req *r = mine, *n; r; r = n) {
-            n = r->next;
-            req_deliver(r);
-        }
-    }
-    pthread_mutex_unlock(&mailboxes_mu);
+    work_mailbox_flush(db);
     db_free(db);
 }
 
@@ -927,7 +1077,149 @@ void db_get_counters(struct db *db, struct db_counters *out)
     out->requests = atomic_load(&db->n_requests);
     out->commits = atomic_load(&db->n_commits);
     out->errors = atomic_load(&db->n_errors);
+    out->rejected = atomic_load(&db->n_rejected);
+    out->rollbacks = atomic_load(&db->n_rollbacks);
     pthread_mutex_lock(&db->mu);
     out->queued = db->queued;
     pthread_mutex_unlock(&db->mu);
+}
+
+/* ---- schema versions ------------------------------------------------------------ */
+
+static int version_read(struct db *db, db_pin_t pin, const char *component, char *err, size_t errlen)
+{
+    struct db_value v[1] = { DB_TEXTN(component, strlen(component)) };
+    struct db_result *r = NULL;
+    int rc = query_sync_on(db, pin, "SELECT version FROM db_schema_version WHERE component = ?", v, 1, &r);
+    int version = -1;
+    if (rc == 0)
+        version = r->nrows ? (int)db_cell_int(r, 0, 0) : 0;
+    else
+        snprintf(err, errlen, "reading schema version: %s", r ? r->error : "db closing");
+    db_result_free(r);
+    return version;
+}
+
+static int version_table(struct db *db, db_pin_t pin, const char *component, char *err, size_t errlen)
+{
+    bool my = db->driver == DB_MYSQL;
+    const char *create = my ? "CREATE TABLE IF NOT EXISTS db_schema_version (component VARCHAR(64) NOT NULL PRIMARY "
+                              "KEY, version INT NOT NULL) ENGINE=InnoDB"
+                            : "CREATE TABLE IF NOT EXISTS db_schema_version (component TEXT NOT NULL PRIMARY KEY, "
+                              "version INTEGER NOT NULL)";
+    const char *seed = my ? "INSERT IGNORE INTO db_schema_version (component, version) VALUES (?, 0)"
+                          : "INSERT OR IGNORE INTO db_schema_version (component, version) VALUES (?, 0)";
+    struct db_value v[1] = { DB_TEXTN(component, strlen(component)) };
+    struct db_result *r = NULL;
+    int rc = query_sync_on(db, pin, create, NULL, 0, &r);
+    if (rc == 0) {
+        db_result_free(r);
+        r = NULL;
+        rc = query_sync_on(db, pin, seed, v, 1, &r);
+    }
+    if (rc != 0)
+        snprintf(err, errlen, "schema version table: %s", r ? r->error : "db closing");
+    db_result_free(r);
+    return rc;
+}
+
+int db_schema_version(struct db *db, const char *component, char *err, size_t errlen)
+{
+    if (version_table(db, 0, component, err, errlen) != 0)
+        return -1;
+    return version_read(db, 0, component, err, errlen);
+}
+
+static int migrate_locked(struct db *db, db_pin_t pin, const char *component, const struct db_migration *m, int n,
+                          char *err, size_t errlen)
+{
+    bool my = db->driver == DB_MYSQL;
+    if (version_table(db, pin, component, err, errlen) != 0)
+        return -1;
+    int have = version_read(db, pin, component, err, errlen);
+    for (int tries = 0; have >= 0 && tries < 100; tries++) {
+        const struct db_migration *next = NULL;
+        for (int i = 0; i < n; i++)
+            if (m[i].version > have && (!next || m[i].version < next->version))
+                next = &m[i];
+        if (!next)
+            return have;
+        if (next->version != have + 1) {
+            snprintf(err, errlen, "%s: schema version %d in place, next migration is %d (must be %d)", component,
+                     have, next->version, have + 1);
+            return -1;
+        }
+        const char *const *sql = my && next->mysql ? next->mysql : !my && next->sqlite ? next->sqlite : next->sql;
+        int ns = 0;
+        while (sql && sql[ns])
+            ns++;
+        struct db_stmt *st = calloc((size_t)ns + 1, sizeof *st);
+        if (!st) {
+            snprintf(err, errlen, "out of memory");
+            return -1;
+        }
+        struct db_value bump[3] = { DB_INT64(next->version), DB_TEXTN(component, strlen(component)), DB_INT64(have) };
+        struct db_stmt b = { "UPDATE db_schema_version SET version = ? WHERE component = ? AND version = ?", bump, 3,
+                             DB_EXPECT_ONE };
+        /* SQLite: the bump first, so a second process that raced us stops
+         * at once (its BEGIN IMMEDIATE waited for our commit). MySQL: last,
+         * since DDL commits implicitly; the named lock serialises us. */
+        int bi = my ? ns : 0;
+        st[bi] = b;
+        for (int k = 0; k < ns; k++)
+            st[my ? k : k + 1] = (struct db_stmt){ .sql = sql[k] };
+        struct db_result *r = NULL;
+        int rc = txn_sync_on(db, pin, st, ns + 1, &r);
+        free(st);
+        if (rc != 0) {
+            bool raced = r && r->failed_stmt == bi && db_result_stmt(r, bi) && db_result_stmt(r, bi)->status != 0 &&
+                         strstr(db_result_stmt(r, bi)->error, "expected 1");
+            if (!raced) {
+                snprintf(err, errlen, "%s: migration to version %d: %s", component, next->version,
+                         r ? r->error : "db closing");
+                db_result_free(r);
+                return -1;
+            }
+            db_result_free(r);
+            have = version_read(db, pin, component, err, errlen);
+            continue;
+        }
+        db_result_free(r);
+        log_info("db: %s schema migrated to version %d", component, next->version);
+        have = next->version;
+    }
+    if (have >= 0)
+        snprintf(err, errlen, "%s: migrations did not settle", component);
+    return -1;
+}
+
+int db_migrate(struct db *db, const char *component, const struct db_migration *m, int n, char *err, size_t errlen)
+{
+    if (!component || !*component || strlen(component) > 64) {
+        snprintf(err, errlen, "migration needs a component name of 1..64 bytes");
+        return -1;
+    }
+    db_pin_t pin = db_pin(db);  /* one connection: the MySQL named lock is per connection */
+    bool my = db->driver == DB_MYSQL;
+    char lock[96];
+    snprintf(lock, sizeof lock, "db_schema_%s", component);
+    struct db_value lv[1] = { DB_TEXTN(lock, strlen(lock)) };
+    if (my) {
+        struct db_result *r = NULL;
+        int rc = query_sync_on(db, pin, "SELECT GET_LOCK(?, 60)", lv, 1, &r);
+        if (rc != 0 || db_cell_int(r, 0, 0) != 1) {
+            snprintf(err, errlen, "%s: cannot take the migration lock: %s", component,
+                     rc != 0 && r ? r->error : "timed out");
+            db_result_free(r);
+            return -1;
+        }
+        db_result_free(r);
+    }
+    int v = migrate_locked(db, pin, component, m, n, err, errlen);
+    if (my) {
+        struct db_result *r = NULL;
+        query_sync_on(db, pin, "SELECT RELEASE_LOCK(?)", lv, 1, &r);
+        db_result_free(r);
+    }
+    return v;
 }

@@ -10,13 +10,30 @@
  * Group commit: consecutive requests flagged DB_GROUP that are waiting when
  * the worker picks up work run inside one transaction and share one commit
  * (one fsync for SQLite). Each still gets its own result: a failing
- * statement is reported to its caller only; the others commit. A request's
+ * statement is reported to its caller only; the others commit — unless the
+ * failure ended the whole transaction (SQLite's automatic rollback on a
+ * full disk or I/O error, a MySQL deadlock or lost connection): then every
+ * statement of the group that had run reports the rollback, and the ones
+ * after it run in a new transaction. A request's
  * callback runs only after its transaction committed, so "done without
  * error" means durable (SQLite: WAL + synchronous=FULL; MySQL: whatever
  * innodb_flush_log_at_trx_commit the server runs with — 1 by default).
  *
  * Parameters are '?' placeholders bound from db_value (copied at submit, the
- * caller's buffers may go away). Results are text/blob cells. */
+ * caller's buffers may go away). Results are text/blob cells.
+ *
+ * Threads: the workers are a common/work pool (one thread per connection);
+ * results come back through the submitting loop's work mailbox.
+ *
+ * Also here, for every daemon alike:
+ *  - DBI-style DSNs (db_config_dsn): the strings Perl's DBI takes, so the
+ *    original daemons' config lines work unchanged;
+ *  - atomic multi-statement transactions (db_txn): all commit or none;
+ *  - connection affinity (db_pin + db_query_on / db_txn): requests made
+ *    with one pin run in order on one connection, even with many workers;
+ *  - a bound on queued requests (db_config.max_queued): past it db_query
+ *    fails with errno EAGAIN and the `rejected` counter grows;
+ *  - schema versions with migrations (db_migrate), applied at start-up. */
 #ifndef CORE_DB_H
 #define CORE_DB_H
 
@@ -41,7 +58,27 @@ struct db_config {
     int workers;               /* worker threads, each with its own connection; 0 = 1 */
     int max_batch;             /* most requests in one group commit; 0 = 1024 */
     int busy_timeout_ms;       /* SQLite: wait for locks this long; 0 = 5000 */
+    size_t max_queued;         /* requests waiting at most; 0 = 100000 */
+    /* private: the strings db_config_dsn filled in; freed by db_config_clear */
+    char *owned_;
 };
+
+/* Fill driver, path (SQLite) or database/host/port/socket (MySQL), and user
+ * and password when the DSN names them, from a DBI-style DSN:
+ *   DBI:SQLite:dbname=FILE   dbi:SQLite:FILE   (also db=, database=)
+ *   DBI:mysql:database=D;host=H;port=P;mysql_socket=S   (also db=, dbname=,
+ *     hostname=, user=, password=; DBI:mysql:D and DBI:mysql:D:H:P;
+ *     DBI:MariaDB:... the same)
+ * The "dbi:" prefix and the driver name are case-insensitive; a DBI
+ * attribute list "dbi:SQLite(RaiseError=>1):F" is accepted and ignored, as
+ * are mysql_* options we have no use for (mysql_enable_utf8...). Anything
+ * else (unknown key, bad port, empty file name, missing database) is an
+ * error naming what is wrong. Fields not named by the DSN are left as they
+ * were, so user and password can come from their own settings. Pure
+ * function (allocates the strings); returns 0 or -1 + err. */
+int db_config_dsn(struct db_config *cfg, const char *dsn, char *err, size_t errlen);
+/* Free what db_config_dsn allocated (safe on a config it never touched). */
+void db_config_clear(struct db_config *cfg);
 
 enum db_type { DB_NULL = 0, DB_INT, DB_TEXT, DB_BLOB };
 
@@ -63,12 +100,34 @@ struct db_result {
     int64_t last_id;           /* last insert id */
     int ncols;
     size_t nrows;
-    /* private: cells row-major */
+    /* db_txn only: the index of the statement that failed (-1 if none) */
+    int failed_stmt;
+    /* private: cells row-major; per-statement results of a transaction */
     struct db_cell *cells;
+    struct db_result **stmts;
+    int nstmts;
 };
+
+/* One statement of a transaction. */
+struct db_stmt {
+    const char *sql;
+    const struct db_value *params;
+    int nparams;
+    int flags;                 /* DB_EXPECT_ONE ... */
+};
+#define DB_EXPECT_ONE 0x1      /* must change exactly one row, else the whole
+                                * transaction rolls back (optimistic locks:
+                                * "UPDATE ... WHERE version = ?") */
 
 /* Request flags. */
 #define DB_GROUP 0x1           /* a write that may share a transaction (group commit) */
+
+/* A pin: requests made with the same pin run in submission order on one
+ * worker's connection (read-then-write pairs, LAST_INSERT_ID, GET_LOCK).
+ * 0 means "any worker". Pins are plain numbers: db_pin hands them out
+ * round-robin and nothing needs freeing. No transaction stays open between
+ * two requests: what must be atomic goes in one db_txn. */
+typedef int db_pin_t;
 
 /* Called on the loop given to db_query (or on the db thread if loop was
  * NULL). The result is freed when the callback returns. */
@@ -84,10 +143,67 @@ void db_close(struct db *db);
 enum db_driver db_get_driver(const struct db *db);
 
 /* Queue one statement. sql NULL is a barrier: nothing is run, done is
- * called once every earlier request has finished (one worker only).
- * Returns 0, or -1 if the handle is closing. Thread-safe. */
+ * called once every earlier request has finished (one worker only, or on a
+ * pin). Returns 0, or -1 with errno EAGAIN (max_queued requests already
+ * waiting: tell the client the server is busy), ESHUTDOWN (closing) or
+ * ENOMEM; done is then never called. Thread-safe. */
 int db_query(struct db *db, struct core_loop *loop, int flags, const char *sql,
              const struct db_value *params, int nparams, db_done_fn done, void *arg);
+
+/* db_query on a pin (0 = any worker). Same returns. */
+int db_query_on(struct db *db, db_pin_t pin, struct core_loop *loop, int flags, const char *sql,
+                const struct db_value *params, int nparams, db_done_fn done, void *arg);
+/* A worker pin for requests that must share one connection, in order. */
+db_pin_t db_pin(struct db *db);
+
+/* Run stmts[0..n) as one transaction: all commit, or none does. done gets
+ * a result with status 0 (committed) or -1 (rolled back; error says which
+ * statement and why, failed_stmt its index); db_result_stmt(res, k) is
+ * statement k's own result (rows of a SELECT, last_id of an INSERT).
+ * Statements and parameters are copied. Never merged into a group commit.
+ * Returns as db_query (errno EAGAIN when the queue is full). */
+int db_txn(struct db *db, db_pin_t pin, struct core_loop *loop, const struct db_stmt *stmts, int n, db_done_fn done,
+           void *arg);
+/* The same, waiting (start-up, tools, tests). *res freed by the caller. */
+int db_txn_sync(struct db *db, const struct db_stmt *stmts, int n, struct db_result **res);
+const struct db_result *db_result_stmt(const struct db_result *res, int k);
+
+/* Schema versions. A migration brings the schema of `component` from
+ * version-1 to version; db_migrate runs, in order, every migration above
+ * the version recorded in table db_schema_version, each in its own
+ * transaction together with the bump of the recorded version (on MySQL,
+ * DDL commits implicitly: the bump is the last statement there, and a
+ * named lock keeps two processes from migrating at once). Versions must
+ * be 1, 2, 3 ... in order. sql lists are NULL-terminated; sqlite/mysql,
+ * when set, replace sql for that driver. Blocking: start-up only.
+ * Returns the version now in place, or -1 + err (nothing of the failing
+ * version applied). */
+struct db_migration {
+    int version;
+    const char *const *sql;
+    const char *const *sqlite;
+    const char *const *mysql;
+};
+int db_migrate(struct db *db, const char *component, const struct db_migration *m, int n, char *err,
+               size_t errlen);
+/* The recorded version of component (0 = none), or -1 + err. */
+int db_schema_version(struct db *db, const char *component, char *err, size_t errlen);
+
+/* Expand '?' placeholders outside quotes and comments into SQL literals
+ * (integers; 'escaped' text; X'hex' blobs; NULL), as the MySQL driver does
+ * before sending a query. out has room for cap bytes. Returns the length
+ * written (NUL-terminated), or -1 when the number of placeholders differs
+ * from nparams or out is too small. Pure (backslash-escaping as MySQL does
+ * with its default sql_mode; the driver uses the connection's own
+ * escaping). Public for tests and tools. */
+long db_expand_placeholders(const char *sql, const struct db_value *params, int nparams, char *out, size_t cap);
+/* The same with the driver's escaping of text: escape writes the escaped
+ * form of s[0..len) at out (at most 2*len bytes) and returns its length. */
+typedef size_t (*db_escape_fn)(void *ctx, char *out, const char *s, size_t len);
+long db_expand_placeholders_with(const char *sql, const struct db_value *params, int nparams, char *out, size_t cap,
+                                 db_escape_fn escape, void *ctx);
+/* Bytes db_expand_placeholders may need for this statement. */
+size_t db_expand_bound(const char *sql, const struct db_value *params, int nparams);
 
 /* The same, waiting for the result (start-up, tools and tests only: it
  * blocks the caller). *res must be freed with db_result_free. Returns
@@ -112,6 +228,8 @@ struct db_counters {
     uint64_t commits;
     uint64_t errors;
     uint64_t queued;
+    uint64_t rejected;         /* refused: max_queued reached */
+    uint64_t rollbacks;        /* transactions (db_txn or group) rolled back */
 };
 void db_get_counters(struct db *db, struct db_counters *out);
 

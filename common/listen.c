@@ -10,6 +10,7 @@
 #include <netdb.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
+#include <pthread.h>
 #include <stdarg.h>
 #include <stdatomic.h>
 #include <stdio.h>
@@ -21,45 +22,11 @@
 
 #include <event2/event.h>
 
+#include "common/clock.h"
 #include "common/conn.h"
 #include "common/log.h"
+#include "common/num.h"
 #include "common/loop.h"
-
-struct core_listener {
-    listen_accept_fn on_accept;
-    listen_reject_fn on_reject;
-    void *arg;
-    bool is_admin;
-    bool handoff;          /* accept on loop 0, spread over all loops */
-    int port;
-    char unix_path[108];
-    unsigned rr;
-    struct core_listener *next;
-};
-
-struct listen_sock {
-    struct core_listener *l;
-    struct core_loop *loop;
-    int fd;
-    struct event *ev;
-    struct listen_sock *next;
-};
-
-struct handoff {
-    struct core_listener *l;
-    int fd;
-    struct sockaddr_storage ss;
-    socklen_t len;
-};
-
-static struct core_listener *listeners;
-static struct listen_sock *socks;
-static atomic_uint_fast64_t max_conns;
-static atomic_uint_fast64_t rejected;
-
-void listen_set_max_conns(uint64_t max) { atomic_store(&max_conns, max); }
-uint64_t listen_max_conns(void) { return atomic_load(&max_conns); }
-uint64_t listen_rejected_conns(void) { return atomic_load(&rejected); }
 
 static int errf(char *err, size_t errlen, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
 static int errf(char *err, size_t errlen, const char *fmt, ...)
@@ -78,8 +45,10 @@ static bool is_unix_spec(const char *spec)
     return strncmp(spec, "unix:", 5) == 0 || spec[0] == '/' || spec[0] == '.';
 }
 
-int listen_parse_addr(const char *spec, int default_port, struct sockaddr_storage *ss, socklen_t *len,
-                      char *err, size_t errlen)
+/* no_host_ip: the IPv4 address a spec without a host binds ("port",
+ * ":port"); "*:port" and "0.0.0.0:port" always mean every interface. */
+static int parse_addr(const char *spec, int default_port, uint32_t no_host_ip, struct sockaddr_storage *ss,
+                      socklen_t *len, char *err, size_t errlen)
 {
     memset(ss, 0, sizeof(*ss));
     if (is_unix_spec(spec)) {
@@ -123,18 +92,15 @@ int listen_parse_addr(const char *spec, int default_port, struct sockaddr_storag
     }
     int port = default_port;
     if (portstr && *portstr) {
-        char *end;
-        long p = strtol(portstr, &end, 10);
-        if (*end || p < 0 || p > 65535)
+        if (parse_int_str(portstr, 0, 65535, &port) != NUM_OK)
             return errf(err, errlen, "bad port in '%s'", spec);
-        port = (int)p;
     }
     if (port < 0)
         return errf(err, errlen, "no port in '%s'", spec);
     if (host[0] == '\0' || strcmp(host, "*") == 0 || strcmp(host, "0.0.0.0") == 0) {
         struct sockaddr_in *sin = (struct sockaddr_in *)ss;
         sin->sin_family = AF_INET;
-        sin->sin_addr.s_addr = htonl(INADDR_ANY);
+        sin->sin_addr.s_addr = htonl(host[0] == '\0' ? no_host_ip : INADDR_ANY);
         sin->sin_port = htons((uint16_t)port);
         *len = sizeof(*sin);
         return 0;
@@ -151,6 +117,63 @@ int listen_parse_addr(const char *spec, int default_port, struct sockaddr_storag
     freeaddrinfo(res);
     return 0;
 }
+
+int listen_parse_addr(const char *spec, int default_port, struct sockaddr_storage *ss, socklen_t *len, char *err,
+                      size_t errlen)
+{
+    return parse_addr(spec, default_port, INADDR_ANY, ss, len, err, errlen);
+}
+
+struct listen_sock;
+
+struct core_listener {
+    listen_accept_fn on_accept;
+    listen_reject_fn on_reject;
+    void *arg;
+    bool is_admin;
+    bool handoff;               /* accept on loop 0, spread over all loops */
+    atomic_bool closing;
+    int port;
+    struct sockaddr_storage bound;
+    socklen_t bound_len;
+    char unix_path[108];
+    dev_t unix_dev;             /* the socket file we made: unlinked only if still ours */
+    ino_t unix_ino;
+    unsigned rr;
+    struct listen_sock *socks;
+    atomic_int open_socks;      /* the last one closed frees the listener */
+    struct core_listener *next;
+};
+
+struct listen_sock {
+    struct core_listener *l;
+    struct core_loop *loop;
+    int fd;
+    struct event *ev;
+    struct event *pause_ev;     /* re-enables accepting after fd exhaustion */
+    struct listen_sock *next;
+};
+
+struct handoff {
+    struct core_listener *l;
+    int fd;
+    struct sockaddr_storage ss;
+    socklen_t len;
+};
+
+static pthread_mutex_t listeners_mu = PTHREAD_MUTEX_INITIALIZER;
+static struct core_listener *listeners;
+static atomic_uint_fast64_t max_conns;
+static atomic_uint_fast64_t rejected;
+static atomic_uint_fast64_t fd_exhausted;
+static atomic_uint_fast64_t exhausted_logged_at;  /* ms; 0 = never */
+
+#define ACCEPT_PAUSE_MS 100
+
+void listen_set_max_conns(uint64_t max) { atomic_store(&max_conns, max); }
+uint64_t listen_max_conns(void) { return atomic_load(&max_conns); }
+uint64_t listen_rejected_conns(void) { return atomic_load(&rejected); }
+uint64_t listen_fd_exhausted(void) { return atomic_load(&fd_exhausted); }
 
 static void dispatch(struct core_listener *l, struct core_loop *loop, int fd, struct sockaddr_storage *ss,
                      socklen_t len)
@@ -177,6 +200,35 @@ static void handoff_cb(void *arg)
     free(h);
 }
 
+static void resume_cb(evutil_socket_t fd, short what, void *arg)
+{
+    (void)fd;
+    (void)what;
+    struct listen_sock *s = arg;
+    if (s->ev && !atomic_load(&s->l->closing))
+        event_add(s->ev, NULL);
+}
+
+/* Out of file descriptors: accept() fails at once and the socket stays
+ * readable, so retrying spins the loop at 100% CPU. Stop accepting on this
+ * socket for a moment instead (the kernel keeps the backlog), count it,
+ * and log it once a minute at most. */
+static void pause_accepting(struct listen_sock *s, int err)
+{
+    atomic_fetch_add(&fd_exhausted, 1);
+    uint64_t now = clock_now_ms(), last = atomic_load(&exhausted_logged_at);
+    if ((last == 0 || now - last >= 60000) && atomic_compare_exchange_strong(&exhausted_logged_at, &last, now))
+        log_warn("accept: %s: pausing accepts for %d ms (%llu times so far; raise the fd limit or lower the "
+                 "connection limit)",
+                 strerror(err), ACCEPT_PAUSE_MS, (unsigned long long)atomic_load(&fd_exhausted));
+    event_del(s->ev);
+    if (!s->pause_ev)
+        s->pause_ev = evtimer_new(s->loop->base, resume_cb, s);
+    struct timeval tv = { 0, ACCEPT_PAUSE_MS * 1000 };
+    if (!s->pause_ev || evtimer_add(s->pause_ev, &tv) < 0)
+        event_add(s->ev, NULL);  /* cannot pause: better spinning than deaf */
+}
+
 static void accept_cb(evutil_socket_t lfd, short what, void *arg)
 {
     (void)what;
@@ -186,8 +238,8 @@ static void accept_cb(evutil_socket_t lfd, short what, void *arg)
         socklen_t len = sizeof(ss);
         int fd = accept4(lfd, (struct sockaddr *)&ss, &len, SOCK_NONBLOCK | SOCK_CLOEXEC);
         if (fd < 0) {
-            if (errno == EMFILE || errno == ENFILE)
-                log_warn("accept: %s (raise --max-fds?)", strerror(errno));
+            if (errno == EMFILE || errno == ENFILE || errno == ENOBUFS || errno == ENOMEM)
+                pause_accepting(s, errno);
             else if (errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR && errno != ECONNABORTED)
                 log_warn("accept: %s", strerror(errno));
             return;
@@ -209,6 +261,8 @@ static void accept_cb(evutil_socket_t lfd, short what, void *arg)
             }
         }
         dispatch(l, s->loop, fd, &ss, len);
+        if (atomic_load(&l->closing))
+            return;  /* the callback closed this listener: s goes soon */
     }
 }
 
@@ -229,7 +283,7 @@ static int open_socket(const struct sockaddr_storage *ss, socklen_t len, bool re
         close(fd);
         return errf(err, errlen, "bind: %s", strerror(e));
     }
-    if (listen(fd, backlog) < 0) {
+    if (backlog > 0 && listen(fd, backlog) < 0) {
         int e = errno;
         close(fd);
         return errf(err, errlen, "listen: %s", strerror(e));
@@ -237,18 +291,108 @@ static int open_socket(const struct sockaddr_storage *ss, socklen_t len, bool re
     return fd;
 }
 
-static int add_sock(struct core_listener *l, struct core_loop *loop, int fd)
+/* Is the address already taken by anyone? A socket without SO_REUSEPORT
+ * cannot bind next to one with it, so this refuses a port that another
+ * process (or another daemon of ours) holds, even with SO_REUSEPORT. */
+static int probe_free(const struct sockaddr_storage *ss, socklen_t len, char *err, size_t errlen)
+{
+    int fd = open_socket(ss, len, false, 0, err, errlen);
+    if (fd < 0)
+        return -1;
+    close(fd);
+    return 0;
+}
+
+static void free_listener(struct core_listener *l)
+{
+    for (struct listen_sock *s = l->socks, *n; s; s = n) {
+        n = s->next;
+        free(s);
+    }
+    free(l);
+}
+
+static void start_sock(void *arg)
+{
+    struct listen_sock *s = arg;
+    if (atomic_load(&s->l->closing) || s->fd < 0)
+        return;
+    s->ev = event_new(s->loop->base, s->fd, EV_READ | EV_PERSIST, accept_cb, s);
+    if (!s->ev || event_add(s->ev, NULL) < 0)
+        log_error("listen: cannot watch a listening socket on loop %d", s->loop->index);
+}
+
+/* Runs on the socket's loop. The last socket of a closing listener
+ * removes its unix socket file (if it is still the one we made) and frees
+ * the listener. */
+static void close_sock(void *arg)
+{
+    struct listen_sock *s = arg;
+    struct core_listener *l = s->l;
+    if (s->ev)
+        event_free(s->ev);
+    if (s->pause_ev)
+        event_free(s->pause_ev);
+    s->ev = s->pause_ev = NULL;
+    if (s->fd >= 0)
+        close(s->fd);
+    s->fd = -1;
+    if (atomic_fetch_sub(&l->open_socks, 1) != 1)
+        return;
+    if (l->unix_path[0]) {
+        struct stat st;
+        if (lstat(l->unix_path, &st) == 0 && S_ISSOCK(st.st_mode) && st.st_dev == l->unix_dev &&
+            st.st_ino == l->unix_ino)
+            unlink(l->unix_path);
+    }
+    free_listener(l);
+}
+
+/* Hand a socket to its loop: registered there, on that loop's thread
+ * (event bases are not locked). Before loop_run the call waits in the
+ * loop's queue; the kernel queues connections meanwhile. */
+static void add_sock(struct core_listener *l, struct core_loop *loop, int fd)
 {
     struct listen_sock *s = calloc(1, sizeof(*s));
-    if (!s)
-        return -1;
+    if (!s) {
+        close(fd);
+        return;
+    }
     s->l = l;
     s->loop = loop;
     s->fd = fd;
-    s->ev = event_new(loop->base, fd, EV_READ | EV_PERSIST, accept_cb, s);
-    event_add(s->ev, NULL);
-    s->next = socks;
-    socks = s;
+    s->next = l->socks;
+    l->socks = s;
+    atomic_fetch_add(&l->open_socks, 1);
+}
+
+/* A unix socket path may be reused only if it is a socket nobody answers
+ * on (left by a crash). Anything else there is refused, never unlinked. */
+static int unix_path_free(const char *path, char *err, size_t errlen)
+{
+    struct stat st;
+    if (lstat(path, &st) < 0)
+        return errno == ENOENT ? 0 : errf(err, errlen, "%s: %s", path, strerror(errno));
+    if (!S_ISSOCK(st.st_mode))
+        return errf(err, errlen, "%s exists and is not a socket; not replacing it", path);
+    int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+    if (fd < 0)
+        return errf(err, errlen, "socket: %s", strerror(errno));
+    struct sockaddr_un sun = { .sun_family = AF_UNIX };
+    size_t plen = strlen(path);
+    if (plen >= sizeof sun.sun_path) {
+        close(fd);
+        return errf(err, errlen, "unix socket path too long");
+    }
+    memcpy(sun.sun_path, path, plen + 1);
+    int rc = connect(fd, (struct sockaddr *)&sun, sizeof sun);
+    int e = errno;
+    close(fd);
+    if (rc == 0 || e == EAGAIN || e == EINPROGRESS)
+        return errf(err, errlen, "%s is in use by a running process", path);
+    if (e != ECONNREFUSED)
+        return errf(err, errlen, "%s: %s", path, strerror(e));
+    unlink(path); /* a stale socket from an earlier run */
     return 0;
 }
 
@@ -260,7 +404,7 @@ struct core_listener *listen_open(const char *spec, int default_port, const stru
     int backlog = o.backlog > 0 ? o.backlog : 1024;
     struct sockaddr_storage ss;
     socklen_t len;
-    if (listen_parse_addr(spec, default_port, &ss, &len, err, errlen) < 0)
+    if (parse_addr(spec, default_port, o.loopback_default ? INADDR_LOOPBACK : INADDR_ANY, &ss, &len, err, errlen) < 0)
         return NULL;
     struct core_listener *l = calloc(1, sizeof(*l));
     if (!l) {
@@ -274,7 +418,11 @@ struct core_listener *listen_open(const char *spec, int default_port, const stru
     char e2[200];
     if (ss.ss_family == AF_UNIX) {
         struct sockaddr_un *sun = (struct sockaddr_un *)&ss;
-        unlink(sun->sun_path); /* a stale socket from an earlier run */
+        if (unix_path_free(sun->sun_path, e2, sizeof e2) < 0) {
+            errf(err, errlen, "%s", e2);
+            free(l);
+            return NULL;
+        }
         int fd = open_socket(&ss, len, false, backlog, e2, sizeof(e2));
         if (fd < 0) {
             errf(err, errlen, "%s: %s", spec, e2);
@@ -282,21 +430,40 @@ struct core_listener *listen_open(const char *spec, int default_port, const stru
             return NULL;
         }
         chmod(sun->sun_path, o.unix_mask ? (mode_t)o.unix_mask : 0700);
+        struct stat st;
+        if (stat(sun->sun_path, &st) == 0) {
+            l->unix_dev = st.st_dev;
+            l->unix_ino = st.st_ino;
+        }
         memcpy(l->unix_path, sun->sun_path, sizeof(l->unix_path));
         l->handoff = !o.single_loop;
         add_sock(l, loop_get(0), fd);
     } else {
         int n = o.single_loop ? 1 : loop_count();
+        in_port_t want = ss.ss_family == AF_INET6 ? ((struct sockaddr_in6 *)&ss)->sin6_port
+                                                  : ((struct sockaddr_in *)&ss)->sin_port;
+        /* SO_REUSEPORT spreads connections over our own loops; unless the
+         * caller opted in to sharing, nobody else may hold the port. */
+        if (n > 1 && want != 0 && !o.reuseport && probe_free(&ss, len, e2, sizeof e2) < 0) {
+            errf(err, errlen, "%s: %s", spec, e2);
+            free(l);
+            return NULL;
+        }
         for (int i = 0; i < n; i++) {
-            int fd = open_socket(&ss, len, n > 1, backlog, e2, sizeof(e2));
+            int fd = open_socket(&ss, len, n > 1 || o.reuseport, backlog, e2, sizeof(e2));
             if (fd < 0) {
                 errf(err, errlen, "%s: %s", spec, e2);
-                return NULL; /* sockets opened so far close at exit */
+                for (struct listen_sock *s = l->socks; s; s = s->next)
+                    close(s->fd);
+                free_listener(l);
+                return NULL;
             }
             if (i == 0) {
                 struct sockaddr_storage bound;
                 socklen_t blen = sizeof(bound);
                 getsockname(fd, (struct sockaddr *)&bound, &blen);
+                l->bound = bound;
+                l->bound_len = blen;
                 l->port = ntohs(bound.ss_family == AF_INET6 ? ((struct sockaddr_in6 *)&bound)->sin6_port
                                                             : ((struct sockaddr_in *)&bound)->sin_port);
                 /* Port 0: the other loops must bind the port the first got. */
@@ -308,30 +475,75 @@ struct core_listener *listen_open(const char *spec, int default_port, const stru
             add_sock(l, loop_get(i), fd);
         }
     }
+    pthread_mutex_lock(&listeners_mu);
     l->next = listeners;
     listeners = l;
+    pthread_mutex_unlock(&listeners_mu);
+    /* from here on a socket belongs to its loop */
+    for (struct listen_sock *s = l->socks; s; s = s->next)
+        if (loop_current() == s->loop)
+            start_sock(s);
+        else if (loop_call(s->loop, start_sock, s) < 0)
+            log_error("listen: %s: cannot reach loop %d", spec, s->loop->index);
     return l;
 }
 
 int listen_port(const struct core_listener *l) { return l->port; }
 
-static void close_on_loop(void *arg)
+const char *listen_addr_str(const struct core_listener *l, char *buf, size_t len)
 {
-    struct core_loop *loop = arg;
-    for (struct listen_sock *s = socks; s; s = s->next) {
-        if (s->loop != loop || s->fd < 0)
-            continue;
-        event_free(s->ev);
-        s->ev = NULL;
-        close(s->fd);
-        s->fd = -1;
-        if (s->l->unix_path[0])
-            unlink(s->l->unix_path);
+    char host[INET6_ADDRSTRLEN] = "?";
+    if (l->unix_path[0])
+        snprintf(buf, len, "unix:%s", l->unix_path);
+    else if (l->bound.ss_family == AF_INET6) {
+        inet_ntop(AF_INET6, &((const struct sockaddr_in6 *)&l->bound)->sin6_addr, host, sizeof host);
+        snprintf(buf, len, "[%s]:%d", host, l->port);
+    } else {
+        inet_ntop(AF_INET, &((const struct sockaddr_in *)&l->bound)->sin_addr, host, sizeof host);
+        snprintf(buf, len, "%s:%d", host, l->port);
+    }
+    return buf;
+}
+
+void listen_close(struct core_listener *l)
+{
+    if (!l)
+        return;
+    pthread_mutex_lock(&listeners_mu);
+    bool was = atomic_exchange(&l->closing, true);
+    if (!was)
+        for (struct core_listener **p = &listeners; *p; p = &(*p)->next)
+            if (*p == l) {
+                *p = l->next;
+                break;
+            }
+    pthread_mutex_unlock(&listeners_mu);
+    if (was)
+        return;
+    /* Each socket closes on its own loop (never under its own accept
+     * callback): after this returns no new connection is accepted once
+     * those calls have run, and the port is free when the last one has. */
+    struct listen_sock *next;
+    for (struct listen_sock *s = l->socks; s; s = next) {
+        next = s->next;  /* s (and l) may be freed by the call below */
+        if (loop_call(s->loop, close_sock, s) < 0)
+            log_error("listen: cannot reach loop %d to close a listener", s->loop->index);
     }
 }
 
 void listen_close_all(void)
 {
-    for (int i = 0; i < loop_count(); i++)
-        loop_call(loop_get(i), close_on_loop, loop_get(i));
+    for (;;) {
+        pthread_mutex_lock(&listeners_mu);
+        struct core_listener *l = listeners;
+        pthread_mutex_unlock(&listeners_mu);
+        if (!l)
+            break;
+        listen_close(l);
+    }
 }
+
+/* A graceful stop closes every listener first (see loop_layer). */
+static const struct loop_layer listen_layer = { .name = "listen", .stop_requested = listen_close_all };
+
+__attribute__((constructor)) static void listen_register_layer(void) { loop_add_layer(&listen_layer); }

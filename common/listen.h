@@ -2,8 +2,21 @@
  *
  * A TCP listener opens one socket per loop with SO_REUSEPORT, so the kernel
  * spreads new connections over the loops and accept() needs no hand-over.
+ * SO_REUSEPORT stays inside the process: a port another process holds is
+ * refused ("Address already in use"), as memcached and nginx do, unless
+ * the caller opts in to sharing (listen_opts.reuseport).
  * A unix-socket listener is accepted on loop 0 and, when there are several
- * loops, handed round-robin to the others.
+ * loops, handed round-robin to the others. Its path is replaced only if it
+ * is a stale socket (nobody answers); a live socket or any other file
+ * there is an error. Closing removes the socket file if it is still ours.
+ *
+ * Listeners open and close at any time, from any thread: the sockets are
+ * bound at once (errors come back from listen_open), then each is watched
+ * by its own loop.
+ *
+ * Out of file descriptors (EMFILE/ENFILE), a listening socket stops
+ * accepting for 100 ms instead of spinning; listen_fd_exhausted() counts
+ * those pauses and the log says so at most once a minute.
  *
  * The gate: once conn_total_current() reaches the limit, new connections are
  * accepted, given to the reject callback (to send the protocol's "too many
@@ -12,6 +25,7 @@
 #define CORE_LISTEN_H
 
 #include <stdbool.h>
+#include <stddef.h>
 #include <stdint.h>
 #include <sys/socket.h>
 
@@ -29,19 +43,30 @@ struct listen_opts {
     bool single_loop;     /* accept on loop 0 only (no reuseport fan-out) */
     int unix_mask;        /* permissions for a unix socket, 0 = 0700 */
     bool is_admin;        /* console listeners skip the max-connections gate */
+    bool loopback_default;/* a spec without a host ("11211", ":11211") binds
+                           * 127.0.0.1, not every interface (consoles, metrics) */
+    bool reuseport;       /* share the port with other processes (opt-in) */
 };
 
 /* spec: "host:port", "[v6]:port", "*:port", ":port", "port", or
  * "unix:/path" or "/path" (unix socket). default_port is used if the spec has
- * no port. Returns NULL with a message in err. Must be called after
- * loop_init() and before loop_run(). */
+ * no port. Returns NULL with a message in err. Call after loop_init(),
+ * before or while the loops run (a host name is resolved with a blocking
+ * lookup: use numeric addresses at run time). */
 struct core_listener *listen_open(const char *spec, int default_port, const struct listen_opts *opts,
                                   listen_accept_fn on_accept, listen_reject_fn on_reject, void *arg,
                                   char *err, size_t errlen);
 /* The port actually bound (for "port 0"), 0 for unix sockets. */
 int listen_port(const struct core_listener *l);
-/* Stop accepting (graceful stop). Thread-safe; listeners are freed at exit. */
+/* What it is bound to: "127.0.0.1:11211", "[::]:80", "unix:/run/x.sock". */
+const char *listen_addr_str(const struct core_listener *l, char *buf, size_t len);
+/* Stop accepting on l and free it (on its loops, soon after the call; do
+ * not use l afterwards). Thread-safe; safe inside its own accept callback. */
+void listen_close(struct core_listener *l);
+/* Close every listener (graceful stop). Thread-safe. */
 void listen_close_all(void);
+/* Times accepting paused because the process ran out of descriptors. */
+uint64_t listen_fd_exhausted(void);
 
 /* 0 = unlimited. */
 void listen_set_max_conns(uint64_t max);

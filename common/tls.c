@@ -49,6 +49,41 @@ void *tls_server_ctx_new(const char *cert_file, const char *key_file, const char
     return ctx;
 }
 
+void *tls_client_ctx_new(const char *ca_file, bool verify, const char *cert_file, const char *key_file, char *err,
+                         size_t errlen)
+{
+    if (!cert_file != !key_file) {
+        snprintf(err, errlen, "a client certificate needs both a certificate and a key file");
+        return NULL;
+    }
+    SSL_CTX *ctx = SSL_CTX_new(TLS_client_method());
+    if (!ctx) {
+        ssl_err(err, errlen, "SSL_CTX_new", NULL);
+        return NULL;
+    }
+    SSL_CTX_set_min_proto_version(ctx, TLS1_2_VERSION);
+    SSL_CTX_set_options(ctx, SSL_OP_NO_COMPRESSION);
+    SSL_CTX_set_mode(ctx, SSL_MODE_RELEASE_BUFFERS);
+    if (verify) {
+        int ok = ca_file ? SSL_CTX_load_verify_locations(ctx, ca_file, NULL) : SSL_CTX_set_default_verify_paths(ctx);
+        if (ok != 1) {
+            ssl_err(err, errlen, "cannot load CA certificates", ca_file ? ca_file : "(system store)");
+            SSL_CTX_free(ctx);
+            return NULL;
+        }
+        SSL_CTX_set_verify(ctx, SSL_VERIFY_PEER, NULL);
+    } else
+        SSL_CTX_set_verify(ctx, SSL_VERIFY_NONE, NULL);
+    if (cert_file && (SSL_CTX_use_certificate_chain_file(ctx, cert_file) != 1 ||
+                      SSL_CTX_use_PrivateKey_file(ctx, key_file, SSL_FILETYPE_PEM) != 1 ||
+                      SSL_CTX_check_private_key(ctx) != 1)) {
+        ssl_err(err, errlen, "cannot load client certificate", cert_file);
+        SSL_CTX_free(ctx);
+        return NULL;
+    }
+    return ctx;
+}
+
 void tls_ctx_free(void *ctx)
 {
     SSL_CTX_free(ctx);

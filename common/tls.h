@@ -1,11 +1,15 @@
-/* tls: OpenSSL server contexts for bufferevent_openssl listeners.
+/* tls: OpenSSL contexts for bufferevent_openssl connections.
  *
- * A context is built from a PEM certificate (chain) file, a PEM key file and
- * an OpenSSL cipher list; tls_accept_bev wraps an accepted socket. Reload
- * builds a fresh context (new connections use it; old ones keep theirs). */
+ * A server context is built from a PEM certificate (chain) file, a PEM key
+ * file and an OpenSSL cipher list; tls_accept_bev wraps an accepted socket.
+ * Reload builds a fresh context (new connections use it; old ones keep
+ * theirs). A client context verifies the peer (system CAs or a CA file);
+ * conn_start_tls (common/conn.h) upgrades a live conn with either kind and
+ * sends SNI / checks the host name. */
 #ifndef CORE_TLS_H
 #define CORE_TLS_H
 
+#include <stdbool.h>
 #include <stddef.h>
 
 struct bufferevent;
@@ -15,6 +19,15 @@ struct event_base;
  * be NULL (OpenSSL's default). */
 void *tls_server_ctx_new(const char *cert_file, const char *key_file, const char *ciphers, char *err, size_t errlen);
 void tls_ctx_free(void *ctx);
+/* A client context: TLS 1.2 or later; verify = check the peer's chain
+ * against ca_file (PEM; NULL = the system's CA store) and, per connection,
+ * its name (conn_start_tls's server_name). verify false accepts any
+ * certificate (test set-ups only: say so in the setting's help). An
+ * optional client certificate (cert_file + key_file, both or neither) is
+ * presented when the server asks (XMPP server-to-server). NULL + err on
+ * failure. */
+void *tls_client_ctx_new(const char *ca_file, bool verify, const char *cert_file, const char *key_file, char *err,
+                         size_t errlen);
 /* Re-read cert and key into a new context; on success frees *ctx and
  * replaces it. Returns 0 or -1 with err (the old context stays). */
 int tls_server_ctx_reload(void **ctx, const char *cert_file, const char *key_file, const char *ciphers, char *err,

@@ -1,12 +1,12 @@
-/* gearmand: the Gearman job server — settings, the protocol listener and
- * the connection state machine that frames bytes into binary packets or
- * admin text lines. The job state is in jobs.c, the admin text commands in
- * text.c, the persistent queue in queue.c.
+/* gearmand: the Gearman job server's main() — the settings table, start-up
+ * wiring (state, durable store, listener, console) and the stats source.
+ * Connections are session.c's, packets cmd_bin.c's, admin text lines
+ * cmd_text.c's, the job state jobs.c's, the durable store store.c's.
  *
  * Options follow gearmand 1.1 where they exist (-p -L -t -j -q
  * --libsqlite3-db --mysql-* -u -P -l --verbose); the rest come from the
  * core (config file, console, metrics). */
-#include "gearmand/server.h"
+#include "gearmand/gearmand.h"
 
 #include <errno.h>
 #include <stdio.h>
@@ -28,10 +28,11 @@
 #include "common/log.h"
 #include "common/loop.h"
 #include "common/stats.h"
+#include "common/tls.h"
 
-#define GM_MAX_TEXT_LINE 8192
+#include <openssl/err.h>
+#include <openssl/ssl.h>
 
-void gm_text_install(void);
 
 /* ---- settings -------------------------------------------------------------- */
 
@@ -99,8 +100,22 @@ static const struct cfg_setting gm_settings_table[] = {
       "largest packet accepted; bigger ones get ERROR and the connection closes", true, NULL },
     { "max-conns", 0, CFG_INT, &gm.cfg.max_conns, "0", "most client connections (0 = unlimited)", false, NULL },
     { "backlog", 'b', CFG_INT, &gm.cfg.backlog, "1024", "listen backlog", false, NULL },
-    { "max-jobs", 0, CFG_SIZE, &gm.cfg.max_jobs, "0",
+    { "max-jobs", 0, CFG_SIZE, &gm.cfg.max_jobs, "1000000",
       "most jobs held at once, all functions (0 = unlimited); past it submits get ERROR QUEUE_ERROR", true, NULL },
+    { "max-job-bytes", 0, CFG_SIZE, &gm.cfg.max_job_bytes, "1g",
+      "most bytes of job data held at once (0 = unlimited); past it submits get ERROR QUEUE_ERROR", true, NULL },
+    { "max-functions", 0, CFG_SIZE, &gm.cfg.max_functions, "100000",
+      "most function names known at once (0 = unlimited); past it CAN_DO and submits of new names get ERROR",
+      true, NULL },
+    { "max-client-output", 0, CFG_SIZE, &gm.cfg.max_client_output, "16m",
+      "unread replies one client may have before the workers feeding it are not read (0 = unlimited)", true,
+      NULL },
+    { "client-stall-timeout", 0, CFG_INT, &gm.cfg.client_stall_timeout, "60",
+      "a client over --max-client-output whose replies don't move for this many seconds is closed (0 = never)",
+      true, NULL },
+    { "job-port-admin", 0, CFG_STRING, &gm.cfg.job_port_admin, "gearmand",
+      "admin text commands on the job port: gearmand (gearmand 1.1's set), read-only (no maxqueue, cancel, "
+      "create/drop function), off", false, NULL },
     { "max-pending-durable", 0, CFG_INT, &gm.cfg.max_held, "4096",
       "background submits per connection waiting for the persistent queue before the connection is paused",
       false, NULL },
@@ -109,8 +124,24 @@ static const struct cfg_setting gm_settings_table[] = {
     /* gearmand 1.1 switches whose behaviour is built in here. */
     { "round-robin", 'R', CFG_BOOL, &gm.cfg.round_robin, "no",
       "accepted for gearmand compatibility: a worker's grabs always go round robin over its functions", false, NULL },
-    { "worker-wakeup", 'w', CFG_INT, &gm.cfg.wakeup, "0",
-      "accepted for gearmand compatibility: each new job wakes one sleeping worker that can do it", false, NULL },
+    { "worker-wakeup", 'w', CFG_INT, &gm.cfg.wakeup, "1",
+      "sleeping workers woken (NOOP) per new job; 0 = all of them (gearmand 1.1's default)", true, NULL },
+    { "exceptions", 0, CFG_BOOL, &gm.cfg.exceptions, "no",
+      "forward WORK_EXCEPTION to every client, as if each had sent OPTION_REQ exceptions", false, NULL },
+    { "ssl", 0, CFG_BOOL, &gm.cfg.ssl, "no", "the job port speaks TLS only (needs --ssl-certificate and --ssl-key)",
+      false, NULL },
+    { "ssl-certificate", 0, CFG_STRING, &gm.cfg.ssl_cert, NULL, "PEM certificate (chain) for --ssl", false, NULL },
+    { "ssl-key", 0, CFG_STRING, &gm.cfg.ssl_key, NULL, "PEM private key for --ssl", false, NULL },
+    { "ssl-ca-file", 0, CFG_STRING, &gm.cfg.ssl_ca_file, NULL,
+      "with --ssl: PEM CA certificates; clients must then present a certificate they signed", false, NULL },
+    { "keepalive", 0, CFG_BOOL, &gm.cfg.keepalive, "no", "enable TCP keepalive on client and worker connections",
+      false, NULL },
+    { "keepalive-idle", 0, CFG_INT, &gm.cfg.keepalive_idle, "-1",
+      "with --keepalive: TCP_KEEPIDLE seconds (-1 = the system's)", false, NULL },
+    { "keepalive-interval", 0, CFG_INT, &gm.cfg.keepalive_interval, "-1",
+      "with --keepalive: TCP_KEEPINTVL seconds (-1 = the system's)", false, NULL },
+    { "keepalive-count", 0, CFG_INT, &gm.cfg.keepalive_count, "-1",
+      "with --keepalive: TCP_KEEPCNT probes (-1 = the system's)", false, NULL },
     /* gearmand's spellings of core settings (same storage, this table wins). */
     { "file-descriptors", 'f', CFG_INT, &core_opts.max_fds, NULL, "raise the open-file limit to this", false, NULL },
     { "user", 'u', CFG_STRING, &core_opts.user, NULL, "drop privileges to this user after binding", false, NULL },
@@ -120,132 +151,6 @@ static const struct cfg_setting gm_settings_table[] = {
       set_verbose },
     CFG_END
 };
-
-/* ---- connections ------------------------------------------------------------- */
-
-static void send_fatal(struct gm_sess *s, const char *code, const char *text)
-{
-    gm_send_error(s, code, text);
-    conn_close_after_write(s->c);
-}
-
-/* Frame and dispatch everything buffered: a request starting with '\0' is a
- * binary packet, anything else an admin text line (gearmand decides per
- * request the same way). A partial request stays buffered. */
-static int gm_on_read(struct core_conn *c)
-{
-    struct gm_sess *s = c->data;
-    struct evbuffer *in = conn_in(c);
-    uint32_t max = gm.cfg.max_packet > UINT32_MAX - GM_HEADER_SIZE ? UINT32_MAX - GM_HEADER_SIZE
-                                                                    : (uint32_t)gm.cfg.max_packet;
-    while (s->c && !conn_is_closing(c) && !s->held_paused) {
-        size_t avail = evbuffer_get_length(in);
-        if (avail == 0)
-            break;
-        unsigned char hdr[GM_HEADER_SIZE];
-        size_t n = evbuffer_copyout(in, hdr, avail < GM_HEADER_SIZE ? avail : GM_HEADER_SIZE);
-        if (hdr[0] == '\0') {
-            struct gm_packet p;
-            enum gm_parse_status st = gm_parse_header(hdr, n, max, &p);
-            if (st == GM_PARSE_NEED_MORE)
-                break;
-            if (st == GM_PARSE_BAD_MAGIC) {
-                send_fatal(s, "INVALID_MAGIC", "Packet magic is not \\0REQ");
-                break;
-            }
-            if (st == GM_PARSE_TOO_LARGE) {
-                send_fatal(s, "ARGUMENT_TOO_LARGE", "Packet larger than max-packet-size");
-                break;
-            }
-            size_t total = GM_HEADER_SIZE + (size_t)p.size;
-            if (avail < total)
-                break;
-            const unsigned char *buf = evbuffer_pullup(in, (ev_ssize_t)total);
-            size_t used = 0;
-            st = gm_parse_packet(buf, total, max, &p, &used);
-            c->requests++;
-            if (st == GM_PARSE_OK)
-                gm_handle_packet(s, &p);
-            else if (st == GM_PARSE_UNKNOWN_CMD)
-                gm_send_error(s, "INVALID_COMMAND", "Command not expected");
-            else
-                gm_send_error(s, "INVALID_PACKET", "Packet has fewer arguments than its type needs");
-            evbuffer_drain(in, total);
-        } else {
-            size_t len, consumed;
-            enum line_status ls;
-            char *line = line_peek(in, GM_MAX_TEXT_LINE, &len, &consumed, &ls);
-            if (ls == LINE_NEED_MORE)
-                break;
-            if (ls == LINE_TOO_LONG) {
-                struct evbuffer *out = gm_sess_out(s);
-                if (out)
-                    evbuffer_add_printf(out, "ERR LINE_TOO_LONG Command+line+too+long\r\n");
-                conn_close_after_write(c);
-                break;
-            }
-            c->requests++;
-            int rc = gm_text_line(s, line, len);
-            evbuffer_drain(in, consumed);
-            if (rc < 0) {
-                conn_close_after_write(c);
-                break;
-            }
-        }
-    }
-    return 0;
-}
-
-static void gm_on_close(struct core_conn *c, enum conn_close_reason why)
-{
-    (void)why;
-    struct gm_sess *s = c->data;
-    if (s)
-        gm_sess_closed(s);
-    c->data = NULL;
-}
-
-/* A peer that hung up is gone at once, even a busy one during a graceful
- * stop: its job is requeued (worker) or dropped (client) now, not at the
- * end of --grace. */
-static bool gm_on_eof(struct core_conn *c)
-{
-    (void)c;
-    return true;
-}
-
-static const struct conn_ops gm_conn_ops = {
-    .name = "gearman",
-    .on_read = gm_on_read,
-    .on_eof = gm_on_eof,
-    .on_close = gm_on_close,
-};
-
-static void gm_accept(struct core_loop *loop, int fd, const struct sockaddr *sa, socklen_t salen, void *arg)
-{
-    (void)arg;
-    struct core_conn *c = conn_new(loop, fd, sa, salen, &gm_conn_ops, NULL);
-    if (!c)
-        return;
-    c->data = gm_sess_new(c);
-    /* A peer that sends requests without reading the replies (an ECHO_REQ
-     * flood) stops being read once this much output is waiting. */
-    conn_set_output_limit(c, (size_t)(gm.cfg.max_packet > 4u << 20 ? gm.cfg.max_packet : 4u << 20) * 2);
-    if (gm.cfg.idle_timeout > 0)
-        conn_set_timeouts(c, (uint32_t)gm.cfg.idle_timeout * 1000, 0);
-}
-
-static void gm_reject(int fd, void *arg)
-{
-    (void)arg;
-    static const char code[] = "SERVER_ERROR", text[] = "Too many connections, try again.";
-    const void *args[2] = { code, text };
-    size_t lens[2] = { sizeof code - 1, sizeof text - 1 };
-    char buf[128];
-    size_t n = gm_encode(buf, sizeof buf, GM_RES, GM_ERROR, 2, args, lens);
-    ssize_t r = send(fd, buf, n, MSG_NOSIGNAL | MSG_DONTWAIT);
-    (void)r;
-}
 
 /* ---- stats --------------------------------------------------------------------- */
 
@@ -268,6 +173,11 @@ static void gm_stats(struct stats_sink *sink, void *arg)
     stats_u64(sink, "no_jobs", gm.n.no_jobs);
     stats_u64(sink, "queue_full", gm.n.queue_full);
     stats_u64(sink, "queue_paused", gm.n.queue_paused);
+    stats_u64(sink, "job_bytes", gm.job_bytes);
+    stats_u64(sink, "functions_refused", gm.n.functions_refused);
+    stats_u64(sink, "clients_output_dropped", gm.n.clients_output_dropped);
+    stats_u64(sink, "admin_refused", gm.n.admin_refused);
+    stats_u64(sink, "workers_throttled", gm.n.workers_throttled);
     if (gm.db) {
         struct db_counters dc;
         db_get_counters(gm.db, &dc);
@@ -280,15 +190,50 @@ static void gm_stats(struct stats_sink *sink, void *arg)
 
 /* ---- life cycle ---------------------------------------------------------------- */
 
+/* --ssl: a server context from the core's tls module; with --ssl-ca-file
+ * clients must present a certificate signed by one of those CAs (the core
+ * has no client verification yet, so it is set on the context here). */
+static int gm_tls_open(void)
+{
+    char err[256];
+    if (!gm.cfg.ssl_cert || !*gm.cfg.ssl_cert || !gm.cfg.ssl_key || !*gm.cfg.ssl_key) {
+        log_error("gearmand: --ssl needs --ssl-certificate and --ssl-key");
+        return -1;
+    }
+    gm.tls_ctx = tls_server_ctx_new(gm.cfg.ssl_cert, gm.cfg.ssl_key, NULL, err, sizeof err);
+    if (!gm.tls_ctx) {
+        log_error("gearmand: --ssl: %s", err);
+        return -1;
+    }
+    if (gm.cfg.ssl_ca_file && *gm.cfg.ssl_ca_file) {
+        SSL_CTX *ctx = gm.tls_ctx;
+        if (SSL_CTX_load_verify_locations(ctx, gm.cfg.ssl_ca_file, NULL) != 1) {
+            log_error("gearmand: --ssl-ca-file %s: %s", gm.cfg.ssl_ca_file,
+                      ERR_reason_error_string(ERR_get_error()));
+            return -1;
+        }
+        SSL_CTX_set_verify(ctx, SSL_VERIFY_PEER | SSL_VERIFY_FAIL_IF_NO_PEER_CERT, NULL);
+    }
+    return 0;
+}
+
 static int gm_init(void)
 {
     struct core_loop *loop = loop_get(0);
     if (gm.cfg.max_held < 1)
         gm.cfg.max_held = 1;
+    const char *jpa = gm.cfg.job_port_admin ? gm.cfg.job_port_admin : "gearmand";
+    if (strcmp(jpa, "gearmand") && strcmp(jpa, "read-only") && strcmp(jpa, "off")) {
+        log_error("gearmand: --job-port-admin must be gearmand, read-only or off, not '%s'", jpa);
+        return -1;
+    }
+    if (gm.cfg.ssl && gm_tls_open() < 0)
+        return -1;
     gm_state_init(loop->base);
-    gm_text_install();
+    gm_sessions_init(loop->base);
+    gm_admin_install();
     stats_add_source("", gm_stats, NULL);
-    if (gm_queue_open() < 0)
+    if (gm_store_open() < 0)
         return -1;
     char spec[300], err[256];
     if (gm.cfg.listen && *gm.cfg.listen) {
@@ -306,14 +251,20 @@ static int gm_init(void)
     }
     if (gm.cfg.max_conns > 0)
         listen_set_max_conns((uint64_t)gm.cfg.max_conns);
-    log_info("gearmand: listening on %s (queue: %s)", spec, gm.db ? gm.cfg.queue_type : "builtin");
+    log_info("gearmand: listening on %s%s (queue: %s)", spec, gm.tls_ctx ? " (TLS)" : "",
+             gm.db ? gm.cfg.queue_type : "builtin");
     return 0;
 }
 
 static void gm_fini(void)
 {
-    gm_queue_close();
+    gm_store_close();
+    gm_sessions_free();
     gm_state_free();
+    if (gm.tls_ctx) {
+        tls_ctx_free(gm.tls_ctx);
+        gm.tls_ctx = NULL;
+    }
 }
 
 int main(int argc, char **argv)

@@ -10,6 +10,7 @@
 #include <string.h>
 
 #include <event2/buffer.h>
+#include <openssl/ssl.h>
 
 #include "common/admin.h"
 #include "common/config.h"
@@ -19,11 +20,11 @@
 #include "common/log.h"
 #include "common/loop.h"
 #include "common/stats.h"
+#include "common/tls.h"
 #include "memcached/mc.h"
 #include "memcached/session.h"
 
 struct mc_settings mc_settings;
-static int bind_protocol_dummy;
 static char *dummy_str;
 
 /* -m: a plain number is megabytes (memcached), a suffix gives a size. */
@@ -56,7 +57,68 @@ static int set_unix_mask(const struct cfg_setting *s, const char *v, char *err, 
     return 0;
 }
 
-/* -o: comma-separated memcached extended options. */
+/* -o: memcached's extended options, one table: name, kind, where the value
+ * goes, its bounds. Values are parsed strictly (a bad number refuses to
+ * start, naming the option). Which of them change what this store does
+ * and which are only shown in "stats settings" is in README.md. */
+enum ext_kind { EXT_FLAG_ON, EXT_FLAG_OFF, EXT_INT, EXT_U64_MB, EXT_DOUBLE, EXT_STR };
+struct ext_opt {
+    const char *name;
+    enum ext_kind kind;
+    void *where;
+    double min, max;
+};
+
+static bool mc_hashpower_given;
+static bool mc_no_modern = true;        /* false once -o no_modern is seen */
+static bool mc_slab_automove_on = true; /* false once -o no_slab_automove is seen */
+
+static const struct ext_opt ext_opts[] = {
+    { "maxconns_fast", EXT_FLAG_ON, &mc_settings.maxconns_fast, 0, 0 },
+    { "hashpower", EXT_INT, &mc_settings.hashpower, 12, 32 },
+    { "tail_repair_time", EXT_INT, &mc_settings.tail_repair_time, 10, 1e9 },
+    { "hash_algorithm", EXT_STR, &mc_settings.hash_algorithm, 0, 0 },
+    { "lru_crawler", EXT_FLAG_ON, &mc_settings.lru_crawler, 0, 0 },
+    { "no_lru_crawler", EXT_FLAG_OFF, &mc_settings.lru_crawler, 0, 0 },
+    { "lru_crawler_sleep", EXT_INT, &mc_settings.lru_crawler_sleep, 0, 1000000 },
+    { "lru_crawler_tocrawl", EXT_INT, &mc_settings.lru_crawler_tocrawl, 0, 2e9 },
+    { "lru_maintainer", EXT_FLAG_ON, &mc_settings.lru_maintainer, 0, 0 },
+    { "no_lru_maintainer", EXT_FLAG_OFF, &mc_settings.lru_maintainer, 0, 0 },
+    { "hot_lru_pct", EXT_INT, &mc_settings.hot_pct, 1, 80 },
+    { "warm_lru_pct", EXT_INT, &mc_settings.warm_pct, 1, 80 },
+    { "hot_max_factor", EXT_DOUBLE, &mc_settings.hot_max_factor, 0, 1e6 },
+    { "warm_max_factor", EXT_DOUBLE, &mc_settings.warm_max_factor, 0, 1e6 },
+    { "temporary_ttl", EXT_INT, &mc_settings.temporary_ttl, 0, 2e9 },
+    { "idle_timeout", EXT_INT, &mc_settings.idle_timeout, 0, 2e9 },
+    { "slab_reassign", EXT_FLAG_ON, &mc_settings.slab_reassign, 0, 0 },
+    { "slab_automove", EXT_INT, &mc_settings.slab_automove, 0, 2 },
+    { "slab_automove_ratio", EXT_DOUBLE, &mc_settings.slab_automove_ratio, 0, 1 },
+    { "slab_automove_window", EXT_INT, &mc_settings.slab_automove_window, 1, 1e6 },
+    { "slab_automove_freeratio", EXT_DOUBLE, &mc_settings.slab_automove_freeratio, 0, 1 },
+    { "slab_chunk_max", EXT_INT, &mc_settings.slab_chunk_max, 1024, 1 << 30 },
+    { "read_buf_mem_limit", EXT_U64_MB, &mc_settings.out_mem_limit, 0, 1 << 30 },
+    { "track_sizes", EXT_FLAG_ON, &mc_settings.track_sizes, 0, 0 },
+    { "no_hashexpand", EXT_FLAG_OFF, &mc_settings.hash_expand, 0, 0 },
+    { "modern", EXT_FLAG_ON, NULL, 0, 0 },
+    { "no_modern", EXT_FLAG_OFF, &mc_no_modern, 0, 0 },
+    { "no_slab_reassign", EXT_FLAG_OFF, &mc_settings.slab_reassign, 0, 0 },
+    { "no_slab_automove", EXT_FLAG_OFF, &mc_slab_automove_on, 0, 0 },
+    { "no_maxconns_fast", EXT_FLAG_OFF, &mc_settings.maxconns_fast, 0, 0 },
+    { "relaxed_privileges", EXT_FLAG_ON, NULL, 0, 0 },
+    { "drop_privileges", EXT_FLAG_ON, NULL, 0, 0 },
+    { "no_drop_privileges", EXT_FLAG_OFF, NULL, 0, 0 },
+    { "inline_ascii_response", EXT_FLAG_ON, NULL, 0, 0 },
+    { "no_inline_ascii_response", EXT_FLAG_OFF, NULL, 0, 0 },
+    { "sasl_pwdb", EXT_STR, &mc_settings.sasl_pwdb, 0, 0 },
+    { "ssl_chain_cert", EXT_STR, &mc_settings.ssl_chain_cert, 0, 0 },
+    { "ssl_key", EXT_STR, &mc_settings.ssl_key, 0, 0 },
+    { "ssl_ciphers", EXT_STR, &mc_settings.ssl_ciphers, 0, 0 },
+    { "ssl_ca_cert", EXT_STR, &mc_settings.ssl_ca_cert, 0, 0 },
+    { "ssl_min_version", EXT_STR, &mc_settings.ssl_min_version, 0, 0 },
+    { "ssl_verify_mode", EXT_INT, &mc_settings.ssl_verify_mode, 0, 0 },
+    { NULL, 0, NULL, 0, 0 },
+};
+
 static int set_ext(const struct cfg_setting *s, const char *v, char *err, size_t errlen)
 {
     (void)s;
@@ -66,51 +128,94 @@ static int set_ext(const struct cfg_setting *s, const char *v, char *err, size_t
     if (!copy)
         return -1;
     int rc = 0;
-    for (char *tok = strtok_r(copy, ",", &save); tok; tok = strtok_r(NULL, ",", &save)) {
+    for (char *tok = strtok_r(copy, ",", &save); tok && rc == 0; tok = strtok_r(NULL, ",", &save)) {
         char *eq = strchr(tok, '=');
-        const char *val = "";
+        const char *val = NULL;
         if (eq) {
             *eq = 0;
             val = eq + 1;
         }
-        if (strcmp(tok, "hashpower") == 0) {
-            mc_settings.hashpower = atoi(val);
-        } else if (strcmp(tok, "no_lru_crawler") == 0) {
-            mc_settings.lru_crawler = false;
-        } else if (strcmp(tok, "lru_crawler") == 0) {
-            mc_settings.lru_crawler = true;
-        } else if (strcmp(tok, "hot_lru_pct") == 0) {
-            mc_settings.hot_pct = atoi(val);
-        } else if (strcmp(tok, "warm_lru_pct") == 0) {
-            mc_settings.warm_pct = atoi(val);
-        } else if (strcmp(tok, "idle_timeout") == 0) {
-            mc_settings.idle_timeout = atoi(val);
-        } else if (strcmp(tok, "sasl_pwdb") == 0) {
-            free(mc_settings.sasl_pwdb);
-            mc_settings.sasl_pwdb = strdup(val);
-        } else if (!strcmp(tok, "modern") || !strcmp(tok, "no_modern") || !strcmp(tok, "maxconns_fast") ||
-                   !strcmp(tok, "no_maxconns_fast") || !strcmp(tok, "slab_reassign") ||
-                   !strcmp(tok, "slab_automove") || !strcmp(tok, "lru_maintainer") ||
-                   !strcmp(tok, "no_lru_maintainer") || !strcmp(tok, "hash_algorithm") ||
-                   !strcmp(tok, "tail_repair_time") || !strcmp(tok, "lru_crawler_sleep") ||
-                   !strcmp(tok, "lru_crawler_tocrawl") || !strcmp(tok, "temporary_ttl") ||
-                   !strcmp(tok, "hot_max_factor") || !strcmp(tok, "warm_max_factor") ||
-                   !strcmp(tok, "slab_chunk_max") || !strcmp(tok, "track_sizes") ||
-                   !strcmp(tok, "no_hashexpand") || !strcmp(tok, "read_buf_mem_limit") ||
-                   !strcmp(tok, "relaxed_privileges") || !strcmp(tok, "drop_privileges") ||
-                   !strcmp(tok, "no_drop_privileges") || !strcmp(tok, "watcher_logbuf_size") ||
-                   !strcmp(tok, "worker_logbuf_size") || !strcmp(tok, "slab_automove_ratio") ||
-                   !strcmp(tok, "slab_automove_window") || !strcmp(tok, "slab_automove_freeratio") ||
-                   !strcmp(tok, "inline_ascii_response") || !strcmp(tok, "no_inline_ascii_response")) {
-            /* Tuning that memcached offers and this store does on its own. */
-        } else {
+        const struct ext_opt *o = ext_opts;
+        while (o->name && strcmp(o->name, tok) != 0)
+            o++;
+        if (!o->name) {
             snprintf(err, errlen, "Illegal suboption \"%s\"", tok);
             rc = -1;
             break;
         }
+        if (o->kind == EXT_FLAG_ON || o->kind == EXT_FLAG_OFF) {
+            if (o->where)
+                *(bool *)o->where = o->kind == EXT_FLAG_ON;
+            continue;
+        }
+        if (!val || !*val) {
+            snprintf(err, errlen, "Missing %s argument", tok);
+            rc = -1;
+            break;
+        }
+        if (o->kind == EXT_STR) {
+            char **dst = o->where;
+            free(*dst);
+            *dst = strdup(val);
+            continue;
+        }
+        char *end;
+        errno = 0;
+        double d = o->kind == EXT_DOUBLE ? strtod(val, &end) : (double)strtoll(val, &end, 10);
+        if (errno || end == val || *end || d < o->min || d > o->max) {
+            snprintf(err, errlen, "could not parse argument to %s: '%s' (%g..%g)", tok, val, o->min, o->max);
+            rc = -1;
+            break;
+        }
+        if (o->where == &mc_settings.hashpower)
+            mc_hashpower_given = true;
+        if (o->kind == EXT_INT)
+            *(int *)o->where = (int)d;
+        else if (o->kind == EXT_U64_MB)
+            *(uint64_t *)o->where = (uint64_t)d * 1024 * 1024;
+        else
+            *(double *)o->where = d;
     }
     free(copy);
+    if (!mc_no_modern) {
+        /* As memcached's no_modern: no page mover, no LRU crawler or
+         * maintainer work, no fast connection refusal. (Our LRU stays
+         * segmented: the flat LRU is not built.) */
+        mc_settings.slab_reassign = false;
+        mc_settings.slab_automove = 0;
+        mc_settings.maxconns_fast = false;
+        mc_settings.lru_crawler = false;
+        mc_settings.lru_maintainer = false;
+        mc_no_modern = true;
+    }
+    if (!mc_slab_automove_on) {
+        mc_settings.slab_automove = 0;
+        mc_slab_automove_on = true;
+    }
+    if (rc == 0 && mc_settings.hash_algorithm && strcmp(mc_settings.hash_algorithm, "murmur3") != 0 &&
+        strcmp(mc_settings.hash_algorithm, "jenkins") != 0 && strcmp(mc_settings.hash_algorithm, "xxh3") != 0) {
+        snprintf(err, errlen, "Unknown hash_algorithm option (jenkins, murmur3, xxh3)");
+        rc = -1;
+    }
     return rc;
+}
+
+/* -B: auto (pick per connection by the first byte), ascii or binary. */
+static int set_protocol(const struct cfg_setting *s, const char *v, char *err, size_t errlen)
+{
+    (void)s;
+    if (v && strcmp(v, "auto") == 0)
+        mc_settings.protocol = MC_BIND_AUTO;
+    else if (v && strcmp(v, "ascii") == 0)
+        mc_settings.protocol = MC_BIND_ASCII;
+    else if (v && strcmp(v, "binary") == 0)
+        mc_settings.protocol = MC_BIND_BINARY;
+    else {
+        snprintf(err, errlen, "Invalid value for binding protocol: %s -- should be one of auto, binary, or ascii",
+                 v ? v : "");
+        return -1;
+    }
+    return 0;
 }
 
 static const struct cfg_setting mc_table[] = {
@@ -130,12 +235,22 @@ static const struct cfg_setting mc_table[] = {
     { "disable-cas", 'C', CFG_BOOL, &mc_settings.no_cas, "no", "do not report CAS values", false, NULL },
     { "disable-evictions", 'M', CFG_BOOL, &mc_settings.no_evict, "no", "return errors when memory is full instead of evicting", false, NULL },
     { "disable-flush-all", 'F', CFG_BOOL, &mc_settings.flush_disabled, "no", "refuse flush_all", true, NULL },
+    { "disable-dumping", 'X', CFG_BOOL, &mc_settings.dump_disabled, "no", "refuse stats cachedump and lru_crawler metadump", true, NULL },
     { "enable-shutdown", 'A', CFG_BOOL, &mc_settings.shutdown_enabled, "no", "allow the shutdown command", true, NULL },
     { "enable-sasl", 'S', CFG_BOOL, &mc_settings.sasl, "no", "require SASL PLAIN authentication (binary protocol only)", false, NULL },
     { "sasl-pwdb", 0, CFG_STRING, &mc_settings.sasl_pwdb, NULL, "user:password file for SASL (also $MEMCACHED_SASL_PWDB)", false, NULL },
-    { "extended", 'o', CFG_CUSTOM, &mc_settings.ext_opts, NULL, "comma separated extended options (hashpower=N, no_lru_crawler, idle_timeout=S, hot_lru_pct, warm_lru_pct, ...)", false, set_ext },
-    { "protocol", 'B', CFG_STRING, &dummy_str, "auto", "protocol: auto (both are always detected per connection)", false, NULL },
-    { "reqs-per-event", 'R', CFG_INT, &bind_protocol_dummy, "20", "accepted for compatibility", false, NULL },
+    { "extended", 'o', CFG_CUSTOM, &mc_settings.ext_opts, NULL,
+      "comma separated extended options: maxconns_fast, hashpower=N (12..32), idle_timeout=S, "
+      "read_buf_mem_limit=MB (all reply buffers; default 256, 0 = none), hot_lru_pct=N, warm_lru_pct=N, "
+      "hot_max_factor=F, warm_max_factor=F, temporary_ttl=S, lru_crawler, no_lru_crawler, lru_crawler_sleep=US, "
+      "lru_crawler_tocrawl=N, lru_maintainer, no_lru_maintainer, slab_reassign, slab_automove=0|1|2, "
+      "slab_automove_ratio=F, slab_automove_window=N, slab_automove_freeratio=F, slab_chunk_max=BYTES, "
+      "tail_repair_time=S, hash_algorithm=murmur3|jenkins|xxh3, track_sizes, no_hashexpand, modern, "
+      "sasl_pwdb=FILE, ssl_chain_cert=FILE, ssl_key=FILE, ssl_ciphers=LIST, ssl_min_version=tlsv1.2|tlsv1.3, "
+      "ssl_verify_mode=0 (client certificates are not checked)", false, set_ext },
+    { "protocol", 'B', CFG_CUSTOM, &dummy_str, "auto", "binding protocol: auto (by the first byte), ascii or binary", false, set_protocol },
+    { "reqs-per-event", 'R', CFG_INT, &mc_settings.reqs_per_event, "20", "max requests run per connection per event before yielding to others (counted in conn_yields)", false, NULL },
+    { "enable-ssl", 'Z', CFG_BOOL, &mc_settings.ssl_enabled, "no", "TLS on the TCP listeners (-o ssl_chain_cert=PEM,ssl_key=PEM[,ssl_ciphers=...,ssl_min_version=tlsv1.2|tlsv1.3]); an address given as notls:ADDR in -l stays plain", false, NULL },
     { "user", 'u', CFG_STRING, &core_opts.user, NULL, "drop privileges to this user after binding", false, NULL },
     { "pidfile", 'P', CFG_STRING, &core_opts.pidfile, NULL, "write the process id to this file", false, NULL },
     CFG_END
@@ -180,6 +295,11 @@ static void general_stats(struct stats_sink *k, void *arg)
     for (int i = 1; i <= mc_nclasses; i++)
         bytes += __atomic_load_n(&mc_classes[i].bytes, __ATOMIC_RELAXED);
     stats_u64(k, "connection_structures", conn_total_current());
+    stats_u64(k, "response_obj_oom", GET(t, response_obj_oom));
+    stats_u64(k, "response_obj_count", atomic_load(&mc_out_bufs));
+    stats_u64(k, "response_obj_bytes", atomic_load(&mc_out_mem_bytes));
+    stats_u64(k, "conn_yields", GET(t, conn_yields));
+    stats_u64(k, "idle_kicks", GET(t, idle_kicks));
     stats_u64(k, "cmd_get", GET(t, cmd_get));
     stats_u64(k, "cmd_set", GET(t, cmd_set));
     stats_u64(k, "cmd_flush", GET(t, cmd_flush));
@@ -223,6 +343,29 @@ static void general_stats(struct stats_sink *k, void *arg)
     stats_u64(k, "crawler_reclaimed", atomic_load(&mc_sstats.crawler_reclaimed));
     stats_u64(k, "outofmemory", atomic_load(&mc_sstats.outofmemory));
     stats_u64(k, "total_malloced", mc_slabs_malloced());
+    /* Per-class counters summed (each read under its class lock). */
+    uint64_t to_cold = 0, to_warm = 0, within = 0, move_evicted = 0, checked = 0;
+    for (int i = 1; i <= mc_nclasses; i++) {
+        struct mc_class *c = &mc_classes[i];
+        pthread_mutex_lock(&c->lock);
+        to_cold += c->moves_to_cold;
+        to_warm += c->moves_to_warm;
+        within += c->moves_within_lru;
+        move_evicted += c->pages_evicted;
+        checked += c->crawler_items_checked;
+        pthread_mutex_unlock(&c->lock);
+    }
+    stats_u64(k, "moves_to_cold", to_cold);
+    stats_u64(k, "moves_to_warm", to_warm);
+    stats_u64(k, "moves_within_lru", within);
+    /* Page moves evict what is on the page (no rescue into free chunks). */
+    stats_u64(k, "slab_reassign_rescues", 0);
+    stats_u64(k, "slab_reassign_evictions_nomem", move_evicted);
+    stats_u64(k, "slab_global_page_pool", 0);   /* freed pages go back to the allocator */
+    stats_u64(k, "crawler_items_checked", checked);
+    stats_u64(k, "lru_crawler_running", mc_crawler_running() ? 1 : 0);
+    stats_u64(k, "lru_crawler_starts", atomic_load(&mc_sstats.lru_crawler_starts));
+    stats_u64(k, "malloc_fails", atomic_load(&mc_sstats.malloc_fails));
 }
 
 static void slabs_stats(struct stats_sink *k, void *arg)
@@ -259,6 +402,8 @@ static void items_stats(struct stats_sink *k, void *arg)
         uint64_t cnt[3] = { c->count[0], c->count[1], c->count[2] };
         uint64_t total = cnt[0] + cnt[1] + cnt[2];
         uint32_t age = c->tail[MC_LRU_COLD] ? now - c->tail[MC_LRU_COLD]->atime : 0;
+        uint32_t age_hot = c->tail[MC_LRU_HOT] ? now - c->tail[MC_LRU_HOT]->atime : 0;
+        uint32_t age_warm = c->tail[MC_LRU_WARM] ? now - c->tail[MC_LRU_WARM]->atime : 0;
         struct mc_class snap = *c;
         pthread_mutex_unlock(&c->lock);
         if (!total && !snap.evicted && !snap.outofmemory)
@@ -267,7 +412,10 @@ static void items_stats(struct stats_sink *k, void *arg)
         stats_u64f(k, cnt[MC_LRU_HOT], "items:%d:number_hot", i);
         stats_u64f(k, cnt[MC_LRU_WARM], "items:%d:number_warm", i);
         stats_u64f(k, cnt[MC_LRU_COLD], "items:%d:number_cold", i);
+        stats_u64f(k, age_hot, "items:%d:age_hot", i);
+        stats_u64f(k, age_warm, "items:%d:age_warm", i);
         stats_u64f(k, age, "items:%d:age", i);
+        stats_u64f(k, snap.bytes, "items:%d:mem_requested", i);
         stats_u64f(k, snap.evicted, "items:%d:evicted", i);
         stats_u64f(k, snap.evicted_nonzero, "items:%d:evicted_nonzero", i);
         stats_u64f(k, snap.evicted_time, "items:%d:evicted_time", i);
@@ -276,15 +424,27 @@ static void items_stats(struct stats_sink *k, void *arg)
         stats_u64f(k, snap.expired_unfetched, "items:%d:expired_unfetched", i);
         stats_u64f(k, snap.evicted_unfetched, "items:%d:evicted_unfetched", i);
         stats_u64f(k, snap.crawler_reclaimed, "items:%d:crawler_reclaimed", i);
+        stats_u64f(k, snap.crawler_items_checked, "items:%d:crawler_items_checked", i);
         stats_u64f(k, snap.moves_to_cold, "items:%d:moves_to_cold", i);
         stats_u64f(k, snap.moves_to_warm, "items:%d:moves_to_warm", i);
         stats_u64f(k, snap.moves_within_lru, "items:%d:moves_within_lru", i);
     }
 }
 
+static void stats_fmt(struct stats_sink *k, const char *name, const char *fmt, double v)
+{
+    char buf[32];
+    snprintf(buf, sizeof buf, fmt, v);
+    stats_str(k, name, buf);
+}
+
+/* "stats settings": memcached 1.6.18's names, in its order, with the
+ * values this daemon runs with (extstore and proxy fields are left out:
+ * neither is built). */
 static void settings_stats(struct stats_sink *k, void *arg)
 {
     (void)arg;
+    static const char *const protos[] = { "auto-negotiate", "ascii", "binary" };
     stats_u64(k, "maxbytes", mc_slabs_limit());
     stats_u64(k, "maxconns", (uint64_t)mc_settings.maxconns);
     stats_u64(k, "tcpport", (uint64_t)mc_settings.port);
@@ -297,24 +457,61 @@ static void settings_stats(struct stats_sink *k, void *arg)
     char buf[32];
     snprintf(buf, sizeof buf, "%o", mc_settings.unix_mask);
     stats_str(k, "umask", buf);
-    stats_double(k, "growth_factor", mc_settings.factor);
+    stats_str(k, "shutdown_command", mc_settings.shutdown_enabled ? "yes" : "no");
+    stats_fmt(k, "growth_factor", "%.2f", mc_settings.factor);
     stats_u64(k, "chunk_size", (uint64_t)mc_settings.chunk_min);
     stats_u64(k, "num_threads", (uint64_t)mc_settings.threads);
+    stats_u64(k, "num_threads_per_udp", (uint64_t)mc_settings.threads);
+    stats_str(k, "stat_key_prefix", ":");
+    stats_str(k, "detail_enabled", "no");
+    stats_u64(k, "reqs_per_event", (uint64_t)mc_settings.reqs_per_event);
     stats_str(k, "cas_enabled", mc_settings.no_cas ? "no" : "yes");
-    stats_str(k, "flush_enabled", mc_settings.flush_disabled ? "no" : "yes");
-    stats_str(k, "shutdown_enabled", mc_settings.shutdown_enabled ? "yes" : "no");
-    stats_str(k, "sasl_enabled", mc_settings.sasl ? "yes" : "no");
-    stats_str(k, "binding_protocol", "auto-negotiate");
+    stats_u64(k, "tcp_backlog", (uint64_t)mc_settings.backlog);
+    stats_str(k, "binding_protocol", protos[mc_settings.protocol]);
+    stats_str(k, "auth_enabled_sasl", mc_settings.sasl ? "yes" : "no");
+    stats_str(k, "auth_enabled_ascii", "no");
     stats_u64(k, "item_size_max", mc_settings.item_size_max);
-    stats_u64(k, "hashpower_init", (uint64_t)mc_settings.hashpower);
-    stats_u64(k, "slab_page_size", mc_page_size);
+    stats_str(k, "maxconns_fast", mc_settings.maxconns_fast ? "yes" : "no");
+    /* As memcached: what -o hashpower asked for, 0 when not given. */
+    stats_u64(k, "hashpower_init", mc_hashpower_given ? (uint64_t)mc_settings.hashpower : 0);
+    stats_str(k, "slab_reassign", mc_settings.slab_reassign ? "yes" : "no");
+    stats_u64(k, "slab_automove", (uint64_t)mc_settings.slab_automove);
+    stats_fmt(k, "slab_automove_ratio", "%.2f", mc_settings.slab_automove_ratio);
+    stats_u64(k, "slab_automove_window", (uint64_t)mc_settings.slab_automove_window);
+    stats_u64(k, "slab_chunk_max", (uint64_t)mc_settings.slab_chunk_max);
     stats_str(k, "lru_crawler", mc_settings.lru_crawler ? "yes" : "no");
+    stats_u64(k, "lru_crawler_sleep", (uint64_t)mc_settings.lru_crawler_sleep);
+    stats_u64(k, "lru_crawler_tocrawl", (uint64_t)mc_settings.lru_crawler_tocrawl);
+    stats_u64(k, "tail_repair_time", (uint64_t)mc_settings.tail_repair_time);
+    stats_str(k, "flush_enabled", mc_settings.flush_disabled ? "no" : "yes");
+    stats_str(k, "dump_enabled", mc_settings.dump_disabled ? "no" : "yes");
+    stats_str(k, "hash_algorithm", "hash64");
+    stats_str(k, "lru_maintainer_thread", mc_settings.lru_maintainer ? "yes" : "no");
     stats_str(k, "lru_segmented", "yes");
-    stats_str(k, "slab_reassign", "yes");
     stats_u64(k, "hot_lru_pct", (uint64_t)mc_settings.hot_pct);
     stats_u64(k, "warm_lru_pct", (uint64_t)mc_settings.warm_pct);
+    stats_fmt(k, "hot_max_factor", "%.2f", mc_settings.hot_max_factor);
+    stats_fmt(k, "warm_max_factor", "%.2f", mc_settings.warm_max_factor);
+    stats_str(k, "temp_lru", "no");
+    stats_u64(k, "temporary_ttl", (uint64_t)mc_settings.temporary_ttl);
     stats_u64(k, "idle_timeout", (uint64_t)mc_settings.idle_timeout);
-    stats_str(k, "hash_algorithm", "hash64");
+    stats_u64(k, "read_buf_mem_limit", mc_settings.out_mem_limit);
+    stats_str(k, "track_sizes", mc_settings.track_sizes ? "yes" : "no");
+    stats_str(k, "inline_ascii_response", "no");
+    stats_fmt(k, "slab_automove_freeratio", "%.3f", mc_settings.slab_automove_freeratio);
+    stats_str(k, "ssl_enabled", mc_settings.ssl_enabled ? "yes" : "no");
+    if (mc_settings.ssl_enabled) {
+        stats_str(k, "ssl_chain_cert", mc_settings.ssl_chain_cert ? mc_settings.ssl_chain_cert : "(null)");
+        stats_str(k, "ssl_key", mc_settings.ssl_key ? mc_settings.ssl_key : "(null)");
+        stats_u64(k, "ssl_verify_mode", (uint64_t)mc_settings.ssl_verify_mode);
+        stats_u64(k, "ssl_keyformat", 1);
+        stats_str(k, "ssl_ciphers", mc_settings.ssl_ciphers ? mc_settings.ssl_ciphers : "NULL");
+        stats_str(k, "ssl_ca_cert", "NULL");
+        stats_u64(k, "ssl_wbuf_size", 16384);
+        stats_str(k, "ssl_session_cache", "no");
+        stats_str(k, "ssl_kernel_tls", "no");
+        stats_str(k, "ssl_min_version", mc_settings.ssl_min_version ? mc_settings.ssl_min_version : "tlsv1.2");
+    }
 }
 
 static void conns_stats(struct stats_sink *k, void *arg)
@@ -328,33 +525,135 @@ static void conns_stats(struct stats_sink *k, void *arg)
 /* ------------------------------------------------------------------ */
 /* SASL password file */
 
-bool mc_sasl_check(const char *user, size_t ulen, const char *pass, size_t plen)
+/* The password file is read at start and on SIGHUP (never per attempt),
+ * into an array the loops read under a read lock. Reading it blocks the
+ * thread that loads it: at start that is main, on HUP loop 0 (a small
+ * file, rarely; the core's work pool is the place for it once it lands). */
+struct sasl_user {
+    char *user, *pass;
+    size_t ulen, plen;
+};
+static pthread_rwlock_t sasl_lock = PTHREAD_RWLOCK_INITIALIZER;
+static struct sasl_user *sasl_users;
+static size_t sasl_nusers;
+static bool sasl_loaded;
+
+static const char *sasl_path(void)
 {
-    const char *path = mc_settings.sasl_pwdb ? mc_settings.sasl_pwdb : getenv("MEMCACHED_SASL_PWDB");
-    if (!path)
-        return false;
-    FILE *f = fopen(path, "r");
-    if (!f)
-        return false;
-    char line[1024];
-    bool ok = false;
-    while (!ok && fgets(line, sizeof line, f)) {
-        size_t n = strcspn(line, "\r\n");
-        line[n] = 0;
-        char *colon = strchr(line, ':');
-        if (!colon)
-            continue;
-        size_t un = (size_t)(colon - line);
-        size_t pn = strlen(colon + 1);
-        ok = un == ulen && pn == plen && memcmp(line, user, ulen) == 0 && memcmp(colon + 1, pass, plen) == 0;
-    }
-    fclose(f);
-    return ok;
+    return mc_settings.sasl_pwdb ? mc_settings.sasl_pwdb : getenv("MEMCACHED_SASL_PWDB");
 }
 
+/* Returns 0, or -1 (the old list stays) when the file can't be read. */
+static int sasl_load(void)
+{
+    const char *path = sasl_path();
+    if (!path)
+        return -1;
+    FILE *f = fopen(path, "r");
+    if (!f) {
+        log_error("SASL password file %s: %s", path, strerror(errno));
+        return -1;
+    }
+    struct sasl_user *users = NULL;
+    size_t n = 0, cap = 0;
+    char line[1024];
+    int rc = 0;
+    while (fgets(line, sizeof line, f)) {
+        size_t len = strcspn(line, "\r\n");
+        line[len] = 0;
+        char *colon = strchr(line, ':');
+        if (!colon || colon == line)
+            continue;
+        if (n == cap) {
+            cap = cap ? cap * 2 : 16;
+            struct sasl_user *nu = realloc(users, cap * sizeof *nu);
+            if (!nu) {
+                rc = -1;
+                break;
+            }
+            users = nu;
+        }
+        struct sasl_user *u = &users[n];
+        u->ulen = (size_t)(colon - line);
+        u->plen = strlen(colon + 1);
+        u->user = strndup(line, u->ulen);
+        u->pass = strdup(colon + 1);
+        if (!u->user || !u->pass) {
+            free(u->user);
+            free(u->pass);
+            rc = -1;
+            break;
+        }
+        n++;
+    }
+    fclose(f);
+    explicit_bzero(line, sizeof line);
+    if (rc < 0) {
+        for (size_t i = 0; i < n; i++) {
+            free(users[i].user);
+            explicit_bzero(users[i].pass, users[i].plen);
+            free(users[i].pass);
+        }
+        free(users);
+        log_error("SASL password file %s: out of memory", path);
+        return -1;
+    }
+    pthread_rwlock_wrlock(&sasl_lock);
+    struct sasl_user *old = sasl_users;
+    size_t oldn = sasl_nusers;
+    sasl_users = users;
+    sasl_nusers = n;
+    sasl_loaded = true;
+    pthread_rwlock_unlock(&sasl_lock);
+    for (size_t i = 0; i < oldn; i++) {
+        free(old[i].user);
+        explicit_bzero(old[i].pass, old[i].plen);
+        free(old[i].pass);
+    }
+    free(old);
+    log_info("SASL: %zu users loaded from %s", n, path);
+    return 0;
+}
+
+/* Equal in time that depends only on the longer length, not on where
+ * the first difference is. */
+static unsigned ct_differ(const char *a, size_t alen, const char *b, size_t blen)
+{
+    size_t n = alen > blen ? alen : blen;
+    unsigned diff = alen != blen;
+    for (size_t i = 0; i < n; i++)
+        diff |= (unsigned)(unsigned char)((i < alen ? a[i] : 0) ^ (i < blen ? b[i] : 0));
+    return diff;
+}
+
+bool mc_sasl_check(const char *user, size_t ulen, const char *pass, size_t plen)
+{
+    /* Every entry is compared, user and password both, so the time taken
+     * does not tell which user exists or how much of a password matched. */
+    unsigned ok = 0;
+    pthread_rwlock_rdlock(&sasl_lock);
+    for (size_t i = 0; i < sasl_nusers; i++) {
+        const struct sasl_user *u = &sasl_users[i];
+        unsigned d = ct_differ(u->user, u->ulen, user, ulen) | ct_differ(u->pass, u->plen, pass, plen);
+        ok |= d == 0;
+    }
+    pthread_rwlock_unlock(&sasl_lock);
+    return ok != 0;
+}
+
+static void mc_reload(void)
+{
+    if (mc_settings.sasl && sasl_load() < 0)
+        log_warn("SASL password file not reloaded: the previous users stay");
+}
+
+/* "shutdown graceful": stop accepting and let connections finish (the
+ * core's grace period); "shutdown": the same with no grace, as memcached
+ * exits at once on SIGINT. */
 void mc_shutdown_request(bool graceful)
 {
-    (void)graceful;
+    if (!graceful)
+        loop_set_grace(0);
     loop_request_stop();
 }
 
@@ -408,12 +707,69 @@ static void thread_start(struct core_loop *loop)
         loop->data = &threads[loop->index];
 }
 
-static int open_listener(const char *spec, int port, bool is_unix)
+/* -Z: the server context every TLS listener uses, through this holder so
+ * that refresh_certs can swap it (connections made before keep theirs). */
+void *mc_tls_ctx;
+
+static int tls_setup(void)
+{
+    char err[256];
+    if (!mc_settings.ssl_chain_cert || !mc_settings.ssl_key) {
+        log_error("-Z needs -o ssl_chain_cert=FILE,ssl_key=FILE");
+        return -1;
+    }
+    if (mc_settings.ssl_verify_mode != 0 || mc_settings.ssl_ca_cert) {
+        log_error("ssl_verify_mode/ssl_ca_cert: client certificate checks are not built");
+        return -1;
+    }
+    const char *v = mc_settings.ssl_min_version;
+    if (v && strcmp(v, "tlsv1.2") != 0 && strcmp(v, "tlsv1.3") != 0) {
+        log_error("ssl_min_version: %s is not offered (tlsv1.2 or tlsv1.3)", v);
+        return -1;
+    }
+    mc_tls_ctx = tls_server_ctx_new(mc_settings.ssl_chain_cert, mc_settings.ssl_key, mc_settings.ssl_ciphers, err,
+                                    sizeof err);
+    if (!mc_tls_ctx) {
+        log_error("TLS: %s", err);
+        return -1;
+    }
+    SSL_CTX_set_min_proto_version(mc_tls_ctx, v && strcmp(v, "tlsv1.3") == 0 ? TLS1_3_VERSION : TLS1_2_VERSION);
+    return 0;
+}
+
+int mc_tls_refresh(char *err, size_t errlen)
+{
+    if (!mc_tls_ctx) {
+        snprintf(err, errlen, "TLS is not enabled");
+        return -1;
+    }
+    /* Disk reads on the calling loop: a rare operator command (the core's
+     * work pool is the place for it once it lands). */
+    void *ctx = tls_server_ctx_new(mc_settings.ssl_chain_cert, mc_settings.ssl_key, mc_settings.ssl_ciphers, err,
+                                   errlen);
+    if (!ctx)
+        return -1;
+    const char *v = mc_settings.ssl_min_version;
+    SSL_CTX_set_min_proto_version(ctx, v && strcmp(v, "tlsv1.3") == 0 ? TLS1_3_VERSION : TLS1_2_VERSION);
+    /* Another loop may have just loaded the old pointer to accept with:
+     * the old context is freed one refresh later, not now (connections
+     * hold their own reference to it anyway). */
+    static void *retired;
+    static pthread_mutex_t refresh_lock = PTHREAD_MUTEX_INITIALIZER;
+    pthread_mutex_lock(&refresh_lock);
+    if (retired)
+        tls_ctx_free(retired);
+    retired = __atomic_exchange_n(&mc_tls_ctx, ctx, __ATOMIC_ACQ_REL);
+    pthread_mutex_unlock(&refresh_lock);
+    return 0;
+}
+
+static int open_listener(const char *spec, int port, bool tls)
 {
     char err[256];
     struct listen_opts lo = { .backlog = mc_settings.backlog, .unix_mask = mc_settings.unix_mask };
-    (void)is_unix;
-    if (!listen_open(spec, port, &lo, mc_session_accept, mc_session_reject, NULL, err, sizeof err)) {
+    if (!listen_open(spec, port, &lo, mc_session_accept, mc_session_reject, tls ? &mc_tls_ctx : NULL, err,
+                     sizeof err)) {
         log_error("failed to listen on %s: %s", spec, err);
         return -1;
     }
@@ -432,6 +788,14 @@ static int mc_init(void)
     }
     if (mc_settings.port < 0 || mc_settings.port > 65535 || mc_settings.udp_port < 0 || mc_settings.udp_port > 65535) {
         log_error("port out of range (0-65535)");
+        return -1;
+    }
+    if (mc_settings.reqs_per_event < 1) {
+        log_error("Number of requests per event must be greater than 0");
+        return -1;
+    }
+    if (mc_settings.hot_pct + mc_settings.warm_pct > 80) {
+        log_error("hot_lru_pct + warm_lru_pct cannot be more than 80%% combined");
         return -1;
     }
     if (mc_settings.maxconns < 1) {
@@ -460,8 +824,12 @@ static int mc_init(void)
     }
     if (mc_settings.udp_port != 0)
         log_warn("UDP is not supported; -U %d ignored", mc_settings.udp_port);
-    if (mc_settings.sasl && !mc_settings.sasl_pwdb && !getenv("MEMCACHED_SASL_PWDB"))
+    if (mc_settings.sasl && !sasl_path())
         log_warn("SASL enabled without a password file (--sasl-pwdb or MEMCACHED_SASL_PWDB): nobody can log in");
+    else if (mc_settings.sasl && sasl_load() < 0)
+        return -1;
+    if (mc_settings.ssl_enabled && tls_setup() < 0)
+        return -1;
     mc_clock_update();
     if (mc_slabs_init() < 0 || mc_assoc_init(mc_settings.hashpower) < 0) {
         log_error("cannot allocate the item store");
@@ -487,18 +855,21 @@ static int mc_init(void)
              * without IPv6, 0.0.0.0. */
             char err[256];
             struct listen_opts lo = { .backlog = mc_settings.backlog };
-            if (!listen_open("[::]", mc_settings.port, &lo, mc_session_accept, mc_session_reject, NULL, err,
-                             sizeof err) &&
-                open_listener("0.0.0.0", mc_settings.port, false) < 0)
+            if (!listen_open("[::]", mc_settings.port, &lo, mc_session_accept, mc_session_reject,
+                             mc_settings.ssl_enabled ? &mc_tls_ctx : NULL, err, sizeof err) &&
+                open_listener("0.0.0.0", mc_settings.port, mc_settings.ssl_enabled) < 0)
                 return -1;
         } else {
             char *copy = strdup(mc_settings.listen), *save = NULL;
             for (char *a = strtok_r(copy, ",", &save); a; a = strtok_r(NULL, ",", &save)) {
                 while (*a == ' ')
                     a++;
-                if (strncmp(a, "notls:", 6) == 0)
+                bool tls = mc_settings.ssl_enabled;
+                if (strncmp(a, "notls:", 6) == 0) {
                     a += 6;
-                if (open_listener(a, mc_settings.port, false) < 0) {
+                    tls = false;
+                }
+                if (open_listener(a, mc_settings.port, tls) < 0) {
                     free(copy);
                     return -1;
                 }
@@ -526,6 +897,20 @@ int main(int argc, char **argv)
     mc_settings.hot_pct = 20;
     mc_settings.warm_pct = 40;
     mc_settings.hashpower = 16;
+    mc_settings.out_mem_limit = 256ull << 20;
+    mc_settings.maxconns_fast = true;
+    mc_settings.lru_crawler_sleep = 100;
+    mc_settings.lru_maintainer = true;
+    mc_settings.hot_max_factor = 0.2;
+    mc_settings.warm_max_factor = 2.0;
+    mc_settings.temporary_ttl = 61;
+    mc_settings.slab_reassign = true;
+    mc_settings.slab_automove = 1;
+    mc_settings.slab_automove_ratio = 0.8;
+    mc_settings.slab_automove_window = 30;
+    mc_settings.slab_automove_freeratio = 0.01;
+    mc_settings.slab_chunk_max = 512 * 1024;
+    mc_settings.hash_expand = true;
     const struct daemon_desc desc = {
         .name = "memcached",
         .version = MC_VERSION,
@@ -534,7 +919,7 @@ int main(int argc, char **argv)
         .default_admin_port = 11212,
         .init = mc_init,
         .fini = mc_fini,
-        .hooks = { .on_thread_start = thread_start },
+        .hooks = { .on_thread_start = thread_start, .on_reload = mc_reload },
         .admin_cmds = mc_admin,
     };
     return daemon_main(&desc, argc, argv);

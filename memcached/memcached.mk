@@ -1,6 +1,7 @@
 # memcached: the daemon, its client library (libmc) and CLI, unit tests,
 # fuzz targets and the benchmark.
-MC_SRCS := memcached/memcached.c memcached/session.c memcached/proto_text.c memcached/proto_meta.c \
+MC_SESSION := memcached/session.c memcached/cmd_text.c memcached/cmd_meta.c memcached/cmd_bin.c
+MC_SRCS := memcached/memcached.c $(MC_SESSION) memcached/proto_text.c memcached/proto_meta.c \
            memcached/proto_bin.c memcached/items.c memcached/slabs.c memcached/assoc.c memcached/crawler.c
 MC_STORE := memcached/items.c memcached/slabs.c memcached/assoc.c memcached/crawler.c
 
@@ -29,6 +30,6 @@ $(BUILD)/lib/pkgconfig/libmc.pc: memcached/client/libmc.pc.in memcached/memcache
 $(eval $(call program,memcached-cli,memcached/client/cli.c,,$(BUILD)/lib/libmc.a))
 
 # The whole connection path (session + store + core conn) over a socketpair.
-MC_SESSION_FUZZ_SRCS := tests/fuzz/fuzz_mc_session.c memcached/session.c memcached/proto_text.c memcached/proto_meta.c \
+MC_SESSION_FUZZ_SRCS := tests/fuzz/fuzz_mc_session.c $(MC_SESSION) memcached/proto_text.c memcached/proto_meta.c \
                         memcached/proto_bin.c $(MC_STORE) $(COMMON_SRCS)
 $(eval $(call fuzz_target,fuzz_mc_session,$(MC_SESSION_FUZZ_SRCS)))

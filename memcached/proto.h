@@ -25,7 +25,7 @@ enum mc_text_cmd {
     MC_TXT_INCR, MC_TXT_DECR, MC_TXT_DELETE, MC_TXT_TOUCH,
     MC_TXT_FLUSH_ALL, MC_TXT_VERSION, MC_TXT_VERBOSITY, MC_TXT_QUIT, MC_TXT_STATS,
     MC_TXT_SHUTDOWN, MC_TXT_CACHE_MEMLIMIT, MC_TXT_META,
-    MC_TXT_LRU_CRAWLER, MC_TXT_SLABS, MC_TXT_LRU, MC_TXT_MISC_OK,
+    MC_TXT_LRU_CRAWLER, MC_TXT_SLABS, MC_TXT_LRU, MC_TXT_MISC_OK, MC_TXT_REFRESH_CERTS,
 };
 
 struct mc_text_req {
@@ -145,5 +145,55 @@ enum mc_parse mc_bin_parse(const uint8_t *buf, size_t len, uint32_t max_body, st
 enum mc_parse mc_bin_parse_header(const uint8_t *buf, size_t len, uint32_t max_body, struct mc_bin_req *r);
 void mc_bin_write_header(uint8_t *out, uint8_t opcode, uint16_t keylen, uint8_t extlen, uint16_t status,
                          uint32_t bodylen, uint32_t opaque, uint64_t cas);
+
+/* What one binary request asks for, decoded from its opcode, extras, key
+ * and value (mc_bin_decode). The command files act on this and never look
+ * at the packet's bytes themselves. */
+enum mc_bin_kind {
+    MC_BINK_UNKNOWN = 0,
+    MC_BINK_GET,        /* get, getq, getk, getkq, touch, gat, gatq, gatk, gatkq */
+    MC_BINK_STORE,      /* set, add, replace, append, prepend and their q forms */
+    MC_BINK_DELETE,
+    MC_BINK_ARITH,      /* incr, decr and their q forms */
+    MC_BINK_QUIT,
+    MC_BINK_FLUSH,
+    MC_BINK_NOOP,
+    MC_BINK_VERSION,
+    MC_BINK_VERBOSITY,
+    MC_BINK_STAT,
+    MC_BINK_SASL_LIST,
+    MC_BINK_SASL_AUTH,  /* auth and step */
+};
+enum mc_bin_store_mode { MC_BINS_SET = 0, MC_BINS_ADD, MC_BINS_REPLACE, MC_BINS_APPEND, MC_BINS_PREPEND };
+
+struct mc_bin_cmd {
+    enum mc_bin_kind kind;
+    uint16_t status;           /* MC_BIN_OK, or the error to answer (EINVAL, UNKNOWN_COMMAND) */
+    bool quiet;                /* a "Q" opcode: no reply on success (get: on miss) */
+    bool pre_auth;             /* allowed before SASL authentication */
+    bool want_key;             /* getk/gatk: the key goes back */
+    bool want_value;           /* not for touch */
+    bool touch;                /* touch/gat: exptime given */
+    bool incr;                 /* arith: incr (else decr) */
+    enum mc_bin_store_mode store;
+    uint32_t flags;            /* store: client flags */
+    int64_t exptime;           /* store/touch: signed 32-bit from the wire */
+    uint64_t delta, initial;   /* arith */
+    bool create;               /* arith: create with initial on a miss (exptime != 0xffffffff) */
+    bool has_delay;            /* flush with its 4-byte delay */
+    int64_t delay;
+    uint32_t verbosity;
+    /* SASL PLAIN ("[authzid] NUL user NUL pass"): plain_ok when the
+     * mechanism is PLAIN and the value has that shape. */
+    bool plain_ok;
+    const char *user, *pass;
+    size_t nuser, npass;
+};
+
+/* Decode a parsed request (mc_bin_parse). Always fills kind and status;
+ * the other fields are valid when status is MC_BIN_OK. */
+void mc_bin_decode(const struct mc_bin_req *r, struct mc_bin_cmd *out);
+/* The text memcached sends as the value of an error reply. */
+const char *mc_bin_status_text(uint16_t status);
 
 #endif

@@ -4,7 +4,8 @@
  * task machinery (submit to every server, then poll them all for results)
  * and the worker loop (GRAB_JOB_UNIQ / PRE_SLEEP / NOOP). Packets are
  * framed and parsed by gearmand/proto.c, the same pure code the server
- * uses. Blocking sockets, driven by poll() with the caller's timeouts. */
+ * uses. Sockets, buffers and dead marking are common/client's; waits are
+ * poll() with the caller's timeouts. */
 #include "gearmand/client/libgm.h"
 
 #include <errno.h>
@@ -20,6 +21,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "common/client.h"
 #include "common/hash.h"
 #include "gearmand/proto.h"
 
@@ -31,12 +33,7 @@
 struct task;
 
 struct srv {
-    char host[256];
-    int port;
-    int fd;
-    char *in;
-    size_t in_len, in_cap, in_used;   /* in_used: bytes of the packet last returned */
-    int64_t dead_until;               /* ms, monotonic */
+    struct client_server k;           /* common/client: socket, input buffer, dead marking */
     bool registered;                  /* worker: CAN_DOs sent on this connection */
     struct task *await_head, *await_tail; /* client: submits waiting for JOB_CREATED */
 };
@@ -47,15 +44,10 @@ struct pool {
     int connect_ms, timeout_ms, retry_ms;
     unsigned rr;
     bool client;                      /* send OPTION_REQ exceptions on connect */
-    char err[300];
+    char err[400];
 };
 
-static int64_t now_ms(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
+static int64_t now_ms(void) { return (int64_t)client_now_ms(); }
 
 static int pool_init(struct pool *p, const char *servers, const struct gm_client_options *o, char *err,
                      size_t errlen)
@@ -64,71 +56,37 @@ static int pool_init(struct pool *p, const char *servers, const struct gm_client
     p->connect_ms = o && o->connect_timeout_ms > 0 ? o->connect_timeout_ms : 1000;
     p->timeout_ms = o && o->timeout_ms > 0 ? o->timeout_ms : 0;
     p->retry_ms = o && o->retry_interval_ms > 0 ? o->retry_interval_ms : 2000;
-    const char *s = servers ? servers : "";
-    while (*s) {
-        while (*s == ',' || *s == ' ' || *s == '\t')
-            s++;
-        if (!*s)
-            break;
-        size_t len = strcspn(s, ", \t");
-        if (p->n == MAX_SERVERS || len >= sizeof p->srv[0].host) {
-            snprintf(err, errlen, "too many servers or a name too long");
-            return -1;
-        }
-        struct srv *v = &p->srv[p->n];
-        memcpy(v->host, s, len);
-        v->host[len] = '\0';
-        v->port = GM_DEFAULT_PORT;
-        char *colon = strrchr(v->host, ':');
-        if (v->host[0] == '[') {
-            char *rb = strchr(v->host, ']');
-            if (!rb) {
-                snprintf(err, errlen, "bad server '%.*s'", (int)len, s);
-                return -1;
-            }
-            colon = rb[1] == ':' ? rb + 1 : NULL;
-            memmove(v->host, v->host + 1, (size_t)(rb - v->host - 1));
-            v->host[rb - v->host - 1] = '\0';
-        } else if (colon && strchr(v->host, ':') != colon)
-            colon = NULL; /* bare IPv6 */
-        if (colon) {
-            char *end;
-            long port = strtol(colon + 1, &end, 10);
-            if (*end || port <= 0 || port > 65535) {
-                snprintf(err, errlen, "bad port in '%.*s'", (int)len, s);
-                return -1;
-            }
-            v->port = (int)port;
-            if (v->host[0] != '[')
-                *colon = '\0';
-        }
-        v->fd = -1;
-        p->n++;
-        s += len;
-    }
-    if (p->n == 0) {
-        snprintf(err, errlen, "no job servers given");
+    struct client_server *list = NULL;
+    int n = client_parse_servers(servers, GM_DEFAULT_PORT, false, &list, err, errlen);
+    if (n < 0)
+        return -1;
+    if (n > MAX_SERVERS) {
+        snprintf(err, errlen, "too many job servers (at most %d)", MAX_SERVERS);
+        client_servers_free(list, n);
         return -1;
     }
+    for (int i = 0; i < n; i++)
+        p->srv[i].k = list[i];  /* the kit's servers, moved: nothing allocated yet */
+    free(list);
+    p->n = n;
     return 0;
 }
 
+/* Drop the connection; dead: a failure, so keep away for retry_ms. */
 static void srv_close(struct pool *p, struct srv *s, bool dead)
 {
-    if (s->fd >= 0)
-        close(s->fd);
-    s->fd = -1;
-    s->in_len = s->in_used = 0;
-    s->registered = false;
     if (dead)
-        s->dead_until = now_ms() + p->retry_ms;
+        client_failed(&s->k, 1, p->retry_ms);
+    else
+        client_close(&s->k);
+    s->registered = false;
 }
 
 static void pool_free(struct pool *p)
 {
     for (int i = 0; i < p->n; i++) {
-        srv_close(p, &p->srv[i], false);
-        free(p->srv[i].in);
+        client_close(&p->srv[i].k);
+        free(p->srv[i].k.in);
     }
 }
 
@@ -137,55 +95,16 @@ static int srv_send(struct pool *p, struct srv *s, uint32_t cmd, int argc, const
 
 static int srv_connect(struct pool *p, struct srv *s)
 {
-    if (s->fd >= 0)
+    if (s->k.fd >= 0)
         return 0;
-    if (s->dead_until && now_ms() < s->dead_until)
-        return -1;
-    struct addrinfo hints = { .ai_socktype = SOCK_STREAM }, *ai = NULL;
-    char port[16];
-    snprintf(port, sizeof port, "%d", s->port);
-    int rc = getaddrinfo(s->host, port, &hints, &ai);
-    if (rc != 0) {
-        snprintf(p->err, sizeof p->err, "%s: %s", s->host, gai_strerror(rc));
-        s->dead_until = now_ms() + p->retry_ms;
+    int rc = client_connect(&s->k, p->connect_ms);
+    if (rc != CLIENT_OK) {
+        snprintf(p->err, sizeof p->err, "%s", s->k.error);
+        if (rc != CLIENT_DEAD)
+            client_failed(&s->k, 1, p->retry_ms);
         return -1;
     }
-    int fd = -1;
-    for (struct addrinfo *a = ai; a; a = a->ai_next) {
-        fd = socket(a->ai_family, a->ai_socktype | SOCK_CLOEXEC, a->ai_protocol);
-        if (fd < 0)
-            continue;
-        int fl = fcntl(fd, F_GETFL);
-        fcntl(fd, F_SETFL, fl | O_NONBLOCK);
-        int r = connect(fd, a->ai_addr, a->ai_addrlen);
-        if (r < 0 && errno == EINPROGRESS) {
-            struct pollfd pf = { .fd = fd, .events = POLLOUT };
-            int soerr = 0;
-            socklen_t sl = sizeof soerr;
-            if (poll(&pf, 1, p->connect_ms) == 1 && getsockopt(fd, SOL_SOCKET, SO_ERROR, &soerr, &sl) == 0 &&
-                soerr == 0)
-                r = 0;
-            else
-                errno = soerr ? soerr : ETIMEDOUT;
-        }
-        if (r == 0) {
-            fcntl(fd, F_SETFL, fl);
-            int one = 1;
-            setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
-            break;
-        }
-        snprintf(p->err, sizeof p->err, "%s:%d: %s", s->host, s->port, strerror(errno));
-        close(fd);
-        fd = -1;
-    }
-    freeaddrinfo(ai);
-    if (fd < 0) {
-        s->dead_until = now_ms() + p->retry_ms;
-        return -1;
-    }
-    s->fd = fd;
-    s->dead_until = 0;
-    s->in_len = s->in_used = 0;
+    client_ok(&s->k);
     if (p->client) {
         const void *a[1] = { "exceptions" };
         size_t l[1] = { 10 };
@@ -207,75 +126,50 @@ static int srv_send(struct pool *p, struct srv *s, uint32_t cmd, int argc, const
             return -1;
         gm_encode(buf, need, GM_REQ, cmd, argc, args, lens);
     }
-    size_t off = 0;
-    while (off < need) {
-        ssize_t n = send(s->fd, buf + off, need - off, MSG_NOSIGNAL);
-        if (n < 0 && errno == EINTR)
-            continue;
-        if (n <= 0) {
-            snprintf(p->err, sizeof p->err, "%s:%d: send: %s", s->host, s->port, strerror(errno));
-            break;
-        }
-        off += (size_t)n;
-    }
+    int rc = client_send_all(&s->k, buf, need, client_deadline(p->timeout_ms));
     if (buf != small)
         free(buf);
-    if (off < need) {
+    if (rc != CLIENT_OK) {
+        snprintf(p->err, sizeof p->err, "%s", s->k.error);
         srv_close(p, s, true);
         return -1;
     }
     return 0;
 }
 
-/* Read what the socket has (it was polled readable). >0 bytes, 0 EOF, -1 error. */
+/* Read what the socket has (it was polled readable). 1 ok, 0 EOF, -1 error. */
 static int srv_fill(struct pool *p, struct srv *s)
 {
-    if (s->in_used) {
-        memmove(s->in, s->in + s->in_used, s->in_len - s->in_used);
-        s->in_len -= s->in_used;
-        s->in_used = 0;
-    }
-    if (s->in_cap - s->in_len < 65536) {
-        size_t cap = s->in_cap ? s->in_cap * 2 : 131072;
-        char *n = realloc(s->in, cap);
-        if (!n)
-            return -1;
-        s->in = n;
-        s->in_cap = cap;
-    }
-    ssize_t n;
-    do
-        n = recv(s->fd, s->in + s->in_len, s->in_cap - s->in_len, 0);
-    while (n < 0 && errno == EINTR);
-    if (n <= 0) {
-        snprintf(p->err, sizeof p->err, "%s:%d: %s", s->host, s->port, n == 0 ? "connection closed" : strerror(errno));
-        return n == 0 ? 0 : -1;
-    }
-    s->in_len += (size_t)n;
-    return 1;
+    int rc = client_fill(&s->k);
+    if (rc == CLIENT_OK)
+        return 1;
+    snprintf(p->err, sizeof p->err, "%s", s->k.error);
+    return rc == CLIENT_CLOSED ? 0 : -1;
 }
 
-/* The next whole packet in the buffer: 1 got one, 0 need more, -1 garbage. */
+/* The next whole packet in the buffer: 1 got one, 0 need more, -1 garbage.
+ * The packet points into the buffer: valid until the next read on s. */
 static int srv_next(struct pool *p, struct srv *s, struct gm_packet *pk)
 {
-    size_t avail = s->in_len - s->in_used, used = 0;
+    size_t avail = 0, used = 0;
+    const char *in = client_buffered(&s->k, &avail);
     if (avail == 0)
         return 0;
-    enum gm_parse_status st = gm_parse_packet(s->in + s->in_used, avail, MAX_REPLY, pk, &used);
+    enum gm_parse_status st = gm_parse_packet(in, avail, MAX_REPLY, pk, &used);
     if (st == GM_PARSE_NEED_MORE)
         return 0;
     if (st != GM_PARSE_OK || pk->magic != GM_RES) {
-        snprintf(p->err, sizeof p->err, "%s:%d: bad reply from server", s->host, s->port);
+        snprintf(p->err, sizeof p->err, "%s: bad reply from server", s->k.name);
         return -1;
     }
-    s->in_used += used;
+    client_consume(&s->k, used);
     return 1;
 }
 
 /* Wait for one packet from s. 1 got one, 0 timeout, -1 connection gone. */
 static int srv_read(struct pool *p, struct srv *s, struct gm_packet *pk, int timeout_ms)
 {
-    int64_t deadline = timeout_ms > 0 ? now_ms() + timeout_ms : 0;
+    uint64_t deadline = client_deadline(timeout_ms);
     for (;;) {
         int r = srv_next(p, s, pk);
         if (r != 0) {
@@ -283,20 +177,11 @@ static int srv_read(struct pool *p, struct srv *s, struct gm_packet *pk, int tim
                 srv_close(p, s, true);
             return r;
         }
-        int wait = -1;
-        if (deadline) {
-            int64_t left = deadline - now_ms();
-            if (left <= 0)
-                return 0;
-            wait = (int)left;
-        }
-        struct pollfd pf = { .fd = s->fd, .events = POLLIN };
-        int pr = poll(&pf, 1, wait);
-        if (pr < 0 && errno == EINTR)
-            continue;
-        if (pr == 0)
+        int rc = client_read_more(&s->k, deadline);
+        if (rc == CLIENT_TIMEOUT)
             return 0;
-        if (srv_fill(p, s) <= 0) {
+        if (rc != CLIENT_OK) {
+            snprintf(p->err, sizeof p->err, "%s", s->k.error);
             srv_close(p, s, true);
             return -1;
         }
@@ -619,8 +504,8 @@ int gm_client_run_tasks(struct gm_client *c)
         struct pollfd pf[MAX_SERVERS];
         int idx[MAX_SERVERS], n = 0;
         for (int i = 0; i < p->n; i++)
-            if (p->srv[i].fd >= 0) {
-                pf[n] = (struct pollfd){ .fd = p->srv[i].fd, .events = POLLIN };
+            if (p->srv[i].k.fd >= 0) {
+                pf[n] = (struct pollfd){ .fd = p->srv[i].k.fd, .events = POLLIN };
                 idx[n++] = i;
             }
         int wait = -1;
@@ -871,7 +756,7 @@ int gm_worker_register(struct gm_worker *w, const char *function, uint32_t timeo
     for (int i = 0; i < w->p.n; i++)
         w->p.srv[i].registered = false;  /* re-announce on the next work() */
     for (int i = 0; i < w->p.n; i++)
-        if (w->p.srv[i].fd >= 0)
+        if (w->p.srv[i].k.fd >= 0)
             srv_close(&w->p, &w->p.srv[i], false);
     return GM_CLIENT_OK;
 }
@@ -928,7 +813,7 @@ static int run_job(struct gm_worker *w, struct srv *s, const struct gm_packet *p
     const void *a[2] = { j.handle, result ? result : "" };
     size_t l[2] = { strlen(j.handle), result ? rlen : 0 };
     int sent;
-    if (s->fd < 0)
+    if (s->k.fd < 0)
         sent = -1;
     else if (rc == GM_CLIENT_OK)
         sent = srv_send(&w->p, s, GM_WORK_COMPLETE, 2, a, l);
@@ -983,16 +868,16 @@ int gm_worker_work(struct gm_worker *w)
         int idx[MAX_SERVERS], n = 0;
         for (int i = 0; i < p->n; i++) {
             struct srv *s = &p->srv[i];
-            if (s->fd < 0 || srv_send(p, s, GM_PRE_SLEEP, 0, NULL, NULL) < 0)
+            if (s->k.fd < 0 || srv_send(p, s, GM_PRE_SLEEP, 0, NULL, NULL) < 0)
                 continue;
-            pf[n] = (struct pollfd){ .fd = s->fd, .events = POLLIN };
+            pf[n] = (struct pollfd){ .fd = s->k.fd, .events = POLLIN };
             idx[n++] = i;
         }
         /* wake at least every retry interval to reconnect dead servers */
         int wait = (int)(left < p->retry_ms ? left : p->retry_ms);
         bool dead_ones = false;
         for (int i = 0; i < p->n; i++)
-            dead_ones |= p->srv[i].fd < 0;
+            dead_ones |= p->srv[i].k.fd < 0;
         int pr = poll(pf, (nfds_t)n, dead_ones || deadline ? wait : -1);
         if (pr < 0 && errno != EINTR)
             return GM_CLIENT_PROTOCOL;
@@ -1027,7 +912,7 @@ int gm_worker_job_send_status(struct gm_worker_job *j, uint32_t numerator, uint3
     int l1 = snprintf(a1, sizeof a1, "%u", numerator), l2 = snprintf(a2, sizeof a2, "%u", denominator);
     const void *a[3] = { j->handle, a1, a2 };
     size_t l[3] = { strlen(j->handle), (size_t)l1, (size_t)l2 };
-    if (j->s->fd < 0 || srv_send(&j->w->p, j->s, GM_WORK_STATUS, 3, a, l) < 0)
+    if (j->s->k.fd < 0 || srv_send(&j->w->p, j->s, GM_WORK_STATUS, 3, a, l) < 0)
         return GM_CLIENT_LOST;
     return GM_CLIENT_OK;
 }
@@ -1036,7 +921,7 @@ int gm_worker_job_send_data(struct gm_worker_job *j, const void *data, size_t le
 {
     const void *a[2] = { j->handle, data };
     size_t l[2] = { strlen(j->handle), len };
-    if (j->s->fd < 0 || srv_send(&j->w->p, j->s, GM_WORK_DATA, 2, a, l) < 0)
+    if (j->s->k.fd < 0 || srv_send(&j->w->p, j->s, GM_WORK_DATA, 2, a, l) < 0)
         return GM_CLIENT_LOST;
     return GM_CLIENT_OK;
 }

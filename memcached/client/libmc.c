@@ -1,10 +1,10 @@
 /* libmc: the memcached client library (see libmc.h for the contract).
  *
- * Each server has one lazily opened non-blocking socket and a read buffer;
- * every wait is a poll() bounded by the call's deadline. A request is
- * written whole while replies are drained into the read buffer, so a big
- * pipelined multi-get cannot deadlock against a server that stops reading
- * while its own output is full. Server selection is common/hash.c's ketama
+ * Each server is a common/client kit server: one lazily opened non-blocking
+ * socket and a read buffer; every wait is a poll() bounded by the call's
+ * deadline. A request is written whole while replies are drained into the
+ * read buffer, so a big pipelined multi-get cannot deadlock against a
+ * server that stops reading while its own output is full. Server selection is common/hash.c's ketama
  * continuum, rebuilt whenever a server dies or comes back. */
 #include "memcached/client/libmc.h"
 
@@ -24,26 +24,14 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "common/client.h"
 #include "common/hash.h"
 
 #define KEY_MAX 250
 #define GET_BATCH 100   /* keys per get line in a multi-get */
 
-struct server {
-    char host[256];
-    int port;                 /* 0 for a unix socket */
-    uint32_t weight;
-    char name[300];
-    int fd;
-    int failures;             /* in a row */
-    bool dead;
-    uint64_t retry_at_ms;
-    char *rbuf;               /* unparsed input: rbuf[rpos..rlen) */
-    size_t rpos, rlen, rcap;
-};
-
 struct mc_client {
-    struct server *servers;
+    struct client_server *servers;   /* common/client: connection, buffer, dead marking */
     size_t n;
     struct mc_client_options o;
     struct hash_ketama ring;
@@ -53,11 +41,19 @@ struct mc_client {
 /* ------------------------------------------------------------------ */
 /* time, errors */
 
-static uint64_t now_ms(void)
+static uint64_t now_ms(void) { return client_now_ms(); }
+
+/* The kit's statuses in this library's terms. */
+static int from_kit(int rc)
 {
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (uint64_t)ts.tv_sec * 1000 + (uint64_t)ts.tv_nsec / 1000000;
+    switch (rc) {
+    case CLIENT_OK: return MC_CLIENT_OK;
+    case CLIENT_TIMEOUT: return MC_CLIENT_TIMEOUT;
+    case CLIENT_NO_MEMORY: return MC_CLIENT_NO_MEMORY;
+    case CLIENT_TOO_LONG: return MC_CLIENT_PROTOCOL;
+    case CLIENT_DEAD: return MC_CLIENT_NO_SERVER;
+    default: return MC_CLIENT_CONNECTION;
+    }
 }
 
 const char *mc_client_strerror(int rc)
@@ -100,98 +96,11 @@ static int rebuild_ring(struct mc_client *c)
 
 static int parse_servers(struct mc_client *c, const char *spec, char *err, size_t errlen)
 {
-    char *copy = strdup(spec ? spec : "");
-    if (!copy) {
-        snprintf(err, errlen, "out of memory");
+    int n = client_parse_servers(spec, 11211, true, &c->servers, err, errlen);
+    if (n < 0)
         return -1;
-    }
-    size_t cap = 0;
-    char *save = NULL;
-    int rc = 0;
-    for (char *tok = strtok_r(copy, ", \t\n", &save); tok; tok = strtok_r(NULL, ", \t\n", &save)) {
-        if (c->n == cap) {
-            size_t ncap = cap ? cap * 2 : 4;
-            struct server *ns = realloc(c->servers, ncap * sizeof *ns);
-            if (!ns) {
-                snprintf(err, errlen, "out of memory");
-                rc = -1;
-                break;
-            }
-            c->servers = ns;
-            cap = ncap;
-        }
-        struct server *s = &c->servers[c->n];
-        memset(s, 0, sizeof *s);
-        s->fd = -1;
-        s->weight = 1;
-        if (tok[0] == '/') {
-            if (strlen(tok) >= sizeof(((struct sockaddr_un *)0)->sun_path)) {
-                snprintf(err, errlen, "socket path too long: %s", tok);
-                rc = -1;
-                break;
-            }
-            snprintf(s->host, sizeof s->host, "%s", tok);
-            snprintf(s->name, sizeof s->name, "%s", tok);
-            c->n++;
-            continue;
-        }
-        /* host[:port[:weight]]; [v6]:port */
-        char *host = tok, *rest = NULL;
-        if (tok[0] == '[') {
-            char *close = strchr(tok, ']');
-            if (!close) {
-                snprintf(err, errlen, "bad server address: %s", tok);
-                rc = -1;
-                break;
-            }
-            *close = 0;
-            host = tok + 1;
-            rest = close[1] == ':' ? close + 2 : NULL;
-        } else {
-            char *colon = strchr(tok, ':');
-            if (colon) {
-                *colon = 0;
-                rest = colon + 1;
-            }
-        }
-        s->port = 11211;
-        if (rest) {
-            char *w = strchr(rest, ':');
-            if (w)
-                *w++ = 0;
-            char *end;
-            long p = strtol(rest, &end, 10);
-            if (*end || p <= 0 || p > 65535) {
-                snprintf(err, errlen, "bad port in server %s", tok);
-                rc = -1;
-                break;
-            }
-            s->port = (int)p;
-            if (w) {
-                long wt = strtol(w, &end, 10);
-                if (*end || wt <= 0 || wt > 1000000) {
-                    snprintf(err, errlen, "bad weight in server %s", tok);
-                    rc = -1;
-                    break;
-                }
-                s->weight = (uint32_t)wt;
-            }
-        }
-        if (!*host || strlen(host) >= sizeof s->host) {
-            snprintf(err, errlen, "bad host in server list");
-            rc = -1;
-            break;
-        }
-        snprintf(s->host, sizeof s->host, "%s", host);
-        snprintf(s->name, sizeof s->name, strchr(host, ':') ? "[%s]:%d" : "%s:%d", host, s->port);
-        c->n++;
-    }
-    free(copy);
-    if (rc == 0 && c->n == 0) {
-        snprintf(err, errlen, "no servers given");
-        rc = -1;
-    }
-    return rc;
+    c->n = (size_t)n;
+    return 0;
 }
 
 struct mc_client *mc_client_new(const char *servers, const struct mc_client_options *opts, char *err, size_t errlen)
@@ -225,23 +134,13 @@ struct mc_client *mc_client_new(const char *servers, const struct mc_client_opti
     return c;
 }
 
-static void server_close(struct server *s)
-{
-    if (s->fd >= 0)
-        close(s->fd);
-    s->fd = -1;
-    s->rpos = s->rlen = 0;
-}
+static void server_close(struct client_server *s) { client_close(s); }
 
 void mc_client_free(struct mc_client *c)
 {
     if (!c)
         return;
-    for (size_t i = 0; i < c->n; i++) {
-        server_close(&c->servers[i]);
-        free(c->servers[i].rbuf);
-    }
-    free(c->servers);
+    client_servers_free(c->servers, (int)c->n);
     hash_ketama_free(&c->ring);
     free(c);
 }
@@ -253,36 +152,22 @@ bool mc_client_server_alive(const struct mc_client *c, size_t i) { return i < c-
 /* Put back dead servers whose retry time has come. */
 static void revive(struct mc_client *c)
 {
-    uint64_t now = 0;
     bool changed = false;
-    for (size_t i = 0; i < c->n; i++) {
-        struct server *s = &c->servers[i];
-        if (!s->dead)
-            continue;
-        if (!now)
-            now = now_ms();
-        if (now >= s->retry_at_ms) {
-            s->dead = false;
-            s->failures = c->o.failure_limit - 1;   /* one more failure kills it again */
+    for (size_t i = 0; i < c->n; i++)
+        if (c->servers[i].dead && client_revive(&c->servers[i], c->o.failure_limit))
             changed = true;
-        }
-    }
     if (changed)
         rebuild_ring(c);
 }
 
 /* A call to s failed at the transport level. */
-static void server_failed(struct mc_client *c, struct server *s)
+static void server_failed(struct mc_client *c, struct client_server *s)
 {
-    server_close(s);
-    if (++s->failures >= c->o.failure_limit && !s->dead) {
-        s->dead = true;
-        s->retry_at_ms = now_ms() + (uint64_t)c->o.retry_interval_ms;
+    if (client_failed(s, c->o.failure_limit, c->o.retry_interval_ms))
         rebuild_ring(c);
-    }
 }
 
-static void server_ok(struct server *s) { s->failures = 0; }
+static void server_ok(struct client_server *s) { client_ok(s); }
 
 static bool key_ok(const char *key, size_t nkey)
 {
@@ -296,7 +181,7 @@ static bool key_ok(const char *key, size_t nkey)
     return true;
 }
 
-static struct server *pick(struct mc_client *c, const char *key, size_t nkey)
+static struct client_server *pick(struct mc_client *c, const char *key, size_t nkey)
 {
     revive(c);
     if (!c->ring_ok)
@@ -307,216 +192,41 @@ static struct server *pick(struct mc_client *c, const char *key, size_t nkey)
 
 int mc_client_server_for_key(struct mc_client *c, const char *key, size_t nkey)
 {
-    struct server *s = pick(c, key, nkey);
+    struct client_server *s = pick(c, key, nkey);
     return s ? (int)(s - c->servers) : -1;
 }
 
 /* ------------------------------------------------------------------ */
 /* transport */
 
-static int wait_fd(int fd, short events, uint64_t deadline, short *revents)
+static int server_connect(struct mc_client *c, struct client_server *s)
 {
-    for (;;) {
-        uint64_t now = now_ms();
-        if (now >= deadline)
-            return MC_CLIENT_TIMEOUT;
-        struct pollfd p = { .fd = fd, .events = events };
-        int r = poll(&p, 1, (int)(deadline - now));
-        if (r < 0 && errno == EINTR)
-            continue;
-        if (r < 0)
-            return MC_CLIENT_CONNECTION;
-        if (r == 0)
-            return MC_CLIENT_TIMEOUT;
-        *revents = p.revents;
-        return MC_CLIENT_OK;
-    }
-}
-
-static int server_connect(struct mc_client *c, struct server *s)
-{
-    if (s->fd >= 0)
-        return MC_CLIENT_OK;
-    uint64_t deadline = now_ms() + (uint64_t)c->o.connect_timeout_ms;
-    struct sockaddr_storage ss;
-    socklen_t sl;
-    int family;
-    if (s->port == 0) {
-        struct sockaddr_un *un = (struct sockaddr_un *)&ss;
-        memset(un, 0, sizeof *un);
-        un->sun_family = AF_UNIX;
-        size_t pl = strnlen(s->host, sizeof un->sun_path - 1);   /* checked when parsed */
-        memcpy(un->sun_path, s->host, pl);
-        sl = sizeof *un;
-        family = AF_UNIX;
-    } else {
-        /* Name lookup blocks; it happens once per (re)connect. */
-        struct addrinfo hints = { .ai_family = AF_UNSPEC, .ai_socktype = SOCK_STREAM }, *ai = NULL;
-        char port[16];
-        snprintf(port, sizeof port, "%d", s->port);
-        if (getaddrinfo(s->host, port, &hints, &ai) != 0 || !ai)
-            return MC_CLIENT_CONNECTION;
-        memcpy(&ss, ai->ai_addr, ai->ai_addrlen);
-        sl = ai->ai_addrlen;
-        family = ai->ai_family;
-        freeaddrinfo(ai);
-    }
-    int fd = socket(family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
-    if (fd < 0)
-        return MC_CLIENT_CONNECTION;
-    if (family != AF_UNIX) {
-        int one = 1;
-        setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
-    }
-    if (connect(fd, (struct sockaddr *)&ss, sl) < 0) {
-        if (errno != EINPROGRESS) {
-            close(fd);
-            return MC_CLIENT_CONNECTION;
-        }
-        short rev = 0;
-        int rc = wait_fd(fd, POLLOUT, deadline, &rev);
-        if (rc != MC_CLIENT_OK) {
-            close(fd);
-            return rc;
-        }
-        int soerr = 0;
-        socklen_t el = sizeof soerr;
-        if (getsockopt(fd, SOL_SOCKET, SO_ERROR, &soerr, &el) < 0 || soerr != 0) {
-            close(fd);
-            return MC_CLIENT_CONNECTION;
-        }
-    }
-    s->fd = fd;
-    s->rpos = s->rlen = 0;
-    return MC_CLIENT_OK;
-}
-
-/* Read what is there into rbuf. Returns OK (maybe 0 bytes), or an error. */
-static int fill(struct server *s)
-{
-    if (s->rpos > 0 && s->rpos == s->rlen)
-        s->rpos = s->rlen = 0;
-    if (s->rcap - s->rlen < 16384) {
-        if (s->rpos > 0) {
-            memmove(s->rbuf, s->rbuf + s->rpos, s->rlen - s->rpos);
-            s->rlen -= s->rpos;
-            s->rpos = 0;
-        }
-        if (s->rcap - s->rlen < 16384) {
-            size_t ncap = s->rcap ? s->rcap * 2 : 65536;
-            char *nb = realloc(s->rbuf, ncap);
-            if (!nb)
-                return MC_CLIENT_NO_MEMORY;
-            s->rbuf = nb;
-            s->rcap = ncap;
-        }
-    }
-    ssize_t r = recv(s->fd, s->rbuf + s->rlen, s->rcap - s->rlen, 0);
-    if (r > 0) {
-        s->rlen += (size_t)r;
-        return MC_CLIENT_OK;
-    }
-    if (r < 0 && (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR))
-        return MC_CLIENT_OK;
-    return MC_CLIENT_CONNECTION;   /* EOF or error */
+    return from_kit(client_connect(s, c->o.connect_timeout_ms));
 }
 
 /* Write all of buf, draining replies meanwhile. */
-static int send_all(struct server *s, const char *buf, size_t len, uint64_t deadline)
+static int send_all(struct client_server *s, const char *buf, size_t len, uint64_t deadline)
 {
-    size_t off = 0;
-    while (off < len) {
-        ssize_t w = send(s->fd, buf + off, len - off, MSG_NOSIGNAL);
-        if (w > 0) {
-            off += (size_t)w;
-            continue;
-        }
-        if (w < 0 && errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR)
-            return MC_CLIENT_CONNECTION;
-        short rev = 0;
-        int rc = wait_fd(s->fd, POLLOUT | POLLIN, deadline, &rev);
-        if (rc != MC_CLIENT_OK)
-            return rc;
-        if (rev & POLLIN) {
-            rc = fill(s);
-            if (rc != MC_CLIENT_OK)
-                return rc;
-        } else if (rev & (POLLERR | POLLHUP | POLLNVAL)) {
-            return MC_CLIENT_CONNECTION;
-        }
-    }
-    return MC_CLIENT_OK;
-}
-
-/* Wait until s is readable (or the deadline) and append what arrived. */
-static int read_more(struct server *s, uint64_t deadline)
-{
-    short rev = 0;
-    int rc = wait_fd(s->fd, POLLIN, deadline, &rev);
-    if (rc != MC_CLIENT_OK)
-        return rc;
-    size_t before = s->rlen;
-    rc = fill(s);
-    if (rc != MC_CLIENT_OK)
-        return rc;
-    if (s->rlen == before && (rev & (POLLERR | POLLHUP | POLLNVAL)))
-        return MC_CLIENT_CONNECTION;
-    return MC_CLIENT_OK;
+    return from_kit(client_send_all(s, buf, len, deadline));
 }
 
 /* The next line (without CRLF, NUL-terminated in place). */
-static int read_line(struct server *s, uint64_t deadline, char **line, size_t *len)
+static int read_line(struct client_server *s, uint64_t deadline, char **line, size_t *len)
 {
-    for (;;) {
-        char *start = s->rbuf ? s->rbuf + s->rpos : NULL;
-        char *nl = s->rlen > s->rpos ? memchr(start, '\n', s->rlen - s->rpos) : NULL;
-        if (nl) {
-            size_t n = (size_t)(nl - start);
-            s->rpos += n + 1;
-            if (n > 0 && start[n - 1] == '\r')
-                n--;
-            start[n] = 0;
-            *line = start;
-            *len = n;
-            return MC_CLIENT_OK;
-        }
-        if (s->rlen - s->rpos > (1u << 20))
-            return MC_CLIENT_PROTOCOL;   /* no line is that long */
-        int rc = read_more(s, deadline);
-        if (rc != MC_CLIENT_OK)
-            return rc;
-    }
+    return from_kit(client_read_line(s, deadline, 1u << 20, line, len));   /* no line is longer */
 }
 
-/* n bytes of value plus its CRLF; *data points into rbuf (valid until the
- * next read on s). */
-static int read_data(struct server *s, size_t n, uint64_t deadline, char **data)
+/* n bytes of value plus its CRLF; *data points into the buffer, NUL-ended
+ * over the CR (valid until the next read on s). */
+static int read_data(struct client_server *s, size_t n, uint64_t deadline, char **data)
 {
-    while (s->rlen - s->rpos < n + 2) {
-        /* Make room in one go for a big value. */
-        size_t need = n + 2 - (s->rlen - s->rpos);
-        if (s->rcap - s->rlen < need + 16384) {
-            memmove(s->rbuf, s->rbuf + s->rpos, s->rlen - s->rpos);
-            s->rlen -= s->rpos;
-            s->rpos = 0;
-            if (s->rcap - s->rlen < need + 16384) {
-                size_t ncap = s->rlen + need + 65536;
-                char *nb = realloc(s->rbuf, ncap);
-                if (!nb)
-                    return MC_CLIENT_NO_MEMORY;
-                s->rbuf = nb;
-                s->rcap = ncap;
-            }
-        }
-        int rc = read_more(s, deadline);
-        if (rc != MC_CLIENT_OK)
-            return rc;
-    }
-    char *d = s->rbuf + s->rpos;
+    char *d;
+    int rc = from_kit(client_read_block(s, n + 2, deadline, &d));
+    if (rc != MC_CLIENT_OK)
+        return rc;
     if (d[n] != '\r' || d[n + 1] != '\n')
         return MC_CLIENT_PROTOCOL;
     d[n] = 0;
-    s->rpos += n + 2;
     *data = d;
     return MC_CLIENT_OK;
 }
@@ -528,7 +238,7 @@ static bool is_transport_error(int rc)
 
 /* After a call on s: a transport error drops the connection (its stream
  * position is unknown) and counts towards marking the server dead. */
-static int finish(struct mc_client *c, struct server *s, int rc)
+static int finish(struct mc_client *c, struct client_server *s, int rc)
 {
     if (is_transport_error(rc))
         server_failed(c, s);
@@ -592,7 +302,7 @@ static void req_printf(struct req *r, const char *fmt, ...)
 /* single-key calls */
 
 /* Connect (if needed) and send a request; on failure the server is charged. */
-static int start_call(struct mc_client *c, struct server *s, const struct req *r, uint64_t deadline)
+static int start_call(struct mc_client *c, struct client_server *s, const struct req *r, uint64_t deadline)
 {
     if (r->oom)
         return MC_CLIENT_NO_MEMORY;
@@ -716,7 +426,7 @@ int mc_client_get(struct mc_client *c, const char *key, size_t nkey, struct mc_c
 }
 
 /* Read one server's multi-get replies up to END (text) or MN (meta). */
-static int read_multi(struct server *s, bool meta, uint64_t deadline, mc_client_value_fn fn, void *arg)
+static int read_multi(struct client_server *s, bool meta, uint64_t deadline, mc_client_value_fn fn, void *arg)
 {
     for (;;) {
         char *line;
@@ -792,7 +502,7 @@ int mc_client_get_multi(struct mc_client *c, const char *const *keys, const size
     /* Group the keys by server into pipelined requests. */
     bool any = false, unmapped = false;
     for (size_t i = 0; i < n; i++) {
-        struct server *s = pick(c, keys[i], nkeys[i]);
+        struct client_server *s = pick(c, keys[i], nkeys[i]);
         if (!s) {
             unmapped = true;
             continue;
@@ -834,7 +544,7 @@ int mc_client_get_multi(struct mc_client *c, const char *const *keys, const size
     for (size_t si = 0; si < c->n; si++) {
         if (!state[si])
             continue;
-        struct server *s = &c->servers[si];
+        struct client_server *s = &c->servers[si];
         int rc = state[si] == 1 ? MC_CLIENT_OK : state[si] - 2;
         if (rc == MC_CLIENT_OK) {
             size_t batches = meta ? 1 : (count[si] + GET_BATCH - 1) / GET_BATCH;
@@ -866,7 +576,7 @@ static int store(struct mc_client *c, enum store_op op, const char *key, size_t 
     static const char meta_mode[] = { 'S', 'E', 'R', 'A', 'P', 'S' };
     if (!key_ok(key, nkey) || (len && !data))
         return MC_CLIENT_BAD_ARGUMENT;
-    struct server *s = pick(c, key, nkey);
+    struct client_server *s = pick(c, key, nkey);
     if (!s)
         return MC_CLIENT_NO_SERVER;
     bool meta = c->o.protocol == MC_CLIENT_META;
@@ -943,7 +653,7 @@ int mc_client_cas(struct mc_client *c, const char *key, size_t nkey, const void 
 /* A one-line request with a one-line reply on the key's server. */
 static int simple(struct mc_client *c, const char *key, size_t nkey, struct req *r, char *reply, size_t replylen)
 {
-    struct server *s = pick(c, key, nkey);
+    struct client_server *s = pick(c, key, nkey);
     if (!s) {
         free(r->p);
         return MC_CLIENT_NO_SERVER;
@@ -1055,12 +765,12 @@ int mc_client_touch(struct mc_client *c, const char *key, size_t nkey, int32_t e
 /* ------------------------------------------------------------------ */
 /* per-server calls */
 
-static int server_call(struct mc_client *c, size_t i, const char *cmd, struct server **sp, uint64_t *deadline)
+static int server_call(struct mc_client *c, size_t i, const char *cmd, struct client_server **sp, uint64_t *deadline)
 {
     if (i >= c->n)
         return MC_CLIENT_BAD_ARGUMENT;
     revive(c);
-    struct server *s = &c->servers[i];
+    struct client_server *s = &c->servers[i];
     if (s->dead)
         return MC_CLIENT_NO_SERVER;
     *deadline = deadline_of(c);
@@ -1078,7 +788,7 @@ int mc_client_flush_all(struct mc_client *c, int32_t delay)
     char cmd[64];
     snprintf(cmd, sizeof cmd, "flush_all %" PRId32 "\r\n", delay);
     for (size_t i = 0; i < c->n; i++) {
-        struct server *s = NULL;
+        struct client_server *s = NULL;
         uint64_t deadline;
         int rc = server_call(c, i, cmd, &s, &deadline);
         if (rc == MC_CLIENT_NO_SERVER)
@@ -1108,7 +818,7 @@ int mc_client_stats(struct mc_client *c, size_t i, const char *group, mc_client_
     } else {
         snprintf(cmd, sizeof cmd, "stats\r\n");
     }
-    struct server *s = NULL;
+    struct client_server *s = NULL;
     uint64_t deadline;
     int rc = server_call(c, i, cmd, &s, &deadline);
     while (rc == MC_CLIENT_OK) {
@@ -1136,7 +846,7 @@ int mc_client_stats(struct mc_client *c, size_t i, const char *group, mc_client_
 
 int mc_client_version(struct mc_client *c, size_t i, char *buf, size_t len)
 {
-    struct server *s = NULL;
+    struct client_server *s = NULL;
     uint64_t deadline;
     int rc = server_call(c, i, "version\r\n", &s, &deadline);
     if (rc == MC_CLIENT_OK) {

@@ -104,7 +104,14 @@ def slap(port, seconds, threads, concurrency, division, cfg):
     m = re.search(r"Ops: (\d+) TPS: (\d+)", out)
     if not m:
         raise RuntimeError("memcaslap output not understood:\n" + out)
-    return int(m.group(2))
+    return int(m.group(1)), int(m.group(2))
+
+
+def cpu_seconds(pid):
+    """User + system CPU time the process has used so far."""
+    with open("/proc/%d/stat" % pid) as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def load(port, n, value_size):
@@ -134,6 +141,7 @@ def main():
     ap.add_argument("--threads", type=int, default=2, help="-t for both servers and memcaslap's threads")
     ap.add_argument("--memory", type=int, default=1024, help="-m (MB) for both servers")
     ap.add_argument("--items", type=int, default=1000000)
+    ap.add_argument("--no-rss", action="store_true", help="skip the RSS part (short runs)")
     args = ap.parse_args()
     if not SLAP:
         sys.exit("memcaslap (libmemcached-tools) is needed")
@@ -149,6 +157,7 @@ def main():
     results = {}
     for name, division in (("get/set 90/10", 1), ("multi-get x10 90/10", 10)):
         tps = {"ours": [], "theirs": []}
+        cpu = {"ours": [], "theirs": []}   # server CPU microseconds per operation
         servers = {w: start(w, args.threads, args.memory) for w in ("ours", "theirs")}
         try:
             for w in ("ours", "theirs"):   # warm up: fill the key window
@@ -156,14 +165,23 @@ def main():
             for r in range(args.rounds):
                 order = ("ours", "theirs") if r % 2 == 0 else ("theirs", "ours")
                 for w in order:
-                    tps[w].append(slap(servers[w][1], args.seconds, args.threads, 64, division, cfg))
+                    c0 = cpu_seconds(servers[w][0].pid)
+                    ops, rate = slap(servers[w][1], args.seconds, args.threads, 64, division, cfg)
+                    tps[w].append(rate)
+                    cpu[w].append((cpu_seconds(servers[w][0].pid) - c0) * 1e6 / max(ops, 1))
         finally:
             for p, _ in servers.values():
                 stop(p)
         o, t = statistics.median(tps["ours"]), statistics.median(tps["theirs"])
+        co, ct = statistics.median(cpu["ours"]), statistics.median(cpu["theirs"])
         results[name] = (o, t)
         print("%-22s ours %9.0f ops/s  theirs %9.0f ops/s  ratio %.2f   (rounds ours %s theirs %s)"
               % (name, o, t, o / t, tps["ours"], tps["theirs"]))
+        print("%-22s server CPU per op: ours %.2f us  theirs %.2f us  ratio %.2f"
+              % ("", co, ct, co / ct))
+    if args.no_rss:
+        shutil.rmtree(tmp, ignore_errors=True)
+        return
     rss = {}
     for w in ("ours", "theirs"):
         p, port = start(w, args.threads, args.memory)

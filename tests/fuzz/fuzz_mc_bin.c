@@ -1,5 +1,6 @@
-/* libFuzzer target: the memcached binary packet parser over arbitrary
- * bytes; every parsed packet's fields must lie inside the input. */
+/* libFuzzer target: the memcached binary packet parser and the per-opcode
+ * decoder over arbitrary bytes; every parsed packet's fields, and every
+ * pointer the decoder hands out, must lie inside the input. */
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
@@ -17,6 +18,13 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         if (st != MC_PARSE_OK)
             break;
         if (r.consumed > size - off || r.value + r.vlen > buf + off + r.consumed || r.key < buf + off)
+            abort();
+        struct mc_bin_cmd c;
+        mc_bin_decode(&r, &c);
+        if (c.plain_ok && (c.user < (const char *)r.value || c.pass + c.npass > (const char *)r.value + r.vlen ||
+                           c.user + c.nuser > c.pass))
+            abort();
+        if (c.status == MC_BIN_OK && c.kind == MC_BINK_UNKNOWN)
             abort();
         uint8_t out[24];
         mc_bin_write_header(out, r.opcode, r.keylen, r.extlen, 0, r.bodylen, r.opaque, r.cas);

@@ -94,9 +94,47 @@ def test_metrics_endpoint_serves_prometheus_text(name, daemon):
             if time.time() > deadline:
                 raise
             time.sleep(0.05)
-    assert "%s_curr_connections " % name in body
-    assert "%s_uptime " % name in body
+    assert "%s_current_connections " % name in body
+    assert "%s_uptime_seconds_total " % name in body
     assert d.running()
+
+
+def scrape(port):
+    deadline = time.time() + 5
+    while True:
+        try:
+            return urllib.request.urlopen("http://127.0.0.1:%d/metrics" % port, timeout=5).read().decode()
+        except OSError:
+            if time.time() > deadline:
+                raise
+            time.sleep(0.05)
+
+
+def test_metrics_follow_prometheus_conventions(name, daemon):
+    """Parsed by the Prometheus client library's own text parser: every
+    family typed once, counters named *_total, the exporter's names for the
+    process figures."""
+    from prometheus_client.parser import text_string_to_metric_families
+    mport = free_port()
+    d = daemon(name, DAEMONS[name] + ["--metrics", "127.0.0.1:%d" % mport])
+    with socket.create_connection(("127.0.0.1", d.port)):
+        body = scrape(mport)
+    families = {f.name: f for f in text_string_to_metric_families(body)}
+    types = [l.split()[2] for l in body.splitlines() if l.startswith("# TYPE ")]
+    assert len(types) == len(set(types)), "a family typed twice"
+    for f in families.values():
+        assert f.type in ("counter", "gauge", "histogram", "unknown"), f  # unknown: "untyped"
+        if f.type == "counter":
+            assert all(s.name.endswith("_total") for s in f.samples), f
+    # the process figures under the names the memcached exporter uses
+    for fam, typ in (("current_connections", "gauge"), ("connections", "counter"), ("uptime_seconds", "counter"),
+                     ("process_cpu_seconds", "counter"), ("process_open_fds", "gauge"),
+                     ("process_max_fds", "gauge"), ("process_start_time_seconds", "gauge")):
+        f = families.get("%s_%s" % (name, fam))
+        assert f is not None and f.type == typ, (fam, f)
+        assert f.documentation
+    assert families["%s_current_connections" % name].samples[0].value >= 1
+    assert families["%s_process_open_fds" % name].samples[0].value > 3
 
 
 def test_pidfile_written_and_removed(name, daemon, tmp_path):
@@ -154,3 +192,183 @@ def test_console_shutdown_stops_the_daemon(name, daemon):
     assert out.startswith("OK")
     d.proc.wait(timeout=10)
     assert d.proc.returncode == 0
+
+
+# ---- ports: a busy port refuses to start; bare console/metrics ports bind loopback ----
+
+THREADED = {"memcached": ["-t", "2"], "gearmand": []}
+
+
+def listening_addrs(port):
+    """Local IPv4 addresses with a socket LISTENing on port, from /proc/net/tcp."""
+    out = set()
+    with open("/proc/net/tcp") as f:
+        next(f)
+        for line in f:
+            parts = line.split()
+            local, state = parts[1], parts[3]
+            ip_hex, port_hex = local.split(":")
+            if state == "0A" and int(port_hex, 16) == port:
+                ip = socket.inet_ntoa(bytes.fromhex(ip_hex)[::-1])
+                out.add(ip)
+    return out
+
+
+def test_second_instance_on_a_busy_port_refuses_to_start(name, daemon):
+    first = daemon(name, DAEMONS[name] + THREADED[name])
+    args = [a.replace("{port}", str(first.port)) for a in DAEMONS[name] + THREADED[name]]
+    second = subprocess.run([bin_path(name)] + args, capture_output=True, text=True, timeout=20)
+    assert second.returncode != 0
+    assert "in use" in second.stderr + second.stdout
+    # the first one still has every client
+    for _ in range(20):
+        with socket.create_connection(("127.0.0.1", first.port), timeout=5):
+            pass
+    assert first.running()
+
+
+def test_a_port_held_by_another_program_refuses_to_start(name):
+    """The real peers refuse a port someone else holds, even one held with
+    SO_REUSEPORT; so do we."""
+    holder = socket.socket()
+    holder.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+    holder.bind(("127.0.0.1", 0))
+    holder.listen(8)
+    port = holder.getsockname()[1]
+    try:
+        args = [a.replace("{port}", str(port)) for a in DAEMONS[name] + THREADED[name]]
+        out = subprocess.run([bin_path(name)] + args, capture_output=True, text=True, timeout=20)
+        assert out.returncode != 0
+        assert "in use" in out.stderr + out.stdout
+    finally:
+        holder.close()
+
+
+def test_bare_console_and_metrics_ports_bind_loopback_only(name, daemon):
+    metrics = free_port()
+    d = daemon(name, DAEMONS[name] + ["--admin", "{admin}", "--metrics", str(metrics)])
+    wait_port(metrics, proc=d.proc)
+    assert listening_addrs(d.admin) == {"127.0.0.1"}
+    assert listening_addrs(metrics) == {"127.0.0.1"}
+    assert "STAT" in console(d.admin, "stats")
+    # an explicit address is what exposes them
+    d2 = daemon(name, DAEMONS[name] + ["--admin", "0.0.0.0:{admin}"])
+    assert listening_addrs(d2.admin) == {"0.0.0.0"}
+
+
+@pytest.mark.skipif(not os.path.exists(bin_path("perlbal")), reason="perlbal not built")
+@pytest.mark.xfail(strict=True, reason="perlbal opens its own SO_REUSEPORT listeners (perlbal/pb_service.c), "
+                                       "not common/listen's; fixed when perlbal moves to listen_open")
+def test_perlbal_on_a_busy_port_refuses_to_start(tmp_path):
+    holder = socket.socket()
+    holder.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+    holder.bind(("127.0.0.1", 0))
+    holder.listen(8)
+    port = holder.getsockname()[1]
+    conf = tmp_path / "perlbal.conf"
+    conf.write_text("CREATE SERVICE mgmt\n  SET role = management\n  SET listen = 127.0.0.1:%d\nENABLE mgmt\n" % port)
+    try:
+        proc = subprocess.Popen([bin_path("perlbal"), "-c", str(conf)], stdout=subprocess.PIPE,
+                                stderr=subprocess.STDOUT, text=True)
+        try:
+            rc = proc.wait(timeout=5)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+            rc = None
+        assert rc is not None and rc != 0
+    finally:
+        holder.close()
+
+
+def open_file_limits(pid):
+    with open("/proc/%d/limits" % pid) as f:
+        for line in f:
+            if line.startswith("Max open files"):
+                soft, hard = line.split()[3:5]
+                return int(soft), int(hard)
+    raise AssertionError("no open-file limit for %d" % pid)
+
+
+def test_open_file_limit_raised_to_the_hard_limit_at_start(name):
+    import resource
+    _, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    low = 256
+    port = free_port()
+    # a low soft limit, as a shell's `ulimit -n` or an init system may leave it
+    proc = subprocess.Popen([bin_path(name)] + [a.replace("{port}", str(port)) for a in DAEMONS[name]],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                            preexec_fn=lambda: resource.setrlimit(resource.RLIMIT_NOFILE, (low, hard)))
+    try:
+        wait_port(port, proc=proc)
+        got_soft, got_hard = open_file_limits(proc.pid)
+        assert got_hard == got_soft
+        assert got_soft > low
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        proc.wait(timeout=15)
+
+
+def test_journald_stream_gets_native_priorities_and_one_pid(name, tmp_path):
+    """Under systemd (JOURNAL_STREAM names stderr), each line carries its
+    priority as <N> and no name[pid] (the journal records both); anywhere
+    else, one name[pid] prefix."""
+    port = free_port()
+    args = [bin_path(name)] + [a.replace("{port}", str(port)) for a in DAEMONS[name]]
+    log = tmp_path / "stderr"
+    with open(log, "wb") as f:
+        st = os.fstat(f.fileno())
+        env = dict(os.environ, JOURNAL_STREAM="%d:%d" % (st.st_dev, st.st_ino))
+        proc = subprocess.Popen(args + ["--log-level", "info"], stdout=f, stderr=f, env=env)
+        wait_port(port, proc=proc)
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=15) == 0
+    lines = log.read_text().splitlines()
+    assert lines, "nothing logged"
+    assert all(l[:3] in ("<3>", "<4>", "<6>", "<7>") for l in lines), lines
+    assert any(l.startswith("<6>") for l in lines)
+    assert not any("[%d]" % proc.pid in l for l in lines)
+    # not the journal: one name[pid] per line
+    log2 = tmp_path / "stderr2"
+    with open(log2, "wb") as f:
+        proc = subprocess.Popen(args + ["--log-level", "info"], stdout=f, stderr=f,
+                                env={k: v for k, v in os.environ.items() if k != "JOURNAL_STREAM"})
+        wait_port(port, proc=proc)
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=15) == 0
+    for l in log2.read_text().splitlines():
+        assert l.count("[%d]" % proc.pid) == 1, l
+        assert not l.startswith("<")
+
+
+def test_daemon_flag_forks_after_start_up(name, tmp_path):
+    """-d, as Debian's init scripts and configs use it: the command returns
+    once the daemon serves (exit 0), the pidfile names the background
+    process; a daemon that cannot start makes the command fail, with its
+    error on the terminal."""
+    port = free_port()
+    pidfile = tmp_path / "d.pid"
+    args = [bin_path(name)] + [a.replace("{port}", str(port)) for a in DAEMONS[name]]
+    r = subprocess.run(args + ["-d", "--pidfile", str(pidfile)], capture_output=True, text=True, timeout=20)
+    assert r.returncode == 0, r.stderr
+    pid = int(pidfile.read_text())
+    try:
+        with socket.create_connection(("127.0.0.1", port), timeout=5):
+            pass  # ready when the command returned: no waiting needed
+        assert os.getsid(pid) != os.getsid(0)  # a session of its own, away from ours
+        # a second one on the same port fails, and says why
+        r2 = subprocess.run(args + ["--daemon"], capture_output=True, text=True, timeout=20)
+        assert r2.returncode != 0
+        assert "in use" in r2.stderr
+    finally:
+        os.kill(pid, signal.SIGTERM)
+    deadline = time.time() + 15
+    while time.time() < deadline:
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            break
+        time.sleep(0.05)
+    else:
+        raise AssertionError("daemon %d did not stop" % pid)
+    assert not pidfile.exists()

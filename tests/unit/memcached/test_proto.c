@@ -262,6 +262,134 @@ static void test_binary(void)
     CHECK_EQ_INT(h[23], 0x88);
 }
 
+/* Build a request packet in buf; returns its length. */
+static size_t pkt(uint8_t *buf, uint8_t op, const void *ext, uint8_t extlen, const char *key, const char *val)
+{
+    size_t nkey = key ? strlen(key) : 0, nval = val ? strlen(val) : 0;
+    uint32_t body = (uint32_t)(extlen + nkey + nval);
+    memset(buf, 0, 24);
+    buf[0] = 0x80;
+    buf[1] = op;
+    buf[2] = (uint8_t)(nkey >> 8);
+    buf[3] = (uint8_t)nkey;
+    buf[4] = extlen;
+    buf[8] = (uint8_t)(body >> 24);
+    buf[9] = (uint8_t)(body >> 16);
+    buf[10] = (uint8_t)(body >> 8);
+    buf[11] = (uint8_t)body;
+    memcpy(buf + 24, ext, extlen);
+    memcpy(buf + 24 + extlen, key, nkey);
+    memcpy(buf + 24 + extlen + nkey, val, nval);
+    return 24 + body;
+}
+
+static void decode(const uint8_t *buf, size_t len, struct mc_bin_cmd *c)
+{
+    struct mc_bin_req r;
+    CHECK_EQ_INT(mc_bin_parse(buf, len, 1u << 20, &r), MC_PARSE_OK);
+    mc_bin_decode(&r, c);
+}
+
+static void test_binary_decode(void)
+{
+    uint8_t b[600];
+    struct mc_bin_cmd c;
+    /* set: flags and exptime from the 8 extra bytes, exptime signed */
+    static const uint8_t set_ext[8] = { 0, 0, 0x12, 0x34, 0xff, 0xff, 0xff, 0xfe };
+    decode(b, pkt(b, MC_BIN_SETQ, set_ext, 8, "k", "v"), &c);
+    CHECK_EQ_INT(c.status, MC_BIN_OK);
+    CHECK_EQ_INT(c.kind, MC_BINK_STORE);
+    CHECK_EQ_INT(c.store, MC_BINS_SET);
+    CHECK(c.quiet);
+    CHECK_EQ_INT(c.flags, 0x1234);
+    CHECK_EQ_INT(c.exptime, -2);
+    /* set without its extras, append with extras: invalid arguments */
+    decode(b, pkt(b, MC_BIN_SET, NULL, 0, "k", "v"), &c);
+    CHECK_EQ_INT(c.status, MC_BIN_EINVAL);
+    decode(b, pkt(b, MC_BIN_APPEND, set_ext, 8, "k", "v"), &c);
+    CHECK_EQ_INT(c.status, MC_BIN_EINVAL);
+    decode(b, pkt(b, MC_BIN_PREPENDQ, NULL, 0, "k", "v"), &c);
+    CHECK_EQ_INT(c.status, MC_BIN_OK);
+    CHECK_EQ_INT(c.store, MC_BINS_PREPEND);
+    /* get family: no extras/value; getk wants the key; touch has no value */
+    decode(b, pkt(b, MC_BIN_GETK, NULL, 0, "key", NULL), &c);
+    CHECK_EQ_INT(c.kind, MC_BINK_GET);
+    CHECK(c.want_key && c.want_value && !c.touch && !c.quiet);
+    decode(b, pkt(b, MC_BIN_GET, NULL, 0, "", NULL), &c);
+    CHECK_EQ_INT(c.status, MC_BIN_EINVAL);   /* no key */
+    decode(b, pkt(b, MC_BIN_GET, NULL, 0, "k", "x"), &c);
+    CHECK_EQ_INT(c.status, MC_BIN_EINVAL);   /* a value */
+    static const uint8_t ttl[4] = { 0, 0, 0, 60 };
+    decode(b, pkt(b, MC_BIN_TOUCH, ttl, 4, "k", NULL), &c);
+    CHECK(c.touch && !c.want_value);
+    CHECK_EQ_INT(c.exptime, 60);
+    decode(b, pkt(b, MC_BIN_GATKQ, ttl, 4, "k", NULL), &c);
+    CHECK(c.touch && c.want_key && c.want_value && c.quiet);
+    decode(b, pkt(b, MC_BIN_GAT, NULL, 0, "k", NULL), &c);
+    CHECK_EQ_INT(c.status, MC_BIN_EINVAL);   /* gat without its exptime */
+    /* incr: delta, initial, exptime; 0xffffffff = don't create */
+    uint8_t ar[20] = { 0, 0, 0, 0, 0, 0, 0, 5, 0, 0, 0, 0, 0, 0, 0, 9, 0xff, 0xff, 0xff, 0xff };
+    decode(b, pkt(b, MC_BIN_DECRQ, ar, 20, "n", NULL), &c);
+    CHECK_EQ_INT(c.kind, MC_BINK_ARITH);
+    CHECK(!c.incr && c.quiet && !c.create);
+    CHECK_EQ_INT(c.delta, 5);
+    CHECK_EQ_INT(c.initial, 9);
+    ar[16] = 0;
+    decode(b, pkt(b, MC_BIN_INCR, ar, 20, "n", NULL), &c);
+    CHECK(c.incr && c.create);
+    CHECK_EQ_INT(c.exptime, 0xffffff);
+    decode(b, pkt(b, MC_BIN_INCR, ar, 8, "n", NULL), &c);
+    CHECK_EQ_INT(c.status, MC_BIN_EINVAL);
+    /* flush: optional 4-byte delay */
+    decode(b, pkt(b, MC_BIN_FLUSH, ttl, 4, NULL, NULL), &c);
+    CHECK(c.has_delay);
+    CHECK_EQ_INT(c.delay, 60);
+    decode(b, pkt(b, MC_BIN_FLUSHQ, NULL, 0, NULL, NULL), &c);
+    CHECK(!c.has_delay && c.quiet);
+    decode(b, pkt(b, MC_BIN_FLUSH, NULL, 0, "k", NULL), &c);
+    CHECK_EQ_INT(c.status, MC_BIN_EINVAL);
+    /* verbosity without its extras: memcached answers unknown command */
+    decode(b, pkt(b, MC_BIN_VERBOSITY, NULL, 0, NULL, NULL), &c);
+    CHECK_EQ_INT(c.status, MC_BIN_UNKNOWN_COMMAND);
+    decode(b, pkt(b, MC_BIN_VERBOSITY, ttl, 4, NULL, NULL), &c);
+    CHECK_EQ_INT(c.verbosity, 60);
+    /* what may run before SASL authentication */
+    decode(b, pkt(b, MC_BIN_NOOP, NULL, 0, NULL, NULL), &c);
+    CHECK(c.pre_auth);
+    decode(b, pkt(b, MC_BIN_VERSION, NULL, 0, NULL, NULL), &c);
+    CHECK(c.pre_auth);
+    decode(b, pkt(b, MC_BIN_GET, NULL, 0, "k", NULL), &c);
+    CHECK(!c.pre_auth);
+    /* SASL PLAIN: authzid NUL user NUL pass */
+    static const char plain[] = "z\0user\0secret";
+    uint8_t sb[64];
+    size_t n = pkt(sb, MC_BIN_SASL_AUTH, NULL, 0, "PLAIN", NULL);
+    memcpy(sb + n, plain, sizeof plain - 1);
+    sb[11] = (uint8_t)(sb[11] + sizeof plain - 1);
+    decode(sb, n + sizeof plain - 1, &c);
+    CHECK(c.pre_auth && c.plain_ok);
+    CHECK_EQ_INT(c.nuser, 4);
+    CHECK_MEM(c.user, "user", 4);
+    CHECK_EQ_INT(c.npass, 6);
+    CHECK_MEM(c.pass, "secret", 6);
+    decode(b, pkt(b, MC_BIN_SASL_AUTH, NULL, 0, "PLAIN", "nouser"), &c);
+    CHECK(!c.plain_ok);
+    decode(b, pkt(b, MC_BIN_SASL_AUTH, NULL, 0, "CRAM-MD5", "x"), &c);
+    CHECK(!c.plain_ok);
+    /* keys over 250 bytes; unknown opcodes (range ops 0x30..) */
+    char big[252];
+    memset(big, 'k', 251);
+    big[251] = 0;
+    decode(b, pkt(b, MC_BIN_DELETE, NULL, 0, big, NULL), &c);
+    CHECK_EQ_INT(c.status, MC_BIN_EINVAL);
+    decode(b, pkt(b, 0x30, NULL, 0, "k", NULL), &c);
+    CHECK_EQ_INT(c.kind, MC_BINK_UNKNOWN);
+    CHECK_EQ_INT(c.status, MC_BIN_UNKNOWN_COMMAND);
+    CHECK_STR(mc_bin_status_text(MC_BIN_KEY_ENOENT), "Not found");
+    CHECK_STR(mc_bin_status_text(MC_BIN_EINVAL), "Invalid arguments");
+    CHECK_STR(mc_bin_status_text(0x81), "Unknown command");
+}
+
 int main(void)
 {
     RUN(test_text_storage);
@@ -272,5 +400,6 @@ int main(void)
     RUN(test_meta);
     RUN(test_base64);
     RUN(test_binary);
+    RUN(test_binary_decode);
     return unit_done();
 }

@@ -1,0 +1,31 @@
+/* version: XEP-0092 software version of the server. */
+#include "djabberd/djabberd.h"
+#include "djabberd/hooks.h"
+#include "djabberd/plugins/plugins.h"
+
+#include <string.h>
+
+#define NS_VERSION "jabber:iq:version"
+
+static void version_iq(struct dj_hook_call *call, void *arg)
+{
+    (void)arg;
+    struct dj_hook_iq *h = (struct dj_hook_iq *)call;
+    const char *ns;
+    struct dj_node *q = dj_iq_payload(h->st, &ns);
+    const char *type = dj_node_attr(h->st->root, "type");
+    const char *to = dj_node_attr(h->st->root, "to");
+    if (!q || !ns || strcmp(ns, NS_VERSION) || !type || strcmp(type, "get") || (to && strchr(to, '@'))) {
+        dj_hook_decline(call);
+        return;
+    }
+    dj_iq_result(h->sess, h->st,
+                 "<query xmlns='" NS_VERSION "'><name>djabberd</name><version>" DJ_VERSION "</version></query>");
+    dj_hook_finish(call, DJ_OK);
+}
+
+void dj_plugin_version_register(void)
+{
+    dj_hook_register(DJ_HOOK_C2S_IQ, "version", version_iq, NULL);
+    dj_hook_add_feature(NS_VERSION);
+}

@@ -1,0 +1,572 @@
+/* cmd_text: the text protocol's commands run against the store: the get
+ * family, storage commands (their data block is read by session.c),
+ * arithmetic, delete, touch, flush_all, stats and the maintenance commands
+ * (lru_crawler, slabs, lru). Replies go through the session's mc_out_*
+ * helpers; nothing here reads the socket. */
+#include <inttypes.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <event2/buffer.h>
+
+#include "common/stats.h"
+#include "memcached/proto.h"
+#include "memcached/session.h"
+
+/* ------------------------------------------------------------------ */
+/* text protocol: gets */
+
+/* Most reply bytes one get line may queue, whatever read_buf_mem_limit
+ * says (0 there means no global bound). */
+#define MC_GET_REPLY_MAX (1024u << 20)
+
+static void text_get(struct session *s, const struct mc_text_req *r)
+{
+    bool with_cas = r->cmd == MC_TXT_GETS || r->cmd == MC_TXT_GATS;
+    bool touch = r->cmd == MC_TXT_GAT || r->cmd == MC_TXT_GATS;
+    uint32_t exptime = touch ? mc_realtime(r->exptime) : 0;
+    size_t queued = mc_out_queued(s);
+    const char *p = r->keys, *end = r->keys + r->keys_len, *key;
+    size_t nkey;
+    uint64_t hits = 0, misses = 0;
+    while (mc_text_next_key(&p, end, &key, &nkey)) {
+        if (queued + s->olen > MC_GET_REPLY_MAX) {
+            /* A get line naming the same big item thousands of times must
+             * not make us buffer gigabytes: the session answers with
+             * memcached's out-of-memory error and closes (session.c). */
+            s->out_oom = true;
+            break;
+        }
+        uint64_t hv = mc_hash(key, nkey);
+        mc_key_lock(hv);
+        mc_item *it = mc_item_find_locked(key, nkey, hv);
+        if (!it) {
+            mc_key_unlock(hv);
+            misses++;
+            continue;
+        }
+        if (touch)
+            it->exptime = exptime;
+        mc_item_bump(it);
+        /* "VALUE <key> <flags> <bytes>[ <cas>]\r\n<data>\r\n" in one piece. */
+        size_t need = 6 + nkey + 1 + 10 + 1 + 10 + 1 + 20 + 2 + it->nbytes + 2;
+        char *o = mc_out_reserve(s, need), *o0 = o;
+        if (!o) {   /* s->out_oom is set: session.c answers the error */
+            mc_key_unlock(hv);
+            break;
+        }
+        memcpy(o, "VALUE ", 6);
+        o += 6;
+        memcpy(o, key, nkey);
+        o += nkey;
+        *o++ = ' ';
+        o += mc_u64toa(it->flags, o);
+        *o++ = ' ';
+        o += mc_u64toa(it->nbytes, o);
+        if (with_cas) {
+            *o++ = ' ';
+            o += mc_u64toa(mc_settings.no_cas ? 0 : it->cas, o);
+        }
+        *o++ = '\r';
+        *o++ = '\n';
+        memcpy(o, mc_value(it), it->nbytes);
+        o += it->nbytes;
+        mc_key_unlock(hv);
+        *o++ = '\r';
+        *o++ = '\n';
+        mc_out_commit(s, (size_t)(o - o0));
+        hits++;
+    }
+    if (!s->out_oom)
+        mc_out_add(s, "END\r\n", 5);
+    struct mc_thread_stats *st = &s->th->st;
+    if (touch) {
+        MC_STAT_ADD(st, cmd_touch, hits + misses);
+        MC_STAT_ADD(st, touch_hits, hits);
+        MC_STAT_ADD(st, touch_misses, misses);
+    }
+    MC_STAT_ADD(st, cmd_get, hits + misses);
+    MC_STAT_ADD(st, get_hits, hits);
+    MC_STAT_ADD(st, get_misses, misses);
+}
+
+/* The data block of set/add/replace/append/prepend/cas is in (session.c
+ * checked its CRLF): store it and answer. */
+void mc_cmd_text_stored(struct session *s, mc_item *it)
+{
+    uint64_t newcas = 0;
+    enum mc_status st = mc_store(it, s->op, s->cas, &newcas);
+    if (s->op == MC_OP_CAS) {
+        if (st == MC_STORED)
+            MC_STAT_ADD(&s->th->st, cas_hits, 1);
+        else if (st == MC_EXISTS)
+            MC_STAT_ADD(&s->th->st, cas_badval, 1);
+        else if (st == MC_NOT_FOUND)
+            MC_STAT_ADD(&s->th->st, cas_misses, 1);
+    }
+    if (s->noreply)
+        return;
+    switch (st) {
+    case MC_STORED: mc_out_add(s, "STORED\r\n", 8); break;
+    case MC_EXISTS: mc_out_add(s, "EXISTS\r\n", 8); break;
+    case MC_NOT_FOUND: mc_out_add(s, "NOT_FOUND\r\n", 11); break;
+    case MC_TOO_LARGE: mc_out_line(s, "SERVER_ERROR object too large for cache"); break;
+    case MC_NO_MEMORY: mc_out_line(s, "SERVER_ERROR out of memory storing object"); break;
+    default: mc_out_add(s, "NOT_STORED\r\n", 12); break;
+    }
+}
+
+/* ------------------------------------------------------------------ */
+/* text protocol: other commands */
+
+static void text_arith(struct session *s, const struct mc_text_req *r)
+{
+    uint64_t result;
+    bool incr = r->cmd == MC_TXT_INCR;
+    enum mc_status st = mc_arith(r->key, r->nkey, incr, r->delta, 0, &result, NULL);
+    struct mc_thread_stats *ts = &s->th->st;
+    if (st == MC_OK) {
+        if (incr)
+            MC_STAT_ADD(ts, incr_hits, 1);
+        else
+            MC_STAT_ADD(ts, decr_hits, 1);
+    } else if (st == MC_NOT_FOUND) {
+        if (incr)
+            MC_STAT_ADD(ts, incr_misses, 1);
+        else
+            MC_STAT_ADD(ts, decr_misses, 1);
+    }
+    if (r->noreply)
+        return;
+    switch (st) {
+    case MC_OK: {
+        char buf[24];
+        size_t n = mc_u64toa(result, buf);
+        buf[n++] = '\r';
+        buf[n++] = '\n';
+        mc_out_add(s, buf, n);
+        break;
+    }
+    case MC_NOT_FOUND: mc_out_add(s, "NOT_FOUND\r\n", 11); break;
+    case MC_NON_NUMERIC: mc_out_line(s, "CLIENT_ERROR cannot increment or decrement non-numeric value"); break;
+    default: mc_out_line(s, "SERVER_ERROR out of memory"); break;
+    }
+}
+
+static void stats_line_cb(const char *name, const char *value, void *arg)
+{
+    struct session *s = arg;
+    evbuffer_add_printf(mc_out_evb(s), "STAT %s %s\r\n", name, value);
+}
+
+static void text_stats(struct session *s, const struct mc_text_req *r)
+{
+    char group[64];
+    size_t n = 0;
+    while (n < r->args_len && r->args[n] != ' ' && n < sizeof group - 1) {
+        group[n] = r->args[n];
+        n++;
+    }
+    group[n] = 0;
+    if (n == 0) {
+        stats_render_text(mc_out_evb(s), "");
+        mc_out_add(s, "END\r\n", 5);
+        return;
+    }
+    if (strcmp(group, "reset") == 0) {
+        mc_stats_reset();
+        mc_out_line(s, "RESET");
+        return;
+    }
+    const char *arg = r->args + n, *aend = r->args + r->args_len;
+    if (strcmp(group, "detail") == 0) {
+        /* Per-prefix detail is not kept: on/off are accepted, dump is empty. */
+        while (arg < aend && *arg == ' ')
+            arg++;
+        size_t an = (size_t)(aend - arg);
+        if ((an == 2 && memcmp(arg, "on", 2) == 0) || (an == 3 && memcmp(arg, "off", 3) == 0))
+            mc_out_line(s, "OK");
+        else if (an == 4 && memcmp(arg, "dump", 4) == 0)
+            mc_out_add(s, "END\r\n", 5);
+        else
+            mc_out_line(s, "CLIENT_ERROR usage: stats detail on|off|dump");
+        return;
+    }
+    if (strcmp(group, "cachedump") == 0) {
+        if (mc_settings.dump_disabled) {
+            mc_out_line(s, "CLIENT_ERROR stats cachedump not allowed");
+            return;
+        }
+        uint32_t id = 0, limit = 0;
+        const char *p = arg, *k;
+        size_t nk;
+        if (!mc_text_next_key(&p, aend, &k, &nk) || !mc_parse_u32(k, nk, &id) ||
+            !mc_text_next_key(&p, aend, &k, &nk) || !mc_parse_u32(k, nk, &limit)) {
+            mc_out_line(s, "CLIENT_ERROR bad command line");
+            return;
+        }
+        if (id == 0 || id > (uint32_t)mc_nclasses) {
+            mc_out_line(s, "CLIENT_ERROR Illegal slab id");
+            return;
+        }
+        mc_cachedump(mc_out_evb(s), (int)id, limit);
+        mc_out_add(s, "END\r\n", 5);
+        return;
+    }
+    if (strcmp(group, "sizes") == 0) {
+        mc_out_line(s, "STAT sizes_status disabled");
+        mc_out_add(s, "END\r\n", 5);
+        return;
+    }
+    if (strcmp(group, "conns") == 0) {
+        mc_session_stats_conns(mc_out_evb(s));
+        mc_out_add(s, "END\r\n", 5);
+        return;
+    }
+    (void)stats_line_cb;
+    if (stats_render_text(mc_out_evb(s), group) < 0) {
+        mc_out_line(s, "ERROR");
+        return;
+    }
+    mc_out_add(s, "END\r\n", 5);
+}
+
+/* ------------------------------------------------------------------ */
+/* lru_crawler, slabs, lru: the store's maintenance commands */
+
+static bool word_is(const char *w, size_t n, const char *lit)
+{
+    return n == strlen(lit) && memcmp(w, lit, n) == 0;
+}
+
+static void text_tuning(struct session *s, const struct mc_text_req *r)
+{
+    const char *p = r->args, *end = r->args + r->args_len, *w[6];
+    size_t wn[6];
+    int n = 0;
+    while (n < 6 && mc_text_next_key(&p, end, &w[n], &wn[n]))
+        n++;
+    if (n == 0) {
+        mc_out_line(s, "ERROR");
+        return;
+    }
+    if (r->cmd == MC_TXT_LRU_CRAWLER) {
+        if (word_is(w[0], wn[0], "enable") || word_is(w[0], wn[0], "disable")) {
+            mc_settings.lru_crawler = w[0][0] == 'e';
+            mc_out_line(s, "OK");
+        } else if (n == 2 && (word_is(w[0], wn[0], "crawl") || word_is(w[0], wn[0], "metadump"))) {
+            bool all = word_is(w[1], wn[1], "all");
+            if (!all) {
+                /* a comma list of class ids, each must exist */
+                const char *q = w[1], *qe = w[1] + wn[1];
+                while (q < qe) {
+                    const char *c = memchr(q, ',', (size_t)(qe - q));
+                    size_t len = (size_t)((c ? c : qe) - q);
+                    uint32_t id;
+                    if (!mc_parse_u32(q, len, &id) || id == 0 || id > (uint32_t)mc_nclasses) {
+                        mc_out_line(s, "BADCLASS invalid class id");
+                        return;
+                    }
+                    q += len + (c ? 1 : 0);
+                }
+            }
+            if (w[0][0] == 'c') {
+                if (!mc_settings.lru_crawler) {
+                    mc_out_line(s, "CLIENT_ERROR lru crawler disabled");
+                    return;
+                }
+                mc_crawl_request();   /* the maintainer thread walks every class */
+                mc_out_line(s, "OK");
+            } else {
+                if (!mc_settings.lru_crawler) {
+                    mc_out_line(s, "CLIENT_ERROR lru crawler disabled");
+                    return;
+                }
+                if (mc_settings.dump_disabled) {
+                    mc_out_line(s, "ERROR metadump not allowed");
+                    return;
+                }
+                if (s->olen || mc_out_queued(s)) {
+                    /* As memcached: the dump must be the only reply in flight. */
+                    mc_out_line(s, "ERROR cannot pipeline other commands before metadump");
+                    return;
+                }
+                /* Streamed in pieces by the session (no whole dump in
+                 * memory, no long lock hold). */
+                struct mc_dump *d = malloc(sizeof *d);
+                if (!d) {
+                    s->out_oom = true;
+                    return;
+                }
+                mc_dump_init(d);
+                for (int id = 1; id <= mc_nclasses; id++)
+                    d->want[id] = all;
+                const char *q = w[1], *qe = w[1] + wn[1];
+                while (!all && q < qe) {
+                    const char *cm = memchr(q, ',', (size_t)(qe - q));
+                    size_t len = (size_t)((cm ? cm : qe) - q);
+                    uint32_t id;
+                    if (mc_parse_u32(q, len, &id))
+                        d->want[id] = true;
+                    q += len + (cm ? 1 : 0);
+                }
+                mc_sess_begin_dump(s, d);
+            }
+        } else if (n == 2 && (word_is(w[0], wn[0], "sleep") || word_is(w[0], wn[0], "tocrawl"))) {
+            mc_out_line(s, "OK");   /* pacing knobs: our crawler paces itself (see README) */
+        } else {
+            mc_out_line(s, "ERROR");
+        }
+        return;
+    }
+    if (r->cmd == MC_TXT_SLABS) {
+        if (n == 3 && word_is(w[0], wn[0], "reassign")) {
+            if (!mc_settings.slab_reassign) {
+                mc_out_line(s, "CLIENT_ERROR slab reassignment disabled");
+                return;
+            }
+            int64_t src, dst;
+            if (!mc_parse_i32(w[1], wn[1], &src) || !mc_parse_i32(w[2], wn[2], &dst)) {
+                mc_out_line(s, "CLIENT_ERROR bad command line format");
+                return;
+            }
+            static const char *const replies[] = {
+                [MC_REASSIGN_OK] = "OK",
+                [MC_REASSIGN_BUSY] = "BUSY currently processing reassign request",
+                [MC_REASSIGN_BADCLASS] = "BADCLASS invalid src or dst class id",
+                [MC_REASSIGN_NOSPARE] = "NOSPARE source class has no spare pages",
+                [MC_REASSIGN_SAME] = "SAME src and dst class are identical",
+            };
+            mc_out_line(s, replies[mc_slabs_reassign((int)src, (int)dst)]);
+        } else if (n >= 2 && word_is(w[0], wn[0], "automove")) {
+            uint32_t level;
+            if (word_is(w[1], wn[1], "ratio")) {
+                char num[32];
+                char *e;
+                double ratio = 0;
+                if (n >= 3 && wn[2] < sizeof num) {
+                    memcpy(num, w[2], wn[2]);
+                    num[wn[2]] = 0;
+                    ratio = strtod(num, &e);
+                }
+                if (n < 3 || wn[2] >= sizeof num || *e || e == num) {
+                    mc_out_line(s, "ERROR");
+                    return;
+                }
+                mc_settings.slab_automove_ratio = ratio;
+            } else if (!mc_parse_u32(w[1], wn[1], &level)) {
+                mc_out_line(s, "CLIENT_ERROR bad command line format");
+                return;
+            } else if (level > 2) {
+                mc_out_line(s, "ERROR");
+                return;
+            } else {
+                mc_settings.slab_automove = (int)level;
+            }
+            if (!r->noreply)
+                mc_out_line(s, "OK");
+        } else {
+            mc_out_line(s, "ERROR");
+        }
+        return;
+    }
+    /* lru */
+    if (word_is(w[0], wn[0], "tune") && n >= 5) {
+        uint32_t hot, warm;
+        char num[2][32];
+        double f[2] = { 0, 0 };
+        bool ok = mc_parse_u32(w[1], wn[1], &hot) && mc_parse_u32(w[2], wn[2], &warm);
+        for (int i = 0; ok && i < 2; i++) {
+            char *e;
+            ok = wn[3 + i] < sizeof num[i];
+            if (ok) {
+                memcpy(num[i], w[3 + i], wn[3 + i]);
+                num[i][wn[3 + i]] = 0;
+                f[i] = strtod(num[i], &e);
+                ok = e != num[i] && !*e;
+            }
+        }
+        if (!ok)
+            mc_out_line(s, "ERROR");
+        else if (hot + warm > 80)
+            mc_out_line(s, "ERROR hot and warm pcts must not exceed 80");
+        else if (f[0] <= 0 || f[1] <= 0)
+            mc_out_line(s, "ERROR hot/warm age factors must be greater than 0");
+        else {
+            mc_settings.hot_pct = (int)hot;
+            mc_settings.warm_pct = (int)warm;
+            mc_settings.hot_max_factor = f[0];
+            mc_settings.warm_max_factor = f[1];
+            if (!r->noreply)
+                mc_out_line(s, "OK");
+        }
+    } else if (n >= 2 && word_is(w[0], wn[0], "mode")) {
+        if (word_is(w[1], wn[1], "segmented"))
+            mc_out_line(s, "OK");
+        else if (word_is(w[1], wn[1], "flat"))
+            mc_out_line(s, "CLIENT_ERROR only the segmented LRU is built");
+        else
+            mc_out_line(s, "ERROR");
+    } else {
+        mc_out_line(s, "ERROR");
+    }
+}
+
+/* ------------------------------------------------------------------ */
+/* text dispatch */
+
+/* Returns -1 to close the connection now, 1 to close after writing. */
+int mc_cmd_text(struct session *s, const struct mc_text_req *r)
+{
+    struct mc_thread_stats *ts = &s->th->st;
+    switch (r->cmd) {
+    case MC_TXT_GET:
+    case MC_TXT_GETS:
+    case MC_TXT_GAT:
+    case MC_TXT_GATS:
+        text_get(s, r);
+        return 0;
+    case MC_TXT_SET:
+    case MC_TXT_ADD:
+    case MC_TXT_REPLACE:
+    case MC_TXT_APPEND:
+    case MC_TXT_PREPEND:
+    case MC_TXT_CAS: {
+        static const enum mc_store_op ops[] = {
+            [MC_TXT_SET] = MC_OP_SET, [MC_TXT_ADD] = MC_OP_ADD, [MC_TXT_REPLACE] = MC_OP_REPLACE,
+            [MC_TXT_APPEND] = MC_OP_APPEND, [MC_TXT_PREPEND] = MC_OP_PREPEND, [MC_TXT_CAS] = MC_OP_CAS,
+        };
+        s->kind = MC_PEND_TEXT;
+        s->op = ops[r->cmd];
+        s->cas = r->cas;
+        s->noreply = r->noreply;
+        const char *err;
+        if (!mc_sess_begin_store(s, r->key, r->nkey, r->flags, r->exptime, r->bytes, &err)) {
+            /* As memcached: a set that cannot be stored removes the old
+             * value (no stale data), and noreply silences "too large" but
+             * not running out of memory. */
+            if (r->cmd == MC_TXT_SET)
+                mc_delete(r->key, r->nkey, 0);
+            if (!r->noreply || strstr(err, "out of memory"))
+                mc_out_line(s, err);
+            mc_sess_begin_swallow(s, (uint64_t)r->bytes + 2);
+        }
+        return 0;
+    }
+    case MC_TXT_INCR:
+    case MC_TXT_DECR:
+        text_arith(s, r);
+        return 0;
+    case MC_TXT_DELETE: {
+        enum mc_status st = mc_delete(r->key, r->nkey, 0);
+        if (st == MC_DELETED)
+            MC_STAT_ADD(ts, delete_hits, 1);
+        else
+            MC_STAT_ADD(ts, delete_misses, 1);
+        if (!r->noreply)
+            mc_out_str(s, st == MC_DELETED ? "DELETED\r\n" : "NOT_FOUND\r\n");
+        return 0;
+    }
+    case MC_TXT_TOUCH: {
+        enum mc_status st = mc_touch(r->key, r->nkey, mc_realtime(r->exptime));
+        MC_STAT_ADD(ts, cmd_touch, 1);
+        if (st == MC_TOUCHED)
+            MC_STAT_ADD(ts, touch_hits, 1);
+        else
+            MC_STAT_ADD(ts, touch_misses, 1);
+        if (!r->noreply)
+            mc_out_str(s, st == MC_TOUCHED ? "TOUCHED\r\n" : "NOT_FOUND\r\n");
+        return 0;
+    }
+    case MC_TXT_FLUSH_ALL:
+        if (mc_settings.flush_disabled) {
+            mc_out_line(s, "CLIENT_ERROR flush_all not allowed");
+            return 0;
+        }
+        MC_STAT_ADD(ts, cmd_flush, 1);
+        mc_flush(r->has_delay ? r->exptime : 0);
+        if (!r->noreply)
+            mc_out_add(s, "OK\r\n", 4);
+        return 0;
+    case MC_TXT_VERSION:
+        mc_out_line(s, "VERSION " MC_VERSION);
+        return 0;
+    case MC_TXT_VERBOSITY:
+        mc_settings.verbose = (int)r->delta;
+        if (!r->noreply)
+            mc_out_add(s, "OK\r\n", 4);
+        return 0;
+    case MC_TXT_QUIT:
+        return -1;
+    case MC_TXT_STATS:
+        text_stats(s, r);
+        return 0;
+    case MC_TXT_SHUTDOWN:
+        if (!mc_settings.shutdown_enabled) {
+            mc_out_line(s, "ERROR: shutdown not enabled");
+            return 0;
+        }
+        {
+            const char *p = r->args, *end = r->args + r->args_len, *w0, *w1;
+            size_t n0, n1;
+            bool has0 = mc_text_next_key(&p, end, &w0, &n0);
+            bool has1 = has0 && mc_text_next_key(&p, end, &w1, &n1);
+            if (!has0) {
+                mc_shutdown_request(false);   /* memcached: SIGINT, stop now */
+            } else if (!has1 && word_is(w0, n0, "graceful")) {
+                mc_shutdown_request(true);    /* memcached: SIGUSR1 */
+            } else {
+                mc_out_line(s, "CLIENT_ERROR invalid shutdown mode");
+                return 0;
+            }
+        }
+        return 1;
+    case MC_TXT_CACHE_MEMLIMIT:
+        /* Megabytes, as memcached: under 8 is too small; over 10^9 is
+         * taken for bytes given by mistake and refused (no overflow: the
+         * parser took it as a u64). Lowering it frees pages in the
+         * maintainer thread (mc_slabs_release_over_limit). */
+        if (r->delta < 8) {
+            mc_out_line(s, "MEMLIMIT_TOO_SMALL cannot set maxbytes to less than 8m");
+            return 0;
+        }
+        if (r->delta > 1000000000) {
+            mc_out_line(s, "MEMLIMIT_ADJUST_FAILED input value is megabytes not bytes");
+            return 0;
+        }
+        mc_slabs_set_limit(r->delta * 1024 * 1024);
+        mc_settings.maxbytes = r->delta * 1024 * 1024;
+        if (!r->noreply)
+            mc_out_add(s, "OK\r\n", 4);
+        return 0;
+    case MC_TXT_META:
+        mc_cmd_meta(s, r);
+        return 0;
+    case MC_TXT_REFRESH_CERTS: {
+        char err[256];
+        if (mc_tls_refresh(err, sizeof err) < 0) {
+            char line[320];
+            if (!mc_settings.ssl_enabled)
+                snprintf(line, sizeof line, "Error TLS not enabled");   /* memcached's words */
+            else
+                snprintf(line, sizeof line, "ERROR failed to refresh SSL settings: %s", err);
+            mc_out_line(s, line);
+        } else if (!r->noreply) {
+            mc_out_line(s, "OK");
+        }
+        return 0;
+    }
+    case MC_TXT_LRU_CRAWLER:
+    case MC_TXT_SLABS:
+    case MC_TXT_LRU:
+    case MC_TXT_MISC_OK:
+        text_tuning(s, r);
+        return 0;
+    case MC_TXT_NONE:
+        break;
+    }
+    mc_out_line(s, "ERROR");
+    return 0;
+}
+

@@ -1,0 +1,1370 @@
+/* store: the job databases — one thread and one connection per configured
+ * DSN, TheSchwartz's schema, and every operation on it.
+ *
+ * Hands work to threads: sessions queue sw_op requests with
+ * sw_store_submit(); the store thread takes everything queued (up to
+ * group-max), runs it inside ONE transaction (group commit: one fsync for
+ * the lot), each multi-statement operation inside its own savepoint so a
+ * failing one is undone alone, commits, and only then posts each op back
+ * to loop 0. "OK" therefore always means committed.
+ *
+ * Semantics follow TheSchwartz 1.12 (see PROTOCOL.md): compare-and-set
+ * grabs on grabbed_until with the database's clock, error rows and retry
+ * policy in failed(), exit status kept for keep_exit_status_for.
+ *
+ * A database that fails at the connection level is marked dead for
+ * retry-seconds; sessions skip it (sw_store_order) and its queued ops come
+ * back with db_dead so inserts and grabs move on to another database. */
+#include "schwartz/schwartzd.h"
+#include "schwartz/dbconn.h"
+
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include <event2/buffer.h>
+#include <openssl/evp.h>
+
+#include "common/log.h"
+#include "common/loop.h"
+
+#define FC_MAX 4096
+#define ERROR_KEEP_SECONDS (7 * 86400)
+
+/* One connection and its thread. Several per database for MySQL (they run
+ * in parallel on the server); one for SQLite (its writers serialize anyway). */
+struct sw_worker {
+    struct sw_store *store;
+    int index;                 /* the database's */
+    const char *hash, *dsn_text, *user, *pass;
+    struct sw_dsn dsn;
+    pthread_t thread;
+    bool started;
+    struct sw_dbc *conn;
+    struct { char *name; uint32_t id; } fc[FC_MAX];
+    int nfc;
+    unsigned grab_rr;
+    unsigned rnd;
+    int64_t clock_offset;      /* database clock - ours (MySQL), refreshed every few seconds */
+    int64_t clock_checked;
+    bool skip_locked;          /* the server knows SELECT ... FOR UPDATE SKIP LOCKED */
+    bool lazy_sync;            /* SQLite connection is at synchronous=NORMAL for a grab batch */
+};
+
+struct sw_store {
+    int index;
+    char *dsn_text;
+    struct sw_dsn dsn;
+    char hash[33];
+    char *user, *pass;
+    pthread_mutex_t mu;
+    pthread_cond_t cv;
+    struct sw_op *head, *tail;
+    _Atomic uint64_t queued;
+    bool closing;
+    struct sw_worker *w;
+    int nw;
+    _Atomic int64_t dead_until;
+    _Atomic uint64_t n_ops, n_commits, n_rollbacks, n_errors, n_reconnects, n_retries;
+};
+
+static struct sw_store *stores[SW_MAX_DBS];
+static int nstores;
+
+/* ---- policies ------------------------------------------------------------ */
+
+#define POLICY_MAX 1024
+static pthread_mutex_t policy_mu = PTHREAD_MUTEX_INITIALIZER;
+static struct { char *func; struct sw_policy p; } policies[POLICY_MAX];
+static int npolicies;
+static _Atomic int policies_any;
+
+void sw_policy_set(const char *func, const struct sw_policy *p)
+{
+    pthread_mutex_lock(&policy_mu);
+    int i;
+    for (i = 0; i < npolicies; i++)
+        if (!strcmp(policies[i].func, func))
+            break;
+    if (i == npolicies) {
+        if (npolicies == POLICY_MAX)
+            i = POLICY_MAX - 1;  /* bounded: the last slot is reused */
+        else
+            npolicies++;
+        free(policies[i].func);
+        policies[i].func = strdup(func);
+    }
+    if (policies[i].func)
+        policies[i].p = *p;
+    atomic_store(&policies_any, 1);
+    pthread_mutex_unlock(&policy_mu);
+}
+
+bool sw_policy_get(const char *func, struct sw_policy *out)
+{
+    bool found = false;
+    pthread_mutex_lock(&policy_mu);
+    for (int i = 0; i < npolicies; i++)
+        if (policies[i].func && !strcmp(policies[i].func, func)) {
+            *out = policies[i].p;
+            found = true;
+            break;
+        }
+    pthread_mutex_unlock(&policy_mu);
+    return found;
+}
+
+/* "FUNC max_retries=N retry_delay=S keep_exit_status_for=S" (config `policy`). */
+int sw_policy_parse(const char *spec, char *err, size_t errlen)
+{
+    char buf[1024];
+    snprintf(buf, sizeof buf, "policy %s", spec);
+    struct sw_req r;
+    const char *why;
+    if (strlen(spec) >= sizeof buf - 8 || sw_parse_line(buf, strlen(buf), false, 0, &r, &why) != SW_OK ||
+        r.cmd != SW_CMD_POLICY) {
+        snprintf(err, errlen, "policy: %s (FUNC max_retries=N retry_delay=S keep_exit_status_for=S)",
+                 strlen(spec) >= sizeof buf - 8 ? "too long" : why);
+        return -1;
+    }
+    struct sw_policy p = { r.max_retries.v, r.retry_delay.v, r.keep.v };
+    sw_policy_set(r.func, &p);
+    return 0;
+}
+
+/* ---- ops ------------------------------------------------------------------- */
+
+struct sw_op *sw_op_new(enum sw_op_kind kind)
+{
+    struct sw_op *op = calloc(1, sizeof *op);
+    if (op)
+        op->kind = kind;
+    return op;
+}
+
+void sw_jobspec_clear(struct sw_jobspec *j)
+{
+    free(j->func);
+    free(j->arg);
+    free(j->uniqkey);
+    free(j->coalesce);
+    memset(j, 0, sizeof *j);
+}
+
+void sw_op_free(struct sw_op *op)
+{
+    if (!op)
+        return;
+    for (int i = 0; i < op->njobs; i++)
+        sw_jobspec_clear(&op->jobs[i]);
+    free(op->jobs);
+    for (int i = 0; i < op->nfuncs; i++)
+        free(op->funcs[i]);
+    free(op->funcs);
+    free(op->coalesce);
+    free(op->coalesce_prefix);
+    free(op->message);
+    free(op->ids);
+    if (op->out)
+        evbuffer_free(op->out);
+    for (int i = 0; i < op->nq; i++)
+        free(op->qrows[i].func);
+    free(op->qrows);
+    free(op);
+}
+
+/* ---- helpers on the store thread -------------------------------------------- */
+
+#define Q(s, sql, ...)                                                                              \
+    sw_dbc_query((s)->conn, (sql), (const struct db_value[]){ __VA_ARGS__ },                       \
+                 (int)(sizeof((const struct db_value[]){ __VA_ARGS__ }) / sizeof(struct db_value)), NULL)
+#define QR(s, rows, sql, ...)                                                                       \
+    sw_dbc_query((s)->conn, (sql), (const struct db_value[]){ __VA_ARGS__ },                       \
+                 (int)(sizeof((const struct db_value[]){ __VA_ARGS__ }) / sizeof(struct db_value)), (rows))
+#define TXT(s) DB_TEXTN((s), strlen(s))
+
+static bool is_mysql(const struct sw_worker *s) { return s->dsn.driver == SW_MYSQL; }
+
+static void fc_clear(struct sw_worker *s)
+{
+    for (int i = 0; i < s->nfc; i++)
+        free(s->fc[i].name);
+    s->nfc = 0;
+}
+
+/* funcname -> funcid in this database; create=true adds it to funcmap
+ * (insert-or-find, as TheSchwartz::FuncMap does). Returns SW_DBE_OK with
+ * *id = 0 when not found and not created. */
+static enum sw_dbe funcid_of(struct sw_worker *s, const char *name, bool create, uint32_t *id)
+{
+    for (int i = 0; i < s->nfc; i++)
+        if (!strcmp(s->fc[i].name, name)) {
+            *id = s->fc[i].id;
+            return SW_DBE_OK;
+        }
+    *id = 0;
+    for (int attempt = 0; attempt < 2; attempt++) {
+        struct sw_rows rows;
+        enum sw_dbe e = QR(s, &rows, "SELECT funcid FROM funcmap WHERE funcname = ?", TXT(name));
+        if (e != SW_DBE_OK)
+            return e;
+        if (rows.nrows) {
+            *id = (uint32_t)sw_cell_int(&rows, 0, 0);
+            sw_rows_free(&rows);
+            if (s->nfc == FC_MAX)
+                fc_clear(s);
+            char *dup = strdup(name);
+            if (dup) {
+                s->fc[s->nfc].name = dup;
+                s->fc[s->nfc].id = *id;
+                s->nfc++;
+            }
+            return SW_DBE_OK;
+        }
+        sw_rows_free(&rows);
+        if (!create)
+            return SW_DBE_OK;
+        e = Q(s, "INSERT INTO funcmap (funcname) VALUES (?)", TXT(name));
+        if (e != SW_DBE_OK && e != SW_DBE_DUP)
+            return e;
+    }
+    /* Created by someone else yet still invisible: never file a job under
+     * funcid 0; the batch is rerun. */
+    return SW_DBE_ABORT;
+}
+
+static enum sw_dbe funcname_of(struct sw_worker *s, uint32_t id, char *name, size_t cap)
+{
+    for (int i = 0; i < s->nfc; i++)
+        if (s->fc[i].id == id) {
+            snprintf(name, cap, "%s", s->fc[i].name);
+            return SW_DBE_OK;
+        }
+    struct sw_rows rows;
+    enum sw_dbe e = QR(s, &rows, "SELECT funcname FROM funcmap WHERE funcid = ?", DB_INT64(id));
+    if (e != SW_DBE_OK)
+        return e;
+    snprintf(name, cap, "%s", rows.nrows ? sw_cell(&rows, 0, 0, NULL) : "");
+    sw_rows_free(&rows);
+    return SW_DBE_OK;
+}
+
+/* The database's clock, as TheSchwartz uses for grabs (clients' clocks may
+ * be skewed). For MySQL the offset to our clock is read with
+ * UNIX_TIMESTAMP() at most every 5 s instead of once per transaction. */
+static int64_t db_now(struct sw_worker *s)
+{
+    int64_t local = (int64_t)time(NULL);
+    if (is_mysql(s) && local - s->clock_checked >= 5) {
+        struct sw_rows rows;
+        if (sw_dbc_query(s->conn, "SELECT UNIX_TIMESTAMP()", NULL, 0, &rows) == SW_DBE_OK && rows.nrows) {
+            s->clock_offset = sw_cell_int(&rows, 0, 0) - local;
+            s->clock_checked = local;
+        }
+        sw_rows_free(&rows);
+    }
+    return local + s->clock_offset;
+}
+
+static void op_fail(struct sw_op *op, enum sw_err e, const char *msg)
+{
+    op->err = e;
+    snprintf(op->errmsg, sizeof op->errmsg, "%s", msg);
+}
+
+/* Map a database error onto the op; returns the class for the caller. */
+static enum sw_dbe op_dberr(struct sw_worker *s, struct sw_op *op, enum sw_dbe e)
+{
+    if (e == SW_DBE_DUP)
+        op_fail(op, SW_E_DUPLICATE, "uniqkey already exists for this function");
+    else
+        op_fail(op, SW_E_DB_ERROR, sw_dbc_error(s->conn));
+    return e;
+}
+
+static void render_job(struct evbuffer *out, const char *hash, uint64_t jobid, const char *func, const char *arg,
+                       size_t arglen, int64_t failures)
+{
+    evbuffer_add_printf(out, "JOB %s-%llu %s %zu %lld\r\n", hash, (unsigned long long)jobid, func, arglen,
+                        (long long)failures);
+    evbuffer_add(out, arg, arglen);
+    evbuffer_add(out, "\r\n", 2);
+}
+
+/* Error rows per job (TheSchwartz's $job->failures). */
+static enum sw_dbe failures_of(struct sw_worker *s, const uint64_t *ids, int n, int64_t *out)
+{
+    if (n <= 0)
+        return SW_DBE_OK;
+    for (int i = 0; i < n; i++)
+        out[i] = 0;
+    char sql[64 + 2 * SW_MAX_GRAB + 64];
+    int len = snprintf(sql, sizeof sql, "SELECT jobid, COUNT(*) FROM error WHERE jobid IN (");
+    struct db_value *p = calloc((size_t)n, sizeof *p);
+    if (!p)
+        return SW_DBE_OTHER;
+    for (int i = 0; i < n; i++) {
+        len += snprintf(sql + len, sizeof sql - (size_t)len, i ? ",?" : "?");
+        p[i] = DB_INT64(ids[i]);
+    }
+    snprintf(sql + len, sizeof sql - (size_t)len, ") GROUP BY jobid");
+    struct sw_rows rows;
+    enum sw_dbe e = sw_dbc_query(s->conn, sql, p, n, &rows);
+    free(p);
+    if (e != SW_DBE_OK)
+        return e;
+    for (size_t r = 0; r < rows.nrows; r++) {
+        uint64_t id = (uint64_t)sw_cell_int(&rows, r, 0);
+        for (int i = 0; i < n; i++)
+            if (ids[i] == id)
+                out[i] = sw_cell_int(&rows, r, 1);
+    }
+    sw_rows_free(&rows);
+    return SW_DBE_OK;
+}
+
+/* Keep an exit status for keep seconds (TheSchwartz set_exit_status), and
+ * now and then sweep expired ones as TheSchwartz does (10%, at most 1000). */
+static enum sw_dbe keep_exit_status(struct sw_worker *s, uint64_t jobid, uint32_t funcid, int64_t status,
+                                    int64_t now, int64_t keep)
+{
+    enum sw_dbe e = Q(s,
+                      is_mysql(s) ? "REPLACE INTO exitstatus (jobid, funcid, status, completion_time, delete_after) "
+                                    "VALUES (?, ?, ?, ?, ?)"
+                                  : "INSERT OR REPLACE INTO exitstatus (jobid, funcid, status, completion_time, "
+                                    "delete_after) VALUES (?, ?, ?, ?, ?)",
+                      DB_INT64(jobid), DB_INT64(funcid), DB_INT64(status), DB_INT64(now), DB_INT64(now + keep));
+    if (e != SW_DBE_OK)
+        return e;
+    s->rnd = s->rnd * 1103515245u + 12345u;
+    if ((s->rnd >> 16) % 10 == 0)
+        e = Q(s,
+              is_mysql(s) ? "DELETE FROM exitstatus WHERE delete_after < ? LIMIT 1000"
+                          : "DELETE FROM exitstatus WHERE jobid IN (SELECT jobid FROM exitstatus WHERE delete_after < ? "
+                            "LIMIT 1000)",
+              DB_INT64(now));
+    return e;
+}
+
+static int64_t policy_keep(struct sw_worker *s, struct sw_op *op, uint32_t funcid, struct sw_policy *pol, bool *have)
+{
+    *have = false;
+    memset(pol, 0, sizeof *pol);
+    if (atomic_load(&policies_any)) {
+        char name[SW_MAX_NAME + 1];
+        if (funcname_of(s, funcid, name, sizeof name) == SW_DBE_OK && name[0])
+            *have = sw_policy_get(name, pol);
+    }
+    return op->keep.set ? op->keep.v : pol->keep_exit_status_for;
+}
+
+/* ---- the operations ----------------------------------------------------------- */
+
+static enum sw_dbe insert_jobs(struct sw_worker *s, struct sw_op *op, int64_t now)
+{
+    if (!op->ids) {
+        op->ids = calloc((size_t)op->njobs, sizeof *op->ids);
+        if (!op->ids) {
+            op_fail(op, SW_E_DB_ERROR, "out of memory");
+            return SW_DBE_OTHER;
+        }
+    }
+    for (int i = 0; i < op->njobs; i++) {
+        struct sw_jobspec *j = &op->jobs[i];
+        uint32_t funcid;
+        enum sw_dbe e = funcid_of(s, j->func, true, &funcid);
+        if (e != SW_DBE_OK)
+            return op_dberr(s, op, e);
+        struct db_value none = { .type = DB_NULL };
+        e = Q(s,
+              "INSERT INTO job (funcid, arg, uniqkey, insert_time, run_after, grabbed_until, priority, coalesce) "
+              "VALUES (?, ?, ?, ?, ?, 0, ?, ?)",
+              DB_INT64(funcid), DB_BLOBN(j->arg, j->arglen), j->uniqkey ? TXT(j->uniqkey) : none, DB_INT64(now),
+              DB_INT64(j->run_after.set ? j->run_after.v : now), j->priority.set ? DB_INT64(j->priority.v) : none,
+              j->coalesce ? TXT(j->coalesce) : none);
+        if (e != SW_DBE_OK)
+            return op_dberr(s, op, e);
+        op->ids[i] = (uint64_t)sw_dbc_last_id(s->conn);
+    }
+    return SW_DBE_OK;
+}
+
+/* Render jobs ids[0..n) (in that order) with their arguments, fetched
+ * here in chunks: callers select only LENGTH(arg) for candidates, so
+ * memory stays bounded by what is sent. */
+static enum sw_dbe render_jobs(struct sw_worker *s, struct sw_op *op, const uint64_t *ids, const char *const *funcs,
+                               const int64_t *fails, int n)
+{
+    for (int base = 0; base < n; base += SW_MAX_GRAB) {
+        int m = n - base < SW_MAX_GRAB ? n - base : SW_MAX_GRAB;
+        char sql[64 + 2 * SW_MAX_GRAB];
+        struct db_value *p = calloc((size_t)m, sizeof *p);
+        if (!p) {
+            op_fail(op, SW_E_DB_ERROR, "out of memory");
+            return SW_DBE_OTHER;
+        }
+        int len = snprintf(sql, sizeof sql, "SELECT jobid, arg FROM job WHERE jobid IN (");
+        for (int i = 0; i < m; i++) {
+            len += snprintf(sql + len, sizeof sql - (size_t)len, i ? ",?" : "?");
+            p[i] = DB_INT64(ids[base + i]);
+        }
+        snprintf(sql + len, sizeof sql - (size_t)len, ")");
+        struct sw_rows args;
+        enum sw_dbe e = sw_dbc_query(s->conn, sql, p, m, &args);
+        free(p);
+        if (e != SW_DBE_OK)
+            return op_dberr(s, op, e);
+        for (int i = base; i < base + m; i++) {
+            const char *arg = NULL;
+            size_t alen = 0;
+            for (size_t r = 0; r < args.nrows; r++)
+                if ((uint64_t)sw_cell_int(&args, r, 0) == ids[i]) {
+                    arg = sw_cell(&args, r, 1, &alen);
+                    break;
+                }
+            render_job(op->out, s->hash, ids[i], funcs[i], arg ? arg : "", arg ? alen : 0, fails[i]);
+            op->nfound++;
+        }
+        sw_rows_free(&args);
+    }
+    return SW_DBE_OK;
+}
+
+struct cand { uint64_t jobid; int64_t grabbed_until; char *arg; size_t arglen; int f; };
+
+static enum sw_dbe op_grab(struct sw_worker *s, struct sw_op *op, int64_t now)
+{
+    uint32_t ids[SW_MAX_FUNCS];
+    int fidx[SW_MAX_FUNCS], nf = 0;
+    for (int i = 0; i < op->nfuncs; i++) {
+        uint32_t id;
+        enum sw_dbe e = funcid_of(s, op->funcs[i], false, &id);
+        if (e != SW_DBE_OK)
+            return op_dberr(s, op, e);
+        if (id) {
+            ids[nf] = id;
+            fidx[nf++] = i;
+        }
+    }
+    if (!nf)
+        return SW_DBE_OK;
+    int want = op->max;
+    /* One connection: our grabs never race each other, a few spare
+     * candidates cover Perl workers. Several: the candidates are locked as
+     * they are read, skipping rows another of our connections holds
+     * (FOR UPDATE SKIP LOCKED), so parallel grabs neither collide nor
+     * deadlock; without SKIP LOCKED, take more and shuffle them as
+     * TheSchwartz does (a deadlock then reruns the batch). */
+    bool parallel = s->store->nw > 1;
+    bool skip_locked = parallel && s->skip_locked;
+    bool shuffle = parallel && !skip_locked;
+    int spare = shuffle ? want * 3 + 4 : 4;
+    int lim = want + spare < sw.cfg.batch_size ? want + spare : sw.cfg.batch_size;
+    if (lim < want)
+        lim = want;
+    char sql[512];
+    int len = snprintf(sql, sizeof sql,
+                       "SELECT jobid, grabbed_until, LENGTH(arg), (SELECT COUNT(*) FROM error e WHERE e.jobid = job.jobid) "
+                       "FROM job WHERE funcid = ? AND run_after <= ? AND grabbed_until <= ?");
+    if (op->floor.set)
+        len += snprintf(sql + len, sizeof sql - (size_t)len, " AND priority >= ?");
+    if (op->coalesce)
+        len += snprintf(sql + len, sizeof sql - (size_t)len, " AND coalesce = ?");
+    else if (op->coalesce_prefix)
+        len += snprintf(sql + len, sizeof sql - (size_t)len, " AND coalesce LIKE ? ESCAPE '!'");
+    snprintf(sql + len, sizeof sql - (size_t)len, " ORDER BY %sjobid LIMIT ?%s", op->prioritize ? "priority DESC, " : "",
+             skip_locked ? " FOR UPDATE SKIP LOCKED" : "");
+    char like[2 * SW_MAX_NAME + 2];
+    if (op->coalesce_prefix) {
+        size_t o = 0;
+        for (const char *c = op->coalesce_prefix; *c; c++) {
+            if (*c == '%' || *c == '_' || *c == '!')
+                like[o++] = '!';
+            like[o++] = *c;
+        }
+        like[o++] = '%';
+        like[o] = '\0';
+    }
+    struct sw_rows rows[SW_MAX_FUNCS];
+    memset(rows, 0, sizeof rows);
+    enum sw_dbe e = SW_DBE_OK;
+    unsigned start = s->grab_rr++;
+    for (int k = 0; k < nf; k++) {
+        struct db_value p[6];
+        int np = 0;
+        p[np++] = DB_INT64(ids[k]);
+        p[np++] = DB_INT64(now);
+        p[np++] = DB_INT64(now);
+        if (op->floor.set)
+            p[np++] = DB_INT64(op->floor.v);
+        if (op->coalesce)
+            p[np++] = TXT(op->coalesce);
+        else if (op->coalesce_prefix)
+            p[np++] = TXT(like);
+        p[np++] = DB_INT64(lim);
+        e = sw_dbc_query(s->conn, sql, p, np, &rows[k]);
+        if (e != SW_DBE_OK) {
+            op_dberr(s, op, e);
+            goto out;
+        }
+    }
+    size_t perm[SW_MAX_FUNCS][64];
+    for (int k = 0; k < nf; k++) {
+        size_t n = rows[k].nrows < 64 ? rows[k].nrows : 64;
+        for (size_t r = 0; r < n; r++)
+            perm[k][r] = r;
+        for (size_t r = n; shuffle && r > 1; r--) {
+            s->rnd = s->rnd * 1103515245u + 12345u;
+            size_t j = (s->rnd >> 8) % r, t = perm[k][r - 1];
+            perm[k][r - 1] = perm[k][j];
+            perm[k][j] = t;
+        }
+    }
+    /* Round-robin over the functions (starting at a rotating one) so a
+     * small queue is served while a big one has work. */
+    uint64_t got[SW_MAX_GRAB] = { 0 };
+    int gotf[SW_MAX_GRAB];
+    size_t gotrow[SW_MAX_GRAB];
+    int ngot = 0;
+    size_t bytes = 0;
+    for (size_t r = 0; ngot < want && bytes < SW_MAX_REPLY; r++) {
+        bool any = false;
+        for (int kk = 0; kk < nf && ngot < want && bytes < SW_MAX_REPLY; kk++) {
+            int k = (int)((start + (unsigned)kk) % (unsigned)nf);
+            if (r >= rows[k].nrows)
+                continue;
+            any = true;
+            size_t row = r < 64 ? perm[k][r] : r;
+            uint64_t jobid = (uint64_t)sw_cell_int(&rows[k], row, 0);
+            int64_t old = sw_cell_int(&rows[k], row, 1);
+            /* Compare-and-set, as TheSchwartz: lose the race -> next candidate. */
+            e = Q(s, "UPDATE job SET grabbed_until = ? WHERE jobid = ? AND grabbed_until = ?",
+                  DB_INT64(now + op->grab_for), DB_INT64(jobid), DB_INT64(old));
+            if (e != SW_DBE_OK) {
+                op_dberr(s, op, e);
+                goto out;
+            }
+            if (sw_dbc_affected(s->conn) != 1)
+                continue;
+            got[ngot] = jobid;
+            gotf[ngot] = k;
+            gotrow[ngot] = row;
+            ngot++;
+            bytes += (size_t)sw_cell_int(&rows[k], row, 2);
+        }
+        if (!any)
+            break;
+    }
+    {
+        const char *fn[SW_MAX_GRAB];
+        int64_t fl[SW_MAX_GRAB];
+        for (int i = 0; i < ngot; i++) {
+            fn[i] = op->funcs[fidx[gotf[i]]];
+            fl[i] = sw_cell_int(&rows[gotf[i]], gotrow[i], 3);
+        }
+        op->nfound = 0;
+        e = render_jobs(s, op, got, fn, fl, ngot);
+    }
+
+out:
+    for (int k = 0; k < nf; k++)
+        sw_rows_free(&rows[k]);
+    return e;
+}
+
+static enum sw_dbe op_completed(struct sw_worker *s, struct sw_op *op, int64_t now)
+{
+    struct sw_rows rows;
+    enum sw_dbe e = QR(s, &rows, "DELETE FROM job WHERE jobid = ? RETURNING funcid", DB_INT64(op->jobid));
+    if (e != SW_DBE_OK)
+        return op_dberr(s, op, e);
+    if (!rows.nrows) {
+        sw_rows_free(&rows);
+        op_fail(op, SW_E_NOT_FOUND, "no such job (finished already?)");
+        return SW_DBE_OTHER;
+    }
+    uint32_t funcid = (uint32_t)sw_cell_int(&rows, 0, 0);
+    sw_rows_free(&rows);
+    struct sw_policy pol;
+    bool have;
+    int64_t keep = policy_keep(s, op, funcid, &pol, &have);
+    if (keep > 0 && (e = keep_exit_status(s, op->jobid, funcid, 0, now, keep)) != SW_DBE_OK)
+        return op_dberr(s, op, e);
+    return SW_DBE_OK;
+}
+
+static enum sw_dbe op_failed(struct sw_worker *s, struct sw_op *op, int64_t now)
+{
+    struct sw_rows rows;
+    enum sw_dbe e = QR(s, &rows, "SELECT funcid FROM job WHERE jobid = ?", DB_INT64(op->jobid));
+    if (e != SW_DBE_OK)
+        return op_dberr(s, op, e);
+    if (!rows.nrows) {
+        sw_rows_free(&rows);
+        op_fail(op, SW_E_NOT_FOUND, "no such job (finished already?)");
+        return SW_DBE_OTHER;
+    }
+    uint32_t funcid = (uint32_t)sw_cell_int(&rows, 0, 0);
+    sw_rows_free(&rows);
+    const char *msg = op->message ? op->message : "";
+    e = Q(s, "INSERT INTO error (error_time, jobid, message, funcid) VALUES (?, ?, ?, ?)", DB_INT64(now),
+          DB_INT64(op->jobid), TXT(msg), DB_INT64(funcid));
+    if (e != SW_DBE_OK)
+        return op_dberr(s, op, e);
+    /* TheSchwartz trims errors older than a week on each failure. */
+    e = Q(s,
+          is_mysql(s) ? "DELETE FROM error WHERE error_time < ? LIMIT 1000"
+                      : "DELETE FROM error WHERE rowid IN (SELECT rowid FROM error WHERE error_time < ? LIMIT 1000)",
+          DB_INT64(now - ERROR_KEEP_SECONDS));
+    if (e != SW_DBE_OK)
+        return op_dberr(s, op, e);
+    int64_t failures;
+    uint64_t id = op->jobid;
+    if ((e = failures_of(s, &id, 1, &failures)) != SW_DBE_OK)
+        return op_dberr(s, op, e);
+    struct sw_policy pol;
+    bool have;
+    int64_t keep = policy_keep(s, op, funcid, &pol, &have);
+    int64_t max_retries = op->max_retries.set ? op->max_retries.v : pol.max_retries;
+    int64_t delay = op->retry_delay.set ? op->retry_delay.v : pol.retry_delay;
+    if (!op->permanent && max_retries >= failures) {
+        if (delay > 0)
+            e = Q(s, "UPDATE job SET grabbed_until = 0, run_after = ? WHERE jobid = ?", DB_INT64(now + delay),
+                  DB_INT64(op->jobid));
+        else
+            e = Q(s, "UPDATE job SET grabbed_until = 0 WHERE jobid = ?", DB_INT64(op->jobid));
+        if (e != SW_DBE_OK)
+            return op_dberr(s, op, e);
+        op->retried = true;
+        return SW_DBE_OK;
+    }
+    int64_t status = op->exit_status.set && op->exit_status.v ? op->exit_status.v : 1;
+    if (keep > 0 && (e = keep_exit_status(s, op->jobid, funcid, status, now, keep)) != SW_DBE_OK)
+        return op_dberr(s, op, e);
+    if ((e = Q(s, "DELETE FROM job WHERE jobid = ?", DB_INT64(op->jobid))) != SW_DBE_OK)
+        return op_dberr(s, op, e);
+    return SW_DBE_OK;
+}
+
+static enum sw_dbe op_declined(struct sw_worker *s, struct sw_op *op)
+{
+    enum sw_dbe e;
+    if (op->run_after.set)
+        e = Q(s, "UPDATE job SET run_after = ?, grabbed_until = 0 WHERE jobid = ?", DB_INT64(op->run_after.v),
+              DB_INT64(op->jobid));
+    else
+        e = Q(s, "UPDATE job SET grabbed_until = grabbed_until WHERE jobid = ?", DB_INT64(op->jobid));
+    if (e != SW_DBE_OK)
+        return op_dberr(s, op, e);
+    if (!op->run_after.set || sw_dbc_affected(s->conn) == 0) {
+        /* MySQL reports changed rows, not matched ones: look. */
+        struct sw_rows rows;
+        e = QR(s, &rows, "SELECT 1 FROM job WHERE jobid = ?", DB_INT64(op->jobid));
+        if (e != SW_DBE_OK)
+            return op_dberr(s, op, e);
+        size_t n = rows.nrows;
+        sw_rows_free(&rows);
+        if (!n) {
+            op_fail(op, SW_E_NOT_FOUND, "no such job (finished already?)");
+            return SW_DBE_OTHER;
+        }
+    }
+    return SW_DBE_OK;
+}
+
+/* replace_with: the new jobs and the end of the old one in one savepoint. */
+static enum sw_dbe op_replace(struct sw_worker *s, struct sw_op *op, int64_t now)
+{
+    enum sw_dbe e = insert_jobs(s, op, now);
+    if (e != SW_DBE_OK)
+        return e;
+    if ((e = op_completed(s, op, now)) != SW_DBE_OK)
+        return e;
+    if (sw.cfg.test_fault && !strcmp(sw.cfg.test_fault, "replace_with")) {
+        op_fail(op, SW_E_FAULT, "test fault before commit: replace_with rolled back");
+        return SW_DBE_OTHER;
+    }
+    return SW_DBE_OK;
+}
+
+static enum sw_dbe op_list(struct sw_worker *s, struct sw_op *op, int64_t now)
+{
+    (void)now;
+    uint32_t funcid;
+    enum sw_dbe e = funcid_of(s, op->funcs[0], false, &funcid);
+    if (e != SW_DBE_OK)
+        return op_dberr(s, op, e);
+    if (!funcid)
+        return SW_DBE_OK;
+    char like[2 * SW_MAX_NAME + 2];
+    const char *sql = "SELECT jobid, LENGTH(arg) FROM job WHERE funcid = ? ORDER BY jobid LIMIT ?";
+    struct db_value p[3] = { DB_INT64(funcid), DB_INT64(op->limit.v), DB_INT64(0) };
+    int np = 2;
+    if (op->coalesce) {
+        sql = "SELECT jobid, LENGTH(arg) FROM job WHERE funcid = ? AND coalesce = ? ORDER BY jobid LIMIT ?";
+        p[1] = TXT(op->coalesce);
+        p[2] = DB_INT64(op->limit.v);
+        np = 3;
+    } else if (op->coalesce_prefix) {
+        size_t o = 0;
+        for (const char *c = op->coalesce_prefix; *c; c++) {
+            if (*c == '%' || *c == '_' || *c == '!')
+                like[o++] = '!';
+            like[o++] = *c;
+        }
+        like[o++] = '%';
+        like[o] = '\0';
+        sql = "SELECT jobid, LENGTH(arg) FROM job WHERE funcid = ? AND coalesce LIKE ? ESCAPE '!' ORDER BY jobid LIMIT ?";
+        p[1] = TXT(like);
+        p[2] = DB_INT64(op->limit.v);
+        np = 3;
+    }
+    struct sw_rows rows;
+    if ((e = sw_dbc_query(s->conn, sql, p, np, &rows)) != SW_DBE_OK)
+        return op_dberr(s, op, e);
+    uint64_t *ids = calloc(rows.nrows + 1, sizeof *ids);
+    int64_t *fails = calloc(rows.nrows + 1, sizeof *fails);
+    if (!ids || !fails) {
+        free(ids);
+        free(fails);
+        sw_rows_free(&rows);
+        op_fail(op, SW_E_DB_ERROR, "out of memory");
+        return SW_DBE_OTHER;
+    }
+    for (size_t r = 0; r < rows.nrows; r++)
+        ids[r] = (uint64_t)sw_cell_int(&rows, r, 0);
+    /* failures in chunks the IN list allows */
+    for (size_t r = 0; r < rows.nrows && e == SW_DBE_OK; r += SW_MAX_GRAB) {
+        int n = (int)(rows.nrows - r < SW_MAX_GRAB ? rows.nrows - r : SW_MAX_GRAB);
+        e = failures_of(s, ids + r, n, fails + r);
+    }
+    if (e == SW_DBE_OK) {
+        /* as many as fit in SW_MAX_REPLY (at least one) */
+        size_t n = 0, bytes = 0;
+        while (n < rows.nrows && (n == 0 || bytes < SW_MAX_REPLY))
+            bytes += (size_t)sw_cell_int(&rows, n++, 1);
+        const char **fn = calloc(n + 1, sizeof *fn);
+        if (!fn) {
+            op_fail(op, SW_E_DB_ERROR, "out of memory");
+            e = SW_DBE_OTHER;
+        } else {
+            for (size_t r = 0; r < n; r++)
+                fn[r] = op->funcs[0];
+            e = render_jobs(s, op, ids, fn, fails, (int)n);
+            free(fn);
+        }
+    } else
+        op_dberr(s, op, e);
+    free(ids);
+    free(fails);
+    sw_rows_free(&rows);
+    return e;
+}
+
+static enum sw_dbe op_inspect(struct sw_worker *s, struct sw_op *op)
+{
+    struct sw_rows rows;
+    enum sw_dbe e = QR(s, &rows,
+                       "SELECT j.jobid, f.funcname, j.arg, j.uniqkey, j.insert_time, j.run_after, j.grabbed_until, "
+                       "j.priority, j.coalesce FROM job j LEFT JOIN funcmap f ON f.funcid = j.funcid WHERE j.jobid = ?",
+                       DB_INT64(op->jobid));
+    if (e != SW_DBE_OK)
+        return op_dberr(s, op, e);
+    if (!rows.nrows) {
+        sw_rows_free(&rows);
+        op_fail(op, SW_E_NOT_FOUND, "no such job");
+        return SW_DBE_OTHER;
+    }
+    int64_t fails;
+    uint64_t id = op->jobid;
+    if ((e = failures_of(s, &id, 1, &fails)) != SW_DBE_OK) {
+        sw_rows_free(&rows);
+        return op_dberr(s, op, e);
+    }
+    size_t alen;
+    const char *arg = sw_cell(&rows, 0, 2, &alen);
+    const char *fn = sw_cell(&rows, 0, 1, NULL);
+    render_job(op->out, s->hash, op->jobid, fn ? fn : "", arg ? arg : "", arg ? alen : 0, fails);
+    static const char *names[] = { "uniqkey", "insert_time", "run_after", "grabbed_until", "priority", "coalesce" };
+    for (int c = 0; c < 6; c++) {
+        const char *v = sw_cell(&rows, 0, 3 + c, NULL);
+        if (v)
+            evbuffer_add_printf(op->out, "FIELD %s %s\r\n", names[c], v);
+    }
+    sw_rows_free(&rows);
+    if ((e = QR(s, &rows, "SELECT error_time, message FROM error WHERE jobid = ? ORDER BY error_time",
+                DB_INT64(op->jobid))) != SW_DBE_OK)
+        return op_dberr(s, op, e);
+    for (size_t r = 0; r < rows.nrows; r++) {
+        const char *m = sw_cell(&rows, r, 1, NULL);
+        evbuffer_add_printf(op->out, "ERROR %s :", sw_cell(&rows, r, 0, NULL) ? sw_cell(&rows, r, 0, NULL) : "0");
+        /* messages are single-line on the wire */
+        for (const char *c = m ? m : ""; *c; c++)
+            evbuffer_add(op->out, (*c == '\r' || *c == '\n') ? " " : c, 1);
+        evbuffer_add(op->out, "\r\n", 2);
+    }
+    sw_rows_free(&rows);
+    return SW_DBE_OK;
+}
+
+static enum sw_dbe op_status(struct sw_worker *s, struct sw_op *op)
+{
+    struct sw_rows rows;
+    enum sw_dbe e = QR(s, &rows, "SELECT status, completion_time FROM exitstatus WHERE jobid = ?", DB_INT64(op->jobid));
+    if (e != SW_DBE_OK)
+        return op_dberr(s, op, e);
+    if (rows.nrows)
+        evbuffer_add_printf(op->out, "STATUS %s %s\r\n", sw_cell(&rows, 0, 0, NULL) ? sw_cell(&rows, 0, 0, NULL) : "0",
+                            sw_cell(&rows, 0, 1, NULL) ? sw_cell(&rows, 0, 1, NULL) : "0");
+    else
+        evbuffer_add_printf(op->out, "STATUS none\r\n");
+    sw_rows_free(&rows);
+    return SW_DBE_OK;
+}
+
+static enum sw_dbe op_funcmap(struct sw_worker *s, struct sw_op *op)
+{
+    struct sw_rows rows;
+    enum sw_dbe e = sw_dbc_query(s->conn, "SELECT funcid, funcname FROM funcmap ORDER BY funcid", NULL, 0, &rows);
+    if (e != SW_DBE_OK)
+        return op_dberr(s, op, e);
+    for (size_t r = 0; r < rows.nrows; r++)
+        evbuffer_add_printf(op->out, "FUNC %d %s %s\r\n", s->index, sw_cell(&rows, r, 0, NULL),
+                            sw_cell(&rows, r, 1, NULL) ? sw_cell(&rows, r, 1, NULL) : "");
+    sw_rows_free(&rows);
+    return SW_DBE_OK;
+}
+
+static struct sw_qrow *qrow_for(struct sw_op *op, const char *func)
+{
+    for (int i = 0; i < op->nq; i++)
+        if (!strcmp(op->qrows[i].func, func))
+            return &op->qrows[i];
+    struct sw_qrow *q = realloc(op->qrows, (size_t)(op->nq + 1) * sizeof *q);
+    if (!q)
+        return NULL;
+    op->qrows = q;
+    q = &op->qrows[op->nq];
+    memset(q, 0, sizeof *q);
+    q->func = strdup(func);
+    if (!q->func)
+        return NULL;
+    op->nq++;
+    return q;
+}
+
+static enum sw_dbe op_queues(struct sw_worker *s, struct sw_op *op, int64_t now)
+{
+    struct sw_rows rows;
+    enum sw_dbe e = QR(s, &rows,
+                       "SELECT f.funcname, SUM(CASE WHEN j.run_after <= ? AND j.grabbed_until <= ? THEN 1 ELSE 0 END), "
+                       "SUM(CASE WHEN j.grabbed_until > ? THEN 1 ELSE 0 END) FROM funcmap f LEFT JOIN job j ON "
+                       "j.funcid = f.funcid GROUP BY f.funcname",
+                       DB_INT64(now), DB_INT64(now), DB_INT64(now));
+    if (e != SW_DBE_OK)
+        return op_dberr(s, op, e);
+    for (size_t r = 0; r < rows.nrows && op->nq < 100000; r++) {
+        struct sw_qrow *q = qrow_for(op, sw_cell(&rows, r, 0, NULL) ? sw_cell(&rows, r, 0, NULL) : "");
+        if (q) {
+            q->ready += (uint64_t)sw_cell_int(&rows, r, 1);
+            q->running += (uint64_t)sw_cell_int(&rows, r, 2);
+        }
+    }
+    sw_rows_free(&rows);
+    e = sw_dbc_query(s->conn,
+                     "SELECT f.funcname, COUNT(*) FROM error e JOIN funcmap f ON f.funcid = e.funcid GROUP BY f.funcname",
+                     NULL, 0, &rows);
+    if (e != SW_DBE_OK)
+        return op_dberr(s, op, e);
+    for (size_t r = 0; r < rows.nrows; r++) {
+        struct sw_qrow *q = qrow_for(op, sw_cell(&rows, r, 0, NULL) ? sw_cell(&rows, r, 0, NULL) : "");
+        if (q)
+            q->failed += (uint64_t)sw_cell_int(&rows, r, 1);
+    }
+    sw_rows_free(&rows);
+    return SW_DBE_OK;
+}
+
+static bool needs_savepoint(const struct sw_op *op)
+{
+    /* completed is one DELETE unless an exit status is kept too */
+    return (op->kind == SW_OP_INSERT && op->njobs > 1) || op->kind == SW_OP_REPLACE || op->kind == SW_OP_FAILED ||
+           (op->kind == SW_OP_COMPLETED && ((op->keep.set && op->keep.v > 0) || atomic_load(&policies_any)));
+}
+
+static enum sw_dbe run_op(struct sw_worker *s, struct sw_op *op, int64_t now)
+{
+    switch (op->kind) {
+    case SW_OP_INSERT: return insert_jobs(s, op, now);
+    case SW_OP_GRAB: return op_grab(s, op, now);
+    case SW_OP_COMPLETED: return op_completed(s, op, now);
+    case SW_OP_FAILED: return op_failed(s, op, now);
+    case SW_OP_DECLINED: return op_declined(s, op);
+    case SW_OP_REPLACE: return op_replace(s, op, now);
+    case SW_OP_LIST: return op_list(s, op, now);
+    case SW_OP_INSPECT: return op_inspect(s, op);
+    case SW_OP_STATUS: return op_status(s, op);
+    case SW_OP_FUNCMAP: return op_funcmap(s, op);
+    case SW_OP_QUEUES: return op_queues(s, op, now);
+    }
+    return SW_DBE_OTHER;
+}
+
+/* ---- schema ---------------------------------------------------------------------- */
+
+/* TheSchwartz's doc/schema.sql, created if missing (a Perl install's tables
+ * are used as they are). */
+static const char *const schema_mysql[] = {
+    "CREATE TABLE IF NOT EXISTS funcmap (funcid INT UNSIGNED PRIMARY KEY NOT NULL AUTO_INCREMENT, "
+    "funcname VARCHAR(255) NOT NULL, UNIQUE(funcname)) ENGINE=InnoDB",
+    "CREATE TABLE IF NOT EXISTS job (jobid BIGINT UNSIGNED PRIMARY KEY NOT NULL AUTO_INCREMENT, "
+    "funcid INT UNSIGNED NOT NULL, arg MEDIUMBLOB, uniqkey VARCHAR(255) NULL, insert_time INTEGER UNSIGNED, "
+    "run_after INTEGER UNSIGNED NOT NULL, grabbed_until INTEGER UNSIGNED NOT NULL, priority SMALLINT UNSIGNED, "
+    "coalesce VARCHAR(255), INDEX (funcid, run_after), UNIQUE(funcid, uniqkey), INDEX (funcid, coalesce)) ENGINE=InnoDB",
+    "CREATE TABLE IF NOT EXISTS note (jobid BIGINT UNSIGNED NOT NULL, notekey VARCHAR(255), "
+    "PRIMARY KEY (jobid, notekey), value MEDIUMBLOB) ENGINE=InnoDB",
+    "CREATE TABLE IF NOT EXISTS error (error_time INTEGER UNSIGNED NOT NULL, jobid BIGINT UNSIGNED NOT NULL, "
+    "message VARCHAR(255) NOT NULL, funcid INT UNSIGNED NOT NULL DEFAULT 0, INDEX (funcid, error_time), "
+    "INDEX (error_time), INDEX (jobid)) ENGINE=InnoDB",
+    "CREATE TABLE IF NOT EXISTS exitstatus (jobid BIGINT UNSIGNED PRIMARY KEY NOT NULL, "
+    "funcid INT UNSIGNED NOT NULL DEFAULT 0, status SMALLINT UNSIGNED, completion_time INTEGER UNSIGNED, "
+    "delete_after INTEGER UNSIGNED, INDEX (funcid), INDEX (delete_after)) ENGINE=InnoDB",
+    NULL,
+};
+
+/* Its SQLite variant (t/schema-sqlite.sql), plus the note table and the
+ * secondary indexes of the MySQL schema (Perl does not mind them). */
+static const char *const schema_sqlite[] = {
+    "CREATE TABLE IF NOT EXISTS funcmap (funcid INTEGER PRIMARY KEY AUTOINCREMENT, "
+    "funcname VARCHAR(255) NOT NULL, UNIQUE(funcname))",
+    "CREATE TABLE IF NOT EXISTS job (jobid INTEGER PRIMARY KEY AUTOINCREMENT, funcid INTEGER UNSIGNED NOT NULL, "
+    "arg MEDIUMBLOB, uniqkey VARCHAR(255) NULL, insert_time INTEGER UNSIGNED, run_after INTEGER UNSIGNED NOT NULL, "
+    "grabbed_until INTEGER UNSIGNED NOT NULL, priority SMALLINT UNSIGNED, coalesce VARCHAR(255), "
+    "UNIQUE(funcid, uniqkey))",
+    "CREATE TABLE IF NOT EXISTS note (jobid BIGINT UNSIGNED NOT NULL, notekey VARCHAR(255), value MEDIUMBLOB, "
+    "PRIMARY KEY (jobid, notekey))",
+    "CREATE TABLE IF NOT EXISTS error (error_time INTEGER UNSIGNED NOT NULL, jobid INTEGER NOT NULL, "
+    "message VARCHAR(255) NOT NULL, funcid INT UNSIGNED NOT NULL DEFAULT 0)",
+    "CREATE TABLE IF NOT EXISTS exitstatus (jobid INTEGER PRIMARY KEY NOT NULL, funcid INT UNSIGNED NOT NULL DEFAULT 0, "
+    "status SMALLINT UNSIGNED, completion_time INTEGER UNSIGNED, delete_after INTEGER UNSIGNED)",
+    "CREATE INDEX IF NOT EXISTS job_funcid_runafter ON job (funcid, run_after)",
+    "CREATE INDEX IF NOT EXISTS job_funcid_coalesce ON job (funcid, coalesce)",
+    "CREATE INDEX IF NOT EXISTS error_funcid_time ON error (funcid, error_time)",
+    "CREATE INDEX IF NOT EXISTS error_time ON error (error_time)",
+    "CREATE INDEX IF NOT EXISTS error_jobid ON error (jobid)",
+    "CREATE INDEX IF NOT EXISTS exitstatus_funcid ON exitstatus (funcid)",
+    "CREATE INDEX IF NOT EXISTS exitstatus_delete_after ON exitstatus (delete_after)",
+    NULL,
+};
+
+static int store_connect(struct sw_worker *s)
+{
+    char err[300];
+    s->conn = sw_dbc_open(&s->dsn, s->user, s->pass, err, sizeof err);
+    if (!s->conn) {
+        log_warn("schwartzd: database %d (%s) down: %s", s->index, s->dsn_text, err);
+        return -1;
+    }
+    for (const char *const *q = is_mysql(s) ? schema_mysql : schema_sqlite; *q; q++)
+        if (sw_dbc_exec(s->conn, *q) != SW_DBE_OK) {
+            log_warn("schwartzd: database %d: schema: %s", s->index, sw_dbc_error(s->conn));
+            sw_dbc_close(s->conn);
+            s->conn = NULL;
+            return -1;
+        }
+    fc_clear(s);
+    s->clock_checked = 0;
+    s->lazy_sync = false;
+    /* MariaDB >= 10.6 and MySQL >= 8.0 take SKIP LOCKED. */
+    s->skip_locked = is_mysql(s) &&
+                     sw_dbc_exec(s->conn, "SELECT jobid FROM job WHERE jobid = 0 FOR UPDATE SKIP LOCKED") == SW_DBE_OK;
+    atomic_fetch_add(&s->store->n_reconnects, 1);
+    log_info("schwartzd: database %d (%s) connected", s->index, s->dsn_text);
+    return 0;
+}
+
+static void mark_dead(struct sw_worker *s, const char *why)
+{
+    log_warn("schwartzd: database %d (%s) marked dead for %ds: %s", s->index, s->dsn_text, sw.cfg.retry_seconds, why);
+    atomic_store(&s->store->dead_until, (int64_t)time(NULL) + sw.cfg.retry_seconds);
+    if (s->conn) {
+        sw_dbc_close(s->conn);
+        s->conn = NULL;
+    }
+    fc_clear(s);
+}
+
+/* On loop 0: the ops of one batch, chained by next, each to its done(). */
+static void deliver(void *arg)
+{
+    for (struct sw_op *op = arg, *next; op; op = next) {
+        next = op->next;
+        op->next = NULL;
+        op->done(op);
+    }
+}
+
+static void op_reset(struct sw_op *op)
+{
+    op->err = SW_OK;
+    op->errmsg[0] = '\0';
+    op->nfound = 0;
+    op->retried = false;
+    if (op->out)
+        evbuffer_drain(op->out, evbuffer_get_length(op->out));
+    for (int i = 0; i < op->nq; i++)
+        free(op->qrows[i].func);
+    free(op->qrows);
+    op->qrows = NULL;
+    op->nq = 0;
+}
+
+/* A batch of one op that writes with at most one statement (or only
+ * reads) needs no BEGIN/COMMIT round trips: in autocommit the statement
+ * is its own durable transaction. */
+static bool autocommit_ok(const struct sw_op *op)
+{
+    if (op->next)
+        return false;
+    switch (op->kind) {
+    case SW_OP_INSERT: return op->njobs == 1;   /* funcmap insert-or-find is idempotent on its own */
+    case SW_OP_COMPLETED: return !needs_savepoint(op);
+    case SW_OP_DECLINED: case SW_OP_LIST: case SW_OP_INSPECT: case SW_OP_STATUS: case SW_OP_FUNCMAP:
+    case SW_OP_QUEUES:
+        return true;
+    default: return false;
+    }
+}
+
+/* One transaction over the batch. Returns true if it committed; else *dead
+ * says the connection is gone and *transient that a rerun may succeed
+ * (deadlock, lock timeout, busy). */
+static bool run_txn(struct sw_worker *s, struct sw_op *first, char *why, size_t whylen, bool *dead, bool *transient)
+{
+    *dead = *transient = false;
+    if (!s->conn) {
+        if (atomic_load(&s->store->dead_until) > (int64_t)time(NULL) || store_connect(s) < 0) {
+            if (atomic_load(&s->store->dead_until) <= (int64_t)time(NULL))
+                atomic_store(&s->store->dead_until, (int64_t)time(NULL) + sw.cfg.retry_seconds);
+            *dead = true;
+            snprintf(why, whylen, "database is down");
+            return false;
+        }
+    }
+    /* SQLite: a batch of grabs only (and reads) commits without its own
+     * fsync. A lease lost to a power cut only lets the job run again, which
+     * a lease allows anyway; the next durable commit syncs it too.
+     * Inserts, completions, failures and replacements always fsync. */
+    bool lazy = false;
+    if (!is_mysql(s)) {
+        lazy = true;
+        for (struct sw_op *op = first; op && lazy; op = op->next)
+            lazy = op->kind == SW_OP_GRAB || op->kind == SW_OP_LIST || op->kind == SW_OP_INSPECT ||
+                   op->kind == SW_OP_STATUS || op->kind == SW_OP_FUNCMAP || op->kind == SW_OP_QUEUES;
+        if (lazy != s->lazy_sync) {
+            enum sw_dbe pe = sw_dbc_exec(s->conn, lazy ? "PRAGMA synchronous=NORMAL" : "PRAGMA synchronous=FULL");
+            if (pe != SW_DBE_OK) {
+                /* never run a durable write without FULL */
+                snprintf(why, whylen, "synchronous: %s", sw_dbc_error(s->conn));
+                *dead = pe == SW_DBE_LOST;
+                *transient = pe == SW_DBE_ABORT;
+                return false;
+            }
+            s->lazy_sync = lazy;
+        }
+    }
+    if (autocommit_ok(first)) {
+        atomic_fetch_add(&s->store->n_ops, 1);
+        enum sw_dbe e = run_op(s, first, db_now(s));
+        if (e == SW_DBE_LOST || e == SW_DBE_ABORT) {
+            snprintf(why, whylen, "%s", sw_dbc_error(s->conn));
+            *dead = e == SW_DBE_LOST;
+            *transient = e == SW_DBE_ABORT;
+            fc_clear(s);
+            return false;
+        }
+        atomic_fetch_add(&s->store->n_commits, 1);
+        return true;
+    }
+    enum sw_dbe e = sw_dbc_exec(s->conn, is_mysql(s) ? "START TRANSACTION" : "BEGIN IMMEDIATE");
+    if (e != SW_DBE_OK) {
+        snprintf(why, whylen, "begin: %s", sw_dbc_error(s->conn));
+        *dead = e == SW_DBE_LOST;
+        *transient = e == SW_DBE_ABORT;
+        return false;
+    }
+    int64_t now = db_now(s);
+    bool aborted = false;
+    for (struct sw_op *op = first; op; op = op->next) {
+        atomic_fetch_add(&s->store->n_ops, 1);
+        bool sp = needs_savepoint(op);
+        if (sp && (e = sw_dbc_exec(s->conn, "SAVEPOINT sw")) != SW_DBE_OK) {
+            op_dberr(s, op, e);
+        } else {
+            e = run_op(s, op, now);
+            if (sp && e != SW_DBE_LOST && e != SW_DBE_ABORT) {
+                if (e != SW_DBE_OK) {
+                    sw_dbc_exec(s->conn, "ROLLBACK TO SAVEPOINT sw");
+                    atomic_fetch_add(&s->store->n_rollbacks, 1);
+                    fc_clear(s);  /* a funcmap row made inside it is gone */
+                }
+                sw_dbc_exec(s->conn, "RELEASE SAVEPOINT sw");
+            }
+        }
+        if (e == SW_DBE_LOST || e == SW_DBE_ABORT) {
+            snprintf(why, whylen, "%s", sw_dbc_error(s->conn));
+            aborted = true;
+            *dead = e == SW_DBE_LOST;
+            *transient = e == SW_DBE_ABORT;
+            break;
+        }
+    }
+    if (!aborted) {
+        e = sw_dbc_exec(s->conn, "COMMIT");
+        if (e == SW_DBE_OK) {
+            atomic_fetch_add(&s->store->n_commits, 1);
+            return true;
+        }
+        snprintf(why, whylen, "commit: %s", sw_dbc_error(s->conn));
+        *dead = e == SW_DBE_LOST;
+        *transient = e == SW_DBE_ABORT;
+    }
+    if (!*dead && s->conn)
+        sw_dbc_exec(s->conn, "ROLLBACK");
+    atomic_fetch_add(&s->store->n_rollbacks, 1);
+    fc_clear(s);
+    return false;
+}
+
+/* One group commit: BEGIN, every op (savepoints where needed), COMMIT; a
+ * transaction the database aborted (deadlock, busy) is rerun up to 3 times.
+ * Then every op goes back to loop 0. */
+static void run_batch(struct sw_worker *s, struct sw_op *first)
+{
+    char why[256] = "";
+    bool dead = false, transient = false, ok = false;
+    for (int attempt = 0; attempt < 4; attempt++) {
+        ok = run_txn(s, first, why, sizeof why, &dead, &transient);
+        if (ok || !transient)
+            break;
+        atomic_fetch_add(&s->store->n_retries, 1);
+        for (struct sw_op *op = first; op; op = op->next)
+            op_reset(op);
+    }
+    if (dead && s->conn)
+        mark_dead(s, why);
+    for (struct sw_op *op = first; op; op = op->next) {
+        if (op->err != SW_OK)
+            atomic_fetch_add(&s->store->n_errors, 1);
+        if (!ok) {
+            /* Nothing of this batch committed: every op reports it. */
+            op_reset(op);
+            op->db_dead = dead;
+            op_fail(op, dead ? SW_E_NO_DATABASE : SW_E_DB_ERROR, why);
+        }
+    }
+    /* one wake-up of loop 0 for the whole batch */
+    if (loop_call(loop_get(0), deliver, first) < 0)
+        deliver(first);
+}
+
+static void *store_main(void *arg)
+{
+    struct sw_worker *w = arg;
+    struct sw_store *s = w->store;
+    pthread_mutex_lock(&s->mu);
+    for (;;) {
+        while (!s->head && !s->closing)
+            pthread_cond_wait(&s->cv, &s->mu);
+        if (!s->head)
+            break;
+        struct sw_op *first = s->head, *last = first;
+        int n = 1;
+        while (last->next && n < sw.cfg.group_max) {
+            last = last->next;
+            n++;
+        }
+        s->head = last->next;
+        if (!s->head)
+            s->tail = NULL;
+        last->next = NULL;
+        atomic_fetch_sub(&s->queued, (uint64_t)n);
+        pthread_mutex_unlock(&s->mu);
+        run_batch(w, first);
+        pthread_mutex_lock(&s->mu);
+    }
+    pthread_mutex_unlock(&s->mu);
+    if (w->conn)
+        sw_dbc_close(w->conn);
+    w->conn = NULL;
+    fc_clear(w);
+    return NULL;
+}
+
+/* ---- public ----------------------------------------------------------------------- */
+
+static void md5_hex(const char *in, char out[33])
+{
+    unsigned char md[EVP_MAX_MD_SIZE];
+    unsigned int n = 0;
+    EVP_Digest(in, strlen(in), md, &n, EVP_md5(), NULL);
+    for (unsigned i = 0; i < n && i < 16; i++)
+        sprintf(out + 2 * i, "%02x", md[i]);
+    out[32] = '\0';
+}
+
+int sw_stores_open(char **dsns, int n, const char *user, const char *pass)
+{
+    for (int i = 0; i < n; i++) {
+        struct sw_store *s = calloc(1, sizeof *s);
+        if (!s)
+            return -1;
+        char err[256];
+        if (sw_dsn_parse(dsns[i], &s->dsn, err, sizeof err) < 0) {
+            log_error("schwartzd: database '%s': %s", dsns[i], err);
+            free(s);
+            return -1;
+        }
+        s->index = i;
+        s->dsn_text = strdup(dsns[i]);
+        s->user = strdup(user ? user : "");
+        s->pass = strdup(pass ? pass : "");
+        unsigned seed = (unsigned)time(NULL) ^ (unsigned)(i * 7919);
+        /* TheSchwartz's handle prefix: md5_hex("DSN|user"). */
+        char full[1200];
+        snprintf(full, sizeof full, "%s|%s", dsns[i], user ? user : "");
+        md5_hex(full, s->hash);
+        pthread_mutex_init(&s->mu, NULL);
+        pthread_cond_init(&s->cv, NULL);
+        stores[nstores++] = s;
+        s->nw = s->dsn.driver == SW_MYSQL && sw.cfg.db_connections > 1 ? sw.cfg.db_connections : 1;
+        s->w = calloc((size_t)s->nw, sizeof *s->w);
+        if (!s->w)
+            return -1;
+        for (int k = 0; k < s->nw; k++) {
+            struct sw_worker *w = &s->w[k];
+            w->store = s;
+            w->index = i;
+            w->hash = s->hash;
+            w->dsn_text = s->dsn_text;
+            w->dsn = s->dsn;
+            w->user = s->user;
+            w->pass = s->pass;
+            w->rnd = seed + (unsigned)k * 2654435761u;
+            /* Connect now so a bad DSN shows at start; a down DB is retried later. */
+            if (k == 0 && store_connect(w) < 0)
+                atomic_store(&s->dead_until, (int64_t)time(NULL) + sw.cfg.retry_seconds);
+            if (pthread_create(&w->thread, NULL, store_main, w) != 0) {
+                log_error("schwartzd: cannot start store thread");
+                return -1;
+            }
+            w->started = true;
+        }
+    }
+    return 0;
+}
+
+void sw_stores_close(void)
+{
+    for (int i = 0; i < nstores; i++) {
+        struct sw_store *s = stores[i];
+        pthread_mutex_lock(&s->mu);
+        s->closing = true;
+        pthread_cond_broadcast(&s->cv);
+        pthread_mutex_unlock(&s->mu);
+        for (int k = 0; k < s->nw; k++)
+            if (s->w[k].started)
+                pthread_join(s->w[k].thread, NULL);
+    }
+    for (int i = 0; i < nstores; i++) {
+        struct sw_store *s = stores[i];
+        free(s->w);
+        free(s->dsn_text);
+        free(s->user);
+        free(s->pass);
+        free(s);
+        stores[i] = NULL;
+    }
+    nstores = 0;
+    pthread_mutex_lock(&policy_mu);
+    for (int i = 0; i < npolicies; i++)
+        free(policies[i].func);
+    npolicies = 0;
+    pthread_mutex_unlock(&policy_mu);
+}
+
+int sw_store_count(void) { return nstores; }
+struct sw_store *sw_store_get(int i) { return i >= 0 && i < nstores ? stores[i] : NULL; }
+const char *sw_store_hash(const struct sw_store *s) { return s->hash; }
+const char *sw_store_dsn(const struct sw_store *s) { return s->dsn_text; }
+int sw_store_index(const struct sw_store *s) { return s->index; }
+bool sw_store_alive(const struct sw_store *s) { return atomic_load(&((struct sw_store *)s)->dead_until) <= (int64_t)time(NULL); }
+uint64_t sw_store_queued(const struct sw_store *s) { return atomic_load(&((struct sw_store *)s)->queued); }
+
+struct sw_store *sw_store_by_hash(const char *hash, size_t len)
+{
+    if (len != 32)
+        return NULL;
+    for (int i = 0; i < nstores; i++)
+        if (!memcmp(stores[i]->hash, hash, 32))
+            return stores[i];
+    return NULL;
+}
+
+void sw_store_get_counters(const struct sw_store *cs, struct sw_store_counters *out)
+{
+    struct sw_store *s = (struct sw_store *)cs;
+    out->ops = atomic_load(&s->n_ops);
+    out->commits = atomic_load(&s->n_commits);
+    out->rollbacks = atomic_load(&s->n_rollbacks);
+    out->errors = atomic_load(&s->n_errors);
+    out->reconnects = atomic_load(&s->n_reconnects);
+    out->retries = atomic_load(&s->n_retries);
+}
+
+void sw_store_submit(struct sw_store *s, struct sw_op *op)
+{
+    op->store = s;
+    op->next = NULL;
+    if (!op->out && (op->kind == SW_OP_GRAB || op->kind == SW_OP_LIST || op->kind == SW_OP_INSPECT ||
+                     op->kind == SW_OP_STATUS || op->kind == SW_OP_FUNCMAP))
+        op->out = evbuffer_new();
+    op->err = SW_OK;
+    op->db_dead = false;
+    pthread_mutex_lock(&s->mu);
+    if (s->tail)
+        s->tail->next = op;
+    else
+        s->head = op;
+    s->tail = op;
+    atomic_fetch_add(&s->queued, 1);
+    pthread_cond_signal(&s->cv);
+    pthread_mutex_unlock(&s->mu);
+}
+
+int sw_store_order(int *order)
+{
+    static unsigned seed;
+    if (!seed)
+        seed = (unsigned)time(NULL) | 1u;
+    int n = 0, alive = 0;
+    for (int i = 0; i < nstores; i++)
+        if (sw_store_alive(stores[i]))
+            order[n++] = i;
+    alive = n;
+    /* Fisher-Yates over the live ones: TheSchwartz's shuffled_databases. */
+    for (int i = alive - 1; i > 0; i--) {
+        seed = seed * 1103515245u + 12345u;
+        int j = (int)((seed >> 16) % (unsigned)(i + 1));
+        int t = order[i];
+        order[i] = order[j];
+        order[j] = t;
+    }
+    /* Dead ones last: tried only when every live one failed. */
+    for (int i = 0; i < nstores; i++)
+        if (!sw_store_alive(stores[i]))
+            order[n++] = i;
+    return alive;
+}

@@ -1,0 +1,269 @@
+"""The tracker driven as MogileFS::Client, MogileFS::Admin and mogadm drive it
+(request for request, see mogclient.py), against our mogstored nodes."""
+import hashlib
+import os
+import socket
+import urllib.parse
+
+import pytest
+
+from . import mogclient
+from .mog_cluster import wait_until
+from .mogclient import MogError
+
+
+def raw_lines(addr, payload, nlines, timeout=5):
+    host, port = addr.rsplit(":", 1)
+    with socket.create_connection((host, int(port)), timeout=timeout) as s:
+        s.sendall(payload)
+        buf = b""
+        while buf.count(b"\r\n") < nlines:
+            chunk = s.recv(65536)
+            if not chunk:
+                break
+            buf += chunk
+    return buf.decode().split("\r\n")[:nlines]
+
+
+def test_admin_domains_classes_as_mogadm(cluster):
+    adm = cluster.admin
+    adm.create_domain("admdom")
+    with pytest.raises(MogError) as e:
+        adm.create_domain("admdom")
+    assert e.value.code == "domain_exists"
+    res = adm.create_class("admdom", "photos", 3, replpolicy="MultipleHosts(2)", hashtype="MD5")
+    assert res == {"class": "photos", "mindevcount": "3", "domain": "admdom"}
+    with pytest.raises(MogError) as e:
+        adm.create_class("admdom", "photos", 2)
+    assert e.value.code == "class_exists"
+    with pytest.raises(MogError) as e:
+        adm.create_class("admdom", "bad", 0)
+    assert e.value.code == "invalid_mindevcount"
+    with pytest.raises(MogError) as e:
+        adm.create_class("nodom", "x", 1)
+    assert e.value.code == "domain_not_found"
+    adm.update_class("admdom", "photos", 2)
+    doms = adm.get_domains()
+    assert doms["admdom"]["photos"] == {"mindevcount": 2, "replpolicy": "MultipleHosts(2)", "hashtype": "MD5"}
+    # The implicit default class is always listed.
+    assert doms["admdom"]["default"]["mindevcount"] == 2
+    with pytest.raises(MogError) as e:
+        adm.delete_domain("admdom")
+    assert e.value.code == "domain_has_classes"
+    with pytest.raises(MogError) as e:
+        adm.delete_class("admdom", "default")
+    assert e.value.code == "nodel_default_class"
+    adm.delete_class("admdom", "photos")
+    adm.delete_domain("admdom")
+    assert "admdom" not in adm.get_domains()
+
+
+def test_hosts_and_devices_listed_as_mogadm_reads_them(cluster):
+    hosts = cluster.admin.get_hosts()
+    assert [h["hostname"] for h in hosts] == ["host1", "host2", "host3"]
+    assert all(h["status"] == "alive" for h in hosts)
+    devs = cluster.admin.get_devices()
+    assert [d["devid"] for d in devs] == ["1", "2", "3"]
+    for d in devs:
+        assert d["observed_state"] == "writeable"
+        assert int(d["mb_total"]) > 0 and int(d["mb_used"]) >= 0
+    with pytest.raises(MogError) as e:
+        cluster.admin.create_host("host1", "127.0.9.9", 7500)
+    assert e.value.code == "host_exists"
+    with pytest.raises(MogError) as e:
+        cluster.admin.create_device("host1", 1)
+    assert e.value.code == "existing_devid"
+    with pytest.raises(MogError) as e:
+        cluster.admin.create_device("nohost", 77)
+    assert e.value.code == "unknown_host"
+    with pytest.raises(MogError) as e:
+        cluster.admin.change_device_state("host2", 1, "down")
+    assert e.value.code == "host_mismatch"
+
+
+@pytest.mark.parametrize("size", [0, 1024, 1024 * 1024])
+def test_store_and_fetch_byte_equal(cluster, size):
+    c = cluster.client("testdom")
+    data = os.urandom(size)
+    key = "blob-%d" % size
+    assert c.store_content(key, "one", data) == size
+    assert c.get_file_data(key) == data
+    info = c.file_info(key)
+    assert info["length"] == str(size) and info["class"] == "one" and info["domain"] == "testdom"
+    assert info["key"] == key
+
+
+def test_store_and_fetch_100mib(cluster):
+    c = cluster.client("testdom")
+    block = os.urandom(1 << 20)
+    data = block * 100
+    c.store_content("big-100m", "one", data)
+    got = c.get_file_data("big-100m")
+    assert len(got) == len(data) and hashlib.md5(got).digest() == hashlib.md5(data).digest()
+
+
+@pytest.mark.parametrize("key", ["with space", "a/b/c", "100%", "ключ-ü-日本", "amp&eq=plus+"])
+def test_odd_keys_round_trip(cluster, key):
+    c = cluster.client("testdom")
+    c.store_content(key, "one", key.encode() * 3)
+    assert c.get_file_data(key) == key.encode() * 3
+    nxt, keys = c.list_keys(key[:3])
+    assert key in keys
+
+
+def test_get_paths_errors_and_callid(cluster):
+    c = cluster.client("testdom")
+    with pytest.raises(MogError) as e:
+        c.get_paths("never-stored")
+    assert e.value.code == "unknown_key"
+    with pytest.raises(MogError) as e:
+        mogclient.Client("nodomain", [cluster.tracker.addr]).get_paths("x")
+    assert e.value.code == "unreg_domain"
+    lines = raw_lines(cluster.tracker.addr, b"get_paths domain=testdom&key=nope&callid=42\r\nnoop callid=7\r\n"
+                      b"\r\nnoop\r\n", 3)
+    assert lines[0] == "ERR unknown_key unknown_key 42"
+    assert lines[1] == "OK callid=7"
+    assert lines[2] == "OK "
+
+
+def test_garbage_gets_err_and_service_goes_on(cluster):
+    lines = raw_lines(cluster.tracker.addr, b"bogus_cmd a=b\r\n\xff\xfe junk\r\nget_paths %zz&&&=\r\nnoop\r\n", 4)
+    assert lines[0] == "ERR unknown_command Unknown+server+command"
+    assert lines[1] == "ERR unknown_command Unknown+server+command"
+    assert lines[2].startswith("ERR ")
+    assert lines[3] == "OK "
+    # A line beyond the bound gets an error and the connection closes.
+    host, port = cluster.tracker.addr.rsplit(":", 1)
+    with socket.create_connection((host, int(port)), timeout=5) as s:
+        s.sendall(b"noop " + b"x" * 70000 + b"\r\n")
+        data = b""
+        while True:
+            chunk = s.recv(4096)
+            if not chunk:
+                break
+            data += chunk
+    assert data.startswith(b"ERR line_too_long")
+    assert mogclient.Client("testdom", [cluster.tracker.addr]).backend.raw("noop") == "OK "
+
+
+def test_admin_bang_commands(cluster):
+    lines = raw_lines(cluster.tracker.addr, b"!version\r\n", 2)
+    assert lines[1] == "."
+    stats = raw_lines(cluster.tracker.addr, b"!stats\r\n", 4)
+    assert stats[0].startswith("uptime ")
+    assert any(l.startswith("pending_queries ") for l in stats)
+
+
+def test_delete_rename_list_keys_paging(cluster):
+    c = cluster.client("testdom")
+    for i in range(25):
+        c.store_content("page/%03d" % i, "one", b"x%d" % i)
+    nxt, keys = c.list_keys("page/", None, 10)
+    assert keys == ["page/%03d" % i for i in range(10)] and nxt == "page/009"
+    nxt, keys = c.list_keys("page/", nxt, 10)
+    assert keys[0] == "page/010"
+    assert len(list(c.foreach_key("page/"))) == 25
+    with pytest.raises(MogError) as e:
+        c.list_keys("page/", "other", 10)
+    assert e.value.code == "after_mismatch"
+    c.rename("page/000", "renamed/000")
+    assert c.get_file_data("renamed/000") == b"x0"
+    with pytest.raises(MogError) as e:
+        c.rename("page/001", "page/002")
+    assert e.value.code == "key_exists"
+    with pytest.raises(MogError) as e:
+        c.rename("page/nope", "page/zzz")
+    assert e.value.code == "unknown_key"
+    urls = c.get_paths("page/003", noverify=1)
+    c.delete("page/003")
+    with pytest.raises(MogError) as e:
+        c.get_paths("page/003")
+    assert e.value.code == "unknown_key"
+    # The delete worker removes the file from every device.
+    wait_until(lambda: all(mogclient.http_get(u)[0] == 404 for u in urls), what="copies deleted")
+    with pytest.raises(MogError) as e:
+        c.delete("page/003")
+    assert e.value.code == "unknown_key"
+
+
+def test_overwrite_key_gets_new_fid_and_old_copy_deleted(cluster):
+    c = cluster.client("testdom")
+    c.store_content("over", "one", b"first")
+    fid1 = c.file_info("over")["fid"]
+    old_urls = c.get_paths("over", noverify=1)
+    c.store_content("over", "one", b"second")
+    assert c.file_info("over")["fid"] != fid1
+    assert c.get_file_data("over") == b"second"
+    wait_until(lambda: all(mogclient.http_get(u)[0] == 404 for u in old_urls), what="old fid deleted")
+
+
+def test_list_fids_pages_by_fid(cluster):
+    c = cluster.client("testdom")
+    c.store_content("lf-a", "one", b"a")
+    fids = cluster.admin.list_fids(0, 500)
+    assert fids and all(v["domain"] == "testdom" for v in fids.values())
+    first = min(fids)
+    rest = cluster.admin.list_fids(first, 500)
+    assert first not in rest and len(rest) == len(fids) - 1
+
+
+def test_create_close_checks(cluster):
+    c = cluster.client("testdom")
+    be = c.backend
+    res = c.new_file_open("cc", "one")
+    path, devid, fid = res["path_1"], res["devid_1"], res["fid"]
+    assert mogclient.http_put(path, b"12345") == 200
+    base = {"fid": fid, "devid": devid, "domain": "testdom", "key": "cc", "path": path}
+    with pytest.raises(MogError) as e:
+        be.do_request("create_close", dict(base, path=path.replace(".fid", "x.fid")))
+    assert e.value.code == "bogus_args"
+    with pytest.raises(MogError) as e:
+        be.do_request("create_close", dict(base, checksum="SHA1:abc"))
+    assert e.value.code == "invalid_checksum_format"
+    with pytest.raises(MogError) as e:
+        be.do_request("create_close", dict(base, size=6))
+    assert e.value.code == "size_mismatch"
+    # The tempfile row is gone after a close attempt that got that far.
+    with pytest.raises(MogError) as e:
+        be.do_request("create_close", dict(base, size=5))
+    assert e.value.code == "no_temp_file"
+
+
+def test_checksum_mismatch_rejected_and_match_stored(cluster):
+    c = cluster.client("testdom")
+    data = b"checksummed content"
+    good = "MD5:" + hashlib.md5(data).hexdigest()
+    bad = "MD5:" + hashlib.md5(b"other").hexdigest()
+    with pytest.raises(MogError) as e:
+        c.store_content("ck-bad", "md5", data, checksum=bad, checksumverify=True)
+    assert e.value.code == "checksum_mismatch"
+    with pytest.raises(MogError):
+        c.get_paths("ck-bad")
+    c.store_content("ck-good", "md5", data, checksum=good, checksumverify=True)
+    assert c.file_info("ck-good")["checksum"] == good
+
+
+def test_replication_reaches_mindevcount_on_distinct_hosts(cluster):
+    c = cluster.client("testdom")
+    c.store_content("rep2", "two", b"replicate me" * 100)
+
+    def two_hosts():
+        paths = c.get_paths("rep2", noverify=1, pathcount=5)
+        hosts = {urllib.parse.urlsplit(p).hostname for p in paths}
+        return len(paths) == 2 and len(hosts) == 2 and paths
+    paths = wait_until(two_hosts, what="two copies on two hosts")
+    for p in paths:
+        assert mogclient.http_get(p) == (200, b"replicate me" * 100)
+    assert c.file_info("rep2")["devcount"] == "2"
+
+
+def test_updateclass_adds_copies(cluster):
+    c = cluster.client("testdom")
+    c.store_content("upc", "one", b"u")
+    assert len(c.get_paths("upc", noverify=1, pathcount=5)) == 1
+    c.update_class("upc", "two")
+    wait_until(lambda: len(c.get_paths("upc", noverify=1, pathcount=5)) == 2, what="second copy")
+    with pytest.raises(MogError) as e:
+        c.update_class("upc", "nosuch")
+    assert e.value.code == "class_not_found"
+

@@ -1,0 +1,1 @@
+"""userdb integration tests (a package, so its conftest does not shadow the shared one)."""
