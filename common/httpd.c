@@ -6,11 +6,12 @@
  * a per-thread scratch buffer and sent with one direct write when nothing
  * is queued.
  *
- * Disk work of the file server goes through one function, disk_run(): the
- * job's work() touches only the disk and the job (never the conn), and its
- * done() runs on the loop. Today disk_run() calls both in turn on the loop,
- * as Perlbal's aio_mode "none" does; handing work() to common/work is a
- * change in that one place. */
+ * Disk work of GET/HEAD goes through one function, disk_run(): the job's
+ * work() touches only the disk and the job (never the conn) and runs on a
+ * common/work thread when the httpd_files has a pool; its done() runs back
+ * on the loop. Without a pool both run in turn on the loop (Perlbal's
+ * aio_mode "none"). A conn closed while its job is out is freed by the
+ * job's return. PUT and DELETE still write on the loop (marked below). */
 #include "common/httpd.h"
 
 #include <dirent.h>
@@ -35,6 +36,7 @@
 #include "common/log.h"
 #include "common/loop.h"
 #include "common/tls.h"
+#include "common/work.h"
 
 static __thread struct http_msg scratch_req;
 static __thread char *head_copy;
@@ -480,6 +482,11 @@ static void h_on_close(struct core_conn *c, enum conn_close_reason why)
     put_abort(h);
     request_end(h);
     if (h->ops->on_close) h->ops->on_close(h, why);
+    if (h->job) { /* a disk job is out: it frees h when it comes back */
+        h->dead = true;
+        h->c = NULL;
+        return;
+    }
     free(h);
 }
 
@@ -622,17 +629,42 @@ void httpd_files_invalidate(struct httpd_files *f)
  * Every blocking disk call of the file server runs in a job's work(); the
  * result is used by its done() on the loop. */
 struct disk_job {
-    void (*work)(struct disk_job *j);
-    void (*done)(struct httpd_conn *h, struct disk_job *j);
+    void (*work)(struct disk_job *j);                        /* on a worker: disk only */
+    void (*done)(struct httpd_conn *h, struct disk_job *j);  /* on the loop: answer */
+    void (*release)(struct disk_job *j);                     /* free the job */
+    struct httpd_conn *h;
 };
 
-static void disk_run(struct httpd_conn *h, struct disk_job *j)
+static void job_work(void *arg)
 {
-    /* HAND-OFF to common/work: once it exists, post j->work to a worker and
-     * j->done back to h's loop (the conn is marked busy meanwhile). Today
-     * both run here, on the loop. */
+    struct disk_job *j = arg;
+    j->work(j);
+}
+
+static void job_done(void *arg)
+{
+    struct disk_job *j = arg;
+    struct httpd_conn *h = j->h;
+    h->job = NULL;
+    if (h->dead) {
+        free(h); /* closed while the job was out: nobody is waiting */
+    } else {
+        j->done(h, j);
+    }
+    j->release(j);
+}
+
+static void disk_run(struct httpd_conn *h, struct httpd_files *f, struct disk_job *j)
+{
+    j->h = h;
+    /* HAND-OFF to common/work: the blocking part runs on a worker thread */
+    if (f->work && work_submit(f->work, h->c->loop, job_work, job_done, j) == 0) {
+        h->job = j;
+        return;
+    }
     j->work(j);
     j->done(h, j);
+    j->release(j);
 }
 
 /* ---- open-file cache ----
@@ -716,7 +748,8 @@ struct get_job {
     struct disk_job j;
     struct httpd_files *f;
     bool head, trailing;
-    int cached_fd;                   /* from the open-file cache (not ours), or -1 */
+    int cached_fd;                   /* from the open-file cache (not ours unless own_cached), or -1 */
+    bool own_cached;                 /* cached_fd is a dup the job closes */
     char path[PATH_MAX];             /* in: request path; out: the file sent (index) */
     char range[128], ims[64];
     bool has_range, has_ims;
@@ -829,6 +862,16 @@ static void get_file_answer(struct get_job *g, int fd, bool ours)
         }
     }
     g->fd = ours ? fd : -1; /* the job's own fd is closed when the job ends */
+}
+
+static void get_release(struct disk_job *j)
+{
+    struct get_job *g = (struct get_job *)j;
+    if (g->fd >= 0) close(g->fd);
+    if (g->own_cached && g->cached_fd >= 0) close(g->cached_fd);
+    free(g->small);
+    if (g->listing) evbuffer_free(g->listing);
+    free(g);
 }
 
 static void get_work(struct disk_job *j)
@@ -1292,12 +1335,11 @@ void httpd_files_serve(struct httpd_conn *h, struct http_msg *req, struct httpd_
             g->has_ims = true;
         }
         g->cached_fd = trailing ? -1 : fcache_get(f, path);
+        /* a worker must not use an fd the cache may close meanwhile */
+        if (g->cached_fd >= 0 && f->work) g->cached_fd = dup(g->cached_fd), g->own_cached = true;
+        g->j.release = get_release;
         httpd_drop_head(h);
-        disk_run(h, &g->j);
-        if (g->fd >= 0) close(g->fd);
-        free(g->small);
-        if (g->listing) evbuffer_free(g->listing);
-        free(g);
+        disk_run(h, f, &g->j);
         return;
     }
     case HTTP_M_DELETE:

@@ -47,6 +47,7 @@ struct evbuffer;
 struct core_loop;
 struct httpd_conn;
 struct httpd_put;
+struct work_pool;
 
 #define HTTPD_MAX_HEAD 16384               /* default bound on a request head */
 #define HTTPD_MAX_HEAD_LIMIT (64 * 1024)   /* max_head is capped at this */
@@ -109,6 +110,8 @@ struct httpd_conn {
     int64_t head_started_ms;
     struct http_chunked chunk;
     struct httpd_put *put;           /* a PUT being written by httpd_files_serve */
+    void *job;                       /* a disk job is out (common/work) */
+    bool dead;                       /* closed while it was: freed when it returns */
 };
 
 /* Wrap an accepted socket (the callee owns fd; closed on failure). With
@@ -199,6 +202,9 @@ struct httpd_files {
     void (*rewrite_path)(void *arg, struct httpd_conn *h, char *path, size_t cap);
     void (*file_sent)(void *arg, struct httpd_conn *h);
     void *hook_arg;
+    /* disk work (open, stat, small reads, directory listings) of GET/HEAD
+     * runs on this common/work pool; NULL = on the loop */
+    struct work_pool *work;
     /* private */
     _Atomic int root_fd_plus1;       /* O_PATH fd of docroot + 1 (0 = not open) */
     const char *root_fd_for;         /* the docroot string it was opened for */

@@ -161,6 +161,13 @@ void pb_proxy_client_gone(struct pb_client *cl);
 void pb_proxy_init_loop(struct pb_service *svc, int li);
 void pb_proxy_close_idle(struct pb_service *svc, int li);
 void pb_web_sync(struct pb_service *svc);
+/* SERVER aio_mode / aio_threads: on (1), off (0) or unchanged (-1); threads
+ * or -1. The pool starts with the loops (perlbal.c); services re-synced. */
+void pb_set_aio(int on, int threads);
+extern struct work_pool *pb_disk_pool;
+extern bool pb_aio_on;
+extern int pb_aio_threads;
+struct work_pool;
 void pb_proxy_body_ready(struct pb_client *cl);
 
 /* web server (web.c) */
