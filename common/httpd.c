@@ -8,8 +8,9 @@
  *
  * Disk work of GET/HEAD goes through one function, disk_run(): the job's
  * work() touches only the disk and the job (never the conn) and runs on a
- * common/work thread when the httpd_files has a pool; its done() runs back
- * on the loop. Without a pool both run in turn on the loop (Perlbal's
+ * common/work thread when the httpd_files has a pool (except for a hit in
+ * the open-file cache: a file served within the last second); its done()
+ * runs back on the loop. Without a pool both run in turn on the loop (Perlbal's
  * aio_mode "none"). A conn closed while its job is out is freed by the
  * job's return. PUT and DELETE still write on the loop (marked below). */
 #include "common/httpd.h"
@@ -654,11 +655,14 @@ static void job_done(void *arg)
     j->release(j);
 }
 
-static void disk_run(struct httpd_conn *h, struct httpd_files *f, struct disk_job *j)
+static void disk_run(struct httpd_conn *h, struct httpd_files *f, struct disk_job *j, bool hot)
 {
     j->h = h;
-    /* HAND-OFF to common/work: the blocking part runs on a worker thread */
-    if (f->work && work_submit(f->work, h->c->loop, job_work, job_done, j) == 0) {
+    /* HAND-OFF to common/work: the blocking part runs on a worker thread,
+     * unless it is hot (a file of the open-file cache, served within the
+     * last second: its pages are in memory, and two thread hops would cost
+     * more than the read) */
+    if (!hot && f->work && work_submit(f->work, h->c->loop, job_work, job_done, j) == 0) {
         h->job = j;
         return;
     }
@@ -1335,11 +1339,9 @@ void httpd_files_serve(struct httpd_conn *h, struct http_msg *req, struct httpd_
             g->has_ims = true;
         }
         g->cached_fd = trailing ? -1 : fcache_get(f, path);
-        /* a worker must not use an fd the cache may close meanwhile */
-        if (g->cached_fd >= 0 && f->work) g->cached_fd = dup(g->cached_fd), g->own_cached = true;
         g->j.release = get_release;
         httpd_drop_head(h);
-        disk_run(h, f, &g->j);
+        disk_run(h, f, &g->j, g->cached_fd >= 0);
         return;
     }
     case HTTP_M_DELETE:

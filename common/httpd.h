@@ -203,7 +203,9 @@ struct httpd_files {
     void (*file_sent)(void *arg, struct httpd_conn *h);
     void *hook_arg;
     /* disk work (open, stat, small reads, directory listings) of GET/HEAD
-     * runs on this common/work pool; NULL = on the loop */
+     * runs on this common/work pool; NULL = on the loop. A hit in the
+     * open-file cache (served within the last second) is answered on the
+     * loop either way. */
     struct work_pool *work;
     /* private */
     _Atomic int root_fd_plus1;       /* O_PATH fd of docroot + 1 (0 = not open) */

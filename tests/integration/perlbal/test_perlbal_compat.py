@@ -420,3 +420,68 @@ ENABLE rp
     finally:
         be.stop()
         ng.stop()
+
+
+def test_include_plugin_runs_config_files_by_glob(daemon, tmp_path):
+    """As Perlbal's t/75: after LOAD Include, `INCLUDE = glob [glob]` runs
+    the matching files (several patterns, several files each); a pattern
+    matching nothing is an error."""
+    mport = free_port()
+    inc = tmp_path / "inc"
+    inc.mkdir()
+    ports = {}
+    for n in ("a", "b1", "b2", "c"):
+        ports[n] = free_port()
+        (inc / ("%s.conf" % n)).write_text(web_conf(ports[n], tmp_path).replace("test", "t_" + n))
+    start_perlbal(daemon, str(tmp_path), """
+CREATE SERVICE mgmt
+  SET role = management
+  SET listen = 127.0.0.1:%d
+ENABLE mgmt
+""" % mport, mport)
+    assert "ERROR" in console(mport, "INCLUDE = %s/a.conf" % inc)          # not loaded yet
+    assert "OK" in console(mport, "LOAD Include")
+    assert "ERROR" not in console(mport, "INCLUDE = %s/a.conf" % inc)
+    assert "ERROR" not in console(mport, "INCLUDE = %s/b* %s/c*" % (inc, inc))
+    assert "ERROR" in console(mport, "INCLUDE = %s/nothing*.conf" % inc)
+    out = console(mport, "show service")
+    for n in ("a", "b1", "b2", "c"):
+        assert "t_%s 127.0.0.1:%d ENABLED" % (n, ports[n]) in out
+
+
+def test_accesscontrol_observed_ip_behind_trusted_proxies(daemon, tmp_path):
+    """As Perlbal's t/90: with AccessControl.use_observed_ip, a request from
+    a trusted upstream (always_trusted, or trusted_upstream_proxies) is
+    judged by the first X-Forwarded-For address; from anyone else, or
+    without the setting, by the peer address."""
+    root = tmp_path / "www"
+    root.mkdir()
+    (root / "f.txt").write_text("ok")
+    port, mport = free_port(), free_port()
+    start_perlbal(daemon, str(tmp_path), """
+LOAD AccessControl
+CREATE SERVICE test
+  SET role = web_server
+  SET plugins = AccessControl
+  SET listen = 127.0.0.1:%d
+  SET docroot = %s
+  SET test.AccessControl.use_observed_ip = 1
+ENABLE test
+CREATE SERVICE mgmt
+  SET role = management
+  SET listen = 127.0.0.1:%d
+ENABLE mgmt
+""" % (port, root, mport), port)
+
+    def status(xff=None):
+        r, _ = get(port, "/f.txt", headers={"X-Forwarded-For": xff} if xff else {})
+        return r.status
+
+    console(mport, "USE test", "ACCESS deny ip 127.0.0.1")
+    assert status() == 403 and status("1.1.1.1") == 403           # not trusted: the peer counts
+    console(mport, "SET test.always_trusted = 1")
+    assert status() == 403 and status("1.1.1.1, 127.0.0.1") == 200
+    console(mport, "SET test.always_trusted = 0", "SET test.trusted_upstream_proxies = 10.0.0.0/24, 127.0.0.1")
+    assert status() == 403 and status("1.1.1.1") == 200
+    console(mport, "SET test.AccessControl.use_observed_ip = 0")
+    assert status("1.1.1.1") == 403
