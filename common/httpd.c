@@ -188,7 +188,8 @@ void httpd_response_head(struct httpd_conn *h, int status, const char *ctype, in
     if (content_length >= 0) evbuffer_add_printf(out, "Content-Length: %lld\r\n", (long long)content_length);
     if (extra) evbuffer_add(out, extra, strlen(extra));
     if (keep) {
-        if (h->version_minor == 0) evbuffer_add(out, "Connection: keep-alive\r\n", 24);
+        /* said on HTTP/1.1 too, as Perlbal does (clients and its tests look for it) */
+        evbuffer_add(out, "Connection: keep-alive\r\n", 24);
     } else {
         evbuffer_add(out, "Connection: close\r\n", 19);
     }
@@ -1295,8 +1296,183 @@ static void do_delete(struct httpd_conn *h, struct httpd_files *f, const char *p
     httpd_done(h, keep);
 }
 
+/* ---- GET /dir/??a,b,c (Perlbal's enable_concatenate_get) ---- */
+
+#define CONCAT_MAX 100
+
+struct concat_job {
+    struct disk_job j;
+    struct httpd_files *f;
+    bool head;
+    char base[PATH_MAX];
+    int n;
+    char *names[CONCAT_MAX];         /* clean paths of the files */
+    char ims[64];
+    bool has_ims;
+    /* out */
+    int status;
+    const char *msg;
+    int fds[CONCAT_MAX];
+    uint64_t total;
+    time_t newest;
+    const char *mime;
+};
+
+static void concat_work(struct disk_job *j)
+{
+    struct concat_job *c = (struct concat_job *)j;
+    struct stat st;
+    int dfd = open_beneath(c->f, c->base, O_RDONLY | O_DIRECTORY);
+    if (dfd < 0 || fstat(dfd, &st) < 0 || !S_ISDIR(st.st_mode)) {
+        if (dfd >= 0) close(dfd);
+        c->status = 404;
+        c->msg = "Base directory not a directory";
+        return;
+    }
+    close(dfd);
+    for (int i = 0; i < c->n; i++) {
+        int fd = open_beneath(c->f, c->names[i], O_RDONLY | O_NONBLOCK);
+        if (fd < 0 || fstat(fd, &st) < 0 || !S_ISREG(st.st_mode)) {
+            if (fd >= 0) close(fd);
+            c->status = 404;
+            c->msg = "One or more file does not exist";
+            return;
+        }
+        c->fds[i] = fd;
+        c->total += (uint64_t)st.st_size;
+        if (st.st_mtime > c->newest) c->newest = st.st_mtime;
+        const char *slash = strrchr(c->names[i], '/');
+        if (!c->mime && strchr(slash ? slash : c->names[i], '.')) {
+            const char *m = httpd_mime_type(c->names[i]);
+            if (strcmp(m, "text/plain") || strstr(c->names[i], ".txt")) c->mime = m;
+        }
+    }
+    c->status = 200;
+}
+
+static void concat_done(struct httpd_conn *h, struct disk_job *j)
+{
+    struct concat_job *c = (struct concat_job *)j;
+    if (c->status != 200) {
+        httpd_error(h, c->status, c->msg);
+        return;
+    }
+    bool keep = httpd_can_persist(h);
+    char lm[HTTP_DATE_LEN + 1], extra[128];
+    http_date_format(c->newest, lm);
+    snprintf(extra, sizeof extra, "Last-Modified: %s\r\n", lm);
+    const char *mime = c->mime ? c->mime : "text/plain";
+    if (c->has_ims) { /* as Perlbal: the exact date string (an IE "; length=N" aside) */
+        char *semi = strchr(c->ims, ';');
+        if (semi) *semi = 0;
+        size_t il = strlen(c->ims);
+        while (il && c->ims[il - 1] == ' ') c->ims[--il] = 0;
+        if (!strcmp(c->ims, lm)) {
+            httpd_response_head(h, 304, mime, -1, keep, extra);
+            httpd_done(h, keep);
+            return;
+        }
+    }
+    httpd_response_head(h, 200, mime, (int64_t)c->total, keep, extra);
+    if (!c->head) {
+        for (int i = 0; i < c->n; i++) {
+            struct stat st;
+            if (fstat(c->fds[i], &st) < 0 || st.st_size == 0) continue;
+            if (evbuffer_add_file(httpd_tx(), c->fds[i], 0, st.st_size) == 0) c->fds[i] = -1; /* the buffer owns it */
+        }
+    }
+    httpd_done(h, keep);
+}
+
+static void concat_release(struct disk_job *j)
+{
+    struct concat_job *c = (struct concat_job *)j;
+    for (int i = 0; i < c->n; i++) {
+        if (c->fds[i] >= 0) close(c->fds[i]);
+        free(c->names[i]);
+    }
+    free(c);
+}
+
+/* target: "/base/??a,b/c?cachebuster". Answers it (errors as Perlbal). */
+static void serve_concat(struct httpd_conn *h, struct http_msg *req, struct httpd_files *f, const char *qq)
+{
+    const char *t = req->target;
+    if (!f->concat_get) {
+        httpd_error(h, 403, "Multiple file serving isn't enabled");
+        return;
+    }
+    if (qq == t || qq[-1] != '/') {
+        httpd_error(h, 500, "Base directory (before ?" "?) must end in slash.");
+        return;
+    }
+    struct concat_job *c = calloc(1, sizeof *c);
+    if (!c) {
+        httpd_error(h, 500, NULL);
+        return;
+    }
+    c->j.work = concat_work;
+    c->j.done = concat_done;
+    c->j.release = concat_release;
+    c->f = f;
+    c->head = req->method == HTTP_M_HEAD;
+    bool trailing;
+    if (http_path_normalize(t, (size_t)(qq - t), c->base, sizeof c->base, &trailing) < 0) {
+        concat_release(&c->j);
+        httpd_error(h, 400, "Bad path");
+        return;
+    }
+    const char *list = qq + 2, *end = t + req->target_len;
+    const char *q = memchr(list, '?', (size_t)(end - list)); /* a cache buster after the list */
+    if (q) end = q;
+    const char *p = list;
+    int status = 0;
+    const char *msg = NULL;
+    while (p < end && !status) {
+        const char *comma = memchr(p, ',', (size_t)(end - p));
+        const char *e = comma ? comma : end;
+        if (c->n == CONCAT_MAX) {
+            status = 403;
+            msg = "Too many files requested";
+            break;
+        }
+        char raw[PATH_MAX], clean[PATH_MAX];
+        int rl = snprintf(raw, sizeof raw, "%s/%.*s", c->base, (int)(e - p), p);
+        bool tr;
+        if ((e - p >= 3 && !memcmp(p, "../", 3)) || memmem(p, (size_t)(e - p), "/../", 4) || rl >= (int)sizeof raw ||
+            http_path_normalize(raw, (size_t)rl, clean, sizeof clean, &tr) < 0) {
+            status = 403;
+            msg = "Bogus filenames";
+            break;
+        }
+        c->fds[c->n] = -1;
+        c->names[c->n++] = strdup(clean);
+        p = comma ? comma + 1 : end;
+    }
+    if (status || c->n == 0) {
+        concat_release(&c->j);
+        httpd_error(h, status ? status : 404, msg ? msg : "One or more file does not exist");
+        return;
+    }
+    size_t il;
+    const char *iv = http_header_value(req, "if-modified-since", &il);
+    if (iv && il < sizeof c->ims) {
+        memcpy(c->ims, iv, il);
+        c->has_ims = true;
+    }
+    httpd_drop_head(h);
+    disk_run(h, f, &c->j, false);
+}
+
 void httpd_files_serve(struct httpd_conn *h, struct http_msg *req, struct httpd_files *f)
 {
+    if ((req->method == HTTP_M_GET || req->method == HTTP_M_HEAD) && f->docroot) {
+        const char *qq = memmem(req->target, req->target_len, "??", 2);
+        if (qq) {
+            serve_concat(h, req, f, qq);
+            return;
+        }
+    }
     char path[PATH_MAX];
     bool trailing = false;
     int pl = http_path_normalize(req->target, req->target_len, path, sizeof path - 256, &trailing);

@@ -143,7 +143,7 @@ bool httpd_can_persist(const struct httpd_conn *h);
 /* Queue a response head into httpd_tx(): status line in the request's
  * version, Date, Server (h->server), Content-Type (ctype, may be NULL),
  * Content-Length (content_length >= 0), extra ("Name: v\r\n" lines, may be
- * NULL), Connection (close, or keep-alive for HTTP/1.0). */
+ * NULL), Connection (close or keep-alive). */
 void httpd_response_head(struct httpd_conn *h, int status, const char *ctype, int64_t content_length, bool keep,
                          const char *extra);
 /* A small HTML page ("<h1>status - reason</h1>\n" then msg, as Perlbal
@@ -197,6 +197,8 @@ struct httpd_files {
     int min_put_directory;           /* PUT may create directories only below this depth */
     uint64_t max_put_size;           /* 0 = no limit (413 beyond) */
     bool skip_md5_check;             /* ignore Content-MD5 on PUT (checked by default) */
+    bool concat_get;                 /* GET /dir/??a,b,c serves the files one after another
+                                      * (Perlbal's enable_concatenate_get; else 403) */
     /* hooks (optional): rewrite the clean path in place (NUL-ended, cap
      * bytes); a file was sent (for stats) */
     void (*rewrite_path)(void *arg, struct httpd_conn *h, char *path, size_t cap);
@@ -218,6 +220,9 @@ struct httpd_files {
  * 204 replaced; 403 when disabled; a Content-MD5 that does not match the
  * body: 400 and nothing stored), DELETE (204; 404), others 405. Paths with
  * ".." above the root or that lead out of it through a symlink: 400/403.
+ * "/dir/??a,b" concatenates files (concat_get; 500 without the slash before
+ * "??", 404 for a missing file, Last-Modified of the newest, 304 for an
+ * equal If-Modified-Since; at most 100 files).
  * Must be called from on_request with the req given there. */
 void httpd_files_serve(struct httpd_conn *h, struct http_msg *req, struct httpd_files *f);
 /* Drop every cached open file of f (after changing files behind httpd). */

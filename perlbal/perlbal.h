@@ -110,7 +110,7 @@ struct pb_service {
     int echo_delay;                 /* EchoService: seconds before a line is echoed */
     void *tls_ctx;                  /* SSL_CTX when enable_ssl */
     struct httpd_files files;       /* web_server: docroot etc. mirrored from the parameters (web.c) */
-    bool enable_md5;
+    bool enable_md5, enable_concatenate_get;
     /* counters */
     _Atomic uint64_t requests;
     struct pb_svc_loop loops[PB_MAX_LOOPS];

@@ -33,6 +33,7 @@ void pb_web_sync(struct pb_service *svc)
     f->min_put_directory = svc->min_put_directory;
     f->max_put_size = svc->max_put_size;
     f->skip_md5_check = !svc->enable_md5;
+    f->concat_get = svc->enable_concatenate_get;
     f->rewrite_path = web_rewrite_path;
     f->file_sent = web_file_sent;
     f->hook_arg = svc;

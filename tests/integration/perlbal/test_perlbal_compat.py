@@ -485,3 +485,42 @@ ENABLE mgmt
     assert status() == 403 and status("1.1.1.1") == 200
     console(mport, "SET test.AccessControl.use_observed_ip = 0")
     assert status("1.1.1.1") == 403
+
+
+def test_concatenated_get(daemon, tmp_path):
+    """As Perlbal's t/17: with enable_concatenate_get, GET /dir/??a,b serves
+    the files one after the other (subdirectories and repeats allowed); no
+    slash before ?? is 500, a missing directory or file 404; Last-Modified
+    is the newest file's, and an equal If-Modified-Since gets a keep-alive
+    304 without a body; turned off, 403."""
+    import http.client
+    root = tmp_path / "www"
+    (root / "foo" / "bar").mkdir(parents=True)
+    c1, c2 = "a" * 50 + "\n", "b" * 50 + "\n"
+    (root / "foo" / "a.txt").write_text(c1)
+    (root / "foo" / "b.txt").write_text(c2)
+    (root / "foo" / "bar" / "b.txt").write_text(c2)
+    port, mport = free_port(), free_port()
+    start_perlbal(daemon, str(tmp_path), web_conf(port, root, "SET enable_concatenate_get = 1") + """
+CREATE SERVICE mgmt
+  SET role = management
+  SET listen = 127.0.0.1:%d
+ENABLE mgmt
+""" % mport, port)
+    assert get(port, "/foo??a.txt,b.txt")[0].status == 500
+    assert get(port, "/bogus/??a.txt,b.txt")[0].status == 404
+    assert get(port, "/foo/??a.txt,bogus.txt")[0].status == 404
+    assert get(port, "/foo/??a.txt,b.txt")[1] == (c1 + c2).encode()
+    assert get(port, "/foo/??a.txt,bar/b.txt")[1] == (c1 + c2).encode()
+    r, body = get(port, "/foo/??a.txt,a.txt")
+    assert body == (c1 + c1).encode()
+    lm = r.getheader("Last-Modified")
+    assert lm.endswith("GMT")
+    c = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+    c.request("GET", "/foo/??a.txt,bar/b.txt", headers={"If-Modified-Since": lm})
+    r = c.getresponse()
+    assert r.status == 304 and r.read() == b"" and r.getheader("Content-Length") is None
+    assert "keep-alive" in r.getheader("Connection", "").lower() and r.getheader("Last-Modified").endswith("GMT")
+    c.close()
+    console(mport, "SET test.enable_concatenate_get = 0")
+    assert get(port, "/foo/??a.txt,a.txt")[0].status == 403

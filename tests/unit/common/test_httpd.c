@@ -229,7 +229,21 @@ static void *client_main(void *arg)
     /* a body read through httpd_body_read: chunked decoded, then the next request */
     EX("POST /echo HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n4\r\nwiki\r\n5\r\npedia\r\n0\r\n\r\n"
        "GET /a.txt HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n", r);
-    CCHECK(strstr(r, "Content-Length: 9\r\n\r\nwikipedia") && strstr(r, "hello world"));
+    CCHECK(strstr(r, "Content-Length: 9\r\n") && strstr(r, "\r\n\r\nwikipedia") && strstr(r, "hello world"));
+    /* concatenated GET: off by default, then as Perlbal's enable_concatenate_get */
+    EX("GET /sub/??in.txt,in.txt HTTP/1.0\r\n\r\n", r);
+    CCHECK(status_of(r) == 403);
+    files.concat_get = true;
+    EX("GET /sub/??in.txt,../a.txt HTTP/1.0\r\n\r\n", r);
+    CCHECK(status_of(r) == 403);
+    EX("GET /sub??in.txt HTTP/1.0\r\n\r\n", r);
+    CCHECK(status_of(r) == 500);
+    EX("GET /sub/??in.txt,nope.txt HTTP/1.0\r\n\r\n", r);
+    CCHECK(status_of(r) == 404);
+    EX("GET /nodir/??in.txt HTTP/1.0\r\n\r\n", r);
+    CCHECK(status_of(r) == 404);
+    EX("GET /sub/??in.txt,in.txt?v=3 HTTP/1.0\r\n\r\n", r);
+    CCHECK(status_of(r) == 200 && strstr(r, "Content-Length: 10\r\n") && strstr(r, "\r\n\r\ninnerinner"));
     EX("POST /echo HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\n", r);
     CCHECK(status_of(r) == 400);
     /* a head bomb: 431; a head that never ends: 408 after the deadline */
