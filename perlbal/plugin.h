@@ -113,6 +113,8 @@ struct plug_state {
     int nrules;
     bool deny_default;
     bool use_observed_ip;
+    /* xffextras */
+    bool xff_send_port, xff_send_proto;
     /* redirect */
     struct { char match[128], target[128]; } redirects[MAX_REDIRECTS];
     int nredirects;
@@ -148,5 +150,6 @@ extern const struct pb_plugin pb_plugin_notmodified;
 extern const struct pb_plugin pb_plugin_throttle;
 extern const struct pb_plugin pb_plugin_echoservice;
 extern const struct pb_plugin pb_plugin_include;
+extern const struct pb_plugin pb_plugin_xffextras;
 
 #endif

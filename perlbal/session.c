@@ -355,7 +355,8 @@ static void dispatch(struct pb_client *cl, struct http_msg *req)
                     continue;
                 }
             }
-            if ((IS("x-host") || IS("x-forwarded-host")) && !trusted) continue;
+            if ((IS("x-host") || IS("x-forwarded-host") || IS("x-forwarded-port") || IS("x-forwarded-proto")) && !trusted)
+                continue; /* only a trusted upstream may speak for the client */
 #undef IS
             evbuffer_add(h, hd->name, hd->name_len);
             evbuffer_add(h, ": ", 2);

@@ -524,3 +524,33 @@ ENABLE mgmt
     c.close()
     console(mport, "SET test.enable_concatenate_get = 0")
     assert get(port, "/foo/??a.txt,a.txt")[0].status == 403
+
+
+def test_xffextras_sends_port_and_proto(daemon, tmp_path):
+    """As Perlbal's t/78: XFFExtras' send_backend_port / send_backend_proto
+    tell the backend the port the client connected to and the protocol;
+    an untrusted client's own X-Forwarded-Proto does not pass."""
+    from pb_helpers import Backend
+    be = Backend()
+    port = free_port()
+    start_perlbal(daemon, str(tmp_path), """
+LOAD XFFExtras
+CREATE POOL a
+  POOL a ADD 127.0.0.1:%d
+CREATE SERVICE proxy
+  SET role = reverse_proxy
+  SET listen = 127.0.0.1:%d
+  SET pool = a
+  SET plugins = XFFExtras
+  SET send_backend_port = yes
+  SET send_backend_proto = yes
+ENABLE proxy
+""" % (be.port, port), port)
+    try:
+        r, _ = get(port, "/x", headers={"X-Forwarded-Proto": "https"})
+        assert r.status == 200
+        h = be.requests[-1]["headers"]
+        assert h.get("X-Forwarded-Port") == str(port)
+        assert h.get("X-Forwarded-Proto") == "http"
+    finally:
+        be.stop()
