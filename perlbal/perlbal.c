@@ -94,8 +94,10 @@ static void tick_cb(evutil_socket_t fd, short what, void *arg)
     (void)fd;
     (void)what;
     struct core_loop *loop = arg;
-    if (loop->index == 0)
+    if (loop->index == 0) {
         for (struct pb_pool *p = pb_pools; p; p = p->next) pb_pool_check_nodefile(p);
+        pb_backend_reap();
+    }
     for (struct pb_service *s = pb_services; s; s = s->next)
         if (s->role == PB_ROLE_REVERSE_PROXY) pb_proxy_loop_tick(s, loop->index);
 }

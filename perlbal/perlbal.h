@@ -18,6 +18,7 @@
 #include <stdbool.h>
 #include <stdint.h>
 #include <sys/socket.h>
+#include <sys/types.h>
 
 #include "common/http.h"
 #include "common/httpd.h"
@@ -97,6 +98,8 @@ struct pb_service {
     char *docroot, *index_files, *verify_backend_path, *high_priority_cookie, *high_priority_cookie_contents;
     char *trusted_upstream_proxies, *buffer_uploads_path, *ssl_key_file, *ssl_cert_file, *ssl_cipher_list;
     char *ssl_ca_path, *error_retry_schedule;
+    char *server_process;           /* a backend program speaking HTTP on its stdin/stdout */
+    struct pool_node process_node;  /* the node its backends count against */
     /* parsed trusted_upstream_proxies */
     struct { uint32_t net, mask; } trusted[16];
     int ntrusted;
@@ -269,6 +272,8 @@ struct pb_backend {
     bool verifying;                   /* the OPTIONS probe is in flight */
     bool verify_ok;                   /* its answer kept the connection open */
     bool connect_failed;
+    pid_t pid;                        /* server_process: the child, 0 otherwise */
+    struct event *ready_ev;           /* server_process: "connected" on the next loop turn */
 };
 
 /* session.c: the per-request ends of perlbal's state around httpd's */
@@ -292,6 +297,8 @@ void pb_proxy_reproxy_urls(struct pb_client *cl, const char *urls, int64_t expec
 void pb_reproxy_resume(struct pb_client *cl);
 void pb_reproxy_free(struct pb_client *cl);
 void pb_proxy_loop_tick(struct pb_service *svc, int loop_index);
+/* server_process children that exited: reaped (from the 1 s tick). */
+void pb_backend_reap(void);
 /* buffer_uploads: start holding the request body (dispatch) / more body bytes arrived */
 void pb_proxy_buffer_start(struct pb_client *cl);
 /* The request head is ready for the reverse proxy: buffer the upload or ask

@@ -554,3 +554,37 @@ ENABLE proxy
         assert h.get("X-Forwarded-Proto") == "http"
     finally:
         be.stop()
+
+
+def test_server_process_backend_is_started_and_answers(daemon, tmp_path):
+    """As Perlbal's (alpha) server_process and its t/60: each backend
+    connection is a new child running the program with the connection as
+    its stdin and stdout; it answers HTTP there."""
+    prog = tmp_path / "child-httpd"
+    prog.write_text("""#!/usr/bin/python3
+import os, sys
+line = sys.stdin.readline()
+while sys.stdin.readline().strip():
+    pass
+body = "You wanted [%s] and I am pid=%d\\n" % (line.split()[1], os.getpid())
+sys.stdout.write("HTTP/1.0 200 OK\\r\\nContent-Length: %d\\r\\n\\r\\n%s" % (len(body), body))
+sys.stdout.flush()
+""")
+    prog.chmod(0o755)
+    port = free_port()
+    start_perlbal(daemon, str(tmp_path), """
+CREATE SERVICE test
+  SET role = reverse_proxy
+  SET listen = 127.0.0.1:%d
+  SET persist_client = 1
+  SET persist_backend = 1
+  SET connect_ahead = 0
+  SET server_process = %s
+ENABLE test
+""" % (port, prog), port)
+    pids = set()
+    for _ in range(2):
+        r, body = get(port, "/status")
+        assert r.status == 200 and body.startswith(b"You wanted [/status] and I am pid=")
+        pids.add(body.split(b"pid=")[1].strip())
+    assert len(pids) == 2                         # a child per backend connection (each answers once)
