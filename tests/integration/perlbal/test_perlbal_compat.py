@@ -588,3 +588,36 @@ ENABLE test
         assert r.status == 200 and body.startswith(b"You wanted [/status] and I am pid=")
         pids.add(body.split(b"pid=")[1].strip())
     assert len(pids) == 2                         # a child per backend connection (each answers once)
+
+
+def test_trusted_upstream_proxies_take_ipv6_networks(daemon, tmp_path):
+    """trusted_upstream_proxies accepts IPv6 networks next to IPv4 ones: a
+    client on ::1 inside them has its X-Forwarded-For kept (ours appended);
+    outside them, it is replaced by the peer address."""
+    from pb_helpers import Backend
+    be = Backend()
+    port, mport = free_port(), free_port()
+    start_perlbal(daemon, str(tmp_path), """
+CREATE POOL a
+  POOL a ADD 127.0.0.1:%d
+CREATE SERVICE proxy
+  SET role = reverse_proxy
+  SET listen = [::1]:%d
+  SET pool = a
+  SET trusted_upstream_proxies = 10.0.0.0/8, ::1/128
+ENABLE proxy
+CREATE SERVICE mgmt
+  SET role = management
+  SET listen = 127.0.0.1:%d
+ENABLE mgmt
+""" % (be.port, port, mport), mport)
+    try:
+        r, _ = get(port, "/x", host="::1", headers={"X-Forwarded-For": "1.2.3.4"})
+        assert r.status == 200
+        assert be.requests[-1]["headers"]["X-Forwarded-For"] == "1.2.3.4, ::1"
+        assert "OK" in console(mport, "SET proxy.trusted_upstream_proxies = 10.0.0.0/8, 2001:db8::/32")
+        r, _ = get(port, "/y", host="::1", headers={"X-Forwarded-For": "1.2.3.4"})
+        assert be.requests[-1]["headers"]["X-Forwarded-For"] == "::1"
+        assert "ERROR" in console(mport, "SET proxy.trusted_upstream_proxies = ::1/129")
+    finally:
+        be.stop()
