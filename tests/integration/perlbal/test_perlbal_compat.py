@@ -621,3 +621,31 @@ ENABLE mgmt
         assert "ERROR" in console(mport, "SET proxy.trusted_upstream_proxies = ::1/129")
     finally:
         be.stop()
+
+
+def test_accesscontrol_rules_take_ipv6(daemon, tmp_path):
+    """ACCESS rules take IPv6 addresses and networks next to IPv4 ones."""
+    root = tmp_path / "www"
+    root.mkdir()
+    (root / "f.txt").write_text("ok")
+    port, mport = free_port(), free_port()
+    start_perlbal(daemon, str(tmp_path), """
+LOAD AccessControl
+CREATE SERVICE test
+  SET role = web_server
+  SET plugins = AccessControl
+  SET listen = [::1]:%d
+  SET docroot = %s
+ENABLE test
+CREATE SERVICE mgmt
+  SET role = management
+  SET listen = 127.0.0.1:%d
+ENABLE mgmt
+""" % (port, root, mport), mport)
+    assert get(port, "/f.txt", host="::1")[0].status == 200
+    assert "OK" in console(mport, "USE test", "ACCESS deny netmask ::/8")
+    assert get(port, "/f.txt", host="::1")[0].status == 403
+    assert "OK" in console(mport, "USE test", "ACCESS reset", "ACCESS deny netmask 10.0.0.0/8",
+                           "ACCESS allow ip ::1", "ACCESS policy deny")
+    assert get(port, "/f.txt", host="::1")[0].status == 200
+    assert "ERROR" in console(mport, "USE test", "ACCESS deny ip ::1/64")   # "ip" takes no prefix
