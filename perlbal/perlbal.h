@@ -244,6 +244,7 @@ struct pb_client {
     struct pb_reproxy *reproxy;
     char *target;                     /* request-target (for logs / reproxy) */
     bool chunked_out;                 /* the body goes to the backend re-chunked */
+    bool reproxied_service;           /* sent on by X-REPROXY-SERVICE already */
     /* buffer_uploads */
     int upload_fd;                    /* spooled body (a file in buffer_uploads_path), -1 if none */
     char *upload_path;                /* its name: removed when the request ends */

@@ -152,6 +152,7 @@ static void client_on_request_end(struct httpd_conn *h)
     cl->error_retries = 0;
     cl->prio = 1;
     cl->chunked_out = false;
+    cl->reproxied_service = false;
     client_apply_service(cl);
 }
 

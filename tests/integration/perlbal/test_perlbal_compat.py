@@ -649,3 +649,45 @@ ENABLE mgmt
                            "ACCESS allow ip ::1", "ACCESS policy deny")
     assert get(port, "/f.txt", host="::1")[0].status == 200
     assert "ERROR" in console(mport, "USE test", "ACCESS deny ip ::1/64")   # "ip" takes no prefix
+
+
+def test_x_reproxy_service_hands_the_request_to_another_service(daemon, tmp_path):
+    """X-REPROXY-SERVICE (as Perlbal): a backend names another service and
+    the same request is answered by that service's backends; an unknown
+    service is a 404 "Vhost twiddling not configured for requested pair."."""
+    from pb_helpers import Backend
+
+    def first(h, info):
+        if info["path"] == "/other":
+            return 200, {"X-REPROXY-SERVICE": "second"}, b"ignored"
+        if info["path"] == "/nowhere":
+            return 200, {"X-REPROXY-SERVICE": "nosuch"}, b""
+        return 200, {}, b"first"
+
+    be1, be2 = Backend(first), Backend(lambda h, info: (200, {}, b"second:" + info["path"].encode()))
+    port = free_port()
+    start_perlbal(daemon, str(tmp_path), """
+CREATE POOL p1
+  POOL p1 ADD 127.0.0.1:%d
+CREATE POOL p2
+  POOL p2 ADD 127.0.0.1:%d
+CREATE SERVICE second
+  SET role = reverse_proxy
+  SET pool = p2
+ENABLE second
+CREATE SERVICE front
+  SET role = reverse_proxy
+  SET listen = 127.0.0.1:%d
+  SET pool = p1
+  SET enable_reproxy = on
+ENABLE front
+""" % (be1.port, be2.port, port), port)
+    try:
+        assert get(port, "/plain")[1] == b"first"
+        r, body = get(port, "/other")
+        assert r.status == 200 and body == b"second:/other"
+        r, body = get(port, "/nowhere")
+        assert r.status == 404 and b"Vhost twiddling not configured" in body
+    finally:
+        be1.stop()
+        be2.stop()
