@@ -298,3 +298,32 @@ def test_background_submit_onto_a_job_that_finishes_before_its_insert_commits(da
     assert c.expect("JOB_CREATED") == [b"H:t:1"]       # the background submitter's answer
     assert c.expect("WORK_COMPLETE") == [b"H:t:1", b"done"]
     assert status(d.port)["k"] == (0, 0, 1)              # no job left; the connection is still its worker
+
+
+def test_grab_goes_round_robin_over_functions_with_work_and_by_priority(daemon):
+    """A worker's grabs look only at its functions that have queued jobs
+    (so thousands of idle abilities cost nothing per grab): highest priority
+    first across all of them, round robin among equals."""
+    d = daemon("gearmand", ["-p", "{port}", "-L", "127.0.0.1"])
+    w = Conn(d.port)
+    w.raw(b"".join(packet("CAN_DO", "idle%d" % i) for i in range(5000)))
+    w.raw(packet("CAN_DO", "a") + packet("CAN_DO", "b"))
+    c = Conn(d.port)
+    for i in range(3):
+        c.send("SUBMIT_JOB_BG", "a", "", "a%d" % i)
+        c.expect("JOB_CREATED")
+        c.send("SUBMIT_JOB_BG", "b", "", "b%d" % i)
+        c.expect("JOB_CREATED")
+    c.send("SUBMIT_JOB_HIGH_BG", "b", "", "urgent")
+    c.expect("JOB_CREATED")
+    got = []
+    for _ in range(7):
+        w.send("GRAB_JOB")
+        got.append(w.expect("JOB_ASSIGN")[2].decode())
+    assert got[0] == "urgent"
+    rest = got[1:]
+    assert sorted(rest) == ["a0", "a1", "a2", "b0", "b1", "b2"]
+    assert all(rest[i][0] != rest[i + 1][0] for i in range(len(rest) - 1)), rest   # alternating
+    assert [x for x in rest if x[0] == "a"] == ["a0", "a1", "a2"]                   # FIFO within a function
+    w.send("GRAB_JOB")
+    assert w.recv()[0] == "NO_JOB"
