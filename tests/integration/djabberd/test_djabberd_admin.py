@@ -5,7 +5,7 @@ import os
 import subprocess
 import urllib.request
 
-from conftest import Djabberd, Raw, closing, free_port, make_client, online
+from .conftest import Djabberd, Raw, closing, free_port, make_client, online
 
 
 def run(coro):

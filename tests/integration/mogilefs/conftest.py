@@ -16,7 +16,7 @@ _shared = importlib.util.module_from_spec(_spec)
 _spec.loader.exec_module(_shared)
 globals().update({k: v for k, v in vars(_shared).items() if not k.startswith("__")})
 
-from mog_cluster import Cluster  # noqa: E402
+from .mog_cluster import Cluster  # noqa: E402
 
 
 @pytest.fixture

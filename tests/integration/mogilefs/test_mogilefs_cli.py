@@ -6,7 +6,7 @@ import tempfile
 
 import pytest
 
-from mog_cluster import Storage, Tracker, bin_path, free_port, wait_until
+from .mog_cluster import Storage, Tracker, bin_path, free_port, wait_until
 
 
 def mogile(trackers, *args, check=True, stdin=None):

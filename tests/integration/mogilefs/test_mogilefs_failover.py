@@ -1,8 +1,8 @@
 """Losing a storage host, dead devices, drain, a tracker restart."""
 import urllib.parse
 
-from mog_cluster import Tracker, wait_until
-import mogclient
+from .mog_cluster import Tracker, wait_until
+from . import mogclient
 
 
 def copies(c, key):

@@ -5,8 +5,8 @@ import os
 import tempfile
 import threading
 
-import mogclient
-from mog_cluster import Storage, Tracker, wait_until
+from . import mogclient
+from .mog_cluster import Storage, Tracker, wait_until
 
 
 def test_two_trackers_share_one_mariadb(mariadb):

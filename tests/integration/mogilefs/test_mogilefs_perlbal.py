@@ -2,8 +2,8 @@
 an application answering X-REPROXY-URL from the tracker's get_paths."""
 import os
 
-import mogclient
-from mog_cluster import REPO, Proc, bin_path, free_port
+from . import mogclient
+from .mog_cluster import REPO, Proc, bin_path, free_port
 
 
 def test_perlbal_reproxies_files_from_mogstored(cluster):

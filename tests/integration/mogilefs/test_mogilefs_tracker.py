@@ -7,9 +7,9 @@ import urllib.parse
 
 import pytest
 
-import mogclient
-from mog_cluster import wait_until
-from mogclient import MogError
+from . import mogclient
+from .mog_cluster import wait_until
+from .mogclient import MogError
 
 
 def raw_lines(addr, payload, nlines, timeout=5):
@@ -266,3 +266,4 @@ def test_updateclass_adds_copies(cluster):
     with pytest.raises(MogError) as e:
         c.update_class("upc", "nosuch")
     assert e.value.code == "class_not_found"
+
