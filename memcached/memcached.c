@@ -898,6 +898,7 @@ int main(int argc, char **argv)
     mc_settings.warm_pct = 40;
     mc_settings.hashpower = 16;
     mc_settings.out_mem_limit = 256ull << 20;
+    mc_settings.auth_delay_us = 100000;
     mc_settings.maxconns_fast = true;
     mc_settings.lru_crawler_sleep = 100;
     mc_settings.lru_maintainer = true;
