@@ -180,6 +180,7 @@ struct st_sess {
     bool check_md5;
     bool failed;                /* write error: keep reading, answer 500 at the end */
     bool closed;                /* conn gone while ST_SYNC: the sync job frees */
+    bool in_done, gone;         /* sync_done running / the conn was freed meanwhile */
 };
 
 static void put_reset(struct st_sess *s, bool unlink_tmp)
@@ -426,15 +427,27 @@ static void sync_done(void *arg)
     }
     http_reply(s->tx, j->status, NULL, j->status == 200 ? NULL : "Sync failed\n", s->keep);
     free(j);
+    struct core_conn *c = s->c;
     s->state = ST_HEAD;
-    conn_set_busy(s->c, false);
-    if (!s->keep) {
-        close_after_reply(s);
-        return;
-    }
-    conn_resume_read(s->c);
-    http_drive(s);
     flush_tx(s);
+    /* Outside a conn callback the core frees a conn at once: on_close then
+     * only marks s gone while this runs, and c is not touched after. */
+    s->in_done = true;
+    if (!s->keep) {
+        s->state = ST_CLOSE;
+        conn_close_after_write(c);
+    } else {
+        conn_resume_read(c);
+        conn_kick(c); /* pipelined requests, inside the core's callback guard */
+        if (!s->gone && s->state != ST_SYNC)
+            conn_set_busy(c, false);
+    }
+    s->in_done = false;
+    if (s->gone) {
+        if (s->tx)
+            evbuffer_free(s->tx);
+        free(s);
+    }
 }
 
 /* Durable before OK: the data, then the name (rename), then the folder. */
@@ -681,6 +694,11 @@ static void http_on_close(struct core_conn *c, enum conn_close_reason why)
     struct st_sess *s = c->data;
     if (s) {
         put_reset(s, true); /* a PUT cut short leaves nothing behind */
+        if (s->in_done) {
+            s->gone = true; /* sync_done frees it */
+            s->c = NULL;
+            return;
+        }
         if (s->state == ST_SYNC) {
             s->closed = true; /* sync_done frees it */
             s->c = NULL;
@@ -738,6 +756,7 @@ struct side_sess {
     struct core_conn *c;
     bool running, closed;
     bool watching;                  /* "watch": gets the utilization stream */
+    bool in_done, gone;             /* hash_done running / the conn was freed meanwhile */
     struct side_sess *wnext, *wprev;
 };
 
@@ -888,11 +907,18 @@ static void hash_done(void *arg)
         return;
     }
     s->running = false;
-    evbuffer_add(conn_out(s->c), j->reply, strlen(j->reply));
+    struct core_conn *c = s->c;
+    evbuffer_add(conn_out(c), j->reply, strlen(j->reply));
     free(j);
-    conn_set_busy(s->c, false);
-    conn_resume_read(s->c);
-    conn_kick(s->c);
+    /* As sync_done: on_close only marks s gone while this runs. */
+    s->in_done = true;
+    conn_resume_read(c);
+    conn_kick(c);
+    if (!s->gone && !s->running)
+        conn_set_busy(c, false);
+    s->in_done = false;
+    if (s->gone)
+        free(s);
 }
 
 /* Thread: digest a whole file without blocking the loop. */
@@ -1025,6 +1051,10 @@ static void side_on_close(struct core_conn *c, enum conn_close_reason why)
         return;
     watch_remove(s);
     s->c = NULL;
+    if (s->in_done) {
+        s->gone = true; /* hash_done frees it */
+        return;
+    }
     if (s->running)
         s->closed = true; /* hash_done frees it */
     else
