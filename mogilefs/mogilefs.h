@@ -283,6 +283,13 @@ void mog_fsck_kick(void);
 /* Enqueue every fid of a device for replication (drain, dead). */
 int mog_enqueue_device(int64_t devid);
 
+/* rebalance.c */
+int mog_rebal_check_policy(const char *policy, char *err, size_t errlen);
+int mog_rebal_test(char *sdevs, size_t sl, char *ddevs, size_t dl);
+int mog_rebal_new_state(char *out, size_t len);
+bool mog_rebal_step(void);
+void mog_rebal_kick(void);
+
 /* session.c */
 int mog_sessions_start(int nthreads);
 void mog_sessions_stop(void);
