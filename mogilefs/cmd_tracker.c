@@ -79,7 +79,7 @@ static int need_domain(struct cmd_ctx *c, struct mog_domain *d)
     if (!has(name))
         return mog_err(c->r, "no_domain", NULL);
     if (mog_domain_by_name(name, d) < 0) {
-        mog_cache_reload();
+        mog_cache_reload_if_stale(200);
         if (mog_domain_by_name(name, d) < 0)
             return mog_err(c->r, "unreg_domain", NULL);
     }

@@ -181,6 +181,9 @@ extern struct mog_cache mog_cache;
 
 /* Reload domains/classes/hosts/devices from the database. 0 or -1. */
 int mog_cache_reload(void);
+/* The same unless the cache was reloaded less than ms ago (lookups that
+ * miss use this, so unknown names cannot make every request reload). */
+int mog_cache_reload_if_stale(int ms);
 /* Lookups copy out under the read lock. Return 0 if found, -1 if not. */
 int mog_domain_by_name(const char *name, struct mog_domain *out);
 int mog_domain_by_id(int64_t dmid, struct mog_domain *out);
