@@ -26,3 +26,6 @@ $(eval $(call program,mogile,mogilefs/tools/mogile.c,,$(BUILD)/lib/libmogile.a))
 $(eval $(call program,mogile-bench,mogilefs/tools/mogile-bench.c,,$(BUILD)/lib/libmogile.a))
 
 BENCHES += tests/bench/bench_mogilefs.py
+# mogstored's connection path (storage.c + the core) over a socketpair.
+MOG_STORAGE_FUZZ_SRCS := tests/fuzz/fuzz_mog_storage_session.c mogilefs/storage.c $(MOG_PROTO) $(COMMON_SRCS)
+$(eval $(call fuzz_target,fuzz_mog_storage_session,$(MOG_STORAGE_FUZZ_SRCS)))
