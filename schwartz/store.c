@@ -365,6 +365,8 @@ static int64_t policy_keep(struct sw_worker *s, struct sw_op *op, uint32_t funci
 
 static enum sw_dbe insert_jobs(struct sw_worker *s, struct sw_op *op, int64_t now)
 {
+    if (op->njobs == 0)
+        return SW_DBE_OK;  /* replace_with H 0: the job just completes */
     if (!op->ids) {
         op->ids = calloc((size_t)op->njobs, sizeof *op->ids);
         if (!op->ids) {

@@ -350,3 +350,11 @@ def test_stats_on_the_job_port_and_bad_job_line_closes(schwartzd, client):
         pass
     assert client(d).lines("list St")[0].startswith("JOB ")  # only the first insert exists
     assert len(client(d).lines("list St")) == 2
+
+
+def test_replace_with_no_jobs_completes_the_job(schwartzd, client):
+    c = client(schwartzd())
+    h = c.insert("Zero", b"x")
+    c.grab(1, 60, "Zero")
+    assert c.cmd("replace_with %s 0" % h) == "OK"
+    assert c.cmd("inspect " + h).startswith("ERR NOT_FOUND")
