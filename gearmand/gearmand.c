@@ -230,6 +230,7 @@ static int gm_init(void)
     if (gm.cfg.ssl && gm_tls_open() < 0)
         return -1;
     gm_state_init(loop->base);
+    gm_sessions_init(loop->base);
     gm_admin_install();
     stats_add_source("", gm_stats, NULL);
     if (gm_store_open() < 0)
@@ -258,6 +259,7 @@ static int gm_init(void)
 static void gm_fini(void)
 {
     gm_store_close();
+    gm_sessions_free();
     gm_state_free();
     if (gm.tls_ctx) {
         tls_ctx_free(gm.tls_ctx);

@@ -215,6 +215,14 @@ def test_function_names_are_freed_and_bounded(daemon):
     assert wait_for(lambda: "brief" not in status(d.port))
     assert admin(d.port, "maxqueue kept 5") == "OK\r\n"
     assert "kept" in status(d.port)
+    # names are bounded in length on every path (CAN_DO, submits, console)
+    long = "n" * 513
+    for cmd in ("create function " + long, "maxqueue " + long + " 3"):
+        assert admin(d.port, cmd).startswith("ERR INVALID_FUNCTION_NAME"), cmd
+    w2.send("CAN_DO", long)
+    assert w2.expect("ERROR")[0] == b"INVALID_FUNCTION_NAME"
+    c.send("SUBMIT_JOB", long, "", "x")
+    assert c.expect("ERROR")[0] == b"INVALID_FUNCTION_NAME"
 
 
 def test_many_abilities_on_one_worker(daemon):
@@ -275,3 +283,18 @@ def test_dash_unique_jobs_survive_a_restart(daemon, tmp_path):
     args = w.expect("JOB_ASSIGN_UNIQ")
     assert args[1:] == [b"dash", b"-", b"q" * 5000]
     del h
+
+
+def test_background_submit_onto_a_job_that_finishes_before_its_insert_commits(daemon, refusing_store):
+    """A background submit joins a running foreground job, which completes
+    before the (failing) INSERT is answered: the work is done, so the
+    submitter hears JOB_CREATED, and the ordering on the connection holds."""
+    d = start_sqlite(daemon, refusing_store, "--job-handle-prefix", "H:t")
+    c = Conn(d.port)
+    c.raw(packet("SUBMIT_JOB", "k", "same", "boom-4") + packet("CAN_DO", "k") + packet("GRAB_JOB") +
+          packet("SUBMIT_JOB_BG", "k", "same", "boom-4") + packet("WORK_COMPLETE", "H:t:1", "done"))
+    assert c.expect("JOB_CREATED") == [b"H:t:1"]
+    assert c.expect("JOB_ASSIGN") == [b"H:t:1", b"k", b"boom-4"]
+    assert c.expect("JOB_CREATED") == [b"H:t:1"]       # the background submitter's answer
+    assert c.expect("WORK_COMPLETE") == [b"H:t:1", b"done"]
+    assert status(d.port)["k"] == (0, 0, 1)              # no job left; the connection is still its worker
