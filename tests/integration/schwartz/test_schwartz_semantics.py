@@ -358,3 +358,23 @@ def test_replace_with_no_jobs_completes_the_job(schwartzd, client):
     c.grab(1, 60, "Zero")
     assert c.cmd("replace_with %s 0" % h) == "OK"
     assert c.cmd("inspect " + h).startswith("ERR NOT_FOUND")
+
+
+def test_dead_database_is_retried_later(schwartzd, client, tmp_path):
+    """A database that cannot be opened is skipped at once, and used again
+    once it can be (after retry-seconds)."""
+    late_dir = tmp_path / "late"
+    dbs = ["dbi:SQLite:dbname=%s" % (tmp_path / "a.db"), "dbi:SQLite:dbname=%s" % (late_dir / "b.db")]
+    d = schwartzd(dbs, extra=["--retry-seconds", "1"])
+    c = client(d)
+    first = {c.insert("Late", b"x").split("-")[0] for _ in range(20)}
+    assert len(first) == 1  # only the live one
+    late_dir.mkdir()
+    deadline = time.time() + 20
+    seen = set(first)
+    while len(seen) < 2:
+        assert time.time() < deadline, "the second database was never used"
+        seen.add(c.insert("Late", b"y").split("-")[0])
+    con = SW(d.admin)
+    assert sum(" alive " in l for l in con.lines("databases")) == 2
+    con.close()
