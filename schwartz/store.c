@@ -580,6 +580,38 @@ out:
     return e;
 }
 
+/* grab_job: this job, if it exists, may run now and nobody holds it. */
+static enum sw_dbe op_grab_job(struct sw_worker *s, struct sw_op *op, int64_t now)
+{
+    struct sw_rows rows;
+    enum sw_dbe e = QR(s, &rows,
+                       "SELECT j.grabbed_until, f.funcname, (SELECT COUNT(*) FROM error e WHERE e.jobid = j.jobid) "
+                       "FROM job j LEFT JOIN funcmap f ON f.funcid = j.funcid WHERE j.jobid = ?",
+                       DB_INT64(op->jobid));
+    if (e != SW_DBE_OK)
+        return op_dberr(s, op, e);
+    if (!rows.nrows) {
+        sw_rows_free(&rows);
+        op_fail(op, SW_E_NOT_FOUND, "no such job");
+        return SW_DBE_OTHER;
+    }
+    int64_t old = sw_cell_int(&rows, 0, 0);
+    char func[SW_MAX_NAME + 1];
+    snprintf(func, sizeof func, "%s", sw_cell(&rows, 0, 1, NULL) ? sw_cell(&rows, 0, 1, NULL) : "");
+    int64_t fails = sw_cell_int(&rows, 0, 2);
+    sw_rows_free(&rows);
+    if (old > now)
+        return SW_DBE_OK;  /* held by someone: no job */
+    e = Q(s, "UPDATE job SET grabbed_until = ? WHERE jobid = ? AND grabbed_until = ?", DB_INT64(now + op->grab_for),
+          DB_INT64(op->jobid), DB_INT64(old));
+    if (e != SW_DBE_OK)
+        return op_dberr(s, op, e);
+    if (sw_dbc_affected(s->conn) != 1)
+        return SW_DBE_OK;  /* lost the race */
+    const char *fn[1] = { func };
+    return render_jobs(s, op, &op->jobid, fn, &fails, 1);
+}
+
 static enum sw_dbe op_completed(struct sw_worker *s, struct sw_op *op, int64_t now)
 {
     struct sw_rows rows;
@@ -914,6 +946,7 @@ static enum sw_dbe run_op(struct sw_worker *s, struct sw_op *op, int64_t now)
     case SW_OP_STATUS: return op_status(s, op);
     case SW_OP_FUNCMAP: return op_funcmap(s, op);
     case SW_OP_QUEUES: return op_queues(s, op, now);
+    case SW_OP_GRAB_JOB: return op_grab_job(s, op, now);
     }
     return SW_DBE_OTHER;
 }
@@ -1076,7 +1109,7 @@ static bool run_txn(struct sw_worker *s, struct sw_op *first, char *why, size_t 
     if (!is_mysql(s)) {
         lazy = true;
         for (struct sw_op *op = first; op && lazy; op = op->next)
-            lazy = op->kind == SW_OP_GRAB || op->kind == SW_OP_LIST || op->kind == SW_OP_INSPECT ||
+            lazy = op->kind == SW_OP_GRAB || op->kind == SW_OP_GRAB_JOB || op->kind == SW_OP_LIST || op->kind == SW_OP_INSPECT ||
                    op->kind == SW_OP_STATUS || op->kind == SW_OP_FUNCMAP || op->kind == SW_OP_QUEUES;
         if (lazy != s->lazy_sync) {
             enum sw_dbe pe = sw_dbc_exec(s->conn, lazy ? "PRAGMA synchronous=NORMAL" : "PRAGMA synchronous=FULL");
@@ -1343,7 +1376,7 @@ void sw_store_submit(struct sw_store *s, struct sw_op *op)
 {
     op->store = s;
     op->next = NULL;
-    if (!op->out && (op->kind == SW_OP_GRAB || op->kind == SW_OP_LIST || op->kind == SW_OP_INSPECT ||
+    if (!op->out && (op->kind == SW_OP_GRAB || op->kind == SW_OP_GRAB_JOB || op->kind == SW_OP_LIST || op->kind == SW_OP_INSPECT ||
                      op->kind == SW_OP_STATUS || op->kind == SW_OP_FUNCMAP))
         op->out = evbuffer_new();
     op->err = SW_OK;

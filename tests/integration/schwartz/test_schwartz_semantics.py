@@ -378,3 +378,16 @@ def test_dead_database_is_retried_later(schwartzd, client, tmp_path):
     con = SW(d.admin)
     assert sum(" alive " in l for l in con.lines("databases")) == 2
     con.close()
+
+
+def test_grab_job_takes_one_job_by_handle_if_free(schwartzd, client):
+    """TheSchwartz's grab_and_work_on: a given job, only if nobody holds it."""
+    c = client(schwartzd())
+    a, b = c.insert("One", b"a"), c.insert("One", b"b")
+    c.send(("grab_job %s 60\r\n" % b).encode())
+    assert [(j[0], j[2]) for j in c.jobs_until_end()] == [(b, b"b")]
+    c.send(("grab_job %s 60\r\n" % b).encode())
+    assert c.jobs_until_end() == []  # held now
+    assert [j[0] for j in c.grab(5, 60, "One")] == [a]
+    assert c.cmd("completed " + b) == "OK"
+    assert c.cmd("grab_job %s 60" % b).startswith("ERR NOT_FOUND")
