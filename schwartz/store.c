@@ -580,6 +580,32 @@ out:
     return e;
 }
 
+/* touch: a worker still on the job extends its lease (from now). Only a
+ * lease that has not run out can be extended: once it has, someone else
+ * may hold the job. */
+static enum sw_dbe op_touch(struct sw_worker *s, struct sw_op *op, int64_t now)
+{
+    enum sw_dbe e = Q(s, "UPDATE job SET grabbed_until = ? WHERE jobid = ? AND grabbed_until > ?",
+                      DB_INT64(now + op->grab_for), DB_INT64(op->jobid), DB_INT64(now));
+    if (e != SW_DBE_OK)
+        return op_dberr(s, op, e);
+    if (sw_dbc_affected(s->conn) == 0) {
+        /* MySQL counts changed rows: the same value twice in a second is not a change */
+        struct sw_rows rows;
+        e = QR(s, &rows, "SELECT 1 FROM job WHERE jobid = ? AND grabbed_until = ?", DB_INT64(op->jobid),
+               DB_INT64(now + op->grab_for));
+        if (e != SW_DBE_OK)
+            return op_dberr(s, op, e);
+        size_t n = rows.nrows;
+        sw_rows_free(&rows);
+        if (!n) {
+            op_fail(op, SW_E_NOT_FOUND, "no such job, or its lease ran out");
+            return SW_DBE_OTHER;
+        }
+    }
+    return SW_DBE_OK;
+}
+
 /* grab_job: this job, if it exists, may run now and nobody holds it. */
 static enum sw_dbe op_grab_job(struct sw_worker *s, struct sw_op *op, int64_t now)
 {
@@ -947,6 +973,7 @@ static enum sw_dbe run_op(struct sw_worker *s, struct sw_op *op, int64_t now)
     case SW_OP_FUNCMAP: return op_funcmap(s, op);
     case SW_OP_QUEUES: return op_queues(s, op, now);
     case SW_OP_GRAB_JOB: return op_grab_job(s, op, now);
+    case SW_OP_TOUCH: return op_touch(s, op, now);
     }
     return SW_DBE_OTHER;
 }
@@ -1079,6 +1106,7 @@ static bool autocommit_ok(const struct sw_op *op)
     switch (op->kind) {
     case SW_OP_INSERT: return op->njobs == 1;   /* funcmap insert-or-find is idempotent on its own */
     case SW_OP_COMPLETED: return !needs_savepoint(op);
+    case SW_OP_TOUCH: return true;
     case SW_OP_DECLINED: case SW_OP_LIST: case SW_OP_INSPECT: case SW_OP_STATUS: case SW_OP_FUNCMAP:
     case SW_OP_QUEUES:
         return true;

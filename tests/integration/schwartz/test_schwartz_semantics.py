@@ -391,3 +391,16 @@ def test_grab_job_takes_one_job_by_handle_if_free(schwartzd, client):
     assert [j[0] for j in c.grab(5, 60, "One")] == [a]
     assert c.cmd("completed " + b) == "OK"
     assert c.cmd("grab_job %s 60" % b).startswith("ERR NOT_FOUND")
+
+
+def test_touch_extends_a_live_lease_only(schwartzd, client):
+    c = client(schwartzd())
+    h = c.insert("Long", b"x")
+    assert c.grab(1, 1, "Long")
+    assert c.cmd("touch %s 60" % h) == "OK"
+    time.sleep(1.5)  # past the first lease: still held thanks to touch
+    assert c.grab(1, 60, "Long") == []
+    h2 = c.insert("Short", b"y")
+    c.grab(1, 1, "Short")
+    time.sleep(2.2)  # the 1 s lease has run out (whole seconds, database clock)
+    assert c.cmd("touch %s 60" % h2).startswith("ERR NOT_FOUND")
