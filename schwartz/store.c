@@ -31,6 +31,10 @@
 #include "common/loop.h"
 
 #define FC_MAX 4096
+/* Candidates carry their argument when it is at most this long (one round
+ * trip); longer ones are fetched after the claim, so a grab's memory stays
+ * bounded by what it sends. */
+#define SW_INLINE_ARG 65536u
 #define ERROR_KEEP_SECONDS (7 * 86400)
 
 /* One connection and its thread. Several per database for MySQL (they run
@@ -52,6 +56,7 @@ struct sw_worker {
     bool skip_locked;          /* the server knows SELECT ... FOR UPDATE SKIP LOCKED */
     bool lazy_sync;            /* SQLite connection is at synchronous=NORMAL for a grab batch */
     bool jobid_index;          /* our (funcid, jobid) index exists: grabs scan it in order */
+    bool in_txn;               /* the op runs inside BEGIN ... COMMIT (else autocommit) */
 };
 
 struct sw_store {
@@ -461,7 +466,7 @@ static enum sw_dbe op_grab(struct sw_worker *s, struct sw_op *op, int64_t now)
      * deadlock; without SKIP LOCKED, take more and shuffle them as
      * TheSchwartz does (a deadlock then reruns the batch). */
     bool parallel = s->store->nw > 1;
-    bool skip_locked = parallel && s->skip_locked;
+    bool skip_locked = parallel && s->skip_locked && s->in_txn;
     bool shuffle = parallel && !skip_locked;
     int spare = shuffle ? want * 3 + 4 : 4;
     int lim = want + spare < sw.cfg.batch_size ? want + spare : sw.cfg.batch_size;
@@ -469,8 +474,10 @@ static enum sw_dbe op_grab(struct sw_worker *s, struct sw_op *op, int64_t now)
         lim = want;
     char sql[512];
     int len = snprintf(sql, sizeof sql,
-                       "SELECT jobid, grabbed_until, LENGTH(arg), (SELECT COUNT(*) FROM error e WHERE e.jobid = job.jobid) "
+                       "SELECT jobid, grabbed_until, LENGTH(arg), (SELECT COUNT(*) FROM error e WHERE e.jobid = job.jobid), "
+                       "CASE WHEN LENGTH(arg) <= %u THEN arg END "
                        "FROM job %s WHERE funcid = ? AND run_after <= ? AND grabbed_until <= ?",
+                       SW_INLINE_ARG,
                        !s->jobid_index || op->prioritize ? ""
                        : is_mysql(s)                     ? "FORCE INDEX (sw_job_funcid_jobid)"
                                                          : "INDEXED BY sw_job_funcid_jobid");
@@ -564,16 +571,28 @@ static enum sw_dbe op_grab(struct sw_worker *s, struct sw_op *op, int64_t now)
             break;
     }
     {
+        /* small arguments came with the candidates; fetch the others */
         const char *fn[SW_MAX_GRAB];
         int64_t fl[SW_MAX_GRAB];
-        for (int i = 0; i < ngot; i++) {
-            fn[i] = op->funcs[fidx[gotf[i]]];
-            fl[i] = sw_cell_int(&rows[gotf[i]], gotrow[i], 3);
-        }
+        uint64_t big[SW_MAX_GRAB];
+        int nbig = 0;
         op->nfound = 0;
-        e = render_jobs(s, op, got, fn, fl, ngot);
+        for (int i = 0; i < ngot; i++) {
+            size_t alen;
+            const char *arg = sw_cell(&rows[gotf[i]], gotrow[i], 4, &alen);
+            int64_t full = sw_cell_int(&rows[gotf[i]], gotrow[i], 2);
+            if (arg || full == 0) {
+                render_job(op->out, s->hash, got[i], op->funcs[fidx[gotf[i]]], arg ? arg : "", arg ? alen : 0,
+                           sw_cell_int(&rows[gotf[i]], gotrow[i], 3));
+                op->nfound++;
+                continue;
+            }
+            fn[nbig] = op->funcs[fidx[gotf[i]]];
+            fl[nbig] = sw_cell_int(&rows[gotf[i]], gotrow[i], 3);
+            big[nbig++] = got[i];
+        }
+        e = render_jobs(s, op, big, fn, fl, nbig);
     }
-
 out:
     for (int k = 0; k < nf; k++)
         sw_rows_free(&rows[k]);
@@ -1099,11 +1118,14 @@ static void op_reset(struct sw_op *op)
 /* A batch of one op that writes with at most one statement (or only
  * reads) needs no BEGIN/COMMIT round trips: in autocommit the statement
  * is its own durable transaction. */
-static bool autocommit_ok(const struct sw_op *op)
+static bool autocommit_ok(const struct sw_worker *s, const struct sw_op *op)
 {
     if (op->next)
         return false;
     switch (op->kind) {
+    /* MySQL: a one-job grab is a select and one compare-and-set, which
+     * commits by itself (shuffled candidates keep our connections apart) */
+    case SW_OP_GRAB: return is_mysql(s) && op->max == 1;
     case SW_OP_INSERT: return op->njobs == 1;   /* funcmap insert-or-find is idempotent on its own */
     case SW_OP_COMPLETED: return !needs_savepoint(op);
     case SW_OP_TOUCH: return true;
@@ -1151,8 +1173,9 @@ static bool run_txn(struct sw_worker *s, struct sw_op *first, char *why, size_t 
             s->lazy_sync = lazy;
         }
     }
-    if (autocommit_ok(first)) {
+    if (autocommit_ok(s, first)) {
         atomic_fetch_add(&s->store->n_ops, 1);
+        s->in_txn = false;
         enum sw_dbe e = run_op(s, first, db_now(s));
         if (e == SW_DBE_LOST || e == SW_DBE_ABORT) {
             snprintf(why, whylen, "%s", sw_dbc_error(s->conn));
@@ -1164,6 +1187,7 @@ static bool run_txn(struct sw_worker *s, struct sw_op *first, char *why, size_t 
         atomic_fetch_add(&s->store->n_commits, 1);
         return true;
     }
+    s->in_txn = true;
     enum sw_dbe e = sw_dbc_exec(s->conn, is_mysql(s) ? "START TRANSACTION" : "BEGIN IMMEDIATE");
     if (e != SW_DBE_OK) {
         snprintf(why, whylen, "begin: %s", sw_dbc_error(s->conn));
