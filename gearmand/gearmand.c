@@ -251,6 +251,9 @@ static int gm_init(void)
     }
     if (gm.cfg.max_conns > 0)
         listen_set_max_conns((uint64_t)gm.cfg.max_conns);
+    if (gm.cfg.threads > 1)
+        log_info("gearmand: -t %d: connections and job state run on one loop here (see README, Threading)",
+                 gm.cfg.threads);
     log_info("gearmand: listening on %s%s (queue: %s)", spec, gm.tls_ctx ? " (TLS)" : "",
              gm.db ? gm.cfg.queue_type : "builtin");
     return 0;

@@ -41,6 +41,7 @@ struct gm_func {
     uint32_t max_queue[3];      /* 0 = unlimited */
     bool pinned;                /* made by `create function`: kept until `drop function` */
     struct list_node sleepers;    /* gm_ability.sleep_link of sleeping workers */
+    struct list_node abilities;   /* gm_ability.f_link of every worker that can do it */
     struct list_node all_link;    /* server's function list, creation order */
 };
 
@@ -49,6 +50,8 @@ struct gm_ability {
     struct gm_sess *s;
     uint32_t timeout_ms;        /* CAN_DO_TIMEOUT; 0 = none */
     int idx;                    /* in s->abilities */
+    struct list_node f_link;    /* f->abilities */
+    struct list_node ready_link; /* s->ready while f has queued jobs */
     struct gm_ability *hnext;   /* s->abuckets chain */
     struct list_node sleep_link;
 };
@@ -128,7 +131,7 @@ struct gm_sess {
     int nabilities, cap_abilities;
     struct gm_ability **abuckets;   /* abilities by function */
     size_t amask;
-    int rr;                     /* round-robin start among abilities */
+    struct list_node ready;     /* abilities whose function has queued jobs, round-robin order */
     bool sleeping;
     bool exceptions;
     bool in_text;               /* last request was an admin text line */

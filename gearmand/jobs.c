@@ -73,6 +73,7 @@ struct gm_func *gm_func_get(const char *name, size_t len)
     for (int p = 0; p < 3; p++)
         list_init(&f->queue[p]);
     list_init(&f->sleepers);
+    list_init(&f->abilities);
     list_add_tail(&gm.funcs, &f->all_link);
     f->hnext = gm.fbuckets[f->hash & gm.fmask];
     gm.fbuckets[f->hash & gm.fmask] = f;
@@ -192,6 +193,24 @@ static void wake_sleepers(struct gm_func *f)
 
 int64_t gm_now_epoch(void) { return (int64_t)time(NULL); }
 
+static uint32_t func_queued(const struct gm_func *f) { return f->queued[0] + f->queued[1] + f->queued[2]; }
+
+/* f got its first queued job, or lost its last: every worker that can do
+ * it gains or loses it on its ready list, so a grab looks only at functions
+ * with work (O(functions with work), not O(abilities)). */
+static void func_set_ready(struct gm_func *f, bool ready)
+{
+    struct list_node *pos;
+    list_for_each(pos, &f->abilities)
+    {
+        struct gm_ability *a = container_of(pos, struct gm_ability, f_link);
+        if (ready)
+            list_add_tail(&a->s->ready, &a->ready_link);
+        else
+            list_del(&a->ready_link);
+    }
+}
+
 static void job_enqueue(struct gm_job *j, bool at_head)
 {
     j->state = GM_JOB_QUEUED;
@@ -199,6 +218,8 @@ static void job_enqueue(struct gm_job *j, bool at_head)
         list_add_head(&j->f->queue[j->prio], &j->qlink);
     else
         list_add_tail(&j->f->queue[j->prio], &j->qlink);
+    if (func_queued(j->f) == 0)
+        func_set_ready(j->f, true);
     j->f->queued[j->prio]++;
     wake_sleepers(j->f);
 }
@@ -208,6 +229,8 @@ static void job_unqueue(struct gm_job *j)
     if (j->state == GM_JOB_QUEUED && list_linked(&j->qlink)) {
         list_del(&j->qlink);
         j->f->queued[j->prio]--;
+        if (func_queued(j->f) == 0)
+            func_set_ready(j->f, false);
     }
 }
 
@@ -536,6 +559,10 @@ void gm_ability_add(struct gm_sess *s, const char *name, size_t len, uint32_t ti
     a->s = s;
     a->timeout_ms = timeout_ms;
     list_init(&a->sleep_link);
+    list_add_tail(&f->abilities, &a->f_link);
+    list_init(&a->ready_link);
+    if (func_queued(f))
+        list_add_tail(&s->ready, &a->ready_link);
     a->idx = s->nabilities;
     s->abilities[s->nabilities++] = a;
     if (!s->abuckets || (size_t)s->nabilities > s->amask + 1)
@@ -559,44 +586,37 @@ void gm_ability_remove(struct gm_sess *s, int i)
     *pp = a->hnext;
     if (list_linked(&a->sleep_link))
         list_del(&a->sleep_link);
+    list_del(&a->f_link);
+    list_del(&a->ready_link);
     struct gm_func *f = a->f;
     f->workers--;
     free(a);
     s->abilities[i] = s->abilities[--s->nabilities];
     if (i < s->nabilities)
         s->abilities[i]->idx = i;
-    if (s->rr >= s->nabilities)
-        s->rr = 0;
     gm_func_release(f);
 }
 
-bool gm_worker_has_runnable(struct gm_sess *s)
-{
-    for (int i = 0; i < s->nabilities; i++) {
-        struct gm_func *f = s->abilities[i]->f;
-        if (f->queued[0] | f->queued[1] | f->queued[2])
-            return true;
-    }
-    return false;
-}
+bool gm_worker_has_runnable(struct gm_sess *s) { return !list_empty(&s->ready); }
 
 /* Highest priority first across every function the worker can do (a high
  * job of any function goes before normal ones); among functions of equal
- * priority, round robin from where the last grab left off. */
+ * priority, round robin: the function served goes to the back of the
+ * worker's ready list. */
 struct gm_job *gm_worker_take_job(struct gm_sess *s, struct gm_ability **ab)
 {
-    int n = s->nabilities;
-    if (n == 0)
-        return NULL;
     for (int p = 0; p < 3; p++) {
-        for (int k = 0; k < n; k++) {
-            int i = (s->rr + k) % n;
-            struct gm_func *f = s->abilities[i]->f;
+        struct list_node *pos;
+        list_for_each(pos, &s->ready)
+        {
+            struct gm_ability *a = container_of(pos, struct gm_ability, ready_link);
+            struct gm_func *f = a->f;
             if (f->queued[p]) {
                 struct gm_job *j = container_of(f->queue[p].next, struct gm_job, qlink);
-                job_unqueue(j);
-                s->rr = (i + 1) % n;
-                *ab = s->abilities[i];
+                list_del(&a->ready_link);
+                list_add_tail(&s->ready, &a->ready_link);
+                job_unqueue(j);  /* may take f off every ready list */
+                *ab = a;
                 return j;
             }
         }

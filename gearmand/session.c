@@ -414,6 +414,7 @@ struct gm_sess *gm_sess_new(struct core_conn *c)
         abort();
     }
     list_init(&s->running);
+    list_init(&s->ready);
     list_init(&s->links);
     list_add_tail(&gm.sessions, &s->all_link);
     gm.nsessions++;
