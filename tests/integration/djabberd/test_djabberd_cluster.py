@@ -8,7 +8,7 @@ import re
 import socket
 import time
 
-from conftest import Server, closing, free_port, make_client, online, wait_port
+from .conftest import Server, closing, free_port, make_client, online, wait_port
 
 
 def at(d):

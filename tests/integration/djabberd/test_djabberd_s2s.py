@@ -16,7 +16,7 @@ import subprocess
 
 import pytest
 
-from conftest import PROSODY, Raw, Server, closing, free_port, online, wait_port
+from .conftest import PROSODY, Raw, Server, closing, free_port, online, wait_port
 
 S2S_HEADER = ("<?xml version='1.0'?><stream:stream xmlns:stream='http://etherx.jabber.org/streams' "
               "xmlns='jabber:server' xmlns:db='jabber:server:dialback' from='%s' to='%s' version='1.0'>")

@@ -5,7 +5,7 @@ import asyncio
 import subprocess
 import time
 
-from conftest import HEADER, Raw, closing, make_client, online
+from .conftest import HEADER, Raw, closing, make_client, online
 
 
 def run(coro):
@@ -48,7 +48,7 @@ def test_openssl_s_client_starttls_xmpp(xmpp_tls):
 
 
 def test_plaintext_after_starttls_is_not_parsed(djabberd, tmp_path):
-    from conftest import make_cert
+    from .conftest import make_cert
     crt, key = make_cert(str(tmp_path))
     srv = djabberd("--tls_cert", crt, "--tls_key", key)  # STARTTLS offered, not required
 
