@@ -138,6 +138,8 @@ static const struct cfg_setting dj_settings_table[] = {
     { "max_offline", 0, CFG_SIZE, &dj.cfg.max_offline, "1000", "offline messages kept per account", false, NULL },
     { "max_roster", 0, CFG_INT, &dj.cfg.max_roster, "2000", "items per roster", false, NULL },
     { "max_resources", 0, CFG_INT, &dj.cfg.max_resources, "10", "sessions per account", false, NULL },
+    { "max_output", 0, CFG_SIZE, &dj.cfg.max_output, "2m",
+      "bytes queued to a client that does not read before it is dropped", false, NULL },
     CFG_END
 };
 
@@ -192,11 +194,14 @@ static void dj_stats(struct stats_sink *sink, void *arg)
     stats_u64(sink, "registered", dj.n.registered);
     stats_u64(sink, "sm_enabled", dj.n.sm_enabled);
     stats_u64(sink, "starttls", dj.n.starttls);
+    stats_u64(sink, "slow_consumers", dj.n.slow_consumers);
+    stats_u64(sink, "offline_refused", dj.n.offline_refused);
     stats_u64(sink, "cluster_links_out", dj_cluster_links(true));
     stats_u64(sink, "cluster_links_in", dj_cluster_links(false));
     stats_u64(sink, "cluster_forwarded", dj_cluster_n.forwarded);
     stats_u64(sink, "cluster_received", dj_cluster_n.received);
     stats_u64(sink, "cluster_auth_failed", dj_cluster_n.auth_failed);
+    stats_u64(sink, "cluster_dropped", dj_cluster_n.dropped);
     stats_u64(sink, "s2s_incoming_authed", dj_s2s_n.incoming_authed);
     stats_u64(sink, "s2s_outgoing_authed", dj_s2s_n.outgoing_authed);
     stats_u64(sink, "s2s_streams_in", dj_s2s_count(false));

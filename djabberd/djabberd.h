@@ -45,6 +45,7 @@ struct dj_config {
     uint64_t max_offline;      /* offline messages kept per user */
     int max_roster;            /* items per roster */
     int max_resources;         /* sessions per account */
+    uint64_t max_output;       /* bytes queued to one client before it counts as not reading */
     char *s2s_listen;          /* s2s address, "" = as listen */
     char *s2s_secret;          /* dialback secret ("" = random per start) */
     char *s2s_routes;          /* "domain=host:port,..." (the repeatable s2s_route) */
@@ -150,7 +151,7 @@ struct dj_vhost {
 struct dj_counters {
     uint64_t sessions_total, auth_ok, auth_fail, stanzas_in, stanzas_out;
     uint64_t messages_routed, messages_offline, messages_dropped, offline_delivered;
-    uint64_t stream_errors, policy_violations, registered, sm_enabled, starttls;
+    uint64_t stream_errors, policy_violations, registered, sm_enabled, starttls, slow_consumers, offline_refused;
 };
 
 struct dj_state {
@@ -248,7 +249,7 @@ void dj_presence_probe(const char *local_bare, const char *remote_bare);
 
 /* cluster.c: several nodes, one domain */
 struct dj_cluster_counters {
-    uint64_t announced, forwarded, received, auth_failed;
+    uint64_t announced, forwarded, received, auth_failed, dropped;
 };
 extern struct dj_cluster_counters dj_cluster_n;
 extern bool dj_cluster_local_only; /* delivering a forwarded stanza: never forward again */

@@ -35,6 +35,7 @@
 
 #define NS_STREAMS "urn:ietf:params:xml:ns:xmpp-streams"
 #define DJ_S2S_QUEUE_MAX (256 * 1024)
+#define DJ_S2S_OUT_MAX (16u << 20)
 
 enum s2s_state { S2S_CONNECTING = 0, S2S_HEADER, S2S_OPEN, S2S_AUTHED, S2S_CLOSED };
 
@@ -617,6 +618,12 @@ int dj_s2s_send_buf(const char *local, const char *remote, struct evbuffer *b)
     }
     dj_s2s_n.stanzas_out++;
     if (s->state == S2S_AUTHED) {
+        if (evbuffer_get_length(conn_out(s->c)) > DJ_S2S_OUT_MAX) {
+            /* the peer does not read: drop rather than grow without bound */
+            dj_s2s_n.dropped_bytes += evbuffer_get_length(b);
+            evbuffer_drain(b, evbuffer_get_length(b));
+            return -1;
+        }
         evbuffer_add_buffer(conn_out(s->c), b);
         return 0;
     }

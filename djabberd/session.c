@@ -80,9 +80,24 @@ void dj_sess_accept(struct core_conn *c)
 
 /* ---- output ------------------------------------------------------------------------ */
 
+/* A client that does not read what is sent to it: past max_output the
+ * session stops taking stanzas, counts as unavailable (messages to its bare
+ * JID go to other resources or offline storage) and closes once its output
+ * drains or the write timeout passes. Memory stays bounded. */
+static bool out_full(struct dj_sess *s)
+{
+    if (evbuffer_get_length(conn_out(s->c)) <= dj.cfg.max_output)
+        return false;
+    dj.n.slow_consumers++;
+    log_info("djabberd: closing a session that does not read (over max_output)");
+    s->flags &= (uint8_t)~DJ_F_AVAILABLE;
+    conn_close_after_write(s->c);
+    return true;
+}
+
 void dj_sess_send(struct dj_sess *s, const char *xml, size_t len)
 {
-    if (!dj_sess_alive(s) || conn_is_closing(s->c))
+    if (!dj_sess_alive(s) || conn_is_closing(s->c) || out_full(s))
         return;
     evbuffer_add(conn_out(s->c), xml, len);
     dj.n.stanzas_out++;
@@ -91,7 +106,7 @@ void dj_sess_send(struct dj_sess *s, const char *xml, size_t len)
 
 void dj_sess_send_buf(struct dj_sess *s, struct evbuffer *b)
 {
-    if (!dj_sess_alive(s) || conn_is_closing(s->c)) {
+    if (!dj_sess_alive(s) || conn_is_closing(s->c) || out_full(s)) {
         evbuffer_drain(b, evbuffer_get_length(b));
         return;
     }
@@ -102,7 +117,7 @@ void dj_sess_send_buf(struct dj_sess *s, struct evbuffer *b)
 
 void dj_sess_send_node(struct dj_sess *s, const struct dj_node *n)
 {
-    if (!dj_sess_alive(s) || conn_is_closing(s->c))
+    if (!dj_sess_alive(s) || conn_is_closing(s->c) || out_full(s))
         return;
     dj_xml_write(conn_out(s->c), n);
     dj.n.stanzas_out++;
