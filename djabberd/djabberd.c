@@ -257,6 +257,7 @@ static int dj_init(void)
     dj_plugin_ping_register();
     dj_plugin_version_register();
     dj_plugin_vcard_register();
+    dj_plugin_vcard_update_register();
     stats_add_source("", dj_stats, NULL);
     char spec[300];
     if (dj.cfg.listen && *dj.cfg.listen) {

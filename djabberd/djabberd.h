@@ -97,6 +97,8 @@ struct dj_sess {
     uint32_t refs;
     uint32_t preauth;          /* bytes read before authentication */
     uint32_t sm_in, sm_out, sm_acked; /* XEP-0198 counters (mod 2^32) */
+    struct dj_pres_wait *pres_wait;   /* broadcast presences behind one in the AlterPresence chain */
+    bool pres_busy;
     uint16_t vhost;
     uint8_t state;
     uint8_t flags;
@@ -192,6 +194,8 @@ void dj_cmd_stanza(struct dj_sess *s, struct dj_stanza *st);
 /* Error reply to a stanza (its from/to swapped). */
 void dj_cmd_error(struct dj_sess *s, struct dj_stanza *st, const char *type, const char *condition);
 void dj_cmd_session_gone(struct dj_sess *s);
+/* Free presences still waiting for the AlterPresence chain (session freed). */
+void dj_cmd_presence_drop(struct dj_sess *s);
 /* Deliver a stanza (from already stamped) to a JID: local resources,
  * else the deliver chain (offline storage for messages). */
 void dj_route(struct dj_stanza *st, const char *to);

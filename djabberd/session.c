@@ -46,6 +46,7 @@ void dj_sess_put(struct dj_sess *s)
     free(s->node);
     free(s->resource);
     free(s->presence);
+    dj_cmd_presence_drop(s);
     free(s);
 }
 
