@@ -139,13 +139,18 @@ static int resolve(struct ud_server *srv, char *err, size_t errlen)
         strcpy(un->sun_path, srv->dsn.socket);
         len = sizeof *un;
     } else {
-        /* Resolved when the configuration is loaded (start-up or reload),
-         * not per connection: a hostname costs one lookup here. */
-        struct addrinfo hints = { .ai_family = AF_UNSPEC, .ai_socktype = SOCK_STREAM }, *ai;
+        /* Numeric addresses only: a host name is resolved per connect by
+         * the core's evdns (conn_connect_host), never on the loop here. */
+        struct addrinfo hints = { .ai_family = AF_UNSPEC, .ai_socktype = SOCK_STREAM, .ai_flags = AI_NUMERICHOST }, *ai;
         char port[16];
         snprintf(port, sizeof port, "%d", srv->dsn.port);
         const char *host = strcmp(srv->dsn.host, "localhost") == 0 ? "127.0.0.1" : srv->dsn.host;
         int rc = getaddrinfo(host, port, &hints, &ai);
+        if (rc == EAI_NONAME) {
+            free(srv->addr);
+            srv->addr = NULL; /* by name: see backend_connect */
+            return 0;
+        }
         if (rc) {
             snprintf(err, errlen, "%s: %s", srv->dsn_text, gai_strerror(rc));
             return -1;

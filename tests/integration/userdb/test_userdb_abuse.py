@@ -134,3 +134,28 @@ def test_console_and_metrics(userdbd, ud_servers):
     assert "user 1 cluster 1 readonly 0" in r.console("cached 1")
     body = urllib.request.urlopen("http://127.0.0.1:%d/metrics" % mport, timeout=5).read().decode()
     assert "userdbd_users_created 1" in body
+
+
+def test_pipelined_input_behind_a_slow_query_is_bounded(userdbd):
+    import threading
+    r = userdbd(extra="max_packet = 2m")
+    s = login(r.port)
+    big = "SELECT LENGTH('%s')" % ("y" * 1000000)
+    stream = [b"SELECT SLEEP(1.5)"] + [big.encode()] * 60       # 60 MB behind a slow statement
+    payload = b"".join(struct.pack("<I", len(q) + 1)[:3] + b"\x00\x03" + q for q in stream)
+    sender = threading.Thread(target=s.sendall, args=(payload,))
+    sender.start()
+    time.sleep(1.0)
+    held = rss_kb(r.d.pid)
+    assert held < 48 * 1024, "router RSS %d kB while input waits" % held
+    answers = []
+    for _ in stream:
+        assert read_packet(s) == b"\x01"
+        read_packet(s)
+        assert read_packet(s)[0] == 0xFE
+        row = read_packet(s)
+        answers.append(row[1:].decode())
+        assert read_packet(s)[0] == 0xFE
+    sender.join()
+    assert answers == ["0"] + ["1000000"] * 60
+    s.close()
