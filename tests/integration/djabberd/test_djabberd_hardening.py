@@ -227,6 +227,14 @@ def test_offline_flood_is_bounded(djabberd):
         fast.send("<message to='carol@localhost' type='chat'><body>%d %s</body></message>" % (i, body))
     fast.send("<iq type='get' id='alive'><ping xmlns='urn:xmpp:ping'/></iq>")
     out = fast.until("id='alive'", timeout=30)
+    # stores finish on the db thread: wait until none is queued or in flight
+    deadline = time.time() + 20
+    while time.time() < deadline and (srv.stat("db_waiting") or
+                                      srv.stat("messages_offline") + out.count("type='error'") < 400):
+        try:
+            out += fast.until("type='error'", timeout=0.2)
+        except TimeoutError:
+            pass
     assert srv.stat("messages_offline") == 50  # max_offline per account
     # the rest were refused to the sender, not silently dropped
     assert out.count("type='error'") + srv.stat("offline_refused") >= 1
