@@ -209,6 +209,8 @@ static void dj_stats(struct stats_sink *sink, void *arg)
     stats_u64(sink, "s2s_stanzas_in", dj_s2s_n.stanzas_in);
     stats_u64(sink, "s2s_stanzas_out", dj_s2s_n.stanzas_out);
     stats_u64(sink, "s2s_dropped_bytes", dj_s2s_n.dropped_bytes);
+    stats_u64(sink, "s2s_tls_in", dj_s2s_n.tls_in);
+    stats_u64(sink, "s2s_tls_out", dj_s2s_n.tls_out);
     stats_u64(sink, "xml_parsers_pooled", dj_xml_pool_size());
     for (int i = 0; i < dj.nvhosts; i++)
         stats_u64f(sink, dj.per_vhost[i], "vhost:%s:sessions", dj.vhosts[i].name);
@@ -282,6 +284,10 @@ static int dj_init(void)
         else
             snprintf(s2spec, sizeof s2spec, "*:%d", dj.cfg.s2s_port);
         dj_s2s_set_secret(dj.cfg.s2s_secret);
+        if (dj_s2s_tls_init(err, sizeof err) < 0) {
+            log_error("djabberd: s2s tls: %s", err);
+            return -1;
+        }
         struct listen_opts so = { .single_loop = true };
         if (!listen_open(s2spec, 5269, &so, dj_s2s_accept, NULL, NULL, err, sizeof err)) {
             log_error("djabberd: cannot listen on %s (s2s): %s", s2spec, err);
@@ -302,6 +308,7 @@ static int dj_init(void)
 static void dj_fini(void)
 {
     dj_cluster_free();
+    dj_s2s_tls_free();
     dj_store_close();
     if (dj.tls_ctx)
         tls_ctx_free(dj.tls_ctx);

@@ -236,10 +236,12 @@ struct sockaddr;
 struct core_loop;
 struct dj_s2s_counters {
     uint64_t incoming, outgoing, incoming_authed, outgoing_authed;
-    uint64_t stanzas_in, stanzas_out, verify_answered, dropped_bytes;
+    uint64_t stanzas_in, stanzas_out, verify_answered, dropped_bytes, tls_in, tls_out;
 };
 extern struct dj_s2s_counters dj_s2s_n;
 void dj_s2s_set_secret(const char *secret);
+int dj_s2s_tls_init(char *err, size_t errlen);
+void dj_s2s_tls_free(void);
 void dj_s2s_accept(struct core_loop *loop, int fd, const struct sockaddr *sa, unsigned salen, void *arg);
 /* Queue or send to a remote domain; 0, or -1 (s2s off, queue full, no route). */
 int dj_s2s_send_buf(const char *local, const char *remote, struct evbuffer *b);
