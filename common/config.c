@@ -28,6 +28,7 @@ const struct cfg_setting core_settings[] = {
     { "pidfile", 0, CFG_STRING, &core_opts.pidfile, NULL, "write the process id to this file", false, NULL },
     { "user", 0, CFG_STRING, &core_opts.user, NULL, "drop privileges to this user after binding", false, NULL },
     { "max-fds", 0, CFG_INT, &core_opts.max_fds, "0", "raise the open-file limit to this (0 = the hard limit)", false, NULL },
+    { "daemon", 'd', CFG_BOOL, &core_opts.daemonize, "no", "run in the background; the parent exits once the daemon is ready (0) or failed (1)", false, NULL },
     { "grace", 0, CFG_DOUBLE, &core_opts.grace, "10", "seconds a graceful stop waits for connections to finish", true, NULL },
     CFG_END
 };

@@ -37,6 +37,7 @@
 #include "common/tls.h"
 
 static __thread struct http_msg scratch_req;
+static __thread char *head_copy;
 static __thread struct evbuffer *tx1, *tx2;
 static __thread time_t date_at;
 static __thread char date_buf[HTTP_DATE_LEN + 1];
@@ -64,6 +65,8 @@ static void fcache_free(void);
 
 void httpd_thread_exit(void)
 {
+    free(head_copy);
+    head_copy = NULL;
     if (tx1) evbuffer_free(tx1);
     if (tx2) evbuffer_free(tx2);
     tx1 = tx2 = NULL;
@@ -193,8 +196,7 @@ void httpd_response_head(struct httpd_conn *h, int status, const char *ctype, in
 void httpd_error(struct httpd_conn *h, int status, const char *msg)
 {
     char body[512];
-    int n = snprintf(body, sizeof body, "<h1>%d - %s</h1>\n%s%s", status, http_reason(status), msg ? msg : "",
-                     msg ? "\n" : "");
+    int n = snprintf(body, sizeof body, "<h1>%d - %s</h1>\n%s", status, http_reason(status), msg ? msg : "");
     if (n >= (int)sizeof body) n = (int)sizeof body - 1;
     bool keep = status < 500 && status != 400 && status != 431 && status != 408 && status != 413 && status != 411 &&
                 status != 501 && status != 505 && httpd_can_persist(h) && (h->body == HTTP_BODY_NONE || h->body_done);
@@ -292,10 +294,68 @@ static void start_request(struct httpd_conn *h, struct http_msg *req)
         h->ops->on_input(h);
 }
 
+/* HTTP/1.0 with Transfer-Encoding: chunked. The parser refuses it (RFC 9112
+ * 6.1: the framing of such a message is faulty); Perlbal accepts it, and
+ * clients that stream uploads send it (PUT/POST with Expect: 100-continue).
+ * RFC 9112 lets a server process it and then close the connection: parse a
+ * copy of the head as HTTP/1.1 (every other framing rule still applies)
+ * and, if chunked framing is all that was wrong, take the request as
+ * HTTP/1.0 without keep-alive. The copy outlives the call (per thread). */
+
+static int parse_http10_chunked(const char *buf, size_t len, const struct http_limits *lim, struct http_msg *req)
+{
+    const char *eol = memchr(buf, '\n', len < 8192 ? len : 8192);
+    if (!eol) return -1;
+    const char *v = eol > buf && eol[-1] == '\r' ? eol - 1 : eol;
+    if (v - buf < 9 || memcmp(v - 8, "HTTP/1.0", 8) != 0) return -1;
+    /* the end of the head: the empty line */
+    const char *end = NULL;
+    for (const char *p = eol; p && p + 1 < buf + len; p = memchr(p + 1, '\n', (size_t)(buf + len - p - 1))) {
+        if (p[1] == '\n') { end = p + 1; break; }
+        if (p + 2 < buf + len && p[1] == '\r' && p[2] == '\n') { end = p + 1; break; }
+    }
+    if (!end) return -1;
+    /* HTTP/1.1 needs a Host: an HTTP/1.0 request may have none, so one is
+     * added as the last header and taken out of the result again */
+    static const char fake_host[] = "Host: -\r\n";
+    size_t pre = (size_t)(end - buf), add = sizeof fake_host - 1;
+    if (len + add > HTTPD_MAX_HEAD_LIMIT) return -1;
+    if (!head_copy && !(head_copy = malloc(HTTPD_MAX_HEAD_LIMIT))) return -1;
+    for (int with_host = 0; with_host < 2; with_host++) {
+        size_t n = len;
+        memcpy(head_copy, buf, pre);
+        if (with_host) {
+            memcpy(head_copy + pre, fake_host, add);
+            memcpy(head_copy + pre + add, buf + pre, len - pre);
+            n = len + add;
+        } else {
+            memcpy(head_copy + pre, buf + pre, len - pre);
+        }
+        head_copy[v - 1 - buf] = '1';
+        int r = http_parse_request(head_copy, n, lim, req);
+        if (r > 0 && req->body == HTTP_BODY_CHUNKED) {
+            if (with_host) {
+                if (req->host_index != req->nheaders - 1) break; /* a Host was there after all */
+                req->nheaders--;
+                req->host_index = -1;
+                r -= (int)add;
+                req->head_len -= add;
+            }
+            req->version_minor = 0;
+            req->keep_alive = false;
+            return r;
+        }
+    }
+    req->error = 400;
+    req->version_minor = 0;
+    return -1;
+}
+
 static void read_heads(struct httpd_conn *h)
 {
     struct evbuffer *in = conn_in(h->c);
     size_t max = h->max_head ? h->max_head : HTTPD_MAX_HEAD;
+    if (max > HTTPD_MAX_HEAD_LIMIT) max = HTTPD_MAX_HEAD_LIMIT;
     h->in_dispatch = true;
     while (!h->in_request && !conn_is_closing(h->c)) {
         size_t len = evbuffer_get_length(in);
@@ -318,7 +378,9 @@ static void read_heads(struct httpd_conn *h)
             }
             break;
         }
-        if (r < 0) {
+        if (r < 0 && req->error == 400 && (r = parse_http10_chunked(buf, want, &lim, req)) > 0) {
+            /* served, then closed (below) */
+        } else if (r < 0) {
             evbuffer_drain(in, len);
             h->in_request = true;
             h->version_minor = req->version_minor;
@@ -367,11 +429,18 @@ static void h_on_drained(struct core_conn *c)
 }
 
 /* The peer closed. A lingering conn (error answered, input drained) is
- * done; otherwise the core's default lets a response in flight go out. */
+ * done, and so is one whose request body can now never be complete (the
+ * client gave up mid-upload: close at once, so its state is freed);
+ * otherwise the core's default lets a response in flight go out. */
 static bool h_on_eof(struct core_conn *c)
 {
     struct httpd_conn *h = c->data;
-    return h->lingering;
+    if (h->lingering) return true;
+    if (h->in_request && !h->body_done && h->body != HTTP_BODY_NONE) {
+        size_t have = evbuffer_get_length(conn_in(c));
+        if (h->body == HTTP_BODY_CHUNKED || have < h->body_remaining) return true;
+    }
+    return false;
 }
 
 static void h_on_close(struct core_conn *c, enum conn_close_reason why)
@@ -784,7 +853,7 @@ static void get_work(struct disk_job *j)
         }
         if (!g->f->dirindexing) {
             g->kind = GET_ERROR;
-            g->status = 403;
+            g->status = g->f->dir_disabled_status ? g->f->dir_disabled_status : 403;
             g->msg = "Directory listing disabled";
             return;
         }

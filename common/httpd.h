@@ -49,6 +49,7 @@ struct httpd_conn;
 struct httpd_put;
 
 #define HTTPD_MAX_HEAD 16384               /* default bound on a request head */
+#define HTTPD_MAX_HEAD_LIMIT (64 * 1024)   /* max_head is capped at this */
 #define HTTPD_HEAD_DEADLINE_MS 30000       /* default: a head must be complete within */
 #define HTTPD_WRITE_TIMEOUT_MS 120000      /* output pending and not moving */
 #define HTTPD_MAX_PIPELINE_IN (256 * 1024) /* input held while a request is in progress */
@@ -142,7 +143,8 @@ bool httpd_can_persist(const struct httpd_conn *h);
  * NULL), Connection (close, or keep-alive for HTTP/1.0). */
 void httpd_response_head(struct httpd_conn *h, int status, const char *ctype, int64_t content_length, bool keep,
                          const char *extra);
-/* A small HTML error page ("<h1>status - reason</h1>" and msg). Errors that
+/* A small HTML page ("<h1>status - reason</h1>\n" then msg, as Perlbal
+ * words its own); usable for any status, e.g. 200 with a note. Errors that
  * leave the stream unusable (400, 408, 411, 413, 431, 5xx, or an unread
  * body) close the connection with a lingering close; others keep it. */
 void httpd_error(struct httpd_conn *h, int status, const char *msg);
@@ -185,7 +187,9 @@ size_t httpd_body_available(struct httpd_conn *h);
 struct httpd_files {
     const char *docroot;             /* required */
     const char *index_files;         /* "a, b": tried for a directory; NULL = "index.html" */
-    bool dirindexing;                /* list a directory without an index file (else 403) */
+    bool dirindexing;                /* list a directory without an index file (else the page below) */
+    int dir_disabled_status;         /* status of the "Directory listing disabled" page; 0 = 403
+                                      * (Perlbal answers 200) */
     bool enable_put, enable_delete;
     int min_put_directory;           /* PUT may create directories only below this depth */
     uint64_t max_put_size;           /* 0 = no limit (413 beyond) */

@@ -230,6 +230,7 @@ static int gm_init(void)
     if (gm.cfg.ssl && gm_tls_open() < 0)
         return -1;
     gm_state_init(loop->base);
+    gm_sessions_init(loop->base);
     gm_admin_install();
     stats_add_source("", gm_stats, NULL);
     if (gm_store_open() < 0)
@@ -250,6 +251,9 @@ static int gm_init(void)
     }
     if (gm.cfg.max_conns > 0)
         listen_set_max_conns((uint64_t)gm.cfg.max_conns);
+    if (gm.cfg.threads > 1)
+        log_info("gearmand: -t %d: connections and job state run on one loop here (see README, Threading)",
+                 gm.cfg.threads);
     log_info("gearmand: listening on %s%s (queue: %s)", spec, gm.tls_ctx ? " (TLS)" : "",
              gm.db ? gm.cfg.queue_type : "builtin");
     return 0;
@@ -258,6 +262,7 @@ static int gm_init(void)
 static void gm_fini(void)
 {
     gm_store_close();
+    gm_sessions_free();
     gm_state_free();
     if (gm.tls_ctx) {
         tls_ctx_free(gm.tls_ctx);

@@ -14,7 +14,7 @@
 #include <sys/socket.h>
 
 #include "common/admin.h"
-#include "gearmand/list.h"
+#include "common/list.h"
 #include "gearmand/proto.h"
 
 struct core_conn;
@@ -33,15 +33,16 @@ struct gm_func {
     uint64_t hash;
     char *name;
     size_t len;
-    struct gm_list queue[3];    /* runnable jobs by priority */
+    struct list_node queue[3];    /* runnable jobs by priority */
     uint32_t queued[3];
     uint32_t total;             /* every job of this function (queued, running, scheduled) */
     uint32_t running;
     uint32_t workers;           /* connections that CAN_DO it */
     uint32_t max_queue[3];      /* 0 = unlimited */
     bool pinned;                /* made by `create function`: kept until `drop function` */
-    struct gm_list sleepers;    /* gm_ability.sleep_link of sleeping workers */
-    struct gm_list all_link;    /* server's function list, creation order */
+    struct list_node sleepers;    /* gm_ability.sleep_link of sleeping workers */
+    struct list_node abilities;   /* gm_ability.f_link of every worker that can do it */
+    struct list_node all_link;    /* server's function list, creation order */
 };
 
 struct gm_ability {
@@ -49,8 +50,10 @@ struct gm_ability {
     struct gm_sess *s;
     uint32_t timeout_ms;        /* CAN_DO_TIMEOUT; 0 = none */
     int idx;                    /* in s->abilities */
+    struct list_node f_link;    /* f->abilities */
+    struct list_node ready_link; /* s->ready while f has queued jobs */
     struct gm_ability *hnext;   /* s->abuckets chain */
-    struct gm_list sleep_link;
+    struct list_node sleep_link;
 };
 
 enum gm_job_state {
@@ -80,10 +83,10 @@ struct gm_job {
     bool in_unique;
     bool unique_is_data;        /* submitted with unique "-": coalesces by its data */
     enum gm_job_state state;
-    struct gm_list qlink;       /* f->queue[prio] when queued */
+    struct list_node qlink;       /* f->queue[prio] when queued */
     struct gm_sess *worker;     /* when running */
-    struct gm_list wlink;       /* worker->running */
-    struct gm_list clients;     /* gm_link.jlink */
+    struct list_node wlink;       /* worker->running */
+    struct list_node clients;     /* gm_link.jlink */
     uint32_t client_count;
     uint32_t numerator, denominator;
     uint32_t retries;
@@ -97,7 +100,7 @@ struct gm_job {
 struct gm_link {
     struct gm_job *job;
     struct gm_sess *s;
-    struct gm_list jlink, slink;
+    struct list_node jlink, slink;
 };
 
 /* A reply that must wait (for a durable write) and everything written after
@@ -128,16 +131,19 @@ struct gm_sess {
     int nabilities, cap_abilities;
     struct gm_ability **abuckets;   /* abilities by function */
     size_t amask;
-    int rr;                     /* round-robin start among abilities */
+    struct list_node ready;     /* abilities whose function has queued jobs, round-robin order */
     bool sleeping;
     bool exceptions;
     bool in_text;               /* last request was an admin text line */
     bool over_limit;            /* more than --max-client-output unread */
+    struct evbuffer *wbuf;      /* replies made during this event, flushed at its end */
+    bool dirty;                 /* on gm.dirty */
+    struct gm_sess *dirty_next;
     bool throttled;             /* a worker not read until its clients drain */
     char client_id[GM_MAX_CLIENT_ID + 1];
-    struct gm_list running;     /* jobs assigned to this worker */
-    struct gm_list links;       /* gm_link.slink */
-    struct gm_list all_link;    /* server's session list */
+    struct list_node running;     /* jobs assigned to this worker */
+    struct list_node links;       /* gm_link.slink */
+    struct list_node all_link;    /* server's session list */
     struct gm_slot *slot_head, *slot_tail;
     uint32_t held;              /* replies waiting for a durable write */
     bool held_paused;           /* reading paused until they drain */
@@ -198,14 +204,17 @@ struct gm_server {
     struct gm_job **hbuckets, **ubuckets;
     size_t jmask, njobs;
     uint64_t job_bytes;         /* data of every job held */
-    struct gm_list funcs;
-    struct gm_list sessions;
+    struct list_node funcs;
+    struct list_node sessions;
     uint64_t handle_counter;
     char handle_prefix[40];
     uint64_t nsessions;
     struct event_base *base;
     struct db *db;              /* persistent queue, NULL = memory only */
     void *tls_ctx;              /* --ssl: the core tls module's SSL_CTX */
+    struct gm_sess *dirty;      /* sessions with replies to flush */
+    struct event *flush_ev;
+    bool flush_pending;
     bool shutting_down;         /* refuse new jobs */
     bool stopping;              /* graceful stop under way */
 };
@@ -214,6 +223,10 @@ extern struct gm_server gm;
 
 /* session.c --------------------------------------------------------------- */
 void *gm_xcalloc(size_t n, size_t size);  /* aborts on out of memory */
+void gm_sessions_init(struct event_base *base);
+void gm_sessions_free(void);
+/* Write what every session was given during this event. */
+void gm_flush_all(void);
 struct gm_sess *gm_sess_new(struct core_conn *c);
 void gm_sess_ref(struct gm_sess *s);
 void gm_sess_unref(struct gm_sess *s);

@@ -71,9 +71,10 @@ struct gm_func *gm_func_get(const char *name, size_t len)
     f->len = len;
     f->hash = hbytes(name, len);
     for (int p = 0; p < 3; p++)
-        gm_list_init(&f->queue[p]);
-    gm_list_init(&f->sleepers);
-    gm_list_add_tail(&gm.funcs, &f->all_link);
+        list_init(&f->queue[p]);
+    list_init(&f->sleepers);
+    list_init(&f->abilities);
+    list_add_tail(&gm.funcs, &f->all_link);
     f->hnext = gm.fbuckets[f->hash & gm.fmask];
     gm.fbuckets[f->hash & gm.fmask] = f;
     gm.nfuncs++;
@@ -97,7 +98,7 @@ void gm_func_drop(struct gm_func *f)
         pp = &(*pp)->hnext;
     if (*pp)
         *pp = f->hnext;
-    gm_list_del(&f->all_link);
+    list_del(&f->all_link);
     gm.nfuncs--;
     free(f->name);
     free(f);
@@ -169,8 +170,8 @@ void gm_worker_unsleep(struct gm_sess *s)
         return;
     s->sleeping = false;
     for (int i = 0; i < s->nabilities; i++)
-        if (gm_list_linked(&s->abilities[i]->sleep_link))
-            gm_list_del(&s->abilities[i]->sleep_link);
+        if (list_linked(&s->abilities[i]->sleep_link))
+            list_del(&s->abilities[i]->sleep_link);
 }
 
 /* A job became runnable: wake sleeping workers that can do it, -w of them
@@ -179,8 +180,8 @@ void gm_worker_unsleep(struct gm_sess *s)
  * the "thundering herd" of every sleeper racing for one job is avoided. */
 static void wake_sleepers(struct gm_func *f)
 {
-    for (int woken = 0; !gm_list_empty(&f->sleepers) && (gm.cfg.wakeup <= 0 || woken < gm.cfg.wakeup); woken++) {
-        struct gm_ability *a = gm_container_of(f->sleepers.next, struct gm_ability, sleep_link);
+    for (int woken = 0; !list_empty(&f->sleepers) && (gm.cfg.wakeup <= 0 || woken < gm.cfg.wakeup); woken++) {
+        struct gm_ability *a = container_of(f->sleepers.next, struct gm_ability, sleep_link);
         struct gm_sess *w = a->s;
         gm_worker_unsleep(w);
         gm.n.noops_sent++;
@@ -192,22 +193,44 @@ static void wake_sleepers(struct gm_func *f)
 
 int64_t gm_now_epoch(void) { return (int64_t)time(NULL); }
 
+static uint32_t func_queued(const struct gm_func *f) { return f->queued[0] + f->queued[1] + f->queued[2]; }
+
+/* f got its first queued job, or lost its last: every worker that can do
+ * it gains or loses it on its ready list, so a grab looks only at functions
+ * with work (O(functions with work), not O(abilities)). */
+static void func_set_ready(struct gm_func *f, bool ready)
+{
+    struct list_node *pos;
+    list_for_each(pos, &f->abilities)
+    {
+        struct gm_ability *a = container_of(pos, struct gm_ability, f_link);
+        if (ready)
+            list_add_tail(&a->s->ready, &a->ready_link);
+        else
+            list_del(&a->ready_link);
+    }
+}
+
 static void job_enqueue(struct gm_job *j, bool at_head)
 {
     j->state = GM_JOB_QUEUED;
     if (at_head)
-        gm_list_add_head(&j->f->queue[j->prio], &j->qlink);
+        list_add_head(&j->f->queue[j->prio], &j->qlink);
     else
-        gm_list_add_tail(&j->f->queue[j->prio], &j->qlink);
+        list_add_tail(&j->f->queue[j->prio], &j->qlink);
+    if (func_queued(j->f) == 0)
+        func_set_ready(j->f, true);
     j->f->queued[j->prio]++;
     wake_sleepers(j->f);
 }
 
 static void job_unqueue(struct gm_job *j)
 {
-    if (j->state == GM_JOB_QUEUED && gm_list_linked(&j->qlink)) {
-        gm_list_del(&j->qlink);
+    if (j->state == GM_JOB_QUEUED && list_linked(&j->qlink)) {
+        list_del(&j->qlink);
         j->f->queued[j->prio]--;
+        if (func_queued(j->f) == 0)
+            func_set_ready(j->f, false);
     }
 }
 
@@ -224,7 +247,7 @@ static void job_unrun(struct gm_job *j)
     if (j->state != GM_JOB_RUNNING)
         return;
     struct gm_sess *w = j->worker;
-    gm_list_del(&j->wlink);
+    list_del(&j->wlink);
     j->f->running--;
     j->worker = NULL;
     job_timer_off(j);
@@ -236,8 +259,8 @@ static void job_unrun(struct gm_job *j)
 
 static void link_free(struct gm_link *l)
 {
-    gm_list_del(&l->jlink);
-    gm_list_del(&l->slink);
+    list_del(&l->jlink);
+    list_del(&l->slink);
     l->job->client_count--;
     gm_sess_update_busy(l->s);
     free(l);
@@ -249,8 +272,8 @@ void gm_job_free(struct gm_job *j)
     job_unqueue(j);
     job_unrun(j);
     job_timer_off(j);
-    while (!gm_list_empty(&j->clients))
-        link_free(gm_container_of(j->clients.next, struct gm_link, jlink));
+    while (!list_empty(&j->clients))
+        link_free(container_of(j->clients.next, struct gm_link, jlink));
     gm_store_forget(j);
     if (j->db_id)
         gm_store_done(j);
@@ -297,8 +320,8 @@ void gm_job_attach(struct gm_job *j, struct gm_sess *s)
     struct gm_link *l = gm_xcalloc(1, sizeof *l);
     l->job = j;
     l->s = s;
-    gm_list_add_tail(&j->clients, &l->jlink);
-    gm_list_add_tail(&s->links, &l->slink);
+    list_add_tail(&j->clients, &l->jlink);
+    list_add_tail(&s->links, &l->slink);
     j->client_count++;
     j->ignore = false;
     gm_sess_update_busy(s);
@@ -317,10 +340,10 @@ void gm_job_forward(struct gm_job *j, uint32_t cmd, int argc, const void *const 
     if (argc > 1 && lens[argc - 1] >= 4096 && j->client_count > 1)
         shared = gm_blob_new(args[argc - 1], lens[argc - 1]);
     bool full = false;
-    struct gm_list *pos;
-    gm_list_for_each(pos, &j->clients)
+    struct list_node *pos;
+    list_for_each(pos, &j->clients)
     {
-        struct gm_link *l = gm_container_of(pos, struct gm_link, jlink);
+        struct gm_link *l = container_of(pos, struct gm_link, jlink);
         if (cmd == GM_WORK_EXCEPTION && !l->s->exceptions)
             gm_send(l->s, GM_WORK_FAIL, 1, args, lens);
         else if (shared)
@@ -342,10 +365,10 @@ static void job_maybe_unthrottle(struct gm_job *j)
     struct gm_sess *w = j->worker;
     if (!w || !w->throttled)
         return;
-    struct gm_list *pos;
-    gm_list_for_each(pos, &j->clients)
+    struct list_node *pos;
+    list_for_each(pos, &j->clients)
     {
-        struct gm_link *l = gm_container_of(pos, struct gm_link, jlink);
+        struct gm_link *l = container_of(pos, struct gm_link, jlink);
         if (l->s->over_limit)
             return;
     }
@@ -354,10 +377,10 @@ static void job_maybe_unthrottle(struct gm_job *j)
 
 void gm_jobs_client_drained(struct gm_sess *s)
 {
-    struct gm_list *pos;
-    gm_list_for_each(pos, &s->links)
+    struct list_node *pos;
+    list_for_each(pos, &s->links)
     {
-        struct gm_link *l = gm_container_of(pos, struct gm_link, slink);
+        struct gm_link *l = container_of(pos, struct gm_link, slink);
         job_maybe_unthrottle(l->job);
     }
 }
@@ -421,9 +444,9 @@ struct gm_job *gm_job_add(struct gm_func *f, const char *unique, size_t ulen, co
     j->prio = (uint8_t)prio;
     j->bg = bg;
     j->when = when;
-    gm_list_init(&j->qlink);
-    gm_list_init(&j->wlink);
-    gm_list_init(&j->clients);
+    list_init(&j->qlink);
+    list_init(&j->wlink);
+    list_init(&j->clients);
     int n = snprintf(j->handle, sizeof j->handle, "%s:%llu", gm.handle_prefix,
                      (unsigned long long)++gm.handle_counter);
     j->handle_len = (size_t)n < sizeof j->handle ? (size_t)n : sizeof j->handle - 1;
@@ -535,7 +558,11 @@ void gm_ability_add(struct gm_sess *s, const char *name, size_t len, uint32_t ti
     a->f = f;
     a->s = s;
     a->timeout_ms = timeout_ms;
-    gm_list_init(&a->sleep_link);
+    list_init(&a->sleep_link);
+    list_add_tail(&f->abilities, &a->f_link);
+    list_init(&a->ready_link);
+    if (func_queued(f))
+        list_add_tail(&s->ready, &a->ready_link);
     a->idx = s->nabilities;
     s->abilities[s->nabilities++] = a;
     if (!s->abuckets || (size_t)s->nabilities > s->amask + 1)
@@ -547,7 +574,7 @@ void gm_ability_add(struct gm_sess *s, const char *name, size_t len, uint32_t ti
     }
     f->workers++;
     if (s->sleeping)
-        gm_list_add_tail(&f->sleepers, &a->sleep_link);
+        list_add_tail(&f->sleepers, &a->sleep_link);
 }
 
 void gm_ability_remove(struct gm_sess *s, int i)
@@ -557,46 +584,39 @@ void gm_ability_remove(struct gm_sess *s, int i)
     while (*pp != a)
         pp = &(*pp)->hnext;
     *pp = a->hnext;
-    if (gm_list_linked(&a->sleep_link))
-        gm_list_del(&a->sleep_link);
+    if (list_linked(&a->sleep_link))
+        list_del(&a->sleep_link);
+    list_del(&a->f_link);
+    list_del(&a->ready_link);
     struct gm_func *f = a->f;
     f->workers--;
     free(a);
     s->abilities[i] = s->abilities[--s->nabilities];
     if (i < s->nabilities)
         s->abilities[i]->idx = i;
-    if (s->rr >= s->nabilities)
-        s->rr = 0;
     gm_func_release(f);
 }
 
-bool gm_worker_has_runnable(struct gm_sess *s)
-{
-    for (int i = 0; i < s->nabilities; i++) {
-        struct gm_func *f = s->abilities[i]->f;
-        if (f->queued[0] | f->queued[1] | f->queued[2])
-            return true;
-    }
-    return false;
-}
+bool gm_worker_has_runnable(struct gm_sess *s) { return !list_empty(&s->ready); }
 
 /* Highest priority first across every function the worker can do (a high
  * job of any function goes before normal ones); among functions of equal
- * priority, round robin from where the last grab left off. */
+ * priority, round robin: the function served goes to the back of the
+ * worker's ready list. */
 struct gm_job *gm_worker_take_job(struct gm_sess *s, struct gm_ability **ab)
 {
-    int n = s->nabilities;
-    if (n == 0)
-        return NULL;
     for (int p = 0; p < 3; p++) {
-        for (int k = 0; k < n; k++) {
-            int i = (s->rr + k) % n;
-            struct gm_func *f = s->abilities[i]->f;
+        struct list_node *pos;
+        list_for_each(pos, &s->ready)
+        {
+            struct gm_ability *a = container_of(pos, struct gm_ability, ready_link);
+            struct gm_func *f = a->f;
             if (f->queued[p]) {
-                struct gm_job *j = gm_container_of(f->queue[p].next, struct gm_job, qlink);
-                job_unqueue(j);
-                s->rr = (i + 1) % n;
-                *ab = s->abilities[i];
+                struct gm_job *j = container_of(f->queue[p].next, struct gm_job, qlink);
+                list_del(&a->ready_link);
+                list_add_tail(&s->ready, &a->ready_link);
+                job_unqueue(j);  /* may take f off every ready list */
+                *ab = a;
                 return j;
             }
         }
@@ -611,7 +631,7 @@ void gm_job_assign(struct gm_job *j, struct gm_sess *s, struct gm_ability *a)
 {
     j->state = GM_JOB_RUNNING;
     j->worker = s;
-    gm_list_add_tail(&s->running, &j->wlink);
+    list_add_tail(&s->running, &j->wlink);
     j->f->running++;
     gm_sess_update_busy(s);
     if (a->timeout_ms) {
@@ -630,7 +650,7 @@ bool gm_worker_sleep(struct gm_sess *s)
         return true;
     s->sleeping = true;
     for (int i = 0; i < s->nabilities; i++)
-        gm_list_add_tail(&s->abilities[i]->f->sleepers, &s->abilities[i]->sleep_link);
+        list_add_tail(&s->abilities[i]->f->sleepers, &s->abilities[i]->sleep_link);
     return true;
 }
 
@@ -645,8 +665,8 @@ void gm_jobs_forget_sess(struct gm_sess *s)
         gm_ability_remove(s, s->nabilities - 1);
     /* Jobs it was running go back to the front of their queue, or fail
      * after -j attempts. */
-    while (!gm_list_empty(&s->running)) {
-        struct gm_job *j = gm_container_of(s->running.next, struct gm_job, wlink);
+    while (!list_empty(&s->running)) {
+        struct gm_job *j = container_of(s->running.next, struct gm_job, wlink);
         job_unrun(j);
         j->retries++;
         if (!j->bg && j->client_count == 0)
@@ -661,8 +681,8 @@ void gm_jobs_forget_sess(struct gm_sess *s)
     }
     /* Waits it had: a foreground job nobody waits for any more is dropped
      * if queued, or its result ignored if running. */
-    while (!gm_list_empty(&s->links)) {
-        struct gm_link *l = gm_container_of(s->links.next, struct gm_link, slink);
+    while (!list_empty(&s->links)) {
+        struct gm_link *l = container_of(s->links.next, struct gm_link, slink);
         struct gm_job *j = l->job;
         link_free(l);
         s->over_limit = false;
@@ -686,8 +706,8 @@ void gm_state_init(struct event_base *base)
     gm.jmask = 1023;
     gm.hbuckets = gm_xcalloc(gm.jmask + 1, sizeof *gm.hbuckets);
     gm.ubuckets = gm_xcalloc(gm.jmask + 1, sizeof *gm.ubuckets);
-    gm_list_init(&gm.funcs);
-    gm_list_init(&gm.sessions);
+    list_init(&gm.funcs);
+    list_init(&gm.sessions);
     if (gm.cfg.handle_prefix && *gm.cfg.handle_prefix)
         snprintf(gm.handle_prefix, sizeof gm.handle_prefix, "%s", gm.cfg.handle_prefix);
     else {
@@ -710,8 +730,8 @@ void gm_state_free(void)
             j->db_id = 0;  /* stays in the persistent queue */
             gm_job_free(j);
         }
-    while (!gm_list_empty(&gm.funcs))
-        gm_func_drop(gm_container_of(gm.funcs.next, struct gm_func, all_link));
+    while (!list_empty(&gm.funcs))
+        gm_func_drop(container_of(gm.funcs.next, struct gm_func, all_link));
     free(gm.fbuckets);
     free(gm.hbuckets);
     free(gm.ubuckets);

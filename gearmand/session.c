@@ -58,12 +58,81 @@ void gm_send_buf(struct evbuffer *out, uint32_t cmd, int argc, const void *const
     }
 }
 
+/* ---- batched writes ----------------------------------------------------------
+ *
+ * Replies are not appended to the conn's output (which would arm a write
+ * event per reply: an epoll_ctl to enable it and one to disable it after
+ * the write) but to the session's wbuf; at the end of the event that made
+ * them (a read, a timer, a db result) every session written to is flushed
+ * once with conn_write_now(), which writes straight to the socket when
+ * nothing is queued. A flush event activated with the first dirty session
+ * catches every path; gm_on_read flushes at once. */
+
+static void mark_dirty(struct gm_sess *s)
+{
+    if (s->dirty)
+        return;
+    s->dirty = true;
+    gm_sess_ref(s);
+    s->dirty_next = gm.dirty;
+    gm.dirty = s;
+    if (!gm.flush_pending && gm.flush_ev) {
+        gm.flush_pending = true;
+        event_active(gm.flush_ev, EV_TIMEOUT, 1);
+    }
+}
+
+static void sess_flush(struct gm_sess *s)
+{
+    if (s->c && evbuffer_get_length(s->wbuf))
+        conn_write_now(s->c, s->wbuf);
+}
+
+void gm_flush_all(void)
+{
+    while (gm.dirty) {
+        struct gm_sess *s = gm.dirty;
+        gm.dirty = s->dirty_next;
+        s->dirty = false;
+        sess_flush(s);
+        gm_sess_unref(s);
+    }
+}
+
+static void on_flush(evutil_socket_t fd, short what, void *arg)
+{
+    (void)fd;
+    (void)what;
+    (void)arg;
+    gm.flush_pending = false;
+    gm_flush_all();
+}
+
+void gm_sessions_init(struct event_base *base) { gm.flush_ev = event_new(base, -1, 0, on_flush, NULL); }
+
+void gm_sessions_free(void)
+{
+    gm_flush_all();
+    if (gm.flush_ev)
+        event_free(gm.flush_ev);
+    gm.flush_ev = NULL;
+}
+
+/* Close after what is queued went out, ours included. */
+static void close_after_write(struct gm_sess *s)
+{
+    sess_flush(s);
+    conn_close_after_write(s->c);
+}
+
 struct evbuffer *gm_sess_out(struct gm_sess *s)
 {
     if (!s->c)
         return NULL;
-    if (!s->slot_tail)
-        return conn_out(s->c);
+    if (!s->slot_tail) {
+        mark_dirty(s);
+        return s->wbuf;
+    }
     if (!s->slot_tail->ready) {
         /* Output after a held reply queues behind it. */
         struct gm_slot *open = gm_xcalloc(1, sizeof *open);
@@ -148,7 +217,8 @@ bool gm_sess_over_limit(struct gm_sess *s)
 {
     if (s->over_limit)
         return true;
-    if (!gm.cfg.max_client_output || !s->c || evbuffer_get_length(conn_out(s->c)) <= gm.cfg.max_client_output)
+    if (!gm.cfg.max_client_output || !s->c ||
+        evbuffer_get_length(conn_out(s->c)) + evbuffer_get_length(s->wbuf) <= gm.cfg.max_client_output)
         return false;
     /* From now on its output must move: stuck for --client-stall-timeout,
      * the core closes it (on_close counts it). */
@@ -171,8 +241,10 @@ void gm_sess_release(struct gm_sess *s, struct gm_slot *slot)
         s->slot_head = h->next;
         if (!s->slot_head)
             s->slot_tail = NULL;
-        if (s->c)
-            evbuffer_add_buffer(conn_out(s->c), h->buf);
+        if (s->c) {
+            evbuffer_add_buffer(s->wbuf, h->buf);
+            mark_dirty(s);
+        }
         slot_free(h);
     }
 }
@@ -267,12 +339,12 @@ void gm_send_error(struct gm_sess *s, const char *code, const char *text)
  * (gm_on_eof), so a worker that dies mid-job is noticed at once. */
 static bool sess_in_flight(struct gm_sess *s)
 {
-    if (!gm_list_empty(&s->running))
+    if (!list_empty(&s->running))
         return true;
-    struct gm_list *pos;
-    gm_list_for_each(pos, &s->links)
+    struct list_node *pos;
+    list_for_each(pos, &s->links)
     {
-        struct gm_link *l = gm_container_of(pos, struct gm_link, slink);
+        struct gm_link *l = container_of(pos, struct gm_link, slink);
         if (l->job->state == GM_JOB_RUNNING)
             return true;
     }
@@ -308,10 +380,10 @@ void gm_stopping(void)
 {
     gm.stopping = true;
     gm.shutting_down = true;
-    struct gm_list *pos;
-    gm_list_for_each(pos, &gm.sessions)
+    struct list_node *pos;
+    list_for_each(pos, &gm.sessions)
     {
-        struct gm_sess *s = gm_container_of(pos, struct gm_sess, all_link);
+        struct gm_sess *s = container_of(pos, struct gm_sess, all_link);
         if (s->c && sess_in_flight(s))
             conn_set_busy(s->c, true);
     }
@@ -336,9 +408,15 @@ struct gm_sess *gm_sess_new(struct core_conn *c)
         }
     }
     s->exceptions = gm.cfg.exceptions;
-    gm_list_init(&s->running);
-    gm_list_init(&s->links);
-    gm_list_add_tail(&gm.sessions, &s->all_link);
+    s->wbuf = evbuffer_new();
+    if (!s->wbuf) {
+        log_error("gearmand: out of memory");
+        abort();
+    }
+    list_init(&s->running);
+    list_init(&s->ready);
+    list_init(&s->links);
+    list_add_tail(&gm.sessions, &s->all_link);
     gm.nsessions++;
     return s;
 }
@@ -356,6 +434,7 @@ void gm_sess_unref(struct gm_sess *s)
     }
     free(s->abilities);
     free(s->abuckets);
+    evbuffer_free(s->wbuf);
     free(s);
 }
 
@@ -365,7 +444,7 @@ void gm_sess_unref(struct gm_sess *s)
 static void send_fatal(struct gm_sess *s, const char *code, const char *text)
 {
     gm_send_error(s, code, text);
-    conn_close_after_write(s->c);
+    close_after_write(s);
 }
 
 static uint32_t max_packet(void)
@@ -422,14 +501,14 @@ static enum gm_sess_state read_text(struct gm_sess *s, struct evbuffer *in)
         struct evbuffer *out = gm_sess_out(s);
         if (out)
             evbuffer_add_printf(out, "ERR LINE_TOO_LONG Command+line+too+long\r\n");
-        conn_close_after_write(s->c);
+        close_after_write(s);
         return GM_SESS_CLOSING;
     }
     s->c->requests++;
     int rc = gm_text_line(s, line, len);
     evbuffer_drain(in, consumed);
     if (rc < 0) {
-        conn_close_after_write(s->c);
+        close_after_write(s);
         return GM_SESS_CLOSING;
     }
     return GM_SESS_NEXT;
@@ -489,6 +568,7 @@ static int gm_on_read(struct core_conn *c)
     struct gm_sess *s = c->data;
     if (s && s->state != GM_SESS_CLOSING)
         sess_drive(s);
+    gm_flush_all();
     return 0;
 }
 
@@ -503,7 +583,7 @@ static void gm_on_close(struct core_conn *c, enum conn_close_reason why)
         log_warn("gearmand: closed client %s: more than %llu bytes of replies unread for %d s", s->peer,
                  (unsigned long long)gm.cfg.max_client_output, gm.cfg.client_stall_timeout);
     }
-    gm_list_del(&s->all_link);
+    list_del(&s->all_link);
     gm.nsessions--;
     s->state = GM_SESS_CLOSING;
     gm_jobs_forget_sess(s);

@@ -261,6 +261,11 @@ enum mc_parse mc_text_parse(const char *buf, size_t len, struct mc_text_req *r)
         r->cmd = MC_TXT_META;
         return MC_PARSE_OK;
     }
+    if (cn == 13 && memcmp(cw, "refresh_certs", 13) == 0) {
+        r->cmd = MC_TXT_REFRESH_CERTS;
+        r->noreply = rest_len >= 7 && memcmp(rest + rest_len - 7, "noreply", 7) == 0;
+        return MC_PARSE_OK;
+    }
     if ((cn == 5 && memcmp(cw, "stats", 5) == 0) || (cn == 8 && memcmp(cw, "shutdown", 8) == 0) ||
         (cn == 11 && memcmp(cw, "lru_crawler", 11) == 0) || (cn == 5 && memcmp(cw, "slabs", 5) == 0) ||
         (cn == 3 && memcmp(cw, "lru", 3) == 0)) {
@@ -365,7 +370,7 @@ enum mc_parse mc_text_parse(const char *buf, size_t len, struct mc_text_req *r)
         if (nt == 3)
             r->noreply = tok_is(&t[2], "noreply");
         if (!mc_parse_u64(t[1].s, t[1].n, &r->delta))
-            return fail(r, BAD_FORMAT);
+            return fail(r, "ERROR");   /* what memcached answers a non-number here */
         return MC_PARSE_OK;
     }
     /* A request line ending in HTTP/x.y: someone pointed a browser or a

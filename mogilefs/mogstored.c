@@ -12,6 +12,8 @@
  *   ST_BODY   PUT: body bytes (Content-Length or chunked) into a temporary
  *             file beside the target; at the end fsync, check Content-MD5,
  *             rename into place, answer 200 -> ST_HEAD
+ *   ST_SYNC   PUT body complete: fsync + rename + folder fsync run on a sync
+ *             thread (reading paused); the answer follows -> ST_HEAD
  *   ST_CLOSE  answer written, closing.
  * Disk work is small synchronous calls (open/write/rename/unlink/fsync) on
  * the loop; checksums of whole files (side channel MD5/SHA-1) and usage
@@ -26,10 +28,13 @@
 #include <string.h>
 #include <sys/stat.h>
 #include <sys/statvfs.h>
+#include <sys/sysmacros.h>
 #include <time.h>
 #include <unistd.h>
 
 #include <event2/buffer.h>
+#include <event2/bufferevent.h>
+#include <event2/event.h>
 #include <openssl/evp.h>
 
 #include "common/admin.h"
@@ -50,6 +55,7 @@ static struct {
     int idle_timeout;
     int usage_interval;
     int max_hash_jobs;
+    int sync_threads;
     char *config_dummy;
 } st_cfg;
 
@@ -155,7 +161,7 @@ static int make_parents(const char *root, const char *path)
 
 /* ---- HTTP sessions ---------------------------------------------------------------------------- */
 
-enum st_state { ST_HEAD = 0, ST_BODY, ST_CLOSE };
+enum st_state { ST_HEAD = 0, ST_BODY, ST_SYNC, ST_CLOSE };
 
 struct st_sess {
     struct core_conn *c;
@@ -173,6 +179,7 @@ struct st_sess {
     unsigned char want_md5[16];
     bool check_md5;
     bool failed;                /* write error: keep reading, answer 500 at the end */
+    bool closed;                /* conn gone while ST_SYNC: the sync job frees */
 };
 
 static void put_reset(struct st_sess *s, bool unlink_tmp)
@@ -380,6 +387,119 @@ static void put_data(struct st_sess *s, const char *p, size_t n)
 }
 
 /* Durable before OK: fsync the data, rename into place, fsync the folder. */
+/* ---- sync threads: fsync + rename off the loop ---------------------------------------------- */
+/* move to common/work when it lands */
+
+struct sync_job {
+    struct st_sess *s;
+    struct core_loop *loop;
+    int fd;
+    char tmp[4200], path[4096];
+    int status;
+    struct sync_job *next;
+};
+
+static struct {
+    pthread_mutex_t mu;
+    pthread_cond_t cv;
+    struct sync_job *head, *tail;
+    bool stop;
+    pthread_t threads[8];
+    int n;
+} sq = { .mu = PTHREAD_MUTEX_INITIALIZER, .cv = PTHREAD_COND_INITIALIZER };
+
+static void http_drive(struct st_sess *s);
+
+/* Back on the loop: answer the PUT. */
+static void sync_done(void *arg)
+{
+    struct sync_job *j = arg;
+    struct st_sess *s = j->s;
+    if (j->status != 200)
+        stats_counter_add(&st.errors, 1);
+    if (s->closed) {
+        if (s->tx)
+            evbuffer_free(s->tx);
+        free(s);
+        free(j);
+        return;
+    }
+    http_reply(s->tx, j->status, NULL, j->status == 200 ? NULL : "Sync failed\n", s->keep);
+    free(j);
+    s->state = ST_HEAD;
+    conn_set_busy(s->c, false);
+    if (!s->keep) {
+        close_after_reply(s);
+        return;
+    }
+    conn_resume_read(s->c);
+    http_drive(s);
+    flush_tx(s);
+}
+
+/* Durable before OK: the data, then the name (rename), then the folder. */
+static void *sync_thread(void *arg)
+{
+    (void)arg;
+    for (;;) {
+        pthread_mutex_lock(&sq.mu);
+        while (!sq.head && !sq.stop)
+            pthread_cond_wait(&sq.cv, &sq.mu);
+        struct sync_job *j = sq.head;
+        if (!j) {
+            pthread_mutex_unlock(&sq.mu);
+            return NULL;
+        }
+        sq.head = j->next;
+        if (!sq.head)
+            sq.tail = NULL;
+        pthread_mutex_unlock(&sq.mu);
+        j->status = 200;
+        if (fsync(j->fd) < 0)
+            j->status = 500;
+        close(j->fd);
+        if (j->status == 200 && rename(j->tmp, j->path) < 0)
+            j->status = 500;
+        if (j->status != 200) {
+            unlink(j->tmp);
+        } else {
+            char *slash = strrchr(j->path, '/');
+            if (slash) {
+                *slash = '\0';
+                int dfd = open(j->path, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+                if (dfd >= 0) {
+                    fsync(dfd);
+                    close(dfd);
+                }
+                *slash = '/';
+            }
+        }
+        if (loop_call(j->loop, sync_done, j) < 0)
+            free(j); /* shutting down */
+    }
+}
+
+static void sync_start(int n)
+{
+    sq.n = n < 1 ? 1 : n > 8 ? 8 : n;
+    for (int i = 0; i < sq.n; i++)
+        if (pthread_create(&sq.threads[i], NULL, sync_thread, NULL) != 0) {
+            sq.n = i;
+            break;
+        }
+}
+
+static void sync_stop(void)
+{
+    pthread_mutex_lock(&sq.mu);
+    sq.stop = true;
+    pthread_cond_broadcast(&sq.cv);
+    pthread_mutex_unlock(&sq.mu);
+    for (int i = 0; i < sq.n; i++)
+        pthread_join(sq.threads[i], NULL);
+    sq.n = 0;
+}
+
 static void put_finish(struct st_sess *s)
 {
     int status = 200;
@@ -387,9 +507,6 @@ static void put_finish(struct st_sess *s)
     if (s->failed) {
         status = 507;
         msg = "Write failed\n";
-    } else if (fsync(s->fd) < 0) {
-        status = 500;
-        msg = "fsync failed\n";
     } else if (s->check_md5) {
         unsigned char got[EVP_MAX_MD_SIZE];
         unsigned int gl = 0;
@@ -400,33 +517,41 @@ static void put_finish(struct st_sess *s)
             stats_counter_add(&st.md5_mismatch, 1);
         }
     }
-    if (status == 200) {
-        if (rename(s->tmp, s->path) < 0) {
-            status = 500;
-            msg = "rename failed\n";
-        } else {
-            s->tmp[0] = '\0';
-            char dir[4096];
-            snprintf(dir, sizeof dir, "%s", s->path);
-            char *slash = strrchr(dir, '/');
-            if (slash) {
-                *slash = '\0';
-                int dfd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-                if (dfd >= 0) {
-                    fsync(dfd);
-                    close(dfd);
-                }
-            }
-        }
-    }
     stats_counter_add(&st.put_bytes, s->written);
-    put_reset(s, status != 200);
-    if (status != 200)
+    struct sync_job *j = status == 200 ? calloc(1, sizeof *j) : NULL;
+    if (status == 200 && !j) {
+        status = 500;
+        msg = "Out of memory\n";
+    }
+    if (status != 200) {
+        put_reset(s, true);
         stats_counter_add(&st.errors, 1);
-    http_reply(s->tx, status, NULL, msg, s->keep);
-    s->state = ST_HEAD;
-    if (!s->keep)
-        close_after_reply(s);
+        http_reply(s->tx, status, NULL, msg, s->keep);
+        s->state = ST_HEAD;
+        if (!s->keep)
+            close_after_reply(s);
+        return;
+    }
+    /* The file now belongs to the sync job. */
+    j->s = s;
+    j->loop = s->c->loop;
+    j->fd = s->fd;
+    snprintf(j->tmp, sizeof j->tmp, "%s", s->tmp);
+    snprintf(j->path, sizeof j->path, "%s", s->path);
+    s->fd = -1;
+    s->tmp[0] = '\0';
+    put_reset(s, false);
+    s->state = ST_SYNC;
+    conn_set_busy(s->c, true);
+    conn_pause_read(s->c);
+    pthread_mutex_lock(&sq.mu);
+    if (sq.tail)
+        sq.tail->next = j;
+    else
+        sq.head = j;
+    sq.tail = j;
+    pthread_cond_signal(&sq.cv);
+    pthread_mutex_unlock(&sq.mu);
 }
 
 static void handle_head(struct st_sess *s, const struct http_msg *m)
@@ -481,7 +606,7 @@ static void handle_head(struct st_sess *s, const struct http_msg *m)
 static void http_drive(struct st_sess *s)
 {
     struct evbuffer *in = conn_in(s->c);
-    while (s->state != ST_CLOSE && !conn_is_closing(s->c)) {
+    while (s->state != ST_CLOSE && s->state != ST_SYNC && !conn_is_closing(s->c)) {
         size_t avail = evbuffer_get_length(in);
         if (avail == 0)
             return;
@@ -556,6 +681,11 @@ static void http_on_close(struct core_conn *c, enum conn_close_reason why)
     struct st_sess *s = c->data;
     if (s) {
         put_reset(s, true); /* a PUT cut short leaves nothing behind */
+        if (s->state == ST_SYNC) {
+            s->closed = true; /* sync_done frees it */
+            s->c = NULL;
+            return;
+        }
         if (s->tx)
             evbuffer_free(s->tx);
         free(s);
@@ -589,6 +719,9 @@ static void http_accept(struct core_loop *loop, int fd, const struct sockaddr *s
     s->c = c;
     conn_set_output_limit(c, 1u << 20);
     conn_set_timeouts(c, (uint32_t)st_cfg.idle_timeout * 1000, 60000);
+    /* libevent writes 16 KiB per callback by default: a 1 MiB sendfile
+     * would take 64 trips through the loop. */
+    bufferevent_set_max_single_write(c->bev, 4u << 20);
 }
 
 static void http_reject(int fd, void *arg)
@@ -604,7 +737,137 @@ static void http_reject(int fd, void *arg)
 struct side_sess {
     struct core_conn *c;
     bool running, closed;
+    bool watching;                  /* "watch": gets the utilization stream */
+    struct side_sess *wnext, *wprev;
 };
+
+/* ---- watch: per-device utilization, as mogstored's iostat stream --------------------------- */
+/* Every second: for each devN folder, the block device holding it (stat's
+ * st_dev), and from /proc/diskstats its time spent doing I/O since the last
+ * tick, as a percentage. Sent to every watcher as "devN\t<util>\n" lines
+ * and a "." line (what the tracker's IOStatWatcher reads). */
+
+struct watch_dev { int devid; unsigned maj, min; uint64_t last_ticks; bool have_last; };
+
+static struct {
+    struct side_sess *list;
+    struct event *timer;
+    struct watch_dev dev[256];
+    int ndev;
+    uint64_t last_ms;
+} W;
+
+static void watch_remove(struct side_sess *s)
+{
+    if (!s->watching)
+        return;
+    if (s->wprev)
+        s->wprev->wnext = s->wnext;
+    else
+        W.list = s->wnext;
+    if (s->wnext)
+        s->wnext->wprev = s->wprev;
+    s->watching = false;
+}
+
+static bool io_ticks(const char *stats, unsigned maj, unsigned min, uint64_t *ticks)
+{
+    const char *p = stats;
+    while (p && *p) {
+        unsigned a, b;
+        unsigned long long f[11];
+        char name[64];
+        if (sscanf(p, " %u %u %63s %llu %llu %llu %llu %llu %llu %llu %llu %llu %llu", &a, &b, name, &f[0], &f[1], &f[2],
+                   &f[3], &f[4], &f[5], &f[6], &f[7], &f[8], &f[9]) == 13 && a == maj && b == min) {
+            *ticks = f[9];
+            return true;
+        }
+        p = strchr(p, '\n');
+        if (p)
+            p++;
+    }
+    return false;
+}
+
+static void watch_tick(evutil_socket_t fd, short what, void *arg)
+{
+    (void)fd, (void)what, (void)arg;
+    if (!W.list)
+        return; /* nobody listens: no work */
+    static char stats[65536];
+    int sfd = open("/proc/diskstats", O_RDONLY | O_CLOEXEC);
+    ssize_t n = sfd >= 0 ? read(sfd, stats, sizeof stats - 1) : -1;
+    if (sfd >= 0)
+        close(sfd);
+    stats[n > 0 ? n : 0] = '\0';
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    uint64_t now = (uint64_t)ts.tv_sec * 1000 + (uint64_t)ts.tv_nsec / 1000000;
+    uint64_t elapsed = W.last_ms ? now - W.last_ms : 0;
+    W.last_ms = now;
+    /* The devices present now (folders come and go). */
+    DIR *d = opendir(st_cfg.docroot);
+    struct watch_dev cur[256];
+    int nc = 0;
+    struct dirent *e;
+    while (d && (e = readdir(d)) && nc < 256) {
+        if (strncmp(e->d_name, "dev", 3) || !e->d_name[3] || strspn(e->d_name + 3, "0123456789") != strlen(e->d_name + 3))
+            continue;
+        char path[4200];
+        struct stat sb;
+        snprintf(path, sizeof path, "%s/%s", st_cfg.docroot, e->d_name);
+        if (stat(path, &sb) < 0)
+            continue;
+        cur[nc] = (struct watch_dev){ .devid = atoi(e->d_name + 3), .maj = major(sb.st_dev), .min = minor(sb.st_dev) };
+        for (int i = 0; i < W.ndev; i++)
+            if (W.dev[i].devid == cur[nc].devid && W.dev[i].maj == cur[nc].maj && W.dev[i].min == cur[nc].min) {
+                cur[nc].last_ticks = W.dev[i].last_ticks;
+                cur[nc].have_last = W.dev[i].have_last;
+            }
+        nc++;
+    }
+    if (d)
+        closedir(d);
+    struct evbuffer *out = evbuffer_new();
+    for (int i = 0; i < nc; i++) {
+        uint64_t t;
+        double util = 0;
+        if (io_ticks(stats, cur[i].maj, cur[i].min, &t)) {
+            if (cur[i].have_last && elapsed > 0 && t >= cur[i].last_ticks)
+                util = 100.0 * (double)(t - cur[i].last_ticks) / (double)elapsed;
+            cur[i].last_ticks = t;
+            cur[i].have_last = true;
+        }
+        if (util > 100)
+            util = 100;
+        evbuffer_add_printf(out, "dev%d\t%.2f\n", cur[i].devid, util);
+    }
+    evbuffer_add(out, ".\n", 2);
+    memcpy(W.dev, cur, sizeof cur[0] * (size_t)nc);
+    W.ndev = nc;
+    size_t len = evbuffer_get_length(out);
+    const unsigned char *bytes = evbuffer_pullup(out, (ev_ssize_t)len);
+    for (struct side_sess *w = W.list; w; w = w->wnext)
+        if (w->c && !conn_is_closing(w->c) && evbuffer_get_length(conn_out(w->c)) < (1u << 20))
+            evbuffer_add(conn_out(w->c), bytes, len); /* a watcher that does not read misses lines */
+    evbuffer_free(out);
+}
+
+static void watch_start(void)
+{
+    struct core_loop *loop = loop_get(0);
+    W.timer = event_new(loop->base, -1, EV_PERSIST, watch_tick, NULL);
+    struct timeval tv = { 1, 0 };
+    if (W.timer)
+        event_add(W.timer, &tv);
+}
+
+static void watch_stop(void)
+{
+    if (W.timer)
+        event_free(W.timer);
+    W.timer = NULL;
+}
 
 struct hash_job {
     struct side_sess *s;
@@ -727,7 +990,14 @@ static void side_drive(struct side_sess *s)
                 }
             }
         } else if (k == MOG_SIDE_WATCH) {
-            evbuffer_add_printf(out, "ERR iostat unavailable\r\n");
+            if (!s->watching) {
+                s->watching = true;
+                s->wprev = NULL;
+                s->wnext = W.list;
+                if (W.list)
+                    W.list->wprev = s;
+                W.list = s;
+            }
         } else if (k == MOG_SIDE_BAD) {
             evbuffer_add_printf(out, "ERROR: bad command\r\n");
         } else {
@@ -753,6 +1023,8 @@ static void side_on_close(struct core_conn *c, enum conn_close_reason why)
     c->data = NULL;
     if (!s)
         return;
+    watch_remove(s);
+    s->c = NULL;
     if (s->running)
         s->closed = true; /* hash_done frees it */
     else
@@ -842,10 +1114,13 @@ static void *usage_thread(void *arg)
 
 /* ---- settings and life cycle ------------------------------------------------------------------------ */
 
+static char *st_conf_path;
 static const struct cfg_setting st_settings_table[];
 static const struct cfg_setting *const st_tables[] = { st_settings_table, core_settings, NULL };
 
 /* mogstored.conf: `key = value`; unknown keys warned about, not fatal. */
+static int read_conf_file(const char *value, bool live_only, char *err, size_t errlen);
+
 static int read_st_config(const struct cfg_setting *s, const char *value, char *err, size_t errlen)
 {
     (void)s;
@@ -854,6 +1129,15 @@ static int read_st_config(const struct cfg_setting *s, const char *value, char *
         return 0;
     free(done);
     done = strdup(value);
+    free(st_conf_path);
+    st_conf_path = strdup(value);
+    return read_conf_file(value, false, err, errlen);
+}
+
+/* key = value lines: known keys applied (live_only: only live ones, as a
+ * SIGHUP reload does), unknown ones warned about. */
+static int read_conf_file(const char *value, bool live_only, char *err, size_t errlen)
+{
     FILE *f = fopen(value, "r");
     if (!f) {
         snprintf(err, errlen, "cannot read %s", value);
@@ -878,10 +1162,14 @@ static int read_st_config(const struct cfg_setting *s, const char *value, char *
             *--ke = '\0';
         while (*v == ' ' || *v == '\t')
             v++;
-        if (!strcmp(k, "config") || !cfg_find(st_tables, k)) {
-            fprintf(stderr, "mogstored: %s:%d: unknown setting '%s' ignored\n", value, lineno, k);
+        const struct cfg_setting *known = strcmp(k, "config") ? cfg_find(st_tables, k) : NULL;
+        if (!known) {
+            if (!live_only)
+                fprintf(stderr, "mogstored: %s:%d: unknown setting '%s' ignored\n", value, lineno, k);
             continue;
         }
+        if (live_only && !known->live)
+            continue;
         char e2[256];
         if (cfg_set(st_tables, k, v, false, e2, sizeof e2) < 0) {
             snprintf(err, errlen, "%s:%d: %s", value, lineno, e2);
@@ -912,6 +1200,8 @@ static const struct cfg_setting st_settings_table[] = {
     { "usage_interval", 0, CFG_INT, &st_cfg.usage_interval, "10", "seconds between usage file updates", false, NULL },
     { "max_hash_jobs", 0, CFG_INT, &st_cfg.max_hash_jobs, "8", "side-channel MD5/SHA-1 digests running at once",
       true, NULL },
+    { "sync_threads", 0, CFG_INT, &st_cfg.sync_threads, "4", "threads that fsync and rename finished PUTs (1-8)", false,
+      NULL },
     { "server", 0, CFG_CUSTOM, NULL, NULL, "accepted and ignored: the built-in server is always used", false, st_ignore },
     { "serverbin", 0, CFG_CUSTOM, NULL, NULL, "accepted and ignored", false, st_ignore },
     { "iostat", 0, CFG_CUSTOM, NULL, NULL, "accepted and ignored", false, st_ignore },
@@ -958,6 +1248,8 @@ static int st_init(void)
     }
     if (st_cfg.maxconns > 0)
         listen_set_max_conns((uint64_t)st_cfg.maxconns);
+    sync_start(st_cfg.sync_threads);
+    watch_start();
     usage_round();
     if (pthread_create(&st.usage_thread, NULL, usage_thread, NULL) == 0)
         st.usage_started = true;
@@ -965,8 +1257,18 @@ static int st_init(void)
     return 0;
 }
 
+/* SIGHUP: the config file again, live settings only. */
+static void st_reload(void)
+{
+    char err[256];
+    if (st_conf_path && read_conf_file(st_conf_path, true, err, sizeof err) < 0)
+        log_warn("mogstored: reload: %s", err);
+}
+
 static void st_fini(void)
 {
+    watch_stop();
+    sync_stop();
     st.stop = true;
     if (st.usage_started)
         pthread_join(st.usage_thread, NULL);
@@ -981,6 +1283,7 @@ int main(int argc, char **argv)
         .threads = NULL,
         .init = st_init,
         .fini = st_fini,
+        .hooks = { .on_reload = st_reload },
     };
     return daemon_main(&desc, argc, argv);
 }

@@ -150,6 +150,15 @@ static void become_ready(struct pb_backend *be)
     pool_ready(&l->pool, &be->m);
 }
 
+/* PERLBAL_DEBUG_BUFFERED_UPLOADS in the environment (read once at start, as
+ * Perlbal's test suite sets it) */
+static bool debug_upload_reason(void)
+{
+    static int on = -1;
+    if (on < 0) on = getenv("PERLBAL_DEBUG_BUFFERED_UPLOADS") != NULL;
+    return on;
+}
+
 static void assign(struct pb_backend *be, struct pb_client *cl)
 {
     log_debug("assign client %llu -> backend %llu (%s) uses %d", (unsigned long long)cl->c->id,
@@ -166,10 +175,14 @@ static void assign(struct pb_backend *be, struct pb_client *cl)
     /* keep the head until the response starts, for a retry */
     size_t hl = evbuffer_get_length(cl->req_head);
     struct evbuffer *txb = httpd_tx2();
-    if (cl->svc->nplugins) {
-        /* plugins may add request headers: before the head's final CRLF */
+    bool spooled_chunked = cl->h->body == HTTP_BODY_CHUNKED && cl->upload_fd >= 0;
+    if (cl->svc->nplugins || cl->upload_reason) {
+        /* headers added here go before the head's final CRLF */
         evbuffer_add(txb, evbuffer_pullup(cl->req_head, (ssize_t)hl), hl - 2);
-        pb_plugins_backend_assigned(cl->svc, cl, txb);
+        if (cl->svc->nplugins) pb_plugins_backend_assigned(cl->svc, cl, txb);
+        if (spooled_chunked) evbuffer_add_printf(txb, "Content-Length: %llu\r\n", (unsigned long long)cl->upload_size);
+        if (cl->upload_reason && debug_upload_reason())
+            evbuffer_add_printf(txb, "X-PERLBAL-BUFFERED-UPLOAD-REASON: %s\r\n", cl->upload_reason);
         evbuffer_add(txb, "\r\n", 2);
     } else {
         evbuffer_add(txb, evbuffer_pullup(cl->req_head, (ssize_t)hl), hl);

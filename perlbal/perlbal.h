@@ -224,7 +224,9 @@ struct pb_client {
     char *target;                     /* request-target (for logs / reproxy) */
     bool chunked_out;                 /* the body goes to the backend re-chunked */
     /* buffer_uploads */
-    int upload_fd;                    /* spooled body (unlinked temp file), -1 if none */
+    int upload_fd;                    /* spooled body (a file in buffer_uploads_path), -1 if none */
+    char *upload_path;                /* its name: removed when the request ends */
+    const char *upload_reason;        /* "size", "rate", "time" or "chunked" */
     uint64_t upload_size;
     int64_t upload_started_ms;
     int64_t plugin_t0_ms;             /* Stats: when a backend was assigned */
@@ -290,6 +292,8 @@ void pb_proxy_buffer_start(struct pb_client *cl);
 void pb_proxy_start(struct pb_client *cl);
 void pb_proxy_hold(struct pb_client *cl, int64_t ms);
 void pb_proxy_buffer_data(struct pb_client *cl);
+/* Close and remove the request's spool file, if any. */
+void pb_upload_purge(struct pb_client *cl);
 /* X-REPROXY-CACHE-FOR: answer from the service's reproxy cache. True if it
  * took the request (cl->cache_key must be set). */
 bool pb_proxy_from_cache(struct pb_client *cl);

@@ -144,8 +144,7 @@ static void client_on_request_end(struct httpd_conn *h)
     free(cl->rp_hdrs);
     cl->rp_hdrs = NULL;
     if (cl->req_head) evbuffer_drain(cl->req_head, evbuffer_get_length(cl->req_head));
-    if (cl->upload_fd >= 0) close(cl->upload_fd);
-    cl->upload_fd = -1;
+    pb_upload_purge(cl);
     cl->state = CL_READ_HEAD;
     cl->svc = cl->listen_svc;
     cl->retries = 0;
@@ -304,7 +303,8 @@ static void dispatch(struct pb_client *cl, struct http_msg *req)
              * re-encoded (no extensions, no trailers), so its coding
              * header is ours, not the client's */
             if (IS("connection") || IS("keep-alive") || IS("proxy-connection") || IS("te") || IS("upgrade") ||
-                IS("x-proxy-capabilities") || IS("transfer-encoding") || IS("trailer"))
+                IS("x-proxy-capabilities") || IS("transfer-encoding") || IS("trailer") ||
+                (chunked && svc->buffer_uploads && IS("expect")))
                 continue;
             bool removed = false;
             for (struct pb_header_op *op = svc->header_ops; op; op = op->next)
@@ -334,8 +334,11 @@ static void dispatch(struct pb_client *cl, struct http_msg *req)
         if (svc->enable_reproxy) evbuffer_add(h, "X-Proxy-Capabilities: reproxy-file\r\n", 36);
         for (struct pb_header_op *op = svc->header_ops; op; op = op->next)
             if (op->value) evbuffer_add_printf(h, "%s: %s\r\n", op->name, op->value);
-        if (chunked) evbuffer_add(h, "Transfer-Encoding: chunked\r\n", 28);
-        cl->chunked_out = chunked;
+        /* a chunked body is spooled and sent with a Content-Length when
+         * buffer_uploads is on (as Perlbal), else re-encoded as it streams */
+        bool spool = chunked && svc->buffer_uploads;
+        if (chunked && !spool) evbuffer_add(h, "Transfer-Encoding: chunked\r\n", 28);
+        cl->chunked_out = chunked && !spool;
         if (svc->persist_backend) evbuffer_add(h, "Connection: keep-alive\r\n\r\n", 26);
         else evbuffer_add(h, "Connection: close\r\n\r\n", 21);
         httpd_drop_head(cl->h);
@@ -413,7 +416,7 @@ static void client_on_close(struct httpd_conn *h, enum conn_close_reason why)
     struct pb_client *cl = h->data;
     pb_proxy_client_gone(cl);
     client_release_active(cl);
-    if (cl->upload_fd >= 0) close(cl->upload_fd);
+    pb_upload_purge(cl);
     if (cl->req_head) evbuffer_free(cl->req_head);
     free(cl->target);
     free(cl->cache_key);

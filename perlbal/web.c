@@ -25,6 +25,7 @@ void pb_web_sync(struct pb_service *svc)
     f->docroot = svc->docroot;
     f->index_files = svc->index_files;
     f->dirindexing = svc->dirindexing;
+    f->dir_disabled_status = 200; /* as Perlbal: a 200 page saying so */
     f->enable_put = svc->enable_put;
     f->enable_delete = svc->enable_delete;
     f->min_put_directory = svc->min_put_directory;

@@ -25,6 +25,7 @@
 #define SW_MAX_MANY 1000       /* jobs in one insert_many / replace_with */
 #define SW_MAX_GRAB 1000       /* jobs in one grab */
 #define SW_MAX_NAME 255        /* funcname, uniqkey, coalesce: VARCHAR(255) */
+#define SW_MAX_REPLY (8u << 20) /* grab/list stop adding jobs past this many bytes (one job always fits) */
 
 /* ---- protocol (proto_sw.c, pure) ------------------------------------------- */
 

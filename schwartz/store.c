@@ -50,6 +50,7 @@ struct sw_worker {
     int64_t clock_offset;      /* database clock - ours (MySQL), refreshed every few seconds */
     int64_t clock_checked;
     bool skip_locked;          /* the server knows SELECT ... FOR UPDATE SKIP LOCKED */
+    bool lazy_sync;            /* SQLite connection is at synchronous=NORMAL for a grab batch */
 };
 
 struct sw_store {
@@ -390,6 +391,47 @@ static enum sw_dbe insert_jobs(struct sw_worker *s, struct sw_op *op, int64_t no
     return SW_DBE_OK;
 }
 
+/* Render jobs ids[0..n) (in that order) with their arguments, fetched
+ * here in chunks: callers select only LENGTH(arg) for candidates, so
+ * memory stays bounded by what is sent. */
+static enum sw_dbe render_jobs(struct sw_worker *s, struct sw_op *op, const uint64_t *ids, const char *const *funcs,
+                               const int64_t *fails, int n)
+{
+    for (int base = 0; base < n; base += SW_MAX_GRAB) {
+        int m = n - base < SW_MAX_GRAB ? n - base : SW_MAX_GRAB;
+        char sql[64 + 2 * SW_MAX_GRAB];
+        struct db_value *p = calloc((size_t)m, sizeof *p);
+        if (!p) {
+            op_fail(op, SW_E_DB_ERROR, "out of memory");
+            return SW_DBE_OTHER;
+        }
+        int len = snprintf(sql, sizeof sql, "SELECT jobid, arg FROM job WHERE jobid IN (");
+        for (int i = 0; i < m; i++) {
+            len += snprintf(sql + len, sizeof sql - (size_t)len, i ? ",?" : "?");
+            p[i] = DB_INT64(ids[base + i]);
+        }
+        snprintf(sql + len, sizeof sql - (size_t)len, ")");
+        struct sw_rows args;
+        enum sw_dbe e = sw_dbc_query(s->conn, sql, p, m, &args);
+        free(p);
+        if (e != SW_DBE_OK)
+            return op_dberr(s, op, e);
+        for (int i = base; i < base + m; i++) {
+            const char *arg = NULL;
+            size_t alen = 0;
+            for (size_t r = 0; r < args.nrows; r++)
+                if ((uint64_t)sw_cell_int(&args, r, 0) == ids[i]) {
+                    arg = sw_cell(&args, r, 1, &alen);
+                    break;
+                }
+            render_job(op->out, s->hash, ids[i], funcs[i], arg ? arg : "", arg ? alen : 0, fails[i]);
+            op->nfound++;
+        }
+        sw_rows_free(&args);
+    }
+    return SW_DBE_OK;
+}
+
 struct cand { uint64_t jobid; int64_t grabbed_until; char *arg; size_t arglen; int f; };
 
 static enum sw_dbe op_grab(struct sw_worker *s, struct sw_op *op, int64_t now)
@@ -424,7 +466,7 @@ static enum sw_dbe op_grab(struct sw_worker *s, struct sw_op *op, int64_t now)
         lim = want;
     char sql[512];
     int len = snprintf(sql, sizeof sql,
-                       "SELECT jobid, grabbed_until, arg, (SELECT COUNT(*) FROM error e WHERE e.jobid = job.jobid) "
+                       "SELECT jobid, grabbed_until, LENGTH(arg), (SELECT COUNT(*) FROM error e WHERE e.jobid = job.jobid) "
                        "FROM job WHERE funcid = ? AND run_after <= ? AND grabbed_until <= ?");
     if (op->floor.set)
         len += snprintf(sql + len, sizeof sql - (size_t)len, " AND priority >= ?");
@@ -486,9 +528,10 @@ static enum sw_dbe op_grab(struct sw_worker *s, struct sw_op *op, int64_t now)
     int gotf[SW_MAX_GRAB];
     size_t gotrow[SW_MAX_GRAB];
     int ngot = 0;
-    for (size_t r = 0; ngot < want; r++) {
+    size_t bytes = 0;
+    for (size_t r = 0; ngot < want && bytes < SW_MAX_REPLY; r++) {
         bool any = false;
-        for (int kk = 0; kk < nf && ngot < want; kk++) {
+        for (int kk = 0; kk < nf && ngot < want && bytes < SW_MAX_REPLY; kk++) {
             int k = (int)((start + (unsigned)kk) % (unsigned)nf);
             if (r >= rows[k].nrows)
                 continue;
@@ -509,17 +552,22 @@ static enum sw_dbe op_grab(struct sw_worker *s, struct sw_op *op, int64_t now)
             gotf[ngot] = k;
             gotrow[ngot] = row;
             ngot++;
+            bytes += (size_t)sw_cell_int(&rows[k], row, 2);
         }
         if (!any)
             break;
     }
-    for (int i = 0; i < ngot; i++) {
-        size_t alen;
-        const char *arg = sw_cell(&rows[gotf[i]], gotrow[i], 2, &alen);
-        render_job(op->out, s->hash, got[i], op->funcs[fidx[gotf[i]]], arg ? arg : "", arg ? alen : 0,
-                   sw_cell_int(&rows[gotf[i]], gotrow[i], 3));
+    {
+        const char *fn[SW_MAX_GRAB];
+        int64_t fl[SW_MAX_GRAB];
+        for (int i = 0; i < ngot; i++) {
+            fn[i] = op->funcs[fidx[gotf[i]]];
+            fl[i] = sw_cell_int(&rows[gotf[i]], gotrow[i], 3);
+        }
+        op->nfound = 0;
+        e = render_jobs(s, op, got, fn, fl, ngot);
     }
-    op->nfound = ngot;
+
 out:
     for (int k = 0; k < nf; k++)
         sw_rows_free(&rows[k]);
@@ -651,11 +699,11 @@ static enum sw_dbe op_list(struct sw_worker *s, struct sw_op *op, int64_t now)
     if (!funcid)
         return SW_DBE_OK;
     char like[2 * SW_MAX_NAME + 2];
-    const char *sql = "SELECT jobid, arg FROM job WHERE funcid = ? ORDER BY jobid LIMIT ?";
+    const char *sql = "SELECT jobid, LENGTH(arg) FROM job WHERE funcid = ? ORDER BY jobid LIMIT ?";
     struct db_value p[3] = { DB_INT64(funcid), DB_INT64(op->limit.v), DB_INT64(0) };
     int np = 2;
     if (op->coalesce) {
-        sql = "SELECT jobid, arg FROM job WHERE funcid = ? AND coalesce = ? ORDER BY jobid LIMIT ?";
+        sql = "SELECT jobid, LENGTH(arg) FROM job WHERE funcid = ? AND coalesce = ? ORDER BY jobid LIMIT ?";
         p[1] = TXT(op->coalesce);
         p[2] = DB_INT64(op->limit.v);
         np = 3;
@@ -668,7 +716,7 @@ static enum sw_dbe op_list(struct sw_worker *s, struct sw_op *op, int64_t now)
         }
         like[o++] = '%';
         like[o] = '\0';
-        sql = "SELECT jobid, arg FROM job WHERE funcid = ? AND coalesce LIKE ? ESCAPE '!' ORDER BY jobid LIMIT ?";
+        sql = "SELECT jobid, LENGTH(arg) FROM job WHERE funcid = ? AND coalesce LIKE ? ESCAPE '!' ORDER BY jobid LIMIT ?";
         p[1] = TXT(like);
         p[2] = DB_INT64(op->limit.v);
         np = 3;
@@ -692,14 +740,22 @@ static enum sw_dbe op_list(struct sw_worker *s, struct sw_op *op, int64_t now)
         int n = (int)(rows.nrows - r < SW_MAX_GRAB ? rows.nrows - r : SW_MAX_GRAB);
         e = failures_of(s, ids + r, n, fails + r);
     }
-    if (e == SW_DBE_OK)
-        for (size_t r = 0; r < rows.nrows; r++) {
-            size_t alen;
-            const char *arg = sw_cell(&rows, r, 1, &alen);
-            render_job(op->out, s->hash, ids[r], op->funcs[0], arg ? arg : "", arg ? alen : 0, fails[r]);
-            op->nfound++;
+    if (e == SW_DBE_OK) {
+        /* as many as fit in SW_MAX_REPLY (at least one) */
+        size_t n = 0, bytes = 0;
+        while (n < rows.nrows && (n == 0 || bytes < SW_MAX_REPLY))
+            bytes += (size_t)sw_cell_int(&rows, n++, 1);
+        const char **fn = calloc(n + 1, sizeof *fn);
+        if (!fn) {
+            op_fail(op, SW_E_DB_ERROR, "out of memory");
+            e = SW_DBE_OTHER;
+        } else {
+            for (size_t r = 0; r < n; r++)
+                fn[r] = op->funcs[0];
+            e = render_jobs(s, op, ids, fn, fails, (int)n);
+            free(fn);
         }
-    else
+    } else
         op_dberr(s, op, e);
     free(ids);
     free(fails);
@@ -920,6 +976,7 @@ static int store_connect(struct sw_worker *s)
         }
     fc_clear(s);
     s->clock_checked = 0;
+    s->lazy_sync = false;
     /* MariaDB >= 10.6 and MySQL >= 8.0 take SKIP LOCKED. */
     s->skip_locked = is_mysql(s) &&
                      sw_dbc_exec(s->conn, "SELECT jobid FROM job WHERE jobid = 0 FOR UPDATE SKIP LOCKED") == SW_DBE_OK;
@@ -939,10 +996,14 @@ static void mark_dead(struct sw_worker *s, const char *why)
     fc_clear(s);
 }
 
+/* On loop 0: the ops of one batch, chained by next, each to its done(). */
 static void deliver(void *arg)
 {
-    struct sw_op *op = arg;
-    op->done(op);
+    for (struct sw_op *op = arg, *next; op; op = next) {
+        next = op->next;
+        op->next = NULL;
+        op->done(op);
+    }
 }
 
 static void op_reset(struct sw_op *op)
@@ -960,6 +1021,23 @@ static void op_reset(struct sw_op *op)
     op->nq = 0;
 }
 
+/* A batch of one op that writes with at most one statement (or only
+ * reads) needs no BEGIN/COMMIT round trips: in autocommit the statement
+ * is its own durable transaction. */
+static bool autocommit_ok(const struct sw_op *op)
+{
+    if (op->next)
+        return false;
+    switch (op->kind) {
+    case SW_OP_INSERT: return op->njobs == 1;   /* funcmap insert-or-find is idempotent on its own */
+    case SW_OP_COMPLETED: return !needs_savepoint(op);
+    case SW_OP_DECLINED: case SW_OP_LIST: case SW_OP_INSPECT: case SW_OP_STATUS: case SW_OP_FUNCMAP:
+    case SW_OP_QUEUES:
+        return true;
+    default: return false;
+    }
+}
+
 /* One transaction over the batch. Returns true if it committed; else *dead
  * says the connection is gone and *transient that a rerun may succeed
  * (deadlock, lock timeout, busy). */
@@ -974,6 +1052,41 @@ static bool run_txn(struct sw_worker *s, struct sw_op *first, char *why, size_t 
             snprintf(why, whylen, "database is down");
             return false;
         }
+    }
+    /* SQLite: a batch of grabs only (and reads) commits without its own
+     * fsync. A lease lost to a power cut only lets the job run again, which
+     * a lease allows anyway; the next durable commit syncs it too.
+     * Inserts, completions, failures and replacements always fsync. */
+    bool lazy = false;
+    if (!is_mysql(s)) {
+        lazy = true;
+        for (struct sw_op *op = first; op && lazy; op = op->next)
+            lazy = op->kind == SW_OP_GRAB || op->kind == SW_OP_LIST || op->kind == SW_OP_INSPECT ||
+                   op->kind == SW_OP_STATUS || op->kind == SW_OP_FUNCMAP || op->kind == SW_OP_QUEUES;
+        if (lazy != s->lazy_sync) {
+            enum sw_dbe pe = sw_dbc_exec(s->conn, lazy ? "PRAGMA synchronous=NORMAL" : "PRAGMA synchronous=FULL");
+            if (pe != SW_DBE_OK) {
+                /* never run a durable write without FULL */
+                snprintf(why, whylen, "synchronous: %s", sw_dbc_error(s->conn));
+                *dead = pe == SW_DBE_LOST;
+                *transient = pe == SW_DBE_ABORT;
+                return false;
+            }
+            s->lazy_sync = lazy;
+        }
+    }
+    if (autocommit_ok(first)) {
+        atomic_fetch_add(&s->store->n_ops, 1);
+        enum sw_dbe e = run_op(s, first, db_now(s));
+        if (e == SW_DBE_LOST || e == SW_DBE_ABORT) {
+            snprintf(why, whylen, "%s", sw_dbc_error(s->conn));
+            *dead = e == SW_DBE_LOST;
+            *transient = e == SW_DBE_ABORT;
+            fc_clear(s);
+            return false;
+        }
+        atomic_fetch_add(&s->store->n_commits, 1);
+        return true;
     }
     enum sw_dbe e = sw_dbc_exec(s->conn, is_mysql(s) ? "START TRANSACTION" : "BEGIN IMMEDIATE");
     if (e != SW_DBE_OK) {
@@ -1042,9 +1155,7 @@ static void run_batch(struct sw_worker *s, struct sw_op *first)
     }
     if (dead && s->conn)
         mark_dead(s, why);
-    for (struct sw_op *op = first, *next; op; op = next) {
-        next = op->next;
-        op->next = NULL;
+    for (struct sw_op *op = first; op; op = op->next) {
         if (op->err != SW_OK)
             atomic_fetch_add(&s->store->n_errors, 1);
         if (!ok) {
@@ -1053,9 +1164,10 @@ static void run_batch(struct sw_worker *s, struct sw_op *first)
             op->db_dead = dead;
             op_fail(op, dead ? SW_E_NO_DATABASE : SW_E_DB_ERROR, why);
         }
-        if (loop_call(loop_get(0), deliver, op) < 0)
-            op->done(op);
     }
+    /* one wake-up of loop 0 for the whole batch */
+    if (loop_call(loop_get(0), deliver, first) < 0)
+        deliver(first);
 }
 
 static void *store_main(void *arg)

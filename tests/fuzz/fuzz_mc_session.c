@@ -42,6 +42,10 @@ static void setup(void)
     mc_settings.warm_pct = 40;
     mc_settings.maxconns = 100;
     mc_settings.threads = 1;
+    mc_settings.slab_reassign = true;   /* the daemon's defaults */
+    mc_settings.slab_automove = 1;
+    mc_settings.reqs_per_event = 20;
+    mc_settings.out_mem_limit = 8u << 20;
     mc_clock_update();
     if (loop_init(1) < 0 || mc_slabs_init() < 0 || mc_assoc_init(10) < 0)
         abort();

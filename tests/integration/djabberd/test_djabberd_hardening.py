@@ -162,3 +162,27 @@ def test_garbage_and_half_open(djabberd):
         time.sleep(0.05)
     assert srv.stat("c2s_connections") == 0
     Raw(srv).login("alice", "wonder").close()
+
+
+def test_stream_management_counts_on_the_wire(djabberd):
+    srv = djabberd()
+    raw = Raw(srv)
+    raw.send(HEADER)
+    raw.until("</stream:features>")
+    raw.send("<auth xmlns='urn:ietf:params:xml:ns:xmpp-sasl' mechanism='PLAIN'>AGFsaWNlAHdvbmRlcg==</auth>")
+    raw.until("<success")
+    raw.send(HEADER)
+    feats = raw.until("</stream:features>")
+    assert "<sm xmlns='urn:xmpp:sm:3'/>" in feats
+    raw.send("<enable xmlns='urn:xmpp:sm:3' resume='true'/>")
+    assert "unexpected-request" in raw.until("</failed>")  # before binding
+    raw.send("<iq type='set' id='b'><bind xmlns='urn:ietf:params:xml:ns:xmpp-bind'/></iq>")
+    raw.until("</iq>")
+    raw.send("<enable xmlns='urn:xmpp:sm:3' resume='true'/>")
+    out = raw.until("<enabled[^>]*/>")
+    assert "resume" not in out  # resumption is not offered
+    raw.send("<iq type='get' id='p1'><ping xmlns='urn:xmpp:ping'/></iq><presence/><r xmlns='urn:xmpp:sm:3'/>")
+    assert "h='2'" in raw.until("<a xmlns='urn:xmpp:sm:3' h='[0-9]+'/>")
+    raw.send("<resume xmlns='urn:xmpp:sm:3' previd='x' h='0'/>")
+    assert "item-not-found" in raw.until("</failed>")
+    raw.close()

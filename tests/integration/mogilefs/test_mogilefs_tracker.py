@@ -266,3 +266,4 @@ def test_updateclass_adds_copies(cluster):
     with pytest.raises(MogError) as e:
         c.update_class("upc", "nosuch")
     assert e.value.code == "class_not_found"
+

@@ -280,3 +280,73 @@ def test_new_function_inserted_concurrently_gets_one_funcid(schwartzd, client, s
     c = client(d)
     assert sorted(j[0] for j in c.grab(20, 60, "Fresh")) == sorted(handles)
     assert [line.split()[3] for line in c.lines("funcmap")] == ["Fresh"]
+
+
+def test_grab_before_the_function_exists(schwartzd, client):
+    """TheSchwartz t/work-before-funcids-exist: asking for a function no job
+    has used yet finds nothing (and creates nothing); its first job is then
+    found."""
+    c = client(schwartzd())
+    assert c.grab(1, 60, "NotYet") == []
+    assert c.lines("funcmap") == []
+    h = c.insert("NotYet", b"x")
+    assert [j[0] for j in c.grab(1, 60, "NotYet")] == [h]
+
+
+def test_funcids_differ_per_database(schwartzd, client, tmp_path):
+    """TheSchwartz t/funcid: each database maps names to its own funcids;
+    jobs are found by name whatever the id."""
+    a, b = tmp_path / "a.db", tmp_path / "b.db"
+    con = sqlite3.connect(str(b))
+    con.execute("CREATE TABLE funcmap (funcid INTEGER PRIMARY KEY AUTOINCREMENT, funcname VARCHAR(255) NOT NULL, "
+                "UNIQUE(funcname))")
+    con.execute("INSERT INTO funcmap (funcname) VALUES ('Other'), ('More')")
+    con.commit()
+    con.close()
+    d = schwartzd(["dbi:SQLite:dbname=%s" % a, "dbi:SQLite:dbname=%s" % b])
+    c = client(d)
+    handles = {c.insert("Same", b"%d" % i) for i in range(30)}
+    assert len({h.split("-")[0] for h in handles}) == 2
+    fm = [l.split() for l in c.lines("funcmap")]
+    ids = {(f[1], f[3]): f[2] for f in fm}
+    assert ids[("0", "Same")] == "1" and ids[("1", "Same")] == "3"
+    got = set()
+    while True:
+        jobs = c.grab(10, 60, "Same")
+        if not jobs:
+            break
+        got |= {j[0] for j in jobs}
+    assert got == handles
+
+
+def test_mysql_socket_dsn_and_config_keys(schwartzd, client, mariadb, tmp_path):
+    """database = dbi:mysql:database=D;mysql_socket=S with db_user from the
+    config file (the key spelled as TheSchwartz users write it)."""
+    name = mariadb.create_database()
+    conf = tmp_path / "s.conf"
+    conf.write_text("database = dbi:mysql:database=%s;mysql_socket=%s\ndb_user = root\ndb_pass =\n"
+                    % (name, mariadb.socket))
+    d = schwartzd([], extra=["-c", str(conf)])
+    c = client(d)
+    h = c.insert("Sock", b"via unix socket")
+    assert [j[2] for j in c.grab(1, 60, "Sock")] == [b"via unix socket"]
+    assert c.cmd("completed " + h) == "OK"
+    assert mariadb.sql("SELECT COUNT(*) FROM job", name).strip() == "0"
+
+
+def test_stats_on_the_job_port_and_bad_job_line_closes(schwartzd, client):
+    d = schwartzd()
+    c = client(d)
+    c.insert("St", b"x")
+    stats = dict(l.split()[1:3] for l in c.lines("stats"))
+    assert stats["jobs_inserted"] == "1" and "insert_latency_p99_us" in stats
+    # a bad job line inside insert_many: its block can't be told from commands
+    c.send(b"insert_many 2\r\nSt 1\r\na\r\nSt notanumber\r\n")
+    assert c.line().startswith("ERR BAD_ARGS")
+    try:
+        c.line()
+        raise AssertionError("the session should have closed")
+    except (EOFError, OSError):
+        pass
+    assert client(d).lines("list St")[0].startswith("JOB ")  # only the first insert exists
+    assert len(client(d).lines("list St")) == 2
