@@ -21,8 +21,10 @@
 #include "common/conn.h"
 #include "common/hash.h"
 #include "common/log.h"
+#include "common/loop.h"
+#include "common/work.h"
 
-struct gm_server gm;
+struct gm_server gm = { .lock = PTHREAD_MUTEX_INITIALIZER };
 
 #define HASH_SEED 0x6765617275ULL
 
@@ -73,6 +75,7 @@ struct gm_func *gm_func_get(const char *name, size_t len)
     for (int p = 0; p < 3; p++)
         list_init(&f->queue[p]);
     list_init(&f->sleepers);
+    list_init(&f->abilities);
     list_add_tail(&gm.funcs, &f->all_link);
     f->hnext = gm.fbuckets[f->hash & gm.fmask];
     gm.fbuckets[f->hash & gm.fmask] = f;
@@ -192,6 +195,24 @@ static void wake_sleepers(struct gm_func *f)
 
 int64_t gm_now_epoch(void) { return (int64_t)time(NULL); }
 
+static uint32_t func_queued(const struct gm_func *f) { return f->queued[0] + f->queued[1] + f->queued[2]; }
+
+/* f got its first queued job, or lost its last: every worker that can do
+ * it gains or loses it on its ready list, so a grab looks only at functions
+ * with work (O(functions with work), not O(abilities)). */
+static void func_set_ready(struct gm_func *f, bool ready)
+{
+    struct list_node *pos;
+    list_for_each(pos, &f->abilities)
+    {
+        struct gm_ability *a = container_of(pos, struct gm_ability, f_link);
+        if (ready)
+            list_add_tail(&a->s->ready, &a->ready_link);
+        else
+            list_del(&a->ready_link);
+    }
+}
+
 static void job_enqueue(struct gm_job *j, bool at_head)
 {
     j->state = GM_JOB_QUEUED;
@@ -199,6 +220,8 @@ static void job_enqueue(struct gm_job *j, bool at_head)
         list_add_head(&j->f->queue[j->prio], &j->qlink);
     else
         list_add_tail(&j->f->queue[j->prio], &j->qlink);
+    if (func_queued(j->f) == 0)
+        func_set_ready(j->f, true);
     j->f->queued[j->prio]++;
     wake_sleepers(j->f);
 }
@@ -208,15 +231,68 @@ static void job_unqueue(struct gm_job *j)
     if (j->state == GM_JOB_QUEUED && list_linked(&j->qlink)) {
         list_del(&j->qlink);
         j->f->queued[j->prio]--;
+        if (func_queued(j->f) == 0)
+            func_set_ready(j->f, false);
     }
+}
+
+/* A job's timer lives on the loop that armed it; only that loop may free
+ * its event. A job freed from another loop detaches it (j = NULL, so a
+ * firing that already waits for the lock does nothing) and asks the
+ * timer's loop to free it. */
+struct gm_timer {
+    struct event *ev;
+    struct core_loop *loop;
+    struct gm_job *j;
+    void (*fire)(struct gm_job *j);
+};
+
+static void timer_cb(evutil_socket_t fd, short what, void *arg)
+{
+    (void)fd;
+    (void)what;
+    struct gm_timer *t = arg;
+    gm_lock();
+    if (t->j)
+        t->fire(t->j);  /* frees t through job_timer_off */
+    /* else: detached by another loop, whose message frees it */
+    gm_unlock();
+}
+
+static void timer_free_here(void *arg)
+{
+    struct gm_timer *t = arg;
+    event_free(t->ev);
+    free(t);
+}
+
+static void job_timer_on(struct gm_job *j, void (*fire)(struct gm_job *), const struct timeval *tv)
+{
+    struct core_loop *loop = loop_current() ? loop_current() : loop_get(0);
+    struct gm_timer *t = gm_xcalloc(1, sizeof *t);
+    t->loop = loop;
+    t->j = j;
+    t->fire = fire;
+    t->ev = evtimer_new(loop->base, timer_cb, t);
+    if (!t->ev) {
+        log_error("gearmand: out of memory");
+        abort();
+    }
+    evtimer_add(t->ev, tv);
+    j->timer = t;
 }
 
 static void job_timer_off(struct gm_job *j)
 {
-    if (j->timer) {
-        event_free(j->timer);
-        j->timer = NULL;
-    }
+    struct gm_timer *t = j->timer;
+    if (!t)
+        return;
+    j->timer = NULL;
+    t->j = NULL;
+    if (loop_current() == t->loop || !loop_current())
+        timer_free_here(t);
+    else if (work_post(t->loop, timer_free_here, t) < 0)
+        log_error("gearmand: a job timer could not be freed (out of memory)");
 }
 
 static void job_unrun(struct gm_job *j)
@@ -371,20 +447,14 @@ void gm_job_fail(struct gm_job *j)
     gm_job_free(j);
 }
 
-static void on_schedule(evutil_socket_t fd, short what, void *arg)
+static void on_schedule(struct gm_job *j)
 {
-    (void)fd;
-    (void)what;
-    struct gm_job *j = arg;
     job_timer_off(j);
     job_enqueue(j, false);
 }
 
-static void on_run_timeout(evutil_socket_t fd, short what, void *arg)
+static void on_run_timeout(struct gm_job *j)
 {
-    (void)fd;
-    (void)what;
-    struct gm_job *j = arg;
     gm.n.jobs_timeout++;
     log_info("gearmand: job %s timed out on its worker (CAN_DO_TIMEOUT)", j->handle);
     gm_job_fail(j);
@@ -453,9 +523,8 @@ void gm_job_start(struct gm_job *j)
 {
     if (j->when > gm_now_epoch()) {
         j->state = GM_JOB_SCHEDULED;
-        j->timer = evtimer_new(gm.base, on_schedule, j);
         struct timeval tv = { .tv_sec = (time_t)(j->when - gm_now_epoch()), .tv_usec = 0 };
-        evtimer_add(j->timer, &tv);
+        job_timer_on(j, on_schedule, &tv);
         return;
     }
     job_enqueue(j, false);
@@ -536,6 +605,10 @@ void gm_ability_add(struct gm_sess *s, const char *name, size_t len, uint32_t ti
     a->s = s;
     a->timeout_ms = timeout_ms;
     list_init(&a->sleep_link);
+    list_add_tail(&f->abilities, &a->f_link);
+    list_init(&a->ready_link);
+    if (func_queued(f))
+        list_add_tail(&s->ready, &a->ready_link);
     a->idx = s->nabilities;
     s->abilities[s->nabilities++] = a;
     if (!s->abuckets || (size_t)s->nabilities > s->amask + 1)
@@ -559,44 +632,37 @@ void gm_ability_remove(struct gm_sess *s, int i)
     *pp = a->hnext;
     if (list_linked(&a->sleep_link))
         list_del(&a->sleep_link);
+    list_del(&a->f_link);
+    list_del(&a->ready_link);
     struct gm_func *f = a->f;
     f->workers--;
     free(a);
     s->abilities[i] = s->abilities[--s->nabilities];
     if (i < s->nabilities)
         s->abilities[i]->idx = i;
-    if (s->rr >= s->nabilities)
-        s->rr = 0;
     gm_func_release(f);
 }
 
-bool gm_worker_has_runnable(struct gm_sess *s)
-{
-    for (int i = 0; i < s->nabilities; i++) {
-        struct gm_func *f = s->abilities[i]->f;
-        if (f->queued[0] | f->queued[1] | f->queued[2])
-            return true;
-    }
-    return false;
-}
+bool gm_worker_has_runnable(struct gm_sess *s) { return !list_empty(&s->ready); }
 
 /* Highest priority first across every function the worker can do (a high
  * job of any function goes before normal ones); among functions of equal
- * priority, round robin from where the last grab left off. */
+ * priority, round robin: the function served goes to the back of the
+ * worker's ready list. */
 struct gm_job *gm_worker_take_job(struct gm_sess *s, struct gm_ability **ab)
 {
-    int n = s->nabilities;
-    if (n == 0)
-        return NULL;
     for (int p = 0; p < 3; p++) {
-        for (int k = 0; k < n; k++) {
-            int i = (s->rr + k) % n;
-            struct gm_func *f = s->abilities[i]->f;
+        struct list_node *pos;
+        list_for_each(pos, &s->ready)
+        {
+            struct gm_ability *a = container_of(pos, struct gm_ability, ready_link);
+            struct gm_func *f = a->f;
             if (f->queued[p]) {
                 struct gm_job *j = container_of(f->queue[p].next, struct gm_job, qlink);
-                job_unqueue(j);
-                s->rr = (i + 1) % n;
-                *ab = s->abilities[i];
+                list_del(&a->ready_link);
+                list_add_tail(&s->ready, &a->ready_link);
+                job_unqueue(j);  /* may take f off every ready list */
+                *ab = a;
                 return j;
             }
         }
@@ -615,9 +681,8 @@ void gm_job_assign(struct gm_job *j, struct gm_sess *s, struct gm_ability *a)
     j->f->running++;
     gm_sess_update_busy(s);
     if (a->timeout_ms) {
-        j->timer = evtimer_new(gm.base, on_run_timeout, j);
         struct timeval tv = { .tv_sec = a->timeout_ms / 1000, .tv_usec = (a->timeout_ms % 1000) * 1000 };
-        evtimer_add(j->timer, &tv);
+        job_timer_on(j, on_run_timeout, &tv);
     }
 }
 
@@ -678,9 +743,8 @@ void gm_jobs_forget_sess(struct gm_sess *s)
 
 /* ---- set-up ---------------------------------------------------------------- */
 
-void gm_state_init(struct event_base *base)
+void gm_state_init(void)
 {
-    gm.base = base;
     gm.fmask = 63;
     gm.fbuckets = gm_xcalloc(gm.fmask + 1, sizeof *gm.fbuckets);
     gm.jmask = 1023;
