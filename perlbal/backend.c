@@ -264,7 +264,7 @@ static void assign(struct pb_backend *be, struct pb_client *cl)
               (unsigned long long)be->c->id, be->m.node->name, be->uses);
     be->client = cl;
     cl->backend = be;
-    cl->state = CL_BACKEND;
+    pb_client_enter(cl, CL_BACKEND);
     be->state = BE_WAIT_HEAD;
     conn_set_busy(be->c, true); /* a graceful stop waits for the response */
     be->uses++;
@@ -422,7 +422,7 @@ static enum httpc_head_action be_on_head(struct httpc *hc, struct http_msg *resp
         be->discard_body = true;
         be->client = NULL;
         cl->backend = NULL;
-        cl->state = CL_REPROXY;
+        pb_client_enter(cl, CL_REPROXY);
         if (f) pb_proxy_reproxy_file(cl, f, expected);
         else pb_proxy_reproxy_urls(cl, u, expected);
         free(f);

@@ -289,6 +289,8 @@ struct pb_backend {
 };
 
 /* session.c: the per-request ends of perlbal's state around httpd's */
+/* The one way cl->state changes (the transitions are listed in session.c). */
+void pb_client_enter(struct pb_client *cl, enum pb_client_state next);
 void pb_client_flush(struct pb_client *cl);
 void pb_client_error(struct pb_client *cl, int status, const char *msg);
 /* The response to the current request is complete in the client's output. */
