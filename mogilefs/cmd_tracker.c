@@ -568,7 +568,7 @@ static int cmd_get_devices(struct cmd_ctx *c)
         char u[32];
         snprintf(u, sizeof u, "%.1f", d->utilization);
         mog_reply_kvf(c->r, u, "dev%zu_utilization", n);
-        mog_reply_kvf(c->r, "0", "dev%zu_reject_bad_md5", n);
+        mog_reply_kvf(c->r, d->reject_bad_md5 < 0 ? "" : d->reject_bad_md5 ? "1" : "0", "dev%zu_reject_bad_md5", n);
     }
     free(ds);
     mog_reply_kvi(c->r, "devices", (int64_t)n);

@@ -303,3 +303,13 @@ def test_httpcopy_copies_and_records(cluster):
     with pytest.raises(MogError) as e:
         be.do_request("httpcopy", {"sdevid": src, "ddevid": 99, "fid": info["fid"]})
     assert e.value.code == "copy_err"
+
+
+def test_monitor_probes_content_md5_rejection(cluster):
+    """As the original's monitor: a PUT with a wrong Content-MD5 is refused
+    by our mogstored, so every device reports reject_bad_md5=1."""
+    def probed():
+        res = cluster.admin.backend.do_request("get_devices", {})
+        vals = [res["dev%d_reject_bad_md5" % i] for i in range(1, int(res["devices"]) + 1)]
+        return vals and all(v == "1" for v in vals)
+    wait_until(probed, what="reject_bad_md5 probed")
