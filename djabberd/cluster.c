@@ -35,6 +35,7 @@
 #include "common/loop.h"
 
 #define NS_CLUSTER "urn:djabberd:cluster"
+#define DJ_LINK_OUT_MAX (32u << 20)
 
 struct dj_link {
     struct core_conn *c;
@@ -192,6 +193,11 @@ int dj_cluster_forward(const char *node, const char *to, const char *xml, size_t
     if (!l)
         return -1;
     struct evbuffer *out = conn_out(l->c);
+    if (evbuffer_get_length(out) > DJ_LINK_OUT_MAX) {
+        /* the peer node does not keep up: drop and count, never grow without bound */
+        dj_cluster_n.dropped++;
+        return -1;
+    }
     evbuffer_add_printf(out, "<route");
     attr(out, "to", to);
     evbuffer_add(out, ">", 1);

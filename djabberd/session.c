@@ -14,7 +14,9 @@
 #include <time.h>
 
 #include <event2/buffer.h>
+#include <event2/bufferevent_ssl.h>
 #include <openssl/rand.h>
+#include <openssl/ssl.h>
 
 #include "common/conn.h"
 #include "common/log.h"
@@ -46,6 +48,7 @@ void dj_sess_put(struct dj_sess *s)
     free(s->node);
     free(s->resource);
     free(s->presence);
+    dj_cmd_presence_drop(s);
     free(s);
 }
 
@@ -80,9 +83,24 @@ void dj_sess_accept(struct core_conn *c)
 
 /* ---- output ------------------------------------------------------------------------ */
 
+/* A client that does not read what is sent to it: past max_output the
+ * session stops taking stanzas, counts as unavailable (messages to its bare
+ * JID go to other resources or offline storage) and closes once its output
+ * drains or the write timeout passes. Memory stays bounded. */
+static bool out_full(struct dj_sess *s)
+{
+    if (evbuffer_get_length(conn_out(s->c)) <= dj.cfg.max_output)
+        return false;
+    dj.n.slow_consumers++;
+    log_info("djabberd: closing a session that does not read (over max_output)");
+    s->flags &= (uint8_t)~DJ_F_AVAILABLE;
+    conn_close_after_write(s->c);
+    return true;
+}
+
 void dj_sess_send(struct dj_sess *s, const char *xml, size_t len)
 {
-    if (!dj_sess_alive(s) || conn_is_closing(s->c))
+    if (!dj_sess_alive(s) || conn_is_closing(s->c) || out_full(s))
         return;
     evbuffer_add(conn_out(s->c), xml, len);
     dj.n.stanzas_out++;
@@ -91,7 +109,7 @@ void dj_sess_send(struct dj_sess *s, const char *xml, size_t len)
 
 void dj_sess_send_buf(struct dj_sess *s, struct evbuffer *b)
 {
-    if (!dj_sess_alive(s) || conn_is_closing(s->c)) {
+    if (!dj_sess_alive(s) || conn_is_closing(s->c) || out_full(s)) {
         evbuffer_drain(b, evbuffer_get_length(b));
         return;
     }
@@ -102,7 +120,7 @@ void dj_sess_send_buf(struct dj_sess *s, struct evbuffer *b)
 
 void dj_sess_send_node(struct dj_sess *s, const struct dj_node *n)
 {
-    if (!dj_sess_alive(s) || conn_is_closing(s->c))
+    if (!dj_sess_alive(s) || conn_is_closing(s->c) || out_full(s))
         return;
     dj_xml_write(conn_out(s->c), n);
     dj.n.stanzas_out++;
@@ -164,6 +182,21 @@ const char *dj_sess_jid(const struct dj_sess *s, char *buf, size_t cap)
 
 /* ---- stream header ------------------------------------------------------------------ */
 
+/* The tls-unique channel binding (RFC 5929) of a TLS stream: the first
+ * Finished message of the handshake — the client's in a full handshake, the
+ * server's in a resumed one (as OpenSSL-based clients compute it). 0 without
+ * TLS. */
+static size_t tls_unique(struct dj_sess *s, unsigned char *buf, size_t cap)
+{
+    if (!s->c || !conn_is_tls(s->c))
+        return 0;
+    SSL *ssl = bufferevent_openssl_get_ssl(s->c->bev);
+    if (!ssl)
+        return 0;
+    size_t n = SSL_session_reused(ssl) ? SSL_get_finished(ssl, buf, cap) : SSL_get_peer_finished(ssl, buf, cap);
+    return n <= cap ? n : 0;
+}
+
 static void send_features(struct dj_sess *s)
 {
     struct evbuffer *out = conn_out(s->c);
@@ -174,9 +207,13 @@ static void send_features(struct dj_sess *s)
             evbuffer_add_printf(out, "<starttls xmlns='" NS_TLS "'>%s</starttls>",
                                 dj.cfg.require_tls ? "<required/>" : "");
         if (tls || !dj.cfg.require_tls) {
-            evbuffer_add_printf(out, "<mechanisms xmlns='" NS_SASL "'>"
+            unsigned char cb[64];
+            evbuffer_add_printf(out, "<mechanisms xmlns='" NS_SASL "'>%s"
                                      "<mechanism>SCRAM-SHA-256</mechanism><mechanism>SCRAM-SHA-1</mechanism>"
-                                     "<mechanism>PLAIN</mechanism></mechanisms>");
+                                     "<mechanism>PLAIN</mechanism></mechanisms>",
+                                tls_unique(s, cb, sizeof cb) ? "<mechanism>SCRAM-SHA-256-PLUS</mechanism>"
+                                                               "<mechanism>SCRAM-SHA-1-PLUS</mechanism>"
+                                                             : "");
             if (dj.cfg.inband_registration)
                 evbuffer_add_printf(out, "<register xmlns='http://jabber.org/features/iq-register'/>");
         }
@@ -436,7 +473,15 @@ static void sasl_auth(struct dj_sess *s, struct dj_stanza *st)
     free(s->scram);
     s->scram = calloc(1, sizeof *s->scram);
     const char *cond = "temporary-auth-failure";
-    if (!s->scram || dj_scram_client_first(s->scram, m, (const char *)raw, (size_t)rl, &cond) < 0 ||
+    unsigned char cb[64];
+    size_t cbl = tls_unique(s, cb, sizeof cb);
+    if (dj_sasl_mech_plus(m) && !cbl) {
+        free(raw);
+        free(sc);
+        sasl_failure(s, "invalid-mechanism"); /* -PLUS is offered over TLS only */
+        return;
+    }
+    if (!s->scram || dj_scram_client_first(s->scram, m, cbl ? cb : NULL, cbl, (const char *)raw, (size_t)rl, &cond) < 0 ||
         norm_user(s->scram->user, strlen(s->scram->user), sc->user, sizeof sc->user) < 0) {
         free(raw);
         free(sc);
