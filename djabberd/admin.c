@@ -22,7 +22,7 @@ static enum admin_result cmd_users(struct admin_ctx *ctx, int argc, char **argv)
                 admin_printf(ctx, "%s %s %s%s\r\n", dj_sess_jid(s, full, sizeof full),
                              s->c ? conn_peer_str(s->c, peer, sizeof peer) : "-",
                              (s->flags & DJ_F_AVAILABLE) ? "available" : "unavailable",
-                             conn_is_tls(s->c) ? " tls" : "");
+                             s->c && conn_is_tls(s->c) ? " tls" : s->state == DJ_S_DETACHED ? " detached" : "");
                 if (++shown >= 10000) {
                     admin_printf(ctx, "... (first 10000 shown)\r\nEND\r\n");
                     return ADMIN_OK;
