@@ -21,8 +21,10 @@
 #include "common/conn.h"
 #include "common/hash.h"
 #include "common/log.h"
+#include "common/loop.h"
+#include "common/work.h"
 
-struct gm_server gm;
+struct gm_server gm = { .lock = PTHREAD_MUTEX_INITIALIZER };
 
 #define HASH_SEED 0x6765617275ULL
 
@@ -234,12 +236,63 @@ static void job_unqueue(struct gm_job *j)
     }
 }
 
+/* A job's timer lives on the loop that armed it; only that loop may free
+ * its event. A job freed from another loop detaches it (j = NULL, so a
+ * firing that already waits for the lock does nothing) and asks the
+ * timer's loop to free it. */
+struct gm_timer {
+    struct event *ev;
+    struct core_loop *loop;
+    struct gm_job *j;
+    void (*fire)(struct gm_job *j);
+};
+
+static void timer_cb(evutil_socket_t fd, short what, void *arg)
+{
+    (void)fd;
+    (void)what;
+    struct gm_timer *t = arg;
+    gm_lock();
+    if (t->j)
+        t->fire(t->j);  /* frees t through job_timer_off */
+    /* else: detached by another loop, whose message frees it */
+    gm_unlock();
+}
+
+static void timer_free_here(void *arg)
+{
+    struct gm_timer *t = arg;
+    event_free(t->ev);
+    free(t);
+}
+
+static void job_timer_on(struct gm_job *j, void (*fire)(struct gm_job *), const struct timeval *tv)
+{
+    struct core_loop *loop = loop_current() ? loop_current() : loop_get(0);
+    struct gm_timer *t = gm_xcalloc(1, sizeof *t);
+    t->loop = loop;
+    t->j = j;
+    t->fire = fire;
+    t->ev = evtimer_new(loop->base, timer_cb, t);
+    if (!t->ev) {
+        log_error("gearmand: out of memory");
+        abort();
+    }
+    evtimer_add(t->ev, tv);
+    j->timer = t;
+}
+
 static void job_timer_off(struct gm_job *j)
 {
-    if (j->timer) {
-        event_free(j->timer);
-        j->timer = NULL;
-    }
+    struct gm_timer *t = j->timer;
+    if (!t)
+        return;
+    j->timer = NULL;
+    t->j = NULL;
+    if (loop_current() == t->loop || !loop_current())
+        timer_free_here(t);
+    else if (work_post(t->loop, timer_free_here, t) < 0)
+        log_error("gearmand: a job timer could not be freed (out of memory)");
 }
 
 static void job_unrun(struct gm_job *j)
@@ -394,20 +447,14 @@ void gm_job_fail(struct gm_job *j)
     gm_job_free(j);
 }
 
-static void on_schedule(evutil_socket_t fd, short what, void *arg)
+static void on_schedule(struct gm_job *j)
 {
-    (void)fd;
-    (void)what;
-    struct gm_job *j = arg;
     job_timer_off(j);
     job_enqueue(j, false);
 }
 
-static void on_run_timeout(evutil_socket_t fd, short what, void *arg)
+static void on_run_timeout(struct gm_job *j)
 {
-    (void)fd;
-    (void)what;
-    struct gm_job *j = arg;
     gm.n.jobs_timeout++;
     log_info("gearmand: job %s timed out on its worker (CAN_DO_TIMEOUT)", j->handle);
     gm_job_fail(j);
@@ -476,9 +523,8 @@ void gm_job_start(struct gm_job *j)
 {
     if (j->when > gm_now_epoch()) {
         j->state = GM_JOB_SCHEDULED;
-        j->timer = evtimer_new(gm.base, on_schedule, j);
         struct timeval tv = { .tv_sec = (time_t)(j->when - gm_now_epoch()), .tv_usec = 0 };
-        evtimer_add(j->timer, &tv);
+        job_timer_on(j, on_schedule, &tv);
         return;
     }
     job_enqueue(j, false);
@@ -635,9 +681,8 @@ void gm_job_assign(struct gm_job *j, struct gm_sess *s, struct gm_ability *a)
     j->f->running++;
     gm_sess_update_busy(s);
     if (a->timeout_ms) {
-        j->timer = evtimer_new(gm.base, on_run_timeout, j);
         struct timeval tv = { .tv_sec = a->timeout_ms / 1000, .tv_usec = (a->timeout_ms % 1000) * 1000 };
-        evtimer_add(j->timer, &tv);
+        job_timer_on(j, on_run_timeout, &tv);
     }
 }
 
@@ -698,9 +743,8 @@ void gm_jobs_forget_sess(struct gm_sess *s)
 
 /* ---- set-up ---------------------------------------------------------------- */
 
-void gm_state_init(struct event_base *base)
+void gm_state_init(void)
 {
-    gm.base = base;
     gm.fmask = 63;
     gm.fbuckets = gm_xcalloc(gm.fmask + 1, sizeof *gm.fbuckets);
     gm.jmask = 1023;

@@ -181,6 +181,9 @@ extern struct mog_cache mog_cache;
 
 /* Reload domains/classes/hosts/devices from the database. 0 or -1. */
 int mog_cache_reload(void);
+/* The same unless the cache was reloaded less than ms ago (lookups that
+ * miss use this, so unknown names cannot make every request reload). */
+int mog_cache_reload_if_stale(int ms);
 /* Lookups copy out under the read lock. Return 0 if found, -1 if not. */
 int mog_domain_by_name(const char *name, struct mog_domain *out);
 int mog_domain_by_id(int64_t dmid, struct mog_domain *out);
@@ -282,6 +285,13 @@ void mog_delete_kick(void);
 void mog_fsck_kick(void);
 /* Enqueue every fid of a device for replication (drain, dead). */
 int mog_enqueue_device(int64_t devid);
+
+/* rebalance.c */
+int mog_rebal_check_policy(const char *policy, char *err, size_t errlen);
+int mog_rebal_test(char *sdevs, size_t sl, char *ddevs, size_t dl);
+int mog_rebal_new_state(char *out, size_t len);
+bool mog_rebal_step(void);
+void mog_rebal_kick(void);
 
 /* session.c */
 int mog_sessions_start(int nthreads);

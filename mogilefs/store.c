@@ -468,8 +468,25 @@ static int64_t cell_or(const struct mog_rows *r, size_t row, int col, int64_t df
     return v ? strtoll(v, NULL, 10) : dflt;
 }
 
+static _Atomic uint64_t last_reload_ms;
+
+static uint64_t mono_ms(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (uint64_t)ts.tv_sec * 1000 + (uint64_t)ts.tv_nsec / 1000000;
+}
+
+int mog_cache_reload_if_stale(int ms)
+{
+    if (mono_ms() - last_reload_ms < (uint64_t)ms)
+        return 0;
+    return mog_cache_reload();
+}
+
 int mog_cache_reload(void)
 {
+    last_reload_ms = mono_ms();
     struct mog_rows *rd = mog_sql("SELECT dmid, namespace FROM domain", NULL, 0);
     struct mog_rows *rc = mog_sql("SELECT dmid, classid, classname, mindevcount, replpolicy, hashtype FROM class", NULL, 0);
     struct mog_rows *rh = mog_sql("SELECT hostid, status, http_port, http_get_port, hostname, hostip, altip, altmask "

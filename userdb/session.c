@@ -760,5 +760,5 @@ void ud_accept(struct core_loop *loop, int fd, const struct sockaddr *sa, sockle
 static void logged_in(struct ud_sess *s)
 {
     s->state = US_READY;
-    conn_set_timeouts(s->c, ud_cfg.idle_timeout > 0 ? (uint32_t)ud_cfg.idle_timeout * 1000 : 0, 0);
+    conn_set_timeouts(s->c, UD_IDLE_MS(ud_cfg.idle_timeout > 0 ? (uint32_t)ud_cfg.idle_timeout * 1000 : 0), 0);
 }

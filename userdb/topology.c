@@ -452,10 +452,40 @@ void ud_apply_cluster_state(const char *s, unsigned gen)
     }
 }
 
+/* One save of a cluster's side in flight at a time; flips meanwhile only
+ * mark it dirty, and the latest side is written when the save returns (a
+ * console spamming `flip` can't queue unbounded writes). */
+static bool flip_saving[UD_MAX_CLUSTERS + 1], flip_dirty[UD_MAX_CLUSTERS + 1];
+
+static void flip_save(int c);
+
 static void flip_saved(struct ud_iq *q)
 {
+    int c = (int)(intptr_t)q->arg;
     if (q->error)
-        log_error("userdbd: saving the flip of cluster %d: %s", (int)(intptr_t)q->arg, q->err);
+        log_error("userdbd: saving the flip of cluster %d: %s", c, q->err);
+    flip_saving[c] = false;
+    if (flip_dirty[c])
+        flip_save(c);
+}
+
+static void flip_save(int c)
+{
+    struct ud_cluster *cl = ud_cluster_get(c);
+    flip_dirty[c] = false;
+    if (!cl)
+        return;
+    if (flip_saving[c]) {
+        flip_dirty[c] = true;
+        return;
+    }
+    char sql[160];
+    snprintf(sql, sizeof sql,
+             "INSERT INTO clusterstate (clusterid, active) VALUES (%d, '%c') ON DUPLICATE KEY UPDATE active = '%c'", c,
+             'a' + cl->active, 'a' + cl->active);
+    flip_saving[c] = true;
+    if (ud_iq_run(ud_topo->global, sql, flip_saved, (void *)(intptr_t)c) < 0)
+        flip_saving[c] = false;
 }
 
 int ud_flip(int c)
@@ -465,11 +495,7 @@ int ud_flip(int c)
         return -1;
     cl->active ^= 1;
     ud_state_gen++;
-    char sql[160];
-    snprintf(sql, sizeof sql,
-             "INSERT INTO clusterstate (clusterid, active) VALUES (%d, '%c') ON DUPLICATE KEY UPDATE active = '%c'", c,
-             'a' + cl->active, 'a' + cl->active);
-    ud_iq_run(ud_topo->global, sql, flip_saved, (void *)(intptr_t)c);
+    flip_save(c);
     log_info("userdbd: cluster %d: active master is now %s", c, cl->master[cl->active]->name);
     return 0;
 }

@@ -66,8 +66,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         setup();
         ready = true;
     }
-    gm_state_init(loop->base);
-    gm_sessions_init(loop->base);
+    gm_state_init();
+    gm_sessions_init();
     /* Inputs ending in 0xfe run with --exceptions, 0xfd with the job port's
      * admin commands read-only. */
     gm.cfg.exceptions = size > 0 && data[size - 1] == 0xfe;
