@@ -192,6 +192,8 @@ const char *dj_sess_bare(const struct dj_sess *s, char *buf, size_t cap);
 const struct conn_ops *dj_sess_conn_ops(void);
 /* End every detached (resumable) session now (graceful stop). */
 void dj_sess_expire_detached(void);
+/* End a session from the console: a stream error, or at once if detached. */
+void dj_sess_kick(struct dj_sess *s, const char *text);
 extern const char *dj_sess_state_names[];
 
 /* cmd_xmpp.c: stanzas of a bound session. */

@@ -846,6 +846,14 @@ static void detached_timeout(evutil_socket_t fd, short what, void *arg)
     detached_end(arg);
 }
 
+void dj_sess_kick(struct dj_sess *s, const char *text)
+{
+    if (s->state == DJ_S_DETACHED)
+        detached_end(s);
+    else
+        dj_sess_stream_error(s, "policy-violation", text);
+}
+
 void dj_sess_expire_detached(void)
 {
     for (size_t b = 0; b < dj.nbuckets; b++)

@@ -60,6 +60,17 @@ def test_resume_after_a_dropped_connection(djabberd):
     assert "detached" not in srv.console("users")
     a2.close()
     b.close()
+    # the console can end a detached session before its window passes
+    c = Raw(srv).login("carol", "cat", resource="r")
+    c.send("<enable xmlns='urn:xmpp:sm:3' resume='true'/>")
+    c.until("<enabled[^>]*/>")
+    c.s.close()
+    deadline = time.time() + 5
+    while time.time() < deadline and "carol@localhost/r - unavailable detached" not in srv.console("users"):
+        time.sleep(0.05)
+    assert "carol@localhost/r - unavailable detached" in srv.console("users")
+    assert "KICKED 1" in srv.console("kick carol@localhost/r")
+    assert "carol@localhost/r" not in srv.console("users")
 
 
 def test_detached_session_ends_after_the_resume_window(djabberd):
