@@ -268,6 +268,15 @@ uint64_t mc_crawl_class(int id, uint64_t limit);
  * Returns a freed chunk when need_space and one could be evicted. */
 mc_item *mc_lru_pull_locked(int id, bool need_space);
 
+/* "stats detail" (prefix.c): per-prefix counts while mc_detail_enabled. */
+enum mc_prefix_op { MC_PREFIX_GET, MC_PREFIX_SET, MC_PREFIX_DEL };
+extern _Atomic bool mc_detail_enabled;
+extern char mc_prefix_delimiter;   /* -D */
+void mc_prefix_record(const char *key, size_t nkey, enum mc_prefix_op op, bool hit);
+void mc_prefix_dump(struct evbuffer *out);   /* "PREFIX <p> get N hit N set N del N" lines */
+void mc_prefix_clear(void);
+static inline bool mc_detail_on(void) { return atomic_load_explicit(&mc_detail_enabled, memory_order_relaxed); }
+
 /* Global counters kept by the store (relaxed atomics; not on the get path). */
 struct mc_store_stats {
     _Atomic uint64_t curr_items, total_items, evictions, reclaimed, expired_unfetched, evicted_unfetched,

@@ -206,6 +206,18 @@ static int set_ext(const struct cfg_setting *s, const char *v, char *err, size_t
     return rc;
 }
 
+/* -D: the character ending a key's prefix for "stats detail". */
+static int set_delimiter(const struct cfg_setting *s, const char *v, char *err, size_t errlen)
+{
+    (void)s;
+    if (!v || strlen(v) != 1) {
+        snprintf(err, errlen, "-D takes a single character");
+        return -1;
+    }
+    mc_prefix_delimiter = v[0];
+    return 0;
+}
+
 /* -B: auto (pick per connection by the first byte), ascii or binary. */
 static int set_protocol(const struct cfg_setting *s, const char *v, char *err, size_t errlen)
 {
@@ -241,6 +253,7 @@ static const struct cfg_setting mc_table[] = {
     { "disable-cas", 'C', CFG_BOOL, &mc_settings.no_cas, "no", "do not report CAS values", false, NULL },
     { "disable-evictions", 'M', CFG_BOOL, &mc_settings.no_evict, "no", "return errors when memory is full instead of evicting", false, NULL },
     { "disable-flush-all", 'F', CFG_BOOL, &mc_settings.flush_disabled, "no", "refuse flush_all", true, NULL },
+    { "prefix-delimiter", 'D', CFG_CUSTOM, &dummy_str, ":", "key prefix delimiter for stats detail (one character)", false, set_delimiter },
     { "disable-dumping", 'X', CFG_BOOL, &mc_settings.dump_disabled, "no", "refuse stats cachedump and lru_crawler metadump", true, NULL },
     { "enable-shutdown", 'A', CFG_BOOL, &mc_settings.shutdown_enabled, "no", "allow the shutdown command", true, NULL },
     { "enable-sasl", 'S', CFG_BOOL, &mc_settings.sasl, "no", "require SASL PLAIN authentication (binary protocol only)", false, NULL },
@@ -284,6 +297,7 @@ static struct mc_thread_stats reset_base;
 
 void mc_stats_reset(void)
 {
+    mc_prefix_clear();
     mc_stats_sum(&reset_base);
     atomic_store(&mc_sstats.evictions, 0);
     atomic_store(&mc_sstats.reclaimed, 0);
@@ -468,8 +482,9 @@ static void settings_stats(struct stats_sink *k, void *arg)
     stats_u64(k, "chunk_size", (uint64_t)mc_settings.chunk_min);
     stats_u64(k, "num_threads", (uint64_t)mc_settings.threads);
     stats_u64(k, "num_threads_per_udp", (uint64_t)mc_settings.threads);
-    stats_str(k, "stat_key_prefix", ":");
-    stats_str(k, "detail_enabled", "no");
+    char delim[2] = { mc_prefix_delimiter, 0 };
+    stats_str(k, "stat_key_prefix", delim);
+    stats_str(k, "detail_enabled", mc_detail_on() ? "yes" : "no");
     stats_u64(k, "reqs_per_event", (uint64_t)mc_settings.reqs_per_event);
     stats_str(k, "cas_enabled", mc_settings.no_cas ? "no" : "yes");
     stats_u64(k, "tcp_backlog", (uint64_t)mc_settings.backlog);

@@ -178,3 +178,35 @@ def test_shutdown_needs_dash_a(daemon, impl):
     r = Raw(d.port)
     assert r.cmd(b"shutdown\r\n") == b"ERROR: shutdown not enabled"
     assert r.cmd(b"shutdown graceful\r\n") == b"ERROR: shutdown not enabled"
+
+
+DETAIL_LINES = [
+    b"stats detail dump\r\n", b"stats detail on\r\n", b"set foo:1 0 0 1\r\nx\r\n", b"get foo:1 foo:2 nodelim\r\n",
+    b"delete foo:3\r\n", b"set bar:1 0 0 1\r\ny\r\n", b"stats detail dump\r\n", b"stats detail off\r\n",
+    b"get foo:1\r\n", b"stats detail dump\r\n", b"stats reset\r\n", b"stats detail dump\r\n",
+]
+
+
+def detail_transcript(d):
+    r = Raw(d.port)
+    out = []
+    for ln in DETAIL_LINES:
+        r.send(ln)
+        last = (b"END",) if ln.startswith((b"get", b"stats detail dump")) else None
+        if last:
+            # memcached lists prefixes in its hash table's order: compare as sets
+            out.append(b"|".join(sorted(r.until(b"END"))))
+        else:
+            out.append(r.line())
+    r.send(b"stats settings\r\n")
+    st = dict(x.split(b" ", 2)[1:] for x in r.until(b"END"))
+    return out, st[b"detail_enabled"]
+
+
+@pytest.mark.parametrize("flags", [[], ["-D", "/"]])
+def test_stats_detail_counts_per_prefix_as_memcached(daemon, flags):
+    ours = detail_transcript(start(daemon, *flags))
+    theirs = detail_transcript(start(daemon, *flags, impl="memcached"))
+    assert ours == theirs
+    if not flags:
+        assert b"PREFIX foo get 2 hit 1 set 1 del 1" in ours[0][6]
