@@ -82,6 +82,7 @@ static void bin_get(struct session *s, const struct mc_bin_req *r, const struct 
     if (!it) {
         mc_key_unlock(hv);
         MC_STAT_ADD(ts, get_misses, 1);
+        MC_STAT_MISS_REASON(ts);
         if (c->touch)
             MC_STAT_ADD(ts, touch_misses, 1);
         if (c->quiet)

@@ -46,6 +46,7 @@ static void text_get(struct session *s, const struct mc_text_req *r)
         if (!it) {
             mc_key_unlock(hv);
             misses++;
+            MC_STAT_MISS_REASON(&s->th->st);
             continue;
         }
         if (touch)

@@ -201,6 +201,10 @@ void mc_item_free(mc_item *it);   /* a private item */
 /* Find a live item; caller holds the key's stripe. Expired or flushed items
  * are unlinked on the way. Does not bump. */
 mc_item *mc_item_find_locked(const char *key, size_t nkey, uint64_t hv);
+/* Why the calling thread's last mc_item_find_locked found nothing although
+ * the key was there (get_expired / get_flushed). */
+enum { MC_MISS_NONE = 0, MC_MISS_EXPIRED, MC_MISS_FLUSHED };
+extern _Thread_local uint8_t mc_find_miss;
 /* Record a fetch (for the segmented LRU). */
 void mc_item_bump(mc_item *it);
 /* Caller holds the stripe; it is private; old (may be NULL) is replaced. */

@@ -319,6 +319,12 @@ static void general_stats(struct stats_sink *k, void *arg)
     stats_u64(k, "response_obj_count", atomic_load(&mc_out_bufs));
     stats_u64(k, "response_obj_bytes", atomic_load(&mc_out_mem_bytes));
     stats_u64(k, "conn_yields", GET(t, conn_yields));
+    /* True zeros of this design: the core refuses over-limit connections
+     * instead of disabling the listener (rejected_connections counts
+     * them), and items have no reference counts to find locked at a tail. */
+    stats_u64(k, "listen_disabled_num", 0);
+    stats_u64(k, "time_in_listen_disabled_us", 0);
+    stats_u64(k, "lrutail_reflocked", 0);
     stats_u64(k, "idle_kicks", GET(t, idle_kicks));
     stats_u64(k, "cmd_get", GET(t, cmd_get));
     stats_u64(k, "cmd_set", GET(t, cmd_set));

@@ -210,3 +210,18 @@ def test_stats_detail_counts_per_prefix_as_memcached(daemon, flags):
     assert ours == theirs
     if not flags:
         assert b"PREFIX foo get 2 hit 1 set 1 del 1" in ours[0][6]
+
+
+@pytest.mark.parametrize("impl", ["ours", "memcached"])
+def test_get_expired_and_get_flushed_are_counted(daemon, impl):
+    r = Raw(start(daemon, impl=impl).port)
+    # 31 days is an absolute time: long past, so expired at once.
+    assert r.cmd(b"set gone 0 2678400 3\r\nabc\r\n") == b"STORED"
+    assert r.cmd(b"get gone\r\n") == b"END"
+    assert r.cmd(b"set flushed 0 0 3\r\nabc\r\n") == b"STORED"
+    assert r.cmd(b"flush_all\r\n") == b"OK"
+    assert r.cmd(b"get flushed\r\n") == b"END"
+    assert r.cmd(b"get never_there\r\n") == b"END"
+    st = r.stats()
+    assert (st["get_expired"], st["get_flushed"], st["get_misses"]) == ("1", "1", "3")
+    assert st["listen_disabled_num"] == "0" and st["lrutail_reflocked"] == "0"
