@@ -10,6 +10,7 @@
 #   make run        the built daemons on localhost until Ctrl-C
 #   make install    PREFIX=/usr/local DESTDIR=
 #   make clean
+#   make help       this list
 
 BUILD        ?= build
 PREFIX       ?= /usr/local
@@ -23,7 +24,7 @@ DEPS         ?= deploy/deps.sh
 
 export BUILD PYTHON
 
-.PHONY: all test asan fuzz bench run install clean deps test-deps unit integration
+.PHONY: all test asan fuzz bench run install clean deps test-deps unit integration help
 .DEFAULT_GOAL := all
 
 # `make` and `make run` install only what the build needs; the test, fuzz
@@ -70,3 +71,15 @@ install: all
 
 clean:
 	rm -rf build build-asan
+
+help:
+	@echo "make            build everything into build/ (installs only the build dependencies)"
+	@echo "make test       unit tests, integration tests (pytest), short fuzz runs"
+	@echo "make unit       C unit tests only"
+	@echo "make integration  integration tests only (PYTEST_ARGS=... to pick)"
+	@echo "make asan       the whole suite under ASan+UBSan (build-asan/)"
+	@echo "make fuzz       every libFuzzer target for FUZZ_SECONDS (default $(FUZZ_SECONDS)) each"
+	@echo "make bench      side-by-side benchmarks against the real peers"
+	@echo "make run        the built daemons on localhost until Ctrl-C"
+	@echo "make install    PREFIX=$(PREFIX) DESTDIR=$(DESTDIR)"
+	@echo "make clean      remove build/ and build-asan/"

@@ -16,7 +16,9 @@ PKG_LIBS   := $(shell pkg-config --libs $(PKGS)) -lm
 
 OPT      ?= -O2
 CFLAGS   := -std=gnu11 $(OPT) -g -Wall -Wextra -Werror -D_GNU_SOURCE -pthread -I. $(PKG_CFLAGS) $(EXTRA_CFLAGS)
-LDFLAGS  := -pthread $(EXTRA_LDFLAGS)
+# --as-needed: a binary records only the shared libraries it really calls
+# (memcached does not load libmariadb because libcore can talk to MySQL).
+LDFLAGS  := -pthread -Wl,--as-needed $(EXTRA_LDFLAGS)
 ifdef SANITIZE
 CFLAGS  += -fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=undefined
 LDFLAGS += -fsanitize=address,undefined
@@ -72,16 +74,22 @@ $(BUILD)/tests/unit/$(1): $(call OBJ,tests/unit/$(1).c $(2)) $(LIBCORE)
 endef
 
 # $(call fuzz_target,NAME,SOURCES) -> $(BUILD)/fuzz/NAME, seeds from tests/fuzz/corpus/NAME
+# A target is rebuilt when any header its sources include changes (the
+# dependency list is written next to it after each build).
+# The core's leaf modules (strict numbers, clock) come with every target.
+FUZZ_BASE := common/num.c common/clock.c
 define fuzz_target
 FUZZ_BINS += $(BUILD)/fuzz/$(1)
-$(BUILD)/fuzz/$(1): $(2) $(wildcard common/*.h)
+$(BUILD)/fuzz/$(1): $(sort $(2) $(FUZZ_BASE)) $$(if $$(wildcard $(BUILD)/fuzz/$(1).d),,FORCE)
 	@mkdir -p $$(@D)
-	$$(FUZZ_CC) $$(FUZZ_CFLAGS) -o $$@ $(2) $(3) $$(PKG_LIBS)
+	$$(FUZZ_CC) $$(FUZZ_CFLAGS) -o $$@ $(sort $(2) $(FUZZ_BASE)) $(3) $$(PKG_LIBS)
+	@$$(FUZZ_CC) $$(FUZZ_CFLAGS) -MM -MP -MT $$@ $(sort $(2) $(FUZZ_BASE)) > $$@.d
 endef
 
 include $(sort $(wildcard */*.mk))
 
-.PHONY: build unit integration fuzz-build fuzz-run bench install
+.PHONY: build unit integration fuzz-build fuzz-run bench install FORCE
+FORCE:
 build: $(BINS) $(LIBRARIES) $(UNIT_BINS) $(PCFILES)
 
 $(LIBCORE): $(call OBJ,$(COMMON_SRCS))
@@ -129,4 +137,4 @@ install: build
 	@set -e; for f in $(SAMPLE_CONFS); do t=$(DESTDIR)$(SYSCONFDIR)/stack/$$(basename $$f); \
 	  if [ -e $$t ]; then echo "keeping existing $$t"; else $(SUBST) $$f >$$t; fi; done
 
--include $(shell find $(BUILD)/obj $(BUILD)/pic -name '*.d' 2>/dev/null)
+-include $(shell find $(BUILD)/obj $(BUILD)/pic $(BUILD)/fuzz -name '*.d' 2>/dev/null)

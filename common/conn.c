@@ -684,6 +684,18 @@ void conn_close_all_on_loop(struct core_loop *loop)
         conn_free(lc->head, CONN_CLOSE_SHUTDOWN);
 }
 
+/* conn's part in the loops' life (see loop_layer): drain on a graceful
+ * stop, close what is left at its end, free the resolver with the loop. */
+static const struct loop_layer conn_layer = {
+    .name = "conn",
+    .loop_stopping = conn_shutdown_loop,
+    .loop_busy = conn_loop_current,
+    .loop_abort = conn_close_all_on_loop,
+    .loop_release = conn_loop_cleanup,
+};
+
+__attribute__((constructor)) static void conn_register_layer(void) { loop_add_layer(&conn_layer); }
+
 void conn_loop_cleanup(struct core_loop *loop)
 {
     struct loop_conns *lc = &per_loop[loop->index % CONN_MAX_LOOPS];

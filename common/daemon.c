@@ -102,6 +102,61 @@ long daemon_raise_fd_limit(long want)
     return (long)rl.rlim_cur;
 }
 
+int daemon_detach(int *ready_fd, char *err, size_t errlen)
+{
+    int p[2];
+    if (pipe2(p, O_CLOEXEC) < 0)
+        return errf(err, errlen, "pipe: %s", strerror(errno));
+    pid_t pid = fork();
+    if (pid < 0)
+        return errf(err, errlen, "fork: %s", strerror(errno));
+    if (pid > 0) {
+        /* the parent: wait for "ready" (or EOF: the daemon died) */
+        close(p[1]);
+        char c;
+        ssize_t n;
+        do
+            n = read(p[0], &c, 1);
+        while (n < 0 && errno == EINTR);
+        _exit(n == 1 ? 0 : 1);
+    }
+    close(p[0]);
+    setsid();
+    pid = fork();
+    if (pid < 0) {
+        fprintf(stderr, "fork: %s\n", strerror(errno));
+        _exit(1);
+    }
+    if (pid > 0)
+        _exit(0);  /* the session leader goes: the daemon can never get a terminal again */
+    int null = open("/dev/null", O_RDWR | O_CLOEXEC);
+    if (null >= 0) {
+        dup2(null, STDIN_FILENO);
+        dup2(null, STDOUT_FILENO);  /* stderr stays until ready: start-up errors reach the terminal */
+        if (null > STDERR_FILENO)
+            close(null);
+    }
+    *ready_fd = p[1];
+    return 0;
+}
+
+void daemon_detached_ready(int ready_fd, const char *ident)
+{
+    if (!core_opts.syslog && !(core_opts.log_file && *core_opts.log_file)) {
+        /* stderr is about to go: its log lines go to syslog instead */
+        int lvl = log_level_parse(core_opts.log_level);
+        log_init(ident, lvl >= 0 ? (enum log_level)lvl : LOG_LEVEL_INFO, true, NULL);
+    }
+    int null = open("/dev/null", O_WRONLY | O_CLOEXEC);
+    if (null >= 0) {
+        dup2(null, STDERR_FILENO);
+        close(null);
+    }
+    ssize_t w = write(ready_fd, "1", 1);
+    (void)w;
+    close(ready_fd);
+}
+
 void daemon_notify(const char *state)
 {
     const char *path = getenv("NOTIFY_SOCKET");
@@ -166,6 +221,12 @@ int daemon_main(const struct daemon_desc *desc, int argc, char **argv)
         return 64;
     }
     log_init(desc->name, (enum log_level)lvl, core_opts.syslog, core_opts.log_file);
+    /* Before any loop or thread exists: fork does not take threads along. */
+    int ready_fd = -1;
+    if (core_opts.daemonize && daemon_detach(&ready_fd, err, sizeof(err)) < 0) {
+        log_error("%s", err);
+        return 1;
+    }
     stats_set_process_info(desc->version, started);
     stats_add_source("", stats_process_source, NULL);
     admin_set_info(desc->name, desc->version, loaded_tables);
@@ -219,6 +280,8 @@ int daemon_main(const struct daemon_desc *desc, int argc, char **argv)
         goto fail;
     }
     daemon_notify("READY=1");
+    if (ready_fd >= 0)
+        daemon_detached_ready(ready_fd, desc->name);
     log_info("%s %s ready (%d thread%s)", desc->name, desc->version, threads, threads == 1 ? "" : "s");
     rc = loop_run();
     if (desc->fini)
@@ -233,3 +296,10 @@ fail:
         unlink(written_pidfile);
     return 1;
 }
+
+/* systemd hears of a graceful stop as it begins (see loop_layer). */
+static void notify_stopping(void) { daemon_notify("STOPPING=1"); }
+
+static const struct loop_layer daemon_layer = { .name = "daemon", .stop_requested = notify_stopping };
+
+__attribute__((constructor)) static void daemon_register_layer(void) { loop_add_layer(&daemon_layer); }

@@ -6,8 +6,12 @@
  * pidfile -> raise fd limit -> desc->init() (open listeners, storage) ->
  * drop privileges -> READY=1 -> run loops until TERM -> desc->fini() ->
  * remove pidfile. Once the service port accepts, console, metrics and
- * pidfile exist too. Daemons stay in the
- * foreground (systemd, journald); there is no self-daemonising. */
+ * pidfile exist too. Daemons stay in the foreground (systemd, journald)
+ * unless -d/--daemon asks for the classic fork into the background (init
+ * scripts and Debian configs use it): the parent then exits 0 once the
+ * daemon is ready, or 1 if it failed to start (its errors still reach the
+ * terminal); afterwards stdio is /dev/null and logs that went to stderr go
+ * to syslog. The working directory is kept (relative paths stay valid). */
 #ifndef CORE_DAEMON_H
 #define CORE_DAEMON_H
 
@@ -30,6 +34,7 @@ struct core_opts {
     char *user;
     int max_fds;
     double grace;           /* seconds a graceful stop waits */
+    bool daemonize;         /* -d: run in the background */
 };
 extern struct core_opts core_opts;
 
@@ -62,6 +67,14 @@ int daemon_drop_privileges(const char *user, char *err, size_t errlen);
 long daemon_raise_fd_limit(long want);
 /* The hard limit (the kernel's nr_open when unlimited). */
 long daemon_fd_hard_limit(void);
+/* Fork into the background (setsid, second fork). Returns in the daemon
+ * with *ready_fd to pass to daemon_detached_ready(); the parent waits
+ * there and exits with the start-up result. -1 + err if fork fails. */
+int daemon_detach(int *ready_fd, char *err, size_t errlen);
+/* The detached daemon is ready: release the waiting parent (exit 0), and
+ * let go of the terminal. */
+void daemon_detached_ready(int ready_fd, const char *ident);
+
 /* sd_notify(3) protocol on $NOTIFY_SOCKET ("READY=1", "STOPPING=1",
  * "RELOADING=1"); a no-op when not under systemd with Type=notify. */
 void daemon_notify(const char *state);

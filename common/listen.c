@@ -542,3 +542,8 @@ void listen_close_all(void)
         listen_close(l);
     }
 }
+
+/* A graceful stop closes every listener first (see loop_layer). */
+static const struct loop_layer listen_layer = { .name = "listen", .stop_requested = listen_close_all };
+
+__attribute__((constructor)) static void listen_register_layer(void) { loop_add_layer(&listen_layer); }

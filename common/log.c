@@ -1,6 +1,13 @@
 /* log: levelled messages to stderr (journald adds the time) or syslog, or
  * appended to a file that SIGHUP reopens. Thread-safe: each message is one
- * write. */
+ * write.
+ *
+ * Under systemd, when stderr is the journal's stream (JOURNAL_STREAM names
+ * its device and inode), each line starts with the kernel-style priority
+ * "<3>".."<7>" that journald turns into the entry's priority, and carries
+ * no name or pid (the journal records both). Control characters in a
+ * message (a client's bytes in an error) become spaces: one message, one
+ * line, one journal entry. */
 #include "common/log.h"
 
 #include <errno.h>
@@ -10,6 +17,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
+#include <sys/stat.h>
 #include <syslog.h>
 #include <time.h>
 #include <unistd.h>
@@ -20,6 +28,18 @@ static const char *log_ident = "core";
 static bool log_to_syslog;
 static char *log_path;
 static int log_fd = STDERR_FILENO;
+static bool log_to_journal;
+
+/* Is stderr the journal's stream? systemd sets JOURNAL_STREAM=dev:ino. */
+static bool stderr_is_journal(void)
+{
+    const char *e = getenv("JOURNAL_STREAM");
+    unsigned long long dev, ino;
+    struct stat st;
+    if (!e || sscanf(e, "%llu:%llu", &dev, &ino) != 2 || fstat(STDERR_FILENO, &st) < 0)
+        return false;
+    return (unsigned long long)st.st_dev == dev && (unsigned long long)st.st_ino == ino;
+}
 
 static const char *const level_names[] = { "error", "warn", "info", "debug", "trace" };
 
@@ -32,6 +52,11 @@ void log_init(const char *ident, enum log_level level, bool use_syslog, const ch
     log_path = file && *file ? strdup(file) : NULL;
     if (log_to_syslog)
         openlog(log_ident, LOG_PID | LOG_NDELAY, LOG_DAEMON);
+    log_to_journal = !log_to_syslog && !log_path && stderr_is_journal();
+    if (!log_path && log_fd != STDERR_FILENO) {  /* from a file back to stderr */
+        close(log_fd);
+        log_fd = STDERR_FILENO;
+    }
     log_reopen();
 }
 
@@ -76,6 +101,9 @@ void log_msg(enum log_level level, const char *fmt, ...)
     va_start(ap, fmt);
     vsnprintf(msg, sizeof(msg), fmt, ap);
     va_end(ap);
+    for (char *p = msg; *p; p++)
+        if ((unsigned char)*p < 0x20 && *p != '\t')
+            *p = ' ';
 
     if (log_to_syslog) {
         static const int prio[] = { LOG_ERR, LOG_WARNING, LOG_INFO, LOG_DEBUG, LOG_DEBUG };
@@ -84,7 +112,10 @@ void log_msg(enum log_level level, const char *fmt, ...)
     }
     char line[2200];
     int n;
-    if (log_fd == STDERR_FILENO) {
+    if (log_fd == STDERR_FILENO && log_to_journal) {
+        static const int prio[] = { 3, 4, 6, 7, 7 };  /* err, warning, info, debug */
+        n = snprintf(line, sizeof(line), "<%d>%s: %s\n", prio[level], level_names[level], msg);
+    } else if (log_fd == STDERR_FILENO) {
         n = snprintf(line, sizeof(line), "%s[%d]: %s: %s\n", log_ident, (int)getpid(), level_names[level], msg);
     } else {
         /* A plain file gets its own timestamps. */

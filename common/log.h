@@ -1,4 +1,5 @@
-/* log: levelled logging to stderr (for journald) or syslog.
+/* log: levelled logging to stderr (for journald: native priorities when
+ * stderr is the journal's stream) or syslog.
  *
  * Owns the process-wide log level and destination. Nothing above `info` may be
  * logged on a hot path; check log_enabled() before building expensive text. */

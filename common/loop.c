@@ -16,11 +16,8 @@
 #include <event2/buffer.h>
 #include <event2/event.h>
 
-#include "common/conn.h"
-#include "common/daemon.h"
-#include "common/listen.h"
+#include "common/clock.h"
 #include "common/log.h"
-#include "common/stats.h"
 
 struct call {
     void (*fn)(void *);
@@ -45,6 +42,39 @@ static atomic_bool stopping;
 static struct event *signal_events[4];
 static void signal_cb(evutil_socket_t sig, short what, void *arg);
 static __thread struct core_loop *current;
+
+#define MAX_LAYERS 8
+static const struct loop_layer *layers[MAX_LAYERS];
+static int nlayers;
+
+void loop_add_layer(const struct loop_layer *layer)
+{
+    for (int i = 0; i < nlayers; i++)
+        if (layers[i] == layer)
+            return;
+    if (nlayers < MAX_LAYERS)
+        layers[nlayers++] = layer;
+    else
+        abort();  /* a broken invariant: the core has fewer layers than this */
+}
+
+#define EACH_LAYER(member, ...)                            \
+    do {                                                   \
+        for (int li_ = 0; li_ < nlayers; li_++)            \
+            if (layers[li_]->member)                       \
+                layers[li_]->member(__VA_ARGS__);          \
+    } while (0)
+
+static uint64_t busy_on(const struct core_loop *l)
+{
+    uint64_t n = 0;
+    for (int i = 0; i < nlayers; i++)
+        if (layers[i]->loop_busy)
+            n += layers[i]->loop_busy(l);
+    return n;
+}
+
+static double now_s(void) { return (double)clock_now_us() / 1e6; }
 
 int loop_count(void) { return nloops; }
 struct core_loop *loop_get(int index) { return index >= 0 && index < nloops ? &loops[index] : NULL; }
@@ -140,8 +170,8 @@ static void stop_check(evutil_socket_t fd, short what, void *arg)
     (void)fd;
     (void)what;
     struct core_loop *l = arg;
-    if (conn_loop_current(l) == 0 || stats_wall_time() >= l->priv->stop_deadline) {
-        conn_close_all_on_loop(l);
+    if (busy_on(l) == 0 || now_s() >= l->priv->stop_deadline) {
+        EACH_LAYER(loop_abort, l);
         event_base_loopbreak(l->base);
     }
 }
@@ -149,8 +179,8 @@ static void stop_check(evutil_socket_t fd, short what, void *arg)
 static void begin_stop_on_loop(void *arg)
 {
     struct core_loop *l = arg;
-    conn_shutdown_loop(l);
-    l->priv->stop_deadline = stats_wall_time() + grace_seconds;
+    EACH_LAYER(loop_stopping, l);
+    l->priv->stop_deadline = now_s() + grace_seconds;
     struct timeval tv = { 0, 50000 };
     l->priv->stop_timer = event_new(l->base, -1, EV_PERSIST, stop_check, l);
     event_add(l->priv->stop_timer, &tv);
@@ -160,7 +190,7 @@ static void begin_stop_on_loop(void *arg)
 static void break_loop(void *arg)
 {
     struct core_loop *l = arg;
-    conn_close_all_on_loop(l);
+    EACH_LAYER(loop_abort, l);
     event_base_loopbreak(l->base);
 }
 
@@ -172,11 +202,10 @@ void loop_request_stop(void)
             loop_call(&loops[i], break_loop, &loops[i]);
         return;
     }
-    daemon_notify("STOPPING=1");
     log_info("stopping (grace %.1fs)", grace_seconds);
     if (hooks.on_stop)
         hooks.on_stop();
-    listen_close_all();
+    EACH_LAYER(stop_requested);
     for (int i = 0; i < nloops; i++)
         loop_call(&loops[i], begin_stop_on_loop, &loops[i]);
 }
@@ -195,18 +224,9 @@ static void signal_cb(evutil_socket_t sig, short what, void *arg)
         if (hooks.on_reload)
             hooks.on_reload();
         break;
-    case SIGUSR1: {
-        struct evbuffer *b = evbuffer_new();
-        stats_render_text(b, "");
-        char *line;
-        size_t n;
-        while ((line = evbuffer_readln(b, &n, EVBUFFER_EOL_CRLF))) {
-            log_msg(LOG_LEVEL_INFO, "%s", line);
-            free(line);
-        }
-        evbuffer_free(b);
+    case SIGUSR1:
+        EACH_LAYER(dump);
         break;
-    }
     }
 }
 
@@ -272,8 +292,8 @@ void loop_free(void)
         current = l;
         for (int pass = 0; pass < 8 && l->priv->head; pass++)
             wake_cb(l->priv->wake_fd, EV_READ, l);
-        conn_close_all_on_loop(l);
-        conn_loop_cleanup(l);
+        EACH_LAYER(loop_abort, l);
+        EACH_LAYER(loop_release, l);
         drain_finalizers(l);
     }
     current = NULL;

@@ -6,11 +6,15 @@
  * with loop_call().
  *
  * Signals (handled on loop 0): TERM/INT = graceful stop, HUP = reload config
- * and reopen logs, USR1 = dump stats to the log. A second TERM stops at once. */
+ * and reopen logs, USR1 = dump stats to the log. A second TERM stops at once.
+ *
+ * The bottom layer: it knows nothing of connections, listeners, stats or
+ * the daemon; those register a struct loop_layer. */
 #ifndef CORE_LOOP_H
 #define CORE_LOOP_H
 
 #include <stdbool.h>
+#include <stdint.h>
 #include <pthread.h>
 
 struct event_base;
@@ -32,6 +36,30 @@ struct loop_hooks {
     void (*on_thread_start)(struct core_loop *loop); /* on each loop's own thread, before it runs */
     void (*on_thread_exit)(struct core_loop *loop);
 };
+
+/* The modules above the loop (conn, listen, stats, daemon) take part in
+ * its life through a layer each, registered once (from a constructor or at
+ * start-up): the loop calls down into nothing and up into only these. All
+ * members may be NULL. */
+struct loop_layer {
+    const char *name;
+    /* A graceful stop begins (once; on the thread that asked): stop taking
+     * new work, e.g. close listeners, tell systemd. */
+    void (*stop_requested)(void);
+    /* On each loop's thread: start finishing (close what is idle). */
+    void (*loop_stopping)(struct core_loop *loop);
+    /* On each loop's thread: work still under way there; the loop ends when
+     * every layer says 0, or when the grace period is over. */
+    uint64_t (*loop_busy)(const struct core_loop *loop);
+    /* On each loop's thread: end everything now (grace over, second signal). */
+    void (*loop_abort)(struct core_loop *loop);
+    /* loop_free, per loop, after loop_abort: release per-loop resources. */
+    void (*loop_release)(struct core_loop *loop);
+    /* SIGUSR1: write a dump to the log. */
+    void (*dump)(void);
+};
+/* At most 8 layers; registering one twice is a no-op. */
+void loop_add_layer(const struct loop_layer *layer);
 
 /* Create n >= 1 loops (does not start them). Returns 0 or -1. */
 int loop_init(int n);

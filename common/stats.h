@@ -30,11 +30,39 @@ void stats_str(struct stats_sink *s, const char *name, const char *v);
 /* printf-style name, for per-slab "1:chunk_size" and the like. */
 void stats_u64f(struct stats_sink *s, uint64_t v, const char *namefmt, ...) __attribute__((format(printf, 3, 4)));
 
+/* Typed metrics, for Prometheus' conventions: a "# HELP" and a "# TYPE"
+ * line per family, counters named ..._total, optional labels. One
+ * descriptor (usually a static const table) says how a value is shown on
+ * the console (name) and to Prometheus (prom, help, kind). The untyped
+ * calls above stay valid: Prometheus sees them as "untyped". */
+enum stats_kind { STATS_UNTYPED = 0, STATS_COUNTER, STATS_GAUGE };
+struct stats_desc {
+    const char *name;      /* console: STAT name value; NULL = Prometheus only */
+    const char *prom;      /* Prometheus family after "<ns>_"; NULL = name; "" = console only.
+                            * Counters get "_total" appended unless it is there. */
+    enum stats_kind kind;
+    const char *help;      /* one line; NULL = none */
+    int decimals;          /* console: digits after the point (0 = an integer) */
+};
+struct stats_label {
+    const char *name;      /* [a-zA-Z_][a-zA-Z0-9_]* */
+    const char *value;     /* any text: escaped as the format wants */
+};
+void stats_emit(struct stats_sink *s, const struct stats_desc *d, double v);
+/* One sample of a labelled family (Prometheus only: the console and
+ * stats_visit skip it, they have their own names). The samples of one
+ * family must be emitted one after another, so its HELP and TYPE come
+ * once. */
+void stats_emit_labels(struct stats_sink *s, const struct stats_desc *d, const struct stats_label *labels, int n,
+                       double v);
+
 /* `STAT name value\r\n` for every source of group. Returns 0, or -1 if no
  * source has that group. The caller appends "END\r\n" if its protocol wants. */
 int stats_render_text(struct evbuffer *out, const char *group);
 /* Every numeric value of every group, names prefixed "<ns>_", with
- * histogram buckets; '.' ':' '-' in names become '_'. */
+ * histogram buckets; any character outside [a-zA-Z0-9_] becomes '_'. Each
+ * family gets its "# TYPE" line (and "# HELP" when it has help), in the
+ * Prometheus text format 0.0.4. */
 void stats_render_prometheus(struct evbuffer *out, const char *ns);
 
 /* Call a source directly (for protocols that format stats themselves, e.g.
@@ -69,7 +97,11 @@ double stats_wall_time(void);
 
 /* The process source (group ""): pid, uptime, time, version, libevent,
  * pointer_size, rusage_user, rusage_system, max_connections,
- * curr_connections, total_connections, rejected_connections, threads.
+ * curr_connections, total_connections, rejected_connections,
+ * accept_fd_exhausted, threads. Prometheus names follow the memcached
+ * exporter's where one exists: <ns>_uptime_seconds,
+ * <ns>_current_connections, <ns>_connections_total,
+ * <ns>_process_cpu_seconds_total, <ns>_process_open_fds ...
  * daemon_main registers it first. */
 void stats_process_source(struct stats_sink *sink, void *arg);
 /* Set by daemon_main: version string and start time for the process source. */

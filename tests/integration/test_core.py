@@ -13,12 +13,24 @@ import pytest
 
 from conftest import bin_path, free_port, wait_port
 
-# Each daemon's minimal listen arguments.
+# Each daemon's minimal listen arguments ({tmp}: a scratch folder of the test).
 DAEMONS = {
     "memcached": ["-l", "127.0.0.1", "-p", "{port}", "-U", "0"],
     "gearmand": ["-L", "127.0.0.1", "-p", "{port}"],
+    "mogstored": ["--httplisten", "127.0.0.1:{port}", "--mgmtlisten", "127.0.0.1:{port2}", "--docroot", "{tmp}"],
+    "mogilefsd": ["--listen", "127.0.0.1:{port}", "--db_dsn", "DBI:SQLite:dbname={tmp}/mogilefs.sqlite"],
+    "schwartzd": ["-l", "127.0.0.1:{port}", "--database", "dbi:SQLite:dbname={tmp}/schwartz.sqlite"],
+    "djabberd": ["-l", "127.0.0.1", "-p", "{port}", "--storage", "DBI:SQLite:dbname={tmp}/djabberd.sqlite",
+                 "--require_tls=no"],
 }
 BUILT = [name for name in DAEMONS if os.path.exists(bin_path(name))]
+
+
+def argv(name, port, tmp, extra=()):
+    """The command line of a daemon started by hand (not by the fixture)."""
+    port2 = free_port()
+    sub = lambda a: a.replace("{port}", str(port)).replace("{port2}", str(port2)).replace("{tmp}", str(tmp))
+    return [bin_path(name)] + [sub(a) for a in list(DAEMONS[name]) + list(extra)]
 
 
 def console(port, *lines, timeout=5):
@@ -94,9 +106,47 @@ def test_metrics_endpoint_serves_prometheus_text(name, daemon):
             if time.time() > deadline:
                 raise
             time.sleep(0.05)
-    assert "%s_curr_connections " % name in body
-    assert "%s_uptime " % name in body
+    assert "%s_current_connections " % name in body
+    assert "%s_uptime_seconds_total " % name in body
     assert d.running()
+
+
+def scrape(port):
+    deadline = time.time() + 5
+    while True:
+        try:
+            return urllib.request.urlopen("http://127.0.0.1:%d/metrics" % port, timeout=5).read().decode()
+        except OSError:
+            if time.time() > deadline:
+                raise
+            time.sleep(0.05)
+
+
+def test_metrics_follow_prometheus_conventions(name, daemon):
+    """Parsed by the Prometheus client library's own text parser: every
+    family typed once, counters named *_total, the exporter's names for the
+    process figures."""
+    from prometheus_client.parser import text_string_to_metric_families
+    mport = free_port()
+    d = daemon(name, DAEMONS[name] + ["--metrics", "127.0.0.1:%d" % mport])
+    with socket.create_connection(("127.0.0.1", d.port)):
+        body = scrape(mport)
+    families = {f.name: f for f in text_string_to_metric_families(body)}
+    types = [l.split()[2] for l in body.splitlines() if l.startswith("# TYPE ")]
+    assert len(types) == len(set(types)), "a family typed twice"
+    for f in families.values():
+        assert f.type in ("counter", "gauge", "histogram", "unknown"), f  # unknown: "untyped"
+        if f.type == "counter":
+            assert all(s.name.endswith("_total") for s in f.samples), f
+    # the process figures under the names the memcached exporter uses
+    for fam, typ in (("current_connections", "gauge"), ("connections", "counter"), ("uptime_seconds", "counter"),
+                     ("process_cpu_seconds", "counter"), ("process_open_fds", "gauge"),
+                     ("process_max_fds", "gauge"), ("process_start_time_seconds", "gauge")):
+        f = families.get("%s_%s" % (name, fam))
+        assert f is not None and f.type == typ, (fam, f)
+        assert f.documentation
+    assert families["%s_current_connections" % name].samples[0].value >= 1
+    assert families["%s_process_open_fds" % name].samples[0].value > 3
 
 
 def test_pidfile_written_and_removed(name, daemon, tmp_path):
@@ -107,7 +157,14 @@ def test_pidfile_written_and_removed(name, daemon, tmp_path):
     assert not pidfile.exists()
 
 
-def test_config_file_and_sighup_reload(name, daemon, tmp_path):
+# mogstored and mogilefsd read their own --config (MogileFS's file format)
+# and do not re-read it on SIGHUP yet.
+OWN_CONFIG = {"mogstored", "mogilefsd"}
+
+
+def test_config_file_and_sighup_reload(name, daemon, tmp_path, request):
+    if name in OWN_CONFIG:
+        request.applymarker(pytest.mark.xfail(strict=True, reason="%s's own --config is not re-read on SIGHUP" % name))
     conf = tmp_path / "d.conf"
     conf.write_text("# settings\nlog-level = warn\nadmin = 127.0.0.1:%d\n" % free_port())
     d = daemon(name, DAEMONS[name] + ["--config", str(conf)])
@@ -158,7 +215,7 @@ def test_console_shutdown_stops_the_daemon(name, daemon):
 
 # ---- ports: a busy port refuses to start; bare console/metrics ports bind loopback ----
 
-THREADED = {"memcached": ["-t", "2"], "gearmand": []}
+THREADED = {"memcached": ["-t", "2"]}  # several loops: one SO_REUSEPORT socket each
 
 
 def listening_addrs(port):
@@ -176,10 +233,10 @@ def listening_addrs(port):
     return out
 
 
-def test_second_instance_on_a_busy_port_refuses_to_start(name, daemon):
-    first = daemon(name, DAEMONS[name] + THREADED[name])
-    args = [a.replace("{port}", str(first.port)) for a in DAEMONS[name] + THREADED[name]]
-    second = subprocess.run([bin_path(name)] + args, capture_output=True, text=True, timeout=20)
+def test_second_instance_on_a_busy_port_refuses_to_start(name, daemon, tmp_path):
+    first = daemon(name, DAEMONS[name] + THREADED.get(name, []))
+    second = subprocess.run(argv(name, first.port, tmp_path, THREADED.get(name, [])), capture_output=True, text=True,
+                            timeout=20)
     assert second.returncode != 0
     assert "in use" in second.stderr + second.stdout
     # the first one still has every client
@@ -189,7 +246,7 @@ def test_second_instance_on_a_busy_port_refuses_to_start(name, daemon):
     assert first.running()
 
 
-def test_a_port_held_by_another_program_refuses_to_start(name):
+def test_a_port_held_by_another_program_refuses_to_start(name, tmp_path):
     """The real peers refuse a port someone else holds, even one held with
     SO_REUSEPORT; so do we."""
     holder = socket.socket()
@@ -198,8 +255,8 @@ def test_a_port_held_by_another_program_refuses_to_start(name):
     holder.listen(8)
     port = holder.getsockname()[1]
     try:
-        args = [a.replace("{port}", str(port)) for a in DAEMONS[name] + THREADED[name]]
-        out = subprocess.run([bin_path(name)] + args, capture_output=True, text=True, timeout=20)
+        out = subprocess.run(argv(name, port, tmp_path, THREADED.get(name, [])), capture_output=True, text=True,
+                             timeout=20)
         assert out.returncode != 0
         assert "in use" in out.stderr + out.stdout
     finally:
@@ -252,13 +309,13 @@ def open_file_limits(pid):
     raise AssertionError("no open-file limit for %d" % pid)
 
 
-def test_open_file_limit_raised_to_the_hard_limit_at_start(name):
+def test_open_file_limit_raised_to_the_hard_limit_at_start(name, tmp_path):
     import resource
     _, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     low = 256
     port = free_port()
     # a low soft limit, as a shell's `ulimit -n` or an init system may leave it
-    proc = subprocess.Popen([bin_path(name)] + [a.replace("{port}", str(port)) for a in DAEMONS[name]],
+    proc = subprocess.Popen(argv(name, port, tmp_path),
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
                             preexec_fn=lambda: resource.setrlimit(resource.RLIMIT_NOFILE, (low, hard)))
     try:
@@ -269,3 +326,68 @@ def test_open_file_limit_raised_to_the_hard_limit_at_start(name):
     finally:
         proc.send_signal(signal.SIGTERM)
         proc.wait(timeout=15)
+
+
+def test_journald_stream_gets_native_priorities_and_one_pid(name, tmp_path):
+    """Under systemd (JOURNAL_STREAM names stderr), each line carries its
+    priority as <N> and no name[pid] (the journal records both); anywhere
+    else, one name[pid] prefix."""
+    port = free_port()
+    args = argv(name, port, tmp_path)
+    log = tmp_path / "stderr"
+    with open(log, "wb") as f:
+        st = os.fstat(f.fileno())
+        env = dict(os.environ, JOURNAL_STREAM="%d:%d" % (st.st_dev, st.st_ino))
+        proc = subprocess.Popen(args + ["--log-level", "info"], stdout=f, stderr=f, env=env)
+        wait_port(port, proc=proc)
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=15) == 0
+    lines = log.read_text().splitlines()
+    assert lines, "nothing logged"
+    assert all(l[:3] in ("<3>", "<4>", "<6>", "<7>") for l in lines), lines
+    assert any(l.startswith("<6>") for l in lines)
+    assert not any("[%d]" % proc.pid in l for l in lines)
+    # not the journal: one name[pid] per line
+    log2 = tmp_path / "stderr2"
+    with open(log2, "wb") as f:
+        proc = subprocess.Popen(args + ["--log-level", "info"], stdout=f, stderr=f,
+                                env={k: v for k, v in os.environ.items() if k != "JOURNAL_STREAM"})
+        wait_port(port, proc=proc)
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=15) == 0
+    for l in log2.read_text().splitlines():
+        assert l.count("[%d]" % proc.pid) == 1, l
+        assert not l.startswith("<")
+
+
+def test_daemon_flag_forks_after_start_up(name, tmp_path):
+    """-d, as Debian's init scripts and configs use it: the command returns
+    once the daemon serves (exit 0), the pidfile names the background
+    process; a daemon that cannot start makes the command fail, with its
+    error on the terminal."""
+    port = free_port()
+    pidfile = tmp_path / "d.pid"
+    args = argv(name, port, tmp_path)
+    r = subprocess.run(args + ["--daemon", "--pidfile", str(pidfile)], capture_output=True, text=True, timeout=20)
+    assert r.returncode == 0, r.stderr
+    pid = int(pidfile.read_text())
+    try:
+        with socket.create_connection(("127.0.0.1", port), timeout=5):
+            pass  # ready when the command returned: no waiting needed
+        assert os.getsid(pid) != os.getsid(0)  # a session of its own, away from ours
+        # a second one on the same port fails, and says why
+        r2 = subprocess.run(args + ["--daemon"], capture_output=True, text=True, timeout=20)
+        assert r2.returncode != 0
+        assert "in use" in r2.stderr
+    finally:
+        os.kill(pid, signal.SIGTERM)
+    deadline = time.time() + 15
+    while time.time() < deadline:
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            break
+        time.sleep(0.05)
+    else:
+        raise AssertionError("daemon %d did not stop" % pid)
+    assert not pidfile.exists()

@@ -1,5 +1,7 @@
 /* log: level parsing and filtering, file destination and reopen (log rotation). */
 #include <fcntl.h>
+#include <stdio.h>
+#include <sys/stat.h>
 #include <stdlib.h>
 #include <unistd.h>
 
@@ -72,12 +74,52 @@ static void test_file_filter_and_reopen(void)
     unlink(moved);
 }
 
+/* stderr as journald's stream: native priorities, no name or pid, one
+ * line per message; any other stderr: one name[pid] prefix. */
+static void test_journal_stream_priorities(void)
+{
+    char path[256];
+    snprintf(path, sizeof(path), "%s/journal", dir);
+    int saved = dup(STDERR_FILENO);
+    int fd = open(path, O_WRONLY | O_CREAT | O_TRUNC, 0600);
+    dup2(fd, STDERR_FILENO);
+    close(fd);
+    struct stat st;
+    fstat(STDERR_FILENO, &st);
+    char js[64];
+    snprintf(js, sizeof js, "%llu:%llu", (unsigned long long)st.st_dev, (unsigned long long)st.st_ino);
+    setenv("JOURNAL_STREAM", js, 1);
+    log_init("jtest", LOG_LEVEL_INFO, false, NULL);
+    log_error("disk on fire\nsecond line");
+    log_warn("careful");
+    log_info("hello");
+    log_debug("not shown");
+    /* a JOURNAL_STREAM naming another file: plain lines */
+    snprintf(js, sizeof js, "%llu:%llu", (unsigned long long)st.st_dev, (unsigned long long)st.st_ino + 1);
+    setenv("JOURNAL_STREAM", js, 1);
+    log_init("jtest", LOG_LEVEL_INFO, false, NULL);
+    log_info("plain");
+    unsetenv("JOURNAL_STREAM");
+    fflush(stderr);
+    dup2(saved, STDERR_FILENO);
+    close(saved);
+    char want[256];
+    snprintf(want, sizeof want,
+             "<3>error: disk on fire second line\n<4>warn: careful\n<6>info: hello\njtest[%d]: info: plain\n",
+             (int)getpid());
+    CHECK_STR(slurp(path), want);
+}
+
 int main(void)
 {
     if (!mkdtemp(dir))
         return 2;
     RUN(test_level_parse);
     RUN(test_file_filter_and_reopen);
+    RUN(test_journal_stream_priorities);
+    char j[256];
+    snprintf(j, sizeof j, "%s/journal", dir);
+    unlink(j);
     rmdir(dir);
     return unit_done();
 }
