@@ -169,6 +169,10 @@ static int set_ext(const struct cfg_setting *s, const char *v, char *err, size_t
             apply_presets();   /* in order, as memcached: "no_modern,lru_crawler" keeps the crawler */
             continue;
         }
+        if (!val && o->where == &mc_settings.slab_automove) {
+            mc_settings.slab_automove = 1;   /* memcached: bare slab_automove means 1 */
+            continue;
+        }
         if (!val || !*val) {
             snprintf(err, errlen, "Missing %s argument", tok);
             rc = -1;
