@@ -167,12 +167,15 @@ void mc_slabs_set_limit(uint64_t bytes);
  * Caller holds class id's lock. Returns true if a page was moved. */
 bool mc_slabs_steal_page(int id);
 /* "slabs reassign src dst": move one page now (src -1: any class with a
- * spare page; dst 0: back to the allocator, memcached's global pool). */
+ * spare page; dst 0: memcached's global pool, reused by the next class that
+ * grows). */
 enum mc_reassign { MC_REASSIGN_OK = 0, MC_REASSIGN_BUSY, MC_REASSIGN_BADCLASS, MC_REASSIGN_NOSPARE, MC_REASSIGN_SAME };
 enum mc_reassign mc_slabs_reassign(int src, int dst);
 /* After cache_memlimit lowered the limit: free up to max_pages pages (their
  * items evicted) while more than the limit is allocated. Returns pages freed. */
 uint64_t mc_slabs_release_over_limit(uint64_t max_pages);
+/* Pages in the global pool (slab_global_page_pool). */
+uint64_t mc_slabs_pool_pages(void);
 
 /* ---- assoc.c: the item hash table ---- */
 int mc_assoc_init(int hashpower);

@@ -391,7 +391,7 @@ static void general_stats(struct stats_sink *k, void *arg)
     /* Page moves evict what is on the page (no rescue into free chunks). */
     stats_u64(k, "slab_reassign_rescues", 0);
     stats_u64(k, "slab_reassign_evictions_nomem", move_evicted);
-    stats_u64(k, "slab_global_page_pool", 0);   /* freed pages go back to the allocator */
+    stats_u64(k, "slab_global_page_pool", mc_slabs_pool_pages());
     stats_u64(k, "crawler_items_checked", checked);
     stats_u64(k, "lru_crawler_running", mc_crawler_running() ? 1 : 0);
     stats_u64(k, "lru_crawler_starts", atomic_load(&mc_sstats.lru_crawler_starts));

@@ -123,10 +123,16 @@ def test_slabs_reassign_moves_a_page(daemon):
     st = r.stats()
     assert int(st["slabs_moved"]) >= 1
     assert int(st["slab_reassign_evictions_nomem"]) > 0   # the page's items were evicted
-    # to the global pool (0): the page is given back
+    # to the global pool (0): still allocated, owned by no class ...
     before = int(st["total_malloced"])
     assert r.cmd(b"slabs reassign %d 0\r\n" % src) == b"OK"
-    assert int(r.stats()["total_malloced"]) == before - (1 << 20)
+    st = r.stats()
+    assert int(st["total_malloced"]) == before
+    assert st["slab_global_page_pool"] == "1"
+    # ... until a class needs a page: it takes the pooled one, no malloc.
+    assert r.cmd(b"set pooled 0 0 100000\r\n%s\r\n" % (b"p" * 100000)) == b"STORED"
+    st = r.stats()
+    assert st["slab_global_page_pool"] == "0" and int(st["total_malloced"]) == before
     # -1: from whichever class has a page to spare
     assert r.cmd(b"slabs reassign -1 %d\r\n" % dst) == b"OK"
 
