@@ -20,14 +20,14 @@ BENCHES += tests/bench/bench_memcached.py
 
 # libmc: the client library (static + shared, header, pkg-config) and its CLI.
 MC_CLIENT_SRCS := memcached/client/libmc.c common/hash.c
-MC_CLIENT_SOFLAGS := -Wl,--version-script=memcached/client/libmc.map
+MC_CLIENT_SOFLAGS := -Wl,--version-script=memcached/client/libmc.map -lz
 $(eval $(call library,mc,$(MC_CLIENT_SRCS),$(MC_CLIENT_SOFLAGS)))
 HEADERS += memcached/client/libmc.h
 PCFILES += $(BUILD)/lib/pkgconfig/libmc.pc
 $(BUILD)/lib/pkgconfig/libmc.pc: memcached/client/libmc.pc.in memcached/memcached.mk
 	@mkdir -p $(@D)
 	sed -e 's|@VERSION@|1.0.0|' $< > $@
-$(eval $(call program,memcached-cli,memcached/client/cli.c,,$(BUILD)/lib/libmc.a))
+$(eval $(call program,memcached-cli,memcached/client/cli.c,-lz,$(BUILD)/lib/libmc.a))
 
 # The whole connection path (session + store + core conn) over a socketpair.
 MC_SESSION_FUZZ_SRCS := tests/fuzz/fuzz_mc_session.c $(MC_SESSION) memcached/proto_text.c memcached/proto_meta.c \

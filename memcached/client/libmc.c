@@ -5,7 +5,9 @@
  * deadline. A request is written whole while replies are drained into the
  * read buffer, so a big pipelined multi-get cannot deadlock against a
  * server that stops reading while its own output is full. Server selection is common/hash.c's ketama
- * continuum, rebuilt whenever a server dies or comes back. */
+ * continuum, rebuilt whenever a server dies or comes back. The binary
+ * protocol's frames are built and read here too (bin_*), and compression
+ * (gzip, Cache::Memcached's flag bit 2) wraps stores and deliveries. */
 #include "memcached/client/libmc.h"
 
 #include <errno.h>
@@ -23,6 +25,8 @@
 #include <sys/un.h>
 #include <time.h>
 #include <unistd.h>
+
+#include <zlib.h>
 
 #include "common/client.h"
 #include "common/hash.h"
@@ -298,6 +302,203 @@ static void req_printf(struct req *r, const char *fmt, ...)
     req_add(r, buf, (size_t)n);
 }
 
+
+/* ------------------------------------------------------------------ */
+/* compression (Cache::Memcached: memGzip / memGunzip, flag bit 2) */
+
+/* gzip src; 0 with a malloc'd *out, or -1. */
+static int gzip_value(const void *src, size_t len, char **out, size_t *olen)
+{
+    z_stream z;
+    memset(&z, 0, sizeof z);
+    if (deflateInit2(&z, Z_DEFAULT_COMPRESSION, Z_DEFLATED, 15 + 16, 8, Z_DEFAULT_STRATEGY) != Z_OK)
+        return -1;
+    size_t cap = deflateBound(&z, (uLong)len);
+    char *buf = malloc(cap);
+    if (!buf) {
+        deflateEnd(&z);
+        return -1;
+    }
+    z.next_in = (Bytef *)(uintptr_t)src;
+    z.avail_in = (uInt)len;
+    z.next_out = (Bytef *)buf;
+    z.avail_out = (uInt)cap;
+    int rc = deflate(&z, Z_FINISH);
+    *olen = z.total_out;
+    deflateEnd(&z);
+    if (rc != Z_STREAM_END) {
+        free(buf);
+        return -1;
+    }
+    *out = buf;
+    return 0;
+}
+
+/* Inflate a gzip (or zlib) value, at most MC_CLIENT_INFLATE_MAX bytes out;
+ * 0 with a malloc'd, NUL-terminated *out, or -1. */
+static int gunzip_value(const char *src, size_t len, char **out, size_t *olen)
+{
+    if (len > UINT32_MAX)
+        return -1;
+    z_stream z;
+    memset(&z, 0, sizeof z);
+    if (inflateInit2(&z, 15 + 32) != Z_OK)
+        return -1;
+    size_t cap = len * 4 + 64, n = 0;
+    if (cap > MC_CLIENT_INFLATE_MAX)
+        cap = MC_CLIENT_INFLATE_MAX;
+    char *buf = NULL;
+    z.next_in = (Bytef *)(uintptr_t)src;
+    z.avail_in = (uInt)len;
+    int rc = Z_OK;
+    for (;;) {
+        char *nb = realloc(buf, cap + 1);
+        if (!nb)
+            break;
+        buf = nb;
+        z.next_out = (Bytef *)buf + n;
+        z.avail_out = (uInt)(cap - n);
+        rc = inflate(&z, Z_NO_FLUSH);
+        n = z.total_out;
+        if (rc == Z_STREAM_END || (rc != Z_OK && rc != Z_BUF_ERROR))
+            break;
+        if (z.avail_out != 0 || cap >= MC_CLIENT_INFLATE_MAX) {
+            rc = Z_DATA_ERROR;   /* truncated input, or over the bound */
+            break;
+        }
+        cap = cap * 2 > MC_CLIENT_INFLATE_MAX ? MC_CLIENT_INFLATE_MAX : cap * 2;
+    }
+    inflateEnd(&z);
+    if (rc != Z_STREAM_END) {
+        free(buf);
+        return -1;
+    }
+    buf[n] = 0;
+    *out = buf;
+    *olen = n;
+    return 0;
+}
+
+/* Hand one hit to the caller, inflated when it carries the bit. */
+static void deliver(const struct mc_client *c, mc_client_value_fn fn, void *arg, const char *key, size_t nkey,
+                    const char *data, size_t len, uint32_t flags, uint64_t cas)
+{
+    if (c->o.compress_threshold <= 0 || !(flags & MC_CLIENT_F_COMPRESS)) {
+        fn(key, nkey, data, len, flags, cas, arg);
+        return;
+    }
+    char *plain;
+    size_t plen;
+    if (gunzip_value(data, len, &plain, &plen) != 0)
+        return;   /* undecodable: a miss */
+    fn(key, nkey, plain, plen, flags & ~MC_CLIENT_F_COMPRESS, cas, arg);
+    free(plain);
+}
+
+/* ------------------------------------------------------------------ */
+/* binary protocol frames */
+
+enum {
+    BIN_GET = 0x00, BIN_SET = 0x01, BIN_ADD = 0x02, BIN_REPLACE = 0x03, BIN_DELETE = 0x04, BIN_INCR = 0x05,
+    BIN_DECR = 0x06, BIN_FLUSH = 0x08, BIN_NOOP = 0x0a, BIN_VERSION = 0x0b, BIN_GETKQ = 0x0d, BIN_APPEND = 0x0e,
+    BIN_PREPEND = 0x0f, BIN_STAT = 0x10, BIN_TOUCH = 0x1c,
+};
+enum {
+    BIN_OK = 0x00, BIN_ENOENT = 0x01, BIN_EEXISTS = 0x02, BIN_NOT_STORED = 0x05,
+};
+#define BIN_HDR 24
+
+static void put_be(unsigned char *p, uint64_t v, int n)
+{
+    for (int i = n - 1; i >= 0; i--, v >>= 8)
+        p[i] = (unsigned char)v;
+}
+
+static uint64_t get_be(const unsigned char *p, int n)
+{
+    uint64_t v = 0;
+    for (int i = 0; i < n; i++)
+        v = v << 8 | p[i];
+    return v;
+}
+
+static void bin_req(struct req *r, uint8_t op, const char *key, size_t nkey, const void *ext, size_t next,
+                    const void *val, size_t nval, uint64_t cas)
+{
+    unsigned char h[BIN_HDR] = { 0x80, op };
+    if (nkey > 0xffff || next > 0xff || nval > UINT32_MAX - nkey - next) {
+        r->oom = true;
+        return;
+    }
+    put_be(h + 2, nkey, 2);
+    h[4] = (unsigned char)next;
+    put_be(h + 8, next + nkey + nval, 4);
+    put_be(h + 16, cas, 8);
+    req_add(r, h, sizeof h);
+    req_add(r, ext, next);
+    req_add(r, key, nkey);
+    req_add(r, val, nval);
+}
+
+struct bin_res {
+    uint8_t op, next;
+    uint16_t status, nkey;
+    uint32_t body;
+    uint64_t cas;
+    const char *ext, *key, *val;   /* into the server's buffer: valid until its next read */
+    size_t nval;
+};
+
+/* One response frame, header and body. */
+static int bin_read(struct client_server *s, uint64_t deadline, struct bin_res *res)
+{
+    char *hp;
+    int rc = from_kit(client_read_block(s, BIN_HDR, deadline, &hp));
+    if (rc != MC_CLIENT_OK)
+        return rc;
+    const unsigned char *h = (const unsigned char *)hp;
+    if (h[0] != 0x81)
+        return MC_CLIENT_PROTOCOL;
+    res->op = h[1];
+    res->nkey = (uint16_t)get_be(h + 2, 2);
+    res->next = h[4];
+    res->status = (uint16_t)get_be(h + 6, 2);
+    res->body = (uint32_t)get_be(h + 8, 4);
+    res->cas = get_be(h + 16, 8);
+    if ((uint64_t)res->next + res->nkey > res->body || res->body > (1u << 31))
+        return MC_CLIENT_PROTOCOL;
+    char *b;
+    rc = from_kit(client_read_block(s, res->body, deadline, &b));
+    if (rc != MC_CLIENT_OK)
+        return rc;
+    res->ext = b;
+    res->key = b + res->next;
+    res->val = b + res->next + res->nkey;
+    res->nval = res->body - res->next - res->nkey;
+    return MC_CLIENT_OK;
+}
+
+static int bin_status(uint16_t st)
+{
+    switch (st) {
+    case BIN_OK: return MC_CLIENT_OK;
+    case BIN_ENOENT: return MC_CLIENT_NOT_FOUND;
+    case BIN_EEXISTS: return MC_CLIENT_EXISTS;
+    case BIN_NOT_STORED: return MC_CLIENT_NOT_STORED;
+    default: return MC_CLIENT_SERVER_ERROR;
+    }
+}
+
+/* Read frames until the one answering op (skipping none: a reply to
+ * another opcode is a broken stream). */
+static int bin_expect(struct client_server *s, uint8_t op, uint64_t deadline, struct bin_res *res)
+{
+    int rc = bin_read(s, deadline, res);
+    if (rc == MC_CLIENT_OK && res->op != op)
+        rc = MC_CLIENT_PROTOCOL;
+    return rc;
+}
+
 /* ------------------------------------------------------------------ */
 /* single-key calls */
 
@@ -425,8 +626,37 @@ int mc_client_get(struct mc_client *c, const char *key, size_t nkey, struct mc_c
     return g.found ? MC_CLIENT_OK : MC_CLIENT_NOT_FOUND;
 }
 
+/* Binary: GETKQ hits up to the NOOP; an error frame is remembered and the
+ * reading goes on to the NOOP, so the stream stays in step. */
+static int read_multi_bin(const struct mc_client *c, struct client_server *s, uint64_t deadline,
+                          mc_client_value_fn fn, void *arg)
+{
+    int result = MC_CLIENT_OK;
+    for (;;) {
+        struct bin_res r;
+        int rc = bin_read(s, deadline, &r);
+        if (rc != MC_CLIENT_OK)
+            return rc;
+        if (r.op == BIN_NOOP)
+            return result;
+        if (r.op != BIN_GETKQ)
+            return MC_CLIENT_PROTOCOL;
+        if (r.status != BIN_OK) {
+            if (r.status != BIN_ENOENT && result == MC_CLIENT_OK)
+                result = MC_CLIENT_SERVER_ERROR;
+            continue;
+        }
+        if (r.next != 4 || r.nkey == 0 || r.nkey > KEY_MAX)
+            return MC_CLIENT_PROTOCOL;
+        char kb[KEY_MAX + 1];
+        memcpy(kb, r.key, r.nkey);
+        deliver(c, fn, arg, kb, r.nkey, r.val, r.nval, (uint32_t)get_be((const unsigned char *)r.ext, 4), r.cas);
+    }
+}
+
 /* Read one server's multi-get replies up to END (text) or MN (meta). */
-static int read_multi(struct client_server *s, bool meta, uint64_t deadline, mc_client_value_fn fn, void *arg)
+static int read_multi(const struct mc_client *c, struct client_server *s, bool meta, uint64_t deadline,
+                      mc_client_value_fn fn, void *arg)
 {
     for (;;) {
         char *line;
@@ -451,7 +681,7 @@ static int read_multi(struct client_server *s, bool meta, uint64_t deadline, mc_
             rc = read_data(s, bytes, deadline, &data);
             if (rc != MC_CLIENT_OK)
                 return rc;
-            fn(kb, nk, data, bytes, flags, cas, arg);
+            deliver(c, fn, arg, kb, nk, data, bytes, flags, cas);
             continue;
         }
         if (!strcmp(line, "MN"))
@@ -473,7 +703,7 @@ static int read_multi(struct client_server *s, bool meta, uint64_t deadline, mc_
             rc = read_data(s, (size_t)bytes, deadline, &data);
             if (rc != MC_CLIENT_OK)
                 return rc;
-            fn(kb, nk, data, (size_t)bytes, flags, cas, arg);
+            deliver(c, fn, arg, kb, nk, data, (size_t)bytes, flags, cas);
             continue;
         }
         if (!strcmp(line, "EN"))
@@ -490,7 +720,7 @@ int mc_client_get_multi(struct mc_client *c, const char *const *keys, const size
             return MC_CLIENT_BAD_ARGUMENT;
     if (n == 0)
         return MC_CLIENT_OK;
-    bool meta = c->o.protocol == MC_CLIENT_META;
+    bool meta = c->o.protocol == MC_CLIENT_META, bin = c->o.protocol == MC_CLIENT_BINARY;
     struct req *reqs = calloc(c->n, sizeof *reqs);
     size_t *count = calloc(c->n, sizeof *count);
     int *state = calloc(c->n, sizeof *state);   /* 0 unused, 1 sent, rc+2 failed */
@@ -509,7 +739,9 @@ int mc_client_get_multi(struct mc_client *c, const char *const *keys, const size
         }
         size_t si = (size_t)(s - c->servers);
         struct req *r = &reqs[si];
-        if (meta) {
+        if (bin) {
+            bin_req(r, BIN_GETKQ, keys[i], nkeys[i], NULL, 0, NULL, 0, 0);
+        } else if (meta) {
             req_add(r, "mg ", 3);
             req_add(r, keys[i], nkeys[i]);
             req_add(r, " v f c k q\r\n", 12);
@@ -532,7 +764,9 @@ int mc_client_get_multi(struct mc_client *c, const char *const *keys, const size
         if (!count[si])
             continue;
         struct req *r = &reqs[si];
-        if (meta)
+        if (bin)
+            bin_req(r, BIN_NOOP, NULL, 0, NULL, 0, NULL, 0, 0);
+        else if (meta)
             req_add(r, "mn\r\n", 4);
         else
             req_add(r, "\r\n", 2);
@@ -547,9 +781,9 @@ int mc_client_get_multi(struct mc_client *c, const char *const *keys, const size
         struct client_server *s = &c->servers[si];
         int rc = state[si] == 1 ? MC_CLIENT_OK : state[si] - 2;
         if (rc == MC_CLIENT_OK) {
-            size_t batches = meta ? 1 : (count[si] + GET_BATCH - 1) / GET_BATCH;
+            size_t batches = meta || bin ? 1 : (count[si] + GET_BATCH - 1) / GET_BATCH;
             for (size_t b = 0; b < batches && rc == MC_CLIENT_OK; b++)
-                rc = read_multi(s, meta, deadline, fn, arg);
+                rc = bin ? read_multi_bin(c, s, deadline, fn, arg) : read_multi(c, s, meta, deadline, fn, arg);
         }
         finish(c, s, rc);
         if (rc == MC_CLIENT_SERVER_ERROR)
@@ -579,8 +813,48 @@ static int store(struct mc_client *c, enum store_op op, const char *key, size_t 
     struct client_server *s = pick(c, key, nkey);
     if (!s)
         return MC_CLIENT_NO_SERVER;
+    /* Cache::Memcached's rule: at or over the threshold, not append or
+     * prepend, kept only when it saves 20% or more. */
+    char *packed = NULL;
+    if (c->o.compress_threshold > 0 && len >= (size_t)c->o.compress_threshold && op != ST_APPEND &&
+        op != ST_PREPEND) {
+        size_t plen;
+        if (gzip_value(data, len, &packed, &plen) == 0) {
+            if ((double)plen < (double)len * 0.8) {
+                data = packed;
+                len = plen;
+                flags |= MC_CLIENT_F_COMPRESS;
+            } else {
+                free(packed);
+                packed = NULL;
+            }
+        }
+    }
     bool meta = c->o.protocol == MC_CLIENT_META;
     struct req r = { 0 };
+    if (c->o.protocol == MC_CLIENT_BINARY) {
+        static const uint8_t bin_op[] = { BIN_SET, BIN_ADD, BIN_REPLACE, BIN_APPEND, BIN_PREPEND, BIN_SET };
+        unsigned char ext[8];
+        put_be(ext, flags, 4);
+        put_be(ext + 4, (uint32_t)exptime, 4);
+        bool noext = op == ST_APPEND || op == ST_PREPEND;
+        bin_req(&r, bin_op[op], key, nkey, ext, noext ? 0 : 8, data, len, op == ST_CAS ? cas : 0);
+        free(packed);
+        uint64_t deadline = deadline_of(c);
+        int rc = start_call(c, s, &r, deadline);
+        free(r.p);
+        struct bin_res res;
+        if (rc == MC_CLIENT_OK)
+            rc = bin_expect(s, bin_op[op], deadline, &res);
+        if (rc == MC_CLIENT_OK) {
+            rc = bin_status(res.status);
+            /* the text protocol's answers: add over an existing key and
+             * replace of a missing one are NOT_STORED */
+            if ((op == ST_ADD && rc == MC_CLIENT_EXISTS) || (op == ST_REPLACE && rc == MC_CLIENT_NOT_FOUND))
+                rc = MC_CLIENT_NOT_STORED;
+        }
+        return finish(c, s, rc);
+    }
     if (meta) {
         req_add(&r, "ms ", 3);
         req_add(&r, key, nkey);
@@ -598,6 +872,7 @@ static int store(struct mc_client *c, enum store_op op, const char *key, size_t 
     }
     req_add(&r, data, len);
     req_add(&r, "\r\n", 2);
+    free(packed);
     uint64_t deadline = deadline_of(c);
     int rc = start_call(c, s, &r, deadline);
     free(r.p);
@@ -681,10 +956,40 @@ static int simple(struct mc_client *c, const char *key, size_t nkey, struct req 
     return finish(c, s, rc);
 }
 
+/* Binary: one request on the key's server and its one response, the
+ * status in this library's terms; *num gets an 8-byte value (incr/decr). */
+static int bin_simple(struct mc_client *c, const char *key, size_t nkey, uint8_t op, const void *ext, size_t next,
+                      uint64_t *num)
+{
+    struct client_server *s = pick(c, key, nkey);
+    if (!s)
+        return MC_CLIENT_NO_SERVER;
+    struct req r = { 0 };
+    bin_req(&r, op, key, nkey, ext, next, NULL, 0, 0);
+    uint64_t deadline = deadline_of(c);
+    int rc = start_call(c, s, &r, deadline);
+    free(r.p);
+    struct bin_res res;
+    if (rc == MC_CLIENT_OK)
+        rc = bin_expect(s, op, deadline, &res);
+    if (rc == MC_CLIENT_OK) {
+        rc = bin_status(res.status);
+        if (rc == MC_CLIENT_OK && num) {
+            if (res.nval != 8)
+                rc = MC_CLIENT_PROTOCOL;
+            else
+                *num = get_be((const unsigned char *)res.val, 8);
+        }
+    }
+    return finish(c, s, rc);
+}
+
 int mc_client_delete(struct mc_client *c, const char *key, size_t nkey)
 {
     if (!key_ok(key, nkey))
         return MC_CLIENT_BAD_ARGUMENT;
+    if (c->o.protocol == MC_CLIENT_BINARY)
+        return bin_simple(c, key, nkey, BIN_DELETE, NULL, 0, NULL);
     struct req r = { 0 };
     req_add(&r, c->o.protocol == MC_CLIENT_META ? "md " : "delete ", c->o.protocol == MC_CLIENT_META ? 3 : 7);
     req_add(&r, key, nkey);
@@ -704,6 +1009,17 @@ static int arith(struct mc_client *c, bool incr, const char *key, size_t nkey, u
 {
     if (!key_ok(key, nkey))
         return MC_CLIENT_BAD_ARGUMENT;
+    if (c->o.protocol == MC_CLIENT_BINARY) {
+        unsigned char ext[20];
+        put_be(ext, delta, 8);
+        put_be(ext + 8, 0, 8);
+        put_be(ext + 16, 0xffffffffu, 4);   /* never create: text incr's NOT_FOUND */
+        uint64_t v = 0;
+        int rc = bin_simple(c, key, nkey, incr ? BIN_INCR : BIN_DECR, ext, sizeof ext, &v);
+        if (rc == MC_CLIENT_OK && value)
+            *value = v;
+        return rc;
+    }
     bool meta = c->o.protocol == MC_CLIENT_META;
     struct req r = { 0 };
     if (meta) {
@@ -746,6 +1062,11 @@ int mc_client_touch(struct mc_client *c, const char *key, size_t nkey, int32_t e
 {
     if (!key_ok(key, nkey))
         return MC_CLIENT_BAD_ARGUMENT;
+    if (c->o.protocol == MC_CLIENT_BINARY) {
+        unsigned char ext[4];
+        put_be(ext, (uint32_t)exptime, 4);
+        return bin_simple(c, key, nkey, BIN_TOUCH, ext, sizeof ext, NULL);
+    }
     bool meta = c->o.protocol == MC_CLIENT_META;
     struct req r = { 0 };
     req_add(&r, meta ? "mg " : "touch ", meta ? 3 : 6);
@@ -765,7 +1086,8 @@ int mc_client_touch(struct mc_client *c, const char *key, size_t nkey, int32_t e
 /* ------------------------------------------------------------------ */
 /* per-server calls */
 
-static int server_call(struct mc_client *c, size_t i, const char *cmd, struct client_server **sp, uint64_t *deadline)
+static int server_call_n(struct mc_client *c, size_t i, const char *cmd, size_t ncmd, struct client_server **sp,
+                         uint64_t *deadline)
 {
     if (i >= c->n)
         return MC_CLIENT_BAD_ARGUMENT;
@@ -775,10 +1097,35 @@ static int server_call(struct mc_client *c, size_t i, const char *cmd, struct cl
         return MC_CLIENT_NO_SERVER;
     *deadline = deadline_of(c);
     struct req r = { 0 };
-    req_add(&r, cmd, strlen(cmd));
+    req_add(&r, cmd, ncmd);
     int rc = start_call(c, s, &r, *deadline);
     free(r.p);
     *sp = s;
+    return rc;
+}
+
+static int server_call(struct mc_client *c, size_t i, const char *cmd, struct client_server **sp, uint64_t *deadline)
+{
+    return server_call_n(c, i, cmd, strlen(cmd), sp, deadline);
+}
+
+/* Binary: a keyless request (flush, version) to server i and its response. */
+static int bin_server_call(struct mc_client *c, size_t i, uint8_t op, const void *ext, size_t next,
+                           struct client_server **sp, struct bin_res *res)
+{
+    struct req r = { 0 };
+    bin_req(&r, op, NULL, 0, ext, next, NULL, 0, 0);
+    if (r.oom) {
+        free(r.p);
+        return MC_CLIENT_NO_MEMORY;
+    }
+    uint64_t deadline;
+    int rc = server_call_n(c, i, r.p, r.len, sp, &deadline);
+    free(r.p);
+    if (rc == MC_CLIENT_OK)
+        rc = bin_expect(*sp, op, deadline, res);
+    if (rc == MC_CLIENT_OK)
+        rc = bin_status(res->status);
     return rc;
 }
 
@@ -790,7 +1137,21 @@ int mc_client_flush_all(struct mc_client *c, int32_t delay)
     for (size_t i = 0; i < c->n; i++) {
         struct client_server *s = NULL;
         uint64_t deadline;
-        int rc = server_call(c, i, cmd, &s, &deadline);
+        int rc;
+        if (c->o.protocol == MC_CLIENT_BINARY) {
+            unsigned char ext[4];
+            struct bin_res res;
+            put_be(ext, (uint32_t)delay, 4);
+            rc = bin_server_call(c, i, BIN_FLUSH, ext, sizeof ext, &s, &res);
+            if (rc == MC_CLIENT_NO_SERVER)
+                continue;
+            if (s)
+                finish(c, s, rc);
+            if (rc != MC_CLIENT_OK && result == MC_CLIENT_OK)
+                result = rc;
+            continue;
+        }
+        rc = server_call(c, i, cmd, &s, &deadline);
         if (rc == MC_CLIENT_NO_SERVER)
             continue;
         if (rc == MC_CLIENT_OK) {
@@ -820,6 +1181,34 @@ int mc_client_stats(struct mc_client *c, size_t i, const char *group, mc_client_
     }
     struct client_server *s = NULL;
     uint64_t deadline;
+    if (c->o.protocol == MC_CLIENT_BINARY) {
+        /* STAT with the group as key; one frame per stat, an empty one last */
+        struct req r = { 0 };
+        size_t ng = group ? strlen(group) : 0;
+        bin_req(&r, BIN_STAT, group, ng, NULL, 0, NULL, 0, 0);
+        int rc = r.oom ? MC_CLIENT_NO_MEMORY : server_call_n(c, i, r.p, r.len, &s, &deadline);
+        free(r.p);
+        while (rc == MC_CLIENT_OK) {
+            struct bin_res res;
+            rc = bin_expect(s, BIN_STAT, deadline, &res);
+            if (rc != MC_CLIENT_OK)
+                break;
+            if (res.status != BIN_OK) {
+                rc = MC_CLIENT_SERVER_ERROR;
+                break;
+            }
+            if (res.nkey == 0)
+                break;
+            char name[256], value[1024];
+            snprintf(name, sizeof name, "%.*s", (int)res.nkey, res.key);
+            snprintf(value, sizeof value, "%.*s", (int)(res.nval > 1023 ? 1023 : res.nval), res.val);
+            if (fn)
+                fn(name, value, arg);
+        }
+        if (s)
+            finish(c, s, rc);
+        return rc;
+    }
     int rc = server_call(c, i, cmd, &s, &deadline);
     while (rc == MC_CLIENT_OK) {
         char *line;
@@ -848,6 +1237,15 @@ int mc_client_version(struct mc_client *c, size_t i, char *buf, size_t len)
 {
     struct client_server *s = NULL;
     uint64_t deadline;
+    if (c->o.protocol == MC_CLIENT_BINARY) {
+        struct bin_res res;
+        int rc = bin_server_call(c, i, BIN_VERSION, NULL, 0, &s, &res);
+        if (rc == MC_CLIENT_OK && len)
+            snprintf(buf, len, "%.*s", (int)(res.nval > 255 ? 255 : res.nval), res.val);
+        if (s)
+            finish(c, s, rc);
+        return rc;
+    }
     int rc = server_call(c, i, "version\r\n", &s, &deadline);
     if (rc == MC_CLIENT_OK) {
         char *line;

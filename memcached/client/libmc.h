@@ -11,8 +11,22 @@
  * put back and tried again. Multi-get sends to every server involved before
  * reading any reply, so servers work in parallel.
  *
- * Speaks the text protocol (default) or the meta protocol. An mc_client is
- * not thread-safe: use one per thread. */
+ * Speaks the text protocol (default), the meta protocol or the binary
+ * protocol (multi-get as quiet GETKQs closed by a NOOP).
+ *
+ * Compression, compatible with Perl's Cache::Memcached: with
+ * compress_threshold > 0, a set/add/replace/cas value of that many bytes or
+ * more is gzip'd (RFC 1952, as Compress::Zlib::memGzip) and stored with
+ * flag bit MC_CLIENT_F_COMPRESS (2) when that saves at least 20% of its
+ * size; otherwise it is stored as given. append/prepend are never
+ * compressed. Fetched values carrying the bit are inflated (at most
+ * MC_CLIENT_INFLATE_MAX bytes) and handed back with the bit cleared; one
+ * that does not inflate is reported as a miss, as Cache::Memcached does
+ * with a value it cannot decode. With compression on, flag bit 2 belongs
+ * to the library. With compress_threshold 0 (the default) values and
+ * flags pass untouched both ways.
+ *
+ * An mc_client is not thread-safe: use one per thread. */
 #ifndef LIBMC_H
 #define LIBMC_H
 
@@ -38,7 +52,10 @@ enum mc_client_rc {
     MC_CLIENT_PROTOCOL,       /* a reply this library did not expect */
 };
 
-enum mc_client_protocol { MC_CLIENT_TEXT = 0, MC_CLIENT_META = 1 };
+enum mc_client_protocol { MC_CLIENT_TEXT = 0, MC_CLIENT_META = 1, MC_CLIENT_BINARY = 2 };
+
+#define MC_CLIENT_F_COMPRESS 2u                 /* Cache::Memcached's F_COMPRESS */
+#define MC_CLIENT_INFLATE_MAX (64u << 20)       /* bound on an inflated value */
 
 struct mc_client_options {
     int connect_timeout_ms;   /* 0 = 1000 */
@@ -46,6 +63,7 @@ struct mc_client_options {
     int failure_limit;        /* 0 = 2: failures in a row before a server is dead */
     int retry_interval_ms;    /* 0 = 2000: a dead server is retried after this */
     enum mc_client_protocol protocol;
+    int compress_threshold;   /* 0 = no compression; else bytes (Cache::Memcached's compress_threshold) */
 };
 
 struct mc_client;

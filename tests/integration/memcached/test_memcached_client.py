@@ -1,7 +1,8 @@
 """libmc (memcached/client): the client library against three of our
 daemons, loaded as the shared library users link (ctypes), plus its CLI:
-ketama spread, pipelined multi-get across servers, text and meta protocols,
-timeouts, and a killed server being skipped and then coming back."""
+ketama spread, pipelined multi-get across servers, text, meta and binary
+protocols, timeouts, a killed server being skipped and then coming back, and
+compression read and written by Perl's Cache::Memcached both ways."""
 import ctypes
 import os
 import socket
@@ -37,7 +38,7 @@ def libmc(request):
     lib.mc_client_new.restype = ctypes.c_void_p
     lib.mc_client_new.argtypes = [ctypes.c_char_p, ctypes.c_void_p, ctypes.c_char_p, ctypes.c_size_t]
     lib.mc_client_free.argtypes = [ctypes.c_void_p]
-    for name in ("mc_client_set", "mc_client_add"):
+    for name in ("mc_client_set", "mc_client_add", "mc_client_replace"):
         f = getattr(lib, name)
         f.argtypes = [ctypes.c_void_p, ctypes.c_char_p, ctypes.c_size_t, ctypes.c_char_p, ctypes.c_size_t,
                       ctypes.c_uint32, ctypes.c_int32]
@@ -57,6 +58,11 @@ def libmc(request):
     lib.mc_client_server_alive.restype = ctypes.c_bool
     lib.mc_client_flush_all.argtypes = [ctypes.c_void_p, ctypes.c_int32]
     lib.mc_client_strerror.restype = ctypes.c_char_p
+    for name in ("mc_client_append", "mc_client_prepend"):
+        getattr(lib, name).argtypes = [ctypes.c_void_p, ctypes.c_char_p, ctypes.c_size_t, ctypes.c_char_p,
+                                       ctypes.c_size_t]
+    lib.mc_client_version.argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_char_p, ctypes.c_size_t]
+    lib.mc_client_stats.argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_char_p, STAT, ctypes.c_void_p]
     return lib
 
 
@@ -67,18 +73,20 @@ class Value(ctypes.Structure):
 
 class Options(ctypes.Structure):
     _fields_ = [("connect_timeout_ms", ctypes.c_int), ("io_timeout_ms", ctypes.c_int),
-                ("failure_limit", ctypes.c_int), ("retry_interval_ms", ctypes.c_int), ("protocol", ctypes.c_int)]
+                ("failure_limit", ctypes.c_int), ("retry_interval_ms", ctypes.c_int), ("protocol", ctypes.c_int),
+                ("compress_threshold", ctypes.c_int)]
 
 
 HIT = ctypes.CFUNCTYPE(None, ctypes.c_void_p, ctypes.c_size_t, ctypes.c_void_p, ctypes.c_size_t, ctypes.c_uint32,
                        ctypes.c_uint64, ctypes.c_void_p)
+STAT = ctypes.CFUNCTYPE(None, ctypes.c_char_p, ctypes.c_char_p, ctypes.c_void_p)
 OK, NOT_FOUND, NOT_STORED, EXISTS, SERVER_ERROR, TIMEOUT, CONNECTION, NO_SERVER = range(8)
 
 
 class Client:
-    def __init__(self, lib, servers, protocol=0, io_timeout=1000, retry_ms=600):
+    def __init__(self, lib, servers, protocol=0, io_timeout=1000, retry_ms=600, compress=0):
         self.lib = lib
-        opts = Options(500, io_timeout, 2, retry_ms, protocol)
+        opts = Options(500, io_timeout, 2, retry_ms, protocol, compress)
         err = ctypes.create_string_buffer(256)
         self.c = lib.mc_client_new(servers.encode(), ctypes.byref(opts), err, 256)
         assert self.c, err.value
@@ -101,6 +109,8 @@ class Client:
 
         def hit(k, nk, d, n, flags, cas, arg):
             got[ctypes.string_at(k, nk)] = ctypes.string_at(d, n)
+            self.multi_flags[ctypes.string_at(k, nk)] = flags
+        self.multi_flags = {}
         cb = HIT(hit)
         arr = (ctypes.c_char_p * len(keys))(*keys)
         lens = (ctypes.c_size_t * len(keys))(*[len(k) for k in keys])
@@ -131,7 +141,7 @@ def curr_items(port):
             return int(line.split()[2])
 
 
-@pytest.mark.parametrize("protocol", [0, 1], ids=["text", "meta"])
+@pytest.mark.parametrize("protocol", [0, 1, 2], ids=["text", "meta", "binary"])
 def test_libmc_three_servers_spread_multiget_and_ops(daemon, protocol, request):
     lib = libmc(request)
     if lib is None:
@@ -158,6 +168,26 @@ def test_libmc_three_servers_spread_multiget_and_ops(daemon, protocol, request):
     assert lib.mc_client_cas(c.c, b"key:1", 5, b"new", 3, 0, 0, cas) == OK
     assert lib.mc_client_cas(c.c, b"key:1", 5, b"newer", 5, 0, 0, cas) == EXISTS
     assert lib.mc_client_add(c.c, b"key:1", 5, b"x", 1, 0, 0) == NOT_STORED
+    # The same answers whatever the protocol says underneath (binary's
+    # KEY_EEXISTS / KEY_ENOENT for add / replace are NOT_STORED here).
+    assert lib.mc_client_replace(c.c, b"absent", 6, b"x", 1, 0, 0) == NOT_STORED
+    assert lib.mc_client_replace(c.c, b"key:1", 5, b"mid", 3, 3, 0) == OK
+    assert lib.mc_client_append(c.c, b"key:1", 5, b">", 1) == OK
+    assert lib.mc_client_prepend(c.c, b"key:1", 5, b"<", 1) == OK
+    assert c.get(b"key:1")[1][:2] == (b"<mid>", 3)
+    assert lib.mc_client_append(c.c, b"absent", 6, b">", 1) == NOT_STORED
+    assert lib.mc_client_cas(c.c, b"absent", 6, b"x", 1, 0, 0, 12345) == NOT_FOUND
+    assert lib.mc_client_incr(c.c, b"absent", 6, 1, None) == NOT_FOUND
+    assert c.set(b"word", b"abc") == OK
+    assert lib.mc_client_incr(c.c, b"word", 4, 1, None) == SERVER_ERROR
+    vbuf = ctypes.create_string_buffer(64)
+    assert lib.mc_client_version(c.c, 0, vbuf, 64) == OK and vbuf.value == b"1.6.18"
+    stats = {}
+    cb = STAT(lambda n, v, a: stats.__setitem__(n, v))
+    assert lib.mc_client_stats(c.c, 0, None, cb, None) == OK
+    assert int(stats[b"curr_items"]) == curr_items(ds[0].port) and b"pid" in stats
+    stats.clear()
+    assert lib.mc_client_stats(c.c, 1, b"settings", cb, None) == OK and stats[b"maxbytes"] == b"67108864"
     assert c.set(b"n", b"40") == OK
     v = ctypes.c_uint64()
     assert lib.mc_client_incr(c.c, b"n", 1, 2, ctypes.byref(v)) == OK and v.value == 42
@@ -254,3 +284,82 @@ def test_cli(daemon):
     assert sum(1 for l in stats if " curr_items " in l) == 3
     assert run("flush").returncode == 0
     assert run("get", "a").returncode == 1
+
+
+PERL_COMPRESS = r"""
+use strict; use Cache::Memcached;
+my ($port, $mode) = @ARGV;
+my $m = Cache::Memcached->new({servers => ["127.0.0.1:$port"], compress_threshold => 1000});
+if ($mode eq "write") {
+    $m->set("from:perl", ("perl wrote this line. " x 500)) or die "set";
+    $m->set("perl:small", "tiny") or die "set small";
+    print "ok\n";
+} else {
+    my $v = $m->get("from:libmc");
+    defined $v && $v eq ("libmc wrote this line. " x 400) or die "libmc value: " . (defined $v ? length $v : "undef");
+    print "ok\n";
+}
+"""
+
+
+def raw_get(port, key):
+    s = socket.create_connection(("127.0.0.1", port), timeout=5)
+    s.sendall(b"get " + key + b"\r\n")
+    buf = b""
+    while not buf.endswith(b"END\r\n"):
+        buf += s.recv(65536)
+    s.close()
+    head, _, rest = buf.partition(b"\r\n")
+    _, _, flags, n = head.split()
+    return int(flags), rest[:int(n)]
+
+
+@pytest.mark.parametrize("protocol", [0, 2], ids=["text", "binary"])
+def test_libmc_compression_with_perl_cache_memcached(daemon, protocol, request):
+    lib = libmc(request)
+    if lib is None:
+        return
+    d = daemon(MC, ["-p", "{port}", "-l", "127.0.0.1", "-t", "1"])
+    c = Client(lib, "127.0.0.1:%d" % d.port, protocol=protocol, compress=1000)
+    perl = lambda mode: subprocess.run(["perl", "-e", PERL_COMPRESS, str(d.port), mode], capture_output=True,
+                                       text=True, timeout=60)
+    # Perl -> libmc: Perl gzips it (flag 2); libmc hands back the plain text
+    # with the bit cleared.
+    out = perl("write")
+    assert out.returncode == 0 and out.stdout == "ok\n", out.stdout + out.stderr
+    flags, stored = raw_get(d.port, b"from:perl")
+    assert flags == 2 and stored[:2] == b"\x1f\x8b"
+    rc, (data, flags, _) = c.get(b"from:perl")
+    assert rc == OK and data == b"perl wrote this line. " * 500 and flags == 0
+    rc, got = c.get_multi([b"from:perl", b"perl:small"])
+    assert rc == OK and got == {b"from:perl": b"perl wrote this line. " * 500, b"perl:small": b"tiny"}
+    assert c.multi_flags == {b"from:perl": 0, b"perl:small": 0}
+    # libmc -> Perl: at the threshold and compressible, stored gzip'd with
+    # the caller's flags kept beside bit 2.
+    assert c.set(b"from:libmc", b"libmc wrote this line. " * 400, flags=0) == OK
+    flags, stored = raw_get(d.port, b"from:libmc")
+    assert flags == 2 and stored[:2] == b"\x1f\x8b" and len(stored) < 9200 * 0.8
+    out = perl("read")
+    assert out.returncode == 0 and out.stdout == "ok\n", out.stdout + out.stderr
+    assert c.set(b"mine", b"z" * 5000, flags=0x100) == OK
+    assert raw_get(d.port, b"mine")[0] == 0x102
+    assert c.get(b"mine")[1][:2] == (b"z" * 5000, 0x100)
+    # Not compressed: under the threshold, or saving under 20% (random bytes),
+    # or append/prepend.
+    assert c.set(b"short", b"a" * 999) == OK and raw_get(d.port, b"short") == (0, b"a" * 999)
+    noise = os.urandom(4000)
+    assert c.set(b"noise", noise) == OK and raw_get(d.port, b"noise") == (0, noise)
+    assert lib.mc_client_append(c.c, b"short", 5, b"b" * 2000, 2000) == OK
+    assert raw_get(d.port, b"short") == (0, b"a" * 999 + b"b" * 2000)
+    # A value flagged compressed that does not inflate is a miss, not garbage.
+    s = socket.create_connection(("127.0.0.1", d.port), timeout=5)
+    s.sendall(b"set bogus 2 0 5\r\nhello\r\n")
+    assert s.recv(100) == b"STORED\r\n"
+    s.close()
+    assert c.get(b"bogus")[0] == NOT_FOUND
+    # With compression off, flags and bytes pass untouched.
+    plain = Client(lib, "127.0.0.1:%d" % d.port, protocol=protocol)
+    rc, (data, flags, _) = plain.get(b"mine")
+    assert rc == OK and flags == 0x102 and data[:2] == b"\x1f\x8b"
+    plain.close()
+    c.close()
