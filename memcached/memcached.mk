@@ -12,6 +12,11 @@ $(eval $(call unit_test,memcached/test_proto,memcached/proto_text.c memcached/pr
 $(eval $(call unit_test,memcached/test_store,$(MC_STORE)))
 # libmc's continuum checked against libmemcached itself (libmemcached-dev)
 $(eval $(call unit_test,memcached/test_ketama_compat,,-lmemcached))
+# libmc's event-loop client: a daemon that uses it adds MC_ASYNC_SRCS to its
+# sources (it runs on libcore's conn/loop, so it is not in libmc.so). Its
+# test starts BUILD/bin/memcached itself.
+MC_ASYNC_SRCS := memcached/client/mc_async.c
+$(eval $(call unit_test,memcached/test_mc_async,$(MC_ASYNC_SRCS)))
 
 $(eval $(call fuzz_target,fuzz_mc_text,tests/fuzz/fuzz_mc_text.c memcached/proto_text.c memcached/proto_meta.c common/num.c))
 $(eval $(call fuzz_target,fuzz_mc_bin,tests/fuzz/fuzz_mc_bin.c memcached/proto_bin.c))
