@@ -219,6 +219,7 @@ static void *maintainer(void *arg)
         bool busy = mc_assoc_maintain(mc_curr_items());
         /* Crawl every 5 s (50 ticks of 100 ms). */
         ++ticks;
+        atomic_fetch_add_explicit(&mc_sstats.maintainer_juggles, 1, memory_order_relaxed);   /* passes */
         if (ticks % 10 == 0)
             mc_slabs_decay_demand();
         /* cache_memlimit lowered: give pages back, a few per tick. */

@@ -127,6 +127,48 @@ bool mc_item_evict_for_move(mc_item *it)
     return true;
 }
 
+bool mc_item_reclaim_for_move(mc_item *it)
+{
+    uint64_t hv = mc_hash(it->data, it->nkey);
+    if (!mc_key_trylock(hv))
+        return false;
+    struct mc_class *c = &mc_classes[it->clsid];
+    unlink_both(c, it, hv);
+    c->reclaimed++;
+    mc_slabs_free_locked(it);
+    mc_key_unlock(hv);
+    atomic_fetch_add_explicit(&mc_sstats.reclaimed, 1, memory_order_relaxed);
+    return true;
+}
+
+bool mc_item_rescue_for_move(mc_item *it, mc_item *dst)
+{
+    uint64_t hv = mc_hash(it->data, it->nkey);
+    if (!mc_key_trylock(hv))
+        return false;
+    struct mc_class *c = &mc_classes[it->clsid];
+    memcpy(dst, it, mc_item_total(it->nkey, it->nbytes));
+    /* The same item at a new address: hash chain, then its LRU place
+     * (neighbours, or the segment's head/tail; crawler cursors next to
+     * it keep theirs). Counts and bytes do not change. */
+    mc_assoc_delete(it->data, it->nkey, hv);
+    dst->hnext = NULL;
+    mc_assoc_insert(dst, hv);
+    int seg = MC_ST_SEG(it->state);
+    if (dst->prev)
+        dst->prev->next = dst;
+    else
+        c->head[seg] = dst;
+    if (dst->next)
+        dst->next->prev = dst;
+    else
+        c->tail[seg] = dst;
+    it->state = 0;
+    it->prev = it->next = NULL;
+    mc_key_unlock(hv);
+    return true;
+}
+
 /* Try to take item it (linked, in class c) out for reuse or freeing.
  * Returns true with the chunk unlinked (state 0). */
 static bool try_reclaim(struct mc_class *c, mc_item *it, bool *was_expired)
@@ -218,6 +260,8 @@ mc_item *mc_lru_pull_locked(int id, bool need_space)
                 if (it->exptime)
                     c->evicted_nonzero++;
                 c->evicted_time = mc_now() - it->atime;
+                if (mc_bits(it) & MC_IT_ACTIVE)
+                    c->evicted_active++;
                 atomic_fetch_add_explicit(&mc_sstats.evictions, 1, memory_order_relaxed);
                 if (!fetched) {
                     c->evicted_unfetched++;
@@ -297,8 +341,8 @@ mc_item *mc_item_alloc(const char *key, size_t nkey, uint32_t flags, uint32_t ex
          * page here (memcached's slab automover, done inline). */
         if ((++c->alloc_fail_ticks & 3) == 0 && slab_should_move(id) && mc_slabs_steal_page(id))
             it = mc_slabs_alloc_locked(id);
-        if (!it)
-            it = mc_lru_pull_locked(id, true);
+        if (!it && (it = mc_lru_pull_locked(id, true)) != NULL)
+            c->direct_reclaims++;   /* the setter made its own room */
     }
     if (!it && mc_slabs_steal_page(id))
         it = mc_slabs_alloc_locked(id);
@@ -372,6 +416,9 @@ mc_item *mc_item_find_locked(const char *key, size_t nkey, uint64_t hv)
 void mc_item_bump(mc_item *it)
 {
     uint8_t b = mc_bits(it);
+    int seg = MC_ST_SEG(__atomic_load_n(&it->state, __ATOMIC_RELAXED));
+    if (seg < MC_LRU_N)
+        atomic_fetch_add_explicit(&mc_classes[it->clsid].hits_to[seg], 1, memory_order_relaxed);
     if (!(b & MC_IT_FETCHED))
         mc_bits_set(it, MC_IT_FETCHED);
     else if (!(b & MC_IT_ACTIVE))

@@ -140,12 +140,14 @@ struct mc_class {
     /* stats (class lock) */
     uint64_t evicted, evicted_nonzero, reclaimed, expired_unfetched, evicted_unfetched, outofmemory,
              crawler_reclaimed, moves_to_cold, moves_to_warm, moves_within_lru, pages_moved_in, pages_moved_out,
-             pages_evicted, crawler_items_checked;
+             pages_evicted, pages_rescued, crawler_items_checked, evicted_active, direct_reclaims;
     uint32_t evicted_time;
     uint32_t alloc_fail_ticks;
     /* Bytes allocated lately (halved every second by the maintainer):
      * what the clients currently ask this class for. */
     _Atomic uint64_t demand;
+    /* Hits by the segment the item was in (stats items hits_to_*). */
+    _Atomic uint64_t hits_to[MC_LRU_N];
 };
 /* Maintainer, once a second: age the classes' demand counters. */
 void mc_slabs_decay_demand(void);
@@ -287,7 +289,8 @@ static inline bool mc_detail_on(void) { return atomic_load_explicit(&mc_detail_e
 /* Global counters kept by the store (relaxed atomics; not on the get path). */
 struct mc_store_stats {
     _Atomic uint64_t curr_items, total_items, evictions, reclaimed, expired_unfetched, evicted_unfetched,
-        outofmemory, crawler_reclaimed, slabs_moved, hash_expansions, lru_crawler_starts, malloc_fails;
+        outofmemory, crawler_reclaimed, slabs_moved, hash_expansions, lru_crawler_starts, malloc_fails,
+        maintainer_juggles;
 };
 extern struct mc_store_stats mc_sstats;
 

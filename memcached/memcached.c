@@ -318,18 +318,37 @@ static void general_stats(struct stats_sink *k, void *arg)
     uint64_t bytes = 0;
     for (int i = 1; i <= mc_nclasses; i++)
         bytes += __atomic_load_n(&mc_classes[i].bytes, __ATOMIC_RELAXED);
+    /* Per-class counters summed (each read under its class lock). */
+    uint64_t to_cold = 0, to_warm = 0, within = 0, move_evicted = 0, rescued = 0, checked = 0, ev_active = 0,
+             direct = 0;
+    for (int i = 1; i <= mc_nclasses; i++) {
+        struct mc_class *c = &mc_classes[i];
+        pthread_mutex_lock(&c->lock);
+        to_cold += c->moves_to_cold;
+        to_warm += c->moves_to_warm;
+        within += c->moves_within_lru;
+        move_evicted += c->pages_evicted;
+        rescued += c->pages_rescued;
+        checked += c->crawler_items_checked;
+        ev_active += c->evicted_active;
+        direct += c->direct_reclaims;
+        pthread_mutex_unlock(&c->lock);
+    }
+    /* memcached 1.6.18's names in its order (after the core's pid ..
+     * rejected_connections, threads). A value that is 0 by design here is
+     * said so where it is printed. */
     stats_u64(k, "connection_structures", conn_total_current());
     stats_u64(k, "response_obj_oom", GET(t, response_obj_oom));
     stats_u64(k, "response_obj_count", atomic_load(&mc_out_bufs));
     stats_u64(k, "response_obj_bytes", atomic_load(&mc_out_mem_bytes));
-    stats_u64(k, "conn_yields", GET(t, conn_yields));
-    /* True zeros of this design: the core refuses over-limit connections
-     * instead of disabling the listener (rejected_connections counts
-     * them), and items have no reference counts to find locked at a tail. */
-    stats_u64(k, "listen_disabled_num", 0);
-    stats_u64(k, "time_in_listen_disabled_us", 0);
-    stats_u64(k, "lrutail_reflocked", 0);
-    stats_u64(k, "idle_kicks", GET(t, idle_kicks));
+    /* No pooled read buffers: input stays in each connection's own buffer. */
+    stats_u64(k, "read_buf_count", 0);
+    stats_u64(k, "read_buf_bytes", 0);
+    stats_u64(k, "read_buf_bytes_free", 0);
+    stats_u64(k, "read_buf_oom", 0);
+    /* No descriptors held back: the core answers EMFILE itself
+     * (accept_fd_exhausted). */
+    stats_u64(k, "reserved_fds", 0);
     stats_u64(k, "cmd_get", GET(t, cmd_get));
     stats_u64(k, "cmd_set", GET(t, cmd_set));
     stats_u64(k, "cmd_flush", GET(t, cmd_flush));
@@ -356,46 +375,60 @@ static void general_stats(struct stats_sink *k, void *arg)
     stats_u64(k, "auth_errors", GET(t, auth_errors));
     stats_u64(k, "bytes_read", GET(t, bytes_read));
     stats_u64(k, "bytes_written", GET(t, bytes_written));
-    stats_u64(k, "protocol_errors", GET(t, protocol_errors));
     stats_u64(k, "limit_maxbytes", mc_slabs_limit());
     stats_u64(k, "accepting_conns", 1);
+    /* The core refuses over-limit connections (rejected_connections)
+     * instead of disabling the listener. */
+    stats_u64(k, "listen_disabled_num", 0);
+    stats_u64(k, "time_in_listen_disabled_us", 0);
+    stats_u64(k, "conn_yields", GET(t, conn_yields));
     stats_u64(k, "hash_power_level", mc_assoc_hashpower());
     stats_u64(k, "hash_bytes", mc_assoc_bytes());
     stats_u64(k, "hash_is_expanding", mc_assoc_expanding() ? 1 : 0);
+    stats_u64(k, "slab_reassign_rescues", rescued);
+    stats_u64(k, "slab_reassign_chunk_rescues", 0);   /* no chunked items */
+    stats_u64(k, "slab_reassign_evictions_nomem", move_evicted);
+    /* Page moves run inline under the class lock: nothing is ever found
+     * busy (items have no reference counts) or left running. */
+    stats_u64(k, "slab_reassign_inline_reclaim", 0);
+    stats_u64(k, "slab_reassign_busy_items", 0);
+    stats_u64(k, "slab_reassign_busy_deletes", 0);
+    stats_u64(k, "slab_reassign_running", 0);
     stats_u64(k, "slabs_moved", atomic_load(&mc_sstats.slabs_moved));
+    stats_u64(k, "lru_crawler_running", mc_crawler_running() ? 1 : 0);
+    stats_u64(k, "lru_crawler_starts", atomic_load(&mc_sstats.lru_crawler_starts));
+    stats_u64(k, "lru_maintainer_juggles", atomic_load(&mc_sstats.maintainer_juggles));
+    stats_u64(k, "malloc_fails", atomic_load(&mc_sstats.malloc_fails));
+    /* No `watch` (log streams) and no NAPI ids here. */
+    stats_u64(k, "log_worker_dropped", 0);
+    stats_u64(k, "log_worker_written", 0);
+    stats_u64(k, "log_watcher_skipped", 0);
+    stats_u64(k, "log_watcher_sent", 0);
+    stats_u64(k, "log_watchers", 0);
+    stats_u64(k, "unexpected_napi_ids", 0);
+    stats_u64(k, "round_robin_fallback", 0);
     stats_u64(k, "bytes", bytes);
     stats_u64(k, "curr_items", atomic_load(&mc_sstats.curr_items));
     stats_u64(k, "total_items", atomic_load(&mc_sstats.total_items));
+    stats_u64(k, "slab_global_page_pool", mc_slabs_pool_pages());
     stats_u64(k, "expired_unfetched", atomic_load(&mc_sstats.expired_unfetched));
     stats_u64(k, "evicted_unfetched", atomic_load(&mc_sstats.evicted_unfetched));
+    stats_u64(k, "evicted_active", ev_active);
     stats_u64(k, "evictions", atomic_load(&mc_sstats.evictions));
     stats_u64(k, "reclaimed", atomic_load(&mc_sstats.reclaimed));
     stats_u64(k, "crawler_reclaimed", atomic_load(&mc_sstats.crawler_reclaimed));
-    stats_u64(k, "outofmemory", atomic_load(&mc_sstats.outofmemory));
-    stats_u64(k, "total_malloced", mc_slabs_malloced());
-    /* Per-class counters summed (each read under its class lock). */
-    uint64_t to_cold = 0, to_warm = 0, within = 0, move_evicted = 0, checked = 0;
-    for (int i = 1; i <= mc_nclasses; i++) {
-        struct mc_class *c = &mc_classes[i];
-        pthread_mutex_lock(&c->lock);
-        to_cold += c->moves_to_cold;
-        to_warm += c->moves_to_warm;
-        within += c->moves_within_lru;
-        move_evicted += c->pages_evicted;
-        checked += c->crawler_items_checked;
-        pthread_mutex_unlock(&c->lock);
-    }
+    stats_u64(k, "crawler_items_checked", checked);
+    stats_u64(k, "lrutail_reflocked", 0);   /* items have no reference counts */
     stats_u64(k, "moves_to_cold", to_cold);
     stats_u64(k, "moves_to_warm", to_warm);
     stats_u64(k, "moves_within_lru", within);
-    /* Page moves evict what is on the page (no rescue into free chunks). */
-    stats_u64(k, "slab_reassign_rescues", 0);
-    stats_u64(k, "slab_reassign_evictions_nomem", move_evicted);
-    stats_u64(k, "slab_global_page_pool", mc_slabs_pool_pages());
-    stats_u64(k, "crawler_items_checked", checked);
-    stats_u64(k, "lru_crawler_running", mc_crawler_running() ? 1 : 0);
-    stats_u64(k, "lru_crawler_starts", atomic_load(&mc_sstats.lru_crawler_starts));
-    stats_u64(k, "malloc_fails", atomic_load(&mc_sstats.malloc_fails));
+    stats_u64(k, "direct_reclaims", direct);
+    stats_u64(k, "lru_bumps_dropped", 0);   /* bumps are done at once, never queued */
+    /* Ours, after memcached's: */
+    stats_u64(k, "idle_kicks", GET(t, idle_kicks));
+    stats_u64(k, "protocol_errors", GET(t, protocol_errors));
+    stats_u64(k, "outofmemory", atomic_load(&mc_sstats.outofmemory));
+    stats_u64(k, "total_malloced", mc_slabs_malloced());
 }
 
 static void slabs_stats(struct stats_sink *k, void *arg)
@@ -450,14 +483,22 @@ static void items_stats(struct stats_sink *k, void *arg)
         stats_u64f(k, snap.evicted_nonzero, "items:%d:evicted_nonzero", i);
         stats_u64f(k, snap.evicted_time, "items:%d:evicted_time", i);
         stats_u64f(k, snap.outofmemory, "items:%d:outofmemory", i);
+        stats_u64f(k, 0, "items:%d:tailrepairs", i);   /* no reference counts to repair */
         stats_u64f(k, snap.reclaimed, "items:%d:reclaimed", i);
         stats_u64f(k, snap.expired_unfetched, "items:%d:expired_unfetched", i);
         stats_u64f(k, snap.evicted_unfetched, "items:%d:evicted_unfetched", i);
+        stats_u64f(k, snap.evicted_active, "items:%d:evicted_active", i);
         stats_u64f(k, snap.crawler_reclaimed, "items:%d:crawler_reclaimed", i);
         stats_u64f(k, snap.crawler_items_checked, "items:%d:crawler_items_checked", i);
+        stats_u64f(k, 0, "items:%d:lrutail_reflocked", i);
         stats_u64f(k, snap.moves_to_cold, "items:%d:moves_to_cold", i);
         stats_u64f(k, snap.moves_to_warm, "items:%d:moves_to_warm", i);
         stats_u64f(k, snap.moves_within_lru, "items:%d:moves_within_lru", i);
+        stats_u64f(k, snap.direct_reclaims, "items:%d:direct_reclaims", i);
+        stats_u64f(k, atomic_load_explicit(&c->hits_to[MC_LRU_HOT], memory_order_relaxed), "items:%d:hits_to_hot", i);
+        stats_u64f(k, atomic_load_explicit(&c->hits_to[MC_LRU_WARM], memory_order_relaxed), "items:%d:hits_to_warm", i);
+        stats_u64f(k, atomic_load_explicit(&c->hits_to[MC_LRU_COLD], memory_order_relaxed), "items:%d:hits_to_cold", i);
+        stats_u64f(k, 0, "items:%d:hits_to_temp", i);   /* no temporary LRU */
     }
 }
 

@@ -220,27 +220,63 @@ void mc_slabs_free_locked(mc_item *it)
 /* items.c: unlink a linked item whose class lock the caller holds, if its
  * stripe can be taken without waiting. */
 bool mc_item_evict_for_move(mc_item *it);
+/* items.c: the same for an expired item (counted as reclaimed, not evicted). */
+bool mc_item_reclaim_for_move(mc_item *it);
+/* items.c: copy a live linked item into dst (a chunk of the same class,
+ * off the free list) and put the copy in its place; it is left unlinked
+ * (state 0). False when its stripe is held. */
+bool mc_item_rescue_for_move(mc_item *it, mc_item *dst);
 
-/* Empty the last page of class v (caller holds v->lock): evict what is
- * linked on it, take its chunks off the free list. Returns the page, now
- * owned by the caller, or NULL when a chunk on it is busy (being filled,
- * or its key's stripe is held): try again later. */
+static bool on_page(const struct mc_class *v, const char *page, const mc_item *it)
+{
+    return (const char *)it >= page && (const char *)it < page + (uint64_t)v->perpage * v->size;
+}
+
+/* Empty the last page of class v (caller holds v->lock), as memcached's
+ * page mover does: a live item is rescued into a free chunk of the class on
+ * another page when there is one (slab_reassign_rescues), else evicted
+ * (slab_reassign_evictions_nomem); an expired one is reclaimed. Then its
+ * chunks come off the free list. Returns the page, now owned by the
+ * caller, or NULL when a chunk on it is busy (being filled, or its key's
+ * stripe is held): try again later. */
 static char *take_last_page(struct mc_class *v)
 {
     if (v->pages == 0)
         return NULL;
     char *page = v->page_list[v->pages - 1];
+    /* Rescue targets: the free list walked once. Chunks of this page freed
+     * meanwhile are pushed at its head, behind the walk. */
+    mc_item *scan = v->free_head;
+    uint32_t now = mc_now();
     for (uint32_t i = 0; i < v->perpage; i++) {
         mc_item *it = (mc_item *)(page + (uint64_t)i * v->size);
         if (it->state & MC_ST_FREE)
             continue;
-        if (it->state & MC_ST_LINKED) {
-            if (!mc_item_evict_for_move(it))
+        if (!(it->state & MC_ST_LINKED))
+            return NULL;   /* a chunk someone is filling */
+        if (!mc_item_live(it, now)) {
+            if (!mc_item_reclaim_for_move(it))
                 return NULL;
-            v->pages_evicted++;
             continue;
         }
-        return NULL;   /* a chunk someone is filling */
+        while (scan && on_page(v, page, scan))
+            scan = scan->next;
+        if (scan) {
+            mc_item *dst = scan;
+            scan = scan->next;
+            freelist_remove(v, dst);
+            dst->state = 0;
+            if (!mc_item_rescue_for_move(it, dst)) {
+                freelist_push(v, dst);
+                return NULL;
+            }
+            freelist_push(v, it);   /* the old chunk: free, taken below */
+            v->pages_rescued++;
+            continue;
+        }
+        if (!mc_item_evict_for_move(it))
+            return NULL;
+        v->pages_evicted++;
     }
     for (uint32_t i = 0; i < v->perpage; i++)
         freelist_remove(v, (mc_item *)(page + (uint64_t)i * v->size));
