@@ -269,7 +269,7 @@ struct req {
 
 static void req_add(struct req *r, const void *d, size_t n)
 {
-    if (r->oom)
+    if (r->oom || n == 0)
         return;
     if (r->len + n > r->cap) {
         size_t ncap = r->cap ? r->cap : 512;
