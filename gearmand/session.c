@@ -101,9 +101,15 @@ struct gm_loop {
     size_t cap;
 };
 
+/* The message may be posted again only from here: the mailbox reads its
+ * next pointer before running it, so a flush from elsewhere (a read on this
+ * loop) must not make it postable while it still waits in the mailbox. */
 static void flush_msg(struct work_msg *m)
 {
     struct gm_loop *L = container_of(m, struct gm_loop, msg);
+    gm_lock();
+    L->post_pending = false;
+    gm_unlock();
     gm_flush_loop(L->loop);
 }
 
@@ -137,7 +143,6 @@ void gm_flush_loop(struct core_loop *loop)
     struct gm_loop *L = &gm.loops[loop->index];
     size_t n = 0;
     gm_lock();
-    L->post_pending = false;
     for (struct gm_sess *s = L->dirty; s; s = s->dirty_next) {
         if (n == L->cap) {
             L->cap = L->cap ? L->cap * 2 : 64;
