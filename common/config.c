@@ -66,6 +66,22 @@ const struct cfg_setting *cfg_find(const struct cfg_setting *const *tables, cons
     return NULL;
 }
 
+/* A setting's short letter, unless a setting met earlier (the daemon's own
+ * table comes before the core's) already took it: then it has none. */
+static char short_of(const struct cfg_setting *const *tables, const struct cfg_setting *s)
+{
+    if (!s->short_opt)
+        return 0;
+    for (size_t t = 0; tables[t]; t++)
+        for (const struct cfg_setting *o = tables[t]; o->name; o++) {
+            if (o == s)
+                return s->short_opt;
+            if (o->short_opt == s->short_opt && cfg_find(tables, o->name) == o)
+                return 0;
+        }
+    return s->short_opt;
+}
+
 int cfg_parse_size(const char *s, uint64_t *out)
 {
     if (!s || !*s)
@@ -281,12 +297,13 @@ static int build_opts(const struct cfg_setting *const *tables, struct optbuild *
                                       : s->type == CFG_BOOL ? optional_argument : no_argument;
             ob->longopts[n].flag = NULL;
             ob->longopts[n].val = 256 + (int)n;
-            if (s->short_opt && sp + 3 < sizeof(ob->shortopts)) {
-                ob->shortopts[sp++] = s->short_opt;
+            char so = short_of(tables, s);
+            if (so && sp + 3 < sizeof(ob->shortopts)) {
+                ob->shortopts[sp++] = so;
                 if (takes_arg(s))
                     ob->shortopts[sp++] = ':';
-                used_h |= s->short_opt == 'h';
-                used_V |= s->short_opt == 'V';
+                used_h |= so == 'h';
+                used_V |= so == 'V';
             }
             n++;
         }
@@ -425,8 +442,8 @@ void cfg_usage(const struct cfg_setting *const *tables, const char *progname, FI
             char opt[64];
             const char *arg = s->type == CFG_BOOL || s->type == CFG_COUNT ? "" :
                               s->type == CFG_STRING || s->type == CFG_CUSTOM ? "=STR" : "=NUM";
-            if (s->short_opt)
-                snprintf(opt, sizeof(opt), "-%c, --%s%s", s->short_opt, s->name, arg);
+            if (short_of(tables, s))
+                snprintf(opt, sizeof(opt), "-%c, --%s%s", short_of(tables, s), s->name, arg);
             else
                 snprintf(opt, sizeof(opt), "    --%s%s", s->name, arg);
             fprintf(out, "  %-30s %s", opt, s->help ? s->help : "");

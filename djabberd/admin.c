@@ -16,18 +16,28 @@ static enum admin_result cmd_users(struct admin_ctx *ctx, int argc, char **argv)
     size_t shown = 0;
     for (size_t b = 0; b < dj.nbuckets; b++)
         for (struct dj_user *u = dj.users[b]; u; u = u->hnext)
+        {
             for (struct dj_sess *s = u->sessions; s; s = s->next_res) {
                 char full[3 * DJ_JID_MAX + 3], peer[64];
                 admin_printf(ctx, "%s %s %s%s\r\n", dj_sess_jid(s, full, sizeof full),
                              s->c ? conn_peer_str(s->c, peer, sizeof peer) : "-",
                              (s->flags & DJ_F_AVAILABLE) ? "available" : "unavailable",
-                             s->mech ? "" : "");
+                             s->c && conn_is_tls(s->c) ? " tls" : s->state == DJ_S_DETACHED ? " detached" : "");
                 if (++shown >= 10000) {
-                    admin_printf(ctx, "... (first 10000 shown)\r\n");
-                    admin_printf(ctx, "END\r\n");
+                    admin_printf(ctx, "... (first 10000 shown)\r\nEND\r\n");
                     return ADMIN_OK;
                 }
             }
+            /* sessions on other cluster nodes */
+            for (struct dj_rsess *r = u->remote; r; r = r->next) {
+                admin_printf(ctx, "%s/%s node:%s %s\r\n", u->bare, r->resource, r->node,
+                             r->avail ? "available" : "unavailable");
+                if (++shown >= 10000) {
+                    admin_printf(ctx, "... (first 10000 shown)\r\nEND\r\n");
+                    return ADMIN_OK;
+                }
+            }
+        }
     admin_printf(ctx, "END\r\n");
     return ADMIN_OK;
 }
@@ -56,12 +66,18 @@ static enum admin_result cmd_kick(struct admin_ctx *ctx, int argc, char **argv)
     }
     struct dj_user *u = dj_user_get(dj_jid_bare(&j, bare, sizeof bare), false);
     int n = 0;
+    if (u)
+        u->pending++; /* ending a detached session may drop u */
     for (struct dj_sess *s = u ? u->sessions : NULL, *next; s; s = next) {
         next = s->next_res;
         if (j.resource[0] && strcmp(j.resource, s->resource))
             continue;
-        dj_sess_stream_error(s, "policy-violation", "kicked by the administrator");
+        dj_sess_kick(s, "kicked by the administrator");
         n++;
+    }
+    if (u) {
+        u->pending--;
+        dj_user_maybe_free(u);
     }
     admin_printf(ctx, "KICKED %d\r\n", n);
     return ADMIN_OK;
@@ -89,7 +105,7 @@ static enum admin_result cmd_hooks(struct admin_ctx *ctx, int argc, char **argv)
 }
 
 const struct admin_cmd dj_admin_cmds[] = {
-    { "users", "users", "connected resources: jid peer availability", cmd_users },
+    { "users", "users", "connected resources: jid peer availability [tls]; node:NAME for other cluster nodes", cmd_users },
     { "sessions", "sessions", "bound sessions per vhost", cmd_sessions },
     { "kick", "kick <jid>", "end a user's sessions (bare jid: all resources)", cmd_kick },
     { "reload", "reload", "re-read users_file", cmd_reload },

@@ -184,7 +184,7 @@ void dj_route(struct dj_stanza *st, const char *to)
     bool is_msg = !strcmp(n->name, "message"), is_iq = !strcmp(n->name, "iq");
     if (j.resource[0]) {
         for (struct dj_sess *o = u ? u->sessions : NULL; o; o = o->next_res)
-            if (o->state == DJ_S_ACTIVE && !strcmp(o->resource, j.resource)) {
+            if ((o->state == DJ_S_ACTIVE || o->state == DJ_S_DETACHED) && !strcmp(o->resource, j.resource)) {
                 dj_sess_send_node(o, n);
                 if (is_msg)
                     dj.n.messages_routed++;
@@ -308,21 +308,45 @@ void dj_disco_features(struct evbuffer *out)
         evbuffer_add_printf(out, "<feature var='%s'/>", f[i]);
 }
 
+static void disco_done(struct dj_hook_call *call)
+{
+    struct dj_hook_disco *h = (struct dj_hook_disco *)call;
+    if (dj_sess_alive(h->sess)) {
+        struct evbuffer *b = evbuffer_new();
+        iq_open(b, h->st, "result");
+        evbuffer_add_printf(b, "><query xmlns='" NS_DISCO_INFO "'");
+        struct dj_node *q = dj_node_child(h->st->root, "query", NS_DISCO_INFO);
+        attr_out(b, "node", dj_node_attr(q, "node"));
+        if (h->account)
+            evbuffer_add_printf(b, "><identity category='account' type='registered'/>");
+        else
+            evbuffer_add_printf(b, "><identity category='server' type='im' name='djabberd'/>");
+        dj_disco_features(b);
+        evbuffer_add_buffer(b, h->out);
+        evbuffer_add_printf(b, "</query></iq>");
+        dj_sess_send_buf(h->sess, b);
+        evbuffer_free(b);
+    }
+    evbuffer_free(h->out);
+    dj_stanza_free(h->st);
+    dj_sess_put(h->sess);
+    free(h);
+}
+
+/* The core's identity and features, then whatever the DiscoInfo chain adds. */
 static void disco_info(struct dj_sess *s, struct dj_stanza *st, bool account)
 {
-    struct evbuffer *b = evbuffer_new();
-    iq_open(b, st, "result");
-    evbuffer_add_printf(b, "><query xmlns='" NS_DISCO_INFO "'");
-    struct dj_node *q = dj_node_child(st->root, "query", NS_DISCO_INFO);
-    attr_out(b, "node", dj_node_attr(q, "node"));
-    if (account)
-        evbuffer_add_printf(b, "><identity category='account' type='registered'/>");
-    else
-        evbuffer_add_printf(b, "><identity category='server' type='im' name='djabberd'/>");
-    dj_disco_features(b);
-    evbuffer_add_printf(b, "</query></iq>");
-    dj_sess_send_buf(s, b);
-    evbuffer_free(b);
+    struct dj_hook_disco *h = calloc(1, sizeof *h);
+    if (!h || !(h->out = evbuffer_new())) {
+        free(h);
+        dj_stanza_free(st);
+        return;
+    }
+    h->sess = s;
+    h->st = st;
+    h->account = account;
+    dj_sess_hold(s);
+    dj_hook_run(DJ_HOOK_DISCO_INFO, &h->call, disco_done);
 }
 
 static void disco_items(struct dj_sess *s, struct dj_stanza *st)
@@ -470,7 +494,6 @@ static void handle_iq(struct dj_sess *s, struct dj_stanza *st, const char *to)
     }
     if (!strcmp(ns, NS_DISCO_INFO) && !strcmp(type, "get")) {
         disco_info(s, st, !to_server);
-        dj_stanza_free(st);
         return;
     }
     if (!strcmp(ns, NS_DISCO_ITEMS) && !strcmp(type, "get")) {
@@ -702,6 +725,8 @@ static char *node_to_string(const struct dj_node *n, size_t *len)
     return x;
 }
 
+static void presence_alter(struct dj_sess *s, struct dj_stanza *st);
+
 static void handle_presence(struct dj_sess *s, struct dj_stanza *st, const char *to)
 {
     struct dj_node *n = st->root;
@@ -730,11 +755,88 @@ static void handle_presence(struct dj_sess *s, struct dj_stanza *st, const char 
         dj_route(st, to); /* directed presence */
         return;
     }
-    bool available = !type;
     if (type && !strcmp(type, "error")) {
         dj_stanza_free(st);
         return;
     }
+    presence_alter(s, st);
+}
+
+/* Broadcast presence goes through the AlterPresence chain one at a time per
+ * session (a plugin may answer later), so presences are never reordered. */
+struct dj_pres_wait {
+    struct dj_stanza *st;
+    struct dj_pres_wait *next;
+};
+
+static void presence_apply(struct dj_sess *s, struct dj_stanza *st);
+
+static void presence_alter_done(struct dj_hook_call *call)
+{
+    struct dj_hook_iq *h = (struct dj_hook_iq *)call;
+    struct dj_sess *s = h->sess;
+    s->pres_busy = false;
+    if (call->status != DJ_REJECT && dj_sess_alive(s) && s->user)
+        presence_apply(s, h->st);
+    else
+        dj_stanza_free(h->st);
+    free(h);
+    /* the next one that waited */
+    struct dj_pres_wait *w = s->pres_wait;
+    if (w && dj_sess_alive(s)) {
+        s->pres_wait = w->next;
+        struct dj_stanza *next = w->st;
+        free(w);
+        presence_alter(s, next);
+    }
+    dj_sess_put(s);
+}
+
+static void presence_alter(struct dj_sess *s, struct dj_stanza *st)
+{
+    if (s->pres_busy) {
+        struct dj_pres_wait *w = calloc(1, sizeof *w), **pp = &s->pres_wait;
+        int n = 0;
+        while (*pp) {
+            pp = &(*pp)->next;
+            n++;
+        }
+        if (!w || n >= 16) { /* a client flooding presence loses the oldest-pending excess */
+            free(w);
+            dj_stanza_free(st);
+            return;
+        }
+        w->st = st;
+        *pp = w;
+        return;
+    }
+    struct dj_hook_iq *h = calloc(1, sizeof *h);
+    if (!h) {
+        dj_stanza_free(st);
+        return;
+    }
+    h->sess = s;
+    h->st = st;
+    s->pres_busy = true;
+    dj_sess_hold(s);
+    dj_hook_run(DJ_HOOK_ALTER_PRESENCE, &h->call, presence_alter_done);
+}
+
+void dj_cmd_presence_drop(struct dj_sess *s)
+{
+    while (s->pres_wait) {
+        struct dj_pres_wait *w = s->pres_wait;
+        s->pres_wait = w->next;
+        dj_stanza_free(w->st);
+        free(w);
+    }
+}
+
+static void presence_apply(struct dj_sess *s, struct dj_stanza *st)
+{
+    struct dj_node *n = st->root;
+    const char *type = dj_node_attr(n, "type");
+    bool available = !type;
     struct dj_node *pr = dj_node_child(n, "priority", NULL);
     if (pr) {
         int p = atoi(dj_node_text_of(st, pr, NULL));

@@ -138,6 +138,10 @@ static const struct cfg_setting dj_settings_table[] = {
     { "max_offline", 0, CFG_SIZE, &dj.cfg.max_offline, "1000", "offline messages kept per account", false, NULL },
     { "max_roster", 0, CFG_INT, &dj.cfg.max_roster, "2000", "items per roster", false, NULL },
     { "max_resources", 0, CFG_INT, &dj.cfg.max_resources, "10", "sessions per account", false, NULL },
+    { "sm_resume_timeout", 0, CFG_INT, &dj.cfg.sm_resume_timeout, "300",
+      "seconds a lost XEP-0198 session may be resumed (0 = no resumption)", false, NULL },
+    { "max_output", 0, CFG_SIZE, &dj.cfg.max_output, "2m",
+      "bytes queued to a client that does not read before it is dropped", false, NULL },
     CFG_END
 };
 
@@ -191,12 +195,17 @@ static void dj_stats(struct stats_sink *sink, void *arg)
     stats_u64(sink, "policy_violations", dj.n.policy_violations);
     stats_u64(sink, "registered", dj.n.registered);
     stats_u64(sink, "sm_enabled", dj.n.sm_enabled);
+    stats_u64(sink, "sm_resumed", dj.n.sm_resumed);
+    stats_u64(sink, "sm_expired", dj.n.sm_expired);
     stats_u64(sink, "starttls", dj.n.starttls);
+    stats_u64(sink, "slow_consumers", dj.n.slow_consumers);
+    stats_u64(sink, "offline_refused", dj.n.offline_refused);
     stats_u64(sink, "cluster_links_out", dj_cluster_links(true));
     stats_u64(sink, "cluster_links_in", dj_cluster_links(false));
     stats_u64(sink, "cluster_forwarded", dj_cluster_n.forwarded);
     stats_u64(sink, "cluster_received", dj_cluster_n.received);
     stats_u64(sink, "cluster_auth_failed", dj_cluster_n.auth_failed);
+    stats_u64(sink, "cluster_dropped", dj_cluster_n.dropped);
     stats_u64(sink, "s2s_incoming_authed", dj_s2s_n.incoming_authed);
     stats_u64(sink, "s2s_outgoing_authed", dj_s2s_n.outgoing_authed);
     stats_u64(sink, "s2s_streams_in", dj_s2s_count(false));
@@ -204,6 +213,8 @@ static void dj_stats(struct stats_sink *sink, void *arg)
     stats_u64(sink, "s2s_stanzas_in", dj_s2s_n.stanzas_in);
     stats_u64(sink, "s2s_stanzas_out", dj_s2s_n.stanzas_out);
     stats_u64(sink, "s2s_dropped_bytes", dj_s2s_n.dropped_bytes);
+    stats_u64(sink, "s2s_tls_in", dj_s2s_n.tls_in);
+    stats_u64(sink, "s2s_tls_out", dj_s2s_n.tls_out);
     stats_u64(sink, "xml_parsers_pooled", dj_xml_pool_size());
     for (int i = 0; i < dj.nvhosts; i++)
         stats_u64f(sink, dj.per_vhost[i], "vhost:%s:sessions", dj.vhosts[i].name);
@@ -252,6 +263,7 @@ static int dj_init(void)
     dj_plugin_ping_register();
     dj_plugin_version_register();
     dj_plugin_vcard_register();
+    dj_plugin_vcard_update_register();
     stats_add_source("", dj_stats, NULL);
     char spec[300];
     if (dj.cfg.listen && *dj.cfg.listen) {
@@ -276,6 +288,10 @@ static int dj_init(void)
         else
             snprintf(s2spec, sizeof s2spec, "*:%d", dj.cfg.s2s_port);
         dj_s2s_set_secret(dj.cfg.s2s_secret);
+        if (dj_s2s_tls_init(err, sizeof err) < 0) {
+            log_error("djabberd: s2s tls: %s", err);
+            return -1;
+        }
         struct listen_opts so = { .single_loop = true };
         if (!listen_open(s2spec, 5269, &so, dj_s2s_accept, NULL, NULL, err, sizeof err)) {
             log_error("djabberd: cannot listen on %s (s2s): %s", s2spec, err);
@@ -296,6 +312,7 @@ static int dj_init(void)
 static void dj_fini(void)
 {
     dj_cluster_free();
+    dj_s2s_tls_free();
     dj_store_close();
     if (dj.tls_ctx)
         tls_ctx_free(dj.tls_ctx);
@@ -324,6 +341,7 @@ static void dj_fini(void)
 
 static void dj_stopping(void)
 {
+    dj_sess_expire_detached();
     dj_s2s_close_all();
     dj_cluster_stop();
 }

@@ -45,6 +45,8 @@ struct dj_config {
     uint64_t max_offline;      /* offline messages kept per user */
     int max_roster;            /* items per roster */
     int max_resources;         /* sessions per account */
+    uint64_t max_output;       /* bytes queued to one client before it counts as not reading */
+    int sm_resume_timeout;     /* seconds a lost XEP-0198 session may be resumed (0 = no resumption) */
     char *s2s_listen;          /* s2s address, "" = as listen */
     char *s2s_secret;          /* dialback secret ("" = random per start) */
     char *s2s_routes;          /* "domain=host:port,..." (the repeatable s2s_route) */
@@ -76,6 +78,7 @@ enum dj_sess_state {
     DJ_S_BIND,                 /* authenticated, waiting for resource binding */
     DJ_S_ACTIVE,               /* bound: stanzas flow */
     DJ_S_CLOSED,
+    DJ_S_DETACHED,             /* XEP-0198: connection lost, resumable for sm_resume_timeout */
 };
 
 #define DJ_F_AVAILABLE 0x01    /* sent available presence */
@@ -96,6 +99,9 @@ struct dj_sess {
     uint32_t refs;
     uint32_t preauth;          /* bytes read before authentication */
     uint32_t sm_in, sm_out, sm_acked; /* XEP-0198 counters (mod 2^32) */
+    struct dj_pres_wait *pres_wait;   /* broadcast presences behind one in the AlterPresence chain */
+    struct dj_sm_resume *resume;      /* XEP-0198 resumption state, only when the client asked for it */
+    bool pres_busy;
     uint16_t vhost;
     uint8_t state;
     uint8_t flags;
@@ -150,7 +156,7 @@ struct dj_vhost {
 struct dj_counters {
     uint64_t sessions_total, auth_ok, auth_fail, stanzas_in, stanzas_out;
     uint64_t messages_routed, messages_offline, messages_dropped, offline_delivered;
-    uint64_t stream_errors, policy_violations, registered, sm_enabled, starttls;
+    uint64_t stream_errors, policy_violations, registered, sm_enabled, starttls, slow_consumers, offline_refused, sm_resumed, sm_expired;
 };
 
 struct dj_state {
@@ -184,6 +190,10 @@ void dj_sess_stream_error(struct dj_sess *s, const char *condition, const char *
 const char *dj_sess_jid(const struct dj_sess *s, char *buf, size_t cap);
 const char *dj_sess_bare(const struct dj_sess *s, char *buf, size_t cap);
 const struct conn_ops *dj_sess_conn_ops(void);
+/* End every detached (resumable) session now (graceful stop). */
+void dj_sess_expire_detached(void);
+/* End a session from the console: a stream error, or at once if detached. */
+void dj_sess_kick(struct dj_sess *s, const char *text);
 extern const char *dj_sess_state_names[];
 
 /* cmd_xmpp.c: stanzas of a bound session. */
@@ -191,6 +201,8 @@ void dj_cmd_stanza(struct dj_sess *s, struct dj_stanza *st);
 /* Error reply to a stanza (its from/to swapped). */
 void dj_cmd_error(struct dj_sess *s, struct dj_stanza *st, const char *type, const char *condition);
 void dj_cmd_session_gone(struct dj_sess *s);
+/* Free presences still waiting for the AlterPresence chain (session freed). */
+void dj_cmd_presence_drop(struct dj_sess *s);
 /* Deliver a stanza (from already stamped) to a JID: local resources,
  * else the deliver chain (offline storage for messages). */
 void dj_route(struct dj_stanza *st, const char *to);
@@ -231,10 +243,12 @@ struct sockaddr;
 struct core_loop;
 struct dj_s2s_counters {
     uint64_t incoming, outgoing, incoming_authed, outgoing_authed;
-    uint64_t stanzas_in, stanzas_out, verify_answered, dropped_bytes;
+    uint64_t stanzas_in, stanzas_out, verify_answered, dropped_bytes, tls_in, tls_out;
 };
 extern struct dj_s2s_counters dj_s2s_n;
 void dj_s2s_set_secret(const char *secret);
+int dj_s2s_tls_init(char *err, size_t errlen);
+void dj_s2s_tls_free(void);
 void dj_s2s_accept(struct core_loop *loop, int fd, const struct sockaddr *sa, unsigned salen, void *arg);
 /* Queue or send to a remote domain; 0, or -1 (s2s off, queue full, no route). */
 int dj_s2s_send_buf(const char *local, const char *remote, struct evbuffer *b);
@@ -248,7 +262,7 @@ void dj_presence_probe(const char *local_bare, const char *remote_bare);
 
 /* cluster.c: several nodes, one domain */
 struct dj_cluster_counters {
-    uint64_t announced, forwarded, received, auth_failed;
+    uint64_t announced, forwarded, received, auth_failed, dropped;
 };
 extern struct dj_cluster_counters dj_cluster_n;
 extern bool dj_cluster_local_only; /* delivering a forwarded stanza: never forward again */

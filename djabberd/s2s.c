@@ -32,9 +32,12 @@
 #include "common/listen.h"
 #include "common/log.h"
 #include "common/loop.h"
+#include "common/tls.h"
 
 #define NS_STREAMS "urn:ietf:params:xml:ns:xmpp-streams"
+#define NS_TLS "urn:ietf:params:xml:ns:xmpp-tls"
 #define DJ_S2S_QUEUE_MAX (256 * 1024)
+#define DJ_S2S_OUT_MAX (16u << 20)
 
 enum s2s_state { S2S_CONNECTING = 0, S2S_HEADER, S2S_OPEN, S2S_AUTHED, S2S_CLOSED };
 
@@ -43,6 +46,7 @@ struct dj_s2s {
     struct dj_xml *xml;
     bool outgoing;
     bool result_sent;
+    bool switch_tls;           /* <proceed/> seen or sent: TLS starts right after this element */
     uint8_t state;
     char *local, *remote;      /* remote: on incoming, the domain it authenticated (or asked for) */
     char id[40];
@@ -53,6 +57,20 @@ struct dj_s2s {
 
 static struct dj_s2s *streams;
 static unsigned char secret_key[32];
+static void *client_ctx;       /* TLS towards peers (no verification: dialback authenticates) */
+
+int dj_s2s_tls_init(char *err, size_t errlen)
+{
+    client_ctx = tls_client_ctx_new(NULL, false, NULL, NULL, err, errlen);
+    return client_ctx ? 0 : -1;
+}
+
+void dj_s2s_tls_free(void)
+{
+    if (client_ctx)
+        tls_ctx_free(client_ctx);
+    client_ctx = NULL;
+}
 
 struct dj_s2s_counters dj_s2s_n;
 
@@ -327,7 +345,15 @@ static int s2s_on_stanza(void *arg, struct dj_stanza *st)
     struct dj_s2s *s = arg;
     struct dj_node *n = st->root;
     if (s->outgoing) {
-        if (!strcmp(n->name, "stream:features") && !s->result_sent) {
+        if (!strcmp(n->name, "stream:features") && !conn_is_tls(s->c) && client_ctx &&
+            dj_node_child(n, "starttls", NS_TLS)) {
+            /* encrypt first, then dialback inside TLS */
+            evbuffer_add_printf(conn_out(s->c), "<starttls xmlns='" NS_TLS "'/>");
+        } else if (!strcmp(dj_node_local(n), "proceed") && !conn_is_tls(s->c)) {
+            s->switch_tls = true;
+            dj_stanza_free(st);
+            return 1;
+        } else if (!strcmp(n->name, "stream:features") && !s->result_sent) {
             char key[65];
             dialback_key(s->remote, s->local, s->id, key);
             struct evbuffer *out = conn_out(s->c);
@@ -357,7 +383,17 @@ static int s2s_on_stanza(void *arg, struct dj_stanza *st)
         dj_stanza_free(st);
         return 0;
     }
-    if (is_dialback(n, "result")) {
+    if (!strcmp(dj_node_local(n), "starttls") && dj_node_ns(n) && !strcmp(dj_node_ns(n), NS_TLS)) {
+        if (!dj.tls_ctx || conn_is_tls(s->c)) {
+            evbuffer_add_printf(conn_out(s->c), "<failure xmlns='" NS_TLS "'/></stream:stream>");
+            conn_close_after_write(s->c);
+        } else {
+            evbuffer_add_printf(conn_out(s->c), "<proceed xmlns='" NS_TLS "'/>");
+            s->switch_tls = true;
+        }
+        dj_stanza_free(st);
+        return 1;
+    } else if (is_dialback(n, "result")) {
         got_result(s, n, st);
     } else if (is_dialback(n, "verify")) {
         got_verify_request(s, n, st);
@@ -424,11 +460,13 @@ static int s2s_on_stream(void *arg, const char *name, const char **attrs)
     RAND_bytes(rnd, sizeof rnd);
     for (int i = 0; i < 16; i++)
         snprintf(s->id + 2 * i, 3, "%02x", rnd[i]);
+    free(s->local);
     s->local = strdup(to);
     s->state = S2S_OPEN;
     header(s, to, from, s->id);
-    evbuffer_add_printf(conn_out(s->c), "<stream:features><dialback xmlns='urn:xmpp:features:dialback'><errors/>"
-                                        "</dialback></stream:features>");
+    evbuffer_add_printf(conn_out(s->c), "<stream:features>%s<dialback xmlns='urn:xmpp:features:dialback'><errors/>"
+                                        "</dialback></stream:features>",
+                        dj.tls_ctx && !conn_is_tls(s->c) ? "<starttls xmlns='" NS_TLS "'/>" : "");
     return 0;
 }
 
@@ -449,6 +487,27 @@ static int s2s_on_read(struct core_conn *c)
         enum dj_xml_error e = DJ_XML_OK;
         for (int i = 0; i < nv && e == DJ_XML_OK && !conn_is_closing(c); i++) {
             e = dj_xml_feed(s->xml, v[i].iov_base, v[i].iov_len);
+            if (s->switch_tls) {
+                /* exactly through </starttls> or <proceed/>: what follows is TLS */
+                s->switch_tls = false;
+                evbuffer_drain(in, used + dj_xml_feed_used(s->xml));
+                dj_xml_restart(s->xml);
+                int rc = s->outgoing ? conn_start_tls(c, client_ctx, false, s->remote)
+                                     : conn_start_tls(c, dj.tls_ctx, true, NULL);
+                if (rc < 0) {
+                    conn_close(c);
+                    return 0;
+                }
+                if (s->outgoing) {
+                    dj_s2s_n.tls_out++;
+                    s->state = S2S_HEADER;
+                    header(s, s->local, s->remote, NULL); /* the new stream, encrypted */
+                } else {
+                    dj_s2s_n.tls_in++;
+                    s->state = S2S_CONNECTING;
+                }
+                return 0;
+            }
             used += v[i].iov_len;
         }
         evbuffer_drain(in, used);
@@ -617,6 +676,12 @@ int dj_s2s_send_buf(const char *local, const char *remote, struct evbuffer *b)
     }
     dj_s2s_n.stanzas_out++;
     if (s->state == S2S_AUTHED) {
+        if (evbuffer_get_length(conn_out(s->c)) > DJ_S2S_OUT_MAX) {
+            /* the peer does not read: drop rather than grow without bound */
+            dj_s2s_n.dropped_bytes += evbuffer_get_length(b);
+            evbuffer_drain(b, evbuffer_get_length(b));
+            return -1;
+        }
         evbuffer_add_buffer(conn_out(s->c), b);
         return 0;
     }

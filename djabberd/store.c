@@ -603,14 +603,22 @@ struct offline_store {
     struct dj_hook_creds exists;
     struct dj_hook_blob blob;
     struct dj_hook_deliver *d;
+    size_t charged;            /* bytes counted in offline_inflight */
     char user[DJ_JID_MAX + 1];
 };
+
+/* Offline messages on their way to the database, all accounts together:
+ * a flood of messages to absent users is refused ("wait") past this, so the
+ * db queue cannot hold an unbounded amount of message text. */
+#define DJ_OFFLINE_INFLIGHT_MAX (8u << 20)
+static size_t offline_inflight;
 
 static void offline_stored(struct dj_hook_call *call)
 {
     struct offline_store *o = (struct offline_store *)((char *)call - offsetof(struct offline_store, blob));
     struct dj_hook_deliver *d = o->d;
     enum dj_hook_status st = call->status; /* call lives in o */
+    offline_inflight -= o->charged;
     if (st == DJ_OK)
         dj.n.messages_offline++;
     free(o->blob.xml);
@@ -629,6 +637,7 @@ static void offline_exists(struct dj_hook_call *call)
     struct offline_store *o = (struct offline_store *)call;
     struct dj_hook_deliver *d = o->d;
     if (call->status != DJ_OK) {
+        offline_inflight -= o->charged;
         free(o);
         dj_hook_decline(&d->call); /* no such account */
         return;
@@ -671,11 +680,19 @@ static void offline_deliver(struct dj_hook_call *call, void *arg)
         dj_hook_decline(call);
         return;
     }
+    size_t cost = d->st->bytes + 256;
+    if (offline_inflight + cost > DJ_OFFLINE_INFLIGHT_MAX) {
+        dj.n.offline_refused++;
+        dj_hook_finish(call, DJ_ERROR); /* the sender gets resource-constraint (wait) */
+        return;
+    }
     struct offline_store *o = calloc(1, sizeof *o);
     if (!o) {
         dj_hook_finish(call, DJ_ERROR);
         return;
     }
+    o->charged = cost;
+    offline_inflight += cost;
     o->d = d;
     snprintf(o->user, sizeof o->user, "%s", j.node);
     o->exists.vhost = dj_vhost_find(j.domain);

@@ -256,7 +256,9 @@ static void text_tuning(struct session *s, const struct mc_text_req *r)
             mc_settings.lru_crawler = w[0][0] == 'e';
             mc_out_line(s, "OK");
         } else if (n == 2 && (word_is(w[0], wn[0], "crawl") || word_is(w[0], wn[0], "metadump"))) {
-            bool all = word_is(w[1], wn[1], "all");
+            /* "hash" (metadump only): memcached walks its hash table; the
+             * same items come out of our per-class walk. */
+            bool all = word_is(w[1], wn[1], "all") || (w[0][0] == 'm' && word_is(w[1], wn[1], "hash"));
             if (!all) {
                 /* a comma list of class ids, each must exist */
                 const char *q = w[1], *qe = w[1] + wn[1];

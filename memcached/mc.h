@@ -40,6 +40,7 @@ struct mc_settings {
     bool no_evict;         /* -M */
     bool flush_disabled;   /* -F */
     bool dump_disabled;    /* -X */
+    long auth_delay_us;    /* first SASL failure's pause (100 ms; doubles); not an option: tests set it */
     bool shutdown_enabled; /* -A */
     bool sasl;             /* -S */
     char *sasl_pwdb;       /* user:password file for SASL PLAIN */

@@ -119,6 +119,26 @@ static const struct ext_opt ext_opts[] = {
     { NULL, 0, NULL, 0, 0 },
 };
 
+/* The options that stand for several settings, applied where they appear. */
+static void apply_presets(void)
+{
+    if (!mc_no_modern) {
+        /* As memcached's no_modern: no page mover, no LRU crawler or
+         * maintainer work, no fast connection refusal. (Our LRU stays
+         * segmented: the flat LRU is not built.) */
+        mc_settings.slab_reassign = false;
+        mc_settings.slab_automove = 0;
+        mc_settings.maxconns_fast = false;
+        mc_settings.lru_crawler = false;
+        mc_settings.lru_maintainer = false;
+        mc_no_modern = true;
+    }
+    if (!mc_slab_automove_on) {
+        mc_settings.slab_automove = 0;
+        mc_slab_automove_on = true;
+    }
+}
+
 static int set_ext(const struct cfg_setting *s, const char *v, char *err, size_t errlen)
 {
     (void)s;
@@ -146,6 +166,7 @@ static int set_ext(const struct cfg_setting *s, const char *v, char *err, size_t
         if (o->kind == EXT_FLAG_ON || o->kind == EXT_FLAG_OFF) {
             if (o->where)
                 *(bool *)o->where = o->kind == EXT_FLAG_ON;
+            apply_presets();   /* in order, as memcached: "no_modern,lru_crawler" keeps the crawler */
             continue;
         }
         if (!val || !*val) {
@@ -177,21 +198,6 @@ static int set_ext(const struct cfg_setting *s, const char *v, char *err, size_t
             *(double *)o->where = d;
     }
     free(copy);
-    if (!mc_no_modern) {
-        /* As memcached's no_modern: no page mover, no LRU crawler or
-         * maintainer work, no fast connection refusal. (Our LRU stays
-         * segmented: the flat LRU is not built.) */
-        mc_settings.slab_reassign = false;
-        mc_settings.slab_automove = 0;
-        mc_settings.maxconns_fast = false;
-        mc_settings.lru_crawler = false;
-        mc_settings.lru_maintainer = false;
-        mc_no_modern = true;
-    }
-    if (!mc_slab_automove_on) {
-        mc_settings.slab_automove = 0;
-        mc_slab_automove_on = true;
-    }
     if (rc == 0 && mc_settings.hash_algorithm && strcmp(mc_settings.hash_algorithm, "murmur3") != 0 &&
         strcmp(mc_settings.hash_algorithm, "jenkins") != 0 && strcmp(mc_settings.hash_algorithm, "xxh3") != 0) {
         snprintf(err, errlen, "Unknown hash_algorithm option (jenkins, murmur3, xxh3)");
@@ -898,6 +904,7 @@ int main(int argc, char **argv)
     mc_settings.warm_pct = 40;
     mc_settings.hashpower = 16;
     mc_settings.out_mem_limit = 256ull << 20;
+    mc_settings.auth_delay_us = 100000;
     mc_settings.maxconns_fast = true;
     mc_settings.lru_crawler_sleep = 100;
     mc_settings.lru_maintainer = true;

@@ -473,7 +473,7 @@ void mc_sess_auth_failed(struct session *s)
         s->auth_failures++;
     s->auth_wait = true;
     conn_pause_read(s->c);
-    run_later(s, 100000L << shift);
+    run_later(s, mc_settings.auth_delay_us << shift);
 }
 
 static void yield(struct session *s)

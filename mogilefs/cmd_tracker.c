@@ -79,7 +79,7 @@ static int need_domain(struct cmd_ctx *c, struct mog_domain *d)
     if (!has(name))
         return mog_err(c->r, "no_domain", NULL);
     if (mog_domain_by_name(name, d) < 0) {
-        mog_cache_reload();
+        mog_cache_reload_if_stale(200);
         if (mog_domain_by_name(name, d) < 0)
             return mog_err(c->r, "unreg_domain", NULL);
     }
@@ -568,7 +568,7 @@ static int cmd_get_devices(struct cmd_ctx *c)
         char u[32];
         snprintf(u, sizeof u, "%.1f", d->utilization);
         mog_reply_kvf(c->r, u, "dev%zu_utilization", n);
-        mog_reply_kvf(c->r, "0", "dev%zu_reject_bad_md5", n);
+        mog_reply_kvf(c->r, d->reject_bad_md5 < 0 ? "" : d->reject_bad_md5 ? "1" : "0", "dev%zu_reject_bad_md5", n);
     }
     free(ds);
     mog_reply_kvi(c->r, "devices", (int64_t)n);
@@ -1423,6 +1423,29 @@ static int cmd_replicate_now(struct cmd_ctx *c)
     return mog_ok(c->r);
 }
 
+/* httpcopy: copy a fid's file from one device to another and record it. */
+static int cmd_httpcopy(struct cmd_ctx *c)
+{
+    int64_t sdev = arg_int(c, "sdevid", 0), ddev = arg_int(c, "ddevid", 0), fid = arg_int(c, "fid", 0);
+    struct mog_device sd, dd;
+    struct mog_host sh, dh;
+    if (fid <= 0 || mog_device_by_id(sdev, &sd) < 0 || mog_device_by_id(ddev, &dd) < 0 ||
+        mog_host_by_id(sd.hostid, &sh) < 0 || mog_host_by_id(dd.hostid, &dh) < 0)
+        return mog_err(c->r, "copy_err", "unknown device or fid");
+    char surl[512], durl[512], err[256];
+    mog_dev_url(surl, sizeof surl, &sh, sdev, fid, true, false);
+    mog_dev_url(durl, sizeof durl, &dh, ddev, fid, false, false);
+    int64_t len = -1;
+    if (mog_http_copy(surl, durl, (int)(mog.cfg.node_timeout * 5000), &len, NULL, err, sizeof err) < 0)
+        return mog_err(c->r, "copy_err", err);
+    char sql[128];
+    snprintf(sql, sizeof sql, "%s INTO file_on (fid, devid) VALUES (?, ?)", mog_insert_ignore());
+    struct db_value p[2] = { I(fid), I(ddev) };
+    if (exec_w(sql, p, 2, NULL) < 0)
+        return mog_err(c->r, "copy_err", "failed to add link to database");
+    return mog_ok(c->r);
+}
+
 /* ---- server settings -------------------------------------------------------------------- */
 
 static bool setting_writable(const char *k, const char *v)
@@ -1511,6 +1534,8 @@ static int cmd_fsck_start(struct cmd_ctx *c)
     char host[256];
     if (mog_setting_get("fsck_host", host, sizeof host) == 0 && host[0])
         return mog_err(c->r, "fsck_running", "fsck is already running");
+    if (mog_setting_get("rebal_host", host, sizeof host) == 0 && host[0])
+        return mog_err(c->r, "rebal_running", "rebalance running; cannot run fsck at same time");
     int64_t checked = setting_int("fsck_highest_fid_checked"), end = setting_int("fsck_fid_at_end");
     if ((checked && end && checked >= end) || (!end && !checked))
         if (fsck_reset(setting_int("fsck_opt_policy_only"), 0) < 0)
@@ -1584,6 +1609,84 @@ static int cmd_fsck_status(struct cmd_ctx *c)
     return mog_ok(c->r);
 }
 
+/* ---- rebalance (rebalance.c) ---------------------------------------------------------------- */
+
+static bool setting_set_nonempty(const char *k)
+{
+    char v[256];
+    return mog_setting_get(k, v, sizeof v) == 0 && v[0];
+}
+
+static int cmd_rebalance_status(struct cmd_ctx *c)
+{
+    char st[4096];
+    if (mog_setting_get("rebal_state", st, sizeof st) < 0 || !st[0])
+        return mog_err(c->r, "no_rebal_state", NULL);
+    mog_reply_kv(c->r, "state", st);
+    return mog_ok(c->r);
+}
+
+static int cmd_rebalance_start(struct cmd_ctx *c)
+{
+    if (setting_set_nonempty("rebal_host"))
+        return mog_err(c->r, "rebal_running", "rebalance is already running");
+    if (setting_set_nonempty("fsck_host"))
+        return mog_err(c->r, "fsck_running", "fsck running; cannot run rebalance at same time");
+    char st[4096] = "";
+    if (mog_setting_get("rebal_state", st, sizeof st) < 0 || !st[0] || strstr(st, "completed=1")) {
+        if (!setting_set_nonempty("rebal_policy"))
+            return mog_err(c->r, "no_rebal_policy", NULL);
+        if (mog_rebal_new_state(st, sizeof st) < 0 || mog_setting_set("rebal_state", st) < 0)
+            return mog_err(c->r, "db", NULL);
+    }
+    mog_setting_set("rebal_signal", "");
+    if (mog_setting_set("rebal_host", mog.hostname) < 0)
+        return mog_err(c->r, "db", NULL);
+    mog_rebal_kick();
+    mog_reply_kv(c->r, "state", st);
+    return mog_ok(c->r);
+}
+
+static int cmd_rebalance_test(struct cmd_ctx *c)
+{
+    char sdevs[1024], ddevs[1024];
+    if (!setting_set_nonempty("rebal_policy") || mog_rebal_test(sdevs, sizeof sdevs, ddevs, sizeof ddevs) < 0)
+        return mog_err(c->r, "no_rebal_policy", NULL);
+    mog_reply_kv(c->r, "sdevs", sdevs);
+    mog_reply_kv(c->r, "ddevs", ddevs);
+    return mog_ok(c->r);
+}
+
+static int cmd_rebalance_reset(struct cmd_ctx *c)
+{
+    if (setting_set_nonempty("rebal_host"))
+        return mog_err(c->r, "rebal_running", "rebalance is running");
+    mog_setting_set("rebal_state", "");
+    return mog_ok(c->r);
+}
+
+static int cmd_rebalance_stop(struct cmd_ctx *c)
+{
+    if (!setting_set_nonempty("rebal_host"))
+        return mog_err(c->r, "rebal_not_started", NULL);
+    mog_setting_set("rebal_signal", "stop");
+    mog_rebal_kick();
+    return mog_ok(c->r);
+}
+
+static int cmd_rebalance_set_policy(struct cmd_ctx *c)
+{
+    if (setting_set_nonempty("rebal_host"))
+        return mog_err(c->r, "no_set_rebal", "cannot change rebalance policy while rebalance is running");
+    const char *pol = arg(c, "policy");
+    char err[256];
+    if (mog_rebal_check_policy(pol ? pol : "", err, sizeof err) < 0)
+        return mog_err(c->r, "bad_rebal_pol", err);
+    if (mog_setting_set("rebal_policy", pol) < 0 || mog_setting_set("rebal_state", "") < 0)
+        return mog_err(c->r, "db", NULL);
+    return mog_ok(c->r);
+}
+
 /* ---- dispatch ------------------------------------------------------------------------------- */
 
 static const struct { const char *name; cmd_fn fn; } commands[] = {
@@ -1617,6 +1720,7 @@ static const struct { const char *name; cmd_fn fn; } commands[] = {
     { "sleep", cmd_sleep },
     { "test", cmd_test },
     { "replicate_now", cmd_replicate_now },
+    { "httpcopy", cmd_httpcopy },
     { "server_setting", cmd_server_setting },
     { "server_settings", cmd_server_settings },
     { "set_server_setting", cmd_set_server_setting },
@@ -1626,6 +1730,12 @@ static const struct { const char *name; cmd_fn fn; } commands[] = {
     { "fsck_clearlog", cmd_fsck_clearlog },
     { "fsck_getlog", cmd_fsck_getlog },
     { "fsck_status", cmd_fsck_status },
+    { "rebalance_status", cmd_rebalance_status },
+    { "rebalance_start", cmd_rebalance_start },
+    { "rebalance_test", cmd_rebalance_test },
+    { "rebalance_reset", cmd_rebalance_reset },
+    { "rebalance_stop", cmd_rebalance_stop },
+    { "rebalance_set_policy", cmd_rebalance_set_policy },
 };
 
 void mog_cmd_run(const struct mog_req *req, const char *client_ip, struct mog_reply *r)

@@ -35,7 +35,7 @@ static struct {
     _Atomic bool stop;
     pthread_t threads[64];
     int nthreads;
-    struct waker monitor, repl, del, fsck, iostat;
+    struct waker monitor, repl, del, fsck, iostat, rebal;
     pthread_mutex_t round_mu;
     pthread_cond_t round_cv;
 } J = {
@@ -44,6 +44,7 @@ static struct {
     .del = { PTHREAD_MUTEX_INITIALIZER, PTHREAD_COND_INITIALIZER, false },
     .fsck = { PTHREAD_MUTEX_INITIALIZER, PTHREAD_COND_INITIALIZER, false },
     .iostat = { PTHREAD_MUTEX_INITIALIZER, PTHREAD_COND_INITIALIZER, false },
+    .rebal = { PTHREAD_MUTEX_INITIALIZER, PTHREAD_COND_INITIALIZER, false },
     .round_mu = PTHREAD_MUTEX_INITIALIZER,
     .round_cv = PTHREAD_COND_INITIALIZER,
 };
@@ -79,6 +80,7 @@ void mog_monitor_kick(void) { kick(&J.monitor); }
 void mog_replicate_kick(void) { kick(&J.repl); }
 void mog_delete_kick(void) { kick(&J.del); }
 void mog_fsck_kick(void) { kick(&J.fsck); }
+void mog_rebal_kick(void) { kick(&J.rebal); }
 
 void mog_wait_monitor(int timeout_ms)
 {
@@ -154,6 +156,16 @@ static void monitor_device(const struct mog_device *d, const struct mog_host *h,
                 obs = MOG_OBS_WRITEABLE;
         }
         mog_http_res_free(&res);
+        if (obs == MOG_OBS_WRITEABLE && d->reject_bad_md5 < 0) {
+            /* Once per device: does the node refuse a body whose
+             * Content-MD5 is wrong? (the digest below is of "x") */
+            snprintf(url, sizeof url, "%s/test-write/test-md5", base);
+            int rc = mog_http_ex("PUT", url, "Content-MD5: ndTkYSaMgDT1yFZOFVxnpg==\r\n", "test", 4, 0, node_ms(),
+                                 &res);
+            if (rc == 0 && res.status > 0)
+                mog_device_set_reject_md5(d->devid, res.status >= 400 && res.status < 500 ? 1 : 0);
+            mog_http_res_free(&res);
+        }
     }
     if (obs != d->observed)
         log_info("mogilefsd: dev%lld on %s is %s", (long long)d->devid, h->name, mog_observed_name(obs));
@@ -858,6 +870,18 @@ static void *iostat_thread(void *arg)
     return NULL;
 }
 
+/* ---- rebalance (the moves are in rebalance.c) ------------------------------------------------ */
+
+static void *rebal_thread(void *arg)
+{
+    (void)arg;
+    while (!J.stop) {
+        if (mog.monitor_round == 0 || !mog_rebal_step())
+            nap(&J.rebal, 1000);
+    }
+    return NULL;
+}
+
 /* ---- life cycle ------------------------------------------------------------------------------------ */
 
 static int spawn(void *(*fn)(void *))
@@ -884,6 +908,7 @@ int mog_jobs_start(void)
         rc |= spawn(delete_thread);
     if (mog.cfg.fsck_jobs > 0)
         rc |= spawn(fsck_thread);
+    rc |= spawn(rebal_thread);
     return rc;
 }
 
@@ -895,6 +920,7 @@ void mog_jobs_stop(void)
     kick(&J.del);
     kick(&J.fsck);
     kick(&J.iostat);
+    kick(&J.rebal);
     pthread_mutex_lock(&J.round_mu);
     pthread_cond_broadcast(&J.round_cv);
     pthread_mutex_unlock(&J.round_mu);

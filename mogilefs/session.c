@@ -32,6 +32,7 @@ struct mog_sess {
     struct core_conn *c;
     enum sess_state state;
     bool watching;                /* "!watch": gets a line per finished command */
+    bool in_done, gone;           /* job_done running / the conn was freed meanwhile */
     struct mog_sess *wnext, *wprev;
     char ip[64];
 };
@@ -144,12 +145,21 @@ static void job_done(void *arg)
         job_free(j);
         return;
     }
+    struct core_conn *c = s->c;
     s->state = SESS_READING;
-    conn_set_busy(s->c, false);
-    conn_write_now(s->c, j->out);
+    conn_write_now(c, j->out);
     job_free(j);
-    conn_resume_read(s->c);
-    sess_drive(s);
+    /* Outside a conn callback the core frees a conn at once (closing, or
+     * idle during a graceful stop): on_close then only marks s gone while
+     * this runs, and c is not touched after that. */
+    s->in_done = true;
+    conn_resume_read(c);
+    conn_kick(c); /* buffered lines, inside the core's callback guard */
+    if (!s->gone && s->state == SESS_READING)
+        conn_set_busy(c, false);
+    s->in_done = false;
+    if (s->gone)
+        free(s);
 }
 
 static void *query_thread(void *arg)
@@ -323,6 +333,11 @@ static void sess_on_close(struct core_conn *c, enum conn_close_reason why)
     if (!s)
         return;
     watch_remove(s);
+    if (s->in_done) {
+        s->gone = true; /* job_done frees it */
+        s->c = NULL;
+        return;
+    }
     if (s->state == SESS_RUNNING) {
         s->state = SESS_CLOSED; /* job_done frees it */
         s->c = NULL;

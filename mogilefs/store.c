@@ -468,8 +468,25 @@ static int64_t cell_or(const struct mog_rows *r, size_t row, int col, int64_t df
     return v ? strtoll(v, NULL, 10) : dflt;
 }
 
+static _Atomic uint64_t last_reload_ms;
+
+static uint64_t mono_ms(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (uint64_t)ts.tv_sec * 1000 + (uint64_t)ts.tv_nsec / 1000000;
+}
+
+int mog_cache_reload_if_stale(int ms)
+{
+    if (mono_ms() - last_reload_ms < (uint64_t)ms)
+        return 0;
+    return mog_cache_reload();
+}
+
 int mog_cache_reload(void)
 {
+    last_reload_ms = mono_ms();
     struct mog_rows *rd = mog_sql("SELECT dmid, namespace FROM domain", NULL, 0);
     struct mog_rows *rc = mog_sql("SELECT dmid, classid, classname, mindevcount, replpolicy, hashtype FROM class", NULL, 0);
     struct mog_rows *rh = mog_sql("SELECT hostid, status, http_port, http_get_port, hostname, hostip, altip, altmask "
@@ -517,6 +534,7 @@ int mog_cache_reload(void)
         devs[i].mb_total = cell_or(rv, i, 4, -1);
         devs[i].mb_used = cell_or(rv, i, 5, -1);
         devs[i].mb_asof = cell_or(rv, i, 6, -1);
+        devs[i].reject_bad_md5 = -1;
     }
     pthread_rwlock_wrlock(&mog_cache.lock);
     /* Keep what the monitor observed about devices that still exist. */
@@ -525,6 +543,7 @@ int mog_cache_reload(void)
             if (mog_cache.devices[j].devid == devs[i].devid) {
                 devs[i].observed = mog_cache.devices[j].observed;
                 devs[i].utilization = mog_cache.devices[j].utilization;
+                devs[i].reject_bad_md5 = mog_cache.devices[j].reject_bad_md5;
                 if (mog_cache.devices[j].mb_asof > devs[i].mb_asof) {
                     devs[i].mb_total = mog_cache.devices[j].mb_total;
                     devs[i].mb_used = mog_cache.devices[j].mb_used;
@@ -663,5 +682,14 @@ void mog_device_set_utilization(int64_t devid, double util)
     for (size_t i = 0; i < mog_cache.ndevices; i++)
         if (mog_cache.devices[i].devid == devid)
             mog_cache.devices[i].utilization = util;
+    pthread_rwlock_unlock(&mog_cache.lock);
+}
+
+void mog_device_set_reject_md5(int64_t devid, int v)
+{
+    pthread_rwlock_wrlock(&mog_cache.lock);
+    for (size_t i = 0; i < mog_cache.ndevices; i++)
+        if (mog_cache.devices[i].devid == devid)
+            mog_cache.devices[i].reject_bad_md5 = v;
     pthread_rwlock_unlock(&mog_cache.lock);
 }

@@ -21,6 +21,7 @@
 #include "common/log.h"
 #include "common/loop.h"
 #include "common/httpc.h"
+#include "common/work.h"
 #include "perlbal/perlbal.h"
 
 static char *opt_config;
@@ -93,8 +94,10 @@ static void tick_cb(evutil_socket_t fd, short what, void *arg)
     (void)fd;
     (void)what;
     struct core_loop *loop = arg;
-    if (loop->index == 0)
+    if (loop->index == 0) {
         for (struct pb_pool *p = pb_pools; p; p = p->next) pb_pool_check_nodefile(p);
+        pb_backend_reap();
+    }
     for (struct pb_service *s = pb_services; s; s = s->next)
         if (s->role == PB_ROLE_REVERSE_PROXY) pb_proxy_loop_tick(s, loop->index);
 }
@@ -150,7 +153,22 @@ static int pb_init(void)
         return -1;
     }
     if (opt_daemon && daemonize() < 0) return -1;
+    /* after the fork: threads do not survive it */
+    if (pb_aio_on) {
+        pb_disk_pool = work_pool_new("pb-disk", pb_aio_threads, 65536);
+        if (!pb_disk_pool) log_warn("perlbal: no disk worker pool (%s): disk work runs on the loops", strerror(errno));
+        pb_set_aio(-1, -1);
+    }
     return 0;
+}
+
+static void pb_fini(void)
+{
+    if (pb_disk_pool) {
+        struct work_pool *p = pb_disk_pool;
+        pb_disk_pool = NULL;
+        work_pool_free(p);
+    }
 }
 
 int main(int argc, char **argv)
@@ -162,7 +180,7 @@ int main(int argc, char **argv)
         .threads = &opt_threads,
         .default_admin_port = 0,
         .init = pb_init,
-        .fini = NULL,
+        .fini = pb_fini,
         .hooks = { .on_stop = on_stop, .on_thread_start = on_thread_start, .on_thread_exit = on_thread_exit },
         .admin_cmds = NULL,
     };

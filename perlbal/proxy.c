@@ -25,7 +25,7 @@
 void pb_proxy_request(struct pb_client *cl)
 {
     struct pb_service *svc = cl->svc;
-    if (!svc->pool) {
+    if (!svc->pool && !(svc->server_process && *svc->server_process)) {
         pb_client_error(cl, 503, "No pool configured");
         return;
     }

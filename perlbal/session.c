@@ -50,7 +50,8 @@ static void client_apply_service(struct pb_client *cl)
     struct pb_service *svc = cl->svc;
     h->idle_ms = svc->idle_timeout > 0 ? (uint32_t)svc->idle_timeout * 1000 : 0;
     h->keepalive_ms = svc->persist_client_idle_timeout > 0 ? (uint32_t)svc->persist_client_idle_timeout * 1000 : 0;
-    h->persist = cl->listen_svc->persist_client && svc->persist_client;
+    /* as Perlbal: behind a selector, the selector's persist_client decides */
+    h->persist = cl->listen_svc->role == PB_ROLE_SELECTOR ? cl->listen_svc->persist_client : svc->persist_client;
     h->server = svc->server_tokens ? "Perlbal" : NULL;
     h->max_chunked_body = svc->max_chunked_request_size;
 }
@@ -225,6 +226,23 @@ static struct pb_service *vhost_select(struct pb_service *sel, struct http_msg *
     return found;
 }
 
+/* Bytes in the input after the first `used`, other than CR/LF (the stray
+ * CRLF old browsers send after a POST body is tolerated, as by Perlbal). */
+static bool extra_request_bytes(struct pb_client *cl, uint64_t used)
+{
+    struct evbuffer *in = conn_in(cl->c);
+    size_t len = evbuffer_get_length(in);
+    if (len <= used) return false;
+    struct evbuffer_ptr pos;
+    if (evbuffer_ptr_set(in, &pos, (size_t)used, EVBUFFER_PTR_SET) < 0) return false;
+    char buf[64];
+    size_t n = len - (size_t)used < sizeof buf ? len - (size_t)used : sizeof buf;
+    if (evbuffer_copyout_from(in, &pos, buf, n) < 0) return false;
+    for (size_t i = 0; i < n; i++)
+        if (buf[i] != '\r' && buf[i] != '\n') return true;
+    return false;
+}
+
 /* One complete request head is at the front of the input: hand it on. */
 static void dispatch(struct pb_client *cl, struct http_msg *req)
 {
@@ -238,12 +256,20 @@ static void dispatch(struct pb_client *cl, struct http_msg *req)
         httpd_drop_head(cl->h);
         return;
     }
-    for (int hops = 0; svc->role == PB_ROLE_SELECTOR && hops < 4; hops++) {
-        struct pb_service *t = vhost_select(svc, req);
-        if (!t || t->role == PB_ROLE_SELECTOR || t->role == PB_ROLE_MANAGEMENT) {
+    /* a selector may lead to another selector (as Perlbal), a few hops deep */
+    for (int hops = 0; svc->role == PB_ROLE_SELECTOR; hops++) {
+        struct pb_service *t = hops < 4 ? vhost_select(svc, req) : NULL;
+        if (!t) {
             httpd_drop_head(cl->h);
             cl->svc = svc;
             pb_client_error(cl, 404, "Not Found (no configured vhost)");
+            return;
+        }
+        if (t->role != PB_ROLE_SELECTOR && t->role != PB_ROLE_REVERSE_PROXY && t->role != PB_ROLE_WEB_SERVER) {
+            /* as Perlbal: a vhost mapped to a management (or other) service is a server error */
+            httpd_drop_head(cl->h);
+            cl->svc = svc;
+            pb_client_error(cl, 500, "Vhost maps to a service that cannot take HTTP requests");
             return;
         }
         svc = t;
@@ -276,10 +302,20 @@ static void dispatch(struct pb_client *cl, struct http_msg *req)
             if (asprintf(&cl->cache_key, "%.*s|%.*s", hh ? (int)hh->value_len : 0, hh ? hh->value : "",
                          (int)req->target_len, req->target) < 0)
                 cl->cache_key = NULL;
-            if (cl->cache_key && pb_proxy_from_cache(cl)) {
+            size_t imsl = 0;
+            const char *ims = http_header_value(req, "if-modified-since", &imsl);
+            if (cl->cache_key && pb_proxy_from_cache(cl, ims, imsl)) {
                 httpd_drop_head(cl->h);
                 return;
             }
+        }
+        /* as Perlbal: bytes after a request whose client will not persist
+         * are a request it may not send (answered 400, closed) */
+        if (!httpd_can_persist(cl->h) && req->body != HTTP_BODY_CHUNKED &&
+            extra_request_bytes(cl, req->head_len + (req->body == HTTP_BODY_LENGTH ? req->content_length : 0))) {
+            httpd_drop_head(cl->h);
+            pb_client_error(cl, 400, "Can't pipeline to HTTP/1.0");
+            return;
         }
         /* build the backend head now: req points into the input buffer */
         if (!cl->req_head) cl->req_head = evbuffer_new();
@@ -319,7 +355,8 @@ static void dispatch(struct pb_client *cl, struct http_msg *req)
                     continue;
                 }
             }
-            if ((IS("x-host") || IS("x-forwarded-host")) && !trusted) continue;
+            if ((IS("x-host") || IS("x-forwarded-host") || IS("x-forwarded-port") || IS("x-forwarded-proto")) && !trusted)
+                continue; /* only a trusted upstream may speak for the client */
 #undef IS
             evbuffer_add(h, hd->name, hd->name_len);
             evbuffer_add(h, ": ", 2);

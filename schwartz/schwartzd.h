@@ -1,11 +1,13 @@
 /* schwartzd: TheSchwartz as a daemon — shared types.
  *
  * Threads: every connection and all session state live on loop 0. Each
- * configured database has one store thread owning one connection (store.c);
- * sessions hand it sw_op requests and get them back on loop 0 when the
- * transaction holding them has committed. The only state shared between
- * threads is the op queue of each store (its mutex) and the retry policy
- * table (policy_mu). Lock order: a store's mu, then policy_mu. */
+ * configured database has an op queue and store threads, each owning one
+ * connection (store.c: one for SQLite, db-connections for MySQL); sessions
+ * hand them sw_op requests and get them back on loop 0 when the transaction
+ * holding them has committed. The only state shared between threads is the
+ * op queue of each store (its mutex), its atomic counters and dead-until
+ * time, and the retry policy table (policy_mu). Lock order: a store's mu,
+ * then policy_mu (never both held today). */
 #ifndef SW_SCHWARTZD_H
 #define SW_SCHWARTZD_H
 
@@ -32,7 +34,7 @@
 enum sw_cmd {
     SW_CMD_INSERT = 1, SW_CMD_INSERT_MANY, SW_CMD_GRAB, SW_CMD_COMPLETED, SW_CMD_FAILED,
     SW_CMD_DECLINED, SW_CMD_REPLACE_WITH, SW_CMD_LIST, SW_CMD_INSPECT, SW_CMD_STATUS,
-    SW_CMD_POLICY, SW_CMD_FUNCMAP, SW_CMD_QUEUES, SW_CMD_STATS, SW_CMD_VERSION, SW_CMD_QUIT,
+    SW_CMD_POLICY, SW_CMD_FUNCMAP, SW_CMD_QUEUES, SW_CMD_STATS, SW_CMD_VERSION, SW_CMD_QUIT, SW_CMD_GRAB_JOB, SW_CMD_TOUCH,
 };
 
 enum sw_err {
@@ -99,6 +101,8 @@ enum sw_op_kind {
     SW_OP_INSERT = 1,   /* jobs[0..njobs) in one transaction -> ids */
     SW_OP_GRAB, SW_OP_COMPLETED, SW_OP_FAILED, SW_OP_DECLINED, SW_OP_REPLACE,
     SW_OP_LIST, SW_OP_INSPECT, SW_OP_STATUS, SW_OP_FUNCMAP, SW_OP_QUEUES,
+    SW_OP_GRAB_JOB,     /* one job by handle, if nobody holds it (TheSchwartz's grab_and_work_on) */
+    SW_OP_TOUCH,        /* extend a lease that has not run out */
 };
 
 struct sw_qrow { char *func; uint64_t ready, running, failed; };

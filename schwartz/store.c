@@ -1,12 +1,15 @@
-/* store: the job databases — one thread and one connection per configured
- * DSN, TheSchwartz's schema, and every operation on it.
+/* store: the job databases — per configured DSN a queue of ops and its
+ * store threads (one for SQLite, db-connections for MySQL), each with its
+ * own connection; TheSchwartz's schema, and every operation on it.
  *
  * Hands work to threads: sessions queue sw_op requests with
- * sw_store_submit(); the store thread takes everything queued (up to
+ * sw_store_submit(); a store thread takes everything queued (up to
  * group-max), runs it inside ONE transaction (group commit: one fsync for
  * the lot), each multi-statement operation inside its own savepoint so a
- * failing one is undone alone, commits, and only then posts each op back
- * to loop 0. "OK" therefore always means committed.
+ * failing one is undone alone, commits, and only then posts the batch back
+ * to loop 0. "OK" therefore always means committed. (A batch of one
+ * single-statement op runs in autocommit; an SQLite batch of grabs only
+ * commits without its fsync — see README "How it works".)
  *
  * Semantics follow TheSchwartz 1.12 (see PROTOCOL.md): compare-and-set
  * grabs on grabbed_until with the database's clock, error rows and retry
@@ -31,6 +34,10 @@
 #include "common/loop.h"
 
 #define FC_MAX 4096
+/* Candidates carry their argument when it is at most this long (one round
+ * trip); longer ones are fetched after the claim, so a grab's memory stays
+ * bounded by what it sends. */
+#define SW_INLINE_ARG 65536u
 #define ERROR_KEEP_SECONDS (7 * 86400)
 
 /* One connection and its thread. Several per database for MySQL (they run
@@ -51,6 +58,8 @@ struct sw_worker {
     int64_t clock_checked;
     bool skip_locked;          /* the server knows SELECT ... FOR UPDATE SKIP LOCKED */
     bool lazy_sync;            /* SQLite connection is at synchronous=NORMAL for a grab batch */
+    bool jobid_index;          /* our (funcid, jobid) index exists: grabs scan it in order */
+    bool in_txn;               /* the op runs inside BEGIN ... COMMIT (else autocommit) */
 };
 
 struct sw_store {
@@ -364,6 +373,8 @@ static int64_t policy_keep(struct sw_worker *s, struct sw_op *op, uint32_t funci
 
 static enum sw_dbe insert_jobs(struct sw_worker *s, struct sw_op *op, int64_t now)
 {
+    if (op->njobs == 0)
+        return SW_DBE_OK;  /* replace_with H 0: the job just completes */
     if (!op->ids) {
         op->ids = calloc((size_t)op->njobs, sizeof *op->ids);
         if (!op->ids) {
@@ -458,7 +469,7 @@ static enum sw_dbe op_grab(struct sw_worker *s, struct sw_op *op, int64_t now)
      * deadlock; without SKIP LOCKED, take more and shuffle them as
      * TheSchwartz does (a deadlock then reruns the batch). */
     bool parallel = s->store->nw > 1;
-    bool skip_locked = parallel && s->skip_locked;
+    bool skip_locked = parallel && s->skip_locked && s->in_txn;
     bool shuffle = parallel && !skip_locked;
     int spare = shuffle ? want * 3 + 4 : 4;
     int lim = want + spare < sw.cfg.batch_size ? want + spare : sw.cfg.batch_size;
@@ -466,8 +477,13 @@ static enum sw_dbe op_grab(struct sw_worker *s, struct sw_op *op, int64_t now)
         lim = want;
     char sql[512];
     int len = snprintf(sql, sizeof sql,
-                       "SELECT jobid, grabbed_until, LENGTH(arg), (SELECT COUNT(*) FROM error e WHERE e.jobid = job.jobid) "
-                       "FROM job WHERE funcid = ? AND run_after <= ? AND grabbed_until <= ?");
+                       "SELECT jobid, grabbed_until, LENGTH(arg), (SELECT COUNT(*) FROM error e WHERE e.jobid = job.jobid), "
+                       "CASE WHEN LENGTH(arg) <= %u THEN arg END "
+                       "FROM job %s WHERE funcid = ? AND run_after <= ? AND grabbed_until <= ?",
+                       SW_INLINE_ARG,
+                       !s->jobid_index || op->prioritize ? ""
+                       : is_mysql(s)                     ? "FORCE INDEX (sw_job_funcid_jobid)"
+                                                         : "INDEXED BY sw_job_funcid_jobid");
     if (op->floor.set)
         len += snprintf(sql + len, sizeof sql - (size_t)len, " AND priority >= ?");
     if (op->coalesce)
@@ -558,20 +574,90 @@ static enum sw_dbe op_grab(struct sw_worker *s, struct sw_op *op, int64_t now)
             break;
     }
     {
+        /* small arguments came with the candidates; fetch the others */
         const char *fn[SW_MAX_GRAB];
         int64_t fl[SW_MAX_GRAB];
-        for (int i = 0; i < ngot; i++) {
-            fn[i] = op->funcs[fidx[gotf[i]]];
-            fl[i] = sw_cell_int(&rows[gotf[i]], gotrow[i], 3);
-        }
+        uint64_t big[SW_MAX_GRAB];
+        int nbig = 0;
         op->nfound = 0;
-        e = render_jobs(s, op, got, fn, fl, ngot);
+        for (int i = 0; i < ngot; i++) {
+            size_t alen;
+            const char *arg = sw_cell(&rows[gotf[i]], gotrow[i], 4, &alen);
+            int64_t full = sw_cell_int(&rows[gotf[i]], gotrow[i], 2);
+            if (arg || full == 0) {
+                render_job(op->out, s->hash, got[i], op->funcs[fidx[gotf[i]]], arg ? arg : "", arg ? alen : 0,
+                           sw_cell_int(&rows[gotf[i]], gotrow[i], 3));
+                op->nfound++;
+                continue;
+            }
+            fn[nbig] = op->funcs[fidx[gotf[i]]];
+            fl[nbig] = sw_cell_int(&rows[gotf[i]], gotrow[i], 3);
+            big[nbig++] = got[i];
+        }
+        e = render_jobs(s, op, big, fn, fl, nbig);
     }
-
 out:
     for (int k = 0; k < nf; k++)
         sw_rows_free(&rows[k]);
     return e;
+}
+
+/* touch: a worker still on the job extends its lease (from now). Only a
+ * lease that has not run out can be extended: once it has, someone else
+ * may hold the job. */
+static enum sw_dbe op_touch(struct sw_worker *s, struct sw_op *op, int64_t now)
+{
+    enum sw_dbe e = Q(s, "UPDATE job SET grabbed_until = ? WHERE jobid = ? AND grabbed_until > ?",
+                      DB_INT64(now + op->grab_for), DB_INT64(op->jobid), DB_INT64(now));
+    if (e != SW_DBE_OK)
+        return op_dberr(s, op, e);
+    if (sw_dbc_affected(s->conn) == 0) {
+        /* MySQL counts changed rows: the same value twice in a second is not a change */
+        struct sw_rows rows;
+        e = QR(s, &rows, "SELECT 1 FROM job WHERE jobid = ? AND grabbed_until = ?", DB_INT64(op->jobid),
+               DB_INT64(now + op->grab_for));
+        if (e != SW_DBE_OK)
+            return op_dberr(s, op, e);
+        size_t n = rows.nrows;
+        sw_rows_free(&rows);
+        if (!n) {
+            op_fail(op, SW_E_NOT_FOUND, "no such job, or its lease ran out");
+            return SW_DBE_OTHER;
+        }
+    }
+    return SW_DBE_OK;
+}
+
+/* grab_job: this job, if it exists, may run now and nobody holds it. */
+static enum sw_dbe op_grab_job(struct sw_worker *s, struct sw_op *op, int64_t now)
+{
+    struct sw_rows rows;
+    enum sw_dbe e = QR(s, &rows,
+                       "SELECT j.grabbed_until, f.funcname, (SELECT COUNT(*) FROM error e WHERE e.jobid = j.jobid) "
+                       "FROM job j LEFT JOIN funcmap f ON f.funcid = j.funcid WHERE j.jobid = ?",
+                       DB_INT64(op->jobid));
+    if (e != SW_DBE_OK)
+        return op_dberr(s, op, e);
+    if (!rows.nrows) {
+        sw_rows_free(&rows);
+        op_fail(op, SW_E_NOT_FOUND, "no such job");
+        return SW_DBE_OTHER;
+    }
+    int64_t old = sw_cell_int(&rows, 0, 0);
+    char func[SW_MAX_NAME + 1];
+    snprintf(func, sizeof func, "%s", sw_cell(&rows, 0, 1, NULL) ? sw_cell(&rows, 0, 1, NULL) : "");
+    int64_t fails = sw_cell_int(&rows, 0, 2);
+    sw_rows_free(&rows);
+    if (old > now)
+        return SW_DBE_OK;  /* held by someone: no job */
+    e = Q(s, "UPDATE job SET grabbed_until = ? WHERE jobid = ? AND grabbed_until = ?", DB_INT64(now + op->grab_for),
+          DB_INT64(op->jobid), DB_INT64(old));
+    if (e != SW_DBE_OK)
+        return op_dberr(s, op, e);
+    if (sw_dbc_affected(s->conn) != 1)
+        return SW_DBE_OK;  /* lost the race */
+    const char *fn[1] = { func };
+    return render_jobs(s, op, &op->jobid, fn, &fails, 1);
 }
 
 static enum sw_dbe op_completed(struct sw_worker *s, struct sw_op *op, int64_t now)
@@ -908,6 +994,8 @@ static enum sw_dbe run_op(struct sw_worker *s, struct sw_op *op, int64_t now)
     case SW_OP_STATUS: return op_status(s, op);
     case SW_OP_FUNCMAP: return op_funcmap(s, op);
     case SW_OP_QUEUES: return op_queues(s, op, now);
+    case SW_OP_GRAB_JOB: return op_grab_job(s, op, now);
+    case SW_OP_TOUCH: return op_touch(s, op, now);
     }
     return SW_DBE_OTHER;
 }
@@ -977,6 +1065,15 @@ static int store_connect(struct sw_worker *s)
     fc_clear(s);
     s->clock_checked = 0;
     s->lazy_sync = false;
+    /* Our one addition to TheSchwartz's schema: (funcid, jobid), so a grab
+     * reads a function's runnable jobs in jobid order and stops at its
+     * LIMIT instead of sorting every job of the function (the
+     * (funcid, run_after) index cannot give jobid order). Best effort: a
+     * server that refuses it keeps TheSchwartz's plan. */
+    s->jobid_index = sw_dbc_exec(s->conn, "CREATE INDEX IF NOT EXISTS sw_job_funcid_jobid ON job (funcid, jobid)") ==
+                     SW_DBE_OK;
+    if (!s->jobid_index)
+        log_warn("schwartzd: database %d: no (funcid, jobid) index (%s): grabs sort", s->index, sw_dbc_error(s->conn));
     /* MariaDB >= 10.6 and MySQL >= 8.0 take SKIP LOCKED. */
     s->skip_locked = is_mysql(s) &&
                      sw_dbc_exec(s->conn, "SELECT jobid FROM job WHERE jobid = 0 FOR UPDATE SKIP LOCKED") == SW_DBE_OK;
@@ -1024,13 +1121,17 @@ static void op_reset(struct sw_op *op)
 /* A batch of one op that writes with at most one statement (or only
  * reads) needs no BEGIN/COMMIT round trips: in autocommit the statement
  * is its own durable transaction. */
-static bool autocommit_ok(const struct sw_op *op)
+static bool autocommit_ok(const struct sw_worker *s, const struct sw_op *op)
 {
     if (op->next)
         return false;
     switch (op->kind) {
+    /* MySQL: a one-job grab is a select and one compare-and-set, which
+     * commits by itself (shuffled candidates keep our connections apart) */
+    case SW_OP_GRAB: return is_mysql(s) && op->max == 1;
     case SW_OP_INSERT: return op->njobs == 1;   /* funcmap insert-or-find is idempotent on its own */
     case SW_OP_COMPLETED: return !needs_savepoint(op);
+    case SW_OP_TOUCH: return true;
     case SW_OP_DECLINED: case SW_OP_LIST: case SW_OP_INSPECT: case SW_OP_STATUS: case SW_OP_FUNCMAP:
     case SW_OP_QUEUES:
         return true;
@@ -1061,7 +1162,7 @@ static bool run_txn(struct sw_worker *s, struct sw_op *first, char *why, size_t 
     if (!is_mysql(s)) {
         lazy = true;
         for (struct sw_op *op = first; op && lazy; op = op->next)
-            lazy = op->kind == SW_OP_GRAB || op->kind == SW_OP_LIST || op->kind == SW_OP_INSPECT ||
+            lazy = op->kind == SW_OP_GRAB || op->kind == SW_OP_GRAB_JOB || op->kind == SW_OP_LIST || op->kind == SW_OP_INSPECT ||
                    op->kind == SW_OP_STATUS || op->kind == SW_OP_FUNCMAP || op->kind == SW_OP_QUEUES;
         if (lazy != s->lazy_sync) {
             enum sw_dbe pe = sw_dbc_exec(s->conn, lazy ? "PRAGMA synchronous=NORMAL" : "PRAGMA synchronous=FULL");
@@ -1075,8 +1176,9 @@ static bool run_txn(struct sw_worker *s, struct sw_op *first, char *why, size_t 
             s->lazy_sync = lazy;
         }
     }
-    if (autocommit_ok(first)) {
+    if (autocommit_ok(s, first)) {
         atomic_fetch_add(&s->store->n_ops, 1);
+        s->in_txn = false;
         enum sw_dbe e = run_op(s, first, db_now(s));
         if (e == SW_DBE_LOST || e == SW_DBE_ABORT) {
             snprintf(why, whylen, "%s", sw_dbc_error(s->conn));
@@ -1088,6 +1190,7 @@ static bool run_txn(struct sw_worker *s, struct sw_op *first, char *why, size_t 
         atomic_fetch_add(&s->store->n_commits, 1);
         return true;
     }
+    s->in_txn = true;
     enum sw_dbe e = sw_dbc_exec(s->conn, is_mysql(s) ? "START TRANSACTION" : "BEGIN IMMEDIATE");
     if (e != SW_DBE_OK) {
         snprintf(why, whylen, "begin: %s", sw_dbc_error(s->conn));
@@ -1328,7 +1431,7 @@ void sw_store_submit(struct sw_store *s, struct sw_op *op)
 {
     op->store = s;
     op->next = NULL;
-    if (!op->out && (op->kind == SW_OP_GRAB || op->kind == SW_OP_LIST || op->kind == SW_OP_INSPECT ||
+    if (!op->out && (op->kind == SW_OP_GRAB || op->kind == SW_OP_GRAB_JOB || op->kind == SW_OP_LIST || op->kind == SW_OP_INSPECT ||
                      op->kind == SW_OP_STATUS || op->kind == SW_OP_FUNCMAP))
         op->out = evbuffer_new();
     op->err = SW_OK;

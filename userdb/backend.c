@@ -40,11 +40,18 @@ static void waiter_push(struct ud_server *srv, struct ud_waiter *w)
     w->next = NULL;
     w->queued = true;
     w->server = srv;
-    if (srv->wait_tail)
-        srv->wait_tail->next = w;
-    else
+    if (w->internal) { /* ahead of clients: directory lookups are short */
+        w->next = srv->wait_head;
         srv->wait_head = w;
-    srv->wait_tail = w;
+        if (!srv->wait_tail)
+            srv->wait_tail = w;
+    } else {
+        if (srv->wait_tail)
+            srv->wait_tail->next = w;
+        else
+            srv->wait_head = w;
+        srv->wait_tail = w;
+    }
     srv->nwaiting++;
 }
 
@@ -112,10 +119,15 @@ static void pool_put(struct ud_backend *b)
         ud_backend_discard(b);
         return;
     }
+    /* A connection of the internal reserve serves only internal queries. */
+    if (srv->nconns > ud_cfg.pool_max && !(srv->wait_head && srv->wait_head->internal)) {
+        ud_backend_discard(b);
+        return;
+    }
     struct ud_waiter *w = waiter_pop(srv);
     if (w) {
         srv->n_leases++;
-        conn_set_timeouts(b->c, 0, 0);
+        conn_set_timeouts(b->c, UD_FOREVER_MS, 0);
         w->ready(w, b, NULL);
         return;
     }
@@ -140,11 +152,13 @@ void ud_pool_lease(struct ud_server *srv, struct ud_waiter *w)
         srv->nidle--;
         b->next_idle = NULL;
         srv->n_leases++;
-        conn_set_timeouts(b->c, 0, 0);
+        conn_set_timeouts(b->c, UD_FOREVER_MS, 0);
         w->ready(w, b, NULL);
         return;
     }
-    if (srv->nwaiting >= ud_cfg.max_waiters) {
+    /* userdbd's own queries (one per session at most, plus the console's)
+     * get twice the room, but a bound all the same. */
+    if (srv->nwaiting >= (w->internal ? 2 * ud_cfg.max_waiters : ud_cfg.max_waiters)) {
         srv->n_wait_full++;
         w->ready(w, NULL, "too many clients waiting for a backend connection");
         return;
@@ -152,7 +166,8 @@ void ud_pool_lease(struct ud_server *srv, struct ud_waiter *w)
     srv->n_waits++;
     waiter_push(srv, w);
     /* Open another connection when the ones being opened don't cover the queue. */
-    if (srv->nconns < ud_cfg.pool_max && srv->nconnecting < srv->nwaiting)
+    int cap = ud_cfg.pool_max + (w->internal ? UD_INTERNAL_RESERVE : 0);
+    if (srv->nconns < cap && srv->nconnecting < srv->nwaiting)
         backend_connect(srv);
 }
 
@@ -256,6 +271,7 @@ static int backend_auth_packet(struct ud_backend *b, const uint8_t *p, uint32_t 
             connect_failed(b, "not a MySQL protocol 10 server");
             return -1;
         }
+        b->thread_id = hs.conn_id;
         if (b->srv->role == UD_ROLE_GLOBAL)
             snprintf(ud_server_version, sizeof ud_server_version, "%.80s-userdb", hs.version);
         uint8_t out[512];
@@ -278,7 +294,7 @@ static int backend_auth_packet(struct ud_backend *b, const uint8_t *p, uint32_t 
         struct ud_server *srv = b->srv;
         srv->nconnecting--;
         srv->dead_until_ms = 0;
-        conn_set_timeouts(b->c, 0, 0);
+        conn_set_timeouts(b->c, UD_FOREVER_MS, 0);
         pool_put(b);
         return 0;
     }
@@ -417,6 +433,7 @@ int ud_iq_run(struct ud_server *srv, const char *sql, void (*done)(struct ud_iq 
     q->done = done;
     q->arg = arg;
     q->w.ready = iq_ready;
+    q->w.internal = true;
     ud_pool_lease(srv, &q->w);
     return 0;
 }
@@ -666,7 +683,8 @@ static void backend_on_close(struct core_conn *c, enum conn_close_reason why)
         struct ud_iq *q = b->iq;
         q->error = true;
         q->err_code = UD_ER_CONN_ERROR;
-        snprintf(q->err, sizeof q->err, "%s: lost connection", srv->name);
+        snprintf(q->err, sizeof q->err, "%s: lost connection (%s)", srv->name,
+                 why == CONN_CLOSE_TIMEOUT ? "timeout" : why == CONN_CLOSE_EOF ? "closed by the server" : "error");
         iq_finish(q);
     }
     c->data = NULL;

@@ -26,6 +26,17 @@ extern char ud_server_version[96];
 #define UD_MAX_REPLICAS 16
 #define UD_MAX_DEFAULTS 64
 #define UD_MAX_USER_TABLES 64
+/* Connections per server beyond pool_max that only userdbd's own queries
+ * (directory, counters, lag) may open, so clients pinning every pooled
+ * connection can't starve the directory. */
+#define UD_INTERNAL_RESERVE 2
+
+/* conn_set_timeouts(c, 0, ..) does not take an idle timeout off a live
+ * conn (the core re-adds its read event with a NULL timeout, which libevent
+ * treats as "keep the old one"), so "no idle timeout" is asked for as one
+ * too long to matter (24 days). Reported to the core's owner. */
+#define UD_FOREVER_MS 0x7fffffffu
+#define UD_IDLE_MS(ms) ((ms) ? (uint32_t)(ms) : UD_FOREVER_MS)
 
 struct core_conn;
 struct ud_backend;
@@ -52,6 +63,7 @@ struct ud_waiter {
     struct ud_waiter *next;
     struct ud_server *server;
     bool queued;
+    bool internal;              /* userdbd's own query: front of the queue, may use the reserve */
     void (*ready)(struct ud_waiter *w, struct ud_backend *b, const char *err);
 };
 
@@ -139,6 +151,7 @@ struct ud_backend {
     bool paused;                    /* reading paused: the client is not reading */
     int sync_steps;                 /* internal commands in flight before the client's */
     uint8_t pending_cmd;            /* the client's command waiting behind the sync */
+    uint32_t thread_id;             /* the server's id for this connection (for KILL) */
 };
 
 /* Lend w a connection of srv (now, or later through w->ready). */

@@ -307,6 +307,15 @@ int sw_client_declined(struct sw_client *c, const char *handle, long long run_af
     return simple(c, line, NULL);
 }
 
+int sw_client_touch(struct sw_client *c, const char *handle, int seconds)
+{
+    char line[160];
+    if (!token_ok(handle) || strlen(handle) > 60)
+        return fail(c, "bad handle");
+    snprintf(line, sizeof line, "touch %s %d\r\n", handle, seconds < 1 ? 1 : seconds);
+    return simple(c, line, NULL);
+}
+
 int sw_client_lines(struct sw_client *c, const char *command, void (*fn)(const char *line, void *arg), void *arg)
 {
     char line[SWC_MAX_LINE];

@@ -53,3 +53,133 @@ def test_install_keeps_an_edited_config(tmp_path):
         f.write("# edited by the admin\n")
     install(tmp_path, "/usr/local")
     assert open(confs[0]).read().endswith("# edited by the admin\n")
+
+
+# ---- make run (deploy/run.sh) ------------------------------------------------
+
+import signal
+import socket
+import struct
+import time
+import urllib.request
+
+from conftest import free_port, wait_port
+
+
+def gm_packet(kind, *args):
+    body = b"\0".join(a if isinstance(a, bytes) else a.encode() for a in args)
+    return b"\0REQ" + struct.pack(">II", kind, len(body)) + body
+
+
+def gm_read(sock):
+    head = b""
+    while len(head) < 12:
+        chunk = sock.recv(12 - len(head))
+        assert chunk, "connection closed"
+        head += chunk
+    kind, size = struct.unpack(">II", head[4:])
+    body = b""
+    while len(body) < size:
+        body += sock.recv(size - len(body))
+    return kind, body.split(b"\0")
+
+
+def free_port_run(n):
+    """n consecutive bindable ports below the ephemeral range (run.sh hands
+    metrics ports out one after another from a base, as make run does from
+    9150; in the ephemeral range a neighbour may be some connection's)."""
+    import random
+    for _ in range(200):
+        base = random.randrange(20000, 30000)
+        socks = []
+        try:
+            for p in range(base, base + n):
+                s = socket.socket()
+                socks.append(s)
+                s.bind(("127.0.0.1", p))
+            return base
+        except OSError:
+            continue
+        finally:
+            for s in socks:
+                s.close()
+    raise AssertionError("no free port run")
+
+
+def read_until(proc, text, timeout=20):
+    """Lines of run.sh's output up to the one containing text."""
+    out = []
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        line = proc.stdout.readline()
+        if not line:
+            break
+        out.append(line)
+        if text in line:
+            return out
+    raise AssertionError("no %r in run.sh output:\n%s" % (text, "".join(out)))
+
+
+def test_make_run_one_ctrl_c_is_a_graceful_stop(tmp_path):
+    """The issue's case: Ctrl-C while a gearman job runs. The terminal's
+    SIGINT reaches run.sh only; gearmand gets one SIGTERM, lets the job
+    finish, exits 0. Metrics are on and their URLs printed; a daemon that
+    dies is reported; the run directory is removed."""
+    run_d = tmp_path / "run.d"
+    run_d.mkdir()
+    gm, mc = free_port(), free_port()
+    (run_d / "10-test.sh").write_text(
+        'start gearmand "127.0.0.1:%d" "-" -L 127.0.0.1 -p %d\n'
+        'start memcached "127.0.0.1:%d" "-" -l 127.0.0.1 -p %d -U 0\n' % (gm, gm, mc, mc))
+    env = dict(os.environ, RUN_D=str(run_d), BUILD=os.path.relpath(BUILD_DIR, REPO), METRICS_BASE=str(free_port_run(4)))
+    env.pop("RUN_DIR", None)
+    proc = subprocess.Popen(["bash", "deploy/run.sh"], cwd=REPO, env=env, stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, text=True, start_new_session=True)
+    try:
+        out = read_until(proc, "Running.")
+        run_dir = re.search(r"run directory (\S+)\)", out[0]).group(1)
+        urls = re.findall(r"metrics (http://\S+)", "".join(out))
+        assert len(urls) == 2
+        try:
+            wait_port(gm)
+            wait_port(mc)
+        except TimeoutError:
+            raise AssertionError("".join(out) + "".join(open(f).read() for f in glob.glob(run_dir + "/*.log")))
+        for u in urls:
+            wait_port(int(u.split(":")[2].split("/")[0]))
+            assert "_current_connections" in urllib.request.urlopen(u, timeout=5).read().decode()
+        # a daemon that dies is reported
+        mc_pid = int(subprocess.run(["pgrep", "-f", "memcached -l 127.0.0.1 -p %d " % mc], capture_output=True,
+                                    text=True).stdout.split()[0])
+        os.kill(mc_pid, signal.SIGKILL)
+        died = read_until(proc, "exited with")
+        assert any("memcached died" in l for l in died), died
+        # a job in a worker's hands
+        worker = socket.create_connection(("127.0.0.1", gm))
+        client = socket.create_connection(("127.0.0.1", gm))
+        worker.sendall(gm_packet(1, "slow"))                    # CAN_DO
+        client.sendall(gm_packet(7, "slow", "", "work"))        # SUBMIT_JOB
+        assert gm_read(client)[0] == 8                          # JOB_CREATED
+        worker.sendall(gm_packet(9))                            # GRAB_JOB
+        kind, args = gm_read(worker)
+        assert kind == 11, (kind, args)                         # JOB_ASSIGN
+        # Ctrl-C: the terminal signals the whole foreground process group
+        os.killpg(proc.pid, signal.SIGINT)
+        read_until(proc, "Stopping")
+        time.sleep(1.0)
+        assert proc.poll() is None, "the stop did not wait for the job in flight"
+        worker.sendall(gm_packet(13, args[0], b"done"))         # WORK_COMPLETE
+        kind, args = gm_read(client)
+        assert kind == 13 and args[-1] == b"done"
+        worker.close()
+        client.close()
+        rest = proc.stdout.read()
+        assert proc.wait(timeout=20) == 0
+        assert "gearmand exited with 0" in rest, rest
+        assert not os.path.exists(run_dir)
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+        for d in re.findall(r"run directory (\S+)\)", "".join(out) if "out" in dir() else ""):
+            subprocess.run(["rm", "-rf", d])

@@ -53,7 +53,7 @@ class Server:
 class Djabberd(Server):
     kind = "djabberd"
 
-    def __init__(self, factory, tmp, extra=()):
+    def __init__(self, factory, tmp, extra=(), env=None):
         users = os.path.join(tmp, "users.txt")
         with open(users, "w") as f:
             for u, p in USERS.items():
@@ -66,7 +66,7 @@ class Djabberd(Server):
                     % (users, os.path.join(tmp, "dj.sqlite")))
         self.conf = conf
         self.d = factory("djabberd", ["-c", conf, "--c2s_port", "{port}", "--admin", "127.0.0.1:{admin}"] +
-                         list(extra))
+                         list(extra), env=env)
         Server.__init__(self, self.d.port)
 
     def console(self, line):
@@ -141,8 +141,8 @@ VirtualHost "localhost"
 @pytest.fixture
 def djabberd(daemon, tmp_path):
     """Our daemon alone (for console, hardening and storage checks)."""
-    def start(*extra):
-        return Djabberd(daemon, str(tmp_path), extra)
+    def start(*extra, env=None):
+        return Djabberd(daemon, str(tmp_path), extra, env=env)
     return start
 
 

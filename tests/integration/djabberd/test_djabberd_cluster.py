@@ -8,7 +8,7 @@ import re
 import socket
 import time
 
-from conftest import Server, closing, free_port, make_client, online, wait_port
+from .conftest import Server, closing, free_port, make_client, online, wait_port
 
 
 def at(d):
@@ -71,7 +71,12 @@ def test_message_and_presence_to_a_user_on_the_other_node(daemon, tmp_path):
     async def go():
         a = await online(at(n1), "alice@localhost/one", "wonder")
         b = await online(at(n2), "bob@localhost/two", "builder")
-        await asyncio.sleep(0.3)  # the locations travel
+        # the locations travel: node one lists bob as connected to node two
+        for _ in range(100):
+            if "bob@localhost/two node:%s:" % n2.host in console(n1, "users"):
+                break
+            await asyncio.sleep(0.05)
+        assert "bob@localhost/two node:%s:" % n2.host in console(n1, "users")
         a.send_message(mto="bob@localhost", mbody="across nodes", mtype="chat")
         m = await asyncio.wait_for(b.messages.get(), 10)
         assert m["body"] == "across nodes" and str(m["from"]) == "alice@localhost/one"
@@ -108,6 +113,7 @@ def test_message_and_presence_to_a_user_on_the_other_node(daemon, tmp_path):
         await closing(a, b2)
     run(go())
     assert stat(n1, "cluster_forwarded") >= 1 and stat(n2, "cluster_forwarded") >= 1
+    assert "ClusterDeliverMessage: links" in console(n1, "hooks")
 
 
 def test_wrong_cluster_secret_is_refused(daemon, tmp_path):

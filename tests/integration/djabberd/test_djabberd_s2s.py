@@ -16,7 +16,7 @@ import subprocess
 
 import pytest
 
-from conftest import PROSODY, Raw, Server, closing, free_port, online, wait_port
+from .conftest import PROSODY, Raw, Server, closing, free_port, make_cert, online, wait_port
 
 S2S_HEADER = ("<?xml version='1.0'?><stream:stream xmlns:stream='http://etherx.jabber.org/streams' "
               "xmlns='jabber:server' xmlns:db='jabber:server:dialback' from='%s' to='%s' version='1.0'>")
@@ -35,7 +35,7 @@ def loopback_pair():
 class ProsodyS2S:
     host = "127.0.0.1"
 
-    def __init__(self, tmp, domain):
+    def __init__(self, tmp, domain, tls=None):
         self.tmp = os.path.join(tmp, "prosody-s2s")
         os.makedirs(os.path.join(self.tmp, "data"))
         self.port = free_port()
@@ -53,15 +53,17 @@ s2s_ports = { 5269 }
 s2s_interfaces = { "%(d)s" }
 http_ports = {}
 https_ports = {}
-modules_enabled = { "roster", "saslauth", "disco", "ping", "dialback", "presence", "offline" }
+modules_enabled = { "roster", "saslauth", %(tlsmod)s"disco", "ping", "dialback", "presence", "offline" }
 c2s_require_encryption = false
-s2s_require_encryption = false
+s2s_require_encryption = %(req)s
 s2s_secure_auth = false
 allow_unencrypted_plain_auth = true
 authentication = "internal_hashed"
 log = { info = "%(t)s/prosody.log" }
 VirtualHost "%(d)s"
-""" % {"t": self.tmp, "p": self.port, "d": domain})
+%(ssl)s
+""" % {"t": self.tmp, "p": self.port, "d": domain, "req": "true" if tls else "false", "tlsmod": '"tls", ' if tls else "",
+       "ssl": 'ssl = { certificate = "%s"; key = "%s"; }' % tls if tls else ""})
         subprocess.run(["prosodyctl", "--config", cfg, "register", "alice", domain, "wonder"], check=True,
                        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         self.log = open(os.path.join(self.tmp, "stdout.log"), "ab")
@@ -80,14 +82,15 @@ VirtualHost "%(d)s"
         self.log.close()
 
 
-def start_dj(daemon, tmp, domain, secret="s3cret"):
+def start_dj(daemon, tmp, domain, secret="s3cret", tls=None):
     users = os.path.join(tmp, "dj-users.txt")
     with open(users, "w") as f:
         f.write("bob:builder\n")
     d = daemon("djabberd", ["--require_tls=no", "--c2s_port", "{port}", "--listen", "127.0.0.1", "--vhost", domain,
                             "--users_file", users, "--storage", "DBI:SQLite:dbname=%s" % os.path.join(tmp, "s.sqlite"),
                             "--s2s_port", "5269", "--s2s_listen", domain, "--s2s_secret", secret,
-                            "--admin", "127.0.0.1:{admin}"])
+                            "--admin", "127.0.0.1:{admin}"] +
+               (["--tls_cert", tls[0], "--tls_key", tls[1]] if tls else []))
     srv = Server(d.port)
     srv.domain = domain
     srv.d = d
@@ -95,13 +98,17 @@ def start_dj(daemon, tmp, domain, secret="s3cret"):
     return srv
 
 
-@pytest.fixture
-def two_servers(daemon, tmp_path):
+@pytest.fixture(params=["plain", "tls"])
+def two_servers(request, daemon, tmp_path):
+    """djabberd and Prosody federated; "tls": both require STARTTLS on s2s
+    (self-signed certificates; dialback still authenticates)."""
     if not PROSODY or not shutil.which("prosodyctl"):
         pytest.fail("prosody is not installed (deploy/deps/djabberd.test lists it)")
     ours, theirs = loopback_pair()
-    dj = start_dj(daemon, str(tmp_path), ours)
-    pr = ProsodyS2S(str(tmp_path), theirs)
+    tls = make_cert(str(tmp_path)) if request.param == "tls" else None
+    dj = start_dj(daemon, str(tmp_path), ours, tls=tls)
+    dj.tls = bool(tls)
+    pr = ProsodyS2S(str(tmp_path), theirs, tls=tls)
     yield dj, pr
     pr.stop()
 
@@ -159,6 +166,9 @@ def test_s2s_with_prosody_messages_and_presence_both_ways(two_servers):
     out = out.decode()
     assert int(re.search(r"STAT s2s_incoming_authed (\d+)", out).group(1)) >= 1
     assert int(re.search(r"STAT s2s_outgoing_authed (\d+)", out).group(1)) >= 1
+    if dj.tls:  # both directions ran inside TLS
+        assert int(re.search(r"STAT s2s_tls_in (\d+)", out).group(1)) >= 1
+        assert int(re.search(r"STAT s2s_tls_out (\d+)", out).group(1)) >= 1
 
 
 def dialback_key(secret, receiving, originating, stream_id):

@@ -5,7 +5,7 @@ import asyncio
 import subprocess
 import time
 
-from conftest import HEADER, Raw, closing, make_client, online
+from .conftest import HEADER, Raw, closing, make_client, online
 
 
 def run(coro):
@@ -13,8 +13,12 @@ def run(coro):
 
 
 def test_starttls_then_scram_and_messages(xmpp_tls):
+    # djabberd offers SCRAM-*-PLUS (tls-unique) over TLS; Prosody 0.12 over
+    # TLS 1.3 offers no -PLUS, so there the client uses plain SCRAM-SHA-1
+    mech = "SCRAM-SHA-1-PLUS" if xmpp_tls.kind == "djabberd" else "SCRAM-SHA-1"
+
     async def go():
-        a = make_client(xmpp_tls, "alice@localhost/t", "wonder", mech="SCRAM-SHA-1", tls=xmpp_tls.cert)
+        a = make_client(xmpp_tls, "alice@localhost/t", "wonder", mech=mech, tls=xmpp_tls.cert)
         b = make_client(xmpp_tls, "bob@localhost/t", "builder", mech="PLAIN", tls=xmpp_tls.cert)
         await asyncio.wait_for(a.ready, 20)
         await asyncio.wait_for(b.ready, 20)
@@ -23,6 +27,26 @@ def test_starttls_then_scram_and_messages(xmpp_tls):
         m = await asyncio.wait_for(b.messages.get(), 10)
         assert m["body"] == "over tls"
         await closing(a, b)
+    run(go())
+
+
+def test_scram_plus_and_downgrade_refusal(djabberd, tmp_path):
+    """Channel binding: SCRAM-SHA-256-PLUS binds to this TLS stream; a client
+    that could bind but says it thinks we cannot ('y') is refused, since we
+    offered -PLUS (RFC 5802 section 6)."""
+    from .conftest import make_cert
+    crt, key = make_cert(str(tmp_path))
+    srv = djabberd("--require_tls=yes", "--tls_cert", crt, "--tls_key", key)
+
+    async def go():
+        a = make_client(srv, "alice@localhost/p", "wonder", mech="SCRAM-SHA-256-PLUS", tls=crt)
+        await asyncio.wait_for(a.ready, 20)
+        assert a.tls_done
+        await closing(a)
+        c = make_client(srv, "bob@localhost/y", "builder", mech="SCRAM-SHA-256", tls=crt)
+        assert await asyncio.wait_for(c.auth_failed, 20)
+        c.disconnect()
+        await asyncio.sleep(0.2)
     run(go())
 
 
@@ -48,7 +72,7 @@ def test_openssl_s_client_starttls_xmpp(xmpp_tls):
 
 
 def test_plaintext_after_starttls_is_not_parsed(djabberd, tmp_path):
-    from conftest import make_cert
+    from .conftest import make_cert
     crt, key = make_cert(str(tmp_path))
     srv = djabberd("--tls_cert", crt, "--tls_key", key)  # STARTTLS offered, not required
 

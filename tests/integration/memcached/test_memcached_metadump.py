@@ -123,3 +123,28 @@ def test_no_modern_turns_the_background_work_off(daemon, impl):
         ("no", "no", "0", "no")
     assert r.cmd(b"lru_crawler enable\r\n") == b"OK"
     assert r.stats("settings")["lru_crawler"] == "yes"
+
+
+@pytest.mark.parametrize("impl", ["ours", "memcached"])
+def test_options_apply_in_order_and_crawl_reclaims_expired(daemon, impl):
+    # "no_modern,lru_crawler": the preset first, then the crawler back on.
+    r = Raw(start(daemon, "-m", "32", "-o", "no_modern,lru_crawler", impl=impl).port)
+    assert r.stats("settings")["lru_crawler"] == "yes"
+    for i in range(30):
+        assert r.cmd(b"set sfoo%d 0 1 2\r\nok\r\n" % i) == b"STORED"
+    for i in range(30):
+        assert r.cmd(b"set kfoo%d 0 0 2\r\nok\r\n" % i) == b"STORED"
+    time.sleep(2.5)
+    assert r.cmd(b"lru_crawler crawl 1\r\n") == b"OK"
+    deadline = time.time() + 10
+    while int(r.stats().get("lru_crawler_running", "0")) and time.time() < deadline:
+        time.sleep(0.2)
+    wait = time.time() + 10
+    while int(r.stats("items").get("items:1:crawler_reclaimed", 0)) < 30 and time.time() < wait:
+        time.sleep(0.2)
+    assert int(r.stats("items")["items:1:crawler_reclaimed"]) == 30
+    assert int(r.stats("slabs")["1:used_chunks"]) == 30
+    # "hash" walks every item once, like "all".
+    dump = r.cmd(b"lru_crawler metadump hash\r\n").split(b"\n")
+    assert dump[-1] == b"END"
+    assert sorted(ln.split(b" ")[0] for ln in dump[:-1]) == sorted(b"key=kfoo%d" % i for i in range(30))

@@ -56,3 +56,27 @@ def test_server_list_skips_a_dead_server(schwartzd):
                        capture_output=True, timeout=30)
     assert r.returncode == 0, r.stderr
     assert len(SW(d.port).lines("list L")) == 4  # two JOB lines + their blocks
+
+
+def test_work_keeps_the_lease_of_a_long_job(schwartzd, client, tmp_path):
+    """grab-for 2 s, a job that runs 5 s: the worker touches the lease, so
+    no one else gets the job meanwhile, and it is completed once."""
+    d = schwartzd()
+    c = client(d)
+    h = c.insert("Long", b"x")
+    import subprocess
+    import time
+    from sw_helpers import bin_path
+    marker = tmp_path / "ran"
+    w = subprocess.Popen([bin_path("schwartz"), "-s", "127.0.0.1:%d" % d.port, "work", "Long", "--max-jobs", "1",
+                          "--grab-for", "2", "--", "sh", "-c", "echo run >> %s; sleep 5" % marker])
+    deadline = time.time() + 10
+    while not marker.exists():
+        assert time.time() < deadline
+        time.sleep(0.05)
+    for _ in range(8):  # 4 s: well past the 2 s lease
+        assert c.grab(1, 60, "Long") == []
+        time.sleep(0.5)
+    assert w.wait(timeout=20) == 0
+    assert marker.read_text() == "run\n"
+    assert c.cmd("inspect " + h).startswith("ERR NOT_FOUND")  # completed

@@ -139,3 +139,37 @@ def test_database_password_is_never_shown(schwartzd, client, mariadb, tmp_path):
     assert secret not in dump
     con.close()
     assert secret not in d.output()
+
+
+def test_random_garbage_storm_leaves_the_daemon_serving(schwartzd, client):
+    """Random bytes, random lines built from protocol words, truncated
+    blocks, on 20 connections closed mid-stream: the daemon answers with
+    errors and keeps serving."""
+    import random
+    rnd = random.Random(1234)
+    d = schwartzd()
+    words = [b"insert", b"insert_many", b"grab", b"completed", b"failed", b"declined", b"replace_with", b"list",
+             b"inspect", b"status", b"policy", b"funcmap", b"queues", b"stats", b"grab_job", b"touch", b"F", b"0",
+             b"1", b"-1", b"99999999999999999999", b"uniqkey=", b"priority=70000", b":msg", b"=", b"\x00", b"\xff",
+             b"0123456789abcdef0123456789abcdef-1"]
+    socks = []
+    for i in range(20):
+        s = socket.create_connection(("127.0.0.1", d.port))
+        s.settimeout(5)
+        for _ in range(50):
+            if rnd.random() < 0.3:
+                payload = bytes(rnd.getrandbits(8) for _ in range(rnd.randint(1, 300)))
+            else:
+                payload = b" ".join(rnd.choice(words) for _ in range(rnd.randint(1, 6))) + rnd.choice(
+                    [b"\r\n", b"\n", b""])
+            try:
+                s.sendall(payload)
+            except OSError:
+                break  # the daemon closed it after a fatal error: fine
+        socks.append(s)
+    for s in socks:
+        s.close()
+    c = client(d)
+    assert c.cmd("version").startswith("VERSION")
+    stats = dict(l.split()[1:3] for l in c.lines("stats"))
+    assert int(stats["errors_sent"]) > 0

@@ -350,3 +350,57 @@ def test_stats_on_the_job_port_and_bad_job_line_closes(schwartzd, client):
         pass
     assert client(d).lines("list St")[0].startswith("JOB ")  # only the first insert exists
     assert len(client(d).lines("list St")) == 2
+
+
+def test_replace_with_no_jobs_completes_the_job(schwartzd, client):
+    c = client(schwartzd())
+    h = c.insert("Zero", b"x")
+    c.grab(1, 60, "Zero")
+    assert c.cmd("replace_with %s 0" % h) == "OK"
+    assert c.cmd("inspect " + h).startswith("ERR NOT_FOUND")
+
+
+def test_dead_database_is_retried_later(schwartzd, client, tmp_path):
+    """A database that cannot be opened is skipped at once, and used again
+    once it can be (after retry-seconds)."""
+    late_dir = tmp_path / "late"
+    dbs = ["dbi:SQLite:dbname=%s" % (tmp_path / "a.db"), "dbi:SQLite:dbname=%s" % (late_dir / "b.db")]
+    d = schwartzd(dbs, extra=["--retry-seconds", "1"])
+    c = client(d)
+    first = {c.insert("Late", b"x").split("-")[0] for _ in range(20)}
+    assert len(first) == 1  # only the live one
+    late_dir.mkdir()
+    deadline = time.time() + 20
+    seen = set(first)
+    while len(seen) < 2:
+        assert time.time() < deadline, "the second database was never used"
+        seen.add(c.insert("Late", b"y").split("-")[0])
+    con = SW(d.admin)
+    assert sum(" alive " in l for l in con.lines("databases")) == 2
+    con.close()
+
+
+def test_grab_job_takes_one_job_by_handle_if_free(schwartzd, client):
+    """TheSchwartz's grab_and_work_on: a given job, only if nobody holds it."""
+    c = client(schwartzd())
+    a, b = c.insert("One", b"a"), c.insert("One", b"b")
+    c.send(("grab_job %s 60\r\n" % b).encode())
+    assert [(j[0], j[2]) for j in c.jobs_until_end()] == [(b, b"b")]
+    c.send(("grab_job %s 60\r\n" % b).encode())
+    assert c.jobs_until_end() == []  # held now
+    assert [j[0] for j in c.grab(5, 60, "One")] == [a]
+    assert c.cmd("completed " + b) == "OK"
+    assert c.cmd("grab_job %s 60" % b).startswith("ERR NOT_FOUND")
+
+
+def test_touch_extends_a_live_lease_only(schwartzd, client):
+    c = client(schwartzd())
+    h = c.insert("Long", b"x")
+    assert c.grab(1, 1, "Long")
+    assert c.cmd("touch %s 60" % h) == "OK"
+    time.sleep(1.5)  # past the first lease: still held thanks to touch
+    assert c.grab(1, 60, "Long") == []
+    h2 = c.insert("Short", b"y")
+    c.grab(1, 1, "Short")
+    time.sleep(2.2)  # the 1 s lease has run out (whole seconds, database clock)
+    assert c.cmd("touch %s 60" % h2).startswith("ERR NOT_FOUND")

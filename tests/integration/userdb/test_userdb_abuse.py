@@ -88,10 +88,13 @@ def test_client_that_never_logs_in_is_closed(userdbd):
     t0 = time.time()
     assert s.recv(100) == b""             # closed by the router
     assert time.time() - t0 < 5
-    # A logged-in idle client stays.
+    # A logged-in client stays, idle longer than login_timeout.
     c = r.connect()
     time.sleep(1.5)
-    c.ping()
+    c.ping(reconnect=False)
+    cur = c.cursor()
+    cur.execute("SELECT 1")
+    assert cur.fetchone() == (1,)
 
 
 def test_client_gone_mid_reply_and_mid_transaction_leaves_the_router_healthy(userdbd):
@@ -159,3 +162,52 @@ def test_pipelined_input_behind_a_slow_query_is_bounded(userdbd):
     sender.join()
     assert answers == ["0"] + ["1000000"] * 60
     s.close()
+
+
+def test_console_flip_storm_is_coalesced(userdbd):
+    r = userdbd(c1b=True)
+    out = r.console("\r\n".join(["flip 1"] * 501))          # odd: ends on b
+    assert out.count("OK cluster 1") == 501
+    deadline = time.time() + 10
+    while time.time() < deadline and r.on_global("SELECT active FROM clusterstate WHERE clusterid = 1") != "b\n":
+        time.sleep(0.05)
+    assert r.on_global("SELECT active FROM clusterstate WHERE clusterid = 1") == "b\n"
+    assert "active=b" in r.console("clusters")
+    pools = r.console("pools")
+    assert "global conns=" in pools
+    waiting = int(pools.split("global conns=")[1].split("waiting=")[1].split()[0])
+    assert waiting < 5
+    assert r.cli("SELECT 1").stdout == "1\n"
+
+
+def test_kill_takes_the_id_the_handshake_gave(userdbd):
+    import threading
+    import pymysql
+    r = userdbd()
+    a, b = r.connect(), r.connect()
+    assert a.thread_id() != b.thread_id()
+    result = {}
+
+    def slow():
+        t0 = time.time()
+        try:
+            a.cursor().execute("SELECT SLEEP(20)")
+            result["rows"] = True
+        except pymysql.err.MySQLError as e:
+            result["err"] = e.args[0]
+        result["secs"] = time.time() - t0
+
+    t = threading.Thread(target=slow)
+    t.start()
+    time.sleep(0.5)
+    b.cursor().execute("KILL QUERY %d" % a.thread_id())
+    t.join(timeout=15)
+    # The server answers a killed SLEEP with 1 (interrupted), or error 1317.
+    assert result["secs"] < 10
+    assert a.cursor().execute("SELECT 1") == 1          # the connection lives on
+    b.cursor().execute("KILL %d" % a.thread_id())
+    with pytest.raises(pymysql.err.MySQLError):
+        a.cursor().execute("SELECT 1")
+    with pytest.raises(pymysql.err.MySQLError) as e:
+        b.cursor().execute("KILL 999999")
+    assert e.value.args[0] == 1094

@@ -3,6 +3,7 @@ PyMySQL; every placement is checked directly on the MariaDB servers."""
 import socket
 import struct
 import threading
+import time
 
 import pymysql
 import pytest
@@ -358,9 +359,10 @@ def test_counters_stay_consecutive_across_ab_flips_under_load(userdbd):
     for t in ts:
         t.start()
     flips = 0
-    while any(t.is_alive() for t in ts):
+    while any(t.is_alive() for t in ts) and flips < 200:
         r.console("flip 1")
         flips += 1
+        time.sleep(0.02)
     for t in ts:
         t.join()
     assert not errors
@@ -378,3 +380,21 @@ def test_readonly_cluster_refuses_writes_and_gets_no_new_users(userdbd):
     assert "ERROR 1290" in res.stderr and "cluster 2 is read-only" in res.stderr
     assert r.cli("/* user=1 */ SELECT COUNT(*) FROM posts").stdout == "0\n"
     assert "READONLY" in r.console("clusters")
+
+
+def test_directory_is_not_starved_when_clients_pin_every_pooled_connection(userdbd):
+    r = userdbd(extra="pool_max = 1\ndirectory_ttl = 0")
+    create_user(r, "first")
+    a = r.connect(autocommit=False)
+    cur_a = a.cursor()
+    cur_a.execute("SELECT COUNT(*) FROM usercounter")   # a transaction: pins the only pooled global connection
+    assert r.console("pools").count("global conns=1") == 1
+    b = r.connect()
+    cur_b = b.cursor()
+    cur_b.execute("/* user=1 */ SELECT COUNT(*) FROM posts")   # directory lookup on the reserve
+    assert cur_b.fetchone() == (0,)
+    cur_b.execute("/* user=new */ SELECT userdb_create_user('second')")
+    assert cur_b.fetchone() == (2,)
+    a.commit()
+    cur_b.execute("SELECT COUNT(*) FROM user")               # a client statement: the pooled one again
+    assert cur_b.fetchone() == (2,)

@@ -141,6 +141,43 @@ static void test_sizes(void)
     CHECK_EQ_INT(cfg_parse_size("20000000000t", &v), -1);
 }
 
+/* A daemon's own short letter wins over the core's: schwartzd's -d is
+ * --database, so -d is not --daemon there (the long name still works). */
+static char *database;
+static const struct cfg_setting dtable[] = {
+    { "database", 'd', CFG_STRING, &database, NULL, "a DSN", false, NULL },
+    CFG_END
+};
+static const struct cfg_setting *const dtables[] = { dtable, core_settings, NULL };
+
+static void test_short_letter_collision(void)
+{
+    char err[256];
+    char *argv[] = { "t", "-d", "dbi:SQLite:x", NULL };
+    CHECK_EQ_INT(cfg_load(dtables, 3, argv, "t", "1.0", err, sizeof err), 0);
+    CHECK_STR(database, "dbi:SQLite:x");
+    CHECK(!core_opts.daemonize);
+    char *argv2[] = { "t", "--daemon", NULL };
+    CHECK_EQ_INT(cfg_load(dtables, 2, argv2, "t", "1.0", err, sizeof err), 0);
+    CHECK(core_opts.daemonize);
+    char *help = NULL;
+    size_t hl = 0;
+    FILE *f = open_memstream(&help, &hl);
+    cfg_usage(dtables, "t", f);
+    fclose(f);
+    CHECK(strstr(help, "-d, --database") != NULL);
+    CHECK(strstr(help, "-d, --daemon") == NULL);
+    CHECK(strstr(help, "    --daemon") != NULL);
+    free(help);
+    /* without a collision, -d is --daemon */
+    char *argv3[] = { "t", "-d", NULL };
+    CHECK_EQ_INT(load(2, argv3, err), 0);
+    CHECK(core_opts.daemonize);
+    char *argv4[] = { "t", NULL };
+    CHECK_EQ_INT(load(1, argv4, err), 0);
+    CHECK(!core_opts.daemonize);
+}
+
 int main(void)
 {
     RUN(test_defaults);
@@ -149,5 +186,6 @@ int main(void)
     RUN(test_file_and_precedence);
     RUN(test_live_set_and_show);
     RUN(test_sizes);
+    RUN(test_short_letter_collision);
     return unit_done();
 }

@@ -40,6 +40,7 @@
 #include "common/listen.h"
 #include "common/loop.h"
 #include "common/tls.h"
+#include "tests/unit/common/test_cert.h"
 #include "tests/unit/unit.h"
 
 static char dir[] = "/tmp/test_net.XXXXXX";  /* short: unix socket paths live here */
@@ -504,32 +505,6 @@ static void test_emfile_pauses_accepting(void)
 
 /* ---- STARTTLS ---- */
 
-static int make_cert(const char *cert_path, const char *key_path)
-{
-    EVP_PKEY *pkey = EVP_EC_gen("P-256");
-    X509 *x = X509_new();
-    if (!pkey || !x)
-        return -1;
-    ASN1_INTEGER_set(X509_get_serialNumber(x), 7);
-    X509_gmtime_adj(X509_getm_notBefore(x), 0);
-    X509_gmtime_adj(X509_getm_notAfter(x), 3600);
-    X509_set_pubkey(x, pkey);
-    X509_NAME *name = X509_get_subject_name(x);
-    X509_NAME_add_entry_by_txt(name, "CN", MBSTRING_ASC, (const unsigned char *)"localhost", -1, -1, 0);
-    X509_set_issuer_name(x, name);
-    X509_sign(x, pkey, EVP_sha256());
-    FILE *f = fopen(cert_path, "w");
-    FILE *g = fopen(key_path, "w");
-    int ok = f && g && PEM_write_X509(f, x) && PEM_write_PrivateKey(g, pkey, NULL, NULL, 0, NULL, NULL);
-    if (f)
-        fclose(f);
-    if (g)
-        fclose(g);
-    X509_free(x);
-    EVP_PKEY_free(pkey);
-    return ok ? 0 : -1;
-}
-
 static int tls_port;
 static struct client_state tls_state;
 
@@ -681,7 +656,7 @@ static void test_starttls(void)
     char cert[128], key[128], err[256] = "";
     snprintf(cert, sizeof cert, "%s/cert.pem", dir);
     snprintf(key, sizeof key, "%s/key.pem", dir);
-    CHECK_EQ_INT(make_cert(cert, key), 0);
+    CHECK_EQ_INT(test_make_cert(cert, key), 0);
     server_ctx = tls_server_ctx_new(cert, key, NULL, err, sizeof err);
     client_ctx_verify = tls_client_ctx_new(cert, true, NULL, NULL, err, sizeof err);  /* trusts our CA */
     client_ctx_ok = tls_client_ctx_new(NULL, false, NULL, NULL, err, sizeof err);

@@ -15,37 +15,11 @@
 #include <openssl/x509.h>
 
 #include "common/tls.h"
+#include "tests/unit/common/test_cert.h"
 #include "tests/unit/unit.h"
 
 static char dir[] = "/tmp/test_tls.XXXXXX";
 static char cert1[256], key1[256], cert2[256], key2[256];
-
-/* A self-signed certificate for CN=localhost and its key, as PEM files. */
-static int make_cert(const char *cert_path, const char *key_path)
-{
-    EVP_PKEY *pkey = EVP_EC_gen("P-256");
-    X509 *x = X509_new();
-    if (!pkey || !x)
-        return -1;
-    ASN1_INTEGER_set(X509_get_serialNumber(x), 1);
-    X509_gmtime_adj(X509_getm_notBefore(x), 0);
-    X509_gmtime_adj(X509_getm_notAfter(x), 3600);
-    X509_set_pubkey(x, pkey);
-    X509_NAME *name = X509_get_subject_name(x);
-    X509_NAME_add_entry_by_txt(name, "CN", MBSTRING_ASC, (const unsigned char *)"localhost", -1, -1, 0);
-    X509_set_issuer_name(x, name);
-    X509_sign(x, pkey, EVP_sha256());
-    FILE *f = fopen(cert_path, "w");
-    FILE *g = fopen(key_path, "w");
-    int ok = f && g && PEM_write_X509(f, x) && PEM_write_PrivateKey(g, pkey, NULL, NULL, 0, NULL, NULL);
-    if (f)
-        fclose(f);
-    if (g)
-        fclose(g);
-    X509_free(x);
-    EVP_PKEY_free(pkey);
-    return ok ? 0 : -1;
-}
 
 static void test_ctx_errors(void)
 {
@@ -150,7 +124,7 @@ int main(void)
     snprintf(key1, sizeof(key1), "%s/k1.pem", dir);
     snprintf(cert2, sizeof(cert2), "%s/c2.pem", dir);
     snprintf(key2, sizeof(key2), "%s/k2.pem", dir);
-    if (make_cert(cert1, key1) < 0 || make_cert(cert2, key2) < 0) {
+    if (test_make_cert(cert1, key1) < 0 || test_make_cert(cert2, key2) < 0) {
         fprintf(stderr, "cannot make test certificates\n");
         return 2;
     }
