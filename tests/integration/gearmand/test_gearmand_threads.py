@@ -7,6 +7,7 @@ jobs, coalescing, background jobs, timers, graceful stop and kill -9
 durability behave exactly as on one loop while the work really crosses
 loops. (Every other gearmand test runs on gearmand's default -t 4 too.)"""
 import os
+import subprocess
 import sys
 import threading
 import time
@@ -262,3 +263,11 @@ def test_kill9_durability_with_four_loops(daemon):
     assert status(d.port)["par"][0] == 300
     crash_and_restart_keeps_jobs(d)
     assert status(d.port)["par"][0] == 300   # acknowledged, never run: all back
+
+
+def test_thread_count_is_bounded(tmp_path):
+    build = os.environ.get("BUILD_DIR", os.path.join(os.path.dirname(__file__), "..", "..", "..", "build"))
+    r = subprocess.run([os.path.join(build, "bin", "gearmand"), "-p", "0", "-L", "127.0.0.1", "-t", "65"],
+                       capture_output=True, text=True, timeout=20, cwd=str(tmp_path))
+    assert r.returncode != 0
+    assert "at most 64 threads" in r.stderr
