@@ -2,8 +2,10 @@
  * bytes of a connection into binary packets or admin text lines (one enum
  * of states, one driver), the reply path (output in request order, reply
  * slots held for durable writes), reference counting and the connection's
- * life cycle. What a packet or line means is cmd_bin.c's and cmd_text.c's
- * business; the job state is jobs.c's. */
+ * life cycle; with -t N, the job-state lock and the hand-over of replies
+ * and conn changes to the loop that owns a conn (nothing here touches
+ * another loop's conn). What a packet or line means is cmd_bin.c's and
+ * cmd_text.c's business; the job state is jobs.c's. */
 #include "gearmand/gearmand.h"
 
 #include <stdio.h>
