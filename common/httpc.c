@@ -6,6 +6,7 @@
 
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include <event2/buffer.h>
 
@@ -47,6 +48,27 @@ struct httpc *httpc_connect(struct core_loop *loop, const struct sockaddr *sa, s
     }
     hc->c = c;
     conn_set_timeouts(c, 0, connect_ms);
+    return hc;
+}
+
+struct httpc *httpc_wrap(struct core_loop *loop, int fd, const struct httpc_ops *ops, void *data)
+{
+    struct httpc *hc = calloc(1, sizeof *hc);
+    if (!hc) {
+        close(fd);
+        return NULL;
+    }
+    hc->ops = ops;
+    hc->data = data;
+    hc->state = HTTPC_IDLE;
+    hc->in_connect = true; /* a failure inside conn_new calls nothing of ours */
+    struct core_conn *c = conn_new(loop, fd, NULL, 0, &httpc_conn_ops, hc);
+    hc->in_connect = false;
+    if (!c) {
+        free(hc);
+        return NULL;
+    }
+    hc->c = c;
     return hc;
 }
 

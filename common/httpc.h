@@ -109,6 +109,11 @@ struct httpc {
  * there is nothing to free. Bytes may be sent before the connect finishes. */
 struct httpc *httpc_connect(struct core_loop *loop, const struct sockaddr *sa, socklen_t salen, uint32_t connect_ms,
                             const struct httpc_ops *ops, void *data);
+/* An httpc over an already connected socket (a socketpair to a child
+ * process, say); the callee owns fd. State HTTPC_IDLE at once (on_connect is
+ * not called). NULL on failure (fd closed, nothing called). Set read_ms /
+ * write_ms and call conn_set_timeouts(hc->c, ...) yourself if wanted. */
+struct httpc *httpc_wrap(struct core_loop *loop, int fd, const struct httpc_ops *ops, void *data);
 /* Send a request head (and any body bytes) from req (emptied) and expect
  * its response. method: the request's (HEAD and CONNECT change framing). */
 void httpc_request(struct httpc *hc, enum http_method method, struct evbuffer *req);

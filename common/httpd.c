@@ -6,11 +6,13 @@
  * a per-thread scratch buffer and sent with one direct write when nothing
  * is queued.
  *
- * Disk work of the file server goes through one function, disk_run(): the
- * job's work() touches only the disk and the job (never the conn), and its
- * done() runs on the loop. Today disk_run() calls both in turn on the loop,
- * as Perlbal's aio_mode "none" does; handing work() to common/work is a
- * change in that one place. */
+ * Disk work of GET/HEAD goes through one function, disk_run(): the job's
+ * work() touches only the disk and the job (never the conn) and runs on a
+ * common/work thread when the httpd_files has a pool (except for a hit in
+ * the open-file cache: a file served within the last second); its done()
+ * runs back on the loop. Without a pool both run in turn on the loop (Perlbal's
+ * aio_mode "none"). A conn closed while its job is out is freed by the
+ * job's return. PUT and DELETE still write on the loop (marked below). */
 #include "common/httpd.h"
 
 #include <dirent.h>
@@ -35,8 +37,10 @@
 #include "common/log.h"
 #include "common/loop.h"
 #include "common/tls.h"
+#include "common/work.h"
 
 static __thread struct http_msg scratch_req;
+static __thread char *head_copy;
 static __thread struct evbuffer *tx1, *tx2;
 static __thread time_t date_at;
 static __thread char date_buf[HTTP_DATE_LEN + 1];
@@ -64,6 +68,8 @@ static void fcache_free(void);
 
 void httpd_thread_exit(void)
 {
+    free(head_copy);
+    head_copy = NULL;
     if (tx1) evbuffer_free(tx1);
     if (tx2) evbuffer_free(tx2);
     tx1 = tx2 = NULL;
@@ -182,7 +188,8 @@ void httpd_response_head(struct httpd_conn *h, int status, const char *ctype, in
     if (content_length >= 0) evbuffer_add_printf(out, "Content-Length: %lld\r\n", (long long)content_length);
     if (extra) evbuffer_add(out, extra, strlen(extra));
     if (keep) {
-        if (h->version_minor == 0) evbuffer_add(out, "Connection: keep-alive\r\n", 24);
+        /* said on HTTP/1.1 too, as Perlbal does (clients and its tests look for it) */
+        evbuffer_add(out, "Connection: keep-alive\r\n", 24);
     } else {
         evbuffer_add(out, "Connection: close\r\n", 19);
     }
@@ -193,8 +200,7 @@ void httpd_response_head(struct httpd_conn *h, int status, const char *ctype, in
 void httpd_error(struct httpd_conn *h, int status, const char *msg)
 {
     char body[512];
-    int n = snprintf(body, sizeof body, "<h1>%d - %s</h1>\n%s%s", status, http_reason(status), msg ? msg : "",
-                     msg ? "\n" : "");
+    int n = snprintf(body, sizeof body, "<h1>%d - %s</h1>\n%s", status, http_reason(status), msg ? msg : "");
     if (n >= (int)sizeof body) n = (int)sizeof body - 1;
     bool keep = status < 500 && status != 400 && status != 431 && status != 408 && status != 413 && status != 411 &&
                 status != 501 && status != 505 && httpd_can_persist(h) && (h->body == HTTP_BODY_NONE || h->body_done);
@@ -292,10 +298,97 @@ static void start_request(struct httpd_conn *h, struct http_msg *req)
         h->ops->on_input(h);
 }
 
+/* HTTP/1.0 with Transfer-Encoding: chunked. The parser refuses it (RFC 9112
+ * 6.1: the framing of such a message is faulty); Perlbal accepts it, and
+ * clients that stream uploads send it (PUT/POST with Expect: 100-continue).
+ * RFC 9112 lets a server process it and then close the connection: parse a
+ * copy of the head as HTTP/1.1 (every other framing rule still applies)
+ * and, if chunked framing is all that was wrong, take the request as
+ * HTTP/1.0 without keep-alive. The copy outlives the call (per thread). */
+
+static int parse_http10_chunked(const char *buf, size_t len, const struct http_limits *lim, struct http_msg *req)
+{
+    const char *eol = memchr(buf, '\n', len < 8192 ? len : 8192);
+    if (!eol) return -1;
+    const char *v = eol > buf && eol[-1] == '\r' ? eol - 1 : eol;
+    if (v - buf < 9 || memcmp(v - 8, "HTTP/1.0", 8) != 0) return -1;
+    /* the end of the head: the empty line */
+    const char *end = NULL;
+    for (const char *p = eol; p && p + 1 < buf + len; p = memchr(p + 1, '\n', (size_t)(buf + len - p - 1))) {
+        if (p[1] == '\n') { end = p + 1; break; }
+        if (p + 2 < buf + len && p[1] == '\r' && p[2] == '\n') { end = p + 1; break; }
+    }
+    if (!end) return -1;
+    /* HTTP/1.1 needs a Host: an HTTP/1.0 request may have none, so one is
+     * added as the last header and taken out of the result again */
+    static const char fake_host[] = "Host: -\r\n";
+    size_t pre = (size_t)(end - buf), add = sizeof fake_host - 1;
+    if (len + add > HTTPD_MAX_HEAD_LIMIT) return -1;
+    if (!head_copy && !(head_copy = malloc(HTTPD_MAX_HEAD_LIMIT))) return -1;
+    for (int with_host = 0; with_host < 2; with_host++) {
+        size_t n = len;
+        memcpy(head_copy, buf, pre);
+        if (with_host) {
+            memcpy(head_copy + pre, fake_host, add);
+            memcpy(head_copy + pre + add, buf + pre, len - pre);
+            n = len + add;
+        } else {
+            memcpy(head_copy + pre, buf + pre, len - pre);
+        }
+        head_copy[v - 1 - buf] = '1';
+        int r = http_parse_request(head_copy, n, lim, req);
+        if (r > 0 && req->body == HTTP_BODY_CHUNKED) {
+            if (with_host) {
+                if (req->host_index != req->nheaders - 1) break; /* a Host was there after all */
+                req->nheaders--;
+                req->host_index = -1;
+                r -= (int)add;
+                req->head_len -= add;
+            }
+            req->version_minor = 0;
+            req->keep_alive = false;
+            return r;
+        }
+    }
+    req->error = 400;
+    req->version_minor = 0;
+    return -1;
+}
+
+/* A Content-Length header whose value starts with '-' (for a clearer
+ * error, as Perlbal words it). */
+static bool negative_length(const char *buf, size_t len)
+{
+    static const char name[] = "\ncontent-length:";
+    for (size_t i = 0; i + sizeof name < len; i++) {
+        if (strncasecmp(buf + i, name, sizeof name - 1)) continue;
+        size_t j = i + sizeof name - 1;
+        while (j < len && (buf[j] == ' ' || buf[j] == '\t')) j++;
+        return j < len && buf[j] == '-';
+    }
+    return false;
+}
+
+bool httpd_range_inverted(const char *v, size_t len)
+{
+    /* "bytes=first-last" with last < first: Perlbal answers 416, the
+     * parser ignores it (RFC 9110 lets it) */
+    if (len < 6 || strncasecmp(v, "bytes=", 6)) return false;
+    const char *p = v + 6, *e = v + len;
+    uint64_t a = 0, b = 0;
+    int da = 0, db = 0;
+    while (p < e && *p >= '0' && *p <= '9' && da < 19) a = a * 10 + (uint64_t)(*p++ - '0'), da++;
+    if (p >= e || *p != '-') return false;
+    p++;
+    while (p < e && *p >= '0' && *p <= '9' && db < 19) b = b * 10 + (uint64_t)(*p++ - '0'), db++;
+    return da && db && p == e && b < a;
+}
+
 static void read_heads(struct httpd_conn *h)
 {
     struct evbuffer *in = conn_in(h->c);
     size_t max = h->max_head ? h->max_head : HTTPD_MAX_HEAD;
+    if (max > HTTPD_MAX_HEAD_LIMIT) max = HTTPD_MAX_HEAD_LIMIT;
     h->in_dispatch = true;
     while (!h->in_request && !conn_is_closing(h->c)) {
         size_t len = evbuffer_get_length(in);
@@ -318,14 +411,18 @@ static void read_heads(struct httpd_conn *h)
             }
             break;
         }
-        if (r < 0) {
+        if (r < 0 && req->error == 400 && (r = parse_http10_chunked(buf, want, &lim, req)) > 0) {
+            /* served, then closed (below) */
+        } else if (r < 0) {
+            const char *msg = req->error == 400 && negative_length(buf, want) ? "Invalid request: Content-Length < 0"
+                                                                               : NULL;
             evbuffer_drain(in, len);
             h->in_request = true;
             h->version_minor = req->version_minor;
             h->keep_alive = false;
             h->method = HTTP_M_OTHER;
             h->body = HTTP_BODY_NONE;
-            httpd_error(h, req->error, NULL);
+            httpd_error(h, req->error, msg);
             break;
         }
         start_request(h, req);
@@ -367,11 +464,18 @@ static void h_on_drained(struct core_conn *c)
 }
 
 /* The peer closed. A lingering conn (error answered, input drained) is
- * done; otherwise the core's default lets a response in flight go out. */
+ * done, and so is one whose request body can now never be complete (the
+ * client gave up mid-upload: close at once, so its state is freed);
+ * otherwise the core's default lets a response in flight go out. */
 static bool h_on_eof(struct core_conn *c)
 {
     struct httpd_conn *h = c->data;
-    return h->lingering;
+    if (h->lingering) return true;
+    if (h->in_request && !h->body_done && h->body != HTTP_BODY_NONE) {
+        size_t have = evbuffer_get_length(conn_in(c));
+        if (h->body == HTTP_BODY_CHUNKED || have < h->body_remaining) return true;
+    }
+    return false;
 }
 
 static void h_on_close(struct core_conn *c, enum conn_close_reason why)
@@ -380,6 +484,11 @@ static void h_on_close(struct core_conn *c, enum conn_close_reason why)
     put_abort(h);
     request_end(h);
     if (h->ops->on_close) h->ops->on_close(h, why);
+    if (h->job) { /* a disk job is out: it frees h when it comes back */
+        h->dead = true;
+        h->c = NULL;
+        return;
+    }
     free(h);
 }
 
@@ -522,17 +631,45 @@ void httpd_files_invalidate(struct httpd_files *f)
  * Every blocking disk call of the file server runs in a job's work(); the
  * result is used by its done() on the loop. */
 struct disk_job {
-    void (*work)(struct disk_job *j);
-    void (*done)(struct httpd_conn *h, struct disk_job *j);
+    void (*work)(struct disk_job *j);                        /* on a worker: disk only */
+    void (*done)(struct httpd_conn *h, struct disk_job *j);  /* on the loop: answer */
+    void (*release)(struct disk_job *j);                     /* free the job */
+    struct httpd_conn *h;
 };
 
-static void disk_run(struct httpd_conn *h, struct disk_job *j)
+static void job_work(void *arg)
 {
-    /* HAND-OFF to common/work: once it exists, post j->work to a worker and
-     * j->done back to h's loop (the conn is marked busy meanwhile). Today
-     * both run here, on the loop. */
+    struct disk_job *j = arg;
+    j->work(j);
+}
+
+static void job_done(void *arg)
+{
+    struct disk_job *j = arg;
+    struct httpd_conn *h = j->h;
+    h->job = NULL;
+    if (h->dead) {
+        free(h); /* closed while the job was out: nobody is waiting */
+    } else {
+        j->done(h, j);
+    }
+    j->release(j);
+}
+
+static void disk_run(struct httpd_conn *h, struct httpd_files *f, struct disk_job *j, bool hot)
+{
+    j->h = h;
+    /* HAND-OFF to common/work: the blocking part runs on a worker thread,
+     * unless it is hot (a file of the open-file cache, served within the
+     * last second: its pages are in memory, and two thread hops would cost
+     * more than the read) */
+    if (!hot && f->work && work_submit(f->work, h->c->loop, job_work, job_done, j) == 0) {
+        h->job = j;
+        return;
+    }
     j->work(j);
     j->done(h, j);
+    j->release(j);
 }
 
 /* ---- open-file cache ----
@@ -616,7 +753,8 @@ struct get_job {
     struct disk_job j;
     struct httpd_files *f;
     bool head, trailing;
-    int cached_fd;                   /* from the open-file cache (not ours), or -1 */
+    int cached_fd;                   /* from the open-file cache (not ours unless own_cached), or -1 */
+    bool own_cached;                 /* cached_fd is a dup the job closes */
     char path[PATH_MAX];             /* in: request path; out: the file sent (index) */
     char range[128], ims[64];
     bool has_range, has_ims;
@@ -710,7 +848,8 @@ static void get_file_answer(struct get_job *g, int fd, bool ours)
         g->status = 200;
         if (g->has_range) {
             enum http_range_result rr = http_parse_range(g->range, strlen(g->range), size, &first, &last);
-            if (rr == HTTP_RANGE_UNSATISFIABLE) g->kind = GET_RANGE_BAD;
+            if (rr == HTTP_RANGE_UNSATISFIABLE || httpd_range_inverted(g->range, strlen(g->range)))
+                g->kind = GET_RANGE_BAD;
             if (rr == HTTP_RANGE_OK) g->status = 206;
         }
         g->first = first;
@@ -728,6 +867,16 @@ static void get_file_answer(struct get_job *g, int fd, bool ours)
         }
     }
     g->fd = ours ? fd : -1; /* the job's own fd is closed when the job ends */
+}
+
+static void get_release(struct disk_job *j)
+{
+    struct get_job *g = (struct get_job *)j;
+    if (g->fd >= 0) close(g->fd);
+    if (g->own_cached && g->cached_fd >= 0) close(g->cached_fd);
+    free(g->small);
+    if (g->listing) evbuffer_free(g->listing);
+    free(g);
 }
 
 static void get_work(struct disk_job *j)
@@ -784,7 +933,7 @@ static void get_work(struct disk_job *j)
         }
         if (!g->f->dirindexing) {
             g->kind = GET_ERROR;
-            g->status = 403;
+            g->status = g->f->dir_disabled_status ? g->f->dir_disabled_status : 403;
             g->msg = "Directory listing disabled";
             return;
         }
@@ -1147,8 +1296,183 @@ static void do_delete(struct httpd_conn *h, struct httpd_files *f, const char *p
     httpd_done(h, keep);
 }
 
+/* ---- GET /dir/??a,b,c (Perlbal's enable_concatenate_get) ---- */
+
+#define CONCAT_MAX 100
+
+struct concat_job {
+    struct disk_job j;
+    struct httpd_files *f;
+    bool head;
+    char base[PATH_MAX];
+    int n;
+    char *names[CONCAT_MAX];         /* clean paths of the files */
+    char ims[64];
+    bool has_ims;
+    /* out */
+    int status;
+    const char *msg;
+    int fds[CONCAT_MAX];
+    uint64_t total;
+    time_t newest;
+    const char *mime;
+};
+
+static void concat_work(struct disk_job *j)
+{
+    struct concat_job *c = (struct concat_job *)j;
+    struct stat st;
+    int dfd = open_beneath(c->f, c->base, O_RDONLY | O_DIRECTORY);
+    if (dfd < 0 || fstat(dfd, &st) < 0 || !S_ISDIR(st.st_mode)) {
+        if (dfd >= 0) close(dfd);
+        c->status = 404;
+        c->msg = "Base directory not a directory";
+        return;
+    }
+    close(dfd);
+    for (int i = 0; i < c->n; i++) {
+        int fd = open_beneath(c->f, c->names[i], O_RDONLY | O_NONBLOCK);
+        if (fd < 0 || fstat(fd, &st) < 0 || !S_ISREG(st.st_mode)) {
+            if (fd >= 0) close(fd);
+            c->status = 404;
+            c->msg = "One or more file does not exist";
+            return;
+        }
+        c->fds[i] = fd;
+        c->total += (uint64_t)st.st_size;
+        if (st.st_mtime > c->newest) c->newest = st.st_mtime;
+        const char *slash = strrchr(c->names[i], '/');
+        if (!c->mime && strchr(slash ? slash : c->names[i], '.')) {
+            const char *m = httpd_mime_type(c->names[i]);
+            if (strcmp(m, "text/plain") || strstr(c->names[i], ".txt")) c->mime = m;
+        }
+    }
+    c->status = 200;
+}
+
+static void concat_done(struct httpd_conn *h, struct disk_job *j)
+{
+    struct concat_job *c = (struct concat_job *)j;
+    if (c->status != 200) {
+        httpd_error(h, c->status, c->msg);
+        return;
+    }
+    bool keep = httpd_can_persist(h);
+    char lm[HTTP_DATE_LEN + 1], extra[128];
+    http_date_format(c->newest, lm);
+    snprintf(extra, sizeof extra, "Last-Modified: %s\r\n", lm);
+    const char *mime = c->mime ? c->mime : "text/plain";
+    if (c->has_ims) { /* as Perlbal: the exact date string (an IE "; length=N" aside) */
+        char *semi = strchr(c->ims, ';');
+        if (semi) *semi = 0;
+        size_t il = strlen(c->ims);
+        while (il && c->ims[il - 1] == ' ') c->ims[--il] = 0;
+        if (!strcmp(c->ims, lm)) {
+            httpd_response_head(h, 304, mime, -1, keep, extra);
+            httpd_done(h, keep);
+            return;
+        }
+    }
+    httpd_response_head(h, 200, mime, (int64_t)c->total, keep, extra);
+    if (!c->head) {
+        for (int i = 0; i < c->n; i++) {
+            struct stat st;
+            if (fstat(c->fds[i], &st) < 0 || st.st_size == 0) continue;
+            if (evbuffer_add_file(httpd_tx(), c->fds[i], 0, st.st_size) == 0) c->fds[i] = -1; /* the buffer owns it */
+        }
+    }
+    httpd_done(h, keep);
+}
+
+static void concat_release(struct disk_job *j)
+{
+    struct concat_job *c = (struct concat_job *)j;
+    for (int i = 0; i < c->n; i++) {
+        if (c->fds[i] >= 0) close(c->fds[i]);
+        free(c->names[i]);
+    }
+    free(c);
+}
+
+/* target: "/base/??a,b/c?cachebuster". Answers it (errors as Perlbal). */
+static void serve_concat(struct httpd_conn *h, struct http_msg *req, struct httpd_files *f, const char *qq)
+{
+    const char *t = req->target;
+    if (!f->concat_get) {
+        httpd_error(h, 403, "Multiple file serving isn't enabled");
+        return;
+    }
+    if (qq == t || qq[-1] != '/') {
+        httpd_error(h, 500, "Base directory (before ?" "?) must end in slash.");
+        return;
+    }
+    struct concat_job *c = calloc(1, sizeof *c);
+    if (!c) {
+        httpd_error(h, 500, NULL);
+        return;
+    }
+    c->j.work = concat_work;
+    c->j.done = concat_done;
+    c->j.release = concat_release;
+    c->f = f;
+    c->head = req->method == HTTP_M_HEAD;
+    bool trailing;
+    if (http_path_normalize(t, (size_t)(qq - t), c->base, sizeof c->base, &trailing) < 0) {
+        concat_release(&c->j);
+        httpd_error(h, 400, "Bad path");
+        return;
+    }
+    const char *list = qq + 2, *end = t + req->target_len;
+    const char *q = memchr(list, '?', (size_t)(end - list)); /* a cache buster after the list */
+    if (q) end = q;
+    const char *p = list;
+    int status = 0;
+    const char *msg = NULL;
+    while (p < end && !status) {
+        const char *comma = memchr(p, ',', (size_t)(end - p));
+        const char *e = comma ? comma : end;
+        if (c->n == CONCAT_MAX) {
+            status = 403;
+            msg = "Too many files requested";
+            break;
+        }
+        char raw[PATH_MAX], clean[PATH_MAX];
+        int rl = snprintf(raw, sizeof raw, "%s/%.*s", c->base, (int)(e - p), p);
+        bool tr;
+        if ((e - p >= 3 && !memcmp(p, "../", 3)) || memmem(p, (size_t)(e - p), "/../", 4) || rl >= (int)sizeof raw ||
+            http_path_normalize(raw, (size_t)rl, clean, sizeof clean, &tr) < 0) {
+            status = 403;
+            msg = "Bogus filenames";
+            break;
+        }
+        c->fds[c->n] = -1;
+        c->names[c->n++] = strdup(clean);
+        p = comma ? comma + 1 : end;
+    }
+    if (status || c->n == 0) {
+        concat_release(&c->j);
+        httpd_error(h, status ? status : 404, msg ? msg : "One or more file does not exist");
+        return;
+    }
+    size_t il;
+    const char *iv = http_header_value(req, "if-modified-since", &il);
+    if (iv && il < sizeof c->ims) {
+        memcpy(c->ims, iv, il);
+        c->has_ims = true;
+    }
+    httpd_drop_head(h);
+    disk_run(h, f, &c->j, false);
+}
+
 void httpd_files_serve(struct httpd_conn *h, struct http_msg *req, struct httpd_files *f)
 {
+    if ((req->method == HTTP_M_GET || req->method == HTTP_M_HEAD) && f->docroot) {
+        const char *qq = memmem(req->target, req->target_len, "??", 2);
+        if (qq) {
+            serve_concat(h, req, f, qq);
+            return;
+        }
+    }
     char path[PATH_MAX];
     bool trailing = false;
     int pl = http_path_normalize(req->target, req->target_len, path, sizeof path - 256, &trailing);
@@ -1191,12 +1515,9 @@ void httpd_files_serve(struct httpd_conn *h, struct http_msg *req, struct httpd_
             g->has_ims = true;
         }
         g->cached_fd = trailing ? -1 : fcache_get(f, path);
+        g->j.release = get_release;
         httpd_drop_head(h);
-        disk_run(h, &g->j);
-        if (g->fd >= 0) close(g->fd);
-        free(g->small);
-        if (g->listing) evbuffer_free(g->listing);
-        free(g);
+        disk_run(h, f, &g->j, g->cached_fd >= 0);
         return;
     }
     case HTTP_M_DELETE:

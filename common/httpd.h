@@ -47,8 +47,10 @@ struct evbuffer;
 struct core_loop;
 struct httpd_conn;
 struct httpd_put;
+struct work_pool;
 
 #define HTTPD_MAX_HEAD 16384               /* default bound on a request head */
+#define HTTPD_MAX_HEAD_LIMIT (64 * 1024)   /* max_head is capped at this */
 #define HTTPD_HEAD_DEADLINE_MS 30000       /* default: a head must be complete within */
 #define HTTPD_WRITE_TIMEOUT_MS 120000      /* output pending and not moving */
 #define HTTPD_MAX_PIPELINE_IN (256 * 1024) /* input held while a request is in progress */
@@ -108,6 +110,8 @@ struct httpd_conn {
     int64_t head_started_ms;
     struct http_chunked chunk;
     struct httpd_put *put;           /* a PUT being written by httpd_files_serve */
+    void *job;                       /* a disk job is out (common/work) */
+    bool dead;                       /* closed while it was: freed when it returns */
 };
 
 /* Wrap an accepted socket (the callee owns fd; closed on failure). With
@@ -139,10 +143,11 @@ bool httpd_can_persist(const struct httpd_conn *h);
 /* Queue a response head into httpd_tx(): status line in the request's
  * version, Date, Server (h->server), Content-Type (ctype, may be NULL),
  * Content-Length (content_length >= 0), extra ("Name: v\r\n" lines, may be
- * NULL), Connection (close, or keep-alive for HTTP/1.0). */
+ * NULL), Connection (close or keep-alive). */
 void httpd_response_head(struct httpd_conn *h, int status, const char *ctype, int64_t content_length, bool keep,
                          const char *extra);
-/* A small HTML error page ("<h1>status - reason</h1>" and msg). Errors that
+/* A small HTML page ("<h1>status - reason</h1>\n" then msg, as Perlbal
+ * words its own); usable for any status, e.g. 200 with a note. Errors that
  * leave the stream unusable (400, 408, 411, 413, 431, 5xx, or an unread
  * body) close the connection with a lingering close; others keep it. */
 void httpd_error(struct httpd_conn *h, int status, const char *msg);
@@ -185,16 +190,25 @@ size_t httpd_body_available(struct httpd_conn *h);
 struct httpd_files {
     const char *docroot;             /* required */
     const char *index_files;         /* "a, b": tried for a directory; NULL = "index.html" */
-    bool dirindexing;                /* list a directory without an index file (else 403) */
+    bool dirindexing;                /* list a directory without an index file (else the page below) */
+    int dir_disabled_status;         /* status of the "Directory listing disabled" page; 0 = 403
+                                      * (Perlbal answers 200) */
     bool enable_put, enable_delete;
     int min_put_directory;           /* PUT may create directories only below this depth */
     uint64_t max_put_size;           /* 0 = no limit (413 beyond) */
     bool skip_md5_check;             /* ignore Content-MD5 on PUT (checked by default) */
+    bool concat_get;                 /* GET /dir/??a,b,c serves the files one after another
+                                      * (Perlbal's enable_concatenate_get; else 403) */
     /* hooks (optional): rewrite the clean path in place (NUL-ended, cap
      * bytes); a file was sent (for stats) */
     void (*rewrite_path)(void *arg, struct httpd_conn *h, char *path, size_t cap);
     void (*file_sent)(void *arg, struct httpd_conn *h);
     void *hook_arg;
+    /* disk work (open, stat, small reads, directory listings) of GET/HEAD
+     * runs on this common/work pool; NULL = on the loop. A hit in the
+     * open-file cache (served within the last second) is answered on the
+     * loop either way. */
+    struct work_pool *work;
     /* private */
     _Atomic int root_fd_plus1;       /* O_PATH fd of docroot + 1 (0 = not open) */
     const char *root_fd_for;         /* the docroot string it was opened for */
@@ -206,10 +220,16 @@ struct httpd_files {
  * 204 replaced; 403 when disabled; a Content-MD5 that does not match the
  * body: 400 and nothing stored), DELETE (204; 404), others 405. Paths with
  * ".." above the root or that lead out of it through a symlink: 400/403.
+ * "/dir/??a,b" concatenates files (concat_get; 500 without the slash before
+ * "??", 404 for a missing file, Last-Modified of the newest, 304 for an
+ * equal If-Modified-Since; at most 100 files).
  * Must be called from on_request with the req given there. */
 void httpd_files_serve(struct httpd_conn *h, struct http_msg *req, struct httpd_files *f);
 /* Drop every cached open file of f (after changing files behind httpd). */
 void httpd_files_invalidate(struct httpd_files *f);
+/* True for a Range "bytes=first-last" with last < first: unsatisfiable for
+ * Perlbal (416), where http_parse_range ignores it. */
+bool httpd_range_inverted(const char *value, size_t len);
 /* "text/html" etc. from a path's extension ("text/plain" if unknown). */
 const char *httpd_mime_type(const char *path);
 #endif

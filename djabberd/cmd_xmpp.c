@@ -172,8 +172,8 @@ void dj_route(struct dj_stanza *st, const char *to)
         return;
     }
     if (dj_vhost_find(j.domain) < 0) {
-        /* S2S is not built yet: see README */
-        bounce(st, "cancel", "remote-server-not-found");
+        if (dj_s2s_send_node(j.domain, n) < 0)
+            bounce(st, "cancel", "remote-server-not-found");
         dj_stanza_free(st);
         return;
     }
@@ -188,6 +188,13 @@ void dj_route(struct dj_stanza *st, const char *to)
                 dj_sess_send_node(o, n);
                 if (is_msg)
                     dj.n.messages_routed++;
+                dj_stanza_free(st);
+                return;
+            }
+        for (struct dj_rsess *r = u && !dj_cluster_local_only ? u->remote : NULL; r; r = r->next)
+            if (!strcmp(r->resource, j.resource)) {
+                char full[3 * DJ_JID_MAX + 3];
+                dj_cluster_forward_node(r->node, dj_jid_full(&j, full, sizeof full), n);
                 dj_stanza_free(st);
                 return;
             }
@@ -207,15 +214,27 @@ void dj_route(struct dj_stanza *st, const char *to)
         bool error = type && !strcmp(type, "error");
         int sent = 0;
         int best = -129;
+        struct dj_rsess *remote = u && !dj_cluster_local_only ? u->remote : NULL;
         for (struct dj_sess *o = u ? u->sessions : NULL; o; o = o->next_res)
             if ((o->flags & DJ_F_AVAILABLE) && o->prio >= 0 && o->prio > best)
                 best = o->prio;
-        if (!groupchat)
+        for (struct dj_rsess *r = remote; r; r = r->next)
+            if (r->avail && r->prio >= 0 && r->prio > best)
+                best = r->prio;
+        if (!groupchat) {
             for (struct dj_sess *o = u ? u->sessions : NULL; o; o = o->next_res)
                 if ((o->flags & DJ_F_AVAILABLE) && o->prio == best) {
                     dj_sess_send_node(o, n);
                     sent++;
                 }
+            for (struct dj_rsess *r = remote; r; r = r->next)
+                if (r->avail && r->prio == best) {
+                    char full[3 * DJ_JID_MAX + 3];
+                    snprintf(full, sizeof full, "%s/%s", bare, r->resource);
+                    if (dj_cluster_forward_node(r->node, full, n) == 0)
+                        sent++;
+                }
+        }
         if (sent) {
             dj.n.messages_routed++;
             dj_stanza_free(st);
@@ -244,8 +263,33 @@ void dj_route(struct dj_stanza *st, const char *to)
         for (struct dj_sess *o = u ? u->sessions : NULL; o; o = o->next_res)
             if (o->flags & DJ_F_AVAILABLE)
                 dj_sess_send_node(o, n);
+        if (u && u->remote && !dj_cluster_local_only) {
+            struct evbuffer *b = evbuffer_new();
+            dj_xml_write(b, n);
+            size_t len = evbuffer_get_length(b);
+            dj_cluster_forward_available(u, (const char *)evbuffer_pullup(b, (ev_ssize_t)len), len);
+            evbuffer_free(b);
+        }
     }
     dj_stanza_free(st);
+}
+
+void dj_cluster_deliver(struct dj_stanza *st, const char *to)
+{
+    struct dj_node *n = st->root;
+    const char *type = dj_node_attr(n, "type");
+    const char *from = dj_node_attr(n, "from");
+    struct dj_jid tj, fj;
+    if (!strcmp(n->name, "presence") && type && from && dj_jid_parse(to, &tj) == 0 &&
+        dj_jid_parse(from, &fj) == 0 &&
+        (!strcmp(type, "subscribe") || !strcmp(type, "subscribed") || !strcmp(type, "unsubscribe") ||
+         !strcmp(type, "unsubscribed"))) {
+        char tb[2 * DJ_JID_MAX + 2], fb[2 * DJ_JID_MAX + 2];
+        dj_roster_subscription_in(st, type, dj_jid_bare(&tj, tb, sizeof tb), dj_jid_bare(&fj, fb, sizeof fb));
+        dj_stanza_free(st);
+        return;
+    }
+    dj_route(st, to);
 }
 
 /* ---- IQ -------------------------------------------------------------------------------------- */
@@ -264,21 +308,45 @@ void dj_disco_features(struct evbuffer *out)
         evbuffer_add_printf(out, "<feature var='%s'/>", f[i]);
 }
 
+static void disco_done(struct dj_hook_call *call)
+{
+    struct dj_hook_disco *h = (struct dj_hook_disco *)call;
+    if (dj_sess_alive(h->sess)) {
+        struct evbuffer *b = evbuffer_new();
+        iq_open(b, h->st, "result");
+        evbuffer_add_printf(b, "><query xmlns='" NS_DISCO_INFO "'");
+        struct dj_node *q = dj_node_child(h->st->root, "query", NS_DISCO_INFO);
+        attr_out(b, "node", dj_node_attr(q, "node"));
+        if (h->account)
+            evbuffer_add_printf(b, "><identity category='account' type='registered'/>");
+        else
+            evbuffer_add_printf(b, "><identity category='server' type='im' name='djabberd'/>");
+        dj_disco_features(b);
+        evbuffer_add_buffer(b, h->out);
+        evbuffer_add_printf(b, "</query></iq>");
+        dj_sess_send_buf(h->sess, b);
+        evbuffer_free(b);
+    }
+    evbuffer_free(h->out);
+    dj_stanza_free(h->st);
+    dj_sess_put(h->sess);
+    free(h);
+}
+
+/* The core's identity and features, then whatever the DiscoInfo chain adds. */
 static void disco_info(struct dj_sess *s, struct dj_stanza *st, bool account)
 {
-    struct evbuffer *b = evbuffer_new();
-    iq_open(b, st, "result");
-    evbuffer_add_printf(b, "><query xmlns='" NS_DISCO_INFO "'");
-    struct dj_node *q = dj_node_child(st->root, "query", NS_DISCO_INFO);
-    attr_out(b, "node", dj_node_attr(q, "node"));
-    if (account)
-        evbuffer_add_printf(b, "><identity category='account' type='registered'/>");
-    else
-        evbuffer_add_printf(b, "><identity category='server' type='im' name='djabberd'/>");
-    dj_disco_features(b);
-    evbuffer_add_printf(b, "</query></iq>");
-    dj_sess_send_buf(s, b);
-    evbuffer_free(b);
+    struct dj_hook_disco *h = calloc(1, sizeof *h);
+    if (!h || !(h->out = evbuffer_new())) {
+        free(h);
+        dj_stanza_free(st);
+        return;
+    }
+    h->sess = s;
+    h->st = st;
+    h->account = account;
+    dj_sess_hold(s);
+    dj_hook_run(DJ_HOOK_DISCO_INFO, &h->call, disco_done);
 }
 
 static void disco_items(struct dj_sess *s, struct dj_stanza *st)
@@ -426,7 +494,6 @@ static void handle_iq(struct dj_sess *s, struct dj_stanza *st, const char *to)
     }
     if (!strcmp(ns, NS_DISCO_INFO) && !strcmp(type, "get")) {
         disco_info(s, st, !to_server);
-        dj_stanza_free(st);
         return;
     }
     if (!strcmp(ns, NS_DISCO_ITEMS) && !strcmp(type, "get")) {
@@ -458,11 +525,18 @@ struct bcast {
     bool initial, available;
 };
 
-static void send_raw_to_available(struct dj_user *u, const char *xml, size_t len)
+void dj_send_to_available(struct dj_user *u, const char *xml, size_t len)
 {
     for (struct dj_sess *o = u ? u->sessions : NULL; o; o = o->next_res)
         if (o->flags & DJ_F_AVAILABLE)
             dj_sess_send(o, xml, len);
+    if (u && u->remote && !dj_cluster_local_only)
+        dj_cluster_forward_available(u, xml, len);
+}
+
+static void send_raw_to_available(struct dj_user *u, const char *xml, size_t len)
+{
+    dj_send_to_available(u, xml, len);
 }
 
 struct offline_call {
@@ -487,6 +561,72 @@ static void offline_done(struct dj_hook_call *call)
     free(o);
 }
 
+bool dj_is_remote(const char *jid)
+{
+    struct dj_jid j;
+    return dj_jid_parse(jid, &j) == 0 && dj_vhost_find(j.domain) < 0;
+}
+
+static void send_probe(const char *from_bare, const char *to)
+{
+    struct evbuffer *e = evbuffer_new();
+    evbuffer_add_printf(e, "<presence type='probe'");
+    attr_out(e, "from", from_bare);
+    attr_out(e, "to", to);
+    evbuffer_add_printf(e, "/>");
+    struct dj_jid j;
+    char local[DJ_JID_MAX + 1];
+    dj_jid_parse(from_bare, &j);
+    snprintf(local, sizeof local, "%s", j.domain);
+    dj_jid_parse(to, &j);
+    dj_s2s_send_buf(local, j.domain, e);
+    evbuffer_free(e);
+}
+
+struct probe_ctx {
+    char *remote;
+};
+
+static void probe_with_roster(void *arg, struct dj_user *u)
+{
+    struct probe_ctx *p = arg;
+    struct dj_roster_item *it = u ? dj_roster_find(u, p->remote) : NULL;
+    if (it && (it->sub & DJ_SUB_FROM)) {
+        int sent = 0;
+        for (struct dj_sess *o = u->sessions; o; o = o->next_res)
+            if ((o->flags & DJ_F_AVAILABLE) && o->presence) {
+                dj_s2s_send_raw_to(o->presence, strlen(o->presence), p->remote);
+                sent++;
+            }
+        if (!sent) {
+            struct evbuffer *e = evbuffer_new();
+            evbuffer_add_printf(e, "<presence type='unavailable'");
+            attr_out(e, "from", u->bare);
+            evbuffer_add_printf(e, "/>");
+            size_t len = evbuffer_get_length(e);
+            char *x = malloc(len + 1);
+            evbuffer_remove(e, x, len);
+            x[len] = 0;
+            dj_s2s_send_raw_to(x, len, p->remote);
+            free(x);
+            evbuffer_free(e);
+        }
+    }
+    if (u)
+        dj_user_maybe_free(u);
+    free(p->remote);
+    free(p);
+}
+
+void dj_presence_probe(const char *local_bare, const char *remote_bare)
+{
+    struct probe_ctx *p = calloc(1, sizeof *p);
+    if (!p)
+        return;
+    p->remote = strdup(remote_bare);
+    dj_roster_with(local_bare, probe_with_roster, p);
+}
+
 static void broadcast_with_roster(void *arg, struct dj_user *u)
 {
     struct bcast *b = arg;
@@ -497,10 +637,18 @@ static void broadcast_with_roster(void *arg, struct dj_user *u)
             struct dj_user *cu = dj_user_get(it->jid, false);
             if ((it->sub & DJ_SUB_FROM) && cu)
                 send_raw_to_available(cu, b->xml, b->len);
-            if (b->initial && (it->sub & DJ_SUB_TO) && cu)
+            else if ((it->sub & DJ_SUB_FROM) && dj_is_remote(it->jid))
+                dj_s2s_send_raw_to(b->xml, b->len, it->jid);
+            if (b->initial && (it->sub & DJ_SUB_TO) && dj_is_remote(it->jid))
+                send_probe(u->bare, it->jid);
+            if (b->initial && (it->sub & DJ_SUB_TO) && cu) {
                 for (struct dj_sess *o = cu->sessions; o; o = o->next_res)
                     if ((o->flags & DJ_F_AVAILABLE) && o->presence)
                         dj_sess_send(s, o->presence, strlen(o->presence));
+                for (struct dj_rsess *r = cu->remote; r; r = r->next)
+                    if (r->avail && r->presence)
+                        dj_sess_send(s, r->presence, strlen(r->presence));
+            }
         }
         /* the account's own resources, this one included */
         send_raw_to_available(u, b->xml, b->len);
@@ -508,6 +656,9 @@ static void broadcast_with_roster(void *arg, struct dj_user *u)
             for (struct dj_sess *o = u->sessions; o; o = o->next_res)
                 if (o != s && (o->flags & DJ_F_AVAILABLE) && o->presence)
                     dj_sess_send(s, o->presence, strlen(o->presence));
+            for (struct dj_rsess *r = u->remote; r; r = r->next)
+                if (r->avail && r->presence)
+                    dj_sess_send(s, r->presence, strlen(r->presence));
             /* subscription requests still waiting for an answer */
             for (int i = 0; i < u->nitems; i++)
                 if (u->items[i].sub & DJ_SUB_PENDING_IN) {
@@ -533,6 +684,8 @@ static void broadcast_with_roster(void *arg, struct dj_user *u)
             struct dj_user *cu = (u->items[i].sub & DJ_SUB_FROM) ? dj_user_get(u->items[i].jid, false) : NULL;
             if (cu)
                 send_raw_to_available(cu, b->xml, b->len);
+            else if ((u->items[i].sub & DJ_SUB_FROM) && dj_is_remote(u->items[i].jid))
+                dj_s2s_send_raw_to(b->xml, b->len, u->items[i].jid);
         }
         send_raw_to_available(u, b->xml, b->len);
     }
@@ -572,6 +725,8 @@ static char *node_to_string(const struct dj_node *n, size_t *len)
     return x;
 }
 
+static void presence_alter(struct dj_sess *s, struct dj_stanza *st);
+
 static void handle_presence(struct dj_sess *s, struct dj_stanza *st, const char *to)
 {
     struct dj_node *n = st->root;
@@ -600,11 +755,88 @@ static void handle_presence(struct dj_sess *s, struct dj_stanza *st, const char 
         dj_route(st, to); /* directed presence */
         return;
     }
-    bool available = !type;
     if (type && !strcmp(type, "error")) {
         dj_stanza_free(st);
         return;
     }
+    presence_alter(s, st);
+}
+
+/* Broadcast presence goes through the AlterPresence chain one at a time per
+ * session (a plugin may answer later), so presences are never reordered. */
+struct dj_pres_wait {
+    struct dj_stanza *st;
+    struct dj_pres_wait *next;
+};
+
+static void presence_apply(struct dj_sess *s, struct dj_stanza *st);
+
+static void presence_alter_done(struct dj_hook_call *call)
+{
+    struct dj_hook_iq *h = (struct dj_hook_iq *)call;
+    struct dj_sess *s = h->sess;
+    s->pres_busy = false;
+    if (call->status != DJ_REJECT && dj_sess_alive(s) && s->user)
+        presence_apply(s, h->st);
+    else
+        dj_stanza_free(h->st);
+    free(h);
+    /* the next one that waited */
+    struct dj_pres_wait *w = s->pres_wait;
+    if (w && dj_sess_alive(s)) {
+        s->pres_wait = w->next;
+        struct dj_stanza *next = w->st;
+        free(w);
+        presence_alter(s, next);
+    }
+    dj_sess_put(s);
+}
+
+static void presence_alter(struct dj_sess *s, struct dj_stanza *st)
+{
+    if (s->pres_busy) {
+        struct dj_pres_wait *w = calloc(1, sizeof *w), **pp = &s->pres_wait;
+        int n = 0;
+        while (*pp) {
+            pp = &(*pp)->next;
+            n++;
+        }
+        if (!w || n >= 16) { /* a client flooding presence loses the oldest-pending excess */
+            free(w);
+            dj_stanza_free(st);
+            return;
+        }
+        w->st = st;
+        *pp = w;
+        return;
+    }
+    struct dj_hook_iq *h = calloc(1, sizeof *h);
+    if (!h) {
+        dj_stanza_free(st);
+        return;
+    }
+    h->sess = s;
+    h->st = st;
+    s->pres_busy = true;
+    dj_sess_hold(s);
+    dj_hook_run(DJ_HOOK_ALTER_PRESENCE, &h->call, presence_alter_done);
+}
+
+void dj_cmd_presence_drop(struct dj_sess *s)
+{
+    while (s->pres_wait) {
+        struct dj_pres_wait *w = s->pres_wait;
+        s->pres_wait = w->next;
+        dj_stanza_free(w->st);
+        free(w);
+    }
+}
+
+static void presence_apply(struct dj_sess *s, struct dj_stanza *st)
+{
+    struct dj_node *n = st->root;
+    const char *type = dj_node_attr(n, "type");
+    bool available = !type;
     struct dj_node *pr = dj_node_child(n, "priority", NULL);
     if (pr) {
         int p = atoi(dj_node_text_of(st, pr, NULL));
@@ -627,6 +859,7 @@ static void handle_presence(struct dj_sess *s, struct dj_stanza *st, const char 
     } else {
         s->flags &= (uint8_t)~DJ_F_AVAILABLE;
     }
+    dj_cluster_announce(s, false);
     broadcast(s, xml, len, initial, true);
     if (!available)
         free(xml);
@@ -646,6 +879,7 @@ void dj_cmd_session_gone(struct dj_sess *s)
         }
     s->next_res = NULL;
     s->user = NULL;
+    dj_cluster_announce(s, true);
     dj.nbound--;
     dj.per_vhost[s->vhost]--;
     if (was_available) {

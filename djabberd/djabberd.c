@@ -22,6 +22,7 @@
 #include "common/log.h"
 #include "common/loop.h"
 #include "common/stats.h"
+#include "common/tls.h"
 
 struct dj_state dj;
 
@@ -48,12 +49,67 @@ static int set_vhost(const struct cfg_setting *s, const char *value, char *err, 
     return 0;
 }
 
+static int set_route(const struct cfg_setting *s, const char *value, char *err, size_t errlen)
+{
+    (void)s;
+    const char *eq = strchr(value, '=');
+    const char *colon = eq ? strrchr(eq, ':') : NULL;
+    if (!eq || eq == value || !colon || colon == eq + 1 || atoi(colon + 1) <= 0 || atoi(colon + 1) > 65535 ||
+        strchr(value, ',')) {
+        snprintf(err, errlen, "s2s_route '%s': expected domain=host:port", value);
+        return -1;
+    }
+    size_t old = dj.cfg.s2s_routes ? strlen(dj.cfg.s2s_routes) : 0;
+    char *n = realloc(dj.cfg.s2s_routes, old + strlen(value) + 2);
+    if (!n)
+        return -1;
+    if (old)
+        n[old++] = ',';
+    strcpy(n + old, value);
+    dj.cfg.s2s_routes = n;
+    return 0;
+}
+
+static int set_peer(const struct cfg_setting *s, const char *value, char *err, size_t errlen)
+{
+    (void)s;
+    const char *colon = strrchr(value, ':');
+    if (!colon || colon == value || atoi(colon + 1) <= 0 || strchr(value, ',')) {
+        snprintf(err, errlen, "cluster_peer '%s': expected host:port", value);
+        return -1;
+    }
+    size_t old = dj.cfg.cluster_peers ? strlen(dj.cfg.cluster_peers) : 0;
+    char *n = realloc(dj.cfg.cluster_peers, old + strlen(value) + 2);
+    if (!n)
+        return -1;
+    if (old)
+        n[old++] = ',';
+    strcpy(n + old, value);
+    dj.cfg.cluster_peers = n;
+    return 0;
+}
+
 static const struct cfg_setting dj_settings_table[] = {
     { "config", 'c', CFG_STRING, &core_opts.config_file, NULL, "read settings from this file (key = value)", false,
       NULL },
     { "c2s_port", 'p', CFG_INT, &dj.cfg.c2s_port, "5222", "client-to-server port", false, NULL },
-    { "s2s_port", 0, CFG_INT, &dj.cfg.s2s_port, "0",
-      "server-to-server port (0 = off; S2S is not built yet, see README)", false, NULL },
+    { "s2s_port", 0, CFG_INT, &dj.cfg.s2s_port, "0", "server-to-server port (0 = no S2S; 5269 is the usual one)",
+      false, NULL },
+    { "s2s_listen", 0, CFG_STRING, &dj.cfg.s2s_listen, NULL, "address the s2s port binds (default: as listen)", false,
+      NULL },
+    { "s2s_secret", 0, CFG_STRING, &dj.cfg.s2s_secret, NULL,
+      "dialback secret, the same on every node of a domain (default: random per start)", false, NULL },
+    { "s2s_route", 0, CFG_CUSTOM, NULL, NULL,
+      "domain=host:port: where to reach a remote domain (repeatable; default: the domain on s2s_default_port)",
+      false, set_route },
+    { "cluster_listen", 0, CFG_STRING, &dj.cfg.cluster_listen, NULL,
+      "host:port of this node's cluster link listener, also its node name ('' = no cluster)", false, NULL },
+    { "cluster_peer", 0, CFG_CUSTOM, NULL, NULL, "host:port of another node's cluster_listen (repeatable)", false,
+      set_peer },
+    { "cluster_secret", 0, CFG_STRING, &dj.cfg.cluster_secret, NULL, "shared secret of the cluster's nodes", false,
+      NULL },
+    { "s2s_default_port", 0, CFG_INT, &dj.cfg.s2s_default_port, "5269", "port of remote servers without a route",
+      false, NULL },
     { "listen", 'l', CFG_STRING, &dj.cfg.listen, NULL, "address the c2s port binds (default: all)", false, NULL },
     { "vhost", 0, CFG_CUSTOM, NULL, NULL, "a domain this server hosts (repeatable; default localhost)", false,
       set_vhost },
@@ -82,6 +138,8 @@ static const struct cfg_setting dj_settings_table[] = {
     { "max_offline", 0, CFG_SIZE, &dj.cfg.max_offline, "1000", "offline messages kept per account", false, NULL },
     { "max_roster", 0, CFG_INT, &dj.cfg.max_roster, "2000", "items per roster", false, NULL },
     { "max_resources", 0, CFG_INT, &dj.cfg.max_resources, "10", "sessions per account", false, NULL },
+    { "max_output", 0, CFG_SIZE, &dj.cfg.max_output, "2m",
+      "bytes queued to a client that does not read before it is dropped", false, NULL },
     CFG_END
 };
 
@@ -134,6 +192,25 @@ static void dj_stats(struct stats_sink *sink, void *arg)
     stats_u64(sink, "stream_errors", dj.n.stream_errors);
     stats_u64(sink, "policy_violations", dj.n.policy_violations);
     stats_u64(sink, "registered", dj.n.registered);
+    stats_u64(sink, "sm_enabled", dj.n.sm_enabled);
+    stats_u64(sink, "starttls", dj.n.starttls);
+    stats_u64(sink, "slow_consumers", dj.n.slow_consumers);
+    stats_u64(sink, "offline_refused", dj.n.offline_refused);
+    stats_u64(sink, "cluster_links_out", dj_cluster_links(true));
+    stats_u64(sink, "cluster_links_in", dj_cluster_links(false));
+    stats_u64(sink, "cluster_forwarded", dj_cluster_n.forwarded);
+    stats_u64(sink, "cluster_received", dj_cluster_n.received);
+    stats_u64(sink, "cluster_auth_failed", dj_cluster_n.auth_failed);
+    stats_u64(sink, "cluster_dropped", dj_cluster_n.dropped);
+    stats_u64(sink, "s2s_incoming_authed", dj_s2s_n.incoming_authed);
+    stats_u64(sink, "s2s_outgoing_authed", dj_s2s_n.outgoing_authed);
+    stats_u64(sink, "s2s_streams_in", dj_s2s_count(false));
+    stats_u64(sink, "s2s_streams_out", dj_s2s_count(true));
+    stats_u64(sink, "s2s_stanzas_in", dj_s2s_n.stanzas_in);
+    stats_u64(sink, "s2s_stanzas_out", dj_s2s_n.stanzas_out);
+    stats_u64(sink, "s2s_dropped_bytes", dj_s2s_n.dropped_bytes);
+    stats_u64(sink, "s2s_tls_in", dj_s2s_n.tls_in);
+    stats_u64(sink, "s2s_tls_out", dj_s2s_n.tls_out);
     stats_u64(sink, "xml_parsers_pooled", dj_xml_pool_size());
     for (int i = 0; i < dj.nvhosts; i++)
         stats_u64f(sink, dj.per_vhost[i], "vhost:%s:sessions", dj.vhosts[i].name);
@@ -154,15 +231,19 @@ static int dj_init(void)
     char err[512];
     if (dj.nvhosts == 0)
         dj.vhosts[dj.nvhosts++].name = strdup("localhost");
-    if (dj.cfg.require_tls) {
-        /* STARTTLS needs conn_start_tls() from the core, which has not landed:
-         * refuse to run rather than silently accept plaintext. */
-        log_error("djabberd: require_tls is on, but this build has no STARTTLS yet (see README); "
-                  "set require_tls = off to serve plaintext c2s");
-        return -1;
+    if (dj.cfg.tls_cert && *dj.cfg.tls_cert) {
+        dj.tls_ctx = tls_server_ctx_new(dj.cfg.tls_cert, dj.cfg.tls_key && *dj.cfg.tls_key ? dj.cfg.tls_key
+                                                                                          : dj.cfg.tls_cert,
+                                        NULL, err, sizeof err);
+        if (!dj.tls_ctx) {
+            log_error("djabberd: tls: %s", err);
+            return -1;
+        }
     }
-    if (dj.cfg.s2s_port) {
-        log_error("djabberd: s2s_port is set, but S2S is not built yet (see README); set s2s_port = 0");
+    if (dj.cfg.require_tls && !dj.tls_ctx) {
+        /* refuse to run rather than silently accept plaintext */
+        log_error("djabberd: require_tls is on but no tls_cert/tls_key is set; give a certificate or set "
+                  "require_tls = off to serve plaintext c2s");
         return -1;
     }
     if (dj.cfg.max_roster < 1)
@@ -178,6 +259,7 @@ static int dj_init(void)
     dj_plugin_ping_register();
     dj_plugin_version_register();
     dj_plugin_vcard_register();
+    dj_plugin_vcard_update_register();
     stats_add_source("", dj_stats, NULL);
     char spec[300];
     if (dj.cfg.listen && *dj.cfg.listen) {
@@ -193,6 +275,30 @@ static int dj_init(void)
         log_error("djabberd: cannot listen on %s: %s", spec, err);
         return -1;
     }
+    if (dj.cfg.s2s_port) {
+        const char *a = dj.cfg.s2s_listen && *dj.cfg.s2s_listen ? dj.cfg.s2s_listen : dj.cfg.listen;
+        char s2spec[300];
+        if (a && *a)
+            snprintf(s2spec, sizeof s2spec, strchr(a, ':') && a[0] != '[' ? "[%s]:%d" : "%s:%d", a,
+                     dj.cfg.s2s_port);
+        else
+            snprintf(s2spec, sizeof s2spec, "*:%d", dj.cfg.s2s_port);
+        dj_s2s_set_secret(dj.cfg.s2s_secret);
+        if (dj_s2s_tls_init(err, sizeof err) < 0) {
+            log_error("djabberd: s2s tls: %s", err);
+            return -1;
+        }
+        struct listen_opts so = { .single_loop = true };
+        if (!listen_open(s2spec, 5269, &so, dj_s2s_accept, NULL, NULL, err, sizeof err)) {
+            log_error("djabberd: cannot listen on %s (s2s): %s", s2spec, err);
+            return -1;
+        }
+        log_info("djabberd: s2s on %s (dialback)", s2spec);
+    }
+    if (dj_cluster_start(err, sizeof err) < 0) {
+        log_error("djabberd: cluster: %s", err);
+        return -1;
+    }
     if (dj.cfg.max_conns > 0)
         listen_set_max_conns((uint64_t)dj.cfg.max_conns);
     log_info("djabberd: c2s on %s, %d vhost(s), first %s", spec, dj.nvhosts, dj.vhosts[0].name);
@@ -201,13 +307,26 @@ static int dj_init(void)
 
 static void dj_fini(void)
 {
+    dj_cluster_free();
+    dj_s2s_tls_free();
     dj_store_close();
+    if (dj.tls_ctx)
+        tls_ctx_free(dj.tls_ctx);
+    dj.tls_ctx = NULL;
     dj_xml_pool_clear();
     for (size_t i = 0; i < dj.nbuckets; i++)
         while (dj.users[i]) {
             struct dj_user *u = dj.users[i];
             dj.users[i] = u->hnext;
             dj_roster_free_items(u);
+            while (u->remote) {
+                struct dj_rsess *r = u->remote;
+                u->remote = r->next;
+                free(r->node);
+                free(r->resource);
+                free(r->presence);
+                free(r);
+            }
             free(u->bare);
             free(u);
         }
@@ -216,9 +335,19 @@ static void dj_fini(void)
         free(dj.vhosts[i].name);
 }
 
+static void dj_stopping(void)
+{
+    dj_s2s_close_all();
+    dj_cluster_stop();
+}
+
 static void dj_reload(void)
 {
     char err[512];
+    if (dj.tls_ctx && tls_server_ctx_reload(&dj.tls_ctx, dj.cfg.tls_cert,
+                                            dj.cfg.tls_key && *dj.cfg.tls_key ? dj.cfg.tls_key : dj.cfg.tls_cert,
+                                            NULL, err, sizeof err) < 0)
+        log_error("djabberd: reload: tls: %s (the old certificate stays)", err);
     if (dj_users_file_load(dj.cfg.users_file, err, sizeof err) < 0)
         log_error("djabberd: reload: %s", err);
     else
@@ -236,7 +365,7 @@ int main(int argc, char **argv)
         .init = dj_init,
         .fini = dj_fini,
         .admin_cmds = dj_admin_cmds,
-        .hooks = { .on_reload = dj_reload },
+        .hooks = { .on_reload = dj_reload, .on_stop = dj_stopping },
     };
     return daemon_main(&desc, argc, argv);
 }

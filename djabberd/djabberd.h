@@ -45,6 +45,14 @@ struct dj_config {
     uint64_t max_offline;      /* offline messages kept per user */
     int max_roster;            /* items per roster */
     int max_resources;         /* sessions per account */
+    uint64_t max_output;       /* bytes queued to one client before it counts as not reading */
+    char *s2s_listen;          /* s2s address, "" = as listen */
+    char *s2s_secret;          /* dialback secret ("" = random per start) */
+    char *s2s_routes;          /* "domain=host:port,..." (the repeatable s2s_route) */
+    int s2s_default_port;
+    char *cluster_listen;      /* this node's cluster address = its node name; "" = no cluster */
+    char *cluster_peers;       /* "host:port,..." (the repeatable cluster_peer) */
+    char *cluster_secret;
 };
 
 /* ---- JIDs ---- */
@@ -74,6 +82,9 @@ enum dj_sess_state {
 #define DJ_F_AVAILABLE 0x01    /* sent available presence */
 #define DJ_F_INTERESTED 0x02   /* requested the roster */
 #define DJ_F_REGISTERING 0x04
+#define DJ_F_SM 0x08           /* XEP-0198 stream management enabled */
+#define DJ_F_STARTTLS 0x10     /* <proceed/> queued: switch to TLS after this stanza */
+#define DJ_F_IN_FEED 0x20      /* sess_on_read is feeding the parser */
 
 struct dj_sess {
     struct core_conn *c;
@@ -85,6 +96,9 @@ struct dj_sess {
     char *presence;            /* last available presence, serialised (broadcast to probes) */
     uint32_t refs;
     uint32_t preauth;          /* bytes read before authentication */
+    uint32_t sm_in, sm_out, sm_acked; /* XEP-0198 counters (mod 2^32) */
+    struct dj_pres_wait *pres_wait;   /* broadcast presences behind one in the AlterPresence chain */
+    bool pres_busy;
     uint16_t vhost;
     uint8_t state;
     uint8_t flags;
@@ -109,10 +123,20 @@ struct dj_roster_item {
 
 enum dj_roster_state { DJ_ROSTER_NONE = 0, DJ_ROSTER_LOADING, DJ_ROSTER_LOADED, DJ_ROSTER_FAILED };
 
+/* A session of this account on another cluster node. */
+struct dj_rsess {
+    char *node, *resource;
+    char *presence;            /* its last available presence, serialised */
+    int8_t prio;
+    bool avail;
+    struct dj_rsess *next;
+};
+
 struct dj_roster_wait;
 struct dj_user {
     char *bare;
     struct dj_sess *sessions;
+    struct dj_rsess *remote;   /* sessions on other cluster nodes */
     struct dj_roster_item *items;
     int nitems, capitems;
     int64_t ver;
@@ -129,7 +153,7 @@ struct dj_vhost {
 struct dj_counters {
     uint64_t sessions_total, auth_ok, auth_fail, stanzas_in, stanzas_out;
     uint64_t messages_routed, messages_offline, messages_dropped, offline_delivered;
-    uint64_t stream_errors, policy_violations, registered;
+    uint64_t stream_errors, policy_violations, registered, sm_enabled, starttls, slow_consumers, offline_refused;
 };
 
 struct dj_state {
@@ -137,6 +161,8 @@ struct dj_state {
     struct dj_vhost vhosts[DJ_MAX_VHOSTS];
     int nvhosts;
     struct db *db;
+    void *tls_ctx;             /* SSL_CTX for STARTTLS, NULL without tls_cert/tls_key */
+    struct work_pool *hash_pool; /* PBKDF2 threads */
     struct dj_user **users;    /* hash of online/roster-touched accounts */
     size_t nbuckets, nusers;
     uint64_t nsessions, nbound;
@@ -168,6 +194,8 @@ void dj_cmd_stanza(struct dj_sess *s, struct dj_stanza *st);
 /* Error reply to a stanza (its from/to swapped). */
 void dj_cmd_error(struct dj_sess *s, struct dj_stanza *st, const char *type, const char *condition);
 void dj_cmd_session_gone(struct dj_sess *s);
+/* Free presences still waiting for the AlterPresence chain (session freed). */
+void dj_cmd_presence_drop(struct dj_sess *s);
 /* Deliver a stanza (from already stamped) to a JID: local resources,
  * else the deliver chain (offline storage for messages). */
 void dj_route(struct dj_stanza *st, const char *to);
@@ -195,7 +223,55 @@ void dj_roster_free_items(struct dj_user *u);
 int dj_store_open(char *err, size_t errlen);
 void dj_store_close(void);
 int dj_users_file_load(const char *path, char *err, size_t errlen);
+/* PBKDF2 off the loop (common/work): check a password against creds
+ * (check != NULL) or make fresh creds from it (check == NULL). done runs on
+ * the calling loop with ok and, when making, the new creds. Returns 0, or
+ * -1 when the hashing queue is full (the caller answers "try later"). */
+int dj_creds_async(const struct dj_creds *check, const char *pw, size_t pwlen,
+                   void (*done)(void *arg, bool ok, const struct dj_creds *made), void *arg);
 size_t dj_users_file_count(void);
+
+/* s2s.c: server-to-server with dialback */
+struct sockaddr;
+struct core_loop;
+struct dj_s2s_counters {
+    uint64_t incoming, outgoing, incoming_authed, outgoing_authed;
+    uint64_t stanzas_in, stanzas_out, verify_answered, dropped_bytes, tls_in, tls_out;
+};
+extern struct dj_s2s_counters dj_s2s_n;
+void dj_s2s_set_secret(const char *secret);
+int dj_s2s_tls_init(char *err, size_t errlen);
+void dj_s2s_tls_free(void);
+void dj_s2s_accept(struct core_loop *loop, int fd, const struct sockaddr *sa, unsigned salen, void *arg);
+/* Queue or send to a remote domain; 0, or -1 (s2s off, queue full, no route). */
+int dj_s2s_send_buf(const char *local, const char *remote, struct evbuffer *b);
+int dj_s2s_send_node(const char *remote, const struct dj_node *n);
+int dj_s2s_send_raw_to(const char *xml, size_t len, const char *to);
+void dj_s2s_close_all(void);
+size_t dj_s2s_count(bool outgoing);
+bool dj_is_remote(const char *jid);
+/* A remote contact probes a local account's presence (cmd_xmpp.c). */
+void dj_presence_probe(const char *local_bare, const char *remote_bare);
+
+/* cluster.c: several nodes, one domain */
+struct dj_cluster_counters {
+    uint64_t announced, forwarded, received, auth_failed, dropped;
+};
+extern struct dj_cluster_counters dj_cluster_n;
+extern bool dj_cluster_local_only; /* delivering a forwarded stanza: never forward again */
+bool dj_cluster_on(void);
+int dj_cluster_start(char *err, size_t errlen);
+void dj_cluster_stop(void);
+void dj_cluster_free(void);
+size_t dj_cluster_links(bool outgoing);
+void dj_cluster_announce(struct dj_sess *s, bool gone);
+int dj_cluster_forward(const char *node, const char *to, const char *xml, size_t len);
+int dj_cluster_forward_node(const char *node, const char *to, const struct dj_node *n);
+void dj_cluster_forward_available(struct dj_user *u, const char *xml, size_t len);
+/* cmd_xmpp.c: deliver a stanza a peer node forwarded (local sessions only). */
+void dj_cluster_deliver(struct dj_stanza *st, const char *to);
+/* Send to every available session of u, here and on other nodes. */
+void dj_send_to_available(struct dj_user *u, const char *xml, size_t len);
 
 /* admin.c */
 

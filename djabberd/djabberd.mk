@@ -2,8 +2,8 @@
 # and benchmark.
 DJ_PROTO := djabberd/proto_xml.c djabberd/proto_sasl.c
 DJ_SRCS  := djabberd/djabberd.c djabberd/session.c djabberd/cmd_xmpp.c djabberd/roster.c djabberd/store.c \
-            djabberd/hooks.c djabberd/admin.c djabberd/plugins/ping.c djabberd/plugins/version.c \
-            djabberd/plugins/vcard.c $(DJ_PROTO)
+            djabberd/hooks.c djabberd/admin.c djabberd/s2s.c djabberd/cluster.c djabberd/plugins/ping.c djabberd/plugins/version.c \
+            djabberd/plugins/vcard.c djabberd/plugins/vcard_update.c $(DJ_PROTO)
 DJ_LIBS  := $(shell pkg-config --libs expat)
 
 $(eval $(call program,djabberd,$(DJ_SRCS),$(DJ_LIBS)))

@@ -28,6 +28,9 @@ enum dj_hook {
     DJ_HOOK_VCARD_SET,         /* struct dj_hook_blob: in xml */
     DJ_HOOK_DELIVER,           /* struct dj_hook_deliver: a stanza no local resource took */
     DJ_HOOK_C2S_IQ,            /* struct dj_hook_iq: an IQ the core does not answer */
+    DJ_HOOK_ALTER_PRESENCE,    /* struct dj_hook_iq: a client's broadcast presence, before it is kept and
+                                  sent; change st, decline to go on, finish(DJ_REJECT) to drop it */
+    DJ_HOOK_DISCO_INFO,        /* struct dj_hook_disco: add <identity/>/<feature/> to a disco#info answer */
     DJ_HOOK_COUNT
 };
 
@@ -124,6 +127,15 @@ struct dj_hook_iq {
     struct dj_hook_call call;
     struct dj_sess *sess;      /* held */
     struct dj_stanza *st;      /* owned by the call */
+};
+
+struct evbuffer;
+struct dj_hook_disco {
+    struct dj_hook_call call;
+    struct dj_sess *sess;      /* held */
+    struct dj_stanza *st;      /* the request, owned by the call */
+    bool account;              /* asked of an account (bare JID), not the server */
+    struct evbuffer *out;      /* plugins append features here */
 };
 
 /* Append a plugin to a chain. name shows in the console's `hooks`. */

@@ -22,6 +22,10 @@ enum dj_sasl_mech dj_sasl_mech_parse(const char *name)
         return DJ_SASL_SCRAM_SHA1;
     if (!strcmp(name, "SCRAM-SHA-256"))
         return DJ_SASL_SCRAM_SHA256;
+    if (!strcmp(name, "SCRAM-SHA-1-PLUS"))
+        return DJ_SASL_SCRAM_SHA1_PLUS;
+    if (!strcmp(name, "SCRAM-SHA-256-PLUS"))
+        return DJ_SASL_SCRAM_SHA256_PLUS;
     return DJ_SASL_NONE;
 }
 
@@ -31,13 +35,19 @@ const char *dj_sasl_mech_name(enum dj_sasl_mech m)
     case DJ_SASL_PLAIN: return "PLAIN";
     case DJ_SASL_SCRAM_SHA1: return "SCRAM-SHA-1";
     case DJ_SASL_SCRAM_SHA256: return "SCRAM-SHA-256";
+    case DJ_SASL_SCRAM_SHA1_PLUS: return "SCRAM-SHA-1-PLUS";
+    case DJ_SASL_SCRAM_SHA256_PLUS: return "SCRAM-SHA-256-PLUS";
     default: return "";
     }
 }
 
+bool dj_sasl_mech_plus(enum dj_sasl_mech m) { return m == DJ_SASL_SCRAM_SHA1_PLUS || m == DJ_SASL_SCRAM_SHA256_PLUS; }
+
+static bool mech_sha1(enum dj_sasl_mech m) { return m == DJ_SASL_SCRAM_SHA1 || m == DJ_SASL_SCRAM_SHA1_PLUS; }
+
 static const EVP_MD *mech_md(enum dj_sasl_mech m, size_t *len)
 {
-    if (m == DJ_SASL_SCRAM_SHA1) {
+    if (mech_sha1(m)) {
         *len = 20;
         return EVP_sha1();
     }
@@ -47,7 +57,7 @@ static const EVP_MD *mech_md(enum dj_sasl_mech m, size_t *len)
 
 static const struct dj_scram_keys *mech_keys(const struct dj_creds *c, enum dj_sasl_mech m)
 {
-    return m == DJ_SASL_SCRAM_SHA1 ? &c->sha1 : &c->sha256;
+    return mech_sha1(m) ? &c->sha1 : &c->sha256;
 }
 
 static int derive(enum dj_sasl_mech m, const char *pw, size_t pwlen, const unsigned char *salt, int iter,
@@ -281,21 +291,43 @@ static int saslname(const char *in, size_t len, char *out, size_t cap)
     return o > 0 ? 0 : -1;
 }
 
-int dj_scram_client_first(struct dj_scram *s, enum dj_sasl_mech m, const char *msg, size_t len, const char **cond)
+int dj_scram_client_first(struct dj_scram *s, enum dj_sasl_mech m, const unsigned char *cb, size_t cblen,
+                          const char *msg, size_t len, const char **cond)
 {
     memset(s, 0, sizeof *s);
     s->mech = m;
     *cond = "malformed-request";
+    if (cb && cblen > 0 && cblen <= sizeof s->cb) {
+        memcpy(s->cb, cb, cblen);
+        s->cblen = cblen;
+    }
     /* gs2-header: gs2-cbind-flag "," [authzid] "," */
     if (len < 3)
         return -1;
+    size_t flag_len;
     if (msg[0] == 'p') {
-        *cond = "encryption-required"; /* channel binding needs TLS, which this stream lacks */
+        static const char tu[] = "p=tls-unique,";
+        if (!dj_sasl_mech_plus(m) || !s->cblen || len < sizeof tu - 1 || memcmp(msg, tu, sizeof tu - 1)) {
+            /* binding asked for without -PLUS, without TLS, or of a type we lack */
+            *cond = s->cblen ? "malformed-request" : "encryption-required";
+            return -1;
+        }
+        flag_len = sizeof tu - 2;
+    } else if ((msg[0] == 'n' || msg[0] == 'y') && msg[1] == ',') {
+        if (dj_sasl_mech_plus(m))
+            return -1; /* -PLUS without binding */
+        if (msg[0] == 'y' && s->cblen) {
+            /* the client could bind and thinks we cannot: we offered -PLUS, so
+             * someone removed it on the way (RFC 5802 6) */
+            *cond = "not-authorized";
+            return -1;
+        }
+        flag_len = 1;
+    } else
         return -1;
-    }
-    if ((msg[0] != 'n' && msg[0] != 'y') || msg[1] != ',')
+    if (msg[flag_len] != ',')
         return -1;
-    const char *c2 = memchr(msg + 2, ',', len - 2);
+    const char *c2 = memchr(msg + flag_len + 1, ',', len - flag_len - 1);
     if (!c2)
         return -1;
     size_t gl = (size_t)(c2 + 1 - msg);
@@ -360,8 +392,18 @@ int dj_scram_client_final(struct dj_scram *s, const struct dj_creds *c, const ch
     if (!p || len < 4 || strncmp(msg, "c=", 2))
         return -1;
     const char *cend = memchr(msg, ',', len);
-    char gs2b64[100];
-    if (dj_b64_encode((const unsigned char *)s->gs2, strlen(s->gs2), gs2b64, sizeof gs2b64) < 0)
+    if (!cend)
+        return -1;
+    /* c= is base64(gs2-header [+ channel-binding data]) */
+    unsigned char cbind[64 + 64];
+    size_t gl = strlen(s->gs2), cbl = gl;
+    memcpy(cbind, s->gs2, gl);
+    if (s->gs2[0] == 'p') {
+        memcpy(cbind + gl, s->cb, s->cblen);
+        cbl += s->cblen;
+    }
+    char gs2b64[200];
+    if (dj_b64_encode(cbind, cbl, gs2b64, sizeof gs2b64) < 0)
         return -1;
     if ((size_t)(cend - msg - 2) != strlen(gs2b64) || strncmp(msg + 2, gs2b64, strlen(gs2b64))) {
         *cond = "not-authorized";

@@ -11,7 +11,14 @@
 #include <stdbool.h>
 #include <stddef.h>
 
-enum dj_sasl_mech { DJ_SASL_NONE = 0, DJ_SASL_PLAIN, DJ_SASL_SCRAM_SHA1, DJ_SASL_SCRAM_SHA256 };
+enum dj_sasl_mech {
+    DJ_SASL_NONE = 0,
+    DJ_SASL_PLAIN,
+    DJ_SASL_SCRAM_SHA1,
+    DJ_SASL_SCRAM_SHA256,
+    DJ_SASL_SCRAM_SHA1_PLUS,   /* with tls-unique channel binding */
+    DJ_SASL_SCRAM_SHA256_PLUS,
+};
 
 #define DJ_SCRAM_SALT 16
 #define DJ_SCRAM_MAXKEY 32
@@ -58,15 +65,22 @@ int dj_sasl_plain_parse(const char *msg, size_t len, const char **authzid, size_
 struct dj_scram {
     enum dj_sasl_mech mech;
     char user[256];
-    char gs2[64];              /* "n,," or "y,," */
+    char gs2[64];              /* "n,,", "y,," or "p=tls-unique,," */
+    unsigned char cb[64];      /* the TLS channel-binding data (tls-unique) */
+    size_t cblen;              /* 0: none (no TLS) */
     char client_first_bare[512];
     char server_first[256];
     char nonce[128];           /* client nonce + server nonce */
 };
 
 /* client-first-message; on success the user name (unescaped) is in s->user.
+ * cb/cblen: the stream's tls-unique data, or NULL/0 without TLS; with it the
+ * server offers the -PLUS mechanisms, so a client that says "y" (it could
+ * bind but thinks we cannot) is refused as a downgrade (RFC 5802 6).
  * Returns 0, or -1 with a SASL condition name in *cond. */
-int dj_scram_client_first(struct dj_scram *s, enum dj_sasl_mech m, const char *msg, size_t len, const char **cond);
+int dj_scram_client_first(struct dj_scram *s, enum dj_sasl_mech m, const unsigned char *cb, size_t cblen,
+                          const char *msg, size_t len, const char **cond);
+bool dj_sasl_mech_plus(enum dj_sasl_mech m);
 /* Build the server-first-message into s->server_first. */
 int dj_scram_server_first(struct dj_scram *s, const struct dj_creds *c);
 /* client-final-message: verify; on success writes server-final ("v=...")

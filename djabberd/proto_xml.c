@@ -27,6 +27,7 @@ struct dj_xml {
     uint64_t fed;                  /* bytes given to the current expat parser */
     uint64_t last_end;             /* end of the last complete event at depth <= 1 */
     uint64_t stanza_start;
+    uint64_t feed_base;            /* parser offset where the caller's current buffer starts */
     struct dj_stanza *cur;
     struct dj_node *node;          /* innermost open element of cur */
 };
@@ -542,6 +543,11 @@ void dj_xml_restart(struct dj_xml *x)
 
 bool dj_xml_has_parser(const struct dj_xml *x) { return x->p != NULL; }
 
+size_t dj_xml_feed_used(const struct dj_xml *x)
+{
+    return x->last_end > x->feed_base ? (size_t)(x->last_end - x->feed_base) : 0;
+}
+
 bool dj_xml_release(struct dj_xml *x)
 {
     if (!x->p || x->err || x->depth != 1 || x->cur || x->last_end != x->fed)
@@ -589,6 +595,7 @@ enum dj_xml_error dj_xml_feed(struct dj_xml *x, const char *buf, size_t len)
                 return e;
         }
     }
+    x->feed_base = x->fed;
     while (len > 0) {
         size_t n = len > DJ_XML_FEED_CHUNK ? DJ_XML_FEED_CHUNK : len;
         enum dj_xml_error e = feed_chunk(x, buf, n, false);

@@ -73,6 +73,10 @@ void dj_xml_free(struct dj_xml *x);
 /* Feed bytes. Returns DJ_XML_OK or the error that stopped the stream; after
  * an error the parser only returns that error again. */
 enum dj_xml_error dj_xml_feed(struct dj_xml *x, const char *buf, size_t len);
+/* Bytes of the buffer given to the dj_xml_feed() now running (or last run)
+ * that lie before the end of the last complete stanza: what a caller must
+ * consume when it switches the byte stream (STARTTLS) after that stanza. */
+size_t dj_xml_feed_used(const struct dj_xml *x);
 /* Start a new stream on the same object (after SASL success, STARTTLS). */
 void dj_xml_restart(struct dj_xml *x);
 /* Give the expat parser back to the pool if nothing is half-parsed.

@@ -98,6 +98,13 @@ void dj_user_maybe_free(struct dj_user *u)
 {
     if (u->sessions || u->pending || u->waiters || u->roster_state == DJ_ROSTER_LOADING)
         return;
+    if (u->remote) {
+        /* online on another node only: that node owns the roster; ours
+         * would go stale, so it is dropped and reloaded when needed */
+        dj_roster_free_items(u);
+        u->roster_state = DJ_ROSTER_NONE;
+        return;
+    }
     struct dj_user **pp = &dj.users[bucket_of(u->bare)];
     while (*pp && *pp != u)
         pp = &(*pp)->hnext;
@@ -571,39 +578,41 @@ static void presence_between(const char *from, const char *to, bool available)
     for (struct dj_sess *f = fu->sessions; f; f = f->next_res) {
         if (!(f->flags & DJ_F_AVAILABLE))
             continue;
-        for (struct dj_sess *t = tu->sessions; t; t = t->next_res) {
-            if (!(t->flags & DJ_F_AVAILABLE))
-                continue;
-            if (available && f->presence)
-                dj_sess_send(t, f->presence, strlen(f->presence));
-            else if (!available) {
-                char full[3 * DJ_JID_MAX + 3];
-                struct evbuffer *b = evbuffer_new();
-                evbuffer_add_printf(b, "<presence type='unavailable' from='");
-                dj_sess_jid(f, full, sizeof full);
-                dj_xml_escape(b, full, strlen(full));
-                evbuffer_add_printf(b, "'/>");
-                dj_sess_send_buf(t, b);
-                evbuffer_free(b);
-            }
+        if (available) {
+            if (f->presence)
+                dj_send_to_available(tu, f->presence, strlen(f->presence));
+            continue;
         }
+        char full[3 * DJ_JID_MAX + 3];
+        struct evbuffer *b = evbuffer_new();
+        evbuffer_add_printf(b, "<presence type='unavailable' from='");
+        dj_sess_jid(f, full, sizeof full);
+        dj_xml_escape(b, full, strlen(full));
+        evbuffer_add_printf(b, "'/>");
+        size_t len = evbuffer_get_length(b);
+        dj_send_to_available(tu, (const char *)evbuffer_pullup(b, (ev_ssize_t)len), len);
+        evbuffer_free(b);
     }
+    if (available)
+        for (struct dj_rsess *r = fu->remote; r; r = r->next)
+            if (r->avail && r->presence)
+                dj_send_to_available(tu, r->presence, strlen(r->presence));
 }
 
 static void deliver_sub(struct dj_user *u, const char *type, const char *from)
 {
-    for (struct dj_sess *o = u->sessions; o; o = o->next_res) {
-        if (!(o->flags & DJ_F_AVAILABLE))
-            continue;
-        struct evbuffer *b = evbuffer_new();
-        evbuffer_add_printf(b, "<presence type='%s' from='", type);
-        dj_xml_escape(b, from, strlen(from));
-        evbuffer_add_printf(b, "' to='");
-        dj_xml_escape(b, u->bare, strlen(u->bare));
-        evbuffer_add_printf(b, "'/>");
-        dj_sess_send_buf(o, b);
-        evbuffer_free(b);
-    }
+    struct evbuffer *b = evbuffer_new();
+    evbuffer_add_printf(b, "<presence type='%s' from='", type);
+    dj_xml_escape(b, from, strlen(from));
+    evbuffer_add_printf(b, "' to='");
+    dj_xml_escape(b, u->bare, strlen(u->bare));
+    evbuffer_add_printf(b, "'/>");
+    size_t len = evbuffer_get_length(b);
+    const char *x = (const char *)evbuffer_pullup(b, (ev_ssize_t)len);
+    for (struct dj_sess *o = u->sessions; o; o = o->next_res)
+        if (o->flags & DJ_F_AVAILABLE)
+            dj_sess_send(o, x, len);
+    evbuffer_free(b);
 }
 
 /* Inbound processing at the contact (to), whose roster is loaded. */
@@ -663,8 +672,37 @@ void dj_roster_subscription_in(struct dj_stanza *st, const char *type, const cha
 {
     (void)st;
     struct dj_jid j;
-    if (dj_jid_parse(to_bare, &j) < 0 || dj_vhost_find(j.domain) < 0)
-        return; /* remote: S2S not built */
+    if (dj_jid_parse(to_bare, &j) < 0)
+        return;
+    struct dj_user *lu = dj_cluster_local_only ? NULL : dj_user_get(to_bare, false);
+    if (lu && !lu->sessions && lu->remote) {
+        /* online on another node: that node runs the inbound side */
+        struct evbuffer *b = evbuffer_new();
+        evbuffer_add_printf(b, "<presence type='%s' from='", type);
+        dj_xml_escape(b, from_bare, strlen(from_bare));
+        evbuffer_add_printf(b, "' to='");
+        dj_xml_escape(b, to_bare, strlen(to_bare));
+        evbuffer_add_printf(b, "'/>");
+        size_t len = evbuffer_get_length(b);
+        dj_cluster_forward(lu->remote->node, to_bare, (const char *)evbuffer_pullup(b, (ev_ssize_t)len), len);
+        evbuffer_free(b);
+        return;
+    }
+    if (dj_vhost_find(j.domain) < 0) {
+        /* a remote contact: its server runs the inbound side */
+        struct dj_jid fj;
+        if (dj_jid_parse(from_bare, &fj) < 0)
+            return;
+        struct evbuffer *b = evbuffer_new();
+        evbuffer_add_printf(b, "<presence type='%s' from='", type);
+        dj_xml_escape(b, from_bare, strlen(from_bare));
+        evbuffer_add_printf(b, "' to='");
+        dj_xml_escape(b, to_bare, strlen(to_bare));
+        evbuffer_add_printf(b, "'/>");
+        dj_s2s_send_buf(fj.domain, j.domain, b);
+        evbuffer_free(b);
+        return;
+    }
     struct sub_ctx *x = calloc(1, sizeof *x);
     if (!x)
         return;
@@ -723,9 +761,15 @@ static void sub_out_with_roster(void *arg, struct dj_user *u)
     }
     if (changed)
         dj_roster_commit(u, x->to, false, NULL, NULL);
-    /* the contact's side sends the presence that follows an approval */
-    if (forward)
+    /* the contact's side sends the presence that follows an approval; for
+     * a remote contact that side is ours to play */
+    if (forward) {
         send_sub(t, u->bare, x->to);
+        if (!strcmp(t, "subscribed") && dj_is_remote(x->to))
+            for (struct dj_sess *o = u->sessions; o; o = o->next_res)
+                if ((o->flags & DJ_F_AVAILABLE) && o->presence)
+                    dj_s2s_send_raw_to(o->presence, strlen(o->presence), x->to);
+    }
     dj_user_maybe_free(u);
     sub_ctx_free(x);
 }

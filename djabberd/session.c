@@ -14,7 +14,9 @@
 #include <time.h>
 
 #include <event2/buffer.h>
+#include <event2/bufferevent_ssl.h>
 #include <openssl/rand.h>
+#include <openssl/ssl.h>
 
 #include "common/conn.h"
 #include "common/log.h"
@@ -24,6 +26,8 @@
 #define NS_BIND "urn:ietf:params:xml:ns:xmpp-bind"
 #define NS_SESSION "urn:ietf:params:xml:ns:xmpp-session"
 #define NS_STREAMS "urn:ietf:params:xml:ns:xmpp-streams"
+#define NS_SM "urn:xmpp:sm:3"
+#define NS_TLS "urn:ietf:params:xml:ns:xmpp-tls"
 
 const char *dj_sess_state_names[] = { "stream", "auth", "auth-wait", "scram", "restart", "bind", "active", "closed" };
 
@@ -44,6 +48,7 @@ void dj_sess_put(struct dj_sess *s)
     free(s->node);
     free(s->resource);
     free(s->presence);
+    dj_cmd_presence_drop(s);
     free(s);
 }
 
@@ -78,30 +83,48 @@ void dj_sess_accept(struct core_conn *c)
 
 /* ---- output ------------------------------------------------------------------------ */
 
+/* A client that does not read what is sent to it: past max_output the
+ * session stops taking stanzas, counts as unavailable (messages to its bare
+ * JID go to other resources or offline storage) and closes once its output
+ * drains or the write timeout passes. Memory stays bounded. */
+static bool out_full(struct dj_sess *s)
+{
+    if (evbuffer_get_length(conn_out(s->c)) <= dj.cfg.max_output)
+        return false;
+    dj.n.slow_consumers++;
+    log_info("djabberd: closing a session that does not read (over max_output)");
+    s->flags &= (uint8_t)~DJ_F_AVAILABLE;
+    conn_close_after_write(s->c);
+    return true;
+}
+
 void dj_sess_send(struct dj_sess *s, const char *xml, size_t len)
 {
-    if (!dj_sess_alive(s) || conn_is_closing(s->c))
+    if (!dj_sess_alive(s) || conn_is_closing(s->c) || out_full(s))
         return;
     evbuffer_add(conn_out(s->c), xml, len);
     dj.n.stanzas_out++;
+    s->sm_out++;
 }
 
 void dj_sess_send_buf(struct dj_sess *s, struct evbuffer *b)
 {
-    if (!dj_sess_alive(s) || conn_is_closing(s->c)) {
+    if (!dj_sess_alive(s) || conn_is_closing(s->c) || out_full(s)) {
         evbuffer_drain(b, evbuffer_get_length(b));
         return;
     }
     evbuffer_add_buffer(conn_out(s->c), b);
     dj.n.stanzas_out++;
+    s->sm_out++;
 }
 
 void dj_sess_send_node(struct dj_sess *s, const struct dj_node *n)
 {
-    if (!dj_sess_alive(s) || conn_is_closing(s->c))
+    if (!dj_sess_alive(s) || conn_is_closing(s->c) || out_full(s))
         return;
     dj_xml_write(conn_out(s->c), n);
     dj.n.stanzas_out++;
+    s->sm_out++;
 }
 
 static void send_str(struct dj_sess *s, const char *str) { dj_sess_send(s, str, strlen(str)); }
@@ -159,19 +182,44 @@ const char *dj_sess_jid(const struct dj_sess *s, char *buf, size_t cap)
 
 /* ---- stream header ------------------------------------------------------------------ */
 
+/* The tls-unique channel binding (RFC 5929) of a TLS stream: the first
+ * Finished message of the handshake — the client's in a full handshake, the
+ * server's in a resumed one (as OpenSSL-based clients compute it). 0 without
+ * TLS. */
+static size_t tls_unique(struct dj_sess *s, unsigned char *buf, size_t cap)
+{
+    if (!s->c || !conn_is_tls(s->c))
+        return 0;
+    SSL *ssl = bufferevent_openssl_get_ssl(s->c->bev);
+    if (!ssl)
+        return 0;
+    size_t n = SSL_session_reused(ssl) ? SSL_get_finished(ssl, buf, cap) : SSL_get_peer_finished(ssl, buf, cap);
+    return n <= cap ? n : 0;
+}
+
 static void send_features(struct dj_sess *s)
 {
     struct evbuffer *out = conn_out(s->c);
     evbuffer_add_printf(out, "<stream:features>");
     if (s->state == DJ_S_AUTH) {
-        evbuffer_add_printf(out, "<mechanisms xmlns='" NS_SASL "'>"
-                                 "<mechanism>SCRAM-SHA-256</mechanism><mechanism>SCRAM-SHA-1</mechanism>"
-                                 "<mechanism>PLAIN</mechanism></mechanisms>");
-        if (dj.cfg.inband_registration)
-            evbuffer_add_printf(out, "<register xmlns='http://jabber.org/features/iq-register'/>");
+        bool tls = conn_is_tls(s->c);
+        if (!tls && dj.tls_ctx)
+            evbuffer_add_printf(out, "<starttls xmlns='" NS_TLS "'>%s</starttls>",
+                                dj.cfg.require_tls ? "<required/>" : "");
+        if (tls || !dj.cfg.require_tls) {
+            unsigned char cb[64];
+            evbuffer_add_printf(out, "<mechanisms xmlns='" NS_SASL "'>%s"
+                                     "<mechanism>SCRAM-SHA-256</mechanism><mechanism>SCRAM-SHA-1</mechanism>"
+                                     "<mechanism>PLAIN</mechanism></mechanisms>",
+                                tls_unique(s, cb, sizeof cb) ? "<mechanism>SCRAM-SHA-256-PLUS</mechanism>"
+                                                               "<mechanism>SCRAM-SHA-1-PLUS</mechanism>"
+                                                             : "");
+            if (dj.cfg.inband_registration)
+                evbuffer_add_printf(out, "<register xmlns='http://jabber.org/features/iq-register'/>");
+        }
     } else {
         evbuffer_add_printf(out, "<bind xmlns='" NS_BIND "'/><session xmlns='" NS_SESSION "'><optional/></session>"
-                                 "<ver xmlns='urn:xmpp:features:rosterver'/>");
+                                 "<ver xmlns='urn:xmpp:features:rosterver'/><sm xmlns='" NS_SM "'/>");
     }
     evbuffer_add_printf(out, "</stream:features>");
 }
@@ -241,6 +289,11 @@ static void sasl_success(struct dj_sess *s, const char *user, const char *final)
     free(s->scram);
     s->scram = NULL;
     s->state = DJ_S_RESTART;
+    /* a hook that answered later (db, hashing thread): nothing is being
+     * parsed now, so the new stream starts here; inside a feed,
+     * sess_on_read restarts the parser once the feed returns */
+    if (!(s->flags & DJ_F_IN_FEED))
+        dj_xml_restart(s->xml);
     dj.n.auth_ok++;
     /* authenticated: from now on only the idle timeout applies */
     conn_set_timeouts(s->c, (uint32_t)dj.cfg.idle_timeout * 1000, 60000);
@@ -286,20 +339,34 @@ static void plain_check_done(struct dj_hook_call *call)
         if (call->status == DJ_OK)
             sasl_success(s, sc->user, NULL);
         else
-            sasl_failure(s, "not-authorized");
+            sasl_failure(s, call->status == DJ_ERROR ? "temporary-auth-failure" : "not-authorized");
     }
     memset(sc->pw, 0, sizeof sc->pw);
     dj_sess_put(s);
     free(sc);
 }
 
+static void plain_hashed(void *arg, bool ok, const struct dj_creds *made)
+{
+    (void)made;
+    struct sasl_call *sc = arg;
+    sc->h.call.status = ok ? DJ_OK : DJ_REJECT;
+    plain_check_done(&sc->h.call);
+}
+
 static void plain_creds_done(struct dj_hook_call *call)
 {
     struct sasl_call *sc = (struct sasl_call *)call;
-    /* PBKDF2 on the loop: see README "What still differs" */
-    bool ok = call->status == DJ_OK && dj_creds_check(&sc->h.creds, sc->pw, strlen(sc->pw));
-    call->status = ok ? DJ_OK : DJ_REJECT;
-    plain_check_done(call);
+    if (call->status != DJ_OK) {
+        call->status = DJ_REJECT;
+        plain_check_done(call);
+        return;
+    }
+    /* derive and compare on the hashing thread, not on the loop */
+    if (dj_creds_async(&sc->h.creds, sc->pw, strlen(sc->pw), plain_hashed, sc) < 0) {
+        call->status = DJ_ERROR;
+        plain_check_done(call);
+    }
 }
 
 static void scram_creds_done(struct dj_hook_call *call)
@@ -308,7 +375,7 @@ static void scram_creds_done(struct dj_hook_call *call)
     struct dj_sess *s = sc->s;
     if (dj_sess_alive(s) && s->state == DJ_S_AUTH_WAIT && s->scram) {
         if (call->status != DJ_OK) {
-            sasl_failure(s, "not-authorized");
+            sasl_failure(s, call->status == DJ_ERROR ? "temporary-auth-failure" : "not-authorized");
         } else if (dj_scram_server_first(s->scram, &sc->h.creds) < 0) {
             sasl_failure(s, "temporary-auth-failure");
         } else {
@@ -406,7 +473,15 @@ static void sasl_auth(struct dj_sess *s, struct dj_stanza *st)
     free(s->scram);
     s->scram = calloc(1, sizeof *s->scram);
     const char *cond = "temporary-auth-failure";
-    if (!s->scram || dj_scram_client_first(s->scram, m, (const char *)raw, (size_t)rl, &cond) < 0 ||
+    unsigned char cb[64];
+    size_t cbl = tls_unique(s, cb, sizeof cb);
+    if (dj_sasl_mech_plus(m) && !cbl) {
+        free(raw);
+        free(sc);
+        sasl_failure(s, "invalid-mechanism"); /* -PLUS is offered over TLS only */
+        return;
+    }
+    if (!s->scram || dj_scram_client_first(s->scram, m, cbl ? cb : NULL, cbl, (const char *)raw, (size_t)rl, &cond) < 0 ||
         norm_user(s->scram->user, strlen(s->scram->user), sc->user, sizeof sc->user) < 0) {
         free(raw);
         free(sc);
@@ -528,6 +603,7 @@ static void bind_resource(struct dj_sess *s, struct dj_stanza *st, struct dj_nod
     dj_sess_jid(s, full, sizeof full);
     dj_xml_escape(out, full, strlen(full));
     evbuffer_add_printf(out, "</jid></bind></iq>");
+    dj_cluster_announce(s, false);
     /* warm the roster cache so presence broadcast needs no extra round trip */
     dj_roster_with(bare, NULL, NULL);
 }
@@ -542,6 +618,61 @@ static bool is_sasl(struct dj_node *n, const char *local)
     return !strcmp(dj_node_local(n), local) && ns && !strcmp(ns, NS_SASL);
 }
 
+static bool is_sm(struct dj_node *n)
+{
+    const char *ns = dj_node_ns(n);
+    return ns && !strcmp(ns, NS_SM);
+}
+
+/* XEP-0198 stream management without resumption: enable, ack requests and
+ * acks. Counters are mod 2^32 as the XEP says. Returns non-zero to stop. */
+static int sm_element(struct dj_sess *s, struct dj_node *n)
+{
+    struct evbuffer *out = conn_out(s->c);
+    const char *local = dj_node_local(n);
+    if (!strcmp(local, "enable")) {
+        if (s->flags & DJ_F_SM) {
+            evbuffer_add_printf(out, "<failed xmlns='" NS_SM "'><unexpected-request "
+                                     "xmlns='urn:ietf:params:xml:ns:xmpp-stanzas'/></failed>");
+            return 0;
+        }
+        s->flags |= DJ_F_SM;
+        s->sm_in = s->sm_out = s->sm_acked = 0;
+        dj.n.sm_enabled++;
+        /* resumption is not offered: no id, no resume='true' */
+        evbuffer_add_printf(out, "<enabled xmlns='" NS_SM "'/>");
+        return 0;
+    }
+    if (!strcmp(local, "resume")) {
+        evbuffer_add_printf(out, "<failed xmlns='" NS_SM "'><item-not-found "
+                                 "xmlns='urn:ietf:params:xml:ns:xmpp-stanzas'/></failed>");
+        return 0;
+    }
+    if (!(s->flags & DJ_F_SM)) {
+        dj_sess_stream_error(s, "unsupported-stanza-type", "stream management is not enabled");
+        return 1;
+    }
+    if (!strcmp(local, "r")) {
+        evbuffer_add_printf(out, "<a xmlns='" NS_SM "' h='%u'/>", s->sm_in);
+        return 0;
+    }
+    if (!strcmp(local, "a")) {
+        const char *h = dj_node_attr(n, "h");
+        char *end;
+        unsigned long v = h ? strtoul(h, &end, 10) : 0;
+        if (!h || *end || v > UINT32_MAX) {
+            dj_sess_stream_error(s, "undefined-condition", "bad h in stream management ack");
+            return 1;
+        }
+        /* an h beyond what we counted is taken as "everything" (lenient) */
+        s->sm_acked = (uint32_t)((uint32_t)v - s->sm_acked) > (uint32_t)(s->sm_out - s->sm_acked) ? s->sm_out
+                                                                                                  : (uint32_t)v;
+        return 0;
+    }
+    dj_sess_stream_error(s, "unsupported-stanza-type", NULL);
+    return 1;
+}
+
 /* One stanza in whatever state the stream is. Returns non-zero to stop the
  * current feed (stream restart or close). */
 static int sess_on_stanza(void *arg, struct dj_stanza *st)
@@ -554,17 +685,33 @@ static int sess_on_stanza(void *arg, struct dj_stanza *st)
         s->c->requests++;
     switch ((enum dj_sess_state)s->state) {
     case DJ_S_AUTH:
-        if (is_sasl(n, "auth")) {
+        if (!strcmp(dj_node_local(n), "starttls")) {
+            const char *ns = dj_node_ns(n);
+            if (!ns || strcmp(ns, NS_TLS) || !dj.tls_ctx || conn_is_tls(s->c)) {
+                evbuffer_add_printf(conn_out(s->c), "<failure xmlns='" NS_TLS "'/></stream:stream>");
+                conn_close_after_write(s->c);
+            } else {
+                /* queued before the switch, so it goes out in plain text;
+                 * sess_on_read switches right after this stanza's last byte */
+                evbuffer_add_printf(conn_out(s->c), "<proceed xmlns='" NS_TLS "'/>");
+                s->flags |= DJ_F_STARTTLS;
+                dj.n.starttls++;
+            }
+            stop = 1;
+        } else if (dj.cfg.require_tls && !conn_is_tls(s->c)) {
+            if (is_sasl(n, "auth"))
+                sasl_failure(s, "encryption-required");
+            else {
+                dj_sess_stream_error(s, "policy-violation", "use STARTTLS first");
+                stop = 1;
+            }
+        } else if (is_sasl(n, "auth")) {
             sasl_auth(s, st);
             stop = s->state == DJ_S_RESTART;
         } else if (!strcmp(n->name, "iq") && dj.cfg.inband_registration &&
                    dj_node_child(n, "query", "jabber:iq:register")) {
             dj_register_iq(s, st);
             st = NULL;
-        } else if (!strcmp(n->name, "starttls")) {
-            /* not offered: STARTTLS waits on the core's conn_start_tls */
-            dj_sess_stream_error(s, "unsupported-feature", "STARTTLS is not available on this server");
-            stop = 1;
         } else {
             dj_sess_stream_error(s, "not-authorized", NULL);
             stop = 1;
@@ -587,6 +734,12 @@ static int sess_on_stanza(void *arg, struct dj_stanza *st)
         stop = 1;
         break;
     case DJ_S_BIND: {
+        if (is_sm(n)) {
+            /* XEP-0198: enable only after binding */
+            evbuffer_add_printf(conn_out(s->c), "<failed xmlns='" NS_SM "'><unexpected-request "
+                                                "xmlns='urn:ietf:params:xml:ns:xmpp-stanzas'/></failed>");
+            break;
+        }
         struct dj_node *bind = !strcmp(n->name, "iq") ? dj_node_child(n, "bind", NS_BIND) : NULL;
         const char *type = dj_node_attr(n, "type");
         if (bind && type && !strcmp(type, "set"))
@@ -600,12 +753,20 @@ static int sess_on_stanza(void *arg, struct dj_stanza *st)
         break;
     }
     case DJ_S_ACTIVE:
+        if (is_sm(n)) {
+            stop = sm_element(s, n);
+            break;
+        }
+        if (s->flags & DJ_F_SM)
+            s->sm_in++; /* a stanza handled (XEP-0198 counts every one) */
         if (!strcmp(n->name, "iq") && dj_node_child(n, "session", NS_SESSION)) {
-            struct evbuffer *out = conn_out(s->c);
+            struct evbuffer *b = evbuffer_new();
             const char *id = dj_node_attr(n, "id");
-            evbuffer_add_printf(out, "<iq type='result' id='");
-            dj_xml_escape(out, id ? id : "", id ? strlen(id) : 0);
-            evbuffer_add_printf(out, "'/>");
+            evbuffer_add_printf(b, "<iq type='result' id='");
+            dj_xml_escape(b, id ? id : "", id ? strlen(id) : 0);
+            evbuffer_add_printf(b, "'/>");
+            dj_sess_send_buf(s, b); /* a stanza: counted for XEP-0198 */
+            evbuffer_free(b);
             break;
         }
         dj_cmd_stanza(s, st);
@@ -638,6 +799,7 @@ static int sess_on_read(struct core_conn *c)
         }
     }
     dj_sess_hold(s);
+    s->flags |= DJ_F_IN_FEED;
     struct evbuffer_iovec v[8];
     while (evbuffer_get_length(in) > 0 && dj_sess_alive(s) && !conn_is_closing(c)) {
         int nv = evbuffer_peek(in, -1, NULL, v, 8);
@@ -649,6 +811,20 @@ static int sess_on_read(struct core_conn *c)
         for (int i = 0; i < nv; i++) {
             enum dj_sess_state before = (enum dj_sess_state)s->state;
             e = dj_xml_feed(s->xml, v[i].iov_base, v[i].iov_len);
+            if (s->flags & DJ_F_STARTTLS) {
+                /* STARTTLS: consume exactly through </starttls>; whatever
+                 * follows is the client's first TLS bytes (plain text a
+                 * client pipelined here never reaches the XML parser) */
+                s->flags &= (uint8_t)~DJ_F_STARTTLS;
+                evbuffer_drain(in, used + dj_xml_feed_used(s->xml));
+                dj_xml_restart(s->xml);
+                s->state = DJ_S_STREAM;
+                if (conn_start_tls(c, dj.tls_ctx, true, NULL) < 0)
+                    conn_close(c);
+                s->flags &= (uint8_t)~DJ_F_IN_FEED;
+                dj_sess_put(s);
+                return 0;
+            }
             used += v[i].iov_len;
             if (e != DJ_XML_OK)
                 break;
@@ -678,6 +854,7 @@ static int sess_on_read(struct core_conn *c)
             break;
         }
     }
+    s->flags &= (uint8_t)~DJ_F_IN_FEED;
     if (dj_sess_alive(s) && s->state >= DJ_S_BIND)
         dj_xml_release(s->xml);
     dj_sess_put(s);

@@ -25,6 +25,58 @@
 #include "common/db.h"
 #include "common/log.h"
 #include "common/loop.h"
+#include "common/work.h"
+
+/* ---- password hashing off the loop ------------------------------------------------------------ */
+
+struct hash_job {
+    struct dj_creds creds;
+    bool check, ok;
+    size_t pwlen;
+    void (*done)(void *arg, bool ok, const struct dj_creds *made);
+    void *arg;
+    char pw[];
+};
+
+static void hash_run(void *arg)
+{
+    /* on a work thread: PBKDF2 (4096 iterations x 2 hashes when making) */
+    struct hash_job *j = arg;
+    if (j->check)
+        j->ok = dj_creds_check(&j->creds, j->pw, j->pwlen);
+    else
+        j->ok = dj_creds_make(&j->creds, j->pw, j->pwlen, 0) == 0;
+}
+
+static void hash_done(void *arg)
+{
+    struct hash_job *j = arg;
+    j->done(j->arg, j->ok, j->check ? NULL : &j->creds);
+    OPENSSL_cleanse(j, sizeof *j + j->pwlen);
+    free(j);
+}
+
+int dj_creds_async(const struct dj_creds *check, const char *pw, size_t pwlen,
+                   void (*done)(void *arg, bool ok, const struct dj_creds *made), void *arg)
+{
+    struct hash_job *j = calloc(1, sizeof *j + pwlen + 1);
+    if (!j)
+        return -1;
+    if (check)
+        j->creds = *check;
+    j->check = check != NULL;
+    j->pwlen = pwlen;
+    memcpy(j->pw, pw, pwlen);
+    j->done = done;
+    j->arg = arg;
+    struct core_loop *l = loop_current();
+    if (!dj.hash_pool || work_submit(dj.hash_pool, l ? l : loop_get(0), hash_run, hash_done, j) < 0) {
+        OPENSSL_cleanse(j, sizeof *j + pwlen);
+        free(j);
+        return -1;
+    }
+    return 0;
+}
 
 /* ---- users_file ------------------------------------------------------------------------------ */
 
@@ -37,6 +89,7 @@ struct uf_entry {
 
 static struct uf_entry *uf;
 static size_t nuf;
+static unsigned uf_generation; /* bumped by every (re)load */
 
 static int uf_cmp(const void *a, const void *b)
 {
@@ -63,6 +116,7 @@ int dj_users_file_load(const char *path, char *err, size_t errlen)
         uf_clear(uf, nuf);
         uf = NULL;
         nuf = 0;
+        uf_generation++;
         return 0;
     }
     FILE *f = fopen(path, "r");
@@ -115,6 +169,7 @@ int dj_users_file_load(const char *path, char *err, size_t errlen)
     uf_clear(uf, nuf);
     uf = t;
     nuf = n;
+    uf_generation++;
     return 0;
 }
 
@@ -131,6 +186,31 @@ static struct uf_entry *uf_find(int vhost, const char *user)
     return NULL;
 }
 
+struct uf_wait {
+    struct dj_hook_creds *h;
+    unsigned gen;
+};
+
+static void uf_derived(void *arg, bool ok, const struct dj_creds *made)
+{
+    struct uf_wait *w = arg;
+    struct dj_hook_creds *h = w->h;
+    unsigned gen = w->gen;
+    free(w);
+    if (!ok) {
+        dj_hook_finish(&h->call, DJ_ERROR);
+        return;
+    }
+    h->creds = *made;
+    /* keep them, unless a reload replaced the accounts meanwhile */
+    struct uf_entry *e = gen == uf_generation ? uf_find(h->vhost, h->user) : NULL;
+    if (e && !e->derived) {
+        e->creds = *made;
+        e->derived = true;
+    }
+    dj_hook_finish(&h->call, DJ_OK);
+}
+
 static void uf_get_creds(struct dj_hook_call *call, void *arg)
 {
     (void)arg;
@@ -140,18 +220,27 @@ static void uf_get_creds(struct dj_hook_call *call, void *arg)
         dj_hook_decline(call);
         return;
     }
-    if (!h->exists_only) {
-        if (!e->derived) {
-            /* PBKDF2 once per account, on the loop (README: "What still differs") */
-            if (dj_creds_make(&e->creds, e->password, strlen(e->password), 0) < 0) {
-                dj_hook_finish(call, DJ_ERROR);
-                return;
-            }
-            e->derived = true;
-        }
-        h->creds = e->creds;
+    if (h->exists_only) {
+        dj_hook_finish(call, DJ_OK);
+        return;
     }
-    dj_hook_finish(call, DJ_OK);
+    if (e->derived) {
+        h->creds = e->creds;
+        dj_hook_finish(call, DJ_OK);
+        return;
+    }
+    /* SCRAM keys are made once per account, on the hashing threads */
+    struct uf_wait *w = malloc(sizeof *w);
+    if (!w) {
+        dj_hook_finish(call, DJ_ERROR);
+        return;
+    }
+    w->h = h;
+    w->gen = uf_generation;
+    if (dj_creds_async(NULL, e->password, strlen(e->password), uf_derived, w) < 0) {
+        free(w);
+        dj_hook_finish(call, DJ_ERROR);
+    }
 }
 
 static void uf_check_plain(struct dj_hook_call *call, void *arg)
@@ -201,63 +290,6 @@ static const char schema_mysql[] =
     "CREATE TABLE IF NOT EXISTS dj_offline (id BIGINT AUTO_INCREMENT PRIMARY KEY, owner VARCHAR(255) NOT NULL,"
     " stamp BIGINT NOT NULL, xml MEDIUMBLOB NOT NULL, KEY dj_offline_owner (owner, id)) ENGINE=InnoDB;"
     "CREATE TABLE IF NOT EXISTS dj_vcard (owner VARCHAR(255) PRIMARY KEY, xml MEDIUMBLOB NOT NULL) ENGINE=InnoDB";
-
-/* DBI-style DSN: DBI:SQLite:dbname=FILE or
- * DBI:mysql:database=D;host=H;port=P;mysql_socket=S;user=U;password=W.
- * move to common/db when its DSN parser lands */
-static int parse_dsn(const char *dsn, struct db_config *cfg, char *buf, size_t buflen, char *err, size_t errlen)
-{
-    memset(cfg, 0, sizeof *cfg);
-    snprintf(buf, buflen, "%s", dsn);
-    char *p = buf;
-    if (!strncasecmp(p, "DBI:", 4))
-        p += 4;
-    char *colon = strchr(p, ':');
-    if (!colon) {
-        snprintf(err, errlen, "storage: expected DBI:SQLite:dbname=FILE or DBI:mysql:database=...");
-        return -1;
-    }
-    *colon = 0;
-    if (!strcasecmp(p, "SQLite"))
-        cfg->driver = DB_SQLITE;
-    else if (!strcasecmp(p, "mysql") || !strcasecmp(p, "MariaDB"))
-        cfg->driver = DB_MYSQL;
-    else {
-        snprintf(err, errlen, "storage: unknown driver '%s'", p);
-        return -1;
-    }
-    for (char *kv = strtok(colon + 1, ";"); kv; kv = strtok(NULL, ";")) {
-        char *eq = strchr(kv, '=');
-        if (!eq) {
-            snprintf(err, errlen, "storage: '%s' is not key=value", kv);
-            return -1;
-        }
-        *eq = 0;
-        char *v = eq + 1;
-        if (!strcmp(kv, "dbname") || !strcmp(kv, "database") || !strcmp(kv, "db")) {
-            cfg->path = v;
-            cfg->database = v;
-        } else if (!strcmp(kv, "host"))
-            cfg->host = v;
-        else if (!strcmp(kv, "port"))
-            cfg->port = atoi(v);
-        else if (!strcmp(kv, "mysql_socket") || !strcmp(kv, "socket"))
-            cfg->socket = v;
-        else if (!strcmp(kv, "user"))
-            cfg->user = v;
-        else if (!strcmp(kv, "password"))
-            cfg->password = v;
-        else {
-            snprintf(err, errlen, "storage: unknown DSN key '%s'", kv);
-            return -1;
-        }
-    }
-    if (!cfg->path) {
-        snprintf(err, errlen, "storage: the DSN names no database");
-        return -1;
-    }
-    return 0;
-}
 
 static struct core_loop *here(void)
 {
@@ -310,25 +342,31 @@ static void db_register_done(struct db_result *res, void *arg)
     dj_hook_finish(&h->call, DJ_OK);
 }
 
+static void db_register_hashed(void *arg, bool ok, const struct dj_creds *made);
+
 static void db_register(struct dj_hook_call *call, void *arg)
 {
     (void)arg;
     struct dj_hook_register *h = (struct dj_hook_register *)call;
-    struct dj_creds c;
-    /* PBKDF2 on the loop, once per registration (README: "What still differs") */
-    if (dj_creds_make(&c, h->password, strlen(h->password), 0) < 0) {
+    if (dj_creds_async(NULL, h->password, strlen(h->password), db_register_hashed, h) < 0)
         dj_hook_finish(call, DJ_ERROR);
+}
+
+static void db_register_hashed(void *arg, bool ok, const struct dj_creds *made)
+{
+    struct dj_hook_register *h = arg;
+    if (!ok) {
+        dj_hook_finish(&h->call, DJ_ERROR);
         return;
     }
     char text[300];
-    size_t tl = dj_creds_format(&c, text, sizeof text);
-    OPENSSL_cleanse(&c, sizeof c);
+    size_t tl = dj_creds_format(made, text, sizeof text);
     const char *vh = dj.vhosts[h->vhost].name;
     struct db_value p[4] = { DB_TEXTN(vh, strlen(vh)), DB_TEXTN(h->user, strlen(h->user)), DB_TEXTN(text, tl),
                              DB_INT64(time(NULL)) };
     if (db_query(dj.db, here(), DB_GROUP, "INSERT INTO dj_users (vhost, username, creds, created) VALUES (?,?,?,?)",
                  p, 4, db_register_done, h) < 0)
-        dj_hook_finish(call, DJ_ERROR);
+        dj_hook_finish(&h->call, DJ_ERROR);
 }
 
 /* rosters */
@@ -565,14 +603,22 @@ struct offline_store {
     struct dj_hook_creds exists;
     struct dj_hook_blob blob;
     struct dj_hook_deliver *d;
+    size_t charged;            /* bytes counted in offline_inflight */
     char user[DJ_JID_MAX + 1];
 };
+
+/* Offline messages on their way to the database, all accounts together:
+ * a flood of messages to absent users is refused ("wait") past this, so the
+ * db queue cannot hold an unbounded amount of message text. */
+#define DJ_OFFLINE_INFLIGHT_MAX (8u << 20)
+static size_t offline_inflight;
 
 static void offline_stored(struct dj_hook_call *call)
 {
     struct offline_store *o = (struct offline_store *)((char *)call - offsetof(struct offline_store, blob));
     struct dj_hook_deliver *d = o->d;
     enum dj_hook_status st = call->status; /* call lives in o */
+    offline_inflight -= o->charged;
     if (st == DJ_OK)
         dj.n.messages_offline++;
     free(o->blob.xml);
@@ -591,6 +637,7 @@ static void offline_exists(struct dj_hook_call *call)
     struct offline_store *o = (struct offline_store *)call;
     struct dj_hook_deliver *d = o->d;
     if (call->status != DJ_OK) {
+        offline_inflight -= o->charged;
         free(o);
         dj_hook_decline(&d->call); /* no such account */
         return;
@@ -633,11 +680,19 @@ static void offline_deliver(struct dj_hook_call *call, void *arg)
         dj_hook_decline(call);
         return;
     }
+    size_t cost = d->st->bytes + 256;
+    if (offline_inflight + cost > DJ_OFFLINE_INFLIGHT_MAX) {
+        dj.n.offline_refused++;
+        dj_hook_finish(call, DJ_ERROR); /* the sender gets resource-constraint (wait) */
+        return;
+    }
     struct offline_store *o = calloc(1, sizeof *o);
     if (!o) {
         dj_hook_finish(call, DJ_ERROR);
         return;
     }
+    o->charged = cost;
+    offline_inflight += cost;
     o->d = d;
     snprintf(o->user, sizeof o->user, "%s", j.node);
     o->exists.vhost = dj_vhost_find(j.domain);
@@ -650,19 +705,28 @@ static void offline_deliver(struct dj_hook_call *call, void *arg)
 
 int dj_store_open(char *err, size_t errlen)
 {
+    /* password hashing (PBKDF2) never runs on the loop; a bounded queue */
+    dj.hash_pool = work_pool_new("dj-hash", 1, 4096);
+    if (!dj.hash_pool) {
+        snprintf(err, errlen, "cannot start the hashing thread: %s", strerror(errno));
+        return -1;
+    }
     dj_hook_register(DJ_HOOK_CHECK_PLAIN, "users_file", uf_check_plain, NULL);
     dj_hook_register(DJ_HOOK_GET_CREDS, "users_file", uf_get_creds, NULL);
     dj_hook_register(DJ_HOOK_REGISTER, "users_file", uf_register, NULL);
     if (dj_users_file_load(dj.cfg.users_file, err, errlen) < 0)
         return -1;
-    char buf[1024];
-    struct db_config cfg;
-    if (parse_dsn(dj.cfg.storage, &cfg, buf, sizeof buf, err, errlen) < 0)
+    struct db_config cfg = { 0 };
+    if (db_config_dsn(&cfg, dj.cfg.storage, err, errlen) < 0) {
+        db_config_clear(&cfg);
         return -1;
+    }
     dj.db = db_open(&cfg, err, errlen);
+    enum db_driver driver = cfg.driver;
+    db_config_clear(&cfg);
     if (!dj.db)
         return -1;
-    if (db_exec_script(dj.db, cfg.driver == DB_SQLITE ? schema_sqlite : schema_mysql, err, errlen) < 0) {
+    if (db_exec_script(dj.db, driver == DB_SQLITE ? schema_sqlite : schema_mysql, err, errlen) < 0) {
         db_close(dj.db);
         dj.db = NULL;
         return -1;
@@ -683,6 +747,9 @@ int dj_store_open(char *err, size_t errlen)
 
 void dj_store_close(void)
 {
+    if (dj.hash_pool)
+        work_pool_free(dj.hash_pool);
+    dj.hash_pool = NULL;
     if (dj.db)
         db_close(dj.db);
     dj.db = NULL;

@@ -47,7 +47,10 @@ static enum admin_result console_cmd(struct admin_ctx *ctx, int argc, char **arg
     }
     struct gm_text t;
     gm_text_classify(argc, argv, &t);
-    if (gm_text_run(ctx->out, &t, argc, argv))
+    gm_lock();
+    bool ran = gm_text_run(ctx->out, &t, argc, argv);
+    gm_unlock();
+    if (ran)
         return ADMIN_OK;
     gm_text_unknown(ctx->out, argc > 0 ? argv[0] : "");
     return ADMIN_UNKNOWN;

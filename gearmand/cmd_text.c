@@ -21,10 +21,10 @@
 
 static void text_workers(struct evbuffer *out)
 {
-    struct gm_list *pos;
-    gm_list_for_each(pos, &gm.sessions)
+    struct list_node *pos;
+    list_for_each(pos, &gm.sessions)
     {
-        struct gm_sess *s = gm_container_of(pos, struct gm_sess, all_link);
+        struct gm_sess *s = container_of(pos, struct gm_sess, all_link);
         evbuffer_add_printf(out, "%d %s %s :", s->fd, s->peer, s->client_id[0] ? s->client_id : "-");
         for (int i = 0; i < s->nabilities; i++) {
             evbuffer_add(out, " ", 1);
@@ -37,10 +37,10 @@ static void text_workers(struct evbuffer *out)
 
 static void text_status(struct evbuffer *out, bool by_priority)
 {
-    struct gm_list *pos;
-    gm_list_for_each(pos, &gm.funcs)
+    struct list_node *pos;
+    list_for_each(pos, &gm.funcs)
     {
-        struct gm_func *f = gm_container_of(pos, struct gm_func, all_link);
+        struct gm_func *f = container_of(pos, struct gm_func, all_link);
         evbuffer_add(out, f->name, f->len);
         if (by_priority)
             evbuffer_add_printf(out, "\t%u\t%u\t%u\t%u\n", f->queued[0], f->queued[1], f->queued[2], f->workers);
@@ -50,8 +50,14 @@ static void text_status(struct evbuffer *out, bool by_priority)
     evbuffer_add(out, ".\n", 2);
 }
 
+#define NAME_TOO_LONG "ERR INVALID_FUNCTION_NAME Function+name+longer+than+512+bytes\r\n"
+
 static void text_maxqueue(struct evbuffer *out, const struct gm_text *t)
 {
+    if (strlen(t->arg[0]) > GM_MAX_FUNCTION) {
+        evbuffer_add_printf(out, NAME_TOO_LONG);
+        return;
+    }
     struct gm_func *f = gm_func_get(t->arg[0], strlen(t->arg[0]));
     if (!f) {
         evbuffer_add_printf(out, "ERR QUEUE_ERROR Server+holds+its+maximum+number+of+functions\r\n");
@@ -146,6 +152,10 @@ bool gm_text_run(struct evbuffer *out, const struct gm_text *t, int ntok, char *
         return true;
     }
     case GM_TEXT_CREATE_FUNCTION: {
+        if (strlen(t->arg[0]) > GM_MAX_FUNCTION) {
+            evbuffer_add_printf(out, NAME_TOO_LONG);
+            return true;
+        }
         struct gm_func *f = gm_func_get(t->arg[0], strlen(t->arg[0]));
         if (!f) {
             evbuffer_add_printf(out, "ERR QUEUE_ERROR Server+holds+its+maximum+number+of+functions\r\n");

@@ -76,7 +76,7 @@ static const struct cfg_setting gm_settings_table[] = {
     { "port", 'p', CFG_INT, &gm.cfg.port, "4730", "port to listen on", false, NULL },
     { "listen", 'L', CFG_STRING, &gm.cfg.listen, NULL, "address to listen on (default: all)", false, NULL },
     { "threads", 't', CFG_INT, &gm.cfg.threads, "4",
-      "accepted for gearmand compatibility; the job state runs on one loop (see README)", false, NULL },
+      "event loops sharing the connections (the job state is one, under a lock; see README)", false, NULL },
     { "job-retries", 'j', CFG_INT, &gm.cfg.job_retries, "0",
       "attempts before a job whose workers keep dying fails (0 = unlimited)", true, NULL },
     { "queue-type", 'q', CFG_STRING, &gm.cfg.queue_type, "builtin",
@@ -157,6 +157,9 @@ static const struct cfg_setting gm_settings_table[] = {
 static void gm_stats(struct stats_sink *sink, void *arg)
 {
     (void)arg;
+    gm_lock();
+    stats_u64(sink, "threads", (uint64_t)gm.nloops);
+    stats_u64(sink, "cross_loop_flushes", gm.n.cross_loop_flushes);
     stats_u64(sink, "jobs_submitted", gm.n.jobs_submitted);
     stats_u64(sink, "jobs_completed", gm.n.jobs_completed);
     stats_u64(sink, "jobs_failed", gm.n.jobs_failed);
@@ -186,6 +189,7 @@ static void gm_stats(struct stats_sink *sink, void *arg)
         stats_u64(sink, "queue_db_errors", dc.errors);
         stats_u64(sink, "queue_db_waiting", dc.queued);
     }
+    gm_unlock();
 }
 
 /* ---- life cycle ---------------------------------------------------------------- */
@@ -219,7 +223,6 @@ static int gm_tls_open(void)
 
 static int gm_init(void)
 {
-    struct core_loop *loop = loop_get(0);
     if (gm.cfg.max_held < 1)
         gm.cfg.max_held = 1;
     const char *jpa = gm.cfg.job_port_admin ? gm.cfg.job_port_admin : "gearmand";
@@ -229,7 +232,8 @@ static int gm_init(void)
     }
     if (gm.cfg.ssl && gm_tls_open() < 0)
         return -1;
-    gm_state_init(loop->base);
+    gm_state_init();
+    gm_sessions_init();
     gm_admin_install();
     stats_add_source("", gm_stats, NULL);
     if (gm_store_open() < 0)
@@ -242,8 +246,9 @@ static int gm_init(void)
             snprintf(spec, sizeof spec, "%s:%d", gm.cfg.listen, gm.cfg.port);
     } else
         snprintf(spec, sizeof spec, "*:%d", gm.cfg.port);
-    /* One loop owns the job state, so the listener accepts on it alone. */
-    struct listen_opts lo = { .backlog = gm.cfg.backlog, .single_loop = true };
+    /* Connections spread over every loop (-t); see gearmand.h for who
+     * touches what. */
+    struct listen_opts lo = { .backlog = gm.cfg.backlog };
     if (!listen_open(spec, GM_DEFAULT_PORT, &lo, gm_accept, gm_reject, NULL, err, sizeof err)) {
         log_error("gearmand: cannot listen on %s: %s", spec, err);
         return -1;
@@ -258,6 +263,7 @@ static int gm_init(void)
 static void gm_fini(void)
 {
     gm_store_close();
+    gm_sessions_free();
     gm_state_free();
     if (gm.tls_ctx) {
         tls_ctx_free(gm.tls_ctx);
@@ -271,7 +277,7 @@ int main(int argc, char **argv)
         .name = "gearmand",
         .version = GM_VERSION,
         .settings = gm_settings_table,
-        .threads = NULL, /* one loop: see README "Threading" */
+        .threads = &gm.cfg.threads, /* -t: event loops; see README "Threading" */
         .default_admin_port = 0,
         .init = gm_init,
         .fini = gm_fini,

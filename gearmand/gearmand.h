@@ -1,20 +1,26 @@
 /* gearmand: the types and functions every gearmand file shares.
  *
- * The state (functions, jobs, workers, clients) lives on one event loop and
- * is touched only from that loop's thread: no locks on the hot path. The
- * reasons are in README.md ("Threading"). Connections reach it through a
- * gm_sess; replies are written into the session's output in request order
- * (see gm_sess_out). */
+ * Threads (-t N): each event loop owns its connections (reads, parses,
+ * writes them); the job state (functions, jobs, workers, clients, the
+ * counters, every gm_sess field but the conn's own buffers) is shared and
+ * guarded by one mutex, gm_lock(). Every entry point into the state takes
+ * it: a conn's read/close/drain callbacks, timers, db results, console
+ * commands, stats. A loop never touches another loop's conn: replies for
+ * a session owned by another loop are appended to its wbuf under the lock
+ * and that loop is asked (once per batch, through the core's mailbox) to
+ * write them; pausing, resuming, timeouts and busy marks go the same way
+ * (gm_sess_apply). The reasons are in README.md ("Threading"). */
 #ifndef GM_GEARMAND_H
 #define GM_GEARMAND_H
 
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <pthread.h>
 #include <sys/socket.h>
 
 #include "common/admin.h"
-#include "gearmand/list.h"
+#include "common/list.h"
 #include "gearmand/proto.h"
 
 struct core_conn;
@@ -33,15 +39,16 @@ struct gm_func {
     uint64_t hash;
     char *name;
     size_t len;
-    struct gm_list queue[3];    /* runnable jobs by priority */
+    struct list_node queue[3];    /* runnable jobs by priority */
     uint32_t queued[3];
     uint32_t total;             /* every job of this function (queued, running, scheduled) */
     uint32_t running;
     uint32_t workers;           /* connections that CAN_DO it */
     uint32_t max_queue[3];      /* 0 = unlimited */
     bool pinned;                /* made by `create function`: kept until `drop function` */
-    struct gm_list sleepers;    /* gm_ability.sleep_link of sleeping workers */
-    struct gm_list all_link;    /* server's function list, creation order */
+    struct list_node sleepers;    /* gm_ability.sleep_link of sleeping workers */
+    struct list_node abilities;   /* gm_ability.f_link of every worker that can do it */
+    struct list_node all_link;    /* server's function list, creation order */
 };
 
 struct gm_ability {
@@ -49,8 +56,10 @@ struct gm_ability {
     struct gm_sess *s;
     uint32_t timeout_ms;        /* CAN_DO_TIMEOUT; 0 = none */
     int idx;                    /* in s->abilities */
+    struct list_node f_link;    /* f->abilities */
+    struct list_node ready_link; /* s->ready while f has queued jobs */
     struct gm_ability *hnext;   /* s->abuckets chain */
-    struct gm_list sleep_link;
+    struct list_node sleep_link;
 };
 
 enum gm_job_state {
@@ -61,6 +70,8 @@ enum gm_job_state {
 };
 
 struct gm_store_req;
+struct gm_timer;
+struct gm_loop;
 
 struct gm_job {
     struct gm_job *hnext_handle, *hnext_unique;
@@ -80,15 +91,15 @@ struct gm_job {
     bool in_unique;
     bool unique_is_data;        /* submitted with unique "-": coalesces by its data */
     enum gm_job_state state;
-    struct gm_list qlink;       /* f->queue[prio] when queued */
+    struct list_node qlink;       /* f->queue[prio] when queued */
     struct gm_sess *worker;     /* when running */
-    struct gm_list wlink;       /* worker->running */
-    struct gm_list clients;     /* gm_link.jlink */
+    struct list_node wlink;       /* worker->running */
+    struct list_node clients;     /* gm_link.jlink */
     uint32_t client_count;
     uint32_t numerator, denominator;
     uint32_t retries;
     int64_t when;               /* epoch seconds for scheduled jobs, 0 = now */
-    struct event *timer;        /* schedule or CAN_DO_TIMEOUT */
+    struct gm_timer *timer;     /* schedule or CAN_DO_TIMEOUT */
     int64_t db_id;              /* row in the persistent queue, 0 = none */
     struct gm_store_req *store_req; /* its INSERT in flight, or NULL */
 };
@@ -97,7 +108,7 @@ struct gm_job {
 struct gm_link {
     struct gm_job *job;
     struct gm_sess *s;
-    struct gm_list jlink, slink;
+    struct list_node jlink, slink;
 };
 
 /* A reply that must wait (for a durable write) and everything written after
@@ -120,6 +131,10 @@ enum gm_sess_state {
 
 struct gm_sess {
     struct core_conn *c;
+    struct core_loop *loop;     /* the loop owning c: only it touches c */
+    struct evbuffer *obuf;      /* owner loop only: wbuf's bytes on their way to c */
+    size_t out_backlog;         /* c's unsent output after the last flush (atomic) */
+    unsigned apply;             /* GM_APPLY_* waiting for the owner loop */
     enum gm_sess_state state;        /* NULL once the connection closed */
     int refs;                   /* the conn + pending async work */
     int fd;
@@ -128,16 +143,19 @@ struct gm_sess {
     int nabilities, cap_abilities;
     struct gm_ability **abuckets;   /* abilities by function */
     size_t amask;
-    int rr;                     /* round-robin start among abilities */
+    struct list_node ready;     /* abilities whose function has queued jobs, round-robin order */
     bool sleeping;
     bool exceptions;
     bool in_text;               /* last request was an admin text line */
     bool over_limit;            /* more than --max-client-output unread */
+    struct evbuffer *wbuf;      /* replies made during this event, flushed at its end (under the lock) */
+    bool dirty;                 /* on gm.dirty */
+    struct gm_sess *dirty_next;
     bool throttled;             /* a worker not read until its clients drain */
     char client_id[GM_MAX_CLIENT_ID + 1];
-    struct gm_list running;     /* jobs assigned to this worker */
-    struct gm_list links;       /* gm_link.slink */
-    struct gm_list all_link;    /* server's session list */
+    struct list_node running;     /* jobs assigned to this worker */
+    struct list_node links;       /* gm_link.slink */
+    struct list_node all_link;    /* server's session list */
     struct gm_slot *slot_head, *slot_tail;
     uint32_t held;              /* replies waiting for a durable write */
     bool held_paused;           /* reading paused until they drain */
@@ -147,7 +165,7 @@ struct gm_sess {
 struct gm_settings {
     int port;
     char *listen;               /* -L address, NULL = all */
-    int threads;                /* -t: accepted for compatibility (see README) */
+    int threads;                /* -t: event loops, each owning its connections */
     int job_retries;            /* -j: 0 = unlimited */
     char *queue_type;           /* -q builtin|libsqlite3|mysql */
     char *sqlite_db;
@@ -188,6 +206,7 @@ struct gm_counters {
     uint64_t jobs_submitted, jobs_completed, jobs_failed, jobs_coalesced, jobs_retried, jobs_timeout;
     uint64_t packets_in, errors_sent, noops_sent, grabs, no_jobs, queue_full, queue_paused;
     uint64_t functions_refused, clients_output_dropped, admin_refused, workers_throttled;
+    uint64_t cross_loop_flushes;  /* replies handed to another loop (one mailbox message each) */
 };
 
 struct gm_server {
@@ -198,12 +217,14 @@ struct gm_server {
     struct gm_job **hbuckets, **ubuckets;
     size_t jmask, njobs;
     uint64_t job_bytes;         /* data of every job held */
-    struct gm_list funcs;
-    struct gm_list sessions;
+    struct list_node funcs;
+    struct list_node sessions;
     uint64_t handle_counter;
     char handle_prefix[40];
     uint64_t nsessions;
-    struct event_base *base;
+    pthread_mutex_t lock;       /* the job state (see the top of this file) */
+    struct gm_loop *loops;      /* per event loop: its dirty sessions */
+    int nloops;
     struct db *db;              /* persistent queue, NULL = memory only */
     void *tls_ctx;              /* --ssl: the core tls module's SSL_CTX */
     bool shutting_down;         /* refuse new jobs */
@@ -214,6 +235,21 @@ extern struct gm_server gm;
 
 /* session.c --------------------------------------------------------------- */
 void *gm_xcalloc(size_t n, size_t size);  /* aborts on out of memory */
+/* The job-state lock; re-entrant on one thread (a conn callback may run
+ * inside another one's bookkeeping on the same loop). */
+void gm_lock(void);
+void gm_unlock(void);
+void gm_sessions_init(void);
+void gm_sessions_free(void);
+/* On loop `loop`'s thread, without the lock: write what its sessions were
+ * given (by any loop) since the last flush. */
+void gm_flush_loop(struct core_loop *loop);
+/* Things only s's owner loop may do to its conn, done there (now if this
+ * is that loop and it is safe, else through its mailbox). Lock held. */
+#define GM_APPLY_READ 1u      /* pause or resume reading per held_paused/throttled */
+#define GM_APPLY_TIMEOUTS 2u  /* idle / stall timeouts per over_limit */
+#define GM_APPLY_BUSY 4u      /* graceful stop: busy while work is in flight */
+void gm_sess_apply(struct gm_sess *s, unsigned what);
 struct gm_sess *gm_sess_new(struct core_conn *c);
 void gm_sess_ref(struct gm_sess *s);
 void gm_sess_unref(struct gm_sess *s);
@@ -252,7 +288,7 @@ void gm_accept(struct core_loop *loop, int fd, const struct sockaddr *sa, sockle
 void gm_reject(int fd, void *arg);
 
 /* jobs.c ------------------------------------------------------------------ */
-void gm_state_init(struct event_base *base);
+void gm_state_init(void);
 void gm_state_free(void);
 /* s's connection closed: drop its abilities, requeue the jobs it was
  * running, detach it from the jobs it waited on. */

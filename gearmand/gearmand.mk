@@ -9,7 +9,12 @@ $(eval $(call program,gearmand,$(GM_SERVER)))
 $(eval $(call unit_test,gearmand/test_proto,$(GM_PROTO)))
 $(eval $(call unit_test,common/test_db))
 $(eval $(call unit_test,gearmand/test_libgm,gearmand/client/libgm.c $(GM_PROTO)))
-$(eval $(call fuzz_target,fuzz_gm_proto,tests/fuzz/fuzz_gm_proto.c $(GM_PROTO)))
+$(eval $(call fuzz_target,fuzz_gm_proto,tests/fuzz/fuzz_gm_proto.c $(GM_PROTO) common/num.c))
+# The whole connection path (session + commands + job state + core conn)
+# over a socketpair.
+GM_SESSION_FUZZ_SRCS := tests/fuzz/fuzz_gm_session.c gearmand/session.c gearmand/cmd_bin.c gearmand/cmd_text.c \
+                        gearmand/admin.c gearmand/jobs.c gearmand/store.c $(GM_PROTO) $(COMMON_SRCS)
+$(eval $(call fuzz_target,fuzz_gm_session,$(GM_SESSION_FUZZ_SRCS)))
 
 BENCHES += tests/bench/bench_gearmand.py
 

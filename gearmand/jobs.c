@@ -21,8 +21,10 @@
 #include "common/conn.h"
 #include "common/hash.h"
 #include "common/log.h"
+#include "common/loop.h"
+#include "common/work.h"
 
-struct gm_server gm;
+struct gm_server gm = { .lock = PTHREAD_MUTEX_INITIALIZER };
 
 #define HASH_SEED 0x6765617275ULL
 
@@ -71,9 +73,10 @@ struct gm_func *gm_func_get(const char *name, size_t len)
     f->len = len;
     f->hash = hbytes(name, len);
     for (int p = 0; p < 3; p++)
-        gm_list_init(&f->queue[p]);
-    gm_list_init(&f->sleepers);
-    gm_list_add_tail(&gm.funcs, &f->all_link);
+        list_init(&f->queue[p]);
+    list_init(&f->sleepers);
+    list_init(&f->abilities);
+    list_add_tail(&gm.funcs, &f->all_link);
     f->hnext = gm.fbuckets[f->hash & gm.fmask];
     gm.fbuckets[f->hash & gm.fmask] = f;
     gm.nfuncs++;
@@ -97,7 +100,7 @@ void gm_func_drop(struct gm_func *f)
         pp = &(*pp)->hnext;
     if (*pp)
         *pp = f->hnext;
-    gm_list_del(&f->all_link);
+    list_del(&f->all_link);
     gm.nfuncs--;
     free(f->name);
     free(f);
@@ -169,8 +172,8 @@ void gm_worker_unsleep(struct gm_sess *s)
         return;
     s->sleeping = false;
     for (int i = 0; i < s->nabilities; i++)
-        if (gm_list_linked(&s->abilities[i]->sleep_link))
-            gm_list_del(&s->abilities[i]->sleep_link);
+        if (list_linked(&s->abilities[i]->sleep_link))
+            list_del(&s->abilities[i]->sleep_link);
 }
 
 /* A job became runnable: wake sleeping workers that can do it, -w of them
@@ -179,8 +182,8 @@ void gm_worker_unsleep(struct gm_sess *s)
  * the "thundering herd" of every sleeper racing for one job is avoided. */
 static void wake_sleepers(struct gm_func *f)
 {
-    for (int woken = 0; !gm_list_empty(&f->sleepers) && (gm.cfg.wakeup <= 0 || woken < gm.cfg.wakeup); woken++) {
-        struct gm_ability *a = gm_container_of(f->sleepers.next, struct gm_ability, sleep_link);
+    for (int woken = 0; !list_empty(&f->sleepers) && (gm.cfg.wakeup <= 0 || woken < gm.cfg.wakeup); woken++) {
+        struct gm_ability *a = container_of(f->sleepers.next, struct gm_ability, sleep_link);
         struct gm_sess *w = a->s;
         gm_worker_unsleep(w);
         gm.n.noops_sent++;
@@ -192,31 +195,104 @@ static void wake_sleepers(struct gm_func *f)
 
 int64_t gm_now_epoch(void) { return (int64_t)time(NULL); }
 
+static uint32_t func_queued(const struct gm_func *f) { return f->queued[0] + f->queued[1] + f->queued[2]; }
+
+/* f got its first queued job, or lost its last: every worker that can do
+ * it gains or loses it on its ready list, so a grab looks only at functions
+ * with work (O(functions with work), not O(abilities)). */
+static void func_set_ready(struct gm_func *f, bool ready)
+{
+    struct list_node *pos;
+    list_for_each(pos, &f->abilities)
+    {
+        struct gm_ability *a = container_of(pos, struct gm_ability, f_link);
+        if (ready)
+            list_add_tail(&a->s->ready, &a->ready_link);
+        else
+            list_del(&a->ready_link);
+    }
+}
+
 static void job_enqueue(struct gm_job *j, bool at_head)
 {
     j->state = GM_JOB_QUEUED;
     if (at_head)
-        gm_list_add_head(&j->f->queue[j->prio], &j->qlink);
+        list_add_head(&j->f->queue[j->prio], &j->qlink);
     else
-        gm_list_add_tail(&j->f->queue[j->prio], &j->qlink);
+        list_add_tail(&j->f->queue[j->prio], &j->qlink);
+    if (func_queued(j->f) == 0)
+        func_set_ready(j->f, true);
     j->f->queued[j->prio]++;
     wake_sleepers(j->f);
 }
 
 static void job_unqueue(struct gm_job *j)
 {
-    if (j->state == GM_JOB_QUEUED && gm_list_linked(&j->qlink)) {
-        gm_list_del(&j->qlink);
+    if (j->state == GM_JOB_QUEUED && list_linked(&j->qlink)) {
+        list_del(&j->qlink);
         j->f->queued[j->prio]--;
+        if (func_queued(j->f) == 0)
+            func_set_ready(j->f, false);
     }
+}
+
+/* A job's timer lives on the loop that armed it; only that loop may free
+ * its event. A job freed from another loop detaches it (j = NULL, so a
+ * firing that already waits for the lock does nothing) and asks the
+ * timer's loop to free it. */
+struct gm_timer {
+    struct event *ev;
+    struct core_loop *loop;
+    struct gm_job *j;
+    void (*fire)(struct gm_job *j);
+};
+
+static void timer_cb(evutil_socket_t fd, short what, void *arg)
+{
+    (void)fd;
+    (void)what;
+    struct gm_timer *t = arg;
+    gm_lock();
+    if (t->j)
+        t->fire(t->j);  /* frees t through job_timer_off */
+    /* else: detached by another loop, whose message frees it */
+    gm_unlock();
+}
+
+static void timer_free_here(void *arg)
+{
+    struct gm_timer *t = arg;
+    event_free(t->ev);
+    free(t);
+}
+
+static void job_timer_on(struct gm_job *j, void (*fire)(struct gm_job *), const struct timeval *tv)
+{
+    struct core_loop *loop = loop_current() ? loop_current() : loop_get(0);
+    struct gm_timer *t = gm_xcalloc(1, sizeof *t);
+    t->loop = loop;
+    t->j = j;
+    t->fire = fire;
+    t->ev = evtimer_new(loop->base, timer_cb, t);
+    if (!t->ev) {
+        log_error("gearmand: out of memory");
+        abort();
+    }
+    evtimer_add(t->ev, tv);
+    j->timer = t;
 }
 
 static void job_timer_off(struct gm_job *j)
 {
-    if (j->timer) {
-        event_free(j->timer);
-        j->timer = NULL;
-    }
+    struct gm_timer *t = j->timer;
+    if (!t)
+        return;
+    j->timer = NULL;
+    t->j = NULL;
+    if (loop_current() == t->loop || !loop_current())
+        timer_free_here(t);
+    else if (work_post(t->loop, timer_free_here, t) < 0)
+        log_error("gearmand: a job timer could not be freed (out of memory)");
 }
 
 static void job_unrun(struct gm_job *j)
@@ -224,7 +300,7 @@ static void job_unrun(struct gm_job *j)
     if (j->state != GM_JOB_RUNNING)
         return;
     struct gm_sess *w = j->worker;
-    gm_list_del(&j->wlink);
+    list_del(&j->wlink);
     j->f->running--;
     j->worker = NULL;
     job_timer_off(j);
@@ -236,8 +312,8 @@ static void job_unrun(struct gm_job *j)
 
 static void link_free(struct gm_link *l)
 {
-    gm_list_del(&l->jlink);
-    gm_list_del(&l->slink);
+    list_del(&l->jlink);
+    list_del(&l->slink);
     l->job->client_count--;
     gm_sess_update_busy(l->s);
     free(l);
@@ -249,8 +325,8 @@ void gm_job_free(struct gm_job *j)
     job_unqueue(j);
     job_unrun(j);
     job_timer_off(j);
-    while (!gm_list_empty(&j->clients))
-        link_free(gm_container_of(j->clients.next, struct gm_link, jlink));
+    while (!list_empty(&j->clients))
+        link_free(container_of(j->clients.next, struct gm_link, jlink));
     gm_store_forget(j);
     if (j->db_id)
         gm_store_done(j);
@@ -297,8 +373,8 @@ void gm_job_attach(struct gm_job *j, struct gm_sess *s)
     struct gm_link *l = gm_xcalloc(1, sizeof *l);
     l->job = j;
     l->s = s;
-    gm_list_add_tail(&j->clients, &l->jlink);
-    gm_list_add_tail(&s->links, &l->slink);
+    list_add_tail(&j->clients, &l->jlink);
+    list_add_tail(&s->links, &l->slink);
     j->client_count++;
     j->ignore = false;
     gm_sess_update_busy(s);
@@ -317,10 +393,10 @@ void gm_job_forward(struct gm_job *j, uint32_t cmd, int argc, const void *const 
     if (argc > 1 && lens[argc - 1] >= 4096 && j->client_count > 1)
         shared = gm_blob_new(args[argc - 1], lens[argc - 1]);
     bool full = false;
-    struct gm_list *pos;
-    gm_list_for_each(pos, &j->clients)
+    struct list_node *pos;
+    list_for_each(pos, &j->clients)
     {
-        struct gm_link *l = gm_container_of(pos, struct gm_link, jlink);
+        struct gm_link *l = container_of(pos, struct gm_link, jlink);
         if (cmd == GM_WORK_EXCEPTION && !l->s->exceptions)
             gm_send(l->s, GM_WORK_FAIL, 1, args, lens);
         else if (shared)
@@ -342,10 +418,10 @@ static void job_maybe_unthrottle(struct gm_job *j)
     struct gm_sess *w = j->worker;
     if (!w || !w->throttled)
         return;
-    struct gm_list *pos;
-    gm_list_for_each(pos, &j->clients)
+    struct list_node *pos;
+    list_for_each(pos, &j->clients)
     {
-        struct gm_link *l = gm_container_of(pos, struct gm_link, jlink);
+        struct gm_link *l = container_of(pos, struct gm_link, jlink);
         if (l->s->over_limit)
             return;
     }
@@ -354,10 +430,10 @@ static void job_maybe_unthrottle(struct gm_job *j)
 
 void gm_jobs_client_drained(struct gm_sess *s)
 {
-    struct gm_list *pos;
-    gm_list_for_each(pos, &s->links)
+    struct list_node *pos;
+    list_for_each(pos, &s->links)
     {
-        struct gm_link *l = gm_container_of(pos, struct gm_link, slink);
+        struct gm_link *l = container_of(pos, struct gm_link, slink);
         job_maybe_unthrottle(l->job);
     }
 }
@@ -371,20 +447,14 @@ void gm_job_fail(struct gm_job *j)
     gm_job_free(j);
 }
 
-static void on_schedule(evutil_socket_t fd, short what, void *arg)
+static void on_schedule(struct gm_job *j)
 {
-    (void)fd;
-    (void)what;
-    struct gm_job *j = arg;
     job_timer_off(j);
     job_enqueue(j, false);
 }
 
-static void on_run_timeout(evutil_socket_t fd, short what, void *arg)
+static void on_run_timeout(struct gm_job *j)
 {
-    (void)fd;
-    (void)what;
-    struct gm_job *j = arg;
     gm.n.jobs_timeout++;
     log_info("gearmand: job %s timed out on its worker (CAN_DO_TIMEOUT)", j->handle);
     gm_job_fail(j);
@@ -421,9 +491,9 @@ struct gm_job *gm_job_add(struct gm_func *f, const char *unique, size_t ulen, co
     j->prio = (uint8_t)prio;
     j->bg = bg;
     j->when = when;
-    gm_list_init(&j->qlink);
-    gm_list_init(&j->wlink);
-    gm_list_init(&j->clients);
+    list_init(&j->qlink);
+    list_init(&j->wlink);
+    list_init(&j->clients);
     int n = snprintf(j->handle, sizeof j->handle, "%s:%llu", gm.handle_prefix,
                      (unsigned long long)++gm.handle_counter);
     j->handle_len = (size_t)n < sizeof j->handle ? (size_t)n : sizeof j->handle - 1;
@@ -453,9 +523,8 @@ void gm_job_start(struct gm_job *j)
 {
     if (j->when > gm_now_epoch()) {
         j->state = GM_JOB_SCHEDULED;
-        j->timer = evtimer_new(gm.base, on_schedule, j);
         struct timeval tv = { .tv_sec = (time_t)(j->when - gm_now_epoch()), .tv_usec = 0 };
-        evtimer_add(j->timer, &tv);
+        job_timer_on(j, on_schedule, &tv);
         return;
     }
     job_enqueue(j, false);
@@ -535,7 +604,11 @@ void gm_ability_add(struct gm_sess *s, const char *name, size_t len, uint32_t ti
     a->f = f;
     a->s = s;
     a->timeout_ms = timeout_ms;
-    gm_list_init(&a->sleep_link);
+    list_init(&a->sleep_link);
+    list_add_tail(&f->abilities, &a->f_link);
+    list_init(&a->ready_link);
+    if (func_queued(f))
+        list_add_tail(&s->ready, &a->ready_link);
     a->idx = s->nabilities;
     s->abilities[s->nabilities++] = a;
     if (!s->abuckets || (size_t)s->nabilities > s->amask + 1)
@@ -547,7 +620,7 @@ void gm_ability_add(struct gm_sess *s, const char *name, size_t len, uint32_t ti
     }
     f->workers++;
     if (s->sleeping)
-        gm_list_add_tail(&f->sleepers, &a->sleep_link);
+        list_add_tail(&f->sleepers, &a->sleep_link);
 }
 
 void gm_ability_remove(struct gm_sess *s, int i)
@@ -557,46 +630,39 @@ void gm_ability_remove(struct gm_sess *s, int i)
     while (*pp != a)
         pp = &(*pp)->hnext;
     *pp = a->hnext;
-    if (gm_list_linked(&a->sleep_link))
-        gm_list_del(&a->sleep_link);
+    if (list_linked(&a->sleep_link))
+        list_del(&a->sleep_link);
+    list_del(&a->f_link);
+    list_del(&a->ready_link);
     struct gm_func *f = a->f;
     f->workers--;
     free(a);
     s->abilities[i] = s->abilities[--s->nabilities];
     if (i < s->nabilities)
         s->abilities[i]->idx = i;
-    if (s->rr >= s->nabilities)
-        s->rr = 0;
     gm_func_release(f);
 }
 
-bool gm_worker_has_runnable(struct gm_sess *s)
-{
-    for (int i = 0; i < s->nabilities; i++) {
-        struct gm_func *f = s->abilities[i]->f;
-        if (f->queued[0] | f->queued[1] | f->queued[2])
-            return true;
-    }
-    return false;
-}
+bool gm_worker_has_runnable(struct gm_sess *s) { return !list_empty(&s->ready); }
 
 /* Highest priority first across every function the worker can do (a high
  * job of any function goes before normal ones); among functions of equal
- * priority, round robin from where the last grab left off. */
+ * priority, round robin: the function served goes to the back of the
+ * worker's ready list. */
 struct gm_job *gm_worker_take_job(struct gm_sess *s, struct gm_ability **ab)
 {
-    int n = s->nabilities;
-    if (n == 0)
-        return NULL;
     for (int p = 0; p < 3; p++) {
-        for (int k = 0; k < n; k++) {
-            int i = (s->rr + k) % n;
-            struct gm_func *f = s->abilities[i]->f;
+        struct list_node *pos;
+        list_for_each(pos, &s->ready)
+        {
+            struct gm_ability *a = container_of(pos, struct gm_ability, ready_link);
+            struct gm_func *f = a->f;
             if (f->queued[p]) {
-                struct gm_job *j = gm_container_of(f->queue[p].next, struct gm_job, qlink);
-                job_unqueue(j);
-                s->rr = (i + 1) % n;
-                *ab = s->abilities[i];
+                struct gm_job *j = container_of(f->queue[p].next, struct gm_job, qlink);
+                list_del(&a->ready_link);
+                list_add_tail(&s->ready, &a->ready_link);
+                job_unqueue(j);  /* may take f off every ready list */
+                *ab = a;
                 return j;
             }
         }
@@ -611,13 +677,12 @@ void gm_job_assign(struct gm_job *j, struct gm_sess *s, struct gm_ability *a)
 {
     j->state = GM_JOB_RUNNING;
     j->worker = s;
-    gm_list_add_tail(&s->running, &j->wlink);
+    list_add_tail(&s->running, &j->wlink);
     j->f->running++;
     gm_sess_update_busy(s);
     if (a->timeout_ms) {
-        j->timer = evtimer_new(gm.base, on_run_timeout, j);
         struct timeval tv = { .tv_sec = a->timeout_ms / 1000, .tv_usec = (a->timeout_ms % 1000) * 1000 };
-        evtimer_add(j->timer, &tv);
+        job_timer_on(j, on_run_timeout, &tv);
     }
 }
 
@@ -630,7 +695,7 @@ bool gm_worker_sleep(struct gm_sess *s)
         return true;
     s->sleeping = true;
     for (int i = 0; i < s->nabilities; i++)
-        gm_list_add_tail(&s->abilities[i]->f->sleepers, &s->abilities[i]->sleep_link);
+        list_add_tail(&s->abilities[i]->f->sleepers, &s->abilities[i]->sleep_link);
     return true;
 }
 
@@ -645,8 +710,8 @@ void gm_jobs_forget_sess(struct gm_sess *s)
         gm_ability_remove(s, s->nabilities - 1);
     /* Jobs it was running go back to the front of their queue, or fail
      * after -j attempts. */
-    while (!gm_list_empty(&s->running)) {
-        struct gm_job *j = gm_container_of(s->running.next, struct gm_job, wlink);
+    while (!list_empty(&s->running)) {
+        struct gm_job *j = container_of(s->running.next, struct gm_job, wlink);
         job_unrun(j);
         j->retries++;
         if (!j->bg && j->client_count == 0)
@@ -661,8 +726,8 @@ void gm_jobs_forget_sess(struct gm_sess *s)
     }
     /* Waits it had: a foreground job nobody waits for any more is dropped
      * if queued, or its result ignored if running. */
-    while (!gm_list_empty(&s->links)) {
-        struct gm_link *l = gm_container_of(s->links.next, struct gm_link, slink);
+    while (!list_empty(&s->links)) {
+        struct gm_link *l = container_of(s->links.next, struct gm_link, slink);
         struct gm_job *j = l->job;
         link_free(l);
         s->over_limit = false;
@@ -678,16 +743,15 @@ void gm_jobs_forget_sess(struct gm_sess *s)
 
 /* ---- set-up ---------------------------------------------------------------- */
 
-void gm_state_init(struct event_base *base)
+void gm_state_init(void)
 {
-    gm.base = base;
     gm.fmask = 63;
     gm.fbuckets = gm_xcalloc(gm.fmask + 1, sizeof *gm.fbuckets);
     gm.jmask = 1023;
     gm.hbuckets = gm_xcalloc(gm.jmask + 1, sizeof *gm.hbuckets);
     gm.ubuckets = gm_xcalloc(gm.jmask + 1, sizeof *gm.ubuckets);
-    gm_list_init(&gm.funcs);
-    gm_list_init(&gm.sessions);
+    list_init(&gm.funcs);
+    list_init(&gm.sessions);
     if (gm.cfg.handle_prefix && *gm.cfg.handle_prefix)
         snprintf(gm.handle_prefix, sizeof gm.handle_prefix, "%s", gm.cfg.handle_prefix);
     else {
@@ -710,8 +774,8 @@ void gm_state_free(void)
             j->db_id = 0;  /* stays in the persistent queue */
             gm_job_free(j);
         }
-    while (!gm_list_empty(&gm.funcs))
-        gm_func_drop(gm_container_of(gm.funcs.next, struct gm_func, all_link));
+    while (!list_empty(&gm.funcs))
+        gm_func_drop(container_of(gm.funcs.next, struct gm_func, all_link));
     free(gm.fbuckets);
     free(gm.hbuckets);
     free(gm.ubuckets);

@@ -3,6 +3,8 @@
  * SUBMIT_JOB_SCHED calendar. Pure functions over caller buffers; see proto.h. */
 #include "gearmand/proto.h"
 
+#include "common/num.h"
+
 #include <string.h>
 #include <strings.h>
 #include <time.h>
@@ -170,20 +172,9 @@ size_t gm_encode(void *out, size_t cap, enum gm_magic magic, uint32_t cmd, int a
 
 int gm_parse_u64(const char *s, size_t len, uint64_t max, uint64_t *out)
 {
-    if (len == 0 || len > 20)
-        return -1;
-    uint64_t v = 0;
-    for (size_t i = 0; i < len; i++) {
-        if (s[i] < '0' || s[i] > '9')
-            return -1;
-        uint64_t d = (uint64_t)(s[i] - '0');
-        if (v > (max - d) / 10)
-            return -1;
-        v = v * 10 + d;
-    }
-    *out = v;
-    return 0;
+    return parse_u64(s, len, 0, max, out) == NUM_OK ? 0 : -1;
 }
+
 /* ---- SUBMIT_JOB_SCHED -------------------------------------------------- */
 
 

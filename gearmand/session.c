@@ -24,6 +24,7 @@
 #include "common/log.h"
 #include "common/loop.h"
 #include "common/tls.h"
+#include "common/work.h"
 
 void *gm_xcalloc(size_t n, size_t size)
 {
@@ -58,12 +59,182 @@ void gm_send_buf(struct evbuffer *out, uint32_t cmd, int argc, const void *const
     }
 }
 
+/* ---- the lock --------------------------------------------------------------- */
+
+static __thread int lock_depth;
+
+void gm_lock(void)
+{
+    if (lock_depth++ == 0)
+        pthread_mutex_lock(&gm.lock);
+}
+
+void gm_unlock(void)
+{
+    if (--lock_depth == 0)
+        pthread_mutex_unlock(&gm.lock);
+}
+
+/* ---- batched writes ----------------------------------------------------------
+ *
+ * Replies are not appended to the conn's output (which would arm a write
+ * event per reply: an epoll_ctl to enable it and one to disable it after
+ * the write) but to the session's wbuf, under the lock, by whichever loop
+ * made them; the session goes on its owner loop's dirty list. The owner
+ * flushes that list once per event: at the end of a read (gm_on_read), from
+ * a flush event activated by the first dirty session of the loop's own
+ * making (timers, db results), or from one mailbox message posted by the
+ * first other loop that wrote to one of its sessions — so one hop carries
+ * every reply made for that loop since its last flush. The flush moves each
+ * wbuf into the session's obuf under the lock, then writes outside it
+ * (conn_write_now: straight to the socket when nothing is queued), so the
+ * loops' system calls run in parallel. */
+
+struct gm_loop {
+    struct core_loop *loop;
+    struct gm_sess *dirty;      /* under the lock */
+    bool flush_pending;         /* flush_ev active (under the lock) */
+    bool post_pending;          /* a flush message posted to it (under the lock) */
+    struct event *flush_ev;     /* on this loop's base */
+    struct work_msg msg;        /* the flush message */
+    struct gm_sess **batch;     /* this loop's thread only */
+    size_t cap;
+};
+
+static void flush_msg(struct work_msg *m)
+{
+    struct gm_loop *L = container_of(m, struct gm_loop, msg);
+    gm_flush_loop(L->loop);
+}
+
+static void mark_dirty(struct gm_sess *s)
+{
+    if (s->dirty || !gm.loops)
+        return;  /* (no loops: after the stop, nothing is written any more) */
+    struct gm_loop *L = &gm.loops[s->loop->index];
+    s->dirty = true;
+    gm_sess_ref(s);
+    s->dirty_next = L->dirty;
+    L->dirty = s;
+    if (loop_current() == s->loop) {
+        if (!L->flush_pending) {
+            L->flush_pending = true;
+            event_active(L->flush_ev, EV_TIMEOUT, 1);
+        }
+    } else if (!L->post_pending) {
+        L->post_pending = true;
+        gm.n.cross_loop_flushes++;
+        L->msg.run = flush_msg;
+        L->msg.owner = &gm;
+        work_post_msg(L->loop, &L->msg);
+    }
+}
+
+void gm_flush_loop(struct core_loop *loop)
+{
+    if (!gm.loops)
+        return;
+    struct gm_loop *L = &gm.loops[loop->index];
+    size_t n = 0;
+    gm_lock();
+    L->post_pending = false;
+    for (struct gm_sess *s = L->dirty; s; s = s->dirty_next) {
+        if (n == L->cap) {
+            L->cap = L->cap ? L->cap * 2 : 64;
+            L->batch = realloc(L->batch, L->cap * sizeof *L->batch);
+            if (!L->batch) {
+                log_error("gearmand: out of memory");
+                abort();
+            }
+        }
+        L->batch[n++] = s;
+        s->dirty = false;
+        if (s->c)
+            evbuffer_add_buffer(s->obuf, s->wbuf);
+        else
+            evbuffer_drain(s->wbuf, evbuffer_get_length(s->wbuf));
+    }
+    L->dirty = NULL;
+    gm_unlock();
+    /* Only this loop sets s->c to NULL (on_close), so it is stable here;
+     * a write error closes the conn later, from its own event. */
+    for (size_t i = 0; i < n; i++) {
+        struct gm_sess *s = L->batch[i];
+        if (s->c && evbuffer_get_length(s->obuf)) {
+            conn_write_now(s->c, s->obuf);
+            __atomic_store_n(&s->out_backlog, evbuffer_get_length(conn_out(s->c)), __ATOMIC_RELAXED);
+        }
+    }
+    if (n) {
+        gm_lock();
+        for (size_t i = 0; i < n; i++)
+            gm_sess_unref(L->batch[i]);
+        gm_unlock();
+    }
+}
+
+static void on_flush(evutil_socket_t fd, short what, void *arg)
+{
+    (void)fd;
+    (void)what;
+    struct gm_loop *L = arg;
+    gm_lock();
+    L->flush_pending = false;
+    gm_unlock();
+    gm_flush_loop(L->loop);
+}
+
+void gm_sessions_init(void)
+{
+    gm.nloops = loop_count();
+    gm.loops = gm_xcalloc((size_t)gm.nloops, sizeof *gm.loops);
+    for (int i = 0; i < gm.nloops; i++) {
+        struct gm_loop *L = &gm.loops[i];
+        L->loop = loop_get(i);
+        L->flush_ev = event_new(L->loop->base, -1, 0, on_flush, L);
+        if (!L->flush_ev) {
+            log_error("gearmand: out of memory");
+            abort();
+        }
+    }
+}
+
+/* After the loops stopped: the core ran every message still waiting. */
+void gm_sessions_free(void)
+{
+    if (!gm.loops)
+        return;
+    work_mailbox_flush(&gm);  /* flush messages still waiting */
+    for (int i = 0; i < gm.nloops; i++) {
+        struct gm_loop *L = &gm.loops[i];
+        gm_flush_loop(L->loop);
+        if (L->flush_ev)
+            event_free(L->flush_ev);
+        free(L->batch);
+    }
+    free(gm.loops);
+    gm.loops = NULL;
+    gm.nloops = 0;
+}
+
+/* Close after what is queued went out, ours included (owner loop). */
+static void close_after_write(struct gm_sess *s)
+{
+    if (evbuffer_get_length(s->wbuf)) {
+        evbuffer_add_buffer(s->obuf, s->wbuf);
+        conn_write_now(s->c, s->obuf);
+    }
+    conn_close_after_write(s->c);
+}
+
 struct evbuffer *gm_sess_out(struct gm_sess *s)
 {
     if (!s->c)
         return NULL;
-    if (!s->slot_tail)
-        return conn_out(s->c);
+    if (!s->slot_tail) {
+        mark_dirty(s);
+        return s->wbuf;
+    }
     if (!s->slot_tail->ready) {
         /* Output after a held reply queues behind it. */
         struct gm_slot *open = gm_xcalloc(1, sizeof *open);
@@ -75,16 +246,73 @@ struct evbuffer *gm_sess_out(struct gm_sess *s)
     return s->slot_tail->buf;
 }
 
-static void held_resume(evutil_socket_t fd, short what, void *arg)
+static uint32_t client_stall_ms(void)
 {
-    (void)fd;
-    (void)what;
-    struct gm_sess *s = arg;
-    if (s->c && !s->held_paused && !s->throttled) {
-        conn_resume_read(s->c);
-        conn_kick(s->c);  /* requests already buffered */
+    return gm.cfg.client_stall_timeout > 0 ? (uint32_t)gm.cfg.client_stall_timeout * 1000 : 0;
+}
+
+static uint32_t idle_ms(void) { return gm.cfg.idle_timeout > 0 ? (uint32_t)gm.cfg.idle_timeout * 1000 : 0; }
+
+static bool sess_in_flight(struct gm_sess *s);
+
+/* On s's owner loop, lock held: make its conn match the session's state. */
+static void apply_now(struct gm_sess *s, unsigned what)
+{
+    if (!s->c)
+        return;
+    if (what & GM_APPLY_READ) {
+        if (s->held_paused || s->throttled)
+            conn_pause_read(s->c);
+        else {
+            conn_resume_read(s->c);
+            conn_kick(s->c);  /* requests already buffered */
+        }
     }
+    if (s->c && (what & GM_APPLY_TIMEOUTS))
+        conn_set_timeouts(s->c, idle_ms(), s->over_limit ? client_stall_ms() : 0);
+    if (s->c && (what & GM_APPLY_BUSY))
+        conn_set_busy(s->c, gm.stopping && sess_in_flight(s));
+}
+
+static void apply_run(void *arg)
+{
+    struct gm_sess *s = arg;
+    gm_lock();
+    unsigned what = s->apply;
+    s->apply = 0;
+    apply_now(s, what);
     gm_sess_unref(s);
+    gm_unlock();
+}
+
+void gm_sess_apply(struct gm_sess *s, unsigned what)
+{
+    if (!s->c)
+        return;
+    /* Pausing and timeouts are safe inside the bookkeeping of the owner
+     * loop; resuming runs the conn's on_read and clearing busy may close
+     * it, so those run from a fresh event (a message to the loop). */
+    if (loop_current() == s->loop) {
+        unsigned now = what & GM_APPLY_TIMEOUTS;
+        if ((what & GM_APPLY_READ) && (s->held_paused || s->throttled))
+            now |= GM_APPLY_READ;
+        if ((what & GM_APPLY_BUSY) && gm.stopping && sess_in_flight(s))
+            now |= GM_APPLY_BUSY;
+        apply_now(s, now);
+        what &= ~now;
+        if (!what)
+            return;
+    }
+    if (s->apply) {
+        s->apply |= what;
+        return;
+    }
+    s->apply = what;
+    gm_sess_ref(s);
+    if (work_post(s->loop, apply_run, s) < 0) {
+        s->apply = 0;
+        gm_sess_unref(s);
+    }
 }
 
 struct gm_slot *gm_sess_hold(struct gm_sess *s)
@@ -92,7 +320,7 @@ struct gm_slot *gm_sess_hold(struct gm_sess *s)
     if (++s->held >= (uint32_t)gm.cfg.max_held && s->c && !s->held_paused) {
         s->held_paused = true;
         gm.n.queue_paused++;
-        conn_pause_read(s->c);
+        gm_sess_apply(s, GM_APPLY_READ);
     }
     struct gm_slot *slot = gm_xcalloc(1, sizeof *slot);
     slot->buf = evbuffer_new();
@@ -110,22 +338,13 @@ static void slot_free(struct gm_slot *slot)
     free(slot);
 }
 
-/* Resume reading s from a fresh event: this may run inside the conn's own
- * on_read, or inside another conn's job bookkeeping. */
-static void resume_later(struct gm_sess *s)
-{
-    gm_sess_ref(s);
-    if (event_base_once(gm.base, -1, EV_TIMEOUT, held_resume, s, NULL) < 0)
-        gm_sess_unref(s);
-}
-
 void gm_sess_throttle(struct gm_sess *s)
 {
     if (s->throttled || !s->c)
         return;
     s->throttled = true;
     gm.n.workers_throttled++;
-    conn_pause_read(s->c);
+    gm_sess_apply(s, GM_APPLY_READ);
 }
 
 void gm_sess_unthrottle(struct gm_sess *s)
@@ -134,26 +353,21 @@ void gm_sess_unthrottle(struct gm_sess *s)
         return;
     s->throttled = false;
     if (!s->held_paused)
-        resume_later(s);
+        gm_sess_apply(s, GM_APPLY_READ);
 }
-
-static uint32_t client_stall_ms(void)
-{
-    return gm.cfg.client_stall_timeout > 0 ? (uint32_t)gm.cfg.client_stall_timeout * 1000 : 0;
-}
-
-static uint32_t idle_ms(void) { return gm.cfg.idle_timeout > 0 ? (uint32_t)gm.cfg.idle_timeout * 1000 : 0; }
 
 bool gm_sess_over_limit(struct gm_sess *s)
 {
     if (s->over_limit)
         return true;
-    if (!gm.cfg.max_client_output || !s->c || evbuffer_get_length(conn_out(s->c)) <= gm.cfg.max_client_output)
+    if (!gm.cfg.max_client_output || !s->c ||
+        __atomic_load_n(&s->out_backlog, __ATOMIC_RELAXED) + evbuffer_get_length(s->wbuf) <=
+            gm.cfg.max_client_output)
         return false;
     /* From now on its output must move: stuck for --client-stall-timeout,
      * the core closes it (on_close counts it). */
     s->over_limit = true;
-    conn_set_timeouts(s->c, idle_ms(), client_stall_ms());
+    gm_sess_apply(s, GM_APPLY_TIMEOUTS);
     return true;
 }
 
@@ -164,15 +378,17 @@ void gm_sess_release(struct gm_sess *s, struct gm_slot *slot)
     if (s->held_paused && s->held <= (uint32_t)gm.cfg.max_held / 2) {
         s->held_paused = false;
         if (!s->throttled)
-            resume_later(s);
+            gm_sess_apply(s, GM_APPLY_READ);
     }
     while (s->slot_head && s->slot_head->ready) {
         struct gm_slot *h = s->slot_head;
         s->slot_head = h->next;
         if (!s->slot_head)
             s->slot_tail = NULL;
-        if (s->c)
-            evbuffer_add_buffer(conn_out(s->c), h->buf);
+        if (s->c) {
+            evbuffer_add_buffer(s->wbuf, h->buf);
+            mark_dirty(s);
+        }
         slot_free(h);
     }
 }
@@ -197,7 +413,7 @@ struct gm_blob *gm_blob_new(const void *data, size_t len)
 
 void gm_blob_unref(struct gm_blob *b)
 {
-    if (b && --b->refs == 0)
+    if (b && __atomic_sub_fetch(&b->refs, 1, __ATOMIC_ACQ_REL) == 0)
         free(b);
 }
 
@@ -228,9 +444,9 @@ void gm_send_shared(struct gm_sess *s, uint32_t cmd, int argc, const void *const
         evbuffer_add(out, args[i], lens[i]);
         evbuffer_add(out, "", 1);
     }
-    b->refs++;
+    __atomic_add_fetch(&b->refs, 1, __ATOMIC_RELAXED);
     if (evbuffer_add_reference(out, b->data, b->len, blob_release, b) < 0) {
-        b->refs--;
+        __atomic_sub_fetch(&b->refs, 1, __ATOMIC_RELAXED);
         evbuffer_add(out, b->data, b->len);
     }
 }
@@ -267,54 +483,38 @@ void gm_send_error(struct gm_sess *s, const char *code, const char *text)
  * (gm_on_eof), so a worker that dies mid-job is noticed at once. */
 static bool sess_in_flight(struct gm_sess *s)
 {
-    if (!gm_list_empty(&s->running))
+    if (!list_empty(&s->running))
         return true;
-    struct gm_list *pos;
-    gm_list_for_each(pos, &s->links)
+    struct list_node *pos;
+    list_for_each(pos, &s->links)
     {
-        struct gm_link *l = gm_container_of(pos, struct gm_link, slink);
+        struct gm_link *l = container_of(pos, struct gm_link, slink);
         if (l->job->state == GM_JOB_RUNNING)
             return true;
     }
     return false;
 }
 
-static void busy_recheck(evutil_socket_t fd, short what, void *arg)
-{
-    (void)fd;
-    (void)what;
-    struct gm_sess *s = arg;
-    if (s->c)
-        conn_set_busy(s->c, sess_in_flight(s));
-    gm_sess_unref(s);
-}
-
 void gm_sess_update_busy(struct gm_sess *s)
 {
-    if (!s->c || !gm.stopping)
-        return;
-    if (sess_in_flight(s)) {
-        conn_set_busy(s->c, true);
-        return;
-    }
-    /* Clearing busy may close the conn at once; do it from a fresh event,
-     * not from inside the job bookkeeping that got us here. */
-    gm_sess_ref(s);
-    if (event_base_once(gm.base, -1, EV_TIMEOUT, busy_recheck, s, NULL) < 0)
-        gm_sess_unref(s);
+    if (s->c && gm.stopping)
+        gm_sess_apply(s, GM_APPLY_BUSY);
 }
 
+/* Graceful stop began (any thread): mark conns with work in flight busy. */
 void gm_stopping(void)
 {
+    gm_lock();
     gm.stopping = true;
     gm.shutting_down = true;
-    struct gm_list *pos;
-    gm_list_for_each(pos, &gm.sessions)
+    struct list_node *pos;
+    list_for_each(pos, &gm.sessions)
     {
-        struct gm_sess *s = gm_container_of(pos, struct gm_sess, all_link);
+        struct gm_sess *s = container_of(pos, struct gm_sess, all_link);
         if (s->c && sess_in_flight(s))
-            conn_set_busy(s->c, true);
+            gm_sess_apply(s, GM_APPLY_BUSY);
     }
+    gm_unlock();
 }
 
 struct gm_sess *gm_sess_new(struct core_conn *c)
@@ -336,9 +536,17 @@ struct gm_sess *gm_sess_new(struct core_conn *c)
         }
     }
     s->exceptions = gm.cfg.exceptions;
-    gm_list_init(&s->running);
-    gm_list_init(&s->links);
-    gm_list_add_tail(&gm.sessions, &s->all_link);
+    s->loop = c->loop;
+    s->wbuf = evbuffer_new();
+    s->obuf = evbuffer_new();
+    if (!s->wbuf || !s->obuf) {
+        log_error("gearmand: out of memory");
+        abort();
+    }
+    list_init(&s->running);
+    list_init(&s->ready);
+    list_init(&s->links);
+    list_add_tail(&gm.sessions, &s->all_link);
     gm.nsessions++;
     return s;
 }
@@ -356,6 +564,8 @@ void gm_sess_unref(struct gm_sess *s)
     }
     free(s->abilities);
     free(s->abuckets);
+    evbuffer_free(s->wbuf);
+    evbuffer_free(s->obuf);
     free(s);
 }
 
@@ -365,7 +575,7 @@ void gm_sess_unref(struct gm_sess *s)
 static void send_fatal(struct gm_sess *s, const char *code, const char *text)
 {
     gm_send_error(s, code, text);
-    conn_close_after_write(s->c);
+    close_after_write(s);
 }
 
 static uint32_t max_packet(void)
@@ -422,14 +632,14 @@ static enum gm_sess_state read_text(struct gm_sess *s, struct evbuffer *in)
         struct evbuffer *out = gm_sess_out(s);
         if (out)
             evbuffer_add_printf(out, "ERR LINE_TOO_LONG Command+line+too+long\r\n");
-        conn_close_after_write(s->c);
+        close_after_write(s);
         return GM_SESS_CLOSING;
     }
     s->c->requests++;
     int rc = gm_text_line(s, line, len);
     evbuffer_drain(in, consumed);
     if (rc < 0) {
-        conn_close_after_write(s->c);
+        close_after_write(s);
         return GM_SESS_CLOSING;
     }
     return GM_SESS_NEXT;
@@ -487,8 +697,11 @@ static void sess_drive(struct gm_sess *s)
 static int gm_on_read(struct core_conn *c)
 {
     struct gm_sess *s = c->data;
+    gm_lock();
     if (s && s->state != GM_SESS_CLOSING)
         sess_drive(s);
+    gm_unlock();
+    gm_flush_loop(c->loop);
     return 0;
 }
 
@@ -498,17 +711,19 @@ static void gm_on_close(struct core_conn *c, enum conn_close_reason why)
     c->data = NULL;
     if (!s)
         return;
+    gm_lock();
     if (why == CONN_CLOSE_TIMEOUT && s->over_limit) {
         gm.n.clients_output_dropped++;
         log_warn("gearmand: closed client %s: more than %llu bytes of replies unread for %d s", s->peer,
                  (unsigned long long)gm.cfg.max_client_output, gm.cfg.client_stall_timeout);
     }
-    gm_list_del(&s->all_link);
+    list_del(&s->all_link);
     gm.nsessions--;
     s->state = GM_SESS_CLOSING;
     gm_jobs_forget_sess(s);
     s->c = NULL;
     gm_sess_unref(s);
+    gm_unlock();
 }
 
 /* A peer that hung up is gone at once, even a busy one during a graceful
@@ -524,11 +739,16 @@ static bool gm_on_eof(struct core_conn *c)
 static void gm_on_drained(struct core_conn *c)
 {
     struct gm_sess *s = c->data;
-    if (!s || !s->over_limit)
+    if (!s)
         return;
-    s->over_limit = false;
-    conn_set_timeouts(c, idle_ms(), 0);
-    gm_jobs_client_drained(s);
+    __atomic_store_n(&s->out_backlog, 0, __ATOMIC_RELAXED);
+    gm_lock();
+    if (s->over_limit) {
+        s->over_limit = false;
+        conn_set_timeouts(c, idle_ms(), 0);
+        gm_jobs_client_drained(s);
+    }
+    gm_unlock();
 }
 
 static const struct conn_ops gm_conn_ops = {
@@ -574,7 +794,9 @@ void gm_accept(struct core_loop *loop, int fd, const struct sockaddr *sa, sockle
         c = conn_new(loop, fd, sa, salen, &gm_conn_ops, NULL);
     if (!c)
         return;
+    gm_lock();
     c->data = gm_sess_new(c);
+    gm_unlock();
     /* A peer that sends requests without reading the replies (an ECHO_REQ
      * flood) stops being read once this much output is waiting. */
     conn_set_output_limit(c, (size_t)(gm.cfg.max_packet > 4u << 20 ? gm.cfg.max_packet : 4u << 20) * 2);

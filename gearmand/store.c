@@ -318,12 +318,13 @@ static void req_finish(struct gm_store_req *r, bool ok, const char *error)
 static void stored_cb(struct db_result *res, void *arg)
 {
     struct gm_store_req *r = arg;
+    gm_lock();
     if (res->status != 0) {
         log_warn("gearmand: queue: storing %s failed: %s", r->handle, res->error);
         req_finish(r, false, "Could not store the job in the persistent queue");
-        return;
-    }
-    req_finish(r, true, NULL);
+    } else
+        req_finish(r, true, NULL);
+    gm_unlock();
 }
 
 void gm_store_job(struct gm_job *j, struct gm_sess *s)
@@ -351,7 +352,10 @@ void gm_store_job(struct gm_job *j, struct gm_sess *s)
     };
     if (j->unique_is_data)
         v[1] = DB_BLOBN("-", 1);
-    if (db_query(gm.db, loop_get(0), DB_GROUP, sql_insert, v, 7, stored_cb, r) < 0)
+    /* The answer comes back on the submitter's loop (its reply flushes
+     * there without a hop); any loop would do, it takes the lock. */
+    struct core_loop *home = loop_current() ? loop_current() : loop_get(0);
+    if (db_query(gm.db, home, DB_GROUP, sql_insert, v, 7, stored_cb, r) < 0)
         req_finish(r, false, "Persistent queue is closing");
 }
 

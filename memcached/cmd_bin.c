@@ -312,6 +312,7 @@ int mc_cmd_bin(struct session *s, const struct mc_bin_req *r)
         } else {
             MC_STAT_ADD(ts, auth_errors, 1);
             mc_cmd_bin_error(s, op, r->opaque, MC_BIN_AUTH_ERROR);
+            mc_sess_auth_failed(s);
         }
         return 0;
     case MC_BINK_UNKNOWN:

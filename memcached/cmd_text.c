@@ -194,6 +194,10 @@ static void text_stats(struct session *s, const struct mc_text_req *r)
         return;
     }
     if (strcmp(group, "cachedump") == 0) {
+        if (mc_settings.dump_disabled) {
+            mc_out_line(s, "CLIENT_ERROR stats cachedump not allowed");
+            return;
+        }
         uint32_t id = 0, limit = 0;
         const char *p = arg, *k;
         size_t nk;
@@ -252,7 +256,9 @@ static void text_tuning(struct session *s, const struct mc_text_req *r)
             mc_settings.lru_crawler = w[0][0] == 'e';
             mc_out_line(s, "OK");
         } else if (n == 2 && (word_is(w[0], wn[0], "crawl") || word_is(w[0], wn[0], "metadump"))) {
-            bool all = word_is(w[1], wn[1], "all");
+            /* "hash" (metadump only): memcached walks its hash table; the
+             * same items come out of our per-class walk. */
+            bool all = word_is(w[1], wn[1], "all") || (w[0][0] == 'm' && word_is(w[1], wn[1], "hash"));
             if (!all) {
                 /* a comma list of class ids, each must exist */
                 const char *q = w[1], *qe = w[1] + wn[1];
@@ -275,9 +281,39 @@ static void text_tuning(struct session *s, const struct mc_text_req *r)
                 mc_crawl_request();   /* the maintainer thread walks every class */
                 mc_out_line(s, "OK");
             } else {
+                if (!mc_settings.lru_crawler) {
+                    mc_out_line(s, "CLIENT_ERROR lru crawler disabled");
+                    return;
+                }
+                if (mc_settings.dump_disabled) {
+                    mc_out_line(s, "ERROR metadump not allowed");
+                    return;
+                }
+                if (s->olen || mc_out_queued(s)) {
+                    /* As memcached: the dump must be the only reply in flight. */
+                    mc_out_line(s, "ERROR cannot pipeline other commands before metadump");
+                    return;
+                }
+                /* Streamed in pieces by the session (no whole dump in
+                 * memory, no long lock hold). */
+                struct mc_dump *d = malloc(sizeof *d);
+                if (!d) {
+                    s->out_oom = true;
+                    return;
+                }
+                mc_dump_init(d);
                 for (int id = 1; id <= mc_nclasses; id++)
-                    mc_metadump(mc_out_evb(s), id);
-                mc_out_add(s, "END\r\n", 5);
+                    d->want[id] = all;
+                const char *q = w[1], *qe = w[1] + wn[1];
+                while (!all && q < qe) {
+                    const char *cm = memchr(q, ',', (size_t)(qe - q));
+                    size_t len = (size_t)((cm ? cm : qe) - q);
+                    uint32_t id;
+                    if (mc_parse_u32(q, len, &id))
+                        d->want[id] = true;
+                    q += len + (cm ? 1 : 0);
+                }
+                mc_sess_begin_dump(s, d);
             }
         } else if (n == 2 && (word_is(w[0], wn[0], "sleep") || word_is(w[0], wn[0], "tocrawl"))) {
             mc_out_line(s, "OK");   /* pacing knobs: our crawler paces itself (see README) */
@@ -287,29 +323,93 @@ static void text_tuning(struct session *s, const struct mc_text_req *r)
         return;
     }
     if (r->cmd == MC_TXT_SLABS) {
-        if (n == 2 && word_is(w[0], wn[0], "automove")) {
-            /* Pages always move to the classes that need them (items.c). */
-            mc_out_line(s, (wn[1] == 1 && w[1][0] >= '0' && w[1][0] <= '2') ? "OK" : "ERROR");
-        } else if (word_is(w[0], wn[0], "reassign")) {
-            mc_out_line(s, "CLIENT_ERROR slab reassignment disabled");
+        if (n == 3 && word_is(w[0], wn[0], "reassign")) {
+            if (!mc_settings.slab_reassign) {
+                mc_out_line(s, "CLIENT_ERROR slab reassignment disabled");
+                return;
+            }
+            int64_t src, dst;
+            if (!mc_parse_i32(w[1], wn[1], &src) || !mc_parse_i32(w[2], wn[2], &dst)) {
+                mc_out_line(s, "CLIENT_ERROR bad command line format");
+                return;
+            }
+            static const char *const replies[] = {
+                [MC_REASSIGN_OK] = "OK",
+                [MC_REASSIGN_BUSY] = "BUSY currently processing reassign request",
+                [MC_REASSIGN_BADCLASS] = "BADCLASS invalid src or dst class id",
+                [MC_REASSIGN_NOSPARE] = "NOSPARE source class has no spare pages",
+                [MC_REASSIGN_SAME] = "SAME src and dst class are identical",
+            };
+            mc_out_line(s, replies[mc_slabs_reassign((int)src, (int)dst)]);
+        } else if (n >= 2 && word_is(w[0], wn[0], "automove")) {
+            uint32_t level;
+            if (word_is(w[1], wn[1], "ratio")) {
+                char num[32];
+                char *e;
+                double ratio = 0;
+                if (n >= 3 && wn[2] < sizeof num) {
+                    memcpy(num, w[2], wn[2]);
+                    num[wn[2]] = 0;
+                    ratio = strtod(num, &e);
+                }
+                if (n < 3 || wn[2] >= sizeof num || *e || e == num) {
+                    mc_out_line(s, "ERROR");
+                    return;
+                }
+                mc_settings.slab_automove_ratio = ratio;
+            } else if (!mc_parse_u32(w[1], wn[1], &level)) {
+                mc_out_line(s, "CLIENT_ERROR bad command line format");
+                return;
+            } else if (level > 2) {
+                mc_out_line(s, "ERROR");
+                return;
+            } else {
+                mc_settings.slab_automove = (int)level;
+            }
+            if (!r->noreply)
+                mc_out_line(s, "OK");
         } else {
             mc_out_line(s, "ERROR");
         }
         return;
     }
     /* lru */
-    if (word_is(w[0], wn[0], "tune") && n >= 3) {
+    if (word_is(w[0], wn[0], "tune") && n >= 5) {
         uint32_t hot, warm;
-        if (!mc_parse_u32(w[1], wn[1], &hot) || !mc_parse_u32(w[2], wn[2], &warm) || hot < 1 || warm < 1 ||
-            hot + warm > 80) {
-            mc_out_line(s, "ERROR");
-            return;
+        char num[2][32];
+        double f[2] = { 0, 0 };
+        bool ok = mc_parse_u32(w[1], wn[1], &hot) && mc_parse_u32(w[2], wn[2], &warm);
+        for (int i = 0; ok && i < 2; i++) {
+            char *e;
+            ok = wn[3 + i] < sizeof num[i];
+            if (ok) {
+                memcpy(num[i], w[3 + i], wn[3 + i]);
+                num[i][wn[3 + i]] = 0;
+                f[i] = strtod(num[i], &e);
+                ok = e != num[i] && !*e;
+            }
         }
-        mc_settings.hot_pct = (int)hot;
-        mc_settings.warm_pct = (int)warm;
-        mc_out_line(s, "OK");
-    } else if (n == 2 && word_is(w[0], wn[0], "mode")) {
-        mc_out_line(s, word_is(w[1], wn[1], "segmented") ? "OK" : "CLIENT_ERROR only the segmented LRU is built");
+        if (!ok)
+            mc_out_line(s, "ERROR");
+        else if (hot + warm > 80)
+            mc_out_line(s, "ERROR hot and warm pcts must not exceed 80");
+        else if (f[0] <= 0 || f[1] <= 0)
+            mc_out_line(s, "ERROR hot/warm age factors must be greater than 0");
+        else {
+            mc_settings.hot_pct = (int)hot;
+            mc_settings.warm_pct = (int)warm;
+            mc_settings.hot_max_factor = f[0];
+            mc_settings.warm_max_factor = f[1];
+            if (!r->noreply)
+                mc_out_line(s, "OK");
+        }
+    } else if (n >= 2 && word_is(w[0], wn[0], "mode")) {
+        if (word_is(w[1], wn[1], "segmented"))
+            mc_out_line(s, "OK");
+        else if (word_is(w[1], wn[1], "flat"))
+            mc_out_line(s, "CLIENT_ERROR only the segmented LRU is built");
+        else
+            mc_out_line(s, "ERROR");
     } else {
         mc_out_line(s, "ERROR");
     }
@@ -409,11 +509,32 @@ int mc_cmd_text(struct session *s, const struct mc_text_req *r)
             mc_out_line(s, "ERROR: shutdown not enabled");
             return 0;
         }
-        mc_shutdown_request(r->args_len >= 8 && memcmp(r->args, "graceful", 8) == 0);
+        {
+            const char *p = r->args, *end = r->args + r->args_len, *w0, *w1;
+            size_t n0, n1;
+            bool has0 = mc_text_next_key(&p, end, &w0, &n0);
+            bool has1 = has0 && mc_text_next_key(&p, end, &w1, &n1);
+            if (!has0) {
+                mc_shutdown_request(false);   /* memcached: SIGINT, stop now */
+            } else if (!has1 && word_is(w0, n0, "graceful")) {
+                mc_shutdown_request(true);    /* memcached: SIGUSR1 */
+            } else {
+                mc_out_line(s, "CLIENT_ERROR invalid shutdown mode");
+                return 0;
+            }
+        }
         return 1;
     case MC_TXT_CACHE_MEMLIMIT:
+        /* Megabytes, as memcached: under 8 is too small; over 10^9 is
+         * taken for bytes given by mistake and refused (no overflow: the
+         * parser took it as a u64). Lowering it frees pages in the
+         * maintainer thread (mc_slabs_release_over_limit). */
         if (r->delta < 8) {
             mc_out_line(s, "MEMLIMIT_TOO_SMALL cannot set maxbytes to less than 8m");
+            return 0;
+        }
+        if (r->delta > 1000000000) {
+            mc_out_line(s, "MEMLIMIT_ADJUST_FAILED input value is megabytes not bytes");
             return 0;
         }
         mc_slabs_set_limit(r->delta * 1024 * 1024);
@@ -424,6 +545,20 @@ int mc_cmd_text(struct session *s, const struct mc_text_req *r)
     case MC_TXT_META:
         mc_cmd_meta(s, r);
         return 0;
+    case MC_TXT_REFRESH_CERTS: {
+        char err[256];
+        if (mc_tls_refresh(err, sizeof err) < 0) {
+            char line[320];
+            if (!mc_settings.ssl_enabled)
+                snprintf(line, sizeof line, "Error TLS not enabled");   /* memcached's words */
+            else
+                snprintf(line, sizeof line, "ERROR failed to refresh SSL settings: %s", err);
+            mc_out_line(s, line);
+        } else if (!r->noreply) {
+            mc_out_line(s, "OK");
+        }
+        return 0;
+    }
     case MC_TXT_LRU_CRAWLER:
     case MC_TXT_SLABS:
     case MC_TXT_LRU:

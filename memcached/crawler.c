@@ -14,11 +14,20 @@
 
 #include "common/log.h"
 
+#include <event2/buffer.h>
+
 static pthread_t thread;
 static _Atomic bool running;
 static _Atomic bool crawl_requested;
+static _Atomic bool crawl_running;
 
-void mc_crawl_request(void) { atomic_store(&crawl_requested, true); }
+void mc_crawl_request(void)
+{
+    atomic_store(&crawl_running, true);   /* until the maintainer has walked every class */
+    atomic_store(&crawl_requested, true);
+}
+
+bool mc_crawler_running(void) { return atomic_load(&crawl_running); }
 
 static void cursor_remove(struct mc_class *c, mc_item *cur, int seg)
 {
@@ -80,6 +89,7 @@ uint64_t mc_crawl_class(int id, uint64_t limit)
                 if (it->state & MC_ST_CRAWLER)
                     continue;
                 seen++;
+                c->crawler_items_checked++;
                 if (mc_item_live(it, mc_now()))
                     continue;
                 uint64_t hv = mc_hash(it->data, it->nkey);
@@ -122,6 +132,84 @@ uint64_t mc_crawl_class(int id, uint64_t limit)
     return reclaimed;
 }
 
+/* Move the cursor one place towards the tail, past item it (= cur->next). */
+static void cursor_step_down(struct mc_class *c, mc_item *cur, mc_item *it, int seg)
+{
+    cursor_remove(c, cur, seg);
+    cur->prev = it;
+    cur->next = it->next;
+    if (it->next)
+        it->next->prev = cur;
+    else
+        c->tail[seg] = cur;
+    it->next = cur;
+}
+
+void mc_dump_init(struct mc_dump *d)
+{
+    memset(d, 0, sizeof *d);
+    d->cur.state = MC_ST_CRAWLER;
+    d->id = 1;
+    d->seg = 0;
+}
+
+bool mc_dump_step(struct mc_dump *d, struct evbuffer *out, unsigned max_items)
+{
+    unsigned done = 0;
+    while (d->id <= mc_nclasses) {
+        if (!d->want[d->id]) {
+            d->id++;
+            continue;
+        }
+        struct mc_class *c = &mc_classes[d->id];
+        uint32_t now = mc_now();
+        pthread_mutex_lock(&c->lock);
+        if (!d->linked) {
+            /* Start of a segment: the cursor goes in at its head. */
+            d->cur.prev = NULL;
+            d->cur.next = c->head[d->seg];
+            if (c->head[d->seg])
+                c->head[d->seg]->prev = &d->cur;
+            else
+                c->tail[d->seg] = &d->cur;
+            c->head[d->seg] = &d->cur;
+            d->linked = true;
+        }
+        mc_item *it;
+        while ((it = d->cur.next) != NULL && done < max_items) {
+            cursor_step_down(c, &d->cur, it, d->seg);
+            if (it->state & MC_ST_CRAWLER)
+                continue;
+            done++;
+            if (mc_item_live(it, now))
+                mc_metadump_line(out, it, now);
+        }
+        if (!it) {   /* segment finished */
+            cursor_remove(c, &d->cur, d->seg);
+            d->linked = false;
+            if (++d->seg == MC_LRU_N) {
+                d->seg = 0;
+                d->id++;
+            }
+        }
+        pthread_mutex_unlock(&c->lock);
+        if (done >= max_items)
+            return d->id > mc_nclasses;
+    }
+    return true;
+}
+
+void mc_dump_abort(struct mc_dump *d)
+{
+    if (!d->linked)
+        return;
+    struct mc_class *c = &mc_classes[d->id];
+    pthread_mutex_lock(&c->lock);
+    cursor_remove(c, &d->cur, d->seg);
+    pthread_mutex_unlock(&c->lock);
+    d->linked = false;
+}
+
 static void *maintainer(void *arg)
 {
     (void)arg;
@@ -133,10 +221,18 @@ static void *maintainer(void *arg)
         ++ticks;
         if (ticks % 10 == 0)
             mc_slabs_decay_demand();
+        /* cache_memlimit lowered: give pages back, a few per tick. */
+        if (mc_slabs_release_over_limit(16) > 0)
+            busy = true;
         bool asked = atomic_exchange(&crawl_requested, false);
         if (mc_settings.lru_crawler && (asked || ticks % 50 == 0)) {
+            atomic_fetch_add_explicit(&mc_sstats.lru_crawler_starts, 1, memory_order_relaxed);
+            if (!asked)
+                atomic_store(&crawl_running, true);
             for (int id = 1; id <= mc_nclasses && atomic_load(&running); id++)
                 mc_crawl_class(id, 100000);
+            if (!atomic_load(&crawl_requested))
+                atomic_store(&crawl_running, false);
         }
         if (!busy) {
             struct timespec ts = { 0, 100 * 1000 * 1000 };

@@ -149,7 +149,9 @@ mc_item *mc_lru_pull_locked(int id, bool need_space)
     /* Keep HOT and WARM within their shares: two steps per allocation. */
     for (int n = 0; n < 2 && c->count[MC_LRU_HOT] > total * (uint64_t)hot_pct / 100; n++) {
         mc_item *it = c->tail[MC_LRU_HOT];
-        if (!it || (it->state & MC_ST_CRAWLER))
+        while (it && (it->state & MC_ST_CRAWLER))   /* a crawler or metadump cursor */
+            it = it->prev;
+        if (!it)
             break;
         if (mc_bits(it) & MC_IT_ACTIVE) {
             mc_bits_clear(it, MC_IT_ACTIVE);
@@ -162,7 +164,9 @@ mc_item *mc_lru_pull_locked(int id, bool need_space)
     }
     for (int n = 0; n < 2 && c->count[MC_LRU_WARM] > total * (uint64_t)warm_pct / 100; n++) {
         mc_item *it = c->tail[MC_LRU_WARM];
-        if (!it || (it->state & MC_ST_CRAWLER))
+        while (it && (it->state & MC_ST_CRAWLER))   /* a crawler or metadump cursor */
+            it = it->prev;
+        if (!it)
             break;
         if (mc_bits(it) & MC_IT_ACTIVE) {
             mc_bits_clear(it, MC_IT_ACTIVE);
@@ -605,36 +609,27 @@ done:
     pthread_mutex_unlock(&c->lock);
 }
 
-void mc_metadump(struct evbuffer *out, int id)
+void mc_metadump_line(struct evbuffer *out, mc_item *it, uint32_t now)
 {
-    struct mc_class *c = &mc_classes[id];
-    uint32_t now = mc_now();
-    pthread_mutex_lock(&c->lock);
-    for (int seg = MC_LRU_HOT; seg < MC_LRU_N; seg++) {
-        for (mc_item *it = c->head[seg]; it; it = it->next) {
-            if ((it->state & MC_ST_CRAWLER) || !mc_item_live(it, now))
-                continue;
-            long exp = it->exptime == 0 ? -1 : (long)it->exptime + mc_process_started;
-            /* Keys are URL-encoded, as memcached does: binary-protocol keys
-             * may hold spaces or line ends. */
-            char key[3 * MC_KEY_MAX + 1];
-            size_t kn = 0;
-            for (size_t i = 0; i < it->nkey; i++) {
-                unsigned char ch = (unsigned char)it->data[i];
-                if (ch <= ' ' || ch >= 0x7f || ch == '%') {
-                    static const char hex[] = "0123456789ABCDEF";
-                    key[kn++] = '%';
-                    key[kn++] = hex[ch >> 4];
-                    key[kn++] = hex[ch & 15];
-                } else {
-                    key[kn++] = (char)ch;
-                }
-            }
-            evbuffer_add_printf(out, "key=%.*s exp=%ld la=%ld cas=%" PRIu64 " fetch=%s cls=%d size=%zu\r\n",
-                                (int)kn, key, exp, (long)it->atime + mc_process_started, it->cas,
-                                (mc_bits(it) & MC_IT_FETCHED) ? "yes" : "no", id,
-                                mc_item_total(it->nkey, it->nbytes));
+    (void)now;
+    long exp = it->exptime == 0 ? -1 : (long)it->exptime + mc_process_started;
+    /* Keys are URL-encoded, as memcached does: binary-protocol keys may
+     * hold spaces or line ends. */
+    char key[3 * MC_KEY_MAX + 1];
+    size_t kn = 0;
+    for (size_t i = 0; i < it->nkey; i++) {
+        unsigned char ch = (unsigned char)it->data[i];
+        if (ch <= ' ' || ch >= 0x7f || ch == '%') {
+            static const char hex[] = "0123456789ABCDEF";
+            key[kn++] = '%';
+            key[kn++] = hex[ch >> 4];
+            key[kn++] = hex[ch & 15];
+        } else {
+            key[kn++] = (char)ch;
         }
     }
-    pthread_mutex_unlock(&c->lock);
+    evbuffer_add_printf(out, "key=%.*s exp=%ld la=%ld cas=%" PRIu64 " fetch=%s cls=%d size=%zu\n", (int)kn, key,
+                        exp, (long)it->atime + mc_process_started, it->cas,
+                        (mc_bits(it) & MC_IT_FETCHED) ? "yes" : "no", it->clsid,
+                        mc_item_total(it->nkey, it->nbytes));
 }

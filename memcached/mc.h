@@ -39,6 +39,8 @@ struct mc_settings {
     bool no_cas;           /* -C */
     bool no_evict;         /* -M */
     bool flush_disabled;   /* -F */
+    bool dump_disabled;    /* -X */
+    long auth_delay_us;    /* first SASL failure's pause (100 ms; doubles); not an option: tests set it */
     bool shutdown_enabled; /* -A */
     bool sasl;             /* -S */
     char *sasl_pwdb;       /* user:password file for SASL PLAIN */
@@ -65,6 +67,10 @@ struct mc_settings {
     int slab_chunk_max;
     bool track_sizes;
     bool hash_expand;
+    /* TLS (-Z and -o ssl_*) */
+    bool ssl_enabled;
+    char *ssl_chain_cert, *ssl_key, *ssl_ciphers, *ssl_ca_cert, *ssl_min_version;
+    int ssl_verify_mode;
 };
 extern struct mc_settings mc_settings;
 
@@ -133,7 +139,8 @@ struct mc_class {
     uint64_t bytes;             /* item bytes (mc_item_total) linked */
     /* stats (class lock) */
     uint64_t evicted, evicted_nonzero, reclaimed, expired_unfetched, evicted_unfetched, outofmemory,
-             crawler_reclaimed, moves_to_cold, moves_to_warm, moves_within_lru, pages_moved_in, pages_moved_out;
+             crawler_reclaimed, moves_to_cold, moves_to_warm, moves_within_lru, pages_moved_in, pages_moved_out,
+             pages_evicted, crawler_items_checked;
     uint32_t evicted_time;
     uint32_t alloc_fail_ticks;
     /* Bytes allocated lately (halved every second by the maintainer):
@@ -159,6 +166,13 @@ void mc_slabs_set_limit(uint64_t bytes);
 /* Take a page from another class for class id (its items are evicted).
  * Caller holds class id's lock. Returns true if a page was moved. */
 bool mc_slabs_steal_page(int id);
+/* "slabs reassign src dst": move one page now (src -1: any class with a
+ * spare page; dst 0: back to the allocator, memcached's global pool). */
+enum mc_reassign { MC_REASSIGN_OK = 0, MC_REASSIGN_BUSY, MC_REASSIGN_BADCLASS, MC_REASSIGN_NOSPARE, MC_REASSIGN_SAME };
+enum mc_reassign mc_slabs_reassign(int src, int dst);
+/* After cache_memlimit lowered the limit: free up to max_pages pages (their
+ * items evicted) while more than the limit is allocated. Returns pages freed. */
+uint64_t mc_slabs_release_over_limit(uint64_t max_pages);
 
 /* ---- assoc.c: the item hash table ---- */
 int mc_assoc_init(int hashpower);
@@ -214,11 +228,31 @@ void mc_flush(int64_t delay);
  * "ITEM <key> [<bytes> b; <exptime> s]" of class id, newest first. */
 struct evbuffer;
 void mc_cachedump(struct evbuffer *out, int id, uint32_t limit);
-/* "lru_crawler metadump": "key=<key> exp=<unix|-1> la=<unix> cas=<n>
- * fetch=<yes|no> cls=<id> size=<bytes>" lines for class id. */
-void mc_metadump(struct evbuffer *out, int id);
+/* "lru_crawler metadump": the line (LF only, as memcached) "key=<key> exp=<unix|-1> la=<unix>
+ * cas=<n> fetch=<yes|no> cls=<id> size=<bytes>" of one live item (caller
+ * holds its class lock). */
+void mc_metadump_line(struct evbuffer *out, mc_item *it, uint32_t now);
+
+/* A metadump in bounded pieces (crawler.c): a cursor item walks each chosen
+ * class's LRU segments from the head, mc_dump_step writing the lines of at
+ * most max_items items per call under the class lock; between calls the
+ * lock is free and the cursor keeps the place (items moved or removed
+ * meanwhile are simply seen or not, as in memcached's crawler dump). */
+struct mc_dump {
+    bool want[MC_MAX_CLASSES];  /* classes to dump */
+    int id, seg;
+    bool linked;                /* cur is in class id's segment seg */
+    mc_item cur;                /* the cursor (state MC_ST_CRAWLER); last: mc_item ends in data[] */
+};
+void mc_dump_init(struct mc_dump *d);
+/* Returns true when every chosen class has been dumped. */
+bool mc_dump_step(struct mc_dump *d, struct evbuffer *out, unsigned max_items);
+/* Take the cursor out (a dump abandoned half way: the client left). */
+void mc_dump_abort(struct mc_dump *d);
 /* Ask the maintainer thread to crawl every class soon (lru_crawler crawl). */
 void mc_crawl_request(void);
+/* A crawl asked for (or the periodic one) has not finished yet. */
+bool mc_crawler_running(void);
 /* Copy the items that matter to stats. */
 uint64_t mc_curr_items(void);
 
@@ -237,7 +271,7 @@ mc_item *mc_lru_pull_locked(int id, bool need_space);
 /* Global counters kept by the store (relaxed atomics; not on the get path). */
 struct mc_store_stats {
     _Atomic uint64_t curr_items, total_items, evictions, reclaimed, expired_unfetched, evicted_unfetched,
-        outofmemory, crawler_reclaimed, slabs_moved, hash_expansions;
+        outofmemory, crawler_reclaimed, slabs_moved, hash_expansions, lru_crawler_starts, malloc_fails;
 };
 extern struct mc_store_stats mc_sstats;
 

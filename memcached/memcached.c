@@ -10,6 +10,7 @@
 #include <string.h>
 
 #include <event2/buffer.h>
+#include <openssl/ssl.h>
 
 #include "common/admin.h"
 #include "common/config.h"
@@ -19,6 +20,7 @@
 #include "common/log.h"
 #include "common/loop.h"
 #include "common/stats.h"
+#include "common/tls.h"
 #include "memcached/mc.h"
 #include "memcached/session.h"
 
@@ -68,10 +70,11 @@ struct ext_opt {
 };
 
 static bool mc_hashpower_given;
+static bool mc_no_modern = true;        /* false once -o no_modern is seen */
+static bool mc_slab_automove_on = true; /* false once -o no_slab_automove is seen */
 
 static const struct ext_opt ext_opts[] = {
     { "maxconns_fast", EXT_FLAG_ON, &mc_settings.maxconns_fast, 0, 0 },
-    { "no_maxconns_fast", EXT_FLAG_OFF, &mc_settings.maxconns_fast, 0, 0 },
     { "hashpower", EXT_INT, &mc_settings.hashpower, 12, 32 },
     { "tail_repair_time", EXT_INT, &mc_settings.tail_repair_time, 10, 1e9 },
     { "hash_algorithm", EXT_STR, &mc_settings.hash_algorithm, 0, 0 },
@@ -97,15 +100,44 @@ static const struct ext_opt ext_opts[] = {
     { "track_sizes", EXT_FLAG_ON, &mc_settings.track_sizes, 0, 0 },
     { "no_hashexpand", EXT_FLAG_OFF, &mc_settings.hash_expand, 0, 0 },
     { "modern", EXT_FLAG_ON, NULL, 0, 0 },
-    { "no_modern", EXT_FLAG_OFF, NULL, 0, 0 },
+    { "no_modern", EXT_FLAG_OFF, &mc_no_modern, 0, 0 },
+    { "no_slab_reassign", EXT_FLAG_OFF, &mc_settings.slab_reassign, 0, 0 },
+    { "no_slab_automove", EXT_FLAG_OFF, &mc_slab_automove_on, 0, 0 },
+    { "no_maxconns_fast", EXT_FLAG_OFF, &mc_settings.maxconns_fast, 0, 0 },
     { "relaxed_privileges", EXT_FLAG_ON, NULL, 0, 0 },
     { "drop_privileges", EXT_FLAG_ON, NULL, 0, 0 },
     { "no_drop_privileges", EXT_FLAG_OFF, NULL, 0, 0 },
     { "inline_ascii_response", EXT_FLAG_ON, NULL, 0, 0 },
     { "no_inline_ascii_response", EXT_FLAG_OFF, NULL, 0, 0 },
     { "sasl_pwdb", EXT_STR, &mc_settings.sasl_pwdb, 0, 0 },
+    { "ssl_chain_cert", EXT_STR, &mc_settings.ssl_chain_cert, 0, 0 },
+    { "ssl_key", EXT_STR, &mc_settings.ssl_key, 0, 0 },
+    { "ssl_ciphers", EXT_STR, &mc_settings.ssl_ciphers, 0, 0 },
+    { "ssl_ca_cert", EXT_STR, &mc_settings.ssl_ca_cert, 0, 0 },
+    { "ssl_min_version", EXT_STR, &mc_settings.ssl_min_version, 0, 0 },
+    { "ssl_verify_mode", EXT_INT, &mc_settings.ssl_verify_mode, 0, 0 },
     { NULL, 0, NULL, 0, 0 },
 };
+
+/* The options that stand for several settings, applied where they appear. */
+static void apply_presets(void)
+{
+    if (!mc_no_modern) {
+        /* As memcached's no_modern: no page mover, no LRU crawler or
+         * maintainer work, no fast connection refusal. (Our LRU stays
+         * segmented: the flat LRU is not built.) */
+        mc_settings.slab_reassign = false;
+        mc_settings.slab_automove = 0;
+        mc_settings.maxconns_fast = false;
+        mc_settings.lru_crawler = false;
+        mc_settings.lru_maintainer = false;
+        mc_no_modern = true;
+    }
+    if (!mc_slab_automove_on) {
+        mc_settings.slab_automove = 0;
+        mc_slab_automove_on = true;
+    }
+}
 
 static int set_ext(const struct cfg_setting *s, const char *v, char *err, size_t errlen)
 {
@@ -134,6 +166,7 @@ static int set_ext(const struct cfg_setting *s, const char *v, char *err, size_t
         if (o->kind == EXT_FLAG_ON || o->kind == EXT_FLAG_OFF) {
             if (o->where)
                 *(bool *)o->where = o->kind == EXT_FLAG_ON;
+            apply_presets();   /* in order, as memcached: "no_modern,lru_crawler" keeps the crawler */
             continue;
         }
         if (!val || !*val) {
@@ -208,6 +241,7 @@ static const struct cfg_setting mc_table[] = {
     { "disable-cas", 'C', CFG_BOOL, &mc_settings.no_cas, "no", "do not report CAS values", false, NULL },
     { "disable-evictions", 'M', CFG_BOOL, &mc_settings.no_evict, "no", "return errors when memory is full instead of evicting", false, NULL },
     { "disable-flush-all", 'F', CFG_BOOL, &mc_settings.flush_disabled, "no", "refuse flush_all", true, NULL },
+    { "disable-dumping", 'X', CFG_BOOL, &mc_settings.dump_disabled, "no", "refuse stats cachedump and lru_crawler metadump", true, NULL },
     { "enable-shutdown", 'A', CFG_BOOL, &mc_settings.shutdown_enabled, "no", "allow the shutdown command", true, NULL },
     { "enable-sasl", 'S', CFG_BOOL, &mc_settings.sasl, "no", "require SASL PLAIN authentication (binary protocol only)", false, NULL },
     { "sasl-pwdb", 0, CFG_STRING, &mc_settings.sasl_pwdb, NULL, "user:password file for SASL (also $MEMCACHED_SASL_PWDB)", false, NULL },
@@ -218,9 +252,11 @@ static const struct cfg_setting mc_table[] = {
       "lru_crawler_tocrawl=N, lru_maintainer, no_lru_maintainer, slab_reassign, slab_automove=0|1|2, "
       "slab_automove_ratio=F, slab_automove_window=N, slab_automove_freeratio=F, slab_chunk_max=BYTES, "
       "tail_repair_time=S, hash_algorithm=murmur3|jenkins|xxh3, track_sizes, no_hashexpand, modern, "
-      "sasl_pwdb=FILE", false, set_ext },
+      "sasl_pwdb=FILE, ssl_chain_cert=FILE, ssl_key=FILE, ssl_ciphers=LIST, ssl_min_version=tlsv1.2|tlsv1.3, "
+      "ssl_verify_mode=0 (client certificates are not checked)", false, set_ext },
     { "protocol", 'B', CFG_CUSTOM, &dummy_str, "auto", "binding protocol: auto (by the first byte), ascii or binary", false, set_protocol },
     { "reqs-per-event", 'R', CFG_INT, &mc_settings.reqs_per_event, "20", "max requests run per connection per event before yielding to others (counted in conn_yields)", false, NULL },
+    { "enable-ssl", 'Z', CFG_BOOL, &mc_settings.ssl_enabled, "no", "TLS on the TCP listeners (-o ssl_chain_cert=PEM,ssl_key=PEM[,ssl_ciphers=...,ssl_min_version=tlsv1.2|tlsv1.3]); an address given as notls:ADDR in -l stays plain", false, NULL },
     { "user", 'u', CFG_STRING, &core_opts.user, NULL, "drop privileges to this user after binding", false, NULL },
     { "pidfile", 'P', CFG_STRING, &core_opts.pidfile, NULL, "write the process id to this file", false, NULL },
     CFG_END
@@ -313,6 +349,29 @@ static void general_stats(struct stats_sink *k, void *arg)
     stats_u64(k, "crawler_reclaimed", atomic_load(&mc_sstats.crawler_reclaimed));
     stats_u64(k, "outofmemory", atomic_load(&mc_sstats.outofmemory));
     stats_u64(k, "total_malloced", mc_slabs_malloced());
+    /* Per-class counters summed (each read under its class lock). */
+    uint64_t to_cold = 0, to_warm = 0, within = 0, move_evicted = 0, checked = 0;
+    for (int i = 1; i <= mc_nclasses; i++) {
+        struct mc_class *c = &mc_classes[i];
+        pthread_mutex_lock(&c->lock);
+        to_cold += c->moves_to_cold;
+        to_warm += c->moves_to_warm;
+        within += c->moves_within_lru;
+        move_evicted += c->pages_evicted;
+        checked += c->crawler_items_checked;
+        pthread_mutex_unlock(&c->lock);
+    }
+    stats_u64(k, "moves_to_cold", to_cold);
+    stats_u64(k, "moves_to_warm", to_warm);
+    stats_u64(k, "moves_within_lru", within);
+    /* Page moves evict what is on the page (no rescue into free chunks). */
+    stats_u64(k, "slab_reassign_rescues", 0);
+    stats_u64(k, "slab_reassign_evictions_nomem", move_evicted);
+    stats_u64(k, "slab_global_page_pool", 0);   /* freed pages go back to the allocator */
+    stats_u64(k, "crawler_items_checked", checked);
+    stats_u64(k, "lru_crawler_running", mc_crawler_running() ? 1 : 0);
+    stats_u64(k, "lru_crawler_starts", atomic_load(&mc_sstats.lru_crawler_starts));
+    stats_u64(k, "malloc_fails", atomic_load(&mc_sstats.malloc_fails));
 }
 
 static void slabs_stats(struct stats_sink *k, void *arg)
@@ -349,6 +408,8 @@ static void items_stats(struct stats_sink *k, void *arg)
         uint64_t cnt[3] = { c->count[0], c->count[1], c->count[2] };
         uint64_t total = cnt[0] + cnt[1] + cnt[2];
         uint32_t age = c->tail[MC_LRU_COLD] ? now - c->tail[MC_LRU_COLD]->atime : 0;
+        uint32_t age_hot = c->tail[MC_LRU_HOT] ? now - c->tail[MC_LRU_HOT]->atime : 0;
+        uint32_t age_warm = c->tail[MC_LRU_WARM] ? now - c->tail[MC_LRU_WARM]->atime : 0;
         struct mc_class snap = *c;
         pthread_mutex_unlock(&c->lock);
         if (!total && !snap.evicted && !snap.outofmemory)
@@ -357,7 +418,10 @@ static void items_stats(struct stats_sink *k, void *arg)
         stats_u64f(k, cnt[MC_LRU_HOT], "items:%d:number_hot", i);
         stats_u64f(k, cnt[MC_LRU_WARM], "items:%d:number_warm", i);
         stats_u64f(k, cnt[MC_LRU_COLD], "items:%d:number_cold", i);
+        stats_u64f(k, age_hot, "items:%d:age_hot", i);
+        stats_u64f(k, age_warm, "items:%d:age_warm", i);
         stats_u64f(k, age, "items:%d:age", i);
+        stats_u64f(k, snap.bytes, "items:%d:mem_requested", i);
         stats_u64f(k, snap.evicted, "items:%d:evicted", i);
         stats_u64f(k, snap.evicted_nonzero, "items:%d:evicted_nonzero", i);
         stats_u64f(k, snap.evicted_time, "items:%d:evicted_time", i);
@@ -366,6 +430,7 @@ static void items_stats(struct stats_sink *k, void *arg)
         stats_u64f(k, snap.expired_unfetched, "items:%d:expired_unfetched", i);
         stats_u64f(k, snap.evicted_unfetched, "items:%d:evicted_unfetched", i);
         stats_u64f(k, snap.crawler_reclaimed, "items:%d:crawler_reclaimed", i);
+        stats_u64f(k, snap.crawler_items_checked, "items:%d:crawler_items_checked", i);
         stats_u64f(k, snap.moves_to_cold, "items:%d:moves_to_cold", i);
         stats_u64f(k, snap.moves_to_warm, "items:%d:moves_to_warm", i);
         stats_u64f(k, snap.moves_within_lru, "items:%d:moves_within_lru", i);
@@ -425,7 +490,7 @@ static void settings_stats(struct stats_sink *k, void *arg)
     stats_u64(k, "lru_crawler_tocrawl", (uint64_t)mc_settings.lru_crawler_tocrawl);
     stats_u64(k, "tail_repair_time", (uint64_t)mc_settings.tail_repair_time);
     stats_str(k, "flush_enabled", mc_settings.flush_disabled ? "no" : "yes");
-    stats_str(k, "dump_enabled", "yes");
+    stats_str(k, "dump_enabled", mc_settings.dump_disabled ? "no" : "yes");
     stats_str(k, "hash_algorithm", "hash64");
     stats_str(k, "lru_maintainer_thread", mc_settings.lru_maintainer ? "yes" : "no");
     stats_str(k, "lru_segmented", "yes");
@@ -440,7 +505,19 @@ static void settings_stats(struct stats_sink *k, void *arg)
     stats_str(k, "track_sizes", mc_settings.track_sizes ? "yes" : "no");
     stats_str(k, "inline_ascii_response", "no");
     stats_fmt(k, "slab_automove_freeratio", "%.3f", mc_settings.slab_automove_freeratio);
-    stats_str(k, "ssl_enabled", "no");
+    stats_str(k, "ssl_enabled", mc_settings.ssl_enabled ? "yes" : "no");
+    if (mc_settings.ssl_enabled) {
+        stats_str(k, "ssl_chain_cert", mc_settings.ssl_chain_cert ? mc_settings.ssl_chain_cert : "(null)");
+        stats_str(k, "ssl_key", mc_settings.ssl_key ? mc_settings.ssl_key : "(null)");
+        stats_u64(k, "ssl_verify_mode", (uint64_t)mc_settings.ssl_verify_mode);
+        stats_u64(k, "ssl_keyformat", 1);
+        stats_str(k, "ssl_ciphers", mc_settings.ssl_ciphers ? mc_settings.ssl_ciphers : "NULL");
+        stats_str(k, "ssl_ca_cert", "NULL");
+        stats_u64(k, "ssl_wbuf_size", 16384);
+        stats_str(k, "ssl_session_cache", "no");
+        stats_str(k, "ssl_kernel_tls", "no");
+        stats_str(k, "ssl_min_version", mc_settings.ssl_min_version ? mc_settings.ssl_min_version : "tlsv1.2");
+    }
 }
 
 static void conns_stats(struct stats_sink *k, void *arg)
@@ -454,33 +531,135 @@ static void conns_stats(struct stats_sink *k, void *arg)
 /* ------------------------------------------------------------------ */
 /* SASL password file */
 
-bool mc_sasl_check(const char *user, size_t ulen, const char *pass, size_t plen)
+/* The password file is read at start and on SIGHUP (never per attempt),
+ * into an array the loops read under a read lock. Reading it blocks the
+ * thread that loads it: at start that is main, on HUP loop 0 (a small
+ * file, rarely; the core's work pool is the place for it once it lands). */
+struct sasl_user {
+    char *user, *pass;
+    size_t ulen, plen;
+};
+static pthread_rwlock_t sasl_lock = PTHREAD_RWLOCK_INITIALIZER;
+static struct sasl_user *sasl_users;
+static size_t sasl_nusers;
+static bool sasl_loaded;
+
+static const char *sasl_path(void)
 {
-    const char *path = mc_settings.sasl_pwdb ? mc_settings.sasl_pwdb : getenv("MEMCACHED_SASL_PWDB");
-    if (!path)
-        return false;
-    FILE *f = fopen(path, "r");
-    if (!f)
-        return false;
-    char line[1024];
-    bool ok = false;
-    while (!ok && fgets(line, sizeof line, f)) {
-        size_t n = strcspn(line, "\r\n");
-        line[n] = 0;
-        char *colon = strchr(line, ':');
-        if (!colon)
-            continue;
-        size_t un = (size_t)(colon - line);
-        size_t pn = strlen(colon + 1);
-        ok = un == ulen && pn == plen && memcmp(line, user, ulen) == 0 && memcmp(colon + 1, pass, plen) == 0;
-    }
-    fclose(f);
-    return ok;
+    return mc_settings.sasl_pwdb ? mc_settings.sasl_pwdb : getenv("MEMCACHED_SASL_PWDB");
 }
 
+/* Returns 0, or -1 (the old list stays) when the file can't be read. */
+static int sasl_load(void)
+{
+    const char *path = sasl_path();
+    if (!path)
+        return -1;
+    FILE *f = fopen(path, "r");
+    if (!f) {
+        log_error("SASL password file %s: %s", path, strerror(errno));
+        return -1;
+    }
+    struct sasl_user *users = NULL;
+    size_t n = 0, cap = 0;
+    char line[1024];
+    int rc = 0;
+    while (fgets(line, sizeof line, f)) {
+        size_t len = strcspn(line, "\r\n");
+        line[len] = 0;
+        char *colon = strchr(line, ':');
+        if (!colon || colon == line)
+            continue;
+        if (n == cap) {
+            cap = cap ? cap * 2 : 16;
+            struct sasl_user *nu = realloc(users, cap * sizeof *nu);
+            if (!nu) {
+                rc = -1;
+                break;
+            }
+            users = nu;
+        }
+        struct sasl_user *u = &users[n];
+        u->ulen = (size_t)(colon - line);
+        u->plen = strlen(colon + 1);
+        u->user = strndup(line, u->ulen);
+        u->pass = strdup(colon + 1);
+        if (!u->user || !u->pass) {
+            free(u->user);
+            free(u->pass);
+            rc = -1;
+            break;
+        }
+        n++;
+    }
+    fclose(f);
+    explicit_bzero(line, sizeof line);
+    if (rc < 0) {
+        for (size_t i = 0; i < n; i++) {
+            free(users[i].user);
+            explicit_bzero(users[i].pass, users[i].plen);
+            free(users[i].pass);
+        }
+        free(users);
+        log_error("SASL password file %s: out of memory", path);
+        return -1;
+    }
+    pthread_rwlock_wrlock(&sasl_lock);
+    struct sasl_user *old = sasl_users;
+    size_t oldn = sasl_nusers;
+    sasl_users = users;
+    sasl_nusers = n;
+    sasl_loaded = true;
+    pthread_rwlock_unlock(&sasl_lock);
+    for (size_t i = 0; i < oldn; i++) {
+        free(old[i].user);
+        explicit_bzero(old[i].pass, old[i].plen);
+        free(old[i].pass);
+    }
+    free(old);
+    log_info("SASL: %zu users loaded from %s", n, path);
+    return 0;
+}
+
+/* Equal in time that depends only on the longer length, not on where
+ * the first difference is. */
+static unsigned ct_differ(const char *a, size_t alen, const char *b, size_t blen)
+{
+    size_t n = alen > blen ? alen : blen;
+    unsigned diff = alen != blen;
+    for (size_t i = 0; i < n; i++)
+        diff |= (unsigned)(unsigned char)((i < alen ? a[i] : 0) ^ (i < blen ? b[i] : 0));
+    return diff;
+}
+
+bool mc_sasl_check(const char *user, size_t ulen, const char *pass, size_t plen)
+{
+    /* Every entry is compared, user and password both, so the time taken
+     * does not tell which user exists or how much of a password matched. */
+    unsigned ok = 0;
+    pthread_rwlock_rdlock(&sasl_lock);
+    for (size_t i = 0; i < sasl_nusers; i++) {
+        const struct sasl_user *u = &sasl_users[i];
+        unsigned d = ct_differ(u->user, u->ulen, user, ulen) | ct_differ(u->pass, u->plen, pass, plen);
+        ok |= d == 0;
+    }
+    pthread_rwlock_unlock(&sasl_lock);
+    return ok != 0;
+}
+
+static void mc_reload(void)
+{
+    if (mc_settings.sasl && sasl_load() < 0)
+        log_warn("SASL password file not reloaded: the previous users stay");
+}
+
+/* "shutdown graceful": stop accepting and let connections finish (the
+ * core's grace period); "shutdown": the same with no grace, as memcached
+ * exits at once on SIGINT. */
 void mc_shutdown_request(bool graceful)
 {
-    (void)graceful;
+    if (!graceful)
+        loop_set_grace(0);
     loop_request_stop();
 }
 
@@ -534,12 +713,69 @@ static void thread_start(struct core_loop *loop)
         loop->data = &threads[loop->index];
 }
 
-static int open_listener(const char *spec, int port, bool is_unix)
+/* -Z: the server context every TLS listener uses, through this holder so
+ * that refresh_certs can swap it (connections made before keep theirs). */
+void *mc_tls_ctx;
+
+static int tls_setup(void)
+{
+    char err[256];
+    if (!mc_settings.ssl_chain_cert || !mc_settings.ssl_key) {
+        log_error("-Z needs -o ssl_chain_cert=FILE,ssl_key=FILE");
+        return -1;
+    }
+    if (mc_settings.ssl_verify_mode != 0 || mc_settings.ssl_ca_cert) {
+        log_error("ssl_verify_mode/ssl_ca_cert: client certificate checks are not built");
+        return -1;
+    }
+    const char *v = mc_settings.ssl_min_version;
+    if (v && strcmp(v, "tlsv1.2") != 0 && strcmp(v, "tlsv1.3") != 0) {
+        log_error("ssl_min_version: %s is not offered (tlsv1.2 or tlsv1.3)", v);
+        return -1;
+    }
+    mc_tls_ctx = tls_server_ctx_new(mc_settings.ssl_chain_cert, mc_settings.ssl_key, mc_settings.ssl_ciphers, err,
+                                    sizeof err);
+    if (!mc_tls_ctx) {
+        log_error("TLS: %s", err);
+        return -1;
+    }
+    SSL_CTX_set_min_proto_version(mc_tls_ctx, v && strcmp(v, "tlsv1.3") == 0 ? TLS1_3_VERSION : TLS1_2_VERSION);
+    return 0;
+}
+
+int mc_tls_refresh(char *err, size_t errlen)
+{
+    if (!mc_tls_ctx) {
+        snprintf(err, errlen, "TLS is not enabled");
+        return -1;
+    }
+    /* Disk reads on the calling loop: a rare operator command (the core's
+     * work pool is the place for it once it lands). */
+    void *ctx = tls_server_ctx_new(mc_settings.ssl_chain_cert, mc_settings.ssl_key, mc_settings.ssl_ciphers, err,
+                                   errlen);
+    if (!ctx)
+        return -1;
+    const char *v = mc_settings.ssl_min_version;
+    SSL_CTX_set_min_proto_version(ctx, v && strcmp(v, "tlsv1.3") == 0 ? TLS1_3_VERSION : TLS1_2_VERSION);
+    /* Another loop may have just loaded the old pointer to accept with:
+     * the old context is freed one refresh later, not now (connections
+     * hold their own reference to it anyway). */
+    static void *retired;
+    static pthread_mutex_t refresh_lock = PTHREAD_MUTEX_INITIALIZER;
+    pthread_mutex_lock(&refresh_lock);
+    if (retired)
+        tls_ctx_free(retired);
+    retired = __atomic_exchange_n(&mc_tls_ctx, ctx, __ATOMIC_ACQ_REL);
+    pthread_mutex_unlock(&refresh_lock);
+    return 0;
+}
+
+static int open_listener(const char *spec, int port, bool tls)
 {
     char err[256];
     struct listen_opts lo = { .backlog = mc_settings.backlog, .unix_mask = mc_settings.unix_mask };
-    (void)is_unix;
-    if (!listen_open(spec, port, &lo, mc_session_accept, mc_session_reject, NULL, err, sizeof err)) {
+    if (!listen_open(spec, port, &lo, mc_session_accept, mc_session_reject, tls ? &mc_tls_ctx : NULL, err,
+                     sizeof err)) {
         log_error("failed to listen on %s: %s", spec, err);
         return -1;
     }
@@ -594,8 +830,12 @@ static int mc_init(void)
     }
     if (mc_settings.udp_port != 0)
         log_warn("UDP is not supported; -U %d ignored", mc_settings.udp_port);
-    if (mc_settings.sasl && !mc_settings.sasl_pwdb && !getenv("MEMCACHED_SASL_PWDB"))
+    if (mc_settings.sasl && !sasl_path())
         log_warn("SASL enabled without a password file (--sasl-pwdb or MEMCACHED_SASL_PWDB): nobody can log in");
+    else if (mc_settings.sasl && sasl_load() < 0)
+        return -1;
+    if (mc_settings.ssl_enabled && tls_setup() < 0)
+        return -1;
     mc_clock_update();
     if (mc_slabs_init() < 0 || mc_assoc_init(mc_settings.hashpower) < 0) {
         log_error("cannot allocate the item store");
@@ -621,18 +861,21 @@ static int mc_init(void)
              * without IPv6, 0.0.0.0. */
             char err[256];
             struct listen_opts lo = { .backlog = mc_settings.backlog };
-            if (!listen_open("[::]", mc_settings.port, &lo, mc_session_accept, mc_session_reject, NULL, err,
-                             sizeof err) &&
-                open_listener("0.0.0.0", mc_settings.port, false) < 0)
+            if (!listen_open("[::]", mc_settings.port, &lo, mc_session_accept, mc_session_reject,
+                             mc_settings.ssl_enabled ? &mc_tls_ctx : NULL, err, sizeof err) &&
+                open_listener("0.0.0.0", mc_settings.port, mc_settings.ssl_enabled) < 0)
                 return -1;
         } else {
             char *copy = strdup(mc_settings.listen), *save = NULL;
             for (char *a = strtok_r(copy, ",", &save); a; a = strtok_r(NULL, ",", &save)) {
                 while (*a == ' ')
                     a++;
-                if (strncmp(a, "notls:", 6) == 0)
+                bool tls = mc_settings.ssl_enabled;
+                if (strncmp(a, "notls:", 6) == 0) {
                     a += 6;
-                if (open_listener(a, mc_settings.port, false) < 0) {
+                    tls = false;
+                }
+                if (open_listener(a, mc_settings.port, tls) < 0) {
                     free(copy);
                     return -1;
                 }
@@ -661,6 +904,7 @@ int main(int argc, char **argv)
     mc_settings.warm_pct = 40;
     mc_settings.hashpower = 16;
     mc_settings.out_mem_limit = 256ull << 20;
+    mc_settings.auth_delay_us = 100000;
     mc_settings.maxconns_fast = true;
     mc_settings.lru_crawler_sleep = 100;
     mc_settings.lru_maintainer = true;
@@ -682,7 +926,7 @@ int main(int argc, char **argv)
         .default_admin_port = 11212,
         .init = mc_init,
         .fini = mc_fini,
-        .hooks = { .on_thread_start = thread_start },
+        .hooks = { .on_thread_start = thread_start, .on_reload = mc_reload },
         .admin_cmds = mc_admin,
     };
     return daemon_main(&desc, argc, argv);

@@ -13,7 +13,7 @@ $(eval $(call unit_test,memcached/test_store,$(MC_STORE)))
 # libmc's continuum checked against libmemcached itself (libmemcached-dev)
 $(eval $(call unit_test,memcached/test_ketama_compat,,-lmemcached))
 
-$(eval $(call fuzz_target,fuzz_mc_text,tests/fuzz/fuzz_mc_text.c memcached/proto_text.c memcached/proto_meta.c))
+$(eval $(call fuzz_target,fuzz_mc_text,tests/fuzz/fuzz_mc_text.c memcached/proto_text.c memcached/proto_meta.c common/num.c))
 $(eval $(call fuzz_target,fuzz_mc_bin,tests/fuzz/fuzz_mc_bin.c memcached/proto_bin.c))
 
 BENCHES += tests/bench/bench_memcached.py

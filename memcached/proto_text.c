@@ -6,29 +6,21 @@
  * session.c's business. */
 #include "memcached/proto.h"
 
+#include "common/num.h"
+
 #include <string.h>
 
+/* memcached's numbers are the core's strict ones (common/num): digits
+ * only, the whole token, no overflow; these fix the widths. */
 bool mc_parse_u64(const char *s, size_t n, uint64_t *out)
 {
-    if (n == 0 || n > 20)
-        return false;
-    uint64_t v = 0;
-    for (size_t i = 0; i < n; i++) {
-        if (s[i] < '0' || s[i] > '9')
-            return false;
-        uint64_t d = (uint64_t)(s[i] - '0');
-        if (v > (UINT64_MAX - d) / 10)
-            return false;
-        v = v * 10 + d;
-    }
-    *out = v;
-    return true;
+    return parse_u64(s, n, 0, UINT64_MAX, out) == NUM_OK;
 }
 
 bool mc_parse_u32(const char *s, size_t n, uint32_t *out)
 {
     uint64_t v;
-    if (!mc_parse_u64(s, n, &v) || v > UINT32_MAX)
+    if (parse_u64(s, n, 0, UINT32_MAX, &v) != NUM_OK)
         return false;
     *out = (uint32_t)v;
     return true;
@@ -36,34 +28,12 @@ bool mc_parse_u32(const char *s, size_t n, uint32_t *out)
 
 bool mc_parse_i64(const char *s, size_t n, int64_t *out)
 {
-    bool neg = false;
-    if (n > 0 && s[0] == '-') {
-        neg = true;
-        s++;
-        n--;
-    }
-    uint64_t v;
-    if (!mc_parse_u64(s, n, &v))
-        return false;
-    if (neg) {
-        if (v > (uint64_t)INT64_MAX + 1)
-            return false;
-        *out = v == (uint64_t)INT64_MAX + 1 ? INT64_MIN : -(int64_t)v;
-    } else {
-        if (v > INT64_MAX)
-            return false;
-        *out = (int64_t)v;
-    }
-    return true;
+    return parse_i64(s, n, INT64_MIN, INT64_MAX, out) == NUM_OK;
 }
 
 bool mc_parse_i32(const char *s, size_t n, int64_t *out)
 {
-    int64_t v;
-    if (!mc_parse_i64(s, n, &v) || v < INT32_MIN || v > INT32_MAX)
-        return false;
-    *out = v;
-    return true;
+    return parse_i64(s, n, INT32_MIN, INT32_MAX, out) == NUM_OK;
 }
 
 size_t mc_u64toa(uint64_t v, char *p)
@@ -261,6 +231,11 @@ enum mc_parse mc_text_parse(const char *buf, size_t len, struct mc_text_req *r)
         r->cmd = MC_TXT_META;
         return MC_PARSE_OK;
     }
+    if (cn == 13 && memcmp(cw, "refresh_certs", 13) == 0) {
+        r->cmd = MC_TXT_REFRESH_CERTS;
+        r->noreply = rest_len >= 7 && memcmp(rest + rest_len - 7, "noreply", 7) == 0;
+        return MC_PARSE_OK;
+    }
     if ((cn == 5 && memcmp(cw, "stats", 5) == 0) || (cn == 8 && memcmp(cw, "shutdown", 8) == 0) ||
         (cn == 11 && memcmp(cw, "lru_crawler", 11) == 0) || (cn == 5 && memcmp(cw, "slabs", 5) == 0) ||
         (cn == 3 && memcmp(cw, "lru", 3) == 0)) {
@@ -365,7 +340,7 @@ enum mc_parse mc_text_parse(const char *buf, size_t len, struct mc_text_req *r)
         if (nt == 3)
             r->noreply = tok_is(&t[2], "noreply");
         if (!mc_parse_u64(t[1].s, t[1].n, &r->delta))
-            return fail(r, BAD_FORMAT);
+            return fail(r, "ERROR");   /* what memcached answers a non-number here */
         return MC_PARSE_OK;
     }
     /* A request line ending in HTTP/x.y: someone pointed a browser or a

@@ -24,13 +24,18 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <arpa/inet.h>
+#include <netinet/in.h>
+#include <stddef.h>
 #include <sys/socket.h>
+#include <sys/un.h>
 #include <unistd.h>
 
 #include <event2/buffer.h>
 #include <event2/event.h>
 
 #include "common/log.h"
+#include "common/tls.h"
 #include "common/loop.h"
 #include "memcached/proto.h"
 
@@ -346,12 +351,12 @@ static int bin_step(struct session *s, struct evbuffer *in, size_t len, bool *pr
 /* ------------------------------------------------------------------ */
 /* conn ops */
 
-/* Hand the replies to the socket: written straight away when nothing is
- * queued before them, so a request/reply round trip costs one send and no
- * epoll changes or allocation. That is conn_write_now() for a flat buffer
- * (sessions are always plain accepted sockets, never TLS); a core call for
- * it has been requested. What the kernel does not take is queued on the
- * conn, by reference (see struct mc_obuf). */
+/* Hand the replies to the socket: on a plain socket written straight away
+ * when nothing is queued before them, so a request/reply round trip costs
+ * one send and no epoll changes or allocation (conn_write_now() for a flat
+ * buffer; a core call for it has been requested). What the kernel does not
+ * take is queued on the conn, by reference (see struct mc_obuf). TLS
+ * sessions always go through the bufferevent. */
 static void flush_out(struct session *s)
 {
     size_t queued = mc_out_queued(s);
@@ -359,7 +364,7 @@ static void flush_out(struct session *s)
         return;
     MC_STAT_ADD(&s->th->st, bytes_written, s->olen + queued);
     struct core_conn *c = s->c;
-    if (queued || evbuffer_get_length(conn_out(c)) > 0) {
+    if (queued || s->tls || evbuffer_get_length(conn_out(c)) > 0) {
         conn_write_now(c, mc_out_evb(s));
     } else {
         struct mc_obuf *b = s->ob;
@@ -387,26 +392,93 @@ static void flush_out(struct session *s)
 #define SESSION_OUT_LIMIT (4u << 20)
 
 
+/* ------------------------------------------------------------------ */
+/* metadump: streamed in pieces */
+
+#define DUMP_PIECE 500            /* items per class-lock hold */
+#define DUMP_PIECES_PER_RUN 8     /* then other connections get the loop */
+#define DUMP_OUT_HIGH (256u << 10)/* wait while this much is unsent */
+
+static void run_later(struct session *s, long usec);
+
+void mc_sess_begin_dump(struct session *s, struct mc_dump *d)
+{
+    s->dump = d;
+    s->state = MC_SESS_DUMP;
+}
+
+/* Write some more of the dump. Returns true once it is finished (END
+ * queued, state back to CMD); otherwise it has asked to run again, soon
+ * or once the client has read what is queued. */
+static bool dump_pump(struct session *s)
+{
+    for (int i = 0; i < DUMP_PIECES_PER_RUN; i++) {
+        if (mc_out_queued(s) + evbuffer_get_length(conn_out(s->c)) > DUMP_OUT_HIGH) {
+            run_later(s, 2000);   /* the client reads slowly: look again in 2 ms */
+            return false;
+        }
+        if (mc_dump_step(s->dump, mc_out_evb(s), DUMP_PIECE)) {
+            free(s->dump);
+            s->dump = NULL;
+            s->state = MC_SESS_CMD;
+            mc_out_add(s, "END\r\n", 5);
+            return true;
+        }
+    }
+    run_later(s, 0);
+    return false;
+}
+
+/* ------------------------------------------------------------------ */
+/* running again from the loop */
+
+static void flush_out(struct session *s);
+
 /* -R: after reqs_per_event requests in one go, a connection lets the
- * loop's other connections run; this timer (0 s) brings it back for what
- * it still has buffered. */
-static void yield_resume(evutil_socket_t fd, short what, void *arg)
+ * loop's other connections run; a metadump does the same between pieces.
+ * This timer brings the session back for what it still has to do. */
+static void run_again(evutil_socket_t fd, short what, void *arg)
 {
     (void)fd;
     (void)what;
     struct session *s = arg;
-    conn_kick(s->c);
+    if (s->auth_wait) {
+        s->auth_wait = false;
+        conn_resume_read(s->c);
+    }
+    if (s->state == MC_SESS_DUMP) {
+        bool done = dump_pump(s);
+        flush_out(s);
+        if (!done)
+            return;
+    }
+    conn_kick(s->c);   /* requests that came in behind */
+}
+
+static void run_later(struct session *s, long usec)
+{
+    if (!s->yield_ev) {
+        s->yield_ev = evtimer_new(s->c->loop->base, run_again, s);
+        if (!s->yield_ev)
+            return;   /* then it goes on when more bytes arrive */
+    }
+    struct timeval tv = { 0, usec };
+    evtimer_add(s->yield_ev, &tv);
+}
+
+void mc_sess_auth_failed(struct session *s)
+{
+    unsigned shift = s->auth_failures < 5 ? s->auth_failures : 5;
+    if (s->auth_failures < UINT8_MAX)
+        s->auth_failures++;
+    s->auth_wait = true;
+    conn_pause_read(s->c);
+    run_later(s, mc_settings.auth_delay_us << shift);
 }
 
 static void yield(struct session *s)
 {
-    if (!s->yield_ev) {
-        s->yield_ev = evtimer_new(s->c->loop->base, yield_resume, s);
-        if (!s->yield_ev)
-            return;   /* then it goes on when more bytes arrive */
-    }
-    static const struct timeval now = { 0, 0 };
-    evtimer_add(s->yield_ev, &now);
+    run_later(s, 0);
     MC_STAT_ADD(&s->th->st, conn_yields, 1);
 }
 
@@ -422,6 +494,13 @@ static int on_read(struct core_conn *c)
     /* What the socket's queue holds; only flush_out changes it here. */
     size_t sockq = evbuffer_get_length(conn_out(c));
     for (;;) {
+        if (s->auth_wait)
+            break;   /* after a failed SASL attempt: run_again resumes */
+        if (s->state == MC_SESS_DUMP) {
+            if (!dump_pump(s))
+                break;   /* it runs again from the loop (run_again) */
+            continue;
+        }
         size_t len = evbuffer_get_length(in);
         if (len == 0)
             break;
@@ -502,6 +581,10 @@ static void on_close(struct core_conn *c, enum conn_close_reason why)
         MC_STAT_ADD(&s->th->st, idle_kicks, 1);
     if (s->yield_ev)
         event_free(s->yield_ev);
+    if (s->dump) {
+        mc_dump_abort(s->dump);
+        free(s->dump);
+    }
     if (s->item)
         mc_item_free(s->item);
     if (s->out)
@@ -526,9 +609,9 @@ const struct conn_ops mc_conn_ops = {
     .on_close = on_close,
 };
 
+/* arg: NULL for a plain listener, else the holder of the TLS context. */
 void mc_session_accept(struct core_loop *loop, int fd, const struct sockaddr *sa, socklen_t salen, void *arg)
 {
-    (void)arg;
     struct session *s = calloc(1, sizeof *s);
     if (!s) {
         close(fd);
@@ -541,7 +624,21 @@ void mc_session_accept(struct core_loop *loop, int fd, const struct sockaddr *sa
         close(fd);
         return;
     }
-    struct core_conn *c = conn_new(loop, fd, sa, salen, &mc_conn_ops, s);
+    struct core_conn *c;
+    void *tls_ctx = arg ? __atomic_load_n((void **)arg, __ATOMIC_ACQUIRE) : NULL;
+    if (tls_ctx) {
+        struct bufferevent *bev = tls_accept_bev(tls_ctx, loop->base, fd);
+        if (!bev) {
+            close(fd);
+            evbuffer_free(s->out);
+            free(s);
+            return;
+        }
+        s->tls = true;
+        c = conn_new_bev(loop, bev, sa, salen, &mc_conn_ops, s);
+    } else {
+        c = conn_new(loop, fd, sa, salen, &mc_conn_ops, s);
+    }
     if (!c) {
         evbuffer_free(s->out);
         free(s);
@@ -561,9 +658,51 @@ void mc_session_accept(struct core_loop *loop, int fd, const struct sockaddr *sa
         conn_set_timeouts(c, (uint32_t)mc_settings.idle_timeout * 1000, 0);
 }
 
+/* An address as memcached writes it in "stats conns": tcp:1.2.3.4:5,
+ * tcp6:[::1]:5, unix:/path ("<AF 1>" for an unnamed unix peer). */
+static void addr_text(const struct sockaddr_storage *ss, socklen_t len, char *out, size_t outlen)
+{
+    char host[INET6_ADDRSTRLEN + 2] = "";
+    if (len == 0) {
+        snprintf(out, outlen, "?:<AF 0>");
+        return;
+    }
+    switch (ss->ss_family) {
+    case AF_INET: {
+        const struct sockaddr_in *a = (const struct sockaddr_in *)ss;
+        inet_ntop(AF_INET, &a->sin_addr, host, sizeof host);
+        snprintf(out, outlen, "tcp:%s:%u", host, ntohs(a->sin_port));
+        return;
+    }
+    case AF_INET6: {
+        const struct sockaddr_in6 *a = (const struct sockaddr_in6 *)ss;
+        inet_ntop(AF_INET6, &a->sin6_addr, host, sizeof host);
+        snprintf(out, outlen, "tcp6:[%s]:%u", host, ntohs(a->sin6_port));
+        return;
+    }
+    case AF_UNIX: {
+        const struct sockaddr_un *a = (const struct sockaddr_un *)ss;
+        size_t n = len > offsetof(struct sockaddr_un, sun_path) ? len - offsetof(struct sockaddr_un, sun_path) : 0;
+        if (n > sizeof a->sun_path)
+            n = sizeof a->sun_path;
+        n = strnlen(a->sun_path, n);
+        if (n < 2)
+            snprintf(out, outlen, "unix:<AF %d>", AF_UNIX);
+        else
+            snprintf(out, outlen, "unix:%.*s", (int)n, a->sun_path);
+        return;
+    }
+    default:
+        snprintf(out, outlen, "?:<AF %d>", ss->ss_family);
+    }
+}
+
+/* One block per client connection: addr, listen_addr, state,
+ * secs_since_last_cmd (memcached's fields; its listening sockets' own
+ * entries are not listed: the core does not expose its listeners). */
 void mc_session_stats_conns(struct evbuffer *out)
 {
-    static const char *const states[] = { "conn_parse_cmd", "conn_nread", "conn_swallow" };
+    static const char *const states[] = { "conn_parse_cmd", "conn_nread", "conn_swallow", "conn_mwrite" };
     uint32_t now = mc_now();
     for (int i = 0; i < loop_count(); i++) {
         struct core_loop *l = loop_get(i);
@@ -572,11 +711,17 @@ void mc_session_stats_conns(struct evbuffer *out)
             continue;
         pthread_mutex_lock(&th->sessions_lock);
         for (struct session *s = th->sessions; s; s = s->next) {
-            char peer[96];
-            conn_peer_str(s->c, peer, sizeof peer);
+            char peer[160], local[160];
             int fd = s->c->fd;
-            bool is_unix = strcmp(peer, "unix") == 0;
-            evbuffer_add_printf(out, "STAT %d:addr %s%s\r\n", fd, is_unix ? "" : "tcp:", is_unix ? "unix" : peer);
+            struct sockaddr_storage ss;
+            socklen_t sl = sizeof ss;
+            addr_text(&s->c->peer, s->c->peer_len, peer, sizeof peer);
+            if (getsockname(fd, (struct sockaddr *)&ss, &sl) == 0)
+                addr_text(&ss, sl, local, sizeof local);
+            else
+                snprintf(local, sizeof local, "?:<AF 0>");
+            evbuffer_add_printf(out, "STAT %d:addr %s\r\n", fd, peer);
+            evbuffer_add_printf(out, "STAT %d:listen_addr %s\r\n", fd, local);
             evbuffer_add_printf(out, "STAT %d:state %s\r\n", fd, states[s->state]);
             evbuffer_add_printf(out, "STAT %d:secs_since_last_cmd %u\r\n", fd,
                                 now > s->last_cmd ? now - s->last_cmd : 0);

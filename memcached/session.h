@@ -63,6 +63,7 @@ enum mc_sess_state {
     MC_SESS_CMD = 0,   /* waiting for a request (line or binary header) */
     MC_SESS_NREAD,     /* copying a storage command's data block into its item */
     MC_SESS_SWALLOW,   /* skipping the data block of a refused storage command */
+    MC_SESS_DUMP,      /* streaming an lru_crawler metadump, piece by piece */
 };
 enum mc_sess_proto { MC_PROTO_UNKNOWN = 0, MC_PROTO_TEXT, MC_PROTO_BIN };
 /* Which protocol's storage command the NREAD state completes. */
@@ -109,7 +110,11 @@ struct session {
     struct evbuffer *out;
     bool out_used;             /* mc_out_evb ran since the last flush (else out is empty) */
     bool out_oom;              /* a reply could not be built (mc_out_grow refused) */
-    struct event *yield_ev;    /* -R: resume after yielding to other connections */
+    struct event *yield_ev;    /* -R yields and metadump pieces: run again from the loop */
+    struct mc_dump *dump;      /* DUMP: the metadump's cursor */
+    bool tls;                  /* over TLS: replies go through the bufferevent */
+    uint8_t auth_failures;     /* SASL failures on this connection */
+    bool auth_wait;            /* reading paused after a failure (slows guessing) */
     struct session *next, *prev;   /* th->sessions */
 };
 
@@ -145,6 +150,13 @@ bool mc_sess_begin_store(struct session *s, const char *key, size_t nkey, uint32
                          int64_t bytes, const char **errmsg);
 /* Skip n bytes of input (a refused data block). */
 void mc_sess_begin_swallow(struct session *s, uint64_t n);
+/* A SASL attempt failed: this connection's next request waits 100 ms,
+ * doubling with each failure up to 3.2 s (password guessing slowed; the
+ * loop's other connections are not held up). */
+void mc_sess_auth_failed(struct session *s);
+/* Stream a metadump of the classes in d (ownership passes in) and then
+ * "END"; later requests wait for it. */
+void mc_sess_begin_dump(struct session *s, struct mc_dump *d);
 
 /* The command files. The dispatchers return 0 to go on, 1 to close once
  * the replies are out, -1 to close now. */
@@ -167,5 +179,7 @@ void mc_stats_sum(struct mc_thread_stats *out);
 /* SASL PLAIN check against the password file (-S). */
 bool mc_sasl_check(const char *user, size_t ulen, const char *pass, size_t plen);
 void mc_shutdown_request(bool graceful);
+/* refresh_certs: re-read the TLS certificate and key (memcached.c). */
+int mc_tls_refresh(char *err, size_t errlen);
 
 #endif

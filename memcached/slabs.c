@@ -156,6 +156,7 @@ static bool grow(int id)
     }
     char *page = malloc(mc_page_size);
     if (!page) {
+        atomic_fetch_add(&mc_sstats.malloc_fails, 1);
         pthread_mutex_unlock(&pool_lock);
         return false;
     }
@@ -194,8 +195,55 @@ void mc_slabs_free_locked(mc_item *it)
  * stripe can be taken without waiting. */
 bool mc_item_evict_for_move(mc_item *it);
 
+/* Empty the last page of class v (caller holds v->lock): evict what is
+ * linked on it, take its chunks off the free list. Returns the page, now
+ * owned by the caller, or NULL when a chunk on it is busy (being filled,
+ * or its key's stripe is held): try again later. */
+static char *take_last_page(struct mc_class *v)
+{
+    if (v->pages == 0)
+        return NULL;
+    char *page = v->page_list[v->pages - 1];
+    for (uint32_t i = 0; i < v->perpage; i++) {
+        mc_item *it = (mc_item *)(page + (uint64_t)i * v->size);
+        if (it->state & MC_ST_FREE)
+            continue;
+        if (it->state & MC_ST_LINKED) {
+            if (!mc_item_evict_for_move(it))
+                return NULL;
+            v->pages_evicted++;
+            continue;
+        }
+        return NULL;   /* a chunk someone is filling */
+    }
+    for (uint32_t i = 0; i < v->perpage; i++)
+        freelist_remove(v, (mc_item *)(page + (uint64_t)i * v->size));
+    v->pages--;
+    v->pages_moved_out++;
+    return page;
+}
+
+/* Give a page taken by take_last_page to class d (caller holds d->lock). */
+static bool give_page(struct mc_class *d, char *page)
+{
+    if (page_list_add(d, page) < 0)
+        return false;
+    d->pages_moved_in++;
+    split_page(d, page);
+    atomic_fetch_add(&mc_sstats.slabs_moved, 1);
+    return true;
+}
+
+static void free_page(char *page)
+{
+    free(page);
+    atomic_fetch_sub(&malloced, mc_page_size);
+}
+
 bool mc_slabs_steal_page(int id)
 {
+    if (!mc_settings.slab_reassign || mc_settings.slab_automove == 0)
+        return false;   /* "slabs automove 0": pages stay where they are */
     /* Victim: the class with the most pages (at least two, or one when
      * the asking class has none at all). */
     int victim = 0;
@@ -216,36 +264,86 @@ bool mc_slabs_steal_page(int id)
     if (pthread_mutex_trylock(&v->lock) != 0)
         return false;
     bool ok = false;
-    if (v->pages == 0)
-        goto out;
-    /* The page to take: the last one listed. Empty it first. */
-    char *page = v->page_list[v->pages - 1];
-    for (uint32_t i = 0; i < v->perpage; i++) {
-        mc_item *it = (mc_item *)(page + (uint64_t)i * v->size);
-        if (it->state & MC_ST_FREE)
-            continue;
-        if (it->state & MC_ST_LINKED) {
-            if (!mc_item_evict_for_move(it))
-                goto out;
-            continue;
+    char *page = take_last_page(v);
+    if (page) {
+        ok = give_page(dst, page);
+        if (!ok) {   /* give it back rather than lose it */
+            v->page_list[v->pages++] = page;
+            split_page(v, page);
         }
-        goto out;   /* a chunk someone is filling: try another time */
     }
-    for (uint32_t i = 0; i < v->perpage; i++)
-        freelist_remove(v, (mc_item *)(page + (uint64_t)i * v->size));
-    v->pages--;
-    v->pages_moved_out++;
-    if (page_list_add(dst, page) < 0) {
-        /* Give it back rather than lose it. */
-        v->page_list[v->pages++] = page;
-        split_page(v, page);
-        goto out;
-    }
-    dst->pages_moved_in++;
-    split_page(dst, page);
-    atomic_fetch_add(&mc_sstats.slabs_moved, 1);
-    ok = true;
-out:
     pthread_mutex_unlock(&v->lock);
     return ok;
+}
+
+enum mc_reassign mc_slabs_reassign(int src, int dst)
+{
+    if (src == dst)
+        return MC_REASSIGN_SAME;
+    if (src == -1) {   /* any class with a page to spare, the one with most pages */
+        uint64_t best = 1;
+        for (int i = 1; i <= mc_nclasses; i++) {
+            uint64_t p = __atomic_load_n(&mc_classes[i].pages, __ATOMIC_RELAXED);
+            if (i != dst && p > best) {
+                best = p;
+                src = i;
+            }
+        }
+        if (src == -1)
+            return MC_REASSIGN_NOSPARE;
+    }
+    if (src < 1 || src > mc_nclasses || dst < 0 || dst > mc_nclasses)
+        return MC_REASSIGN_BADCLASS;
+    struct mc_class *v = &mc_classes[src];
+    /* One lock at a time: the page leaves src, then joins dst (or, for
+     * dst 0, memcached's global pool, goes back to the allocator). */
+    pthread_mutex_lock(&v->lock);
+    if (v->pages < 2) {
+        pthread_mutex_unlock(&v->lock);
+        return MC_REASSIGN_NOSPARE;
+    }
+    char *page = take_last_page(v);
+    pthread_mutex_unlock(&v->lock);
+    if (!page)
+        return MC_REASSIGN_BUSY;
+    if (dst == 0) {
+        free_page(page);
+        atomic_fetch_add(&mc_sstats.slabs_moved, 1);
+        return MC_REASSIGN_OK;
+    }
+    struct mc_class *d = &mc_classes[dst];
+    pthread_mutex_lock(&d->lock);
+    bool ok = give_page(d, page);
+    pthread_mutex_unlock(&d->lock);
+    if (!ok)
+        free_page(page);
+    return MC_REASSIGN_OK;
+}
+
+uint64_t mc_slabs_release_over_limit(uint64_t max_pages)
+{
+    uint64_t freed = 0;
+    while (freed < max_pages && atomic_load(&malloced) > atomic_load(&mem_limit)) {
+        /* From the class with the most pages; each keeps its last one. */
+        int victim = 0;
+        uint64_t best = 1;
+        for (int i = 1; i <= mc_nclasses; i++) {
+            uint64_t p = __atomic_load_n(&mc_classes[i].pages, __ATOMIC_RELAXED);
+            if (p > best) {
+                best = p;
+                victim = i;
+            }
+        }
+        if (!victim)
+            break;
+        struct mc_class *v = &mc_classes[victim];
+        pthread_mutex_lock(&v->lock);
+        char *page = v->pages > 1 ? take_last_page(v) : NULL;
+        pthread_mutex_unlock(&v->lock);
+        if (!page)
+            break;   /* busy: the maintainer comes back next tick */
+        free_page(page);
+        freed++;
+    }
+    return freed;
 }

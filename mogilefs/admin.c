@@ -77,13 +77,11 @@ void mog_bang_command(const char *line, size_t len, struct evbuffer *out)
         pthread_mutex_unlock(&recent.mu);
     } else if (!strcmp(cmd, "queue") || !strcmp(cmd, "pend")) {
         evbuffer_add_printf(out, "pending %d\r\n", mog.pending);
-    } else if (!strcmp(cmd, "watch")) {
-        evbuffer_add_printf(out, "Watch is not built: use the console's stats or --log-level debug\r\n");
     } else if (!strcmp(cmd, "shutdown")) {
         loop_request_stop();
     } else {
         evbuffer_add_printf(out, "Unknown command: !%s\r\n"
-                                 "!version, !stats, !jobs, !recent, !queue, !shutdown\r\n", cmd);
+                                 "!version, !stats, !jobs, !recent, !queue, !watch, !shutdown\r\n", cmd);
     }
     evbuffer_add(out, ".\r\n", 3);
 }

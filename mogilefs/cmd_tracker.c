@@ -79,7 +79,7 @@ static int need_domain(struct cmd_ctx *c, struct mog_domain *d)
     if (!has(name))
         return mog_err(c->r, "no_domain", NULL);
     if (mog_domain_by_name(name, d) < 0) {
-        mog_cache_reload();
+        mog_cache_reload_if_stale(200);
         if (mog_domain_by_name(name, d) < 0)
             return mog_err(c->r, "unreg_domain", NULL);
     }
@@ -853,15 +853,24 @@ static void enqueue_delete(int64_t fid)
     exec_w(sql, p, 2, NULL);
 }
 
-/* Forget an upload that cannot be kept: its copy is recorded and queued for
- * deletion so nothing is left behind on the device. */
+/* Forget an upload that cannot be kept, in one transaction: the tempfile
+ * row goes (a retried close then gets no_temp_file), the copy is recorded
+ * and queued for deletion so nothing is left behind on the device. */
 static void discard_upload(int64_t fid, int64_t devid)
 {
-    char sql[160];
-    snprintf(sql, sizeof sql, "%s INTO file_on (fid, devid) VALUES (?, ?)", mog_insert_ignore());
-    struct db_value p[2] = { I(fid), I(devid) };
-    exec_w(sql, p, 2, NULL);
-    enqueue_delete(fid);
+    char sql_on[128], sql_del[128];
+    snprintf(sql_on, sizeof sql_on, "%s INTO file_on (fid, devid) VALUES (?, ?)", mog_insert_ignore());
+    snprintf(sql_del, sizeof sql_del, "%s INTO file_to_delete2 (fid, nexttry) VALUES (?, 0)", mog_insert_ignore());
+    struct db_value po[2] = { I(fid), I(devid) };
+    struct mog_stmt st[3] = {
+        { "DELETE FROM tempfile WHERE fid=?", po, 1 },
+        { sql_on, po, 2 },
+        { sql_del, po, 1 },
+    };
+    char err[256];
+    if (mog_sql_txn(st, NULL, 3, NULL, err, sizeof err) < 0)
+        log_warn("mogilefsd: discarding fid %lld: %s", (long long)fid, err);
+    mog_delete_kick();
 }
 
 /* MD5 of the stored copy (GET through the storage node). */
@@ -921,11 +930,6 @@ static int cmd_create_close(struct cmd_ctx *c)
     char devids[64];
     snprintf(devids, sizeof devids, "%s", mog_cell(t, 0, 3) ? mog_cell(t, 0, 3) : "");
     mog_rows_free(t);
-    uint64_t claimed = 0;
-    if (exec_w("DELETE FROM tempfile WHERE fid=?", &pf, 1, &claimed) < 0)
-        return mog_err(c->r, "db", NULL);
-    if (claimed == 0)
-        return mog_err(c->r, "no_temp_file", NULL);
     if (!devid_listed(devids, devid)) {
         discard_upload(fid, devid);
         return mog_err(c->r, "invalid_destdev", NULL);
@@ -968,11 +972,9 @@ static int cmd_create_close(struct cmd_ctx *c)
     struct mog_rows *old = mog_sql("SELECT fid FROM file WHERE dmid=? AND dkey=?", pk, 2);
     int64_t oldfid = mog_cell_int(old, 0, 0);
     mog_rows_free(old);
-    /* The copy's location, its checksum, the replication request, the old
-     * fid's removal and the name go in together: queued back to back they
-     * share one group commit (one fsync). Without multi-statement
-     * transactions in common/db yet, the order still matters: the name is
-     * last, so a failure part way leaves no name without a copy. */
+    /* One transaction: the tempfile row is claimed (exactly one close of a
+     * fid wins), the copy's location, its checksum, the replication
+     * request, the old fid's removal and the name all commit, or none. */
     char sql_on[128], sql_rep[128], sql_del[128];
     snprintf(sql_on, sizeof sql_on, "%s INTO file_on (fid, devid) VALUES (?, ?)", mog_insert_ignore());
     snprintf(sql_rep, sizeof sql_rep, "%s INTO file_to_replicate (fid, nexttry) VALUES (?, 0)", mog_insert_ignore());
@@ -981,8 +983,10 @@ static int cmd_create_close(struct cmd_ctx *c)
     struct db_value pc[3] = { I(fid), I(1), DB_BLOBN(want_md5, 16) };
     struct db_value pd = I(oldfid);
     struct db_value pfile[5] = { I(fid), I(d.dmid), T(key), I(length), I(classid) };
-    struct mog_stmt st[6];
-    int ns = 0;
+    struct mog_stmt st[8];
+    int fl[8] = { 0 }, ns = 0;
+    fl[ns] = DB_EXPECT_ONE;
+    st[ns++] = (struct mog_stmt){ "DELETE FROM tempfile WHERE fid=?", po, 1 };
     st[ns++] = (struct mog_stmt){ sql_on, po, 2 };
     if (have_sum)
         st[ns++] = (struct mog_stmt){ "REPLACE INTO checksum (fid, hashtype, checksum) VALUES (?,?,?)", pc, 3 };
@@ -994,16 +998,14 @@ static int cmd_create_close(struct cmd_ctx *c)
     }
     st[ns++] = (struct mog_stmt){ "REPLACE INTO file (fid, dmid, dkey, length, classid, devcount) VALUES (?,?,?,?,?,1)",
                                   pfile, 5 };
-    struct mog_rows *rs[6] = { 0 };
-    mog_sql_write_batch(st, ns, rs);
-    bool ok = rs[0] && rs[0]->status == 0 && rs[ns - 1] && rs[ns - 1]->status == 0;
-    for (int i = 0; i < ns; i++) {
-        if (rs[i] && rs[i]->status != 0)
-            log_warn("mogilefsd: create_close fid %lld: %s: %s", (long long)fid, st[i].sql, rs[i]->error);
-        mog_rows_free(rs[i]);
-    }
-    if (!ok)
+    int failed = -1;
+    char err[256];
+    if (mog_sql_txn(st, fl, ns, &failed, err, sizeof err) < 0) {
+        if (failed == 0)
+            return mog_err(c->r, "no_temp_file", NULL);
+        log_warn("mogilefsd: create_close fid %lld: %s", (long long)fid, err);
         return mog_err(c->r, "db", NULL);
+    }
     stats_counter_add(&mog.n.uploads, 1);
     mog_replicate_kick();
     return mog_ok(c->r);
@@ -1482,6 +1484,186 @@ static int cmd_set_server_setting(struct cmd_ctx *c)
     return mog_ok(c->r);
 }
 
+/* ---- fsck (the checks run in jobs.c) ------------------------------------------------------- */
+
+static int64_t setting_int(const char *k)
+{
+    char v[64];
+    return mog_setting_get(k, v, sizeof v) == 0 ? strtoll(v, NULL, 10) : 0;
+}
+
+static int fsck_reset(int64_t policy_only, int64_t startpos)
+{
+    char v[32];
+    snprintf(v, sizeof v, "%lld", (long long)startpos);
+    int rc = mog_setting_set("fsck_highest_fid_checked", v);
+    snprintf(v, sizeof v, "%lld", (long long)policy_only);
+    rc |= mog_setting_set("fsck_opt_policy_only", v);
+    struct mog_rows *r = mog_sql("SELECT MAX(fid) FROM file", NULL, 0);
+    snprintf(v, sizeof v, "%lld", (long long)mog_cell_int(r, 0, 0));
+    mog_rows_free(r);
+    rc |= mog_setting_set("fsck_fid_at_end", v);
+    return rc;
+}
+
+static int cmd_fsck_start(struct cmd_ctx *c)
+{
+    char host[256];
+    if (mog_setting_get("fsck_host", host, sizeof host) == 0 && host[0])
+        return mog_err(c->r, "fsck_running", "fsck is already running");
+    if (mog_setting_get("rebal_host", host, sizeof host) == 0 && host[0])
+        return mog_err(c->r, "rebal_running", "rebalance running; cannot run fsck at same time");
+    int64_t checked = setting_int("fsck_highest_fid_checked"), end = setting_int("fsck_fid_at_end");
+    if ((checked && end && checked >= end) || (!end && !checked))
+        if (fsck_reset(setting_int("fsck_opt_policy_only"), 0) < 0)
+            return mog_err(c->r, "db", NULL);
+    char v[32];
+    snprintf(v, sizeof v, "%lld", (long long)time(NULL));
+    if (mog_setting_set("fsck_start_time", v) < 0 || mog_setting_set("fsck_stop_time", "") < 0 ||
+        mog_setting_set("fsck_host", mog.hostname) < 0)
+        return mog_err(c->r, "db", NULL);
+    mog_fsck_kick();
+    return mog_ok(c->r);
+}
+
+static int cmd_fsck_stop(struct cmd_ctx *c)
+{
+    char v[32];
+    snprintf(v, sizeof v, "%lld", (long long)time(NULL));
+    mog_setting_set("fsck_host", "");
+    mog_setting_set("fsck_stop_time", v);
+    return mog_ok(c->r);
+}
+
+static int cmd_fsck_reset(struct cmd_ctx *c)
+{
+    if (fsck_reset(arg_int(c, "policy_only", 0) ? 1 : 0, arg_int(c, "startpos", 0)) < 0)
+        return mog_err(c->r, "db", NULL);
+    return mog_ok(c->r);
+}
+
+static int cmd_fsck_clearlog(struct cmd_ctx *c)
+{
+    exec_w("DELETE FROM fsck_log", NULL, 0, NULL);
+    return mog_ok(c->r);
+}
+
+static int cmd_fsck_getlog(struct cmd_ctx *c)
+{
+    struct db_value p = I(arg_int(c, "after_logid", 0));
+    struct mog_rows *r = mog_sql("SELECT logid, utime, fid, evcode, devid FROM fsck_log WHERE logid > ? "
+                                 "ORDER BY logid LIMIT 100", &p, 1);
+    static const char *const cols[] = { "logid", "utime", "fid", "evcode", "devid" };
+    size_t n = r ? r->nrows : 0;
+    for (size_t i = 0; i < n; i++)
+        for (int k = 0; k < 5; k++)
+            mog_reply_kvf(c->r, mog_cell(r, i, k) ? mog_cell(r, i, k) : "", "row_%zu_%s", i + 1, cols[k]);
+    mog_rows_free(r);
+    mog_reply_kvi(c->r, "row_count", (int64_t)n);
+    return mog_ok(c->r);
+}
+
+static int cmd_fsck_status(struct cmd_ctx *c)
+{
+    char host[256] = "";
+    mog_setting_get("fsck_host", host, sizeof host);
+    mog_reply_kvi(c->r, "running", host[0] ? 1 : 0);
+    mog_reply_kv(c->r, "host", host);
+    mog_reply_kvi(c->r, "max_fid_checked", setting_int("fsck_highest_fid_checked"));
+    mog_reply_kvi(c->r, "policy_only", setting_int("fsck_opt_policy_only"));
+    mog_reply_kvi(c->r, "end_fid", setting_int("fsck_fid_at_end"));
+    mog_reply_kvi(c->r, "start_time", setting_int("fsck_start_time"));
+    mog_reply_kvi(c->r, "stop_time", setting_int("fsck_stop_time"));
+    mog_reply_kvi(c->r, "current_time", (int64_t)time(NULL));
+    struct mog_rows *r = mog_sql("SELECT MAX(logid) FROM fsck_log", NULL, 0);
+    mog_reply_kvi(c->r, "max_logid", mog_cell_int(r, 0, 0));
+    mog_rows_free(r);
+    r = mog_sql("SELECT evcode, COUNT(*) FROM fsck_log GROUP BY evcode", NULL, 0);
+    for (size_t i = 0; r && i < r->nrows; i++)
+        if (mog_cell(r, i, 0))
+            mog_reply_kvf(c->r, mog_cell(r, i, 1), "num_%s", mog_cell(r, i, 0));
+    mog_rows_free(r);
+    return mog_ok(c->r);
+}
+
+/* ---- rebalance (rebalance.c) ---------------------------------------------------------------- */
+
+static bool setting_set_nonempty(const char *k)
+{
+    char v[256];
+    return mog_setting_get(k, v, sizeof v) == 0 && v[0];
+}
+
+static int cmd_rebalance_status(struct cmd_ctx *c)
+{
+    char st[4096];
+    if (mog_setting_get("rebal_state", st, sizeof st) < 0 || !st[0])
+        return mog_err(c->r, "no_rebal_state", NULL);
+    mog_reply_kv(c->r, "state", st);
+    return mog_ok(c->r);
+}
+
+static int cmd_rebalance_start(struct cmd_ctx *c)
+{
+    if (setting_set_nonempty("rebal_host"))
+        return mog_err(c->r, "rebal_running", "rebalance is already running");
+    if (setting_set_nonempty("fsck_host"))
+        return mog_err(c->r, "fsck_running", "fsck running; cannot run rebalance at same time");
+    char st[4096] = "";
+    if (mog_setting_get("rebal_state", st, sizeof st) < 0 || !st[0] || strstr(st, "completed=1")) {
+        if (!setting_set_nonempty("rebal_policy"))
+            return mog_err(c->r, "no_rebal_policy", NULL);
+        if (mog_rebal_new_state(st, sizeof st) < 0 || mog_setting_set("rebal_state", st) < 0)
+            return mog_err(c->r, "db", NULL);
+    }
+    mog_setting_set("rebal_signal", "");
+    if (mog_setting_set("rebal_host", mog.hostname) < 0)
+        return mog_err(c->r, "db", NULL);
+    mog_rebal_kick();
+    mog_reply_kv(c->r, "state", st);
+    return mog_ok(c->r);
+}
+
+static int cmd_rebalance_test(struct cmd_ctx *c)
+{
+    char sdevs[1024], ddevs[1024];
+    if (!setting_set_nonempty("rebal_policy") || mog_rebal_test(sdevs, sizeof sdevs, ddevs, sizeof ddevs) < 0)
+        return mog_err(c->r, "no_rebal_policy", NULL);
+    mog_reply_kv(c->r, "sdevs", sdevs);
+    mog_reply_kv(c->r, "ddevs", ddevs);
+    return mog_ok(c->r);
+}
+
+static int cmd_rebalance_reset(struct cmd_ctx *c)
+{
+    if (setting_set_nonempty("rebal_host"))
+        return mog_err(c->r, "rebal_running", "rebalance is running");
+    mog_setting_set("rebal_state", "");
+    return mog_ok(c->r);
+}
+
+static int cmd_rebalance_stop(struct cmd_ctx *c)
+{
+    if (!setting_set_nonempty("rebal_host"))
+        return mog_err(c->r, "rebal_not_started", NULL);
+    mog_setting_set("rebal_signal", "stop");
+    mog_rebal_kick();
+    return mog_ok(c->r);
+}
+
+static int cmd_rebalance_set_policy(struct cmd_ctx *c)
+{
+    if (setting_set_nonempty("rebal_host"))
+        return mog_err(c->r, "no_set_rebal", "cannot change rebalance policy while rebalance is running");
+    const char *pol = arg(c, "policy");
+    char err[256];
+    if (mog_rebal_check_policy(pol ? pol : "", err, sizeof err) < 0)
+        return mog_err(c->r, "bad_rebal_pol", err);
+    if (mog_setting_set("rebal_policy", pol) < 0 || mog_setting_set("rebal_state", "") < 0)
+        return mog_err(c->r, "db", NULL);
+    return mog_ok(c->r);
+}
+
 /* ---- dispatch ------------------------------------------------------------------------------- */
 
 static const struct { const char *name; cmd_fn fn; } commands[] = {
@@ -1518,6 +1700,18 @@ static const struct { const char *name; cmd_fn fn; } commands[] = {
     { "server_setting", cmd_server_setting },
     { "server_settings", cmd_server_settings },
     { "set_server_setting", cmd_set_server_setting },
+    { "fsck_start", cmd_fsck_start },
+    { "fsck_stop", cmd_fsck_stop },
+    { "fsck_reset", cmd_fsck_reset },
+    { "fsck_clearlog", cmd_fsck_clearlog },
+    { "fsck_getlog", cmd_fsck_getlog },
+    { "fsck_status", cmd_fsck_status },
+    { "rebalance_status", cmd_rebalance_status },
+    { "rebalance_start", cmd_rebalance_start },
+    { "rebalance_test", cmd_rebalance_test },
+    { "rebalance_reset", cmd_rebalance_reset },
+    { "rebalance_stop", cmd_rebalance_stop },
+    { "rebalance_set_policy", cmd_rebalance_set_policy },
 };
 
 void mog_cmd_run(const struct mog_req *req, const char *client_ip, struct mog_reply *r)

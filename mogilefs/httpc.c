@@ -328,3 +328,13 @@ out:
         close(dfd);
     return rc;
 }
+
+int mog_tcp_connect(const char *host, const char *port, int timeout_ms)
+{
+    struct url u;
+    snprintf(u.host, sizeof u.host, "%s", host);
+    snprintf(u.port, sizeof u.port, "%s", port);
+    u.path = "/";
+    char err[128];
+    return connect_to(&u, now_ms() + timeout_ms, err, sizeof err);
+}

@@ -10,11 +10,15 @@
 #include "mogilefs/mogilefs.h"
 
 #include <errno.h>
+#include <poll.h>
+#include <sys/socket.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
 #include <unistd.h>
+
+#include <openssl/evp.h>
 
 #include "common/db.h"
 #include "common/log.h"
@@ -28,16 +32,19 @@ struct waker {
 };
 
 static struct {
-    bool stop;
+    _Atomic bool stop;
     pthread_t threads[64];
     int nthreads;
-    struct waker monitor, repl, del;
+    struct waker monitor, repl, del, fsck, iostat, rebal;
     pthread_mutex_t round_mu;
     pthread_cond_t round_cv;
 } J = {
     .monitor = { PTHREAD_MUTEX_INITIALIZER, PTHREAD_COND_INITIALIZER, false },
     .repl = { PTHREAD_MUTEX_INITIALIZER, PTHREAD_COND_INITIALIZER, false },
     .del = { PTHREAD_MUTEX_INITIALIZER, PTHREAD_COND_INITIALIZER, false },
+    .fsck = { PTHREAD_MUTEX_INITIALIZER, PTHREAD_COND_INITIALIZER, false },
+    .iostat = { PTHREAD_MUTEX_INITIALIZER, PTHREAD_COND_INITIALIZER, false },
+    .rebal = { PTHREAD_MUTEX_INITIALIZER, PTHREAD_COND_INITIALIZER, false },
     .round_mu = PTHREAD_MUTEX_INITIALIZER,
     .round_cv = PTHREAD_COND_INITIALIZER,
 };
@@ -72,6 +79,8 @@ static void nap(struct waker *w, int ms)
 void mog_monitor_kick(void) { kick(&J.monitor); }
 void mog_replicate_kick(void) { kick(&J.repl); }
 void mog_delete_kick(void) { kick(&J.del); }
+void mog_fsck_kick(void) { kick(&J.fsck); }
+void mog_rebal_kick(void) { kick(&J.rebal); }
 
 void mog_wait_monitor(int timeout_ms)
 {
@@ -562,6 +571,307 @@ static void *delete_thread(void *arg)
     return NULL;
 }
 
+/* ---- fsck ---------------------------------------------------------------------------------- */
+
+static void fsck_log(int64_t fid, const char *ev, int64_t devid)
+{
+    struct db_value p[4] = { I((int64_t)time(NULL)), I(fid), DB_TEXTN(ev, 4),
+                             devid > 0 ? I(devid) : (struct db_value){ .type = DB_NULL } };
+    exec_w("INSERT INTO fsck_log (utime, fid, evcode, devid) VALUES (?,?,?,?)", p, 4, NULL);
+}
+
+static int md5_of_url(const char *url, unsigned char *md5)
+{
+    struct mog_http_res res;
+    int rc = -1;
+    if (mog_http("GET", url, NULL, 0, (size_t)1 << 31, node_ms() * 10, &res) == 0 && res.status == 200) {
+        unsigned int dl = 0;
+        unsigned char dig[EVP_MAX_MD_SIZE];
+        EVP_Digest(res.body, res.body_len, dig, &dl, EVP_md5(), NULL);
+        memcpy(md5, dig, 16);
+        rc = 0;
+    }
+    mog_http_res_free(&res);
+    return rc;
+}
+
+/* Drop a bad copy: its row first (readers stop getting it), then the file. */
+static void drop_copy(int64_t fid, int64_t devid, const char *url)
+{
+    struct db_value p[2] = { I(fid), I(devid) };
+    exec_w("DELETE FROM file_on WHERE fid=? AND devid=?", p, 2, NULL);
+    http_delete_ok(url);
+}
+
+/* Check one fid as MogileFS's Fsck worker does: every copy present with the
+ * right length (and checksum when the class keeps one), enough copies.
+ * Problems are logged to fsck_log and fixed by re-replication. */
+static void fsck_fid(int64_t fid, bool policy_only, const char *sum_mode)
+{
+    struct db_value pf = I(fid);
+    struct mog_rows *f = mog_sql("SELECT dmid, classid, length FROM file WHERE fid=?", &pf, 1);
+    if (!f || f->nrows == 0) {
+        mog_rows_free(f);
+        return;
+    }
+    int64_t dmid = mog_cell_int(f, 0, 0), classid = mog_cell_int(f, 0, 1), length = mog_cell_int(f, 0, 2);
+    mog_rows_free(f);
+    struct mog_class cl;
+    int mindev = mog.cfg.default_mindevcount, hashtype = 0;
+    if (mog_class_by_id(dmid, classid, &cl) == 0) {
+        mindev = cl.mindevcount;
+        hashtype = cl.hashtype;
+    }
+    bool check_sum = strcmp(sum_mode, "off") && (hashtype == 1 || !strcmp(sum_mode, "MD5"));
+    unsigned char want[16];
+    bool have_sum = false;
+    struct mog_rows *ck = mog_sql("SELECT checksum FROM checksum WHERE fid=? AND hashtype=1", &pf, 1);
+    if (ck && ck->nrows == 1 && ck->len[0] == 16) {
+        memcpy(want, mog_cell(ck, 0, 0), 16);
+        have_sum = true;
+    }
+    mog_rows_free(ck);
+    struct mog_rows *on = mog_sql("SELECT devid FROM file_on WHERE fid=?", &pf, 1);
+    size_t n = on ? on->nrows : 0;
+    int good = 0;
+    bool repl = false;
+    for (size_t i = 0; i < n; i++) {
+        int64_t devid = mog_cell_int(on, i, 0);
+        struct mog_device d;
+        struct mog_host h;
+        if (mog_device_by_id(devid, &d) < 0 || d.status == MOG_DEV_DEAD || mog_host_by_id(d.hostid, &h) < 0)
+            continue; /* the reaper's business */
+        if (policy_only || !mog_dev_can_read(&d, &h)) {
+            good++; /* not checkable now: assumed fine */
+            continue;
+        }
+        char url[512];
+        mog_dev_url(url, sizeof url, &h, devid, fid, false, false);
+        struct mog_http_res res;
+        int hr = mog_http("HEAD", url, NULL, 0, 0, node_ms(), &res);
+        int status = res.status;
+        int64_t got = res.length;
+        mog_http_res_free(&res);
+        if (hr < 0) {
+            good++; /* unreachable right now: not evidence of loss */
+            continue;
+        }
+        if (status == 404) {
+            fsck_log(fid, "MISS", devid);
+            drop_copy(fid, devid, url);
+            repl = true;
+            continue;
+        }
+        if (status != 200 || got != length) {
+            fsck_log(fid, "BLEN", devid);
+            drop_copy(fid, devid, url);
+            repl = true;
+            continue;
+        }
+        if (check_sum) {
+            unsigned char md5[16];
+            if (md5_of_url(url, md5) == 0) {
+                if (!have_sum) {
+                    /* First sight of a class that keeps checksums: record it. */
+                    fsck_log(fid, "NSUM", devid);
+                    struct db_value pc[3] = { I(fid), I(1), DB_BLOBN(md5, 16) };
+                    exec_w("REPLACE INTO checksum (fid, hashtype, checksum) VALUES (?,?,?)", pc, 3, NULL);
+                    memcpy(want, md5, 16);
+                    have_sum = true;
+                } else if (memcmp(md5, want, 16)) {
+                    fsck_log(fid, "BSUM", devid);
+                    drop_copy(fid, devid, url);
+                    repl = true;
+                    continue;
+                }
+            }
+        }
+        good++;
+    }
+    mog_rows_free(on);
+    if (good == 0) {
+        fsck_log(fid, "NOPA", 0);
+        return;
+    }
+    if (good < mindev) {
+        fsck_log(fid, "POVI", 0);
+        repl = true;
+    }
+    if (repl) {
+        char sql[160];
+        snprintf(sql, sizeof sql, "%s INTO file_to_replicate (fid, nexttry) VALUES (?, 0)", mog_insert_ignore());
+        exec_w(sql, &pf, 1, NULL);
+        fsck_log(fid, "REPL", 0);
+        kick(&J.repl);
+    }
+}
+
+static void *fsck_thread(void *arg)
+{
+    (void)arg;
+    while (!J.stop) {
+        char host[256] = "", v[64] = "", mode[32] = "class";
+        mog_setting_get("fsck_host", host, sizeof host);
+        if (!host[0] || strcmp(host, mog.hostname) || mog.monitor_round == 0) {
+            nap(&J.fsck, 1000);
+            continue;
+        }
+        int64_t highest = mog_setting_get("fsck_highest_fid_checked", v, sizeof v) == 0 ? strtoll(v, NULL, 10) : 0;
+        int64_t end = mog_setting_get("fsck_fid_at_end", v, sizeof v) == 0 ? strtoll(v, NULL, 10) : 0;
+        bool policy_only = mog_setting_get("fsck_opt_policy_only", v, sizeof v) == 0 && atoi(v);
+        mog_setting_get("fsck_checksum", mode, sizeof mode);
+        struct db_value p[2] = { I(highest), I(end) };
+        struct mog_rows *r = mog_sql("SELECT fid FROM file WHERE fid > ? AND fid <= ? ORDER BY fid LIMIT 50", p, 2);
+        size_t n = r ? r->nrows : 0;
+        for (size_t i = 0; i < n && !J.stop; i++) {
+            fsck_fid(mog_cell_int(r, i, 0), policy_only, mode);
+            highest = mog_cell_int(r, i, 0);
+        }
+        mog_rows_free(r);
+        snprintf(v, sizeof v, "%lld", (long long)highest);
+        mog_setting_set("fsck_highest_fid_checked", v);
+        if (n == 0 || highest >= end) {
+            /* Done: stop as fsck_stop does. */
+            snprintf(v, sizeof v, "%lld", (long long)time(NULL));
+            mog_setting_set("fsck_host", "");
+            mog_setting_set("fsck_stop_time", v);
+            if (end > highest) {
+                snprintf(v, sizeof v, "%lld", (long long)end);
+                mog_setting_set("fsck_highest_fid_checked", v);
+            }
+        }
+    }
+    return NULL;
+}
+
+/* ---- iostat: each storage node's "watch" stream on its side channel ----------------------- */
+/* One thread keeps a connection to every alive host's side channel
+ * (mogstored_stream_port), sends "watch", and turns "devN\tutil" lines into
+ * each device's utilization (get_paths orders copies by 102 - util). */
+
+struct iostat_conn {
+    int64_t hostid;
+    char ip[64];
+    int fd;
+    char buf[8192];
+    size_t len;
+    int64_t retry_at;
+};
+
+static void iostat_line(const struct iostat_conn *ic, const char *line)
+{
+    if (strncmp(line, "dev", 3))
+        return;
+    char *tab = strchr(line, '\t');
+    if (!tab)
+        return;
+    int64_t devid = strtoll(line + 3, NULL, 10);
+    double util = strtod(tab + 1, NULL);
+    struct mog_device d;
+    if (devid <= 0 || mog_device_by_id(devid, &d) < 0 || d.hostid != ic->hostid)
+        return; /* a folder the tracker does not know on that host */
+    mog_device_set_utilization(devid, util);
+    stats_counter_add(&mog.n.iostat_updates, 1);
+}
+
+static int iostat_connect(struct iostat_conn *ic)
+{
+    ic->fd = mog_tcp_connect(ic->ip, mog.cfg.mogstored_stream_port, node_ms());
+    if (ic->fd < 0)
+        return -1;
+    if (send(ic->fd, "watch\r\n", 7, MSG_NOSIGNAL) != 7) {
+        close(ic->fd);
+        ic->fd = -1;
+        return -1;
+    }
+    ic->len = 0;
+    return 0;
+}
+
+static void *iostat_thread(void *arg)
+{
+    (void)arg;
+    struct iostat_conn conns[64];
+    int n = 0;
+    while (!J.stop) {
+        /* The set of hosts follows the cache. */
+        struct mog_host *hs;
+        size_t nh = mog_hosts_copy(&hs);
+        int64_t now = (int64_t)time(NULL);
+        for (size_t i = 0; i < nh && n < 64; i++) {
+            if (hs[i].status != MOG_HOST_ALIVE && hs[i].status != MOG_HOST_READONLY)
+                continue;
+            bool have = false;
+            for (int k = 0; k < n; k++)
+                if (conns[k].hostid == hs[i].hostid)
+                    have = true;
+            if (!have) {
+                conns[n] = (struct iostat_conn){ .hostid = hs[i].hostid, .fd = -1 };
+                snprintf(conns[n].ip, sizeof conns[n].ip, "%s", hs[i].ip);
+                n++;
+            }
+        }
+        free(hs);
+        struct pollfd pf[64];
+        int map[64], np = 0;
+        for (int k = 0; k < n; k++) {
+            if (conns[k].fd < 0 && now >= conns[k].retry_at && iostat_connect(&conns[k]) < 0)
+                conns[k].retry_at = now + 5;
+            if (conns[k].fd >= 0) {
+                pf[np] = (struct pollfd){ .fd = conns[k].fd, .events = POLLIN };
+                map[np++] = k;
+            }
+        }
+        if (np == 0) {
+            nap(&J.iostat, 1000);
+            continue;
+        }
+        int r = poll(pf, (nfds_t)np, 250);
+        for (int i = 0; r > 0 && i < np; i++) {
+            if (!(pf[i].revents & (POLLIN | POLLHUP | POLLERR)))
+                continue;
+            struct iostat_conn *ic = &conns[map[i]];
+            ssize_t got = recv(ic->fd, ic->buf + ic->len, sizeof ic->buf - 1 - ic->len, 0);
+            if (got <= 0) {
+                close(ic->fd);
+                ic->fd = -1;
+                ic->retry_at = now + 5;
+                continue;
+            }
+            ic->len += (size_t)got;
+            ic->buf[ic->len] = '\0';
+            char *p = ic->buf, *nl;
+            while ((nl = memchr(p, '\n', ic->len - (size_t)(p - ic->buf)))) {
+                *nl = '\0';
+                if (nl > p && nl[-1] == '\r')
+                    nl[-1] = '\0';
+                iostat_line(ic, p);
+                p = nl + 1;
+            }
+            ic->len -= (size_t)(p - ic->buf);
+            memmove(ic->buf, p, ic->len);
+            if (ic->len == sizeof ic->buf - 1)
+                ic->len = 0; /* a line that long is not ours */
+        }
+    }
+    for (int k = 0; k < n; k++)
+        if (conns[k].fd >= 0)
+            close(conns[k].fd);
+    return NULL;
+}
+
+/* ---- rebalance (the moves are in rebalance.c) ------------------------------------------------ */
+
+static void *rebal_thread(void *arg)
+{
+    (void)arg;
+    while (!J.stop) {
+        if (mog.monitor_round == 0 || !mog_rebal_step())
+            nap(&J.rebal, 1000);
+    }
+    return NULL;
+}
+
 /* ---- life cycle ------------------------------------------------------------------------------------ */
 
 static int spawn(void *(*fn)(void *))
@@ -578,12 +888,17 @@ int mog_jobs_start(void)
 {
     srandom((unsigned)time(NULL) ^ (unsigned)getpid());
     int rc = 0;
-    for (int i = 0; i < (mog.cfg.monitor_jobs > 0 ? 1 : 0); i++)
+    for (int i = 0; i < (mog.cfg.monitor_jobs > 0 ? 1 : 0); i++) {
         rc |= spawn(monitor_thread);
+        rc |= spawn(iostat_thread);
+    }
     for (int i = 0; i < mog.cfg.replicate_jobs && i < 16; i++)
         rc |= spawn(replicate_thread);
     for (int i = 0; i < mog.cfg.delete_jobs && i < 16; i++)
         rc |= spawn(delete_thread);
+    if (mog.cfg.fsck_jobs > 0)
+        rc |= spawn(fsck_thread);
+    rc |= spawn(rebal_thread);
     return rc;
 }
 
@@ -593,6 +908,9 @@ void mog_jobs_stop(void)
     kick(&J.monitor);
     kick(&J.repl);
     kick(&J.del);
+    kick(&J.fsck);
+    kick(&J.iostat);
+    kick(&J.rebal);
     pthread_mutex_lock(&J.round_mu);
     pthread_cond_broadcast(&J.round_cv);
     pthread_mutex_unlock(&J.round_mu);

@@ -121,13 +121,20 @@ struct mog_rows *mog_sql(const char *sql, const struct db_value *params, int n);
 /* A write that may share a group commit with other threads' writes. */
 struct mog_rows *mog_sql_write(const char *sql, const struct db_value *params, int n);
 struct mog_stmt { const char *sql; const struct db_value *params; int n; };
-int mog_sql_write_batch(const struct mog_stmt *stmts, int n, struct mog_rows **out);
+/* All or nothing (common/db's db_txn): flags[i] may be DB_EXPECT_ONE.
+ * Returns 0 when committed; else -1 with *failed the failing statement's
+ * index (-1 if none: the queue was full or the database closing). */
+int mog_sql_txn(const struct mog_stmt *stmts, const int *flags, int n, int *failed, char *err, size_t errlen);
 void mog_rows_free(struct mog_rows *r);
 const char *mog_cell(const struct mog_rows *r, size_t row, int col);
 int64_t mog_cell_int(const struct mog_rows *r, size_t row, int col);
 bool mog_db_is_mysql(void);
 /* "INSERT OR IGNORE" / "INSERT IGNORE". */
 const char *mog_insert_ignore(void);
+
+/* server_settings rows. get: 0 if present. */
+int mog_setting_get(const char *key, char *out, size_t outlen);
+int mog_setting_set(const char *key, const char *value);
 
 int mog_store_open(const char *dsn, const char *user, const char *pass, int workers, char *err, size_t errlen);
 void mog_store_close(void);
@@ -174,6 +181,9 @@ extern struct mog_cache mog_cache;
 
 /* Reload domains/classes/hosts/devices from the database. 0 or -1. */
 int mog_cache_reload(void);
+/* The same unless the cache was reloaded less than ms ago (lookups that
+ * miss use this, so unknown names cannot make every request reload). */
+int mog_cache_reload_if_stale(int ms);
 /* Lookups copy out under the read lock. Return 0 if found, -1 if not. */
 int mog_domain_by_name(const char *name, struct mog_domain *out);
 int mog_domain_by_id(int64_t dmid, struct mog_domain *out);
@@ -186,6 +196,7 @@ int mog_device_by_id(int64_t devid, struct mog_device *out);
 size_t mog_devices_copy(struct mog_device **out);
 size_t mog_hosts_copy(struct mog_host **out);
 void mog_device_set_observed(int64_t devid, enum mog_observed obs, int64_t mb_total, int64_t mb_used);
+void mog_device_set_utilization(int64_t devid, double util);
 
 const char *mog_dev_state_name(enum mog_dev_state s);
 enum mog_dev_state mog_dev_state_parse(const char *s);
@@ -215,6 +226,8 @@ struct mog_http_res {
 int mog_http(const char *method, const char *url, const void *body, size_t body_len, size_t max_body,
              int timeout_ms, struct mog_http_res *res);
 void mog_http_res_free(struct mog_http_res *res);
+/* A connected (blocking-with-deadline) TCP socket, or -1. */
+int mog_tcp_connect(const char *host, const char *port, int timeout_ms);
 /* Stream src_url's body into a PUT to dst_url; *length gets the byte count
  * and md5 (if non-NULL, 16 bytes) the digest of what went through. */
 int mog_http_copy(const char *src_url, const char *dst_url, int timeout_ms, int64_t *length, unsigned char *md5,
@@ -241,7 +254,7 @@ struct mog_tracker_cfg {
 
 struct mog_counters {
     struct stats_counter queries, errors, uploads, get_paths, deletes, replicated, repl_failed,
-        deleted_files, monitor_rounds, queue_full, times_out_of_qworkers;
+        deleted_files, monitor_rounds, queue_full, times_out_of_qworkers, iostat_updates;
 };
 
 struct mog_tracker {
@@ -269,8 +282,16 @@ void mog_wait_monitor(int timeout_ms);
 void mog_monitor_kick(void);
 void mog_replicate_kick(void);
 void mog_delete_kick(void);
+void mog_fsck_kick(void);
 /* Enqueue every fid of a device for replication (drain, dead). */
 int mog_enqueue_device(int64_t devid);
+
+/* rebalance.c */
+int mog_rebal_check_policy(const char *policy, char *err, size_t errlen);
+int mog_rebal_test(char *sdevs, size_t sl, char *ddevs, size_t dl);
+int mog_rebal_new_state(char *out, size_t len);
+bool mog_rebal_step(void);
+void mog_rebal_kick(void);
 
 /* session.c */
 int mog_sessions_start(int nthreads);

@@ -2,8 +2,8 @@
 # tests, fuzz targets and the benchmark.
 MOG_PROTO   := mogilefs/proto_tracker.c mogilefs/proto_storage.c
 MOG_TRACKER := mogilefs/mogilefsd.c mogilefs/session.c mogilefs/cmd_tracker.c mogilefs/store.c \
-               mogilefs/jobs.c mogilefs/httpc.c mogilefs/admin.c $(MOG_PROTO)
-MOG_STORED  := mogilefs/mogstored.c $(MOG_PROTO)
+               mogilefs/jobs.c mogilefs/rebalance.c mogilefs/httpc.c mogilefs/admin.c $(MOG_PROTO)
+MOG_STORED  := mogilefs/mogstored.c mogilefs/storage.c $(MOG_PROTO)
 
 $(eval $(call program,mogilefsd,$(MOG_TRACKER)))
 $(eval $(call program,mogstored,$(MOG_STORED)))
@@ -26,3 +26,6 @@ $(eval $(call program,mogile,mogilefs/tools/mogile.c,,$(BUILD)/lib/libmogile.a))
 $(eval $(call program,mogile-bench,mogilefs/tools/mogile-bench.c,,$(BUILD)/lib/libmogile.a))
 
 BENCHES += tests/bench/bench_mogilefs.py
+# mogstored's connection path (storage.c + the core) over a socketpair.
+MOG_STORAGE_FUZZ_SRCS := tests/fuzz/fuzz_mog_storage_session.c mogilefs/storage.c $(MOG_PROTO) $(COMMON_SRCS)
+$(eval $(call fuzz_target,fuzz_mog_storage_session,$(MOG_STORAGE_FUZZ_SRCS)))

@@ -31,6 +31,8 @@ static const struct cfg_setting *const mog_tables[] = { mog_settings_table, core
 /* Read a MogileFS config file: known keys are applied, unknown ones warned
  * about. Pass 1 and pass 2 of cfg_load both call this; the file is read
  * once. */
+static int read_conf_file(const char *value, bool live_only, char *err, size_t errlen);
+
 static int read_mog_config(const struct cfg_setting *s, const char *value, char *err, size_t errlen)
 {
     (void)s;
@@ -39,13 +41,20 @@ static int read_mog_config(const struct cfg_setting *s, const char *value, char 
         return 0;
     free(done);
     done = strdup(value);
+    free(core_opts.config_file);
+    core_opts.config_file = strdup(value);
+    return read_conf_file(value, false, err, errlen);
+}
+
+/* key = value lines: known keys applied (live_only: only live ones, as a
+ * SIGHUP reload does), unknown ones warned about. */
+static int read_conf_file(const char *value, bool live_only, char *err, size_t errlen)
+{
     FILE *f = fopen(value, "r");
     if (!f) {
         snprintf(err, errlen, "cannot read %s", value);
         return -1;
     }
-    free(core_opts.config_file);
-    core_opts.config_file = strdup(value);
     char line[4096];
     int lineno = 0, rc = 0;
     while (fgets(line, sizeof line, f)) {
@@ -70,10 +79,14 @@ static int read_mog_config(const struct cfg_setting *s, const char *value, char 
             *--ke = '\0';
         while (*v == ' ' || *v == '\t')
             v++;
-        if (!strcmp(k, "config") || !cfg_find(mog_tables, k)) {
-            fprintf(stderr, "mogilefsd: %s:%d: unknown setting '%s' ignored\n", value, lineno, k);
+        const struct cfg_setting *known = strcmp(k, "config") ? cfg_find(mog_tables, k) : NULL;
+        if (!known) {
+            if (!live_only)
+                fprintf(stderr, "mogilefsd: %s:%d: unknown setting '%s' ignored\n", value, lineno, k);
             continue;
         }
+        if (live_only && !known->live)
+            continue;
         char e2[256];
         if (cfg_set(mog_tables, k, v, false, e2, sizeof e2) < 0) {
             snprintf(err, errlen, "%s:%d: %s", value, lineno, e2);
@@ -107,7 +120,7 @@ static const struct cfg_setting mog_settings_table[] = {
     { "query_jobs", 0, CFG_INT, &mog.cfg.query_jobs, "20", "query threads (commands running at once)", false, NULL },
     { "replicate_jobs", 0, CFG_INT, &mog.cfg.replicate_jobs, "1", "replication threads", false, NULL },
     { "delete_jobs", 0, CFG_INT, &mog.cfg.delete_jobs, "1", "delete threads", false, NULL },
-    { "fsck_jobs", 0, CFG_INT, &mog.cfg.fsck_jobs, "1", "accepted; fsck is not built (see README)", false, NULL },
+    { "fsck_jobs", 0, CFG_INT, &mog.cfg.fsck_jobs, "1", "fsck threads (0 = none; fsck runs on the tracker that started it)", false, NULL },
     { "reaper_jobs", 0, CFG_INT, &mog.cfg.reaper_jobs, "1", "accepted; the replicator reaps dead devices", false,
       NULL },
     { "monitor_jobs", 0, CFG_INT, &mog.cfg.monitor_jobs, "1", "0 disables the monitor (devices stay unknown)", false,
@@ -152,6 +165,7 @@ static void mog_stats(struct stats_sink *sink, void *arg)
     stats_u64(sink, "replicate_failed", stats_counter_get(&mog.n.repl_failed));
     stats_u64(sink, "deleted_files", stats_counter_get(&mog.n.deleted_files));
     stats_u64(sink, "monitor_rounds", stats_counter_get(&mog.n.monitor_rounds));
+    stats_u64(sink, "iostat_updates", stats_counter_get(&mog.n.iostat_updates));
     stats_u64(sink, "queue_full", stats_counter_get(&mog.n.queue_full));
     stats_u64(sink, "times_out_of_qworkers", stats_counter_get(&mog.n.times_out_of_qworkers));
     stats_i64(sink, "pending_queries", mog.pending);
@@ -205,6 +219,14 @@ static int mog_init(void)
     return 0;
 }
 
+/* SIGHUP: the config file again, live settings only. */
+static void mog_reload(void)
+{
+    char err[256];
+    if (core_opts.config_file && read_conf_file(core_opts.config_file, true, err, sizeof err) < 0)
+        log_warn("mogilefsd: reload: %s", err);
+}
+
 static void mog_fini(void)
 {
     mog_jobs_stop();
@@ -223,6 +245,7 @@ int main(int argc, char **argv)
         .init = mog_init,
         .fini = mog_fini,
         .admin_cmds = mog_tracker_admin_cmds,
+        .hooks = { .on_reload = mog_reload },
     };
     return daemon_main(&desc, argc, argv);
 }

@@ -1,21 +1,7 @@
-/* mogstored: the MogileFS storage node — HTTP GET/HEAD/PUT/DELETE of files
- * under a docroot (port 7500), the side channel (7501: size, MD5, SHA-1,
- * watch) and the per-device usage files the tracker's monitor reads.
- *
- * Built on common/http (parser, Range, dates, path normaliser) and
- * common/conn; common/httpd had not landed when this was written (move the
- * connection handling onto it when it does).
- *
- * HTTP connection states (one enum, driven by http_drive):
- *   ST_HEAD   read a request head; GET/HEAD/DELETE answer at once (GET's body
- *             goes out with sendfile through evbuffer_add_file)
- *   ST_BODY   PUT: body bytes (Content-Length or chunked) into a temporary
- *             file beside the target; at the end fsync, check Content-MD5,
- *             rename into place, answer 200 -> ST_HEAD
- *   ST_CLOSE  answer written, closing.
- * Disk work is small synchronous calls (open/write/rename/unlink/fsync) on
- * the loop; checksums of whole files (side channel MD5/SHA-1) and usage
- * files run on threads. */
+/* mogstored: the MogileFS storage node — settings (mogstored's own keys),
+ * start-up, the per-device usage files the tracker's monitor reads, and
+ * stats. The connections (HTTP on 7500, the side channel on 7501) are in
+ * storage.c. */
 #include "mogilefs/mogilefs.h"
 
 #include <dirent.h>
@@ -26,10 +12,13 @@
 #include <string.h>
 #include <sys/stat.h>
 #include <sys/statvfs.h>
+#include <sys/sysmacros.h>
 #include <time.h>
 #include <unistd.h>
 
 #include <event2/buffer.h>
+#include <event2/bufferevent.h>
+#include <event2/event.h>
 #include <openssl/evp.h>
 
 #include "common/admin.h"
@@ -43,747 +32,14 @@
 #include "common/loop.h"
 #include "common/stats.h"
 
-static struct {
-    char *httplisten, *mgmtlisten, *docroot;
-    int maxconns;
-    uint64_t max_put;
-    int idle_timeout;
-    int usage_interval;
-    int max_hash_jobs;
-    char *config_dummy;
-} st_cfg;
-
-static struct {
-    struct stats_counter gets, heads, puts, deletes, put_bytes, errors, md5_mismatch, side_cmds;
-    _Atomic int hash_jobs;
-    _Atomic bool stop;
-    pthread_t usage_thread;
-    bool usage_started;
-} st;
-
-struct mog_storage_counters;
-
-/* ---- helpers ------------------------------------------------------------------------------ */
-
-/* The Date header text, formatted once per second. */
-static const char *date_now(void)
-{
-    static time_t last;
-    static char buf[32];
-    time_t now = time(NULL);
-    if (now != last) {
-        http_date_format(now, buf);
-        last = now;
-    }
-    return buf;
-}
-
-static void http_reply(struct evbuffer *out, int status, const char *extra, const char *body, bool keep)
-{
-    const char *date = date_now();
-    size_t bl = body ? strlen(body) : 0;
-    evbuffer_add_printf(out, "HTTP/1.0 %d %s\r\nDate: %s\r\nServer: mogstored/%s\r\nContent-Length: %zu\r\n%s%s\r\n%s",
-                        status, http_reason(status), date, MOG_VERSION, bl, keep ? "Connection: keep-alive\r\n" : "",
-                        extra ? extra : "", body ? body : "");
-}
-
-static int b64val(int c)
-{
-    if (c >= 'A' && c <= 'Z') return c - 'A';
-    if (c >= 'a' && c <= 'z') return c - 'a' + 26;
-    if (c >= '0' && c <= '9') return c - '0' + 52;
-    if (c == '+') return 62;
-    if (c == '/') return 63;
-    return -1;
-}
-
-/* Content-MD5 is base64 of the 16-byte digest (RFC 1864). */
-static int decode_md5_header(const char *v, size_t len, unsigned char *out)
-{
-    unsigned char buf[24];
-    size_t o = 0;
-    unsigned acc = 0;
-    int bits = 0;
-    for (size_t i = 0; i < len; i++) {
-        if (v[i] == '=')
-            break;
-        int x = b64val((unsigned char)v[i]);
-        if (x < 0)
-            return -1;
-        acc = (acc << 6) | (unsigned)x;
-        bits += 6;
-        if (bits >= 8) {
-            bits -= 8;
-            if (o >= sizeof buf)
-                return -1;
-            buf[o++] = (unsigned char)(acc >> bits);
-        }
-    }
-    if (o != 16)
-        return -1;
-    memcpy(out, buf, 16);
-    return 0;
-}
-
-/* mkdir -p of every directory above the file (not the first element: the
- * /devN base must already exist, as mogstored's min_put_directory=1). */
-static int make_parents(const char *root, const char *path)
-{
-    char full[4096];
-    int n = snprintf(full, sizeof full, "%s%s", root, path);
-    if (n < 0 || (size_t)n >= sizeof full)
-        return -1;
-    size_t rl = strlen(root);
-    char *first = strchr(full + rl + 1, '/');
-    if (!first)
-        return -1;
-    *first = '\0';
-    struct stat sb;
-    if (stat(full, &sb) < 0 || !S_ISDIR(sb.st_mode))
-        return -2;
-    *first = '/';
-    for (char *p = strchr(first + 1, '/'); p; p = strchr(p + 1, '/')) {
-        *p = '\0';
-        if (mkdir(full, 0755) < 0 && errno != EEXIST) {
-            *p = '/';
-            return -1;
-        }
-        *p = '/';
-    }
-    return 0;
-}
-
-/* ---- HTTP sessions ---------------------------------------------------------------------------- */
-
-enum st_state { ST_HEAD = 0, ST_BODY, ST_CLOSE };
-
-struct st_sess {
-    struct core_conn *c;
-    struct evbuffer *tx;        /* replies of this read pass, written at once */
-    enum st_state state;
-    bool keep;
-    /* PUT in progress */
-    int fd;
-    char path[4096], tmp[4200];
-    bool chunked;
-    uint64_t left;              /* Content-Length bytes still to come */
-    uint64_t written;
-    struct http_chunked ch;
-    EVP_MD_CTX *md5;
-    unsigned char want_md5[16];
-    bool check_md5;
-    bool failed;                /* write error: keep reading, answer 500 at the end */
-};
-
-static void put_reset(struct st_sess *s, bool unlink_tmp)
-{
-    if (s->fd >= 0) {
-        close(s->fd);
-        s->fd = -1;
-    }
-    if (unlink_tmp && s->tmp[0])
-        unlink(s->tmp);
-    s->tmp[0] = '\0';
-    if (s->md5) {
-        EVP_MD_CTX_free(s->md5);
-        s->md5 = NULL;
-    }
-}
-
-/* Write what this pass produced (one writev/sendfile when nothing is queued). */
-static void flush_tx(struct st_sess *s)
-{
-    if (evbuffer_get_length(s->tx) > 0)
-        conn_write_now(s->c, s->tx);
-}
-
-static void close_after_reply(struct st_sess *s)
-{
-    flush_tx(s);
-    s->state = ST_CLOSE;
-    conn_close_after_write(s->c);
-}
-
-static void fail(struct st_sess *s, int status, const char *msg)
-{
-    stats_counter_add(&st.errors, 1);
-    http_reply(s->tx, status, "Connection: close\r\n", msg, false);
-    close_after_reply(s);
-}
-
-#define SMALL_FILE 65536  /* copied into the reply: one writev beats header + sendfile */
-
-static void serve_get(struct st_sess *s, const struct http_msg *m, const char *path, bool head)
-{
-    char full[4200];
-    snprintf(full, sizeof full, "%s%s", st_cfg.docroot, path);
-    int fd = open(full, O_RDONLY | O_CLOEXEC);
-    struct stat sb;
-    if (fd < 0 || fstat(fd, &sb) < 0 || !S_ISREG(sb.st_mode)) {
-        if (fd >= 0)
-            close(fd);
-        http_reply(s->tx, 404, NULL, "Not found\n", s->keep);
-        return;
-    }
-    char lm[32], extra[256];
-    http_date_format(sb.st_mtime, lm);
-    uint64_t size = (uint64_t)sb.st_size, first = 0, last = size ? size - 1 : 0;
-    int status = 200;
-    size_t rl;
-    const char *rv = http_header_value(m, "Range", &rl);
-    if (rv) {
-        enum http_range_result rr = http_parse_range(rv, rl, size, &first, &last);
-        if (rr == HTTP_RANGE_UNSATISFIABLE) {
-            close(fd);
-            snprintf(extra, sizeof extra, "Content-Range: bytes */%llu\r\n", (unsigned long long)size);
-            http_reply(s->tx, 416, extra, NULL, s->keep);
-            return;
-        }
-        if (rr == HTTP_RANGE_OK)
-            status = 206;
-    }
-    uint64_t len = size ? last - first + 1 : 0;
-    if (status == 206)
-        snprintf(extra, sizeof extra, "Content-Range: bytes %llu-%llu/%llu\r\n", (unsigned long long)first,
-                 (unsigned long long)last, (unsigned long long)size);
-    else
-        extra[0] = '\0';
-    evbuffer_add_printf(s->tx,
-                        "HTTP/1.0 %d %s\r\nDate: %s\r\nServer: mogstored/%s\r\nContent-Type: application/octet-stream\r\n"
-                        "Last-Modified: %s\r\nAccept-Ranges: bytes\r\nContent-Length: %llu\r\n%s%s\r\n",
-                        status, http_reason(status), date_now(), MOG_VERSION, lm, (unsigned long long)len, extra,
-                        s->keep ? "Connection: keep-alive\r\n" : "");
-    stats_counter_add(head ? &st.heads : &st.gets, 1);
-    if (head || len == 0) {
-        close(fd);
-        return;
-    }
-    if (len <= SMALL_FILE) {
-        struct evbuffer_iovec v;
-        if (evbuffer_reserve_space(s->tx, (ev_ssize_t)len, &v, 1) == 1) {
-            ssize_t got = pread(fd, v.iov_base, (size_t)len, (off_t)first);
-            close(fd);
-            if (got == (ssize_t)len) {
-                v.iov_len = (size_t)len;
-                evbuffer_commit_space(s->tx, &v, 1);
-                return;
-            }
-            close_after_reply(s); /* the head went out: the peer sees a short body */
-            return;
-        }
-    }
-    /* Large: the head goes now, the body with sendfile from the conn's own
-     * output buffer. */
-    flush_tx(s);
-    if (evbuffer_add_file(conn_out(s->c), fd, (ev_off_t)first, (ev_off_t)len) < 0) {
-        close(fd);
-        close_after_reply(s);
-    }
-}
-
-static void serve_delete(struct st_sess *s, const char *path)
-{
-    char full[4200];
-    snprintf(full, sizeof full, "%s%s", st_cfg.docroot, path);
-    stats_counter_add(&st.deletes, 1);
-    if (unlink(full) == 0) {
-        http_reply(s->tx, 204, NULL, NULL, s->keep);
-    } else if (errno == ENOENT) {
-        http_reply(s->tx, 404, NULL, "Not found\n", s->keep);
-    } else {
-        http_reply(s->tx, 400, NULL, "Delete failed\n", s->keep);
-    }
-}
-
-static void put_finish(struct st_sess *s);
-
-static void put_start(struct st_sess *s, const struct http_msg *m, const char *path)
-{
-    if (m->body == HTTP_BODY_NONE && http_find_header(m, "Content-Length") < 0) {
-        fail(s, 400, "Content-Length or chunked body required\n");
-        return;
-    }
-    if (m->body == HTTP_BODY_LENGTH && st_cfg.max_put && m->content_length > st_cfg.max_put) {
-        fail(s, 413, "Too large\n");
-        return;
-    }
-    int mp = make_parents(st_cfg.docroot, path);
-    if (mp == -2) {
-        fail(s, 404, "Base directory does not exist\n");
-        return;
-    }
-    if (mp < 0) {
-        fail(s, 500, "Cannot create directory\n");
-        return;
-    }
-    static unsigned long seq;
-    snprintf(s->path, sizeof s->path, "%s%s", st_cfg.docroot, path);
-    snprintf(s->tmp, sizeof s->tmp, "%s.%d.%lu.tmp", s->path, (int)getpid(), ++seq);
-    s->fd = open(s->tmp, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0644);
-    if (s->fd < 0) {
-        s->tmp[0] = '\0';
-        fail(s, 500, "Cannot create file\n");
-        return;
-    }
-    s->check_md5 = false;
-    size_t ml;
-    const char *mv = http_header_value(m, "Content-MD5", &ml);
-    if (mv) {
-        if (decode_md5_header(mv, ml, s->want_md5) < 0) {
-            put_reset(s, true);
-            fail(s, 400, "Bad Content-MD5\n");
-            return;
-        }
-        s->check_md5 = true;
-        s->md5 = EVP_MD_CTX_new();
-        if (!s->md5 || !EVP_DigestInit_ex(s->md5, EVP_md5(), NULL)) {
-            put_reset(s, true);
-            fail(s, 500, "No digest\n");
-            return;
-        }
-    }
-    s->chunked = m->body == HTTP_BODY_CHUNKED;
-    s->left = m->body == HTTP_BODY_LENGTH ? m->content_length : 0;
-    s->written = 0;
-    s->failed = false;
-    if (s->chunked)
-        http_chunked_init(&s->ch, st_cfg.max_put);
-    if (m->expect_continue) {
-        evbuffer_add_printf(s->tx, "HTTP/1.1 100 Continue\r\n\r\n");
-        flush_tx(s);
-    }
-    s->state = ST_BODY;
-    stats_counter_add(&st.puts, 1);
-    if (!s->chunked && s->left == 0)
-        put_finish(s); /* an empty file */
-}
-
-static void put_data(struct st_sess *s, const char *p, size_t n)
-{
-    if (s->failed || n == 0)
-        return;
-    if (s->md5)
-        EVP_DigestUpdate(s->md5, p, n);
-    while (n > 0) {
-        ssize_t w = write(s->fd, p, n);
-        if (w < 0 && errno == EINTR)
-            continue;
-        if (w <= 0) {
-            log_warn("mogstored: write %s: %s", s->tmp, strerror(errno));
-            s->failed = true;
-            return;
-        }
-        p += w;
-        n -= (size_t)w;
-        s->written += (uint64_t)w;
-    }
-}
-
-/* Durable before OK: fsync the data, rename into place, fsync the folder. */
-static void put_finish(struct st_sess *s)
-{
-    int status = 200;
-    const char *msg = NULL;
-    if (s->failed) {
-        status = 507;
-        msg = "Write failed\n";
-    } else if (fsync(s->fd) < 0) {
-        status = 500;
-        msg = "fsync failed\n";
-    } else if (s->check_md5) {
-        unsigned char got[EVP_MAX_MD_SIZE];
-        unsigned int gl = 0;
-        EVP_DigestFinal_ex(s->md5, got, &gl);
-        if (memcmp(got, s->want_md5, 16)) {
-            status = 400;
-            msg = "Content-MD5 mismatch\n";
-            stats_counter_add(&st.md5_mismatch, 1);
-        }
-    }
-    if (status == 200) {
-        if (rename(s->tmp, s->path) < 0) {
-            status = 500;
-            msg = "rename failed\n";
-        } else {
-            s->tmp[0] = '\0';
-            char dir[4096];
-            snprintf(dir, sizeof dir, "%s", s->path);
-            char *slash = strrchr(dir, '/');
-            if (slash) {
-                *slash = '\0';
-                int dfd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-                if (dfd >= 0) {
-                    fsync(dfd);
-                    close(dfd);
-                }
-            }
-        }
-    }
-    stats_counter_add(&st.put_bytes, s->written);
-    put_reset(s, status != 200);
-    if (status != 200)
-        stats_counter_add(&st.errors, 1);
-    http_reply(s->tx, status, NULL, msg, s->keep);
-    s->state = ST_HEAD;
-    if (!s->keep)
-        close_after_reply(s);
-}
-
-static void handle_head(struct st_sess *s, const struct http_msg *m)
-{
-    s->keep = m->keep_alive;
-    char path[4096];
-    bool slash = false;
-    int pl = http_path_normalize(m->target, m->target_len, path, sizeof path, &slash);
-    if (pl < 0) {
-        fail(s, 400, "Bad path\n");
-        return;
-    }
-    switch (m->method) {
-    case HTTP_M_GET:
-    case HTTP_M_HEAD:
-        if (pl == 1) {
-            /* The root answers so `mogadm check` sees the node up. */
-            http_reply(s->tx, 200, "Content-Type: text/plain\r\n",
-                       m->method == HTTP_M_HEAD ? NULL : "mogstored\n", s->keep);
-            break;
-        }
-        serve_get(s, m, path, m->method == HTTP_M_HEAD);
-        break;
-    case HTTP_M_PUT:
-        if (slash || !mog_storage_path_ok(path, (size_t)pl)) {
-            fail(s, 400, "Invalid path\n");
-            return;
-        }
-        put_start(s, m, path);
-        break;
-    case HTTP_M_DELETE:
-        if (slash || !mog_storage_path_ok(path, (size_t)pl)) {
-            fail(s, 400, "Invalid path\n");
-            return;
-        }
-        serve_delete(s, path);
-        break;
-    default:
-        /* MKCOL and the rest: 400, as Perlbal answers MKCOL; the tracker
-         * then relies on PUT creating directories. */
-        if (m->method_len == 5 && !memcmp(m->method_str, "MKCOL", 5)) {
-            http_reply(s->tx, 400, NULL, "MKCOL not supported\n", s->keep);
-            return;
-        }
-        fail(s, 405, "Method not allowed\n");
-        break;
-    }
-    if (!s->keep && s->state == ST_HEAD)
-        close_after_reply(s);
-}
-
-static void http_drive(struct st_sess *s)
-{
-    struct evbuffer *in = conn_in(s->c);
-    while (s->state != ST_CLOSE && !conn_is_closing(s->c)) {
-        size_t avail = evbuffer_get_length(in);
-        if (avail == 0)
-            return;
-        if (s->state == ST_HEAD) {
-            size_t look = avail < HTTP_DEFAULT_MAX_HEAD ? avail : HTTP_DEFAULT_MAX_HEAD;
-            const char *buf = (const char *)evbuffer_pullup(in, (ev_ssize_t)look);
-            struct http_msg m;
-            int r = http_parse_request(buf, look, NULL, &m);
-            if (r == 0) {
-                if (look >= HTTP_DEFAULT_MAX_HEAD)
-                    fail(s, 431, "Request head too large\n");
-                return;
-            }
-            if (r < 0) {
-                fail(s, m.error ? m.error : 400, "Bad request\n");
-                return;
-            }
-            s->c->requests++;
-            handle_head(s, &m); /* m points into the buffer: drain after */
-            evbuffer_drain(in, (size_t)r);
-            continue;
-        }
-        /* ST_BODY */
-        if (!s->chunked) {
-            struct evbuffer_iovec v[4];
-            size_t want = s->left;
-            int nv = evbuffer_peek(in, (ev_ssize_t)(want < avail ? want : avail), NULL, v, 4);
-            size_t used = 0;
-            for (int i = 0; i < nv && used < want; i++) {
-                size_t n = v[i].iov_len;
-                if (n > want - used)
-                    n = want - used;
-                put_data(s, v[i].iov_base, n);
-                used += n;
-            }
-            evbuffer_drain(in, used);
-            s->left -= used;
-            if (s->left == 0)
-                put_finish(s);
-        } else {
-            size_t look = avail < 65536 ? avail : 65536;
-            const char *buf = (const char *)evbuffer_pullup(in, (ev_ssize_t)look);
-            size_t consumed = 0, off = 0, dl = 0;
-            enum http_chunk_result cr = http_chunked_step(&s->ch, buf, look, &consumed, &off, &dl);
-            if (cr == HTTP_CHUNK_ERROR) {
-                put_reset(s, true);
-                fail(s, 400, "Bad chunked body\n");
-                return;
-            }
-            if (cr == HTTP_CHUNK_DATA)
-                put_data(s, buf + off, dl);
-            evbuffer_drain(in, consumed);
-            if (cr == HTTP_CHUNK_DONE)
-                put_finish(s);
-            else if (cr == HTTP_CHUNK_NEED_MORE && consumed == 0)
-                return;
-        }
-    }
-}
-
-static int http_on_read(struct core_conn *c)
-{
-    struct st_sess *s = c->data;
-    http_drive(s);
-    flush_tx(s);
-    return 0;
-}
-
-static void http_on_close(struct core_conn *c, enum conn_close_reason why)
-{
-    (void)why;
-    struct st_sess *s = c->data;
-    if (s) {
-        put_reset(s, true); /* a PUT cut short leaves nothing behind */
-        if (s->tx)
-            evbuffer_free(s->tx);
-        free(s);
-    }
-    c->data = NULL;
-}
-
-static const struct conn_ops http_ops = { .name = "mogstored-http", .on_read = http_on_read, .on_close = http_on_close };
-
-static void http_accept(struct core_loop *loop, int fd, const struct sockaddr *sa, socklen_t salen, void *arg)
-{
-    (void)arg;
-    struct st_sess *s = calloc(1, sizeof *s);
-    if (!s) {
-        close(fd);
-        return;
-    }
-    s->fd = -1;
-    s->tx = evbuffer_new();
-    if (!s->tx) {
-        free(s);
-        close(fd);
-        return;
-    }
-    struct core_conn *c = conn_new(loop, fd, sa, salen, &http_ops, s);
-    if (!c) {
-        evbuffer_free(s->tx);
-        free(s);
-        return;
-    }
-    s->c = c;
-    conn_set_output_limit(c, 1u << 20);
-    conn_set_timeouts(c, (uint32_t)st_cfg.idle_timeout * 1000, 60000);
-}
-
-static void http_reject(int fd, void *arg)
-{
-    (void)arg;
-    static const char msg[] = "HTTP/1.0 503 Service Unavailable\r\nContent-Length: 0\r\nConnection: close\r\n\r\n";
-    ssize_t r = send(fd, msg, sizeof msg - 1, MSG_NOSIGNAL | MSG_DONTWAIT);
-    (void)r;
-}
-
-/* ---- side channel ------------------------------------------------------------------------------- */
-
-struct side_sess {
-    struct core_conn *c;
-    bool running, closed;
-};
-
-struct hash_job {
-    struct side_sess *s;
-    struct core_loop *loop;
-    char uri[1024];
-    bool sha1;
-    char reply[1200];
-};
-
-static void hash_done(void *arg)
-{
-    struct hash_job *j = arg;
-    struct side_sess *s = j->s;
-    st.hash_jobs--;
-    if (s->closed) {
-        free(s);
-        free(j);
-        return;
-    }
-    s->running = false;
-    evbuffer_add(conn_out(s->c), j->reply, strlen(j->reply));
-    free(j);
-    conn_set_busy(s->c, false);
-    conn_resume_read(s->c);
-    conn_kick(s->c);
-}
-
-/* Thread: digest a whole file without blocking the loop. */
-static void *hash_thread(void *arg)
-{
-    struct hash_job *j = arg;
-    char full[4200];
-    snprintf(full, sizeof full, "%s%s", st_cfg.docroot, j->uri);
-    const char *name = j->sha1 ? "SHA-1" : "MD5";
-    int fd = open(full, O_RDONLY | O_CLOEXEC);
-    if (fd < 0) {
-        snprintf(j->reply, sizeof j->reply, "%s %s=-1\r\n", j->uri, name);
-    } else {
-        EVP_MD_CTX *ctx = EVP_MD_CTX_new();
-        EVP_DigestInit_ex(ctx, j->sha1 ? EVP_sha1() : EVP_md5(), NULL);
-        char buf[65536];
-        ssize_t n;
-        off_t off = 0;
-        while ((n = read(fd, buf, sizeof buf)) > 0) {
-            EVP_DigestUpdate(ctx, buf, (size_t)n);
-            off += n;
-        }
-        unsigned char dig[EVP_MAX_MD_SIZE];
-        unsigned int dl = 0;
-        EVP_DigestFinal_ex(ctx, dig, &dl);
-        EVP_MD_CTX_free(ctx);
-        close(fd);
-        if (n < 0) {
-            snprintf(j->reply, sizeof j->reply, "ERR read %s at %lld failed\r\n", j->uri, (long long)off);
-        } else {
-            char hex[2 * EVP_MAX_MD_SIZE + 1];
-            for (unsigned i = 0; i < dl; i++)
-                snprintf(hex + 2 * i, 3, "%02x", dig[i]);
-            snprintf(j->reply, sizeof j->reply, "%s %s=%s\r\n", j->uri, name, hex);
-        }
-    }
-    if (loop_call(j->loop, hash_done, j) < 0)
-        free(j);
-    return NULL;
-}
-
-static void side_drive(struct side_sess *s)
-{
-    struct evbuffer *in = conn_in(s->c), *out = conn_out(s->c);
-    while (!s->running && !conn_is_closing(s->c) && evbuffer_get_length(in) > 0) {
-        size_t len, consumed;
-        enum line_status ls;
-        char *line = line_peek(in, 4096, &len, &consumed, &ls);
-        if (ls == LINE_NEED_MORE)
-            return;
-        if (ls == LINE_TOO_LONG) {
-            evbuffer_add_printf(out, "ERROR: line too long\r\n");
-            conn_close_after_write(s->c);
-            return;
-        }
-        stats_counter_add(&st.side_cmds, 1);
-        char *uri;
-        size_t ul;
-        enum mog_side_cmd k = mog_side_parse(line, len, &uri, &ul);
-        if (k == MOG_SIDE_DOTDOT) {
-            evbuffer_add_printf(out, "ERROR: uri invalid (contains ..)\r\n");
-        } else if (k == MOG_SIDE_SIZE) {
-            char full[4200];
-            snprintf(full, sizeof full, "%s%.*s", st_cfg.docroot, (int)ul, uri);
-            struct stat sb;
-            if (stat(full, &sb) == 0 && S_ISREG(sb.st_mode))
-                evbuffer_add_printf(out, "%.*s %lld\r\n", (int)ul, uri, (long long)sb.st_size);
-            else
-                evbuffer_add_printf(out, "%.*s -1\r\n", (int)ul, uri);
-        } else if (k == MOG_SIDE_MD5 || k == MOG_SIDE_SHA1) {
-            if (st.hash_jobs >= st_cfg.max_hash_jobs || ul >= sizeof ((struct hash_job *)0)->uri) {
-                evbuffer_add_printf(out, "ERR busy %.*s\r\n", (int)(ul > 1000 ? 1000 : ul), uri);
-            } else {
-                struct hash_job *j = calloc(1, sizeof *j);
-                pthread_t t;
-                if (j) {
-                    j->s = s;
-                    j->loop = s->c->loop;
-                    j->sha1 = k == MOG_SIDE_SHA1;
-                    memcpy(j->uri, uri, ul);
-                    st.hash_jobs++;
-                    pthread_attr_t at;
-                    pthread_attr_init(&at);
-                    pthread_attr_setdetachstate(&at, PTHREAD_CREATE_DETACHED);
-                    if (pthread_create(&t, &at, hash_thread, j) == 0) {
-                        s->running = true;
-                        conn_set_busy(s->c, true);
-                        conn_pause_read(s->c);
-                    } else {
-                        st.hash_jobs--;
-                        free(j);
-                        evbuffer_add_printf(out, "ERR busy\r\n");
-                    }
-                    pthread_attr_destroy(&at);
-                }
-            }
-        } else if (k == MOG_SIDE_WATCH) {
-            evbuffer_add_printf(out, "ERR iostat unavailable\r\n");
-        } else if (k == MOG_SIDE_BAD) {
-            evbuffer_add_printf(out, "ERROR: bad command\r\n");
-        } else {
-            size_t wl = 0;
-            while (wl < len && line[wl] != ' ')
-                wl++;
-            evbuffer_add_printf(out, "ERROR: unknown command: %.*s\r\n", (int)(wl > 64 ? 64 : wl), line);
-        }
-        evbuffer_drain(in, consumed);
-    }
-}
-
-static int side_on_read(struct core_conn *c)
-{
-    side_drive(c->data);
-    return 0;
-}
-
-static void side_on_close(struct core_conn *c, enum conn_close_reason why)
-{
-    (void)why;
-    struct side_sess *s = c->data;
-    c->data = NULL;
-    if (!s)
-        return;
-    if (s->running)
-        s->closed = true; /* hash_done frees it */
-    else
-        free(s);
-}
-
-static const struct conn_ops side_ops = { .name = "mogstored-side", .on_read = side_on_read, .on_close = side_on_close };
-
-static void side_accept(struct core_loop *loop, int fd, const struct sockaddr *sa, socklen_t salen, void *arg)
-{
-    (void)arg;
-    struct side_sess *s = calloc(1, sizeof *s);
-    if (!s) {
-        close(fd);
-        return;
-    }
-    struct core_conn *c = conn_new(loop, fd, sa, salen, &side_ops, s);
-    if (!c) {
-        free(s);
-        return;
-    }
-    s->c = c;
-    conn_set_output_limit(c, 1u << 20);
-}
+#include "mogilefs/storage.h"
 
 /* ---- usage files ---------------------------------------------------------------------------------- */
 
 static void write_usage(const char *dev)
 {
     char dir[4200], file[4300], tmp[4400];
-    snprintf(dir, sizeof dir, "%s/%s", st_cfg.docroot, dev);
+    snprintf(dir, sizeof dir, "%s/%s", mog_st_cfg.docroot, dev);
     struct statvfs sv;
     if (statvfs(dir, &sv) < 0)
         return;
@@ -811,7 +67,7 @@ static void write_usage(const char *dev)
 
 static void usage_round(void)
 {
-    DIR *d = opendir(st_cfg.docroot);
+    DIR *d = opendir(mog_st_cfg.docroot);
     if (!d)
         return;
     struct dirent *e;
@@ -832,9 +88,9 @@ static void usage_round(void)
 static void *usage_thread(void *arg)
 {
     (void)arg;
-    while (!st.stop) {
+    while (!mog_st.stop) {
         usage_round();
-        for (int i = 0; i < st_cfg.usage_interval * 10 && !st.stop; i++)
+        for (int i = 0; i < mog_st_cfg.usage_interval * 10 && !mog_st.stop; i++)
             usleep(100000);
     }
     return NULL;
@@ -842,10 +98,13 @@ static void *usage_thread(void *arg)
 
 /* ---- settings and life cycle ------------------------------------------------------------------------ */
 
+static char *st_conf_path;
 static const struct cfg_setting st_settings_table[];
 static const struct cfg_setting *const st_tables[] = { st_settings_table, core_settings, NULL };
 
 /* mogstored.conf: `key = value`; unknown keys warned about, not fatal. */
+static int read_conf_file(const char *value, bool live_only, char *err, size_t errlen);
+
 static int read_st_config(const struct cfg_setting *s, const char *value, char *err, size_t errlen)
 {
     (void)s;
@@ -854,6 +113,15 @@ static int read_st_config(const struct cfg_setting *s, const char *value, char *
         return 0;
     free(done);
     done = strdup(value);
+    free(st_conf_path);
+    st_conf_path = strdup(value);
+    return read_conf_file(value, false, err, errlen);
+}
+
+/* key = value lines: known keys applied (live_only: only live ones, as a
+ * SIGHUP reload does), unknown ones warned about. */
+static int read_conf_file(const char *value, bool live_only, char *err, size_t errlen)
+{
     FILE *f = fopen(value, "r");
     if (!f) {
         snprintf(err, errlen, "cannot read %s", value);
@@ -878,10 +146,14 @@ static int read_st_config(const struct cfg_setting *s, const char *value, char *
             *--ke = '\0';
         while (*v == ' ' || *v == '\t')
             v++;
-        if (!strcmp(k, "config") || !cfg_find(st_tables, k)) {
-            fprintf(stderr, "mogstored: %s:%d: unknown setting '%s' ignored\n", value, lineno, k);
+        const struct cfg_setting *known = strcmp(k, "config") ? cfg_find(st_tables, k) : NULL;
+        if (!known) {
+            if (!live_only)
+                fprintf(stderr, "mogstored: %s:%d: unknown setting '%s' ignored\n", value, lineno, k);
             continue;
         }
+        if (live_only && !known->live)
+            continue;
         char e2[256];
         if (cfg_set(st_tables, k, v, false, e2, sizeof e2) < 0) {
             snprintf(err, errlen, "%s:%d: %s", value, lineno, e2);
@@ -901,17 +173,19 @@ static int st_ignore(const struct cfg_setting *s, const char *value, char *err, 
 }
 
 static const struct cfg_setting st_settings_table[] = {
-    { "config", 'c', CFG_CUSTOM, &st_cfg.config_dummy, NULL, "read mogstored settings from this file", false,
+    { "config", 'c', CFG_CUSTOM, &mog_st_cfg.config_dummy, NULL, "read mogstored settings from this file", false,
       read_st_config },
-    { "httplisten", 0, CFG_STRING, &st_cfg.httplisten, "0.0.0.0:7500", "HTTP listen address", false, NULL },
-    { "mgmtlisten", 0, CFG_STRING, &st_cfg.mgmtlisten, "0.0.0.0:7501", "side-channel listen address", false, NULL },
-    { "docroot", 0, CFG_STRING, &st_cfg.docroot, "/var/mogdata", "folder holding the devN directories", false, NULL },
-    { "maxconns", 0, CFG_INT, &st_cfg.maxconns, "10000", "most connections (0 = unlimited)", false, NULL },
-    { "max_put_size", 0, CFG_SIZE, &st_cfg.max_put, "0", "largest PUT body accepted (0 = no limit)", true, NULL },
-    { "idle_timeout", 0, CFG_INT, &st_cfg.idle_timeout, "60", "close connections idle this many seconds", true, NULL },
-    { "usage_interval", 0, CFG_INT, &st_cfg.usage_interval, "10", "seconds between usage file updates", false, NULL },
-    { "max_hash_jobs", 0, CFG_INT, &st_cfg.max_hash_jobs, "8", "side-channel MD5/SHA-1 digests running at once",
+    { "httplisten", 0, CFG_STRING, &mog_st_cfg.httplisten, "0.0.0.0:7500", "HTTP listen address", false, NULL },
+    { "mgmtlisten", 0, CFG_STRING, &mog_st_cfg.mgmtlisten, "0.0.0.0:7501", "side-channel listen address", false, NULL },
+    { "docroot", 0, CFG_STRING, &mog_st_cfg.docroot, "/var/mogdata", "folder holding the devN directories", false, NULL },
+    { "maxconns", 0, CFG_INT, &mog_st_cfg.maxconns, "10000", "most connections (0 = unlimited)", false, NULL },
+    { "max_put_size", 0, CFG_SIZE, &mog_st_cfg.max_put, "0", "largest PUT body accepted (0 = no limit)", true, NULL },
+    { "idle_timeout", 0, CFG_INT, &mog_st_cfg.idle_timeout, "60", "close connections idle this many seconds", true, NULL },
+    { "usage_interval", 0, CFG_INT, &mog_st_cfg.usage_interval, "10", "seconds between usage file updates", false, NULL },
+    { "max_hash_jobs", 0, CFG_INT, &mog_st_cfg.max_hash_jobs, "8", "side-channel MD5/SHA-1 digests running at once",
       true, NULL },
+    { "sync_threads", 0, CFG_INT, &mog_st_cfg.sync_threads, "4", "threads that fsync and rename finished PUTs (0-8; 0 = on the loop)", false,
+      NULL },
     { "server", 0, CFG_CUSTOM, NULL, NULL, "accepted and ignored: the built-in server is always used", false, st_ignore },
     { "serverbin", 0, CFG_CUSTOM, NULL, NULL, "accepted and ignored", false, st_ignore },
     { "iostat", 0, CFG_CUSTOM, NULL, NULL, "accepted and ignored", false, st_ignore },
@@ -923,53 +197,65 @@ static const struct cfg_setting st_settings_table[] = {
 static void st_stats(struct stats_sink *sink, void *arg)
 {
     (void)arg;
-    stats_u64(sink, "gets", stats_counter_get(&st.gets));
-    stats_u64(sink, "heads", stats_counter_get(&st.heads));
-    stats_u64(sink, "puts", stats_counter_get(&st.puts));
-    stats_u64(sink, "put_bytes", stats_counter_get(&st.put_bytes));
-    stats_u64(sink, "deletes", stats_counter_get(&st.deletes));
-    stats_u64(sink, "errors", stats_counter_get(&st.errors));
-    stats_u64(sink, "md5_mismatch", stats_counter_get(&st.md5_mismatch));
-    stats_u64(sink, "side_commands", stats_counter_get(&st.side_cmds));
+    stats_u64(sink, "gets", stats_counter_get(&mog_st.gets));
+    stats_u64(sink, "heads", stats_counter_get(&mog_st.heads));
+    stats_u64(sink, "puts", stats_counter_get(&mog_st.puts));
+    stats_u64(sink, "put_bytes", stats_counter_get(&mog_st.put_bytes));
+    stats_u64(sink, "deletes", stats_counter_get(&mog_st.deletes));
+    stats_u64(sink, "errors", stats_counter_get(&mog_st.errors));
+    stats_u64(sink, "md5_mismatch", stats_counter_get(&mog_st.md5_mismatch));
+    stats_u64(sink, "side_commands", stats_counter_get(&mog_st.side_cmds));
 }
 
 static int st_init(void)
 {
     struct stat sb;
-    if (stat(st_cfg.docroot, &sb) < 0 || !S_ISDIR(sb.st_mode)) {
-        log_error("mogstored: docroot %s is not a directory", st_cfg.docroot);
+    if (stat(mog_st_cfg.docroot, &sb) < 0 || !S_ISDIR(sb.st_mode)) {
+        log_error("mogstored: docroot %s is not a directory", mog_st_cfg.docroot);
         return -1;
     }
     /* No trailing slash: paths are appended as "/devN/...". */
-    size_t dl = strlen(st_cfg.docroot);
-    while (dl > 1 && st_cfg.docroot[dl - 1] == '/')
-        st_cfg.docroot[--dl] = '\0';
+    size_t dl = strlen(mog_st_cfg.docroot);
+    while (dl > 1 && mog_st_cfg.docroot[dl - 1] == '/')
+        mog_st_cfg.docroot[--dl] = '\0';
     stats_add_source("", st_stats, NULL);
     char err[256];
     struct listen_opts lo = { 0 };
-    if (!listen_open(st_cfg.httplisten, 7500, &lo, http_accept, http_reject, NULL, err, sizeof err)) {
-        log_error("mogstored: cannot listen on %s: %s", st_cfg.httplisten, err);
+    if (!listen_open(mog_st_cfg.httplisten, 7500, &lo, mog_st_http_accept, mog_st_http_reject, NULL, err, sizeof err)) {
+        log_error("mogstored: cannot listen on %s: %s", mog_st_cfg.httplisten, err);
         return -1;
     }
-    if (st_cfg.mgmtlisten && *st_cfg.mgmtlisten &&
-        !listen_open(st_cfg.mgmtlisten, 7501, &lo, side_accept, NULL, NULL, err, sizeof err)) {
-        log_error("mogstored: cannot listen on %s: %s", st_cfg.mgmtlisten, err);
+    if (mog_st_cfg.mgmtlisten && *mog_st_cfg.mgmtlisten &&
+        !listen_open(mog_st_cfg.mgmtlisten, 7501, &lo, mog_st_side_accept, NULL, NULL, err, sizeof err)) {
+        log_error("mogstored: cannot listen on %s: %s", mog_st_cfg.mgmtlisten, err);
         return -1;
     }
-    if (st_cfg.maxconns > 0)
-        listen_set_max_conns((uint64_t)st_cfg.maxconns);
+    if (mog_st_cfg.maxconns > 0)
+        listen_set_max_conns((uint64_t)mog_st_cfg.maxconns);
+    mog_st_sync_start(mog_st_cfg.sync_threads);
+    mog_st_watch_start();
     usage_round();
-    if (pthread_create(&st.usage_thread, NULL, usage_thread, NULL) == 0)
-        st.usage_started = true;
-    log_info("mogstored: http %s, side channel %s, docroot %s", st_cfg.httplisten, st_cfg.mgmtlisten, st_cfg.docroot);
+    if (pthread_create(&mog_st.usage_thread, NULL, usage_thread, NULL) == 0)
+        mog_st.usage_started = true;
+    log_info("mogstored: http %s, side channel %s, docroot %s", mog_st_cfg.httplisten, mog_st_cfg.mgmtlisten, mog_st_cfg.docroot);
     return 0;
+}
+
+/* SIGHUP: the config file again, live settings only. */
+static void st_reload(void)
+{
+    char err[256];
+    if (st_conf_path && read_conf_file(st_conf_path, true, err, sizeof err) < 0)
+        log_warn("mogstored: reload: %s", err);
 }
 
 static void st_fini(void)
 {
-    st.stop = true;
-    if (st.usage_started)
-        pthread_join(st.usage_thread, NULL);
+    mog_st_watch_stop();
+    mog_st_sync_stop();
+    mog_st.stop = true;
+    if (mog_st.usage_started)
+        pthread_join(mog_st.usage_thread, NULL);
 }
 
 int main(int argc, char **argv)
@@ -981,6 +267,7 @@ int main(int argc, char **argv)
         .threads = NULL,
         .init = st_init,
         .fini = st_fini,
+        .hooks = { .on_reload = st_reload },
     };
     return daemon_main(&desc, argc, argv);
 }

@@ -31,8 +31,72 @@ enum sess_state { SESS_READING = 0, SESS_RUNNING, SESS_CLOSED };
 struct mog_sess {
     struct core_conn *c;
     enum sess_state state;
+    bool watching;                /* "!watch": gets a line per finished command */
+    bool in_done, gone;           /* job_done running / the conn was freed meanwhile */
+    struct mog_sess *wnext, *wprev;
     char ip[64];
 };
+
+/* Sessions in "!watch" mode (the tracker runs one loop, so no lock). */
+static struct mog_sess *watchers;
+
+static void watch_remove(struct mog_sess *s)
+{
+    if (!s->watching)
+        return;
+    if (s->wprev)
+        s->wprev->wnext = s->wnext;
+    else
+        watchers = s->wnext;
+    if (s->wnext)
+        s->wnext->wprev = s->wprev;
+    s->watching = false;
+    s->wnext = s->wprev = NULL;
+}
+
+static void watch_toggle(struct mog_sess *s, struct evbuffer *out)
+{
+    if (s->watching) {
+        watch_remove(s);
+        evbuffer_add_printf(out, "Removed you from watcher list\r\n.\r\n");
+        return;
+    }
+    s->watching = true;
+    s->wprev = NULL;
+    s->wnext = watchers;
+    if (watchers)
+        watchers->wprev = s;
+    watchers = s;
+    evbuffer_add_printf(out, "Added you to watcher list\r\n.\r\n");
+}
+
+/* One line per finished command to every watcher: time, run time, client,
+ * the command word and its outcome (arguments are not shown: keys may be
+ * private). */
+static void watch_broadcast(const struct mog_sess *from, const char *line, size_t len, double secs,
+                            struct evbuffer *reply)
+{
+    if (!watchers)
+        return;
+    size_t wl = 0;
+    while (wl < len && wl < 64 && line[wl] != ' ')
+        wl++;
+    char outcome[80];
+    size_t rl = evbuffer_get_length(reply);
+    size_t take = rl < sizeof outcome - 1 ? rl : sizeof outcome - 1;
+    evbuffer_copyout(reply, outcome, take);
+    outcome[take] = '\0';
+    char *sp = strchr(outcome, ' ');
+    if (sp && !strncmp(outcome, "ERR", 3))
+        sp = strchr(sp + 1, ' ');
+    if (sp)
+        *sp = '\0';
+    outcome[strcspn(outcome, "\r\n")] = '\0';
+    for (struct mog_sess *w = watchers; w; w = w->wnext)
+        if (w->c && !conn_is_closing(w->c))
+            evbuffer_add_printf(conn_out(w->c), "%.3f %.4f %s %.*s %s\r\n", stats_wall_time(), secs,
+                                from->ip, (int)wl, line, outcome);
+}
 
 struct mog_job {
     struct mog_sess *s;
@@ -71,20 +135,31 @@ static void job_done(void *arg)
 {
     struct mog_job *j = arg;
     struct mog_sess *s = j->s;
-    mog_recent_add(j->line, j->len, (double)(stats_now_usec() - j->t0) / 1e6);
+    double secs = (double)(stats_now_usec() - j->t0) / 1e6;
+    mog_recent_add(j->line, j->len, secs);
     if (j->is_error)
         stats_counter_add(&mog.n.errors, 1);
+    watch_broadcast(s, j->line, j->len, secs, j->out);
     if (s->state == SESS_CLOSED) {
         free(s);
         job_free(j);
         return;
     }
+    struct core_conn *c = s->c;
     s->state = SESS_READING;
-    conn_set_busy(s->c, false);
-    conn_write_now(s->c, j->out);
+    conn_write_now(c, j->out);
     job_free(j);
-    conn_resume_read(s->c);
-    sess_drive(s);
+    /* Outside a conn callback the core frees a conn at once (closing, or
+     * idle during a graceful stop): on_close then only marks s gone while
+     * this runs, and c is not touched after that. */
+    s->in_done = true;
+    conn_resume_read(c);
+    conn_kick(c); /* buffered lines, inside the core's callback guard */
+    if (!s->gone && s->state == SESS_READING)
+        conn_set_busy(c, false);
+    s->in_done = false;
+    if (s->gone)
+        free(s);
 }
 
 static void *query_thread(void *arg)
@@ -220,6 +295,12 @@ static void sess_drive(struct mog_sess *s)
             evbuffer_drain(in, consumed);
             continue; /* blank lines are ignored */
         }
+        if (line[i] == '!' && len - i >= 6 && !strncmp(line + i, "!watch", 6) &&
+            (len - i == 6 || line[i + 6] == ' ' || line[i + 6] == '\r')) {
+            watch_toggle(s, conn_out(c));
+            evbuffer_drain(in, consumed);
+            continue;
+        }
         if (line[i] == '!') {
             mog_bang_command(line + i, len - i, conn_out(c));
             evbuffer_drain(in, consumed);
@@ -251,6 +332,12 @@ static void sess_on_close(struct core_conn *c, enum conn_close_reason why)
     c->data = NULL;
     if (!s)
         return;
+    watch_remove(s);
+    if (s->in_done) {
+        s->gone = true; /* job_done frees it */
+        s->c = NULL;
+        return;
+    }
     if (s->state == SESS_RUNNING) {
         s->state = SESS_CLOSED; /* job_done frees it */
         s->c = NULL;

@@ -119,39 +119,53 @@ struct mog_rows *mog_sql_write(const char *sql, const struct db_value *params, i
     return run_sync(DB_GROUP, sql, params, n);
 }
 
-/* Several writes queued back to back so they share one group commit; waits
- * for all. out[i] receives each result (caller frees). */
-int mog_sql_write_batch(const struct mog_stmt *stmts, int n, struct mog_rows **out)
+struct txn_wait {
+    pthread_mutex_t mu;
+    pthread_cond_t cv;
+    bool done;
+    int status, failed;
+    char error[256];
+    int64_t last_id;
+};
+
+static void txn_done(struct db_result *res, void *arg)
 {
-    struct sync_wait *w = calloc((size_t)n, sizeof *w);
-    if (!w)
+    struct txn_wait *w = arg;
+    pthread_mutex_lock(&w->mu);
+    w->status = res->status;
+    w->failed = res->failed_stmt;
+    snprintf(w->error, sizeof w->error, "%s", res->error);
+    w->done = true;
+    pthread_cond_signal(&w->cv);
+    pthread_mutex_unlock(&w->mu);
+}
+
+int mog_sql_txn(const struct mog_stmt *stmts, const int *flags, int n, int *failed, char *err, size_t errlen)
+{
+    struct db_stmt st[16];
+    if (n > 16)
         return -1;
-    int rc = 0;
-    for (int i = 0; i < n; i++) {
-        pthread_mutex_init(&w[i].mu, NULL);
-        pthread_cond_init(&w[i].cv, NULL);
-        if (!store_db || db_query(store_db, NULL, DB_GROUP, stmts[i].sql, stmts[i].params, stmts[i].n, sync_done,
-                                  &w[i]) < 0) {
-            w[i].done = true; /* nothing queued: reported as an error below */
-            rc = -1;
-        }
+    for (int i = 0; i < n; i++)
+        st[i] = (struct db_stmt){ stmts[i].sql, stmts[i].params, stmts[i].n, flags ? flags[i] : 0 };
+    struct txn_wait w = { .mu = PTHREAD_MUTEX_INITIALIZER, .cv = PTHREAD_COND_INITIALIZER, .failed = -1 };
+    if (!store_db || db_txn(store_db, 0, NULL, st, n, txn_done, &w) < 0) {
+        if (err)
+            snprintf(err, errlen, "database busy or closing");
+        if (failed)
+            *failed = -1;
+        return -1;
     }
-    for (int i = 0; i < n; i++) {
-        pthread_mutex_lock(&w[i].mu);
-        while (!w[i].done)
-            pthread_cond_wait(&w[i].cv, &w[i].mu);
-        pthread_mutex_unlock(&w[i].mu);
-        pthread_mutex_destroy(&w[i].mu);
-        pthread_cond_destroy(&w[i].cv);
-        if (!w[i].rows || w[i].rows->status != 0)
-            rc = -1;
-        if (out)
-            out[i] = w[i].rows;
-        else
-            mog_rows_free(w[i].rows);
-    }
-    free(w);
-    return rc;
+    pthread_mutex_lock(&w.mu);
+    while (!w.done)
+        pthread_cond_wait(&w.cv, &w.mu);
+    pthread_mutex_unlock(&w.mu);
+    pthread_mutex_destroy(&w.mu);
+    pthread_cond_destroy(&w.cv);
+    if (failed)
+        *failed = w.failed;
+    if (err)
+        snprintf(err, errlen, "%s", w.error);
+    return w.status == 0 ? 0 : -1;
 }
 
 void mog_rows_free(struct mog_rows *r)
@@ -181,69 +195,19 @@ int64_t mog_cell_int(const struct mog_rows *r, size_t row, int col)
 
 /* ---- DSN and schema ----------------------------------------------------------- */
 
-/* Value of "name=value" in a ';'-separated DSN tail, copied into out. */
-static bool dsn_get(const char *tail, const char *name, char *out, size_t outlen)
-{
-    size_t nl = strlen(name);
-    const char *p = tail;
-    while (p && *p) {
-        const char *semi = strchr(p, ';');
-        size_t seg = semi ? (size_t)(semi - p) : strlen(p);
-        if (seg > nl && !strncasecmp(p, name, nl) && p[nl] == '=') {
-            snprintf(out, outlen, "%.*s", (int)(seg - nl - 1), p + nl + 1);
-            return true;
-        }
-        p = semi ? semi + 1 : NULL;
-    }
-    return false;
-}
-
 int mog_store_open(const char *dsn, const char *user, const char *pass, int workers, char *err, size_t errlen)
 {
     struct db_config cfg = { 0 };
-    char path[1024] = "", dbname[256] = "", host[256] = "", port[16] = "", sock[1024] = "";
-    if (!strncasecmp(dsn, "DBI:SQLite:", 11)) {
-        const char *tail = dsn + 11;
-        if (!dsn_get(tail, "dbname", path, sizeof path) && !dsn_get(tail, "database", path, sizeof path))
-            snprintf(path, sizeof path, "%s", tail);
-        if (!*path) {
-            snprintf(err, errlen, "db_dsn %s: no SQLite file", dsn);
-            return -1;
-        }
-        cfg.driver = DB_SQLITE;
-        cfg.path = path;
-        cfg.workers = 1;
-    } else if (!strncasecmp(dsn, "DBI:mysql:", 10) || !strncasecmp(dsn, "DBI:MariaDB:", 12)) {
-        const char *tail = strchr(dsn + 4, ':') + 1;
-        if (!dsn_get(tail, "database", dbname, sizeof dbname) && !dsn_get(tail, "dbname", dbname, sizeof dbname)) {
-            /* "DBI:mysql:mogilefs" or "DBI:mysql:mogilefs;host=..." */
-            const char *semi = strchr(tail, ';');
-            size_t l = semi ? (size_t)(semi - tail) : strlen(tail);
-            if (!memchr(tail, '=', l))
-                snprintf(dbname, sizeof dbname, "%.*s", (int)l, tail);
-        }
-        dsn_get(tail, "host", host, sizeof host);
-        dsn_get(tail, "port", port, sizeof port);
-        if (!dsn_get(tail, "mysql_socket", sock, sizeof sock))
-            dsn_get(tail, "socket", sock, sizeof sock);
-        if (!*dbname) {
-            snprintf(err, errlen, "db_dsn %s: no database name", dsn);
-            return -1;
-        }
-        cfg.driver = DB_MYSQL;
-        cfg.database = dbname;
-        cfg.host = *host ? host : NULL;
-        cfg.port = *port ? atoi(port) : 0;
-        cfg.socket = *sock ? sock : NULL;
-        cfg.user = user;
-        cfg.password = pass;
-        /* One connection keeps every request in submission order. */
-        cfg.workers = workers > 0 ? workers : 1;
-    } else {
-        snprintf(err, errlen, "db_dsn %s: want DBI:SQLite:FILE or DBI:mysql:database=D;host=H", dsn);
+    /* db_user/db_pass first: a DSN that names user= or password= wins. */
+    cfg.user = user;
+    cfg.password = pass;
+    if (db_config_dsn(&cfg, dsn, err, errlen) < 0)
         return -1;
-    }
+    /* SQLite: one connection. MySQL: one keeps every request in submission
+     * order; more let reads run side by side. */
+    cfg.workers = cfg.driver == DB_SQLITE ? 1 : (workers > 0 ? workers : 1);
     store_db = db_open(&cfg, err, errlen);
+    db_config_clear(&cfg);
     return store_db ? 0 : -1;
 }
 
@@ -504,8 +468,25 @@ static int64_t cell_or(const struct mog_rows *r, size_t row, int col, int64_t df
     return v ? strtoll(v, NULL, 10) : dflt;
 }
 
+static _Atomic uint64_t last_reload_ms;
+
+static uint64_t mono_ms(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (uint64_t)ts.tv_sec * 1000 + (uint64_t)ts.tv_nsec / 1000000;
+}
+
+int mog_cache_reload_if_stale(int ms)
+{
+    if (mono_ms() - last_reload_ms < (uint64_t)ms)
+        return 0;
+    return mog_cache_reload();
+}
+
 int mog_cache_reload(void)
 {
+    last_reload_ms = mono_ms();
     struct mog_rows *rd = mog_sql("SELECT dmid, namespace FROM domain", NULL, 0);
     struct mog_rows *rc = mog_sql("SELECT dmid, classid, classname, mindevcount, replpolicy, hashtype FROM class", NULL, 0);
     struct mog_rows *rh = mog_sql("SELECT hostid, status, http_port, http_get_port, hostname, hostip, altip, altmask "
@@ -666,5 +647,38 @@ void mog_device_set_observed(int64_t devid, enum mog_observed obs, int64_t mb_to
                 mog_cache.devices[i].mb_asof = (int64_t)time(NULL);
             }
         }
+    pthread_rwlock_unlock(&mog_cache.lock);
+}
+
+/* ---- server_settings ------------------------------------------------------------------ */
+
+int mog_setting_get(const char *key, char *out, size_t outlen)
+{
+    struct db_value p = DB_TEXTN(key, strlen(key));
+    struct mog_rows *r = mog_sql("SELECT value FROM server_settings WHERE field=?", &p, 1);
+    int rc = -1;
+    if (r && r->status == 0 && r->nrows > 0) {
+        snprintf(out, outlen, "%s", mog_cell(r, 0, 0) ? mog_cell(r, 0, 0) : "");
+        rc = 0;
+    }
+    mog_rows_free(r);
+    return rc;
+}
+
+int mog_setting_set(const char *key, const char *value)
+{
+    struct db_value p[2] = { DB_TEXTN(key, strlen(key)), DB_TEXTN(value, strlen(value)) };
+    struct mog_rows *r = mog_sql_write("REPLACE INTO server_settings (field, value) VALUES (?, ?)", p, 2);
+    int rc = (r && r->status == 0) ? 0 : -1;
+    mog_rows_free(r);
+    return rc;
+}
+
+void mog_device_set_utilization(int64_t devid, double util)
+{
+    pthread_rwlock_wrlock(&mog_cache.lock);
+    for (size_t i = 0; i < mog_cache.ndevices; i++)
+        if (mog_cache.devices[i].devid == devid)
+            mog_cache.devices[i].utilization = util;
     pthread_rwlock_unlock(&mog_cache.lock);
 }

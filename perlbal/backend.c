@@ -11,6 +11,10 @@
  * backend that becomes ready takes the first waiting client (common/pool).
  * Everything here runs on the client's loop; each loop has its own backends. */
 #include <errno.h>
+#include <pthread.h>
+#include <signal.h>
+#include <spawn.h>
+#include <sys/wait.h>
 #include <fcntl.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -47,10 +51,105 @@ static const struct httpc_ops backend_ops = {
 
 static void assign(struct pb_backend *be, struct pb_client *cl);
 
+/* ---- server_process: a backend that is a child program ----
+ * As Perlbal's (alpha) server_process: each backend connection is a new
+ * child running the program with a socket as its stdin and stdout; it
+ * answers HTTP there. Children are reaped when they exit. */
+
+#define REAP_MAX 256
+static pthread_mutex_t reap_lock = PTHREAD_MUTEX_INITIALIZER;
+static pid_t reap_pids[REAP_MAX];
+static int nreap;
+
+static void reap_later(pid_t pid)
+{
+    if (waitpid(pid, NULL, WNOHANG) == pid) return;
+    pthread_mutex_lock(&reap_lock);
+    if (nreap < REAP_MAX) reap_pids[nreap++] = pid;
+    pthread_mutex_unlock(&reap_lock);
+}
+
+void pb_backend_reap(void)
+{
+    pthread_mutex_lock(&reap_lock);
+    for (int i = 0; i < nreap;) {
+        if (waitpid(reap_pids[i], NULL, WNOHANG) != 0) reap_pids[i] = reap_pids[--nreap];
+        else i++;
+    }
+    pthread_mutex_unlock(&reap_lock);
+}
+
+static void process_ready(evutil_socket_t fd, short what, void *arg)
+{
+    (void)fd;
+    (void)what;
+    struct pb_backend *be = arg;
+    event_free(be->ready_ev);
+    be->ready_ev = NULL;
+    be_on_connect(be->hc, true);
+}
+
+static struct httpc *spawn_process(struct pb_backend *be, struct core_loop *loop)
+{
+    int sv[2];
+    if (socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv) < 0) return NULL;
+    posix_spawn_file_actions_t fa;
+    posix_spawn_file_actions_init(&fa);
+    posix_spawn_file_actions_adddup2(&fa, sv[1], 0); /* dup2 clears close-on-exec */
+    posix_spawn_file_actions_adddup2(&fa, sv[1], 1);
+    char *const argv[] = { be->svc->server_process, NULL };
+    extern char **environ;
+    pid_t pid;
+    int rc = posix_spawn(&pid, be->svc->server_process, &fa, NULL, argv, environ);
+    posix_spawn_file_actions_destroy(&fa);
+    close(sv[1]);
+    if (rc != 0) {
+        log_warn("perlbal: server_process %s: %s", be->svc->server_process, strerror(rc));
+        close(sv[0]);
+        return NULL;
+    }
+    evutil_make_socket_nonblocking(sv[0]);
+    struct httpc *hc = httpc_wrap(loop, sv[0], &backend_ops, be);
+    if (!hc) {
+        kill(pid, SIGTERM);
+        reap_later(pid);
+        return NULL;
+    }
+    be->pid = pid;
+    /* "connected" on the next turn of the loop: the pool must not be called
+     * back from inside its own connect */
+    struct timeval now = { 0, 0 };
+    be->ready_ev = evtimer_new(loop->base, process_ready, be);
+    if (be->ready_ev) evtimer_add(be->ready_ev, &now);
+    return hc;
+}
+
 static struct pool_member *pool_op_connect(struct pool *p)
 {
     struct pb_svc_loop *l = p->data;
     struct pb_service *svc = l->svc;
+    if (svc->server_process && *svc->server_process) {
+        struct pb_backend *be = calloc(1, sizeof *be);
+        if (!be) return NULL;
+        be->svc = svc;
+        be->loop_index = l->loop_index;
+        if (!svc->process_node.name[0]) snprintf(svc->process_node.name, sizeof svc->process_node.name, "process");
+        be->m.node = &svc->process_node;
+        be->state = BE_CONNECTING;
+        struct httpc *hc = spawn_process(be, loop_get(l->loop_index));
+        if (!hc) {
+            free(be);
+            return NULL;
+        }
+        be->hc = hc;
+        be->c = hc->c;
+        hc->read_ms = BE_READ_TIMEOUT_MS;
+        hc->write_ms = BE_WRITE_TIMEOUT_MS;
+        hc->raw_body = true;
+        conn_set_timeouts(hc->c, BE_READ_TIMEOUT_MS, BE_WRITE_TIMEOUT_MS);
+        atomic_fetch_add_explicit(&svc->process_node.connects, 1, memory_order_relaxed);
+        return &be->m;
+    }
     struct pool_node *node = svc->pool ? pb_pool_pick(svc->pool) : NULL;
     if (!node) return NULL;
     struct pb_backend *be = calloc(1, sizeof *be);
@@ -150,6 +249,15 @@ static void become_ready(struct pb_backend *be)
     pool_ready(&l->pool, &be->m);
 }
 
+/* PERLBAL_DEBUG_BUFFERED_UPLOADS in the environment (read once at start, as
+ * Perlbal's test suite sets it) */
+static bool debug_upload_reason(void)
+{
+    static int on = -1;
+    if (on < 0) on = getenv("PERLBAL_DEBUG_BUFFERED_UPLOADS") != NULL;
+    return on;
+}
+
 static void assign(struct pb_backend *be, struct pb_client *cl)
 {
     log_debug("assign client %llu -> backend %llu (%s) uses %d", (unsigned long long)cl->c->id,
@@ -166,10 +274,14 @@ static void assign(struct pb_backend *be, struct pb_client *cl)
     /* keep the head until the response starts, for a retry */
     size_t hl = evbuffer_get_length(cl->req_head);
     struct evbuffer *txb = httpd_tx2();
-    if (cl->svc->nplugins) {
-        /* plugins may add request headers: before the head's final CRLF */
+    bool spooled_chunked = cl->h->body == HTTP_BODY_CHUNKED && cl->upload_fd >= 0;
+    if (cl->svc->nplugins || cl->upload_reason) {
+        /* headers added here go before the head's final CRLF */
         evbuffer_add(txb, evbuffer_pullup(cl->req_head, (ssize_t)hl), hl - 2);
-        pb_plugins_backend_assigned(cl->svc, cl, txb);
+        if (cl->svc->nplugins) pb_plugins_backend_assigned(cl->svc, cl, txb);
+        if (spooled_chunked) evbuffer_add_printf(txb, "Content-Length: %llu\r\n", (unsigned long long)cl->upload_size);
+        if (cl->upload_reason && debug_upload_reason())
+            evbuffer_add_printf(txb, "X-PERLBAL-BUFFERED-UPLOAD-REASON: %s\r\n", cl->upload_reason);
         evbuffer_add(txb, "\r\n", 2);
     } else {
         evbuffer_add(txb, evbuffer_pullup(cl->req_head, (ssize_t)hl), hl);
@@ -383,6 +495,8 @@ static void be_on_close(struct httpc *hc, enum conn_close_reason why)
     }
     l->pool.stopping = loop_stopping();
     pool_gone(&l->pool, &be->m, be->connect_failed);
+    if (be->pid > 0) reap_later(be->pid);
+    if (be->ready_ev) event_free(be->ready_ev); /* closed before its first turn */
     free(be);
 }
 

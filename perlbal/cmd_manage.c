@@ -406,8 +406,20 @@ static int run(struct pb_manage_ctx *ctx, struct pb_cmd *c, struct out *o)
             listen_set_max_conns((uint64_t)strtoull(c->a3, NULL, 10));
             return ok(ctx, o);
         }
+        if (!strcmp(c->a2, "aio_mode")) {
+            /* none: web_server disk work on the loop; anything else
+             * (Perlbal's ioaio, linux): on the disk worker pool */
+            pb_set_aio(strcasecmp(c->a3, "none") != 0, -1);
+            return ok(ctx, o);
+        }
+        if (!strcmp(c->a2, "aio_threads")) {
+            long n = strtol(c->a3, NULL, 10);
+            if (n < 1 || n > 256) return err(o, "aio_threads must be 1..256");
+            pb_set_aio(-1, (int)n);
+            return ok(ctx, o);
+        }
         if (!strcmp(c->a2, "pidfile") || !strncmp(c->a2, "max_reproxy_connections", 23) ||
-            !strcmp(c->a2, "nice_level") || !strcmp(c->a2, "aio_mode") || !strcmp(c->a2, "aio_threads") ||
+            !strcmp(c->a2, "nice_level") ||
             !strcmp(c->a2, "track_obj") || !strcmp(c->a2, "crash_backtrace")) {
             log_warn("perlbal: server parameter '%s' accepted but has no effect here", c->a2);
             return ok(ctx, o);

@@ -6,10 +6,14 @@
  * listeners), the per-loop housekeeping timer, and stop. The roles live in
  * session.c / proxy.c / backend.c / web.c; the language in proto_manage.c (parse) and
  * cmd_manage.c (execute); the registry in service.c. */
+#include <errno.h>
+#include <fcntl.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <time.h>
+#include <unistd.h>
 
 #include <event2/event.h>
 
@@ -17,17 +21,69 @@
 #include "common/log.h"
 #include "common/loop.h"
 #include "common/httpc.h"
+#include "common/work.h"
 #include "perlbal/perlbal.h"
 
 static char *opt_config;
+static char *no_core_config; /* stays NULL: the core never reads --config as key = value */
 static int opt_threads;
+static bool opt_daemon;
+
+#define PB_DEFAULT_CONFIG "/etc/perlbal/perlbal.conf"
+
+/* --config=FILE is Perlbal's own flag (what its init scripts type): the file
+ * is in Perlbal's language, so it is taken here, not by the core. */
+static int set_config(const struct cfg_setting *s, const char *value, char *err, size_t errlen)
+{
+    (void)s;
+    (void)err;
+    (void)errlen;
+    free(opt_config);
+    opt_config = strdup(value);
+    return opt_config ? 0 : -1;
+}
 
 static const struct cfg_setting pb_settings[] = {
-    { "perlbal-config", 'c', CFG_STRING, &opt_config, NULL,
-      "Perlbal config file (CREATE POOL/SERVICE, SET, ENABLE ...)", false, NULL },
+    { "config", 'c', CFG_CUSTOM, &no_core_config, NULL,
+      "Perlbal config file (CREATE POOL/SERVICE, SET, ENABLE ...); default " PB_DEFAULT_CONFIG " if it exists",
+      false, set_config },
+    { "perlbal-config", 0, CFG_CUSTOM, &no_core_config, NULL, "the same as --config", false, set_config },
+    { "daemon", 'd', CFG_BOOL, &opt_daemon, "0", "detach and run in the background (as Perlbal's --daemon)", false,
+      NULL },
     { "threads", 't', CFG_INT, &opt_threads, "1", "event-loop threads (SO_REUSEPORT listeners)", false, NULL },
     CFG_END
 };
+
+/* As Perlbal's daemonize: fork (the parent exits), new session, cwd /,
+ * stdio to /dev/null. Before any loop thread exists. The pidfile written by
+ * the core names the parent: it is written again for the child. */
+static int daemonize(void)
+{
+    pid_t pid = fork();
+    if (pid < 0) {
+        log_error("perlbal: fork: %s", strerror(errno));
+        return -1;
+    }
+    if (pid > 0) _exit(0);
+    if (setsid() < 0) {
+        log_error("perlbal: setsid: %s", strerror(errno));
+        return -1;
+    }
+    if (chdir("/") < 0) return -1;
+    umask(0);
+    int fd = open("/dev/null", O_RDWR);
+    if (fd >= 0) {
+        dup2(fd, 0);
+        dup2(fd, 1);
+        if (!core_opts.log_file || !*core_opts.log_file) dup2(fd, 2);
+        if (fd > 2) close(fd);
+    }
+    if (core_opts.pidfile && *core_opts.pidfile) {
+        char err[256];
+        if (daemon_write_pidfile(core_opts.pidfile, err, sizeof err) < 0) log_warn("perlbal: %s", err);
+    }
+    return 0;
+}
 
 void pb_set_loops_running(bool on);
 
@@ -38,8 +94,10 @@ static void tick_cb(evutil_socket_t fd, short what, void *arg)
     (void)fd;
     (void)what;
     struct core_loop *loop = arg;
-    if (loop->index == 0)
+    if (loop->index == 0) {
         for (struct pb_pool *p = pb_pools; p; p = p->next) pb_pool_check_nodefile(p);
+        pb_backend_reap();
+    }
     for (struct pb_service *s = pb_services; s; s = s->next)
         if (s->role == PB_ROLE_REVERSE_PROXY) pb_proxy_loop_tick(s, loop->index);
 }
@@ -84,8 +142,9 @@ static int pb_init(void)
         return -1;
     }
     pb_manage_admin_fallback_init();
+    if (!opt_config && access(PB_DEFAULT_CONFIG, R_OK) == 0) opt_config = strdup(PB_DEFAULT_CONFIG);
     if (!opt_config) {
-        log_error("perlbal: no config file given (-c perlbal.conf)");
+        log_error("perlbal: no config file given (--config=perlbal.conf)");
         return -1;
     }
     char err[512];
@@ -93,7 +152,23 @@ static int pb_init(void)
         log_error("perlbal: %s", err);
         return -1;
     }
+    if (opt_daemon && daemonize() < 0) return -1;
+    /* after the fork: threads do not survive it */
+    if (pb_aio_on) {
+        pb_disk_pool = work_pool_new("pb-disk", pb_aio_threads, 65536);
+        if (!pb_disk_pool) log_warn("perlbal: no disk worker pool (%s): disk work runs on the loops", strerror(errno));
+        pb_set_aio(-1, -1);
+    }
     return 0;
+}
+
+static void pb_fini(void)
+{
+    if (pb_disk_pool) {
+        struct work_pool *p = pb_disk_pool;
+        pb_disk_pool = NULL;
+        work_pool_free(p);
+    }
 }
 
 int main(int argc, char **argv)
@@ -105,7 +180,7 @@ int main(int argc, char **argv)
         .threads = &opt_threads,
         .default_admin_port = 0,
         .init = pb_init,
-        .fini = NULL,
+        .fini = pb_fini,
         .hooks = { .on_stop = on_stop, .on_thread_start = on_thread_start, .on_thread_exit = on_thread_exit },
         .admin_cmds = NULL,
     };

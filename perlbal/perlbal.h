@@ -18,6 +18,7 @@
 #include <stdbool.h>
 #include <stdint.h>
 #include <sys/socket.h>
+#include <sys/types.h>
 
 #include "common/http.h"
 #include "common/httpd.h"
@@ -97,6 +98,8 @@ struct pb_service {
     char *docroot, *index_files, *verify_backend_path, *high_priority_cookie, *high_priority_cookie_contents;
     char *trusted_upstream_proxies, *buffer_uploads_path, *ssl_key_file, *ssl_cert_file, *ssl_cipher_list;
     char *ssl_ca_path, *error_retry_schedule;
+    char *server_process;           /* a backend program speaking HTTP on its stdin/stdout */
+    struct pool_node process_node;  /* the node its backends count against */
     /* parsed trusted_upstream_proxies */
     struct { uint32_t net, mask; } trusted[16];
     int ntrusted;
@@ -110,7 +113,7 @@ struct pb_service {
     int echo_delay;                 /* EchoService: seconds before a line is echoed */
     void *tls_ctx;                  /* SSL_CTX when enable_ssl */
     struct httpd_files files;       /* web_server: docroot etc. mirrored from the parameters (web.c) */
-    bool enable_md5;
+    bool enable_md5, enable_concatenate_get;
     /* counters */
     _Atomic uint64_t requests;
     struct pb_svc_loop loops[PB_MAX_LOOPS];
@@ -161,6 +164,13 @@ void pb_proxy_client_gone(struct pb_client *cl);
 void pb_proxy_init_loop(struct pb_service *svc, int li);
 void pb_proxy_close_idle(struct pb_service *svc, int li);
 void pb_web_sync(struct pb_service *svc);
+/* SERVER aio_mode / aio_threads: on (1), off (0) or unchanged (-1); threads
+ * or -1. The pool starts with the loops (perlbal.c); services re-synced. */
+void pb_set_aio(int on, int threads);
+extern struct work_pool *pb_disk_pool;
+extern bool pb_aio_on;
+extern int pb_aio_threads;
+struct work_pool;
 void pb_proxy_body_ready(struct pb_client *cl);
 
 /* web server (web.c) */
@@ -224,7 +234,9 @@ struct pb_client {
     char *target;                     /* request-target (for logs / reproxy) */
     bool chunked_out;                 /* the body goes to the backend re-chunked */
     /* buffer_uploads */
-    int upload_fd;                    /* spooled body (unlinked temp file), -1 if none */
+    int upload_fd;                    /* spooled body (a file in buffer_uploads_path), -1 if none */
+    char *upload_path;                /* its name: removed when the request ends */
+    const char *upload_reason;        /* "size", "rate", "time" or "chunked" */
     uint64_t upload_size;
     int64_t upload_started_ms;
     int64_t plugin_t0_ms;             /* Stats: when a backend was assigned */
@@ -260,6 +272,8 @@ struct pb_backend {
     bool verifying;                   /* the OPTIONS probe is in flight */
     bool verify_ok;                   /* its answer kept the connection open */
     bool connect_failed;
+    pid_t pid;                        /* server_process: the child, 0 otherwise */
+    struct event *ready_ev;           /* server_process: "connected" on the next loop turn */
 };
 
 /* session.c: the per-request ends of perlbal's state around httpd's */
@@ -283,6 +297,8 @@ void pb_proxy_reproxy_urls(struct pb_client *cl, const char *urls, int64_t expec
 void pb_reproxy_resume(struct pb_client *cl);
 void pb_reproxy_free(struct pb_client *cl);
 void pb_proxy_loop_tick(struct pb_service *svc, int loop_index);
+/* server_process children that exited: reaped (from the 1 s tick). */
+void pb_backend_reap(void);
 /* buffer_uploads: start holding the request body (dispatch) / more body bytes arrived */
 void pb_proxy_buffer_start(struct pb_client *cl);
 /* The request head is ready for the reverse proxy: buffer the upload or ask
@@ -290,9 +306,12 @@ void pb_proxy_buffer_start(struct pb_client *cl);
 void pb_proxy_start(struct pb_client *cl);
 void pb_proxy_hold(struct pb_client *cl, int64_t ms);
 void pb_proxy_buffer_data(struct pb_client *cl);
+/* Close and remove the request's spool file, if any. */
+void pb_upload_purge(struct pb_client *cl);
 /* X-REPROXY-CACHE-FOR: answer from the service's reproxy cache. True if it
- * took the request (cl->cache_key must be set). */
-bool pb_proxy_from_cache(struct pb_client *cl);
+ * took the request (cl->cache_key must be set); ims: the request's
+ * If-Modified-Since (304 when it equals the cached Last-Modified). */
+bool pb_proxy_from_cache(struct pb_client *cl, const char *ims, size_t ims_len);
 /* enable_error_retries: a GET/HEAD answered with status 500 is sent to a
  * backend again after the scheduled delay. True if scheduled (the client
  * has left its backend; the caller drops that connection). */

@@ -10,6 +10,8 @@
  *   autoremoveleadingdir web_server: strip the docroot's last directory from the URI
  *   notmodified          SET svc.notmodified.host_pattern = ERE -> 304 to any If-Modified-Since
  *   throttle             per-IP delays growing on repeat requests, bans, max concurrent, white/blacklists
+ *   include              INCLUDE = glob ...: run the matching config files
+ *   xffextras            X-Forwarded-Port / X-Forwarded-Proto to backends
  *   echoservice          the `echo` service role: lines sent back, after `echo_delay` seconds
  *
  * Per-service plugin state (rules, maps, counters) lives in a struct hung off
@@ -71,6 +73,8 @@ static const struct pb_plugin *const plugins[] = {
     &pb_plugin_notmodified,
     &pb_plugin_throttle,
     &pb_plugin_echoservice,
+    &pb_plugin_include,
+    &pb_plugin_xffextras,
 };
 #define NPLUGINS (sizeof plugins / sizeof plugins[0])
 static _Atomic bool loaded[NPLUGINS];

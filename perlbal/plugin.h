@@ -112,6 +112,9 @@ struct plug_state {
     struct access_rule rules[MAX_RULES];
     int nrules;
     bool deny_default;
+    bool use_observed_ip;
+    /* xffextras */
+    bool xff_send_port, xff_send_proto;
     /* redirect */
     struct { char match[128], target[128]; } redirects[MAX_REDIRECTS];
     int nredirects;
@@ -146,5 +149,7 @@ extern const struct pb_plugin pb_plugin_autoremoveleadingdir;
 extern const struct pb_plugin pb_plugin_notmodified;
 extern const struct pb_plugin pb_plugin_throttle;
 extern const struct pb_plugin pb_plugin_echoservice;
+extern const struct pb_plugin pb_plugin_include;
+extern const struct pb_plugin pb_plugin_xffextras;
 
 #endif

@@ -25,7 +25,7 @@
 void pb_proxy_request(struct pb_client *cl)
 {
     struct pb_service *svc = cl->svc;
-    if (!svc->pool) {
+    if (!svc->pool && !(svc->server_process && *svc->server_process)) {
         pb_client_error(cl, 503, "No pool configured");
         return;
     }
@@ -112,7 +112,8 @@ static void retry_cb(evutil_socket_t fd, short what, void *arg)
 
 void pb_proxy_start(struct pb_client *cl)
 {
-    if (cl->svc->buffer_uploads && cl->h->body == HTTP_BODY_LENGTH && cl->h->body_remaining > 0) {
+    if (cl->svc->buffer_uploads && ((cl->h->body == HTTP_BODY_LENGTH && cl->h->body_remaining > 0) ||
+                                    cl->h->body == HTTP_BODY_CHUNKED)) {
         pb_proxy_buffer_start(cl);
         return;
     }

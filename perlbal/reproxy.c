@@ -100,7 +100,24 @@ void pb_reproxy_cache_store(struct pb_service *svc, struct pb_client *cl, const 
     pthread_mutex_unlock(&rc->lock);
 }
 
-bool pb_proxy_from_cache(struct pb_client *cl)
+/* The value of a header line in a block of "Name: value\r\n" lines. */
+static const char *hdr_line_value(const char *hdrs, const char *name, size_t *len)
+{
+    size_t nl = strlen(name);
+    for (const char *p = hdrs; p && *p;) {
+        const char *eol = strstr(p, "\r\n");
+        if (!strncasecmp(p, name, nl) && p[nl] == ':') {
+            const char *v = p + nl + 1;
+            while (*v == ' ') v++;
+            *len = eol ? (size_t)(eol - v) : strlen(v);
+            return v;
+        }
+        p = eol ? eol + 2 : NULL;
+    }
+    return NULL;
+}
+
+bool pb_proxy_from_cache(struct pb_client *cl, const char *ims, size_t ims_len)
 {
     struct pb_reproxy_cache *rc = rc_get(cl->svc, false);
     if (!rc) return false;
@@ -126,6 +143,23 @@ bool pb_proxy_from_cache(struct pb_client *cl)
     pthread_mutex_unlock(&rc->lock);
     if (!urls) return false;
     atomic_fetch_add_explicit(&rc->hits, 1, memory_order_relaxed);
+    /* as Perlbal: If-Modified-Since equal to the cached Last-Modified (an
+     * IE "; length=N" suffix aside) is answered 304 without a reproxy */
+    size_t lml;
+    const char *lm = ims && cl->rp_hdrs ? hdr_line_value(cl->rp_hdrs, "last-modified", &lml) : NULL;
+    if (lm) {
+        const char *semi = memchr(ims, ';', ims_len);
+        size_t il = semi ? (size_t)(semi - ims) : ims_len;
+        while (il > 0 && ims[il - 1] == ' ') il--;
+        if (il == lml && !memcmp(ims, lm, il)) {
+            free(urls);
+            bool keep = pb_client_can_persist(cl);
+            cl->state = CL_RESPONDING;
+            pb_client_response_head(cl, 304, NULL, 0, keep, NULL);
+            pb_client_done(cl, keep);
+            return true;
+        }
+    }
     cl->state = CL_REPROXY;
     pb_proxy_reproxy_urls(cl, urls, expected);
     free(urls);
@@ -406,7 +440,7 @@ void pb_proxy_reproxy_file(struct pb_client *cl, const char *path, int64_t expec
     size_t el = 0;
     if (cl->range) {
         enum http_range_result rr = http_parse_range(cl->range, strlen(cl->range), size, &first, &last);
-        if (rr == HTTP_RANGE_UNSATISFIABLE) {
+        if (rr == HTTP_RANGE_UNSATISFIABLE || httpd_range_inverted(cl->range, strlen(cl->range))) {
             close(fd);
             snprintf(extra, sizeof extra, "Content-Range: bytes */%llu\r\n", (unsigned long long)size);
             reproxy_head(cl, 416, 0, extra, keep);

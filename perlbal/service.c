@@ -111,13 +111,13 @@ static const struct param params[] = {
     { "queue_relief_chance", P_IGNORED, 0, R_PROXY, NULL },
     { "queue_relief_size", P_IGNORED, 0, R_PROXY, NULL },
     { "reproxy_cache_maxsize", P_INT, F(reproxy_cache_maxsize), R_PROXY, "0" },
-    { "server_process", P_IGNORED, 0, R_PROXY, NULL },
+    { "server_process", P_STR, F(server_process), R_PROXY, NULL },
     { "upload_status_listeners", P_IGNORED, 0, R_PROXY, NULL },
     { "verify_backend", P_BOOL, F(verify_backend), R_PROXY, "0" },
     { "verify_backend_path", P_STR, F(verify_backend_path), R_PROXY, "*" },
     { "dirindexing", P_BOOL, F(dirindexing), R_WEB, "0" },
     { "docroot", P_STR, F(docroot), R_WEB, NULL },
-    { "enable_concatenate_get", P_IGNORED, 0, R_WEB, NULL },
+    { "enable_concatenate_get", P_BOOL, F(enable_concatenate_get), R_WEB, "0" },
     { "enable_delete", P_BOOL, F(enable_delete), R_WEB, "0" },
     { "enable_md5", P_BOOL, F(enable_md5), R_WEB, "1" },
     { "enable_put", P_BOOL, F(enable_put), R_WEB, "0" },
@@ -669,7 +669,7 @@ int pb_service_enable(struct pb_service *s, char *err, size_t errlen)
 {
     if (s->enabled) return 0;
     if (s->role == PB_ROLE_NONE) return err_out(err, errlen, "Service '%s' has no role", s->name);
-    if (s->role == PB_ROLE_REVERSE_PROXY && !s->pool) log_warn("perlbal: service '%s' has no pool", s->name);
+    if (s->role == PB_ROLE_REVERSE_PROXY && !s->pool && !(s->server_process && *s->server_process)) log_warn("perlbal: service '%s' has no pool", s->name);
     if (s->enable_ssl && !s->tls_ctx && s->listen) {
         char e[256];
         s->tls_ctx = tls_server_ctx_new(s->ssl_cert_file, s->ssl_key_file, s->ssl_cipher_list, e, sizeof e);

@@ -50,7 +50,8 @@ static void client_apply_service(struct pb_client *cl)
     struct pb_service *svc = cl->svc;
     h->idle_ms = svc->idle_timeout > 0 ? (uint32_t)svc->idle_timeout * 1000 : 0;
     h->keepalive_ms = svc->persist_client_idle_timeout > 0 ? (uint32_t)svc->persist_client_idle_timeout * 1000 : 0;
-    h->persist = cl->listen_svc->persist_client && svc->persist_client;
+    /* as Perlbal: behind a selector, the selector's persist_client decides */
+    h->persist = cl->listen_svc->role == PB_ROLE_SELECTOR ? cl->listen_svc->persist_client : svc->persist_client;
     h->server = svc->server_tokens ? "Perlbal" : NULL;
     h->max_chunked_body = svc->max_chunked_request_size;
 }
@@ -144,8 +145,7 @@ static void client_on_request_end(struct httpd_conn *h)
     free(cl->rp_hdrs);
     cl->rp_hdrs = NULL;
     if (cl->req_head) evbuffer_drain(cl->req_head, evbuffer_get_length(cl->req_head));
-    if (cl->upload_fd >= 0) close(cl->upload_fd);
-    cl->upload_fd = -1;
+    pb_upload_purge(cl);
     cl->state = CL_READ_HEAD;
     cl->svc = cl->listen_svc;
     cl->retries = 0;
@@ -226,6 +226,23 @@ static struct pb_service *vhost_select(struct pb_service *sel, struct http_msg *
     return found;
 }
 
+/* Bytes in the input after the first `used`, other than CR/LF (the stray
+ * CRLF old browsers send after a POST body is tolerated, as by Perlbal). */
+static bool extra_request_bytes(struct pb_client *cl, uint64_t used)
+{
+    struct evbuffer *in = conn_in(cl->c);
+    size_t len = evbuffer_get_length(in);
+    if (len <= used) return false;
+    struct evbuffer_ptr pos;
+    if (evbuffer_ptr_set(in, &pos, (size_t)used, EVBUFFER_PTR_SET) < 0) return false;
+    char buf[64];
+    size_t n = len - (size_t)used < sizeof buf ? len - (size_t)used : sizeof buf;
+    if (evbuffer_copyout_from(in, &pos, buf, n) < 0) return false;
+    for (size_t i = 0; i < n; i++)
+        if (buf[i] != '\r' && buf[i] != '\n') return true;
+    return false;
+}
+
 /* One complete request head is at the front of the input: hand it on. */
 static void dispatch(struct pb_client *cl, struct http_msg *req)
 {
@@ -239,12 +256,20 @@ static void dispatch(struct pb_client *cl, struct http_msg *req)
         httpd_drop_head(cl->h);
         return;
     }
-    for (int hops = 0; svc->role == PB_ROLE_SELECTOR && hops < 4; hops++) {
-        struct pb_service *t = vhost_select(svc, req);
-        if (!t || t->role == PB_ROLE_SELECTOR || t->role == PB_ROLE_MANAGEMENT) {
+    /* a selector may lead to another selector (as Perlbal), a few hops deep */
+    for (int hops = 0; svc->role == PB_ROLE_SELECTOR; hops++) {
+        struct pb_service *t = hops < 4 ? vhost_select(svc, req) : NULL;
+        if (!t) {
             httpd_drop_head(cl->h);
             cl->svc = svc;
             pb_client_error(cl, 404, "Not Found (no configured vhost)");
+            return;
+        }
+        if (t->role != PB_ROLE_SELECTOR && t->role != PB_ROLE_REVERSE_PROXY && t->role != PB_ROLE_WEB_SERVER) {
+            /* as Perlbal: a vhost mapped to a management (or other) service is a server error */
+            httpd_drop_head(cl->h);
+            cl->svc = svc;
+            pb_client_error(cl, 500, "Vhost maps to a service that cannot take HTTP requests");
             return;
         }
         svc = t;
@@ -277,10 +302,20 @@ static void dispatch(struct pb_client *cl, struct http_msg *req)
             if (asprintf(&cl->cache_key, "%.*s|%.*s", hh ? (int)hh->value_len : 0, hh ? hh->value : "",
                          (int)req->target_len, req->target) < 0)
                 cl->cache_key = NULL;
-            if (cl->cache_key && pb_proxy_from_cache(cl)) {
+            size_t imsl = 0;
+            const char *ims = http_header_value(req, "if-modified-since", &imsl);
+            if (cl->cache_key && pb_proxy_from_cache(cl, ims, imsl)) {
                 httpd_drop_head(cl->h);
                 return;
             }
+        }
+        /* as Perlbal: bytes after a request whose client will not persist
+         * are a request it may not send (answered 400, closed) */
+        if (!httpd_can_persist(cl->h) && req->body != HTTP_BODY_CHUNKED &&
+            extra_request_bytes(cl, req->head_len + (req->body == HTTP_BODY_LENGTH ? req->content_length : 0))) {
+            httpd_drop_head(cl->h);
+            pb_client_error(cl, 400, "Can't pipeline to HTTP/1.0");
+            return;
         }
         /* build the backend head now: req points into the input buffer */
         if (!cl->req_head) cl->req_head = evbuffer_new();
@@ -304,7 +339,8 @@ static void dispatch(struct pb_client *cl, struct http_msg *req)
              * re-encoded (no extensions, no trailers), so its coding
              * header is ours, not the client's */
             if (IS("connection") || IS("keep-alive") || IS("proxy-connection") || IS("te") || IS("upgrade") ||
-                IS("x-proxy-capabilities") || IS("transfer-encoding") || IS("trailer"))
+                IS("x-proxy-capabilities") || IS("transfer-encoding") || IS("trailer") ||
+                (chunked && svc->buffer_uploads && IS("expect")))
                 continue;
             bool removed = false;
             for (struct pb_header_op *op = svc->header_ops; op; op = op->next)
@@ -319,7 +355,8 @@ static void dispatch(struct pb_client *cl, struct http_msg *req)
                     continue;
                 }
             }
-            if ((IS("x-host") || IS("x-forwarded-host")) && !trusted) continue;
+            if ((IS("x-host") || IS("x-forwarded-host") || IS("x-forwarded-port") || IS("x-forwarded-proto")) && !trusted)
+                continue; /* only a trusted upstream may speak for the client */
 #undef IS
             evbuffer_add(h, hd->name, hd->name_len);
             evbuffer_add(h, ": ", 2);
@@ -334,8 +371,11 @@ static void dispatch(struct pb_client *cl, struct http_msg *req)
         if (svc->enable_reproxy) evbuffer_add(h, "X-Proxy-Capabilities: reproxy-file\r\n", 36);
         for (struct pb_header_op *op = svc->header_ops; op; op = op->next)
             if (op->value) evbuffer_add_printf(h, "%s: %s\r\n", op->name, op->value);
-        if (chunked) evbuffer_add(h, "Transfer-Encoding: chunked\r\n", 28);
-        cl->chunked_out = chunked;
+        /* a chunked body is spooled and sent with a Content-Length when
+         * buffer_uploads is on (as Perlbal), else re-encoded as it streams */
+        bool spool = chunked && svc->buffer_uploads;
+        if (chunked && !spool) evbuffer_add(h, "Transfer-Encoding: chunked\r\n", 28);
+        cl->chunked_out = chunked && !spool;
         if (svc->persist_backend) evbuffer_add(h, "Connection: keep-alive\r\n\r\n", 26);
         else evbuffer_add(h, "Connection: close\r\n\r\n", 21);
         httpd_drop_head(cl->h);
@@ -413,7 +453,7 @@ static void client_on_close(struct httpd_conn *h, enum conn_close_reason why)
     struct pb_client *cl = h->data;
     pb_proxy_client_gone(cl);
     client_release_active(cl);
-    if (cl->upload_fd >= 0) close(cl->upload_fd);
+    pb_upload_purge(cl);
     if (cl->req_head) evbuffer_free(cl->req_head);
     free(cl->target);
     free(cl->cache_key);

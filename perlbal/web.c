@@ -1,8 +1,10 @@
 /* pb_web: the web_server role — common/httpd's file serving with the
  * service's parameters (docroot, index_files, dirindexing, enable_put,
  * enable_delete, min_put_directory, max_put_size, enable_md5) and the
- * plugins' serve_path / file_sent hooks. */
+ * plugins' serve_path / file_sent hooks. Its disk work runs on a common/work
+ * pool unless `SERVER aio_mode = none` (then on the loop, as Perlbal's). */
 #include "common/conn.h"
+#include "common/work.h"
 #include "perlbal/perlbal.h"
 #include "perlbal/plugin.h"
 
@@ -25,14 +27,32 @@ void pb_web_sync(struct pb_service *svc)
     f->docroot = svc->docroot;
     f->index_files = svc->index_files;
     f->dirindexing = svc->dirindexing;
+    f->dir_disabled_status = 200; /* as Perlbal: a 200 page saying so */
     f->enable_put = svc->enable_put;
     f->enable_delete = svc->enable_delete;
     f->min_put_directory = svc->min_put_directory;
     f->max_put_size = svc->max_put_size;
     f->skip_md5_check = !svc->enable_md5;
+    f->concat_get = svc->enable_concatenate_get;
     f->rewrite_path = web_rewrite_path;
     f->file_sent = web_file_sent;
     f->hook_arg = svc;
+    f->work = pb_aio_on ? pb_disk_pool : NULL;
+}
+
+/* ---- the disk worker pool (SERVER aio_mode / aio_threads) ---- */
+
+struct work_pool *pb_disk_pool;
+bool pb_aio_on = true;
+int pb_aio_threads = 4;
+
+void pb_set_aio(int on, int threads)
+{
+    if (on >= 0) pb_aio_on = on;
+    if (threads > 0) pb_aio_threads = threads; /* takes effect at the next start */
+    pthread_mutex_lock(&pb_lock);
+    for (struct pb_service *s = pb_services; s; s = s->next) pb_web_sync(s);
+    pthread_mutex_unlock(&pb_lock);
 }
 
 void pb_web_request(struct pb_client *cl, struct http_msg *req)

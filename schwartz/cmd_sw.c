@@ -367,6 +367,15 @@ static void job_done(struct sw_op *op)
             evbuffer_add_buffer(out, op->out);
             evbuffer_add(out, "END\r\n", 5);
             break;
+        case SW_OP_TOUCH:
+            evbuffer_add(out, "OK\r\n", 4);
+            break;
+        case SW_OP_GRAB_JOB:
+            stats_counter_add(&sw.n.grabbed, (uint64_t)op->nfound);
+            s->n_grabbed += (uint64_t)op->nfound;
+            evbuffer_add_buffer(out, op->out);
+            evbuffer_add(out, "END\r\n", 5);
+            break;
         default:
             evbuffer_add_buffer(out, op->out);
             break;
@@ -404,6 +413,7 @@ static void cmd_job(struct sw_sess *s, enum sw_op_kind kind, const struct sw_req
     op->retry_delay = r->retry_delay;
     op->keep = r->keep;
     op->run_after = r->run_after;
+    op->grab_for = (int64_t)r->grab_for;
     sw_sess_wait(s);
     submit(s, op, st, job_done);
 }
@@ -429,6 +439,8 @@ void sw_cmd_dispatch(struct sw_sess *s, struct sw_req *r, struct sw_jobspec *job
     case SW_CMD_DECLINED: cmd_job(s, SW_OP_DECLINED, r, NULL, 0); return;
     case SW_CMD_INSPECT: cmd_job(s, SW_OP_INSPECT, r, NULL, 0); return;
     case SW_CMD_STATUS: cmd_job(s, SW_OP_STATUS, r, NULL, 0); return;
+    case SW_CMD_GRAB_JOB: cmd_job(s, SW_OP_GRAB_JOB, r, NULL, 0); return;
+    case SW_CMD_TOUCH: cmd_job(s, SW_OP_TOUCH, r, NULL, 0); return;
     case SW_CMD_LIST: cmd_list(s, r); return;
     case SW_CMD_FUNCMAP: cmd_each(s, SW_OP_FUNCMAP); return;
     case SW_CMD_QUEUES: cmd_each(s, SW_OP_QUEUES); return;

@@ -60,7 +60,8 @@ static const struct { const char *name; enum sw_cmd cmd; } commands[] = {
     { "replace_with", SW_CMD_REPLACE_WITH }, { "list", SW_CMD_LIST },         { "inspect", SW_CMD_INSPECT },
     { "status", SW_CMD_STATUS },       { "policy", SW_CMD_POLICY },           { "funcmap", SW_CMD_FUNCMAP },
     { "queues", SW_CMD_QUEUES },       { "stats", SW_CMD_STATS },             { "version", SW_CMD_VERSION },
-    { "quit", SW_CMD_QUIT },
+    { "quit", SW_CMD_QUIT },           { "grab_job", SW_CMD_GRAB_JOB },
+    { "touch", SW_CMD_TOUCH },
 };
 
 /* A name (funcname, uniqkey, coalesce) fits TheSchwartz's VARCHAR(255). */
@@ -262,6 +263,14 @@ enum sw_err sw_parse_line(char *line, size_t len, bool job_line, uint64_t max_ar
             out->funcs[out->nfuncs++] = tok[i++];
         }
         if (!out->nfuncs) { *why = "no function"; return SW_E_BAD_ARGS; }
+        break;
+    case SW_CMD_GRAB_JOB:
+    case SW_CMD_TOUCH:
+        if (rest < 2 || !handle_ok(tok[i])) { *why = "usage: grab_job|touch HANDLE SECONDS"; return SW_E_BAD_ARGS; }
+        out->handle = tok[i];
+        if (sw_parse_i64(tok[i + 1], 0, 100000000, &v) < 0) { *why = "bad GRAB_FOR"; return SW_E_BAD_ARGS; }
+        out->grab_for = v == 0 ? 1 : (uint64_t)v;
+        i += 2;
         break;
     case SW_CMD_COMPLETED: case SW_CMD_FAILED: case SW_CMD_DECLINED: case SW_CMD_INSPECT: case SW_CMD_STATUS:
         if (rest < 1 || !handle_ok(tok[i])) { *why = "expected a job handle"; return SW_E_BAD_ARGS; }

@@ -42,6 +42,18 @@ static int add_database(const struct cfg_setting *s, const char *value, char *er
     return 0;
 }
 
+/* db-pass is kept out of the settings' text forms: a custom setting shows
+ * only its (empty) default in --help, `show settings` and the console. */
+static int set_db_pass(const struct cfg_setting *s, const char *value, char *err, size_t errlen)
+{
+    (void)s;
+    (void)err;
+    (void)errlen;
+    free(sw.cfg.db_pass);
+    sw.cfg.db_pass = strdup(value);
+    return sw.cfg.db_pass ? 0 : -1;
+}
+
 static int add_policy(const struct cfg_setting *s, const char *value, char *err, size_t errlen)
 {
     (void)s;
@@ -56,7 +68,7 @@ static const struct cfg_setting sw_settings_table[] = {
       "job database DSN, repeatable: dbi:SQLite:dbname=FILE or dbi:mysql:database=D;host=H;port=P[;mysql_socket=S] "
       "(default dbi:SQLite:dbname=schwartzd.sqlite)", false, add_database },
     { "db-user", 0, CFG_STRING, &sw.cfg.db_user, "", "database user (MySQL)", false, NULL },
-    { "db-pass", 0, CFG_STRING, &sw.cfg.db_pass, "", "database password (MySQL)", false, NULL },
+    { "db-pass", 0, CFG_CUSTOM, NULL, NULL, "database password (MySQL); never shown", false, set_db_pass },
     { "policy", 0, CFG_CUSTOM, NULL, NULL,
       "retry policy of a function, repeatable: FUNC max_retries=N retry_delay=S keep_exit_status_for=S", false,
       add_policy },
@@ -176,6 +188,8 @@ static void sw_fini(void)
     free(sw.queues);
     sw.queues = NULL;
     sw.nqueues = 0;
+    free(sw.cfg.db_pass);
+    sw.cfg.db_pass = NULL;
 }
 
 int main(int argc, char **argv)

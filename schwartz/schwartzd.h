@@ -25,13 +25,14 @@
 #define SW_MAX_MANY 1000       /* jobs in one insert_many / replace_with */
 #define SW_MAX_GRAB 1000       /* jobs in one grab */
 #define SW_MAX_NAME 255        /* funcname, uniqkey, coalesce: VARCHAR(255) */
+#define SW_MAX_REPLY (8u << 20) /* grab/list stop adding jobs past this many bytes (one job always fits) */
 
 /* ---- protocol (proto_sw.c, pure) ------------------------------------------- */
 
 enum sw_cmd {
     SW_CMD_INSERT = 1, SW_CMD_INSERT_MANY, SW_CMD_GRAB, SW_CMD_COMPLETED, SW_CMD_FAILED,
     SW_CMD_DECLINED, SW_CMD_REPLACE_WITH, SW_CMD_LIST, SW_CMD_INSPECT, SW_CMD_STATUS,
-    SW_CMD_POLICY, SW_CMD_FUNCMAP, SW_CMD_QUEUES, SW_CMD_STATS, SW_CMD_VERSION, SW_CMD_QUIT,
+    SW_CMD_POLICY, SW_CMD_FUNCMAP, SW_CMD_QUEUES, SW_CMD_STATS, SW_CMD_VERSION, SW_CMD_QUIT, SW_CMD_GRAB_JOB, SW_CMD_TOUCH,
 };
 
 enum sw_err {
@@ -98,6 +99,8 @@ enum sw_op_kind {
     SW_OP_INSERT = 1,   /* jobs[0..njobs) in one transaction -> ids */
     SW_OP_GRAB, SW_OP_COMPLETED, SW_OP_FAILED, SW_OP_DECLINED, SW_OP_REPLACE,
     SW_OP_LIST, SW_OP_INSPECT, SW_OP_STATUS, SW_OP_FUNCMAP, SW_OP_QUEUES,
+    SW_OP_GRAB_JOB,     /* one job by handle, if nobody holds it (TheSchwartz's grab_and_work_on) */
+    SW_OP_TOUCH,        /* extend a lease that has not run out */
 };
 
 struct sw_qrow { char *func; uint64_t ready, running, failed; };

@@ -31,6 +31,10 @@
 #include "common/loop.h"
 
 #define FC_MAX 4096
+/* Candidates carry their argument when it is at most this long (one round
+ * trip); longer ones are fetched after the claim, so a grab's memory stays
+ * bounded by what it sends. */
+#define SW_INLINE_ARG 65536u
 #define ERROR_KEEP_SECONDS (7 * 86400)
 
 /* One connection and its thread. Several per database for MySQL (they run
@@ -50,6 +54,9 @@ struct sw_worker {
     int64_t clock_offset;      /* database clock - ours (MySQL), refreshed every few seconds */
     int64_t clock_checked;
     bool skip_locked;          /* the server knows SELECT ... FOR UPDATE SKIP LOCKED */
+    bool lazy_sync;            /* SQLite connection is at synchronous=NORMAL for a grab batch */
+    bool jobid_index;          /* our (funcid, jobid) index exists: grabs scan it in order */
+    bool in_txn;               /* the op runs inside BEGIN ... COMMIT (else autocommit) */
 };
 
 struct sw_store {
@@ -363,6 +370,8 @@ static int64_t policy_keep(struct sw_worker *s, struct sw_op *op, uint32_t funci
 
 static enum sw_dbe insert_jobs(struct sw_worker *s, struct sw_op *op, int64_t now)
 {
+    if (op->njobs == 0)
+        return SW_DBE_OK;  /* replace_with H 0: the job just completes */
     if (!op->ids) {
         op->ids = calloc((size_t)op->njobs, sizeof *op->ids);
         if (!op->ids) {
@@ -386,6 +395,47 @@ static enum sw_dbe insert_jobs(struct sw_worker *s, struct sw_op *op, int64_t no
         if (e != SW_DBE_OK)
             return op_dberr(s, op, e);
         op->ids[i] = (uint64_t)sw_dbc_last_id(s->conn);
+    }
+    return SW_DBE_OK;
+}
+
+/* Render jobs ids[0..n) (in that order) with their arguments, fetched
+ * here in chunks: callers select only LENGTH(arg) for candidates, so
+ * memory stays bounded by what is sent. */
+static enum sw_dbe render_jobs(struct sw_worker *s, struct sw_op *op, const uint64_t *ids, const char *const *funcs,
+                               const int64_t *fails, int n)
+{
+    for (int base = 0; base < n; base += SW_MAX_GRAB) {
+        int m = n - base < SW_MAX_GRAB ? n - base : SW_MAX_GRAB;
+        char sql[64 + 2 * SW_MAX_GRAB];
+        struct db_value *p = calloc((size_t)m, sizeof *p);
+        if (!p) {
+            op_fail(op, SW_E_DB_ERROR, "out of memory");
+            return SW_DBE_OTHER;
+        }
+        int len = snprintf(sql, sizeof sql, "SELECT jobid, arg FROM job WHERE jobid IN (");
+        for (int i = 0; i < m; i++) {
+            len += snprintf(sql + len, sizeof sql - (size_t)len, i ? ",?" : "?");
+            p[i] = DB_INT64(ids[base + i]);
+        }
+        snprintf(sql + len, sizeof sql - (size_t)len, ")");
+        struct sw_rows args;
+        enum sw_dbe e = sw_dbc_query(s->conn, sql, p, m, &args);
+        free(p);
+        if (e != SW_DBE_OK)
+            return op_dberr(s, op, e);
+        for (int i = base; i < base + m; i++) {
+            const char *arg = NULL;
+            size_t alen = 0;
+            for (size_t r = 0; r < args.nrows; r++)
+                if ((uint64_t)sw_cell_int(&args, r, 0) == ids[i]) {
+                    arg = sw_cell(&args, r, 1, &alen);
+                    break;
+                }
+            render_job(op->out, s->hash, ids[i], funcs[i], arg ? arg : "", arg ? alen : 0, fails[i]);
+            op->nfound++;
+        }
+        sw_rows_free(&args);
     }
     return SW_DBE_OK;
 }
@@ -416,7 +466,7 @@ static enum sw_dbe op_grab(struct sw_worker *s, struct sw_op *op, int64_t now)
      * deadlock; without SKIP LOCKED, take more and shuffle them as
      * TheSchwartz does (a deadlock then reruns the batch). */
     bool parallel = s->store->nw > 1;
-    bool skip_locked = parallel && s->skip_locked;
+    bool skip_locked = parallel && s->skip_locked && s->in_txn;
     bool shuffle = parallel && !skip_locked;
     int spare = shuffle ? want * 3 + 4 : 4;
     int lim = want + spare < sw.cfg.batch_size ? want + spare : sw.cfg.batch_size;
@@ -424,8 +474,13 @@ static enum sw_dbe op_grab(struct sw_worker *s, struct sw_op *op, int64_t now)
         lim = want;
     char sql[512];
     int len = snprintf(sql, sizeof sql,
-                       "SELECT jobid, grabbed_until, arg, (SELECT COUNT(*) FROM error e WHERE e.jobid = job.jobid) "
-                       "FROM job WHERE funcid = ? AND run_after <= ? AND grabbed_until <= ?");
+                       "SELECT jobid, grabbed_until, LENGTH(arg), (SELECT COUNT(*) FROM error e WHERE e.jobid = job.jobid), "
+                       "CASE WHEN LENGTH(arg) <= %u THEN arg END "
+                       "FROM job %s WHERE funcid = ? AND run_after <= ? AND grabbed_until <= ?",
+                       SW_INLINE_ARG,
+                       !s->jobid_index || op->prioritize ? ""
+                       : is_mysql(s)                     ? "FORCE INDEX (sw_job_funcid_jobid)"
+                                                         : "INDEXED BY sw_job_funcid_jobid");
     if (op->floor.set)
         len += snprintf(sql + len, sizeof sql - (size_t)len, " AND priority >= ?");
     if (op->coalesce)
@@ -486,9 +541,10 @@ static enum sw_dbe op_grab(struct sw_worker *s, struct sw_op *op, int64_t now)
     int gotf[SW_MAX_GRAB];
     size_t gotrow[SW_MAX_GRAB];
     int ngot = 0;
-    for (size_t r = 0; ngot < want; r++) {
+    size_t bytes = 0;
+    for (size_t r = 0; ngot < want && bytes < SW_MAX_REPLY; r++) {
         bool any = false;
-        for (int kk = 0; kk < nf && ngot < want; kk++) {
+        for (int kk = 0; kk < nf && ngot < want && bytes < SW_MAX_REPLY; kk++) {
             int k = (int)((start + (unsigned)kk) % (unsigned)nf);
             if (r >= rows[k].nrows)
                 continue;
@@ -509,21 +565,96 @@ static enum sw_dbe op_grab(struct sw_worker *s, struct sw_op *op, int64_t now)
             gotf[ngot] = k;
             gotrow[ngot] = row;
             ngot++;
+            bytes += (size_t)sw_cell_int(&rows[k], row, 2);
         }
         if (!any)
             break;
     }
-    for (int i = 0; i < ngot; i++) {
-        size_t alen;
-        const char *arg = sw_cell(&rows[gotf[i]], gotrow[i], 2, &alen);
-        render_job(op->out, s->hash, got[i], op->funcs[fidx[gotf[i]]], arg ? arg : "", arg ? alen : 0,
-                   sw_cell_int(&rows[gotf[i]], gotrow[i], 3));
+    {
+        /* small arguments came with the candidates; fetch the others */
+        const char *fn[SW_MAX_GRAB];
+        int64_t fl[SW_MAX_GRAB];
+        uint64_t big[SW_MAX_GRAB];
+        int nbig = 0;
+        op->nfound = 0;
+        for (int i = 0; i < ngot; i++) {
+            size_t alen;
+            const char *arg = sw_cell(&rows[gotf[i]], gotrow[i], 4, &alen);
+            int64_t full = sw_cell_int(&rows[gotf[i]], gotrow[i], 2);
+            if (arg || full == 0) {
+                render_job(op->out, s->hash, got[i], op->funcs[fidx[gotf[i]]], arg ? arg : "", arg ? alen : 0,
+                           sw_cell_int(&rows[gotf[i]], gotrow[i], 3));
+                op->nfound++;
+                continue;
+            }
+            fn[nbig] = op->funcs[fidx[gotf[i]]];
+            fl[nbig] = sw_cell_int(&rows[gotf[i]], gotrow[i], 3);
+            big[nbig++] = got[i];
+        }
+        e = render_jobs(s, op, big, fn, fl, nbig);
     }
-    op->nfound = ngot;
 out:
     for (int k = 0; k < nf; k++)
         sw_rows_free(&rows[k]);
     return e;
+}
+
+/* touch: a worker still on the job extends its lease (from now). Only a
+ * lease that has not run out can be extended: once it has, someone else
+ * may hold the job. */
+static enum sw_dbe op_touch(struct sw_worker *s, struct sw_op *op, int64_t now)
+{
+    enum sw_dbe e = Q(s, "UPDATE job SET grabbed_until = ? WHERE jobid = ? AND grabbed_until > ?",
+                      DB_INT64(now + op->grab_for), DB_INT64(op->jobid), DB_INT64(now));
+    if (e != SW_DBE_OK)
+        return op_dberr(s, op, e);
+    if (sw_dbc_affected(s->conn) == 0) {
+        /* MySQL counts changed rows: the same value twice in a second is not a change */
+        struct sw_rows rows;
+        e = QR(s, &rows, "SELECT 1 FROM job WHERE jobid = ? AND grabbed_until = ?", DB_INT64(op->jobid),
+               DB_INT64(now + op->grab_for));
+        if (e != SW_DBE_OK)
+            return op_dberr(s, op, e);
+        size_t n = rows.nrows;
+        sw_rows_free(&rows);
+        if (!n) {
+            op_fail(op, SW_E_NOT_FOUND, "no such job, or its lease ran out");
+            return SW_DBE_OTHER;
+        }
+    }
+    return SW_DBE_OK;
+}
+
+/* grab_job: this job, if it exists, may run now and nobody holds it. */
+static enum sw_dbe op_grab_job(struct sw_worker *s, struct sw_op *op, int64_t now)
+{
+    struct sw_rows rows;
+    enum sw_dbe e = QR(s, &rows,
+                       "SELECT j.grabbed_until, f.funcname, (SELECT COUNT(*) FROM error e WHERE e.jobid = j.jobid) "
+                       "FROM job j LEFT JOIN funcmap f ON f.funcid = j.funcid WHERE j.jobid = ?",
+                       DB_INT64(op->jobid));
+    if (e != SW_DBE_OK)
+        return op_dberr(s, op, e);
+    if (!rows.nrows) {
+        sw_rows_free(&rows);
+        op_fail(op, SW_E_NOT_FOUND, "no such job");
+        return SW_DBE_OTHER;
+    }
+    int64_t old = sw_cell_int(&rows, 0, 0);
+    char func[SW_MAX_NAME + 1];
+    snprintf(func, sizeof func, "%s", sw_cell(&rows, 0, 1, NULL) ? sw_cell(&rows, 0, 1, NULL) : "");
+    int64_t fails = sw_cell_int(&rows, 0, 2);
+    sw_rows_free(&rows);
+    if (old > now)
+        return SW_DBE_OK;  /* held by someone: no job */
+    e = Q(s, "UPDATE job SET grabbed_until = ? WHERE jobid = ? AND grabbed_until = ?", DB_INT64(now + op->grab_for),
+          DB_INT64(op->jobid), DB_INT64(old));
+    if (e != SW_DBE_OK)
+        return op_dberr(s, op, e);
+    if (sw_dbc_affected(s->conn) != 1)
+        return SW_DBE_OK;  /* lost the race */
+    const char *fn[1] = { func };
+    return render_jobs(s, op, &op->jobid, fn, &fails, 1);
 }
 
 static enum sw_dbe op_completed(struct sw_worker *s, struct sw_op *op, int64_t now)
@@ -651,11 +782,11 @@ static enum sw_dbe op_list(struct sw_worker *s, struct sw_op *op, int64_t now)
     if (!funcid)
         return SW_DBE_OK;
     char like[2 * SW_MAX_NAME + 2];
-    const char *sql = "SELECT jobid, arg FROM job WHERE funcid = ? ORDER BY jobid LIMIT ?";
+    const char *sql = "SELECT jobid, LENGTH(arg) FROM job WHERE funcid = ? ORDER BY jobid LIMIT ?";
     struct db_value p[3] = { DB_INT64(funcid), DB_INT64(op->limit.v), DB_INT64(0) };
     int np = 2;
     if (op->coalesce) {
-        sql = "SELECT jobid, arg FROM job WHERE funcid = ? AND coalesce = ? ORDER BY jobid LIMIT ?";
+        sql = "SELECT jobid, LENGTH(arg) FROM job WHERE funcid = ? AND coalesce = ? ORDER BY jobid LIMIT ?";
         p[1] = TXT(op->coalesce);
         p[2] = DB_INT64(op->limit.v);
         np = 3;
@@ -668,7 +799,7 @@ static enum sw_dbe op_list(struct sw_worker *s, struct sw_op *op, int64_t now)
         }
         like[o++] = '%';
         like[o] = '\0';
-        sql = "SELECT jobid, arg FROM job WHERE funcid = ? AND coalesce LIKE ? ESCAPE '!' ORDER BY jobid LIMIT ?";
+        sql = "SELECT jobid, LENGTH(arg) FROM job WHERE funcid = ? AND coalesce LIKE ? ESCAPE '!' ORDER BY jobid LIMIT ?";
         p[1] = TXT(like);
         p[2] = DB_INT64(op->limit.v);
         np = 3;
@@ -692,14 +823,22 @@ static enum sw_dbe op_list(struct sw_worker *s, struct sw_op *op, int64_t now)
         int n = (int)(rows.nrows - r < SW_MAX_GRAB ? rows.nrows - r : SW_MAX_GRAB);
         e = failures_of(s, ids + r, n, fails + r);
     }
-    if (e == SW_DBE_OK)
-        for (size_t r = 0; r < rows.nrows; r++) {
-            size_t alen;
-            const char *arg = sw_cell(&rows, r, 1, &alen);
-            render_job(op->out, s->hash, ids[r], op->funcs[0], arg ? arg : "", arg ? alen : 0, fails[r]);
-            op->nfound++;
+    if (e == SW_DBE_OK) {
+        /* as many as fit in SW_MAX_REPLY (at least one) */
+        size_t n = 0, bytes = 0;
+        while (n < rows.nrows && (n == 0 || bytes < SW_MAX_REPLY))
+            bytes += (size_t)sw_cell_int(&rows, n++, 1);
+        const char **fn = calloc(n + 1, sizeof *fn);
+        if (!fn) {
+            op_fail(op, SW_E_DB_ERROR, "out of memory");
+            e = SW_DBE_OTHER;
+        } else {
+            for (size_t r = 0; r < n; r++)
+                fn[r] = op->funcs[0];
+            e = render_jobs(s, op, ids, fn, fails, (int)n);
+            free(fn);
         }
-    else
+    } else
         op_dberr(s, op, e);
     free(ids);
     free(fails);
@@ -852,6 +991,8 @@ static enum sw_dbe run_op(struct sw_worker *s, struct sw_op *op, int64_t now)
     case SW_OP_STATUS: return op_status(s, op);
     case SW_OP_FUNCMAP: return op_funcmap(s, op);
     case SW_OP_QUEUES: return op_queues(s, op, now);
+    case SW_OP_GRAB_JOB: return op_grab_job(s, op, now);
+    case SW_OP_TOUCH: return op_touch(s, op, now);
     }
     return SW_DBE_OTHER;
 }
@@ -920,6 +1061,16 @@ static int store_connect(struct sw_worker *s)
         }
     fc_clear(s);
     s->clock_checked = 0;
+    s->lazy_sync = false;
+    /* Our one addition to TheSchwartz's schema: (funcid, jobid), so a grab
+     * reads a function's runnable jobs in jobid order and stops at its
+     * LIMIT instead of sorting every job of the function (the
+     * (funcid, run_after) index cannot give jobid order). Best effort: a
+     * server that refuses it keeps TheSchwartz's plan. */
+    s->jobid_index = sw_dbc_exec(s->conn, "CREATE INDEX IF NOT EXISTS sw_job_funcid_jobid ON job (funcid, jobid)") ==
+                     SW_DBE_OK;
+    if (!s->jobid_index)
+        log_warn("schwartzd: database %d: no (funcid, jobid) index (%s): grabs sort", s->index, sw_dbc_error(s->conn));
     /* MariaDB >= 10.6 and MySQL >= 8.0 take SKIP LOCKED. */
     s->skip_locked = is_mysql(s) &&
                      sw_dbc_exec(s->conn, "SELECT jobid FROM job WHERE jobid = 0 FOR UPDATE SKIP LOCKED") == SW_DBE_OK;
@@ -939,10 +1090,14 @@ static void mark_dead(struct sw_worker *s, const char *why)
     fc_clear(s);
 }
 
+/* On loop 0: the ops of one batch, chained by next, each to its done(). */
 static void deliver(void *arg)
 {
-    struct sw_op *op = arg;
-    op->done(op);
+    for (struct sw_op *op = arg, *next; op; op = next) {
+        next = op->next;
+        op->next = NULL;
+        op->done(op);
+    }
 }
 
 static void op_reset(struct sw_op *op)
@@ -960,6 +1115,27 @@ static void op_reset(struct sw_op *op)
     op->nq = 0;
 }
 
+/* A batch of one op that writes with at most one statement (or only
+ * reads) needs no BEGIN/COMMIT round trips: in autocommit the statement
+ * is its own durable transaction. */
+static bool autocommit_ok(const struct sw_worker *s, const struct sw_op *op)
+{
+    if (op->next)
+        return false;
+    switch (op->kind) {
+    /* MySQL: a one-job grab is a select and one compare-and-set, which
+     * commits by itself (shuffled candidates keep our connections apart) */
+    case SW_OP_GRAB: return is_mysql(s) && op->max == 1;
+    case SW_OP_INSERT: return op->njobs == 1;   /* funcmap insert-or-find is idempotent on its own */
+    case SW_OP_COMPLETED: return !needs_savepoint(op);
+    case SW_OP_TOUCH: return true;
+    case SW_OP_DECLINED: case SW_OP_LIST: case SW_OP_INSPECT: case SW_OP_STATUS: case SW_OP_FUNCMAP:
+    case SW_OP_QUEUES:
+        return true;
+    default: return false;
+    }
+}
+
 /* One transaction over the batch. Returns true if it committed; else *dead
  * says the connection is gone and *transient that a rerun may succeed
  * (deadlock, lock timeout, busy). */
@@ -975,6 +1151,43 @@ static bool run_txn(struct sw_worker *s, struct sw_op *first, char *why, size_t 
             return false;
         }
     }
+    /* SQLite: a batch of grabs only (and reads) commits without its own
+     * fsync. A lease lost to a power cut only lets the job run again, which
+     * a lease allows anyway; the next durable commit syncs it too.
+     * Inserts, completions, failures and replacements always fsync. */
+    bool lazy = false;
+    if (!is_mysql(s)) {
+        lazy = true;
+        for (struct sw_op *op = first; op && lazy; op = op->next)
+            lazy = op->kind == SW_OP_GRAB || op->kind == SW_OP_GRAB_JOB || op->kind == SW_OP_LIST || op->kind == SW_OP_INSPECT ||
+                   op->kind == SW_OP_STATUS || op->kind == SW_OP_FUNCMAP || op->kind == SW_OP_QUEUES;
+        if (lazy != s->lazy_sync) {
+            enum sw_dbe pe = sw_dbc_exec(s->conn, lazy ? "PRAGMA synchronous=NORMAL" : "PRAGMA synchronous=FULL");
+            if (pe != SW_DBE_OK) {
+                /* never run a durable write without FULL */
+                snprintf(why, whylen, "synchronous: %s", sw_dbc_error(s->conn));
+                *dead = pe == SW_DBE_LOST;
+                *transient = pe == SW_DBE_ABORT;
+                return false;
+            }
+            s->lazy_sync = lazy;
+        }
+    }
+    if (autocommit_ok(s, first)) {
+        atomic_fetch_add(&s->store->n_ops, 1);
+        s->in_txn = false;
+        enum sw_dbe e = run_op(s, first, db_now(s));
+        if (e == SW_DBE_LOST || e == SW_DBE_ABORT) {
+            snprintf(why, whylen, "%s", sw_dbc_error(s->conn));
+            *dead = e == SW_DBE_LOST;
+            *transient = e == SW_DBE_ABORT;
+            fc_clear(s);
+            return false;
+        }
+        atomic_fetch_add(&s->store->n_commits, 1);
+        return true;
+    }
+    s->in_txn = true;
     enum sw_dbe e = sw_dbc_exec(s->conn, is_mysql(s) ? "START TRANSACTION" : "BEGIN IMMEDIATE");
     if (e != SW_DBE_OK) {
         snprintf(why, whylen, "begin: %s", sw_dbc_error(s->conn));
@@ -1042,9 +1255,7 @@ static void run_batch(struct sw_worker *s, struct sw_op *first)
     }
     if (dead && s->conn)
         mark_dead(s, why);
-    for (struct sw_op *op = first, *next; op; op = next) {
-        next = op->next;
-        op->next = NULL;
+    for (struct sw_op *op = first; op; op = op->next) {
         if (op->err != SW_OK)
             atomic_fetch_add(&s->store->n_errors, 1);
         if (!ok) {
@@ -1053,9 +1264,10 @@ static void run_batch(struct sw_worker *s, struct sw_op *first)
             op->db_dead = dead;
             op_fail(op, dead ? SW_E_NO_DATABASE : SW_E_DB_ERROR, why);
         }
-        if (loop_call(loop_get(0), deliver, op) < 0)
-            op->done(op);
     }
+    /* one wake-up of loop 0 for the whole batch */
+    if (loop_call(loop_get(0), deliver, first) < 0)
+        deliver(first);
 }
 
 static void *store_main(void *arg)
@@ -1216,7 +1428,7 @@ void sw_store_submit(struct sw_store *s, struct sw_op *op)
 {
     op->store = s;
     op->next = NULL;
-    if (!op->out && (op->kind == SW_OP_GRAB || op->kind == SW_OP_LIST || op->kind == SW_OP_INSPECT ||
+    if (!op->out && (op->kind == SW_OP_GRAB || op->kind == SW_OP_GRAB_JOB || op->kind == SW_OP_LIST || op->kind == SW_OP_INSPECT ||
                      op->kind == SW_OP_STATUS || op->kind == SW_OP_FUNCMAP))
         op->out = evbuffer_new();
     op->err = SW_OK;

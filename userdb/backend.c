@@ -12,7 +12,10 @@
  * pool_max connections per server, at most max_waiters waiting. A connect
  * failure marks the server dead for dead_retry seconds and fails its
  * waiters at once (a session then routes elsewhere or gets an error).
- * move to common/pool when it lands (the perlbal engineer's backend pools). */
+ * Not common/pool (landed after this was written): it has no bound on a
+ * pool's total connections — at the bound its waiters are failed, not
+ * kept until a busy connection comes back, which pool_max needs (10,000
+ * clients on 64 connections). Move there once it has one. */
 #include "userdb/userdb.h"
 
 #include <stdio.h>
@@ -37,11 +40,18 @@ static void waiter_push(struct ud_server *srv, struct ud_waiter *w)
     w->next = NULL;
     w->queued = true;
     w->server = srv;
-    if (srv->wait_tail)
-        srv->wait_tail->next = w;
-    else
+    if (w->internal) { /* ahead of clients: directory lookups are short */
+        w->next = srv->wait_head;
         srv->wait_head = w;
-    srv->wait_tail = w;
+        if (!srv->wait_tail)
+            srv->wait_tail = w;
+    } else {
+        if (srv->wait_tail)
+            srv->wait_tail->next = w;
+        else
+            srv->wait_head = w;
+        srv->wait_tail = w;
+    }
     srv->nwaiting++;
 }
 
@@ -109,10 +119,15 @@ static void pool_put(struct ud_backend *b)
         ud_backend_discard(b);
         return;
     }
+    /* A connection of the internal reserve serves only internal queries. */
+    if (srv->nconns > ud_cfg.pool_max && !(srv->wait_head && srv->wait_head->internal)) {
+        ud_backend_discard(b);
+        return;
+    }
     struct ud_waiter *w = waiter_pop(srv);
     if (w) {
         srv->n_leases++;
-        conn_set_timeouts(b->c, 0, 0);
+        conn_set_timeouts(b->c, UD_FOREVER_MS, 0);
         w->ready(w, b, NULL);
         return;
     }
@@ -137,11 +152,13 @@ void ud_pool_lease(struct ud_server *srv, struct ud_waiter *w)
         srv->nidle--;
         b->next_idle = NULL;
         srv->n_leases++;
-        conn_set_timeouts(b->c, 0, 0);
+        conn_set_timeouts(b->c, UD_FOREVER_MS, 0);
         w->ready(w, b, NULL);
         return;
     }
-    if (srv->nwaiting >= ud_cfg.max_waiters) {
+    /* userdbd's own queries (one per session at most, plus the console's)
+     * get twice the room, but a bound all the same. */
+    if (srv->nwaiting >= (w->internal ? 2 * ud_cfg.max_waiters : ud_cfg.max_waiters)) {
         srv->n_wait_full++;
         w->ready(w, NULL, "too many clients waiting for a backend connection");
         return;
@@ -149,7 +166,8 @@ void ud_pool_lease(struct ud_server *srv, struct ud_waiter *w)
     srv->n_waits++;
     waiter_push(srv, w);
     /* Open another connection when the ones being opened don't cover the queue. */
-    if (srv->nconns < ud_cfg.pool_max && srv->nconnecting < srv->nwaiting)
+    int cap = ud_cfg.pool_max + (w->internal ? UD_INTERNAL_RESERVE : 0);
+    if (srv->nconns < cap && srv->nconnecting < srv->nwaiting)
         backend_connect(srv);
 }
 
@@ -184,8 +202,6 @@ void ud_pool_close_idle(struct ud_server *srv)
 
 static void backend_connect(struct ud_server *srv)
 {
-    if (!srv->addr)
-        return;
     struct ud_backend *b = calloc(1, sizeof *b);
     if (!b)
         return;
@@ -196,10 +212,21 @@ static void backend_connect(struct ud_server *srv)
     srv->nconns++;
     srv->nconnecting++;
     srv->n_connects++;
-    struct core_conn *c = conn_connect(loop_get(0), (const struct sockaddr *)srv->addr, srv->addr_len,
-                                       &backend_ops, b);
-    if (!c)
-        return; /* on_close ran and accounted for it (or, out of memory, never will) */
+    /* A DSN host name resolves through the core's evdns, off the loop. */
+    struct core_conn *c = srv->addr ? conn_connect(loop_get(0), (const struct sockaddr *)srv->addr, srv->addr_len,
+                                                   &backend_ops, b)
+                                    : conn_connect_host(loop_get(0), srv->dsn.host, srv->dsn.port, &backend_ops, b);
+    if (!c) {
+        /* Nothing happened (the core's contract): b is still ours. */
+        srv->nconns--;
+        srv->nconnecting--;
+        srv->n_connect_fail++;
+        srv->dead_until_ms = ud_now_ms() + (uint64_t)(ud_cfg.dead_retry * 1000);
+        free(b);
+        if (srv->nconns == 0)
+            fail_waiters(srv, "cannot connect to the backend");
+        return;
+    }
     b->c = c;
     conn_set_timeouts(b->c, (uint32_t)ud_cfg.connect_timeout_ms, (uint32_t)ud_cfg.connect_timeout_ms);
 }
@@ -244,6 +271,8 @@ static int backend_auth_packet(struct ud_backend *b, const uint8_t *p, uint32_t 
             connect_failed(b, "not a MySQL protocol 10 server");
             return -1;
         }
+        if (b->srv->role == UD_ROLE_GLOBAL)
+            snprintf(ud_server_version, sizeof ud_server_version, "%.80s-userdb", hs.version);
         uint8_t out[512];
         uint32_t caps = UD_ROUTER_CAPS & hs.caps;
         caps |= UD_CLIENT_PROTOCOL_41 | UD_CLIENT_SECURE_CONNECTION | UD_CLIENT_LONG_PASSWORD;
@@ -264,7 +293,7 @@ static int backend_auth_packet(struct ud_backend *b, const uint8_t *p, uint32_t 
         struct ud_server *srv = b->srv;
         srv->nconnecting--;
         srv->dead_until_ms = 0;
-        conn_set_timeouts(b->c, 0, 0);
+        conn_set_timeouts(b->c, UD_FOREVER_MS, 0);
         pool_put(b);
         return 0;
     }
@@ -303,14 +332,16 @@ static void write_command(struct evbuffer *out, uint8_t command, const void *bod
     evbuffer_add(out, body, n);
 }
 
-void ud_backend_forward(struct ud_backend *b, const char *db, int autocommit, struct evbuffer *cmd, uint8_t command)
+void ud_backend_forward(struct ud_backend *b, const char *db, int autocommit, int multi, struct evbuffer *cmd,
+                        uint8_t command)
 {
     b->relayed = false;
     b->sync_steps = 0;
     b->pending_cmd = command;
     /* Session sync: internal commands whose OKs are swallowed, sent in the
      * same write as the client's command. */
-    if ((db && *db && strcmp(db, b->db) != 0) || (autocommit >= 0 && autocommit != b->autocommit)) {
+    if ((db && *db && strcmp(db, b->db) != 0) || (autocommit >= 0 && autocommit != b->autocommit) ||
+        (multi >= 0 && multi != b->multi)) {
         struct evbuffer *pre = evbuffer_new();
         if (db && *db && strcmp(db, b->db) != 0) {
             write_command(pre, UD_COM_INIT_DB, db, strlen(db));
@@ -321,6 +352,12 @@ void ud_backend_forward(struct ud_backend *b, const char *db, int autocommit, st
             const char *q = autocommit ? "SET autocommit=1" : "SET autocommit=0";
             write_command(pre, UD_COM_QUERY, q, strlen(q));
             b->autocommit = autocommit;
+            b->sync_steps++;
+        }
+        if (multi >= 0 && multi != b->multi) {
+            uint8_t opt[2] = { multi ? 0 : 1, 0 }; /* MYSQL_OPTION_MULTI_STATEMENTS_ON / _OFF */
+            write_command(pre, UD_COM_SET_OPTION, opt, 2);
+            b->multi = multi;
             b->sync_steps++;
         }
         evbuffer_prepend_buffer(cmd, pre);
@@ -395,6 +432,7 @@ int ud_iq_run(struct ud_server *srv, const char *sql, void (*done)(struct ud_iq 
     q->done = done;
     q->arg = arg;
     q->w.ready = iq_ready;
+    q->w.internal = true;
     ud_pool_lease(srv, &q->w);
     return 0;
 }
@@ -428,7 +466,7 @@ static void iq_ready(struct ud_waiter *w, struct ud_backend *b, const char *err)
     hdr[UD_HDR] = UD_COM_QUERY;
     evbuffer_add(cmd, hdr, sizeof hdr);
     evbuffer_add(cmd, q->sql, n);
-    ud_backend_forward(b, b->srv->dsn.database, 1, cmd, UD_COM_QUERY);
+    ud_backend_forward(b, b->srv->dsn.database, 1, 0, cmd, UD_COM_QUERY);
     evbuffer_free(cmd);
     b->state = b->sync_steps ? UB_SYNC : UB_INTERNAL;
 }
@@ -644,7 +682,8 @@ static void backend_on_close(struct core_conn *c, enum conn_close_reason why)
         struct ud_iq *q = b->iq;
         q->error = true;
         q->err_code = UD_ER_CONN_ERROR;
-        snprintf(q->err, sizeof q->err, "%s: lost connection", srv->name);
+        snprintf(q->err, sizeof q->err, "%s: lost connection (%s)", srv->name,
+                 why == CONN_CLOSE_TIMEOUT ? "timeout" : why == CONN_CLOSE_EOF ? "closed by the server" : "error");
         iq_finish(q);
     }
     c->data = NULL;

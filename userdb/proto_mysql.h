@@ -42,13 +42,15 @@
 
 /* What userdbd offers applications and asks of backends: one fixed set, so
  * a backend connection's reply format suits every client it is lent to
- * (no DEPRECATE_EOF, no session tracking, no compression, no TLS, no
- * multi-statements, no LOCAL INFILE, no MariaDB extended capabilities, nothing
+ * (no DEPRECATE_EOF, no session tracking, no compression, no TLS, no LOCAL INFILE, no MariaDB extended capabilities, nothing
  * that changes how the server parses, such as IGNORE_SPACE or FOUND_ROWS). */
 #define UD_ROUTER_CAPS (UD_CLIENT_LONG_PASSWORD | UD_CLIENT_LONG_FLAG | \
     UD_CLIENT_CONNECT_WITH_DB | UD_CLIENT_PROTOCOL_41 | UD_CLIENT_TRANSACTIONS | UD_CLIENT_SECURE_CONNECTION | \
     UD_CLIENT_MULTI_RESULTS | UD_CLIENT_PS_MULTI_RESULTS | UD_CLIENT_PLUGIN_AUTH | \
     UD_CLIENT_CONNECT_ATTRS | UD_CLIENT_PLUGIN_AUTH_LENENC)
+/* Offered to clients on top: multi-statements, replayed per session on
+ * the backend with COM_SET_OPTION. */
+#define UD_OFFERED_CAPS (UD_ROUTER_CAPS | UD_CLIENT_MULTI_STATEMENTS)
 /* Bits of a client's answer that change the wire format of replies: it must
  * not set these unless we offered them (we offer none). */
 #define UD_FORMAT_CAPS (UD_CLIENT_DEPRECATE_EOF | UD_CLIENT_SESSION_TRACK | UD_CLIENT_COMPRESS | \

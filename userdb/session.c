@@ -35,6 +35,7 @@ struct ud_sess {
     enum ud_sstate state;
     uint8_t salt[UD_SCRAMBLE_LEN];
     uint32_t caps;
+    char user[65];              /* login name, kept between login and auth switch */
     char db[65];
     int autocommit;
     struct ud_backend *b;
@@ -48,6 +49,8 @@ struct ud_sess {
     bool retried;
     int refs;                   /* directory/internal callbacks outstanding + the conn */
     int nstmts;                 /* prepared statements open on the pinned backend */
+    bool processing;            /* sess_process is on the stack: callbacks don't recurse */
+    bool read_paused;           /* too much pipelined input while a command runs */
     bool state_pinned;          /* SET, user variables, locks, temporary tables */
     bool closed;
 };
@@ -87,6 +90,7 @@ static void send_ok(struct ud_sess *s, uint8_t seq)
 }
 
 static void sess_process(struct ud_sess *s);
+static void sess_process_loop(struct ud_sess *s);
 static void logged_in(struct ud_sess *s);
 
 /* A command finished without a backend reply being relayed. */
@@ -135,8 +139,6 @@ static void auth_denied(struct ud_sess *s, uint8_t seq, const char *user, size_t
     conn_close_after_write(s->c);
 }
 
-static char pending_user[65];
-
 static int handle_login(struct ud_sess *s, const uint8_t *p, uint32_t n, uint8_t seq)
 {
     struct ud_hs_response r;
@@ -153,17 +155,15 @@ static int handle_login(struct ud_sess *s, const uint8_t *p, uint32_t n, uint8_t
     }
     /* As a server does, honour only what both sides offered: libmariadb,
      * for one, asks for session tracking whether offered or not. */
-    s->caps = r.caps & UD_ROUTER_CAPS;
+    s->caps = r.caps & UD_OFFERED_CAPS;
     /* The database named at login is not used: each server's DSN names its
      * database (README). */
     if (r.plugin && !(r.plugin_len == 21 && memcmp(r.plugin, "mysql_native_password", 21) == 0)) {
-        snprintf(pending_user, sizeof pending_user, "%.*s", (int)(r.user_len > 64 ? 64 : r.user_len), r.user);
+        snprintf(s->user, sizeof s->user, "%.*s", (int)(r.user_len > 64 ? 64 : r.user_len), r.user);
         uint8_t buf[64];
         size_t k = ud_enc_auth_switch(buf, sizeof buf, (uint8_t)(seq + 1), s->salt);
         evbuffer_add(conn_out(s->c), buf, k);
         s->state = US_AUTH_SWITCH;
-        /* Keep the user name on the session for the second step. */
-        snprintf(s->db, sizeof s->db, "%s", pending_user);
         return 0;
     }
     if (!auth_ok(s, r.user, r.user_len, r.auth, r.auth_len)) {
@@ -177,11 +177,8 @@ static int handle_login(struct ud_sess *s, const uint8_t *p, uint32_t n, uint8_t
 
 static int handle_auth_switch(struct ud_sess *s, const uint8_t *p, uint32_t n, uint8_t seq)
 {
-    char user[65];
-    snprintf(user, sizeof user, "%s", s->db);
-    s->db[0] = '\0';
-    if (!auth_ok(s, user, strlen(user), p, n)) {
-        auth_denied(s, (uint8_t)(seq + 1), user, strlen(user));
+    if (!auth_ok(s, s->user, strlen(s->user), p, n)) {
+        auth_denied(s, (uint8_t)(seq + 1), s->user, strlen(s->user));
         return -1;
     }
     send_ok(s, (uint8_t)(seq + 1));
@@ -199,7 +196,7 @@ static void forward_to(struct ud_sess *s, struct ud_backend *b)
     b->owner = s;
     s->state = US_BUSY;
     conn_set_busy(s->c, true);
-    ud_backend_forward(b, s->db, s->autocommit, s->cmd, s->command);
+    ud_backend_forward(b, s->db, s->autocommit, (s->caps & UD_CLIENT_MULTI_STATEMENTS) ? 1 : 0, s->cmd, s->command);
 }
 
 static void route_to_server(struct ud_sess *s, struct ud_server *srv)
@@ -398,6 +395,21 @@ static void query(struct ud_sess *s)
         }
     }
     s->read = s->q.is_read && s->autocommit;
+    /* With multi-statements, only the first statement was classified:
+     * anything after a ';' may write, so the master takes it. */
+    if (s->read && (s->caps & UD_CLIENT_MULTI_STATEMENTS)) {
+        const char *semi = memchr(sql, ';', len);
+        while (semi && semi < sql + len) {
+            const char *t = semi + 1;
+            while (t < sql + len && (*t == ' ' || *t == '\t' || *t == '\r' || *t == '\n' || *t == ';'))
+                t++;
+            if (t < sql + len) {
+                s->read = false;
+                break;
+            }
+            semi = NULL;
+        }
+    }
     if (s->read)
         ud_n.queries_read++;
     else
@@ -489,6 +501,25 @@ static void command(struct ud_sess *s)
         else
             route(s, 0, false, false);
         return;
+    case UD_COM_SET_OPTION: {
+        /* Multi-statements on (0) or off (1): kept per session, replayed on
+         * each backend; the answer is an EOF packet, as servers send. */
+        size_t len = evbuffer_get_length(s->cmd) - UD_HDR - 1;
+        const uint8_t *o = evbuffer_pullup(s->cmd, -1) + UD_HDR + 1;
+        if (len != 2 || o[1] != 0 || o[0] > 1) {
+            fail_cmd(s, UD_ER_UNKNOWN_COM, "08S01", "Unknown option to COM_SET_OPTION");
+            return;
+        }
+        if (o[0] == 0)
+            s->caps |= UD_CLIENT_MULTI_STATEMENTS;
+        else
+            s->caps &= ~UD_CLIENT_MULTI_STATEMENTS;
+        uint8_t buf[16];
+        size_t n = ud_enc_eof(buf, sizeof buf, 1, my_status(s), 0);
+        evbuffer_add(conn_out(s->c), buf, n);
+        local_done(s);
+        return;
+    }
     case UD_COM_RESET_CONNECTION:
         if (s->b) {
             ud_backend_discard(s->b);
@@ -516,6 +547,32 @@ static void command(struct ud_sess *s)
 /* Handle every complete packet buffered while the session is READY (or in
  * the login states). */
 static void sess_process(struct ud_sess *s)
+{
+    /* Replies produced synchronously (a dead server, a cached directory
+     * entry, a pool that answers at once) call back here; the loop below
+     * picks the next command up instead, so a pipelined client can't
+     * deepen the stack. */
+    if (s->processing || s->closed)
+        return;
+    s->processing = true;
+    s->refs++;
+    if (s->read_paused && s->state == US_READY) {
+        s->read_paused = false;
+        conn_resume_read(s->c);
+    }
+    sess_process_loop(s);
+    /* A client may pipeline commands behind a slow one; past a bound its
+     * input is left in the kernel until the session is ready again. */
+    if (!s->closed && !s->read_paused && s->state != US_READY &&
+        evbuffer_get_length(conn_in(s->c)) > (size_t)ud_cfg.max_packet + 65536) {
+        s->read_paused = true;
+        conn_pause_read(s->c);
+    }
+    s->processing = false;
+    sess_unref(s);
+}
+
+static void sess_process_loop(struct ud_sess *s)
 {
     struct evbuffer *in = conn_in(s->c);
     while (!s->closed && !conn_is_closing(s->c) &&
@@ -691,8 +748,8 @@ void ud_accept(struct core_loop *loop, int fd, const struct sockaddr *sa, sockle
     for (size_t i = 0; i < sizeof s->salt; i++) /* printable, no NUL, as servers send */
         s->salt[i] = (uint8_t)(33 + s->salt[i] % 94);
     uint8_t buf[256];
-    size_t n = ud_enc_handshake(buf + UD_HDR, sizeof buf - UD_HDR, UD_SERVER_VERSION, next_conn_id++, s->salt,
-                                UD_ROUTER_CAPS, 45, UD_STATUS_AUTOCOMMIT);
+    size_t n = ud_enc_handshake(buf + UD_HDR, sizeof buf - UD_HDR, ud_server_version, next_conn_id++, s->salt,
+                                UD_OFFERED_CAPS, 45, UD_STATUS_AUTOCOMMIT);
     ud_put_header(buf, (uint32_t)n, 0);
     evbuffer_add(conn_out(c), buf, n + UD_HDR);
     conn_set_output_limit(c, 8u << 20);
@@ -703,5 +760,5 @@ void ud_accept(struct core_loop *loop, int fd, const struct sockaddr *sa, sockle
 static void logged_in(struct ud_sess *s)
 {
     s->state = US_READY;
-    conn_set_timeouts(s->c, ud_cfg.idle_timeout > 0 ? (uint32_t)ud_cfg.idle_timeout * 1000 : 0, 0);
+    conn_set_timeouts(s->c, UD_IDLE_MS(ud_cfg.idle_timeout > 0 ? (uint32_t)ud_cfg.idle_timeout * 1000 : 0), 0);
 }

@@ -139,13 +139,18 @@ static int resolve(struct ud_server *srv, char *err, size_t errlen)
         strcpy(un->sun_path, srv->dsn.socket);
         len = sizeof *un;
     } else {
-        /* Resolved when the configuration is loaded (start-up or reload),
-         * not per connection: a hostname costs one lookup here. */
-        struct addrinfo hints = { .ai_family = AF_UNSPEC, .ai_socktype = SOCK_STREAM }, *ai;
+        /* Numeric addresses only: a host name is resolved per connect by
+         * the core's evdns (conn_connect_host), never on the loop here. */
+        struct addrinfo hints = { .ai_family = AF_UNSPEC, .ai_socktype = SOCK_STREAM, .ai_flags = AI_NUMERICHOST }, *ai;
         char port[16];
         snprintf(port, sizeof port, "%d", srv->dsn.port);
         const char *host = strcmp(srv->dsn.host, "localhost") == 0 ? "127.0.0.1" : srv->dsn.host;
         int rc = getaddrinfo(host, port, &hints, &ai);
+        if (rc == EAI_NONAME) {
+            free(srv->addr);
+            srv->addr = NULL; /* by name: see backend_connect */
+            return 0;
+        }
         if (rc) {
             snprintf(err, errlen, "%s: %s", srv->dsn_text, gai_strerror(rc));
             return -1;
@@ -447,10 +452,40 @@ void ud_apply_cluster_state(const char *s, unsigned gen)
     }
 }
 
+/* One save of a cluster's side in flight at a time; flips meanwhile only
+ * mark it dirty, and the latest side is written when the save returns (a
+ * console spamming `flip` can't queue unbounded writes). */
+static bool flip_saving[UD_MAX_CLUSTERS + 1], flip_dirty[UD_MAX_CLUSTERS + 1];
+
+static void flip_save(int c);
+
 static void flip_saved(struct ud_iq *q)
 {
+    int c = (int)(intptr_t)q->arg;
     if (q->error)
-        log_error("userdbd: saving the flip of cluster %d: %s", (int)(intptr_t)q->arg, q->err);
+        log_error("userdbd: saving the flip of cluster %d: %s", c, q->err);
+    flip_saving[c] = false;
+    if (flip_dirty[c])
+        flip_save(c);
+}
+
+static void flip_save(int c)
+{
+    struct ud_cluster *cl = ud_cluster_get(c);
+    flip_dirty[c] = false;
+    if (!cl)
+        return;
+    if (flip_saving[c]) {
+        flip_dirty[c] = true;
+        return;
+    }
+    char sql[160];
+    snprintf(sql, sizeof sql,
+             "INSERT INTO clusterstate (clusterid, active) VALUES (%d, '%c') ON DUPLICATE KEY UPDATE active = '%c'", c,
+             'a' + cl->active, 'a' + cl->active);
+    flip_saving[c] = true;
+    if (ud_iq_run(ud_topo->global, sql, flip_saved, (void *)(intptr_t)c) < 0)
+        flip_saving[c] = false;
 }
 
 int ud_flip(int c)
@@ -460,11 +495,7 @@ int ud_flip(int c)
         return -1;
     cl->active ^= 1;
     ud_state_gen++;
-    char sql[160];
-    snprintf(sql, sizeof sql,
-             "INSERT INTO clusterstate (clusterid, active) VALUES (%d, '%c') ON DUPLICATE KEY UPDATE active = '%c'", c,
-             'a' + cl->active, 'a' + cl->active);
-    ud_iq_run(ud_topo->global, sql, flip_saved, (void *)(intptr_t)c);
+    flip_save(c);
     log_info("userdbd: cluster %d: active master is now %s", c, cl->master[cl->active]->name);
     return 0;
 }

@@ -17,12 +17,26 @@
 struct evbuffer;
 struct core_loop;
 #define UD_VERSION "0.1.0"
-#define UD_SERVER_VERSION "10.11.0-userdb-" UD_VERSION
+/* Sent to clients: the global server's own version (drivers branch on
+ * "MariaDB" in it) with "-userdb" appended; this until it is known. */
+#define UD_SERVER_VERSION "10.11.0-MariaDB-userdb"
+extern char ud_server_version[96];
 #define UD_DEFAULT_PORT 7010
 #define UD_MAX_CLUSTERS 32
 #define UD_MAX_REPLICAS 16
 #define UD_MAX_DEFAULTS 64
 #define UD_MAX_USER_TABLES 64
+/* Connections per server beyond pool_max that only userdbd's own queries
+ * (directory, counters, lag) may open, so clients pinning every pooled
+ * connection can't starve the directory. */
+#define UD_INTERNAL_RESERVE 2
+
+/* conn_set_timeouts(c, 0, ..) does not take an idle timeout off a live
+ * conn (the core re-adds its read event with a NULL timeout, which libevent
+ * treats as "keep the old one"), so "no idle timeout" is asked for as one
+ * too long to matter (24 days). Reported to the core's owner. */
+#define UD_FOREVER_MS 0x7fffffffu
+#define UD_IDLE_MS(ms) ((ms) ? (uint32_t)(ms) : UD_FOREVER_MS)
 
 struct core_conn;
 struct ud_backend;
@@ -49,6 +63,7 @@ struct ud_waiter {
     struct ud_waiter *next;
     struct ud_server *server;
     bool queued;
+    bool internal;              /* userdbd's own query: front of the queue, may use the reserve */
     void (*ready)(struct ud_waiter *w, struct ud_backend *b, const char *err);
 };
 
@@ -130,6 +145,7 @@ struct ud_backend {
     struct ud_iq *iq;               /* or the internal query using it */
     char db[65];
     int autocommit;
+    int multi;                      /* CLIENT_MULTI_STATEMENTS on (1) or off (0) */
     struct ud_resp resp;
     bool relayed;                   /* bytes of this reply already went to the client */
     bool paused;                    /* reading paused: the client is not reading */
@@ -147,7 +163,8 @@ void ud_pool_release(struct ud_backend *b);
 void ud_backend_discard(struct ud_backend *b);
 /* Bring the connection to (db, autocommit), then write the command packet
  * (whole, header included) held in cmd and relay its reply to b->owner. */
-void ud_backend_forward(struct ud_backend *b, const char *db, int autocommit, struct evbuffer *cmd, uint8_t command);
+void ud_backend_forward(struct ud_backend *b, const char *db, int autocommit, int multi, struct evbuffer *cmd,
+                        uint8_t command);
 /* Resume relaying after the client's output drained. */
 void ud_backend_resume(struct ud_backend *b);
 void ud_pool_close_idle(struct ud_server *srv);

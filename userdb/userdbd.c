@@ -21,6 +21,7 @@ struct ud_settings ud_cfg;
 struct ud_counters ud_n;
 char *ud_client_password;
 char *ud_backend_password;
+char ud_server_version[96] = UD_SERVER_VERSION;
 
 uint64_t ud_now_ms(void)
 {

@@ -5,6 +5,8 @@
 
 #include <string.h>
 
+#include <event2/buffer.h>
+
 #define NS_VERSION "jabber:iq:version"
 
 static void version_iq(struct dj_hook_call *call, void *arg)
@@ -24,8 +26,18 @@ static void version_iq(struct dj_hook_call *call, void *arg)
     dj_hook_finish(call, DJ_OK);
 }
 
+/* Its disco feature comes through the DiscoInfo chain (the server only). */
+static void version_disco(struct dj_hook_call *call, void *arg)
+{
+    (void)arg;
+    struct dj_hook_disco *h = (struct dj_hook_disco *)call;
+    if (!h->account)
+        evbuffer_add_printf(h->out, "<feature var='" NS_VERSION "'/>");
+    dj_hook_decline(call);
+}
+
 void dj_plugin_version_register(void)
 {
     dj_hook_register(DJ_HOOK_C2S_IQ, "version", version_iq, NULL);
-    dj_hook_add_feature(NS_VERSION);
+    dj_hook_register(DJ_HOOK_DISCO_INFO, "version", version_disco, NULL);
 }

@@ -1,8 +1,8 @@
 /* libmogile: the MogileFS client library (see libmogile.h).
  *
- * Tracker I/O is a blocking socket with deadlines; storage I/O goes through
- * mogilefs/httpc.c (blocking HTTP/1.0 with deadlines). move the tracker
- * connection handling to common/client when it lands. */
+ * Tracker connections, deadlines and dead-tracker retry are common/client's;
+ * storage I/O goes through mogilefs/httpc.c (blocking HTTP/1.0 with
+ * deadlines). */
 #include "mogilefs/client/libmogile.h"
 
 #include <errno.h>
@@ -18,38 +18,22 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "common/client.h"
 #include "mogilefs/mogilefs.h"
 
-#define MAX_TRACKERS 16
-
-struct tracker {
-    char host[256];
-    char port[8];
-    int64_t dead_until;
-};
-
 struct mog_client {
-    struct tracker t[MAX_TRACKERS];
-    int nt;
-    int fd;
+    struct client_server *srv;   /* the trackers (common/client) */
+    int nsrv;
+    int cur;                     /* index of the connected tracker, -1 none */
     char *domain;
     struct mog_client_options o;
     char err[64];
-    char errtext[256];
-    char *rbuf;
-    size_t rlen, rcap;
+    char errtext[512];
 };
 
 struct mog_client_res {
     struct mog_req req;
 };
-
-static int64_t now_ms(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
 
 static int fail(struct mog_client *c, const char *code, const char *text)
 {
@@ -63,7 +47,7 @@ struct mog_client *mog_client_new(const char *trackers, const char *domain, cons
     struct mog_client *c = calloc(1, sizeof *c);
     if (!c)
         return NULL;
-    c->fd = -1;
+    c->cur = -1;
     if (opts)
         c->o = *opts;
     if (c->o.connect_timeout_ms <= 0)
@@ -72,39 +56,22 @@ struct mog_client *mog_client_new(const char *trackers, const char *domain, cons
         c->o.timeout_ms = 3000;
     if (c->o.dead_retry_ms <= 0)
         c->o.dead_retry_ms = 5000;
-    c->domain = domain ? strdup(domain) : NULL;
-    const char *p = trackers;
-    while (p && *p && c->nt < MAX_TRACKERS) {
-        const char *comma = strchr(p, ',');
-        size_t len = comma ? (size_t)(comma - p) : strlen(p);
-        const char *colon = memrchr(p, ':', len);
-        struct tracker *t = &c->t[c->nt];
-        if (colon && (size_t)(colon - p) < sizeof t->host) {
-            snprintf(t->host, sizeof t->host, "%.*s", (int)(colon - p), p);
-            snprintf(t->port, sizeof t->port, "%.*s", (int)(len - (size_t)(colon - p) - 1), colon + 1);
-        } else if (len < sizeof t->host) {
-            snprintf(t->host, sizeof t->host, "%.*s", (int)len, p);
-            snprintf(t->port, sizeof t->port, "7001");
-        }
-        if (t->host[0])
-            c->nt++;
-        p = comma ? comma + 1 : NULL;
-    }
-    if (c->nt == 0) {
-        free(c->domain);
+    char perr[128];
+    c->nsrv = client_parse_servers(trackers ? trackers : "", MOG_DEFAULT_PORT, false, &c->srv, perr, sizeof perr);
+    if (c->nsrv < 1) {
         free(c);
         return NULL;
     }
+    c->domain = domain ? strdup(domain) : NULL;
     srandom((unsigned)time(NULL) ^ (unsigned)getpid());
     return c;
 }
 
 static void disconnect(struct mog_client *c)
 {
-    if (c->fd >= 0)
-        close(c->fd);
-    c->fd = -1;
-    c->rlen = 0;
+    if (c->cur >= 0)
+        client_close(&c->srv[c->cur]);
+    c->cur = -1;
 }
 
 void mog_client_free(struct mog_client *c)
@@ -112,137 +79,43 @@ void mog_client_free(struct mog_client *c)
     if (!c)
         return;
     disconnect(c);
+    client_servers_free(c->srv, c->nsrv);
     free(c->domain);
-    free(c->rbuf);
     free(c);
 }
 
 const char *mog_client_error(const struct mog_client *c) { return c->err; }
 const char *mog_client_error_text(const struct mog_client *c) { return c->errtext; }
 
-static int wait_fd(int fd, short ev, int64_t deadline)
-{
-    for (;;) {
-        int64_t left = deadline - now_ms();
-        if (left <= 0)
-            return -1;
-        struct pollfd p = { .fd = fd, .events = ev };
-        int r = poll(&p, 1, (int)left);
-        if (r > 0)
-            return 0;
-        if (r < 0 && errno != EINTR)
-            return -1;
-    }
-}
-
-static int connect_one(struct mog_client *c, struct tracker *t)
-{
-    struct addrinfo hints = { .ai_family = AF_UNSPEC, .ai_socktype = SOCK_STREAM }, *ai = NULL;
-    if (getaddrinfo(t->host, t->port, &hints, &ai) != 0 || !ai)
-        return -1;
-    int fd = socket(ai->ai_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
-    if (fd < 0) {
-        freeaddrinfo(ai);
-        return -1;
-    }
-    int r = connect(fd, ai->ai_addr, ai->ai_addrlen);
-    freeaddrinfo(ai);
-    if (r < 0 && errno == EINPROGRESS) {
-        int soerr = 0;
-        socklen_t sl = sizeof soerr;
-        if (wait_fd(fd, POLLOUT, now_ms() + c->o.connect_timeout_ms) == 0 &&
-            getsockopt(fd, SOL_SOCKET, SO_ERROR, &soerr, &sl) == 0 && soerr == 0)
-            r = 0;
-    }
-    if (r < 0) {
-        close(fd);
-        return -1;
-    }
-    return fd;
-}
-
-/* Trackers in random order, skipping ones that failed recently. */
+/* Trackers in random order (as MogileFS::Backend), skipping dead ones
+ * until their retry time; a failed one is dead for dead_retry_ms. */
 static int ensure_connected(struct mog_client *c)
 {
-    if (c->fd >= 0)
+    if (c->cur >= 0)
         return 0;
-    int order[MAX_TRACKERS];
-    for (int i = 0; i < c->nt; i++)
+    int order[64], n = c->nsrv < 64 ? c->nsrv : 64;
+    for (int i = 0; i < n; i++)
         order[i] = i;
-    for (int i = c->nt - 1; i > 0; i--) {
+    for (int i = n - 1; i > 0; i--) {
         int j = (int)(random() % (i + 1)), tmp = order[i];
         order[i] = order[j];
         order[j] = tmp;
     }
-    int64_t now = now_ms();
+    const char *why = "no tracker reachable";
     for (int pass = 0; pass < 2; pass++)
-        for (int i = 0; i < c->nt; i++) {
-            struct tracker *t = &c->t[order[i]];
-            if (pass == 0 && t->dead_until > now)
-                continue;
-            int fd = connect_one(c, t);
-            if (fd >= 0) {
-                c->fd = fd;
-                c->rlen = 0;
+        for (int i = 0; i < n; i++) {
+            struct client_server *s = &c->srv[order[i]];
+            if (pass == 1)
+                s->dead = false; /* last resort: every tracker was dead */
+            if (client_connect(s, c->o.connect_timeout_ms) == CLIENT_OK) {
+                c->cur = order[i];
                 return 0;
             }
-            t->dead_until = now + c->o.dead_retry_ms;
+            if (s->error[0])
+                why = s->error;
+            client_failed(s, 1, c->o.dead_retry_ms);
         }
-    return fail(c, "connect", "no tracker reachable");
-}
-
-static int send_all(struct mog_client *c, const char *p, size_t len)
-{
-    int64_t deadline = now_ms() + c->o.timeout_ms;
-    while (len > 0) {
-        ssize_t n = send(c->fd, p, len, MSG_NOSIGNAL);
-        if (n > 0) {
-            p += n;
-            len -= (size_t)n;
-        } else if (n < 0 && (errno == EAGAIN || errno == EINTR)) {
-            if (wait_fd(c->fd, POLLOUT, deadline) < 0)
-                return -1;
-        } else {
-            return -1;
-        }
-    }
-    return 0;
-}
-
-/* One reply line (without CRLF) into c->rbuf; returns its length or -1. */
-static ssize_t read_line(struct mog_client *c)
-{
-    int64_t deadline = now_ms() + c->o.timeout_ms;
-    c->rlen = 0;
-    for (;;) {
-        char *nl = c->rlen ? memchr(c->rbuf, '\n', c->rlen) : NULL;
-        if (nl) {
-            size_t l = (size_t)(nl - c->rbuf);
-            if (l && c->rbuf[l - 1] == '\r')
-                l--;
-            c->rbuf[l] = '\0';
-            return (ssize_t)l;
-        }
-        if (c->rlen + 4096 > c->rcap) {
-            if (c->rcap >= (size_t)MOG_MAX_LINE * 16)
-                return -1;
-            size_t nc = c->rcap ? c->rcap * 2 : 8192;
-            char *nb = realloc(c->rbuf, nc);
-            if (!nb)
-                return -1;
-            c->rbuf = nb;
-            c->rcap = nc;
-        }
-        if (wait_fd(c->fd, POLLIN, deadline) < 0)
-            return -1;
-        ssize_t n = recv(c->fd, c->rbuf + c->rlen, c->rcap - c->rlen - 1, 0);
-        if (n <= 0) {
-            if (n < 0 && (errno == EAGAIN || errno == EINTR))
-                continue;
-            return -1;
-        }
-        c->rlen += (size_t)n;
-    }
+    return fail(c, "connect", why);
 }
 
 static void add_pair(char **buf, size_t *len, size_t *cap, const char *k, const char *v, bool *first)
@@ -280,22 +153,30 @@ int mog_client_request(struct mog_client *c, const char *cmd, const char *const 
         line = realloc(line, len + 3);
     line[len++] = '\r';
     line[len++] = '\n';
-    /* A connection that went stale gets one reconnect. */
+    /* A connection that went stale gets one reconnect (another tracker). */
     int rc = -1;
+    char *r = NULL;
     for (int attempt = 0; attempt < 2 && rc < 0; attempt++) {
         if (ensure_connected(c) < 0)
             break;
-        if (send_all(c, line, len) == 0 && read_line(c) >= 0) {
+        struct client_server *s = &c->srv[c->cur];
+        uint64_t deadline = client_deadline(c->o.timeout_ms);
+        size_t rl;
+        int st = client_send_all(s, line, len, deadline);
+        if (st == CLIENT_OK)
+            st = client_read_line(s, deadline, (size_t)MOG_MAX_LINE * 16, &r, &rl);
+        if (st == CLIENT_OK) {
+            client_ok(s);
             rc = 0;
             break;
         }
-        disconnect(c);
-        fail(c, "timeout", "tracker did not answer");
+        fail(c, st == CLIENT_TIMEOUT ? "timeout" : "connection", client_strerror(st));
+        client_failed(s, 1, c->o.dead_retry_ms);
+        c->cur = -1;
     }
     free(line);
     if (rc < 0)
         return -1;
-    const char *r = c->rbuf;
     if (!strncmp(r, "OK", 2) && (r[2] == ' ' || r[2] == '\0')) {
         struct mog_client_res *out = calloc(1, sizeof *out);
         if (!out)
@@ -303,17 +184,19 @@ int mog_client_request(struct mog_client *c, const char *cmd, const char *const 
         const char *args = r + 2;
         while (*args == ' ')
             args++;
-        char tmp[MOG_MAX_LINE];
         size_t al = strlen(args);
-        if (al + 3 > sizeof tmp) {
+        char *tmp = malloc(al + 3);
+        if (!tmp) {
             free(out);
-            return fail(c, "reply_too_long", NULL);
+            return fail(c, "nomem", NULL);
         }
         /* Reuse the request parser: "x <args>". */
-        int n = snprintf(tmp, sizeof tmp, "x %s", args);
-        if (mog_parse_request(tmp, (size_t)n, &out->req) != MOG_PARSE_OK) {
+        int n = snprintf(tmp, al + 3, "x %s", args);
+        enum mog_parse_status ps = mog_parse_request(tmp, (size_t)n, &out->req);
+        free(tmp);
+        if (ps != MOG_PARSE_OK) {
             free(out);
-            return fail(c, "bad_reply", r);
+            return fail(c, "bad_reply", "unparsable reply");
         }
         *res = out;
         return 0;

@@ -36,14 +36,6 @@ static void *worker(void *arg)
     memset(data, 'x', size);
     char key[128];
     long n = 0;
-    if (!strcmp(mode, "get_paths"))
-        for (int i = 0; i < 20; i++) {
-            snprintf(key, sizeof key, "gp-%ld-%d", id, i);
-            if (mog_client_store(c, key, cls, data, size) < 0) {
-                fprintf(stderr, "seed store failed: %s\n", mog_client_error(c));
-                exit(1);
-            }
-        }
     while (now() < t_end) {
         int rc;
         if (!strcmp(mode, "upload")) {
@@ -51,7 +43,7 @@ static void *worker(void *arg)
             rc = mog_client_store(c, key, cls, data, size);
         } else {
             char *paths[4];
-            snprintf(key, sizeof key, "gp-%ld-%ld", id, n % 20);
+            snprintf(key, sizeof key, "gp-%ld", (id + n) % 20);
             rc = mog_client_get_paths(c, key, 1, paths, 4);
             for (int i = 0; i < rc; i++)
                 free(paths[i]);
@@ -83,6 +75,20 @@ int main(int argc, char **argv)
         size = (size_t)atol(argv[7]);
     if (threads < 1 || threads > 256)
         threads = 1;
+    if (!strcmp(mode, "get_paths")) {
+        /* The keys read are stored before the clock starts. */
+        struct mog_client *c = mog_client_new(trackers, domain, NULL);
+        char *data = calloc(1, size + 1), key[64];
+        for (int i = 0; i < 20; i++) {
+            snprintf(key, sizeof key, "gp-%d", i);
+            if (mog_client_store(c, key, cls, data, size) < 0) {
+                fprintf(stderr, "seed store failed: %s\n", mog_client_error(c));
+                return 1;
+            }
+        }
+        free(data);
+        mog_client_free(c);
+    }
     pthread_t *t = calloc((size_t)threads, sizeof *t);
     double start = now();
     t_end = start + seconds;

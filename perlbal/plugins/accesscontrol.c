@@ -23,11 +23,28 @@
 
 static enum pb_hook_result access_start(struct pb_service *svc, struct pb_client *cl, struct http_msg *req)
 {
-    (void)req;
     struct plug_state *st = pb_plugin_state(svc);
     if (!st) return PB_HOOK_CONTINUE;
     bool v4;
     uint32_t ip = pb_plugin_client_ipv4(cl, &v4);
+    /* use_observed_ip (as Perlbal): behind a trusted upstream proxy, the
+     * rules apply to the first address of X-Forwarded-For */
+    size_t xl;
+    const char *xff = st->use_observed_ip ? http_header_value(req, "x-forwarded-for", &xl) : NULL;
+    if (xff && pb_service_trusted(svc, &cl->c->peer)) {
+        char first[INET_ADDRSTRLEN];
+        size_t n = strcspn(xff, ", ");
+        if (n > xl) n = xl;
+        struct in_addr a;
+        if (n < sizeof first) {
+            memcpy(first, xff, n);
+            first[n] = 0;
+            if (inet_pton(AF_INET, first, &a) == 1) {
+                ip = a.s_addr;
+                v4 = true;
+            }
+        }
+    }
     int action = -1;
     pthread_mutex_lock(&pb_plugin_lock);
     for (int i = 0; i < st->nrules && v4; i++)
@@ -132,4 +149,24 @@ static int access_command(const char *svcname, int argc, const char *const *argv
 
 
 static const char *const access_cmds[] = { "access", NULL };
-const struct pb_plugin pb_plugin_accesscontrol = { .name = "accesscontrol", .start_request = access_start, .commands = access_cmds, .command = access_command };
+/* SET svc.AccessControl.use_observed_ip = bool */
+static int access_set(struct pb_service *svc, const char *key, const char *val, char *err, size_t errlen)
+{
+    if (strcasecmp(key, "use_observed_ip")) {
+        snprintf(err, errlen, "Unknown AccessControl parameter '%s'", key);
+        return -1;
+    }
+    bool on = !strcasecmp(val, "1") || !strcasecmp(val, "on") || !strcasecmp(val, "yes") || !strcasecmp(val, "true");
+    if (!on && strcasecmp(val, "0") && strcasecmp(val, "off") && strcasecmp(val, "no") && strcasecmp(val, "false")) {
+        snprintf(err, errlen, "Expected boolean value for use_observed_ip");
+        return -1;
+    }
+    struct plug_state *st = pb_plugin_state(svc);
+    if (!st) return -1;
+    st->use_observed_ip = on;
+    return 0;
+}
+
+const struct pb_plugin pb_plugin_accesscontrol = { .name = "accesscontrol", .start_request = access_start,
+                                                   .commands = access_cmds, .command = access_command,
+                                                   .set_param = access_set };

@@ -1,32 +1,30 @@
-/* libschwartz: blocking client for schwartzd. Owns one TCP connection, a
- * bounded read buffer and the protocol's reply framing.
- * move the socket/buffer part to common/client when it lands. */
+/* libschwartz: blocking client for schwartzd — request framing and reply
+ * parsing (PROTOCOL.md) over the core's blocking client kit
+ * (common/client: server list, connect with timeout, dead-server retry,
+ * buffered line and block reads). */
 #include "schwartz/client/libschwartz.h"
 
-#include <errno.h>
-#include <netdb.h>
-#include <netinet/in.h>
-#include <netinet/tcp.h>
-#include <poll.h>
-#include <stdbool.h>
 #include <stdarg.h>
+#include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/socket.h>
-#include <unistd.h>
+
+#include "common/client.h"
 
 #define SWC_MAX_LINE 8192
 #define SWC_MAX_ARG (64u << 20)
+#define SWC_FAILURE_LIMIT 2
+#define SWC_RETRY_MS 5000
 
 struct sw_client {
-    char host[256];
-    char port[16];
+    struct client_server *servers;
+    int nservers;
+    int cur;                /* the server requests go to */
+    struct client_server *s;
     int timeout_ms;
-    int fd;
-    char *buf;          /* unread input: buf[off..len) */
-    size_t off, len, cap;
-    char err[300];
+    uint64_t deadline;      /* of the request in progress */
+    char err[400];
 };
 
 static int fail(struct sw_client *c, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
@@ -39,12 +37,16 @@ static int fail(struct sw_client *c, const char *fmt, ...)
     return -1;
 }
 
-static void drop(struct sw_client *c)
+/* A transport failure: the stream position is lost; count it against the
+ * server (dead after SWC_FAILURE_LIMIT in a row, retried after a while). */
+static int transport_fail(struct sw_client *c, int st)
 {
-    if (c->fd >= 0)
-        close(c->fd);
-    c->fd = -1;
-    c->off = c->len = 0;
+    if (c->s) {
+        fail(c, "%s: %s", c->s->name, c->s->error[0] ? c->s->error : client_strerror(st));
+        client_failed(c->s, SWC_FAILURE_LIMIT, SWC_RETRY_MS);
+    }
+    c->s = NULL;
+    return -1;
 }
 
 struct sw_client *sw_client_new(const char *server, int timeout_ms)
@@ -52,21 +54,14 @@ struct sw_client *sw_client_new(const char *server, int timeout_ms)
     struct sw_client *c = calloc(1, sizeof *c);
     if (!c)
         return NULL;
-    c->fd = -1;
     c->timeout_ms = timeout_ms > 0 ? timeout_ms : 30000;
-    const char *s = server && *server ? server : "127.0.0.1:7003";
-    const char *colon = strrchr(s, ':');
-    if (s[0] == '[') {
-        const char *rb = strchr(s, ']');
-        size_t n = rb ? (size_t)(rb - s - 1) : strlen(s);
-        snprintf(c->host, sizeof c->host, "%.*s", (int)n, s + 1);
-        snprintf(c->port, sizeof c->port, "%s", rb && rb[1] == ':' ? rb + 2 : "7003");
-    } else if (colon) {
-        snprintf(c->host, sizeof c->host, "%.*s", (int)(colon - s), s);
-        snprintf(c->port, sizeof c->port, "%s", colon + 1);
-    } else {
-        snprintf(c->host, sizeof c->host, "%s", s);
-        snprintf(c->port, sizeof c->port, "7003");
+    char err[200];
+    c->nservers = client_parse_servers(server && *server ? server : "127.0.0.1:7003", 7003, false, &c->servers, err,
+                                       sizeof err);
+    if (c->nservers < 0) {
+        /* keep a usable handle: every call reports the bad list */
+        c->nservers = 0;
+        fail(c, "%s", err);
     }
     return c;
 }
@@ -75,151 +70,57 @@ void sw_client_free(struct sw_client *c)
 {
     if (!c)
         return;
-    drop(c);
-    free(c->buf);
+    if (c->servers)
+        client_servers_free(c->servers, c->nservers);
     free(c);
 }
 
 const char *sw_client_error(const struct sw_client *c) { return c->err; }
 
-static int wait_fd(struct sw_client *c, short ev)
-{
-    struct pollfd p = { .fd = c->fd, .events = ev };
-    int r;
-    do
-        r = poll(&p, 1, c->timeout_ms);
-    while (r < 0 && errno == EINTR);
-    if (r == 0)
-        return fail(c, "timeout talking to %s:%s", c->host, c->port);
-    return r < 0 ? fail(c, "poll: %s", strerror(errno)) : 0;
-}
-
+/* Pick a server (the current one, else the next live one) and connect. */
 static int connect_now(struct sw_client *c)
 {
-    if (c->fd >= 0)
+    if (c->s && c->s->fd >= 0)
         return 0;
-    struct addrinfo hints = { .ai_socktype = SOCK_STREAM }, *res = NULL;
-    int rc = getaddrinfo(c->host, c->port, &hints, &res);
-    if (rc != 0)
-        return fail(c, "%s: %s", c->host, gai_strerror(rc));
-    for (struct addrinfo *a = res; a; a = a->ai_next) {
-        int fd = socket(a->ai_family, a->ai_socktype | SOCK_CLOEXEC | SOCK_NONBLOCK, a->ai_protocol);
-        if (fd < 0)
-            continue;
-        c->fd = fd;
-        if (connect(fd, a->ai_addr, a->ai_addrlen) == 0 ||
-            (errno == EINPROGRESS && wait_fd(c, POLLOUT) == 0)) {
-            int soerr = 0;
-            socklen_t sl = sizeof soerr;
-            getsockopt(fd, SOL_SOCKET, SO_ERROR, &soerr, &sl);
-            if (soerr == 0) {
-                int one = 1;
-                setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
-                freeaddrinfo(res);
-                return 0;
-            }
-            fail(c, "connect %s:%s: %s", c->host, c->port, strerror(soerr));
-        } else if (errno != EINPROGRESS)
-            fail(c, "connect %s:%s: %s", c->host, c->port, strerror(errno));
-        close(fd);
-        c->fd = -1;
-    }
-    freeaddrinfo(res);
-    return -1;
-}
-
-static int send_all(struct sw_client *c, const void *p, size_t n)
-{
-    const char *b = p;
-    while (n) {
-        ssize_t w = send(c->fd, b, n, MSG_NOSIGNAL);
-        if (w < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) {
-            if (wait_fd(c, POLLOUT) < 0)
-                return -1;
-            continue;
-        }
-        if (w < 0 && errno == EINTR)
-            continue;
-        if (w <= 0)
-            return fail(c, "send: %s", strerror(errno));
-        b += w;
-        n -= (size_t)w;
-    }
-    return 0;
-}
-
-static int fill(struct sw_client *c)
-{
-    if (c->off > 0 && c->off == c->len)
-        c->off = c->len = 0;
-    if (c->len == c->cap) {
-        if (c->off > 0) {
-            memmove(c->buf, c->buf + c->off, c->len - c->off);
-            c->len -= c->off;
-            c->off = 0;
-        } else {
-            size_t cap = c->cap ? c->cap * 2 : 16384;
-            char *b = realloc(c->buf, cap);
-            if (!b)
-                return fail(c, "out of memory");
-            c->buf = b;
-            c->cap = cap;
-        }
-    }
-    for (;;) {
-        ssize_t r = recv(c->fd, c->buf + c->len, c->cap - c->len, 0);
-        if (r > 0) {
-            c->len += (size_t)r;
+    if (c->nservers == 0)
+        return -1;
+    for (int i = 0; i < c->nservers; i++) {
+        struct client_server *s = &c->servers[(c->cur + i) % c->nservers];
+        client_revive(s, SWC_FAILURE_LIMIT);
+        int st = client_connect(s, c->timeout_ms);
+        if (st == CLIENT_OK) {
+            c->cur = (c->cur + i) % c->nservers;
+            c->s = s;
             return 0;
         }
-        if (r == 0)
-            return fail(c, "server closed the connection");
-        if (errno == EINTR)
-            continue;
-        if (errno != EAGAIN && errno != EWOULDBLOCK)
-            return fail(c, "recv: %s", strerror(errno));
-        if (wait_fd(c, POLLIN) < 0)
-            return -1;
+        fail(c, "%s: %s", s->name, s->error[0] ? s->error : client_strerror(st));
+        if (st != CLIENT_DEAD)
+            client_failed(s, SWC_FAILURE_LIMIT, SWC_RETRY_MS);
     }
+    return -1;
 }
 
 /* Next reply line (NUL-ended, without CRLF), valid until the next read. */
 static char *read_line(struct sw_client *c)
 {
-    for (;;) {
-        char *nl = memchr(c->buf + c->off, '\n', c->len - c->off);
-        if (nl) {
-            char *line = c->buf + c->off;
-            c->off = (size_t)(nl - c->buf) + 1;
-            *nl = '\0';
-            if (nl > line && nl[-1] == '\r')
-                nl[-1] = '\0';
-            return line;
-        }
-        if (c->len - c->off > SWC_MAX_LINE) {
-            fail(c, "reply line too long");
-            return NULL;
-        }
-        if (fill(c) < 0)
-            return NULL;
+    char *line;
+    size_t len;
+    int st = client_read_line(c->s, c->deadline, SWC_MAX_LINE, &line, &len);
+    if (st != CLIENT_OK) {
+        transport_fail(c, st);
+        return NULL;
     }
+    return line;
 }
 
+/* n bytes and the CRLF after them, into dst (NUL-ended). */
 static int read_block(struct sw_client *c, unsigned char *dst, size_t n)
 {
-    size_t need = n + 2;
-    size_t got = 0;
-    while (got < need) {
-        if (c->off == c->len && fill(c) < 0)
-            return -1;
-        size_t avail = c->len - c->off, take = need - got < avail ? need - got : avail;
-        for (size_t i = 0; i < take; i++) {
-            if (got + i < n)
-                dst[got + i] = (unsigned char)c->buf[c->off + i];
-        }
-        c->off += take;
-        got += take;
-    }
+    char *data;
+    int st = client_read_block(c->s, n + 2, c->deadline, &data);
+    if (st != CLIENT_OK)
+        return transport_fail(c, st);
+    memcpy(dst, data, n);
     dst[n] = '\0';
     return 0;
 }
@@ -229,20 +130,24 @@ static int request(struct sw_client *c, const char *line, const void *block, siz
 {
     if (connect_now(c) < 0)
         return -1;
-    if (send_all(c, line, strlen(line)) < 0 || (with_block && (send_all(c, block, blen) < 0 || send_all(c, "\r\n", 2) < 0))) {
-        drop(c);
-        return -1;
+    c->deadline = client_deadline(c->timeout_ms);
+    int st = client_send_all(c->s, line, strlen(line), c->deadline);
+    if (st == CLIENT_OK && with_block) {
+        st = client_send_all(c->s, block, blen, c->deadline);
+        if (st == CLIENT_OK)
+            st = client_send_all(c->s, "\r\n", 2, c->deadline);
     }
+    if (st != CLIENT_OK)
+        return transport_fail(c, st);
     return 0;
 }
 
 static int check_ok(struct sw_client *c, char **rest)
 {
     char *l = read_line(c);
-    if (!l) {
-        drop(c);
+    if (!l)
         return -1;
-    }
+    client_ok(c->s);
     if (!strncmp(l, "OK", 2) && (l[2] == '\0' || l[2] == ' ')) {
         if (rest)
             *rest = l[2] ? l + 3 : l + 2;
@@ -349,7 +254,8 @@ int sw_client_grab(struct sw_client *c, const char *const *funcs, int nfuncs, in
     return got;
 lost:
     sw_client_jobs_free(out, got + 1);
-    drop(c);
+    if (c->s)
+        transport_fail(c, CLIENT_CLOSED);
     return -1;
 }
 
@@ -401,6 +307,15 @@ int sw_client_declined(struct sw_client *c, const char *handle, long long run_af
     return simple(c, line, NULL);
 }
 
+int sw_client_touch(struct sw_client *c, const char *handle, int seconds)
+{
+    char line[160];
+    if (!token_ok(handle) || strlen(handle) > 60)
+        return fail(c, "bad handle");
+    snprintf(line, sizeof line, "touch %s %d\r\n", handle, seconds < 1 ? 1 : seconds);
+    return simple(c, line, NULL);
+}
+
 int sw_client_lines(struct sw_client *c, const char *command, void (*fn)(const char *line, void *arg), void *arg)
 {
     char line[SWC_MAX_LINE];
@@ -411,10 +326,8 @@ int sw_client_lines(struct sw_client *c, const char *command, void (*fn)(const c
         return -1;
     for (;;) {
         char *l = read_line(c);
-        if (!l) {
-            drop(c);
+        if (!l)
             return -1;
-        }
         if (!strcmp(l, "END"))
             return 0;
         if (!strncmp(l, "ERR ", 4))

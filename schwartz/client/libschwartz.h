@@ -49,6 +49,9 @@ int sw_client_completed(struct sw_client *c, const char *handle);
 /* Returns 1 if the job will be retried, 0 if it failed for good, -1 on error. */
 int sw_client_failed(struct sw_client *c, const char *handle, const char *message, int exit_status, int permanent);
 int sw_client_declined(struct sw_client *c, const char *handle, long long run_after);
+/* Extend the lease of a job this worker holds to seconds from now. 0, or -1
+ * (the job is gone or its lease already ran out: someone else may hold it). */
+int sw_client_touch(struct sw_client *c, const char *handle, int seconds);
 
 /* Send one command line and call fn for each reply line up to "END"
  * (queues, funcmap, stats). Returns 0 or -1. */

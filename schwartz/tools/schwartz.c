@@ -7,7 +7,8 @@
  *   schwartz [-s HOST:PORT] queues
  *
  * work runs CMD once per job, the job's arg on its stdin and
- * SCHWARTZ_JOB_HANDLE in its environment: exit 0 = completed, 75
+ * SCHWARTZ_JOB_HANDLE in its environment, extending the job's lease while
+ * CMD runs: exit 0 = completed, 75
  * (EX_TEMPFAIL) = failed and retried per the function's policy, any other
  * exit = failed for good with that exit status. */
 #include <errno.h>
@@ -99,8 +100,10 @@ static int do_insert(struct sw_client *c, int argc, char **argv)
     return 0;
 }
 
-/* Run cmd with the job's arg on stdin; returns its exit status (or 128+sig). */
-static int run_job(char **cmd, const struct sw_client_job *j)
+/* Run cmd with the job's arg on stdin; returns its exit status (or 128+sig).
+ * While it runs, the job's lease is extended every grab_for/2 seconds, so a
+ * long job is not handed to another worker while this one is alive. */
+static int run_job(struct sw_client *c, char **cmd, const struct sw_client_job *j, long long grab_for)
 {
     int p[2];
     if (pipe(p) < 0)
@@ -135,8 +138,21 @@ static int run_job(char **cmd, const struct sw_client_job *j)
     }
     close(p[1]);
     int st;
-    while (waitpid(pid, &st, 0) < 0 && errno == EINTR)
-        ;
+    long long every_ms = grab_for > 1 ? grab_for * 1000 / 2 : 500;
+    long long since_ms = 0;
+    for (;;) {
+        pid_t r = waitpid(pid, &st, WNOHANG);
+        if (r == pid || (r < 0 && errno != EINTR))
+            break;
+        usleep(50000);
+        since_ms += 50;
+        if (since_ms >= every_ms) {
+            since_ms = 0;
+            /* +1: leases are whole seconds of the database's clock */
+            if (sw_client_touch(c, j->handle, (int)grab_for + 1) < 0)
+                fprintf(stderr, "schwartz: %s: lease: %s\n", j->handle, sw_client_error(c));
+        }
+    }
     if (WIFEXITED(st))
         return WEXITSTATUS(st);
     return 128 + (WIFSIGNALED(st) ? WTERMSIG(st) : 0);
@@ -194,7 +210,7 @@ static int do_work(struct sw_client *c, int argc, char **argv)
         }
         nap = 10000;
         struct sw_client_job *j = &jobs[0];
-        int st = run_job(cmd, j);
+        int st = run_job(c, cmd, j, grab_for);
         int rc;
         if (st == 0)
             rc = sw_client_completed(c, j->handle);

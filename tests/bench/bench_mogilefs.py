@@ -74,10 +74,11 @@ def mogile(tracker, *args):
                    capture_output=True, timeout=30)
 
 
-def drive(tracker, mode, server_pids):
+def drive(tracker, mode, server_pids, threads=None):
     pids = [p for root in server_pids for p in tree(root)]
     c0 = cpu_s(pids)
-    out = subprocess.run([os.path.join(BUILD, "bin", "mogile-bench"), tracker, "bench", "b", mode, str(THREADS),
+    out = subprocess.run([os.path.join(BUILD, "bin", "mogile-bench"), tracker, "bench", "b", mode,
+                          str(threads or THREADS),
                           str(SECS), "1024"], capture_output=True, text=True, timeout=SECS * 10 + 60).stdout
     c1 = cpu_s(pids)
     m = re.search(r"ops=(\d+) errors=(\d+) secs=([\d.]+) ops_per_sec=([\d.]+)", out)
@@ -129,6 +130,7 @@ def tracker_bench(tmp):
         addr = "127.0.0.1:%d" % port
         setup_tracker(addr, "127.0.0.2", sport)
         results["ours"] = {m: drive(addr, m, [ours.pid]) for m in ("upload", "get_paths")}
+        results["ours1"] = {m: drive(addr, m, [ours.pid], 1) for m in ("upload", "get_paths")}
         ours.terminate()
         ours.wait()
         procs.remove(ours)
@@ -151,6 +153,7 @@ def tracker_bench(tmp):
             paddr = "127.0.0.1:%d" % pport
             setup_tracker(paddr, "127.0.0.3", sport2)
             time.sleep(3)
+            results["perl1"] = {m: drive(paddr, m, [perl.pid], 1) for m in ("upload", "get_paths")}
             results["perl"] = {m: drive(paddr, m, [perl.pid]) for m in ("upload", "get_paths")}
     finally:
         for p in procs:
@@ -208,11 +211,12 @@ def line(label, ours, theirs, unit):
     if ours is None:
         print("%-28s ours: failed" % label)
         return
-    s = "%-28s ours %9.1f %s (%.3f ms CPU/op)" % (label, ours["rate"], unit, ours["cpu_ms"])
+    s = "%-34s ours %9.1f %s (%.3f ms CPU/op%s)" % (label, ours["rate"], unit, ours["cpu_ms"],
+                                                   ", %d errors" % ours["errors"] if ours.get("errors") else "")
     if theirs:
-        s += "   theirs %9.1f (%.3f ms CPU/op)   ratio %.2fx, CPU/op ratio %.2f" % (
-            theirs["rate"], theirs["cpu_ms"], ours["rate"] / max(theirs["rate"], 0.001),
-            ours["cpu_ms"] / max(theirs["cpu_ms"], 1e-9))
+        s += "   theirs %9.1f (%.3f ms CPU/op%s)   ratio %.2fx, CPU/op ratio %.2f" % (
+            theirs["rate"], theirs["cpu_ms"], ", %d errors" % theirs["errors"] if theirs.get("errors") else "",
+            ours["rate"] / max(theirs["rate"], 0.001), ours["cpu_ms"] / max(theirs["cpu_ms"], 1e-9))
     print(s)
 
 
@@ -230,8 +234,11 @@ def main():
         perl = t.get("perl") or {}
         if not PERL_SRC:
             print("(Perl MogileFS 2.73 not run: set MOGILEFS_PERL_SRC to a MogileFS-Server checkout)")
-        line("tracker uploads (1 KiB)", t["ours"]["upload"], perl.get("upload"), "/s")
-        line("tracker get_paths", t["ours"]["get_paths"], perl.get("get_paths"), "/s")
+        perl1 = t.get("perl1") or {}
+        line("tracker uploads 1 KiB, 1 client", t["ours1"]["upload"], perl1.get("upload"), "/s")
+        line("tracker get_paths, 1 client", t["ours1"]["get_paths"], perl1.get("get_paths"), "/s")
+        line("tracker uploads 1 KiB, %d clients" % THREADS, t["ours"]["upload"], perl.get("upload"), "/s")
+        line("tracker get_paths, %d clients" % THREADS, t["ours"]["get_paths"], perl.get("get_paths"), "/s")
         s = storage_bench(tmp)
         line("mogstored GET 1 KiB vs nginx", s[("1k", "ours")], s[("1k", "nginx")], "req/s")
         line("mogstored GET 1 MiB vs nginx", s[("1m", "ours")], s[("1m", "nginx")], "req/s")

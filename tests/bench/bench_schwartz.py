@@ -10,7 +10,7 @@ Per system, two phases over N jobs of 16 bytes:
 CPU per job: the server process's user+system time (schwartzd, beanstalkd);
 for Perl TheSchwartz, which has no server, the CPU of its client processes.
 
-Usage: BUILD_DIR=build python3 tests/bench/bench_schwartz.py [--jobs 1000] [--workers 4]
+Usage: BUILD_DIR=build python3 tests/bench/bench_schwartz.py [--jobs 1000] [--workers 4] [--rounds 1] [--no-mariadb]
 """
 import argparse
 import os
@@ -188,44 +188,14 @@ def sqlite_left(db):
                                       text=True).stdout.strip())
 
 
-def main():
-    ap = argparse.ArgumentParser()
-    ap.add_argument("--jobs", type=int, default=1000)
-    ap.add_argument("--workers", type=int, default=4)
-    ap.add_argument("--no-mariadb", action="store_true", help="skip the MariaDB rows")
-    a = ap.parse_args()
-    tmp = tempfile.mkdtemp(prefix="bench-schwartz-")
-    rows = []
-    maria = None
-    try:
-        ours_db, perl_db = "%s/ours.db" % tmp, "%s/perl.db" % tmp
-        rows.append(("schwartzd, SQLite FULL", bench_ours("dbi:SQLite:dbname=" + ours_db, "", a.jobs, a.workers)))
-        rows.append(("Perl TheSchwartz 1.12, SQLite FULL",
-                     bench_perl("dbi:SQLite:dbname=" + perl_db, "", a.jobs, a.workers, sqlite_left(perl_db))))
-        if not a.no_mariadb:
-            sys.path.insert(0, os.path.join(REPO, "tests", "integration"))
-            from conftest import MariaDB  # the test fixture's private server (flush_log_at_trx_commit=1)
-            maria = MariaDB(os.path.join(tmp, "mariadb"))
-            for label, name in (("schwartzd, MariaDB InnoDB", "ours"), ("Perl TheSchwartz 1.12, MariaDB InnoDB", "perl")):
-                maria.sql("CREATE DATABASE " + name)
-                dsn = "dbi:mysql:database=%s;host=127.0.0.1;port=%d" % (name, maria.port)
-                if name == "ours":
-                    rows.append((label, bench_ours(dsn, "root", a.jobs, a.workers)))
-                else:
-                    rows.append((label, bench_perl(dsn, "root", a.jobs, a.workers,
-                                                   lambda: int(maria.sql("SELECT COUNT(*) FROM job", name)))))
-        rows.append(("beanstalkd -b DIR -f 0", bench_beanstalk(tmp, a.jobs, a.workers)))
-    finally:
-        if maria:
-            maria.stop()
-        shutil.rmtree(tmp, ignore_errors=True)
-    print("%d jobs, %d workers (one job per grab), 16-byte args; durable everywhere" % (a.jobs, a.workers))
+def report(rows, jobs, workers, rnd):
+    print("round %d: %d jobs, %d workers (one job per grab), 16-byte args; durable everywhere" % (rnd, jobs, workers))
     print("%-38s %10s %10s %10s %12s %14s" % ("system", "insert/s", "work/s", "cycle/s", "p99 ins ms", "CPU us/job"))
     cyc = {}
     for name, (ti, tw, l99, cpu) in rows:
-        cyc[name] = a.jobs / (ti + tw)
-        print("%-38s %10.0f %10.0f %10.0f %12.2f %14.0f" % (name, a.jobs / ti, a.jobs / tw, cyc[name], l99,
-                                                           cpu / a.jobs * 1e6))
+        cyc[name] = jobs / (ti + tw)
+        print("%-38s %10.0f %10.0f %10.0f %12.2f %14.0f" % (name, jobs / ti, jobs / tw, cyc[name], l99,
+                                                           cpu / jobs * 1e6))
     pairs = [("schwartzd, SQLite FULL", "Perl TheSchwartz 1.12, SQLite FULL"),
              ("schwartzd, MariaDB InnoDB", "Perl TheSchwartz 1.12, MariaDB InnoDB"),
              ("schwartzd, SQLite FULL", "beanstalkd -b DIR -f 0"),
@@ -233,6 +203,45 @@ def main():
     for x, y in pairs:
         if x in cyc and y in cyc:
             print("cycle ratio %s / %s: %.2f" % (x, y, cyc[x] / cyc[y]))
+    print()
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--jobs", type=int, default=1000)
+    ap.add_argument("--workers", type=int, default=4)
+    ap.add_argument("--rounds", type=int, default=1, help="repeat the whole comparison (each round is one table)")
+    ap.add_argument("--no-mariadb", action="store_true", help="skip the MariaDB rows")
+    a = ap.parse_args()
+    tmp = tempfile.mkdtemp(prefix="bench-schwartz-")
+    maria = None
+    try:
+        if not a.no_mariadb:
+            sys.path.insert(0, os.path.join(REPO, "tests", "integration"))
+            from conftest import MariaDB  # the test fixture's private server (flush_log_at_trx_commit=1)
+            maria = MariaDB(os.path.join(tmp, "mariadb"))
+        for rnd in range(1, a.rounds + 1):
+            rows = []
+            ours_db, perl_db = "%s/ours%d.db" % (tmp, rnd), "%s/perl%d.db" % (tmp, rnd)
+            rows.append(("schwartzd, SQLite FULL", bench_ours("dbi:SQLite:dbname=" + ours_db, "", a.jobs, a.workers)))
+            rows.append(("Perl TheSchwartz 1.12, SQLite FULL",
+                         bench_perl("dbi:SQLite:dbname=" + perl_db, "", a.jobs, a.workers, sqlite_left(perl_db))))
+            if maria:
+                for label, name in (("schwartzd, MariaDB InnoDB", "ours%d" % rnd),
+                                    ("Perl TheSchwartz 1.12, MariaDB InnoDB", "perl%d" % rnd)):
+                    maria.sql("CREATE DATABASE " + name)
+                    dsn = "dbi:mysql:database=%s;host=127.0.0.1;port=%d" % (name, maria.port)
+                    if name.startswith("ours"):
+                        rows.append((label, bench_ours(dsn, "root", a.jobs, a.workers)))
+                    else:
+                        rows.append((label, bench_perl(dsn, "root", a.jobs, a.workers,
+                                                       lambda n=name: int(maria.sql("SELECT COUNT(*) FROM job", n)))))
+            rows.append(("beanstalkd -b DIR -f 0", bench_beanstalk("%s/b%d" % (tmp, rnd), a.jobs, a.workers)))
+            report(rows, a.jobs, a.workers, rnd)
+    finally:
+        if maria:
+            maria.stop()
+        shutil.rmtree(tmp, ignore_errors=True)
 
 
 if __name__ == "__main__":

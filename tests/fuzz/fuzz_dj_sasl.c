@@ -27,7 +27,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     size_t first = nl ? (size_t)(nl - m) : size;
     struct dj_scram s;
     const char *cond;
-    if (dj_scram_client_first(&s, DJ_SASL_SCRAM_SHA256, m, first, &cond) == 0 &&
+    if (dj_scram_client_first(&s, size % 2 ? DJ_SASL_SCRAM_SHA256 : DJ_SASL_SCRAM_SHA1_PLUS,
+                              size % 3 ? (const unsigned char *)"0123456789ab" : NULL, 12, m, first, &cond) == 0 &&
         dj_scram_server_first(&s, &creds) == 0 && nl) {
         char out[128];
         dj_scram_client_final(&s, &creds, nl + 1, size - first - 1, out, sizeof out, &cond);

@@ -6,6 +6,7 @@
 #include <errno.h>
 #include <stdbool.h>
 #include <stdint.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
@@ -27,6 +28,11 @@ bool mc_sasl_check(const char *user, size_t ulen, const char *pass, size_t plen)
     return ulen == 1 && plen == 1 && user[0] == 'u' && pass[0] == 'p';
 }
 void mc_shutdown_request(bool graceful) { (void)graceful; }
+int mc_tls_refresh(char *err, size_t errlen)
+{
+    snprintf(err, errlen, "TLS is not enabled");
+    return -1;
+}
 
 static struct core_loop *loop;
 static struct mc_thread thread_state;
@@ -42,6 +48,11 @@ static void setup(void)
     mc_settings.warm_pct = 40;
     mc_settings.maxconns = 100;
     mc_settings.threads = 1;
+    mc_settings.slab_reassign = true;   /* the daemon's defaults */
+    mc_settings.slab_automove = 1;
+    mc_settings.reqs_per_event = 20;
+    mc_settings.out_mem_limit = 8u << 20;
+    mc_settings.auth_delay_us = 0;   /* SASL failures pause 0 s here: the loop spins, time does not pass */
     mc_clock_update();
     if (loop_init(1) < 0 || mc_slabs_init() < 0 || mc_assoc_init(10) < 0)
         abort();

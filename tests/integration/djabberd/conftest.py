@@ -53,7 +53,7 @@ class Server:
 class Djabberd(Server):
     kind = "djabberd"
 
-    def __init__(self, factory, tmp, extra=()):
+    def __init__(self, factory, tmp, extra=(), env=None):
         users = os.path.join(tmp, "users.txt")
         with open(users, "w") as f:
             for u, p in USERS.items():
@@ -66,7 +66,7 @@ class Djabberd(Server):
                     % (users, os.path.join(tmp, "dj.sqlite")))
         self.conf = conf
         self.d = factory("djabberd", ["-c", conf, "--c2s_port", "{port}", "--admin", "127.0.0.1:{admin}"] +
-                         list(extra))
+                         list(extra), env=env)
         Server.__init__(self, self.d.port)
 
     def console(self, line):
@@ -91,7 +91,7 @@ class Djabberd(Server):
 class Prosody(Server):
     kind = "prosody"
 
-    def __init__(self, tmp):
+    def __init__(self, tmp, tls=None):
         port = free_port()
         Server.__init__(self, port)
         self.tmp = os.path.join(tmp, "prosody")
@@ -109,15 +109,17 @@ s2s_ports = { %(s2s)d }
 s2s_interfaces = { "127.0.0.1" }
 http_ports = {}
 https_ports = {}
-modules_enabled = { "roster", "saslauth", "disco", "ping", "register", "vcard_legacy", "offline", "version" }
-c2s_require_encryption = false
+modules_enabled = { "roster", "saslauth", "tls", "disco", "ping", "register", "vcard_legacy", "offline", "version" }
+c2s_require_encryption = %(req)s
 allow_unencrypted_plain_auth = true
 allow_registration = true
 min_seconds_between_registrations = 0
 authentication = "internal_hashed"
 log = { info = "%(t)s/prosody.log" }
 VirtualHost "localhost"
-""" % {"t": self.tmp, "port": port, "s2s": free_port()})
+%(ssl)s
+""" % {"t": self.tmp, "port": port, "s2s": free_port(), "req": "true" if tls else "false",
+       "ssl": 'ssl = { certificate = "%s"; key = "%s"; }' % tls if tls else ""})
         for u, p in USERS.items():
             subprocess.run(["prosodyctl", "--config", self.cfg, "register", u, "localhost", p], check=True,
                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
@@ -139,9 +141,34 @@ VirtualHost "localhost"
 @pytest.fixture
 def djabberd(daemon, tmp_path):
     """Our daemon alone (for console, hardening and storage checks)."""
-    def start(*extra):
-        return Djabberd(daemon, str(tmp_path), extra)
+    def start(*extra, env=None):
+        return Djabberd(daemon, str(tmp_path), extra, env=env)
     return start
+
+
+def make_cert(tmp):
+    """A self-signed certificate for "localhost" (key, cert paths)."""
+    key, crt = os.path.join(tmp, "tls.key"), os.path.join(tmp, "tls.crt")
+    subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", key, "-out", crt,
+                    "-days", "2", "-subj", "/CN=localhost", "-addext", "subjectAltName=DNS:localhost"],
+                   check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    os.chmod(key, 0o644)  # prosody reads it as its own user
+    return crt, key
+
+
+@pytest.fixture(params=["djabberd", "prosody"])
+def xmpp_tls(request, daemon, tmp_path):
+    """Both servers with require_tls on and a self-signed certificate; .cert for clients."""
+    crt, key = make_cert(str(tmp_path))
+    if request.param == "djabberd":
+        srv = Djabberd(daemon, str(tmp_path), ["--require_tls=yes", "--tls_cert", crt, "--tls_key", key])
+    else:
+        if not PROSODY:
+            pytest.fail("prosody is not installed (deploy/deps/djabberd.test lists it)")
+        srv = Prosody(str(tmp_path), tls=(crt, key))
+    srv.cert = crt
+    yield srv
+    srv.stop()
 
 
 @pytest.fixture(params=["djabberd", "prosody"])
@@ -158,7 +185,10 @@ def xmpp(request, daemon, tmp_path):
 
 # ---- slixmpp ----------------------------------------------------------------------------
 
-def make_client(server, jid, password, mech=None, plugins=(), register=False):
+def make_client(server, jid, password, mech=None, plugins=(), register=False, tls=None):
+    """tls: a CA certificate file -> STARTTLS verified against it; None -> plain TCP."""
+    import pathlib
+
     import slixmpp
 
     class Client(slixmpp.ClientXMPP):
@@ -178,6 +208,10 @@ def make_client(server, jid, password, mech=None, plugins=(), register=False):
             self.add_event_handler("changed_status", lambda p: self.presences.put_nowait(p))
             self.add_event_handler("presence_subscribed", lambda p: self.subscriptions.put_nowait(p))
             self.add_event_handler("failed_all_auth", self._failed)
+            self.tls_done = False
+            self.add_event_handler("tls_success", lambda e: setattr(self, "tls_done", True))
+            if tls:
+                self.ca_certs = pathlib.Path(tls)
             for p in plugins:
                 self.register_plugin(p)
             if register:
@@ -214,7 +248,10 @@ def make_client(server, jid, password, mech=None, plugins=(), register=False):
                 self.ready.set_result(True)
 
     c = Client()
-    c.connect((server.host, server.port), disable_starttls=True)
+    if tls:
+        c.connect((server.host, server.port))
+    else:
+        c.connect((server.host, server.port), disable_starttls=True)
     return c
 
 

@@ -119,3 +119,32 @@ def test_refuses_bad_dsn(tmp_path):
     r = subprocess.run([binary, "--require_tls=no", "--c2s_port", str(free_port()), "--storage", "postgres://x"],
                        capture_output=True, text=True, timeout=20)
     assert r.returncode != 0 and "storage" in r.stderr
+
+
+def test_alter_presence_hook_adds_avatar_hash(djabberd):
+    """The bundled vcard_update plugin (AlterPresence chain, answering after
+    a VCardGet database query) stamps XEP-0153 avatar hashes into presence."""
+    import hashlib
+    srv = djabberd()
+    photo = bytes(range(256)) * 4
+
+    async def go():
+        a = await online(srv, "alice@localhost/one", "wonder", plugins=("xep_0054",))
+        watcher = await online(srv, "alice@localhost/two", "wonder")
+        v = a["xep_0054"].make_vcard()
+        v["FN"] = "Alice"
+        v["PHOTO"]["TYPE"] = "image/png"
+        v["PHOTO"]["BINVAL"] = photo
+        await a["xep_0054"].publish_vcard(v)
+        a.send_presence(pstatus="with avatar")
+        want = hashlib.sha1(photo).hexdigest()
+        while True:
+            p = await asyncio.wait_for(watcher.presences.get(), 10)
+            if str(p["from"]) == "alice@localhost/one" and p["status"] == "with avatar":
+                break
+        el = p.xml.find("{vcard-temp:x:update}x/{vcard-temp:x:update}photo")
+        assert el is not None and el.text == want
+        await closing(a, watcher)
+    run(go())
+    assert "AlterPresence: vcard_update" in srv.console("hooks")
+    assert "DiscoInfo: version" in srv.console("hooks")

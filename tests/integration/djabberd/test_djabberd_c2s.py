@@ -183,9 +183,52 @@ def test_inband_registration(xmpp):
         # the new account logs in again with SCRAM
         c = await online(xmpp, "newbie@localhost/r2", "fresh-pass", mech="SCRAM-SHA-1")
         await closing(c)
+        c = await online(xmpp, "newbie@localhost/r2", "fresh-pass", mech="PLAIN")
+        await closing(c)
+        c = make_client(xmpp, "newbie@localhost/r2", "wrong-pass", mech="PLAIN")
+        assert await asyncio.wait_for(c.auth_failed, 15)
+        c.disconnect()
         # a taken name is a conflict
         c = make_client(xmpp, "newbie@localhost/r3", "other", register=True)
         assert await asyncio.wait_for(c.register_result, 15) == "conflict"
         c.disconnect()
         await asyncio.sleep(0.2)
+    run(go())
+
+
+def test_stream_management_acks(xmpp):
+    """XEP-0198 without resumption: slixmpp enables it and its stanzas get acked."""
+    if xmpp.kind == "prosody":
+        # Prosody 0.12 (Debian) has no mod_smacks: it does not offer stream management
+        raw = Raw(xmpp)
+        raw.send(HEADER)
+        raw.until("</stream:features>")
+        raw.send("<auth xmlns='urn:ietf:params:xml:ns:xmpp-sasl' mechanism='PLAIN'>AGFsaWNlAHdvbmRlcg==</auth>")
+        raw.until("<success")
+        raw.send(HEADER)
+        assert "urn:xmpp:sm" not in raw.until("</stream:features>")
+        raw.close()
+        return
+
+    async def go():
+        a = make_client(xmpp, "alice@localhost/sm", "wonder", plugins=("xep_0198",))
+        enabled = asyncio.get_event_loop().create_future()
+        acked = []
+        a.add_event_handler("sm_enabled", lambda e: enabled.done() or enabled.set_result(True))
+        a.add_event_handler("stanza_acked", lambda st: acked.append(st))
+        await asyncio.wait_for(a.ready, 15)
+        assert await asyncio.wait_for(enabled, 10)
+        b = await online(xmpp, "bob@localhost/r", "builder")
+        for i in range(12):
+            a.send_message(mto="bob@localhost", mbody="sm %d" % i, mtype="chat")
+        for i in range(12):
+            m = await asyncio.wait_for(b.messages.get(), 10)
+            assert m["body"] == "sm %d" % i
+        a["xep_0198"].request_ack()
+        for _ in range(100):
+            if not a["xep_0198"].unacked_queue:
+                break
+            await asyncio.sleep(0.05)
+        assert len(acked) >= 12 and not a["xep_0198"].unacked_queue
+        await closing(a, b)
     run(go())

@@ -4,6 +4,7 @@ and unauthenticated clients — and other sessions keep being served."""
 import asyncio
 import errno
 import os
+import socket
 import time
 
 import pytest
@@ -162,3 +163,79 @@ def test_garbage_and_half_open(djabberd):
         time.sleep(0.05)
     assert srv.stat("c2s_connections") == 0
     Raw(srv).login("alice", "wonder").close()
+
+
+def test_stream_management_counts_on_the_wire(djabberd):
+    srv = djabberd()
+    raw = Raw(srv)
+    raw.send(HEADER)
+    raw.until("</stream:features>")
+    raw.send("<auth xmlns='urn:ietf:params:xml:ns:xmpp-sasl' mechanism='PLAIN'>AGFsaWNlAHdvbmRlcg==</auth>")
+    raw.until("<success")
+    raw.send(HEADER)
+    feats = raw.until("</stream:features>")
+    assert "<sm xmlns='urn:xmpp:sm:3'/>" in feats
+    raw.send("<enable xmlns='urn:xmpp:sm:3' resume='true'/>")
+    assert "unexpected-request" in raw.until("</failed>")  # before binding
+    raw.send("<iq type='set' id='b'><bind xmlns='urn:ietf:params:xml:ns:xmpp-bind'/></iq>")
+    raw.until("</iq>")
+    raw.send("<enable xmlns='urn:xmpp:sm:3' resume='true'/>")
+    out = raw.until("<enabled[^>]*/>")
+    assert "resume" not in out  # resumption is not offered
+    raw.send("<iq type='get' id='p1'><ping xmlns='urn:xmpp:ping'/></iq><presence/><r xmlns='urn:xmpp:sm:3'/>")
+    assert "h='2'" in raw.until("<a xmlns='urn:xmpp:sm:3' h='[0-9]+'/>")
+    raw.send("<resume xmlns='urn:xmpp:sm:3' previd='x' h='0'/>")
+    assert "item-not-found" in raw.until("</failed>")
+    raw.close()
+
+
+def rss_kib(pid):
+    with open("/proc/%d/status" % pid) as f:
+        for line in f:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1])
+    return 0
+
+
+def test_client_that_never_reads_is_bounded(djabberd):
+    # (an ASan build keeps freed memory in quarantine; keep it small so RSS means something)
+    srv = djabberd("--max_output", "256k", env={"ASAN_OPTIONS": "quarantine_size_mb=1:detect_leaks=1"})
+    slow = Raw(srv).login("bob", "builder", resource="slow")
+    slow.s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    slow.send("<presence/>")
+    fast = Raw(srv).login("alice", "wonder", resource="fast")
+    base = rss_kib(srv.d.pid)
+    body = "x" * 4000
+    # ~24 MiB towards bob, who reads nothing (headlines: nothing is stored
+    # offline once bob is cut off, so RSS shows only what is buffered)
+    for i in range(6000):
+        fast.send("<message to='bob@localhost/slow' type='headline'><body>%d %s</body></message>" % (i, body))
+    # the daemon still answers alice, and bob was cut off instead of buffered
+    fast.send("<iq type='get' id='alive'><ping xmlns='urn:xmpp:ping'/></iq>")
+    fast.until("id='alive'", timeout=30)
+    assert srv.stat("slow_consumers") >= 1
+    assert rss_kib(srv.d.pid) - base < 16 * 1024  # far below the 24 MiB sent
+    fast.close()
+    slow.close()
+
+
+def test_offline_flood_is_bounded(djabberd):
+    srv = djabberd("--max_offline", "50")
+    fast = Raw(srv).login("alice", "wonder", resource="fast")
+    body = "y" * 2000
+    for i in range(400):
+        fast.send("<message to='carol@localhost' type='chat'><body>%d %s</body></message>" % (i, body))
+    fast.send("<iq type='get' id='alive'><ping xmlns='urn:xmpp:ping'/></iq>")
+    out = fast.until("id='alive'", timeout=30)
+    # stores finish on the db thread: wait until none is queued or in flight
+    deadline = time.time() + 20
+    while time.time() < deadline and (srv.stat("db_waiting") or
+                                      srv.stat("messages_offline") + out.count("type='error'") < 400):
+        try:
+            out += fast.until("type='error'", timeout=0.2)
+        except TimeoutError:
+            pass
+    assert srv.stat("messages_offline") == 50  # max_offline per account
+    # the rest were refused to the sender, not silently dropped
+    assert out.count("type='error'") + srv.stat("offline_refused") >= 1
+    fast.close()

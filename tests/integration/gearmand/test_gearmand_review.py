@@ -215,6 +215,14 @@ def test_function_names_are_freed_and_bounded(daemon):
     assert wait_for(lambda: "brief" not in status(d.port))
     assert admin(d.port, "maxqueue kept 5") == "OK\r\n"
     assert "kept" in status(d.port)
+    # names are bounded in length on every path (CAN_DO, submits, console)
+    long = "n" * 513
+    for cmd in ("create function " + long, "maxqueue " + long + " 3"):
+        assert admin(d.port, cmd).startswith("ERR INVALID_FUNCTION_NAME"), cmd
+    w2.send("CAN_DO", long)
+    assert w2.expect("ERROR")[0] == b"INVALID_FUNCTION_NAME"
+    c.send("SUBMIT_JOB", long, "", "x")
+    assert c.expect("ERROR")[0] == b"INVALID_FUNCTION_NAME"
 
 
 def test_many_abilities_on_one_worker(daemon):
@@ -275,3 +283,76 @@ def test_dash_unique_jobs_survive_a_restart(daemon, tmp_path):
     args = w.expect("JOB_ASSIGN_UNIQ")
     assert args[1:] == [b"dash", b"-", b"q" * 5000]
     del h
+
+
+def test_background_submit_onto_a_job_that_finishes_before_its_insert_commits(daemon, refusing_store):
+    """A background submit joins a running foreground job, which completes
+    before the (failing) INSERT is answered: the work is done, so the
+    submitter hears JOB_CREATED, and the ordering on the connection holds."""
+    d = start_sqlite(daemon, refusing_store, "--job-handle-prefix", "H:t")
+    c = Conn(d.port)
+    c.raw(packet("SUBMIT_JOB", "k", "same", "boom-4") + packet("CAN_DO", "k") + packet("GRAB_JOB") +
+          packet("SUBMIT_JOB_BG", "k", "same", "boom-4") + packet("WORK_COMPLETE", "H:t:1", "done"))
+    assert c.expect("JOB_CREATED") == [b"H:t:1"]
+    assert c.expect("JOB_ASSIGN") == [b"H:t:1", b"k", b"boom-4"]
+    assert c.expect("JOB_CREATED") == [b"H:t:1"]       # the background submitter's answer
+    assert c.expect("WORK_COMPLETE") == [b"H:t:1", b"done"]
+    assert status(d.port)["k"] == (0, 0, 1)              # no job left; the connection is still its worker
+
+
+def test_grab_goes_round_robin_over_functions_with_work_and_by_priority(daemon):
+    """A worker's grabs look only at its functions that have queued jobs
+    (so thousands of idle abilities cost nothing per grab): highest priority
+    first across all of them, round robin among equals."""
+    d = daemon("gearmand", ["-p", "{port}", "-L", "127.0.0.1"])
+    w = Conn(d.port)
+    w.raw(b"".join(packet("CAN_DO", "idle%d" % i) for i in range(5000)))
+    w.raw(packet("CAN_DO", "a") + packet("CAN_DO", "b"))
+    c = Conn(d.port)
+    for i in range(3):
+        c.send("SUBMIT_JOB_BG", "a", "", "a%d" % i)
+        c.expect("JOB_CREATED")
+        c.send("SUBMIT_JOB_BG", "b", "", "b%d" % i)
+        c.expect("JOB_CREATED")
+    c.send("SUBMIT_JOB_HIGH_BG", "b", "", "urgent")
+    c.expect("JOB_CREATED")
+    got = []
+    for _ in range(7):
+        w.send("GRAB_JOB")
+        got.append(w.expect("JOB_ASSIGN")[2].decode())
+    assert got[0] == "urgent"
+    rest = got[1:]
+    assert sorted(rest) == ["a0", "a1", "a2", "b0", "b1", "b2"]
+    assert all(rest[i][0] != rest[i + 1][0] for i in range(len(rest) - 1)), rest   # alternating
+    assert [x for x in rest if x[0] == "a"] == ["a0", "a1", "a2"]                   # FIFO within a function
+    w.send("GRAB_JOB")
+    assert w.recv()[0] == "NO_JOB"
+
+
+def test_mariadb_store_shares_a_failed_insert_with_coalesced_submitters(daemon, mariadb):
+    """The same promise on the production store: a trigger refuses one row;
+    both coalesced submitters hear QUEUE_ERROR, no worker gets the job, and
+    a good submit in the same group commit is stored and acknowledged."""
+    dbname = mariadb.create_database()
+    mariadb.sql("CREATE TABLE gm_queue (id BIGINT PRIMARY KEY, unique_key VARBINARY(64), "
+                "function_name VARBINARY(512), priority INT, data LONGBLOB, when_to_run BIGINT, "
+                "reducer VARBINARY(512)) ENGINE=InnoDB", database=dbname)
+    # one statement (no ';' for the CLI to split): a NULL primary key fails the row
+    mariadb.sql("CREATE TRIGGER refuse BEFORE INSERT ON gm_queue FOR EACH ROW "
+                "SET NEW.id = IF(NEW.data LIKE 'boom%', NULL, NEW.id)", database=dbname)
+    d = daemon("gearmand", ["-p", "{port}", "-L", "127.0.0.1", "--log-level", "error", "-q", "mysql",
+                            "--mysql-host", mariadb.host, "--mysql-port", str(mariadb.port),
+                            "--mysql-user", mariadb.user, "--mysql-password", mariadb.password,
+                            "--mysql-db", dbname])
+    c1, c2, w = Conn(d.port), Conn(d.port), Conn(d.port)
+    w.send("CAN_DO", "m")
+    c1.raw(packet("SUBMIT_JOB_BG", "m", "same", "boom-5") + packet("SUBMIT_JOB_BG", "m", "good", "fine"))
+    c2.raw(packet("SUBMIT_JOB_BG", "m", "same", "boom-5"))
+    assert c1.expect("ERROR")[0] == b"QUEUE_ERROR"
+    h = c1.expect("JOB_CREATED")[0]
+    assert c2.expect("ERROR")[0] == b"QUEUE_ERROR"
+    assert mariadb.sql("SELECT COUNT(*) FROM gm_queue", database=dbname).strip() == "1"
+    w.send("GRAB_JOB")
+    assert w.expect("JOB_ASSIGN") == [h, b"m", b"fine"]   # only the stored one ever runs
+    w.send("GRAB_JOB")
+    assert w.recv()[0] == "NO_JOB"

@@ -26,6 +26,22 @@ def free_port(host="127.0.0.1"):
         return s.getsockname()[1]
 
 
+def common_free_port(ips):
+    for _ in range(100):
+        port = free_port(ips[0])
+        ok = True
+        for ip in ips[1:]:
+            with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+                try:
+                    s.bind((ip, port))
+                except OSError:
+                    ok = False
+                    break
+        if ok:
+            return port
+    raise RuntimeError("no port free on all of %s" % ips)
+
+
 def wait_port(host, port, proc, timeout=10.0):
     deadline = time.time() + timeout
     while time.time() < deadline:
@@ -101,14 +117,14 @@ class Proc:
 class Storage(Proc):
     """One mogstored on its own loopback address with devices dev<ids>."""
 
-    def __init__(self, tmp, ip, devids, extra=()):
+    def __init__(self, tmp, ip, devids, extra=(), docroot=None, side_port=None):
         self.ip = ip
-        self.docroot = os.path.join(tmp, "store-%s" % ip)
+        self.docroot = docroot or os.path.join(tmp, "store-%s" % ip)
         for d in devids:
             os.makedirs(os.path.join(self.docroot, "dev%d" % d), exist_ok=True)
         self.devids = list(devids)
         self.http_port = free_port(ip)
-        self.side_port = free_port(ip)
+        self.side_port = side_port or free_port(ip)
         argv = [bin_path("mogstored"), "--httplisten=%s:%d" % (ip, self.http_port),
                 "--mgmtlisten=%s:%d" % (ip, self.side_port), "--docroot=%s" % self.docroot] + list(extra)
         super().__init__("mogstored-" + ip, argv, tmp, ip, self.http_port)
@@ -139,11 +155,16 @@ class Cluster:
         self.tmp = tmp
         self.stores = []
         devid = 1
+        ips = ["127.0.%d.%d" % (10 + h // 200, 2 + h % 200) for h in range(nhosts)]
+        # MogileFS reaches every node's side channel on one port
+        # (mogstored_stream_port): find one free on all the addresses.
+        side = common_free_port(ips)
         for h in range(nhosts):
             ids = list(range(devid, devid + devs_per_host))
             devid += devs_per_host
-            self.stores.append(Storage(tmp, "127.0.%d.%d" % (10 + h // 200, 2 + h % 200), ids))
-        self.tracker = Tracker(tmp, extra=tracker_extra, conf_lines=conf_lines)
+            self.stores.append(Storage(tmp, ips[h], ids, side_port=side))
+        self.tracker = Tracker(tmp, extra=tracker_extra,
+                               conf_lines=list(conf_lines) + ["mogstored_stream_port = %d" % side])
         self.admin = mogclient.Admin([self.tracker.addr])
         for i, s in enumerate(self.stores):
             self.admin.create_host("host%d" % (i + 1), s.ip, s.http_port, "alive")

@@ -154,3 +154,21 @@ def test_garbage_and_half_open_clients(node):
     while time.time() < deadline and os.path.isdir(d) and os.listdir(d):
         time.sleep(0.05)
     assert not os.path.isdir(d) or os.listdir(d) == []
+
+
+def test_side_channel_watch_streams_utilization(node):
+    import re
+    import time
+    with socket.create_connection((node.ip, node.side_port), timeout=5) as s:
+        s.sendall(b"watch\r\n")
+        buf = b""
+        deadline = time.time() + 10
+        while buf.count(b".\n") < 2 and time.time() < deadline:
+            buf += s.recv(4096)
+    groups = [g for g in buf.decode().split(".\n") if g.strip()]
+    assert len(groups) >= 2
+    lines = groups[-1].strip().split("\n")
+    assert sorted(l.split("\t")[0] for l in lines) == ["dev1", "dev2"]
+    for l in lines:
+        assert re.match(r"^dev\d+\t\d+\.\d\d$", l), l
+        assert 0.0 <= float(l.split("\t")[1]) <= 100.0

@@ -266,3 +266,26 @@ def test_updateclass_adds_copies(cluster):
     with pytest.raises(MogError) as e:
         c.update_class("upc", "nosuch")
     assert e.value.code == "class_not_found"
+
+
+
+def test_slow_and_half_open_clients_do_not_block_others(cluster):
+    host, port = cluster.tracker.addr.rsplit(":", 1)
+    stalled = []
+    try:
+        # Many clients that stop half way through a line.
+        for _ in range(100):
+            s = socket.create_connection((host, int(port)))
+            s.sendall(b"get_paths domain=testdom&key=")
+            stalled.append(s)
+        # One that leaves while its command runs.
+        s = socket.create_connection((host, int(port)))
+        s.sendall(b"sleep duration=1\r\n")
+        s.close()
+        c = mogclient.Client("testdom", [cluster.tracker.addr])
+        for _ in range(20):
+            assert c.backend.raw("noop") == "OK "
+    finally:
+        for s in stalled:
+            s.close()
+    assert mogclient.Client("testdom", [cluster.tracker.addr]).backend.raw("noop") == "OK "

@@ -14,6 +14,18 @@ import pytest
 BUILD_DIR = os.environ.get("BUILD_DIR", os.path.join(os.path.dirname(__file__), "..", "..", "..", "build"))
 
 
+def wait_port(port, timeout=10):
+    import time
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=0.5).close()
+            return
+        except OSError:
+            time.sleep(0.02)
+    raise TimeoutError("nothing on port %d" % port)
+
+
 def bin_path(name):
     return os.path.join(BUILD_DIR, "bin", name)
 

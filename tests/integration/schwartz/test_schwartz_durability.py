@@ -39,9 +39,10 @@ def test_kill9_under_load_loses_no_acknowledged_work(schwartzd, tmp_path, sw_bac
         jobs = c.grab(n, 2, "Dur")
         with lock:
             g = next(seq)
+        # every run is on disk before its completion is sent
+        rcon.executemany("INSERT INTO runs VALUES (?, ?)", [(h, g) for h, _, _, _ in jobs])
+        rcon.commit()
         for h, _, _, _ in jobs:
-            rcon.execute("INSERT INTO runs VALUES (?, ?)", (h, g))
-            rcon.commit()
             if c.cmd("completed " + h) == "OK":
                 with lock:
                     acked_completions[h] = next(seq)
@@ -75,7 +76,7 @@ def test_kill9_under_load_loses_no_acknowledged_work(schwartzd, tmp_path, sw_bac
     # Drain with the restarted daemon (leases of the killed rounds run out in 2 s).
     c = SW(d.port)
     rcon = sqlite3.connect(runs_db, timeout=30)
-    deadline = time.time() + 60
+    deadline = time.time() + 180
     while time.time() < deadline:
         if not work_once(c, rcon, 50):
             if not jobs_left():

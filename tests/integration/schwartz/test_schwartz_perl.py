@@ -114,3 +114,38 @@ $c->work_once;
     assert c.cmd("completed " + handle) == "OK"
     assert p.wait(timeout=20) == 0
     assert out.read_text() == "perl lost\n"
+
+
+def test_failures_cross_between_perl_and_daemon(schwartzd, client, backend):
+    """A Perl worker fails a job (its class allows one retry); we see the
+    failure count and the error row, fail it again ourselves, and Perl's
+    failure_log and exit status show both."""
+    d = start(schwartzd, backend)
+    c = client(d)
+    handle = c.insert("Flaky", b"x")
+    script = r'''
+use strict; use warnings; use TheSchwartz;
+package Flaky; use base 'TheSchwartz::Worker';
+sub max_retries { 1 } sub keep_exit_status_for { 600 }
+sub work { $_[1]->failed("perl says no", 4) }
+package main;
+my ($dsn, $user) = @ARGV;
+my $c = TheSchwartz->new(databases => [{ dsn => $dsn, user => $user, pass => '' }]);
+$c->can_do('Flaky');
+$c->work_once or die "no job";
+'''
+    perl(script, backend[0], backend[1])
+    jobs = c.grab(1, 60, "Flaky")
+    assert [(j[0], j[3]) for j in jobs] == [(handle, 1)]
+    assert c.cmd("failed %s exit=5 max_retries=1 keep_exit_status_for=600 :daemon says no" % handle) == "OK failed"
+    check = r'''
+use strict; use TheSchwartz; use TheSchwartz::JobHandle;
+my ($dsn, $user, $h) = @ARGV;
+my $c = TheSchwartz->new(databases => [{ dsn => $dsn, user => $user, pass => '' }]);
+my $jh = TheSchwartz::JobHandle->new_from_string($h);
+$jh->client($c);
+print join("|", $jh->failure_log), "\n", $jh->failures, "\n", $jh->exit_status, "\n";
+'''
+    out = perl(check, backend[0], backend[1], handle).decode().splitlines()
+    assert out == ["perl says no|daemon says no", "2", "5"]
+    assert c.cmd("status " + handle).startswith("STATUS 5 ")

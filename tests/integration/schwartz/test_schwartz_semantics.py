@@ -280,3 +280,127 @@ def test_new_function_inserted_concurrently_gets_one_funcid(schwartzd, client, s
     c = client(d)
     assert sorted(j[0] for j in c.grab(20, 60, "Fresh")) == sorted(handles)
     assert [line.split()[3] for line in c.lines("funcmap")] == ["Fresh"]
+
+
+def test_grab_before_the_function_exists(schwartzd, client):
+    """TheSchwartz t/work-before-funcids-exist: asking for a function no job
+    has used yet finds nothing (and creates nothing); its first job is then
+    found."""
+    c = client(schwartzd())
+    assert c.grab(1, 60, "NotYet") == []
+    assert c.lines("funcmap") == []
+    h = c.insert("NotYet", b"x")
+    assert [j[0] for j in c.grab(1, 60, "NotYet")] == [h]
+
+
+def test_funcids_differ_per_database(schwartzd, client, tmp_path):
+    """TheSchwartz t/funcid: each database maps names to its own funcids;
+    jobs are found by name whatever the id."""
+    a, b = tmp_path / "a.db", tmp_path / "b.db"
+    con = sqlite3.connect(str(b))
+    con.execute("CREATE TABLE funcmap (funcid INTEGER PRIMARY KEY AUTOINCREMENT, funcname VARCHAR(255) NOT NULL, "
+                "UNIQUE(funcname))")
+    con.execute("INSERT INTO funcmap (funcname) VALUES ('Other'), ('More')")
+    con.commit()
+    con.close()
+    d = schwartzd(["dbi:SQLite:dbname=%s" % a, "dbi:SQLite:dbname=%s" % b])
+    c = client(d)
+    handles = {c.insert("Same", b"%d" % i) for i in range(30)}
+    assert len({h.split("-")[0] for h in handles}) == 2
+    fm = [l.split() for l in c.lines("funcmap")]
+    ids = {(f[1], f[3]): f[2] for f in fm}
+    assert ids[("0", "Same")] == "1" and ids[("1", "Same")] == "3"
+    got = set()
+    while True:
+        jobs = c.grab(10, 60, "Same")
+        if not jobs:
+            break
+        got |= {j[0] for j in jobs}
+    assert got == handles
+
+
+def test_mysql_socket_dsn_and_config_keys(schwartzd, client, mariadb, tmp_path):
+    """database = dbi:mysql:database=D;mysql_socket=S with db_user from the
+    config file (the key spelled as TheSchwartz users write it)."""
+    name = mariadb.create_database()
+    conf = tmp_path / "s.conf"
+    conf.write_text("database = dbi:mysql:database=%s;mysql_socket=%s\ndb_user = root\ndb_pass =\n"
+                    % (name, mariadb.socket))
+    d = schwartzd([], extra=["-c", str(conf)])
+    c = client(d)
+    h = c.insert("Sock", b"via unix socket")
+    assert [j[2] for j in c.grab(1, 60, "Sock")] == [b"via unix socket"]
+    assert c.cmd("completed " + h) == "OK"
+    assert mariadb.sql("SELECT COUNT(*) FROM job", name).strip() == "0"
+
+
+def test_stats_on_the_job_port_and_bad_job_line_closes(schwartzd, client):
+    d = schwartzd()
+    c = client(d)
+    c.insert("St", b"x")
+    stats = dict(l.split()[1:3] for l in c.lines("stats"))
+    assert stats["jobs_inserted"] == "1" and "insert_latency_p99_us" in stats
+    # a bad job line inside insert_many: its block can't be told from commands
+    c.send(b"insert_many 2\r\nSt 1\r\na\r\nSt notanumber\r\n")
+    assert c.line().startswith("ERR BAD_ARGS")
+    try:
+        c.line()
+        raise AssertionError("the session should have closed")
+    except (EOFError, OSError):
+        pass
+    assert client(d).lines("list St")[0].startswith("JOB ")  # only the first insert exists
+    assert len(client(d).lines("list St")) == 2
+
+
+def test_replace_with_no_jobs_completes_the_job(schwartzd, client):
+    c = client(schwartzd())
+    h = c.insert("Zero", b"x")
+    c.grab(1, 60, "Zero")
+    assert c.cmd("replace_with %s 0" % h) == "OK"
+    assert c.cmd("inspect " + h).startswith("ERR NOT_FOUND")
+
+
+def test_dead_database_is_retried_later(schwartzd, client, tmp_path):
+    """A database that cannot be opened is skipped at once, and used again
+    once it can be (after retry-seconds)."""
+    late_dir = tmp_path / "late"
+    dbs = ["dbi:SQLite:dbname=%s" % (tmp_path / "a.db"), "dbi:SQLite:dbname=%s" % (late_dir / "b.db")]
+    d = schwartzd(dbs, extra=["--retry-seconds", "1"])
+    c = client(d)
+    first = {c.insert("Late", b"x").split("-")[0] for _ in range(20)}
+    assert len(first) == 1  # only the live one
+    late_dir.mkdir()
+    deadline = time.time() + 20
+    seen = set(first)
+    while len(seen) < 2:
+        assert time.time() < deadline, "the second database was never used"
+        seen.add(c.insert("Late", b"y").split("-")[0])
+    con = SW(d.admin)
+    assert sum(" alive " in l for l in con.lines("databases")) == 2
+    con.close()
+
+
+def test_grab_job_takes_one_job_by_handle_if_free(schwartzd, client):
+    """TheSchwartz's grab_and_work_on: a given job, only if nobody holds it."""
+    c = client(schwartzd())
+    a, b = c.insert("One", b"a"), c.insert("One", b"b")
+    c.send(("grab_job %s 60\r\n" % b).encode())
+    assert [(j[0], j[2]) for j in c.jobs_until_end()] == [(b, b"b")]
+    c.send(("grab_job %s 60\r\n" % b).encode())
+    assert c.jobs_until_end() == []  # held now
+    assert [j[0] for j in c.grab(5, 60, "One")] == [a]
+    assert c.cmd("completed " + b) == "OK"
+    assert c.cmd("grab_job %s 60" % b).startswith("ERR NOT_FOUND")
+
+
+def test_touch_extends_a_live_lease_only(schwartzd, client):
+    c = client(schwartzd())
+    h = c.insert("Long", b"x")
+    assert c.grab(1, 1, "Long")
+    assert c.cmd("touch %s 60" % h) == "OK"
+    time.sleep(1.5)  # past the first lease: still held thanks to touch
+    assert c.grab(1, 60, "Long") == []
+    h2 = c.insert("Short", b"y")
+    c.grab(1, 1, "Short")
+    time.sleep(2.2)  # the 1 s lease has run out (whole seconds, database clock)
+    assert c.cmd("touch %s 60" % h2).startswith("ERR NOT_FOUND")

@@ -44,11 +44,20 @@ class Server:
         self.socket = os.path.join(base, "mysqld.sock")
         self.port = _free_port()
         self.server_id = server_id
-        os.makedirs(self.datadir)
         run_as = ["--user=root"] if os.geteuid() == 0 else []
-        subprocess.run(["mariadb-install-db", "--no-defaults", "--datadir=" + self.datadir,
-                        "--auth-root-authentication-method=normal", "--skip-test-db"] + run_as,
-                       check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        # mariadb-install-db now and then fails when many run at once on this
+        # shared machine (parallel workers, other suites): start afresh.
+        for attempt in range(3):
+            shutil.rmtree(self.datadir, ignore_errors=True)
+            os.makedirs(self.datadir)
+            inst = subprocess.run(["mariadb-install-db", "--no-defaults", "--datadir=" + self.datadir,
+                                   "--auth-root-authentication-method=normal", "--skip-test-db"] + run_as,
+                                  capture_output=True, text=True)
+            if inst.returncode == 0:
+                break
+            time.sleep(1 + attempt)
+        else:
+            raise RuntimeError("mariadb-install-db failed 3 times:\n" + inst.stdout[-2000:] + inst.stderr[-2000:])
         self.log = open(os.path.join(base, "mariadb.log"), "ab")
         self.proc = subprocess.Popen(
             [MARIADBD, "--no-defaults", "--datadir=" + self.datadir, "--socket=" + self.socket,

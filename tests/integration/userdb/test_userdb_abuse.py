@@ -88,10 +88,13 @@ def test_client_that_never_logs_in_is_closed(userdbd):
     t0 = time.time()
     assert s.recv(100) == b""             # closed by the router
     assert time.time() - t0 < 5
-    # A logged-in idle client stays.
+    # A logged-in client stays, idle longer than login_timeout.
     c = r.connect()
     time.sleep(1.5)
-    c.ping()
+    c.ping(reconnect=False)
+    cur = c.cursor()
+    cur.execute("SELECT 1")
+    assert cur.fetchone() == (1,)
 
 
 def test_client_gone_mid_reply_and_mid_transaction_leaves_the_router_healthy(userdbd):
@@ -134,3 +137,44 @@ def test_console_and_metrics(userdbd, ud_servers):
     assert "user 1 cluster 1 readonly 0" in r.console("cached 1")
     body = urllib.request.urlopen("http://127.0.0.1:%d/metrics" % mport, timeout=5).read().decode()
     assert "userdbd_users_created 1" in body
+
+
+def test_pipelined_input_behind_a_slow_query_is_bounded(userdbd):
+    import threading
+    r = userdbd(extra="max_packet = 2m")
+    s = login(r.port)
+    big = "SELECT LENGTH('%s')" % ("y" * 1000000)
+    stream = [b"SELECT SLEEP(1.5)"] + [big.encode()] * 60       # 60 MB behind a slow statement
+    payload = b"".join(struct.pack("<I", len(q) + 1)[:3] + b"\x00\x03" + q for q in stream)
+    sender = threading.Thread(target=s.sendall, args=(payload,))
+    sender.start()
+    time.sleep(1.0)
+    held = rss_kb(r.d.pid)
+    assert held < 48 * 1024, "router RSS %d kB while input waits" % held
+    answers = []
+    for _ in stream:
+        assert read_packet(s) == b"\x01"
+        read_packet(s)
+        assert read_packet(s)[0] == 0xFE
+        row = read_packet(s)
+        answers.append(row[1:].decode())
+        assert read_packet(s)[0] == 0xFE
+    sender.join()
+    assert answers == ["0"] + ["1000000"] * 60
+    s.close()
+
+
+def test_console_flip_storm_is_coalesced(userdbd):
+    r = userdbd(c1b=True)
+    out = r.console("\r\n".join(["flip 1"] * 501))          # odd: ends on b
+    assert out.count("OK cluster 1") == 501
+    deadline = time.time() + 10
+    while time.time() < deadline and r.on_global("SELECT active FROM clusterstate WHERE clusterid = 1") != "b\n":
+        time.sleep(0.05)
+    assert r.on_global("SELECT active FROM clusterstate WHERE clusterid = 1") == "b\n"
+    assert "active=b" in r.console("clusters")
+    pools = r.console("pools")
+    assert "global conns=" in pools
+    waiting = int(pools.split("global conns=")[1].split("waiting=")[1].split()[0])
+    assert waiting < 5
+    assert r.cli("SELECT 1").stdout == "1\n"

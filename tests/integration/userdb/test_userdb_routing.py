@@ -3,6 +3,7 @@ PyMySQL; every placement is checked directly on the MariaDB servers."""
 import socket
 import struct
 import threading
+import time
 
 import pymysql
 import pytest
@@ -289,3 +290,111 @@ def test_flip_is_shared_through_the_global_database(userdbd):
         assert b"active=a" in text
     finally:
         d2.stop()
+
+
+def test_multi_statements_and_multiple_results(userdbd):
+    r = userdbd()
+    create_user(r, "multi")
+    from pymysql.constants import CLIENT
+    c = r.connect(client_flag=CLIENT.MULTI_STATEMENTS)
+    cur = c.cursor()
+    cur.execute("SELECT 1; SELECT 2, 3")
+    assert cur.fetchall() == ((1,),)
+    assert cur.nextset()
+    assert cur.fetchall() == ((2, 3),)
+    assert not cur.nextset()
+    # A read followed by a write in one packet goes to the master of the user's cluster.
+    cur.execute("/* user=1 */ SELECT COUNT(*) FROM posts; INSERT INTO posts VALUES (1, 9, 'multi')")
+    while cur.nextset():
+        pass
+    assert r.on_cluster(1, "SELECT body FROM posts") == "multi\n"
+    # Without the capability a stacked statement is a syntax error, as on the
+    # server, even on a pooled connection another client turned it on for.
+    cur2 = r.connect().cursor()
+    with pytest.raises(pymysql.err.ProgrammingError) as e:
+        cur2.execute("SELECT 1; SELECT 2")
+    assert e.value.args[0] == 1064
+    cur2.execute("SELECT 5")
+    assert cur2.fetchone() == (5,)
+
+
+def test_userdb_cli_creates_users_counts_and_looks_up(userdbd):
+    import os
+    import subprocess
+    r = userdbd(default_clusters="2")
+    cli = os.path.join(os.environ.get("BUILD_DIR", "build"), "bin", "userdb")
+    env = dict(os.environ, USERDB_PASSWORD="secret")
+    run = lambda *a: subprocess.run([cli, "-P", str(r.port), "-u", "app"] + list(a), capture_output=True, text=True,
+                                    env=env)
+    out = run("create", "o'hara")
+    assert out.returncode == 0 and out.stdout == "1\n", out.stderr
+    assert r.on_global("SELECT user, clusterid FROM user") == "o'hara\t2\n"
+    assert run("counter", "1", "L").stdout == "1\n"
+    assert run("counter", "1", "L").stdout == "2\n"
+    assert run("where", "1").stdout == "cluster 2\n"
+    bad = run("where", "77")
+    assert bad.returncode == 1 and "no such user" in bad.stderr
+    dup = run("create", "o'hara")
+    assert dup.returncode == 1 and "Duplicate" in dup.stderr
+    denied = subprocess.run([cli, "-P", str(r.port), "-u", "app", "where", "1"], capture_output=True, text=True)
+    assert denied.returncode == 1 and "Access denied" in denied.stderr
+
+
+def test_counters_stay_consecutive_across_ab_flips_under_load(userdbd):
+    r = userdbd(c1b=True, default_clusters="1")
+    create_user(r, "flippy")
+    got, errors, done = [[] for _ in range(4)], [], threading.Event()
+
+    def worker(i):
+        try:
+            c = r.connect()
+            cur = c.cursor()
+            for _ in range(300):
+                cur.execute("/* user=1 */ SELECT userdb_counter('T')")
+                got[i].append(cur.fetchone()[0])
+        except Exception as e:  # noqa: BLE001 - reported below
+            errors.append(e)
+
+    ts = [threading.Thread(target=worker, args=(i,)) for i in range(4)]
+    for t in ts:
+        t.start()
+    flips = 0
+    while any(t.is_alive() for t in ts) and flips < 200:
+        r.console("flip 1")
+        flips += 1
+        time.sleep(0.02)
+    for t in ts:
+        t.join()
+    assert not errors
+    assert flips >= 2
+    assert sorted(x for g in got for x in g) == list(range(1, 1201))
+
+
+def test_readonly_cluster_refuses_writes_and_gets_no_new_users(userdbd):
+    r = userdbd(extra="cluster.2.readonly = yes")
+    r.on_global("INSERT INTO user (user, clusterid) VALUES ('legacy', 2)")
+    for i in range(4):
+        create_user(r, "n%d" % i)
+    assert r.on_global("SELECT COUNT(*) FROM user WHERE clusterid = 2") == "1\n"   # only the legacy one
+    res = r.cli("/* user=1 */ INSERT INTO posts VALUES (1, 1, 'x')", check=False)
+    assert "ERROR 1290" in res.stderr and "cluster 2 is read-only" in res.stderr
+    assert r.cli("/* user=1 */ SELECT COUNT(*) FROM posts").stdout == "0\n"
+    assert "READONLY" in r.console("clusters")
+
+
+def test_directory_is_not_starved_when_clients_pin_every_pooled_connection(userdbd):
+    r = userdbd(extra="pool_max = 1\ndirectory_ttl = 0")
+    create_user(r, "first")
+    a = r.connect(autocommit=False)
+    cur_a = a.cursor()
+    cur_a.execute("SELECT COUNT(*) FROM usercounter")   # a transaction: pins the only pooled global connection
+    assert r.console("pools").count("global conns=1") == 1
+    b = r.connect()
+    cur_b = b.cursor()
+    cur_b.execute("/* user=1 */ SELECT COUNT(*) FROM posts")   # directory lookup on the reserve
+    assert cur_b.fetchone() == (0,)
+    cur_b.execute("/* user=new */ SELECT userdb_create_user('second')")
+    assert cur_b.fetchone() == (2,)
+    a.commit()
+    cur_b.execute("SELECT COUNT(*) FROM user")               # a client statement: the pooled one again
+    assert cur_b.fetchone() == (2,)

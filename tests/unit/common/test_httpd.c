@@ -4,7 +4,7 @@
  * directory redirect and listing switch, confinement, pipelining and
  * keep-alive, PUT (Content-Length, chunked, 100-continue, Content-MD5 right
  * and wrong, max size), DELETE, chunked bodies decoded, a head bomb (431),
- * and the head deadline (408). */
+ * and the head deadline (408); GET/HEAD disk work on a common/work pool. */
 #include <arpa/inet.h>
 #include <fcntl.h>
 #include <netinet/in.h>
@@ -21,6 +21,7 @@
 #include "common/httpd.h"
 #include "common/listen.h"
 #include "common/loop.h"
+#include "common/work.h"
 #include "tests/unit/unit.h"
 
 static char root[256];
@@ -228,7 +229,21 @@ static void *client_main(void *arg)
     /* a body read through httpd_body_read: chunked decoded, then the next request */
     EX("POST /echo HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n4\r\nwiki\r\n5\r\npedia\r\n0\r\n\r\n"
        "GET /a.txt HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n", r);
-    CCHECK(strstr(r, "Content-Length: 9\r\n\r\nwikipedia") && strstr(r, "hello world"));
+    CCHECK(strstr(r, "Content-Length: 9\r\n") && strstr(r, "\r\n\r\nwikipedia") && strstr(r, "hello world"));
+    /* concatenated GET: off by default, then as Perlbal's enable_concatenate_get */
+    EX("GET /sub/??in.txt,in.txt HTTP/1.0\r\n\r\n", r);
+    CCHECK(status_of(r) == 403);
+    files.concat_get = true;
+    EX("GET /sub/??in.txt,../a.txt HTTP/1.0\r\n\r\n", r);
+    CCHECK(status_of(r) == 403);
+    EX("GET /sub??in.txt HTTP/1.0\r\n\r\n", r);
+    CCHECK(status_of(r) == 500);
+    EX("GET /sub/??in.txt,nope.txt HTTP/1.0\r\n\r\n", r);
+    CCHECK(status_of(r) == 404);
+    EX("GET /nodir/??in.txt HTTP/1.0\r\n\r\n", r);
+    CCHECK(status_of(r) == 404);
+    EX("GET /sub/??in.txt,in.txt?v=3 HTTP/1.0\r\n\r\n", r);
+    CCHECK(status_of(r) == 200 && strstr(r, "Content-Length: 10\r\n") && strstr(r, "\r\n\r\ninnerinner"));
     EX("POST /echo HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\n", r);
     CCHECK(status_of(r) == 400);
     /* a head bomb: 431; a head that never ends: 408 after the deadline */
@@ -267,6 +282,9 @@ static void test_httpd_end_to_end(void)
     snprintf(link, sizeof link, "%s/escape", root);
     CHECK_EQ_INT(symlink(target, link), 0);
     files.docroot = root;
+    /* GET/HEAD disk work on worker threads (common/work), as deployed */
+    files.work = work_pool_new("test-disk", 2, 64);
+    CHECK(files.work != NULL);
     CHECK_EQ_INT(loop_init(1), 0);
     char err[128];
     struct core_listener *l = listen_open("127.0.0.1:0", 0, NULL, on_accept, NULL, NULL, err, sizeof err);
@@ -276,6 +294,7 @@ static void test_httpd_end_to_end(void)
     pthread_create(&t, NULL, client_main, NULL);
     CHECK_EQ_INT(loop_run(), 0);
     pthread_join(t, NULL);
+    work_pool_free(files.work);
     loop_free();
     CHECK_EQ_INT(failures_in_client, 0);
     snprintf(cmd, sizeof cmd, "rm -rf %s %s.out", root, root);

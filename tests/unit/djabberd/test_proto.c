@@ -236,7 +236,7 @@ static void test_scram_sha256_vector(void)
     struct dj_scram s;
     const char *cond;
     const char *first = "n,,n=user,r=rOprNGfwEbeRWgbNEkqO";
-    CHECK_EQ_INT(dj_scram_client_first(&s, DJ_SASL_SCRAM_SHA256, first, strlen(first), &cond), 0);
+    CHECK_EQ_INT(dj_scram_client_first(&s, DJ_SASL_SCRAM_SHA256, NULL, 0, first, strlen(first), &cond), 0);
     CHECK_STR(s.user, "user");
     strcpy(s.nonce, "rOprNGfwEbeRWgbNEkqO%hvYDpWUa2RaTCAfuxFIlj)hNlF$k0");
     CHECK_EQ_INT(dj_scram_server_first(&s, &c), 0);
@@ -252,10 +252,38 @@ static void test_scram_sha256_vector(void)
     CHECK_EQ_INT(dj_scram_client_final(&s, &c, wrong, strlen(wrong), out, sizeof out, &cond), -1);
     CHECK_STR(cond, "not-authorized");
     /* channel binding asked for on a stream without TLS */
-    CHECK_EQ_INT(dj_scram_client_first(&s, DJ_SASL_SCRAM_SHA256, "p=tls-unique,,n=u,r=x", 21, &cond), -1);
-    CHECK_EQ_INT(dj_scram_client_first(&s, DJ_SASL_SCRAM_SHA256, "n,,n=a=2Cb=3D,r=x", 17, &cond), 0);
+    CHECK_EQ_INT(dj_scram_client_first(&s, DJ_SASL_SCRAM_SHA256, NULL, 0, "p=tls-unique,,n=u,r=x", 21, &cond), -1);
+    CHECK_EQ_INT(dj_scram_client_first(&s, DJ_SASL_SCRAM_SHA256, NULL, 0, "n,,n=a=2Cb=3D,r=x", 17, &cond), 0);
     CHECK_STR(s.user, "a,b=");
-    CHECK_EQ_INT(dj_scram_client_first(&s, DJ_SASL_SCRAM_SHA256, "n,,n=a=XXb,r=x", 14, &cond), -1);
+    CHECK_EQ_INT(dj_scram_client_first(&s, DJ_SASL_SCRAM_SHA256, NULL, 0, "n,,n=a=XXb,r=x", 14, &cond), -1);
+}
+
+/* -PLUS: the binding data travels in c=; a 'y' client is refused when we
+ * could bind (downgrade), and binding without -PLUS or without data fails. */
+static void test_scram_plus(void)
+{
+    unsigned char salt[16] = { 1, 2, 3 };
+    struct dj_creds c;
+    CHECK_EQ_INT(dj_creds_derive(&c, "pw", 2, salt, 64), 0);
+    const unsigned char cb[12] = "finished-12";
+    struct dj_scram s;
+    const char *cond;
+    const char *first = "p=tls-unique,,n=user,r=abc";
+    CHECK_EQ_INT(dj_scram_client_first(&s, DJ_SASL_SCRAM_SHA1_PLUS, cb, 12, first, strlen(first), &cond), 0);
+    CHECK_STR(s.gs2, "p=tls-unique,,");
+    CHECK_EQ_INT(dj_scram_client_first(&s, DJ_SASL_SCRAM_SHA1, cb, 12, "y,,n=user,r=abc", 15, &cond), -1);
+    CHECK_STR(cond, "not-authorized");
+    CHECK_EQ_INT(dj_scram_client_first(&s, DJ_SASL_SCRAM_SHA1, NULL, 0, "y,,n=user,r=abc", 15, &cond), 0);
+    CHECK_EQ_INT(dj_scram_client_first(&s, DJ_SASL_SCRAM_SHA1_PLUS, cb, 12, "n,,n=user,r=abc", 15, &cond), -1);
+    CHECK_EQ_INT(dj_scram_client_first(&s, DJ_SASL_SCRAM_SHA1, cb, 12, first, strlen(first), &cond), -1);
+    CHECK_EQ_INT(dj_scram_client_first(&s, DJ_SASL_SCRAM_SHA1_PLUS, NULL, 0, first, strlen(first), &cond), -1);
+    /* a client-final whose c= lacks the binding data is refused */
+    CHECK_EQ_INT(dj_scram_client_first(&s, DJ_SASL_SCRAM_SHA1_PLUS, cb, 12, first, strlen(first), &cond), 0);
+    CHECK_EQ_INT(dj_scram_server_first(&s, &c), 0);
+    char fin[256], out[128];
+    snprintf(fin, sizeof fin, "c=cD10bHMtdW5pcXVlLCw=,r=%s,p=AAAAAAAAAAAAAAAAAAAAAAAAAAA=", s.nonce);
+    CHECK_EQ_INT(dj_scram_client_final(&s, &c, fin, strlen(fin), out, sizeof out, &cond), -1);
+    CHECK_STR(cond, "not-authorized");
 }
 
 static void test_creds_text(void)
@@ -284,6 +312,7 @@ int main(void)
     RUN(test_plain);
     RUN(test_b64);
     RUN(test_scram_sha256_vector);
+    RUN(test_scram_plus);
     RUN(test_creds_text);
     dj_xml_pool_clear();
     return unit_done();

@@ -223,6 +223,8 @@ int main(void)
     mc_settings.chunk_min = 48;
     mc_settings.hot_pct = 20;
     mc_settings.warm_pct = 40;
+    mc_settings.slab_reassign = true;   /* the daemon's defaults */
+    mc_settings.slab_automove = 1;
     mc_clock_update();
     CHECK(mc_slabs_init() == 0);
     CHECK(mc_assoc_init(16) == 0);

@@ -52,6 +52,10 @@ static void test_grab(void)
     CHECK_EQ_INT(parse("grab 0 10 a", false, &r, b), SW_E_BAD_ARGS);
     CHECK_EQ_INT(parse("grab 1 10", false, &r, b), SW_E_BAD_ARGS);
     CHECK_EQ_INT(parse("grab 1 10 a coalesce=x coalesce_prefix=y", false, &r, b), SW_E_BAD_ARGS);
+    CHECK_EQ_INT(parse("grab_job 0123456789abcdef0123456789abcdef-9 0", false, &r, b), SW_OK);
+    CHECK_EQ_INT(r.cmd, SW_CMD_GRAB_JOB);
+    CHECK_EQ_INT(r.grab_for, 1);
+    CHECK_EQ_INT(parse("grab_job 0123456789abcdef0123456789abcdef-9", false, &r, b), SW_E_BAD_ARGS);
 }
 
 static void test_failed_message_and_handles(void)

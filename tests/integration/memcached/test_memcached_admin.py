@@ -1,0 +1,180 @@
+"""memcached: the operator commands (cache_memlimit, slabs reassign /
+automove, lru tune / mode, stats conns) answering as memcached 1.6.18 does,
+run side by side against Debian's memcached where the reply is the same,
+and doing what they say on our store."""
+import time
+
+import pytest
+
+from mc_helpers import Raw, start
+
+
+def replies(d, lines):
+    r = Raw(d.port)
+    out = []
+    for ln in lines:
+        r.send(ln)
+        if ln.rstrip().endswith(b"noreply"):
+            r.send(b"mn\r\n")
+            got = r.line()
+            out.append(b"" if got == b"MN" else got)
+            if got != b"MN":
+                r.line()
+        else:
+            out.append(r.line())
+    r.close()
+    return out
+
+
+ADMIN_LINES = [
+    b"cache_memlimit 100\r\n",
+    b"cache_memlimit 4\r\n",
+    b"cache_memlimit 2000000000\r\n",
+    b"cache_memlimit abc\r\n",
+    b"cache_memlimit -5\r\n",
+    b"cache_memlimit 90 noreply\r\n",
+    b"cache_memlimit\r\n",
+    b"slabs automove 0\r\n",
+    b"slabs automove 2\r\n",
+    b"slabs automove 1\r\n",
+    b"slabs automove 3\r\n",
+    b"slabs automove x\r\n",
+    b"slabs automove ratio 0.5\r\n",
+    b"slabs reassign 1 1\r\n",
+    b"slabs reassign 1 250\r\n",
+    b"slabs reassign x 1\r\n",
+    b"slabs reassign 5 1\r\n",
+    b"slabs bogus\r\n",
+    b"lru tune 10 30 0.1 2.0\r\n",
+    b"lru tune 50 40 0.1 2.0\r\n",
+    b"lru tune 10 10 0 1\r\n",
+    b"lru tune a b c d\r\n",
+    b"lru mode segmented\r\n",
+    b"lru mode sideways\r\n",
+    b"lru bogus\r\n",
+]
+
+
+def test_admin_replies_match_memcached(daemon):
+    ours = replies(start(daemon, "-m", "64"), ADMIN_LINES)
+    theirs = replies(start(daemon, "-m", "64", impl="memcached"), ADMIN_LINES)
+    diff = [(ln, o, t) for ln, o, t in zip(ADMIN_LINES, ours, theirs) if o != t]
+    assert diff == []
+
+
+def test_cache_memlimit_too_big_is_refused_not_wrapped(daemon):
+    d = start(daemon, "-m", "64")
+    r = Raw(d.port)
+    # 2^44 MB: memcached 1.6.18 wraps it to 0 ("MEMLIMIT_TOO_SMALL"); we
+    # refuse it as megabytes-not-bytes and keep the limit.
+    assert r.cmd(b"cache_memlimit 17592186044416\r\n") == b"MEMLIMIT_ADJUST_FAILED input value is megabytes not bytes"
+    assert r.cmd(b"cache_memlimit 18446744073709551617\r\n") == b"ERROR"
+    assert int(r.stats()["limit_maxbytes"]) == 64 << 20
+
+
+def fill(r, n, size, prefix=b"k"):
+    v = b"v" * size
+    r.send(b"".join(b"set %s%d 0 0 %d noreply\r\n%s\r\n" % (prefix, i, size, v) for i in range(n)) + b"mn\r\n")
+    assert r.line() == b"MN"
+
+
+def wait_for(pred, timeout=10):
+    end = time.time() + timeout
+    while time.time() < end:
+        if pred():
+            return True
+        time.sleep(0.1)
+    return pred()
+
+
+def test_cache_memlimit_shrinks_and_grows_the_page_pool(daemon):
+    d = start(daemon, "-m", "64")
+    r = Raw(d.port)
+    fill(r, 50000, 1000)
+    assert int(r.stats()["total_malloced"]) > 40 << 20
+    assert r.cmd(b"cache_memlimit 16\r\n") == b"OK"
+    assert wait_for(lambda: int(r.stats()["total_malloced"]) <= 16 << 20)
+    st = r.stats()
+    assert int(st["limit_maxbytes"]) == 16 << 20
+    assert int(r.stats("slabs")["total_malloced"]) <= 16 << 20
+    assert int(st["curr_items"]) < 16000   # the freed pages' items went with them
+    assert r.cmd(b"cache_memlimit 64\r\n") == b"OK"
+    fill(r, 50000, 1000, prefix=b"again")
+    assert int(r.stats()["total_malloced"]) > 40 << 20
+
+
+def class_pages(r):
+    return {int(k.split(":")[0]): int(v) for k, v in r.stats("slabs").items() if k.endswith(":total_pages")}
+
+
+def test_slabs_reassign_moves_a_page(daemon):
+    d = start(daemon, "-m", "64", "-o", "slab_automove=0")
+    r = Raw(d.port)
+    fill(r, 4000, 1000, prefix=b"big")   # several pages of one class
+    fill(r, 10, 10, prefix=b"small")     # one page of another
+    pages = class_pages(r)
+    src = max(pages, key=pages.get)
+    dst = min(pages, key=pages.get)
+    assert pages[src] >= 3 and src != dst
+    assert r.cmd(b"slabs reassign %d %d\r\n" % (src, dst)) == b"OK"
+    after = class_pages(r)
+    assert after[src] == pages[src] - 1
+    assert after[dst] == pages[dst] + 1
+    st = r.stats()
+    assert int(st["slabs_moved"]) >= 1
+    assert int(st["slab_reassign_evictions_nomem"]) > 0   # the page's items were evicted
+    # to the global pool (0): the page is given back
+    before = int(st["total_malloced"])
+    assert r.cmd(b"slabs reassign %d 0\r\n" % src) == b"OK"
+    assert int(r.stats()["total_malloced"]) == before - (1 << 20)
+    # -1: from whichever class has a page to spare
+    assert r.cmd(b"slabs reassign -1 %d\r\n" % dst) == b"OK"
+
+
+
+def test_lru_tune_changes_the_settings(daemon):
+    d = start(daemon)
+    r = Raw(d.port)
+    assert r.cmd(b"lru tune 10 30 0.1 2.5\r\n") == b"OK"
+    st = r.stats("settings")
+    assert (st["hot_lru_pct"], st["warm_lru_pct"], st["hot_max_factor"], st["warm_max_factor"]) == \
+        ("10", "30", "0.10", "2.50")
+
+
+@pytest.mark.parametrize("impl", ["ours", "memcached"])
+def test_stats_conns_lists_addr_and_listen_addr(daemon, impl):
+    d = start(daemon, impl=impl)
+    r = Raw(d.port)
+    local = r.s.getsockname()
+    lines = {}
+    for k, v in r.stats("conns").items():
+        fd, name = k.split(":", 1)
+        lines.setdefault(fd, {})[name] = v
+    mine = [v for v in lines.values() if v.get("addr") == "tcp:%s:%d" % local]
+    assert len(mine) == 1
+    assert mine[0]["listen_addr"] == "tcp:127.0.0.1:%d" % d.port
+    assert mine[0]["state"] == "conn_parse_cmd"
+    assert mine[0]["secs_since_last_cmd"] == "0"
+
+
+@pytest.mark.parametrize("impl", ["ours", "memcached"])
+@pytest.mark.parametrize("mode", [b"", b" graceful"])
+def test_shutdown_modes(daemon, impl, mode):
+    d = start(daemon, "-A", impl=impl)
+    r = Raw(d.port)
+    assert r.cmd(b"shutdown bogus\r\n") == b"CLIENT_ERROR invalid shutdown mode"
+    assert r.cmd(b"shutdown graceful now\r\n") == b"CLIENT_ERROR invalid shutdown mode"
+    r.send(b"shutdown%s\r\n" % mode)
+    assert r.closed()
+    assert r.buf == b""
+    d.proc.wait(timeout=15)
+    if impl == "ours":
+        assert d.proc.returncode == 0
+
+
+@pytest.mark.parametrize("impl", ["ours", "memcached"])
+def test_shutdown_needs_dash_a(daemon, impl):
+    d = start(daemon, impl=impl)
+    r = Raw(d.port)
+    assert r.cmd(b"shutdown\r\n") == b"ERROR: shutdown not enabled"
+    assert r.cmd(b"shutdown graceful\r\n") == b"ERROR: shutdown not enabled"
