@@ -108,6 +108,10 @@ static void read_set(struct core_conn *c, bool on)
         return;
     }
     struct timeval tv = { c->idle_ms / 1000, (c->idle_ms % 1000) * 1000 };
+    /* event_add(ev, NULL) keeps a timeout already armed: going from an idle
+     * timeout to none needs the event taken off first */
+    if (!c->idle_ms && event_pending(c->rev, EV_TIMEOUT, NULL))
+        event_del(c->rev);
     event_add(c->rev, c->idle_ms ? &tv : NULL);
 }
 

@@ -341,6 +341,69 @@ static void test_listen_at_run_time(void)
     CHECK(strstr(host_state.got, "PONG") != NULL);
 }
 
+/* ---- an idle timeout turned off stays off ---- */
+
+static atomic_int timeout_closes, idle_accepted;
+
+static void idle_close(struct core_conn *c, enum conn_close_reason why)
+{
+    (void)c;
+    if (why == CONN_CLOSE_TIMEOUT)
+        atomic_fetch_add(&timeout_closes, 1);
+}
+
+static const struct conn_ops idle_ops = { .name = "idle", .on_read = srv_read, .on_close = idle_close };
+
+static void idle_accept(struct core_loop *loop, int fd, const struct sockaddr *sa, socklen_t salen, void *arg)
+{
+    (void)arg;
+    struct core_conn *c = conn_new(loop, fd, sa, salen, &idle_ops, NULL);
+    conn_set_timeouts(c, 100, 0);
+    conn_set_timeouts(c, 0, 0);  /* userdbd's case: no idle timeout after all */
+    atomic_fetch_add(&idle_accepted, 1);
+}
+
+static int idle_port;
+
+static void idle_listen(void *arg)
+{
+    (void)arg;
+    char err[256], spec[32];
+    snprintf(spec, sizeof spec, "127.0.0.1:%d", idle_port);
+    struct listen_opts o = { .single_loop = true };
+    CHECK(listen_open(spec, 0, &o, idle_accept, NULL, NULL, err, sizeof err) != NULL);
+}
+
+static void *idle_client(void *arg)
+{
+    (void)arg;
+    int fd = -1;
+    for (int i = 0; i < 200 && (fd = tcp_connect(idle_port)) < 0; i++)
+        usleep(5000);
+    usleep(400000);  /* four times the timeout that was switched off */
+    char buf[16];
+    CHECK_EQ_INT(write(fd, "PING\n", 5), 5);
+    CHECK_EQ_INT(read(fd, buf, sizeof buf), 5);  /* still served */
+    close(fd);
+    loop_request_stop();
+    return NULL;
+}
+
+static void test_idle_timeout_switched_off(void)
+{
+    idle_port = free_port();
+    CHECK_EQ_INT(loop_init(1), 0);
+    loop_set_grace(1);
+    loop_call(loop_get(0), idle_listen, NULL);
+    pthread_t t;
+    pthread_create(&t, NULL, idle_client, NULL);
+    CHECK_EQ_INT(loop_run(), 0);
+    pthread_join(t, NULL);
+    loop_free();
+    CHECK_EQ_INT(atomic_load(&idle_accepted), 1);
+    CHECK_EQ_INT(atomic_load(&timeout_closes), 0);
+}
+
 /* ---- dialing a name with several addresses ---- */
 
 struct dial_state {
@@ -782,6 +845,7 @@ int main(void)
     }
     RUN(test_connect_contract);
     RUN(test_listen_at_run_time);
+    RUN(test_idle_timeout_switched_off);
     RUN(test_dial_every_address);
     RUN(test_busy_port_refused);
     RUN(test_unix_paths);
