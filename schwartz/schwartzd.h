@@ -1,11 +1,13 @@
 /* schwartzd: TheSchwartz as a daemon — shared types.
  *
  * Threads: every connection and all session state live on loop 0. Each
- * configured database has one store thread owning one connection (store.c);
- * sessions hand it sw_op requests and get them back on loop 0 when the
- * transaction holding them has committed. The only state shared between
- * threads is the op queue of each store (its mutex) and the retry policy
- * table (policy_mu). Lock order: a store's mu, then policy_mu. */
+ * configured database has an op queue and store threads, each owning one
+ * connection (store.c: one for SQLite, db-connections for MySQL); sessions
+ * hand them sw_op requests and get them back on loop 0 when the transaction
+ * holding them has committed. The only state shared between threads is the
+ * op queue of each store (its mutex), its atomic counters and dead-until
+ * time, and the retry policy table (policy_mu). Lock order: a store's mu,
+ * then policy_mu (never both held today). */
 #ifndef SW_SCHWARTZD_H
 #define SW_SCHWARTZD_H
 

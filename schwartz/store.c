@@ -1,12 +1,15 @@
-/* store: the job databases — one thread and one connection per configured
- * DSN, TheSchwartz's schema, and every operation on it.
+/* store: the job databases — per configured DSN a queue of ops and its
+ * store threads (one for SQLite, db-connections for MySQL), each with its
+ * own connection; TheSchwartz's schema, and every operation on it.
  *
  * Hands work to threads: sessions queue sw_op requests with
- * sw_store_submit(); the store thread takes everything queued (up to
+ * sw_store_submit(); a store thread takes everything queued (up to
  * group-max), runs it inside ONE transaction (group commit: one fsync for
  * the lot), each multi-statement operation inside its own savepoint so a
- * failing one is undone alone, commits, and only then posts each op back
- * to loop 0. "OK" therefore always means committed.
+ * failing one is undone alone, commits, and only then posts the batch back
+ * to loop 0. "OK" therefore always means committed. (A batch of one
+ * single-statement op runs in autocommit; an SQLite batch of grabs only
+ * commits without its fsync — see README "How it works".)
  *
  * Semantics follow TheSchwartz 1.12 (see PROTOCOL.md): compare-and-set
  * grabs on grabbed_until with the database's clock, error rows and retry

@@ -4,13 +4,14 @@ side by side in one run. All durable: SQLite WAL + synchronous=FULL for
 both schwartz variants.
 
 Per system, two phases over N jobs of 16 bytes:
-  insert   one client inserts N jobs one at a time (jobs/s, p99 latency)
+  insert   I clients (default 4) insert N jobs, each one at a time (jobs/s, p99 latency)
   work     W workers grab one job at a time and complete it (jobs/s)
   cycle    N / (insert time + work time)
 CPU per job: the server process's user+system time (schwartzd, beanstalkd);
 for Perl TheSchwartz, which has no server, the CPU of its client processes.
 
-Usage: BUILD_DIR=build python3 tests/bench/bench_schwartz.py [--jobs 1000] [--workers 4] [--rounds 1] [--no-mariadb]
+Usage: BUILD_DIR=build python3 tests/bench/bench_schwartz.py [--jobs 1000] [--workers 4] [--inserters 4]
+       [--rounds 1] [--no-mariadb]
 """
 import argparse
 import os
@@ -58,6 +59,21 @@ def p99(lat):
     return lat[int(len(lat) * 0.99) - 1] * 1000 if lat else 0
 
 
+INSERTERS = 1
+
+
+def parallel(fn, n, k):
+    """Run fn(share) on k threads splitting n; returns the wall time."""
+    shares = [n // k + (1 if i < n % k else 0) for i in range(k)]
+    ts = [threading.Thread(target=fn, args=(sh,)) for sh in shares]
+    t0 = time.time()
+    for t in ts:
+        t.start()
+    for t in ts:
+        t.join()
+    return time.time() - t0
+
+
 def bench_ours(dsn, user, n, workers):
     port = free_port()
     d = subprocess.Popen([os.path.join(BUILD, "bin", "schwartzd"), "--listen", "127.0.0.1:%d" % port,
@@ -65,14 +81,17 @@ def bench_ours(dsn, user, n, workers):
     try:
         wait_port(port)
         cpu0 = proc_cpu(d.pid)
-        c = SW(port)
         lat = []
-        t0 = time.time()
-        for i in range(n):
-            a = time.time()
-            c.insert("Bench", b"0123456789abcdef")
-            lat.append(time.time() - a)
-        t_ins = time.time() - t0
+
+        def inserter(k):
+            c = SW(port)
+            mine = []
+            for i in range(k):
+                a = time.time()
+                c.insert("Bench", b"0123456789abcdef")
+                mine.append(time.time() - a)
+            lat.extend(mine)
+        t_ins = parallel(inserter, n, INSERTERS)
 
         def worker():
             w = SW(port)
@@ -99,10 +118,7 @@ PERL_INSERT = r'''
 use strict; use TheSchwartz; use Time::HiRes qw(time);
 my ($dsn, $user, $n) = @ARGV;
 my $c = TheSchwartz->new(databases => [{ dsn => $dsn, user => $user, pass => '' }], driver_cache_expiration => 300);
-my @lat; my $t0 = time;
-for my $i (1..$n) { my $a = time; $c->insert("Bench", "0123456789abcdef") or die; push @lat, time - $a; }
-my $t = time - $t0; @lat = sort { $a <=> $b } @lat;
-printf "%f %f\n", $t, $lat[int(@lat * 0.99) - 1] * 1000;
+for my $i (1..$n) { my $a = time; $c->insert("Bench", "0123456789abcdef") or die; printf "%f\n", time - $a; }
 '''
 
 PERL_WORK = r'''
@@ -123,9 +139,15 @@ def bench_perl(dsn, user, n, workers, count_left):
     d.terminate()
     d.wait()
     r0 = resource.getrusage(resource.RUSAGE_CHILDREN)
-    out = subprocess.run(["perl", "-e", PERL_INSERT, dsn, user, str(n)], capture_output=True,
-                         check=True).stdout.split()
-    t_ins, lat99 = float(out[0]), float(out[1])
+    shares = [n // INSERTERS + (1 if i < n % INSERTERS else 0) for i in range(INSERTERS)]
+    t0 = time.time()
+    ps = [subprocess.Popen(["perl", "-e", PERL_INSERT, dsn, user, str(sh)], stdout=subprocess.PIPE) for sh in shares]
+    lat = []
+    for p in ps:
+        lat += [float(x) for x in p.communicate()[0].split()]
+        assert p.returncode == 0
+    t_ins = time.time() - t0
+    lat99 = p99(lat)
     t0 = time.time()
     ps = [subprocess.Popen(["perl", "-e", PERL_WORK, dsn, user]) for _ in range(workers)]
     for p in ps:
@@ -147,16 +169,20 @@ def bench_beanstalk(tmp, n, workers):
     try:
         wait_port(port)
         cpu0 = proc_cpu(d.pid)
-        s = socket.create_connection(("127.0.0.1", port))
-        f = s.makefile("rb")
         lat = []
-        t0 = time.time()
-        for i in range(n):
-            a = time.time()
-            s.sendall(b"put 0 0 60 16\r\n0123456789abcdef\r\n")
-            assert f.readline().startswith(b"INSERTED")
-            lat.append(time.time() - a)
-        t_ins = time.time() - t0
+
+        def inserter(k):
+            s = socket.create_connection(("127.0.0.1", port))
+            f = s.makefile("rb")
+            mine = []
+            for i in range(k):
+                a = time.time()
+                s.sendall(b"put 0 0 60 16\r\n0123456789abcdef\r\n")
+                assert f.readline().startswith(b"INSERTED")
+                mine.append(time.time() - a)
+            lat.extend(mine)
+            s.close()
+        t_ins = parallel(inserter, n, INSERTERS)
 
         def worker():
             w = socket.create_connection(("127.0.0.1", port))
@@ -189,7 +215,8 @@ def sqlite_left(db):
 
 
 def report(rows, jobs, workers, rnd):
-    print("round %d: %d jobs, %d workers (one job per grab), 16-byte args; durable everywhere" % (rnd, jobs, workers))
+    print("round %d: %d jobs, %d inserting clients, then %d workers (one job per grab), 16-byte args; durable everywhere"
+          % (rnd, jobs, INSERTERS, workers))
     print("%-38s %10s %10s %10s %12s %14s" % ("system", "insert/s", "work/s", "cycle/s", "p99 ins ms", "CPU us/job"))
     cyc = {}
     for name, (ti, tw, l99, cpu) in rows:
@@ -211,8 +238,11 @@ def main():
     ap.add_argument("--jobs", type=int, default=1000)
     ap.add_argument("--workers", type=int, default=4)
     ap.add_argument("--rounds", type=int, default=1, help="repeat the whole comparison (each round is one table)")
+    ap.add_argument("--inserters", type=int, default=4, help="clients inserting at once (each one job per round trip)")
     ap.add_argument("--no-mariadb", action="store_true", help="skip the MariaDB rows")
     a = ap.parse_args()
+    global INSERTERS
+    INSERTERS = max(1, a.inserters)
     tmp = tempfile.mkdtemp(prefix="bench-schwartz-")
     maria = None
     try:
