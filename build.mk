@@ -76,8 +76,8 @@ endef
 # $(call fuzz_target,NAME,SOURCES) -> $(BUILD)/fuzz/NAME, seeds from tests/fuzz/corpus/NAME
 # A target is rebuilt when any header its sources include changes (the
 # dependency list is written next to it after each build).
-# The core's leaf modules (strict numbers, clock) come with every target.
-FUZZ_BASE := common/num.c common/clock.c
+# The core's leaf modules (strict numbers, clock, log) come with every target.
+FUZZ_BASE := common/num.c common/clock.c common/log.c
 define fuzz_target
 FUZZ_BINS += $(BUILD)/fuzz/$(1)
 $(BUILD)/fuzz/$(1): $(sort $(2) $(FUZZ_BASE)) $$(if $$(wildcard $(BUILD)/fuzz/$(1).d),,FORCE)
