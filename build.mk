@@ -54,15 +54,22 @@ endef
 # out of its .so's interface.
 CLIENT_KIT := common/client.c common/clock.c common/num.c
 
-# $(call library,NAME,SOURCES,EXTRA_LIBS) -> $(BUILD)/lib/libNAME.a and .so
+# $(call library,NAME,SOURCES,EXTRA_LIBS) -> $(BUILD)/lib/libNAME.a and a
+# versioned shared library: libNAME.so.$(SO_VERSION) with soname
+# libNAME.so.$(SO_MAJOR), plus the libNAME.so.$(SO_MAJOR) and libNAME.so links.
+# Bump SO_MAJOR when a library's interface (its .map) breaks compatibility.
+SO_VERSION ?= 1.0.0
+SO_MAJOR   := $(firstword $(subst ., ,$(SO_VERSION)))
 define library
-LIBRARIES += $(BUILD)/lib/lib$(1).a $(BUILD)/lib/lib$(1).so
+LIBRARIES += $(BUILD)/lib/lib$(1).a $(BUILD)/lib/lib$(1).so.$(SO_VERSION) $(BUILD)/lib/lib$(1).so.$(SO_MAJOR) $(BUILD)/lib/lib$(1).so
 $(BUILD)/lib/lib$(1).a: $(call PIC,$(sort $(2) $(CLIENT_KIT)))
 	@mkdir -p $$(@D)
 	ar rcs $$@ $$^
-$(BUILD)/lib/lib$(1).so: $(call PIC,$(sort $(2) $(CLIENT_KIT)))
+$(BUILD)/lib/lib$(1).so.$(SO_VERSION): $(call PIC,$(sort $(2) $(CLIENT_KIT)))
 	@mkdir -p $$(@D)
-	$$(CC) $$(LDFLAGS) -shared -Wl,-soname,lib$(1).so -o $$@ $$^ $(3)
+	$$(CC) $$(LDFLAGS) -shared -Wl,-soname,lib$(1).so.$(SO_MAJOR) -o $$@ $$^ $(3)
+$(BUILD)/lib/lib$(1).so.$(SO_MAJOR) $(BUILD)/lib/lib$(1).so: $(BUILD)/lib/lib$(1).so.$(SO_VERSION)
+	ln -sfn $$(<F) $$@
 endef
 
 # $(call unit_test,PATH_UNDER_tests/unit_WITHOUT_.c,EXTRA_SOURCES,EXTRA_LIBS)
@@ -118,23 +125,35 @@ fuzz-run: $(FUZZ_BINS)
 bench: build
 	@set -e; for b in $(BENCHES); do echo "== $$b"; BUILD_DIR=$(abspath $(BUILD)) $(PYTHON) $$b; done
 
-# Units and sample configs name their paths as @PREFIX@ and @SYSCONFDIR@;
-# sample configs never overwrite ones already installed.
+# `make install` stages everything under $(BUILD)/stage, then
+# deploy/install.sh copies it to $(DESTDIR): it refuses to replace any file
+# that an earlier `make install` into the same PREFIX did not write (its list
+# is $(PREFIX)/share/stack/installed-files), so Debian's /usr/bin/memcached or
+# memcached.service is never silently overwritten, and it keeps every config
+# that already exists. Units and sample configs name their paths as @PREFIX@
+# and @SYSCONFDIR@; pkg-config files get LIBDIR (multiarch: LIBDIR=/usr/lib/<triplet>).
+# Man pages are installed when `make -f build.mk man` made them (needs help2man).
 SYSCONFDIR ?= $(if $(filter /usr,$(PREFIX)),/etc,$(PREFIX)/etc)
+LIBDIR     ?= $(PREFIX)/lib
+MANDIR     ?= $(PREFIX)/share/man
+STAGE      := $(BUILD)/stage
 SAMPLE_CONFS := $(filter-out %-run.conf,$(wildcard deploy/conf/*.conf))
 UNITS        := $(wildcard deploy/systemd/*.service)
-SUBST        := sed -e 's|@PREFIX@|$(PREFIX)|g' -e 's|@SYSCONFDIR@|$(SYSCONFDIR)|g'
+SUBST        := sed -e 's|@PREFIX@|$(PREFIX)|g' -e 's|@SYSCONFDIR@|$(SYSCONFDIR)|g' -e 's|^libdir=.*|libdir=$(LIBDIR)|'
 
 install: build
-	install -d $(DESTDIR)$(PREFIX)/bin $(DESTDIR)$(PREFIX)/lib $(DESTDIR)$(PREFIX)/include $(DESTDIR)$(PREFIX)/lib/pkgconfig $(DESTDIR)$(PREFIX)/lib/systemd/system $(DESTDIR)$(SYSCONFDIR)/stack
-	$(if $(BINS),install -m 755 $(BINS) $(DESTDIR)$(PREFIX)/bin/)
-	$(if $(LIBRARIES),install -m 644 $(LIBRARIES) $(DESTDIR)$(PREFIX)/lib/)
-	$(if $(HEADERS),install -m 644 $(HEADERS) $(DESTDIR)$(PREFIX)/include/)
-	@set -e; for f in $(PCFILES); do $(SUBST) $$f >$(DESTDIR)$(PREFIX)/lib/pkgconfig/$$(basename $$f); done
-	@set -e; for f in $(UNITS); do $(SUBST) $$f >$(DESTDIR)$(PREFIX)/lib/systemd/system/$$(basename $$f); done
+	@rm -rf $(STAGE)
+	@install -d $(STAGE)$(PREFIX)/bin $(STAGE)$(LIBDIR)/pkgconfig $(STAGE)$(PREFIX)/include $(STAGE)$(PREFIX)/lib/systemd/system $(STAGE)$(SYSCONFDIR)/stack
+	$(if $(BINS),install -m 755 $(BINS) $(STAGE)$(PREFIX)/bin/)
+	$(if $(LIBRARIES),cp -P $(LIBRARIES) $(STAGE)$(LIBDIR)/ && find $(STAGE)$(LIBDIR) -maxdepth 1 -type f -exec chmod 644 {} +)
+	$(if $(HEADERS),install -m 644 $(HEADERS) $(STAGE)$(PREFIX)/include/)
+	@set -e; for f in $(PCFILES); do $(SUBST) $$f >$(STAGE)$(LIBDIR)/pkgconfig/$$(basename $$f); done
+	@set -e; for f in $(UNITS); do $(SUBST) $$f >$(STAGE)$(PREFIX)/lib/systemd/system/$$(basename $$f); done
 	@set -e; for d in $(sort $(dir $(wildcard */README.md))); do \
-	  install -D -m 644 $${d}README.md $(DESTDIR)$(PREFIX)/share/doc/stack/$${d}README.md; done
-	@set -e; for f in $(SAMPLE_CONFS); do t=$(DESTDIR)$(SYSCONFDIR)/stack/$$(basename $$f); \
-	  if [ -e $$t ]; then echo "keeping existing $$t"; else $(SUBST) $$f >$$t; fi; done
+	  install -D -m 644 $${d}README.md $(STAGE)$(PREFIX)/share/doc/stack/$${d}README.md; done
+	@set -e; for f in $(SAMPLE_CONFS); do $(SUBST) $$f >$(STAGE)$(SYSCONFDIR)/stack/$$(basename $$f); done
+	@set -e; for m in $(wildcard $(BUILD)/man/*.[1-8]); do \
+	  install -D -m 644 $$m $(STAGE)$(MANDIR)/man$${m##*.}/$$(basename $$m); done
+	@bash deploy/install.sh $(STAGE) "$(DESTDIR)" $(PREFIX) $(SYSCONFDIR)
 
 -include $(shell find $(BUILD)/obj $(BUILD)/pic $(BUILD)/fuzz -name '*.d' 2>/dev/null)
