@@ -1119,6 +1119,16 @@ static void md5_b64(EVP_MD_CTX *ctx, char *out, size_t outlen)
     snprintf(out, outlen, "%.*s", n, (char *)b);
 }
 
+/* fsync a directory given by an O_PATH fd (the rename in it is durable). */
+static int dir_fsync(int pathfd)
+{
+    int d = openat(pathfd, ".", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    if (d < 0) return -1;
+    int r = fsync(d);
+    close(d);
+    return r;
+}
+
 static void put_finish(struct httpd_conn *h)
 {
     struct httpd_put *p = h->put;
@@ -1132,17 +1142,19 @@ static void put_finish(struct httpd_conn *h)
             return;
         }
     }
-    /* disk calls (close, rename): see disk_run */
-    int rc = close(p->fd);
+    /* disk calls (fsync, close, rename): see disk_run */
+    int rc = p->f->put_fsync ? fsync(p->fd) : 0;
+    if (close(p->fd) < 0) rc = -1;
     p->fd = -1;
-    if (rc == 0 && renameat(p->dirfd, p->tmp, p->dirfd, p->name) == 0) {
+    if (rc == 0 && renameat(p->dirfd, p->tmp, p->dirfd, p->name) == 0 && (!p->f->put_fsync || dir_fsync(p->dirfd) == 0)) {
         httpd_files_invalidate(p->f);
         bool existed = p->existed;
+        int status = p->f->put_ok_status ? p->f->put_ok_status : existed ? 204 : 201;
         free(p->tmp);
         p->tmp = NULL;
         put_free(h);
         bool keep = httpd_can_persist(h);
-        httpd_response_head(h, existed ? 204 : 201, NULL, existed ? -1 : 0, keep, NULL);
+        httpd_response_head(h, status, NULL, status == 204 ? -1 : 0, keep, NULL);
         httpd_done(h, keep);
         return;
     }

@@ -197,6 +197,9 @@ struct httpd_files {
     int min_put_directory;           /* PUT may create directories only below this depth */
     uint64_t max_put_size;           /* 0 = no limit (413 beyond) */
     bool skip_md5_check;             /* ignore Content-MD5 on PUT (checked by default) */
+    bool put_fsync;                  /* a PUT is answered only once the file (and the rename
+                                      * in its directory) is on disk: fsync both */
+    int put_ok_status;               /* status of a stored PUT; 0 = 201 new / 204 replaced */
     bool concat_get;                 /* GET /dir/??a,b,c serves the files one after another
                                       * (Perlbal's enable_concatenate_get; else 403) */
     /* hooks (optional): rewrite the clean path in place (NUL-ended, cap

@@ -200,14 +200,20 @@ void pool_kick(struct pool *p)
 {
     int max = p->max_pending > 0 ? p->max_pending : POOL_MAX_PENDING;
     int want = p->nwaiting + p->connect_ahead - p->nidle - p->pending;
-    while (!p->stopping && want-- > 0 && p->pending < max) {
+    while (!p->stopping && want-- > 0 && p->pending < max &&
+           (p->max_members <= 0 || p->nmembers < p->max_members)) {
         struct pool_member *m = p->ops->connect(p);
         if (!m) break;
         m->pending = true;
         m->idle = false;
+        m->counted = true;
         p->pending++;
+        p->nmembers++;
     }
-    if (p->nwaiting && p->pending == 0 && p->nidle == 0) fail_all(p);
+    /* nothing connecting and nothing idle: fail the waiters, unless the
+     * pool is at its member bound (a busy member will come back) */
+    bool at_bound = p->max_members > 0 && p->nmembers >= p->max_members && !p->stopping;
+    if (p->nwaiting && p->pending == 0 && p->nidle == 0 && !at_bound) fail_all(p);
 }
 
 void pool_request(struct pool *p, struct pool_waiter *w, int prio, bool front)
@@ -250,6 +256,10 @@ void pool_ready(struct pool *p, struct pool_member *m)
 
 void pool_gone(struct pool *p, struct pool_member *m, bool failed)
 {
+    if (m->counted) {
+        m->counted = false;
+        p->nmembers--;
+    }
     if (m->pending) {
         m->pending = false;
         p->pending--;

@@ -6,7 +6,9 @@
  *  - waiters queued by priority (POOL_PRIOS levels, 0 = highest), FIFO
  *    within a level (a retried request may go to the front);
  *  - connects in flight, opened as waiters need them plus connect_ahead
- *    spare ones, bounded by max_pending;
+ *    spare ones, bounded by max_pending, and all members by max_members
+ *    (then waiters queue until one is free: a router multiplexing many
+ *    clients over few server connections);
  *  - nodes (backend addresses) with dead marking: a failed connect marks
  *    its node dead for dead_ms; pool_pick skips dead nodes, so they come
  *    back by themselves.
@@ -71,7 +73,7 @@ struct pool_member {                   /* embed in the backend connection */
     struct pool_node *node;            /* set by ops->connect */
     /* private */
     struct pool_member *next, *prev;
-    bool idle, pending;
+    bool idle, pending, counted;
 };
 
 struct pool_waiter {                   /* embed in the request */
@@ -110,9 +112,13 @@ struct pool {
     int connect_ahead;                 /* spare connections to keep opening */
     int max_pending;                   /* 0 = POOL_MAX_PENDING */
     int dead_ms;                       /* 0 = POOL_DEAD_MS */
+    int max_members;                   /* bound on members (connecting + idle + in use); 0 = none.
+                                        * At the bound no connect starts and waiters wait for
+                                        * a member to come back (pool_ready) instead of failing */
     bool stopping;                     /* set while the daemon stops: no new connects, no idle kept */
     /* state (read-only for the user) */
     int nidle, pending, nwaiting;
+    int nmembers;                      /* started by ops->connect and not yet gone */
     int qlen[POOL_PRIOS];
     /* private */
     struct pool_member *idle;

@@ -22,7 +22,7 @@ static enum admin_result cmd_users(struct admin_ctx *ctx, int argc, char **argv)
                 admin_printf(ctx, "%s %s %s%s\r\n", dj_sess_jid(s, full, sizeof full),
                              s->c ? conn_peer_str(s->c, peer, sizeof peer) : "-",
                              (s->flags & DJ_F_AVAILABLE) ? "available" : "unavailable",
-                             conn_is_tls(s->c) ? " tls" : "");
+                             s->c && conn_is_tls(s->c) ? " tls" : s->state == DJ_S_DETACHED ? " detached" : "");
                 if (++shown >= 10000) {
                     admin_printf(ctx, "... (first 10000 shown)\r\nEND\r\n");
                     return ADMIN_OK;
@@ -66,12 +66,18 @@ static enum admin_result cmd_kick(struct admin_ctx *ctx, int argc, char **argv)
     }
     struct dj_user *u = dj_user_get(dj_jid_bare(&j, bare, sizeof bare), false);
     int n = 0;
+    if (u)
+        u->pending++; /* ending a detached session may drop u */
     for (struct dj_sess *s = u ? u->sessions : NULL, *next; s; s = next) {
         next = s->next_res;
         if (j.resource[0] && strcmp(j.resource, s->resource))
             continue;
-        dj_sess_stream_error(s, "policy-violation", "kicked by the administrator");
+        dj_sess_kick(s, "kicked by the administrator");
         n++;
+    }
+    if (u) {
+        u->pending--;
+        dj_user_maybe_free(u);
     }
     admin_printf(ctx, "KICKED %d\r\n", n);
     return ADMIN_OK;

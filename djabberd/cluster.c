@@ -187,24 +187,74 @@ void dj_cluster_announce(struct dj_sess *s, bool gone)
         }
 }
 
-int dj_cluster_forward(const char *node, const char *to, const char *xml, size_t len)
+/* The default ClusterDeliverMessage plugin: our own links. */
+static void links_deliver(struct dj_hook_call *call, void *arg)
 {
-    struct dj_link *l = link_to(node);
-    if (!l)
-        return -1;
+    (void)arg;
+    struct dj_hook_cluster *h = (struct dj_hook_cluster *)call;
+    struct dj_link *l = link_to(h->node);
+    if (!l) {
+        dj_hook_decline(call);
+        return;
+    }
     struct evbuffer *out = conn_out(l->c);
     if (evbuffer_get_length(out) > DJ_LINK_OUT_MAX) {
-        /* the peer node does not keep up: drop and count, never grow without bound */
-        dj_cluster_n.dropped++;
-        return -1;
+        /* the peer node does not keep up: drop (counted), never grow without bound */
+        dj_hook_finish(call, DJ_ERROR);
+        return;
     }
     evbuffer_add_printf(out, "<route");
-    attr(out, "to", to);
+    attr(out, "to", h->to);
     evbuffer_add(out, ">", 1);
-    evbuffer_add(out, xml, len);
+    evbuffer_add(out, h->xml, h->len);
     evbuffer_add_printf(out, "</route>");
     dj_cluster_n.forwarded++;
-    return 0;
+    dj_hook_finish(call, DJ_OK);
+}
+
+struct forward_call {
+    struct dj_hook_cluster h;
+    bool in_run, done;
+    char data[];               /* node, to, xml copies */
+};
+
+static void forward_done(struct dj_hook_call *call)
+{
+    struct forward_call *f = (struct forward_call *)call;
+    if (call->status != DJ_OK)
+        dj_cluster_n.dropped++;
+    if (f->in_run)
+        f->done = true;        /* the caller still looks at the status */
+    else
+        free(f);
+}
+
+/* Cluster delivery goes through the ClusterDeliverMessage chain (plugins
+ * may answer later: the call owns copies of node, to and the stanza).
+ * Returns -1 when the chain refused at once, else 0 (sent or under way). */
+int dj_cluster_forward(const char *node, const char *to, const char *xml, size_t len)
+{
+    size_t nl = strlen(node) + 1, tl = strlen(to) + 1;
+    struct forward_call *f = malloc(sizeof *f + nl + tl + len + 1);
+    if (!f)
+        return -1;
+    memset(f, 0, sizeof *f);
+    memcpy(f->data, node, nl);
+    memcpy(f->data + nl, to, tl);
+    memcpy(f->data + nl + tl, xml, len);
+    f->data[nl + tl + len] = 0;
+    f->h.node = f->data;
+    f->h.to = f->data + nl;
+    f->h.xml = f->data + nl + tl;
+    f->h.len = len;
+    f->in_run = true;
+    dj_hook_run(DJ_HOOK_CLUSTER_DELIVER, &f->h.call, forward_done);
+    f->in_run = false;
+    if (!f->done)
+        return 0;              /* a plugin answers later */
+    int rc = f->h.call.status == DJ_OK ? 0 : -1;
+    free(f);
+    return rc;
 }
 
 int dj_cluster_forward_node(const char *node, const char *to, const struct dj_node *n)
@@ -527,6 +577,7 @@ int dj_cluster_start(char *err, size_t errlen)
     }
     unsigned int kl;
     EVP_Digest(dj.cfg.cluster_secret, strlen(dj.cfg.cluster_secret), cluster_key, &kl, EVP_sha256(), NULL);
+    dj_hook_register(DJ_HOOK_CLUSTER_DELIVER, "links", links_deliver, NULL);
     struct listen_opts lo = { .single_loop = true };
     if (!listen_open(dj.cfg.cluster_listen, 5270, &lo, link_accept, NULL, NULL, err, errlen))
         return -1;

@@ -184,7 +184,7 @@ void dj_route(struct dj_stanza *st, const char *to)
     bool is_msg = !strcmp(n->name, "message"), is_iq = !strcmp(n->name, "iq");
     if (j.resource[0]) {
         for (struct dj_sess *o = u ? u->sessions : NULL; o; o = o->next_res)
-            if (o->state == DJ_S_ACTIVE && !strcmp(o->resource, j.resource)) {
+            if ((o->state == DJ_S_ACTIVE || o->state == DJ_S_DETACHED) && !strcmp(o->resource, j.resource)) {
                 dj_sess_send_node(o, n);
                 if (is_msg)
                     dj.n.messages_routed++;

@@ -138,6 +138,8 @@ static const struct cfg_setting dj_settings_table[] = {
     { "max_offline", 0, CFG_SIZE, &dj.cfg.max_offline, "1000", "offline messages kept per account", false, NULL },
     { "max_roster", 0, CFG_INT, &dj.cfg.max_roster, "2000", "items per roster", false, NULL },
     { "max_resources", 0, CFG_INT, &dj.cfg.max_resources, "10", "sessions per account", false, NULL },
+    { "sm_resume_timeout", 0, CFG_INT, &dj.cfg.sm_resume_timeout, "300",
+      "seconds a lost XEP-0198 session may be resumed (0 = no resumption)", false, NULL },
     { "max_output", 0, CFG_SIZE, &dj.cfg.max_output, "2m",
       "bytes queued to a client that does not read before it is dropped", false, NULL },
     CFG_END
@@ -193,6 +195,8 @@ static void dj_stats(struct stats_sink *sink, void *arg)
     stats_u64(sink, "policy_violations", dj.n.policy_violations);
     stats_u64(sink, "registered", dj.n.registered);
     stats_u64(sink, "sm_enabled", dj.n.sm_enabled);
+    stats_u64(sink, "sm_resumed", dj.n.sm_resumed);
+    stats_u64(sink, "sm_expired", dj.n.sm_expired);
     stats_u64(sink, "starttls", dj.n.starttls);
     stats_u64(sink, "slow_consumers", dj.n.slow_consumers);
     stats_u64(sink, "offline_refused", dj.n.offline_refused);
@@ -337,6 +341,7 @@ static void dj_fini(void)
 
 static void dj_stopping(void)
 {
+    dj_sess_expire_detached();
     dj_s2s_close_all();
     dj_cluster_stop();
 }

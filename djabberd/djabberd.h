@@ -46,6 +46,7 @@ struct dj_config {
     int max_roster;            /* items per roster */
     int max_resources;         /* sessions per account */
     uint64_t max_output;       /* bytes queued to one client before it counts as not reading */
+    int sm_resume_timeout;     /* seconds a lost XEP-0198 session may be resumed (0 = no resumption) */
     char *s2s_listen;          /* s2s address, "" = as listen */
     char *s2s_secret;          /* dialback secret ("" = random per start) */
     char *s2s_routes;          /* "domain=host:port,..." (the repeatable s2s_route) */
@@ -77,6 +78,7 @@ enum dj_sess_state {
     DJ_S_BIND,                 /* authenticated, waiting for resource binding */
     DJ_S_ACTIVE,               /* bound: stanzas flow */
     DJ_S_CLOSED,
+    DJ_S_DETACHED,             /* XEP-0198: connection lost, resumable for sm_resume_timeout */
 };
 
 #define DJ_F_AVAILABLE 0x01    /* sent available presence */
@@ -98,6 +100,7 @@ struct dj_sess {
     uint32_t preauth;          /* bytes read before authentication */
     uint32_t sm_in, sm_out, sm_acked; /* XEP-0198 counters (mod 2^32) */
     struct dj_pres_wait *pres_wait;   /* broadcast presences behind one in the AlterPresence chain */
+    struct dj_sm_resume *resume;      /* XEP-0198 resumption state, only when the client asked for it */
     bool pres_busy;
     uint16_t vhost;
     uint8_t state;
@@ -153,7 +156,7 @@ struct dj_vhost {
 struct dj_counters {
     uint64_t sessions_total, auth_ok, auth_fail, stanzas_in, stanzas_out;
     uint64_t messages_routed, messages_offline, messages_dropped, offline_delivered;
-    uint64_t stream_errors, policy_violations, registered, sm_enabled, starttls, slow_consumers, offline_refused;
+    uint64_t stream_errors, policy_violations, registered, sm_enabled, starttls, slow_consumers, offline_refused, sm_resumed, sm_expired;
 };
 
 struct dj_state {
@@ -187,6 +190,10 @@ void dj_sess_stream_error(struct dj_sess *s, const char *condition, const char *
 const char *dj_sess_jid(const struct dj_sess *s, char *buf, size_t cap);
 const char *dj_sess_bare(const struct dj_sess *s, char *buf, size_t cap);
 const struct conn_ops *dj_sess_conn_ops(void);
+/* End every detached (resumable) session now (graceful stop). */
+void dj_sess_expire_detached(void);
+/* End a session from the console: a stream error, or at once if detached. */
+void dj_sess_kick(struct dj_sess *s, const char *text);
 extern const char *dj_sess_state_names[];
 
 /* cmd_xmpp.c: stanzas of a bound session. */

@@ -23,7 +23,7 @@ static int nfeatures;
 
 static const char *hook_names[DJ_HOOK_COUNT] = {
     "GetCreds", "CheckPlain", "RegisterJID", "RosterGet", "RosterSetItem", "OfflineStore",
-    "OfflineFetch", "VCardGet", "VCardSet", "deliver", "c2s-iq", "AlterPresence", "DiscoInfo",
+    "OfflineFetch", "VCardGet", "VCardSet", "deliver", "c2s-iq", "AlterPresence", "DiscoInfo", "ClusterDeliverMessage",
 };
 
 const char *dj_hook_name(enum dj_hook h) { return h < DJ_HOOK_COUNT ? hook_names[h] : "?"; }

@@ -31,6 +31,7 @@ enum dj_hook {
     DJ_HOOK_ALTER_PRESENCE,    /* struct dj_hook_iq: a client's broadcast presence, before it is kept and
                                   sent; change st, decline to go on, finish(DJ_REJECT) to drop it */
     DJ_HOOK_DISCO_INFO,        /* struct dj_hook_disco: add <identity/>/<feature/> to a disco#info answer */
+    DJ_HOOK_CLUSTER_DELIVER,   /* struct dj_hook_cluster: hand a stanza to another node (default: the links) */
     DJ_HOOK_COUNT
 };
 
@@ -136,6 +137,14 @@ struct dj_hook_disco {
     struct dj_stanza *st;      /* the request, owned by the call */
     bool account;              /* asked of an account (bare JID), not the server */
     struct evbuffer *out;      /* plugins append features here */
+};
+
+struct dj_hook_cluster {
+    struct dj_hook_call call;
+    const char *node;          /* owned by the call (valid until it finishes) */
+    const char *to;
+    const char *xml;
+    size_t len;
 };
 
 /* Append a plugin to a chain. name shows in the console's `hooks`. */

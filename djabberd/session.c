@@ -14,12 +14,14 @@
 #include <time.h>
 
 #include <event2/buffer.h>
+#include <event2/event.h>
 #include <event2/bufferevent_ssl.h>
 #include <openssl/rand.h>
 #include <openssl/ssl.h>
 
 #include "common/conn.h"
 #include "common/log.h"
+#include "common/loop.h"
 #include "common/stats.h"
 
 #define NS_SASL "urn:ietf:params:xml:ns:xmpp-sasl"
@@ -29,7 +31,79 @@
 #define NS_SM "urn:xmpp:sm:3"
 #define NS_TLS "urn:ietf:params:xml:ns:xmpp-tls"
 
-const char *dj_sess_state_names[] = { "stream", "auth", "auth-wait", "scram", "restart", "bind", "active", "closed" };
+const char *dj_sess_state_names[] = { "stream", "auth", "auth-wait", "scram", "restart", "bind", "active", "closed",
+                                      "detached" };
+
+/* XEP-0198 resumption: what a session keeps so a new connection can take
+ * it over — its id, and every stanza sent but not yet acked. */
+struct dj_sm_resume {
+    char id[33];
+    struct evbuffer *queue;    /* unacked stanzas, in order */
+    uint32_t *lens;            /* their sizes; lens[head..n) are live */
+    size_t n, head, cap;
+    struct event *timer;       /* while detached */
+    bool clean_close;          /* the client ended the stream itself: nothing to resume */
+};
+
+static void resume_free(struct dj_sm_resume *r)
+{
+    if (!r)
+        return;
+    if (r->timer)
+        event_free(r->timer);
+    evbuffer_free(r->queue);
+    free(r->lens);
+    free(r);
+}
+
+static void detached_end(struct dj_sess *s);
+
+/* Keep a copy of a stanza until the client acks it. Past max_output the
+ * session stops being resumable (memory stays bounded). */
+static void sm_keep(struct dj_sess *s, const void *xml, size_t len)
+{
+    struct dj_sm_resume *r = s->resume;
+    if (r->n == r->cap) {
+        if (r->head > 0) {
+            memmove(r->lens, r->lens + r->head, (r->n - r->head) * sizeof *r->lens);
+            r->n -= r->head;
+            r->head = 0;
+        }
+        if (r->n == r->cap) {
+            size_t nc = r->cap ? r->cap * 2 : 16;
+            uint32_t *nl = realloc(r->lens, nc * sizeof *nl);
+            if (!nl)
+                goto drop;
+            r->lens = nl;
+            r->cap = nc;
+        }
+    }
+    if (evbuffer_get_length(r->queue) + len > dj.cfg.max_output)
+        goto drop;
+    evbuffer_add(r->queue, xml, len);
+    r->lens[r->n++] = (uint32_t)len;
+    return;
+drop:
+    log_info("djabberd: a session's unacked stanzas passed max_output: no longer resumable");
+    if (s->state == DJ_S_DETACHED) {
+        detached_end(s);
+        return;
+    }
+    resume_free(s->resume);
+    s->resume = NULL;
+}
+
+/* The client has handled h stanzas: forget those from the queue. */
+static void sm_ack(struct dj_sess *s, uint32_t h)
+{
+    uint32_t n = (uint32_t)(h - s->sm_acked);
+    if (n > (uint32_t)(s->sm_out - s->sm_acked))
+        n = (uint32_t)(s->sm_out - s->sm_acked); /* lenient, as before */
+    s->sm_acked += n;
+    struct dj_sm_resume *r = s->resume;
+    for (uint32_t i = 0; r && i < n && r->head < r->n; i++)
+        evbuffer_drain(r->queue, r->lens[r->head++]);
+}
 
 static int sess_on_stream(void *arg, const char *name, const char **attrs);
 static int sess_on_stanza(void *arg, struct dj_stanza *st);
@@ -49,6 +123,7 @@ void dj_sess_put(struct dj_sess *s)
     free(s->resource);
     free(s->presence);
     dj_cmd_presence_drop(s);
+    resume_free(s->resume);
     free(s);
 }
 
@@ -100,31 +175,42 @@ static bool out_full(struct dj_sess *s)
 
 void dj_sess_send(struct dj_sess *s, const char *xml, size_t len)
 {
+    if (s->state == DJ_S_DETACHED && s->resume) {
+        /* lost connection, resumable: the stanza waits for the resume */
+        s->sm_out++;
+        sm_keep(s, xml, len);
+        return;
+    }
     if (!dj_sess_alive(s) || conn_is_closing(s->c) || out_full(s))
         return;
     evbuffer_add(conn_out(s->c), xml, len);
     dj.n.stanzas_out++;
     s->sm_out++;
+    if (s->resume)
+        sm_keep(s, xml, len);
 }
 
 void dj_sess_send_buf(struct dj_sess *s, struct evbuffer *b)
 {
-    if (!dj_sess_alive(s) || conn_is_closing(s->c) || out_full(s)) {
-        evbuffer_drain(b, evbuffer_get_length(b));
-        return;
-    }
-    evbuffer_add_buffer(conn_out(s->c), b);
-    dj.n.stanzas_out++;
-    s->sm_out++;
+    size_t len = evbuffer_get_length(b);
+    dj_sess_send(s, (const char *)evbuffer_pullup(b, (ev_ssize_t)len), len);
+    evbuffer_drain(b, len);
 }
 
 void dj_sess_send_node(struct dj_sess *s, const struct dj_node *n)
 {
-    if (!dj_sess_alive(s) || conn_is_closing(s->c) || out_full(s))
+    if (!s->resume && (!dj_sess_alive(s) || conn_is_closing(s->c) || out_full(s)))
         return;
-    dj_xml_write(conn_out(s->c), n);
-    dj.n.stanzas_out++;
-    s->sm_out++;
+    if (!s->resume) {
+        dj_xml_write(conn_out(s->c), n);
+        dj.n.stanzas_out++;
+        s->sm_out++;
+        return;
+    }
+    struct evbuffer *b = evbuffer_new();
+    dj_xml_write(b, n);
+    dj_sess_send_buf(s, b);
+    evbuffer_free(b);
 }
 
 static void send_str(struct dj_sess *s, const char *str) { dj_sess_send(s, str, strlen(str)); }
@@ -584,8 +670,12 @@ static void bind_resource(struct dj_sess *s, struct dj_stanza *st, struct dj_nod
     if (old) {
         /* The new session wins (Prosody's default): the old one gets a conflict. */
         u->pending++; /* u must outlive the old session's departure */
-        dj_sess_stream_error(old, "conflict", "replaced by a new connection");
-        dj_cmd_session_gone(old);
+        if (old->state == DJ_S_DETACHED)
+            detached_end(old);
+        else {
+            dj_sess_stream_error(old, "conflict", "replaced by a new connection");
+            dj_cmd_session_gone(old);
+        }
         u->pending--;
     }
     s->resource = strndup(res, rl);
@@ -639,12 +729,22 @@ static int sm_element(struct dj_sess *s, struct dj_node *n)
         s->flags |= DJ_F_SM;
         s->sm_in = s->sm_out = s->sm_acked = 0;
         dj.n.sm_enabled++;
-        /* resumption is not offered: no id, no resume='true' */
-        evbuffer_add_printf(out, "<enabled xmlns='" NS_SM "'/>");
+        const char *want = dj_node_attr(n, "resume");
+        if (want && (!strcmp(want, "true") || !strcmp(want, "1")) && dj.cfg.sm_resume_timeout > 0 &&
+            (s->resume = calloc(1, sizeof *s->resume)) != NULL) {
+            s->resume->queue = evbuffer_new();
+            unsigned char rnd[16];
+            RAND_bytes(rnd, sizeof rnd);
+            for (int i = 0; i < 16; i++)
+                snprintf(s->resume->id + 2 * i, 3, "%02x", rnd[i]);
+            evbuffer_add_printf(out, "<enabled xmlns='" NS_SM "' id='%s' resume='true' max='%d'/>", s->resume->id,
+                                dj.cfg.sm_resume_timeout);
+        } else
+            evbuffer_add_printf(out, "<enabled xmlns='" NS_SM "'/>");
         return 0;
     }
     if (!strcmp(local, "resume")) {
-        evbuffer_add_printf(out, "<failed xmlns='" NS_SM "'><item-not-found "
+        evbuffer_add_printf(out, "<failed xmlns='" NS_SM "'><unexpected-request "
                                  "xmlns='urn:ietf:params:xml:ns:xmpp-stanzas'/></failed>");
         return 0;
     }
@@ -664,13 +764,108 @@ static int sm_element(struct dj_sess *s, struct dj_node *n)
             dj_sess_stream_error(s, "undefined-condition", "bad h in stream management ack");
             return 1;
         }
-        /* an h beyond what we counted is taken as "everything" (lenient) */
-        s->sm_acked = (uint32_t)((uint32_t)v - s->sm_acked) > (uint32_t)(s->sm_out - s->sm_acked) ? s->sm_out
-                                                                                                  : (uint32_t)v;
+        sm_ack(s, (uint32_t)v); /* an h beyond what we counted is taken as "everything" (lenient) */
         return 0;
     }
     dj_sess_stream_error(s, "unsupported-stanza-type", NULL);
     return 1;
+}
+
+/* XEP-0198 resume: this freshly authenticated connection takes over a
+ * detached session of the same account: its resource, presence, counters and
+ * unacked stanzas, which are sent again. The old record is dropped without
+ * any unavailable presence — to everyone else nothing happened. */
+static void sm_resume(struct dj_sess *s, struct dj_node *n)
+{
+    struct evbuffer *out = conn_out(s->c);
+    const char *previd = dj_node_attr(n, "previd"), *hs = dj_node_attr(n, "h");
+    char bare[2 * DJ_JID_MAX + 2];
+    struct dj_user *u = dj_user_get(dj_sess_bare(s, bare, sizeof bare), false);
+    struct dj_sess *o = NULL, **pp = NULL;
+    for (struct dj_sess **q = u ? &u->sessions : NULL; q && *q; q = &(*q)->next_res)
+        if ((*q)->state == DJ_S_DETACHED && (*q)->resume && previd && !strcmp((*q)->resume->id, previd)) {
+            o = *q;
+            pp = q;
+            break;
+        }
+    char *end = NULL;
+    unsigned long h = hs ? strtoul(hs, &end, 10) : 0;
+    if (!o || !hs || *end || h > UINT32_MAX) {
+        evbuffer_add_printf(out, "<failed xmlns='" NS_SM "'><item-not-found "
+                                 "xmlns='urn:ietf:params:xml:ns:xmpp-stanzas'/></failed>");
+        return;
+    }
+    sm_ack(o, (uint32_t)h);
+    event_free(o->resume->timer);
+    o->resume->timer = NULL;
+    /* the new connection becomes the session */
+    s->resource = o->resource;
+    o->resource = NULL;
+    s->presence = o->presence;
+    o->presence = NULL;
+    s->flags = (uint8_t)(o->flags & (DJ_F_AVAILABLE | DJ_F_INTERESTED | DJ_F_SM));
+    s->prio = o->prio;
+    s->sm_in = o->sm_in;
+    s->sm_out = o->sm_out;
+    s->sm_acked = o->sm_acked;
+    s->resume = o->resume;
+    o->resume = NULL;
+    s->user = u;
+    s->next_res = o->next_res;
+    *pp = s;
+    o->user = NULL;
+    o->next_res = NULL;
+    o->state = DJ_S_CLOSED;
+    s->state = DJ_S_ACTIVE;
+    dj.n.sm_resumed++;
+    evbuffer_add_printf(out, "<resumed xmlns='" NS_SM "' previd='%s' h='%u'/>", s->resume->id, s->sm_in);
+    /* everything the client has not acked, again (it stays queued until acked) */
+    size_t ql = evbuffer_get_length(s->resume->queue);
+    evbuffer_add(out, evbuffer_pullup(s->resume->queue, (ev_ssize_t)ql), ql);
+    dj_sess_put(o); /* the reference the detached state held */
+}
+
+/* A detached session's time is up (or it is replaced): it ends for real. */
+static void detached_end(struct dj_sess *s)
+{
+    if (s->resume && s->resume->timer) {
+        event_free(s->resume->timer);
+        s->resume->timer = NULL;
+    }
+    resume_free(s->resume);
+    s->resume = NULL;
+    s->state = DJ_S_CLOSED;
+    dj.n.sm_expired++;
+    dj_cmd_session_gone(s);
+    dj_sess_put(s);
+}
+
+static void detached_timeout(evutil_socket_t fd, short what, void *arg)
+{
+    (void)fd, (void)what;
+    detached_end(arg);
+}
+
+void dj_sess_kick(struct dj_sess *s, const char *text)
+{
+    if (s->state == DJ_S_DETACHED)
+        detached_end(s);
+    else
+        dj_sess_stream_error(s, "policy-violation", text);
+}
+
+void dj_sess_expire_detached(void)
+{
+    for (size_t b = 0; b < dj.nbuckets; b++)
+        for (struct dj_user *u = dj.users[b]; u; u = u->hnext) {
+            u->pending++;
+            for (struct dj_sess *s = u->sessions, *nx; s; s = nx) {
+                nx = s->next_res;
+                if (s->state == DJ_S_DETACHED)
+                    detached_end(s);
+            }
+            u->pending--;
+        }
 }
 
 /* One stanza in whatever state the stream is. Returns non-zero to stop the
@@ -734,6 +929,10 @@ static int sess_on_stanza(void *arg, struct dj_stanza *st)
         stop = 1;
         break;
     case DJ_S_BIND: {
+        if (is_sm(n) && !strcmp(dj_node_local(n), "resume")) {
+            sm_resume(s, n);
+            break;
+        }
         if (is_sm(n)) {
             /* XEP-0198: enable only after binding */
             evbuffer_add_printf(conn_out(s->c), "<failed xmlns='" NS_SM "'><unexpected-request "
@@ -843,6 +1042,8 @@ static int sess_on_read(struct core_conn *c)
             break;
         }
         if (e == DJ_XML_CLOSED) {
+            if (s->resume)
+                s->resume->clean_close = true;
             if (dj_sess_alive(s) && !conn_is_closing(c)) {
                 send_str(s, "</stream:stream>");
                 conn_close_after_write(c);
@@ -868,6 +1069,19 @@ static void sess_on_close(struct core_conn *c, enum conn_close_reason why)
     c->data = NULL;
     if (!s)
         return;
+    if (s->resume && s->state == DJ_S_ACTIVE && !s->resume->clean_close && !loop_stopping() && s->user) {
+        /* XEP-0198: keep the session (still available to others) for a
+         * resume; stanzas for it queue up meanwhile */
+        s->resume->timer = evtimer_new(c->loop->base, detached_timeout, s);
+        if (s->resume->timer) {
+            struct timeval tv = { dj.cfg.sm_resume_timeout, 0 };
+            evtimer_add(s->resume->timer, &tv);
+            s->c = NULL;
+            s->state = DJ_S_DETACHED;
+            dj.nsessions--;
+            return; /* the reference stays with the detached state */
+        }
+    }
     dj_cmd_session_gone(s);
     s->c = NULL;
     s->state = DJ_S_CLOSED;

@@ -568,7 +568,7 @@ static int cmd_get_devices(struct cmd_ctx *c)
         char u[32];
         snprintf(u, sizeof u, "%.1f", d->utilization);
         mog_reply_kvf(c->r, u, "dev%zu_utilization", n);
-        mog_reply_kvf(c->r, "0", "dev%zu_reject_bad_md5", n);
+        mog_reply_kvf(c->r, d->reject_bad_md5 < 0 ? "" : d->reject_bad_md5 ? "1" : "0", "dev%zu_reject_bad_md5", n);
     }
     free(ds);
     mog_reply_kvi(c->r, "devices", (int64_t)n);
@@ -1423,6 +1423,29 @@ static int cmd_replicate_now(struct cmd_ctx *c)
     return mog_ok(c->r);
 }
 
+/* httpcopy: copy a fid's file from one device to another and record it. */
+static int cmd_httpcopy(struct cmd_ctx *c)
+{
+    int64_t sdev = arg_int(c, "sdevid", 0), ddev = arg_int(c, "ddevid", 0), fid = arg_int(c, "fid", 0);
+    struct mog_device sd, dd;
+    struct mog_host sh, dh;
+    if (fid <= 0 || mog_device_by_id(sdev, &sd) < 0 || mog_device_by_id(ddev, &dd) < 0 ||
+        mog_host_by_id(sd.hostid, &sh) < 0 || mog_host_by_id(dd.hostid, &dh) < 0)
+        return mog_err(c->r, "copy_err", "unknown device or fid");
+    char surl[512], durl[512], err[256];
+    mog_dev_url(surl, sizeof surl, &sh, sdev, fid, true, false);
+    mog_dev_url(durl, sizeof durl, &dh, ddev, fid, false, false);
+    int64_t len = -1;
+    if (mog_http_copy(surl, durl, (int)(mog.cfg.node_timeout * 5000), &len, NULL, err, sizeof err) < 0)
+        return mog_err(c->r, "copy_err", err);
+    char sql[128];
+    snprintf(sql, sizeof sql, "%s INTO file_on (fid, devid) VALUES (?, ?)", mog_insert_ignore());
+    struct db_value p[2] = { I(fid), I(ddev) };
+    if (exec_w(sql, p, 2, NULL) < 0)
+        return mog_err(c->r, "copy_err", "failed to add link to database");
+    return mog_ok(c->r);
+}
+
 /* ---- server settings -------------------------------------------------------------------- */
 
 static bool setting_writable(const char *k, const char *v)
@@ -1697,6 +1720,7 @@ static const struct { const char *name; cmd_fn fn; } commands[] = {
     { "sleep", cmd_sleep },
     { "test", cmd_test },
     { "replicate_now", cmd_replicate_now },
+    { "httpcopy", cmd_httpcopy },
     { "server_setting", cmd_server_setting },
     { "server_settings", cmd_server_settings },
     { "set_server_setting", cmd_set_server_setting },

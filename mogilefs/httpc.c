@@ -159,6 +159,12 @@ static int read_head(int fd, char *buf, size_t cap, size_t *have, enum http_meth
 int mog_http(const char *method, const char *url, const void *body, size_t body_len, size_t max_body,
              int timeout_ms, struct mog_http_res *res)
 {
+    return mog_http_ex(method, url, NULL, body, body_len, max_body, timeout_ms, res);
+}
+
+int mog_http_ex(const char *method, const char *url, const char *extra_headers, const void *body, size_t body_len,
+                size_t max_body, int timeout_ms, struct mog_http_res *res)
+{
     memset(res, 0, sizeof *res);
     res->status = -1;
     res->length = -1;
@@ -176,6 +182,8 @@ int mog_http(const char *method, const char *url, const void *body, size_t body_
                       u.host, u.port);
     if (body || !strcmp(method, "PUT"))
         hl += snprintf(head + hl, sizeof head - (size_t)hl, "Content-Length: %zu\r\n", body_len);
+    if (extra_headers)
+        hl += snprintf(head + hl, sizeof head - (size_t)hl, "%s", extra_headers);
     hl += snprintf(head + hl, sizeof head - (size_t)hl, "\r\n");
     enum http_method m = http_method_parse(method, strlen(method));
     char buf[16384];

@@ -156,6 +156,16 @@ static void monitor_device(const struct mog_device *d, const struct mog_host *h,
                 obs = MOG_OBS_WRITEABLE;
         }
         mog_http_res_free(&res);
+        if (obs == MOG_OBS_WRITEABLE && d->reject_bad_md5 < 0) {
+            /* Once per device: does the node refuse a body whose
+             * Content-MD5 is wrong? (the digest below is of "x") */
+            snprintf(url, sizeof url, "%s/test-write/test-md5", base);
+            int rc = mog_http_ex("PUT", url, "Content-MD5: ndTkYSaMgDT1yFZOFVxnpg==\r\n", "test", 4, 0, node_ms(),
+                                 &res);
+            if (rc == 0 && res.status > 0)
+                mog_device_set_reject_md5(d->devid, res.status >= 400 && res.status < 500 ? 1 : 0);
+            mog_http_res_free(&res);
+        }
     }
     if (obs != d->observed)
         log_info("mogilefsd: dev%lld on %s is %s", (long long)d->devid, h->name, mog_observed_name(obs));

@@ -167,6 +167,7 @@ struct mog_device {
     /* monitor's view (kept across reloads) */
     enum mog_observed observed;
     double utilization;
+    int reject_bad_md5;           /* -1 not probed yet, else 0/1 */
 };
 
 struct mog_cache {
@@ -197,6 +198,7 @@ size_t mog_devices_copy(struct mog_device **out);
 size_t mog_hosts_copy(struct mog_host **out);
 void mog_device_set_observed(int64_t devid, enum mog_observed obs, int64_t mb_total, int64_t mb_used);
 void mog_device_set_utilization(int64_t devid, double util);
+void mog_device_set_reject_md5(int64_t devid, int v);
 
 const char *mog_dev_state_name(enum mog_dev_state s);
 enum mog_dev_state mog_dev_state_parse(const char *s);
@@ -225,6 +227,9 @@ struct mog_http_res {
  * url "http://host:port/path". body for PUT. max_body bounds GET. */
 int mog_http(const char *method, const char *url, const void *body, size_t body_len, size_t max_body,
              int timeout_ms, struct mog_http_res *res);
+/* The same with extra header lines ("Name: value\r\n"...). */
+int mog_http_ex(const char *method, const char *url, const char *extra_headers, const void *body, size_t body_len,
+                size_t max_body, int timeout_ms, struct mog_http_res *res);
 void mog_http_res_free(struct mog_http_res *res);
 /* A connected (blocking-with-deadline) TCP socket, or -1. */
 int mog_tcp_connect(const char *host, const char *port, int timeout_ms);

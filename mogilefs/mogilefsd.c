@@ -108,13 +108,23 @@ static int ignore_setting(const struct cfg_setting *s, const char *value, char *
     return 0;
 }
 
+/* The password goes where the database code reads it; the settings table
+ * (show settings, --help) never shows it. */
+static int set_db_pass(const struct cfg_setting *s, const char *value, char *err, size_t errlen)
+{
+    (void)s, (void)err, (void)errlen;
+    free(mog.cfg.db_pass);
+    mog.cfg.db_pass = strdup(value ? value : "");
+    return mog.cfg.db_pass ? 0 : -1;
+}
+
 static const struct cfg_setting mog_settings_table[] = {
     { "config", 'c', CFG_CUSTOM, &config_dummy, NULL, "read MogileFS settings from this file (key = value)", false,
       read_mog_config },
     { "db_dsn", 0, CFG_STRING, &mog.cfg.db_dsn, "DBI:SQLite:mogilefs.sqlite",
       "database: DBI:SQLite:FILE, DBI:SQLite:dbname=FILE or DBI:mysql:database=D;host=H;port=P", false, NULL },
     { "db_user", 0, CFG_STRING, &mog.cfg.db_user, "mogile", "database user (MySQL)", false, NULL },
-    { "db_pass", 0, CFG_STRING, &mog.cfg.db_pass, "", "database password (MySQL)", false, NULL },
+    { "db_pass", 0, CFG_CUSTOM, NULL, NULL, "database password (MySQL); never shown", false, set_db_pass },
     { "listen", 0, CFG_STRING, &mog.cfg.listen, NULL, "IP:PORT to listen on (default 0.0.0.0:conf_port)", false, NULL },
     { "conf_port", 0, CFG_INT, &mog.cfg.conf_port, "7001", "port when listen has none", false, NULL },
     { "query_jobs", 0, CFG_INT, &mog.cfg.query_jobs, "20", "query threads (commands running at once)", false, NULL },

@@ -534,6 +534,7 @@ int mog_cache_reload(void)
         devs[i].mb_total = cell_or(rv, i, 4, -1);
         devs[i].mb_used = cell_or(rv, i, 5, -1);
         devs[i].mb_asof = cell_or(rv, i, 6, -1);
+        devs[i].reject_bad_md5 = -1;
     }
     pthread_rwlock_wrlock(&mog_cache.lock);
     /* Keep what the monitor observed about devices that still exist. */
@@ -542,6 +543,7 @@ int mog_cache_reload(void)
             if (mog_cache.devices[j].devid == devs[i].devid) {
                 devs[i].observed = mog_cache.devices[j].observed;
                 devs[i].utilization = mog_cache.devices[j].utilization;
+                devs[i].reject_bad_md5 = mog_cache.devices[j].reject_bad_md5;
                 if (mog_cache.devices[j].mb_asof > devs[i].mb_asof) {
                     devs[i].mb_total = mog_cache.devices[j].mb_total;
                     devs[i].mb_used = mog_cache.devices[j].mb_used;
@@ -680,5 +682,14 @@ void mog_device_set_utilization(int64_t devid, double util)
     for (size_t i = 0; i < mog_cache.ndevices; i++)
         if (mog_cache.devices[i].devid == devid)
             mog_cache.devices[i].utilization = util;
+    pthread_rwlock_unlock(&mog_cache.lock);
+}
+
+void mog_device_set_reject_md5(int64_t devid, int v)
+{
+    pthread_rwlock_wrlock(&mog_cache.lock);
+    for (size_t i = 0; i < mog_cache.ndevices; i++)
+        if (mog_cache.devices[i].devid == devid)
+            mog_cache.devices[i].reject_bad_md5 = v;
     pthread_rwlock_unlock(&mog_cache.lock);
 }

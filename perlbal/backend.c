@@ -264,7 +264,7 @@ static void assign(struct pb_backend *be, struct pb_client *cl)
               (unsigned long long)be->c->id, be->m.node->name, be->uses);
     be->client = cl;
     cl->backend = be;
-    cl->state = CL_BACKEND;
+    pb_client_enter(cl, CL_BACKEND);
     be->state = BE_WAIT_HEAD;
     conn_set_busy(be->c, true); /* a graceful stop waits for the response */
     be->uses++;
@@ -422,11 +422,35 @@ static enum httpc_head_action be_on_head(struct httpc *hc, struct http_msg *resp
         be->discard_body = true;
         be->client = NULL;
         cl->backend = NULL;
-        cl->state = CL_REPROXY;
+        pb_client_enter(cl, CL_REPROXY);
         if (f) pb_proxy_reproxy_file(cl, f, expected);
         else pb_proxy_reproxy_urls(cl, u, expected);
         free(f);
         free(u);
+        return HTTPC_SKIP_BODY;
+    }
+    size_t svl;
+    const char *sv = be->svc->enable_reproxy ? find_value(resp, "x-reproxy-service", &svl) : NULL;
+    if (sv) {
+        /* X-REPROXY-SERVICE (as Perlbal): the same request goes to another
+         * service, whose answer the client gets. Taken for reverse_proxy
+         * services and requests without a body (the body is gone). */
+        char name[PB_NAME_MAX];
+        snprintf(name, sizeof name, "%.*s", (int)(svl < sizeof name ? svl : sizeof name - 1), sv);
+        pthread_mutex_lock(&pb_lock);
+        struct pb_service *t = pb_service_find(name);
+        pthread_mutex_unlock(&pb_lock);
+        be->discard_body = true;
+        be->client = NULL;
+        cl->backend = NULL;
+        if (!t || t->role != PB_ROLE_REVERSE_PROXY || cl->h->body != HTTP_BODY_NONE || cl->reproxied_service) {
+            pb_client_error(cl, 404, "Vhost twiddling not configured for requested pair.");
+            return HTTPC_SKIP_BODY;
+        }
+        cl->reproxied_service = true; /* once: no ping-pong between services */
+        cl->svc = t;
+        cl->retries = 0;
+        pb_proxy_request(cl);
         return HTTPC_SKIP_BODY;
     }
     if (pb_proxy_retry_500(cl, resp->status)) return HTTPC_CLOSE;

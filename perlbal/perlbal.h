@@ -56,6 +56,17 @@ struct pb_pool {
     struct pb_pool *next;
 };
 
+/* An IPv4 or IPv6 network ("10.0.0.0/8", "::1", "2001:db8::/32"). */
+struct pb_net {
+    int family;                     /* AF_INET or AF_INET6 */
+    uint8_t addr[16];               /* network byte order, masked */
+    int bits;                       /* prefix length */
+};
+/* Parse one network; 0 or -1. */
+int pb_net_parse(const char *s, struct pb_net *out);
+/* Is the peer inside the network? An IPv4-mapped IPv6 peer counts as IPv4. */
+bool pb_net_match(const struct pb_net *n, const struct sockaddr_storage *peer);
+
 struct pb_header_op {
     char *name;
     char *value;                    /* NULL for remove */
@@ -101,7 +112,7 @@ struct pb_service {
     char *server_process;           /* a backend program speaking HTTP on its stdin/stdout */
     struct pool_node process_node;  /* the node its backends count against */
     /* parsed trusted_upstream_proxies */
-    struct { uint32_t net, mask; } trusted[16];
+    struct pb_net trusted[16];
     int ntrusted;
     struct pb_header_op *header_ops;
     struct pb_vhost *vhosts;
@@ -233,6 +244,7 @@ struct pb_client {
     struct pb_reproxy *reproxy;
     char *target;                     /* request-target (for logs / reproxy) */
     bool chunked_out;                 /* the body goes to the backend re-chunked */
+    bool reproxied_service;           /* sent on by X-REPROXY-SERVICE already */
     /* buffer_uploads */
     int upload_fd;                    /* spooled body (a file in buffer_uploads_path), -1 if none */
     char *upload_path;                /* its name: removed when the request ends */
@@ -277,6 +289,8 @@ struct pb_backend {
 };
 
 /* session.c: the per-request ends of perlbal's state around httpd's */
+/* The one way cl->state changes (the transitions are listed in session.c). */
+void pb_client_enter(struct pb_client *cl, enum pb_client_state next);
 void pb_client_flush(struct pb_client *cl);
 void pb_client_error(struct pb_client *cl, int status, const char *msg);
 /* The response to the current request is complete in the client's output. */

@@ -12,3 +12,4 @@ BENCHES += tests/bench/bench_perlbal.py
 $(eval $(call unit_test,common/test_pool))
 $(eval $(call unit_test,common/test_httpd))
 $(eval $(call unit_test,common/test_httpc))
+$(eval $(call fuzz_target,fuzz_perlbal_addr,tests/fuzz/fuzz_perlbal_addr.c common/pool.c))

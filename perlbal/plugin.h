@@ -104,7 +104,7 @@ enum access_action { ACC_ALLOW, ACC_DENY, ACC_QUEUE_LOW };
 
 struct access_rule {
     enum access_action action;
-    uint32_t net, mask;             /* network byte order; ip = /32 */
+    struct pb_net net;              /* IPv4 or IPv6; "ip" = a full-length prefix */
 };
 
 struct plug_state {

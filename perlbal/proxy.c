@@ -32,7 +32,7 @@ void pb_proxy_request(struct pb_client *cl)
     struct pb_svc_loop *l = svl_of(svc, cl->loop_index);
     l->pool.connect_ahead = svc->connect_ahead;
     l->pool.stopping = loop_stopping();
-    cl->state = CL_WAIT_BACKEND;
+    pb_client_enter(cl, CL_WAIT_BACKEND);
     pool_request(&l->pool, &cl->w, cl->prio, cl->retries > 0);
 }
 
@@ -127,7 +127,7 @@ void pb_proxy_hold(struct pb_client *cl, int64_t ms)
         return;
     }
     cl->held = true;
-    cl->state = CL_WAIT_BACKEND;
+    pb_client_enter(cl, CL_WAIT_BACKEND);
     conn_pause_read(cl->c);
     struct timeval tv = { (time_t)(ms / 1000), (suseconds_t)((ms % 1000) * 1000) };
     evtimer_add(cl->retry_ev, &tv);
@@ -146,7 +146,7 @@ bool pb_proxy_retry_500(struct pb_client *cl, int status)
     struct pb_backend *be = cl->backend;
     if (be) be->client = NULL;
     cl->backend = NULL;
-    cl->state = CL_WAIT_BACKEND;
+    pb_client_enter(cl, CL_WAIT_BACKEND);
     struct timeval tv = { (time_t)d, (suseconds_t)((d - (double)(time_t)d) * 1e6) };
     evtimer_add(cl->retry_ev, &tv);
     return true;

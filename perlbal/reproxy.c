@@ -154,13 +154,13 @@ bool pb_proxy_from_cache(struct pb_client *cl, const char *ims, size_t ims_len)
         if (il == lml && !memcmp(ims, lm, il)) {
             free(urls);
             bool keep = pb_client_can_persist(cl);
-            cl->state = CL_RESPONDING;
+            pb_client_enter(cl, CL_RESPONDING);
             pb_client_response_head(cl, 304, NULL, 0, keep, NULL);
             pb_client_done(cl, keep);
             return true;
         }
     }
-    cl->state = CL_REPROXY;
+    pb_client_enter(cl, CL_REPROXY);
     pb_proxy_reproxy_urls(cl, urls, expected);
     free(urls);
     return true;

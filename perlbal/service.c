@@ -174,6 +174,63 @@ static int err_out(char *err, size_t errlen, const char *fmt, const char *a)
     return -1;
 }
 
+int pb_net_parse(const char *str, struct pb_net *out)
+{
+    char buf[64];
+    if (snprintf(buf, sizeof buf, "%s", str) >= (int)sizeof buf) return -1;
+    char *slash = strchr(buf, '/');
+    int bits = -1;
+    if (slash) {
+        *slash = 0;
+        char *end;
+        long v = strtol(slash + 1, &end, 10);
+        if (end == slash + 1 || *end) return -1;
+        bits = (int)v;
+    }
+    memset(out, 0, sizeof *out);
+    if (inet_pton(AF_INET, buf, out->addr) == 1) {
+        out->family = AF_INET;
+        if (bits < 0) bits = 32;
+        if (bits > 32) return -1;
+    } else if (inet_pton(AF_INET6, buf, out->addr) == 1) {
+        out->family = AF_INET6;
+        if (bits < 0) bits = 128;
+        if (bits > 128) return -1;
+    } else {
+        return -1;
+    }
+    out->bits = bits;
+    for (int i = 0; i < 16; i++) { /* mask the host part */
+        int keep = bits - i * 8;
+        out->addr[i] &= keep >= 8 ? 0xff : keep <= 0 ? 0 : (uint8_t)(0xff << (8 - keep));
+    }
+    return 0;
+}
+
+bool pb_net_match(const struct pb_net *n, const struct sockaddr_storage *peer)
+{
+    const uint8_t *a;
+    int fam = peer->ss_family;
+    if (fam == AF_INET) {
+        a = (const uint8_t *)&((const struct sockaddr_in *)peer)->sin_addr;
+    } else if (fam == AF_INET6) {
+        a = ((const struct sockaddr_in6 *)peer)->sin6_addr.s6_addr;
+        if (n->family == AF_INET && IN6_IS_ADDR_V4MAPPED((const struct in6_addr *)a)) {
+            a += 12;
+            fam = AF_INET;
+        }
+    } else {
+        return false;
+    }
+    if (fam != n->family) return false;
+    for (int i = 0; i < 16 && i * 8 < n->bits; i++) {
+        int keep = n->bits - i * 8;
+        uint8_t m = keep >= 8 ? 0xff : (uint8_t)(0xff << (8 - keep));
+        if ((a[i] & m) != n->addr[i]) return false;
+    }
+    return true;
+}
+
 static int parse_trusted(struct pb_service *s, const char *v, char *err, size_t errlen)
 {
     int n = 0;
@@ -181,18 +238,7 @@ static int parse_trusted(struct pb_service *s, const char *v, char *err, size_t 
     snprintf(buf, sizeof buf, "%s", v);
     for (char *save = NULL, *tok = strtok_r(buf, ", ", &save); tok; tok = strtok_r(NULL, ", ", &save)) {
         if (n >= 16) return err_out(err, errlen, "too many networks in '%s'", v);
-        char *slash = strchr(tok, '/');
-        int bits = 32;
-        if (slash) {
-            *slash = 0;
-            bits = atoi(slash + 1);
-            if (bits < 0 || bits > 32) return err_out(err, errlen, "bad netmask in '%s'", v);
-        }
-        struct in_addr a;
-        if (inet_pton(AF_INET, tok, &a) != 1) return err_out(err, errlen, "bad network in '%s'", v);
-        uint32_t mask = bits ? htonl(~0u << (32 - bits)) : 0;
-        s->trusted[n].net = a.s_addr & mask;
-        s->trusted[n].mask = mask;
+        if (pb_net_parse(tok, &s->trusted[n]) < 0) return err_out(err, errlen, "bad network in '%s'", v);
         n++;
     }
     s->ntrusted = n;
@@ -202,10 +248,8 @@ static int parse_trusted(struct pb_service *s, const char *v, char *err, size_t 
 bool pb_service_trusted(const struct pb_service *s, const struct sockaddr_storage *peer)
 {
     if (s->always_trusted) return true;
-    if (peer->ss_family != AF_INET) return false;
-    uint32_t a = ((const struct sockaddr_in *)peer)->sin_addr.s_addr;
     for (int i = 0; i < s->ntrusted; i++)
-        if ((a & s->trusted[i].mask) == s->trusted[i].net) return true;
+        if (pb_net_match(&s->trusted[i], peer)) return true;
     return false;
 }
 

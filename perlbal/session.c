@@ -43,6 +43,35 @@ static const struct httpd_ops client_ops = {
     .on_close = client_on_close,
 };
 
+/* ---- the client state machine ----
+ * Every change of cl->state goes through here. The states (perlbal.h):
+ *   READ_HEAD -> RESPONDING        a head arrived (dispatch decides further)
+ *   RESPONDING -> WAIT_BACKEND     reverse_proxy: queued for a backend / held
+ *   RESPONDING -> BUFFERING        buffer_uploads: body held before a backend
+ *   BUFFERING -> WAIT_BACKEND      the body is in (or streams): ask the pool
+ *   WAIT_BACKEND -> BACKEND        a backend took the request
+ *   BACKEND -> WAIT_BACKEND        retry on another backend / 500 retry /
+ *                                  X-REPROXY-SERVICE
+ *   BACKEND -> REPROXY             X-REPROXY-URL / -FILE
+ *   RESPONDING -> REPROXY          answered from the reproxy cache
+ *   any -> RESPONDING              an answer of our own (error, file, 304)
+ *   any -> READ_HEAD               the request ended (httpd's request_end)
+ * client_on_input below is the one place input is routed by state. */
+void pb_client_enter(struct pb_client *cl, enum pb_client_state next)
+{
+    static const unsigned ok[] = {
+        [CL_READ_HEAD] = 1u << CL_RESPONDING,
+        [CL_RESPONDING] = 1u << CL_WAIT_BACKEND | 1u << CL_BUFFERING | 1u << CL_REPROXY,
+        [CL_BUFFERING] = 1u << CL_WAIT_BACKEND,
+        [CL_WAIT_BACKEND] = 1u << CL_BACKEND | 1u << CL_WAIT_BACKEND,
+        [CL_BACKEND] = 1u << CL_WAIT_BACKEND | 1u << CL_REPROXY,
+        [CL_REPROXY] = 1u << CL_REPROXY,
+    };
+    if (next != CL_RESPONDING && next != CL_READ_HEAD && !(ok[cl->state] & (1u << next)))
+        log_debug("client %llu: state %d -> %d", (unsigned long long)cl->c->id, (int)cl->state, (int)next);
+    cl->state = next;
+}
+
 /* httpd's settings for the service now handling the client's request. */
 static void client_apply_service(struct pb_client *cl)
 {
@@ -86,7 +115,7 @@ void pb_client_accept(struct pb_service *svc, struct core_loop *loop, int fd, co
     if (reject) {
         h->in_request = true;
         h->keep_alive = false;
-        cl->state = CL_RESPONDING;
+        pb_client_enter(cl, CL_RESPONDING);
         httpd_error(h, 503, "Too many connections");
     }
 }
@@ -119,7 +148,7 @@ void pb_client_error(struct pb_client *cl, int status, const char *msg)
 
 void pb_client_set_responding(struct pb_client *cl)
 {
-    cl->state = CL_RESPONDING;
+    pb_client_enter(cl, CL_RESPONDING);
 }
 
 static void client_release_active(struct pb_client *cl)
@@ -146,12 +175,13 @@ static void client_on_request_end(struct httpd_conn *h)
     cl->rp_hdrs = NULL;
     if (cl->req_head) evbuffer_drain(cl->req_head, evbuffer_get_length(cl->req_head));
     pb_upload_purge(cl);
-    cl->state = CL_READ_HEAD;
+    pb_client_enter(cl, CL_READ_HEAD);
     cl->svc = cl->listen_svc;
     cl->retries = 0;
     cl->error_retries = 0;
     cl->prio = 1;
     cl->chunked_out = false;
+    cl->reproxied_service = false;
     client_apply_service(cl);
 }
 
@@ -411,7 +441,7 @@ static void dispatch(struct pb_client *cl, struct http_msg *req)
 static void client_on_request(struct httpd_conn *h, struct http_msg *req)
 {
     struct pb_client *cl = h->data;
-    cl->state = CL_RESPONDING;
+    pb_client_enter(cl, CL_RESPONDING);
     dispatch(cl, req);
 }
 

@@ -52,7 +52,7 @@ static void upload_fail(struct pb_client *cl, int status, const char *msg)
 {
     pb_upload_purge(cl);
     cl->h->keep_alive = false;
-    cl->state = CL_RESPONDING;
+    pb_client_enter(cl, CL_RESPONDING);
     pb_client_error(cl, status, msg);
 }
 
@@ -82,7 +82,7 @@ static int upload_open(struct pb_client *cl)
 
 void pb_proxy_buffer_start(struct pb_client *cl)
 {
-    cl->state = CL_BUFFERING;
+    pb_client_enter(cl, CL_BUFFERING);
     cl->upload_started_ms = pb_now_ms();
     cl->upload_size = cl->h->body_remaining;
     /* a slow sender is now our problem, not a backend's: keep a deadline */

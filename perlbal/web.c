@@ -57,6 +57,6 @@ void pb_set_aio(int on, int threads)
 
 void pb_web_request(struct pb_client *cl, struct http_msg *req)
 {
-    cl->state = CL_RESPONDING;
+    pb_client_enter(cl, CL_RESPONDING);
     httpd_files_serve(cl->h, req, &cl->svc->files);
 }

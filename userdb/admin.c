@@ -37,6 +37,8 @@ static enum admin_result cmd_clusters(struct admin_ctx *ctx, int argc, char **ar
         return ADMIN_OK;
     admin_printf(ctx, "global\r\n");
     server_line(ctx, "master", ud_topo->global, true);
+    for (int i = 0; i < ud_topo->cluster[0].nreplicas; i++)
+        server_line(ctx, "replica", ud_topo->cluster[0].replica[i], false);
     for (int c = 1; c <= UD_MAX_CLUSTERS; c++) {
         struct ud_cluster *cl = ud_cluster_get(c);
         if (!cl)

@@ -271,6 +271,7 @@ static int backend_auth_packet(struct ud_backend *b, const uint8_t *p, uint32_t 
             connect_failed(b, "not a MySQL protocol 10 server");
             return -1;
         }
+        b->thread_id = hs.conn_id;
         if (b->srv->role == UD_ROLE_GLOBAL)
             snprintf(ud_server_version, sizeof ud_server_version, "%.80s-userdb", hs.version);
         uint8_t out[512];

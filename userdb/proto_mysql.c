@@ -811,6 +811,30 @@ int ud_query_classify(const char *q, size_t len, struct ud_query *out, char *err
         out->is_read = true;
         return 0;
     }
+    if (word_is(p, end, "KILL")) {
+        /* KILL [CONNECTION | QUERY] <id>: the id is one userdbd handed out. */
+        const char *a = next_word(p, end);
+        int kind = 1;
+        if (word_is(a, end, "CONNECTION")) {
+            a = next_word(a, end);
+        } else if (word_is(a, end, "QUERY")) {
+            kind = 2;
+            a = next_word(a, end);
+        }
+        uint64_t id = 0;
+        int digits = 0;
+        while (a < end && isdigit((unsigned char)*a) && digits < 10) {
+            id = id * 10 + (uint64_t)(*a++ - '0');
+            digits++;
+        }
+        while (a < end && (isspace((unsigned char)*a) || *a == ';'))
+            a++;
+        if (digits && a == end && id <= 0xffffffffu) {
+            out->kill = kind;
+            out->kill_id = id;
+        }
+        return 0;
+    }
     if (word_is(p, end, "COMMIT") || (word_is(p, end, "ROLLBACK") && !contains(p, end, " TO "))) {
         out->ends_trans = !contains(p, end, "CHAIN") || contains(p, end, "NO CHAIN");
         return 0;

@@ -218,6 +218,8 @@ struct ud_query {
     bool is_read;          /* SELECT/SHOW/DESCRIBE/EXPLAIN without locking */
     bool pins;             /* changes session state a pooled connection can't carry */
     bool ends_trans;       /* COMMIT / ROLLBACK (without AND CHAIN) */
+    int kill;              /* KILL [CONNECTION] id: 1; KILL QUERY id: 2 */
+    uint64_t kill_id;
     int autocommit;        /* -1: not a SET autocommit; else the value set */
     enum ud_special special;
     const char *arg;       /* the quoted argument of a special, unescaped into argbuf */

@@ -35,6 +35,8 @@ struct ud_sess {
     enum ud_sstate state;
     uint8_t salt[UD_SCRAMBLE_LEN];
     uint32_t caps;
+    uint32_t conn_id;           /* the id the handshake gave (KILL takes it) */
+    struct ud_sess *next_all, *prev_all;
     char user[65];              /* login name, kept between login and auth switch */
     char db[65];
     int autocommit;
@@ -56,6 +58,7 @@ struct ud_sess {
 };
 
 static uint32_t next_conn_id = 1;
+static struct ud_sess *all_sessions;   /* for KILL <id> */
 
 struct core_conn *ud_sess_conn(struct ud_sess *s) { return s->closed ? NULL : s->c; }
 
@@ -364,6 +367,45 @@ static void special(struct ud_sess *s)
     routed_command(s);
 }
 
+/* ---- KILL ------------------------------------------------------------------------------ */
+
+static void kill_sent(struct ud_iq *q)
+{
+    if (q->error)
+        log_warn("userdbd: KILL on the backend: %s", q->err);
+}
+
+/* KILL [CONNECTION | QUERY] id, with the id userdbd's handshake gave: the
+ * target's running statement is killed on its backend (KILL QUERY there),
+ * and for KILL CONNECTION its client connection is closed. */
+static void kill_session(struct ud_sess *s)
+{
+    struct ud_sess *t = all_sessions;
+    while (t && t->conn_id != s->q.kill_id)
+        t = t->next_all;
+    if (!t || t->closed) {
+        char msg[64];
+        snprintf(msg, sizeof msg, "Unknown thread id: %llu", (unsigned long long)s->q.kill_id);
+        fail_cmd(s, 1094, "HY000", msg);
+        return;
+    }
+    if (t->b && t->state == US_BUSY && t->b->thread_id) {
+        char sql[64];
+        snprintf(sql, sizeof sql, "KILL QUERY %u", t->b->thread_id);
+        ud_iq_run(t->b->srv, sql, kill_sent, NULL);
+    }
+    if (t == s) {
+        ud_sess_send_error(s, 1, 1927, "70100", "Connection was killed");
+        local_done(s);
+        conn_close_after_write(s->c);
+        return;
+    }
+    if (s->q.kill == 1)
+        conn_close(t->c); /* its backend, busy or pinned, is closed with it */
+    send_ok(s, 1);
+    local_done(s);
+}
+
 /* ---- commands ----------------------------------------------------------------------- */
 
 static void query(struct ud_sess *s)
@@ -384,6 +426,10 @@ static void query(struct ud_sess *s)
     }
     if (s->q.hint == UD_HINT_NEW) {
         fail_cmd(s, UD_ER_UNKNOWN, "HY000", "userdb: /* user=new */ goes with SELECT userdb_create_user('name')");
+        return;
+    }
+    if (s->q.kill) {
+        kill_session(s);
         return;
     }
     if (s->q.autocommit >= 0) {
@@ -695,6 +741,12 @@ static void sess_on_close(struct core_conn *c, enum conn_close_reason why)
         return;
     s->closed = true;
     ud_n.sessions--;
+    if (s->prev_all)
+        s->prev_all->next_all = s->next_all;
+    else
+        all_sessions = s->next_all;
+    if (s->next_all)
+        s->next_all->prev_all = s->prev_all;
     ud_pool_cancel(&s->w);
     if (s->b) {
         struct ud_backend *b = s->b;
@@ -740,6 +792,11 @@ void ud_accept(struct core_loop *loop, int fd, const struct sockaddr *sa, sockle
         return;
     }
     s->c = c;
+    s->conn_id = next_conn_id++;
+    s->next_all = all_sessions;
+    if (all_sessions)
+        all_sessions->prev_all = s;
+    all_sessions = s;
     ud_n.sessions++;
     ud_n.sessions_total++;
     if (RAND_bytes(s->salt, sizeof s->salt) != 1)
@@ -748,7 +805,7 @@ void ud_accept(struct core_loop *loop, int fd, const struct sockaddr *sa, sockle
     for (size_t i = 0; i < sizeof s->salt; i++) /* printable, no NUL, as servers send */
         s->salt[i] = (uint8_t)(33 + s->salt[i] % 94);
     uint8_t buf[256];
-    size_t n = ud_enc_handshake(buf + UD_HDR, sizeof buf - UD_HDR, ud_server_version, next_conn_id++, s->salt,
+    size_t n = ud_enc_handshake(buf + UD_HDR, sizeof buf - UD_HDR, ud_server_version, s->conn_id, s->salt,
                                 UD_OFFERED_CAPS, 45, UD_STATUS_AUTOCOMMIT);
     ud_put_header(buf, (uint32_t)n, 0);
     evbuffer_add(conn_out(c), buf, n + UD_HDR);

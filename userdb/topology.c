@@ -263,6 +263,16 @@ int ud_topology_apply(char *err, size_t errlen)
     }
     if (!(t->global = get_server(UD_ROLE_GLOBAL, 0, stage.global, "global", err, errlen, &fresh)))
         goto fail;
+    /* "Cluster 0" is the global database with its replicas (global_replica). */
+    t->cluster[0].master[0] = t->global;
+    t->cluster[0].nmasters = 1;
+    for (int i = 0; i < stage.nreplica[0]; i++) {
+        char name[32];
+        snprintf(name, sizeof name, "gr%d", i);
+        if (!(t->cluster[0].replica[i] = get_server(UD_ROLE_REPLICA, 0, stage.replica[0][i], name, err, errlen, &fresh)))
+            goto fail;
+    }
+    t->cluster[0].nreplicas = stage.nreplica[0];
     for (int c = 1; c <= UD_MAX_CLUSTERS; c++) {
         struct ud_cluster *cl = &t->cluster[c];
         cl->id = c;
@@ -304,7 +314,7 @@ int ud_topology_apply(char *err, size_t errlen)
     }
     for (struct ud_server *s = ud_all_servers; s; s = s->next_all) {
         bool used = s == t->global;
-        for (int c = 1; c <= UD_MAX_CLUSTERS && !used; c++) {
+        for (int c = 0; c <= UD_MAX_CLUSTERS && !used; c++) {
             for (int i = 0; i < t->cluster[c].nmasters; i++)
                 used |= t->cluster[c].master[i] == s;
             for (int i = 0; i < t->cluster[c].nreplicas; i++)
@@ -378,9 +388,7 @@ struct ud_server *ud_pick_server(int cluster, bool read)
 {
     if (!ud_topo)
         return NULL;
-    if (cluster == 0)
-        return ud_topo->global;
-    struct ud_cluster *cl = ud_cluster_get(cluster);
+    struct ud_cluster *cl = cluster == 0 ? &ud_topo->cluster[0] : ud_cluster_get(cluster);
     if (!cl)
         return NULL;
     struct ud_server *m = cl->master[cl->active];
@@ -545,7 +553,7 @@ static void lag_tick(evutil_socket_t fd, short what, void *arg)
                       state_polled, (void *)(uintptr_t)ud_state_gen) < 0)
             state_polling = false;
     }
-    for (int c = 1; c <= UD_MAX_CLUSTERS; c++)
+    for (int c = 0; c <= UD_MAX_CLUSTERS; c++)
         for (int i = 0; i < ud_topo->cluster[c].nreplicas; i++) {
             struct ud_server *r = ud_topo->cluster[c].replica[i];
             if (r->lag_checking || r->retired)

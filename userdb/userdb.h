@@ -151,6 +151,7 @@ struct ud_backend {
     bool paused;                    /* reading paused: the client is not reading */
     int sync_steps;                 /* internal commands in flight before the client's */
     uint8_t pending_cmd;            /* the client's command waiting behind the sync */
+    uint32_t thread_id;             /* the server's id for this connection (for KILL) */
 };
 
 /* Lend w a connection of srv (now, or later through w->ready). */

@@ -61,6 +61,12 @@ static int set_global(const struct cfg_setting *s, const char *v, char *err, siz
     return ud_stage_global(v ? v : "", err, errlen);
 }
 
+static int set_global_replica(const struct cfg_setting *s, const char *v, char *err, size_t errlen)
+{
+    (void)s;
+    return ud_stage_replica(0, v ? v : "", err, errlen);
+}
+
 static int set_defaults(const struct cfg_setting *s, const char *v, char *err, size_t errlen)
 {
     (void)s;
@@ -115,6 +121,8 @@ static const struct cfg_setting ud_base_settings[] = {
     { "backend_password", 0, CFG_CUSTOM, &ud_backend_password, NULL, "its password (never shown)", false, set_secret },
     { "global", 0, CFG_CUSTOM, NULL, NULL, "the global database DSN: DBI:mysql:database=D;host=H;port=P or ;mysql_socket=S",
       true, set_global },
+    { "global_replica", 0, CFG_CUSTOM, NULL, NULL,
+      "a replica of the global database for un-hinted reads, ;weight=W (repeatable)", true, set_global_replica },
     { "default_clusters", 0, CFG_CUSTOM, NULL, NULL, "clusters new users go to, weighted: 1,2 or 1:3,2:1", true,
       set_defaults },
     { "user_table", 0, CFG_CUSTOM, NULL, NULL, "TABLE:COLUMN of a per-user table the mover copies (repeatable)", true,

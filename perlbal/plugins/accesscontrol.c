@@ -25,30 +25,37 @@ static enum pb_hook_result access_start(struct pb_service *svc, struct pb_client
 {
     struct plug_state *st = pb_plugin_state(svc);
     if (!st) return PB_HOOK_CONTINUE;
-    bool v4;
-    uint32_t ip = pb_plugin_client_ipv4(cl, &v4);
     /* use_observed_ip (as Perlbal): behind a trusted upstream proxy, the
      * rules apply to the first address of X-Forwarded-For */
+    struct sockaddr_storage who = cl->c->peer;
     size_t xl;
     const char *xff = st->use_observed_ip ? http_header_value(req, "x-forwarded-for", &xl) : NULL;
     if (xff && pb_service_trusted(svc, &cl->c->peer)) {
-        char first[INET_ADDRSTRLEN];
+        char first[INET6_ADDRSTRLEN];
         size_t n = strcspn(xff, ", ");
         if (n > xl) n = xl;
-        struct in_addr a;
         if (n < sizeof first) {
             memcpy(first, xff, n);
             first[n] = 0;
-            if (inet_pton(AF_INET, first, &a) == 1) {
-                ip = a.s_addr;
-                v4 = true;
+            struct sockaddr_in *s4 = (struct sockaddr_in *)&who;
+            struct sockaddr_in6 *s6 = (struct sockaddr_in6 *)&who;
+            struct in_addr a4;
+            struct in6_addr a6;
+            if (inet_pton(AF_INET, first, &a4) == 1) {
+                memset(&who, 0, sizeof who);
+                s4->sin_family = AF_INET;
+                s4->sin_addr = a4;
+            } else if (inet_pton(AF_INET6, first, &a6) == 1) {
+                memset(&who, 0, sizeof who);
+                s6->sin6_family = AF_INET6;
+                s6->sin6_addr = a6;
             }
         }
     }
     int action = -1;
     pthread_mutex_lock(&pb_plugin_lock);
-    for (int i = 0; i < st->nrules && v4; i++)
-        if ((ip & st->rules[i].mask) == st->rules[i].net) {
+    for (int i = 0; i < st->nrules; i++)
+        if (pb_net_match(&st->rules[i].net, &who)) {
             action = (int)st->rules[i].action;
             break;
         }
@@ -123,11 +130,12 @@ static int access_command(const char *svcname, int argc, const char *const *argv
             st->deny_default = !strcmp(argv[2], "deny");
         }
     } else if (!strcmp(cmd, "allow") || !strcmp(cmd, "deny") || !strcmp(cmd, "queue_low")) {
-        uint32_t net, mask;
+        struct pb_net net;
+        bool is_mask = argc >= 4 && !strcmp(argv[2], "netmask");
         if (argc < 3 || (strcmp(argv[2], "ip") && strcmp(argv[2], "netmask"))) {
             snprintf(err, errlen, "Unknown item to %s: '%s'", cmd, argc >= 3 ? argv[2] : "");
             rc = -1;
-        } else if (argc < 4 || pb_plugin_parse_net(argv[2], argv[3], &net, &mask) < 0) {
+        } else if (argc < 4 || (strchr(argv[3], '/') != NULL) != is_mask || pb_net_parse(argv[3], &net) < 0) {
             snprintf(err, errlen, "Error parsing %s", argv[2]);
             rc = -1;
         } else if (st->nrules >= MAX_RULES) {
@@ -137,7 +145,6 @@ static int access_command(const char *svcname, int argc, const char *const *argv
             struct access_rule *r = &st->rules[st->nrules++];
             r->action = !strcmp(cmd, "allow") ? ACC_ALLOW : !strcmp(cmd, "deny") ? ACC_DENY : ACC_QUEUE_LOW;
             r->net = net;
-            r->mask = mask;
         }
     } else {
         snprintf(err, errlen, "usage: ACCESS <cmd> <arg1> [<arg2>]");

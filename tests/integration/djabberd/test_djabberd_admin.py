@@ -105,7 +105,7 @@ def test_mariadb_storage(daemon, tmp_path, mariadb):
     assert mariadb.sql("SELECT COUNT(*) FROM dj_offline", db).strip() == "0"
 
 
-def test_refuses_require_tls_without_starttls(tmp_path):
+def test_refuses_require_tls_without_a_certificate(tmp_path):
     binary = os.path.join(os.environ.get("BUILD_DIR", "build"), "bin", "djabberd")
     r = subprocess.run([binary, "--c2s_port", str(free_port()), "--storage",
                         "DBI:SQLite:dbname=%s" % (tmp_path / "x.sqlite")],

@@ -113,6 +113,7 @@ def test_message_and_presence_to_a_user_on_the_other_node(daemon, tmp_path):
         await closing(a, b2)
     run(go())
     assert stat(n1, "cluster_forwarded") >= 1 and stat(n2, "cluster_forwarded") >= 1
+    assert "ClusterDeliverMessage: links" in console(n1, "hooks")
 
 
 def test_wrong_cluster_secret_is_refused(daemon, tmp_path):

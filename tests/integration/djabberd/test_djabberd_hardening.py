@@ -179,13 +179,15 @@ def test_stream_management_counts_on_the_wire(djabberd):
     assert "unexpected-request" in raw.until("</failed>")  # before binding
     raw.send("<iq type='set' id='b'><bind xmlns='urn:ietf:params:xml:ns:xmpp-bind'/></iq>")
     raw.until("</iq>")
-    raw.send("<enable xmlns='urn:xmpp:sm:3' resume='true'/>")
+    raw.send("<enable xmlns='urn:xmpp:sm:3'/>")
     out = raw.until("<enabled[^>]*/>")
-    assert "resume" not in out  # resumption is not offered
+    assert "resume" not in out  # not asked for, not given
     raw.send("<iq type='get' id='p1'><ping xmlns='urn:xmpp:ping'/></iq><presence/><r xmlns='urn:xmpp:sm:3'/>")
     assert "h='2'" in raw.until("<a xmlns='urn:xmpp:sm:3' h='[0-9]+'/>")
-    raw.send("<resume xmlns='urn:xmpp:sm:3' previd='x' h='0'/>")
-    assert "item-not-found" in raw.until("</failed>")
+    raw.send("<enable xmlns='urn:xmpp:sm:3'/>")  # twice
+    assert "unexpected-request" in raw.until("</failed>")
+    raw.send("<resume xmlns='urn:xmpp:sm:3' previd='x' h='0'/>")  # only instead of binding
+    assert "unexpected-request" in raw.until("</failed>")
     raw.close()
 
 

@@ -40,10 +40,12 @@ def cluster():
     """Three storage hosts, one device each; domain 'testdom' with classes."""
     tmp = tempfile.mkdtemp(prefix="mogtest-")
     c = Cluster(tmp, nhosts=3)
-    c.admin.create_domain("testdom")
-    c.admin.create_class("testdom", "two", 2)
-    c.admin.create_class("testdom", "one", 1)
-    c.admin.create_class("testdom", "md5", 1, hashtype="MD5")
-    yield c
-    c.stop()
-    shutil.rmtree(tmp, ignore_errors=True)
+    try:
+        c.admin.create_domain("testdom")
+        c.admin.create_class("testdom", "two", 2)
+        c.admin.create_class("testdom", "one", 1)
+        c.admin.create_class("testdom", "md5", 1, hashtype="MD5")
+        yield c
+    finally:
+        c.stop()
+        shutil.rmtree(tmp, ignore_errors=True)

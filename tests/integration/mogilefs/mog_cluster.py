@@ -154,6 +154,17 @@ class Cluster:
     def __init__(self, tmp, nhosts=2, devs_per_host=1, tracker_extra=(), conf_lines=()):
         self.tmp = tmp
         self.stores = []
+        self.tracker = None
+        try:
+            self._start(nhosts, devs_per_host, tracker_extra, conf_lines)
+        except BaseException:
+            # Nothing started may outlive a failed set-up.
+            for p in [self.tracker] + self.stores:
+                if p is not None:
+                    p.kill9()
+            raise
+
+    def _start(self, nhosts, devs_per_host, tracker_extra, conf_lines):
         devid = 1
         ips = ["127.0.%d.%d" % (10 + h // 200, 2 + h % 200) for h in range(nhosts)]
         # MogileFS reaches every node's side channel on one port
@@ -162,8 +173,8 @@ class Cluster:
         for h in range(nhosts):
             ids = list(range(devid, devid + devs_per_host))
             devid += devs_per_host
-            self.stores.append(Storage(tmp, ips[h], ids, side_port=side))
-        self.tracker = Tracker(tmp, extra=tracker_extra,
+            self.stores.append(Storage(self.tmp, ips[h], ids, side_port=side))
+        self.tracker = Tracker(self.tmp, extra=tracker_extra,
                                conf_lines=list(conf_lines) + ["mogstored_stream_port = %d" % side])
         self.admin = mogclient.Admin([self.tracker.addr])
         for i, s in enumerate(self.stores):
@@ -183,5 +194,7 @@ class Cluster:
                 p.stop()
             except AssertionError as e:
                 errors.append(str(e))
+            finally:
+                p.kill9()  # whatever happened, nothing stays running
         if errors:
             raise AssertionError("\n".join(errors))

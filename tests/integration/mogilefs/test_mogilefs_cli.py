@@ -20,18 +20,23 @@ def mogile(trackers, *args, check=True, stdin=None):
 @pytest.fixture(scope="module")
 def setup_cli():
     tmp = tempfile.mkdtemp(prefix="mogcli-")
-    stores = [Storage(tmp, "127.0.1.%d" % (i + 2), [i + 1]) for i in range(2)]
-    tracker = Tracker(tmp)
-    t = tracker.addr
-    for i, s in enumerate(stores):
-        mogile(t, "host", "add", "h%d" % i, "--ip=" + s.ip, "--port=%d" % s.http_port, "--status=alive")
-        mogile(t, "device", "add", "h%d" % i, str(s.devids[0]))
-    mogile(t, "domain", "add", "clidom")
-    mogile(t, "class", "add", "clidom", "pair", "--mindevcount=2")
-    yield tmp, tracker, stores
-    tracker.stop()
-    for s in stores:
-        s.stop()
+    stores, tracker = [], None
+    try:
+        stores = [Storage(tmp, "127.0.1.%d" % (i + 2), [i + 1]) for i in range(2)]
+        tracker = Tracker(tmp)
+        t = tracker.addr
+        for i, s in enumerate(stores):
+            mogile(t, "host", "add", "h%d" % i, "--ip=" + s.ip, "--port=%d" % s.http_port, "--status=alive")
+            mogile(t, "device", "add", "h%d" % i, str(s.devids[0]))
+        mogile(t, "domain", "add", "clidom")
+        mogile(t, "class", "add", "clidom", "pair", "--mindevcount=2")
+        yield tmp, tracker, stores
+    finally:
+        for p in ([tracker] if tracker else []) + stores:
+            try:
+                p.stop()
+            finally:
+                p.kill9()
 
 
 def test_cli_admin_listing(setup_cli):

@@ -110,7 +110,7 @@ def test_sighup_rereads_live_settings_from_the_mogilefs_config(tmp_path):
     conf = tmp_path / "mogilefsd.conf"
     body = "db_dsn = DBI:SQLite:%s/y.sqlite\nlisten = 127.0.0.1:%d\nadmin = 127.0.0.1:%d\nunknown_key = 1\n" % (
         tmp_path, port, aport)
-    conf.write_text(body + "log-level = warn\nmin_free_space = 100\n")
+    conf.write_text(body + "log-level = warn\nmin_free_space = 100\ndb_pass = s3cret-pw\n")
     p = subprocess.Popen([bin_path("mogilefsd"), "-c", str(conf)], stdout=subprocess.DEVNULL,
                          stderr=subprocess.DEVNULL)
     try:
@@ -121,7 +121,8 @@ def test_sighup_rereads_live_settings_from_the_mogilefs_config(tmp_path):
                 s.sendall(b"show settings\r\nquit\r\n")
                 return read_until(s, b"min_free_space")
         assert "log-level = warn" in settings()
-        conf.write_text(body + "log-level = debug\nmin_free_space = 5\nquery_jobs = 99\n")
+        assert "s3cret-pw" not in settings()  # no secret is ever printed
+        conf.write_text(body + "log-level = debug\nmin_free_space = 5\nquery_jobs = 99\ndb_pass = s3cret-pw\n")
         p.send_signal(signal.SIGHUP)
         wait_until(lambda: "log-level = debug" in settings() and "min_free_space = 5" in settings(),
                    what="reload")

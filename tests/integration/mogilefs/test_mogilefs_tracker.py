@@ -289,3 +289,27 @@ def test_slow_and_half_open_clients_do_not_block_others(cluster):
         for s in stalled:
             s.close()
     assert mogclient.Client("testdom", [cluster.tracker.addr]).backend.raw("noop") == "OK "
+
+
+def test_httpcopy_copies_and_records(cluster):
+    c = cluster.client("testdom")
+    c.store_content("hc", "one", b"copy me")
+    info = c.file_info("hc", devices=1)
+    src = int(info["devids"])
+    dst = [d for d in (1, 2, 3) if d != src][0]
+    be = cluster.admin.backend
+    be.do_request("httpcopy", {"sdevid": src, "ddevid": dst, "fid": info["fid"]})
+    assert sorted(int(d) for d in c.file_info("hc", devices=1)["devids"].split(",")) == sorted([src, dst])
+    with pytest.raises(MogError) as e:
+        be.do_request("httpcopy", {"sdevid": src, "ddevid": 99, "fid": info["fid"]})
+    assert e.value.code == "copy_err"
+
+
+def test_monitor_probes_content_md5_rejection(cluster):
+    """As the original's monitor: a PUT with a wrong Content-MD5 is refused
+    by our mogstored, so every device reports reject_bad_md5=1."""
+    def probed():
+        res = cluster.admin.backend.do_request("get_devices", {})
+        vals = [res["dev%d_reject_bad_md5" % i] for i in range(1, int(res["devices"]) + 1)]
+        return vals and all(v == "1" for v in vals)
+    wait_until(probed, what="reject_bad_md5 probed")

@@ -588,3 +588,106 @@ ENABLE test
         assert r.status == 200 and body.startswith(b"You wanted [/status] and I am pid=")
         pids.add(body.split(b"pid=")[1].strip())
     assert len(pids) == 2                         # a child per backend connection (each answers once)
+
+
+def test_trusted_upstream_proxies_take_ipv6_networks(daemon, tmp_path):
+    """trusted_upstream_proxies accepts IPv6 networks next to IPv4 ones: a
+    client on ::1 inside them has its X-Forwarded-For kept (ours appended);
+    outside them, it is replaced by the peer address."""
+    from pb_helpers import Backend
+    be = Backend()
+    port, mport = free_port(), free_port()
+    start_perlbal(daemon, str(tmp_path), """
+CREATE POOL a
+  POOL a ADD 127.0.0.1:%d
+CREATE SERVICE proxy
+  SET role = reverse_proxy
+  SET listen = [::1]:%d
+  SET pool = a
+  SET trusted_upstream_proxies = 10.0.0.0/8, ::1/128
+ENABLE proxy
+CREATE SERVICE mgmt
+  SET role = management
+  SET listen = 127.0.0.1:%d
+ENABLE mgmt
+""" % (be.port, port, mport), mport)
+    try:
+        r, _ = get(port, "/x", host="::1", headers={"X-Forwarded-For": "1.2.3.4"})
+        assert r.status == 200
+        assert be.requests[-1]["headers"]["X-Forwarded-For"] == "1.2.3.4, ::1"
+        assert "OK" in console(mport, "SET proxy.trusted_upstream_proxies = 10.0.0.0/8, 2001:db8::/32")
+        r, _ = get(port, "/y", host="::1", headers={"X-Forwarded-For": "1.2.3.4"})
+        assert be.requests[-1]["headers"]["X-Forwarded-For"] == "::1"
+        assert "ERROR" in console(mport, "SET proxy.trusted_upstream_proxies = ::1/129")
+    finally:
+        be.stop()
+
+
+def test_accesscontrol_rules_take_ipv6(daemon, tmp_path):
+    """ACCESS rules take IPv6 addresses and networks next to IPv4 ones."""
+    root = tmp_path / "www"
+    root.mkdir()
+    (root / "f.txt").write_text("ok")
+    port, mport = free_port(), free_port()
+    start_perlbal(daemon, str(tmp_path), """
+LOAD AccessControl
+CREATE SERVICE test
+  SET role = web_server
+  SET plugins = AccessControl
+  SET listen = [::1]:%d
+  SET docroot = %s
+ENABLE test
+CREATE SERVICE mgmt
+  SET role = management
+  SET listen = 127.0.0.1:%d
+ENABLE mgmt
+""" % (port, root, mport), mport)
+    assert get(port, "/f.txt", host="::1")[0].status == 200
+    assert "OK" in console(mport, "USE test", "ACCESS deny netmask ::/8")
+    assert get(port, "/f.txt", host="::1")[0].status == 403
+    assert "OK" in console(mport, "USE test", "ACCESS reset", "ACCESS deny netmask 10.0.0.0/8",
+                           "ACCESS allow ip ::1", "ACCESS policy deny")
+    assert get(port, "/f.txt", host="::1")[0].status == 200
+    assert "ERROR" in console(mport, "USE test", "ACCESS deny ip ::1/64")   # "ip" takes no prefix
+
+
+def test_x_reproxy_service_hands_the_request_to_another_service(daemon, tmp_path):
+    """X-REPROXY-SERVICE (as Perlbal): a backend names another service and
+    the same request is answered by that service's backends; an unknown
+    service is a 404 "Vhost twiddling not configured for requested pair."."""
+    from pb_helpers import Backend
+
+    def first(h, info):
+        if info["path"] == "/other":
+            return 200, {"X-REPROXY-SERVICE": "second"}, b"ignored"
+        if info["path"] == "/nowhere":
+            return 200, {"X-REPROXY-SERVICE": "nosuch"}, b""
+        return 200, {}, b"first"
+
+    be1, be2 = Backend(first), Backend(lambda h, info: (200, {}, b"second:" + info["path"].encode()))
+    port = free_port()
+    start_perlbal(daemon, str(tmp_path), """
+CREATE POOL p1
+  POOL p1 ADD 127.0.0.1:%d
+CREATE POOL p2
+  POOL p2 ADD 127.0.0.1:%d
+CREATE SERVICE second
+  SET role = reverse_proxy
+  SET pool = p2
+ENABLE second
+CREATE SERVICE front
+  SET role = reverse_proxy
+  SET listen = 127.0.0.1:%d
+  SET pool = p1
+  SET enable_reproxy = on
+ENABLE front
+""" % (be1.port, be2.port, port), port)
+    try:
+        assert get(port, "/plain")[1] == b"first"
+        r, body = get(port, "/other")
+        assert r.status == 200 and body == b"second:/other"
+        r, body = get(port, "/nowhere")
+        assert r.status == 404 and b"Vhost twiddling not configured" in body
+    finally:
+        be1.stop()
+        be2.stop()

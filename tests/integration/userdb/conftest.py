@@ -174,20 +174,21 @@ def userdbd(daemon, ud_servers, tmp_path):
     per cluster, same name on every cluster server, `posts` created)."""
     s = ud_servers
 
-    def start(extra="", replica=False, replica_weight=None, default_clusters="1,2", c1b=False):
+    def start(extra="", replica=False, replica_weight=None, default_clusters="1,2", c1b=False, global_on_c1=False):
         tag = uuid.uuid4().hex[:8]
         g_db, c_db = "g_" + tag, "c_" + tag
         s.g.sql("CREATE DATABASE %s" % g_db)
         for srv in (s.c1, s.c2):
             srv.sql("CREATE DATABASE %s" % c_db)
             srv.sql(SCHEMA, c_db)
-        if replica:
+        if replica or global_on_c1:
             wait_replicated(s)
         lines = [
             "client_user = app",
             "client_password = secret",
             "backend_user = root",
-            "global = " + s.g.dsn(g_db),
+            ("global = " + s.c1.dsn(c_db) + "\nglobal_replica = " + s.c1r.dsn(c_db)) if global_on_c1
+            else "global = " + s.g.dsn(g_db),
             "cluster.1.master = " + s.c1.dsn(c_db),
             "cluster.2.master = " + s.c2.dsn(c_db),
             "default_clusters = " + default_clusters,

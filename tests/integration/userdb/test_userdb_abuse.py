@@ -178,3 +178,36 @@ def test_console_flip_storm_is_coalesced(userdbd):
     waiting = int(pools.split("global conns=")[1].split("waiting=")[1].split()[0])
     assert waiting < 5
     assert r.cli("SELECT 1").stdout == "1\n"
+
+
+def test_kill_takes_the_id_the_handshake_gave(userdbd):
+    import threading
+    import pymysql
+    r = userdbd()
+    a, b = r.connect(), r.connect()
+    assert a.thread_id() != b.thread_id()
+    result = {}
+
+    def slow():
+        t0 = time.time()
+        try:
+            a.cursor().execute("SELECT SLEEP(20)")
+            result["rows"] = True
+        except pymysql.err.MySQLError as e:
+            result["err"] = e.args[0]
+        result["secs"] = time.time() - t0
+
+    t = threading.Thread(target=slow)
+    t.start()
+    time.sleep(0.5)
+    b.cursor().execute("KILL QUERY %d" % a.thread_id())
+    t.join(timeout=15)
+    # The server answers a killed SLEEP with 1 (interrupted), or error 1317.
+    assert result["secs"] < 10
+    assert a.cursor().execute("SELECT 1") == 1          # the connection lives on
+    b.cursor().execute("KILL %d" % a.thread_id())
+    with pytest.raises(pymysql.err.MySQLError):
+        a.cursor().execute("SELECT 1")
+    with pytest.raises(pymysql.err.MySQLError) as e:
+        b.cursor().execute("KILL 999999")
+    assert e.value.args[0] == 1094

@@ -155,3 +155,22 @@ def test_dead_backend_is_skipped_at_once_and_reload_brings_it_back(userdbd, ud_s
     time.sleep(0.6)  # past dead_retry
     cur.execute("/* user=%d */ SELECT @@server_id" % b)
     assert cur.fetchone() == (21,)
+
+
+def test_global_database_replica_serves_unhinted_reads(userdbd, ud_servers):
+    s = ud_servers
+    # The global database on cluster 1's master, which has a real replica.
+    r = userdbd(global_on_c1=True)
+    wait_for(lambda: "gr0" in r.console("clusters") and "lag=0s" in r.console("clusters"),
+             what="the global replica to be measured fresh")
+    c = r.connect()
+    cur = c.cursor()
+    ids = set()
+    for _ in range(20):
+        cur.execute("SELECT @@server_id")
+        ids.add(cur.fetchone()[0])
+    assert ids == {12}                                   # un-hinted reads: the global replica
+    cur.execute("/* user=new */ SELECT userdb_create_user('gr')")   # directory writes: the global master
+    assert s.c1.sql("SELECT user FROM user", r.c_db) == "gr\n"
+    cur.execute("SELECT @@server_id FROM user FOR UPDATE")
+    assert cur.fetchone() == (11,)

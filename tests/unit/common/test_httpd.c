@@ -213,6 +213,13 @@ static void *client_main(void *arg)
        "2\r\nxy\r\n3;ext=1\r\nzzz\r\n0\r\nTrailer: t\r\n\r\n", r);
     CCHECK(status_of(r) == 204);
     CCHECK(read_file("m.txt", fb, sizeof fb) && !strcmp(fb, "xyzzz"));
+    /* as mogstored wants it: synced to disk, answered 200 */
+    files.put_fsync = true;
+    files.put_ok_status = 200;
+    EX("PUT /synced.txt HTTP/1.0\r\nContent-Length: 3\r\n\r\nabc", r);
+    CCHECK(status_of(r) == 200 && read_file("synced.txt", fb, sizeof fb) && !strcmp(fb, "abc"));
+    files.put_fsync = false;
+    files.put_ok_status = 0;
     files.max_put_size = 4;
     EX("PUT /big.txt HTTP/1.0\r\nContent-Length: 5\r\n\r\nabcde", r);
     CCHECK(status_of(r) == 413 && !read_file("big.txt", fb, sizeof fb));

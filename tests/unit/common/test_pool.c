@@ -232,6 +232,36 @@ static void test_connect_ahead_removed_and_drain(void)
     reset();
 }
 
+static void test_member_bound_makes_waiters_wait(void)
+{
+    static struct pool_node a;
+    pool_node_init(&a, "127.0.0.1:1", 80);
+    nodes[0] = &a;
+    nnodes = 1;
+    struct pool p;
+    pool_init(&p, &ops, NULL);
+    p.max_members = 1;
+    struct fake_waiter w1 = { .id = 1 }, w2 = { .id = 2 }, w3 = { .id = 3 };
+    pool_request(&p, &w1.w, 1, false);
+    pool_request(&p, &w2.w, 1, false);
+    CHECK_EQ_INT(nstarted, 1);          /* the bound: one connection only */
+    CHECK_EQ_INT(p.nmembers, 1);
+    pool_ready(&p, &started[0]->m);
+    CHECK(w1.got == started[0]);
+    pool_kick(&p);                      /* nothing pending or idle, but a member is busy */
+    CHECK(!w2.failed && pool_queued(&w2.w));
+    pool_ready(&p, &started[0]->m);     /* w1 done: the same connection serves w2 */
+    CHECK(w2.got == started[0]);
+    pool_request(&p, &w3.w, 1, false);
+    CHECK(pool_queued(&w3.w) && nstarted == 1);
+    pool_gone(&p, &started[0]->m, false); /* the member closes: a new connect for w3 */
+    CHECK_EQ_INT(nstarted, 2);
+    CHECK_EQ_INT(p.nmembers, 1);
+    pool_ready(&p, &started[1]->m);
+    CHECK(w3.got == started[1]);
+    reset();
+}
+
 int main(void)
 {
     RUN(test_node_parse);
@@ -239,5 +269,6 @@ int main(void)
     RUN(test_fifo_front_and_cancel);
     RUN(test_dead_nodes_and_failure);
     RUN(test_connect_ahead_removed_and_drain);
+    RUN(test_member_bound_makes_waiters_wait);
     return unit_done();
 }

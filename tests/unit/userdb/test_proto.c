@@ -200,6 +200,14 @@ static void test_classify(void)
     classify("/* unterminated", &q, 0);
     CHECK(q.hint == UD_HINT_NONE);
     classify("", &q, 0);
+    classify("KILL 42", &q, 0);
+    CHECK(q.kill == 1 && q.kill_id == 42);
+    classify("kill query 7;", &q, 0);
+    CHECK(q.kill == 2 && q.kill_id == 7);
+    classify("KILL CONNECTION 9", &q, 0);
+    CHECK(q.kill == 1 && q.kill_id == 9);
+    classify("KILL USER bob", &q, 0);
+    CHECK(q.kill == 0);
 }
 
 static void test_sql_quote(void)
