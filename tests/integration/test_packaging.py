@@ -60,14 +60,17 @@ def debs(tmp_path_factory):
         dst.parent.mkdir(parents=True, exist_ok=True)
         shutil.copy2(os.path.join(REPO, f), str(dst), follow_symlinks=False)
     # reuse a plain build's objects (not an ASan one: its objects need -fsanitize to link)
+    # (-nc: no `debian/rules clean`, which would remove them; the copy is fresh anyway)
+    args = ["dpkg-buildpackage", "-b", "-us", "-uc"]
     if os.path.basename(os.path.normpath(BUILD_DIR)) == "build" and os.path.isdir(BUILD_DIR):
         for sub in ("obj", "pic", "lib", "bin"):
             if os.path.isdir(os.path.join(BUILD_DIR, sub)):
                 shutil.copytree(os.path.join(BUILD_DIR, sub), str(src / "debian" / "build" / sub), symlinks=True)
+        args.append("-nc")
     env = dict(os.environ, DEB_BUILD_OPTIONS="noddebs parallel=2 nocheck")
     env.pop("MAKEFLAGS", None)
     env.pop("MFLAGS", None)
-    r = subprocess.run(["dpkg-buildpackage", "-b", "-us", "-uc"], cwd=str(src), env=env,
+    r = subprocess.run(args, cwd=str(src), env=env,
                        capture_output=True, text=True, timeout=1200)
     assert r.returncode == 0, r.stdout[-4000:] + r.stderr[-4000:]
     found = {}
@@ -90,6 +93,13 @@ def usrmerged(path):
         if path.startswith(d):
             return "/usr" + path
     return path
+
+
+def test_every_built_program_is_packaged():
+    """A new program in some <component>.mk must get a line in debian/programs."""
+    built = sorted(os.listdir(os.path.join(BUILD_DIR, "bin")))
+    assert built
+    assert sorted(p[0] for p in programs()) == built
 
 
 def test_every_package_is_built(debs):
