@@ -203,6 +203,23 @@ def test_units_verify_and_name_the_packaged_user_binary_and_config(installed, tm
         assert r.returncode == 0 and name not in r.stderr, r.stderr
 
 
+def test_state_and_runtime_paths_are_the_packages_own(installed):
+    """Unit and config agree on /var/lib/stack-<daemon> (never Debian's
+    /var/lib/gearmand etc.), and that directory is created for the user."""
+    tmpfiles = "".join(open(f).read() for f in glob.glob(str(installed / "usr/lib/tmpfiles.d/*.conf")))
+    for binary, pkg, name, _ in DAEMONS:
+        unit = (installed / "lib/systemd/system" / (name + ".service")).read_text()
+        conf = (installed / "etc/stack" / (binary + ".conf")).read_text()
+        for m in re.finditer(r"(?m)^(State|Runtime)Directory=(\S+)$", unit):
+            assert m.group(2) == name, (name, m.group(0))
+        paths = set(re.findall(r"/(?:var/lib|run)/[^/\s;]+", re.sub(r"(?m)^\s*#.*$", "", unit + conf)))
+        for path in paths:
+            assert path.rsplit("/", 1)[1] == name, (name, path)
+            if path.startswith("/var/lib/"):
+                assert "StateDirectory=" + name in unit or \
+                    re.search(r"(?m)^d %s \d+ %s " % (re.escape(path), name), tmpfiles), (name, path)
+
+
 def test_installed_memcached_serves_from_its_units_execstart(installed):
     text = (installed / "lib/systemd/system/stack-memcached.service").read_text()
     argv = re.search(r"(?m)^ExecStart=(.*)$", text).group(1).split()
