@@ -102,6 +102,31 @@ def test_every_built_program_is_packaged():
     assert sorted(p[0] for p in programs()) == built
 
 
+def test_build_depends_cover_every_build_list():
+    """deploy/deps/*.build is what `make` needs (a unit test links libmemcached,
+    for one): a clean chroot with only the Build-Depends must build too."""
+    control = open(os.path.join(REPO, "debian", "control")).read()
+    field = re.search(r"(?ms)^Build-Depends:(.*?)^\S", control).group(1)
+    build_depends = {re.sub(r"\s*\(.*", "", d).strip() for d in field.split(",")}
+    needed = set()
+    for path in glob.glob(os.path.join(REPO, "deploy", "deps", "*.build")):
+        for line in open(path):
+            needed.update(line.split("#")[0].split())
+    needed.discard("build-essential")   # implied for every Debian build
+    assert needed <= build_depends, sorted(needed - build_depends)
+    packaging = open(os.path.join(REPO, "deploy", "deps", "packaging.test")).read()
+    assert "help2man" in packaging and "debhelper" in packaging
+
+
+def test_installed_programs_start_with_the_installed_files(installed):
+    for binary, pkg, name, section in programs():
+        path = str(installed) + ("/usr/sbin/" if section == "8" else "/usr/bin/") + name
+        assert os.access(path, os.X_OK), path
+        if section == "8":
+            r = subprocess.run([path, "--version"], capture_output=True, text=True, timeout=30)
+            assert r.returncode == 0 and r.stdout.strip(), (name, r.stderr)
+
+
 def test_every_package_is_built(debs):
     assert sorted(debs) == sorted(PACKAGES)
 
