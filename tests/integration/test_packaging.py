@@ -139,6 +139,7 @@ def test_each_daemon_package_has_binary_unit_config_user_and_man_page(debs):
         assert "/etc/stack/%s.conf" % binary in files
         assert "/usr/share/man/man8/%s.8.gz" % name in files
         assert "/usr/lib/sysusers.d/%s.conf" % pkg in files
+        assert "/usr/share/doc/%s/README.Debian" % pkg in files
         conffiles = subprocess.run(["dpkg-deb", "-I", debs[pkg], "conffiles"], capture_output=True,
                                    text=True).stdout.split()
         assert "/etc/stack/%s.conf" % binary in conffiles, "config is not a conffile"
@@ -314,6 +315,21 @@ def test_make_install_twice_keeps_edited_configs_and_installs_versioned_sonames(
     assert os.readlink(str(lib / "libmc.so")) == "libmc.so.1.0.0"
     manifest = (dest / "usr/local/share/stack/installed-files").read_text().split()
     assert "/usr/local/bin/memcached" in manifest
+
+
+def test_make_man_then_install_ships_pages_naming_the_prefixs_paths(tmp_path):
+    subprocess.run(["make", "--no-print-directory", "-s", "-f", "build.mk", "man", "PREFIX=/usr/local",
+                    "BUILD=" + os.path.relpath(BUILD_DIR, REPO)], cwd=REPO, check=True, capture_output=True,
+                   timeout=300)
+    dest = tmp_path / "root"
+    make_install(dest, "/usr/local")
+    for binary, _, _, section in DAEMONS:
+        page = dest / "usr/local/share/man/man8" / (binary + ".8")
+        text = subprocess.run(["man", "-l", str(page)], check=True, capture_output=True, text=True,
+                              env=dict(os.environ, MANWIDTH="200")).stdout
+        assert re.search(r"(?m)^NAME\n\s+%s - \S" % binary, text), text[:300]
+        assert "/usr/local/etc/stack/%s.conf" % binary in text
+        assert "/usr/local/lib/systemd/system/%s.service" % binary in text
 
 
 def test_make_install_refuses_to_overwrite_a_file_it_did_not_write(tmp_path):
