@@ -136,7 +136,9 @@ bench: build
 SYSCONFDIR ?= $(if $(filter /usr,$(PREFIX)),/etc,$(PREFIX)/etc)
 LIBDIR     ?= $(PREFIX)/lib
 MANDIR     ?= $(PREFIX)/share/man
-STAGE      := $(BUILD)/stage
+# one staging tree per destination: installs into different DESTDIRs (tests
+# under pytest-xdist) may run at once
+STAGE      := $(BUILD)/stage-$(firstword $(shell printf '%s' '$(DESTDIR)$(PREFIX)' | cksum))
 SAMPLE_CONFS := $(filter-out %-run.conf,$(wildcard deploy/conf/*.conf))
 UNITS        := $(wildcard deploy/systemd/*.service)
 SUBST        := sed -e 's|@PREFIX@|$(PREFIX)|g' -e 's|@SYSCONFDIR@|$(SYSCONFDIR)|g' -e 's|^libdir=.*|libdir=$(LIBDIR)|'
@@ -155,5 +157,6 @@ install: build
 	@set -e; for m in $(wildcard $(BUILD)/man/*.[1-8]); do \
 	  install -D -m 644 $$m $(STAGE)$(MANDIR)/man$${m##*.}/$$(basename $$m); done
 	@bash deploy/install.sh $(STAGE) "$(DESTDIR)" $(PREFIX) $(SYSCONFDIR)
+	@rm -rf $(STAGE)
 
 -include $(shell find $(BUILD)/obj $(BUILD)/pic $(BUILD)/fuzz -name '*.d' 2>/dev/null)
