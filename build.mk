@@ -83,8 +83,8 @@ endef
 # $(call fuzz_target,NAME,SOURCES) -> $(BUILD)/fuzz/NAME, seeds from tests/fuzz/corpus/NAME
 # A target is rebuilt when any header its sources include changes (the
 # dependency list is written next to it after each build).
-# The core's leaf modules (strict numbers, clock) come with every target.
-FUZZ_BASE := common/num.c common/clock.c
+# The core's leaf modules (strict numbers, clock, log) come with every target.
+FUZZ_BASE := common/num.c common/clock.c common/log.c
 define fuzz_target
 FUZZ_BINS += $(BUILD)/fuzz/$(1)
 $(BUILD)/fuzz/$(1): $(sort $(2) $(FUZZ_BASE)) $$(if $$(wildcard $(BUILD)/fuzz/$(1).d),,FORCE)
@@ -125,38 +125,39 @@ fuzz-run: $(FUZZ_BINS)
 bench: build
 	@set -e; for b in $(BENCHES); do echo "== $$b"; BUILD_DIR=$(abspath $(BUILD)) $(PYTHON) $$b; done
 
-# `make install` stages everything under $(BUILD)/stage, then
-# deploy/install.sh copies it to $(DESTDIR): it refuses to replace any file
-# that an earlier `make install` into the same PREFIX did not write (its list
-# is $(PREFIX)/share/stack/installed-files), so Debian's /usr/bin/memcached or
-# memcached.service is never silently overwritten, and it keeps every config
-# that already exists. Units and sample configs name their paths as @PREFIX@
-# and @SYSCONFDIR@; pkg-config files get LIBDIR (multiarch: LIBDIR=/usr/lib/<triplet>).
+# Units and sample configs name their paths as @PREFIX@ and @SYSCONFDIR@;
+# pkg-config files get LIBDIR (multiarch: LIBDIR=/usr/lib/<triplet>).
 # Man pages are installed when `make -f build.mk man` made them (needs help2man).
 SYSCONFDIR ?= $(if $(filter /usr,$(PREFIX)),/etc,$(PREFIX)/etc)
 LIBDIR     ?= $(PREFIX)/lib
 MANDIR     ?= $(PREFIX)/share/man
-# one staging tree per destination: installs into different DESTDIRs (tests
-# under pytest-xdist) may run at once
-STAGE      := $(BUILD)/stage-$(firstword $(shell printf '%s' '$(DESTDIR)$(PREFIX)' | cksum))
 SAMPLE_CONFS := $(filter-out %-run.conf,$(wildcard deploy/conf/*.conf))
 UNITS        := $(wildcard deploy/systemd/*.service)
 SUBST        := sed -e 's|@PREFIX@|$(PREFIX)|g' -e 's|@SYSCONFDIR@|$(SYSCONFDIR)|g' -e 's|^libdir=.*|libdir=$(LIBDIR)|'
 
+# Nothing is overwritten that this tree did not install (deploy/install-file.sh
+# keeps a manifest; FORCE=1 overrides), except sample configs, which are
+# only ever added. The versioned libraries' .so.1 and .so links stay links.
+INSTALL_FILE := PREFIX=$(PREFIX) DESTDIR=$(DESTDIR) bash deploy/install-file.sh
+# one staging directory per destination: installs into different DESTDIRs
+# (tests under pytest-xdist) may run at once
+STAGE        := $(BUILD)/install-stage-$(firstword $(shell printf '%s' '$(DESTDIR)$(PREFIX)' | cksum))
+
 install: build
-	@rm -rf $(STAGE)
-	@install -d $(STAGE)$(PREFIX)/bin $(STAGE)$(LIBDIR)/pkgconfig $(STAGE)$(PREFIX)/include $(STAGE)$(PREFIX)/lib/systemd/system $(STAGE)$(SYSCONFDIR)/stack
-	$(if $(BINS),install -m 755 $(BINS) $(STAGE)$(PREFIX)/bin/)
-	$(if $(LIBRARIES),cp -P $(LIBRARIES) $(STAGE)$(LIBDIR)/ && find $(STAGE)$(LIBDIR) -maxdepth 1 -type f -exec chmod 644 {} +)
-	$(if $(HEADERS),install -m 644 $(HEADERS) $(STAGE)$(PREFIX)/include/)
-	@set -e; for f in $(PCFILES); do $(SUBST) $$f >$(STAGE)$(LIBDIR)/pkgconfig/$$(basename $$f); done
-	@set -e; for f in $(UNITS); do $(SUBST) $$f >$(STAGE)$(PREFIX)/lib/systemd/system/$$(basename $$f); done
-	@set -e; for d in $(sort $(dir $(wildcard */README.md))); do \
-	  install -D -m 644 $${d}README.md $(STAGE)$(PREFIX)/share/doc/stack/$${d}README.md; done
-	@set -e; for f in $(SAMPLE_CONFS); do $(SUBST) $$f >$(STAGE)$(SYSCONFDIR)/stack/$$(basename $$f); done
-	@set -e; for m in $(wildcard $(BUILD)/man/*.[1-8]); do \
-	  install -D -m 644 $$m $(STAGE)$(MANDIR)/man$${m##*.}/$$(basename $$m); done
-	@bash deploy/install.sh $(STAGE) "$(DESTDIR)" $(PREFIX) $(SYSCONFDIR)
-	@rm -rf $(STAGE)
+	@set -e; rm -rf $(STAGE); mkdir -p $(STAGE) $(DESTDIR)$(SYSCONFDIR)/stack; \
+	for f in $(BINS); do $(INSTALL_FILE) 755 $$f $(PREFIX)/bin/$$(basename $$f); done; \
+	for f in $(LIBRARIES); do $(INSTALL_FILE) 644 $$f $(LIBDIR)/$$(basename $$f); done; \
+	for f in $(HEADERS); do $(INSTALL_FILE) 644 $$f $(PREFIX)/include/$$(basename $$f); done; \
+	for f in $(PCFILES); do $(SUBST) $$f >$(STAGE)/$$(basename $$f); \
+	  $(INSTALL_FILE) 644 $(STAGE)/$$(basename $$f) $(LIBDIR)/pkgconfig/$$(basename $$f); done; \
+	for f in $(UNITS); do $(SUBST) $$f >$(STAGE)/$$(basename $$f); \
+	  $(INSTALL_FILE) 644 $(STAGE)/$$(basename $$f) $(PREFIX)/lib/systemd/system/$$(basename $$f); done; \
+	for d in $(sort $(dir $(wildcard */README.md))); do \
+	  $(INSTALL_FILE) 644 $${d}README.md $(PREFIX)/share/doc/stack/$${d}README.md; done; \
+	for m in $(wildcard $(BUILD)/man/*.[1-8]); do \
+	  $(INSTALL_FILE) 644 $$m $(MANDIR)/man$${m##*.}/$$(basename $$m); done; \
+	for f in $(SAMPLE_CONFS); do t=$(DESTDIR)$(SYSCONFDIR)/stack/$$(basename $$f); \
+	  if [ -e $$t ]; then echo "keeping existing $$t"; else $(SUBST) $$f >$$t; fi; done; \
+	rm -rf $(STAGE)
 
 -include $(shell find $(BUILD)/obj $(BUILD)/pic $(BUILD)/fuzz -name '*.d' 2>/dev/null)
