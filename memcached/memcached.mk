@@ -20,6 +20,9 @@ $(eval $(call unit_test,memcached/test_mc_async,$(MC_ASYNC_SRCS)))
 
 $(eval $(call fuzz_target,fuzz_mc_text,tests/fuzz/fuzz_mc_text.c memcached/proto_text.c memcached/proto_meta.c common/num.c))
 $(eval $(call fuzz_target,fuzz_mc_bin,tests/fuzz/fuzz_mc_bin.c memcached/proto_bin.c))
+# libmc's reply readers (all three protocols, compressed values) against
+# arbitrary server bytes, served from a unix socket in the target.
+$(eval $(call fuzz_target,fuzz_mc_client,tests/fuzz/fuzz_mc_client.c memcached/client/libmc.c common/client.c common/hash.c))
 
 BENCHES += tests/bench/bench_memcached.py
 

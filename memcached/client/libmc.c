@@ -33,6 +33,7 @@
 
 #define KEY_MAX 250
 #define GET_BATCH 100   /* keys per get line in a multi-get */
+#define MC_VALUE_MAX (1ull << 30)   /* memcached's largest -I: a longer value is a broken reply */
 
 struct mc_client {
     struct client_server *servers;   /* common/client: connection, buffer, dead marking */
@@ -465,7 +466,7 @@ static int bin_read(struct client_server *s, uint64_t deadline, struct bin_res *
     res->status = (uint16_t)get_be(h + 6, 2);
     res->body = (uint32_t)get_be(h + 8, 4);
     res->cas = get_be(h + 16, 8);
-    if ((uint64_t)res->next + res->nkey > res->body || res->body > (1u << 31))
+    if ((uint64_t)res->next + res->nkey > res->body || res->body > MC_VALUE_MAX)
         return MC_CLIENT_PROTOCOL;
     char *b;
     rc = from_kit(client_read_block(s, res->body, deadline, &b));
@@ -528,7 +529,7 @@ static bool parse_value_line(char *line, char **key, size_t *nkey, uint32_t *fla
     if (*end || fv > UINT32_MAX)
         return false;
     unsigned long long bv = strtoull(b, &end, 10);
-    if (*end || bv > (1ull << 31))
+    if (*end || bv > MC_VALUE_MAX)
         return false;
     unsigned long long cv = 0;
     if (cs) {
@@ -689,7 +690,7 @@ static int read_multi(const struct mc_client *c, struct client_server *s, bool m
         if (len >= 3 && !strncmp(line, "VA ", 3)) {
             char *end;
             unsigned long long bytes = strtoull(line + 3, &end, 10);
-            if (end == line + 3 || (*end && *end != ' ') || bytes > (1ull << 31))
+            if (end == line + 3 || (*end && *end != ' ') || bytes > MC_VALUE_MAX)
                 return MC_CLIENT_PROTOCOL;
             uint32_t flags = 0;
             uint64_t cas = 0;
