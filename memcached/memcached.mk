@@ -23,6 +23,8 @@ $(eval $(call fuzz_target,fuzz_mc_bin,tests/fuzz/fuzz_mc_bin.c memcached/proto_b
 # libmc's reply readers (all three protocols, compressed values) against
 # arbitrary server bytes, served from a unix socket in the target.
 $(eval $(call fuzz_target,fuzz_mc_client,tests/fuzz/fuzz_mc_client.c memcached/client/libmc.c common/client.c common/hash.c))
+# mc_async's reply reader, pure (the event-loop client's parser).
+$(eval $(call fuzz_target,fuzz_mc_async,tests/fuzz/fuzz_mc_async.c memcached/client/mc_async.c $(COMMON_SRCS)))
 
 BENCHES += tests/bench/bench_memcached.py
 

@@ -23,10 +23,8 @@
 #define LINE_MAX_ 2048
 #define VALUE_MAX (1u << 30)
 
-enum kind { K_GET, K_STORE, K_DELETE, K_ARITH, K_TOUCH };
-
 struct pending {
-    enum kind kind;
+    enum mc_async_kind kind;
     mc_async_fn fn;
     void *arg;
     struct pending *next;
@@ -175,15 +173,17 @@ static bool parse_value(const char *line, uint32_t *flags, size_t *bytes, uint64
         return false;
     char *end;
     unsigned long long f = strtoull(sp + 1, &end, 10);
-    if (*end != ' ' || f > UINT32_MAX)
+    if (end == sp + 1 || *end != ' ' || f > UINT32_MAX)
         return false;
-    unsigned long long b = strtoull(end + 1, &end, 10);
-    if ((*end != ' ' && *end) || b > VALUE_MAX)
+    const char *b0 = end + 1;
+    unsigned long long b = strtoull(b0, &end, 10);
+    if (end == b0 || (*end != ' ' && *end) || b > VALUE_MAX)
         return false;
     unsigned long long cv = 0;
     if (*end) {
-        cv = strtoull(end + 1, &end, 10);
-        if (*end)
+        const char *c0 = end + 1;
+        cv = strtoull(c0, &end, 10);
+        if (end == c0 || *end)
             return false;
     }
     *flags = (uint32_t)f;
@@ -192,81 +192,79 @@ static bool parse_value(const char *line, uint32_t *flags, size_t *bytes, uint64
     return true;
 }
 
-/* Answer the oldest request if its whole reply is in: 1 done, 0 more
- * needed, -1 the stream is broken. */
-static int answer_one(struct as_server *s, struct evbuffer *in)
+int mc_async_parse(enum mc_async_kind kind, const char *buf, size_t len, struct mc_async_result *r,
+                   size_t *consumed, size_t *need)
 {
-    size_t avail = evbuffer_get_length(in), eol_len = 0;
-    struct evbuffer_ptr p = evbuffer_search_eol(in, NULL, &eol_len, EVBUFFER_EOL_CRLF_STRICT);
-    if (p.pos < 0)
-        return avail > LINE_MAX_ ? -1 : 0;
-    if ((size_t)p.pos > LINE_MAX_)
+    memset(r, 0, sizeof *r);
+    r->rc = MC_CLIENT_PROTOCOL;
+    size_t scan = len < LINE_MAX_ + 2 ? len : LINE_MAX_ + 2;
+    const char *nl = memchr(buf, '\n', scan);
+    if (!nl) {
+        if (len >= LINE_MAX_ + 2)
+            return -1;
+        *need = len + 1;
+        return 0;
+    }
+    if (nl == buf || nl[-1] != '\r')
+        return -1;
+    size_t ll = (size_t)(nl - 1 - buf);
+    if (memchr(buf, 0, ll))
         return -1;
     char line[LINE_MAX_ + 1];
-    size_t ll = (size_t)p.pos;
-    evbuffer_copyout(in, line, ll);
+    memcpy(line, buf, ll);
     line[ll] = 0;
-    size_t consume = ll + eol_len;
-    struct pending *q = s->head;
-    struct mc_async_result r = { .rc = MC_CLIENT_PROTOCOL };
-    switch (q->kind) {
-    case K_GET:
+    size_t cons = ll + 2;
+    switch (kind) {
+    case MC_ASYNC_K_GET:
         if (!strcmp(line, "END")) {
-            r.rc = MC_CLIENT_NOT_FOUND;
+            r->rc = MC_CLIENT_NOT_FOUND;
         } else if (!strncmp(line, "VALUE ", 6)) {
             size_t bytes;
-            if (!parse_value(line, &r.flags, &bytes, &r.cas))
+            if (!parse_value(line, &r->flags, &bytes, &r->cas))
                 return -1;
-            size_t total = consume + bytes + 2 + 5;   /* data CRLF "END" CRLF */
-            if (avail < total)
+            size_t total = cons + bytes + 2 + 5;   /* data CRLF "END" CRLF */
+            if (len < total) {
+                *need = total;
                 return 0;
-            const unsigned char *d = evbuffer_pullup(in, (ssize_t)total);
-            if (!d || d[consume + bytes] != '\r' || d[consume + bytes + 1] != '\n' ||
-                memcmp(d + consume + bytes + 2, "END\r\n", 5))
+            }
+            if (buf[cons + bytes] != '\r' || buf[cons + bytes + 1] != '\n' || memcmp(buf + cons + bytes + 2, "END\r\n", 5))
                 return -1;
-            r.rc = MC_CLIENT_OK;
-            r.data = (const char *)d + consume;
-            r.len = bytes;
-            consume = total;
+            r->rc = MC_CLIENT_OK;
+            r->data = buf + cons;
+            r->len = bytes;
+            cons = total;
         } else {
-            r.rc = line_status(line);
+            r->rc = line_status(line);
         }
         break;
-    case K_STORE:
-        r.rc = !strcmp(line, "STORED")       ? MC_CLIENT_OK
-               : !strcmp(line, "NOT_STORED") ? MC_CLIENT_NOT_STORED
-               : !strcmp(line, "EXISTS")     ? MC_CLIENT_EXISTS
-               : !strcmp(line, "NOT_FOUND")  ? MC_CLIENT_NOT_FOUND
-                                             : line_status(line);
+    case MC_ASYNC_K_STORE:
+        r->rc = !strcmp(line, "STORED")       ? MC_CLIENT_OK
+                : !strcmp(line, "NOT_STORED") ? MC_CLIENT_NOT_STORED
+                : !strcmp(line, "EXISTS")     ? MC_CLIENT_EXISTS
+                : !strcmp(line, "NOT_FOUND")  ? MC_CLIENT_NOT_FOUND
+                                              : line_status(line);
         break;
-    case K_DELETE:
-        r.rc = !strcmp(line, "DELETED") ? MC_CLIENT_OK : !strcmp(line, "NOT_FOUND") ? MC_CLIENT_NOT_FOUND
-                                                                                     : line_status(line);
+    case MC_ASYNC_K_DELETE:
+        r->rc = !strcmp(line, "DELETED") ? MC_CLIENT_OK : !strcmp(line, "NOT_FOUND") ? MC_CLIENT_NOT_FOUND
+                                                                                      : line_status(line);
         break;
-    case K_TOUCH:
-        r.rc = !strcmp(line, "TOUCHED") ? MC_CLIENT_OK : !strcmp(line, "NOT_FOUND") ? MC_CLIENT_NOT_FOUND
-                                                                                     : line_status(line);
+    case MC_ASYNC_K_TOUCH:
+        r->rc = !strcmp(line, "TOUCHED") ? MC_CLIENT_OK : !strcmp(line, "NOT_FOUND") ? MC_CLIENT_NOT_FOUND
+                                                                                      : line_status(line);
         break;
-    case K_ARITH:
+    case MC_ASYNC_K_ARITH:
         if (line[0] >= '0' && line[0] <= '9') {
             char *end;
-            r.value = strtoull(line, &end, 10);
-            r.rc = *end ? MC_CLIENT_PROTOCOL : MC_CLIENT_OK;
+            r->value = strtoull(line, &end, 10);
+            r->rc = *end ? MC_CLIENT_PROTOCOL : MC_CLIENT_OK;
         } else {
-            r.rc = !strcmp(line, "NOT_FOUND") ? MC_CLIENT_NOT_FOUND : line_status(line);
+            r->rc = !strcmp(line, "NOT_FOUND") ? MC_CLIENT_NOT_FOUND : line_status(line);
         }
         break;
     }
-    if (r.rc == MC_CLIENT_PROTOCOL)
+    if (r->rc == MC_CLIENT_PROTOCOL)
         return -1;
-    s->head = q->next;
-    if (!s->head)
-        s->tail = NULL;
-    s->npending--;
-    client_ok(s->cs);
-    q->fn(&r, q->arg);   /* r.data points into the input: drained after */
-    free(q);
-    evbuffer_drain(in, consume);
+    *consumed = cons;
     return 1;
 }
 
@@ -274,14 +272,47 @@ static int on_read(struct core_conn *c)
 {
     struct as_server *s = c->data;
     struct evbuffer *in = conn_in(c);
-    while (evbuffer_get_length(in) > 0) {
-        int rc = s->head ? answer_one(s, in) : -1;   /* bytes nobody asked for: broken */
+    for (;;) {
+        size_t avail = evbuffer_get_length(in);
+        if (avail == 0)
+            break;
+        if (!s->head) {   /* bytes nobody asked for: broken */
+            s->close_rc = MC_CLIENT_PROTOCOL;
+            return -1;
+        }
+        /* The parser reads contiguous bytes: a line's worth first, then
+         * as much as a value it found says it needs. */
+        size_t want = avail < LINE_MAX_ + 2 ? avail : LINE_MAX_ + 2, consumed = 0, need = 0;
+        struct mc_async_result r;
+        int rc;
+        for (;;) {
+            const char *buf = (const char *)evbuffer_pullup(in, (ssize_t)want);
+            if (!buf) {
+                s->close_rc = MC_CLIENT_NO_MEMORY;
+                return -1;
+            }
+            rc = mc_async_parse(s->head->kind, buf, want, &r, &consumed, &need);
+            if (rc == 0 && need > want && need <= avail) {
+                want = need;
+                continue;
+            }
+            break;
+        }
         if (rc < 0) {
             s->close_rc = MC_CLIENT_PROTOCOL;
             return -1;
         }
         if (rc == 0)
             break;
+        struct pending *q = s->head;
+        s->head = q->next;
+        if (!s->head)
+            s->tail = NULL;
+        s->npending--;
+        client_ok(s->cs);
+        q->fn(&r, q->arg);   /* r.data points into the input: drained after */
+        free(q);
+        evbuffer_drain(in, consumed);
     }
     return 0;
 }
@@ -335,7 +366,7 @@ static bool key_ok(const char *key, size_t nkey)
 
 /* Choose the key's server, connect if needed and queue the request's
  * callback; the caller then writes the request to *out. */
-static int submit(struct mc_async *a, const char *key, size_t nkey, enum kind kind, mc_async_fn fn, void *arg,
+static int submit(struct mc_async *a, const char *key, size_t nkey, enum mc_async_kind kind, mc_async_fn fn, void *arg,
                   struct evbuffer **out)
 {
     if (!key_ok(key, nkey) || !fn)
@@ -376,7 +407,7 @@ static int submit(struct mc_async *a, const char *key, size_t nkey, enum kind ki
 int mc_async_get(struct mc_async *a, const char *key, size_t nkey, mc_async_fn fn, void *arg)
 {
     struct evbuffer *out;
-    int rc = submit(a, key, nkey, K_GET, fn, arg, &out);
+    int rc = submit(a, key, nkey, MC_ASYNC_K_GET, fn, arg, &out);
     if (rc == MC_CLIENT_OK)
         evbuffer_add_printf(out, "gets %.*s\r\n", (int)nkey, key);
     return rc;
@@ -389,7 +420,7 @@ int mc_async_store(struct mc_async *a, enum mc_async_store op, const char *key, 
     if ((unsigned)op > MC_ASYNC_CAS || (len && !data) || len > VALUE_MAX)
         return MC_CLIENT_BAD_ARGUMENT;
     struct evbuffer *out;
-    int rc = submit(a, key, nkey, K_STORE, fn, arg, &out);
+    int rc = submit(a, key, nkey, MC_ASYNC_K_STORE, fn, arg, &out);
     if (rc != MC_CLIENT_OK)
         return rc;
     evbuffer_add_printf(out, "%s %.*s %" PRIu32 " %" PRId32 " %zu", cmd[op], (int)nkey, key, flags, exptime, len);
@@ -404,7 +435,7 @@ int mc_async_store(struct mc_async *a, enum mc_async_store op, const char *key, 
 int mc_async_delete(struct mc_async *a, const char *key, size_t nkey, mc_async_fn fn, void *arg)
 {
     struct evbuffer *out;
-    int rc = submit(a, key, nkey, K_DELETE, fn, arg, &out);
+    int rc = submit(a, key, nkey, MC_ASYNC_K_DELETE, fn, arg, &out);
     if (rc == MC_CLIENT_OK)
         evbuffer_add_printf(out, "delete %.*s\r\n", (int)nkey, key);
     return rc;
@@ -414,7 +445,7 @@ int mc_async_arith(struct mc_async *a, bool incr, const char *key, size_t nkey, 
                    void *arg)
 {
     struct evbuffer *out;
-    int rc = submit(a, key, nkey, K_ARITH, fn, arg, &out);
+    int rc = submit(a, key, nkey, MC_ASYNC_K_ARITH, fn, arg, &out);
     if (rc == MC_CLIENT_OK)
         evbuffer_add_printf(out, "%s %.*s %" PRIu64 "\r\n", incr ? "incr" : "decr", (int)nkey, key, delta);
     return rc;
@@ -423,7 +454,7 @@ int mc_async_arith(struct mc_async *a, bool incr, const char *key, size_t nkey, 
 int mc_async_touch(struct mc_async *a, const char *key, size_t nkey, int32_t exptime, mc_async_fn fn, void *arg)
 {
     struct evbuffer *out;
-    int rc = submit(a, key, nkey, K_TOUCH, fn, arg, &out);
+    int rc = submit(a, key, nkey, MC_ASYNC_K_TOUCH, fn, arg, &out);
     if (rc == MC_CLIENT_OK)
         evbuffer_add_printf(out, "touch %.*s %" PRId32 "\r\n", (int)nkey, key, exptime);
     return rc;

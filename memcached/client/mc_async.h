@@ -67,4 +67,12 @@ int mc_async_touch(struct mc_async *a, const char *key, size_t nkey, int32_t exp
 /* Requests queued and not yet answered, all servers. */
 size_t mc_async_pending(const struct mc_async *a);
 
+/* The reply reader, pure (exposed for its fuzz target): the reply to a
+ * request of kind at the start of buf[0, len). 1: *r filled (r->data
+ * points into buf), *consumed bytes used; 0: incomplete, at least *need
+ * contiguous bytes are wanted; -1: not a reply to that request. */
+enum mc_async_kind { MC_ASYNC_K_GET, MC_ASYNC_K_STORE, MC_ASYNC_K_DELETE, MC_ASYNC_K_ARITH, MC_ASYNC_K_TOUCH };
+int mc_async_parse(enum mc_async_kind kind, const char *buf, size_t len, struct mc_async_result *r,
+                   size_t *consumed, size_t *need);
+
 #endif
