@@ -200,6 +200,11 @@ struct httpd_files {
     bool put_fsync;                  /* a PUT is answered only once the file (and the rename
                                       * in its directory) is on disk: fsync both */
     int put_ok_status;               /* status of a stored PUT; 0 = 201 new / 204 replaced */
+    int put_md5_ok_status;           /* status of a stored PUT whose Content-MD5 was checked
+                                      * and matched; 0 = as put_ok_status (Perlbal: 200 / 201) */
+    bool put_status_body;            /* a stored PUT's answer carries the short text/html page
+                                      * httpd_error writes ("<h1>200 - OK</h1>\n"), as Perlbal;
+                                      * else no body */
     bool concat_get;                 /* GET /dir/??a,b,c serves the files one after another
                                       * (Perlbal's enable_concatenate_get; else 403) */
     /* hooks (optional): rewrite the clean path in place (NUL-ended, cap

@@ -30,6 +30,7 @@
 
 struct core_conn;
 struct core_loop;
+struct core_listener;
 struct evbuffer;
 struct event;
 struct pb_client;
@@ -85,14 +86,13 @@ struct pb_svc_loop {
     struct pb_service *svc;
     int loop_index;
     int active_clients;
-    int listen_fd;
-    struct event *listen_ev;
 };
 
 struct pb_service {
     char name[PB_NAME_MAX];
     enum pb_role role;
     char *listen;
+    struct core_listener *listener;  /* common/listen, while enabled with a listen address */
     bool enabled;
     /* parameters (Perlbal names) */
     struct pb_pool *pool;

@@ -2,8 +2,8 @@
  * table, Perlbal's names and types), and the services' listening sockets.
  *
  * Listeners are opened and closed at run time (ENABLE / DISABLE from the
- * console), so they are our own: one SO_REUSEPORT socket per loop, each
- * watched by its loop's event base. */
+ * console) through common/listen: one socket per loop (SO_REUSEPORT among
+ * our own loops only; a port another process holds is refused). */
 #include <arpa/inet.h>
 #include <ctype.h>
 #include <errno.h>
@@ -461,7 +461,6 @@ struct pb_service *pb_service_create(const char *name)
             s->role = r;
         }
     for (int i = 0; i < ndefaults; i++) pb_service_set(s, defaults[i].key, defaults[i].val, err, sizeof err);
-    for (int i = 0; i < PB_MAX_LOOPS; i++) s->loops[i].listen_fd = -1;
     for (int i = 0; i < PB_MAX_LOOPS; i++) pb_proxy_init_loop(s, i);
     pb_web_sync(s);
     pthread_mutex_lock(&pb_lock);
@@ -636,66 +635,22 @@ int pb_pool_set(struct pb_pool *p, const char *key, const char *val, char *err, 
 
 /* ---- listeners ---- */
 
-struct listen_arg {
-    struct pb_service *svc;
-    int loop_index;
-    int fd;
-};
-
-static void accept_cb(evutil_socket_t lfd, short what, void *arg)
+/* common/listen hands us each accepted socket on the loop that owns it
+ * (TCP_NODELAY already set). Every listener is opened "admin" to the core's
+ * gate, because perlbal keeps its own: over SERVER max_connections a client
+ * gets Perlbal's 503 (pb_client_accept with reject), and management
+ * connections are always let in. */
+static void accept_cb(struct core_loop *loop, int fd, const struct sockaddr *sa, socklen_t sl, void *arg)
 {
-    (void)what;
-    struct listen_arg *la = arg;
-    struct core_loop *loop = loop_get(la->loop_index);
-    for (int i = 0; i < 64; i++) {
-        struct sockaddr_storage ss;
-        socklen_t sl = sizeof ss;
-        int fd = accept4((int)lfd, (struct sockaddr *)&ss, &sl, SOCK_NONBLOCK | SOCK_CLOEXEC);
-        if (fd < 0) {
-            if (errno == EINTR) continue;
-            if (errno != EAGAIN && errno != EWOULDBLOCK) log_warn("perlbal: accept: %s", strerror(errno));
-            return;
-        }
-        uint64_t max = listen_max_conns();
-        bool reject = max && la->svc->role != PB_ROLE_MANAGEMENT && conn_total_current() >= max;
-        if (ss.ss_family == AF_INET || ss.ss_family == AF_INET6) {
-            int one = 1;
-            setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
-        }
-        if (la->svc->role == PB_ROLE_MANAGEMENT) pb_manage_accept(la->svc, loop, fd, (struct sockaddr *)&ss, sl);
-        else if (la->svc->role == PB_ROLE_ECHO && reject) close(fd); /* no protocol to say why in */
-        else if (la->svc->role == PB_ROLE_ECHO) pb_echo_accept(la->svc, loop, fd, (struct sockaddr *)&ss, sl);
-        else pb_client_accept(la->svc, loop, fd, (struct sockaddr *)&ss, sl, reject);
-    }
+    struct pb_service *svc = arg;
+    uint64_t max = listen_max_conns();
+    bool reject = max && svc->role != PB_ROLE_MANAGEMENT && conn_total_current() >= max;
+    if (svc->role == PB_ROLE_MANAGEMENT) pb_manage_accept(svc, loop, fd, sa, sl);
+    else if (svc->role == PB_ROLE_ECHO && reject) close(fd); /* no protocol to say why in */
+    else if (svc->role == PB_ROLE_ECHO) pb_echo_accept(svc, loop, fd, sa, sl);
+    else pb_client_accept(svc, loop, fd, sa, sl, reject);
 }
 
-static void add_listen_ev(void *arg)
-{
-    struct listen_arg *la = arg;
-    struct pb_svc_loop *l = &la->svc->loops[la->loop_index];
-    struct core_loop *loop = loop_get(la->loop_index);
-    l->listen_ev = event_new(loop->base, la->fd, EV_READ | EV_PERSIST, accept_cb, la);
-    l->listen_fd = la->fd;
-    event_add(l->listen_ev, NULL);
-}
-
-static void del_listen_ev(void *arg)
-{
-    struct listen_arg *la = arg;
-    struct pb_svc_loop *l = &la->svc->loops[la->loop_index];
-    if (l->listen_ev) {
-        struct listen_arg *own = event_get_callback_arg(l->listen_ev);
-        event_free(l->listen_ev);
-        l->listen_ev = NULL;
-        free(own);
-    }
-    if (l->listen_fd >= 0) close(l->listen_fd);
-    l->listen_fd = -1;
-    free(la);
-}
-
-static bool loops_running;
-void pb_set_loops_running(bool on) { loops_running = on; }
 
 static bool is_loopback(const struct sockaddr_storage *ss)
 {
@@ -728,32 +683,12 @@ int pb_service_enable(struct pb_service *s, char *err, size_t errlen)
             log_warn("perlbal: WARNING: management service '%s' listens on %s, beyond loopback: the console has "
                      "no authentication and anyone who can reach it can reconfigure or stop this server",
                      s->name, s->listen);
-        int n = s->role == PB_ROLE_MANAGEMENT ? 1 : loop_count();
-        int fds[PB_MAX_LOOPS];
-        for (int i = 0; i < n; i++) {
-            int fd = socket(ss.ss_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
-            int one = 1;
-            if (fd >= 0) {
-                setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
-                setsockopt(fd, SOL_SOCKET, SO_REUSEPORT, &one, sizeof one);
-            }
-            if (fd < 0 || bind(fd, (struct sockaddr *)&ss, sl) < 0 || listen(fd, 1024) < 0) {
-                snprintf(err, errlen, "Error creating listening socket on %s: %s", s->listen, strerror(errno));
-                if (fd >= 0) close(fd);
-                for (int j = 0; j < i; j++) close(fds[j]);
-                return -1;
-            }
-            fds[i] = fd;
-        }
-        for (int i = 0; i < n; i++) {
-            struct listen_arg *la = malloc(sizeof *la);
-            la->svc = s;
-            la->loop_index = i;
-            la->fd = fds[i];
-            struct core_loop *cur = loop_current();
-            if (!loops_running || (cur && cur->index == i)) add_listen_ev(la);
-            else loop_call(loop_get(i), add_listen_ev, la);
-        }
+        /* the management console lives on loop 0; the others get one
+         * socket per loop (a port another process holds is refused) */
+        struct listen_opts lo = { .single_loop = s->role == PB_ROLE_MANAGEMENT, .is_admin = true };
+        char e2[256];
+        s->listener = listen_open(s->listen, 80, &lo, accept_cb, NULL, s, e2, sizeof e2);
+        if (!s->listener) return err_out(err, errlen, "Error creating listening socket on %s", e2);
     }
     s->enabled = true;
     return 0;
@@ -764,14 +699,8 @@ int pb_service_disable(struct pb_service *s, char *err, size_t errlen)
     (void)err;
     (void)errlen;
     if (!s->enabled) return 0;
-    for (int i = 0; i < loop_count() && i < PB_MAX_LOOPS; i++) {
-        struct listen_arg *la = calloc(1, sizeof *la);
-        la->svc = s;
-        la->loop_index = i;
-        struct core_loop *cur = loop_current();
-        if (!loops_running || (cur && cur->index == i)) del_listen_ev(la);
-        else loop_call(loop_get(i), del_listen_ev, la);
-    }
+    if (s->listener) listen_close(s->listener);
+    s->listener = NULL;
     s->enabled = false;
     return 0;
 }
@@ -780,22 +709,19 @@ static void close_on_loop(void *arg)
 {
     struct core_loop *loop = arg;
     for (struct pb_service *s = pb_services; s; s = s->next) {
-        struct pb_svc_loop *l = &s->loops[loop->index];
-        if (l->listen_ev) {
-            free(event_get_callback_arg(l->listen_ev));
-            event_free(l->listen_ev);
-            l->listen_ev = NULL;
-        }
-        if (l->listen_fd >= 0) close(l->listen_fd);
-        l->listen_fd = -1;
         /* bored backends hold no request: let them go so the loop can end */
-        l->pool.stopping = true;
+        s->loops[loop->index].pool.stopping = true;
         pb_proxy_close_idle(s, loop->index);
     }
 }
 
 void pb_close_all_listeners(void)
 {
+    for (struct pb_service *s = pb_services; s; s = s->next)
+        if (s->listener) {
+            listen_close(s->listener);
+            s->listener = NULL;
+        }
     for (int i = 0; i < loop_count(); i++) {
         struct core_loop *loop = loop_get(i);
         struct core_loop *cur = loop_current();

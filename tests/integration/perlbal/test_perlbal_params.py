@@ -91,7 +91,7 @@ def test_index_files_server_tokens_min_put_directory(daemon, tmp_path):
                                                   "  SET min_put_directory = 1\n"), port)
     r, body = get(port, "/")
     assert r.status == 200 and body == b"home" and r.getheader("Server") is None
-    assert get(port, "/d/new/f.txt", method="PUT", body=b"1")[0].status == 201   # /d exists: /d/new is made
+    assert get(port, "/d/new/f.txt", method="PUT", body=b"1")[0].status == 200   # /d exists: /d/new is made
     assert get(port, "/x/y/f.txt", method="PUT", body=b"1")[0].status == 403     # /x is level 1: not made
     assert (root / "d" / "new" / "f.txt").read_text() == "1" and not (root / "x").exists()
 
