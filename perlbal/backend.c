@@ -158,8 +158,13 @@ static struct pool_member *pool_op_connect(struct pool *p)
     be->loop_index = l->loop_index;
     be->m.node = node;
     be->state = BE_CONNECTING;
-    struct httpc *hc = httpc_connect(loop_get(l->loop_index), (struct sockaddr *)&node->sa, node->salen,
-                                     BE_CONNECT_TIMEOUT_MS, &backend_ops, be);
+    /* a node given by name is resolved now, on the loop without blocking
+     * (a name that does not resolve fails like a refused connect) */
+    struct httpc *hc = node->host[0]
+                           ? httpc_connect_host(loop_get(l->loop_index), node->host, node->port,
+                                                BE_CONNECT_TIMEOUT_MS, &backend_ops, be)
+                           : httpc_connect(loop_get(l->loop_index), (struct sockaddr *)&node->sa, node->salen,
+                                           BE_CONNECT_TIMEOUT_MS, &backend_ops, be);
     if (!hc) {
         free(be);
         atomic_fetch_add_explicit(&node->failures, 1, memory_order_relaxed);

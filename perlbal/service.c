@@ -493,28 +493,16 @@ struct pb_pool *pb_pool_create(const char *name)
     return p;
 }
 
-/* "ip[:port]" or "[ipv6][:port]" (port 80 when absent), numeric only (no
- * DNS on a loop) or "localhost". Fills sa and the canonical "ip:port". */
-/* "ip:port" etc. into its address and canonical form (common/pool). */
-static int parse_ipport(const char *ipport, struct sockaddr_storage *sa, socklen_t *salen, char *canon, size_t clen)
-{
-    struct pool_node n;
-    if (pool_node_init(&n, ipport, 80) < 0) return -1;
-    *sa = n.sa;
-    *salen = n.salen;
-    snprintf(canon, clen, "%s", n.name);
-    return 0;
-}
-
+/* "ip[:port]", "[ipv6][:port]" or "host.name[:port]" (port 80 when
+ * absent; "localhost" is 127.0.0.1): common/pool's parse. A name is
+ * resolved at each connect, without blocking (backend.c). */
 static int pool_add_locked(struct pb_pool *p, const char *ipport, char *err, size_t errlen)
 {
-    struct sockaddr_storage sa;
-    socklen_t salen;
-    char canon[80];
-    if (parse_ipport(ipport, &sa, &salen, canon, sizeof canon) < 0)
+    struct pool_node parsed;
+    if (pool_node_init_host(&parsed, ipport, 80) < 0)
         return err_out(err, errlen, "Invalid node address '%s'", ipport);
     for (int i = 0; i < p->nnodes; i++)
-        if (!strcmp(p->nodes[i]->name, canon)) return 0;
+        if (!strcmp(p->nodes[i]->name, parsed.name)) return 0;
     if (p->nnodes == p->cap) {
         int nc = p->cap ? p->cap * 2 : 8;
         struct pool_node **n = realloc(p->nodes, (size_t)nc * sizeof *n);
@@ -524,9 +512,11 @@ static int pool_add_locked(struct pb_pool *p, const char *ipport, char *err, siz
     }
     struct pool_node *node = calloc(1, sizeof *node);
     if (!node) return err_out(err, errlen, "%s", "out of memory");
-    snprintf(node->name, sizeof node->name, "%s", canon);
-    node->sa = sa;
-    node->salen = salen;
+    snprintf(node->name, sizeof node->name, "%s", parsed.name);
+    node->sa = parsed.sa;
+    node->salen = parsed.salen;
+    snprintf(node->host, sizeof node->host, "%s", parsed.host);
+    node->port = parsed.port;
     p->nodes[p->nnodes++] = node;
     return 0;
 }
@@ -541,14 +531,12 @@ int pb_pool_add(struct pb_pool *p, const char *ipport, char *err, size_t errlen)
 
 int pb_pool_remove(struct pb_pool *p, const char *ipport, char *err, size_t errlen)
 {
-    struct sockaddr_storage sa;
-    socklen_t salen;
-    char canon[80];
-    if (parse_ipport(ipport, &sa, &salen, canon, sizeof canon) < 0)
+    struct pool_node parsed;
+    if (pool_node_init_host(&parsed, ipport, 80) < 0)
         return err_out(err, errlen, "Invalid node address '%s'", ipport);
     pthread_mutex_lock(&pb_lock);
     for (int i = 0; i < p->nnodes; i++) {
-        if (!strcmp(p->nodes[i]->name, canon)) {
+        if (!strcmp(p->nodes[i]->name, parsed.name)) {
             /* the node struct stays allocated: backends may point at it */
             atomic_store(&p->nodes[i]->removed, true);
             pb_retire(p->nodes[i]);

@@ -122,6 +122,6 @@ def test_ipv6_pool_node(daemon, tmp_path):
         r, body = get(port, "/six")
         assert r.status == 200 and json.loads(body)["path"] == "/six"
         assert "[::1]:%d requests 1" % be.port in console(mport, "nodes [::1]:%d" % be.port)
-        assert console(mport, "POOL backends ADD [::1", "POOL backends ADD host.example:80").count("ERROR") == 2
+        assert console(mport, "POOL backends ADD [::1", "POOL backends ADD bad_name:80").count("ERROR") == 2
     finally:
         be.stop()
