@@ -179,7 +179,7 @@ int main(int argc, char **argv)
         .default_admin_port = 0,
         .init = pb_init,
         .fini = pb_fini,
-        .hooks = { .on_stop = on_stop, .on_thread_start = on_thread_start, .on_thread_exit = on_thread_exit },
+        .hooks = { .on_stop = on_stop, .on_reload = pb_tls_reload, .on_thread_start = on_thread_start, .on_thread_exit = on_thread_exit },
         .admin_cmds = NULL,
     };
     return daemon_main(&desc, argc, argv);

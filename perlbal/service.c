@@ -19,6 +19,7 @@
 #include <unistd.h>
 
 #include <event2/event.h>
+#include <openssl/ssl.h>
 
 #include "common/config.h"
 #include "common/conn.h"
@@ -85,11 +86,11 @@ static const struct param params[] = {
     { "persist_client", P_BOOL, F(persist_client), R_ALL, "0" },
     { "persist_client_idle_timeout", P_INT, F(persist_client_idle_timeout), R_ALL, "30" },
     { "server_tokens", P_BOOL, F(server_tokens), R_ALL, "1" },
-    { "ssl_ca_path", P_IGNORED, 0, R_ALL, NULL },
+    { "ssl_ca_path", P_STR, F(ssl_ca_path), R_ALL, NULL },
     { "ssl_cert_file", P_STR, F(ssl_cert_file), R_ALL, "certs/server-cert.pem" },
     { "ssl_cipher_list", P_STR, F(ssl_cipher_list), R_ALL, "ALL:!LOW:!EXP" },
     { "ssl_key_file", P_STR, F(ssl_key_file), R_ALL, "certs/server-key.pem" },
-    { "ssl_verify_mode", P_IGNORED, 0, R_ALL, NULL },
+    { "ssl_verify_mode", P_INT, F(ssl_verify_mode), R_ALL, "0" },
     { "backend_persist_cache", P_INT, F(backend_persist_cache), R_PROXY, "2" },
     { "blind_proxy", P_BOOL, F(blind_proxy), R_PROXY, "0" },
     { "buffer_backend_connect", P_SIZE, F(buffer_backend_connect), R_PROXY, "100k" },
@@ -621,6 +622,82 @@ int pb_pool_set(struct pb_pool *p, const char *key, const char *val, char *err, 
     return err_out(err, errlen, "Unknown parameter '%s'", key);
 }
 
+/* ---- TLS ---- */
+
+/* The service's server context: certificate, key and ciphers (common/tls),
+ * then client certificates as Perlbal's IO::Socket::SSL options:
+ * ssl_verify_mode is OpenSSL's bit set (1 ask for and verify a client
+ * certificate, 2 and refuse a client without one, 4 only on the first
+ * handshake), checked against ssl_ca_path (a directory of hashed CA
+ * certificates, as Perlbal; a PEM file is taken too). */
+void *pb_tls_ctx_new(struct pb_service *s, char *err, size_t errlen)
+{
+    void *ctx = tls_server_ctx_new(s->ssl_cert_file, s->ssl_key_file, s->ssl_cipher_list, err, errlen);
+    if (!ctx) return NULL;
+    int mode = s->ssl_verify_mode;
+    if (mode & ~(SSL_VERIFY_PEER | SSL_VERIFY_FAIL_IF_NO_PEER_CERT | SSL_VERIFY_CLIENT_ONCE)) {
+        snprintf(err, errlen, "ssl_verify_mode %d: expected a sum of 1 (verify), 2 (require) and 4 (once)", mode);
+        tls_ctx_free(ctx);
+        return NULL;
+    }
+    if (s->ssl_ca_path && *s->ssl_ca_path) {
+        struct stat st;
+        bool dir = stat(s->ssl_ca_path, &st) == 0 && S_ISDIR(st.st_mode);
+        if (SSL_CTX_load_verify_locations(ctx, dir ? NULL : s->ssl_ca_path, dir ? s->ssl_ca_path : NULL) != 1) {
+            snprintf(err, errlen, "ssl_ca_path %s: cannot load CA certificates", s->ssl_ca_path);
+            tls_ctx_free(ctx);
+            return NULL;
+        }
+        if (!dir) SSL_CTX_set_client_CA_list(ctx, SSL_load_client_CA_file(s->ssl_ca_path));
+    }
+    if (mode) {
+        if (mode & SSL_VERIFY_FAIL_IF_NO_PEER_CERT) mode |= SSL_VERIFY_PEER;
+        SSL_CTX_set_verify(ctx, mode, NULL);
+        static const unsigned char sid[] = "perlbal";
+        SSL_CTX_set_session_id_context(ctx, sid, sizeof sid - 1);
+    }
+    return ctx;
+}
+
+/* A replaced context is freed once every loop has passed a turn after the
+ * swap (a loop may be between reading the pointer and SSL_new, which takes
+ * its own reference): the free travels loop 1 → N-1, then happens. */
+struct ctx_retire {
+    void *ctx;
+    int next;
+};
+
+static void ctx_retire_step(void *arg)
+{
+    struct ctx_retire *r = arg;
+    if (r->next < loop_count()) {
+        struct core_loop *l = loop_get(r->next++);
+        if (loop_call(l, ctx_retire_step, r) == 0) return;
+    }
+    tls_ctx_free(r->ctx);
+    free(r);
+}
+
+void pb_tls_reload(void)
+{
+    for (struct pb_service *s = pb_services; s; s = s->next) {
+        if (!s->enable_ssl || !s->tls_ctx) continue;
+        char e[256];
+        void *ctx = pb_tls_ctx_new(s, e, sizeof e);
+        if (!ctx) {
+            log_error("perlbal: service %s: certificate reload failed, the old one stays: %s", s->name, e);
+            continue;
+        }
+        void *old = __atomic_exchange_n(&s->tls_ctx, ctx, __ATOMIC_ACQ_REL);
+        log_info("perlbal: service %s: certificate reloaded from %s", s->name, s->ssl_cert_file);
+        struct ctx_retire *r = malloc(sizeof *r);
+        if (!r) continue; /* keep the old one rather than free it under a loop */
+        r->ctx = old;
+        r->next = 1;
+        ctx_retire_step(r);
+    }
+}
+
 /* ---- listeners ---- */
 
 /* common/listen hands us each accepted socket on the loop that owns it
@@ -659,8 +736,9 @@ int pb_service_enable(struct pb_service *s, char *err, size_t errlen)
     if (s->role == PB_ROLE_REVERSE_PROXY && !s->pool && !(s->server_process && *s->server_process)) log_warn("perlbal: service '%s' has no pool", s->name);
     if (s->enable_ssl && !s->tls_ctx && s->listen) {
         char e[256];
-        s->tls_ctx = tls_server_ctx_new(s->ssl_cert_file, s->ssl_key_file, s->ssl_cipher_list, e, sizeof e);
-        if (!s->tls_ctx) return err_out(err, errlen, "SSL: %s", e);
+        void *ctx = pb_tls_ctx_new(s, e, sizeof e);
+        if (!ctx) return err_out(err, errlen, "SSL: %s", e);
+        __atomic_store_n(&s->tls_ctx, ctx, __ATOMIC_RELEASE);
     }
     if (s->listen) {
         struct sockaddr_storage ss;

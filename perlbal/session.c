@@ -102,7 +102,7 @@ void pb_client_accept(struct pb_service *svc, struct core_loop *loop, int fd, co
         setsockopt(fd, SOL_SOCKET, SO_SNDBUF, &v, sizeof v);
     }
     struct httpd_conn *h =
-        httpd_accept(loop, fd, sa, salen, svc->enable_ssl ? svc->tls_ctx : NULL, &client_ops, cl);
+        httpd_accept(loop, fd, sa, salen, svc->enable_ssl ? __atomic_load_n(&svc->tls_ctx, __ATOMIC_ACQUIRE) : NULL, &client_ops, cl);
     if (!h) {
         free(cl);
         return;
