@@ -267,6 +267,8 @@ struct pb_client {
     struct event *retry_ev;           /* the delay before the next one (also Throttle's hold) */
     bool throttle_counted;            /* Throttle counts this request as in flight */
     bool held;                        /* retry_ev is a Throttle hold, not a 500 retry */
+    void *async_job;                  /* a plugin's PB_HOLD_ASYNC work in flight (plugin.h) */
+    void (*async_cancel)(void *job);  /* the client went away: the job must forget it */
 };
 
 enum pb_backend_state {

@@ -419,6 +419,11 @@ static void dispatch(struct pb_client *cl, struct http_msg *req)
         if (svc->nplugins) {
             int64_t hold = pb_plugins_proxy_start(svc, cl);
             if (hold < 0) return; /* answered (denied) */
+            if (hold == PB_HOLD_ASYNC) {
+                pb_client_enter(cl, CL_WAIT_BACKEND);
+                conn_pause_read(cl->c);
+                return; /* pb_proxy_async_done() goes on */
+            }
             if (hold > 0) {
                 pb_proxy_hold(cl, hold);
                 return;

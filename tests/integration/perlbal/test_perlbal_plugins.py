@@ -10,6 +10,7 @@ import os
 import re
 import signal
 import socket
+import struct
 import subprocess
 import threading
 import time
@@ -480,3 +481,84 @@ def test_echo_role_and_tunable_need_load(daemon, tmp_path):
     with socket.create_connection(("127.0.0.1", p3), timeout=5) as s:
         s.sendall(b"live\n")
         assert recv_exactly(s, 6) == b"live\r\n"
+
+
+def mc_get(port, key):
+    """The raw value of key on a memcached (text protocol), or None."""
+    with socket.create_connection(("127.0.0.1", port), timeout=5) as s:
+        s.sendall(b"get %s\r\n" % key.encode())
+        out = b""
+        while not out.endswith(b"END\r\n"):
+            chunk = s.recv(65536)
+            assert chunk
+            out += chunk
+    if not out.startswith(b"VALUE "):
+        return None
+    head, rest = out.split(b"\r\n", 1)
+    n = int(head.split()[3])
+    return rest[:n]
+
+
+def test_throttle_state_shared_between_perlbals_through_memcached(daemon, tmp_path):
+    """As Perlbal's memcached store: two perlbals pointing at one memcached
+    see each other's clients; the record is Perl's pack('FS', start, count)
+    under instance_name . ip."""
+    mc = daemon("memcached", ["-p", "{port}", "-l", "127.0.0.1", "-t", "1", "-U", "0"])
+    be = Backend()
+    try:
+        ports = []
+        for i in range(2):
+            port, mport = free_port(), free_port()
+            (tmp_path / str(i)).mkdir()
+            start_perlbal(daemon, str(tmp_path / str(i)), throttle_conf(port, mport, be.port, """
+  SET throttle_threshold_seconds = 30
+  SET initial_delay = 1
+  SET max_delay = 5
+  SET max_concurrent = 5
+  SET memcached_servers = 127.0.0.1:%d
+  SET memcached_async_clients = 2
+  SET instance_name = shared-
+""" % mc.port), port)
+            ports.append(port)
+        s1, t1 = timed_get(ports[0], "/a")            # unseen anywhere: straight through
+        assert s1 == 200 and t1 < 0.9
+        rec = mc_get(mc.port, "shared-127.0.0.1")
+        assert rec is not None and len(rec) == 10
+        start, count = struct.unpack("<dH", rec)
+        assert abs(start - time.time()) < 5 and count == 0
+        res = []
+        t = threading.Thread(target=lambda: res.append(timed_get(ports[1], "/b")))
+        t.start()                                     # the other perlbal knows this client: held
+        deadline = time.time() + 0.9                  # while held, the record says 1 violation
+        while True:                                   # (it lives as long as the delay, as Perlbal's)
+            rec = mc_get(mc.port, "shared-127.0.0.1")
+            if rec and struct.unpack("<dH", rec)[1] == 1:
+                break
+            assert time.time() < deadline, rec
+            time.sleep(0.05)
+        assert struct.unpack("<dH", rec)[0] >= start
+        t.join(10)
+        assert res[0][0] == 200 and res[0][1] >= 0.95
+        assert [q["path"] for q in be.requests] == ["/a", "/b"]
+    finally:
+        be.stop()
+
+
+def test_throttle_with_memcached_down_lets_requests_through(daemon, tmp_path):
+    """A memcached that cannot be reached counts as "unseen" (Perlbal's
+    callback without a value): nothing is held, nothing hangs."""
+    be = Backend()
+    try:
+        port, mport = free_port(), free_port()
+        start_perlbal(daemon, str(tmp_path), throttle_conf(port, mport, be.port, """
+  SET throttle_threshold_seconds = 30
+  SET initial_delay = 1
+  SET max_concurrent = 5
+  SET memcached_servers = 127.0.0.1:%d
+""" % free_port()), port)
+        for p in ("/a", "/b", "/c"):
+            s, t = timed_get(port, p)
+            assert s == 200 and t < 0.9
+        assert "ERROR" in console(mport, "SET proxy.memcached_servers = 127.0.0.1:notaport")
+    finally:
+        be.stop()
