@@ -1231,6 +1231,26 @@ static void do_put(struct httpd_conn *h, struct http_msg *req, struct httpd_file
         httpd_error(h, 403, NULL);
         return;
     }
+    if (f->min_put_directory > 0) {
+        /* as Perlbal: at least that many directories in the path, and the
+         * first that many must exist (disk call: see disk_run) */
+        int levels = -1;
+        const char *cut = NULL;
+        for (const char *q = path; (q = strchr(q, '/')); q++)
+            if (++levels == f->min_put_directory) cut = q;
+        if (levels < f->min_put_directory || !cut) {
+            httpd_error(h, 400, "Does not meet minimum directory requirement");
+            return;
+        }
+        char basedir[PATH_MAX];
+        snprintf(basedir, sizeof basedir, "%.*s", (int)(cut - path), path);
+        int d = open_beneath(f, basedir, O_PATH | O_DIRECTORY);
+        if (d < 0) {
+            httpd_error(h, 404, "Base directory does not exist");
+            return;
+        }
+        close(d);
+    }
     size_t ml;
     const char *mv = http_header_value(req, "content-md5", &ml);
     struct httpd_put *p = calloc(1, sizeof *p);

@@ -194,7 +194,10 @@ struct httpd_files {
     int dir_disabled_status;         /* status of the "Directory listing disabled" page; 0 = 403
                                       * (Perlbal answers 200) */
     bool enable_put, enable_delete;
-    int min_put_directory;           /* PUT may create directories only below this depth */
+    int min_put_directory;           /* N > 0: a PUT path needs at least N directories (else 400
+                                      * "Does not meet minimum directory requirement"), the first
+                                      * N must exist (else 404 "Base directory does not exist"),
+                                      * deeper ones are created (Perlbal's min_put_directory) */
     uint64_t max_put_size;           /* 0 = no limit (413 beyond) */
     bool skip_md5_check;             /* ignore Content-MD5 on PUT (checked by default) */
     bool put_fsync;                  /* a PUT is answered only once the file (and the rename

@@ -92,8 +92,12 @@ def test_index_files_server_tokens_min_put_directory(daemon, tmp_path):
     r, body = get(port, "/")
     assert r.status == 200 and body == b"home" and r.getheader("Server") is None
     assert get(port, "/d/new/f.txt", method="PUT", body=b"1")[0].status == 200   # /d exists: /d/new is made
-    assert get(port, "/x/y/f.txt", method="PUT", body=b"1")[0].status == 403     # /x is level 1: not made
+    r, body = get(port, "/x/y/f.txt", method="PUT", body=b"1")                   # /x is level 1: not made
+    assert r.status == 404 and b"Base directory does not exist" in body
+    r, body = get(port, "/top.txt", method="PUT", body=b"1")                      # no directory at all
+    assert r.status == 400 and b"Does not meet minimum directory requirement" in body
     assert (root / "d" / "new" / "f.txt").read_text() == "1" and not (root / "x").exists()
+    assert not (root / "top.txt").exists()
 
 
 def test_persist_client_off_closes_after_each_response(daemon, tmp_path):
