@@ -70,3 +70,29 @@ def test_pool_add_refuses_what_is_neither_address_nor_name(daemon, tmp_path):
         assert get(port, "/ok")[0].status == 200
     finally:
         be.stop()
+
+
+def test_reproxy_url_with_a_host_name(daemon, tmp_path):
+    """X-REPROXY-URL naming its storage node by host name: resolved without
+    blocking, the file comes from there; a first URL whose connect fails
+    falls over to the next, as with addresses."""
+    name = loopback_hosts_name()
+    if name is None:
+        pytest.skip("/etc/hosts names no loopback host besides localhost on this machine")
+    store = Backend(lambda h, info: (200, {"Content-Type": "text/plain"}, b"stored:" + info["path"].encode()))
+    dead = free_port()
+
+    def app(h, info):
+        return 200, {"X-REPROXY-URL": "http://%s:%d/x http://%s:%d/obj" % (name, dead, name, store.port)}, b""
+
+    be = Backend(app)
+    try:
+        port, mport = free_port(), free_port()
+        start_perlbal(daemon, str(tmp_path), conf(port, mport, "127.0.0.1:%d" % be.port)
+                      .replace("  SET pool = named\n", "  SET pool = named\n  SET enable_reproxy = on\n"), port)
+        r, body = get(port, "/page")
+        assert r.status == 200 and body == b"stored:/obj"
+        assert [q["path"] for q in store.requests] == ["/obj"]
+    finally:
+        be.stop()
+        store.stop()
