@@ -25,7 +25,8 @@
 #include "perlbal/plugin.h"
 
 /* throttle:
- * As Perlbal's Throttle plugin with its in-memory store: per client IP, a
+ * As Perlbal's Throttle plugin with its in-memory store: per client IP
+ * (IPv4 or IPv6; the white/blacklists are IPv4 networks), a
  * request within throttle_threshold_seconds of the previous one is held
  * initial_delay * 2^violations seconds (at most max_delay); ban_threshold
  * violations ban the IP for ban_expiration seconds (403 / close); more than
@@ -47,8 +48,50 @@
 #define THR_SLOTS 4096
 #define THR_LIST_MAX 256
 
+/* A client address: IPv4 as v4-mapped IPv6, so one table holds both. */
+struct thr_ip {
+    unsigned char b[16];
+};
+
+static bool thr_ip_eq(const struct thr_ip *a, const struct thr_ip *b) { return !memcmp(a->b, b->b, 16); }
+
+/* The client's address; *v4 (network order) and *is_v4 for the IPv4
+ * white/blacklists. False for a client that is neither (unix socket). */
+static bool thr_client_ip(struct pb_client *cl, struct thr_ip *out, uint32_t *v4, bool *is_v4)
+{
+    const struct sockaddr_storage *ss = &cl->c->peer;
+    memset(out, 0, sizeof *out);
+    *v4 = 0;
+    *is_v4 = false;
+    if (ss->ss_family == AF_INET) {
+        *v4 = ((const struct sockaddr_in *)ss)->sin_addr.s_addr;
+        *is_v4 = true;
+        out->b[10] = out->b[11] = 0xff;
+        memcpy(out->b + 12, v4, 4);
+        return true;
+    }
+    if (ss->ss_family == AF_INET6) {
+        const struct in6_addr *a = &((const struct sockaddr_in6 *)ss)->sin6_addr;
+        memcpy(out->b, a, 16);
+        if (IN6_IS_ADDR_V4MAPPED(a)) {
+            memcpy(v4, out->b + 12, 4);
+            *is_v4 = true;
+        }
+        return true;
+    }
+    return false;
+}
+
+/* Its text form, as Perlbal's key and logs spell it. */
+static const char *thr_ip_str(const struct thr_ip *ip, char *buf, size_t len)
+{
+    static const unsigned char mapped[12] = { 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xff, 0xff };
+    if (!memcmp(ip->b, mapped, 12)) return inet_ntop(AF_INET, ip->b + 12, buf, (socklen_t)len);
+    return inet_ntop(AF_INET6, ip->b, buf, (socklen_t)len);
+}
+
 struct thr_slot {
-    uint32_t ip;                   /* network order; 0 = empty */
+    struct thr_ip ip;              /* the client; all zero = empty */
     int64_t last_ms;               /* last request start */
     int64_t expires_ms;            /* the record is forgotten after this */
     int violations;
@@ -236,9 +279,11 @@ static int thr_set(struct pb_service *svc, const char *key, const char *val, cha
     return rc < 0 ? -1 : 0;
 }
 
-static struct thr_slot *thr_slot(struct thr_state *t, uint32_t ip)
+static struct thr_slot *thr_slot(struct thr_state *t, const struct thr_ip *ip)
 {
-    uint32_t h = ip * 2654435761u;
+    uint32_t h = 2166136261u; /* FNV-1a over the 16 bytes */
+    for (int i = 0; i < 16; i++) h = (h ^ ip->b[i]) * 16777619u;
+    h *= 2654435761u;
     return &t->slots[(h >> 20) % THR_SLOTS];
 }
 
@@ -270,7 +315,7 @@ struct thr_job {
     int threshold_s, initial_delay_s, max_delay_s, ban_threshold;
     int64_t delay_ms;              /* result: hold this long */
     bool ban;                      /* result: ban the IP */
-    uint32_t ip;
+    struct thr_ip ip;
 };
 
 static void thr_pack(unsigned char out[10], double start, unsigned count)
@@ -361,16 +406,16 @@ static void thr_mc_done(void *arg)
     pthread_mutex_lock(&t->lock);
     log_only = t->log_only;
     if (j->ban) {
-        struct thr_slot *s = thr_slot(t, j->ip);
-        if (s->ip != j->ip) {
+        struct thr_slot *s = thr_slot(t, &j->ip);
+        if (!thr_ip_eq(&s->ip, &j->ip)) {
             memset(s, 0, sizeof *s);
             s->ip = j->ip;
         }
         s->banned_until_ms = pb_now_ms() + (int64_t)t->ban_expiration_s * 1000;
     }
     pthread_mutex_unlock(&t->lock);
-    char ipbuf[INET_ADDRSTRLEN];
-    if (j->ban) log_info("perlbal: Throttle: banning %s", inet_ntop(AF_INET, &j->ip, ipbuf, sizeof ipbuf));
+    char ipbuf[INET6_ADDRSTRLEN];
+    if (j->ban) log_info("perlbal: Throttle: banning %s", thr_ip_str(&j->ip, ipbuf, sizeof ipbuf));
     struct pb_service *svc = j->svc;
     bool ban = j->ban;
     int64_t delay = log_only ? 0 : j->delay_ms;
@@ -385,18 +430,19 @@ static void thr_mc_done(void *arg)
     pb_proxy_async_done(cl, delay);
 }
 
-static int64_t thr_mc_start(struct pb_service *svc, struct pb_client *cl, struct thr_state *t, uint32_t ip)
+static int64_t thr_mc_start(struct pb_service *svc, struct pb_client *cl, struct thr_state *t,
+                            const struct thr_ip *ip)
 {
     struct thr_job *j = calloc(1, sizeof *j);
     if (!j) return 0;
     struct timespec ts;
     clock_gettime(CLOCK_REALTIME, &ts);
-    char ipbuf[INET_ADDRSTRLEN];
-    inet_ntop(AF_INET, &ip, ipbuf, sizeof ipbuf);
+    char ipbuf[INET6_ADDRSTRLEN];
+    thr_ip_str(ip, ipbuf, sizeof ipbuf);
     j->cl = cl;
     j->svc = svc;
     j->t = t;
-    j->ip = ip;
+    j->ip = *ip;
     j->now = (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
     pthread_mutex_lock(&t->lock);
     snprintf(j->key, sizeof j->key, "%s%s", t->instance_name ? t->instance_name : "", ipbuf);
@@ -418,29 +464,31 @@ static int64_t thr_mc_start(struct pb_service *svc, struct pb_client *cl, struct
 static int64_t thr_start(struct pb_service *svc, struct pb_client *cl)
 {
     struct thr_state *t = thr_of(svc);
-    bool v4;
-    uint32_t ip = pb_plugin_client_ipv4(cl, &v4);
-    if (!t || !v4) return 0;
+    struct thr_ip ip;
+    uint32_t ip4;
+    bool is_v4;
+    if (!t || !thr_client_ip(cl, &ip, &ip4, &is_v4)) return 0;
     int64_t now = pb_now_ms(), delay = 0;
     enum { ALLOW, THROTTLE, DENY, BAN } result;
     pthread_mutex_lock(&t->lock);
-    struct thr_slot *s = thr_slot(t, ip);
-    if (s->ip != ip || (s->expires_ms <= now && s->concurrent == 0 && s->banned_until_ms <= now)) {
+    struct thr_slot *s = thr_slot(t, &ip);
+    if (!thr_ip_eq(&s->ip, &ip) || (s->expires_ms <= now && s->concurrent == 0 && s->banned_until_ms <= now)) {
         memset(s, 0, sizeof *s);
         s->ip = ip;
     }
     s->concurrent++;
     cl->throttle_counted = true;
-    if (in_list(t->white, t->nwhite, ip)) result = ALLOW;
+    /* the white/blacklists hold IPv4 networks (Perlbal's Net::Netmask) */
+    if (is_v4 && in_list(t->white, t->nwhite, ip4)) result = ALLOW;
     else if (s->banned_until_ms > now) result = DENY;
-    else if (in_list(t->black, t->nblack, ip)) result = t->blacklist_deny ? DENY : THROTTLE;
+    else if (is_v4 && in_list(t->black, t->nblack, ip4)) result = t->blacklist_deny ? DENY : THROTTLE;
     else if (s->concurrent > t->max_concurrent) result = DENY;
     else if (t->has_path_re && (!cl->target || regexec(&t->path_re, cl->target, 0, NULL, 0))) result = ALLOW;
     else if (t->has_method_re && regexec(&t->method_re, method_name(cl->h->method), 0, NULL, 0)) result = ALLOW;
     else result = t->default_throttle ? THROTTLE : ALLOW;
     if (result == THROTTLE && t->mc_pool && t->mc_servers) {
         pthread_mutex_unlock(&t->lock);
-        return thr_mc_start(svc, cl, t, ip);
+        return thr_mc_start(svc, cl, t, &ip);
     }
     if (result == THROTTLE) {
         bool seen = s->last_ms && s->expires_ms > now;
@@ -464,8 +512,8 @@ static int64_t thr_start(struct pb_service *svc, struct pb_client *cl)
     }
     bool log_only = t->log_only;
     pthread_mutex_unlock(&t->lock);
-    char ipbuf[INET_ADDRSTRLEN];
-    if (result == BAN) log_info("perlbal: Throttle: banning %s", inet_ntop(AF_INET, &ip, ipbuf, sizeof ipbuf));
+    char ipbuf[INET6_ADDRSTRLEN];
+    if (result == BAN) log_info("perlbal: Throttle: banning %s", thr_ip_str(&ip, ipbuf, sizeof ipbuf));
     if (log_only) return 0;
     if (result == DENY || result == BAN) {
         thr_end(svc, cl);
@@ -481,12 +529,13 @@ static void thr_end(struct pb_service *svc, struct pb_client *cl)
     if (!cl->throttle_counted) return;
     cl->throttle_counted = false;
     struct thr_state *t = thr_of(svc);
-    bool v4;
-    uint32_t ip = pb_plugin_client_ipv4(cl, &v4);
-    if (!t || !v4) return;
+    struct thr_ip ip;
+    uint32_t ip4;
+    bool is_v4;
+    if (!t || !thr_client_ip(cl, &ip, &ip4, &is_v4)) return;
     pthread_mutex_lock(&t->lock);
-    struct thr_slot *s = thr_slot(t, ip);
-    if (s->ip == ip && s->concurrent > 0) s->concurrent--;
+    struct thr_slot *s = thr_slot(t, &ip);
+    if (thr_ip_eq(&s->ip, &ip) && s->concurrent > 0) s->concurrent--;
     pthread_mutex_unlock(&t->lock);
 }
 

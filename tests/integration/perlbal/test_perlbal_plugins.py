@@ -562,3 +562,32 @@ def test_throttle_with_memcached_down_lets_requests_through(daemon, tmp_path):
         assert "ERROR" in console(mport, "SET proxy.memcached_servers = 127.0.0.1:notaport")
     finally:
         be.stop()
+
+
+def test_throttle_counts_ipv6_clients(daemon, tmp_path):
+    """An IPv6 client has its own record: its repeat request is held, and an
+    IPv4 client's record is not its own."""
+    be = Backend()
+    try:
+        port, mport = free_port(), free_port()
+        conf = throttle_conf(port, mport, be.port, """
+  SET throttle_threshold_seconds = 30
+  SET initial_delay = 1
+  SET max_delay = 5
+  SET max_concurrent = 5
+""").replace("SET listen = 127.0.0.1:%d" % port, "SET listen = [::]:%d" % port)
+        start_perlbal(daemon, str(tmp_path), conf, port)
+
+        def timed6(path):
+            t = time.time()
+            r, _ = get(port, path, host="::1")
+            return r.status, time.time() - t
+
+        s1, t1 = timed6("/a")                 # unseen: straight through
+        assert s1 == 200 and t1 < 0.9
+        s2, t2 = timed6("/b")                 # again within the threshold: held initial_delay
+        assert s2 == 200 and t2 >= 0.95
+        s3, t3 = timed_get(port, "/c")        # 127.0.0.1 is another client: unseen
+        assert s3 == 200 and t3 < 0.9
+    finally:
+        be.stop()
