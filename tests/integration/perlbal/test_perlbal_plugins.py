@@ -591,3 +591,34 @@ def test_throttle_counts_ipv6_clients(daemon, tmp_path):
         assert s3 == 200 and t3 < 0.9
     finally:
         be.stop()
+
+
+def test_throttle_client_leaving_during_memcached_lookup(daemon, tmp_path):
+    """Clients that hang up while their memcached lookup is in flight (here a
+    memcached that never answers: the lookup runs into initial_delay). As in
+    Perlbal, reading is paused while held, so the hang-up is seen only when
+    the answer is written; the daemon stays up and the next client is served
+    (unseen, as for a failing memcached). Run under `make asan` too."""
+    silent = socket.socket()
+    silent.bind(("127.0.0.1", 0))
+    silent.listen(64)                          # connects succeed, nothing is ever read or answered
+    be = Backend()
+    try:
+        port, mport = free_port(), free_port()
+        start_perlbal(daemon, str(tmp_path), throttle_conf(port, mport, be.port, """
+  SET throttle_threshold_seconds = 30
+  SET initial_delay = 1
+  SET max_concurrent = 5
+  SET memcached_servers = 127.0.0.1:%d
+""" % silent.getsockname()[1]), port)
+        for _ in range(3):
+            with socket.create_connection(("127.0.0.1", port), timeout=5) as s:
+                s.sendall(b"GET /gone HTTP/1.1\r\nHost: x\r\n\r\n")
+                time.sleep(0.2)                # held, waiting on memcached: leave
+        time.sleep(1.5)                        # the lookups end (timeout) after their clients left
+        t = time.time()
+        r, _ = get(port, "/after")
+        assert r.status == 200 and time.time() - t < 3   # the lookup timed out: allowed
+    finally:
+        be.stop()
+        silent.close()
