@@ -184,8 +184,9 @@ static const struct cfg_setting st_settings_table[] = {
     { "usage_interval", 0, CFG_INT, &mog_st_cfg.usage_interval, "10", "seconds between usage file updates", false, NULL },
     { "max_hash_jobs", 0, CFG_INT, &mog_st_cfg.max_hash_jobs, "8", "side-channel MD5/SHA-1 digests running at once",
       true, NULL },
-    { "sync_threads", 0, CFG_INT, &mog_st_cfg.sync_threads, "4", "threads that fsync and rename finished PUTs (0-8; 0 = on the loop)", false,
-      NULL },
+    { "disk_threads", 0, CFG_INT, &mog_st_cfg.disk_threads, "4",
+      "threads doing GET/HEAD disk work (opens, stats, small reads; 0 = on the loop)", false, NULL },
+    { "sync_threads", 0, CFG_INT, &mog_st_cfg.disk_threads, NULL, "the old name of disk_threads", false, NULL },
     { "server", 0, CFG_CUSTOM, NULL, NULL, "accepted and ignored: the built-in server is always used", false, st_ignore },
     { "serverbin", 0, CFG_CUSTOM, NULL, NULL, "accepted and ignored", false, st_ignore },
     { "iostat", 0, CFG_CUSTOM, NULL, NULL, "accepted and ignored", false, st_ignore },
@@ -203,7 +204,6 @@ static void st_stats(struct stats_sink *sink, void *arg)
     stats_u64(sink, "put_bytes", stats_counter_get(&mog_st.put_bytes));
     stats_u64(sink, "deletes", stats_counter_get(&mog_st.deletes));
     stats_u64(sink, "errors", stats_counter_get(&mog_st.errors));
-    stats_u64(sink, "md5_mismatch", stats_counter_get(&mog_st.md5_mismatch));
     stats_u64(sink, "side_commands", stats_counter_get(&mog_st.side_cmds));
 }
 
@@ -232,7 +232,7 @@ static int st_init(void)
     }
     if (mog_st_cfg.maxconns > 0)
         listen_set_max_conns((uint64_t)mog_st_cfg.maxconns);
-    mog_st_sync_start(mog_st_cfg.sync_threads);
+    mog_st_sync_start(mog_st_cfg.disk_threads);
     mog_st_watch_start();
     usage_round();
     if (pthread_create(&mog_st.usage_thread, NULL, usage_thread, NULL) == 0)
@@ -258,6 +258,12 @@ static void st_fini(void)
         pthread_join(mog_st.usage_thread, NULL);
 }
 
+static void st_thread_exit(struct core_loop *loop)
+{
+    (void)loop;
+    mog_st_thread_exit();
+}
+
 int main(int argc, char **argv)
 {
     static const struct daemon_desc desc = {
@@ -267,7 +273,7 @@ int main(int argc, char **argv)
         .threads = NULL,
         .init = st_init,
         .fini = st_fini,
-        .hooks = { .on_reload = st_reload },
+        .hooks = { .on_reload = st_reload, .on_thread_exit = st_thread_exit },
     };
     return daemon_main(&desc, argc, argv);
 }
