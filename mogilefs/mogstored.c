@@ -178,6 +178,8 @@ static const struct cfg_setting st_settings_table[] = {
     { "httplisten", 0, CFG_STRING, &mog_st_cfg.httplisten, "0.0.0.0:7500", "HTTP listen address", false, NULL },
     { "mgmtlisten", 0, CFG_STRING, &mog_st_cfg.mgmtlisten, "0.0.0.0:7501", "side-channel listen address", false, NULL },
     { "docroot", 0, CFG_STRING, &mog_st_cfg.docroot, "/var/mogdata", "folder holding the devN directories", false, NULL },
+    { "threads", 't', CFG_INT, &mog_st_cfg.threads, "4",
+      "event-loop threads (each PUT's fsync holds up its own loop only)", false, NULL },
     { "maxconns", 0, CFG_INT, &mog_st_cfg.maxconns, "10000", "most connections (0 = unlimited)", false, NULL },
     { "max_put_size", 0, CFG_SIZE, &mog_st_cfg.max_put, "0", "largest PUT body accepted (0 = no limit)", true, NULL },
     { "idle_timeout", 0, CFG_INT, &mog_st_cfg.idle_timeout, "60", "close connections idle this many seconds", true, NULL },
@@ -233,7 +235,6 @@ static int st_init(void)
     if (mog_st_cfg.maxconns > 0)
         listen_set_max_conns((uint64_t)mog_st_cfg.maxconns);
     mog_st_sync_start(mog_st_cfg.disk_threads);
-    mog_st_watch_start();
     usage_round();
     if (pthread_create(&mog_st.usage_thread, NULL, usage_thread, NULL) == 0)
         mog_st.usage_started = true;
@@ -247,20 +248,25 @@ static void st_reload(void)
     char err[256];
     if (st_conf_path && read_conf_file(st_conf_path, true, err, sizeof err) < 0)
         log_warn("mogstored: reload: %s", err);
+    mog_st_reload();
 }
 
 static void st_fini(void)
 {
-    mog_st_watch_stop();
     mog_st_sync_stop();
     mog_st.stop = true;
     if (mog_st.usage_started)
         pthread_join(mog_st.usage_thread, NULL);
 }
 
+static void st_thread_start(struct core_loop *loop)
+{
+    mog_st_watch_start(loop);
+}
+
 static void st_thread_exit(struct core_loop *loop)
 {
-    (void)loop;
+    mog_st_watch_stop(loop);
     mog_st_thread_exit();
 }
 
@@ -270,10 +276,10 @@ int main(int argc, char **argv)
         .name = "mogstored",
         .version = MOG_VERSION,
         .settings = st_settings_table,
-        .threads = NULL,
+        .threads = &mog_st_cfg.threads,
         .init = st_init,
         .fini = st_fini,
-        .hooks = { .on_reload = st_reload, .on_thread_exit = st_thread_exit },
+        .hooks = { .on_reload = st_reload, .on_thread_start = st_thread_start, .on_thread_exit = st_thread_exit },
     };
     return daemon_main(&desc, argc, argv);
 }

@@ -84,7 +84,6 @@ static bool device_exists(const char *path, size_t len)
 static void st_on_request(struct httpd_conn *h, struct http_msg *m)
 {
     h->idle_ms = (uint32_t)mog_st_cfg.idle_timeout * 1000;
-    st_files.max_put_size = mog_st_cfg.max_put;
     char path[4096];
     bool slash = false;
     int pl = http_path_normalize(m->target, m->target_len, path, sizeof path, &slash);
@@ -154,15 +153,6 @@ static const struct httpd_ops st_http_ops = { .on_request = st_on_request };
 void mog_st_http_accept(struct core_loop *loop, int fd, const struct sockaddr *sa, socklen_t salen, void *arg)
 {
     (void)arg;
-    if (!st_files.docroot) {
-        st_files.docroot = mog_st_cfg.docroot;
-        st_files.enable_put = st_files.enable_delete = true;
-        st_files.min_put_directory = 1;
-        st_files.put_fsync = true;
-        st_files.put_ok_status = 200;
-        st_files.dir_disabled_status = 403;
-        st_files.work = st_disk;
-    }
     struct httpd_conn *h = httpd_accept(loop, fd, sa, salen, NULL, &st_http_ops, NULL);
     if (!h)
         return;
@@ -182,13 +172,27 @@ void mog_st_http_reject(int fd, void *arg)
     (void)r;
 }
 
-/* The disk pool: GET/HEAD opens and stats, on n threads (0: on the loop,
- * as the fuzz target runs). */
+/* Before the loops run: the file serving settings, and the disk pool
+ * (GET/HEAD opens and stats) on n threads (0: on the loop, as the fuzz
+ * target runs). */
 void mog_st_sync_start(int n)
 {
+    st_files.docroot = mog_st_cfg.docroot;
+    st_files.enable_put = st_files.enable_delete = true;
+    st_files.min_put_directory = 1;
+    st_files.put_fsync = true;
+    st_files.put_ok_status = 200;
+    st_files.dir_disabled_status = 403;
+    st_files.max_put_size = mog_st_cfg.max_put;
     if (n > 0)
         st_disk = work_pool_new("mogstored-disk", n > 64 ? 64 : n, 65536);
     st_files.work = st_disk;
+}
+
+/* SIGHUP: live settings into the file serving. */
+void mog_st_reload(void)
+{
+    st_files.max_put_size = mog_st_cfg.max_put;
 }
 
 void mog_st_sync_stop(void)
@@ -212,6 +216,7 @@ struct side_sess {
     bool watching;                  /* "watch": gets the utilization stream */
     bool in_done, gone;             /* hash_done running / the conn was freed meanwhile */
     struct side_sess *wnext, *wprev;
+    int loop_index;                 /* its loop: whose watch list */
 };
 
 /* ---- watch: per-device utilization, as mogstored's iostat stream --------------------------- */
@@ -222,22 +227,27 @@ struct side_sess {
 
 struct watch_dev { int devid; unsigned maj, min; uint64_t last_ticks; bool have_last; };
 
-static struct {
+/* Per loop (a watcher's conn belongs to its loop's thread): the
+ * watchers, the 1 s timer and the last /proc/diskstats figures. */
+#define WATCH_LOOPS 64
+struct watch_state {
     struct side_sess *list;
     struct event *timer;
     struct watch_dev dev[256];
     int ndev;
     uint64_t last_ms;
-} W;
+};
+static struct watch_state Wl[WATCH_LOOPS];
 
 static void watch_remove(struct side_sess *s)
 {
     if (!s->watching)
         return;
+    struct watch_state *W = &Wl[s->loop_index];
     if (s->wprev)
         s->wprev->wnext = s->wnext;
     else
-        W.list = s->wnext;
+        W->list = s->wnext;
     if (s->wnext)
         s->wnext->wprev = s->wprev;
     s->watching = false;
@@ -264,8 +274,9 @@ static bool io_ticks(const char *stats, unsigned maj, unsigned min, uint64_t *ti
 
 static void watch_tick(evutil_socket_t fd, short what, void *arg)
 {
-    (void)fd, (void)what, (void)arg;
-    if (!W.list)
+    (void)fd, (void)what;
+    struct watch_state *W = arg;
+    if (!W->list)
         return; /* nobody listens: no work */
     static char stats[65536];
     int sfd = open("/proc/diskstats", O_RDONLY | O_CLOEXEC);
@@ -276,8 +287,8 @@ static void watch_tick(evutil_socket_t fd, short what, void *arg)
     struct timespec ts;
     clock_gettime(CLOCK_MONOTONIC, &ts);
     uint64_t now = (uint64_t)ts.tv_sec * 1000 + (uint64_t)ts.tv_nsec / 1000000;
-    uint64_t elapsed = W.last_ms ? now - W.last_ms : 0;
-    W.last_ms = now;
+    uint64_t elapsed = W->last_ms ? now - W->last_ms : 0;
+    W->last_ms = now;
     /* The devices present now (folders come and go). */
     DIR *d = opendir(mog_st_cfg.docroot);
     struct watch_dev cur[256];
@@ -292,10 +303,10 @@ static void watch_tick(evutil_socket_t fd, short what, void *arg)
         if (stat(path, &sb) < 0)
             continue;
         cur[nc] = (struct watch_dev){ .devid = atoi(e->d_name + 3), .maj = major(sb.st_dev), .min = minor(sb.st_dev) };
-        for (int i = 0; i < W.ndev; i++)
-            if (W.dev[i].devid == cur[nc].devid && W.dev[i].maj == cur[nc].maj && W.dev[i].min == cur[nc].min) {
-                cur[nc].last_ticks = W.dev[i].last_ticks;
-                cur[nc].have_last = W.dev[i].have_last;
+        for (int i = 0; i < W->ndev; i++)
+            if (W->dev[i].devid == cur[nc].devid && W->dev[i].maj == cur[nc].maj && W->dev[i].min == cur[nc].min) {
+                cur[nc].last_ticks = W->dev[i].last_ticks;
+                cur[nc].have_last = W->dev[i].have_last;
             }
         nc++;
     }
@@ -316,30 +327,36 @@ static void watch_tick(evutil_socket_t fd, short what, void *arg)
         evbuffer_add_printf(out, "dev%d\t%.2f\n", cur[i].devid, util);
     }
     evbuffer_add(out, ".\n", 2);
-    memcpy(W.dev, cur, sizeof cur[0] * (size_t)nc);
-    W.ndev = nc;
+    memcpy(W->dev, cur, sizeof cur[0] * (size_t)nc);
+    W->ndev = nc;
     size_t len = evbuffer_get_length(out);
     const unsigned char *bytes = evbuffer_pullup(out, (ev_ssize_t)len);
-    for (struct side_sess *w = W.list; w; w = w->wnext)
+    for (struct side_sess *w = W->list; w; w = w->wnext)
         if (w->c && !conn_is_closing(w->c) && evbuffer_get_length(conn_out(w->c)) < (1u << 20))
             evbuffer_add(conn_out(w->c), bytes, len); /* a watcher that does not read misses lines */
     evbuffer_free(out);
 }
 
-void mog_st_watch_start(void)
+/* On each loop's own thread, as it starts / ends. */
+void mog_st_watch_start(struct core_loop *loop)
 {
-    struct core_loop *loop = loop_get(0);
-    W.timer = event_new(loop->base, -1, EV_PERSIST, watch_tick, NULL);
+    if (loop->index >= WATCH_LOOPS)
+        return;
+    struct watch_state *W = &Wl[loop->index];
+    W->timer = event_new(loop->base, -1, EV_PERSIST, watch_tick, W);
     struct timeval tv = { 1, 0 };
-    if (W.timer)
-        event_add(W.timer, &tv);
+    if (W->timer)
+        event_add(W->timer, &tv);
 }
 
-void mog_st_watch_stop(void)
+void mog_st_watch_stop(struct core_loop *loop)
 {
-    if (W.timer)
-        event_free(W.timer);
-    W.timer = NULL;
+    if (loop->index >= WATCH_LOOPS)
+        return;
+    struct watch_state *W = &Wl[loop->index];
+    if (W->timer)
+        event_free(W->timer);
+    W->timer = NULL;
 }
 
 struct hash_job {
@@ -470,13 +487,14 @@ static void side_drive(struct side_sess *s)
                 }
             }
         } else if (k == MOG_SIDE_WATCH) {
-            if (!s->watching) {
+            if (!s->watching && s->loop_index < WATCH_LOOPS) {
+                struct watch_state *W = &Wl[s->loop_index];
                 s->watching = true;
                 s->wprev = NULL;
-                s->wnext = W.list;
-                if (W.list)
-                    W.list->wprev = s;
-                W.list = s;
+                s->wnext = W->list;
+                if (W->list)
+                    W->list->wprev = s;
+                W->list = s;
             }
         } else if (k == MOG_SIDE_BAD) {
             evbuffer_add_printf(out, "ERROR: bad command\r\n");
@@ -531,6 +549,7 @@ void mog_st_side_accept(struct core_loop *loop, int fd, const struct sockaddr *s
         return;
     }
     s->c = c;
+    s->loop_index = loop->index;
     conn_set_output_limit(c, 1u << 20);
 }
 

@@ -15,6 +15,7 @@ struct core_loop;
 struct mog_st_cfg {
     char *httplisten, *mgmtlisten, *docroot;
     int maxconns;
+    int threads;                /* event loops */
     uint64_t max_put;
     int idle_timeout;
     int usage_interval;
@@ -39,7 +40,8 @@ void mog_st_side_accept(struct core_loop *loop, int fd, const struct sockaddr *s
 void mog_st_sync_start(int n);
 void mog_st_sync_stop(void);
 void mog_st_thread_exit(void);
-void mog_st_watch_start(void);
-void mog_st_watch_stop(void);
+void mog_st_watch_start(struct core_loop *loop);
+void mog_st_watch_stop(struct core_loop *loop);
+void mog_st_reload(void);
 
 #endif
