@@ -11,6 +11,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 
 #include <event2/buffer.h>
 
@@ -349,4 +350,94 @@ int64_t mog_path_devid(const char *path, size_t len)
     if (!digits || (p < end && *p != '/'))
         return -1;
     return v;
+}
+
+/* "A.B.C.D" or a prefix of it (at least one octet); *octets: how many. */
+static int parse_quad(const char *s, size_t len, uint32_t *out, int *octets)
+{
+    uint32_t v = 0;
+    int n = 0;
+    size_t i = 0;
+    while (i < len) {
+        if (n == 4)
+            return -1;
+        unsigned o = 0;
+        size_t start = i;
+        while (i < len && s[i] >= '0' && s[i] <= '9' && i - start < 3)
+            o = o * 10 + (unsigned)(s[i++] - '0');
+        if (i == start || o > 255)
+            return -1;
+        v = (v << 8) | o;
+        n++;
+        if (i == len)
+            break;
+        if (s[i] != '.' || i + 1 == len)
+            return -1;
+        i++;
+    }
+    if (n == 0)
+        return -1;
+    *out = v << (8 * (4 - n));
+    *octets = n;
+    return 0;
+}
+
+int mog_netmask_parse(const char *mask, uint32_t *net, uint32_t *bits)
+{
+    if (!mask)
+        return -1;
+    size_t len = strlen(mask);
+    while (len && mask[len - 1] == ' ')
+        len--;
+    while (len && *mask == ' ')
+        mask++, len--;
+    const char *sep = NULL;
+    for (size_t i = 0; i < len; i++)
+        if (mask[i] == '/' || mask[i] == ':') {
+            sep = mask + i;
+            break;
+        }
+    uint32_t addr;
+    int octets;
+    if (parse_quad(mask, sep ? (size_t)(sep - mask) : len, &addr, &octets) < 0)
+        return -1;
+    uint32_t m;
+    if (!sep) {
+        m = octets == 4 ? 0xffffffffu : ~(0xffffffffu >> (octets * 8));
+    } else {
+        const char *v = sep + 1;
+        size_t vl = len - (size_t)(v - mask);
+        uint32_t q;
+        int qo;
+        if (*sep == '/' && vl >= 1 && vl <= 2 && strspn(v, "0123456789") >= vl) {
+            unsigned b = (unsigned)atoi(v);
+            if (vl == 2 && v[0] == '0')
+                return -1;
+            if (b > 32)
+                return -1;
+            m = b == 0 ? 0 : b == 32 ? 0xffffffffu : ~(0xffffffffu >> b);
+        } else if (parse_quad(v, vl, &q, &qo) == 0 && qo == 4) {
+            /* a dotted mask: ones then zeros */
+            uint32_t inv = ~q;
+            if ((inv & (inv + 1)) != 0)
+                return -1;
+            m = q;
+        } else {
+            return -1;
+        }
+    }
+    *net = addr & m;
+    *bits = m;
+    return 0;
+}
+
+bool mog_netmask_match(const char *mask, const char *ip)
+{
+    uint32_t net, m, a;
+    int octets;
+    if (ip && !strncasecmp(ip, "::ffff:", 7))
+        ip += 7; /* an IPv4 client on a dual-stack listener */
+    if (!ip || mog_netmask_parse(mask, &net, &m) < 0 || parse_quad(ip, strlen(ip), &a, &octets) < 0 || octets != 4)
+        return false;
+    return (a & m) == net;
 }
