@@ -382,6 +382,13 @@ static int parse_quad(const char *s, size_t len, uint32_t *out, int *octets)
     return 0;
 }
 
+/* A contiguous netmask (ones then zeros). */
+static bool mask_ok(uint32_t m)
+{
+    uint32_t inv = ~m;
+    return (inv & (inv + 1)) == 0;
+}
+
 int mog_netmask_parse(const char *mask, uint32_t *net, uint32_t *bits)
 {
     if (!mask)
@@ -391,37 +398,54 @@ int mog_netmask_parse(const char *mask, uint32_t *net, uint32_t *bits)
         len--;
     while (len && *mask == ' ')
         mask++, len--;
+    if ((len == 7 && !strncasecmp(mask, "default", 7)) || (len == 3 && !strncasecmp(mask, "any", 3))) {
+        *net = *bits = 0;
+        return 0;
+    }
+    uint32_t addr, q, m;
+    int octets, qo;
+    const char *dash = memchr(mask, '-', len);
+    if (dash) {
+        /* "A - B": a range that is exactly one block */
+        size_t al = (size_t)(dash - mask), bl = len - al - 1;
+        const char *bs = dash + 1;
+        while (al && mask[al - 1] == ' ')
+            al--;
+        while (bl && *bs == ' ')
+            bs++, bl--;
+        if (parse_quad(mask, al, &addr, &octets) < 0 || octets != 4 || parse_quad(bs, bl, &q, &qo) < 0 || qo != 4 ||
+            q < addr)
+            return -1;
+        m = ~(addr ^ q);
+        if (!mask_ok(m) || (addr & ~m) != 0 || (q & m) != addr)
+            return -1;
+        *net = addr;
+        *bits = m;
+        return 0;
+    }
     const char *sep = NULL;
     for (size_t i = 0; i < len; i++)
-        if (mask[i] == '/' || mask[i] == ':') {
+        if (mask[i] == '/' || mask[i] == ':' || mask[i] == '#') {
             sep = mask + i;
             break;
         }
-    uint32_t addr;
-    int octets;
-    if (parse_quad(mask, sep ? (size_t)(sep - mask) : len, &addr, &octets) < 0)
+    /* Net::Netmask 2 refuses the short forms ("10.20") by default. */
+    if (parse_quad(mask, sep ? (size_t)(sep - mask) : len, &addr, &octets) < 0 || octets != 4)
         return -1;
-    uint32_t m;
     if (!sep) {
-        m = octets == 4 ? 0xffffffffu : ~(0xffffffffu >> (octets * 8));
+        m = 0xffffffffu;
     } else {
         const char *v = sep + 1;
         size_t vl = len - (size_t)(v - mask);
-        uint32_t q;
-        int qo;
         if (*sep == '/' && vl >= 1 && vl <= 2 && strspn(v, "0123456789") >= vl) {
             unsigned b = (unsigned)atoi(v);
-            if (vl == 2 && v[0] == '0')
-                return -1;
-            if (b > 32)
+            if ((vl == 2 && v[0] == '0') || b > 32)
                 return -1;
             m = b == 0 ? 0 : b == 32 ? 0xffffffffu : ~(0xffffffffu >> b);
         } else if (parse_quad(v, vl, &q, &qo) == 0 && qo == 4) {
-            /* a dotted mask: ones then zeros */
-            uint32_t inv = ~q;
-            if ((inv & (inv + 1)) != 0)
+            m = *sep == '#' ? ~q : q; /* '#': a host mask */
+            if (!mask_ok(m))
                 return -1;
-            m = q;
         } else {
             return -1;
         }
