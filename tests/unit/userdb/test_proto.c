@@ -172,6 +172,21 @@ static void test_classify(void)
     CHECK(q.hint == UD_HINT_NONE && q.is_read);
     classify("/* user=1 */ SELECT * FROM t FOR UPDATE", &q, 0);
     CHECK(!q.is_read);
+    /* the one-pass scan for what makes a SELECT a write or a pin */
+    classify("select * from t where a = 1 for update", &q, 0);
+    CHECK(!q.is_read && !q.pins);
+    classify("SELECT * FROM t Lock In Share Mode", &q, 0);
+    CHECK(!q.is_read && !q.pins);
+    classify("SELECT get_lock('x', 1)", &q, 0);
+    CHECK(!q.is_read && q.pins);
+    classify("SELECT @a:=1", &q, 0);
+    CHECK(q.is_read && q.pins);
+    classify("SELECT a INTO @b FROM t", &q, 0);
+    CHECK(!q.is_read && !q.pins);
+    classify("SELECT fortune, lockers, gets, ':' FROM t WHERE x = 'GET_LOC'", &q, 0);
+    CHECK(q.is_read && !q.pins);
+    classify("SELECT 1 FOR UPDAT", &q, 0);
+    CHECK(q.is_read && !q.pins);
     classify("/* user=x */ SELECT 1", &q, -1);
     classify("/* user=0 */ SELECT 1", &q, -1);
     classify("/* user=99999999999 */ SELECT 1", &q, -1);
