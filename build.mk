@@ -76,8 +76,8 @@ endef
 # $(call fuzz_target,NAME,SOURCES) -> $(BUILD)/fuzz/NAME, seeds from tests/fuzz/corpus/NAME
 # A target is rebuilt when any header its sources include changes (the
 # dependency list is written next to it after each build).
-# The core's leaf modules (strict numbers, clock) come with every target.
-FUZZ_BASE := common/num.c common/clock.c
+# The core's leaf modules (strict numbers, clock, log) come with every target.
+FUZZ_BASE := common/num.c common/clock.c common/log.c
 define fuzz_target
 FUZZ_BINS += $(BUILD)/fuzz/$(1)
 $(BUILD)/fuzz/$(1): $(sort $(2) $(FUZZ_BASE)) $$(if $$(wildcard $(BUILD)/fuzz/$(1).d),,FORCE)
@@ -125,16 +125,24 @@ SAMPLE_CONFS := $(filter-out %-run.conf,$(wildcard deploy/conf/*.conf))
 UNITS        := $(wildcard deploy/systemd/*.service)
 SUBST        := sed -e 's|@PREFIX@|$(PREFIX)|g' -e 's|@SYSCONFDIR@|$(SYSCONFDIR)|g'
 
+# Nothing is overwritten that this tree did not install (deploy/install-file.sh
+# keeps a manifest; FORCE=1 overrides), except sample configs, which are
+# only ever added.
+INSTALL_FILE := PREFIX=$(PREFIX) DESTDIR=$(DESTDIR) bash deploy/install-file.sh
+STAGE        := $(BUILD)/install-stage
+
 install: build
-	install -d $(DESTDIR)$(PREFIX)/bin $(DESTDIR)$(PREFIX)/lib $(DESTDIR)$(PREFIX)/include $(DESTDIR)$(PREFIX)/lib/pkgconfig $(DESTDIR)$(PREFIX)/lib/systemd/system $(DESTDIR)$(SYSCONFDIR)/stack
-	$(if $(BINS),install -m 755 $(BINS) $(DESTDIR)$(PREFIX)/bin/)
-	$(if $(LIBRARIES),install -m 644 $(LIBRARIES) $(DESTDIR)$(PREFIX)/lib/)
-	$(if $(HEADERS),install -m 644 $(HEADERS) $(DESTDIR)$(PREFIX)/include/)
-	@set -e; for f in $(PCFILES); do $(SUBST) $$f >$(DESTDIR)$(PREFIX)/lib/pkgconfig/$$(basename $$f); done
-	@set -e; for f in $(UNITS); do $(SUBST) $$f >$(DESTDIR)$(PREFIX)/lib/systemd/system/$$(basename $$f); done
-	@set -e; for d in $(sort $(dir $(wildcard */README.md))); do \
-	  install -D -m 644 $${d}README.md $(DESTDIR)$(PREFIX)/share/doc/stack/$${d}README.md; done
-	@set -e; for f in $(SAMPLE_CONFS); do t=$(DESTDIR)$(SYSCONFDIR)/stack/$$(basename $$f); \
+	@set -e; rm -rf $(STAGE); mkdir -p $(STAGE) $(DESTDIR)$(SYSCONFDIR)/stack; \
+	for f in $(BINS); do $(INSTALL_FILE) 755 $$f $(PREFIX)/bin/$$(basename $$f); done; \
+	for f in $(LIBRARIES); do $(INSTALL_FILE) 644 $$f $(PREFIX)/lib/$$(basename $$f); done; \
+	for f in $(HEADERS); do $(INSTALL_FILE) 644 $$f $(PREFIX)/include/$$(basename $$f); done; \
+	for f in $(PCFILES); do $(SUBST) $$f >$(STAGE)/$$(basename $$f); \
+	  $(INSTALL_FILE) 644 $(STAGE)/$$(basename $$f) $(PREFIX)/lib/pkgconfig/$$(basename $$f); done; \
+	for f in $(UNITS); do $(SUBST) $$f >$(STAGE)/$$(basename $$f); \
+	  $(INSTALL_FILE) 644 $(STAGE)/$$(basename $$f) $(PREFIX)/lib/systemd/system/$$(basename $$f); done; \
+	for d in $(sort $(dir $(wildcard */README.md))); do \
+	  $(INSTALL_FILE) 644 $${d}README.md $(PREFIX)/share/doc/stack/$${d}README.md; done; \
+	for f in $(SAMPLE_CONFS); do t=$(DESTDIR)$(SYSCONFDIR)/stack/$$(basename $$f); \
 	  if [ -e $$t ]; then echo "keeping existing $$t"; else $(SUBST) $$f >$$t; fi; done
 
 -include $(shell find $(BUILD)/obj $(BUILD)/pic $(BUILD)/fuzz -name '*.d' 2>/dev/null)

@@ -83,8 +83,12 @@ static enum admin_result cmd_help(struct admin_ctx *ctx, int argc, char **argv)
 
 static enum admin_result cmd_stats(struct admin_ctx *ctx, int argc, char **argv)
 {
-    if (stats_render_text(ctx->out, argc > 1 ? argv[1] : "") < 0) {
-        admin_printf(ctx, "ERROR no stats group '%s'\r\n", argv[1]);
+    const char *group = argc > 1 ? argv[1] : "";
+    if (stats_render_text(ctx->out, group) < 0) {
+        if (*group)
+            admin_printf(ctx, "ERROR no stats group '%s'\r\n", group);
+        else
+            admin_printf(ctx, "END\r\n");  /* nothing registered yet: an empty list */
         return ADMIN_OK;
     }
     admin_printf(ctx, "END\r\n");

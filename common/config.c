@@ -3,6 +3,7 @@
  * All CFG_STRING values are heap strings owned here (defaults are copied), so
  * a `set` from the console can free the old value. */
 #include "common/config.h"
+#include "common/log.h"
 #include "common/num.h"
 
 #include <errno.h>
@@ -18,11 +19,21 @@
 
 struct core_opts core_opts;
 
+static int set_err(char *err, size_t errlen, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
+
+static int check_log_level(const struct cfg_setting *s, const char *value, char *err, size_t errlen)
+{
+    (void)s;
+    if (log_level_parse(value) < 0)
+        return set_err(err, errlen, "log-level: '%s' is not one of error, warn, info, debug, trace", value);
+    return 0;
+}
+
 const struct cfg_setting core_settings[] = {
     { "config", 0, CFG_STRING, &core_opts.config_file, NULL, "read settings from this file (key = value)", false, NULL },
     { "admin", 0, CFG_STRING, &core_opts.admin_listen, NULL, "telnet console listen address (host:port, unix:/path); empty = off", false, NULL },
     { "metrics", 0, CFG_STRING, &core_opts.metrics_listen, NULL, "Prometheus /metrics listen address; empty = off", false, NULL },
-    { "log-level", 0, CFG_STRING, &core_opts.log_level, "info", "error, warn, info, debug or trace", true, NULL },
+    { "log-level", 0, CFG_STRING, &core_opts.log_level, "info", "error, warn, info, debug or trace", true, check_log_level },
     { "syslog", 0, CFG_BOOL, &core_opts.syslog, "no", "log to syslog instead of stderr", false, NULL },
     { "log-file", 0, CFG_STRING, &core_opts.log_file, NULL, "append log lines to this file (reopened on SIGHUP)", false, NULL },
     { "pidfile", 0, CFG_STRING, &core_opts.pidfile, NULL, "write the process id to this file", false, NULL },
@@ -123,6 +134,8 @@ int cfg_parse_bool(const char *s, bool *out)
 
 static int apply(const struct cfg_setting *s, const char *value, char *err, size_t errlen)
 {
+    if (s->type != CFG_CUSTOM && s->custom && value && s->custom(s, value, err, errlen) < 0)
+        return -1;
     switch (s->type) {
     case CFG_INT:
     case CFG_COUNT: {
@@ -418,6 +431,31 @@ out:
     return rc;
 }
 
+static struct {
+    const struct cfg_setting *s;
+    cfg_format_fn fn;
+} formatters[64];
+static int nformatters;
+
+void cfg_set_formatter(const struct cfg_setting *s, cfg_format_fn fn)
+{
+    for (int i = 0; i < nformatters; i++)
+        if (formatters[i].s == s) {
+            formatters[i].fn = fn;
+            return;
+        }
+    if (nformatters < 64)
+        formatters[nformatters++] = (typeof(formatters[0])){ s, fn };
+}
+
+static cfg_format_fn formatter_of(const struct cfg_setting *s)
+{
+    for (int i = 0; i < nformatters; i++)
+        if (formatters[i].s == s)
+            return formatters[i].fn;
+    return NULL;
+}
+
 const char *cfg_format(const struct cfg_setting *s, char *buf, size_t len)
 {
     switch (s->type) {
@@ -427,7 +465,14 @@ const char *cfg_format(const struct cfg_setting *s, char *buf, size_t len)
     case CFG_DOUBLE: snprintf(buf, len, "%g", *(double *)s->ptr); break;
     case CFG_BOOL: snprintf(buf, len, "%s", *(bool *)s->ptr ? "yes" : "no"); break;
     case CFG_STRING: snprintf(buf, len, "%s", *(char **)s->ptr ? *(char **)s->ptr : ""); break;
-    case CFG_CUSTOM: snprintf(buf, len, "%s", s->def ? s->def : ""); break;
+    case CFG_CUSTOM: {
+        cfg_format_fn fn = formatter_of(s);
+        if (fn)
+            fn(s, buf, len);
+        else
+            snprintf(buf, len, "%s", s->def ? s->def : "");
+        break;
+    }
     }
     return buf;
 }

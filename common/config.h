@@ -32,6 +32,8 @@ enum cfg_type {
 
 /* Returns 0, or -1 with a message in err. */
 typedef int (*cfg_custom_fn)(const struct cfg_setting *s, const char *value, char *err, size_t errlen);
+/* Writes the running value as text (console `show settings`). */
+typedef void (*cfg_format_fn)(const struct cfg_setting *s, char *buf, size_t len);
 
 struct cfg_setting {
     const char *name;     /* long option and file key, e.g. "max-conns" ('_' and '-' are equal) */
@@ -41,8 +43,15 @@ struct cfg_setting {
     const char *def;      /* default as text; NULL = leave *ptr as is */
     const char *help;
     bool live;            /* may be changed at run time (console `set`, SIGHUP reload) */
-    cfg_custom_fn custom; /* for CFG_CUSTOM */
+    cfg_custom_fn custom; /* CFG_CUSTOM: parses and stores the value. Any other
+                           * type: a check run before the value is taken
+                           * (-1 refuses it: `set log-level loud` is an error) */
 };
+
+/* How `show settings` (cfg_format) writes a CFG_CUSTOM setting's running
+ * value; without one it shows the default text, which may be stale (-m 128
+ * shown as 64). Register at start-up, before the loops run; at most 64. */
+void cfg_set_formatter(const struct cfg_setting *s, cfg_format_fn fn);
 
 #define CFG_END { 0 }
 

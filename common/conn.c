@@ -58,6 +58,17 @@ struct loop_conns {
     struct evdns_base *dns;     /* created on the first conn_connect_host */
 };
 
+/* Dialing by name: the resolver's answer and the addresses left to try.
+ * Owned by its conn; while a lookup is pending when the conn goes, the
+ * lookup's callback frees it (c is then NULL). */
+struct conn_dial {
+    struct core_conn *c;
+    struct evdns_getaddrinfo_request *req;
+    struct evutil_addrinfo *ai, *next;
+    struct event *kick;          /* starts the next attempt from the loop */
+    int gai_err;
+};
+
 static struct loop_conns per_loop[CONN_MAX_LOOPS];
 static atomic_uint_fast64_t total_current, total_accepted, next_id;
 
@@ -71,6 +82,8 @@ bool conn_is_closing(const struct core_conn *c)
 
 static void conn_free(struct core_conn *c, enum conn_close_reason why);
 static void discard(struct core_conn *c);
+static void dial_kick(struct conn_dial *d);
+static void dial_free(struct core_conn *c);
 static void event_cb(struct bufferevent *bev, short what, void *arg);
 static void read_cb(struct bufferevent *bev, void *arg);
 
@@ -95,6 +108,10 @@ static void read_set(struct core_conn *c, bool on)
         return;
     }
     struct timeval tv = { c->idle_ms / 1000, (c->idle_ms % 1000) * 1000 };
+    /* event_add(ev, NULL) keeps a timeout already armed: going from an idle
+     * timeout to none needs the event taken off first */
+    if (!c->idle_ms && event_pending(c->rev, EV_TIMEOUT, NULL))
+        event_del(c->rev);
     event_add(c->rev, c->idle_ms ? &tv : NULL);
 }
 
@@ -272,6 +289,10 @@ static void event_cb(struct bufferevent *bev, short what, void *arg)
     }
     if (what & BEV_EVENT_CONNECTED) {
         c->flags &= ~F_CONNECTING;
+        if (c->dial && c->dial->ai) {  /* the addresses not tried are not needed */
+            evutil_freeaddrinfo(c->dial->ai);
+            c->dial->ai = c->dial->next = NULL;
+        }
         if (c->peer_len == 0) { /* connected by name: now we know to what */
             socklen_t pl = sizeof(c->peer);
             if (getpeername((int)bufferevent_getfd(c->bev), (struct sockaddr *)&c->peer, &pl) == 0)
@@ -294,6 +315,13 @@ static void event_cb(struct bufferevent *bev, short what, void *arg)
                 return;
         }
         settle(c);
+        return;
+    }
+    if ((what & (BEV_EVENT_TIMEOUT | BEV_EVENT_ERROR)) && (c->flags & F_CONNECTING) && c->dial && c->dial->next) {
+        /* this address did not answer: the next one (from the loop, not
+         * from inside the bufferevent's own callback) */
+        c->last_error = what & BEV_EVENT_TIMEOUT ? ETIMEDOUT : EVUTIL_SOCKET_ERROR();
+        dial_kick(c->dial);
         return;
     }
     if (what & BEV_EVENT_TIMEOUT) {
@@ -418,6 +446,90 @@ struct core_conn *conn_connect(struct core_loop *loop, const struct sockaddr *sa
     return c;
 }
 
+static void dial_kick(struct conn_dial *d)
+{
+    struct timeval now = { 0, 0 };
+    evtimer_add(d->kick, &now);
+}
+
+/* Connect to the next address; none left: the one on_connect(false). */
+static void dial_next(struct core_conn *c)
+{
+    struct conn_dial *d = c->dial;
+    while (d->next) {
+        struct evutil_addrinfo *a = d->next;
+        d->next = a->ai_next;
+        evutil_socket_t old = bufferevent_getfd(c->bev);
+        if (old >= 0) {  /* a fresh socket for each try */
+            bufferevent_setfd(c->bev, -1);
+            evutil_closesocket(old);
+        }
+        if (a->ai_addrlen <= sizeof(c->peer)) {
+            memcpy(&c->peer, a->ai_addr, a->ai_addrlen);
+            c->peer_len = (socklen_t)a->ai_addrlen;
+        }
+        if (bufferevent_socket_connect(c->bev, a->ai_addr, (int)a->ai_addrlen) == 0) {
+            c->fd = (int)bufferevent_getfd(c->bev);
+            bufferevent_enable(c->bev, EV_WRITE);
+            return;
+        }
+        c->last_error = errno;
+    }
+    c->flags &= ~F_CONNECTING;
+    if (c->ops->on_connect) {
+        enter(c);
+        c->ops->on_connect(c, false);
+        c->flags |= F_CLOSE_PENDING;
+        leave(c, CONN_CLOSE_ERROR);
+        return;
+    }
+    conn_free(c, CONN_CLOSE_ERROR);
+}
+
+static void dial_kick_cb(evutil_socket_t fd, short what, void *arg)
+{
+    (void)fd;
+    (void)what;
+    struct conn_dial *d = arg;
+    dial_next(d->c);
+}
+
+static void dial_resolved(int result, struct evutil_addrinfo *res, void *arg)
+{
+    struct conn_dial *d = arg;
+    d->req = NULL;
+    if (!d->c) {  /* the conn went while we looked */
+        if (res)
+            evutil_freeaddrinfo(res);
+        free(d);
+        return;
+    }
+    if (result != 0)
+        d->gai_err = result;
+    d->ai = d->next = result == 0 ? res : NULL;
+    dial_kick(d);  /* never from inside conn_connect_host: the answer may come at once */
+}
+
+static void dial_free(struct core_conn *c)
+{
+    struct conn_dial *d = c->dial;
+    if (!d)
+        return;
+    c->dial = NULL;
+    if (d->kick)
+        event_free(d->kick);
+    if (d->ai)
+        evutil_freeaddrinfo(d->ai);
+    d->ai = d->next = NULL;
+    d->kick = NULL;
+    if (d->req) {
+        d->c = NULL;  /* the callback frees d */
+        evdns_getaddrinfo_cancel(d->req);
+        return;
+    }
+    free(d);
+}
+
 struct core_conn *conn_connect_host(struct core_loop *loop, const char *host, int port, const struct conn_ops *ops,
                                     void *data)
 {
@@ -428,30 +540,51 @@ struct core_conn *conn_connect_host(struct core_loop *loop, const char *host, in
             errno = ENOMEM;
             return NULL;
         }
+        const char *hosts = getenv("CORE_HOSTS_FILE");
+        if (hosts && *hosts && evdns_base_load_hosts(lc->dns, hosts) != 0)
+            log_warn("conn: cannot read hosts file %s (CORE_HOSTS_FILE)", hosts);
     }
-    struct bufferevent *bev = bufferevent_socket_new(loop->base, -1, BEV_OPT_CLOSE_ON_FREE);
-    if (!bev)
+    if (!host || !*host || port <= 0 || port > 65535) {
+        errno = EINVAL;
         return NULL;
+    }
+    struct conn_dial *d = calloc(1, sizeof *d);
+    struct bufferevent *bev = d ? bufferevent_socket_new(loop->base, -1, BEV_OPT_CLOSE_ON_FREE) : NULL;
+    if (!bev) {
+        free(d);
+        errno = ENOMEM;
+        return NULL;
+    }
     struct core_conn *c = setup(loop, bev, -1, NULL, 0, ops, data);
     if (!c) {
         bufferevent_free(bev);
+        free(d);
+        errno = ENOMEM;
         return NULL;
     }
     atomic_fetch_sub(&total_accepted, 1);
     c->flags |= F_CONNECTING;
-    bufferevent_enable(bev, EV_WRITE);
-    /* Hands work to the resolver: no blocking lookup on the loop. */
-    if (bufferevent_socket_connect_hostname(bev, lc->dns, AF_UNSPEC, host, port) < 0) {
+    c->dial = d;
+    d->c = c;
+    d->kick = evtimer_new(loop->base, dial_kick_cb, d);
+    if (!d->kick) {
         discard(c);
-        errno = EINVAL;
+        errno = ENOMEM;
         return NULL;
     }
+    char portstr[8];
+    snprintf(portstr, sizeof portstr, "%d", port);
+    struct evutil_addrinfo hints = { .ai_family = AF_UNSPEC, .ai_socktype = SOCK_STREAM,
+                                     .ai_protocol = IPPROTO_TCP, .ai_flags = EVUTIL_AI_ADDRCONFIG };
+    /* Hands work to the resolver: no blocking lookup on the loop. The
+     * callback may run before this returns (numbers, hosts file). */
+    d->req = evdns_getaddrinfo(lc->dns, host, portstr, &hints, dial_resolved, d);
     return c;
 }
 
 const char *conn_error_str(struct core_conn *c, char *buf, size_t len)
 {
-    int dns = bufferevent_socket_get_dns_error(c->bev);
+    int dns = c->dial && c->dial->gai_err ? c->dial->gai_err : bufferevent_socket_get_dns_error(c->bev);
     if (dns) {
         snprintf(buf, len, "cannot resolve: %s", evutil_gai_strerror(dns));
         return buf;
@@ -549,6 +682,7 @@ static void conn_free(struct core_conn *c, enum conn_close_reason why)
     c->flags |= F_FREEING;
     if (c->ops->on_close)
         c->ops->on_close(c, why);
+    dial_free(c);
     struct loop_conns *lc = &per_loop[c->loop->index % CONN_MAX_LOOPS];
     if (c->prev)
         c->prev->next = c->next;

@@ -68,6 +68,7 @@ struct core_conn {
     struct event *rev;              /* own read event (plain sockets) */
     struct core_conn *next, *prev;  /* per-loop list */
     int last_error;                 /* errno of the last socket error */
+    struct conn_dial *dial;         /* conn_connect_host: the addresses to try */
 };
 
 /* Wrap an accepted (or otherwise connected) socket. Returns NULL on failure
@@ -85,10 +86,12 @@ struct core_conn *conn_new_bev(struct core_loop *loop, struct bufferevent *bev, 
 struct core_conn *conn_connect(struct core_loop *loop, const struct sockaddr *sa, socklen_t salen,
                                const struct conn_ops *ops, void *data);
 /* The same to a host name (or numeric address) and port, resolved without
- * blocking (evdns, one resolver per loop, /etc/hosts and resolv.conf);
- * libevent connects to the first address the resolver returns. A name
- * that does not resolve is an on_connect(false) with conn_error_str saying
- * so. Same contract. */
+ * blocking (evdns, one resolver per loop: /etc/hosts, resolv.conf, and the
+ * hosts file named by $CORE_HOSTS_FILE if set), then connecting to each
+ * address in turn until one answers (a refused or timed-out address moves
+ * on to the next; the write timeout of conn_set_timeouts bounds each try).
+ * A name that does not resolve, or no address answering, is one
+ * on_connect(false) with conn_error_str saying why. Same contract. */
 struct core_conn *conn_connect_host(struct core_loop *loop, const char *host, int port, const struct conn_ops *ops,
                                     void *data);
 /* Why the last connect/handshake/socket error happened, for logs:

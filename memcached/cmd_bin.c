@@ -77,9 +77,12 @@ static void bin_get(struct session *s, const struct mc_bin_req *r, const struct 
         MC_STAT_ADD(ts, cmd_touch, 1);
     mc_key_lock(hv);
     mc_item *it = mc_item_find_locked(key, nkey, hv);
+    if (mc_detail_on())
+        mc_prefix_record(key, nkey, MC_PREFIX_GET, it != NULL);
     if (!it) {
         mc_key_unlock(hv);
         MC_STAT_ADD(ts, get_misses, 1);
+        MC_STAT_MISS_REASON(ts);
         if (c->touch)
             MC_STAT_ADD(ts, touch_misses, 1);
         if (c->quiet)
@@ -110,6 +113,8 @@ static void bin_store(struct session *s, const struct mc_bin_req *r, const struc
     size_t nkey = r->keylen;
     enum mc_alloc_err err = MC_ALLOC_TOO_LARGE;
     mc_item *it = NULL;
+    if (mc_detail_on())
+        mc_prefix_record(key, nkey, MC_PREFIX_SET, false);
     if (r->vlen <= mc_settings.item_size_max)
         it = mc_item_alloc(key, nkey, c->flags, mc_realtime(c->exptime), r->vlen, &err);
     if (!it) {
@@ -216,7 +221,7 @@ static void bin_stat(struct session *s, const struct mc_bin_req *r)
     if (n && strcmp(group, "reset") == 0) {
         mc_stats_reset();
     } else if (n >= 6 && strncmp(group, "detail", 6) == 0) {
-        /* detail on|off|dump: accepted, nothing recorded (see README) */
+        /* detail on|off|dump over binary: accepted, not answered with data */
     } else if (n && strcmp(group, "sizes") == 0) {
         bin_reply(s, r->opcode, r->opaque, MC_BIN_OK, 0, NULL, 0, "sizes_status", 12, "disabled", 8);
     } else {
@@ -252,6 +257,8 @@ int mc_cmd_bin(struct session *s, const struct mc_bin_req *r)
         bin_store(s, r, &c);
         return 0;
     case MC_BINK_DELETE: {
+        if (mc_detail_on())
+            mc_prefix_record((const char *)r->key, r->keylen, MC_PREFIX_DEL, false);
         enum mc_status st = mc_delete((const char *)r->key, r->keylen, r->cas);
         if (st == MC_DELETED) {
             MC_STAT_ADD(ts, delete_hits, 1);

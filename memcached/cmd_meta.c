@@ -176,6 +176,7 @@ static void meta_get(struct session *s, const struct mc_meta_req *m, const char 
     if (!it) {
         mc_key_unlock(hv);
         MC_STAT_ADD(ts, get_misses, 1);
+        MC_STAT_MISS_REASON(ts);
         meta_simple(s, "EN", m, m->flags & MC_MF('q'));
         return;
     }

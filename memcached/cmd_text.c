@@ -41,9 +41,12 @@ static void text_get(struct session *s, const struct mc_text_req *r)
         uint64_t hv = mc_hash(key, nkey);
         mc_key_lock(hv);
         mc_item *it = mc_item_find_locked(key, nkey, hv);
+        if (__builtin_expect(mc_detail_on(), 0))
+            mc_prefix_record(key, nkey, MC_PREFIX_GET, it != NULL);
         if (!it) {
             mc_key_unlock(hv);
             misses++;
+            MC_STAT_MISS_REASON(&s->th->st);
             continue;
         }
         if (touch)
@@ -181,16 +184,19 @@ static void text_stats(struct session *s, const struct mc_text_req *r)
     }
     const char *arg = r->args + n, *aend = r->args + r->args_len;
     if (strcmp(group, "detail") == 0) {
-        /* Per-prefix detail is not kept: on/off are accepted, dump is empty. */
+        /* Per-prefix counts (prefix.c), recorded only while on. */
         while (arg < aend && *arg == ' ')
             arg++;
         size_t an = (size_t)(aend - arg);
-        if ((an == 2 && memcmp(arg, "on", 2) == 0) || (an == 3 && memcmp(arg, "off", 3) == 0))
+        if ((an == 2 && memcmp(arg, "on", 2) == 0) || (an == 3 && memcmp(arg, "off", 3) == 0)) {
+            atomic_store(&mc_detail_enabled, an == 2);
             mc_out_line(s, "OK");
-        else if (an == 4 && memcmp(arg, "dump", 4) == 0)
+        } else if (an == 4 && memcmp(arg, "dump", 4) == 0) {
+            mc_prefix_dump(mc_out_evb(s));
             mc_out_add(s, "END\r\n", 5);
-        else
+        } else {
             mc_out_line(s, "CLIENT_ERROR usage: stats detail on|off|dump");
+        }
         return;
     }
     if (strcmp(group, "cachedump") == 0) {
@@ -441,6 +447,8 @@ int mc_cmd_text(struct session *s, const struct mc_text_req *r)
         };
         s->kind = MC_PEND_TEXT;
         s->op = ops[r->cmd];
+        if (mc_detail_on())
+            mc_prefix_record(r->key, r->nkey, MC_PREFIX_SET, false);
         s->cas = r->cas;
         s->noreply = r->noreply;
         const char *err;
@@ -461,6 +469,8 @@ int mc_cmd_text(struct session *s, const struct mc_text_req *r)
         text_arith(s, r);
         return 0;
     case MC_TXT_DELETE: {
+        if (mc_detail_on())
+            mc_prefix_record(r->key, r->nkey, MC_PREFIX_DEL, false);
         enum mc_status st = mc_delete(r->key, r->nkey, 0);
         if (st == MC_DELETED)
             MC_STAT_ADD(ts, delete_hits, 1);

@@ -342,12 +342,17 @@ void mc_item_unlink_locked(mc_item *it, uint64_t hv)
     pthread_mutex_unlock(&c->lock);
 }
 
+_Thread_local uint8_t mc_find_miss;
+
 mc_item *mc_item_find_locked(const char *key, size_t nkey, uint64_t hv)
 {
+    mc_find_miss = MC_MISS_NONE;
     mc_item *it = mc_assoc_find(key, nkey, hv);
     if (!it)
         return NULL;
-    if (!mc_item_live(it, mc_now())) {
+    uint32_t now = mc_now();
+    if (!mc_item_live(it, now)) {
+        mc_find_miss = it->exptime != 0 && it->exptime <= now ? MC_MISS_EXPIRED : MC_MISS_FLUSHED;
         /* Expired or flushed: freed now, its memory reused ("reclaimed"). */
         struct mc_class *c = &mc_classes[it->clsid];
         pthread_mutex_lock(&c->lock);

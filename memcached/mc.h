@@ -167,12 +167,15 @@ void mc_slabs_set_limit(uint64_t bytes);
  * Caller holds class id's lock. Returns true if a page was moved. */
 bool mc_slabs_steal_page(int id);
 /* "slabs reassign src dst": move one page now (src -1: any class with a
- * spare page; dst 0: back to the allocator, memcached's global pool). */
+ * spare page; dst 0: memcached's global pool, reused by the next class that
+ * grows). */
 enum mc_reassign { MC_REASSIGN_OK = 0, MC_REASSIGN_BUSY, MC_REASSIGN_BADCLASS, MC_REASSIGN_NOSPARE, MC_REASSIGN_SAME };
 enum mc_reassign mc_slabs_reassign(int src, int dst);
 /* After cache_memlimit lowered the limit: free up to max_pages pages (their
  * items evicted) while more than the limit is allocated. Returns pages freed. */
 uint64_t mc_slabs_release_over_limit(uint64_t max_pages);
+/* Pages in the global pool (slab_global_page_pool). */
+uint64_t mc_slabs_pool_pages(void);
 
 /* ---- assoc.c: the item hash table ---- */
 int mc_assoc_init(int hashpower);
@@ -201,6 +204,10 @@ void mc_item_free(mc_item *it);   /* a private item */
 /* Find a live item; caller holds the key's stripe. Expired or flushed items
  * are unlinked on the way. Does not bump. */
 mc_item *mc_item_find_locked(const char *key, size_t nkey, uint64_t hv);
+/* Why the calling thread's last mc_item_find_locked found nothing although
+ * the key was there (get_expired / get_flushed). */
+enum { MC_MISS_NONE = 0, MC_MISS_EXPIRED, MC_MISS_FLUSHED };
+extern _Thread_local uint8_t mc_find_miss;
 /* Record a fetch (for the segmented LRU). */
 void mc_item_bump(mc_item *it);
 /* Caller holds the stripe; it is private; old (may be NULL) is replaced. */
@@ -267,6 +274,15 @@ uint64_t mc_crawl_class(int id, uint64_t limit);
  * share and pull one item from the COLD tail for reuse if need_space.
  * Returns a freed chunk when need_space and one could be evicted. */
 mc_item *mc_lru_pull_locked(int id, bool need_space);
+
+/* "stats detail" (prefix.c): per-prefix counts while mc_detail_enabled. */
+enum mc_prefix_op { MC_PREFIX_GET, MC_PREFIX_SET, MC_PREFIX_DEL };
+extern _Atomic bool mc_detail_enabled;
+extern char mc_prefix_delimiter;   /* -D */
+void mc_prefix_record(const char *key, size_t nkey, enum mc_prefix_op op, bool hit);
+void mc_prefix_dump(struct evbuffer *out);   /* "PREFIX <p> get N hit N set N del N" lines */
+void mc_prefix_clear(void);
+static inline bool mc_detail_on(void) { return atomic_load_explicit(&mc_detail_enabled, memory_order_relaxed); }
 
 /* Global counters kept by the store (relaxed atomics; not on the get path). */
 struct mc_store_stats {

@@ -169,6 +169,10 @@ static int set_ext(const struct cfg_setting *s, const char *v, char *err, size_t
             apply_presets();   /* in order, as memcached: "no_modern,lru_crawler" keeps the crawler */
             continue;
         }
+        if (!val && o->where == &mc_settings.slab_automove) {
+            mc_settings.slab_automove = 1;   /* memcached: bare slab_automove means 1 */
+            continue;
+        }
         if (!val || !*val) {
             snprintf(err, errlen, "Missing %s argument", tok);
             rc = -1;
@@ -206,6 +210,18 @@ static int set_ext(const struct cfg_setting *s, const char *v, char *err, size_t
     return rc;
 }
 
+/* -D: the character ending a key's prefix for "stats detail". */
+static int set_delimiter(const struct cfg_setting *s, const char *v, char *err, size_t errlen)
+{
+    (void)s;
+    if (!v || strlen(v) != 1) {
+        snprintf(err, errlen, "-D takes a single character");
+        return -1;
+    }
+    mc_prefix_delimiter = v[0];
+    return 0;
+}
+
 /* -B: auto (pick per connection by the first byte), ascii or binary. */
 static int set_protocol(const struct cfg_setting *s, const char *v, char *err, size_t errlen)
 {
@@ -241,6 +257,7 @@ static const struct cfg_setting mc_table[] = {
     { "disable-cas", 'C', CFG_BOOL, &mc_settings.no_cas, "no", "do not report CAS values", false, NULL },
     { "disable-evictions", 'M', CFG_BOOL, &mc_settings.no_evict, "no", "return errors when memory is full instead of evicting", false, NULL },
     { "disable-flush-all", 'F', CFG_BOOL, &mc_settings.flush_disabled, "no", "refuse flush_all", true, NULL },
+    { "prefix-delimiter", 'D', CFG_CUSTOM, &dummy_str, ":", "key prefix delimiter for stats detail (one character)", false, set_delimiter },
     { "disable-dumping", 'X', CFG_BOOL, &mc_settings.dump_disabled, "no", "refuse stats cachedump and lru_crawler metadump", true, NULL },
     { "enable-shutdown", 'A', CFG_BOOL, &mc_settings.shutdown_enabled, "no", "allow the shutdown command", true, NULL },
     { "enable-sasl", 'S', CFG_BOOL, &mc_settings.sasl, "no", "require SASL PLAIN authentication (binary protocol only)", false, NULL },
@@ -284,6 +301,7 @@ static struct mc_thread_stats reset_base;
 
 void mc_stats_reset(void)
 {
+    mc_prefix_clear();
     mc_stats_sum(&reset_base);
     atomic_store(&mc_sstats.evictions, 0);
     atomic_store(&mc_sstats.reclaimed, 0);
@@ -305,6 +323,12 @@ static void general_stats(struct stats_sink *k, void *arg)
     stats_u64(k, "response_obj_count", atomic_load(&mc_out_bufs));
     stats_u64(k, "response_obj_bytes", atomic_load(&mc_out_mem_bytes));
     stats_u64(k, "conn_yields", GET(t, conn_yields));
+    /* True zeros of this design: the core refuses over-limit connections
+     * instead of disabling the listener (rejected_connections counts
+     * them), and items have no reference counts to find locked at a tail. */
+    stats_u64(k, "listen_disabled_num", 0);
+    stats_u64(k, "time_in_listen_disabled_us", 0);
+    stats_u64(k, "lrutail_reflocked", 0);
     stats_u64(k, "idle_kicks", GET(t, idle_kicks));
     stats_u64(k, "cmd_get", GET(t, cmd_get));
     stats_u64(k, "cmd_set", GET(t, cmd_set));
@@ -367,7 +391,7 @@ static void general_stats(struct stats_sink *k, void *arg)
     /* Page moves evict what is on the page (no rescue into free chunks). */
     stats_u64(k, "slab_reassign_rescues", 0);
     stats_u64(k, "slab_reassign_evictions_nomem", move_evicted);
-    stats_u64(k, "slab_global_page_pool", 0);   /* freed pages go back to the allocator */
+    stats_u64(k, "slab_global_page_pool", mc_slabs_pool_pages());
     stats_u64(k, "crawler_items_checked", checked);
     stats_u64(k, "lru_crawler_running", mc_crawler_running() ? 1 : 0);
     stats_u64(k, "lru_crawler_starts", atomic_load(&mc_sstats.lru_crawler_starts));
@@ -468,8 +492,9 @@ static void settings_stats(struct stats_sink *k, void *arg)
     stats_u64(k, "chunk_size", (uint64_t)mc_settings.chunk_min);
     stats_u64(k, "num_threads", (uint64_t)mc_settings.threads);
     stats_u64(k, "num_threads_per_udp", (uint64_t)mc_settings.threads);
-    stats_str(k, "stat_key_prefix", ":");
-    stats_str(k, "detail_enabled", "no");
+    char delim[2] = { mc_prefix_delimiter, 0 };
+    stats_str(k, "stat_key_prefix", delim);
+    stats_str(k, "detail_enabled", mc_detail_on() ? "yes" : "no");
     stats_u64(k, "reqs_per_event", (uint64_t)mc_settings.reqs_per_event);
     stats_str(k, "cas_enabled", mc_settings.no_cas ? "no" : "yes");
     stats_u64(k, "tcp_backlog", (uint64_t)mc_settings.backlog);

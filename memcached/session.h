@@ -29,6 +29,13 @@ struct mc_thread_stats {
 #undef X
 };
 
+/* A get that missed: counts get_expired / get_flushed when the key was
+ * there but dead (mc_find_miss). */
+#define MC_STAT_MISS_REASON(st) do { \
+        if (mc_find_miss == MC_MISS_EXPIRED) MC_STAT_ADD(st, get_expired, 1); \
+        else if (mc_find_miss == MC_MISS_FLUSHED) MC_STAT_ADD(st, get_flushed, 1); \
+    } while (0)
+
 #define MC_STAT_ADD(th, field, v) \
     atomic_store_explicit(&(th)->field, atomic_load_explicit(&(th)->field, memory_order_relaxed) + (v), \
                           memory_order_relaxed)

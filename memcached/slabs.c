@@ -24,6 +24,20 @@ static _Atomic uint64_t malloced;
 static _Atomic uint64_t mem_limit;
 
 uint64_t mc_slabs_malloced(void) { return atomic_load(&malloced); }
+
+/* The global page pool (memcached's class 0): pages no class owns, still
+ * allocated, handed to the next class that grows. Fed by "slabs reassign
+ * N 0"; emptied first when cache_memlimit shrinks. pool_lock. */
+static char **pool_pages;
+static uint64_t pool_n, pool_cap;
+
+uint64_t mc_slabs_pool_pages(void)
+{
+    pthread_mutex_lock(&pool_lock);
+    uint64_t n = pool_n;
+    pthread_mutex_unlock(&pool_lock);
+    return n;
+}
 uint64_t mc_slabs_limit(void) { return atomic_load(&mem_limit); }
 void mc_slabs_set_limit(uint64_t bytes) { atomic_store(&mem_limit, bytes); }
 
@@ -148,6 +162,18 @@ static bool grow(int id)
     struct mc_class *c = &mc_classes[id];
     pthread_mutex_lock(&pool_lock);
     uint64_t lim = atomic_load(&mem_limit);
+    if (pool_n > 0 && atomic_load(&malloced) <= lim) {
+        char *pooled = pool_pages[--pool_n];
+        pthread_mutex_unlock(&pool_lock);
+        if (page_list_add(c, pooled) < 0) {
+            pthread_mutex_lock(&pool_lock);
+            pool_pages[pool_n++] = pooled;
+            pthread_mutex_unlock(&pool_lock);
+            return false;
+        }
+        split_page(c, pooled);
+        return true;
+    }
     /* As memcached: a class with no page yet may always get its first one,
      * so that -m smaller than the class count still stores something. */
     if (atomic_load(&malloced) + mc_page_size > lim && c->pages > 0) {
@@ -306,8 +332,24 @@ enum mc_reassign mc_slabs_reassign(int src, int dst)
     pthread_mutex_unlock(&v->lock);
     if (!page)
         return MC_REASSIGN_BUSY;
-    if (dst == 0) {
-        free_page(page);
+    if (dst == 0) {   /* to the global pool (freed if the pool can't grow) */
+        pthread_mutex_lock(&pool_lock);
+        bool pooled = false;
+        if (pool_n == pool_cap) {
+            uint64_t cap = pool_cap ? pool_cap * 2 : 16;
+            char **n = realloc(pool_pages, cap * sizeof *n);
+            if (n) {
+                pool_pages = n;
+                pool_cap = cap;
+            }
+        }
+        if (pool_n < pool_cap) {
+            pool_pages[pool_n++] = page;
+            pooled = true;
+        }
+        pthread_mutex_unlock(&pool_lock);
+        if (!pooled)
+            free_page(page);
         atomic_fetch_add(&mc_sstats.slabs_moved, 1);
         return MC_REASSIGN_OK;
     }
@@ -323,6 +365,13 @@ enum mc_reassign mc_slabs_reassign(int src, int dst)
 uint64_t mc_slabs_release_over_limit(uint64_t max_pages)
 {
     uint64_t freed = 0;
+    /* The pool's pages go first: nothing is evicted for them. */
+    pthread_mutex_lock(&pool_lock);
+    while (freed < max_pages && pool_n > 0 && atomic_load(&malloced) > atomic_load(&mem_limit)) {
+        free_page(pool_pages[--pool_n]);
+        freed++;
+    }
+    pthread_mutex_unlock(&pool_lock);
     while (freed < max_pages && atomic_load(&malloced) > atomic_load(&mem_limit)) {
         /* From the class with the most pages; each keeps its last one. */
         int victim = 0;

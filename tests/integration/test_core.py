@@ -87,11 +87,15 @@ def test_console_builtins(name, daemon):
 
 def test_console_live_set_and_refusal(name, daemon):
     d = daemon(name, admin_args(name), ready_port="{admin}")
-    out = console(d.admin, "set log-level debug", "show settings", "set pidfile /x", "loglevel")
+    out = console(d.admin, "set log-level debug", "show settings", "set pidfile /x", "loglevel",
+                  "set log-level loud", "loglevel")
     assert "OK\r\n" in out
     assert "log-level = debug  [live]" in out
     assert "ERROR setting 'pidfile' cannot change while running" in out
     assert "LOGLEVEL debug" in out
+    # an invalid live value is refused, and the running one stays
+    assert "ERROR log-level: 'loud' is not one of" in out
+    assert out.count("LOGLEVEL debug") == 2
 
 
 def test_metrics_endpoint_serves_prometheus_text(name, daemon):

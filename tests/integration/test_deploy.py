@@ -55,6 +55,40 @@ def test_install_keeps_an_edited_config(tmp_path):
     assert open(confs[0]).read().endswith("# edited by the admin\n")
 
 
+def test_install_never_replaces_a_file_it_did_not_install(tmp_path):
+    """PREFIX=/usr must not silently replace Debian's memcached or its unit:
+    a file already there that no earlier `make install` put there stops the
+    install, untouched; our own files are replaced on the next install;
+    FORCE=1 overrides."""
+    dest = tmp_path / "root"
+    foreign = dest / "usr/bin/memcached"
+    foreign.parent.mkdir(parents=True)
+    foreign.write_text("#!/bin/sh\necho Debian's memcached\n")
+    args = ["make", "--no-print-directory", "-s", "-f", "build.mk", "install",
+            "BUILD=" + os.path.relpath(BUILD_DIR, REPO), "PREFIX=/usr", "DESTDIR=" + str(dest)]
+    r = subprocess.run(args, cwd=REPO, capture_output=True, text=True, timeout=600)
+    assert r.returncode != 0
+    assert "usr/bin/memcached exists and was not installed by this tree" in r.stderr, r.stderr
+    assert foreign.read_text().startswith("#!/bin/sh\necho Debian")
+    # what we installed ourselves is ours to replace
+    foreign.unlink()
+    subprocess.run(args, cwd=REPO, check=True, capture_output=True, timeout=600)
+    manifest = (dest / "usr/share/stack/installed-files").read_text().split()
+    assert "/usr/bin/memcached" in manifest and "/usr/lib/systemd/system/memcached.service" in manifest
+    subprocess.run(args, cwd=REPO, check=True, capture_output=True, timeout=600)
+    # an admin's file under a unit name: refused; FORCE=1 replaces it
+    other = tmp_path / "root2"
+    unit = other / "usr/lib/systemd/system/gearmand.service"
+    unit.parent.mkdir(parents=True)
+    unit.write_text("[Unit]\nDescription=the admin's\n")
+    args2 = args[:-1] + ["DESTDIR=" + str(other)]
+    r = subprocess.run(args2, cwd=REPO, capture_output=True, text=True, timeout=600)
+    assert r.returncode != 0 and "gearmand.service" in r.stderr
+    assert "the admin's" in unit.read_text()
+    subprocess.run(args2 + ["FORCE=1"], cwd=REPO, check=True, capture_output=True, timeout=600)
+    assert "the admin's" not in unit.read_text()
+
+
 # ---- make run (deploy/run.sh) ------------------------------------------------
 
 import signal

@@ -123,10 +123,16 @@ def test_slabs_reassign_moves_a_page(daemon):
     st = r.stats()
     assert int(st["slabs_moved"]) >= 1
     assert int(st["slab_reassign_evictions_nomem"]) > 0   # the page's items were evicted
-    # to the global pool (0): the page is given back
+    # to the global pool (0): still allocated, owned by no class ...
     before = int(st["total_malloced"])
     assert r.cmd(b"slabs reassign %d 0\r\n" % src) == b"OK"
-    assert int(r.stats()["total_malloced"]) == before - (1 << 20)
+    st = r.stats()
+    assert int(st["total_malloced"]) == before
+    assert st["slab_global_page_pool"] == "1"
+    # ... until a class needs a page: it takes the pooled one, no malloc.
+    assert r.cmd(b"set pooled 0 0 100000\r\n%s\r\n" % (b"p" * 100000)) == b"STORED"
+    st = r.stats()
+    assert st["slab_global_page_pool"] == "0" and int(st["total_malloced"]) == before
     # -1: from whichever class has a page to spare
     assert r.cmd(b"slabs reassign -1 %d\r\n" % dst) == b"OK"
 
@@ -178,3 +184,52 @@ def test_shutdown_needs_dash_a(daemon, impl):
     r = Raw(d.port)
     assert r.cmd(b"shutdown\r\n") == b"ERROR: shutdown not enabled"
     assert r.cmd(b"shutdown graceful\r\n") == b"ERROR: shutdown not enabled"
+
+
+DETAIL_LINES = [
+    b"stats detail dump\r\n", b"stats detail on\r\n", b"set foo:1 0 0 1\r\nx\r\n", b"get foo:1 foo:2 nodelim\r\n",
+    b"delete foo:3\r\n", b"set bar:1 0 0 1\r\ny\r\n", b"stats detail dump\r\n", b"stats detail off\r\n",
+    b"get foo:1\r\n", b"stats detail dump\r\n", b"stats reset\r\n", b"stats detail dump\r\n",
+]
+
+
+def detail_transcript(d):
+    r = Raw(d.port)
+    out = []
+    for ln in DETAIL_LINES:
+        r.send(ln)
+        last = (b"END",) if ln.startswith((b"get", b"stats detail dump")) else None
+        if last:
+            # memcached lists prefixes in its hash table's order: compare as sets
+            out.append(b"|".join(sorted(r.until(b"END"))))
+        else:
+            out.append(r.line())
+    r.send(b"stats settings\r\n")
+    st = dict(x.split(b" ", 2)[1:] for x in r.until(b"END"))
+    return out, st[b"detail_enabled"]
+
+
+@pytest.mark.parametrize("flags", [[], ["-D", "/"]])
+def test_stats_detail_counts_per_prefix_as_memcached(daemon, flags):
+    ours = detail_transcript(start(daemon, *flags))
+    theirs = detail_transcript(start(daemon, *flags, impl="memcached"))
+    assert ours == theirs
+    if not flags:
+        assert b"PREFIX foo get 2 hit 1 set 1 del 1" in ours[0][6]
+
+
+@pytest.mark.parametrize("impl", ["ours", "memcached"])
+def test_get_expired_and_get_flushed_are_counted(daemon, impl):
+    # No background crawler: it could reclaim the item before the get sees it.
+    r = Raw(start(daemon, "-o", "no_lru_crawler,no_lru_maintainer", impl=impl).port)
+    # A 1 s TTL, then past it (memcached's clock ticks in whole seconds).
+    assert r.cmd(b"set gone 0 1 3\r\nabc\r\n") == b"STORED"
+    time.sleep(2.5)
+    assert r.cmd(b"get gone\r\n") == b"END"
+    assert r.cmd(b"set flushed 0 0 3\r\nabc\r\n") == b"STORED"
+    assert r.cmd(b"flush_all\r\n") == b"OK"
+    assert r.cmd(b"get flushed\r\n") == b"END"
+    assert r.cmd(b"get never_there\r\n") == b"END"
+    st = r.stats()
+    assert (st["get_expired"], st["get_flushed"], st["get_misses"]) == ("1", "1", "3")
+    assert st["listen_disabled_num"] == "0" and st["lrutail_reflocked"] == "0"

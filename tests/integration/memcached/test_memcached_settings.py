@@ -85,6 +85,7 @@ def test_binding_protocol_binary_closes_text_clients(daemon, impl):
     (["-o", "idle_timeout=-5"], "idle_timeout"),
     (["-o", "bogus_option"], 'Illegal suboption "bogus_option"'),
     (["-o", "slab_automove=5"], "slab_automove"),
+    (["-o", "slab_automove_ratio"], "Missing slab_automove_ratio argument"),
     (["-o", "hot_lru_pct=60,warm_lru_pct=40"], "hot_lru_pct + warm_lru_pct"),
     (["-o", "hash_algorithm=md5"], "hash_algorithm"),
     (["-o", "tail_repair_time=5"], "tail_repair_time"),
@@ -121,3 +122,10 @@ def test_idle_timeout_kicks_idle_clients_and_counts_them(daemon, impl):
     assert idle.closed(timeout=8)
     r = Raw(d.port)
     assert int(r.stats()["idle_kicks"]) >= 1
+
+
+@pytest.mark.parametrize("impl", ["ours", "memcached"])
+def test_bare_slab_automove_means_one(daemon, impl):
+    r = Raw(start(daemon, "-o", "slab_reassign,slab_automove=0,slab_automove", impl=impl).port)
+    st = r.stats("settings")
+    assert (st["slab_reassign"], st["slab_automove"]) == ("yes", "1")

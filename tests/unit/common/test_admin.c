@@ -73,6 +73,10 @@ static void test_builtins_and_registered(void)
     cfg_load(tables, 1, argv, "t", "9.9", err, sizeof(err));
     admin_set_info("testd", "9.9", tables);
     admin_register(cmds);
+    enum admin_result rc0;
+    /* no plain stats source yet: an empty list, not a crash on a NULL name */
+    CHECK_STR(run("stats", &rc0), "END\r\n");
+    CHECK_STR(run("stats nosuch", &rc0), "ERROR no stats group 'nosuch'\r\n");
     stats_add_source("", src, NULL);
     CHECK_STR(run("hello world", &rc), "HELLO 2 world\r\n");
     CHECK_STR(run("HELLO", &rc), "HELLO 1 -\r\n");

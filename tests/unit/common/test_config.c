@@ -178,6 +178,45 @@ static void test_short_letter_collision(void)
     CHECK(!core_opts.daemonize);
 }
 
+/* Live values are checked before they are taken; a custom setting shows
+ * its running value once it has a formatter. */
+static int megabytes;
+static int set_mb(const struct cfg_setting *s, const char *value, char *err, size_t errlen)
+{
+    (void)s;
+    (void)err;
+    (void)errlen;
+    megabytes = atoi(value);
+    return 0;
+}
+static void format_mb(const struct cfg_setting *s, char *buf, size_t len)
+{
+    (void)s;
+    snprintf(buf, len, "%d", megabytes);
+}
+static const struct cfg_setting ctable[] = {
+    { "memory-limit", 'm', CFG_CUSTOM, NULL, "64", "megabytes", false, set_mb },
+    CFG_END
+};
+static const struct cfg_setting *const ctables[] = { ctable, core_settings, NULL };
+
+static void test_checked_and_running_values(void)
+{
+    char err[256], buf[64];
+    char *argv[] = { "t", "-m", "128", NULL };
+    CHECK_EQ_INT(cfg_load(ctables, 3, argv, "t", "1.0", err, sizeof err), 0);
+    CHECK_STR(cfg_format(&ctable[0], buf, sizeof buf), "64");  /* no formatter: the default text */
+    cfg_set_formatter(&ctable[0], format_mb);
+    CHECK_STR(cfg_format(&ctable[0], buf, sizeof buf), "128");
+    CHECK_EQ_INT(cfg_set(ctables, "log-level", "loud", true, err, sizeof err), -1);
+    CHECK(strstr(err, "loud") != NULL);
+    CHECK_STR(core_opts.log_level, "info");  /* unchanged */
+    CHECK_EQ_INT(cfg_set(ctables, "log-level", "debug", true, err, sizeof err), 0);
+    CHECK_STR(core_opts.log_level, "debug");
+    char *bad[] = { "t", "--log-level", "loud", NULL };
+    CHECK_EQ_INT(cfg_load(ctables, 3, bad, "t", "1.0", err, sizeof err), -1);
+}
+
 int main(void)
 {
     RUN(test_defaults);
@@ -187,5 +226,6 @@ int main(void)
     RUN(test_live_set_and_show);
     RUN(test_sizes);
     RUN(test_short_letter_collision);
+    RUN(test_checked_and_running_values);
     return unit_done();
 }

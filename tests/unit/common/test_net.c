@@ -341,6 +341,149 @@ static void test_listen_at_run_time(void)
     CHECK(strstr(host_state.got, "PONG") != NULL);
 }
 
+/* ---- an idle timeout turned off stays off ---- */
+
+static atomic_int timeout_closes, idle_accepted;
+
+static void idle_close(struct core_conn *c, enum conn_close_reason why)
+{
+    (void)c;
+    if (why == CONN_CLOSE_TIMEOUT)
+        atomic_fetch_add(&timeout_closes, 1);
+}
+
+static const struct conn_ops idle_ops = { .name = "idle", .on_read = srv_read, .on_close = idle_close };
+
+static void idle_accept(struct core_loop *loop, int fd, const struct sockaddr *sa, socklen_t salen, void *arg)
+{
+    (void)arg;
+    struct core_conn *c = conn_new(loop, fd, sa, salen, &idle_ops, NULL);
+    conn_set_timeouts(c, 100, 0);
+    conn_set_timeouts(c, 0, 0);  /* userdbd's case: no idle timeout after all */
+    atomic_fetch_add(&idle_accepted, 1);
+}
+
+static int idle_port;
+
+static void idle_listen(void *arg)
+{
+    (void)arg;
+    char err[256], spec[32];
+    snprintf(spec, sizeof spec, "127.0.0.1:%d", idle_port);
+    struct listen_opts o = { .single_loop = true };
+    CHECK(listen_open(spec, 0, &o, idle_accept, NULL, NULL, err, sizeof err) != NULL);
+}
+
+static void *idle_client(void *arg)
+{
+    (void)arg;
+    int fd = -1;
+    for (int i = 0; i < 200 && (fd = tcp_connect(idle_port)) < 0; i++)
+        usleep(5000);
+    usleep(400000);  /* four times the timeout that was switched off */
+    char buf[16];
+    CHECK_EQ_INT(write(fd, "PING\n", 5), 5);
+    CHECK_EQ_INT(read(fd, buf, sizeof buf), 5);  /* still served */
+    close(fd);
+    loop_request_stop();
+    return NULL;
+}
+
+static void test_idle_timeout_switched_off(void)
+{
+    idle_port = free_port();
+    CHECK_EQ_INT(loop_init(1), 0);
+    loop_set_grace(1);
+    loop_call(loop_get(0), idle_listen, NULL);
+    pthread_t t;
+    pthread_create(&t, NULL, idle_client, NULL);
+    CHECK_EQ_INT(loop_run(), 0);
+    pthread_join(t, NULL);
+    loop_free();
+    CHECK_EQ_INT(atomic_load(&idle_accepted), 1);
+    CHECK_EQ_INT(atomic_load(&timeout_closes), 0);
+}
+
+/* ---- dialing a name with several addresses ---- */
+
+struct dial_state {
+    const char *name;
+    int connects_ok, connects_failed, closes;
+    char peer[64], error[128];
+};
+
+static struct dial_state dials[3] = { { .name = "twoaddr" }, { .name = "twoaddr-b" }, { .name = "deadhost" } };
+static int dial_port;
+
+static void dial_connect(struct core_conn *c, bool ok)
+{
+    struct dial_state *d = c->data;
+    if (ok) {
+        d->connects_ok++;
+        conn_peer_str(c, d->peer, sizeof d->peer);
+        conn_close(c);
+    } else {
+        d->connects_failed++;
+        conn_error_str(c, d->error, sizeof d->error);
+    }
+}
+
+static void dial_close(struct core_conn *c, enum conn_close_reason why)
+{
+    (void)why;
+    struct dial_state *d = c->data;
+    d->closes++;
+    if (dials[0].closes && dials[1].closes && dials[2].closes)
+        loop_request_stop();
+}
+
+static const struct conn_ops dial_ops = { .name = "dial", .on_connect = dial_connect, .on_close = dial_close };
+
+static void dial_start(void *arg)
+{
+    (void)arg;
+    char err[256], spec[32];
+    snprintf(spec, sizeof spec, "127.0.0.1:%d", dial_port);
+    struct listen_opts o = { .single_loop = true };
+    CHECK(listen_open(spec, 0, &o, srv_accept, NULL, NULL, err, sizeof err) != NULL);
+    for (int i = 0; i < 3; i++)
+        CHECK(conn_connect_host(loop_current(), dials[i].name, dial_port, &dial_ops, &dials[i]) != NULL);
+    errno = 0;
+    CHECK(conn_connect_host(loop_current(), "", dial_port, &dial_ops, NULL) == NULL);  /* nothing called */
+    CHECK_EQ_INT(errno, EINVAL);
+}
+
+static void test_dial_every_address(void)
+{
+    /* 127.0.0.2 refuses (the listener is on 127.0.0.1 only), in either
+     * order of the resolver's answer */
+    char hosts[128];
+    snprintf(hosts, sizeof hosts, "%s/hosts", dir);
+    FILE *f = fopen(hosts, "w");
+    fputs("127.0.0.2 twoaddr\n127.0.0.1 twoaddr\n127.0.0.1 twoaddr-b\n127.0.0.2 twoaddr-b\n127.0.0.2 deadhost\n", f);
+    fclose(f);
+    setenv("CORE_HOSTS_FILE", hosts, 1);
+    dial_port = free_port();
+    CHECK_EQ_INT(loop_init(1), 0);
+    loop_set_grace(1);
+    loop_call(loop_get(0), dial_start, NULL);
+    CHECK_EQ_INT(loop_run(), 0);
+    loop_free();
+    unsetenv("CORE_HOSTS_FILE");
+    char want[64];
+    snprintf(want, sizeof want, "127.0.0.1:%d", dial_port);
+    for (int i = 0; i < 2; i++) {
+        CHECK_EQ_INT(dials[i].connects_ok, 1);
+        CHECK_EQ_INT(dials[i].connects_failed, 0);
+        CHECK_EQ_INT(dials[i].closes, 1);
+        CHECK_STR(dials[i].peer, want);
+    }
+    CHECK_EQ_INT(dials[2].connects_ok, 0);
+    CHECK_EQ_INT(dials[2].connects_failed, 1);  /* once, after its one address */
+    CHECK_EQ_INT(dials[2].closes, 1);
+    CHECK(strstr(dials[2].error, "refused") != NULL);
+}
+
 /* ---- busy ports ---- */
 
 static void test_busy_port_refused(void)
@@ -702,6 +845,8 @@ int main(void)
     }
     RUN(test_connect_contract);
     RUN(test_listen_at_run_time);
+    RUN(test_idle_timeout_switched_off);
+    RUN(test_dial_every_address);
     RUN(test_busy_port_refused);
     RUN(test_unix_paths);
     RUN(test_emfile_pauses_accepting);
