@@ -170,7 +170,10 @@ void ud_pool_lease(struct ud_server *srv, struct ud_waiter *w)
     if (!p->nidle)
         srv->n_waits++;
     if (w->internal) {
-        p->max_members = ud_cfg.pool_max + UD_INTERNAL_RESERVE;
+        /* At most one reserve connect per internal statement, and only
+         * while every pooled connection is busy. */
+        int room = p->nmembers + 1 > ud_cfg.pool_max ? p->nmembers + 1 : ud_cfg.pool_max;
+        p->max_members = room < ud_cfg.pool_max + UD_INTERNAL_RESERVE ? room : ud_cfg.pool_max + UD_INTERNAL_RESERVE;
         pool_request(p, &w->pw, 0, true);
         p->max_members = ud_cfg.pool_max;
     } else {
