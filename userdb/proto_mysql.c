@@ -986,3 +986,54 @@ size_t ud_sql_quote(char *out, size_t cap, const char *s, size_t n)
     *o = '\0';
     return (size_t)(o - out);
 }
+
+int ud_parse_change_user(const uint8_t *p, size_t len, uint32_t caps, struct ud_hs_response *out)
+{
+    memset(out, 0, sizeof *out);
+    out->caps = caps;
+    const uint8_t *end = p + len;
+    const uint8_t *nul = memchr(p, 0, len);
+    if (!nul)
+        return -1;
+    out->user = (const char *)p;
+    out->user_len = (size_t)(nul - p);
+    p = nul + 1;
+    if (caps & UD_CLIENT_SECURE_CONNECTION) {
+        if (p >= end)
+            return -1;
+        size_t alen = *p++;
+        if ((size_t)(end - p) < alen)
+            return -1;
+        out->auth = p;
+        out->auth_len = alen;
+        p += alen;
+    } else {
+        nul = memchr(p, 0, (size_t)(end - p));
+        if (!nul)
+            return -1;
+        out->auth = p;
+        out->auth_len = (size_t)(nul - p);
+        p = nul + 1;
+    }
+    if (p >= end)
+        return 0; /* old clients stop here */
+    nul = memchr(p, 0, (size_t)(end - p));
+    if (!nul)
+        return -1;
+    if (nul > p) {
+        out->db = (const char *)p;
+        out->db_len = (size_t)(nul - p);
+    }
+    p = nul + 1;
+    if ((size_t)(end - p) >= 2) {
+        out->charset = p[0];
+        p += 2;
+        if ((caps & UD_CLIENT_PLUGIN_AUTH) && p < end) {
+            nul = memchr(p, 0, (size_t)(end - p));
+            size_t pl = nul ? (size_t)(nul - p) : (size_t)(end - p);
+            out->plugin = (const char *)p;
+            out->plugin_len = pl;
+        }
+    }
+    return 0;
+}
