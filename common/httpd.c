@@ -1132,6 +1132,7 @@ static int dir_fsync(int pathfd)
 static void put_finish(struct httpd_conn *h)
 {
     struct httpd_put *p = h->put;
+    bool md5_checked = p->md5 != NULL;
     if (p->md5) {
         char got[64];
         md5_b64(p->md5, got, sizeof got);
@@ -1150,11 +1151,20 @@ static void put_finish(struct httpd_conn *h)
         httpd_files_invalidate(p->f);
         bool existed = p->existed;
         int status = p->f->put_ok_status ? p->f->put_ok_status : existed ? 204 : 201;
+        if (md5_checked && p->f->put_md5_ok_status) status = p->f->put_md5_ok_status;
+        bool with_body = p->f->put_status_body && status != 204;
         free(p->tmp);
         p->tmp = NULL;
         put_free(h);
         bool keep = httpd_can_persist(h);
-        httpd_response_head(h, status, NULL, status == 204 ? -1 : 0, keep, NULL);
+        if (with_body) {
+            char body[128];
+            int n = snprintf(body, sizeof body, "<h1>%d - %s</h1>\n", status, http_reason(status));
+            httpd_response_head(h, status, "text/html", n, keep, NULL);
+            evbuffer_add(httpd_tx(), body, (size_t)n);
+        } else {
+            httpd_response_head(h, status, NULL, status == 204 ? -1 : 0, keep, NULL);
+        }
         httpd_done(h, keep);
         return;
     }
@@ -1220,6 +1230,26 @@ static void do_put(struct httpd_conn *h, struct http_msg *req, struct httpd_file
     if (trailing || !strcmp(path, "/")) {
         httpd_error(h, 403, NULL);
         return;
+    }
+    if (f->min_put_directory > 0) {
+        /* as Perlbal: at least that many directories in the path, and the
+         * first that many must exist (disk call: see disk_run) */
+        int levels = -1;
+        const char *cut = NULL;
+        for (const char *q = path; (q = strchr(q, '/')); q++)
+            if (++levels == f->min_put_directory) cut = q;
+        if (levels < f->min_put_directory || !cut) {
+            httpd_error(h, 400, "Does not meet minimum directory requirement");
+            return;
+        }
+        char basedir[PATH_MAX];
+        snprintf(basedir, sizeof basedir, "%.*s", (int)(cut - path), path);
+        int d = open_beneath(f, basedir, O_PATH | O_DIRECTORY);
+        if (d < 0) {
+            httpd_error(h, 404, "Base directory does not exist");
+            return;
+        }
+        close(d);
     }
     size_t ml;
     const char *mv = http_header_value(req, "content-md5", &ml);
