@@ -648,6 +648,8 @@ static void run_stmt(struct db_worker *w, const struct req_stmt *q, struct db_re
 static void run_fn(struct db_worker *w, struct db_req *r, bool savepoint);
 static void run_fn_txn(struct db_worker *w, struct db_req *r);
 
+static void run_txn(struct db_worker *w, struct db_req *r, bool savepoint);
+
 static void run_one(struct db_worker *w, struct db_req *r, bool in_txn)
 {
     if (r->kind == REQ_RUN) {
@@ -655,6 +657,10 @@ static void run_one(struct db_worker *w, struct db_req *r, bool in_txn)
             run_fn(w, r, true);
         else
             run_fn_txn(w, r);
+        return;
+    }
+    if (r->kind == REQ_TXN) {
+        run_txn(w, r, in_txn);
         return;
     }
     r->res = result_new();
@@ -675,7 +681,9 @@ static void fail_ran(struct db_req *from, struct db_req *to, const char *fmt, co
         }
 }
 
-static void run_txn(struct db_worker *w, struct db_req *r)
+/* A db_txn: in a transaction of its own, or (savepoint) inside a group's
+ * transaction, undone alone when one of its statements fails. */
+static void run_txn(struct db_worker *w, struct db_req *r, bool savepoint)
 {
     struct db *db = w->db;
     struct db_result *top = r->res = result_new();
@@ -687,7 +695,14 @@ static void run_txn(struct db_worker *w, struct db_req *r)
         return;
     }
     top->nstmts = r->nstmts;
-    if (!txn_begin(w)) {
+    if (savepoint) {
+        struct db_conn c = { .w = w };
+        if (db_conn_exec(&c, "SAVEPOINT db_txn") != DB_OK) {
+            result_error(top, "savepoint: %.200s", c.err);
+            atomic_fetch_add(&db->n_errors, 1);
+            return;
+        }
+    } else if (!txn_begin(w)) {
         result_error(top, "begin failed: %s",
                      db->driver == DB_SQLITE ? sqlite3_errmsg(w->sq) : (w->my ? mysql_error(w->my) : "no connection"));
         atomic_fetch_add(&db->n_errors, 1);
@@ -706,11 +721,26 @@ static void run_txn(struct db_worker *w, struct db_req *r)
             top->status = -1;
             top->failed_stmt = k;
             snprintf(top->error, sizeof top->error, "statement %d: %.200s", k + 1, sub->error);
-            txn_end(w, "ROLLBACK", why, sizeof why);
+            if (!savepoint)
+                txn_end(w, "ROLLBACK", why, sizeof why);
+            else if (!txn_gone(w)) {
+                struct db_conn c = { .w = w };
+                if (db_conn_exec(&c, "ROLLBACK TO SAVEPOINT db_txn") == DB_OK)
+                    db_conn_exec(&c, "RELEASE SAVEPOINT db_txn");
+            }
             atomic_fetch_add(&db->n_rollbacks, 1);
             atomic_fetch_add(&db->n_errors, 1);
             return;
         }
+    }
+    if (savepoint) {
+        /* committed (or failed) with the group */
+        struct db_conn c = { .w = w };
+        if (db_conn_exec(&c, "RELEASE SAVEPOINT db_txn") != DB_OK) {
+            result_error(top, "release savepoint: %.200s", c.err);
+            atomic_fetch_add(&db->n_errors, 1);
+        }
+        return;
     }
     if (txn_end(w, "COMMIT", why, sizeof why) != 0) {
         result_error(top, "commit failed: %s", why);
@@ -823,17 +853,14 @@ static void run_group(struct db_worker *w, struct db_req *g, struct db_req *end)
 
 static bool groupable(const struct db_req *r)
 {
-    return r && (r->flags & DB_GROUP) && ((r->kind == REQ_QUERY && r->one.sql) || r->kind == REQ_RUN);
+    return r && (r->flags & DB_GROUP) && ((r->kind == REQ_QUERY && r->one.sql) || r->kind != REQ_QUERY);
 }
 
 static void run_batch(struct db_worker *w, struct db_req *first)
 {
     struct db_req *r = first;
     while (r) {
-        if (r->kind == REQ_TXN) {
-            run_txn(w, r);
-            r = r->next;
-        } else if (groupable(r) && groupable(r->next)) {
+        if (groupable(r) && groupable(r->next)) {
             struct db_req *end = r;
             while (groupable(end))
                 end = end->next;
@@ -1144,12 +1171,12 @@ static struct db_req *req_query(struct db *db, struct core_loop *loop, int flags
     return r;
 }
 
-static struct db_req *req_txn(struct db *db, struct core_loop *loop, const struct db_stmt *stmts, int n,
+static struct db_req *req_txn(struct db *db, struct core_loop *loop, int flags, const struct db_stmt *stmts, int n,
                               db_done_fn done, void *arg)
 {
     if (n < 1 || n > 10000)
         return NULL;
-    struct db_req *r = req_new(db, loop, 0, done, arg);
+    struct db_req *r = req_new(db, loop, flags, done, arg);
     if (!r)
         return NULL;
     r->kind = REQ_TXN;
@@ -1257,6 +1284,16 @@ int db_run(struct db *db, db_pin_t pin, struct core_loop *loop, int flags, db_ru
     return submit(db, pin, r);
 }
 
+int db_txn_flags(struct db *db, db_pin_t pin, struct core_loop *loop, int flags, const struct db_stmt *stmts, int n,
+                 db_done_fn done, void *arg)
+{
+    if (n < 1 || !stmts) {
+        errno = EINVAL;
+        return -1;
+    }
+    return submit(db, pin, req_txn(db, loop, flags & DB_GROUP, stmts, n, done, arg));
+}
+
 int db_txn(struct db *db, db_pin_t pin, struct core_loop *loop, const struct db_stmt *stmts, int n, db_done_fn done,
            void *arg)
 {
@@ -1264,7 +1301,7 @@ int db_txn(struct db *db, db_pin_t pin, struct core_loop *loop, const struct db_
         errno = EINVAL;
         return -1;
     }
-    return submit(db, pin, req_txn(db, loop, stmts, n, done, arg));
+    return submit(db, pin, req_txn(db, loop, 0, stmts, n, done, arg));
 }
 
 /* Submit r and wait for it (blocks the caller). */
@@ -1309,7 +1346,7 @@ int db_query_sync(struct db *db, const char *sql, const struct db_value *params,
 
 static int txn_sync_on(struct db *db, db_pin_t pin, const struct db_stmt *stmts, int n, struct db_result **res)
 {
-    return wait_for(db, pin, req_txn(db, NULL, stmts, n, NULL, NULL), res);
+    return wait_for(db, pin, req_txn(db, NULL, 0, stmts, n, NULL, NULL), res);
 }
 
 int db_txn_sync(struct db *db, const struct db_stmt *stmts, int n, struct db_result **res)

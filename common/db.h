@@ -171,6 +171,12 @@ db_pin_t db_pin(struct db *db);
  * Returns as db_query (errno EAGAIN when the queue is full). */
 int db_txn(struct db *db, db_pin_t pin, struct core_loop *loop, const struct db_stmt *stmts, int n, db_done_fn done,
            void *arg);
+/* db_txn with flags: DB_GROUP lets it share a group commit with the DB_GROUP
+ * requests around it (one fsync), its statements inside a SAVEPOINT: still
+ * all or none, and its failure undoes it alone. done hears status 0 only
+ * once the group committed. Not for DDL (MySQL commits DDL at once). */
+int db_txn_flags(struct db *db, db_pin_t pin, struct core_loop *loop, int flags, const struct db_stmt *stmts, int n,
+                 db_done_fn done, void *arg);
 /* The same, waiting (start-up, tools, tests). *res freed by the caller. */
 int db_txn_sync(struct db *db, const struct db_stmt *stmts, int n, struct db_result **res);
 const struct db_result *db_result_stmt(const struct db_result *res, int k);

@@ -5,7 +5,7 @@
  * migrations, and group commit never reporting success for a statement a
  * rollback undid (a full database: SQLite's max_page_count), the blocking
  * statement API's error classes (db_conn), and db_run operations sharing one
- * commit with a savepoint each. All over
+ * commit with a savepoint each, and so do db_txn_flags(DB_GROUP) ones. All over
  * SQLite; MariaDB runs these paths in the daemons' integration tests. */
 #include "common/db.h"
 #include "tests/unit/unit.h"
@@ -622,6 +622,72 @@ static void test_run_savepoints_share_a_commit(void)
     db_close(db);
 }
 
+static void txn_done(struct db_result *res, void *arg)
+{
+    struct seq_op *o = arg;
+    o->status = res->status;
+    snprintf(o->error, sizeof o->error, "%s", res->error);
+    atomic_fetch_add(o->done, 1);
+}
+
+static void test_txn_shares_the_group_commit(void)
+{
+    struct db *db = open_path("txng.db", 1, 0);
+    CHECK(db != NULL);
+    if (!db)
+        return;
+    char err[256];
+    CHECK_EQ_INT(db_exec_script(db, "CREATE TABLE acct (id INTEGER PRIMARY KEY, bal INTEGER NOT NULL)", err, sizeof err),
+                 0);
+    CHECK_EQ_INT(db_exec_script(db, "INSERT INTO acct VALUES (1, 100); INSERT INTO acct VALUES (2, 0)", err, sizeof err),
+                 0);
+    struct gate g = { .mu = PTHREAD_MUTEX_INITIALIZER, .cv = PTHREAD_COND_INITIALIZER };
+    atomic_int done = 0;
+    struct seq_op gate_op = { .done = &done }, good = { .done = &done }, bad = { .done = &done },
+                  plain = { .done = &done };
+    CHECK_EQ_INT(db_run(db, 0, NULL, 0, gate_fn, &g, seq_done, &gate_op), 0);
+    pthread_mutex_lock(&g.mu);
+    while (!g.entered)
+        pthread_cond_wait(&g.cv, &g.mu);
+    pthread_mutex_unlock(&g.mu);
+    struct db_counters before;
+    db_get_counters(db, &before);
+    /* a transfer that works, one whose second statement matches nothing
+     * (undone alone, its first statement too), and a plain grouped insert */
+    struct db_value amt[2] = { DB_INT64(30), DB_INT64(1) }, to[2] = { DB_INT64(30), DB_INT64(2) },
+                    nobody[2] = { DB_INT64(30), DB_INT64(99) };
+    struct db_stmt ok[2] = { { "UPDATE acct SET bal = bal - ? WHERE id = ?", amt, 2, DB_EXPECT_ONE },
+                             { "UPDATE acct SET bal = bal + ? WHERE id = ?", to, 2, DB_EXPECT_ONE } };
+    struct db_stmt ko[2] = { { "UPDATE acct SET bal = bal - ? WHERE id = ?", amt, 2, DB_EXPECT_ONE },
+                             { "UPDATE acct SET bal = bal + ? WHERE id = ?", nobody, 2, DB_EXPECT_ONE } };
+    CHECK_EQ_INT(db_txn_flags(db, 0, NULL, DB_GROUP, ok, 2, txn_done, &good), 0);
+    CHECK_EQ_INT(db_txn_flags(db, 0, NULL, DB_GROUP, ko, 2, txn_done, &bad), 0);
+    struct db_value row[2] = { DB_INT64(3), DB_INT64(5) };
+    CHECK_EQ_INT(db_query(db, NULL, DB_GROUP, "INSERT INTO acct VALUES (?, ?)", row, 2, txn_done, &plain), 0);
+    pthread_mutex_lock(&g.mu);
+    g.open = true;
+    pthread_cond_broadcast(&g.cv);
+    pthread_mutex_unlock(&g.mu);
+    for (int i = 0; i < 1000 && atomic_load(&done) < 4; i++)
+        usleep(5000);
+    CHECK_EQ_INT(atomic_load(&done), 4);
+    CHECK_EQ_INT(good.status, 0);
+    CHECK_EQ_INT(bad.status, -1);
+    CHECK(strstr(bad.error, "statement 2") != NULL);
+    CHECK_EQ_INT(plain.status, 0);
+    struct db_counters after;
+    db_get_counters(db, &after);
+    CHECK_EQ_INT(after.commits - before.commits, 2);  /* the gate's, then one for the three */
+    struct db_result *r = NULL;
+    CHECK_EQ_INT(db_query_sync(db, "SELECT id, bal FROM acct ORDER BY id", NULL, 0, &r), 0);
+    CHECK_EQ_INT(r->nrows, 3);
+    CHECK_EQ_INT(db_cell_int(r, 0, 1), 70);
+    CHECK_EQ_INT(db_cell_int(r, 1, 1), 30);
+    CHECK_EQ_INT(db_cell_int(r, 2, 1), 5);
+    db_result_free(r);
+    db_close(db);
+}
+
 int main(void)
 {
     snprintf(dir, sizeof dir, "/tmp/test_db_kit.XXXXXX");
@@ -639,6 +705,7 @@ int main(void)
     RUN(test_group_never_reports_undone_writes);
     RUN(test_conn_error_classes);
     RUN(test_run_savepoints_share_a_commit);
+    RUN(test_txn_shares_the_group_commit);
     char cmd[160];
     snprintf(cmd, sizeof cmd, "rm -rf %s", dir);
     if (system(cmd) != 0)
