@@ -617,6 +617,7 @@ uint64_t db_conn_affected(const struct db_conn *c) { return c->affected; }
 int64_t db_conn_last_id(const struct db_conn *c) { return c->last_id; }
 const char *db_conn_error(const struct db_conn *c) { return c->err; }
 enum db_driver db_conn_driver(const struct db_conn *c) { return c->w->db->driver; }
+int db_conn_worker(const struct db_conn *c) { return c->own_db ? -1 : c->w->index; }
 
 void db_run_fail(struct db_conn *c, const char *why) { snprintf(c->fail, sizeof c->fail, "%s", why ? why : ""); }
 

@@ -271,6 +271,10 @@ struct db_conn;
 struct db_conn *db_conn_open(const struct db_config *cfg, char *err, size_t errlen);
 void db_conn_close(struct db_conn *c);
 enum db_driver db_conn_driver(const struct db_conn *c);
+/* Which worker's connection this is (0 .. workers-1; -1 for db_conn_open's):
+ * a db_run callback keeps per-connection state (caches, prepared ids) in an
+ * array indexed by it, touched only by that worker's thread. */
+int db_conn_worker(const struct db_conn *c);
 /* One statement with '?' parameters. res (may be NULL) is filled with the
  * result set (caller's storage: release with db_result_clear, even after an
  * error). The parameters are used in place, not copied. */

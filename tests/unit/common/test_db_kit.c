@@ -460,6 +460,7 @@ static void test_conn_error_classes(void)
     if (!c)
         return;
     CHECK_EQ_INT(db_conn_driver(c), DB_SQLITE);
+    CHECK_EQ_INT(db_conn_worker(c), -1);  /* a connection of one's own */
     CHECK_EQ_INT(db_conn_exec(c, "CREATE TABLE u (id INTEGER PRIMARY KEY, k TEXT UNIQUE, b BLOB)"), DB_OK);
     CHECK_EQ_INT(db_conn_exec(c, "BEGIN"), DB_OK);
     static const char blob[] = { 0, '\r', '\n', (char)0xff };
@@ -529,6 +530,7 @@ static int gate_fn(struct db_conn *c, void *ctx)
 struct seq_op {
     int n, fail_at;
     int64_t got;                 /* the value it inserted */
+    int worker;                  /* db_conn_worker in the callback */
     int status;
     char error[256];
     atomic_int *done;
@@ -537,6 +539,7 @@ struct seq_op {
 static int seq_fn(struct db_conn *c, void *ctx)
 {
     struct seq_op *o = ctx;
+    o->worker = db_conn_worker(c);
     struct db_result r;
     if (db_conn_query(c, "SELECT COALESCE(MAX(v), 0) FROM seq", NULL, 0, &r) != DB_OK) {
         db_result_clear(&r);
@@ -584,7 +587,7 @@ static void test_run_savepoints_share_a_commit(void)
     enum { N = 20 };
     struct seq_op ops[N];
     for (int i = 0; i < N; i++) {
-        ops[i] = (struct seq_op){ .n = i, .fail_at = 7, .done = &done };
+        ops[i] = (struct seq_op){ .n = i, .fail_at = 7, .done = &done, .worker = -5 };
         CHECK_EQ_INT(db_run(db, 0, NULL, DB_GROUP, seq_fn, &ops[i], seq_done, &ops[i]), 0);
     }
     pthread_mutex_lock(&g.mu);
@@ -599,6 +602,7 @@ static void test_run_savepoints_share_a_commit(void)
         CHECK_EQ_INT(ops[i].status, i == 7 ? -1 : 0);
         /* each saw the ones before it, and not the failed one's insert */
         CHECK_EQ_INT(ops[i].got, i <= 7 ? i + 1 : i);
+        CHECK_EQ_INT(ops[i].worker, 0);  /* the only worker */
     }
     CHECK_STR(ops[7].error, "op failed on purpose");
     struct db_counters after;
