@@ -90,7 +90,7 @@ FUZZ_BINS += $(BUILD)/fuzz/$(1)
 $(BUILD)/fuzz/$(1): $(sort $(2) $(FUZZ_BASE)) $$(if $$(wildcard $(BUILD)/fuzz/$(1).d),,FORCE)
 	@mkdir -p $$(@D)
 	$$(FUZZ_CC) $$(FUZZ_CFLAGS) -o $$@ $(sort $(2) $(FUZZ_BASE)) $(3) $$(PKG_LIBS)
-	@$$(FUZZ_CC) $$(FUZZ_CFLAGS) -MM -MP -MT $$@ $(sort $(2) $(FUZZ_BASE)) > $$@.d
+	@{ $$(FUZZ_CC) $$(FUZZ_CFLAGS) -MM -MP -MT $$@ $(sort $(2) $(FUZZ_BASE)); printf '%s:\n' $(sort $(2) $(FUZZ_BASE)); } > $$@.d
 endef
 
 include $(sort $(wildcard */*.mk))
@@ -114,13 +114,16 @@ $(BUILD)/pic/%.o: %.c
 unit: $(UNIT_BINS)
 	@bash tests/run_unit.sh $(UNIT_BINS)
 
+# Test files run on every core (pytest-xdist); each test starts its own
+# daemons on free ports, so they don't interfere. TEST_JOBS=1 runs serially.
+TEST_JOBS ?= $(shell nproc)
 integration: build
-	@BUILD_DIR=$(abspath $(BUILD)) $(PYTHON) -m pytest -q -p no:cacheprovider tests/integration $(PYTEST_ARGS)
+	@BUILD_DIR=$(abspath $(BUILD)) $(PYTHON) -m pytest -q -p no:cacheprovider $(if $(filter-out 1,$(TEST_JOBS)),-n $(TEST_JOBS)) tests/integration $(PYTEST_ARGS)
 
 fuzz-build: $(FUZZ_BINS)
 
 fuzz-run: $(FUZZ_BINS)
-	@bash tests/fuzz/run.sh $(FUZZ_SECONDS) $(FUZZ_BINS)
+	@FUZZ_JOBS=$(TEST_JOBS) bash tests/fuzz/run.sh $(FUZZ_SECONDS) $(FUZZ_BINS)
 
 bench: build
 	@set -e; for b in $(BENCHES); do echo "== $$b"; BUILD_DIR=$(abspath $(BUILD)) $(PYTHON) $$b; done

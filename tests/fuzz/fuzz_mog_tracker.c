@@ -2,6 +2,7 @@
  * lines as the session does; each is parsed, every parsed value is encoded
  * as a reply would carry it and decoded back (must round-trip), and the
  * reply builder's OK/ERR forms are checked to stay one CRLF-ended line. */
+#include <stdio.h>
 #include "mogilefs/mogilefs.h"
 
 #include <stdlib.h>
