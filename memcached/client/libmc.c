@@ -33,7 +33,7 @@
 
 #define KEY_MAX 250
 #define GET_BATCH 100   /* keys per get line in a multi-get */
-#define MC_VALUE_MAX (1ull << 30)   /* memcached's largest -I: a longer value is a broken reply */
+#define MC_VALUE_MAX (256ull << 20)   /* a longer value is taken for a broken reply (libmc.h) */
 
 struct mc_client {
     struct client_server *servers;   /* common/client: connection, buffer, dead marking */
@@ -620,8 +620,10 @@ int mc_client_get(struct mc_client *c, const char *key, size_t nkey, struct mc_c
     const char *keys[1] = { key };
     size_t nkeys[1] = { nkey };
     int rc = mc_client_get_multi(c, keys, nkeys, 1, get_one_cb, &g);
-    if (rc != MC_CLIENT_OK)
+    if (rc != MC_CLIENT_OK) {
+        mc_client_value_free(out);   /* a hit before the stream broke */
         return rc;
+    }
     if (g.oom)
         return MC_CLIENT_NO_MEMORY;
     return g.found ? MC_CLIENT_OK : MC_CLIENT_NOT_FOUND;

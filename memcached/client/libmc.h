@@ -26,6 +26,10 @@
  * to the library. With compress_threshold 0 (the default) values and
  * flags pass untouched both ways.
  *
+ * A reply announcing a value over 256 MiB is taken for a broken stream
+ * (MC_CLIENT_PROTOCOL) rather than reserving that much on the server's
+ * word; memcached's default item limit is 1 MiB (-I).
+ *
  * An mc_client is not thread-safe: use one per thread. */
 #ifndef LIBMC_H
 #define LIBMC_H
