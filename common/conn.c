@@ -81,6 +81,8 @@ bool conn_is_closing(const struct core_conn *c)
 }
 
 static void conn_free(struct core_conn *c, enum conn_close_reason why);
+static bool settle(struct core_conn *c);
+static void defer_settle(struct core_conn *c);
 static void discard(struct core_conn *c);
 static void dial_kick(struct conn_dial *d);
 static void dial_free(struct core_conn *c);
@@ -420,6 +422,8 @@ struct core_conn *conn_new_bev(struct core_loop *loop, struct bufferevent *bev, 
         return NULL;
     }
     c->flags |= F_FILTERED;
+    if (bufferevent_openssl_get_ssl(bev)) /* accepted TLS (tls_accept_bev) */
+        c->flags |= F_TLS;
     bufferevent_enable(bev, EV_READ | EV_WRITE);
     return c;
 }
@@ -659,6 +663,11 @@ int conn_start_tls(struct core_conn *c, void *ssl_ctx, bool server, const char *
 
 bool conn_is_tls(const struct core_conn *c) { return (c->flags & F_TLS) != 0; }
 
+SSL *conn_ssl(const struct core_conn *c)
+{
+    return (c->flags & F_TLS) ? bufferevent_openssl_get_ssl(c->bev) : NULL;
+}
+
 /* Undo setup() for a conn whose start failed: no callback runs. */
 static void discard(struct core_conn *c)
 {
@@ -694,6 +703,8 @@ static void conn_free(struct core_conn *c, enum conn_close_reason why)
     atomic_fetch_sub(&total_current, 1);
     if (c->rev)
         event_free(c->rev);
+    if (c->defer)
+        event_free(c->defer);
     bufferevent_free(c->bev);
     free(c);
 }
@@ -708,8 +719,12 @@ void conn_close_after_write(struct core_conn *c)
     c->flags |= F_CLOSE_AFTER_WRITE;
     c->flags &= ~F_EOF_WAIT; /* asked for: close when written, busy or not */
     read_set(c, false);
-    if (evbuffer_get_length(conn_out(c)) == 0)
-        conn_free(c, CONN_CLOSE_LOCAL);
+    if (evbuffer_get_length(conn_out(c)) > 0)
+        return; /* write_cb closes once it is out */
+    if (c->flags & F_IN_CB)
+        conn_free(c, CONN_CLOSE_LOCAL); /* marks it: freed when the callback returns */
+    else
+        defer_settle(c); /* from a timer, loop_call or work_post: never under the caller */
 }
 
 void conn_set_timeouts(struct core_conn *c, uint32_t idle_ms, uint32_t write_ms)
@@ -771,7 +786,37 @@ void conn_set_busy(struct core_conn *c, bool busy)
     }
     c->flags &= ~F_BUSY;
     if (!(c->flags & F_IN_CB))
-        settle(c);
+        defer_settle(c); /* may close: not under the caller (a timer, loop_call, work_post) */
+}
+
+/* The deferred settle: runs from the loop once the caller has returned. */
+static void defer_cb(evutil_socket_t fd, short what, void *arg)
+{
+    (void)fd;
+    (void)what;
+    struct core_conn *c = arg;
+    if (c->flags & F_IN_CB)
+        return; /* a callback is running (nested loop): its leave() settles */
+    if (c->flags & F_CLOSE_PENDING) {
+        conn_free(c, CONN_CLOSE_LOCAL);
+        return;
+    }
+    settle(c);
+}
+
+static void defer_settle(struct core_conn *c)
+{
+    if (c->flags & F_FREEING)
+        return;
+    if (!c->defer) {
+        c->defer = event_new(c->loop->base, -1, 0, defer_cb, c);
+        if (!c->defer) { /* out of memory: no safe deferral; mark it and let the next event settle */
+            log_warn("conn: cannot defer a settle (out of memory)");
+            return;
+        }
+    }
+    if (!event_pending(c->defer, EV_TIMEOUT, NULL))
+        event_active(c->defer, EV_TIMEOUT, 0);
 }
 
 const char *conn_peer_str(const struct core_conn *c, char *buf, size_t len)
