@@ -56,6 +56,7 @@ struct loop_conns {
     struct core_conn *head;
     uint64_t count;
     struct evdns_base *dns;     /* created on the first conn_connect_host */
+    char *scratch;              /* CONN_READ_CHUNK bytes: reads into an empty input land here first */
 };
 
 /* Dialing by name: the resolver's answer and the addresses left to try.
@@ -126,6 +127,32 @@ static void raw_read_cb(evutil_socket_t fd, short what, void *arg)
         return;
     }
     struct evbuffer *in = conn_in(c);
+    /* An empty input (the usual case between requests) would need a fresh
+     * CONN_READ_CHUNK chain (a 32 KiB malloc, freed again as soon as the
+     * request is consumed): read into the loop's scratch buffer instead and
+     * copy what came (a small request gets a small chain). Input still
+     * holding a partial request is read into directly. */
+    struct loop_conns *lc = &per_loop[c->loop->index % CONN_MAX_LOOPS];
+    if (evbuffer_get_length(in) == 0 && (lc->scratch || (lc->scratch = malloc(CONN_READ_CHUNK)))) {
+        ssize_t n = read(fd, lc->scratch, CONN_READ_CHUNK);
+        if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR))
+            return;
+        if (n <= 0) {
+            event_del(c->rev);
+            event_cb(c->bev, BEV_EVENT_READING | (n == 0 ? BEV_EVENT_EOF : BEV_EVENT_ERROR), c);
+            return;
+        }
+        evbuffer_unfreeze(in, 0);
+        int rc = evbuffer_add(in, lc->scratch, (size_t)n);
+        evbuffer_freeze(in, 0);
+        if (rc < 0) {
+            event_del(c->rev);
+            event_cb(c->bev, BEV_EVENT_READING | BEV_EVENT_ERROR, c);
+            return;
+        }
+        read_cb(c->bev, c);
+        return;
+    }
     struct evbuffer_iovec v[2];
     evbuffer_unfreeze(in, 0); /* the bufferevent keeps its input's end frozen */
     int nv = evbuffer_reserve_space(in, CONN_READ_CHUNK, v, 2);
@@ -882,4 +909,6 @@ void conn_loop_cleanup(struct core_loop *loop)
         evdns_base_free(lc->dns, 1);  /* 1: fail what is pending (nothing: the conns are gone) */
         lc->dns = NULL;
     }
+    free(lc->scratch);
+    lc->scratch = NULL;
 }
