@@ -57,15 +57,22 @@ endef
 # out of its .so's interface.
 CLIENT_KIT := common/client.c common/clock.c common/num.c
 
-# $(call library,NAME,SOURCES,EXTRA_LIBS) -> $(BUILD)/lib/libNAME.a and .so
+# $(call library,NAME,SOURCES,EXTRA_LIBS) -> $(BUILD)/lib/libNAME.a and a
+# versioned shared library: libNAME.so.$(SO_VERSION) with soname
+# libNAME.so.$(SO_MAJOR), plus the libNAME.so.$(SO_MAJOR) and libNAME.so links.
+# Bump SO_MAJOR when a library's interface (its .map) breaks compatibility.
+SO_VERSION ?= 1.0.0
+SO_MAJOR   := $(firstword $(subst ., ,$(SO_VERSION)))
 define library
-LIBRARIES += $(BUILD)/lib/lib$(1).a $(BUILD)/lib/lib$(1).so
+LIBRARIES += $(BUILD)/lib/lib$(1).a $(BUILD)/lib/lib$(1).so.$(SO_VERSION) $(BUILD)/lib/lib$(1).so.$(SO_MAJOR) $(BUILD)/lib/lib$(1).so
 $(BUILD)/lib/lib$(1).a: $(call PIC,$(sort $(2) $(CLIENT_KIT)))
 	@mkdir -p $$(@D)
 	ar rcs $$@ $$^
-$(BUILD)/lib/lib$(1).so: $(call PIC,$(sort $(2) $(CLIENT_KIT)))
+$(BUILD)/lib/lib$(1).so.$(SO_VERSION): $(call PIC,$(sort $(2) $(CLIENT_KIT)))
 	@mkdir -p $$(@D)
-	$$(CC) $$(LDFLAGS) -shared -Wl,-soname,lib$(1).so -o $$@ $$^ $(3)
+	$$(CC) $$(LDFLAGS) -shared -Wl,-soname,lib$(1).so.$(SO_MAJOR) -o $$@ $$^ $(3)
+$(BUILD)/lib/lib$(1).so.$(SO_MAJOR) $(BUILD)/lib/lib$(1).so: $(BUILD)/lib/lib$(1).so.$(SO_VERSION)
+	ln -sfn $$(<F) $$@
 endef
 
 # $(call unit_test,PATH_UNDER_tests/unit_WITHOUT_.c,EXTRA_SOURCES,EXTRA_LIBS)
@@ -86,7 +93,7 @@ FUZZ_BINS += $(BUILD)/fuzz/$(1)
 $(BUILD)/fuzz/$(1): $(sort $(2) $(FUZZ_BASE)) $$(if $$(wildcard $(BUILD)/fuzz/$(1).d),,FORCE)
 	@mkdir -p $$(@D)
 	$$(FUZZ_CC) $$(FUZZ_CFLAGS) -o $$@ $(sort $(2) $(FUZZ_BASE)) $(3) $$(PKG_LIBS)
-	@$$(FUZZ_CC) $$(FUZZ_CFLAGS) -MM -MP -MT $$@ $(sort $(2) $(FUZZ_BASE)) > $$@.d
+	@{ $$(FUZZ_CC) $$(FUZZ_CFLAGS) -MM -MP -MT $$@ $(sort $(2) $(FUZZ_BASE)); printf '%s:\n' $(sort $(2) $(FUZZ_BASE)); } > $$@.d
 endef
 
 include $(sort $(wildcard */*.mk))
@@ -110,42 +117,53 @@ $(BUILD)/pic/%.o: %.c
 unit: $(UNIT_BINS)
 	@bash tests/run_unit.sh $(UNIT_BINS)
 
+# Test files run on every core (pytest-xdist); each test starts its own
+# daemons on free ports, so they don't interfere. TEST_JOBS=1 runs serially.
+TEST_JOBS ?= $(shell nproc)
 integration: build
-	@BUILD_DIR=$(abspath $(BUILD)) $(PYTHON) -m pytest -q -p no:cacheprovider tests/integration $(PYTEST_ARGS)
+	@BUILD_DIR=$(abspath $(BUILD)) $(PYTHON) -m pytest -q -p no:cacheprovider $(if $(filter-out 1,$(TEST_JOBS)),-n $(TEST_JOBS)) tests/integration $(PYTEST_ARGS)
 
 fuzz-build: $(FUZZ_BINS)
 
 fuzz-run: $(FUZZ_BINS)
-	@bash tests/fuzz/run.sh $(FUZZ_SECONDS) $(FUZZ_BINS)
+	@FUZZ_JOBS=$(TEST_JOBS) bash tests/fuzz/run.sh $(FUZZ_SECONDS) $(FUZZ_BINS)
 
 bench: build
 	@set -e; for b in $(BENCHES); do echo "== $$b"; BUILD_DIR=$(abspath $(BUILD)) $(PYTHON) $$b; done
 
 # Units and sample configs name their paths as @PREFIX@ and @SYSCONFDIR@;
-# sample configs never overwrite ones already installed.
+# pkg-config files get LIBDIR (multiarch: LIBDIR=/usr/lib/<triplet>).
+# Man pages are installed when `make -f build.mk man` made them (needs help2man).
 SYSCONFDIR ?= $(if $(filter /usr,$(PREFIX)),/etc,$(PREFIX)/etc)
+LIBDIR     ?= $(PREFIX)/lib
+MANDIR     ?= $(PREFIX)/share/man
 SAMPLE_CONFS := $(filter-out %-run.conf,$(wildcard deploy/conf/*.conf))
 UNITS        := $(wildcard deploy/systemd/*.service)
-SUBST        := sed -e 's|@PREFIX@|$(PREFIX)|g' -e 's|@SYSCONFDIR@|$(SYSCONFDIR)|g'
+SUBST        := sed -e 's|@PREFIX@|$(PREFIX)|g' -e 's|@SYSCONFDIR@|$(SYSCONFDIR)|g' -e 's|^libdir=.*|libdir=$(LIBDIR)|'
 
 # Nothing is overwritten that this tree did not install (deploy/install-file.sh
 # keeps a manifest; FORCE=1 overrides), except sample configs, which are
-# only ever added.
+# only ever added. The versioned libraries' .so.1 and .so links stay links.
 INSTALL_FILE := PREFIX=$(PREFIX) DESTDIR=$(DESTDIR) bash deploy/install-file.sh
-STAGE        := $(BUILD)/install-stage
+# one staging directory per destination: installs into different DESTDIRs
+# (tests under pytest-xdist) may run at once
+STAGE        := $(BUILD)/install-stage-$(firstword $(shell printf '%s' '$(DESTDIR)$(PREFIX)' | cksum))
 
 install: build
 	@set -e; rm -rf $(STAGE); mkdir -p $(STAGE) $(DESTDIR)$(SYSCONFDIR)/stack; \
 	for f in $(BINS); do $(INSTALL_FILE) 755 $$f $(PREFIX)/bin/$$(basename $$f); done; \
-	for f in $(LIBRARIES); do $(INSTALL_FILE) 644 $$f $(PREFIX)/lib/$$(basename $$f); done; \
+	for f in $(LIBRARIES); do $(INSTALL_FILE) 644 $$f $(LIBDIR)/$$(basename $$f); done; \
 	for f in $(HEADERS); do $(INSTALL_FILE) 644 $$f $(PREFIX)/include/$$(basename $$f); done; \
 	for f in $(PCFILES); do $(SUBST) $$f >$(STAGE)/$$(basename $$f); \
-	  $(INSTALL_FILE) 644 $(STAGE)/$$(basename $$f) $(PREFIX)/lib/pkgconfig/$$(basename $$f); done; \
+	  $(INSTALL_FILE) 644 $(STAGE)/$$(basename $$f) $(LIBDIR)/pkgconfig/$$(basename $$f); done; \
 	for f in $(UNITS); do $(SUBST) $$f >$(STAGE)/$$(basename $$f); \
 	  $(INSTALL_FILE) 644 $(STAGE)/$$(basename $$f) $(PREFIX)/lib/systemd/system/$$(basename $$f); done; \
 	for d in $(sort $(dir $(wildcard */README.md))); do \
 	  $(INSTALL_FILE) 644 $${d}README.md $(PREFIX)/share/doc/stack/$${d}README.md; done; \
+	for m in $(wildcard $(BUILD)/man/*.[1-8]); do \
+	  $(INSTALL_FILE) 644 $$m $(MANDIR)/man$${m##*.}/$$(basename $$m); done; \
 	for f in $(SAMPLE_CONFS); do t=$(DESTDIR)$(SYSCONFDIR)/stack/$$(basename $$f); \
-	  if [ -e $$t ]; then echo "keeping existing $$t"; else $(SUBST) $$f >$$t; fi; done
+	  if [ -e $$t ]; then echo "keeping existing $$t"; else $(SUBST) $$f >$$t; fi; done; \
+	rm -rf $(STAGE)
 
 -include $(shell find $(BUILD)/obj $(BUILD)/pic $(BUILD)/fuzz -name '*.d' 2>/dev/null)

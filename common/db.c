@@ -47,7 +47,7 @@ struct req_stmt {
     int flags;
 };
 
-enum req_kind { REQ_QUERY, REQ_TXN };
+enum req_kind { REQ_QUERY, REQ_TXN, REQ_RUN };
 
 struct db_req {
     struct db_req *next;
@@ -58,6 +58,8 @@ struct db_req {
     struct req_stmt one;         /* REQ_QUERY */
     struct req_stmt *stmts;      /* REQ_TXN */
     int nstmts;
+    db_run_fn fn;                /* REQ_RUN */
+    void *fn_ctx;
     struct core_loop *loop;
     db_done_fn done;
     void *arg;
@@ -72,7 +74,7 @@ struct req_queue {
     struct db_req *head, *tail;
 };
 
-#define STMT_CACHE 16
+#define STMT_CACHE 32
 
 struct db_worker {
     struct db *db;
@@ -93,7 +95,7 @@ struct db_worker {
 struct db {
     enum db_driver driver;
     char *path, *host, *socket, *user, *password, *database;
-    int port, max_batch, busy_ms;
+    int port, max_batch, busy_ms, connect_timeout, io_timeout;
     size_t max_queued;
     pthread_mutex_t mu;
     struct req_queue shared;
@@ -317,8 +319,13 @@ static MYSQL *my_try(struct db *db, const char *host, const char *database)
     MYSQL *my = mysql_init(NULL);
     if (!my)
         return NULL;
-    unsigned int timeout = 10;
+    unsigned int timeout = db->connect_timeout > 0 ? (unsigned)db->connect_timeout : 10;
     mysql_options(my, MYSQL_OPT_CONNECT_TIMEOUT, &timeout);
+    if (db->io_timeout > 0) {
+        unsigned int io = (unsigned)db->io_timeout;
+        mysql_options(my, MYSQL_OPT_READ_TIMEOUT, &io);
+        mysql_options(my, MYSQL_OPT_WRITE_TIMEOUT, &io);
+    }
     /* found rows, as DBD::mysql: an UPDATE that matches a row counts it
      * even when the values were already there (DB_EXPECT_ONE relies on it) */
     /* on failure the caller reads mysql_errno, then closes */
@@ -487,6 +494,148 @@ static bool txn_gone(struct db_worker *w)
     return mysql_errno(w->my) == ER_LOCK_DEADLOCK;
 }
 
+/* ---- the blocking statement API (db_conn) ----------------------------------- */
+
+static void run_stmt(struct db_worker *w, const struct req_stmt *q, struct db_result *res, bool in_txn);
+
+struct db_conn {
+    struct db_worker *w;         /* the connection: a db worker's, or own_db's only worker */
+    struct db *own_db;           /* db_conn_open: settings and the worker */
+    bool lost;                   /* db_conn_open: DB_ELOST seen, no more statements */
+    uint64_t affected;
+    int64_t last_id;
+    char err[256];
+    char fail[256];              /* db_run_fail's message */
+};
+
+/* The class of the error the last statement on w got. */
+static enum db_err err_class(struct db_worker *w)
+{
+    if (w->db->driver == DB_SQLITE) {
+        int x = sqlite3_extended_errcode(w->sq);
+        switch (x & 0xff) {
+        case SQLITE_CONSTRAINT:
+            return x == SQLITE_CONSTRAINT_UNIQUE || x == SQLITE_CONSTRAINT_PRIMARYKEY ? DB_EDUP : DB_EOTHER;
+        case SQLITE_BUSY:
+        case SQLITE_LOCKED: return DB_EABORT;
+        case SQLITE_IOERR:
+        case SQLITE_CORRUPT:
+        case SQLITE_FULL:
+        case SQLITE_CANTOPEN:
+        case SQLITE_NOTADB:
+        case SQLITE_READONLY: return DB_ELOST;
+        default: return DB_EOTHER;
+        }
+    }
+    if (!w->my)
+        return DB_ELOST;
+    unsigned e = mysql_errno(w->my);
+    if (e == ER_DUP_ENTRY || e == ER_DUP_KEY)
+        return DB_EDUP;
+    if (e == ER_LOCK_DEADLOCK || e == ER_LOCK_WAIT_TIMEOUT)
+        return DB_EABORT;
+    if (e >= 2000 && e < 3000)  /* client errors: server gone, lost, timed out */
+        return DB_ELOST;
+    if (e == ER_SERVER_SHUTDOWN || e == ER_QUERY_INTERRUPTED || e == ER_CON_COUNT_ERROR || e == ER_OUT_OF_RESOURCES)
+        return DB_ELOST;
+    return DB_EOTHER;
+}
+
+static enum db_err conn_failed(struct db_conn *c, enum db_err e)
+{
+    if (e == DB_ELOST && c->own_db)
+        c->lost = true;
+    return e;
+}
+
+static bool conn_usable(struct db_conn *c)
+{
+    if (c->lost || (c->w->db->driver == DB_MYSQL && !c->w->my)) {
+        snprintf(c->err, sizeof c->err, "database connection lost");
+        c->lost = c->own_db != NULL;
+        return false;
+    }
+    return true;
+}
+
+enum db_err db_conn_query(struct db_conn *c, const char *sql, const struct db_value *params, int nparams,
+                          struct db_result *res)
+{
+    struct db_result tmp;
+    if (!res)
+        res = &tmp;
+    memset(res, 0, sizeof *res);
+    res->failed_stmt = -1;
+    c->err[0] = '\0';
+    if (!conn_usable(c)) {
+        result_error(res, "%s", c->err);
+        if (res == &tmp)
+            db_result_clear(res);
+        return DB_ELOST;
+    }
+    /* never reconnects: the statement may be part of a transaction */
+    struct req_stmt q = { .sql = (char *)sql, .params = (struct db_value *)params, .nparams = nparams };
+    run_stmt(c->w, &q, res, true);
+    enum db_err e = DB_OK;
+    if (res->status != 0) {
+        snprintf(c->err, sizeof c->err, "%s", res->error);
+        e = conn_failed(c, err_class(c->w));
+    } else {
+        c->affected = res->affected;
+        c->last_id = res->last_id;
+    }
+    if (res == &tmp)
+        db_result_clear(res);
+    return e;
+}
+
+enum db_err db_conn_exec(struct db_conn *c, const char *sql)
+{
+    c->err[0] = '\0';
+    if (!conn_usable(c))
+        return DB_ELOST;
+    struct db_worker *w = c->w;
+    if (w->db->driver == DB_SQLITE) {
+        if (sq_exec(w, sql, c->err, sizeof c->err) < 0)
+            return conn_failed(c, err_class(w));
+        return DB_OK;
+    }
+    if (mysql_query(w->my, sql) != 0) {
+        snprintf(c->err, sizeof c->err, "%s", mysql_error(w->my));
+        enum db_err e = err_class(w);
+        if (my_lost_errno(mysql_errno(w->my)))
+            my_drop(w);
+        return conn_failed(c, e);
+    }
+    MYSQL_RES *mr = mysql_store_result(w->my);
+    if (mr)
+        mysql_free_result(mr);
+    return DB_OK;
+}
+
+uint64_t db_conn_affected(const struct db_conn *c) { return c->affected; }
+int64_t db_conn_last_id(const struct db_conn *c) { return c->last_id; }
+const char *db_conn_error(const struct db_conn *c) { return c->err; }
+enum db_driver db_conn_driver(const struct db_conn *c) { return c->w->db->driver; }
+int db_conn_worker(const struct db_conn *c) { return c->own_db ? -1 : c->w->index; }
+
+void db_run_fail(struct db_conn *c, const char *why) { snprintf(c->fail, sizeof c->fail, "%s", why ? why : ""); }
+
+void db_result_clear(struct db_result *res)
+{
+    if (!res)
+        return;
+    size_t n = res->nrows * (size_t)res->ncols;
+    for (size_t i = 0; i < n; i++)
+        free(res->cells[i].p);
+    free(res->cells);
+    for (int k = 0; k < res->nstmts; k++)
+        db_result_free(res->stmts[k]);
+    free(res->stmts);
+    memset(res, 0, sizeof *res);
+    res->failed_stmt = -1;
+}
+
 /* ---- the worker ------------------------------------------------------------ */
 
 static void run_stmt(struct db_worker *w, const struct req_stmt *q, struct db_result *res, bool in_txn)
@@ -497,8 +646,24 @@ static void run_stmt(struct db_worker *w, const struct req_stmt *q, struct db_re
         my_run(w, q, res, !in_txn);
 }
 
+static void run_fn(struct db_worker *w, struct db_req *r, bool savepoint);
+static void run_fn_txn(struct db_worker *w, struct db_req *r);
+
+static void run_txn(struct db_worker *w, struct db_req *r, bool savepoint);
+
 static void run_one(struct db_worker *w, struct db_req *r, bool in_txn)
 {
+    if (r->kind == REQ_RUN) {
+        if (in_txn)
+            run_fn(w, r, true);
+        else
+            run_fn_txn(w, r);
+        return;
+    }
+    if (r->kind == REQ_TXN) {
+        run_txn(w, r, in_txn);
+        return;
+    }
     r->res = result_new();
     if (!r->one.sql)
         return;  /* barrier */
@@ -517,7 +682,9 @@ static void fail_ran(struct db_req *from, struct db_req *to, const char *fmt, co
         }
 }
 
-static void run_txn(struct db_worker *w, struct db_req *r)
+/* A db_txn: in a transaction of its own, or (savepoint) inside a group's
+ * transaction, undone alone when one of its statements fails. */
+static void run_txn(struct db_worker *w, struct db_req *r, bool savepoint)
 {
     struct db *db = w->db;
     struct db_result *top = r->res = result_new();
@@ -529,7 +696,14 @@ static void run_txn(struct db_worker *w, struct db_req *r)
         return;
     }
     top->nstmts = r->nstmts;
-    if (!txn_begin(w)) {
+    if (savepoint) {
+        struct db_conn c = { .w = w };
+        if (db_conn_exec(&c, "SAVEPOINT db_txn") != DB_OK) {
+            result_error(top, "savepoint: %.200s", c.err);
+            atomic_fetch_add(&db->n_errors, 1);
+            return;
+        }
+    } else if (!txn_begin(w)) {
         result_error(top, "begin failed: %s",
                      db->driver == DB_SQLITE ? sqlite3_errmsg(w->sq) : (w->my ? mysql_error(w->my) : "no connection"));
         atomic_fetch_add(&db->n_errors, 1);
@@ -548,11 +722,26 @@ static void run_txn(struct db_worker *w, struct db_req *r)
             top->status = -1;
             top->failed_stmt = k;
             snprintf(top->error, sizeof top->error, "statement %d: %.200s", k + 1, sub->error);
-            txn_end(w, "ROLLBACK", why, sizeof why);
+            if (!savepoint)
+                txn_end(w, "ROLLBACK", why, sizeof why);
+            else if (!txn_gone(w)) {
+                struct db_conn c = { .w = w };
+                if (db_conn_exec(&c, "ROLLBACK TO SAVEPOINT db_txn") == DB_OK)
+                    db_conn_exec(&c, "RELEASE SAVEPOINT db_txn");
+            }
             atomic_fetch_add(&db->n_rollbacks, 1);
             atomic_fetch_add(&db->n_errors, 1);
             return;
         }
+    }
+    if (savepoint) {
+        /* committed (or failed) with the group */
+        struct db_conn c = { .w = w };
+        if (db_conn_exec(&c, "RELEASE SAVEPOINT db_txn") != DB_OK) {
+            result_error(top, "release savepoint: %.200s", c.err);
+            atomic_fetch_add(&db->n_errors, 1);
+        }
+        return;
     }
     if (txn_end(w, "COMMIT", why, sizeof why) != 0) {
         result_error(top, "commit failed: %s", why);
@@ -562,6 +751,61 @@ static void run_txn(struct db_worker *w, struct db_req *r)
         return;
     }
     atomic_fetch_add(&db->n_commits, 1);
+}
+
+/* A db_run callback on w's connection; with savepoint, inside the group's
+ * transaction, its work undone alone when it fails. */
+static void run_fn(struct db_worker *w, struct db_req *r, bool savepoint)
+{
+    struct db *db = w->db;
+    r->res = result_new();
+    atomic_fetch_add(&db->n_requests, 1);
+    struct db_conn c = { .w = w };
+    if (savepoint && db_conn_exec(&c, "SAVEPOINT db_run") != DB_OK) {
+        result_error(r->res, "savepoint: %.200s", c.err);
+        atomic_fetch_add(&db->n_errors, 1);
+        return;
+    }
+    if (r->fn(&c, r->fn_ctx) == 0) {
+        if (savepoint && db_conn_exec(&c, "RELEASE SAVEPOINT db_run") != DB_OK) {
+            result_error(r->res, "release savepoint: %.200s", c.err);
+            atomic_fetch_add(&db->n_errors, 1);
+        }
+        return;
+    }
+    result_error(r->res, "%s", c.fail[0] ? c.fail : c.err[0] ? c.err : "operation failed");
+    atomic_fetch_add(&db->n_errors, 1);
+    if (savepoint && !txn_gone(w)) {
+        struct db_conn u = { .w = w };
+        if (db_conn_exec(&u, "ROLLBACK TO SAVEPOINT db_run") == DB_OK)
+            db_conn_exec(&u, "RELEASE SAVEPOINT db_run");
+    }
+}
+
+/* A db_run callback in a transaction of its own. */
+static void run_fn_txn(struct db_worker *w, struct db_req *r)
+{
+    struct db *db = w->db;
+    if (!txn_begin(w)) {
+        r->res = result_new();
+        atomic_fetch_add(&db->n_requests, 1);
+        result_error(r->res, "begin failed: %s",
+                     db->driver == DB_SQLITE ? sqlite3_errmsg(w->sq) : (w->my ? mysql_error(w->my) : "no connection"));
+        atomic_fetch_add(&db->n_errors, 1);
+        return;
+    }
+    run_fn(w, r, false);
+    char why[200];
+    if (r->res->status != 0) {
+        txn_end(w, "ROLLBACK", why, sizeof why);
+        atomic_fetch_add(&db->n_rollbacks, 1);
+    } else if (txn_end(w, "COMMIT", why, sizeof why) != 0) {
+        result_error(r->res, "commit failed: %s", why);
+        txn_end(w, "ROLLBACK", why, sizeof why);
+        atomic_fetch_add(&db->n_rollbacks, 1);
+        atomic_fetch_add(&db->n_errors, 1);
+    } else
+        atomic_fetch_add(&db->n_commits, 1);
 }
 
 /* Requests [g, end) are DB_GROUP single statements: run them in as few
@@ -577,7 +821,8 @@ static void run_group(struct db_worker *w, struct db_req *g, struct db_req *end)
             /* no transaction to be had: each statement commits on its own */
             for (; r != end; r = r->next) {
                 run_one(w, r, false);
-                atomic_fetch_add(&db->n_commits, 1);
+                if (r->kind == REQ_QUERY)
+                    atomic_fetch_add(&db->n_commits, 1);
             }
             return;
         }
@@ -609,17 +854,14 @@ static void run_group(struct db_worker *w, struct db_req *g, struct db_req *end)
 
 static bool groupable(const struct db_req *r)
 {
-    return r && r->kind == REQ_QUERY && (r->flags & DB_GROUP) && r->one.sql;
+    return r && (r->flags & DB_GROUP) && ((r->kind == REQ_QUERY && r->one.sql) || r->kind != REQ_QUERY);
 }
 
 static void run_batch(struct db_worker *w, struct db_req *first)
 {
     struct db_req *r = first;
     while (r) {
-        if (r->kind == REQ_TXN) {
-            run_txn(w, r);
-            r = r->next;
-        } else if (groupable(r) && groupable(r->next)) {
+        if (groupable(r) && groupable(r->next)) {
             struct db_req *end = r;
             while (groupable(end))
                 end = end->next;
@@ -627,7 +869,7 @@ static void run_batch(struct db_worker *w, struct db_req *first)
             r = end;
         } else {
             run_one(w, r, false);
-            if (r->one.sql && (r->flags & DB_GROUP))
+            if (r->kind == REQ_QUERY && r->one.sql && (r->flags & DB_GROUP))
                 atomic_fetch_add(&w->db->n_commits, 1);
             r = r->next;
         }
@@ -754,23 +996,12 @@ static void db_free(struct db *db)
     free(db);
 }
 
-struct db *db_open(const struct db_config *cfg, char *err, size_t errlen)
+/* mysql_library_init is not thread-safe: once per process, whoever comes first */
+static pthread_once_t my_lib_once = PTHREAD_ONCE_INIT;
+static void my_lib_init(void) { mysql_library_init(0, NULL, NULL); }
+
+static void db_settings(struct db *db, const struct db_config *cfg)
 {
-    if (cfg->driver != DB_SQLITE && cfg->driver != DB_MYSQL) {
-        snprintf(err, errlen, "unknown db driver");
-        return NULL;
-    }
-    if (cfg->driver == DB_SQLITE && (!cfg->path || !*cfg->path)) {
-        snprintf(err, errlen, "sqlite needs a database path");
-        return NULL;
-    }
-    if (cfg->driver == DB_MYSQL)
-        mysql_library_init(0, NULL, NULL);  /* idempotent; not thread-safe, hence here */
-    struct db *db = calloc(1, sizeof *db);
-    if (!db) {
-        snprintf(err, errlen, "out of memory");
-        return NULL;
-    }
     db->driver = cfg->driver;
     db->path = dup_or_null(cfg->path);
     db->host = dup_or_null(cfg->host);
@@ -782,7 +1013,75 @@ struct db *db_open(const struct db_config *cfg, char *err, size_t errlen)
     db->max_batch = cfg->max_batch > 0 ? cfg->max_batch : 1024;
     db->busy_ms = cfg->busy_timeout_ms > 0 ? cfg->busy_timeout_ms : 5000;
     db->max_queued = cfg->max_queued > 0 ? cfg->max_queued : 100000;
+    db->connect_timeout = cfg->connect_timeout_s;
+    db->io_timeout = cfg->io_timeout_s;
     pthread_mutex_init(&db->mu, NULL);
+}
+
+static int config_check(const struct db_config *cfg, char *err, size_t errlen)
+{
+    if (cfg->driver != DB_SQLITE && cfg->driver != DB_MYSQL) {
+        snprintf(err, errlen, "unknown db driver");
+        return -1;
+    }
+    if (cfg->driver == DB_SQLITE && (!cfg->path || !*cfg->path)) {
+        snprintf(err, errlen, "sqlite needs a database path");
+        return -1;
+    }
+    return 0;
+}
+
+struct db_conn *db_conn_open(const struct db_config *cfg, char *err, size_t errlen)
+{
+    if (config_check(cfg, err, errlen) < 0)
+        return NULL;
+    struct db_conn *c = calloc(1, sizeof *c);
+    struct db *db = calloc(1, sizeof *db);
+    struct db_worker *w = calloc(1, sizeof *w);
+    if (!c || !db || !w) {
+        free(c);
+        free(db);
+        free(w);
+        snprintf(err, errlen, "out of memory");
+        return NULL;
+    }
+    if (cfg->driver == DB_MYSQL)
+        pthread_once(&my_lib_once, my_lib_init);
+    db_settings(db, cfg);
+    db->nworkers = 1;
+    db->w = w;
+    w->db = db;
+    c->own_db = db;
+    c->w = w;
+    int rc = db->driver == DB_SQLITE ? sq_connect(w, err, errlen) : my_connect(w, err, errlen);
+    if (rc < 0) {
+        db_conn_close(c);
+        return NULL;
+    }
+    return c;
+}
+
+void db_conn_close(struct db_conn *c)
+{
+    if (!c)
+        return;
+    if (c->own_db)
+        db_free(c->own_db);
+    free(c);
+}
+
+struct db *db_open(const struct db_config *cfg, char *err, size_t errlen)
+{
+    if (config_check(cfg, err, errlen) < 0)
+        return NULL;
+    if (cfg->driver == DB_MYSQL)
+        pthread_once(&my_lib_once, my_lib_init);
+    struct db *db = calloc(1, sizeof *db);
+    if (!db) {
+        snprintf(err, errlen, "out of memory");
+        return NULL;
+    }
+    db_settings(db, cfg);
     db->nworkers = cfg->workers > 0 ? cfg->workers : 1;
     db->w = calloc((size_t)db->nworkers, sizeof *db->w);
     if (!db->w) {
@@ -873,12 +1172,12 @@ static struct db_req *req_query(struct db *db, struct core_loop *loop, int flags
     return r;
 }
 
-static struct db_req *req_txn(struct db *db, struct core_loop *loop, const struct db_stmt *stmts, int n,
+static struct db_req *req_txn(struct db *db, struct core_loop *loop, int flags, const struct db_stmt *stmts, int n,
                               db_done_fn done, void *arg)
 {
     if (n < 1 || n > 10000)
         return NULL;
-    struct db_req *r = req_new(db, loop, 0, done, arg);
+    struct db_req *r = req_new(db, loop, flags, done, arg);
     if (!r)
         return NULL;
     r->kind = REQ_TXN;
@@ -970,6 +1269,32 @@ int db_query(struct db *db, struct core_loop *loop, int flags, const char *sql, 
     return db_query_on(db, 0, loop, flags, sql, params, nparams, done, arg);
 }
 
+int db_run(struct db *db, db_pin_t pin, struct core_loop *loop, int flags, db_run_fn fn, void *ctx, db_done_fn done,
+           void *arg)
+{
+    if (!fn) {
+        errno = EINVAL;
+        return -1;
+    }
+    struct db_req *r = req_new(db, loop, flags, done, arg);
+    if (r) {
+        r->kind = REQ_RUN;
+        r->fn = fn;
+        r->fn_ctx = ctx;
+    }
+    return submit(db, pin, r);
+}
+
+int db_txn_flags(struct db *db, db_pin_t pin, struct core_loop *loop, int flags, const struct db_stmt *stmts, int n,
+                 db_done_fn done, void *arg)
+{
+    if (n < 1 || !stmts) {
+        errno = EINVAL;
+        return -1;
+    }
+    return submit(db, pin, req_txn(db, loop, flags & DB_GROUP, stmts, n, done, arg));
+}
+
 int db_txn(struct db *db, db_pin_t pin, struct core_loop *loop, const struct db_stmt *stmts, int n, db_done_fn done,
            void *arg)
 {
@@ -977,7 +1302,7 @@ int db_txn(struct db *db, db_pin_t pin, struct core_loop *loop, const struct db_
         errno = EINVAL;
         return -1;
     }
-    return submit(db, pin, req_txn(db, loop, stmts, n, done, arg));
+    return submit(db, pin, req_txn(db, loop, 0, stmts, n, done, arg));
 }
 
 /* Submit r and wait for it (blocks the caller). */
@@ -1022,7 +1347,7 @@ int db_query_sync(struct db *db, const char *sql, const struct db_value *params,
 
 static int txn_sync_on(struct db *db, db_pin_t pin, const struct db_stmt *stmts, int n, struct db_result **res)
 {
-    return wait_for(db, pin, req_txn(db, NULL, stmts, n, NULL, NULL), res);
+    return wait_for(db, pin, req_txn(db, NULL, 0, stmts, n, NULL, NULL), res);
 }
 
 int db_txn_sync(struct db *db, const struct db_stmt *stmts, int n, struct db_result **res)

@@ -33,7 +33,12 @@
  *    with one pin run in order on one connection, even with many workers;
  *  - a bound on queued requests (db_config.max_queued): past it db_query
  *    fails with errno EAGAIN and the `rejected` counter grows;
- *  - schema versions with migrations (db_migrate), applied at start-up. */
+ *  - schema versions with migrations (db_migrate), applied at start-up;
+ *  - operations whose later statements depend on earlier results (db_run):
+ *    a callback runs on the worker thread with the connection's blocking
+ *    statement API (db_conn_query), inside a savepoint of a group commit;
+ *  - that blocking statement API on a connection of one's own
+ *    (db_conn_open), for a program that runs its own database threads. */
 #ifndef CORE_DB_H
 #define CORE_DB_H
 
@@ -59,6 +64,8 @@ struct db_config {
     int max_batch;             /* most requests in one group commit; 0 = 1024 */
     int busy_timeout_ms;       /* SQLite: wait for locks this long; 0 = 5000 */
     size_t max_queued;         /* requests waiting at most; 0 = 100000 */
+    int connect_timeout_s;     /* MySQL: connect timeout; 0 = 10 */
+    int io_timeout_s;          /* MySQL: read/write timeout per round trip; 0 = none */
     /* private: the strings db_config_dsn filled in; freed by db_config_clear */
     char *owned_;
 };
@@ -164,6 +171,12 @@ db_pin_t db_pin(struct db *db);
  * Returns as db_query (errno EAGAIN when the queue is full). */
 int db_txn(struct db *db, db_pin_t pin, struct core_loop *loop, const struct db_stmt *stmts, int n, db_done_fn done,
            void *arg);
+/* db_txn with flags: DB_GROUP lets it share a group commit with the DB_GROUP
+ * requests around it (one fsync), its statements inside a SAVEPOINT: still
+ * all or none, and its failure undoes it alone. done hears status 0 only
+ * once the group committed. Not for DDL (MySQL commits DDL at once). */
+int db_txn_flags(struct db *db, db_pin_t pin, struct core_loop *loop, int flags, const struct db_stmt *stmts, int n,
+                 db_done_fn done, void *arg);
 /* The same, waiting (start-up, tools, tests). *res freed by the caller. */
 int db_txn_sync(struct db *db, const struct db_stmt *stmts, int n, struct db_result **res);
 const struct db_result *db_result_stmt(const struct db_result *res, int k);
@@ -232,5 +245,68 @@ struct db_counters {
     uint64_t rollbacks;        /* transactions (db_txn or group) rolled back */
 };
 void db_get_counters(struct db *db, struct db_counters *out);
+
+/* ---- the blocking statement API ------------------------------------------
+ * A connection's statements, run where the caller is (a db worker thread in
+ * a db_run callback, or a thread of the caller's own with db_conn_open).
+ * Every call blocks. Errors come in classes, so the caller knows what is
+ * left of its transaction: */
+enum db_err {
+    DB_OK = 0,
+    DB_EDUP,        /* a unique key was violated: the statement is undone, the transaction goes on */
+    DB_ELOST,       /* the connection is unusable (server gone, disk full or I/O error on SQLite):
+                     * the transaction is gone; a db_conn_open connection must be closed and reopened */
+    DB_EABORT,      /* the server gave up the transaction (deadlock, lock wait timeout, SQLite busy):
+                     * roll back and run it again */
+    DB_EOTHER,      /* the statement failed (syntax, constraint...): the transaction goes on */
+};
+struct db_conn;
+
+/* Open one connection of one's own with the settings of cfg (workers,
+ * max_batch and max_queued unused). SQLite: WAL, synchronous=FULL, the busy
+ * timeout; MySQL: autocommit on, CLIENT_FOUND_ROWS (an UPDATE counts the
+ * rows it matched, as SQLite does), connect/io timeouts. It never
+ * reconnects by itself: after DB_ELOST every call fails with DB_ELOST.
+ * Returns NULL + err. */
+struct db_conn *db_conn_open(const struct db_config *cfg, char *err, size_t errlen);
+void db_conn_close(struct db_conn *c);
+enum db_driver db_conn_driver(const struct db_conn *c);
+/* Which worker's connection this is (0 .. workers-1; -1 for db_conn_open's):
+ * a db_run callback keeps per-connection state (caches, prepared ids) in an
+ * array indexed by it, touched only by that worker's thread. */
+int db_conn_worker(const struct db_conn *c);
+/* One statement with '?' parameters. res (may be NULL) is filled with the
+ * result set (caller's storage: release with db_result_clear, even after an
+ * error). The parameters are used in place, not copied. */
+enum db_err db_conn_query(struct db_conn *c, const char *sql, const struct db_value *params, int nparams,
+                          struct db_result *res);
+/* A statement without parameters or rows (BEGIN, COMMIT, PRAGMA, DDL). */
+enum db_err db_conn_exec(struct db_conn *c, const char *sql);
+/* Of the last successful statement: rows changed (matched, on MySQL too),
+ * the id it inserted; of the last failed one: its message. */
+uint64_t db_conn_affected(const struct db_conn *c);
+int64_t db_conn_last_id(const struct db_conn *c);
+const char *db_conn_error(const struct db_conn *c);
+/* Free the cells of a result the caller owns (db_conn_query's); the struct
+ * itself stays (zeroed). */
+void db_result_clear(struct db_result *res);
+
+/* ---- operations on the worker thread ---------------------------------------
+ * fn runs on a db worker thread with that worker's connection and returns
+ * 0 (keep its work) or -1 (undo it; say why with db_run_fail). With DB_GROUP,
+ * consecutive such requests (and DB_GROUP db_query statements) share one
+ * transaction and one commit, each db_run inside its own SAVEPOINT: one that
+ * fails is rolled back to its savepoint alone and the others commit. Without
+ * DB_GROUP it runs in a transaction of its own. done then gets status 0 only
+ * once the transaction committed, or -1 with the reason (fn's, or the
+ * rollback's when a failure ended the whole transaction: DB_ELOST/DB_EABORT
+ * in any member fails every member that had run). What fn computed for the
+ * loop, it leaves in ctx (done's arg may be the same pointer). fn must not
+ * run BEGIN, COMMIT or ROLLBACK itself. Returns as db_query. */
+typedef int (*db_run_fn)(struct db_conn *c, void *ctx);
+int db_run(struct db *db, db_pin_t pin, struct core_loop *loop, int flags, db_run_fn fn, void *ctx, db_done_fn done,
+           void *arg);
+/* In fn: the message done will see (status -1). */
+void db_run_fail(struct db_conn *c, const char *why);
 
 #endif

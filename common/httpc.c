@@ -30,15 +30,17 @@ static const struct conn_ops httpc_conn_ops = {
     .on_close = hc_on_close,
 };
 
-struct httpc *httpc_connect(struct core_loop *loop, const struct sockaddr *sa, socklen_t salen, uint32_t connect_ms,
-                            const struct httpc_ops *ops, void *data)
+static struct httpc *connect_any(struct core_loop *loop, const struct sockaddr *sa, socklen_t salen,
+                                 const char *host, int port, uint32_t connect_ms, const struct httpc_ops *ops,
+                                 void *data)
 {
     struct httpc *hc = calloc(1, sizeof *hc);
     if (!hc) return NULL;
     hc->ops = ops;
     hc->data = data;
     hc->in_connect = true;
-    struct core_conn *c = conn_connect(loop, sa, salen, &httpc_conn_ops, hc);
+    struct core_conn *c = host ? conn_connect_host(loop, host, port, &httpc_conn_ops, hc)
+                               : conn_connect(loop, sa, salen, &httpc_conn_ops, hc);
     hc->in_connect = false;
     if (!c) {
         /* whether or not the core ran on_close, hc_on_close left hc alone
@@ -49,6 +51,18 @@ struct httpc *httpc_connect(struct core_loop *loop, const struct sockaddr *sa, s
     hc->c = c;
     conn_set_timeouts(c, 0, connect_ms);
     return hc;
+}
+
+struct httpc *httpc_connect(struct core_loop *loop, const struct sockaddr *sa, socklen_t salen, uint32_t connect_ms,
+                            const struct httpc_ops *ops, void *data)
+{
+    return connect_any(loop, sa, salen, NULL, 0, connect_ms, ops, data);
+}
+
+struct httpc *httpc_connect_host(struct core_loop *loop, const char *host, int port, uint32_t connect_ms,
+                                 const struct httpc_ops *ops, void *data)
+{
+    return connect_any(loop, NULL, 0, host, port, connect_ms, ops, data);
 }
 
 struct httpc *httpc_wrap(struct core_loop *loop, int fd, const struct httpc_ops *ops, void *data)

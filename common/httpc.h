@@ -109,6 +109,11 @@ struct httpc {
  * there is nothing to free. Bytes may be sent before the connect finishes. */
 struct httpc *httpc_connect(struct core_loop *loop, const struct sockaddr *sa, socklen_t salen, uint32_t connect_ms,
                             const struct httpc_ops *ops, void *data);
+/* The same to a host name (or numeric address) and port, resolved without
+ * blocking (common/conn's evdns); a name that does not resolve is a failed
+ * connect (on_connect(false)). */
+struct httpc *httpc_connect_host(struct core_loop *loop, const char *host, int port, uint32_t connect_ms,
+                                 const struct httpc_ops *ops, void *data);
 /* An httpc over an already connected socket (a socketpair to a child
  * process, say); the callee owns fd. State HTTPC_IDLE at once (on_connect is
  * not called). NULL on failure (fd closed, nothing called). Set read_ms /

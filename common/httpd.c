@@ -41,7 +41,7 @@
 
 static __thread struct http_msg scratch_req;
 static __thread char *head_copy;
-static __thread struct evbuffer *tx1, *tx2;
+static __thread struct evbuffer *tx1, *tx2, *txf;
 static __thread time_t date_at;
 static __thread char date_buf[HTTP_DATE_LEN + 1];
 
@@ -58,6 +58,24 @@ struct evbuffer *httpd_tx(void)
     return tx1;
 }
 
+/* Appends a file to httpd_tx(), taking ownership of fd. libevent decides at
+ * add time whether a file segment is sent with sendfile(): only when the
+ * buffer it is added to is marked as draining to a socket. Without that it
+ * maps the file and copies it. A TLS connection needs the bytes in memory,
+ * so only plain connections get the sendfile segment (moved into httpd_tx()
+ * whole; evbuffer_write then uses sendfile for it). */
+static int tx_add_file(bool tls, int fd, ev_off_t off, ev_off_t len)
+{
+    if (tls) return evbuffer_add_file(httpd_tx(), fd, off, len);
+    if (!txf) {
+        txf = evbuffer_new();
+        if (!txf) return -1;
+        evbuffer_set_flags(txf, EVBUFFER_FLAG_DRAINS_TO_FD);
+    }
+    if (evbuffer_add_file(txf, fd, off, len) < 0) return -1;
+    return evbuffer_add_buffer(httpd_tx(), txf);
+}
+
 struct evbuffer *httpd_tx2(void)
 {
     if (!tx2) tx2 = evbuffer_new();
@@ -72,7 +90,8 @@ void httpd_thread_exit(void)
     head_copy = NULL;
     if (tx1) evbuffer_free(tx1);
     if (tx2) evbuffer_free(tx2);
-    tx1 = tx2 = NULL;
+    if (txf) evbuffer_free(txf);
+    tx1 = tx2 = txf = NULL;
     fcache_free();
 }
 
@@ -1003,7 +1022,7 @@ static void get_done(struct httpd_conn *h, struct disk_job *j)
         } else if (!g->head && g->len > 0) {
             /* the output buffer closes the fd it is given: a dup of a cached one */
             int sfd = g->fd >= 0 ? dup(g->fd) : g->cached_fd >= 0 ? dup(g->cached_fd) : -1;
-            if (sfd < 0 || evbuffer_add_file(httpd_tx(), sfd, (ev_off_t)g->first, (ev_off_t)g->len) < 0) {
+            if (sfd < 0 || tx_add_file(h->tls, sfd, (ev_off_t)g->first, (ev_off_t)g->len) < 0) {
                 if (sfd >= 0) close(sfd);
                 evbuffer_drain(httpd_tx(), evbuffer_get_length(httpd_tx())); /* the head was not sent yet */
                 httpd_error(h, 500, "Cannot send the file");
@@ -1132,6 +1151,7 @@ static int dir_fsync(int pathfd)
 static void put_finish(struct httpd_conn *h)
 {
     struct httpd_put *p = h->put;
+    bool md5_checked = p->md5 != NULL;
     if (p->md5) {
         char got[64];
         md5_b64(p->md5, got, sizeof got);
@@ -1150,11 +1170,20 @@ static void put_finish(struct httpd_conn *h)
         httpd_files_invalidate(p->f);
         bool existed = p->existed;
         int status = p->f->put_ok_status ? p->f->put_ok_status : existed ? 204 : 201;
+        if (md5_checked && p->f->put_md5_ok_status) status = p->f->put_md5_ok_status;
+        bool with_body = p->f->put_status_body && status != 204;
         free(p->tmp);
         p->tmp = NULL;
         put_free(h);
         bool keep = httpd_can_persist(h);
-        httpd_response_head(h, status, NULL, status == 204 ? -1 : 0, keep, NULL);
+        if (with_body) {
+            char body[128];
+            int n = snprintf(body, sizeof body, "<h1>%d - %s</h1>\n", status, http_reason(status));
+            httpd_response_head(h, status, "text/html", n, keep, NULL);
+            evbuffer_add(httpd_tx(), body, (size_t)n);
+        } else {
+            httpd_response_head(h, status, NULL, status == 204 ? -1 : 0, keep, NULL);
+        }
         httpd_done(h, keep);
         return;
     }
@@ -1220,6 +1249,26 @@ static void do_put(struct httpd_conn *h, struct http_msg *req, struct httpd_file
     if (trailing || !strcmp(path, "/")) {
         httpd_error(h, 403, NULL);
         return;
+    }
+    if (f->min_put_directory > 0) {
+        /* as Perlbal: at least that many directories in the path, and the
+         * first that many must exist (disk call: see disk_run) */
+        int levels = -1;
+        const char *cut = NULL;
+        for (const char *q = path; (q = strchr(q, '/')); q++)
+            if (++levels == f->min_put_directory) cut = q;
+        if (levels < f->min_put_directory || !cut) {
+            httpd_error(h, 400, "Does not meet minimum directory requirement");
+            return;
+        }
+        char basedir[PATH_MAX];
+        snprintf(basedir, sizeof basedir, "%.*s", (int)(cut - path), path);
+        int d = open_beneath(f, basedir, O_PATH | O_DIRECTORY);
+        if (d < 0) {
+            httpd_error(h, 404, "Base directory does not exist");
+            return;
+        }
+        close(d);
     }
     size_t ml;
     const char *mv = http_header_value(req, "content-md5", &ml);
@@ -1390,7 +1439,7 @@ static void concat_done(struct httpd_conn *h, struct disk_job *j)
         for (int i = 0; i < c->n; i++) {
             struct stat st;
             if (fstat(c->fds[i], &st) < 0 || st.st_size == 0) continue;
-            if (evbuffer_add_file(httpd_tx(), c->fds[i], 0, st.st_size) == 0) c->fds[i] = -1; /* the buffer owns it */
+            if (tx_add_file(h->tls, c->fds[i], 0, st.st_size) == 0) c->fds[i] = -1; /* the buffer owns it */
         }
     }
     httpd_done(h, keep);

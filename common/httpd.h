@@ -194,12 +194,20 @@ struct httpd_files {
     int dir_disabled_status;         /* status of the "Directory listing disabled" page; 0 = 403
                                       * (Perlbal answers 200) */
     bool enable_put, enable_delete;
-    int min_put_directory;           /* PUT may create directories only below this depth */
+    int min_put_directory;           /* N > 0: a PUT path needs at least N directories (else 400
+                                      * "Does not meet minimum directory requirement"), the first
+                                      * N must exist (else 404 "Base directory does not exist"),
+                                      * deeper ones are created (Perlbal's min_put_directory) */
     uint64_t max_put_size;           /* 0 = no limit (413 beyond) */
     bool skip_md5_check;             /* ignore Content-MD5 on PUT (checked by default) */
     bool put_fsync;                  /* a PUT is answered only once the file (and the rename
                                       * in its directory) is on disk: fsync both */
     int put_ok_status;               /* status of a stored PUT; 0 = 201 new / 204 replaced */
+    int put_md5_ok_status;           /* status of a stored PUT whose Content-MD5 was checked
+                                      * and matched; 0 = as put_ok_status (Perlbal: 200 / 201) */
+    bool put_status_body;            /* a stored PUT's answer carries the short text/html page
+                                      * httpd_error writes ("<h1>200 - OK</h1>\n"), as Perlbal;
+                                      * else no body */
     bool concat_get;                 /* GET /dir/??a,b,c serves the files one after another
                                       * (Perlbal's enable_concatenate_get; else 403) */
     /* hooks (optional): rewrite the clean path in place (NUL-ended, cap

@@ -16,7 +16,31 @@ int64_t pool_now_ms(void)
     return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
 }
 
+static bool host_name_ok(const char *h)
+{
+    bool letter = false;
+    if (!*h || *h == '-' || *h == '.') return false;
+    for (const char *p = h; *p; p++) {
+        if ((*p >= 'a' && *p <= 'z') || (*p >= 'A' && *p <= 'Z')) letter = true;
+        else if (!(*p >= '0' && *p <= '9') && *p != '-' && *p != '.') return false;
+        if (*p == '.' && p[1] == '.') return false;
+    }
+    return letter;
+}
+
+static int node_init(struct pool_node *n, const char *spec, int default_port, bool names);
+
 int pool_node_init(struct pool_node *n, const char *spec, int default_port)
+{
+    return node_init(n, spec, default_port, false);
+}
+
+int pool_node_init_host(struct pool_node *n, const char *spec, int default_port)
+{
+    return node_init(n, spec, default_port, true);
+}
+
+static int node_init(struct pool_node *n, const char *spec, int default_port, bool names)
 {
     char host[64];
     const char *hs = spec, *he, *portp = NULL;
@@ -58,9 +82,13 @@ int pool_node_init(struct pool_node *n, const char *spec, int default_port)
         char norm[INET6_ADDRSTRLEN];
         inet_ntop(AF_INET6, &s6->sin6_addr, norm, sizeof norm);
         snprintf(n->name, sizeof n->name, "[%s]:%d", norm, port);
+    } else if (names && *spec != '[' && host_name_ok(host)) {
+        snprintf(n->host, sizeof n->host, "%s", host);
+        snprintf(n->name, sizeof n->name, "%s:%d", host, port);
     } else {
         return -1;
     }
+    n->port = port;
     return 0;
 }
 

@@ -43,9 +43,12 @@
 
 /* A backend address, shared by every loop (all fields atomic after init). */
 struct pool_node {
-    char name[80];                     /* canonical "ip:port" or "[ipv6]:port" */
+    char name[80];                     /* canonical "ip:port", "[ipv6]:port" or "host:port" */
     struct sockaddr_storage sa;
-    socklen_t salen;
+    socklen_t salen;                   /* 0 for a node given by name (host below) */
+    char host[64];                     /* a DNS name (pool_node_init_host), resolved at each
+                                        * connect (conn_connect_host); "" for an address */
+    int port;                          /* the port, either way */
     _Atomic uint64_t used;             /* requests sent to it (the user counts) */
     _Atomic uint64_t connects;         /* connections opened (the user counts) */
     _Atomic uint64_t failures;         /* failed connects (pool_gone counts) and other failures */
@@ -58,6 +61,12 @@ struct pool_node {
  * n->name gets the canonical form. "localhost" means 127.0.0.1. Returns 0,
  * or -1 for anything else (no DNS here: see the README). */
 int pool_node_init(struct pool_node *n, const char *spec, int default_port);
+/* The same, and a host name ("db1.example.com:3306", letters, digits, '-'
+ * and '.', at least one letter, < 64 bytes) is accepted too: n->host and
+ * n->port are set, salen is 0, and the user connects by name without
+ * blocking (conn_connect_host / httpc_connect_host), so a DNS change is
+ * seen at the next connect. A numeric address fills sa as above. */
+int pool_node_init_host(struct pool_node *n, const char *spec, int default_port);
 /* Monotonic milliseconds (the clock of dead_until_ms). */
 int64_t pool_now_ms(void);
 /* Mark n dead for ms (a failure seen by the user outside a connect). */

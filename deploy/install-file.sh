@@ -26,7 +26,13 @@ if [ -e "$target" ] || [ -L "$target" ]; then
     exit 1
   fi
 fi
-install -D -m "$mode" -- "$src" "$target"
+if [ -L "$src" ]; then
+  # a library's .so.1/.so link: recreate the link, don't copy what it points to
+  mkdir -p "$(dirname "$target")"
+  ln -sfn -- "$(readlink "$src")" "$target"
+else
+  install -D -m "$mode" -- "$src" "$target"
+fi
 mkdir -p "$(dirname "$manifest")"
 touch "$manifest"
 grep -qxF -- "$dest" "$manifest" || echo "$dest" >>"$manifest"

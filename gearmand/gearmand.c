@@ -225,6 +225,10 @@ static int gm_init(void)
         log_error("gearmand: --job-port-admin must be gearmand, read-only or off, not '%s'", jpa);
         return -1;
     }
+    if (loop_count() > GM_MAX_LOOPS) {
+        log_error("gearmand: -t %d: at most %d threads", loop_count(), GM_MAX_LOOPS);
+        return -1;
+    }
     if (gm.cfg.ssl && gm_tls_open() < 0)
         return -1;
     gm_state_init();

@@ -31,6 +31,7 @@ struct db;
 
 #define GM_VERSION "1.1.20-gm1"
 #define GM_MAX_TEXT_LINE 8192
+#define GM_MAX_LOOPS 64         /* -t */
 
 enum gm_prio { GM_PRIO_HIGH = 0, GM_PRIO_NORMAL = 1, GM_PRIO_LOW = 2 };
 

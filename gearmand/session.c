@@ -2,8 +2,10 @@
  * bytes of a connection into binary packets or admin text lines (one enum
  * of states, one driver), the reply path (output in request order, reply
  * slots held for durable writes), reference counting and the connection's
- * life cycle. What a packet or line means is cmd_bin.c's and cmd_text.c's
- * business; the job state is jobs.c's. */
+ * life cycle; with -t N, the job-state lock and the hand-over of replies
+ * and conn changes to the loop that owns a conn (nothing here touches
+ * another loop's conn). What a packet or line means is cmd_bin.c's and
+ * cmd_text.c's business; the job state is jobs.c's. */
 #include "gearmand/gearmand.h"
 
 #include <stdio.h>
@@ -62,6 +64,12 @@ void gm_send_buf(struct evbuffer *out, uint32_t cmd, int argc, const void *const
 /* ---- the lock --------------------------------------------------------------- */
 
 static __thread int lock_depth;
+/* Loops this thread gave replies to while holding the lock: rung once the
+ * lock is released, so one message carries everything made for a loop in
+ * this event, and the loop does not wake up only to wait for the lock. */
+static __thread struct gm_loop *ring_list[GM_MAX_LOOPS];
+static __thread int ring_count;
+static void ring_loops(void);
 
 void gm_lock(void)
 {
@@ -71,8 +79,11 @@ void gm_lock(void)
 
 void gm_unlock(void)
 {
-    if (--lock_depth == 0)
+    if (--lock_depth == 0) {
         pthread_mutex_unlock(&gm.lock);
+        if (ring_count)
+            ring_loops();
+    }
 }
 
 /* ---- batched writes ----------------------------------------------------------
@@ -101,10 +112,24 @@ struct gm_loop {
     size_t cap;
 };
 
+/* The message may be posted again only from here: the mailbox reads its
+ * next pointer before running it, so a flush from elsewhere (a read on this
+ * loop) must not make it postable while it still waits in the mailbox. */
 static void flush_msg(struct work_msg *m)
 {
     struct gm_loop *L = container_of(m, struct gm_loop, msg);
+    gm_lock();
+    L->post_pending = false;
+    gm_unlock();
     gm_flush_loop(L->loop);
+}
+
+static void ring_loops(void)
+{
+    int n = ring_count;
+    ring_count = 0;
+    for (int i = 0; i < n; i++)
+        work_post_msg(ring_list[i]->loop, &ring_list[i]->msg);
 }
 
 static void mark_dirty(struct gm_sess *s)
@@ -126,7 +151,9 @@ static void mark_dirty(struct gm_sess *s)
         gm.n.cross_loop_flushes++;
         L->msg.run = flush_msg;
         L->msg.owner = &gm;
-        work_post_msg(L->loop, &L->msg);
+        /* posted when this thread lets go of the lock (ring_loops); one
+         * slot per loop, and -t is bounded by the table's size */
+        ring_list[ring_count++] = L;
     }
 }
 
@@ -137,7 +164,6 @@ void gm_flush_loop(struct core_loop *loop)
     struct gm_loop *L = &gm.loops[loop->index];
     size_t n = 0;
     gm_lock();
-    L->post_pending = false;
     for (struct gm_sess *s = L->dirty; s; s = s->dirty_next) {
         if (n == L->cap) {
             L->cap = L->cap ? L->cap * 2 : 64;
@@ -186,6 +212,13 @@ static void on_flush(evutil_socket_t fd, short what, void *arg)
 
 void gm_sessions_init(void)
 {
+    /* The critical sections are short (a packet's bookkeeping): spin a
+     * little before sleeping in the kernel. */
+    pthread_mutexattr_t attr;
+    pthread_mutexattr_init(&attr);
+    pthread_mutexattr_settype(&attr, PTHREAD_MUTEX_ADAPTIVE_NP);
+    pthread_mutex_init(&gm.lock, &attr);
+    pthread_mutexattr_destroy(&attr);
     gm.nloops = loop_count();
     gm.loops = gm_xcalloc((size_t)gm.nloops, sizeof *gm.loops);
     for (int i = 0; i < gm.nloops; i++) {
@@ -277,6 +310,11 @@ static void apply_now(struct gm_sess *s, unsigned what)
 static void apply_run(void *arg)
 {
     struct gm_sess *s = arg;
+    /* Replies made before this was posted go out first: their flush
+     * message is posted only when the poster lets go of the lock, after
+     * this one, and a conn no longer busy may close once its output is
+     * written. */
+    gm_flush_loop(s->loop);
     gm_lock();
     unsigned what = s->apply;
     s->apply = 0;

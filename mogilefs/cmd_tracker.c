@@ -23,6 +23,7 @@ struct cmd_ctx {
     const struct mog_req *req;
     struct mog_reply *r;
     const char *client_ip;
+    bool alt_zone;              /* zone=alt */
 };
 
 typedef int (*cmd_fn)(struct cmd_ctx *c);
@@ -30,6 +31,17 @@ typedef int (*cmd_fn)(struct cmd_ctx *c);
 static const char *arg(struct cmd_ctx *c, const char *k) { return mog_arg(c->req, k); }
 
 static bool has(const char *s) { return s && *s; }
+
+/* The address a URL handed to this client names, as MogileFS's Host->ip:
+ * the host's altip when it has an altip and a valid altmask and either
+ * the client asked for zone=alt or its address lies in the altmask. */
+static bool use_altip(const struct cmd_ctx *c, const struct mog_host *h)
+{
+    uint32_t net, mask;
+    if (!h->altip[0] || mog_netmask_parse(h->altmask, &net, &mask) < 0)
+        return false;
+    return c->alt_zone || mog_netmask_match(h->altmask, c->client_ip);
+}
 
 static int64_t arg_int(struct cmd_ctx *c, const char *k, int64_t dflt)
 {
@@ -796,12 +808,12 @@ static int cmd_create_open(struct cmd_ctx *c)
     if (multi) {
         mog_reply_kvi(c->r, "dev_count", (int64_t)np);
         for (size_t i = 0; i < np; i++) {
-            mog_dev_url(url, sizeof url, &pick[i].h, pick[i].d.devid, fid, false, false);
+            mog_dev_url(url, sizeof url, &pick[i].h, pick[i].d.devid, fid, false, use_altip(c, &pick[i].h));
             mog_reply_kvif(c->r, pick[i].d.devid, "devid_%zu", i + 1);
             mog_reply_kvf(c->r, url, "path_%zu", i + 1);
         }
     } else {
-        mog_dev_url(url, sizeof url, &pick[0].h, pick[0].d.devid, fid, false, false);
+        mog_dev_url(url, sizeof url, &pick[0].h, pick[0].d.devid, fid, false, use_altip(c, &pick[0].h));
         mog_reply_kvi(c->r, "devid", pick[0].d.devid);
         mog_reply_kv(c->r, "path", url);
     }
@@ -915,8 +927,8 @@ static int cmd_create_close(struct cmd_ctx *c)
     char wurl[512], gurl[512];
     if (mog_device_by_id(devid, &dev) < 0 || mog_host_by_id(dev.hostid, &h) < 0)
         return mog_err(c->r, "invalid_destdev", NULL);
-    mog_dev_url(wurl, sizeof wurl, &h, devid, fid, false, false);
-    mog_dev_url(gurl, sizeof gurl, &h, devid, fid, true, false);
+    mog_dev_url(wurl, sizeof wurl, &h, devid, fid, false, use_altip(c, &h));
+    mog_dev_url(gurl, sizeof gurl, &h, devid, fid, true, use_altip(c, &h));
     if (strcmp(path, wurl) && strcmp(path, gurl))
         return mog_err(c->r, "bogus_args", "Path doesn't match fid and devid");
     /* Claim the tempfile row: exactly one close wins. */
@@ -1050,7 +1062,6 @@ static int cmd_get_paths(struct cmd_ctx *c)
     int64_t pathcount = arg_int(c, "pathcount", 2);
     if (pathcount < 2)
         pathcount = 2;
-    bool alt = arg(c, "zone") && !strcmp(arg(c, "zone"), "alt");
     struct db_value p[2] = { I(d.dmid), T(key) };
     struct mog_rows *r = mog_sql("SELECT f.fid, f.length, o.devid FROM file f LEFT JOIN file_on o ON o.fid = f.fid "
                                  "WHERE f.dmid=? AND f.dkey=?", p, 2);
@@ -1098,7 +1109,7 @@ static int cmd_get_paths(struct cmd_ctx *c)
     char url[512];
     bool verified = noverify;
     for (size_t i = 0; i < n && out < pathcount; i++) {
-        mog_dev_url(url, sizeof url, &cands[i].h, cands[i].d.devid, fid, true, alt);
+        mog_dev_url(url, sizeof url, &cands[i].h, cands[i].d.devid, fid, true, use_altip(c, &cands[i].h));
         if (!verified) {
             struct mog_http_res res;
             int ok = mog_http("HEAD", url, NULL, 0, 0, (int)(mog.cfg.node_timeout * 1000), &res) == 0 &&
@@ -1113,7 +1124,7 @@ static int cmd_get_paths(struct cmd_ctx *c)
     }
     if (out == 0 && have_backup) {
         /* Nothing readable: the original still hands out a down copy. */
-        mog_dev_url(url, sizeof url, &backup.h, backup.d.devid, fid, true, alt);
+        mog_dev_url(url, sizeof url, &backup.h, backup.d.devid, fid, true, use_altip(c, &backup.h));
         out++;
         mog_reply_kvf(c->r, url, "path%lld", (long long)out);
     }
@@ -1321,7 +1332,7 @@ static int cmd_file_debug(struct cmd_ctx *c)
         struct mog_host h;
         char url[512];
         if (mog_device_by_id(devid, &dv) == 0 && mog_host_by_id(dv.hostid, &h) == 0) {
-            mog_dev_url(url, sizeof url, &h, devid, fid, true, false);
+            mog_dev_url(url, sizeof url, &h, devid, fid, true, use_altip(c, &h));
             mog_reply_kvf(c->r, url, "devpath_%lld", (long long)devid);
         }
     }
@@ -1740,7 +1751,8 @@ static const struct { const char *name; cmd_fn fn; } commands[] = {
 
 void mog_cmd_run(const struct mog_req *req, const char *client_ip, struct mog_reply *r)
 {
-    struct cmd_ctx c = { .req = req, .r = r, .client_ip = client_ip };
+    const char *zone = mog_arg(req, "zone");
+    struct cmd_ctx c = { .req = req, .r = r, .client_ip = client_ip, .alt_zone = zone && !strcmp(zone, "alt") };
     stats_counter_add(&mog.n.queries, 1);
     for (size_t i = 0; i < sizeof commands / sizeof commands[0]; i++)
         if (!strcmp(commands[i].name, req->cmd)) {

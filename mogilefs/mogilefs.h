@@ -90,6 +90,15 @@ const char *mog_err_text(const char *code);
 int mog_fid_path(char *out, size_t len, int64_t devid, int64_t fid);
 /* Parse "/dev<N>/..." and return N, or -1. */
 int64_t mog_path_devid(const char *path, size_t len);
+/* A host's altmask, in the IPv4 forms Net::Netmask 2's new2 reads (as
+ * Debian 12 ships it, checked side by side): "A.B.C.D/N",
+ * "A.B.C.D/M.M.M.M", "A.B.C.D:M.M.M.M", "A.B.C.D#hostmask", "A.B.C.D"
+ * (one address), "A.B.C.D - E.F.G.H" (exactly one block), "default",
+ * "any"; short forms ("10.20") are refused, as it refuses them. 0 and the
+ * network and mask in host order, or -1 (then MogileFS ignores the mask). */
+int mog_netmask_parse(const char *mask, uint32_t *net, uint32_t *bits);
+/* ip (dotted IPv4) lies inside mask; false for an invalid mask or ip. */
+bool mog_netmask_match(const char *mask, const char *ip);
 
 /* ---- proto_storage.c: mogstored request checks (pure) -------------------- */
 

@@ -178,14 +178,17 @@ static const struct cfg_setting st_settings_table[] = {
     { "httplisten", 0, CFG_STRING, &mog_st_cfg.httplisten, "0.0.0.0:7500", "HTTP listen address", false, NULL },
     { "mgmtlisten", 0, CFG_STRING, &mog_st_cfg.mgmtlisten, "0.0.0.0:7501", "side-channel listen address", false, NULL },
     { "docroot", 0, CFG_STRING, &mog_st_cfg.docroot, "/var/mogdata", "folder holding the devN directories", false, NULL },
+    { "threads", 't', CFG_INT, &mog_st_cfg.threads, "4",
+      "event-loop threads (each PUT's fsync holds up its own loop only)", false, NULL },
     { "maxconns", 0, CFG_INT, &mog_st_cfg.maxconns, "10000", "most connections (0 = unlimited)", false, NULL },
     { "max_put_size", 0, CFG_SIZE, &mog_st_cfg.max_put, "0", "largest PUT body accepted (0 = no limit)", true, NULL },
     { "idle_timeout", 0, CFG_INT, &mog_st_cfg.idle_timeout, "60", "close connections idle this many seconds", true, NULL },
     { "usage_interval", 0, CFG_INT, &mog_st_cfg.usage_interval, "10", "seconds between usage file updates", false, NULL },
     { "max_hash_jobs", 0, CFG_INT, &mog_st_cfg.max_hash_jobs, "8", "side-channel MD5/SHA-1 digests running at once",
       true, NULL },
-    { "sync_threads", 0, CFG_INT, &mog_st_cfg.sync_threads, "4", "threads that fsync and rename finished PUTs (0-8; 0 = on the loop)", false,
-      NULL },
+    { "disk_threads", 0, CFG_INT, &mog_st_cfg.disk_threads, "4",
+      "threads doing GET/HEAD disk work (opens, stats, small reads; 0 = on the loop)", false, NULL },
+    { "sync_threads", 0, CFG_INT, &mog_st_cfg.disk_threads, NULL, "the old name of disk_threads", false, NULL },
     { "server", 0, CFG_CUSTOM, NULL, NULL, "accepted and ignored: the built-in server is always used", false, st_ignore },
     { "serverbin", 0, CFG_CUSTOM, NULL, NULL, "accepted and ignored", false, st_ignore },
     { "iostat", 0, CFG_CUSTOM, NULL, NULL, "accepted and ignored", false, st_ignore },
@@ -203,7 +206,6 @@ static void st_stats(struct stats_sink *sink, void *arg)
     stats_u64(sink, "put_bytes", stats_counter_get(&mog_st.put_bytes));
     stats_u64(sink, "deletes", stats_counter_get(&mog_st.deletes));
     stats_u64(sink, "errors", stats_counter_get(&mog_st.errors));
-    stats_u64(sink, "md5_mismatch", stats_counter_get(&mog_st.md5_mismatch));
     stats_u64(sink, "side_commands", stats_counter_get(&mog_st.side_cmds));
 }
 
@@ -232,8 +234,7 @@ static int st_init(void)
     }
     if (mog_st_cfg.maxconns > 0)
         listen_set_max_conns((uint64_t)mog_st_cfg.maxconns);
-    mog_st_sync_start(mog_st_cfg.sync_threads);
-    mog_st_watch_start();
+    mog_st_sync_start(mog_st_cfg.disk_threads);
     usage_round();
     if (pthread_create(&mog_st.usage_thread, NULL, usage_thread, NULL) == 0)
         mog_st.usage_started = true;
@@ -247,15 +248,26 @@ static void st_reload(void)
     char err[256];
     if (st_conf_path && read_conf_file(st_conf_path, true, err, sizeof err) < 0)
         log_warn("mogstored: reload: %s", err);
+    mog_st_reload();
 }
 
 static void st_fini(void)
 {
-    mog_st_watch_stop();
     mog_st_sync_stop();
     mog_st.stop = true;
     if (mog_st.usage_started)
         pthread_join(mog_st.usage_thread, NULL);
+}
+
+static void st_thread_start(struct core_loop *loop)
+{
+    mog_st_watch_start(loop);
+}
+
+static void st_thread_exit(struct core_loop *loop)
+{
+    mog_st_watch_stop(loop);
+    mog_st_thread_exit();
 }
 
 int main(int argc, char **argv)
@@ -264,10 +276,10 @@ int main(int argc, char **argv)
         .name = "mogstored",
         .version = MOG_VERSION,
         .settings = st_settings_table,
-        .threads = NULL,
+        .threads = &mog_st_cfg.threads,
         .init = st_init,
         .fini = st_fini,
-        .hooks = { .on_reload = st_reload },
+        .hooks = { .on_reload = st_reload, .on_thread_start = st_thread_start, .on_thread_exit = st_thread_exit },
     };
     return daemon_main(&desc, argc, argv);
 }

@@ -11,6 +11,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 
 #include <event2/buffer.h>
 
@@ -349,4 +350,118 @@ int64_t mog_path_devid(const char *path, size_t len)
     if (!digits || (p < end && *p != '/'))
         return -1;
     return v;
+}
+
+/* "A.B.C.D" or a prefix of it (at least one octet); *octets: how many. */
+static int parse_quad(const char *s, size_t len, uint32_t *out, int *octets)
+{
+    uint32_t v = 0;
+    int n = 0;
+    size_t i = 0;
+    while (i < len) {
+        if (n == 4)
+            return -1;
+        unsigned o = 0;
+        size_t start = i;
+        while (i < len && s[i] >= '0' && s[i] <= '9' && i - start < 3)
+            o = o * 10 + (unsigned)(s[i++] - '0');
+        if (i == start || o > 255)
+            return -1;
+        v = (v << 8) | o;
+        n++;
+        if (i == len)
+            break;
+        if (s[i] != '.' || i + 1 == len)
+            return -1;
+        i++;
+    }
+    if (n == 0)
+        return -1;
+    *out = v << (8 * (4 - n));
+    *octets = n;
+    return 0;
+}
+
+/* A contiguous netmask (ones then zeros). */
+static bool mask_ok(uint32_t m)
+{
+    uint32_t inv = ~m;
+    return (inv & (inv + 1)) == 0;
+}
+
+int mog_netmask_parse(const char *mask, uint32_t *net, uint32_t *bits)
+{
+    if (!mask)
+        return -1;
+    size_t len = strlen(mask);
+    while (len && mask[len - 1] == ' ')
+        len--;
+    while (len && *mask == ' ')
+        mask++, len--;
+    if ((len == 7 && !strncasecmp(mask, "default", 7)) || (len == 3 && !strncasecmp(mask, "any", 3))) {
+        *net = *bits = 0;
+        return 0;
+    }
+    uint32_t addr, q, m;
+    int octets, qo;
+    const char *dash = memchr(mask, '-', len);
+    if (dash) {
+        /* "A - B": a range that is exactly one block */
+        size_t al = (size_t)(dash - mask), bl = len - al - 1;
+        const char *bs = dash + 1;
+        while (al && mask[al - 1] == ' ')
+            al--;
+        while (bl && *bs == ' ')
+            bs++, bl--;
+        if (parse_quad(mask, al, &addr, &octets) < 0 || octets != 4 || parse_quad(bs, bl, &q, &qo) < 0 || qo != 4 ||
+            q < addr)
+            return -1;
+        m = ~(addr ^ q);
+        if (!mask_ok(m) || (addr & ~m) != 0 || (q & m) != addr)
+            return -1;
+        *net = addr;
+        *bits = m;
+        return 0;
+    }
+    const char *sep = NULL;
+    for (size_t i = 0; i < len; i++)
+        if (mask[i] == '/' || mask[i] == ':' || mask[i] == '#') {
+            sep = mask + i;
+            break;
+        }
+    /* Net::Netmask 2 refuses the short forms ("10.20") by default. */
+    if (parse_quad(mask, sep ? (size_t)(sep - mask) : len, &addr, &octets) < 0 || octets != 4)
+        return -1;
+    if (!sep) {
+        m = 0xffffffffu;
+    } else {
+        const char *v = sep + 1;
+        size_t vl = len - (size_t)(v - mask);
+        if (*sep == '/' && vl >= 1 && vl <= 2 && strspn(v, "0123456789") >= vl) {
+            unsigned b = (unsigned)atoi(v);
+            if ((vl == 2 && v[0] == '0') || b > 32)
+                return -1;
+            m = b == 0 ? 0 : b == 32 ? 0xffffffffu : ~(0xffffffffu >> b);
+        } else if (parse_quad(v, vl, &q, &qo) == 0 && qo == 4) {
+            m = *sep == '#' ? ~q : q; /* '#': a host mask */
+            if (!mask_ok(m))
+                return -1;
+        } else {
+            return -1;
+        }
+    }
+    *net = addr & m;
+    *bits = m;
+    return 0;
+}
+
+bool mog_netmask_match(const char *mask, const char *ip)
+{
+    uint32_t net, m, a;
+    int octets;
+    if (ip && !strncasecmp(ip, "::ffff:", 7))
+        ip += 7; /* an IPv4 client on a dual-stack listener */
+    if (!ip || mog_netmask_parse(mask, &net, &m) < 0 || parse_quad(ip, strlen(ip), &a, &octets) < 0 || octets != 4)
+        return false;
+    return (a & m) == net;
 }

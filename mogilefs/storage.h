@@ -15,17 +15,18 @@ struct core_loop;
 struct mog_st_cfg {
     char *httplisten, *mgmtlisten, *docroot;
     int maxconns;
+    int threads;                /* event loops */
     uint64_t max_put;
     int idle_timeout;
     int usage_interval;
     int max_hash_jobs;
-    int sync_threads;           /* 0: PUTs are synced inline (tests, fuzzing) */
+    int disk_threads;           /* the common/work pool of GET/HEAD disk work; 0: on the loop */
     char *config_dummy;
 };
 extern struct mog_st_cfg mog_st_cfg;
 
 struct mog_st_state {
-    struct stats_counter gets, heads, puts, deletes, put_bytes, errors, md5_mismatch, side_cmds;
+    struct stats_counter gets, heads, puts, deletes, put_bytes, errors, side_cmds;
     _Atomic int hash_jobs;
     _Atomic bool stop;
     pthread_t usage_thread;
@@ -38,7 +39,9 @@ void mog_st_http_reject(int fd, void *arg);
 void mog_st_side_accept(struct core_loop *loop, int fd, const struct sockaddr *sa, socklen_t salen, void *arg);
 void mog_st_sync_start(int n);
 void mog_st_sync_stop(void);
-void mog_st_watch_start(void);
-void mog_st_watch_stop(void);
+void mog_st_thread_exit(void);
+void mog_st_watch_start(struct core_loop *loop);
+void mog_st_watch_stop(struct core_loop *loop);
+void mog_st_reload(void);
 
 #endif

@@ -158,8 +158,13 @@ static struct pool_member *pool_op_connect(struct pool *p)
     be->loop_index = l->loop_index;
     be->m.node = node;
     be->state = BE_CONNECTING;
-    struct httpc *hc = httpc_connect(loop_get(l->loop_index), (struct sockaddr *)&node->sa, node->salen,
-                                     BE_CONNECT_TIMEOUT_MS, &backend_ops, be);
+    /* a node given by name is resolved now, on the loop without blocking
+     * (a name that does not resolve fails like a refused connect) */
+    struct httpc *hc = node->host[0]
+                           ? httpc_connect_host(loop_get(l->loop_index), node->host, node->port,
+                                                BE_CONNECT_TIMEOUT_MS, &backend_ops, be)
+                           : httpc_connect(loop_get(l->loop_index), (struct sockaddr *)&node->sa, node->salen,
+                                           BE_CONNECT_TIMEOUT_MS, &backend_ops, be);
     if (!hc) {
         free(be);
         atomic_fetch_add_explicit(&node->failures, 1, memory_order_relaxed);
@@ -433,8 +438,10 @@ static enum httpc_head_action be_on_head(struct httpc *hc, struct http_msg *resp
     const char *sv = be->svc->enable_reproxy ? find_value(resp, "x-reproxy-service", &svl) : NULL;
     if (sv) {
         /* X-REPROXY-SERVICE (as Perlbal): the same request goes to another
-         * service, whose answer the client gets. Taken for reverse_proxy
-         * services and requests without a body (the body is gone). */
+         * service, whose answer the client gets: a reverse_proxy asks its
+         * backends, a web_server serves it from its docroot; a management
+         * or echo service is Perlbal's 500 "Can't map to service type".
+         * Only for requests without a body (the body is gone). */
         char name[PB_NAME_MAX];
         snprintf(name, sizeof name, "%.*s", (int)(svl < sizeof name ? svl : sizeof name - 1), sv);
         pthread_mutex_lock(&pb_lock);
@@ -443,6 +450,29 @@ static enum httpc_head_action be_on_head(struct httpc *hc, struct http_msg *resp
         be->discard_body = true;
         be->client = NULL;
         cl->backend = NULL;
+        if (t && (t->role == PB_ROLE_MANAGEMENT || t->role == PB_ROLE_ECHO) && !cl->reproxied_service) {
+            char msg[64];
+            snprintf(msg, sizeof msg, "Can't map to service type %s", pb_role_name(t->role));
+            pb_client_error(cl, 500, msg);
+            return HTTPC_SKIP_BODY;
+        }
+        if (t && t->role == PB_ROLE_WEB_SERVER && cl->h->body == HTTP_BODY_NONE && !cl->reproxied_service) {
+            /* the request as it was (the backend head keeps the client's
+             * method, target, Range and If-Modified-Since) */
+            cl->reproxied_service = true;
+            size_t hl = evbuffer_get_length(cl->req_head);
+            const char *hb = (const char *)evbuffer_pullup(cl->req_head, (ssize_t)hl);
+            struct http_msg *m = malloc(sizeof *m);
+            struct http_limits lim = { 0 };
+            if (m && hb && http_parse_request(hb, hl, &lim, m) > 0) {
+                cl->svc = t;
+                pb_web_request(cl, m);
+            } else {
+                pb_client_error(cl, 500, "Cannot re-read the request");
+            }
+            free(m);
+            return HTTPC_SKIP_BODY;
+        }
         if (!t || t->role != PB_ROLE_REVERSE_PROXY || cl->h->body != HTTP_BODY_NONE || cl->reproxied_service) {
             pb_client_error(cl, 404, "Vhost twiddling not configured for requested pair.");
             return HTTPC_SKIP_BODY;

@@ -85,7 +85,6 @@ static int daemonize(void)
     return 0;
 }
 
-void pb_set_loops_running(bool on);
 
 static struct event *tick_ev[PB_MAX_LOOPS];
 
@@ -104,7 +103,6 @@ static void tick_cb(evutil_socket_t fd, short what, void *arg)
 
 static void on_thread_start(struct core_loop *loop)
 {
-    if (loop->index == 0) pb_set_loops_running(true);
     if (loop->index >= PB_MAX_LOOPS) return;
     struct timeval tv = { 1, 0 };
     tick_ev[loop->index] = event_new(loop->base, -1, EV_PERSIST, tick_cb, loop);
@@ -181,7 +179,7 @@ int main(int argc, char **argv)
         .default_admin_port = 0,
         .init = pb_init,
         .fini = pb_fini,
-        .hooks = { .on_stop = on_stop, .on_thread_start = on_thread_start, .on_thread_exit = on_thread_exit },
+        .hooks = { .on_stop = on_stop, .on_reload = pb_tls_reload, .on_thread_start = on_thread_start, .on_thread_exit = on_thread_exit },
         .admin_cmds = NULL,
     };
     return daemon_main(&desc, argc, argv);

@@ -30,6 +30,7 @@
 
 struct core_conn;
 struct core_loop;
+struct core_listener;
 struct evbuffer;
 struct event;
 struct pb_client;
@@ -85,14 +86,13 @@ struct pb_svc_loop {
     struct pb_service *svc;
     int loop_index;
     int active_clients;
-    int listen_fd;
-    struct event *listen_ev;
 };
 
 struct pb_service {
     char name[PB_NAME_MAX];
     enum pb_role role;
     char *listen;
+    struct core_listener *listener;  /* common/listen, while enabled with a listen address */
     bool enabled;
     /* parameters (Perlbal names) */
     struct pb_pool *pool;
@@ -100,6 +100,7 @@ struct pb_service {
     bool enable_put, enable_delete, dirindexing, server_tokens, enable_ssl, buffer_uploads;
     bool enable_error_retries;
     int idle_timeout, persist_client_idle_timeout;
+    int ssl_verify_mode;            /* OpenSSL SSL_VERIFY_* bits (Perlbal's IO::Socket::SSL option) */
     int connect_ahead, backend_persist_cache, max_backend_uses, min_put_directory;
     int buffer_upload_threshold_time, buffer_upload_threshold_rate;
     uint64_t buffer_size, buffer_size_reproxy_url, buffer_backend_connect, max_put_size;
@@ -158,6 +159,12 @@ const char *pb_role_name(enum pb_role r);
  * replaced live that another loop may still be reading. */
 void pb_retire(void *p);
 void pb_close_all_listeners(void);
+/* A service's TLS server context (certificate, key, ciphers, client
+ * certificates), NULL + err on failure. */
+void *pb_tls_ctx_new(struct pb_service *s, char *err, size_t errlen);
+/* SIGHUP: each TLS service re-reads its certificate and key; new
+ * connections use the new context, a failure keeps the old one (logged). */
+void pb_tls_reload(void);
 int64_t pb_now_ms(void);
 
 /* clients (session.c, admin.c) */
@@ -260,6 +267,8 @@ struct pb_client {
     struct event *retry_ev;           /* the delay before the next one (also Throttle's hold) */
     bool throttle_counted;            /* Throttle counts this request as in flight */
     bool held;                        /* retry_ev is a Throttle hold, not a 500 retry */
+    void *async_job;                  /* a plugin's PB_HOLD_ASYNC work in flight (plugin.h) */
+    void (*async_cancel)(void *job);  /* the client went away: the job must forget it */
 };
 
 enum pb_backend_state {

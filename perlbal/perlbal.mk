@@ -2,7 +2,8 @@
 PERLBAL_SRCS := perlbal/perlbal.c perlbal/proto_manage.c perlbal/cmd_manage.c perlbal/admin.c perlbal/service.c \
                 perlbal/session.c perlbal/proxy.c perlbal/backend.c perlbal/reproxy.c perlbal/upload.c \
                 perlbal/web.c perlbal/plugin.c $(sort $(wildcard perlbal/plugins/*.c))
-$(eval $(call program,perlbal,$(PERLBAL_SRCS)))
+# libmc (memcached's client library): Throttle's shared state in memcached
+$(eval $(call program,perlbal,$(PERLBAL_SRCS),,$(BUILD)/lib/libmc.a))
 $(eval $(call unit_test,common/test_http))
 $(eval $(call unit_test,perlbal/test_proto_manage,perlbal/proto_manage.c))
 $(eval $(call fuzz_target,fuzz_http,tests/fuzz/fuzz_http.c common/http.c))

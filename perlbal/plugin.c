@@ -143,7 +143,7 @@ int64_t pb_plugins_proxy_start(struct pb_service *svc, struct pb_client *cl)
     FOR_PLUGINS(svc, p)
         if (p->proxy_start) {
             int64_t d = p->proxy_start(svc, cl);
-            if (d < 0) return -1;
+            if (d < 0 || d == PB_HOLD_ASYNC) return d;
             if (d > delay) delay = d;
         }
     return delay;

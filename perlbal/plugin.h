@@ -56,10 +56,22 @@ struct pb_plugin {
     const char *const *tunables;
     /* reverse_proxy, before a backend is asked for: return 0 to go on, a
      * delay in ms to hold the request first, or -1 when the hook answered
-     * (denied) it. Each call that does not answer is paired with proxy_end. */
+     * (denied) it. Each call that does not answer is paired with proxy_end.
+     * PB_HOLD_ASYNC: the hook started work elsewhere (a memcached lookup on
+     * a work pool); the request is held, reading paused, until the plugin
+     * calls pb_proxy_async_done() on the client's loop. Before returning it
+     * the hook sets cl->async_job and cl->async_cancel: if the client goes
+     * away first, async_cancel(job) is called (on the loop) and the plugin
+     * must then not touch cl. Later plugins' proxy_start are not run. */
     int64_t (*proxy_start)(struct pb_service *svc, struct pb_client *cl);
     void (*proxy_end)(struct pb_service *svc, struct pb_client *cl);
 };
+
+#define PB_HOLD_ASYNC INT64_MAX
+/* The end of a PB_HOLD_ASYNC hold (on the client's loop): hold_ms 0 goes
+ * on to the backend now, > 0 holds that long first (as a returned delay),
+ * -1 means the plugin answers the client itself right after this call. */
+void pb_proxy_async_done(struct pb_client *cl, int64_t hold_ms);
 
 /* Find a compiled-in plugin by name (case-insensitive). */
 const struct pb_plugin *pb_plugin_find(const char *name);

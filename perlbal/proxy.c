@@ -133,6 +133,19 @@ void pb_proxy_hold(struct pb_client *cl, int64_t ms)
     evtimer_add(cl->retry_ev, &tv);
 }
 
+void pb_proxy_async_done(struct pb_client *cl, int64_t hold_ms)
+{
+    cl->async_job = NULL;
+    cl->async_cancel = NULL;
+    conn_resume_read(cl->c);
+    if (hold_ms < 0) return; /* the plugin answers */
+    if (hold_ms > 0) {
+        pb_proxy_hold(cl, hold_ms);
+        return;
+    }
+    pb_proxy_start(cl);
+}
+
 bool pb_proxy_retry_500(struct pb_client *cl, int status)
 {
     struct pb_service *svc = cl->svc;
@@ -155,6 +168,11 @@ bool pb_proxy_retry_500(struct pb_client *cl, int status)
 void pb_proxy_client_gone(struct pb_client *cl)
 {
     pool_cancel(&svl_of(cl->svc, cl->loop_index)->pool, &cl->w);
+    if (cl->async_job) {
+        cl->async_cancel(cl->async_job);
+        cl->async_job = NULL;
+        cl->async_cancel = NULL;
+    }
     if (cl->retry_ev) {
         event_free(cl->retry_ev);
         cl->retry_ev = NULL;

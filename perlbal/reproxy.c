@@ -278,8 +278,8 @@ static void rp_finish(struct pb_reproxy *rp, bool keep)
 }
 
 /* "http://host:port/path" -> address + path. Host: an IPv4 address,
- * "[IPv6]" or "localhost" (no DNS on the loop). hostport gets "host:port"
- * as written (for the Host header). */
+ * "[IPv6]", "localhost" or a DNS name (resolved at connect, without
+ * blocking). hostport gets "host:port" as written (for the Host header). */
 static int parse_url(const char *url, size_t len, struct pool_node *addr, char *hostport, size_t hplen, char *path,
                      size_t pathlen)
 {
@@ -291,7 +291,7 @@ static int parse_url(const char *url, size_t len, struct pool_node *addr, char *
     if (hl == 0 || hl >= hplen) return -1;
     memcpy(hostport, h, hl);
     hostport[hl] = 0;
-    if (pool_node_init(addr, hostport, 80) < 0) return -1;
+    if (pool_node_init_host(addr, hostport, 80) < 0) return -1;
     size_t pl = slash ? (size_t)(e - slash) : 1;
     if (pl >= pathlen) return -1;
     if (slash) memcpy(path, slash, pl);
@@ -314,8 +314,11 @@ static void rp_try_next(struct pb_reproxy *rp)
         char host[256], path[4096];
         if (parse_url(u, ul, &addr, host, sizeof host, path, sizeof path) < 0) continue;
         rp->state = RP_CONNECTING;
-        struct httpc *hc = httpc_connect(loop_get(rp->cl->loop_index), (struct sockaddr *)&addr.sa, addr.salen,
-                                         BE_CONNECT_TIMEOUT_MS, &reproxy_ops, rp);
+        struct core_loop *loop = loop_get(rp->cl->loop_index);
+        struct httpc *hc = addr.host[0] ? httpc_connect_host(loop, addr.host, addr.port, BE_CONNECT_TIMEOUT_MS,
+                                                             &reproxy_ops, rp)
+                                        : httpc_connect(loop, (struct sockaddr *)&addr.sa, addr.salen,
+                                                        BE_CONNECT_TIMEOUT_MS, &reproxy_ops, rp);
         if (!hc) continue;
         rp->hc = hc;
         hc->read_ms = BE_READ_TIMEOUT_MS;

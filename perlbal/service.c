@@ -2,8 +2,8 @@
  * table, Perlbal's names and types), and the services' listening sockets.
  *
  * Listeners are opened and closed at run time (ENABLE / DISABLE from the
- * console), so they are our own: one SO_REUSEPORT socket per loop, each
- * watched by its loop's event base. */
+ * console) through common/listen: one socket per loop (SO_REUSEPORT among
+ * our own loops only; a port another process holds is refused). */
 #include <arpa/inet.h>
 #include <ctype.h>
 #include <errno.h>
@@ -19,6 +19,7 @@
 #include <unistd.h>
 
 #include <event2/event.h>
+#include <openssl/ssl.h>
 
 #include "common/config.h"
 #include "common/conn.h"
@@ -85,11 +86,11 @@ static const struct param params[] = {
     { "persist_client", P_BOOL, F(persist_client), R_ALL, "0" },
     { "persist_client_idle_timeout", P_INT, F(persist_client_idle_timeout), R_ALL, "30" },
     { "server_tokens", P_BOOL, F(server_tokens), R_ALL, "1" },
-    { "ssl_ca_path", P_IGNORED, 0, R_ALL, NULL },
+    { "ssl_ca_path", P_STR, F(ssl_ca_path), R_ALL, NULL },
     { "ssl_cert_file", P_STR, F(ssl_cert_file), R_ALL, "certs/server-cert.pem" },
     { "ssl_cipher_list", P_STR, F(ssl_cipher_list), R_ALL, "ALL:!LOW:!EXP" },
     { "ssl_key_file", P_STR, F(ssl_key_file), R_ALL, "certs/server-key.pem" },
-    { "ssl_verify_mode", P_IGNORED, 0, R_ALL, NULL },
+    { "ssl_verify_mode", P_INT, F(ssl_verify_mode), R_ALL, "0" },
     { "backend_persist_cache", P_INT, F(backend_persist_cache), R_PROXY, "2" },
     { "blind_proxy", P_BOOL, F(blind_proxy), R_PROXY, "0" },
     { "buffer_backend_connect", P_SIZE, F(buffer_backend_connect), R_PROXY, "100k" },
@@ -461,7 +462,6 @@ struct pb_service *pb_service_create(const char *name)
             s->role = r;
         }
     for (int i = 0; i < ndefaults; i++) pb_service_set(s, defaults[i].key, defaults[i].val, err, sizeof err);
-    for (int i = 0; i < PB_MAX_LOOPS; i++) s->loops[i].listen_fd = -1;
     for (int i = 0; i < PB_MAX_LOOPS; i++) pb_proxy_init_loop(s, i);
     pb_web_sync(s);
     pthread_mutex_lock(&pb_lock);
@@ -494,28 +494,16 @@ struct pb_pool *pb_pool_create(const char *name)
     return p;
 }
 
-/* "ip[:port]" or "[ipv6][:port]" (port 80 when absent), numeric only (no
- * DNS on a loop) or "localhost". Fills sa and the canonical "ip:port". */
-/* "ip:port" etc. into its address and canonical form (common/pool). */
-static int parse_ipport(const char *ipport, struct sockaddr_storage *sa, socklen_t *salen, char *canon, size_t clen)
-{
-    struct pool_node n;
-    if (pool_node_init(&n, ipport, 80) < 0) return -1;
-    *sa = n.sa;
-    *salen = n.salen;
-    snprintf(canon, clen, "%s", n.name);
-    return 0;
-}
-
+/* "ip[:port]", "[ipv6][:port]" or "host.name[:port]" (port 80 when
+ * absent; "localhost" is 127.0.0.1): common/pool's parse. A name is
+ * resolved at each connect, without blocking (backend.c). */
 static int pool_add_locked(struct pb_pool *p, const char *ipport, char *err, size_t errlen)
 {
-    struct sockaddr_storage sa;
-    socklen_t salen;
-    char canon[80];
-    if (parse_ipport(ipport, &sa, &salen, canon, sizeof canon) < 0)
+    struct pool_node parsed;
+    if (pool_node_init_host(&parsed, ipport, 80) < 0)
         return err_out(err, errlen, "Invalid node address '%s'", ipport);
     for (int i = 0; i < p->nnodes; i++)
-        if (!strcmp(p->nodes[i]->name, canon)) return 0;
+        if (!strcmp(p->nodes[i]->name, parsed.name)) return 0;
     if (p->nnodes == p->cap) {
         int nc = p->cap ? p->cap * 2 : 8;
         struct pool_node **n = realloc(p->nodes, (size_t)nc * sizeof *n);
@@ -525,9 +513,11 @@ static int pool_add_locked(struct pb_pool *p, const char *ipport, char *err, siz
     }
     struct pool_node *node = calloc(1, sizeof *node);
     if (!node) return err_out(err, errlen, "%s", "out of memory");
-    snprintf(node->name, sizeof node->name, "%s", canon);
-    node->sa = sa;
-    node->salen = salen;
+    snprintf(node->name, sizeof node->name, "%s", parsed.name);
+    node->sa = parsed.sa;
+    node->salen = parsed.salen;
+    snprintf(node->host, sizeof node->host, "%s", parsed.host);
+    node->port = parsed.port;
     p->nodes[p->nnodes++] = node;
     return 0;
 }
@@ -542,14 +532,12 @@ int pb_pool_add(struct pb_pool *p, const char *ipport, char *err, size_t errlen)
 
 int pb_pool_remove(struct pb_pool *p, const char *ipport, char *err, size_t errlen)
 {
-    struct sockaddr_storage sa;
-    socklen_t salen;
-    char canon[80];
-    if (parse_ipport(ipport, &sa, &salen, canon, sizeof canon) < 0)
+    struct pool_node parsed;
+    if (pool_node_init_host(&parsed, ipport, 80) < 0)
         return err_out(err, errlen, "Invalid node address '%s'", ipport);
     pthread_mutex_lock(&pb_lock);
     for (int i = 0; i < p->nnodes; i++) {
-        if (!strcmp(p->nodes[i]->name, canon)) {
+        if (!strcmp(p->nodes[i]->name, parsed.name)) {
             /* the node struct stays allocated: backends may point at it */
             atomic_store(&p->nodes[i]->removed, true);
             pb_retire(p->nodes[i]);
@@ -634,68 +622,100 @@ int pb_pool_set(struct pb_pool *p, const char *key, const char *val, char *err, 
     return err_out(err, errlen, "Unknown parameter '%s'", key);
 }
 
-/* ---- listeners ---- */
+/* ---- TLS ---- */
 
-struct listen_arg {
-    struct pb_service *svc;
-    int loop_index;
-    int fd;
+/* The service's server context: certificate, key and ciphers (common/tls),
+ * then client certificates as Perlbal's IO::Socket::SSL options:
+ * ssl_verify_mode is OpenSSL's bit set (1 ask for and verify a client
+ * certificate, 2 and refuse a client without one, 4 only on the first
+ * handshake), checked against ssl_ca_path (a directory of hashed CA
+ * certificates, as Perlbal; a PEM file is taken too). */
+void *pb_tls_ctx_new(struct pb_service *s, char *err, size_t errlen)
+{
+    void *ctx = tls_server_ctx_new(s->ssl_cert_file, s->ssl_key_file, s->ssl_cipher_list, err, errlen);
+    if (!ctx) return NULL;
+    int mode = s->ssl_verify_mode;
+    if (mode & ~(SSL_VERIFY_PEER | SSL_VERIFY_FAIL_IF_NO_PEER_CERT | SSL_VERIFY_CLIENT_ONCE)) {
+        snprintf(err, errlen, "ssl_verify_mode %d: expected a sum of 1 (verify), 2 (require) and 4 (once)", mode);
+        tls_ctx_free(ctx);
+        return NULL;
+    }
+    if (s->ssl_ca_path && *s->ssl_ca_path) {
+        struct stat st;
+        bool dir = stat(s->ssl_ca_path, &st) == 0 && S_ISDIR(st.st_mode);
+        if (SSL_CTX_load_verify_locations(ctx, dir ? NULL : s->ssl_ca_path, dir ? s->ssl_ca_path : NULL) != 1) {
+            snprintf(err, errlen, "ssl_ca_path %s: cannot load CA certificates", s->ssl_ca_path);
+            tls_ctx_free(ctx);
+            return NULL;
+        }
+        if (!dir) SSL_CTX_set_client_CA_list(ctx, SSL_load_client_CA_file(s->ssl_ca_path));
+    }
+    if (mode) {
+        if (mode & SSL_VERIFY_FAIL_IF_NO_PEER_CERT) mode |= SSL_VERIFY_PEER;
+        SSL_CTX_set_verify(ctx, mode, NULL);
+        static const unsigned char sid[] = "perlbal";
+        SSL_CTX_set_session_id_context(ctx, sid, sizeof sid - 1);
+    }
+    return ctx;
+}
+
+/* A replaced context is freed once every loop has passed a turn after the
+ * swap (a loop may be between reading the pointer and SSL_new, which takes
+ * its own reference): the free travels loop 1 → N-1, then happens. */
+struct ctx_retire {
+    void *ctx;
+    int next;
 };
 
-static void accept_cb(evutil_socket_t lfd, short what, void *arg)
+static void ctx_retire_step(void *arg)
 {
-    (void)what;
-    struct listen_arg *la = arg;
-    struct core_loop *loop = loop_get(la->loop_index);
-    for (int i = 0; i < 64; i++) {
-        struct sockaddr_storage ss;
-        socklen_t sl = sizeof ss;
-        int fd = accept4((int)lfd, (struct sockaddr *)&ss, &sl, SOCK_NONBLOCK | SOCK_CLOEXEC);
-        if (fd < 0) {
-            if (errno == EINTR) continue;
-            if (errno != EAGAIN && errno != EWOULDBLOCK) log_warn("perlbal: accept: %s", strerror(errno));
-            return;
+    struct ctx_retire *r = arg;
+    if (r->next < loop_count()) {
+        struct core_loop *l = loop_get(r->next++);
+        if (loop_call(l, ctx_retire_step, r) == 0) return;
+    }
+    tls_ctx_free(r->ctx);
+    free(r);
+}
+
+void pb_tls_reload(void)
+{
+    for (struct pb_service *s = pb_services; s; s = s->next) {
+        if (!s->enable_ssl || !s->tls_ctx) continue;
+        char e[256];
+        void *ctx = pb_tls_ctx_new(s, e, sizeof e);
+        if (!ctx) {
+            log_error("perlbal: service %s: certificate reload failed, the old one stays: %s", s->name, e);
+            continue;
         }
-        uint64_t max = listen_max_conns();
-        bool reject = max && la->svc->role != PB_ROLE_MANAGEMENT && conn_total_current() >= max;
-        if (ss.ss_family == AF_INET || ss.ss_family == AF_INET6) {
-            int one = 1;
-            setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
-        }
-        if (la->svc->role == PB_ROLE_MANAGEMENT) pb_manage_accept(la->svc, loop, fd, (struct sockaddr *)&ss, sl);
-        else if (la->svc->role == PB_ROLE_ECHO && reject) close(fd); /* no protocol to say why in */
-        else if (la->svc->role == PB_ROLE_ECHO) pb_echo_accept(la->svc, loop, fd, (struct sockaddr *)&ss, sl);
-        else pb_client_accept(la->svc, loop, fd, (struct sockaddr *)&ss, sl, reject);
+        void *old = __atomic_exchange_n(&s->tls_ctx, ctx, __ATOMIC_ACQ_REL);
+        log_info("perlbal: service %s: certificate reloaded from %s", s->name, s->ssl_cert_file);
+        struct ctx_retire *r = malloc(sizeof *r);
+        if (!r) continue; /* keep the old one rather than free it under a loop */
+        r->ctx = old;
+        r->next = 1;
+        ctx_retire_step(r);
     }
 }
 
-static void add_listen_ev(void *arg)
+/* ---- listeners ---- */
+
+/* common/listen hands us each accepted socket on the loop that owns it
+ * (TCP_NODELAY already set). Every listener is opened "admin" to the core's
+ * gate, because perlbal keeps its own: over SERVER max_connections a client
+ * gets Perlbal's 503 (pb_client_accept with reject), and management
+ * connections are always let in. */
+static void accept_cb(struct core_loop *loop, int fd, const struct sockaddr *sa, socklen_t sl, void *arg)
 {
-    struct listen_arg *la = arg;
-    struct pb_svc_loop *l = &la->svc->loops[la->loop_index];
-    struct core_loop *loop = loop_get(la->loop_index);
-    l->listen_ev = event_new(loop->base, la->fd, EV_READ | EV_PERSIST, accept_cb, la);
-    l->listen_fd = la->fd;
-    event_add(l->listen_ev, NULL);
+    struct pb_service *svc = arg;
+    uint64_t max = listen_max_conns();
+    bool reject = max && svc->role != PB_ROLE_MANAGEMENT && conn_total_current() >= max;
+    if (svc->role == PB_ROLE_MANAGEMENT) pb_manage_accept(svc, loop, fd, sa, sl);
+    else if (svc->role == PB_ROLE_ECHO && reject) close(fd); /* no protocol to say why in */
+    else if (svc->role == PB_ROLE_ECHO) pb_echo_accept(svc, loop, fd, sa, sl);
+    else pb_client_accept(svc, loop, fd, sa, sl, reject);
 }
 
-static void del_listen_ev(void *arg)
-{
-    struct listen_arg *la = arg;
-    struct pb_svc_loop *l = &la->svc->loops[la->loop_index];
-    if (l->listen_ev) {
-        struct listen_arg *own = event_get_callback_arg(l->listen_ev);
-        event_free(l->listen_ev);
-        l->listen_ev = NULL;
-        free(own);
-    }
-    if (l->listen_fd >= 0) close(l->listen_fd);
-    l->listen_fd = -1;
-    free(la);
-}
-
-static bool loops_running;
-void pb_set_loops_running(bool on) { loops_running = on; }
 
 static bool is_loopback(const struct sockaddr_storage *ss)
 {
@@ -716,8 +736,9 @@ int pb_service_enable(struct pb_service *s, char *err, size_t errlen)
     if (s->role == PB_ROLE_REVERSE_PROXY && !s->pool && !(s->server_process && *s->server_process)) log_warn("perlbal: service '%s' has no pool", s->name);
     if (s->enable_ssl && !s->tls_ctx && s->listen) {
         char e[256];
-        s->tls_ctx = tls_server_ctx_new(s->ssl_cert_file, s->ssl_key_file, s->ssl_cipher_list, e, sizeof e);
-        if (!s->tls_ctx) return err_out(err, errlen, "SSL: %s", e);
+        void *ctx = pb_tls_ctx_new(s, e, sizeof e);
+        if (!ctx) return err_out(err, errlen, "SSL: %s", e);
+        __atomic_store_n(&s->tls_ctx, ctx, __ATOMIC_RELEASE);
     }
     if (s->listen) {
         struct sockaddr_storage ss;
@@ -728,32 +749,12 @@ int pb_service_enable(struct pb_service *s, char *err, size_t errlen)
             log_warn("perlbal: WARNING: management service '%s' listens on %s, beyond loopback: the console has "
                      "no authentication and anyone who can reach it can reconfigure or stop this server",
                      s->name, s->listen);
-        int n = s->role == PB_ROLE_MANAGEMENT ? 1 : loop_count();
-        int fds[PB_MAX_LOOPS];
-        for (int i = 0; i < n; i++) {
-            int fd = socket(ss.ss_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
-            int one = 1;
-            if (fd >= 0) {
-                setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
-                setsockopt(fd, SOL_SOCKET, SO_REUSEPORT, &one, sizeof one);
-            }
-            if (fd < 0 || bind(fd, (struct sockaddr *)&ss, sl) < 0 || listen(fd, 1024) < 0) {
-                snprintf(err, errlen, "Error creating listening socket on %s: %s", s->listen, strerror(errno));
-                if (fd >= 0) close(fd);
-                for (int j = 0; j < i; j++) close(fds[j]);
-                return -1;
-            }
-            fds[i] = fd;
-        }
-        for (int i = 0; i < n; i++) {
-            struct listen_arg *la = malloc(sizeof *la);
-            la->svc = s;
-            la->loop_index = i;
-            la->fd = fds[i];
-            struct core_loop *cur = loop_current();
-            if (!loops_running || (cur && cur->index == i)) add_listen_ev(la);
-            else loop_call(loop_get(i), add_listen_ev, la);
-        }
+        /* the management console lives on loop 0; the others get one
+         * socket per loop (a port another process holds is refused) */
+        struct listen_opts lo = { .single_loop = s->role == PB_ROLE_MANAGEMENT, .is_admin = true };
+        char e2[256];
+        s->listener = listen_open(s->listen, 80, &lo, accept_cb, NULL, s, e2, sizeof e2);
+        if (!s->listener) return err_out(err, errlen, "Error creating listening socket on %s", e2);
     }
     s->enabled = true;
     return 0;
@@ -764,14 +765,8 @@ int pb_service_disable(struct pb_service *s, char *err, size_t errlen)
     (void)err;
     (void)errlen;
     if (!s->enabled) return 0;
-    for (int i = 0; i < loop_count() && i < PB_MAX_LOOPS; i++) {
-        struct listen_arg *la = calloc(1, sizeof *la);
-        la->svc = s;
-        la->loop_index = i;
-        struct core_loop *cur = loop_current();
-        if (!loops_running || (cur && cur->index == i)) del_listen_ev(la);
-        else loop_call(loop_get(i), del_listen_ev, la);
-    }
+    if (s->listener) listen_close(s->listener);
+    s->listener = NULL;
     s->enabled = false;
     return 0;
 }
@@ -780,22 +775,19 @@ static void close_on_loop(void *arg)
 {
     struct core_loop *loop = arg;
     for (struct pb_service *s = pb_services; s; s = s->next) {
-        struct pb_svc_loop *l = &s->loops[loop->index];
-        if (l->listen_ev) {
-            free(event_get_callback_arg(l->listen_ev));
-            event_free(l->listen_ev);
-            l->listen_ev = NULL;
-        }
-        if (l->listen_fd >= 0) close(l->listen_fd);
-        l->listen_fd = -1;
         /* bored backends hold no request: let them go so the loop can end */
-        l->pool.stopping = true;
+        s->loops[loop->index].pool.stopping = true;
         pb_proxy_close_idle(s, loop->index);
     }
 }
 
 void pb_close_all_listeners(void)
 {
+    for (struct pb_service *s = pb_services; s; s = s->next)
+        if (s->listener) {
+            listen_close(s->listener);
+            s->listener = NULL;
+        }
     for (int i = 0; i < loop_count(); i++) {
         struct core_loop *loop = loop_get(i);
         struct core_loop *cur = loop_current();

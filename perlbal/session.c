@@ -102,7 +102,7 @@ void pb_client_accept(struct pb_service *svc, struct core_loop *loop, int fd, co
         setsockopt(fd, SOL_SOCKET, SO_SNDBUF, &v, sizeof v);
     }
     struct httpd_conn *h =
-        httpd_accept(loop, fd, sa, salen, svc->enable_ssl ? svc->tls_ctx : NULL, &client_ops, cl);
+        httpd_accept(loop, fd, sa, salen, svc->enable_ssl ? __atomic_load_n(&svc->tls_ctx, __ATOMIC_ACQUIRE) : NULL, &client_ops, cl);
     if (!h) {
         free(cl);
         return;
@@ -419,6 +419,11 @@ static void dispatch(struct pb_client *cl, struct http_msg *req)
         if (svc->nplugins) {
             int64_t hold = pb_plugins_proxy_start(svc, cl);
             if (hold < 0) return; /* answered (denied) */
+            if (hold == PB_HOLD_ASYNC) {
+                pb_client_enter(cl, CL_WAIT_BACKEND);
+                conn_pause_read(cl->c);
+                return; /* pb_proxy_async_done() goes on */
+            }
             if (hold > 0) {
                 pb_proxy_hold(cl, hold);
                 return;

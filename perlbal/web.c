@@ -33,6 +33,11 @@ void pb_web_sync(struct pb_service *svc)
     f->min_put_directory = svc->min_put_directory;
     f->max_put_size = svc->max_put_size;
     f->skip_md5_check = !svc->enable_md5;
+    /* Perlbal: 200 for a stored PUT, 201 when its Content-MD5 was verified,
+     * each with its short page */
+    f->put_ok_status = 200;
+    f->put_md5_ok_status = 201;
+    f->put_status_body = true;
     f->concat_get = svc->enable_concatenate_get;
     f->rewrite_path = web_rewrite_path;
     f->file_sent = web_file_sent;

@@ -2,13 +2,16 @@
  *
  * Owns nothing but the line it is given: tokens are split in place and the
  * request points into it. No sockets, no globals, no allocation, so it is
- * unit-tested and fuzzed on its own (tests/fuzz/fuzz_sw_proto.c). */
+ * unit-tested and fuzzed on its own (tests/fuzz/fuzz_sw_proto.c). Also the
+ * DSN check, on common/db's DSN parser (which allocates its strings). */
 #include "schwartz/schwartzd.h"
 
 #include <errno.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
+#include "common/db.h"
 #include "common/line.h"
 
 #define MAX_TOKENS 96
@@ -291,4 +294,18 @@ enum sw_err sw_parse_line(char *line, size_t len, bool job_line, uint64_t max_ar
         return SW_E_BAD_ARGS;
     }
     return SW_OK;
+}
+
+/* ---- DSNs ---- */
+
+int sw_dsn_config(const char *dsn, struct db_config *cfg, char *err, size_t errlen)
+{
+    if (db_config_dsn(cfg, dsn, err, errlen) < 0)
+        return -1;
+    if (cfg->driver == DB_MYSQL && (!cfg->database || !*cfg->database)) {
+        snprintf(err, errlen, "bad DSN '%s': a mysql DSN needs database=NAME", dsn);
+        db_config_clear(cfg);
+        return -1;
+    }
+    return 0;
 }

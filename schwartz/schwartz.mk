@@ -1,7 +1,7 @@
 # schwartz: schwartzd (TheSchwartz as a daemon), libschwartz, the schwartz
 # CLI, unit tests, fuzz target and benchmark.
 SW_PROTO  := schwartz/proto_sw.c
-SW_SERVER := schwartz/schwartzd.c schwartz/session.c schwartz/cmd_sw.c schwartz/store.c schwartz/dbconn.c \
+SW_SERVER := schwartz/schwartzd.c schwartz/session.c schwartz/cmd_sw.c schwartz/store.c \
              schwartz/admin.c $(SW_PROTO)
 
 $(eval $(call program,schwartzd,$(SW_SERVER)))
@@ -18,6 +18,6 @@ $(BUILD)/lib/pkgconfig/libschwartz.pc: schwartz/client/libschwartz.pc.in schwart
 	sed -e 's|@VERSION@|1.0.0|' $< > $@
 $(eval $(call program,schwartz,schwartz/tools/schwartz.c,,$(BUILD)/lib/libschwartz.a))
 
-$(eval $(call unit_test,schwartz/test_proto,$(SW_PROTO) schwartz/dbconn.c))
-$(eval $(call fuzz_target,fuzz_sw_proto,tests/fuzz/fuzz_sw_proto.c $(SW_PROTO) schwartz/dbconn.c common/line.c))
+$(eval $(call unit_test,schwartz/test_proto,$(SW_PROTO)))
+$(eval $(call fuzz_target,fuzz_sw_proto,tests/fuzz/fuzz_sw_proto.c $(SW_PROTO) common/db_sql.c common/line.c))
 BENCHES += tests/bench/bench_schwartz.py

@@ -11,6 +11,7 @@
 #include "common/admin.h"
 #include "common/config.h"
 #include "common/daemon.h"
+#include "common/db.h"
 #include "common/listen.h"
 #include "common/log.h"
 #include "common/loop.h"
@@ -29,9 +30,10 @@ static int add_database(const struct cfg_setting *s, const char *value, char *er
         snprintf(err, errlen, "at most %d databases", SW_MAX_DBS);
         return -1;
     }
-    struct sw_dsn d;
-    if (sw_dsn_parse(value, &d, err, errlen) < 0)
+    struct db_config d = { 0 };
+    if (sw_dsn_config(value, &d, err, errlen) < 0)
         return -1;
+    db_config_clear(&d);
     char **n = realloc(dsns, (size_t)(ndsns + 1) * sizeof *n);
     if (!n || !(n[ndsns] = strdup(value))) {
         snprintf(err, errlen, "out of memory");

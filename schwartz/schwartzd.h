@@ -70,21 +70,14 @@ enum sw_err sw_parse_line(char *line, size_t len, bool job_line, uint64_t max_ar
 /* Strict decimal parse of s into [min, max]. 0 ok, -1 bad. */
 int sw_parse_i64(const char *s, int64_t min, int64_t max, int64_t *out);
 
-/* ---- DSNs and connections (dbconn.c) ----------------------------------------- */
+/* ---- DSNs ------------------------------------------------------------------------ */
 
-enum sw_driver { SW_SQLITE = 1, SW_MYSQL = 2 };
-
-struct sw_dsn {
-    enum sw_driver driver;
-    char path[512];            /* SQLite dbname */
-    char database[128];
-    char host[256];
-    int port;
-    char socket[512];
-};
-/* "dbi:SQLite:dbname=F", "dbi:mysql:database=D;host=H;port=P;mysql_socket=S"
- * (prefix case-insensitive; dbname= and database= both accepted). */
-int sw_dsn_parse(const char *dsn, struct sw_dsn *out, char *err, size_t errlen);
+struct db_config;
+/* A TheSchwartz DSN ("dbi:SQLite:dbname=F", "dbi:mysql:database=D;host=H;
+ * port=P;mysql_socket=S") into cfg through common/db's db_config_dsn, and
+ * a mysql DSN must name its database. 0, or -1 + err. Free with
+ * db_config_clear. (proto_sw.c) */
+int sw_dsn_config(const char *dsn, struct db_config *cfg, char *err, size_t errlen);
 
 /* ---- jobs and ops (store.c) ---------------------------------------------------- */
 

@@ -19,7 +19,7 @@
  * retry-seconds; sessions skip it (sw_store_order) and its queued ops come
  * back with db_dead so inserts and grabs move on to another database. */
 #include "schwartz/schwartzd.h"
-#include "schwartz/dbconn.h"
+#include "common/db.h"
 
 #include <stdatomic.h>
 #include <stdio.h>
@@ -46,10 +46,10 @@ struct sw_worker {
     struct sw_store *store;
     int index;                 /* the database's */
     const char *hash, *dsn_text, *user, *pass;
-    struct sw_dsn dsn;
+    struct db_config cfg;       /* from the DSN (strings owned by the store's copy) */
     pthread_t thread;
     bool started;
-    struct sw_dbc *conn;
+    struct db_conn *conn;
     struct { char *name; uint32_t id; } fc[FC_MAX];
     int nfc;
     unsigned grab_rr;
@@ -65,7 +65,7 @@ struct sw_worker {
 struct sw_store {
     int index;
     char *dsn_text;
-    struct sw_dsn dsn;
+    struct db_config cfg;       /* from the DSN (strings owned by the store's copy) */
     char hash[33];
     char *user, *pass;
     pthread_mutex_t mu;
@@ -187,14 +187,14 @@ void sw_op_free(struct sw_op *op)
 /* ---- helpers on the store thread -------------------------------------------- */
 
 #define Q(s, sql, ...)                                                                              \
-    sw_dbc_query((s)->conn, (sql), (const struct db_value[]){ __VA_ARGS__ },                       \
+    db_conn_query((s)->conn, (sql), (const struct db_value[]){ __VA_ARGS__ },                       \
                  (int)(sizeof((const struct db_value[]){ __VA_ARGS__ }) / sizeof(struct db_value)), NULL)
 #define QR(s, rows, sql, ...)                                                                       \
-    sw_dbc_query((s)->conn, (sql), (const struct db_value[]){ __VA_ARGS__ },                       \
+    db_conn_query((s)->conn, (sql), (const struct db_value[]){ __VA_ARGS__ },                       \
                  (int)(sizeof((const struct db_value[]){ __VA_ARGS__ }) / sizeof(struct db_value)), (rows))
 #define TXT(s) DB_TEXTN((s), strlen(s))
 
-static bool is_mysql(const struct sw_worker *s) { return s->dsn.driver == SW_MYSQL; }
+static bool is_mysql(const struct sw_worker *s) { return s->cfg.driver == DB_MYSQL; }
 
 static void fc_clear(struct sw_worker *s)
 {
@@ -204,24 +204,24 @@ static void fc_clear(struct sw_worker *s)
 }
 
 /* funcname -> funcid in this database; create=true adds it to funcmap
- * (insert-or-find, as TheSchwartz::FuncMap does). Returns SW_DBE_OK with
+ * (insert-or-find, as TheSchwartz::FuncMap does). Returns DB_OK with
  * *id = 0 when not found and not created. */
-static enum sw_dbe funcid_of(struct sw_worker *s, const char *name, bool create, uint32_t *id)
+static enum db_err funcid_of(struct sw_worker *s, const char *name, bool create, uint32_t *id)
 {
     for (int i = 0; i < s->nfc; i++)
         if (!strcmp(s->fc[i].name, name)) {
             *id = s->fc[i].id;
-            return SW_DBE_OK;
+            return DB_OK;
         }
     *id = 0;
     for (int attempt = 0; attempt < 2; attempt++) {
-        struct sw_rows rows;
-        enum sw_dbe e = QR(s, &rows, "SELECT funcid FROM funcmap WHERE funcname = ?", TXT(name));
-        if (e != SW_DBE_OK)
+        struct db_result rows;
+        enum db_err e = QR(s, &rows, "SELECT funcid FROM funcmap WHERE funcname = ?", TXT(name));
+        if (e != DB_OK)
             return e;
         if (rows.nrows) {
-            *id = (uint32_t)sw_cell_int(&rows, 0, 0);
-            sw_rows_free(&rows);
+            *id = (uint32_t)db_cell_int(&rows, 0, 0);
+            db_result_clear(&rows);
             if (s->nfc == FC_MAX)
                 fc_clear(s);
             char *dup = strdup(name);
@@ -230,34 +230,34 @@ static enum sw_dbe funcid_of(struct sw_worker *s, const char *name, bool create,
                 s->fc[s->nfc].id = *id;
                 s->nfc++;
             }
-            return SW_DBE_OK;
+            return DB_OK;
         }
-        sw_rows_free(&rows);
+        db_result_clear(&rows);
         if (!create)
-            return SW_DBE_OK;
+            return DB_OK;
         e = Q(s, "INSERT INTO funcmap (funcname) VALUES (?)", TXT(name));
-        if (e != SW_DBE_OK && e != SW_DBE_DUP)
+        if (e != DB_OK && e != DB_EDUP)
             return e;
     }
     /* Created by someone else yet still invisible: never file a job under
      * funcid 0; the batch is rerun. */
-    return SW_DBE_ABORT;
+    return DB_EABORT;
 }
 
-static enum sw_dbe funcname_of(struct sw_worker *s, uint32_t id, char *name, size_t cap)
+static enum db_err funcname_of(struct sw_worker *s, uint32_t id, char *name, size_t cap)
 {
     for (int i = 0; i < s->nfc; i++)
         if (s->fc[i].id == id) {
             snprintf(name, cap, "%s", s->fc[i].name);
-            return SW_DBE_OK;
+            return DB_OK;
         }
-    struct sw_rows rows;
-    enum sw_dbe e = QR(s, &rows, "SELECT funcname FROM funcmap WHERE funcid = ?", DB_INT64(id));
-    if (e != SW_DBE_OK)
+    struct db_result rows;
+    enum db_err e = QR(s, &rows, "SELECT funcname FROM funcmap WHERE funcid = ?", DB_INT64(id));
+    if (e != DB_OK)
         return e;
-    snprintf(name, cap, "%s", rows.nrows ? sw_cell(&rows, 0, 0, NULL) : "");
-    sw_rows_free(&rows);
-    return SW_DBE_OK;
+    snprintf(name, cap, "%s", rows.nrows ? db_cell(&rows, 0, 0, NULL) : "");
+    db_result_clear(&rows);
+    return DB_OK;
 }
 
 /* The database's clock, as TheSchwartz uses for grabs (clients' clocks may
@@ -267,12 +267,12 @@ static int64_t db_now(struct sw_worker *s)
 {
     int64_t local = (int64_t)time(NULL);
     if (is_mysql(s) && local - s->clock_checked >= 5) {
-        struct sw_rows rows;
-        if (sw_dbc_query(s->conn, "SELECT UNIX_TIMESTAMP()", NULL, 0, &rows) == SW_DBE_OK && rows.nrows) {
-            s->clock_offset = sw_cell_int(&rows, 0, 0) - local;
+        struct db_result rows;
+        if (db_conn_query(s->conn, "SELECT UNIX_TIMESTAMP()", NULL, 0, &rows) == DB_OK && rows.nrows) {
+            s->clock_offset = db_cell_int(&rows, 0, 0) - local;
             s->clock_checked = local;
         }
-        sw_rows_free(&rows);
+        db_result_clear(&rows);
     }
     return local + s->clock_offset;
 }
@@ -284,12 +284,12 @@ static void op_fail(struct sw_op *op, enum sw_err e, const char *msg)
 }
 
 /* Map a database error onto the op; returns the class for the caller. */
-static enum sw_dbe op_dberr(struct sw_worker *s, struct sw_op *op, enum sw_dbe e)
+static enum db_err op_dberr(struct sw_worker *s, struct sw_op *op, enum db_err e)
 {
-    if (e == SW_DBE_DUP)
+    if (e == DB_EDUP)
         op_fail(op, SW_E_DUPLICATE, "uniqkey already exists for this function");
     else
-        op_fail(op, SW_E_DB_ERROR, sw_dbc_error(s->conn));
+        op_fail(op, SW_E_DB_ERROR, db_conn_error(s->conn));
     return e;
 }
 
@@ -303,49 +303,49 @@ static void render_job(struct evbuffer *out, const char *hash, uint64_t jobid, c
 }
 
 /* Error rows per job (TheSchwartz's $job->failures). */
-static enum sw_dbe failures_of(struct sw_worker *s, const uint64_t *ids, int n, int64_t *out)
+static enum db_err failures_of(struct sw_worker *s, const uint64_t *ids, int n, int64_t *out)
 {
     if (n <= 0)
-        return SW_DBE_OK;
+        return DB_OK;
     for (int i = 0; i < n; i++)
         out[i] = 0;
     char sql[64 + 2 * SW_MAX_GRAB + 64];
     int len = snprintf(sql, sizeof sql, "SELECT jobid, COUNT(*) FROM error WHERE jobid IN (");
     struct db_value *p = calloc((size_t)n, sizeof *p);
     if (!p)
-        return SW_DBE_OTHER;
+        return DB_EOTHER;
     for (int i = 0; i < n; i++) {
         len += snprintf(sql + len, sizeof sql - (size_t)len, i ? ",?" : "?");
         p[i] = DB_INT64(ids[i]);
     }
     snprintf(sql + len, sizeof sql - (size_t)len, ") GROUP BY jobid");
-    struct sw_rows rows;
-    enum sw_dbe e = sw_dbc_query(s->conn, sql, p, n, &rows);
+    struct db_result rows;
+    enum db_err e = db_conn_query(s->conn, sql, p, n, &rows);
     free(p);
-    if (e != SW_DBE_OK)
+    if (e != DB_OK)
         return e;
     for (size_t r = 0; r < rows.nrows; r++) {
-        uint64_t id = (uint64_t)sw_cell_int(&rows, r, 0);
+        uint64_t id = (uint64_t)db_cell_int(&rows, r, 0);
         for (int i = 0; i < n; i++)
             if (ids[i] == id)
-                out[i] = sw_cell_int(&rows, r, 1);
+                out[i] = db_cell_int(&rows, r, 1);
     }
-    sw_rows_free(&rows);
-    return SW_DBE_OK;
+    db_result_clear(&rows);
+    return DB_OK;
 }
 
 /* Keep an exit status for keep seconds (TheSchwartz set_exit_status), and
  * now and then sweep expired ones as TheSchwartz does (10%, at most 1000). */
-static enum sw_dbe keep_exit_status(struct sw_worker *s, uint64_t jobid, uint32_t funcid, int64_t status,
+static enum db_err keep_exit_status(struct sw_worker *s, uint64_t jobid, uint32_t funcid, int64_t status,
                                     int64_t now, int64_t keep)
 {
-    enum sw_dbe e = Q(s,
+    enum db_err e = Q(s,
                       is_mysql(s) ? "REPLACE INTO exitstatus (jobid, funcid, status, completion_time, delete_after) "
                                     "VALUES (?, ?, ?, ?, ?)"
                                   : "INSERT OR REPLACE INTO exitstatus (jobid, funcid, status, completion_time, "
                                     "delete_after) VALUES (?, ?, ?, ?, ?)",
                       DB_INT64(jobid), DB_INT64(funcid), DB_INT64(status), DB_INT64(now), DB_INT64(now + keep));
-    if (e != SW_DBE_OK)
+    if (e != DB_OK)
         return e;
     s->rnd = s->rnd * 1103515245u + 12345u;
     if ((s->rnd >> 16) % 10 == 0)
@@ -363,7 +363,7 @@ static int64_t policy_keep(struct sw_worker *s, struct sw_op *op, uint32_t funci
     memset(pol, 0, sizeof *pol);
     if (atomic_load(&policies_any)) {
         char name[SW_MAX_NAME + 1];
-        if (funcname_of(s, funcid, name, sizeof name) == SW_DBE_OK && name[0])
+        if (funcname_of(s, funcid, name, sizeof name) == DB_OK && name[0])
             *have = sw_policy_get(name, pol);
     }
     return op->keep.set ? op->keep.v : pol->keep_exit_status_for;
@@ -371,22 +371,22 @@ static int64_t policy_keep(struct sw_worker *s, struct sw_op *op, uint32_t funci
 
 /* ---- the operations ----------------------------------------------------------- */
 
-static enum sw_dbe insert_jobs(struct sw_worker *s, struct sw_op *op, int64_t now)
+static enum db_err insert_jobs(struct sw_worker *s, struct sw_op *op, int64_t now)
 {
     if (op->njobs == 0)
-        return SW_DBE_OK;  /* replace_with H 0: the job just completes */
+        return DB_OK;  /* replace_with H 0: the job just completes */
     if (!op->ids) {
         op->ids = calloc((size_t)op->njobs, sizeof *op->ids);
         if (!op->ids) {
             op_fail(op, SW_E_DB_ERROR, "out of memory");
-            return SW_DBE_OTHER;
+            return DB_EOTHER;
         }
     }
     for (int i = 0; i < op->njobs; i++) {
         struct sw_jobspec *j = &op->jobs[i];
         uint32_t funcid;
-        enum sw_dbe e = funcid_of(s, j->func, true, &funcid);
-        if (e != SW_DBE_OK)
+        enum db_err e = funcid_of(s, j->func, true, &funcid);
+        if (e != DB_OK)
             return op_dberr(s, op, e);
         struct db_value none = { .type = DB_NULL };
         e = Q(s,
@@ -395,17 +395,17 @@ static enum sw_dbe insert_jobs(struct sw_worker *s, struct sw_op *op, int64_t no
               DB_INT64(funcid), DB_BLOBN(j->arg, j->arglen), j->uniqkey ? TXT(j->uniqkey) : none, DB_INT64(now),
               DB_INT64(j->run_after.set ? j->run_after.v : now), j->priority.set ? DB_INT64(j->priority.v) : none,
               j->coalesce ? TXT(j->coalesce) : none);
-        if (e != SW_DBE_OK)
+        if (e != DB_OK)
             return op_dberr(s, op, e);
-        op->ids[i] = (uint64_t)sw_dbc_last_id(s->conn);
+        op->ids[i] = (uint64_t)db_conn_last_id(s->conn);
     }
-    return SW_DBE_OK;
+    return DB_OK;
 }
 
 /* Render jobs ids[0..n) (in that order) with their arguments, fetched
  * here in chunks: callers select only LENGTH(arg) for candidates, so
  * memory stays bounded by what is sent. */
-static enum sw_dbe render_jobs(struct sw_worker *s, struct sw_op *op, const uint64_t *ids, const char *const *funcs,
+static enum db_err render_jobs(struct sw_worker *s, struct sw_op *op, const uint64_t *ids, const char *const *funcs,
                                const int64_t *fails, int n)
 {
     for (int base = 0; base < n; base += SW_MAX_GRAB) {
@@ -414,7 +414,7 @@ static enum sw_dbe render_jobs(struct sw_worker *s, struct sw_op *op, const uint
         struct db_value *p = calloc((size_t)m, sizeof *p);
         if (!p) {
             op_fail(op, SW_E_DB_ERROR, "out of memory");
-            return SW_DBE_OTHER;
+            return DB_EOTHER;
         }
         int len = snprintf(sql, sizeof sql, "SELECT jobid, arg FROM job WHERE jobid IN (");
         for (int i = 0; i < m; i++) {
@@ -422,37 +422,37 @@ static enum sw_dbe render_jobs(struct sw_worker *s, struct sw_op *op, const uint
             p[i] = DB_INT64(ids[base + i]);
         }
         snprintf(sql + len, sizeof sql - (size_t)len, ")");
-        struct sw_rows args;
-        enum sw_dbe e = sw_dbc_query(s->conn, sql, p, m, &args);
+        struct db_result args;
+        enum db_err e = db_conn_query(s->conn, sql, p, m, &args);
         free(p);
-        if (e != SW_DBE_OK)
+        if (e != DB_OK)
             return op_dberr(s, op, e);
         for (int i = base; i < base + m; i++) {
             const char *arg = NULL;
             size_t alen = 0;
             for (size_t r = 0; r < args.nrows; r++)
-                if ((uint64_t)sw_cell_int(&args, r, 0) == ids[i]) {
-                    arg = sw_cell(&args, r, 1, &alen);
+                if ((uint64_t)db_cell_int(&args, r, 0) == ids[i]) {
+                    arg = db_cell(&args, r, 1, &alen);
                     break;
                 }
             render_job(op->out, s->hash, ids[i], funcs[i], arg ? arg : "", arg ? alen : 0, fails[i]);
             op->nfound++;
         }
-        sw_rows_free(&args);
+        db_result_clear(&args);
     }
-    return SW_DBE_OK;
+    return DB_OK;
 }
 
 struct cand { uint64_t jobid; int64_t grabbed_until; char *arg; size_t arglen; int f; };
 
-static enum sw_dbe op_grab(struct sw_worker *s, struct sw_op *op, int64_t now)
+static enum db_err op_grab(struct sw_worker *s, struct sw_op *op, int64_t now)
 {
     uint32_t ids[SW_MAX_FUNCS];
     int fidx[SW_MAX_FUNCS], nf = 0;
     for (int i = 0; i < op->nfuncs; i++) {
         uint32_t id;
-        enum sw_dbe e = funcid_of(s, op->funcs[i], false, &id);
-        if (e != SW_DBE_OK)
+        enum db_err e = funcid_of(s, op->funcs[i], false, &id);
+        if (e != DB_OK)
             return op_dberr(s, op, e);
         if (id) {
             ids[nf] = id;
@@ -460,7 +460,7 @@ static enum sw_dbe op_grab(struct sw_worker *s, struct sw_op *op, int64_t now)
         }
     }
     if (!nf)
-        return SW_DBE_OK;
+        return DB_OK;
     int want = op->max;
     /* One connection: our grabs never race each other, a few spare
      * candidates cover Perl workers. Several: the candidates are locked as
@@ -503,9 +503,9 @@ static enum sw_dbe op_grab(struct sw_worker *s, struct sw_op *op, int64_t now)
         like[o++] = '%';
         like[o] = '\0';
     }
-    struct sw_rows rows[SW_MAX_FUNCS];
+    struct db_result rows[SW_MAX_FUNCS];
     memset(rows, 0, sizeof rows);
-    enum sw_dbe e = SW_DBE_OK;
+    enum db_err e = DB_OK;
     unsigned start = s->grab_rr++;
     for (int k = 0; k < nf; k++) {
         struct db_value p[6];
@@ -520,8 +520,8 @@ static enum sw_dbe op_grab(struct sw_worker *s, struct sw_op *op, int64_t now)
         else if (op->coalesce_prefix)
             p[np++] = TXT(like);
         p[np++] = DB_INT64(lim);
-        e = sw_dbc_query(s->conn, sql, p, np, &rows[k]);
-        if (e != SW_DBE_OK) {
+        e = db_conn_query(s->conn, sql, p, np, &rows[k]);
+        if (e != DB_OK) {
             op_dberr(s, op, e);
             goto out;
         }
@@ -553,22 +553,22 @@ static enum sw_dbe op_grab(struct sw_worker *s, struct sw_op *op, int64_t now)
                 continue;
             any = true;
             size_t row = r < 64 ? perm[k][r] : r;
-            uint64_t jobid = (uint64_t)sw_cell_int(&rows[k], row, 0);
-            int64_t old = sw_cell_int(&rows[k], row, 1);
+            uint64_t jobid = (uint64_t)db_cell_int(&rows[k], row, 0);
+            int64_t old = db_cell_int(&rows[k], row, 1);
             /* Compare-and-set, as TheSchwartz: lose the race -> next candidate. */
             e = Q(s, "UPDATE job SET grabbed_until = ? WHERE jobid = ? AND grabbed_until = ?",
                   DB_INT64(now + op->grab_for), DB_INT64(jobid), DB_INT64(old));
-            if (e != SW_DBE_OK) {
+            if (e != DB_OK) {
                 op_dberr(s, op, e);
                 goto out;
             }
-            if (sw_dbc_affected(s->conn) != 1)
+            if (db_conn_affected(s->conn) != 1)
                 continue;
             got[ngot] = jobid;
             gotf[ngot] = k;
             gotrow[ngot] = row;
             ngot++;
-            bytes += (size_t)sw_cell_int(&rows[k], row, 2);
+            bytes += (size_t)db_cell_int(&rows[k], row, 2);
         }
         if (!any)
             break;
@@ -582,133 +582,133 @@ static enum sw_dbe op_grab(struct sw_worker *s, struct sw_op *op, int64_t now)
         op->nfound = 0;
         for (int i = 0; i < ngot; i++) {
             size_t alen;
-            const char *arg = sw_cell(&rows[gotf[i]], gotrow[i], 4, &alen);
-            int64_t full = sw_cell_int(&rows[gotf[i]], gotrow[i], 2);
+            const char *arg = db_cell(&rows[gotf[i]], gotrow[i], 4, &alen);
+            int64_t full = db_cell_int(&rows[gotf[i]], gotrow[i], 2);
             if (arg || full == 0) {
                 render_job(op->out, s->hash, got[i], op->funcs[fidx[gotf[i]]], arg ? arg : "", arg ? alen : 0,
-                           sw_cell_int(&rows[gotf[i]], gotrow[i], 3));
+                           db_cell_int(&rows[gotf[i]], gotrow[i], 3));
                 op->nfound++;
                 continue;
             }
             fn[nbig] = op->funcs[fidx[gotf[i]]];
-            fl[nbig] = sw_cell_int(&rows[gotf[i]], gotrow[i], 3);
+            fl[nbig] = db_cell_int(&rows[gotf[i]], gotrow[i], 3);
             big[nbig++] = got[i];
         }
         e = render_jobs(s, op, big, fn, fl, nbig);
     }
 out:
     for (int k = 0; k < nf; k++)
-        sw_rows_free(&rows[k]);
+        db_result_clear(&rows[k]);
     return e;
 }
 
 /* touch: a worker still on the job extends its lease (from now). Only a
  * lease that has not run out can be extended: once it has, someone else
  * may hold the job. */
-static enum sw_dbe op_touch(struct sw_worker *s, struct sw_op *op, int64_t now)
+static enum db_err op_touch(struct sw_worker *s, struct sw_op *op, int64_t now)
 {
-    enum sw_dbe e = Q(s, "UPDATE job SET grabbed_until = ? WHERE jobid = ? AND grabbed_until > ?",
+    enum db_err e = Q(s, "UPDATE job SET grabbed_until = ? WHERE jobid = ? AND grabbed_until > ?",
                       DB_INT64(now + op->grab_for), DB_INT64(op->jobid), DB_INT64(now));
-    if (e != SW_DBE_OK)
+    if (e != DB_OK)
         return op_dberr(s, op, e);
-    if (sw_dbc_affected(s->conn) == 0) {
+    if (db_conn_affected(s->conn) == 0) {
         /* MySQL counts changed rows: the same value twice in a second is not a change */
-        struct sw_rows rows;
+        struct db_result rows;
         e = QR(s, &rows, "SELECT 1 FROM job WHERE jobid = ? AND grabbed_until = ?", DB_INT64(op->jobid),
                DB_INT64(now + op->grab_for));
-        if (e != SW_DBE_OK)
+        if (e != DB_OK)
             return op_dberr(s, op, e);
         size_t n = rows.nrows;
-        sw_rows_free(&rows);
+        db_result_clear(&rows);
         if (!n) {
             op_fail(op, SW_E_NOT_FOUND, "no such job, or its lease ran out");
-            return SW_DBE_OTHER;
+            return DB_EOTHER;
         }
     }
-    return SW_DBE_OK;
+    return DB_OK;
 }
 
 /* grab_job: this job, if it exists, may run now and nobody holds it. */
-static enum sw_dbe op_grab_job(struct sw_worker *s, struct sw_op *op, int64_t now)
+static enum db_err op_grab_job(struct sw_worker *s, struct sw_op *op, int64_t now)
 {
-    struct sw_rows rows;
-    enum sw_dbe e = QR(s, &rows,
+    struct db_result rows;
+    enum db_err e = QR(s, &rows,
                        "SELECT j.grabbed_until, f.funcname, (SELECT COUNT(*) FROM error e WHERE e.jobid = j.jobid) "
                        "FROM job j LEFT JOIN funcmap f ON f.funcid = j.funcid WHERE j.jobid = ?",
                        DB_INT64(op->jobid));
-    if (e != SW_DBE_OK)
+    if (e != DB_OK)
         return op_dberr(s, op, e);
     if (!rows.nrows) {
-        sw_rows_free(&rows);
+        db_result_clear(&rows);
         op_fail(op, SW_E_NOT_FOUND, "no such job");
-        return SW_DBE_OTHER;
+        return DB_EOTHER;
     }
-    int64_t old = sw_cell_int(&rows, 0, 0);
+    int64_t old = db_cell_int(&rows, 0, 0);
     char func[SW_MAX_NAME + 1];
-    snprintf(func, sizeof func, "%s", sw_cell(&rows, 0, 1, NULL) ? sw_cell(&rows, 0, 1, NULL) : "");
-    int64_t fails = sw_cell_int(&rows, 0, 2);
-    sw_rows_free(&rows);
+    snprintf(func, sizeof func, "%s", db_cell(&rows, 0, 1, NULL) ? db_cell(&rows, 0, 1, NULL) : "");
+    int64_t fails = db_cell_int(&rows, 0, 2);
+    db_result_clear(&rows);
     if (old > now)
-        return SW_DBE_OK;  /* held by someone: no job */
+        return DB_OK;  /* held by someone: no job */
     e = Q(s, "UPDATE job SET grabbed_until = ? WHERE jobid = ? AND grabbed_until = ?", DB_INT64(now + op->grab_for),
           DB_INT64(op->jobid), DB_INT64(old));
-    if (e != SW_DBE_OK)
+    if (e != DB_OK)
         return op_dberr(s, op, e);
-    if (sw_dbc_affected(s->conn) != 1)
-        return SW_DBE_OK;  /* lost the race */
+    if (db_conn_affected(s->conn) != 1)
+        return DB_OK;  /* lost the race */
     const char *fn[1] = { func };
     return render_jobs(s, op, &op->jobid, fn, &fails, 1);
 }
 
-static enum sw_dbe op_completed(struct sw_worker *s, struct sw_op *op, int64_t now)
+static enum db_err op_completed(struct sw_worker *s, struct sw_op *op, int64_t now)
 {
-    struct sw_rows rows;
-    enum sw_dbe e = QR(s, &rows, "DELETE FROM job WHERE jobid = ? RETURNING funcid", DB_INT64(op->jobid));
-    if (e != SW_DBE_OK)
+    struct db_result rows;
+    enum db_err e = QR(s, &rows, "DELETE FROM job WHERE jobid = ? RETURNING funcid", DB_INT64(op->jobid));
+    if (e != DB_OK)
         return op_dberr(s, op, e);
     if (!rows.nrows) {
-        sw_rows_free(&rows);
+        db_result_clear(&rows);
         op_fail(op, SW_E_NOT_FOUND, "no such job (finished already?)");
-        return SW_DBE_OTHER;
+        return DB_EOTHER;
     }
-    uint32_t funcid = (uint32_t)sw_cell_int(&rows, 0, 0);
-    sw_rows_free(&rows);
+    uint32_t funcid = (uint32_t)db_cell_int(&rows, 0, 0);
+    db_result_clear(&rows);
     struct sw_policy pol;
     bool have;
     int64_t keep = policy_keep(s, op, funcid, &pol, &have);
-    if (keep > 0 && (e = keep_exit_status(s, op->jobid, funcid, 0, now, keep)) != SW_DBE_OK)
+    if (keep > 0 && (e = keep_exit_status(s, op->jobid, funcid, 0, now, keep)) != DB_OK)
         return op_dberr(s, op, e);
-    return SW_DBE_OK;
+    return DB_OK;
 }
 
-static enum sw_dbe op_failed(struct sw_worker *s, struct sw_op *op, int64_t now)
+static enum db_err op_failed(struct sw_worker *s, struct sw_op *op, int64_t now)
 {
-    struct sw_rows rows;
-    enum sw_dbe e = QR(s, &rows, "SELECT funcid FROM job WHERE jobid = ?", DB_INT64(op->jobid));
-    if (e != SW_DBE_OK)
+    struct db_result rows;
+    enum db_err e = QR(s, &rows, "SELECT funcid FROM job WHERE jobid = ?", DB_INT64(op->jobid));
+    if (e != DB_OK)
         return op_dberr(s, op, e);
     if (!rows.nrows) {
-        sw_rows_free(&rows);
+        db_result_clear(&rows);
         op_fail(op, SW_E_NOT_FOUND, "no such job (finished already?)");
-        return SW_DBE_OTHER;
+        return DB_EOTHER;
     }
-    uint32_t funcid = (uint32_t)sw_cell_int(&rows, 0, 0);
-    sw_rows_free(&rows);
+    uint32_t funcid = (uint32_t)db_cell_int(&rows, 0, 0);
+    db_result_clear(&rows);
     const char *msg = op->message ? op->message : "";
     e = Q(s, "INSERT INTO error (error_time, jobid, message, funcid) VALUES (?, ?, ?, ?)", DB_INT64(now),
           DB_INT64(op->jobid), TXT(msg), DB_INT64(funcid));
-    if (e != SW_DBE_OK)
+    if (e != DB_OK)
         return op_dberr(s, op, e);
     /* TheSchwartz trims errors older than a week on each failure. */
     e = Q(s,
           is_mysql(s) ? "DELETE FROM error WHERE error_time < ? LIMIT 1000"
                       : "DELETE FROM error WHERE rowid IN (SELECT rowid FROM error WHERE error_time < ? LIMIT 1000)",
           DB_INT64(now - ERROR_KEEP_SECONDS));
-    if (e != SW_DBE_OK)
+    if (e != DB_OK)
         return op_dberr(s, op, e);
     int64_t failures;
     uint64_t id = op->jobid;
-    if ((e = failures_of(s, &id, 1, &failures)) != SW_DBE_OK)
+    if ((e = failures_of(s, &id, 1, &failures)) != DB_OK)
         return op_dberr(s, op, e);
     struct sw_policy pol;
     bool have;
@@ -721,69 +721,69 @@ static enum sw_dbe op_failed(struct sw_worker *s, struct sw_op *op, int64_t now)
                   DB_INT64(op->jobid));
         else
             e = Q(s, "UPDATE job SET grabbed_until = 0 WHERE jobid = ?", DB_INT64(op->jobid));
-        if (e != SW_DBE_OK)
+        if (e != DB_OK)
             return op_dberr(s, op, e);
         op->retried = true;
-        return SW_DBE_OK;
+        return DB_OK;
     }
     int64_t status = op->exit_status.set && op->exit_status.v ? op->exit_status.v : 1;
-    if (keep > 0 && (e = keep_exit_status(s, op->jobid, funcid, status, now, keep)) != SW_DBE_OK)
+    if (keep > 0 && (e = keep_exit_status(s, op->jobid, funcid, status, now, keep)) != DB_OK)
         return op_dberr(s, op, e);
-    if ((e = Q(s, "DELETE FROM job WHERE jobid = ?", DB_INT64(op->jobid))) != SW_DBE_OK)
+    if ((e = Q(s, "DELETE FROM job WHERE jobid = ?", DB_INT64(op->jobid))) != DB_OK)
         return op_dberr(s, op, e);
-    return SW_DBE_OK;
+    return DB_OK;
 }
 
-static enum sw_dbe op_declined(struct sw_worker *s, struct sw_op *op)
+static enum db_err op_declined(struct sw_worker *s, struct sw_op *op)
 {
-    enum sw_dbe e;
+    enum db_err e;
     if (op->run_after.set)
         e = Q(s, "UPDATE job SET run_after = ?, grabbed_until = 0 WHERE jobid = ?", DB_INT64(op->run_after.v),
               DB_INT64(op->jobid));
     else
         e = Q(s, "UPDATE job SET grabbed_until = grabbed_until WHERE jobid = ?", DB_INT64(op->jobid));
-    if (e != SW_DBE_OK)
+    if (e != DB_OK)
         return op_dberr(s, op, e);
-    if (!op->run_after.set || sw_dbc_affected(s->conn) == 0) {
+    if (!op->run_after.set || db_conn_affected(s->conn) == 0) {
         /* MySQL reports changed rows, not matched ones: look. */
-        struct sw_rows rows;
+        struct db_result rows;
         e = QR(s, &rows, "SELECT 1 FROM job WHERE jobid = ?", DB_INT64(op->jobid));
-        if (e != SW_DBE_OK)
+        if (e != DB_OK)
             return op_dberr(s, op, e);
         size_t n = rows.nrows;
-        sw_rows_free(&rows);
+        db_result_clear(&rows);
         if (!n) {
             op_fail(op, SW_E_NOT_FOUND, "no such job (finished already?)");
-            return SW_DBE_OTHER;
+            return DB_EOTHER;
         }
     }
-    return SW_DBE_OK;
+    return DB_OK;
 }
 
 /* replace_with: the new jobs and the end of the old one in one savepoint. */
-static enum sw_dbe op_replace(struct sw_worker *s, struct sw_op *op, int64_t now)
+static enum db_err op_replace(struct sw_worker *s, struct sw_op *op, int64_t now)
 {
-    enum sw_dbe e = insert_jobs(s, op, now);
-    if (e != SW_DBE_OK)
+    enum db_err e = insert_jobs(s, op, now);
+    if (e != DB_OK)
         return e;
-    if ((e = op_completed(s, op, now)) != SW_DBE_OK)
+    if ((e = op_completed(s, op, now)) != DB_OK)
         return e;
     if (sw.cfg.test_fault && !strcmp(sw.cfg.test_fault, "replace_with")) {
         op_fail(op, SW_E_FAULT, "test fault before commit: replace_with rolled back");
-        return SW_DBE_OTHER;
+        return DB_EOTHER;
     }
-    return SW_DBE_OK;
+    return DB_OK;
 }
 
-static enum sw_dbe op_list(struct sw_worker *s, struct sw_op *op, int64_t now)
+static enum db_err op_list(struct sw_worker *s, struct sw_op *op, int64_t now)
 {
     (void)now;
     uint32_t funcid;
-    enum sw_dbe e = funcid_of(s, op->funcs[0], false, &funcid);
-    if (e != SW_DBE_OK)
+    enum db_err e = funcid_of(s, op->funcs[0], false, &funcid);
+    if (e != DB_OK)
         return op_dberr(s, op, e);
     if (!funcid)
-        return SW_DBE_OK;
+        return DB_OK;
     char like[2 * SW_MAX_NAME + 2];
     const char *sql = "SELECT jobid, LENGTH(arg) FROM job WHERE funcid = ? ORDER BY jobid LIMIT ?";
     struct db_value p[3] = { DB_INT64(funcid), DB_INT64(op->limit.v), DB_INT64(0) };
@@ -807,34 +807,34 @@ static enum sw_dbe op_list(struct sw_worker *s, struct sw_op *op, int64_t now)
         p[2] = DB_INT64(op->limit.v);
         np = 3;
     }
-    struct sw_rows rows;
-    if ((e = sw_dbc_query(s->conn, sql, p, np, &rows)) != SW_DBE_OK)
+    struct db_result rows;
+    if ((e = db_conn_query(s->conn, sql, p, np, &rows)) != DB_OK)
         return op_dberr(s, op, e);
     uint64_t *ids = calloc(rows.nrows + 1, sizeof *ids);
     int64_t *fails = calloc(rows.nrows + 1, sizeof *fails);
     if (!ids || !fails) {
         free(ids);
         free(fails);
-        sw_rows_free(&rows);
+        db_result_clear(&rows);
         op_fail(op, SW_E_DB_ERROR, "out of memory");
-        return SW_DBE_OTHER;
+        return DB_EOTHER;
     }
     for (size_t r = 0; r < rows.nrows; r++)
-        ids[r] = (uint64_t)sw_cell_int(&rows, r, 0);
+        ids[r] = (uint64_t)db_cell_int(&rows, r, 0);
     /* failures in chunks the IN list allows */
-    for (size_t r = 0; r < rows.nrows && e == SW_DBE_OK; r += SW_MAX_GRAB) {
+    for (size_t r = 0; r < rows.nrows && e == DB_OK; r += SW_MAX_GRAB) {
         int n = (int)(rows.nrows - r < SW_MAX_GRAB ? rows.nrows - r : SW_MAX_GRAB);
         e = failures_of(s, ids + r, n, fails + r);
     }
-    if (e == SW_DBE_OK) {
+    if (e == DB_OK) {
         /* as many as fit in SW_MAX_REPLY (at least one) */
         size_t n = 0, bytes = 0;
         while (n < rows.nrows && (n == 0 || bytes < SW_MAX_REPLY))
-            bytes += (size_t)sw_cell_int(&rows, n++, 1);
+            bytes += (size_t)db_cell_int(&rows, n++, 1);
         const char **fn = calloc(n + 1, sizeof *fn);
         if (!fn) {
             op_fail(op, SW_E_DB_ERROR, "out of memory");
-            e = SW_DBE_OTHER;
+            e = DB_EOTHER;
         } else {
             for (size_t r = 0; r < n; r++)
                 fn[r] = op->funcs[0];
@@ -845,82 +845,82 @@ static enum sw_dbe op_list(struct sw_worker *s, struct sw_op *op, int64_t now)
         op_dberr(s, op, e);
     free(ids);
     free(fails);
-    sw_rows_free(&rows);
+    db_result_clear(&rows);
     return e;
 }
 
-static enum sw_dbe op_inspect(struct sw_worker *s, struct sw_op *op)
+static enum db_err op_inspect(struct sw_worker *s, struct sw_op *op)
 {
-    struct sw_rows rows;
-    enum sw_dbe e = QR(s, &rows,
+    struct db_result rows;
+    enum db_err e = QR(s, &rows,
                        "SELECT j.jobid, f.funcname, j.arg, j.uniqkey, j.insert_time, j.run_after, j.grabbed_until, "
                        "j.priority, j.coalesce FROM job j LEFT JOIN funcmap f ON f.funcid = j.funcid WHERE j.jobid = ?",
                        DB_INT64(op->jobid));
-    if (e != SW_DBE_OK)
+    if (e != DB_OK)
         return op_dberr(s, op, e);
     if (!rows.nrows) {
-        sw_rows_free(&rows);
+        db_result_clear(&rows);
         op_fail(op, SW_E_NOT_FOUND, "no such job");
-        return SW_DBE_OTHER;
+        return DB_EOTHER;
     }
     int64_t fails;
     uint64_t id = op->jobid;
-    if ((e = failures_of(s, &id, 1, &fails)) != SW_DBE_OK) {
-        sw_rows_free(&rows);
+    if ((e = failures_of(s, &id, 1, &fails)) != DB_OK) {
+        db_result_clear(&rows);
         return op_dberr(s, op, e);
     }
     size_t alen;
-    const char *arg = sw_cell(&rows, 0, 2, &alen);
-    const char *fn = sw_cell(&rows, 0, 1, NULL);
+    const char *arg = db_cell(&rows, 0, 2, &alen);
+    const char *fn = db_cell(&rows, 0, 1, NULL);
     render_job(op->out, s->hash, op->jobid, fn ? fn : "", arg ? arg : "", arg ? alen : 0, fails);
     static const char *names[] = { "uniqkey", "insert_time", "run_after", "grabbed_until", "priority", "coalesce" };
     for (int c = 0; c < 6; c++) {
-        const char *v = sw_cell(&rows, 0, 3 + c, NULL);
+        const char *v = db_cell(&rows, 0, 3 + c, NULL);
         if (v)
             evbuffer_add_printf(op->out, "FIELD %s %s\r\n", names[c], v);
     }
-    sw_rows_free(&rows);
+    db_result_clear(&rows);
     if ((e = QR(s, &rows, "SELECT error_time, message FROM error WHERE jobid = ? ORDER BY error_time",
-                DB_INT64(op->jobid))) != SW_DBE_OK)
+                DB_INT64(op->jobid))) != DB_OK)
         return op_dberr(s, op, e);
     for (size_t r = 0; r < rows.nrows; r++) {
-        const char *m = sw_cell(&rows, r, 1, NULL);
-        evbuffer_add_printf(op->out, "ERROR %s :", sw_cell(&rows, r, 0, NULL) ? sw_cell(&rows, r, 0, NULL) : "0");
+        const char *m = db_cell(&rows, r, 1, NULL);
+        evbuffer_add_printf(op->out, "ERROR %s :", db_cell(&rows, r, 0, NULL) ? db_cell(&rows, r, 0, NULL) : "0");
         /* messages are single-line on the wire */
         for (const char *c = m ? m : ""; *c; c++)
             evbuffer_add(op->out, (*c == '\r' || *c == '\n') ? " " : c, 1);
         evbuffer_add(op->out, "\r\n", 2);
     }
-    sw_rows_free(&rows);
-    return SW_DBE_OK;
+    db_result_clear(&rows);
+    return DB_OK;
 }
 
-static enum sw_dbe op_status(struct sw_worker *s, struct sw_op *op)
+static enum db_err op_status(struct sw_worker *s, struct sw_op *op)
 {
-    struct sw_rows rows;
-    enum sw_dbe e = QR(s, &rows, "SELECT status, completion_time FROM exitstatus WHERE jobid = ?", DB_INT64(op->jobid));
-    if (e != SW_DBE_OK)
+    struct db_result rows;
+    enum db_err e = QR(s, &rows, "SELECT status, completion_time FROM exitstatus WHERE jobid = ?", DB_INT64(op->jobid));
+    if (e != DB_OK)
         return op_dberr(s, op, e);
     if (rows.nrows)
-        evbuffer_add_printf(op->out, "STATUS %s %s\r\n", sw_cell(&rows, 0, 0, NULL) ? sw_cell(&rows, 0, 0, NULL) : "0",
-                            sw_cell(&rows, 0, 1, NULL) ? sw_cell(&rows, 0, 1, NULL) : "0");
+        evbuffer_add_printf(op->out, "STATUS %s %s\r\n", db_cell(&rows, 0, 0, NULL) ? db_cell(&rows, 0, 0, NULL) : "0",
+                            db_cell(&rows, 0, 1, NULL) ? db_cell(&rows, 0, 1, NULL) : "0");
     else
         evbuffer_add_printf(op->out, "STATUS none\r\n");
-    sw_rows_free(&rows);
-    return SW_DBE_OK;
+    db_result_clear(&rows);
+    return DB_OK;
 }
 
-static enum sw_dbe op_funcmap(struct sw_worker *s, struct sw_op *op)
+static enum db_err op_funcmap(struct sw_worker *s, struct sw_op *op)
 {
-    struct sw_rows rows;
-    enum sw_dbe e = sw_dbc_query(s->conn, "SELECT funcid, funcname FROM funcmap ORDER BY funcid", NULL, 0, &rows);
-    if (e != SW_DBE_OK)
+    struct db_result rows;
+    enum db_err e = db_conn_query(s->conn, "SELECT funcid, funcname FROM funcmap ORDER BY funcid", NULL, 0, &rows);
+    if (e != DB_OK)
         return op_dberr(s, op, e);
     for (size_t r = 0; r < rows.nrows; r++)
-        evbuffer_add_printf(op->out, "FUNC %d %s %s\r\n", s->index, sw_cell(&rows, r, 0, NULL),
-                            sw_cell(&rows, r, 1, NULL) ? sw_cell(&rows, r, 1, NULL) : "");
-    sw_rows_free(&rows);
-    return SW_DBE_OK;
+        evbuffer_add_printf(op->out, "FUNC %d %s %s\r\n", s->index, db_cell(&rows, r, 0, NULL),
+                            db_cell(&rows, r, 1, NULL) ? db_cell(&rows, r, 1, NULL) : "");
+    db_result_clear(&rows);
+    return DB_OK;
 }
 
 static struct sw_qrow *qrow_for(struct sw_op *op, const char *func)
@@ -941,36 +941,36 @@ static struct sw_qrow *qrow_for(struct sw_op *op, const char *func)
     return q;
 }
 
-static enum sw_dbe op_queues(struct sw_worker *s, struct sw_op *op, int64_t now)
+static enum db_err op_queues(struct sw_worker *s, struct sw_op *op, int64_t now)
 {
-    struct sw_rows rows;
-    enum sw_dbe e = QR(s, &rows,
+    struct db_result rows;
+    enum db_err e = QR(s, &rows,
                        "SELECT f.funcname, SUM(CASE WHEN j.run_after <= ? AND j.grabbed_until <= ? THEN 1 ELSE 0 END), "
                        "SUM(CASE WHEN j.grabbed_until > ? THEN 1 ELSE 0 END) FROM funcmap f LEFT JOIN job j ON "
                        "j.funcid = f.funcid GROUP BY f.funcname",
                        DB_INT64(now), DB_INT64(now), DB_INT64(now));
-    if (e != SW_DBE_OK)
+    if (e != DB_OK)
         return op_dberr(s, op, e);
     for (size_t r = 0; r < rows.nrows && op->nq < 100000; r++) {
-        struct sw_qrow *q = qrow_for(op, sw_cell(&rows, r, 0, NULL) ? sw_cell(&rows, r, 0, NULL) : "");
+        struct sw_qrow *q = qrow_for(op, db_cell(&rows, r, 0, NULL) ? db_cell(&rows, r, 0, NULL) : "");
         if (q) {
-            q->ready += (uint64_t)sw_cell_int(&rows, r, 1);
-            q->running += (uint64_t)sw_cell_int(&rows, r, 2);
+            q->ready += (uint64_t)db_cell_int(&rows, r, 1);
+            q->running += (uint64_t)db_cell_int(&rows, r, 2);
         }
     }
-    sw_rows_free(&rows);
-    e = sw_dbc_query(s->conn,
+    db_result_clear(&rows);
+    e = db_conn_query(s->conn,
                      "SELECT f.funcname, COUNT(*) FROM error e JOIN funcmap f ON f.funcid = e.funcid GROUP BY f.funcname",
                      NULL, 0, &rows);
-    if (e != SW_DBE_OK)
+    if (e != DB_OK)
         return op_dberr(s, op, e);
     for (size_t r = 0; r < rows.nrows; r++) {
-        struct sw_qrow *q = qrow_for(op, sw_cell(&rows, r, 0, NULL) ? sw_cell(&rows, r, 0, NULL) : "");
+        struct sw_qrow *q = qrow_for(op, db_cell(&rows, r, 0, NULL) ? db_cell(&rows, r, 0, NULL) : "");
         if (q)
-            q->failed += (uint64_t)sw_cell_int(&rows, r, 1);
+            q->failed += (uint64_t)db_cell_int(&rows, r, 1);
     }
-    sw_rows_free(&rows);
-    return SW_DBE_OK;
+    db_result_clear(&rows);
+    return DB_OK;
 }
 
 static bool needs_savepoint(const struct sw_op *op)
@@ -980,7 +980,7 @@ static bool needs_savepoint(const struct sw_op *op)
            (op->kind == SW_OP_COMPLETED && ((op->keep.set && op->keep.v > 0) || atomic_load(&policies_any)));
 }
 
-static enum sw_dbe run_op(struct sw_worker *s, struct sw_op *op, int64_t now)
+static enum db_err run_op(struct sw_worker *s, struct sw_op *op, int64_t now)
 {
     switch (op->kind) {
     case SW_OP_INSERT: return insert_jobs(s, op, now);
@@ -997,7 +997,7 @@ static enum sw_dbe run_op(struct sw_worker *s, struct sw_op *op, int64_t now)
     case SW_OP_GRAB_JOB: return op_grab_job(s, op, now);
     case SW_OP_TOUCH: return op_touch(s, op, now);
     }
-    return SW_DBE_OTHER;
+    return DB_EOTHER;
 }
 
 /* ---- schema ---------------------------------------------------------------------- */
@@ -1050,15 +1050,26 @@ static const char *const schema_sqlite[] = {
 static int store_connect(struct sw_worker *s)
 {
     char err[300];
-    s->conn = sw_dbc_open(&s->dsn, s->user, s->pass, err, sizeof err);
+    s->conn = db_conn_open(&s->cfg, err, sizeof err);
     if (!s->conn) {
         log_warn("schwartzd: database %d (%s) down: %s", s->index, s->dsn_text, err);
         return -1;
     }
+    /* MySQL: bytes in, bytes out (a job's arg is opaque); READ COMMITTED:
+     * each statement sees what others committed (a funcmap row another
+     * connection just added, the newest lease), and InnoDB takes no gap
+     * locks, so parallel grabs deadlock less. */
+    if (is_mysql(s) && (db_conn_exec(s->conn, "SET NAMES binary") != DB_OK ||
+                        db_conn_exec(s->conn, "SET SESSION TRANSACTION ISOLATION LEVEL READ COMMITTED") != DB_OK)) {
+        log_warn("schwartzd: database %d (%s): %s", s->index, s->dsn_text, db_conn_error(s->conn));
+        db_conn_close(s->conn);
+        s->conn = NULL;
+        return -1;
+    }
     for (const char *const *q = is_mysql(s) ? schema_mysql : schema_sqlite; *q; q++)
-        if (sw_dbc_exec(s->conn, *q) != SW_DBE_OK) {
-            log_warn("schwartzd: database %d: schema: %s", s->index, sw_dbc_error(s->conn));
-            sw_dbc_close(s->conn);
+        if (db_conn_exec(s->conn, *q) != DB_OK) {
+            log_warn("schwartzd: database %d: schema: %s", s->index, db_conn_error(s->conn));
+            db_conn_close(s->conn);
             s->conn = NULL;
             return -1;
         }
@@ -1070,13 +1081,13 @@ static int store_connect(struct sw_worker *s)
      * LIMIT instead of sorting every job of the function (the
      * (funcid, run_after) index cannot give jobid order). Best effort: a
      * server that refuses it keeps TheSchwartz's plan. */
-    s->jobid_index = sw_dbc_exec(s->conn, "CREATE INDEX IF NOT EXISTS sw_job_funcid_jobid ON job (funcid, jobid)") ==
-                     SW_DBE_OK;
+    s->jobid_index = db_conn_exec(s->conn, "CREATE INDEX IF NOT EXISTS sw_job_funcid_jobid ON job (funcid, jobid)") ==
+                     DB_OK;
     if (!s->jobid_index)
-        log_warn("schwartzd: database %d: no (funcid, jobid) index (%s): grabs sort", s->index, sw_dbc_error(s->conn));
+        log_warn("schwartzd: database %d: no (funcid, jobid) index (%s): grabs sort", s->index, db_conn_error(s->conn));
     /* MariaDB >= 10.6 and MySQL >= 8.0 take SKIP LOCKED. */
     s->skip_locked = is_mysql(s) &&
-                     sw_dbc_exec(s->conn, "SELECT jobid FROM job WHERE jobid = 0 FOR UPDATE SKIP LOCKED") == SW_DBE_OK;
+                     db_conn_exec(s->conn, "SELECT jobid FROM job WHERE jobid = 0 FOR UPDATE SKIP LOCKED") == DB_OK;
     atomic_fetch_add(&s->store->n_reconnects, 1);
     log_info("schwartzd: database %d (%s) connected", s->index, s->dsn_text);
     return 0;
@@ -1087,7 +1098,7 @@ static void mark_dead(struct sw_worker *s, const char *why)
     log_warn("schwartzd: database %d (%s) marked dead for %ds: %s", s->index, s->dsn_text, sw.cfg.retry_seconds, why);
     atomic_store(&s->store->dead_until, (int64_t)time(NULL) + sw.cfg.retry_seconds);
     if (s->conn) {
-        sw_dbc_close(s->conn);
+        db_conn_close(s->conn);
         s->conn = NULL;
     }
     fc_clear(s);
@@ -1165,12 +1176,12 @@ static bool run_txn(struct sw_worker *s, struct sw_op *first, char *why, size_t 
             lazy = op->kind == SW_OP_GRAB || op->kind == SW_OP_GRAB_JOB || op->kind == SW_OP_LIST || op->kind == SW_OP_INSPECT ||
                    op->kind == SW_OP_STATUS || op->kind == SW_OP_FUNCMAP || op->kind == SW_OP_QUEUES;
         if (lazy != s->lazy_sync) {
-            enum sw_dbe pe = sw_dbc_exec(s->conn, lazy ? "PRAGMA synchronous=NORMAL" : "PRAGMA synchronous=FULL");
-            if (pe != SW_DBE_OK) {
+            enum db_err pe = db_conn_exec(s->conn, lazy ? "PRAGMA synchronous=NORMAL" : "PRAGMA synchronous=FULL");
+            if (pe != DB_OK) {
                 /* never run a durable write without FULL */
-                snprintf(why, whylen, "synchronous: %s", sw_dbc_error(s->conn));
-                *dead = pe == SW_DBE_LOST;
-                *transient = pe == SW_DBE_ABORT;
+                snprintf(why, whylen, "synchronous: %s", db_conn_error(s->conn));
+                *dead = pe == DB_ELOST;
+                *transient = pe == DB_EABORT;
                 return false;
             }
             s->lazy_sync = lazy;
@@ -1179,11 +1190,11 @@ static bool run_txn(struct sw_worker *s, struct sw_op *first, char *why, size_t 
     if (autocommit_ok(s, first)) {
         atomic_fetch_add(&s->store->n_ops, 1);
         s->in_txn = false;
-        enum sw_dbe e = run_op(s, first, db_now(s));
-        if (e == SW_DBE_LOST || e == SW_DBE_ABORT) {
-            snprintf(why, whylen, "%s", sw_dbc_error(s->conn));
-            *dead = e == SW_DBE_LOST;
-            *transient = e == SW_DBE_ABORT;
+        enum db_err e = run_op(s, first, db_now(s));
+        if (e == DB_ELOST || e == DB_EABORT) {
+            snprintf(why, whylen, "%s", db_conn_error(s->conn));
+            *dead = e == DB_ELOST;
+            *transient = e == DB_EABORT;
             fc_clear(s);
             return false;
         }
@@ -1191,11 +1202,11 @@ static bool run_txn(struct sw_worker *s, struct sw_op *first, char *why, size_t 
         return true;
     }
     s->in_txn = true;
-    enum sw_dbe e = sw_dbc_exec(s->conn, is_mysql(s) ? "START TRANSACTION" : "BEGIN IMMEDIATE");
-    if (e != SW_DBE_OK) {
-        snprintf(why, whylen, "begin: %s", sw_dbc_error(s->conn));
-        *dead = e == SW_DBE_LOST;
-        *transient = e == SW_DBE_ABORT;
+    enum db_err e = db_conn_exec(s->conn, is_mysql(s) ? "START TRANSACTION" : "BEGIN IMMEDIATE");
+    if (e != DB_OK) {
+        snprintf(why, whylen, "begin: %s", db_conn_error(s->conn));
+        *dead = e == DB_ELOST;
+        *transient = e == DB_EABORT;
         return false;
     }
     int64_t now = db_now(s);
@@ -1203,39 +1214,39 @@ static bool run_txn(struct sw_worker *s, struct sw_op *first, char *why, size_t 
     for (struct sw_op *op = first; op; op = op->next) {
         atomic_fetch_add(&s->store->n_ops, 1);
         bool sp = needs_savepoint(op);
-        if (sp && (e = sw_dbc_exec(s->conn, "SAVEPOINT sw")) != SW_DBE_OK) {
+        if (sp && (e = db_conn_exec(s->conn, "SAVEPOINT sw")) != DB_OK) {
             op_dberr(s, op, e);
         } else {
             e = run_op(s, op, now);
-            if (sp && e != SW_DBE_LOST && e != SW_DBE_ABORT) {
-                if (e != SW_DBE_OK) {
-                    sw_dbc_exec(s->conn, "ROLLBACK TO SAVEPOINT sw");
+            if (sp && e != DB_ELOST && e != DB_EABORT) {
+                if (e != DB_OK) {
+                    db_conn_exec(s->conn, "ROLLBACK TO SAVEPOINT sw");
                     atomic_fetch_add(&s->store->n_rollbacks, 1);
                     fc_clear(s);  /* a funcmap row made inside it is gone */
                 }
-                sw_dbc_exec(s->conn, "RELEASE SAVEPOINT sw");
+                db_conn_exec(s->conn, "RELEASE SAVEPOINT sw");
             }
         }
-        if (e == SW_DBE_LOST || e == SW_DBE_ABORT) {
-            snprintf(why, whylen, "%s", sw_dbc_error(s->conn));
+        if (e == DB_ELOST || e == DB_EABORT) {
+            snprintf(why, whylen, "%s", db_conn_error(s->conn));
             aborted = true;
-            *dead = e == SW_DBE_LOST;
-            *transient = e == SW_DBE_ABORT;
+            *dead = e == DB_ELOST;
+            *transient = e == DB_EABORT;
             break;
         }
     }
     if (!aborted) {
-        e = sw_dbc_exec(s->conn, "COMMIT");
-        if (e == SW_DBE_OK) {
+        e = db_conn_exec(s->conn, "COMMIT");
+        if (e == DB_OK) {
             atomic_fetch_add(&s->store->n_commits, 1);
             return true;
         }
-        snprintf(why, whylen, "commit: %s", sw_dbc_error(s->conn));
-        *dead = e == SW_DBE_LOST;
-        *transient = e == SW_DBE_ABORT;
+        snprintf(why, whylen, "commit: %s", db_conn_error(s->conn));
+        *dead = e == DB_ELOST;
+        *transient = e == DB_EABORT;
     }
     if (!*dead && s->conn)
-        sw_dbc_exec(s->conn, "ROLLBACK");
+        db_conn_exec(s->conn, "ROLLBACK");
     atomic_fetch_add(&s->store->n_rollbacks, 1);
     fc_clear(s);
     return false;
@@ -1300,7 +1311,7 @@ static void *store_main(void *arg)
     }
     pthread_mutex_unlock(&s->mu);
     if (w->conn)
-        sw_dbc_close(w->conn);
+        db_conn_close(w->conn);
     w->conn = NULL;
     fc_clear(w);
     return NULL;
@@ -1325,15 +1336,23 @@ int sw_stores_open(char **dsns, int n, const char *user, const char *pass)
         if (!s)
             return -1;
         char err[256];
-        if (sw_dsn_parse(dsns[i], &s->dsn, err, sizeof err) < 0) {
+        s->user = strdup(user ? user : "");
+        s->pass = strdup(pass ? pass : "");
+        s->cfg.user = s->user;
+        s->cfg.password = s->pass;
+        if (sw_dsn_config(dsns[i], &s->cfg, err, sizeof err) < 0) {
             log_error("schwartzd: database '%s': %s", dsns[i], err);
+            free(s->user);
+            free(s->pass);
             free(s);
             return -1;
         }
+        /* Perl workers share the file: wait for their locks rather than fail */
+        s->cfg.busy_timeout_ms = 10000;
+        s->cfg.connect_timeout_s = 5;
+        s->cfg.io_timeout_s = 30;
         s->index = i;
         s->dsn_text = strdup(dsns[i]);
-        s->user = strdup(user ? user : "");
-        s->pass = strdup(pass ? pass : "");
         unsigned seed = (unsigned)time(NULL) ^ (unsigned)(i * 7919);
         /* TheSchwartz's handle prefix: md5_hex("DSN|user"). */
         char full[1200];
@@ -1342,7 +1361,7 @@ int sw_stores_open(char **dsns, int n, const char *user, const char *pass)
         pthread_mutex_init(&s->mu, NULL);
         pthread_cond_init(&s->cv, NULL);
         stores[nstores++] = s;
-        s->nw = s->dsn.driver == SW_MYSQL && sw.cfg.db_connections > 1 ? sw.cfg.db_connections : 1;
+        s->nw = s->cfg.driver == DB_MYSQL && sw.cfg.db_connections > 1 ? sw.cfg.db_connections : 1;
         s->w = calloc((size_t)s->nw, sizeof *s->w);
         if (!s->w)
             return -1;
@@ -1352,7 +1371,7 @@ int sw_stores_open(char **dsns, int n, const char *user, const char *pass)
             w->index = i;
             w->hash = s->hash;
             w->dsn_text = s->dsn_text;
-            w->dsn = s->dsn;
+            w->cfg = s->cfg;
             w->user = s->user;
             w->pass = s->pass;
             w->rnd = seed + (unsigned)k * 2654435761u;
@@ -1385,6 +1404,7 @@ void sw_stores_close(void)
         struct sw_store *s = stores[i];
         free(s->w);
         free(s->dsn_text);
+        db_config_clear(&s->cfg);
         free(s->user);
         free(s->pass);
         free(s);

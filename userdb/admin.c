@@ -14,12 +14,11 @@
 #include "common/config.h"
 #include "common/log.h"
 
-static void server_line(struct admin_ctx *ctx, const char *role, const struct ud_server *s, bool active)
+static void server_line(struct admin_ctx *ctx, const char *role, struct ud_server *s, bool active)
 {
-    uint64_t now = ud_now_ms();
-    bool dead = s->dead_until_ms && now < s->dead_until_ms;
+    bool dead = ud_server_dead(s);
     admin_printf(ctx, "  %-8s %-6s %s weight=%d conns=%d idle=%d waiting=%d%s%s", role, s->name, s->dsn_text,
-                 s->weight, s->nconns, s->nidle, s->nwaiting, dead ? " DEAD" : "", active ? " ACTIVE" : "");
+                 s->weight, s->pool.nmembers, s->pool.nidle, s->pool.nwaiting, dead ? " DEAD" : "", active ? " ACTIVE" : "");
     if (s->role == UD_ROLE_REPLICA) {
         if (s->lag < 0)
             admin_printf(ctx, " lag=unknown");
@@ -65,7 +64,7 @@ static enum admin_result cmd_pools(struct admin_ctx *ctx, int argc, char **argv)
     (void)argv;
     for (struct ud_server *s = ud_all_servers; s; s = s->next_all)
         admin_printf(ctx, "%s conns=%d idle=%d connecting=%d waiting=%d leases=%llu connects=%llu failures=%llu%s\r\n",
-                     s->name, s->nconns, s->nidle, s->nconnecting, s->nwaiting, (unsigned long long)s->n_leases,
+                     s->name, s->pool.nmembers, s->pool.nidle, s->pool.pending, s->pool.nwaiting, (unsigned long long)s->n_leases,
                      (unsigned long long)s->n_connects, (unsigned long long)s->n_connect_fail,
                      s->retired ? " RETIRED" : "");
     admin_printf(ctx, "END\r\n");

@@ -8,19 +8,22 @@
  * ud_resp_feed only to know where it ends. Nothing is re-encoded and no
  * result set is held whole.
  *
- * Pools: per server, idle connections plus a FIFO of waiters; at most
- * pool_max connections per server, at most max_waiters waiting. A connect
- * failure marks the server dead for dead_retry seconds and fails its
- * waiters at once (a session then routes elsewhere or gets an error).
- * Not common/pool (landed after this was written): it has no bound on a
- * pool's total connections — at the bound its waiters are failed, not
- * kept until a busy connection comes back, which pool_max needs (10,000
- * clients on 64 connections). Move there once it has one. */
+ * Pools: per server, a common/pool (one loop, one node: the server) with
+ * max_members = pool_max, so at the bound statements wait for a busy
+ * connection to come back instead of failing; at most max_waiters wait.
+ * userdbd's own queries (directory, counters, lag) wait at priority 0 and
+ * may open UD_INTERNAL_RESERVE connections beyond pool_max, so clients
+ * pinning every pooled connection can't starve the directory. A connect
+ * failure marks the server's node dead for dead_retry seconds (the pool
+ * then fails its waiters at once: a session routes elsewhere or gets an
+ * error). */
 #include "userdb/userdb.h"
 
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <stdatomic.h>
+#include <stddef.h>
 #include <strings.h>
 
 #include <event2/buffer.h>
@@ -35,76 +38,89 @@ static const struct conn_ops backend_ops;
 
 /* ---- pool ------------------------------------------------------------------- */
 
-static void waiter_push(struct ud_server *srv, struct ud_waiter *w)
+#define UD_IDLE_KEEP_MS 60000      /* an idle backend connection is closed after this */
+
+static inline struct ud_backend *member_backend(struct pool_member *m)
 {
-    w->next = NULL;
-    w->queued = true;
-    w->server = srv;
-    if (w->internal) { /* ahead of clients: directory lookups are short */
-        w->next = srv->wait_head;
-        srv->wait_head = w;
-        if (!srv->wait_tail)
-            srv->wait_tail = w;
-    } else {
-        if (srv->wait_tail)
-            srv->wait_tail->next = w;
-        else
-            srv->wait_head = w;
-        srv->wait_tail = w;
-    }
-    srv->nwaiting++;
+    return (struct ud_backend *)((char *)m - offsetof(struct ud_backend, m));
 }
 
-static struct ud_waiter *waiter_pop(struct ud_server *srv)
+static inline struct ud_waiter *pool_waiter_ud(struct pool_waiter *w)
 {
-    struct ud_waiter *w = srv->wait_head;
-    if (!w)
-        return NULL;
-    srv->wait_head = w->next;
-    if (!srv->wait_head)
-        srv->wait_tail = NULL;
-    srv->nwaiting--;
-    w->queued = false;
-    w->next = NULL;
-    return w;
+    return (struct ud_waiter *)((char *)w - offsetof(struct ud_waiter, pw));
 }
 
-void ud_pool_cancel(struct ud_waiter *w)
+static struct pool_member *op_connect(struct pool *p);
+
+static void op_assign(struct pool *p, struct pool_member *m, struct pool_waiter *pw)
 {
-    if (!w->queued || !w->server)
-        return;
-    struct ud_server *srv = w->server;
-    struct ud_waiter **pp = &srv->wait_head, *prev = NULL;
-    while (*pp && *pp != w) {
-        prev = *pp;
-        pp = &(*pp)->next;
-    }
-    if (*pp) {
-        *pp = w->next;
-        if (srv->wait_tail == w)
-            srv->wait_tail = prev;
-        srv->nwaiting--;
-    }
-    w->queued = false;
+    struct ud_server *srv = p->data;
+    struct ud_backend *b = member_backend(m);
+    struct ud_waiter *w = pool_waiter_ud(pw);
+    srv->n_leases++;
+    conn_set_timeouts(b->c, UD_FOREVER_MS, 0);
+    w->ready(w, b, NULL);
 }
 
-static void fail_waiters(struct ud_server *srv, const char *why)
+static void op_fail(struct pool *p, struct pool_waiter *pw)
 {
-    struct ud_waiter *w;
-    while ((w = waiter_pop(srv)))
-        w->ready(w, NULL, why);
+    struct ud_server *srv = p->data;
+    struct ud_waiter *w = pool_waiter_ud(pw);
+    w->ready(w, NULL, srv->retired ? "server removed from the configuration" : "cannot connect to the backend");
 }
 
-static void idle_remove(struct ud_backend *b)
+static void op_close(struct pool *p, struct pool_member *m)
 {
-    struct ud_server *srv = b->srv;
-    for (struct ud_backend **pp = &srv->idle; *pp; pp = &(*pp)->next_idle)
-        if (*pp == b) {
-            *pp = b->next_idle;
-            srv->nidle--;
-            b->next_idle = NULL;
-            return;
-        }
+    (void)p;
+    ud_backend_discard(member_backend(m));
+}
+
+static int op_idle_keep(struct pool *p)
+{
+    (void)p;
+    return ud_cfg.pool_max + UD_INTERNAL_RESERVE; /* idle ones close by their idle timeout */
+}
+
+static bool op_usable(struct pool *p, struct pool_member *m)
+{
+    (void)p;
+    return !conn_is_closing(member_backend(m)->c);
+}
+
+static const struct pool_ops ud_pool_ops = {
+    .connect = op_connect,
+    .assign = op_assign,
+    .fail = op_fail,
+    .close = op_close,
+    .idle_keep = op_idle_keep,
+    .usable = op_usable,
+};
+
+void ud_server_pool_init(struct ud_server *srv)
+{
+    pool_init(&srv->pool, &ud_pool_ops, srv);
+    snprintf(srv->node.name, sizeof srv->node.name, "%s", srv->name);
+    ud_server_pool_settings(srv);
+}
+
+void ud_server_pool_settings(struct ud_server *srv)
+{
+    srv->pool.max_members = ud_cfg.pool_max;
+    srv->pool.dead_ms = (int)(ud_cfg.dead_retry * 1000) > 0 ? (int)(ud_cfg.dead_retry * 1000) : 1;
+    srv->pool.connect_ahead = 0;
+}
+
+bool ud_server_dead(struct ud_server *srv)
+{
+    return !pool_node_alive(&srv->node, pool_now_ms());
+}
+
+void ud_server_retire(struct ud_server *srv)
+{
+    srv->retired = true;
+    atomic_store(&srv->node.removed, true);
+    srv->pool.stopping = true;
+    pool_drain(&srv->pool);
 }
 
 /* A connection is free: the first waiter gets it, else it goes idle. */
@@ -120,55 +136,55 @@ static void pool_put(struct ud_backend *b)
         return;
     }
     /* A connection of the internal reserve serves only internal queries. */
-    if (srv->nconns > ud_cfg.pool_max && !(srv->wait_head && srv->wait_head->internal)) {
-        ud_backend_discard(b);
-        return;
+    if (srv->pool.nmembers > ud_cfg.pool_max) {
+        struct pool_waiter *w = pool_first_waiter(&srv->pool);
+        if (!w || !pool_waiter_ud(w)->internal) {
+            ud_backend_discard(b);
+            return;
+        }
     }
-    struct ud_waiter *w = waiter_pop(srv);
-    if (w) {
-        srv->n_leases++;
-        conn_set_timeouts(b->c, UD_FOREVER_MS, 0);
-        w->ready(w, b, NULL);
-        return;
-    }
-    b->next_idle = srv->idle;
-    srv->idle = b;
-    srv->nidle++;
-    conn_set_timeouts(b->c, 60000, 0);
+    conn_set_timeouts(b->c, UD_IDLE_KEEP_MS, 0);
+    pool_ready(&srv->pool, &b->m);
 }
-
-static void backend_connect(struct ud_server *srv);
 
 void ud_pool_lease(struct ud_server *srv, struct ud_waiter *w)
 {
+    struct pool *p = &srv->pool;
     w->server = srv;
-    if (srv->dead_until_ms && ud_now_ms() < srv->dead_until_ms) {
-        w->ready(w, NULL, "backend is down (connect failed recently)");
+    ud_server_pool_settings(srv); /* pool_max and dead_retry may have changed */
+    if (srv->retired) {
+        w->ready(w, NULL, "server removed from the configuration");
         return;
     }
-    if (srv->idle) {
-        struct ud_backend *b = srv->idle;
-        srv->idle = b->next_idle;
-        srv->nidle--;
-        b->next_idle = NULL;
-        srv->n_leases++;
-        conn_set_timeouts(b->c, UD_FOREVER_MS, 0);
-        w->ready(w, b, NULL);
+    if (ud_server_dead(srv)) {
+        w->ready(w, NULL, "backend is down (connect failed recently)");
         return;
     }
     /* userdbd's own queries (one per session at most, plus the console's)
      * get twice the room, but a bound all the same. */
-    if (srv->nwaiting >= (w->internal ? 2 * ud_cfg.max_waiters : ud_cfg.max_waiters)) {
+    if (!p->nidle && p->nwaiting >= (w->internal ? 2 * ud_cfg.max_waiters : ud_cfg.max_waiters)) {
         srv->n_wait_full++;
         w->ready(w, NULL, "too many clients waiting for a backend connection");
         return;
     }
-    srv->n_waits++;
-    waiter_push(srv, w);
-    /* Open another connection when the ones being opened don't cover the queue. */
-    int cap = ud_cfg.pool_max + (w->internal ? UD_INTERNAL_RESERVE : 0);
-    if (srv->nconns < cap && srv->nconnecting < srv->nwaiting)
-        backend_connect(srv);
+    if (!p->nidle)
+        srv->n_waits++;
+    if (w->internal) {
+        /* At most one reserve connect per internal statement, and only
+         * while every pooled connection is busy. */
+        int room = p->nmembers + 1 > ud_cfg.pool_max ? p->nmembers + 1 : ud_cfg.pool_max;
+        p->max_members = room < ud_cfg.pool_max + UD_INTERNAL_RESERVE ? room : ud_cfg.pool_max + UD_INTERNAL_RESERVE;
+        pool_request(p, &w->pw, 0, true);
+        p->max_members = ud_cfg.pool_max;
+    } else {
+        pool_request(p, &w->pw, 1, false);
+    }
+}
+
+void ud_pool_cancel(struct ud_waiter *w)
+{
+    if (w->server)
+        pool_cancel(&w->server->pool, &w->pw);
 }
 
 void ud_pool_release(struct ud_backend *b)
@@ -189,46 +205,42 @@ void ud_backend_discard(struct ud_backend *b)
 
 void ud_pool_close_idle(struct ud_server *srv)
 {
-    while (srv->idle) {
-        struct ud_backend *b = srv->idle;
-        srv->idle = b->next_idle;
-        srv->nidle--;
-        b->next_idle = NULL;
-        conn_close(b->c);
-    }
+    struct pool_member *m;
+    while ((m = pool_take_idle(&srv->pool)))
+        ud_backend_discard(member_backend(m));
 }
 
 /* ---- connecting ---------------------------------------------------------------- */
 
-static void backend_connect(struct ud_server *srv)
+static struct pool_member *op_connect(struct pool *p)
 {
+    struct ud_server *srv = p->data;
+    if (srv->retired || ud_server_dead(srv))
+        return NULL;
     struct ud_backend *b = calloc(1, sizeof *b);
     if (!b)
-        return;
+        return NULL;
     b->srv = srv;
+    b->m.node = &srv->node;
     b->state = UB_CONNECTING;
     b->autocommit = 1;
     snprintf(b->db, sizeof b->db, "%s", srv->dsn.database);
-    srv->nconns++;
-    srv->nconnecting++;
     srv->n_connects++;
+    atomic_fetch_add_explicit(&srv->node.connects, 1, memory_order_relaxed);
     /* A DSN host name resolves through the core's evdns, off the loop. */
     struct core_conn *c = srv->addr ? conn_connect(loop_get(0), (const struct sockaddr *)srv->addr, srv->addr_len,
                                                    &backend_ops, b)
                                     : conn_connect_host(loop_get(0), srv->dsn.host, srv->dsn.port, &backend_ops, b);
     if (!c) {
         /* Nothing happened (the core's contract): b is still ours. */
-        srv->nconns--;
-        srv->nconnecting--;
         srv->n_connect_fail++;
-        srv->dead_until_ms = ud_now_ms() + (uint64_t)(ud_cfg.dead_retry * 1000);
+        pool_node_dead(&srv->node, p->dead_ms);
         free(b);
-        if (srv->nconns == 0)
-            fail_waiters(srv, "cannot connect to the backend");
-        return;
+        return NULL;
     }
     b->c = c;
     conn_set_timeouts(b->c, (uint32_t)ud_cfg.connect_timeout_ms, (uint32_t)ud_cfg.connect_timeout_ms);
+    return &b->m;
 }
 
 static void backend_on_connect(struct core_conn *c, bool ok)
@@ -251,7 +263,7 @@ static void connect_failed(struct ud_backend *b, const char *why)
     struct ud_server *srv = b->srv;
     log_warn("userdbd: %s (%s): %s", srv->name, srv->dsn_text, why);
     srv->n_connect_fail++;
-    srv->dead_until_ms = ud_now_ms() + (uint64_t)(ud_cfg.dead_retry * 1000);
+    b->failed = true;
     conn_close(b->c);
 }
 
@@ -291,10 +303,6 @@ static int backend_auth_packet(struct ud_backend *b, const uint8_t *p, uint32_t 
     }
     /* UB_AUTH */
     if (n >= 1 && p[0] == 0x00) {
-        struct ud_server *srv = b->srv;
-        srv->nconnecting--;
-        srv->dead_until_ms = 0;
-        conn_set_timeouts(b->c, UD_FOREVER_MS, 0);
         pool_put(b);
         return 0;
     }
@@ -662,20 +670,19 @@ static void backend_on_close(struct core_conn *c, enum conn_close_reason why)
     if (!b)
         return;
     struct ud_server *srv = b->srv;
-    srv->nconns--;
+    c->data = NULL;
+    bool failed = false;
     if (b->state <= UB_AUTH) {
-        srv->nconnecting--;
-        if (why != CONN_CLOSE_LOCAL || !srv->dead_until_ms) {
-            srv->n_connect_fail += why != CONN_CLOSE_LOCAL;
-            srv->dead_until_ms = ud_now_ms() + (uint64_t)(ud_cfg.dead_retry * 1000);
-            if (why != CONN_CLOSE_LOCAL)
-                log_warn("userdbd: %s (%s): cannot connect", srv->name, srv->dsn_text);
+        /* A connect that failed (refused, timed out, login refused): the
+         * pool marks the server dead and fails waiters nothing else serves.
+         * One we closed ourselves (stopping, retired) is not a failure. */
+        failed = b->failed || why != CONN_CLOSE_LOCAL;
+        if (why != CONN_CLOSE_LOCAL) {
+            srv->n_connect_fail++;
+            log_warn("userdbd: %s (%s): cannot connect", srv->name, srv->dsn_text);
         }
-        /* Waiters beyond what other connections in flight will serve fail now. */
-        if (srv->nconnecting == 0 && srv->nconns == 0)
-            fail_waiters(srv, "cannot connect to the backend");
     } else if (b->state == UB_IDLE) {
-        idle_remove(b);
+        /* idle: pool_gone takes it off the idle list */
     } else if (b->owner) {
         ud_n.backend_lost++;
         ud_sess_backend_lost(b->owner, b);
@@ -687,7 +694,7 @@ static void backend_on_close(struct core_conn *c, enum conn_close_reason why)
                  why == CONN_CLOSE_TIMEOUT ? "timeout" : why == CONN_CLOSE_EOF ? "closed by the server" : "error");
         iq_finish(q);
     }
-    c->data = NULL;
+    pool_gone(&srv->pool, &b->m, failed);
     free(b);
 }
 

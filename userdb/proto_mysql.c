@@ -723,6 +723,38 @@ static bool contains(const char *p, const char *end, const char *w)
     return false;
 }
 
+/* What makes a SELECT a write or a pin, found in one pass over the text
+ * (a point select is the statement the router sees most). */
+#define UD_MARK_WRITE 1u   /* FOR UPDATE, LOCK IN SHARE MODE, GET_LOCK, " INTO " */
+#define UD_MARK_PIN 2u     /* GET_LOCK, ":=" */
+static unsigned select_marks(const char *p, const char *end)
+{
+    static const struct {
+        const char *w;
+        size_t n;
+        unsigned mark;
+    } needles[] = {
+        { "FOR UPDATE", 10, UD_MARK_WRITE },
+        { "LOCK IN SHARE MODE", 18, UD_MARK_WRITE },
+        { "GET_LOCK", 8, UD_MARK_WRITE | UD_MARK_PIN },
+        { " INTO ", 6, UD_MARK_WRITE },
+        { ":=", 2, UD_MARK_PIN },
+    };
+    unsigned marks = 0;
+    for (; p < end; p++) {
+        int c = *p & ~0x20; /* letters to upper case; ' ' and ':' map to 0 and 0x1a */
+        if (c != 'F' && c != 'L' && c != 'G' && c != 0 && c != 0x1a)
+            continue;
+        for (size_t i = 0; i < sizeof needles / sizeof needles[0]; i++)
+            if ((size_t)(end - p) >= needles[i].n && (needles[i].w[0] & ~0x20) == c &&
+                strncasecmp(p, needles[i].w, needles[i].n) == 0)
+                marks |= needles[i].mark;
+        if (marks == (UD_MARK_WRITE | UD_MARK_PIN))
+            break;
+    }
+    return marks;
+}
+
 /* "name ( 'arg' ) [;]" at p: the unescaped argument into q->argbuf. */
 static int parse_special_call(const char *p, const char *end, const char *name, struct ud_query *q)
 {
@@ -801,9 +833,9 @@ int ud_query_classify(const char *q, size_t len, struct ud_query *out, char *err
         }
         if (out->special)
             return 0;
-        out->is_read = !contains(p, end, "FOR UPDATE") && !contains(p, end, "LOCK IN SHARE MODE") &&
-                       !contains(p, end, "GET_LOCK") && !contains(p, end, " INTO ");
-        out->pins = contains(p, end, "GET_LOCK") || contains(p, end, ":=");
+        unsigned marks = select_marks(p, end);
+        out->is_read = !(marks & UD_MARK_WRITE);
+        out->pins = (marks & UD_MARK_PIN) != 0;
         return 0;
     }
     if (word_is(p, end, "SHOW") || word_is(p, end, "DESCRIBE") || word_is(p, end, "DESC") ||
@@ -953,4 +985,55 @@ size_t ud_sql_quote(char *out, size_t cap, const char *s, size_t n)
     *o++ = '\'';
     *o = '\0';
     return (size_t)(o - out);
+}
+
+int ud_parse_change_user(const uint8_t *p, size_t len, uint32_t caps, struct ud_hs_response *out)
+{
+    memset(out, 0, sizeof *out);
+    out->caps = caps;
+    const uint8_t *end = p + len;
+    const uint8_t *nul = memchr(p, 0, len);
+    if (!nul)
+        return -1;
+    out->user = (const char *)p;
+    out->user_len = (size_t)(nul - p);
+    p = nul + 1;
+    if (caps & UD_CLIENT_SECURE_CONNECTION) {
+        if (p >= end)
+            return -1;
+        size_t alen = *p++;
+        if ((size_t)(end - p) < alen)
+            return -1;
+        out->auth = p;
+        out->auth_len = alen;
+        p += alen;
+    } else {
+        nul = memchr(p, 0, (size_t)(end - p));
+        if (!nul)
+            return -1;
+        out->auth = p;
+        out->auth_len = (size_t)(nul - p);
+        p = nul + 1;
+    }
+    if (p >= end)
+        return 0; /* old clients stop here */
+    nul = memchr(p, 0, (size_t)(end - p));
+    if (!nul)
+        return -1;
+    if (nul > p) {
+        out->db = (const char *)p;
+        out->db_len = (size_t)(nul - p);
+    }
+    p = nul + 1;
+    if ((size_t)(end - p) >= 2) {
+        out->charset = p[0];
+        p += 2;
+        if ((caps & UD_CLIENT_PLUGIN_AUTH) && p < end) {
+            nul = memchr(p, 0, (size_t)(end - p));
+            size_t pl = nul ? (size_t)(nul - p) : (size_t)(end - p);
+            out->plugin = (const char *)p;
+            out->plugin_len = pl;
+        }
+    }
+    return 0;
 }

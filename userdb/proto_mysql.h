@@ -128,6 +128,12 @@ struct ud_hs_response {
 /* Parse a HandshakeResponse41 payload. 0 ok, -1 malformed (or pre-4.1). */
 int ud_parse_hs_response(const uint8_t *p, size_t len, struct ud_hs_response *out);
 
+/* COM_CHANGE_USER payload (after the command byte), parsed with the caps
+ * agreed at login: user, auth data, database, then (when present) charset
+ * and auth plugin; connect attributes are ignored. Fills the user, auth,
+ * db and plugin fields of out. 0 ok, -1 malformed. */
+int ud_parse_change_user(const uint8_t *p, size_t len, uint32_t caps, struct ud_hs_response *out);
+
 /* ---- client side: handshake towards a backend ------------------------------ */
 
 struct ud_server_hs {

@@ -566,6 +566,43 @@ static void command(struct ud_sess *s)
         local_done(s);
         return;
     }
+    case UD_COM_CHANGE_USER: {
+        /* Only the one client account exists: a change to it (a driver
+         * re-authenticating a pooled connection) resets the session like
+         * COM_RESET_CONNECTION; the reply is checked against this
+         * connection's handshake scramble, as servers do. Anything else is
+         * refused and the connection closed, as MariaDB does. */
+        size_t len = evbuffer_get_length(s->cmd) - UD_HDR - 1;
+        const uint8_t *body = evbuffer_pullup(s->cmd, -1) + UD_HDR + 1;
+        struct ud_hs_response r;
+        if (ud_parse_change_user(body, len, s->caps, &r) < 0) {
+            ud_n.protocol_errors++;
+            fail_cmd(s, UD_ER_HANDSHAKE, "08S01", "Bad COM_CHANGE_USER packet");
+            return;
+        }
+        if (r.plugin && !(r.plugin_len == 21 && memcmp(r.plugin, "mysql_native_password", 21) == 0)) {
+            fail_cmd(s, UD_ER_UNKNOWN_COM, "08S01",
+                     "userdb: COM_CHANGE_USER takes mysql_native_password only");
+            return;
+        }
+        if (!auth_ok(s, r.user, r.user_len, r.auth, r.auth_len)) {
+            auth_denied(s, 1, r.user, r.user_len);
+            local_done(s);
+            return;
+        }
+        if (s->b) {
+            ud_backend_discard(s->b);
+            s->b = NULL;
+        }
+        s->pin = PIN_NONE;
+        s->nstmts = 0;
+        s->state_pinned = false;
+        s->autocommit = 1;
+        s->db[0] = '\0';
+        send_ok(s, 1);
+        local_done(s);
+        return;
+    }
     case UD_COM_RESET_CONNECTION:
         if (s->b) {
             ud_backend_discard(s->b);

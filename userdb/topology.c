@@ -202,6 +202,7 @@ static struct ud_server *get_server(enum ud_role role, int cluster, const char *
     s->cluster = cluster;
     s->weight = s->dsn.weight;
     s->lag = -1;
+    ud_server_pool_init(s);
     s->next_all = *fresh;
     *fresh = s;
     return s;
@@ -321,16 +322,7 @@ int ud_topology_apply(char *err, size_t errlen)
                 used |= t->cluster[c].replica[i] == s;
         }
         if (!used && !s->retired) {
-            s->retired = true;
-            ud_pool_close_idle(s);
-            struct ud_waiter *w;
-            while ((w = s->wait_head)) {
-                s->wait_head = w->next;
-                w->queued = false;
-                w->ready(w, NULL, "server removed from the configuration");
-            }
-            s->wait_tail = NULL;
-            s->nwaiting = 0;
+            ud_server_retire(s);
         }
     }
     memcpy(ud_user_tables, stage.tables, sizeof ud_user_tables);
@@ -374,11 +366,11 @@ struct ud_cluster *ud_cluster_get(int id)
 
 /* ---- choosing ------------------------------------------------------------------------ */
 
-static bool replica_usable(const struct ud_server *r, uint64_t now)
+static bool replica_usable(struct ud_server *r, uint64_t now)
 {
     if (r->retired || r->weight <= 0)
         return false;
-    if (r->dead_until_ms && now < r->dead_until_ms)
+    if (ud_server_dead(r))
         return false;
     /* Only a replica measured recently, and within max_lag, serves reads. */
     return r->lag >= 0 && r->lag <= ud_cfg.max_lag && now - r->lag_at_ms <= 3000;

@@ -12,6 +12,7 @@
 
 #include <sys/socket.h>
 
+#include "common/pool.h"
 #include "userdb/proto_mysql.h"
 
 struct evbuffer;
@@ -60,9 +61,8 @@ enum ud_role { UD_ROLE_GLOBAL = 0, UD_ROLE_MASTER, UD_ROLE_REPLICA };
 /* Someone waiting for a backend connection of one server. ready() gets a
  * connection lent to it, or NULL and a reason. */
 struct ud_waiter {
-    struct ud_waiter *next;
+    struct pool_waiter pw;      /* in its server's pool */
     struct ud_server *server;
-    bool queued;
     bool internal;              /* userdbd's own query: front of the queue, may use the reserve */
     void (*ready)(struct ud_waiter *w, struct ud_backend *b, const char *err);
 };
@@ -75,16 +75,14 @@ struct ud_server {
     int cluster;
     int weight, cw;             /* smooth weighted round robin */
     bool retired;               /* gone from the config: no new leases */
-    /* health */
-    uint64_t dead_until_ms;     /* skipped until then (connect failed) */
+    /* health: a failed connect marks node dead (ud_server_dead) */
     int lag;                    /* replicas: seconds behind, -1 unknown/stopped */
     uint64_t lag_at_ms;         /* when lag was measured */
     bool lag_checking;
-    /* pool */
-    struct ud_backend *idle;    /* idle connections, most recent first */
-    int nconns, nidle, nconnecting;
-    struct ud_waiter *wait_head, *wait_tail;
-    int nwaiting;
+    /* pool (common/pool, this loop's): pool.nmembers connections, pool.nidle
+     * idle, pool.pending connecting, pool.nwaiting waiting */
+    struct pool pool;
+    struct pool_node node;      /* only its name, counters and dead mark are used */
     /* counters */
     uint64_t n_routed, n_leases, n_connects, n_connect_fail, n_waits, n_wait_full;
     struct ud_server *next_all;
@@ -139,8 +137,9 @@ struct ud_iq;
 struct ud_backend {
     struct core_conn *c;
     struct ud_server *srv;
+    struct pool_member m;           /* in srv->pool */
     enum ud_bstate state;
-    struct ud_backend *next_idle;
+    bool failed;                    /* the connect or login failed */
     struct ud_sess *owner;          /* the session it is lent to */
     struct ud_iq *iq;               /* or the internal query using it */
     char db[65];
@@ -169,6 +168,13 @@ void ud_backend_forward(struct ud_backend *b, const char *db, int autocommit, in
 /* Resume relaying after the client's output drained. */
 void ud_backend_resume(struct ud_backend *b);
 void ud_pool_close_idle(struct ud_server *srv);
+/* Set up a new server's pool; apply pool_max/dead_retry to it (reload). */
+void ud_server_pool_init(struct ud_server *srv);
+void ud_server_pool_settings(struct ud_server *srv);
+/* A connect to it failed within dead_retry seconds. */
+bool ud_server_dead(struct ud_server *srv);
+/* Gone from the config: no new leases, waiters and idle connections go. */
+void ud_server_retire(struct ud_server *srv);
 
 /* An internal query on some server: result of at most one row. */
 struct ud_iq {

@@ -9,6 +9,7 @@ $(eval $(call program,usermove,userdb/tools/usermove.c userdb/dsn.c))
 $(eval $(call program,userdb,userdb/tools/userdb.c))
 
 $(eval $(call unit_test,userdb/test_proto,$(UD_PROTO)))
+$(eval $(call unit_test,userdb/test_dsn,userdb/dsn.c))
 $(eval $(call fuzz_target,fuzz_ud_proto,tests/fuzz/fuzz_ud_proto.c $(UD_PROTO),-lcrypto))
 
 BENCHES += tests/bench/bench_userdb.py

@@ -201,9 +201,9 @@ static void ud_stats(struct stats_sink *sink, void *arg)
     stats_u64(sink, "backend_lost", ud_n.backend_lost);
     uint64_t conns = 0, idle = 0, waiting = 0;
     for (struct ud_server *s = ud_all_servers; s; s = s->next_all) {
-        conns += (uint64_t)s->nconns;
-        idle += (uint64_t)s->nidle;
-        waiting += (uint64_t)s->nwaiting;
+        conns += (uint64_t)s->pool.nmembers;
+        idle += (uint64_t)s->pool.nidle;
+        waiting += (uint64_t)s->pool.nwaiting;
     }
     stats_u64(sink, "backend_connections", conns);
     stats_u64(sink, "backend_idle", idle);
@@ -217,9 +217,9 @@ static void ud_pool_stats(struct stats_sink *sink, void *arg)
     for (struct ud_server *s = ud_all_servers; s; s = s->next_all) {
         if (s->retired)
             continue;
-        stats_u64f(sink, (uint64_t)s->nconns, "%s:connections", s->name);
-        stats_u64f(sink, (uint64_t)s->nidle, "%s:idle", s->name);
-        stats_u64f(sink, (uint64_t)s->nwaiting, "%s:waiting", s->name);
+        stats_u64f(sink, (uint64_t)s->pool.nmembers, "%s:connections", s->name);
+        stats_u64f(sink, (uint64_t)s->pool.nidle, "%s:idle", s->name);
+        stats_u64f(sink, (uint64_t)s->pool.nwaiting, "%s:waiting", s->name);
         stats_u64f(sink, s->n_routed, "%s:statements", s->name);
         stats_u64f(sink, s->n_leases, "%s:leases", s->name);
         stats_u64f(sink, s->n_connects, "%s:connects", s->name);

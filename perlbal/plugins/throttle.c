@@ -8,6 +8,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
+#include <time.h>
 #include <unistd.h>
 
 #include <event2/buffer.h>
@@ -15,6 +16,8 @@
 
 
 #include "common/conn.h"
+#include "common/work.h"
+#include "memcached/client/libmc.h"
 #include "common/line.h"
 #include "common/log.h"
 #include "common/loop.h"
@@ -22,7 +25,8 @@
 #include "perlbal/plugin.h"
 
 /* throttle:
- * As Perlbal's Throttle plugin with its in-memory store: per client IP, a
+ * As Perlbal's Throttle plugin with its in-memory store: per client IP
+ * (IPv4 or IPv6; the white/blacklists are IPv4 networks), a
  * request within throttle_threshold_seconds of the previous one is held
  * initial_delay * 2^violations seconds (at most max_delay); ban_threshold
  * violations ban the IP for ban_expiration seconds (403 / close); more than
@@ -30,12 +34,64 @@
  * pass, blacklist_file IPs are denied (or throttled); path_regex and
  * method_regex (POSIX ERE) limit which requests count. The per-IP table is
  * direct-mapped (THR_SLOTS per service): an IP colliding with another takes
- * its slot, which errs on the lenient side. memcached sharing is not built. */
+ * its slot, which errs on the lenient side.
+ *
+ * With memcached_servers set, the per-IP record (last request time and
+ * violations) lives in memcached instead, as Perlbal's memcached store:
+ * key instance_name . ip, value Perl's pack('FS', start, count) (a native
+ * double and a 16-bit count: 10 bytes, so Perl and C throttlers can share
+ * it), expiry throttle_threshold_seconds or the delay. The lookup runs on
+ * the plugin's work pool (libmc is blocking; memcached_async_clients
+ * threads, at most 8, one client each) while the request is held
+ * (PB_HOLD_ASYNC); a memcached that fails or times out (initial_delay s)
+ * counts as "unseen", as in Perlbal. Bans and concurrency stay local. */
 #define THR_SLOTS 4096
 #define THR_LIST_MAX 256
 
+/* A client address: IPv4 as v4-mapped IPv6, so one table holds both. */
+struct thr_ip {
+    unsigned char b[16];
+};
+
+static bool thr_ip_eq(const struct thr_ip *a, const struct thr_ip *b) { return !memcmp(a->b, b->b, 16); }
+
+/* The client's address; *v4 (network order) and *is_v4 for the IPv4
+ * white/blacklists. False for a client that is neither (unix socket). */
+static bool thr_client_ip(struct pb_client *cl, struct thr_ip *out, uint32_t *v4, bool *is_v4)
+{
+    const struct sockaddr_storage *ss = &cl->c->peer;
+    memset(out, 0, sizeof *out);
+    *v4 = 0;
+    *is_v4 = false;
+    if (ss->ss_family == AF_INET) {
+        *v4 = ((const struct sockaddr_in *)ss)->sin_addr.s_addr;
+        *is_v4 = true;
+        out->b[10] = out->b[11] = 0xff;
+        memcpy(out->b + 12, v4, 4);
+        return true;
+    }
+    if (ss->ss_family == AF_INET6) {
+        const struct in6_addr *a = &((const struct sockaddr_in6 *)ss)->sin6_addr;
+        memcpy(out->b, a, 16);
+        if (IN6_IS_ADDR_V4MAPPED(a)) {
+            memcpy(v4, out->b + 12, 4);
+            *is_v4 = true;
+        }
+        return true;
+    }
+    return false;
+}
+
+/* Its text form, as Perlbal's key and logs spell it. */
+static const char *thr_ip_str(const struct thr_ip *ip, char *buf, size_t len)
+{
+    static const unsigned char mapped[12] = { 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xff, 0xff };
+    if (!memcmp(ip->b, mapped, 12)) return inet_ntop(AF_INET, ip->b + 12, buf, (socklen_t)len);
+    return inet_ntop(AF_INET6, ip->b, buf, (socklen_t)len);
+}
+
 struct thr_slot {
-    uint32_t ip;                   /* network order; 0 = empty */
+    struct thr_ip ip;              /* the client; all zero = empty */
     int64_t last_ms;               /* last request start */
     int64_t expires_ms;            /* the record is forgotten after this */
     int violations;
@@ -54,6 +110,13 @@ struct thr_state {
     int nwhite, nblack;
     regex_t path_re, method_re;
     bool has_path_re, has_method_re;
+    /* memcached store (NULL pool = in memory) */
+    struct work_pool *mc_pool;
+    char *mc_servers, *instance_name;
+    uint64_t mc_gen;                /* bumped when the servers change */
+    int mc_threads;
+    struct mc_client *mc[8];        /* one per pool thread, touched by it only */
+    uint64_t mc_client_gen[8];
     /* tunables */
     bool default_throttle, blacklist_deny, log_only;
     int threshold_s, initial_delay_s, max_delay_s, max_concurrent, ban_threshold, ban_expiration_s;
@@ -169,10 +232,39 @@ static int thr_set(struct pb_service *svc, const char *key, const char *val, cha
     } else if (!strcmp(key, "log_only")) {
         t->log_only = !strcmp(val, "1") || !strcasecmp(val, "on") || !strcasecmp(val, "true") ||
                       !strcasecmp(val, "yes");
-    } else if (!strcmp(key, "log_events") || !strcmp(key, "instance_name") || !strcmp(key, "memcached_servers") ||
-               !strcmp(key, "memcached_async_clients")) {
-        if (!strcmp(key, "memcached_servers") && *val)
-            log_warn("perlbal: Throttle memcached_servers is not built: the state stays in this process");
+    } else if (!strcmp(key, "instance_name")) {
+        free(t->instance_name);
+        t->instance_name = strdup(val);
+    } else if (!strcmp(key, "memcached_servers")) {
+        char e[200];
+        struct mc_client *probe = *val ? mc_client_new(val, NULL, e, sizeof e) : NULL;
+        if (*val && !probe) {
+            snprintf(err, errlen, "memcached_servers: %s", e);
+            rc = -2;
+        } else {
+            mc_client_free(probe);
+            free(t->mc_servers);
+            t->mc_servers = *val ? strdup(val) : NULL;
+            t->mc_gen++;
+            if (t->mc_servers && !t->mc_pool) {
+                if (t->mc_threads <= 0) t->mc_threads = 2;
+                t->mc_pool = work_pool_new("throttle-mc", t->mc_threads, 4096);
+                if (!t->mc_pool) {
+                    snprintf(err, errlen, "cannot start the memcached threads");
+                    rc = -2;
+                }
+            }
+        }
+    } else if (!strcmp(key, "memcached_async_clients")) {
+        if (!is_int || n < 1) {
+            snprintf(err, errlen, "Expected integer value for '%s'", key);
+            rc = -2;
+        } else if (t->mc_pool) {
+            log_warn("perlbal: Throttle memcached_async_clients is read when memcached_servers is first set");
+        } else {
+            t->mc_threads = n > 8 ? 8 : (int)n;
+        }
+    } else if (!strcmp(key, "log_events")) {
     } else if (!is_int) {
         snprintf(err, errlen, "Expected integer value for '%s'", key);
         rc = -2;
@@ -187,9 +279,11 @@ static int thr_set(struct pb_service *svc, const char *key, const char *val, cha
     return rc < 0 ? -1 : 0;
 }
 
-static struct thr_slot *thr_slot(struct thr_state *t, uint32_t ip)
+static struct thr_slot *thr_slot(struct thr_state *t, const struct thr_ip *ip)
 {
-    uint32_t h = ip * 2654435761u;
+    uint32_t h = 2166136261u; /* FNV-1a over the 16 bytes */
+    for (int i = 0; i < 16; i++) h = (h ^ ip->b[i]) * 16777619u;
+    h *= 2654435761u;
     return &t->slots[(h >> 20) % THR_SLOTS];
 }
 
@@ -210,29 +304,192 @@ static const char *method_name(enum http_method m)
     }
 }
 
+/* ---- the memcached store ---- */
+
+struct thr_job {
+    struct pb_client *cl;          /* NULL once the client went away */
+    struct pb_service *svc;
+    struct thr_state *t;
+    char key[160];
+    double now;                    /* wall clock, seconds (Perl's time) */
+    int threshold_s, initial_delay_s, max_delay_s, ban_threshold;
+    int64_t delay_ms;              /* result: hold this long */
+    bool ban;                      /* result: ban the IP */
+    struct thr_ip ip;
+};
+
+static void thr_pack(unsigned char out[10], double start, unsigned count)
+{
+    memcpy(out, &start, 8);                   /* pack('F'): a native double */
+    uint16_t c = (uint16_t)(count > 65535 ? 65535 : count);
+    memcpy(out + 8, &c, 2);                   /* pack('S'): a native u16 */
+}
+
+static void thr_mc_set(struct mc_client *mc, const char *key, double start, unsigned count, int exptime)
+{
+    unsigned char v[10];
+    thr_pack(v, start, count);
+    mc_client_set(mc, key, strlen(key), v, sizeof v, 0, exptime > 0 ? exptime : 1);
+}
+
+/* On a pool thread: the record's get, the early set, the decision, the
+ * violation's set, as Perlbal's Throttle does them. */
+static void thr_mc_run(void *arg)
+{
+    struct thr_job *j = arg;
+    struct thr_state *t = j->t;
+    int ti = work_thread_index();
+    if (ti < 0 || ti >= 8) return;
+    pthread_mutex_lock(&t->lock);
+    uint64_t gen = t->mc_gen;
+    char *servers = t->mc_servers ? strdup(t->mc_servers) : NULL;
+    pthread_mutex_unlock(&t->lock);
+    if (t->mc[ti] && t->mc_client_gen[ti] != gen) {
+        mc_client_free(t->mc[ti]);
+        t->mc[ti] = NULL;
+    }
+    if (!t->mc[ti] && servers) {
+        char e[200];
+        int ms = j->initial_delay_s > 0 ? j->initial_delay_s * 1000 : 1000;
+        struct mc_client_options o = { .connect_timeout_ms = ms, .io_timeout_ms = ms };
+        t->mc[ti] = mc_client_new(servers, &o, e, sizeof e);
+        t->mc_client_gen[ti] = gen;
+    }
+    free(servers);
+    struct mc_client *mc = t->mc[ti];
+    if (!mc) return; /* no servers any more: unseen */
+    struct mc_client_value v = { 0 };
+    bool seen = false;
+    double last = 0;
+    unsigned violations = 0;
+    if (mc_client_get(mc, j->key, strlen(j->key), &v) == MC_CLIENT_OK) {
+        if (v.len == 10) {
+            uint16_t c;
+            memcpy(&last, v.data, 8);
+            memcpy(&c, v.data + 8, 2);
+            violations = c;
+            seen = true;
+        }
+        mc_client_value_free(&v);
+    }
+    thr_mc_set(mc, j->key, j->now, violations, j->threshold_s);
+    if (!seen || j->now - last >= j->threshold_s) return; /* unseen or reformed: allowed */
+    double d = j->initial_delay_s;
+    for (unsigned i = 0; i < violations && d < j->max_delay_s; i++) d *= 2;
+    if (d > j->max_delay_s) d = j->max_delay_s;
+    violations++;
+    if (j->ban_threshold && violations >= (unsigned)j->ban_threshold) {
+        j->ban = true;
+        return;
+    }
+    thr_mc_set(mc, j->key, j->now, violations, (int)d);
+    j->delay_ms = (int64_t)(d * 1000);
+}
+
+static void thr_mc_cancel(void *arg)
+{
+    struct thr_job *j = arg;
+    j->cl = NULL;
+}
+
+/* Back on the client's loop. */
+static void thr_mc_done(void *arg)
+{
+    struct thr_job *j = arg;
+    struct pb_client *cl = j->cl;
+    if (!cl) {
+        free(j);
+        return;
+    }
+    struct thr_state *t = j->t;
+    bool log_only;
+    pthread_mutex_lock(&t->lock);
+    log_only = t->log_only;
+    if (j->ban) {
+        struct thr_slot *s = thr_slot(t, &j->ip);
+        if (!thr_ip_eq(&s->ip, &j->ip)) {
+            memset(s, 0, sizeof *s);
+            s->ip = j->ip;
+        }
+        s->banned_until_ms = pb_now_ms() + (int64_t)t->ban_expiration_s * 1000;
+    }
+    pthread_mutex_unlock(&t->lock);
+    char ipbuf[INET6_ADDRSTRLEN];
+    if (j->ban) log_info("perlbal: Throttle: banning %s", thr_ip_str(&j->ip, ipbuf, sizeof ipbuf));
+    struct pb_service *svc = j->svc;
+    bool ban = j->ban;
+    int64_t delay = log_only ? 0 : j->delay_ms;
+    free(j);
+    if (ban && !log_only) {
+        pb_proxy_async_done(cl, -1);
+        thr_end(svc, cl);
+        cl->h->keep_alive = false;
+        pb_client_error(cl, 403, "Forbidden.");
+        return;
+    }
+    pb_proxy_async_done(cl, delay);
+}
+
+static int64_t thr_mc_start(struct pb_service *svc, struct pb_client *cl, struct thr_state *t,
+                            const struct thr_ip *ip)
+{
+    struct thr_job *j = calloc(1, sizeof *j);
+    if (!j) return 0;
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    char ipbuf[INET6_ADDRSTRLEN];
+    thr_ip_str(ip, ipbuf, sizeof ipbuf);
+    j->cl = cl;
+    j->svc = svc;
+    j->t = t;
+    j->ip = *ip;
+    j->now = (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
+    pthread_mutex_lock(&t->lock);
+    snprintf(j->key, sizeof j->key, "%s%s", t->instance_name ? t->instance_name : "", ipbuf);
+    j->threshold_s = t->threshold_s;
+    j->initial_delay_s = t->initial_delay_s;
+    j->max_delay_s = t->max_delay_s;
+    j->ban_threshold = t->ban_threshold;
+    struct work_pool *pool = t->mc_pool;
+    pthread_mutex_unlock(&t->lock);
+    if (work_submit(pool, loop_get(cl->loop_index), thr_mc_run, thr_mc_done, j) < 0) {
+        free(j); /* overloaded: let it through, as a memcached timeout would */
+        return 0;
+    }
+    cl->async_job = j;
+    cl->async_cancel = thr_mc_cancel;
+    return PB_HOLD_ASYNC;
+}
+
 static int64_t thr_start(struct pb_service *svc, struct pb_client *cl)
 {
     struct thr_state *t = thr_of(svc);
-    bool v4;
-    uint32_t ip = pb_plugin_client_ipv4(cl, &v4);
-    if (!t || !v4) return 0;
+    struct thr_ip ip;
+    uint32_t ip4;
+    bool is_v4;
+    if (!t || !thr_client_ip(cl, &ip, &ip4, &is_v4)) return 0;
     int64_t now = pb_now_ms(), delay = 0;
     enum { ALLOW, THROTTLE, DENY, BAN } result;
     pthread_mutex_lock(&t->lock);
-    struct thr_slot *s = thr_slot(t, ip);
-    if (s->ip != ip || (s->expires_ms <= now && s->concurrent == 0 && s->banned_until_ms <= now)) {
+    struct thr_slot *s = thr_slot(t, &ip);
+    if (!thr_ip_eq(&s->ip, &ip) || (s->expires_ms <= now && s->concurrent == 0 && s->banned_until_ms <= now)) {
         memset(s, 0, sizeof *s);
         s->ip = ip;
     }
     s->concurrent++;
     cl->throttle_counted = true;
-    if (in_list(t->white, t->nwhite, ip)) result = ALLOW;
+    /* the white/blacklists hold IPv4 networks (Perlbal's Net::Netmask) */
+    if (is_v4 && in_list(t->white, t->nwhite, ip4)) result = ALLOW;
     else if (s->banned_until_ms > now) result = DENY;
-    else if (in_list(t->black, t->nblack, ip)) result = t->blacklist_deny ? DENY : THROTTLE;
+    else if (is_v4 && in_list(t->black, t->nblack, ip4)) result = t->blacklist_deny ? DENY : THROTTLE;
     else if (s->concurrent > t->max_concurrent) result = DENY;
     else if (t->has_path_re && (!cl->target || regexec(&t->path_re, cl->target, 0, NULL, 0))) result = ALLOW;
     else if (t->has_method_re && regexec(&t->method_re, method_name(cl->h->method), 0, NULL, 0)) result = ALLOW;
     else result = t->default_throttle ? THROTTLE : ALLOW;
+    if (result == THROTTLE && t->mc_pool && t->mc_servers) {
+        pthread_mutex_unlock(&t->lock);
+        return thr_mc_start(svc, cl, t, &ip);
+    }
     if (result == THROTTLE) {
         bool seen = s->last_ms && s->expires_ms > now;
         if (!seen || now - s->last_ms >= (int64_t)t->threshold_s * 1000) {
@@ -255,8 +512,8 @@ static int64_t thr_start(struct pb_service *svc, struct pb_client *cl)
     }
     bool log_only = t->log_only;
     pthread_mutex_unlock(&t->lock);
-    char ipbuf[INET_ADDRSTRLEN];
-    if (result == BAN) log_info("perlbal: Throttle: banning %s", inet_ntop(AF_INET, &ip, ipbuf, sizeof ipbuf));
+    char ipbuf[INET6_ADDRSTRLEN];
+    if (result == BAN) log_info("perlbal: Throttle: banning %s", thr_ip_str(&ip, ipbuf, sizeof ipbuf));
     if (log_only) return 0;
     if (result == DENY || result == BAN) {
         thr_end(svc, cl);
@@ -272,12 +529,13 @@ static void thr_end(struct pb_service *svc, struct pb_client *cl)
     if (!cl->throttle_counted) return;
     cl->throttle_counted = false;
     struct thr_state *t = thr_of(svc);
-    bool v4;
-    uint32_t ip = pb_plugin_client_ipv4(cl, &v4);
-    if (!t || !v4) return;
+    struct thr_ip ip;
+    uint32_t ip4;
+    bool is_v4;
+    if (!t || !thr_client_ip(cl, &ip, &ip4, &is_v4)) return;
     pthread_mutex_lock(&t->lock);
-    struct thr_slot *s = thr_slot(t, ip);
-    if (s->ip == ip && s->concurrent > 0) s->concurrent--;
+    struct thr_slot *s = thr_slot(t, &ip);
+    if (thr_ip_eq(&s->ip, &ip) && s->concurrent > 0) s->concurrent--;
     pthread_mutex_unlock(&t->lock);
 }
 

@@ -20,6 +20,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "common/clock.h"
 #include "schwartz/client/libschwartz.h"
 
 static void usage(void)
@@ -139,15 +140,17 @@ static int run_job(struct sw_client *c, char **cmd, const struct sw_client_job *
     close(p[1]);
     int st;
     long long every_ms = grab_for > 1 ? grab_for * 1000 / 2 : 500;
-    long long since_ms = 0;
+    /* by the monotonic clock, not by counting sleeps: on a loaded machine
+     * each sleep runs long, and the lease would run out between touches */
+    uint64_t next_touch = clock_now_ms() + (uint64_t)every_ms;
     for (;;) {
         pid_t r = waitpid(pid, &st, WNOHANG);
         if (r == pid || (r < 0 && errno != EINTR))
             break;
         usleep(50000);
-        since_ms += 50;
-        if (since_ms >= every_ms) {
-            since_ms = 0;
+        uint64_t now = clock_now_ms();
+        if (now >= next_touch) {
+            next_touch = now + (uint64_t)every_ms;
             /* +1: leases are whole seconds of the database's clock */
             if (sw_client_touch(c, j->handle, (int)grab_for + 1) < 0)
                 fprintf(stderr, "schwartz: %s: lease: %s\n", j->handle, sw_client_error(c));

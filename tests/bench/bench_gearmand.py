@@ -190,7 +190,11 @@ def cpu_seconds(pid):
 
 
 def run(loadgen, which, mode, queue, args, tmp, batch=1):
-    proc, port = start(which, args.threads, queue, tmp)
+    threads = args.threads
+    if which == "theirs" and args.vs_threads:
+        # --vs-threads N: the other column is ours again, with -t N
+        which, threads = "ours", args.vs_threads
+    proc, port = start(which, threads, queue, tmp)
     try:
         cpu0 = cpu_seconds(proc.pid)
         out = subprocess.run([loadgen, str(port), mode, str(args.clients), str(args.workers), str(args.seconds),
@@ -218,6 +222,9 @@ def main():
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--rounds", type=int, default=3, help="runs of each server per test (median kept)")
     ap.add_argument("--batch", type=int, default=100, help="jobs each client keeps in flight when pipelining")
+    ap.add_argument("--vs-threads", type=int, default=0,
+                    help="compare ours -t THREADS with ours -t VS_THREADS instead of with Debian's gearmand")
+    ap.add_argument("--only", default="", help="run only the tests whose name contains this")
     args = ap.parse_args()
     if not os.path.exists(THEIRS):
         print("Debian's gearmand not found (apt-get install gearman-job-server)")
@@ -242,7 +249,11 @@ def main():
                 ("bg submit, memory, %d pipelined" % b, "bg", "mem", b),
                 ("bg submit, SQLite, 1 at a time", "bg", "sqlite", 1),
                 ("bg submit, SQLite, %d pipelined" % b, "bg", "sqlite", b))
+        if args.vs_threads:
+            print("(--vs-threads: 'theirs' is ours with -t %d)" % args.vs_threads)
         for name, mode, queue, batch in rows:
+            if args.only and args.only not in name:
+                continue
             # alternate the two servers and keep each one's median: the
             # machine is shared, and load from elsewhere comes and goes
             o, t = [], []
@@ -257,6 +268,8 @@ def main():
                 theirs_cpu / ours_cpu if ours_cpu else float("inf")), flush=True)
         # the goal: our durable queue at least as fast as their memory queue
         for sq, mem in ((rows[4][0], rows[2][0]), (rows[5][0], rows[3][0])):
+            if sq not in results or mem not in results or args.vs_threads:
+                continue
             ours_sqlite, theirs_mem = results[sq][0], results[mem][1]
             print("%-34s %10.0f %10.0f %6.2f" % ("our SQLite vs their memory" + sq[sq.index(","):].replace(
                 ", SQLite", ""), ours_sqlite, theirs_mem, ours_sqlite / theirs_mem if theirs_mem else float("inf")))

@@ -45,7 +45,7 @@ static void setup(void)
     mog_st_cfg.max_put = 1 << 20;
     mog_st_cfg.idle_timeout = 60;
     mog_st_cfg.max_hash_jobs = 0;   /* digests would start threads: refused */
-    mog_st_cfg.sync_threads = 0;    /* PUTs synced inline: deterministic */
+    mog_st_cfg.disk_threads = 0;    /* disk work on the loop: deterministic */
     if (loop_init(1) < 0)
         abort();
     loop = loop_get(0);

@@ -2,6 +2,7 @@
  * lines as the session does; each is parsed, every parsed value is encoded
  * as a reply would carry it and decoded back (must round-trip), and the
  * reply builder's OK/ERR forms are checked to stay one CRLF-ended line. */
+#include <stdio.h>
 #include "mogilefs/mogilefs.h"
 
 #include <stdlib.h>
@@ -67,6 +68,25 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         mog_fid_path(path, sizeof path, devid, (int64_t)size);
         if (mog_path_devid(path, strlen(path)) != devid)
             abort();
+    }
+    /* A host's altmask and a client address: "mask ip". A mask that
+     * parses matches its own network address. */
+    if (size < 128) {
+        char buf[128];
+        memcpy(buf, data, size);
+        buf[size] = '\0';
+        char *sp = strchr(buf, ' ');
+        if (sp) {
+            *sp = '\0';
+            (void)mog_netmask_match(buf, sp + 1);
+        }
+        uint32_t net, mask;
+        if (mog_netmask_parse(buf, &net, &mask) == 0) {
+            char ip[32];
+            snprintf(ip, sizeof ip, "%u.%u.%u.%u", net >> 24, (net >> 16) & 255, (net >> 8) & 255, net & 255);
+            if ((net & ~mask) != 0 || !mog_netmask_match(buf, ip))
+                abort();
+        }
     }
     return 0;
 }

@@ -1,7 +1,8 @@
 /* libFuzzer target: schwartzd's request-line parser (normal and job lines)
- * and the DSN parser. Splits the input into lines as the session does and
+ * and the DSN check (common/db's DSN parser + a database for mysql). Splits the input into lines as the session does and
  * checks that everything parsed points inside the line it came from. */
 #include "schwartz/schwartzd.h"
+#include "common/db.h"
 
 #include <stdlib.h>
 #include <string.h>
@@ -47,10 +48,15 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
             }
             free(copy);
         }
-        struct sw_dsn dsn;
+        struct db_config dsn = { 0 };
         char err[128];
-        if (sw_dsn_parse(line, &dsn, err, sizeof err) == 0 && dsn.driver != SW_SQLITE && dsn.driver != SW_MYSQL)
-            abort();
+        if (sw_dsn_config(line, &dsn, err, sizeof err) == 0) {
+            if (dsn.driver != DB_SQLITE && dsn.driver != DB_MYSQL)
+                abort();
+            if (dsn.driver == DB_MYSQL && (!dsn.database || !*dsn.database))
+                abort();
+            db_config_clear(&dsn);
+        }
         free(line);
         if (!nl)
             break;

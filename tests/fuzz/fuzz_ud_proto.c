@@ -30,6 +30,16 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
             uint8_t salt[UD_SCRAMBLE_LEN] = { 0 };
             (void)ud_native_check(salt, "pw", r.auth, r.auth_len);
         }
+        /* The same bytes as a COM_CHANGE_USER body, with or without the
+         * capabilities that change its layout (mode's high bits). */
+        uint32_t caps = ((mode & 0x40) ? UD_CLIENT_SECURE_CONNECTION : 0) | ((mode & 0x80) ? UD_CLIENT_PLUGIN_AUTH : 0);
+        if (ud_parse_change_user(buf, n, caps, &r) == 0) {
+            if (!INSIDE(r.user, r.user_len, buf, n) || !INSIDE(r.auth, r.auth_len, buf, n) ||
+                !INSIDE(r.db, r.db_len, buf, n) || !INSIDE(r.plugin, r.plugin_len, buf, n))
+                abort();
+            uint8_t salt[UD_SCRAMBLE_LEN] = { 0 };
+            (void)ud_native_check(salt, "pw", r.auth, r.auth_len);
+        }
         break;
     }
     case 1: {

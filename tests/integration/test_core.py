@@ -290,8 +290,6 @@ def test_bare_console_and_metrics_ports_bind_loopback_only(name, daemon):
 
 
 @pytest.mark.skipif(not os.path.exists(bin_path("perlbal")), reason="perlbal not built")
-@pytest.mark.xfail(strict=True, reason="perlbal opens its own SO_REUSEPORT listeners (perlbal/pb_service.c), "
-                                       "not common/listen's; fixed when perlbal moves to listen_open")
 def test_perlbal_on_a_busy_port_refuses_to_start(tmp_path):
     holder = socket.socket()
     holder.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)

@@ -2,6 +2,7 @@
 import base64
 import hashlib
 import os
+import re
 import socket
 import subprocess
 import tempfile
@@ -115,7 +116,8 @@ def test_keepalive_pipelined_requests(node):
     code, _ = curl("-X", "PUT", "--data-binary", "abc", url(node, "/dev1/ka.fid"))
     req = b"GET /dev1/ka.fid HTTP/1.1\r\nHost: x\r\n\r\n" * 3
     resp = raw(node, req, nbytes=10 ** 6, timeout=1)
-    assert resp.count(b"HTTP/1.0 200") == 3 and resp.count(b"abc") == 3
+    # answered in the request's version (common/httpd; Perlbal says HTTP/1.0)
+    assert resp.count(b"HTTP/1.1 200") == 3 and resp.count(b"abc") == 3
 
 
 def test_usage_file(node):
@@ -142,7 +144,7 @@ def test_side_channel(node):
 
 def test_garbage_and_half_open_clients(node):
     resp = raw(node, b"\x00\x01\x02garbage\r\n\r\n")
-    assert resp.startswith(b"HTTP/1.0 400")
+    assert re.match(rb"HTTP/1\.[01] 400 ", resp) and b"Connection: close\r\n" in resp
     # A PUT that stops half way leaves no file and no temporary behind.
     with socket.create_connection((node.ip, node.http_port)) as s:
         s.sendall(b"PUT /dev1/half/cut.fid HTTP/1.0\r\nContent-Length: 1000\r\n\r\n" + b"x" * 10)

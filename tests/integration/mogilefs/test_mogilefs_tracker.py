@@ -313,3 +313,40 @@ def test_monitor_probes_content_md5_rejection(cluster):
         vals = [res["dev%d_reject_bad_md5" % i] for i in range(1, int(res["devices"]) + 1)]
         return vals and all(v == "1" for v in vals)
     wait_until(probed, what="reject_bad_md5 probed")
+
+
+def test_altip_for_zone_alt_and_clients_inside_altmask(cluster):
+    """Host->ip of MogileFS: a host's altip names its URLs when it has an
+    altip and a valid altmask, and the client asked for zone=alt or its
+    address (127.0.0.1 here) lies inside the altmask."""
+    adm, cl = cluster.admin, cluster.client("testdom")
+    cl.store_content("alt/key", "one", b"alt data")
+    hosts = {h["hostname"]: h for h in adm.get_hosts()}
+    names = sorted(hosts)
+    alt = {n: "127.0.99.%d" % (i + 1) for i, n in enumerate(names)}
+
+    def ips(paths):
+        found = {urllib.parse.urlsplit(p).hostname for p in paths}
+        assert found  # a path was handed out
+        return found
+
+    def set_alt(mask, with_altip=True):
+        for n in names:
+            adm.update_host(n, altip=alt[n] if with_altip else "", altmask=mask)
+
+    real = set(h["hostip"] for h in hosts.values())
+    try:
+        set_alt("10.0.0.0/8")  # the client is not inside
+        assert ips(cl.get_paths("alt/key", noverify=1, pathcount=9)) <= real
+        assert ips(cl.get_paths("alt/key", noverify=1, pathcount=9, zone="alt")) <= set(alt.values())
+        set_alt("127.0.0.0/255.0.0.0")  # now it is
+        assert ips(cl.get_paths("alt/key", noverify=1, pathcount=9)) <= set(alt.values())
+        res = cl.new_file_open("alt/new", "one")
+        assert ips(res["path_%d" % i] for i in range(1, int(res["dev_count"]) + 1)) <= set(alt.values())
+        set_alt("")  # no altmask: altip is never used, even for zone=alt
+        assert ips(cl.get_paths("alt/key", noverify=1, pathcount=9, zone="alt")) <= real
+        set_alt("127.0.0.0/8", with_altip=False)  # no altip: nothing to use
+        assert ips(cl.get_paths("alt/key", noverify=1, pathcount=9, zone="alt")) <= real
+    finally:
+        set_alt("", with_altip=False)
+    assert ips(cl.get_paths("alt/key", noverify=1, pathcount=9, zone="alt")) <= real

@@ -155,16 +155,24 @@ def test_web_server_put_and_delete(daemon, tmp_path, docroot):
     port, mport = free_port(), free_port()
     extra = "  SET enable_put = on\n  SET enable_delete = on\n  SET min_put_directory = 0\n  SET max_put_size = 100k\n"
     start_perlbal(daemon, str(tmp_path), web_conf(port, mport, docroot, extra), port)
-    r, _ = get(port, "/up/new.txt", method="PUT", body=b"uploaded!")
-    assert r.status == 201
+    r, body = get(port, "/up/new.txt", method="PUT", body=b"uploaded!")
+    assert r.status == 200 and body == b"<h1>200 - OK</h1>\n"      # Perlbal 1.80's answer, byte for byte
+    assert r.getheader("Content-Type") == "text/html"
     assert (docroot / "up" / "new.txt").read_bytes() == b"uploaded!"
     r, body = get(port, "/up/new.txt")
     assert body == b"uploaded!"
     r, _ = get(port, "/up/new.txt", method="PUT", body=b"again")
-    assert r.status in (200, 204)
+    assert r.status == 200                                    # replacing: 200 too
     assert get(port, "/up/new.txt")[1] == b"again"          # no stale open-file cache after PUT
     (docroot / "up" / "new.txt").write_bytes(b"changed in place, longer")
     assert get(port, "/up/new.txt")[1] == b"changed in place, longer"
+    # a verified Content-MD5 (md5 of "abc") makes it 201, a wrong one a 400 and nothing stored
+    r, body = get(port, "/up/md5.txt", method="PUT", body=b"abc", headers={"Content-MD5": "kAFQmDzST7DWlj99KOF/cg=="})
+    assert r.status == 201 and body.startswith(b"<h1>201")
+    assert (docroot / "up" / "md5.txt").read_bytes() == b"abc"
+    r, body = get(port, "/up/bad.txt", method="PUT", body=b"abc", headers={"Content-MD5": "AAAAAAAAAAAAAAAAAAAAAA=="})
+    assert r.status == 400 and b"Content-MD5 mismatch" in body
+    assert not (docroot / "up" / "bad.txt").exists()
     r, _ = get(port, "/big.bin", method="PUT", body=b"z" * 200000)
     assert r.status == 413
     r, _ = get(port, "/up/new.txt", method="DELETE")

@@ -691,3 +691,58 @@ ENABLE front
     finally:
         be1.stop()
         be2.stop()
+
+
+def test_x_reproxy_service_to_a_web_server_and_to_management(daemon, tmp_path):
+    """X-REPROXY-SERVICE naming a web_server: that service serves the same
+    request from its docroot (Range included); naming a management service:
+    Perlbal's 500 "Can't map to service type management"."""
+    from pb_helpers import Backend
+
+    www = tmp_path / "www"
+    www.mkdir()
+    (www / "f.txt").write_text("0123456789")
+
+    def first(h, info):
+        return 200, {"X-REPROXY-SERVICE": "mgmt" if info["path"] == "/m" else "files"}, b"ignored"
+
+    be = Backend(first)
+    port, mport = free_port(), free_port()
+    start_perlbal(daemon, str(tmp_path), """
+CREATE SERVICE files
+  SET role = web_server
+  SET docroot = %s
+ENABLE files
+CREATE SERVICE mgmt
+  SET role = management
+  SET listen = 127.0.0.1:%d
+ENABLE mgmt
+CREATE POOL p1
+  POOL p1 ADD 127.0.0.1:%d
+CREATE SERVICE front
+  SET role = reverse_proxy
+  SET listen = 127.0.0.1:%d
+  SET pool = p1
+  SET persist_client = on
+  SET enable_reproxy = on
+ENABLE front
+""" % (www, mport, be.port, port), port)
+    try:
+        r, body = get(port, "/f.txt")
+        assert r.status == 200 and body == b"0123456789"
+        r, body = get(port, "/f.txt", headers={"Range": "bytes=2-4"})
+        assert r.status == 206 and body == b"234"
+        r, body = get(port, "/missing.txt")
+        assert r.status == 404
+        r, body = get(port, "/m")
+        assert r.status == 500 and b"Can't map to service type management" in body
+        # one keep-alive connection: a reproxied request, then a plain one
+        import http.client
+        c = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+        for _ in range(2):
+            c.request("GET", "/f.txt")
+            r = c.getresponse()
+            assert r.status == 200 and r.read() == b"0123456789"
+        c.close()
+    finally:
+        be.stop()

@@ -91,9 +91,13 @@ def test_index_files_server_tokens_min_put_directory(daemon, tmp_path):
                                                   "  SET min_put_directory = 1\n"), port)
     r, body = get(port, "/")
     assert r.status == 200 and body == b"home" and r.getheader("Server") is None
-    assert get(port, "/d/new/f.txt", method="PUT", body=b"1")[0].status == 201   # /d exists: /d/new is made
-    assert get(port, "/x/y/f.txt", method="PUT", body=b"1")[0].status == 403     # /x is level 1: not made
+    assert get(port, "/d/new/f.txt", method="PUT", body=b"1")[0].status == 200   # /d exists: /d/new is made
+    r, body = get(port, "/x/y/f.txt", method="PUT", body=b"1")                   # /x is level 1: not made
+    assert r.status == 404 and b"Base directory does not exist" in body
+    r, body = get(port, "/top.txt", method="PUT", body=b"1")                      # no directory at all
+    assert r.status == 400 and b"Does not meet minimum directory requirement" in body
     assert (root / "d" / "new" / "f.txt").read_text() == "1" and not (root / "x").exists()
+    assert not (root / "top.txt").exists()
 
 
 def test_persist_client_off_closes_after_each_response(daemon, tmp_path):
@@ -122,6 +126,6 @@ def test_ipv6_pool_node(daemon, tmp_path):
         r, body = get(port, "/six")
         assert r.status == 200 and json.loads(body)["path"] == "/six"
         assert "[::1]:%d requests 1" % be.port in console(mport, "nodes [::1]:%d" % be.port)
-        assert console(mport, "POOL backends ADD [::1", "POOL backends ADD host.example:80").count("ERROR") == 2
+        assert console(mport, "POOL backends ADD [::1", "POOL backends ADD bad_name:80").count("ERROR") == 2
     finally:
         be.stop()

@@ -10,6 +10,7 @@ import os
 import re
 import signal
 import socket
+import struct
 import subprocess
 import threading
 import time
@@ -480,3 +481,144 @@ def test_echo_role_and_tunable_need_load(daemon, tmp_path):
     with socket.create_connection(("127.0.0.1", p3), timeout=5) as s:
         s.sendall(b"live\n")
         assert recv_exactly(s, 6) == b"live\r\n"
+
+
+def mc_get(port, key):
+    """The raw value of key on a memcached (text protocol), or None."""
+    with socket.create_connection(("127.0.0.1", port), timeout=5) as s:
+        s.sendall(b"get %s\r\n" % key.encode())
+        out = b""
+        while not out.endswith(b"END\r\n"):
+            chunk = s.recv(65536)
+            assert chunk
+            out += chunk
+    if not out.startswith(b"VALUE "):
+        return None
+    head, rest = out.split(b"\r\n", 1)
+    n = int(head.split()[3])
+    return rest[:n]
+
+
+def test_throttle_state_shared_between_perlbals_through_memcached(daemon, tmp_path):
+    """As Perlbal's memcached store: two perlbals pointing at one memcached
+    see each other's clients; the record is Perl's pack('FS', start, count)
+    under instance_name . ip."""
+    mc = daemon("memcached", ["-p", "{port}", "-l", "127.0.0.1", "-t", "1", "-U", "0"])
+    be = Backend()
+    try:
+        ports = []
+        for i in range(2):
+            port, mport = free_port(), free_port()
+            (tmp_path / str(i)).mkdir()
+            start_perlbal(daemon, str(tmp_path / str(i)), throttle_conf(port, mport, be.port, """
+  SET throttle_threshold_seconds = 30
+  SET initial_delay = 1
+  SET max_delay = 5
+  SET max_concurrent = 5
+  SET memcached_servers = 127.0.0.1:%d
+  SET memcached_async_clients = 2
+  SET instance_name = shared-
+""" % mc.port), port)
+            ports.append(port)
+        s1, t1 = timed_get(ports[0], "/a")            # unseen anywhere: straight through
+        assert s1 == 200 and t1 < 0.9
+        rec = mc_get(mc.port, "shared-127.0.0.1")
+        assert rec is not None and len(rec) == 10
+        start, count = struct.unpack("<dH", rec)
+        assert abs(start - time.time()) < 5 and count == 0
+        res = []
+        t = threading.Thread(target=lambda: res.append(timed_get(ports[1], "/b")))
+        t.start()                                     # the other perlbal knows this client: held
+        deadline = time.time() + 0.9                  # while held, the record says 1 violation
+        while True:                                   # (it lives as long as the delay, as Perlbal's)
+            rec = mc_get(mc.port, "shared-127.0.0.1")
+            if rec and struct.unpack("<dH", rec)[1] == 1:
+                break
+            assert time.time() < deadline, rec
+            time.sleep(0.05)
+        assert struct.unpack("<dH", rec)[0] >= start
+        t.join(10)
+        assert res[0][0] == 200 and res[0][1] >= 0.95
+        assert [q["path"] for q in be.requests] == ["/a", "/b"]
+    finally:
+        be.stop()
+
+
+def test_throttle_with_memcached_down_lets_requests_through(daemon, tmp_path):
+    """A memcached that cannot be reached counts as "unseen" (Perlbal's
+    callback without a value): nothing is held, nothing hangs."""
+    be = Backend()
+    try:
+        port, mport = free_port(), free_port()
+        start_perlbal(daemon, str(tmp_path), throttle_conf(port, mport, be.port, """
+  SET throttle_threshold_seconds = 30
+  SET initial_delay = 1
+  SET max_concurrent = 5
+  SET memcached_servers = 127.0.0.1:%d
+""" % free_port()), port)
+        for p in ("/a", "/b", "/c"):
+            s, t = timed_get(port, p)
+            assert s == 200 and t < 0.9
+        assert "ERROR" in console(mport, "SET proxy.memcached_servers = 127.0.0.1:notaport")
+    finally:
+        be.stop()
+
+
+def test_throttle_counts_ipv6_clients(daemon, tmp_path):
+    """An IPv6 client has its own record: its repeat request is held, and an
+    IPv4 client's record is not its own."""
+    be = Backend()
+    try:
+        port, mport = free_port(), free_port()
+        conf = throttle_conf(port, mport, be.port, """
+  SET throttle_threshold_seconds = 30
+  SET initial_delay = 1
+  SET max_delay = 5
+  SET max_concurrent = 5
+""").replace("SET listen = 127.0.0.1:%d" % port, "SET listen = [::]:%d" % port)
+        start_perlbal(daemon, str(tmp_path), conf, port)
+
+        def timed6(path):
+            t = time.time()
+            r, _ = get(port, path, host="::1")
+            return r.status, time.time() - t
+
+        s1, t1 = timed6("/a")                 # unseen: straight through
+        assert s1 == 200 and t1 < 0.9
+        s2, t2 = timed6("/b")                 # again within the threshold: held initial_delay
+        assert s2 == 200 and t2 >= 0.95
+        s3, t3 = timed_get(port, "/c")        # 127.0.0.1 is another client: unseen
+        assert s3 == 200 and t3 < 0.9
+    finally:
+        be.stop()
+
+
+def test_throttle_client_leaving_during_memcached_lookup(daemon, tmp_path):
+    """Clients that hang up while their memcached lookup is in flight (here a
+    memcached that never answers: the lookup runs into initial_delay). As in
+    Perlbal, reading is paused while held, so the hang-up is seen only when
+    the answer is written; the daemon stays up and the next client is served
+    (unseen, as for a failing memcached). Run under `make asan` too."""
+    silent = socket.socket()
+    silent.bind(("127.0.0.1", 0))
+    silent.listen(64)                          # connects succeed, nothing is ever read or answered
+    be = Backend()
+    try:
+        port, mport = free_port(), free_port()
+        start_perlbal(daemon, str(tmp_path), throttle_conf(port, mport, be.port, """
+  SET throttle_threshold_seconds = 30
+  SET initial_delay = 1
+  SET max_concurrent = 5
+  SET memcached_servers = 127.0.0.1:%d
+""" % silent.getsockname()[1]), port)
+        for _ in range(3):
+            with socket.create_connection(("127.0.0.1", port), timeout=5) as s:
+                s.sendall(b"GET /gone HTTP/1.1\r\nHost: x\r\n\r\n")
+                time.sleep(0.2)                # held, waiting on memcached: leave
+        time.sleep(1.5)                        # the lookups end (timeout) after their clients left
+        t = time.time()
+        r, _ = get(port, "/after")
+        assert r.status == 200 and time.time() - t < 3   # the lookup timed out: allowed
+    finally:
+        be.stop()
+        silent.close()

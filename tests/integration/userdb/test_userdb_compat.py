@@ -1,8 +1,10 @@
 """The same client scripts directly against MariaDB and through userdbd,
 compared byte for byte (the router must be invisible to clients)."""
+import struct
 import subprocess
 
 import pymysql
+import pytest
 
 SCRIPT = r"""
 CREATE TABLE types (id INT UNSIGNED NOT NULL AUTO_INCREMENT PRIMARY KEY, i BIGINT, d DECIMAL(10,3), f DOUBLE,
@@ -73,3 +75,56 @@ def test_pymysql_sees_the_same_types_and_metadata(userdbd, ud_servers):
     direct = _pymysql_view(pymysql.connect(host="127.0.0.1", port=ud_servers.g.port, user="root", password="",
                                            database=direct_db, autocommit=True))
     assert via == direct
+
+
+def _change_user(conn, user, password, db=""):
+    """Send COM_CHANGE_USER through PyMySQL's own packet layer (it has no
+    public call for it): user, the native-password reply to this
+    connection's handshake scramble, database, charset, plugin, connect attributes."""
+    from pymysql._auth import scramble_native_password
+    from pymysql.constants import COMMAND
+    auth = scramble_native_password(password.encode(), conn.salt) if password else b""
+    body = (user.encode() + b"\0" + bytes([len(auth)]) + auth + db.encode() + b"\0" +
+            struct.pack("<H", 45) + b"mysql_native_password\0" + b"\0")   # no connect attributes
+    conn._execute_command(COMMAND.COM_CHANGE_USER, body)
+    reply = conn._read_packet()
+    if reply._data[:1] == b"\xfe":   # auth switch (MariaDB sends a fresh scramble): answer it as libmariadb does
+        plugin, _, salt = reply._data[1:].partition(b"\0")
+        assert plugin == b"mysql_native_password"
+        conn.write_packet(scramble_native_password(password.encode(), salt.rstrip(b"\0")) if password else b"")
+        reply = conn._read_packet()
+    return reply
+
+
+def test_change_user_resets_the_session_like_the_server_does(userdbd, ud_servers):
+    r = userdbd()
+    # the packet is right: the real server accepts it
+    ud_servers.g.sql("CREATE USER IF NOT EXISTS 'udchg'@'127.0.0.1' IDENTIFIED BY 'pw'")
+    direct = pymysql.connect(host="127.0.0.1", port=ud_servers.g.port, user="udchg", password="pw", autocommit=True)
+    reply = _change_user(direct, "udchg", "pw")
+    assert reply.is_ok_packet(), reply._data[:80]
+    direct.close()
+    c = r.connect(autocommit=False)
+    cur = c.cursor()
+    cur.execute("SELECT COUNT(*) FROM user")            # opens a transaction: pins a backend connection
+    cur.execute("SET @x = 5")                            # session state: pins too
+    assert _change_user(c, "app", "secret").is_ok_packet()
+    cur = c.cursor()
+    cur.execute("SELECT @x, @@autocommit")               # a fresh session: state gone, autocommit back on
+    assert cur.fetchone() == (None, 1)
+    cur.execute("SELECT COUNT(*) FROM user")
+    assert cur.fetchone() == (0,)
+
+
+def test_change_user_with_a_wrong_password_is_refused_and_closed(userdbd):
+    r = userdbd()
+    c = r.connect()
+    with pytest.raises(pymysql.err.OperationalError) as e:
+        _change_user(c, "app", "wrong")
+    assert e.value.args[0] == 1045
+    with pytest.raises(pymysql.err.OperationalError):
+        c.cursor().execute("SELECT 1")                 # the router closed the connection
+    c2 = r.connect()                                    # and goes on
+    cur = c2.cursor()
+    cur.execute("SELECT 1")
+    assert cur.fetchone() == (1,)

@@ -3,7 +3,9 @@
  * transactions (all or nothing, DB_EXPECT_ONE), pins (one connection, in
  * order, with several workers), the bound on queued requests, schema
  * migrations, and group commit never reporting success for a statement a
- * rollback undid (a full database: SQLite's max_page_count). All over
+ * rollback undid (a full database: SQLite's max_page_count), the blocking
+ * statement API's error classes (db_conn), and db_run operations sharing one
+ * commit with a savepoint each, and so do db_txn_flags(DB_GROUP) ones. All over
  * SQLite; MariaDB runs these paths in the daemons' integration tests. */
 #include "common/db.h"
 #include "tests/unit/unit.h"
@@ -446,6 +448,250 @@ static void test_group_never_reports_undone_writes(void)
     db_close(db);
 }
 
+/* ---- the blocking statement API and db_run ---- */
+
+static void test_conn_error_classes(void)
+{
+    char path[128], err[256] = "";
+    snprintf(path, sizeof path, "%s/conn.db", dir);
+    struct db_config cfg = { .driver = DB_SQLITE, .path = path, .busy_timeout_ms = 50 };
+    struct db_conn *c = db_conn_open(&cfg, err, sizeof err);
+    CHECK(c != NULL);
+    if (!c)
+        return;
+    CHECK_EQ_INT(db_conn_driver(c), DB_SQLITE);
+    CHECK_EQ_INT(db_conn_worker(c), -1);  /* a connection of one's own */
+    CHECK_EQ_INT(db_conn_exec(c, "CREATE TABLE u (id INTEGER PRIMARY KEY, k TEXT UNIQUE, b BLOB)"), DB_OK);
+    CHECK_EQ_INT(db_conn_exec(c, "BEGIN"), DB_OK);
+    static const char blob[] = { 0, '\r', '\n', (char)0xff };
+    struct db_value a[2] = { DB_TEXTN("a", 1), DB_BLOBN(blob, sizeof blob) };
+    CHECK_EQ_INT(db_conn_query(c, "INSERT INTO u (k, b) VALUES (?, ?)", a, 2, NULL), DB_OK);
+    CHECK_EQ_INT(db_conn_affected(c), 1);
+    CHECK_EQ_INT(db_conn_last_id(c), 1);
+    /* a duplicate is undone alone: the transaction goes on */
+    CHECK_EQ_INT(db_conn_query(c, "INSERT INTO u (k, b) VALUES (?, ?)", a, 2, NULL), DB_EDUP);
+    CHECK(strstr(db_conn_error(c), "UNIQUE") != NULL);
+    struct db_value b[2] = { DB_TEXTN("b", 1), { .type = DB_NULL } };
+    CHECK_EQ_INT(db_conn_query(c, "INSERT INTO u (k, b) VALUES (?, ?)", b, 2, NULL), DB_OK);
+    struct db_result rows;
+    CHECK_EQ_INT(db_conn_query(c, "SELECT nosuchcolumn FROM u", NULL, 0, &rows), DB_EOTHER);
+    CHECK_EQ_INT(rows.status, -1);
+    db_result_clear(&rows);
+    CHECK_EQ_INT(db_conn_exec(c, "COMMIT"), DB_OK);
+    CHECK_EQ_INT(db_conn_query(c, "SELECT k, b FROM u ORDER BY id", NULL, 0, &rows), DB_OK);
+    CHECK_EQ_INT(rows.nrows, 2);
+    size_t len = 0;
+    const char *v = db_cell(&rows, 0, 1, &len);
+    CHECK_EQ_INT(len, sizeof blob);
+    if (v && len == sizeof blob)
+        CHECK_MEM(v, blob, sizeof blob);
+    CHECK_STR(db_cell(&rows, 1, 0, NULL), "b");
+    CHECK(db_cell(&rows, 1, 1, NULL) == NULL);
+    db_result_clear(&rows);
+    CHECK_EQ_INT(rows.nrows, 0);
+    /* another connection holds the write lock: busy is "abort, run it again" */
+    sqlite3 *other = NULL;
+    CHECK_EQ_INT(sqlite3_open(path, &other), SQLITE_OK);
+    CHECK_EQ_INT(sqlite3_exec(other, "BEGIN IMMEDIATE", NULL, NULL, NULL), SQLITE_OK);
+    struct db_value x[2] = { DB_TEXTN("x", 1), { .type = DB_NULL } };
+    CHECK_EQ_INT(db_conn_query(c, "INSERT INTO u (k, b) VALUES (?, ?)", x, 2, NULL), DB_EABORT);
+    sqlite3_exec(other, "ROLLBACK", NULL, NULL, NULL);
+    sqlite3_close(other);
+    CHECK_EQ_INT(db_conn_query(c, "INSERT INTO u (k, b) VALUES (?, ?)", x, 2, NULL), DB_OK);
+    db_conn_close(c);
+    /* an unopenable file is an error at open */
+    struct db_config bad = { .driver = DB_SQLITE, .path = "/nonexistent-dir/x/y.db" };
+    CHECK(db_conn_open(&bad, err, sizeof err) == NULL);
+    CHECK(err[0] != '\0');
+}
+
+struct gate {
+    pthread_mutex_t mu;
+    pthread_cond_t cv;
+    bool open, entered;
+};
+
+static int gate_fn(struct db_conn *c, void *ctx)
+{
+    (void)c;
+    struct gate *g = ctx;
+    pthread_mutex_lock(&g->mu);
+    g->entered = true;
+    pthread_cond_broadcast(&g->cv);
+    while (!g->open)
+        pthread_cond_wait(&g->cv, &g->mu);
+    pthread_mutex_unlock(&g->mu);
+    return 0;
+}
+
+/* One operation: read the largest v, insert the next one (a later
+ * statement depending on an earlier result); op `fail_at` inserts, then
+ * fails after its insert, which must be undone alone. */
+struct seq_op {
+    int n, fail_at;
+    int64_t got;                 /* the value it inserted */
+    int worker;                  /* db_conn_worker in the callback */
+    int status;
+    char error[256];
+    atomic_int *done;
+};
+
+static int seq_fn(struct db_conn *c, void *ctx)
+{
+    struct seq_op *o = ctx;
+    o->worker = db_conn_worker(c);
+    struct db_result r;
+    if (db_conn_query(c, "SELECT COALESCE(MAX(v), 0) FROM seq", NULL, 0, &r) != DB_OK) {
+        db_result_clear(&r);
+        return -1;
+    }
+    o->got = db_cell_int(&r, 0, 0) + 1;
+    db_result_clear(&r);
+    struct db_value v[1] = { DB_INT64(o->got) };
+    if (db_conn_query(c, "INSERT INTO seq (v) VALUES (?)", v, 1, NULL) != DB_OK)
+        return -1;
+    if (o->n == o->fail_at) {
+        db_run_fail(c, "op failed on purpose");
+        return -1;
+    }
+    return 0;
+}
+
+static void seq_done(struct db_result *res, void *arg)
+{
+    struct seq_op *o = arg;
+    o->status = res->status;
+    snprintf(o->error, sizeof o->error, "%s", res->error);
+    atomic_fetch_add(o->done, 1);
+}
+
+static void test_run_savepoints_share_a_commit(void)
+{
+    struct db *db = open_path("run.db", 1, 0);
+    CHECK(db != NULL);
+    if (!db)
+        return;
+    char err[256];
+    CHECK_EQ_INT(db_exec_script(db, "CREATE TABLE seq (v INTEGER PRIMARY KEY)", err, sizeof err), 0);
+    /* hold the only worker so the operations queue up behind it */
+    struct gate g = { .mu = PTHREAD_MUTEX_INITIALIZER, .cv = PTHREAD_COND_INITIALIZER };
+    atomic_int done = 0;
+    struct seq_op gate_op = { .n = -1, .fail_at = -2, .done = &done };
+    CHECK_EQ_INT(db_run(db, 0, NULL, 0, gate_fn, &g, seq_done, &gate_op), 0);
+    pthread_mutex_lock(&g.mu);
+    while (!g.entered)
+        pthread_cond_wait(&g.cv, &g.mu);
+    pthread_mutex_unlock(&g.mu);
+    struct db_counters before;
+    db_get_counters(db, &before);
+    enum { N = 20 };
+    struct seq_op ops[N];
+    for (int i = 0; i < N; i++) {
+        ops[i] = (struct seq_op){ .n = i, .fail_at = 7, .done = &done, .worker = -5 };
+        CHECK_EQ_INT(db_run(db, 0, NULL, DB_GROUP, seq_fn, &ops[i], seq_done, &ops[i]), 0);
+    }
+    pthread_mutex_lock(&g.mu);
+    g.open = true;
+    pthread_cond_broadcast(&g.cv);
+    pthread_mutex_unlock(&g.mu);
+    for (int i = 0; i < 1000 && atomic_load(&done) < N + 1; i++)
+        usleep(5000);
+    CHECK_EQ_INT(atomic_load(&done), N + 1);
+    CHECK_EQ_INT(gate_op.status, 0);
+    for (int i = 0; i < N; i++) {
+        CHECK_EQ_INT(ops[i].status, i == 7 ? -1 : 0);
+        /* each saw the ones before it, and not the failed one's insert */
+        CHECK_EQ_INT(ops[i].got, i <= 7 ? i + 1 : i);
+        CHECK_EQ_INT(ops[i].worker, 0);  /* the only worker */
+    }
+    CHECK_STR(ops[7].error, "op failed on purpose");
+    struct db_counters after;
+    db_get_counters(db, &after);
+    CHECK_EQ_INT(after.commits - before.commits, 2);  /* the gate's own, then one for all N */
+    struct db_result *r = NULL;
+    CHECK_EQ_INT(db_query_sync(db, "SELECT COUNT(*), MAX(v) FROM seq", NULL, 0, &r), 0);
+    CHECK_EQ_INT(db_cell_int(r, 0, 0), N - 1);
+    CHECK_EQ_INT(db_cell_int(r, 0, 1), N - 1);
+    db_result_free(r);
+    /* without DB_GROUP a failing operation keeps nothing either */
+    atomic_store(&done, 0);
+    struct seq_op alone = { .n = 0, .fail_at = 0, .done = &done };
+    CHECK_EQ_INT(db_run(db, 0, NULL, 0, seq_fn, &alone, seq_done, &alone), 0);
+    for (int i = 0; i < 1000 && atomic_load(&done) < 1; i++)
+        usleep(5000);
+    CHECK_EQ_INT(alone.status, -1);
+    CHECK_EQ_INT(db_query_sync(db, "SELECT COUNT(*) FROM seq", NULL, 0, &r), 0);
+    CHECK_EQ_INT(db_cell_int(r, 0, 0), N - 1);
+    db_result_free(r);
+    db_close(db);
+}
+
+static void txn_done(struct db_result *res, void *arg)
+{
+    struct seq_op *o = arg;
+    o->status = res->status;
+    snprintf(o->error, sizeof o->error, "%s", res->error);
+    atomic_fetch_add(o->done, 1);
+}
+
+static void test_txn_shares_the_group_commit(void)
+{
+    struct db *db = open_path("txng.db", 1, 0);
+    CHECK(db != NULL);
+    if (!db)
+        return;
+    char err[256];
+    CHECK_EQ_INT(db_exec_script(db, "CREATE TABLE acct (id INTEGER PRIMARY KEY, bal INTEGER NOT NULL)", err, sizeof err),
+                 0);
+    CHECK_EQ_INT(db_exec_script(db, "INSERT INTO acct VALUES (1, 100); INSERT INTO acct VALUES (2, 0)", err, sizeof err),
+                 0);
+    struct gate g = { .mu = PTHREAD_MUTEX_INITIALIZER, .cv = PTHREAD_COND_INITIALIZER };
+    atomic_int done = 0;
+    struct seq_op gate_op = { .done = &done }, good = { .done = &done }, bad = { .done = &done },
+                  plain = { .done = &done };
+    CHECK_EQ_INT(db_run(db, 0, NULL, 0, gate_fn, &g, seq_done, &gate_op), 0);
+    pthread_mutex_lock(&g.mu);
+    while (!g.entered)
+        pthread_cond_wait(&g.cv, &g.mu);
+    pthread_mutex_unlock(&g.mu);
+    struct db_counters before;
+    db_get_counters(db, &before);
+    /* a transfer that works, one whose second statement matches nothing
+     * (undone alone, its first statement too), and a plain grouped insert */
+    struct db_value amt[2] = { DB_INT64(30), DB_INT64(1) }, to[2] = { DB_INT64(30), DB_INT64(2) },
+                    nobody[2] = { DB_INT64(30), DB_INT64(99) };
+    struct db_stmt ok[2] = { { "UPDATE acct SET bal = bal - ? WHERE id = ?", amt, 2, DB_EXPECT_ONE },
+                             { "UPDATE acct SET bal = bal + ? WHERE id = ?", to, 2, DB_EXPECT_ONE } };
+    struct db_stmt ko[2] = { { "UPDATE acct SET bal = bal - ? WHERE id = ?", amt, 2, DB_EXPECT_ONE },
+                             { "UPDATE acct SET bal = bal + ? WHERE id = ?", nobody, 2, DB_EXPECT_ONE } };
+    CHECK_EQ_INT(db_txn_flags(db, 0, NULL, DB_GROUP, ok, 2, txn_done, &good), 0);
+    CHECK_EQ_INT(db_txn_flags(db, 0, NULL, DB_GROUP, ko, 2, txn_done, &bad), 0);
+    struct db_value row[2] = { DB_INT64(3), DB_INT64(5) };
+    CHECK_EQ_INT(db_query(db, NULL, DB_GROUP, "INSERT INTO acct VALUES (?, ?)", row, 2, txn_done, &plain), 0);
+    pthread_mutex_lock(&g.mu);
+    g.open = true;
+    pthread_cond_broadcast(&g.cv);
+    pthread_mutex_unlock(&g.mu);
+    for (int i = 0; i < 1000 && atomic_load(&done) < 4; i++)
+        usleep(5000);
+    CHECK_EQ_INT(atomic_load(&done), 4);
+    CHECK_EQ_INT(good.status, 0);
+    CHECK_EQ_INT(bad.status, -1);
+    CHECK(strstr(bad.error, "statement 2") != NULL);
+    CHECK_EQ_INT(plain.status, 0);
+    struct db_counters after;
+    db_get_counters(db, &after);
+    CHECK_EQ_INT(after.commits - before.commits, 2);  /* the gate's, then one for the three */
+    struct db_result *r = NULL;
+    CHECK_EQ_INT(db_query_sync(db, "SELECT id, bal FROM acct ORDER BY id", NULL, 0, &r), 0);
+    CHECK_EQ_INT(r->nrows, 3);
+    CHECK_EQ_INT(db_cell_int(r, 0, 1), 70);
+    CHECK_EQ_INT(db_cell_int(r, 1, 1), 30);
+    CHECK_EQ_INT(db_cell_int(r, 2, 1), 5);
+    db_result_free(r);
+    db_close(db);
+}
+
 int main(void)
 {
     snprintf(dir, sizeof dir, "/tmp/test_db_kit.XXXXXX");
@@ -461,6 +707,9 @@ int main(void)
     RUN(test_queue_bound);
     RUN(test_migrations);
     RUN(test_group_never_reports_undone_writes);
+    RUN(test_conn_error_classes);
+    RUN(test_run_savepoints_share_a_commit);
+    RUN(test_txn_shares_the_group_commit);
     char cmd[160];
     snprintf(cmd, sizeof cmd, "rm -rf %s", dir);
     if (system(cmd) != 0)

@@ -219,6 +219,16 @@ static void *client_main(void *arg)
     EX("PUT /synced.txt HTTP/1.0\r\nContent-Length: 3\r\n\r\nabc", r);
     CCHECK(status_of(r) == 200 && read_file("synced.txt", fb, sizeof fb) && !strcmp(fb, "abc"));
     files.put_fsync = false;
+    /* as Perlbal: 200 with its short page, 201 once a Content-MD5 was verified */
+    files.put_md5_ok_status = 201;
+    files.put_status_body = true;
+    EX("PUT /pb.txt HTTP/1.0\r\nContent-Length: 3\r\n\r\nabc", r);
+    CCHECK(status_of(r) == 200 && strstr(r, "Content-Type: text/html\r\n") &&
+           strstr(r, "Content-Length: 18\r\n") && strstr(r, "\r\n\r\n<h1>200 - OK</h1>\n"));
+    EX("PUT /pb2.txt HTTP/1.0\r\nContent-Length: 5\r\nContent-MD5: q1a02StAcTrMWviZhdS3hg==\r\n\r\nabcde", r);
+    CCHECK(status_of(r) == 201 && strstr(r, "<h1>201 - Created</h1>\n"));
+    files.put_md5_ok_status = 0;
+    files.put_status_body = false;
     files.put_ok_status = 0;
     files.max_put_size = 4;
     EX("PUT /big.txt HTTP/1.0\r\nContent-Length: 5\r\n\r\nabcde", r);

@@ -85,6 +85,25 @@ static void test_node_parse(void)
     CHECK_EQ_INT(pool_node_init(&n, "example.org:80", 80), -1);
     CHECK_EQ_INT(pool_node_init(&n, "[::1", 80), -1);
     CHECK_EQ_INT(pool_node_init(&n, ":80", 80), -1);
+    /* names: only through pool_node_init_host, kept for a resolve at connect */
+    CHECK_EQ_INT(pool_node_init_host(&n, "db-1.example.org:3306", 80), 0);
+    CHECK_STR(n.name, "db-1.example.org:3306");
+    CHECK_STR(n.host, "db-1.example.org");
+    CHECK_EQ_INT(n.port, 3306);
+    CHECK_EQ_INT((int)n.salen, 0);
+    CHECK_EQ_INT(pool_node_init_host(&n, "web", 81), 0);
+    CHECK_STR(n.name, "web:81");
+    CHECK_EQ_INT(pool_node_init_host(&n, "10.0.0.1:5", 80), 0);  /* numbers stay addresses */
+    CHECK_STR(n.host, "");
+    CHECK(n.salen > 0);
+    CHECK_EQ_INT(pool_node_init_host(&n, "localhost:7", 80), 0);
+    CHECK_STR(n.name, "127.0.0.1:7");
+    CHECK_EQ_INT(pool_node_init_host(&n, "1.2.3:80", 80), -1);   /* no letter: not a name */
+    CHECK_EQ_INT(pool_node_init_host(&n, "bad_name:80", 80), -1);
+    CHECK_EQ_INT(pool_node_init_host(&n, "-x.org:80", 80), -1);
+    CHECK_EQ_INT(pool_node_init_host(&n, "a..b:80", 80), -1);
+    CHECK_EQ_INT(pool_node_init_host(&n, "[host]:80", 80), -1);
+    CHECK_EQ_INT(pool_node_init_host(&n, "host:0", 80), -1);
 }
 
 static void test_queue_priority_and_ready(void)

@@ -277,9 +277,10 @@ static size_t pkt(uint8_t *buf, uint8_t op, const void *ext, uint8_t extlen, con
     buf[9] = (uint8_t)(body >> 16);
     buf[10] = (uint8_t)(body >> 8);
     buf[11] = (uint8_t)body;
-    memcpy(buf + 24, ext, extlen);
-    memcpy(buf + 24 + extlen, key, nkey);
-    memcpy(buf + 24 + extlen + nkey, val, nval);
+    /* memcpy with a NULL source is undefined even for 0 bytes (UBSan) */
+    if (extlen) memcpy(buf + 24, ext, extlen);
+    if (nkey) memcpy(buf + 24 + extlen, key, nkey);
+    if (nval) memcpy(buf + 24 + extlen + nkey, val, nval);
     return 24 + body;
 }
 

@@ -1,5 +1,6 @@
 /* Unit tests of schwartzd's pure parsers: request lines and DSNs. */
 #include "schwartz/schwartzd.h"
+#include "common/db.h"
 #include "tests/unit/unit.h"
 
 static enum sw_err parse(const char *text, bool jobline, struct sw_req *r, char *buf)
@@ -74,22 +75,26 @@ static void test_failed_message_and_handles(void)
 
 static void test_dsn(void)
 {
-    struct sw_dsn d;
-    char err[128];
-    CHECK_EQ_INT(sw_dsn_parse("dbi:SQLite:dbname=/tmp/x.db", &d, err, sizeof err), 0);
-    CHECK_EQ_INT(d.driver, SW_SQLITE);
+    struct db_config d = { 0 };
+    char err[160];
+    CHECK_EQ_INT(sw_dsn_config("dbi:SQLite:dbname=/tmp/x.db", &d, err, sizeof err), 0);
+    CHECK_EQ_INT(d.driver, DB_SQLITE);
     CHECK_STR(d.path, "/tmp/x.db");
-    CHECK_EQ_INT(sw_dsn_parse("DBI:mysql:database=jobs;host=db1;port=3307;mysql_socket=/run/m.sock", &d, err,
-                              sizeof err), 0);
-    CHECK_EQ_INT(d.driver, SW_MYSQL);
+    db_config_clear(&d);
+    CHECK_EQ_INT(sw_dsn_config("DBI:mysql:database=jobs;host=db1;port=3307;mysql_socket=/run/m.sock", &d, err,
+                               sizeof err), 0);
+    CHECK_EQ_INT(d.driver, DB_MYSQL);
     CHECK_STR(d.database, "jobs");
     CHECK_STR(d.host, "db1");
     CHECK_EQ_INT(d.port, 3307);
     CHECK_STR(d.socket, "/run/m.sock");
-    CHECK_EQ_INT(sw_dsn_parse("dbi:Pg:dbname=x", &d, err, sizeof err), -1);
-    CHECK_EQ_INT(sw_dsn_parse("dbi:mysql:host=h", &d, err, sizeof err), -1);
-    CHECK_EQ_INT(sw_dsn_parse("dbi:mysql:database=d;port=99999", &d, err, sizeof err), -1);
-    CHECK_EQ_INT(sw_dsn_parse("sqlite:x", &d, err, sizeof err), -1);
+    db_config_clear(&d);
+    CHECK_EQ_INT(sw_dsn_config("dbi:Pg:dbname=x", &d, err, sizeof err), -1);
+    CHECK_EQ_INT(sw_dsn_config("dbi:mysql:host=h", &d, err, sizeof err), -1);
+    CHECK(strstr(err, "database") != NULL);
+    CHECK_EQ_INT(sw_dsn_config("dbi:mysql:database=d;port=99999", &d, err, sizeof err), -1);
+    CHECK_EQ_INT(sw_dsn_config("sqlite:x", &d, err, sizeof err), -1);
+    db_config_clear(&d);
 }
 
 int main(void)

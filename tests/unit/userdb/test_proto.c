@@ -172,6 +172,21 @@ static void test_classify(void)
     CHECK(q.hint == UD_HINT_NONE && q.is_read);
     classify("/* user=1 */ SELECT * FROM t FOR UPDATE", &q, 0);
     CHECK(!q.is_read);
+    /* the one-pass scan for what makes a SELECT a write or a pin */
+    classify("select * from t where a = 1 for update", &q, 0);
+    CHECK(!q.is_read && !q.pins);
+    classify("SELECT * FROM t Lock In Share Mode", &q, 0);
+    CHECK(!q.is_read && !q.pins);
+    classify("SELECT get_lock('x', 1)", &q, 0);
+    CHECK(!q.is_read && q.pins);
+    classify("SELECT @a:=1", &q, 0);
+    CHECK(q.is_read && q.pins);
+    classify("SELECT a INTO @b FROM t", &q, 0);
+    CHECK(!q.is_read && !q.pins);
+    classify("SELECT fortune, lockers, gets, ':' FROM t WHERE x = 'GET_LOC'", &q, 0);
+    CHECK(q.is_read && !q.pins);
+    classify("SELECT 1 FOR UPDAT", &q, 0);
+    CHECK(q.is_read && !q.pins);
     classify("/* user=x */ SELECT 1", &q, -1);
     classify("/* user=0 */ SELECT 1", &q, -1);
     classify("/* user=99999999999 */ SELECT 1", &q, -1);
@@ -219,6 +234,36 @@ static void test_sql_quote(void)
     CHECK_EQ_INT(ud_sql_quote(out, 4, "abc", 3), 0);
 }
 
+static void test_change_user(void)
+{
+    struct ud_hs_response r;
+    uint32_t caps = UD_CLIENT_SECURE_CONNECTION | UD_CLIENT_PLUGIN_AUTH;
+    /* user, 20-byte auth, db, charset 45, plugin, empty attributes */
+    uint8_t p[128];
+    size_t n = 0;
+    memcpy(p + n, "app", 4), n += 4;
+    p[n++] = 20;
+    memset(p + n, 'x', 20), n += 20;
+    memcpy(p + n, "lj", 3), n += 3;
+    p[n++] = 45, p[n++] = 0;
+    memcpy(p + n, "mysql_native_password", 22), n += 22;
+    p[n++] = 0;
+    CHECK_EQ_INT(ud_parse_change_user(p, n, caps, &r), 0);
+    CHECK(r.user_len == 3 && memcmp(r.user, "app", 3) == 0);
+    CHECK(r.auth_len == 20 && r.auth == p + 5);
+    CHECK(r.db_len == 2 && memcmp(r.db, "lj", 2) == 0);
+    CHECK(r.charset == 45);
+    CHECK(r.plugin_len == 21 && memcmp(r.plugin, "mysql_native_password", 21) == 0);
+    /* an old client: user and auth only */
+    CHECK_EQ_INT(ud_parse_change_user(p, 25, caps, &r), 0);
+    CHECK(r.db == NULL && r.plugin == NULL);
+    /* truncated: no NUL after the user, auth longer than what is left */
+    CHECK_EQ_INT(ud_parse_change_user(p, 3, caps, &r), -1);
+    CHECK_EQ_INT(ud_parse_change_user(p, 10, caps, &r), -1);
+    /* no NUL after the database */
+    CHECK_EQ_INT(ud_parse_change_user(p, 26, caps, &r), -1);
+}
+
 int main(void)
 {
     RUN(test_lenenc);
@@ -228,5 +273,6 @@ int main(void)
     RUN(test_reply_framing);
     RUN(test_classify);
     RUN(test_sql_quote);
+    RUN(test_change_user);
     return unit_done();
 }
