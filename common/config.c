@@ -134,6 +134,7 @@ int cfg_parse_bool(const char *s, bool *out)
 
 static int apply(const struct cfg_setting *s, const char *value, char *err, size_t errlen)
 {
+    const char *shown = s->secret && value ? "<redacted>" : value; /* what an error may echo */
     if (s->type != CFG_CUSTOM && s->custom && value && s->custom(s, value, err, errlen) < 0)
         return -1;
     switch (s->type) {
@@ -143,14 +144,14 @@ static int apply(const struct cfg_setting *s, const char *value, char *err, size
             return set_err(err, errlen, "%s needs a number", s->name);
         int v;
         if (parse_int_str(value, INT32_MIN, INT32_MAX, &v) != NUM_OK)
-            return set_err(err, errlen, "%s: '%s' is not a whole number", s->name, value);
+            return set_err(err, errlen, "%s: '%s' is not a whole number", s->name, shown);
         *(int *)s->ptr = v;
         return 0;
     }
     case CFG_SIZE: {
         uint64_t v;
         if (!value || cfg_parse_size(value, &v) < 0)
-            return set_err(err, errlen, "%s: '%s' is not a size (e.g. 64, 64k, 64m, 1g)", s->name, value ? value : "");
+            return set_err(err, errlen, "%s: '%s' is not a size (e.g. 64, 64k, 64m, 1g)", s->name, shown ? shown : "");
         *(uint64_t *)s->ptr = v;
         return 0;
     }
@@ -161,14 +162,14 @@ static int apply(const struct cfg_setting *s, const char *value, char *err, size
         char *end;
         double v = strtod(value, &end);
         if (errno || end == value || *end)
-            return set_err(err, errlen, "%s: '%s' is not a number", s->name, value);
+            return set_err(err, errlen, "%s: '%s' is not a number", s->name, shown);
         *(double *)s->ptr = v;
         return 0;
     }
     case CFG_BOOL: {
         bool v = true;
         if (value && cfg_parse_bool(value, &v) < 0)
-            return set_err(err, errlen, "%s: '%s' is not yes/no", s->name, value);
+            return set_err(err, errlen, "%s: '%s' is not yes/no", s->name, shown);
         *(bool *)s->ptr = v;
         return 0;
     }
@@ -492,7 +493,7 @@ void cfg_usage(const struct cfg_setting *const *tables, const char *progname, FI
             else
                 snprintf(opt, sizeof(opt), "    --%s%s", s->name, arg);
             fprintf(out, "  %-30s %s", opt, s->help ? s->help : "");
-            if (s->def && *s->def)
+            if (s->def && *s->def && !s->secret)
                 fprintf(out, " (default: %s)", s->def);
             fprintf(out, "%s\n", s->live ? " [live]" : "");
         }
@@ -506,6 +507,9 @@ void cfg_show(const struct cfg_setting *const *tables, struct evbuffer *out)
             if (cfg_find(tables, s->name) != s)
                 continue;
             char v[512];
-            evbuffer_add_printf(out, "%s = %s%s\r\n", s->name, cfg_format(s, v, sizeof(v)), s->live ? "  [live]" : "");
+            const char *value = cfg_format(s, v, sizeof(v));
+            if (s->secret && *value)
+                value = "<redacted>";
+            evbuffer_add_printf(out, "%s = %s%s\r\n", s->name, value, s->live ? "  [live]" : "");
         }
 }

@@ -46,6 +46,9 @@ struct cfg_setting {
     cfg_custom_fn custom; /* CFG_CUSTOM: parses and stores the value. Any other
                            * type: a check run before the value is taken
                            * (-1 refuses it: `set log-level loud` is an error) */
+    bool secret;          /* a password or key: `show settings` prints `<redacted>`
+                           * for a value that is set, --help never prints its
+                           * default, and a refused value is not echoed back */
 };
 
 /* How `show settings` (cfg_format) writes a CFG_CUSTOM setting's running
@@ -78,9 +81,11 @@ int cfg_load_file(const struct cfg_setting *const *tables, const char *path, boo
                   char *err, size_t errlen);
 
 void cfg_usage(const struct cfg_setting *const *tables, const char *progname, FILE *out);
-/* Current value of a setting as text into buf. Returns buf. */
+/* Current value of a setting as text into buf, as it is (secret or not:
+ * callers that print it check s->secret). Returns buf. */
 const char *cfg_format(const struct cfg_setting *s, char *buf, size_t len);
-/* `name value  # help` lines for every setting, CRLF-ended. */
+/* `name = value` lines for every setting, CRLF-ended; a secret setting's
+ * value (when set) is `<redacted>`. */
 void cfg_show(const struct cfg_setting *const *tables, struct evbuffer *out);
 const struct cfg_setting *cfg_find(const struct cfg_setting *const *tables, const char *name);
 

@@ -56,6 +56,7 @@ struct loop_conns {
     struct core_conn *head;
     uint64_t count;
     struct evdns_base *dns;     /* created on the first conn_connect_host */
+    char *scratch;              /* CONN_READ_CHUNK bytes: reads into an empty input land here first */
 };
 
 /* Dialing by name: the resolver's answer and the addresses left to try.
@@ -81,6 +82,8 @@ bool conn_is_closing(const struct core_conn *c)
 }
 
 static void conn_free(struct core_conn *c, enum conn_close_reason why);
+static bool settle(struct core_conn *c);
+static void defer_settle(struct core_conn *c);
 static void discard(struct core_conn *c);
 static void dial_kick(struct conn_dial *d);
 static void dial_free(struct core_conn *c);
@@ -124,6 +127,32 @@ static void raw_read_cb(evutil_socket_t fd, short what, void *arg)
         return;
     }
     struct evbuffer *in = conn_in(c);
+    /* An empty input (the usual case between requests) would need a fresh
+     * CONN_READ_CHUNK chain (a 32 KiB malloc, freed again as soon as the
+     * request is consumed): read into the loop's scratch buffer instead and
+     * copy what came (a small request gets a small chain). Input still
+     * holding a partial request is read into directly. */
+    struct loop_conns *lc = &per_loop[c->loop->index % CONN_MAX_LOOPS];
+    if (evbuffer_get_length(in) == 0 && (lc->scratch || (lc->scratch = malloc(CONN_READ_CHUNK)))) {
+        ssize_t n = read(fd, lc->scratch, CONN_READ_CHUNK);
+        if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR))
+            return;
+        if (n <= 0) {
+            event_del(c->rev);
+            event_cb(c->bev, BEV_EVENT_READING | (n == 0 ? BEV_EVENT_EOF : BEV_EVENT_ERROR), c);
+            return;
+        }
+        evbuffer_unfreeze(in, 0);
+        int rc = evbuffer_add(in, lc->scratch, (size_t)n);
+        evbuffer_freeze(in, 0);
+        if (rc < 0) {
+            event_del(c->rev);
+            event_cb(c->bev, BEV_EVENT_READING | BEV_EVENT_ERROR, c);
+            return;
+        }
+        read_cb(c->bev, c);
+        return;
+    }
     struct evbuffer_iovec v[2];
     evbuffer_unfreeze(in, 0); /* the bufferevent keeps its input's end frozen */
     int nv = evbuffer_reserve_space(in, CONN_READ_CHUNK, v, 2);
@@ -420,6 +449,8 @@ struct core_conn *conn_new_bev(struct core_loop *loop, struct bufferevent *bev, 
         return NULL;
     }
     c->flags |= F_FILTERED;
+    if (bufferevent_openssl_get_ssl(bev)) /* accepted TLS (tls_accept_bev) */
+        c->flags |= F_TLS;
     bufferevent_enable(bev, EV_READ | EV_WRITE);
     return c;
 }
@@ -659,6 +690,11 @@ int conn_start_tls(struct core_conn *c, void *ssl_ctx, bool server, const char *
 
 bool conn_is_tls(const struct core_conn *c) { return (c->flags & F_TLS) != 0; }
 
+SSL *conn_ssl(const struct core_conn *c)
+{
+    return (c->flags & F_TLS) ? bufferevent_openssl_get_ssl(c->bev) : NULL;
+}
+
 /* Undo setup() for a conn whose start failed: no callback runs. */
 static void discard(struct core_conn *c)
 {
@@ -694,6 +730,8 @@ static void conn_free(struct core_conn *c, enum conn_close_reason why)
     atomic_fetch_sub(&total_current, 1);
     if (c->rev)
         event_free(c->rev);
+    if (c->defer)
+        event_free(c->defer);
     bufferevent_free(c->bev);
     free(c);
 }
@@ -708,8 +746,12 @@ void conn_close_after_write(struct core_conn *c)
     c->flags |= F_CLOSE_AFTER_WRITE;
     c->flags &= ~F_EOF_WAIT; /* asked for: close when written, busy or not */
     read_set(c, false);
-    if (evbuffer_get_length(conn_out(c)) == 0)
-        conn_free(c, CONN_CLOSE_LOCAL);
+    if (evbuffer_get_length(conn_out(c)) > 0)
+        return; /* write_cb closes once it is out */
+    if (c->flags & F_IN_CB)
+        conn_free(c, CONN_CLOSE_LOCAL); /* marks it: freed when the callback returns */
+    else
+        defer_settle(c); /* from a timer, loop_call or work_post: never under the caller */
 }
 
 void conn_set_timeouts(struct core_conn *c, uint32_t idle_ms, uint32_t write_ms)
@@ -771,7 +813,37 @@ void conn_set_busy(struct core_conn *c, bool busy)
     }
     c->flags &= ~F_BUSY;
     if (!(c->flags & F_IN_CB))
-        settle(c);
+        defer_settle(c); /* may close: not under the caller (a timer, loop_call, work_post) */
+}
+
+/* The deferred settle: runs from the loop once the caller has returned. */
+static void defer_cb(evutil_socket_t fd, short what, void *arg)
+{
+    (void)fd;
+    (void)what;
+    struct core_conn *c = arg;
+    if (c->flags & F_IN_CB)
+        return; /* a callback is running (nested loop): its leave() settles */
+    if (c->flags & F_CLOSE_PENDING) {
+        conn_free(c, CONN_CLOSE_LOCAL);
+        return;
+    }
+    settle(c);
+}
+
+static void defer_settle(struct core_conn *c)
+{
+    if (c->flags & F_FREEING)
+        return;
+    if (!c->defer) {
+        c->defer = event_new(c->loop->base, -1, 0, defer_cb, c);
+        if (!c->defer) { /* out of memory: no safe deferral; mark it and let the next event settle */
+            log_warn("conn: cannot defer a settle (out of memory)");
+            return;
+        }
+    }
+    if (!event_pending(c->defer, EV_TIMEOUT, NULL))
+        event_active(c->defer, EV_TIMEOUT, 0);
 }
 
 const char *conn_peer_str(const struct core_conn *c, char *buf, size_t len)
@@ -837,4 +909,6 @@ void conn_loop_cleanup(struct core_loop *loop)
         evdns_base_free(lc->dns, 1);  /* 1: fail what is pending (nothing: the conns are gone) */
         lc->dns = NULL;
     }
+    free(lc->scratch);
+    lc->scratch = NULL;
 }

@@ -69,6 +69,7 @@ struct core_conn {
     struct core_conn *next, *prev;  /* per-loop list */
     int last_error;                 /* errno of the last socket error */
     struct conn_dial *dial;         /* conn_connect_host: the addresses to try */
+    struct event *defer;            /* deferred settle (conn_set_busy / close after write from outside) */
 };
 
 /* Wrap an accepted (or otherwise connected) socket. Returns NULL on failure
@@ -113,16 +114,40 @@ const char *conn_error_str(struct core_conn *c, char *buf, size_t len);
 int conn_start_tls(struct core_conn *c, void *ssl_ctx, bool server, const char *server_name);
 /* True once the conn runs over TLS (accepted TLS or after conn_start_tls). */
 bool conn_is_tls(const struct core_conn *c);
+/* The OpenSSL handle (SSL *) of a TLS conn, for what the core does not
+ * wrap (tls-unique channel binding, peer certificate, ALPN); NULL for a
+ * plain conn. Valid until the conn is freed; do not free it. */
+struct ssl_st *conn_ssl(const struct core_conn *c);
 
 static inline struct evbuffer *conn_in(struct core_conn *c);
 static inline struct evbuffer *conn_out(struct core_conn *c);
+
+/* When a conn may be freed.
+ *
+ * Inside one of its own ops callbacks (on_read, on_drained, on_connect,
+ * on_eof, on_tls) a conn is never freed: conn_close and friends only mark
+ * it, and it goes when the callback returns.
+ *
+ * Outside them — a timer, a loop_call, a work_post/work_submit completion,
+ * another conn's callback — only conn_close() frees at once (on_close runs
+ * before it returns: do not touch c after it). conn_set_busy(c, false) and
+ * conn_close_after_write(c) never free under their caller: whatever closing
+ * they lead to happens from the loop after the caller returns, so the
+ * pattern
+ *
+ *     evbuffer_add(conn_out(c), reply, n);   // in a work completion
+ *     conn_set_busy(c, false);
+ *     c->requests++;                          // c is still valid here
+ *
+ * is safe. The caller's own state must stay valid until on_close. */
 
 /* Free now: pending output is dropped. Safe to call from inside on_read
  * (the free is deferred until on_read returns). */
 void conn_close(struct core_conn *c);
 /* Stop reading; free once the output buffer has been written (busy or not).
  * After the peer's EOF the core closes the same way on its own, except that
- * it also waits for a busy conn to become idle, so later replies still go. */
+ * it also waits for a busy conn to become idle, so later replies still go.
+ * Never frees under its caller (see above). */
 void conn_close_after_write(struct core_conn *c);
 /* Milliseconds; 0 = none. Idle: nothing read for that long. Write: output
  * pending and not moving for that long. */
@@ -138,7 +163,9 @@ void conn_kick(struct core_conn *c);
  * saving the write-event round trip. Returns the bytes written directly. */
 size_t conn_write_now(struct core_conn *c, struct evbuffer *src);
 /* A busy conn has a request in flight with no bytes buffered (e.g. waiting on a
- * worker); a graceful stop waits for it instead of closing it as idle. */
+ * worker); a graceful stop waits for it instead of closing it as idle.
+ * Clearing it may lead to a close (after EOF, close after write, graceful
+ * stop): that happens from the loop, never under the caller (see above). */
 void conn_set_busy(struct core_conn *c, bool busy);
 bool conn_is_closing(const struct core_conn *c);
 /* "1.2.3.4:5678", "[::1]:80", "unix". */

@@ -116,6 +116,15 @@ static int parse_headers(const char *p, const char *end, int max_headers, struct
         h->value_len = (uint32_t)(ve - v);
         size_t nl = h->name_len, vl = h->value_len;
         if (ci_eq(p, nl, "content-length")) {
+            if (vl >= 2 && v[0] == '-') {
+                size_t d = 1;
+                while (d < vl && isdigit((unsigned char)v[d])) d++;
+                if (d == vl) {
+                    msg->fault = HTTP_FAULT_NEGATIVE_LENGTH;
+                    return 400;
+                }
+            }
+            msg->fault = HTTP_FAULT_BAD_LENGTH;
             if (vl == 0 || vl > 18) return 400;
             uint64_t n = 0;
             for (size_t i = 0; i < vl; i++) {
@@ -123,6 +132,7 @@ static int parse_headers(const char *p, const char *end, int max_headers, struct
                 n = n * 10 + (uint64_t)(v[i] - '0');
             }
             if (have_cl && n != cl) return 400;
+            msg->fault = HTTP_FAULT_OTHER;
             have_cl = true;
             cl = n;
         } else if (ci_eq(p, nl, "transfer-encoding")) {
@@ -161,10 +171,16 @@ static int parse_headers(const char *p, const char *end, int max_headers, struct
         p = next;
     }
     if (have_te) {
-        if (have_cl) return 400;                           /* smuggling: both */
-        if (msg->version_minor == 0) return 400;           /* TE in HTTP/1.0 */
+        if (have_cl) {                                     /* smuggling: both */
+            msg->fault = HTTP_FAULT_LENGTH_AND_CHUNKED;
+            return 400;
+        }
         if (te_bad || !te_chunked_last) return is_request ? 501 : 502;
         msg->body = HTTP_BODY_CHUNKED;
+        if (msg->version_minor == 0) {  /* RFC 9112 6.1: read it, then close */
+            msg->keep_alive = false;
+            return 0;
+        }
     } else if (have_cl) {
         msg->content_length = cl;
         msg->body = cl ? HTTP_BODY_LENGTH : HTTP_BODY_NONE;
@@ -190,6 +206,7 @@ static void msg_reset(struct http_msg *msg)
     msg->keep_alive = msg->conn_close = msg->expect_continue = false;
     msg->host_index = -1;
     msg->error = 0;
+    msg->fault = HTTP_FAULT_OTHER;
 }
 
 static int limits(const struct http_limits *lim, size_t *max_head)
@@ -531,7 +548,7 @@ enum http_range_result http_parse_range(const char *value, size_t len, uint64_t 
         b = UINT64_MAX;
     } else {
         if (!parse_u64(&p, e, &b) || p != e) return HTTP_RANGE_IGNORE;
-        if (b < a) return HTTP_RANGE_IGNORE;
+        if (b < a) return HTTP_RANGE_INVERTED;
     }
     if (a >= size) return HTTP_RANGE_UNSATISFIABLE;
     *first = a;

@@ -70,12 +70,23 @@ struct http_msg {
     int host_index;              /* index of the Host header, -1 if none */
     /* on error: the status to answer with (400, 431, 501, 505, 417) */
     int error;
+    /* on error: which fault, where a caller words its answer by it */
+    enum http_fault {
+        HTTP_FAULT_OTHER = 0,
+        HTTP_FAULT_NEGATIVE_LENGTH,  /* Content-Length: -5 (Perlbal: "Content-Length < 0") */
+        HTTP_FAULT_BAD_LENGTH,       /* Content-Length not a number, too long, or two that differ */
+        HTTP_FAULT_LENGTH_AND_CHUNKED, /* Transfer-Encoding and Content-Length together */
+    } fault;
 };
 
 struct http_limits {
     size_t max_head;     /* bytes, 0 = HTTP_DEFAULT_MAX_HEAD */
     int max_headers;     /* 0 = HTTP_MAX_HEADERS (larger values are capped) */
 };
+
+/* An HTTP/1.0 message with "Transfer-Encoding: chunked" (and no
+ * Content-Length) is taken as chunked and never kept alive: the connection
+ * closes after it (RFC 9112 6.1). */
 
 /* Parse a request head from buf[0..len).
  * Returns > 0: the head is complete and that many bytes belong to it
@@ -134,6 +145,9 @@ enum http_range_result {
     HTTP_RANGE_OK = 0,            /* serve [*first, *last] with 206 */
     HTTP_RANGE_IGNORE = 1,        /* absent/unparseable/multiple: serve all, 200 */
     HTTP_RANGE_UNSATISFIABLE = 2, /* 416 */
+    HTTP_RANGE_INVERTED = 3,      /* one range whose last is below its first
+                                   * ("bytes=5-1"): RFC 9110 says serve all
+                                   * (200, as IGNORE); Perlbal answers 416 */
 };
 /* value: the Range header value, e.g. "bytes=0-99", "bytes=-500". */
 enum http_range_result http_parse_range(const char *value, size_t len, uint64_t size, uint64_t *first,

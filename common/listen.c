@@ -505,6 +505,25 @@ const char *listen_addr_str(const struct core_listener *l, char *buf, size_t len
     return buf;
 }
 
+int listen_foreach(void (*fn)(const struct listen_info *li, void *arg), void *arg)
+{
+    int n = 0;
+    pthread_mutex_lock(&listeners_mu);
+    for (struct core_listener *l = listeners; l; l = l->next) {
+        struct listen_info li = { .l = l, .is_unix = l->unix_path[0] != '\0', .is_admin = l->is_admin,
+                                  .on_accept = l->on_accept, .arg = l->arg };
+        listen_addr_str(l, li.addr, sizeof li.addr);
+        for (struct listen_sock *s = l->socks; s; s = s->next) {
+            li.fd = s->fd;
+            li.loop = s->loop ? s->loop->index : 0;
+            fn(&li, arg);
+            n++;
+        }
+    }
+    pthread_mutex_unlock(&listeners_mu);
+    return n;
+}
+
 void listen_close(struct core_listener *l)
 {
     if (!l)

@@ -65,6 +65,22 @@ const char *listen_addr_str(const struct core_listener *l, char *buf, size_t len
 void listen_close(struct core_listener *l);
 /* Close every listener (graceful stop). Thread-safe. */
 void listen_close_all(void);
+/* One listening socket, as listen_foreach shows it. A TCP listener has one
+ * socket per loop (the same address on each), a unix one a single socket. */
+struct listen_info {
+    const struct core_listener *l;
+    int fd;
+    int loop;                  /* index of the loop that accepts on it */
+    bool is_unix;              /* else TCP (IPv4 or IPv6) */
+    bool is_admin;             /* a console/metrics listener (listen_opts.is_admin) */
+    listen_accept_fn on_accept;/* as given to listen_open: tells a daemon's own */
+    void *arg;                 /* protocol listeners from the core's */
+    char addr[128];            /* listen_addr_str: "127.0.0.1:11211", "unix:/run/x.sock" */
+};
+/* Call fn for every listening socket open now (memcached's `stats conns`),
+ * from any thread. fn runs under the listeners' lock: it must not open or
+ * close listeners. Returns how many sockets were shown. */
+int listen_foreach(void (*fn)(const struct listen_info *li, void *arg), void *arg);
 /* Times accepting paused because the process ran out of descriptors. */
 uint64_t listen_fd_exhausted(void);
 

@@ -84,6 +84,25 @@ void *tls_client_ctx_new(const char *ca_file, bool verify, const char *cert_file
     return ctx;
 }
 
+int tls_server_ctx_require_client_cert(void *ctx, const char *ca_file, char *err, size_t errlen)
+{
+    if (!ctx || !ca_file || !*ca_file) {
+        snprintf(err, errlen, "client certificates need a CA file");
+        return -1;
+    }
+    if (SSL_CTX_load_verify_locations(ctx, ca_file, NULL) != 1) {
+        ssl_err(err, errlen, "cannot load CA certificates", ca_file);
+        return -1;
+    }
+    /* the CA names are offered to the client in the CertificateRequest */
+    STACK_OF(X509_NAME) *names = SSL_load_client_CA_file(ca_file);
+    if (names)
+        SSL_CTX_set_client_CA_list(ctx, names);
+    ERR_clear_error();
+    SSL_CTX_set_verify(ctx, SSL_VERIFY_PEER | SSL_VERIFY_FAIL_IF_NO_PEER_CERT, NULL);
+    return 0;
+}
+
 void tls_ctx_free(void *ctx)
 {
     SSL_CTX_free(ctx);
@@ -92,8 +111,21 @@ void tls_ctx_free(void *ctx)
 int tls_server_ctx_reload(void **ctx, const char *cert_file, const char *key_file, const char *ciphers, char *err,
                           size_t errlen)
 {
-    void *n = tls_server_ctx_new(cert_file, key_file, ciphers, err, errlen);
+    SSL_CTX *n = tls_server_ctx_new(cert_file, key_file, ciphers, err, errlen);
     if (!n) return -1;
+    if (*ctx && (SSL_CTX_get_verify_mode(*ctx) & SSL_VERIFY_PEER)) { /* keep the client-cert requirement */
+        X509_STORE *store = SSL_CTX_get_cert_store(*ctx);
+        STACK_OF(X509_NAME) *names = SSL_CTX_get_client_CA_list(*ctx);
+        if (store && X509_STORE_up_ref(store) == 1)
+            SSL_CTX_set_cert_store(n, store);
+        if (names) {
+            STACK_OF(X509_NAME) *dup = SSL_dup_CA_list(names);
+            if (dup)
+                SSL_CTX_set_client_CA_list(n, dup);
+        }
+        SSL_CTX_set_verify(n, SSL_CTX_get_verify_mode(*ctx), NULL);
+        SSL_CTX_set_verify_depth(n, SSL_CTX_get_verify_depth(*ctx));
+    }
     if (*ctx) SSL_CTX_free(*ctx);
     *ctx = n;
     return 0;

@@ -28,8 +28,16 @@ void tls_ctx_free(void *ctx);
  * failure. */
 void *tls_client_ctx_new(const char *ca_file, bool verify, const char *cert_file, const char *key_file, char *err,
                          size_t errlen);
-/* Re-read cert and key into a new context; on success frees *ctx and
- * replaces it. Returns 0 or -1 with err (the old context stays). */
+/* Make a server context require a client certificate signed by one of the
+ * CAs in ca_file (PEM): a client without one, or with one those CAs did not
+ * sign, fails the handshake. Returns 0 or -1 with err (ctx unchanged). */
+int tls_server_ctx_require_client_cert(void *ctx, const char *ca_file, char *err, size_t errlen);
+/* Re-read cert and key into a new context; on success frees *ctx (a
+ * reference: connections using it keep it until they end) and replaces it.
+ * A client-certificate requirement set on the old context carries over
+ * (same CAs: the CA file is not re-read). Returns 0 or -1 with err (the old
+ * context stays). New connections get the new context: a daemon calls this
+ * from its loop's on_reload (SIGHUP). */
 int tls_server_ctx_reload(void **ctx, const char *cert_file, const char *key_file, const char *ciphers, char *err,
                           size_t errlen);
 /* Server-side TLS bufferevent over an accepted fd (owned by the bev). NULL

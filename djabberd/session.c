@@ -276,7 +276,7 @@ static size_t tls_unique(struct dj_sess *s, unsigned char *buf, size_t cap)
 {
     if (!s->c || !conn_is_tls(s->c))
         return 0;
-    SSL *ssl = bufferevent_openssl_get_ssl(s->c->bev);
+    SSL *ssl = conn_ssl(s->c);
     if (!ssl)
         return 0;
     size_t n = SSL_session_reused(ssl) ? SSL_get_finished(ssl, buf, cap) : SSL_get_peer_finished(ssl, buf, cap);

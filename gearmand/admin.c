@@ -19,25 +19,9 @@
 
 /* ---- the same commands on the core console -------------------------------- */
 
-/* A setting whose value is a secret: shown only as set or not. */
-static bool secret_setting(const char *name) { return strstr(name, "password") || strstr(name, "secret"); }
-
-/* `show settings`, as the core prints it but with secrets redacted (the
- * core's own cfg_show has no notion of a secret yet). */
-static void show_settings(struct evbuffer *out)
-{
-    const struct cfg_setting *const *tables = daemon_settings();
-    for (size_t t = 0; tables[t]; t++)
-        for (const struct cfg_setting *s = tables[t]; s->name; s++) {
-            if (cfg_find(tables, s->name) != s)
-                continue;
-            char v[512];
-            const char *value = cfg_format(s, v, sizeof v);
-            if (secret_setting(s->name) && value && *value)
-                value = "<redacted>";
-            evbuffer_add_printf(out, "%s = %s%s\r\n", s->name, value ? value : "", s->live ? "  [live]" : "");
-        }
-}
+/* `show settings`: the core's, secrets (mysql-password) flagged in the
+ * settings table and redacted there. */
+static void show_settings(struct evbuffer *out) { cfg_show(daemon_settings(), out); }
 
 static enum admin_result console_cmd(struct admin_ctx *ctx, int argc, char **argv)
 {

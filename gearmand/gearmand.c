@@ -87,7 +87,7 @@ static const struct cfg_setting gm_settings_table[] = {
     { "mysql-port", 0, CFG_INT, &gm.cfg.mysql_port, "3306", "MySQL/MariaDB port", false, NULL },
     { "mysql-socket", 0, CFG_STRING, &gm.cfg.mysql_socket, NULL, "MySQL/MariaDB unix socket", false, NULL },
     { "mysql-user", 0, CFG_STRING, &gm.cfg.mysql_user, "root", "MySQL/MariaDB user", false, NULL },
-    { "mysql-password", 0, CFG_STRING, &gm.cfg.mysql_password, "", "MySQL/MariaDB password", false, NULL },
+    { "mysql-password", 0, CFG_STRING, &gm.cfg.mysql_password, "", "MySQL/MariaDB password", false, NULL, true },
     { "mysql-db", 0, CFG_STRING, &gm.cfg.mysql_db, "Gearmand", "MySQL/MariaDB database", false, NULL },
     { "mysql-table", 0, CFG_STRING, &gm.cfg.mysql_table, "gm_queue", "MySQL/MariaDB table (our schema, see README)", false, NULL },
     { "gearmand-libsqlite3-table", 0, CFG_STRING, &gm.cfg.import_sqlite_table, "gearman_queue",
@@ -195,8 +195,7 @@ static void gm_stats(struct stats_sink *sink, void *arg)
 /* ---- life cycle ---------------------------------------------------------------- */
 
 /* --ssl: a server context from the core's tls module; with --ssl-ca-file
- * clients must present a certificate signed by one of those CAs (the core
- * has no client verification yet, so it is set on the context here). */
+ * clients must present a certificate signed by one of those CAs. */
 static int gm_tls_open(void)
 {
     char err[256];
@@ -209,14 +208,10 @@ static int gm_tls_open(void)
         log_error("gearmand: --ssl: %s", err);
         return -1;
     }
-    if (gm.cfg.ssl_ca_file && *gm.cfg.ssl_ca_file) {
-        SSL_CTX *ctx = gm.tls_ctx;
-        if (SSL_CTX_load_verify_locations(ctx, gm.cfg.ssl_ca_file, NULL) != 1) {
-            log_error("gearmand: --ssl-ca-file %s: %s", gm.cfg.ssl_ca_file,
-                      ERR_reason_error_string(ERR_get_error()));
-            return -1;
-        }
-        SSL_CTX_set_verify(ctx, SSL_VERIFY_PEER | SSL_VERIFY_FAIL_IF_NO_PEER_CERT, NULL);
+    if (gm.cfg.ssl_ca_file && *gm.cfg.ssl_ca_file &&
+        tls_server_ctx_require_client_cert(gm.tls_ctx, gm.cfg.ssl_ca_file, err, sizeof err) < 0) {
+        log_error("gearmand: --ssl-ca-file: %s", err);
+        return -1;
     }
     return 0;
 }

@@ -124,7 +124,7 @@ static const struct cfg_setting mog_settings_table[] = {
     { "db_dsn", 0, CFG_STRING, &mog.cfg.db_dsn, "DBI:SQLite:mogilefs.sqlite",
       "database: DBI:SQLite:FILE, DBI:SQLite:dbname=FILE or DBI:mysql:database=D;host=H;port=P", false, NULL },
     { "db_user", 0, CFG_STRING, &mog.cfg.db_user, "mogile", "database user (MySQL)", false, NULL },
-    { "db_pass", 0, CFG_CUSTOM, NULL, NULL, "database password (MySQL); never shown", false, set_db_pass },
+    { "db_pass", 0, CFG_CUSTOM, NULL, NULL, "database password (MySQL); never shown", false, set_db_pass, true },
     { "listen", 0, CFG_STRING, &mog.cfg.listen, NULL, "IP:PORT to listen on (default 0.0.0.0:conf_port)", false, NULL },
     { "conf_port", 0, CFG_INT, &mog.cfg.conf_port, "7001", "port when listen has none", false, NULL },
     { "query_jobs", 0, CFG_INT, &mog.cfg.query_jobs, "20", "query threads (commands running at once)", false, NULL },

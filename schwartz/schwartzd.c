@@ -70,7 +70,7 @@ static const struct cfg_setting sw_settings_table[] = {
       "job database DSN, repeatable: dbi:SQLite:dbname=FILE or dbi:mysql:database=D;host=H;port=P[;mysql_socket=S] "
       "(default dbi:SQLite:dbname=schwartzd.sqlite)", false, add_database },
     { "db-user", 0, CFG_STRING, &sw.cfg.db_user, "", "database user (MySQL)", false, NULL },
-    { "db-pass", 0, CFG_CUSTOM, NULL, NULL, "database password (MySQL); never shown", false, set_db_pass },
+    { "db-pass", 0, CFG_CUSTOM, NULL, NULL, "database password (MySQL); never shown", false, set_db_pass, true },
     { "policy", 0, CFG_CUSTOM, NULL, NULL,
       "retry policy of a function, repeatable: FUNC max_retries=N retry_delay=S keep_exit_status_for=S", false,
       add_policy },

@@ -128,6 +128,52 @@ static void test_live_set_and_show(void)
     evbuffer_free(b);
 }
 
+/* A secret setting: the value is used as given, but `show settings`, --help
+ * and a refused value never print it. */
+static char *pass, *key_unset;
+static int pin;
+static const struct cfg_setting secret_table[] = {
+    { "db-pass", 0, CFG_STRING, &pass, "hunter2-default", "database password", true, NULL, true },
+    { "api-key", 0, CFG_STRING, &key_unset, NULL, "unset secret", false, NULL, true },
+    { "pin", 0, CFG_INT, &pin, "0", "a secret number", true, NULL, true },
+    { "plain", 0, CFG_STRING, &name, NULL, "not secret", true, NULL },
+    CFG_END
+};
+static const struct cfg_setting *const secret_tables[] = { secret_table, NULL };
+
+static void test_secret(void)
+{
+    char err[256];
+    char *argv[] = { "t", "--db-pass=s3cr3t-value", NULL };
+    CHECK_EQ_INT(cfg_load(secret_tables, 2, argv, "t", "1.0", err, sizeof err), 0);
+    CHECK_STR(pass, "s3cr3t-value");
+    CHECK_EQ_INT(cfg_set(secret_tables, "pin", "12x34", true, err, sizeof err), -1);
+    CHECK(strstr(err, "12x34") == NULL);
+    CHECK(strstr(err, "<redacted>") != NULL);
+    CHECK_EQ_INT(cfg_set(secret_tables, "pin", "1234", true, err, sizeof err), 0);
+    CHECK_EQ_INT(cfg_set(secret_tables, "plain", "visible", true, err, sizeof err), 0);
+    struct evbuffer *b = evbuffer_new();
+    cfg_show(secret_tables, b);
+    evbuffer_add(b, "", 1);
+    const char *text = (const char *)evbuffer_pullup(b, -1);
+    CHECK(strstr(text, "db-pass = <redacted>  [live]\r\n") != NULL);
+    CHECK(strstr(text, "pin = <redacted>  [live]\r\n") != NULL);
+    CHECK(strstr(text, "api-key = \r\n") != NULL); /* unset: shown empty, so one can tell */
+    CHECK(strstr(text, "plain = visible  [live]\r\n") != NULL);
+    CHECK(strstr(text, "s3cr3t") == NULL && strstr(text, "1234") == NULL);
+    evbuffer_free(b);
+    char *help = NULL;
+    size_t hl = 0;
+    FILE *f = open_memstream(&help, &hl);
+    cfg_usage(secret_tables, "t", f);
+    fclose(f);
+    CHECK(strstr(help, "--db-pass") != NULL);
+    CHECK(strstr(help, "hunter2") == NULL);
+    free(help);
+    free(pass);
+    pass = NULL;
+}
+
 static void test_sizes(void)
 {
     uint64_t v;
@@ -225,6 +271,7 @@ int main(void)
     RUN(test_file_and_precedence);
     RUN(test_live_set_and_show);
     RUN(test_sizes);
+    RUN(test_secret);
     RUN(test_short_letter_collision);
     RUN(test_checked_and_running_values);
     return unit_done();

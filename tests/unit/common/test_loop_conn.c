@@ -40,6 +40,26 @@ static void later_reply(evutil_socket_t fd, short what, void *arg)
     conn_set_busy(c, false);
 }
 
+/* The conn a timer is working on, and whether it was freed under it. */
+static struct core_conn *_Atomic in_timer;
+static atomic_int freed_under_caller, timer_done;
+
+/* From a timer (as from a loop_call or a work completion): clearing busy
+ * and closing after write must not free c under us. */
+static void close_later(evutil_socket_t fd, short what, void *arg)
+{
+    (void)fd;
+    (void)what;
+    struct core_conn *c = arg;
+    atomic_store(&in_timer, c);
+    conn_set_busy(c, false);          /* after the peer's EOF: this would close */
+    conn_close_after_write(c);        /* nothing queued: this would free */
+    c->requests += 1;                 /* still ours */
+    evbuffer_get_length(conn_out(c));
+    atomic_store(&in_timer, NULL);
+    atomic_fetch_add(&timer_done, 1);
+}
+
 static int echo_read(struct core_conn *c)
 {
     atomic_fetch_or(&loops_seen_mask, 1 << c->loop->index);
@@ -62,6 +82,13 @@ static int echo_read(struct core_conn *c)
         if (len == 4 && memcmp(line, "busy", 4) == 0) { /* a request waiting on something */
             c->data = c;
             conn_set_busy(c, true);
+            evbuffer_drain(conn_in(c), used);
+            continue;
+        }
+        if (len == 11 && memcmp(line, "close-later", 11) == 0) { /* close from a timer */
+            conn_set_busy(c, true);
+            struct timeval tv = { 0, 50000 };
+            event_base_once(c->loop->base, -1, EV_TIMEOUT, close_later, c, &tv);
             evbuffer_drain(conn_in(c), used);
             continue;
         }
@@ -96,6 +123,8 @@ static void echo_close(struct core_conn *c, enum conn_close_reason why)
 {
     (void)c;
     (void)why;
+    if (atomic_load(&in_timer) == c)
+        atomic_fetch_add(&freed_under_caller, 1);
     atomic_fetch_add(&closes, 1);
 }
 
@@ -251,6 +280,18 @@ static void *client_main(void *arg)
         { fprintf(stderr, "client failure at line %d: [%s]\n", __LINE__, buf); atomic_fetch_add(&client_failures, 1); }
     close(fd);
 
+    /* Closing from a timer: the conn closes, but only after the timer's
+     * callback has returned (twice: once with the peer's EOF first). */
+    for (int half = 0; half < 2; half++) {
+        fd = dial();
+        send(fd, "close-later\r\n", 13, 0);
+        if (half)
+            shutdown(fd, SHUT_WR);
+        if (recv(fd, buf, sizeof(buf), 0) != 0)
+            { fprintf(stderr, "client failure at line %d: close-later not closed\n", __LINE__); atomic_fetch_add(&client_failures, 1); }
+        close(fd);
+    }
+
     /* conn_write_now: a reply larger than the socket buffer arrives whole. */
     static char bigbuf[300000];
     fd = dial();
@@ -293,6 +334,32 @@ static void *client_main(void *arg)
     return NULL;
 }
 
+/* listen_foreach: what memcached's `stats conns` lists. */
+struct seen_listeners {
+    int tcp, unix_, admin, bad;
+    int loops_mask;
+    char tcp_addr[128];
+};
+static void see_listener(const struct listen_info *li, void *arg)
+{
+    struct seen_listeners *s = arg;
+    if (li->fd < 0 || !li->l)
+        s->bad++;
+    if (li->is_unix) {
+        s->unix_++;
+        if (strncmp(li->addr, "unix:/tmp/test_loop_conn.", 25) != 0)
+            s->bad++;
+    } else {
+        s->tcp++;
+        snprintf(s->tcp_addr, sizeof s->tcp_addr, "%s", li->addr);
+        s->loops_mask |= 1 << li->loop;
+        if (li->on_accept != on_accept)
+            s->bad++;
+    }
+    if (li->is_admin)
+        s->admin++;
+}
+
 static void test_echo_server_two_loops(void)
 {
     CHECK_EQ_INT(loop_init(2), 0);
@@ -304,11 +371,34 @@ static void test_echo_server_two_loops(void)
         return;
     port = listen_port(l);
     CHECK(port > 0);
+    {
+        char upath[64], uspec[80], want[64];
+        snprintf(upath, sizeof upath, "/tmp/test_loop_conn.%d.sock", (int)getpid());
+        snprintf(uspec, sizeof uspec, "unix:%s", upath);
+        struct listen_opts uo = { .is_admin = true };
+        struct core_listener *u = listen_open(uspec, 0, &uo, on_accept, on_reject, NULL, err, sizeof(err));
+        CHECK(u != NULL);
+        struct seen_listeners seen = { 0 };
+        CHECK_EQ_INT(listen_foreach(see_listener, &seen), 3);
+        CHECK_EQ_INT(seen.tcp, 2); /* one socket per loop */
+        CHECK_EQ_INT(seen.loops_mask, 3);
+        CHECK_EQ_INT(seen.unix_, 1);
+        CHECK_EQ_INT(seen.admin, 1);
+        CHECK_EQ_INT(seen.bad, 0);
+        snprintf(want, sizeof want, "127.0.0.1:%d", port);
+        CHECK_STR(seen.tcp_addr, want);
+        listen_close(u); /* gone from the list at once */
+        struct seen_listeners after = { 0 };
+        CHECK_EQ_INT(listen_foreach(see_listener, &after), 2);
+        CHECK_EQ_INT(after.unix_, 0);
+    }
     pthread_t t;
     pthread_create(&t, NULL, client_main, NULL);
     CHECK_EQ_INT(loop_run(), 0);
     pthread_join(t, NULL);
     CHECK_EQ_INT(atomic_load(&client_failures), 0);
+    CHECK_EQ_INT(atomic_load(&timer_done), 2);
+    CHECK_EQ_INT(atomic_load(&freed_under_caller), 0);
     CHECK_EQ_INT(atomic_load(&outgoing_ok), 1);
     CHECK_EQ_INT(atomic_load(&call_ran_on), 101);
     CHECK_EQ_INT(conn_total_current(), 0);

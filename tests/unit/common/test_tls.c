@@ -2,6 +2,7 @@
  * reload keeps the old context on failure) and a real handshake + echo over
  * a socketpair between a tls_accept_bev and a blocking OpenSSL client. */
 #include <pthread.h>
+#include <signal.h>
 #include <stdlib.h>
 #include <sys/socket.h>
 #include <unistd.h>
@@ -69,11 +70,16 @@ static void echo_event(struct bufferevent *bev, short what, void *arg)
 
 static int client_fd;
 static char client_got[64];
+static const char *client_cert, *client_key; /* presented when set */
 
 static void *client_main(void *arg)
 {
     (void)arg;
     SSL_CTX *cctx = SSL_CTX_new(TLS_client_method());
+    if (client_cert) {
+        SSL_CTX_use_certificate_chain_file(cctx, client_cert);
+        SSL_CTX_use_PrivateKey_file(cctx, client_key, SSL_FILETYPE_PEM);
+    }
     SSL *ssl = SSL_new(cctx);
     SSL_set_fd(ssl, client_fd);
     if (SSL_connect(ssl) == 1 && SSL_write(ssl, "ping over tls", 13) == 13) {
@@ -88,11 +94,84 @@ static void *client_main(void *arg)
     return NULL;
 }
 
+/* One connection through ctx; true if the echo came back. */
+static bool echo_through(void *ctx, const char *ccert, const char *ckey)
+{
+    int sv[2];
+    client_cert = ccert;
+    client_key = ckey;
+    client_got[0] = '\0';
+    if (socketpair(AF_UNIX, SOCK_STREAM, 0, sv) != 0)
+        return false;
+    evutil_make_socket_nonblocking(sv[0]);
+    struct event_base *base = event_base_new();
+    struct bufferevent *bev = tls_accept_bev(ctx, base, sv[0]);
+    if (!bev)
+        return false;
+    bufferevent_setcb(bev, echo_read, NULL, echo_event, base);
+    bufferevent_enable(bev, EV_READ | EV_WRITE);
+    client_fd = sv[1];
+    pthread_t t;
+    pthread_create(&t, NULL, client_main, NULL);
+    struct timeval limit = { 10, 0 };
+    event_base_loopexit(base, &limit);
+    event_base_dispatch(base);
+    pthread_join(t, NULL);
+    close(sv[1]);
+    event_base_free(base);
+    ERR_clear_error();
+    return strcmp(client_got, "ping over tls") == 0;
+}
+
+/* A server context that requires client certificates: no certificate and
+ * an untrusted one fail the handshake, a trusted one passes; the
+ * requirement survives a reload (SIGHUP's path). cert1 is self-signed, so
+ * as its own CA file it trusts itself only. */
+static void test_client_cert_required(void)
+{
+    char err[256];
+    void *ctx = tls_server_ctx_new(cert1, key1, NULL, err, sizeof(err));
+    CHECK(ctx != NULL);
+    CHECK_EQ_INT(tls_server_ctx_require_client_cert(ctx, "/nonexistent/ca.pem", err, sizeof(err)), -1);
+    CHECK(strstr(err, "/nonexistent/ca.pem") != NULL);
+    CHECK(echo_through(ctx, NULL, NULL)); /* a failed call left it unchanged */
+    CHECK_EQ_INT(tls_server_ctx_require_client_cert(ctx, cert1, err, sizeof(err)), 0);
+    CHECK(!echo_through(ctx, NULL, NULL));
+    CHECK(!echo_through(ctx, cert2, key2));
+    CHECK(echo_through(ctx, cert1, key1));
+    CHECK_EQ_INT(tls_server_ctx_reload(&ctx, cert2, key2, NULL, err, sizeof(err)), 0);
+    CHECK(!echo_through(ctx, NULL, NULL));
+    CHECK(!echo_through(ctx, cert2, key2));
+    CHECK(echo_through(ctx, cert1, key1));
+    tls_ctx_free(ctx);
+}
+
+/* A reloaded context serves the new certificate to new connections. */
+static void test_reload_serves_new_cert(void)
+{
+    char err[256];
+    void *ctx = tls_server_ctx_new(cert1, key1, NULL, err, sizeof(err));
+    CHECK(ctx != NULL);
+    X509 *before = SSL_CTX_get0_certificate(ctx);
+    CHECK_EQ_INT(tls_server_ctx_reload(&ctx, cert2, key2, NULL, err, sizeof(err)), 0);
+    X509 *after = SSL_CTX_get0_certificate(ctx);
+    FILE *f = fopen(cert2, "r");
+    X509 *want = f ? PEM_read_X509(f, NULL, NULL, NULL) : NULL;
+    if (f)
+        fclose(f);
+    CHECK(want != NULL && after != NULL && X509_cmp(after, want) == 0);
+    (void)before;
+    X509_free(want);
+    CHECK(echo_through(ctx, NULL, NULL));
+    tls_ctx_free(ctx);
+}
+
 static void test_handshake_and_echo(void)
 {
     char err[256];
     void *ctx = tls_server_ctx_new(cert1, key1, NULL, err, sizeof(err));
     CHECK(ctx != NULL);
+    client_cert = client_key = NULL;
     int sv[2];
     CHECK_EQ_INT(socketpair(AF_UNIX, SOCK_STREAM, 0, sv), 0);
     evutil_make_socket_nonblocking(sv[0]);
@@ -118,6 +197,7 @@ static void test_handshake_and_echo(void)
 
 int main(void)
 {
+    signal(SIGPIPE, SIG_IGN); /* a refused client writes to a closed socket */
     if (!mkdtemp(dir))
         return 2;
     snprintf(cert1, sizeof(cert1), "%s/c1.pem", dir);
@@ -129,6 +209,8 @@ int main(void)
         return 2;
     }
     RUN(test_ctx_errors);
+    RUN(test_client_cert_required);
+    RUN(test_reload_serves_new_cert);
     RUN(test_reload);
     RUN(test_handshake_and_echo);
     unlink(cert1);
