@@ -41,7 +41,7 @@
 
 static __thread struct http_msg scratch_req;
 static __thread char *head_copy;
-static __thread struct evbuffer *tx1, *tx2, *txf;
+static __thread struct evbuffer *tx1, *tx2;
 static __thread time_t date_at;
 static __thread char date_buf[HTTP_DATE_LEN + 1];
 
@@ -58,24 +58,6 @@ struct evbuffer *httpd_tx(void)
     return tx1;
 }
 
-/* Appends a file to httpd_tx(), taking ownership of fd. libevent decides at
- * add time whether a file segment is sent with sendfile(): only when the
- * buffer it is added to is marked as draining to a socket. Without that it
- * maps the file and copies it. A TLS connection needs the bytes in memory,
- * so only plain connections get the sendfile segment (moved into httpd_tx()
- * whole; evbuffer_write then uses sendfile for it). */
-static int tx_add_file(bool tls, int fd, ev_off_t off, ev_off_t len)
-{
-    if (tls) return evbuffer_add_file(httpd_tx(), fd, off, len);
-    if (!txf) {
-        txf = evbuffer_new();
-        if (!txf) return -1;
-        evbuffer_set_flags(txf, EVBUFFER_FLAG_DRAINS_TO_FD);
-    }
-    if (evbuffer_add_file(txf, fd, off, len) < 0) return -1;
-    return evbuffer_add_buffer(httpd_tx(), txf);
-}
-
 struct evbuffer *httpd_tx2(void)
 {
     if (!tx2) tx2 = evbuffer_new();
@@ -90,8 +72,7 @@ void httpd_thread_exit(void)
     head_copy = NULL;
     if (tx1) evbuffer_free(tx1);
     if (tx2) evbuffer_free(tx2);
-    if (txf) evbuffer_free(txf);
-    tx1 = tx2 = txf = NULL;
+    tx1 = tx2 = NULL;
     fcache_free();
 }
 
@@ -1022,7 +1003,7 @@ static void get_done(struct httpd_conn *h, struct disk_job *j)
         } else if (!g->head && g->len > 0) {
             /* the output buffer closes the fd it is given: a dup of a cached one */
             int sfd = g->fd >= 0 ? dup(g->fd) : g->cached_fd >= 0 ? dup(g->cached_fd) : -1;
-            if (sfd < 0 || tx_add_file(h->tls, sfd, (ev_off_t)g->first, (ev_off_t)g->len) < 0) {
+            if (sfd < 0 || evbuffer_add_file(httpd_tx(), sfd, (ev_off_t)g->first, (ev_off_t)g->len) < 0) {
                 if (sfd >= 0) close(sfd);
                 evbuffer_drain(httpd_tx(), evbuffer_get_length(httpd_tx())); /* the head was not sent yet */
                 httpd_error(h, 500, "Cannot send the file");
@@ -1439,7 +1420,7 @@ static void concat_done(struct httpd_conn *h, struct disk_job *j)
         for (int i = 0; i < c->n; i++) {
             struct stat st;
             if (fstat(c->fds[i], &st) < 0 || st.st_size == 0) continue;
-            if (tx_add_file(h->tls, c->fds[i], 0, st.st_size) == 0) c->fds[i] = -1; /* the buffer owns it */
+            if (evbuffer_add_file(httpd_tx(), c->fds[i], 0, st.st_size) == 0) c->fds[i] = -1; /* the buffer owns it */
         }
     }
     httpd_done(h, keep);
