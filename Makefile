@@ -24,6 +24,10 @@ DEPS         ?= deploy/deps.sh
 
 export BUILD PYTHON
 
+# The build and the fuzz targets compile on every core unless make was given
+# its own -j.
+PAR := $(if $(findstring j,$(firstword $(filter-out --%,$(MAKEFLAGS)))),,-j$(shell nproc))
+
 .PHONY: all test asan fuzz bench run install clean deps test-deps unit integration help
 .DEFAULT_GOAL := all
 
@@ -36,34 +40,34 @@ test-deps:
 	@bash $(DEPS) test
 
 all: deps
-	@$(MAKE) --no-print-directory -f build.mk build
+	@$(MAKE) --no-print-directory -f build.mk $(PAR) build
 
 test: test-deps
-	@$(MAKE) --no-print-directory -f build.mk build
+	@$(MAKE) --no-print-directory -f build.mk $(PAR) build
 	@$(MAKE) --no-print-directory -f build.mk unit
 	@$(MAKE) --no-print-directory -f build.mk integration PYTEST_ARGS="$(PYTEST_ARGS)"
-	@$(MAKE) --no-print-directory -f build.mk fuzz-build
+	@$(MAKE) --no-print-directory -f build.mk $(PAR) fuzz-build
 	@$(MAKE) --no-print-directory -f build.mk fuzz-run FUZZ_SECONDS=$(TEST_FUZZ_SECONDS)
 
 unit integration: test-deps
-	@$(MAKE) --no-print-directory -f build.mk build
+	@$(MAKE) --no-print-directory -f build.mk $(PAR) build
 	@$(MAKE) --no-print-directory -f build.mk $@ PYTEST_ARGS="$(PYTEST_ARGS)"
 
 asan: test-deps
-	@$(MAKE) --no-print-directory -f build.mk BUILD=build-asan SANITIZE=1 build
+	@$(MAKE) --no-print-directory -f build.mk BUILD=build-asan SANITIZE=1 $(PAR) build
 	@$(MAKE) --no-print-directory -f build.mk BUILD=build-asan SANITIZE=1 unit
 	@$(MAKE) --no-print-directory -f build.mk BUILD=build-asan SANITIZE=1 integration PYTEST_ARGS="$(PYTEST_ARGS)"
 
 fuzz: test-deps
-	@$(MAKE) --no-print-directory -f build.mk fuzz-build
+	@$(MAKE) --no-print-directory -f build.mk $(PAR) fuzz-build
 	@$(MAKE) --no-print-directory -f build.mk fuzz-run FUZZ_SECONDS=$(FUZZ_SECONDS)
 
 bench: test-deps
-	@$(MAKE) --no-print-directory -f build.mk build
+	@$(MAKE) --no-print-directory -f build.mk $(PAR) build
 	@$(MAKE) --no-print-directory -f build.mk bench
 
 run: deps
-	@$(MAKE) --no-print-directory -f build.mk build
+	@$(MAKE) --no-print-directory -f build.mk $(PAR) build
 	@bash deploy/run.sh
 
 install: all
