@@ -512,7 +512,7 @@ def test_throttle_state_shared_between_perlbals_through_memcached(daemon, tmp_pa
             (tmp_path / str(i)).mkdir()
             start_perlbal(daemon, str(tmp_path / str(i)), throttle_conf(port, mport, be.port, """
   SET throttle_threshold_seconds = 30
-  SET initial_delay = 1
+  SET initial_delay = 2
   SET max_delay = 5
   SET max_concurrent = 5
   SET memcached_servers = 127.0.0.1:%d
@@ -529,7 +529,9 @@ def test_throttle_state_shared_between_perlbals_through_memcached(daemon, tmp_pa
         res = []
         t = threading.Thread(target=lambda: res.append(timed_get(ports[1], "/b")))
         t.start()                                     # the other perlbal knows this client: held
-        deadline = time.time() + 0.9                  # while held, the record says 1 violation
+        # The record's expiry is the delay; memcached counts whole seconds, so a
+        # 1 s record can vanish at once: the delay here is 2 s.
+        deadline = time.time() + 1.8                  # while held, the record says 1 violation
         while True:                                   # (it lives as long as the delay, as Perlbal's)
             rec = mc_get(mc.port, "shared-127.0.0.1")
             if rec and struct.unpack("<dH", rec)[1] == 1:
