@@ -159,9 +159,20 @@ class MariaDB:
         self.password = ""
         os.makedirs(self.datadir)
         run_as = ["--user=root"] if os.geteuid() == 0 else []
-        subprocess.run(["mariadb-install-db", "--no-defaults", "--datadir=" + self.datadir,
-                        "--auth-root-authentication-method=normal", "--skip-test-db"] + run_as,
-                       check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        # mariadb-install-db has failed now and then when several servers were
+        # set up at once on a loaded machine: one more try on a fresh datadir,
+        # and its own output in the error if that fails too
+        install = ["mariadb-install-db", "--no-defaults", "--datadir=" + self.datadir,
+                   "--auth-root-authentication-method=normal", "--skip-test-db"] + run_as
+        for attempt in (1, 2):
+            r = subprocess.run(install, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+            if r.returncode == 0:
+                break
+            if attempt == 2:
+                raise RuntimeError("mariadb-install-db failed twice:\n" + r.stdout.decode(errors="replace")[-4000:])
+            shutil.rmtree(self.datadir)
+            os.makedirs(self.datadir)
+            time.sleep(1)
         self.log = open(os.path.join(base, "mariadb.log"), "ab")
         self.proc = subprocess.Popen(
             [shutil.which("mariadbd") or "/usr/sbin/mariadbd", "--no-defaults", "--datadir=" + self.datadir,
