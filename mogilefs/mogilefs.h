@@ -313,4 +313,11 @@ void mog_sessions_stop(void);
 void mog_tracker_accept(struct core_loop *loop, int fd, const struct sockaddr *sa, socklen_t salen, void *arg);
 void mog_tracker_reject(int fd, void *arg);
 
+/* conf.c: a MogileFS config file (key = value) applied to settings tables;
+ * unknown keys warned about and skipped; live_only applies only live keys
+ * (a SIGHUP reload) and warns about nothing. */
+struct cfg_setting;
+int mog_conf_read(const char *prog, const struct cfg_setting *const *tables, const char *path, bool live_only,
+                  char *err, size_t errlen);
+
 #endif

@@ -46,56 +46,9 @@ static int read_mog_config(const struct cfg_setting *s, const char *value, char 
     return read_conf_file(value, false, err, errlen);
 }
 
-/* key = value lines: known keys applied (live_only: only live ones, as a
- * SIGHUP reload does), unknown ones warned about. */
 static int read_conf_file(const char *value, bool live_only, char *err, size_t errlen)
 {
-    FILE *f = fopen(value, "r");
-    if (!f) {
-        snprintf(err, errlen, "cannot read %s", value);
-        return -1;
-    }
-    char line[4096];
-    int lineno = 0, rc = 0;
-    while (fgets(line, sizeof line, f)) {
-        lineno++;
-        char *p = line;
-        while (*p == ' ' || *p == '\t')
-            p++;
-        char *e = p + strlen(p);
-        while (e > p && (e[-1] == '\n' || e[-1] == '\r' || e[-1] == ' ' || e[-1] == '\t'))
-            *--e = '\0';
-        if (!*p || *p == '#')
-            continue;
-        char *eq = strchr(p, '=');
-        if (!eq) {
-            fprintf(stderr, "mogilefsd: %s:%d: ignoring line without '='\n", value, lineno);
-            continue;
-        }
-        char *k = p, *v = eq + 1;
-        *eq = '\0';
-        char *ke = k + strlen(k);
-        while (ke > k && (ke[-1] == ' ' || ke[-1] == '\t'))
-            *--ke = '\0';
-        while (*v == ' ' || *v == '\t')
-            v++;
-        const struct cfg_setting *known = strcmp(k, "config") ? cfg_find(mog_tables, k) : NULL;
-        if (!known) {
-            if (!live_only)
-                fprintf(stderr, "mogilefsd: %s:%d: unknown setting '%s' ignored\n", value, lineno, k);
-            continue;
-        }
-        if (live_only && !known->live)
-            continue;
-        char e2[256];
-        if (cfg_set(mog_tables, k, v, false, e2, sizeof e2) < 0) {
-            snprintf(err, errlen, "%s:%d: %s", value, lineno, e2);
-            rc = -1;
-            break;
-        }
-    }
-    fclose(f);
-    return rc;
+    return mog_conf_read("mogilefsd", mog_tables, value, live_only, err, errlen);
 }
 
 /* MogileFS's "daemonize" and similar keys that make no sense under systemd. */
