@@ -88,7 +88,7 @@ static enum admin_result cmd_stats(struct admin_ctx *ctx, int argc, char **argv)
         if (*group)
             admin_printf(ctx, "ERROR no stats group '%s'\r\n", group);
         else
-            admin_printf(ctx, "END\r\n");  /* nothing registered yet: an empty list */
+            admin_printf(ctx, "END\r\n"); /* nothing registered yet: an empty list */
         return ADMIN_OK;
     }
     admin_printf(ctx, "END\r\n");

@@ -21,9 +21,9 @@ struct cfg_setting;
 enum admin_result { ADMIN_OK = 0, ADMIN_CLOSE = 1, ADMIN_UNKNOWN = 2 };
 
 struct admin_ctx {
-    struct evbuffer *out;      /* reply goes here */
-    struct core_conn *conn;    /* NULL when not on a console connection */
-    void *session;             /* per-connection slot for the daemon's use */
+    struct evbuffer *out;   /* reply goes here */
+    struct core_conn *conn; /* NULL when not on a console connection */
+    void *session;          /* per-connection slot for the daemon's use */
 };
 
 /* argv[0] is the command word; argv strings are writable and NUL-ended. */
@@ -33,8 +33,8 @@ typedef enum admin_result (*admin_fallback_fn)(struct admin_ctx *ctx, char *line
 
 struct admin_cmd {
     const char *name;
-    const char *usage;   /* e.g. "stats [group]" */
-    const char *help;    /* one line */
+    const char *usage; /* e.g. "stats [group]" */
+    const char *help;  /* one line */
     admin_fn fn;
 };
 

@@ -17,19 +17,73 @@
 #define BYTES_BE_(x, bits) (x)
 #endif
 
-static inline uint16_t get_be16(const void *p) { uint16_t v; memcpy(&v, p, 2); return BYTES_BE_(v, 16); }
-static inline uint32_t get_be32(const void *p) { uint32_t v; memcpy(&v, p, 4); return BYTES_BE_(v, 32); }
-static inline uint64_t get_be64(const void *p) { uint64_t v; memcpy(&v, p, 8); return BYTES_BE_(v, 64); }
-static inline uint16_t get_le16(const void *p) { uint16_t v; memcpy(&v, p, 2); return BYTES_LE_(v, 16); }
-static inline uint32_t get_le32(const void *p) { uint32_t v; memcpy(&v, p, 4); return BYTES_LE_(v, 32); }
-static inline uint64_t get_le64(const void *p) { uint64_t v; memcpy(&v, p, 8); return BYTES_LE_(v, 64); }
+static inline uint16_t get_be16(const void *p)
+{
+    uint16_t v;
+    memcpy(&v, p, 2);
+    return BYTES_BE_(v, 16);
+}
+static inline uint32_t get_be32(const void *p)
+{
+    uint32_t v;
+    memcpy(&v, p, 4);
+    return BYTES_BE_(v, 32);
+}
+static inline uint64_t get_be64(const void *p)
+{
+    uint64_t v;
+    memcpy(&v, p, 8);
+    return BYTES_BE_(v, 64);
+}
+static inline uint16_t get_le16(const void *p)
+{
+    uint16_t v;
+    memcpy(&v, p, 2);
+    return BYTES_LE_(v, 16);
+}
+static inline uint32_t get_le32(const void *p)
+{
+    uint32_t v;
+    memcpy(&v, p, 4);
+    return BYTES_LE_(v, 32);
+}
+static inline uint64_t get_le64(const void *p)
+{
+    uint64_t v;
+    memcpy(&v, p, 8);
+    return BYTES_LE_(v, 64);
+}
 
-static inline void put_be16(void *p, uint16_t v) { v = BYTES_BE_(v, 16); memcpy(p, &v, 2); }
-static inline void put_be32(void *p, uint32_t v) { v = BYTES_BE_(v, 32); memcpy(p, &v, 4); }
-static inline void put_be64(void *p, uint64_t v) { v = BYTES_BE_(v, 64); memcpy(p, &v, 8); }
-static inline void put_le16(void *p, uint16_t v) { v = BYTES_LE_(v, 16); memcpy(p, &v, 2); }
-static inline void put_le32(void *p, uint32_t v) { v = BYTES_LE_(v, 32); memcpy(p, &v, 4); }
-static inline void put_le64(void *p, uint64_t v) { v = BYTES_LE_(v, 64); memcpy(p, &v, 8); }
+static inline void put_be16(void *p, uint16_t v)
+{
+    v = BYTES_BE_(v, 16);
+    memcpy(p, &v, 2);
+}
+static inline void put_be32(void *p, uint32_t v)
+{
+    v = BYTES_BE_(v, 32);
+    memcpy(p, &v, 4);
+}
+static inline void put_be64(void *p, uint64_t v)
+{
+    v = BYTES_BE_(v, 64);
+    memcpy(p, &v, 8);
+}
+static inline void put_le16(void *p, uint16_t v)
+{
+    v = BYTES_LE_(v, 16);
+    memcpy(p, &v, 2);
+}
+static inline void put_le32(void *p, uint32_t v)
+{
+    v = BYTES_LE_(v, 32);
+    memcpy(p, &v, 4);
+}
+static inline void put_le64(void *p, uint64_t v)
+{
+    v = BYTES_LE_(v, 64);
+    memcpy(p, &v, 8);
+}
 
 /* 24-bit little-endian: MySQL packet lengths. */
 static inline uint32_t get_le24(const void *p)

@@ -41,8 +41,7 @@ const char *client_strerror(int status)
 
 /* ---- server lists ---- */
 
-static int parse_one(char *tok, int default_port, bool allow_weight, struct client_server *s, char *err,
-                     size_t errlen)
+static int parse_one(char *tok, int default_port, bool allow_weight, struct client_server *s, char *err, size_t errlen)
 {
     memset(s, 0, sizeof *s);
     s->fd = -1;
@@ -70,7 +69,7 @@ static int parse_one(char *tok, int default_port, bool allow_weight, struct clie
         char *colon = strchr(tok, ':');
         struct in6_addr a6;
         if (colon && inet_pton(AF_INET6, tok, &a6) == 1)
-            colon = NULL;  /* a bare IPv6 address: no port */
+            colon = NULL; /* a bare IPv6 address: no port */
         if (colon) {
             *colon = '\0';
             rest = colon + 1;
@@ -108,8 +107,8 @@ static int parse_one(char *tok, int default_port, bool allow_weight, struct clie
     return 0;
 }
 
-int client_parse_servers(const char *list, int default_port, bool allow_weight, struct client_server **out,
-                         char *err, size_t errlen)
+int client_parse_servers(const char *list, int default_port, bool allow_weight, struct client_server **out, char *err,
+                         size_t errlen)
 {
     *out = NULL;
     char *copy = strdup(list ? list : "");
@@ -237,7 +236,7 @@ int client_connect(struct client_server *s, int timeout_ms)
     s->in_pos = s->in_len = 0;
     if (s->port == 0) {
         struct sockaddr_un un = { .sun_family = AF_UNIX };
-        size_t pl = strnlen(s->host, sizeof un.sun_path - 1);  /* checked when parsed */
+        size_t pl = strnlen(s->host, sizeof un.sun_path - 1); /* checked when parsed */
         memcpy(un.sun_path, s->host, pl);
         rc = connect_addr((struct sockaddr *)&un, sizeof un, deadline, &err_no);
     } else {
@@ -284,7 +283,7 @@ bool client_failed(struct client_server *s, int failure_limit, int retry_ms)
         s->retry_at_ms = clock_now_ms() + (uint64_t)(retry_ms > 0 ? retry_ms : 0);
         return true;
     }
-    if (s->dead)  /* a revived server that failed again */
+    if (s->dead) /* a revived server that failed again */
         s->retry_at_ms = clock_now_ms() + (uint64_t)(retry_ms > 0 ? retry_ms : 0);
     return false;
 }
@@ -300,7 +299,7 @@ bool client_revive(struct client_server *s, int failure_limit)
     if (!s->dead || clock_now_ms() < s->retry_at_ms)
         return false;
     s->dead = false;
-    s->failures = (failure_limit > 0 ? failure_limit : 1) - 1;  /* one more failure kills it again */
+    s->failures = (failure_limit > 0 ? failure_limit : 1) - 1; /* one more failure kills it again */
     return true;
 }
 
@@ -343,7 +342,7 @@ int client_fill(struct client_server *s)
         return rc;
     ssize_t r;
     do
-        r = recv(s->fd, s->in + s->in_len, s->in_cap - s->in_len - 1, 0);  /* room for a NUL */
+        r = recv(s->fd, s->in + s->in_len, s->in_cap - s->in_len - 1, 0); /* room for a NUL */
     while (r < 0 && errno == EINTR);
     if (r > 0) {
         s->in_len += (size_t)r;
@@ -379,7 +378,7 @@ int client_send_all(struct client_server *s, const void *buf, size_t len, uint64
             return rc;
         }
         if (rev & POLLIN) {
-            rc = client_fill(s);  /* replies to what went out already */
+            rc = client_fill(s); /* replies to what went out already */
             if (rc != CLIENT_OK)
                 return rc;
         } else if (rev & (POLLERR | POLLHUP | POLLNVAL)) {
@@ -428,7 +427,7 @@ int client_read_line(struct client_server *s, uint64_t deadline, size_t max, cha
                 snprintf(s->error, sizeof s->error, "%s: reply line longer than %zu bytes", s->name, max);
                 return CLIENT_TOO_LONG;
             }
-            start[n] = '\0';  /* over the CR or LF, both consumed */
+            start[n] = '\0'; /* over the CR or LF, both consumed */
             *line = start;
             *len = n;
             return CLIENT_OK;

@@ -29,23 +29,23 @@
 /* Results: 0, or one of these (negative). */
 enum client_status {
     CLIENT_OK = 0,
-    CLIENT_TIMEOUT = -1,     /* the deadline passed */
-    CLIENT_CLOSED = -2,      /* connect, read or write failed, or the peer closed */
+    CLIENT_TIMEOUT = -1, /* the deadline passed */
+    CLIENT_CLOSED = -2,  /* connect, read or write failed, or the peer closed */
     CLIENT_NO_MEMORY = -3,
-    CLIENT_TOO_LONG = -4,    /* a line longer than allowed */
-    CLIENT_DEAD = -5,        /* marked dead and its retry time has not come */
+    CLIENT_TOO_LONG = -4, /* a line longer than allowed */
+    CLIENT_DEAD = -5,     /* marked dead and its retry time has not come */
 };
 
 struct client_server {
-    char host[256];          /* name or address; the path for a unix socket */
-    int port;                /* 0 for a unix socket */
-    uint32_t weight;         /* "host:port:weight" (1 when not given) */
-    char name[300];          /* "host:port", "[v6]:port" or the path: for messages */
-    int fd;                  /* -1 when not connected */
-    int failures;            /* transport failures in a row */
+    char host[256];  /* name or address; the path for a unix socket */
+    int port;        /* 0 for a unix socket */
+    uint32_t weight; /* "host:port:weight" (1 when not given) */
+    char name[300];  /* "host:port", "[v6]:port" or the path: for messages */
+    int fd;          /* -1 when not connected */
+    int failures;    /* transport failures in a row */
     bool dead;
-    uint64_t retry_at_ms;    /* when a dead server may be tried again */
-    char error[400];         /* why the last failure happened */
+    uint64_t retry_at_ms; /* when a dead server may be tried again */
+    char error[400];      /* why the last failure happened */
     /* buffered input: in[in_pos .. in_len) is unread */
     char *in;
     size_t in_pos, in_len, in_cap;
@@ -56,8 +56,8 @@ struct client_server {
  * are accepted only when allow_weight. Ports must be 1..65535, weights
  * 1..1000000. Returns the number of servers (>= 1) in a new array *out
  * (free with client_servers_free), or -1 with a message in err. */
-int client_parse_servers(const char *list, int default_port, bool allow_weight, struct client_server **out,
-                         char *err, size_t errlen);
+int client_parse_servers(const char *list, int default_port, bool allow_weight, struct client_server **out, char *err,
+                         size_t errlen);
 void client_servers_free(struct client_server *servers, int n);
 
 /* Monotonic ms (common/clock), and a deadline ms from now (0 = none). */

@@ -12,6 +12,6 @@ uint64_t clock_now_us(void);
 uint64_t clock_now_ms(void);
 /* Wall-clock time since the Unix epoch (CLOCK_REALTIME). */
 uint64_t clock_wall_us(void);
-double clock_wall(void);          /* seconds, with fractions */
+double clock_wall(void); /* seconds, with fractions */
 
 #endif

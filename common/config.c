@@ -30,17 +30,25 @@ static int check_log_level(const struct cfg_setting *s, const char *value, char 
 }
 
 const struct cfg_setting core_settings[] = {
-    { "config", 0, CFG_STRING, &core_opts.config_file, NULL, "read settings from this file (key = value)", false, NULL },
-    { "admin", 0, CFG_STRING, &core_opts.admin_listen, NULL, "telnet console listen address (host:port, unix:/path); empty = off", false, NULL },
-    { "metrics", 0, CFG_STRING, &core_opts.metrics_listen, NULL, "Prometheus /metrics listen address; empty = off", false, NULL },
-    { "log-level", 0, CFG_STRING, &core_opts.log_level, "info", "error, warn, info, debug or trace", true, check_log_level },
+    { "config", 0, CFG_STRING, &core_opts.config_file, NULL, "read settings from this file (key = value)", false,
+      NULL },
+    { "admin", 0, CFG_STRING, &core_opts.admin_listen, NULL,
+      "telnet console listen address (host:port, unix:/path); empty = off", false, NULL },
+    { "metrics", 0, CFG_STRING, &core_opts.metrics_listen, NULL, "Prometheus /metrics listen address; empty = off",
+      false, NULL },
+    { "log-level", 0, CFG_STRING, &core_opts.log_level, "info", "error, warn, info, debug or trace", true,
+      check_log_level },
     { "syslog", 0, CFG_BOOL, &core_opts.syslog, "no", "log to syslog instead of stderr", false, NULL },
-    { "log-file", 0, CFG_STRING, &core_opts.log_file, NULL, "append log lines to this file (reopened on SIGHUP)", false, NULL },
+    { "log-file", 0, CFG_STRING, &core_opts.log_file, NULL, "append log lines to this file (reopened on SIGHUP)", false,
+      NULL },
     { "pidfile", 0, CFG_STRING, &core_opts.pidfile, NULL, "write the process id to this file", false, NULL },
     { "user", 0, CFG_STRING, &core_opts.user, NULL, "drop privileges to this user after binding", false, NULL },
-    { "max-fds", 0, CFG_INT, &core_opts.max_fds, "0", "raise the open-file limit to this (0 = the hard limit)", false, NULL },
-    { "daemon", 'd', CFG_BOOL, &core_opts.daemonize, "no", "run in the background; the parent exits once the daemon is ready (0) or failed (1)", false, NULL },
-    { "grace", 0, CFG_DOUBLE, &core_opts.grace, "10", "seconds a graceful stop waits for connections to finish", true, NULL },
+    { "max-fds", 0, CFG_INT, &core_opts.max_fds, "0", "raise the open-file limit to this (0 = the hard limit)", false,
+      NULL },
+    { "daemon", 'd', CFG_BOOL, &core_opts.daemonize, "no",
+      "run in the background; the parent exits once the daemon is ready (0) or failed (1)", false, NULL },
+    { "grace", 0, CFG_DOUBLE, &core_opts.grace, "10", "seconds a graceful stop waits for connections to finish", true,
+      NULL },
     CFG_END
 };
 
@@ -105,10 +113,26 @@ int cfg_parse_size(const char *s, uint64_t *out)
         return -1;
     uint64_t mul = 1;
     switch (*end) {
-    case 'k': case 'K': mul = 1ULL << 10; end++; break;
-    case 'm': case 'M': mul = 1ULL << 20; end++; break;
-    case 'g': case 'G': mul = 1ULL << 30; end++; break;
-    case 't': case 'T': mul = 1ULL << 40; end++; break;
+    case 'k':
+    case 'K':
+        mul = 1ULL << 10;
+        end++;
+        break;
+    case 'm':
+    case 'M':
+        mul = 1ULL << 20;
+        end++;
+        break;
+    case 'g':
+    case 'G':
+        mul = 1ULL << 30;
+        end++;
+        break;
+    case 't':
+    case 'T':
+        mul = 1ULL << 40;
+        end++;
+        break;
     default: break;
     }
     if (*end == 'b' || *end == 'B')
@@ -126,8 +150,14 @@ int cfg_parse_bool(const char *s, bool *out)
     static const char *const yes[] = { "1", "yes", "true", "on", "y" };
     static const char *const no[] = { "0", "no", "false", "off", "n" };
     for (size_t i = 0; i < 5; i++) {
-        if (strcasecmp(s, yes[i]) == 0) { *out = true; return 0; }
-        if (strcasecmp(s, no[i]) == 0) { *out = false; return 0; }
+        if (strcasecmp(s, yes[i]) == 0) {
+            *out = true;
+            return 0;
+        }
+        if (strcasecmp(s, no[i]) == 0) {
+            *out = false;
+            return 0;
+        }
     }
     return -1;
 }
@@ -190,8 +220,8 @@ static int apply(const struct cfg_setting *s, const char *value, char *err, size
     return set_err(err, errlen, "%s: bad type", s->name);
 }
 
-int cfg_set(const struct cfg_setting *const *tables, const char *name, const char *value, bool only_live,
-            char *err, size_t errlen)
+int cfg_set(const struct cfg_setting *const *tables, const char *name, const char *value, bool only_live, char *err,
+            size_t errlen)
 {
     const struct cfg_setting *s = cfg_find(tables, name);
     if (!s)
@@ -211,8 +241,8 @@ static char *trim(char *s)
     return s;
 }
 
-static int load_file(const struct cfg_setting *const *tables, const char *path, bool only_live, int depth,
-                     char *err, size_t errlen)
+static int load_file(const struct cfg_setting *const *tables, const char *path, bool only_live, int depth, char *err,
+                     size_t errlen)
 {
     if (depth > 8)
         return set_err(err, errlen, "%s: includes nested too deeply", path);
@@ -275,10 +305,7 @@ int cfg_reload(const struct cfg_setting *const *tables, char *err, size_t errlen
     return load_file(tables, loaded_config_path, true, 0, err, errlen);
 }
 
-static bool takes_arg(const struct cfg_setting *s)
-{
-    return s->type != CFG_BOOL && s->type != CFG_COUNT;
-}
+static bool takes_arg(const struct cfg_setting *s) { return s->type != CFG_BOOL && s->type != CFG_COUNT; }
 
 /* Builds getopt tables. Option index i (>= 256) maps to settings[i-256]. */
 struct optbuild {
@@ -307,8 +334,9 @@ static int build_opts(const struct cfg_setting *const *tables, struct optbuild *
                 continue; /* shadowed by an earlier table */
             ob->by_index[n] = s;
             ob->longopts[n].name = s->name;
-            ob->longopts[n].has_arg = takes_arg(s) ? required_argument
-                                      : s->type == CFG_BOOL ? optional_argument : no_argument;
+            ob->longopts[n].has_arg = takes_arg(s)          ? required_argument
+                                      : s->type == CFG_BOOL ? optional_argument
+                                                            : no_argument;
             ob->longopts[n].flag = NULL;
             ob->longopts[n].val = 256 + (int)n;
             char so = short_of(tables, s);
@@ -322,8 +350,10 @@ static int build_opts(const struct cfg_setting *const *tables, struct optbuild *
             n++;
         }
     }
-    if (!used_h) ob->shortopts[sp++] = 'h';
-    if (!used_V) ob->shortopts[sp++] = 'V';
+    if (!used_h)
+        ob->shortopts[sp++] = 'h';
+    if (!used_V)
+        ob->shortopts[sp++] = 'V';
     ob->shortopts[sp] = '\0';
     ob->longopts[n] = (struct option){ "help", no_argument, NULL, 'h' };
     ob->longopts[n + 1] = (struct option){ "version", no_argument, NULL, 'V' };
@@ -341,8 +371,8 @@ static const struct cfg_setting *setting_for(const struct optbuild *ob, int c)
     return NULL;
 }
 
-int cfg_load(const struct cfg_setting *const *tables, int argc, char **argv, const char *progname,
-             const char *version, char *err, size_t errlen)
+int cfg_load(const struct cfg_setting *const *tables, int argc, char **argv, const char *progname, const char *version,
+             char *err, size_t errlen)
 {
     /* Defaults. */
     for (size_t t = 0; tables[t]; t++)
@@ -486,8 +516,9 @@ void cfg_usage(const struct cfg_setting *const *tables, const char *progname, FI
             if (cfg_find(tables, s->name) != s)
                 continue;
             char opt[64];
-            const char *arg = s->type == CFG_BOOL || s->type == CFG_COUNT ? "" :
-                              s->type == CFG_STRING || s->type == CFG_CUSTOM ? "=STR" : "=NUM";
+            const char *arg = s->type == CFG_BOOL || s->type == CFG_COUNT      ? ""
+                              : s->type == CFG_STRING || s->type == CFG_CUSTOM ? "=STR"
+                                                                               : "=NUM";
             if (short_of(tables, s))
                 snprintf(opt, sizeof(opt), "-%c, --%s%s", short_of(tables, s), s->name, arg);
             else

@@ -33,11 +33,11 @@
 #include "common/stats.h"
 
 enum {
-    F_IN_CB = 1u << 0,          /* inside a daemon callback (depth > 0) */
-    F_CLOSE_PENDING = 1u << 1,  /* conn_close() called inside a callback */
+    F_IN_CB = 1u << 0,         /* inside a daemon callback (depth > 0) */
+    F_CLOSE_PENDING = 1u << 1, /* conn_close() called inside a callback */
     F_CLOSE_AFTER_WRITE = 1u << 2,
     F_BUSY = 1u << 3,
-    F_PAUSED_LIMIT = 1u << 4,   /* output over the high-water mark */
+    F_PAUSED_LIMIT = 1u << 4, /* output over the high-water mark */
     F_PAUSED_USER = 1u << 5,
     F_CONNECTING = 1u << 6,
     F_SHUTDOWN = 1u << 7,
@@ -55,8 +55,8 @@ enum {
 struct loop_conns {
     struct core_conn *head;
     uint64_t count;
-    struct evdns_base *dns;     /* created on the first conn_connect_host */
-    char *scratch;              /* CONN_READ_CHUNK bytes: reads into an empty input land here first */
+    struct evdns_base *dns; /* created on the first conn_connect_host */
+    char *scratch;          /* CONN_READ_CHUNK bytes: reads into an empty input land here first */
 };
 
 /* Dialing by name: the resolver's answer and the addresses left to try.
@@ -66,7 +66,7 @@ struct conn_dial {
     struct core_conn *c;
     struct evdns_getaddrinfo_request *req;
     struct evutil_addrinfo *ai, *next;
-    struct event *kick;          /* starts the next attempt from the loop */
+    struct event *kick; /* starts the next attempt from the loop */
     int gai_err;
 };
 
@@ -197,7 +197,11 @@ static void raw_read_start(struct core_conn *c)
 
 /* Callback depth is tracked in the high bits so nested brackets work. */
 #define DEPTH_SHIFT 16
-static inline void enter(struct core_conn *c) { c->flags += 1u << DEPTH_SHIFT; c->flags |= F_IN_CB; }
+static inline void enter(struct core_conn *c)
+{
+    c->flags += 1u << DEPTH_SHIFT;
+    c->flags |= F_IN_CB;
+}
 /* Returns true if the conn was freed. */
 static bool leave(struct core_conn *c, enum conn_close_reason why)
 {
@@ -318,7 +322,7 @@ static void event_cb(struct bufferevent *bev, short what, void *arg)
     }
     if (what & BEV_EVENT_CONNECTED) {
         c->flags &= ~F_CONNECTING;
-        if (c->dial && c->dial->ai) {  /* the addresses not tried are not needed */
+        if (c->dial && c->dial->ai) { /* the addresses not tried are not needed */
             evutil_freeaddrinfo(c->dial->ai);
             c->dial->ai = c->dial->next = NULL;
         }
@@ -491,7 +495,7 @@ static void dial_next(struct core_conn *c)
         struct evutil_addrinfo *a = d->next;
         d->next = a->ai_next;
         evutil_socket_t old = bufferevent_getfd(c->bev);
-        if (old >= 0) {  /* a fresh socket for each try */
+        if (old >= 0) { /* a fresh socket for each try */
             bufferevent_setfd(c->bev, -1);
             evutil_closesocket(old);
         }
@@ -529,7 +533,7 @@ static void dial_resolved(int result, struct evutil_addrinfo *res, void *arg)
 {
     struct conn_dial *d = arg;
     d->req = NULL;
-    if (!d->c) {  /* the conn went while we looked */
+    if (!d->c) { /* the conn went while we looked */
         if (res)
             evutil_freeaddrinfo(res);
         free(d);
@@ -538,7 +542,7 @@ static void dial_resolved(int result, struct evutil_addrinfo *res, void *arg)
     if (result != 0)
         d->gai_err = result;
     d->ai = d->next = result == 0 ? res : NULL;
-    dial_kick(d);  /* never from inside conn_connect_host: the answer may come at once */
+    dial_kick(d); /* never from inside conn_connect_host: the answer may come at once */
 }
 
 static void dial_free(struct core_conn *c)
@@ -554,7 +558,7 @@ static void dial_free(struct core_conn *c)
     d->ai = d->next = NULL;
     d->kick = NULL;
     if (d->req) {
-        d->c = NULL;  /* the callback frees d */
+        d->c = NULL; /* the callback frees d */
         evdns_getaddrinfo_cancel(d->req);
         return;
     }
@@ -605,8 +609,9 @@ struct core_conn *conn_connect_host(struct core_loop *loop, const char *host, in
     }
     char portstr[8];
     snprintf(portstr, sizeof portstr, "%d", port);
-    struct evutil_addrinfo hints = { .ai_family = AF_UNSPEC, .ai_socktype = SOCK_STREAM,
-                                     .ai_protocol = IPPROTO_TCP, .ai_flags = EVUTIL_AI_ADDRCONFIG };
+    struct evutil_addrinfo hints = {
+        .ai_family = AF_UNSPEC, .ai_socktype = SOCK_STREAM, .ai_protocol = IPPROTO_TCP, .ai_flags = EVUTIL_AI_ADDRCONFIG
+    };
     /* Hands work to the resolver: no blocking lookup on the loop. The
      * callback may run before this returns (numbers, hosts file). */
     d->req = evdns_getaddrinfo(lc->dns, host, portstr, &hints, dial_resolved, d);
@@ -690,10 +695,7 @@ int conn_start_tls(struct core_conn *c, void *ssl_ctx, bool server, const char *
 
 bool conn_is_tls(const struct core_conn *c) { return (c->flags & F_TLS) != 0; }
 
-SSL *conn_ssl(const struct core_conn *c)
-{
-    return (c->flags & F_TLS) ? bufferevent_openssl_get_ssl(c->bev) : NULL;
-}
+SSL *conn_ssl(const struct core_conn *c) { return (c->flags & F_TLS) ? bufferevent_openssl_get_ssl(c->bev) : NULL; }
 
 /* Undo setup() for a conn whose start failed: no callback runs. */
 static void discard(struct core_conn *c)
@@ -736,10 +738,7 @@ static void conn_free(struct core_conn *c, enum conn_close_reason why)
     free(c);
 }
 
-void conn_close(struct core_conn *c)
-{
-    conn_free(c, CONN_CLOSE_LOCAL);
-}
+void conn_close(struct core_conn *c) { conn_free(c, CONN_CLOSE_LOCAL); }
 
 void conn_close_after_write(struct core_conn *c)
 {
@@ -906,7 +905,7 @@ void conn_loop_cleanup(struct core_loop *loop)
 {
     struct loop_conns *lc = &per_loop[loop->index % CONN_MAX_LOOPS];
     if (lc->dns) {
-        evdns_base_free(lc->dns, 1);  /* 1: fail what is pending (nothing: the conns are gone) */
+        evdns_base_free(lc->dns, 1); /* 1: fail what is pending (nothing: the conns are gone) */
         lc->dns = NULL;
     }
     free(lc->scratch);

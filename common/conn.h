@@ -20,11 +20,11 @@ struct core_loop;
 struct core_conn;
 
 enum conn_close_reason {
-    CONN_CLOSE_LOCAL = 0,  /* conn_close() or close after write */
-    CONN_CLOSE_EOF,        /* peer closed */
-    CONN_CLOSE_ERROR,      /* socket error / connect failed */
-    CONN_CLOSE_TIMEOUT,    /* idle or write timeout */
-    CONN_CLOSE_SHUTDOWN,   /* daemon stopping */
+    CONN_CLOSE_LOCAL = 0, /* conn_close() or close after write */
+    CONN_CLOSE_EOF,       /* peer closed */
+    CONN_CLOSE_ERROR,     /* socket error / connect failed */
+    CONN_CLOSE_TIMEOUT,   /* idle or write timeout */
+    CONN_CLOSE_SHUTDOWN,  /* daemon stopping */
 };
 
 struct conn_ops {
@@ -52,24 +52,24 @@ struct core_conn {
     struct core_loop *loop;
     struct bufferevent *bev;
     const struct conn_ops *ops;
-    void *data;                     /* the daemon's per-connection state */
+    void *data; /* the daemon's per-connection state */
     int fd;
     struct sockaddr_storage peer;
     socklen_t peer_len;
-    uint64_t id;                    /* process-unique */
+    uint64_t id; /* process-unique */
     uint64_t bytes_in;
-    uint64_t requests;              /* the daemon counts its requests here */
-    double created;                 /* wall time */
+    uint64_t requests; /* the daemon counts its requests here */
+    double created;    /* wall time */
     /* private */
     uint32_t flags;
     uint32_t idle_ms, write_ms;
     size_t out_limit;
-    size_t in_left;                 /* input left unconsumed after on_read */
-    struct event *rev;              /* own read event (plain sockets) */
-    struct core_conn *next, *prev;  /* per-loop list */
-    int last_error;                 /* errno of the last socket error */
-    struct conn_dial *dial;         /* conn_connect_host: the addresses to try */
-    struct event *defer;            /* deferred settle (conn_set_busy / close after write from outside) */
+    size_t in_left;                /* input left unconsumed after on_read */
+    struct event *rev;             /* own read event (plain sockets) */
+    struct core_conn *next, *prev; /* per-loop list */
+    int last_error;                /* errno of the last socket error */
+    struct conn_dial *dial;        /* conn_connect_host: the addresses to try */
+    struct event *defer;           /* deferred settle (conn_set_busy / close after write from outside) */
 };
 
 /* Wrap an accepted (or otherwise connected) socket. Returns NULL on failure

@@ -128,11 +128,11 @@ int daemon_detach(int *ready_fd, char *err, size_t errlen)
         _exit(1);
     }
     if (pid > 0)
-        _exit(0);  /* the session leader goes: the daemon can never get a terminal again */
+        _exit(0); /* the session leader goes: the daemon can never get a terminal again */
     int null = open("/dev/null", O_RDWR | O_CLOEXEC);
     if (null >= 0) {
         dup2(null, STDIN_FILENO);
-        dup2(null, STDOUT_FILENO);  /* stderr stays until ready: start-up errors reach the terminal */
+        dup2(null, STDOUT_FILENO); /* stderr stays until ready: start-up errors reach the terminal */
         if (null > STDERR_FILENO)
             close(null);
     }

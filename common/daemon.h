@@ -25,32 +25,32 @@
 /* Filled from core_settings. */
 struct core_opts {
     char *config_file;
-    char *admin_listen;     /* console listen spec; NULL/"" = off */
-    char *metrics_listen;   /* Prometheus listen spec; NULL/"" = off */
+    char *admin_listen;   /* console listen spec; NULL/"" = off */
+    char *metrics_listen; /* Prometheus listen spec; NULL/"" = off */
     char *log_level;
     bool syslog;
     char *log_file;
     char *pidfile;
     char *user;
     int max_fds;
-    double grace;           /* seconds a graceful stop waits */
-    bool daemonize;         /* -d: run in the background */
+    double grace;   /* seconds a graceful stop waits */
+    bool daemonize; /* -d: run in the background */
 };
 extern struct core_opts core_opts;
 
 struct daemon_desc {
-    const char *name;                     /* "memcached"; also the metrics namespace */
+    const char *name; /* "memcached"; also the metrics namespace */
     const char *version;
-    const struct cfg_setting *settings;   /* the daemon's own table (CFG_END-ended) */
-    int *threads;                         /* setting holding the loop count; NULL = 1 */
-    int default_admin_port;               /* used when --admin has no port; 0 = none */
+    const struct cfg_setting *settings; /* the daemon's own table (CFG_END-ended) */
+    int *threads;                       /* setting holding the loop count; NULL = 1 */
+    int default_admin_port;             /* used when --admin has no port; 0 = none */
     /* After settings are loaded and loops exist, before privileges are
      * dropped: open listeners and storage. Return 0, or -1 after logging why. */
     int (*init)(void);
     /* After the loops have stopped; release storage. May be NULL. */
     void (*fini)(void);
     struct loop_hooks hooks;
-    const struct admin_cmd *admin_cmds;   /* may be NULL */
+    const struct admin_cmd *admin_cmds; /* may be NULL */
 };
 
 /* Returns the process exit code. */

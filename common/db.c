@@ -41,8 +41,8 @@ struct db_cell {
 };
 
 struct req_stmt {
-    char *sql;                   /* NULL = barrier */
-    struct db_value *params;     /* one block: values, then their bytes */
+    char *sql;               /* NULL = barrier */
+    struct db_value *params; /* one block: values, then their bytes */
     int nparams;
     int flags;
 };
@@ -51,14 +51,14 @@ enum req_kind { REQ_QUERY, REQ_TXN, REQ_RUN };
 
 struct db_req {
     struct db_req *next;
-    struct work_msg msg;         /* delivery to the loop */
+    struct work_msg msg; /* delivery to the loop */
     struct db *db;
     int flags;
     enum req_kind kind;
-    struct req_stmt one;         /* REQ_QUERY */
-    struct req_stmt *stmts;      /* REQ_TXN */
+    struct req_stmt one;    /* REQ_QUERY */
+    struct req_stmt *stmts; /* REQ_TXN */
     int nstmts;
-    db_run_fn fn;                /* REQ_RUN */
+    db_run_fn fn; /* REQ_RUN */
     void *fn_ctx;
     struct core_loop *loop;
     db_done_fn done;
@@ -80,7 +80,7 @@ struct db_worker {
     struct db *db;
     int index;
     struct req_queue pinned;
-    int drains;                  /* 0 or 1 drain job for `pinned` */
+    int drains; /* 0 or 1 drain job for `pinned` */
     sqlite3 *sq;
     struct {
         char *sql;
@@ -88,7 +88,7 @@ struct db_worker {
     } cache[STMT_CACHE];
     int cache_next;
     MYSQL *my;
-    char *esc;                   /* MySQL parameter expansion buffer */
+    char *esc; /* MySQL parameter expansion buffer */
     size_t esc_cap;
 };
 
@@ -99,7 +99,7 @@ struct db {
     size_t max_queued;
     pthread_mutex_t mu;
     struct req_queue shared;
-    int shared_drains;           /* drain jobs running or queued for `shared` */
+    int shared_drains; /* drain jobs running or queued for `shared` */
     size_t queued;
     bool closing;
     int nworkers;
@@ -113,8 +113,8 @@ struct db {
 
 struct result_builder {
     struct db_result *res;
-    size_t cap;                  /* cells allocated */
-    size_t fill;                 /* cells used */
+    size_t cap;  /* cells allocated */
+    size_t fill; /* cells used */
 };
 
 static struct db_result *result_new(void)
@@ -139,7 +139,7 @@ static int result_add_cell(struct result_builder *b, const void *p, size_t len, 
         size_t cap = b->cap ? b->cap * 2 : 64;
         struct db_cell *c = realloc(r->cells, cap * sizeof *c);
         if (!c)
-            abort();  /* nrows * ncols must stay equal to the cells filled */
+            abort(); /* nrows * ncols must stay equal to the cells filled */
         r->cells = c;
         b->cap = cap;
     }
@@ -269,7 +269,8 @@ static void sq_run(struct db_worker *w, const struct req_stmt *q, struct db_resu
             if (t == SQLITE_NULL)
                 result_add_cell(&b, NULL, 0, true);
             else {
-                const void *p = t == SQLITE_BLOB ? sqlite3_column_blob(st, c) : (const void *)sqlite3_column_text(st, c);
+                const void *p =
+                    t == SQLITE_BLOB ? sqlite3_column_blob(st, c) : (const void *)sqlite3_column_text(st, c);
                 result_add_cell(&b, p, (size_t)sqlite3_column_bytes(st, c), false);
             }
         }
@@ -499,13 +500,13 @@ static bool txn_gone(struct db_worker *w)
 static void run_stmt(struct db_worker *w, const struct req_stmt *q, struct db_result *res, bool in_txn);
 
 struct db_conn {
-    struct db_worker *w;         /* the connection: a db worker's, or own_db's only worker */
-    struct db *own_db;           /* db_conn_open: settings and the worker */
-    bool lost;                   /* db_conn_open: DB_ELOST seen, no more statements */
+    struct db_worker *w; /* the connection: a db worker's, or own_db's only worker */
+    struct db *own_db;   /* db_conn_open: settings and the worker */
+    bool lost;           /* db_conn_open: DB_ELOST seen, no more statements */
     uint64_t affected;
     int64_t last_id;
     char err[256];
-    char fail[256];              /* db_run_fail's message */
+    char fail[256]; /* db_run_fail's message */
 };
 
 /* The class of the error the last statement on w got. */
@@ -534,7 +535,7 @@ static enum db_err err_class(struct db_worker *w)
         return DB_EDUP;
     if (e == ER_LOCK_DEADLOCK || e == ER_LOCK_WAIT_TIMEOUT)
         return DB_EABORT;
-    if (e >= 2000 && e < 3000)  /* client errors: server gone, lost, timed out */
+    if (e >= 2000 && e < 3000) /* client errors: server gone, lost, timed out */
         return DB_ELOST;
     if (e == ER_SERVER_SHUTDOWN || e == ER_QUERY_INTERRUPTED || e == ER_CON_COUNT_ERROR || e == ER_OUT_OF_RESOURCES)
         return DB_ELOST;
@@ -666,7 +667,7 @@ static void run_one(struct db_worker *w, struct db_req *r, bool in_txn)
     }
     r->res = result_new();
     if (!r->one.sql)
-        return;  /* barrier */
+        return; /* barrier */
     run_stmt(w, &r->one, r->res, in_txn);
     atomic_fetch_add(&w->db->n_requests, 1);
     if (r->res->status != 0)
@@ -838,7 +839,7 @@ static void run_group(struct db_worker *w, struct db_req *g, struct db_req *end)
         if (gone) {
             snprintf(why, sizeof why, "%.199s", r->res->error);
             fail_ran(start, r, "rolled back: %s", why);
-            txn_end(w, "ROLLBACK", why, sizeof why);  /* already ended; harmless */
+            txn_end(w, "ROLLBACK", why, sizeof why); /* already ended; harmless */
             atomic_fetch_add(&db->n_rollbacks, 1);
             r = r->next;
             continue;
@@ -1113,10 +1114,7 @@ struct db *db_open(const struct db_config *cfg, char *err, size_t errlen)
 
 enum db_driver db_get_driver(const struct db *db) { return db->driver; }
 
-db_pin_t db_pin(struct db *db)
-{
-    return (db_pin_t)(atomic_fetch_add(&db->next_pin, 1) % (unsigned)db->nworkers) + 1;
-}
+db_pin_t db_pin(struct db *db) { return (db_pin_t)(atomic_fetch_add(&db->next_pin, 1) % (unsigned)db->nworkers) + 1; }
 
 /* Copy one statement (text and parameter bytes) into q. */
 static int stmt_copy(struct req_stmt *q, const char *sql, const struct db_value *params, int nparams, int flags)
@@ -1188,8 +1186,8 @@ static struct db_req *req_txn(struct db *db, struct core_loop *loop, int flags, 
     }
     r->nstmts = n;
     for (int k = 0; k < n; k++)
-        if (!stmts[k].sql || stmt_copy(&r->stmts[k], stmts[k].sql, stmts[k].params, stmts[k].nparams,
-                                       stmts[k].flags) < 0) {
+        if (!stmts[k].sql ||
+            stmt_copy(&r->stmts[k], stmts[k].sql, stmts[k].params, stmts[k].nparams, stmts[k].flags) < 0) {
             req_free(r);
             return NULL;
         }
@@ -1339,8 +1337,7 @@ static int query_sync_on(struct db *db, db_pin_t pin, const char *sql, const str
     return wait_for(db, pin, req_query(db, NULL, 0, sql, params, nparams, NULL, NULL), res);
 }
 
-int db_query_sync(struct db *db, const char *sql, const struct db_value *params, int nparams,
-                  struct db_result **res)
+int db_query_sync(struct db *db, const char *sql, const struct db_value *params, int nparams, struct db_result **res)
 {
     return query_sync_on(db, 0, sql, params, nparams, res);
 }
@@ -1470,8 +1467,8 @@ static int migrate_locked(struct db *db, db_pin_t pin, const char *component, co
         if (!next)
             return have;
         if (next->version != have + 1) {
-            snprintf(err, errlen, "%s: schema version %d in place, next migration is %d (must be %d)", component,
-                     have, next->version, have + 1);
+            snprintf(err, errlen, "%s: schema version %d in place, next migration is %d (must be %d)", component, have,
+                     next->version, have + 1);
             return -1;
         }
         const char *const *sql = my && next->mysql ? next->mysql : !my && next->sqlite ? next->sqlite : next->sql;
@@ -1524,7 +1521,7 @@ int db_migrate(struct db *db, const char *component, const struct db_migration *
         snprintf(err, errlen, "migration needs a component name of 1..64 bytes");
         return -1;
     }
-    db_pin_t pin = db_pin(db);  /* one connection: the MySQL named lock is per connection */
+    db_pin_t pin = db_pin(db); /* one connection: the MySQL named lock is per connection */
     bool my = db->driver == DB_MYSQL;
     char lock[96];
     snprintf(lock, sizeof lock, "db_schema_%s", component);

@@ -53,19 +53,19 @@ enum db_driver { DB_SQLITE = 1, DB_MYSQL = 2 };
 
 struct db_config {
     enum db_driver driver;
-    const char *path;          /* SQLite: database file (created if missing) */
-    const char *host;          /* MySQL: host (NULL = localhost) */
-    int port;                  /* MySQL: 0 = 3306 */
-    const char *socket;        /* MySQL: unix socket path, or NULL */
+    const char *path;   /* SQLite: database file (created if missing) */
+    const char *host;   /* MySQL: host (NULL = localhost) */
+    int port;           /* MySQL: 0 = 3306 */
+    const char *socket; /* MySQL: unix socket path, or NULL */
     const char *user;
     const char *password;
     const char *database;
-    int workers;               /* worker threads, each with its own connection; 0 = 1 */
-    int max_batch;             /* most requests in one group commit; 0 = 1024 */
-    int busy_timeout_ms;       /* SQLite: wait for locks this long; 0 = 5000 */
-    size_t max_queued;         /* requests waiting at most; 0 = 100000 */
-    int connect_timeout_s;     /* MySQL: connect timeout; 0 = 10 */
-    int io_timeout_s;          /* MySQL: read/write timeout per round trip; 0 = none */
+    int workers;           /* worker threads, each with its own connection; 0 = 1 */
+    int max_batch;         /* most requests in one group commit; 0 = 1024 */
+    int busy_timeout_ms;   /* SQLite: wait for locks this long; 0 = 5000 */
+    size_t max_queued;     /* requests waiting at most; 0 = 100000 */
+    int connect_timeout_s; /* MySQL: connect timeout; 0 = 10 */
+    int io_timeout_s;      /* MySQL: read/write timeout per round trip; 0 = none */
     /* private: the strings db_config_dsn filled in; freed by db_config_clear */
     char *owned_;
 };
@@ -101,10 +101,10 @@ struct db_value {
 #define DB_BLOBN(s, n) ((struct db_value){ .type = DB_BLOB, .p = (s), .len = (n) })
 
 struct db_result {
-    int status;                /* 0 ok, -1 error (message in error) */
+    int status; /* 0 ok, -1 error (message in error) */
     char error[256];
-    uint64_t affected;         /* rows changed by INSERT/UPDATE/DELETE */
-    int64_t last_id;           /* last insert id */
+    uint64_t affected; /* rows changed by INSERT/UPDATE/DELETE */
+    int64_t last_id;   /* last insert id */
     int ncols;
     size_t nrows;
     /* db_txn only: the index of the statement that failed (-1 if none) */
@@ -120,14 +120,15 @@ struct db_stmt {
     const char *sql;
     const struct db_value *params;
     int nparams;
-    int flags;                 /* DB_EXPECT_ONE ... */
+    int flags; /* DB_EXPECT_ONE ... */
 };
-#define DB_EXPECT_ONE 0x1      /* must change exactly one row, else the whole
-                                * transaction rolls back (optimistic locks:
-                                * "UPDATE ... WHERE version = ?") */
+#define DB_EXPECT_ONE                                                                                                  \
+    0x1 /* must change exactly one row, else the whole                                                                 \
+         * transaction rolls back (optimistic locks:                                                                   \
+         * "UPDATE ... WHERE version = ?") */
 
 /* Request flags. */
-#define DB_GROUP 0x1           /* a write that may share a transaction (group commit) */
+#define DB_GROUP 0x1 /* a write that may share a transaction (group commit) */
 
 /* A pin: requests made with the same pin run in submission order on one
  * worker's connection (read-then-write pairs, LAST_INSERT_ID, GET_LOCK).
@@ -154,8 +155,8 @@ enum db_driver db_get_driver(const struct db *db);
  * pin). Returns 0, or -1 with errno EAGAIN (max_queued requests already
  * waiting: tell the client the server is busy), ESHUTDOWN (closing) or
  * ENOMEM; done is then never called. Thread-safe. */
-int db_query(struct db *db, struct core_loop *loop, int flags, const char *sql,
-             const struct db_value *params, int nparams, db_done_fn done, void *arg);
+int db_query(struct db *db, struct core_loop *loop, int flags, const char *sql, const struct db_value *params,
+             int nparams, db_done_fn done, void *arg);
 
 /* db_query on a pin (0 = any worker). Same returns. */
 int db_query_on(struct db *db, db_pin_t pin, struct core_loop *loop, int flags, const char *sql,
@@ -197,8 +198,7 @@ struct db_migration {
     const char *const *sqlite;
     const char *const *mysql;
 };
-int db_migrate(struct db *db, const char *component, const struct db_migration *m, int n, char *err,
-               size_t errlen);
+int db_migrate(struct db *db, const char *component, const struct db_migration *m, int n, char *err, size_t errlen);
 /* The recorded version of component (0 = none), or -1 + err. */
 int db_schema_version(struct db *db, const char *component, char *err, size_t errlen);
 
@@ -221,8 +221,7 @@ size_t db_expand_bound(const char *sql, const struct db_value *params, int npara
 /* The same, waiting for the result (start-up, tools and tests only: it
  * blocks the caller). *res must be freed with db_result_free. Returns
  * res->status. */
-int db_query_sync(struct db *db, const char *sql, const struct db_value *params, int nparams,
-                  struct db_result **res);
+int db_query_sync(struct db *db, const char *sql, const struct db_value *params, int nparams, struct db_result **res);
 /* Run several ';'-separated statements without parameters (schema set-up).
  * Statements must not contain ';' inside literals. Returns 0 or -1 + err. */
 int db_exec_script(struct db *db, const char *script, char *err, size_t errlen);
@@ -241,8 +240,8 @@ struct db_counters {
     uint64_t commits;
     uint64_t errors;
     uint64_t queued;
-    uint64_t rejected;         /* refused: max_queued reached */
-    uint64_t rollbacks;        /* transactions (db_txn or group) rolled back */
+    uint64_t rejected;  /* refused: max_queued reached */
+    uint64_t rollbacks; /* transactions (db_txn or group) rolled back */
 };
 void db_get_counters(struct db *db, struct db_counters *out);
 
@@ -253,12 +252,12 @@ void db_get_counters(struct db *db, struct db_counters *out);
  * left of its transaction: */
 enum db_err {
     DB_OK = 0,
-    DB_EDUP,        /* a unique key was violated: the statement is undone, the transaction goes on */
-    DB_ELOST,       /* the connection is unusable (server gone, disk full or I/O error on SQLite):
-                     * the transaction is gone; a db_conn_open connection must be closed and reopened */
-    DB_EABORT,      /* the server gave up the transaction (deadlock, lock wait timeout, SQLite busy):
-                     * roll back and run it again */
-    DB_EOTHER,      /* the statement failed (syntax, constraint...): the transaction goes on */
+    DB_EDUP,   /* a unique key was violated: the statement is undone, the transaction goes on */
+    DB_ELOST,  /* the connection is unusable (server gone, disk full or I/O error on SQLite):
+                * the transaction is gone; a db_conn_open connection must be closed and reopened */
+    DB_EABORT, /* the server gave up the transaction (deadlock, lock wait timeout, SQLite busy):
+                * roll back and run it again */
+    DB_EOTHER, /* the statement failed (syntax, constraint...): the transaction goes on */
 };
 struct db_conn;
 

@@ -18,7 +18,7 @@ size_t db_expand_bound(const char *sql, const struct db_value *params, int npara
 {
     size_t need = strlen(sql) + 1;
     for (int i = 0; i < nparams; i++)
-        need += params[i].len * 2 + 32;  /* escaped or hex, quotes, X; or 20 digits */
+        need += params[i].len * 2 + 32; /* escaped or hex, quotes, X; or 20 digits */
     return need;
 }
 
@@ -92,7 +92,7 @@ long db_expand_placeholders_with(const char *sql, const struct db_value *params,
             continue;
         }
         if (pi >= nparams)
-            return -1;  /* more placeholders than parameters */
+            return -1; /* more placeholders than parameters */
         const struct db_value *v = &params[pi++];
         switch (v->type) {
         case DB_INT: o += sprintf(o, "%lld", (long long)v->i); break;
@@ -118,11 +118,14 @@ long db_expand_placeholders_with(const char *sql, const struct db_value *params,
                 *o++ = '\'';
             }
             break;
-        default: memcpy(o, "NULL", 4); o += 4; break;
+        default:
+            memcpy(o, "NULL", 4);
+            o += 4;
+            break;
         }
     }
     if (pi != nparams)
-        return -1;  /* fewer placeholders than parameters */
+        return -1; /* fewer placeholders than parameters */
     *o = '\0';
     return (long)(o - out);
 }

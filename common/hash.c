@@ -10,7 +10,7 @@
 /* ---- CRC-32 (IEEE, reflected 0xEDB88320), table built at compile time ---- */
 
 #define CRC_POLY 0xEDB88320u
-#define C1(c) (((c) & 1) ? ((c) >> 1) ^ CRC_POLY : (c) >> 1)
+#define C1(c) (((c)&1) ? ((c) >> 1) ^ CRC_POLY : (c) >> 1)
 #define C8(c) C1(C1(C1(C1(C1(C1(C1(C1(c))))))))
 #define R4(i) C8((uint32_t)(i)), C8((uint32_t)(i) + 1), C8((uint32_t)(i) + 2), C8((uint32_t)(i) + 3)
 #define R16(i) R4(i), R4((i) + 4), R4((i) + 8), R4((i) + 12)
@@ -34,8 +34,8 @@ uint32_t hash_crc32(const void *data, size_t len) { return hash_crc32_update(0, 
  * the whole word in one multiply. Short keys (memcached keys are mostly
  * 10-60 bytes) take two to five multiplies. */
 
-static const uint64_t S0 = 0xa0761d6478bd642full, S1 = 0xe7037ed1a0b428dbull,
-                      S2 = 0x8ebc6af09c88c6e3ull, S3 = 0x589965cc75374cc3ull;
+static const uint64_t S0 = 0xa0761d6478bd642full, S1 = 0xe7037ed1a0b428dbull, S2 = 0x8ebc6af09c88c6e3ull,
+                      S3 = 0x589965cc75374cc3ull;
 
 static inline uint64_t fold(uint64_t a, uint64_t b)
 {
@@ -43,7 +43,12 @@ static inline uint64_t fold(uint64_t a, uint64_t b)
     return (uint64_t)r ^ (uint64_t)(r >> 64);
 }
 
-static inline uint64_t rd64(const uint8_t *p) { uint64_t v; memcpy(&v, p, 8); return v; }
+static inline uint64_t rd64(const uint8_t *p)
+{
+    uint64_t v;
+    memcpy(&v, p, 8);
+    return v;
+}
 
 uint64_t hash64(const void *data, size_t len, uint64_t seed)
 {
@@ -58,7 +63,7 @@ uint64_t hash64(const void *data, size_t len, uint64_t seed)
     uint64_t a = 0, b = 0;
     if (n >= 8) {
         a = rd64(p);
-        b = rd64(p + n - 8);   /* overlapping read covers 8..15 bytes */
+        b = rd64(p + n - 8); /* overlapping read covers 8..15 bytes */
     } else if (n >= 4) {
         uint32_t x, y;
         memcpy(&x, p, 4);
@@ -85,10 +90,9 @@ static const uint32_t md5_k[64] = {
     0x6fa87e4f, 0xfe2ce6e0, 0xa3014314, 0x4e0811a1, 0xf7537e82, 0xbd3af235, 0x2ad7d2bb, 0xeb86d391,
 };
 static const uint8_t md5_r[64] = {
-    7, 12, 17, 22, 7, 12, 17, 22, 7, 12, 17, 22, 7, 12, 17, 22,
-    5, 9, 14, 20, 5, 9, 14, 20, 5, 9, 14, 20, 5, 9, 14, 20,
-    4, 11, 16, 23, 4, 11, 16, 23, 4, 11, 16, 23, 4, 11, 16, 23,
-    6, 10, 15, 21, 6, 10, 15, 21, 6, 10, 15, 21, 6, 10, 15, 21,
+    7,  12, 17, 22, 7,  12, 17, 22, 7,  12, 17, 22, 7,  12, 17, 22, 5,  9,  14, 20, 5,  9,
+    14, 20, 5,  9,  14, 20, 5,  9,  14, 20, 4,  11, 16, 23, 4,  11, 16, 23, 4,  11, 16, 23,
+    4,  11, 16, 23, 6,  10, 15, 21, 6,  10, 15, 21, 6,  10, 15, 21, 6,  10, 15, 21,
 };
 
 static inline uint32_t rotl32(uint32_t x, int c) { return (x << c) | (x >> (32 - c)); }
@@ -159,8 +163,8 @@ void hash_md5(const void *data, size_t len, uint8_t out[16])
 
 static uint32_t md5_word(const uint8_t d[16], int align)
 {
-    return ((uint32_t)d[3 + align * 4] << 24) | ((uint32_t)d[2 + align * 4] << 16) |
-           ((uint32_t)d[1 + align * 4] << 8) | d[align * 4];
+    return ((uint32_t)d[3 + align * 4] << 24) | ((uint32_t)d[2 + align * 4] << 16) | ((uint32_t)d[1 + align * 4] << 8) |
+           d[align * 4];
 }
 
 uint32_t hash_ketama_hash(const void *key, size_t len)

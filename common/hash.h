@@ -31,15 +31,15 @@ uint64_t hash64(const void *data, size_t len, uint64_t seed);
 void hash_md5(const void *data, size_t len, uint8_t out[16]);
 
 struct hash_ketama_server {
-    const char *host;    /* as the client was given it ("10.0.0.1", "cache1") */
+    const char *host; /* as the client was given it ("10.0.0.1", "cache1") */
     int port;
-    uint32_t weight;     /* 0 counts as 1 */
-    bool dead;           /* left out of the continuum */
+    uint32_t weight; /* 0 counts as 1 */
+    bool dead;       /* left out of the continuum */
 };
 
 struct hash_ketama_point {
     uint32_t value;
-    uint32_t server;     /* index into the server array */
+    uint32_t server; /* index into the server array */
 };
 
 struct hash_ketama {
@@ -59,6 +59,8 @@ uint32_t hash_ketama_hash(const void *key, size_t len);
 /* Server index for a hash value, or -1 if the continuum is empty. */
 int hash_ketama_lookup(const struct hash_ketama *k, uint32_t hash);
 static inline int hash_ketama_server_for(const struct hash_ketama *k, const void *key, size_t len)
-{ return hash_ketama_lookup(k, hash_ketama_hash(key, len)); }
+{
+    return hash_ketama_lookup(k, hash_ketama_hash(key, len));
+}
 
 #endif

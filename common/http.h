@@ -22,25 +22,32 @@
 #include <stdint.h>
 #include <time.h>
 
-#define HTTP_MAX_HEADERS 100          /* hard cap on header lines in one head */
-#define HTTP_DEFAULT_MAX_HEAD 16384   /* default bound on a head, bytes */
+#define HTTP_MAX_HEADERS 100        /* hard cap on header lines in one head */
+#define HTTP_DEFAULT_MAX_HEAD 16384 /* default bound on a head, bytes */
 
 enum http_method {
-    HTTP_M_OTHER = 0, HTTP_M_GET, HTTP_M_HEAD, HTTP_M_POST, HTTP_M_PUT,
-    HTTP_M_DELETE, HTTP_M_OPTIONS, HTTP_M_TRACE, HTTP_M_CONNECT,
+    HTTP_M_OTHER = 0,
+    HTTP_M_GET,
+    HTTP_M_HEAD,
+    HTTP_M_POST,
+    HTTP_M_PUT,
+    HTTP_M_DELETE,
+    HTTP_M_OPTIONS,
+    HTTP_M_TRACE,
+    HTTP_M_CONNECT,
 };
 
 /* How the body of a message is delimited. */
 enum http_body {
-    HTTP_BODY_NONE = 0,   /* no body */
-    HTTP_BODY_LENGTH,     /* exactly content_length bytes */
-    HTTP_BODY_CHUNKED,    /* chunked transfer coding */
-    HTTP_BODY_CLOSE,      /* responses only: until the connection closes */
+    HTTP_BODY_NONE = 0, /* no body */
+    HTTP_BODY_LENGTH,   /* exactly content_length bytes */
+    HTTP_BODY_CHUNKED,  /* chunked transfer coding */
+    HTTP_BODY_CLOSE,    /* responses only: until the connection closes */
 };
 
 struct http_header {
     const char *name;
-    const char *value;     /* leading/trailing whitespace removed */
+    const char *value; /* leading/trailing whitespace removed */
     uint32_t name_len;
     uint32_t value_len;
 };
@@ -49,7 +56,7 @@ struct http_msg {
     /* request line */
     enum http_method method;
     const char *method_str;
-    const char *target;          /* request-target as sent */
+    const char *target; /* request-target as sent */
     uint32_t method_len;
     uint32_t target_len;
     /* status line (responses) */
@@ -57,31 +64,31 @@ struct http_msg {
     const char *reason;
     uint32_t reason_len;
     /* both */
-    int version_minor;           /* HTTP/1.<minor>: 0 or 1 */
+    int version_minor; /* HTTP/1.<minor>: 0 or 1 */
     int nheaders;
     struct http_header headers[HTTP_MAX_HEADERS];
-    size_t head_len;             /* bytes of the head, terminator included */
+    size_t head_len; /* bytes of the head, terminator included */
     /* derived framing and connection facts */
     enum http_body body;
-    uint64_t content_length;     /* valid when body == HTTP_BODY_LENGTH */
-    bool keep_alive;             /* persistent per version + Connection */
-    bool conn_close;             /* "Connection: close" present */
-    bool expect_continue;        /* "Expect: 100-continue" (requests) */
-    int host_index;              /* index of the Host header, -1 if none */
+    uint64_t content_length; /* valid when body == HTTP_BODY_LENGTH */
+    bool keep_alive;         /* persistent per version + Connection */
+    bool conn_close;         /* "Connection: close" present */
+    bool expect_continue;    /* "Expect: 100-continue" (requests) */
+    int host_index;          /* index of the Host header, -1 if none */
     /* on error: the status to answer with (400, 431, 501, 505, 417) */
     int error;
     /* on error: which fault, where a caller words its answer by it */
     enum http_fault {
         HTTP_FAULT_OTHER = 0,
-        HTTP_FAULT_NEGATIVE_LENGTH,  /* Content-Length: -5 (Perlbal: "Content-Length < 0") */
-        HTTP_FAULT_BAD_LENGTH,       /* Content-Length not a number, too long, or two that differ */
+        HTTP_FAULT_NEGATIVE_LENGTH,    /* Content-Length: -5 (Perlbal: "Content-Length < 0") */
+        HTTP_FAULT_BAD_LENGTH,         /* Content-Length not a number, too long, or two that differ */
         HTTP_FAULT_LENGTH_AND_CHUNKED, /* Transfer-Encoding and Content-Length together */
     } fault;
 };
 
 struct http_limits {
-    size_t max_head;     /* bytes, 0 = HTTP_DEFAULT_MAX_HEAD */
-    int max_headers;     /* 0 = HTTP_MAX_HEADERS (larger values are capped) */
+    size_t max_head; /* bytes, 0 = HTTP_DEFAULT_MAX_HEAD */
+    int max_headers; /* 0 = HTTP_MAX_HEADERS (larger values are capped) */
 };
 
 /* An HTTP/1.0 message with "Transfer-Encoding: chunked" (and no
@@ -115,18 +122,18 @@ const char *http_reason(int status);
 /* ---- chunked transfer coding ---- */
 
 enum http_chunk_result {
-    HTTP_CHUNK_NEED_MORE = 0,  /* all of buf consumed, no payload in it */
-    HTTP_CHUNK_DATA = 1,       /* payload at buf[*data_off .. +*data_len) */
-    HTTP_CHUNK_DONE = 2,       /* last chunk and trailers consumed */
+    HTTP_CHUNK_NEED_MORE = 0, /* all of buf consumed, no payload in it */
+    HTTP_CHUNK_DATA = 1,      /* payload at buf[*data_off .. +*data_len) */
+    HTTP_CHUNK_DONE = 2,      /* last chunk and trailers consumed */
     HTTP_CHUNK_ERROR = -1,
 };
 
 struct http_chunked {
     int state;
-    uint32_t aux;          /* digits / bytes of the current line seen */
-    uint64_t remaining;    /* payload bytes left in the current chunk */
-    uint64_t total;        /* payload bytes so far */
-    uint64_t max_total;    /* 0 = unlimited; beyond it -> error */
+    uint32_t aux;       /* digits / bytes of the current line seen */
+    uint64_t remaining; /* payload bytes left in the current chunk */
+    uint64_t total;     /* payload bytes so far */
+    uint64_t max_total; /* 0 = unlimited; beyond it -> error */
 };
 
 void http_chunked_init(struct http_chunked *c, uint64_t max_total);
@@ -150,12 +157,11 @@ enum http_range_result {
                                    * (200, as IGNORE); Perlbal answers 416 */
 };
 /* value: the Range header value, e.g. "bytes=0-99", "bytes=-500". */
-enum http_range_result http_parse_range(const char *value, size_t len, uint64_t size, uint64_t *first,
-                                        uint64_t *last);
+enum http_range_result http_parse_range(const char *value, size_t len, uint64_t size, uint64_t *first, uint64_t *last);
 
 /* ---- dates ---- */
 
-#define HTTP_DATE_LEN 29   /* "Sun, 06 Nov 1994 08:49:37 GMT" */
+#define HTTP_DATE_LEN 29 /* "Sun, 06 Nov 1994 08:49:37 GMT" */
 /* IMF-fixdate into out (>= 30 bytes, NUL-ended). Returns HTTP_DATE_LEN. */
 size_t http_date_format(time_t t, char *out);
 /* IMF-fixdate, RFC 850 or asctime. Returns 0 or -1. */

@@ -30,12 +30,12 @@ static const struct conn_ops httpc_conn_ops = {
     .on_close = hc_on_close,
 };
 
-static struct httpc *connect_any(struct core_loop *loop, const struct sockaddr *sa, socklen_t salen,
-                                 const char *host, int port, uint32_t connect_ms, const struct httpc_ops *ops,
-                                 void *data)
+static struct httpc *connect_any(struct core_loop *loop, const struct sockaddr *sa, socklen_t salen, const char *host,
+                                 int port, uint32_t connect_ms, const struct httpc_ops *ops, void *data)
 {
     struct httpc *hc = calloc(1, sizeof *hc);
-    if (!hc) return NULL;
+    if (!hc)
+        return NULL;
     hc->ops = ops;
     hc->data = data;
     hc->in_connect = true;
@@ -97,36 +97,22 @@ void httpc_request(struct httpc *hc, enum http_method method, struct evbuffer *r
     conn_write_now(hc->c, req);
 }
 
-void httpc_send(struct httpc *hc, struct evbuffer *bytes)
-{
-    conn_write_now(hc->c, bytes);
-}
+void httpc_send(struct httpc *hc, struct evbuffer *bytes) { conn_write_now(hc->c, bytes); }
 
-void httpc_pause(struct httpc *hc)
-{
-    conn_pause_read(hc->c);
-}
+void httpc_pause(struct httpc *hc) { conn_pause_read(hc->c); }
 
-void httpc_resume(struct httpc *hc)
-{
-    conn_resume_read(hc->c);
-}
+void httpc_resume(struct httpc *hc) { conn_resume_read(hc->c); }
 
-void httpc_close(struct httpc *hc)
-{
-    conn_close(hc->c);
-}
+void httpc_close(struct httpc *hc) { conn_close(hc->c); }
 
 void httpc_thread_exit(void)
 {
-    if (scratch_body) evbuffer_free(scratch_body);
+    if (scratch_body)
+        evbuffer_free(scratch_body);
     scratch_body = NULL;
 }
 
-size_t httpc_output_pending(struct httpc *hc)
-{
-    return evbuffer_get_length(conn_out(hc->c));
-}
+size_t httpc_output_pending(struct httpc *hc) { return evbuffer_get_length(conn_out(hc->c)); }
 
 static void hc_on_connect(struct core_conn *c, bool ok)
 {
@@ -134,11 +120,14 @@ static void hc_on_connect(struct core_conn *c, bool ok)
     if (!ok) {
         hc->failure = HTTPC_CONNECT_FAILED;
     } else {
-        if (hc->state == HTTPC_CONNECTING) hc->state = HTTPC_IDLE;
+        if (hc->state == HTTPC_CONNECTING)
+            hc->state = HTTPC_IDLE;
         conn_set_timeouts(c, hc->read_ms, hc->write_ms);
     }
-    if (hc->in_connect) return;
-    if (hc->ops->on_connect) hc->ops->on_connect(hc, ok);
+    if (hc->in_connect)
+        return;
+    if (hc->ops->on_connect)
+        hc->ops->on_connect(hc, ok);
 }
 
 /* Move what the input has of the body to on_body. Returns 1 when the body
@@ -146,15 +135,16 @@ static void hc_on_connect(struct core_conn *c, bool ok)
 static int pump(struct httpc *hc)
 {
     struct evbuffer *in = conn_in(hc->c);
-    if (!scratch_body) scratch_body = evbuffer_new();
+    if (!scratch_body)
+        scratch_body = evbuffer_new();
     struct evbuffer *out = scratch_body;
     int done = 0;
     switch (hc->body) {
-    case HTTP_BODY_NONE:
-        return 1;
+    case HTTP_BODY_NONE: return 1;
     case HTTP_BODY_LENGTH: {
         size_t n = evbuffer_get_length(in);
-        if (n > hc->remaining) n = (size_t)hc->remaining;
+        if (n > hc->remaining)
+            n = (size_t)hc->remaining;
         evbuffer_remove_buffer(in, out, n);
         hc->remaining -= n;
         done = hc->remaining == 0;
@@ -163,7 +153,8 @@ static int pump(struct httpc *hc)
     case HTTP_BODY_CHUNKED:
         while (evbuffer_get_length(in) > 0 && !done) {
             struct evbuffer_iovec v;
-            if (evbuffer_peek(in, -1, NULL, &v, 1) < 1) break;
+            if (evbuffer_peek(in, -1, NULL, &v, 1) < 1)
+                break;
             const char *base = v.iov_base;
             size_t pos = 0;
             while (pos < v.iov_len) {
@@ -173,24 +164,27 @@ static int pump(struct httpc *hc)
                     evbuffer_drain(out, evbuffer_get_length(out));
                     return -1;
                 }
-                if (r == HTTP_CHUNK_DATA && !hc->raw_body) evbuffer_add(out, base + pos + off, dl);
+                if (r == HTTP_CHUNK_DATA && !hc->raw_body)
+                    evbuffer_add(out, base + pos + off, dl);
                 pos += cons;
                 if (r == HTTP_CHUNK_DONE) {
                     done = 1;
                     break;
                 }
-                if (r == HTTP_CHUNK_NEED_MORE) break;
+                if (r == HTTP_CHUNK_NEED_MORE)
+                    break;
             }
-            if (hc->raw_body) evbuffer_remove_buffer(in, out, pos);
-            else evbuffer_drain(in, pos);
+            if (hc->raw_body)
+                evbuffer_remove_buffer(in, out, pos);
+            else
+                evbuffer_drain(in, pos);
         }
         break;
-    case HTTP_BODY_CLOSE:
-        evbuffer_add_buffer(out, in);
-        break;
+    case HTTP_BODY_CLOSE: evbuffer_add_buffer(out, in); break;
     }
     if (evbuffer_get_length(out) > 0) {
-        if (!hc->skip_body && hc->ops->on_body) hc->ops->on_body(hc, out);
+        if (!hc->skip_body && hc->ops->on_body)
+            hc->ops->on_body(hc, out);
         evbuffer_drain(out, evbuffer_get_length(out));
     }
     return done;
@@ -213,19 +207,22 @@ static int hc_on_read(struct core_conn *c)
         case HTTPC_CONNECTING:
         case HTTPC_IDLE:
             /* bytes nobody asked for: the connection is not usable */
-            if (evbuffer_get_length(in) == 0) return 0;
+            if (evbuffer_get_length(in) == 0)
+                return 0;
             hc->failure = HTTPC_UNEXPECTED;
             return -1;
         case HTTPC_WAIT_HEAD: {
             size_t len = evbuffer_get_length(in);
-            if (len == 0) return 0;
+            if (len == 0)
+                return 0;
             size_t max = hc->max_head ? hc->max_head : HTTP_DEFAULT_MAX_HEAD;
             size_t want = len < max ? len : max;
             const char *buf = (const char *)evbuffer_pullup(in, (ssize_t)want);
             struct http_limits lim = { .max_head = max };
             struct http_msg *resp = &scratch_resp;
             int r = http_parse_response(buf, want, hc->req_method, &lim, resp);
-            if (r == 0) return 0;
+            if (r == 0)
+                return 0;
             if (r < 0) {
                 hc->failure = HTTPC_BAD_RESPONSE;
                 return -1;
@@ -238,12 +235,15 @@ static int hc_on_read(struct core_conn *c)
             hc->body = resp->body;
             hc->remaining = resp->body == HTTP_BODY_LENGTH ? resp->content_length : 0;
             hc->keep_alive = resp->keep_alive;
-            if (resp->body == HTTP_BODY_CHUNKED) http_chunked_init(&hc->chunk, 0);
+            if (resp->body == HTTP_BODY_CHUNKED)
+                http_chunked_init(&hc->chunk, 0);
             hc->state = HTTPC_BODY;
             size_t head_len = resp->head_len;
             enum httpc_head_action a = hc->ops->on_head(hc, resp);
-            if (a == HTTPC_CLOSE) return -1;
-            if (conn_is_closing(c)) return 0;
+            if (a == HTTPC_CLOSE)
+                return -1;
+            if (conn_is_closing(c))
+                return 0;
             evbuffer_drain(in, head_len);
             hc->skip_body = a == HTTPC_SKIP_BODY;
             break;
@@ -254,7 +254,8 @@ static int hc_on_read(struct core_conn *c)
                 hc->failure = HTTPC_BAD_RESPONSE;
                 return -1;
             }
-            if (r == 0 || conn_is_closing(c)) return 0;
+            if (r == 0 || conn_is_closing(c))
+                return 0;
             finish(hc);
             break;
         }
@@ -279,14 +280,18 @@ static bool hc_on_eof(struct core_conn *c)
 static void hc_on_drained(struct core_conn *c)
 {
     struct httpc *hc = c->data;
-    if (hc->ops->on_drained) hc->ops->on_drained(hc);
+    if (hc->ops->on_drained)
+        hc->ops->on_drained(hc);
 }
 
 static void hc_on_close(struct core_conn *c, enum conn_close_reason why)
 {
     struct httpc *hc = c->data;
-    if (hc->in_connect) return; /* httpc_connect returns NULL and frees hc */
-    if (hc->state == HTTPC_CONNECTING && hc->failure == HTTPC_OK) hc->failure = HTTPC_CONNECT_FAILED;
-    if (hc->ops->on_close) hc->ops->on_close(hc, why);
+    if (hc->in_connect)
+        return; /* httpc_connect returns NULL and frees hc */
+    if (hc->state == HTTPC_CONNECTING && hc->failure == HTTPC_OK)
+        hc->failure = HTTPC_CONNECT_FAILED;
+    if (hc->ops->on_close)
+        hc->ops->on_close(hc, why);
     free(hc);
 }

@@ -41,23 +41,23 @@ struct httpc;
 
 enum httpc_state {
     HTTPC_CONNECTING = 0,
-    HTTPC_IDLE,          /* connected, no request in flight */
-    HTTPC_WAIT_HEAD,     /* request sent, waiting for the response head */
-    HTTPC_BODY,          /* response body arriving */
+    HTTPC_IDLE,      /* connected, no request in flight */
+    HTTPC_WAIT_HEAD, /* request sent, waiting for the response head */
+    HTTPC_BODY,      /* response body arriving */
 };
 
 enum httpc_failure {
     HTTPC_OK = 0,
-    HTTPC_CONNECT_FAILED,    /* connect refused / timed out */
-    HTTPC_BAD_RESPONSE,      /* malformed head or chunked coding, head over max_head */
-    HTTPC_UNEXPECTED,        /* bytes arrived with no request in flight */
+    HTTPC_CONNECT_FAILED, /* connect refused / timed out */
+    HTTPC_BAD_RESPONSE,   /* malformed head or chunked coding, head over max_head */
+    HTTPC_UNEXPECTED,     /* bytes arrived with no request in flight */
 };
 
 /* on_head's answer. */
 enum httpc_head_action {
-    HTTPC_READ_BODY = 0,     /* stream the body to on_body */
-    HTTPC_SKIP_BODY = 1,     /* read and discard it (on_done still follows) */
-    HTTPC_CLOSE = -1,        /* close the connection now */
+    HTTPC_READ_BODY = 0, /* stream the body to on_body */
+    HTTPC_SKIP_BODY = 1, /* read and discard it (on_done still follows) */
+    HTTPC_CLOSE = -1,    /* close the connection now */
 };
 
 struct httpc_ops {
@@ -83,22 +83,22 @@ struct httpc_ops {
 
 struct httpc {
     struct core_conn *c;
-    void *data;                      /* the user's */
+    void *data; /* the user's */
     const struct httpc_ops *ops;
     enum httpc_state state;
     enum httpc_failure failure;
     /* settings */
-    uint32_t read_ms, write_ms;      /* timeouts once connected (0 = none) */
-    size_t max_head;                 /* 0 = HTTP_DEFAULT_MAX_HEAD */
-    bool raw_body;                   /* on_body gets chunk framing as received */
+    uint32_t read_ms, write_ms; /* timeouts once connected (0 = none) */
+    size_t max_head;            /* 0 = HTTP_DEFAULT_MAX_HEAD */
+    bool raw_body;              /* on_body gets chunk framing as received */
     /* the response in progress */
     enum http_method req_method;
     int status;
     enum http_body body;
-    uint64_t remaining;              /* Content-Length bytes still to come */
-    bool keep_alive;                 /* the response allows reuse */
+    uint64_t remaining; /* Content-Length bytes still to come */
+    bool keep_alive;    /* the response allows reuse */
     bool skip_body;
-    uint64_t requests;               /* sent on this connection */
+    uint64_t requests; /* sent on this connection */
     /* private */
     struct http_chunked chunk;
     bool in_connect;

@@ -54,13 +54,15 @@ static int64_t now_ms(void)
 
 struct evbuffer *httpd_tx(void)
 {
-    if (!tx1) tx1 = evbuffer_new();
+    if (!tx1)
+        tx1 = evbuffer_new();
     return tx1;
 }
 
 struct evbuffer *httpd_tx2(void)
 {
-    if (!tx2) tx2 = evbuffer_new();
+    if (!tx2)
+        tx2 = evbuffer_new();
     return tx2;
 }
 
@@ -70,8 +72,10 @@ void httpd_thread_exit(void)
 {
     free(head_copy);
     head_copy = NULL;
-    if (tx1) evbuffer_free(tx1);
-    if (tx2) evbuffer_free(tx2);
+    if (tx1)
+        evbuffer_free(tx1);
+    if (tx2)
+        evbuffer_free(tx2);
     tx1 = tx2 = NULL;
     fcache_free();
 }
@@ -81,15 +85,18 @@ void httpd_send(struct core_conn *c, struct evbuffer *buf, bool tls)
     struct evbuffer *out = conn_out(c);
     if (!tls && c->fd >= 0 && evbuffer_get_length(out) == 0 && !conn_is_closing(c)) {
         while (evbuffer_get_length(buf) > 0)
-            if (evbuffer_write(buf, c->fd) <= 0) break;
+            if (evbuffer_write(buf, c->fd) <= 0)
+                break;
     }
-    if (evbuffer_get_length(buf) > 0) evbuffer_add_buffer(out, buf);
+    if (evbuffer_get_length(buf) > 0)
+        evbuffer_add_buffer(out, buf);
 }
 
 void httpd_flush(struct httpd_conn *h)
 {
     struct evbuffer *tx = httpd_tx();
-    if (evbuffer_get_length(tx) > 0) httpd_send(h->c, tx, h->tls);
+    if (evbuffer_get_length(tx) > 0)
+        httpd_send(h->c, tx, h->tls);
 }
 
 const char *httpd_date_now(void)
@@ -161,10 +168,7 @@ struct httpd_conn *httpd_accept(struct core_loop *loop, int fd, const struct soc
     return h;
 }
 
-bool httpd_can_persist(const struct httpd_conn *h)
-{
-    return h->keep_alive && h->persist && !loop_stopping();
-}
+bool httpd_can_persist(const struct httpd_conn *h) { return h->keep_alive && h->persist && !loop_stopping(); }
 
 void httpd_request_timeouts(struct httpd_conn *h, size_t head_in_buffer)
 {
@@ -183,10 +187,14 @@ void httpd_response_head(struct httpd_conn *h, int status, const char *ctype, in
     struct evbuffer *out = httpd_tx();
     evbuffer_add_printf(out, "HTTP/1.%d %d %s\r\nDate: %s\r\n", h->version_minor, status, http_reason(status),
                         httpd_date_now());
-    if (h->server) evbuffer_add_printf(out, "Server: %s\r\n", h->server);
-    if (ctype) evbuffer_add_printf(out, "Content-Type: %s\r\n", ctype);
-    if (content_length >= 0) evbuffer_add_printf(out, "Content-Length: %lld\r\n", (long long)content_length);
-    if (extra) evbuffer_add(out, extra, strlen(extra));
+    if (h->server)
+        evbuffer_add_printf(out, "Server: %s\r\n", h->server);
+    if (ctype)
+        evbuffer_add_printf(out, "Content-Type: %s\r\n", ctype);
+    if (content_length >= 0)
+        evbuffer_add_printf(out, "Content-Length: %lld\r\n", (long long)content_length);
+    if (extra)
+        evbuffer_add(out, extra, strlen(extra));
     if (keep) {
         /* said on HTTP/1.1 too, as Perlbal does (clients and its tests look for it) */
         evbuffer_add(out, "Connection: keep-alive\r\n", 24);
@@ -201,11 +209,13 @@ void httpd_error(struct httpd_conn *h, int status, const char *msg)
 {
     char body[512];
     int n = snprintf(body, sizeof body, "<h1>%d - %s</h1>\n%s", status, http_reason(status), msg ? msg : "");
-    if (n >= (int)sizeof body) n = (int)sizeof body - 1;
+    if (n >= (int)sizeof body)
+        n = (int)sizeof body - 1;
     bool keep = status < 500 && status != 400 && status != 431 && status != 408 && status != 413 && status != 411 &&
                 status != 501 && status != 505 && httpd_can_persist(h) && (h->body == HTTP_BODY_NONE || h->body_done);
     httpd_response_head(h, status, "text/html", n, keep, NULL);
-    if (h->method != HTTP_M_HEAD) evbuffer_add(httpd_tx(), body, (size_t)n);
+    if (h->method != HTTP_M_HEAD)
+        evbuffer_add(httpd_tx(), body, (size_t)n);
     if (keep || h->tls) {
         httpd_done(h, keep);
         return;
@@ -223,14 +233,17 @@ void httpd_error(struct httpd_conn *h, int status, const char *msg)
     h->head_pending = 0;
     evbuffer_drain(conn_in(h->c), evbuffer_get_length(conn_in(h->c)));
     conn_set_timeouts(h->c, 2000, 5000);
-    if (evbuffer_get_length(conn_out(h->c)) == 0) h_on_drained(h->c);
+    if (evbuffer_get_length(conn_out(h->c)) == 0)
+        h_on_drained(h->c);
 }
 
 static void request_end(struct httpd_conn *h)
 {
-    if (!h->req_active) return;
+    if (!h->req_active)
+        return;
     h->req_active = false;
-    if (h->ops->on_request_end) h->ops->on_request_end(h);
+    if (h->ops->on_request_end)
+        h->ops->on_request_end(h);
 }
 
 void httpd_done(struct httpd_conn *h, bool keep)
@@ -255,12 +268,14 @@ void httpd_done(struct httpd_conn *h, bool keep)
     conn_set_busy(h->c, false); /* not stopping, so this cannot free the conn */
     idle_timeouts(h, true);
     conn_resume_read(h->c);
-    if (!h->in_dispatch) conn_kick(h->c);
+    if (!h->in_dispatch)
+        conn_kick(h->c);
 }
 
 void httpd_send_continue(struct httpd_conn *h)
 {
-    if (!h->expect_continue || h->sent_continue || h->body_done) return;
+    if (!h->expect_continue || h->sent_continue || h->body_done)
+        return;
     h->sent_continue = true;
     evbuffer_add(httpd_tx(), "HTTP/1.1 100 Continue\r\n\r\n", 25);
     httpd_flush(h);
@@ -268,7 +283,8 @@ void httpd_send_continue(struct httpd_conn *h)
 
 void httpd_drop_head(struct httpd_conn *h)
 {
-    if (h->head_pending) evbuffer_drain(conn_in(h->c), h->head_pending);
+    if (h->head_pending)
+        evbuffer_drain(conn_in(h->c), h->head_pending);
     h->head_pending = 0;
 }
 
@@ -282,7 +298,8 @@ static void start_request(struct httpd_conn *h, struct http_msg *req)
     h->body = req->body;
     h->body_remaining = req->body == HTTP_BODY_LENGTH ? req->content_length : 0;
     h->body_done = req->body == HTTP_BODY_NONE;
-    if (req->body == HTTP_BODY_CHUNKED) http_chunked_init(&h->chunk, h->max_chunked_body);
+    if (req->body == HTTP_BODY_CHUNKED)
+        http_chunked_init(&h->chunk, h->max_chunked_body);
     h->expect_continue = req->expect_continue;
     h->sent_continue = false;
     h->response_started = false;
@@ -291,7 +308,8 @@ static void start_request(struct httpd_conn *h, struct http_msg *req)
     conn_set_busy(h->c, true);
     h->req_active = true;
     h->ops->on_request(h, req);
-    if (conn_is_closing(h->c)) return;
+    if (conn_is_closing(h->c))
+        return;
     httpd_drop_head(h);
     /* body bytes (or pipelined requests) that came with the head */
     if (h->in_request && !h->lingering && !h->put && h->ops->on_input && evbuffer_get_length(conn_in(h->c)) > 0)
@@ -309,22 +327,33 @@ static void start_request(struct httpd_conn *h, struct http_msg *req)
 static int parse_http10_chunked(const char *buf, size_t len, const struct http_limits *lim, struct http_msg *req)
 {
     const char *eol = memchr(buf, '\n', len < 8192 ? len : 8192);
-    if (!eol) return -1;
+    if (!eol)
+        return -1;
     const char *v = eol > buf && eol[-1] == '\r' ? eol - 1 : eol;
-    if (v - buf < 9 || memcmp(v - 8, "HTTP/1.0", 8) != 0) return -1;
+    if (v - buf < 9 || memcmp(v - 8, "HTTP/1.0", 8) != 0)
+        return -1;
     /* the end of the head: the empty line */
     const char *end = NULL;
     for (const char *p = eol; p && p + 1 < buf + len; p = memchr(p + 1, '\n', (size_t)(buf + len - p - 1))) {
-        if (p[1] == '\n') { end = p + 1; break; }
-        if (p + 2 < buf + len && p[1] == '\r' && p[2] == '\n') { end = p + 1; break; }
+        if (p[1] == '\n') {
+            end = p + 1;
+            break;
+        }
+        if (p + 2 < buf + len && p[1] == '\r' && p[2] == '\n') {
+            end = p + 1;
+            break;
+        }
     }
-    if (!end) return -1;
+    if (!end)
+        return -1;
     /* HTTP/1.1 needs a Host: an HTTP/1.0 request may have none, so one is
      * added as the last header and taken out of the result again */
     static const char fake_host[] = "Host: -\r\n";
     size_t pre = (size_t)(end - buf), add = sizeof fake_host - 1;
-    if (len + add > HTTPD_MAX_HEAD_LIMIT) return -1;
-    if (!head_copy && !(head_copy = malloc(HTTPD_MAX_HEAD_LIMIT))) return -1;
+    if (len + add > HTTPD_MAX_HEAD_LIMIT)
+        return -1;
+    if (!head_copy && !(head_copy = malloc(HTTPD_MAX_HEAD_LIMIT)))
+        return -1;
     for (int with_host = 0; with_host < 2; with_host++) {
         size_t n = len;
         memcpy(head_copy, buf, pre);
@@ -339,7 +368,8 @@ static int parse_http10_chunked(const char *buf, size_t len, const struct http_l
         int r = http_parse_request(head_copy, n, lim, req);
         if (r > 0 && req->body == HTTP_BODY_CHUNKED) {
             if (with_host) {
-                if (req->host_index != req->nheaders - 1) break; /* a Host was there after all */
+                if (req->host_index != req->nheaders - 1)
+                    break; /* a Host was there after all */
                 req->nheaders--;
                 req->host_index = -1;
                 r -= (int)add;
@@ -361,9 +391,11 @@ static bool negative_length(const char *buf, size_t len)
 {
     static const char name[] = "\ncontent-length:";
     for (size_t i = 0; i + sizeof name < len; i++) {
-        if (strncasecmp(buf + i, name, sizeof name - 1)) continue;
+        if (strncasecmp(buf + i, name, sizeof name - 1))
+            continue;
         size_t j = i + sizeof name - 1;
-        while (j < len && (buf[j] == ' ' || buf[j] == '\t')) j++;
+        while (j < len && (buf[j] == ' ' || buf[j] == '\t'))
+            j++;
         return j < len && buf[j] == '-';
     }
     return false;
@@ -373,14 +405,18 @@ bool httpd_range_inverted(const char *v, size_t len)
 {
     /* "bytes=first-last" with last < first: Perlbal answers 416, the
      * parser ignores it (RFC 9110 lets it) */
-    if (len < 6 || strncasecmp(v, "bytes=", 6)) return false;
+    if (len < 6 || strncasecmp(v, "bytes=", 6))
+        return false;
     const char *p = v + 6, *e = v + len;
     uint64_t a = 0, b = 0;
     int da = 0, db = 0;
-    while (p < e && *p >= '0' && *p <= '9' && da < 19) a = a * 10 + (uint64_t)(*p++ - '0'), da++;
-    if (p >= e || *p != '-') return false;
+    while (p < e && *p >= '0' && *p <= '9' && da < 19)
+        a = a * 10 + (uint64_t)(*p++ - '0'), da++;
+    if (p >= e || *p != '-')
+        return false;
     p++;
-    while (p < e && *p >= '0' && *p <= '9' && db < 19) b = b * 10 + (uint64_t)(*p++ - '0'), db++;
+    while (p < e && *p >= '0' && *p <= '9' && db < 19)
+        b = b * 10 + (uint64_t)(*p++ - '0'), db++;
     return da && db && p == e && b < a;
 }
 
@@ -388,11 +424,13 @@ static void read_heads(struct httpd_conn *h)
 {
     struct evbuffer *in = conn_in(h->c);
     size_t max = h->max_head ? h->max_head : HTTPD_MAX_HEAD;
-    if (max > HTTPD_MAX_HEAD_LIMIT) max = HTTPD_MAX_HEAD_LIMIT;
+    if (max > HTTPD_MAX_HEAD_LIMIT)
+        max = HTTPD_MAX_HEAD_LIMIT;
     h->in_dispatch = true;
     while (!h->in_request && !conn_is_closing(h->c)) {
         size_t len = evbuffer_get_length(in);
-        if (len == 0) break;
+        if (len == 0)
+            break;
         size_t want = len < max ? len : max;
         const char *buf = (const char *)evbuffer_pullup(in, (ssize_t)want);
         struct http_limits lim = { .max_head = max, .max_headers = HTTP_MAX_HEADERS };
@@ -400,7 +438,8 @@ static void read_heads(struct httpd_conn *h)
         int r = http_parse_request(buf, want, &lim, req);
         if (r == 0) {
             int64_t now = now_ms();
-            if (!h->head_started_ms) h->head_started_ms = now;
+            if (!h->head_started_ms)
+                h->head_started_ms = now;
             else if (now - h->head_started_ms > (h->idle_ms ? h->idle_ms : HTTPD_HEAD_DEADLINE_MS)) {
                 h->in_request = true;
                 h->version_minor = 0;
@@ -414,8 +453,8 @@ static void read_heads(struct httpd_conn *h)
         if (r < 0 && req->error == 400 && (r = parse_http10_chunked(buf, want, &lim, req)) > 0) {
             /* served, then closed (below) */
         } else if (r < 0) {
-            const char *msg = req->error == 400 && negative_length(buf, want) ? "Invalid request: Content-Length < 0"
-                                                                               : NULL;
+            const char *msg =
+                req->error == 400 && negative_length(buf, want) ? "Invalid request: Content-Length < 0" : NULL;
             evbuffer_drain(in, len);
             h->in_request = true;
             h->version_minor = req->version_minor;
@@ -449,7 +488,8 @@ static int h_on_read(struct core_conn *c)
         h->ops->on_input(h);
         return 0;
     }
-    if (evbuffer_get_length(conn_in(c)) > HTTPD_MAX_PIPELINE_IN) conn_pause_read(c);
+    if (evbuffer_get_length(conn_in(c)) > HTTPD_MAX_PIPELINE_IN)
+        conn_pause_read(c);
     return 0;
 }
 
@@ -457,10 +497,12 @@ static void h_on_drained(struct core_conn *c)
 {
     struct httpd_conn *h = c->data;
     if (h->lingering) {
-        if (c->fd >= 0) shutdown(c->fd, SHUT_WR);
+        if (c->fd >= 0)
+            shutdown(c->fd, SHUT_WR);
         return;
     }
-    if (h->ops->on_drained) h->ops->on_drained(h);
+    if (h->ops->on_drained)
+        h->ops->on_drained(h);
 }
 
 /* The peer closed. A lingering conn (error answered, input drained) is
@@ -470,10 +512,12 @@ static void h_on_drained(struct core_conn *c)
 static bool h_on_eof(struct core_conn *c)
 {
     struct httpd_conn *h = c->data;
-    if (h->lingering) return true;
+    if (h->lingering)
+        return true;
     if (h->in_request && !h->body_done && h->body != HTTP_BODY_NONE) {
         size_t have = evbuffer_get_length(conn_in(c));
-        if (h->body == HTTP_BODY_CHUNKED || have < h->body_remaining) return true;
+        if (h->body == HTTP_BODY_CHUNKED || have < h->body_remaining)
+            return true;
     }
     return false;
 }
@@ -483,7 +527,8 @@ static void h_on_close(struct core_conn *c, enum conn_close_reason why)
     struct httpd_conn *h = c->data;
     put_abort(h);
     request_end(h);
-    if (h->ops->on_close) h->ops->on_close(h, why);
+    if (h->ops->on_close)
+        h->ops->on_close(h, why);
     if (h->job) { /* a disk job is out: it frees h when it comes back */
         h->dead = true;
         h->c = NULL;
@@ -497,25 +542,34 @@ static void h_on_close(struct core_conn *c, enum conn_close_reason why)
 size_t httpd_body_available(struct httpd_conn *h)
 {
     size_t n = evbuffer_get_length(conn_in(h->c));
-    if (h->head_pending) n = n > h->head_pending ? n - h->head_pending : 0;
-    if (h->body_done) return 0;
-    if (h->body == HTTP_BODY_LENGTH && n > h->body_remaining) n = (size_t)h->body_remaining;
+    if (h->head_pending)
+        n = n > h->head_pending ? n - h->head_pending : 0;
+    if (h->body_done)
+        return 0;
+    if (h->body == HTTP_BODY_LENGTH && n > h->body_remaining)
+        n = (size_t)h->body_remaining;
     return n;
 }
 
 enum httpd_body_result httpd_body_read(struct httpd_conn *h, struct evbuffer *dst, size_t max)
 {
     httpd_drop_head(h);
-    if (h->body_done) return HTTPD_BODY_DONE;
+    if (h->body_done)
+        return HTTPD_BODY_DONE;
     struct evbuffer *in = conn_in(h->c);
-    if (!max) max = SIZE_MAX;
+    if (!max)
+        max = SIZE_MAX;
     if (h->body == HTTP_BODY_LENGTH) {
         size_t n = evbuffer_get_length(in);
-        if (n > h->body_remaining) n = (size_t)h->body_remaining;
-        if (n > max) n = max;
-        if (n) evbuffer_remove_buffer(in, dst, n);
+        if (n > h->body_remaining)
+            n = (size_t)h->body_remaining;
+        if (n > max)
+            n = max;
+        if (n)
+            evbuffer_remove_buffer(in, dst, n);
         h->body_remaining -= n;
-        if (h->body_remaining == 0) h->body_done = true;
+        if (h->body_remaining == 0)
+            h->body_done = true;
         return h->body_done ? HTTPD_BODY_DONE : HTTPD_BODY_MORE;
     }
     if (h->body != HTTP_BODY_CHUNKED) {
@@ -525,7 +579,8 @@ enum httpd_body_result httpd_body_read(struct httpd_conn *h, struct evbuffer *ds
     size_t moved = 0;
     while (evbuffer_get_length(in) > 0 && moved < max) {
         struct evbuffer_iovec v;
-        if (evbuffer_peek(in, -1, NULL, &v, 1) < 1) break;
+        if (evbuffer_peek(in, -1, NULL, &v, 1) < 1)
+            break;
         const char *base = v.iov_base;
         size_t pos = 0;
         enum http_chunk_result r = HTTP_CHUNK_NEED_MORE;
@@ -539,31 +594,56 @@ enum httpd_body_result httpd_body_read(struct httpd_conn *h, struct evbuffer *ds
                 h->keep_alive = false;
                 return HTTPD_BODY_ERROR;
             }
-            if (r == HTTP_CHUNK_DATA) evbuffer_add(dst, base + pos + off, dl), moved += dl;
+            if (r == HTTP_CHUNK_DATA)
+                evbuffer_add(dst, base + pos + off, dl), moved += dl;
             pos += cons;
-            if (r == HTTP_CHUNK_DONE || r == HTTP_CHUNK_NEED_MORE) break;
+            if (r == HTTP_CHUNK_DONE || r == HTTP_CHUNK_NEED_MORE)
+                break;
         }
         evbuffer_drain(in, pos);
         if (r == HTTP_CHUNK_DONE) {
             h->body_done = true;
             return HTTPD_BODY_DONE;
         }
-        if (r == HTTP_CHUNK_NEED_MORE && pos == 0) break;
+        if (r == HTTP_CHUNK_NEED_MORE && pos == 0)
+            break;
     }
     return HTTPD_BODY_MORE;
 }
 
 /* ---- file serving ---- */
 
-static const struct { const char *ext, *type; } mime_tab[] = {
-    { "html", "text/html" }, { "htm", "text/html" }, { "txt", "text/plain" }, { "css", "text/css" },
-    { "js", "application/x-javascript" }, { "json", "application/json" }, { "xml", "text/xml" },
-    { "png", "image/png" }, { "jpg", "image/jpeg" }, { "jpeg", "image/jpeg" }, { "gif", "image/gif" },
-    { "svg", "image/svg+xml" }, { "ico", "image/x-icon" }, { "bmp", "image/bmp" }, { "pdf", "application/pdf" },
-    { "zip", "application/zip" }, { "gz", "application/x-gzip" }, { "tgz", "application/x-gzip" },
-    { "tar", "application/x-tar" }, { "mp3", "audio/mpeg" }, { "mp4", "video/mp4" }, { "webm", "video/webm" },
-    { "flv", "video/x-flv" }, { "swf", "application/x-shockwave-flash" }, { "woff", "font/woff" },
-    { "woff2", "font/woff2" }, { "wasm", "application/wasm" }, { "bin", "application/octet-stream" },
+static const struct {
+    const char *ext, *type;
+} mime_tab[] = {
+    { "html", "text/html" },
+    { "htm", "text/html" },
+    { "txt", "text/plain" },
+    { "css", "text/css" },
+    { "js", "application/x-javascript" },
+    { "json", "application/json" },
+    { "xml", "text/xml" },
+    { "png", "image/png" },
+    { "jpg", "image/jpeg" },
+    { "jpeg", "image/jpeg" },
+    { "gif", "image/gif" },
+    { "svg", "image/svg+xml" },
+    { "ico", "image/x-icon" },
+    { "bmp", "image/bmp" },
+    { "pdf", "application/pdf" },
+    { "zip", "application/zip" },
+    { "gz", "application/x-gzip" },
+    { "tgz", "application/x-gzip" },
+    { "tar", "application/x-tar" },
+    { "mp3", "audio/mpeg" },
+    { "mp4", "video/mp4" },
+    { "webm", "video/webm" },
+    { "flv", "video/x-flv" },
+    { "swf", "application/x-shockwave-flash" },
+    { "woff", "font/woff" },
+    { "woff2", "font/woff2" },
+    { "wasm", "application/wasm" },
+    { "bin", "application/octet-stream" },
 };
 
 const char *httpd_mime_type(const char *path)
@@ -572,7 +652,8 @@ const char *httpd_mime_type(const char *path)
     const char *dot = strrchr(slash ? slash : path, '.');
     if (dot)
         for (size_t i = 0; i < sizeof mime_tab / sizeof mime_tab[0]; i++)
-            if (!strcasecmp(dot + 1, mime_tab[i].ext)) return mime_tab[i].type;
+            if (!strcasecmp(dot + 1, mime_tab[i].ext))
+                return mime_tab[i].type;
     return "text/plain";
 }
 
@@ -584,8 +665,10 @@ static int root_fd(struct httpd_files *f)
 {
     const char *d = f->docroot;
     int fd = atomic_load(&f->root_fd_plus1) - 1;
-    if (fd >= 0 && __atomic_load_n(&f->root_fd_for, __ATOMIC_ACQUIRE) == d) return fd;
-    if (!d) return -1;
+    if (fd >= 0 && __atomic_load_n(&f->root_fd_for, __ATOMIC_ACQUIRE) == d)
+        return fd;
+    if (!d)
+        return -1;
     pthread_mutex_lock(&root_lock);
     if (atomic_load(&f->root_fd_plus1) == 0 || f->root_fd_for != d) {
         int nfd = open(d, O_PATH | O_DIRECTORY | O_CLOEXEC);
@@ -604,10 +687,13 @@ static int root_fd(struct httpd_files *f)
 static int open_beneath(struct httpd_files *f, const char *path, int flags)
 {
     int dfd = root_fd(f);
-    if (dfd < 0) return -1;
+    if (dfd < 0)
+        return -1;
     const char *rel = path[0] == '/' ? path + 1 : path;
-    if (!*rel) rel = ".";
-    struct open_how how = { .flags = (uint64_t)(flags | O_CLOEXEC), .mode = 0,
+    if (!*rel)
+        rel = ".";
+    struct open_how how = { .flags = (uint64_t)(flags | O_CLOEXEC),
+                            .mode = 0,
                             .resolve = RESOLVE_BENEATH | RESOLVE_NO_MAGICLINKS };
     return (int)syscall(SYS_openat2, dfd, rel, &how, sizeof how);
 }
@@ -622,18 +708,15 @@ static int errno_status(int e)
     }
 }
 
-void httpd_files_invalidate(struct httpd_files *f)
-{
-    atomic_fetch_add(&f->gen, 1);
-}
+void httpd_files_invalidate(struct httpd_files *f) { atomic_fetch_add(&f->gen, 1); }
 
 /* ---- the disk hand-off ----
  * Every blocking disk call of the file server runs in a job's work(); the
  * result is used by its done() on the loop. */
 struct disk_job {
-    void (*work)(struct disk_job *j);                        /* on a worker: disk only */
-    void (*done)(struct httpd_conn *h, struct disk_job *j);  /* on the loop: answer */
-    void (*release)(struct disk_job *j);                     /* free the job */
+    void (*work)(struct disk_job *j);                       /* on a worker: disk only */
+    void (*done)(struct httpd_conn *h, struct disk_job *j); /* on the loop: answer */
+    void (*release)(struct disk_job *j);                    /* free the job */
     struct httpd_conn *h;
 };
 
@@ -696,23 +779,29 @@ static __thread struct fcache_ent *fcache;
 
 static void fcache_free(void)
 {
-    if (!fcache) return;
+    if (!fcache)
+        return;
     for (int i = 0; i < FCACHE_SLOTS; i++)
-        if (fcache[i].fd >= 0) close(fcache[i].fd);
+        if (fcache[i].fd >= 0)
+            close(fcache[i].fd);
     free(fcache);
     fcache = NULL;
 }
 
 static struct fcache_ent *fcache_slot(struct httpd_files *f, const char *path)
 {
-    if (strlen(path) >= FCACHE_PATH) return NULL;
+    if (strlen(path) >= FCACHE_PATH)
+        return NULL;
     if (!fcache) {
         fcache = calloc(FCACHE_SLOTS, sizeof *fcache);
-        if (!fcache) return NULL;
-        for (int i = 0; i < FCACHE_SLOTS; i++) fcache[i].fd = -1;
+        if (!fcache)
+            return NULL;
+        for (int i = 0; i < FCACHE_SLOTS; i++)
+            fcache[i].fd = -1;
     }
     uint32_t hv = 2166136261u ^ (uint32_t)(uintptr_t)f;
-    for (const char *p = path; *p; p++) hv = (hv ^ (uint8_t)*p) * 16777619u;
+    for (const char *p = path; *p; p++)
+        hv = (hv ^ (uint8_t)*p) * 16777619u;
     return &fcache[hv % FCACHE_SLOTS];
 }
 
@@ -733,10 +822,13 @@ static int fcache_get(struct httpd_files *f, const char *path)
 static void fcache_put(struct httpd_files *f, const char *path, int fd)
 {
     struct fcache_ent *e = fcache_slot(f, path);
-    if (!e) return;
+    if (!e)
+        return;
     int nfd = dup(fd);
-    if (nfd < 0) return;
-    if (e->fd >= 0) close(e->fd);
+    if (nfd < 0)
+        return;
+    if (e->fd >= 0)
+        close(e->fd);
     e->f = f;
     e->docroot = f->docroot;
     e->gen = atomic_load_explicit(&f->gen, memory_order_relaxed);
@@ -753,20 +845,20 @@ struct get_job {
     struct disk_job j;
     struct httpd_files *f;
     bool head, trailing;
-    int cached_fd;                   /* from the open-file cache (not ours unless own_cached), or -1 */
-    bool own_cached;                 /* cached_fd is a dup the job closes */
-    char path[PATH_MAX];             /* in: request path; out: the file sent (index) */
+    int cached_fd;       /* from the open-file cache (not ours unless own_cached), or -1 */
+    bool own_cached;     /* cached_fd is a dup the job closes */
+    char path[PATH_MAX]; /* in: request path; out: the file sent (index) */
     char range[128], ims[64];
     bool has_range, has_ims;
     /* out */
     enum get_kind kind;
     int status;
     const char *msg;
-    int fd;                          /* ours: to send with sendfile, or -1 */
-    bool opened;                     /* fd was opened by the job (cache it) */
+    int fd;      /* ours: to send with sendfile, or -1 */
+    bool opened; /* fd was opened by the job (cache it) */
     struct stat st;
     uint64_t first, len;
-    char *small;                     /* the bytes of a small file, read here */
+    char *small; /* the bytes of a small file, read here */
     struct evbuffer *listing;
 };
 
@@ -783,10 +875,7 @@ static void html_escape(struct evbuffer *b, const char *s)
     }
 }
 
-static int name_cmp(const void *a, const void *b)
-{
-    return strcmp(*(char *const *)a, *(char *const *)b);
-}
+static int name_cmp(const void *a, const void *b) { return strcmp(*(char *const *)a, *(char *const *)b); }
 
 #define LISTING_MAX 4096
 
@@ -801,23 +890,27 @@ static struct evbuffer *dir_listing(int dfd, const char *path)
     int n = 0;
     struct dirent *e;
     while (names && (e = readdir(d)) && n < LISTING_MAX) {
-        if (!strcmp(e->d_name, ".")) continue;
+        if (!strcmp(e->d_name, "."))
+            continue;
         struct stat st;
         bool dir = fstatat(dirfd(d), e->d_name, &st, AT_SYMLINK_NOFOLLOW) == 0 && S_ISDIR(st.st_mode);
         size_t l = strlen(e->d_name);
         char *s = malloc(l + 2);
-        if (!s) break;
+        if (!s)
+            break;
         memcpy(s, e->d_name, l);
         s[l] = dir ? '/' : 0;
         s[l + 1] = 0;
         names[n++] = s;
     }
     closedir(d);
-    if (!names) return NULL;
+    if (!names)
+        return NULL;
     qsort(names, (size_t)n, sizeof names[0], name_cmp);
     struct evbuffer *b = evbuffer_new();
     if (b) {
-        evbuffer_add_printf(b, "<html><head><title>Directory Listing</title></head><body><h1>Directory Listing</h1><h2>");
+        evbuffer_add_printf(b,
+                            "<html><head><title>Directory Listing</title></head><body><h1>Directory Listing</h1><h2>");
         html_escape(b, path);
         evbuffer_add_printf(b, "</h2><pre>\n");
     }
@@ -832,7 +925,8 @@ static struct evbuffer *dir_listing(int dfd, const char *path)
         free(names[i]);
     }
     free(names);
-    if (b) evbuffer_add_printf(b, "</pre></body></html>\n");
+    if (b)
+        evbuffer_add_printf(b, "</pre></body></html>\n");
     return b;
 }
 
@@ -850,7 +944,8 @@ static void get_file_answer(struct get_job *g, int fd, bool ours)
             enum http_range_result rr = http_parse_range(g->range, strlen(g->range), size, &first, &last);
             if (rr == HTTP_RANGE_UNSATISFIABLE || httpd_range_inverted(g->range, strlen(g->range)))
                 g->kind = GET_RANGE_BAD;
-            if (rr == HTTP_RANGE_OK) g->status = 206;
+            if (rr == HTTP_RANGE_OK)
+                g->status = 206;
         }
         g->first = first;
         g->len = size ? last - first + 1 : 0;
@@ -872,10 +967,13 @@ static void get_file_answer(struct get_job *g, int fd, bool ours)
 static void get_release(struct disk_job *j)
 {
     struct get_job *g = (struct get_job *)j;
-    if (g->fd >= 0) close(g->fd);
-    if (g->own_cached && g->cached_fd >= 0) close(g->cached_fd);
+    if (g->fd >= 0)
+        close(g->fd);
+    if (g->own_cached && g->cached_fd >= 0)
+        close(g->cached_fd);
     free(g->small);
-    if (g->listing) evbuffer_free(g->listing);
+    if (g->listing)
+        evbuffer_free(g->listing);
     free(g);
 }
 
@@ -895,7 +993,8 @@ static void get_work(struct disk_job *j)
     fd = open_beneath(g->f, g->path, O_RDONLY | O_NONBLOCK);
     if (fd < 0 || fstat(fd, &g->st) < 0) {
         int e = errno;
-        if (fd >= 0) close(fd);
+        if (fd >= 0)
+            close(fd);
         g->kind = GET_ERROR;
         g->status = errno_status(e);
         return;
@@ -910,9 +1009,11 @@ static void get_work(struct disk_job *j)
         const char *p = g->f->index_files ? g->f->index_files : "index.html";
         char item[256];
         while (*p) {
-            while (*p == ',' || *p == ' ') p++;
+            while (*p == ',' || *p == ' ')
+                p++;
             size_t l = strcspn(p, ", ");
-            if (!l) break;
+            if (!l)
+                break;
             if (l < sizeof item) {
                 memcpy(item, p, l);
                 item[l] = 0;
@@ -926,7 +1027,8 @@ static void get_work(struct disk_job *j)
                         get_file_answer(g, ifd, true);
                         return;
                     }
-                    if (ifd >= 0) close(ifd);
+                    if (ifd >= 0)
+                        close(ifd);
                 }
             }
             p += l;
@@ -964,11 +1066,10 @@ static void get_done(struct httpd_conn *h, struct disk_job *j)
     struct httpd_files *f = g->f;
     bool keep = httpd_can_persist(h);
     char date[HTTP_DATE_LEN + 1], extra[PATH_MAX + 256];
-    if (g->opened && g->fd >= 0 && !g->trailing) fcache_put(f, g->path, g->fd);
+    if (g->opened && g->fd >= 0 && !g->trailing)
+        fcache_put(f, g->path, g->fd);
     switch (g->kind) {
-    case GET_ERROR:
-        httpd_error(h, g->status, g->msg);
-        break;
+    case GET_ERROR: httpd_error(h, g->status, g->msg); break;
     case GET_REDIRECT:
         snprintf(extra, sizeof extra, "Location: %s/\r\n", g->path);
         httpd_response_head(h, 301, "text/html", 0, keep, extra);
@@ -976,7 +1077,8 @@ static void get_done(struct httpd_conn *h, struct disk_job *j)
         break;
     case GET_LISTING:
         httpd_response_head(h, 200, "text/html", (int64_t)evbuffer_get_length(g->listing), keep, NULL);
-        if (!g->head) evbuffer_add_buffer(httpd_tx(), g->listing);
+        if (!g->head)
+            evbuffer_add_buffer(httpd_tx(), g->listing);
         httpd_done(h, keep);
         break;
     case GET_NOT_MODIFIED:
@@ -1004,13 +1106,15 @@ static void get_done(struct httpd_conn *h, struct disk_job *j)
             /* the output buffer closes the fd it is given: a dup of a cached one */
             int sfd = g->fd >= 0 ? dup(g->fd) : g->cached_fd >= 0 ? dup(g->cached_fd) : -1;
             if (sfd < 0 || evbuffer_add_file(httpd_tx(), sfd, (ev_off_t)g->first, (ev_off_t)g->len) < 0) {
-                if (sfd >= 0) close(sfd);
+                if (sfd >= 0)
+                    close(sfd);
                 evbuffer_drain(httpd_tx(), evbuffer_get_length(httpd_tx())); /* the head was not sent yet */
                 httpd_error(h, 500, "Cannot send the file");
                 break;
             }
         }
-        if (f->file_sent) f->file_sent(f->hook_arg, h);
+        if (f->file_sent)
+            f->file_sent(f->hook_arg, h);
         httpd_done(h, keep);
         break;
     }
@@ -1020,11 +1124,11 @@ static void get_done(struct httpd_conn *h, struct disk_job *j)
 /* ---- PUT ---- */
 
 struct httpd_put {
-    int fd;                          /* the temporary file */
-    int dirfd;                       /* its directory (names below are relative to it) */
+    int fd;    /* the temporary file */
+    int dirfd; /* its directory (names below are relative to it) */
     char *tmp, *name;
     bool existed;
-    EVP_MD_CTX *md5;                 /* when the request carries Content-MD5 */
+    EVP_MD_CTX *md5; /* when the request carries Content-MD5 */
     char want_md5[64];
     uint64_t written;
     uint64_t max;
@@ -1038,7 +1142,8 @@ static int open_parent(struct httpd_files *f, const char *path, bool create, int
 {
     const char *slash = strrchr(path, '/');
     *base = slash + 1;
-    if (slash == path) return open_beneath(f, "/", O_PATH | O_DIRECTORY);
+    if (slash == path)
+        return open_beneath(f, "/", O_PATH | O_DIRECTORY);
     char dir[PATH_MAX];
     size_t dl = (size_t)(slash - path);
     if (dl >= sizeof dir) {
@@ -1048,7 +1153,8 @@ static int open_parent(struct httpd_files *f, const char *path, bool create, int
     memcpy(dir, path, dl);
     dir[dl] = 0;
     int fd = open_beneath(f, dir, O_PATH | O_DIRECTORY);
-    if (fd >= 0 || errno != ENOENT || !create) return fd;
+    if (fd >= 0 || errno != ENOENT || !create)
+        return fd;
     /* walk down, creating what is missing (each step resolved beneath) */
     int level = 0;
     char prefix[PATH_MAX];
@@ -1062,10 +1168,12 @@ static int open_parent(struct httpd_files *f, const char *path, bool create, int
             close(d);
             continue;
         }
-        if (errno != ENOENT || level <= min_levels) return -1;
+        if (errno != ENOENT || level <= min_levels)
+            return -1;
         const char *name;
         int parent = open_parent(f, prefix, false, 0, &name);
-        if (parent < 0) return -1;
+        if (parent < 0)
+            return -1;
         int r = mkdirat(parent, name, 0755);
         int e = errno;
         close(parent);
@@ -1080,11 +1188,15 @@ static int open_parent(struct httpd_files *f, const char *path, bool create, int
 static void put_free(struct httpd_conn *h)
 {
     struct httpd_put *p = h->put;
-    if (!p) return;
+    if (!p)
+        return;
     h->put = NULL;
-    if (p->fd >= 0) close(p->fd);
-    if (p->dirfd >= 0) close(p->dirfd);
-    if (p->md5) EVP_MD_CTX_free(p->md5);
+    if (p->fd >= 0)
+        close(p->fd);
+    if (p->dirfd >= 0)
+        close(p->dirfd);
+    if (p->md5)
+        EVP_MD_CTX_free(p->md5);
     free(p->tmp);
     free(p->name);
     free(p);
@@ -1093,10 +1205,13 @@ static void put_free(struct httpd_conn *h)
 static void put_abort(struct httpd_conn *h)
 {
     struct httpd_put *p = h->put;
-    if (!p) return;
-    if (p->fd >= 0) close(p->fd);
+    if (!p)
+        return;
+    if (p->fd >= 0)
+        close(p->fd);
     p->fd = -1;
-    if (p->tmp && p->dirfd >= 0) unlinkat(p->dirfd, p->tmp, 0); /* disk call: see disk_run */
+    if (p->tmp && p->dirfd >= 0)
+        unlinkat(p->dirfd, p->tmp, 0); /* disk call: see disk_run */
     put_free(h);
 }
 
@@ -1115,7 +1230,8 @@ static void md5_b64(EVP_MD_CTX *ctx, char *out, size_t outlen)
     EVP_DigestFinal_ex(ctx, d, &dl);
     unsigned char b[64];
     int n = EVP_EncodeBlock(b, d, (int)dl);
-    while (n > 0 && b[n - 1] == '=') n--;
+    while (n > 0 && b[n - 1] == '=')
+        n--;
     snprintf(out, outlen, "%.*s", n, (char *)b);
 }
 
@@ -1123,7 +1239,8 @@ static void md5_b64(EVP_MD_CTX *ctx, char *out, size_t outlen)
 static int dir_fsync(int pathfd)
 {
     int d = openat(pathfd, ".", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-    if (d < 0) return -1;
+    if (d < 0)
+        return -1;
     int r = fsync(d);
     close(d);
     return r;
@@ -1145,13 +1262,16 @@ static void put_finish(struct httpd_conn *h)
     }
     /* disk calls (fsync, close, rename): see disk_run */
     int rc = p->f->put_fsync ? fsync(p->fd) : 0;
-    if (close(p->fd) < 0) rc = -1;
+    if (close(p->fd) < 0)
+        rc = -1;
     p->fd = -1;
-    if (rc == 0 && renameat(p->dirfd, p->tmp, p->dirfd, p->name) == 0 && (!p->f->put_fsync || dir_fsync(p->dirfd) == 0)) {
+    if (rc == 0 && renameat(p->dirfd, p->tmp, p->dirfd, p->name) == 0 &&
+        (!p->f->put_fsync || dir_fsync(p->dirfd) == 0)) {
         httpd_files_invalidate(p->f);
         bool existed = p->existed;
         int status = p->f->put_ok_status ? p->f->put_ok_status : existed ? 204 : 201;
-        if (md5_checked && p->f->put_md5_ok_status) status = p->f->put_md5_ok_status;
+        if (md5_checked && p->f->put_md5_ok_status)
+            status = p->f->put_md5_ok_status;
         bool with_body = p->f->put_status_body && status != 204;
         free(p->tmp);
         p->tmp = NULL;
@@ -1190,8 +1310,10 @@ static void put_data(struct httpd_conn *h)
         }
         while (evbuffer_get_length(chunk) > 0) {
             struct evbuffer_iovec v;
-            if (evbuffer_peek(chunk, -1, NULL, &v, 1) < 1) break;
-            if (p->md5) EVP_DigestUpdate(p->md5, v.iov_base, v.iov_len);
+            if (evbuffer_peek(chunk, -1, NULL, &v, 1) < 1)
+                break;
+            if (p->md5)
+                EVP_DigestUpdate(p->md5, v.iov_base, v.iov_len);
             ssize_t w = write(p->fd, v.iov_base, v.iov_len); /* disk call: see disk_run */
             if (w <= 0) {
                 evbuffer_drain(chunk, evbuffer_get_length(chunk));
@@ -1211,12 +1333,12 @@ static void put_data(struct httpd_conn *h)
             put_finish(h);
             return;
         }
-        if (n == 0) return;
+        if (n == 0)
+            return;
     }
 }
 
-static void do_put(struct httpd_conn *h, struct http_msg *req, struct httpd_files *f, const char *path,
-                   bool trailing)
+static void do_put(struct httpd_conn *h, struct http_msg *req, struct httpd_files *f, const char *path, bool trailing)
 {
     if (!f->enable_put) {
         httpd_error(h, 403, "PUT disabled");
@@ -1237,7 +1359,8 @@ static void do_put(struct httpd_conn *h, struct http_msg *req, struct httpd_file
         int levels = -1;
         const char *cut = NULL;
         for (const char *q = path; (q = strchr(q, '/')); q++)
-            if (++levels == f->min_put_directory) cut = q;
+            if (++levels == f->min_put_directory)
+                cut = q;
         if (levels < f->min_put_directory || !cut) {
             httpd_error(h, 400, "Does not meet minimum directory requirement");
             return;
@@ -1262,11 +1385,13 @@ static void do_put(struct httpd_conn *h, struct http_msg *req, struct httpd_file
     p->f = f;
     p->max = f->max_put_size;
     if (mv && ml > 0 && !f->skip_md5_check) {
-        while (ml > 0 && (mv[ml - 1] == '=' || mv[ml - 1] == ' ')) ml--;
+        while (ml > 0 && (mv[ml - 1] == '=' || mv[ml - 1] == ' '))
+            ml--;
         snprintf(p->want_md5, sizeof p->want_md5, "%.*s", (int)(ml < 60 ? ml : 60), mv);
         p->md5 = EVP_MD_CTX_new();
         if (!p->md5 || EVP_DigestInit_ex(p->md5, EVP_md5(), NULL) != 1) {
-            if (p->md5) EVP_MD_CTX_free(p->md5);
+            if (p->md5)
+                EVP_MD_CTX_free(p->md5);
             free(p);
             httpd_error(h, 500, NULL);
             return;
@@ -1322,12 +1447,14 @@ static void do_delete(struct httpd_conn *h, struct httpd_files *f, const char *p
     struct stat st;
     if (dfd < 0 || fstatat(dfd, base, &st, AT_SYMLINK_NOFOLLOW) < 0) {
         int e = dfd < 0 && !strcmp(path, "/") ? EACCES : errno;
-        if (dfd >= 0) close(dfd);
+        if (dfd >= 0)
+            close(dfd);
         httpd_error(h, errno_status(e), NULL);
         return;
     }
     int r = S_ISREG(st.st_mode) ? unlinkat(dfd, base, 0) : -1;
-    if (r == 0) httpd_files_invalidate(f);
+    if (r == 0)
+        httpd_files_invalidate(f);
     close(dfd);
     if (r < 0) {
         httpd_error(h, 403, NULL);
@@ -1348,7 +1475,7 @@ struct concat_job {
     bool head;
     char base[PATH_MAX];
     int n;
-    char *names[CONCAT_MAX];         /* clean paths of the files */
+    char *names[CONCAT_MAX]; /* clean paths of the files */
     char ims[64];
     bool has_ims;
     /* out */
@@ -1366,7 +1493,8 @@ static void concat_work(struct disk_job *j)
     struct stat st;
     int dfd = open_beneath(c->f, c->base, O_RDONLY | O_DIRECTORY);
     if (dfd < 0 || fstat(dfd, &st) < 0 || !S_ISDIR(st.st_mode)) {
-        if (dfd >= 0) close(dfd);
+        if (dfd >= 0)
+            close(dfd);
         c->status = 404;
         c->msg = "Base directory not a directory";
         return;
@@ -1375,18 +1503,21 @@ static void concat_work(struct disk_job *j)
     for (int i = 0; i < c->n; i++) {
         int fd = open_beneath(c->f, c->names[i], O_RDONLY | O_NONBLOCK);
         if (fd < 0 || fstat(fd, &st) < 0 || !S_ISREG(st.st_mode)) {
-            if (fd >= 0) close(fd);
+            if (fd >= 0)
+                close(fd);
             c->status = 404;
             c->msg = "One or more file does not exist";
             return;
         }
         c->fds[i] = fd;
         c->total += (uint64_t)st.st_size;
-        if (st.st_mtime > c->newest) c->newest = st.st_mtime;
+        if (st.st_mtime > c->newest)
+            c->newest = st.st_mtime;
         const char *slash = strrchr(c->names[i], '/');
         if (!c->mime && strchr(slash ? slash : c->names[i], '.')) {
             const char *m = httpd_mime_type(c->names[i]);
-            if (strcmp(m, "text/plain") || strstr(c->names[i], ".txt")) c->mime = m;
+            if (strcmp(m, "text/plain") || strstr(c->names[i], ".txt"))
+                c->mime = m;
         }
     }
     c->status = 200;
@@ -1406,9 +1537,11 @@ static void concat_done(struct httpd_conn *h, struct disk_job *j)
     const char *mime = c->mime ? c->mime : "text/plain";
     if (c->has_ims) { /* as Perlbal: the exact date string (an IE "; length=N" aside) */
         char *semi = strchr(c->ims, ';');
-        if (semi) *semi = 0;
+        if (semi)
+            *semi = 0;
         size_t il = strlen(c->ims);
-        while (il && c->ims[il - 1] == ' ') c->ims[--il] = 0;
+        while (il && c->ims[il - 1] == ' ')
+            c->ims[--il] = 0;
         if (!strcmp(c->ims, lm)) {
             httpd_response_head(h, 304, mime, -1, keep, extra);
             httpd_done(h, keep);
@@ -1419,8 +1552,10 @@ static void concat_done(struct httpd_conn *h, struct disk_job *j)
     if (!c->head) {
         for (int i = 0; i < c->n; i++) {
             struct stat st;
-            if (fstat(c->fds[i], &st) < 0 || st.st_size == 0) continue;
-            if (evbuffer_add_file(httpd_tx(), c->fds[i], 0, st.st_size) == 0) c->fds[i] = -1; /* the buffer owns it */
+            if (fstat(c->fds[i], &st) < 0 || st.st_size == 0)
+                continue;
+            if (evbuffer_add_file(httpd_tx(), c->fds[i], 0, st.st_size) == 0)
+                c->fds[i] = -1; /* the buffer owns it */
         }
     }
     httpd_done(h, keep);
@@ -1430,7 +1565,8 @@ static void concat_release(struct disk_job *j)
 {
     struct concat_job *c = (struct concat_job *)j;
     for (int i = 0; i < c->n; i++) {
-        if (c->fds[i] >= 0) close(c->fds[i]);
+        if (c->fds[i] >= 0)
+            close(c->fds[i]);
         free(c->names[i]);
     }
     free(c);
@@ -1445,7 +1581,9 @@ static void serve_concat(struct httpd_conn *h, struct http_msg *req, struct http
         return;
     }
     if (qq == t || qq[-1] != '/') {
-        httpd_error(h, 500, "Base directory (before ?" "?) must end in slash.");
+        httpd_error(h, 500,
+                    "Base directory (before ?"
+                    "?) must end in slash.");
         return;
     }
     struct concat_job *c = calloc(1, sizeof *c);
@@ -1466,7 +1604,8 @@ static void serve_concat(struct httpd_conn *h, struct http_msg *req, struct http
     }
     const char *list = qq + 2, *end = t + req->target_len;
     const char *q = memchr(list, '?', (size_t)(end - list)); /* a cache buster after the list */
-    if (q) end = q;
+    if (q)
+        end = q;
     const char *p = list;
     int status = 0;
     const char *msg = NULL;
@@ -1518,7 +1657,8 @@ void httpd_files_serve(struct httpd_conn *h, struct http_msg *req, struct httpd_
     char path[PATH_MAX];
     bool trailing = false;
     int pl = http_path_normalize(req->target, req->target_len, path, sizeof path - 256, &trailing);
-    if (pl >= 0 && f->rewrite_path) f->rewrite_path(f->hook_arg, h, path, sizeof path - 256);
+    if (pl >= 0 && f->rewrite_path)
+        f->rewrite_path(f->hook_arg, h, path, sizeof path - 256);
     if (pl < 0) {
         httpd_error(h, 400, "Bad path");
         return;
@@ -1528,9 +1668,7 @@ void httpd_files_serve(struct httpd_conn *h, struct http_msg *req, struct httpd_
         return;
     }
     switch (req->method) {
-    case HTTP_M_PUT:
-        do_put(h, req, f, path, trailing);
-        return;
+    case HTTP_M_PUT: do_put(h, req, f, path, trailing); return;
     case HTTP_M_GET:
     case HTTP_M_HEAD: {
         struct get_job *g = calloc(1, sizeof *g);
@@ -1566,8 +1704,6 @@ void httpd_files_serve(struct httpd_conn *h, struct http_msg *req, struct httpd_
         httpd_drop_head(h);
         do_delete(h, f, path);
         return;
-    default:
-        httpd_error(h, 405, NULL);
-        return;
+    default: httpd_error(h, 405, NULL); return;
     }
 }

@@ -82,36 +82,36 @@ struct httpd_ops {
 
 struct httpd_conn {
     struct core_conn *c;
-    void *data;                      /* the daemon's per-connection state */
+    void *data; /* the daemon's per-connection state */
     const struct httpd_ops *ops;
     /* settings; the daemon may change them at any time (e.g. per request) */
-    uint32_t idle_ms;                /* a request (head or body) silent this long: 408 / close; 0 = none */
-    uint32_t keepalive_ms;           /* idle between requests; 0 = idle_ms */
-    size_t max_head;                 /* 0 = HTTPD_MAX_HEAD */
-    uint64_t max_chunked_body;       /* decoded chunked request body bound; 0 = none */
-    bool persist;                    /* the daemon allows keep-alive */
-    const char *server;              /* "Server:" header value, NULL = none */
-    bool tls;                        /* over TLS: no direct writes, no lingering close */
+    uint32_t idle_ms;          /* a request (head or body) silent this long: 408 / close; 0 = none */
+    uint32_t keepalive_ms;     /* idle between requests; 0 = idle_ms */
+    size_t max_head;           /* 0 = HTTPD_MAX_HEAD */
+    uint64_t max_chunked_body; /* decoded chunked request body bound; 0 = none */
+    bool persist;              /* the daemon allows keep-alive */
+    const char *server;        /* "Server:" header value, NULL = none */
+    bool tls;                  /* over TLS: no direct writes, no lingering close */
     /* the current request (valid from on_request until httpd_done) */
     enum http_method method;
     int version_minor;
-    bool keep_alive;                 /* the client asked to persist */
-    bool in_request;                 /* a request is in progress: no new head is read */
-    enum http_body body;             /* request body framing */
-    uint64_t body_remaining;         /* Content-Length bytes not yet read */
-    bool body_done;                  /* the whole body was read (or there is none) */
+    bool keep_alive;         /* the client asked to persist */
+    bool in_request;         /* a request is in progress: no new head is read */
+    enum http_body body;     /* request body framing */
+    uint64_t body_remaining; /* Content-Length bytes not yet read */
+    bool body_done;          /* the whole body was read (or there is none) */
     bool expect_continue, sent_continue;
-    bool response_started;           /* a response head was queued */
-    bool lingering;                  /* error answered: draining input, then close */
+    bool response_started; /* a response head was queued */
+    bool lingering;        /* error answered: draining input, then close */
     /* private */
     bool in_dispatch;
-    bool req_active;                 /* on_request ran, on_request_end not yet */
-    size_t head_pending;             /* head bytes still in the input */
+    bool req_active;     /* on_request ran, on_request_end not yet */
+    size_t head_pending; /* head bytes still in the input */
     int64_t head_started_ms;
     struct http_chunked chunk;
-    struct httpd_put *put;           /* a PUT being written by httpd_files_serve */
-    void *job;                       /* a disk job is out (common/work) */
-    bool dead;                       /* closed while it was: freed when it returns */
+    struct httpd_put *put; /* a PUT being written by httpd_files_serve */
+    void *job;             /* a disk job is out (common/work) */
+    bool dead;             /* closed while it was: freed when it returns */
 };
 
 /* Wrap an accepted socket (the callee owns fd; closed on failure). With
@@ -168,9 +168,9 @@ void httpd_request_timeouts(struct httpd_conn *h, size_t head_in_buffer);
 /* ---- request bodies ---- */
 
 enum httpd_body_result {
-    HTTPD_BODY_MORE = 0,    /* moved what there was; more to come */
-    HTTPD_BODY_DONE = 1,    /* the body is complete (h->body_done) */
-    HTTPD_BODY_ERROR = -1,  /* malformed chunked coding or over max_chunked_body */
+    HTTPD_BODY_MORE = 0,   /* moved what there was; more to come */
+    HTTPD_BODY_DONE = 1,   /* the body is complete (h->body_done) */
+    HTTPD_BODY_ERROR = -1, /* malformed chunked coding or over max_chunked_body */
 };
 /* Move up to max bytes (0 = all available) of the request body's payload
  * from the input to dst: Content-Length bytes as they are, a chunked body
@@ -188,28 +188,28 @@ size_t httpd_body_available(struct httpd_conn *h);
  * (root_fd is opened on first use; set it to -1 or leave it 0: both mean
  * "not yet"). One struct may serve every loop. */
 struct httpd_files {
-    const char *docroot;             /* required */
-    const char *index_files;         /* "a, b": tried for a directory; NULL = "index.html" */
-    bool dirindexing;                /* list a directory without an index file (else the page below) */
-    int dir_disabled_status;         /* status of the "Directory listing disabled" page; 0 = 403
-                                      * (Perlbal answers 200) */
+    const char *docroot;     /* required */
+    const char *index_files; /* "a, b": tried for a directory; NULL = "index.html" */
+    bool dirindexing;        /* list a directory without an index file (else the page below) */
+    int dir_disabled_status; /* status of the "Directory listing disabled" page; 0 = 403
+                              * (Perlbal answers 200) */
     bool enable_put, enable_delete;
-    int min_put_directory;           /* N > 0: a PUT path needs at least N directories (else 400
-                                      * "Does not meet minimum directory requirement"), the first
-                                      * N must exist (else 404 "Base directory does not exist"),
-                                      * deeper ones are created (Perlbal's min_put_directory) */
-    uint64_t max_put_size;           /* 0 = no limit (413 beyond) */
-    bool skip_md5_check;             /* ignore Content-MD5 on PUT (checked by default) */
-    bool put_fsync;                  /* a PUT is answered only once the file (and the rename
-                                      * in its directory) is on disk: fsync both */
-    int put_ok_status;               /* status of a stored PUT; 0 = 201 new / 204 replaced */
-    int put_md5_ok_status;           /* status of a stored PUT whose Content-MD5 was checked
-                                      * and matched; 0 = as put_ok_status (Perlbal: 200 / 201) */
-    bool put_status_body;            /* a stored PUT's answer carries the short text/html page
-                                      * httpd_error writes ("<h1>200 - OK</h1>\n"), as Perlbal;
-                                      * else no body */
-    bool concat_get;                 /* GET /dir/??a,b,c serves the files one after another
-                                      * (Perlbal's enable_concatenate_get; else 403) */
+    int min_put_directory; /* N > 0: a PUT path needs at least N directories (else 400
+                            * "Does not meet minimum directory requirement"), the first
+                            * N must exist (else 404 "Base directory does not exist"),
+                            * deeper ones are created (Perlbal's min_put_directory) */
+    uint64_t max_put_size; /* 0 = no limit (413 beyond) */
+    bool skip_md5_check;   /* ignore Content-MD5 on PUT (checked by default) */
+    bool put_fsync;        /* a PUT is answered only once the file (and the rename
+                            * in its directory) is on disk: fsync both */
+    int put_ok_status;     /* status of a stored PUT; 0 = 201 new / 204 replaced */
+    int put_md5_ok_status; /* status of a stored PUT whose Content-MD5 was checked
+                            * and matched; 0 = as put_ok_status (Perlbal: 200 / 201) */
+    bool put_status_body;  /* a stored PUT's answer carries the short text/html page
+                            * httpd_error writes ("<h1>200 - OK</h1>\n"), as Perlbal;
+                            * else no body */
+    bool concat_get;       /* GET /dir/??a,b,c serves the files one after another
+                            * (Perlbal's enable_concatenate_get; else 403) */
     /* hooks (optional): rewrite the clean path in place (NUL-ended, cap
      * bytes); a file was sent (for stats) */
     void (*rewrite_path)(void *arg, struct httpd_conn *h, char *path, size_t cap);
@@ -221,9 +221,9 @@ struct httpd_files {
      * loop either way. */
     struct work_pool *work;
     /* private */
-    _Atomic int root_fd_plus1;       /* O_PATH fd of docroot + 1 (0 = not open) */
-    const char *root_fd_for;         /* the docroot string it was opened for */
-    _Atomic uint64_t gen;            /* bumped by PUT/DELETE: invalidates the open-file cache */
+    _Atomic int root_fd_plus1; /* O_PATH fd of docroot + 1 (0 = not open) */
+    const char *root_fd_for;   /* the docroot string it was opened for */
+    _Atomic uint64_t gen;      /* bumped by PUT/DELETE: invalidates the open-file cache */
 };
 
 /* Answer req from the files under f->docroot: GET/HEAD (200/206/304/416,

@@ -15,8 +15,11 @@ struct list_node {
     struct list_node *next, *prev;
 };
 
-#define container_of(ptr, type, member) ((type *)(void *)((char *)(ptr) - offsetof(type, member)))
-#define LIST_HEAD_INIT(name) { &(name), &(name) }
+#define container_of(ptr, type, member) ((type *)(void *)((char *)(ptr)-offsetof(type, member)))
+#define LIST_HEAD_INIT(name)                                                                                           \
+    {                                                                                                                  \
+        &(name), &(name)                                                                                               \
+    }
 
 static inline void list_init(struct list_node *l) { l->next = l->prev = l; }
 static inline bool list_empty(const struct list_node *l) { return l->next == l; }
@@ -63,7 +66,7 @@ static inline void list_splice_tail(struct list_node *dst, struct list_node *src
 #define list_entry(ptr, type, member) container_of(ptr, type, member)
 #define list_for_each(pos, head) for ((pos) = (head)->next; (pos) != (head); (pos) = (pos)->next)
 /* Safe against deleting pos inside the body. */
-#define list_for_each_safe(pos, tmp, head) \
+#define list_for_each_safe(pos, tmp, head)                                                                             \
     for ((pos) = (head)->next, (tmp) = (pos)->next; (pos) != (head); (pos) = (tmp), (tmp) = (pos)->next)
 
 #endif

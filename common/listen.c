@@ -131,17 +131,17 @@ struct core_listener {
     listen_reject_fn on_reject;
     void *arg;
     bool is_admin;
-    bool handoff;               /* accept on loop 0, spread over all loops */
+    bool handoff; /* accept on loop 0, spread over all loops */
     atomic_bool closing;
     int port;
     struct sockaddr_storage bound;
     socklen_t bound_len;
     char unix_path[108];
-    dev_t unix_dev;             /* the socket file we made: unlinked only if still ours */
+    dev_t unix_dev; /* the socket file we made: unlinked only if still ours */
     ino_t unix_ino;
     unsigned rr;
     struct listen_sock *socks;
-    atomic_int open_socks;      /* the last one closed frees the listener */
+    atomic_int open_socks; /* the last one closed frees the listener */
     struct core_listener *next;
 };
 
@@ -150,7 +150,7 @@ struct listen_sock {
     struct core_loop *loop;
     int fd;
     struct event *ev;
-    struct event *pause_ev;     /* re-enables accepting after fd exhaustion */
+    struct event *pause_ev; /* re-enables accepting after fd exhaustion */
     struct listen_sock *next;
 };
 
@@ -166,7 +166,7 @@ static struct core_listener *listeners;
 static atomic_uint_fast64_t max_conns;
 static atomic_uint_fast64_t rejected;
 static atomic_uint_fast64_t fd_exhausted;
-static atomic_uint_fast64_t exhausted_logged_at;  /* ms; 0 = never */
+static atomic_uint_fast64_t exhausted_logged_at; /* ms; 0 = never */
 
 #define ACCEPT_PAUSE_MS 100
 
@@ -226,7 +226,7 @@ static void pause_accepting(struct listen_sock *s, int err)
         s->pause_ev = evtimer_new(s->loop->base, resume_cb, s);
     struct timeval tv = { 0, ACCEPT_PAUSE_MS * 1000 };
     if (!s->pause_ev || evtimer_add(s->pause_ev, &tv) < 0)
-        event_add(s->ev, NULL);  /* cannot pause: better spinning than deaf */
+        event_add(s->ev, NULL); /* cannot pause: better spinning than deaf */
 }
 
 static void accept_cb(evutil_socket_t lfd, short what, void *arg)
@@ -262,12 +262,12 @@ static void accept_cb(evutil_socket_t lfd, short what, void *arg)
         }
         dispatch(l, s->loop, fd, &ss, len);
         if (atomic_load(&l->closing))
-            return;  /* the callback closed this listener: s goes soon */
+            return; /* the callback closed this listener: s goes soon */
     }
 }
 
-static int open_socket(const struct sockaddr_storage *ss, socklen_t len, bool reuseport, int backlog,
-                       char *err, size_t errlen)
+static int open_socket(const struct sockaddr_storage *ss, socklen_t len, bool reuseport, int backlog, char *err,
+                       size_t errlen)
 {
     int fd = socket(ss->ss_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
     if (fd < 0)
@@ -397,8 +397,8 @@ static int unix_path_free(const char *path, char *err, size_t errlen)
 }
 
 struct core_listener *listen_open(const char *spec, int default_port, const struct listen_opts *opts,
-                                  listen_accept_fn on_accept, listen_reject_fn on_reject, void *arg,
-                                  char *err, size_t errlen)
+                                  listen_accept_fn on_accept, listen_reject_fn on_reject, void *arg, char *err,
+                                  size_t errlen)
 {
     struct listen_opts o = opts ? *opts : (struct listen_opts){ 0 };
     int backlog = o.backlog > 0 ? o.backlog : 1024;
@@ -440,8 +440,8 @@ struct core_listener *listen_open(const char *spec, int default_port, const stru
         add_sock(l, loop_get(0), fd);
     } else {
         int n = o.single_loop ? 1 : loop_count();
-        in_port_t want = ss.ss_family == AF_INET6 ? ((struct sockaddr_in6 *)&ss)->sin6_port
-                                                  : ((struct sockaddr_in *)&ss)->sin_port;
+        in_port_t want =
+            ss.ss_family == AF_INET6 ? ((struct sockaddr_in6 *)&ss)->sin6_port : ((struct sockaddr_in *)&ss)->sin_port;
         /* SO_REUSEPORT spreads connections over our own loops; unless the
          * caller opted in to sharing, nobody else may hold the port. */
         if (n > 1 && want != 0 && !o.reuseport && probe_free(&ss, len, e2, sizeof e2) < 0) {
@@ -510,8 +510,11 @@ int listen_foreach(void (*fn)(const struct listen_info *li, void *arg), void *ar
     int n = 0;
     pthread_mutex_lock(&listeners_mu);
     for (struct core_listener *l = listeners; l; l = l->next) {
-        struct listen_info li = { .l = l, .is_unix = l->unix_path[0] != '\0', .is_admin = l->is_admin,
-                                  .on_accept = l->on_accept, .arg = l->arg };
+        struct listen_info li = { .l = l,
+                                  .is_unix = l->unix_path[0] != '\0',
+                                  .is_admin = l->is_admin,
+                                  .on_accept = l->on_accept,
+                                  .arg = l->arg };
         listen_addr_str(l, li.addr, sizeof li.addr);
         for (struct listen_sock *s = l->socks; s; s = s->next) {
             li.fd = s->fd;
@@ -544,7 +547,7 @@ void listen_close(struct core_listener *l)
      * those calls have run, and the port is free when the last one has. */
     struct listen_sock *next;
     for (struct listen_sock *s = l->socks; s; s = next) {
-        next = s->next;  /* s (and l) may be freed by the call below */
+        next = s->next; /* s (and l) may be freed by the call below */
         if (loop_call(s->loop, close_sock, s) < 0)
             log_error("listen: cannot reach loop %d to close a listener", s->loop->index);
     }

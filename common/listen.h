@@ -33,19 +33,18 @@ struct core_loop;
 struct core_listener;
 
 /* Called on the loop that owns the new fd. The callee owns fd. */
-typedef void (*listen_accept_fn)(struct core_loop *loop, int fd, const struct sockaddr *sa,
-                                 socklen_t salen, void *arg);
+typedef void (*listen_accept_fn)(struct core_loop *loop, int fd, const struct sockaddr *sa, socklen_t salen, void *arg);
 /* Called on a rejected fd before it is closed; write a short error with send(). */
 typedef void (*listen_reject_fn)(int fd, void *arg);
 
 struct listen_opts {
-    int backlog;          /* 0 = 1024 */
-    bool single_loop;     /* accept on loop 0 only (no reuseport fan-out) */
-    int unix_mask;        /* permissions for a unix socket, 0 = 0700 */
-    bool is_admin;        /* console listeners skip the max-connections gate */
-    bool loopback_default;/* a spec without a host ("11211", ":11211") binds
-                           * 127.0.0.1, not every interface (consoles, metrics) */
-    bool reuseport;       /* share the port with other processes (opt-in) */
+    int backlog;           /* 0 = 1024 */
+    bool single_loop;      /* accept on loop 0 only (no reuseport fan-out) */
+    int unix_mask;         /* permissions for a unix socket, 0 = 0700 */
+    bool is_admin;         /* console listeners skip the max-connections gate */
+    bool loopback_default; /* a spec without a host ("11211", ":11211") binds
+                            * 127.0.0.1, not every interface (consoles, metrics) */
+    bool reuseport;        /* share the port with other processes (opt-in) */
 };
 
 /* spec: "host:port", "[v6]:port", "*:port", ":port", "port", or
@@ -54,8 +53,8 @@ struct listen_opts {
  * before or while the loops run (a host name is resolved with a blocking
  * lookup: use numeric addresses at run time). */
 struct core_listener *listen_open(const char *spec, int default_port, const struct listen_opts *opts,
-                                  listen_accept_fn on_accept, listen_reject_fn on_reject, void *arg,
-                                  char *err, size_t errlen);
+                                  listen_accept_fn on_accept, listen_reject_fn on_reject, void *arg, char *err,
+                                  size_t errlen);
 /* The port actually bound (for "port 0"), 0 for unix sockets. */
 int listen_port(const struct core_listener *l);
 /* What it is bound to: "127.0.0.1:11211", "[::]:80", "unix:/run/x.sock". */
@@ -70,12 +69,12 @@ void listen_close_all(void);
 struct listen_info {
     const struct core_listener *l;
     int fd;
-    int loop;                  /* index of the loop that accepts on it */
-    bool is_unix;              /* else TCP (IPv4 or IPv6) */
-    bool is_admin;             /* a console/metrics listener (listen_opts.is_admin) */
-    listen_accept_fn on_accept;/* as given to listen_open: tells a daemon's own */
-    void *arg;                 /* protocol listeners from the core's */
-    char addr[128];            /* listen_addr_str: "127.0.0.1:11211", "unix:/run/x.sock" */
+    int loop;                   /* index of the loop that accepts on it */
+    bool is_unix;               /* else TCP (IPv4 or IPv6) */
+    bool is_admin;              /* a console/metrics listener (listen_opts.is_admin) */
+    listen_accept_fn on_accept; /* as given to listen_open: tells a daemon's own */
+    void *arg;                  /* protocol listeners from the core's */
+    char addr[128];             /* listen_addr_str: "127.0.0.1:11211", "unix:/run/x.sock" */
 };
 /* Call fn for every listening socket open now (memcached's `stats conns`),
  * from any thread. fn runs under the listeners' lock: it must not open or
@@ -90,7 +89,7 @@ uint64_t listen_max_conns(void);
 uint64_t listen_rejected_conns(void);
 
 /* Parse "host:port" etc. as above. Returns 0 or -1 with err. */
-int listen_parse_addr(const char *spec, int default_port, struct sockaddr_storage *ss,
-                      socklen_t *len, char *err, size_t errlen);
+int listen_parse_addr(const char *spec, int default_port, struct sockaddr_storage *ss, socklen_t *len, char *err,
+                      size_t errlen);
 
 #endif

@@ -53,7 +53,7 @@ void log_init(const char *ident, enum log_level level, bool use_syslog, const ch
     if (log_to_syslog)
         openlog(log_ident, LOG_PID | LOG_NDELAY, LOG_DAEMON);
     log_to_journal = !log_to_syslog && !log_path && stderr_is_journal();
-    if (!log_path && log_fd != STDERR_FILENO) {  /* from a file back to stderr */
+    if (!log_path && log_fd != STDERR_FILENO) { /* from a file back to stderr */
         close(log_fd);
         log_fd = STDERR_FILENO;
     }
@@ -113,7 +113,7 @@ void log_msg(enum log_level level, const char *fmt, ...)
     char line[2200];
     int n;
     if (log_fd == STDERR_FILENO && log_to_journal) {
-        static const int prio[] = { 3, 4, 6, 7, 7 };  /* err, warning, info, debug */
+        static const int prio[] = { 3, 4, 6, 7, 7 }; /* err, warning, info, debug */
         n = snprintf(line, sizeof(line), "<%d>%s: %s\n", prio[level], level_names[level], msg);
     } else if (log_fd == STDERR_FILENO) {
         n = snprintf(line, sizeof(line), "%s[%d]: %s: %s\n", log_ident, (int)getpid(), level_names[level], msg);

@@ -23,8 +23,20 @@ void log_msg(enum log_level level, const char *fmt, ...) __attribute__((format(p
 extern enum log_level log_current_level;
 #define log_enabled(lvl) ((lvl) <= log_current_level)
 #define log_error(...) log_msg(LOG_LEVEL_ERROR, __VA_ARGS__)
-#define log_warn(...)  do { if (log_enabled(LOG_LEVEL_WARN))  log_msg(LOG_LEVEL_WARN,  __VA_ARGS__); } while (0)
-#define log_info(...)  do { if (log_enabled(LOG_LEVEL_INFO))  log_msg(LOG_LEVEL_INFO,  __VA_ARGS__); } while (0)
-#define log_debug(...) do { if (log_enabled(LOG_LEVEL_DEBUG)) log_msg(LOG_LEVEL_DEBUG, __VA_ARGS__); } while (0)
+#define log_warn(...)                                                                                                  \
+    do {                                                                                                               \
+        if (log_enabled(LOG_LEVEL_WARN))                                                                               \
+            log_msg(LOG_LEVEL_WARN, __VA_ARGS__);                                                                      \
+    } while (0)
+#define log_info(...)                                                                                                  \
+    do {                                                                                                               \
+        if (log_enabled(LOG_LEVEL_INFO))                                                                               \
+            log_msg(LOG_LEVEL_INFO, __VA_ARGS__);                                                                      \
+    } while (0)
+#define log_debug(...)                                                                                                 \
+    do {                                                                                                               \
+        if (log_enabled(LOG_LEVEL_DEBUG))                                                                              \
+            log_msg(LOG_LEVEL_DEBUG, __VA_ARGS__);                                                                     \
+    } while (0)
 
 #endif

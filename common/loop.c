@@ -55,14 +55,14 @@ void loop_add_layer(const struct loop_layer *layer)
     if (nlayers < MAX_LAYERS)
         layers[nlayers++] = layer;
     else
-        abort();  /* a broken invariant: the core has fewer layers than this */
+        abort(); /* a broken invariant: the core has fewer layers than this */
 }
 
-#define EACH_LAYER(member, ...)                            \
-    do {                                                   \
-        for (int li_ = 0; li_ < nlayers; li_++)            \
-            if (layers[li_]->member)                       \
-                layers[li_]->member(__VA_ARGS__);          \
+#define EACH_LAYER(member, ...)                                                                                        \
+    do {                                                                                                               \
+        for (int li_ = 0; li_ < nlayers; li_++)                                                                        \
+            if (layers[li_]->member)                                                                                   \
+                layers[li_]->member(__VA_ARGS__);                                                                      \
     } while (0)
 
 static uint64_t busy_on(const struct core_loop *l)
@@ -216,17 +216,13 @@ static void signal_cb(evutil_socket_t sig, short what, void *arg)
     (void)arg;
     switch (sig) {
     case SIGTERM:
-    case SIGINT:
-        loop_request_stop();
-        break;
+    case SIGINT: loop_request_stop(); break;
     case SIGHUP:
         log_info("SIGHUP: reloading");
         if (hooks.on_reload)
             hooks.on_reload();
         break;
-    case SIGUSR1:
-        EACH_LAYER(dump);
-        break;
+    case SIGUSR1: EACH_LAYER(dump); break;
     }
 }
 

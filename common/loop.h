@@ -23,7 +23,7 @@ struct core_loop {
     struct event_base *base;
     int index;
     pthread_t thread;
-    void *data;            /* the daemon's per-thread state */
+    void *data; /* the daemon's per-thread state */
     /* private */
     struct loop_private *priv;
 };
@@ -32,7 +32,7 @@ struct loop_hooks {
     /* Graceful stop requested: close listeners etc. Loops end when every
      * connection is closed or after the grace period. May be NULL. */
     void (*on_stop)(void);
-    void (*on_reload)(void);          /* SIGHUP, after config reload + log reopen */
+    void (*on_reload)(void);                         /* SIGHUP, after config reload + log reopen */
     void (*on_thread_start)(struct core_loop *loop); /* on each loop's own thread, before it runs */
     void (*on_thread_exit)(struct core_loop *loop);
 };

@@ -15,8 +15,8 @@
 
 enum num_status {
     NUM_OK = 0,
-    NUM_INVALID = -1,    /* not a decimal integer */
-    NUM_RANGE = -2,      /* an integer, but outside [min, max] (or 64 bits) */
+    NUM_INVALID = -1, /* not a decimal integer */
+    NUM_RANGE = -2,   /* an integer, but outside [min, max] (or 64 bits) */
 };
 
 int parse_u64(const char *s, size_t len, uint64_t min, uint64_t max, uint64_t *out);

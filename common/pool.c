@@ -19,11 +19,15 @@ int64_t pool_now_ms(void)
 static bool host_name_ok(const char *h)
 {
     bool letter = false;
-    if (!*h || *h == '-' || *h == '.') return false;
+    if (!*h || *h == '-' || *h == '.')
+        return false;
     for (const char *p = h; *p; p++) {
-        if ((*p >= 'a' && *p <= 'z') || (*p >= 'A' && *p <= 'Z')) letter = true;
-        else if (!(*p >= '0' && *p <= '9') && *p != '-' && *p != '.') return false;
-        if (*p == '.' && p[1] == '.') return false;
+        if ((*p >= 'a' && *p <= 'z') || (*p >= 'A' && *p <= 'Z'))
+            letter = true;
+        else if (!(*p >= '0' && *p <= '9') && *p != '-' && *p != '.')
+            return false;
+        if (*p == '.' && p[1] == '.')
+            return false;
     }
     return letter;
 }
@@ -48,26 +52,34 @@ static int node_init(struct pool_node *n, const char *spec, int default_port, bo
     if (*spec == '[') {
         hs = spec + 1;
         he = strchr(hs, ']');
-        if (!he || (he[1] && he[1] != ':')) return -1;
-        if (he[1] == ':') portp = he + 2;
+        if (!he || (he[1] && he[1] != ':'))
+            return -1;
+        if (he[1] == ':')
+            portp = he + 2;
     } else {
         he = strchr(spec, ':');
-        if (he) portp = he + 1;
-        else he = spec + strlen(spec);
+        if (he)
+            portp = he + 1;
+        else
+            he = spec + strlen(spec);
     }
     size_t hl = (size_t)(he - hs);
-    if (hl == 0 || hl >= sizeof host) return -1;
+    if (hl == 0 || hl >= sizeof host)
+        return -1;
     memcpy(host, hs, hl);
     host[hl] = 0;
     int port = default_port;
     if (portp) {
         char *end;
         long v = strtol(portp, &end, 10);
-        if (end == portp || *end || v <= 0 || v > 65535) return -1;
+        if (end == portp || *end || v <= 0 || v > 65535)
+            return -1;
         port = (int)v;
     }
-    if (port <= 0 || port > 65535) return -1;
-    if (!strcmp(host, "localhost")) strcpy(host, "127.0.0.1");
+    if (port <= 0 || port > 65535)
+        return -1;
+    if (!strcmp(host, "localhost"))
+        strcpy(host, "127.0.0.1");
     struct sockaddr_in *s4 = (struct sockaddr_in *)&n->sa;
     struct sockaddr_in6 *s6 = (struct sockaddr_in6 *)&n->sa;
     if (inet_pton(AF_INET, host, &s4->sin_addr) == 1) {
@@ -92,10 +104,7 @@ static int node_init(struct pool_node *n, const char *spec, int default_port, bo
     return 0;
 }
 
-void pool_node_dead(struct pool_node *n, int64_t ms)
-{
-    atomic_store(&n->dead_until_ms, pool_now_ms() + ms);
-}
+void pool_node_dead(struct pool_node *n, int64_t ms) { atomic_store(&n->dead_until_ms, pool_now_ms() + ms); }
 
 bool pool_node_alive(const struct pool_node *n, int64_t now_ms)
 {
@@ -105,13 +114,16 @@ bool pool_node_alive(const struct pool_node *n, int64_t now_ms)
 struct pool_node *pool_pick(struct pool_node *const *nodes, int n)
 {
     static __thread unsigned seed;
-    if (n <= 0) return NULL;
+    if (n <= 0)
+        return NULL;
     int64_t now = pool_now_ms();
-    if (!seed) seed = (unsigned)now ^ (unsigned)(uintptr_t)&seed;
+    if (!seed)
+        seed = (unsigned)now ^ (unsigned)(uintptr_t)&seed;
     int start = (int)(rand_r(&seed) % (unsigned)n);
     for (int i = 0; i < n; i++) {
         struct pool_node *node = nodes[(start + i) % n];
-        if (pool_node_alive(node, now)) return node;
+        if (pool_node_alive(node, now))
+            return node;
     }
     return NULL;
 }
@@ -131,13 +143,17 @@ static void enqueue(struct pool *p, struct pool_waiter *w, bool front)
     w->next = w->prev = NULL;
     if (front) {
         w->next = p->head[q];
-        if (p->head[q]) p->head[q]->prev = w;
-        else p->tail[q] = w;
+        if (p->head[q])
+            p->head[q]->prev = w;
+        else
+            p->tail[q] = w;
         p->head[q] = w;
     } else {
         w->prev = p->tail[q];
-        if (p->tail[q]) p->tail[q]->next = w;
-        else p->head[q] = w;
+        if (p->tail[q])
+            p->tail[q]->next = w;
+        else
+            p->head[q] = w;
         p->tail[q] = w;
     }
     p->qlen[q]++;
@@ -148,33 +164,37 @@ static void enqueue(struct pool *p, struct pool_waiter *w, bool front)
 
 void pool_cancel(struct pool *p, struct pool_waiter *w)
 {
-    if (!w->queued) return;
+    if (!w->queued)
+        return;
     int q = w->prio;
-    if (w->prev) w->prev->next = w->next;
-    else p->head[q] = w->next;
-    if (w->next) w->next->prev = w->prev;
-    else p->tail[q] = w->prev;
+    if (w->prev)
+        w->prev->next = w->next;
+    else
+        p->head[q] = w->next;
+    if (w->next)
+        w->next->prev = w->prev;
+    else
+        p->tail[q] = w->prev;
     p->qlen[q]--;
     p->nwaiting--;
     w->queued = false;
     w->next = w->prev = NULL;
 }
 
-bool pool_queued(const struct pool_waiter *w)
-{
-    return w->queued;
-}
+bool pool_queued(const struct pool_waiter *w) { return w->queued; }
 
 int64_t pool_queue_age_ms(const struct pool *p, int prio, int64_t now_ms)
 {
-    if (prio < 0 || prio >= POOL_PRIOS || !p->head[prio]) return 0;
+    if (prio < 0 || prio >= POOL_PRIOS || !p->head[prio])
+        return 0;
     return now_ms - p->head[prio]->since_ms;
 }
 
 struct pool_waiter *pool_first_waiter(struct pool *p)
 {
     for (int q = 0; q < POOL_PRIOS; q++)
-        if (p->head[q]) return p->head[q];
+        if (p->head[q])
+            return p->head[q];
     return NULL;
 }
 
@@ -184,7 +204,8 @@ static void idle_push(struct pool *p, struct pool_member *m)
 {
     m->prev = NULL;
     m->next = p->idle;
-    if (p->idle) p->idle->prev = m;
+    if (p->idle)
+        p->idle->prev = m;
     p->idle = m;
     p->nidle++;
     m->idle = true;
@@ -192,11 +213,15 @@ static void idle_push(struct pool *p, struct pool_member *m)
 
 static void idle_remove(struct pool *p, struct pool_member *m)
 {
-    if (!m->idle) return;
+    if (!m->idle)
+        return;
     m->idle = false;
-    if (m->prev) m->prev->next = m->next;
-    else p->idle = m->next;
-    if (m->next) m->next->prev = m->prev;
+    if (m->prev)
+        m->prev->next = m->next;
+    else
+        p->idle = m->next;
+    if (m->next)
+        m->next->prev = m->prev;
     p->nidle--;
     m->next = m->prev = NULL;
 }
@@ -205,10 +230,13 @@ struct pool_member *pool_take_idle(struct pool *p)
 {
     for (;;) {
         struct pool_member *m = p->idle;
-        while (m && p->ops->usable && !p->ops->usable(p, m)) m = m->next;
-        if (!m) return NULL;
+        while (m && p->ops->usable && !p->ops->usable(p, m))
+            m = m->next;
+        if (!m)
+            return NULL;
         idle_remove(p, m);
-        if (!atomic_load(&m->node->removed)) return m;
+        if (!atomic_load(&m->node->removed))
+            return m;
         p->ops->close(p, m); /* its node left the list */
     }
 }
@@ -228,10 +256,10 @@ void pool_kick(struct pool *p)
 {
     int max = p->max_pending > 0 ? p->max_pending : POOL_MAX_PENDING;
     int want = p->nwaiting + p->connect_ahead - p->nidle - p->pending;
-    while (!p->stopping && want-- > 0 && p->pending < max &&
-           (p->max_members <= 0 || p->nmembers < p->max_members)) {
+    while (!p->stopping && want-- > 0 && p->pending < max && (p->max_members <= 0 || p->nmembers < p->max_members)) {
         struct pool_member *m = p->ops->connect(p);
-        if (!m) break;
+        if (!m)
+            break;
         m->pending = true;
         m->idle = false;
         m->counted = true;
@@ -241,13 +269,16 @@ void pool_kick(struct pool *p)
     /* nothing connecting and nothing idle: fail the waiters, unless the
      * pool is at its member bound (a busy member will come back) */
     bool at_bound = p->max_members > 0 && p->nmembers >= p->max_members && !p->stopping;
-    if (p->nwaiting && p->pending == 0 && p->nidle == 0 && !at_bound) fail_all(p);
+    if (p->nwaiting && p->pending == 0 && p->nidle == 0 && !at_bound)
+        fail_all(p);
 }
 
 void pool_request(struct pool *p, struct pool_waiter *w, int prio, bool front)
 {
-    if (prio < 0) prio = 0;
-    if (prio >= POOL_PRIOS) prio = POOL_PRIOS - 1;
+    if (prio < 0)
+        prio = 0;
+    if (prio >= POOL_PRIOS)
+        prio = POOL_PRIOS - 1;
     w->prio = prio;
     struct pool_member *m = (prio == 0 || p->nwaiting == 0) ? pool_take_idle(p) : NULL;
     if (m) {
@@ -297,7 +328,8 @@ void pool_gone(struct pool *p, struct pool_member *m, bool failed)
         atomic_fetch_add_explicit(&m->node->failures, 1, memory_order_relaxed);
         pool_node_dead(m->node, p->dead_ms > 0 ? p->dead_ms : POOL_DEAD_MS);
     }
-    if (p->nwaiting > 0 && !p->stopping) pool_kick(p);
+    if (p->nwaiting > 0 && !p->stopping)
+        pool_kick(p);
 }
 
 void pool_drain(struct pool *p)

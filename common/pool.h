@@ -37,24 +37,24 @@
 #include <stdint.h>
 #include <sys/socket.h>
 
-#define POOL_PRIOS 3              /* 0 high, 1 normal, 2 low */
-#define POOL_DEAD_MS 2000         /* default time a node stays dead after a failed connect */
-#define POOL_MAX_PENDING 64       /* default bound on connects in flight per pool */
+#define POOL_PRIOS 3        /* 0 high, 1 normal, 2 low */
+#define POOL_DEAD_MS 2000   /* default time a node stays dead after a failed connect */
+#define POOL_MAX_PENDING 64 /* default bound on connects in flight per pool */
 
 /* A backend address, shared by every loop (all fields atomic after init). */
 struct pool_node {
-    char name[80];                     /* canonical "ip:port", "[ipv6]:port" or "host:port" */
+    char name[80]; /* canonical "ip:port", "[ipv6]:port" or "host:port" */
     struct sockaddr_storage sa;
-    socklen_t salen;                   /* 0 for a node given by name (host below) */
-    char host[64];                     /* a DNS name (pool_node_init_host), resolved at each
-                                        * connect (conn_connect_host); "" for an address */
-    int port;                          /* the port, either way */
-    _Atomic uint64_t used;             /* requests sent to it (the user counts) */
-    _Atomic uint64_t connects;         /* connections opened (the user counts) */
-    _Atomic uint64_t failures;         /* failed connects (pool_gone counts) and other failures */
-    _Atomic int64_t dead_until_ms;     /* skipped by pool_pick until then (monotonic ms) */
-    _Atomic int64_t mark_until_ms;     /* a second mark for the user (perlbal: no verify until) */
-    _Atomic bool removed;              /* left its list: idle members to it are closed */
+    socklen_t salen;               /* 0 for a node given by name (host below) */
+    char host[64];                 /* a DNS name (pool_node_init_host), resolved at each
+                                    * connect (conn_connect_host); "" for an address */
+    int port;                      /* the port, either way */
+    _Atomic uint64_t used;         /* requests sent to it (the user counts) */
+    _Atomic uint64_t connects;     /* connections opened (the user counts) */
+    _Atomic uint64_t failures;     /* failed connects (pool_gone counts) and other failures */
+    _Atomic int64_t dead_until_ms; /* skipped by pool_pick until then (monotonic ms) */
+    _Atomic int64_t mark_until_ms; /* a second mark for the user (perlbal: no verify until) */
+    _Atomic bool removed;          /* left its list: idle members to it are closed */
 };
 
 /* Parse "ip:port", "[v6]:port" or "ip" (default_port) into n (zeroed first);
@@ -78,16 +78,16 @@ struct pool_node *pool_pick(struct pool_node *const *nodes, int n);
 
 struct pool;
 
-struct pool_member {                   /* embed in the backend connection */
-    struct pool_node *node;            /* set by ops->connect */
+struct pool_member {        /* embed in the backend connection */
+    struct pool_node *node; /* set by ops->connect */
     /* private */
     struct pool_member *next, *prev;
     bool idle, pending, counted;
 };
 
-struct pool_waiter {                   /* embed in the request */
-    int prio;                          /* read-only while queued */
-    int64_t since_ms;                  /* when it was queued */
+struct pool_waiter {  /* embed in the request */
+    int prio;         /* read-only while queued */
+    int64_t since_ms; /* when it was queued */
     /* private */
     struct pool_waiter *next, *prev;
     bool queued;
@@ -116,18 +116,18 @@ struct pool_ops {
 
 struct pool {
     const struct pool_ops *ops;
-    void *data;                        /* the user's */
+    void *data; /* the user's */
     /* settings (change any time) */
-    int connect_ahead;                 /* spare connections to keep opening */
-    int max_pending;                   /* 0 = POOL_MAX_PENDING */
-    int dead_ms;                       /* 0 = POOL_DEAD_MS */
-    int max_members;                   /* bound on members (connecting + idle + in use); 0 = none.
-                                        * At the bound no connect starts and waiters wait for
-                                        * a member to come back (pool_ready) instead of failing */
-    bool stopping;                     /* set while the daemon stops: no new connects, no idle kept */
+    int connect_ahead; /* spare connections to keep opening */
+    int max_pending;   /* 0 = POOL_MAX_PENDING */
+    int dead_ms;       /* 0 = POOL_DEAD_MS */
+    int max_members;   /* bound on members (connecting + idle + in use); 0 = none.
+                        * At the bound no connect starts and waiters wait for
+                        * a member to come back (pool_ready) instead of failing */
+    bool stopping;     /* set while the daemon stops: no new connects, no idle kept */
     /* state (read-only for the user) */
     int nidle, pending, nwaiting;
-    int nmembers;                      /* started by ops->connect and not yet gone */
+    int nmembers; /* started by ops->connect and not yet gone */
     int qlen[POOL_PRIOS];
     /* private */
     struct pool_member *idle;

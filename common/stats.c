@@ -45,10 +45,10 @@ struct stats_sink {
     const char *ns;
     stats_visit_fn visit;
     void *visit_arg;
-    char family[256];      /* Prometheus: the family whose HELP/TYPE went out last */
-    uint64_t *seen;        /* Prometheus: hashes of the families already closed */
+    char family[256]; /* Prometheus: the family whose HELP/TYPE went out last */
+    uint64_t *seen;   /* Prometheus: hashes of the families already closed */
     size_t nseen, capseen;
-    bool skip;             /* the current family is a repeat: drop its samples */
+    bool skip; /* the current family is a repeat: drop its samples */
 };
 
 void stats_add_source(const char *group, stats_source_fn fn, void *arg)
@@ -132,9 +132,7 @@ static bool prom_family(struct stats_sink *s, const char *family, const char *ty
 static void emit(struct stats_sink *s, const char *name, const char *value, bool numeric)
 {
     switch (s->kind) {
-    case SINK_TEXT:
-        evbuffer_add_printf(s->out, "STAT %s %s\r\n", name, value);
-        break;
+    case SINK_TEXT: evbuffer_add_printf(s->out, "STAT %s %s\r\n", name, value); break;
     case SINK_PROM:
         if (numeric) {
             char n[256];
@@ -143,9 +141,7 @@ static void emit(struct stats_sink *s, const char *name, const char *value, bool
                 evbuffer_add_printf(s->out, "%s %s\n", n, value);
         }
         break;
-    case SINK_VISIT:
-        s->visit(name, value, s->visit_arg);
-        break;
+    case SINK_VISIT: s->visit(name, value, s->visit_arg); break;
     }
 }
 
@@ -170,10 +166,7 @@ void stats_double(struct stats_sink *s, const char *name, double v)
     emit(s, name, b, true);
 }
 
-void stats_str(struct stats_sink *s, const char *name, const char *v)
-{
-    emit(s, name, v ? v : "", false);
-}
+void stats_str(struct stats_sink *s, const char *name, const char *v) { emit(s, name, v ? v : "", false); }
 
 void stats_u64f(struct stats_sink *s, uint64_t v, const char *namefmt, ...)
 {
@@ -218,7 +211,7 @@ void stats_emit(struct stats_sink *s, const struct stats_desc *d, double v)
         return;
     case SINK_PROM: {
         if (d->prom && !*d->prom)
-            return;  /* console only */
+            return; /* console only */
         char fam[256];
         desc_family(s, d, fam, sizeof(fam));
         if (!prom_family(s, fam, kind_name[d->kind], d->help))
@@ -255,7 +248,7 @@ void stats_emit_labels(struct stats_sink *s, const struct stats_desc *d, const s
     for (int i = 0; i < n; i++) {
         char ln[64];
         prom_name(ln, sizeof(ln), "", labels[i].name);
-        evbuffer_add_printf(s->out, "%s%s=\"", i ? "," : "", ln + 1);  /* skip the "_" of the empty ns */
+        evbuffer_add_printf(s->out, "%s%s=\"", i ? "," : "", ln + 1); /* skip the "_" of the empty ns */
         label_value(s->out, labels[i].value);
         evbuffer_add(s->out, "\"", 1);
     }
@@ -349,19 +342,24 @@ void stats_hist_emit(struct stats_sink *s, const char *name, const struct stats_
         uint64_t cum = 0;
         for (int b = 0; b < STATS_HIST_BUCKETS - 1; b++) {
             cum += atomic_load_explicit(&m->bucket[b], memory_order_relaxed);
-            evbuffer_add_printf(s->out, "%s_seconds_bucket{le=\"%g\"} %llu\n", base,
-                                (double)bucket_upper(b) / 1e6, (unsigned long long)cum);
+            evbuffer_add_printf(s->out, "%s_seconds_bucket{le=\"%g\"} %llu\n", base, (double)bucket_upper(b) / 1e6,
+                                (unsigned long long)cum);
         }
         evbuffer_add_printf(s->out, "%s_seconds_bucket{le=\"+Inf\"} %llu\n", base, (unsigned long long)count);
         evbuffer_add_printf(s->out, "%s_seconds_sum %g\n", base, (double)sum / 1e6);
         evbuffer_add_printf(s->out, "%s_seconds_count %llu\n", base, (unsigned long long)count);
         return;
     }
-    snprintf(n, sizeof(n), "%s_count", name); stats_u64(s, n, count);
-    snprintf(n, sizeof(n), "%s_sum_us", name); stats_u64(s, n, sum);
-    snprintf(n, sizeof(n), "%s_p50_us", name); stats_u64(s, n, stats_hist_quantile(h, 0.50));
-    snprintf(n, sizeof(n), "%s_p90_us", name); stats_u64(s, n, stats_hist_quantile(h, 0.90));
-    snprintf(n, sizeof(n), "%s_p99_us", name); stats_u64(s, n, stats_hist_quantile(h, 0.99));
+    snprintf(n, sizeof(n), "%s_count", name);
+    stats_u64(s, n, count);
+    snprintf(n, sizeof(n), "%s_sum_us", name);
+    stats_u64(s, n, sum);
+    snprintf(n, sizeof(n), "%s_p50_us", name);
+    stats_u64(s, n, stats_hist_quantile(h, 0.50));
+    snprintf(n, sizeof(n), "%s_p90_us", name);
+    stats_u64(s, n, stats_hist_quantile(h, 0.90));
+    snprintf(n, sizeof(n), "%s_p99_us", name);
+    stats_u64(s, n, stats_hist_quantile(h, 0.99));
 }
 
 uint64_t stats_now_usec(void) { return clock_now_us(); }
@@ -392,7 +390,7 @@ static int open_fds(void)
         if (e->d_name[0] != '.')
             n++;
     closedir(d);
-    return n - 1;  /* not the one opendir holds */
+    return n - 1; /* not the one opendir holds */
 }
 
 /* The console names are memcached's; the Prometheus names the memcached
@@ -405,7 +403,8 @@ static const struct stats_desc
     d_ruser = { "rusage_user", "process_user_cpu_seconds", STATS_COUNTER, "User CPU time spent, in seconds.", 6 },
     d_rsys = { "rusage_system", "process_system_cpu_seconds", STATS_COUNTER, "System CPU time spent, in seconds.", 6 },
     d_cpu = { NULL, "process_cpu_seconds", STATS_COUNTER, "Total user and system CPU time spent in seconds.", 0 },
-    d_start = { NULL, "process_start_time_seconds", STATS_GAUGE, "Start time of the process since unix epoch in seconds.", 0 },
+    d_start = { NULL, "process_start_time_seconds", STATS_GAUGE,
+                "Start time of the process since unix epoch in seconds.", 0 },
     d_maxfds = { NULL, "process_max_fds", STATS_GAUGE, "Maximum number of open file descriptors.", 0 },
     d_openfds = { NULL, "process_open_fds", STATS_GAUGE, "Number of open file descriptors.", 0 },
     d_maxconn = { "max_connections", NULL, STATS_GAUGE, "Connections allowed at once (0 = no limit).", 0 },
@@ -436,7 +435,7 @@ void stats_process_source(struct stats_sink *s, void *arg)
     stats_emit(s, &d_rsys, sys);
     stats_emit(s, &d_cpu, user + sys);
     stats_emit(s, &d_start, process_started);
-    if (s->kind == SINK_PROM) {  /* costs a directory read: scrapes only */
+    if (s->kind == SINK_PROM) { /* costs a directory read: scrapes only */
         struct rlimit rl;
         if (getrlimit(RLIMIT_NOFILE, &rl) == 0)
             stats_emit(s, &d_maxfds, (double)rl.rlim_cur);
@@ -474,12 +473,15 @@ static int metrics_read(struct core_conn *c)
     if (ok) {
         struct evbuffer *body = evbuffer_new();
         stats_render_prometheus(body, metrics_ns);
-        evbuffer_add_printf(out, "HTTP/1.1 200 OK\r\nContent-Type: text/plain; version=0.0.4\r\n"
-                                 "Content-Length: %zu\r\nConnection: close\r\n\r\n", evbuffer_get_length(body));
+        evbuffer_add_printf(out,
+                            "HTTP/1.1 200 OK\r\nContent-Type: text/plain; version=0.0.4\r\n"
+                            "Content-Length: %zu\r\nConnection: close\r\n\r\n",
+                            evbuffer_get_length(body));
         evbuffer_add_buffer(out, body);
         evbuffer_free(body);
     } else {
-        evbuffer_add_printf(out, "HTTP/1.1 404 Not Found\r\nContent-Length: 10\r\nConnection: close\r\n\r\nnot found\n");
+        evbuffer_add_printf(out,
+                            "HTTP/1.1 404 Not Found\r\nContent-Length: 10\r\nConnection: close\r\n\r\nnot found\n");
     }
     evbuffer_drain(in, evbuffer_get_length(in));
     conn_close_after_write(c);

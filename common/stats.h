@@ -37,16 +37,16 @@ void stats_u64f(struct stats_sink *s, uint64_t v, const char *namefmt, ...) __at
  * calls above stay valid: Prometheus sees them as "untyped". */
 enum stats_kind { STATS_UNTYPED = 0, STATS_COUNTER, STATS_GAUGE };
 struct stats_desc {
-    const char *name;      /* console: STAT name value; NULL = Prometheus only */
-    const char *prom;      /* Prometheus family after "<ns>_"; NULL = name; "" = console only.
-                            * Counters get "_total" appended unless it is there. */
+    const char *name; /* console: STAT name value; NULL = Prometheus only */
+    const char *prom; /* Prometheus family after "<ns>_"; NULL = name; "" = console only.
+                       * Counters get "_total" appended unless it is there. */
     enum stats_kind kind;
-    const char *help;      /* one line; NULL = none */
-    int decimals;          /* console: digits after the point (0 = an integer) */
+    const char *help; /* one line; NULL = none */
+    int decimals;     /* console: digits after the point (0 = an integer) */
 };
 struct stats_label {
-    const char *name;      /* [a-zA-Z_][a-zA-Z0-9_]* */
-    const char *value;     /* any text: escaped as the format wants */
+    const char *name;  /* [a-zA-Z_][a-zA-Z0-9_]* */
+    const char *value; /* any text: escaped as the format wants */
 };
 void stats_emit(struct stats_sink *s, const struct stats_desc *d, double v);
 /* One sample of a labelled family (Prometheus only: the console and
@@ -71,11 +71,17 @@ typedef void (*stats_visit_fn)(const char *name, const char *value, void *arg);
 int stats_visit(const char *group, stats_visit_fn fn, void *arg);
 
 /* A counter safe to bump from any thread (relaxed atomic). */
-struct stats_counter { _Atomic uint64_t v; };
+struct stats_counter {
+    _Atomic uint64_t v;
+};
 static inline void stats_counter_add(struct stats_counter *c, uint64_t n)
-{ atomic_fetch_add_explicit(&c->v, n, memory_order_relaxed); }
+{
+    atomic_fetch_add_explicit(&c->v, n, memory_order_relaxed);
+}
 static inline uint64_t stats_counter_get(const struct stats_counter *c)
-{ return atomic_load_explicit(&((struct stats_counter *)c)->v, memory_order_relaxed); }
+{
+    return atomic_load_explicit(&((struct stats_counter *)c)->v, memory_order_relaxed);
+}
 
 /* Latency histogram: power-of-two microsecond buckets, [0,1us) .. [2^30us, inf). */
 #define STATS_HIST_BUCKETS 32

@@ -74,9 +74,9 @@ void *tls_client_ctx_new(const char *ca_file, bool verify, const char *cert_file
         SSL_CTX_set_verify(ctx, SSL_VERIFY_PEER, NULL);
     } else
         SSL_CTX_set_verify(ctx, SSL_VERIFY_NONE, NULL);
-    if (cert_file && (SSL_CTX_use_certificate_chain_file(ctx, cert_file) != 1 ||
-                      SSL_CTX_use_PrivateKey_file(ctx, key_file, SSL_FILETYPE_PEM) != 1 ||
-                      SSL_CTX_check_private_key(ctx) != 1)) {
+    if (cert_file &&
+        (SSL_CTX_use_certificate_chain_file(ctx, cert_file) != 1 ||
+         SSL_CTX_use_PrivateKey_file(ctx, key_file, SSL_FILETYPE_PEM) != 1 || SSL_CTX_check_private_key(ctx) != 1)) {
         ssl_err(err, errlen, "cannot load client certificate", cert_file);
         SSL_CTX_free(ctx);
         return NULL;
@@ -103,16 +103,14 @@ int tls_server_ctx_require_client_cert(void *ctx, const char *ca_file, char *err
     return 0;
 }
 
-void tls_ctx_free(void *ctx)
-{
-    SSL_CTX_free(ctx);
-}
+void tls_ctx_free(void *ctx) { SSL_CTX_free(ctx); }
 
 int tls_server_ctx_reload(void **ctx, const char *cert_file, const char *key_file, const char *ciphers, char *err,
                           size_t errlen)
 {
     SSL_CTX *n = tls_server_ctx_new(cert_file, key_file, ciphers, err, errlen);
-    if (!n) return -1;
+    if (!n)
+        return -1;
     if (*ctx && (SSL_CTX_get_verify_mode(*ctx) & SSL_VERIFY_PEER)) { /* keep the client-cert requirement */
         X509_STORE *store = SSL_CTX_get_cert_store(*ctx);
         STACK_OF(X509_NAME) *names = SSL_CTX_get_client_CA_list(*ctx);
@@ -126,7 +124,8 @@ int tls_server_ctx_reload(void **ctx, const char *cert_file, const char *key_fil
         SSL_CTX_set_verify(n, SSL_CTX_get_verify_mode(*ctx), NULL);
         SSL_CTX_set_verify_depth(n, SSL_CTX_get_verify_depth(*ctx));
     }
-    if (*ctx) SSL_CTX_free(*ctx);
+    if (*ctx)
+        SSL_CTX_free(*ctx);
     *ctx = n;
     return 0;
 }
@@ -134,9 +133,11 @@ int tls_server_ctx_reload(void **ctx, const char *cert_file, const char *key_fil
 struct bufferevent *tls_accept_bev(void *ctx, struct event_base *base, int fd)
 {
     SSL *ssl = SSL_new(ctx);
-    if (!ssl) return NULL;
+    if (!ssl)
+        return NULL;
     struct bufferevent *bev = bufferevent_openssl_socket_new(base, fd, ssl, BUFFEREVENT_SSL_ACCEPTING,
                                                              BEV_OPT_CLOSE_ON_FREE | BEV_OPT_DEFER_CALLBACKS);
-    if (!bev) SSL_free(ssl);
+    if (!bev)
+        SSL_free(ssl);
     return bev;
 }

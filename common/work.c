@@ -29,7 +29,7 @@ struct job {
     void *arg;
     struct core_loop *loop;
     struct work_pool *pool;
-    struct work_msg msg;         /* carries done back to the loop */
+    struct work_msg msg; /* carries done back to the loop */
 };
 
 struct job_queue {
@@ -42,7 +42,7 @@ struct worker {
     pthread_t thread;
     bool started;
     pthread_cond_t cv;
-    bool idle;                   /* waiting on cv */
+    bool idle; /* waiting on cv */
     struct job_queue pinned;
 };
 
@@ -73,7 +73,7 @@ struct mailbox {
 };
 
 static pthread_mutex_t mailboxes_mu = PTHREAD_MUTEX_INITIALIZER;
-static struct mailbox *mailboxes;  /* never freed: see the file comment */
+static struct mailbox *mailboxes; /* never freed: see the file comment */
 
 static struct mailbox *mailbox_for(struct core_loop *loop)
 {
@@ -105,7 +105,7 @@ static void mailbox_run(void *arg)
     pthread_mutex_unlock(&m->mu);
     while (msg) {
         struct work_msg *next = msg->next;
-        msg->run(msg);  /* may free msg */
+        msg->run(msg); /* may free msg */
         msg = next;
     }
 }
@@ -342,7 +342,7 @@ static int submit(struct work_pool *p, int thread, struct core_loop *loop, work_
         for (int i = 0; i < p->nthreads; i++)
             if (p->w[i].idle) {
                 wake = &p->w[i];
-                wake->idle = false;  /* the next submit wakes another one */
+                wake->idle = false; /* the next submit wakes another one */
                 break;
             }
     }

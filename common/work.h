@@ -48,19 +48,18 @@ int work_pool_threads(const struct work_pool *pool);
 int work_submit(struct work_pool *pool, struct core_loop *loop, work_fn fn, work_fn done, void *arg);
 /* The same on one given thread (0 .. threads-1): jobs for one thread run in
  * order, on one thread (connection affinity, per-thread state). */
-int work_submit_to(struct work_pool *pool, int thread, struct core_loop *loop, work_fn fn, work_fn done,
-                   void *arg);
+int work_submit_to(struct work_pool *pool, int thread, struct core_loop *loop, work_fn fn, work_fn done, void *arg);
 
 /* Inside fn: the index of the pool thread running it (0 .. threads-1);
  * -1 on any thread that is not a pool thread. */
 int work_thread_index(void);
 
 struct work_counters {
-    uint64_t submitted;   /* accepted by work_submit */
-    uint64_t completed;   /* fn returned */
-    uint64_t rejected;    /* refused: queue full */
-    uint64_t queued;      /* waiting now */
-    uint64_t running;     /* in fn now */
+    uint64_t submitted; /* accepted by work_submit */
+    uint64_t completed; /* fn returned */
+    uint64_t rejected;  /* refused: queue full */
+    uint64_t queued;    /* waiting now */
+    uint64_t running;   /* in fn now */
     int threads;
 };
 void work_get_counters(struct work_pool *pool, struct work_counters *out);

@@ -15,14 +15,15 @@ static enum admin_result cmd_users(struct admin_ctx *ctx, int argc, char **argv)
     (void)argc, (void)argv;
     size_t shown = 0;
     for (size_t b = 0; b < dj.nbuckets; b++)
-        for (struct dj_user *u = dj.users[b]; u; u = u->hnext)
-        {
+        for (struct dj_user *u = dj.users[b]; u; u = u->hnext) {
             for (struct dj_sess *s = u->sessions; s; s = s->next_res) {
                 char full[3 * DJ_JID_MAX + 3], peer[64];
                 admin_printf(ctx, "%s %s %s%s\r\n", dj_sess_jid(s, full, sizeof full),
                              s->c ? conn_peer_str(s->c, peer, sizeof peer) : "-",
                              (s->flags & DJ_F_AVAILABLE) ? "available" : "unavailable",
-                             s->c && conn_is_tls(s->c) ? " tls" : s->state == DJ_S_DETACHED ? " detached" : "");
+                             s->c && conn_is_tls(s->c)   ? " tls"
+                             : s->state == DJ_S_DETACHED ? " detached"
+                                                         : "");
                 if (++shown >= 10000) {
                     admin_printf(ctx, "... (first 10000 shown)\r\nEND\r\n");
                     return ADMIN_OK;
@@ -105,7 +106,8 @@ static enum admin_result cmd_hooks(struct admin_ctx *ctx, int argc, char **argv)
 }
 
 const struct admin_cmd dj_admin_cmds[] = {
-    { "users", "users", "connected resources: jid peer availability [tls]; node:NAME for other cluster nodes", cmd_users },
+    { "users", "users", "connected resources: jid peer availability [tls]; node:NAME for other cluster nodes",
+      cmd_users },
     { "sessions", "sessions", "bound sessions per vhost", cmd_sessions },
     { "kick", "kick <jid>", "end a user's sessions (bare jid: all resources)", cmd_kick },
     { "reload", "reload", "re-read users_file", cmd_reload },

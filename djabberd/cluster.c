@@ -41,8 +41,8 @@ struct dj_link {
     struct core_conn *c;
     struct dj_xml *xml;
     bool outgoing, up, authed;
-    char *peer;                /* outgoing: the address dialled = the peer's node name */
-    char *node;                /* incoming: the authenticated node */
+    char *peer; /* outgoing: the address dialled = the peer's node name */
+    char *node; /* incoming: the authenticated node */
     char id[40];
     struct event *retry;
     struct dj_link *next;
@@ -215,7 +215,7 @@ static void links_deliver(struct dj_hook_call *call, void *arg)
 struct forward_call {
     struct dj_hook_cluster h;
     bool in_run, done;
-    char data[];               /* node, to, xml copies */
+    char data[]; /* node, to, xml copies */
 };
 
 static void forward_done(struct dj_hook_call *call)
@@ -224,7 +224,7 @@ static void forward_done(struct dj_hook_call *call)
     if (call->status != DJ_OK)
         dj_cluster_n.dropped++;
     if (f->in_run)
-        f->done = true;        /* the caller still looks at the status */
+        f->done = true; /* the caller still looks at the status */
     else
         free(f);
 }
@@ -251,7 +251,7 @@ int dj_cluster_forward(const char *node, const char *to, const char *xml, size_t
     dj_hook_run(DJ_HOOK_CLUSTER_DELIVER, &f->h.call, forward_done);
     f->in_run = false;
     if (!f->done)
-        return 0;              /* a plugin answers later */
+        return 0; /* a plugin answers later */
     int rc = f->h.call.status == DJ_OK ? 0 : -1;
     free(f);
     return rc;
@@ -371,8 +371,9 @@ static int link_on_stream(void *arg, const char *name, const char **attrs)
     RAND_bytes(rnd, sizeof rnd);
     for (int i = 0; i < 16; i++)
         snprintf(l->id + 2 * i, 3, "%02x", rnd[i]);
-    evbuffer_add_printf(out, "<?xml version='1.0'?><stream:stream xmlns:stream='http://etherx.jabber.org/streams' "
-                             "xmlns='" NS_CLUSTER "' id='%s' version='1.0'>",
+    evbuffer_add_printf(out,
+                        "<?xml version='1.0'?><stream:stream xmlns:stream='http://etherx.jabber.org/streams' "
+                        "xmlns='" NS_CLUSTER "' id='%s' version='1.0'>",
                         l->id);
     return 0;
 }
@@ -484,7 +485,9 @@ static void link_on_close(struct core_conn *c, enum conn_close_reason why)
             log_info("djabberd: cluster link to %s down", l->peer);
         l->up = l->authed = false;
         dj_xml_free(l->xml);
-        struct dj_xml_limits lim = { .max_stanza = (size_t)dj.cfg.max_stanza + 65536, .max_depth = 40, .max_attrs = 64 };
+        struct dj_xml_limits lim = { .max_stanza = (size_t)dj.cfg.max_stanza + 65536,
+                                     .max_depth = 40,
+                                     .max_attrs = 64 };
         l->xml = dj_xml_new(&lim, &link_cbs, l);
         schedule_retry(l);
         return;

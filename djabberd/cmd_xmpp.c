@@ -280,8 +280,7 @@ void dj_cluster_deliver(struct dj_stanza *st, const char *to)
     const char *type = dj_node_attr(n, "type");
     const char *from = dj_node_attr(n, "from");
     struct dj_jid tj, fj;
-    if (!strcmp(n->name, "presence") && type && from && dj_jid_parse(to, &tj) == 0 &&
-        dj_jid_parse(from, &fj) == 0 &&
+    if (!strcmp(n->name, "presence") && type && from && dj_jid_parse(to, &tj) == 0 && dj_jid_parse(from, &fj) == 0 &&
         (!strcmp(type, "subscribe") || !strcmp(type, "subscribed") || !strcmp(type, "unsubscribe") ||
          !strcmp(type, "unsubscribed"))) {
         char tb[2 * DJ_JID_MAX + 2], fb[2 * DJ_JID_MAX + 2];
@@ -296,8 +295,7 @@ void dj_cluster_deliver(struct dj_stanza *st, const char *to)
 
 void dj_disco_features(struct evbuffer *out)
 {
-    static const char *core[] = { NS_DISCO_INFO, NS_DISCO_ITEMS, "jabber:iq:roster", "urn:xmpp:delay",
-                                  "msgoffline" };
+    static const char *core[] = { NS_DISCO_INFO, NS_DISCO_ITEMS, "jabber:iq:roster", "urn:xmpp:delay", "msgoffline" };
     for (size_t i = 0; i < sizeof core / sizeof core[0]; i++)
         evbuffer_add_printf(out, "<feature var='%s'/>", core[i]);
     if (dj.cfg.inband_registration)
@@ -519,8 +517,8 @@ static void handle_iq(struct dj_sess *s, struct dj_stanza *st, const char *to)
 /* ---- presence ------------------------------------------------------------------------------------ */
 
 struct bcast {
-    struct dj_sess *s;         /* held */
-    char *xml;                 /* the presence to send */
+    struct dj_sess *s; /* held */
+    char *xml;         /* the presence to send */
     size_t len;
     bool initial, available;
 };
@@ -534,10 +532,7 @@ void dj_send_to_available(struct dj_user *u, const char *xml, size_t len)
         dj_cluster_forward_available(u, xml, len);
 }
 
-static void send_raw_to_available(struct dj_user *u, const char *xml, size_t len)
-{
-    dj_send_to_available(u, xml, len);
-}
+static void send_raw_to_available(struct dj_user *u, const char *xml, size_t len) { dj_send_to_available(u, xml, len); }
 
 struct offline_call {
     struct dj_hook_list h;

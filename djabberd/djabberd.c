@@ -93,23 +93,23 @@ static const struct cfg_setting dj_settings_table[] = {
     { "config", 'c', CFG_STRING, &core_opts.config_file, NULL, "read settings from this file (key = value)", false,
       NULL },
     { "c2s_port", 'p', CFG_INT, &dj.cfg.c2s_port, "5222", "client-to-server port", false, NULL },
-    { "s2s_port", 0, CFG_INT, &dj.cfg.s2s_port, "0", "server-to-server port (0 = no S2S; 5269 is the usual one)",
-      false, NULL },
+    { "s2s_port", 0, CFG_INT, &dj.cfg.s2s_port, "0", "server-to-server port (0 = no S2S; 5269 is the usual one)", false,
+      NULL },
     { "s2s_listen", 0, CFG_STRING, &dj.cfg.s2s_listen, NULL, "address the s2s port binds (default: as listen)", false,
       NULL },
     { "s2s_secret", 0, CFG_STRING, &dj.cfg.s2s_secret, NULL,
       "dialback secret, the same on every node of a domain (default: random per start)", false, NULL },
     { "s2s_route", 0, CFG_CUSTOM, NULL, NULL,
-      "domain=host:port: where to reach a remote domain (repeatable; default: the domain on s2s_default_port)",
-      false, set_route },
+      "domain=host:port: where to reach a remote domain (repeatable; default: the domain on s2s_default_port)", false,
+      set_route },
     { "cluster_listen", 0, CFG_STRING, &dj.cfg.cluster_listen, NULL,
       "host:port of this node's cluster link listener, also its node name ('' = no cluster)", false, NULL },
     { "cluster_peer", 0, CFG_CUSTOM, NULL, NULL, "host:port of another node's cluster_listen (repeatable)", false,
       set_peer },
     { "cluster_secret", 0, CFG_STRING, &dj.cfg.cluster_secret, NULL, "shared secret of the cluster's nodes", false,
       NULL },
-    { "s2s_default_port", 0, CFG_INT, &dj.cfg.s2s_default_port, "5269", "port of remote servers without a route",
-      false, NULL },
+    { "s2s_default_port", 0, CFG_INT, &dj.cfg.s2s_default_port, "5269", "port of remote servers without a route", false,
+      NULL },
     { "listen", 'l', CFG_STRING, &dj.cfg.listen, NULL, "address the c2s port binds (default: all)", false, NULL },
     { "vhost", 0, CFG_CUSTOM, NULL, NULL, "a domain this server hosts (repeatable; default localhost)", false,
       set_vhost },
@@ -236,9 +236,9 @@ static int dj_init(void)
     if (dj.nvhosts == 0)
         dj.vhosts[dj.nvhosts++].name = strdup("localhost");
     if (dj.cfg.tls_cert && *dj.cfg.tls_cert) {
-        dj.tls_ctx = tls_server_ctx_new(dj.cfg.tls_cert, dj.cfg.tls_key && *dj.cfg.tls_key ? dj.cfg.tls_key
-                                                                                          : dj.cfg.tls_cert,
-                                        NULL, err, sizeof err);
+        dj.tls_ctx =
+            tls_server_ctx_new(dj.cfg.tls_cert, dj.cfg.tls_key && *dj.cfg.tls_key ? dj.cfg.tls_key : dj.cfg.tls_cert,
+                               NULL, err, sizeof err);
         if (!dj.tls_ctx) {
             log_error("djabberd: tls: %s", err);
             return -1;
@@ -283,8 +283,7 @@ static int dj_init(void)
         const char *a = dj.cfg.s2s_listen && *dj.cfg.s2s_listen ? dj.cfg.s2s_listen : dj.cfg.listen;
         char s2spec[300];
         if (a && *a)
-            snprintf(s2spec, sizeof s2spec, strchr(a, ':') && a[0] != '[' ? "[%s]:%d" : "%s:%d", a,
-                     dj.cfg.s2s_port);
+            snprintf(s2spec, sizeof s2spec, strchr(a, ':') && a[0] != '[' ? "[%s]:%d" : "%s:%d", a, dj.cfg.s2s_port);
         else
             snprintf(s2spec, sizeof s2spec, "*:%d", dj.cfg.s2s_port);
         dj_s2s_set_secret(dj.cfg.s2s_secret);
@@ -350,8 +349,8 @@ static void dj_reload(void)
 {
     char err[512];
     if (dj.tls_ctx && tls_server_ctx_reload(&dj.tls_ctx, dj.cfg.tls_cert,
-                                            dj.cfg.tls_key && *dj.cfg.tls_key ? dj.cfg.tls_key : dj.cfg.tls_cert,
-                                            NULL, err, sizeof err) < 0)
+                                            dj.cfg.tls_key && *dj.cfg.tls_key ? dj.cfg.tls_key : dj.cfg.tls_cert, NULL,
+                                            err, sizeof err) < 0)
         log_error("djabberd: reload: tls: %s (the old certificate stays)", err);
     if (dj_users_file_load(dj.cfg.users_file, err, sizeof err) < 0)
         log_error("djabberd: reload: %s", err);

@@ -30,29 +30,29 @@ struct dj_user;
 struct dj_config {
     int c2s_port;
     int s2s_port;
-    char *listen;              /* c2s address, "" = all */
-    char *vhosts_raw;          /* comma-joined (the repeatable `vhost`) */
+    char *listen;     /* c2s address, "" = all */
+    char *vhosts_raw; /* comma-joined (the repeatable `vhost`) */
     char *tls_cert, *tls_key;
     bool require_tls;
     char *users_file;
     bool inband_registration;
-    char *storage;             /* DBI DSN */
+    char *storage; /* DBI DSN */
     uint64_t max_stanza;
-    uint64_t preauth_bytes;    /* bytes a client may send before it is authenticated */
-    int auth_timeout;          /* seconds to authenticate */
-    int idle_timeout;          /* seconds, 0 = none */
+    uint64_t preauth_bytes; /* bytes a client may send before it is authenticated */
+    int auth_timeout;       /* seconds to authenticate */
+    int idle_timeout;       /* seconds, 0 = none */
     int max_conns;
-    uint64_t max_offline;      /* offline messages kept per user */
-    int max_roster;            /* items per roster */
-    int max_resources;         /* sessions per account */
-    uint64_t max_output;       /* bytes queued to one client before it counts as not reading */
-    int sm_resume_timeout;     /* seconds a lost XEP-0198 session may be resumed (0 = no resumption) */
-    char *s2s_listen;          /* s2s address, "" = as listen */
-    char *s2s_secret;          /* dialback secret ("" = random per start) */
-    char *s2s_routes;          /* "domain=host:port,..." (the repeatable s2s_route) */
+    uint64_t max_offline;  /* offline messages kept per user */
+    int max_roster;        /* items per roster */
+    int max_resources;     /* sessions per account */
+    uint64_t max_output;   /* bytes queued to one client before it counts as not reading */
+    int sm_resume_timeout; /* seconds a lost XEP-0198 session may be resumed (0 = no resumption) */
+    char *s2s_listen;      /* s2s address, "" = as listen */
+    char *s2s_secret;      /* dialback secret ("" = random per start) */
+    char *s2s_routes;      /* "domain=host:port,..." (the repeatable s2s_route) */
     int s2s_default_port;
-    char *cluster_listen;      /* this node's cluster address = its node name; "" = no cluster */
-    char *cluster_peers;       /* "host:port,..." (the repeatable cluster_peer) */
+    char *cluster_listen; /* this node's cluster address = its node name; "" = no cluster */
+    char *cluster_peers;  /* "host:port,..." (the repeatable cluster_peer) */
     char *cluster_secret;
 };
 
@@ -70,34 +70,34 @@ const char *dj_jid_full(const struct dj_jid *j, char *buf, size_t cap);
 
 /* ---- sessions ---- */
 enum dj_sess_state {
-    DJ_S_STREAM = 0,           /* waiting for the stream header */
-    DJ_S_AUTH,                 /* features with mechanisms sent */
-    DJ_S_AUTH_WAIT,            /* a hook is deciding */
-    DJ_S_SCRAM,                /* server-first sent, waiting for client-final */
-    DJ_S_RESTART,              /* success sent, waiting for the new stream header */
-    DJ_S_BIND,                 /* authenticated, waiting for resource binding */
-    DJ_S_ACTIVE,               /* bound: stanzas flow */
+    DJ_S_STREAM = 0, /* waiting for the stream header */
+    DJ_S_AUTH,       /* features with mechanisms sent */
+    DJ_S_AUTH_WAIT,  /* a hook is deciding */
+    DJ_S_SCRAM,      /* server-first sent, waiting for client-final */
+    DJ_S_RESTART,    /* success sent, waiting for the new stream header */
+    DJ_S_BIND,       /* authenticated, waiting for resource binding */
+    DJ_S_ACTIVE,     /* bound: stanzas flow */
     DJ_S_CLOSED,
-    DJ_S_DETACHED,             /* XEP-0198: connection lost, resumable for sm_resume_timeout */
+    DJ_S_DETACHED, /* XEP-0198: connection lost, resumable for sm_resume_timeout */
 };
 
-#define DJ_F_AVAILABLE 0x01    /* sent available presence */
-#define DJ_F_INTERESTED 0x02   /* requested the roster */
+#define DJ_F_AVAILABLE 0x01  /* sent available presence */
+#define DJ_F_INTERESTED 0x02 /* requested the roster */
 #define DJ_F_REGISTERING 0x04
-#define DJ_F_SM 0x08           /* XEP-0198 stream management enabled */
-#define DJ_F_STARTTLS 0x10     /* <proceed/> queued: switch to TLS after this stanza */
-#define DJ_F_IN_FEED 0x20      /* sess_on_read is feeding the parser */
+#define DJ_F_SM 0x08       /* XEP-0198 stream management enabled */
+#define DJ_F_STARTTLS 0x10 /* <proceed/> queued: switch to TLS after this stanza */
+#define DJ_F_IN_FEED 0x20  /* sess_on_read is feeding the parser */
 
 struct dj_sess {
     struct core_conn *c;
     struct dj_xml *xml;
-    struct dj_scram *scram;    /* only while SCRAM runs */
-    struct dj_user *user;      /* after binding */
-    char *node;                /* after authentication */
-    char *resource;            /* after binding */
-    char *presence;            /* last available presence, serialised (broadcast to probes) */
+    struct dj_scram *scram; /* only while SCRAM runs */
+    struct dj_user *user;   /* after binding */
+    char *node;             /* after authentication */
+    char *resource;         /* after binding */
+    char *presence;         /* last available presence, serialised (broadcast to probes) */
     uint32_t refs;
-    uint32_t preauth;          /* bytes read before authentication */
+    uint32_t preauth;                 /* bytes read before authentication */
     uint32_t sm_in, sm_out, sm_acked; /* XEP-0198 counters (mod 2^32) */
     struct dj_pres_wait *pres_wait;   /* broadcast presences behind one in the AlterPresence chain */
     struct dj_sm_resume *resume;      /* XEP-0198 resumption state, only when the client asked for it */
@@ -107,21 +107,21 @@ struct dj_sess {
     uint8_t flags;
     int8_t prio;
     uint8_t mech;
-    struct dj_sess *next_res;  /* the user's other sessions */
+    struct dj_sess *next_res; /* the user's other sessions */
 };
 
 /* ---- an online (or roster-touched) account ---- */
 #define DJ_SUB_TO 0x1
 #define DJ_SUB_FROM 0x2
-#define DJ_SUB_ASK 0x4         /* pending out */
-#define DJ_SUB_PENDING_IN 0x8  /* their subscribe waits for our answer */
+#define DJ_SUB_ASK 0x4        /* pending out */
+#define DJ_SUB_PENDING_IN 0x8 /* their subscribe waits for our answer */
 
 struct dj_roster_item {
-    char *jid;                 /* bare contact JID */
-    char *name;                /* may be NULL */
-    char *groups;              /* '\n'-joined, may be NULL */
+    char *jid;    /* bare contact JID */
+    char *name;   /* may be NULL */
+    char *groups; /* '\n'-joined, may be NULL */
     uint8_t sub;
-    bool hidden;               /* only a pending-in request, not in the roster proper */
+    bool hidden; /* only a pending-in request, not in the roster proper */
 };
 
 enum dj_roster_state { DJ_ROSTER_NONE = 0, DJ_ROSTER_LOADING, DJ_ROSTER_LOADED, DJ_ROSTER_FAILED };
@@ -129,7 +129,7 @@ enum dj_roster_state { DJ_ROSTER_NONE = 0, DJ_ROSTER_LOADING, DJ_ROSTER_LOADED, 
 /* A session of this account on another cluster node. */
 struct dj_rsess {
     char *node, *resource;
-    char *presence;            /* its last available presence, serialised */
+    char *presence; /* its last available presence, serialised */
     int8_t prio;
     bool avail;
     struct dj_rsess *next;
@@ -139,12 +139,12 @@ struct dj_roster_wait;
 struct dj_user {
     char *bare;
     struct dj_sess *sessions;
-    struct dj_rsess *remote;   /* sessions on other cluster nodes */
+    struct dj_rsess *remote; /* sessions on other cluster nodes */
     struct dj_roster_item *items;
     int nitems, capitems;
     int64_t ver;
     uint8_t roster_state;
-    uint32_t pending;          /* store ops in flight */
+    uint32_t pending; /* store ops in flight */
     struct dj_roster_wait *waiters;
     struct dj_user *hnext;
 };
@@ -156,7 +156,8 @@ struct dj_vhost {
 struct dj_counters {
     uint64_t sessions_total, auth_ok, auth_fail, stanzas_in, stanzas_out;
     uint64_t messages_routed, messages_offline, messages_dropped, offline_delivered;
-    uint64_t stream_errors, policy_violations, registered, sm_enabled, starttls, slow_consumers, offline_refused, sm_resumed, sm_expired;
+    uint64_t stream_errors, policy_violations, registered, sm_enabled, starttls, slow_consumers, offline_refused,
+        sm_resumed, sm_expired;
 };
 
 struct dj_state {
@@ -164,9 +165,9 @@ struct dj_state {
     struct dj_vhost vhosts[DJ_MAX_VHOSTS];
     int nvhosts;
     struct db *db;
-    void *tls_ctx;             /* SSL_CTX for STARTTLS, NULL without tls_cert/tls_key */
+    void *tls_ctx;               /* SSL_CTX for STARTTLS, NULL without tls_cert/tls_key */
     struct work_pool *hash_pool; /* PBKDF2 threads */
-    struct dj_user **users;    /* hash of online/roster-touched accounts */
+    struct dj_user **users;      /* hash of online/roster-touched accounts */
     size_t nbuckets, nusers;
     uint64_t nsessions, nbound;
     uint64_t per_vhost[DJ_MAX_VHOSTS];
@@ -216,8 +217,7 @@ struct dj_roster_item *dj_roster_find(struct dj_user *u, const char *jid);
 void dj_roster_with(const char *bare, void (*fn)(void *arg, struct dj_user *u), void *arg);
 /* Store one item (or remove it: item == NULL), bump the version, push it to
  * interested resources; done(arg, ok) after it is durable. */
-void dj_roster_commit(struct dj_user *u, const char *jid, bool removed, void (*done)(void *arg, bool ok),
-                      void *arg);
+void dj_roster_commit(struct dj_user *u, const char *jid, bool removed, void (*done)(void *arg, bool ok), void *arg);
 void dj_roster_item_xml(struct evbuffer *out, const struct dj_roster_item *it, const char *jid_if_removed);
 void dj_roster_iq(struct dj_sess *s, struct dj_stanza *st);
 /* Presence subscription stanzas (subscribe, subscribed, ...), outbound from s. */

@@ -22,8 +22,8 @@ static const char *features[DJ_MAX_FEATURES];
 static int nfeatures;
 
 static const char *hook_names[DJ_HOOK_COUNT] = {
-    "GetCreds", "CheckPlain", "RegisterJID", "RosterGet", "RosterSetItem", "OfflineStore",
-    "OfflineFetch", "VCardGet", "VCardSet", "deliver", "c2s-iq", "AlterPresence", "DiscoInfo", "ClusterDeliverMessage",
+    "GetCreds", "CheckPlain", "RegisterJID", "RosterGet", "RosterSetItem", "OfflineStore", "OfflineFetch",
+    "VCardGet", "VCardSet",   "deliver",     "c2s-iq",    "AlterPresence", "DiscoInfo",    "ClusterDeliverMessage",
 };
 
 const char *dj_hook_name(enum dj_hook h) { return h < DJ_HOOK_COUNT ? hook_names[h] : "?"; }

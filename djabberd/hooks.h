@@ -17,27 +17,27 @@
 #include "djabberd/proto_sasl.h"
 
 enum dj_hook {
-    DJ_HOOK_GET_CREDS = 0,     /* struct dj_hook_creds: SCRAM keys of user@vhost */
-    DJ_HOOK_CHECK_PLAIN,       /* struct dj_hook_creds (+password): accept or reject */
-    DJ_HOOK_REGISTER,          /* struct dj_hook_register: new account (XEP-0077) */
-    DJ_HOOK_ROSTER_LOAD,       /* struct dj_hook_roster: fill items of bare */
-    DJ_HOOK_ROSTER_STORE,      /* struct dj_hook_roster_item: store/remove one item + version */
-    DJ_HOOK_OFFLINE_STORE,     /* struct dj_hook_blob: keep a message for bare */
-    DJ_HOOK_OFFLINE_FETCH,     /* struct dj_hook_list: take the stored messages of bare */
-    DJ_HOOK_VCARD_GET,         /* struct dj_hook_blob: out xml */
-    DJ_HOOK_VCARD_SET,         /* struct dj_hook_blob: in xml */
-    DJ_HOOK_DELIVER,           /* struct dj_hook_deliver: a stanza no local resource took */
-    DJ_HOOK_C2S_IQ,            /* struct dj_hook_iq: an IQ the core does not answer */
-    DJ_HOOK_ALTER_PRESENCE,    /* struct dj_hook_iq: a client's broadcast presence, before it is kept and
-                                  sent; change st, decline to go on, finish(DJ_REJECT) to drop it */
-    DJ_HOOK_DISCO_INFO,        /* struct dj_hook_disco: add <identity/>/<feature/> to a disco#info answer */
-    DJ_HOOK_CLUSTER_DELIVER,   /* struct dj_hook_cluster: hand a stanza to another node (default: the links) */
+    DJ_HOOK_GET_CREDS = 0,   /* struct dj_hook_creds: SCRAM keys of user@vhost */
+    DJ_HOOK_CHECK_PLAIN,     /* struct dj_hook_creds (+password): accept or reject */
+    DJ_HOOK_REGISTER,        /* struct dj_hook_register: new account (XEP-0077) */
+    DJ_HOOK_ROSTER_LOAD,     /* struct dj_hook_roster: fill items of bare */
+    DJ_HOOK_ROSTER_STORE,    /* struct dj_hook_roster_item: store/remove one item + version */
+    DJ_HOOK_OFFLINE_STORE,   /* struct dj_hook_blob: keep a message for bare */
+    DJ_HOOK_OFFLINE_FETCH,   /* struct dj_hook_list: take the stored messages of bare */
+    DJ_HOOK_VCARD_GET,       /* struct dj_hook_blob: out xml */
+    DJ_HOOK_VCARD_SET,       /* struct dj_hook_blob: in xml */
+    DJ_HOOK_DELIVER,         /* struct dj_hook_deliver: a stanza no local resource took */
+    DJ_HOOK_C2S_IQ,          /* struct dj_hook_iq: an IQ the core does not answer */
+    DJ_HOOK_ALTER_PRESENCE,  /* struct dj_hook_iq: a client's broadcast presence, before it is kept and
+                                sent; change st, decline to go on, finish(DJ_REJECT) to drop it */
+    DJ_HOOK_DISCO_INFO,      /* struct dj_hook_disco: add <identity/>/<feature/> to a disco#info answer */
+    DJ_HOOK_CLUSTER_DELIVER, /* struct dj_hook_cluster: hand a stanza to another node (default: the links) */
     DJ_HOOK_COUNT
 };
 
 enum dj_hook_status {
     DJ_OK = 0,
-    DJ_DECLINED,               /* no plugin answered */
+    DJ_DECLINED, /* no plugin answered */
     DJ_NOTFOUND,
     DJ_CONFLICT,
     DJ_REJECT,
@@ -50,7 +50,7 @@ typedef void (*dj_hook_done_fn)(struct dj_hook_call *call);
 
 struct dj_hook_call {
     enum dj_hook hook;
-    int next;                  /* index of the next plugin */
+    int next; /* index of the next plugin */
     enum dj_hook_status status;
     dj_hook_done_fn done;
 };
@@ -58,11 +58,11 @@ struct dj_hook_call {
 struct dj_hook_creds {
     struct dj_hook_call call;
     int vhost;
-    const char *user;          /* node, normalised */
-    const char *password;      /* CHECK_PLAIN only */
+    const char *user;     /* node, normalised */
+    const char *password; /* CHECK_PLAIN only */
     size_t password_len;
-    bool exists_only;          /* GET_CREDS: only say whether the account exists */
-    struct dj_creds creds;     /* GET_CREDS out */
+    bool exists_only;      /* GET_CREDS: only say whether the account exists */
+    struct dj_creds creds; /* GET_CREDS out */
     void *ctx;
 };
 
@@ -91,7 +91,7 @@ struct dj_hook_roster {
 struct dj_hook_roster_item {
     struct dj_hook_call call;
     char *bare;
-    struct dj_roster_row row;  /* row.jid always set */
+    struct dj_roster_row row; /* row.jid always set */
     bool removed;
     int64_t ver;
     void (*user_done)(void *arg, bool ok);
@@ -101,7 +101,7 @@ struct dj_hook_roster_item {
 struct dj_hook_blob {
     struct dj_hook_call call;
     char *bare;
-    char *xml;                 /* in (store/set) or out (get), malloc'd */
+    char *xml; /* in (store/set) or out (get), malloc'd */
     size_t len;
     int64_t stamp;
     void *ctx;
@@ -110,7 +110,7 @@ struct dj_hook_blob {
 struct dj_hook_list {
     struct dj_hook_call call;
     char *bare;
-    char **xml;                /* out */
+    char **xml; /* out */
     int64_t *stamps;
     int n;
     void *ctx;
@@ -120,28 +120,28 @@ struct dj_stanza;
 struct dj_sess;
 struct dj_hook_deliver {
     struct dj_hook_call call;
-    struct dj_stanza *st;      /* owned by the call */
+    struct dj_stanza *st; /* owned by the call */
     char *to;
 };
 
 struct dj_hook_iq {
     struct dj_hook_call call;
-    struct dj_sess *sess;      /* held */
-    struct dj_stanza *st;      /* owned by the call */
+    struct dj_sess *sess; /* held */
+    struct dj_stanza *st; /* owned by the call */
 };
 
 struct evbuffer;
 struct dj_hook_disco {
     struct dj_hook_call call;
-    struct dj_sess *sess;      /* held */
-    struct dj_stanza *st;      /* the request, owned by the call */
-    bool account;              /* asked of an account (bare JID), not the server */
-    struct evbuffer *out;      /* plugins append features here */
+    struct dj_sess *sess; /* held */
+    struct dj_stanza *st; /* the request, owned by the call */
+    bool account;         /* asked of an account (bare JID), not the server */
+    struct evbuffer *out; /* plugins append features here */
 };
 
 struct dj_hook_cluster {
     struct dj_hook_call call;
-    const char *node;          /* owned by the call (valid until it finishes) */
+    const char *node; /* owned by the call (valid until it finishes) */
     const char *to;
     const char *xml;
     size_t len;

@@ -189,8 +189,8 @@ int dj_b64_encode(const unsigned char *in, size_t len, char *out, size_t cap)
         return -1;
     size_t o = 0;
     for (size_t i = 0; i < len; i += 3) {
-        unsigned v = (unsigned)in[i] << 16 | (i + 1 < len ? (unsigned)in[i + 1] << 8 : 0) |
-                     (i + 2 < len ? in[i + 2] : 0);
+        unsigned v =
+            (unsigned)in[i] << 16 | (i + 1 < len ? (unsigned)in[i + 1] << 8 : 0) | (i + 2 < len ? in[i + 2] : 0);
         out[o++] = b64[v >> 18 & 63];
         out[o++] = b64[v >> 12 & 63];
         out[o++] = i + 1 < len ? b64[v >> 6 & 63] : '=';
@@ -202,11 +202,16 @@ int dj_b64_encode(const unsigned char *in, size_t len, char *out, size_t cap)
 
 static int b64val(char c)
 {
-    if (c >= 'A' && c <= 'Z') return c - 'A';
-    if (c >= 'a' && c <= 'z') return c - 'a' + 26;
-    if (c >= '0' && c <= '9') return c - '0' + 52;
-    if (c == '+') return 62;
-    if (c == '/') return 63;
+    if (c >= 'A' && c <= 'Z')
+        return c - 'A';
+    if (c >= 'a' && c <= 'z')
+        return c - 'a' + 26;
+    if (c >= '0' && c <= '9')
+        return c - '0' + 52;
+    if (c == '+')
+        return 62;
+    if (c == '/')
+        return 63;
     return -1;
 }
 
@@ -243,8 +248,8 @@ int dj_b64_decode(const char *in, size_t len, unsigned char *out, size_t cap)
     return (int)o;
 }
 
-int dj_sasl_plain_parse(const char *msg, size_t len, const char **authzid, size_t *authzid_len,
-                        const char **authcid, size_t *authcid_len, const char **pw, size_t *pw_len)
+int dj_sasl_plain_parse(const char *msg, size_t len, const char **authzid, size_t *authzid_len, const char **authcid,
+                        size_t *authcid_len, const char **pw, size_t *pw_len)
 {
     const char *z1 = memchr(msg, 0, len);
     if (!z1)

@@ -16,7 +16,7 @@ enum dj_sasl_mech {
     DJ_SASL_PLAIN,
     DJ_SASL_SCRAM_SHA1,
     DJ_SASL_SCRAM_SHA256,
-    DJ_SASL_SCRAM_SHA1_PLUS,   /* with tls-unique channel binding */
+    DJ_SASL_SCRAM_SHA1_PLUS, /* with tls-unique channel binding */
     DJ_SASL_SCRAM_SHA256_PLUS,
 };
 
@@ -58,19 +58,19 @@ int dj_b64_decode(const char *in, size_t len, unsigned char *out, size_t cap);
 
 /* PLAIN: "[authzid]\0authcid\0passwd" (already base64-decoded). Pointers
  * into msg; returns 0 or -1 (malformed). */
-int dj_sasl_plain_parse(const char *msg, size_t len, const char **authzid, size_t *authzid_len,
-                        const char **authcid, size_t *authcid_len, const char **pw, size_t *pw_len);
+int dj_sasl_plain_parse(const char *msg, size_t len, const char **authzid, size_t *authzid_len, const char **authcid,
+                        size_t *authcid_len, const char **pw, size_t *pw_len);
 
 /* The SCRAM exchange state (lives only while authenticating). */
 struct dj_scram {
     enum dj_sasl_mech mech;
     char user[256];
-    char gs2[64];              /* "n,,", "y,," or "p=tls-unique,," */
-    unsigned char cb[64];      /* the TLS channel-binding data (tls-unique) */
-    size_t cblen;              /* 0: none (no TLS) */
+    char gs2[64];         /* "n,,", "y,," or "p=tls-unique,," */
+    unsigned char cb[64]; /* the TLS channel-binding data (tls-unique) */
+    size_t cblen;         /* 0: none (no TLS) */
     char client_first_bare[512];
     char server_first[256];
-    char nonce[128];           /* client nonce + server nonce */
+    char nonce[128]; /* client nonce + server nonce */
 };
 
 /* client-first-message; on success the user name (unescaped) is in s->user.

@@ -16,20 +16,20 @@ static const char dj_synthetic_header[] =
     "<stream:stream xmlns:stream='http://etherx.jabber.org/streams' xmlns='jabber:client'>";
 
 struct dj_xml {
-    XML_Parser p;                  /* NULL while idle (given back to the pool) */
+    XML_Parser p; /* NULL while idle (given back to the pool) */
     struct dj_xml_limits lim;
     const struct dj_xml_cbs *cbs;
     void *arg;
     enum dj_xml_error err;
-    int depth;                     /* 0 before the header, 1 between stanzas */
-    bool synthetic;                /* the header being parsed is our priming one */
-    bool stopped;                  /* on_stanza asked to stop this feed */
-    uint64_t fed;                  /* bytes given to the current expat parser */
-    uint64_t last_end;             /* end of the last complete event at depth <= 1 */
+    int depth;         /* 0 before the header, 1 between stanzas */
+    bool synthetic;    /* the header being parsed is our priming one */
+    bool stopped;      /* on_stanza asked to stop this feed */
+    uint64_t fed;      /* bytes given to the current expat parser */
+    uint64_t last_end; /* end of the last complete event at depth <= 1 */
     uint64_t stanza_start;
-    uint64_t feed_base;            /* parser offset where the caller's current buffer starts */
+    uint64_t feed_base; /* parser offset where the caller's current buffer starts */
     struct dj_stanza *cur;
-    struct dj_node *node;          /* innermost open element of cur */
+    struct dj_node *node; /* innermost open element of cur */
 };
 
 /* ---- arena ------------------------------------------------------------------ */
@@ -42,10 +42,7 @@ struct dj_arena_chunk {
 
 #define DJ_CHUNK_HDR ((sizeof(struct dj_arena_chunk) + 15) & ~(size_t)15)
 
-struct dj_stanza *dj_stanza_new(void)
-{
-    return calloc(1, sizeof(struct dj_stanza));
-}
+struct dj_stanza *dj_stanza_new(void) { return calloc(1, sizeof(struct dj_stanza)); }
 
 void dj_stanza_free(struct dj_stanza *st)
 {
@@ -175,10 +172,7 @@ const char *dj_node_local(const struct dj_node *n)
     return c ? c + 1 : n->name;
 }
 
-const char *dj_node_ns(const struct dj_node *n)
-{
-    return dj_node_attr(n, "xmlns");
-}
+const char *dj_node_ns(const struct dj_node *n) { return dj_node_attr(n, "xmlns"); }
 
 struct dj_node *dj_node_child(const struct dj_node *n, const char *name, const char *ns)
 {

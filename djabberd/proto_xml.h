@@ -28,34 +28,34 @@ struct evbuffer;
 /* One element of a stanza. Text children have name == NULL. Strings live in
  * the stanza's arena and die with it. */
 struct dj_node {
-    const char *name;          /* as written, prefix included ("stream:error") */
-    const char **attrs;        /* name, value, ..., NULL */
+    const char *name;   /* as written, prefix included ("stream:error") */
+    const char **attrs; /* name, value, ..., NULL */
     int nattrs;
     struct dj_node *child, *last, *next, *up;
-    const char *text;          /* text nodes: the characters (unescaped) */
+    const char *text; /* text nodes: the characters (unescaped) */
     size_t textlen;
 };
 
 struct dj_arena_chunk;
 struct dj_stanza {
     struct dj_node *root;
-    size_t bytes;              /* size on the wire */
+    size_t bytes; /* size on the wire */
     struct dj_arena_chunk *chunks;
 };
 
 enum dj_xml_error {
     DJ_XML_OK = 0,
     DJ_XML_NOT_WELL_FORMED,
-    DJ_XML_RESTRICTED,         /* DTD, entity, PI, comment */
-    DJ_XML_POLICY,             /* a stanza over the byte bound, too deep, too many attributes */
-    DJ_XML_CLOSED,             /* the peer ended the stream (</stream:stream>) */
+    DJ_XML_RESTRICTED, /* DTD, entity, PI, comment */
+    DJ_XML_POLICY,     /* a stanza over the byte bound, too deep, too many attributes */
+    DJ_XML_CLOSED,     /* the peer ended the stream (</stream:stream>) */
     DJ_XML_NOMEM,
 };
 
 struct dj_xml_limits {
-    size_t max_stanza;         /* bytes of one stanza (and of the stream header) */
-    int max_depth;             /* element nesting inside a stanza */
-    int max_attrs;             /* attributes per element */
+    size_t max_stanza; /* bytes of one stanza (and of the stream header) */
+    int max_depth;     /* element nesting inside a stanza */
+    int max_attrs;     /* attributes per element */
 };
 
 struct dj_xml_cbs {

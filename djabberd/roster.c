@@ -30,10 +30,7 @@ struct dj_roster_wait {
 
 /* ---- the account table --------------------------------------------------------------- */
 
-static size_t bucket_of(const char *bare)
-{
-    return (size_t)(hash64(bare, strlen(bare), 0x6a62) & (dj.nbuckets - 1));
-}
+static size_t bucket_of(const char *bare) { return (size_t)(hash64(bare, strlen(bare), 0x6a62) & (dj.nbuckets - 1)); }
 
 static void grow(void)
 {
@@ -224,8 +221,8 @@ static void load_done(struct dj_hook_call *call)
                 it->name = r->name;
                 it->groups = r->groups;
                 it->sub = (uint8_t)r->sub;
-                it->hidden = (r->sub & ~DJ_SUB_PENDING_IN) == 0 && !r->name && !r->groups &&
-                             (r->sub & DJ_SUB_PENDING_IN);
+                it->hidden =
+                    (r->sub & ~DJ_SUB_PENDING_IN) == 0 && !r->name && !r->groups && (r->sub & DJ_SUB_PENDING_IN);
                 r->name = r->groups = NULL;
             }
         }
@@ -378,7 +375,7 @@ void dj_roster_commit(struct dj_user *u, const char *jid, bool removed, void (*d
 struct iq_ctx {
     struct dj_sess *s;
     char *id;
-    char *xml_get_ver;         /* get: the client's ver */
+    char *xml_get_ver; /* get: the client's ver */
     bool is_get, has_ver;
     /* set */
     char *jid, *name, *groups;
@@ -556,7 +553,7 @@ void dj_roster_iq(struct dj_sess *s, struct dj_stanza *st)
 /* ---- subscriptions -------------------------------------------------------------------------------------- */
 
 struct sub_ctx {
-    char *type, *from, *to;    /* bare JIDs */
+    char *type, *from, *to; /* bare JIDs */
     bool inbound;
 };
 

@@ -46,18 +46,18 @@ struct dj_s2s {
     struct dj_xml *xml;
     bool outgoing;
     bool result_sent;
-    bool switch_tls;           /* <proceed/> seen or sent: TLS starts right after this element */
+    bool switch_tls; /* <proceed/> seen or sent: TLS starts right after this element */
     uint8_t state;
-    char *local, *remote;      /* remote: on incoming, the domain it authenticated (or asked for) */
+    char *local, *remote; /* remote: on incoming, the domain it authenticated (or asked for) */
     char id[40];
-    struct evbuffer *ctl;      /* db:verify requests waiting for the stream to open */
-    struct evbuffer *queue;    /* stanzas waiting for authentication */
+    struct evbuffer *ctl;   /* db:verify requests waiting for the stream to open */
+    struct evbuffer *queue; /* stanzas waiting for authentication */
     struct dj_s2s *next;
 };
 
 static struct dj_s2s *streams;
 static unsigned char secret_key[32];
-static void *client_ctx;       /* TLS towards peers (no verification: dialback authenticates) */
+static void *client_ctx; /* TLS towards peers (no verification: dialback authenticates) */
 
 int dj_s2s_tls_init(char *err, size_t errlen)
 {
@@ -464,8 +464,9 @@ static int s2s_on_stream(void *arg, const char *name, const char **attrs)
     s->local = strdup(to);
     s->state = S2S_OPEN;
     header(s, to, from, s->id);
-    evbuffer_add_printf(conn_out(s->c), "<stream:features>%s<dialback xmlns='urn:xmpp:features:dialback'><errors/>"
-                                        "</dialback></stream:features>",
+    evbuffer_add_printf(conn_out(s->c),
+                        "<stream:features>%s<dialback xmlns='urn:xmpp:features:dialback'><errors/>"
+                        "</dialback></stream:features>",
                         dj.tls_ctx && !conn_is_tls(s->c) ? "<starttls xmlns='" NS_TLS "'/>" : "");
     return 0;
 }

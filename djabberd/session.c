@@ -31,18 +31,18 @@
 #define NS_SM "urn:xmpp:sm:3"
 #define NS_TLS "urn:ietf:params:xml:ns:xmpp-tls"
 
-const char *dj_sess_state_names[] = { "stream", "auth", "auth-wait", "scram", "restart", "bind", "active", "closed",
-                                      "detached" };
+const char *dj_sess_state_names[] = { "stream", "auth",   "auth-wait", "scram",   "restart",
+                                      "bind",   "active", "closed",    "detached" };
 
 /* XEP-0198 resumption: what a session keeps so a new connection can take
  * it over — its id, and every stanza sent but not yet acked. */
 struct dj_sm_resume {
     char id[33];
-    struct evbuffer *queue;    /* unacked stanzas, in order */
-    uint32_t *lens;            /* their sizes; lens[head..n) are live */
+    struct evbuffer *queue; /* unacked stanzas, in order */
+    uint32_t *lens;         /* their sizes; lens[head..n) are live */
     size_t n, head, cap;
-    struct event *timer;       /* while detached */
-    bool clean_close;          /* the client ended the stream itself: nothing to resume */
+    struct event *timer; /* while detached */
+    bool clean_close;    /* the client ended the stream itself: nothing to resume */
 };
 
 static void resume_free(struct dj_sm_resume *r)
@@ -261,8 +261,7 @@ const char *dj_sess_bare(const struct dj_sess *s, char *buf, size_t cap)
 
 const char *dj_sess_jid(const struct dj_sess *s, char *buf, size_t cap)
 {
-    snprintf(buf, cap, "%s@%s/%s", s->node ? s->node : "", dj.vhosts[s->vhost].name,
-             s->resource ? s->resource : "");
+    snprintf(buf, cap, "%s@%s/%s", s->node ? s->node : "", dj.vhosts[s->vhost].name, s->resource ? s->resource : "");
     return buf;
 }
 
@@ -294,9 +293,10 @@ static void send_features(struct dj_sess *s)
                                 dj.cfg.require_tls ? "<required/>" : "");
         if (tls || !dj.cfg.require_tls) {
             unsigned char cb[64];
-            evbuffer_add_printf(out, "<mechanisms xmlns='" NS_SASL "'>%s"
-                                     "<mechanism>SCRAM-SHA-256</mechanism><mechanism>SCRAM-SHA-1</mechanism>"
-                                     "<mechanism>PLAIN</mechanism></mechanisms>",
+            evbuffer_add_printf(out,
+                                "<mechanisms xmlns='" NS_SASL "'>%s"
+                                "<mechanism>SCRAM-SHA-256</mechanism><mechanism>SCRAM-SHA-1</mechanism>"
+                                "<mechanism>PLAIN</mechanism></mechanisms>",
                                 tls_unique(s, cb, sizeof cb) ? "<mechanism>SCRAM-SHA-256-PLUS</mechanism>"
                                                                "<mechanism>SCRAM-SHA-1-PLUS</mechanism>"
                                                              : "");
@@ -366,7 +366,7 @@ static void sasl_success(struct dj_sess *s, const char *user, const char *final)
     struct evbuffer *out = conn_out(s->c);
     if (final) {
         char b[128];
-        dj_b64_encode((const unsigned char *)final, strlen(final), b, sizeof b);
+        dj_b64_encode((const unsigned char *) final, strlen(final), b, sizeof b);
         evbuffer_add_printf(out, "<success xmlns='" NS_SASL "'>%s</success>", b);
     } else
         evbuffer_add_printf(out, "<success xmlns='" NS_SASL "'/>");
@@ -466,7 +466,10 @@ static void scram_creds_done(struct dj_hook_call *call)
             sasl_failure(s, "temporary-auth-failure");
         } else {
             /* the keys are needed again for client-final: keep them with the exchange */
-            struct { struct dj_scram sc; struct dj_creds cr; } *both = realloc(s->scram, sizeof *both);
+            struct {
+                struct dj_scram sc;
+                struct dj_creds cr;
+            } *both = realloc(s->scram, sizeof *both);
             if (!both) {
                 sasl_failure(s, "temporary-auth-failure");
             } else {
@@ -487,7 +490,10 @@ static void scram_creds_done(struct dj_hook_call *call)
 
 static const struct dj_creds *scram_creds(struct dj_sess *s)
 {
-    struct { struct dj_scram sc; struct dj_creds cr; } *both = (void *)s->scram;
+    struct {
+        struct dj_scram sc;
+        struct dj_creds cr;
+    } *both = (void *)s->scram;
     return &both->cr;
 }
 
@@ -567,7 +573,8 @@ static void sasl_auth(struct dj_sess *s, struct dj_stanza *st)
         sasl_failure(s, "invalid-mechanism"); /* -PLUS is offered over TLS only */
         return;
     }
-    if (!s->scram || dj_scram_client_first(s->scram, m, cbl ? cb : NULL, cbl, (const char *)raw, (size_t)rl, &cond) < 0 ||
+    if (!s->scram ||
+        dj_scram_client_first(s->scram, m, cbl ? cb : NULL, cbl, (const char *)raw, (size_t)rl, &cond) < 0 ||
         norm_user(s->scram->user, strlen(s->scram->user), sc->user, sizeof sc->user) < 0) {
         free(raw);
         free(sc);
@@ -614,8 +621,8 @@ static void iq_error(struct dj_sess *s, const char *id, const char *type, const 
     struct evbuffer *out = conn_out(s->c);
     evbuffer_add_printf(out, "<iq type='error' id='");
     dj_xml_escape(out, id ? id : "", id ? strlen(id) : 0);
-    evbuffer_add_printf(out, "'><error type='%s'><%s xmlns='urn:ietf:params:xml:ns:xmpp-stanzas'/></error></iq>",
-                        type, cond);
+    evbuffer_add_printf(out, "'><error type='%s'><%s xmlns='urn:ietf:params:xml:ns:xmpp-stanzas'/></error></iq>", type,
+                        cond);
 }
 
 static bool valid_resource(const char *r, size_t len)
@@ -971,9 +978,7 @@ static int sess_on_stanza(void *arg, struct dj_stanza *st)
         dj_cmd_stanza(s, st);
         st = NULL;
         break;
-    default:
-        stop = 1;
-        break;
+    default: stop = 1; break;
     }
     dj_stanza_free(st);
     if (!dj_sess_alive(s) || conn_is_closing(s->c))
@@ -991,9 +996,9 @@ static int sess_on_read(struct core_conn *c)
         double age = stats_wall_time() - c->created;
         if (s->preauth > dj.cfg.preauth_bytes || age > dj.cfg.auth_timeout) {
             evbuffer_drain(in, avail);
-            dj_sess_stream_error(s, "policy-violation", s->preauth > dj.cfg.preauth_bytes
-                                                            ? "too many bytes before authentication"
-                                                            : "authentication took too long");
+            dj_sess_stream_error(s, "policy-violation",
+                                 s->preauth > dj.cfg.preauth_bytes ? "too many bytes before authentication"
+                                                                   : "authentication took too long");
             return 0;
         }
     }

@@ -81,7 +81,7 @@ int dj_creds_async(const struct dj_creds *check, const char *pw, size_t pwlen,
 /* ---- users_file ------------------------------------------------------------------------------ */
 
 struct uf_entry {
-    char *key;                 /* "user@vhost", or "user@" for every vhost */
+    char *key; /* "user@vhost", or "user@" for every vhost */
     char *password;
     struct dj_creds creds;
     bool derived;
@@ -325,8 +325,8 @@ static void db_get_creds(struct dj_hook_call *call, void *arg)
     struct dj_hook_creds *h = (struct dj_hook_creds *)call;
     const char *vh = dj.vhosts[h->vhost].name;
     struct db_value p[2] = { DB_TEXTN(vh, strlen(vh)), DB_TEXTN(h->user, strlen(h->user)) };
-    if (db_query(dj.db, here(), 0, "SELECT creds FROM dj_users WHERE vhost=? AND username=?", p, 2, db_creds_done,
-                 h) < 0)
+    if (db_query(dj.db, here(), 0, "SELECT creds FROM dj_users WHERE vhost=? AND username=?", p, 2, db_creds_done, h) <
+        0)
         dj_hook_finish(call, DJ_ERROR);
 }
 
@@ -364,8 +364,8 @@ static void db_register_hashed(void *arg, bool ok, const struct dj_creds *made)
     const char *vh = dj.vhosts[h->vhost].name;
     struct db_value p[4] = { DB_TEXTN(vh, strlen(vh)), DB_TEXTN(h->user, strlen(h->user)), DB_TEXTN(text, tl),
                              DB_INT64(time(NULL)) };
-    if (db_query(dj.db, here(), DB_GROUP, "INSERT INTO dj_users (vhost, username, creds, created) VALUES (?,?,?,?)",
-                 p, 4, db_register_done, h) < 0)
+    if (db_query(dj.db, here(), DB_GROUP, "INSERT INTO dj_users (vhost, username, creds, created) VALUES (?,?,?,?)", p,
+                 4, db_register_done, h) < 0)
         dj_hook_finish(&h->call, DJ_ERROR);
 }
 
@@ -538,8 +538,8 @@ static void db_offline_rows(struct db_result *res, void *arg)
         maxid = db_cell_int(res, i, 0);
     }
     struct db_value p[2] = { DB_TEXTN(h->bare, strlen(h->bare)), DB_INT64(maxid) };
-    if (db_query(dj.db, here(), DB_GROUP, "DELETE FROM dj_offline WHERE owner=? AND id<=?", p, 2,
-                 db_offline_deleted, h) < 0)
+    if (db_query(dj.db, here(), DB_GROUP, "DELETE FROM dj_offline WHERE owner=? AND id<=?", p, 2, db_offline_deleted,
+                 h) < 0)
         dj_hook_finish(&h->call, DJ_OK);
 }
 
@@ -592,8 +592,8 @@ static void db_vcard_set(struct dj_hook_call *call, void *arg)
     (void)arg;
     struct dj_hook_blob *h = (struct dj_hook_blob *)call;
     struct db_value p[2] = { DB_TEXTN(h->bare, strlen(h->bare)), DB_BLOBN(h->xml, h->len) };
-    if (db_query(dj.db, here(), DB_GROUP, "REPLACE INTO dj_vcard (owner, xml) VALUES (?,?)", p, 2, db_write_done,
-                 h) < 0)
+    if (db_query(dj.db, here(), DB_GROUP, "REPLACE INTO dj_vcard (owner, xml) VALUES (?,?)", p, 2, db_write_done, h) <
+        0)
         dj_hook_finish(call, DJ_ERROR);
 }
 
@@ -603,7 +603,7 @@ struct offline_store {
     struct dj_hook_creds exists;
     struct dj_hook_blob blob;
     struct dj_hook_deliver *d;
-    size_t charged;            /* bytes counted in offline_inflight */
+    size_t charged; /* bytes counted in offline_inflight */
     char user[DJ_JID_MAX + 1];
 };
 

@@ -88,9 +88,7 @@ static void handle_work(struct gm_sess *s, const struct gm_packet *p)
         gm_job_forward(j, p->cmd, p->argc, args, p->arg_len);
         break;
     case GM_WORK_DATA:
-    case GM_WORK_WARNING:
-        gm_job_forward(j, p->cmd, p->argc, args, p->arg_len);
-        break;
+    case GM_WORK_WARNING: gm_job_forward(j, p->cmd, p->argc, args, p->arg_len); break;
     case GM_WORK_COMPLETE:
     case GM_WORK_EXCEPTION:
     case GM_WORK_FAIL:
@@ -120,9 +118,15 @@ static void handle_submit(struct gm_sess *s, const struct gm_packet *p)
     case GM_SUBMIT_JOB: break;
     case GM_SUBMIT_JOB_BG: bg = true; break;
     case GM_SUBMIT_JOB_HIGH: prio = GM_PRIO_HIGH; break;
-    case GM_SUBMIT_JOB_HIGH_BG: prio = GM_PRIO_HIGH; bg = true; break;
+    case GM_SUBMIT_JOB_HIGH_BG:
+        prio = GM_PRIO_HIGH;
+        bg = true;
+        break;
     case GM_SUBMIT_JOB_LOW: prio = GM_PRIO_LOW; break;
-    case GM_SUBMIT_JOB_LOW_BG: prio = GM_PRIO_LOW; bg = true; break;
+    case GM_SUBMIT_JOB_LOW_BG:
+        prio = GM_PRIO_LOW;
+        bg = true;
+        break;
     case GM_SUBMIT_REDUCE_JOB:
     case GM_SUBMIT_REDUCE_JOB_BG:
         bg = p->cmd == GM_SUBMIT_REDUCE_JOB_BG;
@@ -189,10 +193,10 @@ static void handle_submit(struct gm_sess *s, const struct gm_packet *p)
             gm_job_attach(j, s);
             send_created(s, j);
         } else if (j->store_req) {
-            gm_store_job(j, s);      /* its INSERT is in flight: the same answer */
+            gm_store_job(j, s); /* its INSERT is in flight: the same answer */
         } else if (j->bg || !gm.db) {
             j->bg = true;
-            send_created(s, j);      /* stored and committed, or memory only */
+            send_created(s, j); /* stored and committed, or memory only */
         } else {
             /* A background submit joined a foreground job: it must now run
              * even if every waiting client leaves, and be as durable as any
@@ -277,9 +281,7 @@ int gm_handle_packet(struct gm_sess *s, const struct gm_packet *p)
         return 0;
     }
     switch (p->cmd) {
-    case GM_CAN_DO:
-        gm_ability_add(s, p->arg[0], p->arg_len[0], 0);
-        break;
+    case GM_CAN_DO: gm_ability_add(s, p->arg[0], p->arg_len[0], 0); break;
     case GM_CAN_DO_TIMEOUT: {
         /* Seconds, as gearmand 1.1, libgearman and Perl Gearman::Worker
          * mean it (the PROTOCOL text gives no unit); 0 = no limit. */
@@ -302,22 +304,16 @@ int gm_handle_packet(struct gm_sess *s, const struct gm_packet *p)
         while (s->nabilities)
             gm_ability_remove(s, s->nabilities - 1);
         break;
-    case GM_PRE_SLEEP:
-        handle_pre_sleep(s);
-        break;
+    case GM_PRE_SLEEP: handle_pre_sleep(s); break;
     case GM_GRAB_JOB:
     case GM_GRAB_JOB_UNIQ:
-    case GM_GRAB_JOB_ALL:
-        handle_grab(s, p->cmd);
-        break;
+    case GM_GRAB_JOB_ALL: handle_grab(s, p->cmd); break;
     case GM_WORK_STATUS:
     case GM_WORK_DATA:
     case GM_WORK_WARNING:
     case GM_WORK_COMPLETE:
     case GM_WORK_FAIL:
-    case GM_WORK_EXCEPTION:
-        handle_work(s, p);
-        break;
+    case GM_WORK_EXCEPTION: handle_work(s, p); break;
     case GM_SUBMIT_JOB:
     case GM_SUBMIT_JOB_BG:
     case GM_SUBMIT_JOB_HIGH:
@@ -334,15 +330,9 @@ int gm_handle_packet(struct gm_sess *s, const struct gm_packet *p)
         }
         handle_submit(s, p);
         break;
-    case GM_GET_STATUS:
-        handle_get_status(s, p);
-        break;
-    case GM_GET_STATUS_UNIQUE:
-        handle_get_status_unique(s, p);
-        break;
-    case GM_ECHO_REQ:
-        gm_send1(s, GM_ECHO_RES, p->arg[0], p->arg_len[0]);
-        break;
+    case GM_GET_STATUS: handle_get_status(s, p); break;
+    case GM_GET_STATUS_UNIQUE: handle_get_status_unique(s, p); break;
+    case GM_ECHO_REQ: gm_send1(s, GM_ECHO_RES, p->arg[0], p->arg_len[0]); break;
     case GM_OPTION_REQ:
         if (p->arg_len[0] == 10 && !strncasecmp(p->arg[0], "exceptions", 10)) {
             s->exceptions = true;
@@ -360,12 +350,8 @@ int gm_handle_packet(struct gm_sess *s, const struct gm_packet *p)
                 s->client_id[i] = '_';
         break;
     }
-    case GM_ALL_YOURS:
-        break;  /* accepted and ignored, as gearmand does */
-    default:
-        gm_send_error(s, "INVALID_COMMAND", "Command not expected");
-        break;
+    case GM_ALL_YOURS: break; /* accepted and ignored, as gearmand does */
+    default: gm_send_error(s, "INVALID_COMMAND", "Command not expected"); break;
     }
     return 0;
 }
-

@@ -71,7 +71,7 @@ static void text_maxqueue(struct evbuffer *out, const struct gm_text *t)
             v[i] = strtol(t->arg[1 + i], NULL, 10);
     for (int i = 0; i < 3; i++)
         f->max_queue[i] = v[i] <= 0 ? 0 : (v[i] > (long)UINT32_MAX ? UINT32_MAX : (uint32_t)v[i]);
-    gm_func_release(f);  /* a limit of 0 on an unused name keeps nothing */
+    gm_func_release(f); /* a limit of 0 on an unused name keeps nothing */
     evbuffer_add(out, "OK\r\n", 4);
 }
 
@@ -111,38 +111,17 @@ void gm_text_unknown(struct evbuffer *out, const char *word)
 bool gm_text_run(struct evbuffer *out, const struct gm_text *t, int ntok, char **tok)
 {
     switch (t->cmd) {
-    case GM_TEXT_NONE:
-        return true;
-    case GM_TEXT_WORKERS:
-        text_workers(out);
-        return true;
-    case GM_TEXT_STATUS:
-        text_status(out, false);
-        return true;
-    case GM_TEXT_PRIORITYSTATUS:
-        text_status(out, true);
-        return true;
-    case GM_TEXT_MAXQUEUE:
-        text_maxqueue(out, t);
-        return true;
-    case GM_TEXT_VERSION:
-        evbuffer_add_printf(out, "OK %s\n", GM_VERSION);
-        return true;
-    case GM_TEXT_GETPID:
-        evbuffer_add_printf(out, "OK %d\n", (int)getpid());
-        return true;
-    case GM_TEXT_VERBOSE:
-        evbuffer_add_printf(out, "OK %s\n", verbose_name());
-        return true;
-    case GM_TEXT_SHOW_JOBS:
-        text_show_jobs(out, false);
-        return true;
-    case GM_TEXT_SHOW_UNIQUE_JOBS:
-        text_show_jobs(out, true);
-        return true;
-    case GM_TEXT_SHOW_UNKNOWN:
-        evbuffer_add_printf(out, "ERR UNKNOWN_SHOW_ARGUMENTS\r\n");
-        return true;
+    case GM_TEXT_NONE: return true;
+    case GM_TEXT_WORKERS: text_workers(out); return true;
+    case GM_TEXT_STATUS: text_status(out, false); return true;
+    case GM_TEXT_PRIORITYSTATUS: text_status(out, true); return true;
+    case GM_TEXT_MAXQUEUE: text_maxqueue(out, t); return true;
+    case GM_TEXT_VERSION: evbuffer_add_printf(out, "OK %s\n", GM_VERSION); return true;
+    case GM_TEXT_GETPID: evbuffer_add_printf(out, "OK %d\n", (int)getpid()); return true;
+    case GM_TEXT_VERBOSE: evbuffer_add_printf(out, "OK %s\n", verbose_name()); return true;
+    case GM_TEXT_SHOW_JOBS: text_show_jobs(out, false); return true;
+    case GM_TEXT_SHOW_UNIQUE_JOBS: text_show_jobs(out, true); return true;
+    case GM_TEXT_SHOW_UNKNOWN: evbuffer_add_printf(out, "ERR UNKNOWN_SHOW_ARGUMENTS\r\n"); return true;
     case GM_TEXT_CANCEL_JOB: {
         struct gm_job *j = gm_job_find(t->arg[0], strlen(t->arg[0]));
         if (j && gm_job_cancel(j) == 0)
@@ -179,7 +158,7 @@ bool gm_text_run(struct evbuffer *out, const struct gm_text *t, int ntok, char *
     }
     case GM_TEXT_SHUTDOWN:
         if (t->argc > 0 && !t->graceful) {
-            gm_text_unknown(out, "shutdown");  /* as gearmand */
+            gm_text_unknown(out, "shutdown"); /* as gearmand */
             return true;
         }
         evbuffer_add_printf(out, "OK\r\n");
@@ -195,8 +174,7 @@ bool gm_text_run(struct evbuffer *out, const struct gm_text *t, int ntok, char *
         evbuffer_add_printf(out, "ERR INVALID_ARGUMENTS An+incomplete+set+of+arguments+was+sent+to+this+command+%s\r\n",
                             ntok > 0 ? tok[0] : "");
         return true;
-    case GM_TEXT_OTHER:
-        return false;
+    case GM_TEXT_OTHER: return false;
     }
     return false;
 }
@@ -212,8 +190,8 @@ static bool job_port_allows(const struct gm_text *t, int ntok, char **tok, const
         *why = "ERR PERMISSION_DENIED Text+commands+are+disabled+on+this+port\r\n";
         return false;
     }
-    bool changes = t->cmd == GM_TEXT_MAXQUEUE || t->cmd == GM_TEXT_CANCEL_JOB ||
-                   t->cmd == GM_TEXT_CREATE_FUNCTION || t->cmd == GM_TEXT_DROP_FUNCTION;
+    bool changes = t->cmd == GM_TEXT_MAXQUEUE || t->cmd == GM_TEXT_CANCEL_JOB || t->cmd == GM_TEXT_CREATE_FUNCTION ||
+                   t->cmd == GM_TEXT_DROP_FUNCTION;
     if (changes && !strcmp(mode, "read-only")) {
         *why = "ERR PERMISSION_DENIED Command+changes+state:+disabled+on+this+port\r\n";
         return false;

@@ -33,7 +33,6 @@
 #include <openssl/err.h>
 #include <openssl/ssl.h>
 
-
 /* ---- settings -------------------------------------------------------------- */
 
 /* -l FILE | stderr | none, as gearmand. */
@@ -56,9 +55,12 @@ static int set_log_file(const struct cfg_setting *s, const char *value, char *er
 static int set_verbose(const struct cfg_setting *s, const char *value, char *err, size_t errlen)
 {
     (void)s;
-    static const struct { const char *g; const char *core; } map[] = {
-        { "FATAL", "error" }, { "ALERT", "error" }, { "CRITICAL", "error" }, { "ERROR", "error" },
-        { "WARNING", "warn" }, { "NOTICE", "info" }, { "INFO", "info" }, { "DEBUG", "debug" },
+    static const struct {
+        const char *g;
+        const char *core;
+    } map[] = {
+        { "FATAL", "error" },  { "ALERT", "error" }, { "CRITICAL", "error" }, { "ERROR", "error" },
+        { "WARNING", "warn" }, { "NOTICE", "info" }, { "INFO", "info" },      { "DEBUG", "debug" },
     };
     for (size_t i = 0; i < sizeof map / sizeof map[0]; i++)
         if (!strcasecmp(value, map[i].g)) {
@@ -76,20 +78,24 @@ static const struct cfg_setting gm_settings_table[] = {
     { "port", 'p', CFG_INT, &gm.cfg.port, "4730", "port to listen on", false, NULL },
     { "listen", 'L', CFG_STRING, &gm.cfg.listen, NULL, "address to listen on (default: all)", false, NULL },
     { "threads", 't', CFG_INT, &gm.cfg.threads, "1",
-      "event loops sharing the connections (the job state is one, under a lock; see README: with more than one, a worker held back for slow clients on another loop may not resume)", false, NULL },
+      "event loops sharing the connections (the job state is one, under a lock; see README: with more than one, a "
+      "worker held back for slow clients on another loop may not resume)",
+      false, NULL },
     { "job-retries", 'j', CFG_INT, &gm.cfg.job_retries, "0",
       "attempts before a job whose workers keep dying fails (0 = unlimited)", true, NULL },
     { "queue-type", 'q', CFG_STRING, &gm.cfg.queue_type, "builtin",
       "persistent queue for background jobs: builtin (memory only), libsqlite3, mysql", false, NULL },
     { "libsqlite3-db", 0, CFG_STRING, &gm.cfg.sqlite_db, NULL, "SQLite database file for -q libsqlite3", false, NULL },
-    { "libsqlite3-table", 0, CFG_STRING, &gm.cfg.sqlite_table, "gm_queue", "SQLite table (our schema, see README)", false, NULL },
+    { "libsqlite3-table", 0, CFG_STRING, &gm.cfg.sqlite_table, "gm_queue", "SQLite table (our schema, see README)",
+      false, NULL },
     { "mysql-host", 0, CFG_STRING, &gm.cfg.mysql_host, "localhost", "MySQL/MariaDB host", false, NULL },
     { "mysql-port", 0, CFG_INT, &gm.cfg.mysql_port, "3306", "MySQL/MariaDB port", false, NULL },
     { "mysql-socket", 0, CFG_STRING, &gm.cfg.mysql_socket, NULL, "MySQL/MariaDB unix socket", false, NULL },
     { "mysql-user", 0, CFG_STRING, &gm.cfg.mysql_user, "root", "MySQL/MariaDB user", false, NULL },
     { "mysql-password", 0, CFG_STRING, &gm.cfg.mysql_password, "", "MySQL/MariaDB password", false, NULL, true },
     { "mysql-db", 0, CFG_STRING, &gm.cfg.mysql_db, "Gearmand", "MySQL/MariaDB database", false, NULL },
-    { "mysql-table", 0, CFG_STRING, &gm.cfg.mysql_table, "gm_queue", "MySQL/MariaDB table (our schema, see README)", false, NULL },
+    { "mysql-table", 0, CFG_STRING, &gm.cfg.mysql_table, "gm_queue", "MySQL/MariaDB table (our schema, see README)",
+      false, NULL },
     { "gearmand-libsqlite3-table", 0, CFG_STRING, &gm.cfg.import_sqlite_table, "gearman_queue",
       "gearmand 1.1's SQLite queue table: its jobs are moved into ours at start ('' = don't)", false, NULL },
     { "gearmand-mysql-table", 0, CFG_STRING, &gm.cfg.import_mysql_table, "gearman_queue",
@@ -105,20 +111,20 @@ static const struct cfg_setting gm_settings_table[] = {
     { "max-job-bytes", 0, CFG_SIZE, &gm.cfg.max_job_bytes, "1g",
       "most bytes of job data held at once (0 = unlimited); past it submits get ERROR QUEUE_ERROR", true, NULL },
     { "max-functions", 0, CFG_SIZE, &gm.cfg.max_functions, "100000",
-      "most function names known at once (0 = unlimited); past it CAN_DO and submits of new names get ERROR",
-      true, NULL },
-    { "max-client-output", 0, CFG_SIZE, &gm.cfg.max_client_output, "16m",
-      "unread replies one client may have before the workers feeding it are not read (0 = unlimited)", true,
+      "most function names known at once (0 = unlimited); past it CAN_DO and submits of new names get ERROR", true,
       NULL },
+    { "max-client-output", 0, CFG_SIZE, &gm.cfg.max_client_output, "16m",
+      "unread replies one client may have before the workers feeding it are not read (0 = unlimited)", true, NULL },
     { "client-stall-timeout", 0, CFG_INT, &gm.cfg.client_stall_timeout, "60",
-      "a client over --max-client-output whose replies don't move for this many seconds is closed (0 = never)",
-      true, NULL },
+      "a client over --max-client-output whose replies don't move for this many seconds is closed (0 = never)", true,
+      NULL },
     { "job-port-admin", 0, CFG_STRING, &gm.cfg.job_port_admin, "gearmand",
       "admin text commands on the job port: gearmand (gearmand 1.1's set), read-only (no maxqueue, cancel, "
-      "create/drop function), off", false, NULL },
-    { "max-pending-durable", 0, CFG_INT, &gm.cfg.max_held, "4096",
-      "background submits per connection waiting for the persistent queue before the connection is paused",
+      "create/drop function), off",
       false, NULL },
+    { "max-pending-durable", 0, CFG_INT, &gm.cfg.max_held, "4096",
+      "background submits per connection waiting for the persistent queue before the connection is paused", false,
+      NULL },
     { "idle-timeout", 0, CFG_INT, &gm.cfg.idle_timeout, "0", "close connections idle this many seconds (0 = never)",
       true, NULL },
     /* gearmand 1.1 switches whose behaviour is built in here. */
@@ -134,8 +140,8 @@ static const struct cfg_setting gm_settings_table[] = {
     { "ssl-key", 0, CFG_STRING, &gm.cfg.ssl_key, NULL, "PEM private key for --ssl", false, NULL },
     { "ssl-ca-file", 0, CFG_STRING, &gm.cfg.ssl_ca_file, NULL,
       "with --ssl: PEM CA certificates; clients must then present a certificate they signed", false, NULL },
-    { "keepalive", 0, CFG_BOOL, &gm.cfg.keepalive, "no", "enable TCP keepalive on client and worker connections",
-      false, NULL },
+    { "keepalive", 0, CFG_BOOL, &gm.cfg.keepalive, "no", "enable TCP keepalive on client and worker connections", false,
+      NULL },
     { "keepalive-idle", 0, CFG_INT, &gm.cfg.keepalive_idle, "-1",
       "with --keepalive: TCP_KEEPIDLE seconds (-1 = the system's)", false, NULL },
     { "keepalive-interval", 0, CFG_INT, &gm.cfg.keepalive_interval, "-1",

@@ -31,7 +31,7 @@ struct db;
 
 #define GM_VERSION "1.1.20-gm1"
 #define GM_MAX_TEXT_LINE 8192
-#define GM_MAX_LOOPS 64         /* -t */
+#define GM_MAX_LOOPS 64 /* -t */
 
 enum gm_prio { GM_PRIO_HIGH = 0, GM_PRIO_NORMAL = 1, GM_PRIO_LOW = 2 };
 
@@ -40,34 +40,34 @@ struct gm_func {
     uint64_t hash;
     char *name;
     size_t len;
-    struct list_node queue[3];    /* runnable jobs by priority */
+    struct list_node queue[3]; /* runnable jobs by priority */
     uint32_t queued[3];
-    uint32_t total;             /* every job of this function (queued, running, scheduled) */
+    uint32_t total; /* every job of this function (queued, running, scheduled) */
     uint32_t running;
     uint32_t workers;           /* connections that CAN_DO it */
     uint32_t max_queue[3];      /* 0 = unlimited */
     bool pinned;                /* made by `create function`: kept until `drop function` */
-    struct list_node sleepers;    /* gm_ability.sleep_link of sleeping workers */
-    struct list_node abilities;   /* gm_ability.f_link of every worker that can do it */
-    struct list_node all_link;    /* server's function list, creation order */
+    struct list_node sleepers;  /* gm_ability.sleep_link of sleeping workers */
+    struct list_node abilities; /* gm_ability.f_link of every worker that can do it */
+    struct list_node all_link;  /* server's function list, creation order */
 };
 
 struct gm_ability {
     struct gm_func *f;
     struct gm_sess *s;
-    uint32_t timeout_ms;        /* CAN_DO_TIMEOUT; 0 = none */
-    int idx;                    /* in s->abilities */
-    struct list_node f_link;    /* f->abilities */
+    uint32_t timeout_ms;         /* CAN_DO_TIMEOUT; 0 = none */
+    int idx;                     /* in s->abilities */
+    struct list_node f_link;     /* f->abilities */
     struct list_node ready_link; /* s->ready while f has queued jobs */
-    struct gm_ability *hnext;   /* s->abuckets chain */
+    struct gm_ability *hnext;    /* s->abuckets chain */
     struct list_node sleep_link;
 };
 
 enum gm_job_state {
-    GM_JOB_STORING,             /* added, not yet runnable (its row is being stored) */
+    GM_JOB_STORING, /* added, not yet runnable (its row is being stored) */
     GM_JOB_QUEUED,
     GM_JOB_RUNNING,
-    GM_JOB_SCHEDULED,           /* waiting for its time (EPOCH/SCHED) */
+    GM_JOB_SCHEDULED, /* waiting for its time (EPOCH/SCHED) */
 };
 
 struct gm_store_req;
@@ -80,28 +80,28 @@ struct gm_job {
     struct gm_func *f;
     char handle[GM_MAX_HANDLE + 1];
     size_t handle_len;
-    char *unique;               /* NUL-ended; "" = none */
+    char *unique; /* NUL-ended; "" = none */
     size_t unique_len;
-    char *reducer;              /* NULL = none */
+    char *reducer; /* NULL = none */
     size_t reducer_len;
     char *data;
     size_t data_len;
     uint8_t prio;
     bool bg;
-    bool ignore;                /* every client went away while it ran */
+    bool ignore; /* every client went away while it ran */
     bool in_unique;
-    bool unique_is_data;        /* submitted with unique "-": coalesces by its data */
+    bool unique_is_data; /* submitted with unique "-": coalesces by its data */
     enum gm_job_state state;
-    struct list_node qlink;       /* f->queue[prio] when queued */
-    struct gm_sess *worker;     /* when running */
-    struct list_node wlink;       /* worker->running */
-    struct list_node clients;     /* gm_link.jlink */
+    struct list_node qlink;   /* f->queue[prio] when queued */
+    struct gm_sess *worker;   /* when running */
+    struct list_node wlink;   /* worker->running */
+    struct list_node clients; /* gm_link.jlink */
     uint32_t client_count;
     uint32_t numerator, denominator;
     uint32_t retries;
-    int64_t when;               /* epoch seconds for scheduled jobs, 0 = now */
-    struct gm_timer *timer;     /* schedule or CAN_DO_TIMEOUT */
-    int64_t db_id;              /* row in the persistent queue, 0 = none */
+    int64_t when;                   /* epoch seconds for scheduled jobs, 0 = now */
+    struct gm_timer *timer;         /* schedule or CAN_DO_TIMEOUT */
+    int64_t db_id;                  /* row in the persistent queue, 0 = none */
     struct gm_store_req *store_req; /* its INSERT in flight, or NULL */
 };
 
@@ -122,53 +122,52 @@ struct gm_slot {
 
 /* A connection's place in its request stream (session.c drives it). */
 enum gm_sess_state {
-    GM_SESS_WAIT = 0,   /* nothing (or a partial request) buffered: wait for bytes */
-    GM_SESS_NEXT,       /* a request finished: look at what comes next */
-    GM_SESS_BIN,        /* a binary packet at the head of the input */
-    GM_SESS_TEXT,       /* an admin text line at the head of the input */
-    GM_SESS_HELD,       /* reading paused: too many durable replies pending */
-    GM_SESS_CLOSING,    /* closing or closed: read nothing more */
+    GM_SESS_WAIT = 0, /* nothing (or a partial request) buffered: wait for bytes */
+    GM_SESS_NEXT,     /* a request finished: look at what comes next */
+    GM_SESS_BIN,      /* a binary packet at the head of the input */
+    GM_SESS_TEXT,     /* an admin text line at the head of the input */
+    GM_SESS_HELD,     /* reading paused: too many durable replies pending */
+    GM_SESS_CLOSING,  /* closing or closed: read nothing more */
 };
 
 struct gm_sess {
     struct core_conn *c;
-    struct core_loop *loop;     /* the loop owning c: only it touches c */
-    struct evbuffer *obuf;      /* owner loop only: wbuf's bytes on their way to c */
-    size_t out_backlog;         /* c's unsent output after the last flush (atomic) */
-    unsigned apply;             /* GM_APPLY_* waiting for the owner loop */
-    enum gm_sess_state state;        /* NULL once the connection closed */
-    int refs;                   /* the conn + pending async work */
+    struct core_loop *loop;   /* the loop owning c: only it touches c */
+    struct evbuffer *obuf;    /* owner loop only: wbuf's bytes on their way to c */
+    size_t out_backlog;       /* c's unsent output after the last flush (atomic) */
+    unsigned apply;           /* GM_APPLY_* waiting for the owner loop */
+    enum gm_sess_state state; /* NULL once the connection closed */
+    int refs;                 /* the conn + pending async work */
     int fd;
     char peer[64];
     struct gm_ability **abilities;
     int nabilities, cap_abilities;
-    struct gm_ability **abuckets;   /* abilities by function */
+    struct gm_ability **abuckets; /* abilities by function */
     size_t amask;
-    struct list_node ready;     /* abilities whose function has queued jobs, round-robin order */
+    struct list_node ready; /* abilities whose function has queued jobs, round-robin order */
     bool sleeping;
     bool exceptions;
-    bool in_text;               /* last request was an admin text line */
-    bool over_limit;            /* more than --max-client-output unread */
-    struct evbuffer *wbuf;      /* replies made during this event, flushed at its end (under the lock) */
-    bool dirty;                 /* on gm.dirty */
+    bool in_text;          /* last request was an admin text line */
+    bool over_limit;       /* more than --max-client-output unread */
+    struct evbuffer *wbuf; /* replies made during this event, flushed at its end (under the lock) */
+    bool dirty;            /* on gm.dirty */
     struct gm_sess *dirty_next;
-    bool throttled;             /* a worker not read until its clients drain */
+    bool throttled; /* a worker not read until its clients drain */
     char client_id[GM_MAX_CLIENT_ID + 1];
-    struct list_node running;     /* jobs assigned to this worker */
-    struct list_node links;       /* gm_link.slink */
-    struct list_node all_link;    /* server's session list */
+    struct list_node running;  /* jobs assigned to this worker */
+    struct list_node links;    /* gm_link.slink */
+    struct list_node all_link; /* server's session list */
     struct gm_slot *slot_head, *slot_tail;
-    uint32_t held;              /* replies waiting for a durable write */
-    bool held_paused;           /* reading paused until they drain */
+    uint32_t held;    /* replies waiting for a durable write */
+    bool held_paused; /* reading paused until they drain */
 };
-
 
 struct gm_settings {
     int port;
-    char *listen;               /* -L address, NULL = all */
-    int threads;                /* -t: event loops, each owning its connections */
-    int job_retries;            /* -j: 0 = unlimited */
-    char *queue_type;           /* -q builtin|libsqlite3|mysql */
+    char *listen;     /* -L address, NULL = all */
+    int threads;      /* -t: event loops, each owning its connections */
+    int job_retries;  /* -j: 0 = unlimited */
+    char *queue_type; /* -q builtin|libsqlite3|mysql */
     char *sqlite_db;
     char *sqlite_table;
     char *mysql_host;
@@ -178,14 +177,14 @@ struct gm_settings {
     char *mysql_password;
     char *mysql_db;
     char *mysql_table;
-    char *import_sqlite_table;  /* gearmand 1.1's queue tables taken over at start */
+    char *import_sqlite_table; /* gearmand 1.1's queue tables taken over at start */
     char *import_mysql_table;
     char *handle_prefix;
     uint64_t max_packet;
     int max_conns;
     int backlog;
     char *verbose;
-    char *log_file_compat;      /* -l */
+    char *log_file_compat; /* -l */
     int idle_timeout;
     int max_held;               /* durable submits waiting per conn before it is paused */
     uint64_t max_jobs;          /* jobs in memory (all functions); 0 = unlimited */
@@ -200,14 +199,14 @@ struct gm_settings {
     bool ssl;                   /* --ssl: the job port is TLS only */
     char *ssl_cert, *ssl_key, *ssl_ca_file;
     bool keepalive;
-    int keepalive_idle, keepalive_interval, keepalive_count;  /* -1 = the system's */
+    int keepalive_idle, keepalive_interval, keepalive_count; /* -1 = the system's */
 };
 
 struct gm_counters {
     uint64_t jobs_submitted, jobs_completed, jobs_failed, jobs_coalesced, jobs_retried, jobs_timeout;
     uint64_t packets_in, errors_sent, noops_sent, grabs, no_jobs, queue_full, queue_paused;
     uint64_t functions_refused, clients_output_dropped, admin_refused, workers_throttled;
-    uint64_t cross_loop_flushes;  /* replies handed to another loop (one mailbox message each) */
+    uint64_t cross_loop_flushes; /* replies handed to another loop (one mailbox message each) */
 };
 
 struct gm_server {
@@ -217,25 +216,25 @@ struct gm_server {
     size_t fmask, nfuncs;
     struct gm_job **hbuckets, **ubuckets;
     size_t jmask, njobs;
-    uint64_t job_bytes;         /* data of every job held */
+    uint64_t job_bytes; /* data of every job held */
     struct list_node funcs;
     struct list_node sessions;
     uint64_t handle_counter;
     char handle_prefix[40];
     uint64_t nsessions;
-    pthread_mutex_t lock;       /* the job state (see the top of this file) */
-    struct gm_loop *loops;      /* per event loop: its dirty sessions */
+    pthread_mutex_t lock;  /* the job state (see the top of this file) */
+    struct gm_loop *loops; /* per event loop: its dirty sessions */
     int nloops;
-    struct db *db;              /* persistent queue, NULL = memory only */
-    void *tls_ctx;              /* --ssl: the core tls module's SSL_CTX */
-    bool shutting_down;         /* refuse new jobs */
-    bool stopping;              /* graceful stop under way */
+    struct db *db;      /* persistent queue, NULL = memory only */
+    void *tls_ctx;      /* --ssl: the core tls module's SSL_CTX */
+    bool shutting_down; /* refuse new jobs */
+    bool stopping;      /* graceful stop under way */
 };
 
 extern struct gm_server gm;
 
 /* session.c --------------------------------------------------------------- */
-void *gm_xcalloc(size_t n, size_t size);  /* aborts on out of memory */
+void *gm_xcalloc(size_t n, size_t size); /* aborts on out of memory */
 /* The job-state lock; re-entrant on one thread (a conn callback may run
  * inside another one's bookkeeping on the same loop). */
 void gm_lock(void);
@@ -247,9 +246,9 @@ void gm_sessions_free(void);
 void gm_flush_loop(struct core_loop *loop);
 /* Things only s's owner loop may do to its conn, done there (now if this
  * is that loop and it is safe, else through its mailbox). Lock held. */
-#define GM_APPLY_READ 1u      /* pause or resume reading per held_paused/throttled */
-#define GM_APPLY_TIMEOUTS 2u  /* idle / stall timeouts per over_limit */
-#define GM_APPLY_BUSY 4u      /* graceful stop: busy while work is in flight */
+#define GM_APPLY_READ 1u     /* pause or resume reading per held_paused/throttled */
+#define GM_APPLY_TIMEOUTS 2u /* idle / stall timeouts per over_limit */
+#define GM_APPLY_BUSY 4u     /* graceful stop: busy while work is in flight */
 void gm_sess_apply(struct gm_sess *s, unsigned what);
 struct gm_sess *gm_sess_new(struct core_conn *c);
 void gm_sess_ref(struct gm_sess *s);
@@ -274,7 +273,7 @@ void gm_send_error(struct gm_sess *s, const char *code, const char *text);
 /* The last argument shared from a refcounted copy instead of copied (a
  * WORK_DATA fanned out to many clients). */
 struct gm_blob;
-struct gm_blob *gm_blob_new(const void *data, size_t len);  /* NULL on out of memory */
+struct gm_blob *gm_blob_new(const void *data, size_t len); /* NULL on out of memory */
 void gm_blob_unref(struct gm_blob *b);
 void gm_send_shared(struct gm_sess *s, uint32_t cmd, int argc, const void *const *args, const size_t *lens,
                     struct gm_blob *b);
@@ -315,9 +314,8 @@ void gm_job_store_failed(struct gm_job *j);
 /* Admin "cancel job": only a job not running. 0 ok, -1 unknown/running. */
 int gm_job_cancel(struct gm_job *j);
 /* Add a job (used by replay from the durable store too). */
-struct gm_job *gm_job_add(struct gm_func *f, const char *unique, size_t ulen, const char *data,
-                          size_t dlen, int prio, bool bg, int64_t when, const char *reducer,
-                          size_t rlen);
+struct gm_job *gm_job_add(struct gm_func *f, const char *unique, size_t ulen, const char *data, size_t dlen, int prio,
+                          bool bg, int64_t when, const char *reducer, size_t rlen);
 /* Make a job runnable now or at its time. */
 void gm_job_start(struct gm_job *j);
 /* Client s waits on j. */

@@ -135,8 +135,7 @@ struct gm_job *gm_unique_find_dash(struct gm_func *f, const char *data, size_t l
 {
     uint64_t h = hbytes(data, len) ^ DASH_SALT;
     for (struct gm_job *j = gm.ubuckets[h & gm.jmask]; j; j = j->hnext_unique)
-        if (j->unique_hash == h && j->unique_is_data && j->f == f && j->data_len == len &&
-            !memcmp(j->data, data, len))
+        if (j->unique_hash == h && j->unique_is_data && j->f == f && j->data_len == len && !memcmp(j->data, data, len))
             return j;
     return NULL;
 }
@@ -254,7 +253,7 @@ static void timer_cb(evutil_socket_t fd, short what, void *arg)
     struct gm_timer *t = arg;
     gm_lock();
     if (t->j)
-        t->fire(t->j);  /* frees t through job_timer_off */
+        t->fire(t->j); /* frees t through job_timer_off */
     /* else: detached by another loop, whose message frees it */
     gm_unlock();
 }
@@ -305,7 +304,7 @@ static void job_unrun(struct gm_job *j)
     j->worker = NULL;
     job_timer_off(j);
     if (w) {
-        gm_sess_unthrottle(w);  /* whatever held it back was this job's */
+        gm_sess_unthrottle(w); /* whatever held it back was this job's */
         gm_sess_update_busy(w);
     }
 }
@@ -362,7 +361,7 @@ void gm_job_store_failed(struct gm_job *j)
         return;
     }
     if (j->state == GM_JOB_RUNNING) {
-        j->ignore = true;  /* nobody waits for its result any more */
+        j->ignore = true; /* nobody waits for its result any more */
         return;
     }
     gm_job_free(j);
@@ -460,9 +459,8 @@ static void on_run_timeout(struct gm_job *j)
     gm_job_fail(j);
 }
 
-struct gm_job *gm_job_add(struct gm_func *f, const char *unique, size_t ulen, const char *data,
-                          size_t dlen, int prio, bool bg, int64_t when, const char *reducer,
-                          size_t rlen)
+struct gm_job *gm_job_add(struct gm_func *f, const char *unique, size_t ulen, const char *data, size_t dlen, int prio,
+                          bool bg, int64_t when, const char *reducer, size_t rlen)
 {
     if (gm.njobs + 1 > gm.jmask + 1)
         jobs_grow();
@@ -494,8 +492,7 @@ struct gm_job *gm_job_add(struct gm_func *f, const char *unique, size_t ulen, co
     list_init(&j->qlink);
     list_init(&j->wlink);
     list_init(&j->clients);
-    int n = snprintf(j->handle, sizeof j->handle, "%s:%llu", gm.handle_prefix,
-                     (unsigned long long)++gm.handle_counter);
+    int n = snprintf(j->handle, sizeof j->handle, "%s:%llu", gm.handle_prefix, (unsigned long long)++gm.handle_counter);
     j->handle_len = (size_t)n < sizeof j->handle ? (size_t)n : sizeof j->handle - 1;
     j->handle_hash = hbytes(j->handle, j->handle_len);
     j->hnext_handle = gm.hbuckets[j->handle_hash & gm.jmask];
@@ -512,7 +509,7 @@ struct gm_job *gm_job_add(struct gm_func *f, const char *unique, size_t ulen, co
         gm.ubuckets[j->unique_hash & gm.jmask] = j;
         j->in_unique = true;
     }
-    j->state = GM_JOB_STORING;  /* not runnable until gm_job_start */
+    j->state = GM_JOB_STORING; /* not runnable until gm_job_start */
     f->total++;
     gm.njobs++;
     gm.job_bytes += dlen;
@@ -661,7 +658,7 @@ struct gm_job *gm_worker_take_job(struct gm_sess *s, struct gm_ability **ab)
                 struct gm_job *j = container_of(f->queue[p].next, struct gm_job, qlink);
                 list_del(&a->ready_link);
                 list_add_tail(&s->ready, &a->ready_link);
-                job_unqueue(j);  /* may take f off every ready list */
+                job_unqueue(j); /* may take f off every ready list */
                 *ab = a;
                 return j;
             }
@@ -669,8 +666,6 @@ struct gm_job *gm_worker_take_job(struct gm_sess *s, struct gm_ability **ab)
     }
     return NULL;
 }
-
-
 
 /* A worker takes j (found by gm_worker_take_job through ability a). */
 void gm_job_assign(struct gm_job *j, struct gm_sess *s, struct gm_ability *a)
@@ -771,7 +766,7 @@ void gm_state_free(void)
     for (size_t i = 0; i <= gm.jmask; i++)
         while (gm.hbuckets[i]) {
             struct gm_job *j = gm.hbuckets[i];
-            j->db_id = 0;  /* stays in the persistent queue */
+            j->db_id = 0; /* stays in the persistent queue */
             gm_job_free(j);
         }
     while (!list_empty(&gm.funcs))
@@ -782,4 +777,3 @@ void gm_state_free(void)
     gm.fbuckets = NULL;
     gm.hbuckets = gm.ubuckets = NULL;
 }
-

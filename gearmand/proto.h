@@ -74,7 +74,7 @@ enum gm_cmd {
 struct gm_packet {
     enum gm_magic magic;
     uint32_t cmd;
-    uint32_t size;                  /* payload bytes */
+    uint32_t size; /* payload bytes */
     int argc;
     const char *arg[GM_MAX_ARGS];
     size_t arg_len[GM_MAX_ARGS];
@@ -83,10 +83,10 @@ struct gm_packet {
 enum gm_parse_status {
     GM_PARSE_OK = 0,
     GM_PARSE_NEED_MORE = 1,
-    GM_PARSE_BAD_MAGIC = -1,    /* not "\0REQ"/"\0RES": stream can't be trusted */
-    GM_PARSE_TOO_LARGE = -2,    /* payload above the limit */
-    GM_PARSE_UNKNOWN_CMD = -3,  /* type 0, 5 or >= GM_CMD_MAX: framing intact */
-    GM_PARSE_BAD_ARGS = -4,     /* fewer NUL separators than the type needs: framing intact */
+    GM_PARSE_BAD_MAGIC = -1,   /* not "\0REQ"/"\0RES": stream can't be trusted */
+    GM_PARSE_TOO_LARGE = -2,   /* payload above the limit */
+    GM_PARSE_UNKNOWN_CMD = -3, /* type 0, 5 or >= GM_CMD_MAX: framing intact */
+    GM_PARSE_BAD_ARGS = -4,    /* fewer NUL separators than the type needs: framing intact */
 };
 
 /* Name ("SUBMIT_JOB") or NULL for an unknown type. */
@@ -102,47 +102,47 @@ enum gm_parse_status gm_parse_header(const void *buf, size_t len, uint32_t max_s
 /* Parse one whole packet from buf[0..len). On OK, UNKNOWN_CMD and BAD_ARGS
  * *consumed is the packet's full length (the caller can skip it and carry
  * on); on BAD_MAGIC/TOO_LARGE the stream is unusable. */
-enum gm_parse_status gm_parse_packet(const void *buf, size_t len, uint32_t max_size,
-                                     struct gm_packet *p, size_t *consumed);
+enum gm_parse_status gm_parse_packet(const void *buf, size_t len, uint32_t max_size, struct gm_packet *p,
+                                     size_t *consumed);
 
 /* Encode a packet into out[0..cap). Returns the full length; if that is
  * > cap nothing past the header fit and the caller must retry bigger. The
  * argument count is not checked against the type (encoders of tests and
  * fuzzers send malformed packets on purpose). */
-size_t gm_encode(void *out, size_t cap, enum gm_magic magic, uint32_t cmd, int argc,
-                 const void *const *args, const size_t *lens);
+size_t gm_encode(void *out, size_t cap, enum gm_magic magic, uint32_t cmd, int argc, const void *const *args,
+                 const size_t *lens);
 /* Just the header. */
 void gm_encode_header(void *out12, enum gm_magic magic, uint32_t cmd, uint32_t size);
 
 /* ---- admin text protocol ---------------------------------------------- */
 
 enum gm_text_cmd {
-    GM_TEXT_NONE = 0,           /* empty line */
+    GM_TEXT_NONE = 0, /* empty line */
     GM_TEXT_WORKERS,
     GM_TEXT_STATUS,
     GM_TEXT_PRIORITYSTATUS,
-    GM_TEXT_MAXQUEUE,           /* args: function [n | high normal low] */
+    GM_TEXT_MAXQUEUE, /* args: function [n | high normal low] */
     GM_TEXT_VERSION,
     GM_TEXT_GETPID,
     GM_TEXT_VERBOSE,
     GM_TEXT_SHOW_JOBS,
     GM_TEXT_SHOW_UNIQUE_JOBS,
-    GM_TEXT_SHOW_UNKNOWN,       /* "show <something else>" */
-    GM_TEXT_CANCEL_JOB,         /* args: handle */
-    GM_TEXT_CREATE_FUNCTION,    /* args: name */
-    GM_TEXT_DROP_FUNCTION,      /* args: name */
-    GM_TEXT_SHUTDOWN,           /* args: ["graceful"] */
-    GM_TEXT_BAD_ARGS,           /* a known command with a wrong argument count */
-    GM_TEXT_OTHER,              /* not a gearmand command (left to the core console) */
+    GM_TEXT_SHOW_UNKNOWN,    /* "show <something else>" */
+    GM_TEXT_CANCEL_JOB,      /* args: handle */
+    GM_TEXT_CREATE_FUNCTION, /* args: name */
+    GM_TEXT_DROP_FUNCTION,   /* args: name */
+    GM_TEXT_SHUTDOWN,        /* args: ["graceful"] */
+    GM_TEXT_BAD_ARGS,        /* a known command with a wrong argument count */
+    GM_TEXT_OTHER,           /* not a gearmand command (left to the core console) */
 };
 
 #define GM_TEXT_MAX_TOKENS 8
 
 struct gm_text {
     enum gm_text_cmd cmd;
-    int argc;                   /* arguments after the command words */
-    char *arg[4];               /* point into the tokenised line */
-    bool graceful;              /* shutdown graceful */
+    int argc;      /* arguments after the command words */
+    char *arg[4];  /* point into the tokenised line */
+    bool graceful; /* shutdown graceful */
 };
 
 /* Split line[0..len) on spaces/tabs in place (each token NUL-ended; line
@@ -155,8 +155,6 @@ void gm_text_classify(int ntok, char **tok, struct gm_text *out);
 /* Parse a decimal unsigned number from a non-NUL-ended argument. Returns 0
  * and *out, or -1 if empty, not digits, or above max. */
 int gm_parse_u64(const char *s, size_t len, uint64_t max, uint64_t *out);
-
-
 
 /* SUBMIT_JOB_SCHED: the first minute at or after `after` (epoch seconds,
  * UTC) matching minute/hour/day-of-month/month/day-of-week; a field of -1

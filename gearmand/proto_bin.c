@@ -61,15 +61,9 @@ static const struct cmd_info cmd_table[GM_CMD_MAX] = {
     [GM_STATUS_RES_UNIQUE] = { "STATUS_RES_UNIQUE", 6 },
 };
 
-const char *gm_cmd_name(uint32_t cmd)
-{
-    return cmd < GM_CMD_MAX ? cmd_table[cmd].name : NULL;
-}
+const char *gm_cmd_name(uint32_t cmd) { return cmd < GM_CMD_MAX ? cmd_table[cmd].name : NULL; }
 
-int gm_cmd_argc(uint32_t cmd)
-{
-    return (cmd < GM_CMD_MAX && cmd_table[cmd].name) ? cmd_table[cmd].argc : -1;
-}
+int gm_cmd_argc(uint32_t cmd) { return (cmd < GM_CMD_MAX && cmd_table[cmd].name) ? cmd_table[cmd].argc : -1; }
 
 static uint32_t get_be32(const unsigned char *p)
 {
@@ -105,8 +99,8 @@ enum gm_parse_status gm_parse_header(const void *buf, size_t len, uint32_t max_s
     return GM_PARSE_OK;
 }
 
-enum gm_parse_status gm_parse_packet(const void *buf, size_t len, uint32_t max_size,
-                                     struct gm_packet *p, size_t *consumed)
+enum gm_parse_status gm_parse_packet(const void *buf, size_t len, uint32_t max_size, struct gm_packet *p,
+                                     size_t *consumed)
 {
     enum gm_parse_status st = gm_parse_header(buf, len, max_size, p);
     if (st != GM_PARSE_OK)
@@ -147,8 +141,8 @@ void gm_encode_header(void *out12, enum gm_magic magic, uint32_t cmd, uint32_t s
     put_be32(o + 8, size);
 }
 
-size_t gm_encode(void *out, size_t cap, enum gm_magic magic, uint32_t cmd, int argc,
-                 const void *const *args, const size_t *lens)
+size_t gm_encode(void *out, size_t cap, enum gm_magic magic, uint32_t cmd, int argc, const void *const *args,
+                 const size_t *lens)
 {
     size_t size = 0;
     for (int i = 0; i < argc; i++)
@@ -176,7 +170,6 @@ int gm_parse_u64(const char *s, size_t len, uint64_t max, uint64_t *out)
 }
 
 /* ---- SUBMIT_JOB_SCHED -------------------------------------------------- */
-
 
 int gm_sched_field(const char *s, size_t len, int max, int *out)
 {

@@ -26,8 +26,7 @@ int gm_text_split(char *line, size_t len, char **tok, int max)
     return n;
 }
 
-static void set_args(struct gm_text *out, int ntok, char **tok, int first, int min, int maxa,
-                     enum gm_text_cmd cmd)
+static void set_args(struct gm_text *out, int ntok, char **tok, int first, int min, int maxa, enum gm_text_cmd cmd)
 {
     int n = ntok - first;
     if (n < min || n > maxa) {
@@ -73,7 +72,7 @@ void gm_text_classify(int ntok, char **tok, struct gm_text *out)
             out->arg[i] = tok[1 + i];
     } else if (!strcasecmp(w, "show")) {
         if (ntok < 2)
-            out->cmd = GM_TEXT_OTHER;  /* gearmand: ERR UNKNOWN_COMMAND */
+            out->cmd = GM_TEXT_OTHER; /* gearmand: ERR UNKNOWN_COMMAND */
         else if (!strcasecmp(w1, "jobs"))
             out->cmd = GM_TEXT_SHOW_JOBS;
         else if (!strcasecmp(w1, "unique") && ntok > 2 && !strcasecmp(tok[2], "jobs"))
@@ -89,4 +88,3 @@ void gm_text_classify(int ntok, char **tok, struct gm_text *out)
     else
         out->cmd = GM_TEXT_OTHER;
 }
-

@@ -103,12 +103,12 @@ void gm_unlock(void)
 
 struct gm_loop {
     struct core_loop *loop;
-    struct gm_sess *dirty;      /* under the lock */
-    bool flush_pending;         /* flush_ev active (under the lock) */
-    bool post_pending;          /* a flush message posted to it (under the lock) */
-    struct event *flush_ev;     /* on this loop's base */
-    struct work_msg msg;        /* the flush message */
-    struct gm_sess **batch;     /* this loop's thread only */
+    struct gm_sess *dirty;  /* under the lock */
+    bool flush_pending;     /* flush_ev active (under the lock) */
+    bool post_pending;      /* a flush message posted to it (under the lock) */
+    struct event *flush_ev; /* on this loop's base */
+    struct work_msg msg;    /* the flush message */
+    struct gm_sess **batch; /* this loop's thread only */
     size_t cap;
 };
 
@@ -135,7 +135,7 @@ static void ring_loops(void)
 static void mark_dirty(struct gm_sess *s)
 {
     if (s->dirty || !gm.loops)
-        return;  /* (no loops: after the stop, nothing is written any more) */
+        return; /* (no loops: after the stop, nothing is written any more) */
     struct gm_loop *L = &gm.loops[s->loop->index];
     s->dirty = true;
     gm_sess_ref(s);
@@ -237,7 +237,7 @@ void gm_sessions_free(void)
 {
     if (!gm.loops)
         return;
-    work_mailbox_flush(&gm);  /* flush messages still waiting */
+    work_mailbox_flush(&gm); /* flush messages still waiting */
     for (int i = 0; i < gm.nloops; i++) {
         struct gm_loop *L = &gm.loops[i];
         gm_flush_loop(L->loop);
@@ -298,7 +298,7 @@ static void apply_now(struct gm_sess *s, unsigned what)
             conn_pause_read(s->c);
         else {
             conn_resume_read(s->c);
-            conn_kick(s->c);  /* requests already buffered */
+            conn_kick(s->c); /* requests already buffered */
         }
     }
     if (s->c && (what & GM_APPLY_TIMEOUTS))
@@ -399,8 +399,7 @@ bool gm_sess_over_limit(struct gm_sess *s)
     if (s->over_limit)
         return true;
     if (!gm.cfg.max_client_output || !s->c ||
-        __atomic_load_n(&s->out_backlog, __ATOMIC_RELAXED) + evbuffer_get_length(s->wbuf) <=
-            gm.cfg.max_client_output)
+        __atomic_load_n(&s->out_backlog, __ATOMIC_RELAXED) + evbuffer_get_length(s->wbuf) <= gm.cfg.max_client_output)
         return false;
     /* From now on its output must move: stuck for --client-stall-timeout,
      * the core closes it (on_close counts it). */
@@ -607,7 +606,6 @@ void gm_sess_unref(struct gm_sess *s)
     free(s);
 }
 
-
 /* ---- the connection state machine ------------------------------------------ */
 
 static void send_fatal(struct gm_sess *s, const char *code, const char *text)
@@ -618,8 +616,7 @@ static void send_fatal(struct gm_sess *s, const char *code, const char *text)
 
 static uint32_t max_packet(void)
 {
-    return gm.cfg.max_packet > UINT32_MAX - GM_HEADER_SIZE ? UINT32_MAX - GM_HEADER_SIZE
-                                                           : (uint32_t)gm.cfg.max_packet;
+    return gm.cfg.max_packet > UINT32_MAX - GM_HEADER_SIZE ? UINT32_MAX - GM_HEADER_SIZE : (uint32_t)gm.cfg.max_packet;
 }
 
 /* GM_SESS_BIN: a binary packet starts at the head of the input. */
@@ -726,8 +723,7 @@ static void sess_drive(struct gm_sess *s)
                 return;
             s->state = GM_SESS_NEXT;
             break;
-        case GM_SESS_CLOSING:
-            return;
+        case GM_SESS_CLOSING: return;
         }
     }
 }
@@ -804,7 +800,10 @@ static void set_keepalive(int fd)
     int one = 1;
     if (setsockopt(fd, SOL_SOCKET, SO_KEEPALIVE, &one, sizeof one) < 0)
         log_warn("gearmand: SO_KEEPALIVE: %s", strerror(errno));
-    const struct { int opt, value; const char *name; } tcp[] = {
+    const struct {
+        int opt, value;
+        const char *name;
+    } tcp[] = {
         { TCP_KEEPIDLE, gm.cfg.keepalive_idle, "TCP_KEEPIDLE" },
         { TCP_KEEPINTVL, gm.cfg.keepalive_interval, "TCP_KEEPINTVL" },
         { TCP_KEEPCNT, gm.cfg.keepalive_count, "TCP_KEEPCNT" },
@@ -853,4 +852,3 @@ void gm_reject(int fd, void *arg)
     ssize_t r = send(fd, buf, n, MSG_NOSIGNAL | MSG_DONTWAIT);
     (void)r;
 }
-

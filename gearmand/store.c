@@ -70,8 +70,7 @@ static int replay(const char *table)
     next_id = db_cell_int(r, 0, 0);
     db_result_free(r);
     snprintf(sql, sizeof sql,
-             "SELECT id, unique_key, function_name, priority, data, when_to_run, reducer FROM %s ORDER BY id",
-             table);
+             "SELECT id, unique_key, function_name, priority, data, when_to_run, reducer FROM %s ORDER BY id", table);
     if (db_query_sync(gm.db, sql, NULL, 0, &r) != 0) {
         log_error("gearmand: queue: %s", r ? r->error : "query failed");
         db_result_free(r);
@@ -309,7 +308,7 @@ static void req_finish(struct gm_store_req *r, bool ok, const char *error)
     free(r);
     if (ok) {
         if (j->state == GM_JOB_STORING)
-            gm_job_start(j);  /* runnable only now that it is durable */
+            gm_job_start(j); /* runnable only now that it is durable */
         return;
     }
     gm_job_store_failed(j);

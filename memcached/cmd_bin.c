@@ -10,8 +10,7 @@
 #include "memcached/session.h"
 
 static void bin_reply(struct session *s, uint8_t opcode, uint32_t opaque, uint16_t status, uint64_t cas,
-                      const void *ext, uint8_t extlen, const void *key, uint16_t keylen, const void *val,
-                      uint32_t vlen)
+                      const void *ext, uint8_t extlen, const void *key, uint16_t keylen, const void *val, uint32_t vlen)
 {
     size_t total = MC_BIN_HDR + extlen + keylen + vlen;
     uint8_t *o = (uint8_t *)mc_out_reserve(s, total);
@@ -102,8 +101,7 @@ static void bin_get(struct session *s, const struct mc_bin_req *r, const struct 
     uint8_t ext[4];
     wr32(ext, it->flags);
     bin_reply(s, r->opcode, r->opaque, MC_BIN_OK, it->cas, ext, 4, c->want_key ? key : NULL,
-              c->want_key ? (uint16_t)nkey : 0, c->want_value ? mc_value(it) : NULL,
-              c->want_value ? it->nbytes : 0);
+              c->want_key ? (uint16_t)nkey : 0, c->want_value ? mc_value(it) : NULL, c->want_value ? it->nbytes : 0);
     mc_key_unlock(hv);
 }
 
@@ -119,7 +117,7 @@ static void bin_store(struct session *s, const struct mc_bin_req *r, const struc
         it = mc_item_alloc(key, nkey, c->flags, mc_realtime(c->exptime), r->vlen, &err);
     if (!it) {
         if (c->store == MC_BINS_SET)
-            mc_delete(key, nkey, 0);   /* no stale value after a failed set */
+            mc_delete(key, nkey, 0); /* no stale value after a failed set */
         mc_cmd_bin_error(s, r->opcode, r->opaque, err == MC_ALLOC_TOO_LARGE ? MC_BIN_E2BIG : MC_BIN_ENOMEM);
         return;
     }
@@ -206,10 +204,10 @@ static void bin_arith(struct session *s, const struct mc_bin_req *r, const struc
             MC_STAT_ADD(ts, decr_misses, 1);
     }
     mc_cmd_bin_error(s, r->opcode, r->opaque,
-                     st == MC_NOT_FOUND       ? MC_BIN_KEY_ENOENT
-                     : st == MC_EXISTS        ? MC_BIN_KEY_EEXISTS
-                     : st == MC_NON_NUMERIC   ? MC_BIN_DELTA_BADVAL
-                                              : MC_BIN_ENOMEM);
+                     st == MC_NOT_FOUND     ? MC_BIN_KEY_ENOENT
+                     : st == MC_EXISTS      ? MC_BIN_KEY_EEXISTS
+                     : st == MC_NON_NUMERIC ? MC_BIN_DELTA_BADVAL
+                                            : MC_BIN_ENOMEM);
 }
 
 static void bin_stat(struct session *s, const struct mc_bin_req *r)
@@ -250,12 +248,8 @@ int mc_cmd_bin(struct session *s, const struct mc_bin_req *r)
         return 0;
     }
     switch (c.kind) {
-    case MC_BINK_GET:
-        bin_get(s, r, &c);
-        return 0;
-    case MC_BINK_STORE:
-        bin_store(s, r, &c);
-        return 0;
+    case MC_BINK_GET: bin_get(s, r, &c); return 0;
+    case MC_BINK_STORE: bin_store(s, r, &c); return 0;
     case MC_BINK_DELETE: {
         if (mc_detail_on())
             mc_prefix_record((const char *)r->key, r->keylen, MC_PREFIX_DEL, false);
@@ -270,9 +264,7 @@ int mc_cmd_bin(struct session *s, const struct mc_bin_req *r)
         }
         return 0;
     }
-    case MC_BINK_ARITH:
-        bin_arith(s, r, &c);
-        return 0;
+    case MC_BINK_ARITH: bin_arith(s, r, &c); return 0;
     case MC_BINK_QUIT:
         if (!c.quiet)
             bin_reply(s, op, r->opaque, MC_BIN_OK, 0, NULL, 0, NULL, 0, NULL, 0);
@@ -287,9 +279,7 @@ int mc_cmd_bin(struct session *s, const struct mc_bin_req *r)
         if (!c.quiet)
             bin_reply(s, op, r->opaque, MC_BIN_OK, 0, NULL, 0, NULL, 0, NULL, 0);
         return 0;
-    case MC_BINK_NOOP:
-        bin_reply(s, op, r->opaque, MC_BIN_OK, 0, NULL, 0, NULL, 0, NULL, 0);
-        return 0;
+    case MC_BINK_NOOP: bin_reply(s, op, r->opaque, MC_BIN_OK, 0, NULL, 0, NULL, 0, NULL, 0); return 0;
     case MC_BINK_VERSION:
         bin_reply(s, op, r->opaque, MC_BIN_OK, 0, NULL, 0, NULL, 0, MC_VERSION, (uint32_t)strlen(MC_VERSION));
         return 0;
@@ -297,9 +287,7 @@ int mc_cmd_bin(struct session *s, const struct mc_bin_req *r)
         mc_settings.verbose = (int)c.verbosity;
         bin_reply(s, op, r->opaque, MC_BIN_OK, 0, NULL, 0, NULL, 0, NULL, 0);
         return 0;
-    case MC_BINK_STAT:
-        bin_stat(s, r);
-        return 0;
+    case MC_BINK_STAT: bin_stat(s, r); return 0;
     case MC_BINK_SASL_LIST:
         if (!mc_settings.sasl) {
             mc_cmd_bin_error(s, op, r->opaque, MC_BIN_UNKNOWN_COMMAND);
@@ -322,8 +310,7 @@ int mc_cmd_bin(struct session *s, const struct mc_bin_req *r)
             mc_sess_auth_failed(s);
         }
         return 0;
-    case MC_BINK_UNKNOWN:
-        break;
+    case MC_BINK_UNKNOWN: break;
     }
     mc_cmd_bin_error(s, op, r->opaque, MC_BIN_UNKNOWN_COMMAND);
     return 0;

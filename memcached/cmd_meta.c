@@ -149,8 +149,7 @@ static size_t meta_hit_flags(char *o, const char *line, size_t line_len, mc_item
             }
             break;
 
-        default:
-            break;
+        default: break;
         }
     }
     return pos;
@@ -195,8 +194,8 @@ static void meta_get(struct session *s, const struct mc_meta_req *m, const char 
                 won = true;
                 mc_bits_set(it, MC_IT_TOKEN);
             }
-        } else if ((m->flags & MC_MF('R')) && it->exptime != 0 &&
-                   (int64_t)it->exptime - (int64_t)now < m->R_ttl && !token_sent) {
+        } else if ((m->flags & MC_MF('R')) && it->exptime != 0 && (int64_t)it->exptime - (int64_t)now < m->R_ttl &&
+                   !token_sent) {
             won = true;
             mc_bits_set(it, MC_IT_TOKEN);
         }
@@ -280,7 +279,7 @@ static void meta_delete(struct session *s, const struct mc_meta_req *m)
         MC_STAT_ADD(&s->th->st, delete_hits, 1);
     }
     mc_key_unlock(hv);
-    meta_simple(s, code, m, quiet && code[0] == 'H');   /* q hides only HD */
+    meta_simple(s, code, m, quiet && code[0] == 'H'); /* q hides only HD */
 }
 
 static void meta_arith(struct session *s, const struct mc_meta_req *m, const char *line, size_t line_len)
@@ -313,22 +312,13 @@ static void meta_arith(struct session *s, const struct mc_meta_req *m, const cha
     if (st == MC_OK && (m->flags & MC_MF('T')))
         mc_touch(m->rkey, m->nrkey, mc_realtime(m->T_ttl));
     switch (st) {
-    case MC_OK:
-        break;
-    case MC_NOT_FOUND:
-        meta_simple(s, "NF", m, false);
-        return;
-    case MC_EXISTS:
-        meta_simple(s, "EX", m, false);
-        return;
-    case MC_NON_NUMERIC:
-        mc_out_line(s, "CLIENT_ERROR cannot increment or decrement non-numeric value");
-        return;
-    default:
-        mc_out_line(s, "SERVER_ERROR out of memory");
-        return;
+    case MC_OK: break;
+    case MC_NOT_FOUND: meta_simple(s, "NF", m, false); return;
+    case MC_EXISTS: meta_simple(s, "EX", m, false); return;
+    case MC_NON_NUMERIC: mc_out_line(s, "CLIENT_ERROR cannot increment or decrement non-numeric value"); return;
+    default: mc_out_line(s, "SERVER_ERROR out of memory"); return;
     }
-    if (quiet)   /* q: success (HD or VA) is not sent */
+    if (quiet) /* q: success (HD or VA) is not sent */
         return;
     /* Fetch the item again for t/c flags. */
     uint64_t hv = mc_hash(m->rkey, m->nrkey);
@@ -396,7 +386,7 @@ static void meta_store_done(struct session *s, enum mc_status st, uint64_t cas, 
     char o[800];
     size_t pos = 2;
     memcpy(o, code, 2);
-    if (pm->flags & MC_MF('c')) {   /* c0 when nothing was stored, as 1.6.18 */
+    if (pm->flags & MC_MF('c')) { /* c0 when nothing was stored, as 1.6.18 */
         o[pos++] = ' ';
         o[pos++] = 'c';
         pos += mc_u64toa(st == MC_STORED ? cas : 0, o + pos);
@@ -418,10 +408,14 @@ void mc_cmd_meta_stored(struct session *s, mc_item *it)
     struct mc_pending_meta *pm = &s->pm;
     enum mc_store_op op = MC_OP_SET;
     switch (pm->mode) {
-    case 'E': case 'e': op = MC_OP_ADD; break;
-    case 'A': case 'a': op = MC_OP_APPEND; break;
-    case 'P': case 'p': op = MC_OP_PREPEND; break;
-    case 'R': case 'r': op = MC_OP_REPLACE; break;
+    case 'E':
+    case 'e': op = MC_OP_ADD; break;
+    case 'A':
+    case 'a': op = MC_OP_APPEND; break;
+    case 'P':
+    case 'p': op = MC_OP_PREPEND; break;
+    case 'R':
+    case 'r': op = MC_OP_REPLACE; break;
     default: op = MC_OP_SET; break;
     }
     uint64_t cmp = (pm->flags & MC_MF('C')) ? pm->C_cas : 0;
@@ -447,7 +441,7 @@ void mc_cmd_meta_stored(struct session *s, mc_item *it)
             st = mc_store(it, op == MC_OP_SET ? MC_OP_CAS : op, cmp, &newcas);
         }
     } else if (op == MC_OP_SET && (pm->flags & MC_MF('C'))) {
-        st = mc_store(it, MC_OP_CAS, cmp, &newcas);   /* C0 never matches */
+        st = mc_store(it, MC_OP_CAS, cmp, &newcas); /* C0 never matches */
     } else {
         st = mc_store(it, op, cmp, &newcas);
     }
@@ -466,21 +460,11 @@ void mc_cmd_meta(struct session *s, const struct mc_text_req *tr)
         return;
     }
     switch (m.cmd) {
-    case MC_META_NOOP:
-        mc_out_add(s, "MN\r\n", 4);
-        return;
-    case MC_META_GET:
-        meta_get(s, &m, tr->line, tr->line_len);
-        return;
-    case MC_META_DELETE:
-        meta_delete(s, &m);
-        return;
-    case MC_META_ARITH:
-        meta_arith(s, &m, tr->line, tr->line_len);
-        return;
-    case MC_META_DEBUG:
-        meta_debug(s, &m);
-        return;
+    case MC_META_NOOP: mc_out_add(s, "MN\r\n", 4); return;
+    case MC_META_GET: meta_get(s, &m, tr->line, tr->line_len); return;
+    case MC_META_DELETE: meta_delete(s, &m); return;
+    case MC_META_ARITH: meta_arith(s, &m, tr->line, tr->line_len); return;
+    case MC_META_DEBUG: meta_debug(s, &m); return;
     case MC_META_SET: {
         const char *err;
         int64_t exptime = (m.flags & MC_MF('T')) ? m.T_ttl : 0;
@@ -496,7 +480,7 @@ void mc_cmd_meta(struct session *s, const struct mc_text_req *tr)
         s->pm.key_first = m.key_first;
         if (!mc_sess_begin_store(s, m.rkey, m.nrkey, flags, exptime, m.datalen, &err)) {
             if (s->pm.mode == 'S' || s->pm.mode == 's')
-                mc_delete(m.rkey, m.nrkey, 0);   /* no stale value after a failed set */
+                mc_delete(m.rkey, m.nrkey, 0); /* no stale value after a failed set */
             mc_out_line(s, err);
             mc_sess_begin_swallow(s, (uint64_t)m.datalen + 2);
         }

@@ -55,7 +55,7 @@ static void text_get(struct session *s, const struct mc_text_req *r)
         /* "VALUE <key> <flags> <bytes>[ <cas>]\r\n<data>\r\n" in one piece. */
         size_t need = 6 + nkey + 1 + 10 + 1 + 10 + 1 + 20 + 2 + it->nbytes + 2;
         char *o = mc_out_reserve(s, need), *o0 = o;
-        if (!o) {   /* s->out_oom is set: session.c answers the error */
+        if (!o) { /* s->out_oom is set: session.c answers the error */
             mc_key_unlock(hv);
             break;
         }
@@ -207,8 +207,8 @@ static void text_stats(struct session *s, const struct mc_text_req *r)
         uint32_t id = 0, limit = 0;
         const char *p = arg, *k;
         size_t nk;
-        if (!mc_text_next_key(&p, aend, &k, &nk) || !mc_parse_u32(k, nk, &id) ||
-            !mc_text_next_key(&p, aend, &k, &nk) || !mc_parse_u32(k, nk, &limit)) {
+        if (!mc_text_next_key(&p, aend, &k, &nk) || !mc_parse_u32(k, nk, &id) || !mc_text_next_key(&p, aend, &k, &nk) ||
+            !mc_parse_u32(k, nk, &limit)) {
             mc_out_line(s, "CLIENT_ERROR bad command line");
             return;
         }
@@ -241,10 +241,7 @@ static void text_stats(struct session *s, const struct mc_text_req *r)
 /* ------------------------------------------------------------------ */
 /* lru_crawler, slabs, lru: the store's maintenance commands */
 
-static bool word_is(const char *w, size_t n, const char *lit)
-{
-    return n == strlen(lit) && memcmp(w, lit, n) == 0;
-}
+static bool word_is(const char *w, size_t n, const char *lit) { return n == strlen(lit) && memcmp(w, lit, n) == 0; }
 
 static void text_tuning(struct session *s, const struct mc_text_req *r)
 {
@@ -284,7 +281,7 @@ static void text_tuning(struct session *s, const struct mc_text_req *r)
                     mc_out_line(s, "CLIENT_ERROR lru crawler disabled");
                     return;
                 }
-                mc_crawl_request();   /* the maintainer thread walks every class */
+                mc_crawl_request(); /* the maintainer thread walks every class */
                 mc_out_line(s, "OK");
             } else {
                 if (!mc_settings.lru_crawler) {
@@ -322,7 +319,7 @@ static void text_tuning(struct session *s, const struct mc_text_req *r)
                 mc_sess_begin_dump(s, d);
             }
         } else if (n == 2 && (word_is(w[0], wn[0], "sleep") || word_is(w[0], wn[0], "tocrawl"))) {
-            mc_out_line(s, "OK");   /* pacing knobs: our crawler paces itself (see README) */
+            mc_out_line(s, "OK"); /* pacing knobs: our crawler paces itself (see README) */
         } else {
             mc_out_line(s, "ERROR");
         }
@@ -432,9 +429,7 @@ int mc_cmd_text(struct session *s, const struct mc_text_req *r)
     case MC_TXT_GET:
     case MC_TXT_GETS:
     case MC_TXT_GAT:
-    case MC_TXT_GATS:
-        text_get(s, r);
-        return 0;
+    case MC_TXT_GATS: text_get(s, r); return 0;
     case MC_TXT_SET:
     case MC_TXT_ADD:
     case MC_TXT_REPLACE:
@@ -442,7 +437,7 @@ int mc_cmd_text(struct session *s, const struct mc_text_req *r)
     case MC_TXT_PREPEND:
     case MC_TXT_CAS: {
         static const enum mc_store_op ops[] = {
-            [MC_TXT_SET] = MC_OP_SET, [MC_TXT_ADD] = MC_OP_ADD, [MC_TXT_REPLACE] = MC_OP_REPLACE,
+            [MC_TXT_SET] = MC_OP_SET,       [MC_TXT_ADD] = MC_OP_ADD,         [MC_TXT_REPLACE] = MC_OP_REPLACE,
             [MC_TXT_APPEND] = MC_OP_APPEND, [MC_TXT_PREPEND] = MC_OP_PREPEND, [MC_TXT_CAS] = MC_OP_CAS,
         };
         s->kind = MC_PEND_TEXT;
@@ -465,9 +460,7 @@ int mc_cmd_text(struct session *s, const struct mc_text_req *r)
         return 0;
     }
     case MC_TXT_INCR:
-    case MC_TXT_DECR:
-        text_arith(s, r);
-        return 0;
+    case MC_TXT_DECR: text_arith(s, r); return 0;
     case MC_TXT_DELETE: {
         if (mc_detail_on())
             mc_prefix_record(r->key, r->nkey, MC_PREFIX_DEL, false);
@@ -501,19 +494,14 @@ int mc_cmd_text(struct session *s, const struct mc_text_req *r)
         if (!r->noreply)
             mc_out_add(s, "OK\r\n", 4);
         return 0;
-    case MC_TXT_VERSION:
-        mc_out_line(s, "VERSION " MC_VERSION);
-        return 0;
+    case MC_TXT_VERSION: mc_out_line(s, "VERSION " MC_VERSION); return 0;
     case MC_TXT_VERBOSITY:
         mc_settings.verbose = (int)r->delta;
         if (!r->noreply)
             mc_out_add(s, "OK\r\n", 4);
         return 0;
-    case MC_TXT_QUIT:
-        return -1;
-    case MC_TXT_STATS:
-        text_stats(s, r);
-        return 0;
+    case MC_TXT_QUIT: return -1;
+    case MC_TXT_STATS: text_stats(s, r); return 0;
     case MC_TXT_SHUTDOWN:
         if (!mc_settings.shutdown_enabled) {
             mc_out_line(s, "ERROR: shutdown not enabled");
@@ -525,9 +513,9 @@ int mc_cmd_text(struct session *s, const struct mc_text_req *r)
             bool has0 = mc_text_next_key(&p, end, &w0, &n0);
             bool has1 = has0 && mc_text_next_key(&p, end, &w1, &n1);
             if (!has0) {
-                mc_shutdown_request(false);   /* memcached: SIGINT, stop now */
+                mc_shutdown_request(false); /* memcached: SIGINT, stop now */
             } else if (!has1 && word_is(w0, n0, "graceful")) {
-                mc_shutdown_request(true);    /* memcached: SIGUSR1 */
+                mc_shutdown_request(true); /* memcached: SIGUSR1 */
             } else {
                 mc_out_line(s, "CLIENT_ERROR invalid shutdown mode");
                 return 0;
@@ -552,15 +540,13 @@ int mc_cmd_text(struct session *s, const struct mc_text_req *r)
         if (!r->noreply)
             mc_out_add(s, "OK\r\n", 4);
         return 0;
-    case MC_TXT_META:
-        mc_cmd_meta(s, r);
-        return 0;
+    case MC_TXT_META: mc_cmd_meta(s, r); return 0;
     case MC_TXT_REFRESH_CERTS: {
         char err[256];
         if (mc_tls_refresh(err, sizeof err) < 0) {
             char line[320];
             if (!mc_settings.ssl_enabled)
-                snprintf(line, sizeof line, "Error TLS not enabled");   /* memcached's words */
+                snprintf(line, sizeof line, "Error TLS not enabled"); /* memcached's words */
             else
                 snprintf(line, sizeof line, "ERROR failed to refresh SSL settings: %s", err);
             mc_out_line(s, line);
@@ -572,13 +558,9 @@ int mc_cmd_text(struct session *s, const struct mc_text_req *r)
     case MC_TXT_LRU_CRAWLER:
     case MC_TXT_SLABS:
     case MC_TXT_LRU:
-    case MC_TXT_MISC_OK:
-        text_tuning(s, r);
-        return 0;
-    case MC_TXT_NONE:
-        break;
+    case MC_TXT_MISC_OK: text_tuning(s, r); return 0;
+    case MC_TXT_NONE: break;
     }
     mc_out_line(s, "ERROR");
     return 0;
 }
-

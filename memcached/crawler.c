@@ -23,7 +23,7 @@ static _Atomic bool crawl_running;
 
 void mc_crawl_request(void)
 {
-    atomic_store(&crawl_running, true);   /* until the maintainer has walked every class */
+    atomic_store(&crawl_running, true); /* until the maintainer has walked every class */
     atomic_store(&crawl_requested, true);
 }
 
@@ -184,7 +184,7 @@ bool mc_dump_step(struct mc_dump *d, struct evbuffer *out, unsigned max_items)
             if (mc_item_live(it, now))
                 mc_metadump_line(out, it, now);
         }
-        if (!it) {   /* segment finished */
+        if (!it) { /* segment finished */
             cursor_remove(c, &d->cur, d->seg);
             d->linked = false;
             if (++d->seg == MC_LRU_N) {
@@ -219,7 +219,7 @@ static void *maintainer(void *arg)
         bool busy = mc_assoc_maintain(mc_curr_items());
         /* Crawl every 5 s (50 ticks of 100 ms). */
         ++ticks;
-        atomic_fetch_add_explicit(&mc_sstats.maintainer_juggles, 1, memory_order_relaxed);   /* passes */
+        atomic_fetch_add_explicit(&mc_sstats.maintainer_juggles, 1, memory_order_relaxed); /* passes */
         if (ticks % 10 == 0)
             mc_slabs_decay_demand();
         /* cache_memlimit lowered: give pages back, a few per tick. */

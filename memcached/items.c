@@ -40,7 +40,7 @@ uint32_t mc_realtime(int64_t exptime)
     if (exptime == 0)
         return 0;
     if (exptime < 0)
-        return 1;   /* in the past: expired at once */
+        return 1; /* in the past: expired at once */
     if (exptime > MC_REALTIME_MAXDELTA) {
         if (exptime <= mc_process_started)
             return 1;
@@ -191,7 +191,7 @@ mc_item *mc_lru_pull_locked(int id, bool need_space)
     /* Keep HOT and WARM within their shares: two steps per allocation. */
     for (int n = 0; n < 2 && c->count[MC_LRU_HOT] > total * (uint64_t)hot_pct / 100; n++) {
         mc_item *it = c->tail[MC_LRU_HOT];
-        while (it && (it->state & MC_ST_CRAWLER))   /* a crawler or metadump cursor */
+        while (it && (it->state & MC_ST_CRAWLER)) /* a crawler or metadump cursor */
             it = it->prev;
         if (!it)
             break;
@@ -206,7 +206,7 @@ mc_item *mc_lru_pull_locked(int id, bool need_space)
     }
     for (int n = 0; n < 2 && c->count[MC_LRU_WARM] > total * (uint64_t)warm_pct / 100; n++) {
         mc_item *it = c->tail[MC_LRU_WARM];
-        while (it && (it->state & MC_ST_CRAWLER))   /* a crawler or metadump cursor */
+        while (it && (it->state & MC_ST_CRAWLER)) /* a crawler or metadump cursor */
             it = it->prev;
         if (!it)
             break;
@@ -342,7 +342,7 @@ mc_item *mc_item_alloc(const char *key, size_t nkey, uint32_t flags, uint32_t ex
         if ((++c->alloc_fail_ticks & 3) == 0 && slab_should_move(id) && mc_slabs_steal_page(id))
             it = mc_slabs_alloc_locked(id);
         if (!it && (it = mc_lru_pull_locked(id, true)) != NULL)
-            c->direct_reclaims++;   /* the setter made its own room */
+            c->direct_reclaims++; /* the setter made its own room */
     }
     if (!it && mc_slabs_steal_page(id))
         it = mc_slabs_alloc_locked(id);
@@ -462,7 +462,7 @@ enum mc_status mc_store(mc_item *it, enum mc_store_op op, uint64_t cas_in, uint6
         break;
     case MC_OP_ADD:
         if (old) {
-            mc_item_bump(old);   /* as memcached: a failed add refreshes the old item */
+            mc_item_bump(old); /* as memcached: a failed add refreshes the old item */
             st = MC_NOT_STORED;
         } else {
             linked = it;
@@ -496,8 +496,8 @@ enum mc_status mc_store(mc_item *it, enum mc_store_op op, uint64_t cas_in, uint6
         }
         {
             enum mc_alloc_err err;
-            mc_item *n = mc_item_alloc(old->data, old->nkey, old->flags, old->exptime,
-                                       (size_t)old->nbytes + it->nbytes, &err);
+            mc_item *n =
+                mc_item_alloc(old->data, old->nkey, old->flags, old->exptime, (size_t)old->nbytes + it->nbytes, &err);
             if (!n) {
                 st = err == MC_ALLOC_TOO_LARGE ? MC_TOO_LARGE : MC_NO_MEMORY;
                 break;
@@ -572,8 +572,8 @@ static bool parse_value_u64(const char *s, size_t n, uint64_t *out)
     return true;
 }
 
-enum mc_status mc_arith(const char *key, size_t nkey, bool incr, uint64_t delta, uint64_t cas_in,
-                        uint64_t *result, uint64_t *cas_out)
+enum mc_status mc_arith(const char *key, size_t nkey, bool incr, uint64_t delta, uint64_t cas_in, uint64_t *result,
+                        uint64_t *cas_out)
 {
     uint64_t hv = mc_hash(key, nkey);
     enum mc_status st;
@@ -588,7 +588,7 @@ enum mc_status mc_arith(const char *key, size_t nkey, bool incr, uint64_t delta,
         st = MC_NON_NUMERIC;
     } else {
         if (incr)
-            v += delta;   /* wraps at 2^64 */
+            v += delta; /* wraps at 2^64 */
         else
             v = delta > v ? 0 : v - delta;
         char buf[24];
@@ -680,8 +680,7 @@ void mc_metadump_line(struct evbuffer *out, mc_item *it, uint32_t now)
             key[kn++] = (char)ch;
         }
     }
-    evbuffer_add_printf(out, "key=%.*s exp=%ld la=%ld cas=%" PRIu64 " fetch=%s cls=%d size=%zu\n", (int)kn, key,
-                        exp, (long)it->atime + mc_process_started, it->cas,
-                        (mc_bits(it) & MC_IT_FETCHED) ? "yes" : "no", it->clsid,
-                        mc_item_total(it->nkey, it->nbytes));
+    evbuffer_add_printf(out, "key=%.*s exp=%ld la=%ld cas=%" PRIu64 " fetch=%s cls=%d size=%zu\n", (int)kn, key, exp,
+                        (long)it->atime + mc_process_started, it->cas, (mc_bits(it) & MC_IT_FETCHED) ? "yes" : "no",
+                        it->clsid, mc_item_total(it->nkey, it->nbytes));
 }

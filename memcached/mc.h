@@ -24,38 +24,38 @@
 
 struct mc_settings {
     int port;
-    char *listen;          /* -l, comma list */
-    char *unix_path;       /* -s */
-    int unix_mask;         /* -a (octal text parsed by custom) */
-    int maxconns;          /* -c */
-    int threads;           /* -t */
-    uint64_t maxbytes;     /* -m (bytes) */
-    uint64_t item_size_max;/* -I */
-    double factor;         /* -f */
-    int chunk_min;         /* -n */
-    int verbose;           /* -v */
-    int udp_port;          /* -U */
-    int backlog;           /* -b */
-    bool no_cas;           /* -C */
-    bool no_evict;         /* -M */
-    bool flush_disabled;   /* -F */
-    bool dump_disabled;    /* -X */
-    long auth_delay_us;    /* first SASL failure's pause (100 ms; doubles); not an option: tests set it */
-    bool shutdown_enabled; /* -A */
-    bool sasl;             /* -S */
-    char *sasl_pwdb;       /* user:password file for SASL PLAIN */
-    char *ext_opts;        /* -o */
+    char *listen;           /* -l, comma list */
+    char *unix_path;        /* -s */
+    int unix_mask;          /* -a (octal text parsed by custom) */
+    int maxconns;           /* -c */
+    int threads;            /* -t */
+    uint64_t maxbytes;      /* -m (bytes) */
+    uint64_t item_size_max; /* -I */
+    double factor;          /* -f */
+    int chunk_min;          /* -n */
+    int verbose;            /* -v */
+    int udp_port;           /* -U */
+    int backlog;            /* -b */
+    bool no_cas;            /* -C */
+    bool no_evict;          /* -M */
+    bool flush_disabled;    /* -F */
+    bool dump_disabled;     /* -X */
+    long auth_delay_us;     /* first SASL failure's pause (100 ms; doubles); not an option: tests set it */
+    bool shutdown_enabled;  /* -A */
+    bool sasl;              /* -S */
+    char *sasl_pwdb;        /* user:password file for SASL PLAIN */
+    char *ext_opts;         /* -o */
     /* from -o */
     int hashpower;
     bool lru_crawler;
     int hot_pct, warm_pct;
-    int idle_timeout;      /* seconds, 0 = none */
-    uint64_t out_mem_limit;/* -o read_buf_mem_limit: bytes of all reply buffers, 0 = none */
-    enum { MC_BIND_AUTO = 0, MC_BIND_ASCII, MC_BIND_BINARY } protocol;   /* -B */
-    int reqs_per_event;    /* -R */
+    int idle_timeout;       /* seconds, 0 = none */
+    uint64_t out_mem_limit; /* -o read_buf_mem_limit: bytes of all reply buffers, 0 = none */
+    enum { MC_BIND_AUTO = 0, MC_BIND_ASCII, MC_BIND_BINARY } protocol; /* -B */
+    int reqs_per_event;                                                /* -R */
     bool maxconns_fast;
     int tail_repair_time;
-    char *hash_algorithm;  /* accepted names; the table hash is ours (stats shows it) */
+    char *hash_algorithm; /* accepted names; the table hash is ours (stats shows it) */
     int lru_crawler_sleep, lru_crawler_tocrawl;
     bool lru_maintainer;
     double hot_max_factor, warm_max_factor;
@@ -76,7 +76,7 @@ extern struct mc_settings mc_settings;
 
 /* ---- clock: seconds since process start (rel time), like memcached ---- */
 extern _Atomic uint32_t mc_current_time;
-extern long mc_process_started;   /* unix time of rel time 0 */
+extern long mc_process_started; /* unix time of rel time 0 */
 static inline uint32_t mc_now(void) { return atomic_load_explicit(&mc_current_time, memory_order_relaxed); }
 void mc_clock_update(void);
 /* Protocol exptime -> rel time: 0 = never; negative = already expired;
@@ -87,30 +87,30 @@ uint32_t mc_realtime(int64_t exptime);
 enum { MC_LRU_HOT = 0, MC_LRU_WARM = 1, MC_LRU_COLD = 2, MC_LRU_N = 3 };
 
 /* state byte: changed only with the class lock held. */
-#define MC_ST_FREE    1   /* on the class free list */
-#define MC_ST_LINKED  2   /* in the hash table and an LRU */
-#define MC_ST_CRAWLER 4   /* the crawler's cursor, not an item */
-#define MC_ST_SEG(st) (((st) >> 4) & 3)   /* LRU segment of a linked item */
-#define MC_ST_WITH_SEG(st, seg) (uint8_t)(((st) & 0x0f) | ((seg) << 4))
+#define MC_ST_FREE 1                    /* on the class free list */
+#define MC_ST_LINKED 2                  /* in the hash table and an LRU */
+#define MC_ST_CRAWLER 4                 /* the crawler's cursor, not an item */
+#define MC_ST_SEG(st) (((st) >> 4) & 3) /* LRU segment of a linked item */
+#define MC_ST_WITH_SEG(st, seg) (uint8_t)(((st)&0x0f) | ((seg) << 4))
 /* bits byte: touched by readers with atomics. */
 #define MC_IT_FETCHED 1
-#define MC_IT_ACTIVE  2
-#define MC_IT_STALE   4   /* meta: invalidated, serve as stale */
-#define MC_IT_TOKEN   8   /* meta: recache token handed out */
+#define MC_IT_ACTIVE 2
+#define MC_IT_STALE 4 /* meta: invalidated, serve as stale */
+#define MC_IT_TOKEN 8 /* meta: recache token handed out */
 
 typedef struct mc_item {
-    struct mc_item *hnext;      /* hash chain */
-    struct mc_item *prev, *next;/* LRU (prev = newer) */
+    struct mc_item *hnext;       /* hash chain */
+    struct mc_item *prev, *next; /* LRU (prev = newer) */
     uint64_t cas;
-    uint32_t exptime;           /* rel time; 0 = never */
-    uint32_t atime;             /* rel time of last access */
-    uint32_t flags;             /* client flags */
-    uint32_t nbytes;            /* value length, without CRLF */
+    uint32_t exptime; /* rel time; 0 = never */
+    uint32_t atime;   /* rel time of last access */
+    uint32_t flags;   /* client flags */
+    uint32_t nbytes;  /* value length, without CRLF */
     uint8_t nkey;
     uint8_t clsid;
     uint8_t state;
     uint8_t bits;
-    char data[];                /* key, then value */
+    char data[]; /* key, then value */
 } mc_item;
 
 #define MC_ITEM_HDR offsetof(mc_item, data)
@@ -119,28 +119,31 @@ static inline char *mc_value(mc_item *it) { return it->data + it->nkey; }
 static inline size_t mc_item_total(size_t nkey, size_t nbytes) { return MC_ITEM_HDR + nkey + nbytes; }
 static inline uint8_t mc_bits(const mc_item *it) { return __atomic_load_n(&it->bits, __ATOMIC_RELAXED); }
 static inline void mc_bits_set(mc_item *it, uint8_t b) { __atomic_fetch_or(&it->bits, b, __ATOMIC_RELAXED); }
-static inline void mc_bits_clear(mc_item *it, uint8_t b) { __atomic_fetch_and(&it->bits, (uint8_t)~b, __ATOMIC_RELAXED); }
+static inline void mc_bits_clear(mc_item *it, uint8_t b)
+{
+    __atomic_fetch_and(&it->bits, (uint8_t)~b, __ATOMIC_RELAXED);
+}
 
 /* ---- slabs.c ---- */
 struct mc_class {
     pthread_mutex_t lock;
-    uint32_t size;              /* chunk size */
+    uint32_t size; /* chunk size */
     uint32_t perpage;
-    mc_item *free_head;         /* doubly linked through prev/next */
+    mc_item *free_head; /* doubly linked through prev/next */
     uint64_t free_count;
     uint64_t pages;
-    char **page_list;           /* pages owned, for rebalancing */
+    char **page_list; /* pages owned, for rebalancing */
     uint64_t page_cap;
-    char *carve;                /* unused rest of the newest page */
-    uint32_t carve_left;        /* chunks left in it */
+    char *carve;         /* unused rest of the newest page */
+    uint32_t carve_left; /* chunks left in it */
     /* LRU */
     mc_item *head[MC_LRU_N], *tail[MC_LRU_N];
     uint64_t count[MC_LRU_N];
-    uint64_t bytes;             /* item bytes (mc_item_total) linked */
+    uint64_t bytes; /* item bytes (mc_item_total) linked */
     /* stats (class lock) */
-    uint64_t evicted, evicted_nonzero, reclaimed, expired_unfetched, evicted_unfetched, outofmemory,
-             crawler_reclaimed, moves_to_cold, moves_to_warm, moves_within_lru, pages_moved_in, pages_moved_out,
-             pages_evicted, pages_rescued, crawler_items_checked, evicted_active, direct_reclaims;
+    uint64_t evicted, evicted_nonzero, reclaimed, expired_unfetched, evicted_unfetched, outofmemory, crawler_reclaimed,
+        moves_to_cold, moves_to_warm, moves_within_lru, pages_moved_in, pages_moved_out, pages_evicted, pages_rescued,
+        crawler_items_checked, evicted_active, direct_reclaims;
     uint32_t evicted_time;
     uint32_t alloc_fail_ticks;
     /* Bytes allocated lately (halved every second by the maintainer):
@@ -152,7 +155,7 @@ struct mc_class {
 /* Maintainer, once a second: age the classes' demand counters. */
 void mc_slabs_decay_demand(void);
 extern struct mc_class mc_classes[MC_MAX_CLASSES];
-extern int mc_nclasses;            /* valid ids 1..mc_nclasses */
+extern int mc_nclasses; /* valid ids 1..mc_nclasses */
 extern uint64_t mc_page_size;
 
 int mc_slabs_init(void);
@@ -201,7 +204,7 @@ enum mc_alloc_err { MC_ALLOC_OK = 0, MC_ALLOC_TOO_LARGE, MC_ALLOC_NO_MEMORY };
  * of nbytes for the caller to fill. */
 mc_item *mc_item_alloc(const char *key, size_t nkey, uint32_t flags, uint32_t exptime, size_t nbytes,
                        enum mc_alloc_err *err);
-void mc_item_free(mc_item *it);   /* a private item */
+void mc_item_free(mc_item *it); /* a private item */
 
 /* Find a live item; caller holds the key's stripe. Expired or flushed items
  * are unlinked on the way. Does not bump. */
@@ -220,8 +223,16 @@ bool mc_item_live(const mc_item *it, uint32_t now);
 
 enum mc_store_op { MC_OP_SET, MC_OP_ADD, MC_OP_REPLACE, MC_OP_APPEND, MC_OP_PREPEND, MC_OP_CAS };
 enum mc_status {
-    MC_STORED = 0, MC_NOT_STORED, MC_EXISTS, MC_NOT_FOUND, MC_TOO_LARGE, MC_NO_MEMORY,
-    MC_DELETED, MC_TOUCHED, MC_NON_NUMERIC, MC_OK,
+    MC_STORED = 0,
+    MC_NOT_STORED,
+    MC_EXISTS,
+    MC_NOT_FOUND,
+    MC_TOO_LARGE,
+    MC_NO_MEMORY,
+    MC_DELETED,
+    MC_TOUCHED,
+    MC_NON_NUMERIC,
+    MC_OK,
 };
 /* Store a private item (ownership passes in). cas_in for MC_OP_CAS (and
  * for the meta C flag on other ops when nonzero). *cas_out gets the new
@@ -229,8 +240,8 @@ enum mc_status {
 enum mc_status mc_store(mc_item *it, enum mc_store_op op, uint64_t cas_in, uint64_t *cas_out);
 enum mc_status mc_delete(const char *key, size_t nkey, uint64_t cas_in);
 /* incr/decr: value must be decimal; decr floors at 0, incr wraps. */
-enum mc_status mc_arith(const char *key, size_t nkey, bool incr, uint64_t delta, uint64_t cas_in,
-                        uint64_t *result, uint64_t *cas_out);
+enum mc_status mc_arith(const char *key, size_t nkey, bool incr, uint64_t delta, uint64_t cas_in, uint64_t *result,
+                        uint64_t *cas_out);
 enum mc_status mc_touch(const char *key, size_t nkey, uint32_t exptime);
 void mc_flush(int64_t delay);
 /* "stats cachedump": up to limit (0 = all, output capped at 2 MB) lines
@@ -248,10 +259,10 @@ void mc_metadump_line(struct evbuffer *out, mc_item *it, uint32_t now);
  * lock is free and the cursor keeps the place (items moved or removed
  * meanwhile are simply seen or not, as in memcached's crawler dump). */
 struct mc_dump {
-    bool want[MC_MAX_CLASSES];  /* classes to dump */
+    bool want[MC_MAX_CLASSES]; /* classes to dump */
     int id, seg;
-    bool linked;                /* cur is in class id's segment seg */
-    mc_item cur;                /* the cursor (state MC_ST_CRAWLER); last: mc_item ends in data[] */
+    bool linked; /* cur is in class id's segment seg */
+    mc_item cur; /* the cursor (state MC_ST_CRAWLER); last: mc_item ends in data[] */
 };
 void mc_dump_init(struct mc_dump *d);
 /* Returns true when every chosen class has been dumped. */
@@ -280,22 +291,21 @@ mc_item *mc_lru_pull_locked(int id, bool need_space);
 /* "stats detail" (prefix.c): per-prefix counts while mc_detail_enabled. */
 enum mc_prefix_op { MC_PREFIX_GET, MC_PREFIX_SET, MC_PREFIX_DEL };
 extern _Atomic bool mc_detail_enabled;
-extern char mc_prefix_delimiter;   /* -D */
+extern char mc_prefix_delimiter; /* -D */
 void mc_prefix_record(const char *key, size_t nkey, enum mc_prefix_op op, bool hit);
-void mc_prefix_dump(struct evbuffer *out);   /* "PREFIX <p> get N hit N set N del N" lines */
+void mc_prefix_dump(struct evbuffer *out); /* "PREFIX <p> get N hit N set N del N" lines */
 void mc_prefix_clear(void);
 static inline bool mc_detail_on(void) { return atomic_load_explicit(&mc_detail_enabled, memory_order_relaxed); }
 
 /* Global counters kept by the store (relaxed atomics; not on the get path). */
 struct mc_store_stats {
-    _Atomic uint64_t curr_items, total_items, evictions, reclaimed, expired_unfetched, evicted_unfetched,
-        outofmemory, crawler_reclaimed, slabs_moved, hash_expansions, lru_crawler_starts, malloc_fails,
-        maintainer_juggles;
+    _Atomic uint64_t curr_items, total_items, evictions, reclaimed, expired_unfetched, evicted_unfetched, outofmemory,
+        crawler_reclaimed, slabs_moved, hash_expansions, lru_crawler_starts, malloc_fails, maintainer_juggles;
 };
 extern struct mc_store_stats mc_sstats;
 
 /* Flush state. */
-extern _Atomic uint32_t mc_oldest_live;   /* rel time; 0 = none */
+extern _Atomic uint32_t mc_oldest_live; /* rel time; 0 = none */
 extern _Atomic uint64_t mc_oldest_cas;
 
 #endif

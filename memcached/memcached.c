@@ -166,11 +166,11 @@ static int set_ext(const struct cfg_setting *s, const char *v, char *err, size_t
         if (o->kind == EXT_FLAG_ON || o->kind == EXT_FLAG_OFF) {
             if (o->where)
                 *(bool *)o->where = o->kind == EXT_FLAG_ON;
-            apply_presets();   /* in order, as memcached: "no_modern,lru_crawler" keeps the crawler */
+            apply_presets(); /* in order, as memcached: "no_modern,lru_crawler" keeps the crawler */
             continue;
         }
         if (!val && o->where == &mc_settings.slab_automove) {
-            mc_settings.slab_automove = 1;   /* memcached: bare slab_automove means 1 */
+            mc_settings.slab_automove = 1; /* memcached: bare slab_automove means 1 */
             continue;
         }
         if (!val || !*val) {
@@ -242,26 +242,38 @@ static int set_protocol(const struct cfg_setting *s, const char *v, char *err, s
 
 static const struct cfg_setting mc_table[] = {
     { "port", 'p', CFG_INT, &mc_settings.port, "11211", "TCP port to listen on (0 = off)", false, NULL },
-    { "listen", 'l', CFG_STRING, &mc_settings.listen, NULL, "interfaces to listen on, comma separated (default all)", false, NULL },
-    { "unix-socket", 's', CFG_STRING, &mc_settings.unix_path, NULL, "UNIX socket path to listen on (disables TCP)", false, NULL },
-    { "unix-mask", 'a', CFG_CUSTOM, &mc_settings.unix_mask, "700", "access mask for the UNIX socket, in octal", false, set_unix_mask },
+    { "listen", 'l', CFG_STRING, &mc_settings.listen, NULL, "interfaces to listen on, comma separated (default all)",
+      false, NULL },
+    { "unix-socket", 's', CFG_STRING, &mc_settings.unix_path, NULL, "UNIX socket path to listen on (disables TCP)",
+      false, NULL },
+    { "unix-mask", 'a', CFG_CUSTOM, &mc_settings.unix_mask, "700", "access mask for the UNIX socket, in octal", false,
+      set_unix_mask },
     { "conn-limit", 'c', CFG_INT, &mc_settings.maxconns, "1024", "max simultaneous connections", false, NULL },
     { "threads", 't', CFG_INT, &mc_settings.threads, "4", "number of worker threads (event loops)", false, NULL },
-    { "memory-limit", 'm', CFG_CUSTOM, &mc_settings.maxbytes, "64", "item memory in megabytes (or with k/m/g suffix)", false, set_maxbytes },
-    { "max-item-size", 'I', CFG_SIZE, &mc_settings.item_size_max, "1m", "largest item (min 1k, max 1g, at most half of -m)", false, NULL },
-    { "slab-growth-factor", 'f', CFG_DOUBLE, &mc_settings.factor, "1.25", "chunk size growth factor between slab classes", false, NULL },
-    { "slab-min-size", 'n', CFG_INT, &mc_settings.chunk_min, "48", "min space for key+value+flags in the smallest chunk", false, NULL },
+    { "memory-limit", 'm', CFG_CUSTOM, &mc_settings.maxbytes, "64", "item memory in megabytes (or with k/m/g suffix)",
+      false, set_maxbytes },
+    { "max-item-size", 'I', CFG_SIZE, &mc_settings.item_size_max, "1m",
+      "largest item (min 1k, max 1g, at most half of -m)", false, NULL },
+    { "slab-growth-factor", 'f', CFG_DOUBLE, &mc_settings.factor, "1.25",
+      "chunk size growth factor between slab classes", false, NULL },
+    { "slab-min-size", 'n', CFG_INT, &mc_settings.chunk_min, "48",
+      "min space for key+value+flags in the smallest chunk", false, NULL },
     { "verbose", 'v', CFG_COUNT, &mc_settings.verbose, "0", "verbose (-vv: more)", true, NULL },
     { "udp-port", 'U', CFG_INT, &mc_settings.udp_port, "0", "UDP port (UDP is not supported: only 0)", false, NULL },
     { "listen-backlog", 'b', CFG_INT, &mc_settings.backlog, "1024", "listen backlog", false, NULL },
     { "disable-cas", 'C', CFG_BOOL, &mc_settings.no_cas, "no", "do not report CAS values", false, NULL },
-    { "disable-evictions", 'M', CFG_BOOL, &mc_settings.no_evict, "no", "return errors when memory is full instead of evicting", false, NULL },
+    { "disable-evictions", 'M', CFG_BOOL, &mc_settings.no_evict, "no",
+      "return errors when memory is full instead of evicting", false, NULL },
     { "disable-flush-all", 'F', CFG_BOOL, &mc_settings.flush_disabled, "no", "refuse flush_all", true, NULL },
-    { "prefix-delimiter", 'D', CFG_CUSTOM, &dummy_str, ":", "key prefix delimiter for stats detail (one character)", false, set_delimiter },
-    { "disable-dumping", 'X', CFG_BOOL, &mc_settings.dump_disabled, "no", "refuse stats cachedump and lru_crawler metadump", true, NULL },
+    { "prefix-delimiter", 'D', CFG_CUSTOM, &dummy_str, ":", "key prefix delimiter for stats detail (one character)",
+      false, set_delimiter },
+    { "disable-dumping", 'X', CFG_BOOL, &mc_settings.dump_disabled, "no",
+      "refuse stats cachedump and lru_crawler metadump", true, NULL },
     { "enable-shutdown", 'A', CFG_BOOL, &mc_settings.shutdown_enabled, "no", "allow the shutdown command", true, NULL },
-    { "enable-sasl", 'S', CFG_BOOL, &mc_settings.sasl, "no", "require SASL PLAIN authentication (binary protocol only)", false, NULL },
-    { "sasl-pwdb", 0, CFG_STRING, &mc_settings.sasl_pwdb, NULL, "user:password file for SASL (also $MEMCACHED_SASL_PWDB)", false, NULL },
+    { "enable-sasl", 'S', CFG_BOOL, &mc_settings.sasl, "no", "require SASL PLAIN authentication (binary protocol only)",
+      false, NULL },
+    { "sasl-pwdb", 0, CFG_STRING, &mc_settings.sasl_pwdb, NULL,
+      "user:password file for SASL (also $MEMCACHED_SASL_PWDB)", false, NULL },
     { "extended", 'o', CFG_CUSTOM, &mc_settings.ext_opts, NULL,
       "comma separated extended options: maxconns_fast, hashpower=N (12..32), idle_timeout=S, "
       "read_buf_mem_limit=MB (all reply buffers; default 256, 0 = none), hot_lru_pct=N, warm_lru_pct=N, "
@@ -270,10 +282,16 @@ static const struct cfg_setting mc_table[] = {
       "slab_automove_ratio=F, slab_automove_window=N, slab_automove_freeratio=F, slab_chunk_max=BYTES, "
       "tail_repair_time=S, hash_algorithm=murmur3|jenkins|xxh3, track_sizes, no_hashexpand, modern, "
       "sasl_pwdb=FILE, ssl_chain_cert=FILE, ssl_key=FILE, ssl_ciphers=LIST, ssl_min_version=tlsv1.2|tlsv1.3, "
-      "ssl_verify_mode=0 (client certificates are not checked)", false, set_ext },
-    { "protocol", 'B', CFG_CUSTOM, &dummy_str, "auto", "binding protocol: auto (by the first byte), ascii or binary", false, set_protocol },
-    { "reqs-per-event", 'R', CFG_INT, &mc_settings.reqs_per_event, "20", "max requests run per connection per event before yielding to others (counted in conn_yields)", false, NULL },
-    { "enable-ssl", 'Z', CFG_BOOL, &mc_settings.ssl_enabled, "no", "TLS on the TCP listeners (-o ssl_chain_cert=PEM,ssl_key=PEM[,ssl_ciphers=...,ssl_min_version=tlsv1.2|tlsv1.3]); an address given as notls:ADDR in -l stays plain", false, NULL },
+      "ssl_verify_mode=0 (client certificates are not checked)",
+      false, set_ext },
+    { "protocol", 'B', CFG_CUSTOM, &dummy_str, "auto", "binding protocol: auto (by the first byte), ascii or binary",
+      false, set_protocol },
+    { "reqs-per-event", 'R', CFG_INT, &mc_settings.reqs_per_event, "20",
+      "max requests run per connection per event before yielding to others (counted in conn_yields)", false, NULL },
+    { "enable-ssl", 'Z', CFG_BOOL, &mc_settings.ssl_enabled, "no",
+      "TLS on the TCP listeners (-o ssl_chain_cert=PEM,ssl_key=PEM[,ssl_ciphers=...,ssl_min_version=tlsv1.2|tlsv1.3]); "
+      "an address given as notls:ADDR in -l stays plain",
+      false, NULL },
     { "user", 'u', CFG_STRING, &core_opts.user, NULL, "drop privileges to this user after binding", false, NULL },
     { "pidfile", 'P', CFG_STRING, &core_opts.pidfile, NULL, "write the process id to this file", false, NULL },
     CFG_END
@@ -290,8 +308,11 @@ void mc_stats_sum(struct mc_thread_stats *out)
         struct mc_thread *th = l ? l->data : NULL;
         if (!th)
             continue;
-#define X(n) atomic_store_explicit(&out->n, atomic_load_explicit(&out->n, memory_order_relaxed) + \
-                                   atomic_load_explicit(&th->st.n, memory_order_relaxed), memory_order_relaxed);
+#define X(n)                                                                                                           \
+    atomic_store_explicit(&out->n,                                                                                     \
+                          atomic_load_explicit(&out->n, memory_order_relaxed) +                                        \
+                              atomic_load_explicit(&th->st.n, memory_order_relaxed),                                   \
+                          memory_order_relaxed);
         MC_THREAD_STATS(X)
 #undef X
     }
@@ -308,7 +329,8 @@ void mc_stats_reset(void)
     atomic_store(&mc_sstats.total_items, 0);
 }
 
-#define GET(s, n) (atomic_load_explicit(&(s).n, memory_order_relaxed) - atomic_load_explicit(&reset_base.n, memory_order_relaxed))
+#define GET(s, n)                                                                                                      \
+    (atomic_load_explicit(&(s).n, memory_order_relaxed) - atomic_load_explicit(&reset_base.n, memory_order_relaxed))
 
 static void general_stats(struct stats_sink *k, void *arg)
 {
@@ -386,7 +408,7 @@ static void general_stats(struct stats_sink *k, void *arg)
     stats_u64(k, "hash_bytes", mc_assoc_bytes());
     stats_u64(k, "hash_is_expanding", mc_assoc_expanding() ? 1 : 0);
     stats_u64(k, "slab_reassign_rescues", rescued);
-    stats_u64(k, "slab_reassign_chunk_rescues", 0);   /* no chunked items */
+    stats_u64(k, "slab_reassign_chunk_rescues", 0); /* no chunked items */
     stats_u64(k, "slab_reassign_evictions_nomem", move_evicted);
     /* Page moves run inline under the class lock: nothing is ever found
      * busy (items have no reference counts) or left running. */
@@ -418,12 +440,12 @@ static void general_stats(struct stats_sink *k, void *arg)
     stats_u64(k, "reclaimed", atomic_load(&mc_sstats.reclaimed));
     stats_u64(k, "crawler_reclaimed", atomic_load(&mc_sstats.crawler_reclaimed));
     stats_u64(k, "crawler_items_checked", checked);
-    stats_u64(k, "lrutail_reflocked", 0);   /* items have no reference counts */
+    stats_u64(k, "lrutail_reflocked", 0); /* items have no reference counts */
     stats_u64(k, "moves_to_cold", to_cold);
     stats_u64(k, "moves_to_warm", to_warm);
     stats_u64(k, "moves_within_lru", within);
     stats_u64(k, "direct_reclaims", direct);
-    stats_u64(k, "lru_bumps_dropped", 0);   /* bumps are done at once, never queued */
+    stats_u64(k, "lru_bumps_dropped", 0); /* bumps are done at once, never queued */
     /* Ours, after memcached's: */
     stats_u64(k, "idle_kicks", GET(t, idle_kicks));
     stats_u64(k, "protocol_errors", GET(t, protocol_errors));
@@ -483,7 +505,7 @@ static void items_stats(struct stats_sink *k, void *arg)
         stats_u64f(k, snap.evicted_nonzero, "items:%d:evicted_nonzero", i);
         stats_u64f(k, snap.evicted_time, "items:%d:evicted_time", i);
         stats_u64f(k, snap.outofmemory, "items:%d:outofmemory", i);
-        stats_u64f(k, 0, "items:%d:tailrepairs", i);   /* no reference counts to repair */
+        stats_u64f(k, 0, "items:%d:tailrepairs", i); /* no reference counts to repair */
         stats_u64f(k, snap.reclaimed, "items:%d:reclaimed", i);
         stats_u64f(k, snap.expired_unfetched, "items:%d:expired_unfetched", i);
         stats_u64f(k, snap.evicted_unfetched, "items:%d:evicted_unfetched", i);
@@ -498,7 +520,7 @@ static void items_stats(struct stats_sink *k, void *arg)
         stats_u64f(k, atomic_load_explicit(&c->hits_to[MC_LRU_HOT], memory_order_relaxed), "items:%d:hits_to_hot", i);
         stats_u64f(k, atomic_load_explicit(&c->hits_to[MC_LRU_WARM], memory_order_relaxed), "items:%d:hits_to_warm", i);
         stats_u64f(k, atomic_load_explicit(&c->hits_to[MC_LRU_COLD], memory_order_relaxed), "items:%d:hits_to_cold", i);
-        stats_u64f(k, 0, "items:%d:hits_to_temp", i);   /* no temporary LRU */
+        stats_u64f(k, 0, "items:%d:hits_to_temp", i); /* no temporary LRU */
     }
 }
 
@@ -799,8 +821,8 @@ static int tls_setup(void)
         log_error("ssl_min_version: %s is not offered (tlsv1.2 or tlsv1.3)", v);
         return -1;
     }
-    mc_tls_ctx = tls_server_ctx_new(mc_settings.ssl_chain_cert, mc_settings.ssl_key, mc_settings.ssl_ciphers, err,
-                                    sizeof err);
+    mc_tls_ctx =
+        tls_server_ctx_new(mc_settings.ssl_chain_cert, mc_settings.ssl_key, mc_settings.ssl_ciphers, err, sizeof err);
     if (!mc_tls_ctx) {
         log_error("TLS: %s", err);
         return -1;
@@ -817,8 +839,8 @@ int mc_tls_refresh(char *err, size_t errlen)
     }
     /* Disk reads on the calling loop: a rare operator command (the core's
      * work pool is the place for it once it lands). */
-    void *ctx = tls_server_ctx_new(mc_settings.ssl_chain_cert, mc_settings.ssl_key, mc_settings.ssl_ciphers, err,
-                                   errlen);
+    void *ctx =
+        tls_server_ctx_new(mc_settings.ssl_chain_cert, mc_settings.ssl_key, mc_settings.ssl_ciphers, err, errlen);
     if (!ctx)
         return -1;
     const char *v = mc_settings.ssl_min_version;

@@ -15,13 +15,12 @@
 
 #include <event2/buffer.h>
 
-
 #define MC_PREFIX_MAX 4096
 #define PREFIX_BUCKETS 256
 
 struct prefix {
-    struct prefix *next;        /* bucket chain */
-    struct prefix *order;       /* all prefixes, newest first (the dump's order) */
+    struct prefix *next;  /* bucket chain */
+    struct prefix *order; /* all prefixes, newest first (the dump's order) */
     uint64_t get, hit, set, del;
     size_t len;
     char name[];
@@ -40,7 +39,7 @@ static struct prefix *find_or_add(const char *key, size_t nkey)
     if (!d)
         return NULL;
     size_t len = (size_t)(d - key);
-    uint32_t h = 2166136261u;   /* FNV-1a: short names, a small table */
+    uint32_t h = 2166136261u; /* FNV-1a: short names, a small table */
     for (size_t i = 0; i < len; i++)
         h = (h ^ (unsigned char)key[i]) * 16777619u;
     struct prefix **b = &buckets[h % PREFIX_BUCKETS];

@@ -57,8 +57,8 @@ enum mc_parse mc_bin_parse(const uint8_t *buf, size_t len, uint32_t max_body, st
     return MC_PARSE_OK;
 }
 
-void mc_bin_write_header(uint8_t *o, uint8_t opcode, uint16_t keylen, uint8_t extlen, uint16_t status,
-                         uint32_t bodylen, uint32_t opaque, uint64_t cas)
+void mc_bin_write_header(uint8_t *o, uint8_t opcode, uint16_t keylen, uint8_t extlen, uint16_t status, uint32_t bodylen,
+                         uint32_t opaque, uint64_t cas)
 {
     o[0] = MC_BIN_RES;
     o[1] = opcode;
@@ -79,12 +79,21 @@ void mc_bin_write_header(uint8_t *o, uint8_t opcode, uint16_t keylen, uint8_t ex
 static bool op_quiet(uint8_t op)
 {
     switch (op) {
-    case MC_BIN_GETQ: case MC_BIN_GETKQ: case MC_BIN_SETQ: case MC_BIN_ADDQ: case MC_BIN_REPLACEQ:
-    case MC_BIN_DELETEQ: case MC_BIN_INCRQ: case MC_BIN_DECRQ: case MC_BIN_QUITQ: case MC_BIN_FLUSHQ:
-    case MC_BIN_APPENDQ: case MC_BIN_PREPENDQ: case MC_BIN_GATQ: case MC_BIN_GATKQ:
-        return true;
-    default:
-        return false;
+    case MC_BIN_GETQ:
+    case MC_BIN_GETKQ:
+    case MC_BIN_SETQ:
+    case MC_BIN_ADDQ:
+    case MC_BIN_REPLACEQ:
+    case MC_BIN_DELETEQ:
+    case MC_BIN_INCRQ:
+    case MC_BIN_DECRQ:
+    case MC_BIN_QUITQ:
+    case MC_BIN_FLUSHQ:
+    case MC_BIN_APPENDQ:
+    case MC_BIN_PREPENDQ:
+    case MC_BIN_GATQ:
+    case MC_BIN_GATKQ: return true;
+    default: return false;
     }
 }
 
@@ -118,25 +127,44 @@ void mc_bin_decode(const struct mc_bin_req *r, struct mc_bin_cmd *c)
     c->want_value = true;
     bool bad = false;
     switch (op) {
-    case MC_BIN_GET: case MC_BIN_GETQ: case MC_BIN_GETK: case MC_BIN_GETKQ:
-    case MC_BIN_TOUCH: case MC_BIN_GAT: case MC_BIN_GATQ: case MC_BIN_GATK: case MC_BIN_GATKQ:
+    case MC_BIN_GET:
+    case MC_BIN_GETQ:
+    case MC_BIN_GETK:
+    case MC_BIN_GETKQ:
+    case MC_BIN_TOUCH:
+    case MC_BIN_GAT:
+    case MC_BIN_GATQ:
+    case MC_BIN_GATK:
+    case MC_BIN_GATKQ:
         c->kind = MC_BINK_GET;
-        c->touch = op == MC_BIN_TOUCH || op == MC_BIN_GAT || op == MC_BIN_GATQ || op == MC_BIN_GATK ||
-                   op == MC_BIN_GATKQ;
+        c->touch =
+            op == MC_BIN_TOUCH || op == MC_BIN_GAT || op == MC_BIN_GATQ || op == MC_BIN_GATK || op == MC_BIN_GATKQ;
         c->want_key = op == MC_BIN_GETK || op == MC_BIN_GETKQ || op == MC_BIN_GATK || op == MC_BIN_GATKQ;
         c->want_value = op != MC_BIN_TOUCH;
         bad = r->keylen == 0 || r->extlen != (c->touch ? 4 : 0) || r->vlen != 0;
         if (!bad && c->touch)
             c->exptime = (int32_t)be32(r->extras);
         break;
-    case MC_BIN_SET: case MC_BIN_SETQ: case MC_BIN_ADD: case MC_BIN_ADDQ: case MC_BIN_REPLACE:
-    case MC_BIN_REPLACEQ: case MC_BIN_APPEND: case MC_BIN_APPENDQ: case MC_BIN_PREPEND: case MC_BIN_PREPENDQ: {
+    case MC_BIN_SET:
+    case MC_BIN_SETQ:
+    case MC_BIN_ADD:
+    case MC_BIN_ADDQ:
+    case MC_BIN_REPLACE:
+    case MC_BIN_REPLACEQ:
+    case MC_BIN_APPEND:
+    case MC_BIN_APPENDQ:
+    case MC_BIN_PREPEND:
+    case MC_BIN_PREPENDQ: {
         c->kind = MC_BINK_STORE;
         switch (op) {
-        case MC_BIN_SET: case MC_BIN_SETQ: c->store = MC_BINS_SET; break;
-        case MC_BIN_ADD: case MC_BIN_ADDQ: c->store = MC_BINS_ADD; break;
-        case MC_BIN_REPLACE: case MC_BIN_REPLACEQ: c->store = MC_BINS_REPLACE; break;
-        case MC_BIN_APPEND: case MC_BIN_APPENDQ: c->store = MC_BINS_APPEND; break;
+        case MC_BIN_SET:
+        case MC_BIN_SETQ: c->store = MC_BINS_SET; break;
+        case MC_BIN_ADD:
+        case MC_BIN_ADDQ: c->store = MC_BINS_ADD; break;
+        case MC_BIN_REPLACE:
+        case MC_BIN_REPLACEQ: c->store = MC_BINS_REPLACE; break;
+        case MC_BIN_APPEND:
+        case MC_BIN_APPENDQ: c->store = MC_BINS_APPEND; break;
         default: c->store = MC_BINS_PREPEND; break;
         }
         bool cat = c->store == MC_BINS_APPEND || c->store == MC_BINS_PREPEND;
@@ -147,11 +175,15 @@ void mc_bin_decode(const struct mc_bin_req *r, struct mc_bin_cmd *c)
         }
         break;
     }
-    case MC_BIN_DELETE: case MC_BIN_DELETEQ:
+    case MC_BIN_DELETE:
+    case MC_BIN_DELETEQ:
         c->kind = MC_BINK_DELETE;
         bad = r->keylen == 0 || r->extlen != 0 || r->vlen != 0;
         break;
-    case MC_BIN_INCR: case MC_BIN_INCRQ: case MC_BIN_DECR: case MC_BIN_DECRQ:
+    case MC_BIN_INCR:
+    case MC_BIN_INCRQ:
+    case MC_BIN_DECR:
+    case MC_BIN_DECRQ:
         c->kind = MC_BINK_ARITH;
         c->incr = op == MC_BIN_INCR || op == MC_BIN_INCRQ;
         bad = r->keylen == 0 || r->extlen != 20 || r->vlen != 0;
@@ -163,11 +195,13 @@ void mc_bin_decode(const struct mc_bin_req *r, struct mc_bin_cmd *c)
             c->exptime = (int32_t)exp;
         }
         break;
-    case MC_BIN_QUIT: case MC_BIN_QUITQ:
+    case MC_BIN_QUIT:
+    case MC_BIN_QUITQ:
         c->kind = MC_BINK_QUIT;
         c->pre_auth = true;
         break;
-    case MC_BIN_FLUSH: case MC_BIN_FLUSHQ:
+    case MC_BIN_FLUSH:
+    case MC_BIN_FLUSHQ:
         c->kind = MC_BINK_FLUSH;
         bad = r->keylen != 0 || (r->extlen != 0 && r->extlen != 4) || r->vlen != 0;
         if (!bad && r->extlen == 4) {
@@ -186,18 +220,17 @@ void mc_bin_decode(const struct mc_bin_req *r, struct mc_bin_cmd *c)
     case MC_BIN_VERBOSITY:
         c->kind = MC_BINK_VERBOSITY;
         if (r->extlen != 4 || r->keylen != 0 || r->vlen != 0)
-            c->status = MC_BIN_UNKNOWN_COMMAND;   /* what memcached 1.6 answers */
+            c->status = MC_BIN_UNKNOWN_COMMAND; /* what memcached 1.6 answers */
         else
             c->verbosity = be32(r->extras);
         break;
-    case MC_BIN_STAT:
-        c->kind = MC_BINK_STAT;
-        break;
+    case MC_BIN_STAT: c->kind = MC_BINK_STAT; break;
     case MC_BIN_SASL_LIST:
         c->kind = MC_BINK_SASL_LIST;
         c->pre_auth = true;
         break;
-    case MC_BIN_SASL_AUTH: case MC_BIN_SASL_STEP:
+    case MC_BIN_SASL_AUTH:
+    case MC_BIN_SASL_STEP:
         c->kind = MC_BINK_SASL_AUTH;
         c->pre_auth = true;
         decode_plain(r, c);

@@ -182,8 +182,7 @@ enum mc_parse mc_meta_parse(const char *line, size_t line_len, size_t consumed, 
             else
                 r->mode = v[0];
             break;
-        default:
-            break;
+        default: break;
         }
         if (!ok)
             return fail(r, "CLIENT_ERROR bad token in command line format");

@@ -12,10 +12,7 @@
 
 /* memcached's numbers are the core's strict ones (common/num): digits
  * only, the whole token, no overflow; these fix the widths. */
-bool mc_parse_u64(const char *s, size_t n, uint64_t *out)
-{
-    return parse_u64(s, n, 0, UINT64_MAX, out) == NUM_OK;
-}
+bool mc_parse_u64(const char *s, size_t n, uint64_t *out) { return parse_u64(s, n, 0, UINT64_MAX, out) == NUM_OK; }
 
 bool mc_parse_u32(const char *s, size_t n, uint32_t *out)
 {
@@ -41,7 +38,7 @@ size_t mc_u64toa(uint64_t v, char *p)
     static const char pairs[201] = "00010203040506070809101112131415161718192021222324252627282930313233343536373839"
                                    "40414243444546474849505152535455565758596061626364656667686970717273747576777879"
                                    "8081828384858687888990919293949596979899";
-    if (v < 10) {   /* flags 0, small counts: the common case */
+    if (v < 10) { /* flags 0, small counts: the common case */
         *p = (char)('0' + v);
         return 1;
     }
@@ -146,7 +143,7 @@ static enum mc_parse parse_storage(struct mc_text_req *r, struct tok *t, int nt,
         return fail(r, BAD_FORMAT);
     if (is_cas && !mc_parse_u64(t[5].s, t[5].n, &r->cas))
         return fail(r, BAD_FORMAT);
-    if (r->bytes < 0 || r->bytes > INT32_MAX - 2)   /* bytes + CRLF must fit an int, as in memcached */
+    if (r->bytes < 0 || r->bytes > INT32_MAX - 2) /* bytes + CRLF must fit an int, as in memcached */
         return fail(r, BAD_FORMAT);
     return MC_PARSE_OK;
 }
@@ -257,10 +254,13 @@ enum mc_parse mc_text_parse(const char *buf, size_t len, struct mc_text_req *r)
     if (nt > MAX_TOKENS)
         return fail(r, "ERROR");
 
-    static const struct { const char *name; enum mc_text_cmd cmd; bool cas; } storage[] = {
-        { "set", MC_TXT_SET, false },         { "add", MC_TXT_ADD, false },
-        { "replace", MC_TXT_REPLACE, false }, { "append", MC_TXT_APPEND, false },
-        { "prepend", MC_TXT_PREPEND, false }, { "cas", MC_TXT_CAS, true },
+    static const struct {
+        const char *name;
+        enum mc_text_cmd cmd;
+        bool cas;
+    } storage[] = {
+        { "set", MC_TXT_SET, false },       { "add", MC_TXT_ADD, false },         { "replace", MC_TXT_REPLACE, false },
+        { "append", MC_TXT_APPEND, false }, { "prepend", MC_TXT_PREPEND, false }, { "cas", MC_TXT_CAS, true },
     };
     for (size_t i = 0; i < sizeof(storage) / sizeof(storage[0]); i++)
         if (tok_is(&t[0], storage[i].name)) {
@@ -340,14 +340,14 @@ enum mc_parse mc_text_parse(const char *buf, size_t len, struct mc_text_req *r)
         if (nt == 3)
             r->noreply = tok_is(&t[2], "noreply");
         if (!mc_parse_u64(t[1].s, t[1].n, &r->delta))
-            return fail(r, "ERROR");   /* what memcached answers a non-number here */
+            return fail(r, "ERROR"); /* what memcached answers a non-number here */
         return MC_PARSE_OK;
     }
     /* A request line ending in HTTP/x.y: someone pointed a browser or a
      * proxy at us; memcached closes such connections. */
     if (nt >= 2 && t[nt - 1].n >= 5 && memcmp(t[nt - 1].s, "HTTP/", 5) == 0) {
         r->close = true;
-        r->noreply = true;   /* memcached hangs up without a word */
+        r->noreply = true; /* memcached hangs up without a word */
         return fail(r, "ERROR");
     }
     return fail(r, "ERROR");

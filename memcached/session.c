@@ -47,8 +47,8 @@
  * socket's queue by reference (no copy), the queue frees it once sent
  * (ob_release) and the session starts a new one. */
 
-#define OB_MIN 2048            /* first size */
-#define OB_KEEP (64u << 10)    /* larger ones are freed once flushed */
+#define OB_MIN 2048         /* first size */
+#define OB_KEEP (64u << 10) /* larger ones are freed once flushed */
 
 /* Bytes held by every session's reply buffers, including those the
  * sockets' queues still hold (-o read_buf_mem_limit bounds it). */
@@ -119,10 +119,7 @@ struct evbuffer *mc_out_evb(struct session *s)
     return s->out;
 }
 
-size_t mc_out_queued(struct session *s)
-{
-    return s->out_used ? evbuffer_get_length(s->out) : 0;
-}
+size_t mc_out_queued(struct session *s) { return s->out_used ? evbuffer_get_length(s->out) : 0; }
 
 void mc_out_add(struct session *s, const void *p, size_t n)
 {
@@ -133,10 +130,7 @@ void mc_out_add(struct session *s, const void *p, size_t n)
     mc_out_commit(s, n);
 }
 
-void mc_out_str(struct session *s, const char *str)
-{
-    mc_out_add(s, str, strlen(str));
-}
+void mc_out_str(struct session *s, const char *str) { mc_out_add(s, str, strlen(str)); }
 
 void mc_out_line(struct session *s, const char *str)
 {
@@ -281,7 +275,7 @@ static int text_step(struct session *s, struct evbuffer *in, size_t len, bool *p
     if (st == MC_PARSE_NEED_MORE) {
         /* No LF in the first 4 KB: look further (up to the line limit). */
         if (len <= first)
-            return 0;   /* need more */
+            return 0; /* need more */
         size_t more = len < MC_MAX_LINE + 2 ? len : MC_MAX_LINE + 2;
         p = (const char *)evbuffer_pullup(in, (ssize_t)more);
         if (!p)
@@ -320,7 +314,7 @@ static int bin_step(struct session *s, struct evbuffer *in, size_t len, bool *pr
     uint32_t max_body = (uint32_t)(mc_settings.item_size_max + MC_KEY_MAX + 64);
     enum mc_parse st = mc_bin_parse_header(p, MC_BIN_HDR, UINT32_MAX, &r);
     if (st == MC_PARSE_ERROR)
-        return -1;   /* bad magic: the stream is lost */
+        return -1; /* bad magic: the stream is lost */
     if (r.bodylen > max_body) {
         /* Too big for any item: refuse without buffering it. */
         *progress = true;
@@ -371,16 +365,16 @@ static void flush_out(struct session *s)
         size_t n = s->olen;
         ssize_t w = send(c->fd, b->data, n, MSG_NOSIGNAL | MSG_DONTWAIT);
         if (w < 0)
-            w = 0;   /* EAGAIN; an error surfaces on the queued write */
+            w = 0; /* EAGAIN; an error surfaces on the queued write */
         s->olen = 0;
         if ((size_t)w < n) {
             if (evbuffer_add_reference(conn_out(c), b->data + w, n - (size_t)w, ob_release, b) == 0)
-                s->ob = NULL;   /* the queue owns it now */
+                s->ob = NULL; /* the queue owns it now */
             else
                 evbuffer_add(conn_out(c), b->data + w, n - (size_t)w);
         }
     }
-    s->out_used = false;         /* conn_write_now took all of out */
+    s->out_used = false; /* conn_write_now took all of out */
     if (s->ob && s->ob->cap > OB_KEEP) {
         ob_free(s->ob);
         s->ob = NULL;
@@ -391,13 +385,12 @@ static void flush_out(struct session *s)
  * (the conn's output limit pauses the socket until it drains). */
 #define SESSION_OUT_LIMIT (4u << 20)
 
-
 /* ------------------------------------------------------------------ */
 /* metadump: streamed in pieces */
 
-#define DUMP_PIECE 500            /* items per class-lock hold */
-#define DUMP_PIECES_PER_RUN 8     /* then other connections get the loop */
-#define DUMP_OUT_HIGH (256u << 10)/* wait while this much is unsent */
+#define DUMP_PIECE 500             /* items per class-lock hold */
+#define DUMP_PIECES_PER_RUN 8      /* then other connections get the loop */
+#define DUMP_OUT_HIGH (256u << 10) /* wait while this much is unsent */
 
 static void run_later(struct session *s, long usec);
 
@@ -414,7 +407,7 @@ static bool dump_pump(struct session *s)
 {
     for (int i = 0; i < DUMP_PIECES_PER_RUN; i++) {
         if (mc_out_queued(s) + evbuffer_get_length(conn_out(s->c)) > DUMP_OUT_HIGH) {
-            run_later(s, 2000);   /* the client reads slowly: look again in 2 ms */
+            run_later(s, 2000); /* the client reads slowly: look again in 2 ms */
             return false;
         }
         if (mc_dump_step(s->dump, mc_out_evb(s), DUMP_PIECE)) {
@@ -452,7 +445,7 @@ static void run_again(evutil_socket_t fd, short what, void *arg)
         if (!done)
             return;
     }
-    conn_kick(s->c);   /* requests that came in behind */
+    conn_kick(s->c); /* requests that came in behind */
 }
 
 static void run_later(struct session *s, long usec)
@@ -460,7 +453,7 @@ static void run_later(struct session *s, long usec)
     if (!s->yield_ev) {
         s->yield_ev = evtimer_new(s->c->loop->base, run_again, s);
         if (!s->yield_ev)
-            return;   /* then it goes on when more bytes arrive */
+            return; /* then it goes on when more bytes arrive */
     }
     struct timeval tv = { 0, usec };
     evtimer_add(s->yield_ev, &tv);
@@ -495,10 +488,10 @@ static int on_read(struct core_conn *c)
     size_t sockq = evbuffer_get_length(conn_out(c));
     for (;;) {
         if (s->auth_wait)
-            break;   /* after a failed SASL attempt: run_again resumes */
+            break; /* after a failed SASL attempt: run_again resumes */
         if (s->state == MC_SESS_DUMP) {
             if (!dump_pump(s))
-                break;   /* it runs again from the loop (run_again) */
+                break; /* it runs again from the loop (run_again) */
             continue;
         }
         size_t len = evbuffer_get_length(in);
@@ -508,7 +501,7 @@ static int on_read(struct core_conn *c)
             flush_out(s);
             sockq = evbuffer_get_length(conn_out(c));
             if (s->olen + mc_out_queued(s) + sockq > SESSION_OUT_LIMIT)
-                break;   /* the core resumes us once the client has read */
+                break; /* the core resumes us once the client has read */
         }
         if (s->state == MC_SESS_NREAD) {
             if (!do_nread(s, in))
@@ -535,7 +528,7 @@ static int on_read(struct core_conn *c)
             if (mc_settings.protocol == MC_BIND_ASCII)
                 s->proto = MC_PROTO_TEXT;
             else if (mc_settings.protocol == MC_BIND_BINARY)
-                s->proto = MC_PROTO_BIN;   /* a bad magic byte closes it (bin_step) */
+                s->proto = MC_PROTO_BIN; /* a bad magic byte closes it (bin_step) */
             else
                 s->proto = b == MC_BIN_REQ ? MC_PROTO_BIN : MC_PROTO_TEXT;
             if (mc_settings.sasl && s->proto == MC_PROTO_TEXT) {
@@ -589,7 +582,7 @@ static void on_close(struct core_conn *c, enum conn_close_reason why)
         mc_item_free(s->item);
     if (s->out)
         evbuffer_free(s->out);
-    ob_free(s->ob);   /* one handed to the conn's queue is no longer s->ob */
+    ob_free(s->ob); /* one handed to the conn's queue is no longer s->ob */
     struct mc_thread *th = s->th;
     pthread_mutex_lock(&th->sessions_lock);
     if (s->prev)
@@ -692,8 +685,7 @@ static void addr_text(const struct sockaddr_storage *ss, socklen_t len, char *ou
             snprintf(out, outlen, "unix:%.*s", (int)n, a->sun_path);
         return;
     }
-    default:
-        snprintf(out, outlen, "?:<AF %d>", ss->ss_family);
+    default: snprintf(out, outlen, "?:<AF %d>", ss->ss_family);
     }
 }
 

@@ -17,11 +17,13 @@
 
 /* Per-thread counters: written only by their thread (relaxed stores),
  * read by the stats sources from any thread. */
-#define MC_THREAD_STATS(X) \
-    X(cmd_get) X(cmd_set) X(cmd_touch) X(cmd_flush) X(cmd_meta) X(get_hits) X(get_misses) X(get_expired) \
-    X(get_flushed) X(delete_hits) X(delete_misses) X(incr_hits) X(incr_misses) X(decr_hits) X(decr_misses) \
-    X(cas_hits) X(cas_misses) X(cas_badval) X(touch_hits) X(touch_misses) X(store_too_large) \
-    X(store_no_memory) X(response_obj_oom) X(conn_yields) X(idle_kicks) X(auth_cmds) X(auth_errors) X(bytes_read) X(bytes_written) X(protocol_errors)
+#define MC_THREAD_STATS(X)                                                                                             \
+    X(cmd_get)                                                                                                         \
+    X(cmd_set) X(cmd_touch) X(cmd_flush) X(cmd_meta) X(get_hits) X(get_misses) X(get_expired) X(get_flushed)           \
+        X(delete_hits) X(delete_misses) X(incr_hits) X(incr_misses) X(decr_hits) X(decr_misses) X(cas_hits)            \
+            X(cas_misses) X(cas_badval) X(touch_hits) X(touch_misses) X(store_too_large) X(store_no_memory)            \
+                X(response_obj_oom) X(conn_yields) X(idle_kicks) X(auth_cmds) X(auth_errors) X(bytes_read)             \
+                    X(bytes_written) X(protocol_errors)
 
 struct mc_thread_stats {
 #define X(n) _Atomic uint64_t n;
@@ -31,13 +33,16 @@ struct mc_thread_stats {
 
 /* A get that missed: counts get_expired / get_flushed when the key was
  * there but dead (mc_find_miss). */
-#define MC_STAT_MISS_REASON(st) do { \
-        if (mc_find_miss == MC_MISS_EXPIRED) MC_STAT_ADD(st, get_expired, 1); \
-        else if (mc_find_miss == MC_MISS_FLUSHED) MC_STAT_ADD(st, get_flushed, 1); \
+#define MC_STAT_MISS_REASON(st)                                                                                        \
+    do {                                                                                                               \
+        if (mc_find_miss == MC_MISS_EXPIRED)                                                                           \
+            MC_STAT_ADD(st, get_expired, 1);                                                                           \
+        else if (mc_find_miss == MC_MISS_FLUSHED)                                                                      \
+            MC_STAT_ADD(st, get_flushed, 1);                                                                           \
     } while (0)
 
-#define MC_STAT_ADD(th, field, v) \
-    atomic_store_explicit(&(th)->field, atomic_load_explicit(&(th)->field, memory_order_relaxed) + (v), \
+#define MC_STAT_ADD(th, field, v)                                                                                      \
+    atomic_store_explicit(&(th)->field, atomic_load_explicit(&(th)->field, memory_order_relaxed) + (v),                \
                           memory_order_relaxed)
 
 struct session;
@@ -57,7 +62,6 @@ extern const struct conn_ops mc_conn_ops;
 void mc_session_accept(struct core_loop *loop, int fd, const struct sockaddr *sa, socklen_t salen, void *arg);
 void mc_session_reject(int fd, void *arg);
 
-
 /* ------------------------------------------------------------------ */
 /* Inside the component: the session as the command files see it. */
 
@@ -67,10 +71,10 @@ struct mc_bin_req;
 /* The connection's states: the one driver (session.c, on_read) moves
  * between them. */
 enum mc_sess_state {
-    MC_SESS_CMD = 0,   /* waiting for a request (line or binary header) */
-    MC_SESS_NREAD,     /* copying a storage command's data block into its item */
-    MC_SESS_SWALLOW,   /* skipping the data block of a refused storage command */
-    MC_SESS_DUMP,      /* streaming an lru_crawler metadump, piece by piece */
+    MC_SESS_CMD = 0, /* waiting for a request (line or binary header) */
+    MC_SESS_NREAD,   /* copying a storage command's data block into its item */
+    MC_SESS_SWALLOW, /* skipping the data block of a refused storage command */
+    MC_SESS_DUMP,    /* streaming an lru_crawler metadump, piece by piece */
 };
 enum mc_sess_proto { MC_PROTO_UNKNOWN = 0, MC_PROTO_TEXT, MC_PROTO_BIN };
 /* Which protocol's storage command the NREAD state completes. */
@@ -96,33 +100,33 @@ struct session {
     enum mc_sess_state state;
     /* NREAD */
     mc_item *item;
-    uint64_t nread_left;       /* value bytes still to copy */
-    uint8_t crlf_got;          /* bytes of the trailing CRLF seen */
+    uint64_t nread_left; /* value bytes still to copy */
+    uint8_t crlf_got;    /* bytes of the trailing CRLF seen */
     char crlf[2];
     enum mc_pend_kind kind;
     enum mc_store_op op;
     uint64_t cas;
     bool noreply;
     struct mc_pending_meta pm;
-    bool bin_close;            /* binary: close once the error reply is out */
+    bool bin_close; /* binary: close once the error reply is out */
     /* SWALLOW */
     uint64_t swallow_left;
     bool authenticated;
-    uint32_t last_cmd;         /* rel time of the last request */
+    uint32_t last_cmd; /* rel time of the last request */
     /* Replies not yet handed to the socket: they collect in ob (olen
      * bytes); output made by evbuffer writers (stats, dumps) goes to out,
      * ob's bytes moved there first so the order holds (mc_out_evb). */
     struct mc_obuf *ob;
     size_t olen;
     struct evbuffer *out;
-    bool out_used;             /* mc_out_evb ran since the last flush (else out is empty) */
-    bool out_oom;              /* a reply could not be built (mc_out_grow refused) */
-    struct event *yield_ev;    /* -R yields and metadump pieces: run again from the loop */
-    struct mc_dump *dump;      /* DUMP: the metadump's cursor */
-    bool tls;                  /* over TLS: replies go through the bufferevent */
-    uint8_t auth_failures;     /* SASL failures on this connection */
-    bool auth_wait;            /* reading paused after a failure (slows guessing) */
-    struct session *next, *prev;   /* th->sessions */
+    bool out_used;               /* mc_out_evb ran since the last flush (else out is empty) */
+    bool out_oom;                /* a reply could not be built (mc_out_grow refused) */
+    struct event *yield_ev;      /* -R yields and metadump pieces: run again from the loop */
+    struct mc_dump *dump;        /* DUMP: the metadump's cursor */
+    bool tls;                    /* over TLS: replies go through the bufferevent */
+    uint8_t auth_failures;       /* SASL failures on this connection */
+    bool auth_wait;              /* reading paused after a failure (slows guessing) */
+    struct session *next, *prev; /* th->sessions */
 };
 
 /* The reply buffer (session.c). */
@@ -168,7 +172,7 @@ void mc_sess_begin_dump(struct session *s, struct mc_dump *d);
 /* The command files. The dispatchers return 0 to go on, 1 to close once
  * the replies are out, -1 to close now. */
 int mc_cmd_text(struct session *s, const struct mc_text_req *r);
-void mc_cmd_text_stored(struct session *s, mc_item *it);   /* data block in, CRLF checked */
+void mc_cmd_text_stored(struct session *s, mc_item *it); /* data block in, CRLF checked */
 void mc_cmd_meta(struct session *s, const struct mc_text_req *r);
 void mc_cmd_meta_stored(struct session *s, mc_item *it);
 int mc_cmd_bin(struct session *s, const struct mc_bin_req *r);

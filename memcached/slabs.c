@@ -253,7 +253,7 @@ static char *take_last_page(struct mc_class *v)
         if (it->state & MC_ST_FREE)
             continue;
         if (!(it->state & MC_ST_LINKED))
-            return NULL;   /* a chunk someone is filling */
+            return NULL; /* a chunk someone is filling */
         if (!mc_item_live(it, now)) {
             if (!mc_item_reclaim_for_move(it))
                 return NULL;
@@ -270,7 +270,7 @@ static char *take_last_page(struct mc_class *v)
                 freelist_push(v, dst);
                 return NULL;
             }
-            freelist_push(v, it);   /* the old chunk: free, taken below */
+            freelist_push(v, it); /* the old chunk: free, taken below */
             v->pages_rescued++;
             continue;
         }
@@ -305,7 +305,7 @@ static void free_page(char *page)
 bool mc_slabs_steal_page(int id)
 {
     if (!mc_settings.slab_reassign || mc_settings.slab_automove == 0)
-        return false;   /* "slabs automove 0": pages stay where they are */
+        return false; /* "slabs automove 0": pages stay where they are */
     /* Victim: the class with the most pages (at least two, or one when
      * the asking class has none at all). */
     int victim = 0;
@@ -329,7 +329,7 @@ bool mc_slabs_steal_page(int id)
     char *page = take_last_page(v);
     if (page) {
         ok = give_page(dst, page);
-        if (!ok) {   /* give it back rather than lose it */
+        if (!ok) { /* give it back rather than lose it */
             v->page_list[v->pages++] = page;
             split_page(v, page);
         }
@@ -342,7 +342,7 @@ enum mc_reassign mc_slabs_reassign(int src, int dst)
 {
     if (src == dst)
         return MC_REASSIGN_SAME;
-    if (src == -1) {   /* any class with a page to spare, the one with most pages */
+    if (src == -1) { /* any class with a page to spare, the one with most pages */
         uint64_t best = 1;
         for (int i = 1; i <= mc_nclasses; i++) {
             uint64_t p = __atomic_load_n(&mc_classes[i].pages, __ATOMIC_RELAXED);
@@ -368,7 +368,7 @@ enum mc_reassign mc_slabs_reassign(int src, int dst)
     pthread_mutex_unlock(&v->lock);
     if (!page)
         return MC_REASSIGN_BUSY;
-    if (dst == 0) {   /* to the global pool (freed if the pool can't grow) */
+    if (dst == 0) { /* to the global pool (freed if the pool can't grow) */
         pthread_mutex_lock(&pool_lock);
         bool pooled = false;
         if (pool_n == pool_cap) {
@@ -426,7 +426,7 @@ uint64_t mc_slabs_release_over_limit(uint64_t max_pages)
         char *page = v->pages > 1 ? take_last_page(v) : NULL;
         pthread_mutex_unlock(&v->lock);
         if (!page)
-            break;   /* busy: the maintainer comes back next tick */
+            break; /* busy: the maintainer comes back next tick */
         free_page(page);
         freed++;
     }

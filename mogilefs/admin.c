@@ -59,9 +59,14 @@ void mog_bang_command(const char *line, size_t len, struct evbuffer *out)
     } else if (!strcmp(cmd, "stats")) {
         stats_lines(out);
     } else if (!strcmp(cmd, "jobs")) {
-        static const struct { const char *name; const int *count; } jobs[] = {
-            { "queryworker", &mog.cfg.query_jobs }, { "replicate", &mog.cfg.replicate_jobs },
-            { "delete", &mog.cfg.delete_jobs }, { "monitor", &mog.cfg.monitor_jobs },
+        static const struct {
+            const char *name;
+            const int *count;
+        } jobs[] = {
+            { "queryworker", &mog.cfg.query_jobs },
+            { "replicate", &mog.cfg.replicate_jobs },
+            { "delete", &mog.cfg.delete_jobs },
+            { "monitor", &mog.cfg.monitor_jobs },
         };
         for (size_t i = 0; i < sizeof jobs / sizeof jobs[0]; i++) {
             evbuffer_add_printf(out, "%s count %d\r\n", jobs[i].name, *jobs[i].count);
@@ -80,8 +85,10 @@ void mog_bang_command(const char *line, size_t len, struct evbuffer *out)
     } else if (!strcmp(cmd, "shutdown")) {
         loop_request_stop();
     } else {
-        evbuffer_add_printf(out, "Unknown command: !%s\r\n"
-                                 "!version, !stats, !jobs, !recent, !queue, !watch, !shutdown\r\n", cmd);
+        evbuffer_add_printf(out,
+                            "Unknown command: !%s\r\n"
+                            "!version, !stats, !jobs, !recent, !queue, !watch, !shutdown\r\n",
+                            cmd);
     }
     evbuffer_add(out, ".\r\n", 3);
 }

@@ -23,7 +23,7 @@ struct cmd_ctx {
     const struct mog_req *req;
     struct mog_reply *r;
     const char *client_ip;
-    bool alt_zone;              /* zone=alt */
+    bool alt_zone; /* zone=alt */
 };
 
 typedef int (*cmd_fn)(struct cmd_ctx *c);
@@ -61,11 +61,15 @@ static bool all_digits(const char *s)
     return true;
 }
 
-static struct db_value T(const char *s) { return DB_TEXTN(s ? s : "", s ? strlen(s) : 0); }
-static struct db_value I(int64_t v) { return DB_INT64(v); }
+static struct db_value T(const char *s) {
+    return DB_TEXTN(s ? s : "", s ? strlen(s) : 0);
+} static struct db_value I(int64_t v) {
+    return DB_INT64(v);
+}
 
 /* Run a statement whose only interest is success. */
-static int exec_w(const char *sql, const struct db_value *p, int n, uint64_t *affected)
+static int
+exec_w(const char *sql, const struct db_value *p, int n, uint64_t *affected)
 {
     struct mog_rows *r = mog_sql_write(sql, p, n);
     int rc = (r && r->status == 0) ? 0 : -1;
@@ -112,10 +116,7 @@ static void class_or_default(int64_t dmid, int64_t classid, struct mog_class *cl
 
 static void wait_next_round(void);
 
-static void after_admin_change(void)
-{
-    mog_cache_reload();
-}
+static void after_admin_change(void) { mog_cache_reload(); }
 
 /* ---- simple ones ------------------------------------------------------------------- */
 
@@ -200,8 +201,8 @@ static int cmd_get_domains(struct cmd_ctx *c)
             cn++;
             mog_reply_kvf(c->r, cl->classid == 0 ? "default" : cl->name, "domain%zuclass%dname", n, cn);
             mog_reply_kvif(c->r, cl->mindevcount, "domain%zuclass%dmindevcount", n, cn);
-            mog_reply_kvf(c->r, cl->replpolicy[0] ? cl->replpolicy : "MultipleHosts()", "domain%zuclass%dreplpolicy",
-                          n, cn);
+            mog_reply_kvf(c->r, cl->replpolicy[0] ? cl->replpolicy : "MultipleHosts()", "domain%zuclass%dreplpolicy", n,
+                          cn);
             mog_reply_kvf(c->r, hashtype_name(cl->hashtype), "domain%zuclass%dhashtype", n, cn);
         }
         mog_reply_kvif(c->r, cn, "domain%zuclasses", n);
@@ -331,8 +332,8 @@ static int class_write(struct cmd_ctx *c, bool update)
             return mog_err(c->r, "class_exists", NULL);
         classid = 0;
         struct db_value p[3] = { I(d.dmid), I(0), T("default") };
-        struct mog_rows *r = mog_sql_write("INSERT INTO class (dmid, classid, classname, mindevcount) VALUES (?,?,?,2)",
-                                           p, 3);
+        struct mog_rows *r =
+            mog_sql_write("INSERT INTO class (dmid, classid, classname, mindevcount) VALUES (?,?,?,2)", p, 3);
         bool dup = is_dup_error(r), ok = r && r->status == 0;
         mog_rows_free(r);
         if (!ok)
@@ -444,8 +445,11 @@ static int host_write(struct cmd_ctx *c, bool update)
         if (!ok)
             return mog_err(c->r, dup ? "host_exists" : "failure", NULL);
     }
-    static const struct { const char *arg, *col; bool num; } cols[] = {
-        { "status", "status", false }, { "ip", "hostip", false }, { "port", "http_port", true },
+    static const struct {
+        const char *arg, *col;
+        bool num;
+    } cols[] = {
+        { "status", "status", false },        { "ip", "hostip", false },   { "port", "http_port", true },
         { "getport", "http_get_port", true }, { "altip", "altip", false }, { "altmask", "altmask", false },
     };
     for (size_t i = 0; i < sizeof cols / sizeof cols[0]; i++) {
@@ -639,7 +643,11 @@ static int cmd_set_weight(struct cmd_ctx *c)
 
 /* ---- device choice ------------------------------------------------------------------------- */
 
-struct cand { struct mog_device d; struct mog_host h; double w; };
+struct cand {
+    struct mog_device d;
+    struct mog_host h;
+    double w;
+};
 
 /* Weighted random order: repeatedly pick by weight without replacement. */
 static void weighted_shuffle(struct cand *c, size_t n)
@@ -787,8 +795,8 @@ static int cmd_create_open(struct cmd_ctx *c)
         if (used)
             return mog_err(c->r, "fid_in_use", NULL);
         struct db_value p[6] = { I(fid), I(now), I(classid), I(d.dmid), T(key), T(devids) };
-        r = mog_sql_write("INSERT INTO tempfile (fid, createtime, classid, dmid, dkey, devids) VALUES (?,?,?,?,?,?)",
-                          p, 6);
+        r = mog_sql_write("INSERT INTO tempfile (fid, createtime, classid, dmid, dkey, devids) VALUES (?,?,?,?,?,?)", p,
+                          6);
         if (is_dup_error(r)) {
             mog_rows_free(r);
             return mog_err(c->r, "fid_in_use", NULL);
@@ -965,8 +973,8 @@ static int cmd_create_close(struct cmd_ctx *c)
     if (has(arg(c, "size")) && client_size >= 0 && client_size != length) {
         discard_upload(fid, devid);
         char msg[700];
-        snprintf(msg, sizeof msg, "Expected: %lld; actual: %lld; path: %s", (long long)client_size,
-                 (long long)length, wurl);
+        snprintf(msg, sizeof msg, "Expected: %lld; actual: %lld; path: %s", (long long)client_size, (long long)length,
+                 wurl);
         return mog_err(c->r, "size_mismatch", msg);
     }
     if (have_sum && arg_int(c, "checksumverify", 0)) {
@@ -1064,7 +1072,8 @@ static int cmd_get_paths(struct cmd_ctx *c)
         pathcount = 2;
     struct db_value p[2] = { I(d.dmid), T(key) };
     struct mog_rows *r = mog_sql("SELECT f.fid, f.length, o.devid FROM file f LEFT JOIN file_on o ON o.fid = f.fid "
-                                 "WHERE f.dmid=? AND f.dkey=?", p, 2);
+                                 "WHERE f.dmid=? AND f.dkey=?",
+                                 p, 2);
     if (!r || r->status != 0) {
         mog_rows_free(r);
         return mog_err(c->r, "db", NULL);
@@ -1318,7 +1327,8 @@ static int cmd_file_debug(struct cmd_ctx *c)
         return mog_err(c->r, "unknown_fid", NULL);
     }
     static const char *const tcols[] = { "fid", "createtime", "classid", "dmid", "dkey", "devids", NULL };
-    dump_row(c, "tempfile", "SELECT fid, createtime, classid, dmid, dkey, devids FROM tempfile WHERE fid=?", fid, tcols);
+    dump_row(c, "tempfile", "SELECT fid, createtime, classid, dmid, dkey, devids FROM tempfile WHERE fid=?", fid,
+             tcols);
     static const char *const rcols[] = { "fid", "nexttry", "fromdevid", "failcount", "flags", NULL };
     dump_row(c, "replqueue", "SELECT fid, nexttry, fromdevid, failcount, flags FROM file_to_replicate WHERE fid=?", fid,
              rcols);
@@ -1374,7 +1384,8 @@ static int cmd_list_keys(struct cmd_ctx *c)
     like[o] = '\0';
     struct db_value p[4] = { I(d.dmid), T(like), T(has(after) ? after : ""), I(limit) };
     struct mog_rows *r = mog_sql("SELECT dkey FROM file WHERE dmid=? AND dkey LIKE ? ESCAPE '!' AND dkey > ? "
-                                 "ORDER BY dkey LIMIT ?", p, 4);
+                                 "ORDER BY dkey LIMIT ?",
+                                 p, 4);
     free(like);
     if (!r || r->status != 0) {
         mog_rows_free(r);
@@ -1401,7 +1412,8 @@ static int cmd_list_fids(struct cmd_ctx *c)
         count = 500;
     struct db_value p[2] = { I(from), I(count) };
     struct mog_rows *r = mog_sql("SELECT fid, dmid, dkey, length, classid, devcount FROM file WHERE fid > ? "
-                                 "ORDER BY fid LIMIT ?", p, 2);
+                                 "ORDER BY fid LIMIT ?",
+                                 p, 2);
     if (!r || r->status != 0) {
         mog_rows_free(r);
         return mog_err(c->r, "failure", NULL);
@@ -1586,7 +1598,8 @@ static int cmd_fsck_getlog(struct cmd_ctx *c)
 {
     struct db_value p = I(arg_int(c, "after_logid", 0));
     struct mog_rows *r = mog_sql("SELECT logid, utime, fid, evcode, devid FROM fsck_log WHERE logid > ? "
-                                 "ORDER BY logid LIMIT 100", &p, 1);
+                                 "ORDER BY logid LIMIT 100",
+                                 &p, 1);
     static const char *const cols[] = { "logid", "utime", "fid", "evcode", "devid" };
     size_t n = r ? r->nrows : 0;
     for (size_t i = 0; i < n; i++)
@@ -1700,7 +1713,10 @@ static int cmd_rebalance_set_policy(struct cmd_ctx *c)
 
 /* ---- dispatch ------------------------------------------------------------------------------- */
 
-static const struct { const char *name; cmd_fn fn; } commands[] = {
+static const struct {
+    const char *name;
+    cmd_fn fn;
+} commands[] = {
     { "create_open", cmd_create_open },
     { "create_close", cmd_create_close },
     { "get_paths", cmd_get_paths },

@@ -156,8 +156,8 @@ static int read_head(int fd, char *buf, size_t cap, size_t *have, enum http_meth
     }
 }
 
-int mog_http(const char *method, const char *url, const void *body, size_t body_len, size_t max_body,
-             int timeout_ms, struct mog_http_res *res)
+int mog_http(const char *method, const char *url, const void *body, size_t body_len, size_t max_body, int timeout_ms,
+             struct mog_http_res *res)
 {
     return mog_http_ex(method, url, NULL, body, body_len, max_body, timeout_ms, res);
 }
@@ -282,8 +282,8 @@ int mog_http_copy(const char *src_url, const char *dst_url, int timeout_ms, int6
     dfd = connect_to(&du, now_ms() + timeout_ms, err, errlen);
     if (dfd < 0)
         goto out;
-    hl = snprintf(head, sizeof head, "PUT %s HTTP/1.0\r\nHost: %s:%s\r\nContent-Length: %llu\r\n\r\n", du.path,
-                  du.host, du.port, (unsigned long long)total);
+    hl = snprintf(head, sizeof head, "PUT %s HTTP/1.0\r\nHost: %s:%s\r\nContent-Length: %llu\r\n\r\n", du.path, du.host,
+                  du.port, (unsigned long long)total);
     if (send_all(dfd, head, (size_t)hl, now_ms() + timeout_ms) < 0) {
         snprintf(err, errlen, "dest send failed");
         goto out;

@@ -96,9 +96,12 @@ void mog_wait_monitor(int timeout_ms)
     pthread_mutex_unlock(&J.round_mu);
 }
 
-static struct db_value I(int64_t v) { return DB_INT64(v); }
+static struct db_value I(int64_t v) {
+    return DB_INT64(v);
+}
 
-static int exec_w(const char *sql, const struct db_value *p, int n, uint64_t *affected)
+static int
+exec_w(const char *sql, const struct db_value *p, int n, uint64_t *affected)
 {
     struct mog_rows *r = mog_sql_write(sql, p, n);
     int rc = (r && r->status == 0) ? 0 : -1;
@@ -148,8 +151,7 @@ static void monitor_device(const struct mog_device *d, const struct mog_host *h,
         char body[64];
         int bl = snprintf(body, sizeof body, "time=%lld rand=%ld\n", (long long)now, random());
         snprintf(url, sizeof url, "%s/test-write/test-write-%ld", base, random() % 100);
-        if (mog_http("PUT", url, body, (size_t)bl, 0, node_ms(), &res) == 0 && res.status >= 200 &&
-            res.status < 300) {
+        if (mog_http("PUT", url, body, (size_t)bl, 0, node_ms(), &res) == 0 && res.status >= 200 && res.status < 300) {
             mog_http_res_free(&res);
             if (mog_http("GET", url, NULL, 0, 4096, node_ms(), &res) == 0 && res.status == 200 &&
                 res.body_len == (size_t)bl && !memcmp(res.body, body, (size_t)bl))
@@ -160,8 +162,8 @@ static void monitor_device(const struct mog_device *d, const struct mog_host *h,
             /* Once per device: does the node refuse a body whose
              * Content-MD5 is wrong? (the digest below is of "x") */
             snprintf(url, sizeof url, "%s/test-write/test-md5", base);
-            int rc = mog_http_ex("PUT", url, "Content-MD5: ndTkYSaMgDT1yFZOFVxnpg==\r\n", "test", 4, 0, node_ms(),
-                                 &res);
+            int rc =
+                mog_http_ex("PUT", url, "Content-MD5: ndTkYSaMgDT1yFZOFVxnpg==\r\n", "test", 4, 0, node_ms(), &res);
             if (rc == 0 && res.status > 0)
                 mog_device_set_reject_md5(d->devid, res.status >= 400 && res.status < 500 ? 1 : 0);
             mog_http_res_free(&res);
@@ -245,7 +247,11 @@ static void retry_later(const char *table, int64_t fid, bool fatal)
 
 /* ---- replicate ------------------------------------------------------------------------------ */
 
-struct copy_loc { struct mog_device d; struct mog_host h; bool have_host; };
+struct copy_loc {
+    struct mog_device d;
+    struct mog_host h;
+    bool have_host;
+};
 
 static bool http_delete_ok(const char *url)
 {
@@ -397,7 +403,9 @@ static int replicate_fid(int64_t fid)
         if (mog_http_copy(surl, durl, node_ms() * 5, &got, md5, err, sizeof err) < 0 || got != length ||
             (have_md5 && memcmp(md5, want_md5, 16))) {
             log_warn("mogilefsd: replicating fid %lld %s -> %s failed: %s", (long long)fid, surl, durl,
-                     got >= 0 && got != length ? "length mismatch" : have_md5 ? "copy or checksum failed" : err);
+                     got >= 0 && got != length ? "length mismatch"
+                     : have_md5                ? "copy or checksum failed"
+                                               : err);
             stats_counter_add(&mog.n.repl_failed, 1);
             if (got >= 0)
                 http_delete_ok(durl);

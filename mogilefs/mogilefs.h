@@ -23,9 +23,9 @@
 
 #define MOG_VERSION "2.73-c1"
 #define MOG_SCHEMA_VERSION 17
-#define MOG_MAX_LINE 65536        /* longest request line accepted */
-#define MOG_MAX_ARGS 256          /* most k=v pairs in one request */
-#define MOG_MAX_KEY 255           /* dkey column */
+#define MOG_MAX_LINE 65536 /* longest request line accepted */
+#define MOG_MAX_ARGS 256   /* most k=v pairs in one request */
+#define MOG_MAX_KEY 255    /* dkey column */
 #define MOG_DEFAULT_PORT 7001
 
 struct evbuffer;
@@ -35,7 +35,7 @@ struct core_loop;
 /* ---- proto_tracker.c: the line protocol (pure) --------------------------- */
 
 struct mog_req {
-    char cmd[64];                 /* lowercased command word ("!" commands keep the '!') */
+    char cmd[64]; /* lowercased command word ("!" commands keep the '!') */
     int nargs;
     char *key[MOG_MAX_ARGS];
     char *val[MOG_MAX_ARGS];      /* NULL when the pair had no '=' */
@@ -45,9 +45,9 @@ struct mog_req {
 
 enum mog_parse_status {
     MOG_PARSE_OK = 0,
-    MOG_PARSE_EMPTY = 1,          /* blank line: ignored, as the original does */
-    MOG_PARSE_BAD = -1,           /* no command word / bad characters */
-    MOG_PARSE_TOO_MANY = -2,      /* more than MOG_MAX_ARGS pairs */
+    MOG_PARSE_EMPTY = 1,     /* blank line: ignored, as the original does */
+    MOG_PARSE_BAD = -1,      /* no command word / bad characters */
+    MOG_PARSE_TOO_MANY = -2, /* more than MOG_MAX_ARGS pairs */
 };
 
 /* Parse one request line (without its terminator). On OK, req owns heap
@@ -71,7 +71,7 @@ struct mog_reply {
     int nargs;
     bool done;
     const char *callid;
-    size_t start;                 /* where this reply begins in out */
+    size_t start; /* where this reply begins in out */
 };
 void mog_reply_init(struct mog_reply *r, struct evbuffer *out, const char *callid);
 void mog_reply_kv(struct mog_reply *r, const char *key, const char *val);
@@ -106,8 +106,15 @@ bool mog_netmask_match(const char *mask, const char *ip);
 bool mog_storage_path_ok(const char *path, size_t len);
 /* Parse a side-channel line: "size <uri>", "MD5 <uri> [fsck]", "SHA-1 <uri>",
  * "watch". Returns the command kind and sets *uri. */
-enum mog_side_cmd { MOG_SIDE_BAD = 0, MOG_SIDE_SIZE, MOG_SIDE_MD5, MOG_SIDE_SHA1, MOG_SIDE_WATCH, MOG_SIDE_OTHER,
-                    MOG_SIDE_DOTDOT };
+enum mog_side_cmd {
+    MOG_SIDE_BAD = 0,
+    MOG_SIDE_SIZE,
+    MOG_SIDE_MD5,
+    MOG_SIDE_SHA1,
+    MOG_SIDE_WATCH,
+    MOG_SIDE_OTHER,
+    MOG_SIDE_DOTDOT
+};
 enum mog_side_cmd mog_side_parse(char *line, size_t len, char **uri, size_t *uri_len);
 /* Parse a mogstored usage file into total and used KiB. 0 or -1. */
 int mog_usage_parse(const char *buf, size_t len, int64_t *total_kib, int64_t *used_kib);
@@ -116,20 +123,24 @@ int mog_usage_parse(const char *buf, size_t len, int64_t *total_kib, int64_t *us
 
 /* Rows copied out of a db_result (so callers on any thread can keep them). */
 struct mog_rows {
-    int status;                   /* 0 ok, -1 error */
+    int status; /* 0 ok, -1 error */
     char error[256];
     int ncols;
     size_t nrows;
     uint64_t affected;
     int64_t last_id;
-    char **cell;                  /* row-major, NULL for SQL NULL */
+    char **cell; /* row-major, NULL for SQL NULL */
     size_t *len;
 };
 struct db_value;
 struct mog_rows *mog_sql(const char *sql, const struct db_value *params, int n);
 /* A write that may share a group commit with other threads' writes. */
 struct mog_rows *mog_sql_write(const char *sql, const struct db_value *params, int n);
-struct mog_stmt { const char *sql; const struct db_value *params; int n; };
+struct mog_stmt {
+    const char *sql;
+    const struct db_value *params;
+    int n;
+};
 /* All or nothing (common/db's db_txn): flags[i] may be DB_EXPECT_ONE.
  * Returns 0 when committed; else -1 with *failed the failing statement's
  * index (-1 if none: the queue was full or the database closing). */
@@ -154,13 +165,16 @@ enum mog_dev_state { MOG_DEV_ALIVE = 0, MOG_DEV_READONLY, MOG_DEV_DRAIN, MOG_DEV
 enum mog_host_state { MOG_HOST_ALIVE = 0, MOG_HOST_READONLY, MOG_HOST_DOWN, MOG_HOST_DEAD, MOG_HOST_UNKNOWN };
 enum mog_observed { MOG_OBS_UNKNOWN = 0, MOG_OBS_WRITEABLE, MOG_OBS_READABLE, MOG_OBS_UNREACHABLE };
 
-struct mog_domain { int64_t dmid; char name[256]; };
+struct mog_domain {
+    int64_t dmid;
+    char name[256];
+};
 struct mog_class {
     int64_t dmid, classid;
     char name[64];
     int mindevcount;
     char replpolicy[256];
-    int hashtype;                 /* 0 none, 1 MD5 */
+    int hashtype; /* 0 none, 1 MD5 */
 };
 struct mog_host {
     int64_t hostid;
@@ -172,19 +186,23 @@ struct mog_device {
     int64_t devid, hostid;
     enum mog_dev_state status;
     int weight;
-    int64_t mb_total, mb_used, mb_asof;   /* -1 = NULL */
+    int64_t mb_total, mb_used, mb_asof; /* -1 = NULL */
     /* monitor's view (kept across reloads) */
     enum mog_observed observed;
     double utilization;
-    int reject_bad_md5;           /* -1 not probed yet, else 0/1 */
+    int reject_bad_md5; /* -1 not probed yet, else 0/1 */
 };
 
 struct mog_cache {
     pthread_rwlock_t lock;
-    struct mog_domain *domains; size_t ndomains;
-    struct mog_class *classes; size_t nclasses;
-    struct mog_host *hosts; size_t nhosts;
-    struct mog_device *devices; size_t ndevices;
+    struct mog_domain *domains;
+    size_t ndomains;
+    struct mog_class *classes;
+    size_t nclasses;
+    struct mog_host *hosts;
+    size_t nhosts;
+    struct mog_device *devices;
+    size_t ndevices;
     uint64_t generation;
 };
 extern struct mog_cache mog_cache;
@@ -226,16 +244,16 @@ int mog_dev_url(char *out, size_t len, const struct mog_host *h, int64_t devid, 
  * calls are made from query and job threads, where blocking is the point). */
 
 struct mog_http_res {
-    int status;                   /* HTTP status, or -1 on connect/IO error */
-    int64_t length;               /* Content-Length, -1 unknown */
-    char *body;                   /* GET only (NUL-ended), else NULL */
+    int status;     /* HTTP status, or -1 on connect/IO error */
+    int64_t length; /* Content-Length, -1 unknown */
+    char *body;     /* GET only (NUL-ended), else NULL */
     size_t body_len;
     char error[128];
 };
 /* One request on a fresh connection. method "HEAD", "GET", "DELETE", "PUT".
  * url "http://host:port/path". body for PUT. max_body bounds GET. */
-int mog_http(const char *method, const char *url, const void *body, size_t body_len, size_t max_body,
-             int timeout_ms, struct mog_http_res *res);
+int mog_http(const char *method, const char *url, const void *body, size_t body_len, size_t max_body, int timeout_ms,
+             struct mog_http_res *res);
 /* The same with extra header lines ("Name: value\r\n"...). */
 int mog_http_ex(const char *method, const char *url, const char *extra_headers, const void *body, size_t body_len,
                 size_t max_body, int timeout_ms, struct mog_http_res *res);
@@ -253,7 +271,7 @@ struct mog_tracker_cfg {
     char *db_dsn, *db_user, *db_pass, *listen;
     int conf_port;
     int query_jobs, replicate_jobs, delete_jobs, fsck_jobs, reaper_jobs, monitor_jobs, job_master;
-    int min_free_space;           /* MB */
+    int min_free_space; /* MB */
     int default_mindevcount;
     double node_timeout, conn_timeout;
     int max_disk_age;
@@ -262,21 +280,21 @@ struct mog_tracker_cfg {
     int monitor_interval_ms;
     int max_conns;
     int idle_timeout;
-    int max_queue;                /* commands waiting for a query thread */
+    int max_queue; /* commands waiting for a query thread */
     bool no_schema_check;
 };
 
 struct mog_counters {
-    struct stats_counter queries, errors, uploads, get_paths, deletes, replicated, repl_failed,
-        deleted_files, monitor_rounds, queue_full, times_out_of_qworkers, iostat_updates;
+    struct stats_counter queries, errors, uploads, get_paths, deletes, replicated, repl_failed, deleted_files,
+        monitor_rounds, queue_full, times_out_of_qworkers, iostat_updates;
 };
 
 struct mog_tracker {
     struct mog_tracker_cfg cfg;
     struct mog_counters n;
     double started;
-    _Atomic int processing;       /* commands running now */
-    _Atomic int pending;          /* commands waiting for a query thread */
+    _Atomic int processing; /* commands running now */
+    _Atomic int pending;    /* commands waiting for a query thread */
     _Atomic uint64_t monitor_round;
     char hostname[256];
 };

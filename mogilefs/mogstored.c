@@ -49,8 +49,9 @@ static void write_usage(const char *dev)
     unsigned long long used = total - freek;
     unsigned long long tot = used + avail;
     char body[1024];
-    int n = snprintf(body, sizeof body, "available: %llu\ndevice: %s\ndisk: %s\ntime: %lld\ntotal: %llu\nuse: %llu%%\n"
-                                        "used: %llu\n",
+    int n = snprintf(body, sizeof body,
+                     "available: %llu\ndevice: %s\ndisk: %s\ntime: %lld\ntotal: %llu\nuse: %llu%%\n"
+                     "used: %llu\n",
                      avail, dir, dir, (long long)time(NULL), tot, tot ? (used * 100 + tot - 1) / tot : 0, used);
     snprintf(file, sizeof file, "%s/usage", dir);
     snprintf(tmp, sizeof tmp, "%s/.usage.tmp", dir);
@@ -135,19 +136,23 @@ static const struct cfg_setting st_settings_table[] = {
       read_st_config },
     { "httplisten", 0, CFG_STRING, &mog_st_cfg.httplisten, "0.0.0.0:7500", "HTTP listen address", false, NULL },
     { "mgmtlisten", 0, CFG_STRING, &mog_st_cfg.mgmtlisten, "0.0.0.0:7501", "side-channel listen address", false, NULL },
-    { "docroot", 0, CFG_STRING, &mog_st_cfg.docroot, "/var/mogdata", "folder holding the devN directories", false, NULL },
+    { "docroot", 0, CFG_STRING, &mog_st_cfg.docroot, "/var/mogdata", "folder holding the devN directories", false,
+      NULL },
     { "threads", 't', CFG_INT, &mog_st_cfg.threads, "4",
       "event-loop threads (each PUT's fsync holds up its own loop only)", false, NULL },
     { "maxconns", 0, CFG_INT, &mog_st_cfg.maxconns, "10000", "most connections (0 = unlimited)", false, NULL },
     { "max_put_size", 0, CFG_SIZE, &mog_st_cfg.max_put, "0", "largest PUT body accepted (0 = no limit)", true, NULL },
-    { "idle_timeout", 0, CFG_INT, &mog_st_cfg.idle_timeout, "60", "close connections idle this many seconds", true, NULL },
-    { "usage_interval", 0, CFG_INT, &mog_st_cfg.usage_interval, "10", "seconds between usage file updates", false, NULL },
+    { "idle_timeout", 0, CFG_INT, &mog_st_cfg.idle_timeout, "60", "close connections idle this many seconds", true,
+      NULL },
+    { "usage_interval", 0, CFG_INT, &mog_st_cfg.usage_interval, "10", "seconds between usage file updates", false,
+      NULL },
     { "max_hash_jobs", 0, CFG_INT, &mog_st_cfg.max_hash_jobs, "8", "side-channel MD5/SHA-1 digests running at once",
       true, NULL },
     { "disk_threads", 0, CFG_INT, &mog_st_cfg.disk_threads, "4",
       "threads doing GET/HEAD disk work (opens, stats, small reads; 0 = on the loop)", false, NULL },
     { "sync_threads", 0, CFG_INT, &mog_st_cfg.disk_threads, NULL, "the old name of disk_threads", false, NULL },
-    { "server", 0, CFG_CUSTOM, NULL, NULL, "accepted and ignored: the built-in server is always used", false, st_ignore },
+    { "server", 0, CFG_CUSTOM, NULL, NULL, "accepted and ignored: the built-in server is always used", false,
+      st_ignore },
     { "serverbin", 0, CFG_CUSTOM, NULL, NULL, "accepted and ignored", false, st_ignore },
     { "iostat", 0, CFG_CUSTOM, NULL, NULL, "accepted and ignored", false, st_ignore },
     { "daemonize", 0, CFG_CUSTOM, NULL, NULL, "accepted and ignored: runs in the foreground (systemd)", false,
@@ -196,7 +201,8 @@ static int st_init(void)
     usage_round();
     if (pthread_create(&mog_st.usage_thread, NULL, usage_thread, NULL) == 0)
         mog_st.usage_started = true;
-    log_info("mogstored: http %s, side channel %s, docroot %s", mog_st_cfg.httplisten, mog_st_cfg.mgmtlisten, mog_st_cfg.docroot);
+    log_info("mogstored: http %s, side channel %s, docroot %s", mog_st_cfg.httplisten, mog_st_cfg.mgmtlisten,
+             mog_st_cfg.docroot);
     return 0;
 }
 
@@ -217,10 +223,7 @@ static void st_fini(void)
         pthread_join(mog_st.usage_thread, NULL);
 }
 
-static void st_thread_start(struct core_loop *loop)
-{
-    mog_st_watch_start(loop);
-}
+static void st_thread_start(struct core_loop *loop) { mog_st_watch_start(loop); }
 
 static void st_thread_exit(struct core_loop *loop)
 {

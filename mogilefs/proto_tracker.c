@@ -167,10 +167,7 @@ const char *mog_arg_len(const struct mog_req *req, const char *key, size_t *len)
     return NULL;
 }
 
-const char *mog_arg(const struct mog_req *req, const char *key)
-{
-    return mog_arg_len(req, key, NULL);
-}
+const char *mog_arg(const struct mog_req *req, const char *key) { return mog_arg_len(req, key, NULL); }
 
 /* ---- replies ---------------------------------------------------------------- */
 
@@ -239,7 +236,9 @@ int mog_ok(struct mog_reply *r)
     return 0;
 }
 
-static const struct { const char *code, *text; } canned[] = {
+static const struct {
+    const char *code, *text;
+} canned[] = {
     { "dup", "Duplicate name/number used." },
     { "after_mismatch", "Pattern does not match the after-value?" },
     { "bad_params", "Invalid parameters to command; please see documentation" },
@@ -324,8 +323,7 @@ int mog_fid_path(char *out, size_t len, int64_t devid, int64_t fid)
     size_t fl = strlen(f);
     /* The first digit(s) beyond the last 9 form the top directory. */
     size_t top = fl - 9;
-    return snprintf(out, len, "/dev%lld/%.*s/%.3s/%.3s/%s.fid", (long long)devid, (int)top, f, f + top,
-                    f + top + 3, f);
+    return snprintf(out, len, "/dev%lld/%.*s/%.3s/%.3s/%s.fid", (long long)devid, (int)top, f, f + top, f + top + 3, f);
 }
 
 int64_t mog_path_devid(const char *path, size_t len)

@@ -33,7 +33,7 @@ struct rebal_policy {
     double from_space_used, from_space_free, to_space_used, to_space_free; /* MB, < 0 = unset */
     bool fid_new;
     bool limit_global;
-    int limit_by;          /* 0 none, 1 count, 2 size */
+    int limit_by; /* 0 none, 1 count, 2 size */
     int64_t limit;
 };
 
@@ -104,32 +104,55 @@ static int policy_parse(const char *text, struct rebal_policy *p, char *err, siz
         *eq = '\0';
         const char *k = tok, *v = eq + 1;
         int rc = 0;
-        if (!strcmp(k, "from_hosts")) rc = parse_list(v, p->from_hosts, &p->n_from_hosts);
-        else if (!strcmp(k, "from_devices")) rc = parse_list(v, p->from_devices, &p->n_from_devices);
-        else if (!strcmp(k, "to_hosts")) rc = parse_list(v, p->to_hosts, &p->n_to_hosts);
-        else if (!strcmp(k, "to_devices")) rc = parse_list(v, p->to_devices, &p->n_to_devices);
-        else if (!strcmp(k, "not_to_hosts")) rc = parse_list(v, p->not_to_hosts, &p->n_not_to_hosts);
-        else if (!strcmp(k, "not_to_devices")) rc = parse_list(v, p->not_to_devices, &p->n_not_to_devices);
-        else if (!strcmp(k, "from_percent_used")) rc = parse_num(v, &p->from_pct_used);
-        else if (!strcmp(k, "from_percent_free")) rc = parse_num(v, &p->from_pct_free);
-        else if (!strcmp(k, "to_percent_used")) rc = parse_num(v, &p->to_pct_used);
-        else if (!strcmp(k, "to_percent_free")) rc = parse_num(v, &p->to_pct_free);
-        else if (!strcmp(k, "from_space_used")) rc = parse_num(v, &p->from_space_used);
-        else if (!strcmp(k, "from_space_free")) rc = parse_num(v, &p->from_space_free);
-        else if (!strcmp(k, "to_space_used")) rc = parse_num(v, &p->to_space_used);
-        else if (!strcmp(k, "to_space_free")) rc = parse_num(v, &p->to_space_free);
+        if (!strcmp(k, "from_hosts"))
+            rc = parse_list(v, p->from_hosts, &p->n_from_hosts);
+        else if (!strcmp(k, "from_devices"))
+            rc = parse_list(v, p->from_devices, &p->n_from_devices);
+        else if (!strcmp(k, "to_hosts"))
+            rc = parse_list(v, p->to_hosts, &p->n_to_hosts);
+        else if (!strcmp(k, "to_devices"))
+            rc = parse_list(v, p->to_devices, &p->n_to_devices);
+        else if (!strcmp(k, "not_to_hosts"))
+            rc = parse_list(v, p->not_to_hosts, &p->n_not_to_hosts);
+        else if (!strcmp(k, "not_to_devices"))
+            rc = parse_list(v, p->not_to_devices, &p->n_not_to_devices);
+        else if (!strcmp(k, "from_percent_used"))
+            rc = parse_num(v, &p->from_pct_used);
+        else if (!strcmp(k, "from_percent_free"))
+            rc = parse_num(v, &p->from_pct_free);
+        else if (!strcmp(k, "to_percent_used"))
+            rc = parse_num(v, &p->to_pct_used);
+        else if (!strcmp(k, "to_percent_free"))
+            rc = parse_num(v, &p->to_pct_free);
+        else if (!strcmp(k, "from_space_used"))
+            rc = parse_num(v, &p->from_space_used);
+        else if (!strcmp(k, "from_space_free"))
+            rc = parse_num(v, &p->from_space_free);
+        else if (!strcmp(k, "to_space_used"))
+            rc = parse_num(v, &p->to_space_used);
+        else if (!strcmp(k, "to_space_free"))
+            rc = parse_num(v, &p->to_space_free);
         else if (!strcmp(k, "fid_age")) {
-            if (!strcmp(v, "new")) p->fid_new = true;
-            else if (strcmp(v, "old")) rc = -1;
+            if (!strcmp(v, "new"))
+                p->fid_new = true;
+            else if (strcmp(v, "old"))
+                rc = -1;
         } else if (!strcmp(k, "limit_type")) {
-            if (!strcmp(v, "global")) p->limit_global = true;
-            else if (strcmp(v, "device")) rc = -1;
+            if (!strcmp(v, "global"))
+                p->limit_global = true;
+            else if (strcmp(v, "device"))
+                rc = -1;
         } else if (!strcmp(k, "limit_by")) {
-            if (!strcmp(v, "none")) p->limit_by = 0;
-            else if (!strcmp(v, "count")) p->limit_by = 1;
-            else if (!strcmp(v, "size")) p->limit_by = 2;
-            else rc = -1; /* percent is not built */
-        } else if (!strcmp(k, "limit")) rc = parse_limit(v, &p->limit);
+            if (!strcmp(v, "none"))
+                p->limit_by = 0;
+            else if (!strcmp(v, "count"))
+                p->limit_by = 1;
+            else if (!strcmp(v, "size"))
+                p->limit_by = 2;
+            else
+                rc = -1; /* percent is not built */
+        } else if (!strcmp(k, "limit"))
+            rc = parse_limit(v, &p->limit);
         else if (!strcmp(k, "from_all_devs") || !strcmp(k, "to_all_devs") || !strcmp(k, "use_dest_devs") ||
                  !strcmp(k, "leave_in_drain_mode")) {
             /* accepted: devices are never put in drain mode here, and every
@@ -388,10 +411,11 @@ bool mog_rebal_step(void)
     size_t n = 0;
     if (!limit_hit) {
         struct db_value q[2] = { DB_INT64(sdev), DB_INT64(lastfid) };
-        struct mog_rows *r = mog_sql(p.fid_new ? "SELECT fid FROM file_on WHERE devid=? AND (fid < ? OR ? = 0) "
-                                                 "ORDER BY fid DESC LIMIT 20"
-                                               : "SELECT fid FROM file_on WHERE devid=? AND fid > ? ORDER BY fid LIMIT 20",
-                                     p.fid_new ? (struct db_value[]){ q[0], q[1], q[1] } : q, p.fid_new ? 3 : 2);
+        struct mog_rows *r =
+            mog_sql(p.fid_new ? "SELECT fid FROM file_on WHERE devid=? AND (fid < ? OR ? = 0) "
+                                "ORDER BY fid DESC LIMIT 20"
+                              : "SELECT fid FROM file_on WHERE devid=? AND fid > ? ORDER BY fid LIMIT 20",
+                    p.fid_new ? (struct db_value[]){ q[0], q[1], q[1] } : q, p.fid_new ? 3 : 2);
         n = r ? r->nrows : 0;
         for (size_t i = 0; i < n; i++) {
             int64_t fid = mog_cell_int(r, i, 0), bytes = 0;

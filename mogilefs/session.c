@@ -31,8 +31,8 @@ enum sess_state { SESS_READING = 0, SESS_RUNNING, SESS_CLOSED };
 struct mog_sess {
     struct core_conn *c;
     enum sess_state state;
-    bool watching;                /* "!watch": gets a line per finished command */
-    bool in_done, gone;           /* job_done running / the conn was freed meanwhile */
+    bool watching;      /* "!watch": gets a line per finished command */
+    bool in_done, gone; /* job_done running / the conn was freed meanwhile */
     struct mog_sess *wnext, *wprev;
     char ip[64];
 };
@@ -94,8 +94,8 @@ static void watch_broadcast(const struct mog_sess *from, const char *line, size_
     outcome[strcspn(outcome, "\r\n")] = '\0';
     for (struct mog_sess *w = watchers; w; w = w->wnext)
         if (w->c && !conn_is_closing(w->c))
-            evbuffer_add_printf(conn_out(w->c), "%.3f %.4f %s %.*s %s\r\n", stats_wall_time(), secs,
-                                from->ip, (int)wl, line, outcome);
+            evbuffer_add_printf(conn_out(w->c), "%.3f %.4f %s %.*s %s\r\n", stats_wall_time(), secs, from->ip, (int)wl,
+                                line, outcome);
 }
 
 struct mog_job {

@@ -190,10 +190,7 @@ void mog_st_sync_start(int n)
 }
 
 /* SIGHUP: live settings into the file serving. */
-void mog_st_reload(void)
-{
-    st_files.max_put_size = mog_st_cfg.max_put;
-}
+void mog_st_reload(void) { st_files.max_put_size = mog_st_cfg.max_put; }
 
 void mog_st_sync_stop(void)
 {
@@ -203,20 +200,17 @@ void mog_st_sync_stop(void)
     st_files.work = NULL;
 }
 
-void mog_st_thread_exit(void)
-{
-    httpd_thread_exit();
-}
+void mog_st_thread_exit(void) { httpd_thread_exit(); }
 
 /* ---- side channel ------------------------------------------------------------------------------- */
 
 struct side_sess {
     struct core_conn *c;
     bool running, closed;
-    bool watching;                  /* "watch": gets the utilization stream */
-    bool in_done, gone;             /* hash_done running / the conn was freed meanwhile */
+    bool watching;      /* "watch": gets the utilization stream */
+    bool in_done, gone; /* hash_done running / the conn was freed meanwhile */
     struct side_sess *wnext, *wprev;
-    int loop_index;                 /* its loop: whose watch list */
+    int loop_index; /* its loop: whose watch list */
 };
 
 /* ---- watch: per-device utilization, as mogstored's iostat stream --------------------------- */
@@ -225,7 +219,12 @@ struct side_sess {
  * tick, as a percentage. Sent to every watcher as "devN\t<util>\n" lines
  * and a "." line (what the tracker's IOStatWatcher reads). */
 
-struct watch_dev { int devid; unsigned maj, min; uint64_t last_ticks; bool have_last; };
+struct watch_dev {
+    int devid;
+    unsigned maj, min;
+    uint64_t last_ticks;
+    bool have_last;
+};
 
 /* Per loop (a watcher's conn belongs to its loop's thread): the
  * watchers, the 1 s timer and the last /proc/diskstats figures. */
@@ -260,8 +259,9 @@ static bool io_ticks(const char *stats, unsigned maj, unsigned min, uint64_t *ti
         unsigned a, b;
         unsigned long long f[11];
         char name[64];
-        if (sscanf(p, " %u %u %63s %llu %llu %llu %llu %llu %llu %llu %llu %llu %llu", &a, &b, name, &f[0], &f[1], &f[2],
-                   &f[3], &f[4], &f[5], &f[6], &f[7], &f[8], &f[9]) == 13 && a == maj && b == min) {
+        if (sscanf(p, " %u %u %63s %llu %llu %llu %llu %llu %llu %llu %llu %llu %llu", &a, &b, name, &f[0], &f[1],
+                   &f[2], &f[3], &f[4], &f[5], &f[6], &f[7], &f[8], &f[9]) == 13 &&
+            a == maj && b == min) {
             *ticks = f[9];
             return true;
         }
@@ -295,7 +295,8 @@ static void watch_tick(evutil_socket_t fd, short what, void *arg)
     int nc = 0;
     struct dirent *e;
     while (d && (e = readdir(d)) && nc < 256) {
-        if (strncmp(e->d_name, "dev", 3) || !e->d_name[3] || strspn(e->d_name + 3, "0123456789") != strlen(e->d_name + 3))
+        if (strncmp(e->d_name, "dev", 3) || !e->d_name[3] ||
+            strspn(e->d_name + 3, "0123456789") != strlen(e->d_name + 3))
             continue;
         char path[4200];
         struct stat sb;
@@ -460,7 +461,7 @@ static void side_drive(struct side_sess *s)
             else
                 evbuffer_add_printf(out, "%.*s -1\r\n", (int)ul, uri);
         } else if (k == MOG_SIDE_MD5 || k == MOG_SIDE_SHA1) {
-            if (mog_st.hash_jobs >= mog_st_cfg.max_hash_jobs || ul >= sizeof ((struct hash_job *)0)->uri) {
+            if (mog_st.hash_jobs >= mog_st_cfg.max_hash_jobs || ul >= sizeof((struct hash_job *)0)->uri) {
                 evbuffer_add_printf(out, "ERR busy %.*s\r\n", (int)(ul > 1000 ? 1000 : ul), uri);
             } else {
                 struct hash_job *j = calloc(1, sizeof *j);
@@ -533,7 +534,9 @@ static void side_on_close(struct core_conn *c, enum conn_close_reason why)
         free(s);
 }
 
-static const struct conn_ops side_ops = { .name = "mogstored-side", .on_read = side_on_read, .on_close = side_on_close };
+static const struct conn_ops side_ops = { .name = "mogstored-side",
+                                          .on_read = side_on_read,
+                                          .on_close = side_on_close };
 
 void mog_st_side_accept(struct core_loop *loop, int fd, const struct sockaddr *sa, socklen_t salen, void *arg)
 {
@@ -552,4 +555,3 @@ void mog_st_side_accept(struct core_loop *loop, int fd, const struct sockaddr *s
     s->loop_index = loop->index;
     conn_set_output_limit(c, 1u << 20);
 }
-

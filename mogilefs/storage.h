@@ -15,12 +15,12 @@ struct core_loop;
 struct mog_st_cfg {
     char *httplisten, *mgmtlisten, *docroot;
     int maxconns;
-    int threads;                /* event loops */
+    int threads; /* event loops */
     uint64_t max_put;
     int idle_timeout;
     int usage_interval;
     int max_hash_jobs;
-    int disk_threads;           /* the common/work pool of GET/HEAD disk work; 0: on the loop */
+    int disk_threads; /* the common/work pool of GET/HEAD disk work; 0: on the loop */
     char *config_dummy;
 };
 extern struct mog_st_cfg mog_st_cfg;

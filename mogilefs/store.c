@@ -109,10 +109,7 @@ static struct mog_rows *run_sync(int flags, const char *sql, const struct db_val
     return w.rows;
 }
 
-struct mog_rows *mog_sql(const char *sql, const struct db_value *params, int n)
-{
-    return run_sync(0, sql, params, n);
-}
+struct mog_rows *mog_sql(const char *sql, const struct db_value *params, int n) { return run_sync(0, sql, params, n); }
 
 struct mog_rows *mog_sql_write(const char *sql, const struct db_value *params, int n)
 {
@@ -225,8 +222,8 @@ void mog_store_close(void)
 struct table_def {
     const char *name;
     const char *mysql;
-    const char *sqlite;   /* NULL = same as mysql */
-    const char *indexes;  /* ';'-separated CREATE INDEX statements or NULL */
+    const char *sqlite;  /* NULL = same as mysql */
+    const char *indexes; /* ';'-separated CREATE INDEX statements or NULL */
 };
 
 static const struct table_def tables[] = {
@@ -292,8 +289,8 @@ static const struct table_def tables[] = {
       "flags SMALLINT UNSIGNED NOT NULL DEFAULT 0)",
       NULL, "CREATE INDEX nexttry ON file_to_replicate (nexttry)" },
     { "file_to_delete_later",
-      "CREATE TABLE file_to_delete_later (fid INT UNSIGNED NOT NULL PRIMARY KEY, delafter INT UNSIGNED NOT NULL)",
-      NULL, "CREATE INDEX delafter ON file_to_delete_later (delafter)" },
+      "CREATE TABLE file_to_delete_later (fid INT UNSIGNED NOT NULL PRIMARY KEY, delafter INT UNSIGNED NOT NULL)", NULL,
+      "CREATE INDEX delafter ON file_to_delete_later (delafter)" },
     { "fsck_log",
       "CREATE TABLE fsck_log (logid INT UNSIGNED NOT NULL AUTO_INCREMENT, PRIMARY KEY (logid), "
       "utime INT UNSIGNED NOT NULL, fid INT UNSIGNED NULL, evcode CHAR(4), devid MEDIUMINT UNSIGNED)",
@@ -322,10 +319,12 @@ static const struct table_def tables[] = {
 static bool table_exists(const char *name)
 {
     struct db_value p = DB_TEXTN(name, strlen(name));
-    struct mog_rows *r = mog_db_is_mysql()
-        ? mog_sql("SELECT table_name FROM information_schema.tables WHERE table_schema = DATABASE() AND table_name = ?",
+    struct mog_rows *r =
+        mog_db_is_mysql()
+            ? mog_sql(
+                  "SELECT table_name FROM information_schema.tables WHERE table_schema = DATABASE() AND table_name = ?",
                   &p, 1)
-        : mog_sql("SELECT name FROM sqlite_master WHERE type='table' AND name=?", &p, 1);
+            : mog_sql("SELECT name FROM sqlite_master WHERE type='table' AND name=?", &p, 1);
     bool yes = r && r->status == 0 && r->nrows > 0;
     mog_rows_free(r);
     return yes;
@@ -394,10 +393,7 @@ int mog_store_setup_schema(char *err, size_t errlen)
 static const char *const dev_states[] = { "alive", "readonly", "drain", "down", "dead" };
 static const char *const host_states[] = { "alive", "readonly", "down", "dead" };
 
-const char *mog_dev_state_name(enum mog_dev_state s)
-{
-    return s < MOG_DEV_UNKNOWN ? dev_states[s] : "unknown";
-}
+const char *mog_dev_state_name(enum mog_dev_state s) { return s < MOG_DEV_UNKNOWN ? dev_states[s] : "unknown"; }
 
 enum mog_dev_state mog_dev_state_parse(const char *s)
 {
@@ -407,10 +403,7 @@ enum mog_dev_state mog_dev_state_parse(const char *s)
     return MOG_DEV_UNKNOWN;
 }
 
-const char *mog_host_state_name(enum mog_host_state s)
-{
-    return s < MOG_HOST_UNKNOWN ? host_states[s] : "unknown";
-}
+const char *mog_host_state_name(enum mog_host_state s) { return s < MOG_HOST_UNKNOWN ? host_states[s] : "unknown"; }
 
 enum mog_host_state mog_host_state_parse(const char *s)
 {
@@ -457,10 +450,7 @@ int mog_dev_url(char *out, size_t len, const struct mog_host *h, int64_t devid, 
 
 /* ---- the cache -------------------------------------------------------------------------- */
 
-static void copy_str(char *dst, size_t n, const char *src)
-{
-    snprintf(dst, n, "%s", src ? src : "");
-}
+static void copy_str(char *dst, size_t n, const char *src) { snprintf(dst, n, "%s", src ? src : ""); }
 
 static int64_t cell_or(const struct mog_rows *r, size_t row, int col, int64_t dflt)
 {
@@ -488,11 +478,14 @@ int mog_cache_reload(void)
 {
     last_reload_ms = mono_ms();
     struct mog_rows *rd = mog_sql("SELECT dmid, namespace FROM domain", NULL, 0);
-    struct mog_rows *rc = mog_sql("SELECT dmid, classid, classname, mindevcount, replpolicy, hashtype FROM class", NULL, 0);
+    struct mog_rows *rc =
+        mog_sql("SELECT dmid, classid, classname, mindevcount, replpolicy, hashtype FROM class", NULL, 0);
     struct mog_rows *rh = mog_sql("SELECT hostid, status, http_port, http_get_port, hostname, hostip, altip, altmask "
-                                  "FROM host", NULL, 0);
+                                  "FROM host",
+                                  NULL, 0);
     struct mog_rows *rv = mog_sql("SELECT devid, hostid, status, weight, mb_total, mb_used, mb_asof FROM device "
-                                  "ORDER BY devid", NULL, 0);
+                                  "ORDER BY devid",
+                                  NULL, 0);
     int ret = -1;
     if (!rd || !rc || !rh || !rv || rd->status || rc->status || rh->status || rv->status)
         goto out;
@@ -569,15 +562,20 @@ out:
     return ret;
 }
 
-#define CACHE_FIND(arr, n, cond, out) do {                     \
-        int found_ = -1;                                       \
-        pthread_rwlock_rdlock(&mog_cache.lock);                \
-        for (size_t i_ = 0; i_ < mog_cache.n; i_++) {          \
-            const __typeof__(*mog_cache.arr) *e = &mog_cache.arr[i_]; \
-            if (cond) { *(out) = *e; found_ = 0; break; }      \
-        }                                                      \
-        pthread_rwlock_unlock(&mog_cache.lock);                \
-        return found_;                                         \
+#define CACHE_FIND(arr, n, cond, out)                                                                                  \
+    do {                                                                                                               \
+        int found_ = -1;                                                                                               \
+        pthread_rwlock_rdlock(&mog_cache.lock);                                                                        \
+        for (size_t i_ = 0; i_ < mog_cache.n; i_++) {                                                                  \
+            const __typeof__(*mog_cache.arr) *e = &mog_cache.arr[i_];                                                  \
+            if (cond) {                                                                                                \
+                *(out) = *e;                                                                                           \
+                found_ = 0;                                                                                            \
+                break;                                                                                                 \
+            }                                                                                                          \
+        }                                                                                                              \
+        pthread_rwlock_unlock(&mog_cache.lock);                                                                        \
+        return found_;                                                                                                 \
     } while (0)
 
 int mog_domain_by_name(const char *name, struct mog_domain *out)
@@ -585,10 +583,7 @@ int mog_domain_by_name(const char *name, struct mog_domain *out)
     CACHE_FIND(domains, ndomains, !strcmp(e->name, name), out);
 }
 
-int mog_domain_by_id(int64_t dmid, struct mog_domain *out)
-{
-    CACHE_FIND(domains, ndomains, e->dmid == dmid, out);
-}
+int mog_domain_by_id(int64_t dmid, struct mog_domain *out) { CACHE_FIND(domains, ndomains, e->dmid == dmid, out); }
 
 int mog_class_by_name(int64_t dmid, const char *name, struct mog_class *out)
 {
@@ -600,20 +595,11 @@ int mog_class_by_id(int64_t dmid, int64_t classid, struct mog_class *out)
     CACHE_FIND(classes, nclasses, e->dmid == dmid && e->classid == classid, out);
 }
 
-int mog_host_by_id(int64_t hostid, struct mog_host *out)
-{
-    CACHE_FIND(hosts, nhosts, e->hostid == hostid, out);
-}
+int mog_host_by_id(int64_t hostid, struct mog_host *out) { CACHE_FIND(hosts, nhosts, e->hostid == hostid, out); }
 
-int mog_host_by_name(const char *name, struct mog_host *out)
-{
-    CACHE_FIND(hosts, nhosts, !strcmp(e->name, name), out);
-}
+int mog_host_by_name(const char *name, struct mog_host *out) { CACHE_FIND(hosts, nhosts, !strcmp(e->name, name), out); }
 
-int mog_device_by_id(int64_t devid, struct mog_device *out)
-{
-    CACHE_FIND(devices, ndevices, e->devid == devid, out);
-}
+int mog_device_by_id(int64_t devid, struct mog_device *out) { CACHE_FIND(devices, ndevices, e->devid == devid, out); }
 
 size_t mog_devices_copy(struct mog_device **out)
 {

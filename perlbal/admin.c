@@ -30,8 +30,10 @@ struct pb_mgmt {
 /* The whole command is `word` (case-insensitive), surrounding blanks aside. */
 static bool is_command(const char *line, size_t len, const char *word)
 {
-    while (len && (*line == ' ' || *line == '\t')) line++, len--;
-    while (len && (line[len - 1] == ' ' || line[len - 1] == '\t')) len--;
+    while (len && (*line == ' ' || *line == '\t'))
+        line++, len--;
+    while (len && (line[len - 1] == ' ' || line[len - 1] == '\t'))
+        len--;
     return len == strlen(word) && !strncasecmp(line, word, len);
 }
 
@@ -42,7 +44,8 @@ static int mgmt_on_read(struct core_conn *c)
         size_t ll, consumed;
         enum line_status st;
         char *line = line_peek(conn_in(c), MGMT_MAX_LINE, &ll, &consumed, &st);
-        if (st == LINE_NEED_MORE) return 0;
+        if (st == LINE_NEED_MORE)
+            return 0;
         if (st == LINE_TOO_LONG) {
             evbuffer_add_printf(conn_out(c), "ERROR: line too long\r\n");
             conn_close_after_write(c);
@@ -56,10 +59,12 @@ static int mgmt_on_read(struct core_conn *c)
         }
         pb_manage_run(&m->ctx, line, ll, conn_out(c), true);
         evbuffer_drain(conn_in(c), consumed);
-        if (conn_is_closing(c)) return 0;
+        if (conn_is_closing(c))
+            return 0;
         /* back-pressure: the core pauses reading while output is over the
          * limit; stop here so the rest waits in the (bounded) input */
-        if (evbuffer_get_length(conn_out(c)) > MGMT_MAX_OUTPUT) return 0;
+        if (evbuffer_get_length(conn_out(c)) > MGMT_MAX_OUTPUT)
+            return 0;
     }
 }
 

@@ -63,9 +63,11 @@ static int nreap;
 
 static void reap_later(pid_t pid)
 {
-    if (waitpid(pid, NULL, WNOHANG) == pid) return;
+    if (waitpid(pid, NULL, WNOHANG) == pid)
+        return;
     pthread_mutex_lock(&reap_lock);
-    if (nreap < REAP_MAX) reap_pids[nreap++] = pid;
+    if (nreap < REAP_MAX)
+        reap_pids[nreap++] = pid;
     pthread_mutex_unlock(&reap_lock);
 }
 
@@ -73,8 +75,10 @@ void pb_backend_reap(void)
 {
     pthread_mutex_lock(&reap_lock);
     for (int i = 0; i < nreap;) {
-        if (waitpid(reap_pids[i], NULL, WNOHANG) != 0) reap_pids[i] = reap_pids[--nreap];
-        else i++;
+        if (waitpid(reap_pids[i], NULL, WNOHANG) != 0)
+            reap_pids[i] = reap_pids[--nreap];
+        else
+            i++;
     }
     pthread_mutex_unlock(&reap_lock);
 }
@@ -92,7 +96,8 @@ static void process_ready(evutil_socket_t fd, short what, void *arg)
 static struct httpc *spawn_process(struct pb_backend *be, struct core_loop *loop)
 {
     int sv[2];
-    if (socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv) < 0) return NULL;
+    if (socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv) < 0)
+        return NULL;
     posix_spawn_file_actions_t fa;
     posix_spawn_file_actions_init(&fa);
     posix_spawn_file_actions_adddup2(&fa, sv[1], 0); /* dup2 clears close-on-exec */
@@ -120,7 +125,8 @@ static struct httpc *spawn_process(struct pb_backend *be, struct core_loop *loop
      * back from inside its own connect */
     struct timeval now = { 0, 0 };
     be->ready_ev = evtimer_new(loop->base, process_ready, be);
-    if (be->ready_ev) evtimer_add(be->ready_ev, &now);
+    if (be->ready_ev)
+        evtimer_add(be->ready_ev, &now);
     return hc;
 }
 
@@ -130,10 +136,12 @@ static struct pool_member *pool_op_connect(struct pool *p)
     struct pb_service *svc = l->svc;
     if (svc->server_process && *svc->server_process) {
         struct pb_backend *be = calloc(1, sizeof *be);
-        if (!be) return NULL;
+        if (!be)
+            return NULL;
         be->svc = svc;
         be->loop_index = l->loop_index;
-        if (!svc->process_node.name[0]) snprintf(svc->process_node.name, sizeof svc->process_node.name, "process");
+        if (!svc->process_node.name[0])
+            snprintf(svc->process_node.name, sizeof svc->process_node.name, "process");
         be->m.node = &svc->process_node;
         be->state = BE_CONNECTING;
         struct httpc *hc = spawn_process(be, loop_get(l->loop_index));
@@ -151,20 +159,21 @@ static struct pool_member *pool_op_connect(struct pool *p)
         return &be->m;
     }
     struct pool_node *node = svc->pool ? pb_pool_pick(svc->pool) : NULL;
-    if (!node) return NULL;
+    if (!node)
+        return NULL;
     struct pb_backend *be = calloc(1, sizeof *be);
-    if (!be) return NULL;
+    if (!be)
+        return NULL;
     be->svc = svc;
     be->loop_index = l->loop_index;
     be->m.node = node;
     be->state = BE_CONNECTING;
     /* a node given by name is resolved now, on the loop without blocking
      * (a name that does not resolve fails like a refused connect) */
-    struct httpc *hc = node->host[0]
-                           ? httpc_connect_host(loop_get(l->loop_index), node->host, node->port,
-                                                BE_CONNECT_TIMEOUT_MS, &backend_ops, be)
-                           : httpc_connect(loop_get(l->loop_index), (struct sockaddr *)&node->sa, node->salen,
-                                           BE_CONNECT_TIMEOUT_MS, &backend_ops, be);
+    struct httpc *hc = node->host[0] ? httpc_connect_host(loop_get(l->loop_index), node->host, node->port,
+                                                          BE_CONNECT_TIMEOUT_MS, &backend_ops, be)
+                                     : httpc_connect(loop_get(l->loop_index), (struct sockaddr *)&node->sa, node->salen,
+                                                     BE_CONNECT_TIMEOUT_MS, &backend_ops, be);
     if (!hc) {
         free(be);
         atomic_fetch_add_explicit(&node->failures, 1, memory_order_relaxed);
@@ -204,7 +213,8 @@ static int pool_op_idle_keep(struct pool *p)
 {
     struct pb_svc_loop *l = p->data;
     struct pb_service *svc = l->svc;
-    if (!svc->persist_backend || loop_stopping()) return 0;
+    if (!svc->persist_backend || loop_stopping())
+        return 0;
     int keep = svc->backend_persist_cache + svc->connect_ahead;
     return keep < l->active_clients ? l->active_clients : keep;
 }
@@ -238,7 +248,8 @@ void pb_proxy_close_idle(struct pb_service *svc, int li)
 {
     struct pool *p = &svl_of(svc, li)->pool;
     struct pool_member *m;
-    while ((m = pool_take_idle(p))) conn_close(BE_OF(m)->c);
+    while ((m = pool_take_idle(p)))
+        conn_close(BE_OF(m)->c);
 }
 
 /* A connected (and verified) backend with no client. */
@@ -259,7 +270,8 @@ static void become_ready(struct pb_backend *be)
 static bool debug_upload_reason(void)
 {
     static int on = -1;
-    if (on < 0) on = getenv("PERLBAL_DEBUG_BUFFERED_UPLOADS") != NULL;
+    if (on < 0)
+        on = getenv("PERLBAL_DEBUG_BUFFERED_UPLOADS") != NULL;
     return on;
 }
 
@@ -283,8 +295,10 @@ static void assign(struct pb_backend *be, struct pb_client *cl)
     if (cl->svc->nplugins || cl->upload_reason) {
         /* headers added here go before the head's final CRLF */
         evbuffer_add(txb, evbuffer_pullup(cl->req_head, (ssize_t)hl), hl - 2);
-        if (cl->svc->nplugins) pb_plugins_backend_assigned(cl->svc, cl, txb);
-        if (spooled_chunked) evbuffer_add_printf(txb, "Content-Length: %llu\r\n", (unsigned long long)cl->upload_size);
+        if (cl->svc->nplugins)
+            pb_plugins_backend_assigned(cl->svc, cl, txb);
+        if (spooled_chunked)
+            evbuffer_add_printf(txb, "Content-Length: %llu\r\n", (unsigned long long)cl->upload_size);
         if (cl->upload_reason && debug_upload_reason())
             evbuffer_add_printf(txb, "X-PERLBAL-BUFFERED-UPLOAD-REASON: %s\r\n", cl->upload_reason);
         evbuffer_add(txb, "\r\n", 2);
@@ -296,7 +310,8 @@ static void assign(struct pb_backend *be, struct pb_client *cl)
          * retry could send it again) */
         int fd = dup(cl->upload_fd);
         if (fd < 0 || evbuffer_add_file(txb, fd, 0, (ev_off_t)cl->upload_size) < 0) {
-            if (fd >= 0) close(fd);
+            if (fd >= 0)
+                close(fd);
             evbuffer_drain(txb, evbuffer_get_length(txb));
             be->client = NULL;
             cl->backend = NULL;
@@ -307,7 +322,8 @@ static void assign(struct pb_backend *be, struct pb_client *cl)
     }
     httpc_request(be->hc, cl->h->method, txb);
     conn_resume_read(cl->c);
-    if (!cl->h->body_done) pb_proxy_body_ready(cl);
+    if (!cl->h->body_done)
+        pb_proxy_body_ready(cl);
 }
 
 static void be_on_drained(struct httpc *hc)
@@ -350,9 +366,12 @@ static void response_finished(struct pb_backend *be, bool reusable, bool client_
     }
     bool reuse = reusable && be->reusable && !loop_stopping() &&
                  (be->svc->max_backend_uses == 0 || be->uses < be->svc->max_backend_uses);
-    if (reuse) become_ready(be);
-    else conn_close(be->c);
-    if (cl) pb_client_done(cl, client_keep);
+    if (reuse)
+        become_ready(be);
+    else
+        conn_close(be->c);
+    if (cl)
+        pb_client_done(cl, client_keep);
 }
 
 static bool client_keep_for(struct pb_backend *be, struct http_msg *resp)
@@ -370,11 +389,13 @@ static void be_on_body(struct httpc *hc, struct evbuffer *data)
 {
     struct pb_backend *be = hc->data;
     struct pb_client *cl = be->client;
-    if (!cl || be->discard_body) return;
+    if (!cl || be->discard_body)
+        return;
     evbuffer_add_buffer(httpd_tx(), data);
     pb_client_flush(cl);
     uint64_t limit = be->svc->buffer_size ? be->svc->buffer_size : 256 * 1024;
-    if (evbuffer_get_length(conn_out(cl->c)) > limit) httpc_pause(hc);
+    if (evbuffer_get_length(conn_out(cl->c)) > limit)
+        httpc_pause(hc);
 }
 
 static void be_on_done(struct httpc *hc, bool reusable)
@@ -410,7 +431,8 @@ static enum httpc_head_action be_on_head(struct httpc *hc, struct http_msg *resp
         be->discard_body = true;
         return HTTPC_SKIP_BODY;
     }
-    if (be->svc->nplugins) pb_plugins_response_head(be->svc, cl, resp->status);
+    if (be->svc->nplugins)
+        pb_plugins_response_head(be->svc, cl, resp->status);
     size_t fl = 0, ul = 0, el = 0, tl = 0;
     const char *file = be->svc->enable_reproxy ? find_value(resp, "x-reproxy-file", &fl) : NULL;
     const char *urls = be->svc->enable_reproxy ? find_value(resp, "x-reproxy-url", &ul) : NULL;
@@ -420,7 +442,8 @@ static enum httpc_head_action be_on_head(struct httpc *hc, struct http_msg *resp
         pb_reproxy_keep_headers(cl, resp);
         size_t cfl;
         const char *cache_for = urls && cl->cache_key ? find_value(resp, "x-reproxy-cache-for", &cfl) : NULL;
-        if (cache_for) pb_reproxy_cache_store(be->svc, cl, urls, ul, expected, strtol(cache_for, NULL, 10));
+        if (cache_for)
+            pb_reproxy_cache_store(be->svc, cl, urls, ul, expected, strtol(cache_for, NULL, 10));
         char *f = file ? strndup(file, fl) : NULL;
         char *u = urls ? strndup(urls, ul) : NULL;
         (void)tl;
@@ -428,8 +451,10 @@ static enum httpc_head_action be_on_head(struct httpc *hc, struct http_msg *resp
         be->client = NULL;
         cl->backend = NULL;
         pb_client_enter(cl, CL_REPROXY);
-        if (f) pb_proxy_reproxy_file(cl, f, expected);
-        else pb_proxy_reproxy_urls(cl, u, expected);
+        if (f)
+            pb_proxy_reproxy_file(cl, f, expected);
+        else
+            pb_proxy_reproxy_urls(cl, u, expected);
         free(f);
         free(u);
         return HTTPC_SKIP_BODY;
@@ -483,7 +508,8 @@ static enum httpc_head_action be_on_head(struct httpc *hc, struct http_msg *resp
         pb_proxy_request(cl);
         return HTTPC_SKIP_BODY;
     }
-    if (pb_proxy_retry_500(cl, resp->status)) return HTTPC_CLOSE;
+    if (pb_proxy_retry_500(cl, resp->status))
+        return HTTPC_CLOSE;
     bool keep = client_keep_for(be, resp);
     struct evbuffer *out = httpd_tx();
     /* status line without printf: this is the per-request hot path */
@@ -493,21 +519,26 @@ static enum httpc_head_action be_on_head(struct httpc *hc, struct http_msg *resp
     sl[10] = (char)('0' + resp->status / 10 % 10);
     sl[11] = (char)('0' + resp->status % 10);
     evbuffer_add(out, sl, 13);
-    if (resp->reason_len) evbuffer_add(out, resp->reason, resp->reason_len);
+    if (resp->reason_len)
+        evbuffer_add(out, resp->reason, resp->reason_len);
     evbuffer_add(out, "\r\n", 2);
     for (int i = 0; i < resp->nheaders; i++) {
         const struct http_header *h = &resp->headers[i];
 #define IS(n) (h->name_len == sizeof(n) - 1 && strncasecmp(h->name, n, sizeof(n) - 1) == 0)
-        if (IS("connection") || IS("keep-alive")) continue;
+        if (IS("connection") || IS("keep-alive"))
+            continue;
 #undef IS
         evbuffer_add(out, h->name, h->name_len);
         evbuffer_add(out, ": ", 2);
         evbuffer_add(out, h->value, h->value_len);
         evbuffer_add(out, "\r\n", 2);
     }
-    if (!keep) evbuffer_add(out, "Connection: close\r\n\r\n", 21);
-    else if (cl->h->version_minor == 0) evbuffer_add(out, "Connection: keep-alive\r\n\r\n", 26);
-    else evbuffer_add(out, "\r\n", 2);
+    if (!keep)
+        evbuffer_add(out, "Connection: close\r\n\r\n", 21);
+    else if (cl->h->version_minor == 0)
+        evbuffer_add(out, "Connection: keep-alive\r\n\r\n", 26);
+    else
+        evbuffer_add(out, "\r\n", 2);
     cl->h->response_started = true;
     cl->h->keep_alive = keep;
     /* the head waits in the scratch buffer only when the whole body is
@@ -538,7 +569,8 @@ static void be_on_close(struct httpc *hc, enum conn_close_reason why)
             /* nothing reached the client yet and the request can be sent
              * again: try another backend */
             atomic_fetch_add_explicit(&be->m.node->failures, 1, memory_order_relaxed);
-            if (be->uses <= 1) atomic_store(&be->m.node->dead_until_ms, pb_now_ms() + NODE_DEAD_MS);
+            if (be->uses <= 1)
+                atomic_store(&be->m.node->dead_until_ms, pb_now_ms() + NODE_DEAD_MS);
             cl->retries++;
             pb_proxy_request(cl);
         } else if (!cl->h->response_started) {
@@ -549,8 +581,9 @@ static void be_on_close(struct httpc *hc, enum conn_close_reason why)
     }
     l->pool.stopping = loop_stopping();
     pool_gone(&l->pool, &be->m, be->connect_failed);
-    if (be->pid > 0) reap_later(be->pid);
-    if (be->ready_ev) event_free(be->ready_ev); /* closed before its first turn */
+    if (be->pid > 0)
+        reap_later(be->pid);
+    if (be->ready_ev)
+        event_free(be->ready_ev); /* closed before its first turn */
     free(be);
 }
-

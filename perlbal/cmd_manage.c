@@ -35,7 +35,8 @@ struct out {
 static void outf(struct out *o, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 static void outf(struct out *o, const char *fmt, ...)
 {
-    if (!o->b) return;
+    if (!o->b)
+        return;
     va_list ap;
     va_start(ap, fmt);
     evbuffer_add_vprintf(o->b, fmt, ap);
@@ -52,13 +53,15 @@ static int err(struct out *o, const char *fmt, ...)
     vsnprintf(buf, sizeof buf, fmt, ap);
     va_end(ap);
     outf(o, "ERROR: %s", buf);
-    if (!o->b) log_error("perlbal: %s", buf);
+    if (!o->b)
+        log_error("perlbal: %s", buf);
     return -1;
 }
 
 static int ok(struct pb_manage_ctx *ctx, struct out *o)
 {
-    if (ctx->verbose) outf(o, "OK");
+    if (ctx->verbose)
+        outf(o, "OK");
     return 0;
 }
 
@@ -68,10 +71,7 @@ static int end(struct out *o)
     return 0;
 }
 
-static void plugin_out(void *arg, const char *line)
-{
-    outf(arg, "%s", line);
-}
+static void plugin_out(void *arg, const char *line) { outf(arg, "%s", line); }
 
 static void show_service(struct out *o, struct pb_service *s)
 {
@@ -120,8 +120,10 @@ static int cmd_word(struct pb_manage_ctx *ctx, struct pb_cmd *c, struct out *o)
             for (;;) {
                 struct pb_service *next = NULL;
                 for (struct pb_service *s = pb_services; s; s = s->next)
-                    if (strcmp(s->name, last) > 0 && (!next || strcmp(s->name, next->name) < 0)) next = s;
-                if (!next) break;
+                    if (strcmp(s->name, last) > 0 && (!next || strcmp(s->name, next->name) < 0))
+                        next = s;
+                if (!next)
+                    break;
                 outf(o, "%s %s %s", next->name, next->listen ? next->listen : "not_listening",
                      next->enabled ? "ENABLED" : "DISABLED");
                 last = next->name;
@@ -130,7 +132,8 @@ static int cmd_word(struct pb_manage_ctx *ctx, struct pb_cmd *c, struct out *o)
         }
         if (argc == 3 && !strcmp(argv[1], "service")) {
             struct pb_service *s = pb_service_find(argv[2]);
-            if (!s) return err(o, "Unknown service");
+            if (!s)
+                return err(o, "Unknown service");
             show_service(o, s);
             return end(o);
         }
@@ -143,7 +146,8 @@ static int cmd_word(struct pb_manage_ctx *ctx, struct pb_cmd *c, struct out *o)
         }
         if (argc == 3 && !strcmp(argv[1], "pool")) {
             struct pb_pool *p = pb_pool_find(argv[2]);
-            if (!p) return err(o, "pool '%s' does not exist", argv[2]);
+            if (!p)
+                return err(o, "pool '%s' does not exist", argv[2]);
             pthread_mutex_lock(&pb_lock);
             for (int i = 0; i < p->nnodes; i++)
                 outf(o, "%s %llu", p->nodes[i]->name, (unsigned long long)atomic_load(&p->nodes[i]->used));
@@ -188,7 +192,8 @@ static int cmd_word(struct pb_manage_ctx *ctx, struct pb_cmd *c, struct out *o)
         for (struct pb_pool *p = pb_pools; p; p = p->next)
             for (int i = 0; i < p->nnodes; i++) {
                 struct pool_node *n = p->nodes[i];
-                if (only && strcmp(n->name, want)) continue;
+                if (only && strcmp(n->name, want))
+                    continue;
                 int64_t dead = atomic_load(&n->dead_until_ms) - pb_now_ms();
                 outf(o, "%s connects %llu", n->name, (unsigned long long)atomic_load(&n->connects));
                 outf(o, "%s requests %llu", n->name, (unsigned long long)atomic_load(&n->used));
@@ -202,14 +207,16 @@ static int cmd_word(struct pb_manage_ctx *ctx, struct pb_cmd *c, struct out *o)
         static const char *qn[3] = { "highpri", "normal", "lowpri" };
         int64_t now = pb_now_ms();
         for (struct pb_service *s = pb_services; s; s = s->next) {
-            if (s->role != PB_ROLE_REVERSE_PROXY) continue;
+            if (s->role != PB_ROLE_REVERSE_PROXY)
+                continue;
             for (int q = 2; q >= 0; q--) { /* Perlbal's order: lowpri, normal, highpri */
                 int count = 0;
                 int64_t age = 0;
                 for (int i = 0; i < loop_count() && i < PB_MAX_LOOPS; i++) {
                     count += s->loops[i].pool.qlen[q];
                     int64_t a = pool_queue_age_ms(&s->loops[i].pool, q, now);
-                    if (a > age) age = a;
+                    if (a > age)
+                        age = a;
                 }
                 outf(o, "%s-%s.age %lld", s->name, qn[q], (long long)(age / 1000));
                 outf(o, "%s-%s.count %d", s->name, qn[q], count);
@@ -227,9 +234,11 @@ static int cmd_word(struct pb_manage_ctx *ctx, struct pb_cmd *c, struct out *o)
             return end(o);
         }
         struct pb_service *only = NULL;
-        if (!strcmp(w, "states") && argc > 1 && !(only = pb_service_find(argv[1]))) return err(o, "Service not found.");
+        if (!strcmp(w, "states") && argc > 1 && !(only = pb_service_find(argv[1])))
+            return err(o, "Service not found.");
         for (struct pb_service *s = pb_services; s; s = s->next) {
-            if (only && s != only) continue;
+            if (only && s != only)
+                continue;
             int waiting = 0, pending = 0, idle = 0, active = 0;
             for (int i = 0; i < loop_count() && i < PB_MAX_LOOPS; i++) {
                 waiting += s->loops[i].pool.nwaiting;
@@ -237,7 +246,8 @@ static int cmd_word(struct pb_manage_ctx *ctx, struct pb_cmd *c, struct out *o)
                 idle += s->loops[i].pool.nidle;
                 active += s->loops[i].active_clients;
             }
-            if (s->role != PB_ROLE_REVERSE_PROXY) continue;
+            if (s->role != PB_ROLE_REVERSE_PROXY)
+                continue;
             if (!strcmp(w, "pending")) {
                 outf(o, "%s pending %d", s->name, pending);
                 continue;
@@ -258,7 +268,8 @@ static int cmd_word(struct pb_manage_ctx *ctx, struct pb_cmd *c, struct out *o)
         for (struct pb_pool *p = pb_pools; p; p = p->next)
             for (int i = 0; i < p->nnodes; i++) {
                 int64_t v = atomic_load(&p->nodes[i]->mark_until_ms);
-                if (v > now) outf(o, "%s %lld", p->nodes[i]->name, (long long)(time(NULL) + (v - now) / 1000));
+                if (v > now)
+                    outf(o, "%s %lld", p->nodes[i]->name, (long long)(time(NULL) + (v - now) / 1000));
             }
         pthread_mutex_unlock(&pb_lock);
         return end(o);
@@ -273,9 +284,11 @@ static int cmd_word(struct pb_manage_ctx *ctx, struct pb_cmd *c, struct out *o)
         }
         return end(o);
     }
-    if (!strcmp(w, "reproxy_state")) return end(o);
+    if (!strcmp(w, "reproxy_state"))
+        return end(o);
     if (!strcmp(w, "verbose")) {
-        if (argc != 2) return err(o, "usage: verbose {on|off}");
+        if (argc != 2)
+            return err(o, "usage: verbose {on|off}");
         ctx->verbose = !strcmp(argv[1], "on") || !strcmp(argv[1], "1");
         return ok(ctx, o);
     }
@@ -293,39 +306,50 @@ static int cmd_word(struct pb_manage_ctx *ctx, struct pb_cmd *c, struct out *o)
         for (struct pb_pool *p = pb_pools; p; p = p->next) {
             outf(o, "CREATE POOL %s", p->name);
             pthread_mutex_lock(&pb_lock);
-            for (int i = 0; i < p->nnodes; i++) outf(o, "  POOL %s ADD %s", p->name, p->nodes[i]->name);
+            for (int i = 0; i < p->nnodes; i++)
+                outf(o, "  POOL %s ADD %s", p->name, p->nodes[i]->name);
             pthread_mutex_unlock(&pb_lock);
             outf(o, "%s", "");
         }
         for (struct pb_service *s = pb_services; s; s = s->next) {
             outf(o, "CREATE SERVICE %s", s->name);
             outf(o, "  SET role = %s", pb_role_name(s->role));
-            if (s->listen) outf(o, "  SET listen = %s", s->listen);
-            if (s->pool) outf(o, "  SET pool = %s", s->pool->name);
-            if (s->docroot) outf(o, "  SET docroot = %s", s->docroot);
-            if (s->role == PB_ROLE_ECHO && s->echo_delay) outf(o, "  SET echo_delay = %d", s->echo_delay);
-            for (struct pb_vhost *v = s->vhosts; v; v = v->next) outf(o, "  VHOST %s = %s", v->pattern, v->target);
+            if (s->listen)
+                outf(o, "  SET listen = %s", s->listen);
+            if (s->pool)
+                outf(o, "  SET pool = %s", s->pool->name);
+            if (s->docroot)
+                outf(o, "  SET docroot = %s", s->docroot);
+            if (s->role == PB_ROLE_ECHO && s->echo_delay)
+                outf(o, "  SET echo_delay = %d", s->echo_delay);
+            for (struct pb_vhost *v = s->vhosts; v; v = v->next)
+                outf(o, "  VHOST %s = %s", v->pattern, v->target);
             outf(o, "%s %s", s->enabled ? "ENABLE" : "DISABLE", s->name);
             outf(o, "%s", "");
         }
         return ok(ctx, o);
     }
     if (!strcmp(w, "help")) {
-        static const char *cmds[] = { "create", "default", "disable", "dumpconfig", "enable", "fd", "header", "help",
-                                      "load", "node", "nodes", "noverify", "pending", "plugins", "pool", "proc",
-                                      "queues", "reproxy_state", "server", "set", "show", "shutdown", "socks",
-                                      "states", "unload", "uptime", "use", "verbose", "version", "vhost", NULL };
+        static const char *cmds[] = { "create",  "default", "disable", "dumpconfig", "enable",  "fd",
+                                      "header",  "help",    "load",    "node",       "nodes",   "noverify",
+                                      "pending", "plugins", "pool",    "proc",       "queues",  "reproxy_state",
+                                      "server",  "set",     "show",    "shutdown",   "socks",   "states",
+                                      "unload",  "uptime",  "use",     "verbose",    "version", "vhost",
+                                      NULL };
         outf(o, "Available commands:");
-        for (int i = 0; cmds[i]; i++) outf(o, "%s", cmds[i]);
+        for (int i = 0; cmds[i]; i++)
+            outf(o, "%s", cmds[i]);
         return end(o);
     }
     const struct pb_plugin *pl = pb_plugin_for_command(w);
     if (pl) {
         char e[256] = "";
         const char *svc = ctx->last_created[0] ? ctx->last_created : NULL;
-        if (pl->command(svc, argc, argv, plugin_out, o, e, sizeof e) < 0) return err(o, "%s", e);
+        if (pl->command(svc, argc, argv, plugin_out, o, e, sizeof e) < 0)
+            return err(o, "%s", e);
         /* listing commands end with "." themselves */
-        if (!strcmp(w, "stats") || !strcmp(w, "recent")) return 0;
+        if (!strcmp(w, "stats") || !strcmp(w, "recent"))
+            return 0;
         return ok(ctx, o);
     }
     return err(o, "unknown command: %s", w);
@@ -335,25 +359,29 @@ static int run(struct pb_manage_ctx *ctx, struct pb_cmd *c, struct out *o)
 {
     char e[256] = "";
     switch (c->kind) {
-    case PB_CMD_EMPTY:
-        return 0;
+    case PB_CMD_EMPTY: return 0;
     case PB_CMD_CREATE:
-        if (pb_service_find(c->a2)) return err(o, "service '%s' already exists", c->a2);
-        if (pb_pool_find(c->a2)) return err(o, "pool '%s' already exists", c->a2);
+        if (pb_service_find(c->a2))
+            return err(o, "service '%s' already exists", c->a2);
+        if (pb_pool_find(c->a2))
+            return err(o, "pool '%s' already exists", c->a2);
         if (!strcmp(c->a1, "service") ? !pb_service_create(c->a2) : !pb_pool_create(c->a2))
             return err(o, "out of memory");
         snprintf(ctx->last_created, sizeof ctx->last_created, "%s", c->a2);
         return ok(ctx, o);
     case PB_CMD_POOL: {
         struct pb_pool *p = pb_pool_find(c->a1);
-        if (!p) return err(o, "Pool '%s' not found", c->a1);
+        if (!p)
+            return err(o, "Pool '%s' not found", c->a1);
         int r = !strcmp(c->a2, "add") ? pb_pool_add(p, c->a3, e, sizeof e) : pb_pool_remove(p, c->a3, e, sizeof e);
-        if (r < 0) return err(o, "%s", e);
+        if (r < 0)
+            return err(o, "%s", e);
         return ok(ctx, o);
     }
     case PB_CMD_SET: {
         const char *name = c->a1 ? c->a1 : ctx->last_created[0] ? ctx->last_created : NULL;
-        if (!name) return err(o, "omitted service/pool name not implied from context");
+        if (!name)
+            return err(o, "omitted service/pool name not implied from context");
         struct pb_service *s = pb_service_find(name);
         struct pb_pool *p = s ? NULL : pb_pool_find(name);
         if (!s && !p && c->a1) {
@@ -364,11 +392,13 @@ static int run(struct pb_manage_ctx *ctx, struct pb_cmd *c, struct out *o)
             return err(o, "service/pool '%s' does not exist%s", name, impl ? "" : "");
         }
         int r = s ? pb_service_set(s, c->a2, c->a3, e, sizeof e) : pb_pool_set(p, c->a2, c->a3, e, sizeof e);
-        if (r < 0) return err(o, "%s", e);
+        if (r < 0)
+            return err(o, "%s", e);
         return ok(ctx, o);
     }
     case PB_CMD_DEFAULT:
-        if (pb_service_set_default(c->a2, c->a3, e, sizeof e) < 0) return err(o, "%s", e);
+        if (pb_service_set_default(c->a2, c->a3, e, sizeof e) < 0)
+            return err(o, "%s", e);
         return ok(ctx, o);
     case PB_CMD_USE:
         if (!pb_service_find(c->a1) && !pb_pool_find(c->a1))
@@ -378,20 +408,24 @@ static int run(struct pb_manage_ctx *ctx, struct pb_cmd *c, struct out *o)
     case PB_CMD_ENABLE:
     case PB_CMD_DISABLE: {
         struct pb_service *s = pb_service_find(c->a1);
-        if (!s) return err(o, "service '%s' does not exist", c->a1);
+        if (!s)
+            return err(o, "service '%s' does not exist", c->a1);
         int r = c->kind == PB_CMD_ENABLE ? pb_service_enable(s, e, sizeof e) : pb_service_disable(s, e, sizeof e);
-        if (r < 0) return err(o, "%s", e);
+        if (r < 0)
+            return err(o, "%s", e);
         return ok(ctx, o);
     }
     case PB_CMD_HEADER: {
         struct pb_service *s = pb_service_find(c->a1);
-        if (!s) return err(o, "service '%s' does not exist", c->a1);
+        if (!s)
+            return err(o, "service '%s' does not exist", c->a1);
         struct pb_header_op *op = calloc(1, sizeof *op);
         op->name = strdup(c->a3);
         op->value = c->a4 ? strdup(c->a4) : NULL;
         /* append (the list is read by other loops: link the new node last) */
         struct pb_header_op **pp = &s->header_ops;
-        while (*pp) pp = &(*pp)->next;
+        while (*pp)
+            pp = &(*pp)->next;
         *pp = op;
         return ok(ctx, o);
     }
@@ -399,8 +433,7 @@ static int run(struct pb_manage_ctx *ctx, struct pb_cmd *c, struct out *o)
         if (pb_plugin_load(c->a1) < 0)
             return err(o, "Can't locate plugin '%s' (not built into this perlbal)", c->a1);
         return ok(ctx, o);
-    case PB_CMD_UNLOAD:
-        return ok(ctx, o);
+    case PB_CMD_UNLOAD: return ok(ctx, o);
     case PB_CMD_SERVER:
         if (!strcmp(c->a2, "max_connections")) {
             listen_set_max_conns((uint64_t)strtoull(c->a3, NULL, 10));
@@ -414,26 +447,29 @@ static int run(struct pb_manage_ctx *ctx, struct pb_cmd *c, struct out *o)
         }
         if (!strcmp(c->a2, "aio_threads")) {
             long n = strtol(c->a3, NULL, 10);
-            if (n < 1 || n > 256) return err(o, "aio_threads must be 1..256");
+            if (n < 1 || n > 256)
+                return err(o, "aio_threads must be 1..256");
             pb_set_aio(-1, (int)n);
             return ok(ctx, o);
         }
         if (!strcmp(c->a2, "pidfile") || !strncmp(c->a2, "max_reproxy_connections", 23) ||
-            !strcmp(c->a2, "nice_level") ||
-            !strcmp(c->a2, "track_obj") || !strcmp(c->a2, "crash_backtrace")) {
+            !strcmp(c->a2, "nice_level") || !strcmp(c->a2, "track_obj") || !strcmp(c->a2, "crash_backtrace")) {
             log_warn("perlbal: server parameter '%s' accepted but has no effect here", c->a2);
             return ok(ctx, o);
         }
         return err(o, "unknown server option '%s'", c->a2);
     case PB_CMD_VHOST: {
         const char *name = c->a1 ? c->a1 : ctx->last_created[0] ? ctx->last_created : NULL;
-        if (!name) return err(o, "omitted service name not implied from context");
+        if (!name)
+            return err(o, "omitted service name not implied from context");
         struct pb_service *s = pb_service_find(name);
-        if (!s || s->role != PB_ROLE_SELECTOR) return err(o, "Service '%s' is not a selector service", name);
+        if (!s || s->role != PB_ROLE_SELECTOR)
+            return err(o, "Service '%s' is not a selector service", name);
         pthread_mutex_lock(&pb_lock);
         struct pb_vhost *v;
         for (v = s->vhosts; v; v = v->next)
-            if (!strcmp(v->pattern, c->a2)) break;
+            if (!strcmp(v->pattern, c->a2))
+                break;
         if (v) {
             pb_retire(v->target); /* a loop may still be reading it */
             v->target = strdup(c->a3);
@@ -441,15 +477,15 @@ static int run(struct pb_manage_ctx *ctx, struct pb_cmd *c, struct out *o)
             v = calloc(1, sizeof *v);
             v->pattern = strdup(c->a2);
             v->target = strdup(c->a3);
-            for (char *q = v->pattern; *q; q++) *q = (char)tolower((unsigned char)*q);
+            for (char *q = v->pattern; *q; q++)
+                *q = (char)tolower((unsigned char)*q);
             v->next = s->vhosts;
             s->vhosts = v;
         }
         pthread_mutex_unlock(&pb_lock);
         return ok(ctx, o);
     }
-    case PB_CMD_WORD:
-        return cmd_word(ctx, c, o);
+    case PB_CMD_WORD: return cmd_word(ctx, c, o);
     }
     return err(o, "invalid command");
 }
@@ -467,7 +503,8 @@ static void expand_env(const char *in, size_t len, char *out, size_t outlen)
                 name[nl++] = in[j++];
             name[nl] = 0;
             const char *v = getenv(name);
-            for (; v && *v && o + 1 < outlen; v++) out[o++] = *v;
+            for (; v && *v && o + 1 < outlen; v++)
+                out[o++] = *v;
             i = j;
             continue;
         }
@@ -480,7 +517,8 @@ int pb_manage_run(struct pb_manage_ctx *ctx, const char *line, size_t len, struc
 {
     static __thread struct pb_cmd cmd;
     char buf[PB_CMD_MAX_LINE + 1];
-    if (len > PB_CMD_MAX_LINE) len = PB_CMD_MAX_LINE;
+    if (len > PB_CMD_MAX_LINE)
+        len = PB_CMD_MAX_LINE;
     /* config files only (as Perlbal): a console user must not read the
      * process environment */
     if (ctx->in_config) {
@@ -490,7 +528,8 @@ int pb_manage_run(struct pb_manage_ctx *ctx, const char *line, size_t len, struc
         buf[len] = 0;
     }
     struct out o = { outb, crlf };
-    if (pb_cmd_parse(buf, strlen(buf), &cmd) < 0) return err(&o, "%s", cmd.err);
+    if (pb_cmd_parse(buf, strlen(buf), &cmd) < 0)
+        return err(&o, "%s", cmd.err);
     return run(ctx, &cmd, &o);
 }
 
@@ -509,14 +548,17 @@ int pb_manage_run_file(const char *path, char *errbuf, size_t errlen)
     while (fgets(line, sizeof line, f)) {
         lineno++;
         size_t l = strlen(line);
-        while (l && (line[l - 1] == '\n' || line[l - 1] == '\r')) line[--l] = 0;
+        while (l && (line[l - 1] == '\n' || line[l - 1] == '\r'))
+            line[--l] = 0;
         if (pb_manage_run(&ctx, line, l, out, false) < 0) {
             size_t n = evbuffer_get_length(out);
             char msg[512];
-            if (n >= sizeof msg) n = sizeof msg - 1;
+            if (n >= sizeof msg)
+                n = sizeof msg - 1;
             evbuffer_remove(out, msg, n);
             msg[n] = 0;
-            if (n && msg[n - 1] == '\n') msg[n - 1] = 0;
+            if (n && msg[n - 1] == '\n')
+                msg[n - 1] = 0;
             snprintf(errbuf, errlen, "%s line %d: %s", path, lineno, msg);
             rc = -1;
             break;
@@ -537,7 +579,4 @@ static enum admin_result admin_fallback(struct admin_ctx *actx, char *line, size
     return ADMIN_OK;
 }
 
-void pb_manage_admin_fallback_init(void)
-{
-    admin_set_fallback(admin_fallback);
-}
+void pb_manage_admin_fallback_init(void) { admin_set_fallback(admin_fallback); }

@@ -45,8 +45,8 @@ static int set_config(const struct cfg_setting *s, const char *value, char *err,
 
 static const struct cfg_setting pb_settings[] = {
     { "config", 'c', CFG_CUSTOM, &no_core_config, NULL,
-      "Perlbal config file (CREATE POOL/SERVICE, SET, ENABLE ...); default " PB_DEFAULT_CONFIG " if it exists",
-      false, set_config },
+      "Perlbal config file (CREATE POOL/SERVICE, SET, ENABLE ...); default " PB_DEFAULT_CONFIG " if it exists", false,
+      set_config },
     { "perlbal-config", 0, CFG_CUSTOM, &no_core_config, NULL, "the same as --config", false, set_config },
     { "daemon", 'd', CFG_BOOL, &opt_daemon, "0", "detach and run in the background (as Perlbal's --daemon)", false,
       NULL },
@@ -64,27 +64,31 @@ static int daemonize(void)
         log_error("perlbal: fork: %s", strerror(errno));
         return -1;
     }
-    if (pid > 0) _exit(0);
+    if (pid > 0)
+        _exit(0);
     if (setsid() < 0) {
         log_error("perlbal: setsid: %s", strerror(errno));
         return -1;
     }
-    if (chdir("/") < 0) return -1;
+    if (chdir("/") < 0)
+        return -1;
     umask(0);
     int fd = open("/dev/null", O_RDWR);
     if (fd >= 0) {
         dup2(fd, 0);
         dup2(fd, 1);
-        if (!core_opts.log_file || !*core_opts.log_file) dup2(fd, 2);
-        if (fd > 2) close(fd);
+        if (!core_opts.log_file || !*core_opts.log_file)
+            dup2(fd, 2);
+        if (fd > 2)
+            close(fd);
     }
     if (core_opts.pidfile && *core_opts.pidfile) {
         char err[256];
-        if (daemon_write_pidfile(core_opts.pidfile, err, sizeof err) < 0) log_warn("perlbal: %s", err);
+        if (daemon_write_pidfile(core_opts.pidfile, err, sizeof err) < 0)
+            log_warn("perlbal: %s", err);
     }
     return 0;
 }
-
 
 static struct event *tick_ev[PB_MAX_LOOPS];
 
@@ -94,16 +98,19 @@ static void tick_cb(evutil_socket_t fd, short what, void *arg)
     (void)what;
     struct core_loop *loop = arg;
     if (loop->index == 0) {
-        for (struct pb_pool *p = pb_pools; p; p = p->next) pb_pool_check_nodefile(p);
+        for (struct pb_pool *p = pb_pools; p; p = p->next)
+            pb_pool_check_nodefile(p);
         pb_backend_reap();
     }
     for (struct pb_service *s = pb_services; s; s = s->next)
-        if (s->role == PB_ROLE_REVERSE_PROXY) pb_proxy_loop_tick(s, loop->index);
+        if (s->role == PB_ROLE_REVERSE_PROXY)
+            pb_proxy_loop_tick(s, loop->index);
 }
 
 static void on_thread_start(struct core_loop *loop)
 {
-    if (loop->index >= PB_MAX_LOOPS) return;
+    if (loop->index >= PB_MAX_LOOPS)
+        return;
     struct timeval tv = { 1, 0 };
     tick_ev[loop->index] = event_new(loop->base, -1, EV_PERSIST, tick_cb, loop);
     event_add(tick_ev[loop->index], &tv);
@@ -129,7 +136,8 @@ static void on_stop(void)
 {
     pb_close_all_listeners();
     for (int i = 0; i < loop_count() && i < PB_MAX_LOOPS; i++)
-        if (tick_ev[i]) loop_call(loop_get(i), stop_tick, tick_ev[i]);
+        if (tick_ev[i])
+            loop_call(loop_get(i), stop_tick, tick_ev[i]);
 }
 
 static int pb_init(void)
@@ -140,7 +148,8 @@ static int pb_init(void)
         return -1;
     }
     pb_manage_admin_fallback_init();
-    if (!opt_config && access(PB_DEFAULT_CONFIG, R_OK) == 0) opt_config = strdup(PB_DEFAULT_CONFIG);
+    if (!opt_config && access(PB_DEFAULT_CONFIG, R_OK) == 0)
+        opt_config = strdup(PB_DEFAULT_CONFIG);
     if (!opt_config) {
         log_error("perlbal: no config file given (--config=perlbal.conf)");
         return -1;
@@ -150,11 +159,13 @@ static int pb_init(void)
         log_error("perlbal: %s", err);
         return -1;
     }
-    if (opt_daemon && daemonize() < 0) return -1;
+    if (opt_daemon && daemonize() < 0)
+        return -1;
     /* after the fork: threads do not survive it */
     if (pb_aio_on) {
         pb_disk_pool = work_pool_new("pb-disk", pb_aio_threads, 65536);
-        if (!pb_disk_pool) log_warn("perlbal: no disk worker pool (%s): disk work runs on the loops", strerror(errno));
+        if (!pb_disk_pool)
+            log_warn("perlbal: no disk worker pool (%s): disk work runs on the loops", strerror(errno));
         pb_set_aio(-1, -1);
     }
     return 0;
@@ -179,7 +190,10 @@ int main(int argc, char **argv)
         .default_admin_port = 0,
         .init = pb_init,
         .fini = pb_fini,
-        .hooks = { .on_stop = on_stop, .on_reload = pb_tls_reload, .on_thread_start = on_thread_start, .on_thread_exit = on_thread_exit },
+        .hooks = { .on_stop = on_stop,
+                   .on_reload = pb_tls_reload,
+                   .on_thread_start = on_thread_start,
+                   .on_thread_exit = on_thread_exit },
         .admin_cmds = NULL,
     };
     return daemon_main(&desc, argc, argv);

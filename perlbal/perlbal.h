@@ -53,15 +53,15 @@ struct pb_pool {
     int nnodes, cap;
     char *nodefile;
     time_t nodefile_mtime;
-    int use_count;                  /* services using it */
+    int use_count; /* services using it */
     struct pb_pool *next;
 };
 
 /* An IPv4 or IPv6 network ("10.0.0.0/8", "::1", "2001:db8::/32"). */
 struct pb_net {
-    int family;                     /* AF_INET or AF_INET6 */
-    uint8_t addr[16];               /* network byte order, masked */
-    int bits;                       /* prefix length */
+    int family;       /* AF_INET or AF_INET6 */
+    uint8_t addr[16]; /* network byte order, masked */
+    int bits;         /* prefix length */
 };
 /* Parse one network; 0 or -1. */
 int pb_net_parse(const char *s, struct pb_net *out);
@@ -70,7 +70,7 @@ bool pb_net_match(const struct pb_net *n, const struct sockaddr_storage *peer);
 
 struct pb_header_op {
     char *name;
-    char *value;                    /* NULL for remove */
+    char *value; /* NULL for remove */
     struct pb_header_op *next;
 };
 
@@ -82,7 +82,7 @@ struct pb_vhost {
 
 /* Per-loop, per-service state (only its loop touches it). */
 struct pb_svc_loop {
-    struct pool pool;               /* backends: idle ones, waiting clients, connects in flight */
+    struct pool pool; /* backends: idle ones, waiting clients, connects in flight */
     struct pb_service *svc;
     int loop_index;
     int active_clients;
@@ -92,7 +92,7 @@ struct pb_service {
     char name[PB_NAME_MAX];
     enum pb_role role;
     char *listen;
-    struct core_listener *listener;  /* common/listen, while enabled with a listen address */
+    struct core_listener *listener; /* common/listen, while enabled with a listen address */
     bool enabled;
     /* parameters (Perlbal names) */
     struct pb_pool *pool;
@@ -100,31 +100,31 @@ struct pb_service {
     bool enable_put, enable_delete, dirindexing, server_tokens, enable_ssl, buffer_uploads;
     bool enable_error_retries;
     int idle_timeout, persist_client_idle_timeout;
-    int ssl_verify_mode;            /* OpenSSL SSL_VERIFY_* bits (Perlbal's IO::Socket::SSL option) */
+    int ssl_verify_mode; /* OpenSSL SSL_VERIFY_* bits (Perlbal's IO::Socket::SSL option) */
     int connect_ahead, backend_persist_cache, max_backend_uses, min_put_directory;
     int buffer_upload_threshold_time, buffer_upload_threshold_rate;
     uint64_t buffer_size, buffer_size_reproxy_url, buffer_backend_connect, max_put_size;
     uint64_t buffer_upload_threshold_size, max_chunked_request_size, client_sndbuf_size;
     int reproxy_cache_maxsize;
-    struct pb_reproxy_cache *reproxy_cache;  /* X-REPROXY-CACHE-FOR (reproxy.c) */
+    struct pb_reproxy_cache *reproxy_cache; /* X-REPROXY-CACHE-FOR (reproxy.c) */
     char *docroot, *index_files, *verify_backend_path, *high_priority_cookie, *high_priority_cookie_contents;
     char *trusted_upstream_proxies, *buffer_uploads_path, *ssl_key_file, *ssl_cert_file, *ssl_cipher_list;
     char *ssl_ca_path, *error_retry_schedule;
-    char *server_process;           /* a backend program speaking HTTP on its stdin/stdout */
-    struct pool_node process_node;  /* the node its backends count against */
+    char *server_process;          /* a backend program speaking HTTP on its stdin/stdout */
+    struct pool_node process_node; /* the node its backends count against */
     /* parsed trusted_upstream_proxies */
     struct pb_net trusted[16];
     int ntrusted;
     struct pb_header_op *header_ops;
     struct pb_vhost *vhosts;
-    char plugins[8][32];            /* names, as SET plugins gave them (lower case) */
+    char plugins[8][32]; /* names, as SET plugins gave them (lower case) */
     const struct pb_plugin *plugin_ptr[8];
     int nplugins;
-    void *plugin_state;             /* plugin.h's per-service state */
-    uint64_t max_content_length;    /* MaxContentLength plugin */
-    int echo_delay;                 /* EchoService: seconds before a line is echoed */
-    void *tls_ctx;                  /* SSL_CTX when enable_ssl */
-    struct httpd_files files;       /* web_server: docroot etc. mirrored from the parameters (web.c) */
+    void *plugin_state;          /* plugin.h's per-service state */
+    uint64_t max_content_length; /* MaxContentLength plugin */
+    int echo_delay;              /* EchoService: seconds before a line is echoed */
+    void *tls_ctx;               /* SSL_CTX when enable_ssl */
+    struct httpd_files files;    /* web_server: docroot etc. mirrored from the parameters (web.c) */
     bool enable_md5, enable_concatenate_get;
     /* counters */
     _Atomic uint64_t requests;
@@ -198,7 +198,7 @@ void pb_web_request(struct pb_client *cl, struct http_msg *req);
 struct pb_manage_ctx {
     char last_created[PB_NAME_MAX];
     bool verbose;
-    bool in_config;                 /* running the config file (errors abort start) */
+    bool in_config; /* running the config file (errors abort start) */
 };
 /* Run one line; output lines go to out ("\r\n" ended when crlf). Returns 0 on
  * success, -1 on error (an "ERROR: ..." line was written). */
@@ -219,16 +219,16 @@ void pb_manage_admin_fallback_init(void);
 #define MAX_RETRIES 3
 
 static inline struct pb_svc_loop *svl_of(struct pb_service *svc, int li) { return &svc->loops[li]; }
-#define BE_OF(x) ((struct pb_backend *)((char *)(x) - offsetof(struct pb_backend, m)))
-#define CL_OF(x) ((struct pb_client *)((char *)(x) - offsetof(struct pb_client, w)))
+#define BE_OF(x) ((struct pb_backend *)((char *)(x)-offsetof(struct pb_backend, m)))
+#define CL_OF(x) ((struct pb_client *)((char *)(x)-offsetof(struct pb_client, w)))
 
 enum pb_client_state {
-    CL_READ_HEAD = 0,     /* no request in progress (httpd reads the next head) */
-    CL_WAIT_BACKEND,      /* queued for a free backend (or held on a timer) */
-    CL_BACKEND,           /* request handed to a backend, response streaming */
-    CL_REPROXY,           /* response coming from a reproxy URL or file */
-    CL_RESPONDING,        /* a local response is being answered (web_server, errors) */
-    CL_BUFFERING,         /* buffer_uploads: body held in memory / spooled to disk before a backend is asked */
+    CL_READ_HEAD = 0, /* no request in progress (httpd reads the next head) */
+    CL_WAIT_BACKEND,  /* queued for a free backend (or held on a timer) */
+    CL_BACKEND,       /* request handed to a backend, response streaming */
+    CL_REPROXY,       /* response coming from a reproxy URL or file */
+    CL_RESPONDING,    /* a local response is being answered (web_server, errors) */
+    CL_BUFFERING,     /* buffer_uploads: body held in memory / spooled to disk before a backend is asked */
 };
 
 struct pb_reproxy;
@@ -237,64 +237,64 @@ struct pb_reproxy;
  * framing, keep-alive, body, errors); this is perlbal's per-request state. */
 struct pb_client {
     struct httpd_conn *h;
-    struct core_conn *c;              /* h->c */
-    struct pb_service *svc;           /* service handling the current request */
-    struct pb_service *listen_svc;    /* service whose listener accepted it */
+    struct core_conn *c;           /* h->c */
+    struct pb_service *svc;        /* service handling the current request */
+    struct pb_service *listen_svc; /* service whose listener accepted it */
     int loop_index;
     enum pb_client_state state;
     struct pb_backend *backend;
-    struct evbuffer *req_head;        /* head rewritten for the backend */
-    struct pb_service *active_svc;    /* counted in its active_clients */
-    int prio;                         /* 0 high, 1 normal, 2 low */
-    struct pool_waiter w;             /* queued for a backend */
+    struct evbuffer *req_head;     /* head rewritten for the backend */
+    struct pb_service *active_svc; /* counted in its active_clients */
+    int prio;                      /* 0 high, 1 normal, 2 low */
+    struct pool_waiter w;          /* queued for a backend */
     int retries;
     struct pb_reproxy *reproxy;
-    char *target;                     /* request-target (for logs / reproxy) */
-    bool chunked_out;                 /* the body goes to the backend re-chunked */
-    bool reproxied_service;           /* sent on by X-REPROXY-SERVICE already */
+    char *target;           /* request-target (for logs / reproxy) */
+    bool chunked_out;       /* the body goes to the backend re-chunked */
+    bool reproxied_service; /* sent on by X-REPROXY-SERVICE already */
     /* buffer_uploads */
-    int upload_fd;                    /* spooled body (a file in buffer_uploads_path), -1 if none */
-    char *upload_path;                /* its name: removed when the request ends */
-    const char *upload_reason;        /* "size", "rate", "time" or "chunked" */
+    int upload_fd;             /* spooled body (a file in buffer_uploads_path), -1 if none */
+    char *upload_path;         /* its name: removed when the request ends */
+    const char *upload_reason; /* "size", "rate", "time" or "chunked" */
     uint64_t upload_size;
     int64_t upload_started_ms;
-    int64_t plugin_t0_ms;             /* Stats: when a backend was assigned */
-    char *cache_key;                  /* "host|uri" when the service has a reproxy cache */
-    char *range;                      /* the client's Range header (enable_reproxy) */
-    char *rp_hdrs;                    /* reproxy: the backend's own header lines, kept for the client */
-    bool rp_has_ctype, rp_has_lm;     /* ... and whether they hold Content-Type / Last-Modified */
-    int error_retries;                /* enable_error_retries: 500s retried so far */
-    struct event *retry_ev;           /* the delay before the next one (also Throttle's hold) */
-    bool throttle_counted;            /* Throttle counts this request as in flight */
-    bool held;                        /* retry_ev is a Throttle hold, not a 500 retry */
-    void *async_job;                  /* a plugin's PB_HOLD_ASYNC work in flight (plugin.h) */
-    void (*async_cancel)(void *job);  /* the client went away: the job must forget it */
+    int64_t plugin_t0_ms;            /* Stats: when a backend was assigned */
+    char *cache_key;                 /* "host|uri" when the service has a reproxy cache */
+    char *range;                     /* the client's Range header (enable_reproxy) */
+    char *rp_hdrs;                   /* reproxy: the backend's own header lines, kept for the client */
+    bool rp_has_ctype, rp_has_lm;    /* ... and whether they hold Content-Type / Last-Modified */
+    int error_retries;               /* enable_error_retries: 500s retried so far */
+    struct event *retry_ev;          /* the delay before the next one (also Throttle's hold) */
+    bool throttle_counted;           /* Throttle counts this request as in flight */
+    bool held;                       /* retry_ev is a Throttle hold, not a 500 retry */
+    void *async_job;                 /* a plugin's PB_HOLD_ASYNC work in flight (plugin.h) */
+    void (*async_cancel)(void *job); /* the client went away: the job must forget it */
 };
 
 enum pb_backend_state {
     BE_CONNECTING = 0,
-    BE_VERIFYING,         /* OPTIONS sent, waiting for its answer */
-    BE_IDLE,              /* bored: connected, no client */
-    BE_WAIT_HEAD,         /* request sent, waiting for the response head */
-    BE_BODY,              /* streaming the response body to the client */
+    BE_VERIFYING, /* OPTIONS sent, waiting for its answer */
+    BE_IDLE,      /* bored: connected, no client */
+    BE_WAIT_HEAD, /* request sent, waiting for the response head */
+    BE_BODY,      /* streaming the response body to the client */
 };
 
 struct pb_backend {
-    struct httpc *hc;                 /* the HTTP client connection (common/httpc) */
-    struct core_conn *c;              /* hc->c */
+    struct httpc *hc;    /* the HTTP client connection (common/httpc) */
+    struct core_conn *c; /* hc->c */
     struct pb_service *svc;
     int loop_index;
-    struct pool_member m;             /* m.node: the backend's address */
+    struct pool_member m; /* m.node: the backend's address */
     enum pb_backend_state state;
     struct pb_client *client;
     int uses;
-    bool reusable;                    /* response allows keep-alive */
-    bool discard_body;                /* reproxy: body is not for the client */
-    bool verifying;                   /* the OPTIONS probe is in flight */
-    bool verify_ok;                   /* its answer kept the connection open */
+    bool reusable;     /* response allows keep-alive */
+    bool discard_body; /* reproxy: body is not for the client */
+    bool verifying;    /* the OPTIONS probe is in flight */
+    bool verify_ok;    /* its answer kept the connection open */
     bool connect_failed;
-    pid_t pid;                        /* server_process: the child, 0 otherwise */
-    struct event *ready_ev;           /* server_process: "connected" on the next loop turn */
+    pid_t pid;              /* server_process: the child, 0 otherwise */
+    struct event *ready_ev; /* server_process: "connected" on the next loop turn */
 };
 
 /* session.c: the per-request ends of perlbal's state around httpd's */

@@ -45,7 +45,8 @@ struct plug_state *pb_plugin_state(struct pb_service *s)
 {
     if (!s->plugin_state) {
         pthread_mutex_lock(&pb_plugin_lock);
-        if (!s->plugin_state) s->plugin_state = calloc(1, sizeof(struct plug_state));
+        if (!s->plugin_state)
+            s->plugin_state = calloc(1, sizeof(struct plug_state));
         pthread_mutex_unlock(&pb_plugin_lock);
     }
     return s->plugin_state;
@@ -58,7 +59,6 @@ uint32_t pb_plugin_client_ipv4(struct pb_client *cl, bool *ok)
 }
 
 /* ---- registry ---- */
-
 
 static const struct pb_plugin pb_plugin_vhosts = { .name = "vhosts" }; /* the selector role (session.c) */
 
@@ -80,29 +80,31 @@ static const struct pb_plugin *const plugins[] = {
 static _Atomic bool loaded[NPLUGINS];
 
 /* The service's plugin list is set by SET plugins (resolved to pointers there). */
-#define FOR_PLUGINS(svc, p)                                                                                      \
-    for (int i_ = 0; i_ < (svc)->nplugins; i_++)                                                                 \
+#define FOR_PLUGINS(svc, p)                                                                                            \
+    for (int i_ = 0; i_ < (svc)->nplugins; i_++)                                                                       \
         for (const struct pb_plugin *p = (svc)->plugin_ptr[i_]; p; p = NULL)
-
 
 static int plugin_index(const struct pb_plugin *p)
 {
     for (size_t i = 0; i < NPLUGINS; i++)
-        if (plugins[i] == p) return (int)i;
+        if (plugins[i] == p)
+            return (int)i;
     return -1;
 }
 
 const struct pb_plugin *pb_plugin_find(const char *name)
 {
     for (size_t i = 0; i < NPLUGINS; i++)
-        if (!strcasecmp(plugins[i]->name, name)) return plugins[i];
+        if (!strcasecmp(plugins[i]->name, name))
+            return plugins[i];
     return NULL;
 }
 
 int pb_plugin_load(const char *name)
 {
     const struct pb_plugin *p = pb_plugin_find(name);
-    if (!p) return -1;
+    if (!p)
+        return -1;
     loaded[plugin_index(p)] = true;
     return 0;
 }
@@ -116,18 +118,20 @@ bool pb_plugin_loaded(const char *name)
 const struct pb_plugin *pb_plugin_for_command(const char *word)
 {
     for (size_t i = 0; i < NPLUGINS; i++) {
-        if (!loaded[i] || !plugins[i]->commands) continue;
+        if (!loaded[i] || !plugins[i]->commands)
+            continue;
         for (const char *const *c = plugins[i]->commands; *c; c++)
-            if (!strcmp(*c, word)) return plugins[i];
+            if (!strcmp(*c, word))
+                return plugins[i];
     }
     return NULL;
 }
 
-int pb_plugin_set_tunable(struct pb_service *svc, const char *key, const char *val, int *rc, char *err,
-                          size_t errlen)
+int pb_plugin_set_tunable(struct pb_service *svc, const char *key, const char *val, int *rc, char *err, size_t errlen)
 {
     for (size_t i = 0; i < NPLUGINS; i++) {
-        if (!loaded[i] || !plugins[i]->tunables) continue;
+        if (!loaded[i] || !plugins[i]->tunables)
+            continue;
         for (const char *const *t = plugins[i]->tunables; *t; t++)
             if (!strcasecmp(*t, key)) {
                 *rc = plugins[i]->set_param(svc, *t, val, err, errlen);
@@ -141,29 +145,34 @@ int64_t pb_plugins_proxy_start(struct pb_service *svc, struct pb_client *cl)
 {
     int64_t delay = 0;
     FOR_PLUGINS(svc, p)
-        if (p->proxy_start) {
-            int64_t d = p->proxy_start(svc, cl);
-            if (d < 0 || d == PB_HOLD_ASYNC) return d;
-            if (d > delay) delay = d;
-        }
+    if (p->proxy_start) {
+        int64_t d = p->proxy_start(svc, cl);
+        if (d < 0 || d == PB_HOLD_ASYNC)
+            return d;
+        if (d > delay)
+            delay = d;
+    }
     return delay;
 }
 
 void pb_plugins_proxy_end(struct pb_service *svc, struct pb_client *cl)
 {
     FOR_PLUGINS(svc, p)
-        if (p->proxy_end) p->proxy_end(svc, cl);
+    if (p->proxy_end)
+        p->proxy_end(svc, cl);
 }
 
 int pb_plugin_set_param(struct pb_service *svc, const char *dotted_key, const char *val, int *rc, char *err,
                         size_t errlen)
 {
     const char *dot = strchr(dotted_key, '.');
-    if (!dot) return 0;
+    if (!dot)
+        return 0;
     char name[32];
     snprintf(name, sizeof name, "%.*s", (int)(dot - dotted_key < 31 ? dot - dotted_key : 31), dotted_key);
     const struct pb_plugin *p = pb_plugin_find(name);
-    if (!p || !p->set_param) return 0;
+    if (!p || !p->set_param)
+        return 0;
     *rc = p->set_param(svc, dot + 1, val, err, errlen);
     return 1;
 }
@@ -171,38 +180,43 @@ int pb_plugin_set_param(struct pb_service *svc, const char *dotted_key, const ch
 const char *const *pb_plugin_names(void)
 {
     static const char *names[NPLUGINS + 1];
-    for (size_t i = 0; i < NPLUGINS; i++) names[i] = plugins[i]->name;
+    for (size_t i = 0; i < NPLUGINS; i++)
+        names[i] = plugins[i]->name;
     return names;
 }
 
 enum pb_hook_result pb_plugins_start_request(struct pb_service *svc, struct pb_client *cl, struct http_msg *req)
 {
     FOR_PLUGINS(svc, p)
-        if (p->start_request && p->start_request(svc, cl, req) == PB_HOOK_HANDLED) return PB_HOOK_HANDLED;
+    if (p->start_request && p->start_request(svc, cl, req) == PB_HOOK_HANDLED)
+        return PB_HOOK_HANDLED;
     return PB_HOOK_CONTINUE;
 }
 
 void pb_plugins_serve_path(struct pb_service *svc, char *path, size_t cap)
 {
     FOR_PLUGINS(svc, p)
-        if (p->serve_path) p->serve_path(svc, path, cap);
+    if (p->serve_path)
+        p->serve_path(svc, path, cap);
 }
 
 void pb_plugins_backend_assigned(struct pb_service *svc, struct pb_client *cl, struct evbuffer *hdrs)
 {
     FOR_PLUGINS(svc, p)
-        if (p->backend_assigned) p->backend_assigned(svc, cl, hdrs);
+    if (p->backend_assigned)
+        p->backend_assigned(svc, cl, hdrs);
 }
 
 void pb_plugins_response_head(struct pb_service *svc, struct pb_client *cl, int status)
 {
     FOR_PLUGINS(svc, p)
-        if (p->response_head) p->response_head(svc, cl, status);
+    if (p->response_head)
+        p->response_head(svc, cl, status);
 }
 
 void pb_plugins_file_sent(struct pb_service *svc, struct pb_client *cl, bool reproxied)
 {
     FOR_PLUGINS(svc, p)
-        if (p->file_sent) p->file_sent(svc, cl, reproxied);
+    if (p->file_sent)
+        p->file_sent(svc, cl, reproxied);
 }
-

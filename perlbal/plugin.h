@@ -28,7 +28,7 @@ struct pb_service;
 enum pb_hook_result { PB_HOOK_CONTINUE = 0, PB_HOOK_HANDLED = 1 };
 
 struct pb_plugin {
-    const char *name;                 /* lower case, as LOAD and SET plugins name it */
+    const char *name; /* lower case, as LOAD and SET plugins name it */
     /* A request head is complete (before the role handles it). The hook may
      * answer it itself (it drains nothing: the caller has already consumed
      * the head) and return PB_HOOK_HANDLED, or change cl->prio. */
@@ -47,8 +47,8 @@ struct pb_plugin {
     /* Run one of those: argv[0] is the word; ctx_service is the service in
      * context (CREATE/USE), may be NULL. Writes lines through out(); returns
      * 0 (the caller prints OK when verbose) or -1 with err set. */
-    int (*command)(const char *ctx_service, int argc, const char *const *argv,
-                   void (*out)(void *arg, const char *line), void *arg, char *err, size_t errlen);
+    int (*command)(const char *ctx_service, int argc, const char *const *argv, void (*out)(void *arg, const char *line),
+                   void *arg, char *err, size_t errlen);
     /* SET svc.<plugin>.<key> = value. Returns 0 or -1 with err. */
     int (*set_param)(struct pb_service *svc, const char *key, const char *val, char *err, size_t errlen);
     /* Service tunables the plugin adds once loaded (SET key = value without a
@@ -86,16 +86,14 @@ int pb_plugin_set_param(struct pb_service *svc, const char *dotted_key, const ch
                         size_t errlen);
 /* SET key = value for a key some loaded plugin added as a tunable: 1 if
  * taken (result in *rc), else 0. */
-int pb_plugin_set_tunable(struct pb_service *svc, const char *key, const char *val, int *rc, char *err,
-                          size_t errlen);
+int pb_plugin_set_tunable(struct pb_service *svc, const char *key, const char *val, int *rc, char *err, size_t errlen);
 int64_t pb_plugins_proxy_start(struct pb_service *svc, struct pb_client *cl);
 void pb_plugins_proxy_end(struct pb_service *svc, struct pb_client *cl);
 /* Names of all compiled-in plugins, NULL-ended. */
 const char *const *pb_plugin_names(void);
 
 /* EchoService's `echo` role: a new client connection of svc. */
-void pb_echo_accept(struct pb_service *svc, struct core_loop *loop, int fd, const struct sockaddr *sa,
-                    socklen_t salen);
+void pb_echo_accept(struct pb_service *svc, struct core_loop *loop, int fd, const struct sockaddr *sa, socklen_t salen);
 
 /* Run the hooks of svc's plugins. */
 enum pb_hook_result pb_plugins_start_request(struct pb_service *svc, struct pb_client *cl, struct http_msg *req);
@@ -104,9 +102,7 @@ void pb_plugins_backend_assigned(struct pb_service *svc, struct pb_client *cl, s
 void pb_plugins_response_head(struct pb_service *svc, struct pb_client *cl, int status);
 void pb_plugins_file_sent(struct pb_service *svc, struct pb_client *cl, bool reproxied);
 
-
 /* ---- for the plugins in plugins/<name>.c ---- */
-
 
 #define MAX_RULES 64
 #define MAX_REDIRECTS 64
@@ -116,7 +112,7 @@ enum access_action { ACC_ALLOW, ACC_DENY, ACC_QUEUE_LOW };
 
 struct access_rule {
     enum access_action action;
-    struct pb_net net;              /* IPv4 or IPv6; "ip" = a full-length prefix */
+    struct pb_net net; /* IPv4 or IPv6; "ip" = a full-length prefix */
 };
 
 struct plug_state {
@@ -128,7 +124,9 @@ struct plug_state {
     /* xffextras */
     bool xff_send_port, xff_send_proto;
     /* redirect */
-    struct { char match[128], target[128]; } redirects[MAX_REDIRECTS];
+    struct {
+        char match[128], target[128];
+    } redirects[MAX_REDIRECTS];
     int nredirects;
     /* stats */
     _Atomic uint64_t files_sent, files_reproxied, web_requests, proxy_requests, proxy_requests_highpri;

@@ -43,12 +43,14 @@ void pb_proxy_request(struct pb_client *cl)
 void pb_proxy_body_ready(struct pb_client *cl)
 {
     struct pb_backend *be = cl->backend;
-    if (!be || cl->h->body_done) return;
+    if (!be || cl->h->body_done)
+        return;
     struct evbuffer *out = httpd_tx2();
     enum httpd_body_result r;
     if (cl->chunked_out) {
         struct evbuffer *payload = evbuffer_new();
-        if (!payload) return;
+        if (!payload)
+            return;
         r = httpd_body_read(cl->h, payload, 0);
         size_t n = evbuffer_get_length(payload);
         if (n > 0 && r != HTTPD_BODY_ERROR) {
@@ -59,7 +61,8 @@ void pb_proxy_body_ready(struct pb_client *cl)
             evbuffer_add(out, "\r\n", 2);
         }
         evbuffer_free(payload);
-        if (r == HTTPD_BODY_DONE) evbuffer_add(out, "0\r\n\r\n", 5);
+        if (r == HTTPD_BODY_DONE)
+            evbuffer_add(out, "0\r\n\r\n", 5);
     } else {
         r = httpd_body_read(cl->h, out, 0);
     }
@@ -74,10 +77,12 @@ void pb_proxy_body_ready(struct pb_client *cl)
         pb_client_error(cl, 400, "Bad chunked body");
         return;
     }
-    if (cl->h->body_done) pb_client_request_timeouts(cl, 0);
+    if (cl->h->body_done)
+        pb_client_request_timeouts(cl, 0);
     httpc_send(be->hc, out);
     uint64_t limit = cl->svc->buffer_size ? cl->svc->buffer_size : 256 * 1024;
-    if (evbuffer_get_length(conn_out(be->c)) > limit) conn_pause_read(cl->c);
+    if (evbuffer_get_length(conn_out(be->c)) > limit)
+        conn_pause_read(cl->c);
 }
 
 /* enable_error_retries: the delay (seconds) before retry number n, from
@@ -88,10 +93,13 @@ static double retry_delay(const char *schedule, int n)
     for (int i = 0; *p; i++) {
         char *end;
         double d = strtod(p, &end);
-        if (end == p) return -1;
-        if (i == n) return d < 0 ? 0 : d;
+        if (end == p)
+            return -1;
+        if (i == n)
+            return d < 0 ? 0 : d;
         p = end;
-        while (*p == ',' || *p == ' ') p++;
+        while (*p == ',' || *p == ' ')
+            p++;
     }
     return -1;
 }
@@ -112,8 +120,8 @@ static void retry_cb(evutil_socket_t fd, short what, void *arg)
 
 void pb_proxy_start(struct pb_client *cl)
 {
-    if (cl->svc->buffer_uploads && ((cl->h->body == HTTP_BODY_LENGTH && cl->h->body_remaining > 0) ||
-                                    cl->h->body == HTTP_BODY_CHUNKED)) {
+    if (cl->svc->buffer_uploads &&
+        ((cl->h->body == HTTP_BODY_LENGTH && cl->h->body_remaining > 0) || cl->h->body == HTTP_BODY_CHUNKED)) {
         pb_proxy_buffer_start(cl);
         return;
     }
@@ -138,7 +146,8 @@ void pb_proxy_async_done(struct pb_client *cl, int64_t hold_ms)
     cl->async_job = NULL;
     cl->async_cancel = NULL;
     conn_resume_read(cl->c);
-    if (hold_ms < 0) return; /* the plugin answers */
+    if (hold_ms < 0)
+        return; /* the plugin answers */
     if (hold_ms > 0) {
         pb_proxy_hold(cl, hold_ms);
         return;
@@ -153,11 +162,14 @@ bool pb_proxy_retry_500(struct pb_client *cl, int status)
         (cl->h->method != HTTP_M_GET && cl->h->method != HTTP_M_HEAD))
         return false;
     double d = retry_delay(svc->error_retry_schedule, cl->error_retries);
-    if (d < 0) return false;
-    if (!cl->retry_ev && !(cl->retry_ev = evtimer_new(loop_get(cl->loop_index)->base, retry_cb, cl))) return false;
+    if (d < 0)
+        return false;
+    if (!cl->retry_ev && !(cl->retry_ev = evtimer_new(loop_get(cl->loop_index)->base, retry_cb, cl)))
+        return false;
     cl->error_retries++;
     struct pb_backend *be = cl->backend;
-    if (be) be->client = NULL;
+    if (be)
+        be->client = NULL;
     cl->backend = NULL;
     pb_client_enter(cl, CL_WAIT_BACKEND);
     struct timeval tv = { (time_t)d, (suseconds_t)((d - (double)(time_t)d) * 1e6) };
@@ -193,6 +205,6 @@ void pb_proxy_loop_tick(struct pb_service *svc, int li)
     struct pb_svc_loop *l = svl_of(svc, li);
     l->pool.connect_ahead = svc->connect_ahead;
     l->pool.stopping = loop_stopping();
-    if (l->pool.nwaiting > 0) pool_kick(&l->pool);
+    if (l->pool.nwaiting > 0)
+        pool_kick(&l->pool);
 }
-

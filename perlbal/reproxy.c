@@ -30,7 +30,7 @@
 struct rc_entry {
     char *key;
     char *urls;
-    char *hdrs;                     /* the backend's headers for the client */
+    char *hdrs; /* the backend's headers for the client */
     bool has_ctype, has_lm;
     int64_t expected;
     int64_t expires_ms;
@@ -46,14 +46,16 @@ struct pb_reproxy_cache {
 static uint32_t rc_hash(const char *k)
 {
     uint32_t h = 2166136261u;
-    for (; *k; k++) h = (h ^ (uint8_t)*k) * 16777619u;
+    for (; *k; k++)
+        h = (h ^ (uint8_t)*k) * 16777619u;
     return h;
 }
 
 static struct pb_reproxy_cache *rc_get(struct pb_service *svc, bool create)
 {
     struct pb_reproxy_cache *rc = __atomic_load_n(&svc->reproxy_cache, __ATOMIC_ACQUIRE);
-    if (rc || !create) return rc;
+    if (rc || !create)
+        return rc;
     pthread_mutex_lock(&pb_lock);
     rc = svc->reproxy_cache;
     if (!rc && svc->reproxy_cache_maxsize > 0 && (rc = calloc(1, sizeof *rc))) {
@@ -72,12 +74,14 @@ static struct pb_reproxy_cache *rc_get(struct pb_service *svc, bool create)
 }
 
 void pb_reproxy_cache_store(struct pb_service *svc, struct pb_client *cl, const char *urls, size_t ul, int64_t expected,
-                        long secs)
+                            long secs)
 {
     const char *key = cl->cache_key;
-    if (secs <= 0 || svc->reproxy_cache_maxsize <= 0) return;
+    if (secs <= 0 || svc->reproxy_cache_maxsize <= 0)
+        return;
     struct pb_reproxy_cache *rc = rc_get(svc, true);
-    if (!rc) return;
+    if (!rc)
+        return;
     char *k = strdup(key), *u = strndup(urls, ul), *h = strdup(cl->rp_hdrs ? cl->rp_hdrs : "");
     if (!k || !u || !h) {
         free(k);
@@ -108,7 +112,8 @@ static const char *hdr_line_value(const char *hdrs, const char *name, size_t *le
         const char *eol = strstr(p, "\r\n");
         if (!strncasecmp(p, name, nl) && p[nl] == ':') {
             const char *v = p + nl + 1;
-            while (*v == ' ') v++;
+            while (*v == ' ')
+                v++;
             *len = eol ? (size_t)(eol - v) : strlen(v);
             return v;
         }
@@ -120,7 +125,8 @@ static const char *hdr_line_value(const char *hdrs, const char *name, size_t *le
 bool pb_proxy_from_cache(struct pb_client *cl, const char *ims, size_t ims_len)
 {
     struct pb_reproxy_cache *rc = rc_get(cl->svc, false);
-    if (!rc) return false;
+    if (!rc)
+        return false;
     char *urls = NULL;
     int64_t expected = -1;
     pthread_mutex_lock(&rc->lock);
@@ -141,7 +147,8 @@ bool pb_proxy_from_cache(struct pb_client *cl, const char *ims, size_t ims_len)
         }
     }
     pthread_mutex_unlock(&rc->lock);
-    if (!urls) return false;
+    if (!urls)
+        return false;
     atomic_fetch_add_explicit(&rc->hits, 1, memory_order_relaxed);
     /* as Perlbal: If-Modified-Since equal to the cached Last-Modified (an
      * IE "; length=N" suffix aside) is answered 304 without a reproxy */
@@ -150,7 +157,8 @@ bool pb_proxy_from_cache(struct pb_client *cl, const char *ims, size_t ims_len)
     if (lm) {
         const char *semi = memchr(ims, ';', ims_len);
         size_t il = semi ? (size_t)(semi - ims) : ims_len;
-        while (il > 0 && ims[il - 1] == ' ') il--;
+        while (il > 0 && ims[il - 1] == ' ')
+            il--;
         if (il == lml && !memcmp(ims, lm, il)) {
             free(urls);
             bool keep = pb_client_can_persist(cl);
@@ -179,7 +187,8 @@ uint64_t pb_proxy_cache_hits(struct pb_service *svc)
 void pb_reproxy_keep_headers(struct pb_client *cl, struct http_msg *resp)
 {
     struct evbuffer *b = evbuffer_new();
-    if (!b) return;
+    if (!b)
+        return;
     cl->rp_has_ctype = cl->rp_has_lm = false;
     for (int i = 0; i < resp->nheaders; i++) {
         const struct http_header *h = &resp->headers[i];
@@ -187,8 +196,10 @@ void pb_reproxy_keep_headers(struct pb_client *cl, struct http_msg *resp)
         if (IS("connection") || IS("keep-alive") || IS("content-length") || IS("transfer-encoding") ||
             IS("content-range") || IS("accept-ranges") || (h->name_len > 10 && !strncasecmp(h->name, "x-reproxy-", 10)))
             continue;
-        if (IS("content-type")) cl->rp_has_ctype = true;
-        if (IS("last-modified")) cl->rp_has_lm = true;
+        if (IS("content-type"))
+            cl->rp_has_ctype = true;
+        if (IS("last-modified"))
+            cl->rp_has_lm = true;
 #undef IS
         evbuffer_add(b, h->name, h->name_len);
         evbuffer_add(b, ": ", 2);
@@ -211,12 +222,19 @@ static void reproxy_head(struct pb_client *cl, int status, int64_t content_lengt
 {
     struct evbuffer *out = httpd_tx();
     evbuffer_add_printf(out, "HTTP/1.%d %d %s\r\n", cl->h->version_minor, status, http_reason(status));
-    if (cl->rp_hdrs && *cl->rp_hdrs) evbuffer_add(out, cl->rp_hdrs, strlen(cl->rp_hdrs));
-    else evbuffer_add_printf(out, "Date: %s\r\n%s", httpd_date_now(), cl->svc->server_tokens ? "Server: Perlbal\r\n" : "");
-    if (extra) evbuffer_add(out, extra, strlen(extra));
-    if (content_length >= 0) evbuffer_add_printf(out, "Content-Length: %lld\r\n", (long long)content_length);
-    if (!keep) evbuffer_add(out, "Connection: close\r\n", 19);
-    else if (cl->h->version_minor == 0) evbuffer_add(out, "Connection: keep-alive\r\n", 24);
+    if (cl->rp_hdrs && *cl->rp_hdrs)
+        evbuffer_add(out, cl->rp_hdrs, strlen(cl->rp_hdrs));
+    else
+        evbuffer_add_printf(out, "Date: %s\r\n%s", httpd_date_now(),
+                            cl->svc->server_tokens ? "Server: Perlbal\r\n" : "");
+    if (extra)
+        evbuffer_add(out, extra, strlen(extra));
+    if (content_length >= 0)
+        evbuffer_add_printf(out, "Content-Length: %lld\r\n", (long long)content_length);
+    if (!keep)
+        evbuffer_add(out, "Connection: close\r\n", 19);
+    else if (cl->h->version_minor == 0)
+        evbuffer_add(out, "Connection: keep-alive\r\n", 24);
     evbuffer_add(out, "\r\n", 2);
     cl->h->response_started = true;
 }
@@ -227,10 +245,10 @@ enum rp_state { RP_CONNECTING, RP_HEAD, RP_BODY };
 
 struct pb_reproxy {
     struct pb_client *cl;
-    char *urls;          /* the whole list */
-    char *next;          /* next URL to try */
+    char *urls; /* the whole list */
+    char *next; /* next URL to try */
     int64_t expected;
-    struct httpc *hc;    /* the source being read (common/httpc) */
+    struct httpc *hc; /* the source being read (common/httpc) */
     enum rp_state state;
 };
 
@@ -258,7 +276,8 @@ static void rp_detach_conn(struct pb_reproxy *rp)
 void pb_reproxy_free(struct pb_client *cl)
 {
     struct pb_reproxy *rp = cl->reproxy;
-    if (!rp) return;
+    if (!rp)
+        return;
     cl->reproxy = NULL;
     rp_detach_conn(rp);
     free(rp->urls);
@@ -267,7 +286,8 @@ void pb_reproxy_free(struct pb_client *cl)
 
 void pb_reproxy_resume(struct pb_client *cl)
 {
-    if (cl->reproxy && cl->reproxy->hc) httpc_resume(cl->reproxy->hc);
+    if (cl->reproxy && cl->reproxy->hc)
+        httpc_resume(cl->reproxy->hc);
 }
 
 static void rp_finish(struct pb_reproxy *rp, bool keep)
@@ -283,19 +303,25 @@ static void rp_finish(struct pb_reproxy *rp, bool keep)
 static int parse_url(const char *url, size_t len, struct pool_node *addr, char *hostport, size_t hplen, char *path,
                      size_t pathlen)
 {
-    if (len < 8 || strncasecmp(url, "http://", 7) != 0) return -1;
+    if (len < 8 || strncasecmp(url, "http://", 7) != 0)
+        return -1;
     const char *h = url + 7, *e = url + len;
     const char *slash = memchr(h, '/', (size_t)(e - h));
     const char *he = slash ? slash : e;
     size_t hl = (size_t)(he - h);
-    if (hl == 0 || hl >= hplen) return -1;
+    if (hl == 0 || hl >= hplen)
+        return -1;
     memcpy(hostport, h, hl);
     hostport[hl] = 0;
-    if (pool_node_init_host(addr, hostport, 80) < 0) return -1;
+    if (pool_node_init_host(addr, hostport, 80) < 0)
+        return -1;
     size_t pl = slash ? (size_t)(e - slash) : 1;
-    if (pl >= pathlen) return -1;
-    if (slash) memcpy(path, slash, pl);
-    else path[0] = '/';
+    if (pl >= pathlen)
+        return -1;
+    if (slash)
+        memcpy(path, slash, pl);
+    else
+        path[0] = '/';
     path[pl] = 0;
     return 0;
 }
@@ -305,21 +331,25 @@ static void rp_try_next(struct pb_reproxy *rp)
     rp_detach_conn(rp);
     while (rp->next && *rp->next) {
         char *u = rp->next;
-        while (*u == ' ') u++;
-        if (!*u) break;
+        while (*u == ' ')
+            u++;
+        if (!*u)
+            break;
         char *sp = strchr(u, ' ');
         size_t ul = sp ? (size_t)(sp - u) : strlen(u);
         rp->next = sp ? sp + 1 : u + ul;
         struct pool_node addr;
         char host[256], path[4096];
-        if (parse_url(u, ul, &addr, host, sizeof host, path, sizeof path) < 0) continue;
+        if (parse_url(u, ul, &addr, host, sizeof host, path, sizeof path) < 0)
+            continue;
         rp->state = RP_CONNECTING;
         struct core_loop *loop = loop_get(rp->cl->loop_index);
-        struct httpc *hc = addr.host[0] ? httpc_connect_host(loop, addr.host, addr.port, BE_CONNECT_TIMEOUT_MS,
-                                                             &reproxy_ops, rp)
-                                        : httpc_connect(loop, (struct sockaddr *)&addr.sa, addr.salen,
-                                                        BE_CONNECT_TIMEOUT_MS, &reproxy_ops, rp);
-        if (!hc) continue;
+        struct httpc *hc =
+            addr.host[0]
+                ? httpc_connect_host(loop, addr.host, addr.port, BE_CONNECT_TIMEOUT_MS, &reproxy_ops, rp)
+                : httpc_connect(loop, (struct sockaddr *)&addr.sa, addr.salen, BE_CONNECT_TIMEOUT_MS, &reproxy_ops, rp);
+        if (!hc)
+            continue;
         rp->hc = hc;
         hc->read_ms = BE_READ_TIMEOUT_MS;
         hc->write_ms = BE_CONNECT_TIMEOUT_MS;
@@ -353,7 +383,8 @@ void pb_proxy_reproxy_urls(struct pb_client *cl, const char *urls, int64_t expec
 static enum httpc_head_action rp_on_head(struct httpc *hc, struct http_msg *resp)
 {
     struct pb_reproxy *rp = hc->data;
-    if (!rp) return HTTPC_CLOSE;
+    if (!rp)
+        return HTTPC_CLOSE;
     struct pb_client *cl = rp->cl;
     /* 200, or 206/416 for a Range; anything else (or a size other than
      * X-REPROXY-EXPECTED-SIZE) moves on to the next URL */
@@ -379,7 +410,8 @@ static enum httpc_head_action rp_on_head(struct httpc *hc, struct http_msg *resp
         snprintf(extra + el, sizeof extra - el, "Accept-Ranges: %.*s\r\n", (int)(vl < 32 ? vl : 32), v);
     reproxy_head(cl, resp->status,
                  resp->body == HTTP_BODY_LENGTH ? (int64_t)resp->content_length
-                 : resp->body == HTTP_BODY_NONE ? 0 : -1,
+                 : resp->body == HTTP_BODY_NONE ? 0
+                                                : -1,
                  extra, keep);
     rp->state = RP_BODY;
     if (cl->h->method == HTTP_M_HEAD || resp->body == HTTP_BODY_NONE) {
@@ -393,19 +425,22 @@ static enum httpc_head_action rp_on_head(struct httpc *hc, struct http_msg *resp
 static void rp_on_body(struct httpc *hc, struct evbuffer *data)
 {
     struct pb_reproxy *rp = hc->data;
-    if (!rp) return;
+    if (!rp)
+        return;
     struct pb_client *cl = rp->cl;
     evbuffer_add_buffer(httpd_tx(), data);
     pb_client_flush(cl);
     uint64_t limit = cl->svc->buffer_size_reproxy_url ? cl->svc->buffer_size_reproxy_url : 50 * 1024;
-    if (evbuffer_get_length(conn_out(cl->c)) > limit) httpc_pause(hc);
+    if (evbuffer_get_length(conn_out(cl->c)) > limit)
+        httpc_pause(hc);
 }
 
 static void rp_on_done(struct httpc *hc, bool reusable)
 {
     (void)reusable;
     struct pb_reproxy *rp = hc->data;
-    if (!rp) return;
+    if (!rp)
+        return;
     rp_finish(rp, rp->cl->h->keep_alive);
 }
 
@@ -413,7 +448,8 @@ static void rp_on_close(struct httpc *hc, enum conn_close_reason why)
 {
     (void)why;
     struct pb_reproxy *rp = hc->data;
-    if (!rp) return;
+    if (!rp)
+        return;
     rp->hc = NULL;
     struct pb_client *cl = rp->cl;
     if (rp->state == RP_BODY) { /* cut off mid-body: the client cannot get a whole answer */
@@ -432,7 +468,8 @@ void pb_proxy_reproxy_file(struct pb_client *cl, const char *path, int64_t expec
     struct stat st;
     if (fd < 0 || fstat(fd, &st) < 0 || !S_ISREG(st.st_mode) || st.st_size == 0 ||
         (expected >= 0 && st.st_size != expected)) {
-        if (fd >= 0) close(fd);
+        if (fd >= 0)
+            close(fd);
         pb_client_error(cl, 404, NULL);
         return;
     }
@@ -450,7 +487,8 @@ void pb_proxy_reproxy_file(struct pb_client *cl, const char *path, int64_t expec
             pb_client_done(cl, keep);
             return;
         }
-        if (rr == HTTP_RANGE_OK) status = 206;
+        if (rr == HTTP_RANGE_OK)
+            status = 206;
     }
     el += (size_t)snprintf(extra + el, sizeof extra - el, "Accept-Ranges: bytes\r\n");
     if (status == 206)
@@ -465,9 +503,11 @@ void pb_proxy_reproxy_file(struct pb_client *cl, const char *path, int64_t expec
     }
     uint64_t len = last - first + 1;
     reproxy_head(cl, status, (int64_t)len, extra, keep);
-    if (cl->svc->nplugins) pb_plugins_file_sent(cl->svc, cl, true);
-    if (cl->h->method != HTTP_M_HEAD) evbuffer_add_file(httpd_tx(), fd, (ev_off_t)first, (ev_off_t)len);
-    else close(fd);
+    if (cl->svc->nplugins)
+        pb_plugins_file_sent(cl->svc, cl, true);
+    if (cl->h->method != HTTP_M_HEAD)
+        evbuffer_add_file(httpd_tx(), fd, (ev_off_t)first, (ev_off_t)len);
+    else
+        close(fd);
     pb_client_done(cl, keep);
 }
-

@@ -131,13 +131,16 @@ static const struct param params[] = {
 #define NPARAMS (sizeof params / sizeof params[0])
 
 /* DEFAULT param = value, applied to services created afterwards */
-static struct { char *key, *val; } defaults[64];
+static struct {
+    char *key, *val;
+} defaults[64];
 static int ndefaults;
 
 static const struct param *param_find(const char *key)
 {
     for (size_t i = 0; i < NPARAMS; i++)
-        if (!strcasecmp(params[i].name, key)) return &params[i];
+        if (!strcasecmp(params[i].name, key))
+            return &params[i];
     return NULL;
 }
 
@@ -146,26 +149,39 @@ static int parse_size(const char *v, uint64_t *out)
     char *end;
     errno = 0;
     unsigned long long n = strtoull(v, &end, 10);
-    if (end == v || errno) return -1;
+    if (end == v || errno)
+        return -1;
     switch (tolower((unsigned char)*end)) {
     case 0: break;
     case 'b': end++; break;
-    case 'k': n *= 1024; end++; break;
-    case 'm': n *= 1024 * 1024; end++; break;
-    case 'g': n *= 1024ULL * 1024 * 1024; end++; break;
+    case 'k':
+        n *= 1024;
+        end++;
+        break;
+    case 'm':
+        n *= 1024 * 1024;
+        end++;
+        break;
+    case 'g':
+        n *= 1024ULL * 1024 * 1024;
+        end++;
+        break;
     default: return -1;
     }
-    if (*end) return -1;
+    if (*end)
+        return -1;
     *out = n;
     return 0;
 }
 
 static int parse_bool(const char *v, bool *out)
 {
-    if (!strcasecmp(v, "1") || !strcasecmp(v, "true") || !strcasecmp(v, "yes") || !strcasecmp(v, "on")) *out = true;
+    if (!strcasecmp(v, "1") || !strcasecmp(v, "true") || !strcasecmp(v, "yes") || !strcasecmp(v, "on"))
+        *out = true;
     else if (!strcasecmp(v, "0") || !strcasecmp(v, "false") || !strcasecmp(v, "no") || !strcasecmp(v, "off"))
         *out = false;
-    else return -1;
+    else
+        return -1;
     return 0;
 }
 
@@ -178,25 +194,31 @@ static int err_out(char *err, size_t errlen, const char *fmt, const char *a)
 int pb_net_parse(const char *str, struct pb_net *out)
 {
     char buf[64];
-    if (snprintf(buf, sizeof buf, "%s", str) >= (int)sizeof buf) return -1;
+    if (snprintf(buf, sizeof buf, "%s", str) >= (int)sizeof buf)
+        return -1;
     char *slash = strchr(buf, '/');
     int bits = -1;
     if (slash) {
         *slash = 0;
         char *end;
         long v = strtol(slash + 1, &end, 10);
-        if (end == slash + 1 || *end) return -1;
+        if (end == slash + 1 || *end)
+            return -1;
         bits = (int)v;
     }
     memset(out, 0, sizeof *out);
     if (inet_pton(AF_INET, buf, out->addr) == 1) {
         out->family = AF_INET;
-        if (bits < 0) bits = 32;
-        if (bits > 32) return -1;
+        if (bits < 0)
+            bits = 32;
+        if (bits > 32)
+            return -1;
     } else if (inet_pton(AF_INET6, buf, out->addr) == 1) {
         out->family = AF_INET6;
-        if (bits < 0) bits = 128;
-        if (bits > 128) return -1;
+        if (bits < 0)
+            bits = 128;
+        if (bits > 128)
+            return -1;
     } else {
         return -1;
     }
@@ -223,11 +245,13 @@ bool pb_net_match(const struct pb_net *n, const struct sockaddr_storage *peer)
     } else {
         return false;
     }
-    if (fam != n->family) return false;
+    if (fam != n->family)
+        return false;
     for (int i = 0; i < 16 && i * 8 < n->bits; i++) {
         int keep = n->bits - i * 8;
         uint8_t m = keep >= 8 ? 0xff : (uint8_t)(0xff << (8 - keep));
-        if ((a[i] & m) != n->addr[i]) return false;
+        if ((a[i] & m) != n->addr[i])
+            return false;
     }
     return true;
 }
@@ -238,8 +262,10 @@ static int parse_trusted(struct pb_service *s, const char *v, char *err, size_t 
     char buf[1024];
     snprintf(buf, sizeof buf, "%s", v);
     for (char *save = NULL, *tok = strtok_r(buf, ", ", &save); tok; tok = strtok_r(NULL, ", ", &save)) {
-        if (n >= 16) return err_out(err, errlen, "too many networks in '%s'", v);
-        if (pb_net_parse(tok, &s->trusted[n]) < 0) return err_out(err, errlen, "bad network in '%s'", v);
+        if (n >= 16)
+            return err_out(err, errlen, "too many networks in '%s'", v);
+        if (pb_net_parse(tok, &s->trusted[n]) < 0)
+            return err_out(err, errlen, "bad network in '%s'", v);
         n++;
     }
     s->ntrusted = n;
@@ -248,9 +274,11 @@ static int parse_trusted(struct pb_service *s, const char *v, char *err, size_t 
 
 bool pb_service_trusted(const struct pb_service *s, const struct sockaddr_storage *peer)
 {
-    if (s->always_trusted) return true;
+    if (s->always_trusted)
+        return true;
     for (int i = 0; i < s->ntrusted; i++)
-        if (pb_net_match(&s->trusted[i], peer)) return true;
+        if (pb_net_match(&s->trusted[i], peer))
+            return true;
     return false;
 }
 
@@ -267,9 +295,11 @@ static pthread_mutex_t graveyard_lock = PTHREAD_MUTEX_INITIALIZER;
 
 void pb_retire(void *p)
 {
-    if (!p) return;
+    if (!p)
+        return;
     struct retired *r = malloc(sizeof *r);
-    if (!r) return; /* not reachable any more: a leak, not a crash */
+    if (!r)
+        return; /* not reachable any more: a leak, not a crash */
     r->p = p;
     pthread_mutex_lock(&graveyard_lock);
     r->next = graveyard;
@@ -288,14 +318,16 @@ static int service_set_inner(struct pb_service *s, const char *key, const char *
     if (strchr(key, '.')) {
         /* plugin parameters (SET demo.notmodified.host_pattern = ...) */
         int rc;
-        if (pb_plugin_set_param(s, key, val, &rc, err, errlen)) return rc;
+        if (pb_plugin_set_param(s, key, val, &rc, err, errlen))
+            return rc;
         log_warn("perlbal: plugin parameter '%s' accepted but not used", key);
         return 0;
     }
     const struct param *p = param_find(key);
     if (!p) {
         int rc; /* a tunable a loaded plugin added (Throttle's) */
-        if (pb_plugin_set_tunable(s, key, val, &rc, err, errlen)) return rc;
+        if (pb_plugin_set_tunable(s, key, val, &rc, err, errlen))
+            return rc;
         return err_out(err, errlen, "Unknown parameter '%s'", key);
     }
     if (p->roles && s->role != PB_ROLE_NONE && !(p->roles & (1u << s->role))) {
@@ -306,20 +338,23 @@ static int service_set_inner(struct pb_service *s, const char *key, const char *
     switch (p->type) {
     case P_BOOL: {
         bool b;
-        if (parse_bool(val, &b) < 0) return err_out(err, errlen, "Expected boolean value for '%s'", key);
+        if (parse_bool(val, &b) < 0)
+            return err_out(err, errlen, "Expected boolean value for '%s'", key);
         *(bool *)(base + p->off) = b;
         return 0;
     }
     case P_INT: {
         char *end;
         long n = strtol(val, &end, 10);
-        if (end == val || *end) return err_out(err, errlen, "Expected integer value for '%s'", key);
+        if (end == val || *end)
+            return err_out(err, errlen, "Expected integer value for '%s'", key);
         *(int *)(base + p->off) = (int)n;
         return 0;
     }
     case P_SIZE: {
         uint64_t n;
-        if (parse_size(val, &n) < 0) return err_out(err, errlen, "Expected size value for '%s'", key);
+        if (parse_size(val, &n) < 0)
+            return err_out(err, errlen, "Expected size value for '%s'", key);
         *(uint64_t *)(base + p->off) = n;
         return 0;
     }
@@ -329,7 +364,8 @@ static int service_set_inner(struct pb_service *s, const char *key, const char *
             char d[4096];
             snprintf(d, sizeof d, "%s", val);
             size_t l = strlen(d);
-            while (l > 1 && d[l - 1] == '/') d[--l] = 0;
+            while (l > 1 && d[l - 1] == '/')
+                d[--l] = 0;
             set_str((char **)(base + p->off), d);
             return 0;
         }
@@ -343,18 +379,19 @@ static int service_set_inner(struct pb_service *s, const char *key, const char *
             log_warn("perlbal: service parameter '%s' accepted but has no effect in this implementation", key);
         return 0;
     }
-    case P_SPECIAL:
-        break;
+    case P_SPECIAL: break;
     }
     if (!strcasecmp(key, "role")) {
-        enum pb_role r = !strcmp(val, "reverse_proxy") ? PB_ROLE_REVERSE_PROXY
-                         : !strcmp(val, "web_server")  ? PB_ROLE_WEB_SERVER
-                         : !strcmp(val, "management")  ? PB_ROLE_MANAGEMENT
-                         : !strcmp(val, "selector")    ? PB_ROLE_SELECTOR
+        enum pb_role r = !strcmp(val, "reverse_proxy")                             ? PB_ROLE_REVERSE_PROXY
+                         : !strcmp(val, "web_server")                              ? PB_ROLE_WEB_SERVER
+                         : !strcmp(val, "management")                              ? PB_ROLE_MANAGEMENT
+                         : !strcmp(val, "selector")                                ? PB_ROLE_SELECTOR
                          : !strcmp(val, "echo") && pb_plugin_loaded("echoservice") ? PB_ROLE_ECHO
-                                                       : PB_ROLE_NONE;
-        if (r == PB_ROLE_NONE) return err_out(err, errlen, "Unknown service role '%s'", val);
-        if (s->enabled) return err_out(err, errlen, "%s", "Can't change role of an enabled service");
+                                                                                   : PB_ROLE_NONE;
+        if (r == PB_ROLE_NONE)
+            return err_out(err, errlen, "Unknown service role '%s'", val);
+        if (s->enabled)
+            return err_out(err, errlen, "%s", "Can't change role of an enabled service");
         s->role = r;
         return 0;
     }
@@ -362,8 +399,10 @@ static int service_set_inner(struct pb_service *s, const char *key, const char *
         struct sockaddr_storage ss;
         socklen_t sl;
         char e[128];
-        if (listen_parse_addr(val, 80, &ss, &sl, e, sizeof e) < 0) return err_out(err, errlen, "%s", e);
-        if (s->enabled) return err_out(err, errlen, "%s", "Can't change listen of an enabled service; disable it first");
+        if (listen_parse_addr(val, 80, &ss, &sl, e, sizeof e) < 0)
+            return err_out(err, errlen, "%s", e);
+        if (s->enabled)
+            return err_out(err, errlen, "%s", "Can't change listen of an enabled service; disable it first");
         set_str(&s->listen, val);
         return 0;
     }
@@ -371,12 +410,14 @@ static int service_set_inner(struct pb_service *s, const char *key, const char *
         pthread_mutex_lock(&pb_lock);
         struct pb_pool *pl = pb_pool_find(val);
         if (pl) {
-            if (s->pool) s->pool->use_count--;
+            if (s->pool)
+                s->pool->use_count--;
             pl->use_count++;
             s->pool = pl;
         }
         pthread_mutex_unlock(&pb_lock);
-        if (!pl) return err_out(err, errlen, "Pool '%s' not found", val);
+        if (!pl)
+            return err_out(err, errlen, "Pool '%s' not found", val);
         return 0;
     }
     if (!strcasecmp(key, "plugins")) {
@@ -388,15 +429,18 @@ static int service_set_inner(struct pb_service *s, const char *key, const char *
         int n = 0;
         s->nplugins = 0;
         for (char *save = NULL, *t = strtok_r(buf, ", \t", &save); t && n < 8; t = strtok_r(NULL, ", \t", &save)) {
-            if (!strcasecmp(t, "none")) continue;
+            if (!strcasecmp(t, "none"))
+                continue;
             const struct pb_plugin *p = pb_plugin_find(t);
             if (!p || !pb_plugin_loaded(t)) {
                 log_warn("perlbal: Plugin %s not loaded; not registered for %s.", t, s->name);
                 continue;
             }
             bool dup = false;
-            for (int i = 0; i < n; i++) dup |= s->plugin_ptr[i] == p;
-            if (dup) continue;
+            for (int i = 0; i < n; i++)
+                dup |= s->plugin_ptr[i] == p;
+            if (dup)
+                continue;
             snprintf(s->plugins[n], sizeof s->plugins[0], "%s", p->name);
             s->plugin_ptr[n] = p;
             n++;
@@ -410,7 +454,8 @@ static int service_set_inner(struct pb_service *s, const char *key, const char *
         return 0;
     }
     if (!strcasecmp(key, "trusted_upstream_proxies")) {
-        if (parse_trusted(s, val, err, errlen) < 0) return -1;
+        if (parse_trusted(s, val, err, errlen) < 0)
+            return -1;
         set_str(&s->trusted_upstream_proxies, val);
         return 0;
     }
@@ -420,14 +465,16 @@ static int service_set_inner(struct pb_service *s, const char *key, const char *
 int pb_service_set_default(const char *key, const char *val, char *err, size_t errlen)
 {
     const struct param *p = param_find(key);
-    if (!p || p->type == P_SPECIAL) return err_out(err, errlen, "Unknown parameter '%s'", key);
+    if (!p || p->type == P_SPECIAL)
+        return err_out(err, errlen, "Unknown parameter '%s'", key);
     for (int i = 0; i < ndefaults; i++)
         if (!strcasecmp(defaults[i].key, key)) {
             free(defaults[i].val);
             defaults[i].val = strdup(val);
             return 0;
         }
-    if (ndefaults >= 64) return err_out(err, errlen, "%s", "too many defaults");
+    if (ndefaults >= 64)
+        return err_out(err, errlen, "%s", "too many defaults");
     defaults[ndefaults].key = strdup(key);
     defaults[ndefaults].val = strdup(val);
     ndefaults++;
@@ -437,21 +484,24 @@ int pb_service_set_default(const char *key, const char *val, char *err, size_t e
 struct pb_service *pb_service_find(const char *name)
 {
     for (struct pb_service *s = pb_services; s; s = s->next)
-        if (!strcmp(s->name, name)) return s;
+        if (!strcmp(s->name, name))
+            return s;
     return NULL;
 }
 
 int pb_service_set(struct pb_service *s, const char *key, const char *val, char *err, size_t errlen)
 {
     int r = service_set_inner(s, key, val, err, errlen);
-    if (r == 0) pb_web_sync(s);
+    if (r == 0)
+        pb_web_sync(s);
     return r;
 }
 
 struct pb_service *pb_service_create(const char *name)
 {
     struct pb_service *s = calloc(1, sizeof *s);
-    if (!s) return NULL;
+    if (!s)
+        return NULL;
     snprintf(s->name, sizeof s->name, "%s", name);
     char err[128];
     for (size_t i = 0; i < NPARAMS; i++)
@@ -461,12 +511,15 @@ struct pb_service *pb_service_create(const char *name)
             pb_service_set(s, params[i].name, params[i].def, err, sizeof err);
             s->role = r;
         }
-    for (int i = 0; i < ndefaults; i++) pb_service_set(s, defaults[i].key, defaults[i].val, err, sizeof err);
-    for (int i = 0; i < PB_MAX_LOOPS; i++) pb_proxy_init_loop(s, i);
+    for (int i = 0; i < ndefaults; i++)
+        pb_service_set(s, defaults[i].key, defaults[i].val, err, sizeof err);
+    for (int i = 0; i < PB_MAX_LOOPS; i++)
+        pb_proxy_init_loop(s, i);
     pb_web_sync(s);
     pthread_mutex_lock(&pb_lock);
     struct pb_service **pp = &pb_services;
-    while (*pp) pp = &(*pp)->next;
+    while (*pp)
+        pp = &(*pp)->next;
     *pp = s;
     pthread_mutex_unlock(&pb_lock);
     return s;
@@ -477,18 +530,21 @@ struct pb_service *pb_service_create(const char *name)
 struct pb_pool *pb_pool_find(const char *name)
 {
     for (struct pb_pool *p = pb_pools; p; p = p->next)
-        if (!strcmp(p->name, name)) return p;
+        if (!strcmp(p->name, name))
+            return p;
     return NULL;
 }
 
 struct pb_pool *pb_pool_create(const char *name)
 {
     struct pb_pool *p = calloc(1, sizeof *p);
-    if (!p) return NULL;
+    if (!p)
+        return NULL;
     snprintf(p->name, sizeof p->name, "%s", name);
     pthread_mutex_lock(&pb_lock);
     struct pb_pool **pp = &pb_pools;
-    while (*pp) pp = &(*pp)->next;
+    while (*pp)
+        pp = &(*pp)->next;
     *pp = p;
     pthread_mutex_unlock(&pb_lock);
     return p;
@@ -503,16 +559,19 @@ static int pool_add_locked(struct pb_pool *p, const char *ipport, char *err, siz
     if (pool_node_init_host(&parsed, ipport, 80) < 0)
         return err_out(err, errlen, "Invalid node address '%s'", ipport);
     for (int i = 0; i < p->nnodes; i++)
-        if (!strcmp(p->nodes[i]->name, parsed.name)) return 0;
+        if (!strcmp(p->nodes[i]->name, parsed.name))
+            return 0;
     if (p->nnodes == p->cap) {
         int nc = p->cap ? p->cap * 2 : 8;
         struct pool_node **n = realloc(p->nodes, (size_t)nc * sizeof *n);
-        if (!n) return err_out(err, errlen, "%s", "out of memory");
+        if (!n)
+            return err_out(err, errlen, "%s", "out of memory");
         p->nodes = n;
         p->cap = nc;
     }
     struct pool_node *node = calloc(1, sizeof *node);
-    if (!node) return err_out(err, errlen, "%s", "out of memory");
+    if (!node)
+        return err_out(err, errlen, "%s", "out of memory");
     snprintf(node->name, sizeof node->name, "%s", parsed.name);
     node->sa = parsed.sa;
     node->salen = parsed.salen;
@@ -561,11 +620,14 @@ struct pool_node *pb_pool_pick(struct pb_pool *p)
 /* nodefile: one ip[:port] per line, '#' comments; re-read when it changes. */
 void pb_pool_check_nodefile(struct pb_pool *p)
 {
-    if (!p->nodefile) return;
+    if (!p->nodefile)
+        return;
     struct stat st;
-    if (stat(p->nodefile, &st) < 0 || st.st_mtime == p->nodefile_mtime) return;
+    if (stat(p->nodefile, &st) < 0 || st.st_mtime == p->nodefile_mtime)
+        return;
     FILE *f = fopen(p->nodefile, "r");
-    if (!f) return;
+    if (!f)
+        return;
     p->nodefile_mtime = st.st_mtime;
     pthread_mutex_lock(&pb_lock);
     /* rebuild: nodes still listed keep their counters; the others leave */
@@ -576,18 +638,23 @@ void pb_pool_check_nodefile(struct pb_pool *p)
     char line[512], err[128];
     while (fgets(line, sizeof line, f)) {
         char *h = strchr(line, '#');
-        if (h) *h = 0;
+        if (h)
+            *h = 0;
         char *s = line;
-        while (isspace((unsigned char)*s)) s++;
+        while (isspace((unsigned char)*s))
+            s++;
         char *e = s;
-        while (*e && !isspace((unsigned char)*e)) e++;
+        while (*e && !isspace((unsigned char)*e))
+            e++;
         *e = 0;
-        if (*s) pool_add_locked(p, s, err, sizeof err);
+        if (*s)
+            pool_add_locked(p, s, err, sizeof err);
     }
     for (int i = 0; i < nold; i++) {
         int j;
         for (j = 0; j < p->nnodes; j++)
-            if (!strcmp(p->nodes[j]->name, old[i]->name)) break;
+            if (!strcmp(p->nodes[j]->name, old[i]->name))
+                break;
         if (j < p->nnodes) { /* keep the old node (and its counters) */
             pb_retire(p->nodes[j]);
             p->nodes[j] = old[i];
@@ -616,7 +683,8 @@ int pb_pool_set(struct pb_pool *p, const char *key, const char *val, char *err, 
         return 0;
     }
     if (!strcasecmp(key, "balance_method")) {
-        if (strcmp(val, "random")) return err_out(err, errlen, "Unknown balance method '%s'", val);
+        if (strcmp(val, "random"))
+            return err_out(err, errlen, "Unknown balance method '%s'", val);
         return 0;
     }
     return err_out(err, errlen, "Unknown parameter '%s'", key);
@@ -633,7 +701,8 @@ int pb_pool_set(struct pb_pool *p, const char *key, const char *val, char *err, 
 void *pb_tls_ctx_new(struct pb_service *s, char *err, size_t errlen)
 {
     void *ctx = tls_server_ctx_new(s->ssl_cert_file, s->ssl_key_file, s->ssl_cipher_list, err, errlen);
-    if (!ctx) return NULL;
+    if (!ctx)
+        return NULL;
     int mode = s->ssl_verify_mode;
     if (mode & ~(SSL_VERIFY_PEER | SSL_VERIFY_FAIL_IF_NO_PEER_CERT | SSL_VERIFY_CLIENT_ONCE)) {
         snprintf(err, errlen, "ssl_verify_mode %d: expected a sum of 1 (verify), 2 (require) and 4 (once)", mode);
@@ -648,10 +717,12 @@ void *pb_tls_ctx_new(struct pb_service *s, char *err, size_t errlen)
             tls_ctx_free(ctx);
             return NULL;
         }
-        if (!dir) SSL_CTX_set_client_CA_list(ctx, SSL_load_client_CA_file(s->ssl_ca_path));
+        if (!dir)
+            SSL_CTX_set_client_CA_list(ctx, SSL_load_client_CA_file(s->ssl_ca_path));
     }
     if (mode) {
-        if (mode & SSL_VERIFY_FAIL_IF_NO_PEER_CERT) mode |= SSL_VERIFY_PEER;
+        if (mode & SSL_VERIFY_FAIL_IF_NO_PEER_CERT)
+            mode |= SSL_VERIFY_PEER;
         SSL_CTX_set_verify(ctx, mode, NULL);
         static const unsigned char sid[] = "perlbal";
         SSL_CTX_set_session_id_context(ctx, sid, sizeof sid - 1);
@@ -672,7 +743,8 @@ static void ctx_retire_step(void *arg)
     struct ctx_retire *r = arg;
     if (r->next < loop_count()) {
         struct core_loop *l = loop_get(r->next++);
-        if (loop_call(l, ctx_retire_step, r) == 0) return;
+        if (loop_call(l, ctx_retire_step, r) == 0)
+            return;
     }
     tls_ctx_free(r->ctx);
     free(r);
@@ -681,7 +753,8 @@ static void ctx_retire_step(void *arg)
 void pb_tls_reload(void)
 {
     for (struct pb_service *s = pb_services; s; s = s->next) {
-        if (!s->enable_ssl || !s->tls_ctx) continue;
+        if (!s->enable_ssl || !s->tls_ctx)
+            continue;
         char e[256];
         void *ctx = pb_tls_ctx_new(s, e, sizeof e);
         if (!ctx) {
@@ -691,7 +764,8 @@ void pb_tls_reload(void)
         void *old = __atomic_exchange_n(&s->tls_ctx, ctx, __ATOMIC_ACQ_REL);
         log_info("perlbal: service %s: certificate reloaded from %s", s->name, s->ssl_cert_file);
         struct ctx_retire *r = malloc(sizeof *r);
-        if (!r) continue; /* keep the old one rather than free it under a loop */
+        if (!r)
+            continue; /* keep the old one rather than free it under a loop */
         r->ctx = old;
         r->next = 1;
         ctx_retire_step(r);
@@ -710,12 +784,15 @@ static void accept_cb(struct core_loop *loop, int fd, const struct sockaddr *sa,
     struct pb_service *svc = arg;
     uint64_t max = listen_max_conns();
     bool reject = max && svc->role != PB_ROLE_MANAGEMENT && conn_total_current() >= max;
-    if (svc->role == PB_ROLE_MANAGEMENT) pb_manage_accept(svc, loop, fd, sa, sl);
-    else if (svc->role == PB_ROLE_ECHO && reject) close(fd); /* no protocol to say why in */
-    else if (svc->role == PB_ROLE_ECHO) pb_echo_accept(svc, loop, fd, sa, sl);
-    else pb_client_accept(svc, loop, fd, sa, sl, reject);
+    if (svc->role == PB_ROLE_MANAGEMENT)
+        pb_manage_accept(svc, loop, fd, sa, sl);
+    else if (svc->role == PB_ROLE_ECHO && reject)
+        close(fd); /* no protocol to say why in */
+    else if (svc->role == PB_ROLE_ECHO)
+        pb_echo_accept(svc, loop, fd, sa, sl);
+    else
+        pb_client_accept(svc, loop, fd, sa, sl, reject);
 }
-
 
 static bool is_loopback(const struct sockaddr_storage *ss)
 {
@@ -723,28 +800,32 @@ static bool is_loopback(const struct sockaddr_storage *ss)
         return (ntohl(((const struct sockaddr_in *)ss)->sin_addr.s_addr) >> 24) == 127;
     if (ss->ss_family == AF_INET6) {
         const struct in6_addr *a = &((const struct sockaddr_in6 *)ss)->sin6_addr;
-        return IN6_IS_ADDR_LOOPBACK(a) ||
-               (IN6_IS_ADDR_V4MAPPED(a) && a->s6_addr[12] == 127);
+        return IN6_IS_ADDR_LOOPBACK(a) || (IN6_IS_ADDR_V4MAPPED(a) && a->s6_addr[12] == 127);
     }
     return true; /* unix socket */
 }
 
 int pb_service_enable(struct pb_service *s, char *err, size_t errlen)
 {
-    if (s->enabled) return 0;
-    if (s->role == PB_ROLE_NONE) return err_out(err, errlen, "Service '%s' has no role", s->name);
-    if (s->role == PB_ROLE_REVERSE_PROXY && !s->pool && !(s->server_process && *s->server_process)) log_warn("perlbal: service '%s' has no pool", s->name);
+    if (s->enabled)
+        return 0;
+    if (s->role == PB_ROLE_NONE)
+        return err_out(err, errlen, "Service '%s' has no role", s->name);
+    if (s->role == PB_ROLE_REVERSE_PROXY && !s->pool && !(s->server_process && *s->server_process))
+        log_warn("perlbal: service '%s' has no pool", s->name);
     if (s->enable_ssl && !s->tls_ctx && s->listen) {
         char e[256];
         void *ctx = pb_tls_ctx_new(s, e, sizeof e);
-        if (!ctx) return err_out(err, errlen, "SSL: %s", e);
+        if (!ctx)
+            return err_out(err, errlen, "SSL: %s", e);
         __atomic_store_n(&s->tls_ctx, ctx, __ATOMIC_RELEASE);
     }
     if (s->listen) {
         struct sockaddr_storage ss;
         socklen_t sl;
         char e[160];
-        if (listen_parse_addr(s->listen, 80, &ss, &sl, e, sizeof e) < 0) return err_out(err, errlen, "%s", e);
+        if (listen_parse_addr(s->listen, 80, &ss, &sl, e, sizeof e) < 0)
+            return err_out(err, errlen, "%s", e);
         if (s->role == PB_ROLE_MANAGEMENT && !is_loopback(&ss))
             log_warn("perlbal: WARNING: management service '%s' listens on %s, beyond loopback: the console has "
                      "no authentication and anyone who can reach it can reconfigure or stop this server",
@@ -754,7 +835,8 @@ int pb_service_enable(struct pb_service *s, char *err, size_t errlen)
         struct listen_opts lo = { .single_loop = s->role == PB_ROLE_MANAGEMENT, .is_admin = true };
         char e2[256];
         s->listener = listen_open(s->listen, 80, &lo, accept_cb, NULL, s, e2, sizeof e2);
-        if (!s->listener) return err_out(err, errlen, "Error creating listening socket on %s", e2);
+        if (!s->listener)
+            return err_out(err, errlen, "Error creating listening socket on %s", e2);
     }
     s->enabled = true;
     return 0;
@@ -764,8 +846,10 @@ int pb_service_disable(struct pb_service *s, char *err, size_t errlen)
 {
     (void)err;
     (void)errlen;
-    if (!s->enabled) return 0;
-    if (s->listener) listen_close(s->listener);
+    if (!s->enabled)
+        return 0;
+    if (s->listener)
+        listen_close(s->listener);
     s->listener = NULL;
     s->enabled = false;
     return 0;
@@ -791,7 +875,9 @@ void pb_close_all_listeners(void)
     for (int i = 0; i < loop_count(); i++) {
         struct core_loop *loop = loop_get(i);
         struct core_loop *cur = loop_current();
-        if (cur && cur->index == i) close_on_loop(loop);
-        else loop_call(loop, close_on_loop, loop);
+        if (cur && cur->index == i)
+            close_on_loop(loop);
+        else
+            loop_call(loop, close_on_loop, loop);
     }
 }

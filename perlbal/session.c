@@ -102,7 +102,8 @@ void pb_client_accept(struct pb_service *svc, struct core_loop *loop, int fd, co
         setsockopt(fd, SOL_SOCKET, SO_SNDBUF, &v, sizeof v);
     }
     struct httpd_conn *h =
-        httpd_accept(loop, fd, sa, salen, svc->enable_ssl ? __atomic_load_n(&svc->tls_ctx, __ATOMIC_ACQUIRE) : NULL, &client_ops, cl);
+        httpd_accept(loop, fd, sa, salen, svc->enable_ssl ? __atomic_load_n(&svc->tls_ctx, __ATOMIC_ACQUIRE) : NULL,
+                     &client_ops, cl);
     if (!h) {
         free(cl);
         return;
@@ -125,10 +126,7 @@ void pb_client_request_timeouts(struct pb_client *cl, size_t head_in_buffer)
     httpd_request_timeouts(cl->h, head_in_buffer);
 }
 
-bool pb_client_can_persist(struct pb_client *cl)
-{
-    return httpd_can_persist(cl->h);
-}
+bool pb_client_can_persist(struct pb_client *cl) { return httpd_can_persist(cl->h); }
 
 void pb_client_response_head(struct pb_client *cl, int status, const char *ctype, int64_t content_length,
                              bool keep_alive, const char *extra)
@@ -136,20 +134,11 @@ void pb_client_response_head(struct pb_client *cl, int status, const char *ctype
     httpd_response_head(cl->h, status, ctype, content_length, keep_alive, extra);
 }
 
-void pb_client_flush(struct pb_client *cl)
-{
-    httpd_flush(cl->h);
-}
+void pb_client_flush(struct pb_client *cl) { httpd_flush(cl->h); }
 
-void pb_client_error(struct pb_client *cl, int status, const char *msg)
-{
-    httpd_error(cl->h, status, msg);
-}
+void pb_client_error(struct pb_client *cl, int status, const char *msg) { httpd_error(cl->h, status, msg); }
 
-void pb_client_set_responding(struct pb_client *cl)
-{
-    pb_client_enter(cl, CL_RESPONDING);
-}
+void pb_client_set_responding(struct pb_client *cl) { pb_client_enter(cl, CL_RESPONDING); }
 
 static void client_release_active(struct pb_client *cl)
 {
@@ -164,7 +153,8 @@ static void client_release_active(struct pb_client *cl)
 static void client_on_request_end(struct httpd_conn *h)
 {
     struct pb_client *cl = h->data;
-    if (cl->throttle_counted) pb_plugins_proxy_end(cl->svc, cl);
+    if (cl->throttle_counted)
+        pb_plugins_proxy_end(cl->svc, cl);
     free(cl->target);
     cl->target = NULL;
     free(cl->cache_key);
@@ -173,7 +163,8 @@ static void client_on_request_end(struct httpd_conn *h)
     cl->range = NULL;
     free(cl->rp_hdrs);
     cl->rp_hdrs = NULL;
-    if (cl->req_head) evbuffer_drain(cl->req_head, evbuffer_get_length(cl->req_head));
+    if (cl->req_head)
+        evbuffer_drain(cl->req_head, evbuffer_get_length(cl->req_head));
     pb_upload_purge(cl);
     pb_client_enter(cl, CL_READ_HEAD);
     cl->svc = cl->listen_svc;
@@ -185,18 +176,17 @@ static void client_on_request_end(struct httpd_conn *h)
     client_apply_service(cl);
 }
 
-void pb_client_done(struct pb_client *cl, bool keep_alive)
-{
-    httpd_done(cl->h, keep_alive);
-}
+void pb_client_done(struct pb_client *cl, bool keep_alive) { httpd_done(cl->h, keep_alive); }
 
 /* Priority from the high-priority cookie. */
 static int request_priority(struct pb_service *svc, struct http_msg *req)
 {
-    if (!svc->high_priority_cookie || !*svc->high_priority_cookie) return 1;
+    if (!svc->high_priority_cookie || !*svc->high_priority_cookie)
+        return 1;
     size_t len;
     const char *ck = http_header_value(req, "cookie", &len);
-    if (!ck) return 1;
+    if (!ck)
+        return 1;
     size_t nl = strlen(svc->high_priority_cookie);
     for (size_t i = 0; i + nl < len; i++) {
         if ((i == 0 || ck[i - 1] == ' ' || ck[i - 1] == ';') && strncmp(ck + i, svc->high_priority_cookie, nl) == 0 &&
@@ -205,8 +195,10 @@ static int request_priority(struct pb_service *svc, struct http_msg *req)
             const char *ve = memchr(v, ';', len - (size_t)(v - ck));
             size_t vl = ve ? (size_t)(ve - v) : len - (size_t)(v - ck);
             const char *want = svc->high_priority_cookie_contents;
-            if (!want || !*want) return 0;
-            if (memmem(v, vl, want, strlen(want))) return 0;
+            if (!want || !*want)
+                return 0;
+            if (memmem(v, vl, want, strlen(want)))
+                return 0;
         }
     }
     return 1;
@@ -221,29 +213,37 @@ static struct pb_service *vhost_select(struct pb_service *sel, struct http_msg *
     if (req->host_index >= 0) {
         const struct http_header *h = &req->headers[req->host_index];
         hl = h->value_len < sizeof host - 3 ? h->value_len : sizeof host - 3;
-        for (size_t i = 0; i < hl; i++) host[i] = (char)tolower((unsigned char)h->value[i]);
+        for (size_t i = 0; i < hl; i++)
+            host[i] = (char)tolower((unsigned char)h->value[i]);
     }
     host[hl] = 0;
     char *colon = strrchr(host, ':');
-    if (colon && !strchr(host, ']')) *colon = 0;
+    if (colon && !strchr(host, ']'))
+        *colon = 0;
     hl = strlen(host);
-    if (hl && host[hl - 1] == '.') host[--hl] = 0;
+    if (hl && host[hl - 1] == '.')
+        host[--hl] = 0;
     char wild[260];
-    if (hl) snprintf(wild, sizeof wild, "*.%s", host);
+    if (hl)
+        snprintf(wild, sizeof wild, "*.%s", host);
     pthread_mutex_lock(&pb_lock);
     struct pb_service *found = NULL;
     /* literal */
     for (struct pb_vhost *v = sel->vhosts; v && hl && !found; v = v->next)
-        if (!strcmp(v->pattern, host)) found = pb_service_find(v->target);
+        if (!strcmp(v->pattern, host))
+            found = pb_service_find(v->target);
     if (!found && hl) {
         /* *.host, then peel */
         char *p = wild; /* "*.a.b.c" */
         for (;;) {
             for (struct pb_vhost *v = sel->vhosts; v && !found; v = v->next)
-                if (!strcmp(v->pattern, p)) found = pb_service_find(v->target);
-            if (found) break;
+                if (!strcmp(v->pattern, p))
+                    found = pb_service_find(v->target);
+            if (found)
+                break;
             char *dot = strchr(p + 2, '.');
-            if (!dot) break;
+            if (!dot)
+                break;
             /* "*.b.c": move the "*" to just before the dot */
             p = dot - 1;
             *p = '*';
@@ -251,7 +251,8 @@ static struct pb_service *vhost_select(struct pb_service *sel, struct http_msg *
     }
     if (!found)
         for (struct pb_vhost *v = sel->vhosts; v && !found; v = v->next)
-            if (!strcmp(v->pattern, "*")) found = pb_service_find(v->target);
+            if (!strcmp(v->pattern, "*"))
+                found = pb_service_find(v->target);
     pthread_mutex_unlock(&pb_lock);
     return found;
 }
@@ -262,14 +263,18 @@ static bool extra_request_bytes(struct pb_client *cl, uint64_t used)
 {
     struct evbuffer *in = conn_in(cl->c);
     size_t len = evbuffer_get_length(in);
-    if (len <= used) return false;
+    if (len <= used)
+        return false;
     struct evbuffer_ptr pos;
-    if (evbuffer_ptr_set(in, &pos, (size_t)used, EVBUFFER_PTR_SET) < 0) return false;
+    if (evbuffer_ptr_set(in, &pos, (size_t)used, EVBUFFER_PTR_SET) < 0)
+        return false;
     char buf[64];
     size_t n = len - (size_t)used < sizeof buf ? len - (size_t)used : sizeof buf;
-    if (evbuffer_copyout_from(in, &pos, buf, n) < 0) return false;
+    if (evbuffer_copyout_from(in, &pos, buf, n) < 0)
+        return false;
     for (size_t i = 0; i < n; i++)
-        if (buf[i] != '\r' && buf[i] != '\n') return true;
+        if (buf[i] != '\r' && buf[i] != '\n')
+            return true;
     return false;
 }
 
@@ -307,10 +312,10 @@ static void dispatch(struct pb_client *cl, struct http_msg *req)
     cl->svc = svc;
     client_apply_service(cl);
     /* the chosen service's bound on a chunked body (no body byte read yet) */
-    if (req->body == HTTP_BODY_CHUNKED) http_chunked_init(&cl->h->chunk, svc->max_chunked_request_size);
+    if (req->body == HTTP_BODY_CHUNKED)
+        http_chunked_init(&cl->h->chunk, svc->max_chunked_request_size);
     atomic_fetch_add_explicit(&svc->requests, 1, memory_order_relaxed);
-    if (svc->nplugins && svc->role != PB_ROLE_SELECTOR &&
-        pb_plugins_start_request(svc, cl, req) == PB_HOOK_HANDLED) {
+    if (svc->nplugins && svc->role != PB_ROLE_SELECTOR && pb_plugins_start_request(svc, cl, req) == PB_HOOK_HANDLED) {
         httpd_drop_head(cl->h);
         return;
     }
@@ -320,11 +325,13 @@ static void dispatch(struct pb_client *cl, struct http_msg *req)
     case PB_ROLE_REVERSE_PROXY: {
         /* high_priority_cookie raises; a plugin (AccessControl queue_low)
          * may already have lowered it */
-        if (request_priority(svc, req) == 0) cl->prio = 0;
+        if (request_priority(svc, req) == 0)
+            cl->prio = 0;
         if (svc->enable_reproxy) { /* a reproxied answer honours the client's Range */
             size_t rl;
             const char *rv = http_header_value(req, "range", &rl);
-            if (rv && rl < 256) cl->range = strndup(rv, rl);
+            if (rv && rl < 256)
+                cl->range = strndup(rv, rl);
         }
         if (svc->reproxy_cache_maxsize > 0 && svc->enable_reproxy && req->body == HTTP_BODY_NONE &&
             (req->method == HTTP_M_GET || req->method == HTTP_M_HEAD)) {
@@ -348,7 +355,8 @@ static void dispatch(struct pb_client *cl, struct http_msg *req)
             return;
         }
         /* build the backend head now: req points into the input buffer */
-        if (!cl->req_head) cl->req_head = evbuffer_new();
+        if (!cl->req_head)
+            cl->req_head = evbuffer_new();
         struct evbuffer *h = cl->req_head;
         bool chunked = req->body == HTTP_BODY_CHUNKED;
         evbuffer_add(h, req->method_str, req->method_len);
@@ -376,16 +384,19 @@ static void dispatch(struct pb_client *cl, struct http_msg *req)
             for (struct pb_header_op *op = svc->header_ops; op; op = op->next)
                 if (!op->value && strlen(op->name) == hd->name_len && !strncasecmp(op->name, hd->name, hd->name_len))
                     removed = true;
-            if (removed) continue;
+            if (removed)
+                continue;
             if (IS("x-forwarded-for")) {
-                if (!trusted) continue;
+                if (!trusted)
+                    continue;
                 if (!svc->blind_proxy) {
                     evbuffer_add_printf(h, "X-Forwarded-For: %.*s, %s\r\n", (int)hd->value_len, hd->value, ip);
                     xff_done = true;
                     continue;
                 }
             }
-            if ((IS("x-host") || IS("x-forwarded-host") || IS("x-forwarded-port") || IS("x-forwarded-proto")) && !trusted)
+            if ((IS("x-host") || IS("x-forwarded-host") || IS("x-forwarded-port") || IS("x-forwarded-proto")) &&
+                !trusted)
                 continue; /* only a trusted upstream may speak for the client */
 #undef IS
             evbuffer_add(h, hd->name, hd->name_len);
@@ -398,16 +409,21 @@ static void dispatch(struct pb_client *cl, struct http_msg *req)
             evbuffer_add(h, ip, strlen(ip));
             evbuffer_add(h, "\r\n", 2);
         }
-        if (svc->enable_reproxy) evbuffer_add(h, "X-Proxy-Capabilities: reproxy-file\r\n", 36);
+        if (svc->enable_reproxy)
+            evbuffer_add(h, "X-Proxy-Capabilities: reproxy-file\r\n", 36);
         for (struct pb_header_op *op = svc->header_ops; op; op = op->next)
-            if (op->value) evbuffer_add_printf(h, "%s: %s\r\n", op->name, op->value);
+            if (op->value)
+                evbuffer_add_printf(h, "%s: %s\r\n", op->name, op->value);
         /* a chunked body is spooled and sent with a Content-Length when
          * buffer_uploads is on (as Perlbal), else re-encoded as it streams */
         bool spool = chunked && svc->buffer_uploads;
-        if (chunked && !spool) evbuffer_add(h, "Transfer-Encoding: chunked\r\n", 28);
+        if (chunked && !spool)
+            evbuffer_add(h, "Transfer-Encoding: chunked\r\n", 28);
         cl->chunked_out = chunked && !spool;
-        if (svc->persist_backend) evbuffer_add(h, "Connection: keep-alive\r\n\r\n", 26);
-        else evbuffer_add(h, "Connection: close\r\n\r\n", 21);
+        if (svc->persist_backend)
+            evbuffer_add(h, "Connection: keep-alive\r\n\r\n", 26);
+        else
+            evbuffer_add(h, "Connection: close\r\n\r\n", 21);
         httpd_drop_head(cl->h);
         /* clients connected to this service (in flight or between
          * requests): how many bored backends are worth keeping */
@@ -418,7 +434,8 @@ static void dispatch(struct pb_client *cl, struct http_msg *req)
         }
         if (svc->nplugins) {
             int64_t hold = pb_plugins_proxy_start(svc, cl);
-            if (hold < 0) return; /* answered (denied) */
+            if (hold < 0)
+                return; /* answered (denied) */
             if (hold == PB_HOLD_ASYNC) {
                 pb_client_enter(cl, CL_WAIT_BACKEND);
                 conn_pause_read(cl->c);
@@ -432,9 +449,7 @@ static void dispatch(struct pb_client *cl, struct http_msg *req)
         pb_proxy_start(cl);
         return;
     }
-    case PB_ROLE_WEB_SERVER:
-        pb_web_request(cl, req);
-        return;
+    case PB_ROLE_WEB_SERVER: pb_web_request(cl, req); return;
     default:
         httpd_drop_head(cl->h);
         pb_client_error(cl, 404, "Service has no HTTP role");
@@ -461,25 +476,26 @@ static void client_on_input(struct httpd_conn *h)
             pb_proxy_body_ready(cl);
             return;
         }
-        if (!h->body_done) pb_client_request_timeouts(cl, 0); /* body arriving while queued */
+        if (!h->body_done)
+            pb_client_request_timeouts(cl, 0); /* body arriving while queued */
         break;
-    case CL_BUFFERING:
-        pb_proxy_buffer_data(cl);
-        return;
-    default:
-        break;
+    case CL_BUFFERING: pb_proxy_buffer_data(cl); return;
+    default: break;
     }
     /* bytes wait: the body for a backend still connecting, or a pipelined
      * request */
-    if (evbuffer_get_length(conn_in(h->c)) > HTTPD_MAX_PIPELINE_IN) conn_pause_read(h->c);
+    if (evbuffer_get_length(conn_in(h->c)) > HTTPD_MAX_PIPELINE_IN)
+        conn_pause_read(h->c);
 }
 
 static void client_on_drained(struct httpd_conn *h)
 {
     struct pb_client *cl = h->data;
     /* the client caught up: let a paused backend or reproxy go on */
-    if (cl->backend && cl->backend->c) conn_resume_read(cl->backend->c);
-    if (cl->reproxy) pb_reproxy_resume(cl);
+    if (cl->backend && cl->backend->c)
+        conn_resume_read(cl->backend->c);
+    if (cl->reproxy)
+        pb_reproxy_resume(cl);
 }
 
 static void client_on_close(struct httpd_conn *h, enum conn_close_reason why)
@@ -489,7 +505,8 @@ static void client_on_close(struct httpd_conn *h, enum conn_close_reason why)
     pb_proxy_client_gone(cl);
     client_release_active(cl);
     pb_upload_purge(cl);
-    if (cl->req_head) evbuffer_free(cl->req_head);
+    if (cl->req_head)
+        evbuffer_free(cl->req_head);
     free(cl->target);
     free(cl->cache_key);
     free(cl->range);

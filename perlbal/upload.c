@@ -38,7 +38,8 @@
 
 void pb_upload_purge(struct pb_client *cl)
 {
-    if (cl->upload_fd >= 0) close(cl->upload_fd);
+    if (cl->upload_fd >= 0)
+        close(cl->upload_fd);
     cl->upload_fd = -1;
     if (cl->upload_path) {
         unlink(cl->upload_path); /* disk call on the loop: see the comment above */
@@ -58,17 +59,19 @@ static void upload_fail(struct pb_client *cl, int status, const char *msg)
 
 static int upload_open(struct pb_client *cl)
 {
-    const char *dir = cl->svc->buffer_uploads_path && *cl->svc->buffer_uploads_path ? cl->svc->buffer_uploads_path
-                                                                                      : "/tmp";
+    const char *dir =
+        cl->svc->buffer_uploads_path && *cl->svc->buffer_uploads_path ? cl->svc->buffer_uploads_path : "/tmp";
     static __thread unsigned seed;
-    if (!seed) seed = (unsigned)pb_now_ms() ^ (unsigned)(uintptr_t)&seed;
+    if (!seed)
+        seed = (unsigned)pb_now_ms() ^ (unsigned)(uintptr_t)&seed;
     char path[4096];
     int fd = -1;
     for (int tries = 0; fd < 0 && tries < 8; tries++) {
-        snprintf(path, sizeof path, "%s/%s-%s-client-%d-%u", dir, cl->svc->name,
-                 cl->svc->listen ? cl->svc->listen : "", cl->c->fd, (unsigned)rand_r(&seed));
+        snprintf(path, sizeof path, "%s/%s-%s-client-%d-%u", dir, cl->svc->name, cl->svc->listen ? cl->svc->listen : "",
+                 cl->c->fd, (unsigned)rand_r(&seed));
         fd = open(path, O_CREAT | O_EXCL | O_RDWR | O_CLOEXEC | O_NOFOLLOW, 0644);
-        if (fd < 0 && errno != EEXIST) break;
+        if (fd < 0 && errno != EEXIST)
+            break;
     }
     if (fd < 0) {
         log_warn("perlbal: buffer_uploads_path %s: %s", dir, strerror(errno));
@@ -128,7 +131,8 @@ static void spool_chunked(struct pb_client *cl)
         }
         while (evbuffer_get_length(tmp) > 0) {
             struct evbuffer_iovec v;
-            if (evbuffer_peek(tmp, -1, NULL, &v, 1) < 1) break;
+            if (evbuffer_peek(tmp, -1, NULL, &v, 1) < 1)
+                break;
             if (!spool_write(cl, v.iov_base, v.iov_len)) {
                 evbuffer_drain(tmp, evbuffer_get_length(tmp));
                 return;
@@ -140,8 +144,10 @@ static void spool_chunked(struct pb_client *cl)
             upload_fail(cl, 413, "Request body too large");
             return;
         }
-        if (r == HTTPD_BODY_DONE) break;
-        if (httpd_body_available(cl->h) == 0) return;
+        if (r == HTTPD_BODY_DONE)
+            break;
+        if (httpd_body_available(cl->h) == 0)
+            return;
     }
     pb_client_request_timeouts(cl, 0);
     pb_proxy_request(cl);
@@ -157,17 +163,21 @@ void pb_proxy_buffer_data(struct pb_client *cl)
     }
     if (cl->upload_fd < 0) {
         uint64_t have = evbuffer_get_length(in);
-        if (have > cl->h->body_remaining) have = cl->h->body_remaining;
+        if (have > cl->h->body_remaining)
+            have = cl->h->body_remaining;
         bool complete = have == cl->h->body_remaining;
         uint64_t total = cl->upload_size;
         uint64_t hold = svc->buffer_backend_connect ? svc->buffer_backend_connect : 100 * 1024;
         const char *reason = NULL;
-        if (svc->buffer_upload_threshold_size && total >= svc->buffer_upload_threshold_size) reason = "size";
+        if (svc->buffer_upload_threshold_size && total >= svc->buffer_upload_threshold_size)
+            reason = "size";
         if (!reason && !complete) {
-            if (have < hold) return; /* keep holding */
+            if (have < hold)
+                return; /* keep holding */
             int64_t el = pb_now_ms() - cl->upload_started_ms;
             double rate = el > 0 ? (double)have * 1000.0 / (double)el : 1e18;
-            if (svc->buffer_upload_threshold_rate && rate < svc->buffer_upload_threshold_rate) reason = "rate";
+            if (svc->buffer_upload_threshold_rate && rate < svc->buffer_upload_threshold_rate)
+                reason = "rate";
             else if (svc->buffer_upload_threshold_time && (double)total / rate > svc->buffer_upload_threshold_time)
                 reason = "time";
         }
@@ -186,13 +196,16 @@ void pb_proxy_buffer_data(struct pb_client *cl)
     }
     while (cl->h->body_remaining > 0 && evbuffer_get_length(in) > 0) {
         struct evbuffer_iovec v;
-        if (evbuffer_peek(in, -1, NULL, &v, 1) < 1) break;
+        if (evbuffer_peek(in, -1, NULL, &v, 1) < 1)
+            break;
         size_t n = v.iov_len < cl->h->body_remaining ? v.iov_len : (size_t)cl->h->body_remaining;
-        if (!spool_write(cl, v.iov_base, n)) return;
+        if (!spool_write(cl, v.iov_base, n))
+            return;
         evbuffer_drain(in, n);
         cl->h->body_remaining -= (uint64_t)n;
     }
-    if (cl->h->body_remaining > 0) return;
+    if (cl->h->body_remaining > 0)
+        return;
     cl->h->body_done = true;
     pb_client_request_timeouts(cl, 0);
     pb_proxy_request(cl);

@@ -12,13 +12,15 @@ static void web_rewrite_path(void *arg, struct httpd_conn *h, char *path, size_t
 {
     (void)h;
     struct pb_service *svc = arg;
-    if (svc->nplugins) pb_plugins_serve_path(svc, path, cap);
+    if (svc->nplugins)
+        pb_plugins_serve_path(svc, path, cap);
 }
 
 static void web_file_sent(void *arg, struct httpd_conn *h)
 {
     struct pb_service *svc = arg;
-    if (svc->nplugins) pb_plugins_file_sent(svc, h->data, false);
+    if (svc->nplugins)
+        pb_plugins_file_sent(svc, h->data, false);
 }
 
 void pb_web_sync(struct pb_service *svc)
@@ -53,10 +55,13 @@ int pb_aio_threads = 4;
 
 void pb_set_aio(int on, int threads)
 {
-    if (on >= 0) pb_aio_on = on;
-    if (threads > 0) pb_aio_threads = threads; /* takes effect at the next start */
+    if (on >= 0)
+        pb_aio_on = on;
+    if (threads > 0)
+        pb_aio_threads = threads; /* takes effect at the next start */
     pthread_mutex_lock(&pb_lock);
-    for (struct pb_service *s = pb_services; s; s = s->next) pb_web_sync(s);
+    for (struct pb_service *s = pb_services; s; s = s->next)
+        pb_web_sync(s);
     pthread_mutex_unlock(&pb_lock);
 }
 

@@ -53,10 +53,7 @@ static void finish(struct sw_sess *s)
 }
 
 /* The next database in this request's order, or -1. */
-static int next_db(struct sw_sess *s)
-{
-    return s->oi < s->norder ? s->order[s->oi++] : -1;
-}
+static int next_db(struct sw_sess *s) { return s->oi < s->norder ? s->order[s->oi++] : -1; }
 
 static void submit(struct sw_sess *s, struct sw_op *op, struct sw_store *st, void (*done)(struct sw_op *))
 {
@@ -120,7 +117,7 @@ static void cmd_insert(struct sw_sess *s, struct sw_jobspec *jobs, int njobs)
         sw_sess_ready(s);
         return;
     }
-    op->jobs = jobs;  /* the op owns them now */
+    op->jobs = jobs; /* the op owns them now */
     op->njobs = njobs;
     s->jobs = NULL;
     s->njobs = 0;
@@ -367,26 +364,21 @@ static void job_done(struct sw_op *op)
             evbuffer_add_buffer(out, op->out);
             evbuffer_add(out, "END\r\n", 5);
             break;
-        case SW_OP_TOUCH:
-            evbuffer_add(out, "OK\r\n", 4);
-            break;
+        case SW_OP_TOUCH: evbuffer_add(out, "OK\r\n", 4); break;
         case SW_OP_GRAB_JOB:
             stats_counter_add(&sw.n.grabbed, (uint64_t)op->nfound);
             s->n_grabbed += (uint64_t)op->nfound;
             evbuffer_add_buffer(out, op->out);
             evbuffer_add(out, "END\r\n", 5);
             break;
-        default:
-            evbuffer_add_buffer(out, op->out);
-            break;
+        default: evbuffer_add_buffer(out, op->out); break;
         }
     }
     sw_op_free(op);
     finish(s);
 }
 
-static void cmd_job(struct sw_sess *s, enum sw_op_kind kind, const struct sw_req *r, struct sw_jobspec *jobs,
-                    int njobs)
+static void cmd_job(struct sw_sess *s, enum sw_op_kind kind, const struct sw_req *r, struct sw_jobspec *jobs, int njobs)
 {
     uint64_t jobid;
     struct sw_store *st = store_of_handle(r->handle, &jobid);
@@ -429,9 +421,7 @@ void sw_cmd_dispatch(struct sw_sess *s, struct sw_req *r, struct sw_jobspec *job
 {
     switch (r->cmd) {
     case SW_CMD_INSERT:
-    case SW_CMD_INSERT_MANY:
-        cmd_insert(s, jobs, njobs);
-        return;
+    case SW_CMD_INSERT_MANY: cmd_insert(s, jobs, njobs); return;
     case SW_CMD_REPLACE_WITH: cmd_job(s, SW_OP_REPLACE, r, jobs, njobs); return;
     case SW_CMD_GRAB: cmd_grab(s, r); return;
     case SW_CMD_COMPLETED: cmd_job(s, SW_OP_COMPLETED, r, NULL, 0); return;
@@ -447,9 +437,12 @@ void sw_cmd_dispatch(struct sw_sess *s, struct sw_req *r, struct sw_jobspec *job
     case SW_CMD_POLICY: {
         struct sw_policy p = { 0, 0, 0 };
         sw_policy_get(r->func, &p);
-        if (r->max_retries.set) p.max_retries = r->max_retries.v;
-        if (r->retry_delay.set) p.retry_delay = r->retry_delay.v;
-        if (r->keep.set) p.keep_exit_status_for = r->keep.v;
+        if (r->max_retries.set)
+            p.max_retries = r->max_retries.v;
+        if (r->retry_delay.set)
+            p.retry_delay = r->retry_delay.v;
+        if (r->keep.set)
+            p.keep_exit_status_for = r->keep.v;
         sw_policy_set(r->func, &p);
         sw_sess_reply(s, "OK\r\n");
         break;

@@ -57,13 +57,27 @@ int sw_parse_i64(const char *s, int64_t min, int64_t max, int64_t *out)
     return 0;
 }
 
-static const struct { const char *name; enum sw_cmd cmd; } commands[] = {
-    { "insert", SW_CMD_INSERT },       { "insert_many", SW_CMD_INSERT_MANY }, { "grab", SW_CMD_GRAB },
-    { "completed", SW_CMD_COMPLETED }, { "failed", SW_CMD_FAILED },           { "declined", SW_CMD_DECLINED },
-    { "replace_with", SW_CMD_REPLACE_WITH }, { "list", SW_CMD_LIST },         { "inspect", SW_CMD_INSPECT },
-    { "status", SW_CMD_STATUS },       { "policy", SW_CMD_POLICY },           { "funcmap", SW_CMD_FUNCMAP },
-    { "queues", SW_CMD_QUEUES },       { "stats", SW_CMD_STATS },             { "version", SW_CMD_VERSION },
-    { "quit", SW_CMD_QUIT },           { "grab_job", SW_CMD_GRAB_JOB },
+static const struct {
+    const char *name;
+    enum sw_cmd cmd;
+} commands[] = {
+    { "insert", SW_CMD_INSERT },
+    { "insert_many", SW_CMD_INSERT_MANY },
+    { "grab", SW_CMD_GRAB },
+    { "completed", SW_CMD_COMPLETED },
+    { "failed", SW_CMD_FAILED },
+    { "declined", SW_CMD_DECLINED },
+    { "replace_with", SW_CMD_REPLACE_WITH },
+    { "list", SW_CMD_LIST },
+    { "inspect", SW_CMD_INSPECT },
+    { "status", SW_CMD_STATUS },
+    { "policy", SW_CMD_POLICY },
+    { "funcmap", SW_CMD_FUNCMAP },
+    { "queues", SW_CMD_QUEUES },
+    { "stats", SW_CMD_STATS },
+    { "version", SW_CMD_VERSION },
+    { "quit", SW_CMD_QUIT },
+    { "grab_job", SW_CMD_GRAB_JOB },
     { "touch", SW_CMD_TOUCH },
 };
 
@@ -108,13 +122,22 @@ static enum sw_err parse_opts(char **tok, int n, struct sw_req *r, const char **
         const char *k = t, *v = eq + 1;
         enum sw_err e = SW_OK;
         if (!strcmp(k, "uniqkey")) {
-            if (!name_ok(v)) { *why = "bad uniqkey"; return SW_E_BAD_ARGS; }
+            if (!name_ok(v)) {
+                *why = "bad uniqkey";
+                return SW_E_BAD_ARGS;
+            }
             r->uniqkey = v;
         } else if (!strcmp(k, "coalesce")) {
-            if (!name_ok(v)) { *why = "bad coalesce"; return SW_E_BAD_ARGS; }
+            if (!name_ok(v)) {
+                *why = "bad coalesce";
+                return SW_E_BAD_ARGS;
+            }
             r->coalesce = v;
         } else if (!strcmp(k, "coalesce_prefix")) {
-            if (!name_ok(v)) { *why = "bad coalesce_prefix"; return SW_E_BAD_ARGS; }
+            if (!name_ok(v)) {
+                *why = "bad coalesce_prefix";
+                return SW_E_BAD_ARGS;
+            }
             r->coalesce_prefix = v;
         } else if (!strcmp(k, "priority"))
             e = opt_int(v, 0, 65535, &r->priority, why, "priority is 0..65535");
@@ -134,7 +157,10 @@ static enum sw_err parse_opts(char **tok, int n, struct sw_req *r, const char **
             e = opt_int(v, 1, 100000, &r->limit, why, "limit is 1..100000");
         else if (!strcmp(k, "prioritize") || !strcmp(k, "permanent")) {
             int64_t b;
-            if (sw_parse_i64(v, 0, 1, &b) < 0) { *why = "flag is 0 or 1"; return SW_E_BAD_ARGS; }
+            if (sw_parse_i64(v, 0, 1, &b) < 0) {
+                *why = "flag is 0 or 1";
+                return SW_E_BAD_ARGS;
+            }
             if (k[1] == 'r')
                 r->prioritize = b;
             else
@@ -164,14 +190,12 @@ static bool opts_allowed(const struct sw_req *r)
     case SW_CMD_COMPLETED: return !job && !grab && !fail && !coal && !r->limit.set;
     case SW_CMD_DECLINED:
         return !r->uniqkey && !r->priority.set && !grab && !fail && !coal && !r->keep.set && !r->limit.set;
-    case SW_CMD_POLICY:
-        return !job && !grab && !coal && !r->limit.set && !r->exit_status.set && !r->permanent;
+    case SW_CMD_POLICY: return !job && !grab && !coal && !r->limit.set && !r->exit_status.set && !r->permanent;
     default: return !job && !grab && !fail && !coal && !r->keep.set && !r->limit.set;
     }
 }
 
-enum sw_err sw_parse_line(char *line, size_t len, bool job_line, uint64_t max_arg, struct sw_req *out,
-                          const char **why)
+enum sw_err sw_parse_line(char *line, size_t len, bool job_line, uint64_t max_arg, struct sw_req *out, const char **why)
 {
     memset(out, 0, sizeof *out);
     *why = "";
@@ -229,10 +253,19 @@ enum sw_err sw_parse_line(char *line, size_t len, bool job_line, uint64_t max_ar
     int rest = n - i;
     switch (out->cmd) {
     case SW_CMD_INSERT:
-        if (rest < 2 || !name_ok(tok[i])) { *why = "usage: insert FUNC BYTES [opts]"; return SW_E_BAD_ARGS; }
+        if (rest < 2 || !name_ok(tok[i])) {
+            *why = "usage: insert FUNC BYTES [opts]";
+            return SW_E_BAD_ARGS;
+        }
         out->func = tok[i];
-        if (sw_parse_i64(tok[i + 1], 0, INT64_MAX, &v) < 0) { *why = "bad byte count"; return SW_E_BAD_ARGS; }
-        if ((uint64_t)v > max_arg) { *why = "argument larger than max-arg-size"; return SW_E_ARG_TOO_BIG; }
+        if (sw_parse_i64(tok[i + 1], 0, INT64_MAX, &v) < 0) {
+            *why = "bad byte count";
+            return SW_E_BAD_ARGS;
+        }
+        if ((uint64_t)v > max_arg) {
+            *why = "argument larger than max-arg-size";
+            return SW_E_ARG_TOO_BIG;
+        }
         out->bytes = (uint64_t)v;
         out->has_block = true;
         i += 2;
@@ -240,7 +273,10 @@ enum sw_err sw_parse_line(char *line, size_t len, bool job_line, uint64_t max_ar
     case SW_CMD_INSERT_MANY:
     case SW_CMD_REPLACE_WITH:
         if (out->cmd == SW_CMD_REPLACE_WITH) {
-            if (rest < 2 || !handle_ok(tok[i])) { *why = "usage: replace_with HANDLE N"; return SW_E_BAD_ARGS; }
+            if (rest < 2 || !handle_ok(tok[i])) {
+                *why = "usage: replace_with HANDLE N";
+                return SW_E_BAD_ARGS;
+            }
             out->handle = tok[i++];
         } else if (rest < 1) {
             *why = "usage: insert_many N";
@@ -254,37 +290,71 @@ enum sw_err sw_parse_line(char *line, size_t len, bool job_line, uint64_t max_ar
         i++;
         break;
     case SW_CMD_GRAB:
-        if (rest < 3) { *why = "usage: grab MAX GRAB_FOR FUNC [FUNC...] [opts]"; return SW_E_BAD_ARGS; }
-        if (sw_parse_i64(tok[i], 1, SW_MAX_GRAB, &v) < 0) { *why = "MAX is 1..1000"; return SW_E_BAD_ARGS; }
+        if (rest < 3) {
+            *why = "usage: grab MAX GRAB_FOR FUNC [FUNC...] [opts]";
+            return SW_E_BAD_ARGS;
+        }
+        if (sw_parse_i64(tok[i], 1, SW_MAX_GRAB, &v) < 0) {
+            *why = "MAX is 1..1000";
+            return SW_E_BAD_ARGS;
+        }
         out->count = (uint64_t)v;
-        if (sw_parse_i64(tok[i + 1], 0, 100000000, &v) < 0) { *why = "bad GRAB_FOR"; return SW_E_BAD_ARGS; }
-        out->grab_for = v == 0 ? 1 : (uint64_t)v;  /* TheSchwartz: 0 counts as 1 */
+        if (sw_parse_i64(tok[i + 1], 0, 100000000, &v) < 0) {
+            *why = "bad GRAB_FOR";
+            return SW_E_BAD_ARGS;
+        }
+        out->grab_for = v == 0 ? 1 : (uint64_t)v; /* TheSchwartz: 0 counts as 1 */
         i += 2;
         while (i < n && !strchr(tok[i], '=')) {
-            if (out->nfuncs == SW_MAX_FUNCS) { *why = "too many functions"; return SW_E_BAD_ARGS; }
-            if (!name_ok(tok[i])) { *why = "bad function name"; return SW_E_BAD_ARGS; }
+            if (out->nfuncs == SW_MAX_FUNCS) {
+                *why = "too many functions";
+                return SW_E_BAD_ARGS;
+            }
+            if (!name_ok(tok[i])) {
+                *why = "bad function name";
+                return SW_E_BAD_ARGS;
+            }
             out->funcs[out->nfuncs++] = tok[i++];
         }
-        if (!out->nfuncs) { *why = "no function"; return SW_E_BAD_ARGS; }
+        if (!out->nfuncs) {
+            *why = "no function";
+            return SW_E_BAD_ARGS;
+        }
         break;
     case SW_CMD_GRAB_JOB:
     case SW_CMD_TOUCH:
-        if (rest < 2 || !handle_ok(tok[i])) { *why = "usage: grab_job|touch HANDLE SECONDS"; return SW_E_BAD_ARGS; }
+        if (rest < 2 || !handle_ok(tok[i])) {
+            *why = "usage: grab_job|touch HANDLE SECONDS";
+            return SW_E_BAD_ARGS;
+        }
         out->handle = tok[i];
-        if (sw_parse_i64(tok[i + 1], 0, 100000000, &v) < 0) { *why = "bad GRAB_FOR"; return SW_E_BAD_ARGS; }
+        if (sw_parse_i64(tok[i + 1], 0, 100000000, &v) < 0) {
+            *why = "bad GRAB_FOR";
+            return SW_E_BAD_ARGS;
+        }
         out->grab_for = v == 0 ? 1 : (uint64_t)v;
         i += 2;
         break;
-    case SW_CMD_COMPLETED: case SW_CMD_FAILED: case SW_CMD_DECLINED: case SW_CMD_INSPECT: case SW_CMD_STATUS:
-        if (rest < 1 || !handle_ok(tok[i])) { *why = "expected a job handle"; return SW_E_BAD_ARGS; }
+    case SW_CMD_COMPLETED:
+    case SW_CMD_FAILED:
+    case SW_CMD_DECLINED:
+    case SW_CMD_INSPECT:
+    case SW_CMD_STATUS:
+        if (rest < 1 || !handle_ok(tok[i])) {
+            *why = "expected a job handle";
+            return SW_E_BAD_ARGS;
+        }
         out->handle = tok[i++];
         break;
-    case SW_CMD_LIST: case SW_CMD_POLICY:
-        if (rest < 1 || !name_ok(tok[i]) || strchr(tok[i], '=')) { *why = "expected a function name"; return SW_E_BAD_ARGS; }
+    case SW_CMD_LIST:
+    case SW_CMD_POLICY:
+        if (rest < 1 || !name_ok(tok[i]) || strchr(tok[i], '=')) {
+            *why = "expected a function name";
+            return SW_E_BAD_ARGS;
+        }
         out->func = tok[i++];
         break;
-    default:
-        break;
+    default: break;
     }
     enum sw_err e = parse_opts(tok + i, n - i, out, why);
     if (e != SW_OK)

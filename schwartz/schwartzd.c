@@ -63,27 +63,38 @@ static int add_policy(const struct cfg_setting *s, const char *value, char *err,
 }
 
 static const struct cfg_setting sw_settings_table[] = {
-    { "config", 'c', CFG_STRING, &core_opts.config_file, NULL, "read settings from this file (key = value)", false, NULL },
-    { "listen", 'l', CFG_STRING, &sw.cfg.listen, "127.0.0.1:7003", "address for the job protocol (IP:PORT)", false, NULL },
-    { "console", 0, CFG_STRING, &core_opts.admin_listen, NULL, "telnet console address (IP:PORT); empty = off", false, NULL },
+    { "config", 'c', CFG_STRING, &core_opts.config_file, NULL, "read settings from this file (key = value)", false,
+      NULL },
+    { "listen", 'l', CFG_STRING, &sw.cfg.listen, "127.0.0.1:7003", "address for the job protocol (IP:PORT)", false,
+      NULL },
+    { "console", 0, CFG_STRING, &core_opts.admin_listen, NULL, "telnet console address (IP:PORT); empty = off", false,
+      NULL },
     { "database", 'd', CFG_CUSTOM, NULL, NULL,
       "job database DSN, repeatable: dbi:SQLite:dbname=FILE or dbi:mysql:database=D;host=H;port=P[;mysql_socket=S] "
-      "(default dbi:SQLite:dbname=schwartzd.sqlite)", false, add_database },
+      "(default dbi:SQLite:dbname=schwartzd.sqlite)",
+      false, add_database },
     { "db-user", 0, CFG_STRING, &sw.cfg.db_user, "", "database user (MySQL)", false, NULL },
     { "db-pass", 0, CFG_CUSTOM, NULL, NULL, "database password (MySQL); never shown", false, set_db_pass, true },
     { "policy", 0, CFG_CUSTOM, NULL, NULL,
       "retry policy of a function, repeatable: FUNC max_retries=N retry_delay=S keep_exit_status_for=S", false,
       add_policy },
-    { "batch-size", 0, CFG_INT, &sw.cfg.batch_size, "50", "most candidates a grab selects per function (TheSchwartz's batch_size)", true, NULL },
-    { "max-arg-size", 0, CFG_SIZE, &sw.cfg.max_arg, "16m", "largest job argument (MEDIUMBLOB holds 16 MiB)", true, NULL },
-    { "retry-seconds", 0, CFG_INT, &sw.cfg.retry_seconds, "30", "a failed database is skipped this long before a retry", true, NULL },
-    { "group-max", 0, CFG_INT, &sw.cfg.group_max, "512", "most requests sharing one transaction (group commit)", true, NULL },
+    { "batch-size", 0, CFG_INT, &sw.cfg.batch_size, "50",
+      "most candidates a grab selects per function (TheSchwartz's batch_size)", true, NULL },
+    { "max-arg-size", 0, CFG_SIZE, &sw.cfg.max_arg, "16m", "largest job argument (MEDIUMBLOB holds 16 MiB)", true,
+      NULL },
+    { "retry-seconds", 0, CFG_INT, &sw.cfg.retry_seconds, "30", "a failed database is skipped this long before a retry",
+      true, NULL },
+    { "group-max", 0, CFG_INT, &sw.cfg.group_max, "512", "most requests sharing one transaction (group commit)", true,
+      NULL },
     { "db-connections", 0, CFG_INT, &sw.cfg.db_connections, "4",
       "connections (each its own thread) per MySQL database; SQLite always uses one", false, NULL },
     { "max-conns", 0, CFG_INT, &sw.cfg.max_conns, "4096", "most client connections (0 = unlimited)", false, NULL },
-    { "idle-timeout", 0, CFG_INT, &sw.cfg.idle_timeout, "0", "close connections idle this many seconds (0 = never)", true, NULL },
-    { "queue-refresh", 0, CFG_INT, &sw.cfg.queue_refresh, "5", "seconds between queue counts for the console and metrics (0 = off)", false, NULL },
-    { "test-fault", 0, CFG_STRING, &sw.cfg.test_fault, NULL, "tests only: make 'replace_with' fail before its commit", true, NULL },
+    { "idle-timeout", 0, CFG_INT, &sw.cfg.idle_timeout, "0", "close connections idle this many seconds (0 = never)",
+      true, NULL },
+    { "queue-refresh", 0, CFG_INT, &sw.cfg.queue_refresh, "5",
+      "seconds between queue counts for the console and metrics (0 = off)", false, NULL },
+    { "test-fault", 0, CFG_STRING, &sw.cfg.test_fault, NULL, "tests only: make 'replace_with' fail before its commit",
+      true, NULL },
     CFG_END
 };
 
@@ -172,10 +183,7 @@ static int sw_init(void)
     return 0;
 }
 
-static void sw_stopping(void)
-{
-    sw_queues_refresh_stop();
-}
+static void sw_stopping(void) { sw_queues_refresh_stop(); }
 
 static void sw_fini(void)
 {

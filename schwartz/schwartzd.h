@@ -23,39 +23,66 @@
 #define SW_DEFAULT_PORT 7003
 #define SW_MAX_LINE 8192
 #define SW_MAX_DBS 16
-#define SW_MAX_FUNCS 64        /* functions in one grab */
-#define SW_MAX_MANY 1000       /* jobs in one insert_many / replace_with */
-#define SW_MAX_GRAB 1000       /* jobs in one grab */
-#define SW_MAX_NAME 255        /* funcname, uniqkey, coalesce: VARCHAR(255) */
+#define SW_MAX_FUNCS 64         /* functions in one grab */
+#define SW_MAX_MANY 1000        /* jobs in one insert_many / replace_with */
+#define SW_MAX_GRAB 1000        /* jobs in one grab */
+#define SW_MAX_NAME 255         /* funcname, uniqkey, coalesce: VARCHAR(255) */
 #define SW_MAX_REPLY (8u << 20) /* grab/list stop adding jobs past this many bytes (one job always fits) */
 
 /* ---- protocol (proto_sw.c, pure) ------------------------------------------- */
 
 enum sw_cmd {
-    SW_CMD_INSERT = 1, SW_CMD_INSERT_MANY, SW_CMD_GRAB, SW_CMD_COMPLETED, SW_CMD_FAILED,
-    SW_CMD_DECLINED, SW_CMD_REPLACE_WITH, SW_CMD_LIST, SW_CMD_INSPECT, SW_CMD_STATUS,
-    SW_CMD_POLICY, SW_CMD_FUNCMAP, SW_CMD_QUEUES, SW_CMD_STATS, SW_CMD_VERSION, SW_CMD_QUIT, SW_CMD_GRAB_JOB, SW_CMD_TOUCH,
+    SW_CMD_INSERT = 1,
+    SW_CMD_INSERT_MANY,
+    SW_CMD_GRAB,
+    SW_CMD_COMPLETED,
+    SW_CMD_FAILED,
+    SW_CMD_DECLINED,
+    SW_CMD_REPLACE_WITH,
+    SW_CMD_LIST,
+    SW_CMD_INSPECT,
+    SW_CMD_STATUS,
+    SW_CMD_POLICY,
+    SW_CMD_FUNCMAP,
+    SW_CMD_QUEUES,
+    SW_CMD_STATS,
+    SW_CMD_VERSION,
+    SW_CMD_QUIT,
+    SW_CMD_GRAB_JOB,
+    SW_CMD_TOUCH,
 };
 
 enum sw_err {
-    SW_OK = 0, SW_E_UNKNOWN_COMMAND, SW_E_BAD_ARGS, SW_E_LINE_TOO_LONG, SW_E_ARG_TOO_BIG,
-    SW_E_BAD_DATA, SW_E_NOT_FOUND, SW_E_DUPLICATE, SW_E_NO_DATABASE, SW_E_DB_ERROR, SW_E_FAULT,
+    SW_OK = 0,
+    SW_E_UNKNOWN_COMMAND,
+    SW_E_BAD_ARGS,
+    SW_E_LINE_TOO_LONG,
+    SW_E_ARG_TOO_BIG,
+    SW_E_BAD_DATA,
+    SW_E_NOT_FOUND,
+    SW_E_DUPLICATE,
+    SW_E_NO_DATABASE,
+    SW_E_DB_ERROR,
+    SW_E_FAULT,
 };
 const char *sw_err_code(enum sw_err e);
 
 /* An optional integer: set says whether it was given. */
-struct sw_opt_int { bool set; int64_t v; };
+struct sw_opt_int {
+    bool set;
+    int64_t v;
+};
 
 /* One parsed request line. Strings point into the (writable) line. */
 struct sw_req {
     enum sw_cmd cmd;
-    const char *func;                 /* insert, list, policy, job lines */
+    const char *func; /* insert, list, policy, job lines */
     const char *handle;
-    const char *funcs[SW_MAX_FUNCS];  /* grab */
+    const char *funcs[SW_MAX_FUNCS]; /* grab */
     int nfuncs;
-    uint64_t count;                   /* insert_many/replace_with N, grab MAX */
+    uint64_t count; /* insert_many/replace_with N, grab MAX */
     uint64_t grab_for;
-    uint64_t bytes;                   /* data block that follows (insert, job lines) */
+    uint64_t bytes; /* data block that follows (insert, job lines) */
     bool has_block;
     const char *uniqkey, *coalesce, *coalesce_prefix, *message;
     struct sw_opt_int priority, run_after, floor, exit_status, max_retries, retry_delay, keep, limit;
@@ -91,23 +118,34 @@ struct sw_jobspec {
 };
 
 enum sw_op_kind {
-    SW_OP_INSERT = 1,   /* jobs[0..njobs) in one transaction -> ids */
-    SW_OP_GRAB, SW_OP_COMPLETED, SW_OP_FAILED, SW_OP_DECLINED, SW_OP_REPLACE,
-    SW_OP_LIST, SW_OP_INSPECT, SW_OP_STATUS, SW_OP_FUNCMAP, SW_OP_QUEUES,
-    SW_OP_GRAB_JOB,     /* one job by handle, if nobody holds it (TheSchwartz's grab_and_work_on) */
-    SW_OP_TOUCH,        /* extend a lease that has not run out */
+    SW_OP_INSERT = 1, /* jobs[0..njobs) in one transaction -> ids */
+    SW_OP_GRAB,
+    SW_OP_COMPLETED,
+    SW_OP_FAILED,
+    SW_OP_DECLINED,
+    SW_OP_REPLACE,
+    SW_OP_LIST,
+    SW_OP_INSPECT,
+    SW_OP_STATUS,
+    SW_OP_FUNCMAP,
+    SW_OP_QUEUES,
+    SW_OP_GRAB_JOB, /* one job by handle, if nobody holds it (TheSchwartz's grab_and_work_on) */
+    SW_OP_TOUCH,    /* extend a lease that has not run out */
 };
 
-struct sw_qrow { char *func; uint64_t ready, running, failed; };
+struct sw_qrow {
+    char *func;
+    uint64_t ready, running, failed;
+};
 
 struct evbuffer;
 struct sw_store;
 
 struct sw_op {
     enum sw_op_kind kind;
-    struct sw_op *next;                 /* store queue */
-    struct sw_store *store;             /* where it ran */
-    void (*done)(struct sw_op *op);     /* on loop 0 */
+    struct sw_op *next;             /* store queue */
+    struct sw_store *store;         /* where it ran */
+    void (*done)(struct sw_op *op); /* on loop 0 */
     void *ctx;
     /* input */
     struct sw_jobspec *jobs;
@@ -123,11 +161,11 @@ struct sw_op {
     /* output */
     enum sw_err err;
     char errmsg[200];
-    bool db_dead;                       /* the store is down: try another */
-    uint64_t *ids;                      /* new jobids, njobs of them */
-    int nfound;                         /* grab/list: jobs rendered into out */
-    bool retried;                       /* failed: released for a retry */
-    struct evbuffer *out;               /* reply text rendered by the store thread */
+    bool db_dead;         /* the store is down: try another */
+    uint64_t *ids;        /* new jobids, njobs of them */
+    int nfound;           /* grab/list: jobs rendered into out */
+    bool retried;         /* failed: released for a retry */
+    struct evbuffer *out; /* reply text rendered by the store thread */
     struct sw_qrow *qrows;
     int nq;
     uint64_t t_start_us;
@@ -161,7 +199,9 @@ void sw_op_free(struct sw_op *op);
 void sw_jobspec_clear(struct sw_jobspec *j);
 
 /* Retry policy per function (policy.c inside store.c). */
-struct sw_policy { int64_t max_retries, retry_delay, keep_exit_status_for; };
+struct sw_policy {
+    int64_t max_retries, retry_delay, keep_exit_status_for;
+};
 void sw_policy_set(const char *func, const struct sw_policy *p);
 bool sw_policy_get(const char *func, struct sw_policy *out);
 int sw_policy_parse(const char *spec, char *err, size_t errlen); /* "FUNC k=v ..." */
@@ -178,14 +218,14 @@ struct sw_config {
     int max_conns;
     int idle_timeout;
     int group_max;
-    int db_connections;     /* connections (threads) per MySQL database */
+    int db_connections; /* connections (threads) per MySQL database */
     int queue_refresh;
-    char *test_fault;       /* fault point for tests: "replace_with" */
+    char *test_fault; /* fault point for tests: "replace_with" */
 };
 
 struct sw_counters {
-    struct stats_counter inserts, grabs, grabbed, completed, failed, retried, declined, replaced,
-        errors_sent, db_failovers, duplicates;
+    struct stats_counter inserts, grabs, grabbed, completed, failed, retried, declined, replaced, errors_sent,
+        db_failovers, duplicates;
 };
 
 struct sw_state {

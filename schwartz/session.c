@@ -57,10 +57,7 @@ static void fatal(struct sw_sess *s, enum sw_err e, const char *msg)
     conn_close_after_write(s->c);
 }
 
-static char *dupn(const char *p)
-{
-    return p ? strdup(p) : NULL;
-}
+static char *dupn(const char *p) { return p ? strdup(p) : NULL; }
 
 /* Copy a parsed job line (insert / job lines) into cur; its block follows. */
 static int take_jobline(struct sw_sess *s, const struct sw_req *r)
@@ -95,7 +92,7 @@ static void start_request(struct sw_sess *s, struct sw_req *r)
     case SW_CMD_REPLACE_WITH:
         snprintf(s->handle, sizeof s->handle, "%s", r->handle ? r->handle : "");
         s->want = r->count;
-        if (s->want == 0) {  /* replace_with H 0: just complete the job */
+        if (s->want == 0) { /* replace_with H 0: just complete the job */
             sw_cmd_dispatch(s, r, NULL, 0);
             return;
         }
@@ -110,9 +107,7 @@ static void start_request(struct sw_sess *s, struct sw_req *r)
         s->st = SW_SS_CLOSING;
         conn_close_after_write(s->c);
         return;
-    default:
-        sw_cmd_dispatch(s, r, NULL, 0);
-        return;
+    default: sw_cmd_dispatch(s, r, NULL, 0); return;
     }
 }
 
@@ -158,8 +153,7 @@ static void sess_drive(struct sw_sess *s)
     for (;;) {
         switch (s->st) {
         case SW_SS_WAIT:
-        case SW_SS_CLOSING:
-            return;
+        case SW_SS_CLOSING: return;
         case SW_SS_LINE:
         case SW_SS_JOBLINE: {
             size_t len, consumed;
@@ -199,7 +193,7 @@ static void sess_drive(struct sw_sess *s)
                 return;
             }
             if (len == 0 && e == SW_E_UNKNOWN_COMMAND)
-                continue;  /* empty line: ignore, as telnet users expect */
+                continue; /* empty line: ignore, as telnet users expect */
             sw_sess_error(s, e, why);
             continue;
         }
@@ -219,7 +213,7 @@ static void sess_drive(struct sw_sess *s)
             else if (tn == 2 && t[0] == '\r' && t[1] == '\n')
                 term = 2;
             else if (tn == 1 && t[0] == '\r')
-                return;  /* wait for the LF */
+                return; /* wait for the LF */
             else {
                 fatal(s, SW_E_BAD_DATA, "data block not followed by CRLF");
                 return;
@@ -257,7 +251,7 @@ void sw_sess_ready(struct sw_sess *s)
     bool was_waiting = s->st == SW_SS_WAIT;
     s->st = SW_SS_LINE;
     if (!was_waiting)
-        return;  /* called from inside sess_drive: it goes on by itself */
+        return; /* called from inside sess_drive: it goes on by itself */
     if (s->paused) {
         s->paused = false;
         conn_resume_read(s->c);
@@ -285,7 +279,7 @@ static void sw_on_close(struct core_conn *c, enum conn_close_reason why)
     if (!s)
         return;
     if (s->op)
-        s->op->ctx = NULL;  /* its reply has nowhere to go; done() frees it */
+        s->op->ctx = NULL; /* its reply has nowhere to go; done() frees it */
     reset_request(s);
     if (s->reply)
         evbuffer_free(s->reply);

@@ -6,11 +6,11 @@
 #include "schwartz/schwartzd.h"
 
 enum sw_sess_state {
-    SW_SS_LINE = 0,   /* waiting for a request line */
-    SW_SS_BLOCK,      /* waiting for the data block of cur */
-    SW_SS_JOBLINE,    /* waiting for the next job line of insert_many / replace_with */
-    SW_SS_WAIT,       /* a request is with a store: input stays buffered */
-    SW_SS_CLOSING,    /* closing after the reply */
+    SW_SS_LINE = 0, /* waiting for a request line */
+    SW_SS_BLOCK,    /* waiting for the data block of cur */
+    SW_SS_JOBLINE,  /* waiting for the next job line of insert_many / replace_with */
+    SW_SS_WAIT,     /* a request is with a store: input stays buffered */
+    SW_SS_CLOSING,  /* closing after the reply */
 };
 
 struct sw_sess {
@@ -20,10 +20,10 @@ struct sw_sess {
     /* the request being read */
     enum sw_cmd cmd;
     char handle[64];
-    uint64_t want;             /* job lines expected */
+    uint64_t want; /* job lines expected */
     struct sw_jobspec *jobs;
     int njobs;
-    uint64_t bytes_total;      /* sum of blocks of this request (bounded by max-arg-size) */
+    uint64_t bytes_total; /* sum of blocks of this request (bounded by max-arg-size) */
     struct sw_jobspec cur;
     uint64_t cur_bytes;
     /* the request being run */
@@ -31,10 +31,10 @@ struct sw_sess {
     int order[SW_MAX_DBS];
     int norder, oi;
     int found;
-    int answered;              /* databases that answered this request */
+    int answered; /* databases that answered this request */
     enum sw_err last_err;
     char last_msg[200];
-    struct evbuffer *reply;    /* multi-database replies are gathered here */
+    struct evbuffer *reply; /* multi-database replies are gathered here */
     struct sw_qrow *qrows;
     int nq;
     uint64_t t0;

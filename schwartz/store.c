@@ -44,28 +44,31 @@
  * in parallel on the server); one for SQLite (its writers serialize anyway). */
 struct sw_worker {
     struct sw_store *store;
-    int index;                 /* the database's */
+    int index; /* the database's */
     const char *hash, *dsn_text, *user, *pass;
-    struct db_config cfg;       /* from the DSN (strings owned by the store's copy) */
+    struct db_config cfg; /* from the DSN (strings owned by the store's copy) */
     pthread_t thread;
     bool started;
     struct db_conn *conn;
-    struct { char *name; uint32_t id; } fc[FC_MAX];
+    struct {
+        char *name;
+        uint32_t id;
+    } fc[FC_MAX];
     int nfc;
     unsigned grab_rr;
     unsigned rnd;
-    int64_t clock_offset;      /* database clock - ours (MySQL), refreshed every few seconds */
+    int64_t clock_offset; /* database clock - ours (MySQL), refreshed every few seconds */
     int64_t clock_checked;
-    bool skip_locked;          /* the server knows SELECT ... FOR UPDATE SKIP LOCKED */
-    bool lazy_sync;            /* SQLite connection is at synchronous=NORMAL for a grab batch */
-    bool jobid_index;          /* our (funcid, jobid) index exists: grabs scan it in order */
-    bool in_txn;               /* the op runs inside BEGIN ... COMMIT (else autocommit) */
+    bool skip_locked; /* the server knows SELECT ... FOR UPDATE SKIP LOCKED */
+    bool lazy_sync;   /* SQLite connection is at synchronous=NORMAL for a grab batch */
+    bool jobid_index; /* our (funcid, jobid) index exists: grabs scan it in order */
+    bool in_txn;      /* the op runs inside BEGIN ... COMMIT (else autocommit) */
 };
 
 struct sw_store {
     int index;
     char *dsn_text;
-    struct db_config cfg;       /* from the DSN (strings owned by the store's copy) */
+    struct db_config cfg; /* from the DSN (strings owned by the store's copy) */
     char hash[33];
     char *user, *pass;
     pthread_mutex_t mu;
@@ -86,7 +89,10 @@ static int nstores;
 
 #define POLICY_MAX 1024
 static pthread_mutex_t policy_mu = PTHREAD_MUTEX_INITIALIZER;
-static struct { char *func; struct sw_policy p; } policies[POLICY_MAX];
+static struct {
+    char *func;
+    struct sw_policy p;
+} policies[POLICY_MAX];
 static int npolicies;
 static _Atomic int policies_any;
 
@@ -99,7 +105,7 @@ void sw_policy_set(const char *func, const struct sw_policy *p)
             break;
     if (i == npolicies) {
         if (npolicies == POLICY_MAX)
-            i = POLICY_MAX - 1;  /* bounded: the last slot is reused */
+            i = POLICY_MAX - 1; /* bounded: the last slot is reused */
         else
             npolicies++;
         free(policies[i].func);
@@ -186,12 +192,12 @@ void sw_op_free(struct sw_op *op)
 
 /* ---- helpers on the store thread -------------------------------------------- */
 
-#define Q(s, sql, ...)                                                                              \
-    db_conn_query((s)->conn, (sql), (const struct db_value[]){ __VA_ARGS__ },                       \
-                 (int)(sizeof((const struct db_value[]){ __VA_ARGS__ }) / sizeof(struct db_value)), NULL)
-#define QR(s, rows, sql, ...)                                                                       \
-    db_conn_query((s)->conn, (sql), (const struct db_value[]){ __VA_ARGS__ },                       \
-                 (int)(sizeof((const struct db_value[]){ __VA_ARGS__ }) / sizeof(struct db_value)), (rows))
+#define Q(s, sql, ...)                                                                                                 \
+    db_conn_query((s)->conn, (sql), (const struct db_value[]){ __VA_ARGS__ },                                          \
+                  (int)(sizeof((const struct db_value[]){ __VA_ARGS__ }) / sizeof(struct db_value)), NULL)
+#define QR(s, rows, sql, ...)                                                                                          \
+    db_conn_query((s)->conn, (sql), (const struct db_value[]){ __VA_ARGS__ },                                          \
+                  (int)(sizeof((const struct db_value[]){ __VA_ARGS__ }) / sizeof(struct db_value)), (rows))
 #define TXT(s) DB_TEXTN((s), strlen(s))
 
 static bool is_mysql(const struct sw_worker *s) { return s->cfg.driver == DB_MYSQL; }
@@ -336,8 +342,8 @@ static enum db_err failures_of(struct sw_worker *s, const uint64_t *ids, int n, 
 
 /* Keep an exit status for keep seconds (TheSchwartz set_exit_status), and
  * now and then sweep expired ones as TheSchwartz does (10%, at most 1000). */
-static enum db_err keep_exit_status(struct sw_worker *s, uint64_t jobid, uint32_t funcid, int64_t status,
-                                    int64_t now, int64_t keep)
+static enum db_err keep_exit_status(struct sw_worker *s, uint64_t jobid, uint32_t funcid, int64_t status, int64_t now,
+                                    int64_t keep)
 {
     enum db_err e = Q(s,
                       is_mysql(s) ? "REPLACE INTO exitstatus (jobid, funcid, status, completion_time, delete_after) "
@@ -350,9 +356,10 @@ static enum db_err keep_exit_status(struct sw_worker *s, uint64_t jobid, uint32_
     s->rnd = s->rnd * 1103515245u + 12345u;
     if ((s->rnd >> 16) % 10 == 0)
         e = Q(s,
-              is_mysql(s) ? "DELETE FROM exitstatus WHERE delete_after < ? LIMIT 1000"
-                          : "DELETE FROM exitstatus WHERE jobid IN (SELECT jobid FROM exitstatus WHERE delete_after < ? "
-                            "LIMIT 1000)",
+              is_mysql(s)
+                  ? "DELETE FROM exitstatus WHERE delete_after < ? LIMIT 1000"
+                  : "DELETE FROM exitstatus WHERE jobid IN (SELECT jobid FROM exitstatus WHERE delete_after < ? "
+                    "LIMIT 1000)",
               DB_INT64(now));
     return e;
 }
@@ -374,7 +381,7 @@ static int64_t policy_keep(struct sw_worker *s, struct sw_op *op, uint32_t funci
 static enum db_err insert_jobs(struct sw_worker *s, struct sw_op *op, int64_t now)
 {
     if (op->njobs == 0)
-        return DB_OK;  /* replace_with H 0: the job just completes */
+        return DB_OK; /* replace_with H 0: the job just completes */
     if (!op->ids) {
         op->ids = calloc((size_t)op->njobs, sizeof *op->ids);
         if (!op->ids) {
@@ -443,7 +450,13 @@ static enum db_err render_jobs(struct sw_worker *s, struct sw_op *op, const uint
     return DB_OK;
 }
 
-struct cand { uint64_t jobid; int64_t grabbed_until; char *arg; size_t arglen; int f; };
+struct cand {
+    uint64_t jobid;
+    int64_t grabbed_until;
+    char *arg;
+    size_t arglen;
+    int f;
+};
 
 static enum db_err op_grab(struct sw_worker *s, struct sw_op *op, int64_t now)
 {
@@ -476,22 +489,23 @@ static enum db_err op_grab(struct sw_worker *s, struct sw_op *op, int64_t now)
     if (lim < want)
         lim = want;
     char sql[512];
-    int len = snprintf(sql, sizeof sql,
-                       "SELECT jobid, grabbed_until, LENGTH(arg), (SELECT COUNT(*) FROM error e WHERE e.jobid = job.jobid), "
-                       "CASE WHEN LENGTH(arg) <= %u THEN arg END "
-                       "FROM job %s WHERE funcid = ? AND run_after <= ? AND grabbed_until <= ?",
-                       SW_INLINE_ARG,
-                       !s->jobid_index || op->prioritize ? ""
-                       : is_mysql(s)                     ? "FORCE INDEX (sw_job_funcid_jobid)"
-                                                         : "INDEXED BY sw_job_funcid_jobid");
+    int len =
+        snprintf(sql, sizeof sql,
+                 "SELECT jobid, grabbed_until, LENGTH(arg), (SELECT COUNT(*) FROM error e WHERE e.jobid = job.jobid), "
+                 "CASE WHEN LENGTH(arg) <= %u THEN arg END "
+                 "FROM job %s WHERE funcid = ? AND run_after <= ? AND grabbed_until <= ?",
+                 SW_INLINE_ARG,
+                 !s->jobid_index || op->prioritize ? ""
+                 : is_mysql(s)                     ? "FORCE INDEX (sw_job_funcid_jobid)"
+                                                   : "INDEXED BY sw_job_funcid_jobid");
     if (op->floor.set)
         len += snprintf(sql + len, sizeof sql - (size_t)len, " AND priority >= ?");
     if (op->coalesce)
         len += snprintf(sql + len, sizeof sql - (size_t)len, " AND coalesce = ?");
     else if (op->coalesce_prefix)
         len += snprintf(sql + len, sizeof sql - (size_t)len, " AND coalesce LIKE ? ESCAPE '!'");
-    snprintf(sql + len, sizeof sql - (size_t)len, " ORDER BY %sjobid LIMIT ?%s", op->prioritize ? "priority DESC, " : "",
-             skip_locked ? " FOR UPDATE SKIP LOCKED" : "");
+    snprintf(sql + len, sizeof sql - (size_t)len, " ORDER BY %sjobid LIMIT ?%s",
+             op->prioritize ? "priority DESC, " : "", skip_locked ? " FOR UPDATE SKIP LOCKED" : "");
     char like[2 * SW_MAX_NAME + 2];
     if (op->coalesce_prefix) {
         size_t o = 0;
@@ -649,13 +663,13 @@ static enum db_err op_grab_job(struct sw_worker *s, struct sw_op *op, int64_t no
     int64_t fails = db_cell_int(&rows, 0, 2);
     db_result_clear(&rows);
     if (old > now)
-        return DB_OK;  /* held by someone: no job */
+        return DB_OK; /* held by someone: no job */
     e = Q(s, "UPDATE job SET grabbed_until = ? WHERE jobid = ? AND grabbed_until = ?", DB_INT64(now + op->grab_for),
           DB_INT64(op->jobid), DB_INT64(old));
     if (e != DB_OK)
         return op_dberr(s, op, e);
     if (db_conn_affected(s->conn) != 1)
-        return DB_OK;  /* lost the race */
+        return DB_OK; /* lost the race */
     const char *fn[1] = { func };
     return render_jobs(s, op, &op->jobid, fn, &fails, 1);
 }
@@ -802,7 +816,8 @@ static enum db_err op_list(struct sw_worker *s, struct sw_op *op, int64_t now)
         }
         like[o++] = '%';
         like[o] = '\0';
-        sql = "SELECT jobid, LENGTH(arg) FROM job WHERE funcid = ? AND coalesce LIKE ? ESCAPE '!' ORDER BY jobid LIMIT ?";
+        sql =
+            "SELECT jobid, LENGTH(arg) FROM job WHERE funcid = ? AND coalesce LIKE ? ESCAPE '!' ORDER BY jobid LIMIT ?";
         p[1] = TXT(like);
         p[2] = DB_INT64(op->limit.v);
         np = 3;
@@ -959,9 +974,9 @@ static enum db_err op_queues(struct sw_worker *s, struct sw_op *op, int64_t now)
         }
     }
     db_result_clear(&rows);
-    e = db_conn_query(s->conn,
-                     "SELECT f.funcname, COUNT(*) FROM error e JOIN funcmap f ON f.funcid = e.funcid GROUP BY f.funcname",
-                     NULL, 0, &rows);
+    e = db_conn_query(
+        s->conn, "SELECT f.funcname, COUNT(*) FROM error e JOIN funcmap f ON f.funcid = e.funcid GROUP BY f.funcname",
+        NULL, 0, &rows);
     if (e != DB_OK)
         return op_dberr(s, op, e);
     for (size_t r = 0; r < rows.nrows; r++) {
@@ -1010,7 +1025,8 @@ static const char *const schema_mysql[] = {
     "CREATE TABLE IF NOT EXISTS job (jobid BIGINT UNSIGNED PRIMARY KEY NOT NULL AUTO_INCREMENT, "
     "funcid INT UNSIGNED NOT NULL, arg MEDIUMBLOB, uniqkey VARCHAR(255) NULL, insert_time INTEGER UNSIGNED, "
     "run_after INTEGER UNSIGNED NOT NULL, grabbed_until INTEGER UNSIGNED NOT NULL, priority SMALLINT UNSIGNED, "
-    "coalesce VARCHAR(255), INDEX (funcid, run_after), UNIQUE(funcid, uniqkey), INDEX (funcid, coalesce)) ENGINE=InnoDB",
+    "coalesce VARCHAR(255), INDEX (funcid, run_after), UNIQUE(funcid, uniqkey), INDEX (funcid, coalesce)) "
+    "ENGINE=InnoDB",
     "CREATE TABLE IF NOT EXISTS note (jobid BIGINT UNSIGNED NOT NULL, notekey VARCHAR(255), "
     "PRIMARY KEY (jobid, notekey), value MEDIUMBLOB) ENGINE=InnoDB",
     "CREATE TABLE IF NOT EXISTS error (error_time INTEGER UNSIGNED NOT NULL, jobid BIGINT UNSIGNED NOT NULL, "
@@ -1035,7 +1051,8 @@ static const char *const schema_sqlite[] = {
     "PRIMARY KEY (jobid, notekey))",
     "CREATE TABLE IF NOT EXISTS error (error_time INTEGER UNSIGNED NOT NULL, jobid INTEGER NOT NULL, "
     "message VARCHAR(255) NOT NULL, funcid INT UNSIGNED NOT NULL DEFAULT 0)",
-    "CREATE TABLE IF NOT EXISTS exitstatus (jobid INTEGER PRIMARY KEY NOT NULL, funcid INT UNSIGNED NOT NULL DEFAULT 0, "
+    "CREATE TABLE IF NOT EXISTS exitstatus (jobid INTEGER PRIMARY KEY NOT NULL, funcid INT UNSIGNED NOT NULL DEFAULT "
+    "0, "
     "status SMALLINT UNSIGNED, completion_time INTEGER UNSIGNED, delete_after INTEGER UNSIGNED)",
     "CREATE INDEX IF NOT EXISTS job_funcid_runafter ON job (funcid, run_after)",
     "CREATE INDEX IF NOT EXISTS job_funcid_coalesce ON job (funcid, coalesce)",
@@ -1081,13 +1098,13 @@ static int store_connect(struct sw_worker *s)
      * LIMIT instead of sorting every job of the function (the
      * (funcid, run_after) index cannot give jobid order). Best effort: a
      * server that refuses it keeps TheSchwartz's plan. */
-    s->jobid_index = db_conn_exec(s->conn, "CREATE INDEX IF NOT EXISTS sw_job_funcid_jobid ON job (funcid, jobid)") ==
-                     DB_OK;
+    s->jobid_index =
+        db_conn_exec(s->conn, "CREATE INDEX IF NOT EXISTS sw_job_funcid_jobid ON job (funcid, jobid)") == DB_OK;
     if (!s->jobid_index)
         log_warn("schwartzd: database %d: no (funcid, jobid) index (%s): grabs sort", s->index, db_conn_error(s->conn));
     /* MariaDB >= 10.6 and MySQL >= 8.0 take SKIP LOCKED. */
-    s->skip_locked = is_mysql(s) &&
-                     db_conn_exec(s->conn, "SELECT jobid FROM job WHERE jobid = 0 FOR UPDATE SKIP LOCKED") == DB_OK;
+    s->skip_locked =
+        is_mysql(s) && db_conn_exec(s->conn, "SELECT jobid FROM job WHERE jobid = 0 FOR UPDATE SKIP LOCKED") == DB_OK;
     atomic_fetch_add(&s->store->n_reconnects, 1);
     log_info("schwartzd: database %d (%s) connected", s->index, s->dsn_text);
     return 0;
@@ -1140,12 +1157,15 @@ static bool autocommit_ok(const struct sw_worker *s, const struct sw_op *op)
     /* MySQL: a one-job grab is a select and one compare-and-set, which
      * commits by itself (shuffled candidates keep our connections apart) */
     case SW_OP_GRAB: return is_mysql(s) && op->max == 1;
-    case SW_OP_INSERT: return op->njobs == 1;   /* funcmap insert-or-find is idempotent on its own */
+    case SW_OP_INSERT: return op->njobs == 1; /* funcmap insert-or-find is idempotent on its own */
     case SW_OP_COMPLETED: return !needs_savepoint(op);
     case SW_OP_TOUCH: return true;
-    case SW_OP_DECLINED: case SW_OP_LIST: case SW_OP_INSPECT: case SW_OP_STATUS: case SW_OP_FUNCMAP:
-    case SW_OP_QUEUES:
-        return true;
+    case SW_OP_DECLINED:
+    case SW_OP_LIST:
+    case SW_OP_INSPECT:
+    case SW_OP_STATUS:
+    case SW_OP_FUNCMAP:
+    case SW_OP_QUEUES: return true;
     default: return false;
     }
 }
@@ -1173,8 +1193,9 @@ static bool run_txn(struct sw_worker *s, struct sw_op *first, char *why, size_t 
     if (!is_mysql(s)) {
         lazy = true;
         for (struct sw_op *op = first; op && lazy; op = op->next)
-            lazy = op->kind == SW_OP_GRAB || op->kind == SW_OP_GRAB_JOB || op->kind == SW_OP_LIST || op->kind == SW_OP_INSPECT ||
-                   op->kind == SW_OP_STATUS || op->kind == SW_OP_FUNCMAP || op->kind == SW_OP_QUEUES;
+            lazy = op->kind == SW_OP_GRAB || op->kind == SW_OP_GRAB_JOB || op->kind == SW_OP_LIST ||
+                   op->kind == SW_OP_INSPECT || op->kind == SW_OP_STATUS || op->kind == SW_OP_FUNCMAP ||
+                   op->kind == SW_OP_QUEUES;
         if (lazy != s->lazy_sync) {
             enum db_err pe = db_conn_exec(s->conn, lazy ? "PRAGMA synchronous=NORMAL" : "PRAGMA synchronous=FULL");
             if (pe != DB_OK) {
@@ -1222,7 +1243,7 @@ static bool run_txn(struct sw_worker *s, struct sw_op *first, char *why, size_t 
                 if (e != DB_OK) {
                     db_conn_exec(s->conn, "ROLLBACK TO SAVEPOINT sw");
                     atomic_fetch_add(&s->store->n_rollbacks, 1);
-                    fc_clear(s);  /* a funcmap row made inside it is gone */
+                    fc_clear(s); /* a funcmap row made inside it is gone */
                 }
                 db_conn_exec(s->conn, "RELEASE SAVEPOINT sw");
             }
@@ -1423,7 +1444,10 @@ struct sw_store *sw_store_get(int i) { return i >= 0 && i < nstores ? stores[i] 
 const char *sw_store_hash(const struct sw_store *s) { return s->hash; }
 const char *sw_store_dsn(const struct sw_store *s) { return s->dsn_text; }
 int sw_store_index(const struct sw_store *s) { return s->index; }
-bool sw_store_alive(const struct sw_store *s) { return atomic_load(&((struct sw_store *)s)->dead_until) <= (int64_t)time(NULL); }
+bool sw_store_alive(const struct sw_store *s)
+{
+    return atomic_load(&((struct sw_store *)s)->dead_until) <= (int64_t)time(NULL);
+}
 uint64_t sw_store_queued(const struct sw_store *s) { return atomic_load(&((struct sw_store *)s)->queued); }
 
 struct sw_store *sw_store_by_hash(const char *hash, size_t len)
@@ -1451,8 +1475,8 @@ void sw_store_submit(struct sw_store *s, struct sw_op *op)
 {
     op->store = s;
     op->next = NULL;
-    if (!op->out && (op->kind == SW_OP_GRAB || op->kind == SW_OP_GRAB_JOB || op->kind == SW_OP_LIST || op->kind == SW_OP_INSPECT ||
-                     op->kind == SW_OP_STATUS || op->kind == SW_OP_FUNCMAP))
+    if (!op->out && (op->kind == SW_OP_GRAB || op->kind == SW_OP_GRAB_JOB || op->kind == SW_OP_LIST ||
+                     op->kind == SW_OP_INSPECT || op->kind == SW_OP_STATUS || op->kind == SW_OP_FUNCMAP))
         op->out = evbuffer_new();
     op->err = SW_OK;
     op->db_dead = false;

@@ -17,8 +17,8 @@
 static void server_line(struct admin_ctx *ctx, const char *role, struct ud_server *s, bool active)
 {
     bool dead = ud_server_dead(s);
-    admin_printf(ctx, "  %-8s %-6s %s weight=%d conns=%d idle=%d waiting=%d%s%s", role, s->name, s->dsn_text,
-                 s->weight, s->pool.nmembers, s->pool.nidle, s->pool.nwaiting, dead ? " DEAD" : "", active ? " ACTIVE" : "");
+    admin_printf(ctx, "  %-8s %-6s %s weight=%d conns=%d idle=%d waiting=%d%s%s", role, s->name, s->dsn_text, s->weight,
+                 s->pool.nmembers, s->pool.nidle, s->pool.nwaiting, dead ? " DEAD" : "", active ? " ACTIVE" : "");
     if (s->role == UD_ROLE_REPLICA) {
         if (s->lag < 0)
             admin_printf(ctx, " lag=unknown");
@@ -64,9 +64,9 @@ static enum admin_result cmd_pools(struct admin_ctx *ctx, int argc, char **argv)
     (void)argv;
     for (struct ud_server *s = ud_all_servers; s; s = s->next_all)
         admin_printf(ctx, "%s conns=%d idle=%d connecting=%d waiting=%d leases=%llu connects=%llu failures=%llu%s\r\n",
-                     s->name, s->pool.nmembers, s->pool.nidle, s->pool.pending, s->pool.nwaiting, (unsigned long long)s->n_leases,
-                     (unsigned long long)s->n_connects, (unsigned long long)s->n_connect_fail,
-                     s->retired ? " RETIRED" : "");
+                     s->name, s->pool.nmembers, s->pool.nidle, s->pool.pending, s->pool.nwaiting,
+                     (unsigned long long)s->n_leases, (unsigned long long)s->n_connects,
+                     (unsigned long long)s->n_connect_fail, s->retired ? " RETIRED" : "");
     admin_printf(ctx, "END\r\n");
     return ADMIN_OK;
 }
@@ -113,7 +113,7 @@ static enum admin_result cmd_cached(struct admin_ctx *ctx, int argc, char **argv
     }
     struct ud_dir_entry e;
     bool found = false;
-    void ud_dir_peek(uint32_t id, struct ud_dir_entry *out, bool *found);
+    void ud_dir_peek(uint32_t id, struct ud_dir_entry * out, bool *found);
     ud_dir_peek(id, &e, &found);
     if (!found)
         admin_printf(ctx, "user %u not cached\r\n", id);
@@ -211,7 +211,4 @@ const struct admin_cmd ud_admin_cmds[] = {
     { NULL, NULL, NULL, NULL },
 };
 
-void ud_admin_install(void)
-{
-    /* daemon_main registers ud_admin_cmds from the descriptor. */
-}
+void ud_admin_install(void) { /* daemon_main registers ud_admin_cmds from the descriptor. */ }

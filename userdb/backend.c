@@ -32,13 +32,13 @@
 #include "common/log.h"
 #include "common/loop.h"
 
-#define UD_RELAY_HIGH (4u << 20)   /* pause the backend when the client has this much unread */
+#define UD_RELAY_HIGH (4u << 20) /* pause the backend when the client has this much unread */
 
 static const struct conn_ops backend_ops;
 
 /* ---- pool ------------------------------------------------------------------- */
 
-#define UD_IDLE_KEEP_MS 60000      /* an idle backend connection is closed after this */
+#define UD_IDLE_KEEP_MS 60000 /* an idle backend connection is closed after this */
 
 static inline struct ud_backend *member_backend(struct pool_member *m)
 {
@@ -110,10 +110,7 @@ void ud_server_pool_settings(struct ud_server *srv)
     srv->pool.connect_ahead = 0;
 }
 
-bool ud_server_dead(struct ud_server *srv)
-{
-    return !pool_node_alive(&srv->node, pool_now_ms());
-}
+bool ud_server_dead(struct ud_server *srv) { return !pool_node_alive(&srv->node, pool_now_ms()); }
 
 void ud_server_retire(struct ud_server *srv)
 {
@@ -228,9 +225,9 @@ static struct pool_member *op_connect(struct pool *p)
     srv->n_connects++;
     atomic_fetch_add_explicit(&srv->node.connects, 1, memory_order_relaxed);
     /* A DSN host name resolves through the core's evdns, off the loop. */
-    struct core_conn *c = srv->addr ? conn_connect(loop_get(0), (const struct sockaddr *)srv->addr, srv->addr_len,
-                                                   &backend_ops, b)
-                                    : conn_connect_host(loop_get(0), srv->dsn.host, srv->dsn.port, &backend_ops, b);
+    struct core_conn *c =
+        srv->addr ? conn_connect(loop_get(0), (const struct sockaddr *)srv->addr, srv->addr_len, &backend_ops, b)
+                  : conn_connect_host(loop_get(0), srv->dsn.host, srv->dsn.port, &backend_ops, b);
     if (!c) {
         /* Nothing happened (the core's contract): b is still ours. */
         srv->n_connect_fail++;
@@ -404,7 +401,7 @@ static int sync_packet(struct ud_backend *b, const uint8_t *p, uint32_t n)
         uint16_t code = 0;
         char msg[256] = "";
         ud_parse_err(p, n, &code, msg, sizeof msg);
-        b->db[0] = '\0';   /* unknown now */
+        b->db[0] = '\0'; /* unknown now */
         struct ud_iq *q = b->iq;
         /* The client's command is still queued behind: the connection
          * can't be reused cleanly. */
@@ -691,7 +688,9 @@ static void backend_on_close(struct core_conn *c, enum conn_close_reason why)
         q->error = true;
         q->err_code = UD_ER_CONN_ERROR;
         snprintf(q->err, sizeof q->err, "%s: lost connection (%s)", srv->name,
-                 why == CONN_CLOSE_TIMEOUT ? "timeout" : why == CONN_CLOSE_EOF ? "closed by the server" : "error");
+                 why == CONN_CLOSE_TIMEOUT ? "timeout"
+                 : why == CONN_CLOSE_EOF   ? "closed by the server"
+                                           : "error");
         iq_finish(q);
     }
     pool_gone(&srv->pool, &b->m, failed);

@@ -38,8 +38,8 @@ int ud_dsn_parse(const char *s, struct ud_dsn *out, char *err, size_t errlen)
         if (kvn > 7 && strncasecmp(p, "weight=", 7) == 0) {
             int w;
             char val[16];
-            if (kvn - 7 >= sizeof val || (memcpy(val, p + 7, kvn - 7), val[kvn - 7] = '\0',
-                                          parse_int_str(val, 0, 1000000, &w) != NUM_OK)) {
+            if (kvn - 7 >= sizeof val ||
+                (memcpy(val, p + 7, kvn - 7), val[kvn - 7] = '\0', parse_int_str(val, 0, 1000000, &w) != NUM_OK)) {
                 snprintf(err, errlen, "DSN '%s': weight is 0..1000000", s);
                 return -1;
             }

@@ -15,10 +15,17 @@ static inline uint32_t get32(const uint8_t *p)
 {
     return (uint32_t)p[0] | (uint32_t)p[1] << 8 | (uint32_t)p[2] << 16 | (uint32_t)p[3] << 24;
 }
-static inline void put16(uint8_t *p, uint16_t v) { p[0] = (uint8_t)v; p[1] = (uint8_t)(v >> 8); }
+static inline void put16(uint8_t *p, uint16_t v)
+{
+    p[0] = (uint8_t)v;
+    p[1] = (uint8_t)(v >> 8);
+}
 static inline void put32(uint8_t *p, uint32_t v)
 {
-    p[0] = (uint8_t)v; p[1] = (uint8_t)(v >> 8); p[2] = (uint8_t)(v >> 16); p[3] = (uint8_t)(v >> 24);
+    p[0] = (uint8_t)v;
+    p[1] = (uint8_t)(v >> 8);
+    p[2] = (uint8_t)(v >> 16);
+    p[3] = (uint8_t)(v >> 24);
 }
 
 /* ---- framing --------------------------------------------------------------- */
@@ -67,9 +74,16 @@ size_t ud_lenenc_put(uint8_t *out, uint64_t v)
         return 1;
     }
     size_t n;
-    if (v < (1u << 16)) { out[0] = 0xfc; n = 2; }
-    else if (v < (1u << 24)) { out[0] = 0xfd; n = 3; }
-    else { out[0] = 0xfe; n = 8; }
+    if (v < (1u << 16)) {
+        out[0] = 0xfc;
+        n = 2;
+    } else if (v < (1u << 24)) {
+        out[0] = 0xfd;
+        n = 3;
+    } else {
+        out[0] = 0xfe;
+        n = 8;
+    }
     for (size_t i = 0; i < n; i++)
         out[1 + i] = (uint8_t)(v >> (8 * i));
     return 1 + n;
@@ -119,16 +133,23 @@ size_t ud_enc_handshake(uint8_t *out, size_t cap, const char *version, uint32_t 
     *p++ = 10;
     memcpy(p, version, vlen + 1);
     p += vlen + 1;
-    put32(p, conn_id); p += 4;
-    memcpy(p, salt, 8); p += 8;
+    put32(p, conn_id);
+    p += 4;
+    memcpy(p, salt, 8);
+    p += 8;
     *p++ = 0;
-    put16(p, (uint16_t)caps); p += 2;
+    put16(p, (uint16_t)caps);
+    p += 2;
     *p++ = charset;
-    put16(p, status); p += 2;
-    put16(p, (uint16_t)(caps >> 16)); p += 2;
+    put16(p, status);
+    p += 2;
+    put16(p, (uint16_t)(caps >> 16));
+    p += 2;
     *p++ = UD_SCRAMBLE_LEN + 1;
-    memset(p, 0, 10); p += 10;
-    memcpy(p, salt + 8, 12); p += 12;
+    memset(p, 0, 10);
+    p += 10;
+    memcpy(p, salt + 8, 12);
+    p += 12;
     *p++ = 0;
     memcpy(p, native_plugin, sizeof native_plugin);
     p += sizeof native_plugin;
@@ -227,14 +248,19 @@ int ud_parse_server_hs(const uint8_t *p, size_t len, struct ud_server_hs *out)
     q += n + 1;
     if (end - q < 4 + 8 + 1 + 2)
         return -1;
-    out->conn_id = get32(q); q += 4;
-    memcpy(out->salt, q, 8); q += 8;
+    out->conn_id = get32(q);
+    q += 4;
+    memcpy(out->salt, q, 8);
+    q += 8;
     q++; /* filler */
-    out->caps = get16(q); q += 2;
+    out->caps = get16(q);
+    q += 2;
     if (end - q >= 5 + 1 + 10) {
         out->charset = *q++;
-        out->status = get16(q); q += 2;
-        out->caps |= (uint32_t)get16(q) << 16; q += 2;
+        out->status = get16(q);
+        q += 2;
+        out->caps |= (uint32_t)get16(q) << 16;
+        q += 2;
         uint8_t alen = *q++;
         q += 10;
         if (!(out->caps & UD_CLIENT_SECURE_CONNECTION))
@@ -270,11 +296,15 @@ size_t ud_enc_hs_response(uint8_t *out, size_t cap, uint32_t caps, uint8_t chars
         caps &= ~UD_CLIENT_CONNECT_WITH_DB;
     caps &= ~(UD_CLIENT_PLUGIN_AUTH_LENENC | UD_CLIENT_CONNECT_ATTRS);
     uint8_t *p = out;
-    put32(p, caps); p += 4;
-    put32(p, UD_MAX_PAYLOAD); p += 4;
+    put32(p, caps);
+    p += 4;
+    put32(p, UD_MAX_PAYLOAD);
+    p += 4;
     *p++ = charset;
-    memset(p, 0, 23); p += 23;
-    memcpy(p, user, ulen + 1); p += ulen + 1;
+    memset(p, 0, 23);
+    p += 23;
+    memcpy(p, user, ulen + 1);
+    p += ulen + 1;
     if (password && *password) {
         *p++ = UD_SCRAMBLE_LEN;
         ud_native_scramble(salt, password, p);
@@ -321,8 +351,10 @@ size_t ud_enc_ok(uint8_t *out, size_t cap, uint8_t seq, uint64_t affected, uint6
     *p++ = 0;
     p += ud_lenenc_put(p, affected);
     p += ud_lenenc_put(p, insert_id);
-    put16(p, status); p += 2;
-    put16(p, warnings); p += 2;
+    put16(p, status);
+    p += 2;
+    put16(p, warnings);
+    p += 2;
     size_t n = (size_t)(p - out - UD_HDR);
     ud_put_header(out, (uint32_t)n, seq);
     return n + UD_HDR;
@@ -339,7 +371,8 @@ size_t ud_enc_err(uint8_t *out, size_t cap, uint8_t seq, uint16_t code, const ch
         mlen = 512;
     uint8_t *p = out + UD_HDR;
     *p++ = 0xff;
-    put16(p, code); p += 2;
+    put16(p, code);
+    p += 2;
     *p++ = '#';
     memcpy(p, sqlstate && strlen(sqlstate) == 5 ? sqlstate : "HY000", 5);
     p += 5;
@@ -395,12 +428,16 @@ size_t ud_enc_result(uint8_t *out, size_t cap, uint8_t seq, const char *colname,
     p = put_lenstr(p, colname, clen);
     p = put_lenstr(p, "", 0);
     *p++ = 0x0c;
-    put16(p, 63); p += 2;        /* binary */
-    put32(p, 20); p += 4;        /* display length */
-    *p++ = 0x08;                 /* MYSQL_TYPE_LONGLONG */
-    put16(p, 0x0001 | 0x0020 | 0x0080); p += 2; /* NOT_NULL | UNSIGNED | BINARY */
-    *p++ = 0;                    /* decimals */
-    *p++ = 0; *p++ = 0;
+    put16(p, 63);
+    p += 2; /* binary */
+    put32(p, 20);
+    p += 4;      /* display length */
+    *p++ = 0x08; /* MYSQL_TYPE_LONGLONG */
+    put16(p, 0x0001 | 0x0020 | 0x0080);
+    p += 2;   /* NOT_NULL | UNSIGNED | BINARY */
+    *p++ = 0; /* decimals */
+    *p++ = 0;
+    *p++ = 0;
     ud_put_header(start, (uint32_t)(p - start - UD_HDR), seq++);
     p += ud_enc_eof(p, UD_HDR + 5, seq++, status, 0);
     for (size_t i = 0; i < nvalues; i++) {
@@ -469,7 +506,15 @@ int ud_parse_err(const uint8_t *p, size_t len, uint16_t *code, char *msg, size_t
 /* ---- reply framing ----------------------------------------------------------- */
 
 enum {
-    RS_FIRST = 0, RS_COLDEFS, RS_META_EOF, RS_ROWS, RS_PARAMS, RS_PARAM_EOF, RS_PCOLS, RS_PCOL_EOF, RS_FIELDS,
+    RS_FIRST = 0,
+    RS_COLDEFS,
+    RS_META_EOF,
+    RS_ROWS,
+    RS_PARAMS,
+    RS_PARAM_EOF,
+    RS_PCOLS,
+    RS_PCOL_EOF,
+    RS_FIELDS,
 };
 
 void ud_resp_start(struct ud_resp *r, enum ud_resp_kind kind)
@@ -494,21 +539,15 @@ enum ud_resp_kind ud_resp_kind_for(uint8_t command)
     }
 }
 
-static bool is_eof(const uint8_t *p, size_t avail, uint32_t plen)
-{
-    return avail >= 1 && p[0] == 0xfe && plen < 9;
-}
+static bool is_eof(const uint8_t *p, size_t avail, uint32_t plen) { return avail >= 1 && p[0] == 0xfe && plen < 9; }
 
-static uint16_t eof_status(const uint8_t *p, size_t avail)
-{
-    return avail >= 5 ? get16(p + 3) : 0;
-}
+static uint16_t eof_status(const uint8_t *p, size_t avail) { return avail >= 5 ? get16(p + 3) : 0; }
 
 int ud_resp_feed(struct ud_resp *r, const uint8_t *p, size_t avail, uint32_t plen)
 {
     if (avail > plen)
         avail = plen;
-    if (r->cont) {                     /* the rest of a 16 MiB packet: opaque */
+    if (r->cont) { /* the rest of a 16 MiB packet: opaque */
         r->cont = plen == UD_MAX_PAYLOAD;
         return 0;
     }
@@ -616,8 +655,7 @@ int ud_resp_feed(struct ud_resp *r, const uint8_t *p, size_t avail, uint32_t ple
             return 0;
         }
         return 1;
-    case RS_PCOL_EOF:
-        return is_eof(p, avail, plen) ? 1 : -1;
+    case RS_PCOL_EOF: return is_eof(p, avail, plen) ? 1 : -1;
     case RS_FIELDS:
         if (big)
             return -1;
@@ -725,8 +763,8 @@ static bool contains(const char *p, const char *end, const char *w)
 
 /* What makes a SELECT a write or a pin, found in one pass over the text
  * (a point select is the statement the router sees most). */
-#define UD_MARK_WRITE 1u   /* FOR UPDATE, LOCK IN SHARE MODE, GET_LOCK, " INTO " */
-#define UD_MARK_PIN 2u     /* GET_LOCK, ":=" */
+#define UD_MARK_WRITE 1u /* FOR UPDATE, LOCK IN SHARE MODE, GET_LOCK, " INTO " */
+#define UD_MARK_PIN 2u   /* GET_LOCK, ":=" */
 static unsigned select_marks(const char *p, const char *end)
 {
     static const struct {
@@ -974,11 +1012,28 @@ size_t ud_sql_quote(char *out, size_t cap, const char *s, size_t n)
     for (size_t i = 0; i < n; i++) {
         char c = s[i];
         switch (c) {
-        case '\0': *o++ = '\\'; *o++ = '0'; break;
-        case '\n': *o++ = '\\'; *o++ = 'n'; break;
-        case '\r': *o++ = '\\'; *o++ = 'r'; break;
-        case '\032': *o++ = '\\'; *o++ = 'Z'; break;
-        case '\'': case '"': case '\\': *o++ = '\\'; *o++ = c; break;
+        case '\0':
+            *o++ = '\\';
+            *o++ = '0';
+            break;
+        case '\n':
+            *o++ = '\\';
+            *o++ = 'n';
+            break;
+        case '\r':
+            *o++ = '\\';
+            *o++ = 'r';
+            break;
+        case '\032':
+            *o++ = '\\';
+            *o++ = 'Z';
+            break;
+        case '\'':
+        case '"':
+        case '\\':
+            *o++ = '\\';
+            *o++ = c;
+            break;
         default: *o++ = c;
         }
     }

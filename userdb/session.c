@@ -35,30 +35,30 @@ struct ud_sess {
     enum ud_sstate state;
     uint8_t salt[UD_SCRAMBLE_LEN];
     uint32_t caps;
-    uint32_t conn_id;           /* the id the handshake gave (KILL takes it) */
+    uint32_t conn_id; /* the id the handshake gave (KILL takes it) */
     struct ud_sess *next_all, *prev_all;
-    char user[65];              /* login name, kept between login and auth switch */
+    char user[65]; /* login name, kept between login and auth switch */
     char db[65];
     int autocommit;
     struct ud_backend *b;
     enum ud_pin pin;
     struct ud_waiter w;
-    struct evbuffer *cmd;       /* the command being handled, whole packet */
+    struct evbuffer *cmd; /* the command being handled, whole packet */
     uint8_t command;
     struct ud_query q;
     int cluster;
     bool read;
     bool retried;
-    int refs;                   /* directory/internal callbacks outstanding + the conn */
-    int nstmts;                 /* prepared statements open on the pinned backend */
-    bool processing;            /* sess_process is on the stack: callbacks don't recurse */
-    bool read_paused;           /* too much pipelined input while a command runs */
-    bool state_pinned;          /* SET, user variables, locks, temporary tables */
+    int refs;          /* directory/internal callbacks outstanding + the conn */
+    int nstmts;        /* prepared statements open on the pinned backend */
+    bool processing;   /* sess_process is on the stack: callbacks don't recurse */
+    bool read_paused;  /* too much pipelined input while a command runs */
+    bool state_pinned; /* SET, user variables, locks, temporary tables */
     bool closed;
 };
 
 static uint32_t next_conn_id = 1;
-static struct ud_sess *all_sessions;   /* for KILL <id> */
+static struct ud_sess *all_sessions; /* for KILL <id> */
 
 struct core_conn *ud_sess_conn(struct ud_sess *s) { return s->closed ? NULL : s->c; }
 
@@ -265,8 +265,9 @@ static void route(struct ud_sess *s, int cluster, bool user_readonly, bool hinte
         if (hinted && s->b->srv->cluster != cluster) {
             char msg[200];
             snprintf(msg, sizeof msg, "userdb: this connection is pinned to %s by %s; user %llu lives on cluster %d",
-                     s->b->srv->name, s->pin == PIN_TRANS ? "an open transaction (COMMIT or ROLLBACK first)"
-                                                           : "session state (prepared statements, SET, locks)",
+                     s->b->srv->name,
+                     s->pin == PIN_TRANS ? "an open transaction (COMMIT or ROLLBACK first)"
+                                         : "session state (prepared statements, SET, locks)",
                      (unsigned long long)s->q.user_id, cluster);
             fail_cmd(s, UD_ER_UNKNOWN, "HY000", msg);
             return;
@@ -301,7 +302,7 @@ static void dir_done(void *arg, const struct ud_dir_entry *e, const char *err)
         snprintf(msg, sizeof msg, "userdb: no user %llu", (unsigned long long)s->q.user_id);
         fail_cmd(s, UD_ER_NO_USER, "HY000", msg);
     } else if (s->q.special == UD_SPECIAL_COUNTER) {
-        void ud_counter_next(struct ud_sess *s, const struct ud_dir_entry *e);
+        void ud_counter_next(struct ud_sess * s, const struct ud_dir_entry *e);
         ud_counter_next(s, e);
         return;
     } else {
@@ -503,9 +504,7 @@ static void command(struct ud_sess *s)
     memset(&s->q, 0, sizeof s->q);
     s->q.autocommit = -1;
     switch (s->command) {
-    case UD_COM_QUERY:
-        query(s);
-        return;
+    case UD_COM_QUERY: query(s); return;
     case UD_COM_PING:
         send_ok(s, 1);
         local_done(s);
@@ -527,18 +526,12 @@ static void command(struct ud_sess *s)
         local_done(s);
         return;
     }
-    case UD_COM_STMT_PREPARE:
-        prepare(s);
-        return;
+    case UD_COM_STMT_PREPARE: prepare(s); return;
     case UD_COM_STMT_EXECUTE:
     case UD_COM_STMT_FETCH:
-    case UD_COM_STMT_RESET:
-        on_pinned(s, false);
-        return;
+    case UD_COM_STMT_RESET: on_pinned(s, false); return;
     case UD_COM_STMT_CLOSE:
-    case UD_COM_STMT_SEND_LONG_DATA:
-        on_pinned(s, true);
-        return;
+    case UD_COM_STMT_SEND_LONG_DATA: on_pinned(s, true); return;
     case UD_COM_FIELD_LIST:
     case UD_COM_STATISTICS:
         s->read = true;
@@ -581,8 +574,7 @@ static void command(struct ud_sess *s)
             return;
         }
         if (r.plugin && !(r.plugin_len == 21 && memcmp(r.plugin, "mysql_native_password", 21) == 0)) {
-            fail_cmd(s, UD_ER_UNKNOWN_COM, "08S01",
-                     "userdb: COM_CHANGE_USER takes mysql_native_password only");
+            fail_cmd(s, UD_ER_UNKNOWN_COM, "08S01", "userdb: COM_CHANGE_USER takes mysql_native_password only");
             return;
         }
         if (!auth_ok(s, r.user, r.user_len, r.auth, r.auth_len)) {

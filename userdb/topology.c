@@ -270,7 +270,8 @@ int ud_topology_apply(char *err, size_t errlen)
     for (int i = 0; i < stage.nreplica[0]; i++) {
         char name[32];
         snprintf(name, sizeof name, "gr%d", i);
-        if (!(t->cluster[0].replica[i] = get_server(UD_ROLE_REPLICA, 0, stage.replica[0][i], name, err, errlen, &fresh)))
+        if (!(t->cluster[0].replica[i] =
+                  get_server(UD_ROLE_REPLICA, 0, stage.replica[0][i], name, err, errlen, &fresh)))
             goto fail;
     }
     t->cluster[0].nreplicas = stage.nreplica[0];

@@ -61,28 +61,28 @@ enum ud_role { UD_ROLE_GLOBAL = 0, UD_ROLE_MASTER, UD_ROLE_REPLICA };
 /* Someone waiting for a backend connection of one server. ready() gets a
  * connection lent to it, or NULL and a reason. */
 struct ud_waiter {
-    struct pool_waiter pw;      /* in its server's pool */
+    struct pool_waiter pw; /* in its server's pool */
     struct ud_server *server;
-    bool internal;              /* userdbd's own query: front of the queue, may use the reserve */
+    bool internal; /* userdbd's own query: front of the queue, may use the reserve */
     void (*ready)(struct ud_waiter *w, struct ud_backend *b, const char *err);
 };
 
 struct ud_server {
-    char name[32];              /* "global", "c1a", "c1b", "c1r0" ... */
+    char name[32]; /* "global", "c1a", "c1b", "c1r0" ... */
     char dsn_text[512];
     struct ud_dsn dsn;
     enum ud_role role;
     int cluster;
-    int weight, cw;             /* smooth weighted round robin */
-    bool retired;               /* gone from the config: no new leases */
+    int weight, cw; /* smooth weighted round robin */
+    bool retired;   /* gone from the config: no new leases */
     /* health: a failed connect marks node dead (ud_server_dead) */
-    int lag;                    /* replicas: seconds behind, -1 unknown/stopped */
-    uint64_t lag_at_ms;         /* when lag was measured */
+    int lag;            /* replicas: seconds behind, -1 unknown/stopped */
+    uint64_t lag_at_ms; /* when lag was measured */
     bool lag_checking;
     /* pool (common/pool, this loop's): pool.nmembers connections, pool.nidle
      * idle, pool.pending connecting, pool.nwaiting waiting */
     struct pool pool;
-    struct pool_node node;      /* only its name, counters and dead mark are used */
+    struct pool_node node; /* only its name, counters and dead mark are used */
     /* counters */
     uint64_t n_routed, n_leases, n_connects, n_connect_fail, n_waits, n_wait_full;
     struct ud_server *next_all;
@@ -92,9 +92,9 @@ struct ud_server {
 
 struct ud_cluster {
     int id;
-    struct ud_server *master[2];    /* a, b */
+    struct ud_server *master[2]; /* a, b */
     int nmasters;
-    int active;                     /* 0 = a, 1 = b */
+    int active; /* 0 = a, 1 = b */
     struct ud_server *replica[UD_MAX_REPLICAS];
     int nreplicas;
     bool readonly;
@@ -107,7 +107,7 @@ struct ud_user_table {
 
 struct ud_topology {
     struct ud_server *global;
-    struct ud_cluster cluster[UD_MAX_CLUSTERS + 1];   /* by id; used when nmasters > 0 */
+    struct ud_cluster cluster[UD_MAX_CLUSTERS + 1]; /* by id; used when nmasters > 0 */
     int def_cluster[UD_MAX_DEFAULTS], def_weight[UD_MAX_DEFAULTS], def_cw[UD_MAX_DEFAULTS];
     int ndefaults;
 };
@@ -137,20 +137,20 @@ struct ud_iq;
 struct ud_backend {
     struct core_conn *c;
     struct ud_server *srv;
-    struct pool_member m;           /* in srv->pool */
+    struct pool_member m; /* in srv->pool */
     enum ud_bstate state;
-    bool failed;                    /* the connect or login failed */
-    struct ud_sess *owner;          /* the session it is lent to */
-    struct ud_iq *iq;               /* or the internal query using it */
+    bool failed;           /* the connect or login failed */
+    struct ud_sess *owner; /* the session it is lent to */
+    struct ud_iq *iq;      /* or the internal query using it */
     char db[65];
     int autocommit;
-    int multi;                      /* CLIENT_MULTI_STATEMENTS on (1) or off (0) */
+    int multi; /* CLIENT_MULTI_STATEMENTS on (1) or off (0) */
     struct ud_resp resp;
-    bool relayed;                   /* bytes of this reply already went to the client */
-    bool paused;                    /* reading paused: the client is not reading */
-    int sync_steps;                 /* internal commands in flight before the client's */
-    uint8_t pending_cmd;            /* the client's command waiting behind the sync */
-    uint32_t thread_id;             /* the server's id for this connection (for KILL) */
+    bool relayed;        /* bytes of this reply already went to the client */
+    bool paused;         /* reading paused: the client is not reading */
+    int sync_steps;      /* internal commands in flight before the client's */
+    uint8_t pending_cmd; /* the client's command waiting behind the sync */
+    uint32_t thread_id;  /* the server's id for this connection (for KILL) */
 };
 
 /* Lend w a connection of srv (now, or later through w->ready). */
@@ -189,7 +189,7 @@ struct ud_iq {
     uint64_t affected, insert_id;
     int ncols, nrows;
     char *col[64];
-    char *val[64];              /* first row; NULL = SQL NULL */
+    char *val[64]; /* first row; NULL = SQL NULL */
     struct ud_backend *b;
 };
 /* Run sql (copied) on srv; done(q) runs on the loop; q is freed after it. */
@@ -211,7 +211,7 @@ void ud_sess_send_error(struct ud_sess *s, uint8_t seq, uint16_t code, const cha
 
 struct ud_dir_entry {
     uint32_t userid;
-    int cluster;            /* 0 = no such user */
+    int cluster; /* 0 = no such user */
     bool readonly;
     uint64_t expires_ms;
 };

@@ -109,18 +109,21 @@ static int set_cluster_key(const struct cfg_setting *s, const char *v, char *err
 }
 
 static const struct cfg_setting ud_base_settings[] = {
-    { "config", 'c', CFG_STRING, &core_opts.config_file, NULL, "read settings from this file (key = value)", false, NULL },
-    { "listen", 'l', CFG_STRING, &ud_cfg.listen, "127.0.0.1:7010", "MySQL-protocol listen address (host:port, unix:/path)",
-      false, NULL },
+    { "config", 'c', CFG_STRING, &core_opts.config_file, NULL, "read settings from this file (key = value)", false,
+      NULL },
+    { "listen", 'l', CFG_STRING, &ud_cfg.listen, "127.0.0.1:7010",
+      "MySQL-protocol listen address (host:port, unix:/path)", false, NULL },
     { "console", 0, CFG_STRING, &core_opts.admin_listen, NULL, "telnet console listen address (loopback unless given)",
       false, NULL },
     { "client_user", 0, CFG_STRING, &ud_cfg.client_user, "userdb", "user name applications log in with", true, NULL },
     { "client_password", 0, CFG_CUSTOM, &ud_client_password, NULL,
       "password applications log in with (mysql_native_password; never shown)", true, set_secret, true },
-    { "backend_user", 0, CFG_STRING, &ud_cfg.backend_user, "root", "user userdbd logs in to MariaDB with", false, NULL },
-    { "backend_password", 0, CFG_CUSTOM, &ud_backend_password, NULL, "its password (never shown)", false, set_secret, true },
-    { "global", 0, CFG_CUSTOM, NULL, NULL, "the global database DSN: DBI:mysql:database=D;host=H;port=P or ;mysql_socket=S",
-      true, set_global },
+    { "backend_user", 0, CFG_STRING, &ud_cfg.backend_user, "root", "user userdbd logs in to MariaDB with", false,
+      NULL },
+    { "backend_password", 0, CFG_CUSTOM, &ud_backend_password, NULL, "its password (never shown)", false, set_secret,
+      true },
+    { "global", 0, CFG_CUSTOM, NULL, NULL,
+      "the global database DSN: DBI:mysql:database=D;host=H;port=P or ;mysql_socket=S", true, set_global },
     { "global_replica", 0, CFG_CUSTOM, NULL, NULL,
       "a replica of the global database for un-hinted reads, ;weight=W (repeatable)", true, set_global_replica },
     { "default_clusters", 0, CFG_CUSTOM, NULL, NULL, "clusters new users go to, weighted: 1,2 or 1:3,2:1", true,
@@ -146,8 +149,8 @@ static const struct cfg_setting ud_base_settings[] = {
     { "max_conns", 0, CFG_INT, &ud_cfg.max_conns, "0", "most client connections (0 = unlimited)", false, NULL },
     { "login_timeout", 0, CFG_INT, &ud_cfg.login_timeout, "10",
       "close a client that has not logged in after this many seconds", true, NULL },
-    { "idle_timeout", 0, CFG_INT, &ud_cfg.idle_timeout, "0", "close client connections idle this many seconds (0 = never)",
-      true, NULL },
+    { "idle_timeout", 0, CFG_INT, &ud_cfg.idle_timeout, "0",
+      "close client connections idle this many seconds (0 = never)", true, NULL },
     CFG_END
 };
 
@@ -162,15 +165,15 @@ static int build_settings(void)
         return -1;
     memcpy(ud_settings_table, ud_base_settings, nbase * sizeof *ud_settings_table);
     static const char *const kinds[3] = { "master", "replica", "readonly" };
-    static const char *const helps[3] = {
-        "a master DSN of cluster N (twice for an a/b pair)", "a replica DSN of cluster N, ;weight=W (repeatable)",
-        "cluster N refuses writes" };
+    static const char *const helps[3] = { "a master DSN of cluster N (twice for an a/b pair)",
+                                          "a replica DSN of cluster N, ;weight=W (repeatable)",
+                                          "cluster N refuses writes" };
     size_t k = nbase;
     for (int c = 1; c <= UD_MAX_CLUSTERS; c++)
         for (int i = 0; i < 3; i++) {
             char name[40];
             snprintf(name, sizeof name, "cluster.%d.%s", c, kinds[i]);
-            ud_settings_table[k++] = (struct cfg_setting){ strdup(name), 0, CFG_CUSTOM, NULL, NULL,
+            ud_settings_table[k++] = (struct cfg_setting){ strdup(name),           0,    CFG_CUSTOM,     NULL, NULL,
                                                            c == 1 ? helps[i] : "", true, set_cluster_key };
         }
     return 0;
@@ -293,10 +296,7 @@ static void ud_stop(void)
         ud_pool_close_idle(s);
 }
 
-static void ud_fini(void)
-{
-    ud_topology_free();
-}
+static void ud_fini(void) { ud_topology_free(); }
 
 extern const struct admin_cmd ud_admin_cmds[];
 

@@ -3,9 +3,9 @@
 #ifndef DJ_PLUGINS_H
 #define DJ_PLUGINS_H
 
-void dj_plugin_ping_register(void);     /* XEP-0199 */
-void dj_plugin_version_register(void);  /* XEP-0092 */
-void dj_plugin_vcard_register(void);    /* XEP-0054 vcard-temp, on the VCardGet/VCardSet chains */
+void dj_plugin_ping_register(void);         /* XEP-0199 */
+void dj_plugin_version_register(void);      /* XEP-0092 */
+void dj_plugin_vcard_register(void);        /* XEP-0054 vcard-temp, on the VCardGet/VCardSet chains */
 void dj_plugin_vcard_update_register(void); /* XEP-0153 avatar hash in presence (AlterPresence) */
 
 /* Helpers shared by the plugins (cmd_xmpp.c): the first element child and

@@ -24,11 +24,12 @@
 
 static void usage(FILE *out)
 {
-    fprintf(out,
-            "usage: gearman-cli [-s SERVERS | -h HOST -p PORT] [-t TIMEOUT_MS] -f FUNC [-u UNIQUE] [-b] [-I|-L] [DATA...]\n"
-            "       gearman-cli [servers] -w -f FUNC [-f FUNC...] [-c COUNT] [-i ID] [-- COMMAND ARGS...]\n"
-            "       gearman-cli [servers] -S HANDLE\n"
-            "       gearman-cli [servers] -e [TEXT]\n");
+    fprintf(
+        out,
+        "usage: gearman-cli [-s SERVERS | -h HOST -p PORT] [-t TIMEOUT_MS] -f FUNC [-u UNIQUE] [-b] [-I|-L] [DATA...]\n"
+        "       gearman-cli [servers] -w -f FUNC [-f FUNC...] [-c COUNT] [-i ID] [-- COMMAND ARGS...]\n"
+        "       gearman-cli [servers] -S HANDLE\n"
+        "       gearman-cli [servers] -e [TEXT]\n");
 }
 
 static char *read_all(int fd, size_t *len)
@@ -177,7 +178,7 @@ int main(int argc, char **argv)
                 continue;
             }
             if (rc == GM_CLIENT_NO_SERVER || rc == GM_CLIENT_LOST) {
-                usleep(200000);  /* every server down: try again shortly */
+                usleep(200000); /* every server down: try again shortly */
                 continue;
             }
             fprintf(stderr, "gearman-cli: %s: %s\n", gm_client_rc_name(rc), gm_worker_error(w));

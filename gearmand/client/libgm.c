@@ -33,8 +33,8 @@
 struct task;
 
 struct srv {
-    struct client_server k;           /* common/client: socket, input buffer, dead marking */
-    bool registered;                  /* worker: CAN_DOs sent on this connection */
+    struct client_server k;               /* common/client: socket, input buffer, dead marking */
+    bool registered;                      /* worker: CAN_DOs sent on this connection */
     struct task *await_head, *await_tail; /* client: submits waiting for JOB_CREATED */
 };
 
@@ -43,14 +43,13 @@ struct pool {
     int n;
     int connect_ms, timeout_ms, retry_ms;
     unsigned rr;
-    bool client;                      /* send OPTION_REQ exceptions on connect */
+    bool client; /* send OPTION_REQ exceptions on connect */
     char err[400];
 };
 
 static int64_t now_ms(void) { return (int64_t)client_now_ms(); }
 
-static int pool_init(struct pool *p, const char *servers, const struct gm_client_options *o, char *err,
-                     size_t errlen)
+static int pool_init(struct pool *p, const char *servers, const struct gm_client_options *o, char *err, size_t errlen)
 {
     memset(p, 0, sizeof *p);
     p->connect_ms = o && o->connect_timeout_ms > 0 ? o->connect_timeout_ms : 1000;
@@ -66,7 +65,7 @@ static int pool_init(struct pool *p, const char *servers, const struct gm_client
         return -1;
     }
     for (int i = 0; i < n; i++)
-        p->srv[i].k = list[i];  /* the kit's servers, moved: nothing allocated yet */
+        p->srv[i].k = list[i]; /* the kit's servers, moved: nothing allocated yet */
     free(list);
     p->n = n;
     return 0;
@@ -90,8 +89,7 @@ static void pool_free(struct pool *p)
     }
 }
 
-static int srv_send(struct pool *p, struct srv *s, uint32_t cmd, int argc, const void *const *args,
-                    const size_t *lens);
+static int srv_send(struct pool *p, struct srv *s, uint32_t cmd, int argc, const void *const *args, const size_t *lens);
 
 static int srv_connect(struct pool *p, struct srv *s)
 {
@@ -114,8 +112,7 @@ static int srv_connect(struct pool *p, struct srv *s)
     return 0;
 }
 
-static int srv_send(struct pool *p, struct srv *s, uint32_t cmd, int argc, const void *const *args,
-                    const size_t *lens)
+static int srv_send(struct pool *p, struct srv *s, uint32_t cmd, int argc, const void *const *args, const size_t *lens)
 {
     char small[4096];
     size_t need = gm_encode(small, sizeof small, GM_REQ, cmd, argc, args, lens);
@@ -230,8 +227,7 @@ struct gm_client {
     int first_rc;
 };
 
-struct gm_client *gm_client_new(const char *servers, const struct gm_client_options *opts, char *err,
-                                size_t errlen)
+struct gm_client *gm_client_new(const char *servers, const struct gm_client_options *opts, char *err, size_t errlen)
 {
     struct gm_client *c = calloc(1, sizeof *c);
     if (!c) {
@@ -270,8 +266,8 @@ const char *gm_client_error(const struct gm_client *c) { return c->p.err; }
 
 const char *gm_client_rc_name(int rc)
 {
-    static const char *const names[] = { "OK", "WORK_FAIL", "WORK_EXCEPTION", "SERVER_ERROR", "TIMEOUT",
-                                         "NO_SERVER", "LOST", "BAD_ARGUMENT", "NO_MEMORY", "PROTOCOL" };
+    static const char *const names[] = { "OK",        "WORK_FAIL", "WORK_EXCEPTION", "SERVER_ERROR", "TIMEOUT",
+                                         "NO_SERVER", "LOST",      "BAD_ARGUMENT",   "NO_MEMORY",    "PROTOCOL" };
     return rc >= 0 && rc < (int)(sizeof names / sizeof names[0]) ? names[rc] : "UNKNOWN";
 }
 
@@ -437,8 +433,7 @@ static void client_packet(struct gm_client *c, int i, const struct gm_packet *pk
         else if (pk->cmd == GM_WORK_EXCEPTION)
             task_done(c, t, GM_CLIENT_WORK_EXCEPTION, pk->arg[1], pk->arg_len[1]);
         break;
-    default:
-        break; /* OPTION_RES, NOOP, ... */
+    default: break; /* OPTION_RES, NOOP, ... */
     }
 }
 
@@ -612,8 +607,8 @@ int gm_client_do(struct gm_client *c, const char *function, const char *unique, 
     return d.rc;
 }
 
-int gm_client_do_background(struct gm_client *c, const char *function, const char *unique, const void *data,
-                            size_t len, enum gm_client_prio prio, char *handle)
+int gm_client_do_background(struct gm_client *c, const char *function, const char *unique, const void *data, size_t len,
+                            enum gm_client_prio prio, char *handle)
 {
     struct do_state d = { .rc = GM_CLIENT_PROTOCOL };
     static const struct gm_client_task_fns fns = { .created = do_created, .done = do_done };
@@ -713,8 +708,7 @@ struct gm_worker_job {
     size_t len;
 };
 
-struct gm_worker *gm_worker_new(const char *servers, const struct gm_client_options *opts, char *err,
-                                size_t errlen)
+struct gm_worker *gm_worker_new(const char *servers, const struct gm_client_options *opts, char *err, size_t errlen)
 {
     struct gm_worker *w = calloc(1, sizeof *w);
     if (!w) {
@@ -754,7 +748,7 @@ int gm_worker_register(struct gm_worker *w, const char *function, uint32_t timeo
         return GM_CLIENT_NO_MEMORY;
     w->nf++;
     for (int i = 0; i < w->p.n; i++)
-        w->p.srv[i].registered = false;  /* re-announce on the next work() */
+        w->p.srv[i].registered = false; /* re-announce on the next work() */
     for (int i = 0; i < w->p.n; i++)
         if (w->p.srv[i].k.fd >= 0)
             srv_close(&w->p, &w->p.srv[i], false);
@@ -786,8 +780,8 @@ static int worker_ready(struct gm_worker *w, struct srv *s)
         int tl = snprintf(t, sizeof t, "%u", w->f[i].timeout_s);
         const void *a[2] = { w->f[i].name, t };
         size_t l[2] = { strlen(w->f[i].name), (size_t)tl };
-        int rc = w->f[i].timeout_s ? srv_send(&w->p, s, GM_CAN_DO_TIMEOUT, 2, a, l)
-                                   : srv_send(&w->p, s, GM_CAN_DO, 1, a, l);
+        int rc =
+            w->f[i].timeout_s ? srv_send(&w->p, s, GM_CAN_DO_TIMEOUT, 2, a, l) : srv_send(&w->p, s, GM_CAN_DO, 1, a, l);
         if (rc < 0)
             return -1;
     }

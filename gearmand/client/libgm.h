@@ -31,33 +31,32 @@ extern "C" {
 
 enum gm_client_rc {
     GM_CLIENT_OK = 0,
-    GM_CLIENT_WORK_FAIL,       /* the worker failed the job (or it ran out of retries) */
-    GM_CLIENT_WORK_EXCEPTION,  /* the worker raised an exception (text in the result) */
-    GM_CLIENT_SERVER_ERROR,    /* the server answered ERROR (code and text in gm_client_error) */
+    GM_CLIENT_WORK_FAIL,      /* the worker failed the job (or it ran out of retries) */
+    GM_CLIENT_WORK_EXCEPTION, /* the worker raised an exception (text in the result) */
+    GM_CLIENT_SERVER_ERROR,   /* the server answered ERROR (code and text in gm_client_error) */
     GM_CLIENT_TIMEOUT,
-    GM_CLIENT_NO_SERVER,       /* no server could be reached */
-    GM_CLIENT_LOST,            /* the server went away while the job ran */
+    GM_CLIENT_NO_SERVER, /* no server could be reached */
+    GM_CLIENT_LOST,      /* the server went away while the job ran */
     GM_CLIENT_BAD_ARGUMENT,
     GM_CLIENT_NO_MEMORY,
-    GM_CLIENT_PROTOCOL,        /* a reply this library did not expect */
+    GM_CLIENT_PROTOCOL, /* a reply this library did not expect */
 };
 
 enum gm_client_prio { GM_CLIENT_NORMAL = 0, GM_CLIENT_HIGH = 1, GM_CLIENT_LOW = 2 };
 
-#define GM_CLIENT_HANDLE_MAX 64   /* handle bytes + NUL */
+#define GM_CLIENT_HANDLE_MAX 64 /* handle bytes + NUL */
 
 struct gm_client_options {
-    int connect_timeout_ms;    /* 0 = 1000 */
-    int timeout_ms;            /* 0 = none: a call waits until its job is done */
-    int retry_interval_ms;     /* 0 = 2000: a dead server is tried again after this */
+    int connect_timeout_ms; /* 0 = 1000 */
+    int timeout_ms;         /* 0 = none: a call waits until its job is done */
+    int retry_interval_ms;  /* 0 = 2000: a dead server is tried again after this */
 };
 
 struct gm_client;
 
 /* servers: "host[:port]" separated by commas or spaces (port 4730 by
  * default). opts may be NULL. Returns NULL with a message in err. */
-struct gm_client *gm_client_new(const char *servers, const struct gm_client_options *opts, char *err,
-                                size_t errlen);
+struct gm_client *gm_client_new(const char *servers, const struct gm_client_options *opts, char *err, size_t errlen);
 void gm_client_free(struct gm_client *c);
 /* Text of the last error (server's ERROR code and text, or errno text). */
 const char *gm_client_error(const struct gm_client *c);
@@ -68,8 +67,8 @@ const char *gm_client_rc_name(int rc);
 int gm_client_do(struct gm_client *c, const char *function, const char *unique, const void *data, size_t len,
                  enum gm_client_prio prio, void **result, size_t *result_len);
 /* Queue a background job; handle (GM_CLIENT_HANDLE_MAX bytes) may be NULL. */
-int gm_client_do_background(struct gm_client *c, const char *function, const char *unique, const void *data,
-                            size_t len, enum gm_client_prio prio, char *handle);
+int gm_client_do_background(struct gm_client *c, const char *function, const char *unique, const void *data, size_t len,
+                            enum gm_client_prio prio, char *handle);
 
 struct gm_client_status {
     bool known, running;
@@ -84,8 +83,8 @@ int gm_client_echo(struct gm_client *c, const void *data, size_t len);
  * call only. Every callback may be NULL. */
 struct gm_client_task_fns {
     void (*created)(const char *handle, void *arg);
-    void (*data)(const void *data, size_t len, void *arg);          /* WORK_DATA */
-    void (*warning)(const void *data, size_t len, void *arg);       /* WORK_WARNING */
+    void (*data)(const void *data, size_t len, void *arg);    /* WORK_DATA */
+    void (*warning)(const void *data, size_t len, void *arg); /* WORK_WARNING */
     void (*status)(uint32_t numerator, uint32_t denominator, void *arg);
     /* The end: rc OK (data = WORK_COMPLETE payload), WORK_FAIL,
      * WORK_EXCEPTION (data = its text), or an error. Background tasks end
@@ -109,8 +108,7 @@ struct gm_worker_job;
  * fail it, GM_CLIENT_WORK_EXCEPTION to raise *result as the exception. */
 typedef int (*gm_worker_fn)(struct gm_worker_job *job, void *arg, void **result, size_t *result_len);
 
-struct gm_worker *gm_worker_new(const char *servers, const struct gm_client_options *opts, char *err,
-                                size_t errlen);
+struct gm_worker *gm_worker_new(const char *servers, const struct gm_client_options *opts, char *err, size_t errlen);
 void gm_worker_free(struct gm_worker *w);
 const char *gm_worker_error(const struct gm_worker *w);
 /* timeout_s > 0 registers with CAN_DO_TIMEOUT. */

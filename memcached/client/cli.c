@@ -18,15 +18,14 @@
 
 static void usage(FILE *f)
 {
-    fprintf(f,
-            "usage: memcached-cli [-s host:port,...] [-M] [-T timeout_ms] command [args]\n"
-            "  get KEY...                      print each hit as KEY FLAGS BYTES, then the value\n"
-            "  set|add|replace KEY VALUE [EXPTIME [FLAGS]]   VALUE - reads stdin\n"
-            "  append|prepend KEY VALUE\n"
-            "  delete KEY | incr KEY N | decr KEY N | touch KEY EXPTIME\n"
-            "  flush [DELAY] | stats [GROUP] | version | server KEY\n"
-            "  -s  servers (default $MEMCACHED_SERVERS or 127.0.0.1:11211)\n"
-            "  -M  use the meta protocol   -T  I/O timeout in milliseconds\n");
+    fprintf(f, "usage: memcached-cli [-s host:port,...] [-M] [-T timeout_ms] command [args]\n"
+               "  get KEY...                      print each hit as KEY FLAGS BYTES, then the value\n"
+               "  set|add|replace KEY VALUE [EXPTIME [FLAGS]]   VALUE - reads stdin\n"
+               "  append|prepend KEY VALUE\n"
+               "  delete KEY | incr KEY N | decr KEY N | touch KEY EXPTIME\n"
+               "  flush [DELAY] | stats [GROUP] | version | server KEY\n"
+               "  -s  servers (default $MEMCACHED_SERVERS or 127.0.0.1:11211)\n"
+               "  -M  use the meta protocol   -T  I/O timeout in milliseconds\n");
 }
 
 static int exit_code(int rc)
@@ -123,7 +122,8 @@ int main(int argc, char **argv)
         free(lens);
         code = rc != MC_CLIENT_OK ? report("get", rc) : hits == na ? 0 : 1;
     } else if ((!strcmp(cmd, "set") || !strcmp(cmd, "add") || !strcmp(cmd, "replace") || !strcmp(cmd, "append") ||
-                !strcmp(cmd, "prepend")) && na >= 2) {
+                !strcmp(cmd, "prepend")) &&
+               na >= 2) {
         size_t len;
         char *val = NULL;
         if (!strcmp(a[1], "-")) {
@@ -158,8 +158,8 @@ int main(int argc, char **argv)
     } else if ((!strcmp(cmd, "incr") || !strcmp(cmd, "decr")) && na == 2) {
         uint64_t v = 0;
         uint64_t d = strtoull(a[1], NULL, 10);
-        int rc = cmd[0] == 'i' ? mc_client_incr(c, a[0], strlen(a[0]), d, &v)
-                               : mc_client_decr(c, a[0], strlen(a[0]), d, &v);
+        int rc =
+            cmd[0] == 'i' ? mc_client_incr(c, a[0], strlen(a[0]), d, &v) : mc_client_decr(c, a[0], strlen(a[0]), d, &v);
         if (rc == MC_CLIENT_OK)
             printf("%" PRIu64 "\n", v);
         code = report(cmd, rc);

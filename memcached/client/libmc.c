@@ -32,11 +32,11 @@
 #include "common/hash.h"
 
 #define KEY_MAX 250
-#define GET_BATCH 100   /* keys per get line in a multi-get */
-#define MC_VALUE_MAX (256ull << 20)   /* a longer value is taken for a broken reply (libmc.h) */
+#define GET_BATCH 100               /* keys per get line in a multi-get */
+#define MC_VALUE_MAX (256ull << 20) /* a longer value is taken for a broken reply (libmc.h) */
 
 struct mc_client {
-    struct client_server *servers;   /* common/client: connection, buffer, dead marking */
+    struct client_server *servers; /* common/client: connection, buffer, dead marking */
     size_t n;
     struct mc_client_options o;
     struct hash_ketama ring;
@@ -218,7 +218,7 @@ static int send_all(struct client_server *s, const char *buf, size_t len, uint64
 /* The next line (without CRLF, NUL-terminated in place). */
 static int read_line(struct client_server *s, uint64_t deadline, char **line, size_t *len)
 {
-    return from_kit(client_read_line(s, deadline, 1u << 20, line, len));   /* no line is longer */
+    return from_kit(client_read_line(s, deadline, 1u << 20, line, len)); /* no line is longer */
 }
 
 /* n bytes of value plus its CRLF; *data points into the buffer, NUL-ended
@@ -303,7 +303,6 @@ static void req_printf(struct req *r, const char *fmt, ...)
     req_add(r, buf, (size_t)n);
 }
 
-
 /* ------------------------------------------------------------------ */
 /* compression (Cache::Memcached: memGzip / memGunzip, flag bit 2) */
 
@@ -364,7 +363,7 @@ static int gunzip_value(const char *src, size_t len, char **out, size_t *olen)
         if (rc == Z_STREAM_END || (rc != Z_OK && rc != Z_BUF_ERROR))
             break;
         if (z.avail_out != 0 || cap >= MC_CLIENT_INFLATE_MAX) {
-            rc = Z_DATA_ERROR;   /* truncated input, or over the bound */
+            rc = Z_DATA_ERROR; /* truncated input, or over the bound */
             break;
         }
         cap = cap * 2 > MC_CLIENT_INFLATE_MAX ? MC_CLIENT_INFLATE_MAX : cap * 2;
@@ -391,7 +390,7 @@ static void deliver(const struct mc_client *c, mc_client_value_fn fn, void *arg,
     char *plain;
     size_t plen;
     if (gunzip_value(data, len, &plain, &plen) != 0)
-        return;   /* undecodable: a miss */
+        return; /* undecodable: a miss */
     fn(key, nkey, plain, plen, flags & ~MC_CLIENT_F_COMPRESS, cas, arg);
     free(plain);
 }
@@ -400,12 +399,27 @@ static void deliver(const struct mc_client *c, mc_client_value_fn fn, void *arg,
 /* binary protocol frames */
 
 enum {
-    BIN_GET = 0x00, BIN_SET = 0x01, BIN_ADD = 0x02, BIN_REPLACE = 0x03, BIN_DELETE = 0x04, BIN_INCR = 0x05,
-    BIN_DECR = 0x06, BIN_FLUSH = 0x08, BIN_NOOP = 0x0a, BIN_VERSION = 0x0b, BIN_GETKQ = 0x0d, BIN_APPEND = 0x0e,
-    BIN_PREPEND = 0x0f, BIN_STAT = 0x10, BIN_TOUCH = 0x1c,
+    BIN_GET = 0x00,
+    BIN_SET = 0x01,
+    BIN_ADD = 0x02,
+    BIN_REPLACE = 0x03,
+    BIN_DELETE = 0x04,
+    BIN_INCR = 0x05,
+    BIN_DECR = 0x06,
+    BIN_FLUSH = 0x08,
+    BIN_NOOP = 0x0a,
+    BIN_VERSION = 0x0b,
+    BIN_GETKQ = 0x0d,
+    BIN_APPEND = 0x0e,
+    BIN_PREPEND = 0x0f,
+    BIN_STAT = 0x10,
+    BIN_TOUCH = 0x1c,
 };
 enum {
-    BIN_OK = 0x00, BIN_ENOENT = 0x01, BIN_EEXISTS = 0x02, BIN_NOT_STORED = 0x05,
+    BIN_OK = 0x00,
+    BIN_ENOENT = 0x01,
+    BIN_EEXISTS = 0x02,
+    BIN_NOT_STORED = 0x05,
 };
 #define BIN_HDR 24
 
@@ -446,7 +460,7 @@ struct bin_res {
     uint16_t status, nkey;
     uint32_t body;
     uint64_t cas;
-    const char *ext, *key, *val;   /* into the server's buffer: valid until its next read */
+    const char *ext, *key, *val; /* into the server's buffer: valid until its next read */
     size_t nval;
 };
 
@@ -570,8 +584,7 @@ static bool parse_meta_flags(char *rest, uint32_t *flags, uint64_t *cas, char **
                 *nkey = strlen(t + 1);
             }
             break;
-        default:
-            break;
+        default: break;
         }
     }
     return true;
@@ -621,7 +634,7 @@ int mc_client_get(struct mc_client *c, const char *key, size_t nkey, struct mc_c
     size_t nkeys[1] = { nkey };
     int rc = mc_client_get_multi(c, keys, nkeys, 1, get_one_cb, &g);
     if (rc != MC_CLIENT_OK) {
-        mc_client_value_free(out);   /* a hit before the stream broke */
+        mc_client_value_free(out); /* a hit before the stream broke */
         return rc;
     }
     if (g.oom)
@@ -631,8 +644,8 @@ int mc_client_get(struct mc_client *c, const char *key, size_t nkey, struct mc_c
 
 /* Binary: GETKQ hits up to the NOOP; an error frame is remembered and the
  * reading goes on to the NOOP, so the stream stays in step. */
-static int read_multi_bin(const struct mc_client *c, struct client_server *s, uint64_t deadline,
-                          mc_client_value_fn fn, void *arg)
+static int read_multi_bin(const struct mc_client *c, struct client_server *s, uint64_t deadline, mc_client_value_fn fn,
+                          void *arg)
 {
     int result = MC_CLIENT_OK;
     for (;;) {
@@ -679,7 +692,7 @@ static int read_multi(const struct mc_client *c, struct client_server *s, bool m
             char kb[KEY_MAX + 1];
             if (nk > KEY_MAX)
                 return MC_CLIENT_PROTOCOL;
-            memcpy(kb, k, nk);   /* rbuf may move while the value is read */
+            memcpy(kb, k, nk); /* rbuf may move while the value is read */
             char *data;
             rc = read_data(s, bytes, deadline, &data);
             if (rc != MC_CLIENT_OK)
@@ -726,7 +739,7 @@ int mc_client_get_multi(struct mc_client *c, const char *const *keys, const size
     bool meta = c->o.protocol == MC_CLIENT_META, bin = c->o.protocol == MC_CLIENT_BINARY;
     struct req *reqs = calloc(c->n, sizeof *reqs);
     size_t *count = calloc(c->n, sizeof *count);
-    int *state = calloc(c->n, sizeof *state);   /* 0 unused, 1 sent, rc+2 failed */
+    int *state = calloc(c->n, sizeof *state); /* 0 unused, 1 sent, rc+2 failed */
     int result = MC_CLIENT_OK;
     if (!reqs || !count || !state) {
         result = MC_CLIENT_NO_MEMORY;
@@ -790,7 +803,7 @@ int mc_client_get_multi(struct mc_client *c, const char *const *keys, const size
         }
         finish(c, s, rc);
         if (rc == MC_CLIENT_SERVER_ERROR)
-            server_close(s);   /* replies of later batches may still be coming */
+            server_close(s); /* replies of later batches may still be coming */
         if (rc != MC_CLIENT_OK && result == MC_CLIENT_OK)
             result = rc;
     }
@@ -819,8 +832,7 @@ static int store(struct mc_client *c, enum store_op op, const char *key, size_t 
     /* Cache::Memcached's rule: at or over the threshold, not append or
      * prepend, kept only when it saves 20% or more. */
     char *packed = NULL;
-    if (c->o.compress_threshold > 0 && len >= (size_t)c->o.compress_threshold && op != ST_APPEND &&
-        op != ST_PREPEND) {
+    if (c->o.compress_threshold > 0 && len >= (size_t)c->o.compress_threshold && op != ST_APPEND && op != ST_PREPEND) {
         size_t plen;
         if (gzip_value(data, len, &packed, &plen) == 0) {
             if ((double)plen < (double)len * 0.8) {
@@ -909,8 +921,8 @@ int mc_client_add(struct mc_client *c, const char *key, size_t nkey, const void 
 {
     return store(c, ST_ADD, key, nkey, data, len, flags, exptime, 0);
 }
-int mc_client_replace(struct mc_client *c, const char *key, size_t nkey, const void *data, size_t len,
-                      uint32_t flags, int32_t exptime)
+int mc_client_replace(struct mc_client *c, const char *key, size_t nkey, const void *data, size_t len, uint32_t flags,
+                      int32_t exptime)
 {
     return store(c, ST_REPLACE, key, nkey, data, len, flags, exptime, 0);
 }
@@ -1016,7 +1028,7 @@ static int arith(struct mc_client *c, bool incr, const char *key, size_t nkey, u
         unsigned char ext[20];
         put_be(ext, delta, 8);
         put_be(ext + 8, 0, 8);
-        put_be(ext + 16, 0xffffffffu, 4);   /* never create: text incr's NOT_FOUND */
+        put_be(ext + 16, 0xffffffffu, 4); /* never create: text incr's NOT_FOUND */
         uint64_t v = 0;
         int rc = bin_simple(c, key, nkey, incr ? BIN_INCR : BIN_DECR, ext, sizeof ext, &v);
         if (rc == MC_CLIENT_OK && value)

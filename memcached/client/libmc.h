@@ -44,30 +44,30 @@ extern "C" {
 
 enum mc_client_rc {
     MC_CLIENT_OK = 0,
-    MC_CLIENT_NOT_FOUND,      /* miss, NOT_FOUND, NF, EN */
-    MC_CLIENT_NOT_STORED,     /* add/replace/append/prepend condition not met */
-    MC_CLIENT_EXISTS,         /* cas mismatch */
-    MC_CLIENT_SERVER_ERROR,   /* the server answered ERROR, CLIENT_ERROR or SERVER_ERROR */
-    MC_CLIENT_TIMEOUT,        /* connect or I/O took longer than allowed */
-    MC_CLIENT_CONNECTION,     /* connect, read or write failed; server closed */
-    MC_CLIENT_NO_SERVER,      /* no live server for the key */
-    MC_CLIENT_BAD_ARGUMENT,   /* key empty, too long, or with spaces/control chars */
+    MC_CLIENT_NOT_FOUND,    /* miss, NOT_FOUND, NF, EN */
+    MC_CLIENT_NOT_STORED,   /* add/replace/append/prepend condition not met */
+    MC_CLIENT_EXISTS,       /* cas mismatch */
+    MC_CLIENT_SERVER_ERROR, /* the server answered ERROR, CLIENT_ERROR or SERVER_ERROR */
+    MC_CLIENT_TIMEOUT,      /* connect or I/O took longer than allowed */
+    MC_CLIENT_CONNECTION,   /* connect, read or write failed; server closed */
+    MC_CLIENT_NO_SERVER,    /* no live server for the key */
+    MC_CLIENT_BAD_ARGUMENT, /* key empty, too long, or with spaces/control chars */
     MC_CLIENT_NO_MEMORY,
-    MC_CLIENT_PROTOCOL,       /* a reply this library did not expect */
+    MC_CLIENT_PROTOCOL, /* a reply this library did not expect */
 };
 
 enum mc_client_protocol { MC_CLIENT_TEXT = 0, MC_CLIENT_META = 1, MC_CLIENT_BINARY = 2 };
 
-#define MC_CLIENT_F_COMPRESS 2u                 /* Cache::Memcached's F_COMPRESS */
-#define MC_CLIENT_INFLATE_MAX (64u << 20)       /* bound on an inflated value */
+#define MC_CLIENT_F_COMPRESS 2u           /* Cache::Memcached's F_COMPRESS */
+#define MC_CLIENT_INFLATE_MAX (64u << 20) /* bound on an inflated value */
 
 struct mc_client_options {
-    int connect_timeout_ms;   /* 0 = 1000 */
-    int io_timeout_ms;        /* 0 = 1000; per call */
-    int failure_limit;        /* 0 = 2: failures in a row before a server is dead */
-    int retry_interval_ms;    /* 0 = 2000: a dead server is retried after this */
+    int connect_timeout_ms; /* 0 = 1000 */
+    int io_timeout_ms;      /* 0 = 1000; per call */
+    int failure_limit;      /* 0 = 2: failures in a row before a server is dead */
+    int retry_interval_ms;  /* 0 = 2000: a dead server is retried after this */
     enum mc_client_protocol protocol;
-    int compress_threshold;   /* 0 = no compression; else bytes (Cache::Memcached's compress_threshold) */
+    int compress_threshold; /* 0 = no compression; else bytes (Cache::Memcached's compress_threshold) */
 };
 
 struct mc_client;
@@ -75,8 +75,7 @@ struct mc_client;
 /* servers: "host[:port[:weight]]" separated by commas or spaces; port
  * defaults to 11211; "/path" is a unix socket. opts may be NULL. Returns
  * NULL with a message in err on a bad list. No connection is made yet. */
-struct mc_client *mc_client_new(const char *servers, const struct mc_client_options *opts, char *err,
-                                size_t errlen);
+struct mc_client *mc_client_new(const char *servers, const struct mc_client_options *opts, char *err, size_t errlen);
 void mc_client_free(struct mc_client *c);
 
 /* A fetched value; data is malloc'd, NUL-terminated (not counted in len). */
@@ -100,16 +99,16 @@ typedef void (*mc_client_value_fn)(const char *key, size_t nkey, const char *dat
 int mc_client_get_multi(struct mc_client *c, const char *const *keys, const size_t *nkeys, size_t n,
                         mc_client_value_fn fn, void *arg);
 
-int mc_client_set(struct mc_client *c, const char *key, size_t nkey, const void *data, size_t len,
-                  uint32_t flags, int32_t exptime);
-int mc_client_add(struct mc_client *c, const char *key, size_t nkey, const void *data, size_t len,
-                  uint32_t flags, int32_t exptime);
-int mc_client_replace(struct mc_client *c, const char *key, size_t nkey, const void *data, size_t len,
-                      uint32_t flags, int32_t exptime);
+int mc_client_set(struct mc_client *c, const char *key, size_t nkey, const void *data, size_t len, uint32_t flags,
+                  int32_t exptime);
+int mc_client_add(struct mc_client *c, const char *key, size_t nkey, const void *data, size_t len, uint32_t flags,
+                  int32_t exptime);
+int mc_client_replace(struct mc_client *c, const char *key, size_t nkey, const void *data, size_t len, uint32_t flags,
+                      int32_t exptime);
 int mc_client_append(struct mc_client *c, const char *key, size_t nkey, const void *data, size_t len);
 int mc_client_prepend(struct mc_client *c, const char *key, size_t nkey, const void *data, size_t len);
-int mc_client_cas(struct mc_client *c, const char *key, size_t nkey, const void *data, size_t len,
-                  uint32_t flags, int32_t exptime, uint64_t cas);
+int mc_client_cas(struct mc_client *c, const char *key, size_t nkey, const void *data, size_t len, uint32_t flags,
+                  int32_t exptime, uint64_t cas);
 int mc_client_delete(struct mc_client *c, const char *key, size_t nkey);
 /* New value in *value (may be NULL). */
 int mc_client_incr(struct mc_client *c, const char *key, size_t nkey, uint64_t delta, uint64_t *value);

@@ -36,7 +36,7 @@ struct as_server {
     struct core_conn *conn;
     struct pending *head, *tail;
     size_t npending;
-    int close_rc;             /* why we closed it ourselves (0 = transport) */
+    int close_rc; /* why we closed it ourselves (0 = transport) */
 };
 
 struct mc_async {
@@ -113,7 +113,7 @@ void mc_async_free(struct mc_async *a)
         return;
     for (size_t i = 0; a->servers && i < a->n; i++)
         if (a->servers[i].conn)
-            conn_close(a->servers[i].conn);   /* on_close answers what waits */
+            conn_close(a->servers[i].conn); /* on_close answers what waits */
     free(a->servers);
     client_servers_free(a->cs, (int)a->n);
     hash_ketama_free(&a->ring);
@@ -192,8 +192,8 @@ static bool parse_value(const char *line, uint32_t *flags, size_t *bytes, uint64
     return true;
 }
 
-int mc_async_parse(enum mc_async_kind kind, const char *buf, size_t len, struct mc_async_result *r,
-                   size_t *consumed, size_t *need)
+int mc_async_parse(enum mc_async_kind kind, const char *buf, size_t len, struct mc_async_result *r, size_t *consumed,
+                   size_t *need)
 {
     memset(r, 0, sizeof *r);
     r->rc = MC_CLIENT_PROTOCOL;
@@ -222,12 +222,13 @@ int mc_async_parse(enum mc_async_kind kind, const char *buf, size_t len, struct 
             size_t bytes;
             if (!parse_value(line, &r->flags, &bytes, &r->cas))
                 return -1;
-            size_t total = cons + bytes + 2 + 5;   /* data CRLF "END" CRLF */
+            size_t total = cons + bytes + 2 + 5; /* data CRLF "END" CRLF */
             if (len < total) {
                 *need = total;
                 return 0;
             }
-            if (buf[cons + bytes] != '\r' || buf[cons + bytes + 1] != '\n' || memcmp(buf + cons + bytes + 2, "END\r\n", 5))
+            if (buf[cons + bytes] != '\r' || buf[cons + bytes + 1] != '\n' ||
+                memcmp(buf + cons + bytes + 2, "END\r\n", 5))
                 return -1;
             r->rc = MC_CLIENT_OK;
             r->data = buf + cons;
@@ -245,12 +246,14 @@ int mc_async_parse(enum mc_async_kind kind, const char *buf, size_t len, struct 
                                               : line_status(line);
         break;
     case MC_ASYNC_K_DELETE:
-        r->rc = !strcmp(line, "DELETED") ? MC_CLIENT_OK : !strcmp(line, "NOT_FOUND") ? MC_CLIENT_NOT_FOUND
-                                                                                      : line_status(line);
+        r->rc = !strcmp(line, "DELETED")     ? MC_CLIENT_OK
+                : !strcmp(line, "NOT_FOUND") ? MC_CLIENT_NOT_FOUND
+                                             : line_status(line);
         break;
     case MC_ASYNC_K_TOUCH:
-        r->rc = !strcmp(line, "TOUCHED") ? MC_CLIENT_OK : !strcmp(line, "NOT_FOUND") ? MC_CLIENT_NOT_FOUND
-                                                                                      : line_status(line);
+        r->rc = !strcmp(line, "TOUCHED")     ? MC_CLIENT_OK
+                : !strcmp(line, "NOT_FOUND") ? MC_CLIENT_NOT_FOUND
+                                             : line_status(line);
         break;
     case MC_ASYNC_K_ARITH:
         if (line[0] >= '0' && line[0] <= '9') {
@@ -276,7 +279,7 @@ static int on_read(struct core_conn *c)
         size_t avail = evbuffer_get_length(in);
         if (avail == 0)
             break;
-        if (!s->head) {   /* bytes nobody asked for: broken */
+        if (!s->head) { /* bytes nobody asked for: broken */
             s->close_rc = MC_CLIENT_PROTOCOL;
             return -1;
         }
@@ -310,7 +313,7 @@ static int on_read(struct core_conn *c)
             s->tail = NULL;
         s->npending--;
         client_ok(s->cs);
-        q->fn(&r, q->arg);   /* r.data points into the input: drained after */
+        q->fn(&r, q->arg); /* r.data points into the input: drained after */
         free(q);
         evbuffer_drain(in, consumed);
     }
@@ -320,7 +323,7 @@ static int on_read(struct core_conn *c)
 static void on_connect(struct core_conn *c, bool ok)
 {
     (void)c;
-    (void)ok;   /* a failure is followed by on_close */
+    (void)ok; /* a failure is followed by on_close */
 }
 
 static const struct conn_ops async_ops = {

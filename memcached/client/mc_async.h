@@ -21,22 +21,22 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#include "memcached/client/libmc.h"   /* enum mc_client_rc */
+#include "memcached/client/libmc.h" /* enum mc_client_rc */
 
 struct core_loop;
 struct mc_async;
 
 struct mc_async_options {
-    int io_timeout_ms;        /* 0 = 1000: silence (or unsent output) allowed while requests wait */
-    int failure_limit;        /* 0 = 2 */
-    int retry_interval_ms;    /* 0 = 2000 */
-    size_t max_pending;       /* 0 = 4096 per server */
+    int io_timeout_ms;     /* 0 = 1000: silence (or unsent output) allowed while requests wait */
+    int failure_limit;     /* 0 = 2 */
+    int retry_interval_ms; /* 0 = 2000 */
+    size_t max_pending;    /* 0 = 4096 per server */
 };
 
 /* What a request came back with. data/len/flags/cas for a hit (data valid
  * during the callback only); value for incr/decr. */
 struct mc_async_result {
-    int rc;                   /* enum mc_client_rc */
+    int rc; /* enum mc_client_rc */
     const char *data;
     size_t len;
     uint32_t flags;
@@ -72,7 +72,7 @@ size_t mc_async_pending(const struct mc_async *a);
  * points into buf), *consumed bytes used; 0: incomplete, at least *need
  * contiguous bytes are wanted; -1: not a reply to that request. */
 enum mc_async_kind { MC_ASYNC_K_GET, MC_ASYNC_K_STORE, MC_ASYNC_K_DELETE, MC_ASYNC_K_ARITH, MC_ASYNC_K_TOUCH };
-int mc_async_parse(enum mc_async_kind kind, const char *buf, size_t len, struct mc_async_result *r,
-                   size_t *consumed, size_t *need);
+int mc_async_parse(enum mc_async_kind kind, const char *buf, size_t len, struct mc_async_result *r, size_t *consumed,
+                   size_t *need);
 
 #endif

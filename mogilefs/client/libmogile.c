@@ -22,9 +22,9 @@
 #include "mogilefs/mogilefs.h"
 
 struct mog_client {
-    struct client_server *srv;   /* the trackers (common/client) */
+    struct client_server *srv; /* the trackers (common/client) */
     int nsrv;
-    int cur;                     /* index of the connected tracker, -1 none */
+    int cur; /* index of the connected tracker, -1 none */
     char *domain;
     struct mog_client_options o;
     char err[64];

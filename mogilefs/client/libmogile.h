@@ -21,9 +21,9 @@ extern "C" {
 struct mog_client;
 
 struct mog_client_options {
-    int connect_timeout_ms;   /* 0 = 1000 */
-    int timeout_ms;           /* reply timeout; 0 = 3000 (MogileFS::Client's 3 s) */
-    int dead_retry_ms;        /* 0 = 5000 */
+    int connect_timeout_ms; /* 0 = 1000 */
+    int timeout_ms;         /* reply timeout; 0 = 3000 (MogileFS::Client's 3 s) */
+    int dead_retry_ms;      /* 0 = 5000 */
 };
 
 /* trackers: "host:port,host:port". domain may be NULL for admin use. */

@@ -29,15 +29,16 @@ static int nopt;
 
 static void usage(void)
 {
-    fprintf(stderr,
-            "usage: mogile [--trackers=H:P,...] [--domain=D] [--class=C] COMMAND ...\n"
-            "  domain list | add D | delete D\n"
-            "  class list | add D C [--mindevcount=N] [--replpolicy=P] [--hashtype=MD5] | modify D C ... | delete D C\n"
-            "  host list | add NAME --ip=IP --port=P [--status=alive] | modify NAME --status=S | delete NAME\n"
-            "  device list | add HOST DEVID [--state=alive] | mark HOST DEVID STATE | weight HOST DEVID W\n"
-            "  check | ping\n"
-            "  upload KEY FILE | fetch KEY [FILE] | delete KEY | rename FROM TO | info KEY | paths KEY | list [PREFIX]\n"
-            "  raw CMD [k=v ...]\n");
+    fprintf(
+        stderr,
+        "usage: mogile [--trackers=H:P,...] [--domain=D] [--class=C] COMMAND ...\n"
+        "  domain list | add D | delete D\n"
+        "  class list | add D C [--mindevcount=N] [--replpolicy=P] [--hashtype=MD5] | modify D C ... | delete D C\n"
+        "  host list | add NAME --ip=IP --port=P [--status=alive] | modify NAME --status=S | delete NAME\n"
+        "  device list | add HOST DEVID [--state=alive] | mark HOST DEVID STATE | weight HOST DEVID W\n"
+        "  check | ping\n"
+        "  upload KEY FILE | fetch KEY [FILE] | delete KEY | rename FROM TO | info KEY | paths KEY | list [PREFIX]\n"
+        "  raw CMD [k=v ...]\n");
     exit(2);
 }
 

@@ -1,4 +1,5 @@
-/* plugins/accesscontrol.c: Perlbal's accesscontrol plugin — ACCESS policy|allow|deny|queue_low|reset ip|netmask: 403 or low priority by client address. */
+/* plugins/accesscontrol.c: Perlbal's accesscontrol plugin — ACCESS policy|allow|deny|queue_low|reset ip|netmask: 403 or
+ * low priority by client address. */
 #include <arpa/inet.h>
 #include <ctype.h>
 #include <limits.h>
@@ -13,7 +14,6 @@
 #include <event2/buffer.h>
 #include <event2/event.h>
 
-
 #include "common/conn.h"
 #include "common/line.h"
 #include "common/log.h"
@@ -24,7 +24,8 @@
 static enum pb_hook_result access_start(struct pb_service *svc, struct pb_client *cl, struct http_msg *req)
 {
     struct plug_state *st = pb_plugin_state(svc);
-    if (!st) return PB_HOOK_CONTINUE;
+    if (!st)
+        return PB_HOOK_CONTINUE;
     /* use_observed_ip (as Perlbal): behind a trusted upstream proxy, the
      * rules apply to the first address of X-Forwarded-For */
     struct sockaddr_storage who = cl->c->peer;
@@ -33,7 +34,8 @@ static enum pb_hook_result access_start(struct pb_service *svc, struct pb_client
     if (xff && pb_service_trusted(svc, &cl->c->peer)) {
         char first[INET6_ADDRSTRLEN];
         size_t n = strcspn(xff, ", ");
-        if (n > xl) n = xl;
+        if (n > xl)
+            n = xl;
         if (n < sizeof first) {
             memcpy(first, xff, n);
             first[n] = 0;
@@ -65,7 +67,8 @@ static enum pb_hook_result access_start(struct pb_service *svc, struct pb_client
         cl->prio = 2;
         return PB_HOOK_CONTINUE;
     }
-    if (action == ACC_ALLOW || (action < 0 && !deny_default)) return PB_HOOK_CONTINUE;
+    if (action == ACC_ALLOW || (action < 0 && !deny_default))
+        return PB_HOOK_CONTINUE;
     pb_client_error(cl, 403, "Access denied.");
     return PB_HOOK_HANDLED;
 }
@@ -77,24 +80,27 @@ int pb_plugin_parse_net(const char *what, const char *val, uint32_t *net, uint32
     int bits = 32;
     char *slash = strchr(buf, '/');
     if (!strcmp(what, "netmask")) {
-        if (!slash) return -1;
+        if (!slash)
+            return -1;
         *slash = 0;
         char *end;
         long b = strtol(slash + 1, &end, 10);
-        if (*end || b < 0 || b > 32) return -1;
+        if (*end || b < 0 || b > 32)
+            return -1;
         bits = (int)b;
     } else if (slash) {
         return -1;
     }
     struct in_addr a;
-    if (inet_pton(AF_INET, buf, &a) != 1) return -1;
+    if (inet_pton(AF_INET, buf, &a) != 1)
+        return -1;
     *mask = bits ? htonl(~0u << (32 - bits)) : 0;
     *net = a.s_addr & *mask;
     return 0;
 }
 
-static int access_command(const char *svcname, int argc, const char *const *argv,
-                          void (*out)(void *, const char *), void *arg, char *err, size_t errlen)
+static int access_command(const char *svcname, int argc, const char *const *argv, void (*out)(void *, const char *),
+                          void *arg, char *err, size_t errlen)
 {
     (void)out;
     (void)arg;
@@ -154,7 +160,6 @@ static int access_command(const char *svcname, int argc, const char *const *argv
     return rc;
 }
 
-
 static const char *const access_cmds[] = { "access", NULL };
 /* SET svc.AccessControl.use_observed_ip = bool */
 static int access_set(struct pb_service *svc, const char *key, const char *val, char *err, size_t errlen)
@@ -169,11 +174,14 @@ static int access_set(struct pb_service *svc, const char *key, const char *val, 
         return -1;
     }
     struct plug_state *st = pb_plugin_state(svc);
-    if (!st) return -1;
+    if (!st)
+        return -1;
     st->use_observed_ip = on;
     return 0;
 }
 
-const struct pb_plugin pb_plugin_accesscontrol = { .name = "accesscontrol", .start_request = access_start,
-                                                   .commands = access_cmds, .command = access_command,
+const struct pb_plugin pb_plugin_accesscontrol = { .name = "accesscontrol",
+                                                   .start_request = access_start,
+                                                   .commands = access_cmds,
+                                                   .command = access_command,
                                                    .set_param = access_set };

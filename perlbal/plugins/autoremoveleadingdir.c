@@ -1,4 +1,5 @@
-/* plugins/autoremoveleadingdir.c: Perlbal's autoremoveleadingdir plugin — web_server: strip the docroot's last directory from the URI. */
+/* plugins/autoremoveleadingdir.c: Perlbal's autoremoveleadingdir plugin — web_server: strip the docroot's last
+ * directory from the URI. */
 #include <arpa/inet.h>
 #include <ctype.h>
 #include <limits.h>
@@ -13,7 +14,6 @@
 #include <event2/buffer.h>
 #include <event2/event.h>
 
-
 #include "common/conn.h"
 #include "common/line.h"
 #include "common/log.h"
@@ -25,15 +25,20 @@ static void autoremove_path(struct pb_service *svc, char *path, size_t cap)
 {
     (void)cap;
     const char *d = svc->docroot;
-    if (!d) return;
+    if (!d)
+        return;
     size_t dl = strlen(d);
-    while (dl > 0 && d[dl - 1] == '/') dl--;
+    while (dl > 0 && d[dl - 1] == '/')
+        dl--;
     size_t b = dl;
-    while (b > 0 && d[b - 1] != '/') b--;
+    while (b > 0 && d[b - 1] != '/')
+        b--;
     size_t tl = dl - b;
-    if (tl == 0) return;
+    if (tl == 0)
+        return;
     for (size_t i = b; i < dl; i++)
-        if (!isalnum((unsigned char)d[i]) && d[i] != '_' && d[i] != '-') return;
+        if (!isalnum((unsigned char)d[i]) && d[i] != '_' && d[i] != '-')
+            return;
     /* "/tail" or "/tail/..." loses "/tail" (a whole path segment only) */
     if (path[0] == '/' && !strncmp(path + 1, d + b, tl) && (path[1 + tl] == '/' || path[1 + tl] == 0)) {
         if (path[1 + tl] == 0) {
@@ -45,5 +50,5 @@ static void autoremove_path(struct pb_service *svc, char *path, size_t cap)
     }
 }
 
-
-const struct pb_plugin pb_plugin_autoremoveleadingdir = { .name = "autoremoveleadingdir", .serve_path = autoremove_path };
+const struct pb_plugin pb_plugin_autoremoveleadingdir = { .name = "autoremoveleadingdir",
+                                                          .serve_path = autoremove_path };

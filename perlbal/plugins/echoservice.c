@@ -1,4 +1,5 @@
-/* plugins/echoservice.c: Perlbal's echoservice plugin — the `echo` service role: lines sent back after `echo_delay` seconds. */
+/* plugins/echoservice.c: Perlbal's echoservice plugin — the `echo` service role: lines sent back after `echo_delay`
+ * seconds. */
 #include <arpa/inet.h>
 #include <ctype.h>
 #include <limits.h>
@@ -12,7 +13,6 @@
 
 #include <event2/buffer.h>
 #include <event2/event.h>
-
 
 #include "common/conn.h"
 #include "common/line.h"
@@ -37,11 +37,11 @@
 #define ECHO_MAX_LINE (16 * 1024)
 #define ECHO_MAX_PENDING (256 * 1024)
 
-struct echo_line {                  /* one delayed echo */
+struct echo_line { /* one delayed echo */
     struct echo_line *next;
-    int64_t due_ms;                 /* pb_now_ms() when it goes out */
+    int64_t due_ms; /* pb_now_ms() when it goes out */
     size_t len;
-    char data[];                    /* the line and its CRLF */
+    char data[]; /* the line and its CRLF */
 };
 
 /* Delayed lines wait in arrival order on one timer armed for the oldest:
@@ -49,10 +49,10 @@ struct echo_line {                  /* one delayed echo */
 struct echo_conn {
     struct core_conn *c;
     struct pb_service *svc;
-    struct event *timer;            /* created on the first delayed line */
+    struct event *timer; /* created on the first delayed line */
     struct echo_line *head, *tail;
     size_t pending_bytes;
-    bool paused;                    /* reading stopped: too much pending */
+    bool paused; /* reading stopped: too much pending */
 };
 
 static const char *const echo_tunables[] = { "echo_delay", NULL };
@@ -80,7 +80,8 @@ static int echo_set(struct pb_service *svc, const char *key, const char *val, ch
 static void echo_arm(struct echo_conn *ec, int64_t now)
 {
     int64_t ms = ec->head->due_ms - now;
-    if (ms < 1) ms = 1;
+    if (ms < 1)
+        ms = 1;
     struct timeval tv = { .tv_sec = ms / 1000, .tv_usec = (ms % 1000) * 1000 };
     evtimer_add(ec->timer, &tv);
 }
@@ -99,8 +100,10 @@ static void echo_fire(evutil_socket_t fd, short what, void *arg)
         ec->pending_bytes -= l->len;
         free(l);
     }
-    if (!ec->head) ec->tail = NULL;
-    else echo_arm(ec, now);
+    if (!ec->head)
+        ec->tail = NULL;
+    else
+        echo_arm(ec, now);
     bool more = ec->head != NULL;
     if (ec->paused && ec->pending_bytes <= ECHO_MAX_PENDING / 2) {
         ec->paused = false;
@@ -112,7 +115,8 @@ static void echo_fire(evutil_socket_t fd, short what, void *arg)
             return;
         }
     }
-    if (!more) conn_set_busy(c, false); /* may free c (graceful stop) */
+    if (!more)
+        conn_set_busy(c, false); /* may free c (graceful stop) */
 }
 
 static int echo_on_read(struct core_conn *c)
@@ -129,17 +133,21 @@ static int echo_on_read(struct core_conn *c)
         size_t ll, consumed;
         enum line_status st;
         char *line = line_peek(in, ECHO_MAX_LINE, &ll, &consumed, &st);
-        if (st == LINE_NEED_MORE) return 0;
-        if (st == LINE_TOO_LONG) return -1;
+        if (st == LINE_NEED_MORE)
+            return 0;
+        if (st == LINE_TOO_LONG)
+            return -1;
         if (delay <= 0) {
             evbuffer_add(conn_out(c), line, ll);
             evbuffer_add(conn_out(c), "\r\n", 2);
             evbuffer_drain(in, consumed);
             continue;
         }
-        if (!ec->timer && !(ec->timer = evtimer_new(c->loop->base, echo_fire, ec))) return -1;
+        if (!ec->timer && !(ec->timer = evtimer_new(c->loop->base, echo_fire, ec)))
+            return -1;
         struct echo_line *l = malloc(sizeof *l + ll + 2);
-        if (!l) return -1;
+        if (!l)
+            return -1;
         memcpy(l->data, line, ll);
         memcpy(l->data + ll, "\r\n", 2);
         l->len = ll + 2;
@@ -170,7 +178,8 @@ static void echo_on_close(struct core_conn *c, enum conn_close_reason why)
         ec->head = l->next;
         free(l);
     }
-    if (ec->timer) event_free(ec->timer);
+    if (ec->timer)
+        event_free(ec->timer);
     free(ec);
 }
 
@@ -180,8 +189,7 @@ static const struct conn_ops echo_ops = {
     .on_close = echo_on_close,
 };
 
-void pb_echo_accept(struct pb_service *svc, struct core_loop *loop, int fd, const struct sockaddr *sa,
-                    socklen_t salen)
+void pb_echo_accept(struct pb_service *svc, struct core_loop *loop, int fd, const struct sockaddr *sa, socklen_t salen)
 {
     struct echo_conn *ec = calloc(1, sizeof *ec);
     if (!ec) {
@@ -192,7 +200,8 @@ void pb_echo_accept(struct pb_service *svc, struct core_loop *loop, int fd, cons
     if (svc->enable_ssl && svc->tls_ctx) {
         struct bufferevent *bev = tls_accept_bev(svc->tls_ctx, loop->base, fd);
         ec->c = bev ? conn_new_bev(loop, bev, sa, salen, &echo_ops, ec) : NULL;
-        if (!bev) close(fd);
+        if (!bev)
+            close(fd);
     } else {
         ec->c = conn_new(loop, fd, sa, salen, &echo_ops, ec);
     }
@@ -203,5 +212,6 @@ void pb_echo_accept(struct pb_service *svc, struct core_loop *loop, int fd, cons
     conn_set_output_limit(ec->c, svc->buffer_size ? svc->buffer_size : 256 * 1024);
 }
 
-
-const struct pb_plugin pb_plugin_echoservice = { .name = "echoservice", .set_param = echo_set, .tunables = echo_tunables };
+const struct pb_plugin pb_plugin_echoservice = { .name = "echoservice",
+                                                 .set_param = echo_set,
+                                                 .tunables = echo_tunables };

@@ -13,8 +13,8 @@
 
 static __thread int include_depth;
 
-static int include_command(const char *svcname, int argc, const char *const *argv,
-                           void (*out)(void *, const char *), void *arg, char *err, size_t errlen)
+static int include_command(const char *svcname, int argc, const char *const *argv, void (*out)(void *, const char *),
+                           void *arg, char *err, size_t errlen)
 {
     (void)svcname;
     (void)out;
@@ -43,7 +43,8 @@ static int include_command(const char *svcname, int argc, const char *const *arg
         glob_t g;
         int r = glob(pat, GLOB_ERR, NULL, &g);
         if (r != 0) {
-            if (r != GLOB_NOMATCH) globfree(&g);
+            if (r != GLOB_NOMATCH)
+                globfree(&g);
             snprintf(err, errlen, "Can't find any files matching '%s'", pat);
             return -1;
         }
@@ -69,5 +70,4 @@ static int include_command(const char *svcname, int argc, const char *const *arg
 
 static const char *const include_cmds[] = { "include", NULL };
 
-const struct pb_plugin pb_plugin_include = { .name = "include", .commands = include_cmds,
-                                             .command = include_command };
+const struct pb_plugin pb_plugin_include = { .name = "include", .commands = include_cmds, .command = include_command };

@@ -1,4 +1,5 @@
-/* plugins/notmodified.c: Perlbal's notmodified plugin — SET svc.notmodified.host_pattern = ERE: 304 to any If-Modified-Since. */
+/* plugins/notmodified.c: Perlbal's notmodified plugin — SET svc.notmodified.host_pattern = ERE: 304 to any
+ * If-Modified-Since. */
 #include <arpa/inet.h>
 #include <ctype.h>
 #include <limits.h>
@@ -12,7 +13,6 @@
 
 #include <event2/buffer.h>
 #include <event2/event.h>
-
 
 #include "common/conn.h"
 #include "common/line.h"
@@ -32,7 +32,8 @@ static enum pb_hook_result notmod_start(struct pb_service *svc, struct pb_client
     pthread_mutex_lock(&pb_plugin_lock);
     bool match = st->has_host_re && regexec(&st->host_re, host, 0, NULL, 0) == 0;
     pthread_mutex_unlock(&pb_plugin_lock);
-    if (!match) return PB_HOOK_CONTINUE;
+    if (!match)
+        return PB_HOOK_CONTINUE;
     bool keep = pb_client_can_persist(cl) && (cl->h->body == HTTP_BODY_NONE || cl->h->body_done);
     pb_client_response_head(cl, 304, NULL, -1, keep, NULL);
     pb_client_done(cl, keep);
@@ -57,12 +58,15 @@ static int notmod_set(struct pb_service *svc, const char *key, const char *val, 
         return -1;
     }
     pthread_mutex_lock(&pb_plugin_lock);
-    if (st->has_host_re) regfree(&st->host_re);
+    if (st->has_host_re)
+        regfree(&st->host_re);
     st->has_host_re = *val != 0;
-    if (*val) st->host_re = re;
+    if (*val)
+        st->host_re = re;
     pthread_mutex_unlock(&pb_plugin_lock);
     return 0;
 }
 
-
-const struct pb_plugin pb_plugin_notmodified = { .name = "notmodified", .start_request = notmod_start, .set_param = notmod_set };
+const struct pb_plugin pb_plugin_notmodified = { .name = "notmodified",
+                                                 .start_request = notmod_start,
+                                                 .set_param = notmod_set };

@@ -13,7 +13,6 @@
 #include <event2/buffer.h>
 #include <event2/event.h>
 
-
 #include "common/conn.h"
 #include "common/line.h"
 #include "common/log.h"
@@ -34,15 +33,18 @@ static const char *redirect_lookup(struct plug_state *st, const char *key, char 
 static enum pb_hook_result redirect_start(struct pb_service *svc, struct pb_client *cl, struct http_msg *req)
 {
     struct plug_state *st = pb_plugin_state(svc);
-    if (!st) return PB_HOOK_CONTINUE;
+    if (!st)
+        return PB_HOOK_CONTINUE;
     char host[160] = "", target[128];
     if (req->host_index >= 0) {
         const struct http_header *h = &req->headers[req->host_index];
         size_t n = h->value_len < sizeof host - 1 ? h->value_len : sizeof host - 1;
-        for (size_t i = 0; i < n; i++) host[i] = (char)tolower((unsigned char)h->value[i]);
+        for (size_t i = 0; i < n; i++)
+            host[i] = (char)tolower((unsigned char)h->value[i]);
         host[n] = 0;
         char *colon = strrchr(host, ':');
-        if (colon && !strchr(host, ']')) *colon = 0;
+        if (colon && !strchr(host, ']'))
+            *colon = 0;
     }
     const char *found = NULL;
     pthread_mutex_lock(&pb_plugin_lock);
@@ -55,14 +57,17 @@ static enum pb_hook_result redirect_start(struct pb_service *svc, struct pb_clie
         while (!found) {
             found = redirect_lookup(st, w, target, sizeof target);
             char *dot = strchr(w + 2, '.');
-            if (found || !dot) break;
+            if (found || !dot)
+                break;
             w = dot - 1;
             *w = '*';
         }
     }
-    if (!found) found = redirect_lookup(st, "*", target, sizeof target);
+    if (!found)
+        found = redirect_lookup(st, "*", target, sizeof target);
     pthread_mutex_unlock(&pb_plugin_lock);
-    if (!found) return PB_HOOK_CONTINUE;
+    if (!found)
+        return PB_HOOK_CONTINUE;
     char extra[512];
     snprintf(extra, sizeof extra, "Location: http://%s%s\r\n", target, cl->target ? cl->target : "/");
     bool keep = pb_client_can_persist(cl) && (cl->h->body == HTTP_BODY_NONE || cl->h->body_done);
@@ -71,8 +76,8 @@ static enum pb_hook_result redirect_start(struct pb_service *svc, struct pb_clie
     return PB_HOOK_HANDLED;
 }
 
-static int redirect_command(const char *svcname, int argc, const char *const *argv,
-                            void (*out)(void *, const char *), void *arg, char *err, size_t errlen)
+static int redirect_command(const char *svcname, int argc, const char *const *argv, void (*out)(void *, const char *),
+                            void *arg, char *err, size_t errlen)
 {
     (void)out;
     (void)arg;
@@ -98,19 +103,22 @@ static int redirect_command(const char *svcname, int argc, const char *const *ar
     pthread_mutex_lock(&pb_plugin_lock);
     int i;
     for (i = 0; i < st->nredirects; i++)
-        if (!strcmp(st->redirects[i].match, argv[2])) break;
+        if (!strcmp(st->redirects[i].match, argv[2]))
+            break;
     if (i == MAX_REDIRECTS) {
         snprintf(err, errlen, "too many redirects (max %d)", MAX_REDIRECTS);
         rc = -1;
     } else {
         snprintf(st->redirects[i].match, sizeof st->redirects[i].match, "%s", argv[2]);
         snprintf(st->redirects[i].target, sizeof st->redirects[i].target, "%s", argv[3]);
-        if (i == st->nredirects) st->nredirects++;
+        if (i == st->nredirects)
+            st->nredirects++;
     }
     pthread_mutex_unlock(&pb_plugin_lock);
     return rc;
 }
 
-
 static const char *const redirect_cmds[] = { "redirect", NULL };
-const struct pb_plugin pb_plugin_redirect = { .name = "redirect", .start_request = redirect_start, .commands = redirect_cmds, .command = redirect_command };
+const struct pb_plugin pb_plugin_redirect = {
+    .name = "redirect", .start_request = redirect_start, .commands = redirect_cmds, .command = redirect_command
+};

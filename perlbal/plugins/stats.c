@@ -13,7 +13,6 @@
 #include <event2/buffer.h>
 #include <event2/event.h>
 
-
 #include "common/conn.h"
 #include "common/line.h"
 #include "common/log.h"
@@ -26,7 +25,8 @@ static enum pb_hook_result stats_start(struct pb_service *svc, struct pb_client 
     (void)req;
     (void)cl;
     struct plug_state *st = pb_plugin_state(svc);
-    if (st && svc->role == PB_ROLE_WEB_SERVER) atomic_fetch_add(&st->web_requests, 1);
+    if (st && svc->role == PB_ROLE_WEB_SERVER)
+        atomic_fetch_add(&st->web_requests, 1);
     return PB_HOOK_CONTINUE;
 }
 
@@ -34,7 +34,8 @@ static void stats_assigned(struct pb_service *svc, struct pb_client *cl, struct 
 {
     (void)hdrs;
     struct plug_state *st = pb_plugin_state(svc);
-    if (!st) return;
+    if (!st)
+        return;
     atomic_fetch_add(cl->prio == 0 ? &st->proxy_requests_highpri : &st->proxy_requests, 1);
     cl->plugin_t0_ms = pb_now_ms();
 }
@@ -43,13 +44,15 @@ static void stats_response(struct pb_service *svc, struct pb_client *cl, int sta
 {
     (void)status;
     struct plug_state *st = pb_plugin_state(svc);
-    if (!st || !cl->plugin_t0_ms) return;
+    if (!st || !cl->plugin_t0_ms)
+        return;
     double secs = (double)(pb_now_ms() - cl->plugin_t0_ms) / 1000.0;
     cl->plugin_t0_ms = 0;
     pthread_mutex_lock(&pb_plugin_lock);
     snprintf(st->recent[st->recent_next], sizeof st->recent[0], "%-6.4f %.150s", secs, cl->target ? cl->target : "");
     st->recent_next = (st->recent_next + 1) % RECENT_MAX;
-    if (st->recent_count < RECENT_MAX) st->recent_count++;
+    if (st->recent_count < RECENT_MAX)
+        st->recent_count++;
     pthread_mutex_unlock(&pb_plugin_lock);
 }
 
@@ -57,20 +60,23 @@ static void stats_file(struct pb_service *svc, struct pb_client *cl, bool reprox
 {
     (void)cl;
     struct plug_state *st = pb_plugin_state(svc);
-    if (!st) return;
+    if (!st)
+        return;
     atomic_fetch_add(&st->files_sent, 1);
-    if (reproxied) atomic_fetch_add(&st->files_reproxied, 1);
+    if (reproxied)
+        atomic_fetch_add(&st->files_reproxied, 1);
 }
 
 static bool service_uses(struct pb_service *s, const char *plugin)
 {
     for (int i = 0; i < s->nplugins; i++)
-        if (!strcmp(s->plugins[i], plugin)) return true;
+        if (!strcmp(s->plugins[i], plugin))
+            return true;
     return false;
 }
 
-static int stats_command(const char *svcname, int argc, const char *const *argv,
-                         void (*out)(void *, const char *), void *arg, char *err, size_t errlen)
+static int stats_command(const char *svcname, int argc, const char *const *argv, void (*out)(void *, const char *),
+                         void *arg, char *err, size_t errlen)
 {
     (void)svcname;
     (void)err;
@@ -78,7 +84,8 @@ static int stats_command(const char *svcname, int argc, const char *const *argv,
     char line[256];
     if (!strcmp(argv[0], "recent")) {
         for (struct pb_service *s = pb_services; s; s = s->next) {
-            if (!service_uses(s, "stats") || !s->plugin_state) continue;
+            if (!service_uses(s, "stats") || !s->plugin_state)
+                continue;
             struct plug_state *st = s->plugin_state;
             pthread_mutex_lock(&pb_plugin_lock);
             for (int i = 0; i < st->recent_count; i++) {
@@ -96,9 +103,11 @@ static int stats_command(const char *svcname, int argc, const char *const *argv,
                                         "web_requests" };
     uint64_t total[5] = { 0 };
     for (struct pb_service *s = pb_services; s; s = s->next) {
-        if (!service_uses(s, "stats")) continue;
+        if (!service_uses(s, "stats"))
+            continue;
         struct plug_state *st = pb_plugin_state(s);
-        if (!st) continue;
+        if (!st)
+            continue;
         uint64_t v[5] = { atomic_load(&st->files_reproxied), atomic_load(&st->files_sent),
                           atomic_load(&st->proxy_requests), atomic_load(&st->proxy_requests_highpri),
                           atomic_load(&st->web_requests) };
@@ -116,7 +125,11 @@ static int stats_command(const char *svcname, int argc, const char *const *argv,
     return 0;
 }
 
-
 static const char *const stats_cmds[] = { "stats", "recent", NULL };
-const struct pb_plugin pb_plugin_stats = { .name = "stats", .start_request = stats_start, .backend_assigned = stats_assigned,
-      .response_head = stats_response, .file_sent = stats_file, .commands = stats_cmds, .command = stats_command };
+const struct pb_plugin pb_plugin_stats = { .name = "stats",
+                                           .start_request = stats_start,
+                                           .backend_assigned = stats_assigned,
+                                           .response_head = stats_response,
+                                           .file_sent = stats_file,
+                                           .commands = stats_cmds,
+                                           .command = stats_command };

@@ -1,4 +1,5 @@
-/* plugins/throttle.c: Perlbal's throttle plugin — per-IP delays growing on repeat requests, bans, max concurrent, white/blacklists. */
+/* plugins/throttle.c: Perlbal's throttle plugin — per-IP delays growing on repeat requests, bans, max concurrent,
+ * white/blacklists. */
 #include <arpa/inet.h>
 #include <ctype.h>
 #include <limits.h>
@@ -13,7 +14,6 @@
 
 #include <event2/buffer.h>
 #include <event2/event.h>
-
 
 #include "common/conn.h"
 #include "common/work.h"
@@ -86,14 +86,15 @@ static bool thr_client_ip(struct pb_client *cl, struct thr_ip *out, uint32_t *v4
 static const char *thr_ip_str(const struct thr_ip *ip, char *buf, size_t len)
 {
     static const unsigned char mapped[12] = { 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xff, 0xff };
-    if (!memcmp(ip->b, mapped, 12)) return inet_ntop(AF_INET, ip->b + 12, buf, (socklen_t)len);
+    if (!memcmp(ip->b, mapped, 12))
+        return inet_ntop(AF_INET, ip->b + 12, buf, (socklen_t)len);
     return inet_ntop(AF_INET6, ip->b, buf, (socklen_t)len);
 }
 
 struct thr_slot {
-    struct thr_ip ip;              /* the client; all zero = empty */
-    int64_t last_ms;               /* last request start */
-    int64_t expires_ms;            /* the record is forgotten after this */
+    struct thr_ip ip;   /* the client; all zero = empty */
+    int64_t last_ms;    /* last request start */
+    int64_t expires_ms; /* the record is forgotten after this */
     int violations;
     int concurrent;
     int64_t banned_until_ms;
@@ -113,9 +114,9 @@ struct thr_state {
     /* memcached store (NULL pool = in memory) */
     struct work_pool *mc_pool;
     char *mc_servers, *instance_name;
-    uint64_t mc_gen;                /* bumped when the servers change */
+    uint64_t mc_gen; /* bumped when the servers change */
     int mc_threads;
-    struct mc_client *mc[8];        /* one per pool thread, touched by it only */
+    struct mc_client *mc[8]; /* one per pool thread, touched by it only */
     uint64_t mc_client_gen[8];
     /* tunables */
     bool default_throttle, blacklist_deny, log_only;
@@ -125,7 +126,8 @@ struct thr_state {
 static struct thr_state *thr_of(struct pb_service *svc)
 {
     struct plug_state *st = pb_plugin_state(svc);
-    if (!st) return NULL;
+    if (!st)
+        return NULL;
     if (!st->throttle) {
         pthread_mutex_lock(&pb_plugin_lock);
         if (!st->throttle) {
@@ -150,7 +152,8 @@ static struct thr_state *thr_of(struct pb_service *svc)
 static bool in_list(const struct thr_net *l, int n, uint32_t ip)
 {
     for (int i = 0; i < n; i++)
-        if ((ip & l[i].mask) == l[i].net) return true;
+        if ((ip & l[i].mask) == l[i].net)
+            return true;
     return false;
 }
 
@@ -165,14 +168,19 @@ static int load_cidrs(const char *file, struct thr_net *out, int *n, char *err, 
     int k = 0;
     while (fgets(line, sizeof line, f) && k < THR_LIST_MAX) {
         char *h = strchr(line, '#');
-        if (h) *h = 0;
+        if (h)
+            *h = 0;
         char *s = line;
-        while (isspace((unsigned char)*s)) s++;
+        while (isspace((unsigned char)*s))
+            s++;
         char *e = s;
-        while (*e && !isspace((unsigned char)*e)) e++;
+        while (*e && !isspace((unsigned char)*e))
+            e++;
         *e = 0;
-        if (!*s) continue;
-        if (pb_plugin_parse_net(strchr(s, '/') ? "netmask" : "ip", s, &out[k].net, &out[k].mask) == 0) k++;
+        if (!*s)
+            continue;
+        if (pb_plugin_parse_net(strchr(s, '/') ? "netmask" : "ip", s, &out[k].net, &out[k].mask) == 0)
+            k++;
     }
     fclose(f);
     if (!k) {
@@ -184,9 +192,24 @@ static int load_cidrs(const char *file, struct thr_net *out, int *n, char *err, 
 }
 
 static const char *const thr_tunables[] = {
-    "whitelist_file", "blacklist_file", "default_action", "blacklist_action", "path_regex", "method_regex",
-    "log_events", "log_only", "throttle_threshold_seconds", "initial_delay", "max_delay", "max_concurrent",
-    "ban_threshold", "ban_expiration", "memcached_servers", "memcached_async_clients", "instance_name", NULL,
+    "whitelist_file",
+    "blacklist_file",
+    "default_action",
+    "blacklist_action",
+    "path_regex",
+    "method_regex",
+    "log_events",
+    "log_only",
+    "throttle_threshold_seconds",
+    "initial_delay",
+    "max_delay",
+    "max_concurrent",
+    "ban_threshold",
+    "ban_expiration",
+    "memcached_servers",
+    "memcached_async_clients",
+    "instance_name",
+    NULL,
 };
 
 static int thr_set(struct pb_service *svc, const char *key, const char *val, char *err, size_t errlen)
@@ -210,11 +233,15 @@ static int thr_set(struct pb_service *svc, const char *key, const char *val, cha
             rc = load_cidrs(val, white ? t->white : t->black, white ? &t->nwhite : &t->nblack, err, errlen);
         }
     } else if (!strcmp(key, "default_action")) {
-        if (strcmp(val, "allow") && strcmp(val, "throttle")) rc = -1;
-        else t->default_throttle = !strcmp(val, "throttle");
+        if (strcmp(val, "allow") && strcmp(val, "throttle"))
+            rc = -1;
+        else
+            t->default_throttle = !strcmp(val, "throttle");
     } else if (!strcmp(key, "blacklist_action")) {
-        if (strcmp(val, "deny") && strcmp(val, "throttle")) rc = -1;
-        else t->blacklist_deny = !strcmp(val, "deny");
+        if (strcmp(val, "deny") && strcmp(val, "throttle"))
+            rc = -1;
+        else
+            t->blacklist_deny = !strcmp(val, "deny");
     } else if (!strcmp(key, "path_regex") || !strcmp(key, "method_regex")) {
         bool path = key[0] == 'p';
         regex_t *re = path ? &t->path_re : &t->method_re;
@@ -225,13 +252,15 @@ static int thr_set(struct pb_service *svc, const char *key, const char *val, cha
             regerror(r, &nre, err, errlen);
             rc = -1;
         } else {
-            if (*has) regfree(re);
+            if (*has)
+                regfree(re);
             *has = *val != 0;
-            if (*val) *re = nre;
+            if (*val)
+                *re = nre;
         }
     } else if (!strcmp(key, "log_only")) {
-        t->log_only = !strcmp(val, "1") || !strcasecmp(val, "on") || !strcasecmp(val, "true") ||
-                      !strcasecmp(val, "yes");
+        t->log_only =
+            !strcmp(val, "1") || !strcasecmp(val, "on") || !strcasecmp(val, "true") || !strcasecmp(val, "yes");
     } else if (!strcmp(key, "instance_name")) {
         free(t->instance_name);
         t->instance_name = strdup(val);
@@ -247,7 +276,8 @@ static int thr_set(struct pb_service *svc, const char *key, const char *val, cha
             t->mc_servers = *val ? strdup(val) : NULL;
             t->mc_gen++;
             if (t->mc_servers && !t->mc_pool) {
-                if (t->mc_threads <= 0) t->mc_threads = 2;
+                if (t->mc_threads <= 0)
+                    t->mc_threads = 2;
                 t->mc_pool = work_pool_new("throttle-mc", t->mc_threads, 4096);
                 if (!t->mc_pool) {
                     snprintf(err, errlen, "cannot start the memcached threads");
@@ -268,21 +298,29 @@ static int thr_set(struct pb_service *svc, const char *key, const char *val, cha
     } else if (!is_int) {
         snprintf(err, errlen, "Expected integer value for '%s'", key);
         rc = -2;
-    } else if (!strcmp(key, "throttle_threshold_seconds")) t->threshold_s = (int)n;
-    else if (!strcmp(key, "initial_delay")) t->initial_delay_s = (int)n;
-    else if (!strcmp(key, "max_delay")) t->max_delay_s = (int)n;
-    else if (!strcmp(key, "max_concurrent")) t->max_concurrent = (int)n;
-    else if (!strcmp(key, "ban_threshold")) t->ban_threshold = (int)n;
-    else if (!strcmp(key, "ban_expiration")) t->ban_expiration_s = (int)n;
+    } else if (!strcmp(key, "throttle_threshold_seconds"))
+        t->threshold_s = (int)n;
+    else if (!strcmp(key, "initial_delay"))
+        t->initial_delay_s = (int)n;
+    else if (!strcmp(key, "max_delay"))
+        t->max_delay_s = (int)n;
+    else if (!strcmp(key, "max_concurrent"))
+        t->max_concurrent = (int)n;
+    else if (!strcmp(key, "ban_threshold"))
+        t->ban_threshold = (int)n;
+    else if (!strcmp(key, "ban_expiration"))
+        t->ban_expiration_s = (int)n;
     pthread_mutex_unlock(&t->lock);
-    if (rc == -1 && !err[0]) snprintf(err, errlen, "Invalid value for '%s'", key);
+    if (rc == -1 && !err[0])
+        snprintf(err, errlen, "Invalid value for '%s'", key);
     return rc < 0 ? -1 : 0;
 }
 
 static struct thr_slot *thr_slot(struct thr_state *t, const struct thr_ip *ip)
 {
     uint32_t h = 2166136261u; /* FNV-1a over the 16 bytes */
-    for (int i = 0; i < 16; i++) h = (h ^ ip->b[i]) * 16777619u;
+    for (int i = 0; i < 16; i++)
+        h = (h ^ ip->b[i]) * 16777619u;
     h *= 2654435761u;
     return &t->slots[(h >> 20) % THR_SLOTS];
 }
@@ -307,22 +345,22 @@ static const char *method_name(enum http_method m)
 /* ---- the memcached store ---- */
 
 struct thr_job {
-    struct pb_client *cl;          /* NULL once the client went away */
+    struct pb_client *cl; /* NULL once the client went away */
     struct pb_service *svc;
     struct thr_state *t;
     char key[160];
-    double now;                    /* wall clock, seconds (Perl's time) */
+    double now; /* wall clock, seconds (Perl's time) */
     int threshold_s, initial_delay_s, max_delay_s, ban_threshold;
-    int64_t delay_ms;              /* result: hold this long */
-    bool ban;                      /* result: ban the IP */
+    int64_t delay_ms; /* result: hold this long */
+    bool ban;         /* result: ban the IP */
     struct thr_ip ip;
 };
 
 static void thr_pack(unsigned char out[10], double start, unsigned count)
 {
-    memcpy(out, &start, 8);                   /* pack('F'): a native double */
+    memcpy(out, &start, 8); /* pack('F'): a native double */
     uint16_t c = (uint16_t)(count > 65535 ? 65535 : count);
-    memcpy(out + 8, &c, 2);                   /* pack('S'): a native u16 */
+    memcpy(out + 8, &c, 2); /* pack('S'): a native u16 */
 }
 
 static void thr_mc_set(struct mc_client *mc, const char *key, double start, unsigned count, int exptime)
@@ -339,7 +377,8 @@ static void thr_mc_run(void *arg)
     struct thr_job *j = arg;
     struct thr_state *t = j->t;
     int ti = work_thread_index();
-    if (ti < 0 || ti >= 8) return;
+    if (ti < 0 || ti >= 8)
+        return;
     pthread_mutex_lock(&t->lock);
     uint64_t gen = t->mc_gen;
     char *servers = t->mc_servers ? strdup(t->mc_servers) : NULL;
@@ -357,7 +396,8 @@ static void thr_mc_run(void *arg)
     }
     free(servers);
     struct mc_client *mc = t->mc[ti];
-    if (!mc) return; /* no servers any more: unseen */
+    if (!mc)
+        return; /* no servers any more: unseen */
     struct mc_client_value v = { 0 };
     bool seen = false;
     double last = 0;
@@ -373,10 +413,13 @@ static void thr_mc_run(void *arg)
         mc_client_value_free(&v);
     }
     thr_mc_set(mc, j->key, j->now, violations, j->threshold_s);
-    if (!seen || j->now - last >= j->threshold_s) return; /* unseen or reformed: allowed */
+    if (!seen || j->now - last >= j->threshold_s)
+        return; /* unseen or reformed: allowed */
     double d = j->initial_delay_s;
-    for (unsigned i = 0; i < violations && d < j->max_delay_s; i++) d *= 2;
-    if (d > j->max_delay_s) d = j->max_delay_s;
+    for (unsigned i = 0; i < violations && d < j->max_delay_s; i++)
+        d *= 2;
+    if (d > j->max_delay_s)
+        d = j->max_delay_s;
     violations++;
     if (j->ban_threshold && violations >= (unsigned)j->ban_threshold) {
         j->ban = true;
@@ -415,7 +458,8 @@ static void thr_mc_done(void *arg)
     }
     pthread_mutex_unlock(&t->lock);
     char ipbuf[INET6_ADDRSTRLEN];
-    if (j->ban) log_info("perlbal: Throttle: banning %s", thr_ip_str(&j->ip, ipbuf, sizeof ipbuf));
+    if (j->ban)
+        log_info("perlbal: Throttle: banning %s", thr_ip_str(&j->ip, ipbuf, sizeof ipbuf));
     struct pb_service *svc = j->svc;
     bool ban = j->ban;
     int64_t delay = log_only ? 0 : j->delay_ms;
@@ -430,11 +474,11 @@ static void thr_mc_done(void *arg)
     pb_proxy_async_done(cl, delay);
 }
 
-static int64_t thr_mc_start(struct pb_service *svc, struct pb_client *cl, struct thr_state *t,
-                            const struct thr_ip *ip)
+static int64_t thr_mc_start(struct pb_service *svc, struct pb_client *cl, struct thr_state *t, const struct thr_ip *ip)
 {
     struct thr_job *j = calloc(1, sizeof *j);
-    if (!j) return 0;
+    if (!j)
+        return 0;
     struct timespec ts;
     clock_gettime(CLOCK_REALTIME, &ts);
     char ipbuf[INET6_ADDRSTRLEN];
@@ -467,7 +511,8 @@ static int64_t thr_start(struct pb_service *svc, struct pb_client *cl)
     struct thr_ip ip;
     uint32_t ip4;
     bool is_v4;
-    if (!t || !thr_client_ip(cl, &ip, &ip4, &is_v4)) return 0;
+    if (!t || !thr_client_ip(cl, &ip, &ip4, &is_v4))
+        return 0;
     int64_t now = pb_now_ms(), delay = 0;
     enum { ALLOW, THROTTLE, DENY, BAN } result;
     pthread_mutex_lock(&t->lock);
@@ -479,13 +524,20 @@ static int64_t thr_start(struct pb_service *svc, struct pb_client *cl)
     s->concurrent++;
     cl->throttle_counted = true;
     /* the white/blacklists hold IPv4 networks (Perlbal's Net::Netmask) */
-    if (is_v4 && in_list(t->white, t->nwhite, ip4)) result = ALLOW;
-    else if (s->banned_until_ms > now) result = DENY;
-    else if (is_v4 && in_list(t->black, t->nblack, ip4)) result = t->blacklist_deny ? DENY : THROTTLE;
-    else if (s->concurrent > t->max_concurrent) result = DENY;
-    else if (t->has_path_re && (!cl->target || regexec(&t->path_re, cl->target, 0, NULL, 0))) result = ALLOW;
-    else if (t->has_method_re && regexec(&t->method_re, method_name(cl->h->method), 0, NULL, 0)) result = ALLOW;
-    else result = t->default_throttle ? THROTTLE : ALLOW;
+    if (is_v4 && in_list(t->white, t->nwhite, ip4))
+        result = ALLOW;
+    else if (s->banned_until_ms > now)
+        result = DENY;
+    else if (is_v4 && in_list(t->black, t->nblack, ip4))
+        result = t->blacklist_deny ? DENY : THROTTLE;
+    else if (s->concurrent > t->max_concurrent)
+        result = DENY;
+    else if (t->has_path_re && (!cl->target || regexec(&t->path_re, cl->target, 0, NULL, 0)))
+        result = ALLOW;
+    else if (t->has_method_re && regexec(&t->method_re, method_name(cl->h->method), 0, NULL, 0))
+        result = ALLOW;
+    else
+        result = t->default_throttle ? THROTTLE : ALLOW;
     if (result == THROTTLE && t->mc_pool && t->mc_servers) {
         pthread_mutex_unlock(&t->lock);
         return thr_mc_start(svc, cl, t, &ip);
@@ -497,8 +549,10 @@ static int64_t thr_start(struct pb_service *svc, struct pb_client *cl)
             s->expires_ms = now + (int64_t)t->threshold_s * 1000;
         } else {
             int64_t d = (int64_t)t->initial_delay_s * 1000;
-            for (int i = 0; i < s->violations && d < (int64_t)t->max_delay_s * 1000; i++) d *= 2;
-            if (d > (int64_t)t->max_delay_s * 1000) d = (int64_t)t->max_delay_s * 1000;
+            for (int i = 0; i < s->violations && d < (int64_t)t->max_delay_s * 1000; i++)
+                d *= 2;
+            if (d > (int64_t)t->max_delay_s * 1000)
+                d = (int64_t)t->max_delay_s * 1000;
             s->violations++;
             if (t->ban_threshold && s->violations >= t->ban_threshold) {
                 s->banned_until_ms = now + (int64_t)t->ban_expiration_s * 1000;
@@ -513,8 +567,10 @@ static int64_t thr_start(struct pb_service *svc, struct pb_client *cl)
     bool log_only = t->log_only;
     pthread_mutex_unlock(&t->lock);
     char ipbuf[INET6_ADDRSTRLEN];
-    if (result == BAN) log_info("perlbal: Throttle: banning %s", thr_ip_str(&ip, ipbuf, sizeof ipbuf));
-    if (log_only) return 0;
+    if (result == BAN)
+        log_info("perlbal: Throttle: banning %s", thr_ip_str(&ip, ipbuf, sizeof ipbuf));
+    if (log_only)
+        return 0;
     if (result == DENY || result == BAN) {
         thr_end(svc, cl);
         cl->h->keep_alive = false;
@@ -526,19 +582,22 @@ static int64_t thr_start(struct pb_service *svc, struct pb_client *cl)
 
 static void thr_end(struct pb_service *svc, struct pb_client *cl)
 {
-    if (!cl->throttle_counted) return;
+    if (!cl->throttle_counted)
+        return;
     cl->throttle_counted = false;
     struct thr_state *t = thr_of(svc);
     struct thr_ip ip;
     uint32_t ip4;
     bool is_v4;
-    if (!t || !thr_client_ip(cl, &ip, &ip4, &is_v4)) return;
+    if (!t || !thr_client_ip(cl, &ip, &ip4, &is_v4))
+        return;
     pthread_mutex_lock(&t->lock);
     struct thr_slot *s = thr_slot(t, &ip);
-    if (thr_ip_eq(&s->ip, &ip) && s->concurrent > 0) s->concurrent--;
+    if (thr_ip_eq(&s->ip, &ip) && s->concurrent > 0)
+        s->concurrent--;
     pthread_mutex_unlock(&t->lock);
 }
 
-
-const struct pb_plugin pb_plugin_throttle = { .name = "throttle", .set_param = thr_set, .tunables = thr_tunables, .proxy_start = thr_start,
-      .proxy_end = thr_end };
+const struct pb_plugin pb_plugin_throttle = {
+    .name = "throttle", .set_param = thr_set, .tunables = thr_tunables, .proxy_start = thr_start, .proxy_end = thr_end
+};

@@ -30,9 +30,12 @@ static int xff_set(struct pb_service *svc, const char *key, const char *val, cha
         return -1;
     }
     struct plug_state *st = pb_plugin_state(svc);
-    if (!st) return -1;
-    if (!strcasecmp(key, "send_backend_port")) st->xff_send_port = on;
-    else if (!strcasecmp(key, "send_backend_proto")) st->xff_send_proto = on;
+    if (!st)
+        return -1;
+    if (!strcasecmp(key, "send_backend_port"))
+        st->xff_send_port = on;
+    else if (!strcasecmp(key, "send_backend_proto"))
+        st->xff_send_proto = on;
     else {
         snprintf(err, errlen, "Unknown XFFExtras parameter '%s'", key);
         return -1;
@@ -43,15 +46,19 @@ static int xff_set(struct pb_service *svc, const char *key, const char *val, cha
 static void xff_assigned(struct pb_service *svc, struct pb_client *cl, struct evbuffer *hdrs)
 {
     struct plug_state *st = pb_plugin_state(svc);
-    if (!st || (!st->xff_send_port && !st->xff_send_proto)) return;
-    if (pb_service_trusted(svc, &cl->c->peer) && svc->blind_proxy) return;
+    if (!st || (!st->xff_send_port && !st->xff_send_proto))
+        return;
+    if (pb_service_trusted(svc, &cl->c->peer) && svc->blind_proxy)
+        return;
     if (st->xff_send_port) {
         struct sockaddr_storage ss;
         socklen_t sl = sizeof ss;
         int port = 0;
         if (cl->c->fd >= 0 && getsockname(cl->c->fd, (struct sockaddr *)&ss, &sl) == 0) {
-            if (ss.ss_family == AF_INET) port = ntohs(((struct sockaddr_in *)&ss)->sin_port);
-            else if (ss.ss_family == AF_INET6) port = ntohs(((struct sockaddr_in6 *)&ss)->sin6_port);
+            if (ss.ss_family == AF_INET)
+                port = ntohs(((struct sockaddr_in *)&ss)->sin_port);
+            else if (ss.ss_family == AF_INET6)
+                port = ntohs(((struct sockaddr_in6 *)&ss)->sin6_port);
         }
         evbuffer_add_printf(hdrs, "X-Forwarded-Port: %d\r\n", port);
     }
@@ -59,5 +66,6 @@ static void xff_assigned(struct pb_service *svc, struct pb_client *cl, struct ev
         evbuffer_add_printf(hdrs, "X-Forwarded-Proto: %s\r\n", cl->listen_svc->enable_ssl ? "https" : "http");
 }
 
-const struct pb_plugin pb_plugin_xffextras = { .name = "xffextras", .backend_assigned = xff_assigned,
-                                               .set_param = xff_set, .tunables = xff_tunables };
+const struct pb_plugin pb_plugin_xffextras = {
+    .name = "xffextras", .backend_assigned = xff_assigned, .set_param = xff_set, .tunables = xff_tunables
+};

@@ -20,10 +20,10 @@
 struct sw_client {
     struct client_server *servers;
     int nservers;
-    int cur;                /* the server requests go to */
+    int cur; /* the server requests go to */
     struct client_server *s;
     int timeout_ms;
-    uint64_t deadline;      /* of the request in progress */
+    uint64_t deadline; /* of the request in progress */
     char err[400];
 };
 
@@ -56,8 +56,8 @@ struct sw_client *sw_client_new(const char *server, int timeout_ms)
         return NULL;
     c->timeout_ms = timeout_ms > 0 ? timeout_ms : 30000;
     char err[200];
-    c->nservers = client_parse_servers(server && *server ? server : "127.0.0.1:7003", 7003, false, &c->servers, err,
-                                       sizeof err);
+    c->nservers =
+        client_parse_servers(server && *server ? server : "127.0.0.1:7003", 7003, false, &c->servers, err, sizeof err);
     if (c->nservers < 0) {
         /* keep a usable handle: every call reports the bad list */
         c->nservers = 0;
@@ -167,8 +167,8 @@ static bool token_ok(const char *s)
     return true;
 }
 
-int sw_client_insert(struct sw_client *c, const char *func, const void *arg, size_t len,
-                     const struct sw_insert_opts *o, char *handle, size_t hlen)
+int sw_client_insert(struct sw_client *c, const char *func, const void *arg, size_t len, const struct sw_insert_opts *o,
+                     char *handle, size_t hlen)
 {
     if (!token_ok(func) || (o && o->uniqkey && !token_ok(o->uniqkey)) || (o && o->coalesce && !token_ok(o->coalesce)))
         return fail(c, "function, uniqkey and coalesce must be non-empty and without spaces");
@@ -231,8 +231,8 @@ int sw_client_grab(struct sw_client *c, const char *const *funcs, int nfuncs, in
         char h[64], f[256];
         size_t len;
         long long fails;
-        if (strncmp(l, "JOB ", 4) || got >= max ||
-            sscanf(l + 4, "%63s %255s %zu %lld", h, f, &len, &fails) != 4 || len > SWC_MAX_ARG) {
+        if (strncmp(l, "JOB ", 4) || got >= max || sscanf(l + 4, "%63s %255s %zu %lld", h, f, &len, &fails) != 4 ||
+            len > SWC_MAX_ARG) {
             fail(c, "%s", l);
             if (!strncmp(l, "ERR ", 4)) {
                 sw_client_jobs_free(out, got);

@@ -21,10 +21,10 @@ void sw_client_free(struct sw_client *c);
 const char *sw_client_error(const struct sw_client *c);
 
 struct sw_insert_opts {
-    const char *uniqkey;     /* NULL = none */
-    int priority;            /* < 0 = none */
-    long long run_after;     /* 0 = now */
-    const char *coalesce;    /* NULL = none */
+    const char *uniqkey;  /* NULL = none */
+    int priority;         /* < 0 = none */
+    long long run_after;  /* 0 = now */
+    const char *coalesce; /* NULL = none */
 };
 
 /* Insert one job; its handle goes to handle. 0 or -1. */
@@ -34,7 +34,7 @@ int sw_client_insert(struct sw_client *c, const char *func, const void *arg, siz
 struct sw_client_job {
     char handle[64];
     char func[256];
-    unsigned char *arg;      /* arglen bytes (+ a NUL for convenience) */
+    unsigned char *arg; /* arglen bytes (+ a NUL for convenience) */
     size_t arglen;
     long long failures;
 };

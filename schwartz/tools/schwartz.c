@@ -25,12 +25,11 @@
 
 static void usage(void)
 {
-    fprintf(stderr,
-            "usage: schwartz [-s HOST:PORT] insert FUNC [ARG] [--uniqkey K] [--priority N] [--run-after EPOCH] "
-            "[--coalesce V]\n"
-            "       schwartz [-s HOST:PORT] work FUNC [FUNC...] [--max-jobs N] [--idle-exit SECONDS] "
-            "[--grab-for SECONDS] -- CMD [ARGS...]\n"
-            "       schwartz [-s HOST:PORT] queues\n");
+    fprintf(stderr, "usage: schwartz [-s HOST:PORT] insert FUNC [ARG] [--uniqkey K] [--priority N] [--run-after EPOCH] "
+                    "[--coalesce V]\n"
+                    "       schwartz [-s HOST:PORT] work FUNC [FUNC...] [--max-jobs N] [--idle-exit SECONDS] "
+                    "[--grab-for SECONDS] -- CMD [ARGS...]\n"
+                    "       schwartz [-s HOST:PORT] queues\n");
     exit(64);
 }
 
@@ -208,7 +207,7 @@ static int do_work(struct sw_client *c, int argc, char **argv)
                 break;
             usleep(nap);
             if (nap < 500000)
-                nap *= 2;  /* poll less while idle, as TheSchwartz's work() sleeps */
+                nap *= 2; /* poll less while idle, as TheSchwartz's work() sleeps */
             continue;
         }
         nap = 10000;

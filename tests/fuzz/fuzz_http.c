@@ -11,7 +11,8 @@ static struct http_msg msg;
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
-    if (size < 1) return 0;
+    if (size < 1)
+        return 0;
     uint8_t sel = data[0];
     const char *buf = (const char *)data + 1;
     size_t len = size - 1;
@@ -22,18 +23,22 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     switch (sel % 6) {
     case 0: {
         int r = http_parse_request(copy, len, &lim, &msg);
-        if (r > 0 && (size_t)r > len) abort();
-        if (r < 0 && msg.error < 400) abort();
+        if (r > 0 && (size_t)r > len)
+            abort();
+        if (r < 0 && msg.error < 400)
+            abort();
         if (r > 0) {
             for (int i = 0; i < msg.nheaders; i++)
-                if (msg.headers[i].value + msg.headers[i].value_len > copy + len) abort();
+                if (msg.headers[i].value + msg.headers[i].value_len > copy + len)
+                    abort();
             http_header_value(&msg, "host", NULL);
         }
         break;
     }
     case 1: {
         int r = http_parse_response(copy, len, (enum http_method)(data[0] / 6 % 9), &lim, &msg);
-        if (r > 0 && (size_t)r > len) abort();
+        if (r > 0 && (size_t)r > len)
+            abort();
         break;
     }
     case 2: {
@@ -44,17 +49,22 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
             size_t avail = len - pos < step ? len - pos : step;
             size_t cons, off, dl;
             enum http_chunk_result r = http_chunked_step(&c, copy + pos, avail, &cons, &off, &dl);
-            if (cons > avail) abort();
-            if (r == HTTP_CHUNK_DATA && off + dl > avail) abort();
-            if (r == HTTP_CHUNK_ERROR || r == HTTP_CHUNK_DONE) break;
-            if (r == HTTP_CHUNK_NEED_MORE && cons != avail) abort();
+            if (cons > avail)
+                abort();
+            if (r == HTTP_CHUNK_DATA && off + dl > avail)
+                abort();
+            if (r == HTTP_CHUNK_ERROR || r == HTTP_CHUNK_DONE)
+                break;
+            if (r == HTTP_CHUNK_NEED_MORE && cons != avail)
+                abort();
             pos += cons;
         }
         break;
     }
     case 3: {
         uint64_t a, b;
-        if (http_parse_range(copy, len, 12345, &a, &b) == HTTP_RANGE_OK && (a > b || b >= 12345)) abort();
+        if (http_parse_range(copy, len, 12345, &a, &b) == HTTP_RANGE_OK && (a > b || b >= 12345))
+            abort();
         break;
     }
     case 4: {
@@ -68,7 +78,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         int r = http_path_normalize(copy, len, out, sizeof out, &sl);
         if (r >= 0 && (out[0] != '/' || strstr(out, "/../") || strstr(out, "//") || (size_t)r != strlen(out)))
             abort();
-        if (r >= 2 && strcmp(out + r - 3 > out ? out + r - 3 : out, "/..") == 0) abort();
+        if (r >= 2 && strcmp(out + r - 3 > out ? out + r - 3 : out, "/..") == 0)
+            abort();
         break;
     }
     }

@@ -48,10 +48,7 @@ static void *server(void *arg)
     return NULL;
 }
 
-static void cleanup(void)
-{
-    unlink(path);
-}
+static void cleanup(void) { unlink(path); }
 
 static void setup(void)
 {
@@ -68,8 +65,7 @@ static void setup(void)
     pthread_detach(t);
 }
 
-static void on_hit(const char *key, size_t nkey, const char *data, size_t len, uint32_t flags, uint64_t cas,
-                   void *arg)
+static void on_hit(const char *key, size_t nkey, const char *data, size_t len, uint32_t flags, uint64_t cas, void *arg)
 {
     (void)flags;
     (void)cas;
@@ -81,10 +77,7 @@ static void on_hit(const char *key, size_t nkey, const char *data, size_t len, u
     *(size_t *)arg += len + sink * 0;
 }
 
-static void on_stat(const char *name, const char *value, void *arg)
-{
-    *(size_t *)arg += strlen(name) + strlen(value);
-}
+static void on_stat(const char *name, const char *value, void *arg) { *(size_t *)arg += strlen(name) + strlen(value); }
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
@@ -100,8 +93,11 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     cur_size = size;
     pthread_mutex_unlock(&cur_lock);
     for (int proto = 0; proto < 3; proto++) {
-        struct mc_client_options o = { .connect_timeout_ms = 200, .io_timeout_ms = 200, .failure_limit = 1000,
-                                       .retry_interval_ms = 1, .protocol = (enum mc_client_protocol)proto,
+        struct mc_client_options o = { .connect_timeout_ms = 200,
+                                       .io_timeout_ms = 200,
+                                       .failure_limit = 1000,
+                                       .retry_interval_ms = 1,
+                                       .protocol = (enum mc_client_protocol)proto,
                                        .compress_threshold = 1 };
         struct mc_client *c = mc_client_new(path, &o, NULL, 0);
         if (!c)

@@ -48,11 +48,11 @@ static void setup(void)
     mc_settings.warm_pct = 40;
     mc_settings.maxconns = 100;
     mc_settings.threads = 1;
-    mc_settings.slab_reassign = true;   /* the daemon's defaults */
+    mc_settings.slab_reassign = true; /* the daemon's defaults */
     mc_settings.slab_automove = 1;
     mc_settings.reqs_per_event = 20;
     mc_settings.out_mem_limit = 8u << 20;
-    mc_settings.auth_delay_us = 0;   /* SASL failures pause 0 s here: the loop spins, time does not pass */
+    mc_settings.auth_delay_us = 0; /* SASL failures pause 0 s here: the loop spins, time does not pass */
     mc_clock_update();
     if (loop_init(1) < 0 || mc_slabs_init() < 0 || mc_assoc_init(10) < 0)
         abort();
@@ -99,7 +99,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         drain(sv[1]);
     }
     if (conn_total_current() != 0)
-        abort();   /* the session did not finish after EOF */
+        abort(); /* the session did not finish after EOF */
     close(sv[1]);
     mc_flush(0);
     return 0;

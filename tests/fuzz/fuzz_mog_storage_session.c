@@ -44,8 +44,8 @@ static void setup(void)
     mog_st_cfg.docroot = root;
     mog_st_cfg.max_put = 1 << 20;
     mog_st_cfg.idle_timeout = 60;
-    mog_st_cfg.max_hash_jobs = 0;   /* digests would start threads: refused */
-    mog_st_cfg.disk_threads = 0;    /* disk work on the loop: deterministic */
+    mog_st_cfg.max_hash_jobs = 0; /* digests would start threads: refused */
+    mog_st_cfg.disk_threads = 0;  /* disk work on the loop: deterministic */
     if (loop_init(1) < 0)
         abort();
     loop = loop_get(0);
@@ -68,10 +68,7 @@ static int rm_all(const char *path, const struct stat *sb, int flag, struct FTW 
     return 0;
 }
 
-static void cleanup(void)
-{
-    nftw(root, rm_all, 16, FTW_DEPTH | FTW_PHYS);
-}
+static void cleanup(void) { nftw(root, rm_all, 16, FTW_DEPTH | FTW_PHYS); }
 
 static void drain(int fd)
 {

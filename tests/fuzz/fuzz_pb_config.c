@@ -10,8 +10,10 @@ static struct pb_cmd cmd;
 
 static void inside(const char *p)
 {
-    if (p && (p < (const char *)&cmd || p >= (const char *)(&cmd + 1))) abort();
-    if (p && strlen(p) > PB_CMD_MAX_LINE) abort();
+    if (p && (p < (const char *)&cmd || p >= (const char *)(&cmd + 1)))
+        abort();
+    if (p && strlen(p) > PB_CMD_MAX_LINE)
+        abort();
 }
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
@@ -28,7 +30,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
             inside(cmd.a2);
             inside(cmd.a3);
             inside(cmd.a4);
-            for (int i = 0; i < cmd.argc; i++) inside(cmd.argv[i]);
+            for (int i = 0; i < cmd.argc; i++)
+                inside(cmd.argv[i]);
         } else if (!cmd.err[0]) {
             abort();
         }

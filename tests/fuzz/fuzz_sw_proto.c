@@ -1,6 +1,6 @@
 /* libFuzzer target: schwartzd's request-line parser (normal and job lines)
- * and the DSN check (common/db's DSN parser + a database for mysql). Splits the input into lines as the session does and
- * checks that everything parsed points inside the line it came from. */
+ * and the DSN check (common/db's DSN parser + a database for mysql). Splits the input into lines as the session does
+ * and checks that everything parsed points inside the line it came from. */
 #include "schwartz/schwartzd.h"
 #include "common/db.h"
 

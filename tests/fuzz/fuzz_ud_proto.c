@@ -7,7 +7,7 @@
 
 #include "userdb/proto_mysql.h"
 
-#define INSIDE(ptr, n, base, size) \
+#define INSIDE(ptr, n, base, size)                                                                                     \
     ((ptr) == NULL || ((const uint8_t *)(ptr) >= (base) && (const uint8_t *)(ptr) + (n) <= (base) + (size)))
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
@@ -56,8 +56,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     case 2:
     case 3: {
         /* A stream of packets into the reply tracker of each kind. */
-        static const enum ud_resp_kind kinds[] = { UD_RESP_SIMPLE, UD_RESP_QUERY, UD_RESP_EXECUTE, UD_RESP_FETCH,
-                                                   UD_RESP_PREPARE, UD_RESP_FIELDS };
+        static const enum ud_resp_kind kinds[] = { UD_RESP_SIMPLE, UD_RESP_QUERY,   UD_RESP_EXECUTE,
+                                                   UD_RESP_FETCH,  UD_RESP_PREPARE, UD_RESP_FIELDS };
         for (size_t k = 0; k < sizeof kinds / sizeof kinds[0]; k++) {
             struct ud_resp r;
             ud_resp_start(&r, kinds[k]);

@@ -34,7 +34,12 @@ uint64_t ud_now_ms(void)
     return (uint64_t)ts.tv_sec * 1000 + (uint64_t)ts.tv_nsec / 1000000;
 }
 void ud_admin_install(void) {}
-int ud_reload(char *err, size_t errlen) { (void)err; (void)errlen; return 0; }
+int ud_reload(char *err, size_t errlen)
+{
+    (void)err;
+    (void)errlen;
+    return 0;
+}
 
 int ud_stage_global(const char *v, char *err, size_t errlen);
 int ud_stage_master(int c, const char *v, char *err, size_t errlen);
@@ -62,7 +67,8 @@ static void setup(void)
     if (loop_init(1) < 0 ||
         ud_stage_global("DBI:mysql:database=g;mysql_socket=/nonexistent/userdb-fuzz-g.sock", err, sizeof err) < 0 ||
         ud_stage_master(1, "DBI:mysql:database=c;mysql_socket=/nonexistent/userdb-fuzz-1.sock", err, sizeof err) < 0 ||
-        ud_stage_replica(1, "DBI:mysql:database=c;mysql_socket=/nonexistent/userdb-fuzz-1r.sock", err, sizeof err) < 0 ||
+        ud_stage_replica(1, "DBI:mysql:database=c;mysql_socket=/nonexistent/userdb-fuzz-1r.sock", err, sizeof err) <
+            0 ||
         ud_stage_defaults("1", err, sizeof err) < 0 || ud_topology_apply(err, sizeof err) < 0)
         abort();
     loop = loop_get(0);
@@ -77,13 +83,11 @@ static void drain(int fd)
 
 /* HandshakeResponse41 for user "app" with an empty password. */
 static const uint8_t login[] = {
-    45, 0, 0, 1,                                       /* header: 45 bytes, seq 1 */
-    0x0d, 0xa2, 0x0a, 0x00,                            /* caps: 41, secure, plugin auth, db */
-    0, 0, 0, 1, 45, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0,
-    'a', 'p', 'p', 0,
-    0,                                                 /* empty auth response */
-    'd', 'b', 0,
-    'n', 'o', 'n', 'e', 0,                             /* a plugin name: answered with an auth switch */
+    45,   0,    0,    1,    /* header: 45 bytes, seq 1 */
+    0x0d, 0xa2, 0x0a, 0x00, /* caps: 41, secure, plugin auth, db */
+    0,    0,    0,    1,    45,  0,   0,   0, 0, 0, 0, 0,   0,   0,   0, 0,
+    0,    0,    0,    0,    0,   0,   0,   0, 0, 0, 0, 'a', 'p', 'p', 0, 0, /* empty auth response */
+    'd',  'b',  0,    'n',  'o', 'n', 'e', 0, /* a plugin name: answered with an auth switch */
 };
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)

@@ -142,8 +142,8 @@ static MYSQL *connect_dsn(const char *dsn_text)
     MYSQL *my = mysql_init(NULL);
     unsigned timeout = 10;
     mysql_options(my, MYSQL_OPT_CONNECT_TIMEOUT, &timeout);
-    if (!mysql_real_connect(my, d.socket[0] ? NULL : d.host, conf.user, conf.password ? conf.password : "",
-                            d.database, (unsigned)d.port, d.socket[0] ? d.socket : NULL, 0))
+    if (!mysql_real_connect(my, d.socket[0] ? NULL : d.host, conf.user, conf.password ? conf.password : "", d.database,
+                            (unsigned)d.port, d.socket[0] ? d.socket : NULL, 0))
         die(1, "connect %s: %s", dsn_text, mysql_error(my));
     mysql_set_character_set(my, "binary");
     return my;
@@ -259,8 +259,9 @@ static void checksum(MYSQL *my, const struct ud_user_table *t, unsigned uid, cha
     MYSQL_RES *r = mysql_store_result(my);
     if (!r)
         die(1, "%s: %s", sql, mysql_error(my));
-    size_t n = (size_t)snprintf(sql, sizeof sql, "SELECT COUNT(*), COALESCE(BIT_XOR(c), 0), COALESCE(SUM(c), 0) "
-                                                 "FROM (SELECT CRC32(CONCAT_WS(',' ");
+    size_t n = (size_t)snprintf(sql, sizeof sql,
+                                "SELECT COUNT(*), COALESCE(BIT_XOR(c), 0), COALESCE(SUM(c), 0) "
+                                "FROM (SELECT CRC32(CONCAT_WS(',' ");
     MYSQL_ROW row;
     while ((row = mysql_fetch_row(r)) && n < sizeof sql - 300)
         n += (size_t)snprintf(sql + n, sizeof sql - n, ", IFNULL(HEX(`%s`), 'N')", row[0]);
@@ -296,8 +297,9 @@ int main(int argc, char **argv)
     double drain = 1;
     static const struct option opts[] = {
         { "config", required_argument, NULL, 'c' }, { "delete", no_argument, NULL, 'd' },
-        { "drain", required_argument, NULL, 'D' }, { "quiet", no_argument, NULL, 'q' },
-        { "help", no_argument, NULL, 'h' }, { NULL, 0, NULL, 0 } };
+        { "drain", required_argument, NULL, 'D' },  { "quiet", no_argument, NULL, 'q' },
+        { "help", no_argument, NULL, 'h' },         { NULL, 0, NULL, 0 }
+    };
     int ch;
     while ((ch = getopt_long(argc, argv, "c:qh", opts, NULL)) != -1) {
         switch (ch) {
@@ -346,7 +348,8 @@ int main(int argc, char **argv)
     /* 2. Resume an open move, or start one. */
     long cmid = 0, src = cur;
     snprintf(sql, sizeof sql,
-             "SELECT cmid, sclust, dclust FROM clustermove WHERE userid = %lu AND timedone IS NULL ORDER BY cmid DESC LIMIT 1",
+             "SELECT cmid, sclust, dclust FROM clustermove WHERE userid = %lu AND timedone IS NULL ORDER BY cmid DESC "
+             "LIMIT 1",
              uid);
     r = q1(g, sql, &row);
     if (row) {
@@ -393,14 +396,18 @@ int main(int argc, char **argv)
             n = copy_table(s, d, &conf.tables[i], (unsigned)uid);
         }
         if (n < 0)
-            die(3, "%s: the destination kept reporting deadlocks; user %lu stays on cluster %ld, read-only, move %ld "
-                   "open: run again", conf.tables[i].table, uid, src, cmid);
+            die(3,
+                "%s: the destination kept reporting deadlocks; user %lu stays on cluster %ld, read-only, move %ld "
+                "open: run again",
+                conf.tables[i].table, uid, src, cmid);
         char a[128], b[128];
         checksum(s, &conf.tables[i], (unsigned)uid, a, sizeof a);
         checksum(d, &conf.tables[i], (unsigned)uid, b, sizeof b);
         if (strcmp(a, b))
-            die(3, "%s: checksums differ after the copy (source %s, destination %s); user %lu stays on cluster %ld, "
-                   "read-only, move %ld open: run again", conf.tables[i].table, a, b, uid, src, cmid);
+            die(3,
+                "%s: checksums differ after the copy (source %s, destination %s); user %lu stays on cluster %ld, "
+                "read-only, move %ld open: run again",
+                conf.tables[i].table, a, b, uid, src, cmid);
         say("%s: %lld rows copied, checksum %s", conf.tables[i].table, n, a);
     }
 

@@ -9,10 +9,7 @@
 #include "tests/unit/unit.h"
 
 static int knob;
-static const struct cfg_setting table[] = {
-    { "knob", 0, CFG_INT, &knob, "3", "a live knob", true, NULL },
-    CFG_END
-};
+static const struct cfg_setting table[] = { { "knob", 0, CFG_INT, &knob, "3", "a live knob", true, NULL }, CFG_END };
 static const struct cfg_setting *const tables[] = { table, NULL };
 
 static enum admin_result cmd_hello(struct admin_ctx *ctx, int argc, char **argv)

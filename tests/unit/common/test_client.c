@@ -37,7 +37,7 @@ static void test_parse_lists(void)
         CHECK_STR(s[3].name, "[::1]:99");
         CHECK_STR(s[4].host, "/run/mc.sock");
         CHECK_EQ_INT(s[4].port, 0);
-        CHECK_STR(s[5].host, "fe80::1:2:3");  /* a bare IPv6 address */
+        CHECK_STR(s[5].host, "fe80::1:2:3"); /* a bare IPv6 address */
         CHECK_EQ_INT(s[5].port, 11211);
         for (int i = 0; i < n; i++)
             CHECK_EQ_INT(s[i].fd, -1);
@@ -54,8 +54,8 @@ static void test_parse_lists(void)
         CHECK_STR(s[1].host, "fe80::2");
     }
     client_servers_free(s, n);
-    static const char *const bad[] = { "", " , ", "h:0", "h:65536", "h:12x", "h:-1", "h:1:0", "h:1:1000001",
-                                       "[::1", "[::1]x", ":11211" };
+    static const char *const bad[] = { "",      " , ",         "h:0",  "h:65536", "h:12x", "h:-1",
+                                       "h:1:0", "h:1:1000001", "[::1", "[::1]x",  ":11211" };
     for (size_t i = 0; i < sizeof bad / sizeof *bad; i++) {
         err[0] = '\0';
         s = (struct client_server *)1;
@@ -101,7 +101,7 @@ static void test_connect_every_address_and_refusal(void)
         freeaddrinfo(ai);
     CHECK_EQ_INT(client_connect(&s[0], 2000), CLIENT_OK);
     CHECK(s[0].fd >= 0);
-    CHECK_EQ_INT(client_connect(&s[0], 2000), CLIENT_OK);  /* already connected: no-op */
+    CHECK_EQ_INT(client_connect(&s[0], 2000), CLIENT_OK); /* already connected: no-op */
     if (!v6_first)
         fprintf(stderr, "note: localhost resolves to IPv4 first here; the fallback path was not needed\n");
     client_servers_free(s, 1);
@@ -121,7 +121,7 @@ static void test_connect_every_address_and_refusal(void)
     usleep(80000);
     CHECK(client_revive(&s[0], 2));
     CHECK(!s[0].dead);
-    CHECK(client_failed(&s[0], 2, 60));  /* one more failure kills it again */
+    CHECK(client_failed(&s[0], 2, 60)); /* one more failure kills it again */
     client_ok(&s[0]);
     CHECK(!s[0].dead);
     CHECK_EQ_INT(s[0].failures, 0);

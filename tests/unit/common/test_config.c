@@ -16,21 +16,16 @@ static bool udp;
 static char *name;
 static double factor;
 
-static const struct cfg_setting table[] = {
-    { "port", 'p', CFG_INT, &port, "11211", "TCP port", false, NULL },
-    { "memory-limit", 'm', CFG_SIZE, &mem, "64m", "item memory", true, NULL },
-    { "verbose", 'v', CFG_COUNT, &verbose, "0", "more logging", false, NULL },
-    { "udp", 'U', CFG_BOOL, &udp, "no", "UDP", false, NULL },
-    { "name", 'n', CFG_STRING, &name, "cache", "a name", true, NULL },
-    { "factor", 'f', CFG_DOUBLE, &factor, "1.25", "growth", false, NULL },
-    CFG_END
-};
+static const struct cfg_setting table[] = { { "port", 'p', CFG_INT, &port, "11211", "TCP port", false, NULL },
+                                            { "memory-limit", 'm', CFG_SIZE, &mem, "64m", "item memory", true, NULL },
+                                            { "verbose", 'v', CFG_COUNT, &verbose, "0", "more logging", false, NULL },
+                                            { "udp", 'U', CFG_BOOL, &udp, "no", "UDP", false, NULL },
+                                            { "name", 'n', CFG_STRING, &name, "cache", "a name", true, NULL },
+                                            { "factor", 'f', CFG_DOUBLE, &factor, "1.25", "growth", false, NULL },
+                                            CFG_END };
 static const struct cfg_setting *const tables[] = { table, core_settings, NULL };
 
-static int load(int argc, char **argv, char *err)
-{
-    return cfg_load(tables, argc, argv, "t", "1.0", err, 256);
-}
+static int load(int argc, char **argv, char *err) { return cfg_load(tables, argc, argv, "t", "1.0", err, 256); }
 
 static void test_defaults(void)
 {
@@ -89,9 +84,9 @@ static void test_file_and_precedence(void)
     char err[256];
     char *argv[] = { "t", "--config", main_path, "-p", "77", NULL };
     CHECK_EQ_INT(load(5, argv, err), 0);
-    CHECK_EQ_INT(port, 77);          /* command line beats the file */
+    CHECK_EQ_INT(port, 77); /* command line beats the file */
     CHECK_STR(name, "from file");
-    CHECK_EQ_INT(mem, 2 << 20);      /* from the include, '_' == '-' */
+    CHECK_EQ_INT(mem, 2 << 20); /* from the include, '_' == '-' */
     CHECK(udp);
 
     /* reload changes only live settings */
@@ -190,10 +185,8 @@ static void test_sizes(void)
 /* A daemon's own short letter wins over the core's: schwartzd's -d is
  * --database, so -d is not --daemon there (the long name still works). */
 static char *database;
-static const struct cfg_setting dtable[] = {
-    { "database", 'd', CFG_STRING, &database, NULL, "a DSN", false, NULL },
-    CFG_END
-};
+static const struct cfg_setting dtable[] = { { "database", 'd', CFG_STRING, &database, NULL, "a DSN", false, NULL },
+                                             CFG_END };
 static const struct cfg_setting *const dtables[] = { dtable, core_settings, NULL };
 
 static void test_short_letter_collision(void)
@@ -241,8 +234,7 @@ static void format_mb(const struct cfg_setting *s, char *buf, size_t len)
     snprintf(buf, len, "%d", megabytes);
 }
 static const struct cfg_setting ctable[] = {
-    { "memory-limit", 'm', CFG_CUSTOM, NULL, "64", "megabytes", false, set_mb },
-    CFG_END
+    { "memory-limit", 'm', CFG_CUSTOM, NULL, "64", "megabytes", false, set_mb }, CFG_END
 };
 static const struct cfg_setting *const ctables[] = { ctable, core_settings, NULL };
 
@@ -251,12 +243,12 @@ static void test_checked_and_running_values(void)
     char err[256], buf[64];
     char *argv[] = { "t", "-m", "128", NULL };
     CHECK_EQ_INT(cfg_load(ctables, 3, argv, "t", "1.0", err, sizeof err), 0);
-    CHECK_STR(cfg_format(&ctable[0], buf, sizeof buf), "64");  /* no formatter: the default text */
+    CHECK_STR(cfg_format(&ctable[0], buf, sizeof buf), "64"); /* no formatter: the default text */
     cfg_set_formatter(&ctable[0], format_mb);
     CHECK_STR(cfg_format(&ctable[0], buf, sizeof buf), "128");
     CHECK_EQ_INT(cfg_set(ctables, "log-level", "loud", true, err, sizeof err), -1);
     CHECK(strstr(err, "loud") != NULL);
-    CHECK_STR(core_opts.log_level, "info");  /* unchanged */
+    CHECK_STR(core_opts.log_level, "info"); /* unchanged */
     CHECK_EQ_INT(cfg_set(ctables, "log-level", "debug", true, err, sizeof err), 0);
     CHECK_STR(core_opts.log_level, "debug");
     char *bad[] = { "t", "--log-level", "loud", NULL };

@@ -64,8 +64,8 @@ static void test_sync_params_and_blobs(void)
     CHECK_EQ_INT(len, sizeof blob);
     if (b)
         CHECK_MEM(b, blob, sizeof blob);
-    CHECK(db_cell(r, 0, 2, &len) == NULL);  /* SQL NULL */
-    CHECK(db_cell(r, 1, 0, &len) == NULL);  /* out of range */
+    CHECK(db_cell(r, 0, 2, &len) == NULL); /* SQL NULL */
+    CHECK(db_cell(r, 1, 0, &len) == NULL); /* out of range */
     CHECK(db_cell(r, 0, 3, &len) == NULL);
     db_result_free(r);
     /* an error is a value with a message */
@@ -93,7 +93,10 @@ static void count_cb(struct db_result *res, void *arg)
     pthread_mutex_unlock(&t->mu);
 }
 
-struct ordered { struct tally *t; int i; };
+struct ordered {
+    struct tally *t;
+    int i;
+};
 
 static void order_cb(struct db_result *res, void *arg)
 {
@@ -122,9 +125,9 @@ static void test_group_commit_and_order(void)
     if (!db)
         return;
     char err[256];
-    CHECK_EQ_INT(db_exec_script(db, "DROP TABLE IF EXISTS g; CREATE TABLE g (id INTEGER PRIMARY KEY, v TEXT)", err,
-                                sizeof err),
-                 0);
+    CHECK_EQ_INT(
+        db_exec_script(db, "DROP TABLE IF EXISTS g; CREATE TABLE g (id INTEGER PRIMARY KEY, v TEXT)", err, sizeof err),
+        0);
     struct db_counters before;
     db_get_counters(db, &before);
     struct tally t = { .mu = PTHREAD_MUTEX_INITIALIZER };
@@ -162,7 +165,7 @@ static void test_group_commit_and_order(void)
     }
     CHECK_EQ_INT(t.ok, N);
     CHECK_EQ_INT(t.failed, 1);
-    CHECK_EQ_INT(t.barrier_seen_ok, N);  /* the barrier ran after every earlier write */
+    CHECK_EQ_INT(t.barrier_seen_ok, N); /* the barrier ran after every earlier write */
     CHECK_EQ_INT(t.n, 10);
     for (int i = 0; i < t.n; i++)
         CHECK_EQ_INT(t.order[i], i);
@@ -188,7 +191,7 @@ static void test_durable_across_reopen(void)
         struct db_value v[1] = { DB_INT64(i) };
         db_query(db, NULL, DB_GROUP, "INSERT INTO d (id) VALUES (?)", v, 1, count_cb, &t);
     }
-    db_close(db);  /* runs what is queued */
+    db_close(db); /* runs what is queued */
     CHECK_EQ_INT(t.ok, 20);
     db = open_db();
     CHECK(db != NULL);

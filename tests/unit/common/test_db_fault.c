@@ -23,27 +23,30 @@ static char dir[64];
 
 static sqlite3_vfs *real_vfs;
 static sqlite3_vfs shim_vfs;
-static atomic_int fail_wal_writes;  /* > 0: fail every WAL write while set */
-static atomic_int allow_then_fail;  /* > 0: WAL writes left before a one-shot failure window */
-static atomic_int window;           /* WAL writes to fail in that window */
+static atomic_int fail_wal_writes; /* > 0: fail every WAL write while set */
+static atomic_int allow_then_fail; /* > 0: WAL writes left before a one-shot failure window */
+static atomic_int window;          /* WAL writes to fail in that window */
 static atomic_int injected;
 
 struct shim_file {
     sqlite3_file base;
     bool wal;
-    sqlite3_file *real;  /* follows this struct in the same allocation */
+    sqlite3_file *real; /* follows this struct in the same allocation */
 };
 
 #define REAL(f) (((struct shim_file *)(f))->real)
 
 static int shim_close(sqlite3_file *f) { return REAL(f)->pMethods->xClose(REAL(f)); }
-static int shim_read(sqlite3_file *f, void *b, int n, sqlite3_int64 o) { return REAL(f)->pMethods->xRead(REAL(f), b, n, o); }
+static int shim_read(sqlite3_file *f, void *b, int n, sqlite3_int64 o)
+{
+    return REAL(f)->pMethods->xRead(REAL(f), b, n, o);
+}
 static int shim_write(sqlite3_file *f, const void *b, int n, sqlite3_int64 o)
 {
     if (((struct shim_file *)f)->wal) {
         bool fail = atomic_load(&fail_wal_writes) != 0;
         if (!fail && atomic_load(&allow_then_fail) > 0 && atomic_fetch_sub(&allow_then_fail, 1) == 1)
-            fail = false;  /* the last allowed write; the window opens next */
+            fail = false; /* the last allowed write; the window opens next */
         else if (!fail && atomic_load(&allow_then_fail) <= 0 && atomic_load(&window) > 0) {
             atomic_fetch_sub(&window, 1);
             fail = true;
@@ -68,16 +71,41 @@ static int shim_shmmap(sqlite3_file *f, int pg, int sz, int ext, void volatile *
 {
     return REAL(f)->pMethods->xShmMap(REAL(f), pg, sz, ext, pp);
 }
-static int shim_shmlock(sqlite3_file *f, int off, int n, int fl) { return REAL(f)->pMethods->xShmLock(REAL(f), off, n, fl); }
+static int shim_shmlock(sqlite3_file *f, int off, int n, int fl)
+{
+    return REAL(f)->pMethods->xShmLock(REAL(f), off, n, fl);
+}
 static void shim_shmbarrier(sqlite3_file *f) { REAL(f)->pMethods->xShmBarrier(REAL(f)); }
 static int shim_shmunmap(sqlite3_file *f, int del) { return REAL(f)->pMethods->xShmUnmap(REAL(f), del); }
-static int shim_fetch(sqlite3_file *f, sqlite3_int64 o, int n, void **pp) { return REAL(f)->pMethods->xFetch(REAL(f), o, n, pp); }
-static int shim_unfetch(sqlite3_file *f, sqlite3_int64 o, void *p) { return REAL(f)->pMethods->xUnfetch(REAL(f), o, p); }
+static int shim_fetch(sqlite3_file *f, sqlite3_int64 o, int n, void **pp)
+{
+    return REAL(f)->pMethods->xFetch(REAL(f), o, n, pp);
+}
+static int shim_unfetch(sqlite3_file *f, sqlite3_int64 o, void *p)
+{
+    return REAL(f)->pMethods->xUnfetch(REAL(f), o, p);
+}
 
 static const sqlite3_io_methods shim_io = {
-    3, shim_close, shim_read, shim_write, shim_truncate, shim_sync, shim_size, shim_lock, shim_unlock,
-    shim_reserved, shim_fcntl, shim_sector, shim_chars, shim_shmmap, shim_shmlock, shim_shmbarrier,
-    shim_shmunmap, shim_fetch, shim_unfetch,
+    3,
+    shim_close,
+    shim_read,
+    shim_write,
+    shim_truncate,
+    shim_sync,
+    shim_size,
+    shim_lock,
+    shim_unlock,
+    shim_reserved,
+    shim_fcntl,
+    shim_sector,
+    shim_chars,
+    shim_shmmap,
+    shim_shmlock,
+    shim_shmbarrier,
+    shim_shmunmap,
+    shim_fetch,
+    shim_unfetch,
 };
 
 static int shim_open(sqlite3_vfs *vfs, const char *name, sqlite3_file *f, int flags, int *out)
@@ -98,7 +126,7 @@ static void shim_install(void)
     shim_vfs.zName = "fault-shim";
     shim_vfs.szOsFile = (int)sizeof(struct shim_file) + real_vfs->szOsFile;
     shim_vfs.xOpen = shim_open;
-    sqlite3_vfs_register(&shim_vfs, 1);  /* the default from now on: db_open uses it */
+    sqlite3_vfs_register(&shim_vfs, 1); /* the default from now on: db_open uses it */
 }
 
 /* ---- a burst of grouped writes and its audit ---- */
@@ -119,7 +147,7 @@ static void wr_cb(struct db_result *res, void *arg)
     atomic_store(&w->called, true);
 }
 
-static int batch;  /* db_config.max_batch for the next open (0 = default) */
+static int batch; /* db_config.max_batch for the next open (0 = default) */
 
 static struct db *open_at(const char *path)
 {
@@ -155,7 +183,7 @@ static void burst(struct db *db, const char *path, int first_id, size_t blob_len
     CHECK_EQ_INT(sqlite3_exec(other, "COMMIT", NULL, NULL, NULL), SQLITE_OK);
     sqlite3_close(other);
     struct db_result *r = NULL;
-    db_query_sync(db, "SELECT 1", NULL, 0, &r);  /* after the burst: every callback has run */
+    db_query_sync(db, "SELECT 1", NULL, 0, &r); /* after the burst: every callback has run */
     db_result_free(r);
 }
 
@@ -177,10 +205,10 @@ static void audit(const char *path, int *ok_out, int *failed_out)
                 present = true;
         if (writes[i].status == 0) {
             ok++;
-            lies += !present;    /* said durable, is not */
+            lies += !present; /* said durable, is not */
         } else {
             failed++;
-            hidden += present;   /* said failed, committed anyway (outside its transaction) */
+            hidden += present; /* said failed, committed anyway (outside its transaction) */
         }
     }
     db_result_free(r);
@@ -204,13 +232,13 @@ static void test_full_filesystem(void)
     }
     char path[160];
     snprintf(path, sizeof path, "%s/full.db", mnt);
-    batch = 8;  /* groups of 8 x 16 KiB: the first few fit */
+    batch = 8; /* groups of 8 x 16 KiB: the first few fit */
     struct db *db = open_at(path);
     CHECK(db != NULL);
     if (db) {
         char err[256];
         CHECK_EQ_INT(db_exec_script(db, "CREATE TABLE w (id INTEGER PRIMARY KEY, data BLOB)", err, sizeof err), 0);
-        burst(db, path, 1, 16 * 1024, NULL);  /* 80 x 16 KiB into 512 KiB */
+        burst(db, path, 1, 16 * 1024, NULL); /* 80 x 16 KiB into 512 KiB */
         db_close(db);
         int ok = 0, failed = 0;
         audit(path, &ok, &failed);
@@ -290,7 +318,7 @@ static void test_io_error_mid_group(void)
     int ok = 0, failed = 0;
     audit(path, &ok, &failed);
     CHECK(failed > 0);
-    CHECK(ok > 0);  /* the writes after the failure went on in a new transaction */
+    CHECK(ok > 0); /* the writes after the failure went on in a new transaction */
 }
 
 int main(void)
@@ -304,7 +332,7 @@ int main(void)
     RUN(test_full_filesystem);
     RUN(test_injected_io_error);
     RUN(test_io_error_mid_group);
-    umount(mnt);  /* in case a check above returned early */
+    umount(mnt); /* in case a check above returned early */
     char cmd[160];
     snprintf(cmd, sizeof cmd, "rm -rf %s", dir);
     if (system(cmd) != 0)

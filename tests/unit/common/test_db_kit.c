@@ -75,7 +75,7 @@ static void test_dsn_mysql(void)
     CHECK_STR(c.host, "db1.example");
     CHECK_EQ_INT(c.port, 3307);
     CHECK_STR(c.socket, "/run/m.sock");
-    CHECK_STR(c.user, "u0");  /* not in the DSN: left alone */
+    CHECK_STR(c.user, "u0"); /* not in the DSN: left alone */
     CHECK_STR(c.password, "p0");
     db_config_clear(&c);
     struct db_config d = { 0 };
@@ -86,9 +86,8 @@ static void test_dsn_mysql(void)
     CHECK_STR(d.database, "jobs");
     CHECK_STR(d.host, "dbhost");
     CHECK_EQ_INT(d.port, 3310);
-    CHECK_EQ_INT(db_config_dsn(&d, "DBI:MariaDB:db=x;hostname=h;user=me;password=s;mysql_enable_utf8=1", err,
-                               sizeof err),
-                 0);
+    CHECK_EQ_INT(
+        db_config_dsn(&d, "DBI:MariaDB:db=x;hostname=h;user=me;password=s;mysql_enable_utf8=1", err, sizeof err), 0);
     CHECK_STR(d.database, "x");
     CHECK_STR(d.host, "h");
     CHECK_STR(d.user, "me");
@@ -102,7 +101,7 @@ static void test_dsn_mysql(void)
     CHECK_EQ_INT(db_config_dsn(&e, "DBI:mysql:database=x;colour=blue", err, sizeof err), -1);
     CHECK_EQ_INT(db_config_dsn(&e, "DBI:mysql:database=x;host", err, sizeof err), -1);
     CHECK_EQ_INT(db_config_dsn(&e, "DBI:mysql:x:h:99999", err, sizeof err), -1);
-    CHECK(e.database == NULL);  /* a failed parse changes nothing */
+    CHECK(e.database == NULL); /* a failed parse changes nothing */
 }
 
 /* ---- placeholders ---- */
@@ -111,8 +110,9 @@ static void test_mysql_placeholder_expansion(void)
 {
     char out[512];
     static const char bin[] = { 'a', 0, '\'', (char)0xff };
-    struct db_value v[4] = { DB_INT64(-42), DB_TEXTN("it's \\ \"q\"\n\x1a", 12), DB_BLOBN(bin, sizeof bin),
-                             { .type = DB_NULL } };
+    struct db_value v[4] = {
+        DB_INT64(-42), DB_TEXTN("it's \\ \"q\"\n\x1a", 12), DB_BLOBN(bin, sizeof bin), { .type = DB_NULL }
+    };
     long n = db_expand_placeholders("INSERT INTO t VALUES (?, ?, ?, ?)", v, 4, out, sizeof out);
     CHECK(n > 0);
     CHECK_STR(out, "INSERT INTO t VALUES (-42, 'it\\'s \\\\ \\\"q\\\"\\n\\Z', X'610027ff', NULL)");
@@ -147,9 +147,8 @@ static void test_txn_all_or_nothing(void)
     CHECK_EQ_INT(db_exec_script(db, "CREATE TABLE acct (id INTEGER PRIMARY KEY, bal INTEGER NOT NULL CHECK (bal >= 0))",
                                 err, sizeof err),
                  0);
-    CHECK_EQ_INT(db_exec_script(db, "INSERT INTO acct VALUES (1, 100); INSERT INTO acct VALUES (2, 0)", err,
-                                sizeof err),
-                 0);
+    CHECK_EQ_INT(
+        db_exec_script(db, "INSERT INTO acct VALUES (1, 100); INSERT INTO acct VALUES (2, 0)", err, sizeof err), 0);
     /* a transfer: both rows or neither */
     struct db_value amt[1] = { DB_INT64(30) };
     struct db_stmt ok[] = {
@@ -295,7 +294,7 @@ static void test_queue_bound(void)
     CHECK_EQ_INT(sqlite3_exec(other, "BEGIN IMMEDIATE", NULL, NULL, NULL), SQLITE_OK);
     CHECK_EQ_INT(db_query(db, NULL, 0, "INSERT INTO b VALUES (0)", NULL, 0, bound_cb, NULL), 0);
     struct db_counters c;
-    for (int i = 0; i < 500; i++) {  /* until the worker has taken it */
+    for (int i = 0; i < 500; i++) { /* until the worker has taken it */
         db_get_counters(db, &c);
         if (c.queued == 0)
             break;
@@ -316,7 +315,7 @@ static void test_queue_bound(void)
     CHECK_EQ_INT(c.queued, 4);
     CHECK_EQ_INT(sqlite3_exec(other, "COMMIT", NULL, NULL, NULL), SQLITE_OK);
     sqlite3_close(other);
-    db_close(db);  /* runs what is queued */
+    db_close(db); /* runs what is queued */
     CHECK_EQ_INT(atomic_load(&bound_done), 5);
     /* closed: refused with ESHUTDOWN is covered by db_close's contract; a
      * fresh handle accepts again */
@@ -338,7 +337,7 @@ static void test_migrations(void)
         return;
     char err[256] = "";
     CHECK_EQ_INT(db_schema_version(db, "mogilefs", err, sizeof err), 0);
-    struct db_migration two[] = { { 2, m2, NULL, NULL }, { 1, m1, NULL, NULL } };  /* any order in the table */
+    struct db_migration two[] = { { 2, m2, NULL, NULL }, { 1, m1, NULL, NULL } }; /* any order in the table */
     CHECK_EQ_INT(db_migrate(db, "mogilefs", two, 2, err, sizeof err), 2);
     CHECK_EQ_INT(db_schema_version(db, "mogilefs", err, sizeof err), 2);
     /* again: nothing to do (the seed row would collide if it ran twice) */
@@ -351,16 +350,18 @@ static void test_migrations(void)
     CHECK(db != NULL);
     if (!db)
         return;
-    struct db_migration four[] = { { 1, m1, NULL, NULL }, { 2, m2, NULL, NULL }, { 3, NULL, m3, (const char *const[]){ "x", NULL } },
+    struct db_migration four[] = { { 1, m1, NULL, NULL },
+                                   { 2, m2, NULL, NULL },
+                                   { 3, NULL, m3, (const char *const[]){ "x", NULL } },
                                    { 4, m4_bad, NULL, NULL } };
     CHECK_EQ_INT(db_migrate(db, "mogilefs", four, 4, err, sizeof err), -1);
     CHECK(strstr(err, "version 4") != NULL);
     CHECK_EQ_INT(db_schema_version(db, "mogilefs", err, sizeof err), 3);
     struct db_result *r = NULL;
-    CHECK_EQ_INT(db_query_sync(db, "SELECT fid, dkey, length FROM file", NULL, 0, &r), 0);  /* v3's column */
+    CHECK_EQ_INT(db_query_sync(db, "SELECT fid, dkey, length FROM file", NULL, 0, &r), 0); /* v3's column */
     CHECK_EQ_INT(r->nrows, 1);
     db_result_free(r);
-    CHECK_EQ_INT(db_query_sync(db, "SELECT * FROM extra", NULL, 0, &r), -1);  /* v4 left nothing */
+    CHECK_EQ_INT(db_query_sync(db, "SELECT * FROM extra", NULL, 0, &r), -1); /* v4 left nothing */
     db_result_free(r);
     /* a gap is refused */
     struct db_migration gap[] = { { 5, m1, NULL, NULL } };
@@ -398,7 +399,7 @@ static void test_group_never_reports_undone_writes(void)
     db_result_free(r);
     char pragma[64];
     snprintf(pragma, sizeof pragma, "PRAGMA max_page_count = %lld", (long long)pages + 40);
-    CHECK_EQ_INT(db_query_sync(db, pragma, NULL, 0, &r), 0);  /* one worker: its connection */
+    CHECK_EQ_INT(db_query_sync(db, pragma, NULL, 0, &r), 0); /* one worker: its connection */
     db_result_free(r);
     /* Hold the write lock so the writes pile up and run as one group. */
     char path[128];
@@ -411,7 +412,7 @@ static void test_group_never_reports_undone_writes(void)
     static struct full_arg args[N];
     static char blob[8192];
     memset(blob, 'x', sizeof blob);
-    usleep(50000);  /* not a correctness wait: lets the SELECT occupy the worker first */
+    usleep(50000); /* not a correctness wait: lets the SELECT occupy the worker first */
     for (int i = 0; i < N; i++) {
         args[i].id = i + 1;
         struct db_value v[2] = { DB_INT64(i + 1), DB_BLOBN(blob, sizeof blob) };
@@ -434,15 +435,15 @@ static void test_group_never_reports_undone_writes(void)
         if (args[i].status == 0) {
             ok++;
             if (!present[i + 1])
-                lies++;   /* reported durable, not there */
+                lies++; /* reported durable, not there */
         } else {
             failed++;
             if (present[i + 1])
-                lost_silently++;  /* reported failed, yet committed */
+                lost_silently++; /* reported failed, yet committed */
         }
     }
-    CHECK(ok > 0);      /* the database took some */
-    CHECK(failed > 0);  /* and refused the rest: it is full */
+    CHECK(ok > 0);     /* the database took some */
+    CHECK(failed > 0); /* and refused the rest: it is full */
     CHECK_EQ_INT(lies, 0);
     CHECK_EQ_INT(lost_silently, 0);
     db_close(db);
@@ -460,7 +461,7 @@ static void test_conn_error_classes(void)
     if (!c)
         return;
     CHECK_EQ_INT(db_conn_driver(c), DB_SQLITE);
-    CHECK_EQ_INT(db_conn_worker(c), -1);  /* a connection of one's own */
+    CHECK_EQ_INT(db_conn_worker(c), -1); /* a connection of one's own */
     CHECK_EQ_INT(db_conn_exec(c, "CREATE TABLE u (id INTEGER PRIMARY KEY, k TEXT UNIQUE, b BLOB)"), DB_OK);
     CHECK_EQ_INT(db_conn_exec(c, "BEGIN"), DB_OK);
     static const char blob[] = { 0, '\r', '\n', (char)0xff };
@@ -529,8 +530,8 @@ static int gate_fn(struct db_conn *c, void *ctx)
  * fails after its insert, which must be undone alone. */
 struct seq_op {
     int n, fail_at;
-    int64_t got;                 /* the value it inserted */
-    int worker;                  /* db_conn_worker in the callback */
+    int64_t got; /* the value it inserted */
+    int worker;  /* db_conn_worker in the callback */
     int status;
     char error[256];
     atomic_int *done;
@@ -602,12 +603,12 @@ static void test_run_savepoints_share_a_commit(void)
         CHECK_EQ_INT(ops[i].status, i == 7 ? -1 : 0);
         /* each saw the ones before it, and not the failed one's insert */
         CHECK_EQ_INT(ops[i].got, i <= 7 ? i + 1 : i);
-        CHECK_EQ_INT(ops[i].worker, 0);  /* the only worker */
+        CHECK_EQ_INT(ops[i].worker, 0); /* the only worker */
     }
     CHECK_STR(ops[7].error, "op failed on purpose");
     struct db_counters after;
     db_get_counters(db, &after);
-    CHECK_EQ_INT(after.commits - before.commits, 2);  /* the gate's own, then one for all N */
+    CHECK_EQ_INT(after.commits - before.commits, 2); /* the gate's own, then one for all N */
     struct db_result *r = NULL;
     CHECK_EQ_INT(db_query_sync(db, "SELECT COUNT(*), MAX(v) FROM seq", NULL, 0, &r), 0);
     CHECK_EQ_INT(db_cell_int(r, 0, 0), N - 1);
@@ -641,10 +642,10 @@ static void test_txn_shares_the_group_commit(void)
     if (!db)
         return;
     char err[256];
-    CHECK_EQ_INT(db_exec_script(db, "CREATE TABLE acct (id INTEGER PRIMARY KEY, bal INTEGER NOT NULL)", err, sizeof err),
-                 0);
-    CHECK_EQ_INT(db_exec_script(db, "INSERT INTO acct VALUES (1, 100); INSERT INTO acct VALUES (2, 0)", err, sizeof err),
-                 0);
+    CHECK_EQ_INT(
+        db_exec_script(db, "CREATE TABLE acct (id INTEGER PRIMARY KEY, bal INTEGER NOT NULL)", err, sizeof err), 0);
+    CHECK_EQ_INT(
+        db_exec_script(db, "INSERT INTO acct VALUES (1, 100); INSERT INTO acct VALUES (2, 0)", err, sizeof err), 0);
     struct gate g = { .mu = PTHREAD_MUTEX_INITIALIZER, .cv = PTHREAD_COND_INITIALIZER };
     atomic_int done = 0;
     struct seq_op gate_op = { .done = &done }, good = { .done = &done }, bad = { .done = &done },
@@ -681,7 +682,7 @@ static void test_txn_shares_the_group_commit(void)
     CHECK_EQ_INT(plain.status, 0);
     struct db_counters after;
     db_get_counters(db, &after);
-    CHECK_EQ_INT(after.commits - before.commits, 2);  /* the gate's, then one for the three */
+    CHECK_EQ_INT(after.commits - before.commits, 2); /* the gate's, then one for the three */
     struct db_result *r = NULL;
     CHECK_EQ_INT(db_query_sync(db, "SELECT id, bal FROM acct ORDER BY id", NULL, 0, &r), 0);
     CHECK_EQ_INT(r->nrows, 3);

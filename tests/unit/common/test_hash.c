@@ -22,7 +22,9 @@ static void test_crc32_vectors(void)
 
 static void test_md5_vectors(void)
 {
-    static const struct { const char *in, *hex; } v[] = {
+    static const struct {
+        const char *in, *hex;
+    } v[] = {
         { "", "d41d8cd98f00b204e9800998ecf8427e" },
         { "a", "0cc175b9c0f1b6a831c399e269772661" },
         { "abc", "900150983cd24fb0d6963f7d28e17f72" },
@@ -59,8 +61,10 @@ static void test_hash64_spread(void)
     }
     unsigned mn = ~0u, mx = 0;
     for (int i = 0; i < 1024; i++) {
-        if (counts[i] < mn) mn = counts[i];
-        if (counts[i] > mx) mx = counts[i];
+        if (counts[i] < mn)
+            mn = counts[i];
+        if (counts[i] > mx)
+            mx = counts[i];
     }
     CHECK(mn > 50);
     CHECK(mx < 160);
@@ -75,7 +79,9 @@ static void test_hash64_spread(void)
 static void test_ketama_shape(void)
 {
     struct hash_ketama_server s[3] = {
-        { "127.0.0.1", 11211, 1, false }, { "127.0.0.1", 11212, 1, false }, { "127.0.0.1", 11213, 1, false },
+        { "127.0.0.1", 11211, 1, false },
+        { "127.0.0.1", 11212, 1, false },
+        { "127.0.0.1", 11213, 1, false },
     };
     struct hash_ketama k = { 0 };
     CHECK_EQ_INT(hash_ketama_build(&k, s, 3), 0);

@@ -9,15 +9,9 @@
 
 static struct http_msg m;
 
-static int req(const char *s)
-{
-    return http_parse_request(s, strlen(s), NULL, &m);
-}
+static int req(const char *s) { return http_parse_request(s, strlen(s), NULL, &m); }
 
-static int resp(const char *s, enum http_method meth)
-{
-    return http_parse_response(s, strlen(s), meth, NULL, &m);
-}
+static int resp(const char *s, enum http_method meth) { return http_parse_response(s, strlen(s), meth, NULL, &m); }
 
 static void test_simple_get(void)
 {
@@ -40,7 +34,8 @@ static void test_incremental(void)
 {
     const char *s = "POST /x HTTP/1.1\r\nHost: h\r\nContent-Length: 5\r\n\r\nhello";
     size_t head = strlen(s) - 5;
-    for (size_t i = 0; i < head; i++) CHECK_EQ_INT(http_parse_request(s, i, NULL, &m), 0);
+    for (size_t i = 0; i < head; i++)
+        CHECK_EQ_INT(http_parse_request(s, i, NULL, &m), 0);
     CHECK_EQ_INT(http_parse_request(s, head, NULL, &m), (int)head);
     CHECK_EQ_INT(m.body, HTTP_BODY_LENGTH);
     CHECK_EQ_INT(m.content_length, 5);
@@ -72,7 +67,7 @@ static void test_errors(void)
     CHECK_EQ_INT(req("GET /\r\n\r\n"), -1);
     CHECK_EQ_INT(req("\x01\x02garbage"), -1);
     CHECK_EQ_INT(m.error, 400);
-    CHECK_EQ_INT(req("GET / HTTP/1.1\r\nHost : a\r\n\r\n"), -1);  /* space before colon */
+    CHECK_EQ_INT(req("GET / HTTP/1.1\r\nHost : a\r\n\r\n"), -1); /* space before colon */
     CHECK_EQ_INT(req("GET / HTTP/1.1\r\nHost: a\r\n folded\r\n\r\n"), -1);
     CHECK_EQ_INT(req("GET / HTTP/1.1\r\nHost: a\r\nX: a\rb\r\n\r\n"), -1);
     CHECK_EQ_INT(req("GET / HTTP/1.1\r\nHost: a\r\nHost: b\r\n\r\n"), -1);
@@ -178,9 +173,14 @@ static void test_chunked(void)
             size_t cons, off, dl;
             enum http_chunk_result r = http_chunked_step(&c, s + pos, avail, &cons, &off, &dl);
             CHECK(r != HTTP_CHUNK_ERROR);
-            if (r == HTTP_CHUNK_ERROR) break;
-            if (r == HTTP_CHUNK_DATA) { memcpy(out + o, s + pos + off, dl); o += dl; }
-            if (r == HTTP_CHUNK_DONE) done = 1;
+            if (r == HTTP_CHUNK_ERROR)
+                break;
+            if (r == HTTP_CHUNK_DATA) {
+                memcpy(out + o, s + pos + off, dl);
+                o += dl;
+            }
+            if (r == HTTP_CHUNK_DONE)
+                done = 1;
             pos += cons;
         }
         CHECK(done);
@@ -246,7 +246,8 @@ static void test_dates(void)
 static const char *norm(const char *in, bool *slash)
 {
     static char out[256];
-    if (http_path_normalize(in, strlen(in), out, sizeof out, slash) < 0) return NULL;
+    if (http_path_normalize(in, strlen(in), out, sizeof out, slash) < 0)
+        return NULL;
     return out;
 }
 

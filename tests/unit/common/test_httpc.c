@@ -21,9 +21,12 @@
 
 static int srv_fd, srv_port;
 
-static const struct { const char *path, *resp; } canned[] = {
+static const struct {
+    const char *path, *resp;
+} canned[] = {
     { "/len", "HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nhello" },
-    { "/chunked", "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n4\r\nwiki\r\n5;x=y\r\npedia\r\n0\r\nT: v\r\n\r\n" },
+    { "/chunked",
+      "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n4\r\nwiki\r\n5;x=y\r\npedia\r\n0\r\nT: v\r\n\r\n" },
     { "/close", "HTTP/1.0 200 OK\r\n\r\nuntil close" },
     { "/continue", "HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 201 Created\r\nContent-Length: 2\r\n\r\nok" },
     { "/bad", "HTTP/1.1 2OO OK\r\n\r\n" },
@@ -40,7 +43,8 @@ static void *serve_conn(void *arg)
     size_t have = 0;
     for (;;) {
         ssize_t n = read(fd, buf + have, sizeof buf - 1 - have);
-        if (n <= 0) break;
+        if (n <= 0)
+            break;
         have += (size_t)n;
         buf[have] = 0;
         char *end;
@@ -51,16 +55,20 @@ static void *serve_conn(void *arg)
             memmove(buf, buf + used, have - used + 1);
             have -= used;
             for (size_t i = 0; i < sizeof canned / sizeof canned[0]; i++) {
-                if (strcmp(path, canned[i].path)) continue;
+                if (strcmp(path, canned[i].path))
+                    continue;
                 if (canned[i].resp) {
-                    if (write(fd, canned[i].resp, strlen(canned[i].resp)) < 0) break;
+                    if (write(fd, canned[i].resp, strlen(canned[i].resp)) < 0)
+                        break;
                 } else { /* /big: 1 MiB */
                     const char *h = "HTTP/1.1 200 OK\r\nContent-Length: 1048576\r\n\r\n";
-                    if (write(fd, h, strlen(h)) < 0) break;
+                    if (write(fd, h, strlen(h)) < 0)
+                        break;
                     static char mb[65536];
                     memset(mb, 'x', sizeof mb);
                     for (int k = 0; k < 16; k++)
-                        if (write(fd, mb, sizeof mb) < 0) break;
+                        if (write(fd, mb, sizeof mb) < 0)
+                            break;
                 }
                 if (!strcmp(path, "/close")) {
                     close(fd);
@@ -78,7 +86,8 @@ static void *server_main(void *arg)
     (void)arg;
     for (;;) {
         int fd = accept(srv_fd, NULL, NULL);
-        if (fd < 0) return NULL;
+        if (fd < 0)
+            return NULL;
         pthread_t t;
         pthread_create(&t, NULL, serve_conn, (void *)(intptr_t)fd);
         pthread_detach(t);
@@ -160,11 +169,14 @@ static void on_close(struct httpc *hc, enum conn_close_reason why)
     (void)why;
     res.closed = true;
     res.failure = hc->failure;
-    if (hc == keep_hc) keep_hc = NULL;
+    if (hc == keep_hc)
+        keep_hc = NULL;
     next_step();
 }
 
-static const struct httpc_ops ops = { .on_head = on_head, .on_body = on_body, .on_done = on_done, .on_close = on_close };
+static const struct httpc_ops ops = {
+    .on_head = on_head, .on_body = on_body, .on_done = on_done, .on_close = on_close
+};
 
 static void start(const char *path, enum http_method m, bool raw, int port)
 {
@@ -179,7 +191,8 @@ static void start(const char *path, enum http_method m, bool raw, int port)
     }
     hc->raw_body = raw;
     hc->read_ms = 3000;
-    if (step == 4) keep_hc = hc;
+    if (step == 4)
+        keep_hc = hc;
     struct evbuffer *b = evbuffer_new();
     evbuffer_add_printf(b, "%s %s HTTP/1.1\r\nHost: x\r\n\r\n", m == HTTP_M_HEAD ? "HEAD" : "GET", path);
     httpc_request(hc, m, b); /* sent before the connect completes: queued */
@@ -196,38 +209,20 @@ static void next_step(void)
         CHECK(res.done && res.status == 200 && res.body_len == 5 && !memcmp(res.body, "hello", 5));
         CHECK(res.reusable && res.failure == HTTPC_OK);
         break;
-    case 2:
-        CHECK(res.done && res.body_len == 9 && !memcmp(res.body, "wikipedia", 9));
-        break;
+    case 2: CHECK(res.done && res.body_len == 9 && !memcmp(res.body, "wikipedia", 9)); break;
     case 3: {
         const char *raw = "4\r\nwiki\r\n5;x=y\r\npedia\r\n0\r\nT: v\r\n\r\n";
         CHECK(res.done && res.body_len == strlen(raw) && !memcmp(res.body, raw, strlen(raw)));
         break;
     }
-    case 4:
-        CHECK(res.heads == 2 && res.done && res.body_len == 5);
-        break;
-    case 5:
-        CHECK(res.done && !res.reusable && res.body_len == 11 && !memcmp(res.body, "until close", 11));
-        break;
-    case 6:
-        CHECK(res.done && res.status == 201 && res.heads == 1 && res.body_len == 2);
-        break;
-    case 7:
-        CHECK(!res.done && res.failure == HTTPC_BAD_RESPONSE);
-        break;
-    case 8:
-        CHECK(!res.done && res.failure == HTTPC_BAD_RESPONSE);
-        break;
-    case 9:
-        CHECK(!res.done && res.failure == HTTPC_CONNECT_FAILED);
-        break;
-    case 10:
-        CHECK(res.done && res.status == 200 && res.body_len == 0 && res.reusable);
-        break;
-    case 11:
-        CHECK(res.done && res.big_len == 1048576 && resumed);
-        break;
+    case 4: CHECK(res.heads == 2 && res.done && res.body_len == 5); break;
+    case 5: CHECK(res.done && !res.reusable && res.body_len == 11 && !memcmp(res.body, "until close", 11)); break;
+    case 6: CHECK(res.done && res.status == 201 && res.heads == 1 && res.body_len == 2); break;
+    case 7: CHECK(!res.done && res.failure == HTTPC_BAD_RESPONSE); break;
+    case 8: CHECK(!res.done && res.failure == HTTPC_BAD_RESPONSE); break;
+    case 9: CHECK(!res.done && res.failure == HTTPC_CONNECT_FAILED); break;
+    case 10: CHECK(res.done && res.status == 200 && res.body_len == 0 && res.reusable); break;
+    case 11: CHECK(res.done && res.big_len == 1048576 && resumed); break;
     }
     step++;
     switch (step) {
@@ -241,7 +236,10 @@ static void next_step(void)
     case 8: start("/badchunk", HTTP_M_GET, false, srv_port); break;
     case 9: start("/len", HTTP_M_GET, false, dead_port); break;
     case 10: start("/head", HTTP_M_HEAD, false, srv_port); break;
-    case 11: pause_big = true; start("/big", HTTP_M_GET, false, srv_port); break;
+    case 11:
+        pause_big = true;
+        start("/big", HTTP_M_GET, false, srv_port);
+        break;
     default: loop_request_stop(); break;
     }
 }
@@ -258,7 +256,8 @@ static int listen_any(int *port)
     struct sockaddr_in sa = { .sin_family = AF_INET };
     inet_pton(AF_INET, "127.0.0.1", &sa.sin_addr);
     socklen_t sl = sizeof sa;
-    if (bind(fd, (struct sockaddr *)&sa, sl) < 0 || listen(fd, 16) < 0) return -1;
+    if (bind(fd, (struct sockaddr *)&sa, sl) < 0 || listen(fd, 16) < 0)
+        return -1;
     getsockname(fd, (struct sockaddr *)&sa, &sl);
     *port = ntohs(sa.sin_port);
     return fd;

@@ -42,7 +42,8 @@ static void on_request(struct httpd_conn *h, struct http_msg *req)
 static void on_input(struct httpd_conn *h)
 {
     struct evbuffer *body = h->data;
-    if (!body) return;
+    if (!body)
+        return;
     enum httpd_body_result r = httpd_body_read(h, body, 0);
     if (r == HTTPD_BODY_ERROR) {
         evbuffer_free(body);
@@ -50,7 +51,8 @@ static void on_input(struct httpd_conn *h)
         httpd_error(h, 400, "bad body");
         return;
     }
-    if (r != HTTPD_BODY_DONE) return;
+    if (r != HTTPD_BODY_DONE)
+        return;
     bool keep = httpd_can_persist(h);
     httpd_response_head(h, 200, "text/plain", (int64_t)evbuffer_get_length(body), keep, NULL);
     evbuffer_add_buffer(httpd_tx(), body);
@@ -62,7 +64,8 @@ static void on_input(struct httpd_conn *h)
 static void on_close(struct httpd_conn *h, enum conn_close_reason why)
 {
     (void)why;
-    if (h->data) evbuffer_free(h->data);
+    if (h->data)
+        evbuffer_free(h->data);
 }
 
 static const struct httpd_ops ops = { .on_request = on_request, .on_input = on_input, .on_close = on_close };
@@ -97,14 +100,16 @@ static int dial(void)
 static size_t exchange(const char *req, size_t len, char *out, size_t cap)
 {
     int fd = dial();
-    if (fd < 0) return 0;
+    if (fd < 0)
+        return 0;
     if (write(fd, req, len) != (ssize_t)len) {
         close(fd);
         return 0;
     }
     size_t got = 0;
     ssize_t n;
-    while (got < cap - 1 && (n = read(fd, out + got, cap - 1 - got)) > 0) got += (size_t)n;
+    while (got < cap - 1 && (n = read(fd, out + got, cap - 1 - got)) > 0)
+        got += (size_t)n;
     out[got] = 0;
     close(fd);
     return got;
@@ -121,7 +126,8 @@ static int status_of(const char *resp)
 static int count(const char *hay, const char *needle)
 {
     int n = 0;
-    for (const char *p = hay; (p = strstr(p, needle)); p++) n++;
+    for (const char *p = hay; (p = strstr(p, needle)); p++)
+        n++;
     return n;
 }
 
@@ -139,7 +145,8 @@ static bool read_file(const char *rel, char *out, size_t cap)
     char p[512];
     snprintf(p, sizeof p, "%s/%s", root, rel);
     FILE *f = fopen(p, "r");
-    if (!f) return false;
+    if (!f)
+        return false;
     size_t n = fread(out, 1, cap - 1, f);
     out[n] = 0;
     fclose(f);
@@ -147,8 +154,13 @@ static bool read_file(const char *rel, char *out, size_t cap)
 }
 
 static int failures_in_client;
-#define CCHECK(c) do { if (!(c)) { fprintf(stderr, "%s:%d: CHECK(%s) failed\n", __FILE__, __LINE__, #c); \
-    failures_in_client++; } } while (0)
+#define CCHECK(c)                                                                                                      \
+    do {                                                                                                               \
+        if (!(c)) {                                                                                                    \
+            fprintf(stderr, "%s:%d: CHECK(%s) failed\n", __FILE__, __LINE__, #c);                                      \
+            failures_in_client++;                                                                                      \
+        }                                                                                                              \
+    } while (0)
 
 static void *client_main(void *arg)
 {
@@ -192,13 +204,16 @@ static void *client_main(void *arg)
     CCHECK(status_of(r) == 404);
     /* pipelining and keep-alive: three answers in order on one connection */
     EX("GET /a.txt HTTP/1.1\r\nHost: x\r\n\r\nHEAD /a.txt HTTP/1.1\r\nHost: x\r\n\r\n"
-       "GET /sub/in.txt HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n", r);
+       "GET /sub/in.txt HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
+       r);
     CCHECK(count(r, "HTTP/1.1 200 OK") == 3);
     char *third = strstr(r, "inner");
     CCHECK(third && strstr(r, "hello world") && strstr(r, "hello world") < third);
     /* PUT with 100-continue, creating directories */
     files.enable_put = true;
-    EX("PUT /new/dir/p.txt HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\nExpect: 100-continue\r\nConnection: close\r\n\r\nabcde", r);
+    EX("PUT /new/dir/p.txt HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\nExpect: 100-continue\r\nConnection: "
+       "close\r\n\r\nabcde",
+       r);
     CCHECK(strstr(r, "HTTP/1.1 100 Continue\r\n\r\n") && strstr(r, "HTTP/1.1 201 "));
     char fb[256];
     CCHECK(read_file("new/dir/p.txt", fb, sizeof fb) && !strcmp(fb, "abcde"));
@@ -210,7 +225,8 @@ static void *client_main(void *arg)
     CCHECK(!read_file("m2.txt", fb, sizeof fb));
     /* chunked PUT, replacing: 204 */
     EX("PUT /m.txt HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\nConnection: close\r\n\r\n"
-       "2\r\nxy\r\n3;ext=1\r\nzzz\r\n0\r\nTrailer: t\r\n\r\n", r);
+       "2\r\nxy\r\n3;ext=1\r\nzzz\r\n0\r\nTrailer: t\r\n\r\n",
+       r);
     CCHECK(status_of(r) == 204);
     CCHECK(read_file("m.txt", fb, sizeof fb) && !strcmp(fb, "xyzzz"));
     /* as mogstored wants it: synced to disk, answered 200 */
@@ -223,8 +239,8 @@ static void *client_main(void *arg)
     files.put_md5_ok_status = 201;
     files.put_status_body = true;
     EX("PUT /pb.txt HTTP/1.0\r\nContent-Length: 3\r\n\r\nabc", r);
-    CCHECK(status_of(r) == 200 && strstr(r, "Content-Type: text/html\r\n") &&
-           strstr(r, "Content-Length: 18\r\n") && strstr(r, "\r\n\r\n<h1>200 - OK</h1>\n"));
+    CCHECK(status_of(r) == 200 && strstr(r, "Content-Type: text/html\r\n") && strstr(r, "Content-Length: 18\r\n") &&
+           strstr(r, "\r\n\r\n<h1>200 - OK</h1>\n"));
     EX("PUT /pb2.txt HTTP/1.0\r\nContent-Length: 5\r\nContent-MD5: q1a02StAcTrMWviZhdS3hg==\r\n\r\nabcde", r);
     CCHECK(status_of(r) == 201 && strstr(r, "<h1>201 - Created</h1>\n"));
     files.put_md5_ok_status = 0;
@@ -245,7 +261,8 @@ static void *client_main(void *arg)
     CCHECK(status_of(r) == 405);
     /* a body read through httpd_body_read: chunked decoded, then the next request */
     EX("POST /echo HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n4\r\nwiki\r\n5\r\npedia\r\n0\r\n\r\n"
-       "GET /a.txt HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n", r);
+       "GET /a.txt HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
+       r);
     CCHECK(strstr(r, "Content-Length: 9\r\n") && strstr(r, "\r\n\r\nwikipedia") && strstr(r, "hello world"));
     /* concatenated GET: off by default, then as Perlbal's enable_concatenate_get */
     EX("GET /sub/??in.txt,in.txt HTTP/1.0\r\n\r\n", r);
@@ -266,7 +283,8 @@ static void *client_main(void *arg)
     /* a head bomb: 431; a head that never ends: 408 after the deadline */
     static char bomb[40000];
     int bl = snprintf(bomb, sizeof bomb, "GET / HTTP/1.1\r\nHost: x\r\n");
-    while (bl < 30000) bl += snprintf(bomb + bl, sizeof bomb - (size_t)bl, "X-A: %0100d\r\n", 0);
+    while (bl < 30000)
+        bl += snprintf(bomb + bl, sizeof bomb - (size_t)bl, "X-A: %0100d\r\n", 0);
     exchange(bomb, (size_t)bl, r, sizeof r);
     CCHECK(status_of(r) == 431);
     int fd = dial();

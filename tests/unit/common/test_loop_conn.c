@@ -52,9 +52,9 @@ static void close_later(evutil_socket_t fd, short what, void *arg)
     (void)what;
     struct core_conn *c = arg;
     atomic_store(&in_timer, c);
-    conn_set_busy(c, false);          /* after the peer's EOF: this would close */
-    conn_close_after_write(c);        /* nothing queued: this would free */
-    c->requests += 1;                 /* still ours */
+    conn_set_busy(c, false);   /* after the peer's EOF: this would close */
+    conn_close_after_write(c); /* nothing queued: this would free */
+    c->requests += 1;          /* still ours */
     evbuffer_get_length(conn_out(c));
     atomic_store(&in_timer, NULL);
     atomic_fetch_add(&timer_done, 1);
@@ -135,8 +135,9 @@ static bool echo_eof(struct core_conn *c)
     return c->data != NULL;
 }
 
-static const struct conn_ops echo_ops = { .name = "echo", .on_read = echo_read, .on_eof = echo_eof,
-                                          .on_close = echo_close };
+static const struct conn_ops echo_ops = {
+    .name = "echo", .on_read = echo_read, .on_eof = echo_eof, .on_close = echo_close
+};
 
 static void on_accept(struct core_loop *loop, int fd, const struct sockaddr *sa, socklen_t len, void *arg)
 {
@@ -229,21 +230,27 @@ static void *client_main(void *arg)
     /* Many short connections so both loops see some. */
     for (int i = 0; i < 40; i++) {
         int fd = dial();
-        if (fd < 0 || roundtrip(fd, "hello\r\n", buf, sizeof(buf)) <= 0 || strcmp(buf, "ECHO hello\r\n") != 0)
-            { fprintf(stderr, "client failure at line %d: [%s]\n", __LINE__, buf); atomic_fetch_add(&client_failures, 1); }
+        if (fd < 0 || roundtrip(fd, "hello\r\n", buf, sizeof(buf)) <= 0 || strcmp(buf, "ECHO hello\r\n") != 0) {
+            fprintf(stderr, "client failure at line %d: [%s]\n", __LINE__, buf);
+            atomic_fetch_add(&client_failures, 1);
+        }
         /* pipelined + split across writes */
         if (roundtrip(fd, "a\r\nb\nc", buf, sizeof(buf)) <= 0 || strcmp(buf, "ECHO a\r\nECHO b\r\n") != 0) {
             /* the two replies may arrive separately */
             char more[64];
             if (strcmp(buf, "ECHO a\r\n") != 0 || roundtrip(fd, "", more, sizeof(more)) <= 0 ||
-                strcmp(more, "ECHO b\r\n") != 0)
-                { fprintf(stderr, "client failure at line %d: [%s]\n", __LINE__, buf); atomic_fetch_add(&client_failures, 1); }
+                strcmp(more, "ECHO b\r\n") != 0) {
+                fprintf(stderr, "client failure at line %d: [%s]\n", __LINE__, buf);
+                atomic_fetch_add(&client_failures, 1);
+            }
         }
         if (roundtrip(fd, "\r\nquit\r\n", buf, sizeof(buf)) <= 0 || strcmp(buf, "ECHO c\r\nBYE\r\n") != 0) {
             char more[64];
             if (strcmp(buf, "ECHO c\r\n") != 0 || roundtrip(fd, "", more, sizeof(more)) <= 0 ||
-                strcmp(more, "BYE\r\n") != 0)
-                { fprintf(stderr, "client failure at line %d: [%s]\n", __LINE__, buf); atomic_fetch_add(&client_failures, 1); }
+                strcmp(more, "BYE\r\n") != 0) {
+                fprintf(stderr, "client failure at line %d: [%s]\n", __LINE__, buf);
+                atomic_fetch_add(&client_failures, 1);
+            }
         }
         close(fd);
     }
@@ -252,8 +259,10 @@ static void *client_main(void *arg)
     char big[200];
     memset(big, 'x', sizeof(big));
     big[199] = '\0';
-    if (roundtrip(fd, big, buf, sizeof(buf)) <= 0 || strcmp(buf, "TOO LONG\r\n") != 0)
-        { fprintf(stderr, "client failure at line %d: [%s]\n", __LINE__, buf); atomic_fetch_add(&client_failures, 1); }
+    if (roundtrip(fd, big, buf, sizeof(buf)) <= 0 || strcmp(buf, "TOO LONG\r\n") != 0) {
+        fprintf(stderr, "client failure at line %d: [%s]\n", __LINE__, buf);
+        atomic_fetch_add(&client_failures, 1);
+    }
     close(fd);
 
     /* on_eof: a busy conn whose client half-closes is closed at once. */
@@ -261,8 +270,10 @@ static void *client_main(void *arg)
     send(fd, "busy\r\n", 6, 0);
     usleep(50000);
     shutdown(fd, SHUT_WR);
-    if (recv(fd, buf, sizeof(buf), 0) != 0)
-        { fprintf(stderr, "client failure at line %d: busy conn not closed on EOF\n", __LINE__); atomic_fetch_add(&client_failures, 1); }
+    if (recv(fd, buf, sizeof(buf), 0) != 0) {
+        fprintf(stderr, "client failure at line %d: busy conn not closed on EOF\n", __LINE__);
+        atomic_fetch_add(&client_failures, 1);
+    }
     close(fd);
 
     /* A client that half-closes still gets the replies its busy request
@@ -276,8 +287,10 @@ static void *client_main(void *arg)
     while (got < sizeof(buf) - 1 && (r = recv(fd, buf + got, sizeof(buf) - 1 - got, 0)) > 0)
         got += (size_t)r; /* until the server closes */
     buf[got] = '\0';
-    if (strcmp(buf, "LATER 1\r\nLATER 2\r\n") != 0)
-        { fprintf(stderr, "client failure at line %d: [%s]\n", __LINE__, buf); atomic_fetch_add(&client_failures, 1); }
+    if (strcmp(buf, "LATER 1\r\nLATER 2\r\n") != 0) {
+        fprintf(stderr, "client failure at line %d: [%s]\n", __LINE__, buf);
+        atomic_fetch_add(&client_failures, 1);
+    }
     close(fd);
 
     /* Closing from a timer: the conn closes, but only after the timer's
@@ -287,8 +300,10 @@ static void *client_main(void *arg)
         send(fd, "close-later\r\n", 13, 0);
         if (half)
             shutdown(fd, SHUT_WR);
-        if (recv(fd, buf, sizeof(buf), 0) != 0)
-            { fprintf(stderr, "client failure at line %d: close-later not closed\n", __LINE__); atomic_fetch_add(&client_failures, 1); }
+        if (recv(fd, buf, sizeof(buf), 0) != 0) {
+            fprintf(stderr, "client failure at line %d: close-later not closed\n", __LINE__);
+            atomic_fetch_add(&client_failures, 1);
+        }
         close(fd);
     }
 
@@ -296,8 +311,10 @@ static void *client_main(void *arg)
     static char bigbuf[300000];
     fd = dial();
     int nbig = roundtrip(fd, "big 250000\r\n", bigbuf, sizeof(bigbuf));
-    if (nbig != 250002 || bigbuf[0] != 'B' || bigbuf[249999] != 'B')
-        { fprintf(stderr, "client failure at line %d: big reply %d bytes\n", __LINE__, nbig); atomic_fetch_add(&client_failures, 1); }
+    if (nbig != 250002 || bigbuf[0] != 'B' || bigbuf[249999] != 'B') {
+        fprintf(stderr, "client failure at line %d: big reply %d bytes\n", __LINE__, nbig);
+        atomic_fetch_add(&client_failures, 1);
+    }
     close(fd);
 
     /* The gate: with max 2 conns, a third connection is refused. The
@@ -310,8 +327,10 @@ static void *client_main(void *arg)
     roundtrip(a, "x\r\n", buf, sizeof(buf));
     roundtrip(b, "x\r\n", buf, sizeof(buf));
     int c = dial();
-    if (roundtrip(c, "", buf, sizeof(buf)) <= 0 || strcmp(buf, "FULL\r\n") != 0)
-        { fprintf(stderr, "client failure at line %d: [%s]\n", __LINE__, buf); atomic_fetch_add(&client_failures, 1); }
+    if (roundtrip(c, "", buf, sizeof(buf)) <= 0 || strcmp(buf, "FULL\r\n") != 0) {
+        fprintf(stderr, "client failure at line %d: [%s]\n", __LINE__, buf);
+        atomic_fetch_add(&client_failures, 1);
+    }
     close(a);
     close(b);
     close(c);
@@ -327,9 +346,12 @@ static void *client_main(void *arg)
     roundtrip(idle, "x\r\n", buf, sizeof(buf));
     loop_request_stop();
     ssize_t n = recv(idle, buf, sizeof(buf), 0);
-    if (n != 0) fprintf(stderr, "idle recv n=%zd errno=%d\n", n, errno);
     if (n != 0)
-        { fprintf(stderr, "client failure at line %d: [%s]\n", __LINE__, buf); atomic_fetch_add(&client_failures, 1); }
+        fprintf(stderr, "idle recv n=%zd errno=%d\n", n, errno);
+    if (n != 0) {
+        fprintf(stderr, "client failure at line %d: [%s]\n", __LINE__, buf);
+        atomic_fetch_add(&client_failures, 1);
+    }
     close(idle);
     return NULL;
 }

@@ -43,7 +43,7 @@
 #include "tests/unit/common/test_cert.h"
 #include "tests/unit/unit.h"
 
-static char dir[] = "/tmp/test_net.XXXXXX";  /* short: unix socket paths live here */
+static char dir[] = "/tmp/test_net.XXXXXX"; /* short: unix socket paths live here */
 
 static int tcp_connect(int port)
 {
@@ -93,7 +93,7 @@ static int srv_read(struct core_conn *c)
             evbuffer_add_printf(conn_out(c), "PROCEED\n");
             if (conn_start_tls(c, server_ctx, true, NULL) != 0)
                 return -1;
-            return 0;  /* what follows is TLS: the filter has it now */
+            return 0; /* what follows is TLS: the filter has it now */
         } else
             evbuffer_add_printf(conn_out(c), "%s%s\n", conn_is_tls(c) ? "TLS " : "", copy);
     }
@@ -175,7 +175,7 @@ static void start_refused(void *arg)
     struct rlimit old, low;
     getrlimit(RLIMIT_NOFILE, &old);
     int probe = dup(0);
-    low.rlim_cur = (rlim_t)probe;  /* every descriptor from here on fails */
+    low.rlim_cur = (rlim_t)probe; /* every descriptor from here on fails */
     low.rlim_max = old.rlim_max;
     close(probe);
     setrlimit(RLIMIT_NOFILE, &low);
@@ -224,7 +224,7 @@ static int host_read(struct core_conn *c)
     evbuffer_remove(conn_in(c), s->got + s->got_len, n);
     s->got_len += n;
     if (strstr(s->got, "PONG\n"))
-        return -1;  /* done: close */
+        return -1; /* done: close */
     return 0;
 }
 
@@ -312,7 +312,7 @@ static void rt_close(void *arg)
         return;
     }
     listen_close(rt_listener);
-    listen_close(rt_listener);  /* twice is harmless */
+    listen_close(rt_listener); /* twice is harmless */
     atomic_store(&rt_phase, 3);
 }
 
@@ -336,7 +336,7 @@ static void test_listen_at_run_time(void)
     loop_free();
     char want[64];
     snprintf(want, sizeof want, "127.0.0.1:%d", rt_port);
-    CHECK_STR(rt_bound, want);  /* a bare port binds loopback */
+    CHECK_STR(rt_bound, want); /* a bare port binds loopback */
     CHECK_EQ_INT(host_state.connects_ok, 1);
     CHECK(strstr(host_state.got, "PONG") != NULL);
 }
@@ -359,7 +359,7 @@ static void idle_accept(struct core_loop *loop, int fd, const struct sockaddr *s
     (void)arg;
     struct core_conn *c = conn_new(loop, fd, sa, salen, &idle_ops, NULL);
     conn_set_timeouts(c, 100, 0);
-    conn_set_timeouts(c, 0, 0);  /* userdbd's case: no idle timeout after all */
+    conn_set_timeouts(c, 0, 0); /* userdbd's case: no idle timeout after all */
     atomic_fetch_add(&idle_accepted, 1);
 }
 
@@ -380,10 +380,10 @@ static void *idle_client(void *arg)
     int fd = -1;
     for (int i = 0; i < 200 && (fd = tcp_connect(idle_port)) < 0; i++)
         usleep(5000);
-    usleep(400000);  /* four times the timeout that was switched off */
+    usleep(400000); /* four times the timeout that was switched off */
     char buf[16];
     CHECK_EQ_INT(write(fd, "PING\n", 5), 5);
-    CHECK_EQ_INT(read(fd, buf, sizeof buf), 5);  /* still served */
+    CHECK_EQ_INT(read(fd, buf, sizeof buf), 5); /* still served */
     close(fd);
     loop_request_stop();
     return NULL;
@@ -449,7 +449,7 @@ static void dial_start(void *arg)
     for (int i = 0; i < 3; i++)
         CHECK(conn_connect_host(loop_current(), dials[i].name, dial_port, &dial_ops, &dials[i]) != NULL);
     errno = 0;
-    CHECK(conn_connect_host(loop_current(), "", dial_port, &dial_ops, NULL) == NULL);  /* nothing called */
+    CHECK(conn_connect_host(loop_current(), "", dial_port, &dial_ops, NULL) == NULL); /* nothing called */
     CHECK_EQ_INT(errno, EINVAL);
 }
 
@@ -479,7 +479,7 @@ static void test_dial_every_address(void)
         CHECK_STR(dials[i].peer, want);
     }
     CHECK_EQ_INT(dials[2].connects_ok, 0);
-    CHECK_EQ_INT(dials[2].connects_failed, 1);  /* once, after its one address */
+    CHECK_EQ_INT(dials[2].connects_failed, 1); /* once, after its one address */
     CHECK_EQ_INT(dials[2].closes, 1);
     CHECK(strstr(dials[2].error, "refused") != NULL);
 }
@@ -520,7 +520,7 @@ static void test_busy_port_refused(void)
     CHECK(b != NULL);
     close(held);
     listen_close_all();
-    loop_free();  /* runs the queued closes */
+    loop_free(); /* runs the queued closes */
     /* closed: the port is free again */
     int again = socket(AF_INET, SOCK_STREAM, 0);
     sin.sin_port = htons((uint16_t)port);
@@ -542,7 +542,7 @@ static void test_unix_paths(void)
     CHECK(listen_open(spec, 0, NULL, srv_accept, NULL, NULL, err, sizeof err) == NULL);
     CHECK(strstr(err, "not a socket") != NULL);
     struct stat st;
-    CHECK(stat(path, &st) == 0 && S_ISREG(st.st_mode) && st.st_size == 8);  /* untouched */
+    CHECK(stat(path, &st) == 0 && S_ISREG(st.st_mode) && st.st_size == 8); /* untouched */
     /* a stale socket (its owner died without removing it) is replaced */
     snprintf(path, sizeof path, "%s/stale.sock", dir);
     int s = socket(AF_UNIX, SOCK_STREAM, 0);
@@ -613,7 +613,7 @@ static void emfile_start(void *arg)
     struct listen_opts o = { .single_loop = true };
     CHECK(listen_open(spec, 0, &o, srv_accept, NULL, NULL, err, sizeof err) != NULL);
     for (int i = 0; i < 4; i++)
-        emfile_clients[i] = tcp_connect(emfile_port);  /* queue in the backlog */
+        emfile_clients[i] = tcp_connect(emfile_port); /* queue in the backlog */
     getrlimit(RLIMIT_NOFILE, &emfile_old);
     struct rlimit low = emfile_old;
     int probe = dup(0);
@@ -643,7 +643,7 @@ static void test_emfile_pauses_accepting(void)
     /* 400 ms without descriptors at 100 ms per pause: a handful of tries, not a spin */
     CHECK(pauses >= 1);
     CHECK(pauses <= 10);
-    CHECK_EQ_INT(atomic_load(&accepted), 4);  /* accepted once descriptors were back */
+    CHECK_EQ_INT(atomic_load(&accepted), 4); /* accepted once descriptors were back */
 }
 
 /* ---- STARTTLS ---- */
@@ -664,10 +664,10 @@ static int tls_cl_read(struct core_conn *c)
         s->step = 2;
         if (conn_start_tls(c, s->ctx, false, s->sni) != 0)
             return -1;
-        evbuffer_add_printf(conn_out(c), "SECRET\n");  /* waits for the handshake */
+        evbuffer_add_printf(conn_out(c), "SECRET\n"); /* waits for the handshake */
     }
     if (strstr(s->got, "TLS SECRET\n"))
-        return -1;  /* done */
+        return -1; /* done */
     return 0;
 }
 
@@ -693,10 +693,11 @@ static void tls_cl_tls(struct core_conn *c, bool ok)
     }
 }
 
-static const struct conn_ops tls_cl_ops = {
-    .name = "tls-client", .on_read = tls_cl_read, .on_connect = tls_cl_connect, .on_close = cl_close,
-    .on_tls = tls_cl_tls
-};
+static const struct conn_ops tls_cl_ops = { .name = "tls-client",
+                                            .on_read = tls_cl_read,
+                                            .on_connect = tls_cl_connect,
+                                            .on_close = cl_close,
+                                            .on_tls = tls_cl_tls };
 
 static void tls_start(void *arg)
 {
@@ -748,13 +749,13 @@ static void *pipelined_client(void *ctx)
     SSL_set1_host(ssl, "localhost");
     BIO *rb = BIO_new(BIO_s_mem()), *wb = BIO_new(BIO_s_mem());
     SSL_set_bio(ssl, rb, wb);
-    SSL_connect(ssl);  /* wants to read: the ClientHello is in wb */
+    SSL_connect(ssl); /* wants to read: the ClientHello is in wb */
     char hello[4096];
     int hn = BIO_read(wb, hello, sizeof hello);
     char msg[4200];
     memcpy(msg, "PING\nSTARTTLS\n", 14);
     memcpy(msg + 14, hello, (size_t)hn);
-    ssize_t w = write(fd, msg, 14 + (size_t)hn);  /* one write: command + TLS */
+    ssize_t w = write(fd, msg, 14 + (size_t)hn); /* one write: command + TLS */
     CHECK(w == 14 + hn);
     char plain[14] = "";
     size_t got = 0;
@@ -765,7 +766,7 @@ static void *pipelined_client(void *ctx)
         got += (size_t)n;
     }
     BIO *sb = BIO_new_socket(fd, BIO_NOCLOSE);
-    SSL_set_bio(ssl, sb, sb);  /* the rest of the handshake over the socket */
+    SSL_set_bio(ssl, sb, sb); /* the rest of the handshake over the socket */
     char reply[64] = "";
     if (SSL_connect(ssl) == 1 && SSL_write(ssl, "SECRET\n", 7) == 7) {
         int n = 0, r;
@@ -801,7 +802,7 @@ static void test_starttls(void)
     snprintf(key, sizeof key, "%s/key.pem", dir);
     CHECK_EQ_INT(test_make_cert(cert, key), 0);
     server_ctx = tls_server_ctx_new(cert, key, NULL, err, sizeof err);
-    client_ctx_verify = tls_client_ctx_new(cert, true, NULL, NULL, err, sizeof err);  /* trusts our CA */
+    client_ctx_verify = tls_client_ctx_new(cert, true, NULL, NULL, err, sizeof err); /* trusts our CA */
     client_ctx_ok = tls_client_ctx_new(NULL, false, NULL, NULL, err, sizeof err);
     CHECK(server_ctx && client_ctx_verify && client_ctx_ok);
     CHECK(tls_client_ctx_new("/nonexistent/ca.pem", true, NULL, NULL, err, sizeof err) == NULL);

@@ -20,7 +20,7 @@ static void test_parse_u64_strict(void)
     v = 7;
     CHECK_EQ_INT(parse_u64_str("18446744073709551616", 0, UINT64_MAX, &v), NUM_RANGE);
     CHECK_EQ_INT(parse_u64_str("99999999999999999999999", 0, UINT64_MAX, &v), NUM_RANGE);
-    CHECK_EQ_INT(v, 7);  /* untouched on failure */
+    CHECK_EQ_INT(v, 7); /* untouched on failure */
     /* what strtoull would accept */
     CHECK_EQ_INT(parse_u64_str("-1", 0, UINT64_MAX, &v), NUM_INVALID);
     CHECK_EQ_INT(parse_u64_str(" 1", 0, UINT64_MAX, &v), NUM_INVALID);
@@ -67,7 +67,7 @@ static void test_bytes(void)
     unsigned char b[16] = { 0 };
     put_be16(b, 0x0102);
     CHECK(b[0] == 1 && b[1] == 2);
-    put_be32(b + 1, 0x01020304);  /* unaligned */
+    put_be32(b + 1, 0x01020304); /* unaligned */
     CHECK(b[1] == 1 && b[2] == 2 && b[3] == 3 && b[4] == 4);
     CHECK(get_be32(b + 1) == 0x01020304);
     put_be64(b + 3, 0x0102030405060708ULL);
@@ -106,11 +106,12 @@ static void test_list(void)
         CHECK(list_linked(&it[i].node));
     }
     list_del(&it[2].node);
-    list_del(&it[2].node);  /* twice is harmless */
+    list_del(&it[2].node); /* twice is harmless */
     list_add_head(&head, &it[2].node);
     int want[] = { 2, 0, 1, 3, 4 }, n = 0;
     struct list_node *pos, *tmp;
-    list_for_each(pos, &head) {
+    list_for_each(pos, &head)
+    {
         CHECK_EQ_INT(list_entry(pos, struct item, node)->v, want[n]);
         n++;
     }
@@ -124,7 +125,8 @@ static void test_list(void)
     CHECK(list_empty(&head));
     int want2[] = { 1, 2, 0, 4 };
     n = 0;
-    list_for_each(pos, &other) {
+    list_for_each(pos, &other)
+    {
         CHECK_EQ_INT(list_entry(pos, struct item, node)->v, want2[n]);
         n++;
     }
@@ -140,7 +142,7 @@ static void test_clock(void)
     nanosleep(&ts, NULL);
     uint64_t b = clock_now_us();
     CHECK(b >= a + 20000);
-    CHECK(b < a + 5 * 1000 * 1000);  /* sanity, not a timing threshold */
+    CHECK(b < a + 5 * 1000 * 1000); /* sanity, not a timing threshold */
     CHECK(clock_now_ms() >= ms + 20);
     CHECK(clock_now_ns() / 1000 >= b);
     CHECK(clock_wall() > 1.7e9);

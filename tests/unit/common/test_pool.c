@@ -26,14 +26,15 @@ static int nnodes;
 static struct fake_member *started[64];
 static int nstarted, next_id, nclosed, assigned_order[16], nassigned;
 
-#define MEMBER_OF(x) ((struct fake_member *)((char *)(x) - offsetof(struct fake_member, m)))
-#define WAITER_OF(x) ((struct fake_waiter *)((char *)(x) - offsetof(struct fake_waiter, w)))
+#define MEMBER_OF(x) ((struct fake_member *)((char *)(x)-offsetof(struct fake_member, m)))
+#define WAITER_OF(x) ((struct fake_waiter *)((char *)(x)-offsetof(struct fake_waiter, w)))
 
 static struct pool_member *op_connect(struct pool *p)
 {
     (void)p;
     struct pool_node *n = pool_pick(nodes, nnodes);
-    if (!n) return NULL;
+    if (!n)
+        return NULL;
     struct fake_member *f = calloc(1, sizeof *f);
     f->m.node = n;
     f->id = ++next_id;
@@ -62,12 +63,16 @@ static void op_close(struct pool *p, struct pool_member *m)
 }
 
 static const struct pool_ops ops = {
-    .connect = op_connect, .assign = op_assign, .fail = op_fail, .close = op_close,
+    .connect = op_connect,
+    .assign = op_assign,
+    .fail = op_fail,
+    .close = op_close,
 };
 
 static void reset(void)
 {
-    for (int i = 0; i < nstarted; i++) free(started[i]);
+    for (int i = 0; i < nstarted; i++)
+        free(started[i]);
     nstarted = next_id = nclosed = nassigned = 0;
 }
 
@@ -93,12 +98,12 @@ static void test_node_parse(void)
     CHECK_EQ_INT((int)n.salen, 0);
     CHECK_EQ_INT(pool_node_init_host(&n, "web", 81), 0);
     CHECK_STR(n.name, "web:81");
-    CHECK_EQ_INT(pool_node_init_host(&n, "10.0.0.1:5", 80), 0);  /* numbers stay addresses */
+    CHECK_EQ_INT(pool_node_init_host(&n, "10.0.0.1:5", 80), 0); /* numbers stay addresses */
     CHECK_STR(n.host, "");
     CHECK(n.salen > 0);
     CHECK_EQ_INT(pool_node_init_host(&n, "localhost:7", 80), 0);
     CHECK_STR(n.name, "127.0.0.1:7");
-    CHECK_EQ_INT(pool_node_init_host(&n, "1.2.3:80", 80), -1);   /* no letter: not a name */
+    CHECK_EQ_INT(pool_node_init_host(&n, "1.2.3:80", 80), -1); /* no letter: not a name */
     CHECK_EQ_INT(pool_node_init_host(&n, "bad_name:80", 80), -1);
     CHECK_EQ_INT(pool_node_init_host(&n, "-x.org:80", 80), -1);
     CHECK_EQ_INT(pool_node_init_host(&n, "a..b:80", 80), -1);
@@ -263,13 +268,13 @@ static void test_member_bound_makes_waiters_wait(void)
     struct fake_waiter w1 = { .id = 1 }, w2 = { .id = 2 }, w3 = { .id = 3 };
     pool_request(&p, &w1.w, 1, false);
     pool_request(&p, &w2.w, 1, false);
-    CHECK_EQ_INT(nstarted, 1);          /* the bound: one connection only */
+    CHECK_EQ_INT(nstarted, 1); /* the bound: one connection only */
     CHECK_EQ_INT(p.nmembers, 1);
     pool_ready(&p, &started[0]->m);
     CHECK(w1.got == started[0]);
-    pool_kick(&p);                      /* nothing pending or idle, but a member is busy */
+    pool_kick(&p); /* nothing pending or idle, but a member is busy */
     CHECK(!w2.failed && pool_queued(&w2.w));
-    pool_ready(&p, &started[0]->m);     /* w1 done: the same connection serves w2 */
+    pool_ready(&p, &started[0]->m); /* w1 done: the same connection serves w2 */
     CHECK(w2.got == started[0]);
     pool_request(&p, &w3.w, 1, false);
     CHECK(pool_queued(&w3.w) && nstarted == 1);

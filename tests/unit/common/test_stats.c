@@ -51,7 +51,7 @@ static void test_histogram(void)
 {
     static struct stats_hist h;
     for (int i = 0; i < 90; i++)
-        stats_hist_record(&h, 100);  /* bucket [64,128) */
+        stats_hist_record(&h, 100); /* bucket [64,128) */
     for (int i = 0; i < 10; i++)
         stats_hist_record(&h, 5000); /* bucket [4096,8192) */
     CHECK_EQ_INT(stats_hist_quantile(&h, 0.5), 128);
@@ -65,10 +65,10 @@ static void test_histogram(void)
 /* Typed metrics: HELP/TYPE once per family, counters end in _total, labels
  * escaped, console names kept, console-only and Prometheus-only values. */
 static const struct stats_desc d_gets = { "cmd_get", "commands", STATS_COUNTER, "Commands by kind.", 0 },
-                                d_bytes = { "bytes", "current_bytes", STATS_GAUGE, "Bytes \\ in use\nnow.", 0 },
-                                d_cpu = { "rusage_user", "", STATS_COUNTER, NULL, 6 },
-                                d_only_prom = { NULL, "up", STATS_GAUGE, "Is it up.", 0 },
-                                d_already = { "hits_total", NULL, STATS_COUNTER, NULL, 0 };
+                               d_bytes = { "bytes", "current_bytes", STATS_GAUGE, "Bytes \\ in use\nnow.", 0 },
+                               d_cpu = { "rusage_user", "", STATS_COUNTER, NULL, 6 },
+                               d_only_prom = { NULL, "up", STATS_GAUGE, "Is it up.", 0 },
+                               d_already = { "hits_total", NULL, STATS_COUNTER, NULL, 0 };
 
 static struct stats_hist latency;
 
@@ -79,7 +79,7 @@ static void src_typed(struct stats_sink *s, void *arg)
     static const struct stats_label odd[] = { { "command", "a\"b\\c\nd" }, { "bad-name", "x" } };
     stats_u64(s, "dup", 1);
     stats_emit(s, &d_bytes, 1024);
-    stats_u64(s, "dup", 2);  /* again, elsewhere: Prometheus keeps the first */
+    stats_u64(s, "dup", 2); /* again, elsewhere: Prometheus keeps the first */
     stats_emit_labels(s, &d_gets, get_hit, 2, 7);
     stats_emit_labels(s, &d_gets, odd, 2, 1);
     stats_emit(s, &d_cpu, 0.25);
@@ -98,16 +98,17 @@ static void test_typed_prometheus(void)
     CHECK(strstr(t, "STAT bytes 1024\r\n") != NULL);
     CHECK(strstr(t, "STAT rusage_user 0.250000\r\n") != NULL);
     CHECK(strstr(t, "STAT hits_total 3\r\n") != NULL);
-    CHECK(strstr(t, "cmd_get") == NULL);   /* labelled: Prometheus only */
-    CHECK(strstr(t, "STAT up ") == NULL);   /* Prometheus only */
+    CHECK(strstr(t, "cmd_get") == NULL);  /* labelled: Prometheus only */
+    CHECK(strstr(t, "STAT up ") == NULL); /* Prometheus only */
     evbuffer_drain(b, evbuffer_get_length(b));
     stats_render_prometheus(b, "mc");
     char *p = text(b);
-    CHECK(strstr(p, "# HELP mc_current_bytes Bytes \\\\ in use\\nnow.\n# TYPE mc_current_bytes gauge\nmc_current_bytes 1024\n") != NULL);
+    CHECK(strstr(p, "# HELP mc_current_bytes Bytes \\\\ in use\\nnow.\n# TYPE mc_current_bytes gauge\nmc_current_bytes "
+                    "1024\n") != NULL);
     CHECK(strstr(p, "# HELP mc_commands_total Commands by kind.\n# TYPE mc_commands_total counter\n"
                     "mc_commands_total{command=\"get\",status=\"hit\"} 7\n"
                     "mc_commands_total{command=\"a\\\"b\\\\c\\nd\",bad_name=\"x\"} 1\n") != NULL);
-    CHECK(strstr(p, "0.25") == NULL);     /* console only */
+    CHECK(strstr(p, "0.25") == NULL); /* console only */
     CHECK(strstr(p, "# TYPE mc_up gauge\nmc_up 1\n") != NULL);
     CHECK(strstr(p, "mc_hits_total 3\n") != NULL);
     CHECK(strstr(p, "hits_total_total") == NULL);

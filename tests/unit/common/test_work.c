@@ -84,7 +84,7 @@ static void test_done_runs_on_submitting_loop(void)
     }
     CHECK_EQ_INT(bad_loop, 0);
     CHECK_EQ_INT(bad_thread, 0);
-    CHECK_EQ_INT(on_loop_thread, 0);  /* fn never ran on the loop */
+    CHECK_EQ_INT(on_loop_thread, 0); /* fn never ran on the loop */
     struct work_counters c;
     work_get_counters(pool, &c);
     CHECK_EQ_INT(c.submitted, NJOBS);
@@ -101,7 +101,9 @@ static void test_done_runs_on_submitting_loop(void)
 static pthread_mutex_t order_mu = PTHREAD_MUTEX_INITIALIZER;
 static int order[100], norder, wrong_thread;
 
-struct pinned { int i; };
+struct pinned {
+    int i;
+};
 
 static void pinned_fn(void *arg)
 {
@@ -125,9 +127,9 @@ static void test_pinned_order(void)
         CHECK_EQ_INT(work_submit_to(p, 2, NULL, pinned_fn, NULL, x), 0);
     }
     errno = 0;
-    CHECK_EQ_INT(work_submit_to(p, 3, NULL, pinned_fn, NULL, NULL), -1);  /* no such thread */
+    CHECK_EQ_INT(work_submit_to(p, 3, NULL, pinned_fn, NULL, NULL), -1); /* no such thread */
     CHECK_EQ_INT(errno, EINVAL);
-    work_pool_free(p);  /* runs everything queued */
+    work_pool_free(p); /* runs everything queued */
     CHECK_EQ_INT(norder, 100);
     for (int i = 0; i < norder; i++)
         CHECK_EQ_INT(order[i], i);
@@ -240,14 +242,14 @@ static void test_post_and_flush(void)
     CHECK_EQ_INT(loop_run(), 0);
     pthread_join(t, NULL);
     CHECK_EQ_INT(atomic_load(&posted_ran), 50);
-    CHECK(pthread_equal(posted_thread, pthread_self()));  /* loop 0 runs on this thread */
+    CHECK(pthread_equal(posted_thread, pthread_self())); /* loop 0 runs on this thread */
     /* messages left in a mailbox of a stopped loop run on flush, only the owner's */
     struct work_msg a = { .run = flushed_run, .owner = &owner_tag }, b = { .run = flushed_run, .owner = &flushed };
     work_post_msg(loop_get(0), &a);
     work_post_msg(loop_get(0), &b);
     work_mailbox_flush(&owner_tag);
     CHECK_EQ_INT(flushed, 1);
-    loop_free();  /* runs the queued doorbell: b */
+    loop_free(); /* runs the queued doorbell: b */
     CHECK_EQ_INT(flushed, 2);
 }
 

@@ -50,10 +50,7 @@ static int on_stanza(void *arg, struct dj_stanza *st)
 static const struct dj_xml_cbs cbs = { on_stream, on_stanza };
 static const struct dj_xml_limits lim = { .max_stanza = 2048, .max_depth = 8, .max_attrs = 8 };
 
-static enum dj_xml_error feed_all(struct dj_xml *x, const char *s)
-{
-    return dj_xml_feed(x, s, strlen(s));
-}
+static enum dj_xml_error feed_all(struct dj_xml *x, const char *s) { return dj_xml_feed(x, s, strlen(s)); }
 
 static void test_stream_and_stanzas(void)
 {
@@ -62,8 +59,7 @@ static void test_stream_and_stanzas(void)
     CHECK_EQ_INT(feed_all(x, HDR), DJ_XML_OK);
     CHECK_EQ_INT(g.streams, 1);
     CHECK_STR(g.to, "example.com");
-    CHECK_EQ_INT(feed_all(x, "<message to='a@b' type='chat'><body>x &lt; y &amp; &#x41;</body></message>"),
-                 DJ_XML_OK);
+    CHECK_EQ_INT(feed_all(x, "<message to='a@b' type='chat'><body>x &lt; y &amp; &#x41;</body></message>"), DJ_XML_OK);
     CHECK_EQ_INT(g.stanzas, 1);
     CHECK_STR(g.last, "<message to='a@b' type='chat'><body>x &lt; y &amp; A</body></message>");
     CHECK_EQ_INT(feed_all(x, "</stream:stream>"), DJ_XML_CLOSED);

@@ -210,7 +210,7 @@ static void test_text(void)
     CHECK_EQ_INT(classify("show unique jobs").cmd, GM_TEXT_SHOW_UNIQUE_JOBS);
     CHECK_EQ_INT(classify("show bogus").cmd, GM_TEXT_SHOW_UNKNOWN);
     CHECK_EQ_INT(classify("show").cmd, GM_TEXT_OTHER);
-    CHECK_EQ_INT(classify("show settings").cmd, GM_TEXT_SHOW_UNKNOWN);  /* as gearmand; the console has its own */
+    CHECK_EQ_INT(classify("show settings").cmd, GM_TEXT_SHOW_UNKNOWN); /* as gearmand; the console has its own */
     t = classify("cancel job H:x:1");
     CHECK_EQ_INT(t.cmd, GM_TEXT_CANCEL_JOB);
     CHECK_STR(t.arg[0], "H:x:1");

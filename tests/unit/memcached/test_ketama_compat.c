@@ -53,8 +53,9 @@ static void test_three_servers_default_port(void)
 
 static void test_other_ports_and_names(void)
 {
-    struct srv s[] = { { "127.0.0.1", 22122, 1 }, { "127.0.0.1", 22123, 1 }, { "cache-a", 11211, 1 },
-                       { "cache-b", 40000, 1 } };
+    struct srv s[] = {
+        { "127.0.0.1", 22122, 1 }, { "127.0.0.1", 22123, 1 }, { "cache-a", 11211, 1 }, { "cache-b", 40000, 1 }
+    };
     compare(s, 4, 20000);
 }
 

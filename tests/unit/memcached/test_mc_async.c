@@ -52,7 +52,7 @@ static void done(const struct mc_async_result *r, void *arg)
     if (e->value)
         CHECK_EQ_INT(r->value, e->value);
     if (--waiting == 0 && after)
-        loop_call(loop, after, NULL);   /* the next phase, outside the callback */
+        loop_call(loop, after, NULL); /* the next phase, outside the callback */
 }
 
 #define E(...) (&(struct expect){ __VA_ARGS__ })
@@ -146,10 +146,12 @@ static void phase_pipeline(void *unused)
         if (i % 2 == 0) {
             pipe_e[i] = (struct expect){ .rc = MC_CLIENT_OK };
             CHECK_EQ_INT(mc_async_store(A, MC_ASYNC_SET, key, (size_t)n, pipe_vals[i], strlen(pipe_vals[i]), 0, 0, 0,
-                                        done, &pipe_e[i]), MC_CLIENT_OK);
+                                        done, &pipe_e[i]),
+                         MC_CLIENT_OK);
         } else {
             snprintf(key, sizeof key, "p:%d", i - 1);
-            pipe_e[i] = (struct expect){ .rc = MC_CLIENT_OK, .data = pipe_vals[i - 1], .len = strlen(pipe_vals[i - 1]) };
+            pipe_e[i] =
+                (struct expect){ .rc = MC_CLIENT_OK, .data = pipe_vals[i - 1], .len = strlen(pipe_vals[i - 1]) };
             CHECK_EQ_INT(mc_async_get(A, key, strlen(key), done, &pipe_e[i]), MC_CLIENT_OK);
         }
     }
@@ -195,7 +197,7 @@ static void phase_ops(void *unused)
     ops[k] = (struct expect){ .rc = MC_CLIENT_NOT_FOUND };
     CHECK_EQ_INT(mc_async_arith(A, true, "nope", 4, 1, done, &ops[k++]), 0);
     ops[k] = (struct expect){ .rc = MC_CLIENT_SERVER_ERROR };
-    CHECK_EQ_INT(mc_async_arith(A, true, "k1", 2, 1, done, &ops[k++]), 0);   /* not a number */
+    CHECK_EQ_INT(mc_async_arith(A, true, "k1", 2, 1, done, &ops[k++]), 0); /* not a number */
     ops[k] = (struct expect){ .rc = MC_CLIENT_OK };
     CHECK_EQ_INT(mc_async_touch(A, "n", 1, 100, done, &ops[k++]), 0);
     ops[k] = (struct expect){ .rc = MC_CLIENT_NOT_FOUND };
@@ -235,7 +237,7 @@ static void start_memcached(void)
         execl(bin, bin, "-s", sock_path, "-t", "1", (char *)NULL);
         _exit(127);
     }
-    for (int i = 0; i < 500; i++) {   /* up to 5 s for the socket to answer */
+    for (int i = 0; i < 500; i++) { /* up to 5 s for the socket to answer */
         int fd = socket(AF_UNIX, SOCK_STREAM, 0);
         struct sockaddr_un sun = { .sun_family = AF_UNIX };
         snprintf(sun.sun_path, sizeof sun.sun_path, "%s", sock_path);
@@ -251,7 +253,7 @@ static void start_memcached(void)
 static void test_async_client(void)
 {
     start_memcached();
-    alarm(60);   /* a hang is a failure, not a stuck make test */
+    alarm(60); /* a hang is a failure, not a stuck make test */
     CHECK(loop_init(1) == 0);
     loop = loop_get(0);
     loop_call(loop, phase_ops, NULL);

@@ -109,15 +109,15 @@ static void test_text_noreply_on_bad_lines(void)
     CHECK(r.noreply);
     CHECK_EQ_INT(tp("incr k x noreply\r\n", &r), MC_PARSE_ERROR);
     CHECK(r.noreply);
-    CHECK_EQ_INT(tp("set k 0 noreply\r\n", &r), MC_PARSE_ERROR);   /* wrong token count */
+    CHECK_EQ_INT(tp("set k 0 noreply\r\n", &r), MC_PARSE_ERROR); /* wrong token count */
     CHECK(!r.noreply);
     CHECK_STR(r.error, "ERROR");
-    CHECK_EQ_INT(tp("set k 0 0 1 extra\r\n", &r), MC_PARSE_OK);      /* extra token ignored */
+    CHECK_EQ_INT(tp("set k 0 0 1 extra\r\n", &r), MC_PARSE_OK); /* extra token ignored */
     CHECK(!r.noreply);
     CHECK_EQ_INT(tp("set k 0 0 2147483647\r\n", &r), MC_PARSE_ERROR); /* + CRLF overflows an int */
     CHECK_STR(r.error, "CLIENT_ERROR bad command line format");
     CHECK_EQ_INT(tp("set k 0 0 2147483645\r\n", &r), MC_PARSE_OK);
-    CHECK_EQ_INT(tp("GET / HTTP/1.0\r\n", &r), MC_PARSE_ERROR);      /* silent close */
+    CHECK_EQ_INT(tp("GET / HTTP/1.0\r\n", &r), MC_PARSE_ERROR); /* silent close */
     CHECK(r.close && r.noreply);
 }
 
@@ -174,7 +174,7 @@ static void test_meta(void)
     CHECK_EQ_INT(m.swallow, 4);
     CHECK_EQ_INT(mp("ms foo bar", &m), MC_PARSE_ERROR);
     CHECK_STR(m.error, "CLIENT_ERROR bad command line format");
-    CHECK_EQ_INT(mp("ms foo 2 S", &m), MC_PARSE_ERROR);          /* not an ms flag */
+    CHECK_EQ_INT(mp("ms foo 2 S", &m), MC_PARSE_ERROR); /* not an ms flag */
     CHECK_STR(m.error, "CLIENT_ERROR invalid flag");
     CHECK_EQ_INT(m.swallow, 4);
     CHECK_EQ_INT(mp("mg", &m), MC_PARSE_ERROR);
@@ -229,10 +229,10 @@ static void test_binary(void)
     memset(pkt, 0, sizeof pkt);
     pkt[0] = 0x80;
     pkt[1] = MC_BIN_SET;
-    pkt[3] = 3;            /* keylen */
-    pkt[4] = 8;            /* extlen */
-    pkt[11] = 8 + 3 + 2;   /* bodylen */
-    pkt[15] = 7;           /* opaque */
+    pkt[3] = 3;          /* keylen */
+    pkt[4] = 8;          /* extlen */
+    pkt[11] = 8 + 3 + 2; /* bodylen */
+    pkt[15] = 7;         /* opaque */
     memcpy(pkt + 24 + 8, "keyvv", 5);
     struct mc_bin_req r;
     CHECK_EQ_INT(mc_bin_parse(pkt, 10, 1000, &r), MC_PARSE_NEED_MORE);
@@ -244,8 +244,8 @@ static void test_binary(void)
     CHECK_EQ_INT(r.opaque, 7);
     CHECK(memcmp(r.key, "key", 3) == 0);
     CHECK_EQ_INT(r.consumed, 37);
-    CHECK_EQ_INT(mc_bin_parse(pkt, 37, 5, &r), MC_PARSE_ERROR);   /* body over the bound */
-    pkt[11] = 5;   /* key+extras longer than the body */
+    CHECK_EQ_INT(mc_bin_parse(pkt, 37, 5, &r), MC_PARSE_ERROR); /* body over the bound */
+    pkt[11] = 5;                                                /* key+extras longer than the body */
     CHECK_EQ_INT(mc_bin_parse(pkt, 37, 1000, &r), MC_PARSE_ERROR);
     pkt[0] = 0x81;
     CHECK_EQ_INT(mc_bin_parse_header(pkt, 37, 1000, &r), MC_PARSE_ERROR);
@@ -278,9 +278,12 @@ static size_t pkt(uint8_t *buf, uint8_t op, const void *ext, uint8_t extlen, con
     buf[10] = (uint8_t)(body >> 8);
     buf[11] = (uint8_t)body;
     /* memcpy with a NULL source is undefined even for 0 bytes (UBSan) */
-    if (extlen) memcpy(buf + 24, ext, extlen);
-    if (nkey) memcpy(buf + 24 + extlen, key, nkey);
-    if (nval) memcpy(buf + 24 + extlen + nkey, val, nval);
+    if (extlen)
+        memcpy(buf + 24, ext, extlen);
+    if (nkey)
+        memcpy(buf + 24 + extlen, key, nkey);
+    if (nval)
+        memcpy(buf + 24 + extlen + nkey, val, nval);
     return 24 + body;
 }
 
@@ -317,9 +320,9 @@ static void test_binary_decode(void)
     CHECK_EQ_INT(c.kind, MC_BINK_GET);
     CHECK(c.want_key && c.want_value && !c.touch && !c.quiet);
     decode(b, pkt(b, MC_BIN_GET, NULL, 0, "", NULL), &c);
-    CHECK_EQ_INT(c.status, MC_BIN_EINVAL);   /* no key */
+    CHECK_EQ_INT(c.status, MC_BIN_EINVAL); /* no key */
     decode(b, pkt(b, MC_BIN_GET, NULL, 0, "k", "x"), &c);
-    CHECK_EQ_INT(c.status, MC_BIN_EINVAL);   /* a value */
+    CHECK_EQ_INT(c.status, MC_BIN_EINVAL); /* a value */
     static const uint8_t ttl[4] = { 0, 0, 0, 60 };
     decode(b, pkt(b, MC_BIN_TOUCH, ttl, 4, "k", NULL), &c);
     CHECK(c.touch && !c.want_value);
@@ -327,7 +330,7 @@ static void test_binary_decode(void)
     decode(b, pkt(b, MC_BIN_GATKQ, ttl, 4, "k", NULL), &c);
     CHECK(c.touch && c.want_key && c.want_value && c.quiet);
     decode(b, pkt(b, MC_BIN_GAT, NULL, 0, "k", NULL), &c);
-    CHECK_EQ_INT(c.status, MC_BIN_EINVAL);   /* gat without its exptime */
+    CHECK_EQ_INT(c.status, MC_BIN_EINVAL); /* gat without its exptime */
     /* incr: delta, initial, exptime; 0xffffffff = don't create */
     uint8_t ar[20] = { 0, 0, 0, 0, 0, 0, 0, 5, 0, 0, 0, 0, 0, 0, 0, 9, 0xff, 0xff, 0xff, 0xff };
     decode(b, pkt(b, MC_BIN_DECRQ, ar, 20, "n", NULL), &c);

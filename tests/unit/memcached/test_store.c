@@ -74,9 +74,9 @@ static void test_arith(void)
     uint64_t v;
     CHECK_EQ_INT(mc_store(mk("n", "18446744073709551615", 0), MC_OP_SET, 0, NULL), MC_STORED);
     CHECK_EQ_INT(mc_arith("n", 1, true, 2, 0, &v, NULL), MC_OK);
-    CHECK_EQ_INT(v, 1);   /* wraps at 2^64 */
+    CHECK_EQ_INT(v, 1); /* wraps at 2^64 */
     CHECK_EQ_INT(mc_arith("n", 1, false, 5, 0, &v, NULL), MC_OK);
-    CHECK_EQ_INT(v, 0);   /* decr floors at 0 */
+    CHECK_EQ_INT(v, 0); /* decr floors at 0 */
     CHECK_EQ_INT(mc_arith("none", 4, true, 1, 0, &v, NULL), MC_NOT_FOUND);
     CHECK_EQ_INT(mc_store(mk("s", "abc", 0), MC_OP_SET, 0, NULL), MC_STORED);
     CHECK_EQ_INT(mc_arith("s", 1, true, 1, 0, &v, NULL), MC_NON_NUMERIC);
@@ -96,7 +96,7 @@ static void test_expiry_rules(void)
     CHECK_EQ_INT(mc_realtime(60 * 60 * 24 * 30), now + 60 * 60 * 24 * 30);
     /* Beyond 30 days: absolute unix time. */
     int64_t abs_t = mc_process_started + 1000000000;
-    CHECK_EQ_INT(mc_realtime(60 * 60 * 24 * 30 + 1), 1);   /* 1970: long past */
+    CHECK_EQ_INT(mc_realtime(60 * 60 * 24 * 30 + 1), 1); /* 1970: long past */
     CHECK_EQ_INT(mc_realtime(abs_t), 1000000000);
     char buf[8];
     CHECK_EQ_INT(mc_store(mk("gone", "x", mc_realtime(-1)), MC_OP_SET, 0, NULL), MC_STORED);
@@ -223,7 +223,7 @@ int main(void)
     mc_settings.chunk_min = 48;
     mc_settings.hot_pct = 20;
     mc_settings.warm_pct = 40;
-    mc_settings.slab_reassign = true;   /* the daemon's defaults */
+    mc_settings.slab_reassign = true; /* the daemon's defaults */
     mc_settings.slab_automove = 1;
     mc_clock_update();
     CHECK(mc_slabs_init() == 0);

@@ -146,11 +146,11 @@ static void test_netmask(void)
 {
     CHECK(mog_netmask_match("10.1.0.0/16", "10.1.200.3"));
     CHECK(!mog_netmask_match("10.1.0.0/16", "10.2.0.1"));
-    CHECK(mog_netmask_match("10.1.2.3/16", "10.1.9.9"));          /* host bits ignored */
+    CHECK(mog_netmask_match("10.1.2.3/16", "10.1.9.9")); /* host bits ignored */
     CHECK(mog_netmask_match("192.168.5.0/255.255.255.0", "192.168.5.77"));
     CHECK(mog_netmask_match("192.168.5.0:255.255.255.0", "192.168.5.77"));
     CHECK(!mog_netmask_match("192.168.5.0:255.255.255.0", "192.168.6.77"));
-    CHECK(mog_netmask_match("127.0.0.1", "127.0.0.1"));            /* one address */
+    CHECK(mog_netmask_match("127.0.0.1", "127.0.0.1")); /* one address */
     CHECK(!mog_netmask_match("127.0.0.1", "127.0.0.2"));
     /* Net::Netmask 2 (Debian 12) refuses the short forms */
     CHECK(!mog_netmask_match("172.16", "172.16.4.4"));
@@ -159,7 +159,7 @@ static void test_netmask(void)
     CHECK(mog_netmask_match("127.0.0.0#0.255.255.255", "127.9.9.9"));
     CHECK(mog_netmask_match("127.0.0.0 - 127.255.255.255", "127.0.0.1"));
     CHECK(!mog_netmask_match("127.0.0.0 - 127.255.255.255", "128.0.0.1"));
-    CHECK(!mog_netmask_match("127.0.0.0 - 127.0.0.5", "127.0.0.1"));  /* not one block */
+    CHECK(!mog_netmask_match("127.0.0.0 - 127.0.0.5", "127.0.0.1")); /* not one block */
     CHECK(mog_netmask_match("default", "192.0.2.1"));
     CHECK(mog_netmask_match("any", "192.0.2.1"));
     CHECK(mog_netmask_match("127.0.0.5/8", "127.0.0.1"));
@@ -174,9 +174,9 @@ static void test_netmask(void)
     CHECK(!mog_netmask_match("10.0.0.0/8x", "10.0.0.1"));
     CHECK(!mog_netmask_match("10.0.0.0.0", "10.0.0.1"));
     CHECK(!mog_netmask_match("10..0.0/8", "10.0.0.1"));
-    CHECK(!mog_netmask_match("10.0.0.0/8", "10.0.0"));             /* the client is a full address */
+    CHECK(!mog_netmask_match("10.0.0.0/8", "10.0.0")); /* the client is a full address */
     CHECK(!mog_netmask_match("10.0.0.0/8", NULL));
-    CHECK(mog_netmask_match("10.0.0.0/8", "::ffff:10.3.3.3"));   /* dual-stack listener */
+    CHECK(mog_netmask_match("10.0.0.0/8", "::ffff:10.3.3.3")); /* dual-stack listener */
     uint32_t net, m;
     CHECK_EQ_INT(mog_netmask_parse("192.168.1.9/24", &net, &m), 0);
     CHECK_EQ_INT(net, 0xc0a80100u);

@@ -7,10 +7,7 @@
 
 static struct pb_cmd c;
 
-static int parse(const char *s)
-{
-    return pb_cmd_parse(s, strlen(s), &c);
-}
+static int parse(const char *s) { return pb_cmd_parse(s, strlen(s), &c); }
 
 static void test_empty_and_comments(void)
 {

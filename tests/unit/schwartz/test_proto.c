@@ -35,7 +35,7 @@ static void test_job_line_and_limits(void)
     CHECK_EQ_INT(parse("insert foo -1", false, &r, b), SW_E_BAD_ARGS);
     CHECK_EQ_INT(parse("insert foo 1x", false, &r, b), SW_E_BAD_ARGS);
     CHECK_EQ_INT(parse("insert foo 1 priority=65536", false, &r, b), SW_E_BAD_ARGS);
-    CHECK_EQ_INT(parse("insert foo 1 floor=3", false, &r, b), SW_E_BAD_ARGS);  /* grab-only option */
+    CHECK_EQ_INT(parse("insert foo 1 floor=3", false, &r, b), SW_E_BAD_ARGS); /* grab-only option */
     CHECK_EQ_INT(parse("nope", false, &r, b), SW_E_UNKNOWN_COMMAND);
 }
 
@@ -45,7 +45,7 @@ static void test_grab(void)
     char b[256];
     CHECK_EQ_INT(parse("grab 10 0 a b prioritize=1 floor=2", false, &r, b), SW_OK);
     CHECK_EQ_INT(r.count, 10);
-    CHECK_EQ_INT(r.grab_for, 1);  /* 0 counts as 1, as TheSchwartz */
+    CHECK_EQ_INT(r.grab_for, 1); /* 0 counts as 1, as TheSchwartz */
     CHECK_EQ_INT(r.nfuncs, 2);
     CHECK_STR(r.funcs[1], "b");
     CHECK(r.prioritize);
@@ -81,8 +81,8 @@ static void test_dsn(void)
     CHECK_EQ_INT(d.driver, DB_SQLITE);
     CHECK_STR(d.path, "/tmp/x.db");
     db_config_clear(&d);
-    CHECK_EQ_INT(sw_dsn_config("DBI:mysql:database=jobs;host=db1;port=3307;mysql_socket=/run/m.sock", &d, err,
-                               sizeof err), 0);
+    CHECK_EQ_INT(
+        sw_dsn_config("DBI:mysql:database=jobs;host=db1;port=3307;mysql_socket=/run/m.sock", &d, err, sizeof err), 0);
     CHECK_EQ_INT(d.driver, DB_MYSQL);
     CHECK_STR(d.database, "jobs");
     CHECK_STR(d.host, "db1");

@@ -55,8 +55,8 @@ static void test_dsn_errors(void)
     big[sizeof big - 1] = '\0';
     memcpy(big, "DBI:mysql:host=", 15);
     CHECK_EQ_INT(ud_dsn_parse(big, &d, err, sizeof err), -1);
-    CHECK_EQ_INT(ud_dsn_parse("DBI:mysql:database=aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa", &d,
-                              err, sizeof err),
+    CHECK_EQ_INT(ud_dsn_parse("DBI:mysql:database=aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa",
+                              &d, err, sizeof err),
                  -1);
 }
 

@@ -151,7 +151,7 @@ static void test_reply_framing(void)
     ud_resp_start(&r, UD_RESP_FETCH);
     uint8_t row[] = { 0x05 };
     CHECK_EQ_INT(ud_resp_feed(&r, row, 1, UD_MAX_PAYLOAD), 0);
-    CHECK_EQ_INT(ud_resp_feed(&r, eof, sizeof eof, sizeof eof), 0);   /* continuation bytes */
+    CHECK_EQ_INT(ud_resp_feed(&r, eof, sizeof eof, sizeof eof), 0); /* continuation bytes */
     CHECK_EQ_INT(ud_resp_feed(&r, eof, sizeof eof, sizeof eof), 1);
 }
 
