@@ -9,8 +9,10 @@
 #include "memcached/proto.h"
 #include "memcached/session.h"
 
-static void bin_reply(struct session *s, uint8_t opcode, uint32_t opaque, uint16_t status, uint64_t cas,
-                      const void *ext, uint8_t extlen, const void *key, uint16_t keylen, const void *val, uint32_t vlen)
+/* The value is val, or when val is NULL, the item vit's (chunked or not). */
+static void bin_reply_v(struct session *s, uint8_t opcode, uint32_t opaque, uint16_t status, uint64_t cas,
+                        const void *ext, uint8_t extlen, const void *key, uint16_t keylen, const void *val,
+                        uint32_t vlen, mc_item *vit)
 {
     size_t total = MC_BIN_HDR + extlen + keylen + vlen;
     uint8_t *o = (uint8_t *)mc_out_reserve(s, total);
@@ -22,9 +24,17 @@ static void bin_reply(struct session *s, uint8_t opcode, uint32_t opaque, uint16
         memcpy(o + pos, ext, extlen), pos += extlen;
     if (keylen)
         memcpy(o + pos, key, keylen), pos += keylen;
-    if (vlen)
+    if (vlen && val)
         memcpy(o + pos, val, vlen), pos += vlen;
+    else if (vlen && vit)
+        mc_value_out(vit, (char *)o + pos), pos += vlen;
     mc_out_commit(s, pos);
+}
+
+static void bin_reply(struct session *s, uint8_t opcode, uint32_t opaque, uint16_t status, uint64_t cas,
+                      const void *ext, uint8_t extlen, const void *key, uint16_t keylen, const void *val, uint32_t vlen)
+{
+    bin_reply_v(s, opcode, opaque, status, cas, ext, extlen, key, keylen, val, vlen, NULL);
 }
 
 void mc_cmd_bin_error(struct session *s, uint8_t opcode, uint32_t opaque, uint16_t status)
@@ -100,8 +110,8 @@ static void bin_get(struct session *s, const struct mc_bin_req *r, const struct 
     MC_STAT_ADD(ts, get_hits, 1);
     uint8_t ext[4];
     wr32(ext, it->flags);
-    bin_reply(s, r->opcode, r->opaque, MC_BIN_OK, it->cas, ext, 4, c->want_key ? key : NULL,
-              c->want_key ? (uint16_t)nkey : 0, c->want_value ? mc_value(it) : NULL, c->want_value ? it->nbytes : 0);
+    bin_reply_v(s, r->opcode, r->opaque, MC_BIN_OK, it->cas, ext, 4, c->want_key ? key : NULL,
+                c->want_key ? (uint16_t)nkey : 0, NULL, c->want_value ? it->nbytes : 0, c->want_value ? it : NULL);
     mc_key_unlock(hv);
 }
 
@@ -121,7 +131,7 @@ static void bin_store(struct session *s, const struct mc_bin_req *r, const struc
         mc_cmd_bin_error(s, r->opcode, r->opaque, err == MC_ALLOC_TOO_LARGE ? MC_BIN_E2BIG : MC_BIN_ENOMEM);
         return;
     }
-    memcpy(mc_value(it), r->value, r->vlen);
+    mc_value_write(it, 0, (const char *)r->value, r->vlen);
     enum mc_store_op op;
     switch (c->store) {
     case MC_BINS_SET: op = r->cas ? MC_OP_CAS : MC_OP_SET; break;

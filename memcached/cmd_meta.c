@@ -232,7 +232,7 @@ static void meta_get(struct session *s, const struct mc_meta_req *m, const char 
     o[pos++] = '\r';
     o[pos++] = '\n';
     if (with_value) {
-        memcpy(o + pos, mc_value(it), it->nbytes);
+        mc_value_out(it, o + pos);
         pos += it->nbytes;
         o[pos++] = '\r';
         o[pos++] = '\n';

@@ -73,7 +73,7 @@ static void text_get(struct session *s, const struct mc_text_req *r)
         }
         *o++ = '\r';
         *o++ = '\n';
-        memcpy(o, mc_value(it), it->nbytes);
+        mc_value_out(it, o);
         o += it->nbytes;
         mc_key_unlock(hv);
         *o++ = '\r';

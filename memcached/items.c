@@ -268,6 +268,8 @@ mc_item *mc_lru_pull_locked(int id, bool need_space)
                     atomic_fetch_add_explicit(&mc_sstats.evicted_unfetched, 1, memory_order_relaxed);
                 }
             }
+            if (mc_item_chunked(it))
+                mc_slabs_free_chunks(it);
             it->bits = 0;
             return it;
         }
@@ -320,15 +322,9 @@ static bool slab_should_move(int id)
     return false;
 }
 
-mc_item *mc_item_alloc(const char *key, size_t nkey, uint32_t flags, uint32_t exptime, size_t nbytes,
-                       enum mc_alloc_err *err)
+/* A chunk of class id, evicting or moving a page when memory is full. */
+static mc_item *alloc_chunk(int id, uint8_t state, mc_item *owner, enum mc_alloc_err *err)
 {
-    size_t total = mc_item_total(nkey, nbytes);
-    int id = mc_slabs_clsid(total);
-    if (!id || nkey > MC_KEY_MAX || nbytes > UINT32_MAX) {
-        *err = MC_ALLOC_TOO_LARGE;
-        return NULL;
-    }
     struct mc_class *c = &mc_classes[id];
     atomic_fetch_add_explicit(&c->demand, c->size, memory_order_relaxed);
     pthread_mutex_lock(&c->lock);
@@ -353,20 +349,96 @@ mc_item *mc_item_alloc(const char *key, size_t nkey, uint32_t flags, uint32_t ex
         *err = MC_ALLOC_NO_MEMORY;
         return NULL;
     }
-    pthread_mutex_unlock(&c->lock);
-    it->state = 0;
+    it->state = state;
+    it->hnext = owner; /* a page mover reads it under this lock */
     it->bits = 0;
     it->clsid = (uint8_t)id;
+    it->nkey = 0;
+    it->nbytes = 0;
+    pthread_mutex_unlock(&c->lock);
+    return it;
+}
+
+mc_item *mc_item_alloc(const char *key, size_t nkey, uint32_t flags, uint32_t exptime, size_t nbytes,
+                       enum mc_alloc_err *err)
+{
+    size_t total = mc_item_total(nkey, nbytes);
+    int id = mc_slabs_clsid(total);
+    if (!id || nkey > MC_KEY_MAX || nbytes > UINT32_MAX) {
+        *err = MC_ALLOC_TOO_LARGE;
+        return NULL;
+    }
+    mc_item *it = alloc_chunk(id, 0, NULL, err);
+    if (!it)
+        return NULL;
     it->hnext = it->prev = it->next = NULL;
     it->nkey = (uint8_t)nkey;
-    it->nbytes = (uint32_t)nbytes;
     it->flags = flags;
     it->exptime = exptime;
     it->atime = mc_now();
     it->cas = 0;
     memcpy(it->data, key, nkey);
+    if (mc_total_chunked(total)) {
+        /* The rest of the value in full chunks of this class and a last
+         * one of the smallest class it fits. */
+        uint32_t n = mc_item_nchunks(nkey, nbytes);
+        mc_item **ch = mc_item_chunks(it);
+        size_t fixed = mc_round8(MC_ITEM_HDR + nkey) + (size_t)n * sizeof(mc_item *);
+        size_t left = nbytes - (mc_chunk_max - fixed), cap = mc_chunk_max - MC_ITEM_HDR;
+        for (uint32_t i = 0; i < n; i++) {
+            size_t part = left < cap ? left : cap;
+            left -= part;
+            ch[i] = alloc_chunk(mc_slabs_clsid(MC_ITEM_HDR + part), MC_ST_CHUNK, it, err);
+            if (!ch[i]) {
+                for (uint32_t j = 0; j < i; j++)
+                    mc_slabs_free_chunk(ch[j]);
+                it->nbytes = 0; /* not chunked: freed as one chunk */
+                mc_item_free(it);
+                return NULL;
+            }
+        }
+    }
+    it->nbytes = (uint32_t)nbytes;
     *err = MC_ALLOC_OK;
     return it;
+}
+
+void mc_value_read(mc_item *it, size_t off, char *dst, size_t n)
+{
+    while (n) {
+        char *p;
+        size_t k = mc_value_seg(it, off, &p);
+        if (k > n)
+            k = n;
+        memcpy(dst, p, k);
+        dst += k;
+        off += k;
+        n -= k;
+    }
+}
+
+void mc_value_write(mc_item *it, size_t off, const char *src, size_t n)
+{
+    while (n) {
+        char *p;
+        size_t k = mc_value_seg(it, off, &p);
+        if (k > n)
+            k = n;
+        memcpy(p, src, k);
+        src += k;
+        off += k;
+        n -= k;
+    }
+}
+
+void mc_value_copy_item(mc_item *dst, size_t off, mc_item *src)
+{
+    for (size_t o = 0; o < src->nbytes;) {
+        char *p;
+        size_t k = mc_value_seg(src, o, &p);
+        mc_value_write(dst, off + o, p, k);
+        o += k;
+    }
 }
 
 void mc_item_free(mc_item *it)
@@ -505,11 +577,11 @@ enum mc_status mc_store(mc_item *it, enum mc_store_op op, uint64_t cas_in, uint6
             /* The allocation may have evicted old (only via trylock on
              * other stripes, so not ours): old is still valid here. */
             if (op == MC_OP_APPEND) {
-                memcpy(mc_value(n), mc_value(old), old->nbytes);
-                memcpy(mc_value(n) + old->nbytes, mc_value(it), it->nbytes);
+                mc_value_copy_item(n, 0, old);
+                mc_value_copy_item(n, old->nbytes, it);
             } else {
-                memcpy(mc_value(n), mc_value(it), it->nbytes);
-                memcpy(mc_value(n) + it->nbytes, mc_value(old), old->nbytes);
+                mc_value_copy_item(n, 0, it);
+                mc_value_copy_item(n, it->nbytes, old);
             }
             mc_item_free(it);
             it = NULL;
@@ -584,7 +656,7 @@ enum mc_status mc_arith(const char *key, size_t nkey, bool incr, uint64_t delta,
         st = MC_NOT_FOUND;
     } else if (cas_in && it->cas != cas_in) {
         st = MC_EXISTS;
-    } else if (!parse_value_u64(mc_value(it), it->nbytes, &v)) {
+    } else if (mc_item_chunked(it) || !parse_value_u64(mc_value(it), it->nbytes, &v)) {
         st = MC_NON_NUMERIC;
     } else {
         if (incr)

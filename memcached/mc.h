@@ -16,6 +16,7 @@
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <string.h>
 
 #define MC_VERSION "1.6.18"
 #define MC_KEY_MAX 250
@@ -90,6 +91,7 @@ enum { MC_LRU_HOT = 0, MC_LRU_WARM = 1, MC_LRU_COLD = 2, MC_LRU_N = 3 };
 #define MC_ST_FREE 1                    /* on the class free list */
 #define MC_ST_LINKED 2                  /* in the hash table and an LRU */
 #define MC_ST_CRAWLER 4                 /* the crawler's cursor, not an item */
+#define MC_ST_CHUNK 8                   /* a piece of a chunked item's value (hnext = its head) */
 #define MC_ST_SEG(st) (((st) >> 4) & 3) /* LRU segment of a linked item */
 #define MC_ST_WITH_SEG(st, seg) (uint8_t)(((st)&0x0f) | ((seg) << 4))
 /* bits byte: touched by readers with atomics. */
@@ -117,6 +119,39 @@ typedef struct mc_item {
 static inline char *mc_key(mc_item *it) { return it->data; }
 static inline char *mc_value(mc_item *it) { return it->data + it->nkey; }
 static inline size_t mc_item_total(size_t nkey, size_t nbytes) { return MC_ITEM_HDR + nkey + nbytes; }
+/* Chunked items (memcached 1.6's large items): an item whose total size is
+ * over the largest class's chunk (mc_chunk_max, -o slab_chunk_max) is a
+ * head chunk of that class holding the header, the key, an array of
+ * pointers to its further chunks and the first part of the value; the
+ * rest of the value follows in full chunks of the largest class and one
+ * last chunk of the smallest class it fits in. Those chunks have state
+ * MC_ST_CHUNK, hnext pointing at the head, and data after MC_ITEM_HDR.
+ * Only the head is in the hash table and an LRU (the largest class's). */
+extern uint32_t mc_chunk_max;
+static inline size_t mc_round8(size_t n) { return (n + 7) & ~(size_t)7; }
+static inline bool mc_total_chunked(size_t total) { return total > mc_chunk_max; }
+static inline bool mc_item_chunked(const mc_item *it) { return mc_total_chunked(mc_item_total(it->nkey, it->nbytes)); }
+/* Further chunks a chunked item of nkey/nbytes needs (0 if not chunked). */
+uint32_t mc_item_nchunks(size_t nkey, size_t nbytes);
+static inline mc_item **mc_item_chunks(mc_item *it)
+{
+    return (mc_item **)(void *)((char *)it + mc_round8(MC_ITEM_HDR + it->nkey));
+}
+/* The contiguous piece of the value at off: *p and its length (> 0 while
+ * off < nbytes). Works for every item. */
+size_t mc_value_seg(mc_item *it, size_t off, char **p);
+void mc_value_read(mc_item *it, size_t off, char *dst, size_t n);
+void mc_value_write(mc_item *it, size_t off, const char *src, size_t n);
+/* The whole value into dst (the common case inline). */
+static inline void mc_value_out(mc_item *it, char *dst)
+{
+    if (__builtin_expect(!mc_item_chunked(it), 1))
+        memcpy(dst, it->data + it->nkey, it->nbytes);
+    else
+        mc_value_read(it, 0, dst, it->nbytes);
+}
+/* Copy all of src's value into dst's at off. */
+void mc_value_copy_item(mc_item *dst, size_t off, mc_item *src);
 static inline uint8_t mc_bits(const mc_item *it) { return __atomic_load_n(&it->bits, __ATOMIC_RELAXED); }
 static inline void mc_bits_set(mc_item *it, uint8_t b) { __atomic_fetch_or(&it->bits, b, __ATOMIC_RELAXED); }
 static inline void mc_bits_clear(mc_item *it, uint8_t b)
@@ -159,12 +194,18 @@ extern int mc_nclasses; /* valid ids 1..mc_nclasses */
 extern uint64_t mc_page_size;
 
 int mc_slabs_init(void);
-/* Class for a total item size, 0 if too large. */
+/* Class for a total item size, 0 if too large (over -I); a chunked item's
+ * head is in the largest class. */
 int mc_slabs_clsid(size_t total);
 /* Caller holds c->lock. Returns a chunk or NULL when the class has no free
  * chunk and no new page could be had. */
 mc_item *mc_slabs_alloc_locked(int id);
-void mc_slabs_free_locked(mc_item *it);
+void mc_slabs_free_locked(mc_item *it); /* a chunked head's chunks too */
+/* A chunked head's further chunks back to their classes (caller holds the
+ * head's class lock). */
+void mc_slabs_free_chunks(mc_item *head);
+/* One chunk back to its class (no lock held). */
+void mc_slabs_free_chunk(mc_item *chunk);
 uint64_t mc_slabs_malloced(void);
 uint64_t mc_slabs_limit(void);
 void mc_slabs_set_limit(uint64_t bytes);

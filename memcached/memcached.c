@@ -912,6 +912,30 @@ static int mc_init(void)
         log_error("Cannot set item size limit higher than 1/2 of memory max.");
         return -1;
     }
+    if (mc_settings.slab_chunk_max == 0) {
+        /* memcached 1.6.18 refuses -I under 512k unless slab_chunk_max is
+         * lowered too; here the default follows -I down instead. */
+        mc_settings.slab_chunk_max = 512 * 1024;
+        if ((uint64_t)mc_settings.slab_chunk_max > mc_settings.item_size_max)
+            mc_settings.slab_chunk_max = (int)mc_settings.item_size_max;
+    } else if ((uint64_t)mc_settings.slab_chunk_max > mc_settings.item_size_max) {
+        log_error("slab_chunk_max (bytes: %d) cannot be larger than -I (item_size_max %" PRIu64 ")",
+                  mc_settings.slab_chunk_max, mc_settings.item_size_max);
+        return -1;
+    } else if (mc_settings.item_size_max % (uint64_t)mc_settings.slab_chunk_max != 0) {
+        log_error("-I (item_size_max: %" PRIu64 ") must be evenly divisible by slab_chunk_max (bytes: %d)",
+                  mc_settings.item_size_max, mc_settings.slab_chunk_max);
+        return -1;
+    } else {
+        /* A chunked item's head holds the key and a pointer per chunk. */
+        uint64_t n = mc_settings.item_size_max / ((uint64_t)mc_settings.slab_chunk_max - 64) + 1;
+        if (n * 8 + 512 > (uint64_t)mc_settings.slab_chunk_max) {
+            log_error("slab_chunk_max (bytes: %d) is too small for -I %" PRIu64 " (an item's head could not hold "
+                      "its %" PRIu64 " chunk pointers)",
+                      mc_settings.slab_chunk_max, mc_settings.item_size_max, n);
+            return -1;
+        }
+    }
     if (mc_settings.factor <= 1.0) {
         log_error("Factor must be greater than 1");
         return -1;
@@ -1004,7 +1028,7 @@ int main(int argc, char **argv)
     mc_settings.slab_automove_ratio = 0.8;
     mc_settings.slab_automove_window = 30;
     mc_settings.slab_automove_freeratio = 0.01;
-    mc_settings.slab_chunk_max = 512 * 1024;
+    mc_settings.slab_chunk_max = 0; /* half a page, or -I when that is smaller */
     mc_settings.hash_expand = true;
     const struct daemon_desc desc = {
         .name = "memcached",

@@ -232,7 +232,7 @@ static bool do_nread(struct session *s, struct evbuffer *in)
         if (evbuffer_peek(in, (ssize_t)(n + 2), NULL, &v, 1) == 1 && v.iov_len >= n + 2)
             p = v.iov_base;
         if (p) {
-            memcpy(mc_value(s->item) + (s->item->nbytes - n), p, n);
+            mc_value_write(s->item, s->item->nbytes - n, p, n);
             s->crlf[0] = p[n];
             s->crlf[1] = p[n + 1];
             evbuffer_drain(in, n + 2);
@@ -243,10 +243,16 @@ static bool do_nread(struct session *s, struct evbuffer *in)
     }
     if (s->nread_left) {
         size_t n = avail < s->nread_left ? avail : (size_t)s->nread_left;
-        char *dst = mc_value(s->item) + (s->item->nbytes - s->nread_left);
-        evbuffer_remove(in, dst, n);
-        s->nread_left -= n;
-        avail -= n;
+        while (n) { /* piece by piece: a chunked item's value is not contiguous */
+            char *dst;
+            size_t k = mc_value_seg(s->item, s->item->nbytes - s->nread_left, &dst);
+            if (k > n)
+                k = n;
+            evbuffer_remove(in, dst, k);
+            s->nread_left -= k;
+            avail -= k;
+            n -= k;
+        }
         if (s->nread_left)
             return false;
     }
