@@ -388,7 +388,12 @@ mc_item *mc_item_alloc(const char *key, size_t nkey, uint32_t flags, uint32_t ex
         for (uint32_t i = 0; i < n; i++) {
             size_t part = left < cap ? left : cap;
             left -= part;
-            ch[i] = alloc_chunk(mc_slabs_clsid(MC_ITEM_HDR + part), MC_ST_CHUNK, it, err);
+            int cid = mc_slabs_clsid(MC_ITEM_HDR + part);
+            ch[i] = alloc_chunk(cid, MC_ST_CHUNK, it, err);
+            /* A tail class may hold only other items' tails (nothing in its
+             * LRU to evict): then a full chunk, whose class can evict. */
+            if (!ch[i] && cid != mc_nclasses)
+                ch[i] = alloc_chunk(mc_nclasses, MC_ST_CHUNK, it, err);
             if (!ch[i]) {
                 for (uint32_t j = 0; j < i; j++)
                     mc_slabs_free_chunk(ch[j]);

@@ -71,6 +71,7 @@ struct ext_opt {
 
 static bool mc_hashpower_given;
 static bool mc_no_modern = true;        /* false once -o no_modern is seen */
+static bool mc_chunk_max_page;          /* no_modern: slab_chunk_max defaults to a page */
 static bool mc_slab_automove_on = true; /* false once -o no_slab_automove is seen */
 
 static const struct ext_opt ext_opts[] = {
@@ -131,6 +132,7 @@ static void apply_presets(void)
         mc_settings.maxconns_fast = false;
         mc_settings.lru_crawler = false;
         mc_settings.lru_maintainer = false;
+        mc_chunk_max_page = true;
         mc_no_modern = true;
     }
     if (!mc_slab_automove_on) {
@@ -915,7 +917,7 @@ static int mc_init(void)
     if (mc_settings.slab_chunk_max == 0) {
         /* memcached 1.6.18 refuses -I under 512k unless slab_chunk_max is
          * lowered too; here the default follows -I down instead. */
-        mc_settings.slab_chunk_max = 512 * 1024;
+        mc_settings.slab_chunk_max = mc_chunk_max_page ? 1024 * 1024 : 512 * 1024;
         if ((uint64_t)mc_settings.slab_chunk_max > mc_settings.item_size_max)
             mc_settings.slab_chunk_max = (int)mc_settings.item_size_max;
     } else if ((uint64_t)mc_settings.slab_chunk_max > mc_settings.item_size_max) {
