@@ -406,13 +406,29 @@ static void text_tuning(struct session *s, const struct mc_text_req *r)
             if (!r->noreply)
                 mc_out_line(s, "OK");
         }
-    } else if (n >= 2 && word_is(w[0], wn[0], "mode")) {
-        if (word_is(w[1], wn[1], "segmented"))
-            mc_out_line(s, "OK");
-        else if (word_is(w[1], wn[1], "flat"))
-            mc_out_line(s, "CLIENT_ERROR only the segmented LRU is built");
-        else
+    } else if (n >= 2 && word_is(w[0], wn[0], "mode") && mc_settings.lru_maintainer) {
+        if (word_is(w[1], wn[1], "segmented") || word_is(w[1], wn[1], "flat")) {
+            mc_settings.lru_segmented = word_is(w[1], wn[1], "segmented");
+            if (!r->noreply)
+                mc_out_line(s, "OK");
+        } else {
             mc_out_line(s, "ERROR");
+        }
+    } else if (n >= 2 && word_is(w[0], wn[0], "temp_ttl") && mc_settings.lru_maintainer) {
+        /* A negative TTL turns the TEMP LRU off; items in it stay there. */
+        int64_t ttl;
+        if (!mc_parse_i64(w[1], wn[1], &ttl) || ttl > INT32_MAX) {
+            mc_out_line(s, "ERROR");
+        } else {
+            if (ttl < 0) {
+                mc_settings.temp_lru = false;
+            } else {
+                mc_settings.temporary_ttl = (int)ttl;
+                mc_settings.temp_lru = true;
+            }
+            if (!r->noreply)
+                mc_out_line(s, "OK");
+        }
     } else {
         mc_out_line(s, "ERROR");
     }

@@ -182,20 +182,27 @@ static bool try_reclaim(struct mc_class *c, mc_item *it, bool *was_expired)
     return true;
 }
 
-mc_item *mc_lru_pull_locked(int id, bool need_space)
+mc_item *mc_lru_pull_locked(int id, bool need_space) { return mc_lru_pull(id, need_space, false); }
+
+mc_item *mc_lru_pull(int id, bool need_space, bool from_maintainer)
 {
     struct mc_class *c = &mc_classes[id];
     uint64_t total = c->count[MC_LRU_HOT] + c->count[MC_LRU_WARM] + c->count[MC_LRU_COLD];
-    int hot_pct = mc_settings.hot_pct > 0 ? mc_settings.hot_pct : 20;
-    int warm_pct = mc_settings.warm_pct > 0 ? mc_settings.warm_pct : 40;
-    /* Keep HOT and WARM within their shares: two steps per allocation. */
-    for (int n = 0; n < 2 && c->count[MC_LRU_HOT] > total * (uint64_t)hot_pct / 100; n++) {
+    bool segmented = mc_settings.lru_segmented;
+    /* Flat mode: HOT and WARM drain into COLD (left over from a switch). */
+    int hot_pct = !segmented ? 0 : mc_settings.hot_pct > 0 ? mc_settings.hot_pct : 20;
+    int warm_pct = !segmented ? 0 : mc_settings.warm_pct > 0 ? mc_settings.warm_pct : 40;
+    /* Keep HOT and WARM within their shares: the maintainer thread does it
+     * in the background (need_space false); a setter takes two steps when
+     * a segment has run well over its share (many sets between ticks). */
+    uint64_t slack = need_space || from_maintainer ? 0 : 64;
+    for (int n = 0; n < 2 && c->count[MC_LRU_HOT] > total * (uint64_t)hot_pct / 100 + slack; n++) {
         mc_item *it = c->tail[MC_LRU_HOT];
         while (it && (it->state & MC_ST_CRAWLER)) /* a crawler or metadump cursor */
             it = it->prev;
         if (!it)
             break;
-        if (mc_bits(it) & MC_IT_ACTIVE) {
+        if (segmented && (mc_bits(it) & MC_IT_ACTIVE)) {
             mc_bits_clear(it, MC_IT_ACTIVE);
             lru_move(c, it, MC_LRU_WARM);
             c->moves_to_warm++;
@@ -204,13 +211,13 @@ mc_item *mc_lru_pull_locked(int id, bool need_space)
             c->moves_to_cold++;
         }
     }
-    for (int n = 0; n < 2 && c->count[MC_LRU_WARM] > total * (uint64_t)warm_pct / 100; n++) {
+    for (int n = 0; n < 2 && c->count[MC_LRU_WARM] > total * (uint64_t)warm_pct / 100 + slack; n++) {
         mc_item *it = c->tail[MC_LRU_WARM];
         while (it && (it->state & MC_ST_CRAWLER)) /* a crawler or metadump cursor */
             it = it->prev;
         if (!it)
             break;
-        if (mc_bits(it) & MC_IT_ACTIVE) {
+        if (segmented && (mc_bits(it) & MC_IT_ACTIVE)) {
             mc_bits_clear(it, MC_IT_ACTIVE);
             lru_move(c, it, MC_LRU_WARM);
             c->moves_within_lru++;
@@ -221,23 +228,39 @@ mc_item *mc_lru_pull_locked(int id, bool need_space)
     }
     if (!need_space)
         return NULL;
-    /* Evict: COLD tail first, then WARM, then HOT. */
-    static const int order[3] = { MC_LRU_COLD, MC_LRU_WARM, MC_LRU_HOT };
-    for (int s = 0; s < 3; s++) {
+    /* Evict: COLD tail first, then WARM, then HOT; from TEMP only what has
+     * expired. */
+    static const int order[4] = { MC_LRU_COLD, MC_LRU_WARM, MC_LRU_HOT, MC_LRU_TEMP };
+    for (int s = 0; s < 4; s++) {
         int seg = order[s];
         mc_item *it = c->tail[seg];
-        for (int tries = 0; it && tries < 8; tries++) {
+        /* 8 candidates, not counting the items given a second chance (at
+         * most 64 of those per call, then ACTIVE ones go too). */
+        for (int tries = 0, chances = 0; it && tries < 8; tries++) {
             mc_item *prev = it->prev;
             if (it->state & MC_ST_CRAWLER) {
                 it = prev;
                 continue;
             }
             bool live = mc_item_live(it, mc_now());
-            if (live && seg == MC_LRU_COLD && (mc_bits(it) & MC_IT_ACTIVE)) {
-                mc_bits_clear(it, MC_IT_ACTIVE);
-                lru_move(c, it, MC_LRU_WARM);
-                c->moves_to_warm++;
+            if (live && seg == MC_LRU_TEMP) {
                 it = prev;
+                continue;
+            }
+            if (live && seg == MC_LRU_COLD && (mc_bits(it) & MC_IT_ACTIVE) && chances < 64) {
+                /* A second chance: to WARM, or in flat mode back to the
+                 * head of the one LRU. */
+                mc_bits_clear(it, MC_IT_ACTIVE);
+                if (segmented) {
+                    lru_move(c, it, MC_LRU_WARM);
+                    c->moves_to_warm++;
+                } else {
+                    lru_move(c, it, MC_LRU_COLD);
+                    c->moves_within_lru++;
+                }
+                it = prev;
+                tries--;
+                chances++;
                 continue;
             }
             if (live && mc_settings.no_evict)
@@ -515,7 +538,12 @@ void mc_item_link_locked(mc_item *it, mc_item *old, uint64_t hv)
     struct mc_class *c = &mc_classes[it->clsid];
     pthread_mutex_lock(&c->lock);
     it->state = MC_ST_LINKED;
-    lru_link(c, it, MC_LRU_HOT);
+    uint32_t now = it->atime;
+    int seg = mc_settings.lru_segmented ? MC_LRU_HOT : MC_LRU_COLD;
+    if (mc_settings.temp_lru && it->exptime != 0 && it->exptime >= now &&
+        it->exptime - now <= (uint32_t)mc_settings.temporary_ttl)
+        seg = MC_LRU_TEMP;
+    lru_link(c, it, seg);
     c->bytes += mc_item_total(it->nkey, it->nbytes);
     pthread_mutex_unlock(&c->lock);
     atomic_fetch_add_explicit(&mc_sstats.curr_items, 1, memory_order_relaxed);

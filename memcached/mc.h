@@ -61,6 +61,8 @@ struct mc_settings {
     bool lru_maintainer;
     double hot_max_factor, warm_max_factor;
     int temporary_ttl;
+    bool temp_lru;      /* items whose TTL is at most temporary_ttl go to the TEMP LRU */
+    bool lru_segmented; /* HOT/WARM/COLD; off: one LRU per class (flat, items in COLD) */
     bool slab_reassign;
     int slab_automove;
     double slab_automove_ratio, slab_automove_freeratio;
@@ -85,7 +87,9 @@ void mc_clock_update(void);
 uint32_t mc_realtime(int64_t exptime);
 
 /* ---- items ---- */
-enum { MC_LRU_HOT = 0, MC_LRU_WARM = 1, MC_LRU_COLD = 2, MC_LRU_N = 3 };
+/* TEMP: items with a short TTL (-o temporary_ttl); never bumped, never
+ * evicted while live (only reclaimed once expired), as memcached's. */
+enum { MC_LRU_HOT = 0, MC_LRU_WARM = 1, MC_LRU_COLD = 2, MC_LRU_TEMP = 3, MC_LRU_N = 4 };
 
 /* state byte: changed only with the class lock held. */
 #define MC_ST_FREE 1                    /* on the class free list */
@@ -328,6 +332,9 @@ uint64_t mc_crawl_class(int id, uint64_t limit);
  * share and pull one item from the COLD tail for reuse if need_space.
  * Returns a freed chunk when need_space and one could be evicted. */
 mc_item *mc_lru_pull_locked(int id, bool need_space);
+/* The same; from_maintainer: the background juggle, exact shares (a
+ * setter lets a segment run 64 items over its share first). */
+mc_item *mc_lru_pull(int id, bool need_space, bool from_maintainer);
 
 /* "stats detail" (prefix.c): per-prefix counts while mc_detail_enabled. */
 enum mc_prefix_op { MC_PREFIX_GET, MC_PREFIX_SET, MC_PREFIX_DEL };

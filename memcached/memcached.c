@@ -196,6 +196,8 @@ static int set_ext(const struct cfg_setting *s, const char *v, char *err, size_t
         }
         if (o->where == &mc_settings.hashpower)
             mc_hashpower_given = true;
+        if (o->where == &mc_settings.temporary_ttl)
+            mc_settings.temp_lru = true; /* as memcached: giving it turns the TEMP LRU on */
         if (o->kind == EXT_INT)
             *(int *)o->where = (int)d;
         else if (o->kind == EXT_U64_MB)
@@ -486,8 +488,10 @@ static void items_stats(struct stats_sink *k, void *arg)
     for (int i = 1; i <= mc_nclasses; i++) {
         struct mc_class *c = &mc_classes[i];
         pthread_mutex_lock(&c->lock);
-        uint64_t cnt[3] = { c->count[0], c->count[1], c->count[2] };
-        uint64_t total = cnt[0] + cnt[1] + cnt[2];
+        uint64_t cnt[MC_LRU_N];
+        uint64_t total = 0;
+        for (int seg = 0; seg < MC_LRU_N; seg++)
+            total += cnt[seg] = c->count[seg];
         uint32_t age = c->tail[MC_LRU_COLD] ? now - c->tail[MC_LRU_COLD]->atime : 0;
         uint32_t age_hot = c->tail[MC_LRU_HOT] ? now - c->tail[MC_LRU_HOT]->atime : 0;
         uint32_t age_warm = c->tail[MC_LRU_WARM] ? now - c->tail[MC_LRU_WARM]->atime : 0;
@@ -495,12 +499,19 @@ static void items_stats(struct stats_sink *k, void *arg)
         pthread_mutex_unlock(&c->lock);
         if (!total && !snap.evicted && !snap.outofmemory)
             continue;
+        /* As memcached 1.6.18: the per-LRU figures only with the LRU
+         * maintainer, number_temp only with the TEMP LRU. */
+        bool maint = mc_settings.lru_maintainer;
         stats_u64f(k, total, "items:%d:number", i);
-        stats_u64f(k, cnt[MC_LRU_HOT], "items:%d:number_hot", i);
-        stats_u64f(k, cnt[MC_LRU_WARM], "items:%d:number_warm", i);
-        stats_u64f(k, cnt[MC_LRU_COLD], "items:%d:number_cold", i);
-        stats_u64f(k, age_hot, "items:%d:age_hot", i);
-        stats_u64f(k, age_warm, "items:%d:age_warm", i);
+        if (maint) {
+            stats_u64f(k, cnt[MC_LRU_HOT], "items:%d:number_hot", i);
+            stats_u64f(k, cnt[MC_LRU_WARM], "items:%d:number_warm", i);
+            stats_u64f(k, cnt[MC_LRU_COLD], "items:%d:number_cold", i);
+            if (mc_settings.temp_lru)
+                stats_u64f(k, cnt[MC_LRU_TEMP], "items:%d:number_temp", i);
+            stats_u64f(k, age_hot, "items:%d:age_hot", i);
+            stats_u64f(k, age_warm, "items:%d:age_warm", i);
+        }
         stats_u64f(k, age, "items:%d:age", i);
         stats_u64f(k, snap.bytes, "items:%d:mem_requested", i);
         stats_u64f(k, snap.evicted, "items:%d:evicted", i);
@@ -511,18 +522,21 @@ static void items_stats(struct stats_sink *k, void *arg)
         stats_u64f(k, snap.reclaimed, "items:%d:reclaimed", i);
         stats_u64f(k, snap.expired_unfetched, "items:%d:expired_unfetched", i);
         stats_u64f(k, snap.evicted_unfetched, "items:%d:evicted_unfetched", i);
-        stats_u64f(k, snap.evicted_active, "items:%d:evicted_active", i);
+        if (maint)
+            stats_u64f(k, snap.evicted_active, "items:%d:evicted_active", i);
         stats_u64f(k, snap.crawler_reclaimed, "items:%d:crawler_reclaimed", i);
         stats_u64f(k, snap.crawler_items_checked, "items:%d:crawler_items_checked", i);
         stats_u64f(k, 0, "items:%d:lrutail_reflocked", i);
+        if (!maint)
+            continue;
         stats_u64f(k, snap.moves_to_cold, "items:%d:moves_to_cold", i);
         stats_u64f(k, snap.moves_to_warm, "items:%d:moves_to_warm", i);
         stats_u64f(k, snap.moves_within_lru, "items:%d:moves_within_lru", i);
         stats_u64f(k, snap.direct_reclaims, "items:%d:direct_reclaims", i);
-        stats_u64f(k, atomic_load_explicit(&c->hits_to[MC_LRU_HOT], memory_order_relaxed), "items:%d:hits_to_hot", i);
-        stats_u64f(k, atomic_load_explicit(&c->hits_to[MC_LRU_WARM], memory_order_relaxed), "items:%d:hits_to_warm", i);
-        stats_u64f(k, atomic_load_explicit(&c->hits_to[MC_LRU_COLD], memory_order_relaxed), "items:%d:hits_to_cold", i);
-        stats_u64f(k, 0, "items:%d:hits_to_temp", i); /* no temporary LRU */
+        static const char *const hit_names[MC_LRU_N] = { "items:%d:hits_to_hot", "items:%d:hits_to_warm",
+                                                         "items:%d:hits_to_cold", "items:%d:hits_to_temp" };
+        for (int seg = 0; seg < MC_LRU_N; seg++)
+            stats_u64f(k, atomic_load_explicit(&c->hits_to[seg], memory_order_relaxed), hit_names[seg], i);
     }
 }
 
@@ -583,12 +597,12 @@ static void settings_stats(struct stats_sink *k, void *arg)
     stats_str(k, "dump_enabled", mc_settings.dump_disabled ? "no" : "yes");
     stats_str(k, "hash_algorithm", "hash64");
     stats_str(k, "lru_maintainer_thread", mc_settings.lru_maintainer ? "yes" : "no");
-    stats_str(k, "lru_segmented", "yes");
+    stats_str(k, "lru_segmented", mc_settings.lru_segmented ? "yes" : "no");
     stats_u64(k, "hot_lru_pct", (uint64_t)mc_settings.hot_pct);
     stats_u64(k, "warm_lru_pct", (uint64_t)mc_settings.warm_pct);
     stats_fmt(k, "hot_max_factor", "%.2f", mc_settings.hot_max_factor);
     stats_fmt(k, "warm_max_factor", "%.2f", mc_settings.warm_max_factor);
-    stats_str(k, "temp_lru", "no");
+    stats_str(k, "temp_lru", mc_settings.temp_lru ? "yes" : "no");
     stats_u64(k, "temporary_ttl", (uint64_t)mc_settings.temporary_ttl);
     stats_u64(k, "idle_timeout", (uint64_t)mc_settings.idle_timeout);
     stats_u64(k, "read_buf_mem_limit", mc_settings.out_mem_limit);
@@ -914,6 +928,12 @@ static int mc_init(void)
         log_error("Cannot set item size limit higher than 1/2 of memory max.");
         return -1;
     }
+    if (mc_settings.temp_lru && !mc_settings.lru_maintainer) {
+        log_error("temporary_ttl requires lru_maintainer to be enabled");
+        return -1;
+    }
+    if (!mc_settings.lru_maintainer)
+        mc_settings.lru_segmented = false; /* as memcached: one LRU per class without the maintainer */
     if (mc_settings.slab_chunk_max == 0) {
         /* memcached 1.6.18 refuses -I under 512k unless slab_chunk_max is
          * lowered too; here the default follows -I down instead. */
@@ -1025,6 +1045,7 @@ int main(int argc, char **argv)
     mc_settings.hot_max_factor = 0.2;
     mc_settings.warm_max_factor = 2.0;
     mc_settings.temporary_ttl = 61;
+    mc_settings.lru_segmented = true;
     mc_settings.slab_reassign = true;
     mc_settings.slab_automove = 1;
     mc_settings.slab_automove_ratio = 0.8;

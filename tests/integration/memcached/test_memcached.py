@@ -596,7 +596,8 @@ def test_lru_crawler_reclaims_expired_items_and_metadump(daemon):
     assert r.cmd(b"lru_crawler crawl 999\r\n").startswith(b"BADCLASS")
     assert r.cmd(b"lru_crawler bogus\r\n") == b"ERROR"
     assert r.cmd(b"lru tune 10 30 0.1 2.0\r\n") == b"OK"
-    assert r.cmd(b"lru mode flat\r\n").startswith(b"CLIENT_ERROR")
+    assert r.cmd(b"lru mode flat\r\n") == b"OK"
+    assert r.cmd(b"lru mode segmented\r\n") == b"OK"
     assert r.cmd(b"slabs automove 1\r\n") == b"OK"
     assert r.cmd(b"lru_crawler disable\r\n") == b"OK"
     assert r.cmd(b"lru_crawler crawl all\r\n") == b"CLIENT_ERROR lru crawler disabled"
