@@ -81,19 +81,23 @@ static void bin_get(struct session *s, const struct mc_bin_req *r, const struct 
     size_t nkey = r->keylen;
     struct mc_thread_stats *ts = &s->th->st;
     uint64_t hv = mc_hash(key, nkey);
-    MC_STAT_ADD(ts, cmd_get, 1);
+    /* A GAT counts as a touch only, as in memcached 1.6.18. */
     if (c->touch)
         MC_STAT_ADD(ts, cmd_touch, 1);
+    else
+        MC_STAT_ADD(ts, cmd_get, 1);
     mc_key_lock(hv);
     mc_item *it = mc_item_find_locked(key, nkey, hv);
     if (mc_detail_on())
         mc_prefix_record(key, nkey, MC_PREFIX_GET, it != NULL);
     if (!it) {
         mc_key_unlock(hv);
-        MC_STAT_ADD(ts, get_misses, 1);
-        MC_STAT_MISS_REASON(ts);
-        if (c->touch)
+        if (c->touch) {
             MC_STAT_ADD(ts, touch_misses, 1);
+        } else {
+            MC_STAT_ADD(ts, get_misses, 1);
+            MC_STAT_MISS_REASON(ts);
+        }
         if (c->quiet)
             return;
         if (c->want_key)
@@ -105,9 +109,13 @@ static void bin_get(struct session *s, const struct mc_bin_req *r, const struct 
     if (c->touch) {
         it->exptime = mc_realtime(c->exptime);
         MC_STAT_ADD(ts, touch_hits, 1);
+        MC_SLAB_ADD(s->th, it->clsid, touch_hits, 1);
     }
     mc_item_bump(it);
-    MC_STAT_ADD(ts, get_hits, 1);
+    if (!c->touch) {
+        MC_STAT_ADD(ts, get_hits, 1);
+        MC_SLAB_ADD(s->th, it->clsid, get_hits, 1);
+    }
     uint8_t ext[4];
     wr32(ext, it->flags);
     bin_reply_v(s, r->opcode, r->opaque, MC_BIN_OK, it->cas, ext, 4, c->want_key ? key : NULL,
@@ -141,10 +149,14 @@ static void bin_store(struct session *s, const struct mc_bin_req *r, const struc
     default: op = MC_OP_PREPEND; break;
     }
     uint64_t cas = 0;
+    int clsid = it->clsid;
     enum mc_status st = mc_store(it, op, r->cas, &cas);
     MC_STAT_ADD(&s->th->st, cmd_set, 1);
-    if (op == MC_OP_CAS)
-        MC_STAT_ADD(&s->th->st, cas_hits, st == MC_STORED ? 1 : 0);
+    MC_SLAB_ADD(s->th, clsid, cmd_set, 1);
+    if (op == MC_OP_CAS && st == MC_STORED) {
+        MC_STAT_ADD(&s->th->st, cas_hits, 1);
+        MC_SLAB_HIT(s->th, cas_hits);
+    }
     if (st == MC_STORED) {
         if (!c->quiet)
             bin_reply(s, r->opcode, r->opaque, MC_BIN_OK, cas, NULL, 0, NULL, 0, NULL, 0);
@@ -196,10 +208,13 @@ static void bin_arith(struct session *s, const struct mc_bin_req *r, const struc
         }
     }
     if (st == MC_OK) {
-        if (c->incr)
+        if (c->incr) {
             MC_STAT_ADD(ts, incr_hits, 1);
-        else
+            MC_SLAB_HIT(s->th, incr_hits);
+        } else {
             MC_STAT_ADD(ts, decr_hits, 1);
+            MC_SLAB_HIT(s->th, decr_hits);
+        }
         if (!c->quiet) {
             uint8_t v[8];
             wr64(v, result);
@@ -266,6 +281,7 @@ int mc_cmd_bin(struct session *s, const struct mc_bin_req *r)
         enum mc_status st = mc_delete((const char *)r->key, r->keylen, r->cas);
         if (st == MC_DELETED) {
             MC_STAT_ADD(ts, delete_hits, 1);
+            MC_SLAB_HIT(s->th, delete_hits);
             if (!c.quiet)
                 bin_reply(s, op, r->opaque, MC_BIN_OK, 0, NULL, 0, NULL, 0, NULL, 0);
         } else {

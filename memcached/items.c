@@ -487,6 +487,7 @@ void mc_item_unlink_locked(mc_item *it, uint64_t hv)
 }
 
 _Thread_local uint8_t mc_find_miss;
+_Thread_local uint8_t mc_hit_clsid;
 
 mc_item *mc_item_find_locked(const char *key, size_t nkey, uint64_t hv)
 {
@@ -510,6 +511,7 @@ mc_item *mc_item_find_locked(const char *key, size_t nkey, uint64_t hv)
         mc_item_unlink_locked(it, hv);
         return NULL;
     }
+    mc_hit_clsid = it->clsid;
     return it;
 }
 
@@ -698,6 +700,20 @@ enum mc_status mc_arith(const char *key, size_t nkey, bool incr, uint64_t delta,
             v = delta > v ? 0 : v - delta;
         char buf[24];
         int len = snprintf(buf, sizeof buf, "%" PRIu64, v);
+        if ((uint32_t)len <= it->nbytes) {
+            /* As memcached: the new number fits, so it is written in place,
+             * padded with spaces ("10" decremented reads "9 "); a new CAS,
+             * no new item. Readers copy under the stripe we hold. */
+            memcpy(mc_value(it), buf, (size_t)len);
+            memset(mc_value(it) + len, ' ', it->nbytes - (uint32_t)len);
+            it->cas = mc_next_cas();
+            mc_item_bump(it);
+            *result = v;
+            if (cas_out)
+                *cas_out = it->cas;
+            mc_key_unlock(hv);
+            return MC_OK;
+        }
         enum mc_alloc_err err;
         mc_item *n = mc_item_alloc(key, nkey, it->flags, it->exptime, (size_t)len, &err);
         if (!n) {

@@ -258,6 +258,9 @@ mc_item *mc_item_find_locked(const char *key, size_t nkey, uint64_t hv);
  * the key was there (get_expired / get_flushed). */
 enum { MC_MISS_NONE = 0, MC_MISS_EXPIRED, MC_MISS_FLUSHED };
 extern _Thread_local uint8_t mc_find_miss;
+/* The class of the item the calling thread's last mc_item_find_locked
+ * found (per-class hit counters). */
+extern _Thread_local uint8_t mc_hit_clsid;
 /* Record a fetch (for the segmented LRU). */
 void mc_item_bump(mc_item *it);
 /* Caller holds the stripe; it is private; old (may be NULL) is replaced. */

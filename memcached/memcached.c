@@ -322,12 +322,44 @@ void mc_stats_sum(struct mc_thread_stats *out)
     }
 }
 
+/* A class's hit counters summed over the threads, less what "stats
+ * reset" saw. */
+struct slab_hits {
+    uint64_t v[8];
+};
+static struct slab_hits slab_reset_base[MC_MAX_CLASSES];
+
+static void slab_hits_now(int id, struct slab_hits *h)
+{
+    memset(h, 0, sizeof *h);
+    for (int i = 0; i < loop_count(); i++) {
+        struct core_loop *l = loop_get(i);
+        struct mc_thread *th = l ? l->data : NULL;
+        if (!th)
+            continue;
+        const struct mc_slab_stats *ss = &th->slab[id];
+        const _Atomic uint64_t *f[8] = { &ss->get_hits,  &ss->cmd_set,  &ss->delete_hits, &ss->incr_hits,
+                                         &ss->decr_hits, &ss->cas_hits, &ss->cas_badval,  &ss->touch_hits };
+        for (int j = 0; j < 8; j++)
+            h->v[j] += atomic_load_explicit(f[j], memory_order_relaxed);
+    }
+}
+
+static void slab_hits_sum(int id, struct slab_hits *h)
+{
+    slab_hits_now(id, h);
+    for (int j = 0; j < 8; j++)
+        h->v[j] -= slab_reset_base[id].v[j];
+}
+
 static struct mc_thread_stats reset_base;
 
 void mc_stats_reset(void)
 {
     mc_prefix_clear();
     mc_stats_sum(&reset_base);
+    for (int i = 1; i <= mc_nclasses; i++)
+        slab_hits_now(i, &slab_reset_base[i]);
     atomic_store(&mc_sstats.evictions, 0);
     atomic_store(&mc_sstats.reclaimed, 0);
     atomic_store(&mc_sstats.total_items, 0);
@@ -360,9 +392,11 @@ static void general_stats(struct stats_sink *k, void *arg)
         direct += c->direct_reclaims;
         pthread_mutex_unlock(&c->lock);
     }
-    /* memcached 1.6.18's names in its order (after the core's pid ..
-     * rejected_connections, threads). A value that is 0 by design here is
-     * said so where it is printed. */
+    /* memcached 1.6.18's names in its order, each group only where
+     * memcached shows it (slab_reassign, lru_crawler, lru_maintainer), after
+     * the core's pid .. rejected_connections; text "stats" drops the core's threads and
+     * accept_fd_exhausted there, threads comes below). A value that is 0
+     * by design here is said so where it is printed. */
     stats_u64(k, "connection_structures", conn_total_current());
     stats_u64(k, "response_obj_oom", GET(t, response_obj_oom));
     stats_u64(k, "response_obj_count", atomic_load(&mc_out_bufs));
@@ -399,6 +433,7 @@ static void general_stats(struct stats_sink *k, void *arg)
     stats_u64(k, "store_no_memory", GET(t, store_no_memory));
     stats_u64(k, "auth_cmds", GET(t, auth_cmds));
     stats_u64(k, "auth_errors", GET(t, auth_errors));
+    stats_u64(k, "idle_kicks", GET(t, idle_kicks)); /* text "stats": only with idle_timeout, as memcached */
     stats_u64(k, "bytes_read", GET(t, bytes_read));
     stats_u64(k, "bytes_written", GET(t, bytes_written));
     stats_u64(k, "limit_maxbytes", mc_slabs_limit());
@@ -407,23 +442,31 @@ static void general_stats(struct stats_sink *k, void *arg)
      * instead of disabling the listener. */
     stats_u64(k, "listen_disabled_num", 0);
     stats_u64(k, "time_in_listen_disabled_us", 0);
+    stats_u64(k, "threads", (uint64_t)mc_settings.threads);
     stats_u64(k, "conn_yields", GET(t, conn_yields));
     stats_u64(k, "hash_power_level", mc_assoc_hashpower());
     stats_u64(k, "hash_bytes", mc_assoc_bytes());
     stats_u64(k, "hash_is_expanding", mc_assoc_expanding() ? 1 : 0);
-    stats_u64(k, "slab_reassign_rescues", rescued);
-    stats_u64(k, "slab_reassign_chunk_rescues", 0); /* no chunked items */
-    stats_u64(k, "slab_reassign_evictions_nomem", move_evicted);
-    /* Page moves run inline under the class lock: nothing is ever found
-     * busy (items have no reference counts) or left running. */
-    stats_u64(k, "slab_reassign_inline_reclaim", 0);
-    stats_u64(k, "slab_reassign_busy_items", 0);
-    stats_u64(k, "slab_reassign_busy_deletes", 0);
-    stats_u64(k, "slab_reassign_running", 0);
-    stats_u64(k, "slabs_moved", atomic_load(&mc_sstats.slabs_moved));
-    stats_u64(k, "lru_crawler_running", mc_crawler_running() ? 1 : 0);
-    stats_u64(k, "lru_crawler_starts", atomic_load(&mc_sstats.lru_crawler_starts));
-    stats_u64(k, "lru_maintainer_juggles", atomic_load(&mc_sstats.maintainer_juggles));
+    if (mc_settings.slab_reassign) {
+        stats_u64(k, "slab_reassign_rescues", rescued);
+        /* A chunk on a moved page: its item is evicted, not copied. */
+        stats_u64(k, "slab_reassign_chunk_rescues", 0);
+        stats_u64(k, "slab_reassign_evictions_nomem", move_evicted);
+        /* Page moves run inline under the class lock: nothing is ever found
+         * busy (items have no reference counts) or left running. */
+        stats_u64(k, "slab_reassign_inline_reclaim", 0);
+        stats_u64(k, "slab_reassign_busy_items", 0);
+        stats_u64(k, "slab_reassign_busy_deletes", 0);
+        stats_u64(k, "slab_reassign_running", 0);
+        stats_u64(k, "slabs_moved", atomic_load(&mc_sstats.slabs_moved));
+    }
+    if (mc_settings.lru_crawler) {
+        stats_u64(k, "lru_crawler_running", mc_crawler_running() ? 1 : 0);
+        stats_u64(k, "lru_crawler_starts", atomic_load(&mc_sstats.lru_crawler_starts));
+    }
+    if (mc_settings.lru_maintainer) {
+        stats_u64(k, "lru_maintainer_juggles", atomic_load(&mc_sstats.maintainer_juggles));
+    }
     stats_u64(k, "malloc_fails", atomic_load(&mc_sstats.malloc_fails));
     /* No `watch` (log streams) and no NAPI ids here. */
     stats_u64(k, "log_worker_dropped", 0);
@@ -439,19 +482,23 @@ static void general_stats(struct stats_sink *k, void *arg)
     stats_u64(k, "slab_global_page_pool", mc_slabs_pool_pages());
     stats_u64(k, "expired_unfetched", atomic_load(&mc_sstats.expired_unfetched));
     stats_u64(k, "evicted_unfetched", atomic_load(&mc_sstats.evicted_unfetched));
-    stats_u64(k, "evicted_active", ev_active);
+    if (mc_settings.lru_maintainer) {
+        stats_u64(k, "evicted_active", ev_active);
+    }
     stats_u64(k, "evictions", atomic_load(&mc_sstats.evictions));
     stats_u64(k, "reclaimed", atomic_load(&mc_sstats.reclaimed));
     stats_u64(k, "crawler_reclaimed", atomic_load(&mc_sstats.crawler_reclaimed));
     stats_u64(k, "crawler_items_checked", checked);
     stats_u64(k, "lrutail_reflocked", 0); /* items have no reference counts */
-    stats_u64(k, "moves_to_cold", to_cold);
-    stats_u64(k, "moves_to_warm", to_warm);
-    stats_u64(k, "moves_within_lru", within);
-    stats_u64(k, "direct_reclaims", direct);
-    stats_u64(k, "lru_bumps_dropped", 0); /* bumps are done at once, never queued */
-    /* Ours, after memcached's: */
-    stats_u64(k, "idle_kicks", GET(t, idle_kicks));
+    if (mc_settings.lru_maintainer) {
+        stats_u64(k, "moves_to_cold", to_cold);
+        stats_u64(k, "moves_to_warm", to_warm);
+        stats_u64(k, "moves_within_lru", within);
+        stats_u64(k, "direct_reclaims", direct);
+        stats_u64(k, "lru_bumps_dropped", 0); /* bumps are done at once, never queued */
+    }
+    /* Ours, after memcached's (in the metrics; text "stats" leaves them
+     * out, as it does the core's accept_fd_exhausted: cmd_text.c): */
     stats_u64(k, "protocol_errors", GET(t, protocol_errors));
     stats_u64(k, "outofmemory", atomic_load(&mc_sstats.outofmemory));
     stats_u64(k, "total_malloced", mc_slabs_malloced());
@@ -476,6 +523,16 @@ static void slabs_stats(struct stats_sink *k, void *arg)
         stats_u64f(k, pages * c->perpage - freec, "%d:used_chunks", i);
         stats_u64f(k, freec, "%d:free_chunks", i);
         stats_u64f(k, 0, "%d:free_chunks_end", i);
+        struct slab_hits h;
+        slab_hits_sum(i, &h);
+        stats_u64f(k, h.v[0], "%d:get_hits", i);
+        stats_u64f(k, h.v[1], "%d:cmd_set", i);
+        stats_u64f(k, h.v[2], "%d:delete_hits", i);
+        stats_u64f(k, h.v[3], "%d:incr_hits", i);
+        stats_u64f(k, h.v[4], "%d:decr_hits", i);
+        stats_u64f(k, h.v[5], "%d:cas_hits", i);
+        stats_u64f(k, h.v[6], "%d:cas_badval", i);
+        stats_u64f(k, h.v[7], "%d:touch_hits", i);
     }
     stats_u64(k, "active_slabs", (uint64_t)active);
     stats_u64(k, "total_malloced", mc_slabs_malloced());

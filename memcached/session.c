@@ -214,6 +214,7 @@ static void complete_store(struct session *s)
         return;
     }
     MC_STAT_ADD(&s->th->st, cmd_set, 1);
+    MC_SLAB_ADD(s->th, it->clsid, cmd_set, 1);
     if (s->kind == MC_PEND_META)
         mc_cmd_meta_stored(s, it);
     else
