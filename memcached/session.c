@@ -268,6 +268,172 @@ static bool do_nread(struct session *s, struct evbuffer *in)
 }
 
 /* ------------------------------------------------------------------ */
+/* -vv: memcached's per-command debug lines on stderr ("<fd request",
+ * ">fd reply"; for gets ">fd sending key K" then ">fd END"; binary
+ * requests and response headers as hex dumps). Each line is one write. */
+
+static inline bool dbg_on(void) { return __builtin_expect(mc_settings.verbose >= 2, 0); }
+
+static void dbg_line(struct session *s, char dir, const char *text, size_t n)
+{
+    char buf[640];
+    if (n > 512)
+        n = 512;
+    int k = snprintf(buf, sizeof buf, "%c%d %.*s\n", dir, s->fd, (int)n, text);
+    if (k > 0)
+        fwrite(buf, 1, (size_t)k < sizeof buf ? (size_t)k : sizeof buf - 1, stderr);
+}
+
+/* The reply bytes a text command added to the output since mark, as
+ * memcached prints them: a single status line, or the keys a get sent.
+ * Multi-line replies (stats, dumps) and meta replies other than MN are not
+ * printed, as in memcached. */
+static void dbg_text_reply(struct session *s, size_t mark, bool meta)
+{
+    if (!s->ob || s->olen <= mark)
+        return;
+    const char *p = s->ob->data + mark, *end = s->ob->data + s->olen;
+    if ((size_t)(end - p) > 6 && memcmp(p, "VALUE ", 6) == 0) {
+        while (end - p > 6 && memcmp(p, "VALUE ", 6) == 0) {
+            const char *eol = memchr(p, '\n', (size_t)(end - p));
+            if (!eol)
+                return;
+            const char *key = p + 6, *sp = memchr(key, ' ', (size_t)(eol - key));
+            if (!sp)
+                return;
+            char msg[300];
+            int k = snprintf(msg, sizeof msg, "sending key %.*s", (int)(sp - key), key);
+            dbg_line(s, '>', msg, (size_t)k < sizeof msg ? (size_t)k : sizeof msg - 1);
+            /* skip "key flags bytes [cas]" and the data block */
+            const char *f = sp + 1, *b = memchr(f, ' ', (size_t)(eol - f));
+            if (!b)
+                return;
+            uint64_t bytes = strtoull(b + 1, NULL, 10);
+            if (bytes > (uint64_t)(end - eol))
+                return;
+            p = eol + 1 + bytes + 2;
+        }
+    }
+    if (p >= end)
+        return;
+    const char *eol = memchr(p, '\n', (size_t)(end - p));
+    if (!eol || eol + 1 != end)
+        return; /* not one line */
+    size_t n = (size_t)(eol - p);
+    if (n && p[n - 1] == '\r')
+        n--;
+    if (meta && !(n == 2 && memcmp(p, "MN", 2) == 0))
+        return;
+    dbg_line(s, '>', p, n);
+}
+
+/* -vv and noreply: memcached prints the reply it did not send
+ * (">fd NOREPLY STORED"); the command ran with replies on, so take the
+ * reply back out of the output here. */
+static void dbg_noreply_reply(struct session *s, size_t mark)
+{
+    if (!s->ob || s->olen <= mark)
+        return;
+    const char *p = s->ob->data + mark;
+    size_t n = s->olen - mark;
+    const char *eol = memchr(p, '\n', n);
+    if (eol) {
+        size_t ln = (size_t)(eol - p);
+        if (ln && p[ln - 1] == '\r')
+            ln--;
+        char msg[300];
+        int k = snprintf(msg, sizeof msg, "NOREPLY %.*s", (int)(ln > 256 ? 256 : ln), p);
+        dbg_line(s, '>', msg, (size_t)k < sizeof msg ? (size_t)k : sizeof msg - 1);
+    }
+    s->olen = mark;
+}
+
+static void dbg_hex(struct session *s, char dir, const char *indent, const uint8_t *h)
+{
+    char buf[128];
+    for (int i = 0; i < MC_BIN_HDR; i += 4) {
+        int k = snprintf(buf, sizeof buf, "%c%d %s0x%02x 0x%02x 0x%02x 0x%02x\n", dir, s->fd, indent, h[i], h[i + 1],
+                         h[i + 2], h[i + 3]);
+        if (k > 0)
+            fwrite(buf, 1, (size_t)k, stderr);
+    }
+}
+
+static void dbg_bin_request(struct session *s, const uint8_t *pkt, const struct mc_bin_req *r)
+{
+    dbg_line(s, '<', "Read binary protocol data:", 26);
+    dbg_hex(s, '<', "   ", pkt);
+    char msg[400];
+    int k = 0;
+    switch (r->opcode) {
+    case 0x00:
+    case 0x09:
+    case 0x0c:
+    case 0x0d: /* GET, GETQ, GETK, GETKQ */
+        k = snprintf(msg, sizeof msg, "GET %.*s", (int)r->keylen, (const char *)r->key);
+        break;
+    case 0x01:
+    case 0x02:
+    case 0x03:
+    case 0x11:
+    case 0x12:
+    case 0x13: { /* SET, ADD, REPLACE (+Q) */
+        static const char *const names[] = { "SET", "ADD", "REPLACE" };
+        int i = (r->opcode & 0x0f) - 1;
+        k = snprintf(msg, sizeof msg, "%s %.*s Value len is %u", names[i], (int)r->keylen, (const char *)r->key,
+                     (unsigned)r->vlen);
+        break;
+    }
+    default: break;
+    }
+    if (k > 0)
+        dbg_line(s, '<', msg, (size_t)k < sizeof msg ? (size_t)k : sizeof msg - 1);
+}
+
+/* The binary responses a request added since mark: header dumps, and an
+ * error's message first, as memcached prints them. */
+static void dbg_bin_reply(struct session *s, size_t mark)
+{
+    if (!s->ob || s->olen <= mark)
+        return;
+    const uint8_t *p = (const uint8_t *)s->ob->data + mark, *end = (const uint8_t *)s->ob->data + s->olen;
+    while (end - p >= MC_BIN_HDR) {
+        uint16_t status = (uint16_t)(p[6] << 8 | p[7]);
+        uint32_t body = (uint32_t)p[8] << 24 | (uint32_t)p[9] << 16 | (uint32_t)p[10] << 8 | p[11];
+        if (body > (uint64_t)(end - p) - MC_BIN_HDR)
+            return;
+        if (status != 0) {
+            char msg[300];
+            size_t off = (size_t)p[4] + ((size_t)p[2] << 8 | p[3]);
+            size_t ml = body > off ? body - off : 0;
+            int k = snprintf(msg, sizeof msg, "Writing an error: %.*s", (int)(ml > 256 ? 256 : ml),
+                             (const char *)p + MC_BIN_HDR + off);
+            dbg_line(s, '>', msg, (size_t)k < sizeof msg ? (size_t)k : sizeof msg - 1);
+        }
+        dbg_line(s, '>', "Writing bin response:", 21);
+        /* memcached dumps a get's header before it fills in the CAS */
+        uint8_t h[MC_BIN_HDR];
+        memcpy(h, p, MC_BIN_HDR);
+        switch (h[1]) {
+        case 0x00:
+        case 0x09:
+        case 0x0c:
+        case 0x0d:
+        case 0x1d:
+        case 0x1e:
+        case 0x23:
+        case 0x24:
+            if (status == 0)
+                memset(h + 16, 0, 8);
+            break;
+        default: break;
+        }
+        dbg_hex(s, '>', "  ", h);
+        p += MC_BIN_HDR + body;
+    }
+}
+
+/* ------------------------------------------------------------------ */
 /* reading requests */
 
 /* One text request: parse its line and run it. len: what in holds. */
@@ -293,17 +459,37 @@ static int text_step(struct session *s, struct evbuffer *in, size_t len, bool *p
     }
     *progress = true;
     s->c->requests++;
+    size_t mark = s->olen;
+    if (dbg_on()) {
+        const char *eol = memchr(p, '\n', r.consumed ? r.consumed : first);
+        size_t ln = eol ? (size_t)(eol - p) : 0;
+        if (ln && p[ln - 1] == '\r')
+            ln--;
+        dbg_line(s, '<', p, ln);
+    }
     if (st == MC_PARSE_ERROR) {
         MC_STAT_ADD(&s->th->st, protocol_errors, 1);
         if (!r.noreply)
             mc_out_line(s, r.error);
+        if (dbg_on())
+            dbg_text_reply(s, mark, false);
         if (r.close || r.consumed == 0)
             return 1;
         evbuffer_drain(in, r.consumed);
         return 0;
     }
-    size_t mark = s->olen;
+    bool dbg_quiet = false;
+    if (dbg_on() && r.noreply && r.cmd != MC_TXT_META) {
+        dbg_quiet = true; /* run it with its reply, printed and dropped below */
+        r.noreply = false;
+    }
     int rc = mc_cmd_text(s, &r);
+    if (dbg_quiet && s->state == MC_SESS_NREAD)
+        s->dbg_noreply = true; /* the reply comes with the data block */
+    else if (dbg_quiet)
+        dbg_noreply_reply(s, mark);
+    else if (dbg_on() && r.cmd != MC_TXT_STATS)
+        dbg_text_reply(s, mark, r.cmd == MC_TXT_META);
     /* Storage commands: mc_sess_begin_store already copied the key; the line can go. */
     evbuffer_drain(in, r.consumed);
     if (s->out_oom)
@@ -338,7 +524,11 @@ static int bin_step(struct session *s, struct evbuffer *in, size_t len, bool *pr
     *progress = true;
     s->c->requests++;
     size_t mark = s->olen;
+    if (dbg_on())
+        dbg_bin_request(s, p, &r);
     int rc = mc_cmd_bin(s, &r);
+    if (dbg_on())
+        dbg_bin_reply(s, mark);
     if (s->out_oom) {
         evbuffer_drain(in, r.consumed);
         return reply_failed(s, mark, r.opcode, r.opaque);
@@ -514,7 +704,14 @@ static int on_read(struct core_conn *c)
             if (!do_nread(s, in))
                 break;
             size_t mark = s->olen;
+            bool meta = s->kind == MC_PEND_META;
             complete_store(s);
+            if (s->dbg_noreply) {
+                s->dbg_noreply = false;
+                dbg_noreply_reply(s, mark);
+            } else if (dbg_on()) {
+                dbg_text_reply(s, mark, meta);
+            }
             if (s->out_oom) {
                 rc = reply_failed(s, mark, -1, 0);
                 break;
@@ -538,6 +735,9 @@ static int on_read(struct core_conn *c)
                 s->proto = MC_PROTO_BIN; /* a bad magic byte closes it (bin_step) */
             else
                 s->proto = b == MC_BIN_REQ ? MC_PROTO_BIN : MC_PROTO_TEXT;
+            if (dbg_on())
+                fprintf(stderr, "%d: Client using the %s protocol\n", s->fd,
+                        s->proto == MC_PROTO_BIN ? "binary" : "ascii");
             if (mc_settings.sasl && s->proto == MC_PROTO_TEXT) {
                 mc_out_line(s, "CLIENT_ERROR unauthenticated");
                 rc = 1;
@@ -579,6 +779,8 @@ static void on_close(struct core_conn *c, enum conn_close_reason why)
         return;
     if (why == CONN_CLOSE_TIMEOUT)
         MC_STAT_ADD(&s->th->st, idle_kicks, 1);
+    if (dbg_on())
+        fprintf(stderr, "<%d connection closed.\n", s->fd);
     if (s->yield_ev)
         event_free(s->yield_ev);
     if (s->dump) {
@@ -645,7 +847,14 @@ void mc_session_accept(struct core_loop *loop, int fd, const struct sockaddr *sa
         return;
     }
     s->c = c;
+    s->fd = fd;
     s->last_cmd = mc_now();
+    if (dbg_on())
+        fprintf(stderr, "<%d new %s client connection%s\n", fd,
+                mc_settings.protocol == MC_BIND_ASCII    ? "ascii"
+                : mc_settings.protocol == MC_BIND_BINARY ? "binary"
+                                                         : "auto-negotiating",
+                mc_settings.protocol == MC_BIND_AUTO ? "" : ".");
     struct mc_thread *th = s->th;
     pthread_mutex_lock(&th->sessions_lock);
     s->next = th->sessions;
@@ -711,7 +920,7 @@ void mc_session_stats_conns(struct evbuffer *out)
         pthread_mutex_lock(&th->sessions_lock);
         for (struct session *s = th->sessions; s; s = s->next) {
             char peer[160], local[160];
-            int fd = s->c->fd;
+            int fd = s->fd;
             struct sockaddr_storage ss;
             socklen_t sl = sizeof ss;
             addr_text(&s->c->peer, s->c->peer_len, peer, sizeof peer);

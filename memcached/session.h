@@ -23,10 +23,11 @@
     X(cmd_touch)                                                                                                       \
     X(cmd_flush)                                                                                                       \
     X(cmd_meta)                                                                                                        \
-    X(get_hits) X(get_misses) X(get_expired) X(get_flushed) X(delete_hits) X(delete_misses) X(incr_hits)               \
-        X(incr_misses) X(decr_hits) X(decr_misses) X(cas_hits) X(cas_misses) X(cas_badval) X(touch_hits)               \
-            X(touch_misses) X(store_too_large) X(store_no_memory) X(response_obj_oom) X(conn_yields) X(idle_kicks)     \
-                X(auth_cmds) X(auth_errors) X(bytes_read) X(bytes_written) X(protocol_errors)
+    X(get_hits)                                                                                                        \
+    X(get_misses) X(get_expired) X(get_flushed) X(delete_hits) X(delete_misses) X(incr_hits) X(incr_misses)            \
+        X(decr_hits) X(decr_misses) X(cas_hits) X(cas_misses) X(cas_badval) X(touch_hits) X(touch_misses)              \
+            X(store_too_large) X(store_no_memory) X(response_obj_oom) X(conn_yields) X(idle_kicks) X(auth_cmds)        \
+                X(auth_errors) X(bytes_read) X(bytes_written) X(protocol_errors)
 
 struct mc_thread_stats {
 #define X(n) _Atomic uint64_t n;
@@ -108,6 +109,8 @@ struct mc_obuf;
 struct event;
 struct session {
     struct core_conn *c;
+    int fd;           /* for the -vv debug lines */
+    bool dbg_noreply; /* -vv: the pending store is noreply; print its reply as memcached does */
     struct mc_thread *th;
     enum mc_sess_proto proto;
     enum mc_sess_state state;
