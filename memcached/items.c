@@ -752,6 +752,11 @@ void mc_flush(int64_t delay)
     if (delay > 0) {
         uint32_t t = mc_realtime(delay);
         atomic_store(&mc_oldest_live, t > 1 ? t - 1 : 1);
+    } else if (mc_settings.no_cas) {
+        /* -C: as memcached, by time alone, so what is set in the same
+         * second as the flush is flushed too. */
+        atomic_store(&mc_oldest_live, mc_now());
+        atomic_store(&mc_oldest_cas, 0);
     } else {
         /* Everything stored so far: its CAS is below the next one. */
         atomic_store(&mc_oldest_cas, mc_next_cas());

@@ -20,7 +20,7 @@
 
 #define MC_VERSION "1.6.18"
 #define MC_KEY_MAX 250
-#define MC_MAX_CLASSES 200
+#define MC_MAX_CLASSES 64 /* as memcached: ids 1..63 */
 #define MC_REALTIME_MAXDELTA (60 * 60 * 24 * 30)
 
 struct mc_settings {

@@ -363,6 +363,23 @@ void mc_stats_reset(void)
     atomic_store(&mc_sstats.evictions, 0);
     atomic_store(&mc_sstats.reclaimed, 0);
     atomic_store(&mc_sstats.total_items, 0);
+    atomic_store(&mc_sstats.expired_unfetched, 0);
+    atomic_store(&mc_sstats.evicted_unfetched, 0);
+    atomic_store(&mc_sstats.outofmemory, 0);
+    atomic_store(&mc_sstats.crawler_reclaimed, 0);
+    atomic_store(&mc_sstats.malloc_fails, 0);
+    /* and "stats items" per class, as memcached's item_stats_reset */
+    for (int i = 1; i <= mc_nclasses; i++) {
+        struct mc_class *c = &mc_classes[i];
+        pthread_mutex_lock(&c->lock);
+        c->evicted = c->evicted_nonzero = c->reclaimed = c->expired_unfetched = c->evicted_unfetched = 0;
+        c->outofmemory = c->crawler_reclaimed = c->moves_to_cold = c->moves_to_warm = c->moves_within_lru = 0;
+        c->crawler_items_checked = c->evicted_active = c->direct_reclaims = 0;
+        c->evicted_time = 0;
+        for (int seg = 0; seg < MC_LRU_N; seg++)
+            atomic_store_explicit(&c->hits_to[seg], 0, memory_order_relaxed);
+        pthread_mutex_unlock(&c->lock);
+    }
 }
 
 #define GET(s, n)                                                                                                      \

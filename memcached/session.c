@@ -36,6 +36,7 @@
 
 #include "common/log.h"
 #include "common/tls.h"
+#include "common/listen.h"
 #include "common/loop.h"
 #include "memcached/proto.h"
 
@@ -908,10 +909,62 @@ static void addr_text(const struct sockaddr_storage *ss, socklen_t len, char *ou
 /* One block per client connection: addr, listen_addr, state,
  * secs_since_last_cmd (memcached's fields; its listening sockets' own
  * entries are not listed: the core does not expose its listeners). */
+/* "stats conns": the listening sockets and every client connection, in
+ * descriptor order as memcached lists them. */
+struct conn_line {
+    int fd;
+    char text[640];
+};
+struct conn_lines {
+    struct conn_line *v;
+    size_t n, cap;
+};
+
+static struct conn_line *conn_line_add(struct conn_lines *cl, int fd)
+{
+    if (cl->n == cl->cap) {
+        size_t cap = cl->cap ? cl->cap * 2 : 64;
+        struct conn_line *v = realloc(cl->v, cap * sizeof *v);
+        if (!v)
+            return NULL;
+        cl->v = v;
+        cl->cap = cap;
+    }
+    struct conn_line *e = &cl->v[cl->n++];
+    e->fd = fd;
+    return e;
+}
+
+static void listener_line(const struct listen_info *li, void *arg)
+{
+    if (li->is_admin || li->on_accept != mc_session_accept)
+        return; /* the console and metrics are the core's, not memcached's */
+    struct sockaddr_storage ss;
+    socklen_t sl = sizeof ss;
+    char addr[160];
+    if (getsockname(li->fd, (struct sockaddr *)&ss, &sl) == 0)
+        addr_text(&ss, sl, addr, sizeof addr);
+    else
+        snprintf(addr, sizeof addr, "?:<AF 0>");
+    struct conn_line *e = conn_line_add(arg, li->fd);
+    if (e)
+        snprintf(e->text, sizeof e->text,
+                 "STAT %d:addr %s\r\nSTAT %d:state conn_listening\r\nSTAT %d:secs_since_last_cmd 0\r\n", li->fd, addr,
+                 li->fd, li->fd);
+}
+
+static int conn_line_cmp(const void *a, const void *b)
+{
+    const struct conn_line *x = a, *y = b;
+    return (x->fd > y->fd) - (x->fd < y->fd);
+}
+
 void mc_session_stats_conns(struct evbuffer *out)
 {
     static const char *const states[] = { "conn_parse_cmd", "conn_nread", "conn_swallow", "conn_mwrite" };
     uint32_t now = mc_now();
+    struct conn_lines cl = { 0 };
+    listen_foreach(listener_line, &cl);
     for (int i = 0; i < loop_count(); i++) {
         struct core_loop *l = loop_get(i);
         struct mc_thread *th = l ? l->data : NULL;
@@ -928,14 +981,21 @@ void mc_session_stats_conns(struct evbuffer *out)
                 addr_text(&ss, sl, local, sizeof local);
             else
                 snprintf(local, sizeof local, "?:<AF 0>");
-            evbuffer_add_printf(out, "STAT %d:addr %s\r\n", fd, peer);
-            evbuffer_add_printf(out, "STAT %d:listen_addr %s\r\n", fd, local);
-            evbuffer_add_printf(out, "STAT %d:state %s\r\n", fd, states[s->state]);
-            evbuffer_add_printf(out, "STAT %d:secs_since_last_cmd %u\r\n", fd,
-                                now > s->last_cmd ? now - s->last_cmd : 0);
+            struct conn_line *e = conn_line_add(&cl, fd);
+            if (!e)
+                break;
+            snprintf(e->text, sizeof e->text,
+                     "STAT %d:addr %s\r\nSTAT %d:listen_addr %s\r\nSTAT %d:state %s\r\n"
+                     "STAT %d:secs_since_last_cmd %u\r\n",
+                     fd, peer, fd, local, fd, states[s->state], fd, now > s->last_cmd ? now - s->last_cmd : 0);
         }
         pthread_mutex_unlock(&th->sessions_lock);
     }
+    if (cl.n)
+        qsort(cl.v, cl.n, sizeof *cl.v, conn_line_cmp);
+    for (size_t i = 0; i < cl.n; i++)
+        evbuffer_add(out, cl.v[i].text, strlen(cl.v[i].text));
+    free(cl.v);
 }
 
 void mc_session_reject(int fd, void *arg)

@@ -9,7 +9,9 @@
  * never looks at keys except through items.c's unlink when it moves a page. */
 #include "memcached/mc.h"
 
+#include <errno.h>
 #include <math.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -91,25 +93,33 @@ int mc_slabs_init(void)
     mc_page_size = chunk_max > (1u << 20) ? chunk_max : (1u << 20);
     mc_chunk_max = (uint32_t)chunk_max;
     mem_limit = mc_settings.maxbytes;
+    /* As memcached: T_MEMD_INITIAL_MALLOC sets where the count of
+     * allocated bytes starts (its test suite fakes a 4 GB cache so). */
+    const char *initial = getenv("T_MEMD_INITIAL_MALLOC");
+    if (initial) {
+        char *end;
+        errno = 0;
+        unsigned long long v = strtoull(initial, &end, 10);
+        if (!errno && end != initial && !*end)
+            malloced = v;
+    }
     double factor = mc_settings.factor > 1.0 ? mc_settings.factor : 1.25;
-    /* Class k holds chunks of (smallest * factor^k) rounded up to 8 bytes.
-     * The rounding is not compounded from class to class (as memcached
-     * does), so the sizes stay on the geometric series and waste less per
-     * chunk: with the defaults, 104 136 168 208 256 320 400 ... */
-    uint64_t first = MC_ITEM_HDR + (uint64_t)(mc_settings.chunk_min > 0 ? mc_settings.chunk_min : 48);
-    double exact = (double)((first + 7) & ~(uint64_t)7);
-    int id = 1;
-    uint64_t prev = 0;
-    while (id < MC_MAX_CLASSES - 1) {
-        uint64_t size = ((uint64_t)ceil(exact) + 7) & ~(uint64_t)7;
-        if (size < prev + 8)
-            size = prev + 8;
-        if (size >= chunk_max)
+    /* memcached 1.6.18's class sizes exactly, so class ids (stats items,
+     * stats slabs, slabs reassign, lru_crawler) mean the same classes:
+     * from its 48-byte item header + -n, times -f, each rounded up to 8
+     * bytes (compounded), up to slab_chunk_max / f; then one class of
+     * slab_chunk_max. Our items are a few bytes smaller than memcached's
+     * (52-byte header with the CAS, no CRLF or key terminator stored), so
+     * an item lands in the same class or one below. */
+    uint32_t size = 48 + (uint32_t)(mc_settings.chunk_min > 0 ? mc_settings.chunk_min : 48);
+    int id = 0;
+    while (++id < MC_MAX_CLASSES - 1) {
+        if ((double)size >= (double)chunk_max / factor)
             break;
-        mc_classes[id].size = (uint32_t)size;
-        prev = size;
-        id++;
-        exact *= factor;
+        if (size % 8)
+            size += 8 - size % 8;
+        mc_classes[id].size = size;
+        size = (uint32_t)(size * factor);
     }
     mc_classes[id].size = (uint32_t)chunk_max; /* the last class: slab_chunk_max */
     id++;
@@ -118,8 +128,8 @@ int mc_slabs_init(void)
         struct mc_class *c = &mc_classes[i];
         pthread_mutex_init(&c->lock, NULL);
         c->perpage = (uint32_t)(mc_page_size / c->size);
-        if (mc_settings.verbose > 1)
-            log_info("slab class %3d: chunk size %9u perslab %7u", i, c->size, c->perpage);
+        if (mc_settings.verbose > 1) /* memcached's line, on stderr as it prints it */
+            fprintf(stderr, "slab class %3d: chunk size %9u perslab %7u\n", i, c->size, c->perpage);
     }
     return 0;
 }
