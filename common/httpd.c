@@ -15,6 +15,7 @@
  * job's return. PUT and DELETE still write on the loop (marked below). */
 #include "common/httpd.h"
 
+#include <ctype.h>
 #include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
@@ -613,47 +614,151 @@ enum httpd_body_result httpd_body_read(struct httpd_conn *h, struct evbuffer *ds
 
 /* ---- file serving ---- */
 
+/* Content types: /etc/mime.types (Debian's media-types), read once at
+ * process start (a constructor: never on a loop), and a small built-in
+ * table when that file is absent. Read-only after start. */
 static const struct {
     const char *ext, *type;
-} mime_tab[] = {
+} mime_builtin[] = {
     { "html", "text/html" },
     { "htm", "text/html" },
     { "txt", "text/plain" },
     { "css", "text/css" },
-    { "js", "application/x-javascript" },
+    { "js", "text/javascript" },
     { "json", "application/json" },
-    { "xml", "text/xml" },
+    { "xml", "application/xml" },
     { "png", "image/png" },
     { "jpg", "image/jpeg" },
     { "jpeg", "image/jpeg" },
     { "gif", "image/gif" },
     { "svg", "image/svg+xml" },
-    { "ico", "image/x-icon" },
-    { "bmp", "image/bmp" },
+    { "ico", "image/vnd.microsoft.icon" },
     { "pdf", "application/pdf" },
     { "zip", "application/zip" },
-    { "gz", "application/x-gzip" },
-    { "tgz", "application/x-gzip" },
+    { "gz", "application/gzip" },
     { "tar", "application/x-tar" },
     { "mp3", "audio/mpeg" },
     { "mp4", "video/mp4" },
     { "webm", "video/webm" },
-    { "flv", "video/x-flv" },
-    { "swf", "application/x-shockwave-flash" },
     { "woff", "font/woff" },
     { "woff2", "font/woff2" },
     { "wasm", "application/wasm" },
     { "bin", "application/octet-stream" },
 };
 
+#define MIME_MAX_EXT 32   /* longer extensions are skipped */
+#define MIME_MAX_TYPE 128 /* longer types are skipped */
+#define MIME_SLOTS 8192   /* open addressing, power of two */
+#define MIME_MAX_FILE 1048576
+
+struct mime_slot {
+    char ext[MIME_MAX_EXT];
+    const char *type; /* into mime_types_text */
+};
+static struct mime_slot *mime_table; /* NULL: the built-in table */
+static char *mime_types_text;
+static size_t mime_count;
+
+static size_t mime_hash(const char *ext, size_t len)
+{
+    uint32_t h = 2166136261u;
+    for (size_t i = 0; i < len; i++)
+        h = (h ^ (uint8_t)tolower((unsigned char)ext[i])) * 16777619u;
+    return h & (MIME_SLOTS - 1);
+}
+
+/* The slot for ext[0..len): the one holding it, or the empty one where it
+ * would go; NULL when the table is full. */
+static struct mime_slot *mime_slot(struct mime_slot *tab, const char *ext, size_t len)
+{
+    size_t i = mime_hash(ext, len);
+    for (size_t n = 0; n < MIME_SLOTS; n++, i = (i + 1) & (MIME_SLOTS - 1)) {
+        struct mime_slot *sl = &tab[i];
+        if (!sl->type || (strlen(sl->ext) == len && !strncasecmp(sl->ext, ext, len)))
+            return sl;
+    }
+    return NULL;
+}
+
+int httpd_mime_load(const char *path)
+{
+    FILE *fp = fopen(path, "re");
+    if (!fp)
+        return -1;
+    char *text = malloc(MIME_MAX_FILE + 1);
+    size_t n = text ? fread(text, 1, MIME_MAX_FILE, fp) : 0;
+    fclose(fp);
+    struct mime_slot *tab = calloc(MIME_SLOTS, sizeof *tab);
+    if (!text || !tab) {
+        free(text);
+        free(tab);
+        return -1;
+    }
+    text[n] = '\0';
+    size_t count = 0;
+    /* "type ext ext ...", '#' comments; the first type named for an
+     * extension wins; bounded: at most MIME_SLOTS * 3/4 extensions. */
+    for (char *line = text, *next; line && *line; line = next) {
+        next = strchr(line, '\n');
+        if (next)
+            *next++ = '\0';
+        char *hash = strchr(line, '#');
+        if (hash)
+            *hash = '\0';
+        char *save = NULL;
+        char *type = strtok_r(line, " \t\r", &save);
+        if (!type || strlen(type) >= MIME_MAX_TYPE || !strchr(type, '/'))
+            continue;
+        for (char *ext; (ext = strtok_r(NULL, " \t\r", &save));) {
+            size_t len = strlen(ext);
+            if (len >= MIME_MAX_EXT || count >= MIME_SLOTS * 3 / 4)
+                continue;
+            struct mime_slot *sl = mime_slot(tab, ext, len);
+            if (sl && !sl->type) {
+                memcpy(sl->ext, ext, len + 1);
+                sl->type = type;
+                count++;
+            }
+        }
+    }
+    if (count == 0) {
+        free(text);
+        free(tab);
+        return -1;
+    }
+    free(mime_table);
+    free(mime_types_text);
+    mime_table = tab;
+    mime_types_text = text;
+    mime_count = count;
+    return (int)count;
+}
+
+__attribute__((constructor)) static void mime_load_at_start(void) { httpd_mime_load("/etc/mime.types"); }
+
+__attribute__((destructor)) static void mime_unload(void)
+{
+    free(mime_table);
+    free(mime_types_text);
+    mime_table = NULL;
+    mime_types_text = NULL;
+}
+
 const char *httpd_mime_type(const char *path)
 {
     const char *slash = strrchr(path, '/');
     const char *dot = strrchr(slash ? slash : path, '.');
-    if (dot)
-        for (size_t i = 0; i < sizeof mime_tab / sizeof mime_tab[0]; i++)
-            if (!strcasecmp(dot + 1, mime_tab[i].ext))
-                return mime_tab[i].type;
+    if (!dot || !dot[1])
+        return "text/plain";
+    const char *ext = dot + 1;
+    size_t len = strlen(ext);
+    if (mime_table) {
+        const struct mime_slot *sl = len < MIME_MAX_EXT ? mime_slot(mime_table, ext, len) : NULL;
+        return sl && sl->type ? sl->type : "text/plain";
+    }
+    for (size_t i = 0; i < sizeof mime_builtin / sizeof mime_builtin[0]; i++)
+        if (!strcasecmp(ext, mime_builtin[i].ext))
+            return mime_builtin[i].type;
     return "text/plain";
 }
 

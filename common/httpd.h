@@ -241,6 +241,14 @@ void httpd_files_invalidate(struct httpd_files *f);
 /* True for a Range "bytes=first-last" with last < first: unsatisfiable for
  * Perlbal (416), where http_parse_range ignores it. */
 bool httpd_range_inverted(const char *value, size_t len);
-/* "text/html" etc. from a path's extension ("text/plain" if unknown). */
+/* "text/html" etc. from a path's extension ("text/plain" if unknown), as
+ * /etc/mime.types says (read once at process start; a small built-in table
+ * when it is absent). */
 const char *httpd_mime_type(const char *path);
+/* Replace the table with the mime.types file at path ("type ext ext ..."
+ * lines, '#' comments; the first type named for an extension wins). At
+ * start-up only: not safe against concurrent lookups. Returns the number
+ * of extensions, or -1 (file absent, unreadable or empty: the table in use
+ * stays). */
+int httpd_mime_load(const char *path);
 #endif

@@ -341,6 +341,32 @@ static void test_mime(void)
     CHECK_STR(httpd_mime_type("/a/b.HTML"), "text/html");
     CHECK_STR(httpd_mime_type("/a.b/c"), "text/plain");
     CHECK_STR(httpd_mime_type("x.png"), "image/png");
+    /* read from /etc/mime.types at start: a type only that file knows */
+    CHECK_STR(httpd_mime_type("/docs/report.odt"), "application/vnd.oasis.opendocument.text");
+    CHECK_STR(httpd_mime_type("/src/main.c"), "text/x-csrc");
+    CHECK_STR(httpd_mime_type("/a/b."), "text/plain");
+    CHECK_STR(httpd_mime_type("/a/b.no-such-extension-anywhere"), "text/plain");
+    /* another file replaces the table; a missing one leaves it as it is */
+    char path[64];
+    snprintf(path, sizeof path, "/tmp/test_httpd_mime.%d", (int)getpid());
+    FILE *fp = fopen(path, "w");
+    CHECK(fp != NULL);
+    if (!fp)
+        return;
+    fputs("# comment line\nx-test/first\tzzq ZZR # trailing comment\nx-test/second zzq\nnot-a-type qqq\n"
+          "text/html html\n",
+          fp);
+    fclose(fp);
+    CHECK_EQ_INT(httpd_mime_load(path), 3);
+    CHECK_STR(httpd_mime_type("a.zzq"), "x-test/first"); /* the first one named wins */
+    CHECK_STR(httpd_mime_type("a.zzr"), "x-test/first");
+    CHECK_STR(httpd_mime_type("a.qqq"), "text/plain");
+    CHECK_STR(httpd_mime_type("a.png"), "text/plain"); /* not in that file */
+    CHECK_EQ_INT(httpd_mime_load("/nonexistent/mime.types"), -1);
+    CHECK_STR(httpd_mime_type("a.zzq"), "x-test/first");
+    unlink(path);
+    CHECK(httpd_mime_load("/etc/mime.types") > 1000);
+    CHECK_STR(httpd_mime_type("x.png"), "image/png");
 }
 
 int main(void)
