@@ -292,6 +292,43 @@ static void write_cb(struct bufferevent *bev, void *arg)
     settle(c);
 }
 
+/* A socket write never returns 0, but libevent's Linux sendfile path does
+ * when sendfile() fails with EAGAIN or EINTR (a file added to the output
+ * with evbuffer_add_file), and bufferevent_socket takes that 0 for an EOF:
+ * it stops writing and reports BEV_EVENT_WRITING|BEV_EVENT_EOF, and the
+ * rest of the file would never go out (the peer waits, then gives up).
+ * TCP can say "writable" while sendfile finds no room (socket memory is
+ * accounted differently), so writing again at once could spin: try again
+ * after a short, growing pause. A source file cut short under sendfile
+ * also gives 0, for good: after 100 tries in a row without a byte sent
+ * (about 1.7 s) the conn is closed. Returns true when a retry is armed. */
+static void wretry_cb(evutil_socket_t fd, short what, void *arg)
+{
+    (void)fd;
+    (void)what;
+    struct core_conn *c = arg;
+    bufferevent_enable(c->bev, EV_WRITE);
+}
+
+static bool write_stalled(struct core_conn *c)
+{
+    size_t left = evbuffer_get_length(conn_out(c));
+    if (left == 0)
+        return false;
+    if (left != c->wstall_left) {
+        c->wstall_left = left;
+        c->wstalls = 0;
+    }
+    if (++c->wstalls > 100)
+        return false;
+    if (!c->wretry && !(c->wretry = evtimer_new(c->loop->base, wretry_cb, c)))
+        return false;
+    uint32_t ms = c->wstalls < 20 ? c->wstalls : 20;
+    struct timeval tv = { 0, (suseconds_t)ms * 1000 };
+    evtimer_add(c->wretry, &tv);
+    return true;
+}
+
 static void event_cb(struct bufferevent *bev, short what, void *arg)
 {
     (void)bev;
@@ -355,6 +392,11 @@ static void event_cb(struct bufferevent *bev, short what, void *arg)
          * from inside the bufferevent's own callback) */
         c->last_error = what & BEV_EVENT_TIMEOUT ? ETIMEDOUT : EVUTIL_SOCKET_ERROR();
         dial_kick(c->dial);
+        return;
+    }
+    if ((what & BEV_EVENT_WRITING) && (what & BEV_EVENT_EOF) && !(c->flags & F_FILTERED)) {
+        if (!write_stalled(c))
+            conn_free(c, CONN_CLOSE_ERROR); /* no progress for too long: the rest cannot go */
         return;
     }
     if (what & BEV_EVENT_TIMEOUT) {
@@ -734,6 +776,8 @@ static void conn_free(struct core_conn *c, enum conn_close_reason why)
         event_free(c->rev);
     if (c->defer)
         event_free(c->defer);
+    if (c->wretry)
+        event_free(c->wretry);
     bufferevent_free(c->bev);
     free(c);
 }
