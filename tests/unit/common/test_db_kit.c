@@ -569,6 +569,31 @@ static void seq_done(struct db_result *res, void *arg)
     atomic_fetch_add(o->done, 1);
 }
 
+/* Hold db's only worker in gate_fn, so what is submitted next waits behind
+ * it and runs as one batch once the gate opens. */
+static void gate_hold(struct db *db, struct gate *g, struct seq_op *op)
+{
+    CHECK_EQ_INT(db_run(db, 0, NULL, 0, gate_fn, g, seq_done, op), 0);
+    pthread_mutex_lock(&g->mu);
+    while (!g->entered)
+        pthread_cond_wait(&g->cv, &g->mu);
+    pthread_mutex_unlock(&g->mu);
+}
+
+static void gate_open(struct gate *g)
+{
+    pthread_mutex_lock(&g->mu);
+    g->open = true;
+    pthread_cond_broadcast(&g->cv);
+    pthread_mutex_unlock(&g->mu);
+}
+
+static void wait_done(atomic_int *done, int n)
+{
+    for (int i = 0; i < 1000 && atomic_load(done) < n; i++)
+        usleep(5000);
+}
+
 static void test_run_savepoints_share_a_commit(void)
 {
     struct db *db = open_path("run.db", 1, 0);
@@ -581,11 +606,7 @@ static void test_run_savepoints_share_a_commit(void)
     struct gate g = { .mu = PTHREAD_MUTEX_INITIALIZER, .cv = PTHREAD_COND_INITIALIZER };
     atomic_int done = 0;
     struct seq_op gate_op = { .n = -1, .fail_at = -2, .done = &done };
-    CHECK_EQ_INT(db_run(db, 0, NULL, 0, gate_fn, &g, seq_done, &gate_op), 0);
-    pthread_mutex_lock(&g.mu);
-    while (!g.entered)
-        pthread_cond_wait(&g.cv, &g.mu);
-    pthread_mutex_unlock(&g.mu);
+    gate_hold(db, &g, &gate_op);
     struct db_counters before;
     db_get_counters(db, &before);
     enum { N = 20 };
@@ -594,12 +615,8 @@ static void test_run_savepoints_share_a_commit(void)
         ops[i] = (struct seq_op){ .n = i, .fail_at = 7, .done = &done, .worker = -5 };
         CHECK_EQ_INT(db_run(db, 0, NULL, DB_GROUP, seq_fn, &ops[i], seq_done, &ops[i]), 0);
     }
-    pthread_mutex_lock(&g.mu);
-    g.open = true;
-    pthread_cond_broadcast(&g.cv);
-    pthread_mutex_unlock(&g.mu);
-    for (int i = 0; i < 1000 && atomic_load(&done) < N + 1; i++)
-        usleep(5000);
+    gate_open(&g);
+    wait_done(&done, N + 1);
     CHECK_EQ_INT(atomic_load(&done), N + 1);
     CHECK_EQ_INT(gate_op.status, 0);
     for (int i = 0; i < N; i++) {
@@ -621,21 +638,12 @@ static void test_run_savepoints_share_a_commit(void)
     atomic_store(&done, 0);
     struct seq_op alone = { .n = 0, .fail_at = 0, .done = &done };
     CHECK_EQ_INT(db_run(db, 0, NULL, 0, seq_fn, &alone, seq_done, &alone), 0);
-    for (int i = 0; i < 1000 && atomic_load(&done) < 1; i++)
-        usleep(5000);
+    wait_done(&done, 1);
     CHECK_EQ_INT(alone.status, -1);
     CHECK_EQ_INT(db_query_sync(db, "SELECT COUNT(*) FROM seq", NULL, 0, &r), 0);
     CHECK_EQ_INT(db_cell_int(r, 0, 0), N - 1);
     db_result_free(r);
     db_close(db);
-}
-
-static void txn_done(struct db_result *res, void *arg)
-{
-    struct seq_op *o = arg;
-    o->status = res->status;
-    snprintf(o->error, sizeof o->error, "%s", res->error);
-    atomic_fetch_add(o->done, 1);
 }
 
 static void test_txn_shares_the_group_commit(void)
@@ -653,11 +661,7 @@ static void test_txn_shares_the_group_commit(void)
     atomic_int done = 0;
     struct seq_op gate_op = { .done = &done }, good = { .done = &done }, bad = { .done = &done },
                   plain = { .done = &done };
-    CHECK_EQ_INT(db_run(db, 0, NULL, 0, gate_fn, &g, seq_done, &gate_op), 0);
-    pthread_mutex_lock(&g.mu);
-    while (!g.entered)
-        pthread_cond_wait(&g.cv, &g.mu);
-    pthread_mutex_unlock(&g.mu);
+    gate_hold(db, &g, &gate_op);
     struct db_counters before;
     db_get_counters(db, &before);
     /* a transfer that works, one whose second statement matches nothing
@@ -668,16 +672,12 @@ static void test_txn_shares_the_group_commit(void)
                              { "UPDATE acct SET bal = bal + ? WHERE id = ?", to, 2, DB_EXPECT_ONE } };
     struct db_stmt ko[2] = { { "UPDATE acct SET bal = bal - ? WHERE id = ?", amt, 2, DB_EXPECT_ONE },
                              { "UPDATE acct SET bal = bal + ? WHERE id = ?", nobody, 2, DB_EXPECT_ONE } };
-    CHECK_EQ_INT(db_txn_flags(db, 0, NULL, DB_GROUP, ok, 2, txn_done, &good), 0);
-    CHECK_EQ_INT(db_txn_flags(db, 0, NULL, DB_GROUP, ko, 2, txn_done, &bad), 0);
+    CHECK_EQ_INT(db_txn_flags(db, 0, NULL, DB_GROUP, ok, 2, seq_done, &good), 0);
+    CHECK_EQ_INT(db_txn_flags(db, 0, NULL, DB_GROUP, ko, 2, seq_done, &bad), 0);
     struct db_value row[2] = { DB_INT64(3), DB_INT64(5) };
-    CHECK_EQ_INT(db_query(db, NULL, DB_GROUP, "INSERT INTO acct VALUES (?, ?)", row, 2, txn_done, &plain), 0);
-    pthread_mutex_lock(&g.mu);
-    g.open = true;
-    pthread_cond_broadcast(&g.cv);
-    pthread_mutex_unlock(&g.mu);
-    for (int i = 0; i < 1000 && atomic_load(&done) < 4; i++)
-        usleep(5000);
+    CHECK_EQ_INT(db_query(db, NULL, DB_GROUP, "INSERT INTO acct VALUES (?, ?)", row, 2, seq_done, &plain), 0);
+    gate_open(&g);
+    wait_done(&done, 4);
     CHECK_EQ_INT(atomic_load(&done), 4);
     CHECK_EQ_INT(good.status, 0);
     CHECK_EQ_INT(bad.status, -1);
