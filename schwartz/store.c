@@ -307,6 +307,53 @@ static void render_job(struct evbuffer *out, const char *hash, uint64_t jobid, c
     evbuffer_add(out, "\r\n", 2);
 }
 
+/* sql = head "?,?,...?" (n of them) tail, and p[i] = ids[i]: a query on a
+ * list of jobids (n <= SW_MAX_GRAB; sql has room for 128 + 2 * n bytes). */
+static void ids_query(char *sql, size_t cap, const char *head, const char *tail, const uint64_t *ids, int n,
+                      struct db_value *p)
+{
+    int len = snprintf(sql, cap, "%s", head);
+    for (int i = 0; i < n; i++) {
+        len += snprintf(sql + len, cap - (size_t)len, i ? ",?" : "?");
+        p[i] = DB_INT64(ids[i]);
+    }
+    snprintf(sql + len, cap - (size_t)len, "%s", tail);
+}
+
+/* A coalesce prefix as a LIKE pattern with '!' as the escape character
+ * (out has room for 2 * strlen(prefix) + 2 bytes). */
+static void like_prefix(const char *prefix, char *out)
+{
+    size_t o = 0;
+    for (const char *c = prefix; *c; c++) {
+        if (*c == '%' || *c == '_' || *c == '!')
+            out[o++] = '!';
+        out[o++] = *c;
+    }
+    out[o++] = '%';
+    out[o] = '\0';
+}
+
+/* The one row of a statement on op's job ("... WHERE jobid = ?"): its first
+ * cell in *val (may be NULL). No row: NOT_FOUND with `missing`. */
+static enum db_err job_row(struct sw_worker *s, struct sw_op *op, const char *sql, const char *missing, int64_t *val)
+{
+    struct db_result rows;
+    struct db_value id = DB_INT64(op->jobid);
+    enum db_err e = db_conn_query(s->conn, sql, &id, 1, &rows);
+    if (e != DB_OK)
+        return op_dberr(s, op, e);
+    size_t n = rows.nrows;
+    if (n && val)
+        *val = db_cell_int(&rows, 0, 0);
+    db_result_clear(&rows);
+    if (!n) {
+        op_fail(op, SW_E_NOT_FOUND, missing);
+        return DB_EOTHER;
+    }
+    return DB_OK;
+}
+
 /* Error rows per job (TheSchwartz's $job->failures). */
 static enum db_err failures_of(struct sw_worker *s, const uint64_t *ids, int n, int64_t *out)
 {
@@ -314,16 +361,11 @@ static enum db_err failures_of(struct sw_worker *s, const uint64_t *ids, int n, 
         return DB_OK;
     for (int i = 0; i < n; i++)
         out[i] = 0;
-    char sql[64 + 2 * SW_MAX_GRAB + 64];
-    int len = snprintf(sql, sizeof sql, "SELECT jobid, COUNT(*) FROM error WHERE jobid IN (");
+    char sql[128 + 2 * SW_MAX_GRAB];
     struct db_value *p = calloc((size_t)n, sizeof *p);
     if (!p)
         return DB_EOTHER;
-    for (int i = 0; i < n; i++) {
-        len += snprintf(sql + len, sizeof sql - (size_t)len, i ? ",?" : "?");
-        p[i] = DB_INT64(ids[i]);
-    }
-    snprintf(sql + len, sizeof sql - (size_t)len, ") GROUP BY jobid");
+    ids_query(sql, sizeof sql, "SELECT jobid, COUNT(*) FROM error WHERE jobid IN (", ") GROUP BY jobid", ids, n, p);
     struct db_result rows;
     enum db_err e = db_conn_query(s->conn, sql, p, n, &rows);
     free(p);
@@ -416,18 +458,13 @@ static enum db_err render_jobs(struct sw_worker *s, struct sw_op *op, const uint
 {
     for (int base = 0; base < n; base += SW_MAX_GRAB) {
         int m = n - base < SW_MAX_GRAB ? n - base : SW_MAX_GRAB;
-        char sql[64 + 2 * SW_MAX_GRAB];
+        char sql[128 + 2 * SW_MAX_GRAB];
         struct db_value *p = calloc((size_t)m, sizeof *p);
         if (!p) {
             op_fail(op, SW_E_DB_ERROR, "out of memory");
             return DB_EOTHER;
         }
-        int len = snprintf(sql, sizeof sql, "SELECT jobid, arg FROM job WHERE jobid IN (");
-        for (int i = 0; i < m; i++) {
-            len += snprintf(sql + len, sizeof sql - (size_t)len, i ? ",?" : "?");
-            p[i] = DB_INT64(ids[base + i]);
-        }
-        snprintf(sql + len, sizeof sql - (size_t)len, ")");
+        ids_query(sql, sizeof sql, "SELECT jobid, arg FROM job WHERE jobid IN (", ")", ids + base, m, p);
         struct db_result args;
         enum db_err e = db_conn_query(s->conn, sql, p, m, &args);
         free(p);
@@ -506,16 +543,8 @@ static enum db_err op_grab(struct sw_worker *s, struct sw_op *op, int64_t now)
     snprintf(sql + len, sizeof sql - (size_t)len, " ORDER BY %sjobid LIMIT ?%s",
              op->prioritize ? "priority DESC, " : "", skip_locked ? " FOR UPDATE SKIP LOCKED" : "");
     char like[2 * SW_MAX_NAME + 2];
-    if (op->coalesce_prefix) {
-        size_t o = 0;
-        for (const char *c = op->coalesce_prefix; *c; c++) {
-            if (*c == '%' || *c == '_' || *c == '!')
-                like[o++] = '!';
-            like[o++] = *c;
-        }
-        like[o++] = '%';
-        like[o] = '\0';
-    }
+    if (op->coalesce_prefix)
+        like_prefix(op->coalesce_prefix, like);
     struct db_result rows[SW_MAX_FUNCS];
     memset(rows, 0, sizeof rows);
     enum db_err e = DB_OK;
@@ -624,19 +653,10 @@ static enum db_err op_touch(struct sw_worker *s, struct sw_op *op, int64_t now)
                       DB_INT64(now + op->grab_for), DB_INT64(op->jobid), DB_INT64(now));
     if (e != DB_OK)
         return op_dberr(s, op, e);
+    /* rows matched, on MySQL too (db connects with CLIENT_FOUND_ROWS) */
     if (db_conn_affected(s->conn) == 0) {
-        /* MySQL counts changed rows: the same value twice in a second is not a change */
-        struct db_result rows;
-        e = QR(s, &rows, "SELECT 1 FROM job WHERE jobid = ? AND grabbed_until = ?", DB_INT64(op->jobid),
-               DB_INT64(now + op->grab_for));
-        if (e != DB_OK)
-            return op_dberr(s, op, e);
-        size_t n = rows.nrows;
-        db_result_clear(&rows);
-        if (!n) {
-            op_fail(op, SW_E_NOT_FOUND, "no such job, or its lease ran out");
-            return DB_EOTHER;
-        }
+        op_fail(op, SW_E_NOT_FOUND, "no such job, or its lease ran out");
+        return DB_EOTHER;
     }
     return DB_OK;
 }
@@ -675,17 +695,12 @@ static enum db_err op_grab_job(struct sw_worker *s, struct sw_op *op, int64_t no
 
 static enum db_err op_completed(struct sw_worker *s, struct sw_op *op, int64_t now)
 {
-    struct db_result rows;
-    enum db_err e = QR(s, &rows, "DELETE FROM job WHERE jobid = ? RETURNING funcid", DB_INT64(op->jobid));
+    int64_t fid;
+    enum db_err e =
+        job_row(s, op, "DELETE FROM job WHERE jobid = ? RETURNING funcid", "no such job (finished already?)", &fid);
     if (e != DB_OK)
-        return op_dberr(s, op, e);
-    if (!rows.nrows) {
-        db_result_clear(&rows);
-        op_fail(op, SW_E_NOT_FOUND, "no such job (finished already?)");
-        return DB_EOTHER;
-    }
-    uint32_t funcid = (uint32_t)db_cell_int(&rows, 0, 0);
-    db_result_clear(&rows);
+        return e;
+    uint32_t funcid = (uint32_t)fid;
     struct sw_policy pol;
     bool have;
     int64_t keep = policy_keep(s, op, funcid, &pol, &have);
@@ -696,17 +711,11 @@ static enum db_err op_completed(struct sw_worker *s, struct sw_op *op, int64_t n
 
 static enum db_err op_failed(struct sw_worker *s, struct sw_op *op, int64_t now)
 {
-    struct db_result rows;
-    enum db_err e = QR(s, &rows, "SELECT funcid FROM job WHERE jobid = ?", DB_INT64(op->jobid));
+    int64_t fid;
+    enum db_err e = job_row(s, op, "SELECT funcid FROM job WHERE jobid = ?", "no such job (finished already?)", &fid);
     if (e != DB_OK)
-        return op_dberr(s, op, e);
-    if (!rows.nrows) {
-        db_result_clear(&rows);
-        op_fail(op, SW_E_NOT_FOUND, "no such job (finished already?)");
-        return DB_EOTHER;
-    }
-    uint32_t funcid = (uint32_t)db_cell_int(&rows, 0, 0);
-    db_result_clear(&rows);
+        return e;
+    uint32_t funcid = (uint32_t)fid;
     const char *msg = op->message ? op->message : "";
     e = Q(s, "INSERT INTO error (error_time, jobid, message, funcid) VALUES (?, ?, ?, ?)", DB_INT64(now),
           DB_INT64(op->jobid), TXT(msg), DB_INT64(funcid));
@@ -757,18 +766,10 @@ static enum db_err op_declined(struct sw_worker *s, struct sw_op *op)
         e = Q(s, "UPDATE job SET grabbed_until = grabbed_until WHERE jobid = ?", DB_INT64(op->jobid));
     if (e != DB_OK)
         return op_dberr(s, op, e);
-    if (!op->run_after.set || db_conn_affected(s->conn) == 0) {
-        /* MySQL reports changed rows, not matched ones: look. */
-        struct db_result rows;
-        e = QR(s, &rows, "SELECT 1 FROM job WHERE jobid = ?", DB_INT64(op->jobid));
-        if (e != DB_OK)
-            return op_dberr(s, op, e);
-        size_t n = rows.nrows;
-        db_result_clear(&rows);
-        if (!n) {
-            op_fail(op, SW_E_NOT_FOUND, "no such job (finished already?)");
-            return DB_EOTHER;
-        }
+    /* rows matched, on MySQL too (db connects with CLIENT_FOUND_ROWS) */
+    if (db_conn_affected(s->conn) == 0) {
+        op_fail(op, SW_E_NOT_FOUND, "no such job (finished already?)");
+        return DB_EOTHER;
     }
     return DB_OK;
 }
@@ -807,14 +808,7 @@ static enum db_err op_list(struct sw_worker *s, struct sw_op *op, int64_t now)
         p[2] = DB_INT64(op->limit.v);
         np = 3;
     } else if (op->coalesce_prefix) {
-        size_t o = 0;
-        for (const char *c = op->coalesce_prefix; *c; c++) {
-            if (*c == '%' || *c == '_' || *c == '!')
-                like[o++] = '!';
-            like[o++] = *c;
-        }
-        like[o++] = '%';
-        like[o] = '\0';
+        like_prefix(op->coalesce_prefix, like);
         sql =
             "SELECT jobid, LENGTH(arg) FROM job WHERE funcid = ? AND coalesce LIKE ? ESCAPE '!' ORDER BY jobid LIMIT ?";
         p[1] = TXT(like);
