@@ -515,6 +515,12 @@ static bool txn_gone(struct db_worker *w)
         return !w->sq || sqlite3_get_autocommit(w->sq) != 0;
     if (!w->my)
         return true;
+    /* An error packet carries no server status: after a deadlock (InnoDB
+     * rolls the whole transaction back) the status cached from the last OK
+     * still says "in a transaction". The error itself tells. */
+    unsigned e = mysql_errno(w->my);
+    if (e == ER_LOCK_DEADLOCK || (e >= 2000 && e < 3000))
+        return true;
     unsigned int status = 0;
     if (mariadb_get_infov(w->my, MARIADB_CONNECTION_SERVER_STATUS, &status) == 0)
         return !(status & SERVER_STATUS_IN_TRANS);
@@ -869,7 +875,8 @@ static void run_fn(struct db_worker *w, struct db_req *r, bool savepoint)
         goto failed;
     }
     if (r->fn(&c, r->fn_ctx) == 0) {
-        if (savepoint && db_conn_exec(&c, "RELEASE SAVEPOINT db_run") != DB_OK) {
+        r->cls = c.last; /* a failure fn chose to live with (the group checks the transaction) */
+        if (savepoint && !txn_gone(w) && db_conn_exec(&c, "RELEASE SAVEPOINT db_run") != DB_OK) {
             result_error(r->res, "release savepoint: %.200s", c.err);
             goto failed;
         }
@@ -965,7 +972,9 @@ static void run_group(struct db_worker *w, struct db_req *g, struct db_req *end)
         bool gone = false;
         for (; r != end; r = r->next) {
             run_one(w, r, true);
-            if (r->res->status != 0 && txn_gone(w)) {
+            /* a failure may have ended the transaction (and an operation
+             * may have carried on past one): then none of it stands */
+            if ((r->res->status != 0 || r->kind == REQ_RUN) && txn_gone(w)) {
                 gone = true;
                 break;
             }
@@ -974,7 +983,7 @@ static void run_group(struct db_worker *w, struct db_req *g, struct db_req *end)
         enum db_err cls;
         if (gone) {
             cls = req_class(w, r);
-            snprintf(why, sizeof why, "%.199s", r->res->error);
+            snprintf(why, sizeof why, "%.199s", r->res->error[0] ? r->res->error : "the transaction ended");
         } else if (txn_end(w, "COMMIT", why, sizeof why) != 0)
             cls = err_class(w);
         else {
@@ -992,7 +1001,7 @@ static void run_group(struct db_worker *w, struct db_req *g, struct db_req *end)
             continue;
         }
         if (gone) {
-            fail_ran(start, r, "rolled back: %.200s", why, cls == DB_ELOST);
+            fail_ran(start, r->next, "rolled back: %.200s", why, cls == DB_ELOST);
             r = r->next;
         } else
             fail_ran(start, end, "commit failed: %.200s", why, cls == DB_ELOST);
