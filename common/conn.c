@@ -1187,6 +1187,22 @@ size_t conn_write_now(struct core_conn *c, struct evbuffer *src)
     return n > 0 ? (size_t)n : 0;
 }
 
+bool conn_io_batched(const struct core_conn *c)
+{
+    if (!(c->flags & F_OUT_HOOK))
+        return false;
+    struct loop_conns *lc = &per_loop[c->loop->index % CONN_MAX_LOOPS];
+    return loop_ring(lc) != NULL;
+}
+
+void conn_loop_io_counters(const struct core_loop *loop, uint64_t *batches, uint64_t *ops)
+{
+    struct loop_conns *lc = &per_loop[loop->index % CONN_MAX_LOOPS];
+    *batches = *ops = 0;
+    if (lc->ring)
+        uring_counters(lc->ring, batches, ops);
+}
+
 void conn_set_busy(struct core_conn *c, bool busy)
 {
     if (busy) {

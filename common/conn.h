@@ -172,6 +172,14 @@ void conn_kick(struct core_conn *c);
  * one write per conn (or one io_uring batch for all of them); only what
  * the kernel does not take waits for the socket's write event. */
 size_t conn_write_now(struct core_conn *c, struct evbuffer *src);
+/* True when this conn's output is sent by its loop's io_uring batch at the
+ * end of the iteration (STACK_IO_URING=1, plain socket): a daemon that
+ * writes flat replies with its own send() should append them to
+ * conn_out() instead, so they join the batch. */
+bool conn_io_batched(const struct core_conn *c);
+/* This loop's io_uring batches so far (io_uring_enter calls) and the
+ * socket operations they carried; both 0 when the loop has no ring. */
+void conn_loop_io_counters(const struct core_loop *loop, uint64_t *batches, uint64_t *ops);
 /* A busy conn has a request in flight with no bytes buffered (e.g. waiting on a
  * worker); a graceful stop waits for it instead of closing it as idle.
  * Clearing it may lead to a close (after EOF, close after write, graceful
