@@ -58,8 +58,9 @@ enum {
 #define CONN_MAX_LOOPS 1024
 #define CONN_MAX_SINGLE_READ (64 * 1024)
 #define CONN_READ_CHUNK (16 * 1024)
-#define CONN_BATCH 32    /* conns per end-of-iteration batch */
-#define CONN_SEND_IOV 16 /* output pieces per send */
+#define CONN_NO_IDLE_S 86400 /* "no idle timeout" on the read event (see read_set) */
+#define CONN_BATCH 32        /* conns per end-of-iteration batch */
+#define CONN_SEND_IOV 16     /* output pieces per send */
 
 /* One conn's part of a batch: what it asked for and, with io_uring, the
  * operations queued for it and their results. */
@@ -149,18 +150,23 @@ static void read_set(struct core_conn *c, bool on)
         c->flags &= ~F_WANT_READ;
         return;
     }
+    /* No idle timeout is a day-long one that raw_read_cb ignores: going
+     * from a timeout to none with event_del + event_add would cost an
+     * EPOLL_CTL_DEL and an EPOLL_CTL_ADD (httpd does it for every request
+     * whose body is in), while re-adding a pending event only moves its
+     * timer. */
     struct timeval tv = { c->idle_ms / 1000, (c->idle_ms % 1000) * 1000 };
-    /* event_add(ev, NULL) keeps a timeout already armed: going from an idle
-     * timeout to none needs the event taken off first */
-    if (!c->idle_ms && event_pending(c->rev, EV_TIMEOUT, NULL))
-        event_del(c->rev);
-    event_add(c->rev, c->idle_ms ? &tv : NULL);
+    if (!c->idle_ms)
+        tv = (struct timeval){ CONN_NO_IDLE_S, 0 };
+    event_add(c->rev, &tv);
 }
 
 static void raw_read_cb(evutil_socket_t fd, short what, void *arg)
 {
     struct core_conn *c = arg;
     if (what & EV_TIMEOUT) {
+        if (!c->idle_ms)
+            return; /* the stand-in for no timeout (read_set); it re-arms itself */
         event_del(c->rev);
         event_cb(c->bev, BEV_EVENT_READING | BEV_EVENT_TIMEOUT, c);
         return;
