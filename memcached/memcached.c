@@ -286,7 +286,7 @@ static const struct cfg_setting mc_table[] = {
       false, set_ext },
     { "protocol", 'B', CFG_CUSTOM, &dummy_str, "auto", "binding protocol: auto (by the first byte), ascii or binary",
       false, set_protocol },
-    { "reqs-per-event", 'R', CFG_INT, &mc_settings.reqs_per_event, "20",
+    { "max-reqs-per-event", 'R', CFG_INT, &mc_settings.reqs_per_event, "20",
       "max requests run per connection per event before yielding to others (counted in conn_yields)", false, NULL },
     { "enable-ssl", 'Z', CFG_BOOL, &mc_settings.ssl_enabled, "no",
       "TLS on the TCP listeners (-o ssl_chain_cert=PEM,ssl_key=PEM[,ssl_ciphers=...,ssl_min_version=tlsv1.2|tlsv1.3]); "

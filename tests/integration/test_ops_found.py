@@ -1,0 +1,79 @@
+"""Issue #12's findings, rechecked on every daemon: a second instance on a
+busy port refuses to start (and the first keeps serving alone); the flags
+users type from the originals' docs and Debian's init scripts are accepted
+(memcached -R/--max-reqs-per-event, gearmand --check-args); a live console
+`set` of an invalid log level is refused."""
+import socket
+import subprocess
+
+import pytest
+
+from conftest import bin_path, free_port
+
+
+def daemon_args(name, tmp, port):
+    return {
+        "memcached": ["-p", str(port), "-l", "127.0.0.1"],
+        "gearmand": ["-p", str(port), "-L", "127.0.0.1"],
+        "schwartzd": ["--listen", "127.0.0.1:%d" % port, "--database", "dbi:SQLite:dbname=%s/sw.db" % tmp],
+        "mogilefsd": ["--listen", "127.0.0.1:%d" % port, "--db_dsn", "DBI:SQLite:dbname=%s/mog.db" % tmp],
+        "mogstored": ["--httplisten=127.0.0.1:%d" % port, "--mgmtlisten=127.0.0.1:%d" % free_port(),
+                      "--docroot=%s" % tmp],
+        "djabberd": ["--require_tls=no", "--c2s_port", str(port), "--listen", "127.0.0.1", "--storage",
+                     "DBI:SQLite:dbname=%s/dj.sqlite" % tmp],
+    }[name]
+
+
+@pytest.mark.parametrize("name", ["memcached", "gearmand", "schwartzd", "mogilefsd", "mogstored", "djabberd"])
+def test_second_instance_on_a_busy_port_refuses_to_start(daemon, tmp_path, name):
+    port = free_port()
+    (tmp_path / "a").mkdir()
+    (tmp_path / "b").mkdir()
+    first = daemon(name, daemon_args(name, str(tmp_path / "a"), port), ready_port=str(port))
+    r = subprocess.run([bin_path(name)] + daemon_args(name, str(tmp_path / "b"), port), capture_output=True,
+                       text=True, timeout=30, stdin=subprocess.DEVNULL)
+    assert r.returncode != 0, r.stderr
+    assert "in use" in r.stderr, r.stderr
+    assert first.running()
+    with socket.create_connection(("127.0.0.1", port), timeout=5):
+        pass
+
+
+def test_memcached_takes_max_reqs_per_event_as_memcached_does(daemon):
+    d = daemon("memcached", ["-p", "{port}", "-l", "127.0.0.1", "--max-reqs-per-event", "7"])
+    with socket.create_connection(("127.0.0.1", d.port), timeout=5) as s:
+        s.sendall(b"stats settings\r\n")
+        buf = b""
+        while b"END\r\n" not in buf:
+            chunk = s.recv(65536)
+            assert chunk, buf
+            buf += chunk
+    assert b"STAT reqs_per_event 7\r\n" in buf
+
+
+def test_gearmand_check_args_validates_and_exits():
+    ok = subprocess.run([bin_path("gearmand"), "--check-args", "-p", str(free_port())], capture_output=True,
+                        text=True, timeout=30)
+    assert ok.returncode == 0, ok.stderr
+    bad = subprocess.run([bin_path("gearmand"), "--check-args", "--job-port-admin", "bogus"], capture_output=True,
+                         text=True, timeout=30)
+    assert bad.returncode != 0 and "job-port-admin" in bad.stderr, bad.stderr
+    unknown = subprocess.run([bin_path("gearmand"), "--check-args", "--no-such-flag"], capture_output=True,
+                             text=True, timeout=30)
+    assert unknown.returncode != 0 and "no-such-flag" in unknown.stderr
+
+
+def test_console_refuses_an_invalid_live_log_level(daemon, tmp_path):
+    d = daemon("schwartzd", ["--listen", "127.0.0.1:{port}", "--database", "dbi:SQLite:dbname=%s/sw.db" % tmp_path,
+                             "--console", "127.0.0.1:{admin}"])
+    with socket.create_connection(("127.0.0.1", d.admin), timeout=5) as s:
+        s.sendall(b"set log-level loud\r\nset log-level debug\r\nquit\r\n")
+        buf = b""
+        while True:
+            chunk = s.recv(65536)
+            if not chunk:
+                break
+            buf += chunk
+    lines = buf.decode().splitlines()
+    assert lines[0].startswith(("ERROR", "CLIENT_ERROR", "SERVER_ERROR", "ERR")) and "loud" in lines[0], lines
+    assert lines[1] == "OK", lines
