@@ -161,3 +161,14 @@ def test_userdbd_vv_logs_queries_and_redacts_passwords(daemon, mariadb, tmp_path
     assert re.search(r"cmd 127\.0\.0\.1:\d+: SELECT '%s' -> backend answered OK" % marker, out), out
     assert re.search(r"cmd 127\.0\.0\.1:\d+: SELECT <redacted> -> backend answered OK", out), out
     assert "hunter2" not in out and "login-secret" not in out
+
+
+def test_verbose_is_live_from_the_console(daemon, tmp_path):
+    d = daemon("schwartzd", ["--listen", "127.0.0.1:{port}", "--database",
+                             "dbi:SQLite:dbname=%s" % (tmp_path / "jobs.db"), "--console", "127.0.0.1:{admin}"])
+    talk(d.port, b"insert quiet.func 1\r\nx\r\n", rb"\r\n")
+    r = talk(d.admin, b"set verbose 2\r\nquit\r\n", rb"OK\r\n")
+    assert r.startswith("OK"), r
+    talk(d.port, b"insert loud.func 1\r\nx\r\n", rb"\r\n")
+    out = wait_log(d, r"cmd 127\.0\.0\.1:\d+: insert loud\.func 1 -> OK ")
+    assert "quiet.func" not in out
