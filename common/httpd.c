@@ -36,6 +36,7 @@
 
 #include "common/log.h"
 #include "common/loop.h"
+#include "common/mime.h"
 #include "common/tls.h"
 #include "common/work.h"
 
@@ -654,7 +655,8 @@ const char *httpd_mime_type(const char *path)
         for (size_t i = 0; i < sizeof mime_tab / sizeof mime_tab[0]; i++)
             if (!strcasecmp(dot + 1, mime_tab[i].ext))
                 return mime_tab[i].type;
-    return "text/plain";
+    const char *sys = dot ? mime_type_of(dot + 1) : NULL; /* /etc/mime.types for the rest */
+    return sys ? sys : "text/plain";
 }
 
 static pthread_mutex_t root_lock = PTHREAD_MUTEX_INITIALIZER;

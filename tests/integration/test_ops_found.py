@@ -77,3 +77,37 @@ def test_console_refuses_an_invalid_live_log_level(daemon, tmp_path):
     lines = buf.decode().splitlines()
     assert lines[0].startswith(("ERROR", "CLIENT_ERROR", "SERVER_ERROR", "ERR")) and "loud" in lines[0], lines
     assert lines[1] == "OK", lines
+
+
+def get(port, path):
+    with socket.create_connection(("127.0.0.1", port), timeout=5) as s:
+        s.sendall(("GET %s HTTP/1.0\r\n\r\n" % path).encode())
+        buf = b""
+        while True:
+            chunk = s.recv(65536)
+            if not chunk:
+                break
+            buf += chunk
+    return buf.decode(errors="replace")
+
+
+def test_served_files_take_types_beyond_the_fixed_table_from_mime_types(daemon, tmp_path):
+    """common/httpd answers Perlbal's own types first (.js stays
+    application/x-javascript), then the system's /etc/mime.types table
+    (media-types), then text/plain as Perlbal does."""
+    (tmp_path / "dev1").mkdir()
+    for name in ("a.epub", "b.OGG", "c.js", "d.unknownext", "e.stackdemo"):
+        (tmp_path / "dev1" / name).write_text("x")
+    table = tmp_path / "mime.types"
+    table.write_text("# a test table\napplication/epub+zip epub\naudio/ogg oga ogg\n"
+                     "application/x-stack-demo stackdemo\napplication/second-wins-not stackdemo\n")
+    def args():
+        return ["--httplisten=127.0.0.1:{port}", "--mgmtlisten=127.0.0.1:%d" % free_port(), "--docroot=%s" % tmp_path]
+    system = daemon("mogstored", args())
+    assert "Content-Type: application/epub+zip\r\n" in get(system.port, "/dev1/a.epub")
+    assert "Content-Type: audio/ogg\r\n" in get(system.port, "/dev1/b.OGG")
+    assert "Content-Type: application/x-javascript\r\n" in get(system.port, "/dev1/c.js")
+    assert "Content-Type: text/plain\r\n" in get(system.port, "/dev1/d.unknownext")
+    own = daemon("mogstored", args(), env={"STACK_MIME_TYPES": str(table)})
+    assert "Content-Type: application/x-stack-demo\r\n" in get(own.port, "/dev1/e.stackdemo")
+    assert "Content-Type: text/plain\r\n" in get(system.port, "/dev1/e.stackdemo")
