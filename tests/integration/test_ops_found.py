@@ -111,3 +111,27 @@ def test_served_files_take_types_beyond_the_fixed_table_from_mime_types(daemon, 
     own = daemon("mogstored", args(), env={"STACK_MIME_TYPES": str(table)})
     assert "Content-Type: application/x-stack-demo\r\n" in get(own.port, "/dev1/e.stackdemo")
     assert "Content-Type: text/plain\r\n" in get(system.port, "/dev1/e.stackdemo")
+
+
+def console(port, *lines):
+    with socket.create_connection(("127.0.0.1", port), timeout=5) as s:
+        s.sendall(("\r\n".join(lines + ("quit",)) + "\r\n").encode())
+        buf = b""
+        while True:
+            chunk = s.recv(65536)
+            if not chunk:
+                break
+            buf += chunk
+    return buf.decode()
+
+
+def test_memcached_show_settings_shows_running_custom_values(daemon, tmp_path):
+    """-m 128 shows 128 (not the default 64), -a its octal mask, -o what runs."""
+    d = daemon("memcached", ["-p", "{port}", "-l", "127.0.0.1", "-m", "128", "-a", "0600", "-o",
+                             "hashpower=20,no_lru_crawler", "--admin", "127.0.0.1:{admin}"])
+    out = console(d.admin, "show settings")
+    settings = dict(line.split(" = ", 1) for line in out.splitlines() if " = " in line)
+    assert settings["memory-limit"] == "128", out
+    assert settings["unix-mask"] == "600", out
+    ext = settings["extended"].split(",")
+    assert "hashpower=20" in ext and "no_lru_crawler" in ext and "lru_crawler" not in ext, out
