@@ -622,7 +622,7 @@ static void settings_stats(struct stats_sink *k, void *arg)
     stats_u64(k, "tail_repair_time", (uint64_t)mc_settings.tail_repair_time);
     stats_str(k, "flush_enabled", mc_settings.flush_disabled ? "no" : "yes");
     stats_str(k, "dump_enabled", mc_settings.dump_disabled ? "no" : "yes");
-    stats_str(k, "hash_algorithm", "hash64");
+    stats_str(k, "hash_algorithm", "xxh3"); /* common/hash: hash64 is XXH3 */
     stats_str(k, "lru_maintainer_thread", mc_settings.lru_maintainer ? "yes" : "no");
     stats_str(k, "lru_segmented", "yes");
     stats_u64(k, "hot_lru_pct", (uint64_t)mc_settings.hot_pct);
