@@ -135,3 +135,14 @@ def test_memcached_show_settings_shows_running_custom_values(daemon, tmp_path):
     assert settings["unix-mask"] == "600", out
     ext = settings["extended"].split(",")
     assert "hashpower=20" in ext and "no_lru_crawler" in ext and "lru_crawler" not in ext, out
+
+
+def test_perlbal_refuses_a_missing_docroot(tmp_path):
+    """As Perlbal: a docroot that is not a directory is a configuration error
+    (it used to start and answer 404 to everything)."""
+    conf = tmp_path / "perlbal.conf"
+    conf.write_text("CREATE SERVICE web\n  SET role = web_server\n  SET listen = 127.0.0.1:%d\n"
+                    "  SET docroot = %s/missing\nENABLE web\n" % (free_port(), tmp_path))
+    r = subprocess.run([bin_path("perlbal"), "--config=%s" % conf], capture_output=True, text=True, timeout=30)
+    assert r.returncode != 0
+    assert "Directory not found for service web" in r.stderr, r.stderr
