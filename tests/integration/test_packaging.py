@@ -137,6 +137,19 @@ def test_every_package_is_built(debs):
     assert sorted(debs) == sorted(PACKAGES)
 
 
+TOOLS_WITH_HELP = ["mogile", "mogile-bench", "schwartz", "userdb", "usermove"]
+
+
+def test_tools_with_help_get_a_man_page_from_it(debs):
+    for binary, pkg, name, section in programs():
+        if section != "1" or binary not in TOOLS_WITH_HELP:
+            continue
+        files = contents(debs[pkg])
+        assert "/usr/bin/" + name in files
+        page = "/usr/share/man/man1/%s.1.gz" % name
+        assert page in files, (name, sorted(f for f in files if "/man/" in f))
+
+
 def test_each_daemon_package_has_binary_unit_config_user_and_man_page(debs):
     for binary, pkg, name, _ in DAEMONS:
         files = contents(debs[pkg])
