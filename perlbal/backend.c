@@ -30,6 +30,7 @@
 #include "common/httpc.h"
 #include "common/log.h"
 #include "common/loop.h"
+#include "perlbal/accesslog.h"
 #include "perlbal/perlbal.h"
 #include "perlbal/plugin.h"
 
@@ -198,7 +199,13 @@ static void pool_op_assign(struct pool *p, struct pool_member *m, struct pool_wa
 static void pool_op_fail(struct pool *p, struct pool_waiter *w)
 {
     (void)p;
-    pb_client_error(CL_OF(w), 503, "No backend available");
+    struct pb_client *cl = CL_OF(w);
+    /* an outage is logged once, not once per request it fails */
+    if (!atomic_exchange(&cl->svc->no_backend_logged, true))
+        log_warn("perlbal: service %s: no backend available (every node of pool %s is down or refusing); answering "
+                 "503 until one answers",
+                 cl->svc->name, cl->svc->pool ? cl->svc->pool->name : "-");
+    pb_client_error(cl, 503, "No backend available");
 }
 
 static void pool_op_close(struct pool *p, struct pool_member *m)
@@ -281,6 +288,10 @@ static void assign(struct pb_backend *be, struct pb_client *cl)
               (unsigned long long)be->c->id, be->m.node->name, be->uses);
     be->client = cl;
     cl->backend = be;
+    if (atomic_load_explicit(&cl->svc->no_backend_logged, memory_order_relaxed)) {
+        atomic_store(&cl->svc->no_backend_logged, false);
+        log_info("perlbal: service %s: backends answer again", cl->svc->name);
+    }
     pb_client_enter(cl, CL_BACKEND);
     be->state = BE_WAIT_HEAD;
     conn_set_busy(be->c, true); /* a graceful stop waits for the response */
@@ -391,6 +402,7 @@ static void be_on_body(struct httpc *hc, struct evbuffer *data)
     struct pb_client *cl = be->client;
     if (!cl || be->discard_body)
         return;
+    cl->resp_bytes += evbuffer_get_length(data);
     evbuffer_add_buffer(httpd_tx(), data);
     pb_client_flush(cl);
     uint64_t limit = be->svc->buffer_size ? be->svc->buffer_size : 256 * 1024;
@@ -511,6 +523,9 @@ static enum httpc_head_action be_on_head(struct httpc *hc, struct http_msg *resp
     if (pb_proxy_retry_500(cl, resp->status))
         return HTTPC_CLOSE;
     bool keep = client_keep_for(be, resp);
+    cl->status = resp->status;
+    cl->resp_bytes = 0;
+    cl->resp_bytes_known = true; /* counted as the body streams (be_on_body) */
     struct evbuffer *out = httpd_tx();
     /* status line without printf: this is the per-request hot path */
     char sl[16] = "HTTP/1.0 000 ";

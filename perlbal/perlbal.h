@@ -27,6 +27,7 @@
 #define PB_VERSION "1.80-c"
 #define PB_MAX_LOOPS 64
 #define PB_NAME_MAX 64
+#define PB_STATUS_SLOTS 500 /* status codes 100..599 counted per service */
 
 struct core_conn;
 struct core_loop;
@@ -128,6 +129,9 @@ struct pb_service {
     bool enable_md5, enable_concatenate_get;
     /* counters */
     _Atomic uint64_t requests;
+    _Atomic uint64_t status_count[PB_STATUS_SLOTS]; /* answered requests by status - 100 (metrics) */
+    _Atomic uint64_t body_bytes;                    /* response body bytes sent (metrics) */
+    _Atomic bool no_backend_logged;                 /* the 503 "No backend available" was logged (once per outage) */
     struct pb_svc_loop loops[PB_MAX_LOOPS];
     struct pb_service *next;
 };
@@ -269,6 +273,12 @@ struct pb_client {
     bool held;                       /* retry_ev is a Throttle hold, not a 500 retry */
     void *async_job;                 /* a plugin's PB_HOLD_ASYNC work in flight (plugin.h) */
     void (*async_cancel)(void *job); /* the client went away: the job must forget it */
+    /* what the access log and the metrics say of the request (accesslog.c) */
+    int status;            /* the answer's status, once perlbal knows it (0: httpd's own answer) */
+    uint64_t resp_bytes;   /* its body bytes */
+    bool resp_bytes_known; /* ... if known */
+    char *log_req;         /* the request's half of the access log line */
+    uint64_t t0_us;        /* when the head arrived (for %D) */
 };
 
 enum pb_backend_state {

@@ -13,7 +13,6 @@
 #define PB_PLUGIN_H
 
 #include <pthread.h>
-#include <regex.h>
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
@@ -24,6 +23,7 @@ struct evbuffer;
 struct http_msg;
 struct pb_client;
 struct pb_service;
+struct pb_regex;
 
 enum pb_hook_result { PB_HOOK_CONTINUE = 0, PB_HOOK_HANDLED = 1 };
 
@@ -133,8 +133,7 @@ struct plug_state {
     char recent[RECENT_MAX][192];
     int recent_next, recent_count;
     /* notmodified */
-    regex_t host_re;
-    bool has_host_re;
+    struct pb_regex *host_re; /* NULL = none */
     /* throttle */
     struct thr_state *throttle;
 };

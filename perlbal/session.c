@@ -26,6 +26,7 @@
 #include "common/log.h"
 #include "common/loop.h"
 #include "common/tls.h"
+#include "perlbal/accesslog.h"
 #include "perlbal/perlbal.h"
 #include "perlbal/plugin.h"
 
@@ -131,12 +132,22 @@ bool pb_client_can_persist(struct pb_client *cl) { return httpd_can_persist(cl->
 void pb_client_response_head(struct pb_client *cl, int status, const char *ctype, int64_t content_length,
                              bool keep_alive, const char *extra)
 {
+    cl->status = status;
+    if (content_length >= 0) {
+        cl->resp_bytes = (uint64_t)content_length;
+        cl->resp_bytes_known = true;
+    }
     httpd_response_head(cl->h, status, ctype, content_length, keep_alive, extra);
 }
 
 void pb_client_flush(struct pb_client *cl) { httpd_flush(cl->h); }
 
-void pb_client_error(struct pb_client *cl, int status, const char *msg) { httpd_error(cl->h, status, msg); }
+void pb_client_error(struct pb_client *cl, int status, const char *msg)
+{
+    cl->status = status;
+    cl->resp_bytes_known = false; /* the page's size: from the head httpd writes */
+    httpd_error(cl->h, status, msg);
+}
 
 void pb_client_set_responding(struct pb_client *cl) { pb_client_enter(cl, CL_RESPONDING); }
 
@@ -153,6 +164,7 @@ static void client_release_active(struct pb_client *cl)
 static void client_on_request_end(struct httpd_conn *h)
 {
     struct pb_client *cl = h->data;
+    pb_accesslog_request_end(cl);
     if (cl->throttle_counted)
         pb_plugins_proxy_end(cl->svc, cl);
     free(cl->target);
@@ -282,6 +294,7 @@ static bool extra_request_bytes(struct pb_client *cl, uint64_t used)
 static void dispatch(struct pb_client *cl, struct http_msg *req)
 {
     atomic_fetch_add_explicit(&pb_total_requests, 1, memory_order_relaxed);
+    pb_accesslog_request_start(cl, req);
     cl->target = strndup(req->target, req->target_len);
     struct pb_service *svc = cl->svc;
     /* plugins of a selector run before the vhost choice (Redirect,
@@ -511,5 +524,6 @@ static void client_on_close(struct httpd_conn *h, enum conn_close_reason why)
     free(cl->cache_key);
     free(cl->range);
     free(cl->rp_hdrs);
+    free(cl->log_req);
     free(cl);
 }

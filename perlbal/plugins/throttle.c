@@ -23,6 +23,7 @@
 #include "common/loop.h"
 #include "perlbal/perlbal.h"
 #include "perlbal/plugin.h"
+#include "perlbal/regex.h"
 
 /* throttle:
  * As Perlbal's Throttle plugin with its in-memory store: per client IP
@@ -32,7 +33,7 @@
  * violations ban the IP for ban_expiration seconds (403 / close); more than
  * max_concurrent requests in flight from one IP get 403; whitelist_file IPs
  * pass, blacklist_file IPs are denied (or throttled); path_regex and
- * method_regex (POSIX ERE) limit which requests count. The per-IP table is
+ * method_regex (Perl regexes, PCRE2) limit which requests count. The per-IP table is
  * direct-mapped (THR_SLOTS per service): an IP colliding with another takes
  * its slot, which errs on the lenient side.
  *
@@ -109,8 +110,7 @@ struct thr_state {
     struct thr_slot slots[THR_SLOTS];
     struct thr_net white[THR_LIST_MAX], black[THR_LIST_MAX];
     int nwhite, nblack;
-    regex_t path_re, method_re;
-    bool has_path_re, has_method_re;
+    struct pb_regex *path_re, *method_re; /* NULL = every request counts */
     /* memcached store (NULL pool = in memory) */
     struct work_pool *mc_pool;
     char *mc_servers, *instance_name;
@@ -244,19 +244,13 @@ static int thr_set(struct pb_service *svc, const char *key, const char *val, cha
             t->blacklist_deny = !strcmp(val, "deny");
     } else if (!strcmp(key, "path_regex") || !strcmp(key, "method_regex")) {
         bool path = key[0] == 'p';
-        regex_t *re = path ? &t->path_re : &t->method_re;
-        bool *has = path ? &t->has_path_re : &t->has_method_re;
-        regex_t nre;
-        int r = *val ? regcomp(&nre, val, REG_EXTENDED | REG_NOSUB) : 0;
-        if (r) {
-            regerror(r, &nre, err, errlen);
+        struct pb_regex **re = path ? &t->path_re : &t->method_re;
+        struct pb_regex *nre = NULL;
+        if (*val && !(nre = pb_regex_compile(val, err, errlen))) {
             rc = -1;
         } else {
-            if (*has)
-                regfree(re);
-            *has = *val != 0;
-            if (*val)
-                *re = nre;
+            pb_regex_free(*re); /* matched only under t->lock, held here */
+            *re = nre;
         }
     } else if (!strcmp(key, "log_only")) {
         t->log_only =
@@ -532,9 +526,10 @@ static int64_t thr_start(struct pb_service *svc, struct pb_client *cl)
         result = t->blacklist_deny ? DENY : THROTTLE;
     else if (s->concurrent > t->max_concurrent)
         result = DENY;
-    else if (t->has_path_re && (!cl->target || regexec(&t->path_re, cl->target, 0, NULL, 0)))
+    else if (t->path_re && (!cl->target || !pb_regex_match(t->path_re, cl->target, strlen(cl->target))))
         result = ALLOW;
-    else if (t->has_method_re && regexec(&t->method_re, method_name(cl->h->method), 0, NULL, 0))
+    else if (t->method_re &&
+             !pb_regex_match(t->method_re, method_name(cl->h->method), strlen(method_name(cl->h->method))))
         result = ALLOW;
     else
         result = t->default_throttle ? THROTTLE : ALLOW;
