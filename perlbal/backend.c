@@ -523,18 +523,28 @@ static enum httpc_head_action be_on_head(struct httpc *hc, struct http_msg *resp
     if (pb_proxy_retry_500(cl, resp->status))
         return HTTPC_CLOSE;
     bool keep = client_keep_for(be, resp);
-    cl->status = resp->status;
+    struct pb_resp_edit edit = { .status = resp->status };
+    bool edited = false;
+    if (be->svc->nplugins) {
+        pb_plugins_modify_response(be->svc, cl, resp, &edit);
+        edited = edit.status != resp->status || edit.reason || edit.drop[0] || edit.ctype || edit.length_delta ||
+                 edit.prepend_len;
+    }
+    int status = edit.status;
+    cl->status = status;
     cl->resp_bytes = 0;
     cl->resp_bytes_known = true; /* counted as the body streams (be_on_body) */
     struct evbuffer *out = httpd_tx();
     /* status line without printf: this is the per-request hot path */
     char sl[16] = "HTTP/1.0 000 ";
     sl[7] = (char)('0' + (cl->h->version_minor ? 1 : 0));
-    sl[9] = (char)('0' + resp->status / 100 % 10);
-    sl[10] = (char)('0' + resp->status / 10 % 10);
-    sl[11] = (char)('0' + resp->status % 10);
+    sl[9] = (char)('0' + status / 100 % 10);
+    sl[10] = (char)('0' + status / 10 % 10);
+    sl[11] = (char)('0' + status % 10);
     evbuffer_add(out, sl, 13);
-    if (resp->reason_len)
+    if (edit.reason)
+        evbuffer_add(out, edit.reason, strlen(edit.reason));
+    else if (resp->reason_len)
         evbuffer_add(out, resp->reason, resp->reason_len);
     evbuffer_add(out, "\r\n", 2);
     for (int i = 0; i < resp->nheaders; i++) {
@@ -542,18 +552,41 @@ static enum httpc_head_action be_on_head(struct httpc *hc, struct http_msg *resp
 #define IS(n) (h->name_len == sizeof(n) - 1 && strncasecmp(h->name, n, sizeof(n) - 1) == 0)
         if (IS("connection") || IS("keep-alive"))
             continue;
+        if (edited) {
+            bool drop = false;
+            for (int d = 0; d < 4 && edit.drop[d]; d++)
+                drop |= strlen(edit.drop[d]) == h->name_len && !strncasecmp(edit.drop[d], h->name, h->name_len);
+            if (drop)
+                continue;
+            if (edit.ctype && IS("content-type")) {
+                evbuffer_add_printf(out, "Content-Type: %s\r\n", edit.ctype);
+                edit.ctype = NULL; /* said */
+                continue;
+            }
+            if (edit.length_delta && IS("content-length")) {
+                evbuffer_add_printf(out, "Content-Length: %llu\r\n",
+                                    (unsigned long long)((int64_t)resp->content_length + edit.length_delta));
+                continue;
+            }
+        }
 #undef IS
         evbuffer_add(out, h->name, h->name_len);
         evbuffer_add(out, ": ", 2);
         evbuffer_add(out, h->value, h->value_len);
         evbuffer_add(out, "\r\n", 2);
     }
+    if (edit.ctype) /* the backend sent none */
+        evbuffer_add_printf(out, "Content-Type: %s\r\n", edit.ctype);
     if (!keep)
         evbuffer_add(out, "Connection: close\r\n\r\n", 21);
     else if (cl->h->version_minor == 0)
         evbuffer_add(out, "Connection: keep-alive\r\n\r\n", 26);
     else
         evbuffer_add(out, "\r\n", 2);
+    if (edit.prepend_len && cl->h->method != HTTP_M_HEAD) {
+        evbuffer_add(out, edit.prepend, edit.prepend_len);
+        cl->resp_bytes += edit.prepend_len;
+    }
     cl->h->response_started = true;
     cl->h->keep_alive = keep;
     /* the head waits in the scratch buffer only when the whole body is

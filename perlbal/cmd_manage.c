@@ -349,7 +349,7 @@ static int cmd_word(struct pb_manage_ctx *ctx, struct pb_cmd *c, struct out *o)
         if (pl->command(svc, argc, argv, plugin_out, o, e, sizeof e) < 0)
             return err(o, "%s", e);
         /* listing commands end with "." themselves */
-        if (!strcmp(w, "stats") || !strcmp(w, "recent"))
+        if (!strcmp(w, "stats") || !strcmp(w, "recent") || !strcmp(w, "patterns"))
             return 0;
         return ok(ctx, o);
     }

@@ -111,6 +111,7 @@ struct pb_service {
     char *docroot, *index_files, *verify_backend_path, *high_priority_cookie, *high_priority_cookie_contents;
     char *trusted_upstream_proxies, *buffer_uploads_path, *ssl_key_file, *ssl_cert_file, *ssl_cipher_list;
     char *ssl_ca_path, *error_retry_schedule;
+    char *default_service;         /* selector: where a request no selector plugin matched goes */
     char *server_process;          /* a backend program speaking HTTP on its stdin/stdout */
     struct pool_node process_node; /* the node its backends count against */
     /* parsed trusted_upstream_proxies */
@@ -279,6 +280,7 @@ struct pb_client {
     bool resp_bytes_known; /* ... if known */
     char *log_req;         /* the request's half of the access log line */
     uint64_t t0_us;        /* when the head arrived (for %D) */
+    uint64_t flv_start;    /* FlvStreaming: the request's start= offset (0: none) */
 };
 
 enum pb_backend_state {

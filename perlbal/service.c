@@ -113,6 +113,7 @@ static const struct param params[] = {
     { "queue_relief_size", P_IGNORED, 0, R_PROXY, NULL },
     { "reproxy_cache_maxsize", P_INT, F(reproxy_cache_maxsize), R_PROXY, "0" },
     { "server_process", P_STR, F(server_process), R_PROXY, NULL },
+    { "default_service", P_STR, F(default_service), R_ALL, NULL },
     { "upload_status_listeners", P_IGNORED, 0, R_PROXY, NULL },
     { "verify_backend", P_BOOL, F(verify_backend), R_PROXY, "0" },
     { "verify_backend_path", P_STR, F(verify_backend_path), R_PROXY, "*" },
@@ -441,6 +442,10 @@ static int service_set_inner(struct pb_service *s, const char *key, const char *
                 dup |= s->plugin_ptr[i] == p;
             if (dup)
                 continue;
+            if (p->attach && p->attach(s, err, errlen) < 0) {
+                s->nplugins = n; /* the ones before it stay */
+                return -1;
+            }
             snprintf(s->plugins[n], sizeof s->plugins[0], "%s", p->name);
             s->plugin_ptr[n] = p;
             n++;

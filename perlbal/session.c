@@ -185,6 +185,7 @@ static void client_on_request_end(struct httpd_conn *h)
     cl->prio = 1;
     cl->chunked_out = false;
     cl->reproxied_service = false;
+    cl->flv_start = 0;
     client_apply_service(cl);
 }
 
@@ -306,11 +307,29 @@ static void dispatch(struct pb_client *cl, struct http_msg *req)
     }
     /* a selector may lead to another selector (as Perlbal), a few hops deep */
     for (int hops = 0; svc->role == PB_ROLE_SELECTOR; hops++) {
-        struct pb_service *t = hops < 4 ? vhost_select(svc, req) : NULL;
+        bool hooked = false;
+        int estatus = 0;
+        char emsg[160] = "";
+        struct pb_service *t = NULL;
+        if (hops < 4) {
+            t = svc->nplugins ? pb_plugins_select(svc, cl, req, &hooked, &estatus, emsg, sizeof emsg) : NULL;
+            if (!hooked)
+                t = vhost_select(svc, req);
+            else if (!t && !estatus && svc->default_service) {
+                /* as Perlbal: what the selector plugin did not match goes to default_service */
+                pthread_mutex_lock(&pb_lock);
+                t = pb_service_find(svc->default_service);
+                pthread_mutex_unlock(&pb_lock);
+            }
+        }
         if (!t) {
             httpd_drop_head(cl->h);
             cl->svc = svc;
-            pb_client_error(cl, 404, "Not Found (no configured vhost)");
+            if (estatus)
+                pb_client_error(cl, estatus, emsg);
+            else
+                pb_client_error(cl, 404,
+                                hooked ? "Not Found (no configured vpath)" : "Not Found (no configured vhost)");
             return;
         }
         if (t->role != PB_ROLE_SELECTOR && t->role != PB_ROLE_REVERSE_PROXY && t->role != PB_ROLE_WEB_SERVER) {
@@ -393,7 +412,7 @@ static void dispatch(struct pb_client *cl, struct http_msg *req)
                 IS("x-proxy-capabilities") || IS("transfer-encoding") || IS("trailer") ||
                 (chunked && svc->buffer_uploads && IS("expect")))
                 continue;
-            bool removed = false;
+            bool removed = svc->nplugins && pb_plugins_replace_header(svc, cl, hd->name, hd->name_len);
             for (struct pb_header_op *op = svc->header_ops; op; op = op->next)
                 if (!op->value && strlen(op->name) == hd->name_len && !strncasecmp(op->name, hd->name, hd->name_len))
                     removed = true;

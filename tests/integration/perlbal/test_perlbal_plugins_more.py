@@ -1,0 +1,365 @@
+"""Perlbal 1.80's Highpri, Vpaths and FlvStreaming plugins, driven as their
+documentation says; where the test can, the same config runs under
+Debian's Perl Perlbal (/usr/bin/perlbal) too and the answers are compared."""
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import threading
+import time
+
+import pytest
+
+from conftest import bin_path, free_port, wait_port
+from pb_helpers import Backend, console, get, start_perlbal
+
+pytestmark = pytest.mark.skipif(not os.path.exists(bin_path("perlbal")), reason="perlbal not built")
+
+PERL_PERLBAL = shutil.which("perlbal", path="/usr/bin:/usr/sbin")
+
+
+@pytest.fixture
+def perl_perlbal(tmp_path):
+    """Start Debian's Perl Perlbal on a config (it dies of SIGTERM, which the
+    daemon fixture would call a failure: stopped here instead)."""
+    procs = []
+
+    def start(conf_text, port):
+        path = os.path.join(str(tmp_path), "perl-%d.conf" % port)
+        with open(path, "w") as f:
+            f.write(conf_text)
+        log = open(os.path.join(str(tmp_path), "perl-%d.log" % port), "wb")
+        p = subprocess.Popen([PERL_PERLBAL, "--config=" + path], stdout=log, stderr=subprocess.STDOUT,
+                             stdin=subprocess.DEVNULL)
+        procs.append((p, log))
+        wait_port(port, proc=p)
+        return p
+
+    yield start
+    for p, log in procs:
+        if p.poll() is None:
+            p.send_signal(signal.SIGTERM)
+            try:
+                p.wait(10)
+            except subprocess.TimeoutExpired:
+                p.kill()
+                p.wait()
+        log.close()
+
+
+def start_both(daemon, perl_perlbal, tmp_path, make_conf):
+    """Ours and (when installed) Perl Perlbal with the same config; returns
+    a list of (name, port, mport)."""
+    out = []
+    port, mport = free_port(), free_port()
+    start_perlbal(daemon, str(tmp_path), make_conf(port, mport), port, name="ours.conf")
+    out.append(("ours", port, mport))
+    if PERL_PERLBAL:
+        pport, pmport = free_port(), free_port()
+        perl_perlbal(make_conf(pport, pmport), pport)
+        out.append(("perl", pport, pmport))
+    return out
+
+
+def raw_response(port, request, timeout=10):
+    with socket.create_connection(("127.0.0.1", port), timeout=timeout) as s:
+        s.sendall(request)
+        data = b""
+        while True:
+            try:
+                c = s.recv(65536)
+            except socket.timeout:
+                break
+            if not c:
+                break
+            data += c
+            head, sep, body = data.partition(b"\r\n\r\n")
+            if sep:
+                cl = [l for l in head.split(b"\r\n") if l.lower().startswith(b"content-length:")]
+                if cl and len(body) >= int(cl[0].split(b":")[1]):
+                    break
+    head, _, body = data.partition(b"\r\n\r\n")
+    lines = head.split(b"\r\n")
+    headers = {}
+    for l in lines[1:]:
+        k, _, v = l.partition(b":")
+        headers[k.strip().lower().decode()] = v.strip().decode()
+    return lines[0].decode(), headers, body
+
+
+# ------------------------------------------------------------------ Highpri
+
+def test_perlbal_highpri_default_uri_and_host_pattern_jump_the_queue(daemon, tmp_path):
+    """One single-process backend, verify_backend on: requests queue while it
+    is busy; the one matching Highpri's default URI pattern (/login.bml) and
+    the one whose Host matches host_pattern (a Perl regex with \\d) came last
+    but are served right after the first."""
+    def slow(h, info):
+        if info["method"] != "OPTIONS":
+            time.sleep(1.0 if info["path"] == "/first" else 0.1)
+        return None
+
+    be = Backend(slow, threaded=False)
+    try:
+        port, mport = free_port(), free_port()
+        start_perlbal(daemon, str(tmp_path), """
+LOAD Highpri
+CREATE POOL p
+  POOL p ADD 127.0.0.1:%d
+CREATE SERVICE proxy
+  SET role = reverse_proxy
+  SET listen = 127.0.0.1:%d
+  SET pool = p
+  SET verify_backend = on
+  SET persist_backend = off
+  SET plugins = Highpri
+  SET proxy.highpri.host_pattern = ^vip\\d+\\.
+ENABLE proxy
+CREATE SERVICE mgmt
+  SET role = management
+  SET listen = 127.0.0.1:%d
+ENABLE mgmt
+""" % (be.port, port, mport), port)
+        results = {}
+
+        def req(path, host):
+            r, _ = get(port, path, headers={"Host": host})
+            results[path] = r.status
+
+        ts = []
+        for path, host in [("/first", "a"), ("/n1", "a"), ("/n2", "vip.example.com"), ("/login.bml", "a"),
+                           ("/h", "vip7.example.com")]:
+            t = threading.Thread(target=req, args=(path, host))
+            t.start()
+            ts.append(t)
+            time.sleep(0.08)
+        deadline = time.time() + 2.0
+        while "proxy-highpri.count 2" not in console(mport, "queues"):
+            assert time.time() < deadline, console(mport, "queues")
+            time.sleep(0.02)
+        for t in ts:
+            t.join(20)
+        assert all(v == 200 for v in results.values()) and len(results) == 5
+        order = [r["path"] for r in be.requests if r["method"] == "GET"]
+        assert order == ["/first", "/login.bml", "/h", "/n1", "/n2"]
+        pat = console(mport, "patterns")
+        assert "High priority pattern buffer:" in pat
+        assert "SET proxy.highpri.uri_pattern = ^(?:/interface/(?:xmlrpc|flat)|/login\\.bml)$" in pat
+        assert "SET proxy.highpri.host_pattern = ^vip\\d+\\." in pat
+        # undef turns the URI check off; a bad regex is refused
+        assert "ERROR" not in console(mport, "SET proxy.highpri.uri_pattern = undef")
+        assert "SET proxy.highpri.uri_pattern = undef" in console(mport, "patterns")
+        assert "ERROR: Invalid regular expression" in console(mport, "SET proxy.highpri.uri_pattern = (x")
+        assert "ERROR: Plugin understands: uri_pattern, host_pattern" in \
+            console(mport, "SET proxy.highpri.other = x")
+    finally:
+        be.stop()
+
+
+def test_perlbal_highpri_patterns_listing_as_perl_perlbal(daemon, perl_perlbal, tmp_path):
+    def conf(port, mport):
+        return """
+LOAD Highpri
+CREATE POOL p
+CREATE SERVICE proxy
+  SET role = reverse_proxy
+  SET listen = 127.0.0.1:%d
+  SET pool = p
+  SET plugins = Highpri
+  SET proxy.highpri.host_pattern = ^api\\.
+ENABLE proxy
+CREATE SERVICE mgmt
+  SET role = management
+  SET listen = 127.0.0.1:%d
+ENABLE mgmt
+""" % (port, mport)
+    outs = {name: console(mport, "patterns") for name, port, mport in start_both(daemon, perl_perlbal, tmp_path, conf)}
+    assert outs["ours"].startswith("High priority pattern buffer:\r\n")
+    if "perl" in outs:
+        assert outs["ours"] == outs["perl"]
+
+
+# ------------------------------------------------------------------- Vpaths
+
+def vpaths_conf(root_a, root_b):
+    def conf(port, mport):
+        return """
+LOAD vpaths
+CREATE SERVICE a
+  SET role = web_server
+  SET docroot = %s
+CREATE SERVICE b
+  SET role = web_server
+  SET docroot = %s
+CREATE SERVICE sel
+  SET role = selector
+  SET listen = 127.0.0.1:%d
+  SET plugins = vpaths
+  VPATH sel ^/static/\\d+/ = a
+  VPATH ^/Img/(?!private) = b
+  VPATH ^/ghost = nosuch
+ENABLE sel
+CREATE SERVICE mgmt
+  SET role = management
+  SET listen = 127.0.0.1:%d
+ENABLE mgmt
+""" % (root_a, root_b, port, mport)
+    return conf
+
+
+def test_perlbal_vpaths_selects_by_uri_regex(daemon, perl_perlbal, tmp_path):
+    ra, rb = tmp_path / "a", tmp_path / "b"
+    for r in (ra, rb):
+        (r / "static" / "12").mkdir(parents=True)
+        for d in ("Img", "img"):
+            (r / d).mkdir()
+            (r / d / "x.txt").write_text("%s of %s\n" % (d, r.name))
+            (r / d / "privatex.txt").write_text("private of %s\n" % r.name)
+        (r / "static" / "12" / "f.txt").write_text("from %s\n" % r.name)
+    servers = start_both(daemon, perl_perlbal, tmp_path, vpaths_conf(ra, rb))
+    results = {}
+    for name, port, mport in servers:
+        res = []
+        for path in ("/static/12/f.txt", "/img/x.txt", "/img/privatex.txt", "/Img/x.txt", "/ghost"):
+            try:
+                r, body = get(port, path, timeout=3)
+                res.append((r.status, body if r.status == 200 else b""))
+            except (socket.timeout, TimeoutError, ConnectionError):
+                res.append(("no answer", b""))
+        results[name] = res
+    ours = results["ours"]
+    assert ours[0] == (200, b"from a\n")                 # \d+ matched
+    # as Perlbal, the console lower-cases a command up to its '=': the
+    # regex ^/Img/(?!private) reads ^/img/(?!private)
+    assert ours[1] == (200, b"img of b\n")
+    assert ours[2][0] == 404                            # the lookahead refused it: no vpath
+    assert ours[3][0] == 404                            # case matters in the URI
+    assert ours[4][0] == 404                            # a service that does not exist
+    if "perl" in results:
+        perl = results["perl"]
+        assert perl[0] == ours[0] and perl[1] == ours[1] and perl[4] == ours[4]
+        # where no VPATH matches and no default_service is set, Perl
+        # Perlbal never answers (the client waits); we answer 404
+        assert perl[2][0] in (404, "no answer") and perl[3][0] in (404, "no answer")
+
+
+def test_perlbal_vpaths_default_service_and_errors(daemon, tmp_path):
+    ra = tmp_path / "a"
+    ra.mkdir()
+    (ra / "index.html").write_text("default site\n")
+    port, mport = free_port(), free_port()
+    start_perlbal(daemon, str(tmp_path), """
+LOAD vpaths
+CREATE SERVICE a
+  SET role = web_server
+  SET docroot = %s
+CREATE SERVICE sel
+  SET role = selector
+  SET listen = 127.0.0.1:%d
+  SET plugins = vpaths
+  SET default_service = a
+ENABLE sel
+CREATE SERVICE mgmt
+  SET role = management
+  SET listen = 127.0.0.1:%d
+ENABLE mgmt
+""" % (ra, port, mport), port)
+    r, body = get(port, "/")
+    assert r.status == 200 and body == b"default site\n"
+    assert "Service 'a' is not a selector service" in console(mport, "VPATH a ^/x = a")
+    assert "invalid regular expression" in console(mport, "VPATH sel ^/(x = a")
+    assert "usage: VPATH" in console(mport, "VPATH sel ^/x")
+    out = console(mport, "SET a.plugins = vpaths")
+    assert "You can't load the vpath plugin on a service not of role selector." in out
+    # added live: used at once
+    assert "ERROR" not in console(mport, "VPATH sel ^/live = a")
+    r, body = get(port, "/live/../index.html")
+    assert r.status == 200
+
+
+# ------------------------------------------------------------- FlvStreaming
+
+def flv_conf(be_port):
+    def conf(port, mport):
+        return """
+LOAD FlvStreaming
+CREATE POOL p
+  POOL p ADD 127.0.0.1:%d
+CREATE SERVICE flv_proxy
+  SET role = reverse_proxy
+  SET listen = 127.0.0.1:%d
+  SET pool = p
+  SET plugins = FlvStreaming
+ENABLE flv_proxy
+CREATE SERVICE mgmt
+  SET role = management
+  SET listen = 127.0.0.1:%d
+ENABLE mgmt
+""" % (be_port, port, mport)
+    return conf
+
+
+FLV_HEADER = b"FLV\x01\x01\x00\x00\x00\x09\x00\x00\x00\x09"
+
+
+def test_perlbal_flvstreaming_seek_as_perl_perlbal(daemon, perl_perlbal, tmp_path):
+    video = bytes(range(256)) * 40            # 10240 bytes
+    seen = []
+
+    def ranged(h, info):
+        rng = info["headers"].get("Range")
+        seen.append((info["path"], rng))
+        if rng and rng.startswith("bytes="):
+            start = int(rng[6:].rstrip("-"))
+            part = video[start:]
+            return 206, {"Content-Type": "application/octet-stream", "Accept-Ranges": "bytes",
+                         "Content-Range": "bytes %d-%d/%d" % (start, len(video) - 1, len(video))}, part
+        return 200, {"Content-Type": "application/octet-stream", "Accept-Ranges": "bytes"}, video
+
+    be = Backend(ranged)
+    try:
+        servers = start_both(daemon, perl_perlbal, tmp_path, flv_conf(be.port))
+        answers = {}
+        for name, port, mport in servers:
+            del seen[:]
+            req = b"GET /v/movie.flv?start=1000&x=1 HTTP/1.0\r\nHost: a\r\nRange: bytes=5-9\r\n\r\n"
+            answers[name] = (raw_response(port, req), list(seen))
+            # not .flv, or no start: passed through untouched
+            st, hd, body = raw_response(port, b"GET /v/movie.mp4?start=1000 HTTP/1.0\r\nHost: a\r\n\r\n")
+            assert st.split()[1] == "200" and body == video, name
+            st, hd, body = raw_response(port, b"GET /v/movie.flv HTTP/1.0\r\nHost: a\r\n\r\n")
+            assert st.split()[1] == "200" and body == video, name
+        (st, hd, body), backend_saw = answers["ours"]
+        assert backend_saw == [("/v/movie.flv?start=1000&x=1", "bytes=1000-")]
+        assert st == "HTTP/1.0 200 OK"
+        assert hd["content-type"] == "video/x-flv"
+        assert "content-range" not in hd and "accept-ranges" not in hd
+        assert int(hd["content-length"]) == len(video) - 1000 + 13
+        assert body == FLV_HEADER + video[1000:]
+        if "perl" in answers:
+            (pst, phd, pbody), pseen = answers["perl"]
+            assert pseen == backend_saw
+            assert (pst, phd["content-type"], phd["content-length"], pbody) == \
+                (st, hd["content-type"], hd["content-length"], body)
+            assert ("content-range" in phd) == ("content-range" in hd)
+    finally:
+        be.stop()
+
+
+def test_perlbal_flvstreaming_only_on_a_reverse_proxy(daemon, tmp_path):
+    port, mport = free_port(), free_port()
+    start_perlbal(daemon, str(tmp_path), """
+LOAD FlvStreaming
+CREATE SERVICE web
+  SET role = web_server
+  SET listen = 127.0.0.1:%d
+  SET docroot = %s
+ENABLE web
+CREATE SERVICE mgmt
+  SET role = management
+  SET listen = 127.0.0.1:%d
+ENABLE mgmt
+""" % (port, tmp_path, mport), port)
+    out = console(mport, "SET web.plugins = FlvStreaming")
+    assert "You can't load the flvstreaming plugin on a service not of role reverse_proxy." in out
