@@ -363,3 +363,61 @@ ENABLE mgmt
 """ % (port, tmp_path, mport), port)
     out = console(mport, "SET web.plugins = FlvStreaming")
     assert "You can't load the flvstreaming plugin on a service not of role reverse_proxy." in out
+
+
+# ----------------------------------------------------------------- Throttle
+
+def test_perlbal_throttle_ipv6_lists_and_reload(daemon, tmp_path):
+    """Throttle's white/blacklist files take IPv6 networks too (Perlbal reads
+    them with Net::CIDR::Lite), and `throttle reload blacklist|whitelist`
+    re-reads them for the service in context, keeping the old list when the
+    file no longer loads."""
+    be = Backend()
+    bl = tmp_path / "black.txt"
+    bl.write_text("# nobody\n192.0.2.0/24\n")
+    try:
+        port, mport = free_port(), free_port()
+        start_perlbal(daemon, str(tmp_path), """
+LOAD Throttle
+CREATE POOL p
+  POOL p ADD 127.0.0.1:%d
+CREATE SERVICE proxy
+  SET role = reverse_proxy
+  SET listen = [::]:%d
+  SET pool = p
+  SET plugins = Throttle
+  SET default_action = allow
+  SET blacklist_action = deny
+  SET blacklist_file = %s
+ENABLE proxy
+CREATE SERVICE mgmt
+  SET role = management
+  SET listen = 127.0.0.1:%d
+ENABLE mgmt
+""" % (be.port, port, bl, mport), port)
+        assert get(port, "/a", host="::1")[0].status == 200
+        assert get(port, "/a")[0].status == 200
+        # ::1 and 127.0.0.1 blacklisted: denied after the reload only
+        bl.write_text("::1/128\n127.0.0.0/8 # loopback\n")
+        assert get(port, "/b", host="::1")[0].status == 200
+        out = console(mport, "USE proxy", "throttle reload blacklist")
+        assert "ERROR" not in out, out
+        assert get(port, "/c", host="::1")[0].status == 403
+        assert get(port, "/c")[0].status == 403
+        # a file without a network: refused, the old list stays
+        bl.write_text("# empty\n")
+        out = console(mport, "USE proxy", "throttle reload blacklist")
+        assert "ERROR: Couldn't load %s" % bl in out and "contains no recognizable CIDRs" in out
+        assert get(port, "/d", host="::1")[0].status == 403
+        # an IPv6 network in a whitelist lets ::1 through the blacklist
+        wl = tmp_path / "white.txt"
+        wl.write_text("::1/128\n")
+        assert "ERROR" not in console(mport, "SET proxy.whitelist_file = %s" % wl)
+        assert get(port, "/e", host="::1")[0].status == 200
+        assert get(port, "/e")[0].status == 403                # 127.0.0.1 is not ::1
+        assert "ERROR: no whitelist file configured" not in console(mport, "USE proxy", "throttle reload whitelist")
+        assert "usage: throttle reload <config|whitelist|blacklist>" in console(mport, "USE proxy", "throttle x")
+        assert "No service name set" in console(mport, "throttle reload config")
+        assert "ERROR" not in console(mport, "USE proxy", "throttle reload config")
+    finally:
+        be.stop()
