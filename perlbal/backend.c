@@ -493,24 +493,44 @@ static enum httpc_head_action be_on_head(struct httpc *hc, struct http_msg *resp
             pb_client_error(cl, 500, msg);
             return HTTPC_SKIP_BODY;
         }
-        if (t && t->role == PB_ROLE_WEB_SERVER && cl->h->body == HTTP_BODY_NONE && !cl->reproxied_service) {
+        /* a body can go to a second backend only when it was spooled to
+         * disk (buffer_uploads): a streamed one went to the first */
+        bool body_ok = cl->h->body == HTTP_BODY_NONE || (cl->upload_fd >= 0 && cl->h->body_done);
+        struct http_msg *m = NULL;
+        if (t && (t->role == PB_ROLE_SELECTOR || t->role == PB_ROLE_WEB_SERVER) && !cl->reproxied_service) {
             /* the request as it was (the backend head keeps the client's
-             * method, target, Range and If-Modified-Since) */
-            cl->reproxied_service = true;
+             * method, target, Host, Range and If-Modified-Since) */
             size_t hl = evbuffer_get_length(cl->req_head);
             const char *hb = (const char *)evbuffer_pullup(cl->req_head, (ssize_t)hl);
-            struct http_msg *m = malloc(sizeof *m);
             struct http_limits lim = { 0 };
-            if (m && hb && http_parse_request(hb, hl, &lim, m) > 0) {
-                cl->svc = t;
-                pb_web_request(cl, m);
-            } else {
+            m = malloc(sizeof *m);
+            if (!m || !hb || http_parse_request(hb, hl, &lim, m) <= 0) {
+                free(m);
                 pb_client_error(cl, 500, "Cannot re-read the request");
+                return HTTPC_SKIP_BODY;
             }
+        }
+        if (m && t->role == PB_ROLE_SELECTOR) {
+            /* as Perlbal's adopt_base_client: the selector chooses again */
+            int st;
+            char msg[160];
+            struct pb_service *t2 = pb_select_service(t, cl, m, &st, msg, sizeof msg);
+            if (!t2) {
+                free(m);
+                pb_client_error(cl, st, msg);
+                return HTTPC_SKIP_BODY;
+            }
+            t = t2;
+        }
+        if (m && t->role == PB_ROLE_WEB_SERVER && cl->h->body == HTTP_BODY_NONE) {
+            cl->reproxied_service = true;
+            cl->svc = t;
+            pb_web_request(cl, m);
             free(m);
             return HTTPC_SKIP_BODY;
         }
-        if (!t || t->role != PB_ROLE_REVERSE_PROXY || cl->h->body != HTTP_BODY_NONE || cl->reproxied_service) {
+        free(m);
+        if (!t || t->role != PB_ROLE_REVERSE_PROXY || !body_ok || cl->reproxied_service) {
             pb_client_error(cl, 404, "Vhost twiddling not configured for requested pair.");
             return HTTPC_SKIP_BODY;
         }

@@ -323,6 +323,11 @@ bool pb_client_can_persist(struct pb_client *cl);
 /* Timeouts while a request is in flight (idle_timeout until its body is in). */
 void pb_client_request_timeouts(struct pb_client *cl, size_t head_in_buffer);
 void pb_client_set_responding(struct pb_client *cl);
+/* A selector's choice for req (vhosts or a selector plugin, chains of up to
+ * 4 selectors): a reverse_proxy or web_server, or NULL with the error to
+ * answer in *status / msg. */
+struct pb_service *pb_select_service(struct pb_service *sel, struct pb_client *cl, struct http_msg *req, int *status,
+                                     char *msg, size_t msglen);
 
 /* proxy.c, backend.c, reproxy.c, upload.c */
 /* The backend's header lines to keep were saved in cl->rp_hdrs. */

@@ -270,6 +270,47 @@ static struct pb_service *vhost_select(struct pb_service *sel, struct http_msg *
     return found;
 }
 
+struct pb_service *pb_select_service(struct pb_service *sel, struct pb_client *cl, struct http_msg *req, int *status,
+                                     char *msg, size_t msglen)
+{
+    struct pb_service *svc = sel;
+    /* a selector may lead to another selector (as Perlbal), a few hops deep */
+    for (int hops = 0; svc->role == PB_ROLE_SELECTOR; hops++) {
+        bool hooked = false;
+        *status = 0;
+        struct pb_service *t = NULL;
+        if (hops < 4) {
+            t = svc->nplugins ? pb_plugins_select(svc, cl, req, &hooked, status, msg, msglen) : NULL;
+            if (!hooked)
+                t = vhost_select(svc, req);
+            else if (!t && !*status && svc->default_service) {
+                /* as Perlbal: what the selector plugin did not match goes to default_service */
+                pthread_mutex_lock(&pb_lock);
+                t = pb_service_find(svc->default_service);
+                pthread_mutex_unlock(&pb_lock);
+            }
+        }
+        if (!t) {
+            cl->svc = svc;
+            if (!*status) {
+                *status = 404;
+                snprintf(msg, msglen, "%s",
+                         hooked ? "Not Found (no configured vpath)" : "Not Found (no configured vhost)");
+            }
+            return NULL;
+        }
+        if (t->role != PB_ROLE_SELECTOR && t->role != PB_ROLE_REVERSE_PROXY && t->role != PB_ROLE_WEB_SERVER) {
+            /* as Perlbal: a vhost mapped to a management (or other) service is a server error */
+            cl->svc = svc;
+            *status = 500;
+            snprintf(msg, msglen, "Vhost maps to a service that cannot take HTTP requests");
+            return NULL;
+        }
+        svc = t;
+    }
+    return svc;
+}
+
 /* Bytes in the input after the first `used`, other than CR/LF (the stray
  * CRLF old browsers send after a POST body is tolerated, as by Perlbal). */
 static bool extra_request_bytes(struct pb_client *cl, uint64_t used)
@@ -305,38 +346,13 @@ static void dispatch(struct pb_client *cl, struct http_msg *req)
         httpd_drop_head(cl->h);
         return;
     }
-    /* a selector may lead to another selector (as Perlbal), a few hops deep */
-    for (int hops = 0; svc->role == PB_ROLE_SELECTOR; hops++) {
-        bool hooked = false;
-        int estatus = 0;
-        char emsg[160] = "";
-        struct pb_service *t = NULL;
-        if (hops < 4) {
-            t = svc->nplugins ? pb_plugins_select(svc, cl, req, &hooked, &estatus, emsg, sizeof emsg) : NULL;
-            if (!hooked)
-                t = vhost_select(svc, req);
-            else if (!t && !estatus && svc->default_service) {
-                /* as Perlbal: what the selector plugin did not match goes to default_service */
-                pthread_mutex_lock(&pb_lock);
-                t = pb_service_find(svc->default_service);
-                pthread_mutex_unlock(&pb_lock);
-            }
-        }
+    if (svc->role == PB_ROLE_SELECTOR) {
+        int estatus;
+        char emsg[160];
+        struct pb_service *t = pb_select_service(svc, cl, req, &estatus, emsg, sizeof emsg);
         if (!t) {
             httpd_drop_head(cl->h);
-            cl->svc = svc;
-            if (estatus)
-                pb_client_error(cl, estatus, emsg);
-            else
-                pb_client_error(cl, 404,
-                                hooked ? "Not Found (no configured vpath)" : "Not Found (no configured vhost)");
-            return;
-        }
-        if (t->role != PB_ROLE_SELECTOR && t->role != PB_ROLE_REVERSE_PROXY && t->role != PB_ROLE_WEB_SERVER) {
-            /* as Perlbal: a vhost mapped to a management (or other) service is a server error */
-            httpd_drop_head(cl->h);
-            cl->svc = svc;
-            pb_client_error(cl, 500, "Vhost maps to a service that cannot take HTTP requests");
+            pb_client_error(cl, estatus, emsg);
             return;
         }
         svc = t;

@@ -421,3 +421,86 @@ ENABLE mgmt
         assert "ERROR" not in console(mport, "USE proxy", "throttle reload config")
     finally:
         be.stop()
+
+
+# ------------------------------------------------------- X-REPROXY-SERVICE
+
+def reproxy_service_conf(be1, be2, www):
+    def conf(port, mport):
+        return """
+LOAD vhosts
+CREATE POOL p1
+  POOL p1 ADD 127.0.0.1:%d
+CREATE POOL p2
+  POOL p2 ADD 127.0.0.1:%d
+CREATE SERVICE app2
+  SET role = reverse_proxy
+  SET pool = p2
+ENABLE app2
+CREATE SERVICE files
+  SET role = web_server
+  SET docroot = %s
+ENABLE files
+CREATE SERVICE sel
+  SET role = selector
+  SET plugins = vhosts
+  VHOST sel app.example.com = app2
+  VHOST sel files.example.com = files
+ENABLE sel
+CREATE SERVICE front
+  SET role = reverse_proxy
+  SET listen = 127.0.0.1:%d
+  SET pool = p1
+  SET enable_reproxy = on
+  SET buffer_uploads = on
+  SET buffer_upload_threshold_size = 1
+ENABLE front
+CREATE SERVICE mgmt
+  SET role = management
+  SET listen = 127.0.0.1:%d
+ENABLE mgmt
+""" % (be1, be2, www, port, mport)
+    return conf
+
+
+def test_perlbal_x_reproxy_service_to_a_selector_and_with_a_body(daemon, perl_perlbal, tmp_path):
+    """X-REPROXY-SERVICE naming a selector: the selector chooses by the
+    request's own Host, as Perlbal's adopt_base_client; a POST whose body was
+    spooled (buffer_uploads) reaches the second service's backend whole."""
+    www = tmp_path / "www"
+    www.mkdir()
+    (www / "f.txt").write_text("file body\n")
+    be1 = Backend(lambda h, info: (200, {"X-REPROXY-SERVICE": "sel"}, b"ignored"))
+    be2 = Backend(lambda h, info: (200, {"Content-Type": "text/plain"},
+                                   ("app2 %s %s %d %s" % (info["method"], info["path"], info["body_len"],
+                                                          info["body_sha"])).encode()))
+    try:
+        servers = start_both(daemon, perl_perlbal, tmp_path, reproxy_service_conf(be1.port, be2.port, www))
+        res = {}
+        for name, port, mport in servers:
+            out = []
+            r, body = get(port, "/x?y=1", headers={"Host": "app.example.com"})
+            out.append((r.status, body))
+            r, body = get(port, "/f.txt", headers={"Host": "files.example.com"})
+            out.append((r.status, body))
+            r, body = get(port, "/x", headers={"Host": "nobody.example.com"})
+            out.append((r.status, b""))
+            if name == "ours":
+                # Perl Perlbal 1.80 never answers this one (measured: the
+                # client waits); we send the spooled body on
+                data = b"z" * 5000
+                r, body = get(port, "/up", headers={"Host": "app.example.com"}, method="POST", body=data)
+                out.append((r.status, body))
+            res[name] = out
+        ours = res["ours"]
+        import hashlib
+        assert ours[0] == (200, b"app2 GET /x?y=1 0 " + hashlib.sha1(b"").hexdigest().encode())
+        assert ours[1] == (200, b"file body\n")
+        assert ours[2] == (404, b"")
+        assert ours[3] == (200, b"app2 POST /up 5000 " + hashlib.sha1(b"z" * 5000).hexdigest().encode())
+        if "perl" in res:
+            # the error pages differ in wording only
+            assert res["perl"][:2] == ours[:2] and res["perl"][2][0] == ours[2][0], res["perl"]
+    finally:
+        be1.stop()
+        be2.stop()
