@@ -27,6 +27,7 @@
 #define PB_VERSION "1.80-c"
 #define PB_MAX_LOOPS 64
 #define PB_NAME_MAX 64
+#define PB_UPLOAD_LISTENERS 8
 #define PB_STATUS_SLOTS 500 /* status codes 100..599 counted per service */
 
 struct core_conn;
@@ -46,6 +47,7 @@ enum pb_role {
     PB_ROLE_MANAGEMENT,
     PB_ROLE_SELECTOR,
     PB_ROLE_ECHO,
+    PB_ROLE_UPLOAD_TRACKER, /* UDP upload progress reports (upload_status.c) */
 };
 
 struct pb_pool {
@@ -111,7 +113,12 @@ struct pb_service {
     char *docroot, *index_files, *verify_backend_path, *high_priority_cookie, *high_priority_cookie_contents;
     char *trusted_upstream_proxies, *buffer_uploads_path, *ssl_key_file, *ssl_cert_file, *ssl_cipher_list;
     char *ssl_ca_path, *error_retry_schedule;
-    char *default_service;         /* selector: where a request no selector plugin matched goes */
+    char *default_service; /* selector: where a request no selector plugin matched goes */
+    /* upload_status_listeners (reverse_proxy) / the upload_tracker role's UDP socket */
+    struct sockaddr_storage ul_addrs[PB_UPLOAD_LISTENERS];
+    int n_ul;
+    int ut_fd;
+    struct event *ut_ev;
     char *server_process;          /* a backend program speaking HTTP on its stdin/stdout */
     struct pool_node process_node; /* the node its backends count against */
     /* parsed trusted_upstream_proxies */
@@ -275,12 +282,16 @@ struct pb_client {
     void *async_job;                 /* a plugin's PB_HOLD_ASYNC work in flight (plugin.h) */
     void (*async_cancel)(void *job); /* the client went away: the job must forget it */
     /* what the access log and the metrics say of the request (accesslog.c) */
-    int status;            /* the answer's status, once perlbal knows it (0: httpd's own answer) */
-    uint64_t resp_bytes;   /* its body bytes */
-    bool resp_bytes_known; /* ... if known */
-    char *log_req;         /* the request's half of the access log line */
-    uint64_t t0_us;        /* when the head arrived (for %D) */
-    uint64_t flv_start;    /* FlvStreaming: the request's start= offset (0: none) */
+    int status;                   /* the answer's status, once perlbal knows it (0: httpd's own answer) */
+    uint64_t resp_bytes;          /* its body bytes */
+    bool resp_bytes_known;        /* ... if known */
+    char *log_req;                /* the request's half of the access log line */
+    uint64_t t0_us;               /* when the head arrived (for %D) */
+    uint64_t flv_start;           /* FlvStreaming: the request's start= offset (0: none) */
+    char upload_session[52];      /* client_up_sess of an upload being watched ("" = none) */
+    uint64_t upload_total;        /* its Content-Length */
+    int64_t upload_started_s;     /* when it started (epoch s) */
+    int64_t upload_last_packet_s; /* the last progress datagram (once a second) */
 };
 
 enum pb_backend_state {
@@ -362,6 +373,15 @@ void pb_reproxy_keep_headers(struct pb_client *cl, struct http_msg *resp);
 void pb_reproxy_cache_store(struct pb_service *svc, struct pb_client *cl, const char *urls, size_t ul, int64_t expected,
                             long secs);
 uint64_t pb_proxy_cache_hits(struct pb_service *svc);
+
+/* upload_status.c: the upload_tracker role and upload_status_listeners */
+int pb_upload_tracker_open(struct pb_service *s, char *err, size_t errlen);
+void pb_upload_tracker_close(struct pb_service *s);
+int pb_upload_status_set_listeners(struct pb_service *s, const char *val, char *err, size_t errlen);
+/* reverse_proxy with listeners: true when it answered /__upload_status
+ * itself; else it may have marked the request's upload for progress. */
+bool pb_upload_status_request(struct pb_client *cl, struct http_msg *req);
+void pb_upload_status_progress(struct pb_client *cl, uint64_t done);
 
 /* web.c */
 /* Mirror svc's web_server parameters into svc->files (after a SET). */

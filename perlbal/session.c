@@ -186,6 +186,7 @@ static void client_on_request_end(struct httpd_conn *h)
     cl->chunked_out = false;
     cl->reproxied_service = false;
     cl->flv_start = 0;
+    cl->upload_session[0] = 0;
     client_apply_service(cl);
 }
 
@@ -371,6 +372,11 @@ static void dispatch(struct pb_client *cl, struct http_msg *req)
     conn_set_busy(cl->c, true);
     switch (svc->role) {
     case PB_ROLE_REVERSE_PROXY: {
+        /* upload progress: /__upload_status is answered here */
+        if (svc->n_ul && pb_upload_status_request(cl, req)) {
+            httpd_drop_head(cl->h);
+            return;
+        }
         /* high_priority_cookie raises; a plugin (AccessControl queue_low)
          * may already have lowered it */
         if (request_priority(svc, req) == 0)

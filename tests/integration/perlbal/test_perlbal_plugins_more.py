@@ -504,3 +504,134 @@ def test_perlbal_x_reproxy_service_to_a_selector_and_with_a_body(daemon, perl_pe
     finally:
         be1.stop()
         be2.stop()
+
+
+# ------------------------------------------------------------ upload status
+
+def upload_conf(be_port, udp_tracker, udp_extra):
+    def conf(port, mport):
+        return """
+CREATE SERVICE tracker
+  SET role = upload_tracker
+  SET listen = 127.0.0.1:%d
+ENABLE tracker
+CREATE POOL p
+  POOL p ADD 127.0.0.1:%d
+CREATE SERVICE proxy
+  SET role = reverse_proxy
+  SET listen = 127.0.0.1:%d
+  SET pool = p
+  SET persist_client = on
+  SET upload_status_listeners = 127.0.0.1:%d, 127.0.0.1:%d
+ENABLE proxy
+CREATE SERVICE mgmt
+  SET role = management
+  SET listen = 127.0.0.1:%d
+ENABLE mgmt
+""" % (udp_tracker, be_port, port, udp_tracker, udp_extra, mport)
+    return conf
+
+
+def free_udp_port():
+    s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    s.bind(("127.0.0.1", 0))
+    p = s.getsockname()[1]
+    s.close()
+    return p
+
+
+def test_perlbal_upload_status_listeners_and_tracker(daemon, tmp_path):
+    """An upload tagged ?client_up_sess=... reports its progress in UDP
+    datagrams (at most one a second) to every upload_status_listeners
+    address; an upload_tracker service collects them and the proxy answers
+    /__upload_status?client_up_sess=... from them."""
+    import re
+    be = Backend()
+    try:
+        udp = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        udp.bind(("127.0.0.1", 0))
+        udp.settimeout(0.1)
+        tracker = free_udp_port()
+        conf = upload_conf(be.port, tracker, udp.getsockname()[1])
+        port, mport = free_port(), free_port()
+        start_perlbal(daemon, str(tmp_path), conf(port, mport), port, name="up.conf")
+        total = 300000
+        s = socket.create_connection(("127.0.0.1", port), timeout=10)
+        s.sendall(b"POST /upload?x=1&client_up_sess=abc123def HTTP/1.1\r\nHost: a\r\n"
+                  b"Content-Length: %d\r\n\r\n" % total)
+        statuses, grams = [], []
+        t0 = int(time.time())
+        for i in range(3):
+            s.sendall(b"u" * 80000)
+            time.sleep(1.1)
+            r, body = get(port, "/__upload_status?client_up_sess=abc123def")
+            statuses.append((r.status, r.getheader("Content-Type"), body.decode()))
+        s.sendall(b"u" * (total - 240000))
+        data = b""
+        while b"\r\n\r\n" not in data:
+            data += s.recv(65536)
+        s.close()
+        while True:
+            try:
+                grams.append(udp.recv(512).decode())
+            except socket.timeout:
+                break
+        assert data.split(b"\r\n")[0].endswith(b" 200 OK")
+        assert be.requests[0]["body_len"] == total
+        assert 2 <= len(grams) <= 4, grams                  # once a second at most
+        dones = []
+        for g in grams:
+            m = re.match(r"^UPLOAD:abc123def:(\d+):300000:(\d+):(\d+)$", g)
+            assert m, g
+            assert 0 < int(m.group(1)) < total and abs(int(m.group(2)) - t0) <= 2
+            dones.append(int(m.group(1)))
+        assert dones == sorted(dones)
+        for i, (st, ctype, body) in enumerate(statuses):
+            assert st == 200 and ctype == "text/plain"
+            m = re.match(r"^\{done:(\d+),total:300000,starttime:(\d+),nowtime:(\d+)\}$", body)
+            assert m and 0 < int(m.group(1)) <= 80000 * (i + 1), (i, body)
+        r, body = get(port, "/__upload_status?client_up_sess=nosuchsession")
+        assert (r.status, body) == (200, b"{}")
+        # not ours to answer without a session: goes to the backend
+        assert get(port, "/__upload_status?x=1")[0].status == 200 and be.requests[-1]["path"] == "/__upload_status?x=1"
+        assert "ERROR" in console(mport, "SET proxy.upload_status_listeners = nohost")
+    finally:
+        be.stop()
+
+
+def test_perlbal_upload_tracker_answers_as_perl_perlbal(daemon, perl_perlbal, tmp_path):
+    """Perlbal's datagram, sent by hand to our tracker and to Perl Perlbal's:
+    both answer /__upload_status alike (nowtime aside); garbage is ignored."""
+    import re
+    be = Backend()
+    try:
+        answers = {}
+        for name in (["ours", "perl"] if PERL_PERLBAL else ["ours"]):
+            tracker = free_udp_port()
+            conf = upload_conf(be.port, tracker, free_udp_port())
+            port, mport = free_port(), free_port()
+            if name == "ours":
+                start_perlbal(daemon, str(tmp_path), conf(port, mport), port, name="up2.conf")
+            else:
+                perl_perlbal(conf(port, mport), port)
+            u = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+            u.sendto(b"UPLOAD:sess_42x:1234:99999:1700000000:1700000003", ("127.0.0.1", tracker))
+            u.sendto(b"UPLOAD:bad:1:2:3:4", ("127.0.0.1", tracker))          # session too short
+            u.sendto(b"garbage", ("127.0.0.1", tracker))
+            u.close()
+            deadline = time.time() + 5
+            while True:
+                r, body = get(port, "/__upload_status?client_up_sess=sess_42x")
+                if body != b"{}" or time.time() > deadline:
+                    break
+                time.sleep(0.05)
+            # "bad" is no session name (5..50 word characters): the backend answers
+            bad = get(port, "/__upload_status?client_up_sess=bad")[1]
+            bad = b"backend" if bad.startswith(b'{"method"') else bad
+            answers[name] = (r.status, r.getheader("Content-Type"), re.sub(rb"nowtime:\d+", b"nowtime:N", body), bad)
+        assert answers["ours"] == (200, "text/plain", b"{done:1234,total:99999,starttime:1700000000,nowtime:N}",
+                                   b"backend")
+        if "perl" in answers:
+            assert answers["perl"] == answers["ours"]
+    finally:
+        be.stop()
