@@ -554,19 +554,21 @@ static enum httpc_head_action be_on_head(struct httpc *hc, struct http_msg *resp
     cl->status = status;
     cl->resp_bytes = 0;
     cl->resp_bytes_known = true; /* counted as the body streams (be_on_body) */
-    struct evbuffer *out = httpd_tx();
+    struct pb_headbuf hb_, *out = &hb_;
+    hb_.out = httpd_tx();
+    hb_.len = 0;
     /* status line without printf: this is the per-request hot path */
     char sl[16] = "HTTP/1.0 000 ";
     sl[7] = (char)('0' + (cl->h->version_minor ? 1 : 0));
     sl[9] = (char)('0' + status / 100 % 10);
     sl[10] = (char)('0' + status / 10 % 10);
     sl[11] = (char)('0' + status % 10);
-    evbuffer_add(out, sl, 13);
+    pb_hb_add(out, sl, 13);
     if (edit.reason)
-        evbuffer_add(out, edit.reason, strlen(edit.reason));
+        pb_hb_add(out, edit.reason, strlen(edit.reason));
     else if (resp->reason_len)
-        evbuffer_add(out, resp->reason, resp->reason_len);
-    evbuffer_add(out, "\r\n", 2);
+        pb_hb_add(out, resp->reason, resp->reason_len);
+    pb_hb_add(out, "\r\n", 2);
     for (int i = 0; i < resp->nheaders; i++) {
         const struct http_header *h = &resp->headers[i];
 #define IS(n) (h->name_len == sizeof(n) - 1 && strncasecmp(h->name, n, sizeof(n) - 1) == 0)
@@ -579,34 +581,42 @@ static enum httpc_head_action be_on_head(struct httpc *hc, struct http_msg *resp
             if (drop)
                 continue;
             if (edit.ctype && IS("content-type")) {
-                evbuffer_add_printf(out, "Content-Type: %s\r\n", edit.ctype);
+                pb_hb_add(out, "Content-Type: ", 14);
+                pb_hb_add(out, edit.ctype, strlen(edit.ctype));
+                pb_hb_add(out, "\r\n", 2);
                 edit.ctype = NULL; /* said */
                 continue;
             }
             if (edit.length_delta && IS("content-length")) {
-                evbuffer_add_printf(out, "Content-Length: %llu\r\n",
-                                    (unsigned long long)((int64_t)resp->content_length + edit.length_delta));
+                char clen[48];
+                int cn = snprintf(clen, sizeof clen, "Content-Length: %llu\r\n",
+                                  (unsigned long long)((int64_t)resp->content_length + edit.length_delta));
+                pb_hb_add(out, clen, (size_t)cn);
                 continue;
             }
         }
 #undef IS
-        evbuffer_add(out, h->name, h->name_len);
-        evbuffer_add(out, ": ", 2);
-        evbuffer_add(out, h->value, h->value_len);
-        evbuffer_add(out, "\r\n", 2);
+        pb_hb_add(out, h->name, h->name_len);
+        pb_hb_add(out, ": ", 2);
+        pb_hb_add(out, h->value, h->value_len);
+        pb_hb_add(out, "\r\n", 2);
     }
-    if (edit.ctype) /* the backend sent none */
-        evbuffer_add_printf(out, "Content-Type: %s\r\n", edit.ctype);
+    if (edit.ctype) { /* the backend sent none */
+        pb_hb_add(out, "Content-Type: ", 14);
+        pb_hb_add(out, edit.ctype, strlen(edit.ctype));
+        pb_hb_add(out, "\r\n", 2);
+    }
     if (!keep)
-        evbuffer_add(out, "Connection: close\r\n\r\n", 21);
+        pb_hb_add(out, "Connection: close\r\n\r\n", 21);
     else if (cl->h->version_minor == 0)
-        evbuffer_add(out, "Connection: keep-alive\r\n\r\n", 26);
+        pb_hb_add(out, "Connection: keep-alive\r\n\r\n", 26);
     else
-        evbuffer_add(out, "\r\n", 2);
+        pb_hb_add(out, "\r\n", 2);
     if (edit.prepend_len && cl->h->method != HTTP_M_HEAD) {
-        evbuffer_add(out, edit.prepend, edit.prepend_len);
+        pb_hb_add(out, edit.prepend, edit.prepend_len);
         cl->resp_bytes += edit.prepend_len;
     }
+    pb_hb_flush(out);
     cl->h->response_started = true;
     cl->h->keep_alive = keep;
     /* the head waits in the scratch buffer only when the whole body is

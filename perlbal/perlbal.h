@@ -17,7 +17,10 @@
 #include <stdatomic.h>
 #include <stdbool.h>
 #include <stdint.h>
+#include <string.h>
 #include <sys/socket.h>
+
+#include <event2/buffer.h>
 #include <sys/types.h>
 
 #include "common/http.h"
@@ -319,6 +322,32 @@ struct pb_backend {
     pid_t pid;              /* server_process: the child, 0 otherwise */
     struct event *ready_ev; /* server_process: "connected" on the next loop turn */
 };
+
+/* A head being written (the request head for a backend, the response head
+ * for a client): pieces gather in a buffer on the stack and reach the
+ * evbuffer in one add instead of four per header line (the proxy's hot
+ * path); what does not fit spills into the evbuffer as it comes. */
+struct pb_headbuf {
+    struct evbuffer *out;
+    size_t len;
+    char buf[4096];
+};
+void pb_hb_spill(struct pb_headbuf *b, const void *d, size_t n);
+static inline void pb_hb_add(struct pb_headbuf *b, const void *d, size_t n)
+{
+    if (b->len + n <= sizeof b->buf) {
+        memcpy(b->buf + b->len, d, n);
+        b->len += n;
+    } else {
+        pb_hb_spill(b, d, n);
+    }
+}
+static inline void pb_hb_flush(struct pb_headbuf *b)
+{
+    if (b->len)
+        evbuffer_add(b->out, b->buf, b->len);
+    b->len = 0;
+}
 
 /* session.c: the per-request ends of perlbal's state around httpd's */
 /* The one way cl->state changes (the transitions are listed in session.c). */

@@ -271,6 +271,17 @@ static struct pb_service *vhost_select(struct pb_service *sel, struct http_msg *
     return found;
 }
 
+void pb_hb_spill(struct pb_headbuf *b, const void *d, size_t n)
+{
+    pb_hb_flush(b);
+    if (n <= sizeof b->buf) {
+        memcpy(b->buf, d, n);
+        b->len = n;
+    } else {
+        evbuffer_add(b->out, d, n);
+    }
+}
+
 struct pb_service *pb_select_service(struct pb_service *sel, struct pb_client *cl, struct http_msg *req, int *status,
                                      char *msg, size_t msglen)
 {
@@ -411,12 +422,14 @@ static void dispatch(struct pb_client *cl, struct http_msg *req)
         /* build the backend head now: req points into the input buffer */
         if (!cl->req_head)
             cl->req_head = evbuffer_new();
-        struct evbuffer *h = cl->req_head;
+        struct pb_headbuf hb_, *h = &hb_;
+        hb_.out = cl->req_head;
+        hb_.len = 0;
         bool chunked = req->body == HTTP_BODY_CHUNKED;
-        evbuffer_add(h, req->method_str, req->method_len);
-        evbuffer_add(h, " ", 1);
-        evbuffer_add(h, req->target, req->target_len);
-        evbuffer_add(h, chunked ? " HTTP/1.1\r\n" : " HTTP/1.0\r\n", 11);
+        pb_hb_add(h, req->method_str, req->method_len);
+        pb_hb_add(h, " ", 1);
+        pb_hb_add(h, req->target, req->target_len);
+        pb_hb_add(h, chunked ? " HTTP/1.1\r\n" : " HTTP/1.0\r\n", 11);
         bool trusted = pb_service_trusted(svc, &cl->c->peer);
         char ip[INET6_ADDRSTRLEN] = "";
         if (cl->c->peer.ss_family == AF_INET)
@@ -444,7 +457,11 @@ static void dispatch(struct pb_client *cl, struct http_msg *req)
                 if (!trusted)
                     continue;
                 if (!svc->blind_proxy) {
-                    evbuffer_add_printf(h, "X-Forwarded-For: %.*s, %s\r\n", (int)hd->value_len, hd->value, ip);
+                    pb_hb_add(h, "X-Forwarded-For: ", 17);
+                    pb_hb_add(h, hd->value, hd->value_len);
+                    pb_hb_add(h, ", ", 2);
+                    pb_hb_add(h, ip, strlen(ip));
+                    pb_hb_add(h, "\r\n", 2);
                     xff_done = true;
                     continue;
                 }
@@ -453,31 +470,36 @@ static void dispatch(struct pb_client *cl, struct http_msg *req)
                 !trusted)
                 continue; /* only a trusted upstream may speak for the client */
 #undef IS
-            evbuffer_add(h, hd->name, hd->name_len);
-            evbuffer_add(h, ": ", 2);
-            evbuffer_add(h, hd->value, hd->value_len);
-            evbuffer_add(h, "\r\n", 2);
+            pb_hb_add(h, hd->name, hd->name_len);
+            pb_hb_add(h, ": ", 2);
+            pb_hb_add(h, hd->value, hd->value_len);
+            pb_hb_add(h, "\r\n", 2);
         }
         if (!xff_done && (!trusted || !svc->blind_proxy)) {
-            evbuffer_add(h, "X-Forwarded-For: ", 17);
-            evbuffer_add(h, ip, strlen(ip));
-            evbuffer_add(h, "\r\n", 2);
+            pb_hb_add(h, "X-Forwarded-For: ", 17);
+            pb_hb_add(h, ip, strlen(ip));
+            pb_hb_add(h, "\r\n", 2);
         }
         if (svc->enable_reproxy)
-            evbuffer_add(h, "X-Proxy-Capabilities: reproxy-file\r\n", 36);
+            pb_hb_add(h, "X-Proxy-Capabilities: reproxy-file\r\n", 36);
         for (struct pb_header_op *op = svc->header_ops; op; op = op->next)
-            if (op->value)
-                evbuffer_add_printf(h, "%s: %s\r\n", op->name, op->value);
+            if (op->value) {
+                pb_hb_add(h, op->name, strlen(op->name));
+                pb_hb_add(h, ": ", 2);
+                pb_hb_add(h, op->value, strlen(op->value));
+                pb_hb_add(h, "\r\n", 2);
+            }
         /* a chunked body is spooled and sent with a Content-Length when
          * buffer_uploads is on (as Perlbal), else re-encoded as it streams */
         bool spool = chunked && svc->buffer_uploads;
         if (chunked && !spool)
-            evbuffer_add(h, "Transfer-Encoding: chunked\r\n", 28);
+            pb_hb_add(h, "Transfer-Encoding: chunked\r\n", 28);
         cl->chunked_out = chunked && !spool;
         if (svc->persist_backend)
-            evbuffer_add(h, "Connection: keep-alive\r\n\r\n", 26);
+            pb_hb_add(h, "Connection: keep-alive\r\n\r\n", 26);
         else
-            evbuffer_add(h, "Connection: close\r\n\r\n", 21);
+            pb_hb_add(h, "Connection: close\r\n\r\n", 21);
+        pb_hb_flush(h);
         httpd_drop_head(cl->h);
         /* clients connected to this service (in flight or between
          * requests): how many bored backends are worth keeping */
