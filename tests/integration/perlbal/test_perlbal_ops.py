@@ -14,23 +14,13 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from conftest import bin_path, free_port, wait_port
-from pb_helpers import Backend, console, get, start_perlbal
+from pb_helpers import Backend, console, get, mgmt_conf, start_perlbal, wait_for
 
 pytestmark = pytest.mark.skipif(not os.path.exists(bin_path("perlbal")), reason="perlbal not built")
 
 # %h %l %u %t "%r" %>s %b "%{Referer}i" "%{User-Agent}i"
 COMBINED = re.compile(r'^(\S+) - - \[(\d\d/\w{3}/\d{4}:\d\d:\d\d:\d\d [+-]\d{4})\] "((?:[^"\\]|\\.)*)" (\d{3}) (\d+|-) '
                       r'"((?:[^"\\]|\\.)*)" "((?:[^"\\]|\\.)*)"$')
-
-
-def wait_for(cond, timeout=10):
-    deadline = time.time() + timeout
-    while time.time() < deadline:
-        v = cond()
-        if v:
-            return v
-        time.sleep(0.05)
-    return cond()
 
 
 def read_lines(path):
@@ -59,11 +49,7 @@ CREATE SERVICE sel
   VHOST sel app.example.com = proxy
   VHOST sel * = web
 ENABLE sel
-CREATE SERVICE mgmt
-  SET role = management
-  SET listen = 127.0.0.1:%d
-ENABLE mgmt
-""" % (extra, be_port, root, port, mport)
+""" % (extra, be_port, root, port) + mgmt_conf(mport)
 
 
 def metrics(mport):
@@ -234,11 +220,7 @@ CREATE SERVICE web
   SET plugins = NotModified
   SET web.notmodified.host_pattern = ^(?!static)\\w+?\\d+\\.example\\.com$
 ENABLE web
-CREATE SERVICE mgmt
-  SET role = management
-  SET listen = 127.0.0.1:%d
-ENABLE mgmt
-""" % (port, site, mport), port)
+""" % (port, site) + mgmt_conf(mport), port)
     ims = {"If-Modified-Since": "Sat, 01 Jan 2000 00:00:00 GMT"}
     assert get(port, "/hello.txt", headers=dict(ims, Host="img12.example.com"))[0].status == 304
     # the lookahead refuses "static...", \d wants a digit

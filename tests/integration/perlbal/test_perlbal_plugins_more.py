@@ -12,7 +12,7 @@ import time
 import pytest
 
 from conftest import bin_path, free_port, wait_port
-from pb_helpers import Backend, console, get, start_perlbal
+from pb_helpers import Backend, console, get, mgmt_conf, start_perlbal
 
 pytestmark = pytest.mark.skipif(not os.path.exists(bin_path("perlbal")), reason="perlbal not built")
 
@@ -116,11 +116,7 @@ CREATE SERVICE proxy
   SET plugins = Highpri
   SET proxy.highpri.host_pattern = ^vip\\d+\\.
 ENABLE proxy
-CREATE SERVICE mgmt
-  SET role = management
-  SET listen = 127.0.0.1:%d
-ENABLE mgmt
-""" % (be.port, port, mport), port)
+""" % (be.port, port) + mgmt_conf(mport), port)
         results = {}
 
         def req(path, host):
@@ -169,11 +165,7 @@ CREATE SERVICE proxy
   SET plugins = Highpri
   SET proxy.highpri.host_pattern = ^api\\.
 ENABLE proxy
-CREATE SERVICE mgmt
-  SET role = management
-  SET listen = 127.0.0.1:%d
-ENABLE mgmt
-""" % (port, mport)
+""" % (port,) + mgmt_conf(mport)
     outs = {name: console(mport, "patterns") for name, port, mport in start_both(daemon, perl_perlbal, tmp_path, conf)}
     assert outs["ours"].startswith("High priority pattern buffer:\r\n")
     if "perl" in outs:
@@ -200,11 +192,7 @@ CREATE SERVICE sel
   VPATH ^/Img/(?!private) = b
   VPATH ^/ghost = nosuch
 ENABLE sel
-CREATE SERVICE mgmt
-  SET role = management
-  SET listen = 127.0.0.1:%d
-ENABLE mgmt
-""" % (root_a, root_b, port, mport)
+""" % (root_a, root_b, port) + mgmt_conf(mport)
     return conf
 
 
@@ -260,11 +248,7 @@ CREATE SERVICE sel
   SET plugins = vpaths
   SET default_service = a
 ENABLE sel
-CREATE SERVICE mgmt
-  SET role = management
-  SET listen = 127.0.0.1:%d
-ENABLE mgmt
-""" % (ra, port, mport), port)
+""" % (ra, port) + mgmt_conf(mport), port)
     r, body = get(port, "/")
     assert r.status == 200 and body == b"default site\n"
     assert "Service 'a' is not a selector service" in console(mport, "VPATH a ^/x = a")
@@ -292,11 +276,7 @@ CREATE SERVICE flv_proxy
   SET pool = p
   SET plugins = FlvStreaming
 ENABLE flv_proxy
-CREATE SERVICE mgmt
-  SET role = management
-  SET listen = 127.0.0.1:%d
-ENABLE mgmt
-""" % (be_port, port, mport)
+""" % (be_port, port) + mgmt_conf(mport)
     return conf
 
 
@@ -356,11 +336,7 @@ CREATE SERVICE web
   SET listen = 127.0.0.1:%d
   SET docroot = %s
 ENABLE web
-CREATE SERVICE mgmt
-  SET role = management
-  SET listen = 127.0.0.1:%d
-ENABLE mgmt
-""" % (port, tmp_path, mport), port)
+""" % (port, tmp_path) + mgmt_conf(mport), port)
     out = console(mport, "SET web.plugins = FlvStreaming")
     assert "You can't load the flvstreaming plugin on a service not of role reverse_proxy." in out
 
@@ -390,11 +366,7 @@ CREATE SERVICE proxy
   SET blacklist_action = deny
   SET blacklist_file = %s
 ENABLE proxy
-CREATE SERVICE mgmt
-  SET role = management
-  SET listen = 127.0.0.1:%d
-ENABLE mgmt
-""" % (be.port, port, bl, mport), port)
+""" % (be.port, port, bl) + mgmt_conf(mport), port)
         assert get(port, "/a", host="::1")[0].status == 200
         assert get(port, "/a")[0].status == 200
         # ::1 and 127.0.0.1 blacklisted: denied after the reload only
@@ -455,11 +427,7 @@ CREATE SERVICE front
   SET buffer_uploads = on
   SET buffer_upload_threshold_size = 1
 ENABLE front
-CREATE SERVICE mgmt
-  SET role = management
-  SET listen = 127.0.0.1:%d
-ENABLE mgmt
-""" % (be1, be2, www, port, mport)
+""" % (be1, be2, www, port) + mgmt_conf(mport)
     return conf
 
 
@@ -524,11 +492,7 @@ CREATE SERVICE proxy
   SET persist_client = on
   SET upload_status_listeners = 127.0.0.1:%d, 127.0.0.1:%d
 ENABLE proxy
-CREATE SERVICE mgmt
-  SET role = management
-  SET listen = 127.0.0.1:%d
-ENABLE mgmt
-""" % (udp_tracker, be_port, port, udp_tracker, udp_extra, mport)
+""" % (udp_tracker, be_port, port, udp_tracker, udp_extra) + mgmt_conf(mport)
     return conf
 
 
