@@ -77,9 +77,9 @@ static int set_verbose(const struct cfg_setting *s, const char *value, char *err
 static const struct cfg_setting gm_settings_table[] = {
     { "port", 'p', CFG_INT, &gm.cfg.port, "4730", "port to listen on", false, NULL },
     { "listen", 'L', CFG_STRING, &gm.cfg.listen, NULL, "address to listen on (default: all)", false, NULL },
-    { "threads", 't', CFG_INT, &gm.cfg.threads, "1",
-      "event loops sharing the connections (the job state is one, under a lock; see README: with more than one, a "
-      "worker held back for slow clients on another loop may not resume)",
+    { "threads", 't', CFG_INT, &gm.cfg.threads, "4",
+      "event loops sharing the connections, as gearmand's I/O threads (default 4, as gearmand 1.1; the job state is "
+      "one, under a lock: see README \"Threading\")",
       false, NULL },
     { "job-retries", 'j', CFG_INT, &gm.cfg.job_retries, "0",
       "attempts before a job whose workers keep dying fails (0 = unlimited)", true, NULL },

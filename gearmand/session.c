@@ -157,6 +157,17 @@ static void mark_dirty(struct gm_sess *s)
     }
 }
 
+static uint32_t idle_ms(void);
+
+/* Owner loop, lock held: s's output is all out, so it holds back no worker
+ * of its jobs any more and its stall timer goes. */
+static void sess_drained(struct gm_sess *s)
+{
+    s->over_limit = false;
+    conn_set_timeouts(s->c, idle_ms(), 0);
+    gm_jobs_client_drained(s);
+}
+
 void gm_flush_loop(struct core_loop *loop)
 {
     if (!gm.loops)
@@ -193,8 +204,16 @@ void gm_flush_loop(struct core_loop *loop)
     }
     if (n) {
         gm_lock();
-        for (size_t i = 0; i < n; i++)
-            gm_sess_unref(L->batch[i]);
+        for (size_t i = 0; i < n; i++) {
+            struct gm_sess *s = L->batch[i];
+            /* Written straight to the socket, nothing left queued: the conn
+             * has no write event, so on_drained will not come. A client
+             * marked over its limit (by another loop, from a backlog this
+             * write just took) has drained now. */
+            if (s->c && s->over_limit && evbuffer_get_length(conn_out(s->c)) == 0)
+                sess_drained(s);
+            gm_sess_unref(s);
+        }
         gm_unlock();
     }
 }
@@ -777,11 +796,8 @@ static void gm_on_drained(struct core_conn *c)
         return;
     __atomic_store_n(&s->out_backlog, 0, __ATOMIC_RELAXED);
     gm_lock();
-    if (s->over_limit) {
-        s->over_limit = false;
-        conn_set_timeouts(c, idle_ms(), 0);
-        gm_jobs_client_drained(s);
-    }
+    if (s->over_limit)
+        sess_drained(s);
     gm_unlock();
 }
 
