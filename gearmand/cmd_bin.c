@@ -273,9 +273,40 @@ static void handle_get_status_unique(struct gm_sess *s, const struct gm_packet *
 
 /* ---- dispatch ------------------------------------------------------------- */
 
+/* -vv (or --verbose DEBUG): one line per packet, `<fd NAME args`. Names,
+ * handles and unique keys are shown (escaped, cut at 64 bytes); the
+ * payload — the last argument of a packet with several, or an ECHO_REQ's
+ * only one — only as its size: job data is the users' business. */
+static void debug_packet(const struct gm_sess *s, const struct gm_packet *p)
+{
+    char line[512];
+    size_t n = (size_t)snprintf(line, sizeof line, "gearmand: <%d %s", s->fd,
+                                p->magic == GM_REQ ? gm_cmd_name(p->cmd) : "(response magic)");
+    int shown = p->argc > 1 ? p->argc - 1 : p->cmd == GM_ECHO_REQ ? 0 : p->argc;
+    for (int i = 0; i < shown && n < sizeof line - 80; i++) {
+        line[n++] = ' ';
+        for (size_t k = 0; k < p->arg_len[i] && k < 64; k++) {
+            unsigned char ch = (unsigned char)p->arg[i][k];
+            if (ch > 32 && ch < 127 && ch != '\\')
+                line[n++] = (char)ch;
+            else
+                n += (size_t)snprintf(line + n, 5, "\\x%02x", ch);
+        }
+        if (p->arg_len[i] > 64)
+            n += (size_t)snprintf(line + n, 4, "...");
+    }
+    if (shown < p->argc)
+        snprintf(line + n, sizeof line - n, " [%zu bytes]", p->arg_len[p->argc - 1]);
+    else
+        line[n] = '\0';
+    log_debug("%s", line);
+}
+
 int gm_handle_packet(struct gm_sess *s, const struct gm_packet *p)
 {
     gm.n.packets_in++;
+    if (log_enabled(LOG_LEVEL_DEBUG))
+        debug_packet(s, p);
     if (p->magic != GM_REQ) {
         gm_send_error(s, "INVALID_COMMAND", "Command not expected");
         return 0;

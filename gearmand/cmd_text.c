@@ -204,6 +204,14 @@ static bool job_port_allows(const struct gm_text *t, int ntok, char **tok, const
 
 int gm_text_line(struct gm_sess *s, char *line, size_t len)
 {
+    if (log_enabled(LOG_LEVEL_DEBUG)) { /* -vv: the line, control bytes as '?' */
+        char shown[201];
+        size_t n = len < sizeof shown - 1 ? len : sizeof shown - 1;
+        for (size_t i = 0; i < n; i++)
+            shown[i] = (unsigned char)line[i] < 32 || line[i] == 127 ? '?' : line[i];
+        shown[n] = '\0';
+        log_debug("gearmand: <%d text %s", s->fd, shown);
+    }
     char *tok[GM_TEXT_MAX_TOKENS];
     int ntok = gm_text_split(line, len, tok, GM_TEXT_MAX_TOKENS);
     struct gm_text t;
