@@ -92,9 +92,12 @@ void gm_unlock(void)
  * event per reply: an epoll_ctl to enable it and one to disable it after
  * the write) but to the session's wbuf, under the lock, by whichever loop
  * made them; the session goes on its owner loop's dirty list. The owner
- * flushes that list once per event: at the end of a read (gm_on_read), from
- * a flush event activated by the first dirty session of the loop's own
- * making (timers, db results), or from one mailbox message posted by the
+ * flushes that list once per loop iteration: from a flush event activated
+ * by the first dirty session of the loop's own making (reads, timers, db
+ * results), which runs after every read that iteration dispatched, so
+ * replies made for one connection by several reads (a pipelining client's
+ * WORK_COMPLETEs from many workers) leave in one write; or from one
+ * mailbox message posted by the
  * first other loop that wrote to one of its sessions — so one hop carries
  * every reply made for that loop since its last flush. The flush moves each
  * wbuf into the session's obuf under the lock, then writes outside it
@@ -754,7 +757,10 @@ static int gm_on_read(struct core_conn *c)
     if (s && s->state != GM_SESS_CLOSING)
         sess_drive(s);
     gm_unlock();
-    gm_flush_loop(c->loop);
+    /* No flush here: the replies wait for the loop's flush event, which
+     * runs after every read of this loop iteration, so replies made for
+     * one connection by several reads (WORK_COMPLETEs from many workers
+     * for one pipelining client) go out in one write. */
     return 0;
 }
 
