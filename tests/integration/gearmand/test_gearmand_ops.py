@@ -88,6 +88,16 @@ def test_vv_logs_a_line_per_request_without_job_data(daemon):
     assert "SUBMIT_JOB_BG thumb\\x0anail uniq-1 [14 bytes]" in log, log
     assert "GET_STATUS %s" % h in log
     assert "secret payload" not in log
+    # the longest line: four long arguments of bytes that are all escaped
+    # (a byte becomes four characters) stay one bounded line
+    odd = "\x01" * 500
+    c3 = Conn(d.port)
+    c3.send("SUBMIT_REDUCE_JOB", odd, "\x02" * 60, odd, odd, "data")
+    c3.recv(10)
+    c3.send("ECHO_REQ", "after")
+    assert c3.expect("ECHO_RES") == [b"after"]
+    lines = [ln for ln in open(d.log_path, "rb").read().decode().splitlines() if "SUBMIT_REDUCE_JOB" in ln]
+    assert len(lines) == 1 and len(lines[0]) < 1100 and lines[0].endswith("[4 bytes]"), lines
     # -v alone: no per-request lines
     q = daemon("gearmand", ["-p", "{port}", "-L", "127.0.0.1", "-v"])
     c2 = Conn(q.port)
