@@ -671,14 +671,27 @@ static void weighted_shuffle(struct cand *c, size_t n)
     }
 }
 
-/* Writable devices in weighted random order (weight x percent free); devices
- * in skip[] excluded. Returns the count; *out is heap. */
+/* The order create_open offers devices in, as MogileFS 2.73's
+ * (S: Query.pm cmd_create_open, sort_devs_by_freespace): devices that
+ * should get new files; with a size, those known to have more free space
+ * than it (or, if none, those whose free space is unknown); the 20 with
+ * the most free space by percent, in weighted random order by percent
+ * free (the device weight is not used for new files, only for reads).
+ * Returns the count; *out is heap. */
 static size_t writable_devices(int64_t size, const int64_t *skip, size_t nskip, struct cand **out)
 {
     struct mog_device *ds;
     size_t nd = mog_devices_copy(&ds), n = 0;
     struct cand *c = calloc(nd + 1, sizeof *c);
+    /* With a size: is any device (writable or not) known to have room? */
+    bool any_room = false;
+    for (size_t i = 0; size > 0 && i < nd; i++)
+        if (ds[i].mb_total > 0 && ds[i].mb_used >= 0 && (ds[i].mb_total - ds[i].mb_used) * 1048576 > size)
+            any_room = true;
     for (size_t i = 0; c && i < nd; i++) {
+        bool known = ds[i].mb_total > 0 && ds[i].mb_used >= 0;
+        if (size > 0 && (any_room ? !known || (ds[i].mb_total - ds[i].mb_used) * 1048576 <= size : known))
+            continue;
         struct mog_host h;
         if (mog_host_by_id(ds[i].hostid, &h) < 0 || !mog_dev_can_write(&ds[i], &h, mog.cfg.min_free_space))
             continue;
@@ -688,21 +701,28 @@ static size_t writable_devices(int64_t size, const int64_t *skip, size_t nskip, 
                 skipped = true;
         if (skipped)
             continue;
-        double pct = 50;
-        if (ds[i].mb_total > 0) {
-            int64_t free_mb = ds[i].mb_total - ds[i].mb_used;
-            if (size > 0 && free_mb * 1048576 <= size)
-                continue;
-            pct = 100.0 * (double)free_mb / (double)ds[i].mb_total;
-        }
         c[n].d = ds[i];
         c[n].h = h;
-        c[n].w = (pct < 1 ? 1 : pct) * (ds[i].weight > 0 ? ds[i].weight : 0);
-        if (c[n].w <= 0)
-            continue;
+        c[n].w = known ? 100 * (1.0 - (double)ds[i].mb_used / (double)ds[i].mb_total) : 0;
         n++;
     }
     free(ds);
+    /* Most free first (a stable insertion sort keeps devid order among
+     * equals), the top 20, then those with weight > 0 by weight. */
+    for (size_t i = 1; c && i < n; i++) {
+        struct cand t = c[i];
+        size_t j = i;
+        for (; j > 0 && c[j - 1].w < t.w; j--)
+            c[j] = c[j - 1];
+        c[j] = t;
+    }
+    if (n > 20)
+        n = 20;
+    size_t m = 0;
+    for (size_t i = 0; c && i < n; i++)
+        if (c[i].w > 0)
+            c[m++] = c[i];
+    n = m;
     if (c)
         weighted_shuffle(c, n);
     *out = c;
@@ -762,24 +782,23 @@ static int cmd_create_open(struct cmd_ctx *c)
         free(cands);
         return mog_err(c->r, "no_devices", NULL);
     }
-    /* Up to 3 destinations, distinct hosts first. */
+    /* Up to 3 destinations. MogileFS 2.73 skips a device when
+     * Device::not_on_hosts says it is on a chosen destination's host — and
+     * that function compares the device's devid with the hosts' hostids, so
+     * in effect a device is skipped when its devid equals the hostid of a
+     * destination already chosen. Clients see the outcome (how many
+     * destinations multi_dest=1 offers), so it is kept as the original has
+     * it; copies still land on distinct hosts through the replicator. */
     struct cand pick[3];
     size_t np = 0, want = multi ? 3 : 1;
-    bool taken[64] = { false };
-    for (size_t i = 0; i < n && i < 64 && np < want; i++) {
-        bool same = false;
+    for (size_t i = 0; i < n && np < want; i++) {
+        bool skip = false;
         for (size_t j = 0; j < np; j++)
-            if (pick[j].h.hostid == cands[i].h.hostid)
-                same = true;
-        if (!same) {
+            if (pick[j].h.hostid == cands[i].d.devid)
+                skip = true;
+        if (!skip)
             pick[np++] = cands[i];
-            taken[i] = true;
-        }
     }
-    /* Then other devices on the same hosts, as the original also offers. */
-    for (size_t i = 0; i < n && i < 64 && np < want; i++)
-        if (!taken[i])
-            pick[np++] = cands[i];
     free(cands);
     char devids[64] = "";
     for (size_t i = 0; i < np; i++)
@@ -1139,6 +1158,84 @@ static int cmd_get_paths(struct cmd_ctx *c)
     }
     free(cands);
     mog_reply_kvi(c->r, "paths", out);
+    return mog_ok(c->r);
+}
+
+/* edit_file (experimental in MogileFS 2.73, for MogileFS::Client's
+ * edit_file): pick the first readable copy of the key's fid as get_paths
+ * would, register a tempfile for the same key with a new fid on that
+ * device, move that device's entry from the old fid to the new one, and
+ * answer both URLs; the client then MOVEs the old file to the new name
+ * (WebDAV, on the storage node), edits it and closes the new fid with
+ * create_close, which replaces the key and deletes the old fid's other
+ * copies. The original reads the fid through memcache and answers
+ * "ERR failure" when no memcache_servers are set; this tracker has no
+ * path cache and reads the database. No readable copy: no_devices (the
+ * original goes on with an undefined device). */
+static int cmd_edit_file(struct cmd_ctx *c)
+{
+    struct mog_domain d;
+    if (need_domain(c, &d) < 0)
+        return -1;
+    const char *key = arg(c, "key");
+    int64_t fid, classid;
+    if (lookup_key(c, &d, key, &fid, NULL, &classid, NULL) < 0)
+        return -1;
+    struct db_value pf = I(fid);
+    struct mog_rows *r = mog_sql("SELECT devid FROM file_on WHERE fid=?", &pf, 1);
+    if (!r || r->status != 0) {
+        mog_rows_free(r);
+        return mog_err(c->r, "db", NULL);
+    }
+    struct cand *cands = calloc(r->nrows + 1, sizeof *cands);
+    size_t n = 0;
+    for (size_t i = 0; cands && i < r->nrows; i++) {
+        struct cand k;
+        if (mog_device_by_id(mog_cell_int(r, i, 0), &k.d) < 0 || mog_host_by_id(k.d.hostid, &k.h) < 0)
+            continue;
+        k.w = k.d.utilization > 0 ? 102 - k.d.utilization : (k.d.weight > 0 ? k.d.weight : 100);
+        cands[n++] = k;
+    }
+    mog_rows_free(r);
+    weighted_shuffle(cands, n);
+    struct cand pick;
+    bool found = false;
+    for (size_t i = 0; i < n && !found; i++)
+        if (mog_dev_can_read(&cands[i].d, &cands[i].h)) {
+            pick = cands[i];
+            found = true;
+        }
+    free(cands);
+    if (!found)
+        return mog_err(c->r, "no_devices", NULL);
+    char devids[24];
+    snprintf(devids, sizeof devids, "%lld", (long long)pick.d.devid);
+    struct db_value pt[5] = { I((int64_t)time(NULL)), I(classid), I(d.dmid), T(key), T(devids) };
+    struct mog_rows *t =
+        mog_sql_write("INSERT INTO tempfile (createtime, classid, dmid, dkey, devids) VALUES (?,?,?,?,?)", pt, 5);
+    int64_t newfid = (t && t->status == 0) ? t->last_id : 0;
+    mog_rows_free(t);
+    if (newfid <= 0)
+        return mog_err(c->r, "db", NULL);
+    /* The device's entry moves from the old fid to the new one at once. */
+    char sql_on[128];
+    snprintf(sql_on, sizeof sql_on, "%s INTO file_on (fid, devid) VALUES (?, ?)", mog_insert_ignore());
+    struct db_value pold[2] = { I(fid), I(pick.d.devid) }, pnew[2] = { I(newfid), I(pick.d.devid) };
+    struct mog_stmt st[2] = { { "DELETE FROM file_on WHERE fid=? AND devid=?", pold, 2 }, { sql_on, pnew, 2 } };
+    char err[256];
+    if (mog_sql_txn(st, NULL, 2, NULL, err, sizeof err) < 0) {
+        log_warn("mogilefsd: edit_file fid %lld: %s", (long long)fid, err);
+        return mog_err(c->r, "db", NULL);
+    }
+    char oldurl[512], newurl[512];
+    bool alt = use_altip(c, &pick.h);
+    mog_dev_url(oldurl, sizeof oldurl, &pick.h, pick.d.devid, fid, true, alt);
+    mog_dev_url(newurl, sizeof newurl, &pick.h, pick.d.devid, newfid, true, alt);
+    mog_reply_kv(c->r, "oldpath", oldurl);
+    mog_reply_kv(c->r, "newpath", newurl);
+    mog_reply_kvi(c->r, "fid", newfid);
+    mog_reply_kvi(c->r, "devid", pick.d.devid);
+    mog_reply_kvi(c->r, "class", classid);
     return mog_ok(c->r);
 }
 
@@ -1721,6 +1818,7 @@ static const struct {
     { "create_close", cmd_create_close },
     { "get_paths", cmd_get_paths },
     { "delete", cmd_delete },
+    { "edit_file", cmd_edit_file },
     { "rename", cmd_rename },
     { "updateclass", cmd_updateclass },
     { "file_info", cmd_file_info },

@@ -81,6 +81,98 @@ static bool device_exists(const char *path, size_t len)
     return n > 0 && (size_t)n < sizeof dir && stat(dir, &sb) == 0 && S_ISDIR(sb.st_mode);
 }
 
+/* mkdir -p of the folders above a docroot path (the docroot itself and
+ * the devN folder exist). 0 or -1. */
+static int make_parents(char *full, size_t root_len)
+{
+    for (char *p = full + root_len + 1; (p = strchr(p, '/')) != NULL; p++) {
+        *p = '\0';
+        int rc = mkdir(full, 0755);
+        *p = '/';
+        if (rc < 0 && errno != EEXIST)
+            return -1;
+    }
+    return 0;
+}
+
+static void fsync_dir_of(const char *full)
+{
+    char dir[4200];
+    snprintf(dir, sizeof dir, "%s", full);
+    char *slash = strrchr(dir, '/');
+    if (!slash)
+        return;
+    *slash = '\0';
+    int fd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    if (fd >= 0) {
+        fsync(fd);
+        close(fd);
+    }
+}
+
+/* WebDAV MOVE of one file to the Destination header's path (a full URL or
+ * a path), as the DAV storage nodes MogileFS supports (nginx, lighttpd)
+ * answer it; MogileFS::Client's edit_file renames a copy this way. Both
+ * paths must be storage paths on existing devices; missing folders above
+ * the destination are made; "Overwrite: F" refuses an existing target.
+ * The rename and the two folder fsyncs run on the loop (metadata calls,
+ * as httpd's PUT rename). 201 for a new name, 204 for a replaced one. */
+static void st_move(struct httpd_conn *h, struct http_msg *m, const char *path, int pl)
+{
+    size_t dl = 0;
+    const char *dest = http_header_value(m, "Destination", &dl);
+    if (!dest || dl == 0 || dl >= 4096) {
+        httpd_error(h, 400, "Destination required");
+        return;
+    }
+    const char *dp = dest, *dend = dest + dl;
+    const char *scheme = memmem(dest, dl, "://", 3);
+    if (scheme) {
+        dp = memchr(scheme + 3, '/', (size_t)(dend - (scheme + 3)));
+        if (!dp) {
+            httpd_error(h, 400, "Bad Destination");
+            return;
+        }
+    }
+    char dpath[4096];
+    bool dslash = false;
+    int dpl = http_path_normalize(dp, (size_t)(dend - dp), dpath, sizeof dpath, &dslash);
+    if (dpl < 0 || dslash || !mog_storage_path_ok(dpath, (size_t)dpl) || !device_exists(dpath, (size_t)dpl)) {
+        httpd_error(h, 400, "Bad Destination");
+        return;
+    }
+    if (!device_exists(path, (size_t)pl)) {
+        httpd_error(h, 404, "Base directory does not exist");
+        return;
+    }
+    char src[4200], dst[4200];
+    size_t rl = strlen(mog_st_cfg.docroot);
+    snprintf(src, sizeof src, "%s%.*s", mog_st_cfg.docroot, pl, path);
+    snprintf(dst, sizeof dst, "%s%.*s", mog_st_cfg.docroot, dpl, dpath);
+    struct stat sb;
+    if (stat(src, &sb) < 0 || !S_ISREG(sb.st_mode)) {
+        httpd_error(h, 404, "Not Found");
+        return;
+    }
+    bool existed = stat(dst, &sb) == 0;
+    size_t ol = 0;
+    const char *ow = http_header_value(m, "Overwrite", &ol);
+    if (existed && ow && ol == 1 && (*ow == 'F' || *ow == 'f')) {
+        httpd_error(h, 412, "Destination exists");
+        return;
+    }
+    if (make_parents(dst, rl) < 0 || rename(src, dst) < 0) {
+        stats_counter_add(&mog_st.errors, 1);
+        httpd_error(h, 500, "Rename failed");
+        return;
+    }
+    fsync_dir_of(dst);
+    fsync_dir_of(src);
+    bool keep = httpd_can_persist(h);
+    httpd_response_head(h, existed ? 204 : 201, "text/plain", 0, keep, NULL);
+    httpd_done(h, keep);
+}
+
 static void st_on_request(struct httpd_conn *h, struct http_msg *m)
 {
     h->idle_ms = (uint32_t)mog_st_cfg.idle_timeout * 1000;
@@ -130,11 +222,35 @@ static void st_on_request(struct httpd_conn *h, struct http_msg *m)
             httpd_error(h, 404, "Base directory does not exist");
             return;
         }
+        if (http_find_header(m, "Content-Range") >= 0) {
+            /* A partial PUT (MogileFS::ClientHTTPFile's writes after
+             * edit_file) is not built: refuse it rather than replace the
+             * whole file with the fragment. */
+            stats_counter_add(&mog_st.errors, 1);
+            h->keep_alive = false; /* the body is not read */
+            httpd_error(h, 501, "Content-Range on PUT not supported");
+            return;
+        }
         stats_counter_add(&mog_st.puts, 1);
         if (m->body == HTTP_BODY_LENGTH)
             stats_counter_add(&mog_st.put_bytes, m->content_length);
         break;
     default:
+        if (m->method_len == 4 && !memcmp(m->method_str, "MOVE", 4)) {
+            if (slash || !mog_storage_path_ok(path, (size_t)pl)) {
+                stats_counter_add(&mog_st.errors, 1);
+                httpd_error(h, 400, "Invalid path");
+                return;
+            }
+            if (m->body != HTTP_BODY_NONE) {
+                h->keep_alive = false; /* the body is not read */
+                httpd_error(h, 400, "MOVE takes no body");
+                return;
+            }
+            stats_counter_add(&mog_st.moves, 1);
+            st_move(h, m, path, pl);
+            return;
+        }
         /* MKCOL: 400, as Perlbal answers it; the tracker then relies on
          * PUT creating directories. */
         stats_counter_add(&mog_st.errors, 1);
