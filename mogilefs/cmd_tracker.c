@@ -11,6 +11,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -275,9 +276,10 @@ static int cmd_delete_domain(struct cmd_ctx *c)
 
 static bool replpolicy_ok(const char *s)
 {
-    /* MultipleHosts(), MultipleHosts(N), MultipleDevices(), MultipleDevices(N) */
-    const char *names[] = { "MultipleHosts(", "MultipleDevices(" };
-    for (int i = 0; i < 2; i++) {
+    /* MultipleHosts(), MultipleHosts(N), MultipleDevices(), MultipleDevices(N),
+     * and MogileFS-Network's MultipleNetworks(), MultipleNetworks(N) */
+    const char *names[] = { "MultipleHosts(", "MultipleDevices(", "MultipleNetworks(" };
+    for (int i = 0; i < 3; i++) {
         size_t l = strlen(names[i]);
         if (!strncmp(s, names[i], l)) {
             const char *p = s + l;
@@ -671,6 +673,28 @@ static void weighted_shuffle(struct cand *c, size_t n)
     }
 }
 
+/* The ZoneLocal plugin: candidates on hosts in the client's zone first,
+ * each group in the order it had. */
+static void zone_local_order(const struct cmd_ctx *c, struct cand *cands, size_t n)
+{
+    if (!mog_zone_local || n < 2)
+        return;
+    const char **ips = calloc(n, sizeof *ips);
+    size_t *order = calloc(n, sizeof *order);
+    struct cand *tmp = calloc(n, sizeof *tmp);
+    if (ips && order && tmp) {
+        for (size_t i = 0; i < n; i++)
+            ips[i] = use_altip(c, &cands[i].h) ? cands[i].h.altip : cands[i].h.ip;
+        mog_zone_first(c->client_ip, ips, n, order);
+        for (size_t i = 0; i < n; i++)
+            tmp[i] = cands[order[i]];
+        memcpy(cands, tmp, n * sizeof *tmp);
+    }
+    free(ips);
+    free(order);
+    free(tmp);
+}
+
 /* The order create_open offers devices in, as MogileFS 2.73's
  * (S: Query.pm cmd_create_open, sort_devs_by_freespace): devices that
  * should get new files; with a size, those known to have more free space
@@ -778,6 +802,7 @@ static int cmd_create_open(struct cmd_ctx *c)
         wait_next_round();
         n = writable_devices(size, NULL, 0, &cands);
     }
+    zone_local_order(c, cands, n);
     if (n == 0) {
         free(cands);
         return mog_err(c->r, "no_devices", NULL);
@@ -1050,14 +1075,16 @@ static int cmd_create_close(struct cmd_ctx *c)
     return mog_ok(c->r);
 }
 
-/* (fid, length) for a key; 0, or -1 with the reply sent. */
-static int lookup_key(struct cmd_ctx *c, const struct mog_domain *d, const char *key, int64_t *fid, int64_t *len,
-                      int64_t *classid, int64_t *devcount)
+/* (fid, length) for a key; 0, or -1 with the reply sent. slave_ok: a read
+ * slave may answer (get_paths, file_info, edit_file, as the original). */
+static int lookup_key_on(bool slave_ok, struct cmd_ctx *c, const struct mog_domain *d, const char *key, int64_t *fid,
+                         int64_t *len, int64_t *classid, int64_t *devcount)
 {
     if (!has(key))
         return mog_err(c->r, "no_key", NULL);
     struct db_value p[2] = { I(d->dmid), T(key) };
-    struct mog_rows *r = mog_sql("SELECT fid, length, classid, devcount FROM file WHERE dmid=? AND dkey=?", p, 2);
+    const char *sql = "SELECT fid, length, classid, devcount FROM file WHERE dmid=? AND dkey=?";
+    struct mog_rows *r = slave_ok ? mog_sql_read(sql, p, 2) : mog_sql(sql, p, 2);
     if (!r || r->status != 0) {
         mog_rows_free(r);
         return mog_err(c->r, "db", NULL);
@@ -1077,6 +1104,12 @@ static int lookup_key(struct cmd_ctx *c, const struct mog_domain *d, const char 
     return 0;
 }
 
+static int lookup_key(struct cmd_ctx *c, const struct mog_domain *d, const char *key, int64_t *fid, int64_t *len,
+                      int64_t *classid, int64_t *devcount)
+{
+    return lookup_key_on(false, c, d, key, fid, len, classid, devcount);
+}
+
 static int cmd_get_paths(struct cmd_ctx *c)
 {
     struct mog_domain d;
@@ -1090,9 +1123,9 @@ static int cmd_get_paths(struct cmd_ctx *c)
     if (pathcount < 2)
         pathcount = 2;
     struct db_value p[2] = { I(d.dmid), T(key) };
-    struct mog_rows *r = mog_sql("SELECT f.fid, f.length, o.devid FROM file f LEFT JOIN file_on o ON o.fid = f.fid "
-                                 "WHERE f.dmid=? AND f.dkey=?",
-                                 p, 2);
+    struct mog_rows *r = mog_sql_read("SELECT f.fid, f.length, o.devid FROM file f LEFT JOIN file_on o ON o.fid = "
+                                      "f.fid WHERE f.dmid=? AND f.dkey=?",
+                                      p, 2);
     if (!r || r->status != 0) {
         mog_rows_free(r);
         return mog_err(c->r, "db", NULL);
@@ -1124,8 +1157,10 @@ static int cmd_get_paths(struct cmd_ctx *c)
         cands[n++] = k;
     }
     mog_rows_free(r);
-    /* Weighted random order, devices being drained last. */
+    /* Weighted random order (ZoneLocal: the client's zone first), devices
+     * being drained last. */
     weighted_shuffle(cands, n);
+    zone_local_order(c, cands, n);
     for (size_t i = 0; i < n; i++)
         if (cands[i].d.status != MOG_DEV_DRAIN) {
             struct cand t = cands[ndrain];
@@ -1179,10 +1214,10 @@ static int cmd_edit_file(struct cmd_ctx *c)
         return -1;
     const char *key = arg(c, "key");
     int64_t fid, classid;
-    if (lookup_key(c, &d, key, &fid, NULL, &classid, NULL) < 0)
+    if (lookup_key_on(true, c, &d, key, &fid, NULL, &classid, NULL) < 0)
         return -1;
     struct db_value pf = I(fid);
-    struct mog_rows *r = mog_sql("SELECT devid FROM file_on WHERE fid=?", &pf, 1);
+    struct mog_rows *r = mog_sql_read("SELECT devid FROM file_on WHERE fid=?", &pf, 1);
     if (!r || r->status != 0) {
         mog_rows_free(r);
         return mog_err(c->r, "db", NULL);
@@ -1350,7 +1385,7 @@ static int cmd_file_info(struct cmd_ctx *c)
         return -1;
     const char *key = arg(c, "key");
     int64_t fid, len, classid, devcount;
-    if (lookup_key(c, &d, key, &fid, &len, &classid, &devcount) < 0)
+    if (lookup_key_on(true, c, &d, key, &fid, &len, &classid, &devcount) < 0)
         return -1;
     struct mog_class cl;
     class_or_default(d.dmid, classid, &cl);
@@ -1568,18 +1603,57 @@ static int cmd_httpcopy(struct cmd_ctx *c)
 
 /* ---- server settings -------------------------------------------------------------------- */
 
-static bool setting_writable(const char *k, const char *v)
+/* MogileFS 2.73's server_setting_is_writable: which keys a client may
+ * set, and the value each takes. Returns 1 with out set (out "" with
+ * *del: the row is deleted), 0 for a key that is not writable, -1 with
+ * why for a value in the wrong format. */
+static int setting_clean(const char *k, const char *v, char *out, size_t outlen, bool *del, const char **why)
 {
     static const char *const bools[] = { "skip_devcount", "skip_mkcol", "case_sensitive_list_keys", NULL };
     static const char *const nums[] = { "memcache_ttl", "internal_queue_limit", NULL };
+    *del = false;
+    snprintf(out, outlen, "%s", v);
     for (int i = 0; bools[i]; i++)
-        if (!strcmp(k, bools[i]))
-            return !strcmp(v, "0") || !strcmp(v, "1") || !strcmp(v, "on") || !strcmp(v, "off");
+        if (!strcmp(k, bools[i])) {
+            char ch = (char)tolower((unsigned char)v[0]);
+            if (!v[0] || ch == '0' || ch == 'f' || ch == 'n' || !strncasecmp(v, "off", 3))
+                snprintf(out, outlen, "0");
+            else if (ch == '1' || ch == 't' || ch == 'y' || !strncasecmp(v, "on", 2))
+                snprintf(out, outlen, "1");
+            else
+                return *why = "Unknown format", -1;
+            return 1;
+        }
     for (int i = 0; nums[i]; i++)
-        if (!strcmp(k, nums[i]))
-            return all_digits(v);
-    return !strncmp(k, "slave_", 6) || !strncmp(k, "zone_", 5) || !strncmp(k, "queue_", 6) ||
-           !strcmp(k, "memcache_servers") || !strcmp(k, "network_zones") || !strcmp(k, "fsck_checksum");
+        if (!strcmp(k, nums[i])) {
+            if (!v[0] || !strcmp(v, "0"))
+                snprintf(out, outlen, "0");
+            else if (!all_digits(v))
+                return *why = "Must be numeric", -1;
+            return 1;
+        }
+    if (!strncmp(k, "slave_", 6)) {
+        *del = !v[0] || !strcmp(v, "0");
+        return 1;
+    }
+    if (!strncmp(k, "zone_", 5)) {
+        char buf[1024];
+        snprintf(buf, sizeof buf, "%s", v);
+        char *save = NULL;
+        uint32_t net, mask;
+        for (char *m = strtok_r(buf, ", \t", &save); m; m = strtok_r(NULL, ", \t", &save))
+            if (mog_netmask_parse(m, &net, &mask) < 0)
+                return *why = "Doesn't match an acceptable netmask", -1;
+        return 1;
+    }
+    if (!strcmp(k, "fsck_checksum")) {
+        if (!strcmp(v, "class"))
+            *del = true;
+        else if (strcmp(v, "off") && strcmp(v, "MD5"))
+            return *why = "Not a valid checksum algorithm", -1;
+        return 1;
+    }
+    return !strncmp(k, "queue_", 6) || !strcmp(k, "memcache_servers") || !strcmp(k, "network_zones");
 }
 
 static int cmd_server_setting(struct cmd_ctx *c)
@@ -1619,11 +1693,29 @@ static int cmd_set_server_setting(struct cmd_ctx *c)
         return mog_err(c->r, "bad_params", NULL);
     if (!v)
         v = "";
-    if (!setting_writable(k, v))
+    char val[2048];
+    bool del;
+    const char *why = NULL;
+    int ok = setting_clean(k, v, val, sizeof val, &del, &why);
+    if (ok == 0)
         return mog_err(c->r, "not_writable", NULL);
-    struct db_value p[2] = { T(k), T(v) };
-    if (exec_w("REPLACE INTO server_settings (field, value) VALUES (?, ?)", p, 2, NULL) < 0)
+    if (ok < 0)
+        return mog_err(c->r, "invalid_format", why);
+    struct db_value p[2] = { T(k), T(val) };
+    if (del ? exec_w("DELETE FROM server_settings WHERE field=?", p, 1, NULL) < 0
+            : exec_w("REPLACE INTO server_settings (field, value) VALUES (?, ?)", p, 2, NULL) < 0)
         return mog_err(c->r, "failure", NULL);
+    if (!strncmp(k, "zone_", 5) || !strcmp(k, "network_zones"))
+        mog_zones_invalidate();
+    if (!strncmp(k, "slave_", 6)) {
+        /* As the original: a slave change bumps slave_version, which
+         * every tracker watches to reconnect its read slaves. */
+        uint64_t bumped = 0;
+        if (exec_w("UPDATE server_settings SET value=value+1 WHERE field='slave_version'", NULL, 0, &bumped) == 0 &&
+            bumped == 0)
+            mog_setting_set("slave_version", "1");
+        mog_slaves_invalidate();
+    }
     return mog_ok(c->r);
 }
 

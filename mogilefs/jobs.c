@@ -247,6 +247,85 @@ static void retry_later(const char *table, int64_t fid, bool fatal)
 
 /* ---- replicate ------------------------------------------------------------------------------ */
 
+/* Replication policies: MultipleHosts(N) (copies on N hosts),
+ * MultipleDevices(N) (N devices), and MogileFS-Network's
+ * MultipleNetworks(N): copies on as many networks (zones, else /16s) as
+ * there are, up to N, and on N hosts. */
+enum repl_policy { POL_HOSTS, POL_DEVICES, POL_NETWORKS };
+
+#define REPL_MAX 64
+struct repl_have {
+    size_t ncopies, nhosts, nnets;
+    int64_t hosts[REPL_MAX];
+    char nets[REPL_MAX][40];
+};
+
+static bool repl_have_host(const struct repl_have *H, int64_t hostid)
+{
+    for (size_t k = 0; k < H->nhosts; k++)
+        if (H->hosts[k] == hostid)
+            return true;
+    return false;
+}
+
+static bool repl_have_net(const struct repl_have *H, const char *ip)
+{
+    char net[40];
+    mog_network_for_ip(ip, net, sizeof net);
+    for (size_t k = 0; k < H->nnets; k++)
+        if (!strcmp(H->nets[k], net))
+            return true;
+    return false;
+}
+
+static void repl_have_add(struct repl_have *H, const struct mog_device *d, const struct mog_host *h)
+{
+    H->ncopies++;
+    if (!repl_have_host(H, d->hostid) && H->nhosts < REPL_MAX)
+        H->hosts[H->nhosts++] = d->hostid;
+    if (!repl_have_net(H, h->ip) && H->nnets < REPL_MAX)
+        mog_network_for_ip(h->ip, H->nets[H->nnets++], sizeof H->nets[0]);
+}
+
+/* Hosts and networks of the devices that may hold files (MultipleNetworks
+ * aims for as many networks as exist). */
+struct repl_totals {
+    size_t nhosts, nnets;
+};
+static void repl_totals(struct repl_totals *T)
+{
+    struct mog_device *ds;
+    size_t nd = mog_devices_copy(&ds);
+    struct repl_have all = { 0 };
+    for (size_t i = 0; i < nd; i++) {
+        struct mog_host h;
+        if (ds[i].status == MOG_DEV_DEAD || ds[i].status == MOG_DEV_DOWN || mog_host_by_id(ds[i].hostid, &h) < 0)
+            continue;
+        repl_have_add(&all, &ds[i], &h);
+    }
+    free(ds);
+    T->nhosts = all.nhosts;
+    T->nnets = all.nnets ? all.nnets : 1;
+}
+
+static bool repl_satisfied(enum repl_policy pol, const struct repl_have *H, const struct repl_totals *T, int mindev)
+{
+    size_t min = mindev > 0 ? (size_t)mindev : 1;
+    switch (pol) {
+    case POL_DEVICES: return H->ncopies >= min;
+    case POL_HOSTS: return H->nhosts >= min;
+    case POL_NETWORKS: {
+        if (min == 1 && H->ncopies > 0)
+            return true;
+        size_t target = min < T->nnets ? min : T->nnets;
+        if ((H->nnets ? H->nnets : 1) < target)
+            return false;
+        return H->nhosts >= min || (H->nhosts >= T->nhosts && H->ncopies >= min);
+    }
+    }
+    return false;
+}
+
 struct copy_loc {
     struct mog_device d;
     struct mog_host h;
@@ -279,11 +358,13 @@ static int replicate_fid(int64_t fid)
     mog_rows_free(f);
     struct mog_class cl;
     int mindev = mog.cfg.default_mindevcount;
-    bool by_host = true;
+    enum repl_policy pol = POL_HOSTS;
     if (mog_class_by_id(dmid, classid, &cl) == 0) {
         mindev = cl.mindevcount;
         if (!strncmp(cl.replpolicy, "MultipleDevices", 15))
-            by_host = false;
+            pol = POL_DEVICES;
+        else if (!strncmp(cl.replpolicy, "MultipleNetworks", 16))
+            pol = POL_NETWORKS;
         const char *paren = strchr(cl.replpolicy, '(');
         if (paren && paren[1] >= '1' && paren[1] <= '9')
             mindev = atoi(paren + 1);
@@ -332,8 +413,7 @@ static int replicate_fid(int64_t fid)
         return 1;
     }
     /* Count the copies that satisfy the policy: readable, not draining. */
-    int64_t good_hosts[64];
-    size_t ngood = 0, nhosts = 0;
+    struct repl_have H = { 0 };
     int src = -1;
     for (size_t i = 0; i < nl; i++) {
         bool readable = locs[i].have_host && mog_dev_can_read(&locs[i].d, &locs[i].h);
@@ -342,50 +422,62 @@ static int replicate_fid(int64_t fid)
         if (!readable || locs[i].d.status == MOG_DEV_DRAIN)
             continue;
         /* A down-but-kept copy is not lost: only readable ones count. */
-        ngood++;
-        bool seen = false;
-        for (size_t k = 0; k < nhosts; k++)
-            if (good_hosts[k] == locs[i].d.hostid)
-                seen = true;
-        if (!seen && nhosts < 64)
-            good_hosts[nhosts++] = locs[i].d.hostid;
+        repl_have_add(&H, &locs[i].d, &locs[i].h);
     }
+    struct repl_totals T = { 0 };
+    if (pol == POL_NETWORKS)
+        repl_totals(&T);
     int rc = 0;
-    size_t have_count = by_host ? nhosts : ngood;
-    while (have_count < (size_t)mindev) {
+    while (!repl_satisfied(pol, &H, &T, mindev)) {
         if (src < 0) {
             rc = 2;
             break;
         }
         struct mog_device *ds;
         size_t nd = mog_devices_copy(&ds);
-        /* Ideal: a writable device on a host without a copy; else
-         * ("desperate") any writable device without a copy. */
+        /* The best writable device without a copy: by rank (0 ideal:
+         * a host without a copy — and for MultipleNetworks a network
+         * without one; 1 a new host on a network already holding a copy;
+         * 2 "desperate": a host already holding one), then, with the
+         * ZoneLocal plugin, in local_network's zone, then by free space x
+         * weight with some randomness. */
         struct mog_device *best = NULL;
         struct mog_host besth;
         double bestw = -1;
-        for (int pass = 0; pass < 2 && !best; pass++) {
-            for (size_t i = 0; i < nd; i++) {
-                struct mog_host h;
-                if (mog_host_by_id(ds[i].hostid, &h) < 0 || !mog_dev_can_write(&ds[i], &h, mog.cfg.min_free_space))
-                    continue;
-                bool dup = false;
-                for (size_t k = 0; k < nhave; k++)
-                    if (have[k] == ds[i].devid)
-                        dup = true;
-                if (pass == 0 && by_host)
-                    for (size_t k = 0; k < nhosts; k++)
-                        if (good_hosts[k] == ds[i].hostid)
-                            dup = true;
-                if (dup)
-                    continue;
-                double w = (double)(ds[i].mb_total > 0 ? ds[i].mb_total - ds[i].mb_used : 1) *
-                           (ds[i].weight > 0 ? ds[i].weight : 1) * (0.5 + (double)random() / RAND_MAX);
-                if (w > bestw) {
-                    bestw = w;
-                    best = &ds[i];
-                    besth = h;
-                }
+        int best_rank = 99;
+        bool best_local = false;
+        char local_zone[64] = "";
+        bool zl = mog_zone_local && mog_zone_for_ip(mog_local_network, local_zone, sizeof local_zone) == 0;
+        bool skip_hosts = pol != POL_NETWORKS || H.nhosts < T.nhosts;
+        for (size_t i = 0; i < nd; i++) {
+            struct mog_host h;
+            if (mog_host_by_id(ds[i].hostid, &h) < 0 || !mog_dev_can_write(&ds[i], &h, mog.cfg.min_free_space))
+                continue;
+            bool dup = false;
+            for (size_t k = 0; k < nhave; k++)
+                if (have[k] == ds[i].devid)
+                    dup = true;
+            if (dup)
+                continue;
+            int rank = 0;
+            if (pol != POL_DEVICES && skip_hosts && repl_have_host(&H, ds[i].hostid))
+                rank = 2;
+            else if (pol == POL_NETWORKS && skip_hosts && repl_have_net(&H, h.ip))
+                rank = 1;
+            bool local = false;
+            if (zl) {
+                char z[64];
+                local = mog_zone_for_ip(h.ip, z, sizeof z) == 0 && !strcmp(z, local_zone);
+            }
+            double w = (double)(ds[i].mb_total > 0 ? ds[i].mb_total - ds[i].mb_used : 1) *
+                       (ds[i].weight > 0 ? ds[i].weight : 1) * (0.5 + (double)random() / RAND_MAX);
+            if (rank < best_rank || (rank == best_rank && local && !best_local) ||
+                (rank == best_rank && local == best_local && w > bestw)) {
+                best_rank = rank;
+                best_local = local;
+                bestw = w;
+                best = &ds[i];
+                besth = h;
             }
         }
         if (!best) {
@@ -421,19 +513,12 @@ static int replicate_fid(int64_t fid)
         }
         stats_counter_add(&mog.n.replicated, 1);
         have[nhave++] = dest.devid;
-        ngood++;
-        bool seen = false;
-        for (size_t k = 0; k < nhosts; k++)
-            if (good_hosts[k] == dest.hostid)
-                seen = true;
-        if (!seen && nhosts < 64)
-            good_hosts[nhosts++] = dest.hostid;
-        have_count = by_host ? nhosts : ngood;
+        repl_have_add(&H, &dest, &besth);
         if (nhave >= n + 8)
             break;
     }
     /* Policy met: copies on draining devices can go. */
-    if (rc == 0 && have_count >= (size_t)mindev)
+    if (rc == 0 && repl_satisfied(pol, &H, &T, mindev))
         for (size_t i = 0; i < nl; i++) {
             if (locs[i].d.status != MOG_DEV_DRAIN || !locs[i].have_host)
                 continue;

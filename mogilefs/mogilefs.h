@@ -146,6 +146,11 @@ struct mog_stmt {
  * index (-1 if none: the queue was full or the database closing). */
 int mog_sql_txn(const struct mog_stmt *stmts, const int *flags, int n, int *failed, char *err, size_t errlen);
 void mog_rows_free(struct mog_rows *r);
+/* A read MogileFS lets a read slave answer (slave_keys settings; MySQL
+ * trackers only): on a live slave if there is one, else the master. */
+struct mog_rows *mog_sql_read(const char *sql, const struct db_value *params, int n);
+void mog_slaves_invalidate(void);
+void mog_slaves_close(void);
 const char *mog_cell(const struct mog_rows *r, size_t row, int col);
 int64_t mog_cell_int(const struct mog_rows *r, size_t row, int col);
 bool mog_db_is_mysql(void);
@@ -286,7 +291,7 @@ struct mog_tracker_cfg {
 
 struct mog_counters {
     struct stats_counter queries, errors, uploads, get_paths, deletes, replicated, repl_failed, deleted_files,
-        monitor_rounds, queue_full, times_out_of_qworkers, iostat_updates;
+        monitor_rounds, queue_full, times_out_of_qworkers, iostat_updates, slave_reads;
 };
 
 struct mog_tracker {
@@ -324,6 +329,19 @@ int mog_rebal_test(char *sdevs, size_t sl, char *ddevs, size_t dl);
 int mog_rebal_new_state(char *out, size_t len);
 bool mog_rebal_step(void);
 void mog_rebal_kick(void);
+
+/* zones.c: MogileFS-Network zones (network_zones, zone_<name> settings) */
+extern bool mog_zone_local;        /* plugins = ZoneLocal */
+extern char mog_local_network[64]; /* local_network */
+void mog_zones_invalidate(void);
+/* The zone of ip (most specific netmask); 0, or -1 when in none. */
+int mog_zone_for_ip(const char *ip, char *out, size_t len);
+/* MultipleNetworks' network of ip: its zone's netmask, else its /16, as
+ * "A.B.C.D/N". */
+void mog_network_for_ip(const char *ip, char *out, size_t len);
+/* ZoneLocal's order: indexes of host_ips in ip's zone first (in their
+ * order), then the rest; returns how many are in ip's zone. */
+size_t mog_zone_first(const char *ip, const char *const *host_ips, size_t n, size_t *order);
 
 /* session.c */
 int mog_sessions_start(int nthreads);

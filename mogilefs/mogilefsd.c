@@ -52,6 +52,35 @@ static int read_conf_file(const char *value, bool live_only, char *err, size_t e
 }
 
 /* MogileFS's "daemonize" and similar keys that make no sense under systemd. */
+/* plugins = "A, B": MogileFS loads MogileFS::Plugin::<name> for each and
+ * refuses to start when one cannot be loaded; ZoneLocal is built in here,
+ * others are refused the same way. */
+static int plugins_setting(const struct cfg_setting *s, const char *value, char *err, size_t errlen)
+{
+    (void)s;
+    char buf[512];
+    snprintf(buf, sizeof buf, "%s", value ? value : "");
+    mog_zone_local = false;
+    char *save = NULL;
+    for (char *p = strtok_r(buf, ", \t", &save); p; p = strtok_r(NULL, ", \t", &save)) {
+        if (strcmp(p, "ZoneLocal")) {
+            snprintf(err, errlen, "unable to load plugin %s: not built (only ZoneLocal is; see README)", p);
+            return -1;
+        }
+        mog_zone_local = true;
+    }
+    return 0;
+}
+
+static int local_network_setting(const struct cfg_setting *s, const char *value, char *err, size_t errlen)
+{
+    (void)s;
+    (void)err;
+    (void)errlen;
+    snprintf(mog_local_network, sizeof mog_local_network, "%s", value ? value : "");
+    return 0;
+}
+
 static int ignore_setting(const struct cfg_setting *s, const char *value, char *err, size_t errlen)
 {
     (void)value;
@@ -112,8 +141,9 @@ static const struct cfg_setting mog_settings_table[] = {
       NULL },
     { "daemonize", 0, CFG_CUSTOM, NULL, NULL, "accepted and ignored: runs in the foreground (systemd)", false,
       ignore_setting },
-    { "plugins", 0, CFG_CUSTOM, NULL, NULL, "accepted and ignored: no plugins", false, ignore_setting },
-    { "local_network", 0, CFG_CUSTOM, NULL, NULL, "accepted and ignored", false, ignore_setting },
+    { "plugins", 0, CFG_CUSTOM, NULL, NULL, "plugins to load: ZoneLocal (the only one built)", false, plugins_setting },
+    { "local_network", 0, CFG_CUSTOM, NULL, NULL, "this tracker's network (ZoneLocal: replication prefers its zone)",
+      false, local_network_setting },
     { "max_handles", 0, CFG_INT, &core_opts.max_fds, NULL, "raise the open-file limit to this", false, NULL },
     CFG_END
 };
@@ -131,6 +161,7 @@ static void mog_stats(struct stats_sink *sink, void *arg)
     stats_u64(sink, "deleted_files", stats_counter_get(&mog.n.deleted_files));
     stats_u64(sink, "monitor_rounds", stats_counter_get(&mog.n.monitor_rounds));
     stats_u64(sink, "iostat_updates", stats_counter_get(&mog.n.iostat_updates));
+    stats_u64(sink, "slave_reads", stats_counter_get(&mog.n.slave_reads));
     stats_u64(sink, "queue_full", stats_counter_get(&mog.n.queue_full));
     stats_u64(sink, "times_out_of_qworkers", stats_counter_get(&mog.n.times_out_of_qworkers));
     stats_i64(sink, "pending_queries", mog.pending);
@@ -162,6 +193,18 @@ static int mog_init(void)
     if (mog_cache_reload() < 0) {
         log_error("mogilefsd: cannot read hosts/devices/domains from the database");
         return -1;
+    }
+    if (mog_zone_local) {
+        /* As the ZoneLocal plugin's load: local_network is required. Its
+         * zone may be defined later (mogadm settings), so a zone that does
+         * not resolve yet is only a warning here (the plugin dies). */
+        char z[64];
+        if (!mog_local_network[0]) {
+            log_error("mogilefsd: plugin ZoneLocal: must define 'local_network' (e.g. 10.5.0.0/16)");
+            return -1;
+        }
+        if (mog_zone_for_ip(mog_local_network, z, sizeof z) < 0)
+            log_warn("mogilefsd: plugin ZoneLocal: local_network %s is in no network zone yet", mog_local_network);
     }
     stats_add_source("", mog_stats, NULL);
     if (mog_sessions_start(mog.cfg.query_jobs) < 0 || mog_jobs_start() < 0) {
