@@ -11,6 +11,7 @@
 
 #include <errno.h>
 #include <poll.h>
+#include <netdb.h>
 #include <sys/socket.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -877,9 +878,32 @@ static void iostat_line(const struct iostat_conn *ic, const char *line)
     stats_counter_add(&mog.n.iostat_updates, 1);
 }
 
+/* A blocking connect bounded by timeout_ms (this thread's job is to wait
+ * on the side channels it follows). */
+static int tcp_connect(const char *host, const char *port, int timeout_ms)
+{
+    struct addrinfo hints = { .ai_family = AF_UNSPEC, .ai_socktype = SOCK_STREAM, .ai_flags = AI_NUMERICSERV };
+    struct addrinfo *ai = NULL;
+    if (getaddrinfo(host, port, &hints, &ai) != 0 || !ai)
+        return -1;
+    int fd = socket(ai->ai_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+    if (fd >= 0 && connect(fd, ai->ai_addr, ai->ai_addrlen) < 0) {
+        struct pollfd p = { .fd = fd, .events = POLLOUT };
+        int soerr = 0;
+        socklen_t sl = sizeof soerr;
+        if (errno != EINPROGRESS || poll(&p, 1, timeout_ms) != 1 ||
+            getsockopt(fd, SOL_SOCKET, SO_ERROR, &soerr, &sl) < 0 || soerr) {
+            close(fd);
+            fd = -1;
+        }
+    }
+    freeaddrinfo(ai);
+    return fd;
+}
+
 static int iostat_connect(struct iostat_conn *ic)
 {
-    ic->fd = mog_tcp_connect(ic->ip, mog.cfg.mogstored_stream_port, node_ms());
+    ic->fd = tcp_connect(ic->ip, mog.cfg.mogstored_stream_port, node_ms());
     if (ic->fd < 0)
         return -1;
     if (send(ic->fd, "watch\r\n", 7, MSG_NOSIGNAL) != 7) {

@@ -4,9 +4,12 @@
  * Tracker threads and their order:
  *   - loop 0 owns the client connections (session.c); it never touches the
  *     database or the network beyond its own sockets;
+ *   - loop 1 runs the tracker's HTTP to storage nodes (nodehttp.c, on
+ *     common/httpc) for the threads below;
  *   - query threads (query_jobs) run one command each (cmd_tracker.c) with
- *     blocking database calls (through common/db's worker) and blocking HTTP
- *     to storage nodes (httpc.c), then hand the reply back to loop 0;
+ *     blocking database calls (through common/db's worker) and HTTP to
+ *     storage nodes (handed to loop 1, waited for), then hand the reply
+ *     back to loop 0;
  *   - job threads (jobs.c): monitor, replicate, delete, reaper/drain, fsck.
  * Lock order: mog_cache.lock (rwlock) is a leaf: hold it only to copy
  * fields out, never across a database call or HTTP request. */
@@ -244,9 +247,9 @@ bool mog_dev_can_write(const struct mog_device *d, const struct mog_host *h, int
 /* "http://ip:port/devN/..." for reading (get port) or writing. */
 int mog_dev_url(char *out, size_t len, const struct mog_host *h, int64_t devid, int64_t fid, bool for_get, bool alt);
 
-/* ---- httpc.c: blocking HTTP client for worker threads -------------------- */
-/* move to common/httpc when it lands (that one is for event loops; these
- * calls are made from query and job threads, where blocking is the point). */
+/* ---- nodehttp.c: the tracker's HTTP to storage nodes ---------------------- */
+/* Blocking calls for query and job threads (never a loop): each hands its
+ * request to the node-HTTP loop (common/httpc there) and waits for it. */
 
 struct mog_http_res {
     int status;     /* HTTP status, or -1 on connect/IO error */
@@ -256,19 +259,23 @@ struct mog_http_res {
     char error[128];
 };
 /* One request on a fresh connection. method "HEAD", "GET", "DELETE", "PUT".
- * url "http://host:port/path". body for PUT. max_body bounds GET. */
+ * url "http://host:port/path". body for PUT. max_body bounds GET.
+ * timeout_ms bounds the connect and each silence / stalled write. */
 int mog_http(const char *method, const char *url, const void *body, size_t body_len, size_t max_body, int timeout_ms,
              struct mog_http_res *res);
 /* The same with extra header lines ("Name: value\r\n"...). */
 int mog_http_ex(const char *method, const char *url, const char *extra_headers, const void *body, size_t body_len,
                 size_t max_body, int timeout_ms, struct mog_http_res *res);
 void mog_http_res_free(struct mog_http_res *res);
-/* A connected (blocking-with-deadline) TCP socket, or -1. */
-int mog_tcp_connect(const char *host, const char *port, int timeout_ms);
 /* Stream src_url's body into a PUT to dst_url; *length gets the byte count
- * and md5 (if non-NULL, 16 bytes) the digest of what went through. */
+ * and md5 (if non-NULL, 16 bytes) the digest of what went through. On
+ * failure *length is set when the destination may have received bytes. */
 int mog_http_copy(const char *src_url, const char *dst_url, int timeout_ms, int64_t *length, unsigned char *md5,
                   char *err, size_t errlen);
+/* The loop the requests run on (set before the job threads start), and
+ * the end of waiting (after the loops stopped). */
+void mog_nodehttp_start(struct core_loop *loop);
+void mog_nodehttp_stop(void);
 
 /* ---- tracker globals (mogilefsd.c) ---------------------------------------- */
 

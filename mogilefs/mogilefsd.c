@@ -207,6 +207,8 @@ static int mog_init(void)
             log_warn("mogilefsd: plugin ZoneLocal: local_network %s is in no network zone yet", mog_local_network);
     }
     stats_add_source("", mog_stats, NULL);
+    /* Loop 0: client connections; loop 1: HTTP to the storage nodes. */
+    mog_nodehttp_start(loop_get(1));
     if (mog_sessions_start(mog.cfg.query_jobs) < 0 || mog_jobs_start() < 0) {
         log_error("mogilefsd: cannot start threads");
         return -1;
@@ -237,10 +239,13 @@ static void mog_reload(void)
 
 static void mog_fini(void)
 {
+    mog_nodehttp_stop(); /* the loops are gone: threads waiting on HTTP give up */
     mog_jobs_stop();
     mog_sessions_stop();
     mog_store_close();
 }
+
+static int tracker_loops = 2;
 
 int main(int argc, char **argv)
 {
@@ -248,7 +253,7 @@ int main(int argc, char **argv)
         .name = "mogilefsd",
         .version = MOG_VERSION,
         .settings = mog_settings_table,
-        .threads = NULL,
+        .threads = &tracker_loops,
         .default_admin_port = 0,
         .init = mog_init,
         .fini = mog_fini,
