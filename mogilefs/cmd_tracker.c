@@ -1394,16 +1394,18 @@ static int cmd_file_info(struct cmd_ctx *c)
     mog_reply_kv(c->r, "class", cl.name);
     mog_reply_kv(c->r, "key", key);
     mog_reply_kvi(c->r, "length", len);
-    struct db_value p = I(fid);
-    struct mog_rows *r = mog_sql("SELECT devid FROM file_on WHERE fid=? ORDER BY devid", &p, 1);
-    mog_reply_kvi(c->r, "devcount", r ? (int64_t)r->nrows : devcount);
+    /* The file row's devcount column, as the original (the replicator
+     * keeps it current), not a count of file_on rows. */
+    mog_reply_kvi(c->r, "devcount", devcount);
     if (arg_int(c, "devices", 0)) {
+        struct db_value p = I(fid);
+        struct mog_rows *r = mog_sql("SELECT devid FROM file_on WHERE fid=? ORDER BY devid", &p, 1);
         char list[1024] = "";
         for (size_t i = 0; r && i < r->nrows; i++)
             snprintf(list + strlen(list), sizeof list - strlen(list), "%s%s", i ? "," : "", mog_cell(r, i, 0));
         mog_reply_kv(c->r, "devids", list);
+        mog_rows_free(r);
     }
-    mog_rows_free(r);
     if (cl.hashtype) {
         char sum[160];
         checksum_of(fid, sum, sizeof sum);
