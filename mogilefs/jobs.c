@@ -10,8 +10,6 @@
 #include "mogilefs/mogilefs.h"
 
 #include <errno.h>
-#include <poll.h>
-#include <netdb.h>
 #include <sys/socket.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -36,7 +34,7 @@ static struct {
     _Atomic bool stop;
     pthread_t threads[64];
     int nthreads;
-    struct waker monitor, repl, del, fsck, iostat, rebal;
+    struct waker monitor, repl, del, fsck, rebal;
     pthread_mutex_t round_mu;
     pthread_cond_t round_cv;
 } J = {
@@ -44,7 +42,6 @@ static struct {
     .repl = { PTHREAD_MUTEX_INITIALIZER, PTHREAD_COND_INITIALIZER, false },
     .del = { PTHREAD_MUTEX_INITIALIZER, PTHREAD_COND_INITIALIZER, false },
     .fsck = { PTHREAD_MUTEX_INITIALIZER, PTHREAD_COND_INITIALIZER, false },
-    .iostat = { PTHREAD_MUTEX_INITIALIZER, PTHREAD_COND_INITIALIZER, false },
     .rebal = { PTHREAD_MUTEX_INITIALIZER, PTHREAD_COND_INITIALIZER, false },
     .round_mu = PTHREAD_MUTEX_INITIALIZER,
     .round_cv = PTHREAD_COND_INITIALIZER,
@@ -848,145 +845,6 @@ static void *fsck_thread(void *arg)
     return NULL;
 }
 
-/* ---- iostat: each storage node's "watch" stream on its side channel ----------------------- */
-/* One thread keeps a connection to every alive host's side channel
- * (mogstored_stream_port), sends "watch", and turns "devN\tutil" lines into
- * each device's utilization (get_paths orders copies by 102 - util). */
-
-struct iostat_conn {
-    int64_t hostid;
-    char ip[64];
-    int fd;
-    char buf[8192];
-    size_t len;
-    int64_t retry_at;
-};
-
-static void iostat_line(const struct iostat_conn *ic, const char *line)
-{
-    if (strncmp(line, "dev", 3))
-        return;
-    char *tab = strchr(line, '\t');
-    if (!tab)
-        return;
-    int64_t devid = strtoll(line + 3, NULL, 10);
-    double util = strtod(tab + 1, NULL);
-    struct mog_device d;
-    if (devid <= 0 || mog_device_by_id(devid, &d) < 0 || d.hostid != ic->hostid)
-        return; /* a folder the tracker does not know on that host */
-    mog_device_set_utilization(devid, util);
-    stats_counter_add(&mog.n.iostat_updates, 1);
-}
-
-/* A blocking connect bounded by timeout_ms (this thread's job is to wait
- * on the side channels it follows). */
-static int tcp_connect(const char *host, const char *port, int timeout_ms)
-{
-    struct addrinfo hints = { .ai_family = AF_UNSPEC, .ai_socktype = SOCK_STREAM, .ai_flags = AI_NUMERICSERV };
-    struct addrinfo *ai = NULL;
-    if (getaddrinfo(host, port, &hints, &ai) != 0 || !ai)
-        return -1;
-    int fd = socket(ai->ai_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
-    if (fd >= 0 && connect(fd, ai->ai_addr, ai->ai_addrlen) < 0) {
-        struct pollfd p = { .fd = fd, .events = POLLOUT };
-        int soerr = 0;
-        socklen_t sl = sizeof soerr;
-        if (errno != EINPROGRESS || poll(&p, 1, timeout_ms) != 1 ||
-            getsockopt(fd, SOL_SOCKET, SO_ERROR, &soerr, &sl) < 0 || soerr) {
-            close(fd);
-            fd = -1;
-        }
-    }
-    freeaddrinfo(ai);
-    return fd;
-}
-
-static int iostat_connect(struct iostat_conn *ic)
-{
-    ic->fd = tcp_connect(ic->ip, mog.cfg.mogstored_stream_port, node_ms());
-    if (ic->fd < 0)
-        return -1;
-    if (send(ic->fd, "watch\r\n", 7, MSG_NOSIGNAL) != 7) {
-        close(ic->fd);
-        ic->fd = -1;
-        return -1;
-    }
-    ic->len = 0;
-    return 0;
-}
-
-static void *iostat_thread(void *arg)
-{
-    (void)arg;
-    struct iostat_conn conns[64];
-    int n = 0;
-    while (!J.stop) {
-        /* The set of hosts follows the cache. */
-        struct mog_host *hs;
-        size_t nh = mog_hosts_copy(&hs);
-        int64_t now = (int64_t)time(NULL);
-        for (size_t i = 0; i < nh && n < 64; i++) {
-            if (hs[i].status != MOG_HOST_ALIVE && hs[i].status != MOG_HOST_READONLY)
-                continue;
-            bool have = false;
-            for (int k = 0; k < n; k++)
-                if (conns[k].hostid == hs[i].hostid)
-                    have = true;
-            if (!have) {
-                conns[n] = (struct iostat_conn){ .hostid = hs[i].hostid, .fd = -1 };
-                snprintf(conns[n].ip, sizeof conns[n].ip, "%s", hs[i].ip);
-                n++;
-            }
-        }
-        free(hs);
-        struct pollfd pf[64];
-        int map[64], np = 0;
-        for (int k = 0; k < n; k++) {
-            if (conns[k].fd < 0 && now >= conns[k].retry_at && iostat_connect(&conns[k]) < 0)
-                conns[k].retry_at = now + 5;
-            if (conns[k].fd >= 0) {
-                pf[np] = (struct pollfd){ .fd = conns[k].fd, .events = POLLIN };
-                map[np++] = k;
-            }
-        }
-        if (np == 0) {
-            nap(&J.iostat, 1000);
-            continue;
-        }
-        int r = poll(pf, (nfds_t)np, 250);
-        for (int i = 0; r > 0 && i < np; i++) {
-            if (!(pf[i].revents & (POLLIN | POLLHUP | POLLERR)))
-                continue;
-            struct iostat_conn *ic = &conns[map[i]];
-            ssize_t got = recv(ic->fd, ic->buf + ic->len, sizeof ic->buf - 1 - ic->len, 0);
-            if (got <= 0) {
-                close(ic->fd);
-                ic->fd = -1;
-                ic->retry_at = now + 5;
-                continue;
-            }
-            ic->len += (size_t)got;
-            ic->buf[ic->len] = '\0';
-            char *p = ic->buf, *nl;
-            while ((nl = memchr(p, '\n', ic->len - (size_t)(p - ic->buf)))) {
-                *nl = '\0';
-                if (nl > p && nl[-1] == '\r')
-                    nl[-1] = '\0';
-                iostat_line(ic, p);
-                p = nl + 1;
-            }
-            ic->len -= (size_t)(p - ic->buf);
-            memmove(ic->buf, p, ic->len);
-            if (ic->len == sizeof ic->buf - 1)
-                ic->len = 0; /* a line that long is not ours */
-        }
-    }
-    for (int k = 0; k < n; k++)
-        if (conns[k].fd >= 0)
-            close(conns[k].fd);
-    return NULL;
-}
-
 /* ---- rebalance (the moves are in rebalance.c) ------------------------------------------------ */
 
 static void *rebal_thread(void *arg)
@@ -1017,7 +875,6 @@ int mog_jobs_start(void)
     int rc = 0;
     for (int i = 0; i < (mog.cfg.monitor_jobs > 0 ? 1 : 0); i++) {
         rc |= spawn(monitor_thread);
-        rc |= spawn(iostat_thread);
     }
     for (int i = 0; i < mog.cfg.replicate_jobs && i < 16; i++)
         rc |= spawn(replicate_thread);
@@ -1036,7 +893,6 @@ void mog_jobs_stop(void)
     kick(&J.repl);
     kick(&J.del);
     kick(&J.fsck);
-    kick(&J.iostat);
     kick(&J.rebal);
     pthread_mutex_lock(&J.round_mu);
     pthread_cond_broadcast(&J.round_cv);

@@ -5,7 +5,8 @@
  *   - loop 0 owns the client connections (session.c); it never touches the
  *     database or the network beyond its own sockets;
  *   - loop 1 runs the tracker's HTTP to storage nodes (nodehttp.c, on
- *     common/httpc) for the threads below;
+ *     common/httpc) for the threads below, and follows the nodes' side
+ *     channel "watch" streams (iostat.c);
  *   - query threads (query_jobs) run one command each (cmd_tracker.c) with
  *     blocking database calls (through common/db's worker) and HTTP to
  *     storage nodes (handed to loop 1, waited for), then hand the reply
@@ -276,6 +277,11 @@ int mog_http_copy(const char *src_url, const char *dst_url, int timeout_ms, int6
  * the end of waiting (after the loops stopped). */
 void mog_nodehttp_start(struct core_loop *loop);
 void mog_nodehttp_stop(void);
+
+/* iostat.c: each storage node's side-channel "watch" stream, followed on
+ * that loop (stop: after the loops stopped). */
+int mog_iostat_start(struct core_loop *loop);
+void mog_iostat_stop(void);
 
 /* ---- tracker globals (mogilefsd.c) ---------------------------------------- */
 

@@ -2,7 +2,7 @@
 # tests, fuzz targets and the benchmark.
 MOG_PROTO   := mogilefs/proto_tracker.c mogilefs/proto_storage.c
 MOG_TRACKER := mogilefs/mogilefsd.c mogilefs/session.c mogilefs/cmd_tracker.c mogilefs/store.c \
-               mogilefs/jobs.c mogilefs/rebalance.c mogilefs/zones.c mogilefs/nodehttp.c mogilefs/admin.c mogilefs/conf.c $(MOG_PROTO)
+               mogilefs/jobs.c mogilefs/rebalance.c mogilefs/zones.c mogilefs/nodehttp.c mogilefs/iostat.c mogilefs/admin.c mogilefs/conf.c $(MOG_PROTO)
 MOG_STORED  := mogilefs/mogstored.c mogilefs/storage.c mogilefs/conf.c $(MOG_PROTO)
 
 $(eval $(call program,mogilefsd,$(MOG_TRACKER)))

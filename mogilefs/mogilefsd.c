@@ -209,6 +209,10 @@ static int mog_init(void)
     stats_add_source("", mog_stats, NULL);
     /* Loop 0: client connections; loop 1: HTTP to the storage nodes. */
     mog_nodehttp_start(loop_get(1));
+    if (mog.cfg.monitor_jobs > 0 && mog_iostat_start(loop_get(1)) < 0) {
+        log_error("mogilefsd: cannot start following the storage nodes");
+        return -1;
+    }
     if (mog_sessions_start(mog.cfg.query_jobs) < 0 || mog_jobs_start() < 0) {
         log_error("mogilefsd: cannot start threads");
         return -1;
@@ -241,6 +245,7 @@ static void mog_fini(void)
 {
     mog_nodehttp_stop(); /* the loops are gone: threads waiting on HTTP give up */
     mog_jobs_stop();
+    mog_iostat_stop();
     mog_sessions_stop();
     mog_store_close();
 }
