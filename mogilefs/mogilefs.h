@@ -120,6 +120,9 @@ enum mog_side_cmd {
     MOG_SIDE_DOTDOT
 };
 enum mog_side_cmd mog_side_parse(char *line, size_t len, char **uri, size_t *uri_len);
+/* A partial PUT's Content-Range: "bytes S-E/T", T an asterisk or > E.
+ * 0 with S <= E, else -1. */
+int mog_content_range_parse(const char *v, size_t len, uint64_t *start, uint64_t *end);
 /* Parse a mogstored usage file into total and used KiB. 0 or -1. */
 int mog_usage_parse(const char *buf, size_t len, int64_t *total_kib, int64_t *used_kib);
 

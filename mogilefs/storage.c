@@ -173,6 +173,144 @@ static void st_move(struct httpd_conn *h, struct http_msg *m, const char *path, 
     httpd_done(h, keep);
 }
 
+/* ---- partial PUT ----
+ * "PUT" with "Content-Range: bytes S-E/..." (MogileFS::ClientHTTPFile's
+ * writes after edit_file, as lighttpd takes them): the E-S+1 body bytes
+ * are written at offset S of the file — made if missing, never truncated —
+ * and fsync'd before the 200. Writes and the fsync run on the loop, as
+ * common/httpd's whole-file PUT does today. */
+struct st_rput {
+    int fd;
+    uint64_t off;
+    bool created;
+    char full[4200];
+};
+
+static void rput_free(struct httpd_conn *h)
+{
+    struct st_rput *rp = h->data;
+    if (!rp)
+        return;
+    h->data = NULL;
+    if (rp->fd >= 0)
+        close(rp->fd);
+    free(rp);
+}
+
+static void rput_fail(struct httpd_conn *h, int status, const char *msg)
+{
+    rput_free(h);
+    stats_counter_add(&mog_st.errors, 1);
+    h->keep_alive = false;
+    httpd_error(h, status, msg);
+}
+
+static void rput_pump(struct httpd_conn *h)
+{
+    struct st_rput *rp = h->data;
+    if (!rp)
+        return;
+    struct evbuffer *chunk = httpd_tx2();
+    for (;;) {
+        enum httpd_body_result r = httpd_body_read(h, chunk, 256 * 1024);
+        if (r == HTTPD_BODY_ERROR) {
+            evbuffer_drain(chunk, evbuffer_get_length(chunk));
+            rput_fail(h, 400, "Bad body");
+            return;
+        }
+        size_t n = evbuffer_get_length(chunk);
+        while (evbuffer_get_length(chunk) > 0) {
+            struct evbuffer_iovec v;
+            if (evbuffer_peek(chunk, -1, NULL, &v, 1) < 1)
+                break;
+            ssize_t w = pwrite(rp->fd, v.iov_base, v.iov_len, (off_t)rp->off);
+            if (w <= 0) {
+                evbuffer_drain(chunk, evbuffer_get_length(chunk));
+                rput_fail(h, 500, "Write failed");
+                return;
+            }
+            evbuffer_drain(chunk, (size_t)w);
+            rp->off += (uint64_t)w;
+        }
+        if (r == HTTPD_BODY_DONE) {
+            if (fsync(rp->fd) < 0) {
+                rput_fail(h, 500, "Could not store the file");
+                return;
+            }
+            if (rp->created)
+                fsync_dir_of(rp->full);
+            rput_free(h);
+            httpd_files_invalidate(&st_files);
+            bool keep = httpd_can_persist(h);
+            httpd_response_head(h, 200, NULL, 0, keep, NULL);
+            httpd_done(h, keep);
+            return;
+        }
+        if (n == 0)
+            return;
+    }
+}
+
+static void st_range_put(struct httpd_conn *h, struct http_msg *m, const char *path, int pl)
+{
+    size_t vl;
+    const char *v = http_header_value(m, "Content-Range", &vl);
+    uint64_t start, end;
+    if (!v || mog_content_range_parse(v, vl, &start, &end) < 0) {
+        rput_fail(h, 400, "Bad Content-Range");
+        return;
+    }
+    if (m->body != HTTP_BODY_LENGTH || m->content_length != end - start + 1) {
+        rput_fail(h, 400, "Content-Length must match Content-Range");
+        return;
+    }
+    if (mog_st_cfg.max_put && end + 1 > mog_st_cfg.max_put) {
+        rput_fail(h, 413, NULL);
+        return;
+    }
+    if (!device_exists(path, (size_t)pl)) {
+        rput_fail(h, 404, "Base directory does not exist");
+        return;
+    }
+    struct st_rput *rp = calloc(1, sizeof *rp);
+    if (!rp) {
+        rput_fail(h, 500, NULL);
+        return;
+    }
+    rp->fd = -1;
+    rp->off = start;
+    snprintf(rp->full, sizeof rp->full, "%s%.*s", mog_st_cfg.docroot, pl, path);
+    struct stat sb;
+    rp->created = lstat(rp->full, &sb) < 0;
+    if (!rp->created && !S_ISREG(sb.st_mode)) {
+        free(rp);
+        rput_fail(h, 403, NULL);
+        return;
+    }
+    h->data = rp;
+    if (make_parents(rp->full, strlen(mog_st_cfg.docroot)) < 0 ||
+        (rp->fd = open(rp->full, O_WRONLY | O_CREAT | O_CLOEXEC | O_NOFOLLOW, 0644)) < 0) {
+        rput_fail(h, 500, "Could not open the file");
+        return;
+    }
+    stats_counter_add(&mog_st.puts, 1);
+    stats_counter_add(&mog_st.put_bytes, m->content_length);
+    httpd_drop_head(h);
+    httpd_request_timeouts(h, 0);
+    httpd_send_continue(h);
+    rput_pump(h);
+}
+
+static void st_on_input(struct httpd_conn *h) { rput_pump(h); }
+
+static void st_on_request_end(struct httpd_conn *h) { rput_free(h); }
+
+static void st_on_close(struct httpd_conn *h, enum conn_close_reason why)
+{
+    (void)why;
+    rput_free(h);
+}
+
 static void st_on_request(struct httpd_conn *h, struct http_msg *m)
 {
     h->idle_ms = (uint32_t)mog_st_cfg.idle_timeout * 1000;
@@ -211,11 +349,6 @@ static void st_on_request(struct httpd_conn *h, struct http_msg *m)
             stats_counter_add(&mog_st.deletes, 1);
             break;
         }
-        if (m->body == HTTP_BODY_NONE && http_find_header(m, "Content-Length") < 0) {
-            stats_counter_add(&mog_st.errors, 1);
-            httpd_error(h, 400, "Content-Length or chunked body required");
-            return;
-        }
         if (!device_exists(path, (size_t)pl)) {
             stats_counter_add(&mog_st.errors, 1);
             h->keep_alive = false; /* the body is not read */
@@ -223,12 +356,7 @@ static void st_on_request(struct httpd_conn *h, struct http_msg *m)
             return;
         }
         if (http_find_header(m, "Content-Range") >= 0) {
-            /* A partial PUT (MogileFS::ClientHTTPFile's writes after
-             * edit_file) is not built: refuse it rather than replace the
-             * whole file with the fragment. */
-            stats_counter_add(&mog_st.errors, 1);
-            h->keep_alive = false; /* the body is not read */
-            httpd_error(h, 501, "Content-Range on PUT not supported");
+            st_range_put(h, m, path, pl);
             return;
         }
         stats_counter_add(&mog_st.puts, 1);
@@ -264,7 +392,12 @@ static void st_on_request(struct httpd_conn *h, struct http_msg *m)
     httpd_files_serve(h, m, &st_files);
 }
 
-static const struct httpd_ops st_http_ops = { .on_request = st_on_request };
+static const struct httpd_ops st_http_ops = {
+    .on_request = st_on_request,
+    .on_input = st_on_input,
+    .on_request_end = st_on_request_end,
+    .on_close = st_on_close,
+};
 
 void mog_st_http_accept(struct core_loop *loop, int fd, const struct sockaddr *sa, socklen_t salen, void *arg)
 {

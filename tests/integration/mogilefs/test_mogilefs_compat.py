@@ -1,7 +1,10 @@
 """Behaviours compared with MogileFS 2.73's own code (Worker/Query.pm,
 Device.pm) and MogileFS::Client's edit_file: the create_open destination
-rule, edit_file, plugin commands without plugins, and the WebDAV MOVE the
-client's edit_file sends to a storage node."""
+rule, edit_file, plugin commands without plugins, and what the client's
+edit_file sends to a storage node (a WebDAV MOVE, partial PUTs).
+The real Perl MogileFS::Client's edit_file (in place and with overwrite)
+was run against these daemons from a scratch copy; these tests replay its
+requests."""
 import http.client
 import urllib.parse
 
@@ -114,9 +117,38 @@ def test_storage_node_move_as_webdav(cluster):
     assert http_get(base + "/mv2/x/b.fid") == (200, b"c")
 
 
-def test_storage_node_refuses_partial_put(cluster):
+def test_storage_node_partial_put_writes_in_place(cluster):
+    # "PUT" with Content-Range (MogileFS::ClientHTTPFile's writes after
+    # edit_file): the bytes land at their offset; the rest of the file stays.
     s = cluster.stores[0]
     url = "http://%s:%d/dev1/pp/a.fid" % (s.ip, s.http_port)
     assert http_put(url, b"0123456789") == 200
-    assert http_put(url, b"xy", {"Content-Range": "bytes 4-5/*"}) == 501
-    assert http_get(url) == (200, b"0123456789")
+    assert http_put(url, b"xy", {"Content-Range": "bytes 4-5/*"}) == 200
+    assert http_get(url) == (200, b"0123xy6789")
+    # Past the end the file grows; a new file is made.
+    assert http_put(url, b"END", {"Content-Range": "bytes 10-12/13"}) == 200
+    assert http_get(url) == (200, b"0123xy6789END")
+    new = "http://%s:%d/dev1/pp/sub/b.fid" % (s.ip, s.http_port)
+    assert http_put(new, b"ab", {"Content-Range": "bytes 0-1/*"}) == 200
+    assert http_get(new) == (200, b"ab")
+    # A range that does not match the body, or is malformed: 400, nothing written.
+    for rng in ("bytes 0-5/*", "bytes 5-2/*", "bytes=0-1/*", "bytes 0-1/1"):
+        assert http_put(url, b"zz", {"Content-Range": rng}) == 400, rng
+    assert http_get(url) == (200, b"0123xy6789END")
+    assert http_put("http://%s:%d/dev9/x.fid" % (s.ip, s.http_port), b"zz",
+                    {"Content-Range": "bytes 0-1/*"}) == 404
+
+
+def test_edit_file_in_place_as_mogilefs_client_does(cluster):
+    # MogileFS::Client::edit_file without overwrite: edit_file, MOVE, HEAD
+    # for the length, a Content-Range PUT at the offset, create_close.
+    cl = cluster.client("testdom")
+    cl.store_content("inplace", "one", b"hello world")
+    res = cl.backend.do_request("edit_file", {"domain": "testdom", "key": "inplace"})
+    assert http_req("MOVE", res["oldpath"], {"Destination": res["newpath"]})[0] == 201
+    st, _ = http_req("HEAD", res["newpath"])
+    assert st == 200
+    assert http_put(res["newpath"], b"WORLD", {"Content-Range": "bytes 6-10/*"}) == 200
+    cl.backend.do_request("create_close", {"fid": res["fid"], "devid": res["devid"], "domain": "testdom",
+                                           "size": 11, "key": "inplace", "path": res["newpath"]})
+    assert cl.get_file_data("inplace") == b"hello WORLD"
