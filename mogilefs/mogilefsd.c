@@ -18,6 +18,7 @@
 #include "common/db.h"
 #include "common/listen.h"
 #include "common/log.h"
+#include "common/httpc.h"
 #include "common/loop.h"
 #include "common/stats.h"
 
@@ -252,6 +253,13 @@ static void mog_fini(void)
 
 static int tracker_loops = 2;
 
+/* Each loop thread's scratch buffers (common/httpc's on the node loop). */
+static void mog_thread_exit(struct core_loop *loop)
+{
+    (void)loop;
+    httpc_thread_exit();
+}
+
 int main(int argc, char **argv)
 {
     static const struct daemon_desc desc = {
@@ -263,7 +271,7 @@ int main(int argc, char **argv)
         .init = mog_init,
         .fini = mog_fini,
         .admin_cmds = mog_tracker_admin_cmds,
-        .hooks = { .on_reload = mog_reload },
+        .hooks = { .on_reload = mog_reload, .on_thread_exit = mog_thread_exit },
     };
     return daemon_main(&desc, argc, argv);
 }

@@ -229,6 +229,8 @@ static struct httpc *connect_to(const struct nh_url *u, uint32_t timeout_ms, con
     if (hc) {
         hc->read_ms = timeout_ms;
         hc->write_ms = timeout_ms;
+        if (hc->state != HTTPC_CONNECTING) /* connected at once: httpc applied none */
+            conn_set_timeouts(hc->c, timeout_ms, timeout_ms);
     }
     return hc;
 }
@@ -326,11 +328,13 @@ static const struct httpc_ops dst_ops = {
 static enum httpc_head_action src_head(struct httpc *hc, struct http_msg *resp)
 {
     struct nh_req *r = hc->data;
-    if (resp->status != 200 || resp->body != HTTP_BODY_LENGTH) {
+    /* The PUT needs the length up front: a body of known length (an
+     * empty file has none to read). */
+    if (resp->status != 200 || (resp->body != HTTP_BODY_LENGTH && resp->body != HTTP_BODY_NONE)) {
         copy_fail(r, "source: %s", resp->status != 200 ? "bad status" : "no Content-Length");
         return HTTPC_SKIP_BODY;
     }
-    r->total = resp->content_length;
+    r->total = resp->body == HTTP_BODY_LENGTH ? resp->content_length : 0;
     r->md = EVP_MD_CTX_new();
     if (!r->md || !EVP_DigestInit_ex(r->md, EVP_md5(), NULL)) {
         copy_fail(r, "%s", "out of memory");
