@@ -277,7 +277,8 @@ static int cmd_delete_domain(struct cmd_ctx *c)
 static bool replpolicy_ok(const char *s)
 {
     /* MultipleHosts(), MultipleHosts(N), MultipleDevices(), MultipleDevices(N),
-     * and MogileFS-Network's MultipleNetworks(), MultipleNetworks(N) */
+     * and MogileFS-Network's MultipleNetworks(), MultipleNetworks(N),
+     * HostsPerNetwork(zone=N, ...) */
     const char *names[] = { "MultipleHosts(", "MultipleDevices(", "MultipleNetworks(" };
     for (int i = 0; i < 3; i++) {
         size_t l = strlen(names[i]);
@@ -288,7 +289,8 @@ static bool replpolicy_ok(const char *s)
             return p[0] == ')' && p[1] == '\0';
         }
     }
-    return false;
+    struct mog_hpn hpn;
+    return mog_hpn_parse(s, &hpn) == 0;
 }
 
 static int class_write(struct cmd_ctx *c, bool update)
@@ -955,6 +957,20 @@ static int fetch_md5(const char *url, unsigned char *md5, int64_t *len)
     return 0;
 }
 
+/* Does a new file of this class need the replicator? More than one copy
+ * by the class's count or its policy's "(N)", or a HostsPerNetwork policy
+ * (which has no count of its own). */
+static bool class_wants_copies(const struct mog_class *cl)
+{
+    struct mog_hpn hpn;
+    if (mog_hpn_parse(cl->replpolicy, &hpn) == 0)
+        return true;
+    const char *paren = strchr(cl->replpolicy, '(');
+    if (paren && paren[1] >= '1' && paren[1] <= '9')
+        return atoi(paren + 1) > 1;
+    return cl->mindevcount > 1;
+}
+
 static int cmd_create_close(struct cmd_ctx *c)
 {
     struct mog_domain d;
@@ -1054,7 +1070,7 @@ static int cmd_create_close(struct cmd_ctx *c)
     st[ns++] = (struct mog_stmt){ sql_on, po, 2 };
     if (have_sum)
         st[ns++] = (struct mog_stmt){ "REPLACE INTO checksum (fid, hashtype, checksum) VALUES (?,?,?)", pc, 3 };
-    if (cl.mindevcount > 1)
+    if (class_wants_copies(&cl))
         st[ns++] = (struct mog_stmt){ sql_rep, po, 1 };
     if (oldfid > 0 && oldfid != fid) {
         st[ns++] = (struct mog_stmt){ "DELETE FROM file WHERE fid=?", &pd, 1 };

@@ -248,14 +248,18 @@ static void retry_later(const char *table, int64_t fid, bool fatal)
 /* Replication policies: MultipleHosts(N) (copies on N hosts),
  * MultipleDevices(N) (N devices), and MogileFS-Network's
  * MultipleNetworks(N): copies on as many networks (zones, else /16s) as
- * there are, up to N, and on N hosts. */
-enum repl_policy { POL_HOSTS, POL_DEVICES, POL_NETWORKS };
+ * there are, up to N, and on N hosts; HostsPerNetwork(z=N, ...): N hosts
+ * of zone z each (N devices there when the zone has fewer hosts). */
+enum repl_policy { POL_HOSTS, POL_DEVICES, POL_NETWORKS, POL_HOSTS_PER_NET };
 
 #define REPL_MAX 64
 struct repl_have {
     size_t ncopies, nhosts, nnets;
     int64_t hosts[REPL_MAX];
     char nets[REPL_MAX][40];
+    /* per copy: its host and zone ("" = none) */
+    int64_t copy_host[REPL_MAX];
+    char copy_zone[REPL_MAX][64];
 };
 
 static bool repl_have_host(const struct repl_have *H, int64_t hostid)
@@ -278,6 +282,11 @@ static bool repl_have_net(const struct repl_have *H, const char *ip)
 
 static void repl_have_add(struct repl_have *H, const struct mog_device *d, const struct mog_host *h)
 {
+    if (H->ncopies < REPL_MAX) {
+        H->copy_host[H->ncopies] = d->hostid;
+        if (mog_zone_for_ip(h->ip, H->copy_zone[H->ncopies], sizeof H->copy_zone[0]) < 0)
+            H->copy_zone[H->ncopies][0] = '\0';
+    }
     H->ncopies++;
     if (!repl_have_host(H, d->hostid) && H->nhosts < REPL_MAX)
         H->hosts[H->nhosts++] = d->hostid;
@@ -306,7 +315,56 @@ static void repl_totals(struct repl_totals *T)
     T->nnets = all.nnets ? all.nnets : 1;
 }
 
-static bool repl_satisfied(enum repl_policy pol, const struct repl_have *H, const struct repl_totals *T, int mindev)
+/* HostsPerNetwork: does zone z still need a copy? Hosts holding one
+ * count, or devices when the zone has fewer hosts than asked for. */
+static bool hpn_needs(const struct mog_hpn *sp, int k, const struct repl_have *H)
+{
+    struct mog_device *ds;
+    size_t nd = mog_devices_copy(&ds);
+    int64_t avail[REPL_MAX];
+    size_t navail = 0;
+    for (size_t i = 0; i < nd; i++) {
+        struct mog_host h;
+        char z[64];
+        if (ds[i].status == MOG_DEV_DEAD || ds[i].status == MOG_DEV_DOWN || mog_host_by_id(ds[i].hostid, &h) < 0 ||
+            mog_zone_for_ip(h.ip, z, sizeof z) < 0 || strcmp(z, sp->zone[k]))
+            continue;
+        bool seen = false;
+        for (size_t j = 0; j < navail; j++)
+            seen |= avail[j] == ds[i].hostid;
+        if (!seen && navail < REPL_MAX)
+            avail[navail++] = ds[i].hostid;
+    }
+    free(ds);
+    size_t hosts_on = 0, devs_on = 0;
+    size_t nc = H->ncopies < REPL_MAX ? H->ncopies : REPL_MAX;
+    for (size_t i = 0; i < nc; i++) {
+        if (strcmp(H->copy_zone[i], sp->zone[k]))
+            continue;
+        devs_on++;
+        bool seen = false;
+        for (size_t j = 0; j < i; j++)
+            seen |= H->copy_host[j] == H->copy_host[i] && !strcmp(H->copy_zone[j], sp->zone[k]);
+        if (!seen)
+            hosts_on++;
+    }
+    size_t need = (size_t)sp->need[k];
+    return (need <= navail ? hosts_on : devs_on) < need;
+}
+
+static bool hpn_zone_needed(const struct mog_hpn *sp, const struct repl_have *H, const char *ip)
+{
+    char z[64];
+    if (mog_zone_for_ip(ip, z, sizeof z) < 0)
+        return false;
+    for (int k = 0; k < sp->n; k++)
+        if (!strcmp(sp->zone[k], z))
+            return hpn_needs(sp, k, H);
+    return false;
+}
+
+static bool repl_satisfied(enum repl_policy pol, const struct mog_hpn *sp, const struct repl_have *H,
+                           const struct repl_totals *T, int mindev)
 {
     size_t min = mindev > 0 ? (size_t)mindev : 1;
     switch (pol) {
@@ -320,6 +378,11 @@ static bool repl_satisfied(enum repl_policy pol, const struct repl_have *H, cons
             return false;
         return H->nhosts >= min || (H->nhosts >= T->nhosts && H->ncopies >= min);
     }
+    case POL_HOSTS_PER_NET:
+        for (int k = 0; k < sp->n; k++)
+            if (hpn_needs(sp, k, H))
+                return false;
+        return true;
     }
     return false;
 }
@@ -357,12 +420,15 @@ static int replicate_fid(int64_t fid)
     struct mog_class cl;
     int mindev = mog.cfg.default_mindevcount;
     enum repl_policy pol = POL_HOSTS;
+    struct mog_hpn hpn = { 0 };
     if (mog_class_by_id(dmid, classid, &cl) == 0) {
         mindev = cl.mindevcount;
         if (!strncmp(cl.replpolicy, "MultipleDevices", 15))
             pol = POL_DEVICES;
         else if (!strncmp(cl.replpolicy, "MultipleNetworks", 16))
             pol = POL_NETWORKS;
+        else if (mog_hpn_parse(cl.replpolicy, &hpn) == 0)
+            pol = POL_HOSTS_PER_NET;
         const char *paren = strchr(cl.replpolicy, '(');
         if (paren && paren[1] >= '1' && paren[1] <= '9')
             mindev = atoi(paren + 1);
@@ -426,7 +492,7 @@ static int replicate_fid(int64_t fid)
     if (pol == POL_NETWORKS)
         repl_totals(&T);
     int rc = 0;
-    while (!repl_satisfied(pol, &H, &T, mindev)) {
+    while (!repl_satisfied(pol, &hpn, &H, &T, mindev)) {
         if (src < 0) {
             rc = 2;
             break;
@@ -458,6 +524,8 @@ static int replicate_fid(int64_t fid)
             if (dup)
                 continue;
             int rank = 0;
+            if (pol == POL_HOSTS_PER_NET && !hpn_zone_needed(&hpn, &H, h.ip))
+                continue; /* a zone with all it asked for */
             if (pol != POL_DEVICES && skip_hosts && repl_have_host(&H, ds[i].hostid))
                 rank = 2;
             else if (pol == POL_NETWORKS && skip_hosts && repl_have_net(&H, h.ip))
@@ -516,7 +584,7 @@ static int replicate_fid(int64_t fid)
             break;
     }
     /* Policy met: copies on draining devices can go. */
-    if (rc == 0 && repl_satisfied(pol, &H, &T, mindev))
+    if (rc == 0 && repl_satisfied(pol, &hpn, &H, &T, mindev))
         for (size_t i = 0; i < nl; i++) {
             if (locs[i].d.status != MOG_DEV_DRAIN || !locs[i].have_host)
                 continue;

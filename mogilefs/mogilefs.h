@@ -358,6 +358,14 @@ void mog_network_for_ip(const char *ip, char *out, size_t len);
 /* ZoneLocal's order: indexes of host_ips in ip's zone first (in their
  * order), then the rest; returns how many are in ip's zone. */
 size_t mog_zone_first(const char *ip, const char *const *host_ips, size_t n, size_t *order);
+/* MogileFS-Network's HostsPerNetwork(zone=N, ...) policy string. 0 or -1. */
+#define MOG_HPN_MAX 16
+struct mog_hpn {
+    int n;
+    char zone[MOG_HPN_MAX][64];
+    int need[MOG_HPN_MAX];
+};
+int mog_hpn_parse(const char *policy, struct mog_hpn *out);
 
 /* session.c */
 int mog_sessions_start(int nthreads);

@@ -152,3 +152,19 @@ def test_edit_file_in_place_as_mogilefs_client_does(cluster):
     cl.backend.do_request("create_close", {"fid": res["fid"], "devid": res["devid"], "domain": "testdom",
                                            "size": 11, "key": "inplace", "path": res["newpath"]})
     assert cl.get_file_data("inplace") == b"hello WORLD"
+
+
+def test_replication_policy_forms(cluster):
+    # MogileFS-Network's policies are accepted as with it installed;
+    # HostsPerNetwork needs zone=N pairs (N >= 1).
+    adm = cluster.admin
+    adm.create_domain("poldom")
+    for i, pol in enumerate(("MultipleNetworks()", "MultipleNetworks(3)", "HostsPerNetwork(a=1, b=2)",
+                             "HostsPerNetwork(east=2)")):
+        adm.create_class("poldom", "ok%d" % i, 2, replpolicy=pol)
+        assert adm.get_domains()["poldom"]["ok%d" % i]["replpolicy"] == pol
+    for i, pol in enumerate(("HostsPerNetwork()", "HostsPerNetwork(a)", "HostsPerNetwork(a=0)",
+                             "HostsPerNetwork(=1)", "MultipleNetworks(x)", "Bogus(1)")):
+        with pytest.raises(MogError) as e:
+            adm.create_class("poldom", "bad%d" % i, 2, replpolicy=pol)
+        assert e.value.code == "invalid_replpolicy", pol

@@ -3,7 +3,9 @@ network namespace, addresses in two zones (10.55.1.0/24 = "east",
 10.55.2.0/24 = "west"; one bridge, /16 prefixes). The ZoneLocal plugin
 orders get_paths and create_open for a client in its own zone first, and
 the replicator prefers local_network's zone; the MultipleNetworks policy
-puts copies on both zones before a second copy in one zone."""
+puts copies on both zones before a second copy in one zone, and
+HostsPerNetwork(east=2, west=1) puts two copies on east hosts and one on a
+west host."""
 import os
 import subprocess
 
@@ -89,12 +91,15 @@ def test_zone_local_ordering_and_multiple_networks_replication(zone_netns, tmp_p
             "a.create_domain('zd')\n"
             "a.create_class('zd', 'nets', 2, replpolicy='MultipleNetworks()')\n"
             "a.create_class('zd', 'one', 1)\n"
+            "a.create_class('zd', 'hpn', 1, replpolicy='HostsPerNetwork(east=2, west=1)')\n"
             "for _ in range(300):\n"
             "    if all(d['observed_state'] == 'writeable' for d in a.get_devices()): break\n"
             "    time.sleep(0.05)\n"
             "c = mogclient.Client('zd', ['%s:7001'])\n"
             "for i in range(6):\n"
             "    c.store_content('n%%d' %% i, 'nets', b'net file %%d' %% i)\n"
+            "for i in range(3):\n"
+            "    c.store_content('h%%d' %% i, 'hpn', b'hpn file %%d' %% i)\n"
             "print('ok')\n") % (os.path.dirname(mogclient.__file__), TRACKER, STORES, TRACKER)
         assert client_py(th, admin_script) == ["ok"]
         # MultipleNetworks(): with mindevcount 2 each file ends on one host of
@@ -102,6 +107,12 @@ def test_zone_local_ordering_and_multiple_networks_replication(zone_netns, tmp_p
         for i in range(6):
             wait_until(lambda: len(get_paths_from(th, "n%d" % i)) == 2, timeout=30, what="2 copies of n%d" % i)
             assert sorted(zone_of(u) for u in get_paths_from(th, "n%d" % i)) == ["east", "west"]
+        # HostsPerNetwork(east=2, west=1): two east hosts and one west host.
+        for i in range(3):
+            wait_until(lambda: len(get_paths_from(th, "h%d" % i)) == 3, timeout=30, what="3 copies of h%d" % i)
+            paths = get_paths_from(th, "h%d" % i)
+            assert sorted(zone_of(u) for u in paths) == ["east", "east", "west"]
+            assert len({u.split("/")[2] for u in paths}) == 3  # three hosts
         # ZoneLocal get_paths: a client's own zone comes first, every time.
         for _ in range(5):
             for i in range(6):
