@@ -244,6 +244,49 @@ static int set_protocol(const struct cfg_setting *s, const char *v, char *err, s
     return 0;
 }
 
+/* `show settings` shows what runs, not the defaults, for -m, -a and -o
+ * (registered with cfg_set_formatter in main). -o: every extended option
+ * with its running value, flags by the name of the state they are in. */
+static void fmt_maxbytes(const struct cfg_setting *s, char *buf, size_t len)
+{
+    (void)s;
+    uint64_t b = mc_settings.maxbytes;
+    if (b % (1024 * 1024) == 0)
+        snprintf(buf, len, "%llu", (unsigned long long)(b >> 20));
+    else
+        snprintf(buf, len, "%llu", (unsigned long long)b); /* bytes, as -m 1500k was given */
+}
+
+static void fmt_unix_mask(const struct cfg_setting *s, char *buf, size_t len)
+{
+    (void)s;
+    snprintf(buf, len, "%o", (unsigned)mc_settings.unix_mask);
+}
+
+static void fmt_ext(const struct cfg_setting *s, char *buf, size_t len)
+{
+    (void)s;
+    size_t o = 0;
+    buf[0] = '\0';
+    for (const struct ext_opt *e = ext_opts; e->name && o < len; e++) {
+        char one[160];
+        one[0] = '\0';
+        if ((e->kind == EXT_FLAG_ON || e->kind == EXT_FLAG_OFF) && e->where) {
+            if (*(bool *)e->where == (e->kind == EXT_FLAG_ON))
+                snprintf(one, sizeof one, "%s", e->name);
+        } else if (e->kind == EXT_INT)
+            snprintf(one, sizeof one, "%s=%d", e->name, *(int *)e->where);
+        else if (e->kind == EXT_U64_MB)
+            snprintf(one, sizeof one, "%s=%llu", e->name, (unsigned long long)(*(uint64_t *)e->where >> 20));
+        else if (e->kind == EXT_DOUBLE)
+            snprintf(one, sizeof one, "%s=%g", e->name, *(double *)e->where);
+        else if (e->kind == EXT_STR && *(char **)e->where && !strstr(e->name, "pwdb") && !strstr(e->name, "key"))
+            snprintf(one, sizeof one, "%s=%s", e->name, *(char **)e->where);
+        if (one[0])
+            o += (size_t)snprintf(buf + o, len - o, "%s%s", o ? "," : "", one);
+    }
+}
+
 static const struct cfg_setting mc_table[] = {
     { "port", 'p', CFG_INT, &mc_settings.port, "11211", "TCP port to listen on (0 = off)", false, NULL },
     { "listen", 'l', CFG_STRING, &mc_settings.listen, NULL, "interfaces to listen on, comma separated (default all)",
@@ -290,7 +333,7 @@ static const struct cfg_setting mc_table[] = {
       false, set_ext },
     { "protocol", 'B', CFG_CUSTOM, &dummy_str, "auto", "binding protocol: auto (by the first byte), ascii or binary",
       false, set_protocol },
-    { "reqs-per-event", 'R', CFG_INT, &mc_settings.reqs_per_event, "20",
+    { "max-reqs-per-event", 'R', CFG_INT, &mc_settings.reqs_per_event, "20",
       "max requests run per connection per event before yielding to others (counted in conn_yields)", false, NULL },
     { "enable-ssl", 'Z', CFG_BOOL, &mc_settings.ssl_enabled, "no",
       "TLS on the TCP listeners (-o ssl_chain_cert=PEM,ssl_key=PEM[,ssl_ciphers=...,ssl_min_version=tlsv1.2|tlsv1.3]); "
@@ -669,7 +712,7 @@ static void settings_stats(struct stats_sink *k, void *arg)
     stats_u64(k, "tail_repair_time", (uint64_t)mc_settings.tail_repair_time);
     stats_str(k, "flush_enabled", mc_settings.flush_disabled ? "no" : "yes");
     stats_str(k, "dump_enabled", mc_settings.dump_disabled ? "no" : "yes");
-    stats_str(k, "hash_algorithm", "hash64");
+    stats_str(k, "hash_algorithm", "xxh3"); /* common/hash: hash64 is XXH3 */
     stats_str(k, "lru_maintainer_thread", mc_settings.lru_maintainer ? "yes" : "no");
     stats_str(k, "lru_segmented", mc_settings.lru_segmented ? "yes" : "no");
     stats_u64(k, "hot_lru_pct", (uint64_t)mc_settings.hot_pct);
@@ -1138,5 +1181,13 @@ int main(int argc, char **argv)
         .hooks = { .on_thread_start = thread_start, .on_reload = mc_reload },
         .admin_cmds = mc_admin,
     };
+    for (const struct cfg_setting *t = mc_table; t->name; t++) {
+        if (t->ptr == &mc_settings.maxbytes)
+            cfg_set_formatter(t, fmt_maxbytes);
+        else if (t->ptr == &mc_settings.unix_mask)
+            cfg_set_formatter(t, fmt_unix_mask);
+        else if (t->ptr == &mc_settings.ext_opts)
+            cfg_set_formatter(t, fmt_ext);
+    }
     return daemon_main(&desc, argc, argv);
 }
