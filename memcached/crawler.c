@@ -228,8 +228,10 @@ static void *maintainer(void *arg)
         if (mc_settings.lru_maintainer) {
             for (int id = 1; id <= mc_nclasses; id++) {
                 struct mc_class *c = &mc_classes[id];
-                if (!__atomic_load_n(&c->count[MC_LRU_HOT], __ATOMIC_RELAXED) &&
-                    !__atomic_load_n(&c->count[MC_LRU_WARM], __ATOMIC_RELAXED))
+                uint64_t any = 0;
+                for (int seg = 0; seg < MC_LRU_N; seg++)
+                    any |= __atomic_load_n(&c->count[seg], __ATOMIC_RELAXED);
+                if (!any)
                     continue;
                 pthread_mutex_lock(&c->lock);
                 for (int n = 0; n < 16; n++)
