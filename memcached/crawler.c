@@ -220,8 +220,26 @@ static void *maintainer(void *arg)
         /* Crawl every 5 s (50 ticks of 100 ms). */
         ++ticks;
         atomic_fetch_add_explicit(&mc_sstats.maintainer_juggles, 1, memory_order_relaxed); /* passes */
-        if (ticks % 10 == 0)
+        if (ticks % 10 == 0) {
             mc_slabs_decay_demand();
+            /* The automover's other half, as memcached's: a class holding
+             * more than 2.5 pages of free chunks gives pages back to the
+             * global pool (its live items rescued into its free chunks),
+             * where any class that grows takes them without a malloc. */
+            if (mc_settings.slab_reassign && mc_settings.slab_automove > 0) {
+                for (int id = 1; id <= mc_nclasses; id++) {
+                    struct mc_class *c = &mc_classes[id];
+                    for (int moved = 0; moved < 16; moved++) {
+                        uint64_t freec = __atomic_load_n(&c->free_count, __ATOMIC_RELAXED);
+                        uint64_t pages = __atomic_load_n(&c->pages, __ATOMIC_RELAXED);
+                        if (pages < 3 || freec * 2 < (uint64_t)c->perpage * 5)
+                            break;
+                        if (mc_slabs_reassign(id, 0) != MC_REASSIGN_OK)
+                            break;
+                    }
+                }
+            }
+        }
         /* The LRU maintainer's juggle: keep each class's HOT and WARM within
          * their shares between allocations too (as memcached's background
          * thread does), a bounded number of moves per class per tick. */
