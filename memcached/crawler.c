@@ -226,7 +226,10 @@ static void *maintainer(void *arg)
              * more than 2.5 pages of free chunks gives pages back to the
              * global pool (its live items rescued into its free chunks),
              * where any class that grows takes them without a malloc. */
-            if (mc_settings.slab_reassign && mc_settings.slab_automove > 0) {
+            /* Only while within -m: over it (first pages granted to many
+             * classes) a pooled page could not be reused, and the
+             * maintainer frees pooled pages instead. */
+            if (mc_settings.slab_reassign && mc_settings.slab_automove > 0 && mc_slabs_malloced() <= mc_slabs_limit()) {
                 for (int id = 1; id <= mc_nclasses; id++) {
                     struct mc_class *c = &mc_classes[id];
                     for (int moved = 0; moved < 16; moved++) {
