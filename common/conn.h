@@ -71,6 +71,9 @@ struct core_conn {
     int last_error;                    /* errno of the last socket error */
     struct conn_dial *dial;            /* conn_connect_host: the addresses to try */
     struct event *defer;               /* deferred settle (conn_set_busy / close after write from outside) */
+    struct event *wretry;              /* a sendfile write that found no room: try again shortly */
+    uint32_t wstalls;                  /* such writes in a row without a byte sent */
+    size_t wstall_left;                /* output length at the last one */
     struct core_conn *fnext, *fprev;   /* the loop's end-of-iteration I/O queue */
     struct evbuffer_cb_entry *out_cbe; /* plain sockets: output added -> written at the iteration's end */
 };
