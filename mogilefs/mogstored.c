@@ -169,6 +169,7 @@ static void st_stats(struct stats_sink *sink, void *arg)
     stats_u64(sink, "puts", stats_counter_get(&mog_st.puts));
     stats_u64(sink, "put_bytes", stats_counter_get(&mog_st.put_bytes));
     stats_u64(sink, "deletes", stats_counter_get(&mog_st.deletes));
+    stats_u64(sink, "moves", stats_counter_get(&mog_st.moves));
     stats_u64(sink, "errors", stats_counter_get(&mog_st.errors));
     stats_u64(sink, "side_commands", stats_counter_get(&mog_st.side_cmds));
 }
