@@ -1568,9 +1568,9 @@ static void put_finish_work(struct put_job *j)
         if (!p->f->put_fsync || dir_fsync(p->dirfd) == 0)
             return;
     }
+    put_close_files(p); /* the temporary file goes before the client hears */
     j->status = 500;
     j->msg = "Could not store the file";
-    put_close_files(p);
 }
 
 static void put_job_work(struct disk_job *dj)
