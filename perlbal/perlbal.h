@@ -368,6 +368,9 @@ void pb_client_set_responding(struct pb_client *cl);
  * answer in *status / msg. */
 struct pb_service *pb_select_service(struct pb_service *sel, struct pb_client *cl, struct http_msg *req, int *status,
                                      char *msg, size_t msglen);
+/* Hand req to svc (a reverse_proxy or web_server): its plugins, then its
+ * role. req may be a parsed copy of the head (LazyCDN's fallback). */
+void pb_dispatch_service(struct pb_client *cl, struct pb_service *svc, struct http_msg *req);
 
 /* proxy.c, backend.c, reproxy.c, upload.c */
 /* The backend's header lines to keep were saved in cl->rp_hdrs. */

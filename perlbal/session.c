@@ -369,6 +369,11 @@ static void dispatch(struct pb_client *cl, struct http_msg *req)
         }
         svc = t;
     }
+    pb_dispatch_service(cl, svc, req);
+}
+
+void pb_dispatch_service(struct pb_client *cl, struct pb_service *svc, struct http_msg *req)
+{
     cl->svc = svc;
     client_apply_service(cl);
     /* the chosen service's bound on a chunked body (no body byte read yet) */

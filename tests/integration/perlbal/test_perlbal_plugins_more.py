@@ -599,3 +599,101 @@ def test_perlbal_upload_tracker_answers_as_perl_perlbal(daemon, perl_perlbal, tm
             assert answers["perl"] == answers["ours"]
     finally:
         be.stop()
+
+
+# ------------------------------------------------------------------ LazyCDN
+
+def test_perlbal_lazycdn_falls_back_for_missing_and_newer_files(daemon, perl_perlbal, tmp_path):
+    """LazyCDN: a web_server serves what its docroot has; a missing file, or
+    one whose URI asks for a newer version (v=N above the file's mtime) when
+    the answer would be a plain 200, goes to fallback_service, and the URI is
+    sent to fallback_udp_ping_addr. Same script against Perl Perlbal."""
+    root = tmp_path / "cdn"
+    root.mkdir()
+    (root / "have.txt").write_text("cached copy\n")
+    mtime = 1700000000
+    os.utime(root / "have.txt", (mtime, mtime))
+    be = Backend(lambda h, info: (200, {"Content-Type": "text/plain"}, b"origin:" + info["path"].encode()))
+    try:
+        results = {}
+        for name in (["ours", "perl"] if PERL_PERLBAL else ["ours"]):
+            udp = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+            udp.bind(("127.0.0.1", 0))
+            udp.settimeout(2)
+
+            def conf(port, mport):
+                return """
+LOAD LazyCDN
+CREATE POOL o
+  POOL o ADD 127.0.0.1:%d
+CREATE SERVICE origin
+  SET role = reverse_proxy
+  SET pool = o
+ENABLE origin
+CREATE SERVICE cdn
+  SET role = web_server
+  SET listen = 127.0.0.1:%d
+  SET docroot = %s
+  SET persist_client = on
+  SET plugins = LazyCDN
+  SET fallback_service = origin
+  SET fallback_udp_ping_addr = 127.0.0.1:%d
+ENABLE cdn
+""" % (be.port, port, root, udp.getsockname()[1]) + mgmt_conf(mport)
+            port, mport = free_port(), free_port()
+            if name == "ours":
+                start_perlbal(daemon, str(tmp_path), conf(port, mport), port, name="cdn.conf")
+            else:
+                perl_perlbal(conf(port, mport), port)
+            out = []
+            lm = "Tue, 14 Nov 2023 22:13:20 GMT"         # the file's mtime as an HTTP date
+            for path, hdrs in [("/have.txt", {}),
+                               ("/missing.txt?x=1", {}),
+                               ("/have.txt?v=%d" % (mtime + 100), {}),
+                               ("/have.txt?v=%d" % (mtime - 100), {}),
+                               ("/have.txt?v=%d" % (mtime + 100), {"If-Modified-Since": lm}),
+                               ("/have.txt?nov=%d" % (mtime + 100), {})]:
+                r, body = get(port, path, headers=hdrs)
+                out.append((r.status, body))
+            pings = []
+            while True:
+                try:
+                    pings.append(udp.recv(512))
+                except socket.timeout:
+                    break
+                udp.settimeout(0.3)
+            udp.close()
+            results[name] = (out, pings)
+        out, pings = results["ours"]
+        assert out[0] == (200, b"cached copy\n")
+        assert out[1] == (200, b"origin:/missing.txt?x=1")
+        assert out[2] == (200, b"origin:/have.txt?v=%d" % (mtime + 100))
+        assert out[3] == (200, b"cached copy\n")
+        assert out[4] == (304, b"")
+        assert out[5] == (200, b"cached copy\n")              # "nov=" is not "v="
+        assert pings == [b"/missing.txt?x=1", b"/have.txt?v=%d" % (mtime + 100)]
+        if "perl" in results:
+            assert results["perl"] == results["ours"]
+    finally:
+        be.stop()
+
+
+def test_perlbal_lazycdn_settings(daemon, tmp_path):
+    port, mport = free_port(), free_port()
+    start_perlbal(daemon, str(tmp_path), """
+LOAD LazyCDN
+CREATE SERVICE cdn
+  SET role = web_server
+  SET listen = 127.0.0.1:%d
+  SET docroot = %s
+  SET plugins = LazyCDN
+ENABLE cdn
+CREATE POOL p
+CREATE SERVICE proxy
+  SET role = reverse_proxy
+  SET pool = p
+""" % (port, tmp_path) + mgmt_conf(mport), port)
+    assert "Expecting IP:port of form a.b.c.d:port." in console(mport, "SET cdn.fallback_udp_ping_addr = nohost")
+    assert "ERROR" in console(mport, "SET proxy.fallback_service = cdn")        # web_server only
+    # no fallback_service: a missing file is the usual 404
+    assert get(port, "/nothing")[0].status == 404
