@@ -368,6 +368,11 @@ static int service_set_inner(struct pb_service *s, const char *key, const char *
             size_t l = strlen(d);
             while (l > 1 && d[l - 1] == '/')
                 d[--l] = 0;
+            /* as Perlbal's check_type directory_or_none: a missing docroot is
+             * an error, not a service that answers 404 to everything */
+            struct stat sb;
+            if (strcmp(d, "none") && (stat(d, &sb) < 0 || !S_ISDIR(sb.st_mode)))
+                return err_out(err, errlen, "Directory not found for service %s", s->name);
             set_str((char **)(base + p->off), d);
             return 0;
         }

@@ -397,7 +397,7 @@ def test_include_plugin_runs_config_files_by_glob(daemon, tmp_path):
     ports = {}
     for n in ("a", "b1", "b2", "c"):
         ports[n] = free_port()
-        (inc / ("%s.conf" % n)).write_text(web_conf(ports[n], tmp_path).replace("test", "t_" + n))
+        (inc / ("%s.conf" % n)).write_text(web_conf(ports[n], tmp_path).replace(" test\n", " t_%s\n" % n))
     start_perlbal(daemon, str(tmp_path), mgmt_conf(mport), mport)
     assert "ERROR" in console(mport, "INCLUDE = %s/a.conf" % inc)          # not loaded yet
     assert "OK" in console(mport, "LOAD Include")
