@@ -41,6 +41,7 @@
 #include "common/work.h"
 #include "perlbal/perlbal.h"
 #include "perlbal/plugin.h"
+#include "perlbal/proto_upload.h"
 
 struct lazy_job {
     struct pb_client *cl; /* NULL once the client went away */
@@ -91,25 +92,6 @@ static void lazy_stat(void *arg)
 }
 
 static void lazy_cancel(void *job) { ((struct lazy_job *)job)->cl = NULL; }
-
-/* `v=N` (a word boundary on both sides, as Perl's \bv=(\d+)\b): N, or 0. */
-static long long uri_version(const char *t, size_t len)
-{
-    for (size_t i = 0; i + 2 < len; i++) {
-        if (t[i] != 'v' || t[i + 1] != '=' || (i > 0 && (isalnum((unsigned char)t[i - 1]) || t[i - 1] == '_')))
-            continue;
-        long long v = 0;
-        size_t k = i + 2, d = 0;
-        while (k < len && t[k] >= '0' && t[k] <= '9' && v < 1000000000000LL) {
-            v = v * 10 + (t[k] - '0');
-            k++;
-            d++;
-        }
-        if (d && (k == len || !(isalnum((unsigned char)t[k]) || t[k] == '_')))
-            return v;
-    }
-    return 0;
-}
 
 /* Would the file's answer be a plain 200 (where Perlbal runs its
  * pre-send hook)? Not for a matching If-Modified-Since or a Range that
@@ -169,7 +151,7 @@ static void lazy_done(void *arg)
     if (j->err == ENOENT || j->err == ENOTDIR) {
         fallback = true; /* static_get_poststat_file_missing */
     } else if (!j->err) {
-        long long v = uri_version(m->target, m->target_len);
+        long long v = pb_uri_version(m->target, m->target_len);
         fallback = v && v > (long long)j->st.st_mtime && plain_200(m, &j->st); /* ..._pre_send */
     }
     struct plug_state *st = pb_plugin_state(svc);
