@@ -208,6 +208,7 @@ extern const struct pb_plugin pb_plugin_highpri;
 extern const struct pb_plugin pb_plugin_vpaths;
 extern const struct pb_plugin pb_plugin_flvstreaming;
 extern const struct pb_plugin pb_plugin_lazycdn;
+extern const struct pb_plugin pb_plugin_palimg;
 
 /* selector: the target a select hook chose (plugin.c); *has_hook false
  * when no plugin of sel selects (the vhost table does). */
