@@ -29,4 +29,23 @@ uint64_t pb_flv_start_of(const char *target, size_t len);
 /* LazyCDN: N of a "v=N" word in the target (Perl's /\bv=(\d+)\b/); 0 = none. */
 long long pb_uri_version(const char *target, size_t len);
 
+/* Palimg: a palette spec from the URL ("p" stripped: "<i><rrggbb>..."
+ * up to six, "g<from><rgb><to><rgb>", "t<rgb>[<rgb>]"; lower-case hex as
+ * Perlbal). 0, or 404 for anything else (and a gradient with from == to). */
+struct pb_pal_spec {
+    bool set[256];
+    uint8_t rgb[256][3];
+    bool tint;
+    uint8_t tint_c[3], tint_dark[3];
+    bool any;
+};
+
+int pb_pal_parse_spec(const char *s, size_t n, struct pb_pal_spec *p);
+/* The palette of the first len bytes of a GIF (its global colour table) or
+ * a PNG (its PLTE chunk, whose CRC is rewritten) changed in place, as
+ * Perlbal's PaletteModify. False when the table is not within them (or a
+ * PNG is not paletted). */
+bool pb_pal_gif(const struct pb_pal_spec *p, unsigned char *d, size_t len);
+bool pb_pal_png(const struct pb_pal_spec *p, unsigned char *d, size_t len);
+
 #endif

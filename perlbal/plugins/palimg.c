@@ -26,7 +26,6 @@
 #include <sys/stat.h>
 #include <sys/syscall.h>
 #include <unistd.h>
-#include <zlib.h>
 
 #include <event2/buffer.h>
 
@@ -37,153 +36,21 @@
 #include "common/work.h"
 #include "perlbal/perlbal.h"
 #include "perlbal/plugin.h"
+#include "perlbal/proto_upload.h"
 
 #define PAL_PREFIX 2048
-
-struct pal_spec {
-    bool set[256];
-    uint8_t rgb[256][3];
-    bool tint;
-    uint8_t tint_c[3], tint_dark[3];
-    bool any;
-};
 
 struct pal_job {
     struct pb_client *cl; /* NULL once the client went away */
     struct core_loop *loop;
     char *docroot, *path, ext[16];
-    struct pal_spec spec;
+    struct pb_pal_spec spec;
     int err; /* errno of open/stat/read */
     int fd;
     struct stat st;
     unsigned char head[PAL_PREFIX];
     size_t head_len;
 };
-
-static int hexv(char c) { return c >= '0' && c <= '9' ? c - '0' : c >= 'a' && c <= 'f' ? c - 'a' + 10 : -1; }
-
-static bool hexes(const char *s, size_t n)
-{
-    for (size_t i = 0; i < n; i++)
-        if (hexv(s[i]) < 0)
-            return false;
-    return true;
-}
-
-static int hex2(const char *s) { return hexv(s[0]) * 16 + hexv(s[1]); }
-
-static void color(const char *s, uint8_t out[3])
-{
-    for (int c = 0; c < 3; c++)
-        out[c] = (uint8_t)hex2(s + 2 * c);
-}
-
-/* Perlbal's spec grammar (lower-case hex only). 0, or 404. */
-static int parse_spec(const char *s, size_t n, struct pal_spec *p)
-{
-    memset(p, 0, sizeof *p);
-    if (n == 17 && s[0] == 'g' && hexes(s + 1, 16)) {
-        int from = hex2(s + 1), to = hex2(s + 9);
-        uint8_t fc[3], tc[3];
-        color(s + 3, fc);
-        color(s + 11, tc);
-        if (from == to)
-            return 404;
-        if (to < from) {
-            int t = from;
-            from = to;
-            to = t;
-            uint8_t x[3];
-            memcpy(x, fc, 3);
-            memcpy(fc, tc, 3);
-            memcpy(tc, x, 3);
-        }
-        for (int i = from; i <= to; i++) {
-            p->set[i] = true;
-            for (int c = 0; c < 3; c++) /* Perl's int(): toward zero, the sum is never negative */
-                p->rgb[i][c] = (uint8_t)(int)(fc[c] + (double)(tc[c] - fc[c]) * (i - from) / (to - from));
-        }
-        p->any = true;
-        return 0;
-    }
-    if ((n == 7 || n == 13) && s[0] == 't' && hexes(s + 1, n - 1)) {
-        p->tint = p->any = true;
-        color(s + 1, p->tint_c);
-        if (n == 13)
-            color(s + 7, p->tint_dark);
-        return 0;
-    }
-    if (n > 42 || !hexes(s, n) || n % 7)
-        return 404;
-    for (size_t i = 0; i < n; i += 7) {
-        int idx = hexv(s[i]);
-        p->set[idx] = true;
-        color(s + i + 1, p->rgb[idx]);
-        p->any = true;
-    }
-    return 0;
-}
-
-/* common_alter: the colour table (n entries of 3 bytes) in place */
-static void alter(const struct pal_spec *p, unsigned char *table, size_t entries)
-{
-    for (size_t i = 0; i < entries; i++)
-        for (int c = 0; c < 3; c++) {
-            if (p->tint) {
-                int diff = p->tint_c[c] - p->tint_dark[c];
-                table[i * 3 + c] = (unsigned char)(int)(p->tint_dark[c] + (double)diff * table[i * 3 + c] / 255);
-            } else if (i < 256 && p->set[i]) {
-                table[i * 3 + c] = p->rgb[i][c];
-            }
-        }
-}
-
-static bool gif_palette(const struct pal_spec *p, unsigned char *d, size_t len)
-{
-    if (len < 11)
-        return false;
-    size_t gct = (size_t)2 << (d[10] & 7);
-    if (len < 13 + 3 * gct)
-        return false;
-    alter(p, d + 13, gct);
-    return true;
-}
-
-static uint32_t be32(const unsigned char *b)
-{
-    return (uint32_t)b[0] << 24 | (uint32_t)b[1] << 16 | (uint32_t)b[2] << 8 | b[3];
-}
-
-static bool png_palette(const struct pal_spec *p, unsigned char *d, size_t len)
-{
-    static const unsigned char sig[8] = { 0x89, 'P', 'N', 'G', '\r', '\n', 0x1a, '\n' };
-    if (len < 8 || memcmp(d, sig, 8))
-        return false;
-    size_t at = 8;
-    while (at + 8 <= len) {
-        uint32_t clen = be32(d + at);
-        const unsigned char *type = d + at + 4;
-        if (clen > len || at + 8 + clen + 4 > len)
-            return false; /* not within the first 2048 bytes */
-        unsigned char *body = d + at + 8;
-        if (!memcmp(type, "IHDR", 4)) {
-            if (clen < 13 || body[9] != 3)
-                return false; /* not a paletted image */
-        } else if (!memcmp(type, "PLTE", 4)) {
-            alter(p, body, clen / 3);
-            uint32_t crc = (uint32_t)crc32(0L, type, 4);
-            crc = (uint32_t)crc32(crc, body, clen);
-            unsigned char *cb = body + clen;
-            cb[0] = (unsigned char)(crc >> 24);
-            cb[1] = (unsigned char)(crc >> 16);
-            cb[2] = (unsigned char)(crc >> 8);
-            cb[3] = (unsigned char)crc;
-            return true;
-        }
-        at += 8 + clen + 4;
-    }
-    return false;
-}
 
 /* ^/palimg/(.+)\.(\w+)(.*)$ with the rest "/p<spec>": the file's path
  * (allocated), its extension and the spec. */
@@ -264,9 +131,9 @@ static void pal_done(void *arg)
     }
     bool ok = true;
     if (j->spec.any && !strcasecmp(j->ext, "gif"))
-        ok = gif_palette(&j->spec, j->head, j->head_len);
+        ok = pb_pal_gif(&j->spec, j->head, j->head_len);
     else if (j->spec.any && !strcasecmp(j->ext, "png"))
-        ok = png_palette(&j->spec, j->head, j->head_len);
+        ok = pb_pal_png(&j->spec, j->head, j->head_len);
     if (!ok) {
         pb_client_error(cl, 404, NULL);
         pal_free(j);
@@ -308,7 +175,7 @@ static enum pb_hook_result pal_start(struct pb_service *svc, struct pb_client *c
         return PB_HOOK_CONTINUE; /* not a palimg URL: served as usual */
     }
     pb_client_set_responding(cl);
-    if (parse_spec(spec, sl, &j->spec) || memmem(j->path, strlen(j->path), "/../", 4) ||
+    if (pb_pal_parse_spec(spec, sl, &j->spec) || memmem(j->path, strlen(j->path), "/../", 4) ||
         !(j->docroot = strdup(svc->docroot))) {
         pal_free(j);
         pb_client_error(cl, 404, NULL);

@@ -1,5 +1,6 @@
 /* libFuzzer target for perlbal/proto_upload: the input as an upload-status
- * datagram and as a request-target for the URI argument parsers; a parsed
+ * datagram, a request-target for the URI argument parsers, a Palimg spec
+ * and an image prefix; a parsed
  * session name must be 5..50 word characters. */
 #include <ctype.h>
 #include <stdint.h>
@@ -32,6 +33,13 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     (void)pb_flv_start_of(buf, size);
     if (pb_uri_version(buf, size) < 0)
         abort();
+    /* Palimg: the input as a spec, and as the start of an image (changed
+     * in place, never beyond len) */
+    struct pb_pal_spec spec;
+    if (pb_pal_parse_spec(buf, size, &spec) == 0 || pb_pal_parse_spec("t808080", 7, &spec) == 0) {
+        (void)pb_pal_gif(&spec, (unsigned char *)buf, size);
+        (void)pb_pal_png(&spec, (unsigned char *)buf, size);
+    }
     free(buf);
     return 0;
 }

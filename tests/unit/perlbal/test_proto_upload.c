@@ -73,8 +73,31 @@ static void test_flv_and_version(void)
     CHECK(pb_uri_version(t, strlen(t)) == 7);
 }
 
+static void test_palimg(void)
+{
+    struct pb_pal_spec p;
+    CHECK_EQ_INT(pb_pal_parse_spec("1ffeedd", 7, &p), 0);
+    CHECK(p.set[1] && p.rgb[1][0] == 0xff && p.rgb[1][2] == 0xdd && !p.set[0]);
+    CHECK_EQ_INT(pb_pal_parse_spec("1FFEEDD", 7, &p), 404); /* lower case only, as Perlbal */
+    CHECK_EQ_INT(pb_pal_parse_spec("1ffeed", 6, &p), 404);  /* a multiple of 7 */
+    CHECK_EQ_INT(pb_pal_parse_spec("g00000000030000ff", 17, &p), 0);
+    CHECK(p.set[0] && p.set[3] && !p.set[4] && p.rgb[1][2] == 85 && p.rgb[3][2] == 255);
+    CHECK_EQ_INT(pb_pal_parse_spec("g0011111100222222", 17, &p), 404); /* from == to */
+    CHECK_EQ_INT(pb_pal_parse_spec("t808080", 7, &p), 0);
+    CHECK(p.tint && p.tint_c[0] == 0x80 && p.tint_dark[0] == 0);
+    /* a GIF with a 2-entry table: entry 1 replaced, nothing past it touched */
+    unsigned char gif[19] = { 'G', 'I', 'F', '8', '9', 'a', 1, 0, 1, 0, 0x80, 0, 0, 1, 2, 3, 4, 5, 6 };
+    CHECK_EQ_INT(pb_pal_parse_spec("1aabbcc", 7, &p), 0);
+    CHECK(pb_pal_gif(&p, gif, sizeof gif));
+    CHECK(gif[13] == 1 && gif[16] == 0xaa && gif[18] == 0xcc);
+    CHECK(!pb_pal_gif(&p, gif, 17)); /* the table is not all there */
+    unsigned char notpng[16] = "not a png file";
+    CHECK(!pb_pal_png(&p, notpng, sizeof notpng));
+}
+
 int main(void)
 {
+    RUN(test_palimg);
     RUN(test_report);
     RUN(test_session);
     RUN(test_flv_and_version);
