@@ -416,6 +416,8 @@ bool pb_upload_status_request(struct pb_client *cl, struct http_msg *req);
 void pb_upload_status_progress(struct pb_client *cl, uint64_t done);
 
 /* web.c */
+/* The request ended (its answer still in httpd_tx()): Perlbal's wording of a 201. */
+void pb_web_request_end(struct pb_client *cl);
 /* Mirror svc's web_server parameters into svc->files (after a SET). */
 void pb_web_sync(struct pb_service *svc);
 

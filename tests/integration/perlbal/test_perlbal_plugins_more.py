@@ -786,3 +786,37 @@ ENABLE palex
                 assert a[0] == "no answer", (paths[i], a[:2])
                 continue
             assert a[0] == b[0] and a[2] == b[2], (paths[i], a[:2], b[:2])
+
+
+# -------------------------------------------------------- PUT's 201 wording
+
+def test_perlbal_put_201_worded_as_perl_perlbal(daemon, perl_perlbal, tmp_path):
+    """A PUT whose Content-MD5 was verified: Perlbal answers "201 " with no
+    reason phrase and the page "<h1>201</h1>"; ours the same bytes."""
+    answers = {}
+    for name in (["ours", "perl"] if PERL_PERLBAL else ["ours"]):
+        root = tmp_path / ("www-" + name)
+        root.mkdir()
+
+        def conf(port, mport):
+            return """
+CREATE SERVICE web
+  SET role = web_server
+  SET listen = 127.0.0.1:%d
+  SET docroot = %s
+  SET enable_put = 1
+  SET server_tokens = off
+ENABLE web
+""" % (port, root) + mgmt_conf(mport)
+        port, mport = free_port(), free_port()
+        if name == "ours":
+            start_perlbal(daemon, str(tmp_path), conf(port, mport), port, name="put.conf")
+        else:
+            perl_perlbal(conf(port, mport), port)
+        st, hd, body = raw_response(port, b"PUT /f.txt HTTP/1.0\r\nContent-Length: 3\r\n"
+                                          b"Content-MD5: kAFQmDzST7DWlj99KOF/cg==\r\n\r\nabc")
+        answers[name] = (st, hd.get("content-type"), hd.get("content-length"), body)
+        assert (root / "f.txt").read_bytes() == b"abc"
+    assert answers["ours"] == ("HTTP/1.0 201 ", "text/html", "13", b"<h1>201</h1>\n")
+    if "perl" in answers:
+        assert answers["perl"] == answers["ours"]
