@@ -622,8 +622,19 @@ def test_management_console_changes_take_effect_live(daemon, tmp_path):
         assert r.getheader("Connection") == "close"
         # disable / enable the service
         assert "OK" in console(mport, "DISABLE proxy")
-        with pytest.raises(OSError):
-            socket.create_connection(("127.0.0.1", port), timeout=2).close()
+
+        def refused():
+            # the listening socket closes on its loop right after the
+            # command's answer: wait for it, then connects are refused
+            try:
+                socket.create_connection(("127.0.0.1", port), timeout=2).close()
+                return False
+            except OSError:
+                return True
+        deadline = time.time() + 5
+        while not refused():
+            assert time.time() < deadline, "still accepting 5 s after DISABLE"
+            time.sleep(0.05)
         assert "proxy 127.0.0.1:%d DISABLED" % port in console(mport, "show service")
         assert "OK" in console(mport, "ENABLE proxy")
         time.sleep(0.1)
