@@ -265,6 +265,7 @@ struct pb_client {
     int retries;
     struct pb_reproxy *reproxy;
     char *target;           /* request-target (for logs / reproxy) */
+    size_t target_cap;      /* its buffer's size (kept across requests) */
     bool chunked_out;       /* the body goes to the backend re-chunked */
     bool reproxied_service; /* sent on by X-REPROXY-SERVICE already */
     /* buffer_uploads */
