@@ -639,9 +639,11 @@ enum httpd_body_result httpd_body_read(struct httpd_conn *h, struct evbuffer *ds
 
 /* ---- file serving ---- */
 
-/* Content types: /etc/mime.types (Debian's media-types), read once at
- * process start (a constructor: never on a loop), and a small built-in
- * table when that file is absent. Read-only after start. */
+/* Content types: the fixed table first (Perlbal's own answers, e.g. .js is
+ * application/x-javascript as Perlbal serves it), then /etc/mime.types
+ * (Debian's media-types; STACK_MIME_TYPES names another file), read once
+ * at process start (a constructor: never on a loop), then text/plain as
+ * Perlbal answers. Read-only after start. */
 static const struct {
     const char *ext, *type;
 } mime_builtin[] = {
@@ -649,22 +651,26 @@ static const struct {
     { "htm", "text/html" },
     { "txt", "text/plain" },
     { "css", "text/css" },
-    { "js", "text/javascript" },
+    { "js", "application/x-javascript" },
     { "json", "application/json" },
-    { "xml", "application/xml" },
+    { "xml", "text/xml" },
     { "png", "image/png" },
     { "jpg", "image/jpeg" },
     { "jpeg", "image/jpeg" },
     { "gif", "image/gif" },
     { "svg", "image/svg+xml" },
-    { "ico", "image/vnd.microsoft.icon" },
+    { "ico", "image/x-icon" },
+    { "bmp", "image/bmp" },
     { "pdf", "application/pdf" },
     { "zip", "application/zip" },
-    { "gz", "application/gzip" },
+    { "gz", "application/x-gzip" },
+    { "tgz", "application/x-gzip" },
     { "tar", "application/x-tar" },
     { "mp3", "audio/mpeg" },
     { "mp4", "video/mp4" },
     { "webm", "video/webm" },
+    { "flv", "video/x-flv" },
+    { "swf", "application/x-shockwave-flash" },
     { "woff", "font/woff" },
     { "woff2", "font/woff2" },
     { "wasm", "application/wasm" },
@@ -759,7 +765,11 @@ int httpd_mime_load(const char *path)
     return (int)count;
 }
 
-__attribute__((constructor)) static void mime_load_at_start(void) { httpd_mime_load("/etc/mime.types"); }
+__attribute__((constructor)) static void mime_load_at_start(void)
+{
+    const char *path = getenv("STACK_MIME_TYPES");
+    httpd_mime_load(path && *path ? path : "/etc/mime.types");
+}
 
 __attribute__((destructor)) static void mime_unload(void)
 {
@@ -777,13 +787,14 @@ const char *httpd_mime_type(const char *path)
         return "text/plain";
     const char *ext = dot + 1;
     size_t len = strlen(ext);
-    if (mime_table) {
-        const struct mime_slot *sl = len < MIME_MAX_EXT ? mime_slot(mime_table, ext, len) : NULL;
-        return sl && sl->type ? sl->type : "text/plain";
-    }
     for (size_t i = 0; i < sizeof mime_builtin / sizeof mime_builtin[0]; i++)
         if (!strcasecmp(ext, mime_builtin[i].ext))
             return mime_builtin[i].type;
+    if (mime_table) {
+        const struct mime_slot *sl = len < MIME_MAX_EXT ? mime_slot(mime_table, ext, len) : NULL;
+        if (sl && sl->type)
+            return sl->type;
+    }
     return "text/plain";
 }
 
@@ -1518,6 +1529,7 @@ static void put_write_work(struct put_job *j)
             /* a short write would put the digest out of step: give up */
             j->err = w < 0 ? errno : -1;
             evbuffer_drain(p->chunk, evbuffer_get_length(p->chunk));
+            put_close_files(p); /* the temporary file goes before the client hears */
             return;
         }
         evbuffer_drain(p->chunk, (size_t)w);
@@ -1539,6 +1551,7 @@ static void put_finish_work(struct put_job *j)
         if (!p->f->put_fsync || dir_fsync(p->dirfd) == 0)
             return;
     }
+    put_close_files(p); /* the temporary file goes before the client hears */
     j->status = 500;
     j->msg = "Could not store the file";
 }

@@ -144,6 +144,8 @@ static const struct cfg_setting gm_settings_table[] = {
     { "ssl-key", 0, CFG_STRING, &gm.cfg.ssl_key, NULL, "PEM private key for --ssl", false, NULL },
     { "ssl-ca-file", 0, CFG_STRING, &gm.cfg.ssl_ca_file, NULL,
       "with --ssl: PEM CA certificates; clients must then present a certificate they signed", false, NULL },
+    { "check-args", 0, CFG_BOOL, &gm.cfg.check_args, "no",
+      "check the command line and config file, then exit (0: valid), as gearmand 1.1 does", false, NULL },
     { "keepalive", 0, CFG_BOOL, &gm.cfg.keepalive, "no", "enable TCP keepalive on client and worker connections", false,
       NULL },
     { "keepalive-idle", 0, CFG_INT, &gm.cfg.keepalive_idle, "-1",
@@ -352,6 +354,11 @@ static int gm_init(void)
     }
     if (gm.cfg.ssl && gm_tls_open() < 0)
         return -1;
+    if (gm.cfg.check_args) { /* settings and TLS files are valid: nothing opened, nothing to undo */
+        if (core_opts.pidfile)
+            unlink(core_opts.pidfile);
+        exit(0);
+    }
     gm_state_init();
     gm_sessions_init();
     gm_admin_install();

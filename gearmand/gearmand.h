@@ -201,6 +201,7 @@ struct gm_settings {
     bool ssl;                       /* --ssl: the job port is TLS only */
     char *ssl_cert, *ssl_key, *ssl_ca_file;
     bool keepalive;
+    bool check_args;                                         /* --check-args: validate the settings, then exit */
     int keepalive_idle, keepalive_interval, keepalive_count; /* -1 = the system's */
 };
 

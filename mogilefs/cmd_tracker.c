@@ -11,6 +11,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -275,9 +276,11 @@ static int cmd_delete_domain(struct cmd_ctx *c)
 
 static bool replpolicy_ok(const char *s)
 {
-    /* MultipleHosts(), MultipleHosts(N), MultipleDevices(), MultipleDevices(N) */
-    const char *names[] = { "MultipleHosts(", "MultipleDevices(" };
-    for (int i = 0; i < 2; i++) {
+    /* MultipleHosts(), MultipleHosts(N), MultipleDevices(), MultipleDevices(N),
+     * and MogileFS-Network's MultipleNetworks(), MultipleNetworks(N),
+     * HostsPerNetwork(zone=N, ...) */
+    const char *names[] = { "MultipleHosts(", "MultipleDevices(", "MultipleNetworks(" };
+    for (int i = 0; i < 3; i++) {
         size_t l = strlen(names[i]);
         if (!strncmp(s, names[i], l)) {
             const char *p = s + l;
@@ -286,7 +289,8 @@ static bool replpolicy_ok(const char *s)
             return p[0] == ')' && p[1] == '\0';
         }
     }
-    return false;
+    struct mog_hpn hpn;
+    return mog_hpn_parse(s, &hpn) == 0;
 }
 
 static int class_write(struct cmd_ctx *c, bool update)
@@ -671,14 +675,49 @@ static void weighted_shuffle(struct cand *c, size_t n)
     }
 }
 
-/* Writable devices in weighted random order (weight x percent free); devices
- * in skip[] excluded. Returns the count; *out is heap. */
+/* The ZoneLocal plugin: candidates on hosts in the client's zone first,
+ * each group in the order it had. */
+static void zone_local_order(const struct cmd_ctx *c, struct cand *cands, size_t n)
+{
+    if (!mog_zone_local || n < 2)
+        return;
+    const char **ips = calloc(n, sizeof *ips);
+    size_t *order = calloc(n, sizeof *order);
+    struct cand *tmp = calloc(n, sizeof *tmp);
+    if (ips && order && tmp) {
+        for (size_t i = 0; i < n; i++)
+            ips[i] = use_altip(c, &cands[i].h) ? cands[i].h.altip : cands[i].h.ip;
+        mog_zone_first(c->client_ip, ips, n, order);
+        for (size_t i = 0; i < n; i++)
+            tmp[i] = cands[order[i]];
+        memcpy(cands, tmp, n * sizeof *tmp);
+    }
+    free(ips);
+    free(order);
+    free(tmp);
+}
+
+/* The order create_open offers devices in, as MogileFS 2.73's
+ * (S: Query.pm cmd_create_open, sort_devs_by_freespace): devices that
+ * should get new files; with a size, those known to have more free space
+ * than it (or, if none, those whose free space is unknown); the 20 with
+ * the most free space by percent, in weighted random order by percent
+ * free (the device weight is not used for new files, only for reads).
+ * Returns the count; *out is heap. */
 static size_t writable_devices(int64_t size, const int64_t *skip, size_t nskip, struct cand **out)
 {
     struct mog_device *ds;
     size_t nd = mog_devices_copy(&ds), n = 0;
     struct cand *c = calloc(nd + 1, sizeof *c);
+    /* With a size: is any device (writable or not) known to have room? */
+    bool any_room = false;
+    for (size_t i = 0; size > 0 && i < nd; i++)
+        if (ds[i].mb_total > 0 && ds[i].mb_used >= 0 && (ds[i].mb_total - ds[i].mb_used) * 1048576 > size)
+            any_room = true;
     for (size_t i = 0; c && i < nd; i++) {
+        bool known = ds[i].mb_total > 0 && ds[i].mb_used >= 0;
+        if (size > 0 && (any_room ? !known || (ds[i].mb_total - ds[i].mb_used) * 1048576 <= size : known))
+            continue;
         struct mog_host h;
         if (mog_host_by_id(ds[i].hostid, &h) < 0 || !mog_dev_can_write(&ds[i], &h, mog.cfg.min_free_space))
             continue;
@@ -688,21 +727,28 @@ static size_t writable_devices(int64_t size, const int64_t *skip, size_t nskip, 
                 skipped = true;
         if (skipped)
             continue;
-        double pct = 50;
-        if (ds[i].mb_total > 0) {
-            int64_t free_mb = ds[i].mb_total - ds[i].mb_used;
-            if (size > 0 && free_mb * 1048576 <= size)
-                continue;
-            pct = 100.0 * (double)free_mb / (double)ds[i].mb_total;
-        }
         c[n].d = ds[i];
         c[n].h = h;
-        c[n].w = (pct < 1 ? 1 : pct) * (ds[i].weight > 0 ? ds[i].weight : 0);
-        if (c[n].w <= 0)
-            continue;
+        c[n].w = known ? 100 * (1.0 - (double)ds[i].mb_used / (double)ds[i].mb_total) : 0;
         n++;
     }
     free(ds);
+    /* Most free first (a stable insertion sort keeps devid order among
+     * equals), the top 20, then those with weight > 0 by weight. */
+    for (size_t i = 1; c && i < n; i++) {
+        struct cand t = c[i];
+        size_t j = i;
+        for (; j > 0 && c[j - 1].w < t.w; j--)
+            c[j] = c[j - 1];
+        c[j] = t;
+    }
+    if (n > 20)
+        n = 20;
+    size_t m = 0;
+    for (size_t i = 0; c && i < n; i++)
+        if (c[i].w > 0)
+            c[m++] = c[i];
+    n = m;
     if (c)
         weighted_shuffle(c, n);
     *out = c;
@@ -758,28 +804,28 @@ static int cmd_create_open(struct cmd_ctx *c)
         wait_next_round();
         n = writable_devices(size, NULL, 0, &cands);
     }
+    zone_local_order(c, cands, n);
     if (n == 0) {
         free(cands);
         return mog_err(c->r, "no_devices", NULL);
     }
-    /* Up to 3 destinations, distinct hosts first. */
+    /* Up to 3 destinations. MogileFS 2.73 skips a device when
+     * Device::not_on_hosts says it is on a chosen destination's host — and
+     * that function compares the device's devid with the hosts' hostids, so
+     * in effect a device is skipped when its devid equals the hostid of a
+     * destination already chosen. Clients see the outcome (how many
+     * destinations multi_dest=1 offers), so it is kept as the original has
+     * it; copies still land on distinct hosts through the replicator. */
     struct cand pick[3];
     size_t np = 0, want = multi ? 3 : 1;
-    bool taken[64] = { false };
-    for (size_t i = 0; i < n && i < 64 && np < want; i++) {
-        bool same = false;
+    for (size_t i = 0; i < n && np < want; i++) {
+        bool skip = false;
         for (size_t j = 0; j < np; j++)
-            if (pick[j].h.hostid == cands[i].h.hostid)
-                same = true;
-        if (!same) {
+            if (pick[j].h.hostid == cands[i].d.devid)
+                skip = true;
+        if (!skip)
             pick[np++] = cands[i];
-            taken[i] = true;
-        }
     }
-    /* Then other devices on the same hosts, as the original also offers. */
-    for (size_t i = 0; i < n && i < 64 && np < want; i++)
-        if (!taken[i])
-            pick[np++] = cands[i];
     free(cands);
     char devids[64] = "";
     for (size_t i = 0; i < np; i++)
@@ -911,6 +957,20 @@ static int fetch_md5(const char *url, unsigned char *md5, int64_t *len)
     return 0;
 }
 
+/* Does a new file of this class need the replicator? More than one copy
+ * by the class's count or its policy's "(N)", or a HostsPerNetwork policy
+ * (which has no count of its own). */
+static bool class_wants_copies(const struct mog_class *cl)
+{
+    struct mog_hpn hpn;
+    if (mog_hpn_parse(cl->replpolicy, &hpn) == 0)
+        return true;
+    const char *paren = strchr(cl->replpolicy, '(');
+    if (paren && paren[1] >= '1' && paren[1] <= '9')
+        return atoi(paren + 1) > 1;
+    return cl->mindevcount > 1;
+}
+
 static int cmd_create_close(struct cmd_ctx *c)
 {
     struct mog_domain d;
@@ -1010,7 +1070,7 @@ static int cmd_create_close(struct cmd_ctx *c)
     st[ns++] = (struct mog_stmt){ sql_on, po, 2 };
     if (have_sum)
         st[ns++] = (struct mog_stmt){ "REPLACE INTO checksum (fid, hashtype, checksum) VALUES (?,?,?)", pc, 3 };
-    if (cl.mindevcount > 1)
+    if (class_wants_copies(&cl))
         st[ns++] = (struct mog_stmt){ sql_rep, po, 1 };
     if (oldfid > 0 && oldfid != fid) {
         st[ns++] = (struct mog_stmt){ "DELETE FROM file WHERE fid=?", &pd, 1 };
@@ -1031,14 +1091,16 @@ static int cmd_create_close(struct cmd_ctx *c)
     return mog_ok(c->r);
 }
 
-/* (fid, length) for a key; 0, or -1 with the reply sent. */
-static int lookup_key(struct cmd_ctx *c, const struct mog_domain *d, const char *key, int64_t *fid, int64_t *len,
-                      int64_t *classid, int64_t *devcount)
+/* (fid, length) for a key; 0, or -1 with the reply sent. slave_ok: a read
+ * slave may answer (get_paths, file_info, edit_file, as the original). */
+static int lookup_key_on(bool slave_ok, struct cmd_ctx *c, const struct mog_domain *d, const char *key, int64_t *fid,
+                         int64_t *len, int64_t *classid, int64_t *devcount)
 {
     if (!has(key))
         return mog_err(c->r, "no_key", NULL);
     struct db_value p[2] = { I(d->dmid), T(key) };
-    struct mog_rows *r = mog_sql("SELECT fid, length, classid, devcount FROM file WHERE dmid=? AND dkey=?", p, 2);
+    const char *sql = "SELECT fid, length, classid, devcount FROM file WHERE dmid=? AND dkey=?";
+    struct mog_rows *r = slave_ok ? mog_sql_read(sql, p, 2) : mog_sql(sql, p, 2);
     if (!r || r->status != 0) {
         mog_rows_free(r);
         return mog_err(c->r, "db", NULL);
@@ -1058,6 +1120,12 @@ static int lookup_key(struct cmd_ctx *c, const struct mog_domain *d, const char 
     return 0;
 }
 
+static int lookup_key(struct cmd_ctx *c, const struct mog_domain *d, const char *key, int64_t *fid, int64_t *len,
+                      int64_t *classid, int64_t *devcount)
+{
+    return lookup_key_on(false, c, d, key, fid, len, classid, devcount);
+}
+
 static int cmd_get_paths(struct cmd_ctx *c)
 {
     struct mog_domain d;
@@ -1071,9 +1139,9 @@ static int cmd_get_paths(struct cmd_ctx *c)
     if (pathcount < 2)
         pathcount = 2;
     struct db_value p[2] = { I(d.dmid), T(key) };
-    struct mog_rows *r = mog_sql("SELECT f.fid, f.length, o.devid FROM file f LEFT JOIN file_on o ON o.fid = f.fid "
-                                 "WHERE f.dmid=? AND f.dkey=?",
-                                 p, 2);
+    struct mog_rows *r = mog_sql_read("SELECT f.fid, f.length, o.devid FROM file f LEFT JOIN file_on o ON o.fid = "
+                                      "f.fid WHERE f.dmid=? AND f.dkey=?",
+                                      p, 2);
     if (!r || r->status != 0) {
         mog_rows_free(r);
         return mog_err(c->r, "db", NULL);
@@ -1105,8 +1173,10 @@ static int cmd_get_paths(struct cmd_ctx *c)
         cands[n++] = k;
     }
     mog_rows_free(r);
-    /* Weighted random order, devices being drained last. */
+    /* Weighted random order (ZoneLocal: the client's zone first), devices
+     * being drained last. */
     weighted_shuffle(cands, n);
+    zone_local_order(c, cands, n);
     for (size_t i = 0; i < n; i++)
         if (cands[i].d.status != MOG_DEV_DRAIN) {
             struct cand t = cands[ndrain];
@@ -1139,6 +1209,84 @@ static int cmd_get_paths(struct cmd_ctx *c)
     }
     free(cands);
     mog_reply_kvi(c->r, "paths", out);
+    return mog_ok(c->r);
+}
+
+/* edit_file (experimental in MogileFS 2.73, for MogileFS::Client's
+ * edit_file): pick the first readable copy of the key's fid as get_paths
+ * would, register a tempfile for the same key with a new fid on that
+ * device, move that device's entry from the old fid to the new one, and
+ * answer both URLs; the client then MOVEs the old file to the new name
+ * (WebDAV, on the storage node), edits it and closes the new fid with
+ * create_close, which replaces the key and deletes the old fid's other
+ * copies. The original reads the fid through memcache and answers
+ * "ERR failure" when no memcache_servers are set; this tracker has no
+ * path cache and reads the database. No readable copy: no_devices (the
+ * original goes on with an undefined device). */
+static int cmd_edit_file(struct cmd_ctx *c)
+{
+    struct mog_domain d;
+    if (need_domain(c, &d) < 0)
+        return -1;
+    const char *key = arg(c, "key");
+    int64_t fid, classid;
+    if (lookup_key_on(true, c, &d, key, &fid, NULL, &classid, NULL) < 0)
+        return -1;
+    struct db_value pf = I(fid);
+    struct mog_rows *r = mog_sql_read("SELECT devid FROM file_on WHERE fid=?", &pf, 1);
+    if (!r || r->status != 0) {
+        mog_rows_free(r);
+        return mog_err(c->r, "db", NULL);
+    }
+    struct cand *cands = calloc(r->nrows + 1, sizeof *cands);
+    size_t n = 0;
+    for (size_t i = 0; cands && i < r->nrows; i++) {
+        struct cand k;
+        if (mog_device_by_id(mog_cell_int(r, i, 0), &k.d) < 0 || mog_host_by_id(k.d.hostid, &k.h) < 0)
+            continue;
+        k.w = k.d.utilization > 0 ? 102 - k.d.utilization : (k.d.weight > 0 ? k.d.weight : 100);
+        cands[n++] = k;
+    }
+    mog_rows_free(r);
+    weighted_shuffle(cands, n);
+    struct cand pick;
+    bool found = false;
+    for (size_t i = 0; i < n && !found; i++)
+        if (mog_dev_can_read(&cands[i].d, &cands[i].h)) {
+            pick = cands[i];
+            found = true;
+        }
+    free(cands);
+    if (!found)
+        return mog_err(c->r, "no_devices", NULL);
+    char devids[24];
+    snprintf(devids, sizeof devids, "%lld", (long long)pick.d.devid);
+    struct db_value pt[5] = { I((int64_t)time(NULL)), I(classid), I(d.dmid), T(key), T(devids) };
+    struct mog_rows *t =
+        mog_sql_write("INSERT INTO tempfile (createtime, classid, dmid, dkey, devids) VALUES (?,?,?,?,?)", pt, 5);
+    int64_t newfid = (t && t->status == 0) ? t->last_id : 0;
+    mog_rows_free(t);
+    if (newfid <= 0)
+        return mog_err(c->r, "db", NULL);
+    /* The device's entry moves from the old fid to the new one at once. */
+    char sql_on[128];
+    snprintf(sql_on, sizeof sql_on, "%s INTO file_on (fid, devid) VALUES (?, ?)", mog_insert_ignore());
+    struct db_value pold[2] = { I(fid), I(pick.d.devid) }, pnew[2] = { I(newfid), I(pick.d.devid) };
+    struct mog_stmt st[2] = { { "DELETE FROM file_on WHERE fid=? AND devid=?", pold, 2 }, { sql_on, pnew, 2 } };
+    char err[256];
+    if (mog_sql_txn(st, NULL, 2, NULL, err, sizeof err) < 0) {
+        log_warn("mogilefsd: edit_file fid %lld: %s", (long long)fid, err);
+        return mog_err(c->r, "db", NULL);
+    }
+    char oldurl[512], newurl[512];
+    bool alt = use_altip(c, &pick.h);
+    mog_dev_url(oldurl, sizeof oldurl, &pick.h, pick.d.devid, fid, true, alt);
+    mog_dev_url(newurl, sizeof newurl, &pick.h, pick.d.devid, newfid, true, alt);
+    mog_reply_kv(c->r, "oldpath", oldurl);
+    mog_reply_kv(c->r, "newpath", newurl);
+    mog_reply_kvi(c->r, "fid", newfid);
+    mog_reply_kvi(c->r, "devid", pick.d.devid);
+    mog_reply_kvi(c->r, "class", classid);
     return mog_ok(c->r);
 }
 
@@ -1253,7 +1401,7 @@ static int cmd_file_info(struct cmd_ctx *c)
         return -1;
     const char *key = arg(c, "key");
     int64_t fid, len, classid, devcount;
-    if (lookup_key(c, &d, key, &fid, &len, &classid, &devcount) < 0)
+    if (lookup_key_on(true, c, &d, key, &fid, &len, &classid, &devcount) < 0)
         return -1;
     struct mog_class cl;
     class_or_default(d.dmid, classid, &cl);
@@ -1262,16 +1410,18 @@ static int cmd_file_info(struct cmd_ctx *c)
     mog_reply_kv(c->r, "class", cl.name);
     mog_reply_kv(c->r, "key", key);
     mog_reply_kvi(c->r, "length", len);
-    struct db_value p = I(fid);
-    struct mog_rows *r = mog_sql("SELECT devid FROM file_on WHERE fid=? ORDER BY devid", &p, 1);
-    mog_reply_kvi(c->r, "devcount", r ? (int64_t)r->nrows : devcount);
+    /* The file row's devcount column, as the original (the replicator
+     * keeps it current), not a count of file_on rows. */
+    mog_reply_kvi(c->r, "devcount", devcount);
     if (arg_int(c, "devices", 0)) {
+        struct db_value p = I(fid);
+        struct mog_rows *r = mog_sql("SELECT devid FROM file_on WHERE fid=? ORDER BY devid", &p, 1);
         char list[1024] = "";
         for (size_t i = 0; r && i < r->nrows; i++)
             snprintf(list + strlen(list), sizeof list - strlen(list), "%s%s", i ? "," : "", mog_cell(r, i, 0));
         mog_reply_kv(c->r, "devids", list);
+        mog_rows_free(r);
     }
-    mog_rows_free(r);
     if (cl.hashtype) {
         char sum[160];
         checksum_of(fid, sum, sizeof sum);
@@ -1471,18 +1621,57 @@ static int cmd_httpcopy(struct cmd_ctx *c)
 
 /* ---- server settings -------------------------------------------------------------------- */
 
-static bool setting_writable(const char *k, const char *v)
+/* MogileFS 2.73's server_setting_is_writable: which keys a client may
+ * set, and the value each takes. Returns 1 with out set (out "" with
+ * *del: the row is deleted), 0 for a key that is not writable, -1 with
+ * why for a value in the wrong format. */
+static int setting_clean(const char *k, const char *v, char *out, size_t outlen, bool *del, const char **why)
 {
     static const char *const bools[] = { "skip_devcount", "skip_mkcol", "case_sensitive_list_keys", NULL };
     static const char *const nums[] = { "memcache_ttl", "internal_queue_limit", NULL };
+    *del = false;
+    snprintf(out, outlen, "%s", v);
     for (int i = 0; bools[i]; i++)
-        if (!strcmp(k, bools[i]))
-            return !strcmp(v, "0") || !strcmp(v, "1") || !strcmp(v, "on") || !strcmp(v, "off");
+        if (!strcmp(k, bools[i])) {
+            char ch = (char)tolower((unsigned char)v[0]);
+            if (!v[0] || ch == '0' || ch == 'f' || ch == 'n' || !strncasecmp(v, "off", 3))
+                snprintf(out, outlen, "0");
+            else if (ch == '1' || ch == 't' || ch == 'y' || !strncasecmp(v, "on", 2))
+                snprintf(out, outlen, "1");
+            else
+                return *why = "Unknown format", -1;
+            return 1;
+        }
     for (int i = 0; nums[i]; i++)
-        if (!strcmp(k, nums[i]))
-            return all_digits(v);
-    return !strncmp(k, "slave_", 6) || !strncmp(k, "zone_", 5) || !strncmp(k, "queue_", 6) ||
-           !strcmp(k, "memcache_servers") || !strcmp(k, "network_zones") || !strcmp(k, "fsck_checksum");
+        if (!strcmp(k, nums[i])) {
+            if (!v[0] || !strcmp(v, "0"))
+                snprintf(out, outlen, "0");
+            else if (!all_digits(v))
+                return *why = "Must be numeric", -1;
+            return 1;
+        }
+    if (!strncmp(k, "slave_", 6)) {
+        *del = !v[0] || !strcmp(v, "0");
+        return 1;
+    }
+    if (!strncmp(k, "zone_", 5)) {
+        char buf[1024];
+        snprintf(buf, sizeof buf, "%s", v);
+        char *save = NULL;
+        uint32_t net, mask;
+        for (char *m = strtok_r(buf, ", \t", &save); m; m = strtok_r(NULL, ", \t", &save))
+            if (mog_netmask_parse(m, &net, &mask) < 0)
+                return *why = "Doesn't match an acceptable netmask", -1;
+        return 1;
+    }
+    if (!strcmp(k, "fsck_checksum")) {
+        if (!strcmp(v, "class"))
+            *del = true;
+        else if (strcmp(v, "off") && strcmp(v, "MD5"))
+            return *why = "Not a valid checksum algorithm", -1;
+        return 1;
+    }
+    return !strncmp(k, "queue_", 6) || !strcmp(k, "memcache_servers") || !strcmp(k, "network_zones");
 }
 
 static int cmd_server_setting(struct cmd_ctx *c)
@@ -1522,11 +1711,29 @@ static int cmd_set_server_setting(struct cmd_ctx *c)
         return mog_err(c->r, "bad_params", NULL);
     if (!v)
         v = "";
-    if (!setting_writable(k, v))
+    char val[2048];
+    bool del;
+    const char *why = NULL;
+    int ok = setting_clean(k, v, val, sizeof val, &del, &why);
+    if (ok == 0)
         return mog_err(c->r, "not_writable", NULL);
-    struct db_value p[2] = { T(k), T(v) };
-    if (exec_w("REPLACE INTO server_settings (field, value) VALUES (?, ?)", p, 2, NULL) < 0)
+    if (ok < 0)
+        return mog_err(c->r, "invalid_format", why);
+    struct db_value p[2] = { T(k), T(val) };
+    if (del ? exec_w("DELETE FROM server_settings WHERE field=?", p, 1, NULL) < 0
+            : exec_w("REPLACE INTO server_settings (field, value) VALUES (?, ?)", p, 2, NULL) < 0)
         return mog_err(c->r, "failure", NULL);
+    if (!strncmp(k, "zone_", 5) || !strcmp(k, "network_zones"))
+        mog_zones_invalidate();
+    if (!strncmp(k, "slave_", 6)) {
+        /* As the original: a slave change bumps slave_version, which
+         * every tracker watches to reconnect its read slaves. */
+        uint64_t bumped = 0;
+        if (exec_w("UPDATE server_settings SET value=value+1 WHERE field='slave_version'", NULL, 0, &bumped) == 0 &&
+            bumped == 0)
+            mog_setting_set("slave_version", "1");
+        mog_slaves_invalidate();
+    }
     return mog_ok(c->r);
 }
 
@@ -1721,6 +1928,7 @@ static const struct {
     { "create_close", cmd_create_close },
     { "get_paths", cmd_get_paths },
     { "delete", cmd_delete },
+    { "edit_file", cmd_edit_file },
     { "rename", cmd_rename },
     { "updateclass", cmd_updateclass },
     { "file_info", cmd_file_info },

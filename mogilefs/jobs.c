@@ -10,7 +10,6 @@
 #include "mogilefs/mogilefs.h"
 
 #include <errno.h>
-#include <poll.h>
 #include <sys/socket.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -35,7 +34,7 @@ static struct {
     _Atomic bool stop;
     pthread_t threads[64];
     int nthreads;
-    struct waker monitor, repl, del, fsck, iostat, rebal;
+    struct waker monitor, repl, del, fsck, rebal;
     pthread_mutex_t round_mu;
     pthread_cond_t round_cv;
 } J = {
@@ -43,7 +42,6 @@ static struct {
     .repl = { PTHREAD_MUTEX_INITIALIZER, PTHREAD_COND_INITIALIZER, false },
     .del = { PTHREAD_MUTEX_INITIALIZER, PTHREAD_COND_INITIALIZER, false },
     .fsck = { PTHREAD_MUTEX_INITIALIZER, PTHREAD_COND_INITIALIZER, false },
-    .iostat = { PTHREAD_MUTEX_INITIALIZER, PTHREAD_COND_INITIALIZER, false },
     .rebal = { PTHREAD_MUTEX_INITIALIZER, PTHREAD_COND_INITIALIZER, false },
     .round_mu = PTHREAD_MUTEX_INITIALIZER,
     .round_cv = PTHREAD_COND_INITIALIZER,
@@ -247,6 +245,148 @@ static void retry_later(const char *table, int64_t fid, bool fatal)
 
 /* ---- replicate ------------------------------------------------------------------------------ */
 
+/* Replication policies: MultipleHosts(N) (copies on N hosts),
+ * MultipleDevices(N) (N devices), and MogileFS-Network's
+ * MultipleNetworks(N): copies on as many networks (zones, else /16s) as
+ * there are, up to N, and on N hosts; HostsPerNetwork(z=N, ...): N hosts
+ * of zone z each (N devices there when the zone has fewer hosts). */
+enum repl_policy { POL_HOSTS, POL_DEVICES, POL_NETWORKS, POL_HOSTS_PER_NET };
+
+#define REPL_MAX 64
+struct repl_have {
+    size_t ncopies, nhosts, nnets;
+    int64_t hosts[REPL_MAX];
+    char nets[REPL_MAX][40];
+    /* per copy: its host and zone ("" = none) */
+    int64_t copy_host[REPL_MAX];
+    char copy_zone[REPL_MAX][64];
+};
+
+static bool repl_have_host(const struct repl_have *H, int64_t hostid)
+{
+    for (size_t k = 0; k < H->nhosts; k++)
+        if (H->hosts[k] == hostid)
+            return true;
+    return false;
+}
+
+static bool repl_have_net(const struct repl_have *H, const char *ip)
+{
+    char net[40];
+    mog_network_for_ip(ip, net, sizeof net);
+    for (size_t k = 0; k < H->nnets; k++)
+        if (!strcmp(H->nets[k], net))
+            return true;
+    return false;
+}
+
+static void repl_have_add(struct repl_have *H, const struct mog_device *d, const struct mog_host *h)
+{
+    if (H->ncopies < REPL_MAX) {
+        H->copy_host[H->ncopies] = d->hostid;
+        if (mog_zone_for_ip(h->ip, H->copy_zone[H->ncopies], sizeof H->copy_zone[0]) < 0)
+            H->copy_zone[H->ncopies][0] = '\0';
+    }
+    H->ncopies++;
+    if (!repl_have_host(H, d->hostid) && H->nhosts < REPL_MAX)
+        H->hosts[H->nhosts++] = d->hostid;
+    if (!repl_have_net(H, h->ip) && H->nnets < REPL_MAX)
+        mog_network_for_ip(h->ip, H->nets[H->nnets++], sizeof H->nets[0]);
+}
+
+/* Hosts and networks of the devices that may hold files (MultipleNetworks
+ * aims for as many networks as exist). */
+struct repl_totals {
+    size_t nhosts, nnets;
+};
+static void repl_totals(struct repl_totals *T)
+{
+    struct mog_device *ds;
+    size_t nd = mog_devices_copy(&ds);
+    struct repl_have all = { 0 };
+    for (size_t i = 0; i < nd; i++) {
+        struct mog_host h;
+        if (ds[i].status == MOG_DEV_DEAD || ds[i].status == MOG_DEV_DOWN || mog_host_by_id(ds[i].hostid, &h) < 0)
+            continue;
+        repl_have_add(&all, &ds[i], &h);
+    }
+    free(ds);
+    T->nhosts = all.nhosts;
+    T->nnets = all.nnets ? all.nnets : 1;
+}
+
+/* HostsPerNetwork: does zone z still need a copy? Hosts holding one
+ * count, or devices when the zone has fewer hosts than asked for. */
+static bool hpn_needs(const struct mog_hpn *sp, int k, const struct repl_have *H)
+{
+    struct mog_device *ds;
+    size_t nd = mog_devices_copy(&ds);
+    int64_t avail[REPL_MAX];
+    size_t navail = 0;
+    for (size_t i = 0; i < nd; i++) {
+        struct mog_host h;
+        char z[64];
+        if (ds[i].status == MOG_DEV_DEAD || ds[i].status == MOG_DEV_DOWN || mog_host_by_id(ds[i].hostid, &h) < 0 ||
+            mog_zone_for_ip(h.ip, z, sizeof z) < 0 || strcmp(z, sp->zone[k]))
+            continue;
+        bool seen = false;
+        for (size_t j = 0; j < navail; j++)
+            seen |= avail[j] == ds[i].hostid;
+        if (!seen && navail < REPL_MAX)
+            avail[navail++] = ds[i].hostid;
+    }
+    free(ds);
+    size_t hosts_on = 0, devs_on = 0;
+    size_t nc = H->ncopies < REPL_MAX ? H->ncopies : REPL_MAX;
+    for (size_t i = 0; i < nc; i++) {
+        if (strcmp(H->copy_zone[i], sp->zone[k]))
+            continue;
+        devs_on++;
+        bool seen = false;
+        for (size_t j = 0; j < i; j++)
+            seen |= H->copy_host[j] == H->copy_host[i] && !strcmp(H->copy_zone[j], sp->zone[k]);
+        if (!seen)
+            hosts_on++;
+    }
+    size_t need = (size_t)sp->need[k];
+    return (need <= navail ? hosts_on : devs_on) < need;
+}
+
+static bool hpn_zone_needed(const struct mog_hpn *sp, const struct repl_have *H, const char *ip)
+{
+    char z[64];
+    if (mog_zone_for_ip(ip, z, sizeof z) < 0)
+        return false;
+    for (int k = 0; k < sp->n; k++)
+        if (!strcmp(sp->zone[k], z))
+            return hpn_needs(sp, k, H);
+    return false;
+}
+
+static bool repl_satisfied(enum repl_policy pol, const struct mog_hpn *sp, const struct repl_have *H,
+                           const struct repl_totals *T, int mindev)
+{
+    size_t min = mindev > 0 ? (size_t)mindev : 1;
+    switch (pol) {
+    case POL_DEVICES: return H->ncopies >= min;
+    case POL_HOSTS: return H->nhosts >= min;
+    case POL_NETWORKS: {
+        if (min == 1 && H->ncopies > 0)
+            return true;
+        size_t target = min < T->nnets ? min : T->nnets;
+        if ((H->nnets ? H->nnets : 1) < target)
+            return false;
+        return H->nhosts >= min || (H->nhosts >= T->nhosts && H->ncopies >= min);
+    }
+    case POL_HOSTS_PER_NET:
+        for (int k = 0; k < sp->n; k++)
+            if (hpn_needs(sp, k, H))
+                return false;
+        return true;
+    }
+    return false;
+}
+
 struct copy_loc {
     struct mog_device d;
     struct mog_host h;
@@ -279,11 +419,16 @@ static int replicate_fid(int64_t fid)
     mog_rows_free(f);
     struct mog_class cl;
     int mindev = mog.cfg.default_mindevcount;
-    bool by_host = true;
+    enum repl_policy pol = POL_HOSTS;
+    struct mog_hpn hpn = { 0 };
     if (mog_class_by_id(dmid, classid, &cl) == 0) {
         mindev = cl.mindevcount;
         if (!strncmp(cl.replpolicy, "MultipleDevices", 15))
-            by_host = false;
+            pol = POL_DEVICES;
+        else if (!strncmp(cl.replpolicy, "MultipleNetworks", 16))
+            pol = POL_NETWORKS;
+        else if (mog_hpn_parse(cl.replpolicy, &hpn) == 0)
+            pol = POL_HOSTS_PER_NET;
         const char *paren = strchr(cl.replpolicy, '(');
         if (paren && paren[1] >= '1' && paren[1] <= '9')
             mindev = atoi(paren + 1);
@@ -332,8 +477,7 @@ static int replicate_fid(int64_t fid)
         return 1;
     }
     /* Count the copies that satisfy the policy: readable, not draining. */
-    int64_t good_hosts[64];
-    size_t ngood = 0, nhosts = 0;
+    struct repl_have H = { 0 };
     int src = -1;
     for (size_t i = 0; i < nl; i++) {
         bool readable = locs[i].have_host && mog_dev_can_read(&locs[i].d, &locs[i].h);
@@ -342,50 +486,64 @@ static int replicate_fid(int64_t fid)
         if (!readable || locs[i].d.status == MOG_DEV_DRAIN)
             continue;
         /* A down-but-kept copy is not lost: only readable ones count. */
-        ngood++;
-        bool seen = false;
-        for (size_t k = 0; k < nhosts; k++)
-            if (good_hosts[k] == locs[i].d.hostid)
-                seen = true;
-        if (!seen && nhosts < 64)
-            good_hosts[nhosts++] = locs[i].d.hostid;
+        repl_have_add(&H, &locs[i].d, &locs[i].h);
     }
+    struct repl_totals T = { 0 };
+    if (pol == POL_NETWORKS)
+        repl_totals(&T);
     int rc = 0;
-    size_t have_count = by_host ? nhosts : ngood;
-    while (have_count < (size_t)mindev) {
+    while (!repl_satisfied(pol, &hpn, &H, &T, mindev)) {
         if (src < 0) {
             rc = 2;
             break;
         }
         struct mog_device *ds;
         size_t nd = mog_devices_copy(&ds);
-        /* Ideal: a writable device on a host without a copy; else
-         * ("desperate") any writable device without a copy. */
+        /* The best writable device without a copy: by rank (0 ideal:
+         * a host without a copy — and for MultipleNetworks a network
+         * without one; 1 a new host on a network already holding a copy;
+         * 2 "desperate": a host already holding one), then, with the
+         * ZoneLocal plugin, in local_network's zone, then by free space x
+         * weight with some randomness. */
         struct mog_device *best = NULL;
         struct mog_host besth;
         double bestw = -1;
-        for (int pass = 0; pass < 2 && !best; pass++) {
-            for (size_t i = 0; i < nd; i++) {
-                struct mog_host h;
-                if (mog_host_by_id(ds[i].hostid, &h) < 0 || !mog_dev_can_write(&ds[i], &h, mog.cfg.min_free_space))
-                    continue;
-                bool dup = false;
-                for (size_t k = 0; k < nhave; k++)
-                    if (have[k] == ds[i].devid)
-                        dup = true;
-                if (pass == 0 && by_host)
-                    for (size_t k = 0; k < nhosts; k++)
-                        if (good_hosts[k] == ds[i].hostid)
-                            dup = true;
-                if (dup)
-                    continue;
-                double w = (double)(ds[i].mb_total > 0 ? ds[i].mb_total - ds[i].mb_used : 1) *
-                           (ds[i].weight > 0 ? ds[i].weight : 1) * (0.5 + (double)random() / RAND_MAX);
-                if (w > bestw) {
-                    bestw = w;
-                    best = &ds[i];
-                    besth = h;
-                }
+        int best_rank = 99;
+        bool best_local = false;
+        char local_zone[64] = "";
+        bool zl = mog_zone_local && mog_zone_for_ip(mog_local_network, local_zone, sizeof local_zone) == 0;
+        bool skip_hosts = pol != POL_NETWORKS || H.nhosts < T.nhosts;
+        for (size_t i = 0; i < nd; i++) {
+            struct mog_host h;
+            if (mog_host_by_id(ds[i].hostid, &h) < 0 || !mog_dev_can_write(&ds[i], &h, mog.cfg.min_free_space))
+                continue;
+            bool dup = false;
+            for (size_t k = 0; k < nhave; k++)
+                if (have[k] == ds[i].devid)
+                    dup = true;
+            if (dup)
+                continue;
+            int rank = 0;
+            if (pol == POL_HOSTS_PER_NET && !hpn_zone_needed(&hpn, &H, h.ip))
+                continue; /* a zone with all it asked for */
+            if (pol != POL_DEVICES && skip_hosts && repl_have_host(&H, ds[i].hostid))
+                rank = 2;
+            else if (pol == POL_NETWORKS && skip_hosts && repl_have_net(&H, h.ip))
+                rank = 1;
+            bool local = false;
+            if (zl) {
+                char z[64];
+                local = mog_zone_for_ip(h.ip, z, sizeof z) == 0 && !strcmp(z, local_zone);
+            }
+            double w = (double)(ds[i].mb_total > 0 ? ds[i].mb_total - ds[i].mb_used : 1) *
+                       (ds[i].weight > 0 ? ds[i].weight : 1) * (0.5 + (double)random() / RAND_MAX);
+            if (rank < best_rank || (rank == best_rank && local && !best_local) ||
+                (rank == best_rank && local == best_local && w > bestw)) {
+                best_rank = rank;
+                best_local = local;
+                bestw = w;
+                best = &ds[i];
+                besth = h;
             }
         }
         if (!best) {
@@ -421,19 +579,12 @@ static int replicate_fid(int64_t fid)
         }
         stats_counter_add(&mog.n.replicated, 1);
         have[nhave++] = dest.devid;
-        ngood++;
-        bool seen = false;
-        for (size_t k = 0; k < nhosts; k++)
-            if (good_hosts[k] == dest.hostid)
-                seen = true;
-        if (!seen && nhosts < 64)
-            good_hosts[nhosts++] = dest.hostid;
-        have_count = by_host ? nhosts : ngood;
+        repl_have_add(&H, &dest, &besth);
         if (nhave >= n + 8)
             break;
     }
     /* Policy met: copies on draining devices can go. */
-    if (rc == 0 && have_count >= (size_t)mindev)
+    if (rc == 0 && repl_satisfied(pol, &hpn, &H, &T, mindev))
         for (size_t i = 0; i < nl; i++) {
             if (locs[i].d.status != MOG_DEV_DRAIN || !locs[i].have_host)
                 continue;
@@ -762,122 +913,6 @@ static void *fsck_thread(void *arg)
     return NULL;
 }
 
-/* ---- iostat: each storage node's "watch" stream on its side channel ----------------------- */
-/* One thread keeps a connection to every alive host's side channel
- * (mogstored_stream_port), sends "watch", and turns "devN\tutil" lines into
- * each device's utilization (get_paths orders copies by 102 - util). */
-
-struct iostat_conn {
-    int64_t hostid;
-    char ip[64];
-    int fd;
-    char buf[8192];
-    size_t len;
-    int64_t retry_at;
-};
-
-static void iostat_line(const struct iostat_conn *ic, const char *line)
-{
-    if (strncmp(line, "dev", 3))
-        return;
-    char *tab = strchr(line, '\t');
-    if (!tab)
-        return;
-    int64_t devid = strtoll(line + 3, NULL, 10);
-    double util = strtod(tab + 1, NULL);
-    struct mog_device d;
-    if (devid <= 0 || mog_device_by_id(devid, &d) < 0 || d.hostid != ic->hostid)
-        return; /* a folder the tracker does not know on that host */
-    mog_device_set_utilization(devid, util);
-    stats_counter_add(&mog.n.iostat_updates, 1);
-}
-
-static int iostat_connect(struct iostat_conn *ic)
-{
-    ic->fd = mog_tcp_connect(ic->ip, mog.cfg.mogstored_stream_port, node_ms());
-    if (ic->fd < 0)
-        return -1;
-    if (send(ic->fd, "watch\r\n", 7, MSG_NOSIGNAL) != 7) {
-        close(ic->fd);
-        ic->fd = -1;
-        return -1;
-    }
-    ic->len = 0;
-    return 0;
-}
-
-static void *iostat_thread(void *arg)
-{
-    (void)arg;
-    struct iostat_conn conns[64];
-    int n = 0;
-    while (!J.stop) {
-        /* The set of hosts follows the cache. */
-        struct mog_host *hs;
-        size_t nh = mog_hosts_copy(&hs);
-        int64_t now = (int64_t)time(NULL);
-        for (size_t i = 0; i < nh && n < 64; i++) {
-            if (hs[i].status != MOG_HOST_ALIVE && hs[i].status != MOG_HOST_READONLY)
-                continue;
-            bool have = false;
-            for (int k = 0; k < n; k++)
-                if (conns[k].hostid == hs[i].hostid)
-                    have = true;
-            if (!have) {
-                conns[n] = (struct iostat_conn){ .hostid = hs[i].hostid, .fd = -1 };
-                snprintf(conns[n].ip, sizeof conns[n].ip, "%s", hs[i].ip);
-                n++;
-            }
-        }
-        free(hs);
-        struct pollfd pf[64];
-        int map[64], np = 0;
-        for (int k = 0; k < n; k++) {
-            if (conns[k].fd < 0 && now >= conns[k].retry_at && iostat_connect(&conns[k]) < 0)
-                conns[k].retry_at = now + 5;
-            if (conns[k].fd >= 0) {
-                pf[np] = (struct pollfd){ .fd = conns[k].fd, .events = POLLIN };
-                map[np++] = k;
-            }
-        }
-        if (np == 0) {
-            nap(&J.iostat, 1000);
-            continue;
-        }
-        int r = poll(pf, (nfds_t)np, 250);
-        for (int i = 0; r > 0 && i < np; i++) {
-            if (!(pf[i].revents & (POLLIN | POLLHUP | POLLERR)))
-                continue;
-            struct iostat_conn *ic = &conns[map[i]];
-            ssize_t got = recv(ic->fd, ic->buf + ic->len, sizeof ic->buf - 1 - ic->len, 0);
-            if (got <= 0) {
-                close(ic->fd);
-                ic->fd = -1;
-                ic->retry_at = now + 5;
-                continue;
-            }
-            ic->len += (size_t)got;
-            ic->buf[ic->len] = '\0';
-            char *p = ic->buf, *nl;
-            while ((nl = memchr(p, '\n', ic->len - (size_t)(p - ic->buf)))) {
-                *nl = '\0';
-                if (nl > p && nl[-1] == '\r')
-                    nl[-1] = '\0';
-                iostat_line(ic, p);
-                p = nl + 1;
-            }
-            ic->len -= (size_t)(p - ic->buf);
-            memmove(ic->buf, p, ic->len);
-            if (ic->len == sizeof ic->buf - 1)
-                ic->len = 0; /* a line that long is not ours */
-        }
-    }
-    for (int k = 0; k < n; k++)
-        if (conns[k].fd >= 0)
-            close(conns[k].fd);
-    return NULL;
-}
-
 /* ---- rebalance (the moves are in rebalance.c) ------------------------------------------------ */
 
 static void *rebal_thread(void *arg)
@@ -908,7 +943,6 @@ int mog_jobs_start(void)
     int rc = 0;
     for (int i = 0; i < (mog.cfg.monitor_jobs > 0 ? 1 : 0); i++) {
         rc |= spawn(monitor_thread);
-        rc |= spawn(iostat_thread);
     }
     for (int i = 0; i < mog.cfg.replicate_jobs && i < 16; i++)
         rc |= spawn(replicate_thread);
@@ -927,7 +961,6 @@ void mog_jobs_stop(void)
     kick(&J.repl);
     kick(&J.del);
     kick(&J.fsck);
-    kick(&J.iostat);
     kick(&J.rebal);
     pthread_mutex_lock(&J.round_mu);
     pthread_cond_broadcast(&J.round_cv);

@@ -4,9 +4,13 @@
  * Tracker threads and their order:
  *   - loop 0 owns the client connections (session.c); it never touches the
  *     database or the network beyond its own sockets;
+ *   - loop 1 runs the tracker's HTTP to storage nodes (nodehttp.c, on
+ *     common/httpc) for the threads below, and follows the nodes' side
+ *     channel "watch" streams (iostat.c);
  *   - query threads (query_jobs) run one command each (cmd_tracker.c) with
- *     blocking database calls (through common/db's worker) and blocking HTTP
- *     to storage nodes (httpc.c), then hand the reply back to loop 0;
+ *     blocking database calls (through common/db's worker) and HTTP to
+ *     storage nodes (handed to loop 1, waited for), then hand the reply
+ *     back to loop 0;
  *   - job threads (jobs.c): monitor, replicate, delete, reaper/drain, fsck.
  * Lock order: mog_cache.lock (rwlock) is a leaf: hold it only to copy
  * fields out, never across a database call or HTTP request. */
@@ -116,6 +120,9 @@ enum mog_side_cmd {
     MOG_SIDE_DOTDOT
 };
 enum mog_side_cmd mog_side_parse(char *line, size_t len, char **uri, size_t *uri_len);
+/* A partial PUT's Content-Range: "bytes S-E/T", T an asterisk or > E.
+ * 0 with S <= E, else -1. */
+int mog_content_range_parse(const char *v, size_t len, uint64_t *start, uint64_t *end);
 /* Parse a mogstored usage file into total and used KiB. 0 or -1. */
 int mog_usage_parse(const char *buf, size_t len, int64_t *total_kib, int64_t *used_kib);
 
@@ -146,6 +153,11 @@ struct mog_stmt {
  * index (-1 if none: the queue was full or the database closing). */
 int mog_sql_txn(const struct mog_stmt *stmts, const int *flags, int n, int *failed, char *err, size_t errlen);
 void mog_rows_free(struct mog_rows *r);
+/* A read MogileFS lets a read slave answer (slave_keys settings; MySQL
+ * trackers only): on a live slave if there is one, else the master. */
+struct mog_rows *mog_sql_read(const char *sql, const struct db_value *params, int n);
+void mog_slaves_invalidate(void);
+void mog_slaves_close(void);
 const char *mog_cell(const struct mog_rows *r, size_t row, int col);
 int64_t mog_cell_int(const struct mog_rows *r, size_t row, int col);
 bool mog_db_is_mysql(void);
@@ -239,9 +251,9 @@ bool mog_dev_can_write(const struct mog_device *d, const struct mog_host *h, int
 /* "http://ip:port/devN/..." for reading (get port) or writing. */
 int mog_dev_url(char *out, size_t len, const struct mog_host *h, int64_t devid, int64_t fid, bool for_get, bool alt);
 
-/* ---- httpc.c: blocking HTTP client for worker threads -------------------- */
-/* move to common/httpc when it lands (that one is for event loops; these
- * calls are made from query and job threads, where blocking is the point). */
+/* ---- nodehttp.c: the tracker's HTTP to storage nodes ---------------------- */
+/* Blocking calls for query and job threads (never a loop): each hands its
+ * request to the node-HTTP loop (common/httpc there) and waits for it. */
 
 struct mog_http_res {
     int status;     /* HTTP status, or -1 on connect/IO error */
@@ -251,19 +263,28 @@ struct mog_http_res {
     char error[128];
 };
 /* One request on a fresh connection. method "HEAD", "GET", "DELETE", "PUT".
- * url "http://host:port/path". body for PUT. max_body bounds GET. */
+ * url "http://host:port/path". body for PUT. max_body bounds GET.
+ * timeout_ms bounds the connect and each silence / stalled write. */
 int mog_http(const char *method, const char *url, const void *body, size_t body_len, size_t max_body, int timeout_ms,
              struct mog_http_res *res);
 /* The same with extra header lines ("Name: value\r\n"...). */
 int mog_http_ex(const char *method, const char *url, const char *extra_headers, const void *body, size_t body_len,
                 size_t max_body, int timeout_ms, struct mog_http_res *res);
 void mog_http_res_free(struct mog_http_res *res);
-/* A connected (blocking-with-deadline) TCP socket, or -1. */
-int mog_tcp_connect(const char *host, const char *port, int timeout_ms);
 /* Stream src_url's body into a PUT to dst_url; *length gets the byte count
- * and md5 (if non-NULL, 16 bytes) the digest of what went through. */
+ * and md5 (if non-NULL, 16 bytes) the digest of what went through. On
+ * failure *length is set when the destination may have received bytes. */
 int mog_http_copy(const char *src_url, const char *dst_url, int timeout_ms, int64_t *length, unsigned char *md5,
                   char *err, size_t errlen);
+/* The loop the requests run on (set before the job threads start), and
+ * the end of waiting (after the loops stopped). */
+void mog_nodehttp_start(struct core_loop *loop);
+void mog_nodehttp_stop(void);
+
+/* iostat.c: each storage node's side-channel "watch" stream, followed on
+ * that loop (stop: after the loops stopped). */
+int mog_iostat_start(struct core_loop *loop);
+void mog_iostat_stop(void);
 
 /* ---- tracker globals (mogilefsd.c) ---------------------------------------- */
 
@@ -286,7 +307,7 @@ struct mog_tracker_cfg {
 
 struct mog_counters {
     struct stats_counter queries, errors, uploads, get_paths, deletes, replicated, repl_failed, deleted_files,
-        monitor_rounds, queue_full, times_out_of_qworkers, iostat_updates;
+        monitor_rounds, queue_full, times_out_of_qworkers, iostat_updates, slave_reads;
 };
 
 struct mog_tracker {
@@ -324,6 +345,27 @@ int mog_rebal_test(char *sdevs, size_t sl, char *ddevs, size_t dl);
 int mog_rebal_new_state(char *out, size_t len);
 bool mog_rebal_step(void);
 void mog_rebal_kick(void);
+
+/* zones.c: MogileFS-Network zones (network_zones, zone_<name> settings) */
+extern bool mog_zone_local;        /* plugins = ZoneLocal */
+extern char mog_local_network[64]; /* local_network */
+void mog_zones_invalidate(void);
+/* The zone of ip (most specific netmask); 0, or -1 when in none. */
+int mog_zone_for_ip(const char *ip, char *out, size_t len);
+/* MultipleNetworks' network of ip: its zone's netmask, else its /16, as
+ * "A.B.C.D/N". */
+void mog_network_for_ip(const char *ip, char *out, size_t len);
+/* ZoneLocal's order: indexes of host_ips in ip's zone first (in their
+ * order), then the rest; returns how many are in ip's zone. */
+size_t mog_zone_first(const char *ip, const char *const *host_ips, size_t n, size_t *order);
+/* MogileFS-Network's HostsPerNetwork(zone=N, ...) policy string. 0 or -1. */
+#define MOG_HPN_MAX 16
+struct mog_hpn {
+    int n;
+    char zone[MOG_HPN_MAX][64];
+    int need[MOG_HPN_MAX];
+};
+int mog_hpn_parse(const char *policy, struct mog_hpn *out);
 
 /* session.c */
 int mog_sessions_start(int nthreads);

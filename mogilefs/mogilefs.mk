@@ -2,7 +2,7 @@
 # tests, fuzz targets and the benchmark.
 MOG_PROTO   := mogilefs/proto_tracker.c mogilefs/proto_storage.c
 MOG_TRACKER := mogilefs/mogilefsd.c mogilefs/session.c mogilefs/cmd_tracker.c mogilefs/store.c \
-               mogilefs/jobs.c mogilefs/rebalance.c mogilefs/httpc.c mogilefs/admin.c mogilefs/conf.c $(MOG_PROTO)
+               mogilefs/jobs.c mogilefs/rebalance.c mogilefs/zones.c mogilefs/nodehttp.c mogilefs/iostat.c mogilefs/admin.c mogilefs/conf.c $(MOG_PROTO)
 MOG_STORED  := mogilefs/mogstored.c mogilefs/storage.c mogilefs/conf.c $(MOG_PROTO)
 
 $(eval $(call program,mogilefsd,$(MOG_TRACKER)))
@@ -14,7 +14,7 @@ $(eval $(call fuzz_target,fuzz_mog_storage,tests/fuzz/fuzz_mog_storage.c mogilef
 
 # libmogile: the client library (static + shared, header, pkg-config) and
 # the mogile CLI (mogadm and mog* file tools in one).
-MOG_CLIENT_SRCS := mogilefs/client/libmogile.c mogilefs/proto_tracker.c mogilefs/httpc.c common/http.c
+MOG_CLIENT_SRCS := mogilefs/client/libmogile.c mogilefs/proto_tracker.c common/http.c
 MOG_CLIENT_SOFLAGS := -Wl,--version-script=mogilefs/client/libmogile.map $(shell pkg-config --libs libevent libcrypto)
 $(eval $(call library,mogile,$(MOG_CLIENT_SRCS),$(MOG_CLIENT_SOFLAGS)))
 HEADERS += mogilefs/client/libmogile.h

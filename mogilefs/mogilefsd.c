@@ -18,6 +18,7 @@
 #include "common/db.h"
 #include "common/listen.h"
 #include "common/log.h"
+#include "common/httpc.h"
 #include "common/loop.h"
 #include "common/stats.h"
 
@@ -52,6 +53,35 @@ static int read_conf_file(const char *value, bool live_only, char *err, size_t e
 }
 
 /* MogileFS's "daemonize" and similar keys that make no sense under systemd. */
+/* plugins = "A, B": MogileFS loads MogileFS::Plugin::<name> for each and
+ * refuses to start when one cannot be loaded; ZoneLocal is built in here,
+ * others are refused the same way. */
+static int plugins_setting(const struct cfg_setting *s, const char *value, char *err, size_t errlen)
+{
+    (void)s;
+    char buf[512];
+    snprintf(buf, sizeof buf, "%s", value ? value : "");
+    mog_zone_local = false;
+    char *save = NULL;
+    for (char *p = strtok_r(buf, ", \t", &save); p; p = strtok_r(NULL, ", \t", &save)) {
+        if (strcmp(p, "ZoneLocal")) {
+            snprintf(err, errlen, "unable to load plugin %s: not built (only ZoneLocal is; see README)", p);
+            return -1;
+        }
+        mog_zone_local = true;
+    }
+    return 0;
+}
+
+static int local_network_setting(const struct cfg_setting *s, const char *value, char *err, size_t errlen)
+{
+    (void)s;
+    (void)err;
+    (void)errlen;
+    snprintf(mog_local_network, sizeof mog_local_network, "%s", value ? value : "");
+    return 0;
+}
+
 static int ignore_setting(const struct cfg_setting *s, const char *value, char *err, size_t errlen)
 {
     (void)value;
@@ -72,6 +102,7 @@ static int set_db_pass(const struct cfg_setting *s, const char *value, char *err
 }
 
 static const struct cfg_setting mog_settings_table[] = {
+    LOG_VERBOSE_SETTING,
     { "config", 'c', CFG_CUSTOM, &config_dummy, NULL, "read MogileFS settings from this file (key = value)", false,
       read_mog_config },
     { "db_dsn", 0, CFG_STRING, &mog.cfg.db_dsn, "DBI:SQLite:mogilefs.sqlite",
@@ -112,8 +143,9 @@ static const struct cfg_setting mog_settings_table[] = {
       NULL },
     { "daemonize", 0, CFG_CUSTOM, NULL, NULL, "accepted and ignored: runs in the foreground (systemd)", false,
       ignore_setting },
-    { "plugins", 0, CFG_CUSTOM, NULL, NULL, "accepted and ignored: no plugins", false, ignore_setting },
-    { "local_network", 0, CFG_CUSTOM, NULL, NULL, "accepted and ignored", false, ignore_setting },
+    { "plugins", 0, CFG_CUSTOM, NULL, NULL, "plugins to load: ZoneLocal (the only one built)", false, plugins_setting },
+    { "local_network", 0, CFG_CUSTOM, NULL, NULL, "this tracker's network (ZoneLocal: replication prefers its zone)",
+      false, local_network_setting },
     { "max_handles", 0, CFG_INT, &core_opts.max_fds, NULL, "raise the open-file limit to this", false, NULL },
     CFG_END
 };
@@ -131,6 +163,7 @@ static void mog_stats(struct stats_sink *sink, void *arg)
     stats_u64(sink, "deleted_files", stats_counter_get(&mog.n.deleted_files));
     stats_u64(sink, "monitor_rounds", stats_counter_get(&mog.n.monitor_rounds));
     stats_u64(sink, "iostat_updates", stats_counter_get(&mog.n.iostat_updates));
+    stats_u64(sink, "slave_reads", stats_counter_get(&mog.n.slave_reads));
     stats_u64(sink, "queue_full", stats_counter_get(&mog.n.queue_full));
     stats_u64(sink, "times_out_of_qworkers", stats_counter_get(&mog.n.times_out_of_qworkers));
     stats_i64(sink, "pending_queries", mog.pending);
@@ -163,7 +196,25 @@ static int mog_init(void)
         log_error("mogilefsd: cannot read hosts/devices/domains from the database");
         return -1;
     }
+    if (mog_zone_local) {
+        /* As the ZoneLocal plugin's load: local_network is required. Its
+         * zone may be defined later (mogadm settings), so a zone that does
+         * not resolve yet is only a warning here (the plugin dies). */
+        char z[64];
+        if (!mog_local_network[0]) {
+            log_error("mogilefsd: plugin ZoneLocal: must define 'local_network' (e.g. 10.5.0.0/16)");
+            return -1;
+        }
+        if (mog_zone_for_ip(mog_local_network, z, sizeof z) < 0)
+            log_warn("mogilefsd: plugin ZoneLocal: local_network %s is in no network zone yet", mog_local_network);
+    }
     stats_add_source("", mog_stats, NULL);
+    /* Loop 0: client connections; loop 1: HTTP to the storage nodes. */
+    mog_nodehttp_start(loop_get(1));
+    if (mog.cfg.monitor_jobs > 0 && mog_iostat_start(loop_get(1)) < 0) {
+        log_error("mogilefsd: cannot start following the storage nodes");
+        return -1;
+    }
     if (mog_sessions_start(mog.cfg.query_jobs) < 0 || mog_jobs_start() < 0) {
         log_error("mogilefsd: cannot start threads");
         return -1;
@@ -194,9 +245,20 @@ static void mog_reload(void)
 
 static void mog_fini(void)
 {
+    mog_nodehttp_stop(); /* the loops are gone: threads waiting on HTTP give up */
     mog_jobs_stop();
+    mog_iostat_stop();
     mog_sessions_stop();
     mog_store_close();
+}
+
+static int tracker_loops = 2;
+
+/* Each loop thread's scratch buffers (common/httpc's on the node loop). */
+static void mog_thread_exit(struct core_loop *loop)
+{
+    (void)loop;
+    httpc_thread_exit();
 }
 
 int main(int argc, char **argv)
@@ -205,12 +267,12 @@ int main(int argc, char **argv)
         .name = "mogilefsd",
         .version = MOG_VERSION,
         .settings = mog_settings_table,
-        .threads = NULL,
+        .threads = &tracker_loops,
         .default_admin_port = 0,
         .init = mog_init,
         .fini = mog_fini,
         .admin_cmds = mog_tracker_admin_cmds,
-        .hooks = { .on_reload = mog_reload },
+        .hooks = { .on_reload = mog_reload, .on_thread_exit = mog_thread_exit },
     };
     return daemon_main(&desc, argc, argv);
 }

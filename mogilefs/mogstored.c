@@ -132,6 +132,7 @@ static int st_ignore(const struct cfg_setting *s, const char *value, char *err, 
 }
 
 static const struct cfg_setting st_settings_table[] = {
+    LOG_VERBOSE_SETTING,
     { "config", 'c', CFG_CUSTOM, &mog_st_cfg.config_dummy, NULL, "read mogstored settings from this file", false,
       read_st_config },
     { "httplisten", 0, CFG_STRING, &mog_st_cfg.httplisten, "0.0.0.0:7500", "HTTP listen address", false, NULL },
@@ -168,6 +169,7 @@ static void st_stats(struct stats_sink *sink, void *arg)
     stats_u64(sink, "puts", stats_counter_get(&mog_st.puts));
     stats_u64(sink, "put_bytes", stats_counter_get(&mog_st.put_bytes));
     stats_u64(sink, "deletes", stats_counter_get(&mog_st.deletes));
+    stats_u64(sink, "moves", stats_counter_get(&mog_st.moves));
     stats_u64(sink, "errors", stats_counter_get(&mog_st.errors));
     stats_u64(sink, "side_commands", stats_counter_get(&mog_st.side_cmds));
 }

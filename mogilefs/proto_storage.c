@@ -6,6 +6,7 @@
 #include <ctype.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 
 /* ^(/[\w\-.]+)*\/[\w\-.]+$ with no ".." anywhere, as Perlbal's PUT check. */
 bool mog_storage_path_ok(const char *path, size_t len)
@@ -101,4 +102,52 @@ int mog_usage_parse(const char *buf, size_t len, int64_t *total_kib, int64_t *us
         p = nl ? nl + 1 : end;
     }
     return have_total && have_used ? 0 : -1;
+}
+
+/* "bytes S-E/T", T also an asterisk (the Content-Range of a partial PUT, as
+ * MogileFS::ClientHTTPFile sends it): 0 with *start <= *end, else -1.
+ * Numbers are plain decimal below 2^62; T, when given, must exceed E. */
+int mog_content_range_parse(const char *v, size_t len, uint64_t *start, uint64_t *end)
+{
+    const uint64_t big = (uint64_t)1 << 62;
+    size_t i = 0;
+    while (i < len && v[i] == ' ')
+        i++;
+    if (len - i < 6 || strncasecmp(v + i, "bytes", 5) || v[i + 5] != ' ')
+        return -1;
+    i += 6;
+    while (i < len && v[i] == ' ')
+        i++;
+    uint64_t n[3] = { 0, 0, 0 };
+    int which = 0;
+    bool digits = false, star = false;
+    for (; i < len; i++) {
+        char c = v[i];
+        if (c >= '0' && c <= '9' && !star) {
+            n[which] = n[which] * 10 + (uint64_t)(c - '0');
+            if (n[which] >= big)
+                return -1;
+            digits = true;
+        } else if (c == '-' && which == 0 && digits) {
+            which = 1;
+            digits = false;
+        } else if (c == '/' && which == 1 && digits) {
+            which = 2;
+            digits = false;
+        } else if (c == '*' && which == 2 && !digits && !star) {
+            star = true;
+        } else if (c == ' ' || c == '\t') {
+            break;
+        } else {
+            return -1;
+        }
+    }
+    for (; i < len; i++)
+        if (v[i] != ' ' && v[i] != '\t')
+            return -1;
+    if (which != 2 || (!digits && !star) || n[0] > n[1] || (!star && n[2] <= n[1]))
+        return -1;
+    *start = n[0];
+    *end = n[1];
+    return 0;
 }

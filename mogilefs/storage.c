@@ -81,7 +81,257 @@ static bool device_exists(const char *path, size_t len)
     return n > 0 && (size_t)n < sizeof dir && stat(dir, &sb) == 0 && S_ISDIR(sb.st_mode);
 }
 
+/* -vv: each request with the status chosen here; 0 = handed to httpd's
+ * file serving, which picks the status (not known here). */
+static __thread int st_status;
+#define httpd_error(h, status, msg) (st_status = (status), httpd_error((h), (status), (msg)))
+static void st_route(struct httpd_conn *h, struct http_msg *m);
+
+/* mkdir -p of the folders above a docroot path (the docroot itself and
+ * the devN folder exist). 0 or -1. */
+static int make_parents(char *full, size_t root_len)
+{
+    for (char *p = full + root_len + 1; (p = strchr(p, '/')) != NULL; p++) {
+        *p = '\0';
+        int rc = mkdir(full, 0755);
+        *p = '/';
+        if (rc < 0 && errno != EEXIST)
+            return -1;
+    }
+    return 0;
+}
+
+static void fsync_dir_of(const char *full)
+{
+    char dir[4200];
+    snprintf(dir, sizeof dir, "%s", full);
+    char *slash = strrchr(dir, '/');
+    if (!slash)
+        return;
+    *slash = '\0';
+    int fd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    if (fd >= 0) {
+        fsync(fd);
+        close(fd);
+    }
+}
+
+/* WebDAV MOVE of one file to the Destination header's path (a full URL or
+ * a path), as the DAV storage nodes MogileFS supports (nginx, lighttpd)
+ * answer it; MogileFS::Client's edit_file renames a copy this way. Both
+ * paths must be storage paths on existing devices; missing folders above
+ * the destination are made; "Overwrite: F" refuses an existing target.
+ * The rename and the two folder fsyncs run on the loop (metadata calls,
+ * as httpd's PUT rename). 201 for a new name, 204 for a replaced one. */
+static void st_move(struct httpd_conn *h, struct http_msg *m, const char *path, int pl)
+{
+    size_t dl = 0;
+    const char *dest = http_header_value(m, "Destination", &dl);
+    if (!dest || dl == 0 || dl >= 4096) {
+        httpd_error(h, 400, "Destination required");
+        return;
+    }
+    const char *dp = dest, *dend = dest + dl;
+    const char *scheme = memmem(dest, dl, "://", 3);
+    if (scheme) {
+        dp = memchr(scheme + 3, '/', (size_t)(dend - (scheme + 3)));
+        if (!dp) {
+            httpd_error(h, 400, "Bad Destination");
+            return;
+        }
+    }
+    char dpath[4096];
+    bool dslash = false;
+    int dpl = http_path_normalize(dp, (size_t)(dend - dp), dpath, sizeof dpath, &dslash);
+    if (dpl < 0 || dslash || !mog_storage_path_ok(dpath, (size_t)dpl) || !device_exists(dpath, (size_t)dpl)) {
+        httpd_error(h, 400, "Bad Destination");
+        return;
+    }
+    if (!device_exists(path, (size_t)pl)) {
+        httpd_error(h, 404, "Base directory does not exist");
+        return;
+    }
+    char src[4200], dst[4200];
+    size_t rl = strlen(mog_st_cfg.docroot);
+    snprintf(src, sizeof src, "%s%.*s", mog_st_cfg.docroot, pl, path);
+    snprintf(dst, sizeof dst, "%s%.*s", mog_st_cfg.docroot, dpl, dpath);
+    struct stat sb;
+    if (stat(src, &sb) < 0 || !S_ISREG(sb.st_mode)) {
+        httpd_error(h, 404, "Not Found");
+        return;
+    }
+    bool existed = stat(dst, &sb) == 0;
+    size_t ol = 0;
+    const char *ow = http_header_value(m, "Overwrite", &ol);
+    if (existed && ow && ol == 1 && (*ow == 'F' || *ow == 'f')) {
+        httpd_error(h, 412, "Destination exists");
+        return;
+    }
+    if (make_parents(dst, rl) < 0 || rename(src, dst) < 0) {
+        stats_counter_add(&mog_st.errors, 1);
+        httpd_error(h, 500, "Rename failed");
+        return;
+    }
+    fsync_dir_of(dst);
+    fsync_dir_of(src);
+    bool keep = httpd_can_persist(h);
+    httpd_response_head(h, existed ? 204 : 201, "text/plain", 0, keep, NULL);
+    httpd_done(h, keep);
+}
+
+/* ---- partial PUT ----
+ * "PUT" with "Content-Range: bytes S-E/..." (MogileFS::ClientHTTPFile's
+ * writes after edit_file, as lighttpd takes them): the E-S+1 body bytes
+ * are written at offset S of the file — made if missing, never truncated —
+ * and fsync'd before the 200. Writes and the fsync run on the loop, as
+ * common/httpd's whole-file PUT does today. */
+struct st_rput {
+    int fd;
+    uint64_t off;
+    bool created;
+    char full[4200];
+};
+
+static void rput_free(struct httpd_conn *h)
+{
+    struct st_rput *rp = h->data;
+    if (!rp)
+        return;
+    h->data = NULL;
+    if (rp->fd >= 0)
+        close(rp->fd);
+    free(rp);
+}
+
+static void rput_fail(struct httpd_conn *h, int status, const char *msg)
+{
+    rput_free(h);
+    stats_counter_add(&mog_st.errors, 1);
+    h->keep_alive = false;
+    httpd_error(h, status, msg);
+}
+
+static void rput_pump(struct httpd_conn *h)
+{
+    struct st_rput *rp = h->data;
+    if (!rp)
+        return;
+    struct evbuffer *chunk = httpd_tx2();
+    for (;;) {
+        enum httpd_body_result r = httpd_body_read(h, chunk, 256 * 1024);
+        if (r == HTTPD_BODY_ERROR) {
+            evbuffer_drain(chunk, evbuffer_get_length(chunk));
+            rput_fail(h, 400, "Bad body");
+            return;
+        }
+        size_t n = evbuffer_get_length(chunk);
+        while (evbuffer_get_length(chunk) > 0) {
+            struct evbuffer_iovec v;
+            if (evbuffer_peek(chunk, -1, NULL, &v, 1) < 1)
+                break;
+            ssize_t w = pwrite(rp->fd, v.iov_base, v.iov_len, (off_t)rp->off);
+            if (w <= 0) {
+                evbuffer_drain(chunk, evbuffer_get_length(chunk));
+                rput_fail(h, 500, "Write failed");
+                return;
+            }
+            evbuffer_drain(chunk, (size_t)w);
+            rp->off += (uint64_t)w;
+        }
+        if (r == HTTPD_BODY_DONE) {
+            if (fsync(rp->fd) < 0) {
+                rput_fail(h, 500, "Could not store the file");
+                return;
+            }
+            if (rp->created)
+                fsync_dir_of(rp->full);
+            rput_free(h);
+            httpd_files_invalidate(&st_files);
+            bool keep = httpd_can_persist(h);
+            httpd_response_head(h, 200, NULL, 0, keep, NULL);
+            httpd_done(h, keep);
+            return;
+        }
+        if (n == 0)
+            return;
+    }
+}
+
+static void st_range_put(struct httpd_conn *h, struct http_msg *m, const char *path, int pl)
+{
+    size_t vl;
+    const char *v = http_header_value(m, "Content-Range", &vl);
+    uint64_t start, end;
+    if (!v || mog_content_range_parse(v, vl, &start, &end) < 0) {
+        rput_fail(h, 400, "Bad Content-Range");
+        return;
+    }
+    if (m->body != HTTP_BODY_LENGTH || m->content_length != end - start + 1) {
+        rput_fail(h, 400, "Content-Length must match Content-Range");
+        return;
+    }
+    if (mog_st_cfg.max_put && end + 1 > mog_st_cfg.max_put) {
+        rput_fail(h, 413, NULL);
+        return;
+    }
+    if (!device_exists(path, (size_t)pl)) {
+        rput_fail(h, 404, "Base directory does not exist");
+        return;
+    }
+    struct st_rput *rp = calloc(1, sizeof *rp);
+    if (!rp) {
+        rput_fail(h, 500, NULL);
+        return;
+    }
+    rp->fd = -1;
+    rp->off = start;
+    snprintf(rp->full, sizeof rp->full, "%s%.*s", mog_st_cfg.docroot, pl, path);
+    struct stat sb;
+    rp->created = lstat(rp->full, &sb) < 0;
+    if (!rp->created && !S_ISREG(sb.st_mode)) {
+        free(rp);
+        rput_fail(h, 403, NULL);
+        return;
+    }
+    h->data = rp;
+    if (make_parents(rp->full, strlen(mog_st_cfg.docroot)) < 0 ||
+        (rp->fd = open(rp->full, O_WRONLY | O_CREAT | O_CLOEXEC | O_NOFOLLOW, 0644)) < 0) {
+        rput_fail(h, 500, "Could not open the file");
+        return;
+    }
+    stats_counter_add(&mog_st.puts, 1);
+    stats_counter_add(&mog_st.put_bytes, m->content_length);
+    httpd_drop_head(h);
+    httpd_request_timeouts(h, 0);
+    httpd_send_continue(h);
+    rput_pump(h);
+}
+
+static void st_on_input(struct httpd_conn *h) { rput_pump(h); }
+
+static void st_on_request_end(struct httpd_conn *h) { rput_free(h); }
+
+static void st_on_close(struct httpd_conn *h, enum conn_close_reason why)
+{
+    (void)why;
+    rput_free(h);
+}
+
 static void st_on_request(struct httpd_conn *h, struct http_msg *m)
+{
+    char who[80], req[300], res[64];
+    int n = log_command_enabled() ? snprintf(req, sizeof req, "%.*s %.*s", (int)m->method_len, m->method_str,
+                                             (int)(m->target_len > 256 ? 256 : m->target_len), m->target)
+                                  : -1;
+    st_status = 0;
+    st_route(h, m);
+    if (n > 0) {
+        int rl = st_status ? snprintf(res, sizeof res, "%d", st_status) : snprintf(res, sizeof res, "file handler");
+        log_command(log_addr(&h->c->peer, who, sizeof who), req, (size_t)n, false, res, (size_t)rl);
+    }
+}
+
+static void st_route(struct httpd_conn *h, struct http_msg *m)
 {
     h->idle_ms = (uint32_t)mog_st_cfg.idle_timeout * 1000;
     char path[4096];
@@ -100,7 +350,7 @@ static void st_on_request(struct httpd_conn *h, struct http_msg *m)
         if (pl == 1) {
             /* The root answers so `mogadm check` sees the node up. */
             bool keep = httpd_can_persist(h);
-            httpd_response_head(h, 200, "text/plain", 10, keep, NULL);
+            httpd_response_head(h, st_status = 200, "text/plain", 10, keep, NULL);
             if (!head)
                 evbuffer_add(httpd_tx(), "mogstored\n", 10);
             httpd_done(h, keep);
@@ -119,15 +369,14 @@ static void st_on_request(struct httpd_conn *h, struct http_msg *m)
             stats_counter_add(&mog_st.deletes, 1);
             break;
         }
-        if (m->body == HTTP_BODY_NONE && http_find_header(m, "Content-Length") < 0) {
-            stats_counter_add(&mog_st.errors, 1);
-            httpd_error(h, 400, "Content-Length or chunked body required");
-            return;
-        }
         if (!device_exists(path, (size_t)pl)) {
             stats_counter_add(&mog_st.errors, 1);
             h->keep_alive = false; /* the body is not read */
             httpd_error(h, 404, "Base directory does not exist");
+            return;
+        }
+        if (http_find_header(m, "Content-Range") >= 0) {
+            st_range_put(h, m, path, pl);
             return;
         }
         stats_counter_add(&mog_st.puts, 1);
@@ -135,6 +384,21 @@ static void st_on_request(struct httpd_conn *h, struct http_msg *m)
             stats_counter_add(&mog_st.put_bytes, m->content_length);
         break;
     default:
+        if (m->method_len == 4 && !memcmp(m->method_str, "MOVE", 4)) {
+            if (slash || !mog_storage_path_ok(path, (size_t)pl)) {
+                stats_counter_add(&mog_st.errors, 1);
+                httpd_error(h, 400, "Invalid path");
+                return;
+            }
+            if (m->body != HTTP_BODY_NONE) {
+                h->keep_alive = false; /* the body is not read */
+                httpd_error(h, 400, "MOVE takes no body");
+                return;
+            }
+            stats_counter_add(&mog_st.moves, 1);
+            st_move(h, m, path, pl);
+            return;
+        }
         /* MKCOL: 400, as Perlbal answers it; the tracker then relies on
          * PUT creating directories. */
         stats_counter_add(&mog_st.errors, 1);
@@ -148,7 +412,12 @@ static void st_on_request(struct httpd_conn *h, struct http_msg *m)
     httpd_files_serve(h, m, &st_files);
 }
 
-static const struct httpd_ops st_http_ops = { .on_request = st_on_request };
+static const struct httpd_ops st_http_ops = {
+    .on_request = st_on_request,
+    .on_input = st_on_input,
+    .on_request_end = st_on_request_end,
+    .on_close = st_on_close,
+};
 
 void mog_st_http_accept(struct core_loop *loop, int fd, const struct sockaddr *sa, socklen_t salen, void *arg)
 {
@@ -380,6 +649,10 @@ static void hash_done(void *arg)
     }
     s->running = false;
     struct core_conn *c = s->c;
+    char who[80];
+    if (log_command_enabled())
+        log_command(log_addr(&c->peer, who, sizeof who), j->sha1 ? "SHA1" : "MD5", j->sha1 ? 4 : 3, false, j->reply,
+                    strlen(j->reply));
     evbuffer_add(conn_out(c), j->reply, strlen(j->reply));
     free(j);
     /* As sync_done: on_close only marks s gone while this runs. */
@@ -432,6 +705,24 @@ static void *hash_thread(void *arg)
     return NULL;
 }
 
+/* Copy up to cap bytes of b from offset off (evbuffer_copyout_from refuses
+ * a bufferevent's output, which is frozen at its start). */
+static size_t out_copy(struct evbuffer *b, size_t off, char *dst, size_t cap)
+{
+    struct evbuffer_ptr at;
+    struct evbuffer_iovec v[4];
+    if (evbuffer_ptr_set(b, &at, off, EVBUFFER_PTR_SET) < 0)
+        return 0;
+    int n = evbuffer_peek(b, (ev_ssize_t)cap, &at, v, 4);
+    size_t got = 0;
+    for (int i = 0; i < n && i < 4 && got < cap; i++) {
+        size_t k = v[i].iov_len < cap - got ? v[i].iov_len : cap - got;
+        memcpy(dst + got, v[i].iov_base, k);
+        got += k;
+    }
+    return got;
+}
+
 static void side_drive(struct side_sess *s)
 {
     struct evbuffer *in = conn_in(s->c), *out = conn_out(s->c);
@@ -447,6 +738,7 @@ static void side_drive(struct side_sess *s)
             return;
         }
         stats_counter_add(&mog_st.side_cmds, 1);
+        size_t out_before = evbuffer_get_length(out);
         char *uri;
         size_t ul;
         enum mog_side_cmd k = mog_side_parse(line, len, &uri, &ul);
@@ -504,6 +796,12 @@ static void side_drive(struct side_sess *s)
             while (wl < len && line[wl] != ' ')
                 wl++;
             evbuffer_add_printf(out, "ERROR: unknown command: %.*s\r\n", (int)(wl > 64 ? 64 : wl), line);
+        }
+        if (log_command_enabled() && !s->running) { /* a digest is logged when it is done */
+            char who[80];
+            char res[128];
+            size_t rl = out_copy(out, out_before, res, sizeof res);
+            log_command(log_addr(&s->c->peer, who, sizeof who), line, len, false, res, rl);
         }
         evbuffer_drain(in, consumed);
     }

@@ -26,7 +26,7 @@ struct mog_st_cfg {
 extern struct mog_st_cfg mog_st_cfg;
 
 struct mog_st_state {
-    struct stats_counter gets, heads, puts, deletes, put_bytes, errors, side_cmds;
+    struct stats_counter gets, heads, puts, deletes, moves, put_bytes, errors, side_cmds;
     _Atomic int hash_jobs;
     _Atomic bool stop;
     pthread_t usage_thread;

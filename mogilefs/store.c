@@ -210,6 +210,7 @@ int mog_store_open(const char *dsn, const char *user, const char *pass, int work
 
 void mog_store_close(void)
 {
+    mog_slaves_close();
     if (store_db)
         db_close(store_db);
     store_db = NULL;
@@ -678,4 +679,216 @@ void mog_device_set_reject_md5(int64_t devid, int v)
         if (mog_cache.devices[i].devid == devid)
             mog_cache.devices[i].reject_bad_md5 = v;
     pthread_rwlock_unlock(&mog_cache.lock);
+}
+
+/* ---- read slaves -------------------------------------------------------------------------
+ * MogileFS 2.73's slaves: server settings slave_keys = "a,b=W" and
+ * slave_<key> = "DSN|user|pass" (mogadm slave add/modify/delete write them
+ * and bump slave_version). As the original, only a MySQL tracker uses
+ * them, and only for the reads it marks slave-safe: the file row of a
+ * (domain, key) and the devices of a fid in get_paths, file_info and
+ * edit_file. A slave that fails to connect or answer is skipped for
+ * slave_dead_retry_timeout (default 15) seconds times its failures in a
+ * row (at most 20), and the read goes to the master. Each slave has one
+ * connection of its own (common/db's db_conn), used by one query thread
+ * at a time; a thread that finds it busy tries another or the master. */
+
+#define MOG_MAX_SLAVES 16
+
+struct mog_slave {
+    pthread_mutex_t mu;
+    char key[64];
+    char spec[512]; /* DSN|user|pass as configured */
+    struct db_conn *conn;
+    time_t dead_until;
+    int backoff;
+};
+
+static struct {
+    pthread_mutex_t mu; /* guards the list (not the connections) */
+    struct mog_slave *s[MOG_MAX_SLAVES];
+    size_t n;
+    char version[32];
+    time_t checked;
+    bool stale;
+} S = { .mu = PTHREAD_MUTEX_INITIALIZER, .stale = true };
+
+void mog_slaves_invalidate(void)
+{
+    pthread_mutex_lock(&S.mu);
+    S.stale = true;
+    pthread_mutex_unlock(&S.mu);
+}
+
+static void slave_free(struct mog_slave *sl)
+{
+    if (sl->conn)
+        db_conn_close(sl->conn);
+    pthread_mutex_destroy(&sl->mu);
+    free(sl);
+}
+
+/* Re-read the slave list when slave_version changed (checked at most once
+ * a second; at once after this tracker changed a slave setting). */
+static void slaves_refresh(void)
+{
+    time_t now = time(NULL);
+    pthread_mutex_lock(&S.mu);
+    bool look = S.stale || now != S.checked;
+    S.checked = now;
+    pthread_mutex_unlock(&S.mu);
+    if (!look)
+        return;
+    char ver[32] = "";
+    mog_setting_get("slave_version", ver, sizeof ver);
+    pthread_mutex_lock(&S.mu);
+    bool changed = S.stale || strcmp(ver, S.version);
+    S.stale = false;
+    pthread_mutex_unlock(&S.mu);
+    if (!changed)
+        return;
+    char keys[1024] = "";
+    mog_setting_get("slave_keys", keys, sizeof keys);
+    struct mog_slave *fresh[MOG_MAX_SLAVES];
+    size_t n = 0;
+    char *save = NULL;
+    for (char *k = strtok_r(keys, ", \t", &save); k && n < MOG_MAX_SLAVES; k = strtok_r(NULL, ", \t", &save)) {
+        char *eq = strchr(k, '='); /* "key=weight": the weight is MogileFS::Admin's, unused by the tracker */
+        if (eq)
+            *eq = '\0';
+        char skey[96], spec[512];
+        snprintf(skey, sizeof skey, "slave_%s", k);
+        if (mog_setting_get(skey, spec, sizeof spec) < 0 || !spec[0]) {
+            log_warn("mogilefsd: slave %s: no %s setting", k, skey);
+            continue;
+        }
+        if (!strchr(spec, '|')) {
+            log_warn("mogilefsd: %s is not DSN|user|pass: ignored", skey);
+            continue;
+        }
+        struct mog_slave *sl = calloc(1, sizeof *sl);
+        if (!sl)
+            break;
+        pthread_mutex_init(&sl->mu, NULL);
+        snprintf(sl->key, sizeof sl->key, "%s", k);
+        snprintf(sl->spec, sizeof sl->spec, "%s", spec);
+        fresh[n++] = sl;
+    }
+    struct mog_slave *old[MOG_MAX_SLAVES];
+    size_t nold;
+    pthread_mutex_lock(&S.mu);
+    nold = S.n;
+    memcpy(old, S.s, nold * sizeof *old);
+    memcpy(S.s, fresh, n * sizeof *fresh);
+    S.n = n;
+    snprintf(S.version, sizeof S.version, "%s", ver);
+    pthread_mutex_unlock(&S.mu);
+    for (size_t i = 0; i < nold; i++) {
+        /* Wait for a thread still reading through it. */
+        pthread_mutex_lock(&old[i]->mu);
+        pthread_mutex_unlock(&old[i]->mu);
+        slave_free(old[i]);
+    }
+}
+
+static int slave_connect(struct mog_slave *sl, char *err, size_t errlen)
+{
+    char spec[512];
+    snprintf(spec, sizeof spec, "%s", sl->spec);
+    char *user = strchr(spec, '|');
+    *user++ = '\0';
+    char *pass = strchr(user, '|');
+    if (pass)
+        *pass++ = '\0';
+    struct db_config cfg = { 0 };
+    cfg.user = user;
+    cfg.password = pass ? pass : "";
+    if (db_config_dsn(&cfg, spec, err, errlen) < 0)
+        return -1;
+    char tmo[16];
+    cfg.connect_timeout_s =
+        mog_setting_get("slave_connect_timeout", tmo, sizeof tmo) == 0 && atoi(tmo) > 0 ? atoi(tmo) : 1;
+    cfg.io_timeout_s = 5;
+    sl->conn = db_conn_open(&cfg, err, errlen);
+    db_config_clear(&cfg);
+    return sl->conn ? 0 : -1;
+}
+
+static void slave_failed(struct mog_slave *sl, const char *why)
+{
+    char tmo[16];
+    int retry = mog_setting_get("slave_dead_retry_timeout", tmo, sizeof tmo) == 0 && atoi(tmo) > 0 ? atoi(tmo) : 15;
+    if (sl->backoff < 20)
+        sl->backoff++;
+    sl->dead_until = time(NULL) + (time_t)retry * sl->backoff;
+    if (sl->conn)
+        db_conn_close(sl->conn);
+    sl->conn = NULL;
+    log_warn("mogilefsd: read slave %s: %s (master used for %d s)", sl->key, why, retry * sl->backoff);
+}
+
+/* One read on a slave: rows, or NULL when no slave could answer. */
+static struct mog_rows *slave_read(const char *sql, const struct db_value *params, int n)
+{
+    if (!mog_db_is_mysql())
+        return NULL;
+    slaves_refresh();
+    pthread_mutex_lock(&S.mu);
+    size_t ns = S.n;
+    if (ns == 0) {
+        pthread_mutex_unlock(&S.mu);
+        return NULL;
+    }
+    size_t start = (size_t)random() % ns;
+    struct mog_rows *out = NULL;
+    time_t now = time(NULL);
+    for (size_t i = 0; i < ns && !out; i++) {
+        struct mog_slave *sl = S.s[(start + i) % ns];
+        if (pthread_mutex_trylock(&sl->mu) != 0)
+            continue; /* another thread is reading through it */
+        if (sl->dead_until > now) {
+            pthread_mutex_unlock(&sl->mu);
+            continue;
+        }
+        /* The list lock is not held across the database call; the slave's
+         * own lock keeps it alive (slaves_refresh waits for it). */
+        pthread_mutex_unlock(&S.mu);
+        char err[256];
+        if (!sl->conn && slave_connect(sl, err, sizeof err) < 0) {
+            slave_failed(sl, err);
+        } else {
+            struct db_result res = { 0 };
+            if (db_conn_query(sl->conn, sql, params, n, &res) == DB_OK) {
+                res.status = 0;
+                out = rows_from(&res);
+                sl->backoff = 0;
+            } else {
+                slave_failed(sl, db_conn_error(sl->conn));
+            }
+            db_result_clear(&res);
+        }
+        pthread_mutex_unlock(&sl->mu);
+        pthread_mutex_lock(&S.mu);
+        if (ns != S.n)
+            break; /* the list changed meanwhile */
+    }
+    pthread_mutex_unlock(&S.mu);
+    if (out)
+        stats_counter_add(&mog.n.slave_reads, 1);
+    return out;
+}
+
+struct mog_rows *mog_sql_read(const char *sql, const struct db_value *params, int n)
+{
+    struct mog_rows *r = slave_read(sql, params, n);
+    return r ? r : mog_sql(sql, params, n);
+}
+
+void mog_slaves_close(void)
+{
+    pthread_mutex_lock(&S.mu);
+    for (size_t i = 0; i < S.n; i++)
+        slave_free(S.s[i]);
+    S.n = 0;
+    pthread_mutex_unlock(&S.mu);
 }

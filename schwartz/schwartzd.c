@@ -63,6 +63,7 @@ static int add_policy(const struct cfg_setting *s, const char *value, char *err,
 }
 
 static const struct cfg_setting sw_settings_table[] = {
+    LOG_VERBOSE_SETTING,
     { "config", 'c', CFG_STRING, &core_opts.config_file, NULL, "read settings from this file (key = value)", false,
       NULL },
     { "listen", 'l', CFG_STRING, &sw.cfg.listen, "127.0.0.1:7003", "address for the job protocol (IP:PORT)", false,

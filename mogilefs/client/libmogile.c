@@ -1,8 +1,9 @@
 /* libmogile: the MogileFS client library (see libmogile.h).
  *
- * Tracker connections, deadlines and dead-tracker retry are common/client's;
- * storage I/O goes through mogilefs/httpc.c (blocking HTTP/1.0 with
- * deadlines). */
+ * Tracker connections, deadlines and dead-tracker retry are common/client's,
+ * and so is the storage I/O: one blocking HTTP/1.0 request per connection
+ * (lm_http below) on common/client's connect, send and buffered reads,
+ * with responses parsed by common/http. */
 #include "mogilefs/client/libmogile.h"
 
 #include <errno.h>
@@ -19,6 +20,7 @@
 #include <unistd.h>
 
 #include "common/client.h"
+#include "common/http.h"
 #include "mogilefs/mogilefs.h"
 
 struct mog_client {
@@ -34,6 +36,100 @@ struct mog_client {
 struct mog_client_res {
     struct mog_req req;
 };
+
+/* One request to a storage node: "http://host:port/path". status gets the
+ * HTTP status; a GET 200's body (at most max_body bytes) goes to *body
+ * (malloc'd, NUL-ended) when body is not NULL. 0, or -1 on a transport
+ * failure or a body over max_body. */
+static int lm_http(const char *method, const char *url, const void *data, size_t len, size_t max_body, int timeout_ms,
+                   int *status, char **body, size_t *body_len)
+{
+    *status = -1;
+    if (body)
+        *body = NULL;
+    if (strncmp(url, "http://", 7))
+        return -1;
+    const char *hp = url + 7, *path = strchr(hp, '/');
+    if (!path || path == hp || (size_t)(path - hp) >= 300)
+        return -1;
+    char hostport[300];
+    snprintf(hostport, sizeof hostport, "%.*s", (int)(path - hp), hp);
+    struct client_server *srv = NULL;
+    char err[256];
+    if (client_parse_servers(hostport, 80, false, &srv, err, sizeof err) != 1) {
+        if (srv)
+            client_servers_free(srv, 1);
+        return -1;
+    }
+    uint64_t deadline = client_deadline(timeout_ms);
+    int rc = -1;
+    char head[2400];
+    int hl = snprintf(head, sizeof head, "%s %s HTTP/1.0\r\nHost: %s\r\nConnection: close\r\n", method, path, hostport);
+    if (data || !strcmp(method, "PUT"))
+        hl += snprintf(head + hl, sizeof head - (size_t)hl, "Content-Length: %zu\r\n", len);
+    hl += snprintf(head + hl, sizeof head - (size_t)hl, "\r\n");
+    enum http_method m = http_method_parse(method, strlen(method));
+    if (hl >= (int)sizeof head || client_connect(srv, timeout_ms) != CLIENT_OK ||
+        client_send_all(srv, head, (size_t)hl, deadline) != CLIENT_OK ||
+        (len && client_send_all(srv, data, len, deadline) != CLIENT_OK))
+        goto out;
+    struct http_msg msg;
+    int h;
+    for (;;) {
+        size_t have;
+        const char *buf = client_buffered(srv, &have);
+        h = have ? http_parse_response(buf, have, m, NULL, &msg) : 0;
+        if (h != 0)
+            break;
+        if (client_read_more(srv, deadline) != CLIENT_OK)
+            goto out;
+    }
+    if (h < 0)
+        goto out;
+    *status = msg.status;
+    int64_t clen = msg.body == HTTP_BODY_LENGTH ? (int64_t)msg.content_length : -1;
+    client_consume(srv, (size_t)h);
+    if (!body || m != HTTP_M_GET || msg.status != 200) {
+        rc = 0;
+        goto out;
+    }
+    if (clen >= 0) {
+        char *p;
+        if ((uint64_t)clen > max_body || client_read_block(srv, (size_t)clen, deadline, &p) != CLIENT_OK)
+            goto out;
+        if (!(*body = malloc((size_t)clen + 1)))
+            goto out;
+        memcpy(*body, p, (size_t)clen);
+        (*body)[clen] = '\0';
+        *body_len = (size_t)clen;
+        rc = 0;
+        goto out;
+    }
+    /* No length: the body ends with the connection. */
+    for (;;) {
+        size_t have;
+        client_buffered(srv, &have);
+        if (have > max_body)
+            goto out;
+        int r = client_read_more(srv, deadline);
+        if (r == CLIENT_CLOSED)
+            break;
+        if (r != CLIENT_OK)
+            goto out;
+    }
+    size_t have;
+    const char *p = client_buffered(srv, &have);
+    if (have > max_body || !(*body = malloc(have + 1)))
+        goto out;
+    memcpy(*body, p, have);
+    (*body)[have] = '\0';
+    *body_len = have;
+    rc = 0;
+out:
+    client_close(srv);
+    client_servers_free(srv, 1);
+    return rc;
+}
 
 static int fail(struct mog_client *c, const char *code, const char *text)
 {
@@ -253,9 +349,8 @@ int mog_client_store(struct mog_client *c, const char *key, const char *cls, con
         const char *devid = mog_client_res_get(res, kd), *path = mog_client_res_get(res, kp);
         if (!devid || !path)
             continue;
-        struct mog_http_res hr;
-        int ok = mog_http("PUT", path, data, len, 0, c->o.timeout_ms * 10, &hr) == 0 && hr.status / 100 == 2;
-        mog_http_res_free(&hr);
+        int st;
+        int ok = lm_http("PUT", path, data, len, 0, c->o.timeout_ms * 10, &st, NULL, NULL) == 0 && st / 100 == 2;
         if (!ok) {
             fail(c, "http", "PUT to storage node failed");
             continue;
@@ -322,15 +417,17 @@ int mog_client_fetch(struct mog_client *c, const char *key, void **data, size_t 
     int rc = fail(c, "no_paths", "no readable path");
     for (int i = 0; i < n; i++) {
         if (rc < 0) {
-            struct mog_http_res hr;
-            if (mog_http("GET", paths[i], NULL, 0, (size_t)1 << 40, c->o.timeout_ms * 10, &hr) == 0 &&
-                hr.status == 200) {
-                *data = hr.body;
-                *len = hr.body_len;
-                hr.body = NULL;
+            int st;
+            char *b = NULL;
+            size_t bl = 0;
+            if (lm_http("GET", paths[i], NULL, 0, (size_t)1 << 40, c->o.timeout_ms * 10, &st, &b, &bl) == 0 &&
+                st == 200) {
+                *data = b;
+                *len = bl;
+                b = NULL;
                 rc = 0;
             }
-            mog_http_res_free(&hr);
+            free(b);
         }
         free(paths[i]);
     }

@@ -1,6 +1,7 @@
 /* libFuzzer target: mogstored's request path — the HTTP head parse, the
  * docroot path normaliser, mogstored's PUT/DELETE path rule, the side
- * channel line parser and the usage file parser. Invariants: an accepted
+ * channel line parser, the usage file parser and a partial PUT's
+ * Content-Range. Invariants: an accepted
  * path starts with '/', has no ".." segment and no "//"; a side-channel uri
  * lies inside the line. */
 #include "mogilefs/mogilefs.h"
@@ -38,6 +39,9 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         (uri < line || uri + ul > line + size || memmem(uri, ul, "..", 2)))
         abort();
     free(line);
+    uint64_t rs = 0, re = 0;
+    if (mog_content_range_parse(buf, size, &rs, &re) == 0 && rs > re)
+        abort();
     int64_t total = 0, used = 0;
     mog_usage_parse(buf, size, &total, &used);
     return 0;

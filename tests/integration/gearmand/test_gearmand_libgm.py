@@ -117,8 +117,12 @@ def compile_prog(tmp_path):
     # a sanitizer build (make asan) needs the same flags to link
     nm = subprocess.run(["nm", lib], capture_output=True, text=True).stdout
     san = ["-fsanitize=address,undefined"] if "__asan_" in nm else []
+    # the static library needs what libgm.pc's Requires.private names (zlib, libcrypto)
+    pc = os.path.join(build, "lib", "pkgconfig", "libgm.pc")
+    deps = subprocess.run(["pkg-config", "--static", "--libs-only-l", pc], capture_output=True, text=True,
+                          check=True).stdout.split()
     r = subprocess.run(["cc", "-O0"] + san + ["-I", os.path.join(REPO, "gearmand", "client"), "-o", exe, str(src),
-                        lib, "-pthread"], capture_output=True, text=True)
+                        lib, "-pthread"] + [x for x in deps if x != "-lgm"], capture_output=True, text=True)
     assert r.returncode == 0, r.stderr
     return exe
 

@@ -49,3 +49,42 @@ def cluster():
     finally:
         c.stop()
         shutil.rmtree(tmp, ignore_errors=True)
+
+
+@pytest.fixture
+def zone_netns():
+    """zone_netns([ip, ...]) -> one network namespace per address, all on one
+    bridge of their own with /16 prefixes, so addresses in different /24s
+    (MogileFS network zones) reach each other directly."""
+    import subprocess
+    import uuid
+    made = []
+
+    def sh(*args):
+        subprocess.run(list(args), check=True, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+
+    def factory(ips):
+        tag = uuid.uuid4().hex[:5]
+        br = "zb" + tag
+        sh("ip", "netns", "add", br)
+        made.append(br)
+        sh("ip", "netns", "exec", br, "ip", "link", "add", "br0", "type", "bridge")
+        sh("ip", "netns", "exec", br, "ip", "link", "set", "br0", "up")
+        hosts = []
+        for i, ip in enumerate(ips):
+            name = "z%s%d" % (tag, i)
+            sh("ip", "netns", "add", name)
+            made.append(name)
+            sh("ip", "link", "add", "v" + name, "type", "veth", "peer", "name", "p" + name)
+            sh("ip", "link", "set", "v" + name, "netns", name)
+            sh("ip", "link", "set", "p" + name, "netns", br)
+            sh("ip", "netns", "exec", br, "ip", "link", "set", "p" + name, "master", "br0", "up")
+            sh("ip", "netns", "exec", name, "ip", "addr", "add", ip + "/16", "dev", "v" + name)
+            sh("ip", "netns", "exec", name, "ip", "link", "set", "v" + name, "up")
+            sh("ip", "netns", "exec", name, "ip", "link", "set", "lo", "up")
+            hosts.append(Host(name, ip))  # noqa: F821 - from the shared conftest
+        return hosts
+
+    yield factory
+    for ns in reversed(made):
+        subprocess.run(["ip", "netns", "delete", ns], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)

@@ -254,7 +254,9 @@ def test_replication_reaches_mindevcount_on_distinct_hosts(cluster):
     paths = wait_until(two_hosts, what="two copies on two hosts")
     for p in paths:
         assert mogclient.http_get(p) == (200, b"replicate me" * 100)
-    assert c.file_info("rep2")["devcount"] == "2"
+    # file_info's devcount is the file row's column (as MogileFS's), which
+    # the replicator updates once it has recorded the copy.
+    wait_until(lambda: c.file_info("rep2")["devcount"] == "2", what="devcount 2")
 
 
 def test_updateclass_adds_copies(cluster):

@@ -401,7 +401,8 @@ static void test_mime(void)
     CHECK_STR(httpd_mime_type("a.zzq"), "x-test/first"); /* the first one named wins */
     CHECK_STR(httpd_mime_type("a.zzr"), "x-test/first");
     CHECK_STR(httpd_mime_type("a.qqq"), "text/plain");
-    CHECK_STR(httpd_mime_type("a.png"), "text/plain"); /* not in that file */
+    CHECK_STR(httpd_mime_type("a.png"), "image/png");               /* the fixed (Perlbal) table answers first */
+    CHECK_STR(httpd_mime_type("a.js"), "application/x-javascript"); /* as Perlbal, not mime.types */
     CHECK_EQ_INT(httpd_mime_load("/nonexistent/mime.types"), -1);
     CHECK_STR(httpd_mime_type("a.zzq"), "x-test/first");
     unlink(path);

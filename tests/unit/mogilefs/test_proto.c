@@ -183,6 +183,32 @@ static void test_netmask(void)
     CHECK_EQ_INT(m, 0xffffff00u);
 }
 
+static void test_content_range(void)
+{
+    uint64_t a = 9, b = 9;
+    CHECK_EQ_INT(mog_content_range_parse("bytes 6-10/*", 12, &a, &b), 0);
+    CHECK(a == 6 && b == 10);
+    CHECK_EQ_INT(mog_content_range_parse("bytes 0-0/1", 11, &a, &b), 0);
+    CHECK(a == 0 && b == 0);
+    CHECK_EQ_INT(mog_content_range_parse(" BYTES  5-9/100 ", 16, &a, &b), 0);
+    CHECK(a == 5 && b == 9);
+    const char *bad[] = { "bytes 10-6/*",
+                          "bytes 6-10/10",
+                          "bytes 6-10",
+                          "bytes -10/*",
+                          "bytes 6-/*",
+                          "bytes */10",
+                          "items 1-2/*",
+                          "bytes 1-2/*x",
+                          "bytes 1-2/**",
+                          "bytes 99999999999999999999-1/*",
+                          "bytes 1-2,4-5/*",
+                          "",
+                          "bytes" };
+    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++)
+        CHECK_EQ_INT(mog_content_range_parse(bad[i], strlen(bad[i]), &a, &b), -1);
+}
+
 int main(void)
 {
     RUN(test_parse_request);
@@ -191,5 +217,6 @@ int main(void)
     RUN(test_fid_paths);
     RUN(test_storage_rules);
     RUN(test_netmask);
+    RUN(test_content_range);
     return unit_done();
 }
