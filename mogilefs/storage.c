@@ -168,6 +168,9 @@ static void st_move(struct httpd_conn *h, struct http_msg *m, const char *path, 
     }
     fsync_dir_of(dst);
     fsync_dir_of(src);
+    /* Files changed behind httpd: its open-file cache must not serve the
+     * old name (or the replaced file) any more. */
+    httpd_files_invalidate(&st_files);
     bool keep = httpd_can_persist(h);
     httpd_response_head(h, existed ? 204 : 201, "text/plain", 0, keep, NULL);
     httpd_done(h, keep);
