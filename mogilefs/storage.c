@@ -290,6 +290,13 @@ static void st_range_put(struct httpd_conn *h, struct http_msg *m, const char *p
         rput_fail(h, 403, NULL);
         return;
     }
+    /* Writes start inside the file or at its end (the client's own seek
+     * refuses to go past the end): no holes, no huge sparse files. */
+    if (start > (rp->created ? 0 : (uint64_t)sb.st_size)) {
+        free(rp);
+        rput_fail(h, 416, "Content-Range starts past the end of the file");
+        return;
+    }
     h->data = rp;
     if (make_parents(rp->full, strlen(mog_st_cfg.docroot)) < 0 ||
         (rp->fd = open(rp->full, O_WRONLY | O_CREAT | O_CLOEXEC | O_NOFOLLOW, 0644)) < 0) {

@@ -147,6 +147,10 @@ def test_storage_node_partial_put_writes_in_place(cluster):
     for rng in ("bytes 0-5/*", "bytes 5-2/*", "bytes=0-1/*", "bytes 0-1/1"):
         assert http_put(url, b"zz", {"Content-Range": rng}) == 400, rng
     assert http_get(url) == (200, b"0123xy6789END")
+    # Starting past the end (a hole) is refused.
+    assert http_put(url, b"zz", {"Content-Range": "bytes 100-101/*"}) == 416
+    assert http_put(new + "x", b"zz", {"Content-Range": "bytes 1-2/*"}) == 416
+    assert http_get(url) == (200, b"0123xy6789END")
     assert http_put("http://%s:%d/dev9/x.fid" % (s.ip, s.http_port), b"zz",
                     {"Content-Range": "bytes 0-1/*"}) == 404
 
