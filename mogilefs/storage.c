@@ -1,23 +1,16 @@
 /* storage: mogstored's connections — HTTP GET/HEAD/PUT/DELETE of files
- * under the docroot, the side channel (size, MD5, SHA-1, watch) — and the
+ * under the docroot, WebDAV MOVE and partial PUTs (what MogileFS::Client's
+ * edit_file sends), the side channel (size, MD5, SHA-1, watch) — and the
  * threads they hand disk work to. mogstored.c owns the settings, the usage
  * files and start-up; tests/fuzz/fuzz_mog_storage_session.c drives these
  * connections directly.
  *
- * Built on common/http (parser, Range, dates, path normaliser) and
- * common/conn (see README for why not common/httpd).
- *
- * HTTP connection states (one enum, driven by http_drive):
- *   ST_HEAD   read a request head; GET/HEAD/DELETE answer at once (GET's body
- *             goes out with sendfile through evbuffer_add_file)
- *   ST_BODY   PUT: body bytes (Content-Length or chunked) into a temporary
- *             file beside the target, Content-MD5 computed on the way
- *   ST_SYNC   PUT body complete: fsync + rename + folder fsync run on a sync
- *             thread (reading paused); the answer follows -> ST_HEAD
- *             (with no sync threads, the same runs inline)
- *   ST_CLOSE  answer written, closing.
- * Small disk calls (open/write/rename/unlink) run on the loop; fsyncs and
- * whole-file digests run on threads. */
+ * HTTP is common/httpd: mogstored's own part is the checks MogileFS makes
+ * before a PUT/DELETE, "/", MKCOL, MOVE and Content-Range PUTs; whole-file
+ * GET/HEAD/PUT/DELETE are httpd's file serving (GET/HEAD disk work on the
+ * disk pool). MOVE's rename and a partial PUT's writes and fsync run on
+ * the loop, as httpd's own PUT does today. The side channel is
+ * common/conn lines; whole-file digests run on digest threads. */
 #include "mogilefs/mogilefs.h"
 
 #include <dirent.h>
