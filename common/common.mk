@@ -4,6 +4,8 @@ $(eval $(call unit_test,common/test_line))
 $(eval $(call unit_test,common/test_config))
 $(eval $(call unit_test,common/test_stats))
 $(eval $(call unit_test,common/test_loop_conn))
+$(eval $(call unit_test,common/test_loop_call))
+$(eval $(call unit_test,common/test_conn_sendfile))
 $(eval $(call unit_test,common/test_admin))
 $(eval $(call unit_test,common/test_log))
 $(eval $(call unit_test,common/test_daemon))
@@ -17,3 +19,10 @@ $(eval $(call fuzz_target,fuzz_db_sql,tests/fuzz/fuzz_db_sql.c common/db_sql.c c
 $(eval $(call unit_test,common/test_net))
 $(eval $(call unit_test,common/test_db_fault))
 $(eval $(call unit_test,common/test_client))
+$(eval $(call unit_test,common/test_uring))
+# io_uring (common/uring.c) through liburing when pkg-config finds it;
+# without it conn stays on epoll.
+ifneq ($(shell pkg-config --exists liburing && echo yes),)
+CFLAGS += -DCORE_HAVE_LIBURING $(shell pkg-config --cflags liburing)
+LIBS += $(shell pkg-config --libs liburing)
+endif

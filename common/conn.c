@@ -31,6 +31,7 @@
 #include "common/log.h"
 #include "common/loop.h"
 #include "common/stats.h"
+#include "common/uring.h"
 
 enum {
     F_IN_CB = 1u << 0,         /* inside a daemon callback (depth > 0) */
@@ -46,17 +47,51 @@ enum {
     F_EOF_WAIT = 1u << 10,      /* closing after the peer's EOF: wait for busy too */
     F_TLS = 1u << 11,           /* c->bev is an OpenSSL bufferevent */
     F_TLS_HANDSHAKE = 1u << 12, /* conn_start_tls: handshake under way */
+    F_OUT_HOOK = 1u << 13,      /* plain socket: output written at the end of the iteration */
+    F_QUEUED = 1u << 14,        /* on the loop's I/O queue */
+    F_WANT_WRITE = 1u << 15,    /* queued: write the output */
+    F_WANT_READ = 1u << 16,     /* queued: read (io_uring) */
+    F_IN_BATCH = 1u << 17,      /* in the batch being run (lc->batch) */
+    F_UNREAD = 1u << 18,        /* input read while paused: on_read not yet told */
 };
 
 #define CONN_MAX_LOOPS 1024
 #define CONN_MAX_SINGLE_READ (64 * 1024)
 #define CONN_READ_CHUNK (16 * 1024)
+#define CONN_NO_IDLE_S 86400 /* "no idle timeout" on the read event (see read_set) */
+#define CONN_BATCH 32        /* conns per end-of-iteration batch */
+#define CONN_SEND_IOV 16     /* output pieces per send */
+
+/* One conn's part of a batch: what it asked for and, with io_uring, the
+ * operations queued for it and their results. */
+struct batch_op {
+    struct core_conn *c; /* NULL once freed during the batch */
+    uint32_t want;       /* F_WANT_READ / F_WANT_WRITE */
+    int wres, rres;      /* results; RES_NOT_RUN if not queued or not run */
+    int rnv;             /* receive: 1 = into the slot buffer, 2 = into reserved input space */
+    struct msghdr wmsg, rmsg;
+    struct evbuffer_iovec wv[CONN_SEND_IOV];
+    struct evbuffer_iovec rv[2];
+};
+#define RES_NOT_RUN INT32_MIN
 
 struct loop_conns {
     struct core_conn *head;
     uint64_t count;
     struct evdns_base *dns; /* created on the first conn_connect_host */
     char *scratch;          /* CONN_READ_CHUNK bytes: reads into an empty input land here first */
+    /* the end-of-iteration I/O queue: conns with output to write (and,
+     * with io_uring, input to read), run by flush_ev after the iteration's
+     * other callbacks */
+    struct core_loop *loop;
+    struct event *flush_ev;
+    struct core_conn *fq_head, *fq_tail;
+    unsigned fq_count;
+    struct batch_op batch[CONN_BATCH];
+    unsigned nbatch;
+    struct uring_batch *ring; /* STACK_IO_URING=1 and io_uring works */
+    bool ring_off;            /* not wanted, refused, or broke */
+    char *slots;              /* CONN_BATCH x CONN_READ_CHUNK receive buffers (io_uring) */
 };
 
 /* Dialing by name: the resolver's answer and the addresses left to try.
@@ -89,6 +124,10 @@ static void dial_kick(struct conn_dial *d);
 static void dial_free(struct core_conn *c);
 static void event_cb(struct bufferevent *bev, short what, void *arg);
 static void read_cb(struct bufferevent *bev, void *arg);
+static void write_cb(struct bufferevent *bev, void *arg);
+static bool queue_io(struct core_conn *c, uint32_t want);
+static void unqueue_io(struct core_conn *c);
+static struct uring_batch *loop_ring(struct loop_conns *lc);
 
 /* Plain sockets read through their own event (c->rev): one readv() into
  * space reserved in the input buffer, where bufferevent_socket would first
@@ -108,31 +147,41 @@ static void read_set(struct core_conn *c, bool on)
     }
     if (!on) {
         event_del(c->rev);
+        c->flags &= ~F_WANT_READ;
         return;
     }
+    /* No idle timeout is a day-long one that raw_read_cb ignores: going
+     * from a timeout to none with event_del + event_add would cost an
+     * EPOLL_CTL_DEL and an EPOLL_CTL_ADD (httpd does it for every request
+     * whose body is in), while re-adding a pending event only moves its
+     * timer. */
     struct timeval tv = { c->idle_ms / 1000, (c->idle_ms % 1000) * 1000 };
-    /* event_add(ev, NULL) keeps a timeout already armed: going from an idle
-     * timeout to none needs the event taken off first */
-    if (!c->idle_ms && event_pending(c->rev, EV_TIMEOUT, NULL))
-        event_del(c->rev);
-    event_add(c->rev, c->idle_ms ? &tv : NULL);
+    if (!c->idle_ms)
+        tv = (struct timeval){ CONN_NO_IDLE_S, 0 };
+    event_add(c->rev, &tv);
 }
 
 static void raw_read_cb(evutil_socket_t fd, short what, void *arg)
 {
     struct core_conn *c = arg;
     if (what & EV_TIMEOUT) {
+        if (!c->idle_ms)
+            return; /* the stand-in for no timeout (read_set); it re-arms itself */
         event_del(c->rev);
         event_cb(c->bev, BEV_EVENT_READING | BEV_EVENT_TIMEOUT, c);
         return;
     }
+    /* io_uring: the read joins the loop's batch, run once this iteration's
+     * other callbacks are done */
+    struct loop_conns *lc = &per_loop[c->loop->index % CONN_MAX_LOOPS];
+    if (loop_ring(lc) && queue_io(c, F_WANT_READ))
+        return;
     struct evbuffer *in = conn_in(c);
     /* An empty input (the usual case between requests) would need a fresh
      * CONN_READ_CHUNK chain (a 32 KiB malloc, freed again as soon as the
      * request is consumed): read into the loop's scratch buffer instead and
      * copy what came (a small request gets a small chain). Input still
      * holding a partial request is read into directly. */
-    struct loop_conns *lc = &per_loop[c->loop->index % CONN_MAX_LOOPS];
     if (evbuffer_get_length(in) == 0 && (lc->scratch || (lc->scratch = malloc(CONN_READ_CHUNK)))) {
         ssize_t n = read(fd, lc->scratch, CONN_READ_CHUNK);
         if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR))
@@ -195,8 +244,330 @@ static void raw_read_start(struct core_conn *c)
     bufferevent_set_timeouts(c->bev, NULL, c->write_ms ? &w : NULL);
 }
 
+/* End-of-iteration I/O.
+ *
+ * Output on a plain socket is not written when it is appended: the conn
+ * goes on its loop's queue and flush_ev, made active then, runs after the
+ * callbacks the iteration's epoll_wait woke (libevent runs an event made
+ * active during the active pass at the end of the same pass). There each
+ * conn's output goes out in one writev(), or, with io_uring, all conns'
+ * output in one io_uring_enter together with the reads the iteration's
+ * read events asked for. Only what the kernel does not take waits for the
+ * socket's write event (the bufferevent's, with its write timeout); that
+ * saves the two epoll_ctl calls per reply that arming the write event
+ * for every reply costs. */
+static void flush_cb(evutil_socket_t fd, short what, void *arg);
+
+static bool queue_io(struct core_conn *c, uint32_t want)
+{
+    struct loop_conns *lc = &per_loop[c->loop->index % CONN_MAX_LOOPS];
+    if (!lc->flush_ev) {
+        lc->loop = c->loop;
+        lc->flush_ev = event_new(c->loop->base, -1, 0, flush_cb, lc);
+        if (!lc->flush_ev)
+            return false;
+    }
+    c->flags |= want;
+    if (!(c->flags & F_QUEUED)) {
+        c->flags |= F_QUEUED;
+        c->fnext = NULL;
+        c->fprev = lc->fq_tail;
+        if (lc->fq_tail)
+            lc->fq_tail->fnext = c;
+        else
+            lc->fq_head = c;
+        lc->fq_tail = c;
+        lc->fq_count++;
+    }
+    event_active(lc->flush_ev, EV_TIMEOUT, 0); /* no-op when already active */
+    return true;
+}
+
+static void unqueue_io(struct core_conn *c)
+{
+    if (!(c->flags & F_QUEUED))
+        return;
+    struct loop_conns *lc = &per_loop[c->loop->index % CONN_MAX_LOOPS];
+    if (c->fprev)
+        c->fprev->fnext = c->fnext;
+    else
+        lc->fq_head = c->fnext;
+    if (c->fnext)
+        c->fnext->fprev = c->fprev;
+    else
+        lc->fq_tail = c->fprev;
+    c->fnext = c->fprev = NULL;
+    lc->fq_count--;
+    c->flags &= ~(F_QUEUED | F_WANT_READ | F_WANT_WRITE);
+}
+
+static void out_cb(struct evbuffer *buf, const struct evbuffer_cb_info *info, void *arg)
+{
+    (void)buf;
+    struct core_conn *c = arg;
+    if (info->n_added == 0 || (c->flags & (F_WANT_WRITE | F_FREEING)))
+        return;
+    if (bufferevent_get_enabled(c->bev) & EV_WRITE)
+        return; /* the write event is on it already */
+    if (!queue_io(c, F_WANT_WRITE))
+        bufferevent_enable(c->bev, EV_WRITE); /* out of memory: the old way */
+}
+
+/* Plain socket connected: writes move to the end of the iteration. */
+static void out_hook_on(struct core_conn *c)
+{
+    if (c->flags & (F_OUT_HOOK | F_FILTERED))
+        return;
+    c->out_cbe = evbuffer_add_cb(conn_out(c), out_cb, c);
+    if (!c->out_cbe) {
+        bufferevent_enable(c->bev, EV_WRITE);
+        return;
+    }
+    c->flags |= F_OUT_HOOK;
+    bufferevent_disable(c->bev, EV_WRITE);
+    if (evbuffer_get_length(conn_out(c)) > 0 && !queue_io(c, F_WANT_WRITE))
+        bufferevent_enable(c->bev, EV_WRITE);
+}
+
+static void out_hook_off(struct core_conn *c)
+{
+    unqueue_io(c);
+    if (!(c->flags & F_OUT_HOOK))
+        return;
+    evbuffer_remove_cb_entry(conn_out(c), c->out_cbe);
+    c->out_cbe = NULL;
+    c->flags &= ~F_OUT_HOOK;
+}
+
+/* The loop's ring, set up on first use when STACK_IO_URING asks for it.
+ * One line in the log either way (per process). */
+static struct uring_batch *loop_ring(struct loop_conns *lc)
+{
+    if (lc->ring || lc->ring_off)
+        return lc->ring;
+    static atomic_int told;
+    if (!uring_wanted()) {
+        lc->ring_off = true;
+        return NULL;
+    }
+    lc->slots = malloc((size_t)CONN_BATCH * CONN_READ_CHUNK);
+    lc->ring = lc->slots ? uring_new(2 * CONN_BATCH) : NULL;
+    if (!lc->ring) {
+        int e = lc->slots ? errno : ENOMEM;
+        free(lc->slots);
+        lc->slots = NULL;
+        lc->ring_off = true;
+        if (atomic_exchange(&told, 1) == 0)
+            log_warn("conn: io_uring unavailable (%s): socket I/O stays on epoll", strerror(e));
+        return NULL;
+    }
+    if (atomic_exchange(&told, 1) == 0)
+        log_info("conn: socket I/O batched through io_uring (STACK_IO_URING)");
+    return lc->ring;
+}
+
+static void ring_drop(struct loop_conns *lc)
+{
+    log_warn("conn: io_uring submission failed: socket I/O goes back to epoll on this loop");
+    uring_free(lc->ring);
+    lc->ring = NULL;
+    lc->ring_off = true;
+}
+
+/* Take up to CONN_BATCH conns off the queue into lc->batch. */
+static unsigned gather(struct loop_conns *lc)
+{
+    unsigned n = 0;
+    while (n < CONN_BATCH && lc->fq_head) {
+        struct core_conn *c = lc->fq_head;
+        uint32_t want = c->flags & (F_WANT_READ | F_WANT_WRITE);
+        unqueue_io(c);
+        if (!want || (c->flags & (F_FREEING | F_CLOSE_PENDING)))
+            continue;
+        c->flags |= F_IN_BATCH;
+        struct batch_op *op = &lc->batch[n++];
+        op->c = c;
+        op->want = want;
+        op->wres = op->rres = RES_NOT_RUN;
+        op->rnv = 0;
+    }
+    lc->nbatch = n;
+    return n;
+}
+
+static void batch_done(struct loop_conns *lc)
+{
+    for (unsigned i = 0; i < lc->nbatch; i++)
+        if (lc->batch[i].c)
+            lc->batch[i].c->flags &= ~F_IN_BATCH;
+    lc->nbatch = 0;
+}
+
+/* After a write of res (bytes or -errno): what the kernel did not take
+ * waits for the write event; the daemon hears of progress as from the
+ * bufferevent (write_cb once at or under the low-water mark). May free c. */
+static void wrote(struct core_conn *c, int res)
+{
+    size_t left = evbuffer_get_length(conn_out(c));
+    if (left > 0) {
+        /* a refused write (EAGAIN, or an error the bufferevent's own write
+         * reports through event_cb) or a partial one */
+        bufferevent_enable(c->bev, EV_WRITE);
+        return;
+    }
+    if (res > 0)
+        write_cb(c->bev, c);
+}
+
+/* A batch read's result, after the bytes were committed to the input:
+ * as raw_read_cb would. May free c. */
+static void got(struct core_conn *c, int res)
+{
+    if (res == RES_NOT_RUN || res == -EAGAIN || res == -EWOULDBLOCK || res == -EINTR)
+        return; /* still readable: the read event comes again */
+    if (c->flags & (F_PAUSED_USER | F_PAUSED_LIMIT | F_CLOSE_PENDING)) {
+        /* paused by a callback after the read was queued: the bytes wait
+         * in the input (an EOF or error is read again once resumed) */
+        if (res > 0)
+            c->flags |= F_UNREAD;
+        return;
+    }
+    if (res > 0) {
+        read_cb(c->bev, c);
+        return;
+    }
+    event_del(c->rev);
+    if (res < 0)
+        errno = -res;
+    event_cb(c->bev, BEV_EVENT_READING | (res == 0 ? BEV_EVENT_EOF : BEV_EVENT_ERROR), c);
+}
+
+static void flush_plain(struct loop_conns *lc)
+{
+    unsigned n = gather(lc);
+    for (unsigned i = 0; i < n; i++) {
+        struct batch_op *op = &lc->batch[i];
+        if (op->c && (op->want & F_WANT_WRITE) && evbuffer_get_length(conn_out(op->c)) > 0) {
+            struct evbuffer *out = conn_out(op->c);
+            evbuffer_unfreeze(out, 1); /* the bufferevent keeps its output's start frozen */
+            int w = evbuffer_write(out, op->c->fd);
+            int e = errno;
+            evbuffer_freeze(out, 1);
+            wrote(op->c, w < 0 ? -e : w);
+        }
+        /* a read queued for a ring that since broke: read now */
+        if (op->c && (op->want & F_WANT_READ) && event_pending(op->c->rev, EV_READ, NULL))
+            raw_read_cb(op->c->fd, EV_READ, op->c);
+    }
+    batch_done(lc);
+}
+
+static void ring_result(void *arg, uint64_t tag, int res)
+{
+    struct loop_conns *lc = arg;
+    struct batch_op *op = &lc->batch[tag >> 1];
+    if (tag & 1)
+        op->rres = res;
+    else
+        op->wres = res;
+}
+
+static void flush_ring(struct loop_conns *lc)
+{
+    unsigned n = gather(lc);
+    for (unsigned i = 0; i < n; i++) {
+        struct batch_op *op = &lc->batch[i];
+        struct core_conn *c = op->c;
+        struct evbuffer *out = conn_out(c);
+        if ((op->want & F_WANT_WRITE) && evbuffer_get_length(out) > 0) {
+            int nv = evbuffer_peek(out, -1, NULL, op->wv, CONN_SEND_IOV);
+            if (nv > CONN_SEND_IOV)
+                nv = CONN_SEND_IOV;
+            if (nv > 0)
+                uring_send(lc->ring, c->fd, &op->wmsg, (struct iovec *)op->wv, nv, (uint64_t)i << 1);
+        }
+        if (op->want & F_WANT_READ) {
+            struct evbuffer *in = conn_in(c);
+            if (evbuffer_get_length(in) == 0) {
+                op->rv[0].iov_base = lc->slots + (size_t)i * CONN_READ_CHUNK;
+                op->rv[0].iov_len = CONN_READ_CHUNK;
+                op->rnv = 1;
+            } else {
+                evbuffer_unfreeze(in, 0); /* the bufferevent keeps its input's end frozen */
+                int nv = evbuffer_reserve_space(in, CONN_READ_CHUNK, op->rv, 2);
+                evbuffer_freeze(in, 0);
+                op->rnv = nv > 0 ? nv : 0;
+            }
+            if (op->rnv > 0)
+                uring_recv(lc->ring, c->fd, &op->rmsg, (struct iovec *)op->rv, op->rnv, ((uint64_t)i << 1) | 1);
+        }
+    }
+    int rc = uring_run(lc->ring, ring_result, lc);
+    if (rc < 0 || uring_broken(lc->ring))
+        ring_drop(lc);
+    /* First the bytes: drain what went out, commit what came in, before
+     * any callback can touch a buffer (reserved input space must not move
+     * between the receive and its commit). */
+    for (unsigned i = 0; i < n; i++) {
+        struct batch_op *op = &lc->batch[i];
+        struct core_conn *c = op->c;
+        if (op->wres > 0) {
+            struct evbuffer *out = conn_out(c);
+            evbuffer_unfreeze(out, 1); /* the bufferevent keeps its output's start frozen */
+            evbuffer_drain(out, (size_t)op->wres);
+            evbuffer_freeze(out, 1);
+        }
+        if (op->rres > 0) {
+            struct evbuffer *in = conn_in(c);
+            evbuffer_unfreeze(in, 0);
+            if (op->rnv == 1) {
+                if (evbuffer_add(in, op->rv[0].iov_base, (size_t)op->rres) < 0)
+                    op->rres = -ENOMEM;
+            } else {
+                size_t left = (size_t)op->rres;
+                int used = 0;
+                for (; used < op->rnv && left > 0; used++) {
+                    if (op->rv[used].iov_len > left)
+                        op->rv[used].iov_len = left;
+                    left -= op->rv[used].iov_len;
+                }
+                evbuffer_commit_space(in, op->rv, used);
+            }
+            evbuffer_freeze(in, 0);
+        }
+    }
+    /* Then the callbacks; any of them may free any conn of the batch. */
+    for (unsigned i = 0; i < n; i++) {
+        struct batch_op *op = &lc->batch[i];
+        if (op->c && (op->want & F_WANT_WRITE) && op->wres != RES_NOT_RUN)
+            wrote(op->c, op->wres);
+        else if (op->c && (op->want & F_WANT_WRITE) && evbuffer_get_length(conn_out(op->c)) > 0)
+            bufferevent_enable(op->c->bev, EV_WRITE); /* not sent (ring broke): the write event */
+        if (op->c && (op->want & F_WANT_READ))
+            got(op->c, op->rres);
+    }
+    batch_done(lc);
+}
+
+static void flush_cb(evutil_socket_t fd, short what, void *arg)
+{
+    (void)fd;
+    (void)what;
+    struct loop_conns *lc = arg;
+    /* Callbacks run here queue more (replies to what was just read): a
+     * few rounds, then let the loop look at the sockets again. */
+    for (int round = 0; round < 8 && lc->fq_head; round++) {
+        if (lc->ring)
+            flush_ring(lc);
+        else
+            flush_plain(lc);
+    }
+    if (lc->fq_head)
+        event_active(lc->flush_ev, EV_TIMEOUT, 0);
+}
+
 /* Callback depth is tracked in the high bits so nested brackets work. */
-#define DEPTH_SHIFT 16
+#define DEPTH_SHIFT 24
 static inline void enter(struct core_conn *c)
 {
     c->flags += 1u << DEPTH_SHIFT;
@@ -245,6 +616,7 @@ static bool settle(struct core_conn *c)
 static void process(struct core_conn *c)
 {
     struct evbuffer *in = conn_in(c);
+    c->flags &= ~F_UNREAD;
     if (c->flags & (F_CLOSE_AFTER_WRITE | F_CLOSE_PENDING)) {
         evbuffer_drain(in, evbuffer_get_length(in));
         return;
@@ -273,6 +645,8 @@ static void write_cb(struct bufferevent *bev, void *arg)
     (void)bev;
     struct core_conn *c = arg;
     size_t out = evbuffer_get_length(conn_out(c));
+    if (out == 0 && (c->flags & F_OUT_HOOK) && (bufferevent_get_enabled(c->bev) & EV_WRITE))
+        bufferevent_disable(c->bev, EV_WRITE); /* new output goes out at the iteration's end again */
     if ((c->flags & F_PAUSED_LIMIT) && out <= c->out_limit / 2) {
         c->flags &= ~F_PAUSED_LIMIT;
         if (!(c->flags & (F_PAUSED_USER | F_CLOSE_AFTER_WRITE))) {
@@ -290,6 +664,43 @@ static void write_cb(struct bufferevent *bev, void *arg)
             return;
     }
     settle(c);
+}
+
+/* A socket write never returns 0, but libevent's Linux sendfile path does
+ * when sendfile() fails with EAGAIN or EINTR (a file added to the output
+ * with evbuffer_add_file), and bufferevent_socket takes that 0 for an EOF:
+ * it stops writing and reports BEV_EVENT_WRITING|BEV_EVENT_EOF, and the
+ * rest of the file would never go out (the peer waits, then gives up).
+ * TCP can say "writable" while sendfile finds no room (socket memory is
+ * accounted differently), so writing again at once could spin: try again
+ * after a short, growing pause. A source file cut short under sendfile
+ * also gives 0, for good: after 100 tries in a row without a byte sent
+ * (about 1.7 s) the conn is closed. Returns true when a retry is armed. */
+static void wretry_cb(evutil_socket_t fd, short what, void *arg)
+{
+    (void)fd;
+    (void)what;
+    struct core_conn *c = arg;
+    bufferevent_enable(c->bev, EV_WRITE);
+}
+
+static bool write_stalled(struct core_conn *c)
+{
+    size_t left = evbuffer_get_length(conn_out(c));
+    if (left == 0)
+        return false;
+    if (left != c->wstall_left) {
+        c->wstall_left = left;
+        c->wstalls = 0;
+    }
+    if (++c->wstalls > 100)
+        return false;
+    if (!c->wretry && !(c->wretry = evtimer_new(c->loop->base, wretry_cb, c)))
+        return false;
+    uint32_t ms = c->wstalls < 20 ? c->wstalls : 20;
+    struct timeval tv = { 0, (suseconds_t)ms * 1000 };
+    evtimer_add(c->wretry, &tv);
+    return true;
 }
 
 static void event_cb(struct bufferevent *bev, short what, void *arg)
@@ -338,6 +749,7 @@ static void event_cb(struct bufferevent *bev, short what, void *arg)
         }
         if (!(c->flags & F_FILTERED) && !c->rev) { /* not a TLS handshake: our own connect */
             raw_read_start(c);
+            out_hook_on(c);
             if (!(c->flags & (F_PAUSED_USER | F_PAUSED_LIMIT | F_CLOSE_AFTER_WRITE | F_CLOSE_PENDING)))
                 read_set(c, true);
         }
@@ -355,6 +767,11 @@ static void event_cb(struct bufferevent *bev, short what, void *arg)
          * from inside the bufferevent's own callback) */
         c->last_error = what & BEV_EVENT_TIMEOUT ? ETIMEDOUT : EVUTIL_SOCKET_ERROR();
         dial_kick(c->dial);
+        return;
+    }
+    if ((what & BEV_EVENT_WRITING) && (what & BEV_EVENT_EOF) && !(c->flags & F_FILTERED)) {
+        if (!write_stalled(c))
+            conn_free(c, CONN_CLOSE_ERROR); /* no progress for too long: the rest cannot go */
         return;
     }
     if (what & BEV_EVENT_TIMEOUT) {
@@ -439,7 +856,7 @@ struct core_conn *conn_new(struct core_loop *loop, int fd, const struct sockaddr
         return NULL;
     }
     raw_read_start(c);
-    bufferevent_enable(bev, EV_WRITE);
+    out_hook_on(c);
     read_set(c, true);
     return c;
 }
@@ -657,6 +1074,10 @@ int conn_start_tls(struct core_conn *c, void *ssl_ctx, bool server, const char *
             SSL_set1_host(ssl, server_name);
     }
     struct bufferevent *under = c->bev;
+    /* Writing goes back to the bufferevent (the filter writes through it,
+     * behind the plain replies already queued) */
+    out_hook_off(c);
+    bufferevent_enable(under, EV_WRITE);
     /* Reading moves from our raw event to the filter, which reads the
      * underlying bufferevent (and what is already in its input). */
     if (c->rev) {
@@ -730,10 +1151,17 @@ static void conn_free(struct core_conn *c, enum conn_close_reason why)
         c->next->prev = c->prev;
     lc->count--;
     atomic_fetch_sub(&total_current, 1);
+    out_hook_off(c);
+    if (c->flags & F_IN_BATCH)
+        for (unsigned i = 0; i < lc->nbatch; i++)
+            if (lc->batch[i].c == c)
+                lc->batch[i].c = NULL;
     if (c->rev)
         event_free(c->rev);
     if (c->defer)
         event_free(c->defer);
+    if (c->wretry)
+        event_free(c->wretry);
     bufferevent_free(c->bev);
     free(c);
 }
@@ -783,8 +1211,11 @@ void conn_pause_read(struct core_conn *c)
 void conn_resume_read(struct core_conn *c)
 {
     c->flags &= ~F_PAUSED_USER;
-    if (!(c->flags & (F_PAUSED_LIMIT | F_CLOSE_AFTER_WRITE | F_CLOSE_PENDING)))
+    if (!(c->flags & (F_PAUSED_LIMIT | F_CLOSE_AFTER_WRITE | F_CLOSE_PENDING))) {
         read_set(c, true);
+        if (c->flags & F_UNREAD) /* a batch read it while paused: on_read from the loop */
+            defer_settle(c);
+    }
 }
 
 void conn_kick(struct core_conn *c)
@@ -797,11 +1228,29 @@ size_t conn_write_now(struct core_conn *c, struct evbuffer *src)
 {
     struct evbuffer *out = conn_out(c);
     ssize_t n = 0;
-    if (!(c->flags & (F_FILTERED | F_CONNECTING | F_FREEING)) && c->fd >= 0 && evbuffer_get_length(out) == 0)
+    /* with io_uring the end-of-iteration batch sends it with the others */
+    if (!(c->flags & (F_FILTERED | F_CONNECTING | F_FREEING)) && c->fd >= 0 && evbuffer_get_length(out) == 0 &&
+        !per_loop[c->loop->index % CONN_MAX_LOOPS].ring)
         n = evbuffer_write(src, c->fd); /* errors surface on the queued write */
     if (evbuffer_get_length(src) > 0)
         evbuffer_add_buffer(out, src);
     return n > 0 ? (size_t)n : 0;
+}
+
+bool conn_io_batched(const struct core_conn *c)
+{
+    if (!(c->flags & F_OUT_HOOK))
+        return false;
+    struct loop_conns *lc = &per_loop[c->loop->index % CONN_MAX_LOOPS];
+    return loop_ring(lc) != NULL;
+}
+
+void conn_loop_io_counters(const struct core_loop *loop, uint64_t *batches, uint64_t *ops)
+{
+    struct loop_conns *lc = &per_loop[loop->index % CONN_MAX_LOOPS];
+    *batches = *ops = 0;
+    if (lc->ring)
+        uring_counters(lc->ring, batches, ops);
 }
 
 void conn_set_busy(struct core_conn *c, bool busy)
@@ -825,6 +1274,10 @@ static void defer_cb(evutil_socket_t fd, short what, void *arg)
         return; /* a callback is running (nested loop): its leave() settles */
     if (c->flags & F_CLOSE_PENDING) {
         conn_free(c, CONN_CLOSE_LOCAL);
+        return;
+    }
+    if ((c->flags & F_UNREAD) && !(c->flags & (F_PAUSED_USER | F_PAUSED_LIMIT))) {
+        read_cb(c->bev, c);
         return;
     }
     settle(c);
@@ -910,4 +1363,14 @@ void conn_loop_cleanup(struct core_loop *loop)
     }
     free(lc->scratch);
     lc->scratch = NULL;
+    if (lc->flush_ev)
+        event_free(lc->flush_ev);
+    lc->flush_ev = NULL;
+    lc->fq_head = lc->fq_tail = NULL;
+    lc->fq_count = 0;
+    uring_free(lc->ring);
+    lc->ring = NULL;
+    lc->ring_off = false;
+    free(lc->slots);
+    lc->slots = NULL;
 }

@@ -16,6 +16,7 @@
 struct bufferevent;
 struct event;
 struct evbuffer;
+struct evbuffer_cb_entry;
 struct core_loop;
 struct core_conn;
 
@@ -64,12 +65,17 @@ struct core_conn {
     uint32_t flags;
     uint32_t idle_ms, write_ms;
     size_t out_limit;
-    size_t in_left;                /* input left unconsumed after on_read */
-    struct event *rev;             /* own read event (plain sockets) */
-    struct core_conn *next, *prev; /* per-loop list */
-    int last_error;                /* errno of the last socket error */
-    struct conn_dial *dial;        /* conn_connect_host: the addresses to try */
-    struct event *defer;           /* deferred settle (conn_set_busy / close after write from outside) */
+    size_t in_left;                    /* input left unconsumed after on_read */
+    struct event *rev;                 /* own read event (plain sockets) */
+    struct core_conn *next, *prev;     /* per-loop list */
+    int last_error;                    /* errno of the last socket error */
+    struct conn_dial *dial;            /* conn_connect_host: the addresses to try */
+    struct event *defer;               /* deferred settle (conn_set_busy / close after write from outside) */
+    struct event *wretry;              /* a sendfile write that found no room: try again shortly */
+    uint32_t wstalls;                  /* such writes in a row without a byte sent */
+    size_t wstall_left;                /* output length at the last one */
+    struct core_conn *fnext, *fprev;   /* the loop's end-of-iteration I/O queue */
+    struct evbuffer_cb_entry *out_cbe; /* plain sockets: output added -> written at the iteration's end */
 };
 
 /* Wrap an accepted (or otherwise connected) socket. Returns NULL on failure
@@ -160,8 +166,23 @@ void conn_resume_read(struct core_conn *c);
 void conn_kick(struct core_conn *c);
 /* Append src (emptied) to the output; when nothing is queued yet on a plain
  * socket, writev() it first and queue only what the kernel did not take,
- * saving the write-event round trip. Returns the bytes written directly. */
+ * saving the write-event round trip. Returns the bytes written directly.
+ * With io_uring on (STACK_IO_URING=1) it only queues: the loop's batch
+ * sends it at the end of the iteration with the other conns' output.
+ *
+ * Output on a plain socket (appended with conn_write_now or straight to
+ * conn_out) is written at the end of the loop iteration that produced it,
+ * one write per conn (or one io_uring batch for all of them); only what
+ * the kernel does not take waits for the socket's write event. */
 size_t conn_write_now(struct core_conn *c, struct evbuffer *src);
+/* True when this conn's output is sent by its loop's io_uring batch at the
+ * end of the iteration (STACK_IO_URING=1, plain socket): a daemon that
+ * writes flat replies with its own send() should append them to
+ * conn_out() instead, so they join the batch. */
+bool conn_io_batched(const struct core_conn *c);
+/* This loop's io_uring batches so far (io_uring_enter calls) and the
+ * socket operations they carried; both 0 when the loop has no ring. */
+void conn_loop_io_counters(const struct core_loop *loop, uint64_t *batches, uint64_t *ops);
 /* A busy conn has a request in flight with no bytes buffered (e.g. waiting on a
  * worker); a graceful stop waits for it instead of closing it as idle.
  * Clearing it may lead to a close (after EOF, close after write, graceful

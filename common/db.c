@@ -64,6 +64,7 @@ struct db_req {
     db_done_fn done;
     void *arg;
     struct db_result *res;
+    enum db_err cls; /* REQ_RUN: the class of fn's last failed statement */
     /* the *_sync calls */
     pthread_mutex_t *sync_mu;
     pthread_cond_t *sync_cv;
@@ -90,6 +91,8 @@ struct db_worker {
     MYSQL *my;
     char *esc; /* MySQL parameter expansion buffer */
     size_t esc_cap;
+    bool sync_normal; /* SQLite: at synchronous=NORMAL for a DB_NO_FSYNC group */
+    uint64_t epoch;   /* db_conn_epoch */
 };
 
 struct db {
@@ -97,6 +100,9 @@ struct db {
     char *path, *host, *socket, *user, *password, *database;
     int port, max_batch, busy_ms, connect_timeout, io_timeout;
     size_t max_queued;
+    bool connect_later;
+    int (*on_connect)(struct db_conn *c, void *arg);
+    void *on_connect_arg;
     pthread_mutex_t mu;
     struct req_queue shared;
     int shared_drains; /* drain jobs running or queued for `shared` */
@@ -106,8 +112,11 @@ struct db {
     struct db_worker *w;
     struct work_pool *pool;
     _Atomic unsigned next_pin;
-    _Atomic uint64_t n_requests, n_commits, n_errors, n_rejected, n_rollbacks;
+    _Atomic uint64_t n_requests, n_commits, n_errors, n_rejected, n_rollbacks, n_reruns, n_connects;
 };
+
+static int worker_connect(struct db_worker *w, char *err, size_t errlen);
+static bool worker_connected(const struct db_worker *w) { return w->sq || w->my; }
 
 /* ---- results ------------------------------------------------------------ */
 
@@ -303,13 +312,19 @@ static int sq_connect(struct db_worker *w, char *err, size_t errlen)
     if (sqlite3_open_v2(db->path, &w->sq, SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE | SQLITE_OPEN_NOMUTEX, NULL) !=
         SQLITE_OK) {
         snprintf(err, errlen, "sqlite %s: %s", db->path, w->sq ? sqlite3_errmsg(w->sq) : "cannot open");
+        sqlite3_close(w->sq);
+        w->sq = NULL;
         return -1;
     }
     sqlite3_busy_timeout(w->sq, db->busy_ms);
     /* WAL + synchronous=FULL: a commit is fsync'd before it returns. */
     if (sq_exec(w, "PRAGMA journal_mode=WAL", err, errlen) < 0 ||
-        sq_exec(w, "PRAGMA synchronous=FULL", err, errlen) < 0)
+        sq_exec(w, "PRAGMA synchronous=FULL", err, errlen) < 0) {
+        sqlite3_close(w->sq);
+        w->sq = NULL;
         return -1;
+    }
+    w->sync_normal = false;
     return 0;
 }
 
@@ -381,8 +396,9 @@ static void my_drop(struct db_worker *w)
 static void my_run(struct db_worker *w, const struct req_stmt *q, struct db_result *res, bool may_retry)
 {
     char err[256];
-    if (!w->my && my_connect(w, err, sizeof err) < 0) {
+    if (!w->my && worker_connect(w, err, sizeof err) < 0) {
         result_error(res, "%s", err);
+        res->lost = true;
         return;
     }
     size_t need = db_expand_bound(q->sql, q->params, q->nparams);
@@ -441,7 +457,7 @@ static int my_simple(struct db_worker *w, const char *sql, bool may_retry)
 {
     if (!w->my) {
         char err[256];
-        if (my_connect(w, err, sizeof err) < 0)
+        if (worker_connect(w, err, sizeof err) < 0)
             return -1;
     }
     if (mysql_query(w->my, sql) != 0) {
@@ -460,20 +476,30 @@ static int my_simple(struct db_worker *w, const char *sql, bool may_retry)
 
 /* ---- transactions ------------------------------------------------------------ */
 
-static bool txn_begin(struct db_worker *w)
+/* BEGIN, connecting first if need be; false + err (err_class(w) says why:
+ * DB_ELOST when there is no connection). */
+static bool txn_begin(struct db_worker *w, char *err, size_t errlen)
 {
-    if (w->db->driver == DB_SQLITE) {
-        char err[256];
-        return sq_exec(w, "BEGIN IMMEDIATE", err, sizeof err) == 0;
-    }
-    return my_simple(w, "START TRANSACTION", true) == 0;
+    if (!worker_connected(w) && worker_connect(w, err, errlen) < 0)
+        return false;
+    if (w->db->driver == DB_SQLITE)
+        return sq_exec(w, "BEGIN IMMEDIATE", err, errlen) == 0;
+    if (my_simple(w, "START TRANSACTION", true) == 0)
+        return true;
+    snprintf(err, errlen, "%s", w->my ? mysql_error(w->my) : "connection lost");
+    return false;
 }
 
 /* COMMIT or ROLLBACK; 0 or -1 with the reason in why. */
 static int txn_end(struct db_worker *w, const char *sql, char *why, size_t whylen)
 {
-    if (w->db->driver == DB_SQLITE)
+    if (w->db->driver == DB_SQLITE) {
+        if (!w->sq) {
+            snprintf(why, whylen, "no connection");
+            return -1;
+        }
         return sq_exec(w, sql, why, whylen);
+    }
     if (my_simple(w, sql, false) == 0)
         return 0;
     snprintf(why, whylen, "%s", w->my ? mysql_error(w->my) : "connection lost");
@@ -486,8 +512,14 @@ static int txn_end(struct db_worker *w, const char *sql, char *why, size_t whyle
 static bool txn_gone(struct db_worker *w)
 {
     if (w->db->driver == DB_SQLITE)
-        return sqlite3_get_autocommit(w->sq) != 0;
+        return !w->sq || sqlite3_get_autocommit(w->sq) != 0;
     if (!w->my)
+        return true;
+    /* An error packet carries no server status: after a deadlock (InnoDB
+     * rolls the whole transaction back) the status cached from the last OK
+     * still says "in a transaction". The error itself tells. */
+    unsigned e = mysql_errno(w->my);
+    if (e == ER_LOCK_DEADLOCK || (e >= 2000 && e < 3000))
         return true;
     unsigned int status = 0;
     if (mariadb_get_infov(w->my, MARIADB_CONNECTION_SERVER_STATUS, &status) == 0)
@@ -503,6 +535,7 @@ struct db_conn {
     struct db_worker *w; /* the connection: a db worker's, or own_db's only worker */
     struct db *own_db;   /* db_conn_open: settings and the worker */
     bool lost;           /* db_conn_open: DB_ELOST seen, no more statements */
+    enum db_err last;    /* the class of the last failure */
     uint64_t affected;
     int64_t last_id;
     char err[256];
@@ -513,6 +546,8 @@ struct db_conn {
 static enum db_err err_class(struct db_worker *w)
 {
     if (w->db->driver == DB_SQLITE) {
+        if (!w->sq)
+            return DB_ELOST;
         int x = sqlite3_extended_errcode(w->sq);
         switch (x & 0xff) {
         case SQLITE_CONSTRAINT:
@@ -546,14 +581,16 @@ static enum db_err conn_failed(struct db_conn *c, enum db_err e)
 {
     if (e == DB_ELOST && c->own_db)
         c->lost = true;
+    c->last = e;
     return e;
 }
 
 static bool conn_usable(struct db_conn *c)
 {
-    if (c->lost || (c->w->db->driver == DB_MYSQL && !c->w->my)) {
+    if (c->lost || !worker_connected(c->w)) {
         snprintf(c->err, sizeof c->err, "database connection lost");
         c->lost = c->own_db != NULL;
+        c->last = DB_ELOST;
         return false;
     }
     return true;
@@ -619,6 +656,34 @@ int64_t db_conn_last_id(const struct db_conn *c) { return c->last_id; }
 const char *db_conn_error(const struct db_conn *c) { return c->err; }
 enum db_driver db_conn_driver(const struct db_conn *c) { return c->w->db->driver; }
 int db_conn_worker(const struct db_conn *c) { return c->own_db ? -1 : c->w->index; }
+uint64_t db_conn_epoch(const struct db_conn *c) { return c->w->epoch; }
+bool db_conn_in_txn(const struct db_conn *c) { return !txn_gone(c->w); }
+
+/* Connect w (SQLite open or MySQL connect) and run the handle's on_connect
+ * hook; on the worker's thread, or at db_open. */
+static int worker_connect(struct db_worker *w, char *err, size_t errlen)
+{
+    struct db *db = w->db;
+    int rc = db->driver == DB_SQLITE ? sq_connect(w, err, errlen) : my_connect(w, err, errlen);
+    if (rc < 0)
+        return -1;
+    w->epoch++;
+    if (db->on_connect) {
+        struct db_conn c = { .w = w };
+        if (db->on_connect(&c, db->on_connect_arg) < 0) {
+            snprintf(err, errlen, "%s", c.err[0] ? c.err : "connection set-up failed");
+            if (w->sq) {
+                sqlite3_close(w->sq);
+                w->sq = NULL;
+            }
+            if (w->my)
+                my_drop(w);
+            return -1;
+        }
+    }
+    atomic_fetch_add(&db->n_connects, 1);
+    return 0;
+}
 
 void db_run_fail(struct db_conn *c, const char *why) { snprintf(c->fail, sizeof c->fail, "%s", why ? why : ""); }
 
@@ -641,9 +706,15 @@ void db_result_clear(struct db_result *res)
 
 static void run_stmt(struct db_worker *w, const struct req_stmt *q, struct db_result *res, bool in_txn)
 {
-    if (w->db->driver == DB_SQLITE)
+    if (w->db->driver == DB_SQLITE) {
+        char err[256];
+        if (!w->sq && worker_connect(w, err, sizeof err) < 0) {
+            result_error(res, "%s", err);
+            res->lost = true;
+            return;
+        }
         sq_run(w, q, res);
-    else
+    } else
         my_run(w, q, res, !in_txn);
 }
 
@@ -652,11 +723,29 @@ static void run_fn_txn(struct db_worker *w, struct db_req *r);
 
 static void run_txn(struct db_worker *w, struct db_req *r, bool savepoint);
 
+/* The class of the failure r's result reports, right after r ran on w. */
+static enum db_err req_class(struct db_worker *w, const struct db_req *r)
+{
+    return r->kind == REQ_RUN ? r->cls : err_class(w);
+}
+
+/* r fails without running: why, and whether the connection is the cause. */
+static void fail_req(struct db_worker *w, struct db_req *r, const char *why, bool lost)
+{
+    db_result_free(r->res);
+    r->res = result_new();
+    atomic_fetch_add(&w->db->n_requests, 1);
+    atomic_fetch_add(&w->db->n_errors, 1);
+    result_error(r->res, "%s", why);
+    r->res->lost = lost;
+    r->cls = lost ? DB_ELOST : DB_EOTHER;
+}
+
 static void run_one(struct db_worker *w, struct db_req *r, bool in_txn)
 {
     if (r->kind == REQ_RUN) {
         if (in_txn)
-            run_fn(w, r, true);
+            run_fn(w, r, !(r->flags & DB_NO_SAVEPOINT));
         else
             run_fn_txn(w, r);
         return;
@@ -665,22 +754,36 @@ static void run_one(struct db_worker *w, struct db_req *r, bool in_txn)
         run_txn(w, r, in_txn);
         return;
     }
+    db_result_free(r->res);
     r->res = result_new();
     if (!r->one.sql)
         return; /* barrier */
     run_stmt(w, &r->one, r->res, in_txn);
     atomic_fetch_add(&w->db->n_requests, 1);
-    if (r->res->status != 0)
+    if (r->res->status != 0) {
         atomic_fetch_add(&w->db->n_errors, 1);
+        if (err_class(w) == DB_ELOST)
+            r->res->lost = true;
+    }
 }
 
-static void fail_ran(struct db_req *from, struct db_req *to, const char *fmt, const char *why)
+static void fail_ran(struct db_req *from, struct db_req *to, const char *fmt, const char *why, bool lost)
 {
     for (struct db_req *r = from; r != to; r = r->next)
         if (r->res && r->res->status == 0) {
             result_error(r->res, fmt, why);
+            r->res->lost = lost;
             atomic_fetch_add(&r->db->n_errors, 1);
         }
+}
+
+/* Before a rerun: the results of [from, to) are dropped. */
+static void reset_results(struct db_req *from, struct db_req *to)
+{
+    for (struct db_req *r = from; r != to; r = r->next) {
+        db_result_free(r->res);
+        r->res = NULL;
+    }
 }
 
 /* A db_txn: in a transaction of its own, or (savepoint) inside a group's
@@ -704,11 +807,14 @@ static void run_txn(struct db_worker *w, struct db_req *r, bool savepoint)
             atomic_fetch_add(&db->n_errors, 1);
             return;
         }
-    } else if (!txn_begin(w)) {
-        result_error(top, "begin failed: %s",
-                     db->driver == DB_SQLITE ? sqlite3_errmsg(w->sq) : (w->my ? mysql_error(w->my) : "no connection"));
-        atomic_fetch_add(&db->n_errors, 1);
-        return;
+    } else {
+        char err[256];
+        if (!txn_begin(w, err, sizeof err)) {
+            result_error(top, "begin failed: %.200s", err);
+            top->lost = err_class(w) == DB_ELOST;
+            atomic_fetch_add(&db->n_errors, 1);
+            return;
+        }
     }
     char why[200];
     for (int k = 0; k < r->nstmts; k++) {
@@ -755,71 +861,106 @@ static void run_txn(struct db_worker *w, struct db_req *r, bool savepoint)
 }
 
 /* A db_run callback on w's connection; with savepoint, inside the group's
- * transaction, its work undone alone when it fails. */
+ * transaction, its work undone alone when it fails. r->cls says why. */
 static void run_fn(struct db_worker *w, struct db_req *r, bool savepoint)
 {
     struct db *db = w->db;
+    db_result_free(r->res);
     r->res = result_new();
+    r->cls = DB_OK;
     atomic_fetch_add(&db->n_requests, 1);
     struct db_conn c = { .w = w };
     if (savepoint && db_conn_exec(&c, "SAVEPOINT db_run") != DB_OK) {
         result_error(r->res, "savepoint: %.200s", c.err);
-        atomic_fetch_add(&db->n_errors, 1);
-        return;
+        goto failed;
     }
     if (r->fn(&c, r->fn_ctx) == 0) {
-        if (savepoint && db_conn_exec(&c, "RELEASE SAVEPOINT db_run") != DB_OK) {
+        r->cls = c.last; /* a failure fn chose to live with (the group checks the transaction) */
+        if (savepoint && !txn_gone(w) && db_conn_exec(&c, "RELEASE SAVEPOINT db_run") != DB_OK) {
             result_error(r->res, "release savepoint: %.200s", c.err);
-            atomic_fetch_add(&db->n_errors, 1);
+            goto failed;
         }
         return;
     }
     result_error(r->res, "%s", c.fail[0] ? c.fail : c.err[0] ? c.err : "operation failed");
-    atomic_fetch_add(&db->n_errors, 1);
     if (savepoint && !txn_gone(w)) {
         struct db_conn u = { .w = w };
         if (db_conn_exec(&u, "ROLLBACK TO SAVEPOINT db_run") == DB_OK)
             db_conn_exec(&u, "RELEASE SAVEPOINT db_run");
+        w->epoch++;
     }
+failed:
+    r->cls = c.last;
+    r->res->lost = c.last == DB_ELOST;
+    atomic_fetch_add(&db->n_errors, 1);
 }
 
-/* A db_run callback in a transaction of its own. */
+/* A db_run callback alone: in a transaction of its own (or, with
+ * DB_AUTOCOMMIT, in none); rerun when the database aborted it. */
 static void run_fn_txn(struct db_worker *w, struct db_req *r)
 {
     struct db *db = w->db;
-    if (!txn_begin(w)) {
-        r->res = result_new();
-        atomic_fetch_add(&db->n_requests, 1);
-        result_error(r->res, "begin failed: %s",
-                     db->driver == DB_SQLITE ? sqlite3_errmsg(w->sq) : (w->my ? mysql_error(w->my) : "no connection"));
-        atomic_fetch_add(&db->n_errors, 1);
-        return;
+    char why[256], ignore[256];
+    for (int attempt = 0;; attempt++) {
+        if (r->flags & DB_AUTOCOMMIT) {
+            if (!worker_connected(w) && worker_connect(w, why, sizeof why) < 0) {
+                fail_req(w, r, why, true);
+                return;
+            }
+            run_fn(w, r, false);
+            if (r->res->status == 0)
+                atomic_fetch_add(&db->n_commits, 1);
+        } else if (!txn_begin(w, why, sizeof why)) {
+            enum db_err cls = err_class(w);
+            char m[300];
+            snprintf(m, sizeof m, "begin failed: %s", why);
+            fail_req(w, r, m, cls == DB_ELOST);
+            r->cls = cls;
+        } else {
+            run_fn(w, r, false);
+            if (r->res->status != 0) {
+                txn_end(w, "ROLLBACK", ignore, sizeof ignore);
+                atomic_fetch_add(&db->n_rollbacks, 1);
+                w->epoch++;
+            } else if (txn_end(w, "COMMIT", why, sizeof why) != 0) {
+                r->cls = err_class(w);
+                result_error(r->res, "commit failed: %.200s", why);
+                r->res->lost = r->cls == DB_ELOST;
+                txn_end(w, "ROLLBACK", ignore, sizeof ignore);
+                atomic_fetch_add(&db->n_rollbacks, 1);
+                atomic_fetch_add(&db->n_errors, 1);
+                w->epoch++;
+            } else {
+                atomic_fetch_add(&db->n_commits, 1);
+                return;
+            }
+        }
+        if (r->res->status == 0 || r->cls != DB_EABORT || attempt == 3)
+            return;
+        atomic_fetch_add(&db->n_reruns, 1);
     }
-    run_fn(w, r, false);
-    char why[200];
-    if (r->res->status != 0) {
-        txn_end(w, "ROLLBACK", why, sizeof why);
-        atomic_fetch_add(&db->n_rollbacks, 1);
-    } else if (txn_end(w, "COMMIT", why, sizeof why) != 0) {
-        result_error(r->res, "commit failed: %s", why);
-        txn_end(w, "ROLLBACK", why, sizeof why);
-        atomic_fetch_add(&db->n_rollbacks, 1);
-        atomic_fetch_add(&db->n_errors, 1);
-    } else
-        atomic_fetch_add(&db->n_commits, 1);
 }
 
-/* Requests [g, end) are DB_GROUP single statements: run them in as few
- * transactions as possible. A failure that ends the transaction fails
- * every statement of it that had run; the rest go on in a new one. */
+/* Requests [g, end) are DB_GROUP requests: run them in as few transactions
+ * as possible. A failure that ends the transaction fails every request of
+ * it that had run, and the rest go on in a new one; unless the database
+ * aborted it (deadlock, busy): then the transaction is run again from its
+ * first request, up to 3 times. */
 static void run_group(struct db_worker *w, struct db_req *g, struct db_req *end)
 {
     struct db *db = w->db;
     struct db_req *r = g;
-    char why[200];
+    char why[256], ignore[256];
+    int reruns = 0;
     while (r != end) {
-        if (!txn_begin(w)) {
-            /* no transaction to be had: each statement commits on its own */
+        if (!txn_begin(w, why, sizeof why)) {
+            if (!worker_connected(w)) {
+                /* the database is down: every request hears it now */
+                for (; r != end; r = r->next)
+                    fail_req(w, r, why, true);
+                return;
+            }
+            /* no transaction to be had: each request commits on its own */
             for (; r != end; r = r->next) {
                 run_one(w, r, false);
                 if (r->kind == REQ_QUERY)
@@ -831,26 +972,59 @@ static void run_group(struct db_worker *w, struct db_req *g, struct db_req *end)
         bool gone = false;
         for (; r != end; r = r->next) {
             run_one(w, r, true);
-            if (r->res->status != 0 && txn_gone(w)) {
+            /* a failure may have ended the transaction (and an operation
+             * may have carried on past one): then none of it stands */
+            if ((r->res->status != 0 || r->kind == REQ_RUN) && txn_gone(w)) {
                 gone = true;
                 break;
             }
         }
+        struct db_req *upto = gone ? r->next : end;
+        enum db_err cls;
         if (gone) {
-            snprintf(why, sizeof why, "%.199s", r->res->error);
-            fail_ran(start, r, "rolled back: %s", why);
-            txn_end(w, "ROLLBACK", why, sizeof why); /* already ended; harmless */
-            atomic_fetch_add(&db->n_rollbacks, 1);
-            r = r->next;
+            cls = req_class(w, r);
+            snprintf(why, sizeof why, "%.199s", r->res->error[0] ? r->res->error : "the transaction ended");
+        } else if (txn_end(w, "COMMIT", why, sizeof why) != 0)
+            cls = err_class(w);
+        else {
+            atomic_fetch_add(&db->n_commits, 1);
             continue;
         }
-        if (txn_end(w, "COMMIT", why, sizeof why) != 0) {
-            fail_ran(start, end, "commit failed: %s", why);
-            txn_end(w, "ROLLBACK", why, sizeof why);
-            atomic_fetch_add(&db->n_rollbacks, 1);
+        txn_end(w, "ROLLBACK", ignore, sizeof ignore); /* after a gone one: harmless */
+        atomic_fetch_add(&db->n_rollbacks, 1);
+        w->epoch++;
+        if (cls == DB_EABORT && reruns < 3) {
+            reruns++;
+            atomic_fetch_add(&db->n_reruns, 1);
+            reset_results(start, upto);
+            r = start;
+            continue;
+        }
+        if (gone) {
+            fail_ran(start, r->next, "rolled back: %.200s", why, cls == DB_ELOST);
+            r = r->next;
         } else
-            atomic_fetch_add(&db->n_commits, 1);
+            fail_ran(start, end, "commit failed: %.200s", why, cls == DB_ELOST);
     }
+}
+
+/* SQLite: synchronous=NORMAL for a unit made only of DB_NO_FSYNC requests,
+ * FULL for any other. False when FULL could not be set: nothing durable
+ * may run then. */
+static bool sq_sync_for(struct db_worker *w, struct db_req *from, struct db_req *to)
+{
+    if (w->db->driver != DB_SQLITE || !w->sq)
+        return true; /* a new connection starts at FULL */
+    bool lazy = true;
+    for (struct db_req *r = from; r != to && lazy; r = r->next)
+        lazy = (r->flags & DB_NO_FSYNC) != 0;
+    if (lazy == w->sync_normal)
+        return true;
+    char err[256];
+    if (sq_exec(w, lazy ? "PRAGMA synchronous=NORMAL" : "PRAGMA synchronous=FULL", err, sizeof err) < 0)
+        return lazy; /* still at FULL: safe for a lazy unit */
+    w->sync_normal = lazy;
+    return true;
 }
 
 static bool groupable(const struct db_req *r)
@@ -862,18 +1036,25 @@ static void run_batch(struct db_worker *w, struct db_req *first)
 {
     struct db_req *r = first;
     while (r) {
+        struct db_req *end = r->next;
         if (groupable(r) && groupable(r->next)) {
-            struct db_req *end = r;
+            end = r;
             while (groupable(end))
                 end = end->next;
+        }
+        if (!sq_sync_for(w, r, end)) {
+            for (; r != end; r = r->next)
+                fail_req(w, r, "cannot set synchronous=FULL: nothing durable can run", false);
+            continue;
+        }
+        if (end != r->next)
             run_group(w, r, end);
-            r = end;
-        } else {
+        else {
             run_one(w, r, false);
             if (r->kind == REQ_QUERY && r->one.sql && (r->flags & DB_GROUP))
                 atomic_fetch_add(&w->db->n_commits, 1);
-            r = r->next;
         }
+        r = end;
     }
 }
 
@@ -1083,6 +1264,9 @@ struct db *db_open(const struct db_config *cfg, char *err, size_t errlen)
         return NULL;
     }
     db_settings(db, cfg);
+    db->connect_later = cfg->connect_later;
+    db->on_connect = cfg->on_connect;
+    db->on_connect_arg = cfg->on_connect_arg;
     db->nworkers = cfg->workers > 0 ? cfg->workers : 1;
     db->w = calloc((size_t)db->nworkers, sizeof *db->w);
     if (!db->w) {
@@ -1092,13 +1276,19 @@ struct db *db_open(const struct db_config *cfg, char *err, size_t errlen)
         return NULL;
     }
     /* Connect every worker here, blocking: start-up only. A connection is
-     * then used by its pool thread alone. */
+     * then used by its pool thread alone. With connect_later, a database
+     * that is down is tried again by each worker when it has work. */
+    if (errlen)
+        err[0] = '\0';
     for (int i = 0; i < db->nworkers; i++) {
         struct db_worker *w = &db->w[i];
         w->db = db;
         w->index = i;
-        int rc = db->driver == DB_SQLITE ? sq_connect(w, err, errlen) : my_connect(w, err, errlen);
-        if (rc < 0) {
+    }
+    for (int i = 0; i < db->nworkers; i++) {
+        if (worker_connect(&db->w[i], err, errlen) < 0) {
+            if (db->connect_later)
+                break; /* the others would fail alike */
             db_free(db);
             return NULL;
         }
@@ -1401,6 +1591,8 @@ void db_get_counters(struct db *db, struct db_counters *out)
     out->errors = atomic_load(&db->n_errors);
     out->rejected = atomic_load(&db->n_rejected);
     out->rollbacks = atomic_load(&db->n_rollbacks);
+    out->reruns = atomic_load(&db->n_reruns);
+    out->connects = atomic_load(&db->n_connects);
     pthread_mutex_lock(&db->mu);
     out->queued = db->queued;
     pthread_mutex_unlock(&db->mu);

@@ -48,6 +48,7 @@
 
 struct core_loop;
 struct db;
+struct db_conn;
 
 enum db_driver { DB_SQLITE = 1, DB_MYSQL = 2 };
 
@@ -66,6 +67,16 @@ struct db_config {
     size_t max_queued;     /* requests waiting at most; 0 = 100000 */
     int connect_timeout_s; /* MySQL: connect timeout; 0 = 10 */
     int io_timeout_s;      /* MySQL: read/write timeout per round trip; 0 = none */
+    /* A database that cannot be reached at db_open is not an error: the
+     * handle opens, err says why the first connection failed, and each
+     * worker connects again when it next has work (a request then fails
+     * with res->lost while the database stays down). */
+    bool connect_later;
+    /* Run on the worker's thread after every connect (at db_open, and after
+     * a lost connection): session settings, schema. Returns 0, or -1 to
+     * drop the connection (its message, via db_conn_error, is the reason). */
+    int (*on_connect)(struct db_conn *c, void *arg);
+    void *on_connect_arg;
     /* private: the strings db_config_dsn filled in; freed by db_config_clear */
     char *owned_;
 };
@@ -109,6 +120,10 @@ struct db_result {
     size_t nrows;
     /* db_txn only: the index of the statement that failed (-1 if none) */
     int failed_stmt;
+    /* status -1 because the connection was lost or could not be made (server
+     * gone, SQLite file unopenable, disk full or I/O error): the database
+     * may be down, try another */
+    bool lost;
     /* private: cells row-major; per-statement results of a transaction */
     struct db_cell *cells;
     struct db_result **stmts;
@@ -129,6 +144,18 @@ struct db_stmt {
 
 /* Request flags. */
 #define DB_GROUP 0x1 /* a write that may share a transaction (group commit) */
+/* db_run only: in a group, fn runs without a SAVEPOINT of its own (what it
+ * did before a failure may stand: it writes at most once, or its partial
+ * work is harmless). */
+#define DB_NO_SAVEPOINT 0x2
+/* db_run only: run alone (not in a group), fn runs outside a transaction,
+ * each statement committing by itself (fn writes at most once). */
+#define DB_AUTOCOMMIT 0x4
+/* Losing this request's work in a power cut is harmless (a lease that only
+ * lets a job run again): on SQLite a group made only of such requests
+ * commits without its fsync (synchronous=NORMAL); the next durable commit
+ * syncs it too. Every other group commits with synchronous=FULL. */
+#define DB_NO_FSYNC 0x8
 
 /* A pin: requests made with the same pin run in submission order on one
  * worker's connection (read-then-write pairs, LAST_INSERT_ID, GET_LOCK).
@@ -242,6 +269,8 @@ struct db_counters {
     uint64_t queued;
     uint64_t rejected;  /* refused: max_queued reached */
     uint64_t rollbacks; /* transactions (db_txn or group) rolled back */
+    uint64_t reruns;    /* transactions the database aborted (deadlock, busy) and run again */
+    uint64_t connects;  /* connections made (db_open's and reconnects) */
 };
 void db_get_counters(struct db *db, struct db_counters *out);
 
@@ -274,6 +303,13 @@ enum db_driver db_conn_driver(const struct db_conn *c);
  * a db_run callback keeps per-connection state (caches, prepared ids) in an
  * array indexed by it, touched only by that worker's thread. */
 int db_conn_worker(const struct db_conn *c);
+/* Grows whenever this connection was (re)made or a transaction or savepoint
+ * on it was rolled back: a db_run callback that caches what the database
+ * holds (ids it looked up or inserted) drops its cache when this changed. */
+uint64_t db_conn_epoch(const struct db_conn *c);
+/* True inside BEGIN ... COMMIT (a group, or fn's own transaction), false
+ * in autocommit (DB_AUTOCOMMIT). */
+bool db_conn_in_txn(const struct db_conn *c);
 /* One statement with '?' parameters. res (may be NULL) is filled with the
  * result set (caller's storage: release with db_result_clear, even after an
  * error). The parameters are used in place, not copied. */
@@ -301,7 +337,12 @@ void db_result_clear(struct db_result *res);
  * rollback's when a failure ended the whole transaction: DB_ELOST/DB_EABORT
  * in any member fails every member that had run). What fn computed for the
  * loop, it leaves in ctx (done's arg may be the same pointer). fn must not
- * run BEGIN, COMMIT or ROLLBACK itself. Returns as db_query. */
+ * run BEGIN, COMMIT or ROLLBACK itself.
+ * Reruns: when the database aborts the transaction (deadlock, lock wait
+ * timeout, SQLite busy: DB_EABORT), the whole group is rolled back and run
+ * again, up to 3 times, so fn may run more than once for one request: it
+ * must start from its ctx's initial state each time (reset its output).
+ * Returns as db_query. */
 typedef int (*db_run_fn)(struct db_conn *c, void *ctx);
 int db_run(struct db *db, db_pin_t pin, struct core_loop *loop, int flags, db_run_fn fn, void *ctx, db_done_fn done,
            void *arg);

@@ -1,10 +1,12 @@
 /* hash: the hash functions the stack shares.
  *
- * - hash_crc32: IEEE CRC-32 (the zlib/ethernet polynomial, reflected).
- * - hash64: a fast 64-bit non-cryptographic hash for in-memory tables
- *   (memcached's item table). Not stable across versions; never put it on
- *   the wire or on disk.
- * - hash_md5: RFC 1321 MD5, only because ketama is defined on it.
+ * - hash_crc32: IEEE CRC-32 (the zlib/ethernet polynomial, reflected), zlib's
+ *   crc32(). Cache::Memcached picks a server by (crc32(key) >> 16) & 0x7fff.
+ * - hash64: XXH3-64 with a seed (libxxhash), for in-memory tables
+ *   (memcached's item table, gearmand's, djabberd's roster). Not meant to be
+ *   stable across versions; never put it on the wire or on disk.
+ * - hash_md5: RFC 1321 MD5 through OpenSSL's EVP, only because ketama is
+ *   defined on it.
  * - hash_ketama_*: the ketama consistent-hash continuum, built exactly as
  *   libmemcached builds its weighted ketama continuum (MEMCACHED_BEHAVIOR_
  *   KETAMA_WEIGHTED, the libketama-compatible mode used by pylibmc, PHP
@@ -14,7 +16,8 @@
  *   first four bytes (little endian) of its MD5, wrapping to the first point.
  *   A server marked dead is left out, as libmemcached's auto-eject does.
  *
- * Pure functions, no global state; safe from any thread. */
+ * Pure functions, no global state (but OpenSSL's MD5 handle, fetched once);
+ * safe from any thread. */
 #ifndef CORE_HASH_H
 #define CORE_HASH_H
 

@@ -12,9 +12,11 @@
  * the open-file cache: a file served within the last second); its done()
  * runs back on the loop. Without a pool both run in turn on the loop (Perlbal's
  * aio_mode "none"). A conn closed while its job is out is freed by the
- * job's return. PUT and DELETE still write on the loop (marked below). */
+ * job's return. A PUT's disk work runs in put jobs through the same
+ * function (see "PUT"); DELETE still unlinks on the loop (marked below). */
 #include "common/httpd.h"
 
+#include <ctype.h>
 #include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
@@ -41,7 +43,7 @@
 
 static __thread struct http_msg scratch_req;
 static __thread char *head_copy;
-static __thread struct evbuffer *tx1, *tx2;
+static __thread struct evbuffer *tx1, *tx2, *txf;
 static __thread time_t date_at;
 static __thread char date_buf[HTTP_DATE_LEN + 1];
 
@@ -57,6 +59,28 @@ struct evbuffer *httpd_tx(void)
     if (!tx1)
         tx1 = evbuffer_new();
     return tx1;
+}
+
+/* libevent decides when a file is added to a buffer whether it will go out
+ * with sendfile(): only if that buffer is flagged as draining to a socket;
+ * otherwise it maps the file and copies it. httpd_tx() is not flagged (its
+ * bytes may end up in a TLS filter or be copied), so a plain connection's
+ * file is added to txf (flagged), then moved whole into httpd_tx(): the
+ * chain stays a sendfile chain, written by httpd_send or by the socket
+ * bufferevent. txf is empty between calls: never shared by two conns. */
+int httpd_tx_add_file(bool tls, int fd, int64_t offset, int64_t length)
+{
+    if (tls)
+        return evbuffer_add_file(httpd_tx(), fd, (ev_off_t)offset, (ev_off_t)length);
+    if (!txf) {
+        txf = evbuffer_new();
+        if (!txf)
+            return -1;
+        evbuffer_set_flags(txf, EVBUFFER_FLAG_DRAINS_TO_FD);
+    }
+    if (evbuffer_add_file(txf, fd, (ev_off_t)offset, (ev_off_t)length) < 0)
+        return -1; /* libevent closed nothing: fd is still the caller's */
+    return evbuffer_add_buffer(httpd_tx(), txf);
 }
 
 struct evbuffer *httpd_tx2(void)
@@ -76,7 +100,9 @@ void httpd_thread_exit(void)
         evbuffer_free(tx1);
     if (tx2)
         evbuffer_free(tx2);
-    tx1 = tx2 = NULL;
+    if (txf)
+        evbuffer_free(txf);
+    tx1 = tx2 = txf = NULL;
     fcache_free();
 }
 
@@ -613,9 +639,14 @@ enum httpd_body_result httpd_body_read(struct httpd_conn *h, struct evbuffer *ds
 
 /* ---- file serving ---- */
 
+/* Content types: the fixed table first (Perlbal's own answers, e.g. .js is
+ * application/x-javascript as Perlbal serves it), then /etc/mime.types
+ * (Debian's media-types; STACK_MIME_TYPES names another file), read once
+ * at process start (a constructor: never on a loop), then text/plain as
+ * Perlbal answers. Read-only after start. */
 static const struct {
     const char *ext, *type;
-} mime_tab[] = {
+} mime_builtin[] = {
     { "html", "text/html" },
     { "htm", "text/html" },
     { "txt", "text/plain" },
@@ -646,14 +677,124 @@ static const struct {
     { "bin", "application/octet-stream" },
 };
 
+#define MIME_MAX_EXT 32   /* longer extensions are skipped */
+#define MIME_MAX_TYPE 128 /* longer types are skipped */
+#define MIME_SLOTS 8192   /* open addressing, power of two */
+#define MIME_MAX_FILE 1048576
+
+struct mime_slot {
+    char ext[MIME_MAX_EXT];
+    const char *type; /* into mime_types_text */
+};
+static struct mime_slot *mime_table; /* NULL: the built-in table */
+static char *mime_types_text;
+static size_t mime_count;
+
+static size_t mime_hash(const char *ext, size_t len)
+{
+    uint32_t h = 2166136261u;
+    for (size_t i = 0; i < len; i++)
+        h = (h ^ (uint8_t)tolower((unsigned char)ext[i])) * 16777619u;
+    return h & (MIME_SLOTS - 1);
+}
+
+/* The slot for ext[0..len): the one holding it, or the empty one where it
+ * would go; NULL when the table is full. */
+static struct mime_slot *mime_slot(struct mime_slot *tab, const char *ext, size_t len)
+{
+    size_t i = mime_hash(ext, len);
+    for (size_t n = 0; n < MIME_SLOTS; n++, i = (i + 1) & (MIME_SLOTS - 1)) {
+        struct mime_slot *sl = &tab[i];
+        if (!sl->type || (strlen(sl->ext) == len && !strncasecmp(sl->ext, ext, len)))
+            return sl;
+    }
+    return NULL;
+}
+
+int httpd_mime_load(const char *path)
+{
+    FILE *fp = fopen(path, "re");
+    if (!fp)
+        return -1;
+    char *text = malloc(MIME_MAX_FILE + 1);
+    size_t n = text ? fread(text, 1, MIME_MAX_FILE, fp) : 0;
+    fclose(fp);
+    struct mime_slot *tab = calloc(MIME_SLOTS, sizeof *tab);
+    if (!text || !tab) {
+        free(text);
+        free(tab);
+        return -1;
+    }
+    text[n] = '\0';
+    size_t count = 0;
+    /* "type ext ext ...", '#' comments; the first type named for an
+     * extension wins; bounded: at most MIME_SLOTS * 3/4 extensions. */
+    for (char *line = text, *next; line && *line; line = next) {
+        next = strchr(line, '\n');
+        if (next)
+            *next++ = '\0';
+        char *hash = strchr(line, '#');
+        if (hash)
+            *hash = '\0';
+        char *save = NULL;
+        char *type = strtok_r(line, " \t\r", &save);
+        if (!type || strlen(type) >= MIME_MAX_TYPE || !strchr(type, '/'))
+            continue;
+        for (char *ext; (ext = strtok_r(NULL, " \t\r", &save));) {
+            size_t len = strlen(ext);
+            if (len >= MIME_MAX_EXT || count >= MIME_SLOTS * 3 / 4)
+                continue;
+            struct mime_slot *sl = mime_slot(tab, ext, len);
+            if (sl && !sl->type) {
+                memcpy(sl->ext, ext, len + 1);
+                sl->type = type;
+                count++;
+            }
+        }
+    }
+    if (count == 0) {
+        free(text);
+        free(tab);
+        return -1;
+    }
+    free(mime_table);
+    free(mime_types_text);
+    mime_table = tab;
+    mime_types_text = text;
+    mime_count = count;
+    return (int)count;
+}
+
+__attribute__((constructor)) static void mime_load_at_start(void)
+{
+    const char *path = getenv("STACK_MIME_TYPES");
+    httpd_mime_load(path && *path ? path : "/etc/mime.types");
+}
+
+__attribute__((destructor)) static void mime_unload(void)
+{
+    free(mime_table);
+    free(mime_types_text);
+    mime_table = NULL;
+    mime_types_text = NULL;
+}
+
 const char *httpd_mime_type(const char *path)
 {
     const char *slash = strrchr(path, '/');
     const char *dot = strrchr(slash ? slash : path, '.');
-    if (dot)
-        for (size_t i = 0; i < sizeof mime_tab / sizeof mime_tab[0]; i++)
-            if (!strcasecmp(dot + 1, mime_tab[i].ext))
-                return mime_tab[i].type;
+    if (!dot || !dot[1])
+        return "text/plain";
+    const char *ext = dot + 1;
+    size_t len = strlen(ext);
+    for (size_t i = 0; i < sizeof mime_builtin / sizeof mime_builtin[0]; i++)
+        if (!strcasecmp(ext, mime_builtin[i].ext))
+            return mime_builtin[i].type;
+    if (mime_table) {
+        const struct mime_slot *sl = len < MIME_MAX_EXT ? mime_slot(mime_table, ext, len) : NULL;
+        if (sl && sl->type)
+            return sl->type;
+    }
     return "text/plain";
 }
 
@@ -1105,7 +1246,7 @@ static void get_done(struct httpd_conn *h, struct disk_job *j)
         } else if (!g->head && g->len > 0) {
             /* the output buffer closes the fd it is given: a dup of a cached one */
             int sfd = g->fd >= 0 ? dup(g->fd) : g->cached_fd >= 0 ? dup(g->cached_fd) : -1;
-            if (sfd < 0 || evbuffer_add_file(httpd_tx(), sfd, (ev_off_t)g->first, (ev_off_t)g->len) < 0) {
+            if (sfd < 0 || httpd_tx_add_file(h->tls, sfd, (int64_t)g->first, (int64_t)g->len) < 0) {
                 if (sfd >= 0)
                     close(sfd);
                 evbuffer_drain(httpd_tx(), evbuffer_get_length(httpd_tx())); /* the head was not sent yet */
@@ -1130,9 +1271,18 @@ struct httpd_put {
     bool existed;
     EVP_MD_CTX *md5; /* when the request carries Content-MD5 */
     char want_md5[64];
+    bool md5_checked;
     uint64_t written;
     uint64_t max;
     struct httpd_files *f;
+    struct evbuffer *chunk; /* body bytes on their way to the file */
+    uint64_t conn_id;       /* names the temporary file */
+    struct core_loop *loop; /* the conn's */
+    int refs;               /* the conn's (while h->put is this) + the job's */
+    bool job_out;           /* a put job is out: one at a time */
+    bool paused;            /* we paused the conn's reading */
+    bool body_done;         /* the whole body is in chunk or on disk */
+    bool stepping;          /* put_step is on the stack */
 };
 
 /* Split path into its directory (opened beneath the docroot) and last
@@ -1185,21 +1335,79 @@ static int open_parent(struct httpd_files *f, const char *path, bool create, int
     return open_beneath(f, dir, O_PATH | O_DIRECTORY);
 }
 
-static void put_free(struct httpd_conn *h)
+/* A PUT's disk work (the directory walk with mkdir, the temporary file's
+ * open, every write, fsync + rename + the directory's fsync, the unlink of
+ * an abandoned file) runs in put jobs through disk_run: on the files' work
+ * pool when there is one. One job at a time per PUT; while it is out the
+ * body waits in the conn's input (reading pauses past PUT_MAX_BUFFERED).
+ * The conn and a job out each hold a reference: a PUT abandoned while its
+ * job is out is discarded when the job is back. */
+#define PUT_CHUNK (256 * 1024)
+#define PUT_MAX_BUFFERED (1024 * 1024)
+
+enum put_stage { PUT_OPEN, PUT_WRITE, PUT_FINISH };
+
+struct put_job {
+    struct disk_job base;
+    struct httpd_put *p;
+    enum put_stage stage;
+    /* PUT_OPEN in */
+    char *path;
+    /* out */
+    int status; /* PUT_OPEN / PUT_FINISH failure: the answer; 0 = done */
+    const char *msg;
+    int err; /* PUT_WRITE: errno of a failed write, -1 for a short one */
+};
+
+static void put_close_files(struct httpd_put *p)
 {
-    struct httpd_put *p = h->put;
-    if (!p)
-        return;
-    h->put = NULL;
     if (p->fd >= 0)
         close(p->fd);
+    p->fd = -1;
+    if (p->tmp && p->dirfd >= 0)
+        unlinkat(p->dirfd, p->tmp, 0);
     if (p->dirfd >= 0)
         close(p->dirfd);
+    p->dirfd = -1;
+}
+
+static void put_struct_free(struct httpd_put *p)
+{
     if (p->md5)
         EVP_MD_CTX_free(p->md5);
+    if (p->chunk)
+        evbuffer_free(p->chunk);
     free(p->tmp);
     free(p->name);
     free(p);
+}
+
+static void put_job_work(struct disk_job *dj);
+static void put_job_done(struct httpd_conn *h, struct disk_job *dj);
+static void put_job_release(struct disk_job *dj);
+
+static void discard_work(void *arg) { put_close_files(arg); }
+static void discard_done(void *arg) { put_struct_free(arg); }
+
+/* The files of an abandoned PUT: closed and its temporary file removed,
+ * on the pool (HAND-OFF to common/work) when there is one. */
+static void put_discard(struct httpd_put *p, struct core_loop *loop)
+{
+    if (p->fd < 0 && p->dirfd < 0) {
+        put_struct_free(p);
+        return;
+    }
+    /* HAND-OFF to common/work: close + unlink on a worker */
+    if (p->f->work && loop && work_submit(p->f->work, loop, discard_work, discard_done, p) == 0)
+        return;
+    put_close_files(p); /* no pool (or it refused): here */
+    put_struct_free(p);
+}
+
+static void put_unref(struct httpd_put *p)
+{
+    if (--p->refs == 0)
+        put_discard(p, p->loop);
 }
 
 static void put_abort(struct httpd_conn *h)
@@ -1207,12 +1415,8 @@ static void put_abort(struct httpd_conn *h)
     struct httpd_put *p = h->put;
     if (!p)
         return;
-    if (p->fd >= 0)
-        close(p->fd);
-    p->fd = -1;
-    if (p->tmp && p->dirfd >= 0)
-        unlinkat(p->dirfd, p->tmp, 0); /* disk call: see disk_run */
-    put_free(h);
+    h->put = NULL;
+    put_unref(p);
 }
 
 static void put_fail(struct httpd_conn *h, int status, const char *msg)
@@ -1246,96 +1450,272 @@ static int dir_fsync(int pathfd)
     return r;
 }
 
-static void put_finish(struct httpd_conn *h)
+/* PUT_OPEN on a worker: as Perlbal, at least min_put_directory directories
+ * in the path, the first that many existing; deeper ones created; then the
+ * temporary file beside the target. */
+static void put_open_work(struct put_job *j)
 {
-    struct httpd_put *p = h->put;
-    bool md5_checked = p->md5 != NULL;
-    if (p->md5) {
-        char got[64];
-        md5_b64(p->md5, got, sizeof got);
-        if (strcmp(got, p->want_md5)) {
-            char msg[256];
-            snprintf(msg, sizeof msg, "Content-MD5 mismatch, expected: %s actual: %s", p->want_md5, got);
-            put_fail(h, 400, msg);
+    struct httpd_put *p = j->p;
+    struct httpd_files *f = p->f;
+    const char *path = j->path;
+    if (f->min_put_directory > 0) {
+        int levels = -1;
+        const char *cut = NULL;
+        for (const char *q = path; (q = strchr(q, '/')); q++)
+            if (++levels == f->min_put_directory)
+                cut = q;
+        if (levels < f->min_put_directory || !cut) {
+            j->status = 400;
+            j->msg = "Does not meet minimum directory requirement";
             return;
         }
+        char basedir[PATH_MAX];
+        snprintf(basedir, sizeof basedir, "%.*s", (int)(cut - path), path);
+        int d = open_beneath(f, basedir, O_PATH | O_DIRECTORY);
+        if (d < 0) {
+            j->status = 404;
+            j->msg = "Base directory does not exist";
+            return;
+        }
+        close(d);
     }
-    /* disk calls (fsync, close, rename): see disk_run */
+    const char *base;
+    p->dirfd = open_parent(f, path, true, f->min_put_directory, &base);
+    if (p->dirfd < 0) {
+        j->status = 403;
+        j->msg = "Parent directory missing";
+        return;
+    }
+    char tmp[NAME_MAX + 1];
+    if ((size_t)snprintf(tmp, sizeof tmp, ".%.200s.pbtmp.%llu", base, (unsigned long long)p->conn_id) >= sizeof tmp) {
+        j->status = 414;
+        return;
+    }
+    struct stat st;
+    p->existed = fstatat(p->dirfd, base, &st, AT_SYMLINK_NOFOLLOW) == 0;
+    if (p->existed && !S_ISREG(st.st_mode)) {
+        j->status = 403;
+        return;
+    }
+    p->name = strdup(base);
+    p->tmp = strdup(tmp);
+    if (!p->name || !p->tmp) {
+        j->status = 500;
+        return;
+    }
+    p->fd = openat(p->dirfd, tmp, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC | O_NOFOLLOW, 0644);
+    if (p->fd < 0) {
+        free(p->tmp); /* not ours to unlink */
+        p->tmp = NULL;
+        j->status = 500;
+        j->msg = "Cannot create file";
+    }
+}
+
+/* PUT_WRITE on a worker: the chunk, whole, into the temporary file. */
+static void put_write_work(struct put_job *j)
+{
+    struct httpd_put *p = j->p;
+    while (evbuffer_get_length(p->chunk) > 0) {
+        struct evbuffer_iovec v;
+        if (evbuffer_peek(p->chunk, -1, NULL, &v, 1) < 1)
+            break;
+        if (p->md5)
+            EVP_DigestUpdate(p->md5, v.iov_base, v.iov_len);
+        ssize_t w = write(p->fd, v.iov_base, v.iov_len);
+        if (w < 0 && errno == EINTR)
+            w = write(p->fd, v.iov_base, v.iov_len);
+        if (w <= 0 || (size_t)w < v.iov_len) {
+            /* a short write would put the digest out of step: give up */
+            j->err = w < 0 ? errno : -1;
+            evbuffer_drain(p->chunk, evbuffer_get_length(p->chunk));
+            return;
+        }
+        evbuffer_drain(p->chunk, (size_t)w);
+        p->written += (uint64_t)w;
+    }
+}
+
+/* PUT_FINISH on a worker: durable (fsync when asked), then in place. */
+static void put_finish_work(struct put_job *j)
+{
+    struct httpd_put *p = j->p;
     int rc = p->f->put_fsync ? fsync(p->fd) : 0;
     if (close(p->fd) < 0)
         rc = -1;
     p->fd = -1;
-    if (rc == 0 && renameat(p->dirfd, p->tmp, p->dirfd, p->name) == 0 &&
-        (!p->f->put_fsync || dir_fsync(p->dirfd) == 0)) {
-        httpd_files_invalidate(p->f);
-        bool existed = p->existed;
-        int status = p->f->put_ok_status ? p->f->put_ok_status : existed ? 204 : 201;
-        if (md5_checked && p->f->put_md5_ok_status)
-            status = p->f->put_md5_ok_status;
-        bool with_body = p->f->put_status_body && status != 204;
-        free(p->tmp);
+    if (rc == 0 && renameat(p->dirfd, p->tmp, p->dirfd, p->name) == 0) {
+        free(p->tmp); /* renamed: nothing to unlink any more */
         p->tmp = NULL;
-        put_free(h);
-        bool keep = httpd_can_persist(h);
-        if (with_body) {
-            char body[128];
-            int n = snprintf(body, sizeof body, "<h1>%d - %s</h1>\n", status, http_reason(status));
-            httpd_response_head(h, status, "text/html", n, keep, NULL);
-            evbuffer_add(httpd_tx(), body, (size_t)n);
-        } else {
-            httpd_response_head(h, status, NULL, status == 204 ? -1 : 0, keep, NULL);
-        }
-        httpd_done(h, keep);
-        return;
+        if (!p->f->put_fsync || dir_fsync(p->dirfd) == 0)
+            return;
     }
-    put_fail(h, 500, "Could not store the file");
+    j->status = 500;
+    j->msg = "Could not store the file";
 }
 
+static void put_job_work(struct disk_job *dj)
+{
+    struct put_job *j = (struct put_job *)dj;
+    switch (j->stage) {
+    case PUT_OPEN: put_open_work(j); break;
+    case PUT_WRITE: put_write_work(j); break;
+    case PUT_FINISH: put_finish_work(j); break;
+    }
+}
+
+static void put_job_release(struct disk_job *dj)
+{
+    struct put_job *j = (struct put_job *)dj;
+    put_unref(j->p);
+    free(j->path);
+    free(j);
+}
+
+static void put_step(struct httpd_conn *h);
+
+/* Start a put job (disk_run: on the pool, or here when there is none). */
+static void put_launch(struct httpd_conn *h, enum put_stage stage, char *path)
+{
+    struct httpd_put *p = h->put;
+    struct put_job *j = calloc(1, sizeof *j);
+    if (!j) {
+        free(path);
+        put_fail(h, 500, NULL);
+        return;
+    }
+    j->p = p;
+    j->stage = stage;
+    j->path = path;
+    j->base.work = put_job_work;
+    j->base.done = put_job_done;
+    j->base.release = put_job_release;
+    p->job_out = true;
+    p->refs++;
+    disk_run(h, p->f, &j->base, false);
+}
+
+static void put_answer(struct httpd_conn *h, struct httpd_put *p)
+{
+    httpd_files_invalidate(p->f);
+    int status = p->f->put_ok_status ? p->f->put_ok_status : p->existed ? 204 : 201;
+    if (p->md5_checked && p->f->put_md5_ok_status)
+        status = p->f->put_md5_ok_status;
+    bool with_body = p->f->put_status_body && status != 204;
+    h->put = NULL;
+    put_unref(p); /* the job's release frees it (nothing on disk to undo) */
+    bool keep = httpd_can_persist(h);
+    if (with_body) {
+        char body[128];
+        int n = snprintf(body, sizeof body, "<h1>%d - %s</h1>\n", status, http_reason(status));
+        httpd_response_head(h, status, "text/html", n, keep, NULL);
+        evbuffer_add(httpd_tx(), body, (size_t)n);
+    } else {
+        httpd_response_head(h, status, NULL, status == 204 ? -1 : 0, keep, NULL);
+    }
+    httpd_done(h, keep);
+}
+
+/* On the loop, once a put job is back (or ran here). */
+static void put_job_done(struct httpd_conn *h, struct disk_job *dj)
+{
+    struct put_job *j = (struct put_job *)dj;
+    struct httpd_put *p = j->p;
+    if (h->put != p)
+        return; /* abandoned meanwhile: the job's release discards it */
+    p->job_out = false;
+    switch (j->stage) {
+    case PUT_OPEN:
+        if (j->status) {
+            put_fail(h, j->status, j->msg);
+            return;
+        }
+        httpd_drop_head(h);
+        httpd_send_continue(h);
+        httpd_request_timeouts(h, 0);
+        break;
+    case PUT_WRITE:
+        if (j->err) {
+            put_fail(h, 500, j->err < 0 ? "Short write" : "Write failed");
+            return;
+        }
+        break;
+    case PUT_FINISH:
+        if (j->status) {
+            put_fail(h, j->status, j->msg);
+            return;
+        }
+        put_answer(h, p);
+        return;
+    }
+    if (!p->stepping)
+        put_step(h); /* came back from the pool: go on with the body */
+}
+
+/* Move the body along: read what has come (up to PUT_CHUNK) and hand it to
+ * a write job; once all is written, the finishing job. Runs until a job is
+ * out on the pool or the body needs more bytes. */
+static void put_step(struct httpd_conn *h)
+{
+    struct httpd_put *p = h->put;
+    p->stepping = true;
+    while (h->put == p && !p->job_out) {
+        if (!p->body_done) {
+            enum httpd_body_result r = httpd_body_read(h, p->chunk, PUT_CHUNK);
+            if (r == HTTPD_BODY_ERROR) {
+                put_fail(h, 400, "Bad chunked body");
+                return;
+            }
+            p->body_done = r == HTTPD_BODY_DONE;
+            size_t n = evbuffer_get_length(p->chunk);
+            if (p->max && p->written + n > p->max) {
+                put_fail(h, 413, NULL);
+                return;
+            }
+            if (n > 0) {
+                if (p->paused) {
+                    p->paused = false;
+                    conn_resume_read(h->c);
+                }
+                put_launch(h, PUT_WRITE, NULL);
+                continue;
+            }
+            if (!p->body_done)
+                break; /* wait for more of the body */
+        }
+        if (p->md5) {
+            char got[64];
+            md5_b64(p->md5, got, sizeof got);
+            EVP_MD_CTX_free(p->md5);
+            p->md5 = NULL;
+            p->md5_checked = true;
+            if (strcmp(got, p->want_md5)) {
+                char msg[256];
+                snprintf(msg, sizeof msg, "Content-MD5 mismatch, expected: %s actual: %s", p->want_md5, got);
+                put_fail(h, 400, msg);
+                return;
+            }
+        }
+        put_launch(h, PUT_FINISH, NULL);
+        break;
+    }
+    if (h->put == p)
+        p->stepping = false;
+}
+
+/* Body bytes came (h_on_read): go on, or let them wait while a job is out
+ * (reading pauses past PUT_MAX_BUFFERED: the client waits with them). */
 static void put_data(struct httpd_conn *h)
 {
     struct httpd_put *p = h->put;
-    struct evbuffer *chunk = httpd_tx2();
-    for (;;) {
-        enum httpd_body_result r = httpd_body_read(h, chunk, 256 * 1024);
-        if (r == HTTPD_BODY_ERROR) {
-            evbuffer_drain(chunk, evbuffer_get_length(chunk));
-            put_fail(h, 400, "Bad chunked body");
-            return;
+    if (p->job_out) {
+        if (evbuffer_get_length(conn_in(h->c)) > PUT_MAX_BUFFERED && !p->paused) {
+            p->paused = true;
+            conn_pause_read(h->c);
         }
-        size_t n = evbuffer_get_length(chunk);
-        if (p->max && p->written + n > p->max) {
-            evbuffer_drain(chunk, n);
-            put_fail(h, 413, NULL);
-            return;
-        }
-        while (evbuffer_get_length(chunk) > 0) {
-            struct evbuffer_iovec v;
-            if (evbuffer_peek(chunk, -1, NULL, &v, 1) < 1)
-                break;
-            if (p->md5)
-                EVP_DigestUpdate(p->md5, v.iov_base, v.iov_len);
-            ssize_t w = write(p->fd, v.iov_base, v.iov_len); /* disk call: see disk_run */
-            if (w <= 0) {
-                evbuffer_drain(chunk, evbuffer_get_length(chunk));
-                put_fail(h, 500, "Write failed");
-                return;
-            }
-            if ((size_t)w < v.iov_len && p->md5) {
-                /* keep the digest in step with what was written */
-                evbuffer_drain(chunk, evbuffer_get_length(chunk));
-                put_fail(h, 500, "Short write");
-                return;
-            }
-            evbuffer_drain(chunk, (size_t)w);
-            p->written += (uint64_t)w;
-        }
-        if (r == HTTPD_BODY_DONE) {
-            put_finish(h);
-            return;
-        }
-        if (n == 0)
-            return;
+        return;
     }
+    put_step(h);
 }
 
 static void do_put(struct httpd_conn *h, struct http_msg *req, struct httpd_files *f, const char *path, bool trailing)
@@ -1353,84 +1733,42 @@ static void do_put(struct httpd_conn *h, struct http_msg *req, struct httpd_file
         httpd_error(h, 403, NULL);
         return;
     }
-    if (f->min_put_directory > 0) {
-        /* as Perlbal: at least that many directories in the path, and the
-         * first that many must exist (disk call: see disk_run) */
-        int levels = -1;
-        const char *cut = NULL;
-        for (const char *q = path; (q = strchr(q, '/')); q++)
-            if (++levels == f->min_put_directory)
-                cut = q;
-        if (levels < f->min_put_directory || !cut) {
-            httpd_error(h, 400, "Does not meet minimum directory requirement");
-            return;
-        }
-        char basedir[PATH_MAX];
-        snprintf(basedir, sizeof basedir, "%.*s", (int)(cut - path), path);
-        int d = open_beneath(f, basedir, O_PATH | O_DIRECTORY);
-        if (d < 0) {
-            httpd_error(h, 404, "Base directory does not exist");
-            return;
-        }
-        close(d);
-    }
     size_t ml;
     const char *mv = http_header_value(req, "content-md5", &ml);
     struct httpd_put *p = calloc(1, sizeof *p);
-    if (!p) {
+    char *pathcopy = strdup(path);
+    if (p)
+        p->chunk = evbuffer_new();
+    if (!p || !pathcopy || !p->chunk) {
+        if (p && p->chunk)
+            evbuffer_free(p->chunk);
+        free(p);
+        free(pathcopy);
         httpd_error(h, 500, NULL);
         return;
     }
     p->fd = p->dirfd = -1;
+    p->refs = 1; /* h->put's */
     p->f = f;
     p->max = f->max_put_size;
+    p->conn_id = h->c->id;
+    p->loop = h->c->loop;
     if (mv && ml > 0 && !f->skip_md5_check) {
         while (ml > 0 && (mv[ml - 1] == '=' || mv[ml - 1] == ' '))
             ml--;
         snprintf(p->want_md5, sizeof p->want_md5, "%.*s", (int)(ml < 60 ? ml : 60), mv);
         p->md5 = EVP_MD_CTX_new();
         if (!p->md5 || EVP_DigestInit_ex(p->md5, EVP_md5(), NULL) != 1) {
-            if (p->md5)
-                EVP_MD_CTX_free(p->md5);
-            free(p);
+            put_struct_free(p);
+            free(pathcopy);
             httpd_error(h, 500, NULL);
             return;
         }
     }
     h->put = p;
-    /* disk calls (mkdir, openat, fstatat): see disk_run */
-    const char *base;
-    p->dirfd = open_parent(f, path, true, f->min_put_directory, &base);
-    if (p->dirfd < 0) {
-        put_fail(h, 403, "Parent directory missing");
-        return;
-    }
-    char tmp[NAME_MAX + 1];
-    if ((size_t)snprintf(tmp, sizeof tmp, ".%.200s.pbtmp.%llu", base, (unsigned long long)h->c->id) >= sizeof tmp) {
-        put_fail(h, 414, NULL);
-        return;
-    }
-    struct stat st;
-    p->existed = fstatat(p->dirfd, base, &st, AT_SYMLINK_NOFOLLOW) == 0;
-    if (p->existed && !S_ISREG(st.st_mode)) {
-        put_fail(h, 403, NULL);
-        return;
-    }
-    p->fd = openat(p->dirfd, tmp, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC | O_NOFOLLOW, 0644);
-    if (p->fd < 0) {
-        put_fail(h, 500, "Cannot create file");
-        return;
-    }
-    p->tmp = strdup(tmp);
-    p->name = strdup(base);
-    if (!p->tmp || !p->name) {
-        put_fail(h, 500, NULL);
-        return;
-    }
-    httpd_drop_head(h);
-    httpd_send_continue(h);
-    httpd_request_timeouts(h, 0);
-    put_data(h);
+    /* the directory walk, mkdir, fstatat and the open: a put job; the body
+     * waits until it is back (no 100-continue before the file is there) */
+    put_launch(h, PUT_OPEN, pathcopy);
 }
 
 /* ---- DELETE ---- */
@@ -1554,7 +1892,7 @@ static void concat_done(struct httpd_conn *h, struct disk_job *j)
             struct stat st;
             if (fstat(c->fds[i], &st) < 0 || st.st_size == 0)
                 continue;
-            if (evbuffer_add_file(httpd_tx(), c->fds[i], 0, st.st_size) == 0)
+            if (httpd_tx_add_file(h->tls, c->fds[i], 0, (int64_t)st.st_size) == 0)
                 c->fds[i] = -1; /* the buffer owns it */
         }
     }

@@ -127,6 +127,11 @@ struct httpd_conn *httpd_accept(struct core_loop *loop, int fd, const struct soc
  * control returns to the loop. A second one (httpd_tx2) is for bytes bound
  * elsewhere (e.g. a request to a backend) while a response is being built. */
 struct evbuffer *httpd_tx(void);
+/* Append length bytes of file fd from offset to httpd_tx(); the buffer
+ * owns fd on success (closed once sent). On a plain connection (tls false)
+ * the bytes go out with sendfile(), on TLS they are mapped and copied.
+ * Returns 0, or -1 (fd still the caller's). */
+int httpd_tx_add_file(bool tls, int fd, int64_t offset, int64_t length);
 struct evbuffer *httpd_tx2(void);
 /* Move buf (emptied) to c's output; on a plain socket with nothing queued
  * it is written straight away (one writev, no poll round trip). */
@@ -241,6 +246,14 @@ void httpd_files_invalidate(struct httpd_files *f);
 /* True for a Range "bytes=first-last" with last < first: unsatisfiable for
  * Perlbal (416), where http_parse_range ignores it. */
 bool httpd_range_inverted(const char *value, size_t len);
-/* "text/html" etc. from a path's extension ("text/plain" if unknown). */
+/* "text/html" etc. from a path's extension ("text/plain" if unknown), as
+ * /etc/mime.types says (read once at process start; a small built-in table
+ * when it is absent). */
 const char *httpd_mime_type(const char *path);
+/* Replace the table with the mime.types file at path ("type ext ext ..."
+ * lines, '#' comments; the first type named for an extension wins). At
+ * start-up only: not safe against concurrent lookups. Returns the number
+ * of extensions, or -1 (file absent, unreadable or empty: the table in use
+ * stays). */
+int httpd_mime_load(const char *path);
 #endif

@@ -12,17 +12,20 @@
 
 #include <errno.h>
 #include <fcntl.h>
+#include <netdb.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
+#include <sys/socket.h>
 #include <sys/stat.h>
 #include <syslog.h>
 #include <time.h>
 #include <unistd.h>
 
 enum log_level log_current_level = LOG_LEVEL_INFO;
+int log_verbosity;
 
 static const char *log_ident = "core";
 static bool log_to_syslog;
@@ -92,15 +95,77 @@ void log_reopen(void)
         close(old);
 }
 
+static void log_write(enum log_level level, char *msg);
+
 void log_msg(enum log_level level, const char *fmt, ...)
 {
-    if (level > log_current_level)
+    if (!log_enabled(level))
         return;
     char msg[2048];
     va_list ap;
     va_start(ap, fmt);
     vsnprintf(msg, sizeof(msg), fmt, ap);
     va_end(ap);
+    log_write(level, msg);
+}
+
+/* Copy at most max bytes of s[0..len) up to its first line break into out
+ * (room for max + 4), marking a cut with "...". */
+static void clip(char *out, size_t max, const char *s, size_t len, bool first_line)
+{
+    size_t n = 0;
+    if (!s)
+        len = 0;
+    while (n < len && n < max && !(first_line && (s[n] == '\r' || s[n] == '\n')))
+        n++;
+    memcpy(out, s ? s : "", n);
+    if (n == max && n < len && !(first_line && (s[n] == '\r' || s[n] == '\n')))
+        memcpy(out + n, "...", 3), n += 3;
+    out[n] = '\0';
+    for (size_t i = 0; i < n; i++)
+        if ((unsigned char)out[i] < 0x20 || out[i] == 0x7f)
+            out[i] = ' ';
+}
+
+void log_command(const char *who, const char *command, size_t command_len, bool secret, const char *result,
+                 size_t result_len)
+{
+    if (!log_command_enabled())
+        return;
+    char cmd[LOG_COMMAND_MAX + 4], res[LOG_COMMAND_MAX + 4], msg[2 * LOG_COMMAND_MAX + 200];
+    if (secret) {
+        size_t w = 0;
+        while (w < command_len && w < 64 && command[w] != ' ' && command[w] != '\r' && command[w] != '\n')
+            w++;
+        clip(cmd, 64, command, w, true);
+        if (w < command_len)
+            strcat(cmd, " <redacted>");
+    } else {
+        clip(cmd, LOG_COMMAND_MAX, command, command_len, false);
+    }
+    clip(res, LOG_COMMAND_MAX, result, result_len, true);
+    snprintf(msg, sizeof msg, "cmd %.64s%s%s -> %s", who ? who : "", who ? ": " : "", cmd, res);
+    log_write(LOG_LEVEL_DEBUG, msg);
+}
+
+const char *log_addr(const void *sockaddr, char *buf, size_t len)
+{
+    const struct sockaddr *sa = sockaddr;
+    char host[NI_MAXHOST], serv[NI_MAXSERV];
+    if (!sa || (sa->sa_family != AF_INET && sa->sa_family != AF_INET6)) {
+        snprintf(buf, len, "%s", sa && sa->sa_family == AF_UNIX ? "unix" : "-");
+        return buf;
+    }
+    socklen_t sl = sa->sa_family == AF_INET ? sizeof(struct sockaddr_in) : sizeof(struct sockaddr_in6);
+    if (getnameinfo(sa, sl, host, sizeof host, serv, sizeof serv, NI_NUMERICHOST | NI_NUMERICSERV) != 0)
+        snprintf(buf, len, "-");
+    else
+        snprintf(buf, len, sa->sa_family == AF_INET6 ? "[%s]:%s" : "%s:%s", host, serv);
+    return buf;
+}
+
+static void log_write(enum log_level level, char *msg)
+{
     for (char *p = msg; *p; p++)
         if ((unsigned char)*p < 0x20 && *p != '\t')
             *p = ' ';

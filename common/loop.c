@@ -30,6 +30,7 @@ struct loop_private {
     struct event *wake_ev;
     pthread_mutex_t lock;
     struct call *head, *tail;
+    uint64_t wakeups; /* eventfd writes (under lock) */
     struct event *stop_timer;
     double stop_deadline;
 };
@@ -110,17 +111,34 @@ int loop_call(struct core_loop *l, void (*fn)(void *), void *arg)
     c->fn = fn;
     c->arg = arg;
     c->next = NULL;
+    /* One wake-up per non-empty mailbox: only the call that finds the
+     * mailbox empty writes the eventfd. A non-empty mailbox means a wake-up
+     * is already owed: wake_cb reads the eventfd before it takes the list,
+     * so every call it has not taken yet is covered by a later read. */
     pthread_mutex_lock(&l->priv->lock);
+    bool was_empty = l->priv->head == NULL;
     if (l->priv->tail)
         l->priv->tail->next = c;
     else
         l->priv->head = c;
     l->priv->tail = c;
+    if (was_empty)
+        l->priv->wakeups++;
     pthread_mutex_unlock(&l->priv->lock);
-    uint64_t one = 1;
-    ssize_t w = write(l->priv->wake_fd, &one, sizeof(one));
-    (void)w;
+    if (was_empty) {
+        uint64_t one = 1;
+        ssize_t w = write(l->priv->wake_fd, &one, sizeof(one));
+        (void)w;
+    }
     return 0;
+}
+
+uint64_t loop_wakeups(struct core_loop *l)
+{
+    pthread_mutex_lock(&l->priv->lock);
+    uint64_t n = l->priv->wakeups;
+    pthread_mutex_unlock(&l->priv->lock);
+    return n;
 }
 
 int loop_init(int n)

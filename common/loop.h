@@ -82,6 +82,9 @@ bool loop_stopping(void);
 
 /* Thread-safe: run fn(arg) on that loop's thread soon. Returns 0 or -1. */
 int loop_call(struct core_loop *loop, void (*fn)(void *arg), void *arg);
+/* How many times loop_call rang the loop's wake-up fd: calls made while
+ * the mailbox is still non-empty share one wake-up (stats and tests). */
+uint64_t loop_wakeups(struct core_loop *loop);
 
 /* Free the loops after loop_run returned. Calls still queued run first, on
  * the caller's thread with loop_current() set to their loop. */

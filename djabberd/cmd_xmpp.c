@@ -907,6 +907,16 @@ void dj_cmd_stanza(struct dj_sess *s, struct dj_stanza *st)
     const char *to = dj_node_attr(n, "to");
     if (to && !*to)
         to = NULL;
+    if (log_command_enabled()) { /* -vv: the stanza's kind and addressing, never its payload */
+        char cmd[3 * DJ_JID_MAX + 200];
+        const char *ty = dj_node_attr(n, "type"), *id = dj_node_attr(n, "id"), *ns = NULL;
+        if (!strcmp(n->name, "iq"))
+            dj_iq_payload(st, &ns);
+        int k = snprintf(cmd, sizeof cmd, "%s type=%s id=%.64s to=%s%s%s", n->name, ty ? ty : "-", id ? id : "-",
+                         to ? to : "-", ns ? " ns=" : "", ns ? ns : "");
+        log_command(full, cmd, k > 0 ? (size_t)k : 0, false, to && dj_is_remote(to) ? "remote" : "local",
+                    to && dj_is_remote(to) ? 6 : 5);
+    }
     if (!strcmp(n->name, "iq")) {
         handle_iq(s, st, to);
     } else if (!strcmp(n->name, "message")) {

@@ -90,6 +90,7 @@ static int set_peer(const struct cfg_setting *s, const char *value, char *err, s
 }
 
 static const struct cfg_setting dj_settings_table[] = {
+    LOG_VERBOSE_SETTING,
     { "config", 'c', CFG_STRING, &core_opts.config_file, NULL, "read settings from this file (key = value)", false,
       NULL },
     { "c2s_port", 'p', CFG_INT, &dj.cfg.c2s_port, "5222", "client-to-server port", false, NULL },

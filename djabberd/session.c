@@ -353,6 +353,9 @@ static int sess_on_stream(void *arg, const char *name, const char **attrs)
 
 static void sasl_failure(struct dj_sess *s, const char *cond)
 {
+    char who[80];
+    if (log_command_enabled()) /* -vv: never the SASL data itself */
+        log_command(log_addr(&s->c->peer, who, sizeof who), "auth", 4, false, cond, strlen(cond));
     struct evbuffer *out = conn_out(s->c);
     evbuffer_add_printf(out, "<failure xmlns='" NS_SASL "'><%s/></failure>", cond);
     free(s->scram);
@@ -363,6 +366,9 @@ static void sasl_failure(struct dj_sess *s, const char *cond)
 
 static void sasl_success(struct dj_sess *s, const char *user, const char *final)
 {
+    char who[80];
+    if (log_command_enabled())
+        log_command(log_addr(&s->c->peer, who, sizeof who), "auth", 4, false, user, strlen(user));
     struct evbuffer *out = conn_out(s->c);
     if (final) {
         char b[128];

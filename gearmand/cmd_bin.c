@@ -273,9 +273,47 @@ static void handle_get_status_unique(struct gm_sess *s, const struct gm_packet *
 
 /* ---- dispatch ------------------------------------------------------------- */
 
+/* -vv (or --verbose DEBUG): one line per packet, `<fd NAME args`. Names,
+ * handles and unique keys are shown (escaped, cut at 64 bytes); the
+ * payload — the last argument of a packet with several, or an ECHO_REQ's
+ * only one — only as its size: job data is the users' business. */
+static void debug_packet(const struct gm_sess *s, const struct gm_packet *p)
+{
+    char line[1024];
+    const size_t room = sizeof line - 40; /* kept for " [N bytes]" and the NUL */
+    int r = snprintf(line, sizeof line, "gearmand: <%d %s", s->fd,
+                     p->magic == GM_REQ ? gm_cmd_name(p->cmd) : "(response magic)");
+    size_t n = r < 0 ? 0 : (size_t)r < room ? (size_t)r : room;
+    int shown = p->argc > 1 ? p->argc - 1 : p->cmd == GM_ECHO_REQ ? 0 : p->argc;
+    for (int i = 0; i < shown && n + 1 < room; i++) {
+        line[n++] = ' ';
+        size_t k = 0;
+        for (; k < p->arg_len[i] && k < 64 && n + 4 < room; k++) {
+            unsigned char ch = (unsigned char)p->arg[i][k];
+            if (ch > 32 && ch < 127 && ch != '\\')
+                line[n++] = (char)ch;
+            else {
+                snprintf(line + n, 5, "\\x%02x", ch);
+                n += 4;
+            }
+        }
+        if (k < p->arg_len[i] && n + 3 < room) {
+            memcpy(line + n, "...", 3);
+            n += 3;
+        }
+    }
+    if (shown < p->argc)
+        snprintf(line + n, sizeof line - n, " [%zu bytes]", p->arg_len[p->argc - 1]);
+    else
+        line[n] = '\0';
+    log_debug("%s", line);
+}
+
 int gm_handle_packet(struct gm_sess *s, const struct gm_packet *p)
 {
     gm.n.packets_in++;
+    if (log_enabled(LOG_LEVEL_DEBUG))
+        debug_packet(s, p);
     if (p->magic != GM_REQ) {
         gm_send_error(s, "INVALID_COMMAND", "Command not expected");
         return 0;

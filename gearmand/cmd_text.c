@@ -19,14 +19,14 @@
 #include "common/log.h"
 #include "common/loop.h"
 
+/* gearmand 1.1 lists the newest connection first, and a worker's
+ * functions newest first (compared side by side). */
 static void text_workers(struct evbuffer *out)
 {
-    struct list_node *pos;
-    list_for_each(pos, &gm.sessions)
-    {
+    for (struct list_node *pos = gm.sessions.prev; pos != &gm.sessions; pos = pos->prev) {
         struct gm_sess *s = container_of(pos, struct gm_sess, all_link);
         evbuffer_add_printf(out, "%d %s %s :", s->fd, s->peer, s->client_id[0] ? s->client_id : "-");
-        for (int i = 0; i < s->nabilities; i++) {
+        for (int i = s->nabilities - 1; i >= 0; i--) {
             evbuffer_add(out, " ", 1);
             evbuffer_add(out, s->abilities[i]->f->name, s->abilities[i]->f->len);
         }
@@ -35,6 +35,7 @@ static void text_workers(struct evbuffer *out)
     evbuffer_add(out, ".\n", 2);
 }
 
+/* In creation order (gearmand 1.1 walks its function hash table). */
 static void text_status(struct evbuffer *out, bool by_priority)
 {
     struct list_node *pos;
@@ -89,11 +90,9 @@ static void text_show_jobs(struct evbuffer *out, bool unique_only)
 {
     for (size_t i = 0; i <= gm.jmask; i++)
         for (struct gm_job *j = gm.hbuckets[i]; j; j = j->hnext_handle) {
-            if (unique_only) {
-                if (j->unique_len) {
-                    evbuffer_add(out, j->unique, j->unique_len);
-                    evbuffer_add(out, "\n", 1);
-                }
+            if (unique_only) { /* a job without a key is an empty line, as gearmand */
+                evbuffer_add(out, j->unique, j->unique_len);
+                evbuffer_add(out, "\n", 1);
             } else
                 evbuffer_add_printf(out, "%s\t%u\t%u\t%u\n", j->handle, j->retries, j->ignore ? 1u : 0u,
                                     j->state == GM_JOB_RUNNING ? 0u : 1u);
@@ -123,6 +122,10 @@ bool gm_text_run(struct evbuffer *out, const struct gm_text *t, int ntok, char *
     case GM_TEXT_SHOW_UNIQUE_JOBS: text_show_jobs(out, true); return true;
     case GM_TEXT_SHOW_UNKNOWN: evbuffer_add_printf(out, "ERR UNKNOWN_SHOW_ARGUMENTS\r\n"); return true;
     case GM_TEXT_CANCEL_JOB: {
+        if (t->argc != 1) {
+            evbuffer_add_printf(out, "ERR UNKNOWN_ERROR\r\n");
+            return true;
+        }
         struct gm_job *j = gm_job_find(t->arg[0], strlen(t->arg[0]));
         if (j && gm_job_cancel(j) == 0)
             evbuffer_add_printf(out, "OK\r\n");
@@ -204,6 +207,14 @@ static bool job_port_allows(const struct gm_text *t, int ntok, char **tok, const
 
 int gm_text_line(struct gm_sess *s, char *line, size_t len)
 {
+    if (log_enabled(LOG_LEVEL_DEBUG)) { /* -vv: the line, control bytes as '?' */
+        char shown[201];
+        size_t n = len < sizeof shown - 1 ? len : sizeof shown - 1;
+        for (size_t i = 0; i < n; i++)
+            shown[i] = (unsigned char)line[i] < 32 || line[i] == 127 ? '?' : line[i];
+        shown[n] = '\0';
+        log_debug("gearmand: <%d text %s", s->fd, shown);
+    }
     char *tok[GM_TEXT_MAX_TOKENS];
     int ntok = gm_text_split(line, len, tok, GM_TEXT_MAX_TOKENS);
     struct gm_text t;

@@ -77,9 +77,9 @@ static int set_verbose(const struct cfg_setting *s, const char *value, char *err
 static const struct cfg_setting gm_settings_table[] = {
     { "port", 'p', CFG_INT, &gm.cfg.port, "4730", "port to listen on", false, NULL },
     { "listen", 'L', CFG_STRING, &gm.cfg.listen, NULL, "address to listen on (default: all)", false, NULL },
-    { "threads", 't', CFG_INT, &gm.cfg.threads, "1",
-      "event loops sharing the connections (the job state is one, under a lock; see README: with more than one, a "
-      "worker held back for slow clients on another loop may not resume)",
+    { "threads", 't', CFG_INT, &gm.cfg.threads, "4",
+      "event loops sharing the connections, as gearmand's I/O threads (default 4, as gearmand 1.1; the job state is "
+      "one, under a lock: see README \"Threading\")",
       false, NULL },
     { "job-retries", 'j', CFG_INT, &gm.cfg.job_retries, "0",
       "attempts before a job whose workers keep dying fails (0 = unlimited)", true, NULL },
@@ -110,6 +110,10 @@ static const struct cfg_setting gm_settings_table[] = {
       "most jobs held at once, all functions (0 = unlimited); past it submits get ERROR QUEUE_ERROR", true, NULL },
     { "max-job-bytes", 0, CFG_SIZE, &gm.cfg.max_job_bytes, "1g",
       "most bytes of job data held at once (0 = unlimited); past it submits get ERROR QUEUE_ERROR", true, NULL },
+    { "metrics-max-functions", 0, CFG_SIZE, &gm.cfg.metrics_max_functions, "1000",
+      "functions exported one by one to Prometheus (status_total/running/workers/queued; 0 = all); the rest are "
+      "counted in status_functions_omitted",
+      true, NULL },
     { "max-functions", 0, CFG_SIZE, &gm.cfg.max_functions, "100000",
       "most function names known at once (0 = unlimited); past it CAN_DO and submits of new names get ERROR", true,
       NULL },
@@ -140,6 +144,8 @@ static const struct cfg_setting gm_settings_table[] = {
     { "ssl-key", 0, CFG_STRING, &gm.cfg.ssl_key, NULL, "PEM private key for --ssl", false, NULL },
     { "ssl-ca-file", 0, CFG_STRING, &gm.cfg.ssl_ca_file, NULL,
       "with --ssl: PEM CA certificates; clients must then present a certificate they signed", false, NULL },
+    { "check-args", 0, CFG_BOOL, &gm.cfg.check_args, "no",
+      "check the command line and config file, then exit (0: valid), as gearmand 1.1 does", false, NULL },
     { "keepalive", 0, CFG_BOOL, &gm.cfg.keepalive, "no", "enable TCP keepalive on client and worker connections", false,
       NULL },
     { "keepalive-idle", 0, CFG_INT, &gm.cfg.keepalive_idle, "-1",
@@ -153,6 +159,9 @@ static const struct cfg_setting gm_settings_table[] = {
     { "user", 'u', CFG_STRING, &core_opts.user, NULL, "drop privileges to this user after binding", false, NULL },
     { "pid-file", 'P', CFG_STRING, &core_opts.pidfile, NULL, "write the process id to this file", false, NULL },
     { "log-file", 'l', CFG_CUSTOM, NULL, NULL, "log to FILE, 'stderr' or 'none'", false, set_log_file },
+    { "verbosity", 'v', CFG_COUNT, &gm.cfg.verbosity, "0",
+      "-v: log at INFO; -vv: DEBUG, with a line per request read (names and handles, job data only as its size)", false,
+      NULL },
     { "verbose", 0, CFG_CUSTOM, NULL, NULL, "log level: FATAL ALERT CRITICAL ERROR WARNING NOTICE INFO DEBUG", true,
       set_verbose },
     CFG_END
@@ -160,41 +169,145 @@ static const struct cfg_setting gm_settings_table[] = {
 
 /* ---- stats --------------------------------------------------------------------- */
 
+/* Console name, Prometheus family (after "gearmand_"), kind, help. */
+#define C(name, help)                                                                                                  \
+    {                                                                                                                  \
+        name, NULL, STATS_COUNTER, help, 0                                                                             \
+    }
+#define G(name, help)                                                                                                  \
+    {                                                                                                                  \
+        name, NULL, STATS_GAUGE, help, 0                                                                               \
+    }
+enum {
+    ST_CROSS,
+    ST_SUBMITTED,
+    ST_COMPLETED,
+    ST_FAILED,
+    ST_COALESCED,
+    ST_RETRIED,
+    ST_TIMEOUT,
+    ST_CURRENT,
+    ST_FUNCS,
+    ST_SESSIONS,
+    ST_PACKETS,
+    ST_ERRORS,
+    ST_NOOPS,
+    ST_GRABS,
+    ST_NOJOBS,
+    ST_QFULL,
+    ST_QPAUSED,
+    ST_BYTES,
+    ST_FREFUSED,
+    ST_DROPPED,
+    ST_AREFUSED,
+    ST_THROTTLED,
+    ST_DBREQ,
+    ST_DBCOMMITS,
+    ST_DBERRORS,
+    ST_DBWAIT,
+    ST_N
+};
+static const struct stats_desc gm_desc[ST_N] = {
+    [ST_CROSS] = C("cross_loop_flushes", "replies handed to another event loop (one mailbox message each)"),
+    [ST_SUBMITTED] = C("jobs_submitted", "jobs submitted (coalesced submits included)"),
+    [ST_COMPLETED] = C("jobs_completed", "jobs ended by WORK_COMPLETE"),
+    [ST_FAILED] = C("jobs_failed", "jobs ended by WORK_FAIL, an exception, a timeout or too many retries"),
+    [ST_COALESCED] = C("jobs_coalesced", "submits joined to a job with the same function and unique key"),
+    [ST_RETRIED] = C("jobs_retried", "jobs put back in their queue because their worker went away"),
+    [ST_TIMEOUT] = C("jobs_timeout", "jobs failed by their worker's CAN_DO_TIMEOUT"),
+    [ST_CURRENT] = G("jobs_current", "jobs held (queued, running, scheduled)"),
+    [ST_FUNCS] = G("functions", "function names known"),
+    [ST_SESSIONS] = G("sessions", "open job-port connections"),
+    [ST_PACKETS] = C("packets_in", "requests read (binary packets and admin text lines)"),
+    [ST_ERRORS] = C("errors_sent", "ERROR packets sent"),
+    [ST_NOOPS] = C("noops_sent", "NOOP wake-ups sent to sleeping workers"),
+    [ST_GRABS] = C("grabs", "jobs handed to workers"),
+    [ST_NOJOBS] = C("no_jobs", "NO_JOB answers to grabs"),
+    [ST_QFULL] = C("queue_full", "submits refused by a maxqueue, --max-jobs or --max-job-bytes"),
+    [ST_QPAUSED] = C("queue_paused", "connections paused for --max-pending-durable"),
+    [ST_BYTES] = G("job_bytes", "bytes of job data held"),
+    [ST_FREFUSED] = C("functions_refused", "new function names refused by --max-functions"),
+    [ST_DROPPED] = C("clients_output_dropped", "clients closed for not reading their replies"),
+    [ST_AREFUSED] = C("admin_refused", "admin commands refused on the job port"),
+    [ST_THROTTLED] = C("workers_throttled", "times a worker was held back for clients that do not read"),
+    [ST_DBREQ] = C("queue_db_requests", "persistent queue requests"),
+    [ST_DBCOMMITS] = C("queue_db_commits", "persistent queue commits (group commits)"),
+    [ST_DBERRORS] = C("queue_db_errors", "persistent queue errors"),
+    [ST_DBWAIT] = G("queue_db_waiting", "persistent queue requests waiting"),
+};
+/* Per function, Prometheus only (the console has `status`): the names of
+ * the public gearman exporter (bakins/gearman-exporter), in our namespace. */
+static const struct stats_desc gm_fdesc[4] = {
+    { NULL, "status_total", STATS_GAUGE, "jobs of the function, queued and running (status column 2)", 0 },
+    { NULL, "status_running", STATS_GAUGE, "jobs of the function running (status column 3)", 0 },
+    { NULL, "status_workers", STATS_GAUGE, "workers that can do the function (status column 4)", 0 },
+    { NULL, "status_queued", STATS_GAUGE, "jobs of the function waiting for a worker", 0 },
+};
+static const struct stats_desc gm_fomitted = { NULL, "status_functions_omitted", STATS_GAUGE,
+                                               "functions not exported per function because of --metrics-max-functions",
+                                               0 };
+#undef C
+#undef G
+
 static void gm_stats(struct stats_sink *sink, void *arg)
 {
     (void)arg;
     gm_lock();
-    stats_u64(sink, "threads", (uint64_t)gm.nloops);
-    stats_u64(sink, "cross_loop_flushes", gm.n.cross_loop_flushes);
-    stats_u64(sink, "jobs_submitted", gm.n.jobs_submitted);
-    stats_u64(sink, "jobs_completed", gm.n.jobs_completed);
-    stats_u64(sink, "jobs_failed", gm.n.jobs_failed);
-    stats_u64(sink, "jobs_coalesced", gm.n.jobs_coalesced);
-    stats_u64(sink, "jobs_retried", gm.n.jobs_retried);
-    stats_u64(sink, "jobs_timeout", gm.n.jobs_timeout);
-    stats_u64(sink, "jobs_current", gm.njobs);
-    stats_u64(sink, "functions", gm.nfuncs);
-    stats_u64(sink, "sessions", gm.nsessions);
-    stats_u64(sink, "packets_in", gm.n.packets_in);
-    stats_u64(sink, "errors_sent", gm.n.errors_sent);
-    stats_u64(sink, "noops_sent", gm.n.noops_sent);
-    stats_u64(sink, "grabs", gm.n.grabs);
-    stats_u64(sink, "no_jobs", gm.n.no_jobs);
-    stats_u64(sink, "queue_full", gm.n.queue_full);
-    stats_u64(sink, "queue_paused", gm.n.queue_paused);
-    stats_u64(sink, "job_bytes", gm.job_bytes);
-    stats_u64(sink, "functions_refused", gm.n.functions_refused);
-    stats_u64(sink, "clients_output_dropped", gm.n.clients_output_dropped);
-    stats_u64(sink, "admin_refused", gm.n.admin_refused);
-    stats_u64(sink, "workers_throttled", gm.n.workers_throttled);
+    const uint64_t v[ST_N] = {
+        [ST_CROSS] = gm.n.cross_loop_flushes,
+        [ST_SUBMITTED] = gm.n.jobs_submitted,
+        [ST_COMPLETED] = gm.n.jobs_completed,
+        [ST_FAILED] = gm.n.jobs_failed,
+        [ST_COALESCED] = gm.n.jobs_coalesced,
+        [ST_RETRIED] = gm.n.jobs_retried,
+        [ST_TIMEOUT] = gm.n.jobs_timeout,
+        [ST_CURRENT] = gm.njobs,
+        [ST_FUNCS] = gm.nfuncs,
+        [ST_SESSIONS] = gm.nsessions,
+        [ST_PACKETS] = gm.n.packets_in,
+        [ST_ERRORS] = gm.n.errors_sent,
+        [ST_NOOPS] = gm.n.noops_sent,
+        [ST_GRABS] = gm.n.grabs,
+        [ST_NOJOBS] = gm.n.no_jobs,
+        [ST_QFULL] = gm.n.queue_full,
+        [ST_QPAUSED] = gm.n.queue_paused,
+        [ST_BYTES] = gm.job_bytes,
+        [ST_FREFUSED] = gm.n.functions_refused,
+        [ST_DROPPED] = gm.n.clients_output_dropped,
+        [ST_AREFUSED] = gm.n.admin_refused,
+        [ST_THROTTLED] = gm.n.workers_throttled,
+    };
+    for (int i = 0; i < ST_DBREQ; i++)
+        stats_emit(sink, &gm_desc[i], (double)v[i]);
     if (gm.db) {
         struct db_counters dc;
         db_get_counters(gm.db, &dc);
-        stats_u64(sink, "queue_db_requests", dc.requests);
-        stats_u64(sink, "queue_db_commits", dc.commits);
-        stats_u64(sink, "queue_db_errors", dc.errors);
-        stats_u64(sink, "queue_db_waiting", dc.queued);
+        stats_emit(sink, &gm_desc[ST_DBREQ], (double)dc.requests);
+        stats_emit(sink, &gm_desc[ST_DBCOMMITS], (double)dc.commits);
+        stats_emit(sink, &gm_desc[ST_DBERRORS], (double)dc.errors);
+        stats_emit(sink, &gm_desc[ST_DBWAIT], (double)dc.queued);
     }
+    /* One family after the other (each gets its HELP/TYPE once), over the
+     * first --metrics-max-functions functions in creation order. */
+    uint64_t max = gm.cfg.metrics_max_functions;
+    for (int k = 0; k < 4; k++) {
+        uint64_t n = 0;
+        struct list_node *pos;
+        list_for_each(pos, &gm.funcs)
+        {
+            if (max && n++ >= max)
+                break;
+            struct gm_func *f = container_of(pos, struct gm_func, all_link);
+            uint32_t queued = f->queued[0] + f->queued[1] + f->queued[2];
+            double val = k == 0   ? (double)f->total
+                         : k == 1 ? (double)f->running
+                         : k == 2 ? (double)f->workers
+                                  : (double)queued;
+            struct stats_label l = { "function", f->name };
+            stats_emit_labels(sink, &gm_fdesc[k], &l, 1, val);
+        }
+    }
+    stats_emit(sink, &gm_fomitted, (double)(max && gm.nfuncs > max ? gm.nfuncs - max : 0));
     gm_unlock();
 }
 
@@ -224,6 +337,10 @@ static int gm_tls_open(void)
 
 static int gm_init(void)
 {
+    if (gm.cfg.verbosity >= 2)
+        log_set_level(LOG_LEVEL_DEBUG);
+    else if (gm.cfg.verbosity == 1 && log_get_level() < LOG_LEVEL_INFO)
+        log_set_level(LOG_LEVEL_INFO);
     if (gm.cfg.max_held < 1)
         gm.cfg.max_held = 1;
     const char *jpa = gm.cfg.job_port_admin ? gm.cfg.job_port_admin : "gearmand";
@@ -237,6 +354,11 @@ static int gm_init(void)
     }
     if (gm.cfg.ssl && gm_tls_open() < 0)
         return -1;
+    if (gm.cfg.check_args) { /* settings and TLS files are valid: nothing opened, nothing to undo */
+        if (core_opts.pidfile)
+            unlink(core_opts.pidfile);
+        exit(0);
+    }
     gm_state_init();
     gm_sessions_init();
     gm_admin_install();

@@ -184,21 +184,24 @@ struct gm_settings {
     int max_conns;
     int backlog;
     char *verbose;
+    int verbosity;         /* -v count: 1 = INFO, 2 = DEBUG with a line per request */
     char *log_file_compat; /* -l */
     int idle_timeout;
-    int max_held;               /* durable submits waiting per conn before it is paused */
-    uint64_t max_jobs;          /* jobs in memory (all functions); 0 = unlimited */
-    uint64_t max_job_bytes;     /* job data held in memory; 0 = unlimited */
-    uint64_t max_functions;     /* function names known at once; 0 = unlimited */
-    uint64_t max_client_output; /* replies waiting for one client before it is dropped; 0 = unlimited */
-    char *job_port_admin;       /* gearmand | read-only | off */
-    int client_stall_timeout;   /* seconds a client over max_client_output may make no progress */
-    bool round_robin;           /* -R: accepted; grabs are always round robin */
-    int wakeup;                 /* -w: sleepers woken per job, 0 = all */
-    bool exceptions;            /* --exceptions: every client gets WORK_EXCEPTION */
-    bool ssl;                   /* --ssl: the job port is TLS only */
+    int max_held;                   /* durable submits waiting per conn before it is paused */
+    uint64_t max_jobs;              /* jobs in memory (all functions); 0 = unlimited */
+    uint64_t max_job_bytes;         /* job data held in memory; 0 = unlimited */
+    uint64_t max_functions;         /* function names known at once; 0 = unlimited */
+    uint64_t metrics_max_functions; /* functions exported one by one to Prometheus; 0 = all */
+    uint64_t max_client_output;     /* replies waiting for one client before it is dropped; 0 = unlimited */
+    char *job_port_admin;           /* gearmand | read-only | off */
+    int client_stall_timeout;       /* seconds a client over max_client_output may make no progress */
+    bool round_robin;               /* -R: accepted; grabs are always round robin */
+    int wakeup;                     /* -w: sleepers woken per job, 0 = all */
+    bool exceptions;                /* --exceptions: every client gets WORK_EXCEPTION */
+    bool ssl;                       /* --ssl: the job port is TLS only */
     char *ssl_cert, *ssl_key, *ssl_ca_file;
     bool keepalive;
+    bool check_args;                                         /* --check-args: validate the settings, then exit */
     int keepalive_idle, keepalive_interval, keepalive_count; /* -1 = the system's */
 };
 

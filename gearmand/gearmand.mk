@@ -21,7 +21,7 @@ BENCHES += tests/bench/bench_gearmand.py
 # libgm: the client/worker library (static + shared, header, pkg-config) and
 # the gearman-cli CLI on it.
 GM_CLIENT_SRCS := gearmand/client/libgm.c $(GM_PROTO) common/hash.c
-GM_CLIENT_SOFLAGS := -Wl,--version-script=gearmand/client/libgm.map
+GM_CLIENT_SOFLAGS := -Wl,--version-script=gearmand/client/libgm.map $(shell pkg-config --libs zlib libcrypto)
 $(eval $(call library,gm,$(GM_CLIENT_SRCS),$(GM_CLIENT_SOFLAGS)))
 HEADERS += gearmand/client/libgm.h
 PCFILES += $(BUILD)/lib/pkgconfig/libgm.pc

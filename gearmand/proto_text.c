@@ -73,15 +73,22 @@ void gm_text_classify(int ntok, char **tok, struct gm_text *out)
     } else if (!strcasecmp(w, "show")) {
         if (ntok < 2)
             out->cmd = GM_TEXT_OTHER; /* gearmand: ERR UNKNOWN_COMMAND */
-        else if (!strcasecmp(w1, "jobs"))
+        else if (!strcasecmp(w1, "jobs") && ntok == 2)
             out->cmd = GM_TEXT_SHOW_JOBS;
-        else if (!strcasecmp(w1, "unique") && ntok > 2 && !strcasecmp(tok[2], "jobs"))
-            out->cmd = GM_TEXT_SHOW_UNIQUE_JOBS;
+        else if (!strcasecmp(w1, "unique") && ntok == 3 && !strcasecmp(tok[2], "jobs"))
+            out->cmd = GM_TEXT_SHOW_UNIQUE_JOBS; /* a word more: UNKNOWN_SHOW_ARGUMENTS, as gearmand */
         else
             out->cmd = GM_TEXT_SHOW_UNKNOWN;
-    } else if (!strcasecmp(w, "cancel") && ntok > 1 && !strcasecmp(w1, "job"))
-        set_args(out, ntok, tok, 2, 1, 1, GM_TEXT_CANCEL_JOB);
-    else if (!strcasecmp(w, "create") && ntok > 1 && !strcasecmp(w1, "function"))
+    } else if (!strcasecmp(w, "cancel") && ntok > 2 && !strcasecmp(w1, "job")) {
+        /* gearmand: "cancel job" alone is an unknown command, a word too
+         * many ERR UNKNOWN_ERROR (gm_text_run) */
+        if (ntok == 3)
+            set_args(out, ntok, tok, 2, 1, 1, GM_TEXT_CANCEL_JOB);
+        else {
+            out->cmd = GM_TEXT_CANCEL_JOB;
+            out->argc = ntok - 2; /* not kept: refused */
+        }
+    } else if (!strcasecmp(w, "create") && ntok > 1 && !strcasecmp(w1, "function"))
         set_args(out, ntok, tok, 2, 1, 1, GM_TEXT_CREATE_FUNCTION);
     else if (!strcasecmp(w, "drop") && ntok > 1 && !strcasecmp(w1, "function"))
         set_args(out, ntok, tok, 2, 1, 1, GM_TEXT_DROP_FUNCTION);

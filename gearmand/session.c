@@ -92,9 +92,12 @@ void gm_unlock(void)
  * event per reply: an epoll_ctl to enable it and one to disable it after
  * the write) but to the session's wbuf, under the lock, by whichever loop
  * made them; the session goes on its owner loop's dirty list. The owner
- * flushes that list once per event: at the end of a read (gm_on_read), from
- * a flush event activated by the first dirty session of the loop's own
- * making (timers, db results), or from one mailbox message posted by the
+ * flushes that list once per loop iteration: from a flush event activated
+ * by the first dirty session of the loop's own making (reads, timers, db
+ * results), which runs after every read that iteration dispatched, so
+ * replies made for one connection by several reads (a pipelining client's
+ * WORK_COMPLETEs from many workers) leave in one write; or from one
+ * mailbox message posted by the
  * first other loop that wrote to one of its sessions — so one hop carries
  * every reply made for that loop since its last flush. The flush moves each
  * wbuf into the session's obuf under the lock, then writes outside it
@@ -157,6 +160,17 @@ static void mark_dirty(struct gm_sess *s)
     }
 }
 
+static uint32_t idle_ms(void);
+
+/* Owner loop, lock held: s's output is all out, so it holds back no worker
+ * of its jobs any more and its stall timer goes. */
+static void sess_drained(struct gm_sess *s)
+{
+    s->over_limit = false;
+    conn_set_timeouts(s->c, idle_ms(), 0);
+    gm_jobs_client_drained(s);
+}
+
 void gm_flush_loop(struct core_loop *loop)
 {
     if (!gm.loops)
@@ -193,8 +207,16 @@ void gm_flush_loop(struct core_loop *loop)
     }
     if (n) {
         gm_lock();
-        for (size_t i = 0; i < n; i++)
-            gm_sess_unref(L->batch[i]);
+        for (size_t i = 0; i < n; i++) {
+            struct gm_sess *s = L->batch[i];
+            /* Written straight to the socket, nothing left queued: the conn
+             * has no write event, so on_drained will not come. A client
+             * marked over its limit (by another loop, from a backlog this
+             * write just took) has drained now. */
+            if (s->c && s->over_limit && evbuffer_get_length(conn_out(s->c)) == 0)
+                sess_drained(s);
+            gm_sess_unref(s);
+        }
         gm_unlock();
     }
 }
@@ -735,7 +757,10 @@ static int gm_on_read(struct core_conn *c)
     if (s && s->state != GM_SESS_CLOSING)
         sess_drive(s);
     gm_unlock();
-    gm_flush_loop(c->loop);
+    /* No flush here: the replies wait for the loop's flush event, which
+     * runs after every read of this loop iteration, so replies made for
+     * one connection by several reads (WORK_COMPLETEs from many workers
+     * for one pipelining client) go out in one write. */
     return 0;
 }
 
@@ -777,11 +802,8 @@ static void gm_on_drained(struct core_conn *c)
         return;
     __atomic_store_n(&s->out_backlog, 0, __ATOMIC_RELAXED);
     gm_lock();
-    if (s->over_limit) {
-        s->over_limit = false;
-        conn_set_timeouts(c, idle_ms(), 0);
-        gm_jobs_client_drained(s);
-    }
+    if (s->over_limit)
+        sess_drained(s);
     gm_unlock();
 }
 

@@ -9,8 +9,10 @@
 #include "memcached/proto.h"
 #include "memcached/session.h"
 
-static void bin_reply(struct session *s, uint8_t opcode, uint32_t opaque, uint16_t status, uint64_t cas,
-                      const void *ext, uint8_t extlen, const void *key, uint16_t keylen, const void *val, uint32_t vlen)
+/* The value is val, or when val is NULL, the item vit's (chunked or not). */
+static void bin_reply_v(struct session *s, uint8_t opcode, uint32_t opaque, uint16_t status, uint64_t cas,
+                        const void *ext, uint8_t extlen, const void *key, uint16_t keylen, const void *val,
+                        uint32_t vlen, mc_item *vit)
 {
     size_t total = MC_BIN_HDR + extlen + keylen + vlen;
     uint8_t *o = (uint8_t *)mc_out_reserve(s, total);
@@ -22,9 +24,17 @@ static void bin_reply(struct session *s, uint8_t opcode, uint32_t opaque, uint16
         memcpy(o + pos, ext, extlen), pos += extlen;
     if (keylen)
         memcpy(o + pos, key, keylen), pos += keylen;
-    if (vlen)
+    if (vlen && val)
         memcpy(o + pos, val, vlen), pos += vlen;
+    else if (vlen && vit)
+        mc_value_out(vit, (char *)o + pos), pos += vlen;
     mc_out_commit(s, pos);
+}
+
+static void bin_reply(struct session *s, uint8_t opcode, uint32_t opaque, uint16_t status, uint64_t cas,
+                      const void *ext, uint8_t extlen, const void *key, uint16_t keylen, const void *val, uint32_t vlen)
+{
+    bin_reply_v(s, opcode, opaque, status, cas, ext, extlen, key, keylen, val, vlen, NULL);
 }
 
 void mc_cmd_bin_error(struct session *s, uint8_t opcode, uint32_t opaque, uint16_t status)
@@ -71,19 +81,23 @@ static void bin_get(struct session *s, const struct mc_bin_req *r, const struct 
     size_t nkey = r->keylen;
     struct mc_thread_stats *ts = &s->th->st;
     uint64_t hv = mc_hash(key, nkey);
-    MC_STAT_ADD(ts, cmd_get, 1);
+    /* A GAT counts as a touch only, as in memcached 1.6.18. */
     if (c->touch)
         MC_STAT_ADD(ts, cmd_touch, 1);
+    else
+        MC_STAT_ADD(ts, cmd_get, 1);
     mc_key_lock(hv);
     mc_item *it = mc_item_find_locked(key, nkey, hv);
     if (mc_detail_on())
         mc_prefix_record(key, nkey, MC_PREFIX_GET, it != NULL);
     if (!it) {
         mc_key_unlock(hv);
-        MC_STAT_ADD(ts, get_misses, 1);
-        MC_STAT_MISS_REASON(ts);
-        if (c->touch)
+        if (c->touch) {
             MC_STAT_ADD(ts, touch_misses, 1);
+        } else {
+            MC_STAT_ADD(ts, get_misses, 1);
+            MC_STAT_MISS_REASON(ts);
+        }
         if (c->quiet)
             return;
         if (c->want_key)
@@ -95,13 +109,17 @@ static void bin_get(struct session *s, const struct mc_bin_req *r, const struct 
     if (c->touch) {
         it->exptime = mc_realtime(c->exptime);
         MC_STAT_ADD(ts, touch_hits, 1);
+        MC_SLAB_ADD(s->th, it->clsid, touch_hits, 1);
     }
     mc_item_bump(it);
-    MC_STAT_ADD(ts, get_hits, 1);
+    if (!c->touch) {
+        MC_STAT_ADD(ts, get_hits, 1);
+        MC_SLAB_ADD(s->th, it->clsid, get_hits, 1);
+    }
     uint8_t ext[4];
     wr32(ext, it->flags);
-    bin_reply(s, r->opcode, r->opaque, MC_BIN_OK, it->cas, ext, 4, c->want_key ? key : NULL,
-              c->want_key ? (uint16_t)nkey : 0, c->want_value ? mc_value(it) : NULL, c->want_value ? it->nbytes : 0);
+    bin_reply_v(s, r->opcode, r->opaque, MC_BIN_OK, it->cas, ext, 4, c->want_key ? key : NULL,
+                c->want_key ? (uint16_t)nkey : 0, NULL, c->want_value ? it->nbytes : 0, c->want_value ? it : NULL);
     mc_key_unlock(hv);
 }
 
@@ -121,7 +139,7 @@ static void bin_store(struct session *s, const struct mc_bin_req *r, const struc
         mc_cmd_bin_error(s, r->opcode, r->opaque, err == MC_ALLOC_TOO_LARGE ? MC_BIN_E2BIG : MC_BIN_ENOMEM);
         return;
     }
-    memcpy(mc_value(it), r->value, r->vlen);
+    mc_value_write(it, 0, (const char *)r->value, r->vlen);
     enum mc_store_op op;
     switch (c->store) {
     case MC_BINS_SET: op = r->cas ? MC_OP_CAS : MC_OP_SET; break;
@@ -131,10 +149,14 @@ static void bin_store(struct session *s, const struct mc_bin_req *r, const struc
     default: op = MC_OP_PREPEND; break;
     }
     uint64_t cas = 0;
+    int clsid = it->clsid;
     enum mc_status st = mc_store(it, op, r->cas, &cas);
     MC_STAT_ADD(&s->th->st, cmd_set, 1);
-    if (op == MC_OP_CAS)
-        MC_STAT_ADD(&s->th->st, cas_hits, st == MC_STORED ? 1 : 0);
+    MC_SLAB_ADD(s->th, clsid, cmd_set, 1);
+    if (op == MC_OP_CAS && st == MC_STORED) {
+        MC_STAT_ADD(&s->th->st, cas_hits, 1);
+        MC_SLAB_HIT(s->th, cas_hits);
+    }
     if (st == MC_STORED) {
         if (!c->quiet)
             bin_reply(s, r->opcode, r->opaque, MC_BIN_OK, cas, NULL, 0, NULL, 0, NULL, 0);
@@ -186,10 +208,13 @@ static void bin_arith(struct session *s, const struct mc_bin_req *r, const struc
         }
     }
     if (st == MC_OK) {
-        if (c->incr)
+        if (c->incr) {
             MC_STAT_ADD(ts, incr_hits, 1);
-        else
+            MC_SLAB_HIT(s->th, incr_hits);
+        } else {
             MC_STAT_ADD(ts, decr_hits, 1);
+            MC_SLAB_HIT(s->th, decr_hits);
+        }
         if (!c->quiet) {
             uint8_t v[8];
             wr64(v, result);
@@ -256,6 +281,7 @@ int mc_cmd_bin(struct session *s, const struct mc_bin_req *r)
         enum mc_status st = mc_delete((const char *)r->key, r->keylen, r->cas);
         if (st == MC_DELETED) {
             MC_STAT_ADD(ts, delete_hits, 1);
+            MC_SLAB_HIT(s->th, delete_hits);
             if (!c.quiet)
                 bin_reply(s, op, r->opaque, MC_BIN_OK, 0, NULL, 0, NULL, 0, NULL, 0);
         } else {

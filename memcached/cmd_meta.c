@@ -179,10 +179,12 @@ static void meta_get(struct session *s, const struct mc_meta_req *m, const char 
         meta_simple(s, "EN", m, m->flags & MC_MF('q'));
         return;
     }
-    if (vivified)
+    if (vivified) {
         MC_STAT_ADD(ts, get_misses, 1);
-    else
+    } else {
         MC_STAT_ADD(ts, get_hits, 1);
+        MC_SLAB_ADD(s->th, it->clsid, get_hits, 1);
+    }
     uint8_t bits = mc_bits(it);
     bool fetched_before = bits & MC_IT_FETCHED;
     bool stale = bits & MC_IT_STALE;
@@ -203,6 +205,7 @@ static void meta_get(struct session *s, const struct mc_meta_req *m, const char 
     if (m->flags & MC_MF('T')) {
         it->exptime = mc_realtime(m->T_ttl);
         MC_STAT_ADD(ts, touch_hits, 1);
+        MC_SLAB_ADD(s->th, it->clsid, touch_hits, 1);
         MC_STAT_ADD(ts, cmd_touch, 1);
     }
     if (m->flags & MC_MF('E'))
@@ -232,7 +235,7 @@ static void meta_get(struct session *s, const struct mc_meta_req *m, const char 
     o[pos++] = '\r';
     o[pos++] = '\n';
     if (with_value) {
-        memcpy(o + pos, mc_value(it), it->nbytes);
+        mc_value_out(it, o + pos);
         pos += it->nbytes;
         o[pos++] = '\r';
         o[pos++] = '\n';
@@ -265,6 +268,7 @@ static void meta_delete(struct session *s, const struct mc_meta_req *m)
             it->exptime = mc_realtime(m->T_ttl);
         code = "HD";
         MC_STAT_ADD(&s->th->st, delete_hits, 1);
+        MC_SLAB_HIT(s->th, delete_hits);
     } else if (m->flags & MC_MF('x')) {
         /* Drop the value, keep the item (and its client flags? no: zeroed). */
         enum mc_alloc_err err;
@@ -273,10 +277,12 @@ static void meta_delete(struct session *s, const struct mc_meta_req *m)
             mc_item_link_locked(n, it, hv);
         code = "HD";
         MC_STAT_ADD(&s->th->st, delete_hits, 1);
+        MC_SLAB_HIT(s->th, delete_hits);
     } else {
         mc_item_unlink_locked(it, hv);
         code = "HD";
         MC_STAT_ADD(&s->th->st, delete_hits, 1);
+        MC_SLAB_HIT(s->th, delete_hits);
     }
     mc_key_unlock(hv);
     meta_simple(s, code, m, quiet && code[0] == 'H'); /* q hides only HD */
@@ -289,7 +295,8 @@ static void meta_arith(struct session *s, const struct mc_meta_req *m, const cha
     uint64_t cmp = (m->flags & MC_MF('C')) ? m->C_cas : 0;
     uint64_t result = 0, cas = 0;
     bool quiet = m->flags & MC_MF('q');
-    enum mc_status st = mc_arith(m->rkey, m->nrkey, incr, delta, cmp, &result, &cas);
+    enum mc_status st = mc_arith(m->rkey, m->nrkey, incr, delta, cmp, &result, &cas), first = st;
+    uint8_t hit_cls = mc_hit_clsid;
     if (st == MC_NOT_FOUND && (m->flags & MC_MF('N'))) {
         /* Autovivify with J (default 0). */
         char buf[24];
@@ -308,6 +315,23 @@ static void meta_arith(struct session *s, const struct mc_meta_req *m, const cha
         } else {
             st = MC_NO_MEMORY;
         }
+    }
+    /* Counted as incr/decr, as memcached 1.6.18 does (the first try: a
+     * vivified miss is a miss). */
+    struct mc_thread_stats *ts = &s->th->st;
+    if (st == MC_OK && first == MC_OK) {
+        if (incr) {
+            MC_STAT_ADD(ts, incr_hits, 1);
+            MC_SLAB_ADD(s->th, hit_cls, incr_hits, 1);
+        } else {
+            MC_STAT_ADD(ts, decr_hits, 1);
+            MC_SLAB_ADD(s->th, hit_cls, decr_hits, 1);
+        }
+    } else if (first == MC_NOT_FOUND) {
+        if (incr)
+            MC_STAT_ADD(ts, incr_misses, 1);
+        else
+            MC_STAT_ADD(ts, decr_misses, 1);
     }
     if (st == MC_OK && (m->flags & MC_MF('T')))
         mc_touch(m->rkey, m->nrkey, mc_realtime(m->T_ttl));
@@ -451,7 +475,7 @@ void mc_cmd_meta_stored(struct session *s, mc_item *it)
 void mc_cmd_meta(struct session *s, const struct mc_text_req *tr)
 {
     struct mc_meta_req m;
-    MC_STAT_ADD(&s->th->st, cmd_meta, 1);
+    /* cmd_meta stays 0, as memcached 1.6.18 counts it only in its proxy. */
     if (mc_meta_parse(tr->line, tr->line_len, tr->consumed, &m) != MC_PARSE_OK) {
         MC_STAT_ADD(&s->th->st, protocol_errors, 1);
         mc_out_line(s, m.error);

@@ -49,8 +49,12 @@ static void text_get(struct session *s, const struct mc_text_req *r)
             MC_STAT_MISS_REASON(&s->th->st);
             continue;
         }
-        if (touch)
+        if (touch) {
             it->exptime = exptime;
+            MC_SLAB_ADD(s->th, it->clsid, touch_hits, 1);
+        } else {
+            MC_SLAB_ADD(s->th, it->clsid, get_hits, 1);
+        }
         mc_item_bump(it);
         /* "VALUE <key> <flags> <bytes>[ <cas>]\r\n<data>\r\n" in one piece. */
         size_t need = 6 + nkey + 1 + 10 + 1 + 10 + 1 + 20 + 2 + it->nbytes + 2;
@@ -73,7 +77,7 @@ static void text_get(struct session *s, const struct mc_text_req *r)
         }
         *o++ = '\r';
         *o++ = '\n';
-        memcpy(o, mc_value(it), it->nbytes);
+        mc_value_out(it, o);
         o += it->nbytes;
         mc_key_unlock(hv);
         *o++ = '\r';
@@ -84,10 +88,11 @@ static void text_get(struct session *s, const struct mc_text_req *r)
     if (!s->out_oom)
         mc_out_add(s, "END\r\n", 5);
     struct mc_thread_stats *st = &s->th->st;
-    if (touch) {
+    if (touch) { /* gat/gats count as touches only, as in memcached 1.6.18 */
         MC_STAT_ADD(st, cmd_touch, hits + misses);
         MC_STAT_ADD(st, touch_hits, hits);
         MC_STAT_ADD(st, touch_misses, misses);
+        return;
     }
     MC_STAT_ADD(st, cmd_get, hits + misses);
     MC_STAT_ADD(st, get_hits, hits);
@@ -101,11 +106,13 @@ void mc_cmd_text_stored(struct session *s, mc_item *it)
     uint64_t newcas = 0;
     enum mc_status st = mc_store(it, s->op, s->cas, &newcas);
     if (s->op == MC_OP_CAS) {
-        if (st == MC_STORED)
+        if (st == MC_STORED) {
             MC_STAT_ADD(&s->th->st, cas_hits, 1);
-        else if (st == MC_EXISTS)
+            MC_SLAB_HIT(s->th, cas_hits);
+        } else if (st == MC_EXISTS) {
             MC_STAT_ADD(&s->th->st, cas_badval, 1);
-        else if (st == MC_NOT_FOUND)
+            MC_SLAB_HIT(s->th, cas_badval);
+        } else if (st == MC_NOT_FOUND)
             MC_STAT_ADD(&s->th->st, cas_misses, 1);
     }
     if (s->noreply)
@@ -130,10 +137,13 @@ static void text_arith(struct session *s, const struct mc_text_req *r)
     enum mc_status st = mc_arith(r->key, r->nkey, incr, r->delta, 0, &result, NULL);
     struct mc_thread_stats *ts = &s->th->st;
     if (st == MC_OK) {
-        if (incr)
+        if (incr) {
             MC_STAT_ADD(ts, incr_hits, 1);
-        else
+            MC_SLAB_HIT(s->th, incr_hits);
+        } else {
             MC_STAT_ADD(ts, decr_hits, 1);
+            MC_SLAB_HIT(s->th, decr_hits);
+        }
     } else if (st == MC_NOT_FOUND) {
         if (incr)
             MC_STAT_ADD(ts, incr_misses, 1);
@@ -163,6 +173,48 @@ static void stats_line_cb(const char *name, const char *value, void *arg)
     evbuffer_add_printf(mc_out_evb(s), "STAT %s %s\r\n", name, value);
 }
 
+/* "stats": memcached 1.6.18's names in its order. The stats sources also
+ * feed the metrics, which keep what memcached does not print: the core's
+ * accept_fd_exhausted (and its threads, which memcached prints further
+ * down, where ours comes), our protocol_errors, outofmemory and
+ * total_malloced (memcached: in "stats slabs"), idle_kicks without
+ * -o idle_timeout and rejected_connections without maxconns_fast. */
+static void general_stats_text(struct session *s)
+{
+    static const char *const drop[] = { "accept_fd_exhausted", "protocol_errors", "outofmemory", "total_malloced" };
+    struct evbuffer *all = evbuffer_new();
+    if (!all) {
+        mc_out_line(s, "SERVER_ERROR out of memory");
+        return;
+    }
+    stats_render_text(all, "");
+    bool core_threads = true;
+    size_t len;
+    char *line;
+    while ((line = evbuffer_readln(all, &len, EVBUFFER_EOL_CRLF_STRICT)) != NULL) {
+        const char *name = line + 5, *sp = memchr(name, ' ', len > 5 ? len - 5 : 0);
+        size_t nn = sp ? (size_t)(sp - name) : 0;
+        bool keep = len > 5 && memcmp(line, "STAT ", 5) == 0;
+        for (size_t i = 0; keep && i < sizeof drop / sizeof drop[0]; i++)
+            keep = !(nn == strlen(drop[i]) && memcmp(name, drop[i], nn) == 0);
+        if (keep && nn == 7 && memcmp(name, "threads", 7) == 0 && core_threads) {
+            core_threads = false;
+            keep = false;
+        }
+        if (keep && nn == 10 && memcmp(name, "idle_kicks", 10) == 0 && mc_settings.idle_timeout <= 0)
+            keep = false;
+        if (keep && nn == 20 && memcmp(name, "rejected_connections", 20) == 0 && !mc_settings.maxconns_fast)
+            keep = false; /* as memcached: only with maxconns_fast */
+        if (keep) {
+            mc_out_add(s, line, len);
+            mc_out_add(s, "\r\n", 2);
+        }
+        free(line);
+    }
+    evbuffer_free(all);
+    mc_out_add(s, "END\r\n", 5);
+}
+
 static void text_stats(struct session *s, const struct mc_text_req *r)
 {
     char group[64];
@@ -173,8 +225,7 @@ static void text_stats(struct session *s, const struct mc_text_req *r)
     }
     group[n] = 0;
     if (n == 0) {
-        stats_render_text(mc_out_evb(s), "");
-        mc_out_add(s, "END\r\n", 5);
+        general_stats_text(s);
         return;
     }
     if (strcmp(group, "reset") == 0) {
@@ -406,13 +457,29 @@ static void text_tuning(struct session *s, const struct mc_text_req *r)
             if (!r->noreply)
                 mc_out_line(s, "OK");
         }
-    } else if (n >= 2 && word_is(w[0], wn[0], "mode")) {
-        if (word_is(w[1], wn[1], "segmented"))
-            mc_out_line(s, "OK");
-        else if (word_is(w[1], wn[1], "flat"))
-            mc_out_line(s, "CLIENT_ERROR only the segmented LRU is built");
-        else
+    } else if (n >= 2 && word_is(w[0], wn[0], "mode") && mc_settings.lru_maintainer) {
+        if (word_is(w[1], wn[1], "segmented") || word_is(w[1], wn[1], "flat")) {
+            mc_settings.lru_segmented = word_is(w[1], wn[1], "segmented");
+            if (!r->noreply)
+                mc_out_line(s, "OK");
+        } else {
             mc_out_line(s, "ERROR");
+        }
+    } else if (n >= 2 && word_is(w[0], wn[0], "temp_ttl") && mc_settings.lru_maintainer) {
+        /* A negative TTL turns the TEMP LRU off; items in it stay there. */
+        int64_t ttl;
+        if (!mc_parse_i64(w[1], wn[1], &ttl) || ttl > INT32_MAX) {
+            mc_out_line(s, "ERROR");
+        } else {
+            if (ttl < 0) {
+                mc_settings.temp_lru = false;
+            } else {
+                mc_settings.temporary_ttl = (int)ttl;
+                mc_settings.temp_lru = true;
+            }
+            if (!r->noreply)
+                mc_out_line(s, "OK");
+        }
     } else {
         mc_out_line(s, "ERROR");
     }
@@ -465,10 +532,12 @@ int mc_cmd_text(struct session *s, const struct mc_text_req *r)
         if (mc_detail_on())
             mc_prefix_record(r->key, r->nkey, MC_PREFIX_DEL, false);
         enum mc_status st = mc_delete(r->key, r->nkey, 0);
-        if (st == MC_DELETED)
+        if (st == MC_DELETED) {
             MC_STAT_ADD(ts, delete_hits, 1);
-        else
+            MC_SLAB_HIT(s->th, delete_hits);
+        } else {
             MC_STAT_ADD(ts, delete_misses, 1);
+        }
         if (!r->noreply)
             mc_out_str(s, st == MC_DELETED ? "DELETED\r\n" : "NOT_FOUND\r\n");
         return 0;
@@ -476,10 +545,12 @@ int mc_cmd_text(struct session *s, const struct mc_text_req *r)
     case MC_TXT_TOUCH: {
         enum mc_status st = mc_touch(r->key, r->nkey, mc_realtime(r->exptime));
         MC_STAT_ADD(ts, cmd_touch, 1);
-        if (st == MC_TOUCHED)
+        if (st == MC_TOUCHED) {
             MC_STAT_ADD(ts, touch_hits, 1);
-        else
+            MC_SLAB_HIT(s->th, touch_hits);
+        } else {
             MC_STAT_ADD(ts, touch_misses, 1);
+        }
         if (!r->noreply)
             mc_out_str(s, st == MC_TOUCHED ? "TOUCHED\r\n" : "NOT_FOUND\r\n");
         return 0;

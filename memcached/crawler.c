@@ -222,6 +222,21 @@ static void *maintainer(void *arg)
         atomic_fetch_add_explicit(&mc_sstats.maintainer_juggles, 1, memory_order_relaxed); /* passes */
         if (ticks % 10 == 0)
             mc_slabs_decay_demand();
+        /* The LRU maintainer's juggle: keep each class's HOT and WARM within
+         * their shares between allocations too (as memcached's background
+         * thread does), a bounded number of moves per class per tick. */
+        if (mc_settings.lru_maintainer) {
+            for (int id = 1; id <= mc_nclasses; id++) {
+                struct mc_class *c = &mc_classes[id];
+                if (!__atomic_load_n(&c->count[MC_LRU_HOT], __ATOMIC_RELAXED) &&
+                    !__atomic_load_n(&c->count[MC_LRU_WARM], __ATOMIC_RELAXED))
+                    continue;
+                pthread_mutex_lock(&c->lock);
+                for (int n = 0; n < 16; n++)
+                    mc_lru_pull(id, false, true);
+                pthread_mutex_unlock(&c->lock);
+            }
+        }
         /* cache_memlimit lowered: give pages back, a few per tick. */
         if (mc_slabs_release_over_limit(16) > 0)
             busy = true;

@@ -182,20 +182,27 @@ static bool try_reclaim(struct mc_class *c, mc_item *it, bool *was_expired)
     return true;
 }
 
-mc_item *mc_lru_pull_locked(int id, bool need_space)
+mc_item *mc_lru_pull_locked(int id, bool need_space) { return mc_lru_pull(id, need_space, false); }
+
+mc_item *mc_lru_pull(int id, bool need_space, bool from_maintainer)
 {
     struct mc_class *c = &mc_classes[id];
     uint64_t total = c->count[MC_LRU_HOT] + c->count[MC_LRU_WARM] + c->count[MC_LRU_COLD];
-    int hot_pct = mc_settings.hot_pct > 0 ? mc_settings.hot_pct : 20;
-    int warm_pct = mc_settings.warm_pct > 0 ? mc_settings.warm_pct : 40;
-    /* Keep HOT and WARM within their shares: two steps per allocation. */
-    for (int n = 0; n < 2 && c->count[MC_LRU_HOT] > total * (uint64_t)hot_pct / 100; n++) {
+    bool segmented = mc_settings.lru_segmented;
+    /* Flat mode: HOT and WARM drain into COLD (left over from a switch). */
+    int hot_pct = !segmented ? 0 : mc_settings.hot_pct > 0 ? mc_settings.hot_pct : 20;
+    int warm_pct = !segmented ? 0 : mc_settings.warm_pct > 0 ? mc_settings.warm_pct : 40;
+    /* Keep HOT and WARM within their shares: the maintainer thread does it
+     * in the background (need_space false); a setter takes two steps when
+     * a segment has run well over its share (many sets between ticks). */
+    uint64_t slack = need_space || from_maintainer ? 0 : 64;
+    for (int n = 0; n < 2 && c->count[MC_LRU_HOT] > total * (uint64_t)hot_pct / 100 + slack; n++) {
         mc_item *it = c->tail[MC_LRU_HOT];
         while (it && (it->state & MC_ST_CRAWLER)) /* a crawler or metadump cursor */
             it = it->prev;
         if (!it)
             break;
-        if (mc_bits(it) & MC_IT_ACTIVE) {
+        if (segmented && (mc_bits(it) & MC_IT_ACTIVE)) {
             mc_bits_clear(it, MC_IT_ACTIVE);
             lru_move(c, it, MC_LRU_WARM);
             c->moves_to_warm++;
@@ -204,13 +211,13 @@ mc_item *mc_lru_pull_locked(int id, bool need_space)
             c->moves_to_cold++;
         }
     }
-    for (int n = 0; n < 2 && c->count[MC_LRU_WARM] > total * (uint64_t)warm_pct / 100; n++) {
+    for (int n = 0; n < 2 && c->count[MC_LRU_WARM] > total * (uint64_t)warm_pct / 100 + slack; n++) {
         mc_item *it = c->tail[MC_LRU_WARM];
         while (it && (it->state & MC_ST_CRAWLER)) /* a crawler or metadump cursor */
             it = it->prev;
         if (!it)
             break;
-        if (mc_bits(it) & MC_IT_ACTIVE) {
+        if (segmented && (mc_bits(it) & MC_IT_ACTIVE)) {
             mc_bits_clear(it, MC_IT_ACTIVE);
             lru_move(c, it, MC_LRU_WARM);
             c->moves_within_lru++;
@@ -221,23 +228,39 @@ mc_item *mc_lru_pull_locked(int id, bool need_space)
     }
     if (!need_space)
         return NULL;
-    /* Evict: COLD tail first, then WARM, then HOT. */
-    static const int order[3] = { MC_LRU_COLD, MC_LRU_WARM, MC_LRU_HOT };
-    for (int s = 0; s < 3; s++) {
+    /* Evict: COLD tail first, then WARM, then HOT; from TEMP only what has
+     * expired. */
+    static const int order[4] = { MC_LRU_COLD, MC_LRU_WARM, MC_LRU_HOT, MC_LRU_TEMP };
+    for (int s = 0; s < 4; s++) {
         int seg = order[s];
         mc_item *it = c->tail[seg];
-        for (int tries = 0; it && tries < 8; tries++) {
+        /* 8 candidates, not counting the items given a second chance (at
+         * most 64 of those per call, then ACTIVE ones go too). */
+        for (int tries = 0, chances = 0; it && tries < 8; tries++) {
             mc_item *prev = it->prev;
             if (it->state & MC_ST_CRAWLER) {
                 it = prev;
                 continue;
             }
             bool live = mc_item_live(it, mc_now());
-            if (live && seg == MC_LRU_COLD && (mc_bits(it) & MC_IT_ACTIVE)) {
-                mc_bits_clear(it, MC_IT_ACTIVE);
-                lru_move(c, it, MC_LRU_WARM);
-                c->moves_to_warm++;
+            if (live && seg == MC_LRU_TEMP) {
                 it = prev;
+                continue;
+            }
+            if (live && seg == MC_LRU_COLD && (mc_bits(it) & MC_IT_ACTIVE) && chances < 64) {
+                /* A second chance: to WARM, or in flat mode back to the
+                 * head of the one LRU. */
+                mc_bits_clear(it, MC_IT_ACTIVE);
+                if (segmented) {
+                    lru_move(c, it, MC_LRU_WARM);
+                    c->moves_to_warm++;
+                } else {
+                    lru_move(c, it, MC_LRU_COLD);
+                    c->moves_within_lru++;
+                }
+                it = prev;
+                tries--;
+                chances++;
                 continue;
             }
             if (live && mc_settings.no_evict)
@@ -268,6 +291,8 @@ mc_item *mc_lru_pull_locked(int id, bool need_space)
                     atomic_fetch_add_explicit(&mc_sstats.evicted_unfetched, 1, memory_order_relaxed);
                 }
             }
+            if (mc_item_chunked(it))
+                mc_slabs_free_chunks(it);
             it->bits = 0;
             return it;
         }
@@ -320,15 +345,9 @@ static bool slab_should_move(int id)
     return false;
 }
 
-mc_item *mc_item_alloc(const char *key, size_t nkey, uint32_t flags, uint32_t exptime, size_t nbytes,
-                       enum mc_alloc_err *err)
+/* A chunk of class id, evicting or moving a page when memory is full. */
+static mc_item *alloc_chunk(int id, uint8_t state, mc_item *owner, enum mc_alloc_err *err)
 {
-    size_t total = mc_item_total(nkey, nbytes);
-    int id = mc_slabs_clsid(total);
-    if (!id || nkey > MC_KEY_MAX || nbytes > UINT32_MAX) {
-        *err = MC_ALLOC_TOO_LARGE;
-        return NULL;
-    }
     struct mc_class *c = &mc_classes[id];
     atomic_fetch_add_explicit(&c->demand, c->size, memory_order_relaxed);
     pthread_mutex_lock(&c->lock);
@@ -353,20 +372,101 @@ mc_item *mc_item_alloc(const char *key, size_t nkey, uint32_t flags, uint32_t ex
         *err = MC_ALLOC_NO_MEMORY;
         return NULL;
     }
-    pthread_mutex_unlock(&c->lock);
-    it->state = 0;
+    it->state = state;
+    it->hnext = owner; /* a page mover reads it under this lock */
     it->bits = 0;
     it->clsid = (uint8_t)id;
+    it->nkey = 0;
+    it->nbytes = 0;
+    pthread_mutex_unlock(&c->lock);
+    return it;
+}
+
+mc_item *mc_item_alloc(const char *key, size_t nkey, uint32_t flags, uint32_t exptime, size_t nbytes,
+                       enum mc_alloc_err *err)
+{
+    size_t total = mc_item_total(nkey, nbytes);
+    int id = mc_slabs_clsid(total);
+    if (!id || nkey > MC_KEY_MAX || nbytes > UINT32_MAX) {
+        *err = MC_ALLOC_TOO_LARGE;
+        return NULL;
+    }
+    mc_item *it = alloc_chunk(id, 0, NULL, err);
+    if (!it)
+        return NULL;
     it->hnext = it->prev = it->next = NULL;
     it->nkey = (uint8_t)nkey;
-    it->nbytes = (uint32_t)nbytes;
     it->flags = flags;
     it->exptime = exptime;
     it->atime = mc_now();
     it->cas = 0;
     memcpy(it->data, key, nkey);
+    if (mc_total_chunked(total)) {
+        /* The rest of the value in full chunks of this class and a last
+         * one of the smallest class it fits. */
+        uint32_t n = mc_item_nchunks(nkey, nbytes);
+        mc_item **ch = mc_item_chunks(it);
+        size_t fixed = mc_round8(MC_ITEM_HDR + nkey) + (size_t)n * sizeof(mc_item *);
+        size_t left = nbytes - (mc_chunk_max - fixed), cap = mc_chunk_max - MC_ITEM_HDR;
+        for (uint32_t i = 0; i < n; i++) {
+            size_t part = left < cap ? left : cap;
+            left -= part;
+            int cid = mc_slabs_clsid(MC_ITEM_HDR + part);
+            ch[i] = alloc_chunk(cid, MC_ST_CHUNK, it, err);
+            /* A tail class may hold only other items' tails (nothing in its
+             * LRU to evict): then a full chunk, whose class can evict. */
+            if (!ch[i] && cid != mc_nclasses)
+                ch[i] = alloc_chunk(mc_nclasses, MC_ST_CHUNK, it, err);
+            if (!ch[i]) {
+                for (uint32_t j = 0; j < i; j++)
+                    mc_slabs_free_chunk(ch[j]);
+                it->nbytes = 0; /* not chunked: freed as one chunk */
+                mc_item_free(it);
+                return NULL;
+            }
+        }
+    }
+    it->nbytes = (uint32_t)nbytes;
     *err = MC_ALLOC_OK;
     return it;
+}
+
+void mc_value_read(mc_item *it, size_t off, char *dst, size_t n)
+{
+    while (n) {
+        char *p;
+        size_t k = mc_value_seg(it, off, &p);
+        if (k > n)
+            k = n;
+        memcpy(dst, p, k);
+        dst += k;
+        off += k;
+        n -= k;
+    }
+}
+
+void mc_value_write(mc_item *it, size_t off, const char *src, size_t n)
+{
+    while (n) {
+        char *p;
+        size_t k = mc_value_seg(it, off, &p);
+        if (k > n)
+            k = n;
+        memcpy(p, src, k);
+        src += k;
+        off += k;
+        n -= k;
+    }
+}
+
+void mc_value_copy_item(mc_item *dst, size_t off, mc_item *src)
+{
+    for (size_t o = 0; o < src->nbytes;) {
+        char *p;
+        size_t k = mc_value_seg(src, o, &p);
+        mc_value_write(dst, off + o, p, k);
+        o += k;
+    }
 }
 
 void mc_item_free(mc_item *it)
@@ -387,6 +487,7 @@ void mc_item_unlink_locked(mc_item *it, uint64_t hv)
 }
 
 _Thread_local uint8_t mc_find_miss;
+_Thread_local uint8_t mc_hit_clsid;
 
 mc_item *mc_item_find_locked(const char *key, size_t nkey, uint64_t hv)
 {
@@ -410,6 +511,7 @@ mc_item *mc_item_find_locked(const char *key, size_t nkey, uint64_t hv)
         mc_item_unlink_locked(it, hv);
         return NULL;
     }
+    mc_hit_clsid = it->clsid;
     return it;
 }
 
@@ -438,7 +540,12 @@ void mc_item_link_locked(mc_item *it, mc_item *old, uint64_t hv)
     struct mc_class *c = &mc_classes[it->clsid];
     pthread_mutex_lock(&c->lock);
     it->state = MC_ST_LINKED;
-    lru_link(c, it, MC_LRU_HOT);
+    uint32_t now = it->atime;
+    int seg = mc_settings.lru_segmented ? MC_LRU_HOT : MC_LRU_COLD;
+    if (mc_settings.temp_lru && it->exptime != 0 && it->exptime >= now &&
+        it->exptime - now <= (uint32_t)mc_settings.temporary_ttl)
+        seg = MC_LRU_TEMP;
+    lru_link(c, it, seg);
     c->bytes += mc_item_total(it->nkey, it->nbytes);
     pthread_mutex_unlock(&c->lock);
     atomic_fetch_add_explicit(&mc_sstats.curr_items, 1, memory_order_relaxed);
@@ -505,11 +612,11 @@ enum mc_status mc_store(mc_item *it, enum mc_store_op op, uint64_t cas_in, uint6
             /* The allocation may have evicted old (only via trylock on
              * other stripes, so not ours): old is still valid here. */
             if (op == MC_OP_APPEND) {
-                memcpy(mc_value(n), mc_value(old), old->nbytes);
-                memcpy(mc_value(n) + old->nbytes, mc_value(it), it->nbytes);
+                mc_value_copy_item(n, 0, old);
+                mc_value_copy_item(n, old->nbytes, it);
             } else {
-                memcpy(mc_value(n), mc_value(it), it->nbytes);
-                memcpy(mc_value(n) + it->nbytes, mc_value(old), old->nbytes);
+                mc_value_copy_item(n, 0, it);
+                mc_value_copy_item(n, it->nbytes, old);
             }
             mc_item_free(it);
             it = NULL;
@@ -584,7 +691,7 @@ enum mc_status mc_arith(const char *key, size_t nkey, bool incr, uint64_t delta,
         st = MC_NOT_FOUND;
     } else if (cas_in && it->cas != cas_in) {
         st = MC_EXISTS;
-    } else if (!parse_value_u64(mc_value(it), it->nbytes, &v)) {
+    } else if (mc_item_chunked(it) || !parse_value_u64(mc_value(it), it->nbytes, &v)) {
         st = MC_NON_NUMERIC;
     } else {
         if (incr)
@@ -593,6 +700,20 @@ enum mc_status mc_arith(const char *key, size_t nkey, bool incr, uint64_t delta,
             v = delta > v ? 0 : v - delta;
         char buf[24];
         int len = snprintf(buf, sizeof buf, "%" PRIu64, v);
+        if ((uint32_t)len <= it->nbytes) {
+            /* As memcached: the new number fits, so it is written in place,
+             * padded with spaces ("10" decremented reads "9 "); a new CAS,
+             * no new item. Readers copy under the stripe we hold. */
+            memcpy(mc_value(it), buf, (size_t)len);
+            memset(mc_value(it) + len, ' ', it->nbytes - (uint32_t)len);
+            it->cas = mc_next_cas();
+            mc_item_bump(it);
+            *result = v;
+            if (cas_out)
+                *cas_out = it->cas;
+            mc_key_unlock(hv);
+            return MC_OK;
+        }
         enum mc_alloc_err err;
         mc_item *n = mc_item_alloc(key, nkey, it->flags, it->exptime, (size_t)len, &err);
         if (!n) {
@@ -631,6 +752,11 @@ void mc_flush(int64_t delay)
     if (delay > 0) {
         uint32_t t = mc_realtime(delay);
         atomic_store(&mc_oldest_live, t > 1 ? t - 1 : 1);
+    } else if (mc_settings.no_cas) {
+        /* -C: as memcached, by time alone, so what is set in the same
+         * second as the flush is flushed too. */
+        atomic_store(&mc_oldest_live, mc_now());
+        atomic_store(&mc_oldest_cas, 0);
     } else {
         /* Everything stored so far: its CAS is below the next one. */
         atomic_store(&mc_oldest_cas, mc_next_cas());

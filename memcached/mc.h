@@ -16,10 +16,11 @@
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <string.h>
 
 #define MC_VERSION "1.6.18"
 #define MC_KEY_MAX 250
-#define MC_MAX_CLASSES 200
+#define MC_MAX_CLASSES 64 /* as memcached: ids 1..63 */
 #define MC_REALTIME_MAXDELTA (60 * 60 * 24 * 30)
 
 struct mc_settings {
@@ -60,6 +61,8 @@ struct mc_settings {
     bool lru_maintainer;
     double hot_max_factor, warm_max_factor;
     int temporary_ttl;
+    bool temp_lru;      /* items whose TTL is at most temporary_ttl go to the TEMP LRU */
+    bool lru_segmented; /* HOT/WARM/COLD; off: one LRU per class (flat, items in COLD) */
     bool slab_reassign;
     int slab_automove;
     double slab_automove_ratio, slab_automove_freeratio;
@@ -84,12 +87,15 @@ void mc_clock_update(void);
 uint32_t mc_realtime(int64_t exptime);
 
 /* ---- items ---- */
-enum { MC_LRU_HOT = 0, MC_LRU_WARM = 1, MC_LRU_COLD = 2, MC_LRU_N = 3 };
+/* TEMP: items with a short TTL (-o temporary_ttl); never bumped, never
+ * evicted while live (only reclaimed once expired), as memcached's. */
+enum { MC_LRU_HOT = 0, MC_LRU_WARM = 1, MC_LRU_COLD = 2, MC_LRU_TEMP = 3, MC_LRU_N = 4 };
 
 /* state byte: changed only with the class lock held. */
 #define MC_ST_FREE 1                    /* on the class free list */
 #define MC_ST_LINKED 2                  /* in the hash table and an LRU */
 #define MC_ST_CRAWLER 4                 /* the crawler's cursor, not an item */
+#define MC_ST_CHUNK 8                   /* a piece of a chunked item's value (hnext = its head) */
 #define MC_ST_SEG(st) (((st) >> 4) & 3) /* LRU segment of a linked item */
 #define MC_ST_WITH_SEG(st, seg) (uint8_t)(((st)&0x0f) | ((seg) << 4))
 /* bits byte: touched by readers with atomics. */
@@ -117,6 +123,39 @@ typedef struct mc_item {
 static inline char *mc_key(mc_item *it) { return it->data; }
 static inline char *mc_value(mc_item *it) { return it->data + it->nkey; }
 static inline size_t mc_item_total(size_t nkey, size_t nbytes) { return MC_ITEM_HDR + nkey + nbytes; }
+/* Chunked items (memcached 1.6's large items): an item whose total size is
+ * over the largest class's chunk (mc_chunk_max, -o slab_chunk_max) is a
+ * head chunk of that class holding the header, the key, an array of
+ * pointers to its further chunks and the first part of the value; the
+ * rest of the value follows in full chunks of the largest class and one
+ * last chunk of the smallest class it fits in. Those chunks have state
+ * MC_ST_CHUNK, hnext pointing at the head, and data after MC_ITEM_HDR.
+ * Only the head is in the hash table and an LRU (the largest class's). */
+extern uint32_t mc_chunk_max;
+static inline size_t mc_round8(size_t n) { return (n + 7) & ~(size_t)7; }
+static inline bool mc_total_chunked(size_t total) { return total > mc_chunk_max; }
+static inline bool mc_item_chunked(const mc_item *it) { return mc_total_chunked(mc_item_total(it->nkey, it->nbytes)); }
+/* Further chunks a chunked item of nkey/nbytes needs (0 if not chunked). */
+uint32_t mc_item_nchunks(size_t nkey, size_t nbytes);
+static inline mc_item **mc_item_chunks(mc_item *it)
+{
+    return (mc_item **)(void *)((char *)it + mc_round8(MC_ITEM_HDR + it->nkey));
+}
+/* The contiguous piece of the value at off: *p and its length (> 0 while
+ * off < nbytes). Works for every item. */
+size_t mc_value_seg(mc_item *it, size_t off, char **p);
+void mc_value_read(mc_item *it, size_t off, char *dst, size_t n);
+void mc_value_write(mc_item *it, size_t off, const char *src, size_t n);
+/* The whole value into dst (the common case inline). */
+static inline void mc_value_out(mc_item *it, char *dst)
+{
+    if (__builtin_expect(!mc_item_chunked(it), 1))
+        memcpy(dst, it->data + it->nkey, it->nbytes);
+    else
+        mc_value_read(it, 0, dst, it->nbytes);
+}
+/* Copy all of src's value into dst's at off. */
+void mc_value_copy_item(mc_item *dst, size_t off, mc_item *src);
 static inline uint8_t mc_bits(const mc_item *it) { return __atomic_load_n(&it->bits, __ATOMIC_RELAXED); }
 static inline void mc_bits_set(mc_item *it, uint8_t b) { __atomic_fetch_or(&it->bits, b, __ATOMIC_RELAXED); }
 static inline void mc_bits_clear(mc_item *it, uint8_t b)
@@ -159,12 +198,18 @@ extern int mc_nclasses; /* valid ids 1..mc_nclasses */
 extern uint64_t mc_page_size;
 
 int mc_slabs_init(void);
-/* Class for a total item size, 0 if too large. */
+/* Class for a total item size, 0 if too large (over -I); a chunked item's
+ * head is in the largest class. */
 int mc_slabs_clsid(size_t total);
 /* Caller holds c->lock. Returns a chunk or NULL when the class has no free
  * chunk and no new page could be had. */
 mc_item *mc_slabs_alloc_locked(int id);
-void mc_slabs_free_locked(mc_item *it);
+void mc_slabs_free_locked(mc_item *it); /* a chunked head's chunks too */
+/* A chunked head's further chunks back to their classes (caller holds the
+ * head's class lock). */
+void mc_slabs_free_chunks(mc_item *head);
+/* One chunk back to its class (no lock held). */
+void mc_slabs_free_chunk(mc_item *chunk);
 uint64_t mc_slabs_malloced(void);
 uint64_t mc_slabs_limit(void);
 void mc_slabs_set_limit(uint64_t bytes);
@@ -213,6 +258,9 @@ mc_item *mc_item_find_locked(const char *key, size_t nkey, uint64_t hv);
  * the key was there (get_expired / get_flushed). */
 enum { MC_MISS_NONE = 0, MC_MISS_EXPIRED, MC_MISS_FLUSHED };
 extern _Thread_local uint8_t mc_find_miss;
+/* The class of the item the calling thread's last mc_item_find_locked
+ * found (per-class hit counters). */
+extern _Thread_local uint8_t mc_hit_clsid;
 /* Record a fetch (for the segmented LRU). */
 void mc_item_bump(mc_item *it);
 /* Caller holds the stripe; it is private; old (may be NULL) is replaced. */
@@ -287,6 +335,9 @@ uint64_t mc_crawl_class(int id, uint64_t limit);
  * share and pull one item from the COLD tail for reuse if need_space.
  * Returns a freed chunk when need_space and one could be evicted. */
 mc_item *mc_lru_pull_locked(int id, bool need_space);
+/* The same; from_maintainer: the background juggle, exact shares (a
+ * setter lets a segment run 64 items over its share first). */
+mc_item *mc_lru_pull(int id, bool need_space, bool from_maintainer);
 
 /* "stats detail" (prefix.c): per-prefix counts while mc_detail_enabled. */
 enum mc_prefix_op { MC_PREFIX_GET, MC_PREFIX_SET, MC_PREFIX_DEL };

@@ -71,6 +71,7 @@ struct ext_opt {
 
 static bool mc_hashpower_given;
 static bool mc_no_modern = true;        /* false once -o no_modern is seen */
+static bool mc_chunk_max_page;          /* no_modern: slab_chunk_max defaults to a page */
 static bool mc_slab_automove_on = true; /* false once -o no_slab_automove is seen */
 
 static const struct ext_opt ext_opts[] = {
@@ -131,6 +132,7 @@ static void apply_presets(void)
         mc_settings.maxconns_fast = false;
         mc_settings.lru_crawler = false;
         mc_settings.lru_maintainer = false;
+        mc_chunk_max_page = true;
         mc_no_modern = true;
     }
     if (!mc_slab_automove_on) {
@@ -194,6 +196,8 @@ static int set_ext(const struct cfg_setting *s, const char *v, char *err, size_t
         }
         if (o->where == &mc_settings.hashpower)
             mc_hashpower_given = true;
+        if (o->where == &mc_settings.temporary_ttl)
+            mc_settings.temp_lru = true; /* as memcached: giving it turns the TEMP LRU on */
         if (o->kind == EXT_INT)
             *(int *)o->where = (int)d;
         else if (o->kind == EXT_U64_MB)
@@ -238,6 +242,49 @@ static int set_protocol(const struct cfg_setting *s, const char *v, char *err, s
         return -1;
     }
     return 0;
+}
+
+/* `show settings` shows what runs, not the defaults, for -m, -a and -o
+ * (registered with cfg_set_formatter in main). -o: every extended option
+ * with its running value, flags by the name of the state they are in. */
+static void fmt_maxbytes(const struct cfg_setting *s, char *buf, size_t len)
+{
+    (void)s;
+    uint64_t b = mc_settings.maxbytes;
+    if (b % (1024 * 1024) == 0)
+        snprintf(buf, len, "%llu", (unsigned long long)(b >> 20));
+    else
+        snprintf(buf, len, "%llu", (unsigned long long)b); /* bytes, as -m 1500k was given */
+}
+
+static void fmt_unix_mask(const struct cfg_setting *s, char *buf, size_t len)
+{
+    (void)s;
+    snprintf(buf, len, "%o", (unsigned)mc_settings.unix_mask);
+}
+
+static void fmt_ext(const struct cfg_setting *s, char *buf, size_t len)
+{
+    (void)s;
+    size_t o = 0;
+    buf[0] = '\0';
+    for (const struct ext_opt *e = ext_opts; e->name && o < len; e++) {
+        char one[160];
+        one[0] = '\0';
+        if ((e->kind == EXT_FLAG_ON || e->kind == EXT_FLAG_OFF) && e->where) {
+            if (*(bool *)e->where == (e->kind == EXT_FLAG_ON))
+                snprintf(one, sizeof one, "%s", e->name);
+        } else if (e->kind == EXT_INT)
+            snprintf(one, sizeof one, "%s=%d", e->name, *(int *)e->where);
+        else if (e->kind == EXT_U64_MB)
+            snprintf(one, sizeof one, "%s=%llu", e->name, (unsigned long long)(*(uint64_t *)e->where >> 20));
+        else if (e->kind == EXT_DOUBLE)
+            snprintf(one, sizeof one, "%s=%g", e->name, *(double *)e->where);
+        else if (e->kind == EXT_STR && *(char **)e->where && !strstr(e->name, "pwdb") && !strstr(e->name, "key"))
+            snprintf(one, sizeof one, "%s=%s", e->name, *(char **)e->where);
+        if (one[0])
+            o += (size_t)snprintf(buf + o, len - o, "%s%s", o ? "," : "", one);
+    }
 }
 
 static const struct cfg_setting mc_table[] = {
@@ -286,7 +333,7 @@ static const struct cfg_setting mc_table[] = {
       false, set_ext },
     { "protocol", 'B', CFG_CUSTOM, &dummy_str, "auto", "binding protocol: auto (by the first byte), ascii or binary",
       false, set_protocol },
-    { "reqs-per-event", 'R', CFG_INT, &mc_settings.reqs_per_event, "20",
+    { "max-reqs-per-event", 'R', CFG_INT, &mc_settings.reqs_per_event, "20",
       "max requests run per connection per event before yielding to others (counted in conn_yields)", false, NULL },
     { "enable-ssl", 'Z', CFG_BOOL, &mc_settings.ssl_enabled, "no",
       "TLS on the TCP listeners (-o ssl_chain_cert=PEM,ssl_key=PEM[,ssl_ciphers=...,ssl_min_version=tlsv1.2|tlsv1.3]); "
@@ -318,15 +365,64 @@ void mc_stats_sum(struct mc_thread_stats *out)
     }
 }
 
+/* A class's hit counters summed over the threads, less what "stats
+ * reset" saw. */
+struct slab_hits {
+    uint64_t v[8];
+};
+static struct slab_hits slab_reset_base[MC_MAX_CLASSES];
+
+static void slab_hits_now(int id, struct slab_hits *h)
+{
+    memset(h, 0, sizeof *h);
+    for (int i = 0; i < loop_count(); i++) {
+        struct core_loop *l = loop_get(i);
+        struct mc_thread *th = l ? l->data : NULL;
+        if (!th)
+            continue;
+        const struct mc_slab_stats *ss = &th->slab[id];
+        const _Atomic uint64_t *f[8] = { &ss->get_hits,  &ss->cmd_set,  &ss->delete_hits, &ss->incr_hits,
+                                         &ss->decr_hits, &ss->cas_hits, &ss->cas_badval,  &ss->touch_hits };
+        for (int j = 0; j < 8; j++)
+            h->v[j] += atomic_load_explicit(f[j], memory_order_relaxed);
+    }
+}
+
+static void slab_hits_sum(int id, struct slab_hits *h)
+{
+    slab_hits_now(id, h);
+    for (int j = 0; j < 8; j++)
+        h->v[j] -= slab_reset_base[id].v[j];
+}
+
 static struct mc_thread_stats reset_base;
 
 void mc_stats_reset(void)
 {
     mc_prefix_clear();
     mc_stats_sum(&reset_base);
+    for (int i = 1; i <= mc_nclasses; i++)
+        slab_hits_now(i, &slab_reset_base[i]);
     atomic_store(&mc_sstats.evictions, 0);
     atomic_store(&mc_sstats.reclaimed, 0);
     atomic_store(&mc_sstats.total_items, 0);
+    atomic_store(&mc_sstats.expired_unfetched, 0);
+    atomic_store(&mc_sstats.evicted_unfetched, 0);
+    atomic_store(&mc_sstats.outofmemory, 0);
+    atomic_store(&mc_sstats.crawler_reclaimed, 0);
+    atomic_store(&mc_sstats.malloc_fails, 0);
+    /* and "stats items" per class, as memcached's item_stats_reset */
+    for (int i = 1; i <= mc_nclasses; i++) {
+        struct mc_class *c = &mc_classes[i];
+        pthread_mutex_lock(&c->lock);
+        c->evicted = c->evicted_nonzero = c->reclaimed = c->expired_unfetched = c->evicted_unfetched = 0;
+        c->outofmemory = c->crawler_reclaimed = c->moves_to_cold = c->moves_to_warm = c->moves_within_lru = 0;
+        c->crawler_items_checked = c->evicted_active = c->direct_reclaims = 0;
+        c->evicted_time = 0;
+        for (int seg = 0; seg < MC_LRU_N; seg++)
+            atomic_store_explicit(&c->hits_to[seg], 0, memory_order_relaxed);
+        pthread_mutex_unlock(&c->lock);
+    }
 }
 
 #define GET(s, n)                                                                                                      \
@@ -356,9 +452,11 @@ static void general_stats(struct stats_sink *k, void *arg)
         direct += c->direct_reclaims;
         pthread_mutex_unlock(&c->lock);
     }
-    /* memcached 1.6.18's names in its order (after the core's pid ..
-     * rejected_connections, threads). A value that is 0 by design here is
-     * said so where it is printed. */
+    /* memcached 1.6.18's names in its order, each group only where
+     * memcached shows it (slab_reassign, lru_crawler, lru_maintainer), after
+     * the core's pid .. rejected_connections; text "stats" drops the core's threads and
+     * accept_fd_exhausted there, threads comes below). A value that is 0
+     * by design here is said so where it is printed. */
     stats_u64(k, "connection_structures", conn_total_current());
     stats_u64(k, "response_obj_oom", GET(t, response_obj_oom));
     stats_u64(k, "response_obj_count", atomic_load(&mc_out_bufs));
@@ -395,6 +493,7 @@ static void general_stats(struct stats_sink *k, void *arg)
     stats_u64(k, "store_no_memory", GET(t, store_no_memory));
     stats_u64(k, "auth_cmds", GET(t, auth_cmds));
     stats_u64(k, "auth_errors", GET(t, auth_errors));
+    stats_u64(k, "idle_kicks", GET(t, idle_kicks)); /* text "stats": only with idle_timeout, as memcached */
     stats_u64(k, "bytes_read", GET(t, bytes_read));
     stats_u64(k, "bytes_written", GET(t, bytes_written));
     stats_u64(k, "limit_maxbytes", mc_slabs_limit());
@@ -403,23 +502,31 @@ static void general_stats(struct stats_sink *k, void *arg)
      * instead of disabling the listener. */
     stats_u64(k, "listen_disabled_num", 0);
     stats_u64(k, "time_in_listen_disabled_us", 0);
+    stats_u64(k, "threads", (uint64_t)mc_settings.threads);
     stats_u64(k, "conn_yields", GET(t, conn_yields));
     stats_u64(k, "hash_power_level", mc_assoc_hashpower());
     stats_u64(k, "hash_bytes", mc_assoc_bytes());
     stats_u64(k, "hash_is_expanding", mc_assoc_expanding() ? 1 : 0);
-    stats_u64(k, "slab_reassign_rescues", rescued);
-    stats_u64(k, "slab_reassign_chunk_rescues", 0); /* no chunked items */
-    stats_u64(k, "slab_reassign_evictions_nomem", move_evicted);
-    /* Page moves run inline under the class lock: nothing is ever found
-     * busy (items have no reference counts) or left running. */
-    stats_u64(k, "slab_reassign_inline_reclaim", 0);
-    stats_u64(k, "slab_reassign_busy_items", 0);
-    stats_u64(k, "slab_reassign_busy_deletes", 0);
-    stats_u64(k, "slab_reassign_running", 0);
-    stats_u64(k, "slabs_moved", atomic_load(&mc_sstats.slabs_moved));
-    stats_u64(k, "lru_crawler_running", mc_crawler_running() ? 1 : 0);
-    stats_u64(k, "lru_crawler_starts", atomic_load(&mc_sstats.lru_crawler_starts));
-    stats_u64(k, "lru_maintainer_juggles", atomic_load(&mc_sstats.maintainer_juggles));
+    if (mc_settings.slab_reassign) {
+        stats_u64(k, "slab_reassign_rescues", rescued);
+        /* A chunk on a moved page: its item is evicted, not copied. */
+        stats_u64(k, "slab_reassign_chunk_rescues", 0);
+        stats_u64(k, "slab_reassign_evictions_nomem", move_evicted);
+        /* Page moves run inline under the class lock: nothing is ever found
+         * busy (items have no reference counts) or left running. */
+        stats_u64(k, "slab_reassign_inline_reclaim", 0);
+        stats_u64(k, "slab_reassign_busy_items", 0);
+        stats_u64(k, "slab_reassign_busy_deletes", 0);
+        stats_u64(k, "slab_reassign_running", 0);
+        stats_u64(k, "slabs_moved", atomic_load(&mc_sstats.slabs_moved));
+    }
+    if (mc_settings.lru_crawler) {
+        stats_u64(k, "lru_crawler_running", mc_crawler_running() ? 1 : 0);
+        stats_u64(k, "lru_crawler_starts", atomic_load(&mc_sstats.lru_crawler_starts));
+    }
+    if (mc_settings.lru_maintainer) {
+        stats_u64(k, "lru_maintainer_juggles", atomic_load(&mc_sstats.maintainer_juggles));
+    }
     stats_u64(k, "malloc_fails", atomic_load(&mc_sstats.malloc_fails));
     /* No `watch` (log streams) and no NAPI ids here. */
     stats_u64(k, "log_worker_dropped", 0);
@@ -435,19 +542,23 @@ static void general_stats(struct stats_sink *k, void *arg)
     stats_u64(k, "slab_global_page_pool", mc_slabs_pool_pages());
     stats_u64(k, "expired_unfetched", atomic_load(&mc_sstats.expired_unfetched));
     stats_u64(k, "evicted_unfetched", atomic_load(&mc_sstats.evicted_unfetched));
-    stats_u64(k, "evicted_active", ev_active);
+    if (mc_settings.lru_maintainer) {
+        stats_u64(k, "evicted_active", ev_active);
+    }
     stats_u64(k, "evictions", atomic_load(&mc_sstats.evictions));
     stats_u64(k, "reclaimed", atomic_load(&mc_sstats.reclaimed));
     stats_u64(k, "crawler_reclaimed", atomic_load(&mc_sstats.crawler_reclaimed));
     stats_u64(k, "crawler_items_checked", checked);
     stats_u64(k, "lrutail_reflocked", 0); /* items have no reference counts */
-    stats_u64(k, "moves_to_cold", to_cold);
-    stats_u64(k, "moves_to_warm", to_warm);
-    stats_u64(k, "moves_within_lru", within);
-    stats_u64(k, "direct_reclaims", direct);
-    stats_u64(k, "lru_bumps_dropped", 0); /* bumps are done at once, never queued */
-    /* Ours, after memcached's: */
-    stats_u64(k, "idle_kicks", GET(t, idle_kicks));
+    if (mc_settings.lru_maintainer) {
+        stats_u64(k, "moves_to_cold", to_cold);
+        stats_u64(k, "moves_to_warm", to_warm);
+        stats_u64(k, "moves_within_lru", within);
+        stats_u64(k, "direct_reclaims", direct);
+        stats_u64(k, "lru_bumps_dropped", 0); /* bumps are done at once, never queued */
+    }
+    /* Ours, after memcached's (in the metrics; text "stats" leaves them
+     * out, as it does the core's accept_fd_exhausted: cmd_text.c): */
     stats_u64(k, "protocol_errors", GET(t, protocol_errors));
     stats_u64(k, "outofmemory", atomic_load(&mc_sstats.outofmemory));
     stats_u64(k, "total_malloced", mc_slabs_malloced());
@@ -472,6 +583,16 @@ static void slabs_stats(struct stats_sink *k, void *arg)
         stats_u64f(k, pages * c->perpage - freec, "%d:used_chunks", i);
         stats_u64f(k, freec, "%d:free_chunks", i);
         stats_u64f(k, 0, "%d:free_chunks_end", i);
+        struct slab_hits h;
+        slab_hits_sum(i, &h);
+        stats_u64f(k, h.v[0], "%d:get_hits", i);
+        stats_u64f(k, h.v[1], "%d:cmd_set", i);
+        stats_u64f(k, h.v[2], "%d:delete_hits", i);
+        stats_u64f(k, h.v[3], "%d:incr_hits", i);
+        stats_u64f(k, h.v[4], "%d:decr_hits", i);
+        stats_u64f(k, h.v[5], "%d:cas_hits", i);
+        stats_u64f(k, h.v[6], "%d:cas_badval", i);
+        stats_u64f(k, h.v[7], "%d:touch_hits", i);
     }
     stats_u64(k, "active_slabs", (uint64_t)active);
     stats_u64(k, "total_malloced", mc_slabs_malloced());
@@ -484,8 +605,10 @@ static void items_stats(struct stats_sink *k, void *arg)
     for (int i = 1; i <= mc_nclasses; i++) {
         struct mc_class *c = &mc_classes[i];
         pthread_mutex_lock(&c->lock);
-        uint64_t cnt[3] = { c->count[0], c->count[1], c->count[2] };
-        uint64_t total = cnt[0] + cnt[1] + cnt[2];
+        uint64_t cnt[MC_LRU_N];
+        uint64_t total = 0;
+        for (int seg = 0; seg < MC_LRU_N; seg++)
+            total += cnt[seg] = c->count[seg];
         uint32_t age = c->tail[MC_LRU_COLD] ? now - c->tail[MC_LRU_COLD]->atime : 0;
         uint32_t age_hot = c->tail[MC_LRU_HOT] ? now - c->tail[MC_LRU_HOT]->atime : 0;
         uint32_t age_warm = c->tail[MC_LRU_WARM] ? now - c->tail[MC_LRU_WARM]->atime : 0;
@@ -493,12 +616,19 @@ static void items_stats(struct stats_sink *k, void *arg)
         pthread_mutex_unlock(&c->lock);
         if (!total && !snap.evicted && !snap.outofmemory)
             continue;
+        /* As memcached 1.6.18: the per-LRU figures only with the LRU
+         * maintainer, number_temp only with the TEMP LRU. */
+        bool maint = mc_settings.lru_maintainer;
         stats_u64f(k, total, "items:%d:number", i);
-        stats_u64f(k, cnt[MC_LRU_HOT], "items:%d:number_hot", i);
-        stats_u64f(k, cnt[MC_LRU_WARM], "items:%d:number_warm", i);
-        stats_u64f(k, cnt[MC_LRU_COLD], "items:%d:number_cold", i);
-        stats_u64f(k, age_hot, "items:%d:age_hot", i);
-        stats_u64f(k, age_warm, "items:%d:age_warm", i);
+        if (maint) {
+            stats_u64f(k, cnt[MC_LRU_HOT], "items:%d:number_hot", i);
+            stats_u64f(k, cnt[MC_LRU_WARM], "items:%d:number_warm", i);
+            stats_u64f(k, cnt[MC_LRU_COLD], "items:%d:number_cold", i);
+            if (mc_settings.temp_lru)
+                stats_u64f(k, cnt[MC_LRU_TEMP], "items:%d:number_temp", i);
+            stats_u64f(k, age_hot, "items:%d:age_hot", i);
+            stats_u64f(k, age_warm, "items:%d:age_warm", i);
+        }
         stats_u64f(k, age, "items:%d:age", i);
         stats_u64f(k, snap.bytes, "items:%d:mem_requested", i);
         stats_u64f(k, snap.evicted, "items:%d:evicted", i);
@@ -509,18 +639,21 @@ static void items_stats(struct stats_sink *k, void *arg)
         stats_u64f(k, snap.reclaimed, "items:%d:reclaimed", i);
         stats_u64f(k, snap.expired_unfetched, "items:%d:expired_unfetched", i);
         stats_u64f(k, snap.evicted_unfetched, "items:%d:evicted_unfetched", i);
-        stats_u64f(k, snap.evicted_active, "items:%d:evicted_active", i);
+        if (maint)
+            stats_u64f(k, snap.evicted_active, "items:%d:evicted_active", i);
         stats_u64f(k, snap.crawler_reclaimed, "items:%d:crawler_reclaimed", i);
         stats_u64f(k, snap.crawler_items_checked, "items:%d:crawler_items_checked", i);
         stats_u64f(k, 0, "items:%d:lrutail_reflocked", i);
+        if (!maint)
+            continue;
         stats_u64f(k, snap.moves_to_cold, "items:%d:moves_to_cold", i);
         stats_u64f(k, snap.moves_to_warm, "items:%d:moves_to_warm", i);
         stats_u64f(k, snap.moves_within_lru, "items:%d:moves_within_lru", i);
         stats_u64f(k, snap.direct_reclaims, "items:%d:direct_reclaims", i);
-        stats_u64f(k, atomic_load_explicit(&c->hits_to[MC_LRU_HOT], memory_order_relaxed), "items:%d:hits_to_hot", i);
-        stats_u64f(k, atomic_load_explicit(&c->hits_to[MC_LRU_WARM], memory_order_relaxed), "items:%d:hits_to_warm", i);
-        stats_u64f(k, atomic_load_explicit(&c->hits_to[MC_LRU_COLD], memory_order_relaxed), "items:%d:hits_to_cold", i);
-        stats_u64f(k, 0, "items:%d:hits_to_temp", i); /* no temporary LRU */
+        static const char *const hit_names[MC_LRU_N] = { "items:%d:hits_to_hot", "items:%d:hits_to_warm",
+                                                         "items:%d:hits_to_cold", "items:%d:hits_to_temp" };
+        for (int seg = 0; seg < MC_LRU_N; seg++)
+            stats_u64f(k, atomic_load_explicit(&c->hits_to[seg], memory_order_relaxed), hit_names[seg], i);
     }
 }
 
@@ -579,14 +712,14 @@ static void settings_stats(struct stats_sink *k, void *arg)
     stats_u64(k, "tail_repair_time", (uint64_t)mc_settings.tail_repair_time);
     stats_str(k, "flush_enabled", mc_settings.flush_disabled ? "no" : "yes");
     stats_str(k, "dump_enabled", mc_settings.dump_disabled ? "no" : "yes");
-    stats_str(k, "hash_algorithm", "hash64");
+    stats_str(k, "hash_algorithm", "xxh3"); /* common/hash: hash64 is XXH3 */
     stats_str(k, "lru_maintainer_thread", mc_settings.lru_maintainer ? "yes" : "no");
-    stats_str(k, "lru_segmented", "yes");
+    stats_str(k, "lru_segmented", mc_settings.lru_segmented ? "yes" : "no");
     stats_u64(k, "hot_lru_pct", (uint64_t)mc_settings.hot_pct);
     stats_u64(k, "warm_lru_pct", (uint64_t)mc_settings.warm_pct);
     stats_fmt(k, "hot_max_factor", "%.2f", mc_settings.hot_max_factor);
     stats_fmt(k, "warm_max_factor", "%.2f", mc_settings.warm_max_factor);
-    stats_str(k, "temp_lru", "no");
+    stats_str(k, "temp_lru", mc_settings.temp_lru ? "yes" : "no");
     stats_u64(k, "temporary_ttl", (uint64_t)mc_settings.temporary_ttl);
     stats_u64(k, "idle_timeout", (uint64_t)mc_settings.idle_timeout);
     stats_u64(k, "read_buf_mem_limit", mc_settings.out_mem_limit);
@@ -912,6 +1045,36 @@ static int mc_init(void)
         log_error("Cannot set item size limit higher than 1/2 of memory max.");
         return -1;
     }
+    if (mc_settings.temp_lru && !mc_settings.lru_maintainer) {
+        log_error("temporary_ttl requires lru_maintainer to be enabled");
+        return -1;
+    }
+    if (!mc_settings.lru_maintainer)
+        mc_settings.lru_segmented = false; /* as memcached: one LRU per class without the maintainer */
+    if (mc_settings.slab_chunk_max == 0) {
+        /* memcached 1.6.18 refuses -I under 512k unless slab_chunk_max is
+         * lowered too; here the default follows -I down instead. */
+        mc_settings.slab_chunk_max = mc_chunk_max_page ? 1024 * 1024 : 512 * 1024;
+        if ((uint64_t)mc_settings.slab_chunk_max > mc_settings.item_size_max)
+            mc_settings.slab_chunk_max = (int)mc_settings.item_size_max;
+    } else if ((uint64_t)mc_settings.slab_chunk_max > mc_settings.item_size_max) {
+        log_error("slab_chunk_max (bytes: %d) cannot be larger than -I (item_size_max %" PRIu64 ")",
+                  mc_settings.slab_chunk_max, mc_settings.item_size_max);
+        return -1;
+    } else if (mc_settings.item_size_max % (uint64_t)mc_settings.slab_chunk_max != 0) {
+        log_error("-I (item_size_max: %" PRIu64 ") must be evenly divisible by slab_chunk_max (bytes: %d)",
+                  mc_settings.item_size_max, mc_settings.slab_chunk_max);
+        return -1;
+    } else {
+        /* A chunked item's head holds the key and a pointer per chunk. */
+        uint64_t n = mc_settings.item_size_max / ((uint64_t)mc_settings.slab_chunk_max - 64) + 1;
+        if (n * 8 + 512 > (uint64_t)mc_settings.slab_chunk_max) {
+            log_error("slab_chunk_max (bytes: %d) is too small for -I %" PRIu64 " (an item's head could not hold "
+                      "its %" PRIu64 " chunk pointers)",
+                      mc_settings.slab_chunk_max, mc_settings.item_size_max, n);
+            return -1;
+        }
+    }
     if (mc_settings.factor <= 1.0) {
         log_error("Factor must be greater than 1");
         return -1;
@@ -999,12 +1162,13 @@ int main(int argc, char **argv)
     mc_settings.hot_max_factor = 0.2;
     mc_settings.warm_max_factor = 2.0;
     mc_settings.temporary_ttl = 61;
+    mc_settings.lru_segmented = true;
     mc_settings.slab_reassign = true;
     mc_settings.slab_automove = 1;
     mc_settings.slab_automove_ratio = 0.8;
     mc_settings.slab_automove_window = 30;
     mc_settings.slab_automove_freeratio = 0.01;
-    mc_settings.slab_chunk_max = 512 * 1024;
+    mc_settings.slab_chunk_max = 0; /* half a page, or -I when that is smaller */
     mc_settings.hash_expand = true;
     const struct daemon_desc desc = {
         .name = "memcached",
@@ -1017,5 +1181,13 @@ int main(int argc, char **argv)
         .hooks = { .on_thread_start = thread_start, .on_reload = mc_reload },
         .admin_cmds = mc_admin,
     };
+    for (const struct cfg_setting *t = mc_table; t->name; t++) {
+        if (t->ptr == &mc_settings.maxbytes)
+            cfg_set_formatter(t, fmt_maxbytes);
+        else if (t->ptr == &mc_settings.unix_mask)
+            cfg_set_formatter(t, fmt_unix_mask);
+        else if (t->ptr == &mc_settings.ext_opts)
+            cfg_set_formatter(t, fmt_ext);
+    }
     return daemon_main(&desc, argc, argv);
 }

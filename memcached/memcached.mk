@@ -30,7 +30,7 @@ BENCHES += tests/bench/bench_memcached.py
 
 # libmc: the client library (static + shared, header, pkg-config) and its CLI.
 MC_CLIENT_SRCS := memcached/client/libmc.c common/hash.c
-MC_CLIENT_SOFLAGS := -Wl,--version-script=memcached/client/libmc.map -lz
+MC_CLIENT_SOFLAGS := -Wl,--version-script=memcached/client/libmc.map $(shell pkg-config --libs zlib libcrypto)
 $(eval $(call library,mc,$(MC_CLIENT_SRCS),$(MC_CLIENT_SOFLAGS)))
 HEADERS += memcached/client/libmc.h
 PCFILES += $(BUILD)/lib/pkgconfig/libmc.pc

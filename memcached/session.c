@@ -36,6 +36,7 @@
 
 #include "common/log.h"
 #include "common/tls.h"
+#include "common/listen.h"
 #include "common/loop.h"
 #include "memcached/proto.h"
 
@@ -214,6 +215,7 @@ static void complete_store(struct session *s)
         return;
     }
     MC_STAT_ADD(&s->th->st, cmd_set, 1);
+    MC_SLAB_ADD(s->th, it->clsid, cmd_set, 1);
     if (s->kind == MC_PEND_META)
         mc_cmd_meta_stored(s, it);
     else
@@ -232,7 +234,7 @@ static bool do_nread(struct session *s, struct evbuffer *in)
         if (evbuffer_peek(in, (ssize_t)(n + 2), NULL, &v, 1) == 1 && v.iov_len >= n + 2)
             p = v.iov_base;
         if (p) {
-            memcpy(mc_value(s->item) + (s->item->nbytes - n), p, n);
+            mc_value_write(s->item, s->item->nbytes - n, p, n);
             s->crlf[0] = p[n];
             s->crlf[1] = p[n + 1];
             evbuffer_drain(in, n + 2);
@@ -243,10 +245,16 @@ static bool do_nread(struct session *s, struct evbuffer *in)
     }
     if (s->nread_left) {
         size_t n = avail < s->nread_left ? avail : (size_t)s->nread_left;
-        char *dst = mc_value(s->item) + (s->item->nbytes - s->nread_left);
-        evbuffer_remove(in, dst, n);
-        s->nread_left -= n;
-        avail -= n;
+        while (n) { /* piece by piece: a chunked item's value is not contiguous */
+            char *dst;
+            size_t k = mc_value_seg(s->item, s->item->nbytes - s->nread_left, &dst);
+            if (k > n)
+                k = n;
+            evbuffer_remove(in, dst, k);
+            s->nread_left -= k;
+            avail -= k;
+            n -= k;
+        }
         if (s->nread_left)
             return false;
     }
@@ -258,6 +266,172 @@ static bool do_nread(struct session *s, struct evbuffer *in)
         s->crlf_got = (uint8_t)(s->crlf_got + c);
     }
     return s->crlf_got == 2;
+}
+
+/* ------------------------------------------------------------------ */
+/* -vv: memcached's per-command debug lines on stderr ("<fd request",
+ * ">fd reply"; for gets ">fd sending key K" then ">fd END"; binary
+ * requests and response headers as hex dumps). Each line is one write. */
+
+static inline bool dbg_on(void) { return __builtin_expect(mc_settings.verbose >= 2, 0); }
+
+static void dbg_line(struct session *s, char dir, const char *text, size_t n)
+{
+    char buf[640];
+    if (n > 512)
+        n = 512;
+    int k = snprintf(buf, sizeof buf, "%c%d %.*s\n", dir, s->fd, (int)n, text);
+    if (k > 0)
+        fwrite(buf, 1, (size_t)k < sizeof buf ? (size_t)k : sizeof buf - 1, stderr);
+}
+
+/* The reply bytes a text command added to the output since mark, as
+ * memcached prints them: a single status line, or the keys a get sent.
+ * Multi-line replies (stats, dumps) and meta replies other than MN are not
+ * printed, as in memcached. */
+static void dbg_text_reply(struct session *s, size_t mark, bool meta)
+{
+    if (!s->ob || s->olen <= mark)
+        return;
+    const char *p = s->ob->data + mark, *end = s->ob->data + s->olen;
+    if ((size_t)(end - p) > 6 && memcmp(p, "VALUE ", 6) == 0) {
+        while (end - p > 6 && memcmp(p, "VALUE ", 6) == 0) {
+            const char *eol = memchr(p, '\n', (size_t)(end - p));
+            if (!eol)
+                return;
+            const char *key = p + 6, *sp = memchr(key, ' ', (size_t)(eol - key));
+            if (!sp)
+                return;
+            char msg[300];
+            int k = snprintf(msg, sizeof msg, "sending key %.*s", (int)(sp - key), key);
+            dbg_line(s, '>', msg, (size_t)k < sizeof msg ? (size_t)k : sizeof msg - 1);
+            /* skip "key flags bytes [cas]" and the data block */
+            const char *f = sp + 1, *b = memchr(f, ' ', (size_t)(eol - f));
+            if (!b)
+                return;
+            uint64_t bytes = strtoull(b + 1, NULL, 10);
+            if (bytes > (uint64_t)(end - eol))
+                return;
+            p = eol + 1 + bytes + 2;
+        }
+    }
+    if (p >= end)
+        return;
+    const char *eol = memchr(p, '\n', (size_t)(end - p));
+    if (!eol || eol + 1 != end)
+        return; /* not one line */
+    size_t n = (size_t)(eol - p);
+    if (n && p[n - 1] == '\r')
+        n--;
+    if (meta && !(n == 2 && memcmp(p, "MN", 2) == 0))
+        return;
+    dbg_line(s, '>', p, n);
+}
+
+/* -vv and noreply: memcached prints the reply it did not send
+ * (">fd NOREPLY STORED"); the command ran with replies on, so take the
+ * reply back out of the output here. */
+static void dbg_noreply_reply(struct session *s, size_t mark)
+{
+    if (!s->ob || s->olen <= mark)
+        return;
+    const char *p = s->ob->data + mark;
+    size_t n = s->olen - mark;
+    const char *eol = memchr(p, '\n', n);
+    if (eol) {
+        size_t ln = (size_t)(eol - p);
+        if (ln && p[ln - 1] == '\r')
+            ln--;
+        char msg[300];
+        int k = snprintf(msg, sizeof msg, "NOREPLY %.*s", (int)(ln > 256 ? 256 : ln), p);
+        dbg_line(s, '>', msg, (size_t)k < sizeof msg ? (size_t)k : sizeof msg - 1);
+    }
+    s->olen = mark;
+}
+
+static void dbg_hex(struct session *s, char dir, const char *indent, const uint8_t *h)
+{
+    char buf[128];
+    for (int i = 0; i < MC_BIN_HDR; i += 4) {
+        int k = snprintf(buf, sizeof buf, "%c%d %s0x%02x 0x%02x 0x%02x 0x%02x\n", dir, s->fd, indent, h[i], h[i + 1],
+                         h[i + 2], h[i + 3]);
+        if (k > 0)
+            fwrite(buf, 1, (size_t)k, stderr);
+    }
+}
+
+static void dbg_bin_request(struct session *s, const uint8_t *pkt, const struct mc_bin_req *r)
+{
+    dbg_line(s, '<', "Read binary protocol data:", 26);
+    dbg_hex(s, '<', "   ", pkt);
+    char msg[400];
+    int k = 0;
+    switch (r->opcode) {
+    case 0x00:
+    case 0x09:
+    case 0x0c:
+    case 0x0d: /* GET, GETQ, GETK, GETKQ */
+        k = snprintf(msg, sizeof msg, "GET %.*s", (int)r->keylen, (const char *)r->key);
+        break;
+    case 0x01:
+    case 0x02:
+    case 0x03:
+    case 0x11:
+    case 0x12:
+    case 0x13: { /* SET, ADD, REPLACE (+Q) */
+        static const char *const names[] = { "SET", "ADD", "REPLACE" };
+        int i = (r->opcode & 0x0f) - 1;
+        k = snprintf(msg, sizeof msg, "%s %.*s Value len is %u", names[i], (int)r->keylen, (const char *)r->key,
+                     (unsigned)r->vlen);
+        break;
+    }
+    default: break;
+    }
+    if (k > 0)
+        dbg_line(s, '<', msg, (size_t)k < sizeof msg ? (size_t)k : sizeof msg - 1);
+}
+
+/* The binary responses a request added since mark: header dumps, and an
+ * error's message first, as memcached prints them. */
+static void dbg_bin_reply(struct session *s, size_t mark)
+{
+    if (!s->ob || s->olen <= mark)
+        return;
+    const uint8_t *p = (const uint8_t *)s->ob->data + mark, *end = (const uint8_t *)s->ob->data + s->olen;
+    while (end - p >= MC_BIN_HDR) {
+        uint16_t status = (uint16_t)(p[6] << 8 | p[7]);
+        uint32_t body = (uint32_t)p[8] << 24 | (uint32_t)p[9] << 16 | (uint32_t)p[10] << 8 | p[11];
+        if (body > (uint64_t)(end - p) - MC_BIN_HDR)
+            return;
+        if (status != 0) {
+            char msg[300];
+            size_t off = (size_t)p[4] + ((size_t)p[2] << 8 | p[3]);
+            size_t ml = body > off ? body - off : 0;
+            int k = snprintf(msg, sizeof msg, "Writing an error: %.*s", (int)(ml > 256 ? 256 : ml),
+                             (const char *)p + MC_BIN_HDR + off);
+            dbg_line(s, '>', msg, (size_t)k < sizeof msg ? (size_t)k : sizeof msg - 1);
+        }
+        dbg_line(s, '>', "Writing bin response:", 21);
+        /* memcached dumps a get's header before it fills in the CAS */
+        uint8_t h[MC_BIN_HDR];
+        memcpy(h, p, MC_BIN_HDR);
+        switch (h[1]) {
+        case 0x00:
+        case 0x09:
+        case 0x0c:
+        case 0x0d:
+        case 0x1d:
+        case 0x1e:
+        case 0x23:
+        case 0x24:
+            if (status == 0)
+                memset(h + 16, 0, 8);
+            break;
+        default: break;
+        }
+        dbg_hex(s, '>', "  ", h);
+        p += MC_BIN_HDR + body;
+    }
 }
 
 /* ------------------------------------------------------------------ */
@@ -286,17 +460,37 @@ static int text_step(struct session *s, struct evbuffer *in, size_t len, bool *p
     }
     *progress = true;
     s->c->requests++;
+    size_t mark = s->olen;
+    if (dbg_on()) {
+        const char *eol = memchr(p, '\n', r.consumed ? r.consumed : first);
+        size_t ln = eol ? (size_t)(eol - p) : 0;
+        if (ln && p[ln - 1] == '\r')
+            ln--;
+        dbg_line(s, '<', p, ln);
+    }
     if (st == MC_PARSE_ERROR) {
         MC_STAT_ADD(&s->th->st, protocol_errors, 1);
         if (!r.noreply)
             mc_out_line(s, r.error);
+        if (dbg_on())
+            dbg_text_reply(s, mark, false);
         if (r.close || r.consumed == 0)
             return 1;
         evbuffer_drain(in, r.consumed);
         return 0;
     }
-    size_t mark = s->olen;
+    bool dbg_quiet = false;
+    if (dbg_on() && r.noreply && r.cmd != MC_TXT_META) {
+        dbg_quiet = true; /* run it with its reply, printed and dropped below */
+        r.noreply = false;
+    }
     int rc = mc_cmd_text(s, &r);
+    if (dbg_quiet && s->state == MC_SESS_NREAD)
+        s->dbg_noreply = true; /* the reply comes with the data block */
+    else if (dbg_quiet)
+        dbg_noreply_reply(s, mark);
+    else if (dbg_on() && r.cmd != MC_TXT_STATS)
+        dbg_text_reply(s, mark, r.cmd == MC_TXT_META);
     /* Storage commands: mc_sess_begin_store already copied the key; the line can go. */
     evbuffer_drain(in, r.consumed);
     if (s->out_oom)
@@ -331,7 +525,11 @@ static int bin_step(struct session *s, struct evbuffer *in, size_t len, bool *pr
     *progress = true;
     s->c->requests++;
     size_t mark = s->olen;
+    if (dbg_on())
+        dbg_bin_request(s, p, &r);
     int rc = mc_cmd_bin(s, &r);
+    if (dbg_on())
+        dbg_bin_reply(s, mark);
     if (s->out_oom) {
         evbuffer_drain(in, r.consumed);
         return reply_failed(s, mark, r.opcode, r.opaque);
@@ -507,7 +705,14 @@ static int on_read(struct core_conn *c)
             if (!do_nread(s, in))
                 break;
             size_t mark = s->olen;
+            bool meta = s->kind == MC_PEND_META;
             complete_store(s);
+            if (s->dbg_noreply) {
+                s->dbg_noreply = false;
+                dbg_noreply_reply(s, mark);
+            } else if (dbg_on()) {
+                dbg_text_reply(s, mark, meta);
+            }
             if (s->out_oom) {
                 rc = reply_failed(s, mark, -1, 0);
                 break;
@@ -531,6 +736,9 @@ static int on_read(struct core_conn *c)
                 s->proto = MC_PROTO_BIN; /* a bad magic byte closes it (bin_step) */
             else
                 s->proto = b == MC_BIN_REQ ? MC_PROTO_BIN : MC_PROTO_TEXT;
+            if (dbg_on())
+                fprintf(stderr, "%d: Client using the %s protocol\n", s->fd,
+                        s->proto == MC_PROTO_BIN ? "binary" : "ascii");
             if (mc_settings.sasl && s->proto == MC_PROTO_TEXT) {
                 mc_out_line(s, "CLIENT_ERROR unauthenticated");
                 rc = 1;
@@ -572,6 +780,8 @@ static void on_close(struct core_conn *c, enum conn_close_reason why)
         return;
     if (why == CONN_CLOSE_TIMEOUT)
         MC_STAT_ADD(&s->th->st, idle_kicks, 1);
+    if (dbg_on())
+        fprintf(stderr, "<%d connection closed.\n", s->fd);
     if (s->yield_ev)
         event_free(s->yield_ev);
     if (s->dump) {
@@ -638,7 +848,14 @@ void mc_session_accept(struct core_loop *loop, int fd, const struct sockaddr *sa
         return;
     }
     s->c = c;
+    s->fd = fd;
     s->last_cmd = mc_now();
+    if (dbg_on())
+        fprintf(stderr, "<%d new %s client connection%s\n", fd,
+                mc_settings.protocol == MC_BIND_ASCII    ? "ascii"
+                : mc_settings.protocol == MC_BIND_BINARY ? "binary"
+                                                         : "auto-negotiating",
+                mc_settings.protocol == MC_BIND_AUTO ? "" : ".");
     struct mc_thread *th = s->th;
     pthread_mutex_lock(&th->sessions_lock);
     s->next = th->sessions;
@@ -692,10 +909,62 @@ static void addr_text(const struct sockaddr_storage *ss, socklen_t len, char *ou
 /* One block per client connection: addr, listen_addr, state,
  * secs_since_last_cmd (memcached's fields; its listening sockets' own
  * entries are not listed: the core does not expose its listeners). */
+/* "stats conns": the listening sockets and every client connection, in
+ * descriptor order as memcached lists them. */
+struct conn_line {
+    int fd;
+    char text[640];
+};
+struct conn_lines {
+    struct conn_line *v;
+    size_t n, cap;
+};
+
+static struct conn_line *conn_line_add(struct conn_lines *cl, int fd)
+{
+    if (cl->n == cl->cap) {
+        size_t cap = cl->cap ? cl->cap * 2 : 64;
+        struct conn_line *v = realloc(cl->v, cap * sizeof *v);
+        if (!v)
+            return NULL;
+        cl->v = v;
+        cl->cap = cap;
+    }
+    struct conn_line *e = &cl->v[cl->n++];
+    e->fd = fd;
+    return e;
+}
+
+static void listener_line(const struct listen_info *li, void *arg)
+{
+    if (li->is_admin || li->on_accept != mc_session_accept)
+        return; /* the console and metrics are the core's, not memcached's */
+    struct sockaddr_storage ss;
+    socklen_t sl = sizeof ss;
+    char addr[160];
+    if (getsockname(li->fd, (struct sockaddr *)&ss, &sl) == 0)
+        addr_text(&ss, sl, addr, sizeof addr);
+    else
+        snprintf(addr, sizeof addr, "?:<AF 0>");
+    struct conn_line *e = conn_line_add(arg, li->fd);
+    if (e)
+        snprintf(e->text, sizeof e->text,
+                 "STAT %d:addr %s\r\nSTAT %d:state conn_listening\r\nSTAT %d:secs_since_last_cmd 0\r\n", li->fd, addr,
+                 li->fd, li->fd);
+}
+
+static int conn_line_cmp(const void *a, const void *b)
+{
+    const struct conn_line *x = a, *y = b;
+    return (x->fd > y->fd) - (x->fd < y->fd);
+}
+
 void mc_session_stats_conns(struct evbuffer *out)
 {
     static const char *const states[] = { "conn_parse_cmd", "conn_nread", "conn_swallow", "conn_mwrite" };
     uint32_t now = mc_now();
+    struct conn_lines cl = { 0 };
+    listen_foreach(listener_line, &cl);
     for (int i = 0; i < loop_count(); i++) {
         struct core_loop *l = loop_get(i);
         struct mc_thread *th = l ? l->data : NULL;
@@ -704,7 +973,7 @@ void mc_session_stats_conns(struct evbuffer *out)
         pthread_mutex_lock(&th->sessions_lock);
         for (struct session *s = th->sessions; s; s = s->next) {
             char peer[160], local[160];
-            int fd = s->c->fd;
+            int fd = s->fd;
             struct sockaddr_storage ss;
             socklen_t sl = sizeof ss;
             addr_text(&s->c->peer, s->c->peer_len, peer, sizeof peer);
@@ -712,14 +981,21 @@ void mc_session_stats_conns(struct evbuffer *out)
                 addr_text(&ss, sl, local, sizeof local);
             else
                 snprintf(local, sizeof local, "?:<AF 0>");
-            evbuffer_add_printf(out, "STAT %d:addr %s\r\n", fd, peer);
-            evbuffer_add_printf(out, "STAT %d:listen_addr %s\r\n", fd, local);
-            evbuffer_add_printf(out, "STAT %d:state %s\r\n", fd, states[s->state]);
-            evbuffer_add_printf(out, "STAT %d:secs_since_last_cmd %u\r\n", fd,
-                                now > s->last_cmd ? now - s->last_cmd : 0);
+            struct conn_line *e = conn_line_add(&cl, fd);
+            if (!e)
+                break;
+            snprintf(e->text, sizeof e->text,
+                     "STAT %d:addr %s\r\nSTAT %d:listen_addr %s\r\nSTAT %d:state %s\r\n"
+                     "STAT %d:secs_since_last_cmd %u\r\n",
+                     fd, peer, fd, local, fd, states[s->state], fd, now > s->last_cmd ? now - s->last_cmd : 0);
         }
         pthread_mutex_unlock(&th->sessions_lock);
     }
+    if (cl.n)
+        qsort(cl.v, cl.n, sizeof *cl.v, conn_line_cmp);
+    for (size_t i = 0; i < cl.n; i++)
+        evbuffer_add(out, cl.v[i].text, strlen(cl.v[i].text));
+    free(cl.v);
 }
 
 void mc_session_reject(int fd, void *arg)

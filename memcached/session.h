@@ -19,11 +19,16 @@
  * read by the stats sources from any thread. */
 #define MC_THREAD_STATS(X)                                                                                             \
     X(cmd_get)                                                                                                         \
-    X(cmd_set) X(cmd_touch) X(cmd_flush) X(cmd_meta) X(get_hits) X(get_misses) X(get_expired) X(get_flushed)           \
-        X(delete_hits) X(delete_misses) X(incr_hits) X(incr_misses) X(decr_hits) X(decr_misses) X(cas_hits)            \
-            X(cas_misses) X(cas_badval) X(touch_hits) X(touch_misses) X(store_too_large) X(store_no_memory)            \
-                X(response_obj_oom) X(conn_yields) X(idle_kicks) X(auth_cmds) X(auth_errors) X(bytes_read)             \
-                    X(bytes_written) X(protocol_errors)
+    X(cmd_set)                                                                                                         \
+    X(cmd_touch)                                                                                                       \
+    X(cmd_flush)                                                                                                       \
+    X(cmd_meta)                                                                                                        \
+    X(get_hits)                                                                                                        \
+    X(get_misses)                                                                                                      \
+    X(get_expired) X(get_flushed) X(delete_hits) X(delete_misses) X(incr_hits) X(incr_misses) X(decr_hits)             \
+        X(decr_misses) X(cas_hits) X(cas_misses) X(cas_badval) X(touch_hits) X(touch_misses) X(store_too_large)        \
+            X(store_no_memory) X(response_obj_oom) X(conn_yields) X(idle_kicks) X(auth_cmds) X(auth_errors)            \
+                X(bytes_read) X(bytes_written) X(protocol_errors)
 
 struct mc_thread_stats {
 #define X(n) _Atomic uint64_t n;
@@ -45,10 +50,20 @@ struct mc_thread_stats {
     atomic_store_explicit(&(th)->field, atomic_load_explicit(&(th)->field, memory_order_relaxed) + (v),                \
                           memory_order_relaxed)
 
+/* "stats slabs" per-class hit counters, per thread, by the class of the
+ * item hit (memcached's slab_stats). */
+struct mc_slab_stats {
+    _Atomic uint64_t get_hits, cmd_set, delete_hits, incr_hits, decr_hits, cas_hits, cas_badval, touch_hits;
+};
+#define MC_SLAB_ADD(th, id, field, v) MC_STAT_ADD(&(th)->slab[(id)], field, v)
+/* The same for the item the calling thread's last store call found. */
+#define MC_SLAB_HIT(th, field) MC_SLAB_ADD(th, mc_hit_clsid, field, 1)
+
 struct session;
 struct evbuffer;
 struct mc_thread {
     struct mc_thread_stats st;
+    struct mc_slab_stats slab[MC_MAX_CLASSES];
     /* This thread's sessions, for "stats conns". The lock is taken on
      * connect, close and by the stats reader, never per request. */
     pthread_mutex_t sessions_lock;
@@ -95,6 +110,8 @@ struct mc_obuf;
 struct event;
 struct session {
     struct core_conn *c;
+    int fd;           /* for the -vv debug lines */
+    bool dbg_noreply; /* -vv: the pending store is noreply; print its reply as memcached does */
     struct mc_thread *th;
     enum mc_sess_proto proto;
     enum mc_sess_state state;

@@ -9,7 +9,9 @@
  * never looks at keys except through items.c's unlink when it moves a page. */
 #include "memcached/mc.h"
 
+#include <errno.h>
 #include <math.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -18,6 +20,44 @@
 struct mc_class mc_classes[MC_MAX_CLASSES];
 int mc_nclasses;
 uint64_t mc_page_size;
+uint32_t mc_chunk_max = 1u << 30;
+
+/* Classes whose lock this thread holds besides a chunked head's own class
+ * while it frees the head's chunks (a page move holds its victim and maybe
+ * the receiving class). */
+static _Thread_local int held_a, held_b;
+
+uint32_t mc_item_nchunks(size_t nkey, size_t nbytes)
+{
+    if (!mc_total_chunked(mc_item_total(nkey, nbytes)))
+        return 0;
+    size_t fixed = mc_round8(MC_ITEM_HDR + nkey);
+    size_t head = mc_chunk_max - fixed;                          /* value bytes in the head, before pointers */
+    size_t per = mc_chunk_max - MC_ITEM_HDR - sizeof(mc_item *); /* each chunk also costs a pointer */
+    return (uint32_t)((nbytes - head + per - 1) / per);
+}
+
+size_t mc_value_seg(mc_item *it, size_t off, char **p)
+{
+    if (!mc_item_chunked(it)) {
+        *p = it->data + it->nkey + off;
+        return it->nbytes - off;
+    }
+    uint32_t n = mc_item_nchunks(it->nkey, it->nbytes);
+    size_t fixed = mc_round8(MC_ITEM_HDR + it->nkey) + (size_t)n * sizeof(mc_item *);
+    size_t headcap = mc_chunk_max - fixed;
+    if (off < headcap) {
+        *p = (char *)it + fixed + off;
+        return headcap - off;
+    }
+    size_t cap = mc_chunk_max - MC_ITEM_HDR;
+    size_t rest = off - headcap, i = rest / cap, o = rest % cap;
+    *p = mc_item_chunks(it)[i]->data + o;
+    size_t end = headcap + (i + 1) * cap;
+    if (end > it->nbytes)
+        end = it->nbytes;
+    return end - off;
+}
 
 static pthread_mutex_t pool_lock = PTHREAD_MUTEX_INITIALIZER;
 static _Atomic uint64_t malloced;
@@ -44,42 +84,52 @@ void mc_slabs_set_limit(uint64_t bytes) { atomic_store(&mem_limit, bytes); }
 int mc_slabs_init(void)
 {
     uint64_t max = mc_settings.item_size_max;
-    mc_page_size = max > (1u << 20) ? max : (1u << 20);
-    mem_limit = mc_settings.maxbytes;
-    double factor = mc_settings.factor > 1.0 ? mc_settings.factor : 1.25;
-    /* Class k holds chunks of (smallest * factor^k) rounded up to 8 bytes.
-     * The rounding is not compounded from class to class (as memcached
-     * does), so the sizes stay on the geometric series and waste less per
-     * chunk: with the defaults, 104 136 168 208 256 320 400 ... */
-    uint64_t first = MC_ITEM_HDR + (uint64_t)(mc_settings.chunk_min > 0 ? mc_settings.chunk_min : 48);
-    double exact = (double)((first + 7) & ~(uint64_t)7);
-    uint64_t chunk_max = mc_page_size / 2;
+    /* The largest class's chunk (memcached's slab_chunk_max, half a page by
+     * default): items over it are chained chunks (mc.h), so pages stay
+     * 1 MB whatever -I is, as in memcached 1.6. */
+    uint64_t chunk_max = mc_settings.slab_chunk_max > 0 ? (uint64_t)mc_settings.slab_chunk_max : (512u << 10);
     if (chunk_max > max)
         chunk_max = max;
-    int id = 1;
-    uint64_t prev = 0;
-    while (id < MC_MAX_CLASSES - 1) {
-        uint64_t size = ((uint64_t)ceil(exact) + 7) & ~(uint64_t)7;
-        if (size < prev + 8)
-            size = prev + 8;
-        if (size > chunk_max)
+    mc_page_size = chunk_max > (1u << 20) ? chunk_max : (1u << 20);
+    mc_chunk_max = (uint32_t)chunk_max;
+    mem_limit = mc_settings.maxbytes;
+    /* As memcached: T_MEMD_INITIAL_MALLOC sets where the count of
+     * allocated bytes starts (its test suite fakes a 4 GB cache so). */
+    const char *initial = getenv("T_MEMD_INITIAL_MALLOC");
+    if (initial) {
+        char *end;
+        errno = 0;
+        unsigned long long v = strtoull(initial, &end, 10);
+        if (!errno && end != initial && !*end)
+            malloced = v;
+    }
+    double factor = mc_settings.factor > 1.0 ? mc_settings.factor : 1.25;
+    /* memcached 1.6.18's class sizes exactly, so class ids (stats items,
+     * stats slabs, slabs reassign, lru_crawler) mean the same classes:
+     * from its 48-byte item header + -n, times -f, each rounded up to 8
+     * bytes (compounded), up to slab_chunk_max / f; then one class of
+     * slab_chunk_max. Our items are a few bytes smaller than memcached's
+     * (52-byte header with the CAS, no CRLF or key terminator stored), so
+     * an item lands in the same class or one below. */
+    uint32_t size = 48 + (uint32_t)(mc_settings.chunk_min > 0 ? mc_settings.chunk_min : 48);
+    int id = 0;
+    while (++id < MC_MAX_CLASSES - 1) {
+        if ((double)size >= (double)chunk_max / factor)
             break;
-        mc_classes[id].size = (uint32_t)size;
-        prev = size;
-        id++;
-        exact *= factor;
+        if (size % 8)
+            size += 8 - size % 8;
+        mc_classes[id].size = size;
+        size = (uint32_t)(size * factor);
     }
-    if (id > 1 && mc_classes[id - 1].size < max) {
-        mc_classes[id].size = (uint32_t)max;
-        id++;
-    }
+    mc_classes[id].size = (uint32_t)chunk_max; /* the last class: slab_chunk_max */
+    id++;
     mc_nclasses = id - 1;
     for (int i = 1; i <= mc_nclasses; i++) {
         struct mc_class *c = &mc_classes[i];
         pthread_mutex_init(&c->lock, NULL);
         c->perpage = (uint32_t)(mc_page_size / c->size);
-        if (mc_settings.verbose > 1)
-            log_info("slab class %3d: chunk size %9u perslab %7u", i, c->size, c->perpage);
+        if (mc_settings.verbose > 1) /* memcached's line, on stderr as it prints it */
+            fprintf(stderr, "slab class %3d: chunk size %9u perslab %7u\n", i, c->size, c->perpage);
     }
     return 0;
 }
@@ -95,8 +145,10 @@ void mc_slabs_decay_demand(void)
 
 int mc_slabs_clsid(size_t total)
 {
-    if (total == 0 || mc_nclasses == 0 || total > mc_classes[mc_nclasses].size)
+    if (total == 0 || mc_nclasses == 0 || total > mc_settings.item_size_max)
         return 0;
+    if (total >= mc_classes[mc_nclasses].size)
+        return mc_nclasses; /* fits exactly, or a chunked item's head */
     /* Binary search: the first class whose chunk fits. */
     int lo = 1, hi = mc_nclasses;
     while (lo < hi) {
@@ -210,9 +262,48 @@ mc_item *mc_slabs_alloc_locked(int id)
     return it;
 }
 
+/* Give back the further chunks of a chunked head (whose class lock the
+ * caller holds). Other classes' locks are taken here unless this thread
+ * holds them already; only the holder of the largest class's lock ever
+ * waits for another class's lock while holding one, so this cannot
+ * deadlock (mc.h's order, extended). */
+void mc_slabs_free_chunks(mc_item *head)
+{
+    uint32_t n = mc_item_nchunks(head->nkey, head->nbytes);
+    mc_item **ch = mc_item_chunks(head);
+    for (uint32_t i = 0; i < n; i++) {
+        mc_item *k = ch[i];
+        if (!k)
+            continue;
+        ch[i] = NULL;
+        int id = k->clsid;
+        bool held = id == head->clsid || id == held_a || id == held_b;
+        struct mc_class *kc = &mc_classes[id];
+        if (!held)
+            pthread_mutex_lock(&kc->lock);
+        k->hnext = NULL;
+        k->bits = 0;
+        freelist_push(kc, k);
+        if (!held)
+            pthread_mutex_unlock(&kc->lock);
+    }
+}
+
+void mc_slabs_free_chunk(mc_item *chunk)
+{
+    struct mc_class *c = &mc_classes[chunk->clsid];
+    pthread_mutex_lock(&c->lock);
+    chunk->hnext = NULL;
+    chunk->bits = 0;
+    freelist_push(c, chunk);
+    pthread_mutex_unlock(&c->lock);
+}
+
 void mc_slabs_free_locked(mc_item *it)
 {
     struct mc_class *c = &mc_classes[it->clsid];
+    if (mc_item_chunked(it))
+        mc_slabs_free_chunks(it);
     it->bits = 0;
     freelist_push(c, it);
 }
@@ -226,6 +317,21 @@ bool mc_item_reclaim_for_move(mc_item *it);
  * off the free list) and put the copy in its place; it is left unlinked
  * (state 0). False when its stripe is held. */
 bool mc_item_rescue_for_move(mc_item *it, mc_item *dst);
+
+/* A chunk on a page being emptied: evict the item it belongs to (its head
+ * is in the largest class's LRU; that lock only tried, unless held). */
+static bool evict_chunk_owner(struct mc_class *v, mc_item *chunk)
+{
+    struct mc_class *lc = &mc_classes[mc_nclasses];
+    bool lheld = v == lc || held_b == mc_nclasses;
+    if (!lheld && pthread_mutex_trylock(&lc->lock) != 0)
+        return false;
+    mc_item *owner = chunk->hnext;
+    bool ok = owner && (owner->state & MC_ST_LINKED) && mc_item_evict_for_move(owner);
+    if (!lheld)
+        pthread_mutex_unlock(&lc->lock);
+    return ok;
+}
 
 static bool on_page(const struct mc_class *v, const char *page, const mc_item *it)
 {
@@ -243,6 +349,7 @@ static char *take_last_page(struct mc_class *v)
 {
     if (v->pages == 0)
         return NULL;
+    held_a = (int)(v - mc_classes);
     char *page = v->page_list[v->pages - 1];
     /* Rescue targets: the free list walked once. Chunks of this page freed
      * meanwhile are pushed at its head, behind the walk. */
@@ -252,6 +359,12 @@ static char *take_last_page(struct mc_class *v)
         mc_item *it = (mc_item *)(page + (uint64_t)i * v->size);
         if (it->state & MC_ST_FREE)
             continue;
+        if (it->state & MC_ST_CHUNK) { /* part of a chunked item: it goes */
+            if (!evict_chunk_owner(v, it))
+                return NULL;
+            v->pages_evicted++;
+            continue;
+        }
         if (!(it->state & MC_ST_LINKED))
             return NULL; /* a chunk someone is filling */
         if (!mc_item_live(it, now)) {
@@ -261,7 +374,7 @@ static char *take_last_page(struct mc_class *v)
         }
         while (scan && on_page(v, page, scan))
             scan = scan->next;
-        if (scan) {
+        if (scan && !mc_item_chunked(it)) { /* chunked heads are evicted, not copied */
             mc_item *dst = scan;
             scan = scan->next;
             freelist_remove(v, dst);
@@ -326,7 +439,9 @@ bool mc_slabs_steal_page(int id)
     if (pthread_mutex_trylock(&v->lock) != 0)
         return false;
     bool ok = false;
+    held_b = id;
     char *page = take_last_page(v);
+    held_a = held_b = 0;
     if (page) {
         ok = give_page(dst, page);
         if (!ok) { /* give it back rather than lose it */
@@ -365,6 +480,7 @@ enum mc_reassign mc_slabs_reassign(int src, int dst)
         return MC_REASSIGN_NOSPARE;
     }
     char *page = take_last_page(v);
+    held_a = 0;
     pthread_mutex_unlock(&v->lock);
     if (!page)
         return MC_REASSIGN_BUSY;
@@ -424,6 +540,7 @@ uint64_t mc_slabs_release_over_limit(uint64_t max_pages)
         struct mc_class *v = &mc_classes[victim];
         pthread_mutex_lock(&v->lock);
         char *page = v->pages > 1 ? take_last_page(v) : NULL;
+        held_a = 0;
         pthread_mutex_unlock(&v->lock);
         if (!page)
             break; /* busy: the maintainer comes back next tick */

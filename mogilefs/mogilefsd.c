@@ -102,6 +102,7 @@ static int set_db_pass(const struct cfg_setting *s, const char *value, char *err
 }
 
 static const struct cfg_setting mog_settings_table[] = {
+    LOG_VERBOSE_SETTING,
     { "config", 'c', CFG_CUSTOM, &config_dummy, NULL, "read MogileFS settings from this file (key = value)", false,
       read_mog_config },
     { "db_dsn", 0, CFG_STRING, &mog.cfg.db_dsn, "DBI:SQLite:mogilefs.sqlite",

@@ -132,6 +132,7 @@ static int st_ignore(const struct cfg_setting *s, const char *value, char *err, 
 }
 
 static const struct cfg_setting st_settings_table[] = {
+    LOG_VERBOSE_SETTING,
     { "config", 'c', CFG_CUSTOM, &mog_st_cfg.config_dummy, NULL, "read mogstored settings from this file", false,
       read_st_config },
     { "httplisten", 0, CFG_STRING, &mog_st_cfg.httplisten, "0.0.0.0:7500", "HTTP listen address", false, NULL },

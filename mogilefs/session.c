@@ -140,6 +140,11 @@ static void job_done(void *arg)
     if (j->is_error)
         stats_counter_add(&mog.n.errors, 1);
     watch_broadcast(s, j->line, j->len, secs, j->out);
+    if (log_command_enabled()) {
+        size_t rl = evbuffer_get_length(j->out);
+        log_command(s->ip, j->line, j->len, false, (const char *)evbuffer_pullup(j->out, rl < 256 ? rl : 256),
+                    rl < 256 ? rl : 256);
+    }
     if (s->state == SESS_CLOSED) {
         free(s);
         job_free(j);

@@ -74,6 +74,12 @@ static bool device_exists(const char *path, size_t len)
     return n > 0 && (size_t)n < sizeof dir && stat(dir, &sb) == 0 && S_ISDIR(sb.st_mode);
 }
 
+/* -vv: each request with the status chosen here; 0 = handed to httpd's
+ * file serving, which picks the status (not known here). */
+static __thread int st_status;
+#define httpd_error(h, status, msg) (st_status = (status), httpd_error((h), (status), (msg)))
+static void st_route(struct httpd_conn *h, struct http_msg *m);
+
 /* mkdir -p of the folders above a docroot path (the docroot itself and
  * the devN folder exist). 0 or -1. */
 static int make_parents(char *full, size_t root_len)
@@ -316,6 +322,20 @@ static void st_on_close(struct httpd_conn *h, enum conn_close_reason why)
 
 static void st_on_request(struct httpd_conn *h, struct http_msg *m)
 {
+    char who[80], req[300], res[64];
+    int n = log_command_enabled() ? snprintf(req, sizeof req, "%.*s %.*s", (int)m->method_len, m->method_str,
+                                             (int)(m->target_len > 256 ? 256 : m->target_len), m->target)
+                                  : -1;
+    st_status = 0;
+    st_route(h, m);
+    if (n > 0) {
+        int rl = st_status ? snprintf(res, sizeof res, "%d", st_status) : snprintf(res, sizeof res, "file handler");
+        log_command(log_addr(&h->c->peer, who, sizeof who), req, (size_t)n, false, res, (size_t)rl);
+    }
+}
+
+static void st_route(struct httpd_conn *h, struct http_msg *m)
+{
     h->idle_ms = (uint32_t)mog_st_cfg.idle_timeout * 1000;
     char path[4096];
     bool slash = false;
@@ -333,7 +353,7 @@ static void st_on_request(struct httpd_conn *h, struct http_msg *m)
         if (pl == 1) {
             /* The root answers so `mogadm check` sees the node up. */
             bool keep = httpd_can_persist(h);
-            httpd_response_head(h, 200, "text/plain", 10, keep, NULL);
+            httpd_response_head(h, st_status = 200, "text/plain", 10, keep, NULL);
             if (!head)
                 evbuffer_add(httpd_tx(), "mogstored\n", 10);
             httpd_done(h, keep);
@@ -632,6 +652,10 @@ static void hash_done(void *arg)
     }
     s->running = false;
     struct core_conn *c = s->c;
+    char who[80];
+    if (log_command_enabled())
+        log_command(log_addr(&c->peer, who, sizeof who), j->sha1 ? "SHA1" : "MD5", j->sha1 ? 4 : 3, false, j->reply,
+                    strlen(j->reply));
     evbuffer_add(conn_out(c), j->reply, strlen(j->reply));
     free(j);
     /* As sync_done: on_close only marks s gone while this runs. */
@@ -684,6 +708,24 @@ static void *hash_thread(void *arg)
     return NULL;
 }
 
+/* Copy up to cap bytes of b from offset off (evbuffer_copyout_from refuses
+ * a bufferevent's output, which is frozen at its start). */
+static size_t out_copy(struct evbuffer *b, size_t off, char *dst, size_t cap)
+{
+    struct evbuffer_ptr at;
+    struct evbuffer_iovec v[4];
+    if (evbuffer_ptr_set(b, &at, off, EVBUFFER_PTR_SET) < 0)
+        return 0;
+    int n = evbuffer_peek(b, (ev_ssize_t)cap, &at, v, 4);
+    size_t got = 0;
+    for (int i = 0; i < n && i < 4 && got < cap; i++) {
+        size_t k = v[i].iov_len < cap - got ? v[i].iov_len : cap - got;
+        memcpy(dst + got, v[i].iov_base, k);
+        got += k;
+    }
+    return got;
+}
+
 static void side_drive(struct side_sess *s)
 {
     struct evbuffer *in = conn_in(s->c), *out = conn_out(s->c);
@@ -699,6 +741,7 @@ static void side_drive(struct side_sess *s)
             return;
         }
         stats_counter_add(&mog_st.side_cmds, 1);
+        size_t out_before = evbuffer_get_length(out);
         char *uri;
         size_t ul;
         enum mog_side_cmd k = mog_side_parse(line, len, &uri, &ul);
@@ -756,6 +799,12 @@ static void side_drive(struct side_sess *s)
             while (wl < len && line[wl] != ' ')
                 wl++;
             evbuffer_add_printf(out, "ERROR: unknown command: %.*s\r\n", (int)(wl > 64 ? 64 : wl), line);
+        }
+        if (log_command_enabled() && !s->running) { /* a digest is logged when it is done */
+            char who[80];
+            char res[128];
+            size_t rl = out_copy(out, out_before, res, sizeof res);
+            log_command(log_addr(&s->c->peer, who, sizeof who), line, len, false, res, rl);
         }
         evbuffer_drain(in, consumed);
     }

@@ -18,6 +18,8 @@
 
 #include "common/conn.h"
 #include "common/line.h"
+#include "common/log.h"
+#include "perlbal/accesslog.h"
 #include "perlbal/perlbal.h"
 
 #define MGMT_MAX_LINE 4096
@@ -57,7 +59,9 @@ static int mgmt_on_read(struct core_conn *c)
             conn_close_after_write(c);
             return 0;
         }
-        pb_manage_run(&m->ctx, line, ll, conn_out(c), true);
+        int rc = pb_manage_run(&m->ctx, line, ll, conn_out(c), true);
+        if (pb_debug_requests)
+            log_debug("console %llu: %s -> %s", (unsigned long long)c->id, line, rc < 0 ? "ERROR" : "OK");
         evbuffer_drain(conn_in(c), consumed);
         if (conn_is_closing(c))
             return 0;

@@ -30,6 +30,7 @@
 #include "common/httpc.h"
 #include "common/log.h"
 #include "common/loop.h"
+#include "perlbal/accesslog.h"
 #include "perlbal/perlbal.h"
 #include "perlbal/plugin.h"
 
@@ -198,7 +199,13 @@ static void pool_op_assign(struct pool *p, struct pool_member *m, struct pool_wa
 static void pool_op_fail(struct pool *p, struct pool_waiter *w)
 {
     (void)p;
-    pb_client_error(CL_OF(w), 503, "No backend available");
+    struct pb_client *cl = CL_OF(w);
+    /* an outage is logged once, not once per request it fails */
+    if (!atomic_exchange(&cl->svc->no_backend_logged, true))
+        log_warn("perlbal: service %s: no backend available (every node of pool %s is down or refusing); answering "
+                 "503 until one answers",
+                 cl->svc->name, cl->svc->pool ? cl->svc->pool->name : "-");
+    pb_client_error(cl, 503, "No backend available");
 }
 
 static void pool_op_close(struct pool *p, struct pool_member *m)
@@ -281,6 +288,10 @@ static void assign(struct pb_backend *be, struct pb_client *cl)
               (unsigned long long)be->c->id, be->m.node->name, be->uses);
     be->client = cl;
     cl->backend = be;
+    if (atomic_load_explicit(&cl->svc->no_backend_logged, memory_order_relaxed)) {
+        atomic_store(&cl->svc->no_backend_logged, false);
+        log_info("perlbal: service %s: backends answer again", cl->svc->name);
+    }
     pb_client_enter(cl, CL_BACKEND);
     be->state = BE_WAIT_HEAD;
     conn_set_busy(be->c, true); /* a graceful stop waits for the response */
@@ -391,6 +402,7 @@ static void be_on_body(struct httpc *hc, struct evbuffer *data)
     struct pb_client *cl = be->client;
     if (!cl || be->discard_body)
         return;
+    cl->resp_bytes += evbuffer_get_length(data);
     evbuffer_add_buffer(httpd_tx(), data);
     pb_client_flush(cl);
     uint64_t limit = be->svc->buffer_size ? be->svc->buffer_size : 256 * 1024;
@@ -481,24 +493,44 @@ static enum httpc_head_action be_on_head(struct httpc *hc, struct http_msg *resp
             pb_client_error(cl, 500, msg);
             return HTTPC_SKIP_BODY;
         }
-        if (t && t->role == PB_ROLE_WEB_SERVER && cl->h->body == HTTP_BODY_NONE && !cl->reproxied_service) {
+        /* a body can go to a second backend only when it was spooled to
+         * disk (buffer_uploads): a streamed one went to the first */
+        bool body_ok = cl->h->body == HTTP_BODY_NONE || (cl->upload_fd >= 0 && cl->h->body_done);
+        struct http_msg *m = NULL;
+        if (t && (t->role == PB_ROLE_SELECTOR || t->role == PB_ROLE_WEB_SERVER) && !cl->reproxied_service) {
             /* the request as it was (the backend head keeps the client's
-             * method, target, Range and If-Modified-Since) */
-            cl->reproxied_service = true;
+             * method, target, Host, Range and If-Modified-Since) */
             size_t hl = evbuffer_get_length(cl->req_head);
             const char *hb = (const char *)evbuffer_pullup(cl->req_head, (ssize_t)hl);
-            struct http_msg *m = malloc(sizeof *m);
             struct http_limits lim = { 0 };
-            if (m && hb && http_parse_request(hb, hl, &lim, m) > 0) {
-                cl->svc = t;
-                pb_web_request(cl, m);
-            } else {
+            m = malloc(sizeof *m);
+            if (!m || !hb || http_parse_request(hb, hl, &lim, m) <= 0) {
+                free(m);
                 pb_client_error(cl, 500, "Cannot re-read the request");
+                return HTTPC_SKIP_BODY;
             }
+        }
+        if (m && t->role == PB_ROLE_SELECTOR) {
+            /* as Perlbal's adopt_base_client: the selector chooses again */
+            int st;
+            char msg[160];
+            struct pb_service *t2 = pb_select_service(t, cl, m, &st, msg, sizeof msg);
+            if (!t2) {
+                free(m);
+                pb_client_error(cl, st, msg);
+                return HTTPC_SKIP_BODY;
+            }
+            t = t2;
+        }
+        if (m && t->role == PB_ROLE_WEB_SERVER && cl->h->body == HTTP_BODY_NONE) {
+            cl->reproxied_service = true;
+            cl->svc = t;
+            pb_web_request(cl, m);
             free(m);
             return HTTPC_SKIP_BODY;
         }
-        if (!t || t->role != PB_ROLE_REVERSE_PROXY || cl->h->body != HTTP_BODY_NONE || cl->reproxied_service) {
+        free(m);
+        if (!t || t->role != PB_ROLE_REVERSE_PROXY || !body_ok || cl->reproxied_service) {
             pb_client_error(cl, 404, "Vhost twiddling not configured for requested pair.");
             return HTTPC_SKIP_BODY;
         }
@@ -511,34 +543,80 @@ static enum httpc_head_action be_on_head(struct httpc *hc, struct http_msg *resp
     if (pb_proxy_retry_500(cl, resp->status))
         return HTTPC_CLOSE;
     bool keep = client_keep_for(be, resp);
-    struct evbuffer *out = httpd_tx();
+    struct pb_resp_edit edit = { .status = resp->status };
+    bool edited = false;
+    if (be->svc->nplugins) {
+        pb_plugins_modify_response(be->svc, cl, resp, &edit);
+        edited = edit.status != resp->status || edit.reason || edit.drop[0] || edit.ctype || edit.length_delta ||
+                 edit.prepend_len;
+    }
+    int status = edit.status;
+    cl->status = status;
+    cl->resp_bytes = 0;
+    cl->resp_bytes_known = true; /* counted as the body streams (be_on_body) */
+    struct pb_headbuf hb_, *out = &hb_;
+    hb_.out = httpd_tx();
+    hb_.len = 0;
     /* status line without printf: this is the per-request hot path */
     char sl[16] = "HTTP/1.0 000 ";
     sl[7] = (char)('0' + (cl->h->version_minor ? 1 : 0));
-    sl[9] = (char)('0' + resp->status / 100 % 10);
-    sl[10] = (char)('0' + resp->status / 10 % 10);
-    sl[11] = (char)('0' + resp->status % 10);
-    evbuffer_add(out, sl, 13);
-    if (resp->reason_len)
-        evbuffer_add(out, resp->reason, resp->reason_len);
-    evbuffer_add(out, "\r\n", 2);
+    sl[9] = (char)('0' + status / 100 % 10);
+    sl[10] = (char)('0' + status / 10 % 10);
+    sl[11] = (char)('0' + status % 10);
+    pb_hb_add(out, sl, 13);
+    if (edit.reason)
+        pb_hb_add(out, edit.reason, strlen(edit.reason));
+    else if (resp->reason_len)
+        pb_hb_add(out, resp->reason, resp->reason_len);
+    pb_hb_add(out, "\r\n", 2);
     for (int i = 0; i < resp->nheaders; i++) {
         const struct http_header *h = &resp->headers[i];
 #define IS(n) (h->name_len == sizeof(n) - 1 && strncasecmp(h->name, n, sizeof(n) - 1) == 0)
         if (IS("connection") || IS("keep-alive"))
             continue;
+        if (edited) {
+            bool drop = false;
+            for (int d = 0; d < 4 && edit.drop[d]; d++)
+                drop |= strlen(edit.drop[d]) == h->name_len && !strncasecmp(edit.drop[d], h->name, h->name_len);
+            if (drop)
+                continue;
+            if (edit.ctype && IS("content-type")) {
+                pb_hb_add(out, "Content-Type: ", 14);
+                pb_hb_add(out, edit.ctype, strlen(edit.ctype));
+                pb_hb_add(out, "\r\n", 2);
+                edit.ctype = NULL; /* said */
+                continue;
+            }
+            if (edit.length_delta && IS("content-length")) {
+                char clen[48];
+                int cn = snprintf(clen, sizeof clen, "Content-Length: %llu\r\n",
+                                  (unsigned long long)((int64_t)resp->content_length + edit.length_delta));
+                pb_hb_add(out, clen, (size_t)cn);
+                continue;
+            }
+        }
 #undef IS
-        evbuffer_add(out, h->name, h->name_len);
-        evbuffer_add(out, ": ", 2);
-        evbuffer_add(out, h->value, h->value_len);
-        evbuffer_add(out, "\r\n", 2);
+        pb_hb_add(out, h->name, h->name_len);
+        pb_hb_add(out, ": ", 2);
+        pb_hb_add(out, h->value, h->value_len);
+        pb_hb_add(out, "\r\n", 2);
+    }
+    if (edit.ctype) { /* the backend sent none */
+        pb_hb_add(out, "Content-Type: ", 14);
+        pb_hb_add(out, edit.ctype, strlen(edit.ctype));
+        pb_hb_add(out, "\r\n", 2);
     }
     if (!keep)
-        evbuffer_add(out, "Connection: close\r\n\r\n", 21);
+        pb_hb_add(out, "Connection: close\r\n\r\n", 21);
     else if (cl->h->version_minor == 0)
-        evbuffer_add(out, "Connection: keep-alive\r\n\r\n", 26);
+        pb_hb_add(out, "Connection: keep-alive\r\n\r\n", 26);
     else
-        evbuffer_add(out, "\r\n", 2);
+        pb_hb_add(out, "\r\n", 2);
+    if (edit.prepend_len && cl->h->method != HTTP_M_HEAD) {
+        pb_hb_add(out, edit.prepend, edit.prepend_len);
+        cl->resp_bytes += edit.prepend_len;
+    }
+    pb_hb_flush(out);
     cl->h->response_started = true;
     cl->h->keep_alive = keep;
     /* the head waits in the scratch buffer only when the whole body is

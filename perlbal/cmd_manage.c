@@ -23,6 +23,7 @@
 #include "common/listen.h"
 #include "common/log.h"
 #include "common/loop.h"
+#include "perlbal/accesslog.h"
 #include "perlbal/proto_manage.h"
 #include "perlbal/perlbal.h"
 #include "perlbal/plugin.h"
@@ -348,7 +349,7 @@ static int cmd_word(struct pb_manage_ctx *ctx, struct pb_cmd *c, struct out *o)
         if (pl->command(svc, argc, argv, plugin_out, o, e, sizeof e) < 0)
             return err(o, "%s", e);
         /* listing commands end with "." themselves */
-        if (!strcmp(w, "stats") || !strcmp(w, "recent"))
+        if (!strcmp(w, "stats") || !strcmp(w, "recent") || !strcmp(w, "patterns"))
             return 0;
         return ok(ctx, o);
     }
@@ -434,7 +435,11 @@ static int run(struct pb_manage_ctx *ctx, struct pb_cmd *c, struct out *o)
             return err(o, "Can't locate plugin '%s' (not built into this perlbal)", c->a1);
         return ok(ctx, o);
     case PB_CMD_UNLOAD: return ok(ctx, o);
-    case PB_CMD_SERVER:
+    case PB_CMD_SERVER: {
+        int arc;
+        char aerr[256];
+        if (pb_accesslog_server_set(c->a2, c->a3, &arc, aerr, sizeof aerr))
+            return arc < 0 ? err(o, "%s", aerr) : ok(ctx, o);
         if (!strcmp(c->a2, "max_connections")) {
             listen_set_max_conns((uint64_t)strtoull(c->a3, NULL, 10));
             return ok(ctx, o);
@@ -458,6 +463,7 @@ static int run(struct pb_manage_ctx *ctx, struct pb_cmd *c, struct out *o)
             return ok(ctx, o);
         }
         return err(o, "unknown server option '%s'", c->a2);
+    }
     case PB_CMD_VHOST: {
         const char *name = c->a1 ? c->a1 : ctx->last_created[0] ? ctx->last_created : NULL;
         if (!name)

@@ -22,12 +22,14 @@
 #include "common/loop.h"
 #include "common/httpc.h"
 #include "common/work.h"
+#include "perlbal/accesslog.h"
 #include "perlbal/perlbal.h"
 
 static char *opt_config;
 static char *no_core_config; /* stays NULL: the core never reads --config as key = value */
 static int opt_threads;
 static bool opt_daemon;
+static int opt_verbose;
 
 #define PB_DEFAULT_CONFIG "/etc/perlbal/perlbal.conf"
 
@@ -51,6 +53,8 @@ static const struct cfg_setting pb_settings[] = {
     { "daemon", 'd', CFG_BOOL, &opt_daemon, "0", "detach and run in the background (as Perlbal's --daemon)", false,
       NULL },
     { "threads", 't', CFG_INT, &opt_threads, "1", "event-loop threads (SO_REUSEPORT listeners)", false, NULL },
+    { "verbose", 'v', CFG_COUNT, &opt_verbose, "0", "-v: info; -vv: a debug line per request and console command",
+      false, NULL },
     CFG_END
 };
 
@@ -140,9 +144,28 @@ static void on_stop(void)
             loop_call(loop_get(i), stop_tick, tick_ev[i]);
 }
 
+static void apply_verbose(void)
+{
+    if (opt_verbose >= 2)
+        log_set_level(LOG_LEVEL_DEBUG);
+    else if (opt_verbose == 1 && log_get_level() < LOG_LEVEL_INFO)
+        log_set_level(LOG_LEVEL_INFO);
+    pb_debug_requests = opt_verbose >= 2;
+}
+
+/* SIGHUP: TLS pairs re-read, the access log reopened (logrotate) */
+static void on_reload(void)
+{
+    apply_verbose(); /* the core has just re-applied --log-level */
+    pb_tls_reload();
+    pb_accesslog_reopen();
+}
+
 static int pb_init(void)
 {
     pb_start_time = (double)time(NULL);
+    apply_verbose();
+    pb_metrics_init();
     if (loop_count() > PB_MAX_LOOPS) {
         log_error("perlbal: at most %d threads", PB_MAX_LOOPS);
         return -1;
@@ -168,11 +191,16 @@ static int pb_init(void)
             log_warn("perlbal: no disk worker pool (%s): disk work runs on the loops", strerror(errno));
         pb_set_aio(-1, -1);
     }
+    if (pb_accesslog_start(err, sizeof err) < 0) {
+        log_error("perlbal: %s", err);
+        return -1;
+    }
     return 0;
 }
 
 static void pb_fini(void)
 {
+    pb_accesslog_stop();
     if (pb_disk_pool) {
         struct work_pool *p = pb_disk_pool;
         pb_disk_pool = NULL;
@@ -191,7 +219,7 @@ int main(int argc, char **argv)
         .init = pb_init,
         .fini = pb_fini,
         .hooks = { .on_stop = on_stop,
-                   .on_reload = pb_tls_reload,
+                   .on_reload = on_reload,
                    .on_thread_start = on_thread_start,
                    .on_thread_exit = on_thread_exit },
         .admin_cmds = NULL,

@@ -17,7 +17,10 @@
 #include <stdatomic.h>
 #include <stdbool.h>
 #include <stdint.h>
+#include <string.h>
 #include <sys/socket.h>
+
+#include <event2/buffer.h>
 #include <sys/types.h>
 
 #include "common/http.h"
@@ -27,6 +30,8 @@
 #define PB_VERSION "1.80-c"
 #define PB_MAX_LOOPS 64
 #define PB_NAME_MAX 64
+#define PB_UPLOAD_LISTENERS 8
+#define PB_STATUS_SLOTS 500 /* status codes 100..599 counted per service */
 
 struct core_conn;
 struct core_loop;
@@ -45,6 +50,7 @@ enum pb_role {
     PB_ROLE_MANAGEMENT,
     PB_ROLE_SELECTOR,
     PB_ROLE_ECHO,
+    PB_ROLE_UPLOAD_TRACKER, /* UDP upload progress reports (upload_status.c) */
 };
 
 struct pb_pool {
@@ -110,6 +116,12 @@ struct pb_service {
     char *docroot, *index_files, *verify_backend_path, *high_priority_cookie, *high_priority_cookie_contents;
     char *trusted_upstream_proxies, *buffer_uploads_path, *ssl_key_file, *ssl_cert_file, *ssl_cipher_list;
     char *ssl_ca_path, *error_retry_schedule;
+    char *default_service; /* selector: where a request no selector plugin matched goes */
+    /* upload_status_listeners (reverse_proxy) / the upload_tracker role's UDP socket */
+    struct sockaddr_storage ul_addrs[PB_UPLOAD_LISTENERS];
+    int n_ul;
+    int ut_fd;
+    struct event *ut_ev;
     char *server_process;          /* a backend program speaking HTTP on its stdin/stdout */
     struct pool_node process_node; /* the node its backends count against */
     /* parsed trusted_upstream_proxies */
@@ -128,6 +140,9 @@ struct pb_service {
     bool enable_md5, enable_concatenate_get;
     /* counters */
     _Atomic uint64_t requests;
+    _Atomic uint64_t status_count[PB_STATUS_SLOTS]; /* answered requests by status - 100 (metrics) */
+    _Atomic uint64_t body_bytes;                    /* response body bytes sent (metrics) */
+    _Atomic bool no_backend_logged;                 /* the 503 "No backend available" was logged (once per outage) */
     struct pb_svc_loop loops[PB_MAX_LOOPS];
     struct pb_service *next;
 };
@@ -269,6 +284,17 @@ struct pb_client {
     bool held;                       /* retry_ev is a Throttle hold, not a 500 retry */
     void *async_job;                 /* a plugin's PB_HOLD_ASYNC work in flight (plugin.h) */
     void (*async_cancel)(void *job); /* the client went away: the job must forget it */
+    /* what the access log and the metrics say of the request (accesslog.c) */
+    int status;                   /* the answer's status, once perlbal knows it (0: httpd's own answer) */
+    uint64_t resp_bytes;          /* its body bytes */
+    bool resp_bytes_known;        /* ... if known */
+    char *log_req;                /* the request's half of the access log line */
+    uint64_t t0_us;               /* when the head arrived (for %D) */
+    uint64_t flv_start;           /* FlvStreaming: the request's start= offset (0: none) */
+    char upload_session[52];      /* client_up_sess of an upload being watched ("" = none) */
+    uint64_t upload_total;        /* its Content-Length */
+    int64_t upload_started_s;     /* when it started (epoch s) */
+    int64_t upload_last_packet_s; /* the last progress datagram (once a second) */
 };
 
 enum pb_backend_state {
@@ -297,6 +323,32 @@ struct pb_backend {
     struct event *ready_ev; /* server_process: "connected" on the next loop turn */
 };
 
+/* A head being written (the request head for a backend, the response head
+ * for a client): pieces gather in a buffer on the stack and reach the
+ * evbuffer in one add instead of four per header line (the proxy's hot
+ * path); what does not fit spills into the evbuffer as it comes. */
+struct pb_headbuf {
+    struct evbuffer *out;
+    size_t len;
+    char buf[4096];
+};
+void pb_hb_spill(struct pb_headbuf *b, const void *d, size_t n);
+static inline void pb_hb_add(struct pb_headbuf *b, const void *d, size_t n)
+{
+    if (b->len + n <= sizeof b->buf) {
+        memcpy(b->buf + b->len, d, n);
+        b->len += n;
+    } else {
+        pb_hb_spill(b, d, n);
+    }
+}
+static inline void pb_hb_flush(struct pb_headbuf *b)
+{
+    if (b->len)
+        evbuffer_add(b->out, b->buf, b->len);
+    b->len = 0;
+}
+
 /* session.c: the per-request ends of perlbal's state around httpd's */
 /* The one way cl->state changes (the transitions are listed in session.c). */
 void pb_client_enter(struct pb_client *cl, enum pb_client_state next);
@@ -311,6 +363,11 @@ bool pb_client_can_persist(struct pb_client *cl);
 /* Timeouts while a request is in flight (idle_timeout until its body is in). */
 void pb_client_request_timeouts(struct pb_client *cl, size_t head_in_buffer);
 void pb_client_set_responding(struct pb_client *cl);
+/* A selector's choice for req (vhosts or a selector plugin, chains of up to
+ * 4 selectors): a reverse_proxy or web_server, or NULL with the error to
+ * answer in *status / msg. */
+struct pb_service *pb_select_service(struct pb_service *sel, struct pb_client *cl, struct http_msg *req, int *status,
+                                     char *msg, size_t msglen);
 
 /* proxy.c, backend.c, reproxy.c, upload.c */
 /* The backend's header lines to keep were saved in cl->rp_hdrs. */
@@ -345,6 +402,15 @@ void pb_reproxy_keep_headers(struct pb_client *cl, struct http_msg *resp);
 void pb_reproxy_cache_store(struct pb_service *svc, struct pb_client *cl, const char *urls, size_t ul, int64_t expected,
                             long secs);
 uint64_t pb_proxy_cache_hits(struct pb_service *svc);
+
+/* upload_status.c: the upload_tracker role and upload_status_listeners */
+int pb_upload_tracker_open(struct pb_service *s, char *err, size_t errlen);
+void pb_upload_tracker_close(struct pb_service *s);
+int pb_upload_status_set_listeners(struct pb_service *s, const char *val, char *err, size_t errlen);
+/* reverse_proxy with listeners: true when it answered /__upload_status
+ * itself; else it may have marked the request's upload for progress. */
+bool pb_upload_status_request(struct pb_client *cl, struct http_msg *req);
+void pb_upload_status_progress(struct pb_client *cl, uint64_t done);
 
 /* web.c */
 /* Mirror svc's web_server parameters into svc->files (after a SET). */

@@ -75,6 +75,9 @@ static const struct pb_plugin *const plugins[] = {
     &pb_plugin_echoservice,
     &pb_plugin_include,
     &pb_plugin_xffextras,
+    &pb_plugin_highpri,
+    &pb_plugin_vpaths,
+    &pb_plugin_flvstreaming,
 };
 #define NPLUGINS (sizeof plugins / sizeof plugins[0])
 static _Atomic bool loaded[NPLUGINS];
@@ -183,6 +186,41 @@ const char *const *pb_plugin_names(void)
     for (size_t i = 0; i < NPLUGINS; i++)
         names[i] = plugins[i]->name;
     return names;
+}
+
+struct pb_service *pb_plugins_select(struct pb_service *sel, struct pb_client *cl, struct http_msg *req, bool *has_hook,
+                                     int *status, char *msg, size_t msglen)
+{
+    *has_hook = false;
+    *status = 0;
+    /* the last plugin that selects wins, as Perlbal's selector setter */
+    const struct pb_plugin *last = NULL;
+    FOR_PLUGINS(sel, p)
+    if (p->select)
+        last = p;
+    if (!last)
+        return NULL;
+    *has_hook = true;
+    return last->select(sel, cl, req, status, msg, msglen);
+}
+
+void pb_plugins_modify_response(struct pb_service *svc, struct pb_client *cl, struct http_msg *resp,
+                                struct pb_resp_edit *e)
+{
+    FOR_PLUGINS(svc, p)
+    if (p->modify_response)
+        p->modify_response(svc, cl, resp, e);
+}
+
+bool pb_plugins_replace_header(struct pb_service *svc, struct pb_client *cl, const char *name, size_t len)
+{
+    FOR_PLUGINS(svc, p)
+    if (p->replaces_request_header) {
+        const char *h = p->replaces_request_header(svc, cl);
+        if (h && strlen(h) == len && !strncasecmp(h, name, len))
+            return true;
+    }
+    return false;
 }
 
 enum pb_hook_result pb_plugins_start_request(struct pb_service *svc, struct pb_client *cl, struct http_msg *req)

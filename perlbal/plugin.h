@@ -13,7 +13,6 @@
 #define PB_PLUGIN_H
 
 #include <pthread.h>
-#include <regex.h>
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
@@ -24,6 +23,8 @@ struct evbuffer;
 struct http_msg;
 struct pb_client;
 struct pb_service;
+struct pb_regex;
+struct pb_resp_edit;
 
 enum pb_hook_result { PB_HOOK_CONTINUE = 0, PB_HOOK_HANDLED = 1 };
 
@@ -65,6 +66,35 @@ struct pb_plugin {
      * must then not touch cl. Later plugins' proxy_start are not run. */
     int64_t (*proxy_start)(struct pb_service *svc, struct pb_client *cl);
     void (*proxy_end)(struct pb_service *svc, struct pb_client *cl);
+    /* SET plugins = ... names it for svc: 0, or -1 with err when the plugin
+     * cannot serve that service (Perlbal's register dying: Vpaths on a
+     * non-selector, FlvStreaming on a non-proxy). */
+    int (*attach)(struct pb_service *svc, char *err, size_t errlen);
+    /* selector: the service to hand the request to (the plugin replaces
+     * the vhost choice, as Perlbal's $svc->selector). NULL with *status and
+     * *msg set: answer that error; NULL with *status 0: no match (the
+     * selector's default_service, else 404). */
+    struct pb_service *(*select)(struct pb_service *sel, struct pb_client *cl, struct http_msg *req, int *status,
+                                 char *msg, size_t msglen);
+    /* reverse_proxy: edit the backend's response head before the client
+     * sees it (FlvStreaming). */
+    void (*modify_response)(struct pb_service *svc, struct pb_client *cl, struct http_msg *resp,
+                            struct pb_resp_edit *e);
+    /* reverse_proxy: the client's request head is being rewritten for the
+     * backend: a request header the plugin replaces (lower-case name, NULL =
+     * none) is dropped; its own lines go in through backend_assigned. */
+    const char *(*replaces_request_header)(struct pb_service *svc, struct pb_client *cl);
+};
+
+/* What modify_response may change in a backend's response head. */
+struct pb_resp_edit {
+    int status;           /* the status to send (starts as the backend's) */
+    const char *reason;   /* its reason phrase, NULL = the backend's */
+    const char *drop[4];  /* lower-case names of headers not to pass on */
+    const char *ctype;    /* a Content-Type to send instead of the backend's, or NULL */
+    int64_t length_delta; /* added to the backend's Content-Length */
+    const void *prepend;  /* body bytes sent before the backend's */
+    size_t prepend_len;
 };
 
 #define PB_HOLD_ASYNC INT64_MAX
@@ -107,6 +137,7 @@ void pb_plugins_file_sent(struct pb_service *svc, struct pb_client *cl, bool rep
 #define MAX_RULES 64
 #define MAX_REDIRECTS 64
 #define RECENT_MAX 100
+#define MAX_VPATHS 64
 
 enum access_action { ACC_ALLOW, ACC_DENY, ACC_QUEUE_LOW };
 
@@ -133,10 +164,18 @@ struct plug_state {
     char recent[RECENT_MAX][192];
     int recent_next, recent_count;
     /* notmodified */
-    regex_t host_re;
-    bool has_host_re;
+    struct pb_regex *host_re; /* NULL = none */
     /* throttle */
     struct thr_state *throttle;
+    /* highpri: uri_pattern (NULL = Perlbal's default until set), host_pattern */
+    struct pb_regex *hp_uri, *hp_host;
+    bool hp_uri_set;
+    /* vpaths: path regex -> service, in the order added */
+    struct {
+        struct pb_regex *re;
+        char target[64];
+    } vpaths[MAX_VPATHS];
+    int nvpaths;
 };
 
 /* The service's plugin state (created on first use); console changes and
@@ -161,5 +200,17 @@ extern const struct pb_plugin pb_plugin_throttle;
 extern const struct pb_plugin pb_plugin_echoservice;
 extern const struct pb_plugin pb_plugin_include;
 extern const struct pb_plugin pb_plugin_xffextras;
+extern const struct pb_plugin pb_plugin_highpri;
+extern const struct pb_plugin pb_plugin_vpaths;
+extern const struct pb_plugin pb_plugin_flvstreaming;
+
+/* selector: the target a select hook chose (plugin.c); *has_hook false
+ * when no plugin of sel selects (the vhost table does). */
+struct pb_service *pb_plugins_select(struct pb_service *sel, struct pb_client *cl, struct http_msg *req, bool *has_hook,
+                                     int *status, char *msg, size_t msglen);
+void pb_plugins_modify_response(struct pb_service *svc, struct pb_client *cl, struct http_msg *resp,
+                                struct pb_resp_edit *e);
+/* Is this request header replaced by a plugin (lower-case name compare)? */
+bool pb_plugins_replace_header(struct pb_service *svc, struct pb_client *cl, const char *name, size_t len);
 
 #endif

@@ -65,6 +65,8 @@ void pb_proxy_body_ready(struct pb_client *cl)
             evbuffer_add(out, "0\r\n\r\n", 5);
     } else {
         r = httpd_body_read(cl->h, out, 0);
+        if (cl->upload_session[0])
+            pb_upload_status_progress(cl, cl->upload_total - cl->h->body_remaining);
     }
     if (r == HTTPD_BODY_ERROR) {
         evbuffer_drain(out, evbuffer_get_length(out));

@@ -480,7 +480,7 @@ void pb_proxy_reproxy_file(struct pb_client *cl, const char *path, int64_t expec
     size_t el = 0;
     if (cl->range) {
         enum http_range_result rr = http_parse_range(cl->range, strlen(cl->range), size, &first, &last);
-        if (rr == HTTP_RANGE_UNSATISFIABLE || httpd_range_inverted(cl->range, strlen(cl->range))) {
+        if (rr == HTTP_RANGE_UNSATISFIABLE || rr == HTTP_RANGE_INVERTED) { /* both 416, as Perlbal */
             close(fd);
             snprintf(extra, sizeof extra, "Content-Range: bytes */%llu\r\n", (unsigned long long)size);
             reproxy_head(cl, 416, 0, extra, keep);

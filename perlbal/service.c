@@ -51,6 +51,7 @@ const char *pb_role_name(enum pb_role r)
     case PB_ROLE_MANAGEMENT: return "management";
     case PB_ROLE_SELECTOR: return "selector";
     case PB_ROLE_ECHO: return "echo";
+    case PB_ROLE_UPLOAD_TRACKER: return "upload_tracker";
     default: return "";
     }
 }
@@ -113,7 +114,8 @@ static const struct param params[] = {
     { "queue_relief_size", P_IGNORED, 0, R_PROXY, NULL },
     { "reproxy_cache_maxsize", P_INT, F(reproxy_cache_maxsize), R_PROXY, "0" },
     { "server_process", P_STR, F(server_process), R_PROXY, NULL },
-    { "upload_status_listeners", P_IGNORED, 0, R_PROXY, NULL },
+    { "default_service", P_STR, F(default_service), R_ALL, NULL },
+    { "upload_status_listeners", P_SPECIAL, 0, R_PROXY, NULL },
     { "verify_backend", P_BOOL, F(verify_backend), R_PROXY, "0" },
     { "verify_backend_path", P_STR, F(verify_backend_path), R_PROXY, "*" },
     { "dirindexing", P_BOOL, F(dirindexing), R_WEB, "0" },
@@ -366,6 +368,11 @@ static int service_set_inner(struct pb_service *s, const char *key, const char *
             size_t l = strlen(d);
             while (l > 1 && d[l - 1] == '/')
                 d[--l] = 0;
+            /* as Perlbal's check_type directory_or_none: a missing docroot is
+             * an error, not a service that answers 404 to everything */
+            struct stat sb;
+            if (strcmp(d, "none") && (stat(d, &sb) < 0 || !S_ISDIR(sb.st_mode)))
+                return err_out(err, errlen, "Directory not found for service %s", s->name);
             set_str((char **)(base + p->off), d);
             return 0;
         }
@@ -386,6 +393,7 @@ static int service_set_inner(struct pb_service *s, const char *key, const char *
                          : !strcmp(val, "web_server")                              ? PB_ROLE_WEB_SERVER
                          : !strcmp(val, "management")                              ? PB_ROLE_MANAGEMENT
                          : !strcmp(val, "selector")                                ? PB_ROLE_SELECTOR
+                         : !strcmp(val, "upload_tracker")                          ? PB_ROLE_UPLOAD_TRACKER
                          : !strcmp(val, "echo") && pb_plugin_loaded("echoservice") ? PB_ROLE_ECHO
                                                                                    : PB_ROLE_NONE;
         if (r == PB_ROLE_NONE)
@@ -441,6 +449,10 @@ static int service_set_inner(struct pb_service *s, const char *key, const char *
                 dup |= s->plugin_ptr[i] == p;
             if (dup)
                 continue;
+            if (p->attach && p->attach(s, err, errlen) < 0) {
+                s->nplugins = n; /* the ones before it stay */
+                return -1;
+            }
             snprintf(s->plugins[n], sizeof s->plugins[0], "%s", p->name);
             s->plugin_ptr[n] = p;
             n++;
@@ -448,6 +460,8 @@ static int service_set_inner(struct pb_service *s, const char *key, const char *
         s->nplugins = n;
         return 0;
     }
+    if (!strcasecmp(key, "upload_status_listeners"))
+        return pb_upload_status_set_listeners(s, val, err, errlen);
     if (!strcasecmp(key, "persist_client_timeout")) {
         int n = atoi(val);
         s->idle_timeout = s->persist_client_idle_timeout = n;
@@ -820,6 +834,12 @@ int pb_service_enable(struct pb_service *s, char *err, size_t errlen)
             return err_out(err, errlen, "SSL: %s", e);
         __atomic_store_n(&s->tls_ctx, ctx, __ATOMIC_RELEASE);
     }
+    if (s->role == PB_ROLE_UPLOAD_TRACKER) {
+        if (pb_upload_tracker_open(s, err, errlen) < 0)
+            return -1;
+        s->enabled = true;
+        return 0;
+    }
     if (s->listen) {
         struct sockaddr_storage ss;
         socklen_t sl;
@@ -851,6 +871,7 @@ int pb_service_disable(struct pb_service *s, char *err, size_t errlen)
     if (s->listener)
         listen_close(s->listener);
     s->listener = NULL;
+    pb_upload_tracker_close(s);
     s->enabled = false;
     return 0;
 }
@@ -867,11 +888,13 @@ static void close_on_loop(void *arg)
 
 void pb_close_all_listeners(void)
 {
-    for (struct pb_service *s = pb_services; s; s = s->next)
+    for (struct pb_service *s = pb_services; s; s = s->next) {
         if (s->listener) {
             listen_close(s->listener);
             s->listener = NULL;
         }
+        pb_upload_tracker_close(s);
+    }
     for (int i = 0; i < loop_count(); i++) {
         struct core_loop *loop = loop_get(i);
         struct core_loop *cur = loop_current();

@@ -26,6 +26,7 @@
 #include "common/log.h"
 #include "common/loop.h"
 #include "common/tls.h"
+#include "perlbal/accesslog.h"
 #include "perlbal/perlbal.h"
 #include "perlbal/plugin.h"
 
@@ -131,12 +132,22 @@ bool pb_client_can_persist(struct pb_client *cl) { return httpd_can_persist(cl->
 void pb_client_response_head(struct pb_client *cl, int status, const char *ctype, int64_t content_length,
                              bool keep_alive, const char *extra)
 {
+    cl->status = status;
+    if (content_length >= 0) {
+        cl->resp_bytes = (uint64_t)content_length;
+        cl->resp_bytes_known = true;
+    }
     httpd_response_head(cl->h, status, ctype, content_length, keep_alive, extra);
 }
 
 void pb_client_flush(struct pb_client *cl) { httpd_flush(cl->h); }
 
-void pb_client_error(struct pb_client *cl, int status, const char *msg) { httpd_error(cl->h, status, msg); }
+void pb_client_error(struct pb_client *cl, int status, const char *msg)
+{
+    cl->status = status;
+    cl->resp_bytes_known = false; /* the page's size: from the head httpd writes */
+    httpd_error(cl->h, status, msg);
+}
 
 void pb_client_set_responding(struct pb_client *cl) { pb_client_enter(cl, CL_RESPONDING); }
 
@@ -153,6 +164,7 @@ static void client_release_active(struct pb_client *cl)
 static void client_on_request_end(struct httpd_conn *h)
 {
     struct pb_client *cl = h->data;
+    pb_accesslog_request_end(cl);
     if (cl->throttle_counted)
         pb_plugins_proxy_end(cl->svc, cl);
     free(cl->target);
@@ -173,6 +185,8 @@ static void client_on_request_end(struct httpd_conn *h)
     cl->prio = 1;
     cl->chunked_out = false;
     cl->reproxied_service = false;
+    cl->flv_start = 0;
+    cl->upload_session[0] = 0;
     client_apply_service(cl);
 }
 
@@ -257,6 +271,58 @@ static struct pb_service *vhost_select(struct pb_service *sel, struct http_msg *
     return found;
 }
 
+void pb_hb_spill(struct pb_headbuf *b, const void *d, size_t n)
+{
+    pb_hb_flush(b);
+    if (n <= sizeof b->buf) {
+        memcpy(b->buf, d, n);
+        b->len = n;
+    } else {
+        evbuffer_add(b->out, d, n);
+    }
+}
+
+struct pb_service *pb_select_service(struct pb_service *sel, struct pb_client *cl, struct http_msg *req, int *status,
+                                     char *msg, size_t msglen)
+{
+    struct pb_service *svc = sel;
+    /* a selector may lead to another selector (as Perlbal), a few hops deep */
+    for (int hops = 0; svc->role == PB_ROLE_SELECTOR; hops++) {
+        bool hooked = false;
+        *status = 0;
+        struct pb_service *t = NULL;
+        if (hops < 4) {
+            t = svc->nplugins ? pb_plugins_select(svc, cl, req, &hooked, status, msg, msglen) : NULL;
+            if (!hooked)
+                t = vhost_select(svc, req);
+            else if (!t && !*status && svc->default_service) {
+                /* as Perlbal: what the selector plugin did not match goes to default_service */
+                pthread_mutex_lock(&pb_lock);
+                t = pb_service_find(svc->default_service);
+                pthread_mutex_unlock(&pb_lock);
+            }
+        }
+        if (!t) {
+            cl->svc = svc;
+            if (!*status) {
+                *status = 404;
+                snprintf(msg, msglen, "%s",
+                         hooked ? "Not Found (no configured vpath)" : "Not Found (no configured vhost)");
+            }
+            return NULL;
+        }
+        if (t->role != PB_ROLE_SELECTOR && t->role != PB_ROLE_REVERSE_PROXY && t->role != PB_ROLE_WEB_SERVER) {
+            /* as Perlbal: a vhost mapped to a management (or other) service is a server error */
+            cl->svc = svc;
+            *status = 500;
+            snprintf(msg, msglen, "Vhost maps to a service that cannot take HTTP requests");
+            return NULL;
+        }
+        svc = t;
+    }
+    return svc;
+}
+
 /* Bytes in the input after the first `used`, other than CR/LF (the stray
  * CRLF old browsers send after a POST body is tolerated, as by Perlbal). */
 static bool extra_request_bytes(struct pb_client *cl, uint64_t used)
@@ -282,6 +348,7 @@ static bool extra_request_bytes(struct pb_client *cl, uint64_t used)
 static void dispatch(struct pb_client *cl, struct http_msg *req)
 {
     atomic_fetch_add_explicit(&pb_total_requests, 1, memory_order_relaxed);
+    pb_accesslog_request_start(cl, req);
     cl->target = strndup(req->target, req->target_len);
     struct pb_service *svc = cl->svc;
     /* plugins of a selector run before the vhost choice (Redirect,
@@ -291,20 +358,13 @@ static void dispatch(struct pb_client *cl, struct http_msg *req)
         httpd_drop_head(cl->h);
         return;
     }
-    /* a selector may lead to another selector (as Perlbal), a few hops deep */
-    for (int hops = 0; svc->role == PB_ROLE_SELECTOR; hops++) {
-        struct pb_service *t = hops < 4 ? vhost_select(svc, req) : NULL;
+    if (svc->role == PB_ROLE_SELECTOR) {
+        int estatus;
+        char emsg[160];
+        struct pb_service *t = pb_select_service(svc, cl, req, &estatus, emsg, sizeof emsg);
         if (!t) {
             httpd_drop_head(cl->h);
-            cl->svc = svc;
-            pb_client_error(cl, 404, "Not Found (no configured vhost)");
-            return;
-        }
-        if (t->role != PB_ROLE_SELECTOR && t->role != PB_ROLE_REVERSE_PROXY && t->role != PB_ROLE_WEB_SERVER) {
-            /* as Perlbal: a vhost mapped to a management (or other) service is a server error */
-            httpd_drop_head(cl->h);
-            cl->svc = svc;
-            pb_client_error(cl, 500, "Vhost maps to a service that cannot take HTTP requests");
+            pb_client_error(cl, estatus, emsg);
             return;
         }
         svc = t;
@@ -323,6 +383,11 @@ static void dispatch(struct pb_client *cl, struct http_msg *req)
     conn_set_busy(cl->c, true);
     switch (svc->role) {
     case PB_ROLE_REVERSE_PROXY: {
+        /* upload progress: /__upload_status is answered here */
+        if (svc->n_ul && pb_upload_status_request(cl, req)) {
+            httpd_drop_head(cl->h);
+            return;
+        }
         /* high_priority_cookie raises; a plugin (AccessControl queue_low)
          * may already have lowered it */
         if (request_priority(svc, req) == 0)
@@ -357,12 +422,14 @@ static void dispatch(struct pb_client *cl, struct http_msg *req)
         /* build the backend head now: req points into the input buffer */
         if (!cl->req_head)
             cl->req_head = evbuffer_new();
-        struct evbuffer *h = cl->req_head;
+        struct pb_headbuf hb_, *h = &hb_;
+        hb_.out = cl->req_head;
+        hb_.len = 0;
         bool chunked = req->body == HTTP_BODY_CHUNKED;
-        evbuffer_add(h, req->method_str, req->method_len);
-        evbuffer_add(h, " ", 1);
-        evbuffer_add(h, req->target, req->target_len);
-        evbuffer_add(h, chunked ? " HTTP/1.1\r\n" : " HTTP/1.0\r\n", 11);
+        pb_hb_add(h, req->method_str, req->method_len);
+        pb_hb_add(h, " ", 1);
+        pb_hb_add(h, req->target, req->target_len);
+        pb_hb_add(h, chunked ? " HTTP/1.1\r\n" : " HTTP/1.0\r\n", 11);
         bool trusted = pb_service_trusted(svc, &cl->c->peer);
         char ip[INET6_ADDRSTRLEN] = "";
         if (cl->c->peer.ss_family == AF_INET)
@@ -380,7 +447,7 @@ static void dispatch(struct pb_client *cl, struct http_msg *req)
                 IS("x-proxy-capabilities") || IS("transfer-encoding") || IS("trailer") ||
                 (chunked && svc->buffer_uploads && IS("expect")))
                 continue;
-            bool removed = false;
+            bool removed = svc->nplugins && pb_plugins_replace_header(svc, cl, hd->name, hd->name_len);
             for (struct pb_header_op *op = svc->header_ops; op; op = op->next)
                 if (!op->value && strlen(op->name) == hd->name_len && !strncasecmp(op->name, hd->name, hd->name_len))
                     removed = true;
@@ -390,7 +457,11 @@ static void dispatch(struct pb_client *cl, struct http_msg *req)
                 if (!trusted)
                     continue;
                 if (!svc->blind_proxy) {
-                    evbuffer_add_printf(h, "X-Forwarded-For: %.*s, %s\r\n", (int)hd->value_len, hd->value, ip);
+                    pb_hb_add(h, "X-Forwarded-For: ", 17);
+                    pb_hb_add(h, hd->value, hd->value_len);
+                    pb_hb_add(h, ", ", 2);
+                    pb_hb_add(h, ip, strlen(ip));
+                    pb_hb_add(h, "\r\n", 2);
                     xff_done = true;
                     continue;
                 }
@@ -399,31 +470,36 @@ static void dispatch(struct pb_client *cl, struct http_msg *req)
                 !trusted)
                 continue; /* only a trusted upstream may speak for the client */
 #undef IS
-            evbuffer_add(h, hd->name, hd->name_len);
-            evbuffer_add(h, ": ", 2);
-            evbuffer_add(h, hd->value, hd->value_len);
-            evbuffer_add(h, "\r\n", 2);
+            pb_hb_add(h, hd->name, hd->name_len);
+            pb_hb_add(h, ": ", 2);
+            pb_hb_add(h, hd->value, hd->value_len);
+            pb_hb_add(h, "\r\n", 2);
         }
         if (!xff_done && (!trusted || !svc->blind_proxy)) {
-            evbuffer_add(h, "X-Forwarded-For: ", 17);
-            evbuffer_add(h, ip, strlen(ip));
-            evbuffer_add(h, "\r\n", 2);
+            pb_hb_add(h, "X-Forwarded-For: ", 17);
+            pb_hb_add(h, ip, strlen(ip));
+            pb_hb_add(h, "\r\n", 2);
         }
         if (svc->enable_reproxy)
-            evbuffer_add(h, "X-Proxy-Capabilities: reproxy-file\r\n", 36);
+            pb_hb_add(h, "X-Proxy-Capabilities: reproxy-file\r\n", 36);
         for (struct pb_header_op *op = svc->header_ops; op; op = op->next)
-            if (op->value)
-                evbuffer_add_printf(h, "%s: %s\r\n", op->name, op->value);
+            if (op->value) {
+                pb_hb_add(h, op->name, strlen(op->name));
+                pb_hb_add(h, ": ", 2);
+                pb_hb_add(h, op->value, strlen(op->value));
+                pb_hb_add(h, "\r\n", 2);
+            }
         /* a chunked body is spooled and sent with a Content-Length when
          * buffer_uploads is on (as Perlbal), else re-encoded as it streams */
         bool spool = chunked && svc->buffer_uploads;
         if (chunked && !spool)
-            evbuffer_add(h, "Transfer-Encoding: chunked\r\n", 28);
+            pb_hb_add(h, "Transfer-Encoding: chunked\r\n", 28);
         cl->chunked_out = chunked && !spool;
         if (svc->persist_backend)
-            evbuffer_add(h, "Connection: keep-alive\r\n\r\n", 26);
+            pb_hb_add(h, "Connection: keep-alive\r\n\r\n", 26);
         else
-            evbuffer_add(h, "Connection: close\r\n\r\n", 21);
+            pb_hb_add(h, "Connection: close\r\n\r\n", 21);
+        pb_hb_flush(h);
         httpd_drop_head(cl->h);
         /* clients connected to this service (in flight or between
          * requests): how many bored backends are worth keeping */
@@ -511,5 +587,6 @@ static void client_on_close(struct httpd_conn *h, enum conn_close_reason why)
     free(cl->cache_key);
     free(cl->range);
     free(cl->rp_hdrs);
+    free(cl->log_req);
     free(cl);
 }

@@ -204,6 +204,8 @@ void pb_proxy_buffer_data(struct pb_client *cl)
         evbuffer_drain(in, n);
         cl->h->body_remaining -= (uint64_t)n;
     }
+    if (cl->upload_session[0])
+        pb_upload_status_progress(cl, cl->upload_total - cl->h->body_remaining);
     if (cl->h->body_remaining > 0)
         return;
     cl->h->body_done = true;

@@ -63,6 +63,7 @@ static int add_policy(const struct cfg_setting *s, const char *value, char *err,
 }
 
 static const struct cfg_setting sw_settings_table[] = {
+    LOG_VERBOSE_SETTING,
     { "config", 'c', CFG_STRING, &core_opts.config_file, NULL, "read settings from this file (key = value)", false,
       NULL },
     { "listen", 'l', CFG_STRING, &sw.cfg.listen, "127.0.0.1:7003", "address for the job protocol (IP:PORT)", false,
@@ -84,8 +85,8 @@ static const struct cfg_setting sw_settings_table[] = {
       NULL },
     { "retry-seconds", 0, CFG_INT, &sw.cfg.retry_seconds, "30", "a failed database is skipped this long before a retry",
       true, NULL },
-    { "group-max", 0, CFG_INT, &sw.cfg.group_max, "512", "most requests sharing one transaction (group commit)", true,
-      NULL },
+    { "group-max", 0, CFG_INT, &sw.cfg.group_max, "512",
+      "most requests sharing one transaction (group commit); read at start", false, NULL },
     { "db-connections", 0, CFG_INT, &sw.cfg.db_connections, "4",
       "connections (each its own thread) per MySQL database; SQLite always uses one", false, NULL },
     { "max-conns", 0, CFG_INT, &sw.cfg.max_conns, "4096", "most client connections (0 = unlimited)", false, NULL },

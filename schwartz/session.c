@@ -181,11 +181,15 @@ static void sess_drive(struct sw_sess *s)
                     evbuffer_drain(in, consumed);
                 } else {
                     /* the request points into the line: run it before draining */
+                    s->log_cmd_len = log_command_enabled() ? (len < sizeof s->log_cmd ? len : sizeof s->log_cmd) : 0;
+                    memcpy(s->log_cmd, line, s->log_cmd_len);
                     start_request(s, &r);
                     evbuffer_drain(in, consumed);
                 }
                 continue;
             }
+            s->log_cmd_len = log_command_enabled() ? (len < sizeof s->log_cmd ? len : sizeof s->log_cmd) : 0;
+            memcpy(s->log_cmd, line, s->log_cmd_len); /* -vv: logged with the error below */
             evbuffer_drain(in, consumed);
             if (e == SW_E_ARG_TOO_BIG || jobline) {
                 /* The block that follows can't be told from a request: close. */
@@ -195,6 +199,13 @@ static void sess_drive(struct sw_sess *s)
             if (len == 0 && e == SW_E_UNKNOWN_COMMAND)
                 continue; /* empty line: ignore, as telnet users expect */
             sw_sess_error(s, e, why);
+            if (s->log_cmd_len) {
+                char who[80], res[240];
+                int k = snprintf(res, sizeof res, "ERR %s %s", sw_err_code(e), why ? why : "");
+                log_command(log_addr(&s->c->peer, who, sizeof who), s->log_cmd, s->log_cmd_len, false, res,
+                            k > 0 ? (size_t)k : 0);
+                s->log_cmd_len = 0;
+            }
             continue;
         }
         case SW_SS_BLOCK: {
@@ -243,8 +254,45 @@ void sw_sess_wait(struct sw_sess *s)
     }
 }
 
+/* Copy up to cap bytes of b from offset off (evbuffer_copyout_from refuses
+ * a bufferevent's output, which is frozen at its start). */
+static size_t out_copy(struct evbuffer *b, size_t off, char *dst, size_t cap)
+{
+    struct evbuffer_ptr at;
+    struct evbuffer_iovec v[4];
+    if (evbuffer_ptr_set(b, &at, off, EVBUFFER_PTR_SET) < 0)
+        return 0;
+    int n = evbuffer_peek(b, (ev_ssize_t)cap, &at, v, 4);
+    size_t got = 0;
+    for (int i = 0; i < n && i < 4 && got < cap; i++) {
+        size_t k = v[i].iov_len < cap - got ? v[i].iov_len : cap - got;
+        memcpy(dst + got, v[i].iov_base, k);
+        got += k;
+    }
+    return got;
+}
+
+/* -vv: the request with the last line of its answer ("OK ...", "END",
+ * "ERR ..."): replies end in one such line. */
+static void log_request(struct sw_sess *s)
+{
+    struct evbuffer *out = conn_out(s->c);
+    size_t n = evbuffer_get_length(out), take = n < 200 ? n : 200;
+    char tail[201], who[80];
+    size_t e = out_copy(out, n - take, tail, take);
+    while (e > 0 && (tail[e - 1] == '\n' || tail[e - 1] == '\r'))
+        e--;
+    size_t b = e;
+    while (b > 0 && tail[b - 1] != '\n')
+        b--;
+    log_command(log_addr(&s->c->peer, who, sizeof who), s->log_cmd, s->log_cmd_len, false, tail + b, e - b);
+    s->log_cmd_len = 0;
+}
+
 void sw_sess_ready(struct sw_sess *s)
 {
+    if (s->log_cmd_len && log_command_enabled())
+        log_request(s);
     reset_request(s);
     if (s->st == SW_SS_CLOSING)
         return;

@@ -38,6 +38,8 @@ struct sw_sess {
     struct sw_qrow *qrows;
     int nq;
     uint64_t t0;
+    char log_cmd[160]; /* -vv: the request line, logged with its answer */
+    size_t log_cmd_len;
     bool paused;
     /* for the console's `workers` */
     uint64_t n_grabbed, n_done;

@@ -1,15 +1,17 @@
-/* store: the job databases — per configured DSN a queue of ops and its
- * store threads (one for SQLite, db-connections for MySQL), each with its
- * own connection; TheSchwartz's schema, and every operation on it.
+/* store: the job databases — per configured DSN one common/db handle
+ * (one connection for SQLite, db-connections for MySQL), TheSchwartz's
+ * schema, and every operation on it.
  *
  * Hands work to threads: sessions queue sw_op requests with
- * sw_store_submit(); a store thread takes everything queued (up to
- * group-max), runs it inside ONE transaction (group commit: one fsync for
- * the lot), each multi-statement operation inside its own savepoint so a
- * failing one is undone alone, commits, and only then posts the batch back
- * to loop 0. "OK" therefore always means committed. (A batch of one
- * single-statement op runs in autocommit; an SQLite batch of grabs only
- * commits without its fsync — see README "How it works".)
+ * sw_store_submit(), which hands each to db_run(): on a db worker thread,
+ * the requests waiting together (up to group-max) run inside ONE
+ * transaction (group commit: one fsync for the lot), each multi-statement
+ * operation inside its own savepoint so a failing one is undone alone; the
+ * group commits, and only then does each op come back to loop 0. "OK"
+ * therefore always means committed. (An op alone that writes at most once
+ * runs in autocommit; an SQLite group of grabs and reads only commits
+ * without its fsync — see README "How it works".) A group the database
+ * aborted (deadlock, busy) is run again by db, each op from its start.
  *
  * Semantics follow TheSchwartz 1.12 (see PROTOCOL.md): compare-and-set
  * grabs on grabbed_until with the database's clock, error rows and retry
@@ -17,10 +19,13 @@
  *
  * A database that fails at the connection level is marked dead for
  * retry-seconds; sessions skip it (sw_store_order) and its queued ops come
- * back with db_dead so inserts and grabs move on to another database. */
+ * back with db_dead so inserts and grabs move on to another database. A
+ * database down at start is opened all the same (db connect_later) and
+ * used once it answers. */
 #include "schwartz/schwartzd.h"
 #include "common/db.h"
 
+#include <errno.h>
 #include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -40,16 +45,16 @@
 #define SW_INLINE_ARG 65536u
 #define ERROR_KEEP_SECONDS (7 * 86400)
 
-/* One connection and its thread. Several per database for MySQL (they run
- * in parallel on the server); one for SQLite (its writers serialize anyway). */
+/* What one db worker (one connection) of a database caches, touched only
+ * by that worker's thread (db_conn_worker indexes it). Several per database
+ * for MySQL (they run in parallel on the server); one for SQLite (its
+ * writers serialize anyway). */
 struct sw_worker {
     struct sw_store *store;
     int index; /* the database's */
-    const char *hash, *dsn_text, *user, *pass;
-    struct db_config cfg; /* from the DSN (strings owned by the store's copy) */
-    pthread_t thread;
-    bool started;
-    struct db_conn *conn;
+    const char *hash, *dsn_text;
+    struct db_conn *conn; /* the connection of the db_run under way */
+    uint64_t epoch;       /* db_conn_epoch the funcmap cache belongs to */
     struct {
         char *name;
         uint32_t id;
@@ -60,9 +65,7 @@ struct sw_worker {
     int64_t clock_offset; /* database clock - ours (MySQL), refreshed every few seconds */
     int64_t clock_checked;
     bool skip_locked; /* the server knows SELECT ... FOR UPDATE SKIP LOCKED */
-    bool lazy_sync;   /* SQLite connection is at synchronous=NORMAL for a grab batch */
     bool jobid_index; /* our (funcid, jobid) index exists: grabs scan it in order */
-    bool in_txn;      /* the op runs inside BEGIN ... COMMIT (else autocommit) */
 };
 
 struct sw_store {
@@ -71,15 +74,11 @@ struct sw_store {
     struct db_config cfg; /* from the DSN (strings owned by the store's copy) */
     char hash[33];
     char *user, *pass;
-    pthread_mutex_t mu;
-    pthread_cond_t cv;
-    struct sw_op *head, *tail;
-    _Atomic uint64_t queued;
-    bool closing;
+    struct db *db;
     struct sw_worker *w;
     int nw;
     _Atomic int64_t dead_until;
-    _Atomic uint64_t n_ops, n_commits, n_rollbacks, n_errors, n_reconnects, n_retries;
+    _Atomic uint64_t n_ops, n_errors, n_reconnects;
 };
 
 static struct sw_store *stores[SW_MAX_DBS];
@@ -200,7 +199,7 @@ void sw_op_free(struct sw_op *op)
                   (int)(sizeof((const struct db_value[]){ __VA_ARGS__ }) / sizeof(struct db_value)), (rows))
 #define TXT(s) DB_TEXTN((s), strlen(s))
 
-static bool is_mysql(const struct sw_worker *s) { return s->cfg.driver == DB_MYSQL; }
+static bool is_mysql(const struct sw_worker *s) { return s->store->cfg.driver == DB_MYSQL; }
 
 static void fc_clear(struct sw_worker *s)
 {
@@ -286,7 +285,7 @@ static int64_t db_now(struct sw_worker *s)
 static void op_fail(struct sw_op *op, enum sw_err e, const char *msg)
 {
     op->err = e;
-    snprintf(op->errmsg, sizeof op->errmsg, "%s", msg);
+    snprintf(op->errmsg, sizeof op->errmsg, "%.*s", (int)sizeof op->errmsg - 1, msg);
 }
 
 /* Map a database error onto the op; returns the class for the caller. */
@@ -308,6 +307,53 @@ static void render_job(struct evbuffer *out, const char *hash, uint64_t jobid, c
     evbuffer_add(out, "\r\n", 2);
 }
 
+/* sql = head "?,?,...?" (n of them) tail, and p[i] = ids[i]: a query on a
+ * list of jobids (n <= SW_MAX_GRAB; sql has room for 128 + 2 * n bytes). */
+static void ids_query(char *sql, size_t cap, const char *head, const char *tail, const uint64_t *ids, int n,
+                      struct db_value *p)
+{
+    int len = snprintf(sql, cap, "%s", head);
+    for (int i = 0; i < n; i++) {
+        len += snprintf(sql + len, cap - (size_t)len, i ? ",?" : "?");
+        p[i] = DB_INT64(ids[i]);
+    }
+    snprintf(sql + len, cap - (size_t)len, "%s", tail);
+}
+
+/* A coalesce prefix as a LIKE pattern with '!' as the escape character
+ * (out has room for 2 * strlen(prefix) + 2 bytes). */
+static void like_prefix(const char *prefix, char *out)
+{
+    size_t o = 0;
+    for (const char *c = prefix; *c; c++) {
+        if (*c == '%' || *c == '_' || *c == '!')
+            out[o++] = '!';
+        out[o++] = *c;
+    }
+    out[o++] = '%';
+    out[o] = '\0';
+}
+
+/* The one row of a statement on op's job ("... WHERE jobid = ?"): its first
+ * cell in *val (may be NULL). No row: NOT_FOUND with `missing`. */
+static enum db_err job_row(struct sw_worker *s, struct sw_op *op, const char *sql, const char *missing, int64_t *val)
+{
+    struct db_result rows;
+    struct db_value id = DB_INT64(op->jobid);
+    enum db_err e = db_conn_query(s->conn, sql, &id, 1, &rows);
+    if (e != DB_OK)
+        return op_dberr(s, op, e);
+    size_t n = rows.nrows;
+    if (n && val)
+        *val = db_cell_int(&rows, 0, 0);
+    db_result_clear(&rows);
+    if (!n) {
+        op_fail(op, SW_E_NOT_FOUND, missing);
+        return DB_EOTHER;
+    }
+    return DB_OK;
+}
+
 /* Error rows per job (TheSchwartz's $job->failures). */
 static enum db_err failures_of(struct sw_worker *s, const uint64_t *ids, int n, int64_t *out)
 {
@@ -315,16 +361,11 @@ static enum db_err failures_of(struct sw_worker *s, const uint64_t *ids, int n, 
         return DB_OK;
     for (int i = 0; i < n; i++)
         out[i] = 0;
-    char sql[64 + 2 * SW_MAX_GRAB + 64];
-    int len = snprintf(sql, sizeof sql, "SELECT jobid, COUNT(*) FROM error WHERE jobid IN (");
+    char sql[128 + 2 * SW_MAX_GRAB];
     struct db_value *p = calloc((size_t)n, sizeof *p);
     if (!p)
         return DB_EOTHER;
-    for (int i = 0; i < n; i++) {
-        len += snprintf(sql + len, sizeof sql - (size_t)len, i ? ",?" : "?");
-        p[i] = DB_INT64(ids[i]);
-    }
-    snprintf(sql + len, sizeof sql - (size_t)len, ") GROUP BY jobid");
+    ids_query(sql, sizeof sql, "SELECT jobid, COUNT(*) FROM error WHERE jobid IN (", ") GROUP BY jobid", ids, n, p);
     struct db_result rows;
     enum db_err e = db_conn_query(s->conn, sql, p, n, &rows);
     free(p);
@@ -417,18 +458,13 @@ static enum db_err render_jobs(struct sw_worker *s, struct sw_op *op, const uint
 {
     for (int base = 0; base < n; base += SW_MAX_GRAB) {
         int m = n - base < SW_MAX_GRAB ? n - base : SW_MAX_GRAB;
-        char sql[64 + 2 * SW_MAX_GRAB];
+        char sql[128 + 2 * SW_MAX_GRAB];
         struct db_value *p = calloc((size_t)m, sizeof *p);
         if (!p) {
             op_fail(op, SW_E_DB_ERROR, "out of memory");
             return DB_EOTHER;
         }
-        int len = snprintf(sql, sizeof sql, "SELECT jobid, arg FROM job WHERE jobid IN (");
-        for (int i = 0; i < m; i++) {
-            len += snprintf(sql + len, sizeof sql - (size_t)len, i ? ",?" : "?");
-            p[i] = DB_INT64(ids[base + i]);
-        }
-        snprintf(sql + len, sizeof sql - (size_t)len, ")");
+        ids_query(sql, sizeof sql, "SELECT jobid, arg FROM job WHERE jobid IN (", ")", ids + base, m, p);
         struct db_result args;
         enum db_err e = db_conn_query(s->conn, sql, p, m, &args);
         free(p);
@@ -482,7 +518,7 @@ static enum db_err op_grab(struct sw_worker *s, struct sw_op *op, int64_t now)
      * deadlock; without SKIP LOCKED, take more and shuffle them as
      * TheSchwartz does (a deadlock then reruns the batch). */
     bool parallel = s->store->nw > 1;
-    bool skip_locked = parallel && s->skip_locked && s->in_txn;
+    bool skip_locked = parallel && s->skip_locked && db_conn_in_txn(s->conn);
     bool shuffle = parallel && !skip_locked;
     int spare = shuffle ? want * 3 + 4 : 4;
     int lim = want + spare < sw.cfg.batch_size ? want + spare : sw.cfg.batch_size;
@@ -507,16 +543,8 @@ static enum db_err op_grab(struct sw_worker *s, struct sw_op *op, int64_t now)
     snprintf(sql + len, sizeof sql - (size_t)len, " ORDER BY %sjobid LIMIT ?%s",
              op->prioritize ? "priority DESC, " : "", skip_locked ? " FOR UPDATE SKIP LOCKED" : "");
     char like[2 * SW_MAX_NAME + 2];
-    if (op->coalesce_prefix) {
-        size_t o = 0;
-        for (const char *c = op->coalesce_prefix; *c; c++) {
-            if (*c == '%' || *c == '_' || *c == '!')
-                like[o++] = '!';
-            like[o++] = *c;
-        }
-        like[o++] = '%';
-        like[o] = '\0';
-    }
+    if (op->coalesce_prefix)
+        like_prefix(op->coalesce_prefix, like);
     struct db_result rows[SW_MAX_FUNCS];
     memset(rows, 0, sizeof rows);
     enum db_err e = DB_OK;
@@ -625,19 +653,10 @@ static enum db_err op_touch(struct sw_worker *s, struct sw_op *op, int64_t now)
                       DB_INT64(now + op->grab_for), DB_INT64(op->jobid), DB_INT64(now));
     if (e != DB_OK)
         return op_dberr(s, op, e);
+    /* rows matched, on MySQL too (db connects with CLIENT_FOUND_ROWS) */
     if (db_conn_affected(s->conn) == 0) {
-        /* MySQL counts changed rows: the same value twice in a second is not a change */
-        struct db_result rows;
-        e = QR(s, &rows, "SELECT 1 FROM job WHERE jobid = ? AND grabbed_until = ?", DB_INT64(op->jobid),
-               DB_INT64(now + op->grab_for));
-        if (e != DB_OK)
-            return op_dberr(s, op, e);
-        size_t n = rows.nrows;
-        db_result_clear(&rows);
-        if (!n) {
-            op_fail(op, SW_E_NOT_FOUND, "no such job, or its lease ran out");
-            return DB_EOTHER;
-        }
+        op_fail(op, SW_E_NOT_FOUND, "no such job, or its lease ran out");
+        return DB_EOTHER;
     }
     return DB_OK;
 }
@@ -676,17 +695,12 @@ static enum db_err op_grab_job(struct sw_worker *s, struct sw_op *op, int64_t no
 
 static enum db_err op_completed(struct sw_worker *s, struct sw_op *op, int64_t now)
 {
-    struct db_result rows;
-    enum db_err e = QR(s, &rows, "DELETE FROM job WHERE jobid = ? RETURNING funcid", DB_INT64(op->jobid));
+    int64_t fid;
+    enum db_err e =
+        job_row(s, op, "DELETE FROM job WHERE jobid = ? RETURNING funcid", "no such job (finished already?)", &fid);
     if (e != DB_OK)
-        return op_dberr(s, op, e);
-    if (!rows.nrows) {
-        db_result_clear(&rows);
-        op_fail(op, SW_E_NOT_FOUND, "no such job (finished already?)");
-        return DB_EOTHER;
-    }
-    uint32_t funcid = (uint32_t)db_cell_int(&rows, 0, 0);
-    db_result_clear(&rows);
+        return e;
+    uint32_t funcid = (uint32_t)fid;
     struct sw_policy pol;
     bool have;
     int64_t keep = policy_keep(s, op, funcid, &pol, &have);
@@ -697,17 +711,11 @@ static enum db_err op_completed(struct sw_worker *s, struct sw_op *op, int64_t n
 
 static enum db_err op_failed(struct sw_worker *s, struct sw_op *op, int64_t now)
 {
-    struct db_result rows;
-    enum db_err e = QR(s, &rows, "SELECT funcid FROM job WHERE jobid = ?", DB_INT64(op->jobid));
+    int64_t fid;
+    enum db_err e = job_row(s, op, "SELECT funcid FROM job WHERE jobid = ?", "no such job (finished already?)", &fid);
     if (e != DB_OK)
-        return op_dberr(s, op, e);
-    if (!rows.nrows) {
-        db_result_clear(&rows);
-        op_fail(op, SW_E_NOT_FOUND, "no such job (finished already?)");
-        return DB_EOTHER;
-    }
-    uint32_t funcid = (uint32_t)db_cell_int(&rows, 0, 0);
-    db_result_clear(&rows);
+        return e;
+    uint32_t funcid = (uint32_t)fid;
     const char *msg = op->message ? op->message : "";
     e = Q(s, "INSERT INTO error (error_time, jobid, message, funcid) VALUES (?, ?, ?, ?)", DB_INT64(now),
           DB_INT64(op->jobid), TXT(msg), DB_INT64(funcid));
@@ -758,18 +766,10 @@ static enum db_err op_declined(struct sw_worker *s, struct sw_op *op)
         e = Q(s, "UPDATE job SET grabbed_until = grabbed_until WHERE jobid = ?", DB_INT64(op->jobid));
     if (e != DB_OK)
         return op_dberr(s, op, e);
-    if (!op->run_after.set || db_conn_affected(s->conn) == 0) {
-        /* MySQL reports changed rows, not matched ones: look. */
-        struct db_result rows;
-        e = QR(s, &rows, "SELECT 1 FROM job WHERE jobid = ?", DB_INT64(op->jobid));
-        if (e != DB_OK)
-            return op_dberr(s, op, e);
-        size_t n = rows.nrows;
-        db_result_clear(&rows);
-        if (!n) {
-            op_fail(op, SW_E_NOT_FOUND, "no such job (finished already?)");
-            return DB_EOTHER;
-        }
+    /* rows matched, on MySQL too (db connects with CLIENT_FOUND_ROWS) */
+    if (db_conn_affected(s->conn) == 0) {
+        op_fail(op, SW_E_NOT_FOUND, "no such job (finished already?)");
+        return DB_EOTHER;
     }
     return DB_OK;
 }
@@ -808,14 +808,7 @@ static enum db_err op_list(struct sw_worker *s, struct sw_op *op, int64_t now)
         p[2] = DB_INT64(op->limit.v);
         np = 3;
     } else if (op->coalesce_prefix) {
-        size_t o = 0;
-        for (const char *c = op->coalesce_prefix; *c; c++) {
-            if (*c == '%' || *c == '_' || *c == '!')
-                like[o++] = '!';
-            like[o++] = *c;
-        }
-        like[o++] = '%';
-        like[o] = '\0';
+        like_prefix(op->coalesce_prefix, like);
         sql =
             "SELECT jobid, LENGTH(arg) FROM job WHERE funcid = ? AND coalesce LIKE ? ESCAPE '!' ORDER BY jobid LIMIT ?";
         p[1] = TXT(like);
@@ -1064,77 +1057,63 @@ static const char *const schema_sqlite[] = {
     NULL,
 };
 
-static int store_connect(struct sw_worker *s)
+/* db's on_connect hook, on the worker's thread after every connect: the
+ * session settings and the schema. */
+static int sw_on_connect(struct db_conn *c, void *arg)
 {
-    char err[300];
-    s->conn = db_conn_open(&s->cfg, err, sizeof err);
-    if (!s->conn) {
-        log_warn("schwartzd: database %d (%s) down: %s", s->index, s->dsn_text, err);
+    struct sw_store *st = arg;
+    int k = db_conn_worker(c);
+    if (k < 0 || k >= st->nw)
         return -1;
-    }
+    struct sw_worker *s = &st->w[k];
+    s->conn = c;
     /* MySQL: bytes in, bytes out (a job's arg is opaque); READ COMMITTED:
      * each statement sees what others committed (a funcmap row another
      * connection just added, the newest lease), and InnoDB takes no gap
      * locks, so parallel grabs deadlock less. */
-    if (is_mysql(s) && (db_conn_exec(s->conn, "SET NAMES binary") != DB_OK ||
-                        db_conn_exec(s->conn, "SET SESSION TRANSACTION ISOLATION LEVEL READ COMMITTED") != DB_OK)) {
-        log_warn("schwartzd: database %d (%s): %s", s->index, s->dsn_text, db_conn_error(s->conn));
-        db_conn_close(s->conn);
-        s->conn = NULL;
+    if (is_mysql(s) && (db_conn_exec(c, "SET NAMES binary") != DB_OK ||
+                        db_conn_exec(c, "SET SESSION TRANSACTION ISOLATION LEVEL READ COMMITTED") != DB_OK)) {
+        log_warn("schwartzd: database %d (%s): %s", s->index, s->dsn_text, db_conn_error(c));
         return -1;
     }
     for (const char *const *q = is_mysql(s) ? schema_mysql : schema_sqlite; *q; q++)
-        if (db_conn_exec(s->conn, *q) != DB_OK) {
-            log_warn("schwartzd: database %d: schema: %s", s->index, db_conn_error(s->conn));
-            db_conn_close(s->conn);
-            s->conn = NULL;
+        if (db_conn_exec(c, *q) != DB_OK) {
+            log_warn("schwartzd: database %d: schema: %s", s->index, db_conn_error(c));
             return -1;
         }
     fc_clear(s);
     s->clock_checked = 0;
-    s->lazy_sync = false;
     /* Our one addition to TheSchwartz's schema: (funcid, jobid), so a grab
      * reads a function's runnable jobs in jobid order and stops at its
      * LIMIT instead of sorting every job of the function (the
      * (funcid, run_after) index cannot give jobid order). Best effort: a
      * server that refuses it keeps TheSchwartz's plan. */
-    s->jobid_index =
-        db_conn_exec(s->conn, "CREATE INDEX IF NOT EXISTS sw_job_funcid_jobid ON job (funcid, jobid)") == DB_OK;
+    s->jobid_index = db_conn_exec(c, "CREATE INDEX IF NOT EXISTS sw_job_funcid_jobid ON job (funcid, jobid)") == DB_OK;
     if (!s->jobid_index)
-        log_warn("schwartzd: database %d: no (funcid, jobid) index (%s): grabs sort", s->index, db_conn_error(s->conn));
+        log_warn("schwartzd: database %d: no (funcid, jobid) index (%s): grabs sort", s->index, db_conn_error(c));
     /* MariaDB >= 10.6 and MySQL >= 8.0 take SKIP LOCKED. */
     s->skip_locked =
-        is_mysql(s) && db_conn_exec(s->conn, "SELECT jobid FROM job WHERE jobid = 0 FOR UPDATE SKIP LOCKED") == DB_OK;
-    atomic_fetch_add(&s->store->n_reconnects, 1);
+        is_mysql(s) && db_conn_exec(c, "SELECT jobid FROM job WHERE jobid = 0 FOR UPDATE SKIP LOCKED") == DB_OK;
+    atomic_fetch_add(&st->n_reconnects, 1);
     log_info("schwartzd: database %d (%s) connected", s->index, s->dsn_text);
     return 0;
 }
 
-static void mark_dead(struct sw_worker *s, const char *why)
+/* On loop 0: the database failed at the connection level; skip it for
+ * retry-seconds (db reconnects when it is next used). */
+static void mark_dead(struct sw_store *st, const char *why)
 {
-    log_warn("schwartzd: database %d (%s) marked dead for %ds: %s", s->index, s->dsn_text, sw.cfg.retry_seconds, why);
-    atomic_store(&s->store->dead_until, (int64_t)time(NULL) + sw.cfg.retry_seconds);
-    if (s->conn) {
-        db_conn_close(s->conn);
-        s->conn = NULL;
-    }
-    fc_clear(s);
-}
-
-/* On loop 0: the ops of one batch, chained by next, each to its done(). */
-static void deliver(void *arg)
-{
-    for (struct sw_op *op = arg, *next; op; op = next) {
-        next = op->next;
-        op->next = NULL;
-        op->done(op);
-    }
+    if (sw_store_alive(st))
+        log_warn("schwartzd: database %d (%s) marked dead for %ds: %s", st->index, st->dsn_text, sw.cfg.retry_seconds,
+                 why);
+    atomic_store(&st->dead_until, (int64_t)time(NULL) + sw.cfg.retry_seconds);
 }
 
 static void op_reset(struct sw_op *op)
 {
     op->err = SW_OK;
     op->errmsg[0] = '\0';
+    op->db_dead = false;
     op->nfound = 0;
     op->retried = false;
     if (op->out)
@@ -1146,17 +1125,15 @@ static void op_reset(struct sw_op *op)
     op->nq = 0;
 }
 
-/* A batch of one op that writes with at most one statement (or only
- * reads) needs no BEGIN/COMMIT round trips: in autocommit the statement
- * is its own durable transaction. */
-static bool autocommit_ok(const struct sw_worker *s, const struct sw_op *op)
+/* Alone (not in a group), an op that writes with at most one statement (or
+ * only reads) needs no BEGIN/COMMIT round trips: in autocommit the
+ * statement is its own durable transaction. */
+static bool autocommit_ok(const struct sw_store *st, const struct sw_op *op)
 {
-    if (op->next)
-        return false;
     switch (op->kind) {
     /* MySQL: a one-job grab is a select and one compare-and-set, which
      * commits by itself (shuffled candidates keep our connections apart) */
-    case SW_OP_GRAB: return is_mysql(s) && op->max == 1;
+    case SW_OP_GRAB: return st->cfg.driver == DB_MYSQL && op->max == 1;
     case SW_OP_INSERT: return op->njobs == 1; /* funcmap insert-or-find is idempotent on its own */
     case SW_OP_COMPLETED: return !needs_savepoint(op);
     case SW_OP_TOUCH: return true;
@@ -1170,172 +1147,70 @@ static bool autocommit_ok(const struct sw_worker *s, const struct sw_op *op)
     }
 }
 
-/* One transaction over the batch. Returns true if it committed; else *dead
- * says the connection is gone and *transient that a rerun may succeed
- * (deadlock, lock timeout, busy). */
-static bool run_txn(struct sw_worker *s, struct sw_op *first, char *why, size_t whylen, bool *dead, bool *transient)
+/* SQLite: a group of grabs only (and reads) commits without its own fsync.
+ * A lease lost to a power cut only lets the job run again, which a lease
+ * allows anyway; the next durable commit syncs it too. Inserts,
+ * completions, failures and replacements always fsync. */
+static bool no_fsync_ok(const struct sw_op *op)
 {
-    *dead = *transient = false;
-    if (!s->conn) {
-        if (atomic_load(&s->store->dead_until) > (int64_t)time(NULL) || store_connect(s) < 0) {
-            if (atomic_load(&s->store->dead_until) <= (int64_t)time(NULL))
-                atomic_store(&s->store->dead_until, (int64_t)time(NULL) + sw.cfg.retry_seconds);
-            *dead = true;
-            snprintf(why, whylen, "database is down");
-            return false;
-        }
-    }
-    /* SQLite: a batch of grabs only (and reads) commits without its own
-     * fsync. A lease lost to a power cut only lets the job run again, which
-     * a lease allows anyway; the next durable commit syncs it too.
-     * Inserts, completions, failures and replacements always fsync. */
-    bool lazy = false;
-    if (!is_mysql(s)) {
-        lazy = true;
-        for (struct sw_op *op = first; op && lazy; op = op->next)
-            lazy = op->kind == SW_OP_GRAB || op->kind == SW_OP_GRAB_JOB || op->kind == SW_OP_LIST ||
-                   op->kind == SW_OP_INSPECT || op->kind == SW_OP_STATUS || op->kind == SW_OP_FUNCMAP ||
-                   op->kind == SW_OP_QUEUES;
-        if (lazy != s->lazy_sync) {
-            enum db_err pe = db_conn_exec(s->conn, lazy ? "PRAGMA synchronous=NORMAL" : "PRAGMA synchronous=FULL");
-            if (pe != DB_OK) {
-                /* never run a durable write without FULL */
-                snprintf(why, whylen, "synchronous: %s", db_conn_error(s->conn));
-                *dead = pe == DB_ELOST;
-                *transient = pe == DB_EABORT;
-                return false;
-            }
-            s->lazy_sync = lazy;
-        }
-    }
-    if (autocommit_ok(s, first)) {
-        atomic_fetch_add(&s->store->n_ops, 1);
-        s->in_txn = false;
-        enum db_err e = run_op(s, first, db_now(s));
-        if (e == DB_ELOST || e == DB_EABORT) {
-            snprintf(why, whylen, "%s", db_conn_error(s->conn));
-            *dead = e == DB_ELOST;
-            *transient = e == DB_EABORT;
-            fc_clear(s);
-            return false;
-        }
-        atomic_fetch_add(&s->store->n_commits, 1);
-        return true;
-    }
-    s->in_txn = true;
-    enum db_err e = db_conn_exec(s->conn, is_mysql(s) ? "START TRANSACTION" : "BEGIN IMMEDIATE");
-    if (e != DB_OK) {
-        snprintf(why, whylen, "begin: %s", db_conn_error(s->conn));
-        *dead = e == DB_ELOST;
-        *transient = e == DB_EABORT;
-        return false;
-    }
-    int64_t now = db_now(s);
-    bool aborted = false;
-    for (struct sw_op *op = first; op; op = op->next) {
-        atomic_fetch_add(&s->store->n_ops, 1);
-        bool sp = needs_savepoint(op);
-        if (sp && (e = db_conn_exec(s->conn, "SAVEPOINT sw")) != DB_OK) {
-            op_dberr(s, op, e);
-        } else {
-            e = run_op(s, op, now);
-            if (sp && e != DB_ELOST && e != DB_EABORT) {
-                if (e != DB_OK) {
-                    db_conn_exec(s->conn, "ROLLBACK TO SAVEPOINT sw");
-                    atomic_fetch_add(&s->store->n_rollbacks, 1);
-                    fc_clear(s); /* a funcmap row made inside it is gone */
-                }
-                db_conn_exec(s->conn, "RELEASE SAVEPOINT sw");
-            }
-        }
-        if (e == DB_ELOST || e == DB_EABORT) {
-            snprintf(why, whylen, "%s", db_conn_error(s->conn));
-            aborted = true;
-            *dead = e == DB_ELOST;
-            *transient = e == DB_EABORT;
-            break;
-        }
-    }
-    if (!aborted) {
-        e = db_conn_exec(s->conn, "COMMIT");
-        if (e == DB_OK) {
-            atomic_fetch_add(&s->store->n_commits, 1);
-            return true;
-        }
-        snprintf(why, whylen, "commit: %s", db_conn_error(s->conn));
-        *dead = e == DB_ELOST;
-        *transient = e == DB_EABORT;
-    }
-    if (!*dead && s->conn)
-        db_conn_exec(s->conn, "ROLLBACK");
-    atomic_fetch_add(&s->store->n_rollbacks, 1);
-    fc_clear(s);
-    return false;
+    return op->kind == SW_OP_GRAB || op->kind == SW_OP_GRAB_JOB || op->kind == SW_OP_LIST ||
+           op->kind == SW_OP_INSPECT || op->kind == SW_OP_STATUS || op->kind == SW_OP_FUNCMAP ||
+           op->kind == SW_OP_QUEUES;
 }
 
-/* One group commit: BEGIN, every op (savepoints where needed), COMMIT; a
- * transaction the database aborted (deadlock, busy) is rerun up to 3 times.
- * Then every op goes back to loop 0. */
-static void run_batch(struct sw_worker *s, struct sw_op *first)
+/* db_run callback, on a db worker thread: one op, from its start (db runs
+ * it again when the database aborted its group). */
+static int run_on_worker(struct db_conn *c, void *ctx)
 {
-    char why[256] = "";
-    bool dead = false, transient = false, ok = false;
-    for (int attempt = 0; attempt < 4; attempt++) {
-        ok = run_txn(s, first, why, sizeof why, &dead, &transient);
-        if (ok || !transient)
-            break;
-        atomic_fetch_add(&s->store->n_retries, 1);
-        for (struct sw_op *op = first; op; op = op->next)
-            op_reset(op);
+    struct sw_op *op = ctx;
+    struct sw_store *st = op->store;
+    struct sw_worker *s = &st->w[db_conn_worker(c)];
+    s->conn = c;
+    op_reset(op);
+    if (s->epoch != db_conn_epoch(c)) {
+        /* reconnected, or a rollback undid funcmap rows we may have cached */
+        fc_clear(s);
+        s->epoch = db_conn_epoch(c);
     }
-    if (dead && s->conn)
-        mark_dead(s, why);
-    for (struct sw_op *op = first; op; op = op->next) {
-        if (op->err != SW_OK)
-            atomic_fetch_add(&s->store->n_errors, 1);
-        if (!ok) {
-            /* Nothing of this batch committed: every op reports it. */
-            op_reset(op);
-            op->db_dead = dead;
-            op_fail(op, dead ? SW_E_NO_DATABASE : SW_E_DB_ERROR, why);
-        }
-    }
-    /* one wake-up of loop 0 for the whole batch */
-    if (loop_call(loop_get(0), deliver, first) < 0)
-        deliver(first);
+    atomic_fetch_add(&st->n_ops, 1);
+    enum db_err e = run_op(s, op, db_now(s));
+    if (e == DB_OK)
+        return 0;
+    op->db_dead = e == DB_ELOST;
+    if (op->err == SW_OK)
+        op_fail(op, SW_E_DB_ERROR, db_conn_error(c));
+    fc_clear(s); /* a funcmap row made inside its savepoint is gone */
+    db_run_fail(c, op->errmsg);
+    return -1;
 }
 
-static void *store_main(void *arg)
+/* db's done callback, on loop 0, once the op's group committed (or not). */
+static void op_finished(struct db_result *res, void *arg)
 {
-    struct sw_worker *w = arg;
-    struct sw_store *s = w->store;
-    pthread_mutex_lock(&s->mu);
-    for (;;) {
-        while (!s->head && !s->closing)
-            pthread_cond_wait(&s->cv, &s->mu);
-        if (!s->head)
-            break;
-        struct sw_op *first = s->head, *last = first;
-        int n = 1;
-        while (last->next && n < sw.cfg.group_max) {
-            last = last->next;
-            n++;
-        }
-        s->head = last->next;
-        if (!s->head)
-            s->tail = NULL;
-        last->next = NULL;
-        atomic_fetch_sub(&s->queued, (uint64_t)n);
-        pthread_mutex_unlock(&s->mu);
-        run_batch(w, first);
-        pthread_mutex_lock(&s->mu);
+    struct sw_op *op = arg;
+    struct sw_store *st = op->store;
+    if (res->status != 0 && op->err == SW_OK) {
+        /* its own work went well, but its group did not commit: nothing of
+         * it stands */
+        op_reset(op);
+        op->db_dead = res->lost;
+        op_fail(op, SW_E_DB_ERROR, res->error);
     }
-    pthread_mutex_unlock(&s->mu);
-    if (w->conn)
-        db_conn_close(w->conn);
-    w->conn = NULL;
-    fc_clear(w);
-    return NULL;
+    if (op->db_dead) {
+        op->err = SW_E_NO_DATABASE;
+        mark_dead(st, op->errmsg);
+    }
+    if (op->err != SW_OK)
+        atomic_fetch_add(&st->n_errors, 1);
+    op->done(op);
+}
+
+/* On loop 0: an op db would not take. */
+static void deliver_refused(void *arg)
+{
+    struct sw_op *op = arg;
+    atomic_fetch_add(&op->store->n_errors, 1);
+    op->done(op);
 }
 
 /* ---- public ----------------------------------------------------------------------- */
@@ -1379,8 +1254,6 @@ int sw_stores_open(char **dsns, int n, const char *user, const char *pass)
         char full[1200];
         snprintf(full, sizeof full, "%s|%s", dsns[i], user ? user : "");
         md5_hex(full, s->hash);
-        pthread_mutex_init(&s->mu, NULL);
-        pthread_cond_init(&s->cv, NULL);
         stores[nstores++] = s;
         s->nw = s->cfg.driver == DB_MYSQL && sw.cfg.db_connections > 1 ? sw.cfg.db_connections : 1;
         s->w = calloc((size_t)s->nw, sizeof *s->w);
@@ -1392,18 +1265,22 @@ int sw_stores_open(char **dsns, int n, const char *user, const char *pass)
             w->index = i;
             w->hash = s->hash;
             w->dsn_text = s->dsn_text;
-            w->cfg = s->cfg;
-            w->user = s->user;
-            w->pass = s->pass;
             w->rnd = seed + (unsigned)k * 2654435761u;
-            /* Connect now so a bad DSN shows at start; a down DB is retried later. */
-            if (k == 0 && store_connect(w) < 0)
-                atomic_store(&s->dead_until, (int64_t)time(NULL) + sw.cfg.retry_seconds);
-            if (pthread_create(&w->thread, NULL, store_main, w) != 0) {
-                log_error("schwartzd: cannot start store thread");
-                return -1;
-            }
-            w->started = true;
+        }
+        s->cfg.workers = s->nw;
+        s->cfg.max_batch = sw.cfg.group_max;
+        /* A database down at start is used once it answers. */
+        s->cfg.connect_later = true;
+        s->cfg.on_connect = sw_on_connect;
+        s->cfg.on_connect_arg = s;
+        s->db = db_open(&s->cfg, err, sizeof err);
+        if (!s->db) {
+            log_error("schwartzd: database %d (%s): %s", i, s->dsn_text, err);
+            return -1;
+        }
+        if (err[0]) {
+            log_warn("schwartzd: database %d (%s) down: %s", i, s->dsn_text, err);
+            atomic_store(&s->dead_until, (int64_t)time(NULL) + sw.cfg.retry_seconds);
         }
     }
     return 0;
@@ -1411,18 +1288,14 @@ int sw_stores_open(char **dsns, int n, const char *user, const char *pass)
 
 void sw_stores_close(void)
 {
+    /* db_close runs what is still queued; the ops' callbacks run here */
+    for (int i = 0; i < nstores; i++)
+        if (stores[i]->db)
+            db_close(stores[i]->db);
     for (int i = 0; i < nstores; i++) {
         struct sw_store *s = stores[i];
-        pthread_mutex_lock(&s->mu);
-        s->closing = true;
-        pthread_cond_broadcast(&s->cv);
-        pthread_mutex_unlock(&s->mu);
         for (int k = 0; k < s->nw; k++)
-            if (s->w[k].started)
-                pthread_join(s->w[k].thread, NULL);
-    }
-    for (int i = 0; i < nstores; i++) {
-        struct sw_store *s = stores[i];
+            fc_clear(&s->w[k]);
         free(s->w);
         free(s->dsn_text);
         db_config_clear(&s->cfg);
@@ -1448,7 +1321,6 @@ bool sw_store_alive(const struct sw_store *s)
 {
     return atomic_load(&((struct sw_store *)s)->dead_until) <= (int64_t)time(NULL);
 }
-uint64_t sw_store_queued(const struct sw_store *s) { return atomic_load(&((struct sw_store *)s)->queued); }
 
 struct sw_store *sw_store_by_hash(const char *hash, size_t len)
 {
@@ -1463,12 +1335,21 @@ struct sw_store *sw_store_by_hash(const char *hash, size_t len)
 void sw_store_get_counters(const struct sw_store *cs, struct sw_store_counters *out)
 {
     struct sw_store *s = (struct sw_store *)cs;
+    struct db_counters c;
+    db_get_counters(s->db, &c);
     out->ops = atomic_load(&s->n_ops);
-    out->commits = atomic_load(&s->n_commits);
-    out->rollbacks = atomic_load(&s->n_rollbacks);
+    out->commits = c.commits;
+    out->rollbacks = c.rollbacks;
     out->errors = atomic_load(&s->n_errors);
     out->reconnects = atomic_load(&s->n_reconnects);
-    out->retries = atomic_load(&s->n_retries);
+    out->retries = c.reruns;
+}
+
+uint64_t sw_store_queued(const struct sw_store *cs)
+{
+    struct db_counters c;
+    db_get_counters(((struct sw_store *)cs)->db, &c);
+    return c.queued;
 }
 
 void sw_store_submit(struct sw_store *s, struct sw_op *op)
@@ -1480,15 +1361,16 @@ void sw_store_submit(struct sw_store *s, struct sw_op *op)
         op->out = evbuffer_new();
     op->err = SW_OK;
     op->db_dead = false;
-    pthread_mutex_lock(&s->mu);
-    if (s->tail)
-        s->tail->next = op;
-    else
-        s->head = op;
-    s->tail = op;
-    atomic_fetch_add(&s->queued, 1);
-    pthread_cond_signal(&s->cv);
-    pthread_mutex_unlock(&s->mu);
+    int flags = DB_GROUP | (needs_savepoint(op) ? 0 : DB_NO_SAVEPOINT) | (autocommit_ok(s, op) ? DB_AUTOCOMMIT : 0) |
+                (no_fsync_ok(op) ? DB_NO_FSYNC : 0);
+    /* hand-off: the op runs on a db worker thread; op_finished comes back
+     * on loop 0 once its group committed */
+    if (db_run(s->db, 0, loop_get(0), flags, run_on_worker, op, op_finished, op) == 0)
+        return;
+    op_fail(op, SW_E_DB_ERROR,
+            errno == EAGAIN ? "server busy: too many requests queued for this database" : "server shutting down");
+    if (loop_call(loop_get(0), deliver_refused, op) < 0)
+        deliver_refused(op);
 }
 
 int sw_store_order(int *order)

@@ -55,6 +55,9 @@ struct ud_sess {
     bool read_paused;  /* too much pipelined input while a command runs */
     bool state_pinned; /* SET, user variables, locks, temporary tables */
     bool closed;
+    char log_cmd[160]; /* -vv: the command, logged with its outcome */
+    size_t log_cmd_len;
+    bool log_secret;
 };
 
 static uint32_t next_conn_id = 1;
@@ -96,15 +99,55 @@ static void sess_process(struct ud_sess *s);
 static void sess_process_loop(struct ud_sess *s);
 static void logged_in(struct ud_sess *s);
 
+/* -vv: the command (SQL text, only its first word if it may carry a
+ * password; never the login or COM_CHANGE_USER's auth data), kept when it
+ * starts and logged with how it was answered. */
+static void log_keep(struct ud_sess *s)
+{
+    size_t n = evbuffer_get_length(s->cmd);
+    s->log_cmd_len = 0;
+    if (!log_command_enabled() || n <= UD_HDR)
+        return;
+    const char *p = (const char *)evbuffer_pullup(s->cmd, -1) + UD_HDR;
+    n -= UD_HDR;
+    if (p[0] == UD_COM_QUERY || p[0] == UD_COM_STMT_PREPARE) {
+        s->log_secret = memmem(p, n, "ASSWORD", 7) || memmem(p, n, "assword", 7) || memmem(p, n, "DENTIFIED", 9) ||
+                        memmem(p, n, "dentified", 9);
+        s->log_cmd_len = n - 1 < sizeof s->log_cmd ? n - 1 : sizeof s->log_cmd;
+        memcpy(s->log_cmd, p + 1, s->log_cmd_len);
+    } else {
+        s->log_secret = false;
+        int k = snprintf(s->log_cmd, sizeof s->log_cmd, "command 0x%02x%s", (unsigned char)p[0],
+                         p[0] == UD_COM_CHANGE_USER ? " (change user)" : "");
+        s->log_cmd_len = k > 0 ? (size_t)k : 0;
+    }
+}
+
+static void log_cmd(struct ud_sess *s, const char *result)
+{
+    if (!s->log_cmd_len)
+        return;
+    char who[80];
+    log_command(log_addr(&s->c->peer, who, sizeof who), s->log_cmd, s->log_cmd_len, s->log_secret, result,
+                strlen(result));
+    s->log_cmd_len = 0;
+}
+
 /* A command finished without a backend reply being relayed. */
 static void local_done(struct ud_sess *s)
 {
+    log_cmd(s, "answered by userdbd");
     s->state = US_READY;
     evbuffer_drain(s->cmd, evbuffer_get_length(s->cmd));
 }
 
 static void fail_cmd(struct ud_sess *s, uint16_t code, const char *state, const char *msg)
 {
+    if (log_command_enabled()) {
+        char r[300];
+        snprintf(r, sizeof r, "ERR %u %s", code, msg);
+        log_cmd(s, r);
+    }
     ud_sess_send_error(s, 1, code, state, msg);
     local_done(s);
 }
@@ -499,6 +542,7 @@ static void on_pinned(struct ud_sess *s, bool silent)
 static void command(struct ud_sess *s)
 {
     const uint8_t *p = evbuffer_pullup(s->cmd, UD_HDR + 1);
+    log_keep(s);
     s->command = p[UD_HDR];
     s->c->requests++;
     memset(&s->q, 0, sizeof s->q);
@@ -704,6 +748,7 @@ static int sess_on_read(struct core_conn *c)
 
 void ud_sess_reply_done(struct ud_sess *s, struct ud_backend *b, bool error)
 {
+    log_cmd(s, !b ? "backend lost" : error ? "backend answered ERR" : "backend answered OK");
     conn_set_busy(s->c, false);
     s->state = US_READY;
     evbuffer_drain(s->cmd, evbuffer_get_length(s->cmd));

@@ -109,6 +109,7 @@ static int set_cluster_key(const struct cfg_setting *s, const char *v, char *err
 }
 
 static const struct cfg_setting ud_base_settings[] = {
+    LOG_VERBOSE_SETTING,
     { "config", 'c', CFG_STRING, &core_opts.config_file, NULL, "read settings from this file (key = value)", false,
       NULL },
     { "listen", 'l', CFG_STRING, &ud_cfg.listen, "127.0.0.1:7010",

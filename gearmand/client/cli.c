@@ -1,20 +1,23 @@
-/* gearman-cli: a command-line Gearman client and worker on libgm, in the
- * manner of gearman(1).
+/* gearman-cli: a command-line Gearman client and worker on libgm, with
+ * gearman(1)'s letters (Debian's gearman-tools, 1.1):
  *
- *   gearman-cli -f FUNC [-u UNIQUE] [-b] [-I|-L] [DATA...]
- *       call FUNC once per DATA argument, or once with stdin; the result
- *       goes to stdout (-b: background, the handle goes to stderr)
- *   gearman-cli -w -f FUNC [-c COUNT] [-- COMMAND ARGS...]
+ *   gearman-cli -f FUNC [-u UNIQUE] [-b] [-I|-L] [-n|-N] [-P] [-s] [DATA...]
+ *       one job per DATA argument, or one with stdin (-n: one per line,
+ *       -N: without its newline; -s: one with no data); each -f gets every
+ *       job; results go to stdout (-P: each after "FUNC: ")
+ *   gearman-cli -w -f FUNC [-c COUNT] [-n|-N] [-- COMMAND ARGS...]
  *       be a worker: each job's data goes to COMMAND's stdin, its stdout is
- *       the result (exit status != 0 fails the job); no COMMAND echoes
- *   gearman-cli -S HANDLE      status of a background job
- *   gearman-cli -e [TEXT]      echo through every server
+ *       the result (exit status != 0 fails the job; -n sends each line as
+ *       WORK_DATA); no COMMAND echoes the data back
+ *   --status HANDLE, --echo [TEXT], --id ID, --servers LIST: ours.
  *
- * Servers: -s "h1:4730,h2:4730" or -h HOST -p PORT (default 127.0.0.1:4730). */
+ * Servers: -h HOST -p PORT (default 127.0.0.1:4730); -h also takes
+ * "h1:4730,h2:4730". */
 #include "gearmand/client/libgm.h"
 
 #include <errno.h>
 #include <getopt.h>
+#include <stdbool.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -22,14 +25,48 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#ifndef GM_CLI_VERSION
+#define GM_CLI_VERSION "1.0.0"
+#endif
+
 static void usage(FILE *out)
 {
-    fprintf(
-        out,
-        "usage: gearman-cli [-s SERVERS | -h HOST -p PORT] [-t TIMEOUT_MS] -f FUNC [-u UNIQUE] [-b] [-I|-L] [DATA...]\n"
-        "       gearman-cli [servers] -w -f FUNC [-f FUNC...] [-c COUNT] [-i ID] [-- COMMAND ARGS...]\n"
-        "       gearman-cli [servers] -S HANDLE\n"
-        "       gearman-cli [servers] -e [TEXT]\n");
+    fputs("Client mode: gearman-cli [options] [<data> ...]\n"
+          "Worker mode: gearman-cli -w [options] [<command> [<args> ...]]\n"
+          "\n"
+          "Common options to both client and worker modes (as gearman(1)):\n"
+          "\t-f <function> - Function name to use for jobs (can give many)\n"
+          "\t-h <host>     - Job server host (or a list: h1:4730,h2:4730)\n"
+          "\t-H, --help    - Print this help menu\n"
+          "\t-v            - Print diagnostic information to stdout\n"
+          "\t-p <port>     - Job server port (4730)\n"
+          "\t-t <timeout>  - Timeout in milliseconds\n"
+          "\t-i <pidfile>  - Create a pidfile for the process\n"
+          "\t-S            - Enable SSL connections (not built: libgm has no TLS)\n"
+          "\t-V, --version - Print the version\n"
+          "\n"
+          "Client options:\n"
+          "\t-b            - Run jobs in the background (-v prints the handle)\n"
+          "\t-I            - Run jobs as high priority\n"
+          "\t-L            - Run jobs as low priority\n"
+          "\t-n            - Run one job per line\n"
+          "\t-N            - Same as -n, but strip off the newline\n"
+          "\t-P            - Prefix all output lines with functions names\n"
+          "\t-s            - Send job without reading from standard input\n"
+          "\t-u <unique>   - Unique key to use for job\n"
+          "\n"
+          "Worker options:\n"
+          "\t-c <count>    - Number of jobs for worker to run before exiting\n"
+          "\t-n            - Send data packet for each line\n"
+          "\t-N            - Same as -n, but strip off the newline\n"
+          "\t-w            - Run in worker mode\n"
+          "\n"
+          "Ours:\n"
+          "\t--servers <list>  - Job servers, h1:4730,h2:4730 (as -h with a list)\n"
+          "\t--status <handle> - Print the status of a background job\n"
+          "\t--echo [<text>]   - Echo text through every server (also -e)\n"
+          "\t--id <id>         - Worker id (SET_CLIENT_ID) shown by `workers`\n",
+          out);
 }
 
 static char *read_all(int fd, size_t *len)
@@ -60,6 +97,7 @@ static char *read_all(int fd, size_t *len)
 }
 
 static char **worker_cmd;
+static int line_mode; /* 0, 'n' or 'N' */
 
 /* Run the worker command with the job's data on stdin; stdout is the result. */
 static int run_command(struct gm_worker_job *job, void *arg, void **result, size_t *rlen)
@@ -113,39 +151,129 @@ static int run_command(struct gm_worker_job *job, void *arg, void **result, size
     waitpid(pid, &st, 0);
     if (feeder > 0)
         waitpid(feeder, NULL, 0);
+    if (line_mode && *result) {
+        /* -n/-N: each line of the output is a WORK_DATA, the result empty */
+        const char *p = *result, *end = p + *rlen;
+        while (p < end) {
+            const char *nl = memchr(p, '\n', (size_t)(end - p));
+            const char *stop = nl ? nl + 1 : end;
+            size_t n = (size_t)(stop - p);
+            if (line_mode == 'N' && nl)
+                n--;
+            gm_worker_job_send_data(job, p, n);
+            p = stop;
+        }
+        *rlen = 0;
+    }
     return WIFEXITED(st) && WEXITSTATUS(st) == 0 ? GM_CLIENT_OK : GM_CLIENT_WORK_FAIL;
+}
+
+static int write_pidfile(const char *path)
+{
+    FILE *f = fopen(path, "w");
+    if (!f || fprintf(f, "%ld\n", (long)getpid()) < 0 || fclose(f) != 0) {
+        fprintf(stderr, "gearman-cli: -i %s: %s\n", path, strerror(errno));
+        return -1;
+    }
+    return 0;
+}
+
+/* The client's jobs: each argument, stdin whole, or stdin's lines. */
+struct jobs {
+    char **data;
+    size_t *len;
+    size_t n, cap;
+};
+
+static int jobs_add(struct jobs *j, const char *p, size_t len)
+{
+    if (j->n == j->cap) {
+        size_t cap = j->cap ? j->cap * 2 : 16;
+        char **d = realloc(j->data, cap * sizeof *d);
+        if (!d)
+            return -1;
+        j->data = d;
+        size_t *l = realloc(j->len, cap * sizeof *l);
+        if (!l)
+            return -1;
+        j->len = l;
+        j->cap = cap;
+    }
+    char *copy = malloc(len ? len : 1);
+    if (!copy)
+        return -1;
+    memcpy(copy, p, len);
+    j->data[j->n] = copy;
+    j->len[j->n++] = len;
+    return 0;
+}
+
+static int fail_rc(const char *what, int rc, const char *err)
+{
+    fprintf(stderr, "gearman-cli: %s: %s: %s\n", what, gm_client_rc_name(rc), err);
+    return 1;
 }
 
 int main(int argc, char **argv)
 {
     signal(SIGPIPE, SIG_IGN);
     const char *servers = NULL, *host = "127.0.0.1", *port = "4730", *unique = NULL, *status_handle = NULL;
-    const char *funcs[32], *id = NULL;
+    const char *funcs[32], *id = NULL, *pidfile = NULL;
     int nfuncs = 0, timeout = 0;
     long count = -1;
-    bool bg = false, worker = false, echo = false;
+    bool bg = false, worker = false, echo = false, verbose = false, prefix = false, no_stdin = false;
     enum gm_client_prio prio = GM_CLIENT_NORMAL;
+    enum { OPT_SERVERS = 256, OPT_STATUS, OPT_ID };
+    static const struct option longopts[] = {
+        { "help", no_argument, NULL, 'H' },
+        { "version", no_argument, NULL, 'V' },
+        { "servers", required_argument, NULL, OPT_SERVERS },
+        { "status", required_argument, NULL, OPT_STATUS },
+        { "echo", no_argument, NULL, 'e' },
+        { "id", required_argument, NULL, OPT_ID },
+        { NULL, 0, NULL, 0 },
+    };
     int opt;
-    while ((opt = getopt(argc, argv, "s:h:p:t:f:u:bILwc:i:S:e?")) != -1) {
+    while ((opt = getopt_long(argc, argv, "f:h:Hvp:t:i:SVbILnNPsu:c:we", longopts, NULL)) != -1) {
         switch (opt) {
-        case 's': servers = optarg; break;
-        case 'h': host = optarg; break;
+        case 'f':
+            if (nfuncs == 32) {
+                fprintf(stderr, "gearman-cli: at most 32 functions (-f)\n");
+                return 2;
+            }
+            funcs[nfuncs++] = optarg;
+            break;
+        case 'h':
+            if (strchr(optarg, ',') || strchr(optarg, ':'))
+                servers = optarg;
+            else
+                host = optarg;
+            break;
+        case 'H': usage(stdout); return 0;
+        case 'V': printf("gearman-cli %s (libgm, gearman(1)'s options)\n", GM_CLI_VERSION); return 0;
+        case 'v': verbose = true; break;
         case 'p': port = optarg; break;
         case 't': timeout = atoi(optarg); break;
-        case 'f':
-            if (nfuncs < 32)
-                funcs[nfuncs++] = optarg;
-            break;
-        case 'u': unique = optarg; break;
+        case 'i': pidfile = optarg; break;
+        case 'S':
+            fprintf(stderr, "gearman-cli: -S: SSL is not built into libgm (gearmand's --ssl works with other "
+                            "clients)\n");
+            return 2;
         case 'b': bg = true; break;
         case 'I': prio = GM_CLIENT_HIGH; break;
         case 'L': prio = GM_CLIENT_LOW; break;
-        case 'w': worker = true; break;
+        case 'n':
+        case 'N': line_mode = opt; break;
+        case 'P': prefix = true; break;
+        case 's': no_stdin = true; break;
+        case 'u': unique = optarg; break;
         case 'c': count = atol(optarg); break;
-        case 'i': id = optarg; break;
-        case 'S': status_handle = optarg; break;
+        case 'w': worker = true; break;
         case 'e': echo = true; break;
-        default: usage(opt == '?' && optopt == 0 ? stdout : stderr); return opt == '?' && optopt == 0 ? 0 : 2;
+        case OPT_SERVERS: servers = optarg; break;
+        case OPT_STATUS: status_handle = optarg; break;
+        case OPT_ID: id = optarg; break;
+        default: usage(stderr); return 2;
         }
     }
     char list[600];
@@ -153,11 +281,14 @@ int main(int argc, char **argv)
         snprintf(list, sizeof list, "%s:%s", host, port);
         servers = list;
     }
+    if (pidfile && write_pidfile(pidfile) < 0)
+        return 1;
     struct gm_client_options o = { .timeout_ms = timeout };
     char err[256];
 
     if (worker) {
         if (nfuncs == 0) {
+            fprintf(stderr, "gearman-cli: no function given (-f)\n");
             usage(stderr);
             return 2;
         }
@@ -173,7 +304,7 @@ int main(int argc, char **argv)
             gm_worker_set_id(w, id);
         for (long done = 0; count < 0 || done < count;) {
             int rc = gm_worker_work(w);
-            if (rc == GM_CLIENT_OK) {
+            if (rc == GM_CLIENT_OK || rc == GM_CLIENT_WORK_FAIL) {
                 done++;
                 continue;
             }
@@ -198,61 +329,82 @@ int main(int argc, char **argv)
     if (status_handle) {
         struct gm_client_status st;
         int rc = gm_client_status(c, status_handle, &st);
-        if (rc != GM_CLIENT_OK) {
-            fprintf(stderr, "gearman-cli: %s: %s\n", gm_client_rc_name(rc), gm_client_error(c));
-            exit_code = 1;
-        } else
+        if (rc != GM_CLIENT_OK)
+            exit_code = fail_rc("status", rc, gm_client_error(c));
+        else
             printf("%s known=%d running=%d numerator=%u denominator=%u\n", status_handle, st.known, st.running,
                    st.numerator, st.denominator);
-    } else if (echo) {
+        gm_client_free(c);
+        return exit_code;
+    }
+    if (echo) {
         const char *text = optind < argc ? argv[optind] : "ping";
         int rc = gm_client_echo(c, text, strlen(text));
-        if (rc != GM_CLIENT_OK) {
-            fprintf(stderr, "gearman-cli: %s: %s\n", gm_client_rc_name(rc), gm_client_error(c));
-            exit_code = 1;
-        } else
+        if (rc != GM_CLIENT_OK)
+            exit_code = fail_rc("echo", rc, gm_client_error(c));
+        else
             printf("%s\n", text);
-    } else {
-        if (nfuncs != 1) {
-            usage(stderr);
-            gm_client_free(c);
-            return 2;
-        }
-        int njobs = optind < argc ? argc - optind : 1;
-        for (int k = 0; k < njobs; k++) {
-            size_t len;
-            char *data;
-            if (optind < argc) {
-                len = strlen(argv[optind + k]);
-                data = strdup(argv[optind + k]);
-            } else
-                data = read_all(0, &len);
-            if (!data) {
-                fprintf(stderr, "gearman-cli: out of memory\n");
-                exit_code = 1;
-                break;
+        gm_client_free(c);
+        return exit_code;
+    }
+    if (nfuncs == 0) {
+        fprintf(stderr, "gearman-cli: no function given (-f)\n");
+        usage(stderr);
+        gm_client_free(c);
+        return 2;
+    }
+    struct jobs jobs = { 0 };
+    bool oom = false;
+    if (optind < argc) {
+        for (int k = optind; k < argc && !oom; k++)
+            oom = jobs_add(&jobs, argv[k], strlen(argv[k])) < 0;
+    } else if (no_stdin)
+        oom = jobs_add(&jobs, "", 0) < 0;
+    else {
+        size_t len;
+        char *in = read_all(0, &len);
+        if (!in)
+            oom = true;
+        else if (!line_mode)
+            oom = jobs_add(&jobs, in, len) < 0;
+        else
+            for (const char *p = in, *end = in + len; p < end && !oom;) {
+                const char *nl = memchr(p, '\n', (size_t)(end - p));
+                const char *stop = nl ? nl + 1 : end;
+                oom = jobs_add(&jobs, p, (size_t)(stop - p) - (line_mode == 'N' && nl)) < 0;
+                p = stop;
             }
+        free(in);
+    }
+    if (oom) {
+        fprintf(stderr, "gearman-cli: out of memory\n");
+        exit_code = 1;
+    }
+    for (size_t k = 0; k < jobs.n && !oom; k++)
+        for (int f = 0; f < nfuncs; f++) {
             int rc;
             if (bg) {
                 char handle[GM_CLIENT_HANDLE_MAX];
-                rc = gm_client_do_background(c, funcs[0], unique, data, len, prio, handle);
-                if (rc == GM_CLIENT_OK)
-                    fprintf(stderr, "%s\n", handle);
+                rc = gm_client_do_background(c, funcs[f], unique, jobs.data[k], jobs.len[k], prio, handle);
+                if (rc == GM_CLIENT_OK && verbose)
+                    printf("Task created: %s\n", handle);
             } else {
                 void *res = NULL;
                 size_t rlen = 0;
-                rc = gm_client_do(c, funcs[0], unique, data, len, prio, &res, &rlen);
+                rc = gm_client_do(c, funcs[f], unique, jobs.data[k], jobs.len[k], prio, &res, &rlen);
+                if (rc == GM_CLIENT_OK && prefix)
+                    printf("%s: ", funcs[f]);
                 if (rc == GM_CLIENT_OK && rlen)
                     fwrite(res, 1, rlen, stdout);
                 free(res);
             }
-            free(data);
-            if (rc != GM_CLIENT_OK) {
-                fprintf(stderr, "gearman-cli: %s: %s\n", gm_client_rc_name(rc), gm_client_error(c));
-                exit_code = 1;
-            }
+            if (rc != GM_CLIENT_OK)
+                exit_code = fail_rc(funcs[f], rc, gm_client_error(c));
         }
-    }
+    for (size_t k = 0; k < jobs.n; k++)
+        free(jobs.data[k]);
+    free(jobs.data);
+    free(jobs.len);
     fflush(stdout);
     gm_client_free(c);
     return exit_code;

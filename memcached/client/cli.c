@@ -1,6 +1,7 @@
 /* memcached-cli: a small command-line client on libmc.
  *
  *   memcached-cli [-s servers] [-M] [-T ms] <command> [args]
+ *   memcached-cli --help | --version
  *
  * Commands: get KEY..., set KEY VALUE [EXPTIME [FLAGS]], add, replace
  * (as set), delete KEY, incr KEY N, decr KEY N, touch KEY EXPTIME,
@@ -8,6 +9,7 @@
  * maps to). A VALUE of "-" is read from standard input. Servers come from
  * -s or $MEMCACHED_SERVERS (default 127.0.0.1:11211). Exit status 0 on
  * success, 1 on a miss / not stored, 2 on errors. */
+#include <getopt.h>
 #include <inttypes.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -16,16 +18,22 @@
 
 #include "memcached/client/libmc.h"
 
+/* Speaks memcached 1.6.18's protocols (the daemon's version). */
+#define CLI_VERSION "1.6.18"
+
 static void usage(FILE *f)
 {
     fprintf(f, "usage: memcached-cli [-s host:port,...] [-M] [-T timeout_ms] command [args]\n"
+               "       memcached-cli --help | --version\n"
                "  get KEY...                      print each hit as KEY FLAGS BYTES, then the value\n"
                "  set|add|replace KEY VALUE [EXPTIME [FLAGS]]   VALUE - reads stdin\n"
                "  append|prepend KEY VALUE\n"
                "  delete KEY | incr KEY N | decr KEY N | touch KEY EXPTIME\n"
                "  flush [DELAY] | stats [GROUP] | version | server KEY\n"
                "  -s  servers (default $MEMCACHED_SERVERS or 127.0.0.1:11211)\n"
-               "  -M  use the meta protocol   -T  I/O timeout in milliseconds\n");
+               "  -M  use the meta protocol   -T  I/O timeout in milliseconds\n"
+               "  -h, --help     this text    -V, --version  print the version\n"
+               "exit status: 0 ok, 1 miss or not stored, 2 error\n");
 }
 
 static int exit_code(int rc)
@@ -88,13 +96,28 @@ int main(int argc, char **argv)
 {
     const char *servers = getenv("MEMCACHED_SERVERS");
     struct mc_client_options o = { 0 };
+    static const struct option longopts[] = {
+        { "help", no_argument, NULL, 'h' },          { "version", no_argument, NULL, 'V' },
+        { "servers", required_argument, NULL, 's' }, { "meta", no_argument, NULL, 'M' },
+        { "timeout", required_argument, NULL, 'T' }, { NULL, 0, NULL, 0 },
+    };
     int opt;
-    while ((opt = getopt(argc, argv, "s:MT:h")) != -1) {
+    while ((opt = getopt_long(argc, argv, "+s:MT:hV", longopts, NULL)) != -1) {
         switch (opt) {
         case 's': servers = optarg; break;
         case 'M': o.protocol = MC_CLIENT_META; break;
-        case 'T': o.io_timeout_ms = atoi(optarg); break;
+        case 'T': {
+            char *end;
+            long ms = strtol(optarg, &end, 10);
+            if (end == optarg || *end || ms < 0 || ms > 3600000) {
+                fprintf(stderr, "memcached-cli: bad timeout '%s' (0..3600000 ms)\n", optarg);
+                return 2;
+            }
+            o.io_timeout_ms = (int)ms;
+            break;
+        }
         case 'h': usage(stdout); return 0;
+        case 'V': printf("memcached-cli %s (libmc)\n", CLI_VERSION); return 0;
         default: usage(stderr); return 2;
         }
     }

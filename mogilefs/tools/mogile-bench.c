@@ -13,6 +13,7 @@
 #include <time.h>
 
 #include "mogilefs/client/libmogile.h"
+#include "mogilefs/mogilefs.h"
 
 static const char *trackers, *domain, *cls, *mode;
 static int seconds;
@@ -61,6 +62,22 @@ static void *worker(void *arg)
 
 int main(int argc, char **argv)
 {
+    if (argc == 2 && (!strcmp(argv[1], "--help") || !strcmp(argv[1], "-h"))) {
+        printf("Usage: mogile-bench TRACKERS DOMAIN CLASS upload|get_paths THREADS SECONDS [SIZE]\n"
+               "Drive mogilefsd trackers with THREADS connections for SECONDS.\n"
+               "\n"
+               "  upload     create_open, PUT of SIZE bytes (default 1024), create_close per operation\n"
+               "  get_paths  get_paths noverify=1 of keys stored beforehand\n"
+               "\n"
+               "Prints \"ops=N errors=E secs=S ops_per_sec=R\".\n"
+               "  -h, --help     show this help and exit\n"
+               "  -V, --version  show the version and exit\n");
+        return 0;
+    }
+    if (argc == 2 && (!strcmp(argv[1], "--version") || !strcmp(argv[1], "-V"))) {
+        printf("mogile-bench %s\n", MOG_VERSION);
+        return 0;
+    }
     if (argc < 7) {
         fprintf(stderr, "usage: mogile-bench TRACKERS DOMAIN CLASS upload|get_paths THREADS SECONDS [SIZE]\n");
         return 2;

@@ -19,6 +19,7 @@
 #include <unistd.h>
 
 #include "mogilefs/client/libmogile.h"
+#include "mogilefs/mogilefs.h"
 
 static const char *trackers = "127.0.0.1:7001";
 static const char *domain;
@@ -27,20 +28,38 @@ static const char *cls;
 static const char *opt_k[32], *opt_v[32];
 static int nopt;
 
-static void usage(void)
+/* --help (stdout, exit 0) is also the man page's text (help2man); a usage
+ * error prints the same to stderr and exits 2. */
+static void help(FILE *f, int code)
 {
     fprintf(
-        stderr,
-        "usage: mogile [--trackers=H:P,...] [--domain=D] [--class=C] COMMAND ...\n"
-        "  domain list | add D | delete D\n"
-        "  class list | add D C [--mindevcount=N] [--replpolicy=P] [--hashtype=MD5] | modify D C ... | delete D C\n"
-        "  host list | add NAME --ip=IP --port=P [--status=alive] | modify NAME --status=S | delete NAME\n"
-        "  device list | add HOST DEVID [--state=alive] | mark HOST DEVID STATE | weight HOST DEVID W\n"
-        "  check | ping\n"
-        "  upload KEY FILE | fetch KEY [FILE] | delete KEY | rename FROM TO | info KEY | paths KEY | list [PREFIX]\n"
-        "  raw CMD [k=v ...]\n");
-    exit(2);
+        f, "Usage: mogile [OPTION]... COMMAND [ARG]...\n"
+           "Administer a MogileFS domain and its files through mogilefsd trackers.\n"
+           "\n"
+           "Options:\n"
+           "  --trackers=H:P,...   trackers to ask, tried in turn (default 127.0.0.1:7001, or\n"
+           "                       $MOGILE_TRACKERS when set)\n"
+           "  --domain=D           the domain file commands act on\n"
+           "  --class=C            the class of uploaded files (default: the domain's default)\n"
+           "  --KEY=VALUE          further arguments of a command (see below)\n"
+           "  -h, --help           show this help and exit\n"
+           "  -V, --version        show the version and exit\n"
+           "\n"
+           "Commands:\n"
+           "  domain list | add D | delete D\n"
+           "  class list | add D C [--mindevcount=N] [--replpolicy=P] [--hashtype=MD5] | modify D C ... | delete D C\n"
+           "  host list | add NAME --ip=IP --port=P [--status=alive] | modify NAME --status=S | delete NAME\n"
+           "  device list | add HOST DEVID [--state=alive] | mark HOST DEVID STATE | weight HOST DEVID W\n"
+           "  check | ping\n"
+           "  upload KEY FILE | fetch KEY [FILE] | delete KEY | rename FROM TO | info KEY | paths KEY | list [PREFIX]\n"
+           "  raw CMD [k=v ...]    any tracker command, its reply printed as k=v lines\n"
+           "\n"
+           "Exit status: 0 on success, 1 when the tracker answered an error or a transfer failed,\n"
+           "2 on a usage error or a bad tracker list.\n");
+    exit(code);
 }
+
+static void usage(void) { help(stderr, 2); }
 
 static int die(struct mog_client *c, const char *what)
 {
@@ -243,7 +262,10 @@ int main(int argc, char **argv)
                 opt_v[nopt++] = v;
             }
         } else if (!strcmp(a, "-h") || !strcmp(a, "--help")) {
-            usage();
+            help(stdout, 0);
+        } else if (!strcmp(a, "-V") || !strcmp(a, "--version")) {
+            printf("mogile %s\n", MOG_VERSION);
+            return 0;
         } else if (npos < 16) {
             pos[npos++] = a;
         }

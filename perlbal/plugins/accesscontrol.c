@@ -33,9 +33,9 @@ static enum pb_hook_result access_start(struct pb_service *svc, struct pb_client
     const char *xff = st->use_observed_ip ? http_header_value(req, "x-forwarded-for", &xl) : NULL;
     if (xff && pb_service_trusted(svc, &cl->c->peer)) {
         char first[INET6_ADDRSTRLEN];
-        size_t n = strcspn(xff, ", ");
-        if (n > xl)
-            n = xl;
+        size_t n = 0; /* the value is not NUL-ended: it points into the input */
+        while (n < xl && xff[n] != ',' && xff[n] != ' ')
+            n++;
         if (n < sizeof first) {
             memcpy(first, xff, n);
             first[n] = 0;

@@ -1,9 +1,8 @@
-/* plugins/notmodified.c: Perlbal's notmodified plugin — SET svc.notmodified.host_pattern = ERE: 304 to any
- * If-Modified-Since. */
+/* plugins/notmodified.c: Perlbal's notmodified plugin — SET svc.notmodified.host_pattern = regex (Perl's, PCRE2): 304
+ * to any If-Modified-Since. */
 #include <arpa/inet.h>
 #include <ctype.h>
 #include <limits.h>
-#include <regex.h>
 #include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -20,17 +19,18 @@
 #include "common/loop.h"
 #include "perlbal/perlbal.h"
 #include "perlbal/plugin.h"
+#include "perlbal/regex.h"
 
 static enum pb_hook_result notmod_start(struct pb_service *svc, struct pb_client *cl, struct http_msg *req)
 {
     struct plug_state *st = pb_plugin_state(svc);
-    if (!st || !st->has_host_re || req->host_index < 0 || http_find_header(req, "if-modified-since") < 0)
+    if (!st || !st->host_re || req->host_index < 0 || http_find_header(req, "if-modified-since") < 0)
         return PB_HOOK_CONTINUE;
     const struct http_header *h = &req->headers[req->host_index];
     char host[256];
     snprintf(host, sizeof host, "%.*s", (int)(h->value_len < 255 ? h->value_len : 255), h->value);
     pthread_mutex_lock(&pb_plugin_lock);
-    bool match = st->has_host_re && regexec(&st->host_re, host, 0, NULL, 0) == 0;
+    bool match = st->host_re && pb_regex_match(st->host_re, host, strlen(host));
     pthread_mutex_unlock(&pb_plugin_lock);
     if (!match)
         return PB_HOOK_CONTINUE;
@@ -51,19 +51,14 @@ static int notmod_set(struct pb_service *svc, const char *key, const char *val, 
         snprintf(err, errlen, "out of memory");
         return -1;
     }
-    regex_t re;
-    int r = *val ? regcomp(&re, val, REG_EXTENDED | REG_NOSUB) : 0;
-    if (r) {
-        regerror(r, &re, err, errlen);
+    struct pb_regex *re = NULL;
+    if (*val && !(re = pb_regex_compile(val, err, errlen)))
         return -1;
-    }
     pthread_mutex_lock(&pb_plugin_lock);
-    if (st->has_host_re)
-        regfree(&st->host_re);
-    st->has_host_re = *val != 0;
-    if (*val)
-        st->host_re = re;
+    struct pb_regex *old = st->host_re;
+    st->host_re = re;
     pthread_mutex_unlock(&pb_plugin_lock);
+    pb_regex_free(old); /* matched only under pb_plugin_lock */
     return 0;
 }
 

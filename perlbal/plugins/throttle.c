@@ -1,6 +1,7 @@
 /* plugins/throttle.c: Perlbal's throttle plugin — per-IP delays growing on repeat requests, bans, max concurrent,
  * white/blacklists. */
 #include <arpa/inet.h>
+#include <errno.h>
 #include <ctype.h>
 #include <limits.h>
 #include <regex.h>
@@ -23,6 +24,7 @@
 #include "common/loop.h"
 #include "perlbal/perlbal.h"
 #include "perlbal/plugin.h"
+#include "perlbal/regex.h"
 
 /* throttle:
  * As Perlbal's Throttle plugin with its in-memory store: per client IP
@@ -32,7 +34,7 @@
  * violations ban the IP for ban_expiration seconds (403 / close); more than
  * max_concurrent requests in flight from one IP get 403; whitelist_file IPs
  * pass, blacklist_file IPs are denied (or throttled); path_regex and
- * method_regex (POSIX ERE) limit which requests count. The per-IP table is
+ * method_regex (Perl regexes, PCRE2) limit which requests count. The per-IP table is
  * direct-mapped (THR_SLOTS per service): an IP colliding with another takes
  * its slot, which errs on the lenient side.
  *
@@ -100,17 +102,13 @@ struct thr_slot {
     int64_t banned_until_ms;
 };
 
-struct thr_net {
-    uint32_t net, mask;
-};
-
 struct thr_state {
     pthread_mutex_t lock;
     struct thr_slot slots[THR_SLOTS];
-    struct thr_net white[THR_LIST_MAX], black[THR_LIST_MAX];
+    struct pb_net white[THR_LIST_MAX], black[THR_LIST_MAX]; /* IPv4 and IPv6 networks */
     int nwhite, nblack;
-    regex_t path_re, method_re;
-    bool has_path_re, has_method_re;
+    char *white_file, *black_file;        /* for `throttle reload whitelist|blacklist` */
+    struct pb_regex *path_re, *method_re; /* NULL = every request counts */
     /* memcached store (NULL pool = in memory) */
     struct work_pool *mc_pool;
     char *mc_servers, *instance_name;
@@ -149,21 +147,24 @@ static struct thr_state *thr_of(struct pb_service *svc)
     return st->throttle;
 }
 
-static bool in_list(const struct thr_net *l, int n, uint32_t ip)
+static bool in_list(const struct pb_net *l, int n, const struct sockaddr_storage *peer)
 {
     for (int i = 0; i < n; i++)
-        if ((ip & l[i].mask) == l[i].net)
+        if (pb_net_match(&l[i], peer))
             return true;
     return false;
 }
 
-static int load_cidrs(const char *file, struct thr_net *out, int *n, char *err, size_t errlen)
+/* A file of CIDRs (IPv4 or IPv6, "#" comments), as Perlbal's Net::CIDR::Lite
+ * list. The caller's list is replaced only when the file loads. */
+static int load_cidrs(const char *file, struct pb_net *out, int *n, char *err, size_t errlen)
 {
     FILE *f = fopen(file, "r");
     if (!f) {
-        snprintf(err, errlen, "cannot open %s", file);
+        snprintf(err, errlen, "Unable to open file %s: %s", file, strerror(errno));
         return -1;
     }
+    struct pb_net tmp[THR_LIST_MAX];
     char line[256];
     int k = 0;
     while (fgets(line, sizeof line, f) && k < THR_LIST_MAX) {
@@ -179,7 +180,7 @@ static int load_cidrs(const char *file, struct thr_net *out, int *n, char *err, 
         *e = 0;
         if (!*s)
             continue;
-        if (pb_plugin_parse_net(strchr(s, '/') ? "netmask" : "ip", s, &out[k].net, &out[k].mask) == 0)
+        if (pb_net_parse(s, &tmp[k]) == 0)
             k++;
     }
     fclose(f);
@@ -187,6 +188,7 @@ static int load_cidrs(const char *file, struct thr_net *out, int *n, char *err, 
         snprintf(err, errlen, "%s contains no recognizable CIDRs", file);
         return -1;
     }
+    memcpy(out, tmp, (size_t)k * sizeof tmp[0]);
     *n = k;
     return 0;
 }
@@ -227,10 +229,17 @@ static int thr_set(struct pb_service *svc, const char *key, const char *val, cha
     pthread_mutex_lock(&t->lock);
     if (!strcmp(key, "whitelist_file") || !strcmp(key, "blacklist_file")) {
         bool white = key[0] == 'w';
+        char **file = white ? &t->white_file : &t->black_file;
         if (!*val || !strcmp(val, "none")) {
             *(white ? &t->nwhite : &t->nblack) = 0;
+            free(*file);
+            *file = NULL;
         } else {
             rc = load_cidrs(val, white ? t->white : t->black, white ? &t->nwhite : &t->nblack, err, errlen);
+            if (rc == 0) {
+                free(*file);
+                *file = strdup(val);
+            }
         }
     } else if (!strcmp(key, "default_action")) {
         if (strcmp(val, "allow") && strcmp(val, "throttle"))
@@ -244,19 +253,13 @@ static int thr_set(struct pb_service *svc, const char *key, const char *val, cha
             t->blacklist_deny = !strcmp(val, "deny");
     } else if (!strcmp(key, "path_regex") || !strcmp(key, "method_regex")) {
         bool path = key[0] == 'p';
-        regex_t *re = path ? &t->path_re : &t->method_re;
-        bool *has = path ? &t->has_path_re : &t->has_method_re;
-        regex_t nre;
-        int r = *val ? regcomp(&nre, val, REG_EXTENDED | REG_NOSUB) : 0;
-        if (r) {
-            regerror(r, &nre, err, errlen);
+        struct pb_regex **re = path ? &t->path_re : &t->method_re;
+        struct pb_regex *nre = NULL;
+        if (*val && !(nre = pb_regex_compile(val, err, errlen))) {
             rc = -1;
         } else {
-            if (*has)
-                regfree(re);
-            *has = *val != 0;
-            if (*val)
-                *re = nre;
+            pb_regex_free(*re); /* matched only under t->lock, held here */
+            *re = nre;
         }
     } else if (!strcmp(key, "log_only")) {
         t->log_only =
@@ -523,18 +526,18 @@ static int64_t thr_start(struct pb_service *svc, struct pb_client *cl)
     }
     s->concurrent++;
     cl->throttle_counted = true;
-    /* the white/blacklists hold IPv4 networks (Perlbal's Net::Netmask) */
-    if (is_v4 && in_list(t->white, t->nwhite, ip4))
+    if (in_list(t->white, t->nwhite, &cl->c->peer))
         result = ALLOW;
     else if (s->banned_until_ms > now)
         result = DENY;
-    else if (is_v4 && in_list(t->black, t->nblack, ip4))
+    else if (in_list(t->black, t->nblack, &cl->c->peer))
         result = t->blacklist_deny ? DENY : THROTTLE;
     else if (s->concurrent > t->max_concurrent)
         result = DENY;
-    else if (t->has_path_re && (!cl->target || regexec(&t->path_re, cl->target, 0, NULL, 0)))
+    else if (t->path_re && (!cl->target || !pb_regex_match(t->path_re, cl->target, strlen(cl->target))))
         result = ALLOW;
-    else if (t->has_method_re && regexec(&t->method_re, method_name(cl->h->method), 0, NULL, 0))
+    else if (t->method_re &&
+             !pb_regex_match(t->method_re, method_name(cl->h->method), strlen(method_name(cl->h->method))))
         result = ALLOW;
     else
         result = t->default_throttle ? THROTTLE : ALLOW;
@@ -598,6 +601,62 @@ static void thr_end(struct pb_service *svc, struct pb_client *cl)
     pthread_mutex_unlock(&t->lock);
 }
 
-const struct pb_plugin pb_plugin_throttle = {
-    .name = "throttle", .set_param = thr_set, .tunables = thr_tunables, .proxy_start = thr_start, .proxy_end = thr_end
-};
+/* throttle reload <config|whitelist|blacklist>, for the service in context
+ * (after CREATE SERVICE / USE), as Perlbal. The lists are read again from
+ * their files (a file that does not load keeps the old list); settings
+ * take effect when SET, so "config" has nothing left to do. */
+static int thr_command(const char *ctx_service, int argc, const char *const *argv, void (*out)(void *, const char *),
+                       void *arg, char *err, size_t errlen)
+{
+    (void)out;
+    (void)arg;
+    if (argc != 3 || strcmp(argv[1], "reload") ||
+        (strcmp(argv[2], "config") && strcmp(argv[2], "whitelist") && strcmp(argv[2], "blacklist"))) {
+        snprintf(err, errlen, "usage: throttle reload <config|whitelist|blacklist>");
+        return -1;
+    }
+    if (!ctx_service) {
+        snprintf(err, errlen,
+                 "No service name set. This command must be used after CREATE SERVICE <name> or USE <service_name>");
+        return -1;
+    }
+    pthread_mutex_lock(&pb_lock);
+    struct pb_service *svc = pb_service_find(ctx_service);
+    pthread_mutex_unlock(&pb_lock);
+    if (!svc) {
+        snprintf(err, errlen, "Non-existent service '%s'", ctx_service);
+        return -1;
+    }
+    if (!strcmp(argv[2], "config"))
+        return 0;
+    struct thr_state *t = thr_of(svc);
+    if (!t) {
+        snprintf(err, errlen, "out of memory");
+        return -1;
+    }
+    bool white = argv[2][0] == 'w';
+    int rc = 0;
+    pthread_mutex_lock(&t->lock);
+    const char *file = white ? t->white_file : t->black_file;
+    if (!file) {
+        snprintf(err, errlen, "no %s file configured", white ? "whitelist" : "blacklist");
+        rc = -1;
+    } else {
+        char e[300];
+        if (load_cidrs(file, white ? t->white : t->black, white ? &t->nwhite : &t->nblack, e, sizeof e) < 0) {
+            snprintf(err, errlen, "Couldn't load %s: %s", file, e);
+            rc = -1;
+        }
+    }
+    pthread_mutex_unlock(&t->lock);
+    return rc;
+}
+
+static const char *const thr_cmds[] = { "throttle", NULL };
+const struct pb_plugin pb_plugin_throttle = { .name = "throttle",
+                                              .set_param = thr_set,
+                                              .tunables = thr_tunables,
+                                              .proxy_start = thr_start,
+                                              .proxy_end = thr_end,
+                                              .commands = thr_cmds,
+                                              .command = thr_command };

@@ -22,16 +22,42 @@
 
 #include "common/clock.h"
 #include "schwartz/client/libschwartz.h"
+#include "schwartz/schwartzd.h"
 
-static void usage(void)
+/* --help (stdout, exit 0) is also the man page's text (help2man); a usage
+ * error prints the same to stderr and exits 64 (EX_USAGE). */
+static void help(FILE *f, int code)
 {
-    fprintf(stderr, "usage: schwartz [-s HOST:PORT] insert FUNC [ARG] [--uniqkey K] [--priority N] [--run-after EPOCH] "
-                    "[--coalesce V]\n"
-                    "       schwartz [-s HOST:PORT] work FUNC [FUNC...] [--max-jobs N] [--idle-exit SECONDS] "
-                    "[--grab-for SECONDS] -- CMD [ARGS...]\n"
-                    "       schwartz [-s HOST:PORT] queues\n");
-    exit(64);
+    fprintf(f, "Usage: schwartz [-s HOST:PORT] insert FUNC [ARG] [--uniqkey K] [--priority N] [--run-after EPOCH] "
+               "[--coalesce V]\n"
+               "  or:  schwartz [-s HOST:PORT] work FUNC [FUNC...] [--max-jobs N] [--idle-exit SECONDS] "
+               "[--grab-for SECONDS] -- CMD [ARGS...]\n"
+               "  or:  schwartz [-s HOST:PORT] queues\n"
+               "Insert jobs into schwartzd, run a command for each job of some functions, or list the queues.\n"
+               "\n"
+               "Options:\n"
+               "  -s HOST:PORT         the schwartzd to use (default 127.0.0.1:7003)\n"
+               "  -h, --help           show this help and exit\n"
+               "  -V, --version        show the version and exit\n"
+               "\n"
+               "insert: ARG is the job's argument (read from stdin when absent); prints the job handle once\n"
+               "it is committed. --uniqkey K: at most one job per function and key; --priority N: higher runs\n"
+               "first; --run-after EPOCH: not before then; --coalesce V: a value workers may grab together.\n"
+               "\n"
+               "work: grabs jobs of the functions and runs CMD once per job, the argument on its stdin and\n"
+               "SCHWARTZ_JOB_HANDLE in its environment, extending the job's lease while CMD runs. CMD's exit\n"
+               "status decides: 0 completed, 75 (EX_TEMPFAIL) failed and retried per the function's policy,\n"
+               "anything else failed for good with that status. --max-jobs N: stop after N jobs;\n"
+               "--idle-exit SECONDS: stop when no job came for that long; --grab-for SECONDS: the lease.\n"
+               "\n"
+               "queues: one line per function: its name and its job counts.\n"
+               "\n"
+               "Exit status: 0 on success, 1 when schwartzd refused or could not be reached, 64 on a usage\n"
+               "error.\n");
+    exit(code);
 }
+
+static void usage(void) { help(stderr, 64); }
 
 static long long num(const char *s, const char *what)
 {
@@ -246,8 +272,11 @@ int main(int argc, char **argv)
             server = argv[i + 1];
             i += 2;
         } else if (!strcmp(argv[i], "-h") || !strcmp(argv[i], "--help"))
-            usage();
-        else
+            help(stdout, 0);
+        else if (!strcmp(argv[i], "-V") || !strcmp(argv[i], "--version")) {
+            printf("schwartz %s\n", SW_VERSION);
+            return 0;
+        } else
             usage();
     }
     if (i >= argc)

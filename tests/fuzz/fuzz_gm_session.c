@@ -21,6 +21,7 @@
 #include "common/loop.h"
 #include "common/stats.h"
 #include "gearmand/gearmand.h"
+#include "tests/fuzz/fuzz_session.h"
 
 static struct core_loop *loop;
 
@@ -52,13 +53,6 @@ static void setup(void)
     gm.cfg.handle_prefix = strdup("H:fuzz");
 }
 
-static void drain(int fd)
-{
-    char buf[65536];
-    while (read(fd, buf, sizeof buf) > 0) {
-    }
-}
-
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
     static bool ready;
@@ -72,31 +66,9 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
      * admin commands read-only. */
     gm.cfg.exceptions = size > 0 && data[size - 1] == 0xfe;
     gm.cfg.job_port_admin = size > 0 && data[size - 1] == 0xfd ? "read-only" : "gearmand";
-    int sv[2];
-    if (socketpair(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0, sv) < 0)
-        abort();
-    gm_accept(loop, sv[0], NULL, 0, NULL);
-    size_t off = 0;
-    int spins = 0;
-    while (off < size && spins++ < 10000) {
-        ssize_t w = write(sv[1], data + off, size - off);
-        if (w > 0)
-            off += (size_t)w;
-        else if (w < 0 && errno != EAGAIN)
-            break;
-        event_base_loop(loop->base, EVLOOP_NONBLOCK);
-        drain(sv[1]);
-    }
-    shutdown(sv[1], SHUT_WR);
-    for (spins = 0; conn_total_current() > 0 && spins < 10000; spins++) {
-        event_base_loop(loop->base, EVLOOP_NONBLOCK);
-        drain(sv[1]);
-    }
-    if (conn_total_current() != 0)
-        abort(); /* the session did not end after the peer hung up */
-    close(sv[1]);
+    fuzz_session_run(loop, gm_accept, data, size);
     /* deferred callbacks (resumes, busy rechecks) hold session refs */
-    for (spins = 0; spins < 10; spins++)
+    for (int spins = 0; spins < 10; spins++)
         event_base_loop(loop->base, EVLOOP_NONBLOCK);
     gm_sessions_free();
     gm_state_free();

@@ -19,6 +19,7 @@
 #include "common/loop.h"
 #include "memcached/mc.h"
 #include "memcached/session.h"
+#include "tests/fuzz/fuzz_session.h"
 
 /* What memcached.c (not linked: it has main) gives session.c. */
 struct mc_settings mc_settings;
@@ -61,13 +62,6 @@ static void setup(void)
     loop->data = &thread_state;
 }
 
-static void drain(int fd)
-{
-    char buf[65536];
-    while (read(fd, buf, sizeof buf) > 0) {
-    }
-}
-
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
     static bool ready;
@@ -78,29 +72,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     /* Inputs ending in 0xff run with SASL required (-S): binary only, and
      * nothing but SASL until "u"/"p" authenticates. */
     mc_settings.sasl = size > 0 && data[size - 1] == 0xff;
-    int sv[2];
-    if (socketpair(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0, sv) < 0)
-        abort();
-    mc_session_accept(loop, sv[0], NULL, 0, NULL);
-    size_t off = 0;
-    int spins = 0;
-    while (off < size && spins++ < 10000) {
-        ssize_t w = write(sv[1], data + off, size - off);
-        if (w > 0)
-            off += (size_t)w;
-        else if (w < 0 && errno != EAGAIN)
-            break;
-        event_base_loop(loop->base, EVLOOP_NONBLOCK);
-        drain(sv[1]);
-    }
-    shutdown(sv[1], SHUT_WR);
-    for (spins = 0; conn_total_current() > 0 && spins < 10000; spins++) {
-        event_base_loop(loop->base, EVLOOP_NONBLOCK);
-        drain(sv[1]);
-    }
-    if (conn_total_current() != 0)
-        abort(); /* the session did not finish after EOF */
-    close(sv[1]);
+    fuzz_session_run(loop, mc_session_accept, data, size);
     mc_flush(0);
     return 0;
 }

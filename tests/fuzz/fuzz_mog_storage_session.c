@@ -23,6 +23,7 @@
 #include "common/loop.h"
 #include "mogilefs/mogilefs.h"
 #include "mogilefs/storage.h"
+#include "tests/fuzz/fuzz_session.h"
 
 /* What mogilefsd's files would define (not linked here). */
 struct mog_tracker mog;
@@ -70,13 +71,6 @@ static int rm_all(const char *path, const struct stat *sb, int flag, struct FTW 
 
 static void cleanup(void) { nftw(root, rm_all, 16, FTW_DEPTH | FTW_PHYS); }
 
-static void drain(int fd)
-{
-    char buf[65536];
-    while (read(fd, buf, sizeof buf) > 0) {
-    }
-}
-
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
     static bool ready;
@@ -88,32 +82,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         return 0;
     bool side = data[0] & 1;
     data++, size--;
-    int sv[2];
-    if (socketpair(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0, sv) < 0)
-        abort();
-    if (side)
-        mog_st_side_accept(loop, sv[0], NULL, 0, NULL);
-    else
-        mog_st_http_accept(loop, sv[0], NULL, 0, NULL);
-    size_t off = 0;
-    int spins = 0;
-    while (off < size && spins++ < 10000) {
-        ssize_t w = write(sv[1], data + off, size - off);
-        if (w > 0)
-            off += (size_t)w;
-        else if (w < 0 && errno != EAGAIN)
-            break;
-        event_base_loop(loop->base, EVLOOP_NONBLOCK);
-        drain(sv[1]);
-    }
-    shutdown(sv[1], SHUT_WR);
-    for (spins = 0; conn_total_current() > 0 && spins < 10000; spins++) {
-        event_base_loop(loop->base, EVLOOP_NONBLOCK);
-        drain(sv[1]);
-    }
-    if (conn_total_current() != 0)
-        abort(); /* the session did not finish after EOF */
-    close(sv[1]);
+    fuzz_session_run(loop, side ? mog_st_side_accept : mog_st_http_accept, data, size);
     if (++runs % 256 == 0)
         nftw(root, rm_entry, 16, FTW_DEPTH | FTW_PHYS);
     return 0;

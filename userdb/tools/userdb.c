@@ -15,12 +15,34 @@
 
 #include <mysql.h>
 
-static void usage(void)
+#include "userdb/userdb.h"
+
+/* --help (stdout, exit 0) is also the man page's text (help2man); a usage
+ * error prints the same to stderr and exits 1. -h is the host, as for the
+ * mysql/mariadb client. */
+static void help(FILE *f, int code)
 {
-    fprintf(stderr, "usage: userdb [-h HOST] [-P PORT] [-u USER] create NAME | counter USERID AREA | where USERID\n"
-                    "       (password in $USERDB_PASSWORD)\n");
-    exit(1);
+    fprintf(f, "Usage: userdb [-h HOST] [-P PORT] [-u USER] COMMAND [ARG]...\n"
+               "Call userdbd's own functions through the router, over the MySQL protocol.\n"
+               "\n"
+               "Options:\n"
+               "  -h HOST              the userdbd to use (default 127.0.0.1)\n"
+               "  -P PORT              its port (default 7010)\n"
+               "  -u USER              the client user to log in as (default userdb); the password is\n"
+               "                       taken from $USERDB_PASSWORD, never from the command line\n"
+               "      --help           show this help and exit\n"
+               "      --version        show the version and exit\n"
+               "\n"
+               "Commands:\n"
+               "  create NAME          create a user on one of the default clusters; prints its id\n"
+               "  counter USERID AREA  the next id of the user's counter AREA\n"
+               "  where USERID         the user's cluster id and read-only flag\n"
+               "\n"
+               "Exit status: 0 on success, 1 on a usage error or when the router refused.\n");
+    exit(code);
 }
+
+static void usage(void) { help(stderr, 1); }
 
 static int is_id(const char *s)
 {
@@ -37,8 +59,13 @@ int main(int argc, char **argv)
     const char *host = "127.0.0.1", *user = "userdb";
     unsigned port = 7010;
     int c;
-    while ((c = getopt(argc, argv, "h:P:u:")) != -1) {
+    static const struct option opts[] = { { "help", no_argument, NULL, 'H' },
+                                          { "version", no_argument, NULL, 'V' },
+                                          { NULL, 0, NULL, 0 } };
+    while ((c = getopt_long(argc, argv, "h:P:u:", opts, NULL)) != -1) {
         switch (c) {
+        case 'H': help(stdout, 0); break;
+        case 'V': printf("userdb %s\n", UD_VERSION); return 0;
         case 'h': host = optarg; break;
         case 'P': port = (unsigned)atoi(optarg); break;
         case 'u': user = optarg; break;

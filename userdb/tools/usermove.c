@@ -284,25 +284,50 @@ static const char *active_master(MYSQL *g, long c)
     return conf.master[c][side];
 }
 
-static void usage(void)
+/* --help (stdout, exit 0) is also the man page's text (help2man); a usage
+ * error prints the same to stderr and exits 1. */
+static void help(FILE *f, int code)
 {
-    fprintf(stderr, "usage: usermove -c FILE [--delete] [--drain SECONDS] [-q] USERID CLUSTERID\n");
-    exit(1);
+    fprintf(f, "Usage: usermove -c FILE [--delete] [--drain SECONDS] [-q] USERID CLUSTERID\n"
+               "Move one user's rows to another cluster while the site runs.\n"
+               "\n"
+               "The user is made read-only (routers refuse its writes within directory_ttl), its rows in every\n"
+               "user_table are copied to CLUSTERID in one transaction and verified (row counts and CRC32\n"
+               "checksums), then the global directory points at the new cluster. Killed before that, the\n"
+               "user stays where it was; running usermove again finishes the move.\n"
+               "\n"
+               "Options:\n"
+               "  -c, --config=FILE    the userdbd config file (global, backend_user, backend_password,\n"
+               "                       cluster.N.master, user_table, directory_ttl)\n"
+               "      --delete         then delete the user's rows on the old cluster\n"
+               "      --drain=SECONDS  extra wait for readers of the old location (default 1)\n"
+               "  -q, --quiet          print nothing but errors\n"
+               "  -h, --help           show this help and exit\n"
+               "  -V, --version        show the version and exit\n"
+               "\n"
+               "Exit status: 0 when the user was moved (or already was on CLUSTERID), 1 otherwise.\n");
+    exit(code);
 }
+
+static void usage(void) { help(stderr, 1); }
 
 int main(int argc, char **argv)
 {
     const char *cfg = NULL;
     bool del = false;
     double drain = 1;
-    static const struct option opts[] = {
-        { "config", required_argument, NULL, 'c' }, { "delete", no_argument, NULL, 'd' },
-        { "drain", required_argument, NULL, 'D' },  { "quiet", no_argument, NULL, 'q' },
-        { "help", no_argument, NULL, 'h' },         { NULL, 0, NULL, 0 }
-    };
+    static const struct option opts[] = { { "config", required_argument, NULL, 'c' },
+                                          { "delete", no_argument, NULL, 'd' },
+                                          { "drain", required_argument, NULL, 'D' },
+                                          { "quiet", no_argument, NULL, 'q' },
+                                          { "help", no_argument, NULL, 'h' },
+                                          { "version", no_argument, NULL, 'V' },
+                                          { NULL, 0, NULL, 0 } };
     int ch;
-    while ((ch = getopt_long(argc, argv, "c:qh", opts, NULL)) != -1) {
+    while ((ch = getopt_long(argc, argv, "c:qhV", opts, NULL)) != -1) {
         switch (ch) {
+        case 'h': help(stdout, 0); break;
+        case 'V': printf("usermove %s\n", UD_VERSION); return 0;
         case 'c': cfg = optarg; break;
         case 'd': del = true; break;
         case 'D': drain = atof(optarg); break;

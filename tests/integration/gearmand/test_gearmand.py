@@ -657,7 +657,7 @@ def test_console_and_metrics_from_the_core(daemon):
     assert b"STAT jobs_submitted 1\r\n" in con.buf
     import urllib.request
     body = urllib.request.urlopen("http://127.0.0.1:%d/metrics" % d.port2, timeout=5).read().decode()
-    assert "gearmand_jobs_submitted 1" in body, body[:500]
+    assert "gearmand_jobs_submitted_total 1" in body, body[:500]
 
 
 def test_user_option_drops_privileges(daemon):

@@ -117,8 +117,12 @@ def compile_prog(tmp_path):
     # a sanitizer build (make asan) needs the same flags to link
     nm = subprocess.run(["nm", lib], capture_output=True, text=True).stdout
     san = ["-fsanitize=address,undefined"] if "__asan_" in nm else []
+    # the static library needs what libgm.pc's Requires.private names (zlib, libcrypto)
+    pc = os.path.join(build, "lib", "pkgconfig", "libgm.pc")
+    deps = subprocess.run(["pkg-config", "--static", "--libs-only-l", pc], capture_output=True, text=True,
+                          check=True).stdout.split()
     r = subprocess.run(["cc", "-O0"] + san + ["-I", os.path.join(REPO, "gearmand", "client"), "-o", exe, str(src),
-                        lib, "-pthread"], capture_output=True, text=True)
+                        lib, "-pthread"] + [x for x in deps if x != "-lgm"], capture_output=True, text=True)
     assert r.returncode == 0, r.stderr
     return exe
 
@@ -165,14 +169,14 @@ def test_libgm_shared_library_and_pkg_config(daemon, tmp_path):
 
 
 def cli(servers, *args, input=None, timeout=20):
-    return subprocess.run([bin_path("gearman-cli"), "-s", servers] + list(args), input=input, capture_output=True,
+    return subprocess.run([bin_path("gearman-cli"), "--servers", servers] + list(args), input=input, capture_output=True,
                           timeout=timeout)
 
 
 def test_cli_against_stock_tools(daemon):
     d = gmd(daemon)
     srv = "127.0.0.1:%d" % d.port
-    w = subprocess.Popen([bin_path("gearman-cli"), "-s", srv, "-w", "-f", "rev", "-i", "cli-worker", "--", "rev"])
+    w = subprocess.Popen([bin_path("gearman-cli"), "-h", srv, "-w", "-f", "rev", "--id", "cli-worker", "--", "rev"])
     try:
         assert wait_for(lambda: status(d.port).get("rev", (0, 0, 0))[2] == 1)
         assert "cli-worker : rev" in admin(d.port, "workers")
@@ -181,8 +185,8 @@ def test_cli_against_stock_tools(daemon):
         r = subprocess.run(["gearman", "-h", "127.0.0.1", "-p", str(d.port), "-f", "rev"], input=b"xyz",
                            capture_output=True, timeout=20)
         assert r.stdout.strip() == b"zyx"
-        r = cli(srv, "-b", "-f", "rev", "bgdata")
-        assert r.returncode == 0 and r.stderr.startswith(b"H:")
+        r = cli(srv, "-v", "-b", "-f", "rev", "bgdata")
+        assert r.returncode == 0 and r.stdout.startswith(b"Task created: H:"), r
         assert cli(srv, "-e", "hello").stdout == b"hello\n"
     finally:
         w.kill()
@@ -203,7 +207,7 @@ def test_two_servers_hash_by_unique_and_fail_over(daemon):
         assert cli(both, "-b", "-f", "spread", "-u", "key-0", "x").returncode == 0
     assert status(a.port)["spread"][0] + status(b.port)["spread"][0] == 40
     # a worker on both servers, then server a dies: every call still succeeds
-    w = subprocess.Popen([bin_path("gearman-cli"), "-s", both, "-w", "-f", "rev", "--", "rev"])
+    w = subprocess.Popen([bin_path("gearman-cli"), "-h", both, "-w", "-f", "rev", "--", "rev"])
     try:
         assert wait_for(lambda: status(a.port).get("rev", (0, 0, 0))[2] == 1 and
                         status(b.port).get("rev", (0, 0, 0))[2] == 1)

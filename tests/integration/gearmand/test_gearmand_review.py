@@ -146,7 +146,7 @@ def test_job_port_admin_can_be_narrowed(daemon):
 
 def test_work_data_fanned_out_to_clients_that_do_not_read_is_bounded(daemon):
     d = daemon("gearmand", ["-p", "{port}", "-L", "127.0.0.1", "--log-level", "error",
-                            "--max-client-output", "4m", "--client-stall-timeout", "1"])
+                            "--max-client-output", "4m", "--client-stall-timeout", "1", "-t", "4"])
     n_idle, chunk, chunks = 20, 1 << 20, 24
     idle = []
     for _ in range(n_idle):

@@ -271,3 +271,9 @@ def test_thread_count_is_bounded(tmp_path):
                        capture_output=True, text=True, timeout=20, cwd=str(tmp_path))
     assert r.returncode != 0
     assert "at most 64 threads" in r.stderr
+
+
+def test_default_is_four_loops_as_gearmand(daemon):
+    """gearmand 1.1's `--help`: `-t [ --threads ] arg (=4)`; ours too."""
+    d = daemon("gearmand", ["-p", "{port}", "-L", "127.0.0.1"])
+    assert stats(d.port)["threads"] == "4"

@@ -33,6 +33,7 @@ class Raw:
             self.s.connect(path)
         else:
             self.s = socket.create_connection(("127.0.0.1", port), timeout=timeout)
+        self.port = port
         self.buf = b""
 
     def send(self, data):

@@ -363,3 +363,18 @@ def test_libmc_compression_with_perl_cache_memcached(daemon, protocol, request):
     assert rc == OK and flags == 0x102 and data[:2] == b"\x1f\x8b"
     plain.close()
     c.close()
+
+
+def test_cli_help_and_version():
+    cli = bin_path("memcached-cli")
+    for flag in ("--help", "-h"):
+        p = subprocess.run([cli, flag], capture_output=True, text=True, timeout=10)
+        assert p.returncode == 0 and p.stdout.startswith("usage: memcached-cli")
+        assert "--version" in p.stdout and "exit status" in p.stdout
+    for flag in ("--version", "-V"):
+        p = subprocess.run([cli, flag], capture_output=True, text=True, timeout=10)
+        assert p.returncode == 0 and p.stdout == "memcached-cli 1.6.18 (libmc)\n"
+    p = subprocess.run([cli, "--bogus"], capture_output=True, text=True, timeout=10)
+    assert p.returncode == 2 and "usage:" in p.stderr
+    p = subprocess.run([cli, "-T", "soon", "get", "a"], capture_output=True, text=True, timeout=10)
+    assert p.returncode == 2 and "bad timeout" in p.stderr

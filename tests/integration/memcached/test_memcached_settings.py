@@ -21,10 +21,8 @@ FLAGS = ["-m", "32", "-c", "300", "-b", "512", "-R", "7", "-C", "-M", "-f", "1.5
 
 # Values that may differ, and why: the hash function is our own; ours
 # bounds reply memory by default (memcached: 0 = none, but it never copies
-# values into replies); inter/tcpport name the test's own address; no TEMP
-# LRU is built, so temp_lru stays "no" where -o temporary_ttl turns
-# memcached's on (README: what still differs).
-MAY_DIFFER = {"hash_algorithm", "read_buf_mem_limit", "tcpport", "udpport", "inter", "domain_socket", "temp_lru"}
+# values into replies); inter/tcpport name the test's own address.
+MAY_DIFFER = {"hash_algorithm", "read_buf_mem_limit", "tcpport", "udpport", "inter", "domain_socket"}
 
 
 def settings(d):

@@ -28,6 +28,33 @@ def console(port, *lines, timeout=5):
     return out.decode()
 
 
+def mgmt_conf(mport, name="mgmt"):
+    """The config lines of a management service on 127.0.0.1:mport."""
+    return "CREATE SERVICE %s\n  SET role = management\n  SET listen = 127.0.0.1:%d\nENABLE %s\n" % (name, mport, name)
+
+
+def wait_for(cond, timeout=10):
+    """Poll cond until it returns something true (returned) or timeout
+    passes (then its last value)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        v = cond()
+        if v:
+            return v
+        time.sleep(0.05)
+    return cond()
+
+
+def recv_all(s):
+    """Everything a socket sends until it closes."""
+    data = b""
+    while True:
+        chunk = s.recv(65536)
+        if not chunk:
+            return data
+        data += chunk
+
+
 def start_perlbal(daemon, tmp, conf_text, ready_port, name="perlbal.conf", extra_args=()):
     path = os.path.join(tmp, name)
     with open(path, "w") as f:

@@ -8,7 +8,7 @@ import subprocess
 import time
 
 from conftest import bin_path, free_port, wait_port
-from pb_helpers import console, get, raw, start_perlbal
+from pb_helpers import Backend, Nginx, console, get, mgmt_conf, raw, recv_all, start_perlbal, wait_for
 
 
 def web_conf(port, root, extra=""):
@@ -85,12 +85,7 @@ def test_directory_without_index_says_listing_disabled(daemon, tmp_path):
     (root / "sub").mkdir(parents=True)
     (root / "sub" / "bar.txt").write_text("foo bar baz")
     port, mport = free_port(), free_port()
-    start_perlbal(daemon, str(tmp_path), web_conf(port, root) + """
-CREATE SERVICE mgmt
-  SET role = management
-  SET listen = 127.0.0.1:%d
-ENABLE mgmt
-""" % mport, port)
+    start_perlbal(daemon, str(tmp_path), web_conf(port, root) + mgmt_conf(mport), port)
     r, body = get(port, "/sub/")
     assert r.status == 200 and b"Directory listing disabled" in body
     console(mport, "SET test.dirindexing = 1")
@@ -122,22 +117,12 @@ def spool_files(spool):
     return [f for f in os.listdir(spool) if not f.startswith(".")]
 
 
-def wait_for(cond, timeout=5):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if cond():
-            return True
-        time.sleep(0.05)
-    return cond()
-
-
 def test_buffered_upload_file_is_created_named_and_cleaned(daemon, tmp_path):
     """As Perlbal's t/45: a body over buffer_upload_threshold_size is spooled
     to a file in buffer_uploads_path while it arrives (named
     <service>-<listen>-client-<fd>-<n>), the backend gets it whole with the
     reason (PERLBAL_DEBUG_BUFFERED_UPLOADS), the file is gone once answered;
     a client that gives up mid-upload leaves no file behind either."""
-    from pb_helpers import Backend
     be = Backend()
     spool = tmp_path / "spool"
     spool.mkdir()
@@ -153,12 +138,7 @@ def test_buffered_upload_file_is_created_named_and_cleaned(daemon, tmp_path):
         assert name.startswith("test-127.0.0.1:%d-client-" % port)
         assert be.requests == []                        # the backend waits for the whole body
         s.sendall(b"x" * 150000)
-        resp = b""
-        while True:
-            c = s.recv(65536)
-            if not c:
-                break
-            resp += c
+        resp = recv_all(s)
         s.close()
         assert b" 200 " in resp.split(b"\r\n", 1)[0]
         info = be.requests[-1]
@@ -179,7 +159,6 @@ def test_chunked_upload_is_spooled_and_sent_with_content_length(daemon, tmp_path
     """As Perlbal's t/52: with buffer_uploads a chunked upload (HTTP/1.0 or
     1.1, Expect: 100-continue answered) is spooled, and the backend gets it
     with a Content-Length, no Transfer-Encoding and no Expect."""
-    from pb_helpers import Backend
     be = Backend()
     spool = tmp_path / "spool"
     spool.mkdir()
@@ -192,12 +171,7 @@ def test_chunked_upload_is_spooled_and_sent_with_content_length(daemon, tmp_path
         s.sendall(b"5\r\nhello\r\n")
         assert wait_for(lambda: len(spool_files(spool)) == 1)
         s.sendall(b"6;x=y\r\n world\r\n0\r\n\r\n")
-        resp = b""
-        while True:
-            c = s.recv(65536)
-            if not c:
-                break
-            resp += c
+        resp = recv_all(s)
         s.close()
         assert b" 200 " in resp.split(b"\r\n", 1)[0]
         info = be.requests[-1]
@@ -239,10 +213,6 @@ CREATE SERVICE ws
   SET docroot = %s
   SET persist_client = on
 ENABLE ws
-CREATE SERVICE mgmt
-  SET role = management
-  SET listen = 127.0.0.1:%d
-ENABLE mgmt
 CREATE SERVICE ss
   SET role = selector
   SET plugins = vhosts
@@ -258,7 +228,7 @@ CREATE SERVICE ss2
   SET persist_client = on
   VHOST ss2 * = ss
 ENABLE ss2
-""" % (backend_port, pr_persist, root, mport, ss_persist, port)
+""" % (backend_port, pr_persist, root, ss_persist, port) + mgmt_conf(mport)
 
 
 def keepalive_requests(port, host, n, body=None):
@@ -286,7 +256,6 @@ def test_selectors_chain_and_selector_persist_client_decides(daemon, tmp_path):
     selector; POSTs through both are proxied and the client connection
     persists; behind a selector its persist_client decides, not the
     target's; a vhost mapped to a management service is a 5xx."""
-    from pb_helpers import Backend
     be = Backend()
     root = tmp_path / "www"
     root.mkdir()
@@ -312,10 +281,8 @@ def test_request_pipelined_behind_a_non_persistent_one_is_refused(daemon, tmp_pa
     does not keep the connection gets 400 (a stray CRLF after a POST body is
     tolerated), and nothing of it reaches a backend; a negative
     Content-Length is a 400 that says so."""
-    from pb_helpers import Backend
     be = Backend()
-    port, mport = free_port(), free_port()
-    conf = tmp_path / "p.conf"
+    port = free_port()
     start_perlbal(daemon, str(tmp_path), """
 CREATE POOL a
   POOL a ADD 127.0.0.1:%d
@@ -342,7 +309,6 @@ ENABLE test
 def test_inverted_range_is_416_for_files_and_reproxied_files(daemon, tmp_path):
     """As Perlbal's t/40-ranges: "bytes=5-1" cannot be satisfied (416) from
     the web_server and from X-REPROXY-FILE alike."""
-    from pb_helpers import Backend
     root = tmp_path / "www"
     root.mkdir()
     (root / "f.txt").write_text("0123456789")
@@ -379,7 +345,6 @@ def test_reproxy_cache_answers_if_modified_since_with_304(daemon, tmp_path):
     cache answers 304 to If-Modified-Since equal to the cached
     Last-Modified, on a kept-alive connection, without the backend."""
     import http.client
-    from pb_helpers import Backend, Nginx
     root = tmp_path / "www"
     root.mkdir()
     (root / "f.txt").write_text("cached body")
@@ -391,7 +356,7 @@ def test_reproxy_cache_answers_if_modified_since_with_304(daemon, tmp_path):
                      "Last-Modified": lm}, b""
 
     be = Backend(behaviour)
-    port, mport = free_port(), free_port()
+    port = free_port()
     start_perlbal(daemon, str(tmp_path), """
 CREATE POOL a
   POOL a ADD 127.0.0.1:%d
@@ -432,13 +397,8 @@ def test_include_plugin_runs_config_files_by_glob(daemon, tmp_path):
     ports = {}
     for n in ("a", "b1", "b2", "c"):
         ports[n] = free_port()
-        (inc / ("%s.conf" % n)).write_text(web_conf(ports[n], tmp_path).replace("test", "t_" + n))
-    start_perlbal(daemon, str(tmp_path), """
-CREATE SERVICE mgmt
-  SET role = management
-  SET listen = 127.0.0.1:%d
-ENABLE mgmt
-""" % mport, mport)
+        (inc / ("%s.conf" % n)).write_text(web_conf(ports[n], tmp_path).replace(" test\n", " t_%s\n" % n))
+    start_perlbal(daemon, str(tmp_path), mgmt_conf(mport), mport)
     assert "ERROR" in console(mport, "INCLUDE = %s/a.conf" % inc)          # not loaded yet
     assert "OK" in console(mport, "LOAD Include")
     assert "ERROR" not in console(mport, "INCLUDE = %s/a.conf" % inc)
@@ -467,11 +427,7 @@ CREATE SERVICE test
   SET docroot = %s
   SET test.AccessControl.use_observed_ip = 1
 ENABLE test
-CREATE SERVICE mgmt
-  SET role = management
-  SET listen = 127.0.0.1:%d
-ENABLE mgmt
-""" % (port, root, mport), port)
+""" % (port, root) + mgmt_conf(mport), port)
 
     def status(xff=None):
         r, _ = get(port, "/f.txt", headers={"X-Forwarded-For": xff} if xff else {})
@@ -501,12 +457,7 @@ def test_concatenated_get(daemon, tmp_path):
     (root / "foo" / "b.txt").write_text(c2)
     (root / "foo" / "bar" / "b.txt").write_text(c2)
     port, mport = free_port(), free_port()
-    start_perlbal(daemon, str(tmp_path), web_conf(port, root, "SET enable_concatenate_get = 1") + """
-CREATE SERVICE mgmt
-  SET role = management
-  SET listen = 127.0.0.1:%d
-ENABLE mgmt
-""" % mport, port)
+    start_perlbal(daemon, str(tmp_path), web_conf(port, root, "SET enable_concatenate_get = 1") + mgmt_conf(mport), port)
     assert get(port, "/foo??a.txt,b.txt")[0].status == 500
     assert get(port, "/bogus/??a.txt,b.txt")[0].status == 404
     assert get(port, "/foo/??a.txt,bogus.txt")[0].status == 404
@@ -530,7 +481,6 @@ def test_xffextras_sends_port_and_proto(daemon, tmp_path):
     """As Perlbal's t/78: XFFExtras' send_backend_port / send_backend_proto
     tell the backend the port the client connected to and the protocol;
     an untrusted client's own X-Forwarded-Proto does not pass."""
-    from pb_helpers import Backend
     be = Backend()
     port = free_port()
     start_perlbal(daemon, str(tmp_path), """
@@ -594,7 +544,6 @@ def test_trusted_upstream_proxies_take_ipv6_networks(daemon, tmp_path):
     """trusted_upstream_proxies accepts IPv6 networks next to IPv4 ones: a
     client on ::1 inside them has its X-Forwarded-For kept (ours appended);
     outside them, it is replaced by the peer address."""
-    from pb_helpers import Backend
     be = Backend()
     port, mport = free_port(), free_port()
     start_perlbal(daemon, str(tmp_path), """
@@ -606,11 +555,7 @@ CREATE SERVICE proxy
   SET pool = a
   SET trusted_upstream_proxies = 10.0.0.0/8, ::1/128
 ENABLE proxy
-CREATE SERVICE mgmt
-  SET role = management
-  SET listen = 127.0.0.1:%d
-ENABLE mgmt
-""" % (be.port, port, mport), mport)
+""" % (be.port, port) + mgmt_conf(mport), mport)
     try:
         r, _ = get(port, "/x", host="::1", headers={"X-Forwarded-For": "1.2.3.4"})
         assert r.status == 200
@@ -637,11 +582,7 @@ CREATE SERVICE test
   SET listen = [::1]:%d
   SET docroot = %s
 ENABLE test
-CREATE SERVICE mgmt
-  SET role = management
-  SET listen = 127.0.0.1:%d
-ENABLE mgmt
-""" % (port, root, mport), mport)
+""" % (port, root) + mgmt_conf(mport), mport)
     assert get(port, "/f.txt", host="::1")[0].status == 200
     assert "OK" in console(mport, "USE test", "ACCESS deny netmask ::/8")
     assert get(port, "/f.txt", host="::1")[0].status == 403
@@ -655,7 +596,6 @@ def test_x_reproxy_service_hands_the_request_to_another_service(daemon, tmp_path
     """X-REPROXY-SERVICE (as Perlbal): a backend names another service and
     the same request is answered by that service's backends; an unknown
     service is a 404 "Vhost twiddling not configured for requested pair."."""
-    from pb_helpers import Backend
 
     def first(h, info):
         if info["path"] == "/other":
@@ -697,7 +637,6 @@ def test_x_reproxy_service_to_a_web_server_and_to_management(daemon, tmp_path):
     """X-REPROXY-SERVICE naming a web_server: that service serves the same
     request from its docroot (Range included); naming a management service:
     Perlbal's 500 "Can't map to service type management"."""
-    from pb_helpers import Backend
 
     www = tmp_path / "www"
     www.mkdir()
@@ -713,10 +652,6 @@ CREATE SERVICE files
   SET role = web_server
   SET docroot = %s
 ENABLE files
-CREATE SERVICE mgmt
-  SET role = management
-  SET listen = 127.0.0.1:%d
-ENABLE mgmt
 CREATE POOL p1
   POOL p1 ADD 127.0.0.1:%d
 CREATE SERVICE front
@@ -726,7 +661,7 @@ CREATE SERVICE front
   SET persist_client = on
   SET enable_reproxy = on
 ENABLE front
-""" % (www, mport, be.port, port), port)
+""" % (www, be.port, port) + mgmt_conf(mport), port)
     try:
         r, body = get(port, "/f.txt")
         assert r.status == 200 and body == b"0123456789"

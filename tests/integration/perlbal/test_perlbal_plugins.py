@@ -18,7 +18,7 @@ import time
 import pytest
 
 from conftest import bin_path, free_port
-from pb_helpers import Backend, console, get, start_perlbal
+from pb_helpers import Backend, console, get, mgmt_conf, recv_all, start_perlbal
 
 pytestmark = pytest.mark.skipif(not os.path.exists(bin_path("perlbal")), reason="perlbal not built")
 
@@ -39,11 +39,7 @@ CREATE SERVICE web
   SET plugins = %s
 %s
 ENABLE web
-CREATE SERVICE mgmt
-  SET role = management
-  SET listen = 127.0.0.1:%d
-ENABLE mgmt
-""" % (port, root, plugins, extra, mport)
+""" % (port, root, plugins, extra) + mgmt_conf(mport)
 
 
 def proxy(port, mport, be_port, plugins, extra=""):
@@ -62,11 +58,7 @@ CREATE SERVICE proxy
   SET plugins = %s
 %s
 ENABLE proxy
-CREATE SERVICE mgmt
-  SET role = management
-  SET listen = 127.0.0.1:%d
-ENABLE mgmt
-""" % (be_port, port, plugins, extra, mport)
+""" % (be_port, port, plugins, extra) + mgmt_conf(mport)
 
 
 @pytest.fixture
@@ -190,11 +182,7 @@ CREATE SERVICE proxy
   SET plugins = Throttle
 %s
 ENABLE proxy
-CREATE SERVICE mgmt
-  SET role = management
-  SET listen = 127.0.0.1:%d
-ENABLE mgmt
-""" % (be_port, port, extra, mport)
+""" % (be_port, port, extra) + mgmt_conf(mport)
 
 
 def timed_get(port, path):
@@ -302,11 +290,7 @@ CREATE SERVICE proxy
   SET plugins = AccessControl
   ACCESS queue_low ip 127.0.0.2
 ENABLE proxy
-CREATE SERVICE mgmt
-  SET role = management
-  SET listen = 127.0.0.1:%d
-ENABLE mgmt
-""" % (be.port, port, mport)
+""" % (be.port, port) + mgmt_conf(mport)
         start_perlbal(daemon, str(tmp_path), conf, port)
         results = {}
 
@@ -347,11 +331,7 @@ CREATE SERVICE echo_delayed
   SET listen = 127.0.0.1:%d
   SET echo_delay = 1
 ENABLE echo_delayed
-CREATE SERVICE mgmt
-  SET role = management
-  SET listen = 127.0.0.1:%d
-ENABLE mgmt
-""" % (port, dport, mport)
+""" % (port, dport) + mgmt_conf(mport)
 
 
 def recv_exactly(s, n):
@@ -361,15 +341,6 @@ def recv_exactly(s, n):
         assert chunk, "closed after %d bytes" % len(data)
         data += chunk
     return data
-
-
-def recv_all(s):
-    data = b""
-    while True:
-        chunk = s.recv(65536)
-        if not chunk:
-            return data
-        data += chunk
 
 
 def start_echo(daemon, tmp_path):

@@ -5,7 +5,9 @@
  * migrations, and group commit never reporting success for a statement a
  * rollback undid (a full database: SQLite's max_page_count), the blocking
  * statement API's error classes (db_conn), and db_run operations sharing one
- * commit with a savepoint each, and so do db_txn_flags(DB_GROUP) ones. All over
+ * commit with a savepoint each, and so do db_txn_flags(DB_GROUP) ones; a
+ * database down at start (connect_later) used once it is there, the
+ * on_connect hook, an aborted operation rerun from its start, DB_NO_FSYNC. All over
  * SQLite; MariaDB runs these paths in the daemons' integration tests. */
 #include "common/db.h"
 #include "tests/unit/unit.h"
@@ -17,6 +19,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 static char dir[64];
@@ -566,6 +569,31 @@ static void seq_done(struct db_result *res, void *arg)
     atomic_fetch_add(o->done, 1);
 }
 
+/* Hold db's only worker in gate_fn, so what is submitted next waits behind
+ * it and runs as one batch once the gate opens. */
+static void gate_hold(struct db *db, struct gate *g, struct seq_op *op)
+{
+    CHECK_EQ_INT(db_run(db, 0, NULL, 0, gate_fn, g, seq_done, op), 0);
+    pthread_mutex_lock(&g->mu);
+    while (!g->entered)
+        pthread_cond_wait(&g->cv, &g->mu);
+    pthread_mutex_unlock(&g->mu);
+}
+
+static void gate_open(struct gate *g)
+{
+    pthread_mutex_lock(&g->mu);
+    g->open = true;
+    pthread_cond_broadcast(&g->cv);
+    pthread_mutex_unlock(&g->mu);
+}
+
+static void wait_done(atomic_int *done, int n)
+{
+    for (int i = 0; i < 1000 && atomic_load(done) < n; i++)
+        usleep(5000);
+}
+
 static void test_run_savepoints_share_a_commit(void)
 {
     struct db *db = open_path("run.db", 1, 0);
@@ -578,11 +606,7 @@ static void test_run_savepoints_share_a_commit(void)
     struct gate g = { .mu = PTHREAD_MUTEX_INITIALIZER, .cv = PTHREAD_COND_INITIALIZER };
     atomic_int done = 0;
     struct seq_op gate_op = { .n = -1, .fail_at = -2, .done = &done };
-    CHECK_EQ_INT(db_run(db, 0, NULL, 0, gate_fn, &g, seq_done, &gate_op), 0);
-    pthread_mutex_lock(&g.mu);
-    while (!g.entered)
-        pthread_cond_wait(&g.cv, &g.mu);
-    pthread_mutex_unlock(&g.mu);
+    gate_hold(db, &g, &gate_op);
     struct db_counters before;
     db_get_counters(db, &before);
     enum { N = 20 };
@@ -591,12 +615,8 @@ static void test_run_savepoints_share_a_commit(void)
         ops[i] = (struct seq_op){ .n = i, .fail_at = 7, .done = &done, .worker = -5 };
         CHECK_EQ_INT(db_run(db, 0, NULL, DB_GROUP, seq_fn, &ops[i], seq_done, &ops[i]), 0);
     }
-    pthread_mutex_lock(&g.mu);
-    g.open = true;
-    pthread_cond_broadcast(&g.cv);
-    pthread_mutex_unlock(&g.mu);
-    for (int i = 0; i < 1000 && atomic_load(&done) < N + 1; i++)
-        usleep(5000);
+    gate_open(&g);
+    wait_done(&done, N + 1);
     CHECK_EQ_INT(atomic_load(&done), N + 1);
     CHECK_EQ_INT(gate_op.status, 0);
     for (int i = 0; i < N; i++) {
@@ -618,21 +638,12 @@ static void test_run_savepoints_share_a_commit(void)
     atomic_store(&done, 0);
     struct seq_op alone = { .n = 0, .fail_at = 0, .done = &done };
     CHECK_EQ_INT(db_run(db, 0, NULL, 0, seq_fn, &alone, seq_done, &alone), 0);
-    for (int i = 0; i < 1000 && atomic_load(&done) < 1; i++)
-        usleep(5000);
+    wait_done(&done, 1);
     CHECK_EQ_INT(alone.status, -1);
     CHECK_EQ_INT(db_query_sync(db, "SELECT COUNT(*) FROM seq", NULL, 0, &r), 0);
     CHECK_EQ_INT(db_cell_int(r, 0, 0), N - 1);
     db_result_free(r);
     db_close(db);
-}
-
-static void txn_done(struct db_result *res, void *arg)
-{
-    struct seq_op *o = arg;
-    o->status = res->status;
-    snprintf(o->error, sizeof o->error, "%s", res->error);
-    atomic_fetch_add(o->done, 1);
 }
 
 static void test_txn_shares_the_group_commit(void)
@@ -650,11 +661,7 @@ static void test_txn_shares_the_group_commit(void)
     atomic_int done = 0;
     struct seq_op gate_op = { .done = &done }, good = { .done = &done }, bad = { .done = &done },
                   plain = { .done = &done };
-    CHECK_EQ_INT(db_run(db, 0, NULL, 0, gate_fn, &g, seq_done, &gate_op), 0);
-    pthread_mutex_lock(&g.mu);
-    while (!g.entered)
-        pthread_cond_wait(&g.cv, &g.mu);
-    pthread_mutex_unlock(&g.mu);
+    gate_hold(db, &g, &gate_op);
     struct db_counters before;
     db_get_counters(db, &before);
     /* a transfer that works, one whose second statement matches nothing
@@ -665,16 +672,12 @@ static void test_txn_shares_the_group_commit(void)
                              { "UPDATE acct SET bal = bal + ? WHERE id = ?", to, 2, DB_EXPECT_ONE } };
     struct db_stmt ko[2] = { { "UPDATE acct SET bal = bal - ? WHERE id = ?", amt, 2, DB_EXPECT_ONE },
                              { "UPDATE acct SET bal = bal + ? WHERE id = ?", nobody, 2, DB_EXPECT_ONE } };
-    CHECK_EQ_INT(db_txn_flags(db, 0, NULL, DB_GROUP, ok, 2, txn_done, &good), 0);
-    CHECK_EQ_INT(db_txn_flags(db, 0, NULL, DB_GROUP, ko, 2, txn_done, &bad), 0);
+    CHECK_EQ_INT(db_txn_flags(db, 0, NULL, DB_GROUP, ok, 2, seq_done, &good), 0);
+    CHECK_EQ_INT(db_txn_flags(db, 0, NULL, DB_GROUP, ko, 2, seq_done, &bad), 0);
     struct db_value row[2] = { DB_INT64(3), DB_INT64(5) };
-    CHECK_EQ_INT(db_query(db, NULL, DB_GROUP, "INSERT INTO acct VALUES (?, ?)", row, 2, txn_done, &plain), 0);
-    pthread_mutex_lock(&g.mu);
-    g.open = true;
-    pthread_cond_broadcast(&g.cv);
-    pthread_mutex_unlock(&g.mu);
-    for (int i = 0; i < 1000 && atomic_load(&done) < 4; i++)
-        usleep(5000);
+    CHECK_EQ_INT(db_query(db, NULL, DB_GROUP, "INSERT INTO acct VALUES (?, ?)", row, 2, seq_done, &plain), 0);
+    gate_open(&g);
+    wait_done(&done, 4);
     CHECK_EQ_INT(atomic_load(&done), 4);
     CHECK_EQ_INT(good.status, 0);
     CHECK_EQ_INT(bad.status, -1);
@@ -690,6 +693,180 @@ static void test_txn_shares_the_group_commit(void)
     CHECK_EQ_INT(db_cell_int(r, 1, 1), 30);
     CHECK_EQ_INT(db_cell_int(r, 2, 1), 5);
     db_result_free(r);
+    db_close(db);
+}
+
+/* ---- a database down at start, the on_connect hook, reruns, lazy sync ---- */
+
+struct wait1 {
+    atomic_int done;
+    int status;
+    bool lost;
+    char error[256];
+};
+
+static void wait1_cb(struct db_result *res, void *arg)
+{
+    struct wait1 *w = arg;
+    w->status = res->status;
+    w->lost = res->lost;
+    snprintf(w->error, sizeof w->error, "%s", res->error);
+    atomic_store(&w->done, 1);
+}
+
+/* db_run on db, waiting for its callback (run on the db thread). */
+static void run_wait(struct db *db, int flags, db_run_fn fn, void *ctx, struct wait1 *w)
+{
+    memset(w, 0, sizeof *w);
+    CHECK_EQ_INT(db_run(db, 0, NULL, flags, fn, ctx, wait1_cb, w), 0);
+    for (int i = 0; i < 2000 && !atomic_load(&w->done); i++)
+        usleep(5000);
+    CHECK(atomic_load(&w->done));
+}
+
+static atomic_int hook_calls;
+
+static int hook_make_schema(struct db_conn *c, void *arg)
+{
+    CHECK(arg == (void *)&hook_calls);
+    atomic_fetch_add(&hook_calls, 1);
+    return db_conn_exec(c, "CREATE TABLE IF NOT EXISTS t (v INTEGER)") == DB_OK ? 0 : -1;
+}
+
+struct ins_op {
+    int calls;
+    uint64_t epoch;
+    bool in_txn;
+    int64_t sync;     /* PRAGMA synchronous seen inside */
+    sqlite3 *release; /* another connection's lock, released after the first call */
+};
+
+static int ins_fn(struct db_conn *c, void *ctx)
+{
+    struct ins_op *o = ctx;
+    o->calls++;
+    o->epoch = db_conn_epoch(c);
+    o->in_txn = db_conn_in_txn(c);
+    struct db_result r;
+    if (db_conn_query(c, "PRAGMA synchronous", NULL, 0, &r) == DB_OK && r.nrows)
+        o->sync = db_cell_int(&r, 0, 0);
+    db_result_clear(&r);
+    enum db_err e = db_conn_query(c, "INSERT INTO t (v) VALUES (1)", NULL, 0, NULL);
+    if (e != DB_OK && o->release) {
+        sqlite3_exec(o->release, "COMMIT", NULL, NULL, NULL);
+        o->release = NULL;
+    }
+    return e == DB_OK ? 0 : -1;
+}
+
+static void test_down_at_start_then_used(void)
+{
+    char sub[128], path[160];
+    snprintf(sub, sizeof sub, "%s/later", dir);
+    snprintf(path, sizeof path, "%s/jobs.db", sub);
+    struct db_config cfg = { .driver = DB_SQLITE,
+                             .path = path,
+                             .connect_later = true,
+                             .on_connect = hook_make_schema,
+                             .on_connect_arg = &hook_calls };
+    char err[256] = "";
+    struct db *db = db_open(&cfg, err, sizeof err);
+    CHECK(db != NULL); /* its directory does not exist yet */
+    if (!db)
+        return;
+    CHECK(err[0] != '\0');
+    CHECK_EQ_INT(atomic_load(&hook_calls), 0);
+    struct ins_op op = { 0 };
+    struct wait1 w;
+    run_wait(db, DB_GROUP, ins_fn, &op, &w);
+    CHECK_EQ_INT(w.status, -1);
+    CHECK(w.lost); /* the database is down: try another */
+    CHECK_EQ_INT(op.calls, 0);
+    /* without connect_later the same database refuses to open */
+    struct db_config strict = { .driver = DB_SQLITE, .path = path };
+    CHECK(db_open(&strict, err, sizeof err) == NULL);
+    CHECK_EQ_INT(mkdir(sub, 0700), 0);
+    run_wait(db, DB_GROUP, ins_fn, &op, &w);
+    CHECK_EQ_INT(w.status, 0);
+    CHECK_EQ_INT(op.calls, 1);
+    CHECK_EQ_INT(atomic_load(&hook_calls), 1); /* the schema came from the hook */
+    CHECK(op.epoch >= 1);
+    CHECK(op.in_txn);
+    struct db_counters c;
+    db_get_counters(db, &c);
+    CHECK_EQ_INT(c.connects, 1);
+    db_close(db);
+}
+
+/* A statement the database aborts (SQLite busy: another connection holds
+ * the write lock) makes db run the operation again from its start. */
+static void test_aborted_run_is_rerun(void)
+{
+    char path[160];
+    snprintf(path, sizeof path, "%s/rerun.db", dir);
+    struct db_config cfg = { .driver = DB_SQLITE, .path = path, .busy_timeout_ms = 20 };
+    char err[256] = "";
+    struct db *db = db_open(&cfg, err, sizeof err);
+    CHECK(db != NULL);
+    if (!db)
+        return;
+    CHECK_EQ_INT(db_exec_script(db, "CREATE TABLE t (v INTEGER)", err, sizeof err), 0);
+    sqlite3 *other = NULL;
+    CHECK_EQ_INT(sqlite3_open(path, &other), SQLITE_OK);
+    CHECK_EQ_INT(sqlite3_exec(other, "BEGIN IMMEDIATE", NULL, NULL, NULL), SQLITE_OK);
+    struct db_counters before, after;
+    db_get_counters(db, &before);
+    /* the lock stays: 1 run + 3 reruns, then the abort is reported */
+    struct ins_op op = { 0 };
+    struct wait1 w;
+    run_wait(db, DB_AUTOCOMMIT, ins_fn, &op, &w);
+    CHECK_EQ_INT(w.status, -1);
+    CHECK(!w.lost);
+    CHECK_EQ_INT(op.calls, 4);
+    CHECK(!op.in_txn);
+    db_get_counters(db, &after);
+    CHECK_EQ_INT(after.reruns - before.reruns, 3);
+    /* a transaction that cannot begin is retried the same way */
+    struct ins_op op2 = { 0 };
+    run_wait(db, 0, ins_fn, &op2, &w);
+    CHECK_EQ_INT(w.status, -1);
+    CHECK(strstr(w.error, "begin failed") != NULL);
+    CHECK_EQ_INT(op2.calls, 0);
+    db_get_counters(db, &before);
+    CHECK_EQ_INT(before.reruns - after.reruns, 3);
+    /* the lock goes after the first try: the rerun succeeds, once */
+    struct ins_op op3 = { .release = other };
+    run_wait(db, DB_AUTOCOMMIT, ins_fn, &op3, &w);
+    CHECK_EQ_INT(w.status, 0);
+    CHECK_EQ_INT(op3.calls, 2);
+    struct db_result *r = NULL;
+    CHECK_EQ_INT(db_query_sync(db, "SELECT COUNT(*) FROM t", NULL, 0, &r), 0);
+    CHECK_EQ_INT(db_cell_int(r, 0, 0), 1);
+    db_result_free(r);
+    sqlite3_close(other);
+    db_close(db);
+}
+
+/* DB_NO_FSYNC: alone, such a request commits at synchronous=NORMAL (1);
+ * any other at FULL (2). */
+static void test_no_fsync_only_for_flagged(void)
+{
+    struct db *db = open_path("lazy.db", 1, 0);
+    CHECK(db != NULL);
+    if (!db)
+        return;
+    char err[256];
+    CHECK_EQ_INT(db_exec_script(db, "CREATE TABLE t (v INTEGER)", err, sizeof err), 0);
+    struct ins_op lazy = { 0 }, durable = { 0 }, lazy2 = { 0 };
+    struct wait1 w;
+    run_wait(db, DB_GROUP | DB_NO_FSYNC, ins_fn, &lazy, &w);
+    CHECK_EQ_INT(w.status, 0);
+    CHECK_EQ_INT(lazy.sync, 1);
+    run_wait(db, DB_GROUP, ins_fn, &durable, &w);
+    CHECK_EQ_INT(w.status, 0);
+    CHECK_EQ_INT(durable.sync, 2);
+    run_wait(db, DB_NO_FSYNC, ins_fn, &lazy2, &w);
+    CHECK_EQ_INT(lazy2.sync, 1);
     db_close(db);
 }
 
@@ -711,6 +888,9 @@ int main(void)
     RUN(test_conn_error_classes);
     RUN(test_run_savepoints_share_a_commit);
     RUN(test_txn_shares_the_group_commit);
+    RUN(test_down_at_start_then_used);
+    RUN(test_aborted_run_is_rerun);
+    RUN(test_no_fsync_only_for_flagged);
     char cmd[160];
     snprintf(cmd, sizeof cmd, "rm -rf %s", dir);
     if (system(cmd) != 0)

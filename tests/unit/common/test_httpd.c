@@ -8,6 +8,7 @@
 #include <arpa/inet.h>
 #include <fcntl.h>
 #include <netinet/in.h>
+#include <dirent.h>
 #include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -249,6 +250,45 @@ static void *client_main(void *arg)
     files.max_put_size = 4;
     EX("PUT /big.txt HTTP/1.0\r\nContent-Length: 5\r\n\r\nabcde", r);
     CCHECK(status_of(r) == 413 && !read_file("big.txt", fb, sizeof fb));
+    /* a large PUT: many chunks, each written by a put job on the disk pool */
+    files.max_put_size = 0;
+    {
+        enum { BIG = 3 << 20 };
+        static char req[BIG + 128];
+        int hl = snprintf(req, sizeof req, "PUT /large/up.bin HTTP/1.0\r\nContent-Length: %d\r\n\r\n", BIG);
+        for (int i = 0; i < BIG; i++)
+            req[hl + i] = (char)('a' + i % 26);
+        exchange(req, (size_t)hl + BIG, r, sizeof r);
+        CCHECK(status_of(r) == 201);
+        char pth[512];
+        snprintf(pth, sizeof pth, "%s/large/up.bin", root);
+        struct stat st;
+        CCHECK(stat(pth, &st) == 0 && st.st_size == BIG);
+        FILE *f = fopen(pth, "r");
+        static char back[BIG];
+        CCHECK(f && fread(back, 1, BIG, f) == BIG && !memcmp(back, req + hl, BIG));
+        if (f)
+            fclose(f);
+        /* a PUT abandoned mid-body: its temporary file goes, nothing is stored */
+        int afd = dial();
+        hl = snprintf(req, sizeof req, "PUT /large/gone.bin HTTP/1.0\r\nContent-Length: %d\r\n\r\n", BIG);
+        CCHECK(write(afd, req, (size_t)hl + 600000) == hl + 600000);
+        usleep(100 * 1000);
+        close(afd);
+        bool tmp_left = true;
+        for (int i = 0; i < 300 && tmp_left; i++) {
+            usleep(10 * 1000);
+            snprintf(pth, sizeof pth, "%s/large", root);
+            DIR *d = opendir(pth);
+            tmp_left = false;
+            for (struct dirent *e; d && (e = readdir(d));)
+                if (strstr(e->d_name, "gone.bin"))
+                    tmp_left = true;
+            if (d)
+                closedir(d);
+        }
+        CCHECK(!tmp_left);
+    }
     /* DELETE */
     EX("DELETE /m.txt HTTP/1.0\r\n\r\n", r);
     CCHECK(status_of(r) == 403); /* disabled */
@@ -340,6 +380,33 @@ static void test_mime(void)
 {
     CHECK_STR(httpd_mime_type("/a/b.HTML"), "text/html");
     CHECK_STR(httpd_mime_type("/a.b/c"), "text/plain");
+    CHECK_STR(httpd_mime_type("x.png"), "image/png");
+    /* read from /etc/mime.types at start: a type only that file knows */
+    CHECK_STR(httpd_mime_type("/docs/report.odt"), "application/vnd.oasis.opendocument.text");
+    CHECK_STR(httpd_mime_type("/src/main.c"), "text/x-csrc");
+    CHECK_STR(httpd_mime_type("/a/b."), "text/plain");
+    CHECK_STR(httpd_mime_type("/a/b.no-such-extension-anywhere"), "text/plain");
+    /* another file replaces the table; a missing one leaves it as it is */
+    char path[64];
+    snprintf(path, sizeof path, "/tmp/test_httpd_mime.%d", (int)getpid());
+    FILE *fp = fopen(path, "w");
+    CHECK(fp != NULL);
+    if (!fp)
+        return;
+    fputs("# comment line\nx-test/first\tzzq ZZR # trailing comment\nx-test/second zzq\nnot-a-type qqq\n"
+          "text/html html\n",
+          fp);
+    fclose(fp);
+    CHECK_EQ_INT(httpd_mime_load(path), 3);
+    CHECK_STR(httpd_mime_type("a.zzq"), "x-test/first"); /* the first one named wins */
+    CHECK_STR(httpd_mime_type("a.zzr"), "x-test/first");
+    CHECK_STR(httpd_mime_type("a.qqq"), "text/plain");
+    CHECK_STR(httpd_mime_type("a.png"), "image/png");               /* the fixed (Perlbal) table answers first */
+    CHECK_STR(httpd_mime_type("a.js"), "application/x-javascript"); /* as Perlbal, not mime.types */
+    CHECK_EQ_INT(httpd_mime_load("/nonexistent/mime.types"), -1);
+    CHECK_STR(httpd_mime_type("a.zzq"), "x-test/first");
+    unlink(path);
+    CHECK(httpd_mime_load("/etc/mime.types") > 1000);
     CHECK_STR(httpd_mime_type("x.png"), "image/png");
 }
 

@@ -110,6 +110,43 @@ static void test_journal_stream_priorities(void)
     CHECK_STR(slurp(path), want);
 }
 
+/* -vv: log_command lines at any level; secrets, line breaks and long
+ * texts handled; nothing without -vv at info. */
+static void test_command_lines(void)
+{
+    char path[256];
+    snprintf(path, sizeof(path), "%s/cmd.log", dir);
+    log_init("cmdtest", LOG_LEVEL_INFO, false, path);
+    log_verbosity = 0;
+    log_command("10.0.0.1", "get_paths domain=d&key=k", 24, false, "OK paths=1", 10);
+    log_verbosity = 2;
+    CHECK(log_command_enabled());
+    CHECK(!log_enabled(LOG_LEVEL_DEBUG)); /* -vv alone: commands only */
+    log_command("10.0.0.1", "create_open domain=d&key=k\r\n", 28, false, "OK fid=7&path_1=x\r\nmore", 24);
+    log_command("bob@ex", "AUTH PLAIN AGJvYgBzZWNyZXQ=", 27, true, "success", 7);
+    char big[1000];
+    memset(big, 'k', sizeof big);
+    log_command(NULL, big, sizeof big, false, "", 0);
+    log_verbosity = 3;
+    log_debug("internal detail");
+    log_verbosity = 0;
+    char *s = slurp(path);
+    CHECK(s != NULL);
+    if (s) {
+        CHECK(strstr(s, "get_paths") == NULL);
+        CHECK(strstr(s, "debug: cmd 10.0.0.1: create_open domain=d&key=k   -> OK fid=7&path_1=x\n") != NULL);
+        CHECK(strstr(s, "cmd bob@ex: AUTH <redacted> -> success\n") != NULL);
+        CHECK(strstr(s, "AGJvYgBzZWNyZXQ") == NULL);
+        char want[LOG_COMMAND_MAX + 16];
+        memset(want, 'k', LOG_COMMAND_MAX);
+        strcpy(want + LOG_COMMAND_MAX, "... -> \n");
+        CHECK(strstr(s, want) != NULL); /* cut at LOG_COMMAND_MAX */
+        CHECK(strstr(s, "internal detail") != NULL);
+    }
+    log_init("testd", LOG_LEVEL_INFO, false, NULL);
+    unlink(path);
+}
+
 int main(void)
 {
     if (!mkdtemp(dir))
@@ -117,6 +154,7 @@ int main(void)
     RUN(test_level_parse);
     RUN(test_file_filter_and_reopen);
     RUN(test_journal_stream_priorities);
+    RUN(test_command_lines);
     char j[256];
     snprintf(j, sizeof j, "%s/journal", dir);
     unlink(j);

@@ -57,6 +57,15 @@ static int tcp_connect(int port)
     return fd;
 }
 
+/* tcp_connect, retried for up to a second (the listener opens on the loop). */
+static int tcp_connect_retry(int port)
+{
+    int fd = -1;
+    for (int i = 0; i < 200 && (fd = tcp_connect(port)) < 0; i++)
+        usleep(5000);
+    return fd;
+}
+
 static int free_port(void)
 {
     int fd = socket(AF_INET, SOCK_STREAM, 0);
@@ -67,6 +76,32 @@ static int free_port(void)
     getsockname(fd, (struct sockaddr *)&sin, &l);
     close(fd);
     return ntohs(sin.sin_port);
+}
+
+/* One loop (grace 1 s): start(arg) runs on it first, client(carg) (if any)
+ * on a thread of its own; returns once the loop has stopped and the client
+ * thread has ended. */
+static void run_one_loop(void (*start)(void *), void *arg, void *(*client)(void *), void *carg)
+{
+    CHECK_EQ_INT(loop_init(1), 0);
+    loop_set_grace(1);
+    loop_call(loop_get(0), start, arg);
+    pthread_t t;
+    if (client)
+        pthread_create(&t, NULL, client, carg);
+    CHECK_EQ_INT(loop_run(), 0);
+    if (client)
+        pthread_join(t, NULL);
+    loop_free();
+}
+
+/* On the loop: a listener on 127.0.0.1:port, on this loop only. */
+static void listen_here(int port, void (*accept)(struct core_loop *, int, const struct sockaddr *, socklen_t, void *))
+{
+    char err[256], spec[32];
+    snprintf(spec, sizeof spec, "127.0.0.1:%d", port);
+    struct listen_opts o = { .single_loop = true };
+    CHECK(listen_open(spec, 0, &o, accept, NULL, NULL, err, sizeof err) != NULL);
 }
 
 /* ---- a tiny line server: "PING" -> "PONG", "STARTTLS" -> "PROCEED" + TLS,
@@ -195,11 +230,7 @@ static void start_refused(void *arg)
 static void test_connect_contract(void)
 {
     refuse_port = free_port();
-    CHECK_EQ_INT(loop_init(1), 0);
-    loop_set_grace(1);
-    loop_call(loop_get(0), start_refused, NULL);
-    CHECK_EQ_INT(loop_run(), 0);
-    loop_free();
+    run_one_loop(start_refused, NULL, NULL, NULL);
     CHECK(!sync_fail_called);
     CHECK_EQ_INT(refuse_state.connects_failed, 1);
     CHECK_EQ_INT(refuse_state.connects_ok, 0);
@@ -368,18 +399,13 @@ static int idle_port;
 static void idle_listen(void *arg)
 {
     (void)arg;
-    char err[256], spec[32];
-    snprintf(spec, sizeof spec, "127.0.0.1:%d", idle_port);
-    struct listen_opts o = { .single_loop = true };
-    CHECK(listen_open(spec, 0, &o, idle_accept, NULL, NULL, err, sizeof err) != NULL);
+    listen_here(idle_port, idle_accept);
 }
 
 static void *idle_client(void *arg)
 {
     (void)arg;
-    int fd = -1;
-    for (int i = 0; i < 200 && (fd = tcp_connect(idle_port)) < 0; i++)
-        usleep(5000);
+    int fd = tcp_connect_retry(idle_port);
     usleep(400000); /* four times the timeout that was switched off */
     char buf[16];
     CHECK_EQ_INT(write(fd, "PING\n", 5), 5);
@@ -392,14 +418,7 @@ static void *idle_client(void *arg)
 static void test_idle_timeout_switched_off(void)
 {
     idle_port = free_port();
-    CHECK_EQ_INT(loop_init(1), 0);
-    loop_set_grace(1);
-    loop_call(loop_get(0), idle_listen, NULL);
-    pthread_t t;
-    pthread_create(&t, NULL, idle_client, NULL);
-    CHECK_EQ_INT(loop_run(), 0);
-    pthread_join(t, NULL);
-    loop_free();
+    run_one_loop(idle_listen, NULL, idle_client, NULL);
     CHECK_EQ_INT(atomic_load(&idle_accepted), 1);
     CHECK_EQ_INT(atomic_load(&timeout_closes), 0);
 }
@@ -442,10 +461,7 @@ static const struct conn_ops dial_ops = { .name = "dial", .on_connect = dial_con
 static void dial_start(void *arg)
 {
     (void)arg;
-    char err[256], spec[32];
-    snprintf(spec, sizeof spec, "127.0.0.1:%d", dial_port);
-    struct listen_opts o = { .single_loop = true };
-    CHECK(listen_open(spec, 0, &o, srv_accept, NULL, NULL, err, sizeof err) != NULL);
+    listen_here(dial_port, srv_accept);
     for (int i = 0; i < 3; i++)
         CHECK(conn_connect_host(loop_current(), dials[i].name, dial_port, &dial_ops, &dials[i]) != NULL);
     errno = 0;
@@ -464,11 +480,7 @@ static void test_dial_every_address(void)
     fclose(f);
     setenv("CORE_HOSTS_FILE", hosts, 1);
     dial_port = free_port();
-    CHECK_EQ_INT(loop_init(1), 0);
-    loop_set_grace(1);
-    loop_call(loop_get(0), dial_start, NULL);
-    CHECK_EQ_INT(loop_run(), 0);
-    loop_free();
+    run_one_loop(dial_start, NULL, NULL, NULL);
     unsetenv("CORE_HOSTS_FILE");
     char want[64];
     snprintf(want, sizeof want, "127.0.0.1:%d", dial_port);
@@ -607,11 +619,7 @@ static void emfile_watch(evutil_socket_t fd, short what, void *arg)
 static void emfile_start(void *arg)
 {
     (void)arg;
-    char err[256];
-    char spec[32];
-    snprintf(spec, sizeof spec, "127.0.0.1:%d", emfile_port);
-    struct listen_opts o = { .single_loop = true };
-    CHECK(listen_open(spec, 0, &o, srv_accept, NULL, NULL, err, sizeof err) != NULL);
+    listen_here(emfile_port, srv_accept);
     for (int i = 0; i < 4; i++)
         emfile_clients[i] = tcp_connect(emfile_port); /* queue in the backlog */
     getrlimit(RLIMIT_NOFILE, &emfile_old);
@@ -631,11 +639,7 @@ static void test_emfile_pauses_accepting(void)
     atomic_store(&accepted, 0);
     emfile_port = free_port();
     uint64_t before = listen_fd_exhausted();
-    CHECK_EQ_INT(loop_init(1), 0);
-    loop_set_grace(1);
-    loop_call(loop_get(0), emfile_start, NULL);
-    CHECK_EQ_INT(loop_run(), 0);
-    loop_free();
+    run_one_loop(emfile_start, NULL, NULL, NULL);
     for (int i = 0; i < 4; i++)
         if (emfile_clients[i] >= 0)
             close(emfile_clients[i]);
@@ -702,11 +706,7 @@ static const struct conn_ops tls_cl_ops = { .name = "tls-client",
 static void tls_start(void *arg)
 {
     (void)arg;
-    char err[256];
-    char spec[32];
-    snprintf(spec, sizeof spec, "127.0.0.1:%d", tls_port);
-    struct listen_opts o = { .single_loop = true };
-    CHECK(listen_open(spec, 0, &o, srv_accept, NULL, NULL, err, sizeof err) != NULL);
+    listen_here(tls_port, srv_accept);
     CHECK(conn_connect_host(loop_current(), "127.0.0.1", tls_port, &tls_cl_ops, &tls_state) != NULL);
 }
 
@@ -718,11 +718,7 @@ static void run_tls(void *ctx, const char *sni)
     atomic_store(&server_tls_ok, 0);
     atomic_store(&server_tls_failed, 0);
     tls_port = free_port();
-    CHECK_EQ_INT(loop_init(1), 0);
-    loop_set_grace(1);
-    loop_call(loop_get(0), tls_start, NULL);
-    CHECK_EQ_INT(loop_run(), 0);
-    loop_free();
+    run_one_loop(tls_start, NULL, NULL, NULL);
 }
 
 /* The pipelining client: blocking socket, OpenSSL over memory BIOs until
@@ -733,17 +729,12 @@ static int pipelined_ok;
 static void pipelined_listen(void *arg)
 {
     (void)arg;
-    char err[256], spec[32];
-    snprintf(spec, sizeof spec, "127.0.0.1:%d", tls_port);
-    struct listen_opts o = { .single_loop = true };
-    CHECK(listen_open(spec, 0, &o, srv_accept, NULL, NULL, err, sizeof err) != NULL);
+    listen_here(tls_port, srv_accept);
 }
 
 static void *pipelined_client(void *ctx)
 {
-    int fd = -1;
-    for (int i = 0; i < 200 && (fd = tcp_connect(tls_port)) < 0; i++)
-        usleep(5000);
+    int fd = tcp_connect_retry(tls_port);
     SSL *ssl = SSL_new(ctx);
     SSL_set_tlsext_host_name(ssl, "localhost");
     SSL_set1_host(ssl, "localhost");
@@ -785,14 +776,7 @@ static void run_pipelined(void *ctx)
 {
     atomic_store(&server_tls_ok, 0);
     tls_port = free_port();
-    CHECK_EQ_INT(loop_init(1), 0);
-    loop_set_grace(1);
-    loop_call(loop_get(0), pipelined_listen, NULL);
-    pthread_t t;
-    pthread_create(&t, NULL, pipelined_client, ctx);
-    CHECK_EQ_INT(loop_run(), 0);
-    pthread_join(t, NULL);
-    loop_free();
+    run_one_loop(pipelined_listen, NULL, pipelined_client, ctx);
 }
 
 static void test_starttls(void)

@@ -214,7 +214,14 @@ static void test_text(void)
     t = classify("cancel job H:x:1");
     CHECK_EQ_INT(t.cmd, GM_TEXT_CANCEL_JOB);
     CHECK_STR(t.arg[0], "H:x:1");
-    CHECK_EQ_INT(classify("cancel job").cmd, GM_TEXT_BAD_ARGS);
+    /* gearmand 1.1.20, side by side: "cancel job" alone is an unknown
+     * command; a word too many is refused when run (ERR UNKNOWN_ERROR) */
+    CHECK_EQ_INT(classify("cancel job").cmd, GM_TEXT_OTHER);
+    t = classify("cancel job H:x:1 more words here");
+    CHECK_EQ_INT(t.cmd, GM_TEXT_CANCEL_JOB);
+    CHECK_EQ_INT(t.argc, 4);
+    CHECK_EQ_INT(classify("show jobs extra").cmd, GM_TEXT_SHOW_UNKNOWN);
+    CHECK_EQ_INT(classify("show unique jobs x").cmd, GM_TEXT_SHOW_UNKNOWN);
     CHECK_EQ_INT(classify("cancel").cmd, GM_TEXT_OTHER);
     t = classify("create function foo");
     CHECK_EQ_INT(t.cmd, GM_TEXT_CREATE_FUNCTION);

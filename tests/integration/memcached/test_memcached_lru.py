@@ -1,0 +1,134 @@
+"""memcached: the segmented LRU as memcached 1.6.18 has it — HOT, WARM,
+COLD and the TEMP LRU for short TTLs (-o temporary_ttl, `lru temp_ttl`),
+the flat mode (`lru mode flat`, -o no_modern), and the per-LRU figures of
+`stats items`, checked side by side with Debian's memcached."""
+import subprocess
+import time
+
+import pytest
+
+from conftest import bin_path
+from mc_helpers import Raw, start
+
+# Figures that depend on timing or on the item layout (memcached's header
+# is 56 bytes + suffix, ours 52: README), not on LRU behaviour.
+TIMING = ("age", "age_hot", "age_warm", "mem_requested", "evicted_time")
+# stats settings names whose values differ by design (the test's own
+# ports, our hash, our reply-memory bound: README).
+OWN = ("tcpport", "inter", "hash_algorithm", "read_buf_mem_limit")
+
+
+def transcript(d, lines, settle=0.0):
+    r = Raw(d.port)
+    out = []
+    for ln in lines:
+        if ln is None:  # let the LRU maintainers run
+            time.sleep(settle)
+            continue
+        if ln.startswith(b"stats"):
+            st = r.stats(ln[6:].decode().strip())
+            if ln == b"stats settings":
+                st = {k: v for k, v in st.items() if "lru" in k or "temp" in k}
+            out.append([(k, v) for k, v in st.items() if k.split(":")[-1] not in TIMING and k not in OWN])
+        elif ln.startswith(b"get"):
+            r.send(ln + b"\r\n")
+            out.append(r.until())
+        else:
+            out.append(r.cmd(ln + b"\r\n"))
+    r.close()
+    return out
+
+
+TEMP_SCRIPT = [
+    b"set a 0 10 1\r\nx", b"set b 0 0 1\r\ny", b"set c 0 100 1\r\nz", b"set d 0 30 1\r\nz",
+    b"get a", b"get a", b"get b", b"get d", None, b"stats items",
+    b"lru temp_ttl -1", b"lru temp_ttl x", b"set e 0 5 1\r\nx", None, b"stats items",
+    b"lru temp_ttl 5", b"set f 0 5 1\r\nx", b"set g 0 6 1\r\nx", None, b"stats items",
+    b"stats settings",
+]
+
+
+def test_temp_lru_counts_as_memcached(daemon):
+    flags = ("-m", "64", "-o", "temporary_ttl=30")
+    ours = transcript(start(daemon, *flags), TEMP_SCRIPT, 1.5)
+    theirs = transcript(start(daemon, *flags, impl="memcached"), TEMP_SCRIPT, 1.5)
+    for o, t in zip(ours[:-1], theirs[:-1]):
+        assert o == t
+    # the TEMP LRU holds a (ttl 10) and d (ttl 30 = temporary_ttl), not c (100)
+    first = dict(ours[8])
+    assert first["items:1:number_temp"] == "2" and first["items:1:hits_to_temp"] == "3"
+    assert dict(ours[-1])["temp_lru"] == "yes" and dict(ours[-1])["temporary_ttl"] == "5"
+
+
+FLAT_SCRIPT = [
+    b"lru mode flat", b"set a 0 0 1\r\nx", b"set b 0 0 1\r\ny", b"get a", None, b"stats items",
+    b"lru mode sideways", b"lru mode segmented", b"set c 0 0 1\r\nz", b"stats settings",
+]
+
+
+def test_flat_mode_as_memcached(daemon):
+    ours = transcript(start(daemon, "-m", "64"), FLAT_SCRIPT, 1.5)
+    theirs = transcript(start(daemon, "-m", "64", impl="memcached"), FLAT_SCRIPT, 1.5)
+    assert ours == theirs
+    items = dict(ours[4])
+    assert items["items:1:number_cold"] == "2" and items["items:1:number_hot"] == "0"
+    assert dict(ours[-1])["lru_segmented"] == "yes"
+
+
+@pytest.mark.parametrize("opt", ["no_modern", "no_lru_maintainer"])
+def test_without_the_maintainer_stats_items_as_memcached(daemon, opt):
+    script = [b"set a 0 0 1\r\nx", b"get a", b"stats items", b"lru mode flat", b"lru temp_ttl 5",
+              b"lru tune 10 10 0.1 2", b"stats settings"]
+    ours = transcript(start(daemon, "-o", opt), script)
+    theirs = transcript(start(daemon, "-o", opt, impl="memcached"), script)
+    assert ours[:6] == theirs[:6]
+    names = [k for k, _ in ours[2]]
+    assert "items:1:number_hot" not in names and "items:1:hits_to_hot" not in names
+    assert dict(ours[-1])["lru_segmented"] == "no"
+    assert ours[3] == b"ERROR" and ours[4] == b"ERROR"
+
+
+def test_temporary_ttl_requires_the_maintainer():
+    p = subprocess.run([bin_path("memcached"), "-p", "0", "-l", "127.0.0.1", "-o",
+                        "no_lru_maintainer,temporary_ttl=20"], capture_output=True, text=True, timeout=10)
+    assert p.returncode != 0
+    assert "temporary_ttl requires lru_maintainer to be enabled" in p.stderr + p.stdout
+
+
+@pytest.mark.parametrize("impl", ["ours", "memcached"])
+def test_temp_items_are_not_evicted(daemon, impl):
+    d = start(daemon, "-m", "8", "-o", "temporary_ttl=120", impl=impl)
+    r = Raw(d.port)
+    v = b"t" * 200
+    r.send(b"".join(b"set temp%d 0 100 %d noreply\r\n%s\r\n" % (i, len(v), v) for i in range(2000)) + b"mn\r\n")
+    assert r.line() == b"MN"
+    for rnd in range(6):  # many times the memory in long-lived items of the same size
+        r.send(b"".join(b"set long%d_%d 0 0 %d noreply\r\n%s\r\n" % (rnd, i, len(v), v) for i in range(10000))
+               + b"mn\r\n")
+        assert r.line() == b"MN"
+    assert int(r.stats()["evictions"]) > 0
+    r.send(b"".join(b"mg temp%d\r\n" % i for i in range(2000)) + b"mn\r\n")
+    got = r.until(b"MN")
+    assert got.count(b"HD") == 2000
+
+
+def test_flat_mode_evicts_the_least_recently_used(daemon):
+    d = start(daemon, "-m", "8")
+    r = Raw(d.port)
+    assert r.cmd(b"lru mode flat\r\n") == b"OK"
+    v = b"f" * 200
+    r.send(b"".join(b"set keep%d 0 0 %d noreply\r\n%s\r\n" % (i, len(v), v) for i in range(500)) + b"mn\r\n")
+    assert r.line() == b"MN"
+    for rnd in range(6):
+        # the keep* items are read all along: a second chance each time
+        # they reach the tail, so only the unread ones go
+        r.send(b"".join(b"mg keep%d\r\n" % i for i in range(500)) + b"mn\r\n")
+        r.until(b"MN")
+        r.send(b"".join(b"set x%d_%d 0 0 %d noreply\r\n%s\r\n" % (rnd, i, len(v), v) for i in range(5000))
+               + b"mn\r\n")
+        assert r.line() == b"MN"
+    st = r.stats("items")
+    assert sum(int(v) for k, v in st.items() if k.endswith(":evicted")) > 0
+    r.send(b"".join(b"mg keep%d\r\n" % i for i in range(500)) + b"mn\r\n")
+    assert r.until(b"MN").count(b"HD") >= 450
+    assert all(int(v) == 0 for k, v in st.items() if k.endswith(":number_hot") or k.endswith(":number_warm"))
