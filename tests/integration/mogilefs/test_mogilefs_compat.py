@@ -247,3 +247,18 @@ def test_answers_aligned_with_the_perl_tracker_side_by_side(cluster_factory):
     c.client("al").store_content("k", "c1", b"data")
     fid = c.admin.backend.do_request("file_info", {"domain": "al", "key": "k"})["fid"]
     assert b.raw("httpcopy sdevid=1&ddevid=77&fid=%s" % fid) == "ERR copy_err copy_err"
+
+
+def test_plugins_setting_loads_zonelocal_and_refuses_others(tmp_path):
+    # As MogileFS: a plugin that cannot be loaded stops the start, and
+    # ZoneLocal needs local_network.
+    import subprocess
+    from .mog_cluster import bin_path, free_port
+    for extra, want in (("plugins = FilePaths", "unable to load plugin FilePaths"),
+                        ("plugins = ZoneLocal", "must define 'local_network'")):
+        conf = tmp_path / "p.conf"
+        conf.write_text("db_dsn = DBI:SQLite:dbname=%s\nlisten = 127.0.0.1:%d\n%s\n"
+                        % (tmp_path / "p.sqlite", free_port(), extra))
+        r = subprocess.run([bin_path("mogilefsd"), "-c", str(conf)], capture_output=True, timeout=30)
+        assert r.returncode != 0
+        assert want in r.stderr.decode(), r.stderr.decode()
