@@ -262,3 +262,29 @@ def test_plugins_setting_loads_zonelocal_and_refuses_others(tmp_path):
         r = subprocess.run([bin_path("mogilefsd"), "-c", str(conf)], capture_output=True, timeout=30)
         assert r.returncode != 0
         assert want in r.stderr.decode(), r.stderr.decode()
+
+
+def test_storage_node_survives_clients_leaving_during_move_and_partial_put(cluster):
+    # The fsyncs of a MOVE or a partial PUT run on the node's disk pool;
+    # a client gone meanwhile must leave nothing dangling.
+    import socket
+    s = cluster.stores[1]
+    base = "http://%s:%d/dev2/gone" % (s.ip, s.http_port)
+    for i in range(30):
+        assert http_put("%s/f%d.fid" % (base, i), b"x" * 100) == 200
+    for i in range(30):
+        with socket.create_connection((s.ip, s.http_port), timeout=5) as c:
+            if i % 2:
+                c.sendall(("MOVE /dev2/gone/f%d.fid HTTP/1.1\r\nHost: x\r\nDestination: /dev2/gone/m%d.fid\r\n\r\n"
+                           % (i, i)).encode())
+            else:
+                c.sendall(("PUT /dev2/gone/f%d.fid HTTP/1.1\r\nHost: x\r\nContent-Range: bytes 0-1/*\r\n"
+                           "Content-Length: 2\r\n\r\nyy" % i).encode())
+    # Still serving, and every request that arrived whole was carried out.
+    assert http_put(base + "/after.fid", b"ok") == 200
+    for i in range(30):
+        if i % 2:
+            wait_until(lambda: http_get("%s/m%d.fid" % (base, i))[0] == 200, timeout=10, what="moved")
+        else:
+            wait_until(lambda: http_get("%s/f%d.fid" % (base, i)) == (200, b"yy" + b"x" * 98), timeout=10,
+                       what="written")
