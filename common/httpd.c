@@ -1529,6 +1529,7 @@ static void put_write_work(struct put_job *j)
             /* a short write would put the digest out of step: give up */
             j->err = w < 0 ? errno : -1;
             evbuffer_drain(p->chunk, evbuffer_get_length(p->chunk));
+            put_close_files(p); /* the temporary file goes before the client hears */
             return;
         }
         evbuffer_drain(p->chunk, (size_t)w);
@@ -1550,6 +1551,7 @@ static void put_finish_work(struct put_job *j)
         if (!p->f->put_fsync || dir_fsync(p->dirfd) == 0)
             return;
     }
+    put_close_files(p); /* the temporary file goes before the client hears */
     j->status = 500;
     j->msg = "Could not store the file";
 }
