@@ -944,19 +944,8 @@ static void discard_upload(int64_t fid, int64_t devid)
 /* MD5 of the stored copy (GET through the storage node). */
 static int fetch_md5(const char *url, unsigned char *md5, int64_t *len)
 {
-    struct mog_http_res res;
-    if (mog_http("GET", url, NULL, 0, (size_t)1 << 31, (int)(mog.cfg.node_timeout * 1000) * 10, &res) < 0 ||
-        res.status != 200) {
-        mog_http_res_free(&res);
-        return -1;
-    }
-    unsigned int dl = 0;
-    unsigned char dig[EVP_MAX_MD_SIZE];
-    EVP_Digest(res.body, res.body_len, dig, &dl, EVP_md5(), NULL);
-    memcpy(md5, dig, 16);
-    *len = (int64_t)res.body_len;
-    mog_http_res_free(&res);
-    return 0;
+    int status;
+    return mog_http_md5(url, (int)(mog.cfg.node_timeout * 1000) * 10, md5, len, &status);
 }
 
 /* Does a new file of this class need the replicator? More than one copy
