@@ -13,7 +13,7 @@
  * runs back on the loop. Without a pool both run in turn on the loop (Perlbal's
  * aio_mode "none"). A conn closed while its job is out is freed by the
  * job's return. A PUT's disk work runs in put jobs through the same
- * function (see "PUT"); DELETE still unlinks on the loop (marked below). */
+ * function (see "PUT"), and so does DELETE's. */
 #include "common/httpd.h"
 
 #include <ctype.h>
@@ -70,6 +70,8 @@ struct evbuffer *httpd_tx(void)
  * bufferevent. txf is empty between calls: never shared by two conns. */
 int httpd_tx_add_file(bool tls, int fd, int64_t offset, int64_t length)
 {
+    /* (conn's io_uring path writes an output holding a file segment with
+     * evbuffer_write, so the segment may be a sendfile one there too) */
     if (tls)
         return evbuffer_add_file(httpd_tx(), fd, (ev_off_t)offset, (ev_off_t)length);
     if (!txf) {
@@ -1281,8 +1283,10 @@ struct httpd_put {
     int refs;               /* the conn's (while h->put is this) + the job's */
     bool job_out;           /* a put job is out: one at a time */
     bool paused;            /* we paused the conn's reading */
-    bool body_done;         /* the whole body is in chunk or on disk */
-    bool stepping;          /* put_step is on the stack */
+    int refuse_status;      /* put_refuse: the answer after the cleanup */
+    char refuse_msg[256];
+    bool body_done; /* the whole body is in chunk or on disk */
+    bool stepping;  /* put_step is on the stack */
 };
 
 /* Split path into its directory (opened beneath the docroot) and last
@@ -1345,7 +1349,9 @@ static int open_parent(struct httpd_files *f, const char *path, bool create, int
 #define PUT_CHUNK (256 * 1024)
 #define PUT_MAX_BUFFERED (1024 * 1024)
 
-enum put_stage { PUT_OPEN, PUT_WRITE, PUT_FINISH };
+/* PUT_CLEANUP: a PUT refused on the loop (size, chunking, Content-MD5):
+ * its files go before the answer does. */
+enum put_stage { PUT_OPEN, PUT_WRITE, PUT_FINISH, PUT_CLEANUP };
 
 struct put_job {
     struct disk_job base;
@@ -1356,7 +1362,8 @@ struct put_job {
     /* out */
     int status; /* PUT_OPEN / PUT_FINISH failure: the answer; 0 = done */
     const char *msg;
-    int err; /* PUT_WRITE: errno of a failed write, -1 for a short one */
+    int err;               /* PUT_WRITE: errno of a failed write, -1 for a short one */
+    char cleanup_msg[256]; /* PUT_CLEANUP: the answer's text */
 };
 
 static void put_close_files(struct httpd_put *p)
@@ -1512,6 +1519,14 @@ static void put_open_work(struct put_job *j)
     }
 }
 
+/* Every put job that fails cleans up where it ran, before the answer. */
+static void put_open_work_or_clean(struct put_job *j)
+{
+    put_open_work(j);
+    if (j->status)
+        put_close_files(j->p);
+}
+
 /* PUT_WRITE on a worker: the chunk, whole, into the temporary file. */
 static void put_write_work(struct put_job *j)
 {
@@ -1529,7 +1544,7 @@ static void put_write_work(struct put_job *j)
             /* a short write would put the digest out of step: give up */
             j->err = w < 0 ? errno : -1;
             evbuffer_drain(p->chunk, evbuffer_get_length(p->chunk));
-            put_close_files(p); /* the temporary file goes before the client hears */
+            put_close_files(p); /* the partial file goes before the answer */
             return;
         }
         evbuffer_drain(p->chunk, (size_t)w);
@@ -1560,9 +1575,10 @@ static void put_job_work(struct disk_job *dj)
 {
     struct put_job *j = (struct put_job *)dj;
     switch (j->stage) {
-    case PUT_OPEN: put_open_work(j); break;
+    case PUT_OPEN: put_open_work_or_clean(j); break;
     case PUT_WRITE: put_write_work(j); break;
     case PUT_FINISH: put_finish_work(j); break;
+    case PUT_CLEANUP: put_close_files(j->p); break;
     }
 }
 
@@ -1575,6 +1591,21 @@ static void put_job_release(struct disk_job *dj)
 }
 
 static void put_step(struct httpd_conn *h);
+static void put_launch(struct httpd_conn *h, enum put_stage stage, char *path);
+
+/* Refuse the PUT (status, msg) once its files are gone: on the pool, so the
+ * client never sees the answer before the temporary file is removed. */
+static void put_refuse(struct httpd_conn *h, int status, const char *msg)
+{
+    struct httpd_put *p = h->put;
+    if (p->fd < 0 && p->dirfd < 0) {
+        put_fail(h, status, msg);
+        return;
+    }
+    p->refuse_status = status;
+    snprintf(p->refuse_msg, sizeof p->refuse_msg, "%s", msg ? msg : "");
+    put_launch(h, PUT_CLEANUP, NULL);
+}
 
 /* Start a put job (disk_run: on the pool, or here when there is none). */
 static void put_launch(struct httpd_conn *h, enum put_stage stage, char *path)
@@ -1589,6 +1620,10 @@ static void put_launch(struct httpd_conn *h, enum put_stage stage, char *path)
     j->p = p;
     j->stage = stage;
     j->path = path;
+    if (stage == PUT_CLEANUP) {
+        j->status = p->refuse_status;
+        snprintf(j->cleanup_msg, sizeof j->cleanup_msg, "%s", p->refuse_msg);
+    }
     j->base.work = put_job_work;
     j->base.done = put_job_done;
     j->base.release = put_job_release;
@@ -1649,6 +1684,7 @@ static void put_job_done(struct httpd_conn *h, struct disk_job *dj)
         }
         put_answer(h, p);
         return;
+    case PUT_CLEANUP: put_fail(h, j->status, j->cleanup_msg[0] ? j->cleanup_msg : NULL); return;
     }
     if (!p->stepping)
         put_step(h); /* came back from the pool: go on with the body */
@@ -1665,14 +1701,14 @@ static void put_step(struct httpd_conn *h)
         if (!p->body_done) {
             enum httpd_body_result r = httpd_body_read(h, p->chunk, PUT_CHUNK);
             if (r == HTTPD_BODY_ERROR) {
-                put_fail(h, 400, "Bad chunked body");
-                return;
+                put_refuse(h, 400, "Bad chunked body");
+                break;
             }
             p->body_done = r == HTTPD_BODY_DONE;
             size_t n = evbuffer_get_length(p->chunk);
             if (p->max && p->written + n > p->max) {
-                put_fail(h, 413, NULL);
-                return;
+                put_refuse(h, 413, NULL);
+                break;
             }
             if (n > 0) {
                 if (p->paused) {
@@ -1694,8 +1730,8 @@ static void put_step(struct httpd_conn *h)
             if (strcmp(got, p->want_md5)) {
                 char msg[256];
                 snprintf(msg, sizeof msg, "Content-MD5 mismatch, expected: %s actual: %s", p->want_md5, got);
-                put_fail(h, 400, msg);
-                return;
+                put_refuse(h, 400, msg);
+                break;
             }
         }
         put_launch(h, PUT_FINISH, NULL);
@@ -1775,34 +1811,71 @@ static void do_put(struct httpd_conn *h, struct http_msg *req, struct httpd_file
 
 /* ---- DELETE ---- */
 
+struct delete_job {
+    struct disk_job j;
+    struct httpd_files *f;
+    char *path;
+    int status; /* out: 204, or the error's */
+};
+
+/* On a worker: the file, if it is a regular one, unlinked. */
+static void delete_work(struct disk_job *dj)
+{
+    struct delete_job *d = (struct delete_job *)dj;
+    const char *base;
+    int dfd = strcmp(d->path, "/") ? open_parent(d->f, d->path, false, 0, &base) : -1;
+    struct stat st;
+    if (dfd < 0 || fstatat(dfd, base, &st, AT_SYMLINK_NOFOLLOW) < 0) {
+        int e = dfd < 0 && !strcmp(d->path, "/") ? EACCES : errno;
+        if (dfd >= 0)
+            close(dfd);
+        d->status = errno_status(e);
+        return;
+    }
+    int r = S_ISREG(st.st_mode) ? unlinkat(dfd, base, 0) : -1;
+    if (r == 0)
+        httpd_files_invalidate(d->f);
+    close(dfd);
+    d->status = r == 0 ? 204 : 403;
+}
+
+static void delete_done(struct httpd_conn *h, struct disk_job *dj)
+{
+    struct delete_job *d = (struct delete_job *)dj;
+    if (d->status != 204) {
+        httpd_error(h, d->status, NULL);
+        return;
+    }
+    bool keep = httpd_can_persist(h);
+    httpd_response_head(h, 204, NULL, -1, keep, NULL);
+    httpd_done(h, keep);
+}
+
+static void delete_release(struct disk_job *dj)
+{
+    struct delete_job *d = (struct delete_job *)dj;
+    free(d->path);
+    free(d);
+}
+
 static void do_delete(struct httpd_conn *h, struct httpd_files *f, const char *path)
 {
     if (!f->enable_delete) {
         httpd_error(h, 403, "DELETE disabled");
         return;
     }
-    /* disk calls (open, fstatat, unlinkat): see disk_run */
-    const char *base;
-    int dfd = strcmp(path, "/") ? open_parent(f, path, false, 0, &base) : -1;
-    struct stat st;
-    if (dfd < 0 || fstatat(dfd, base, &st, AT_SYMLINK_NOFOLLOW) < 0) {
-        int e = dfd < 0 && !strcmp(path, "/") ? EACCES : errno;
-        if (dfd >= 0)
-            close(dfd);
-        httpd_error(h, errno_status(e), NULL);
+    struct delete_job *d = calloc(1, sizeof *d);
+    if (!d || !(d->path = strdup(path))) {
+        free(d);
+        httpd_error(h, 500, NULL);
         return;
     }
-    int r = S_ISREG(st.st_mode) ? unlinkat(dfd, base, 0) : -1;
-    if (r == 0)
-        httpd_files_invalidate(f);
-    close(dfd);
-    if (r < 0) {
-        httpd_error(h, 403, NULL);
-        return;
-    }
-    bool keep = httpd_can_persist(h);
-    httpd_response_head(h, 204, NULL, -1, keep, NULL);
-    httpd_done(h, keep);
+    d->f = f;
+    d->j.work = delete_work;
+    d->j.done = delete_done;
+    d->j.release = delete_release;
+    /* the directory open, fstatat and unlinkat: a disk job */
+    disk_run(h, f, &d->j, false);
 }
 
 /* ---- GET /dir/??a,b,c (Perlbal's enable_concatenate_get) ---- */

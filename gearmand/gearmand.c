@@ -74,13 +74,26 @@ static int set_verbose(const struct cfg_setting *s, const char *value, char *err
     return -1;
 }
 
+/* -t is bounded before the loops are made (not after 9999 of them ran the
+ * process out of descriptors). */
+static int check_threads(const struct cfg_setting *s, const char *value, char *err, size_t errlen)
+{
+    (void)s;
+    long n = value ? strtol(value, NULL, 10) : 0;
+    if (n > GM_MAX_LOOPS) {
+        snprintf(err, errlen, "-t %ld: at most %d threads", n, GM_MAX_LOOPS);
+        return -1;
+    }
+    return 0;
+}
+
 static const struct cfg_setting gm_settings_table[] = {
     { "port", 'p', CFG_INT, &gm.cfg.port, "4730", "port to listen on", false, NULL },
     { "listen", 'L', CFG_STRING, &gm.cfg.listen, NULL, "address to listen on (default: all)", false, NULL },
     { "threads", 't', CFG_INT, &gm.cfg.threads, "4",
       "event loops sharing the connections, as gearmand's I/O threads (default 4, as gearmand 1.1; the job state is "
       "one, under a lock: see README \"Threading\")",
-      false, NULL },
+      false, check_threads },
     { "job-retries", 'j', CFG_INT, &gm.cfg.job_retries, "0",
       "attempts before a job whose workers keep dying fails (0 = unlimited)", true, NULL },
     { "queue-type", 'q', CFG_STRING, &gm.cfg.queue_type, "builtin",

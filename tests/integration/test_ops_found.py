@@ -58,6 +58,10 @@ def test_gearmand_check_args_validates_and_exits():
     bad = subprocess.run([bin_path("gearmand"), "--check-args", "--job-port-admin", "bogus"], capture_output=True,
                          text=True, timeout=30)
     assert bad.returncode != 0 and "job-port-admin" in bad.stderr, bad.stderr
+    many = subprocess.run([bin_path("gearmand"), "--check-args", "-t", "9999"], capture_output=True, text=True,
+                          timeout=30)
+    assert many.returncode != 0 and "at most 64 threads" in many.stderr, many.stderr
+    assert "Too many open files" not in many.stderr  # refused before any loop was made
     unknown = subprocess.run([bin_path("gearmand"), "--check-args", "--no-such-flag"], capture_output=True,
                              text=True, timeout=30)
     assert unknown.returncode != 0 and "no-such-flag" in unknown.stderr

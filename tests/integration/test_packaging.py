@@ -451,6 +451,24 @@ def test_debs_install_under_systemd_and_units_start_log_and_stop(booted):
               "print(s.recv(4096))")
     r = booted.sh(["/usr/bin/python3", "-c", client], net_only=True)
     assert "STORED\\r\\nVALUE k 0 2\\r\\nok\\r\\nEND" in r.stdout, r.stdout
+    # -vv through a drop-in: a debug line per command, at debug priority (7)
+    booted.sh("mkdir -p /etc/systemd/system/stack-schwartzd.service.d && printf '[Service]\\nExecStart=\\n"
+              "ExecStart=/usr/sbin/stack-schwartzd --config /etc/stack/schwartzd.conf -vv\\n' "
+              ">/etc/systemd/system/stack-schwartzd.service.d/vv.conf && systemctl daemon-reload && "
+              "systemctl restart stack-schwartzd")
+    client = ("import socket; s = socket.create_connection(('127.0.0.1', 7003), 5); "
+              "s.sendall(b'insert vv.func 2\\r\\nhi\\r\\n'); print(s.recv(4096))")
+    r = booted.sh(["/usr/bin/python3", "-c", client], net_only=True)
+    assert "OK " in r.stdout, r.stdout
+    deadline = time.time() + 15
+    while True:
+        debug = [m for p, m in messages(booted.journal("stack-schwartzd"), "stack-schwartzd")
+                 if p == 7 and "insert vv.func 2 -> OK" in m]
+        if debug or time.time() > deadline:
+            break
+        time.sleep(0.2)
+    assert debug and debug[0].startswith("debug: cmd 127.0.0.1:"), messages(booted.journal("stack-schwartzd"),
+                                                                             "stack-schwartzd")
     # reload (HUP) and an orderly stop
     booted.sh("systemctl reload stack-memcached")
     for unit in STANDALONE:
