@@ -40,6 +40,7 @@ static void be_on_done(struct httpc *hc, bool reusable);
 static void be_on_connect(struct httpc *hc, bool ok);
 static void be_on_close(struct httpc *hc, enum conn_close_reason why);
 static void be_on_drained(struct httpc *hc);
+static void spool_unlink_if_sent(struct pb_client *cl, struct httpc *hc);
 
 static const struct httpc_ops backend_ops = {
     .on_connect = be_on_connect,
@@ -332,14 +333,29 @@ static void assign(struct pb_backend *be, struct pb_client *cl)
         }
     }
     httpc_request(be->hc, cl->h->method, txb);
+    spool_unlink_if_sent(cl, be->hc);
     conn_resume_read(cl->c);
     if (!cl->h->body_done)
         pb_proxy_body_ready(cl);
 }
 
+/* As Perlbal: a buffered upload's file goes as soon as the whole request
+ * is with the backend, not when the response is done (the open descriptor
+ * stays for a retry; pb_upload_purge closes it). Checked where the request
+ * was written at once and where its output drains. */
+static void spool_unlink_if_sent(struct pb_client *cl, struct httpc *hc)
+{
+    if (!cl || !cl->upload_path || !cl->h->body_done || evbuffer_get_length(conn_out(hc->c)) > 0)
+        return;
+    unlink(cl->upload_path); /* disk call on the loop, as upload.c's */
+    free(cl->upload_path);
+    cl->upload_path = NULL;
+}
+
 static void be_on_drained(struct httpc *hc)
 {
     struct pb_backend *be = hc->data;
+    spool_unlink_if_sent(be->client, hc);
     if (be->client && !be->client->h->body_done) {
         conn_resume_read(be->client->c);
         pb_proxy_body_ready(be->client);

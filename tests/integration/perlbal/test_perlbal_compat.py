@@ -155,6 +155,53 @@ def test_buffered_upload_file_is_created_named_and_cleaned(daemon, tmp_path):
         be.stop()
 
 
+def test_buffered_upload_file_goes_once_the_backend_has_the_body(daemon, tmp_path):
+    """As Perlbal (it purges the spool file as soon as the buffered body has
+    gone to the backend): while a slow backend, holding the whole body, has
+    not answered yet, the spool folder is already empty."""
+    import threading
+    lsock = socket.socket()
+    lsock.bind(("127.0.0.1", 0))
+    lsock.listen(4)
+    got_body = threading.Event()
+    answer = threading.Event()
+
+    def slow_backend():
+        c, _ = lsock.accept()
+        buf = b""
+        while b"\r\n\r\n" not in buf:
+            buf += c.recv(65536)
+        head, body = buf.split(b"\r\n\r\n", 1)
+        length = [int(l.split(b":")[1]) for l in head.split(b"\r\n") if l.lower().startswith(b"content-length")][0]
+        while len(body) < length:
+            body += c.recv(65536)
+        got_body.set()
+        answer.wait(20)
+        c.sendall(b"HTTP/1.0 200 OK\r\nContent-Length: 2\r\n\r\nok")
+        c.close()
+
+    t = threading.Thread(target=slow_backend, daemon=True)
+    t.start()
+    spool = tmp_path / "spool"
+    spool.mkdir()
+    port = free_port()
+    conf = tmp_path / "perlbal.conf"
+    conf.write_text(upload_conf(port, lsock.getsockname()[1], spool, "SET buffer_upload_threshold_size = 100k"))
+    daemon("perlbal", ["--config=%s" % conf], ready_port=str(port))
+    try:
+        s = socket.create_connection(("127.0.0.1", port), timeout=20)
+        s.sendall(b"POST /up HTTP/1.0\r\nContent-Length: 500000\r\n\r\n" + b"x" * 500000)
+        assert got_body.wait(20)                       # the backend holds the whole body...
+        assert wait_for(lambda: spool_files(spool) == [])  # ...and the spool file is gone already
+        answer.set()
+        resp = recv_all(s)
+        s.close()
+        assert resp.startswith(b"HTTP/1.0 200") and resp.endswith(b"ok")
+    finally:
+        answer.set()
+        lsock.close()
+
+
 def test_chunked_upload_is_spooled_and_sent_with_content_length(daemon, tmp_path):
     """As Perlbal's t/52: with buffer_uploads a chunked upload (HTTP/1.0 or
     1.1, Expect: 100-continue answered) is spooled, and the backend gets it
