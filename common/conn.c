@@ -68,6 +68,7 @@ struct batch_op {
     struct core_conn *c; /* NULL once freed during the batch */
     uint32_t want;       /* F_WANT_READ / F_WANT_WRITE */
     int wres, rres;      /* results; RES_NOT_RUN if not queued or not run */
+    bool wplain;         /* output holds a file segment: written with evbuffer_write, not the ring */
     int rnv;             /* receive: 1 = into the slot buffer, 2 = into reserved input space */
     struct msghdr wmsg, rmsg;
     struct evbuffer_iovec wv[CONN_SEND_IOV];
@@ -92,6 +93,7 @@ struct loop_conns {
     struct uring_batch *ring; /* STACK_IO_URING=1 and io_uring works */
     bool ring_off;            /* not wanted, refused, or broke */
     char *slots;              /* CONN_BATCH x CONN_READ_CHUNK receive buffers (io_uring) */
+    struct evbuffer *probe;   /* out_in_memory's scratch */
 };
 
 /* Dialing by name: the resolver's answer and the addresses left to try.
@@ -390,6 +392,7 @@ static unsigned gather(struct loop_conns *lc)
         op->want = want;
         op->wres = op->rres = RES_NOT_RUN;
         op->rnv = 0;
+        op->wplain = false;
     }
     lc->nbatch = n;
     return n;
@@ -442,19 +445,45 @@ static void got(struct core_conn *c, int res)
     event_cb(c->bev, BEV_EVENT_READING | (res == 0 ? BEV_EVENT_EOF : BEV_EVENT_ERROR), c);
 }
 
+/* One evbuffer_write of the output (writev, or sendfile for a file
+ * segment); bytes written or -errno. */
+static int write_plain(struct core_conn *c)
+{
+    struct evbuffer *out = conn_out(c);
+    evbuffer_unfreeze(out, 1); /* the bufferevent keeps its output's start frozen */
+    int w = evbuffer_write(out, c->fd);
+    int e = errno;
+    evbuffer_freeze(out, 1);
+    return w < 0 ? -e : w;
+}
+
+/* True when every byte of out is in memory. A file added with
+ * evbuffer_add_file (httpd's sendfile path) is a chain whose bytes are
+ * not in memory at all: evbuffer_peek returns a pointer into the chain's
+ * bookkeeping for it, so handing that to a send would put heap bytes on
+ * the wire. libevent has no call that says what a chain is, but it
+ * refuses to add a file segment to another buffer by reference: ask that
+ * (the probe's reference chains are freed at once). */
+static bool out_in_memory(struct loop_conns *lc, struct evbuffer *out)
+{
+    if (!lc->probe && !(lc->probe = evbuffer_new()))
+        return false;
+    if (evbuffer_add_buffer_reference(lc->probe, out) == 0) {
+        evbuffer_drain(lc->probe, evbuffer_get_length(lc->probe));
+        return true;
+    }
+    evbuffer_free(lc->probe); /* a refused add may leave it half-done: a fresh one next time */
+    lc->probe = NULL;
+    return false;
+}
+
 static void flush_plain(struct loop_conns *lc)
 {
     unsigned n = gather(lc);
     for (unsigned i = 0; i < n; i++) {
         struct batch_op *op = &lc->batch[i];
-        if (op->c && (op->want & F_WANT_WRITE) && evbuffer_get_length(conn_out(op->c)) > 0) {
-            struct evbuffer *out = conn_out(op->c);
-            evbuffer_unfreeze(out, 1); /* the bufferevent keeps its output's start frozen */
-            int w = evbuffer_write(out, op->c->fd);
-            int e = errno;
-            evbuffer_freeze(out, 1);
-            wrote(op->c, w < 0 ? -e : w);
-        }
+        if (op->c && (op->want & F_WANT_WRITE) && evbuffer_get_length(conn_out(op->c)) > 0)
+            wrote(op->c, write_plain(op->c));
         /* a read queued for a ring that since broke: read now */
         if (op->c && (op->want & F_WANT_READ) && event_pending(op->c->rev, EV_READ, NULL))
             raw_read_cb(op->c->fd, EV_READ, op->c);
@@ -479,7 +508,7 @@ static void flush_ring(struct loop_conns *lc)
         struct batch_op *op = &lc->batch[i];
         struct core_conn *c = op->c;
         struct evbuffer *out = conn_out(c);
-        if ((op->want & F_WANT_WRITE) && evbuffer_get_length(out) > 0) {
+        if ((op->want & F_WANT_WRITE) && evbuffer_get_length(out) > 0 && !(op->wplain = !out_in_memory(lc, out))) {
             int nv = evbuffer_peek(out, -1, NULL, op->wv, CONN_SEND_IOV);
             if (nv > CONN_SEND_IOV)
                 nv = CONN_SEND_IOV;
@@ -511,7 +540,9 @@ static void flush_ring(struct loop_conns *lc)
     for (unsigned i = 0; i < n; i++) {
         struct batch_op *op = &lc->batch[i];
         struct core_conn *c = op->c;
-        if (op->wres > 0) {
+        if (op->wplain) {
+            op->wres = write_plain(c);
+        } else if (op->wres > 0) {
             struct evbuffer *out = conn_out(c);
             evbuffer_unfreeze(out, 1); /* the bufferevent keeps its output's start frozen */
             evbuffer_drain(out, (size_t)op->wres);
@@ -1373,4 +1404,7 @@ void conn_loop_cleanup(struct core_loop *loop)
     lc->ring_off = false;
     free(lc->slots);
     lc->slots = NULL;
+    if (lc->probe)
+        evbuffer_free(lc->probe);
+    lc->probe = NULL;
 }

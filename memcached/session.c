@@ -556,7 +556,25 @@ static void flush_out(struct session *s)
         return;
     MC_STAT_ADD(&s->th->st, bytes_written, s->olen + queued);
     struct core_conn *c = s->c;
-    if (queued || s->tls || evbuffer_get_length(conn_out(c)) > 0) {
+    if (conn_io_batched(c)) {
+        /* The loop's io_uring batch sends every conn's replies at the end
+         * of the iteration in one system call: the reply joins it (copied
+         * when small, so our buffer is kept; else handed over). */
+        if (!queued && s->ob && s->olen <= 16384) {
+            evbuffer_add(conn_out(c), s->ob->data, s->olen);
+            s->olen = 0;
+        } else if (!queued && s->ob) {
+            struct mc_obuf *b = s->ob;
+            size_t n = s->olen;
+            s->olen = 0;
+            if (evbuffer_add_reference(conn_out(c), b->data, n, ob_release, b) == 0)
+                s->ob = NULL;
+            else
+                evbuffer_add(conn_out(c), b->data, n);
+        } else {
+            evbuffer_add_buffer(conn_out(c), mc_out_evb(s));
+        }
+    } else if (queued || s->tls || evbuffer_get_length(conn_out(c)) > 0) {
         conn_write_now(c, mc_out_evb(s));
     } else {
         struct mc_obuf *b = s->ob;

@@ -446,8 +446,8 @@ static int host_write(struct cmd_ctx *c, bool update)
         r = mog_sql_write("INSERT INTO host (hostid, hostname, hostip) VALUES (?,?,?)", p, 3);
         bool ok = r && r->status == 0, dup = is_dup_error(r);
         mog_rows_free(r);
-        if (!ok)
-            return mog_err(c->r, dup ? "host_exists" : "failure", NULL);
+        if (!ok) /* another host has that ip: the original's "dup" */
+            return mog_err(c->r, dup ? "dup" : "failure", NULL);
     }
     static const struct {
         const char *arg, *col;
@@ -469,7 +469,7 @@ static int host_write(struct cmd_ctx *c, bool update)
         bool ok = r && r->status == 0, dup = is_dup_error(r);
         mog_rows_free(r);
         if (!ok)
-            return mog_err(c->r, dup ? "host_exists" : "failure", dup ? "IP already in use by another host" : NULL);
+            return mog_err(c->r, dup ? "dup" : "failure", NULL);
     }
     after_admin_change();
     mog_reply_kvi(c->r, "hostid", hostid);
@@ -633,13 +633,15 @@ static int cmd_set_state(struct cmd_ctx *c)
 
 static int cmd_set_weight(struct cmd_ctx *c)
 {
-    const char *w = arg(c, "weight");
-    if (!all_digits(w))
+    /* As the original's "weight + 0": a missing or non-numeric weight is
+     * 0 (a valid weight), a negative one bad_params. */
+    int64_t weight = arg_int(c, "weight", 0);
+    if (weight < 0 || weight > 0x7fffffff)
         return mog_err(c->r, "bad_params", NULL);
     struct mog_device d;
     if (dev_for_host(c, &d) < 0)
         return -1;
-    struct db_value p[2] = { I(strtoll(w, NULL, 10)), I(d.devid) };
+    struct db_value p[2] = { I(weight), I(d.devid) };
     if (exec_w("UPDATE device SET weight=? WHERE devid=?", p, 2, NULL) < 0)
         return mog_err(c->r, "failure", NULL);
     return ok_after_refresh(c);
@@ -942,19 +944,8 @@ static void discard_upload(int64_t fid, int64_t devid)
 /* MD5 of the stored copy (GET through the storage node). */
 static int fetch_md5(const char *url, unsigned char *md5, int64_t *len)
 {
-    struct mog_http_res res;
-    if (mog_http("GET", url, NULL, 0, (size_t)1 << 31, (int)(mog.cfg.node_timeout * 1000) * 10, &res) < 0 ||
-        res.status != 200) {
-        mog_http_res_free(&res);
-        return -1;
-    }
-    unsigned int dl = 0;
-    unsigned char dig[EVP_MAX_MD_SIZE];
-    EVP_Digest(res.body, res.body_len, dig, &dl, EVP_md5(), NULL);
-    memcpy(md5, dig, 16);
-    *len = (int64_t)res.body_len;
-    mog_http_res_free(&res);
-    return 0;
+    int status;
+    return mog_http_md5(url, (int)(mog.cfg.node_timeout * 1000) * 10, md5, len, &status);
 }
 
 /* Does a new file of this class need the replicator? More than one copy
@@ -976,14 +967,15 @@ static int cmd_create_close(struct cmd_ctx *c)
     struct mog_domain d;
     int64_t fid = arg_int(c, "fid", 0), devid = arg_int(c, "devid", 0);
     const char *path = arg(c, "path");
+    /* The original's order: the domain, then fid, devid, path. */
+    if (need_domain(c, &d) < 0)
+        return -1;
     if (fid <= 0)
         return mog_err(c->r, "no_fid", NULL);
     if (devid <= 0)
         return mog_err(c->r, "no_devid", NULL);
     if (!has(path))
         return mog_err(c->r, "no_path", NULL);
-    if (need_domain(c, &d) < 0)
-        return -1;
     const char *key = arg(c, "key");
     const char *checksum = arg(c, "checksum");
     unsigned char want_md5[16];
@@ -998,7 +990,7 @@ static int cmd_create_close(struct cmd_ctx *c)
     mog_dev_url(wurl, sizeof wurl, &h, devid, fid, false, use_altip(c, &h));
     mog_dev_url(gurl, sizeof gurl, &h, devid, fid, true, use_altip(c, &h));
     if (strcmp(path, wurl) && strcmp(path, gurl))
-        return mog_err(c->r, "bogus_args", "Path doesn't match fid and devid");
+        return mog_err(c->r, "bogus_args", NULL);
     /* Claim the tempfile row: exactly one close wins. */
     struct db_value pf = I(fid);
     struct mog_rows *t = mog_sql("SELECT classid, dmid, dkey, devids FROM tempfile WHERE fid=?", &pf, 1);
@@ -1354,9 +1346,23 @@ static int cmd_updateclass(struct cmd_ctx *c)
         class_or_default(d.dmid, 0, &cl);
     else if (mog_class_by_name(d.dmid, cls, &cl) < 0)
         return mog_err(c->r, "class_not_found", NULL);
-    int64_t fid, oldclass;
-    if (lookup_key(c, &d, key, &fid, NULL, &oldclass, NULL) < 0)
-        return -1;
+    /* The original's answers here: invalid_key for a key it does not
+     * know, no_devices for a file on no device. */
+    struct db_value pk[2] = { I(d.dmid), T(key) };
+    struct mog_rows *r = mog_sql("SELECT f.fid, f.classid, (SELECT COUNT(*) FROM file_on o WHERE o.fid = f.fid) "
+                                 "FROM file f WHERE f.dmid=? AND f.dkey=?",
+                                 pk, 2);
+    if (!r || r->status != 0) {
+        mog_rows_free(r);
+        return mog_err(c->r, "db", NULL);
+    }
+    bool found = r->nrows > 0;
+    int64_t fid = mog_cell_int(r, 0, 0), oldclass = mog_cell_int(r, 0, 1), ndev = mog_cell_int(r, 0, 2);
+    mog_rows_free(r);
+    if (!found)
+        return mog_err(c->r, "invalid_key", NULL);
+    if (ndev == 0)
+        return mog_err(c->r, "no_devices", NULL);
     if (oldclass != cl.classid) {
         struct db_value p[2] = { I(cl.classid), I(fid) };
         if (exec_w("UPDATE file SET classid=? WHERE fid=?", p, 2, NULL) < 0)
@@ -1471,11 +1477,10 @@ static int cmd_file_debug(struct cmd_ctx *c)
     }
     mog_rows_free(f);
     mog_rows_free(t);
+    /* A fid asked for by number that is nowhere is no error in the
+     * original: it answers what it found (only "checksum=NONE"). */
+    (void)known;
     struct mog_rows *on = mog_sql("SELECT devid FROM file_on WHERE fid=? ORDER BY devid", &p, 1);
-    if (!known && !(on && on->nrows)) {
-        mog_rows_free(on);
-        return mog_err(c->r, "unknown_fid", NULL);
-    }
     static const char *const tcols[] = { "fid", "createtime", "classid", "dmid", "dkey", "devids", NULL };
     dump_row(c, "tempfile", "SELECT fid, createtime, classid, dmid, dkey, devids FROM tempfile WHERE fid=?", fid,
              tcols);
@@ -1602,15 +1607,26 @@ static int cmd_httpcopy(struct cmd_ctx *c)
     int64_t sdev = arg_int(c, "sdevid", 0), ddev = arg_int(c, "ddevid", 0), fid = arg_int(c, "fid", 0);
     struct mog_device sd, dd;
     struct mog_host sh, dh;
-    if (fid <= 0 || mog_device_by_id(sdev, &sd) < 0 || mog_device_by_id(ddev, &dd) < 0 ||
-        mog_host_by_id(sd.hostid, &sh) < 0 || mog_host_by_id(dd.hostid, &dh) < 0)
-        return mog_err(c->r, "copy_err", "unknown device or fid");
+    /* As the original's http_copy: an unknown fid makes it die ("ERR
+     * failure"), an unknown device makes it return false (copy_err). */
+    struct db_value pf = I(fid);
+    struct mog_rows *fr = mog_sql("SELECT fid FROM file WHERE fid=?", &pf, 1);
+    bool have_fid = fr && fr->nrows > 0;
+    mog_rows_free(fr);
+    if (!have_fid)
+        return mog_err(c->r, "failure", NULL);
+    if (mog_device_by_id(sdev, &sd) < 0 || mog_device_by_id(ddev, &dd) < 0 || mog_host_by_id(sd.hostid, &sh) < 0 ||
+        mog_host_by_id(dd.hostid, &dh) < 0)
+        return mog_err(c->r, "copy_err", NULL);
     char surl[512], durl[512], err[256];
     mog_dev_url(surl, sizeof surl, &sh, sdev, fid, true, false);
     mog_dev_url(durl, sizeof durl, &dh, ddev, fid, false, false);
     int64_t len = -1;
-    if (mog_http_copy(surl, durl, (int)(mog.cfg.node_timeout * 5000), &len, NULL, err, sizeof err) < 0)
-        return mog_err(c->r, "copy_err", err);
+    if (mog_http_copy(surl, durl, (int)(mog.cfg.node_timeout * 5000), &len, NULL, err, sizeof err) < 0) {
+        /* The original names the side that failed. */
+        log_warn("mogilefsd: httpcopy fid %lld: %s", (long long)fid, err);
+        return mog_err(c->r, "copy_err", strncmp(err, "source", 6) ? "dest_error" : "src_error");
+    }
     char sql[128];
     snprintf(sql, sizeof sql, "%s INTO file_on (fid, devid) VALUES (?, ?)", mog_insert_ignore());
     struct db_value p[2] = { I(fid), I(ddev) };
@@ -1913,7 +1929,13 @@ static int cmd_rebalance_set_policy(struct cmd_ctx *c)
     char err[256];
     if (mog_rebal_check_policy(pol ? pol : "", err, sizeof err) < 0)
         return mog_err(c->r, "bad_rebal_pol", err);
-    if (mog_setting_set("rebal_policy", pol) < 0 || mog_setting_set("rebal_state", "") < 0)
+    /* As the original: no policy deletes the setting; the state goes. */
+    struct db_value pp[2] = { T("rebal_policy"), T(pol) };
+    if ((has(pol) ? exec_w("REPLACE INTO server_settings (field, value) VALUES (?, ?)", pp, 2, NULL)
+                  : exec_w("DELETE FROM server_settings WHERE field=?", pp, 1, NULL)) < 0)
+        return mog_err(c->r, "db", NULL);
+    struct db_value ps = T("rebal_state");
+    if (exec_w("DELETE FROM server_settings WHERE field=?", &ps, 1, NULL) < 0)
         return mog_err(c->r, "db", NULL);
     return mog_ok(c->r);
 }

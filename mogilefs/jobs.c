@@ -751,17 +751,9 @@ static void fsck_log(int64_t fid, const char *ev, int64_t devid)
 
 static int md5_of_url(const char *url, unsigned char *md5)
 {
-    struct mog_http_res res;
-    int rc = -1;
-    if (mog_http("GET", url, NULL, 0, (size_t)1 << 31, node_ms() * 10, &res) == 0 && res.status == 200) {
-        unsigned int dl = 0;
-        unsigned char dig[EVP_MAX_MD_SIZE];
-        EVP_Digest(res.body, res.body_len, dig, &dl, EVP_md5(), NULL);
-        memcpy(md5, dig, 16);
-        rc = 0;
-    }
-    mog_http_res_free(&res);
-    return rc;
+    int64_t len;
+    int status;
+    return mog_http_md5(url, node_ms() * 10, md5, &len, &status);
 }
 
 /* Drop a bad copy: its row first (readers stop getting it), then the file. */

@@ -271,6 +271,10 @@ int mog_http(const char *method, const char *url, const void *body, size_t body_
 int mog_http_ex(const char *method, const char *url, const char *extra_headers, const void *body, size_t body_len,
                 size_t max_body, int timeout_ms, struct mog_http_res *res);
 void mog_http_res_free(struct mog_http_res *res);
+/* GET url and digest its body as it arrives (nothing kept in memory): 0
+ * with the MD5 and byte count of a 200, else -1 (*status the HTTP status
+ * or -1). */
+int mog_http_md5(const char *url, int timeout_ms, unsigned char *md5, int64_t *length, int *status);
 /* Stream src_url's body into a PUT to dst_url; *length gets the byte count
  * and md5 (if non-NULL, 16 bytes) the digest of what went through. On
  * failure *length is set when the destination may have received bytes. */

@@ -58,6 +58,8 @@ struct nh_req {
     size_t max_body;
     uint32_t timeout_ms;
     struct evbuffer *body; /* the response body (GET 200) */
+    bool digest_only;      /* mog_http_md5: digest the body as it comes, keep none */
+    uint64_t got;
     bool ok;
     struct mog_http_res res;
     /* a copy */
@@ -167,6 +169,14 @@ static enum httpc_head_action one_head(struct httpc *hc, struct http_msg *resp)
         r->res.length = strtoll(clv, NULL, 10);
     if (r->method != HTTP_M_GET || resp->status != 200)
         return HTTPC_SKIP_BODY;
+    if (r->digest_only) {
+        r->md = EVP_MD_CTX_new();
+        if (!r->md || !EVP_DigestInit_ex(r->md, EVP_md5(), NULL)) {
+            snprintf(r->res.error, sizeof r->res.error, "out of memory");
+            return HTTPC_CLOSE;
+        }
+        return HTTPC_READ_BODY;
+    }
     if (r->res.length >= 0 && (uint64_t)r->res.length > r->max_body) {
         snprintf(r->res.error, sizeof r->res.error, "body too large");
         return HTTPC_CLOSE;
@@ -177,6 +187,20 @@ static enum httpc_head_action one_head(struct httpc *hc, struct http_msg *resp)
 static void one_body(struct httpc *hc, struct evbuffer *data)
 {
     struct nh_req *r = hc->data;
+    if (r->digest_only) {
+        struct evbuffer_iovec v[8];
+        int n;
+        while ((n = evbuffer_peek(data, -1, NULL, v, 8)) > 0) {
+            size_t took = 0;
+            for (int i = 0; i < n && i < 8; i++) {
+                EVP_DigestUpdate(r->md, v[i].iov_base, v[i].iov_len);
+                took += v[i].iov_len;
+            }
+            r->got += took;
+            evbuffer_drain(data, took);
+        }
+        return;
+    }
     evbuffer_add_buffer(r->body, data);
     if (evbuffer_get_length(r->body) > r->max_body) {
         snprintf(r->res.error, sizeof r->res.error, "body too large");
@@ -190,7 +214,16 @@ static void one_done(struct httpc *hc, bool reusable)
     struct nh_req *r = hc->data;
     if (!r->res.error[0]) {
         size_t n = evbuffer_get_length(r->body);
-        if (r->method == HTTP_M_GET && r->res.status == 200) {
+        if (r->digest_only && r->res.status == 200) {
+            unsigned int dl = 0;
+            unsigned char dig[EVP_MAX_MD_SIZE];
+            if (r->res.length >= 0 && r->got != (uint64_t)r->res.length) {
+                snprintf(r->res.error, sizeof r->res.error, "short body");
+            } else if (r->md && EVP_DigestFinal_ex(r->md, dig, &dl)) {
+                memcpy(r->md5, dig, 16);
+                r->ok = true;
+            }
+        } else if (r->method == HTTP_M_GET && r->res.status == 200) {
             if (r->res.length >= 0 && n != (size_t)r->res.length) {
                 snprintf(r->res.error, sizeof r->res.error, "short body");
             } else if ((r->res.body = malloc(n + 1)) != NULL) {
@@ -504,6 +537,37 @@ void mog_http_res_free(struct mog_http_res *res)
 {
     free(res->body);
     res->body = NULL;
+}
+
+int mog_http_md5(const char *url, int timeout_ms, unsigned char *md5, int64_t *length, int *status)
+{
+    struct nh_req *r = req_new();
+    *status = -1;
+    if (!r)
+        return -1;
+    if (parse_url(url, &r->u) < 0) {
+        atomic_store(&r->refs, 1);
+        req_unref(r);
+        return -1;
+    }
+    snprintf(r->method_str, sizeof r->method_str, "GET");
+    r->method = HTTP_M_GET;
+    r->digest_only = true;
+    r->timeout_ms = timeout_ms > 0 ? (uint32_t)timeout_ms : 0;
+    evbuffer_add_printf(r->out, "GET %s HTTP/1.0\r\nHost: %s:%d\r\nConnection: close\r\n\r\n", r->u.path, r->u.host,
+                        r->u.port);
+    if (!run(r, one_start)) {
+        req_unref(r);
+        return -1;
+    }
+    *status = r->res.status;
+    bool ok = r->ok && r->res.status == 200;
+    if (ok) {
+        memcpy(md5, r->md5, 16);
+        *length = (int64_t)r->got;
+    }
+    req_unref(r);
+    return ok ? 0 : -1;
 }
 
 int mog_http_copy(const char *src_url, const char *dst_url, int timeout_ms, int64_t *length, unsigned char *md5,

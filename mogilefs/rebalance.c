@@ -96,13 +96,12 @@ static int policy_parse(const char *text, struct rebal_policy *p, char *err, siz
     snprintf(buf, sizeof buf, "%s", text);
     char *save = NULL;
     for (char *tok = strtok_r(buf, " \t", &save); tok; tok = strtok_r(NULL, " \t", &save)) {
+        /* "key" alone is the key with an empty value, as the original
+         * splits it. */
         char *eq = strchr(tok, '=');
-        if (!eq) {
-            snprintf(err, errlen, "policy item without '=': %s", tok);
-            return -1;
-        }
-        *eq = '\0';
-        const char *k = tok, *v = eq + 1;
+        if (eq)
+            *eq = '\0';
+        const char *k = tok, *v = eq ? eq + 1 : "";
         int rc = 0;
         if (!strcmp(k, "from_hosts"))
             rc = parse_list(v, p->from_hosts, &p->n_from_hosts);
@@ -158,7 +157,7 @@ static int policy_parse(const char *text, struct rebal_policy *p, char *err, siz
             /* accepted: devices are never put in drain mode here, and every
              * matching destination is used */
         } else {
-            snprintf(err, errlen, "unknown policy key %s", k);
+            snprintf(err, errlen, "Invalid setting %s", k); /* the original's words */
             return -1;
         }
         if (rc < 0) {

@@ -1,23 +1,16 @@
 /* storage: mogstored's connections — HTTP GET/HEAD/PUT/DELETE of files
- * under the docroot, the side channel (size, MD5, SHA-1, watch) — and the
+ * under the docroot, WebDAV MOVE and partial PUTs (what MogileFS::Client's
+ * edit_file sends), the side channel (size, MD5, SHA-1, watch) — and the
  * threads they hand disk work to. mogstored.c owns the settings, the usage
  * files and start-up; tests/fuzz/fuzz_mog_storage_session.c drives these
  * connections directly.
  *
- * Built on common/http (parser, Range, dates, path normaliser) and
- * common/conn (see README for why not common/httpd).
- *
- * HTTP connection states (one enum, driven by http_drive):
- *   ST_HEAD   read a request head; GET/HEAD/DELETE answer at once (GET's body
- *             goes out with sendfile through evbuffer_add_file)
- *   ST_BODY   PUT: body bytes (Content-Length or chunked) into a temporary
- *             file beside the target, Content-MD5 computed on the way
- *   ST_SYNC   PUT body complete: fsync + rename + folder fsync run on a sync
- *             thread (reading paused); the answer follows -> ST_HEAD
- *             (with no sync threads, the same runs inline)
- *   ST_CLOSE  answer written, closing.
- * Small disk calls (open/write/rename/unlink) run on the loop; fsyncs and
- * whole-file digests run on threads. */
+ * HTTP is common/httpd: mogstored's own part is the checks MogileFS makes
+ * before a PUT/DELETE, "/", MKCOL, MOVE and Content-Range PUTs; whole-file
+ * GET/HEAD/PUT/DELETE are httpd's file serving (GET/HEAD disk work on the
+ * disk pool). MOVE's rename and a partial PUT's writes and fsync run on
+ * the loop, as httpd's own PUT does today. The side channel is
+ * common/conn lines; whole-file digests run on digest threads. */
 #include "mogilefs/mogilefs.h"
 
 #include <dirent.h>
@@ -116,13 +109,90 @@ static void fsync_dir_of(const char *full)
     }
 }
 
+/* ---- the slow end of a MOVE or a partial PUT ----
+ * What h->data holds during mogstored's own requests: a partial PUT being
+ * written (ST_RPUT), or the fsyncs before the answer (ST_SYNC), which run
+ * on the disk pool (HAND-OFF to common/work) so a slow disk does not hold
+ * up the loop; the answer follows on the loop. */
+enum st_data_kind { ST_RPUT = 1, ST_SYNC = 2 };
+
+struct st_sync {
+    enum st_data_kind kind;
+    struct httpd_conn *h; /* NULL once the conn went away (then done frees) */
+    int fd;               /* a file to fsync and close, or -1 */
+    char dir[2][4200];    /* files whose folders to fsync ("" = none) */
+    int status;           /* the answer when everything reached the disk */
+    bool failed;
+};
+
+static void sync_work(void *arg)
+{
+    struct st_sync *sy = arg;
+    if (sy->fd >= 0) {
+        if (fsync(sy->fd) < 0)
+            sy->failed = true;
+        if (close(sy->fd) < 0)
+            sy->failed = true;
+        sy->fd = -1;
+    }
+    for (int i = 0; i < 2; i++)
+        if (sy->dir[i][0])
+            fsync_dir_of(sy->dir[i]);
+}
+
+static void sync_done(void *arg)
+{
+    struct st_sync *sy = arg;
+    struct httpd_conn *h = sy->h;
+    if (h) {
+        h->data = NULL;
+        /* Files changed behind httpd: its open-file cache must not serve
+         * an old name or old bytes. */
+        httpd_files_invalidate(&st_files);
+        if (sy->failed) {
+            stats_counter_add(&mog_st.errors, 1);
+            h->keep_alive = false;
+            httpd_error(h, 500, "Could not store the file");
+        } else {
+            bool keep = httpd_can_persist(h);
+            httpd_response_head(h, sy->status, sy->status == 200 ? NULL : "text/plain", sy->status == 204 ? -1 : 0,
+                                keep, NULL);
+            httpd_done(h, keep);
+        }
+    }
+    free(sy);
+}
+
+/* Hand sy to the disk pool (inline when there is none or it is full). */
+static void sync_start(struct httpd_conn *h, struct st_sync *sy)
+{
+    sy->kind = ST_SYNC;
+    sy->h = h;
+    h->data = sy;
+    if (st_disk && work_submit(st_disk, h->c->loop, sync_work, sync_done, sy) == 0)
+        return;
+    sync_work(sy);
+    sync_done(sy);
+}
+
+static struct st_sync *sync_new(int fd, int status)
+{
+    struct st_sync *sy = calloc(1, sizeof *sy);
+    if (sy) {
+        sy->fd = fd;
+        sy->status = status;
+    }
+    return sy;
+}
+
 /* WebDAV MOVE of one file to the Destination header's path (a full URL or
  * a path), as the DAV storage nodes MogileFS supports (nginx, lighttpd)
  * answer it; MogileFS::Client's edit_file renames a copy this way. Both
  * paths must be storage paths on existing devices; missing folders above
  * the destination are made; "Overwrite: F" refuses an existing target.
- * The rename and the two folder fsyncs run on the loop (metadata calls,
- * as httpd's PUT rename). 201 for a new name, 204 for a replaced one. */
+ * The rename runs on the loop (one metadata call, as httpd's PUT rename
+ * did), the two folder fsyncs on the disk pool. 201 for a new name, 204
+ * for a replaced one. */
 static void st_move(struct httpd_conn *h, struct http_msg *m, const char *path, int pl)
 {
     size_t dl = 0;
@@ -172,20 +242,27 @@ static void st_move(struct httpd_conn *h, struct http_msg *m, const char *path, 
         httpd_error(h, 500, "Rename failed");
         return;
     }
-    fsync_dir_of(dst);
-    fsync_dir_of(src);
-    bool keep = httpd_can_persist(h);
-    httpd_response_head(h, existed ? 204 : 201, "text/plain", 0, keep, NULL);
-    httpd_done(h, keep);
+    httpd_files_invalidate(&st_files); /* the old name is gone now */
+    struct st_sync *sy = sync_new(-1, existed ? 204 : 201);
+    if (!sy) {
+        httpd_error(h, 500, NULL);
+        return;
+    }
+    snprintf(sy->dir[0], sizeof sy->dir[0], "%s", dst);
+    snprintf(sy->dir[1], sizeof sy->dir[1], "%s", src);
+    httpd_drop_head(h);
+    httpd_request_timeouts(h, 0);
+    sync_start(h, sy);
 }
 
 /* ---- partial PUT ----
  * "PUT" with "Content-Range: bytes S-E/..." (MogileFS::ClientHTTPFile's
  * writes after edit_file, as lighttpd takes them): the E-S+1 body bytes
  * are written at offset S of the file — made if missing, never truncated —
- * and fsync'd before the 200. Writes and the fsync run on the loop, as
- * common/httpd's whole-file PUT does today. */
+ * and fsync'd before the 200. The writes (to the page cache) run on the
+ * loop; the fsync on the disk pool. */
 struct st_rput {
+    enum st_data_kind kind;
     int fd;
     uint64_t off;
     bool created;
@@ -195,7 +272,7 @@ struct st_rput {
 static void rput_free(struct httpd_conn *h)
 {
     struct st_rput *rp = h->data;
-    if (!rp)
+    if (!rp || rp->kind != ST_RPUT)
         return;
     h->data = NULL;
     if (rp->fd >= 0)
@@ -214,7 +291,7 @@ static void rput_fail(struct httpd_conn *h, int status, const char *msg)
 static void rput_pump(struct httpd_conn *h)
 {
     struct st_rput *rp = h->data;
-    if (!rp)
+    if (!rp || rp->kind != ST_RPUT)
         return;
     struct evbuffer *chunk = httpd_tx2();
     for (;;) {
@@ -239,17 +316,16 @@ static void rput_pump(struct httpd_conn *h)
             rp->off += (uint64_t)w;
         }
         if (r == HTTPD_BODY_DONE) {
-            if (fsync(rp->fd) < 0) {
-                rput_fail(h, 500, "Could not store the file");
+            struct st_sync *sy = sync_new(rp->fd, 200);
+            if (!sy) {
+                rput_fail(h, 500, NULL);
                 return;
             }
+            rp->fd = -1; /* now the sync job's */
             if (rp->created)
-                fsync_dir_of(rp->full);
+                snprintf(sy->dir[0], sizeof sy->dir[0], "%s", rp->full);
             rput_free(h);
-            httpd_files_invalidate(&st_files);
-            bool keep = httpd_can_persist(h);
-            httpd_response_head(h, 200, NULL, 0, keep, NULL);
-            httpd_done(h, keep);
+            sync_start(h, sy);
             return;
         }
         if (n == 0)
@@ -283,6 +359,7 @@ static void st_range_put(struct httpd_conn *h, struct http_msg *m, const char *p
         rput_fail(h, 500, NULL);
         return;
     }
+    rp->kind = ST_RPUT;
     rp->fd = -1;
     rp->off = start;
     snprintf(rp->full, sizeof rp->full, "%s%.*s", mog_st_cfg.docroot, pl, path);
@@ -291,6 +368,13 @@ static void st_range_put(struct httpd_conn *h, struct http_msg *m, const char *p
     if (!rp->created && !S_ISREG(sb.st_mode)) {
         free(rp);
         rput_fail(h, 403, NULL);
+        return;
+    }
+    /* Writes start inside the file or at its end (the client's own seek
+     * refuses to go past the end): no holes, no huge sparse files. */
+    if (start > (rp->created ? 0 : (uint64_t)sb.st_size)) {
+        free(rp);
+        rput_fail(h, 416, "Content-Range starts past the end of the file");
         return;
     }
     h->data = rp;
@@ -309,12 +393,27 @@ static void st_range_put(struct httpd_conn *h, struct http_msg *m, const char *p
 
 static void st_on_input(struct httpd_conn *h) { rput_pump(h); }
 
-static void st_on_request_end(struct httpd_conn *h) { rput_free(h); }
+/* The request or the conn ends: a partial PUT's state goes; a sync job
+ * still out only forgets the conn (its done frees it). */
+static void st_data_release(struct httpd_conn *h)
+{
+    enum st_data_kind *kind = h->data;
+    if (!kind)
+        return;
+    if (*kind == ST_SYNC) {
+        ((struct st_sync *)h->data)->h = NULL;
+        h->data = NULL;
+        return;
+    }
+    rput_free(h);
+}
+
+static void st_on_request_end(struct httpd_conn *h) { st_data_release(h); }
 
 static void st_on_close(struct httpd_conn *h, enum conn_close_reason why)
 {
     (void)why;
-    rput_free(h);
+    st_data_release(h);
 }
 
 static void st_on_request(struct httpd_conn *h, struct http_msg *m)

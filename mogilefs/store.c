@@ -689,19 +689,30 @@ void mog_device_set_reject_md5(int64_t devid, int v)
  * (domain, key) and the devices of a fid in get_paths, file_info and
  * edit_file. A slave that fails to connect or answer is skipped for
  * slave_dead_retry_timeout (default 15) seconds times its failures in a
- * row (at most 20), and the read goes to the master. Each slave has one
- * connection of its own (common/db's db_conn), used by one query thread
- * at a time; a thread that finds it busy tries another or the master. */
+ * row (at most 20), and the read goes to the master. Each slave has as
+ * many connections of its own (common/db's db_conn, opened when first
+ * needed) as there are query threads, as each of the original's query
+ * workers has its own, so a read never finds them all busy. A failure
+ * makes the slave's other connections stale too (reopened when it is
+ * tried again). */
 
 #define MOG_MAX_SLAVES 16
 
+struct slave_conn {
+    pthread_mutex_t mu; /* held while a thread reads through it */
+    struct db_conn *conn;
+    unsigned gen; /* the slave's generation it was opened in */
+};
+
 struct mog_slave {
-    pthread_mutex_t mu;
     char key[64];
     char spec[512]; /* DSN|user|pass as configured */
-    struct db_conn *conn;
+    struct slave_conn *c;
+    int nconn;
+    pthread_mutex_t state_mu; /* dead_until, backoff, gen */
     time_t dead_until;
     int backoff;
+    unsigned gen; /* bumped by a failure: older connections are stale */
 };
 
 static struct {
@@ -722,9 +733,16 @@ void mog_slaves_invalidate(void)
 
 static void slave_free(struct mog_slave *sl)
 {
-    if (sl->conn)
-        db_conn_close(sl->conn);
-    pthread_mutex_destroy(&sl->mu);
+    for (int j = 0; j < sl->nconn; j++) {
+        /* Wait for a thread still reading through it. */
+        pthread_mutex_lock(&sl->c[j].mu);
+        pthread_mutex_unlock(&sl->c[j].mu);
+        if (sl->c[j].conn)
+            db_conn_close(sl->c[j].conn);
+        pthread_mutex_destroy(&sl->c[j].mu);
+    }
+    pthread_mutex_destroy(&sl->state_mu);
+    free(sl->c);
     free(sl);
 }
 
@@ -767,9 +785,17 @@ static void slaves_refresh(void)
             continue;
         }
         struct mog_slave *sl = calloc(1, sizeof *sl);
-        if (!sl)
+        int nconn = mog.cfg.query_jobs < 1 ? 1 : mog.cfg.query_jobs > 256 ? 256 : mog.cfg.query_jobs;
+        if (sl)
+            sl->c = calloc((size_t)nconn, sizeof *sl->c);
+        if (!sl || !sl->c) {
+            free(sl);
             break;
-        pthread_mutex_init(&sl->mu, NULL);
+        }
+        sl->nconn = nconn;
+        for (int j = 0; j < nconn; j++)
+            pthread_mutex_init(&sl->c[j].mu, NULL);
+        pthread_mutex_init(&sl->state_mu, NULL);
         snprintf(sl->key, sizeof sl->key, "%s", k);
         snprintf(sl->spec, sizeof sl->spec, "%s", spec);
         fresh[n++] = sl;
@@ -783,15 +809,11 @@ static void slaves_refresh(void)
     S.n = n;
     snprintf(S.version, sizeof S.version, "%s", ver);
     pthread_mutex_unlock(&S.mu);
-    for (size_t i = 0; i < nold; i++) {
-        /* Wait for a thread still reading through it. */
-        pthread_mutex_lock(&old[i]->mu);
-        pthread_mutex_unlock(&old[i]->mu);
+    for (size_t i = 0; i < nold; i++)
         slave_free(old[i]);
-    }
 }
 
-static int slave_connect(struct mog_slave *sl, char *err, size_t errlen)
+static struct db_conn *slave_connect(const struct mog_slave *sl, char *err, size_t errlen)
 {
     char spec[512];
     snprintf(spec, sizeof spec, "%s", sl->spec);
@@ -804,27 +826,33 @@ static int slave_connect(struct mog_slave *sl, char *err, size_t errlen)
     cfg.user = user;
     cfg.password = pass ? pass : "";
     if (db_config_dsn(&cfg, spec, err, errlen) < 0)
-        return -1;
+        return NULL;
     char tmo[16];
     cfg.connect_timeout_s =
         mog_setting_get("slave_connect_timeout", tmo, sizeof tmo) == 0 && atoi(tmo) > 0 ? atoi(tmo) : 1;
     cfg.io_timeout_s = 5;
-    sl->conn = db_conn_open(&cfg, err, errlen);
+    struct db_conn *conn = db_conn_open(&cfg, err, errlen);
     db_config_clear(&cfg);
-    return sl->conn ? 0 : -1;
+    return conn;
 }
 
-static void slave_failed(struct mog_slave *sl, const char *why)
+/* sc (held by the caller) failed: the slave rests, its connections are
+ * stale. */
+static void slave_failed(struct mog_slave *sl, struct slave_conn *sc, const char *why)
 {
     char tmo[16];
     int retry = mog_setting_get("slave_dead_retry_timeout", tmo, sizeof tmo) == 0 && atoi(tmo) > 0 ? atoi(tmo) : 15;
+    if (sc->conn)
+        db_conn_close(sc->conn);
+    sc->conn = NULL;
+    pthread_mutex_lock(&sl->state_mu);
     if (sl->backoff < 20)
         sl->backoff++;
-    sl->dead_until = time(NULL) + (time_t)retry * sl->backoff;
-    if (sl->conn)
-        db_conn_close(sl->conn);
-    sl->conn = NULL;
-    log_warn("mogilefsd: read slave %s: %s (master used for %d s)", sl->key, why, retry * sl->backoff);
+    int rest = retry * sl->backoff;
+    sl->dead_until = time(NULL) + rest;
+    sl->gen++;
+    pthread_mutex_unlock(&sl->state_mu);
+    log_warn("mogilefsd: read slave %s: %s (master used for %d s)", sl->key, why, rest);
 }
 
 /* One read on a slave: rows, or NULL when no slave could answer. */
@@ -844,30 +872,43 @@ static struct mog_rows *slave_read(const char *sql, const struct db_value *param
     time_t now = time(NULL);
     for (size_t i = 0; i < ns && !out; i++) {
         struct mog_slave *sl = S.s[(start + i) % ns];
-        if (pthread_mutex_trylock(&sl->mu) != 0)
-            continue; /* another thread is reading through it */
-        if (sl->dead_until > now) {
-            pthread_mutex_unlock(&sl->mu);
+        pthread_mutex_lock(&sl->state_mu);
+        bool resting = sl->dead_until > now;
+        unsigned gen = sl->gen;
+        pthread_mutex_unlock(&sl->state_mu);
+        if (resting)
             continue;
-        }
-        /* The list lock is not held across the database call; the slave's
-         * own lock keeps it alive (slaves_refresh waits for it). */
+        struct slave_conn *sc = NULL;
+        for (int j = 0; j < sl->nconn && !sc; j++)
+            if (pthread_mutex_trylock(&sl->c[j].mu) == 0)
+                sc = &sl->c[j];
+        if (!sc)
+            continue; /* all its connections are busy */
+        /* The list lock is not held across the database call; the
+         * connection's own lock keeps the slave alive (slave_free waits). */
         pthread_mutex_unlock(&S.mu);
+        if (sc->conn && sc->gen != gen) { /* opened before a failure */
+            db_conn_close(sc->conn);
+            sc->conn = NULL;
+        }
         char err[256];
-        if (!sl->conn && slave_connect(sl, err, sizeof err) < 0) {
-            slave_failed(sl, err);
+        if (!sc->conn && (sc->conn = slave_connect(sl, err, sizeof err)) == NULL) {
+            slave_failed(sl, sc, err);
         } else {
+            sc->gen = gen;
             struct db_result res = { 0 };
-            if (db_conn_query(sl->conn, sql, params, n, &res) == DB_OK) {
+            if (db_conn_query(sc->conn, sql, params, n, &res) == DB_OK) {
                 res.status = 0;
                 out = rows_from(&res);
+                pthread_mutex_lock(&sl->state_mu);
                 sl->backoff = 0;
+                pthread_mutex_unlock(&sl->state_mu);
             } else {
-                slave_failed(sl, db_conn_error(sl->conn));
+                slave_failed(sl, sc, db_conn_error(sc->conn));
             }
             db_result_clear(&res);
         }
-        pthread_mutex_unlock(&sl->mu);
+        pthread_mutex_unlock(&sc->mu);
         pthread_mutex_lock(&S.mu);
         if (ns != S.n)
             break; /* the list changed meanwhile */

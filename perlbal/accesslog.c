@@ -161,8 +161,9 @@ int pb_accesslog_server_set(const char *key, const char *val, int *rc, char *err
             al_reopen = true;
         pthread_mutex_unlock(&al_lock);
         if (started) {
-            if (off)
-                atomic_store(&al_on, false);
+            /* lines from now on are queued (or not): the writer opens the
+             * new file before it writes them */
+            atomic_store(&al_on, !off);
             pthread_cond_signal(&al_cond);
         } else if (!off && loop_count() > 0) {
             /* turned on from the console: the writer starts now */

@@ -265,6 +265,7 @@ struct pb_client {
     int retries;
     struct pb_reproxy *reproxy;
     char *target;           /* request-target (for logs / reproxy) */
+    size_t target_cap;      /* its buffer's size (kept across requests) */
     bool chunked_out;       /* the body goes to the backend re-chunked */
     bool reproxied_service; /* sent on by X-REPROXY-SERVICE already */
     /* buffer_uploads */
@@ -368,6 +369,9 @@ void pb_client_set_responding(struct pb_client *cl);
  * answer in *status / msg. */
 struct pb_service *pb_select_service(struct pb_service *sel, struct pb_client *cl, struct http_msg *req, int *status,
                                      char *msg, size_t msglen);
+/* Hand req to svc (a reverse_proxy or web_server): its plugins, then its
+ * role. req may be a parsed copy of the head (LazyCDN's fallback). */
+void pb_dispatch_service(struct pb_client *cl, struct pb_service *svc, struct http_msg *req);
 
 /* proxy.c, backend.c, reproxy.c, upload.c */
 /* The backend's header lines to keep were saved in cl->rp_hdrs. */
@@ -413,6 +417,8 @@ bool pb_upload_status_request(struct pb_client *cl, struct http_msg *req);
 void pb_upload_status_progress(struct pb_client *cl, uint64_t done);
 
 /* web.c */
+/* The request ended (its answer still in httpd_tx()): Perlbal's wording of a 201. */
+void pb_web_request_end(struct pb_client *cl);
 /* Mirror svc's web_server parameters into svc->files (after a SET). */
 void pb_web_sync(struct pb_service *svc);
 

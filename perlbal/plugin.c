@@ -78,6 +78,8 @@ static const struct pb_plugin *const plugins[] = {
     &pb_plugin_highpri,
     &pb_plugin_vpaths,
     &pb_plugin_flvstreaming,
+    &pb_plugin_lazycdn,
+    &pb_plugin_palimg,
 };
 #define NPLUGINS (sizeof plugins / sizeof plugins[0])
 static _Atomic bool loaded[NPLUGINS];

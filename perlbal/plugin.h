@@ -176,6 +176,10 @@ struct plug_state {
         char target[64];
     } vpaths[MAX_VPATHS];
     int nvpaths;
+    /* lazycdn */
+    char lazy_fallback[64];
+    struct sockaddr_storage lazy_ping;
+    bool lazy_ping_set;
 };
 
 /* The service's plugin state (created on first use); console changes and
@@ -203,6 +207,8 @@ extern const struct pb_plugin pb_plugin_xffextras;
 extern const struct pb_plugin pb_plugin_highpri;
 extern const struct pb_plugin pb_plugin_vpaths;
 extern const struct pb_plugin pb_plugin_flvstreaming;
+extern const struct pb_plugin pb_plugin_lazycdn;
+extern const struct pb_plugin pb_plugin_palimg;
 
 /* selector: the target a select hook chose (plugin.c); *has_hook false
  * when no plugin of sel selects (the vhost table does). */

@@ -164,11 +164,13 @@ static void client_release_active(struct pb_client *cl)
 static void client_on_request_end(struct httpd_conn *h)
 {
     struct pb_client *cl = h->data;
+    if (cl->svc->role == PB_ROLE_WEB_SERVER)
+        pb_web_request_end(cl);
     pb_accesslog_request_end(cl);
     if (cl->throttle_counted)
         pb_plugins_proxy_end(cl->svc, cl);
-    free(cl->target);
-    cl->target = NULL;
+    if (cl->target) /* the buffer stays for the next request */
+        cl->target[0] = 0;
     free(cl->cache_key);
     cl->cache_key = NULL;
     free(cl->range);
@@ -349,7 +351,22 @@ static void dispatch(struct pb_client *cl, struct http_msg *req)
 {
     atomic_fetch_add_explicit(&pb_total_requests, 1, memory_order_relaxed);
     pb_accesslog_request_start(cl, req);
-    cl->target = strndup(req->target, req->target_len);
+    /* the target outlives the head (logs, reproxy, plugins): copied into a
+     * buffer the connection keeps, so a request costs no allocation */
+    if (req->target_len + 1 > cl->target_cap) {
+        size_t cap = req->target_len + 1 < 256 ? 256 : req->target_len + 1;
+        char *t = realloc(cl->target, cap);
+        if (t) {
+            cl->target = t;
+            cl->target_cap = cap;
+        }
+    }
+    if (cl->target && req->target_len + 1 <= cl->target_cap) {
+        memcpy(cl->target, req->target, req->target_len);
+        cl->target[req->target_len] = 0;
+    } else if (cl->target) {
+        cl->target[0] = 0;
+    }
     struct pb_service *svc = cl->svc;
     /* plugins of a selector run before the vhost choice (Redirect,
      * AccessControl at the front door); an answered request's head is
@@ -369,6 +386,11 @@ static void dispatch(struct pb_client *cl, struct http_msg *req)
         }
         svc = t;
     }
+    pb_dispatch_service(cl, svc, req);
+}
+
+void pb_dispatch_service(struct pb_client *cl, struct pb_service *svc, struct http_msg *req)
+{
     cl->svc = svc;
     client_apply_service(cl);
     /* the chosen service's bound on a chunked body (no body byte read yet) */

@@ -35,6 +35,7 @@
 #include "common/log.h"
 #include "common/loop.h"
 #include "perlbal/perlbal.h"
+#include "perlbal/proto_upload.h"
 
 #define UT_SLOTS 4096
 #define UT_KEEP_S 4 /* a session's report is forgotten this long after its last packet */
@@ -55,26 +56,6 @@ static unsigned ut_hash(const char *s)
     return h % UT_SLOTS;
 }
 
-/* "client_up_sess=" followed by 5..50 word characters and a word boundary,
- * as Perlbal's /[\?&]client_up_sess=(\w{5,50})\b/. */
-static bool session_of(const char *t, size_t len, char *out, size_t cap)
-{
-    static const char key[] = "client_up_sess=";
-    for (size_t i = 0; i + sizeof key - 1 < len; i++) {
-        if ((t[i] != '?' && t[i] != '&') || strncmp(t + i + 1, key, sizeof key - 1))
-            continue;
-        size_t s = i + sizeof key, n = 0;
-        while (s + n < len && (isalnum((unsigned char)t[s + n]) || t[s + n] == '_'))
-            n++;
-        if (n >= 5 && n <= 50 && n < cap) {
-            memcpy(out, t + s, n);
-            out[n] = 0;
-            return true;
-        }
-    }
-    return false;
-}
-
 /* ---- the tracker (role upload_tracker) ---- */
 
 static void tracker_read(evutil_socket_t fd, short what, void *arg)
@@ -87,19 +68,15 @@ static void tracker_read(evutil_socket_t fd, short what, void *arg)
         if (n <= 0)
             return;
         buf[n] = 0;
-        char sess[64];
-        unsigned long long done, total, start, now;
-        int used = 0;
-        if (sscanf(buf, "UPLOAD:%51[A-Za-z0-9_]:%llu:%llu:%llu:%llu%n", sess, &done, &total, &start, &now, &used) !=
-                5 ||
-            used != n || strlen(sess) < 5)
+        struct pb_upload_report rep;
+        if (pb_upload_report_parse(buf, (size_t)n, &rep) < 0)
             continue; /* not Perlbal's datagram: ignored, as Perlbal */
         pthread_mutex_lock(&ut_lock);
-        struct ut_slot *sl = &ut_table[ut_hash(sess)];
-        snprintf(sl->sess, sizeof sl->sess, "%s", sess);
-        sl->done = done;
-        sl->total = total;
-        sl->start = start;
+        struct ut_slot *sl = &ut_table[ut_hash(rep.sess)];
+        snprintf(sl->sess, sizeof sl->sess, "%s", rep.sess);
+        sl->done = rep.done;
+        sl->total = rep.total;
+        sl->start = rep.start;
         sl->touched = time(NULL);
         pthread_mutex_unlock(&ut_lock);
     }
@@ -192,8 +169,8 @@ int pb_upload_status_set_listeners(struct pb_service *s, const char *val, char *
 
 bool pb_upload_status_request(struct pb_client *cl, struct http_msg *req)
 {
-    char sess[52];
-    if (!session_of(req->target, req->target_len, sess, sizeof sess))
+    char sess[PB_UPLOAD_SESS_MAX + 1];
+    if (!pb_upload_session_of(req->target, req->target_len, sess))
         return false;
     static const char status_path[] = "/__upload_status?";
     if (req->target_len >= sizeof status_path - 1 && !strncmp(req->target, status_path, sizeof status_path - 1)) {

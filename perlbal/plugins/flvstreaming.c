@@ -20,42 +20,16 @@
 #include "common/http.h"
 #include "perlbal/perlbal.h"
 #include "perlbal/plugin.h"
+#include "perlbal/proto_upload.h"
 
 /* 'FLV' . pack('CCNN', 1, 1, 9, 9): version 1, audio+video flags 1, header
  * size 9, then PreviousTagSize0 (Perlbal's bytes, kept as they are) */
 static const unsigned char flv_header[13] = { 'F', 'L', 'V', 1, 1, 0, 0, 0, 9, 0, 0, 0, 9 };
 
-/* The request's start= value for a .flv path (0 when there is none). Perl's
- * URI->query_param: the first "start" parameter, %-decoded; only digits
- * make a byte offset here. */
-static uint64_t flv_start_of(const char *t, size_t len)
-{
-    const char *q = memchr(t, '?', len);
-    size_t pl = q ? (size_t)(q - t) : len;
-    if (pl < 4 || strncmp(t + pl - 4, ".flv", 4))
-        return 0;
-    if (!q)
-        return 0;
-    const char *p = q + 1, *end = t + len;
-    while (p < end) {
-        const char *amp = memchr(p, '&', (size_t)(end - p));
-        const char *pe = amp ? amp : end;
-        if (pe - p > 6 && !strncmp(p, "start=", 6)) {
-            uint64_t v = 0;
-            const char *d = p + 6;
-            for (; d < pe && *d >= '0' && *d <= '9' && v < (1ULL << 60); d++)
-                v = v * 10 + (uint64_t)(*d - '0');
-            return d == pe ? v : 0;
-        }
-        p = pe + 1;
-    }
-    return 0;
-}
-
 static enum pb_hook_result flv_start(struct pb_service *svc, struct pb_client *cl, struct http_msg *req)
 {
     (void)svc;
-    cl->flv_start = flv_start_of(req->target, req->target_len);
+    cl->flv_start = pb_flv_start_of(req->target, req->target_len);
     return PB_HOOK_CONTINUE;
 }
 

@@ -63,7 +63,10 @@ def cpu_s(pids):
         try:
             with open("/proc/%d/stat" % pid) as f:
                 fields = f.read().rsplit(")", 1)[1].split()
-            total += int(fields[11]) + int(fields[12])
+            # utime + stime, plus cutime + cstime: a worker process that
+            # exits during a run (the Perl tracker restarts its workers)
+            # is reaped by its parent, whose c-times then carry its CPU.
+            total += int(fields[11]) + int(fields[12]) + int(fields[13]) + int(fields[14])
         except OSError:
             pass
     return total / float(os.sysconf("SC_CLK_TCK"))

@@ -4,6 +4,7 @@ gearman-cli used with gearman(1)'s letters, side by side with Debian's
 `gearman` where both do the same thing."""
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -13,7 +14,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 sys.path.insert(0, os.path.dirname(__file__))
 from conftest import bin_path  # noqa: E402
-from test_gearmand_wire import Conn, status, wait_for  # noqa: E402
+from test_gearmand_wire import Conn, packet, status, wait_for  # noqa: E402
 
 
 def scrape(port):
@@ -66,8 +67,7 @@ def test_metrics_every_function_when_unbounded(daemon):
     d = daemon("gearmand", ["-p", "{port}", "-L", "127.0.0.1", "--metrics", "127.0.0.1:{port2}",
                             "--metrics-max-functions", "0"])
     c = Conn(d.port)
-    c.raw(b"".join(__import__("test_gearmand_wire").packet("SUBMIT_JOB_BG", "f%d" % i, "", "x")
-                   for i in range(1500)))
+    c.raw(b"".join(packet("SUBMIT_JOB_BG", "f%d" % i, "", "x") for i in range(1500)))
     for _ in range(1500):
         c.expect("JOB_CREATED")
     _, fams = scrape(d.port2)
@@ -198,3 +198,26 @@ def test_cli_worker_letters_c_and_n(daemon):
     finally:
         w.send_signal(signal.SIGKILL)
         w.wait()
+
+
+def test_a_half_closed_peer_still_gets_its_replies(daemon):
+    """`echo version | nc -N host 4730`: the request and the peer's FIN come
+    together; replies leave at the end of the loop iteration, before the
+    EOF is read, so none is lost (binary and text, 4 loops)."""
+    d = daemon("gearmand", ["-p", "{port}", "-L", "127.0.0.1"])
+    got = 0
+    for i in range(100):
+        s = socket.create_connection(("127.0.0.1", d.port))
+        s.sendall(b"version\n" if i % 2 else packet("ECHO_REQ", "hi"))
+        s.shutdown(socket.SHUT_WR)
+        s.settimeout(10)
+        data = b""
+        while True:
+            chunk = s.recv(4096)
+            if not chunk:
+                break
+            data += chunk
+        s.close()
+        got += data.startswith(b"OK " if i % 2 else b"\0RES")
+    assert got == 100
+

@@ -18,6 +18,11 @@ from mc_helpers import Raw, bin_request, bin_response, start
 HALF = 512 * 1024
 
 
+def sanitized():
+    with open(bin_path("memcached"), "rb") as f:
+        return b"__asan_init" in f.read()
+
+
 def rss_kb(pid):
     with open("/proc/%d/status" % pid) as f:
         for line in f:
@@ -196,7 +201,10 @@ def test_memory_stays_bounded_under_churn_of_large_items(daemon):
     st = r.stats()
     assert int(r.stats("slabs")["total_malloced"]) <= 66 << 20
     assert int(st["evictions"]) > 0
-    assert rss_kb(d.pid) < 110 * 1024
+    # (under AddressSanitizer freed memory sits in its quarantine: RSS says
+    # nothing there; the slab accounting above still holds)
+    if not sanitized():
+        assert rss_kb(d.pid) < 110 * 1024
     present = 0
     for key, v in last.items():
         got = get_value(r, b"get %s\r\n" % key)

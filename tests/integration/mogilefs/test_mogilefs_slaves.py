@@ -56,6 +56,25 @@ def test_reads_go_to_a_live_slave_and_writes_to_the_master(mariadb):
         with pytest.raises(MogError) as e:
             cl.get_paths("k1")
         assert e.value.code == "unknown_key"
+        # Many clients at once: every read still goes to the slave (each
+        # query thread has a slave connection of its own; a read sent to the
+        # master would not find this key).
+        import threading
+        errors = []
+
+        def reader():
+            c2 = mogclient.Client("sd", [tr.addr])
+            try:
+                for _ in range(15):
+                    assert len(c2.get_paths("only-on-slave", noverify=1)) >= 1
+            except Exception as e:  # noqa: BLE001 - reported below
+                errors.append(repr(e))
+        threads = [threading.Thread(target=reader) for _ in range(8)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        assert not errors, errors[:3]
         # list_keys reads the master, as the original.
         assert cl.list_keys("")[1] == ["k1"]
         # Writes go to the master only.

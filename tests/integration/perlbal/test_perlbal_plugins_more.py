@@ -1,4 +1,5 @@
-"""Perlbal 1.80's Highpri, Vpaths and FlvStreaming plugins, driven as their
+"""Perlbal 1.80's Highpri, Vpaths, FlvStreaming, LazyCDN and Palimg plugins,
+Throttle's lists, X-REPROXY-SERVICE to selectors and upload progress, driven as their
 documentation says; where the test can, the same config runs under
 Debian's Perl Perlbal (/usr/bin/perlbal) too and the answers are compared."""
 import os
@@ -599,3 +600,223 @@ def test_perlbal_upload_tracker_answers_as_perl_perlbal(daemon, perl_perlbal, tm
             assert answers["perl"] == answers["ours"]
     finally:
         be.stop()
+
+
+# ------------------------------------------------------------------ LazyCDN
+
+def test_perlbal_lazycdn_falls_back_for_missing_and_newer_files(daemon, perl_perlbal, tmp_path):
+    """LazyCDN: a web_server serves what its docroot has; a missing file, or
+    one whose URI asks for a newer version (v=N above the file's mtime) when
+    the answer would be a plain 200, goes to fallback_service, and the URI is
+    sent to fallback_udp_ping_addr. Same script against Perl Perlbal."""
+    root = tmp_path / "cdn"
+    root.mkdir()
+    (root / "have.txt").write_text("cached copy\n")
+    mtime = 1700000000
+    os.utime(root / "have.txt", (mtime, mtime))
+    be = Backend(lambda h, info: (200, {"Content-Type": "text/plain"}, b"origin:" + info["path"].encode()))
+    try:
+        results = {}
+        for name in (["ours", "perl"] if PERL_PERLBAL else ["ours"]):
+            udp = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+            udp.bind(("127.0.0.1", 0))
+            udp.settimeout(2)
+
+            def conf(port, mport):
+                return """
+LOAD LazyCDN
+CREATE POOL o
+  POOL o ADD 127.0.0.1:%d
+CREATE SERVICE origin
+  SET role = reverse_proxy
+  SET pool = o
+ENABLE origin
+CREATE SERVICE cdn
+  SET role = web_server
+  SET listen = 127.0.0.1:%d
+  SET docroot = %s
+  SET persist_client = on
+  SET plugins = LazyCDN
+  SET fallback_service = origin
+  SET fallback_udp_ping_addr = 127.0.0.1:%d
+ENABLE cdn
+""" % (be.port, port, root, udp.getsockname()[1]) + mgmt_conf(mport)
+            port, mport = free_port(), free_port()
+            if name == "ours":
+                start_perlbal(daemon, str(tmp_path), conf(port, mport), port, name="cdn.conf")
+            else:
+                perl_perlbal(conf(port, mport), port)
+            out = []
+            lm = "Tue, 14 Nov 2023 22:13:20 GMT"         # the file's mtime as an HTTP date
+            for path, hdrs in [("/have.txt", {}),
+                               ("/missing.txt?x=1", {}),
+                               ("/have.txt?v=%d" % (mtime + 100), {}),
+                               ("/have.txt?v=%d" % (mtime - 100), {}),
+                               ("/have.txt?v=%d" % (mtime + 100), {"If-Modified-Since": lm}),
+                               ("/have.txt?nov=%d" % (mtime + 100), {})]:
+                r, body = get(port, path, headers=hdrs)
+                out.append((r.status, body))
+            pings = []
+            while True:
+                try:
+                    pings.append(udp.recv(512))
+                except socket.timeout:
+                    break
+                udp.settimeout(0.3)
+            udp.close()
+            results[name] = (out, pings)
+        out, pings = results["ours"]
+        assert out[0] == (200, b"cached copy\n")
+        assert out[1] == (200, b"origin:/missing.txt?x=1")
+        assert out[2] == (200, b"origin:/have.txt?v=%d" % (mtime + 100))
+        assert out[3] == (200, b"cached copy\n")
+        assert out[4] == (304, b"")
+        assert out[5] == (200, b"cached copy\n")              # "nov=" is not "v="
+        assert pings == [b"/missing.txt?x=1", b"/have.txt?v=%d" % (mtime + 100)]
+        if "perl" in results:
+            assert results["perl"] == results["ours"]
+    finally:
+        be.stop()
+
+
+def test_perlbal_lazycdn_settings(daemon, tmp_path):
+    port, mport = free_port(), free_port()
+    start_perlbal(daemon, str(tmp_path), """
+LOAD LazyCDN
+CREATE SERVICE cdn
+  SET role = web_server
+  SET listen = 127.0.0.1:%d
+  SET docroot = %s
+  SET plugins = LazyCDN
+ENABLE cdn
+CREATE POOL p
+CREATE SERVICE proxy
+  SET role = reverse_proxy
+  SET pool = p
+""" % (port, tmp_path) + mgmt_conf(mport), port)
+    assert "Expecting IP:port of form a.b.c.d:port." in console(mport, "SET cdn.fallback_udp_ping_addr = nohost")
+    assert "ERROR" in console(mport, "SET proxy.fallback_service = cdn")        # web_server only
+    # no fallback_service: a missing file is the usual 404
+    assert get(port, "/nothing")[0].status == 404
+
+
+# ------------------------------------------------------------------- Palimg
+
+def make_gif(tail=3000):
+    pal = bytes([10, 20, 30, 40, 50, 60, 70, 80, 90, 200, 210, 220])   # 4 entries
+    return b"GIF89a" + bytes([2, 0, 2, 0, 0x81, 0, 0]) + pal + bytes(range(256)) * (tail // 256) + b";"
+
+
+def make_png(tail=3000):
+    import struct
+    import zlib
+
+    def chunk(t, d):
+        return struct.pack(">I", len(d)) + t + d + struct.pack(">I", zlib.crc32(t + d) & 0xffffffff)
+    ihdr = struct.pack(">IIBBBBB", 2, 2, 8, 3, 0, 0, 0)
+    pal = bytes([10, 20, 30, 40, 50, 60, 70, 80, 90, 200, 210, 220])
+    return (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"PLTE", pal) +
+            chunk(b"IDAT", bytes(range(256)) * (tail // 256)) + chunk(b"IEND", b""))
+
+
+def test_perlbal_palimg_palettes_as_perl_perlbal(daemon, perl_perlbal, tmp_path):
+    """Palimg: /palimg/x.gif/p<spec> serves the image with its palette
+    replaced (entries, gradient, tint), a PNG's PLTE CRC recomputed; a bad
+    spec or an unpaletted image is a 404. Byte for byte as Perl Perlbal."""
+    import struct
+    import zlib
+    root = tmp_path / "www"
+    (root / "palimg").mkdir(parents=True)
+    gif, png = make_gif(), make_png()
+    (root / "palimg" / "a.gif").write_bytes(gif)
+    (root / "palimg" / "b.png").write_bytes(png)
+    (root / "palimg" / "c.txt").write_text("plain\n")
+    (root / "palimg" / "rgb.png").write_bytes(png.replace(struct.pack(">IIBBBBB", 2, 2, 8, 3, 0, 0, 0),
+                                                          struct.pack(">IIBBBBB", 2, 2, 8, 2, 0, 0, 0)))
+
+    def conf(port, mport):
+        return """
+LOAD palimg
+CREATE SERVICE palex
+  SET role = web_server
+  SET listen = 127.0.0.1:%d
+  SET docroot = %s
+  SET plugins = palimg
+  SET persist_client = on
+ENABLE palex
+""" % (port, root) + mgmt_conf(mport)
+    paths = ["/palimg/a.gif/p1ffeedd", "/palimg/a.gif/pg00000000030000ff", "/palimg/a.gif/pt808080",
+             "/palimg/a.gif/pt808080102030", "/palimg/b.png/p0010203", "/palimg/b.png/pg0300000000ffffff",
+             "/palimg/c.txt/p0010203", "/palimg/a.gif/pXYZ", "/palimg/a.gif/pg0011111100222222",
+             "/palimg/rgb.png/p0010203", "/palimg/missing.gif/p0010203", "/palimg/a.gif"]
+    results = {}
+    for name, port, mport in start_both(daemon, perl_perlbal, tmp_path, conf):
+        out = []
+        for p in paths:
+            try:
+                r, body = get(port, p, timeout=5 if name == "ours" else 1.5)
+                out.append((r.status, r.getheader("Content-Type"), body if r.status == 200 else b""))
+            except (socket.timeout, TimeoutError, ConnectionError):
+                out.append(("no answer", None, b""))
+        results[name] = out
+    ours = results["ours"]
+    # entry 1 replaced
+    assert ours[0][0] == 200 and ours[0][2][13 + 3:13 + 6] == bytes([0xff, 0xee, 0xdd])
+    assert ours[0][2][:13 + 3] == gif[:13 + 3] and ours[0][2][13 + 6:] == gif[13 + 6:]
+    # gradient 0..3 from 000000 to 0000ff
+    assert ours[1][2][13:25] == bytes([0, 0, 0, 0, 0, 85, 0, 0, 170, 0, 0, 255])
+    # tint towards 808080 from black: int(0x80 * c / 255)
+    assert ours[2][2][13:16] == bytes([int(0x80 * c / 255) for c in (10, 20, 30)])
+    png0 = ours[4][2]
+    assert ours[4][0] == 200 and ours[4][1] == "image/png" and len(png0) == len(png)
+    plte = png0.index(b"PLTE")
+    data = png0[plte + 4:plte + 16]
+    assert data[:3] == bytes([0x01, 0x02, 0x03])
+    assert png0[plte + 16:plte + 20] == struct.pack(">I", zlib.crc32(b"PLTE" + data) & 0xffffffff)
+    assert ours[6] == (200, "text/plain", b"plain\n")          # not an image: as it is
+    assert ours[7][0] == 404 and ours[8][0] == 404               # bad spec; gradient from == to
+    assert ours[9][0] == 404                                      # PNG without a palette
+    assert ours[10][0] == 404
+    assert ours[11] == (200, "image/gif", gif)                   # no spec: the usual file
+    if "perl" in results:
+        for i, (a, b) in enumerate(zip(results["perl"], ours)):
+            if i in (7, 8, 9):
+                # Perl Perlbal 1.80 never answers these (measured: the
+                # client waits); we answer 404
+                assert a[0] == "no answer", (paths[i], a[:2])
+                continue
+            assert a[0] == b[0] and a[2] == b[2], (paths[i], a[:2], b[:2])
+
+
+# -------------------------------------------------------- PUT's 201 wording
+
+def test_perlbal_put_201_worded_as_perl_perlbal(daemon, perl_perlbal, tmp_path):
+    """A PUT whose Content-MD5 was verified: Perlbal answers "201 " with no
+    reason phrase and the page "<h1>201</h1>"; ours the same bytes."""
+    answers = {}
+    for name in (["ours", "perl"] if PERL_PERLBAL else ["ours"]):
+        root = tmp_path / ("www-" + name)
+        root.mkdir()
+
+        def conf(port, mport):
+            return """
+CREATE SERVICE web
+  SET role = web_server
+  SET listen = 127.0.0.1:%d
+  SET docroot = %s
+  SET enable_put = 1
+  SET server_tokens = off
+ENABLE web
+""" % (port, root) + mgmt_conf(mport)
+        port, mport = free_port(), free_port()
+        if name == "ours":
+            start_perlbal(daemon, str(tmp_path), conf(port, mport), port, name="put.conf")
+        else:
+            perl_perlbal(conf(port, mport), port)
+        st, hd, body = raw_response(port, b"PUT /f.txt HTTP/1.0\r\nContent-Length: 3\r\n"
+                                          b"Content-MD5: kAFQmDzST7DWlj99KOF/cg==\r\n\r\nabc")
+        answers[name] = (st, hd.get("content-type"), hd.get("content-length"), body)
+        assert (root / "f.txt").read_bytes() == b"abc"
+    assert answers["ours"] == ("HTTP/1.0 201 ", "text/html", "13", b"<h1>201</h1>\n")
+    if "perl" in answers:
+        assert answers["perl"] == answers["ours"]

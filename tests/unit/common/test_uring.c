@@ -10,10 +10,12 @@
  *    write event finishes it), a reply still going out after the peer's
  *    half-close, two conns that arrive in one batch where the first pauses
  *    the second (its bytes already read must not reach on_read until it
- *    is resumed, and then must), close after write; with the ring on, the
+ *    is resumed, and then must), a file segment (sendfile) between memory
+ *    bytes arriving byte for byte, close after write; with the ring on, the
  *    reads of conns woken together run in one io_uring_enter. */
 #include <arpa/inet.h>
 #include <errno.h>
+#include <fcntl.h>
 #include <linux/filter.h>
 #include <linux/seccomp.h>
 #include <netinet/in.h>
@@ -143,6 +145,8 @@ static void test_batch(void)
 static atomic_int violations;     /* on_read while paused */
 static atomic_int unpaused_reads; /* the paused conn's read after resume */
 static struct core_conn *paused_conn;
+static char file_path[64];
+#define FILE_BYTES 100000
 
 static void resume_later(evutil_socket_t fd, short what, void *arg)
 {
@@ -179,6 +183,19 @@ static int srv_read(struct core_conn *c)
             for (long i = 0; i < n; i += (long)sizeof chunk)
                 evbuffer_add(conn_out(c), chunk, (size_t)(n - i < (long)sizeof chunk ? n - i : (long)sizeof chunk));
             evbuffer_add(conn_out(c), "\r\n", 2);
+        } else if (!strncmp(cmd, "file ", 5)) {
+            /* a file segment in the output, as httpd's sendfile path makes
+             * it: its bytes are not in memory, so the batch must leave it
+             * to evbuffer_write (sendfile) */
+            int fd = open(file_path, O_RDONLY);
+            struct evbuffer *f = evbuffer_new();
+            evbuffer_set_flags(f, EVBUFFER_FLAG_DRAINS_TO_FD);
+            evbuffer_add_printf(conn_out(c), "FILE\r\n");
+            if (fd < 0 || evbuffer_add_file(f, fd, atol(cmd + 5), FILE_BYTES - atol(cmd + 5)) < 0)
+                evbuffer_add_printf(conn_out(c), "no file\r\n");
+            evbuffer_add_buffer(conn_out(c), f);
+            evbuffer_add_printf(conn_out(c), "\r\nEND\r\n");
+            evbuffer_free(f);
         } else if (!strcmp(cmd, "stats")) {
             uint64_t b, o;
             conn_loop_io_counters(c->loop, &b, &o);
@@ -392,6 +409,24 @@ static void *client_main(void *arg)
             FAIL("half-closed peer got %zu of %zu bytes", got, big + 2);
         free(buf);
     }
+    /* file segments (sendfile) behind and between memory bytes: byte for
+     * byte, twice on one conn (the second time the conn's output may
+     * hold the rest of the first) */
+    for (int round = 0; round < 2; round++) {
+        long off = round ? 12345 : 0;
+        char cmd[32];
+        snprintf(cmd, sizeof cmd, "file %ld\r\n", off);
+        say(fds[7], cmd);
+        size_t want = 6 + (size_t)(FILE_BYTES - off) + 7;
+        char *buf = malloc(want + 1);
+        size_t got = read_n(fds[7], buf, want);
+        bool ok = got == want && !memcmp(buf, "FILE\r\n", 6) && !memcmp(buf + want - 7, "\r\nEND\r\n", 7);
+        for (long i = 0; ok && i < FILE_BYTES - off; i++)
+            ok = buf[6 + i] == (char)('a' + (off + i) % 23);
+        if (!ok)
+            FAIL("file reply from %ld: %zu of %zu bytes, or wrong bytes", off, got, want);
+        free(buf);
+    }
     get_stats(fds[5], &seen_batches, &seen_ops);
     say(fds[6], "quit\r\n");
     expect(fds[6], "BYE\r\n");
@@ -407,6 +442,14 @@ static void *client_main(void *arg)
 /* Runs the server and the client; exit status 0 when all went well. */
 static int serve(bool expect_ring)
 {
+    snprintf(file_path, sizeof file_path, "/tmp/test_uring.%d", (int)getpid());
+    {
+        FILE *f = fopen(file_path, "w");
+        for (long i = 0; f && i < FILE_BYTES; i++)
+            fputc('a' + (int)(i % 23), f);
+        if (f)
+            fclose(f);
+    }
     if (loop_init(1) != 0)
         return 10;
     loop_set_grace(2);
@@ -439,6 +482,7 @@ static int serve(bool expect_ring)
     fprintf(stderr, "  io_uring batches %llu, operations %llu (12 conns woken together: %llu in %llu)\n", seen_batches,
             seen_ops, ops1 - ops0, batches1 - batches0);
     loop_free();
+    unlink(file_path);
     return unit_checks_failed_in_test ? 1 : 0;
 }
 

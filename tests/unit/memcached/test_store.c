@@ -1,7 +1,8 @@
 /* Unit tests for the memcached item store: store semantics (set/add/
  * replace/append/prepend/cas), incr/decr wrap and floor, delete with CAS,
- * expiry rules, flush, eviction under the memory limit, page moves between
- * classes, the crawler, and hash table growth. */
+ * expiry rules, flush, chunked items, the TEMP and flat LRUs, eviction under
+ * the memory limit, page moves between classes, the crawler, and hash table
+ * growth. */
 #include "memcached/mc.h"
 #include "tests/unit/unit.h"
 
@@ -215,6 +216,102 @@ static void test_hash_growth(void)
     CHECK_EQ_INT(missing, 0);
 }
 
+static uint64_t used_chunks(void)
+{
+    uint64_t used = 0;
+    for (int i = 1; i <= mc_nclasses; i++) {
+        struct mc_class *c = &mc_classes[i];
+        pthread_mutex_lock(&c->lock);
+        used += c->pages * c->perpage - c->free_count;
+        pthread_mutex_unlock(&c->lock);
+    }
+    return used;
+}
+
+/* Items over slab_chunk_max are chained chunks: written and read piece by
+ * piece, appended across pieces, and every chunk comes back on delete. */
+static void test_chunked(void)
+{
+    CHECK_EQ_INT((int)mc_chunk_max, 512 * 1024);
+    CHECK_EQ_INT((int)mc_classes[mc_nclasses].size, 512 * 1024);
+    static char val[1048576], back[1048576];
+    for (size_t i = 0; i < sizeof val; i++)
+        val[i] = (char)(i * 2654435761u >> 13);
+    uint64_t before = used_chunks();
+    const size_t sizes[] = { 524288 - 60, 524288, 600000, 1000000, 1048576 - 100 };
+    for (size_t k = 0; k < sizeof sizes / sizeof sizes[0]; k++) {
+        size_t n = sizes[k];
+        enum mc_alloc_err err;
+        mc_item *it = mc_item_alloc("big", 3, 0, 0, n, &err);
+        CHECK(it != NULL);
+        if (!it)
+            continue;
+        CHECK(mc_item_chunked(it) == (mc_item_total(3, n) > mc_chunk_max));
+        for (size_t off = 0; off < n; off += 7919) /* odd pieces across chunk ends */
+            mc_value_write(it, off, val + off, n - off < 7919 ? n - off : 7919);
+        CHECK_EQ_INT(mc_store(it, MC_OP_SET, 0, NULL), MC_STORED);
+        uint64_t hv = mc_hash("big", 3);
+        mc_key_lock(hv);
+        mc_item *f = mc_item_find_locked("big", 3, hv);
+        CHECK(f != NULL && f->nbytes == n);
+        if (f) {
+            memset(back, 0, n);
+            mc_value_out(f, back);
+            CHECK(memcmp(back, val, n) == 0);
+            CHECK(f->clsid == (mc_item_chunked(f) ? mc_nclasses : f->clsid));
+        }
+        mc_key_unlock(hv);
+    }
+    /* append across the chunk boundary */
+    enum mc_alloc_err err;
+    mc_item *a = mc_item_alloc("big", 3, 0, 0, 30000, &err);
+    CHECK(a != NULL);
+    if (a) {
+        mc_value_write(a, 0, val, 30000);
+        CHECK_EQ_INT(mc_store(a, MC_OP_APPEND, 0, NULL), MC_TOO_LARGE); /* past -I */
+    }
+    CHECK_EQ_INT(mc_delete("big", 3, 0), MC_DELETED);
+    mc_item *b = mc_item_alloc("big", 3, 0, 0, 520000, &err);
+    mc_value_write(b, 0, val, 520000);
+    CHECK_EQ_INT(mc_store(b, MC_OP_SET, 0, NULL), MC_STORED);
+    a = mc_item_alloc("big", 3, 0, 0, 30000, &err);
+    mc_value_write(a, 0, val + 520000, 30000);
+    CHECK_EQ_INT(mc_store(a, MC_OP_APPEND, 0, NULL), MC_STORED);
+    uint64_t hv = mc_hash("big", 3);
+    mc_key_lock(hv);
+    mc_item *f = mc_item_find_locked("big", 3, hv);
+    CHECK(f != NULL && f->nbytes == 550000 && mc_item_chunked(f));
+    if (f) {
+        mc_value_out(f, back);
+        CHECK(memcmp(back, val, 550000) == 0);
+    }
+    mc_key_unlock(hv);
+    CHECK_EQ_INT(mc_delete("big", 3, 0), MC_DELETED);
+    CHECK(used_chunks() == before); /* every chunk back on its free list */
+}
+
+/* Short TTLs go to the TEMP LRU when it is on; flat mode puts new items in
+ * COLD. */
+static void test_lru_segments(void)
+{
+    struct mc_class *c = &mc_classes[1];
+    uint64_t temp = c->count[MC_LRU_TEMP], cold = c->count[MC_LRU_COLD];
+    mc_settings.temp_lru = true;
+    mc_settings.temporary_ttl = 61;
+    mc_settings.lru_segmented = true;
+    CHECK_EQ_INT(mc_store(mk("t1", "x", mc_realtime(30)), MC_OP_SET, 0, NULL), MC_STORED);
+    CHECK_EQ_INT(mc_store(mk("t2", "x", mc_realtime(61)), MC_OP_SET, 0, NULL), MC_STORED);
+    CHECK_EQ_INT(mc_store(mk("t3", "x", mc_realtime(62)), MC_OP_SET, 0, NULL), MC_STORED);
+    CHECK(c->count[MC_LRU_TEMP] == temp + 2);
+    mc_settings.temp_lru = false;
+    mc_settings.lru_segmented = false;
+    CHECK_EQ_INT(mc_store(mk("f1", "x", 0), MC_OP_SET, 0, NULL), MC_STORED);
+    CHECK(c->count[MC_LRU_COLD] >= cold + 1);
+    mc_settings.lru_segmented = true;
+    mc_delete("t1", 2, 0), mc_delete("t2", 2, 0), mc_delete("t3", 2, 0), mc_delete("f1", 2, 0);
+    CHECK(c->count[MC_LRU_TEMP] == temp);
+}
+
 int main(void)
 {
     mc_settings.maxbytes = 8u << 20;
@@ -225,6 +322,7 @@ int main(void)
     mc_settings.warm_pct = 40;
     mc_settings.slab_reassign = true; /* the daemon's defaults */
     mc_settings.slab_automove = 1;
+    mc_settings.lru_segmented = true;
     mc_clock_update();
     CHECK(mc_slabs_init() == 0);
     CHECK(mc_assoc_init(16) == 0);
@@ -232,6 +330,8 @@ int main(void)
     RUN(test_arith);
     RUN(test_expiry_rules);
     RUN(test_flush);
+    RUN(test_chunked);
+    RUN(test_lru_segments);
     RUN(test_crawler);
     RUN(test_eviction_bounded);
     RUN(test_page_move);
