@@ -143,7 +143,12 @@ static void lookup_done(struct ud_iq *q)
          * global database may have read the row long before a slow reply
          * reaches us, and the mover counts directory_ttl from its UPDATE. */
         e.expires_ms = l->sent_ms + (uint64_t)(ud_cfg.directory_ttl * 1000);
-        if (e.cluster)
+        /* Lookups may come back out of order: an answer to a later lookup
+         * is newer, keep it (and use it) rather than this older one. */
+        struct ud_dir_entry *cur = find(l->userid);
+        if (cur && cur->expires_ms > e.expires_ms)
+            e = *cur;
+        else if (e.cluster)
             store(&e);
     }
     l->cb(l->arg, &e, NULL);
