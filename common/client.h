@@ -109,4 +109,8 @@ void client_consume(struct client_server *s, size_t n);
 
 const char *client_strerror(int status);
 
+/* For the CLIs: all of fd (stdin) up to its end, in one malloc'd block
+ * (*len bytes); NULL when out of memory. */
+char *client_read_all(int fd, size_t *len);
+
 #endif

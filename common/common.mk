@@ -20,6 +20,7 @@ $(eval $(call unit_test,common/test_net))
 $(eval $(call unit_test,common/test_db_fault))
 $(eval $(call unit_test,common/test_client))
 $(eval $(call unit_test,common/test_uring))
+$(eval $(call unit_test,common/test_base64))
 # io_uring (common/uring.c) through liburing when pkg-config finds it;
 # without it conn stays on epoll.
 ifneq ($(shell pkg-config --exists liburing && echo yes),)

@@ -231,7 +231,7 @@ int cfg_set(const struct cfg_setting *const *tables, const char *name, const cha
     return apply(s, value, err, errlen);
 }
 
-static char *trim(char *s)
+char *cfg_trim(char *s)
 {
     while (*s == ' ' || *s == '\t')
         s++;
@@ -257,11 +257,11 @@ static int load_file(const struct cfg_setting *const *tables, const char *path, 
             rc = set_err(err, errlen, "%s:%d: line too long", path, lineno);
             break;
         }
-        char *line = trim(buf);
+        char *line = cfg_trim(buf);
         if (*line == '\0' || *line == '#')
             continue;
         if (strncmp(line, "include", 7) == 0 && (line[7] == ' ' || line[7] == '\t')) {
-            char *inc = trim(line + 8), full[4096];
+            char *inc = cfg_trim(line + 8), full[4096];
             if (inc[0] != '/') {
                 const char *slash = strrchr(path, '/');
                 snprintf(full, sizeof(full), "%.*s%s", slash ? (int)(slash - path + 1) : 0, path, inc);
@@ -275,8 +275,8 @@ static int load_file(const struct cfg_setting *const *tables, const char *path, 
         char *key = line, *value = NULL;
         if (eq) {
             *eq = '\0';
-            value = trim(eq + 1);
-            key = trim(key);
+            value = cfg_trim(eq + 1);
+            key = cfg_trim(key);
         }
         const struct cfg_setting *s = cfg_find(tables, key);
         if (!s) {

@@ -95,4 +95,8 @@ const struct cfg_setting *cfg_find(const struct cfg_setting *const *tables, cons
 int cfg_parse_size(const char *s, uint64_t *out);
 int cfg_parse_bool(const char *s, bool *out);
 
+/* Strip spaces and tabs in front and blanks (with CR/LF) behind, in place:
+ * how a config line's key and value are read. */
+char *cfg_trim(char *s);
+
 #endif

@@ -428,9 +428,11 @@ static void got(struct core_conn *c, int res)
 {
     if (res == RES_NOT_RUN || res == -EAGAIN || res == -EWOULDBLOCK || res == -EINTR)
         return; /* still readable: the read event comes again */
-    if (c->flags & (F_PAUSED_USER | F_PAUSED_LIMIT | F_CLOSE_PENDING)) {
-        /* paused by a callback after the read was queued: the bytes wait
-         * in the input (an EOF or error is read again once resumed) */
+    if (c->flags & (F_PAUSED_USER | F_PAUSED_LIMIT | F_CLOSE_PENDING | F_CLOSE_AFTER_WRITE)) {
+        /* paused or closing since the read was queued (a callback earlier
+         * in the batch): as if the read had not happened yet, the bytes
+         * wait in the input and an EOF or error is read again once
+         * resumed (a closing conn no longer reads at all) */
         if (res > 0)
             c->flags |= F_UNREAD;
         return;

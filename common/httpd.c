@@ -39,7 +39,6 @@
 #include "common/log.h"
 #include "common/loop.h"
 #include "common/tls.h"
-#include "common/uring.h"
 #include "common/work.h"
 
 static __thread struct http_msg scratch_req;
@@ -71,10 +70,9 @@ struct evbuffer *httpd_tx(void)
  * bufferevent. txf is empty between calls: never shared by two conns. */
 int httpd_tx_add_file(bool tls, int fd, int64_t offset, int64_t length)
 {
-    /* conn's io_uring path sends the output's bytes from memory
-     * (evbuffer_peek): a sendfile chain has none, so there too the file is
-     * mapped */
-    if (tls || uring_wanted())
+    /* (conn's io_uring path writes an output holding a file segment with
+     * evbuffer_write, so the segment may be a sendfile one there too) */
+    if (tls)
         return evbuffer_add_file(httpd_tx(), fd, (ev_off_t)offset, (ev_off_t)length);
     if (!txf) {
         txf = evbuffer_new();

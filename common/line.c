@@ -71,3 +71,19 @@ int line_split(char *line, size_t len, char **tok, int max)
     line[len] = '\0';
     return n;
 }
+
+size_t line_copy_at(struct evbuffer *b, size_t off, char *dst, size_t cap)
+{
+    struct evbuffer_ptr at;
+    struct evbuffer_iovec v[4];
+    if (evbuffer_ptr_set(b, &at, off, EVBUFFER_PTR_SET) < 0)
+        return 0;
+    int n = evbuffer_peek(b, (ev_ssize_t)cap, &at, v, 4);
+    size_t got = 0;
+    for (int i = 0; i < n && i < 4 && got < cap; i++) {
+        size_t k = v[i].iov_len < cap - got ? v[i].iov_len : cap - got;
+        memcpy(dst + got, v[i].iov_base, k);
+        got += k;
+    }
+    return got;
+}

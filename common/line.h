@@ -20,6 +20,11 @@ enum line_status line_find(const char *buf, size_t len, size_t max, size_t *line
  * drained or changed). The caller drains *consumed bytes when done. */
 char *line_peek(struct evbuffer *in, size_t max, size_t *line_len, size_t *consumed, enum line_status *st);
 
+/* Copy up to cap bytes of b from offset off into dst; returns how many.
+ * Works on a bufferevent's output too, whose frozen start makes
+ * evbuffer_copyout_from refuse (a daemon's -vv log reads its reply so). */
+size_t line_copy_at(struct evbuffer *b, size_t off, char *dst, size_t cap);
+
 /* Split line[0..len) on spaces/tabs, in place: each token gets a NUL. Up to
  * max tokens go in tok[]. Returns the number of tokens, or -1 if there were
  * more than max (tok[] then holds the first max). line must have room for

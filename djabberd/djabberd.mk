@@ -11,6 +11,6 @@ $(eval $(call program,djabberd,$(DJ_SRCS),$(DJ_LIBS)))
 $(eval $(call unit_test,djabberd/test_proto,$(DJ_PROTO),$(DJ_LIBS)))
 
 $(eval $(call fuzz_target,fuzz_dj_xml,tests/fuzz/fuzz_dj_xml.c djabberd/proto_xml.c,$(DJ_LIBS)))
-$(eval $(call fuzz_target,fuzz_dj_sasl,tests/fuzz/fuzz_dj_sasl.c djabberd/proto_sasl.c))
+$(eval $(call fuzz_target,fuzz_dj_sasl,tests/fuzz/fuzz_dj_sasl.c djabberd/proto_sasl.c common/base64.c))
 
 BENCHES += tests/bench/bench_djabberd.py

@@ -2,6 +2,8 @@
  * hashes and the random nonce). */
 #include "djabberd/proto_sasl.h"
 
+#include "common/base64.h"
+
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -178,74 +180,19 @@ int dj_creds_parse(struct dj_creds *c, const char *s, size_t len)
     return 0;
 }
 
-/* ---- base64 ---- */
-
-static const char b64[] = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+/* ---- base64 (common/base64; SASL payloads decoded leniently) ---- */
 
 int dj_b64_encode(const unsigned char *in, size_t len, char *out, size_t cap)
 {
-    size_t need = (len + 2) / 3 * 4;
-    if (need + 1 > cap)
-        return -1;
-    size_t o = 0;
-    for (size_t i = 0; i < len; i += 3) {
-        unsigned v =
-            (unsigned)in[i] << 16 | (i + 1 < len ? (unsigned)in[i + 1] << 8 : 0) | (i + 2 < len ? in[i + 2] : 0);
-        out[o++] = b64[v >> 18 & 63];
-        out[o++] = b64[v >> 12 & 63];
-        out[o++] = i + 1 < len ? b64[v >> 6 & 63] : '=';
-        out[o++] = i + 2 < len ? b64[v & 63] : '=';
-    }
-    out[o] = 0;
-    return (int)o;
-}
-
-static int b64val(char c)
-{
-    if (c >= 'A' && c <= 'Z')
-        return c - 'A';
-    if (c >= 'a' && c <= 'z')
-        return c - 'a' + 26;
-    if (c >= '0' && c <= '9')
-        return c - '0' + 52;
-    if (c == '+')
-        return 62;
-    if (c == '/')
-        return 63;
-    return -1;
+    int n = cap > 0 ? b64_encode(in, len, out, cap - 1) : -1;
+    if (n >= 0)
+        out[n] = 0;
+    return n;
 }
 
 int dj_b64_decode(const char *in, size_t len, unsigned char *out, size_t cap)
 {
-    /* whitespace is not allowed inside XMPP SASL payloads, but tolerate line breaks */
-    size_t o = 0;
-    unsigned v = 0;
-    int bits = 0, pad = 0;
-    for (size_t i = 0; i < len; i++) {
-        char c = in[i];
-        if (c == '\r' || c == '\n' || c == ' ' || c == '\t')
-            continue;
-        if (c == '=') {
-            pad++;
-            continue;
-        }
-        if (pad)
-            return -1;
-        int x = b64val(c);
-        if (x < 0)
-            return -1;
-        v = v << 6 | (unsigned)x;
-        bits += 6;
-        if (bits >= 8) {
-            bits -= 8;
-            if (o >= cap)
-                return -1;
-            out[o++] = (unsigned char)(v >> bits);
-        }
-    }
-    if (pad > 2)
-        return -1;
-    return (int)o;
+    return b64_decode(in, len, out, cap, B64_LENIENT);
 }
 
 int dj_sasl_plain_parse(const char *msg, size_t len, const char **authzid, size_t *authzid_len, const char **authcid,

@@ -220,16 +220,39 @@ static void *maintainer(void *arg)
         /* Crawl every 5 s (50 ticks of 100 ms). */
         ++ticks;
         atomic_fetch_add_explicit(&mc_sstats.maintainer_juggles, 1, memory_order_relaxed); /* passes */
-        if (ticks % 10 == 0)
+        if (ticks % 10 == 0) {
             mc_slabs_decay_demand();
+            /* The automover's other half, as memcached's: a class holding
+             * more than 2.5 pages of free chunks gives pages back to the
+             * global pool (its live items rescued into its free chunks),
+             * where any class that grows takes them without a malloc. */
+            /* Only while within -m: over it (first pages granted to many
+             * classes) a pooled page could not be reused, and the
+             * maintainer frees pooled pages instead. */
+            if (mc_settings.slab_reassign && mc_settings.slab_automove > 0 && mc_slabs_malloced() <= mc_slabs_limit()) {
+                for (int id = 1; id <= mc_nclasses; id++) {
+                    struct mc_class *c = &mc_classes[id];
+                    for (int moved = 0; moved < 16; moved++) {
+                        uint64_t freec = __atomic_load_n(&c->free_count, __ATOMIC_RELAXED);
+                        uint64_t pages = __atomic_load_n(&c->pages, __ATOMIC_RELAXED);
+                        if (pages < 3 || freec * 2 < (uint64_t)c->perpage * 5)
+                            break;
+                        if (mc_slabs_reassign(id, 0) != MC_REASSIGN_OK)
+                            break;
+                    }
+                }
+            }
+        }
         /* The LRU maintainer's juggle: keep each class's HOT and WARM within
          * their shares between allocations too (as memcached's background
          * thread does), a bounded number of moves per class per tick. */
         if (mc_settings.lru_maintainer) {
             for (int id = 1; id <= mc_nclasses; id++) {
                 struct mc_class *c = &mc_classes[id];
-                if (!__atomic_load_n(&c->count[MC_LRU_HOT], __ATOMIC_RELAXED) &&
-                    !__atomic_load_n(&c->count[MC_LRU_WARM], __ATOMIC_RELAXED))
+                uint64_t any = 0;
+                for (int seg = 0; seg < MC_LRU_N; seg++)
+                    any |= __atomic_load_n(&c->count[seg], __ATOMIC_RELAXED);
+                if (!any)
                     continue;
                 pthread_mutex_lock(&c->lock);
                 for (int n = 0; n < 16; n++)

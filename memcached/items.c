@@ -226,6 +226,45 @@ mc_item *mc_lru_pull(int id, bool need_space, bool from_maintainer)
             c->moves_to_cold++;
         }
     }
+    /* The maintainer reclaims expired items at each segment's tail (as
+     * memcached's juggle does; counted as reclaimed) ... */
+    if (from_maintainer) {
+        for (int seg = 0; seg < MC_LRU_N; seg++) {
+            mc_item *it = c->tail[seg];
+            for (int n = 0; it && n < 8; n++) {
+                mc_item *prev = it->prev;
+                bool expired = false;
+                if (!(it->state & MC_ST_CRAWLER)) {
+                    if (mc_item_live(it, mc_now()) || !try_reclaim(c, it, &expired))
+                        break;
+                    c->reclaimed++;
+                    atomic_fetch_add_explicit(&mc_sstats.reclaimed, 1, memory_order_relaxed);
+                    if (!(mc_bits(it) & MC_IT_FETCHED)) {
+                        c->expired_unfetched++;
+                        atomic_fetch_add_explicit(&mc_sstats.expired_unfetched, 1, memory_order_relaxed);
+                    }
+                    mc_slabs_free_locked(it);
+                }
+                it = prev;
+            }
+        }
+    }
+    /* ... and rescues what was read twice from COLD's tail
+     * into WARM before it is evicted (memcached's juggle does the same). */
+    if (from_maintainer && segmented) {
+        mc_item *it = c->tail[MC_LRU_COLD];
+        for (int n = 0; it && n < 5; n++) {
+            mc_item *prev = it->prev;
+            if (!(it->state & MC_ST_CRAWLER)) {
+                if (!(mc_bits(it) & MC_IT_ACTIVE) || !mc_item_live(it, mc_now()))
+                    break;
+                mc_bits_clear(it, MC_IT_ACTIVE);
+                lru_move(c, it, MC_LRU_WARM);
+                c->moves_to_warm++;
+            }
+            it = prev;
+        }
+    }
     if (!need_space)
         return NULL;
     /* Evict: COLD tail first, then WARM, then HOT; from TEMP only what has

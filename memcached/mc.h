@@ -182,7 +182,7 @@ struct mc_class {
     /* stats (class lock) */
     uint64_t evicted, evicted_nonzero, reclaimed, expired_unfetched, evicted_unfetched, outofmemory, crawler_reclaimed,
         moves_to_cold, moves_to_warm, moves_within_lru, pages_moved_in, pages_moved_out, pages_evicted, pages_rescued,
-        crawler_items_checked, evicted_active, direct_reclaims;
+        chunks_rescued, crawler_items_checked, evicted_active, direct_reclaims;
     uint32_t evicted_time;
     uint32_t alloc_fail_ticks;
     /* Bytes allocated lately (halved every second by the maintainer):

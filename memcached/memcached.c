@@ -437,8 +437,8 @@ static void general_stats(struct stats_sink *k, void *arg)
     for (int i = 1; i <= mc_nclasses; i++)
         bytes += __atomic_load_n(&mc_classes[i].bytes, __ATOMIC_RELAXED);
     /* Per-class counters summed (each read under its class lock). */
-    uint64_t to_cold = 0, to_warm = 0, within = 0, move_evicted = 0, rescued = 0, checked = 0, ev_active = 0,
-             direct = 0;
+    uint64_t to_cold = 0, to_warm = 0, within = 0, move_evicted = 0, rescued = 0, chunk_rescued = 0, checked = 0,
+             ev_active = 0, direct = 0;
     for (int i = 1; i <= mc_nclasses; i++) {
         struct mc_class *c = &mc_classes[i];
         pthread_mutex_lock(&c->lock);
@@ -447,6 +447,7 @@ static void general_stats(struct stats_sink *k, void *arg)
         within += c->moves_within_lru;
         move_evicted += c->pages_evicted;
         rescued += c->pages_rescued;
+        chunk_rescued += c->chunks_rescued;
         checked += c->crawler_items_checked;
         ev_active += c->evicted_active;
         direct += c->direct_reclaims;
@@ -509,8 +510,7 @@ static void general_stats(struct stats_sink *k, void *arg)
     stats_u64(k, "hash_is_expanding", mc_assoc_expanding() ? 1 : 0);
     if (mc_settings.slab_reassign) {
         stats_u64(k, "slab_reassign_rescues", rescued);
-        /* A chunk on a moved page: its item is evicted, not copied. */
-        stats_u64(k, "slab_reassign_chunk_rescues", 0);
+        stats_u64(k, "slab_reassign_chunk_rescues", chunk_rescued);
         stats_u64(k, "slab_reassign_evictions_nomem", move_evicted);
         /* Page moves run inline under the class lock: nothing is ever found
          * busy (items have no reference counts) or left running. */

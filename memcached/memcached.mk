@@ -18,7 +18,7 @@ $(eval $(call unit_test,memcached/test_ketama_compat,,-lmemcached))
 MC_ASYNC_SRCS := memcached/client/mc_async.c
 $(eval $(call unit_test,memcached/test_mc_async,$(MC_ASYNC_SRCS)))
 
-$(eval $(call fuzz_target,fuzz_mc_text,tests/fuzz/fuzz_mc_text.c memcached/proto_text.c memcached/proto_meta.c common/num.c))
+$(eval $(call fuzz_target,fuzz_mc_text,tests/fuzz/fuzz_mc_text.c memcached/proto_text.c memcached/proto_meta.c common/num.c common/base64.c))
 $(eval $(call fuzz_target,fuzz_mc_bin,tests/fuzz/fuzz_mc_bin.c memcached/proto_bin.c))
 # libmc's reply readers (all three protocols, compressed values) against
 # arbitrary server bytes, served from a unix socket in the target.

@@ -7,76 +7,12 @@
 
 #include <string.h>
 
-static const char b64chars[] = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+#include "common/base64.h"
 
-static int b64val(char c)
-{
-    if (c >= 'A' && c <= 'Z')
-        return c - 'A';
-    if (c >= 'a' && c <= 'z')
-        return c - 'a' + 26;
-    if (c >= '0' && c <= '9')
-        return c - '0' + 52;
-    if (c == '+')
-        return 62;
-    if (c == '/')
-        return 63;
-    return -1;
-}
+/* base64 keys (the 'b' flag): common/base64, strict. */
+int mc_base64_decode(const char *in, size_t n, char *out, size_t outcap) { return b64_decode(in, n, out, outcap, 0); }
 
-int mc_base64_decode(const char *in, size_t n, char *out, size_t outcap)
-{
-    if (n % 4 != 0)
-        return -1;
-    size_t o = 0;
-    for (size_t i = 0; i < n; i += 4) {
-        int v[4];
-        int pad = 0;
-        for (int j = 0; j < 4; j++) {
-            if (in[i + j] == '=' && i + 4 == n && j >= 2) {
-                v[j] = 0;
-                pad++;
-            } else {
-                if (pad)
-                    return -1;
-                v[j] = b64val(in[i + j]);
-                if (v[j] < 0)
-                    return -1;
-            }
-        }
-        uint32_t w = ((uint32_t)v[0] << 18) | ((uint32_t)v[1] << 12) | ((uint32_t)v[2] << 6) | (uint32_t)v[3];
-        int nb = 3 - pad;
-        if (o + (size_t)nb > outcap)
-            return -1;
-        out[o++] = (char)(w >> 16);
-        if (nb > 1)
-            out[o++] = (char)(w >> 8);
-        if (nb > 2)
-            out[o++] = (char)w;
-    }
-    return (int)o;
-}
-
-int mc_base64_encode(const char *in, size_t n, char *out, size_t outcap)
-{
-    size_t need = (n + 2) / 3 * 4;
-    if (need > outcap)
-        return -1;
-    size_t o = 0;
-    const unsigned char *s = (const unsigned char *)in;
-    for (size_t i = 0; i < n; i += 3) {
-        uint32_t w = (uint32_t)s[i] << 16;
-        if (i + 1 < n)
-            w |= (uint32_t)s[i + 1] << 8;
-        if (i + 2 < n)
-            w |= s[i + 2];
-        out[o++] = b64chars[(w >> 18) & 63];
-        out[o++] = b64chars[(w >> 12) & 63];
-        out[o++] = i + 1 < n ? b64chars[(w >> 6) & 63] : '=';
-        out[o++] = i + 2 < n ? b64chars[w & 63] : '=';
-    }
-    return (int)o;
-}
+int mc_base64_encode(const char *in, size_t n, char *out, size_t outcap) { return b64_encode(in, n, out, outcap); }
 
 static enum mc_parse fail(struct mc_meta_req *r, const char *msg)
 {

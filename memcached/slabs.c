@@ -333,6 +333,46 @@ static bool evict_chunk_owner(struct mc_class *v, mc_item *chunk)
     return ok;
 }
 
+/* A chunk on a page being emptied, copied into dst (a free chunk of the
+ * same class on another page) and put in its place in its item's chunk
+ * list (memcached's chunk rescue). Needs the largest class's lock (for the
+ * item's state; only tried) and the item's stripe (no reader is copying
+ * the value meanwhile; only tried). */
+static bool rescue_chunk(struct mc_class *v, mc_item *chunk, mc_item *dst)
+{
+    struct mc_class *lc = &mc_classes[mc_nclasses];
+    bool lheld = v == lc || held_b == mc_nclasses;
+    if (!lheld && pthread_mutex_trylock(&lc->lock) != 0)
+        return false;
+    bool ok = false;
+    mc_item *owner = chunk->hnext;
+    if (owner && (owner->state & MC_ST_LINKED)) {
+        uint64_t hv = mc_hash(owner->data, owner->nkey);
+        if (mc_key_trylock(hv)) {
+            uint32_t n = mc_item_nchunks(owner->nkey, owner->nbytes);
+            mc_item **ch = mc_item_chunks(owner);
+            for (uint32_t i = 0; i < n; i++) {
+                if (ch[i] != chunk)
+                    continue;
+                freelist_remove(v, dst);
+                memcpy(dst, chunk, v->size);
+                dst->state = MC_ST_CHUNK;
+                dst->hnext = owner;
+                ch[i] = dst;
+                chunk->hnext = NULL;
+                freelist_push(v, chunk); /* the old place: free, taken with the page */
+                v->chunks_rescued++;
+                ok = true;
+                break;
+            }
+            mc_key_unlock(hv);
+        }
+    }
+    if (!lheld)
+        pthread_mutex_unlock(&lc->lock);
+    return ok;
+}
+
 static bool on_page(const struct mc_class *v, const char *page, const mc_item *it)
 {
     return (const char *)it >= page && (const char *)it < page + (uint64_t)v->perpage * v->size;
@@ -351,15 +391,26 @@ static char *take_last_page(struct mc_class *v)
         return NULL;
     held_a = (int)(v - mc_classes);
     char *page = v->page_list[v->pages - 1];
-    /* Rescue targets: the free list walked once. Chunks of this page freed
-     * meanwhile are pushed at its head, behind the walk. */
+    /* Rescue targets: the free list walked once (for a chunk, from its
+     * head again when the walk runs out: evicting chunked items frees
+     * chunks meanwhile); chunks of this page itself are skipped. */
     mc_item *scan = v->free_head;
     uint32_t now = mc_now();
     for (uint32_t i = 0; i < v->perpage; i++) {
         mc_item *it = (mc_item *)(page + (uint64_t)i * v->size);
         if (it->state & MC_ST_FREE)
             continue;
-        if (it->state & MC_ST_CHUNK) { /* part of a chunked item: it goes */
+        if (it->state & MC_ST_CHUNK) { /* part of a chunked item: copied elsewhere, or the item goes */
+            if (!scan)
+                scan = v->free_head; /* chunks freed by evictions meanwhile */
+            while (scan && on_page(v, page, scan))
+                scan = scan->next;
+            if (scan) {
+                mc_item *dst = scan;
+                scan = scan->next;
+                if (rescue_chunk(v, it, dst))
+                    continue;
+            }
             if (!evict_chunk_owner(v, it))
                 return NULL;
             v->pages_evicted++;

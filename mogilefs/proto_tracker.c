@@ -463,3 +463,45 @@ bool mog_netmask_match(const char *mask, const char *ip)
         return false;
     return (a & m) == net;
 }
+
+/* MogileFS-Network's "HostsPerNetwork(zone=N, ...)": N >= 1 for each
+ * named zone. Pure (fuzzed). */
+int mog_hpn_parse(const char *policy, struct mog_hpn *out)
+{
+    static const char name[] = "HostsPerNetwork(";
+    memset(out, 0, sizeof *out);
+    if (strncmp(policy, name, sizeof name - 1))
+        return -1;
+    const char *p = policy + sizeof name - 1, *close = strchr(p, ')');
+    if (!close || close[1] != '\0')
+        return -1;
+    while (p < close) {
+        while (p < close && (*p == ' ' || *p == ','))
+            p++;
+        if (p == close)
+            break;
+        const char *eq = memchr(p, '=', (size_t)(close - p));
+        if (!eq || eq == p || out->n >= MOG_HPN_MAX)
+            return -1;
+        size_t zl = (size_t)(eq - p);
+        while (zl > 0 && p[zl - 1] == ' ')
+            zl--;
+        if (zl == 0 || zl >= sizeof out->zone[0])
+            return -1;
+        memcpy(out->zone[out->n], p, zl);
+        out->zone[out->n][zl] = '\0';
+        const char *q = eq + 1;
+        while (q < close && *q == ' ')
+            q++;
+        int v = 0, digits = 0;
+        for (; q < close && *q >= '0' && *q <= '9' && digits < 4; q++, digits++)
+            v = v * 10 + (*q - '0');
+        while (q < close && *q == ' ')
+            q++;
+        if (!digits || v < 1 || (q < close && *q != ','))
+            return -1;
+        out->need[out->n++] = v;
+        p = q;
+    }
+    return out->n > 0 ? 0 : -1;
+}

@@ -804,24 +804,6 @@ static void *hash_thread(void *arg)
     return NULL;
 }
 
-/* Copy up to cap bytes of b from offset off (evbuffer_copyout_from refuses
- * a bufferevent's output, which is frozen at its start). */
-static size_t out_copy(struct evbuffer *b, size_t off, char *dst, size_t cap)
-{
-    struct evbuffer_ptr at;
-    struct evbuffer_iovec v[4];
-    if (evbuffer_ptr_set(b, &at, off, EVBUFFER_PTR_SET) < 0)
-        return 0;
-    int n = evbuffer_peek(b, (ev_ssize_t)cap, &at, v, 4);
-    size_t got = 0;
-    for (int i = 0; i < n && i < 4 && got < cap; i++) {
-        size_t k = v[i].iov_len < cap - got ? v[i].iov_len : cap - got;
-        memcpy(dst + got, v[i].iov_base, k);
-        got += k;
-    }
-    return got;
-}
-
 static void side_drive(struct side_sess *s)
 {
     struct evbuffer *in = conn_in(s->c), *out = conn_out(s->c);
@@ -899,7 +881,7 @@ static void side_drive(struct side_sess *s)
         if (log_command_enabled() && !s->running) { /* a digest is logged when it is done */
             char who[80];
             char res[128];
-            size_t rl = out_copy(out, out_before, res, sizeof res);
+            size_t rl = line_copy_at(out, out_before, res, sizeof res);
             log_command(log_addr(&s->c->peer, who, sizeof who), line, len, false, res, rl);
         }
         evbuffer_drain(in, consumed);

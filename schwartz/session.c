@@ -254,24 +254,6 @@ void sw_sess_wait(struct sw_sess *s)
     }
 }
 
-/* Copy up to cap bytes of b from offset off (evbuffer_copyout_from refuses
- * a bufferevent's output, which is frozen at its start). */
-static size_t out_copy(struct evbuffer *b, size_t off, char *dst, size_t cap)
-{
-    struct evbuffer_ptr at;
-    struct evbuffer_iovec v[4];
-    if (evbuffer_ptr_set(b, &at, off, EVBUFFER_PTR_SET) < 0)
-        return 0;
-    int n = evbuffer_peek(b, (ev_ssize_t)cap, &at, v, 4);
-    size_t got = 0;
-    for (int i = 0; i < n && i < 4 && got < cap; i++) {
-        size_t k = v[i].iov_len < cap - got ? v[i].iov_len : cap - got;
-        memcpy(dst + got, v[i].iov_base, k);
-        got += k;
-    }
-    return got;
-}
-
 /* -vv: the request with the last line of its answer ("OK ...", "END",
  * "ERR ..."): replies end in one such line. */
 static void log_request(struct sw_sess *s)
@@ -279,7 +261,7 @@ static void log_request(struct sw_sess *s)
     struct evbuffer *out = conn_out(s->c);
     size_t n = evbuffer_get_length(out), take = n < 200 ? n : 200;
     char tail[201], who[80];
-    size_t e = out_copy(out, n - take, tail, take);
+    size_t e = line_copy_at(out, n - take, tail, take);
     while (e > 0 && (tail[e - 1] == '\n' || tail[e - 1] == '\r'))
         e--;
     size_t b = e;

@@ -13,6 +13,7 @@
  *
  * Servers: -h HOST -p PORT (default 127.0.0.1:4730); -h also takes
  * "h1:4730,h2:4730". */
+#include "common/client.h"
 #include "gearmand/client/libgm.h"
 
 #include <errno.h>
@@ -69,33 +70,6 @@ static void usage(FILE *out)
           out);
 }
 
-static char *read_all(int fd, size_t *len)
-{
-    size_t cap = 65536, n = 0;
-    char *buf = malloc(cap);
-    if (!buf)
-        return NULL;
-    for (;;) {
-        if (n == cap) {
-            char *nb = realloc(buf, cap * 2);
-            if (!nb) {
-                free(buf);
-                return NULL;
-            }
-            buf = nb;
-            cap *= 2;
-        }
-        ssize_t r = read(fd, buf + n, cap - n);
-        if (r < 0 && errno == EINTR)
-            continue;
-        if (r <= 0)
-            break;
-        n += (size_t)r;
-    }
-    *len = n;
-    return buf;
-}
-
 static char **worker_cmd;
 static int line_mode; /* 0, 'n' or 'N' */
 
@@ -145,7 +119,7 @@ static int run_command(struct gm_worker_job *job, void *arg, void **result, size
         _exit(0);
     }
     close(in[1]);
-    *result = read_all(out[0], rlen);
+    *result = client_read_all(out[0], rlen);
     close(out[0]);
     int st = 0;
     waitpid(pid, &st, 0);
@@ -362,7 +336,7 @@ int main(int argc, char **argv)
         oom = jobs_add(&jobs, "", 0) < 0;
     else {
         size_t len;
-        char *in = read_all(0, &len);
+        char *in = client_read_all(0, &len);
         if (!in)
             oom = true;
         else if (!line_mode)

@@ -16,6 +16,7 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "common/client.h"
 #include "memcached/client/libmc.h"
 
 /* Speaks memcached 1.6.18's protocols (the daemon's version). */
@@ -67,29 +68,6 @@ static void print_stat(const char *name, const char *value, void *arg)
 {
     const char *server = arg;
     printf("%s %s %s\n", server, name, value);
-}
-
-static char *read_stdin(size_t *len)
-{
-    size_t cap = 65536, n = 0;
-    char *buf = malloc(cap);
-    while (buf) {
-        size_t r = fread(buf + n, 1, cap - n, stdin);
-        n += r;
-        if (r == 0)
-            break;
-        if (n == cap) {
-            char *nb = realloc(buf, cap * 2);
-            if (!nb) {
-                free(buf);
-                return NULL;
-            }
-            buf = nb;
-            cap *= 2;
-        }
-    }
-    *len = n;
-    return buf;
 }
 
 int main(int argc, char **argv)
@@ -150,7 +128,7 @@ int main(int argc, char **argv)
         size_t len;
         char *val = NULL;
         if (!strcmp(a[1], "-")) {
-            val = read_stdin(&len);
+            val = client_read_all(STDIN_FILENO, &len);
             if (!val) {
                 fprintf(stderr, "out of memory\n");
                 mc_client_free(c);

@@ -88,5 +88,20 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
                 abort();
         }
     }
+    /* A HostsPerNetwork policy string: accepted ones name 1..16 zones,
+     * each non-empty and NUL-ended, each count >= 1. */
+    if (size < 1024) {
+        char pol[1024];
+        memcpy(pol, data, size);
+        pol[size] = '\0';
+        struct mog_hpn h;
+        if (mog_hpn_parse(pol, &h) == 0) {
+            if (h.n < 1 || h.n > MOG_HPN_MAX)
+                abort();
+            for (int i = 0; i < h.n; i++)
+                if (!h.zone[i][0] || memchr(h.zone[i], '\0', sizeof h.zone[i]) == NULL || h.need[i] < 1)
+                    abort();
+        }
+    }
     return 0;
 }

@@ -39,6 +39,7 @@
 
 #include <mysql.h>
 
+#include "common/config.h"
 #include "userdb/userdb.h"
 
 static struct {
@@ -78,16 +79,6 @@ static void say(const char *fmt, ...)
     va_end(ap);
 }
 
-static char *trim(char *s)
-{
-    while (*s == ' ' || *s == '\t')
-        s++;
-    char *e = s + strlen(s);
-    while (e > s && (e[-1] == ' ' || e[-1] == '\t' || e[-1] == '\r' || e[-1] == '\n'))
-        *--e = '\0';
-    return s;
-}
-
 static void read_conf(const char *path)
 {
     FILE *f = fopen(path, "r");
@@ -95,14 +86,14 @@ static void read_conf(const char *path)
         die(1, "cannot read %s: %s", path, strerror(errno));
     char buf[4096];
     while (fgets(buf, sizeof buf, f)) {
-        char *line = trim(buf);
+        char *line = cfg_trim(buf);
         if (!*line || *line == '#')
             continue;
         char *eq = strchr(line, '=');
         if (!eq)
             continue;
         *eq = '\0';
-        char *k = trim(line), *v = trim(eq + 1);
+        char *k = cfg_trim(line), *v = cfg_trim(eq + 1);
         int c;
         char kind[16];
         if (!strcmp(k, "global")) {

@@ -584,7 +584,8 @@ def test_lru_crawler_reclaims_expired_items_and_metadump(daemon):
     keep = [l for l in lines if l.startswith(b"key=keep ")][0].split()
     assert keep[1] == b"exp=-1" and keep[4] == b"fetch=no" and keep[0] == b"key=keep"
     time.sleep(2.2)
-    # Nobody reads the expired items: the crawler frees them.
+    # Nobody reads the expired items: the crawler frees them (or the LRU
+    # maintainer, at the tails it juggles, as memcached's does: "reclaimed").
     assert r.cmd(b"lru_crawler crawl all\r\n") == b"OK"
     deadline = time.time() + 5
     while time.time() < deadline:
@@ -593,7 +594,7 @@ def test_lru_crawler_reclaims_expired_items_and_metadump(daemon):
             break
         time.sleep(0.1)
     assert int(st[b"curr_items"]) == 1
-    assert int(st[b"crawler_reclaimed"]) == 500
+    assert int(st[b"crawler_reclaimed"]) + int(st[b"reclaimed"]) == 500
     assert r.cmd(b"lru_crawler crawl 999\r\n").startswith(b"BADCLASS")
     assert r.cmd(b"lru_crawler bogus\r\n") == b"ERROR"
     assert r.cmd(b"lru tune 10 30 0.1 2.0\r\n") == b"OK"

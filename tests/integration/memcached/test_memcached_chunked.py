@@ -212,3 +212,27 @@ def test_memory_stays_bounded_under_churn_of_large_items(daemon):
             assert got == v, key
             present += 1
     assert present > 10
+
+
+def test_page_moves_rescue_chunks_and_keep_values_intact(daemon):
+    d = start(daemon, "-m", "64", "-o", "slab_chunk_max=4096,slab_automove=0")
+    r = Raw(d.port)
+    v = os.urandom(11000)  # a head and two more 4 kB chunks each
+    r.send(b"".join(b"set k%d 0 0 %d noreply\r\n%s\r\n" % (i, len(v), v) for i in range(1000)) + b"mn\r\n")
+    assert r.line() == b"MN"
+    r.send(b"".join(b"delete k%d noreply\r\n" % i for i in range(0, 1000, 2)) + b"mn\r\n")
+    assert r.line() == b"MN"
+    sl = r.stats("slabs")
+    largest = max(int(k.split(":")[0]) for k in sl if k.endswith(":chunk_size"))
+    for _ in range(5):
+        assert r.cmd(b"slabs reassign %d 0\r\n" % largest) == b"OK"
+    st = r.stats()
+    assert st["slab_global_page_pool"] == "5"
+    assert int(st["slab_reassign_chunk_rescues"]) > 0   # chunks copied to free places
+    hits = 0
+    for i in range(1, 1000, 2):
+        got = get_value(r, b"get k%d\r\n" % i)
+        if got is not None:
+            assert got == v, i
+            hits += 1
+    assert hits > 200

@@ -129,3 +129,24 @@ def test_stats_conns_lists_the_listening_socket(daemon, impl):
     assert "STAT %s:addr tcp:127.0.0.1:%d" % (fd, d.port) in lines
     fds = [int(re.match(r"STAT (\d+):", ln).group(1)) for ln in lines]
     assert fds == sorted(fds)   # in descriptor order
+
+
+@pytest.mark.parametrize("impl", IMPLS)
+def test_the_automover_gives_free_pages_back_to_the_global_pool(daemon, impl):
+    d = start(daemon, "-m", "60", "-o", "slab_reassign,slab_automove,lru_crawler,lru_maintainer,slab_automove_window=3",
+              impl=impl)
+    r = Raw(d.port)
+    v = b"B" * 11000
+    r.send(b"".join(b"set nfoo%d 0 0 %d noreply\r\n%s\r\n" % (i, len(v), v) for i in range(5000)) + b"mn\r\n")
+    assert r.line() == b"MN"
+    r.send(b"".join(b"delete nfoo%d noreply\r\n" % i for i in range(0, 5000, 2)) + b"mn\r\n")
+    assert r.line() == b"MN"
+    deadline = time.time() + 20
+    while time.time() < deadline and int(r.stats()["slab_global_page_pool"]) <= 10:
+        time.sleep(0.5)
+    st = r.stats()
+    assert int(st["slab_global_page_pool"]) > 10
+    # the live half is still there (rescued off the pooled pages)
+    r.send(b"".join(b"mg nfoo%d\r\n" % i for i in range(1, 5000, 2)) + b"mn\r\n")
+    hits = r.until(b"MN").count(b"HD")
+    assert hits >= int(st["curr_items"]) - 5 and hits > 1500

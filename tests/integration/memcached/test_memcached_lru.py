@@ -132,3 +132,39 @@ def test_flat_mode_evicts_the_least_recently_used(daemon):
     r.send(b"".join(b"mg keep%d\r\n" % i for i in range(500)) + b"mn\r\n")
     assert r.until(b"MN").count(b"HD") >= 450
     assert all(int(v) == 0 for k, v in st.items() if k.endswith(":number_hot") or k.endswith(":number_warm"))
+
+
+@pytest.mark.parametrize("impl", ["ours", "memcached"])
+def test_the_maintainer_reclaims_expired_items_unread(daemon, impl):
+    d = start(daemon, "-m", "6", impl=impl)
+    r = Raw(d.port)
+    for i in range(10):
+        assert r.cmd(b"set ifoo%d 0 1 2\r\nok\r\n" % i) == b"STORED"
+    deadline = time.time() + 10
+    while time.time() < deadline and r.stats()["reclaimed"] != "10":
+        time.sleep(0.2)
+    st = r.stats()
+    assert st["reclaimed"] == "10" and st["curr_items"] == "0"
+
+
+@pytest.mark.parametrize("impl", ["ours", "memcached"])
+def test_an_item_read_twice_in_cold_moves_to_warm(daemon, impl):
+    d = start(daemon, "-m", "6", impl=impl)
+    r = Raw(d.port)
+    v = b"B" * 66560
+    assert r.cmd(b"set canary 0 0 %d\r\n%s\r\n" % (len(v), v)) == b"STORED"
+    for i in range(30):
+        assert r.cmd(b"set key%d 0 0 %d\r\n%s\r\n" % (i, len(v), v)) == b"STORED"
+    deadline = time.time() + 10
+    while time.time() < deadline and r.stats("items").get("items:31:moves_to_cold", "0") == "0":
+        time.sleep(0.2)
+    for _ in range(2):
+        r.send(b"get canary\r\n")
+        assert len(r.until()) == 2
+    while time.time() < deadline and r.stats("items")["items:31:moves_to_warm"] == "0":
+        time.sleep(0.2)
+    assert r.stats("items")["items:31:moves_to_warm"] != "0"
+    for i in range(30, 100):  # many times the memory: the canary survives in WARM
+        assert r.cmd(b"set key%d 0 0 %d\r\n%s\r\n" % (i, len(v), v)) == b"STORED"
+    r.send(b"get canary\r\n")
+    assert r.until() == [b"VALUE canary 0 66560", v]

@@ -60,6 +60,10 @@ def start_both(daemon, perl_perlbal, tmp_path, make_conf):
         pport, pmport = free_port(), free_port()
         perl_perlbal(make_conf(pport, pmport), pport)
         out.append(("perl", pport, pmport))
+    for _, _, mport in out:
+        # Perl Perlbal binds the listeners one by one as its config runs:
+        # the management port may come up after the service's
+        wait_port(mport)
     return out
 
 

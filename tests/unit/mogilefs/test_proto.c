@@ -209,6 +209,21 @@ static void test_content_range(void)
         CHECK_EQ_INT(mog_content_range_parse(bad[i], strlen(bad[i]), &a, &b), -1);
 }
 
+static void test_hosts_per_network(void)
+{
+    struct mog_hpn h;
+    CHECK_EQ_INT(mog_hpn_parse("HostsPerNetwork(east=2, west=1)", &h), 0);
+    CHECK(h.n == 2 && !strcmp(h.zone[0], "east") && h.need[0] == 2 && !strcmp(h.zone[1], "west") && h.need[1] == 1);
+    CHECK_EQ_INT(mog_hpn_parse("HostsPerNetwork( a = 3 )", &h), 0);
+    CHECK(h.n == 1 && !strcmp(h.zone[0], "a") && h.need[0] == 3);
+    const char *bad[] = { "HostsPerNetwork()",        "HostsPerNetwork(a)",       "HostsPerNetwork(a=0)",
+                          "HostsPerNetwork(=1)",      "HostsPerNetwork(a=1",      "HostsPerNetwork(a=1)x",
+                          "HostsPerNetwork(a=1 b=2)", "HostsPerNetwork(a=99999)", "MultipleHosts(2)",
+                          "HostsPerNetwork(a=x)" };
+    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++)
+        CHECK_EQ_INT(mog_hpn_parse(bad[i], &h), -1);
+}
+
 int main(void)
 {
     RUN(test_parse_request);
@@ -218,5 +233,6 @@ int main(void)
     RUN(test_storage_rules);
     RUN(test_netmask);
     RUN(test_content_range);
+    RUN(test_hosts_per_network);
     return unit_done();
 }
