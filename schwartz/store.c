@@ -62,8 +62,6 @@ struct sw_worker {
     int nfc;
     unsigned grab_rr;
     unsigned rnd;
-    int64_t clock_offset; /* database clock - ours (MySQL), refreshed every few seconds */
-    int64_t clock_checked;
     bool skip_locked; /* the server knows SELECT ... FOR UPDATE SKIP LOCKED */
     bool jobid_index; /* our (funcid, jobid) index exists: grabs scan it in order */
 };
@@ -79,6 +77,13 @@ struct sw_store {
     int nw;
     _Atomic int64_t dead_until;
     _Atomic uint64_t n_ops, n_errors, n_reconnects;
+    /* The database clock minus ours in microseconds (MySQL), one for all the
+     * store's workers, measured every few seconds by whichever worker finds
+     * it due: workers with offsets of their own (whole seconds, each rounded
+     * its own way) disagreed by a second, and a job one worker inserted was
+     * not yet due for another worker's grab. */
+    _Atomic int64_t clock_offset_us;
+    _Atomic int64_t clock_checked;
 };
 
 static struct sw_store *stores[SW_MAX_DBS];
@@ -268,18 +273,36 @@ static enum db_err funcname_of(struct sw_worker *s, uint32_t id, char *name, siz
 /* The database's clock, as TheSchwartz uses for grabs (clients' clocks may
  * be skewed). For MySQL the offset to our clock is read with
  * UNIX_TIMESTAMP() at most every 5 s instead of once per transaction. */
+static int64_t realtime_us(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    return (int64_t)ts.tv_sec * 1000000 + ts.tv_nsec / 1000;
+}
+
 static int64_t db_now(struct sw_worker *s)
 {
-    int64_t local = (int64_t)time(NULL);
-    if (is_mysql(s) && local - s->clock_checked >= 5) {
+    struct sw_store *st = s->store;
+    int64_t before = realtime_us();
+    int64_t checked = atomic_load(&st->clock_checked);
+    if (is_mysql(s) && before / 1000000 - checked >= 5 &&
+        atomic_compare_exchange_strong(&st->clock_checked, &checked, before / 1000000)) {
         struct db_result rows;
-        if (db_conn_query(s->conn, "SELECT UNIX_TIMESTAMP()", NULL, 0, &rows) == DB_OK && rows.nrows) {
-            s->clock_offset = db_cell_int(&rows, 0, 0) - local;
-            s->clock_checked = local;
+        if (db_conn_query(s->conn, "SELECT UNIX_TIMESTAMP(NOW(6))", NULL, 0, &rows) == DB_OK && rows.nrows) {
+            size_t len;
+            const char *v = db_cell(&rows, 0, 0, &len);
+            int64_t after = realtime_us();
+            if (v) {
+                char buf[40];
+                snprintf(buf, sizeof buf, "%.*s", (int)(len < sizeof buf ? len : sizeof buf - 1), v);
+                int64_t db_us = (int64_t)(strtold(buf, NULL) * 1000000.0L);
+                atomic_store(&st->clock_offset_us, db_us - before / 2 - after / 2);
+            }
         }
         db_result_clear(&rows);
     }
-    return local + s->clock_offset;
+    int64_t now_us = realtime_us() + atomic_load(&st->clock_offset_us);
+    return now_us / 1000000;
 }
 
 static void op_fail(struct sw_op *op, enum sw_err e, const char *msg)
@@ -1082,7 +1105,7 @@ static int sw_on_connect(struct db_conn *c, void *arg)
             return -1;
         }
     fc_clear(s);
-    s->clock_checked = 0;
+    atomic_store(&s->store->clock_checked, 0);
     /* Our one addition to TheSchwartz's schema: (funcid, jobid), so a grab
      * reads a function's runnable jobs in jobid order and stops at its
      * LIMIT instead of sorting every job of the function (the

@@ -121,6 +121,7 @@ void ud_dir_invalidate(uint32_t id)
 
 struct lookup {
     uint32_t userid;
+    uint64_t sent_ms; /* the answer is no newer than this: expiry counts from here */
     ud_dir_fn cb;
     void *arg;
 };
@@ -138,8 +139,16 @@ static void lookup_done(struct ud_iq *q)
         const char *c = ud_iq_value(q, "clusterid"), *r = ud_iq_value(q, "readonly");
         e.cluster = c ? atoi(c) : 0;
         e.readonly = r && atoi(r) != 0;
-        e.expires_ms = ud_now_ms() + (uint64_t)(ud_cfg.directory_ttl * 1000);
-        if (e.cluster)
+        /* From when the query was sent, not when the answer came back: the
+         * global database may have read the row long before a slow reply
+         * reaches us, and the mover counts directory_ttl from its UPDATE. */
+        e.expires_ms = l->sent_ms + (uint64_t)(ud_cfg.directory_ttl * 1000);
+        /* Lookups may come back out of order: an answer to a later lookup
+         * is newer, keep it (and use it) rather than this older one. */
+        struct ud_dir_entry *cur = find(l->userid);
+        if (cur && cur->expires_ms > e.expires_ms)
+            e = *cur;
+        else if (e.cluster)
             store(&e);
     }
     l->cb(l->arg, &e, NULL);
@@ -162,6 +171,7 @@ void ud_dir_lookup(uint32_t userid, ud_dir_fn cb, void *arg)
         return;
     }
     l->userid = userid;
+    l->sent_ms = ud_now_ms();
     l->cb = cb;
     l->arg = arg;
     char sql[128];

@@ -49,11 +49,13 @@ struct ud_sess {
     int cluster;
     bool read;
     bool retried;
-    int refs;          /* directory/internal callbacks outstanding + the conn */
-    int nstmts;        /* prepared statements open on the pinned backend */
-    bool processing;   /* sess_process is on the stack: callbacks don't recurse */
-    bool read_paused;  /* too much pipelined input while a command runs */
-    bool state_pinned; /* SET, user variables, locks, temporary tables */
+    uint64_t route_until_ms; /* a hinted write: its directory answer expires then (0: none) */
+    int refreshes;           /* directory answers that expired while the write waited */
+    int refs;                /* directory/internal callbacks outstanding + the conn */
+    int nstmts;              /* prepared statements open on the pinned backend */
+    bool processing;         /* sess_process is on the stack: callbacks don't recurse */
+    bool read_paused;        /* too much pipelined input while a command runs */
+    bool state_pinned;       /* SET, user variables, locks, temporary tables */
     bool closed;
     char log_cmd[160]; /* -vv: the command, logged with its outcome */
     size_t log_cmd_len;
@@ -245,6 +247,17 @@ static void forward_to(struct ud_sess *s, struct ud_backend *b)
     ud_backend_forward(b, s->db, s->autocommit, (s->caps & UD_CLIENT_MULTI_STATEMENTS) ? 1 : 0, s->cmd, s->command);
 }
 
+static void routed_command(struct ud_sess *s);
+
+/* A write may only reach a user's cluster while the directory answer that
+ * sent it there is fresh: the mover counts directory_ttl from setting the
+ * read-only flag, then copies. A write that waited in the pool past that
+ * asks the directory again (and is refused if the user is now read-only). */
+static bool route_expired(struct ud_sess *s)
+{
+    return !s->read && s->route_until_ms && ud_now_ms() >= s->route_until_ms;
+}
+
 static void route_to_server(struct ud_sess *s, struct ud_server *srv)
 {
     s->state = US_ROUTING;
@@ -277,6 +290,19 @@ static void backend_ready(struct ud_waiter *w, struct ud_backend *b, const char 
         snprintf(msg, sizeof msg, "userdb: %s: %s", w->server ? w->server->name : "backend", err);
         fail_cmd(s, UD_ER_CONN_ERROR, "HY000", msg);
         sess_process(s);
+        return;
+    }
+    if (route_expired(s)) {
+        ud_pool_release(b);
+        s->route_until_ms = 0;
+        if (++s->refreshes > UD_MAX_ROUTE_REFRESHES) {
+            fail_cmd(s, UD_ER_READ_ONLY, "HY000",
+                     "userdb: the directory answers older than directory_ttl by the time a backend is free; retry");
+            sess_process(s);
+            return;
+        }
+        ud_n.route_refreshes++;
+        routed_command(s); /* dir_done carries on with the session */
         return;
     }
     forward_to(s, b);
@@ -349,6 +375,7 @@ static void dir_done(void *arg, const struct ud_dir_entry *e, const char *err)
         ud_counter_next(s, e);
         return;
     } else {
+        s->route_until_ms = e->expires_ms;
         route(s, e->cluster, e->readonly, true);
     }
     if (s->state == US_READY)
@@ -357,6 +384,7 @@ static void dir_done(void *arg, const struct ud_dir_entry *e, const char *err)
 
 static void routed_command(struct ud_sess *s)
 {
+    s->route_until_ms = 0;
     if (s->q.hint == UD_HINT_USER) {
         s->state = US_ROUTING;
         s->refs++;
@@ -544,6 +572,7 @@ static void command(struct ud_sess *s)
     const uint8_t *p = evbuffer_pullup(s->cmd, UD_HDR + 1);
     log_keep(s);
     s->command = p[UD_HDR];
+    s->refreshes = 0;
     s->c->requests++;
     memset(&s->q, 0, sizeof s->q);
     s->q.autocommit = -1;

@@ -27,6 +27,7 @@ extern char ud_server_version[96];
 #define UD_MAX_REPLICAS 16
 #define UD_MAX_DEFAULTS 64
 #define UD_MAX_USER_TABLES 64
+#define UD_MAX_ROUTE_REFRESHES 8 /* directory re-asks for one write that kept waiting */
 /* Connections per server beyond pool_max that only userdbd's own queries
  * (directory, counters, lag) may open, so clients pinning every pooled
  * connection can't starve the directory. */
@@ -254,7 +255,7 @@ extern char *ud_backend_password;
 struct ud_counters {
     uint64_t sessions, sessions_total, auth_failures;
     uint64_t queries, queries_hinted, queries_read, queries_write, queries_replica;
-    uint64_t errors_sent, readonly_refused, protocol_errors, pinned_sessions;
+    uint64_t errors_sent, readonly_refused, route_refreshes, protocol_errors, pinned_sessions;
     uint64_t users_created, counters_issued, dir_hits, dir_misses;
     uint64_t backend_lost;
 };

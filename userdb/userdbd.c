@@ -195,6 +195,7 @@ static void ud_stats(struct stats_sink *sink, void *arg)
     stats_u64(sink, "queries_replica", ud_n.queries_replica);
     stats_u64(sink, "errors_sent", ud_n.errors_sent);
     stats_u64(sink, "readonly_refused", ud_n.readonly_refused);
+    stats_u64(sink, "route_refreshes", ud_n.route_refreshes);
     stats_u64(sink, "protocol_errors", ud_n.protocol_errors);
     stats_u64(sink, "pinned_sessions", ud_n.pinned_sessions);
     stats_u64(sink, "users_created", ud_n.users_created);

@@ -232,18 +232,43 @@ def test_console_shutdown_stops_the_daemon(name, daemon):
 THREADED = {"memcached": ["-t", "2"]}  # several loops: one SO_REUSEPORT socket each
 
 
-def listening_addrs(port):
-    """Local IPv4 addresses with a socket LISTENing on port, from /proc/net/tcp."""
+def socket_inodes(pid):
+    """Inodes of the sockets process pid holds open."""
     out = set()
-    with open("/proc/net/tcp") as f:
-        next(f)
-        for line in f:
-            parts = line.split()
-            local, state = parts[1], parts[3]
-            ip_hex, port_hex = local.split(":")
-            if state == "0A" and int(port_hex, 16) == port:
-                ip = socket.inet_ntoa(bytes.fromhex(ip_hex)[::-1])
-                out.add(ip)
+    fd_dir = "/proc/%d/fd" % pid
+    for fd in os.listdir(fd_dir):
+        try:
+            target = os.readlink(os.path.join(fd_dir, fd))
+        except OSError:
+            continue  # closed meanwhile
+        if target.startswith("socket:["):
+            out.add(target[len("socket:["):-1])
+    return out
+
+
+def listening_addrs(port, pid):
+    """Local addresses on which process pid has a socket LISTENing on port,
+    from /proc/net/tcp and tcp6. Only that process's own sockets count: other
+    tests running at the same time may listen on the same port number on
+    other loopback addresses (127.0.10.x and the like)."""
+    mine = socket_inodes(pid)
+    out = set()
+    for table, family in (("/proc/net/tcp", socket.AF_INET), ("/proc/net/tcp6", socket.AF_INET6)):
+        try:
+            f = open(table)
+        except FileNotFoundError:
+            continue
+        with f:
+            next(f)
+            for line in f:
+                parts = line.split()
+                local, state, inode = parts[1], parts[3], parts[9]
+                ip_hex, port_hex = local.split(":")
+                if state == "0A" and int(port_hex, 16) == port and inode in mine:
+                    raw = bytes.fromhex(ip_hex)
+                    # the kernel prints each 32-bit word in host (little-endian) order
+                    raw = b"".join(raw[i:i + 4][::-1] for i in range(0, len(raw), 4))
+                    out.add(socket.inet_ntop(family, raw))
     return out
 
 
@@ -281,12 +306,12 @@ def test_bare_console_and_metrics_ports_bind_loopback_only(name, daemon):
     metrics = free_port()
     d = daemon(name, DAEMONS[name] + ["--admin", "{admin}", "--metrics", str(metrics)])
     wait_port(metrics, proc=d.proc)
-    assert listening_addrs(d.admin) == {"127.0.0.1"}
-    assert listening_addrs(metrics) == {"127.0.0.1"}
+    assert listening_addrs(d.admin, d.proc.pid) == {"127.0.0.1"}
+    assert listening_addrs(metrics, d.proc.pid) == {"127.0.0.1"}
     assert "STAT" in console(d.admin, "stats")
     # an explicit address is what exposes them
     d2 = daemon(name, DAEMONS[name] + ["--admin", "0.0.0.0:{admin}"])
-    assert listening_addrs(d2.admin) == {"0.0.0.0"}
+    assert listening_addrs(d2.admin, d2.proc.pid) == {"0.0.0.0"}
 
 
 @pytest.mark.skipif(not os.path.exists(bin_path("perlbal")), reason="perlbal not built")

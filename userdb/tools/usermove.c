@@ -16,7 +16,9 @@
  *     the user's rows there (a partial earlier copy) and insert the source
  *     rows (streamed, multi-row INSERTs).
  *  4. Verify each table: row count, BIT_XOR and SUM of CRC32 over every
- *     column on both sides must match.
+ *     column on both sides must match. Wait drain, checksum the source
+ *     again: a late write (sent before the router's answer expired, slow
+ *     to commit) makes the copy start over.
  *  5. In one transaction on the global master: clusterid = destination,
  *     read-only cleared, the clustermove row closed.
  *  6. With --delete: wait directory_ttl + drain again (stale readers),
@@ -401,30 +403,53 @@ int main(int argc, char **argv)
      * a statement they let through may still be running for drain. */
     usleep((useconds_t)((conf.ttl + drain) * 1e6));
 
-    /* 3 + 4. Copy and verify. */
+    /* 3 + 4. Copy and verify; then, drain later, check that the source
+     * has not changed since. A write a router sent just before its cached
+     * answer expired may commit on the source after the copy read it (a
+     * slow or loaded backend): then the copy is redone, the user still
+     * read-only, until the source stays still for a whole drain. */
     MYSQL *s = connect_dsn(active_master(g, src));
     MYSQL *d = connect_dsn(active_master(g, dest));
-    for (int i = 0; i < conf.ntables; i++) {
-        long long n = -1;
-        for (int attempt = 0; attempt < 20 && n < 0; attempt++) {
-            if (attempt)
-                usleep((useconds_t)(20000 * attempt + rand() % 20000));
-            n = copy_table(s, d, &conf.tables[i], (unsigned)uid);
+    static char sums[UD_MAX_USER_TABLES][128];
+    for (int round = 0;; round++) {
+        for (int i = 0; i < conf.ntables; i++) {
+            long long n = -1;
+            for (int attempt = 0; attempt < 20 && n < 0; attempt++) {
+                if (attempt)
+                    usleep((useconds_t)(20000 * attempt + rand() % 20000));
+                n = copy_table(s, d, &conf.tables[i], (unsigned)uid);
+            }
+            if (n < 0)
+                die(3,
+                    "%s: the destination kept reporting deadlocks; user %lu stays on cluster %ld, read-only, move "
+                    "%ld open: run again",
+                    conf.tables[i].table, uid, src, cmid);
+            char b[128];
+            checksum(s, &conf.tables[i], (unsigned)uid, sums[i], sizeof sums[i]);
+            checksum(d, &conf.tables[i], (unsigned)uid, b, sizeof b);
+            if (strcmp(sums[i], b))
+                die(3,
+                    "%s: checksums differ after the copy (source %s, destination %s); user %lu stays on cluster "
+                    "%ld, read-only, move %ld open: run again",
+                    conf.tables[i].table, sums[i], b, uid, src, cmid);
+            say("%s: %lld rows copied, checksum %s", conf.tables[i].table, n, sums[i]);
         }
-        if (n < 0)
+        usleep((useconds_t)(drain * 1e6));
+        int changed = -1;
+        for (int i = 0; i < conf.ntables && changed < 0; i++) {
+            char a[128];
+            checksum(s, &conf.tables[i], (unsigned)uid, a, sizeof a);
+            if (strcmp(a, sums[i]))
+                changed = i;
+        }
+        if (changed < 0)
+            break;
+        if (round >= 9)
             die(3,
-                "%s: the destination kept reporting deadlocks; user %lu stays on cluster %ld, read-only, move %ld "
+                "%s: the source kept changing after the copy; user %lu stays on cluster %ld, read-only, move %ld "
                 "open: run again",
-                conf.tables[i].table, uid, src, cmid);
-        char a[128], b[128];
-        checksum(s, &conf.tables[i], (unsigned)uid, a, sizeof a);
-        checksum(d, &conf.tables[i], (unsigned)uid, b, sizeof b);
-        if (strcmp(a, b))
-            die(3,
-                "%s: checksums differ after the copy (source %s, destination %s); user %lu stays on cluster %ld, "
-                "read-only, move %ld open: run again",
-                conf.tables[i].table, a, b, uid, src, cmid);
-        say("%s: %lld rows copied, checksum %s", conf.tables[i].table, n, a);
+                conf.tables[changed].table, uid, src, cmid);
+        say("%s: a write landed on the source after the copy; copying again", conf.tables[changed].table);
     }
 
     /* 5. The flip. */

@@ -155,3 +155,42 @@ def test_two_movers_for_one_user_do_not_overlap(userdbd, ud_servers):
     assert res.returncode == 2 and "another mover" in res.stderr
     hold.close()
     assert r.on_global("SELECT clusterid, readonly FROM user WHERE userid = %d" % uid) == "1\t0\n"
+
+
+def test_write_that_waited_for_a_backend_past_its_directory_answer_is_refused_once_read_only(userdbd):
+    """The mover's window: a router looked the user up (writable), the write
+    then waited for a backend longer than directory_ttl while the mover set
+    the read-only flag and started copying. The router must ask the
+    directory again before it sends the write, and refuse it."""
+    r = userdbd(extra="pool_max = 1\ndirectory_ttl = 0.3\n", default_clusters="1")
+    uid = new_user(r, "waiter")
+    other = new_user(r, "holder")
+    # A transaction of another user pins cluster 1's only pooled connection.
+    a = r.connect(autocommit=False)
+    ca = a.cursor()
+    ca.execute("/* user=%d */ SELECT COUNT(*) FROM posts WHERE userid = %%s" % other, (other,))
+    b = r.connect()
+    cb = b.cursor()
+    outcome = {}
+
+    def write():
+        try:
+            cb.execute("/* user=%d */ INSERT INTO posts VALUES (%%s, 1, 'late')" % uid, (uid,))
+            outcome["ok"] = True
+        except pymysql.err.MySQLError as e:
+            outcome["err"] = e
+
+    t = threading.Thread(target=write)
+    t.start()
+    deadline = time.time() + 30
+    while "waiting=1" not in r.console("pools"):   # the write holds a writable answer and waits
+        assert time.time() < deadline, r.console("pools")
+        time.sleep(0.02)
+    r.on_global("UPDATE user SET readonly = 1 WHERE userid = %d" % uid)
+    time.sleep(0.5)   # longer than directory_ttl: the answer the write holds has expired
+    a.commit()        # the connection is free: the waiting write gets it now
+    t.join(timeout=30)
+    assert "ok" not in outcome, "a write routed on an expired answer reached the source"
+    assert outcome["err"].args[0] == 1290 and "read-only" in outcome["err"].args[1]
+    assert r.on_cluster(1, "SELECT COUNT(*) FROM posts WHERE userid = %d" % uid) == "0\n"
+    assert "route_refreshes 1" in r.console("stats")
