@@ -32,6 +32,22 @@ def free_port():
         return s.getsockname()[1]
 
 
+def free_ports(n):
+    """n distinct free ports: the sockets are held together while the kernel
+    picks, so it cannot hand out one port twice (it did, now and then, to
+    free_port() calls made one after another)."""
+    socks = []
+    try:
+        for _ in range(n):
+            s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+            socks.append(s)
+            s.bind(("127.0.0.1", 0))
+        return [s.getsockname()[1] for s in socks]
+    finally:
+        for s in socks:
+            s.close()
+
+
 def wait_port(port, host="127.0.0.1", timeout=10.0, proc=None):
     deadline = time.time() + timeout
     while time.time() < deadline:
@@ -49,9 +65,7 @@ class Daemon:
     def __init__(self, name, args, tmp, ready_port="{port}", env=None, binary=None):
         self.name = name
         self.tmp = tmp
-        self.port = free_port()
-        self.port2 = free_port()
-        self.admin = free_port()
+        self.port, self.port2, self.admin = free_ports(3)
         self.binary = binary or bin_path(name)
         self.raw_args = list(args)
         self.ready_port = ready_port
