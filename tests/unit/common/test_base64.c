@@ -46,7 +46,7 @@ static void test_lenient_accepts_and_refuses(void)
 
 static void test_bounds(void)
 {
-    char out[4];
+    char out[8];
     CHECK_EQ_INT(b64_encode("foo", 3, out, 3), -1); /* needs 4 */
     CHECK_EQ_INT(b64_encode("foo", 3, out, 4), 4);
     CHECK_EQ_INT(b64_decode("Zm9vYmFy", 8, out, 5, 0), -1); /* 6 bytes into 5 */
