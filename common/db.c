@@ -174,13 +174,7 @@ void db_result_free(struct db_result *res)
 {
     if (!res)
         return;
-    size_t n = res->nrows * (size_t)res->ncols;
-    for (size_t i = 0; i < n; i++)
-        free(res->cells[i].p);
-    free(res->cells);
-    for (int k = 0; k < res->nstmts; k++)
-        db_result_free(res->stmts[k]);
-    free(res->stmts);
+    db_result_clear(res);
     free(res);
 }
 
