@@ -567,6 +567,24 @@ static void on_pinned(struct ud_sess *s, bool silent)
     fail_cmd(s, 1243, "HY000", "Unknown prepared statement handler given to mysqld_stmt_execute");
 }
 
+/* COM_CHANGE_USER (once authenticated) and COM_RESET_CONNECTION: the
+ * session starts over (no backend, pin, database or transaction state) and
+ * is told OK. */
+static void reset_session(struct ud_sess *s)
+{
+    if (s->b) {
+        ud_backend_discard(s->b);
+        s->b = NULL;
+    }
+    s->pin = PIN_NONE;
+    s->nstmts = 0;
+    s->state_pinned = false;
+    s->autocommit = 1;
+    s->db[0] = '\0';
+    send_ok(s, 1);
+    local_done(s);
+}
+
 static void command(struct ud_sess *s)
 {
     const uint8_t *p = evbuffer_pullup(s->cmd, UD_HDR + 1);
@@ -655,32 +673,10 @@ static void command(struct ud_sess *s)
             local_done(s);
             return;
         }
-        if (s->b) {
-            ud_backend_discard(s->b);
-            s->b = NULL;
-        }
-        s->pin = PIN_NONE;
-        s->nstmts = 0;
-        s->state_pinned = false;
-        s->autocommit = 1;
-        s->db[0] = '\0';
-        send_ok(s, 1);
-        local_done(s);
+        reset_session(s);
         return;
     }
-    case UD_COM_RESET_CONNECTION:
-        if (s->b) {
-            ud_backend_discard(s->b);
-            s->b = NULL;
-        }
-        s->pin = PIN_NONE;
-        s->nstmts = 0;
-        s->state_pinned = false;
-        s->autocommit = 1;
-        s->db[0] = '\0';
-        send_ok(s, 1);
-        local_done(s);
-        return;
+    case UD_COM_RESET_CONNECTION: reset_session(s); return;
     default: {
         char msg[64];
         snprintf(msg, sizeof msg, "userdb: command 0x%02x is not supported", s->command);
