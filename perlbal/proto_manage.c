@@ -6,7 +6,7 @@
 #include <stdio.h>
 #include <string.h>
 
-static bool is_word(const char *s)
+bool pb_is_word(const char *s)
 {
     if (!*s)
         return false;
@@ -120,7 +120,7 @@ int pb_cmd_parse(const char *line, size_t len, struct pb_cmd *c)
 
     if (!strcmp(w, "create")) {
         int n = split(rest, args, PB_CMD_MAX_ARGS);
-        if (n != 2 || (strcmp(args[0], "service") && strcmp(args[0], "pool")) || !is_word(args[1]))
+        if (n != 2 || (strcmp(args[0], "service") && strcmp(args[0], "pool")) || !pb_is_word(args[1]))
             return usage(c, "usage: CREATE {service|pool} <name>");
         c->kind = PB_CMD_CREATE;
         c->a1 = args[0];
@@ -138,7 +138,7 @@ int pb_cmd_parse(const char *line, size_t len, struct pb_cmd *c)
         }
         if (strcmp(verb, "add") && strcmp(verb, "remove"))
             return usage(c, "Invalid command:  must be 'add' or 'remove'");
-        if (!is_word(name))
+        if (!pb_is_word(name))
             return usage(c, "usage: POOL <name> {add|remove} <ip>[:<port>]");
         c->kind = PB_CMD_POOL;
         c->a1 = name;
@@ -156,7 +156,7 @@ int pb_cmd_parse(const char *line, size_t len, struct pb_cmd *c)
         c->a3 = r;
         if (!strcmp(w, "set")) {
             c->kind = PB_CMD_SET;
-            if (n == 2 && is_word(args[0]) && is_key(args[1])) {
+            if (n == 2 && pb_is_word(args[0]) && is_key(args[1])) {
                 c->a1 = args[0];
                 c->a2 = args[1];
             } else if (n == 1 && is_key(args[0])) {
@@ -185,7 +185,7 @@ int pb_cmd_parse(const char *line, size_t len, struct pb_cmd *c)
     if (!strcmp(w, "use") || !strcmp(w, "enable") || !strcmp(w, "disable") || !strcmp(w, "load") ||
         !strcmp(w, "unload")) {
         int n = split(rest, args, PB_CMD_MAX_ARGS);
-        if (n != 1 || !is_word(args[0])) {
+        if (n != 1 || !pb_is_word(args[0])) {
             if (!strcmp(w, "use"))
                 return usage(c, "usage: USE <service_or_pool_name>");
             if (!strcmp(w, "enable") || !strcmp(w, "disable"))
@@ -218,7 +218,7 @@ int pb_cmd_parse(const char *line, size_t len, struct pb_cmd *c)
             *q = (char)tolower((unsigned char)*q);
         for (char *q = verb; *q; q++)
             *q = (char)tolower((unsigned char)*q);
-        if (!is_word(s) || (strcmp(verb, "insert") && strcmp(verb, "remove")))
+        if (!pb_is_word(s) || (strcmp(verb, "insert") && strcmp(verb, "remove")))
             return usage(c, u);
         char *colon = strchr(hdr, ':');
         char *val = NULL;
@@ -253,7 +253,7 @@ int pb_cmd_parse(const char *line, size_t len, struct pb_cmd *c)
             return usage(c, u);
         int n = split(l, args, PB_CMD_MAX_ARGS);
         if (n == 2) {
-            if (!is_word(args[0]))
+            if (!pb_is_word(args[0]))
                 return usage(c, u);
             c->a1 = args[0];
             c->a2 = args[1];
@@ -265,7 +265,7 @@ int pb_cmd_parse(const char *line, size_t len, struct pb_cmd *c)
         for (const char *q = c->a2; *q; q++)
             if (!isalnum((unsigned char)*q) && !strchr("-_.*;:", *q))
                 return usage(c, "invalid host pattern");
-        if (!is_word(r))
+        if (!pb_is_word(r))
             return usage(c, u);
         c->kind = PB_CMD_VHOST;
         c->a3 = r;

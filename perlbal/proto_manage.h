@@ -8,6 +8,7 @@
 #ifndef PB_CMD_H
 #define PB_CMD_H
 
+#include <stdbool.h>
 #include <stddef.h>
 
 #define PB_CMD_MAX_LINE 4096
@@ -44,5 +45,9 @@ struct pb_cmd {
 /* Returns 0 (cmd filled; PB_CMD_EMPTY for nothing to do) or -1 with cmd->err
  * (usage message as Perlbal words it). */
 int pb_cmd_parse(const char *line, size_t len, struct pb_cmd *cmd);
+
+/* A non-empty run of letters, digits and '_': what Perlbal takes as a
+ * service, pool or plugin name. */
+bool pb_is_word(const char *s);
 
 #endif

@@ -25,6 +25,7 @@
 #include "common/http.h"
 #include "perlbal/perlbal.h"
 #include "perlbal/plugin.h"
+#include "perlbal/proto_manage.h"
 #include "perlbal/regex.h"
 
 static struct pb_service *vp_select(struct pb_service *sel, struct pb_client *cl, struct http_msg *req, int *status,
@@ -61,16 +62,6 @@ static int vp_attach(struct pb_service *svc, char *err, size_t errlen)
     return 0;
 }
 
-static bool is_word(const char *s)
-{
-    if (!*s)
-        return false;
-    for (; *s; s++)
-        if (!isalnum((unsigned char)*s) && *s != '_')
-            return false;
-    return true;
-}
-
 /* VPATH [<service>] <path regex> = <dest_service> */
 static int vp_command(const char *ctx_service, int argc, const char *const *argv, void (*out)(void *, const char *),
                       void *arg, char *err, size_t errlen)
@@ -105,12 +96,12 @@ static int vp_command(const char *ctx_service, int argc, const char *const *argv
         *sp = 0;
         svcname = left;
         regex = sp + 1;
-        if (!is_word(svcname) || strchr(regex, ' ')) {
+        if (!pb_is_word(svcname) || strchr(regex, ' ')) {
             snprintf(err, errlen, "%s", usage);
             return -1;
         }
     }
-    if (!*regex || !is_word(dest)) {
+    if (!*regex || !pb_is_word(dest)) {
         snprintf(err, errlen, "%s", usage);
         return -1;
     }
