@@ -24,6 +24,10 @@ pytestmark = [
 ]
 
 
+# The samples enable their management service last: start_perlbal waits on
+# its port, so that every listener before it is open too (the listening
+# sockets are made one after another at start; a client may otherwise reach
+# the first before the next exists).
 def sample(name, subst):
     with open(os.path.join(EXAMPLES, name)) as f:
         text = f.read()
@@ -45,7 +49,7 @@ def make_cert(tmp):
 def test_sample_webserver_conf(daemon, tmp_path):
     port, mport = free_port(), free_port()
     text = sample("webserver.conf", [("0.0.0.0:80", "127.0.0.1:%d" % port), ("127.0.0.1:16000", "127.0.0.1:%d" % mport)])
-    start_perlbal(daemon, str(tmp_path), text, port)
+    start_perlbal(daemon, str(tmp_path), text, mport)
     r, body = get(port, "/perlbal/copyright")          # docroot /usr/share/doc/ as in the sample
     assert r.status == 200 and b"Perlbal" in body
     r, body = get(port, "/perlbal/")
@@ -66,7 +70,7 @@ def test_sample_load_balancer_conf(daemon, tmp_path):
         text = sample("load-balancer.conf", [("0.0.0.0:80", "127.0.0.1:%d" % p1), ("0.0.0.0:81", "127.0.0.1:%d" % p2),
                                              ("127.0.0.1:16000", "127.0.0.1:%d" % mport),
                                              ("conf/nodelist.dat", str(conf_dir / "nodelist.dat"))])
-        start_perlbal(daemon, str(tmp_path), text, p1)
+        start_perlbal(daemon, str(tmp_path), text, mport)
         out = console(mport, "show pool")
         assert "my_apaches nodes 4" in out and "dynamic nodes 1" in out   # nodefile read
         # swap the sample's 10.0.0.x nodes for our nginx, live
@@ -99,7 +103,7 @@ def test_sample_virtual_hosts_conf(daemon, tmp_path):
                                          ("127.0.0.1:16000", "127.0.0.1:%d" % mport),
                                          ("/var/www/site.com/", str(site) + "/"),
                                          ("/var/www/example.com/", str(example) + "/")])
-    start_perlbal(daemon, str(tmp_path), text, port)
+    start_perlbal(daemon, str(tmp_path), text, mport)
     r, body = get(port, "/", headers={"Host": "www.site.com"})
     assert body == b"this is site\n"
     r, body = get(port, "/", headers={"Host": "images.example.com"})
@@ -120,7 +124,7 @@ def test_sample_ssl_conf_serves_https(daemon, tmp_path):
                                    ("certs/server-key.pem", key), ("certs/server-cert.pem", cert),
                                    ("POOL my_apaches ADD 10.0.0.10:8080", "POOL my_apaches ADD 127.0.0.1:%d" % ng.port),
                                    ("POOL my_apaches ADD 10.0.0.11:8080", "")])
-        start_perlbal(daemon, str(tmp_path), text, port)
+        start_perlbal(daemon, str(tmp_path), text, mport)
         out = subprocess.run(["curl", "-sk", "https://127.0.0.1:%d/s.txt" % port], capture_output=True, timeout=10)
         assert out.stdout == b"over tls\n"
         ctx = ssl.create_default_context()
@@ -174,7 +178,7 @@ def test_sample_echoservice_conf(daemon, tmp_path):
     p1, p2, mport = free_port(), free_port(), free_port()
     text = sample("echoservice.conf", [("0.0.0.0:7123", "127.0.0.1:%d" % p1), ("0.0.0.0:7124", "127.0.0.1:%d" % p2),
                                        ("127.0.0.1:16000", "127.0.0.1:%d" % mport)])
-    start_perlbal(daemon, str(tmp_path), text, p1)
+    start_perlbal(daemon, str(tmp_path), text, mport)
     delayed = socket.create_connection(("127.0.0.1", p2), timeout=10)
     t0 = time.monotonic()
     delayed.sendall(b"later\n")
