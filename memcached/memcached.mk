@@ -4,6 +4,9 @@ MC_SESSION := memcached/session.c memcached/cmd_text.c memcached/cmd_meta.c memc
 MC_SRCS := memcached/memcached.c $(MC_SESSION) memcached/proto_text.c memcached/proto_meta.c \
            memcached/proto_bin.c memcached/items.c memcached/slabs.c memcached/assoc.c memcached/crawler.c memcached/prefix.c
 MC_STORE := memcached/items.c memcached/slabs.c memcached/assoc.c memcached/crawler.c memcached/prefix.c
+# watch: the log streams (its hooks sit in items.c and session.c)
+MC_SRCS += memcached/watch.c
+MC_STORE += memcached/watch.c
 
 $(eval $(call program,memcached,$(MC_SRCS)))
 
