@@ -8,6 +8,7 @@
  * Each class's free chunks and LRU share the class lock (mc.h). This file
  * never looks at keys except through items.c's unlink when it moves a page. */
 #include "memcached/mc.h"
+#include "memcached/watch.h"
 
 #include <errno.h>
 #include <math.h>
@@ -501,6 +502,8 @@ bool mc_slabs_steal_page(int id)
         }
     }
     pthread_mutex_unlock(&v->lock);
+    if (ok && mc_watching(MC_WATCH_SYSEVENTS))
+        mc_watch_slab_move(victim, id);
     return ok;
 }
 

@@ -384,3 +384,33 @@ def test_watchers_close_cleanly(daemon, impl):
     assert c.cmd(b"set again 0 0 1\r\nx\r\n") == b"STORED"
     assert " type=item_store key=again status=stored " in w.line()
     w.close()
+
+
+def test_sysevents_show_page_moves(daemon):
+    """Ours only: the page mover's moves as memcached's slab_move lines
+    (memcached's automover moves pages on its own timetable and also logs
+    LRU crawler runs, which ours does not: README)."""
+    d = start(daemon, "-m", "8")
+    w = Watcher(d.port, "sysevents")
+    assert w.ok == "OK"
+    r = Raw(d.port)
+    small = b"s" * 50
+    for start_i in range(0, 120000, 2000):
+        r.send(b"".join(b"set small:%d 0 0 50 noreply\r\n%s\r\n" % (i, small)
+                        for i in range(start_i, start_i + 2000)))
+    assert r.cmd(b"mn\r\n") == b"MN"
+    time.sleep(3)  # the allocation demand is aged every second: the mix "changes"
+    big = b"B" * 20000
+    for i in range(400):
+        r.send(b"set big:%d 0 0 20000 noreply\r\n%s\r\n" % (i, big))
+    assert r.cmd(b"mn\r\n") == b"MN"
+    moved = int(r.stats()["slabs_moved"])
+    assert moved > 0
+    slabs = r.stats("slabs")
+    big_cls = {k.split(":")[0] for k, v in slabs.items() if k.endswith(":chunk_size") and int(v) > 20000}
+    lines = [w.line() for _ in range(moved)]
+    for ln in lines:
+        m = re.fullmatch(r"ts=\d+\.\d+ gid=\d+ type=slab_move src=(\d+) dst=(\d+)", ln)
+        assert m, ln
+        assert m.group(1) != m.group(2) and m.group(2) in big_cls, (ln, big_cls)
+    w.close()
