@@ -52,6 +52,9 @@ uint32_t mc_realtime(int64_t exptime)
 }
 
 uint64_t mc_next_cas(void) { return atomic_fetch_add_explicit(&cas_counter, 1, memory_order_relaxed) + 1; }
+/* -e restarts (restart.c): the counter saved and restored. */
+uint64_t mc_cas_current(void) { return atomic_load(&cas_counter); }
+void mc_cas_restore(uint64_t v) { atomic_store(&cas_counter, v); }
 uint64_t mc_curr_items(void) { return atomic_load(&mc_sstats.curr_items); }
 
 bool mc_item_live(const mc_item *it, uint32_t now)
@@ -867,4 +870,20 @@ void mc_metadump_line(struct evbuffer *out, mc_item *it, uint32_t now)
     evbuffer_add_printf(out, "key=%.*s exp=%ld la=%ld cas=%" PRIu64 " fetch=%s cls=%d size=%zu\n", (int)kn, key, exp,
                         (long)it->atime + mc_process_started, it->cas, (mc_bits(it) & MC_IT_FETCHED) ? "yes" : "no",
                         it->clsid, mc_item_total(it->nkey, it->nbytes));
+}
+
+/* -e restarts (restart.c): put an item found in the memory file back in
+ * the hash table and its LRU segment, keeping its CAS and access time.
+ * Start-up only (no other thread runs). */
+void mc_item_restore_link(mc_item *it)
+{
+    struct mc_class *c = &mc_classes[it->clsid];
+    int seg = MC_ST_SEG(it->state);
+    mc_assoc_insert(it, mc_hash(it->data, it->nkey));
+    pthread_mutex_lock(&c->lock);
+    it->state = MC_ST_LINKED;
+    lru_link(c, it, seg);
+    c->bytes += mc_item_total(it->nkey, it->nbytes);
+    pthread_mutex_unlock(&c->lock);
+    atomic_fetch_add_explicit(&mc_sstats.curr_items, 1, memory_order_relaxed);
 }

@@ -22,6 +22,7 @@
 #include "common/stats.h"
 #include "common/tls.h"
 #include "memcached/mc.h"
+#include "memcached/restart.h"
 #include "memcached/session.h"
 #include "memcached/watch.h"
 
@@ -319,6 +320,9 @@ static const struct cfg_setting mc_table[] = {
       false, set_delimiter },
     { "disable-dumping", 'X', CFG_BOOL, &mc_settings.dump_disabled, "no",
       "refuse stats cachedump and lru_crawler metadump", true, NULL },
+    { "memory-file", 'e', CFG_STRING, &mc_memory_file, NULL,
+      "mmap this file for item memory: a restartable cache (stop with SIGUSR1 or shutdown graceful; put it on tmpfs)",
+      false, NULL },
     { "disable-watch", 'W', CFG_BOOL, &mc_watch_disabled, "no", "refuse the watch command (log streams)", false, NULL },
     { "enable-shutdown", 'A', CFG_BOOL, &mc_settings.shutdown_enabled, "no", "allow the shutdown command", true, NULL },
     { "enable-sasl", 'S', CFG_BOOL, &mc_settings.sasl, "no", "require SASL PLAIN authentication (binary protocol only)",
@@ -750,6 +754,7 @@ static void settings_stats(struct stats_sink *k, void *arg)
         stats_str(k, "ssl_kernel_tls", "no");
         stats_str(k, "ssl_min_version", mc_settings.ssl_min_version ? mc_settings.ssl_min_version : "tlsv1.2");
     }
+    stats_str(k, "memory_file", mc_memory_file ? mc_memory_file : "(null)");
 }
 
 static void conns_stats(struct stats_sink *k, void *arg)
@@ -890,10 +895,15 @@ static void mc_reload(void)
  * exits at once on SIGINT. */
 void mc_shutdown_request(bool graceful)
 {
+    if (graceful)
+        mc_restart_request_save(); /* -e: as memcached, only a graceful stop keeps the items */
     if (!graceful)
         loop_set_grace(0);
     loop_request_stop();
 }
+
+/* -e: SIGUSR1 is memcached's graceful stop that keeps the items. */
+static void usr1_graceful_stop(void) { mc_shutdown_request(true); }
 
 /* ------------------------------------------------------------------ */
 /* console */
@@ -1099,10 +1109,23 @@ static int mc_init(void)
     if (mc_settings.ssl_enabled && tls_setup() < 0)
         return -1;
     mc_clock_update();
-    if (mc_slabs_init() < 0 || mc_assoc_init(mc_settings.hashpower) < 0) {
+    if (mc_slabs_init() < 0) {
         log_error("cannot allocate the item store");
         return -1;
     }
+    if (mc_memory_file && *mc_memory_file) {
+        /* -e: may set the hash size and clock the saved items need */
+        if (mc_restart_open() < 0)
+            return -1;
+        static const struct loop_layer usr1 = { .name = "memcached-restart", .dump = usr1_graceful_stop };
+        loop_add_layer(&usr1);
+    }
+    if (mc_assoc_init(mc_settings.hashpower) < 0) {
+        log_error("cannot allocate the item store");
+        return -1;
+    }
+    if (mc_memory_file && *mc_memory_file)
+        mc_restart_restore();
     listen_set_max_conns((uint64_t)(mc_settings.maxconns > 0 ? mc_settings.maxconns : 0));
     for (int i = 0; i < loop_count(); i++) {
         thread_start(loop_get(i));
@@ -1157,7 +1180,11 @@ static int mc_init(void)
     return 0;
 }
 
-static void mc_fini(void) { mc_maintainer_stop(); }
+static void mc_fini(void)
+{
+    mc_maintainer_stop();
+    mc_restart_close(); /* -e: saves the items for the next start after a graceful stop */
+}
 
 int main(int argc, char **argv)
 {

@@ -5,7 +5,7 @@ MC_SRCS := memcached/memcached.c $(MC_SESSION) memcached/proto_text.c memcached/
            memcached/proto_bin.c memcached/items.c memcached/slabs.c memcached/assoc.c memcached/crawler.c memcached/prefix.c
 MC_STORE := memcached/items.c memcached/slabs.c memcached/assoc.c memcached/crawler.c memcached/prefix.c
 # watch: the log streams (its hooks sit in items.c and session.c)
-MC_SRCS += memcached/watch.c
+MC_SRCS += memcached/watch.c memcached/restart.c
 MC_STORE += memcached/watch.c
 
 $(eval $(call program,memcached,$(MC_SRCS)))

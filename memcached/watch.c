@@ -377,6 +377,9 @@ void mc_watch_stop(struct session *s)
         watcher_free(w);
 }
 
+uint64_t mc_watch_gid(void) { return atomic_load(&next_gid); }
+void mc_watch_gid_restore(uint64_t gid) { atomic_store(&next_gid, gid); }
+
 void mc_watch_stats_get(struct mc_watch_stats *out)
 {
     out->written = atomic_load_explicit(&st_written, memory_order_relaxed);

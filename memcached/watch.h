@@ -80,6 +80,10 @@ void mc_watch_stop(struct session *s);
 
 /* Counters for "stats" (log_worker_written, log_worker_dropped,
  * log_watcher_skipped, log_watcher_sent, log_watchers). */
+/* The last gid handed out; -e restarts carry it over, as memcached. */
+uint64_t mc_watch_gid(void);
+void mc_watch_gid_restore(uint64_t gid);
+
 struct mc_watch_stats {
     uint64_t written, dropped, skipped, sent, watchers;
 };
