@@ -50,6 +50,7 @@ static struct {
     bool reuse;
     uint64_t old_base, cas, oldest_cas, gid;
     uint32_t oldest_live;
+    int hashpower;
     long process_started;
     int16_t *pages;
 } saved;
@@ -67,7 +68,7 @@ static char *meta_path(void)
 
 /* The settings that fix where items lie in the file, as text: the same
  * function writes them and checks them. */
-static void layout_value(const char *key, char *out, size_t len)
+static void layout_value(const char *key, char *out, size_t len, uint64_t npages)
 {
     out[0] = '\0';
     if (strcmp(key, "maxbytes") == 0)
@@ -81,7 +82,7 @@ static void layout_value(const char *key, char *out, size_t len)
     else if (strcmp(key, "slab_page_size") == 0)
         snprintf(out, len, "%" PRIu64, mc_page_size);
     else if (strcmp(key, "region_pages") == 0)
-        snprintf(out, len, "%" PRIu64, map_pages);
+        snprintf(out, len, "%" PRIu64, npages);
     else if (strcmp(key, "use_cas") == 0)
         snprintf(out, len, "%s", mc_settings.no_cas ? "false" : "true");
     else if (strcmp(key, "slab_reassign") == 0)
@@ -109,31 +110,17 @@ static bool parse_u64(const char *v, int base, uint64_t *out)
     return true;
 }
 
-/* Reads FILE.meta into saved. Returns 0 (saved.reuse says whether the
- * items can be used), or -1 when the file is not a metadata file. */
-static int meta_load(void)
+/* Parses a metadata file's text (buf[n] must be 0; the text is cut up in
+ * place) into saved, for a mapping of npages pages. Returns -1 when it is
+ * not a metadata file, 0 when it cannot be used (saved.reuse false: other
+ * settings, a missing or bad line), 1 when the items can be restored.
+ * Bounded by n; fuzzed (tests/fuzz/fuzz_mc_restart.c). */
+int mc_restart_parse_meta(char *buf, size_t n, uint64_t npages)
 {
-    char *path = meta_path();
-    if (!path)
+    free(saved.pages);
+    memset(&saved, 0, sizeof saved);
+    if (n <= strlen(META_TAG) || strncmp(buf, META_TAG "\n", strlen(META_TAG) + 1) != 0)
         return -1;
-    FILE *f = fopen(path, "r");
-    if (!f) {
-        log_info("[restart] no metadata save file, starting with a clean cache");
-        free(path);
-        return 0;
-    }
-    char *buf = malloc(META_MAX + 1);
-    size_t n = buf ? fread(buf, 1, META_MAX, f) : 0;
-    fclose(f);
-    unlink(path); /* used once: a crash from here on starts clean */
-    if (!buf || n == 0 || n == META_MAX || strncmp(buf, META_TAG "\n", strlen(META_TAG) + 1) != 0) {
-        log_error("[restart] corrupt metadata file %s", path);
-        free(buf);
-        free(path);
-        return -1;
-    }
-    free(path);
-    buf[n] = '\0';
     unsigned seen = 0, layout_seen = 0;
     bool ok = true, ended = false;
     char *save = NULL;
@@ -154,12 +141,11 @@ static int meta_load(void)
         for (size_t i = 0; i < NLAYOUT; i++)
             if (strcmp(line, layout_keys[i]) == 0) {
                 char now[4096];
-                layout_value(line, now, sizeof now);
+                layout_value(line, now, sizeof now, npages);
                 is_layout = true;
                 layout_seen++;
                 if (strcmp(now, val) != 0) {
-                    log_warn("[restart] restart incompatible due to setting for [%s] [old value: %s]", line,
-                             strlen(val) > 200 ? "..." : val);
+                    log_warn("[restart] restart incompatible due to setting for [%s] [old value: %.200s]", line, val);
                     ok = false;
                 }
             }
@@ -168,9 +154,10 @@ static int meta_load(void)
         seen++;
         if (strcmp(line, "mmap_oldbase") == 0)
             ok = parse_u64(val, 16, &saved.old_base);
-        else if (strcmp(line, "process_started") == 0)
-            ok = parse_u64(val, 10, &v) && v > 0 && v < (uint64_t)time(NULL), saved.process_started = (long)v;
-        else if (strcmp(line, "current_time") == 0)
+        else if (strcmp(line, "process_started") == 0) {
+            ok = parse_u64(val, 10, &v) && v > 0 && v < (uint64_t)time(NULL);
+            saved.process_started = (long)v;
+        } else if (strcmp(line, "current_time") == 0)
             ok = parse_u64(val, 10, &v); /* informational: the clock follows process_started */
         else if (strcmp(line, "stop_time") == 0)
             ok = parse_u64(val, 10, &v) && v <= (uint64_t)time(NULL); /* the clock went back: items' times are off */
@@ -178,52 +165,82 @@ static int meta_load(void)
             ok = parse_u64(val, 10, &saved.cas);
         else if (strcmp(line, "oldest_cas") == 0)
             ok = parse_u64(val, 10, &saved.oldest_cas);
-        else if (strcmp(line, "oldest_live") == 0)
-            ok = parse_u64(val, 10, &v) && v <= UINT32_MAX, saved.oldest_live = (uint32_t)v;
-        else if (strcmp(line, "logger_gid") == 0)
+        else if (strcmp(line, "oldest_live") == 0) {
+            ok = parse_u64(val, 10, &v) && v <= UINT32_MAX;
+            saved.oldest_live = (uint32_t)v;
+        } else if (strcmp(line, "logger_gid") == 0)
             ok = parse_u64(val, 10, &saved.gid);
-        else if (strcmp(line, "hashpower") == 0)
-            ok = parse_u64(val, 10, &v) && v >= 16 && v <= 32, mc_settings.hashpower = (int)v;
-        else if (strcmp(line, "pages") == 0) {
-            saved.pages = calloc(map_pages ? map_pages : 1, sizeof *saved.pages);
+        else if (strcmp(line, "hashpower") == 0) {
+            ok = parse_u64(val, 10, &v) && v >= 16 && v <= 32;
+            saved.hashpower = (int)v;
+        } else if (strcmp(line, "pages") == 0 && !saved.pages) {
+            saved.pages = calloc(npages ? npages : 1, sizeof *saved.pages);
             uint64_t k = 0;
             char *p = val;
-            while (ok && saved.pages && *p && k < map_pages) {
+            while (ok && saved.pages && *p && k < npages) {
                 if (*p == '-') {
                     saved.pages[k++] = -1;
                     p++;
                 } else {
                     char *end;
+                    errno = 0;
                     long c = strtol(p, &end, 10);
-                    ok = end != p && c >= 0 && c <= mc_nclasses;
-                    saved.pages[k++] = (int16_t)c;
+                    ok = !errno && end != p && c >= 0 && c <= mc_nclasses;
+                    saved.pages[k++] = (int16_t)(ok ? c : -1);
                     p = end;
                 }
                 if (*p == ',')
                     p++;
+                else if (*p)
+                    ok = false;
             }
-            ok = ok && saved.pages && k == map_pages && !*p;
+            ok = ok && saved.pages && k == npages && !*p;
         } else {
-            log_warn("[restart] unknown/unhandled key: %s", line);
+            log_warn("[restart] unknown/unhandled key: %.100s", line);
             seen--;
         }
         if (!ok)
-            log_warn("[restart] failed to parse %s: %.200s", line, val);
+            log_warn("[restart] failed to parse %.100s: %.200s", line, val);
     }
-    if (ok && (!ended || seen < 10 || layout_seen < NLAYOUT)) {
+    if (ok && (!ended || seen < 10 || layout_seen < NLAYOUT || !saved.pages || !saved.hashpower)) {
         log_warn("[restart] missing some metadata lines");
         ok = false;
     }
-    free(buf);
     if (!ok) {
-        log_warn("[restart] failed to validate metadata, starting with a clean cache");
         free(saved.pages);
-        saved.pages = NULL;
-        mc_settings.hashpower = mc_settings.hashpower < 16 ? 16 : mc_settings.hashpower;
+        memset(&saved, 0, sizeof saved);
         return 0;
     }
     saved.reuse = true;
-    return 0;
+    return 1;
+}
+
+/* Reads FILE.meta into saved (and removes it). Returns 0 (saved.reuse
+ * says whether the items can be used), or -1 when the file is there but
+ * not a metadata file. */
+static int meta_load(void)
+{
+    char *path = meta_path();
+    if (!path)
+        return -1;
+    FILE *f = fopen(path, "r");
+    if (!f) {
+        log_info("[restart] no metadata save file, starting with a clean cache");
+        free(path);
+        return 0;
+    }
+    char *buf = malloc(META_MAX + 1);
+    size_t n = buf ? fread(buf, 1, META_MAX, f) : 0;
+    fclose(f);
+    unlink(path); /* used once: a crash from here on starts clean */
+    int rc = buf && n < META_MAX ? (buf[n] = '\0', mc_restart_parse_meta(buf, n, map_pages)) : -1;
+    free(buf);
+    if (rc < 0)
+        log_error("[restart] corrupt metadata file %s", path);
+    else if (rc == 0)
+        log_warn("[restart] failed to validate metadata, starting with a clean cache");
+    free(path);
+    return rc < 0 ? -1 : 0;
 }
 
 int mc_restart_open(void)
@@ -237,11 +254,10 @@ int mc_restart_open(void)
         log_error("memory file %s: %s", mc_memory_file, strerror(errno));
         return -1;
     }
-    int hashpower = mc_settings.hashpower;
     if (meta_load() < 0)
         return -1;
-    if (!saved.reuse)
-        mc_settings.hashpower = hashpower;
+    if (saved.reuse)
+        mc_settings.hashpower = saved.hashpower; /* the table as large as it had grown */
     if (ftruncate(map_fd, (off_t)map_len) != 0) {
         log_error("memory file %s: %s", mc_memory_file, strerror(errno));
         return -1;
@@ -386,7 +402,7 @@ static int meta_save(void)
     fprintf(f, "%s\n", META_TAG);
     for (size_t i = 0; i < NLAYOUT; i++) {
         char v[4096];
-        layout_value(layout_keys[i], v, sizeof v);
+        layout_value(layout_keys[i], v, sizeof v, map_pages);
         fprintf(f, "%s %s\n", layout_keys[i], v);
     }
     fprintf(f, "mmap_oldbase %" PRIxPTR "\n", (uintptr_t)map_base);

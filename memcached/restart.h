@@ -22,6 +22,10 @@ void mc_restart_request_save(void);
 /* After the loops and the maintainer thread stopped: save if asked, unmap. */
 void mc_restart_close(void);
 
+/* FILE.meta's text (buf[n] == 0, cut up in place) for a mapping of
+ * npages pages: -1 not a metadata file, 0 not usable, 1 usable. */
+int mc_restart_parse_meta(char *buf, size_t n, uint64_t npages);
+
 /* What restart.c needs from the store (slabs.c, items.c, watch.c). */
 void mc_slabs_set_region(char *base, uint64_t pages);
 void mc_slabs_region_map(int16_t *out);
