@@ -1120,6 +1120,7 @@ static int mc_init(void)
         static const struct loop_layer usr1 = { .name = "memcached-restart", .dump = usr1_graceful_stop };
         loop_add_layer(&usr1);
     }
+    mc_watch_init();
     if (mc_assoc_init(mc_settings.hashpower) < 0) {
         log_error("cannot allocate the item store");
         return -1;

@@ -380,6 +380,28 @@ void mc_watch_stop(struct session *s)
 uint64_t mc_watch_gid(void) { return atomic_load(&next_gid); }
 void mc_watch_gid_restore(uint64_t gid) { atomic_store(&next_gid, gid); }
 
+/* A stop was asked for: a watcher is never done, and one that does not
+ * read would hold the stop for the whole grace period, so the watchers of
+ * this loop are closed at once (as memcached's logger thread just ends). */
+static void watch_loop_stopping(struct core_loop *loop)
+{
+    struct core_conn *mine[MC_WATCH_MAX];
+    int n = 0;
+    pthread_rwlock_rdlock(&reg_lock);
+    for (int i = 0; i < MC_WATCH_MAX; i++)
+        if (watchers[i] && watchers[i]->loop == loop)
+            mine[n++] = watchers[i]->s->c;
+    pthread_rwlock_unlock(&reg_lock);
+    for (int i = 0; i < n; i++)
+        conn_close(mine[i]); /* on_close -> mc_watch_stop, on this thread */
+}
+
+void mc_watch_init(void)
+{
+    static const struct loop_layer layer = { .name = "memcached-watch", .loop_stopping = watch_loop_stopping };
+    loop_add_layer(&layer);
+}
+
 void mc_watch_stats_get(struct mc_watch_stats *out)
 {
     out->written = atomic_load_explicit(&st_written, memory_order_relaxed);

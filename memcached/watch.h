@@ -75,6 +75,8 @@ enum mc_watch_add { MC_WATCH_ADD_OK = 0, MC_WATCH_ADD_TOO_MANY, MC_WATCH_ADD_FAI
 /* Turn the session into a watcher of kinds (OK is sent by the caller
  * first). Runs on the session's loop. */
 enum mc_watch_add mc_watch_start(struct session *s, uint32_t kinds);
+/* At start-up: watchers are closed as soon as a stop begins. */
+void mc_watch_init(void);
 /* The session is closing: forget its watcher (session.c's on_close). */
 void mc_watch_stop(struct session *s);
 

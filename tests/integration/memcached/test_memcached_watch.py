@@ -464,3 +464,25 @@ def test_sysevents_show_page_moves(daemon):
         assert m, ln
         assert m.group(1) != m.group(2) and m.group(2) in big_cls, (ln, big_cls)
     w.close()
+
+
+@pytest.mark.parametrize("impl", IMPLS)
+def test_a_stuck_watcher_does_not_hold_up_a_stop(daemon, impl):
+    """A watcher that does not read (its socket full, lines being skipped)
+    is closed when the server stops, not waited for."""
+    d = start(daemon, "-o", "watcher_logbuf_size=8", impl=impl)
+    w = Watcher(d.port, "fetchers")
+    assert w.ok == "OK"
+    w.s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    c = Raw(d.port)
+    batch = b"".join(b"get stuck%d%s\r\n" % (i, b"Y" * 200) for i in range(1000))
+    for _ in range(100):  # ~30 MB of lines: the sockets' buffers fill up
+        c.send(batch)
+        for _ in range(1000):
+            c.until()
+    assert int(c.stats()["log_watcher_skipped"]) > 0
+    c.close()
+    t0 = time.time()
+    d.stop()
+    assert time.time() - t0 < 5  # the grace period is 10 s
+    w.close()
