@@ -26,10 +26,10 @@
     X(get_hits)                                                                                                        \
     X(get_misses)                                                                                                      \
     X(get_expired)                                                                                                     \
-    X(get_flushed)                                                                                                     \
-    X(delete_hits) X(delete_misses) X(incr_hits) X(incr_misses) X(decr_hits) X(decr_misses) X(cas_hits) X(cas_misses)  \
-        X(cas_badval) X(touch_hits) X(touch_misses) X(store_too_large) X(store_no_memory) X(response_obj_oom)          \
-            X(conn_yields) X(idle_kicks) X(auth_cmds) X(auth_errors) X(bytes_read) X(bytes_written) X(protocol_errors)
+    X(get_flushed) X(delete_hits) X(delete_misses) X(incr_hits) X(incr_misses) X(decr_hits) X(decr_misses) X(cas_hits) \
+        X(cas_misses) X(cas_badval) X(touch_hits) X(touch_misses) X(store_too_large) X(store_no_memory)                \
+            X(response_obj_oom) X(conn_yields) X(idle_kicks) X(auth_cmds) X(auth_errors) X(bytes_read)                 \
+                X(bytes_written) X(protocol_errors)
 
 struct mc_thread_stats {
 #define X(n) _Atomic uint64_t n;
