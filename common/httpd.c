@@ -212,9 +212,16 @@ void httpd_request_timeouts(struct httpd_conn *h, size_t head_in_buffer)
 void httpd_response_head(struct httpd_conn *h, int status, const char *ctype, int64_t content_length, bool keep,
                          const char *extra)
 {
+    httpd_response_head_reason(h, status, http_reason(status), ctype, content_length, keep, extra);
+}
+
+void httpd_response_head_reason(struct httpd_conn *h, int status, const char *reason, const char *ctype,
+                                int64_t content_length, bool keep, const char *extra)
+{
     struct evbuffer *out = httpd_tx();
-    evbuffer_add_printf(out, "HTTP/1.%d %d %s\r\nDate: %s\r\n", h->version_minor, status, http_reason(status),
-                        httpd_date_now());
+    evbuffer_add_printf(out, "HTTP/1.%d %d %s\r\nDate: %s\r\n", h->version_minor, status, reason, httpd_date_now());
+    h->resp_status = status;
+    h->resp_body = h->method == HTTP_M_HEAD || status == 204 || status == 304 ? 0 : content_length;
     if (h->server)
         evbuffer_add_printf(out, "Server: %s\r\n", h->server);
     if (ctype)
@@ -331,6 +338,8 @@ static void start_request(struct httpd_conn *h, struct http_msg *req)
     h->expect_continue = req->expect_continue;
     h->sent_continue = false;
     h->response_started = false;
+    h->resp_status = 0;
+    h->resp_body = -1;
     h->head_started_ms = 0;
     h->head_pending = req->head_len;
     conn_set_busy(h->c, true);
@@ -1285,8 +1294,11 @@ struct httpd_put {
     bool paused;            /* we paused the conn's reading */
     int refuse_status;      /* put_refuse: the answer after the cleanup */
     char refuse_msg[256];
-    bool body_done; /* the whole body is in chunk or on disk */
-    bool stepping;  /* put_step is on the stack */
+    bool body_done;     /* the whole body is in chunk or on disk */
+    bool stepping;      /* put_step is on the stack */
+    bool remove_target; /* written in place and refused (the client hears an
+                         * error): the partial file goes. A client that just
+                         * leaves keeps what arrived, as Perlbal. */
 };
 
 /* Split path into its directory (opened beneath the docroot) and last
@@ -1373,6 +1385,8 @@ static void put_close_files(struct httpd_put *p)
     p->fd = -1;
     if (p->tmp && p->dirfd >= 0)
         unlinkat(p->dirfd, p->tmp, 0);
+    else if (p->remove_target && p->name && p->dirfd >= 0)
+        unlinkat(p->dirfd, p->name, 0);
     if (p->dirfd >= 0)
         close(p->dirfd);
     p->dirfd = -1;
@@ -1505,8 +1519,21 @@ static void put_open_work(struct put_job *j)
         return;
     }
     p->name = strdup(base);
+    if (!p->name) {
+        j->status = 500;
+        return;
+    }
+    if (f->put_in_place && !p->md5) {
+        /* as Perlbal without Content-MD5: the target itself, truncated */
+        p->fd = openat(p->dirfd, base, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC | O_NOFOLLOW, 0644);
+        if (p->fd < 0) {
+            j->status = 500;
+            j->msg = "Cannot create file";
+        }
+        return;
+    }
     p->tmp = strdup(tmp);
-    if (!p->name || !p->tmp) {
+    if (!p->tmp) {
         j->status = 500;
         return;
     }
@@ -1544,6 +1571,7 @@ static void put_write_work(struct put_job *j)
             /* a short write would put the digest out of step: give up */
             j->err = w < 0 ? errno : -1;
             evbuffer_drain(p->chunk, evbuffer_get_length(p->chunk));
+            p->remove_target = true;
             put_close_files(p); /* the partial file goes before the answer */
             return;
         }
@@ -1560,7 +1588,10 @@ static void put_finish_work(struct put_job *j)
     if (close(p->fd) < 0)
         rc = -1;
     p->fd = -1;
-    if (rc == 0 && renameat(p->dirfd, p->tmp, p->dirfd, p->name) == 0) {
+    if (rc == 0 && !p->tmp) { /* written in place: the entry exists since the open */
+        if (!p->f->put_fsync || dir_fsync(p->dirfd) == 0)
+            return;
+    } else if (rc == 0 && renameat(p->dirfd, p->tmp, p->dirfd, p->name) == 0) {
         free(p->tmp); /* renamed: nothing to unlink any more */
         p->tmp = NULL;
         if (!p->f->put_fsync || dir_fsync(p->dirfd) == 0)
@@ -1603,6 +1634,7 @@ static void put_refuse(struct httpd_conn *h, int status, const char *msg)
         return;
     }
     p->refuse_status = status;
+    p->remove_target = true;
     snprintf(p->refuse_msg, sizeof p->refuse_msg, "%s", msg ? msg : "");
     put_launch(h, PUT_CLEANUP, NULL);
 }
@@ -1638,17 +1670,21 @@ static void put_answer(struct httpd_conn *h, struct httpd_put *p)
     int status = p->f->put_ok_status ? p->f->put_ok_status : p->existed ? 204 : 201;
     if (p->md5_checked && p->f->put_md5_ok_status)
         status = p->f->put_md5_ok_status;
+    const char *reason = http_reason(status);
+    if (p->md5_checked && p->f->put_md5_ok_reason)
+        reason = p->f->put_md5_ok_reason;
     bool with_body = p->f->put_status_body && status != 204;
     h->put = NULL;
     put_unref(p); /* the job's release frees it (nothing on disk to undo) */
     bool keep = httpd_can_persist(h);
     if (with_body) {
         char body[128];
-        int n = snprintf(body, sizeof body, "<h1>%d - %s</h1>\n", status, http_reason(status));
-        httpd_response_head(h, status, "text/html", n, keep, NULL);
+        int n = *reason ? snprintf(body, sizeof body, "<h1>%d - %.80s</h1>\n", status, reason)
+                        : snprintf(body, sizeof body, "<h1>%d</h1>\n", status);
+        httpd_response_head_reason(h, status, reason, "text/html", n, keep, NULL);
         evbuffer_add(httpd_tx(), body, (size_t)n);
     } else {
-        httpd_response_head(h, status, NULL, status == 204 ? -1 : 0, keep, NULL);
+        httpd_response_head_reason(h, status, reason, NULL, status == 204 ? -1 : 0, keep, NULL);
     }
     httpd_done(h, keep);
 }
@@ -1667,6 +1703,8 @@ static void put_job_done(struct httpd_conn *h, struct disk_job *dj)
             put_fail(h, j->status, j->msg);
             return;
         }
+        if (!p->tmp)
+            httpd_files_invalidate(p->f); /* the file changes under its name from now on */
         httpd_drop_head(h);
         httpd_send_continue(h);
         httpd_request_timeouts(h, 0);

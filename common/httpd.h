@@ -102,7 +102,15 @@ struct httpd_conn {
     bool body_done;          /* the whole body was read (or there is none) */
     bool expect_continue, sent_continue;
     bool response_started; /* a response head was queued */
-    bool lingering;        /* error answered: draining input, then close */
+    /* The answer's status and body bytes as the last httpd_response_head of
+     * this request queued them (every answer httpd makes itself, files and
+     * errors included, goes through it): for access logs and metrics, read
+     * in on_request_end. resp_body is the Content-Length, 0 for HEAD, 204
+     * and 304, -1 when unknown (chunked or close-delimited: the daemon
+     * counts those itself). Both reset when a request starts. */
+    int resp_status;
+    int64_t resp_body;
+    bool lingering; /* error answered: draining input, then close */
     /* private */
     bool in_dispatch;
     bool req_active;     /* on_request ran, on_request_end not yet */
@@ -151,6 +159,9 @@ bool httpd_can_persist(const struct httpd_conn *h);
  * NULL), Connection (close or keep-alive). */
 void httpd_response_head(struct httpd_conn *h, int status, const char *ctype, int64_t content_length, bool keep,
                          const char *extra);
+/* The same with its own reason phrase (reason "" leaves it empty: "201 "). */
+void httpd_response_head_reason(struct httpd_conn *h, int status, const char *reason, const char *ctype,
+                                int64_t content_length, bool keep, const char *extra);
 /* A small HTML page ("<h1>status - reason</h1>\n" then msg, as Perlbal
  * words its own); usable for any status, e.g. 200 with a note. Errors that
  * leave the stream unusable (400, 408, 411, 413, 431, 5xx, or an unread
@@ -199,22 +210,32 @@ struct httpd_files {
     int dir_disabled_status; /* status of the "Directory listing disabled" page; 0 = 403
                               * (Perlbal answers 200) */
     bool enable_put, enable_delete;
-    int min_put_directory; /* N > 0: a PUT path needs at least N directories (else 400
-                            * "Does not meet minimum directory requirement"), the first
-                            * N must exist (else 404 "Base directory does not exist"),
-                            * deeper ones are created (Perlbal's min_put_directory) */
-    uint64_t max_put_size; /* 0 = no limit (413 beyond) */
-    bool skip_md5_check;   /* ignore Content-MD5 on PUT (checked by default) */
-    bool put_fsync;        /* a PUT is answered only once the file (and the rename
-                            * in its directory) is on disk: fsync both */
-    int put_ok_status;     /* status of a stored PUT; 0 = 201 new / 204 replaced */
-    int put_md5_ok_status; /* status of a stored PUT whose Content-MD5 was checked
-                            * and matched; 0 = as put_ok_status (Perlbal: 200 / 201) */
-    bool put_status_body;  /* a stored PUT's answer carries the short text/html page
-                            * httpd_error writes ("<h1>200 - OK</h1>\n"), as Perlbal;
-                            * else no body */
-    bool concat_get;       /* GET /dir/??a,b,c serves the files one after another
-                            * (Perlbal's enable_concatenate_get; else 403) */
+    int min_put_directory;         /* N > 0: a PUT path needs at least N directories (else 400
+                                    * "Does not meet minimum directory requirement"), the first
+                                    * N must exist (else 404 "Base directory does not exist"),
+                                    * deeper ones are created (Perlbal's min_put_directory) */
+    uint64_t max_put_size;         /* 0 = no limit (413 beyond) */
+    bool skip_md5_check;           /* ignore Content-MD5 on PUT (checked by default) */
+    bool put_fsync;                /* a PUT is answered only once the file (and the rename
+                                    * in its directory) is on disk: fsync both */
+    int put_ok_status;             /* status of a stored PUT; 0 = 201 new / 204 replaced */
+    int put_md5_ok_status;         /* status of a stored PUT whose Content-MD5 was checked
+                                    * and matched; 0 = as put_ok_status (Perlbal: 200 / 201) */
+    const char *put_md5_ok_reason; /* its reason phrase, in the status line and the
+                                    * page; NULL = the standard one; "" = none:
+                                    * "201 " and "<h1>201</h1>", as Perlbal words it */
+    bool put_in_place;             /* a PUT without Content-MD5 writes the target itself, as
+                                    * Perlbal: truncated when the upload starts, growing as
+                                    * it arrives; what arrived stays if the client leaves,
+                                    * the file goes if httpd refuses the body (413, bad
+                                    * chunking, a failed write). Else (and always with
+                                    * Content-MD5) a temporary name beside it, renamed over
+                                    * it once complete */
+    bool put_status_body;          /* a stored PUT's answer carries the short text/html page
+                                    * httpd_error writes ("<h1>200 - OK</h1>\n"), as Perlbal;
+                                    * else no body */
+    bool concat_get;               /* GET /dir/??a,b,c serves the files one after another
+                                    * (Perlbal's enable_concatenate_get; else 403) */
     /* hooks (optional): rewrite the clean path in place (NUL-ended, cap
      * bytes); a file was sent (for stats) */
     void (*rewrite_path)(void *arg, struct httpd_conn *h, char *path, size_t cap);

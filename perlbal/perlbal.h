@@ -138,6 +138,7 @@ struct pb_service {
     void *tls_ctx;               /* SSL_CTX when enable_ssl */
     struct httpd_files files;    /* web_server: docroot etc. mirrored from the parameters (web.c) */
     bool enable_md5, enable_concatenate_get;
+    bool enable_atomic_put; /* beyond Perlbal: every PUT to a temporary name, renamed when complete */
     /* counters */
     _Atomic uint64_t requests;
     _Atomic uint64_t status_count[PB_STATUS_SLOTS]; /* answered requests by status - 100 (metrics) */
@@ -418,7 +419,6 @@ void pb_upload_status_progress(struct pb_client *cl, uint64_t done);
 
 /* web.c */
 /* The request ended (its answer still in httpd_tx()): Perlbal's wording of a 201. */
-void pb_web_request_end(struct pb_client *cl);
 /* Mirror svc's web_server parameters into svc->files (after a SET). */
 void pb_web_sync(struct pb_service *svc);
 

@@ -164,8 +164,6 @@ static void client_release_active(struct pb_client *cl)
 static void client_on_request_end(struct httpd_conn *h)
 {
     struct pb_client *cl = h->data;
-    if (cl->svc->role == PB_ROLE_WEB_SERVER)
-        pb_web_request_end(cl);
     pb_accesslog_request_end(cl);
     if (cl->throttle_counted)
         pb_plugins_proxy_end(cl->svc, cl);

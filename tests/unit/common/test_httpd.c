@@ -69,7 +69,19 @@ static void on_close(struct httpd_conn *h, enum conn_close_reason why)
         evbuffer_free(h->data);
 }
 
-static const struct httpd_ops ops = { .on_request = on_request, .on_input = on_input, .on_close = on_close };
+/* what httpd reports of the answer it made (status, body bytes) */
+static _Atomic int last_status;
+static _Atomic long long last_body;
+
+static void on_request_end(struct httpd_conn *h)
+{
+    last_body = h->resp_body;
+    last_status = h->resp_status;
+}
+
+static const struct httpd_ops ops = {
+    .on_request = on_request, .on_input = on_input, .on_request_end = on_request_end, .on_close = on_close
+};
 
 static void on_accept(struct core_loop *loop, int fd, const struct sockaddr *sa, socklen_t salen, void *arg)
 {
@@ -171,12 +183,15 @@ static void *client_main(void *arg)
     EX("GET /a.txt HTTP/1.0\r\n\r\n", r);
     CCHECK(status_of(r) == 200 && strstr(r, "\r\n\r\nhello world") && strstr(r, "Content-Length: 11\r\n"));
     CCHECK(strstr(r, "Server: test\r\n") && strstr(r, "Last-Modified: ") && strstr(r, "Content-Type: text/plain"));
+    CCHECK(last_status == 200 && last_body == 11);
     EX("HEAD /a.txt HTTP/1.0\r\n\r\n", r);
     CCHECK(status_of(r) == 200 && strstr(r, "Content-Length: 11\r\n") && !strstr(r, "hello"));
+    CCHECK(last_status == 200 && last_body == 0); /* a HEAD sends no body */
     EX("GET /a.txt HTTP/1.0\r\nRange: bytes=6-\r\n\r\n", r);
     CCHECK(status_of(r) == 206 && strstr(r, "Content-Range: bytes 6-10/11\r\n") && strstr(r, "\r\n\r\nworld"));
     EX("GET /a.txt HTTP/1.0\r\nRange: bytes=50-\r\n\r\n", r);
     CCHECK(status_of(r) == 416 && strstr(r, "Content-Range: bytes */11\r\n"));
+    CCHECK(last_status == 416);
     EX("GET /a.txt HTTP/1.0\r\nIf-Modified-Since: Fri, 01 Jan 2100 00:00:00 GMT\r\n\r\n", r);
     CCHECK(status_of(r) == 304 && !strstr(r, "hello"));
     EX("GET /a.txt HTTP/1.0\r\nIf-Modified-Since: Thu, 01 Jan 1998 00:00:00 GMT\r\n\r\n", r);
@@ -203,6 +218,11 @@ static void *client_main(void *arg)
     CCHECK(status_of(r) == 403 || status_of(r) == 404);
     EX("GET /nope HTTP/1.0\r\n\r\n", r);
     CCHECK(status_of(r) == 404);
+    {
+        /* an error page httpd wrote: its status and the page's size */
+        const char *cl = strstr(r, "Content-Length: ");
+        CCHECK(last_status == 404 && cl && last_body == atoll(cl + 16));
+    }
     /* pipelining and keep-alive: three answers in order on one connection */
     EX("GET /a.txt HTTP/1.1\r\nHost: x\r\n\r\nHEAD /a.txt HTTP/1.1\r\nHost: x\r\n\r\n"
        "GET /sub/in.txt HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
@@ -244,6 +264,64 @@ static void *client_main(void *arg)
            strstr(r, "\r\n\r\n<h1>200 - OK</h1>\n"));
     EX("PUT /pb2.txt HTTP/1.0\r\nContent-Length: 5\r\nContent-MD5: q1a02StAcTrMWviZhdS3hg==\r\n\r\nabcde", r);
     CCHECK(status_of(r) == 201 && strstr(r, "<h1>201 - Created</h1>\n"));
+    /* Perlbal's wording of that 201: no reason phrase */
+    files.put_md5_ok_reason = "";
+    EX("PUT /pb3.txt HTTP/1.0\r\nContent-Length: 5\r\nContent-MD5: q1a02StAcTrMWviZhdS3hg==\r\n\r\nabcde", r);
+    CCHECK(!strncmp(r, "HTTP/1.0 201 \r\n", 15) && strstr(r, "Content-Length: 13\r\n") &&
+           strstr(r, "\r\n\r\n<h1>201</h1>\n"));
+    CCHECK(last_status == 201 && last_body == 13);
+    files.put_md5_ok_reason = NULL;
+    /* in place (Perlbal): the target exists, growing, while the body arrives */
+    files.put_in_place = true;
+    {
+        int pfd = dial();
+        const char *part = "PUT /inplace.txt HTTP/1.0\r\nContent-Length: 10\r\n\r\nhello";
+        CCHECK(write(pfd, part, strlen(part)) == (ssize_t)strlen(part));
+        bool seen = false;
+        for (int i = 0; i < 300 && !seen; i++) {
+            seen = read_file("inplace.txt", fb, sizeof fb) && !strcmp(fb, "hello");
+            if (!seen)
+                usleep(10 * 1000);
+        }
+        CCHECK(seen);
+        CCHECK(write(pfd, "world", 5) == 5);
+        ssize_t n = read(pfd, r, sizeof r - 1);
+        r[n > 0 ? n : 0] = 0;
+        close(pfd);
+        CCHECK(status_of(r) == 200);
+        CCHECK(read_file("inplace.txt", fb, sizeof fb) && !strcmp(fb, "helloworld"));
+        /* replaced in place: truncated at the start; a client that leaves
+         * keeps what arrived, as Perlbal */
+        pfd = dial();
+        part = "PUT /inplace.txt HTTP/1.0\r\nContent-Length: 10\r\n\r\nab";
+        CCHECK(write(pfd, part, strlen(part)) == (ssize_t)strlen(part));
+        seen = false;
+        for (int i = 0; i < 300 && !seen; i++) {
+            seen = read_file("inplace.txt", fb, sizeof fb) && !strcmp(fb, "ab");
+            if (!seen)
+                usleep(10 * 1000);
+        }
+        CCHECK(seen);
+        close(pfd);
+        /* with Content-MD5 it is still a temporary name, renamed when verified */
+        pfd = dial();
+        part = "PUT /inmd5.txt HTTP/1.0\r\nContent-Length: 5\r\nContent-MD5: q1a02StAcTrMWviZhdS3hg==\r\n\r\nab";
+        CCHECK(write(pfd, part, strlen(part)) == (ssize_t)strlen(part));
+        usleep(150 * 1000);
+        CCHECK(!read_file("inmd5.txt", fb, sizeof fb));
+        CCHECK(write(pfd, "cde", 3) == 3);
+        n = read(pfd, r, sizeof r - 1);
+        r[n > 0 ? n : 0] = 0;
+        close(pfd);
+        CCHECK(status_of(r) == 201 && read_file("inmd5.txt", fb, sizeof fb) && !strcmp(fb, "abcde"));
+    }
+    /* refused in place (over max_put_size while chunked): the file goes */
+    files.max_put_size = 4;
+    EX("PUT /inplace.txt HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n3\r\ndef\r\n0\r\n\r\n",
+       r);
+    CCHECK(status_of(r) == 413 && !read_file("inplace.txt", fb, sizeof fb));
+    files.max_put_size = 0;
+    files.put_in_place = false;
     files.put_md5_ok_status = 0;
     files.put_status_body = false;
     files.put_ok_status = 0;
