@@ -2155,6 +2155,6 @@ void httpd_files_serve(struct httpd_conn *h, struct http_msg *req, struct httpd_
         httpd_drop_head(h);
         do_delete(h, f, path);
         return;
-    default: httpd_error(h, 405, NULL); return;
+    default: httpd_error(h, f->bad_method_status ? f->bad_method_status : 405, NULL); return;
     }
 }

@@ -234,6 +234,8 @@ struct httpd_files {
     bool put_status_body;          /* a stored PUT's answer carries the short text/html page
                                     * httpd_error writes ("<h1>200 - OK</h1>\n"), as Perlbal;
                                     * else no body */
+    int bad_method_status;         /* the answer to a method other than GET, HEAD, PUT and
+                                    * DELETE; 0 = 405 (Perlbal's web_server: 400) */
     bool concat_get;               /* GET /dir/??a,b,c serves the files one after another
                                     * (Perlbal's enable_concatenate_get; else 403) */
     /* hooks (optional): rewrite the clean path in place (NUL-ended, cap

@@ -35,6 +35,7 @@ void pb_web_sync(struct pb_service *svc)
     f->index_files = svc->index_files;
     f->dirindexing = svc->dirindexing;
     f->dir_disabled_status = 200; /* as Perlbal: a 200 page saying so */
+    f->bad_method_status = 400;   /* as Perlbal: POST, OPTIONS, ... */
     f->enable_put = svc->enable_put;
     f->enable_delete = svc->enable_delete;
     f->min_put_directory = svc->min_put_directory;

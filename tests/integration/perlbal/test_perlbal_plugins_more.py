@@ -479,6 +479,106 @@ def test_perlbal_x_reproxy_service_to_a_selector_and_with_a_body(daemon, perl_pe
         be2.stop()
 
 
+def streamed_reproxy_conf(be1, be2, www):
+    def conf(port, mport):
+        return """
+CREATE POOL p1
+  POOL p1 ADD 127.0.0.1:%d
+CREATE POOL p2
+  POOL p2 ADD 127.0.0.1:%d
+CREATE SERVICE app2
+  SET role = reverse_proxy
+  SET pool = p2
+ENABLE app2
+CREATE SERVICE files
+  SET role = web_server
+  SET docroot = %s
+ENABLE files
+CREATE SERVICE front
+  SET role = reverse_proxy
+  SET listen = 127.0.0.1:%d
+  SET pool = p1
+  SET persist_client = on
+  SET enable_reproxy = on
+ENABLE front
+""" % (be1, be2, www, port) + mgmt_conf(mport)
+    return conf
+
+
+def _status_and_headers(port, request, timeout):
+    """The status line and header names of the answer, or None when none
+    comes within timeout."""
+    with socket.create_connection(("127.0.0.1", port), timeout=timeout) as s:
+        s.sendall(request)
+        data = b""
+        try:
+            while b"\r\n\r\n" not in data:
+                c = s.recv(65536)
+                if not c:
+                    break
+                data += c
+        except socket.timeout:
+            return None
+    head = data.partition(b"\r\n\r\n")[0].split(b"\r\n")
+    return head[0].split(b" ")[1].decode(), {l.split(b":")[0].lower().decode() for l in head[1:]}
+
+
+def test_perlbal_x_reproxy_service_headers_and_a_streamed_body(daemon, perl_perlbal, tmp_path):
+    """Side by side with Perl Perlbal 1.80: after X-REPROXY-SERVICE the
+    client gets the second service's answer with its own headers (none of
+    the first backend's: Perlbal's start_reproxy_service keeps them only
+    until the second answer replaces them); a web_server target answers a
+    POST whose body streamed to the first backend as a web_server does
+    (400); a reverse_proxy target cannot be given that body again: Perl
+    Perlbal sends the head on and the client waits (measured), ours
+    refuses at once with a 500 and no backend is asked."""
+    www = tmp_path / "www"
+    www.mkdir()
+    (www / "f.txt").write_text("file body\n")
+    target = {"svc": "app2"}
+    be1 = Backend(lambda h, info: (200, {"X-REPROXY-SERVICE": target["svc"], "X-First": "one",
+                                         "Set-Cookie": "a=b", "Content-Type": "text/x-first"}, b"ignored"))
+    be2 = Backend(lambda h, info: (200, {"Content-Type": "text/plain", "X-Second": "two"},
+                                   ("app2 %s %s %d" % (info["method"], info["path"], info["body_len"])).encode()))
+    try:
+        servers = start_both(daemon, perl_perlbal, tmp_path, streamed_reproxy_conf(be1.port, be2.port, www))
+        res = {}
+        for name, port, mport in servers:
+            out = {}
+            target["svc"] = "app2"
+            st, hdrs, body = raw_response(port, b"GET /g HTTP/1.0\r\n\r\n")
+            out["get_app2"] = (st.split(" ")[1], "x-second" in hdrs, "x-first" in hdrs or "set-cookie" in hdrs,
+                               hdrs.get("content-type"), body)
+            target["svc"] = "files"
+            st, hdrs, body = raw_response(port, b"GET /f.txt HTTP/1.0\r\n\r\n")
+            out["get_files"] = (st.split(" ")[1], "x-first" in hdrs or "set-cookie" in hdrs,
+                                hdrs.get("content-type"), body)
+            st, hdrs, body = raw_response(port, b"POST /f.txt HTTP/1.0\r\nContent-Length: 5\r\n\r\nhello")
+            out["post_files"] = st.split(" ")[1]
+            target["svc"] = "app2"
+            before = len(be2.requests)
+            t0 = time.monotonic()
+            out["post_app2"] = _status_and_headers(
+                port, b"POST /p HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\n\r\nhello", timeout=2)
+            out["post_app2_fast"] = time.monotonic() - t0 < 1.5
+            out["post_app2_backend_saw"] = [r["path"] for r in be2.requests[before:]]
+            res[name] = out
+        ours = res["ours"]
+        assert ours["get_app2"] == ("200", True, False, "text/plain", b"app2 GET /g 0")
+        assert ours["get_files"] == ("200", False, "text/plain", b"file body\n")
+        assert ours["post_files"] == "400"
+        assert ours["post_app2"][0] == "500" and ours["post_app2_fast"]
+        assert ours["post_app2_backend_saw"] == []
+        if "perl" in res:
+            perl = res["perl"]
+            for k in ("get_app2", "get_files", "post_files"):
+                assert perl[k] == ours[k], (k, perl[k], ours[k])
+            assert perl["post_app2"] is None    # Perl Perlbal never answers it
+    finally:
+        be1.stop()
+        be2.stop()
+
+
 # ------------------------------------------------------------ upload status
 
 def upload_conf(be_port, udp_tracker, udp_extra):
