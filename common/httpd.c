@@ -340,6 +340,7 @@ static void start_request(struct httpd_conn *h, struct http_msg *req)
     h->response_started = false;
     h->resp_status = 0;
     h->resp_body = -1;
+    h->prefix_fn = NULL;
     h->head_started_ms = 0;
     h->head_pending = req->head_len;
     conn_set_busy(h->c, true);
@@ -1012,6 +1013,11 @@ struct get_job {
     uint64_t first, len;
     char *small; /* the bytes of a small file, read here */
     struct evbuffer *listing;
+    /* h->prefix_fn's, copied in; out: the file's first bytes as it left them */
+    int (*prefix_fn)(const char *ctx, const char *path, unsigned char *buf, size_t len);
+    char prefix_ctx[HTTPD_PREFIX_CTX];
+    unsigned char *prefix;
+    size_t prefix_len;
 };
 
 static void html_escape(struct evbuffer *b, const char *s)
@@ -1101,6 +1107,18 @@ static void get_file_answer(struct get_job *g, int fd, bool ours)
         }
         g->first = first;
         g->len = size ? last - first + 1 : 0;
+        if (g->kind == GET_FILE && !g->head && g->len > 0 && g->prefix_fn) {
+            /* the daemon's filter on the file's first bytes */
+            g->prefix = malloc(HTTPD_PREFIX_MAX);
+            ssize_t n = g->prefix ? pread(fd, g->prefix, HTTPD_PREFIX_MAX, 0) : -1;
+            int rc = n < 0 ? 500 : g->prefix_fn(g->prefix_ctx, g->path, g->prefix, (size_t)n);
+            g->prefix_len = n > 0 ? (size_t)n : 0;
+            if (rc) {
+                g->kind = GET_ERROR;
+                g->status = rc;
+                g->msg = n < 0 ? "Read failed" : NULL;
+            }
+        }
         if (g->kind == GET_FILE && !g->head && g->len > 0 && g->len <= SMALL_FILE) {
             /* small: read it (one writev for head and body beats writev + sendfile) */
             g->small = malloc((size_t)g->len);
@@ -1110,6 +1128,9 @@ static void get_file_answer(struct get_job *g, int fd, bool ours)
                 g->kind = GET_ERROR;
                 g->status = 500;
                 g->msg = "Read failed";
+            } else if (g->prefix && g->first < g->prefix_len) { /* the filtered bytes over the read */
+                size_t k = g->prefix_len - (size_t)g->first;
+                memcpy(g->small, g->prefix + g->first, k < g->len ? k : (size_t)g->len);
             }
         }
     }
@@ -1124,6 +1145,7 @@ static void get_release(struct disk_job *j)
     if (g->own_cached && g->cached_fd >= 0)
         close(g->cached_fd);
     free(g->small);
+    free(g->prefix);
     if (g->listing)
         evbuffer_free(g->listing);
     free(g);
@@ -1255,9 +1277,18 @@ static void get_done(struct httpd_conn *h, struct disk_job *j)
         if (g->small) {
             evbuffer_add(httpd_tx(), g->small, (size_t)g->len);
         } else if (!g->head && g->len > 0) {
+            uint64_t first = g->first, len = g->len;
+            if (g->prefix && first < g->prefix_len) { /* the filtered bytes, then the file */
+                size_t k = g->prefix_len - (size_t)first;
+                if (k > len)
+                    k = (size_t)len;
+                evbuffer_add(httpd_tx(), g->prefix + first, k);
+                first += k;
+                len -= k;
+            }
             /* the output buffer closes the fd it is given: a dup of a cached one */
-            int sfd = g->fd >= 0 ? dup(g->fd) : g->cached_fd >= 0 ? dup(g->cached_fd) : -1;
-            if (sfd < 0 || httpd_tx_add_file(h->tls, sfd, (int64_t)g->first, (int64_t)g->len) < 0) {
+            int sfd = len == 0 ? -1 : g->fd >= 0 ? dup(g->fd) : g->cached_fd >= 0 ? dup(g->cached_fd) : -1;
+            if (len > 0 && (sfd < 0 || httpd_tx_add_file(h->tls, sfd, (int64_t)first, (int64_t)len) < 0)) {
                 if (sfd >= 0)
                     close(sfd);
                 evbuffer_drain(httpd_tx(), evbuffer_get_length(httpd_tx())); /* the head was not sent yet */
@@ -2145,6 +2176,9 @@ void httpd_files_serve(struct httpd_conn *h, struct http_msg *req, struct httpd_
             memcpy(g->ims, iv, il);
             g->has_ims = true;
         }
+        g->prefix_fn = h->prefix_fn;
+        if (g->prefix_fn)
+            memcpy(g->prefix_ctx, h->prefix_ctx, sizeof g->prefix_ctx);
         g->cached_fd = trailing ? -1 : fcache_get(f, path);
         g->j.release = get_release;
         httpd_drop_head(h);

@@ -54,6 +54,8 @@ struct work_pool;
 #define HTTPD_HEAD_DEADLINE_MS 30000       /* default: a head must be complete within */
 #define HTTPD_WRITE_TIMEOUT_MS 120000      /* output pending and not moving */
 #define HTTPD_MAX_PIPELINE_IN (256 * 1024) /* input held while a request is in progress */
+#define HTTPD_PREFIX_MAX 2048              /* bytes of a file a prefix_fn sees */
+#define HTTPD_PREFIX_CTX 80                /* bytes of context a prefix_fn gets */
 
 struct httpd_ops {
     /* A request head is complete and its facts are in h (method, version,
@@ -110,6 +112,18 @@ struct httpd_conn {
      * counts those itself). Both reset when a request starts. */
     int resp_status;
     int64_t resp_body;
+    /* A filter on the first bytes of the file this request is answered
+     * with (set by the daemon before httpd_files_serve; cleared when a
+     * request starts): for a GET answered 200 or 206 from a file, its first
+     * HTTPD_PREFIX_MAX bytes are read on the disk worker and passed to
+     * prefix_fn(prefix_ctx, path, buf, len), which may change them in place
+     * (the length stays); a Range applies to the result. A nonzero return
+     * is the status of an error answer instead. HEAD, 304 and 416 answers
+     * and concatenated GETs do not run it (as Perlbal's start_send_file
+     * hook). prefix_ctx is copied into the disk job (the conn may close
+     * while a worker runs it). */
+    int (*prefix_fn)(const char *ctx, const char *path, unsigned char *buf, size_t len);
+    char prefix_ctx[HTTPD_PREFIX_CTX];
     bool lingering; /* error answered: draining input, then close */
     /* private */
     bool in_dispatch;

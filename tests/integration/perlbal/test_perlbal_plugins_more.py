@@ -798,6 +798,7 @@ CREATE SERVICE proxy
   SET role = reverse_proxy
   SET pool = p
 """ % (port, tmp_path) + mgmt_conf(mport), port)
+    wait_port(mport)   # ready_port is the first listener's; the console's comes up after it
     assert "Expecting IP:port of form a.b.c.d:port." in console(mport, "SET cdn.fallback_udp_ping_addr = nohost")
     assert "ERROR" in console(mport, "SET proxy.fallback_service = cdn")        # web_server only
     # no fallback_service: a missing file is the usual 404
@@ -890,6 +891,63 @@ ENABLE palex
                 assert a[0] == "no answer", (paths[i], a[:2])
                 continue
             assert a[0] == b[0] and a[2] == b[2], (paths[i], a[:2], b[:2])
+
+
+def test_perlbal_palimg_if_modified_since_range_and_head(daemon, perl_perlbal, tmp_path):
+    """Palimg URLs are served as the web_server serves the image file
+    (Perlbal cuts the spec off and serves the file): an If-Modified-Since
+    equal to its Last-Modified is a 304, HEAD is the file's 200 with its
+    length, an unsatisfiable Range a 416 — as Perl Perlbal answers. A Range
+    is cut from the changed image (206, Content-Range); Perl Perlbal 1.80
+    also answers 206 but sends the changed first 2048 bytes whatever the
+    range (measured: more bytes than its Content-Length), so only the
+    status is compared there."""
+    root = tmp_path / "www"
+    (root / "palimg").mkdir(parents=True)
+    gif = make_gif()
+    (root / "palimg" / "a.gif").write_bytes(gif)
+
+    def conf(port, mport):
+        return """
+LOAD palimg
+CREATE SERVICE palex
+  SET role = web_server
+  SET listen = 127.0.0.1:%d
+  SET docroot = %s
+  SET plugins = palimg
+ENABLE palex
+""" % (port, root) + mgmt_conf(mport)
+    url = "/palimg/a.gif/p1ffeedd"
+    results = {}
+    for name, port, mport in start_both(daemon, perl_perlbal, tmp_path, conf):
+        out = {}
+        r, full = get(port, url)
+        out["full"] = (r.status, full)
+        lm = r.getheader("Last-Modified")
+        out["lm"] = lm is not None
+        r, body = get(port, url, headers={"If-Modified-Since": lm})
+        out["ims"] = (r.status, body)
+        r, body = get(port, url, method="HEAD")
+        out["head"] = (r.status, r.getheader("Content-Length"), r.getheader("Content-Type"))
+        st, hdrs, body = raw_response(port, ("GET %s HTTP/1.0\r\nRange: bytes=14-17\r\n\r\n" % url).encode(),
+                                      timeout=3)
+        out["range"] = (st.split(" ")[1], hdrs.get("content-range"), body)
+        st, hdrs, body = raw_response(port, ("GET %s HTTP/1.0\r\nRange: bytes=9999-\r\n\r\n" % url).encode(),
+                                      timeout=3)
+        out["416"] = st.split(" ")[1]
+        results[name] = out
+    ours = results["ours"]
+    changed = ours["full"][1]
+    assert ours["full"][0] == 200 and changed[13 + 3:13 + 6] == bytes([0xff, 0xee, 0xdd]) and ours["lm"]
+    assert ours["ims"] == (304, b"")
+    assert ours["head"] == (200, str(len(gif)), "image/gif")
+    assert ours["range"] == ("206", "bytes 14-17/%d" % len(gif), changed[14:18])
+    assert ours["416"] == "416"
+    if "perl" in results:
+        perl = results["perl"]
+        for k in ("full", "lm", "ims", "head", "416"):
+            assert perl[k] == ours[k], (k, perl[k], ours[k])
+        assert perl["range"][:2] == ours["range"][:2]
 
 
 # -------------------------------------------------------- PUT's 201 wording
