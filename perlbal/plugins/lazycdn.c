@@ -16,11 +16,16 @@
  * or a 416). Each fallback sends the request URI to fallback_udp_ping_addr
  * when set. The stat runs on the disk worker pool (SERVER aio_mode), the
  * request waiting with the client's reading stopped. Concatenated GETs
- * ("??") are served as usual (Perlbal's concat hooks are not built). */
+ * ("/dir/??a,b,c" with enable_concatenate_get) as Perlbal's concat hooks:
+ * one of the files missing goes to fallback_service; all there, a `v=N`
+ * newer than the newest of them does too, unless the answer is a 304; a
+ * request the web_server refuses anyway (no trailing slash before "??",
+ * too many or bogus names, the base not a directory) is left to it. */
 #include <arpa/inet.h>
 #include <ctype.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <limits.h>
 #include <linux/openat2.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -52,6 +57,13 @@ struct lazy_job {
     /* the stat's answer */
     int err; /* 0: found; else errno */
     struct stat st;
+    /* a concatenated GET: path is the base directory, names the files
+     * beneath it, NUL-separated */
+    bool concat;
+    int n;
+    char *names;
+    bool base_dir, missing; /* out */
+    time_t newest;          /* out: the newest file's mtime */
 };
 
 static void lazy_free(struct lazy_job *j)
@@ -59,20 +71,14 @@ static void lazy_free(struct lazy_job *j)
     free(j->head);
     free(j->docroot);
     free(j->path);
+    free(j->names);
     free(j);
 }
 
 /* The stat, beneath the docroot as httpd resolves paths (no "..", no
  * symlink out). Runs on a disk worker (or the loop without one). */
-static void lazy_stat(void *arg)
+static int stat_beneath(int root, const char *rel, struct stat *st)
 {
-    struct lazy_job *j = arg;
-    int root = open(j->docroot, O_PATH | O_DIRECTORY | O_CLOEXEC);
-    if (root < 0) {
-        j->err = errno;
-        return;
-    }
-    const char *rel = j->path;
     while (*rel == '/')
         rel++;
     int fd;
@@ -82,13 +88,98 @@ static void lazy_stat(void *arg)
         struct open_how how = { .flags = O_PATH | O_CLOEXEC, .resolve = RESOLVE_BENEATH | RESOLVE_NO_MAGICLINKS };
         fd = (int)syscall(SYS_openat2, root, rel, &how, sizeof how);
     }
-    j->err = fd < 0 ? errno : 0;
+    int err = fd < 0 ? errno : 0;
     if (fd >= 0) {
-        if (fstat(fd, &j->st) < 0)
-            j->err = errno;
+        if (fstat(fd, st) < 0)
+            err = errno;
         close(fd);
     }
+    return err;
+}
+
+static void lazy_stat(void *arg)
+{
+    struct lazy_job *j = arg;
+    int root = open(j->docroot, O_PATH | O_DIRECTORY | O_CLOEXEC);
+    if (root < 0) {
+        j->err = errno;
+        return;
+    }
+    j->err = stat_beneath(root, j->path, &j->st);
+    if (j->concat) {
+        j->base_dir = !j->err && S_ISDIR(j->st.st_mode);
+        const char *name = j->names;
+        for (int i = 0; j->base_dir && i < j->n; i++, name += strlen(name) + 1) {
+            struct stat st;
+            if (stat_beneath(root, name, &st) || !S_ISREG(st.st_mode)) {
+                j->missing = true; /* concat_get_poststat_file_missing */
+                break;
+            }
+            if (st.st_mtime > j->newest)
+                j->newest = st.st_mtime;
+        }
+    }
     close(root);
+}
+
+/* Perlbal's 304 for a concatenated GET: If-Modified-Since is the newest
+ * file's date string exactly (an IE "; length=N" cut off). */
+static bool concat_not_modified(struct http_msg *m, time_t newest)
+{
+    size_t l;
+    const char *ims = http_header_value(m, "if-modified-since", &l);
+    if (!ims)
+        return false;
+    const char *semi = memchr(ims, ';', l);
+    if (semi)
+        l = (size_t)(semi - ims);
+    while (l && ims[l - 1] == ' ')
+        l--;
+    char date[64];
+    http_date_format(newest, date);
+    return strlen(date) == l && !strncmp(date, ims, l);
+}
+
+/* "/base/??a,b?x": the base directory and the files' clean paths, as the
+ * web_server reads them (common/httpd's concat); false when the
+ * web_server would refuse it anyway (it answers then). */
+static bool concat_names(struct lazy_job *j, const char *t, size_t tl, const char *qq)
+{
+    if (qq == t || qq[-1] != '/')
+        return false;
+    char base[PATH_MAX];
+    bool tr;
+    if (http_path_normalize(t, (size_t)(qq - t), base, sizeof base, &tr) < 0 || !(j->path = strdup(base)))
+        return false;
+    const char *list = qq + 2, *end = t + tl;
+    const char *q = memchr(list, '?', (size_t)(end - list));
+    if (q)
+        end = q;
+    struct evbuffer *b = evbuffer_new();
+    if (!b)
+        return false;
+    bool ok = true;
+    for (const char *p = list; p < end && ok;) {
+        const char *comma = memchr(p, ',', (size_t)(end - p));
+        const char *e = comma ? comma : end;
+        char raw[PATH_MAX], clean[PATH_MAX];
+        int rl = snprintf(raw, sizeof raw, "%s/%.*s", base, (int)(e - p), p);
+        if (j->n == 100 || (e - p >= 3 && !memcmp(p, "../", 3)) || memmem(p, (size_t)(e - p), "/../", 4) ||
+            rl >= (int)sizeof raw || http_path_normalize(raw, (size_t)rl, clean, sizeof clean, &tr) < 0)
+            ok = false;
+        else
+            evbuffer_add(b, clean, strlen(clean) + 1);
+        j->n++;
+        p = comma ? comma + 1 : end;
+    }
+    size_t bl = evbuffer_get_length(b);
+    if (ok && j->n > 0 && (j->names = malloc(bl)))
+        evbuffer_remove(b, j->names, bl);
+    else
+        ok = false;
+    evbuffer_free(b);
+    j->concat = ok;
+    return ok;
 }
 
 static void lazy_cancel(void *job) { ((struct lazy_job *)job)->cl = NULL; }
@@ -148,7 +239,14 @@ static void lazy_done(void *arg)
         return;
     }
     bool fallback = false;
-    if (j->err == ENOENT || j->err == ENOTDIR) {
+    if (j->concat) {
+        if (j->base_dir && j->missing) {
+            fallback = true;
+        } else if (j->base_dir && !concat_not_modified(m, j->newest)) {
+            long long v = pb_uri_version(m->target, m->target_len);
+            fallback = v && v > (long long)j->newest;
+        }
+    } else if (j->err == ENOENT || j->err == ENOTDIR) {
         fallback = true; /* static_get_poststat_file_missing */
     } else if (!j->err) {
         long long v = pb_uri_version(m->target, m->target_len);
@@ -178,8 +276,11 @@ static enum pb_hook_result lazy_start(struct pb_service *svc, struct pb_client *
 {
     struct plug_state *st = pb_plugin_state(svc);
     if (!st || svc->role != PB_ROLE_WEB_SERVER || (req->method != HTTP_M_GET && req->method != HTTP_M_HEAD) ||
-        !svc->docroot || memmem(req->target, req->target_len, "??", 2))
+        !svc->docroot)
         return PB_HOOK_CONTINUE;
+    const char *qq = memmem(req->target, req->target_len, "??", 2);
+    if (qq && !svc->enable_concatenate_get)
+        return PB_HOOK_CONTINUE; /* the web_server's 403 */
     pthread_mutex_lock(&pb_plugin_lock);
     bool on = st->lazy_fallback[0] != 0;
     pthread_mutex_unlock(&pb_plugin_lock);
@@ -189,7 +290,7 @@ static enum pb_hook_result lazy_start(struct pb_service *svc, struct pb_client *
     const char *q = memchr(req->target, '?', req->target_len);
     size_t pl = q ? (size_t)(q - req->target) : req->target_len;
     if (!j || !(j->head = malloc(req->head_len)) || !(j->docroot = strdup(svc->docroot)) ||
-        !(j->path = strndup(req->target, pl))) {
+        (qq ? !concat_names(j, req->target, req->target_len, qq) : !(j->path = strndup(req->target, pl)))) {
         if (j)
             lazy_free(j);
         return PB_HOOK_CONTINUE; /* served as usual */
