@@ -70,10 +70,15 @@ struct evbuffer *httpd_tx(void)
  * bufferevent. txf is empty between calls: never shared by two conns. */
 int httpd_tx_add_file(bool tls, int fd, int64_t offset, int64_t length)
 {
+    return httpd_add_file(httpd_tx(), tls, fd, offset, length);
+}
+
+int httpd_add_file(struct evbuffer *dst, bool tls, int fd, int64_t offset, int64_t length)
+{
     /* (conn's io_uring path writes an output holding a file segment with
      * evbuffer_write, so the segment may be a sendfile one there too) */
     if (tls)
-        return evbuffer_add_file(httpd_tx(), fd, (ev_off_t)offset, (ev_off_t)length);
+        return evbuffer_add_file(dst, fd, (ev_off_t)offset, (ev_off_t)length);
     if (!txf) {
         txf = evbuffer_new();
         if (!txf)
@@ -82,7 +87,7 @@ int httpd_tx_add_file(bool tls, int fd, int64_t offset, int64_t length)
     }
     if (evbuffer_add_file(txf, fd, (ev_off_t)offset, (ev_off_t)length) < 0)
         return -1; /* libevent closed nothing: fd is still the caller's */
-    return evbuffer_add_buffer(httpd_tx(), txf);
+    return evbuffer_add_buffer(dst, txf);
 }
 
 struct evbuffer *httpd_tx2(void)

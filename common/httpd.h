@@ -154,6 +154,9 @@ struct evbuffer *httpd_tx(void);
  * the bytes go out with sendfile(), on TLS they are mapped and copied.
  * Returns 0, or -1 (fd still the caller's). */
 int httpd_tx_add_file(bool tls, int fd, int64_t offset, int64_t length);
+/* The same into any buffer bound for a socket of this loop (e.g. a request
+ * to a backend in httpd_tx2()); tls: that socket's. */
+int httpd_add_file(struct evbuffer *dst, bool tls, int fd, int64_t offset, int64_t length);
 struct evbuffer *httpd_tx2(void);
 /* Move buf (emptied) to c's output; on a plain socket with nothing queued
  * it is written straight away (one writev, no poll round trip). */

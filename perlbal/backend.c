@@ -321,7 +321,7 @@ static void assign(struct pb_backend *be, struct pb_client *cl)
         /* a spooled upload: the body goes out of its file (a dup, so a
          * retry could send it again) */
         int fd = dup(cl->upload_fd);
-        if (fd < 0 || evbuffer_add_file(txb, fd, 0, (ev_off_t)cl->upload_size) < 0) {
+        if (fd < 0 || httpd_add_file(txb, false, fd, 0, (int64_t)cl->upload_size) < 0) { /* sendfile */
             if (fd >= 0)
                 close(fd);
             evbuffer_drain(txb, evbuffer_get_length(txb));
