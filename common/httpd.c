@@ -1018,6 +1018,7 @@ struct get_job {
     uint64_t first, len;
     char *small; /* the bytes of a small file, read here */
     struct evbuffer *listing;
+    bool missing; /* the file does not exist (poststat) */
     /* h->prefix_fn's, copied in; out: the file's first bytes as it left them */
     int (*prefix_fn)(const char *ctx, const char *path, unsigned char *buf, size_t len);
     char prefix_ctx[HTTPD_PREFIX_CTX];
@@ -1176,6 +1177,7 @@ static void get_work(struct disk_job *j)
             close(fd);
         g->kind = GET_ERROR;
         g->status = errno_status(e);
+        g->missing = e == ENOENT || e == ENOTDIR;
         return;
     }
     if (S_ISDIR(g->st.st_mode)) {
@@ -1247,6 +1249,13 @@ static void get_done(struct httpd_conn *h, struct disk_job *j)
     char date[HTTP_DATE_LEN + 1], extra[PATH_MAX + 256];
     if (g->opened && g->fd >= 0 && !g->trailing)
         fcache_put(f, g->path, g->fd);
+    if (f->poststat) {
+        int what = g->kind == GET_ERROR && g->missing        ? HTTPD_POSTSTAT_MISSING
+                   : g->kind == GET_FILE && g->status == 200 ? HTTPD_POSTSTAT_SEND
+                                                             : 0;
+        if (what && f->poststat(f->hook_arg, h, what, (int64_t)g->st.st_mtime))
+            return; /* taken: the daemon answers */
+    }
     switch (g->kind) {
     case GET_ERROR: httpd_error(h, g->status, g->msg); break;
     case GET_REDIRECT:
@@ -1972,6 +1981,7 @@ struct concat_job {
     uint64_t total;
     time_t newest;
     const char *mime;
+    bool missing; /* a file does not exist (poststat) */
 };
 
 static void concat_work(struct disk_job *j)
@@ -1994,6 +2004,7 @@ static void concat_work(struct disk_job *j)
                 close(fd);
             c->status = 404;
             c->msg = "One or more file does not exist";
+            c->missing = true;
             return;
         }
         c->fds[i] = fd;
@@ -2013,7 +2024,10 @@ static void concat_work(struct disk_job *j)
 static void concat_done(struct httpd_conn *h, struct disk_job *j)
 {
     struct concat_job *c = (struct concat_job *)j;
+    struct httpd_files *f = c->f;
     if (c->status != 200) {
+        if (c->missing && f->poststat && f->poststat(f->hook_arg, h, HTTPD_POSTSTAT_MISSING, 0))
+            return; /* taken: the daemon answers */
         httpd_error(h, c->status, c->msg);
         return;
     }
@@ -2035,6 +2049,8 @@ static void concat_done(struct httpd_conn *h, struct disk_job *j)
             return;
         }
     }
+    if (f->poststat && f->poststat(f->hook_arg, h, HTTPD_POSTSTAT_SEND, (int64_t)c->newest))
+        return; /* taken: the daemon answers */
     httpd_response_head(h, 200, mime, (int64_t)c->total, keep, extra);
     if (!c->head) {
         for (int i = 0; i < c->n; i++) {

@@ -56,6 +56,8 @@ struct work_pool;
 #define HTTPD_MAX_PIPELINE_IN (256 * 1024) /* input held while a request is in progress */
 #define HTTPD_PREFIX_MAX 2048              /* bytes of a file a prefix_fn sees */
 #define HTTPD_PREFIX_CTX 80                /* bytes of context a prefix_fn gets */
+#define HTTPD_POSTSTAT_MISSING 1
+#define HTTPD_POSTSTAT_SEND 2
 
 struct httpd_ops {
     /* A request head is complete and its facts are in h (method, version,
@@ -259,6 +261,14 @@ struct httpd_files {
      * bytes); a file was sent (for stats) */
     void (*rewrite_path)(void *arg, struct httpd_conn *h, char *path, size_t cap);
     void (*file_sent)(void *arg, struct httpd_conn *h);
+    /* After a GET/HEAD's disk work, on the loop, before its answer (as
+     * Perlbal's static_get_poststat_* / concat_get_poststat_* hooks):
+     * HTTPD_POSTSTAT_MISSING, the file (or one of a concatenated GET's
+     * files) does not exist and a 404 is next; HTTPD_POSTSTAT_SEND, a 200
+     * is next (not a 304, 206 or 416), mtime the file's (a concatenated
+     * GET's newest). Returning true takes the request: httpd answers
+     * nothing, the daemon answers it (the head is consumed by then). */
+    bool (*poststat)(void *arg, struct httpd_conn *h, int what, int64_t mtime);
     void *hook_arg;
     /* disk work (open, stat, small reads, directory listings) of GET/HEAD
      * runs on this common/work pool; NULL = on the loop. A hit in the

@@ -2,7 +2,7 @@
  * service's parameters (docroot, index_files, dirindexing, enable_put,
  * enable_delete, min_put_directory, max_put_size, enable_md5,
  * enable_atomic_put) and the
- * plugins' serve_path / file_sent hooks. Its disk work runs on a common/work
+ * plugins' serve_path / file_sent / poststat hooks. Its disk work runs on a common/work
  * pool unless `SERVER aio_mode = none` (then on the loop, as Perlbal's). */
 #include <string.h>
 
@@ -26,6 +26,12 @@ static void web_file_sent(void *arg, struct httpd_conn *h)
     struct pb_service *svc = arg;
     if (svc->nplugins)
         pb_plugins_file_sent(svc, h->data, false);
+}
+
+static bool web_poststat(void *arg, struct httpd_conn *h, int what, int64_t mtime)
+{
+    struct pb_service *svc = arg;
+    return svc->nplugins && pb_plugins_poststat(svc, h->data, what, mtime);
 }
 
 void pb_web_sync(struct pb_service *svc)
@@ -54,6 +60,7 @@ void pb_web_sync(struct pb_service *svc)
     f->concat_get = svc->enable_concatenate_get;
     f->rewrite_path = web_rewrite_path;
     f->file_sent = web_file_sent;
+    f->poststat = web_poststat;
     f->hook_arg = svc;
     f->work = pb_aio_on ? pb_disk_pool : NULL;
 }

@@ -41,6 +41,22 @@ static int upper_prefix(const char *ctx, const char *path, unsigned char *buf, s
     return 0;
 }
 
+/* poststat: when on, answers 299 "what mtime" itself instead of httpd */
+static _Atomic bool take_poststat;
+static bool on_poststat(void *arg, struct httpd_conn *h, int what, int64_t mtime)
+{
+    (void)arg;
+    if (!take_poststat)
+        return false;
+    char body[64];
+    int n =
+        snprintf(body, sizeof body, "%s %lld", what == HTTPD_POSTSTAT_MISSING ? "missing" : "send", (long long)mtime);
+    httpd_response_head(h, 299, "text/plain", n, false, NULL);
+    evbuffer_add(httpd_tx(), body, (size_t)n);
+    httpd_done(h, false);
+    return true;
+}
+
 static void on_request(struct httpd_conn *h, struct http_msg *req)
 {
     if (req->target_len > 4 && !memcmp(req->target + req->target_len - 4, "?pre", 4)) {
@@ -236,6 +252,21 @@ static void *client_main(void *arg)
                 ok = false;
         CCHECK(ok);
     }
+    /* the poststat hook takes a missing file and a 200 to come, not a 304 */
+    files.poststat = on_poststat;
+    take_poststat = true;
+    EX("GET /nope.txt HTTP/1.0\r\n\r\n", r);
+    CCHECK(status_of(r) == 299 && strstr(r, "\r\n\r\nmissing 0"));
+    EX("HEAD /a.txt HTTP/1.0\r\n\r\n", r);
+    CCHECK(status_of(r) == 299 && strstr(r, "send 1600000000"));
+    EX("GET /a.txt HTTP/1.0\r\nIf-Modified-Since: Fri, 01 Jan 2100 00:00:00 GMT\r\n\r\n", r);
+    CCHECK(status_of(r) == 304);
+    EX("GET /a.txt HTTP/1.0\r\nRange: bytes=1-2\r\n\r\n", r);
+    CCHECK(status_of(r) == 206);
+    take_poststat = false;
+    EX("GET /a.txt HTTP/1.0\r\n\r\n", r);
+    CCHECK(status_of(r) == 200);
+    files.poststat = NULL;
     /* a large file goes out whole (sendfile path) */
     EX("GET /big.bin HTTP/1.0\r\n\r\n", r);
     CCHECK(status_of(r) == 200 && strstr(r, "Content-Length: 40000\r\n"));
@@ -464,6 +495,12 @@ static void test_httpd_end_to_end(void)
     snprintf(cmd, sizeof cmd, "rm -rf %s && mkdir -p %s/sub && mkdir -p %s.out", root, root, root);
     CHECK_EQ_INT(system(cmd), 0);
     write_file("a.txt", "hello world");
+    {
+        char ap[512];
+        snprintf(ap, sizeof ap, "%s/a.txt", root);
+        struct timespec ts[2] = { { 1600000000, 0 }, { 1600000000, 0 } };
+        utimensat(AT_FDCWD, ap, ts, 0);
+    }
     write_file("sub/in.txt", "inner");
     write_file("index.html", "index page");
     char big[40001];
