@@ -287,14 +287,11 @@ static void add_time(struct evbuffer *b)
     evbuffer_add(b, text, strlen(text));
 }
 
-static void add_peer(struct evbuffer *b, const struct core_conn *c)
+static void add_peer(struct evbuffer *b, struct pb_client *cl)
 {
-    char ip[INET6_ADDRSTRLEN] = "-";
-    if (c->peer.ss_family == AF_INET)
-        inet_ntop(AF_INET, &((const struct sockaddr_in *)&c->peer)->sin_addr, ip, sizeof ip);
-    else if (c->peer.ss_family == AF_INET6)
-        inet_ntop(AF_INET6, &((const struct sockaddr_in6 *)&c->peer)->sin6_addr, ip, sizeof ip);
-    evbuffer_add(b, ip, strlen(ip));
+    size_t l;
+    const char *ip = pb_client_ip(cl, &l);
+    evbuffer_add(b, l ? ip : "-", l ? l : 1);
 }
 
 /* The request's half of a line: everything the head tells; what only the
@@ -317,7 +314,7 @@ static char *format_request(struct pb_client *cl, const struct http_msg *req, co
         switch (*p) {
         case '%': evbuffer_add(b, "%", 1); break;
         case 'h':
-        case 'a': add_peer(b, cl->c); break;
+        case 'a': add_peer(b, cl); break;
         case 'l':
         case 'u': evbuffer_add(b, "-", 1); break;
         case 't': add_time(b); break;
