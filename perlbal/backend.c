@@ -333,7 +333,6 @@ static void assign(struct pb_backend *be, struct pb_client *cl)
         }
     }
     httpc_request(be->hc, cl->h->method, txb);
-    spool_unlink_if_sent(cl, be->hc);
     conn_resume_read(cl->c);
     if (!cl->h->body_done)
         pb_proxy_body_ready(cl);
@@ -341,8 +340,8 @@ static void assign(struct pb_backend *be, struct pb_client *cl)
 
 /* As Perlbal: a buffered upload's file goes as soon as the whole request
  * is with the backend, not when the response is done (the open descriptor
- * stays for a retry; pb_upload_purge closes it). Checked where the request
- * was written at once and where its output drains. */
+ * stays for a retry; pb_upload_purge closes it). Checked when the
+ * backend's output drains (common/conn says so after a direct write too). */
 static void spool_unlink_if_sent(struct pb_client *cl, struct httpc *hc)
 {
     if (!cl || !cl->upload_path || !cl->h->body_done || evbuffer_get_length(conn_out(hc->c)) > 0)
