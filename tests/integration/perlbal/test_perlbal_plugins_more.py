@@ -1035,6 +1035,67 @@ ENABLE palex
 
 # -------------------------------------------------------- PUT's 201 wording
 
+def test_perlbal_put_in_place_as_perl_perlbal(daemon, perl_perlbal, tmp_path):
+    """Side by side: a PUT without Content-MD5 is written in place by both
+    (the target holds what has arrived while the upload is open, a
+    replaced file is truncated at its start) and both answer 200 at the
+    end; with enable_atomic_put (ours only, Perl Perlbal has no such
+    setting) the old file stays whole until the upload completes."""
+    results = {}
+    for name in (["ours", "perl"] if PERL_PERLBAL else ["ours"]):
+        root = tmp_path / ("www-" + name)
+        root.mkdir()
+        (root / "f.txt").write_bytes(b"old contents")
+        port, mport = free_port(), free_port()
+        conf = """
+CREATE SERVICE w
+  SET role = web_server
+  SET listen = 127.0.0.1:%d
+  SET docroot = %s
+  SET enable_put = on
+ENABLE w
+""" % (port, root) + mgmt_conf(mport)
+        if name == "ours":
+            start_perlbal(daemon, str(tmp_path), conf, port, name="put-ours.conf")
+        else:
+            perl_perlbal(conf, port)
+        with socket.create_connection(("127.0.0.1", port), timeout=10) as s:
+            s.sendall(b"PUT /f.txt HTTP/1.0\r\nContent-Length: 10\r\n\r\nhello")
+            deadline = time.monotonic() + 5
+            while (root / "f.txt").read_bytes() != b"hello" and time.monotonic() < deadline:
+                time.sleep(0.05)
+            during = (root / "f.txt").read_bytes()
+            s.sendall(b"world")
+            answer = s.recv(4096).split(b"\r\n")[0]
+        results[name] = (during, answer.split(b" ")[1], (root / "f.txt").read_bytes())
+    assert results["ours"] == (b"hello", b"200", b"helloworld")
+    if "perl" in results:
+        assert results["perl"] == results["ours"]
+    # ours, opt-in: the old file whole until the upload completes
+    root = tmp_path / "www-atomic"
+    root.mkdir()
+    (root / "f.txt").write_bytes(b"old contents")
+    port, mport = free_port(), free_port()
+    start_perlbal(daemon, str(tmp_path), """
+CREATE SERVICE w
+  SET role = web_server
+  SET listen = 127.0.0.1:%d
+  SET docroot = %s
+  SET enable_put = on
+  SET enable_atomic_put = on
+ENABLE w
+""" % (port, root), port, name="put-atomic.conf")
+    with socket.create_connection(("127.0.0.1", port), timeout=10) as s:
+        s.sendall(b"PUT /f.txt HTTP/1.0\r\nContent-Length: 10\r\n\r\nhello")
+        deadline = time.monotonic() + 5
+        while len(os.listdir(root)) < 2 and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert len(os.listdir(root)) == 2 and (root / "f.txt").read_bytes() == b"old contents"
+        s.sendall(b"world")
+        assert s.recv(4096).split(b" ")[1] == b"200"
+    assert (root / "f.txt").read_bytes() == b"helloworld" and os.listdir(root) == ["f.txt"]
+
+
 def test_perlbal_put_201_worded_as_perl_perlbal(daemon, perl_perlbal, tmp_path):
     """A PUT whose Content-MD5 was verified: Perlbal answers "201 " with no
     reason phrase and the page "<h1>201</h1>"; ours the same bytes."""
