@@ -91,9 +91,11 @@ def test_install_never_replaces_a_file_it_did_not_install(tmp_path):
 
 # ---- make run (deploy/run.sh) ------------------------------------------------
 
+import queue
 import signal
 import socket
 import struct
+import threading
 import time
 import urllib.request
 
@@ -140,14 +142,44 @@ def free_port_run(n):
     raise AssertionError("no free port run")
 
 
-def read_until(proc, text, timeout=20):
+class Output:
+    """run.sh's output, read line by line on a thread, so that a wait for a
+    line ends at its deadline even when run.sh prints nothing more."""
+
+    def __init__(self, proc):
+        self.q = queue.Queue()
+        self.eof = False
+        threading.Thread(target=self._pump, args=(proc.stdout,), daemon=True).start()
+
+    def _pump(self, f):
+        for line in f:
+            self.q.put(line)
+        self.q.put(None)
+
+    def line(self, deadline):
+        if self.eof:
+            return None
+        try:
+            line = self.q.get(timeout=max(0.0, deadline - time.time()))
+        except queue.Empty:
+            return None
+        self.eof = line is None
+        return line
+
+    def rest(self, timeout=20):
+        """Everything up to run.sh's end of output."""
+        out, deadline = [], time.time() + timeout
+        while (line := self.line(deadline)) is not None:
+            out.append(line)
+        assert self.eof, "run.sh's output did not end within %ss:\n%s" % (timeout, "".join(out))
+        return "".join(out)
+
+
+def read_until(output, text, timeout=20):
     """Lines of run.sh's output up to the one containing text."""
     out = []
     deadline = time.time() + timeout
-    while time.time() < deadline:
-        line = proc.stdout.readline()
-        if not line:
-            break
+    while (line := output.line(deadline)) is not None:
         out.append(line)
         if text in line:
             return out
@@ -167,10 +199,14 @@ def test_make_run_one_ctrl_c_is_a_graceful_stop(tmp_path):
         'start memcached "127.0.0.1:%d" "-" -l 127.0.0.1 -p %d -U 0\n' % (gm, gm, mc, mc))
     env = dict(os.environ, RUN_D=str(run_d), BUILD=os.path.relpath(BUILD_DIR, REPO), METRICS_BASE=str(free_port_run(4)))
     env.pop("RUN_DIR", None)
-    proc = subprocess.Popen(["bash", "deploy/run.sh"], cwd=REPO, env=env, stdout=subprocess.PIPE,
+    # SIGINT back to its default for run.sh: a shell started with it ignored
+    # (a test run started in the background of a script) could not trap it
+    proc = subprocess.Popen(["env", "--default-signal=INT", "bash", "deploy/run.sh"], cwd=REPO, env=env,
+                            stdout=subprocess.PIPE,
                             stderr=subprocess.STDOUT, text=True, start_new_session=True)
+    output = Output(proc)
     try:
-        out = read_until(proc, "Running.")
+        out = read_until(output, "Running.")
         run_dir = re.search(r"run directory (\S+)\)", out[0]).group(1)
         urls = re.findall(r"metrics (http://\S+)", "".join(out))
         assert len(urls) == 2
@@ -186,11 +222,11 @@ def test_make_run_one_ctrl_c_is_a_graceful_stop(tmp_path):
         mc_pid = int(subprocess.run(["pgrep", "-f", "memcached -l 127.0.0.1 -p %d " % mc], capture_output=True,
                                     text=True).stdout.split()[0])
         os.kill(mc_pid, signal.SIGKILL)
-        died = read_until(proc, "exited with")
+        died = read_until(output, "exited with")
         assert any("memcached died" in l for l in died), died
         # a job in a worker's hands
-        worker = socket.create_connection(("127.0.0.1", gm))
-        client = socket.create_connection(("127.0.0.1", gm))
+        worker = socket.create_connection(("127.0.0.1", gm), timeout=20)
+        client = socket.create_connection(("127.0.0.1", gm), timeout=20)
         worker.sendall(gm_packet(1, "slow"))                    # CAN_DO
         client.sendall(gm_packet(7, "slow", "", "work"))        # SUBMIT_JOB
         assert gm_read(client)[0] == 8                          # JOB_CREATED
@@ -199,7 +235,7 @@ def test_make_run_one_ctrl_c_is_a_graceful_stop(tmp_path):
         assert kind == 11, (kind, args)                         # JOB_ASSIGN
         # Ctrl-C: the terminal signals the whole foreground process group
         os.killpg(proc.pid, signal.SIGINT)
-        read_until(proc, "Stopping")
+        read_until(output, "Stopping")
         time.sleep(1.0)
         assert proc.poll() is None, "the stop did not wait for the job in flight"
         worker.sendall(gm_packet(13, args[0], b"done"))         # WORK_COMPLETE
@@ -207,7 +243,7 @@ def test_make_run_one_ctrl_c_is_a_graceful_stop(tmp_path):
         assert kind == 13 and args[-1] == b"done"
         worker.close()
         client.close()
-        rest = proc.stdout.read()
+        rest = output.rest()
         assert proc.wait(timeout=20) == 0
         assert "gearmand exited with 0" in rest, rest
         assert not os.path.exists(run_dir)
