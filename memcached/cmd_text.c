@@ -181,7 +181,8 @@ static void stats_line_cb(const char *name, const char *value, void *arg)
  * -o idle_timeout and rejected_connections without maxconns_fast. */
 static void general_stats_text(struct session *s)
 {
-    static const char *const drop[] = { "accept_fd_exhausted", "protocol_errors", "outofmemory", "total_malloced" };
+    static const char *const drop[] = { "accept_fd_exhausted", "protocol_errors", "outofmemory", "total_malloced",
+                                        "udp_dropped" };
     struct evbuffer *all = evbuffer_new();
     if (!all) {
         mc_out_line(s, "SERVER_ERROR out of memory");

@@ -22,7 +22,9 @@
 #include "common/stats.h"
 #include "common/tls.h"
 #include "memcached/mc.h"
+#include "memcached/proto.h"
 #include "memcached/session.h"
+#include "memcached/udp.h"
 
 struct mc_settings mc_settings;
 static char *dummy_str;
@@ -226,6 +228,29 @@ static int set_delimiter(const struct cfg_setting *s, const char *v, char *err, 
     return 0;
 }
 
+/* -p and -U: a port, -1 for one the kernel picks, 0 for none. Whether
+ * each was given matters: -U alone sets the TCP port too, as memcached.
+ * (The defaults are applied through here with value == s->def.) */
+static bool mc_tcp_specified, mc_udp_specified;
+static int set_port_opt(const struct cfg_setting *s, const char *v, char *err, size_t errlen)
+{
+    int64_t n;
+    if (!v || !mc_parse_i64(v, strlen(v), &n) || n < -1 || n > 65535) {
+        snprintf(err, errlen, "Invalid port number %s.", v ? v : "");
+        return -1;
+    }
+    *(int *)s->ptr = (int)n;
+    if (v != s->def) {
+        if (s->ptr == &mc_settings.port)
+            mc_tcp_specified = true;
+        else
+            mc_udp_specified = true;
+    }
+    return 0;
+}
+
+static void fmt_port(const struct cfg_setting *s, char *buf, size_t len) { snprintf(buf, len, "%d", *(int *)s->ptr); }
+
 /* -B: auto (pick per connection by the first byte), ascii or binary. */
 static int set_protocol(const struct cfg_setting *s, const char *v, char *err, size_t errlen)
 {
@@ -288,7 +313,8 @@ static void fmt_ext(const struct cfg_setting *s, char *buf, size_t len)
 }
 
 static const struct cfg_setting mc_table[] = {
-    { "port", 'p', CFG_INT, &mc_settings.port, "11211", "TCP port to listen on (0 = off)", false, NULL },
+    { "port", 'p', CFG_CUSTOM, &mc_settings.port, "11211", "TCP port to listen on (0 = off, -1 = any free port)", false,
+      set_port_opt },
     { "listen", 'l', CFG_STRING, &mc_settings.listen, NULL, "interfaces to listen on, comma separated (default all)",
       false, NULL },
     { "unix-socket", 's', CFG_STRING, &mc_settings.unix_path, NULL, "UNIX socket path to listen on (disables TCP)",
@@ -306,7 +332,8 @@ static const struct cfg_setting mc_table[] = {
     { "slab-min-size", 'n', CFG_INT, &mc_settings.chunk_min, "48",
       "min space for key+value+flags in the smallest chunk", false, NULL },
     { "verbose", 'v', CFG_COUNT, &mc_settings.verbose, "0", "verbose (-vv: more)", true, NULL },
-    { "udp-port", 'U', CFG_INT, &mc_settings.udp_port, "0", "UDP port (UDP is not supported: only 0)", false, NULL },
+    { "udp-port", 'U', CFG_CUSTOM, &mc_settings.udp_port, "0",
+      "UDP port to listen on (0 = off, -1 = any free port; given alone, the TCP port too)", false, set_port_opt },
     { "listen-backlog", 'b', CFG_INT, &mc_settings.backlog, "1024", "listen backlog", false, NULL },
     { "disable-cas", 'C', CFG_BOOL, &mc_settings.no_cas, "no", "do not report CAS values", false, NULL },
     { "disable-evictions", 'M', CFG_BOOL, &mc_settings.no_evict, "no",
@@ -458,7 +485,7 @@ static void general_stats(struct stats_sink *k, void *arg)
      * the core's pid .. rejected_connections; text "stats" drops the core's threads and
      * accept_fd_exhausted there, threads comes below). A value that is 0
      * by design here is said so where it is printed. */
-    stats_u64(k, "connection_structures", conn_total_current());
+    stats_u64(k, "connection_structures", conn_total_current() + mc_udp_count());
     stats_u64(k, "response_obj_oom", GET(t, response_obj_oom));
     stats_u64(k, "response_obj_count", atomic_load(&mc_out_bufs));
     stats_u64(k, "response_obj_bytes", atomic_load(&mc_out_mem_bytes));
@@ -560,6 +587,7 @@ static void general_stats(struct stats_sink *k, void *arg)
     /* Ours, after memcached's (in the metrics; text "stats" leaves them
      * out, as it does the core's accept_fd_exhausted: cmd_text.c): */
     stats_u64(k, "protocol_errors", GET(t, protocol_errors));
+    stats_u64(k, "udp_dropped", mc_udp_dropped());
     stats_u64(k, "outofmemory", atomic_load(&mc_sstats.outofmemory));
     stats_u64(k, "total_malloced", mc_slabs_malloced());
 }
@@ -673,8 +701,8 @@ static void settings_stats(struct stats_sink *k, void *arg)
     static const char *const protos[] = { "auto-negotiate", "ascii", "binary" };
     stats_u64(k, "maxbytes", mc_slabs_limit());
     stats_u64(k, "maxconns", (uint64_t)mc_settings.maxconns);
-    stats_u64(k, "tcpport", (uint64_t)mc_settings.port);
-    stats_u64(k, "udpport", (uint64_t)mc_settings.udp_port);
+    stats_i64(k, "tcpport", mc_settings.port);
+    stats_i64(k, "udpport", mc_settings.udp_port);
     stats_str(k, "inter", mc_settings.listen ? mc_settings.listen : "NULL");
     stats_u64(k, "verbosity", (uint64_t)mc_settings.verbose);
     stats_u64(k, "oldest", 0);
@@ -687,7 +715,9 @@ static void settings_stats(struct stats_sink *k, void *arg)
     stats_fmt(k, "growth_factor", "%.2f", mc_settings.factor);
     stats_u64(k, "chunk_size", (uint64_t)mc_settings.chunk_min);
     stats_u64(k, "num_threads", (uint64_t)mc_settings.threads);
-    stats_u64(k, "num_threads_per_udp", (uint64_t)mc_settings.threads);
+    /* as memcached: one thread per UDP socket when -l names several */
+    bool multi_listen = mc_settings.listen && strchr(mc_settings.listen, ',');
+    stats_u64(k, "num_threads_per_udp", multi_listen ? 1 : (uint64_t)mc_settings.threads);
     char delim[2] = { mc_prefix_delimiter, 0 };
     stats_str(k, "stat_key_prefix", delim);
     stats_str(k, "detail_enabled", mc_detail_on() ? "yes" : "no");
@@ -745,8 +775,9 @@ static void conns_stats(struct stats_sink *k, void *arg)
 {
     (void)arg;
     /* Connections live on their loops; report the totals. */
-    stats_u64(k, "curr_connections", conn_total_current());
-    stats_u64(k, "total_connections", conn_total_accepted());
+    /* memcached counts each UDP socket as a connection */
+    stats_u64(k, "curr_connections", conn_total_current() + mc_udp_count());
+    stats_u64(k, "total_connections", conn_total_accepted() + mc_udp_count());
 }
 
 /* ------------------------------------------------------------------ */
@@ -991,16 +1022,105 @@ int mc_tls_refresh(char *err, size_t errlen)
     return 0;
 }
 
-static int open_listener(const char *spec, int port, bool tls)
+/* $MEMCACHED_PORT_FILENAME, as memcached: "TCP INET: <port>" (and UDP,
+ * INET6) lines for each socket bound, written to <name>.lck and renamed
+ * once all are open (test suites read the ports chosen for -p/-U -1). */
+static FILE *mc_port_file;
+static void port_file_line(const char *proto, bool v6, int port)
+{
+    if (mc_port_file)
+        fprintf(mc_port_file, "%s INET%s: %d\n", proto, v6 ? "6" : "", port);
+}
+
+/* A dual-stack [::] socket serves IPv4 too: both lines. */
+static void port_file_spec(const char *proto, const char *spec, int port)
+{
+    const char *colon = strchr(spec, ':');
+    bool v6 = spec[0] == '[' || (colon && strchr(colon + 1, ':'));
+    bool any6 = strncmp(spec, "[::]", 4) == 0;
+    if (!v6 || any6)
+        port_file_line(proto, false, port);
+    if (v6)
+        port_file_line(proto, true, port);
+}
+
+static struct core_listener *open_listener_l(const char *spec, int port, bool tls)
 {
     char err[256];
     struct listen_opts lo = { .backlog = mc_settings.backlog, .unix_mask = mc_settings.unix_mask };
-    if (!listen_open(spec, port, &lo, mc_session_accept, mc_session_reject, tls ? &mc_tls_ctx : NULL, err,
-                     sizeof err)) {
+    struct core_listener *l = listen_open(spec, port < 0 ? 0 : port, &lo, mc_session_accept, mc_session_reject,
+                                          tls ? &mc_tls_ctx : NULL, err, sizeof err);
+    if (!l)
         log_error("failed to listen on %s: %s", spec, err);
+    else if (strncmp(spec, "unix:", 5) != 0)
+        port_file_spec("TCP", spec, listen_port(l));
+    return l;
+}
+
+static int open_listener(const char *spec, int port, bool tls) { return open_listener_l(spec, port, tls) ? 0 : -1; }
+
+static int open_udp(const char *spec)
+{
+    char err[256];
+    int bound = 0;
+    if (mc_udp_open(spec, mc_settings.udp_port, &bound, err, sizeof err) < 0) {
+        log_error("failed to listen on UDP port %d%s%s: %s", mc_settings.udp_port, spec ? " of " : "", spec ? spec : "",
+                  err);
         return -1;
     }
+    port_file_spec("UDP", spec ? spec : "[::]", bound);
     return 0;
+}
+
+/* TCP (-p) and UDP (-U) on each -l address, or on all of them. */
+static int open_network(void)
+{
+    if (mc_settings.port != 0) {
+        if (!mc_settings.listen || !*mc_settings.listen) {
+            /* All interfaces: a dual-stack [::] socket takes IPv4 too;
+             * without IPv6, 0.0.0.0. */
+            char err[256];
+            struct listen_opts lo = { .backlog = mc_settings.backlog };
+            int port = mc_settings.port < 0 ? 0 : mc_settings.port;
+            struct core_listener *l = listen_open("[::]", port, &lo, mc_session_accept, mc_session_reject,
+                                                  mc_settings.ssl_enabled ? &mc_tls_ctx : NULL, err, sizeof err);
+            if (l)
+                port_file_spec("TCP", "[::]", listen_port(l));
+            else if (open_listener("0.0.0.0", mc_settings.port, mc_settings.ssl_enabled) < 0)
+                return -1;
+        } else {
+            char *copy = strdup(mc_settings.listen), *save = NULL;
+            for (char *a = strtok_r(copy, ",", &save); a; a = strtok_r(NULL, ",", &save)) {
+                while (*a == ' ')
+                    a++;
+                bool tls = mc_settings.ssl_enabled;
+                if (strncmp(a, "notls:", 6) == 0) {
+                    a += 6;
+                    tls = false;
+                }
+                if (open_listener(a, mc_settings.port, tls) < 0) {
+                    free(copy);
+                    return -1;
+                }
+            }
+            free(copy);
+        }
+    }
+    if (mc_settings.udp_port == 0)
+        return 0;
+    if (!mc_settings.listen || !*mc_settings.listen)
+        return open_udp(NULL);
+    char *copy = strdup(mc_settings.listen), *save = NULL;
+    int rc = 0;
+    for (char *a = strtok_r(copy, ",", &save); a && rc == 0; a = strtok_r(NULL, ",", &save)) {
+        while (*a == ' ')
+            a++;
+        if (strncmp(a, "notls:", 6) == 0)
+            a += 6;
+        rc = open_udp(a);
+    }
+    free(copy);
+    return rc;
 }
 
 static int mc_init(void)
@@ -1013,8 +1133,11 @@ static int mc_init(void)
         log_error("Number of threads must be greater than 0");
         return -1;
     }
-    if (mc_settings.port < 0 || mc_settings.port > 65535 || mc_settings.udp_port < 0 || mc_settings.udp_port > 65535) {
-        log_error("port out of range (0-65535)");
+    /* -U alone listens on that port for TCP too, as memcached. */
+    if (mc_udp_specified && mc_settings.udp_port != 0 && !mc_tcp_specified)
+        mc_settings.port = mc_settings.udp_port;
+    if (mc_settings.udp_port && mc_settings.sasl) {
+        log_error("Cannot enable UDP while using binary SASL authentication.");
         return -1;
     }
     if (mc_settings.reqs_per_event < 1) {
@@ -1079,8 +1202,6 @@ static int mc_init(void)
         log_error("Factor must be greater than 1");
         return -1;
     }
-    if (mc_settings.udp_port != 0)
-        log_warn("UDP is not supported; -U %d ignored", mc_settings.udp_port);
     if (mc_settings.sasl && !sasl_path())
         log_warn("SASL enabled without a password file (--sasl-pwdb or MEMCACHED_SASL_PWDB): nobody can log in");
     else if (mc_settings.sasl && sasl_load() < 0)
@@ -1106,33 +1227,24 @@ static int mc_init(void)
         snprintf(spec, sizeof spec, "unix:%s", mc_settings.unix_path);
         if (open_listener(spec, 0, true) < 0)
             return -1;
-    } else if (mc_settings.port > 0) {
-        if (!mc_settings.listen || !*mc_settings.listen) {
-            /* All interfaces: a dual-stack [::] socket takes IPv4 too;
-             * without IPv6, 0.0.0.0. */
-            char err[256];
-            struct listen_opts lo = { .backlog = mc_settings.backlog };
-            if (!listen_open("[::]", mc_settings.port, &lo, mc_session_accept, mc_session_reject,
-                             mc_settings.ssl_enabled ? &mc_tls_ctx : NULL, err, sizeof err) &&
-                open_listener("0.0.0.0", mc_settings.port, mc_settings.ssl_enabled) < 0)
-                return -1;
-        } else {
-            char *copy = strdup(mc_settings.listen), *save = NULL;
-            for (char *a = strtok_r(copy, ",", &save); a; a = strtok_r(NULL, ",", &save)) {
-                while (*a == ' ')
-                    a++;
-                bool tls = mc_settings.ssl_enabled;
-                if (strncmp(a, "notls:", 6) == 0) {
-                    a += 6;
-                    tls = false;
-                }
-                if (open_listener(a, mc_settings.port, tls) < 0) {
-                    free(copy);
-                    return -1;
-                }
-            }
-            free(copy);
+    } else {
+        const char *pf = getenv("MEMCACHED_PORT_FILENAME");
+        char pf_tmp[1100] = "";
+        if (pf && *pf) {
+            snprintf(pf_tmp, sizeof pf_tmp, "%s.lck", pf);
+            mc_port_file = fopen(pf_tmp, "a");
+            if (!mc_port_file)
+                log_warn("Failed to open \"%s\": %s", pf_tmp, strerror(errno));
         }
+        int rc = open_network();
+        if (mc_port_file) {
+            fclose(mc_port_file);
+            mc_port_file = NULL;
+            if (rc == 0 && rename(pf_tmp, pf) < 0)
+                log_warn("rename %s: %s", pf_tmp, strerror(errno));
+        }
+        if (rc < 0)
+            return -1;
     }
     stats_add_source("", general_stats, NULL);
     stats_add_source("slabs", slabs_stats, NULL);
@@ -1146,7 +1258,11 @@ static int mc_init(void)
     return 0;
 }
 
-static void mc_fini(void) { mc_maintainer_stop(); }
+static void mc_fini(void)
+{
+    mc_udp_close_all();
+    mc_maintainer_stop();
+}
 
 int main(int argc, char **argv)
 {
@@ -1184,6 +1300,8 @@ int main(int argc, char **argv)
     for (const struct cfg_setting *t = mc_table; t->name; t++) {
         if (t->ptr == &mc_settings.maxbytes)
             cfg_set_formatter(t, fmt_maxbytes);
+        else if (t->ptr == &mc_settings.port || t->ptr == &mc_settings.udp_port)
+            cfg_set_formatter(t, fmt_port);
         else if (t->ptr == &mc_settings.unix_mask)
             cfg_set_formatter(t, fmt_unix_mask);
         else if (t->ptr == &mc_settings.ext_opts)

@@ -187,6 +187,9 @@ void mc_sess_auth_failed(struct session *s);
  * "END"; later requests wait for it. */
 void mc_sess_begin_dump(struct session *s, struct mc_dump *d);
 
+/* One request (or data block) of in, for udp.c (session.c). */
+int mc_sess_step(struct session *s, struct evbuffer *in, bool *progress);
+
 /* The command files. The dispatchers return 0 to go on, 1 to close once
  * the replies are out, -1 to close now. */
 int mc_cmd_text(struct session *s, const struct mc_text_req *r);
