@@ -45,6 +45,7 @@ struct mc_settings {
     bool shutdown_enabled;  /* -A */
     bool sasl;              /* -S */
     char *sasl_pwdb;        /* user:password file for SASL PLAIN */
+    char *auth_file;        /* -Y: user:password file for the text protocol's login */
     char *ext_opts;         /* -o */
     /* from -o */
     int hashpower;

@@ -21,6 +21,7 @@
 #include "common/loop.h"
 #include "common/stats.h"
 #include "common/tls.h"
+#include "memcached/auth.h"
 #include "memcached/mc.h"
 #include "memcached/proto.h"
 #include "memcached/session.h"
@@ -252,9 +253,11 @@ static int set_port_opt(const struct cfg_setting *s, const char *v, char *err, s
 static void fmt_port(const struct cfg_setting *s, char *buf, size_t len) { snprintf(buf, len, "%d", *(int *)s->ptr); }
 
 /* -B: auto (pick per connection by the first byte), ascii or binary. */
+static bool mc_protocol_specified;
 static int set_protocol(const struct cfg_setting *s, const char *v, char *err, size_t errlen)
 {
-    (void)s;
+    if (v != s->def)
+        mc_protocol_specified = true;
     if (v && strcmp(v, "auto") == 0)
         mc_settings.protocol = MC_BIND_AUTO;
     else if (v && strcmp(v, "ascii") == 0)
@@ -345,6 +348,10 @@ static const struct cfg_setting mc_table[] = {
       "refuse stats cachedump and lru_crawler metadump", true, NULL },
     { "enable-shutdown", 'A', CFG_BOOL, &mc_settings.shutdown_enabled, "no", "allow the shutdown command", true, NULL },
     { "enable-sasl", 'S', CFG_BOOL, &mc_settings.sasl, "no", "require SASL PLAIN authentication (binary protocol only)",
+      false, NULL },
+    { "auth-file", 'Y', CFG_STRING, &mc_settings.auth_file, NULL,
+      "text protocol login: user:password lines; a client sends \"set <key> 0 0 <n>\\r\\n<user> <password>\\r\\n\" "
+      "first (re-read on SIGHUP)",
       false, NULL },
     { "sasl-pwdb", 0, CFG_STRING, &mc_settings.sasl_pwdb, NULL,
       "user:password file for SASL (also $MEMCACHED_SASL_PWDB)", false, NULL },
@@ -726,7 +733,7 @@ static void settings_stats(struct stats_sink *k, void *arg)
     stats_u64(k, "tcp_backlog", (uint64_t)mc_settings.backlog);
     stats_str(k, "binding_protocol", protos[mc_settings.protocol]);
     stats_str(k, "auth_enabled_sasl", mc_settings.sasl ? "yes" : "no");
-    stats_str(k, "auth_enabled_ascii", "no");
+    stats_str(k, "auth_enabled_ascii", mc_settings.auth_file ? mc_settings.auth_file : "no");
     stats_u64(k, "item_size_max", mc_settings.item_size_max);
     stats_str(k, "maxconns_fast", mc_settings.maxconns_fast ? "yes" : "no");
     /* As memcached: what -o hashpower asked for, 0 when not given. */
@@ -787,14 +794,7 @@ static void conns_stats(struct stats_sink *k, void *arg)
  * into an array the loops read under a read lock. Reading it blocks the
  * thread that loads it: at start that is main, on HUP loop 0 (a small
  * file, rarely; the core's work pool is the place for it once it lands). */
-struct sasl_user {
-    char *user, *pass;
-    size_t ulen, plen;
-};
-static pthread_rwlock_t sasl_lock = PTHREAD_RWLOCK_INITIALIZER;
-static struct sasl_user *sasl_users;
-static size_t sasl_nusers;
-static bool sasl_loaded;
+static struct mc_pwfile sasl_users = MC_PWFILE_INIT;
 
 static const char *sasl_path(void)
 {
@@ -807,102 +807,28 @@ static int sasl_load(void)
     const char *path = sasl_path();
     if (!path)
         return -1;
-    FILE *f = fopen(path, "r");
-    if (!f) {
-        log_error("SASL password file %s: %s", path, strerror(errno));
+    char err[512];
+    long n = mc_pwfile_load(&sasl_users, path, false, err, sizeof err);
+    if (n < 0) {
+        log_error("SASL password file: %s", err);
         return -1;
     }
-    struct sasl_user *users = NULL;
-    size_t n = 0, cap = 0;
-    char line[1024];
-    int rc = 0;
-    while (fgets(line, sizeof line, f)) {
-        size_t len = strcspn(line, "\r\n");
-        line[len] = 0;
-        char *colon = strchr(line, ':');
-        if (!colon || colon == line)
-            continue;
-        if (n == cap) {
-            cap = cap ? cap * 2 : 16;
-            struct sasl_user *nu = realloc(users, cap * sizeof *nu);
-            if (!nu) {
-                rc = -1;
-                break;
-            }
-            users = nu;
-        }
-        struct sasl_user *u = &users[n];
-        u->ulen = (size_t)(colon - line);
-        u->plen = strlen(colon + 1);
-        u->user = strndup(line, u->ulen);
-        u->pass = strdup(colon + 1);
-        if (!u->user || !u->pass) {
-            free(u->user);
-            free(u->pass);
-            rc = -1;
-            break;
-        }
-        n++;
-    }
-    fclose(f);
-    explicit_bzero(line, sizeof line);
-    if (rc < 0) {
-        for (size_t i = 0; i < n; i++) {
-            free(users[i].user);
-            explicit_bzero(users[i].pass, users[i].plen);
-            free(users[i].pass);
-        }
-        free(users);
-        log_error("SASL password file %s: out of memory", path);
-        return -1;
-    }
-    pthread_rwlock_wrlock(&sasl_lock);
-    struct sasl_user *old = sasl_users;
-    size_t oldn = sasl_nusers;
-    sasl_users = users;
-    sasl_nusers = n;
-    sasl_loaded = true;
-    pthread_rwlock_unlock(&sasl_lock);
-    for (size_t i = 0; i < oldn; i++) {
-        free(old[i].user);
-        explicit_bzero(old[i].pass, old[i].plen);
-        free(old[i].pass);
-    }
-    free(old);
-    log_info("SASL: %zu users loaded from %s", n, path);
+    log_info("SASL: %ld users loaded from %s", n, path);
     return 0;
-}
-
-/* Equal in time that depends only on the longer length, not on where
- * the first difference is. */
-static unsigned ct_differ(const char *a, size_t alen, const char *b, size_t blen)
-{
-    size_t n = alen > blen ? alen : blen;
-    unsigned diff = alen != blen;
-    for (size_t i = 0; i < n; i++)
-        diff |= (unsigned)(unsigned char)((i < alen ? a[i] : 0) ^ (i < blen ? b[i] : 0));
-    return diff;
 }
 
 bool mc_sasl_check(const char *user, size_t ulen, const char *pass, size_t plen)
 {
-    /* Every entry is compared, user and password both, so the time taken
-     * does not tell which user exists or how much of a password matched. */
-    unsigned ok = 0;
-    pthread_rwlock_rdlock(&sasl_lock);
-    for (size_t i = 0; i < sasl_nusers; i++) {
-        const struct sasl_user *u = &sasl_users[i];
-        unsigned d = ct_differ(u->user, u->ulen, user, ulen) | ct_differ(u->pass, u->plen, pass, plen);
-        ok |= d == 0;
-    }
-    pthread_rwlock_unlock(&sasl_lock);
-    return ok != 0;
+    return mc_pwfile_check(&sasl_users, user, ulen, pass, plen);
 }
 
 static void mc_reload(void)
 {
     if (mc_settings.sasl && sasl_load() < 0)
         log_warn("SASL password file not reloaded: the previous users stay");
+    char err[512];
+    if (mc_settings.auth_file && mc_auth_ascii_load(err, sizeof err) < 0)
+        log_warn("-Y auth file not reloaded (%s): the previous users stay", err);
 }
 
 /* "shutdown graceful": stop accepting and let connections finish (the
@@ -1201,6 +1127,23 @@ static int mc_init(void)
     if (mc_settings.factor <= 1.0) {
         log_error("Factor must be greater than 1");
         return -1;
+    }
+    if (mc_settings.auth_file) {
+        if (!mc_protocol_specified)
+            mc_settings.protocol = MC_BIND_ASCII;
+        else if (mc_settings.protocol != MC_BIND_ASCII) {
+            log_error("ERROR: You cannot allow the BINARY protocol while using ascii authentication tokens.");
+            return -1;
+        }
+        if (mc_settings.udp_port) {
+            log_error("Cannot use UDP with ascii authentication enabled (-U 0 to disable)");
+            return -1;
+        }
+        char err[512];
+        if (mc_auth_ascii_load(err, sizeof err) < 0) {
+            log_error("Authfile: %s", err);
+            return -1;
+        }
     }
     if (mc_settings.sasl && !sasl_path())
         log_warn("SASL enabled without a password file (--sasl-pwdb or MEMCACHED_SASL_PWDB): nobody can log in");

@@ -38,6 +38,7 @@
 #include "common/tls.h"
 #include "common/listen.h"
 #include "common/loop.h"
+#include "memcached/auth.h"
 #include "memcached/proto.h"
 #include "memcached/udp.h"
 
@@ -441,6 +442,8 @@ static void dbg_bin_reply(struct session *s, size_t mark)
 /* One text request: parse its line and run it. len: what in holds. */
 static int text_step(struct session *s, struct evbuffer *in, size_t len, bool *progress)
 {
+    if (__builtin_expect(s->auth_ascii, 0))
+        return mc_auth_ascii_step(s, in, len, progress);
     size_t first = len < 4096 ? len : 4096;
     const char *p = (const char *)evbuffer_pullup(in, (ssize_t)first);
     if (!p)
@@ -907,6 +910,7 @@ void mc_session_accept(struct core_loop *loop, int fd, const struct sockaddr *sa
     s->c = c;
     s->fd = fd;
     s->last_cmd = mc_now();
+    s->auth_ascii = mc_settings.auth_file != NULL;
     if (dbg_on())
         fprintf(stderr, "<%d new %s client connection%s\n", fd,
                 mc_settings.protocol == MC_BIND_ASCII    ? "ascii"

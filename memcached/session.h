@@ -130,6 +130,7 @@ struct session {
     /* SWALLOW */
     uint64_t swallow_left;
     bool authenticated;
+    bool auth_ascii; /* -Y: not logged in yet (text requests go to auth_ascii.c) */
     uint32_t last_cmd; /* rel time of the last request */
     /* Replies not yet handed to the socket: they collect in ob (olen
      * bytes); output made by evbuffer writers (stats, dumps) goes to out,

@@ -302,7 +302,8 @@ def test_udp_bad_ports_refused(flags, says):
 def test_udp_with_sasl_or_ascii_auth_refused(tmp_path):
     auth = tmp_path / "auth"
     auth.write_text("u:p\n")
-    for flags, says in ((["-S", "-U", "11999"], "Cannot enable UDP while using binary SASL authentication"), ):
+    for flags, says in ((["-S", "-U", "11999"], "Cannot enable UDP while using binary SASL authentication"),
+                        (["-Y", str(auth), "-U", "11999"], "Cannot use UDP with ascii authentication")):
         bad, err = refused(bin_path("memcached"), *flags)
         assert bad and says in err, err
         bad, err = refused(PEER, *flags)
