@@ -607,6 +607,10 @@ int mc_cmd_text(struct session *s, const struct mc_text_req *r)
             mc_out_line(s, "MEMLIMIT_ADJUST_FAILED input value is megabytes not bytes");
             return 0;
         }
+        if (mc_slabs_preallocated()) { /* -L: reserved at start, as memcached's */
+            mc_out_line(s, "MEMLIMIT_ADJUST_FAILED out of bounds or unable to adjust");
+            return 0;
+        }
         mc_slabs_set_limit(r->delta * 1024 * 1024);
         mc_settings.maxbytes = r->delta * 1024 * 1024;
         if (!r->noreply)

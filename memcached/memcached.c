@@ -349,6 +349,10 @@ static const struct cfg_setting mc_table[] = {
     { "enable-shutdown", 'A', CFG_BOOL, &mc_settings.shutdown_enabled, "no", "allow the shutdown command", true, NULL },
     { "enable-sasl", 'S', CFG_BOOL, &mc_settings.sasl, "no", "require SASL PLAIN authentication (binary protocol only)",
       false, NULL },
+    { "lock-memory", 'k', CFG_BOOL, &mc_settings.lock_memory, "no", "lock down all paged memory (mlockall)", false,
+      NULL },
+    { "enable-largepages", 'L', CFG_BOOL, &mc_settings.large_pages, "no",
+      "reserve -m at start in transparent huge pages (no cache_memlimit changes then)", false, NULL },
     { "auth-file", 'Y', CFG_STRING, &mc_settings.auth_file, NULL,
       "text protocol login: user:password lines; a client sends \"set <key> 0 0 <n>\\r\\n<user> <password>\\r\\n\" "
       "first (re-read on SIGHUP)",
@@ -1128,6 +1132,15 @@ static int mc_init(void)
         log_error("Factor must be greater than 1");
         return -1;
     }
+    if (mc_settings.large_pages) {
+        char err[256];
+        if (mc_large_pages_check(err, sizeof err) < 0) {
+            log_error("%s Cannot enable large pages on this system (There is no support as of this version)", err);
+            return -1;
+        }
+    }
+    if (mc_settings.lock_memory)
+        mc_lock_memory();
     if (mc_settings.auth_file) {
         if (!mc_protocol_specified)
             mc_settings.protocol = MC_BIND_ASCII;

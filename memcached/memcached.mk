@@ -3,8 +3,10 @@
 MC_SESSION := memcached/session.c memcached/cmd_text.c memcached/cmd_meta.c memcached/cmd_bin.c memcached/udp.c \
               memcached/proto_udp.c memcached/auth_ascii.c
 MC_SRCS := memcached/memcached.c $(MC_SESSION) memcached/proto_text.c memcached/proto_meta.c \
-           memcached/proto_bin.c memcached/items.c memcached/slabs.c memcached/assoc.c memcached/crawler.c memcached/prefix.c
-MC_STORE := memcached/items.c memcached/slabs.c memcached/assoc.c memcached/crawler.c memcached/prefix.c
+           memcached/proto_bin.c memcached/items.c memcached/slabs.c memcached/assoc.c memcached/crawler.c memcached/prefix.c \
+           memcached/hugepages.c
+MC_STORE := memcached/items.c memcached/slabs.c memcached/assoc.c memcached/crawler.c memcached/prefix.c \
+            memcached/hugepages.c
 
 $(eval $(call program,memcached,$(MC_SRCS)))
 

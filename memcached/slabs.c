@@ -78,6 +78,26 @@ uint64_t mc_slabs_pool_pages(void)
     pthread_mutex_unlock(&pool_lock);
     return n;
 }
+/* -L: pages are carved from one block reserved at start (hugepages.c),
+ * under pool_lock; they are never given back to malloc. */
+static char *arena;
+static uint64_t arena_size, arena_used;
+bool mc_slabs_preallocated(void) { return arena != NULL; }
+
+static bool grow(int id);
+static void free_page(char *page);
+
+static char *page_new(void)
+{
+    if (!arena)
+        return malloc(mc_page_size);
+    if (arena_size - arena_used < mc_page_size)
+        return NULL;
+    char *p = arena + arena_used;
+    arena_used += mc_page_size;
+    return p;
+}
+
 uint64_t mc_slabs_limit(void) { return atomic_load(&mem_limit); }
 void mc_slabs_set_limit(uint64_t bytes) { atomic_store(&mem_limit, bytes); }
 
@@ -130,6 +150,21 @@ int mc_slabs_init(void)
         c->perpage = (uint32_t)(mc_page_size / c->size);
         if (mc_settings.verbose > 1) /* memcached's line, on stderr as it prints it */
             fprintf(stderr, "slab class %3d: chunk size %9u perslab %7u\n", i, c->size, c->perpage);
+    }
+    if (mc_settings.large_pages) {
+        arena = mc_large_arena(mem_limit);
+        if (!arena)
+            log_warn("Failed to allocate requested memory in one large chunk. Will allocate in smaller chunks");
+        arena_size = arena ? mem_limit : 0;
+    }
+    /* As memcached when it preallocates: a page for every class now. */
+    for (int i = 1; arena && i <= mc_nclasses; i++) {
+        if (!grow(i)) {
+            log_error("Error while preallocating slab memory! If using -L or other prealloc options, max memory "
+                      "must be at least %d megabytes.",
+                      mc_nclasses);
+            return -1;
+        }
     }
     return 0;
 }
@@ -232,7 +267,7 @@ static bool grow(int id)
         pthread_mutex_unlock(&pool_lock);
         return false;
     }
-    char *page = malloc(mc_page_size);
+    char *page = page_new();
     if (!page) {
         atomic_fetch_add(&mc_sstats.malloc_fails, 1);
         pthread_mutex_unlock(&pool_lock);
@@ -241,8 +276,7 @@ static bool grow(int id)
     atomic_fetch_add(&malloced, mc_page_size);
     pthread_mutex_unlock(&pool_lock);
     if (page_list_add(c, page) < 0) {
-        free(page);
-        atomic_fetch_sub(&malloced, mc_page_size);
+        free_page(page);
         return false;
     }
     split_page(c, page);
@@ -462,6 +496,8 @@ static bool give_page(struct mc_class *d, char *page)
 
 static void free_page(char *page)
 {
+    if (arena && page >= arena && page < arena + arena_size)
+        return; /* -L: its memory stays reserved (counted as allocated) */
     free(page);
     atomic_fetch_sub(&malloced, mc_page_size);
 }
