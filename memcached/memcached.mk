@@ -13,6 +13,7 @@ $(eval $(call program,memcached,$(MC_SRCS)))
 $(eval $(call unit_test,common/test_hash))
 $(eval $(call unit_test,memcached/test_proto,memcached/proto_text.c memcached/proto_meta.c memcached/proto_bin.c))
 $(eval $(call unit_test,memcached/test_store,$(MC_STORE)))
+$(eval $(call unit_test,memcached/test_udp,memcached/proto_udp.c))
 # libmc's continuum checked against libmemcached itself (libmemcached-dev)
 $(eval $(call unit_test,memcached/test_ketama_compat,,-lmemcached))
 # libmc's event-loop client: a daemon that uses it adds MC_ASYNC_SRCS to its
