@@ -497,8 +497,10 @@ static struct mc_udp *udp_new(struct core_loop *loop, int fd)
     return u;
 }
 
-/* A bound UDP socket for ss (port in ss; 0 = the kernel picks). */
-static int udp_socket(const struct sockaddr_storage *ss, socklen_t len, char *err, size_t errlen)
+/* A bound UDP socket for ss (port in ss; 0 = the kernel picks). share:
+ * SO_REUSEPORT, for our own sockets on the loops (no SO_REUSEADDR: for UDP
+ * that would let a socket of another process bind the same port). */
+static int udp_socket(const struct sockaddr_storage *ss, socklen_t len, bool share, char *err, size_t errlen)
 {
     int fd = socket(ss->ss_family, SOCK_DGRAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
     if (fd < 0) {
@@ -506,11 +508,12 @@ static int udp_socket(const struct sockaddr_storage *ss, socklen_t len, char *er
         return -1;
     }
     int one = 1, zero = 0;
-    setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
-    setsockopt(fd, SOL_SOCKET, SO_REUSEPORT, &one, sizeof one);
+    if (share)
+        setsockopt(fd, SOL_SOCKET, SO_REUSEPORT, &one, sizeof one);
     if (ss->ss_family == AF_INET6)
         setsockopt(fd, IPPROTO_IPV6, IPV6_V6ONLY, &zero, sizeof zero);
-    maximize_sndbuf(fd);
+    if (share)
+        maximize_sndbuf(fd);
     if (bind(fd, (const struct sockaddr *)ss, len) < 0) {
         snprintf(err, errlen, "bind: %s", strerror(errno));
         close(fd);
@@ -537,9 +540,9 @@ static int get_port(int fd)
                                     : ntohs(((struct sockaddr_in *)&ss)->sin_port);
 }
 
-/* A port already in use by another process is refused: SO_REUSEPORT is
- * only shared between our own sockets, each bound by the same user, and
- * the first bind of a port checks it is free. */
+/* A port already in use (by another process, or another daemon of ours
+ * with SO_REUSEPORT) is refused: a socket with neither SO_REUSEADDR nor
+ * SO_REUSEPORT is bound there first, and only if that works are ours. */
 int mc_udp_open(const char *host, int port, int *bound, char *err, size_t errlen)
 {
     static int next_loop; /* several addresses: one socket each, round the loops */
@@ -550,13 +553,25 @@ int mc_udp_open(const char *host, int port, int *bound, char *err, size_t errlen
     if (listen_parse_addr(spec, port < 0 ? 0 : port, &ss, &sl, err, errlen) < 0)
         return -1;
     int n = multi ? 1 : loop_count();
-    for (int i = 0; i < n; i++) {
-        int fd = udp_socket(&ss, sl, err, errlen);
-        if (fd < 0 && i == 0 && !(host && *host)) {
+    if (port > 0) {
+        int probe = udp_socket(&ss, sl, false, err, errlen);
+        if (probe < 0 && !(host && *host)) {
             /* no IPv6: all IPv4 addresses */
-            if (listen_parse_addr("0.0.0.0", port < 0 ? 0 : port, &ss, &sl, err, errlen) < 0)
+            if (listen_parse_addr("0.0.0.0", port, &ss, &sl, err, errlen) < 0)
                 return -1;
-            fd = udp_socket(&ss, sl, err, errlen);
+            probe = udp_socket(&ss, sl, false, err, errlen);
+        }
+        if (probe < 0)
+            return -1;
+        close(probe);
+    }
+    for (int i = 0; i < n; i++) {
+        int fd = udp_socket(&ss, sl, true, err, errlen);
+        if (fd < 0 && i == 0 && port <= 0 && !(host && *host)) {
+            /* no IPv6: all IPv4 addresses */
+            if (listen_parse_addr("0.0.0.0", 0, &ss, &sl, err, errlen) < 0)
+                return -1;
+            fd = udp_socket(&ss, sl, true, err, errlen);
         }
         if (fd < 0)
             return -1;

@@ -149,7 +149,7 @@ def run_transcript(port, transcript=TRANSCRIPT):
 def prepare(port):
     r = Raw(port)
     assert r.cmd(b"set foo 0 0 6\r\nfooval\r\n") == b"STORED"
-    assert r.cmd(b"set big 7 0 5000\r\n" + bytes(random.Random(1).choice(b"ABCDEFGH") for _ in range(5000)) +
+    assert r.cmd(b"set big 7 0 5000\r\n" + bytes(b"ABCDEFGH"[b % 8] for b in random.Random(1).randbytes(5000)) +
                  b"\r\n") == b"STORED"
     r.close()
 
@@ -225,7 +225,7 @@ def test_udp_header_fields(daemon):
 @pytest.mark.parametrize("impl", IMPLS)
 def test_udp_get_of_a_1mb_value_in_datagrams(daemon, impl):
     d = start_udp(daemon, impl, "-I", "2m", "-m", "64")
-    value = bytes(random.Random(7).getrandbits(8) for _ in range(1 << 20))
+    value = random.Random(7).randbytes(1 << 20)
     r = Raw(d.port)
     assert r.cmd(b"set one_mb 3 0 %d\r\n" % len(value) + value + b"\r\n") == b"STORED"
     r.close()
@@ -261,16 +261,16 @@ def test_udp_garbage_dropped_counted_and_survived(daemon):
     u = Udp(d.port2)
     rnd = random.Random(3)
     for i in range(300):
-        u.send_raw(bytes(rnd.getrandbits(8) for _ in range(rnd.randrange(0, 9))))  # header or less
+        u.send_raw(rnd.randbytes(rnd.randrange(0, 9)))  # header or less
         u.send(b"x" * 20, total=rnd.randrange(2, 60000))  # several datagrams
         if i % 20 == 19:  # let the server read them (a full socket buffer would drop them uncounted)
             u.send(b"version\r\n", rid=i)
             assert u.collect() == [hdr(i, 0, 1) + b"VERSION 1.6.18\r\n"]
     for _ in range(300):  # random requests: answered or not, never a crash
         n = rnd.randrange(1, 3000)
-        u.send(bytes(rnd.getrandbits(8) for _ in range(n)), rid=rnd.randrange(65536))
+        u.send(rnd.randbytes(n), rid=rnd.randrange(65536))
         u.send(rnd.choice([b"get ", b"set ", b"mg ", b"\x80\x00", b"gat ", b"incr "]) +
-               bytes(rnd.getrandbits(8) for _ in range(rnd.randrange(0, 200))))
+               rnd.randbytes(rnd.randrange(0, 200)))
     u.collect(quiet=0.5)
     u.send(b"get foo\r\n", rid=77)
     assert u.collect() == [hdr(77, 0, 1) + b"VALUE foo 0 6\r\nfooval\r\nEND\r\n"]
@@ -337,3 +337,14 @@ def test_udp_with_sasl_or_ascii_auth_refused(tmp_path):
         assert bad and says in err, err
         bad, err = refused(PEER, *flags)
         assert bad and says in err, err
+
+
+def test_udp_port_in_use_refused(daemon):
+    """A UDP port another process holds is refused (SO_REUSEPORT spreads
+    datagrams over our own loops only): next to Debian's memcached, and
+    next to another daemon of ours."""
+    for impl in IMPLS:
+        d = start_udp(daemon, impl)
+        bad, err = refused(bin_path("memcached"), "-U", str(d.port2))
+        assert bad and "UDP port %d" % d.port2 in err and "in use" in err, (impl, err)
+        d.stop()
