@@ -12,6 +12,7 @@
 
 #include "common/stats.h"
 #include "memcached/proto.h"
+#include "memcached/udp.h"
 #include "memcached/session.h"
 
 /* ------------------------------------------------------------------ */
@@ -206,7 +207,16 @@ static void general_stats_text(struct session *s)
             keep = false;
         if (keep && nn == 20 && memcmp(name, "rejected_connections", 20) == 0 && !mc_settings.maxconns_fast)
             keep = false; /* as memcached: only with maxconns_fast */
-        if (keep) {
+        uint64_t udp = 0;
+        if (keep && ((nn == 16 && memcmp(name, "curr_connections", 16) == 0) ||
+                     (nn == 17 && memcmp(name, "total_connections", 17) == 0)))
+            udp = mc_udp_count(); /* memcached counts each UDP socket as a connection */
+        if (keep && udp) {
+            char buf[96];
+            int k = snprintf(buf, sizeof buf, "STAT %.*s %" PRIu64 "\r\n", (int)nn, name,
+                             (uint64_t)strtoull(sp + 1, NULL, 10) + udp);
+            mc_out_add(s, buf, (size_t)k);
+        } else if (keep) {
             mc_out_add(s, line, len);
             mc_out_add(s, "\r\n", 2);
         }

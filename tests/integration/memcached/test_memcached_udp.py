@@ -297,6 +297,7 @@ def test_udp_in_stats_conns_and_settings(daemon, impl):
         assert not any(ln.startswith("STAT %s:listen_addr" % fd) for ln in lines)
     st = r.stats("settings")
     assert st["udpport"] == str(d.port2) and st["num_threads_per_udp"] == "3"
+    assert r.stats()["curr_connections"] == "4"  # this client and the 3 UDP sockets, as memcached counts
     r.close()
     u.close()
 
