@@ -38,6 +38,26 @@ struct mc_pwfile {
 long mc_pwfile_load(struct mc_pwfile *pf, const char *path, bool strict, char *err, size_t errlen);
 bool mc_pwfile_check(struct mc_pwfile *pf, const char *user, size_t ulen, const char *pass, size_t plen);
 
+/* -Y's login request (proto_auth.c, pure): what is at the front of buf. */
+#define MC_AUTH_LINE_MAX 2048 /* no line end within this: junk, closed (as memcached) */
+#define MC_AUTH_DATA_MAX 4096 /* ours: the "user password" block and its CRLF */
+enum mc_auth_kind {
+    MC_AUTH_NEED_MORE = 0,
+    MC_AUTH_NOT_LOGIN,  /* a line that is not the login set: consumed bytes */
+    MC_AUTH_JUNK,       /* no line end within MC_AUTH_LINE_MAX: close */
+    MC_AUTH_TOO_LONG,   /* a login block over MC_AUTH_DATA_MAX: answer, then close */
+    MC_AUTH_BAD_END,    /* the block not ended by CRLF: consumed bytes */
+    MC_AUTH_BAD_FORMAT, /* fewer than two tokens: consumed bytes */
+    MC_AUTH_PAIR,       /* user and pass (pointing into buf): consumed bytes */
+};
+struct mc_auth_req {
+    enum mc_auth_kind kind;
+    size_t consumed;
+    const char *user, *pass;
+    size_t nuser, npass;
+};
+enum mc_auth_kind mc_auth_ascii_parse(const char *buf, size_t len, struct mc_auth_req *r);
+
 /* -Y (auth_ascii.c). */
 int mc_auth_ascii_load(char *err, size_t errlen);
 struct session;

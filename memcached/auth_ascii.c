@@ -145,105 +145,40 @@ int mc_auth_ascii_load(char *err, size_t errlen)
     return 0;
 }
 
-#define AUTH_LINE_MAX 2048 /* memcached closes a login line with no end within 2 KiB */
-#define AUTH_DATA_MAX 4096 /* ours: the "user password" block */
-
-/* Space-separated tokens of p[0..n), empty ones skipped (memcached's
- * tokenizer); at most max. */
-static int tokens(const char *p, size_t n, const char **tok, size_t *tlen, int max)
-{
-    int k = 0;
-    size_t i = 0;
-    while (i < n && k < max) {
-        while (i < n && p[i] == ' ')
-            i++;
-        if (i >= n)
-            break;
-        size_t start = i;
-        while (i < n && p[i] != ' ')
-            i++;
-        tok[k] = p + start;
-        tlen[k] = i - start;
-        k++;
-    }
-    return k;
-}
-
-/* A decimal (what memcached's strtoul takes: digits, then the end or
- * white space such as the line's \r). */
-static bool parse_size(const char *p, size_t n, uint64_t *out)
-{
-    uint64_t v = 0;
-    size_t i = 0;
-    for (; i < n && p[i] >= '0' && p[i] <= '9'; i++) {
-        if (v > (UINT32_MAX - 9) / 10)
-            return false;
-        v = v * 10 + (uint64_t)(p[i] - '0');
-    }
-    if (i == 0 || (i < n && p[i] != '\r' && p[i] != ' ' && p[i] != '\t'))
-        return false;
-    *out = v;
-    return true;
-}
-
 int mc_auth_ascii_step(struct session *s, struct evbuffer *in, size_t len, bool *progress)
 {
-    if (len < 2)
-        return 0;
-    size_t look = len < AUTH_LINE_MAX + 1 ? len : AUTH_LINE_MAX + 1;
+    size_t look = len < MC_AUTH_LINE_MAX + 1 + MC_AUTH_DATA_MAX ? len : MC_AUTH_LINE_MAX + 1 + MC_AUTH_DATA_MAX;
     const char *p = (const char *)evbuffer_pullup(in, (ssize_t)look);
     if (!p)
         return 0;
-    const char *lf = memchr(p, '\n', look);
-    if (!lf) {
-        if (len > AUTH_LINE_MAX) { /* junk: memcached closes */
-            *progress = true;
-            return -1;
-        }
-        return 0;
-    }
-    size_t line_len = (size_t)(lf - p);
-    const char *tok[6];
-    size_t tl[6];
-    int nt = tokens(p, line_len, tok, tl, 6);
-    uint64_t size = 0;
-    if (nt < 5 || tl[0] != 3 || memcmp(tok[0], "set", 3) != 0 || !parse_size(tok[4], tl[4], &size)) {
-        *progress = true;
-        evbuffer_drain(in, line_len + 1);
-        mc_out_line(s, "CLIENT_ERROR unauthenticated");
-        return 0;
-    }
-    if (size + 2 > AUTH_DATA_MAX) {
+    struct mc_auth_req r;
+    const char *reply = NULL;
+    switch (mc_auth_ascii_parse(p, look, &r)) {
+    case MC_AUTH_NEED_MORE: return 0;
+    case MC_AUTH_JUNK: *progress = true; return -1; /* memcached closes */
+    case MC_AUTH_TOO_LONG:
         /* more than any user and password: answered, then closed (the
          * stream cannot be followed without reading all of it) */
         *progress = true;
         mc_out_line(s, "CLIENT_ERROR bad authentication token format");
         return 1;
+    case MC_AUTH_NOT_LOGIN: reply = "CLIENT_ERROR unauthenticated"; break;
+    case MC_AUTH_BAD_END: reply = "CLIENT_ERROR bad command line termination"; break;
+    case MC_AUTH_BAD_FORMAT: reply = "CLIENT_ERROR bad authentication token format"; break;
+    case MC_AUTH_PAIR:
+        MC_STAT_ADD(&s->th->st, auth_cmds, 1);
+        if (mc_pwfile_check(&ascii_users, r.user, r.nuser, r.pass, r.npass)) {
+            reply = "STORED";
+            s->auth_ascii = false;
+        } else {
+            reply = "CLIENT_ERROR authentication failure";
+            MC_STAT_ADD(&s->th->st, auth_errors, 1);
+            mc_sess_auth_failed(s);
+        }
+        break;
     }
-    size_t need = line_len + 1 + (size_t)size + 2;
-    if (len < need)
-        return 0;
-    p = (const char *)evbuffer_pullup(in, (ssize_t)need);
-    if (!p)
-        return 0;
     *progress = true;
-    const char *data = p + line_len + 1;
-    const char *reply;
-    if (data[size] != '\r' || data[size + 1] != '\n') {
-        reply = "CLIENT_ERROR bad command line termination";
-    } else if ((nt = tokens(data, (size_t)size, tok, tl, 2)) < 2) {
-        reply = "CLIENT_ERROR bad authentication token format";
-    } else if (mc_pwfile_check(&ascii_users, tok[0], tl[0], tok[1], tl[1])) {
-        reply = "STORED";
-        s->auth_ascii = false;
-        MC_STAT_ADD(&s->th->st, auth_cmds, 1);
-    } else {
-        reply = "CLIENT_ERROR authentication failure";
-        MC_STAT_ADD(&s->th->st, auth_cmds, 1);
-        MC_STAT_ADD(&s->th->st, auth_errors, 1);
-        mc_sess_auth_failed(s);
-    }
-    evbuffer_drain(in, need);
+    evbuffer_drain(in, r.consumed);
     mc_out_line(s, reply);
     return 0;
 }
