@@ -1159,6 +1159,8 @@ static int mc_init(void)
             log_error("%s Cannot enable large pages on this system (There is no support as of this version)", err);
             return -1;
         }
+        if (mc_memory_file && *mc_memory_file)
+            mc_settings.large_pages = false; /* as memcached: -e's memory file is the preallocated memory */
     }
     if (mc_settings.lock_memory)
         mc_lock_memory();
