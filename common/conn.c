@@ -301,7 +301,7 @@ static void unqueue_io(struct core_conn *c)
         lc->fq_tail = c->fprev;
     c->fnext = c->fprev = NULL;
     lc->fq_count--;
-    c->flags &= ~(F_QUEUED | F_WANT_READ | F_WANT_WRITE | F_DRAIN_NOTE);
+    c->flags &= ~(F_QUEUED | F_WANT_READ | F_WANT_WRITE);
 }
 
 static void out_cb(struct evbuffer *buf, const struct evbuffer_cb_info *info, void *arg)
@@ -383,7 +383,7 @@ static unsigned gather(struct loop_conns *lc)
     unsigned n = 0;
     while (n < CONN_BATCH && lc->fq_head) {
         struct core_conn *c = lc->fq_head;
-        uint32_t want = c->flags & (F_WANT_READ | F_WANT_WRITE | F_DRAIN_NOTE);
+        uint32_t want = c->flags & (F_WANT_READ | F_WANT_WRITE);
         unqueue_io(c);
         if (!want || (c->flags & (F_FREEING | F_CLOSE_PENDING)))
             continue;
@@ -420,15 +420,6 @@ static void wrote(struct core_conn *c, int res)
         return;
     }
     if (res > 0)
-        write_cb(c->bev, c);
-}
-
-/* A direct write (conn_write_now) emptied the output earlier in this
- * iteration: report the drain now, unless output added since then is
- * waiting (its own write reports it). May free c. */
-static void drain_noted(struct core_conn *c)
-{
-    if (evbuffer_get_length(conn_out(c)) == 0 && c->ops->on_drained)
         write_cb(c->bev, c);
 }
 
@@ -496,8 +487,6 @@ static void flush_plain(struct loop_conns *lc)
         struct batch_op *op = &lc->batch[i];
         if (op->c && (op->want & F_WANT_WRITE) && evbuffer_get_length(conn_out(op->c)) > 0)
             wrote(op->c, write_plain(op->c));
-        else if (op->c && (op->want & F_DRAIN_NOTE))
-            drain_noted(op->c);
         /* a read queued for a ring that since broke: read now */
         if (op->c && (op->want & F_WANT_READ) && event_pending(op->c->rev, EV_READ, NULL))
             raw_read_cb(op->c->fd, EV_READ, op->c);
@@ -586,8 +575,6 @@ static void flush_ring(struct loop_conns *lc)
         struct batch_op *op = &lc->batch[i];
         if (op->c && (op->want & F_WANT_WRITE) && op->wres != RES_NOT_RUN)
             wrote(op->c, op->wres);
-        else if (op->c && (op->want & F_DRAIN_NOTE) && !(op->want & F_WANT_WRITE))
-            drain_noted(op->c);
         else if (op->c && (op->want & F_WANT_WRITE) && evbuffer_get_length(conn_out(op->c)) > 0)
             bufferevent_enable(op->c->bev, EV_WRITE); /* not sent (ring broke): the write event */
         if (op->c && (op->want & F_WANT_READ))
@@ -631,6 +618,8 @@ static bool leave(struct core_conn *c, enum conn_close_reason why)
         conn_free(c, why);
         return true;
     }
+    if (c->flags & F_DRAIN_NOTE)
+        defer_settle(c); /* usually pending already; not if it ran (nested loop) under this callback */
     return false;
 }
 
@@ -1286,10 +1275,8 @@ size_t conn_write_now(struct core_conn *c, struct evbuffer *src)
         /* All of it went straight to the socket: no write event will say
          * the output drained, so say it from the loop (never under the
          * caller, which may be inside on_read or hold its own locks). */
-        if (!queue_io(c, F_DRAIN_NOTE)) { /* out of memory for the queue's event: the conn's own */
-            c->flags |= F_DRAIN_NOTE;
-            defer_settle(c);
-        }
+        c->flags |= F_DRAIN_NOTE;
+        defer_settle(c);
     }
     return n > 0 ? (size_t)n : 0;
 }
