@@ -91,6 +91,7 @@ enum mc_sess_state {
     MC_SESS_NREAD,   /* copying a storage command's data block into its item */
     MC_SESS_SWALLOW, /* skipping the data block of a refused storage command */
     MC_SESS_DUMP,    /* streaming an lru_crawler metadump, piece by piece */
+    MC_SESS_WATCH,   /* a "watch" log stream (watch.c): takes no more commands */
 };
 enum mc_sess_proto { MC_PROTO_UNKNOWN = 0, MC_PROTO_TEXT, MC_PROTO_BIN };
 /* Which protocol's storage command the NREAD state completes. */
@@ -144,6 +145,7 @@ struct session {
     bool tls;                    /* over TLS: replies go through the bufferevent */
     uint8_t auth_failures;       /* SASL failures on this connection */
     bool auth_wait;              /* reading paused after a failure (slows guessing) */
+    bool close_normal;           /* quit: a watcher's conn_close line says reason=normal */
     struct session *next, *prev; /* th->sessions */
 };
 
