@@ -131,6 +131,7 @@ struct session {
     /* SWALLOW */
     uint64_t swallow_left;
     bool authenticated;
+    bool auth_ascii; /* -Y: not logged in yet (text requests go to auth_ascii.c) */
     uint32_t last_cmd; /* rel time of the last request */
     /* Replies not yet handed to the socket: they collect in ob (olen
      * bytes); output made by evbuffer writers (stats, dumps) goes to out,
@@ -188,6 +189,9 @@ void mc_sess_auth_failed(struct session *s);
 /* Stream a metadump of the classes in d (ownership passes in) and then
  * "END"; later requests wait for it. */
 void mc_sess_begin_dump(struct session *s, struct mc_dump *d);
+
+/* One request (or data block) of in, for udp.c (session.c). */
+int mc_sess_step(struct session *s, struct evbuffer *in, bool *progress);
 
 /* The command files. The dispatchers return 0 to go on, 1 to close once
  * the replies are out, -1 to close now. */
