@@ -23,6 +23,7 @@
 #include "common/tls.h"
 #include "memcached/mc.h"
 #include "memcached/session.h"
+#include "memcached/extstore.h"
 
 struct mc_settings mc_settings;
 static char *dummy_str;
@@ -156,6 +157,12 @@ static int set_ext(const struct cfg_setting *s, const char *v, char *err, size_t
         if (eq) {
             *eq = 0;
             val = eq + 1;
+        }
+        int xr = mc_ext_option(tok, val, err, errlen); /* ext_*: extstore.c */
+        if (xr != 0) {
+            if (xr < 0)
+                rc = -1;
+            continue;
         }
         const struct ext_opt *o = ext_opts;
         while (o->name && strcmp(o->name, tok) != 0)
@@ -479,6 +486,7 @@ static void general_stats(struct stats_sink *k, void *arg)
     stats_u64(k, "get_misses", GET(t, get_misses));
     stats_u64(k, "get_expired", GET(t, get_expired));
     stats_u64(k, "get_flushed", GET(t, get_flushed));
+    mc_ext_stats_gets(k); /* get_extstore .. badcrc_from_extstore, with ext_path */
     stats_u64(k, "delete_misses", GET(t, delete_misses));
     stats_u64(k, "delete_hits", GET(t, delete_hits));
     stats_u64(k, "incr_misses", GET(t, incr_misses));
@@ -534,6 +542,7 @@ static void general_stats(struct stats_sink *k, void *arg)
     stats_u64(k, "log_watcher_skipped", 0);
     stats_u64(k, "log_watcher_sent", 0);
     stats_u64(k, "log_watchers", 0);
+    mc_ext_stats_store(k); /* extstore_*, with ext_path */
     stats_u64(k, "unexpected_napi_ids", 0);
     stats_u64(k, "round_robin_fallback", 0);
     stats_u64(k, "bytes", bytes);
@@ -725,7 +734,10 @@ static void settings_stats(struct stats_sink *k, void *arg)
     stats_u64(k, "read_buf_mem_limit", mc_settings.out_mem_limit);
     stats_str(k, "track_sizes", mc_settings.track_sizes ? "yes" : "no");
     stats_str(k, "inline_ascii_response", "no");
+    mc_ext_stats_settings(k);
+    stats_fmt(k, "ext_max_frag", "%.2f", mc_ext.max_frag);
     stats_fmt(k, "slab_automove_freeratio", "%.3f", mc_settings.slab_automove_freeratio);
+    stats_str(k, "ext_drop_unread", mc_ext.drop_unread ? "yes" : "no");
     stats_str(k, "ssl_enabled", mc_settings.ssl_enabled ? "yes" : "no");
     if (mc_settings.ssl_enabled) {
         stats_str(k, "ssl_chain_cert", mc_settings.ssl_chain_cert ? mc_settings.ssl_chain_cert : "(null)");
@@ -1143,10 +1155,19 @@ static int mc_init(void)
         log_error("cannot start the maintainer thread");
         return -1;
     }
+    mc_ext_register_stats();
+    if (mc_ext_init() < 0) {
+        log_error("cannot start extstore");
+        return -1;
+    }
     return 0;
 }
 
-static void mc_fini(void) { mc_maintainer_stop(); }
+static void mc_fini(void)
+{
+    mc_ext_stop();
+    mc_maintainer_stop();
+}
 
 int main(int argc, char **argv)
 {

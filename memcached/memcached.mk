@@ -2,8 +2,10 @@
 # fuzz targets and the benchmark.
 MC_SESSION := memcached/session.c memcached/cmd_text.c memcached/cmd_meta.c memcached/cmd_bin.c
 MC_SRCS := memcached/memcached.c $(MC_SESSION) memcached/proto_text.c memcached/proto_meta.c \
-           memcached/proto_bin.c memcached/items.c memcached/slabs.c memcached/assoc.c memcached/crawler.c memcached/prefix.c
-MC_STORE := memcached/items.c memcached/slabs.c memcached/assoc.c memcached/crawler.c memcached/prefix.c
+           memcached/proto_bin.c memcached/items.c memcached/slabs.c memcached/assoc.c memcached/crawler.c memcached/prefix.c \
+           memcached/extstore.c
+MC_STORE := memcached/items.c memcached/slabs.c memcached/assoc.c memcached/crawler.c memcached/prefix.c \
+            memcached/extstore.c
 
 $(eval $(call program,memcached,$(MC_SRCS)))
 

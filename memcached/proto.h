@@ -47,6 +47,7 @@ enum mc_text_cmd {
     MC_TXT_LRU,
     MC_TXT_MISC_OK,
     MC_TXT_REFRESH_CERTS,
+    MC_TXT_EXTSTORE, /* extstore <setting> <value> (args) */
 };
 
 struct mc_text_req {
