@@ -126,6 +126,26 @@ static void page_open_locked(uint32_t i)
     cur_page = i;
 }
 
+/* Evict the oldest page that is neither written nor being compacted:
+ * every item on it misses from now on. */
+static bool evict_oldest_locked(void)
+{
+    int64_t oldest = -1;
+    for (uint32_t i = 0; i < npages; i++) {
+        struct ext_page *p = &pages[i];
+        if (p->version && !p->active && !p->compacting && (oldest < 0 || p->version < pages[oldest].version))
+            oldest = i;
+    }
+    if (oldest < 0)
+        return false;
+    struct ext_page *p = &pages[oldest];
+    atomic_fetch_add(&xs.page_evictions, 1);
+    atomic_fetch_add(&xs.objects_evicted, p->live_objs);
+    atomic_fetch_add(&xs.bytes_evicted, p->live_bytes);
+    page_free_locked(p);
+    return true;
+}
+
 /* Make the write page have room for need bytes: close a full one, take a
  * free page, or evict the oldest one (its items then miss). Returns the
  * page, or -1 when none can be had. ext_lock held. */
@@ -144,26 +164,26 @@ static int64_t write_page_locked(uint64_t need)
         }
         cur_page = -1;
     }
+    int64_t fresh = -1;
+    uint32_t nfree = 0;
     for (uint32_t i = 0; i < npages; i++) {
-        if (pages[i].version == 0) {
-            page_open_locked(i);
-            atomic_fetch_add(&xs.page_allocs, 1);
-            return cur_page;
-        }
+        if (pages[i].version == 0 && nfree++ == 0)
+            fresh = i;
     }
-    int64_t oldest = -1;
-    for (uint32_t i = 0; i < npages; i++) {
-        if (!pages[i].compacting && (oldest < 0 || pages[i].version < pages[oldest].version))
-            oldest = i;
-    }
-    if (oldest < 0)
+    if (fresh < 0 && !evict_oldest_locked())
         return -1;
-    struct ext_page *p = &pages[oldest];
-    atomic_fetch_add(&xs.page_evictions, 1);
-    atomic_fetch_add(&xs.objects_evicted, p->live_objs);
-    atomic_fetch_add(&xs.bytes_evicted, p->live_bytes);
+    if (fresh < 0) { /* none was free: take the one just evicted */
+        for (uint32_t i = 0; i < npages && fresh < 0; i++)
+            if (pages[i].version == 0)
+                fresh = i;
+        nfree = 1;
+    }
+    page_open_locked((uint32_t)fresh);
     atomic_fetch_add(&xs.page_allocs, 1);
-    page_open_locked((uint32_t)oldest);
+    /* As memcached: one page is always kept free, so the oldest page goes
+     * as soon as the last free one is taken. */
+    if (nfree == 1)
+        evict_oldest_locked();
     return cur_page;
 }
 
@@ -339,10 +359,6 @@ int mc_ext_option(const char *name, const char *val, char *err, size_t errlen)
             return -1;
         }
         *(unsigned *)nums[i].where = (unsigned)v;
-        if (nums[i].where == &mc_ext.compact_under)
-            mc_ext.compact_under_set = true;
-        if (nums[i].where == &mc_ext.drop_under)
-            mc_ext.drop_under_set = true;
         return 1;
     }
     return 0; /* not ours: the caller says "Illegal suboption" */
@@ -439,8 +455,8 @@ static int write_class(int id)
     mc_item *it = c->tail[MC_LRU_COLD];
     for (int looked = 0; it && looked < 1000 && n < BATCH_MAX; looked++) {
         mc_item *prev = it->prev;
-        if ((it->state & MC_ST_CRAWLER) || mc_item_is_ext(it) || mc_item_chunked(it) ||
-            it->nkey + it->nbytes < mc_ext.item_size) {
+        if ((it->state & MC_ST_CRAWLER) || mc_item_is_ext(it) || it->nkey + it->nbytes < mc_ext.item_size ||
+            rec_len(it->nkey, it->nbytes) > mc_ext.wbuf_size) { /* a record must fit one write buffer */
             it = prev;
             continue;
         }
@@ -699,11 +715,21 @@ int mc_ext_init(void)
 {
     if (!mc_ext.enabled)
         return 0;
+    /* memcached's start-up checks, in its words. */
+    const char *bad = NULL;
     uint64_t total_pages = 0;
     for (int i = 0; i < mc_ext.npaths; i++)
         total_pages += mc_ext.sizes[i] / mc_ext.page_size;
-    if (total_pages == 0 || total_pages > UINT32_MAX) {
-        log_error("extstore: each ext_path must hold at least one page of ext_page_size");
+    if (mc_ext.page_size % mc_ext.wbuf_size != 0)
+        bad = "page_size must be divisible by wbuf_size";
+    else if (mc_ext.page_size % (2u << 20) != 0 || mc_ext.wbuf_size % (2u << 20) != 0)
+        bad = "page_size and wbuf_size must be divisible by 1024*1024*2";
+    else if (total_pages >= 65536)
+        bad = "page_count must total to < 65536. Increase page_size or lower path sizes";
+    else if (total_pages == 0)
+        bad = "each ext_path must hold at least one page of ext_page_size";
+    if (bad) {
+        log_error("Failed to initialize external storage: %s", bad);
         return -1;
     }
     pages = calloc(total_pages, sizeof *pages);
@@ -731,10 +757,13 @@ int mc_ext_init(void)
         }
         limit_bytes += n * mc_ext.page_size;
     }
-    if (!mc_ext.compact_under_set)
-        mc_ext.compact_under = npages / 4;
-    if (!mc_ext.drop_under_set)
-        mc_ext.drop_under = npages / 4;
+    if (mc_ext.compact_under == 0) {
+        /* As 1.6.18: both default to a quarter of the first file's pages,
+         * and only when compact_under is 0 (drop_under given alone is
+         * replaced too). */
+        mc_ext.compact_under = (unsigned)(mc_ext.sizes[0] / mc_ext.page_size / 4);
+        mc_ext.drop_under = mc_ext.compact_under;
+    }
     pthread_mutex_lock(&ext_lock);
     page_open_locked(0); /* memcached opens its first write page at start (not counted) */
     pthread_mutex_unlock(&ext_lock);

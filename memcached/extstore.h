@@ -47,7 +47,6 @@ struct mc_ext_settings {
     uint64_t page_size, wbuf_size;
     unsigned threads, io_depth;
     unsigned item_size, item_age, low_ttl, recache_rate, compact_under, drop_under, max_sleep;
-    bool compact_under_set, drop_under_set;
     double max_frag;
     bool drop_unread;
 };

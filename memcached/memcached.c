@@ -336,7 +336,10 @@ static const struct cfg_setting mc_table[] = {
       "slab_automove_ratio=F, slab_automove_window=N, slab_automove_freeratio=F, slab_chunk_max=BYTES, "
       "tail_repair_time=S, hash_algorithm=murmur3|jenkins|xxh3, track_sizes, no_hashexpand, modern, "
       "sasl_pwdb=FILE, ssl_chain_cert=FILE, ssl_key=FILE, ssl_ciphers=LIST, ssl_min_version=tlsv1.2|tlsv1.3, "
-      "ssl_verify_mode=0 (client certificates are not checked)",
+      "ssl_verify_mode=0 (client certificates are not checked); extstore: ext_path=FILE:SIZE (repeatable), "
+      "ext_page_size=MB (before ext_path), ext_wbuf_size=MB, ext_threads=N, ext_item_size=BYTES, ext_item_age=S, "
+      "ext_low_ttl=S, ext_recache_rate=N, ext_compact_under=PAGES, ext_drop_under=PAGES, ext_max_frag=F, "
+      "ext_max_sleep=US, ext_drop_unread",
       false, set_ext },
     { "protocol", 'B', CFG_CUSTOM, &dummy_str, "auto", "binding protocol: auto (by the first byte), ascii or binary",
       false, set_protocol },
