@@ -452,31 +452,39 @@ static int write_class(int id)
     int n = 0;
     bool page_full = false;
     pthread_mutex_lock(&c->lock);
-    mc_item *it = c->tail[MC_LRU_COLD];
-    for (int looked = 0; it && looked < 1000 && n < BATCH_MAX; looked++) {
-        mc_item *prev = it->prev;
-        if ((it->state & MC_ST_CRAWLER) || mc_item_is_ext(it) || it->nkey + it->nbytes < mc_ext.item_size ||
-            rec_len(it->nkey, it->nbytes) > mc_ext.wbuf_size) { /* a record must fit one write buffer */
-            it = prev;
-            continue;
-        }
-        if (age && now - it->atime <= age)
-            break; /* newer from here on */
-        uint32_t rl = rec_len(it->nkey, it->nbytes);
-        if (len + rl > room) {
-            page_full = rl > mc_ext.page_size - pages[pg].used - len || n == 0;
-            break;
-        }
-        uint64_t hv = mc_hash(mc_key(it), it->nkey);
-        if (mc_key_trylock(hv)) {
-            if (mc_item_live(it, now)) {
-                rec_fill(wbuf + len, it, rl);
-                batch[n++] = (struct batch_ent){ it, it->cas, hv, len, rl };
-                len += rl;
+    /* COLD first, as memcached; then the tails of WARM and HOT, since
+     * our HOT and WARM keep item-count shares without memcached's age
+     * limits: an idle item may sit there for good. */
+    static const int segs[] = { MC_LRU_COLD, MC_LRU_WARM, MC_LRU_HOT };
+    bool stop = false;
+    for (int si = 0; si < 3 && !stop; si++) {
+        mc_item *it = c->tail[segs[si]];
+        for (int looked = 0; it && looked < 1000 && n < BATCH_MAX; looked++) {
+            mc_item *prev = it->prev;
+            if ((it->state & MC_ST_CRAWLER) || mc_item_is_ext(it) || it->nkey + it->nbytes < mc_ext.item_size ||
+                rec_len(it->nkey, it->nbytes) > mc_ext.wbuf_size) { /* a record must fit one write buffer */
+                it = prev;
+                continue;
             }
-            mc_key_unlock(hv);
+            if (age && now - it->atime <= age)
+                break; /* newer from here on */
+            uint32_t rl = rec_len(it->nkey, it->nbytes);
+            if (len + rl > room) {
+                page_full = n == 0;
+                stop = true;
+                break;
+            }
+            uint64_t hv = mc_hash(mc_key(it), it->nkey);
+            if (mc_key_trylock(hv)) {
+                if (mc_item_live(it, now)) {
+                    rec_fill(wbuf + len, it, rl);
+                    batch[n++] = (struct batch_ent){ it, it->cas, hv, len, rl };
+                    len += rl;
+                }
+                mc_key_unlock(hv);
+            }
+            it = prev;
         }
-        it = prev;
     }
     pthread_mutex_unlock(&c->lock);
     if (n == 0) {
