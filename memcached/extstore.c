@@ -91,6 +91,7 @@ struct ext_page {
     uint64_t used;    /* bytes written */
     uint64_t live_bytes, live_objs;
     bool active;     /* the write page */
+    uint8_t bucket;  /* 0, or 1 for low-TTL items */
     bool compacting; /* being read back: not to be evicted */
 };
 
@@ -98,7 +99,11 @@ static pthread_mutex_t ext_lock = PTHREAD_MUTEX_INITIALIZER;
 static struct ext_page *pages;
 static uint32_t npages;
 static uint64_t version_seq;
-static int64_t cur_page = -1; /* the write page (write thread only, under ext_lock) */
+/* The write page of each bucket (0: default, 1: items whose TTL is under
+ * ext_low_ttl, kept apart so their pages empty together, as memcached's
+ * PAGE_BUCKET_LOWTTL); wbucket is the one being written (write thread). */
+static int64_t cur_pages[2] = { -1, -1 };
+static int wbucket;
 static int fds[8];
 static uint64_t limit_bytes;
 
@@ -123,7 +128,8 @@ static void page_open_locked(uint32_t i)
     p->used = 0;
     p->live_bytes = p->live_objs = 0;
     p->active = true;
-    cur_page = i;
+    p->bucket = (uint8_t)wbucket;
+    cur_pages[wbucket] = i;
 }
 
 /* Evict the oldest page that is neither written nor being compacted:
@@ -153,16 +159,16 @@ static int64_t write_page_locked(uint64_t need)
 {
     if (need > mc_ext.page_size)
         return -1;
-    if (cur_page >= 0) {
-        struct ext_page *p = &pages[cur_page];
+    if (cur_pages[wbucket] >= 0) {
+        struct ext_page *p = &pages[cur_pages[wbucket]];
         if (p->used + need <= mc_ext.page_size)
-            return cur_page;
+            return cur_pages[wbucket];
         p->active = false;
         if (p->live_objs == 0) {
             page_free_locked(p);
             atomic_fetch_add(&xs.page_reclaims, 1);
         }
-        cur_page = -1;
+        cur_pages[wbucket] = -1;
     }
     int64_t fresh = -1;
     uint32_t nfree = 0;
@@ -184,7 +190,7 @@ static int64_t write_page_locked(uint64_t need)
      * as soon as the last free one is taken. */
     if (nfree == 1)
         evict_oldest_locked();
-    return cur_page;
+    return cur_pages[wbucket];
 }
 
 static struct mc_ext_loc item_loc(mc_item *it)
@@ -433,17 +439,19 @@ static bool class_pressed(int id)
 
 /* Move the values of class id's coldest eligible items to the write page:
  * one buffer's worth. Returns the items moved. */
-static int write_class(int id)
+static int write_class(int id, int bucket)
 {
     uint32_t age = class_pressed(id) ? 0 : mc_ext.item_age;
     if (age == UINT32_MAX)
         return 0;
+    wbucket = bucket;
+    /* A bucket's first page is taken once it has something to write. */
     pthread_mutex_lock(&ext_lock);
-    int64_t pg = write_page_locked(REC_HDR + 256);
-    uint64_t room = pg < 0 ? 0 : mc_ext.page_size - pages[pg].used;
+    int64_t pg = cur_pages[wbucket];
+    if (pg >= 0 && mc_ext.page_size - pages[pg].used < REC_HDR + 256)
+        pg = write_page_locked(REC_HDR + 256);
+    uint64_t room = pg < 0 ? mc_ext.page_size : mc_ext.page_size - pages[pg].used;
     pthread_mutex_unlock(&ext_lock);
-    if (pg < 0)
-        return 0;
     if (room > mc_ext.wbuf_size)
         room = mc_ext.wbuf_size;
     struct mc_class *c = &mc_classes[id];
@@ -466,11 +474,16 @@ static int write_class(int id)
                 it = prev;
                 continue;
             }
+            bool low = mc_ext.low_ttl && it->exptime && it->exptime - now < mc_ext.low_ttl;
+            if (low != (bucket == 1)) {
+                it = prev;
+                continue;
+            }
             if (age && now - it->atime <= age)
                 break; /* newer from here on */
             uint32_t rl = rec_len(it->nkey, it->nbytes);
             if (len + rl > room) {
-                page_full = n == 0;
+                page_full = n == 0 && pg >= 0;
                 stop = true;
                 break;
             }
@@ -494,6 +507,13 @@ static int write_class(int id)
             pthread_mutex_unlock(&ext_lock);
         }
         return 0;
+    }
+    if (pg < 0) {
+        pthread_mutex_lock(&ext_lock);
+        pg = write_page_locked(len);
+        pthread_mutex_unlock(&ext_lock);
+        if (pg < 0)
+            return 0;
     }
     struct ext_page *p = &pages[pg];
     uint64_t base = p->used; /* only this thread moves used of the write page */
@@ -541,6 +561,7 @@ static int write_class(int id)
  * Caller holds the record's stripe. */
 static bool write_record(const char *rec, uint32_t reclen, struct mc_ext_loc *l)
 {
+    wbucket = 0;
     pthread_mutex_lock(&ext_lock);
     int64_t pg = write_page_locked(reclen);
     if (pg < 0) {
@@ -589,7 +610,7 @@ static bool compact_step(void)
     int64_t low = -1, lowest = -1;
     for (uint32_t i = 0; i < npages; i++) {
         struct ext_page *p = &pages[i];
-        if (p->version == 0 || p->active)
+        if (p->version == 0 || p->active || p->bucket == 1) /* low-TTL pages empty by themselves */
             continue;
         if (lowest < 0 || p->version < pages[lowest].version)
             lowest = i;
@@ -698,7 +719,7 @@ static void *writer_main(void *arg)
         if (min_class == 0)
             min_class = mc_nclasses + 1;
         for (int id = min_class; id <= mc_nclasses; id++)
-            moved += write_class(id);
+            moved += write_class(id, 0) + (mc_ext.low_ttl ? write_class(id, 1) : 0);
         bool compacted = compact_step();
         if (moved || compacted)
             sleep_us = 500;
@@ -1178,7 +1199,7 @@ static void page_stats(struct stats_sink *k, void *arg)
     for (uint32_t i = 0; i < npages; i++) {
         stats_u64f(k, pages[i].version ? pages[i].version - 1 : 0, "%u:version", i);
         stats_u64f(k, pages[i].live_bytes, "%u:bytes", i);
-        stats_u64f(k, 0, "%u:bucket", i);
+        stats_u64f(k, pages[i].version ? pages[i].bucket : 0, "%u:bucket", i);
         stats_u64f(k, 0, "%u:free_bucket", i);
     }
     pthread_mutex_unlock(&ext_lock);

@@ -326,3 +326,24 @@ def test_without_ext_path_only_the_settings_show(daemon, impl):
         "ext_item_size", "ext_item_age", "ext_low_ttl", "ext_recache_rate", "ext_wbuf_size", "ext_compact_under",
         "ext_drop_under", "ext_max_sleep", "ext_max_frag", "slab_automove_freeratio", "ext_drop_unread"]
     assert r.cmd(b"extstore recache_rate 10\r\n") == b"OK"
+
+
+def test_low_ttl_values_share_pages_that_empty_together(daemon, tmp_path):
+    """ext_low_ttl: values with a short TTL go to pages of their own, so
+    once they expire (and the crawler reclaims their headers) those pages
+    are free again, while long-lived values elsewhere stay readable."""
+    d = start(daemon, "-m", "64", "-o", ext_opts(tmp_path / "ext", extra="ext_low_ttl=60"))
+    r = Raw(d.port)
+    long_lived = {b"n%d" % i: value_for(i, 20000) for i in range(500)}
+    for i, (k, v) in enumerate(long_lived.items()):
+        store(r, k, v)
+        assert r.cmd(b"set l%d 0 3 %d\r\n%s\r\n" % (i, len(v), v)) == b"STORED"
+    on_disk(r, 1000)
+    time.sleep(3.5)  # the short ones expire
+    assert r.cmd(b"lru_crawler crawl all\r\n") == b"OK"
+    wait_until(lambda: int(r.stats()["extstore_page_reclaims"]) >= 1, what="low-TTL pages reclaimed")
+    assert get_many(r, [b"l1", b"l2"]) == {}
+    got = get_many(r, list(long_lived)[:50])
+    assert {k: v[1] for k, v in got.items()} == {k: long_lived[k] for k in list(long_lived)[:50]}
+    buckets = {v for k, v in r.stats("extstore").items() if k.endswith(":bucket")}
+    assert buckets <= {"0", "1"}
