@@ -53,6 +53,7 @@ enum {
     F_WANT_READ = 1u << 16,     /* queued: read (io_uring) */
     F_IN_BATCH = 1u << 17,      /* in the batch being run (lc->batch) */
     F_UNREAD = 1u << 18,        /* input read while paused: on_read not yet told */
+    F_DRAIN_NOTE = 1u << 19,    /* conn_write_now emptied the output: on_drained from the loop */
 };
 
 #define CONN_MAX_LOOPS 1024
@@ -617,6 +618,8 @@ static bool leave(struct core_conn *c, enum conn_close_reason why)
         conn_free(c, why);
         return true;
     }
+    if (c->flags & F_DRAIN_NOTE)
+        defer_settle(c); /* its deferral ran inside a nested loop, under this callback */
     return false;
 }
 
@@ -691,6 +694,7 @@ static void write_cb(struct bufferevent *bev, void *arg)
         }
     }
     if (out == 0 && c->ops->on_drained && !(c->flags & F_CLOSE_PENDING)) {
+        c->flags &= ~F_DRAIN_NOTE; /* this is the drain a direct write noted */
         enter(c);
         c->ops->on_drained(c);
         if (leave(c, CONN_CLOSE_LOCAL))
@@ -1267,6 +1271,13 @@ size_t conn_write_now(struct core_conn *c, struct evbuffer *src)
         n = evbuffer_write(src, c->fd); /* errors surface on the queued write */
     if (evbuffer_get_length(src) > 0)
         evbuffer_add_buffer(out, src);
+    else if (n > 0 && c->ops->on_drained && evbuffer_get_length(out) == 0) {
+        /* All of it went straight to the socket: no write event will say
+         * the output drained, so say it from the loop (never under the
+         * caller, which may be inside on_read or hold its own locks). */
+        c->flags |= F_DRAIN_NOTE;
+        defer_settle(c);
+    }
     return n > 0 ? (size_t)n : 0;
 }
 
@@ -1308,6 +1319,17 @@ static void defer_cb(evutil_socket_t fd, short what, void *arg)
     if (c->flags & F_CLOSE_PENDING) {
         conn_free(c, CONN_CLOSE_LOCAL);
         return;
+    }
+    if (c->flags & F_DRAIN_NOTE) {
+        c->flags &= ~F_DRAIN_NOTE;
+        /* Output added since then reports its own drain, from the write
+         * that empties it. */
+        if (evbuffer_get_length(conn_out(c)) == 0 && c->ops->on_drained) {
+            enter(c);
+            c->ops->on_drained(c);
+            if (leave(c, CONN_CLOSE_LOCAL))
+                return;
+        }
     }
     if ((c->flags & F_UNREAD) && !(c->flags & (F_PAUSED_USER | F_PAUSED_LIMIT))) {
         read_cb(c->bev, c);

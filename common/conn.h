@@ -33,7 +33,10 @@ struct conn_ops {
     /* New bytes are in conn_in(c). Consume what can be handled; leave a
      * partial request in place. Return 0 to go on, -1 to close at once. */
     int (*on_read)(struct core_conn *c);
-    /* The output buffer went empty (optional). */
+    /* The output buffer went empty (optional): after the write that
+     * emptied it, whichever wrote it (the write event, the end-of-iteration
+     * write, or conn_write_now taking all of it at once). Always from the
+     * loop, never inside the call that wrote. */
     void (*on_drained)(struct core_conn *c);
     /* Outgoing connect finished (conn_connect only); ok false = failed
      * (on_close follows). */
@@ -167,6 +170,8 @@ void conn_kick(struct core_conn *c);
 /* Append src (emptied) to the output; when nothing is queued yet on a plain
  * socket, writev() it first and queue only what the kernel did not take,
  * saving the write-event round trip. Returns the bytes written directly.
+ * When that write took everything, on_drained follows from the loop after
+ * the caller returns (never inside this call).
  * With io_uring on (STACK_IO_URING=1) it only queues: the loop's batch
  * sends it at the end of the iteration with the other conns' output.
  *

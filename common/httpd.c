@@ -70,10 +70,15 @@ struct evbuffer *httpd_tx(void)
  * bufferevent. txf is empty between calls: never shared by two conns. */
 int httpd_tx_add_file(bool tls, int fd, int64_t offset, int64_t length)
 {
+    return httpd_add_file(httpd_tx(), tls, fd, offset, length);
+}
+
+int httpd_add_file(struct evbuffer *dst, bool tls, int fd, int64_t offset, int64_t length)
+{
     /* (conn's io_uring path writes an output holding a file segment with
      * evbuffer_write, so the segment may be a sendfile one there too) */
     if (tls)
-        return evbuffer_add_file(httpd_tx(), fd, (ev_off_t)offset, (ev_off_t)length);
+        return evbuffer_add_file(dst, fd, (ev_off_t)offset, (ev_off_t)length);
     if (!txf) {
         txf = evbuffer_new();
         if (!txf)
@@ -82,7 +87,7 @@ int httpd_tx_add_file(bool tls, int fd, int64_t offset, int64_t length)
     }
     if (evbuffer_add_file(txf, fd, (ev_off_t)offset, (ev_off_t)length) < 0)
         return -1; /* libevent closed nothing: fd is still the caller's */
-    return evbuffer_add_buffer(httpd_tx(), txf);
+    return evbuffer_add_buffer(dst, txf);
 }
 
 struct evbuffer *httpd_tx2(void)
@@ -212,9 +217,16 @@ void httpd_request_timeouts(struct httpd_conn *h, size_t head_in_buffer)
 void httpd_response_head(struct httpd_conn *h, int status, const char *ctype, int64_t content_length, bool keep,
                          const char *extra)
 {
+    httpd_response_head_reason(h, status, http_reason(status), ctype, content_length, keep, extra);
+}
+
+void httpd_response_head_reason(struct httpd_conn *h, int status, const char *reason, const char *ctype,
+                                int64_t content_length, bool keep, const char *extra)
+{
     struct evbuffer *out = httpd_tx();
-    evbuffer_add_printf(out, "HTTP/1.%d %d %s\r\nDate: %s\r\n", h->version_minor, status, http_reason(status),
-                        httpd_date_now());
+    evbuffer_add_printf(out, "HTTP/1.%d %d %s\r\nDate: %s\r\n", h->version_minor, status, reason, httpd_date_now());
+    h->resp_status = status;
+    h->resp_body = h->method == HTTP_M_HEAD || status == 204 || status == 304 ? 0 : content_length;
     if (h->server)
         evbuffer_add_printf(out, "Server: %s\r\n", h->server);
     if (ctype)
@@ -331,6 +343,9 @@ static void start_request(struct httpd_conn *h, struct http_msg *req)
     h->expect_continue = req->expect_continue;
     h->sent_continue = false;
     h->response_started = false;
+    h->resp_status = 0;
+    h->resp_body = -1;
+    h->prefix_fn = NULL;
     h->head_started_ms = 0;
     h->head_pending = req->head_len;
     conn_set_busy(h->c, true);
@@ -1003,6 +1018,12 @@ struct get_job {
     uint64_t first, len;
     char *small; /* the bytes of a small file, read here */
     struct evbuffer *listing;
+    bool missing; /* the file does not exist (poststat) */
+    /* h->prefix_fn's, copied in; out: the file's first bytes as it left them */
+    int (*prefix_fn)(const char *ctx, const char *path, unsigned char *buf, size_t len);
+    char prefix_ctx[HTTPD_PREFIX_CTX];
+    unsigned char *prefix;
+    size_t prefix_len;
 };
 
 static void html_escape(struct evbuffer *b, const char *s)
@@ -1092,6 +1113,18 @@ static void get_file_answer(struct get_job *g, int fd, bool ours)
         }
         g->first = first;
         g->len = size ? last - first + 1 : 0;
+        if (g->kind == GET_FILE && !g->head && g->len > 0 && g->prefix_fn) {
+            /* the daemon's filter on the file's first bytes */
+            g->prefix = malloc(HTTPD_PREFIX_MAX);
+            ssize_t n = g->prefix ? pread(fd, g->prefix, HTTPD_PREFIX_MAX, 0) : -1;
+            int rc = n < 0 ? 500 : g->prefix_fn(g->prefix_ctx, g->path, g->prefix, (size_t)n);
+            g->prefix_len = n > 0 ? (size_t)n : 0;
+            if (rc) {
+                g->kind = GET_ERROR;
+                g->status = rc;
+                g->msg = n < 0 ? "Read failed" : NULL;
+            }
+        }
         if (g->kind == GET_FILE && !g->head && g->len > 0 && g->len <= SMALL_FILE) {
             /* small: read it (one writev for head and body beats writev + sendfile) */
             g->small = malloc((size_t)g->len);
@@ -1101,6 +1134,9 @@ static void get_file_answer(struct get_job *g, int fd, bool ours)
                 g->kind = GET_ERROR;
                 g->status = 500;
                 g->msg = "Read failed";
+            } else if (g->prefix && g->first < g->prefix_len) { /* the filtered bytes over the read */
+                size_t k = g->prefix_len - (size_t)g->first;
+                memcpy(g->small, g->prefix + g->first, k < g->len ? k : (size_t)g->len);
             }
         }
     }
@@ -1115,6 +1151,7 @@ static void get_release(struct disk_job *j)
     if (g->own_cached && g->cached_fd >= 0)
         close(g->cached_fd);
     free(g->small);
+    free(g->prefix);
     if (g->listing)
         evbuffer_free(g->listing);
     free(g);
@@ -1140,6 +1177,7 @@ static void get_work(struct disk_job *j)
             close(fd);
         g->kind = GET_ERROR;
         g->status = errno_status(e);
+        g->missing = e == ENOENT || e == ENOTDIR;
         return;
     }
     if (S_ISDIR(g->st.st_mode)) {
@@ -1211,6 +1249,13 @@ static void get_done(struct httpd_conn *h, struct disk_job *j)
     char date[HTTP_DATE_LEN + 1], extra[PATH_MAX + 256];
     if (g->opened && g->fd >= 0 && !g->trailing)
         fcache_put(f, g->path, g->fd);
+    if (f->poststat) {
+        int what = g->kind == GET_ERROR && g->missing        ? HTTPD_POSTSTAT_MISSING
+                   : g->kind == GET_FILE && g->status == 200 ? HTTPD_POSTSTAT_SEND
+                                                             : 0;
+        if (what && f->poststat(f->hook_arg, h, what, (int64_t)g->st.st_mtime))
+            return; /* taken: the daemon answers */
+    }
     switch (g->kind) {
     case GET_ERROR: httpd_error(h, g->status, g->msg); break;
     case GET_REDIRECT:
@@ -1246,9 +1291,18 @@ static void get_done(struct httpd_conn *h, struct disk_job *j)
         if (g->small) {
             evbuffer_add(httpd_tx(), g->small, (size_t)g->len);
         } else if (!g->head && g->len > 0) {
+            uint64_t first = g->first, len = g->len;
+            if (g->prefix && first < g->prefix_len) { /* the filtered bytes, then the file */
+                size_t k = g->prefix_len - (size_t)first;
+                if (k > len)
+                    k = (size_t)len;
+                evbuffer_add(httpd_tx(), g->prefix + first, k);
+                first += k;
+                len -= k;
+            }
             /* the output buffer closes the fd it is given: a dup of a cached one */
-            int sfd = g->fd >= 0 ? dup(g->fd) : g->cached_fd >= 0 ? dup(g->cached_fd) : -1;
-            if (sfd < 0 || httpd_tx_add_file(h->tls, sfd, (int64_t)g->first, (int64_t)g->len) < 0) {
+            int sfd = len == 0 ? -1 : g->fd >= 0 ? dup(g->fd) : g->cached_fd >= 0 ? dup(g->cached_fd) : -1;
+            if (len > 0 && (sfd < 0 || httpd_tx_add_file(h->tls, sfd, (int64_t)first, (int64_t)len) < 0)) {
                 if (sfd >= 0)
                     close(sfd);
                 evbuffer_drain(httpd_tx(), evbuffer_get_length(httpd_tx())); /* the head was not sent yet */
@@ -1285,8 +1339,11 @@ struct httpd_put {
     bool paused;            /* we paused the conn's reading */
     int refuse_status;      /* put_refuse: the answer after the cleanup */
     char refuse_msg[256];
-    bool body_done; /* the whole body is in chunk or on disk */
-    bool stepping;  /* put_step is on the stack */
+    bool body_done;     /* the whole body is in chunk or on disk */
+    bool stepping;      /* put_step is on the stack */
+    bool remove_target; /* written in place and refused (the client hears an
+                         * error): the partial file goes. A client that just
+                         * leaves keeps what arrived, as Perlbal. */
 };
 
 /* Split path into its directory (opened beneath the docroot) and last
@@ -1373,6 +1430,8 @@ static void put_close_files(struct httpd_put *p)
     p->fd = -1;
     if (p->tmp && p->dirfd >= 0)
         unlinkat(p->dirfd, p->tmp, 0);
+    else if (p->remove_target && p->name && p->dirfd >= 0)
+        unlinkat(p->dirfd, p->name, 0);
     if (p->dirfd >= 0)
         close(p->dirfd);
     p->dirfd = -1;
@@ -1505,8 +1564,21 @@ static void put_open_work(struct put_job *j)
         return;
     }
     p->name = strdup(base);
+    if (!p->name) {
+        j->status = 500;
+        return;
+    }
+    if (f->put_in_place && !p->md5) {
+        /* as Perlbal without Content-MD5: the target itself, truncated */
+        p->fd = openat(p->dirfd, base, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC | O_NOFOLLOW, 0644);
+        if (p->fd < 0) {
+            j->status = 500;
+            j->msg = "Cannot create file";
+        }
+        return;
+    }
     p->tmp = strdup(tmp);
-    if (!p->name || !p->tmp) {
+    if (!p->tmp) {
         j->status = 500;
         return;
     }
@@ -1544,6 +1616,7 @@ static void put_write_work(struct put_job *j)
             /* a short write would put the digest out of step: give up */
             j->err = w < 0 ? errno : -1;
             evbuffer_drain(p->chunk, evbuffer_get_length(p->chunk));
+            p->remove_target = true;
             put_close_files(p); /* the partial file goes before the answer */
             return;
         }
@@ -1560,7 +1633,10 @@ static void put_finish_work(struct put_job *j)
     if (close(p->fd) < 0)
         rc = -1;
     p->fd = -1;
-    if (rc == 0 && renameat(p->dirfd, p->tmp, p->dirfd, p->name) == 0) {
+    if (rc == 0 && !p->tmp) { /* written in place: the entry exists since the open */
+        if (!p->f->put_fsync || dir_fsync(p->dirfd) == 0)
+            return;
+    } else if (rc == 0 && renameat(p->dirfd, p->tmp, p->dirfd, p->name) == 0) {
         free(p->tmp); /* renamed: nothing to unlink any more */
         p->tmp = NULL;
         if (!p->f->put_fsync || dir_fsync(p->dirfd) == 0)
@@ -1603,6 +1679,7 @@ static void put_refuse(struct httpd_conn *h, int status, const char *msg)
         return;
     }
     p->refuse_status = status;
+    p->remove_target = true;
     snprintf(p->refuse_msg, sizeof p->refuse_msg, "%s", msg ? msg : "");
     put_launch(h, PUT_CLEANUP, NULL);
 }
@@ -1638,17 +1715,21 @@ static void put_answer(struct httpd_conn *h, struct httpd_put *p)
     int status = p->f->put_ok_status ? p->f->put_ok_status : p->existed ? 204 : 201;
     if (p->md5_checked && p->f->put_md5_ok_status)
         status = p->f->put_md5_ok_status;
+    const char *reason = http_reason(status);
+    if (p->md5_checked && p->f->put_md5_ok_reason)
+        reason = p->f->put_md5_ok_reason;
     bool with_body = p->f->put_status_body && status != 204;
     h->put = NULL;
     put_unref(p); /* the job's release frees it (nothing on disk to undo) */
     bool keep = httpd_can_persist(h);
     if (with_body) {
         char body[128];
-        int n = snprintf(body, sizeof body, "<h1>%d - %s</h1>\n", status, http_reason(status));
-        httpd_response_head(h, status, "text/html", n, keep, NULL);
+        int n = *reason ? snprintf(body, sizeof body, "<h1>%d - %.80s</h1>\n", status, reason)
+                        : snprintf(body, sizeof body, "<h1>%d</h1>\n", status);
+        httpd_response_head_reason(h, status, reason, "text/html", n, keep, NULL);
         evbuffer_add(httpd_tx(), body, (size_t)n);
     } else {
-        httpd_response_head(h, status, NULL, status == 204 ? -1 : 0, keep, NULL);
+        httpd_response_head_reason(h, status, reason, NULL, status == 204 ? -1 : 0, keep, NULL);
     }
     httpd_done(h, keep);
 }
@@ -1667,6 +1748,8 @@ static void put_job_done(struct httpd_conn *h, struct disk_job *dj)
             put_fail(h, j->status, j->msg);
             return;
         }
+        if (!p->tmp)
+            httpd_files_invalidate(p->f); /* the file changes under its name from now on */
         httpd_drop_head(h);
         httpd_send_continue(h);
         httpd_request_timeouts(h, 0);
@@ -1898,6 +1981,7 @@ struct concat_job {
     uint64_t total;
     time_t newest;
     const char *mime;
+    bool missing; /* a file does not exist (poststat) */
 };
 
 static void concat_work(struct disk_job *j)
@@ -1920,6 +2004,7 @@ static void concat_work(struct disk_job *j)
                 close(fd);
             c->status = 404;
             c->msg = "One or more file does not exist";
+            c->missing = true;
             return;
         }
         c->fds[i] = fd;
@@ -1939,7 +2024,10 @@ static void concat_work(struct disk_job *j)
 static void concat_done(struct httpd_conn *h, struct disk_job *j)
 {
     struct concat_job *c = (struct concat_job *)j;
+    struct httpd_files *f = c->f;
     if (c->status != 200) {
+        if (c->missing && f->poststat && f->poststat(f->hook_arg, h, HTTPD_POSTSTAT_MISSING, 0))
+            return; /* taken: the daemon answers */
         httpd_error(h, c->status, c->msg);
         return;
     }
@@ -1961,6 +2049,8 @@ static void concat_done(struct httpd_conn *h, struct disk_job *j)
             return;
         }
     }
+    if (f->poststat && f->poststat(f->hook_arg, h, HTTPD_POSTSTAT_SEND, (int64_t)c->newest))
+        return; /* taken: the daemon answers */
     httpd_response_head(h, 200, mime, (int64_t)c->total, keep, extra);
     if (!c->head) {
         for (int i = 0; i < c->n; i++) {
@@ -2107,6 +2197,9 @@ void httpd_files_serve(struct httpd_conn *h, struct http_msg *req, struct httpd_
             memcpy(g->ims, iv, il);
             g->has_ims = true;
         }
+        g->prefix_fn = h->prefix_fn;
+        if (g->prefix_fn)
+            memcpy(g->prefix_ctx, h->prefix_ctx, sizeof g->prefix_ctx);
         g->cached_fd = trailing ? -1 : fcache_get(f, path);
         g->j.release = get_release;
         httpd_drop_head(h);
@@ -2117,6 +2210,6 @@ void httpd_files_serve(struct httpd_conn *h, struct http_msg *req, struct httpd_
         httpd_drop_head(h);
         do_delete(h, f, path);
         return;
-    default: httpd_error(h, 405, NULL); return;
+    default: httpd_error(h, f->bad_method_status ? f->bad_method_status : 405, NULL); return;
     }
 }

@@ -54,6 +54,10 @@ struct work_pool;
 #define HTTPD_HEAD_DEADLINE_MS 30000       /* default: a head must be complete within */
 #define HTTPD_WRITE_TIMEOUT_MS 120000      /* output pending and not moving */
 #define HTTPD_MAX_PIPELINE_IN (256 * 1024) /* input held while a request is in progress */
+#define HTTPD_PREFIX_MAX 2048              /* bytes of a file a prefix_fn sees */
+#define HTTPD_PREFIX_CTX 80                /* bytes of context a prefix_fn gets */
+#define HTTPD_POSTSTAT_MISSING 1
+#define HTTPD_POSTSTAT_SEND 2
 
 struct httpd_ops {
     /* A request head is complete and its facts are in h (method, version,
@@ -102,7 +106,27 @@ struct httpd_conn {
     bool body_done;          /* the whole body was read (or there is none) */
     bool expect_continue, sent_continue;
     bool response_started; /* a response head was queued */
-    bool lingering;        /* error answered: draining input, then close */
+    /* The answer's status and body bytes as the last httpd_response_head of
+     * this request queued them (every answer httpd makes itself, files and
+     * errors included, goes through it): for access logs and metrics, read
+     * in on_request_end. resp_body is the Content-Length, 0 for HEAD, 204
+     * and 304, -1 when unknown (chunked or close-delimited: the daemon
+     * counts those itself). Both reset when a request starts. */
+    int resp_status;
+    int64_t resp_body;
+    /* A filter on the first bytes of the file this request is answered
+     * with (set by the daemon before httpd_files_serve; cleared when a
+     * request starts): for a GET answered 200 or 206 from a file, its first
+     * HTTPD_PREFIX_MAX bytes are read on the disk worker and passed to
+     * prefix_fn(prefix_ctx, path, buf, len), which may change them in place
+     * (the length stays); a Range applies to the result. A nonzero return
+     * is the status of an error answer instead. HEAD, 304 and 416 answers
+     * and concatenated GETs do not run it (as Perlbal's start_send_file
+     * hook). prefix_ctx is copied into the disk job (the conn may close
+     * while a worker runs it). */
+    int (*prefix_fn)(const char *ctx, const char *path, unsigned char *buf, size_t len);
+    char prefix_ctx[HTTPD_PREFIX_CTX];
+    bool lingering; /* error answered: draining input, then close */
     /* private */
     bool in_dispatch;
     bool req_active;     /* on_request ran, on_request_end not yet */
@@ -132,6 +156,9 @@ struct evbuffer *httpd_tx(void);
  * the bytes go out with sendfile(), on TLS they are mapped and copied.
  * Returns 0, or -1 (fd still the caller's). */
 int httpd_tx_add_file(bool tls, int fd, int64_t offset, int64_t length);
+/* The same into any buffer bound for a socket of this loop (e.g. a request
+ * to a backend in httpd_tx2()); tls: that socket's. */
+int httpd_add_file(struct evbuffer *dst, bool tls, int fd, int64_t offset, int64_t length);
 struct evbuffer *httpd_tx2(void);
 /* Move buf (emptied) to c's output; on a plain socket with nothing queued
  * it is written straight away (one writev, no poll round trip). */
@@ -151,6 +178,9 @@ bool httpd_can_persist(const struct httpd_conn *h);
  * NULL), Connection (close or keep-alive). */
 void httpd_response_head(struct httpd_conn *h, int status, const char *ctype, int64_t content_length, bool keep,
                          const char *extra);
+/* The same with its own reason phrase (reason "" leaves it empty: "201 "). */
+void httpd_response_head_reason(struct httpd_conn *h, int status, const char *reason, const char *ctype,
+                                int64_t content_length, bool keep, const char *extra);
 /* A small HTML page ("<h1>status - reason</h1>\n" then msg, as Perlbal
  * words its own); usable for any status, e.g. 200 with a note. Errors that
  * leave the stream unusable (400, 408, 411, 413, 431, 5xx, or an unread
@@ -199,26 +229,46 @@ struct httpd_files {
     int dir_disabled_status; /* status of the "Directory listing disabled" page; 0 = 403
                               * (Perlbal answers 200) */
     bool enable_put, enable_delete;
-    int min_put_directory; /* N > 0: a PUT path needs at least N directories (else 400
-                            * "Does not meet minimum directory requirement"), the first
-                            * N must exist (else 404 "Base directory does not exist"),
-                            * deeper ones are created (Perlbal's min_put_directory) */
-    uint64_t max_put_size; /* 0 = no limit (413 beyond) */
-    bool skip_md5_check;   /* ignore Content-MD5 on PUT (checked by default) */
-    bool put_fsync;        /* a PUT is answered only once the file (and the rename
-                            * in its directory) is on disk: fsync both */
-    int put_ok_status;     /* status of a stored PUT; 0 = 201 new / 204 replaced */
-    int put_md5_ok_status; /* status of a stored PUT whose Content-MD5 was checked
-                            * and matched; 0 = as put_ok_status (Perlbal: 200 / 201) */
-    bool put_status_body;  /* a stored PUT's answer carries the short text/html page
-                            * httpd_error writes ("<h1>200 - OK</h1>\n"), as Perlbal;
-                            * else no body */
-    bool concat_get;       /* GET /dir/??a,b,c serves the files one after another
-                            * (Perlbal's enable_concatenate_get; else 403) */
+    int min_put_directory;         /* N > 0: a PUT path needs at least N directories (else 400
+                                    * "Does not meet minimum directory requirement"), the first
+                                    * N must exist (else 404 "Base directory does not exist"),
+                                    * deeper ones are created (Perlbal's min_put_directory) */
+    uint64_t max_put_size;         /* 0 = no limit (413 beyond) */
+    bool skip_md5_check;           /* ignore Content-MD5 on PUT (checked by default) */
+    bool put_fsync;                /* a PUT is answered only once the file (and the rename
+                                    * in its directory) is on disk: fsync both */
+    int put_ok_status;             /* status of a stored PUT; 0 = 201 new / 204 replaced */
+    int put_md5_ok_status;         /* status of a stored PUT whose Content-MD5 was checked
+                                    * and matched; 0 = as put_ok_status (Perlbal: 200 / 201) */
+    const char *put_md5_ok_reason; /* its reason phrase, in the status line and the
+                                    * page; NULL = the standard one; "" = none:
+                                    * "201 " and "<h1>201</h1>", as Perlbal words it */
+    bool put_in_place;             /* a PUT without Content-MD5 writes the target itself, as
+                                    * Perlbal: truncated when the upload starts, growing as
+                                    * it arrives; what arrived stays if the client leaves,
+                                    * the file goes if httpd refuses the body (413, bad
+                                    * chunking, a failed write). Else (and always with
+                                    * Content-MD5) a temporary name beside it, renamed over
+                                    * it once complete */
+    bool put_status_body;          /* a stored PUT's answer carries the short text/html page
+                                    * httpd_error writes ("<h1>200 - OK</h1>\n"), as Perlbal;
+                                    * else no body */
+    int bad_method_status;         /* the answer to a method other than GET, HEAD, PUT and
+                                    * DELETE; 0 = 405 (Perlbal's web_server: 400) */
+    bool concat_get;               /* GET /dir/??a,b,c serves the files one after another
+                                    * (Perlbal's enable_concatenate_get; else 403) */
     /* hooks (optional): rewrite the clean path in place (NUL-ended, cap
      * bytes); a file was sent (for stats) */
     void (*rewrite_path)(void *arg, struct httpd_conn *h, char *path, size_t cap);
     void (*file_sent)(void *arg, struct httpd_conn *h);
+    /* After a GET/HEAD's disk work, on the loop, before its answer (as
+     * Perlbal's static_get_poststat_* / concat_get_poststat_* hooks):
+     * HTTPD_POSTSTAT_MISSING, the file (or one of a concatenated GET's
+     * files) does not exist and a 404 is next; HTTPD_POSTSTAT_SEND, a 200
+     * is next (not a 304, 206 or 416), mtime the file's (a concatenated
+     * GET's newest). Returning true takes the request: httpd answers
+     * nothing, the daemon answers it (the head is consumed by then). */
+    bool (*poststat)(void *arg, struct httpd_conn *h, int what, int64_t mtime);
     void *hook_arg;
     /* disk work (open, stat, small reads, directory listings) of GET/HEAD
      * runs on this common/work pool; NULL = on the loop. A hit in the

@@ -151,6 +151,7 @@ struct listen_sock {
     int fd;
     struct event *ev;
     struct event *pause_ev; /* re-enables accepting after fd exhaustion */
+    int spare;              /* a descriptor held back for EMFILE (-1: none) */
     struct listen_sock *next;
 };
 
@@ -169,6 +170,8 @@ static atomic_uint_fast64_t fd_exhausted;
 static atomic_uint_fast64_t exhausted_logged_at; /* ms; 0 = never */
 
 #define ACCEPT_PAUSE_MS 100
+#define STR_(x) #x
+#define STR(x) STR_(x)
 
 void listen_set_max_conns(uint64_t max) { atomic_store(&max_conns, max); }
 uint64_t listen_max_conns(void) { return atomic_load(&max_conns); }
@@ -209,18 +212,43 @@ static void resume_cb(evutil_socket_t fd, short what, void *arg)
         event_add(s->ev, NULL);
 }
 
-/* Out of file descriptors: accept() fails at once and the socket stays
- * readable, so retrying spins the loop at 100% CPU. Stop accepting on this
- * socket for a moment instead (the kernel keeps the backlog), count it,
- * and log it once a minute at most. */
-static void pause_accepting(struct listen_sock *s, int err)
+static void exhausted_log(int err, const char *what)
 {
-    atomic_fetch_add(&fd_exhausted, 1);
     uint64_t now = clock_now_ms(), last = atomic_load(&exhausted_logged_at);
     if ((last == 0 || now - last >= 60000) && atomic_compare_exchange_strong(&exhausted_logged_at, &last, now))
-        log_warn("accept: %s: pausing accepts for %d ms (%llu times so far; raise the fd limit or lower the "
-                 "connection limit)",
-                 strerror(err), ACCEPT_PAUSE_MS, (unsigned long long)atomic_load(&fd_exhausted));
+        log_warn("accept: %s: %s (%llu times so far; raise the fd limit or lower the connection limit)", strerror(err),
+                 what, (unsigned long long)atomic_load(&fd_exhausted));
+}
+
+/* Out of file descriptors: accept() fails at once and the socket stays
+ * readable, so retrying would spin the loop at 100% CPU, and a client
+ * left in the backlog would hang until it gives up. With its spare
+ * descriptor the socket takes the waiting connection and closes it at
+ * once (the client sees a clean close and may retry), then takes the
+ * spare back. Returns false when that cannot be done (no spare, or the
+ * accept failed again). */
+static bool shed_one(struct listen_sock *s, int lfd)
+{
+    if (s->spare < 0)
+        return false;
+    close(s->spare);
+    s->spare = -1;
+    int fd = accept4(lfd, NULL, NULL, SOCK_CLOEXEC);
+    int e = errno;
+    if (fd >= 0)
+        close(fd);
+    s->spare = open("/dev/null", O_RDONLY | O_CLOEXEC); /* another thread may take it first: then no spare */
+    if (fd < 0)
+        errno = e;
+    return fd >= 0;
+}
+
+/* No spare (or ENOBUFS/ENOMEM, which a spare does not cure): stop
+ * accepting on this socket for a moment instead (the kernel keeps the
+ * backlog). */
+static void pause_accepting(struct listen_sock *s, int err)
+{
+    exhausted_log(err, "pausing accepts for " STR(ACCEPT_PAUSE_MS) " ms");
     event_del(s->ev);
     if (!s->pause_ev)
         s->pause_ev = evtimer_new(s->loop->base, resume_cb, s);
@@ -238,10 +266,21 @@ static void accept_cb(evutil_socket_t lfd, short what, void *arg)
         socklen_t len = sizeof(ss);
         int fd = accept4(lfd, (struct sockaddr *)&ss, &len, SOCK_NONBLOCK | SOCK_CLOEXEC);
         if (fd < 0) {
-            if (errno == EMFILE || errno == ENFILE || errno == ENOBUFS || errno == ENOMEM)
-                pause_accepting(s, errno);
-            else if (errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR && errno != ECONNABORTED)
-                log_warn("accept: %s", strerror(errno));
+            int e = errno;
+            if (e == EMFILE || e == ENFILE) {
+                atomic_fetch_add(&fd_exhausted, 1);
+                if (shed_one(s, lfd)) {
+                    exhausted_log(e, "closing new connections at once");
+                    continue;
+                }
+                if (s->spare >= 0 && (errno == EAGAIN || errno == EWOULDBLOCK))
+                    return; /* the connection went away meanwhile */
+                pause_accepting(s, e);
+            } else if (e == ENOBUFS || e == ENOMEM) {
+                atomic_fetch_add(&fd_exhausted, 1);
+                pause_accepting(s, e);
+            } else if (e != EAGAIN && e != EWOULDBLOCK && e != EINTR && e != ECONNABORTED)
+                log_warn("accept: %s", strerror(e));
             return;
         }
         struct core_listener *l = s->l;
@@ -337,6 +376,9 @@ static void close_sock(void *arg)
     if (s->fd >= 0)
         close(s->fd);
     s->fd = -1;
+    if (s->spare >= 0)
+        close(s->spare);
+    s->spare = -1;
     if (atomic_fetch_sub(&l->open_socks, 1) != 1)
         return;
     if (l->unix_path[0]) {
@@ -361,6 +403,7 @@ static void add_sock(struct core_listener *l, struct core_loop *loop, int fd)
     s->l = l;
     s->loop = loop;
     s->fd = fd;
+    s->spare = open("/dev/null", O_RDONLY | O_CLOEXEC); /* -1: EMFILE falls back to pausing */
     s->next = l->socks;
     l->socks = s;
     atomic_fetch_add(&l->open_socks, 1);
@@ -453,8 +496,11 @@ struct core_listener *listen_open(const char *spec, int default_port, const stru
             int fd = open_socket(&ss, len, n > 1 || o.reuseport, backlog, e2, sizeof(e2));
             if (fd < 0) {
                 errf(err, errlen, "%s: %s", spec, e2);
-                for (struct listen_sock *s = l->socks; s; s = s->next)
+                for (struct listen_sock *s = l->socks; s; s = s->next) {
                     close(s->fd);
+                    if (s->spare >= 0)
+                        close(s->spare);
+                }
                 free_listener(l);
                 return NULL;
             }

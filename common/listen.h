@@ -14,9 +14,15 @@
  * bound at once (errors come back from listen_open), then each is watched
  * by its own loop.
  *
- * Out of file descriptors (EMFILE/ENFILE), a listening socket stops
- * accepting for 100 ms instead of spinning; listen_fd_exhausted() counts
- * those pauses and the log says so at most once a minute.
+ * Out of file descriptors (EMFILE/ENFILE), a listening socket closes its
+ * spare descriptor (one /dev/null per socket, held from the start),
+ * accepts the waiting connection and closes it at once, so the client
+ * gets a clean close instead of hanging in the backlog, then opens the
+ * spare again. Without a spare (it could not be had back, or ENOBUFS /
+ * ENOMEM) it stops accepting for 100 ms instead of spinning.
+ * listen_fd_exhausted() counts the accepts that failed so (memcached's
+ * accept_fd_exhausted in the stats); the log says so at most once a
+ * minute.
  *
  * The gate: once conn_total_current() reaches the limit, new connections are
  * accepted, given to the reject callback (to send the protocol's "too many
@@ -80,7 +86,7 @@ struct listen_info {
  * from any thread. fn runs under the listeners' lock: it must not open or
  * close listeners. Returns how many sockets were shown. */
 int listen_foreach(void (*fn)(const struct listen_info *li, void *arg), void *arg);
-/* Times accepting paused because the process ran out of descriptors. */
+/* Accepts that failed for want of descriptors (or kernel memory). */
 uint64_t listen_fd_exhausted(void);
 
 /* 0 = unlimited. */

@@ -414,7 +414,9 @@ static const struct stats_desc
     d_rejected = { "rejected_connections", "connections_rejected", STATS_COUNTER,
                    "Connections refused because the connection limit was reached.", 0 },
     d_fdex = { "accept_fd_exhausted", "accept_fd_exhausted", STATS_COUNTER,
-               "Times accepting paused because the process ran out of file descriptors.", 0 },
+               "Accepts that failed because the process ran out of file descriptors (the waiting connection is closed, "
+               "or accepting pauses).",
+               0 },
     d_threads = { "threads", NULL, STATS_GAUGE, "Event-loop threads.", 0 };
 
 void stats_process_source(struct stats_sink *s, void *arg)

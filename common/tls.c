@@ -1,7 +1,10 @@
 /* tls: OpenSSL server contexts and accepted-socket wrapping (see tls.h). */
 #include "common/tls.h"
 
+#include <pthread.h>
 #include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
 
 #include <event2/bufferevent.h>
 #include <event2/bufferevent_ssl.h>
@@ -17,6 +20,29 @@ static void ssl_err(char *err, size_t errlen, const char *what, const char *file
     ERR_error_string_n(e, buf, sizeof buf);
     snprintf(err, errlen, "%s %s: %s", what, file ? file : "", e ? buf : "failed");
     ERR_clear_error();
+}
+
+/* A server context that requires client certificates remembers its CA
+ * file (ex_data, freed with the context), so a reload can read it again. */
+static int ca_index = -1;
+static pthread_once_t ca_once = PTHREAD_ONCE_INIT;
+
+static void ca_path_free(void *parent, void *ptr, CRYPTO_EX_DATA *ad, int idx, long argl, void *argp)
+{
+    (void)parent;
+    (void)ad;
+    (void)idx;
+    (void)argl;
+    (void)argp;
+    free(ptr);
+}
+
+static void ca_index_init(void) { ca_index = SSL_CTX_get_ex_new_index(0, NULL, NULL, NULL, ca_path_free); }
+
+static const char *ca_path_of(SSL_CTX *ctx)
+{
+    pthread_once(&ca_once, ca_index_init);
+    return ca_index >= 0 ? SSL_CTX_get_ex_data(ctx, ca_index) : NULL;
 }
 
 void *tls_server_ctx_new(const char *cert_file, const char *key_file, const char *ciphers, char *err, size_t errlen)
@@ -90,15 +116,31 @@ int tls_server_ctx_require_client_cert(void *ctx, const char *ca_file, char *err
         snprintf(err, errlen, "client certificates need a CA file");
         return -1;
     }
-    if (SSL_CTX_load_verify_locations(ctx, ca_file, NULL) != 1) {
+    pthread_once(&ca_once, ca_index_init);
+    char *path = strdup(ca_file);
+    if (!path || ca_index < 0) {
+        free(path);
+        snprintf(err, errlen, "out of memory");
+        return -1;
+    }
+    /* Load into a fresh store first: a CA file that does not load leaves
+     * ctx as it was (a reload with a broken CA file keeps the old CAs). */
+    X509_STORE *store = X509_STORE_new();
+    if (!store || X509_STORE_load_file(store, ca_file) != 1) {
         ssl_err(err, errlen, "cannot load CA certificates", ca_file);
+        X509_STORE_free(store);
+        free(path);
         return -1;
     }
     /* the CA names are offered to the client in the CertificateRequest */
     STACK_OF(X509_NAME) *names = SSL_load_client_CA_file(ca_file);
+    ERR_clear_error();
+    SSL_CTX_set_cert_store(ctx, store); /* frees the old store */
     if (names)
         SSL_CTX_set_client_CA_list(ctx, names);
-    ERR_clear_error();
+    char *old = SSL_CTX_get_ex_data(ctx, ca_index);
+    SSL_CTX_set_ex_data(ctx, ca_index, path);
+    free(old);
     SSL_CTX_set_verify(ctx, SSL_VERIFY_PEER | SSL_VERIFY_FAIL_IF_NO_PEER_CERT, NULL);
     return 0;
 }
@@ -111,17 +153,12 @@ int tls_server_ctx_reload(void **ctx, const char *cert_file, const char *key_fil
     SSL_CTX *n = tls_server_ctx_new(cert_file, key_file, ciphers, err, errlen);
     if (!n)
         return -1;
-    if (*ctx && (SSL_CTX_get_verify_mode(*ctx) & SSL_VERIFY_PEER)) { /* keep the client-cert requirement */
-        X509_STORE *store = SSL_CTX_get_cert_store(*ctx);
-        STACK_OF(X509_NAME) *names = SSL_CTX_get_client_CA_list(*ctx);
-        if (store && X509_STORE_up_ref(store) == 1)
-            SSL_CTX_set_cert_store(n, store);
-        if (names) {
-            STACK_OF(X509_NAME) *dup = SSL_dup_CA_list(names);
-            if (dup)
-                SSL_CTX_set_client_CA_list(n, dup);
+    const char *ca = *ctx ? ca_path_of(*ctx) : NULL;
+    if (ca) { /* the client-certificate requirement, with the CA file as it is now */
+        if (tls_server_ctx_require_client_cert(n, ca, err, errlen) < 0) {
+            SSL_CTX_free(n);
+            return -1;
         }
-        SSL_CTX_set_verify(n, SSL_CTX_get_verify_mode(*ctx), NULL);
         SSL_CTX_set_verify_depth(n, SSL_CTX_get_verify_depth(*ctx));
     }
     if (*ctx)

@@ -34,9 +34,10 @@ void *tls_client_ctx_new(const char *ca_file, bool verify, const char *cert_file
 int tls_server_ctx_require_client_cert(void *ctx, const char *ca_file, char *err, size_t errlen);
 /* Re-read cert and key into a new context; on success frees *ctx (a
  * reference: connections using it keep it until they end) and replaces it.
- * A client-certificate requirement set on the old context carries over
- * (same CAs: the CA file is not re-read). Returns 0 or -1 with err (the old
- * context stays). New connections get the new context: a daemon calls this
+ * A client-certificate requirement set on the old context carries over,
+ * its CA file read again (CAs added or removed since take effect; a CA
+ * file that no longer loads fails the reload). Returns 0 or -1 with err
+ * (the old context stays). New connections get the new context: a daemon calls this
  * from its loop's on_reload (SIGHUP). */
 int tls_server_ctx_reload(void **ctx, const char *cert_file, const char *key_file, const char *ciphers, char *err,
                           size_t errlen);

@@ -110,21 +110,24 @@ static void mailbox_run(void *arg)
     }
 }
 
-void work_post_msg(struct core_loop *loop, struct work_msg *msg)
+void work_post_msgs(struct core_loop *loop, struct work_msg *first, struct work_msg *last)
 {
-    msg->next = NULL;
+    last->next = NULL;
     struct mailbox *m = loop ? mailbox_for(loop) : NULL;
     if (!m) {
-        /* no loop (or no memory for its mailbox): run here rather than lose it */
-        msg->run(msg);
+        /* no loop (or no memory for its mailbox): run here rather than lose them */
+        for (struct work_msg *msg = first, *n; msg; msg = n) {
+            n = msg->next;
+            msg->run(msg);
+        }
         return;
     }
     pthread_mutex_lock(&m->mu);
     if (m->tail)
-        m->tail->next = msg;
+        m->tail->next = first;
     else
-        m->head = msg;
-    m->tail = msg;
+        m->head = first;
+    m->tail = last;
     bool ring = !m->rung;
     m->rung = true;
     pthread_mutex_unlock(&m->mu);
@@ -136,6 +139,8 @@ void work_post_msg(struct core_loop *loop, struct work_msg *msg)
         log_error("work: cannot wake loop %d (out of memory); messages wait for the next post", loop->index);
     }
 }
+
+void work_post_msg(struct core_loop *loop, struct work_msg *msg) { work_post_msgs(loop, msg, msg); }
 
 struct plain_msg {
     struct work_msg msg;

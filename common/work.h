@@ -77,6 +77,10 @@ struct work_msg {
 };
 /* Run msg->run(msg) on loop's thread soon; loop NULL runs it right here. */
 void work_post_msg(struct core_loop *loop, struct work_msg *msg);
+/* The same for a chain first..last already linked through next (run in
+ * that order): one lock and at most one wake-up for all of them, where a
+ * post each could wake the loop once per message while it keeps up. */
+void work_post_msgs(struct core_loop *loop, struct work_msg *first, struct work_msg *last);
 /* Run fn(arg) on loop's thread soon (allocates a message). 0, or -1 on
  * out of memory. */
 int work_post(struct core_loop *loop, work_fn fn, void *arg);

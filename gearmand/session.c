@@ -207,16 +207,9 @@ void gm_flush_loop(struct core_loop *loop)
     }
     if (n) {
         gm_lock();
-        for (size_t i = 0; i < n; i++) {
-            struct gm_sess *s = L->batch[i];
-            /* Written straight to the socket, nothing left queued: the conn
-             * has no write event, so on_drained will not come. A client
-             * marked over its limit (by another loop, from a backlog this
-             * write just took) has drained now. */
-            if (s->c && s->over_limit && evbuffer_get_length(conn_out(s->c)) == 0)
-                sess_drained(s);
-            gm_sess_unref(s);
-        }
+        /* (a write that took everything reports on_drained from the loop) */
+        for (size_t i = 0; i < n; i++)
+            gm_sess_unref(L->batch[i]);
         gm_unlock();
     }
 }

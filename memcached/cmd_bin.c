@@ -314,6 +314,7 @@ int mc_cmd_bin(struct session *s, const struct mc_bin_req *r)
     case MC_BINK_QUIT:
         if (!c.quiet)
             bin_reply(s, op, r->opaque, MC_BIN_OK, 0, NULL, 0, NULL, 0, NULL, 0);
+        s->close_normal = true;
         return 1;
     case MC_BINK_FLUSH:
         if (mc_settings.flush_disabled) {

@@ -14,6 +14,7 @@
 #include "memcached/proto.h"
 #include "memcached/session.h"
 #include "memcached/extstore.h"
+#include "memcached/watch.h"
 
 /* ------------------------------------------------------------------ */
 /* text protocol: gets */
@@ -509,6 +510,27 @@ static void text_tuning(struct session *s, const struct mc_text_req *r)
 /* text dispatch */
 
 /* Returns -1 to close the connection now, 1 to close after writing. */
+/* "watch": memcached 1.6.18's answers; from OK on the connection is a
+ * log stream (watch.c) and its later input is ignored (session.c). */
+static void text_watch(struct session *s, const struct mc_text_req *r)
+{
+    if (mc_watch_disabled) {
+        mc_out_line(s, "CLIENT_ERROR watch commands not allowed");
+        return;
+    }
+    if (s->olen || mc_out_queued(s)) {
+        mc_out_line(s, "ERROR cannot pipeline other commands before watch");
+        return;
+    }
+    switch (mc_watch_start(s, (uint32_t)r->delta)) {
+    case MC_WATCH_ADD_TOO_MANY: mc_out_line(s, "WATCHER_TOO_MANY log watcher limit reached"); return;
+    case MC_WATCH_ADD_FAILED: mc_out_line(s, "WATCHER_FAILED failed to add log watcher"); return;
+    case MC_WATCH_ADD_OK: break;
+    }
+    mc_out_add(s, "OK\r\n", 4);
+    s->state = MC_SESS_WATCH;
+}
+
 int mc_cmd_text(struct session *s, const struct mc_text_req *r)
 {
     struct mc_thread_stats *ts = &s->th->st;
@@ -591,7 +613,7 @@ int mc_cmd_text(struct session *s, const struct mc_text_req *r)
         if (!r->noreply)
             mc_out_add(s, "OK\r\n", 4);
         return 0;
-    case MC_TXT_QUIT: return -1;
+    case MC_TXT_QUIT: s->close_normal = true; return -1;
     case MC_TXT_STATS: text_stats(s, r); return 0;
     case MC_TXT_SHUTDOWN:
         if (!mc_settings.shutdown_enabled) {
@@ -656,6 +678,7 @@ int mc_cmd_text(struct session *s, const struct mc_text_req *r)
     case MC_TXT_SLABS:
     case MC_TXT_LRU:
     case MC_TXT_MISC_OK: text_tuning(s, r); return 0;
+    case MC_TXT_WATCH: text_watch(s, r); return 0;
     case MC_TXT_NONE: break;
     }
     mc_out_line(s, "ERROR");

@@ -98,7 +98,10 @@ struct ext_page {
 static pthread_mutex_t ext_lock = PTHREAD_MUTEX_INITIALIZER;
 static struct ext_page *pages;
 static uint32_t npages;
-static uint64_t version_seq;
+/* Page versions start from the clock at start-up, so headers of another
+ * run (items brought back by -e) never match a page of this one: they
+ * miss and go. Shown in "stats extstore" from 0 (version_base). */
+static uint64_t version_seq, version_base;
 /* The write page of each bucket (0: default, 1: items whose TTL is under
  * ext_low_ttl, kept apart so their pages empty together, as memcached's
  * PAGE_BUCKET_LOWTTL); wbucket is the one being written (write thread). */
@@ -794,6 +797,7 @@ int mc_ext_init(void)
         mc_ext.drop_under = mc_ext.compact_under;
     }
     pthread_mutex_lock(&ext_lock);
+    version_seq = version_base = (uint64_t)time(NULL) << 20;
     page_open_locked(0); /* memcached opens its first write page at start (not counted) */
     pthread_mutex_unlock(&ext_lock);
     io_pool = work_pool_new("mc-ext-io", mc_ext.threads ? (int)mc_ext.threads : 1, 65536);
@@ -1197,7 +1201,7 @@ static void page_stats(struct stats_sink *k, void *arg)
     (void)arg;
     pthread_mutex_lock(&ext_lock);
     for (uint32_t i = 0; i < npages; i++) {
-        stats_u64f(k, pages[i].version ? pages[i].version - 1 : 0, "%u:version", i);
+        stats_u64f(k, pages[i].version ? pages[i].version - version_base - 1 : 0, "%u:version", i);
         stats_u64f(k, pages[i].live_bytes, "%u:bytes", i);
         stats_u64f(k, pages[i].version ? pages[i].bucket : 0, "%u:bucket", i);
         stats_u64f(k, 0, "%u:free_bucket", i);

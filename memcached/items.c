@@ -8,6 +8,7 @@
  * (mc_lru_pull_locked) and when the crawler walks; eviction takes from the
  * COLD tail, giving ACTIVE items a second chance in WARM. */
 #include "memcached/mc.h"
+#include "memcached/watch.h"
 
 #include <inttypes.h>
 #include <stdio.h>
@@ -52,6 +53,9 @@ uint32_t mc_realtime(int64_t exptime)
 }
 
 uint64_t mc_next_cas(void) { return atomic_fetch_add_explicit(&cas_counter, 1, memory_order_relaxed) + 1; }
+/* -e restarts (restart.c): the counter saved and restored. */
+uint64_t mc_cas_current(void) { return atomic_load(&cas_counter); }
+void mc_cas_restore(uint64_t v) { atomic_store(&cas_counter, v); }
 uint64_t mc_curr_items(void) { return atomic_load(&mc_sstats.curr_items); }
 
 bool mc_item_live(const mc_item *it, uint32_t now)
@@ -321,6 +325,8 @@ mc_item *mc_lru_pull(int id, bool need_space, bool from_maintainer)
                     atomic_fetch_add_explicit(&mc_sstats.expired_unfetched, 1, memory_order_relaxed);
                 }
             } else {
+                if (mc_watching(MC_WATCH_EVICTIONS))
+                    mc_watch_eviction(it);
                 c->evicted++;
                 if (it->exptime)
                     c->evicted_nonzero++;
@@ -535,8 +541,11 @@ mc_item *mc_item_find_locked(const char *key, size_t nkey, uint64_t hv)
 {
     mc_find_miss = MC_MISS_NONE;
     mc_item *it = mc_assoc_find(key, nkey, hv);
-    if (!it)
+    if (!it) {
+        if (mc_watching(MC_WATCH_FETCHERS))
+            mc_watch_item_get(key, nkey, 0, 0, 0);
         return NULL;
+    }
     uint32_t now = mc_now();
     if (!mc_item_live(it, now)) {
         mc_find_miss = it->exptime != 0 && it->exptime <= now ? MC_MISS_EXPIRED : MC_MISS_FLUSHED;
@@ -551,9 +560,13 @@ mc_item *mc_item_find_locked(const char *key, size_t nkey, uint64_t hv)
         if (!(mc_bits(it) & MC_IT_FETCHED))
             atomic_fetch_add_explicit(&mc_sstats.expired_unfetched, 1, memory_order_relaxed);
         mc_item_unlink_locked(it, hv);
+        if (mc_watching(MC_WATCH_FETCHERS))
+            mc_watch_item_get(key, nkey, mc_find_miss == MC_MISS_EXPIRED ? 3 : 2, 0, 0);
         return NULL;
     }
     mc_hit_clsid = it->clsid;
+    if (mc_watching(MC_WATCH_FETCHERS))
+        mc_watch_item_get(key, nkey, 1, it->clsid, it->nbytes);
     return it;
 }
 
@@ -690,6 +703,15 @@ enum mc_status mc_store(mc_item *it, enum mc_store_op op, uint64_t cas_in, uint6
         if (cas_out)
             *cas_out = linked->cas;
         st = MC_STORED;
+    }
+    if (mc_watching(MC_WATCH_MUTATIONS)) {
+        /* memcached's item_store line: its status and command numbers */
+        static const uint8_t cmds[] = { [MC_OP_SET] = 2,    [MC_OP_ADD] = 1,     [MC_OP_REPLACE] = 3,
+                                        [MC_OP_APPEND] = 4, [MC_OP_PREPEND] = 5, [MC_OP_CAS] = 6 };
+        const mc_item *x = linked ? linked : it;
+        int status = st == MC_STORED ? 1 : st == MC_NOT_STORED ? 0 : (int)st;
+        mc_watch_item_store(x->data, x->nkey, status, op == MC_OP_SET && cas_in ? 6 : cmds[op], x->exptime, x->clsid,
+                            x->nbytes, mc_watch_cfd);
     }
     mc_key_unlock(hv);
     if (!linked && it)
@@ -870,4 +892,20 @@ void mc_metadump_line(struct evbuffer *out, mc_item *it, uint32_t now)
     evbuffer_add_printf(out, "key=%.*s exp=%ld la=%ld cas=%" PRIu64 " fetch=%s cls=%d size=%zu\n", (int)kn, key, exp,
                         (long)it->atime + mc_process_started, it->cas, (mc_bits(it) & MC_IT_FETCHED) ? "yes" : "no",
                         it->clsid, mc_item_total(it->nkey, it->nbytes));
+}
+
+/* -e restarts (restart.c): put an item found in the memory file back in
+ * the hash table and its LRU segment, keeping its CAS and access time.
+ * Start-up only (no other thread runs). */
+void mc_item_restore_link(mc_item *it)
+{
+    struct mc_class *c = &mc_classes[it->clsid];
+    int seg = MC_ST_SEG(it->state);
+    mc_assoc_insert(it, mc_hash(it->data, it->nkey));
+    pthread_mutex_lock(&c->lock);
+    it->state = MC_ST_LINKED;
+    lru_link(c, it, seg);
+    c->bytes += mc_item_total(it->nkey, it->nbytes);
+    pthread_mutex_unlock(&c->lock);
+    atomic_fetch_add_explicit(&mc_sstats.curr_items, 1, memory_order_relaxed);
 }

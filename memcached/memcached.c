@@ -22,8 +22,10 @@
 #include "common/stats.h"
 #include "common/tls.h"
 #include "memcached/mc.h"
+#include "memcached/restart.h"
 #include "memcached/session.h"
 #include "memcached/extstore.h"
+#include "memcached/watch.h"
 
 struct mc_settings mc_settings;
 static char *dummy_str;
@@ -118,6 +120,8 @@ static const struct ext_opt ext_opts[] = {
     { "ssl_ca_cert", EXT_STR, &mc_settings.ssl_ca_cert, 0, 0 },
     { "ssl_min_version", EXT_STR, &mc_settings.ssl_min_version, 0, 0 },
     { "ssl_verify_mode", EXT_INT, &mc_settings.ssl_verify_mode, 0, 0 },
+    { "watcher_logbuf_size", EXT_INT, &mc_watch_buf_kb, 1, 1 << 20 },       /* KB */
+    { "worker_logbuf_size", EXT_INT, &mc_watch_worker_buf_kb, 1, 1 << 20 }, /* KB */
     { NULL, 0, NULL, 0, 0 },
 };
 
@@ -323,6 +327,10 @@ static const struct cfg_setting mc_table[] = {
       false, set_delimiter },
     { "disable-dumping", 'X', CFG_BOOL, &mc_settings.dump_disabled, "no",
       "refuse stats cachedump and lru_crawler metadump", true, NULL },
+    { "memory-file", 'e', CFG_STRING, &mc_memory_file, NULL,
+      "mmap this file for item memory: a restartable cache (stop with SIGUSR1 or shutdown graceful; put it on tmpfs)",
+      false, NULL },
+    { "disable-watch", 'W', CFG_BOOL, &mc_watch_disabled, "no", "refuse the watch command (log streams)", false, NULL },
     { "enable-shutdown", 'A', CFG_BOOL, &mc_settings.shutdown_enabled, "no", "allow the shutdown command", true, NULL },
     { "enable-sasl", 'S', CFG_BOOL, &mc_settings.sasl, "no", "require SASL PLAIN authentication (binary protocol only)",
       false, NULL },
@@ -336,7 +344,8 @@ static const struct cfg_setting mc_table[] = {
       "slab_automove_ratio=F, slab_automove_window=N, slab_automove_freeratio=F, slab_chunk_max=BYTES, "
       "tail_repair_time=S, hash_algorithm=murmur3|jenkins|xxh3, track_sizes, no_hashexpand, modern, "
       "sasl_pwdb=FILE, ssl_chain_cert=FILE, ssl_key=FILE, ssl_ciphers=LIST, ssl_min_version=tlsv1.2|tlsv1.3, "
-      "ssl_verify_mode=0 (client certificates are not checked); extstore: ext_path=FILE:SIZE (repeatable), "
+      "ssl_verify_mode=0 (client certificates are not checked), watcher_logbuf_size=KB (each watch stream's buffer), "
+      "worker_logbuf_size=KB (shown only); extstore: ext_path=FILE:SIZE (repeatable), "
       "ext_page_size=MB (before ext_path), ext_wbuf_size=MB, ext_threads=N, ext_item_size=BYTES, ext_item_age=S, "
       "ext_low_ttl=S, ext_recache_rate=N, ext_compact_under=PAGES, ext_drop_under=PAGES, ext_max_frag=F, "
       "ext_max_sleep=US, ext_drop_unread",
@@ -539,12 +548,16 @@ static void general_stats(struct stats_sink *k, void *arg)
         stats_u64(k, "lru_maintainer_juggles", atomic_load(&mc_sstats.maintainer_juggles));
     }
     stats_u64(k, "malloc_fails", atomic_load(&mc_sstats.malloc_fails));
-    /* No `watch` (log streams) and no NAPI ids here. */
-    stats_u64(k, "log_worker_dropped", 0);
-    stats_u64(k, "log_worker_written", 0);
-    stats_u64(k, "log_watcher_skipped", 0);
-    stats_u64(k, "log_watcher_sent", 0);
-    stats_u64(k, "log_watchers", 0);
+    /* watch (watch.c): lines made, lines too long to make (none are),
+     * lines lost to full watcher buffers, lines queued to watchers. No
+     * NAPI ids here. */
+    struct mc_watch_stats ws;
+    mc_watch_stats_get(&ws);
+    stats_u64(k, "log_worker_dropped", ws.dropped);
+    stats_u64(k, "log_worker_written", ws.written);
+    stats_u64(k, "log_watcher_skipped", ws.skipped);
+    stats_u64(k, "log_watcher_sent", ws.sent);
+    stats_u64(k, "log_watchers", ws.watchers);
     mc_ext_stats_store(k); /* extstore_*, with ext_path */
     stats_u64(k, "unexpected_napi_ids", 0);
     stats_u64(k, "round_robin_fallback", 0);
@@ -734,6 +747,8 @@ static void settings_stats(struct stats_sink *k, void *arg)
     stats_str(k, "temp_lru", mc_settings.temp_lru ? "yes" : "no");
     stats_u64(k, "temporary_ttl", (uint64_t)mc_settings.temporary_ttl);
     stats_u64(k, "idle_timeout", (uint64_t)mc_settings.idle_timeout);
+    stats_u64(k, "watcher_logbuf_size", (uint64_t)mc_watch_buf_kb * 1024);
+    stats_u64(k, "worker_logbuf_size", (uint64_t)mc_watch_worker_buf_kb * 1024);
     stats_u64(k, "read_buf_mem_limit", mc_settings.out_mem_limit);
     stats_str(k, "track_sizes", mc_settings.track_sizes ? "yes" : "no");
     stats_str(k, "inline_ascii_response", "no");
@@ -754,6 +769,7 @@ static void settings_stats(struct stats_sink *k, void *arg)
         stats_str(k, "ssl_kernel_tls", "no");
         stats_str(k, "ssl_min_version", mc_settings.ssl_min_version ? mc_settings.ssl_min_version : "tlsv1.2");
     }
+    stats_str(k, "memory_file", mc_memory_file ? mc_memory_file : "(null)");
 }
 
 static void conns_stats(struct stats_sink *k, void *arg)
@@ -894,10 +910,15 @@ static void mc_reload(void)
  * exits at once on SIGINT. */
 void mc_shutdown_request(bool graceful)
 {
+    if (graceful)
+        mc_restart_request_save(); /* -e: as memcached, only a graceful stop keeps the items */
     if (!graceful)
         loop_set_grace(0);
     loop_request_stop();
 }
+
+/* -e: SIGUSR1 is memcached's graceful stop that keeps the items. */
+static void usr1_graceful_stop(void) { mc_shutdown_request(true); }
 
 /* ------------------------------------------------------------------ */
 /* console */
@@ -1103,10 +1124,24 @@ static int mc_init(void)
     if (mc_settings.ssl_enabled && tls_setup() < 0)
         return -1;
     mc_clock_update();
-    if (mc_slabs_init() < 0 || mc_assoc_init(mc_settings.hashpower) < 0) {
+    if (mc_slabs_init() < 0) {
         log_error("cannot allocate the item store");
         return -1;
     }
+    if (mc_memory_file && *mc_memory_file) {
+        /* -e: may set the hash size and clock the saved items need */
+        if (mc_restart_open() < 0)
+            return -1;
+        static const struct loop_layer usr1 = { .name = "memcached-restart", .dump = usr1_graceful_stop };
+        loop_add_layer(&usr1);
+    }
+    mc_watch_init();
+    if (mc_assoc_init(mc_settings.hashpower) < 0) {
+        log_error("cannot allocate the item store");
+        return -1;
+    }
+    if (mc_memory_file && *mc_memory_file)
+        mc_restart_restore();
     listen_set_max_conns((uint64_t)(mc_settings.maxconns > 0 ? mc_settings.maxconns : 0));
     for (int i = 0; i < loop_count(); i++) {
         thread_start(loop_get(i));
@@ -1170,6 +1205,7 @@ static void mc_fini(void)
 {
     mc_ext_stop();
     mc_maintainer_stop();
+    mc_restart_close(); /* -e: saves the items for the next start after a graceful stop */
 }
 
 int main(int argc, char **argv)

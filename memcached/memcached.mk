@@ -2,10 +2,13 @@
 # fuzz targets and the benchmark.
 MC_SESSION := memcached/session.c memcached/cmd_text.c memcached/cmd_meta.c memcached/cmd_bin.c
 MC_SRCS := memcached/memcached.c $(MC_SESSION) memcached/proto_text.c memcached/proto_meta.c \
-           memcached/proto_bin.c memcached/items.c memcached/slabs.c memcached/assoc.c memcached/crawler.c memcached/prefix.c \
-           memcached/extstore.c
-MC_STORE := memcached/items.c memcached/slabs.c memcached/assoc.c memcached/crawler.c memcached/prefix.c \
-            memcached/extstore.c
+           memcached/proto_bin.c memcached/items.c memcached/slabs.c memcached/assoc.c memcached/crawler.c memcached/prefix.c
+MC_STORE := memcached/items.c memcached/slabs.c memcached/assoc.c memcached/crawler.c memcached/prefix.c
+# watch: the log streams (its hooks sit in items.c and session.c)
+MC_SRCS += memcached/watch.c memcached/restart.c
+MC_STORE += memcached/watch.c
+MC_SRCS += memcached/extstore.c
+MC_STORE += memcached/extstore.c
 
 $(eval $(call program,memcached,$(MC_SRCS)))
 
@@ -45,3 +48,5 @@ $(eval $(call program,memcached-cli,memcached/client/cli.c,-lz,$(BUILD)/lib/libm
 MC_SESSION_FUZZ_SRCS := tests/fuzz/fuzz_mc_session.c $(MC_SESSION) memcached/proto_text.c memcached/proto_meta.c \
                         memcached/proto_bin.c $(MC_STORE) $(COMMON_SRCS)
 $(eval $(call fuzz_target,fuzz_mc_session,$(MC_SESSION_FUZZ_SRCS)))
+# -e's metadata file parser (restart.c) with the store it restores into.
+$(eval $(call fuzz_target,fuzz_mc_restart,tests/fuzz/fuzz_mc_restart.c memcached/restart.c $(MC_STORE) $(COMMON_SRCS)))

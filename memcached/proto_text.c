@@ -160,6 +160,44 @@ static bool take_key(struct mc_text_req *r, const struct tok *t, int nt)
     return true;
 }
 
+/* "watch [kind ...]": memcached 1.6.18's words (its LOG_* bits, as in
+ * memcached/watch.h); none means fetchers. An unknown word is ERROR (and
+ * nothing at all with a trailing noreply, as memcached). At most 24
+ * words are looked at, as memcached's tokenizer does. */
+static enum mc_parse parse_watch(struct mc_text_req *r, const char *p, const char *end)
+{
+    static const struct {
+        const char *name;
+        uint32_t bit;
+    } kinds[] = {
+        { "rawcmds", 1u << 9 },    { "evictions", 1u << 6 },    { "fetchers", 1u << 2 },
+        { "mutations", 1u << 3 },  { "sysevents", 1u << 1 },    { "connevents", 1u << 5 },
+        { "proxyreqs", 1u << 10 }, { "proxyevents", 1u << 11 }, { "proxyuser", 1u << 12 },
+    };
+    r->cmd = MC_TXT_WATCH;
+    const char *w;
+    size_t n, words = 0;
+    uint32_t f = 0;
+    const char *q = p, *last = NULL;
+    size_t nlast = 0;
+    while (mc_text_next_key(&q, end, &w, &n)) {
+        last = w;
+        nlast = n;
+    }
+    r->noreply = last && nlast == 7 && memcmp(last, "noreply", 7) == 0;
+    while (words < 23 && mc_text_next_key(&p, end, &w, &n)) {
+        words++;
+        size_t i = 0;
+        while (i < sizeof kinds / sizeof kinds[0] && !(strlen(kinds[i].name) == n && memcmp(kinds[i].name, w, n) == 0))
+            i++;
+        if (i == sizeof kinds / sizeof kinds[0])
+            return fail(r, "ERROR");
+        f |= kinds[i].bit;
+    }
+    r->delta = words ? f : 1u << 2;
+    return MC_PARSE_OK;
+}
+
 enum mc_parse mc_text_parse(const char *buf, size_t len, struct mc_text_req *r)
 {
     memset(r, 0, sizeof *r);
@@ -244,6 +282,8 @@ enum mc_parse mc_text_parse(const char *buf, size_t len, struct mc_text_req *r)
         r->noreply = rest_len >= 7 && memcmp(rest + rest_len - 7, "noreply", 7) == 0;
         return MC_PARSE_OK;
     }
+    if (cn == 5 && memcmp(cw, "watch", 5) == 0)
+        return parse_watch(r, rest, end);
     if ((cn == 5 && memcmp(cw, "stats", 5) == 0) || (cn == 8 && memcmp(cw, "shutdown", 8) == 0) ||
         (cn == 11 && memcmp(cw, "lru_crawler", 11) == 0) || (cn == 5 && memcmp(cw, "slabs", 5) == 0) ||
         (cn == 3 && memcmp(cw, "lru", 3) == 0)) {

@@ -40,6 +40,7 @@
 #include "common/listen.h"
 #include "common/loop.h"
 #include "memcached/proto.h"
+#include "memcached/watch.h"
 
 /* ------------------------------------------------------------------ */
 /* output helpers */
@@ -192,6 +193,11 @@ bool mc_sess_begin_store(struct session *s, const char *key, size_t nkey, uint32
         } else {
             MC_STAT_ADD(&s->th->st, store_no_memory, 1);
             *errmsg = "SERVER_ERROR out of memory storing object";
+        }
+        if (mc_watching(MC_WATCH_MUTATIONS)) {
+            static const uint8_t cmds[] = { [MC_OP_SET] = 2,    [MC_OP_ADD] = 1,     [MC_OP_REPLACE] = 3,
+                                            [MC_OP_APPEND] = 4, [MC_OP_PREPEND] = 5, [MC_OP_CAS] = 6 };
+            mc_watch_item_store(key, nkey, err == MC_ALLOC_TOO_LARGE ? 4 : 5, cmds[s->op], 0, 0, 0, s->fd);
         }
         return false;
     }
@@ -705,14 +711,19 @@ static int on_read(struct core_conn *c)
     bool wrote = false;
     int budget = mc_settings.reqs_per_event > 0 ? mc_settings.reqs_per_event : INT32_MAX;
     s->last_cmd = mc_now();
+    mc_watch_cfd = s->fd; /* the cfd= of this thread's watch lines */
     /* What the socket's queue holds; only flush_out changes it here. */
     size_t sockq = evbuffer_get_length(conn_out(c));
     for (;;) {
         if (s->auth_wait)
             break; /* after a failed SASL attempt: run_again resumes */
-        if (s->state == MC_SESS_EXT)
-            break; /* extstore reads in flight: read_done runs us again */
-        if (s->state == MC_SESS_DUMP) {
+        if (s->state >= MC_SESS_DUMP) {
+            if (s->state == MC_SESS_WATCH) {
+                evbuffer_drain(in, evbuffer_get_length(in)); /* a watcher takes no more commands */
+                break;
+            }
+            if (s->state == MC_SESS_EXT)
+                break; /* extstore reads in flight: read_done runs us again */
             if (!dump_pump(s))
                 break; /* it runs again from the loop (run_again) */
             continue;
@@ -805,6 +816,18 @@ static void on_close(struct core_conn *c, enum conn_close_reason why)
         return;
     if (why == CONN_CLOSE_TIMEOUT)
         MC_STAT_ADD(&s->th->st, idle_kicks, 1);
+    if (s->state == MC_SESS_WATCH)
+        mc_watch_stop(s);
+    if (mc_watching(MC_WATCH_CONNEVENTS)) {
+        /* memcached's reasons: error unless the client hung up or quit,
+         * the idle timeout or a shutdown closed it */
+        int reason = why == CONN_CLOSE_EOF || s->close_normal ? 1
+                     : why == CONN_CLOSE_TIMEOUT              ? 2
+                     : why == CONN_CLOSE_SHUTDOWN             ? 3
+                                                              : 0;
+        mc_watch_conn_event(false, (const struct sockaddr *)&c->peer, c->peer_len,
+                            c->peer.ss_family == AF_INET || c->peer.ss_family == AF_INET6, reason, s->fd);
+    }
     if (dbg_on())
         fprintf(stderr, "<%d connection closed.\n", s->fd);
     if (s->yield_ev)
@@ -891,6 +914,8 @@ void mc_session_accept(struct core_loop *loop, int fd, const struct sockaddr *sa
     th->sessions = s;
     pthread_mutex_unlock(&th->sessions_lock);
     conn_set_output_limit(c, 4u << 20);
+    if (mc_watching(MC_WATCH_CONNEVENTS))
+        mc_watch_conn_event(true, sa, salen, sa && (sa->sa_family == AF_INET || sa->sa_family == AF_INET6), 0, fd);
     if (mc_settings.idle_timeout > 0)
         conn_set_timeouts(c, (uint32_t)mc_settings.idle_timeout * 1000, 0);
 }
@@ -988,7 +1013,7 @@ static int conn_line_cmp(const void *a, const void *b)
 
 void mc_session_stats_conns(struct evbuffer *out)
 {
-    static const char *const states[] = { "conn_parse_cmd", "conn_nread", "conn_swallow", "conn_mwrite" };
+    static const char *const states[] = { "conn_parse_cmd", "conn_nread", "conn_swallow", "conn_mwrite", "conn_watch" };
     uint32_t now = mc_now();
     struct conn_lines cl = { 0 };
     listen_foreach(listener_line, &cl);

@@ -27,9 +27,10 @@
     X(get_misses)                                                                                                      \
     X(get_expired)                                                                                                     \
     X(get_flushed)                                                                                                     \
-    X(delete_hits) X(delete_misses) X(incr_hits) X(incr_misses) X(decr_hits) X(decr_misses) X(cas_hits) X(cas_misses)  \
-        X(cas_badval) X(touch_hits) X(touch_misses) X(store_too_large) X(store_no_memory) X(response_obj_oom)          \
-            X(conn_yields) X(idle_kicks) X(auth_cmds) X(auth_errors) X(bytes_read) X(bytes_written) X(protocol_errors)
+    X(delete_hits)                                                                                                     \
+    X(delete_misses) X(incr_hits) X(incr_misses) X(decr_hits) X(decr_misses) X(cas_hits) X(cas_misses) X(cas_badval)   \
+        X(touch_hits) X(touch_misses) X(store_too_large) X(store_no_memory) X(response_obj_oom) X(conn_yields)         \
+            X(idle_kicks) X(auth_cmds) X(auth_errors) X(bytes_read) X(bytes_written) X(protocol_errors)
 
 struct mc_thread_stats {
 #define X(n) _Atomic uint64_t n;
@@ -91,6 +92,7 @@ enum mc_sess_state {
     MC_SESS_NREAD,   /* copying a storage command's data block into its item */
     MC_SESS_SWALLOW, /* skipping the data block of a refused storage command */
     MC_SESS_DUMP,    /* streaming an lru_crawler metadump, piece by piece */
+    MC_SESS_WATCH,   /* a "watch" log stream (watch.c): takes no more commands */
     MC_SESS_EXT,     /* waiting for extstore reads; the request runs again after (extstore.c) */
 };
 enum mc_sess_proto { MC_PROTO_UNKNOWN = 0, MC_PROTO_TEXT, MC_PROTO_BIN };
@@ -145,6 +147,7 @@ struct session {
     bool tls;                    /* over TLS: replies go through the bufferevent */
     uint8_t auth_failures;       /* SASL failures on this connection */
     bool auth_wait;              /* reading paused after a failure (slows guessing) */
+    bool close_normal;           /* quit: a watcher's conn_close line says reason=normal */
     struct session *next, *prev; /* th->sessions */
     struct mc_ext_req *ext;      /* extstore values this request reads (extstore.c) */
 };

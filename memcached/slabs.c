@@ -8,6 +8,7 @@
  * Each class's free chunks and LRU share the class lock (mc.h). This file
  * never looks at keys except through items.c's unlink when it moves a page. */
 #include "memcached/mc.h"
+#include "memcached/watch.h"
 
 #include <errno.h>
 #include <math.h>
@@ -78,6 +79,36 @@ uint64_t mc_slabs_pool_pages(void)
     pthread_mutex_unlock(&pool_lock);
     return n;
 }
+/* -e: pages come from the memory file's mapping (restart.c) instead of
+ * malloc: region_next pages handed out so far, freed ones kept on a stack
+ * for reuse (region_lock, a leaf). */
+static pthread_mutex_t region_lock = PTHREAD_MUTEX_INITIALIZER;
+static char *region_base;
+static uint64_t region_pages, region_next;
+static char **region_free;
+static uint64_t region_nfree;
+
+void mc_slabs_set_region(char *base, uint64_t pages)
+{
+    region_base = base;
+    region_pages = pages;
+    region_free = calloc(pages ? pages : 1, sizeof *region_free);
+}
+
+static char *page_alloc(void)
+{
+    if (!region_base)
+        return malloc(mc_page_size);
+    char *page = NULL;
+    pthread_mutex_lock(&region_lock);
+    if (region_nfree)
+        page = region_free[--region_nfree];
+    else if (region_next < region_pages && region_free)
+        page = region_base + region_next++ * mc_page_size;
+    pthread_mutex_unlock(&region_lock);
+    return page;
+}
+
 uint64_t mc_slabs_limit(void) { return atomic_load(&mem_limit); }
 void mc_slabs_set_limit(uint64_t bytes) { atomic_store(&mem_limit, bytes); }
 
@@ -209,6 +240,8 @@ static void split_page(struct mc_class *c, char *page)
     }
 }
 
+static void free_page(char *page);
+
 static bool grow(int id)
 {
     struct mc_class *c = &mc_classes[id];
@@ -232,7 +265,7 @@ static bool grow(int id)
         pthread_mutex_unlock(&pool_lock);
         return false;
     }
-    char *page = malloc(mc_page_size);
+    char *page = page_alloc();
     if (!page) {
         atomic_fetch_add(&mc_sstats.malloc_fails, 1);
         pthread_mutex_unlock(&pool_lock);
@@ -241,8 +274,7 @@ static bool grow(int id)
     atomic_fetch_add(&malloced, mc_page_size);
     pthread_mutex_unlock(&pool_lock);
     if (page_list_add(c, page) < 0) {
-        free(page);
-        atomic_fetch_sub(&malloced, mc_page_size);
+        free_page(page);
         return false;
     }
     split_page(c, page);
@@ -462,7 +494,13 @@ static bool give_page(struct mc_class *d, char *page)
 
 static void free_page(char *page)
 {
-    free(page);
+    if (region_base) {
+        pthread_mutex_lock(&region_lock);
+        region_free[region_nfree++] = page;
+        pthread_mutex_unlock(&region_lock);
+    } else {
+        free(page);
+    }
     atomic_fetch_sub(&malloced, mc_page_size);
 }
 
@@ -501,6 +539,8 @@ bool mc_slabs_steal_page(int id)
         }
     }
     pthread_mutex_unlock(&v->lock);
+    if (ok && mc_watching(MC_WATCH_SYSEVENTS))
+        mc_watch_slab_move(victim, id);
     return ok;
 }
 
@@ -599,4 +639,64 @@ uint64_t mc_slabs_release_over_limit(uint64_t max_pages)
         freed++;
     }
     return freed;
+}
+
+/* ------------------------------------------------------------------ */
+/* -e: the memory file's pages (restart.c), single-threaded (start-up
+ * before the loops run, or after they stopped). */
+
+/* What each page of the mapping holds: its class, 0 for the global pool,
+ * -1 unused. out has region_pages entries. */
+void mc_slabs_region_map(int16_t *out)
+{
+    for (uint64_t i = 0; i < region_pages; i++)
+        out[i] = -1;
+    for (int id = 1; id <= mc_nclasses; id++)
+        for (uint64_t p = 0; p < mc_classes[id].pages; p++)
+            out[(uint64_t)(mc_classes[id].page_list[p] - region_base) / mc_page_size] = (int16_t)id;
+    for (uint64_t p = 0; p < pool_n; p++)
+        out[(uint64_t)(pool_pages[p] - region_base) / mc_page_size] = 0;
+}
+
+/* Give page index i back to class id (0: the global pool), as it was
+ * before a restart; its chunks are not on the free list yet
+ * (mc_slabs_restore_free). */
+int mc_slabs_adopt_page(uint64_t i, int id)
+{
+    if (i >= region_pages || id < 0 || id > mc_nclasses)
+        return -1;
+    char *page = region_base + i * mc_page_size;
+    if (i >= region_next) {
+        /* pages skipped over stay free for later */
+        for (uint64_t k = region_next; k < i; k++)
+            region_free[region_nfree++] = region_base + k * mc_page_size;
+        region_next = i + 1;
+    } else {
+        /* taken back from the free stack */
+        for (uint64_t k = 0; k < region_nfree; k++)
+            if (region_free[k] == page) {
+                region_free[k] = region_free[--region_nfree];
+                break;
+            }
+    }
+    atomic_fetch_add(&malloced, mc_page_size);
+    if (id == 0) {
+        if (pool_n == pool_cap) {
+            uint64_t cap = pool_cap ? pool_cap * 2 : 16;
+            char **n = realloc(pool_pages, cap * sizeof *n);
+            if (!n)
+                return -1;
+            pool_pages = n;
+            pool_cap = cap;
+        }
+        pool_pages[pool_n++] = page;
+        return 0;
+    }
+    return page_list_add(&mc_classes[id], page);
+}
+
+void mc_slabs_restore_free(mc_item *it)
+{
+    it->bits = 0;
+    freelist_push(&mc_classes[it->clsid], it);
 }

@@ -425,7 +425,8 @@ static void st_on_request(struct httpd_conn *h, struct http_msg *m)
     st_status = 0;
     st_route(h, m);
     if (n > 0) {
-        int rl = st_status ? snprintf(res, sizeof res, "%d", st_status) : snprintf(res, sizeof res, "file handler");
+        int rl = st_status || h->resp_status ? snprintf(res, sizeof res, "%d", st_status ? st_status : h->resp_status)
+                                             : snprintf(res, sizeof res, "file handler");
         log_command(log_addr(&h->c->peer, who, sizeof who), req, (size_t)n, false, res, (size_t)rl);
     }
 }

@@ -287,14 +287,11 @@ static void add_time(struct evbuffer *b)
     evbuffer_add(b, text, strlen(text));
 }
 
-static void add_peer(struct evbuffer *b, const struct core_conn *c)
+static void add_peer(struct evbuffer *b, struct pb_client *cl)
 {
-    char ip[INET6_ADDRSTRLEN] = "-";
-    if (c->peer.ss_family == AF_INET)
-        inet_ntop(AF_INET, &((const struct sockaddr_in *)&c->peer)->sin_addr, ip, sizeof ip);
-    else if (c->peer.ss_family == AF_INET6)
-        inet_ntop(AF_INET6, &((const struct sockaddr_in6 *)&c->peer)->sin6_addr, ip, sizeof ip);
-    evbuffer_add(b, ip, strlen(ip));
+    size_t l;
+    const char *ip = pb_client_ip(cl, &l);
+    evbuffer_add(b, l ? ip : "-", l ? l : 1);
 }
 
 /* The request's half of a line: everything the head tells; what only the
@@ -317,7 +314,7 @@ static char *format_request(struct pb_client *cl, const struct http_msg *req, co
         switch (*p) {
         case '%': evbuffer_add(b, "%", 1); break;
         case 'h':
-        case 'a': add_peer(b, cl->c); break;
+        case 'a': add_peer(b, cl); break;
         case 'l':
         case 'u': evbuffer_add(b, "-", 1); break;
         case 't': add_time(b); break;
@@ -388,38 +385,6 @@ void pb_accesslog_request_start(struct pb_client *cl, const struct http_msg *req
     cl->log_req = format_request(cl, req, fmt ? fmt : AL_COMBINED);
 }
 
-/* An answer of httpd's own (files, errors) that is still in the calling
- * thread's scratch buffer: its status, and its body size from the head's
- * Content-Length. Only the head's bytes are looked at: a file queued
- * behind it for sendfile is never touched. */
-static int status_from_tx(uint64_t *bytes, bool *known)
-{
-    struct evbuffer *tx = httpd_tx();
-    struct evbuffer_iovec v[4];
-    int nv = evbuffer_peek(tx, 4096, NULL, v, 4);
-    char head[4097];
-    size_t hl = 0;
-    for (int i = 0; i < nv && i < 4 && hl < 4096; i++) {
-        size_t n = v[i].iov_len < 4096 - hl ? v[i].iov_len : 4096 - hl;
-        memcpy(head + hl, v[i].iov_base, n);
-        hl += n;
-        head[hl] = 0;
-        if (strstr(head, "\r\n\r\n"))
-            break; /* the next extent may be a file: not read */
-    }
-    head[hl] = 0;
-    if (hl < 12 || strncmp(head, "HTTP/1.", 7) || head[8] != ' ')
-        return 0;
-    int status = atoi(head + 9);
-    const char *end = strstr(head, "\r\n\r\n");
-    const char *cl = strcasestr(head, "\r\nContent-Length: ");
-    if (cl && end && cl < end) {
-        *bytes = strtoull(cl + 18, NULL, 10);
-        *known = true;
-    }
-    return status;
-}
-
 /* ---- metrics: per service, per status ---- */
 
 static void emit_metrics(struct stats_sink *s, void *arg)
@@ -465,14 +430,13 @@ void pb_accesslog_request_end(struct pb_client *cl)
     uint64_t bytes = cl->resp_bytes;
     bool known = cl->resp_bytes_known;
     if (!status || !known) {
-        uint64_t txb = 0;
-        bool txk = false;
-        int s = status_from_tx(&txb, &txk);
+        /* an answer httpd made itself (files, errors): as it reports it */
+        int s = cl->h->resp_status;
         if (!status)
             status = s;
-        if (s && !known) {
-            bytes = txb;
-            known = txk;
+        if (s && !known && cl->h->resp_body >= 0) {
+            bytes = (uint64_t)cl->h->resp_body;
+            known = true;
         }
     }
     struct pb_service *svc = cl->svc;

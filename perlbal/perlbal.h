@@ -138,6 +138,7 @@ struct pb_service {
     void *tls_ctx;               /* SSL_CTX when enable_ssl */
     struct httpd_files files;    /* web_server: docroot etc. mirrored from the parameters (web.c) */
     bool enable_md5, enable_concatenate_get;
+    bool enable_atomic_put; /* beyond Perlbal: every PUT to a temporary name, renamed when complete */
     /* counters */
     _Atomic uint64_t requests;
     _Atomic uint64_t status_count[PB_STATUS_SLOTS]; /* answered requests by status - 100 (metrics) */
@@ -259,6 +260,8 @@ struct pb_client {
     enum pb_client_state state;
     struct pb_backend *backend;
     struct evbuffer *req_head;     /* head rewritten for the backend */
+    char peer_ip[46];              /* the peer's address as text, once per connection (pb_client_ip) */
+    uint8_t peer_ip_len;           /* 0: not made yet */
     struct pb_service *active_svc; /* counted in its active_clients */
     int prio;                      /* 0 high, 1 normal, 2 low */
     struct pool_waiter w;          /* queued for a backend */
@@ -361,6 +364,9 @@ void pb_client_done(struct pb_client *cl, bool keep_alive);
 void pb_client_response_head(struct pb_client *cl, int status, const char *ctype, int64_t content_length,
                              bool keep_alive, const char *extra);
 bool pb_client_can_persist(struct pb_client *cl);
+/* The client's address as text ("" for neither IPv4 nor IPv6), made once
+ * per connection (inet_ntop formats with sprintf: not per request). */
+const char *pb_client_ip(struct pb_client *cl, size_t *len);
 /* Timeouts while a request is in flight (idle_timeout until its body is in). */
 void pb_client_request_timeouts(struct pb_client *cl, size_t head_in_buffer);
 void pb_client_set_responding(struct pb_client *cl);
@@ -418,7 +424,6 @@ void pb_upload_status_progress(struct pb_client *cl, uint64_t done);
 
 /* web.c */
 /* The request ended (its answer still in httpd_tx()): Perlbal's wording of a 201. */
-void pb_web_request_end(struct pb_client *cl);
 /* Mirror svc's web_server parameters into svc->files (after a SET). */
 void pb_web_sync(struct pb_service *svc);
 

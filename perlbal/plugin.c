@@ -260,3 +260,11 @@ void pb_plugins_file_sent(struct pb_service *svc, struct pb_client *cl, bool rep
     if (p->file_sent)
         p->file_sent(svc, cl, reproxied);
 }
+
+bool pb_plugins_poststat(struct pb_service *svc, struct pb_client *cl, int what, int64_t mtime)
+{
+    FOR_PLUGINS(svc, p)
+    if (p->poststat && p->poststat(svc, cl, what, mtime))
+        return true;
+    return false;
+}

@@ -43,6 +43,10 @@ struct pb_plugin {
     void (*response_head)(struct pb_service *svc, struct pb_client *cl, int status);
     /* a file was sent from disk (web_server or X-REPROXY-FILE) */
     void (*file_sent)(struct pb_service *svc, struct pb_client *cl, bool reproxied);
+    /* web_server, after a GET/HEAD's stat (common/httpd's poststat):
+     * HTTPD_POSTSTAT_MISSING or _SEND with the file's (newest) mtime.
+     * Return true when the hook took the request (it answers it). */
+    bool (*poststat)(struct pb_service *svc, struct pb_client *cl, int what, int64_t mtime);
     /* Management command words this plugin adds once loaded ("access"). */
     const char *const *commands;
     /* Run one of those: argv[0] is the word; ctx_service is the service in
@@ -131,6 +135,7 @@ void pb_plugins_serve_path(struct pb_service *svc, char *path, size_t cap);
 void pb_plugins_backend_assigned(struct pb_service *svc, struct pb_client *cl, struct evbuffer *hdrs);
 void pb_plugins_response_head(struct pb_service *svc, struct pb_client *cl, int status);
 void pb_plugins_file_sent(struct pb_service *svc, struct pb_client *cl, bool reproxied);
+bool pb_plugins_poststat(struct pb_service *svc, struct pb_client *cl, int what, int64_t mtime);
 
 /* ---- for the plugins in plugins/<name>.c ---- */
 

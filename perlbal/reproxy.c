@@ -505,9 +505,13 @@ void pb_proxy_reproxy_file(struct pb_client *cl, const char *path, int64_t expec
     reproxy_head(cl, status, (int64_t)len, extra, keep);
     if (cl->svc->nplugins)
         pb_plugins_file_sent(cl->svc, cl, true);
-    if (cl->h->method != HTTP_M_HEAD)
-        evbuffer_add_file(httpd_tx(), fd, (ev_off_t)first, (ev_off_t)len);
-    else
+    if (cl->h->method == HTTP_M_HEAD || len == 0) {
         close(fd);
+    } else if (httpd_tx_add_file(cl->h->tls, fd, (int64_t)first, (int64_t)len) < 0) { /* sendfile */
+        close(fd);
+        evbuffer_drain(httpd_tx(), evbuffer_get_length(httpd_tx())); /* the head was not sent yet */
+        pb_client_error(cl, 500, "Cannot send the file");
+        return;
+    }
     pb_client_done(cl, keep);
 }

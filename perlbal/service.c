@@ -120,6 +120,7 @@ static const struct param params[] = {
     { "verify_backend_path", P_STR, F(verify_backend_path), R_PROXY, "*" },
     { "dirindexing", P_BOOL, F(dirindexing), R_WEB, "0" },
     { "docroot", P_STR, F(docroot), R_WEB, NULL },
+    { "enable_atomic_put", P_BOOL, F(enable_atomic_put), R_WEB, "0" },
     { "enable_concatenate_get", P_BOOL, F(enable_concatenate_get), R_WEB, "0" },
     { "enable_delete", P_BOOL, F(enable_delete), R_WEB, "0" },
     { "enable_md5", P_BOOL, F(enable_md5), R_WEB, "1" },

@@ -129,6 +129,23 @@ void pb_client_request_timeouts(struct pb_client *cl, size_t head_in_buffer)
 
 bool pb_client_can_persist(struct pb_client *cl) { return httpd_can_persist(cl->h); }
 
+const char *pb_client_ip(struct pb_client *cl, size_t *len)
+{
+    if (!cl->peer_ip_len) {
+        const struct sockaddr_storage *p = &cl->c->peer;
+        bool ok = false;
+        if (p->ss_family == AF_INET)
+            ok = inet_ntop(AF_INET, &((const struct sockaddr_in *)p)->sin_addr, cl->peer_ip, sizeof cl->peer_ip);
+        else if (p->ss_family == AF_INET6)
+            ok = inet_ntop(AF_INET6, &((const struct sockaddr_in6 *)p)->sin6_addr, cl->peer_ip, sizeof cl->peer_ip);
+        if (!ok)
+            cl->peer_ip[0] = 0;
+        cl->peer_ip_len = (uint8_t)strlen(cl->peer_ip);
+    }
+    *len = cl->peer_ip_len;
+    return cl->peer_ip;
+}
+
 void pb_client_response_head(struct pb_client *cl, int status, const char *ctype, int64_t content_length,
                              bool keep_alive, const char *extra)
 {
@@ -164,8 +181,6 @@ static void client_release_active(struct pb_client *cl)
 static void client_on_request_end(struct httpd_conn *h)
 {
     struct pb_client *cl = h->data;
-    if (cl->svc->role == PB_ROLE_WEB_SERVER)
-        pb_web_request_end(cl);
     pb_accesslog_request_end(cl);
     if (cl->throttle_counted)
         pb_plugins_proxy_end(cl->svc, cl);
@@ -453,11 +468,8 @@ void pb_dispatch_service(struct pb_client *cl, struct pb_service *svc, struct ht
         pb_hb_add(h, req->target, req->target_len);
         pb_hb_add(h, chunked ? " HTTP/1.1\r\n" : " HTTP/1.0\r\n", 11);
         bool trusted = pb_service_trusted(svc, &cl->c->peer);
-        char ip[INET6_ADDRSTRLEN] = "";
-        if (cl->c->peer.ss_family == AF_INET)
-            inet_ntop(AF_INET, &((struct sockaddr_in *)&cl->c->peer)->sin_addr, ip, sizeof ip);
-        else if (cl->c->peer.ss_family == AF_INET6)
-            inet_ntop(AF_INET6, &((struct sockaddr_in6 *)&cl->c->peer)->sin6_addr, ip, sizeof ip);
+        size_t ipl;
+        const char *ip = pb_client_ip(cl, &ipl);
         bool xff_done = false;
         for (int i = 0; i < req->nheaders; i++) {
             const struct http_header *hd = &req->headers[i];
@@ -482,7 +494,7 @@ void pb_dispatch_service(struct pb_client *cl, struct pb_service *svc, struct ht
                     pb_hb_add(h, "X-Forwarded-For: ", 17);
                     pb_hb_add(h, hd->value, hd->value_len);
                     pb_hb_add(h, ", ", 2);
-                    pb_hb_add(h, ip, strlen(ip));
+                    pb_hb_add(h, ip, ipl);
                     pb_hb_add(h, "\r\n", 2);
                     xff_done = true;
                     continue;
@@ -499,7 +511,7 @@ void pb_dispatch_service(struct pb_client *cl, struct pb_service *svc, struct ht
         }
         if (!xff_done && (!trusted || !svc->blind_proxy)) {
             pb_hb_add(h, "X-Forwarded-For: ", 17);
-            pb_hb_add(h, ip, strlen(ip));
+            pb_hb_add(h, ip, ipl);
             pb_hb_add(h, "\r\n", 2);
         }
         if (svc->enable_reproxy)

@@ -4,10 +4,12 @@
 if [ -x "$BIN/userdbd" ] && command -v mariadbd >/dev/null 2>&1 && command -v mariadb-install-db >/dev/null 2>&1; then
   ud_db=$RUN/userdb-mariadb
   ud_as=""; [ "$(id -u)" = 0 ] && ud_as=--user=root
-  mkdir -p "$ud_db"
-  mariadb-install-db --no-defaults --datadir="$ud_db/data" --auth-root-authentication-method=normal \
-    --skip-test-db $ud_as >"$ud_db/install.log" 2>&1
-  mariadbd --no-defaults --datadir="$ud_db/data" --socket="$ud_db/sock" --skip-networking \
+  # its own tmpdir: a starting mariadbd deletes every #sql* file in its tmpdir,
+  # other servers' live temporary tables too
+  mkdir -p "$ud_db/tmp"
+  mariadb-install-db --no-defaults --datadir="$ud_db/data" --tmpdir="$ud_db/tmp" \
+    --auth-root-authentication-method=normal --skip-test-db $ud_as >"$ud_db/install.log" 2>&1
+  mariadbd --no-defaults --datadir="$ud_db/data" --tmpdir="$ud_db/tmp" --socket="$ud_db/sock" --skip-networking \
     --pid-file="$ud_db/pid" --innodb-buffer-pool-size=32M $ud_as >"$ud_db/mariadb.log" 2>&1 &
   pids+=($!); names+=(mariadbd-userdb)
   for _ in $(seq 200); do [ -S "$ud_db/sock" ] && break; sleep 0.1; done

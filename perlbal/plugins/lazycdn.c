@@ -10,110 +10,30 @@
  *     SET fallback_service = origin            (a reverse_proxy or web_server)
  *     SET fallback_udp_ping_addr = 10.0.0.5:9999   (optional: the URI in a datagram)
  *
- * As Perlbal's: a GET/HEAD for a file missing under the docroot goes to
- * fallback_service; so does one whose URI carries `v=N` with N newer than
- * the file's mtime, when the answer would be a plain 200 (not a 304, a 206
- * or a 416). Each fallback sends the request URI to fallback_udp_ping_addr
- * when set. The stat runs on the disk worker pool (SERVER aio_mode), the
- * request waiting with the client's reading stopped. Concatenated GETs
- * ("??") are served as usual (Perlbal's concat hooks are not built). */
+ * As Perlbal's (whose hooks it takes from common/httpd's poststat, after
+ * the web_server's own stat on its disk pool): a GET/HEAD for a file
+ * missing under the docroot goes to fallback_service; so does one whose
+ * URI carries `v=N` with N newer than the file's mtime, when the answer
+ * would be a plain 200 (not a 304, a 206 or a 416). Concatenated GETs
+ * ("/dir/??a,b,c" with enable_concatenate_get) the same way: one of the
+ * files missing, or a v=N newer than the newest of them. Each fallback
+ * sends the request URI to fallback_udp_ping_addr when set. What the
+ * web_server refuses anyway (bad paths, no slash before "??", a base that
+ * is not a directory) it answers itself. */
 #include <arpa/inet.h>
-#include <ctype.h>
-#include <errno.h>
-#include <fcntl.h>
-#include <linux/openat2.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <strings.h>
 #include <sys/socket.h>
-#include <sys/stat.h>
-#include <sys/syscall.h>
-#include <unistd.h>
 
 #include <event2/buffer.h>
 
 #include "common/conn.h"
 #include "common/http.h"
-#include "common/listen.h"
-#include "common/log.h"
-#include "common/loop.h"
-#include "common/work.h"
+#include "common/httpd.h"
 #include "perlbal/perlbal.h"
 #include "perlbal/plugin.h"
 #include "perlbal/proto_upload.h"
-
-struct lazy_job {
-    struct pb_client *cl; /* NULL once the client went away */
-    struct core_loop *loop;
-    char *head; /* a copy of the request head */
-    size_t head_len;
-    char *docroot, *path;
-    /* the stat's answer */
-    int err; /* 0: found; else errno */
-    struct stat st;
-};
-
-static void lazy_free(struct lazy_job *j)
-{
-    free(j->head);
-    free(j->docroot);
-    free(j->path);
-    free(j);
-}
-
-/* The stat, beneath the docroot as httpd resolves paths (no "..", no
- * symlink out). Runs on a disk worker (or the loop without one). */
-static void lazy_stat(void *arg)
-{
-    struct lazy_job *j = arg;
-    int root = open(j->docroot, O_PATH | O_DIRECTORY | O_CLOEXEC);
-    if (root < 0) {
-        j->err = errno;
-        return;
-    }
-    const char *rel = j->path;
-    while (*rel == '/')
-        rel++;
-    int fd;
-    if (!*rel) {
-        fd = dup(root);
-    } else {
-        struct open_how how = { .flags = O_PATH | O_CLOEXEC, .resolve = RESOLVE_BENEATH | RESOLVE_NO_MAGICLINKS };
-        fd = (int)syscall(SYS_openat2, root, rel, &how, sizeof how);
-    }
-    j->err = fd < 0 ? errno : 0;
-    if (fd >= 0) {
-        if (fstat(fd, &j->st) < 0)
-            j->err = errno;
-        close(fd);
-    }
-    close(root);
-}
-
-static void lazy_cancel(void *job) { ((struct lazy_job *)job)->cl = NULL; }
-
-/* Would the file's answer be a plain 200 (where Perlbal runs its
- * pre-send hook)? Not for a matching If-Modified-Since or a Range that
- * gives 206/416. */
-static bool plain_200(struct http_msg *m, const struct stat *st)
-{
-    size_t l;
-    const char *ims = http_header_value(m, "if-modified-since", &l);
-    if (ims) {
-        char date[64];
-        http_date_format(st->st_mtime, date);
-        if (strlen(date) == l && !strncmp(date, ims, l))
-            return false;
-    }
-    const char *rg = http_header_value(m, "range", &l);
-    if (rg && S_ISREG(st->st_mode)) {
-        uint64_t a, b;
-        if (http_parse_range(rg, l, (uint64_t)st->st_size, &a, &b) != HTTP_RANGE_IGNORE)
-            return false;
-    }
-    return true;
-}
 
 static void lazy_ping(struct pb_service *svc, const char *uri, size_t len)
 {
@@ -127,101 +47,67 @@ static void lazy_ping(struct pb_service *svc, const char *uri, size_t len)
         (void)sendto(fd, uri, len, MSG_DONTWAIT, (struct sockaddr *)&st->lazy_ping, sizeof(struct sockaddr_in));
 }
 
-static void lazy_done(void *arg)
-{
-    struct lazy_job *j = arg;
-    struct pb_client *cl = j->cl;
-    if (!cl) {
-        lazy_free(j);
-        return;
-    }
-    cl->async_job = NULL;
-    cl->async_cancel = NULL;
-    conn_resume_read(cl->c);
-    struct pb_service *svc = cl->svc;
-    struct http_msg *m = malloc(sizeof *m);
-    struct http_limits lim = { 0 };
-    if (!m || http_parse_request(j->head, j->head_len, &lim, m) <= 0) {
-        free(m);
-        pb_client_error(cl, 500, "Cannot re-read the request");
-        lazy_free(j);
-        return;
-    }
-    bool fallback = false;
-    if (j->err == ENOENT || j->err == ENOTDIR) {
-        fallback = true; /* static_get_poststat_file_missing */
-    } else if (!j->err) {
-        long long v = pb_uri_version(m->target, m->target_len);
-        fallback = v && v > (long long)j->st.st_mtime && plain_200(m, &j->st); /* ..._pre_send */
-    }
-    struct plug_state *st = pb_plugin_state(svc);
-    char name[64] = "";
-    if (st) {
-        pthread_mutex_lock(&pb_plugin_lock);
-        snprintf(name, sizeof name, "%s", st->lazy_fallback);
-        pthread_mutex_unlock(&pb_plugin_lock);
-    }
-    pthread_mutex_lock(&pb_lock);
-    struct pb_service *t = fallback && name[0] ? pb_service_find(name) : NULL;
-    pthread_mutex_unlock(&pb_lock);
-    if (t && (t->role == PB_ROLE_REVERSE_PROXY || t->role == PB_ROLE_WEB_SERVER) && t != svc) {
-        lazy_ping(svc, m->target, m->target_len);
-        pb_dispatch_service(cl, t, m);
-    } else {
-        pb_web_request(cl, m); /* served here (or httpd's own error) */
-    }
-    free(m);
-    lazy_free(j);
-}
-
+/* A GET/HEAD on a service with a fallback: its head is kept (in the
+ * client's req_head buffer, reused) for a fallback after the stat. */
 static enum pb_hook_result lazy_start(struct pb_service *svc, struct pb_client *cl, struct http_msg *req)
 {
     struct plug_state *st = pb_plugin_state(svc);
-    if (!st || svc->role != PB_ROLE_WEB_SERVER || (req->method != HTTP_M_GET && req->method != HTTP_M_HEAD) ||
-        !svc->docroot || memmem(req->target, req->target_len, "??", 2))
+    if (!st || svc->role != PB_ROLE_WEB_SERVER || (req->method != HTTP_M_GET && req->method != HTTP_M_HEAD))
         return PB_HOOK_CONTINUE;
     pthread_mutex_lock(&pb_plugin_lock);
     bool on = st->lazy_fallback[0] != 0;
     pthread_mutex_unlock(&pb_plugin_lock);
     if (!on)
         return PB_HOOK_CONTINUE;
-    struct lazy_job *j = calloc(1, sizeof *j);
-    const char *q = memchr(req->target, '?', req->target_len);
-    size_t pl = q ? (size_t)(q - req->target) : req->target_len;
-    if (!j || !(j->head = malloc(req->head_len)) || !(j->docroot = strdup(svc->docroot)) ||
-        !(j->path = strndup(req->target, pl))) {
-        if (j)
-            lazy_free(j);
-        return PB_HOOK_CONTINUE; /* served as usual */
-    }
-    if (evbuffer_copyout(conn_in(cl->c), j->head, req->head_len) != (ev_ssize_t)req->head_len) {
-        lazy_free(j);
+    if (!cl->req_head)
+        cl->req_head = evbuffer_new();
+    if (!cl->req_head)
         return PB_HOOK_CONTINUE;
+    evbuffer_drain(cl->req_head, evbuffer_get_length(cl->req_head));
+    /* only a head still in the input: a request that came here by a
+     * fallback (its head a copy) gets no second one */
+    struct evbuffer *in = conn_in(cl->c);
+    const char *b =
+        evbuffer_get_length(in) >= req->head_len ? (const char *)evbuffer_pullup(in, (ev_ssize_t)req->head_len) : NULL;
+    if (b && req->target >= b && req->target < b + req->head_len && evbuffer_add(cl->req_head, b, req->head_len) < 0)
+        evbuffer_drain(cl->req_head, evbuffer_get_length(cl->req_head));
+    return PB_HOOK_CONTINUE; /* the web_server stats it; lazy_poststat decides */
+}
+
+/* Perlbal's static_/concat_get_poststat_file_missing and _pre_send hooks. */
+static bool lazy_poststat(struct pb_service *svc, struct pb_client *cl, int what, int64_t mtime)
+{
+    struct plug_state *st = pb_plugin_state(svc);
+    size_t hl = cl->req_head ? evbuffer_get_length(cl->req_head) : 0;
+    if (!st || !hl || !cl->target)
+        return false;
+    if (what == HTTPD_POSTSTAT_SEND) {
+        long long v = pb_uri_version(cl->target, strlen(cl->target));
+        if (!(v && v > (long long)mtime))
+            return false;
     }
-    j->head_len = req->head_len;
-    j->cl = cl;
-    j->loop = cl->c->loop;
-    /* the head is consumed by the caller; the request waits for the stat */
-    pb_client_set_responding(cl);
-    pb_client_request_timeouts(cl, 0);
-    conn_pause_read(cl->c);
-    if (pb_aio_on && pb_disk_pool) {
-        cl->async_job = j;
-        cl->async_cancel = lazy_cancel;
-        if (work_submit(pb_disk_pool, j->loop, lazy_stat, lazy_done, j) == 0) /* a disk thread stats */
-            return PB_HOOK_HANDLED;
-        cl->async_job = NULL;
-        cl->async_cancel = NULL;
+    char name[64];
+    pthread_mutex_lock(&pb_plugin_lock);
+    snprintf(name, sizeof name, "%s", st->lazy_fallback);
+    pthread_mutex_unlock(&pb_plugin_lock);
+    pthread_mutex_lock(&pb_lock);
+    struct pb_service *t = name[0] ? pb_service_find(name) : NULL;
+    pthread_mutex_unlock(&pb_lock);
+    if (!t || (t->role != PB_ROLE_REVERSE_PROXY && t->role != PB_ROLE_WEB_SERVER) || t == svc)
+        return false;
+    /* the head, copied out: the fallback reuses req_head for its own */
+    char *head = malloc(hl);
+    struct http_msg *m = malloc(sizeof *m);
+    struct http_limits lim = { 0 };
+    bool ok =
+        head && m && evbuffer_remove(cl->req_head, head, hl) == (int)hl && http_parse_request(head, hl, &lim, m) > 0;
+    if (ok) {
+        lazy_ping(svc, cl->target, strlen(cl->target));
+        pb_dispatch_service(cl, t, m);
     }
-    lazy_stat(j); /* aio_mode none: on the loop, as Perlbal's */
-    /* answer after the caller consumed the head */
-    cl->async_job = j;
-    cl->async_cancel = lazy_cancel;
-    if (work_post(j->loop, lazy_done, j) < 0) {
-        cl->async_job = NULL;
-        lazy_done(j);
-    }
-    return PB_HOOK_HANDLED;
+    free(m);
+    free(head);
+    return ok;
 }
 
 static int lazy_set(struct pb_service *svc, const char *key, const char *val, char *err, size_t errlen)
@@ -262,6 +148,8 @@ static int lazy_set(struct pb_service *svc, const char *key, const char *val, ch
 }
 
 static const char *const lazy_tunables[] = { "fallback_service", "fallback_udp_ping_addr", NULL };
-const struct pb_plugin pb_plugin_lazycdn = {
-    .name = "lazycdn", .start_request = lazy_start, .set_param = lazy_set, .tunables = lazy_tunables
-};
+const struct pb_plugin pb_plugin_lazycdn = { .name = "lazycdn",
+                                             .start_request = lazy_start,
+                                             .poststat = lazy_poststat,
+                                             .set_param = lazy_set,
+                                             .tunables = lazy_tunables };

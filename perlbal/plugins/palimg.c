@@ -8,13 +8,14 @@
  *   /palimg/logo.gif/p0123456fffffff      replace entries: index (one hex
  *                                         digit) + colour, up to six
  *
- * As Perlbal's: only the first 2048 bytes of the file are looked at (a
- * GIF's global colour table, a PNG's PLTE chunk, whose CRC is recomputed);
- * a bad spec, or an image whose palette is not there, is a 404; the rest
- * of the file follows unchanged (sendfile), the response is the file's
- * usual 200 with its length. Files are opened beneath the docroot as httpd
- * opens them, on the disk worker pool. Other extensions are served as
- * they are. Range and If-Modified-Since are not honoured on these URLs. */
+ * As Perlbal's: the URL's "/p<spec>" is cut off and the image is served by
+ * the web_server as any file (its 200, Last-Modified, If-Modified-Since
+ * 304, Range 206/416, HEAD); for a GET the first 2048 bytes pass through
+ * the palette change on the disk worker (common/httpd's prefix_fn: a GIF's
+ * global colour table, a PNG's PLTE chunk, whose CRC is recomputed) and the
+ * rest follows by sendfile. A bad spec, or an image whose palette is not
+ * within those bytes, is a 404. Other extensions are served as they are. A
+ * Range is cut from the changed image. */
 #include <ctype.h>
 #include <errno.h>
 #include <fcntl.h>
@@ -38,23 +39,9 @@
 #include "perlbal/plugin.h"
 #include "perlbal/proto_upload.h"
 
-#define PAL_PREFIX 2048
-
-struct pal_job {
-    struct pb_client *cl; /* NULL once the client went away */
-    struct core_loop *loop;
-    char *docroot, *path, ext[16];
-    struct pb_pal_spec spec;
-    int err; /* errno of open/stat/read */
-    int fd;
-    struct stat st;
-    unsigned char head[PAL_PREFIX];
-    size_t head_len;
-};
-
-/* ^/palimg/(.+)\.(\w+)(.*)$ with the rest "/p<spec>": the file's path
- * (allocated), its extension and the spec. */
-static bool split_uri(const char *t, size_t len, char **path, char *ext, size_t extcap, const char **spec,
+/* ^/palimg/(.+)\.(\w+)(.*)$ with the rest "/p<spec>": where the file's
+ * path ends (the "/p" starts), its extension and the spec. */
+static bool split_uri(const char *t, size_t len, size_t *path_len, char *ext, size_t extcap, const char **spec,
                       size_t *speclen)
 {
     static const char pre[] = "/palimg/";
@@ -73,129 +60,62 @@ static bool split_uri(const char *t, size_t len, char **path, char *ext, size_t 
         ext[e - i - 1] = 0;
         *spec = t + e + 2;
         *speclen = len - e - 2;
-        *path = strndup(t, e);
-        return *path != NULL;
+        *path_len = e;
+        return true;
     }
     return false;
 }
 
-static void pal_free(struct pal_job *j)
+/* httpd's prefix_fn, on the disk worker: ctx is "<ext>\0<spec>\0" (an
+ * empty ext: the spec did not fit, so it is bad). */
+static int pal_prefix(const char *ctx, const char *path, unsigned char *buf, size_t len)
 {
-    if (j->fd >= 0)
-        close(j->fd);
-    free(j->docroot);
-    free(j->path);
-    free(j);
-}
-
-static void pal_cancel(void *job) { ((struct pal_job *)job)->cl = NULL; }
-
-/* on a disk worker: open beneath the docroot, stat, read the prefix */
-static void pal_read(void *arg)
-{
-    struct pal_job *j = arg;
-    int root = open(j->docroot, O_PATH | O_DIRECTORY | O_CLOEXEC);
-    if (root < 0) {
-        j->err = errno;
-        return;
-    }
-    struct open_how how = { .flags = O_RDONLY | O_CLOEXEC, .resolve = RESOLVE_BENEATH | RESOLVE_NO_MAGICLINKS };
-    j->fd = (int)syscall(SYS_openat2, root, j->path + 1, &how, sizeof how);
-    close(root);
-    if (j->fd < 0 || fstat(j->fd, &j->st) < 0 || !S_ISREG(j->st.st_mode)) {
-        j->err = j->fd < 0 ? errno : EISDIR;
-        return;
-    }
-    ssize_t n = pread(j->fd, j->head, sizeof j->head, 0);
-    if (n < 0)
-        j->err = errno;
-    else
-        j->head_len = (size_t)n;
-}
-
-static void pal_done(void *arg)
-{
-    struct pal_job *j = arg;
-    struct pb_client *cl = j->cl;
-    if (!cl) {
-        pal_free(j);
-        return;
-    }
-    cl->async_job = NULL;
-    cl->async_cancel = NULL;
-    conn_resume_read(cl->c);
-    if (j->err) {
-        pb_client_error(cl, j->err == ENOENT || j->err == ENOTDIR ? 404 : j->err == EXDEV ? 403 : 500, NULL);
-        pal_free(j);
-        return;
-    }
+    (void)path;
+    const char *spec = ctx + strlen(ctx) + 1;
+    struct pb_pal_spec ps;
+    if (!ctx[0] || pb_pal_parse_spec(spec, strlen(spec), &ps))
+        return 404;
     bool ok = true;
-    if (j->spec.any && !strcasecmp(j->ext, "gif"))
-        ok = pb_pal_gif(&j->spec, j->head, j->head_len);
-    else if (j->spec.any && !strcasecmp(j->ext, "png"))
-        ok = pb_pal_png(&j->spec, j->head, j->head_len);
-    if (!ok) {
-        pb_client_error(cl, 404, NULL);
-        pal_free(j);
-        return;
-    }
-    bool keep = pb_client_can_persist(cl) && (cl->h->body == HTTP_BODY_NONE || cl->h->body_done);
-    char extra[96], date[40];
-    http_date_format(j->st.st_mtime, date);
-    snprintf(extra, sizeof extra, "Last-Modified: %s\r\n", date);
-    pb_client_response_head(cl, 200, httpd_mime_type(j->path), (int64_t)j->st.st_size, keep, extra);
-    if (cl->h->method != HTTP_M_HEAD) {
-        evbuffer_add(httpd_tx(), j->head, j->head_len);
-        int64_t rest = (int64_t)j->st.st_size - (int64_t)j->head_len;
-        if (rest > 0 && httpd_tx_add_file(cl->h->tls, j->fd, (int64_t)j->head_len, rest) == 0)
-            j->fd = -1; /* the output owns it now */
-        else if (rest > 0) {
-            evbuffer_drain(httpd_tx(), evbuffer_get_length(httpd_tx()));
-            pb_client_error(cl, 500, "Cannot send the file");
-            pal_free(j);
-            return;
-        }
-    }
-    pb_client_done(cl, keep);
-    pal_free(j);
+    if (ps.any && !strcasecmp(ctx, "gif"))
+        ok = pb_pal_gif(&ps, buf, len);
+    else if (ps.any && !strcasecmp(ctx, "png"))
+        ok = pb_pal_png(&ps, buf, len);
+    return ok ? 0 : 404;
 }
 
+/* A palimg URL: the request gets the filter (the spec copied with it). */
 static enum pb_hook_result pal_start(struct pb_service *svc, struct pb_client *cl, struct http_msg *req)
 {
-    if (svc->role != PB_ROLE_WEB_SERVER || !svc->docroot || (req->method != HTTP_M_GET && req->method != HTTP_M_HEAD))
+    if (svc->role != PB_ROLE_WEB_SERVER || (req->method != HTTP_M_GET && req->method != HTTP_M_HEAD))
         return PB_HOOK_CONTINUE;
-    struct pal_job *j = calloc(1, sizeof *j);
-    if (!j)
-        return PB_HOOK_CONTINUE;
-    j->fd = -1;
+    const char *q = memchr(req->target, '?', req->target_len);
+    size_t tl = q ? (size_t)(q - req->target) : req->target_len;
+    char ext[16];
     const char *spec;
-    size_t sl;
-    if (!split_uri(req->target, req->target_len, &j->path, j->ext, sizeof j->ext, &spec, &sl)) {
-        pal_free(j);
-        return PB_HOOK_CONTINUE; /* not a palimg URL: served as usual */
-    }
-    pb_client_set_responding(cl);
-    if (pb_pal_parse_spec(spec, sl, &j->spec) || memmem(j->path, strlen(j->path), "/../", 4) ||
-        !(j->docroot = strdup(svc->docroot))) {
-        pal_free(j);
-        pb_client_error(cl, 404, NULL);
-        return PB_HOOK_HANDLED;
-    }
-    j->cl = cl;
-    j->loop = cl->c->loop;
-    pb_client_request_timeouts(cl, 0);
-    conn_pause_read(cl->c);
-    cl->async_job = j;
-    cl->async_cancel = pal_cancel;
-    if (pb_aio_on && pb_disk_pool && work_submit(pb_disk_pool, j->loop, pal_read, pal_done, j) == 0)
-        return PB_HOOK_HANDLED; /* a disk thread reads the file's start */
-    pal_read(j);                /* aio_mode none: on the loop, as Perlbal's */
-    if (work_post(j->loop, pal_done, j) < 0) {
-        cl->async_job = NULL;
-        cl->async_cancel = NULL;
-        pal_done(j);
-    }
-    return PB_HOOK_HANDLED;
+    size_t pl, sl;
+    if (!split_uri(req->target, tl, &pl, ext, sizeof ext, &spec, &sl))
+        return PB_HOOK_CONTINUE;
+    struct httpd_conn *h = cl->h;
+    size_t el = strlen(ext);
+    memset(h->prefix_ctx, 0, sizeof h->prefix_ctx);
+    if (el + 1 + sl + 1 <= sizeof h->prefix_ctx) {
+        memcpy(h->prefix_ctx, ext, el);
+        memcpy(h->prefix_ctx + el + 1, spec, sl);
+    } /* else: too long to be a spec; the empty ext says so */
+    h->prefix_fn = pal_prefix;
+    return PB_HOOK_CONTINUE; /* served by the web_server, the spec cut off (pal_path) */
 }
 
-const struct pb_plugin pb_plugin_palimg = { .name = "palimg", .start_request = pal_start };
+/* The file's path without "/p<spec>" (Perlbal's start_serve_request). */
+static void pal_path(struct pb_service *svc, char *path, size_t cap)
+{
+    (void)svc;
+    (void)cap;
+    char ext[16];
+    const char *spec;
+    size_t pl, sl;
+    if (split_uri(path, strlen(path), &pl, ext, sizeof ext, &spec, &sl))
+        path[pl] = 0;
+}
+
+const struct pb_plugin pb_plugin_palimg = { .name = "palimg", .start_request = pal_start, .serve_path = pal_path };

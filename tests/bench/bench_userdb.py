@@ -276,12 +276,16 @@ def main():
     try:
         port = free_port()
         run_as = ["--user=root"] if os.geteuid() == 0 else []
+        # a private tmpdir: a starting mariadbd deletes the #sql* files in its
+        # tmpdir, other servers' live temporary tables too
+        os.makedirs(base + "/tmp")
+        common = run_as + ["--tmpdir=%s/tmp" % base]
         subprocess.run(["mariadb-install-db", "--no-defaults", "--datadir=%s/data" % base,
-                        "--auth-root-authentication-method=normal", "--skip-test-db"] + run_as,
+                        "--auth-root-authentication-method=normal", "--skip-test-db"] + common,
                        check=True, capture_output=True)
         db = subprocess.Popen([MARIADBD, "--no-defaults", "--datadir=%s/data" % base, "--socket=%s/sock" % base,
                                "--port=%d" % port, "--bind-address=127.0.0.1", "--skip-name-resolve",
-                               "--max-connections=1000", "--innodb-buffer-pool-size=128M"] + run_as,
+                               "--max-connections=1000", "--innodb-buffer-pool-size=128M"] + common,
                               stdout=open(base + "/mariadb.log", "w"), stderr=subprocess.STDOUT)
         procs.append(db)
         wait_port(port)

@@ -14,6 +14,7 @@ import subprocess
 import tempfile
 import time
 import uuid
+import warnings
 
 import pytest
 
@@ -163,38 +164,107 @@ def daemon(tmp_path):
 
 
 class MariaDB:
-    def __init__(self, base):
+    """A private mariadbd: its own datadir, socket, port and tmpdir under base.
+
+    The tmpdir must be private: a starting mariadbd (mariadb-install-db's
+    bootstrap too) deletes every "#sql*" file in its tmpdir as a leftover of a
+    crash, so servers sharing /tmp remove each other's live temporary tables
+    (install-db then fails with "Unknown table 'mysql.tmp_user_sys'"; seen in
+    3 of 12 installs run four at a time). server_id and extra are options for
+    replication set-ups."""
+
+    INSTALL_TRIES = 3
+    START_TRIES = 3
+    START_TIMEOUT = 120.0
+
+    def __init__(self, base, server_id=None, extra=()):
         self.base = base
         self.datadir = os.path.join(base, "data")
+        self.tmpdir = os.path.join(base, "tmp")
         self.socket = os.path.join(base, "mysqld.sock")
         self.host = "127.0.0.1"
-        self.port = free_port()
         self.user = "root"
         self.password = ""
-        os.makedirs(self.datadir)
-        run_as = ["--user=root"] if os.geteuid() == 0 else []
-        # mariadb-install-db has failed now and then when several servers were
-        # set up at once on a loaded machine: one more try on a fresh datadir,
-        # and its own output in the error if that fails too
-        install = ["mariadb-install-db", "--no-defaults", "--datadir=" + self.datadir,
-                   "--auth-root-authentication-method=normal", "--skip-test-db"] + run_as
-        for attempt in (1, 2):
-            r = subprocess.run(install, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
-            if r.returncode == 0:
-                break
-            if attempt == 2:
-                raise RuntimeError("mariadb-install-db failed twice:\n" + r.stdout.decode(errors="replace")[-4000:])
-            shutil.rmtree(self.datadir)
+        self.server_id = server_id
+        os.makedirs(self.tmpdir, exist_ok=True)
+        self.run_as = ["--user=root"] if os.geteuid() == 0 else []
+        self._install()
+        self.log_path = os.path.join(base, "mariadb.log")
+        self.log = open(self.log_path, "ab")
+        options = ["--server-id=%d" % server_id] if server_id is not None else []
+        self._start(options + list(extra))
+
+    def _install(self):
+        # a failure is retried on a fresh datadir; each one's output is kept
+        # in base/install-N.log and named in a warning, so a flaky install
+        # shows in the run's summary instead of passing unseen
+        install = ["mariadb-install-db", "--no-defaults", "--datadir=" + self.datadir, "--tmpdir=" + self.tmpdir,
+                   "--auth-root-authentication-method=normal", "--skip-test-db"] + self.run_as
+        for attempt in range(1, self.INSTALL_TRIES + 1):
+            shutil.rmtree(self.datadir, ignore_errors=True)
             os.makedirs(self.datadir)
-            time.sleep(1)
-        self.log = open(os.path.join(base, "mariadb.log"), "ab")
-        self.proc = subprocess.Popen(
-            [shutil.which("mariadbd") or "/usr/sbin/mariadbd", "--no-defaults", "--datadir=" + self.datadir,
-             "--socket=" + self.socket, "--port=%d" % self.port, "--bind-address=127.0.0.1",
-             "--pid-file=" + os.path.join(base, "mariadb.pid"), "--skip-grant-tables=0",
-             "--innodb-buffer-pool-size=32M", "--innodb-log-file-size=16M", "--skip-name-resolve"] + run_as,
-            stdout=self.log, stderr=subprocess.STDOUT)
-        wait_port(self.port, timeout=60, proc=self.proc)
+            r = subprocess.run(install, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, timeout=300)
+            if r.returncode == 0:
+                return
+            out = r.stdout.decode(errors="replace")
+            path = os.path.join(self.base, "install-%d.log" % attempt)
+            with open(path, "w") as f:
+                f.write(out)
+            cause = next((l for l in out.splitlines() if "ERROR" in l), out.strip()[:200])
+            warnings.warn("mariadb-install-db try %d of %d failed (exit %d): %s (full output: %s)"
+                          % (attempt, self.INSTALL_TRIES, r.returncode, cause, path))
+            time.sleep(attempt)
+        raise RuntimeError("mariadb-install-db failed %d times; last output:\n%s" % (self.INSTALL_TRIES, out[-4000:]))
+
+    def _start(self, options):
+        # free_port() closes its socket before mariadbd binds: another test
+        # may take the port in between, and mariadbd then exits; start again
+        # on another port
+        for attempt in range(1, self.START_TRIES + 1):
+            self.port = free_port()
+            mark = os.path.getsize(self.log_path)
+            self.proc = subprocess.Popen(
+                [shutil.which("mariadbd") or "/usr/sbin/mariadbd", "--no-defaults", "--datadir=" + self.datadir,
+                 "--tmpdir=" + self.tmpdir, "--socket=" + self.socket, "--port=%d" % self.port,
+                 "--bind-address=127.0.0.1", "--pid-file=" + os.path.join(self.base, "mariadb.pid"),
+                 "--skip-grant-tables=0", "--innodb-buffer-pool-size=32M", "--innodb-log-file-size=16M",
+                 "--skip-name-resolve"] + options + self.run_as,
+                stdout=self.log, stderr=subprocess.STDOUT)
+            try:
+                # the port alone could be another test's listener that took
+                # it first: ours is up when its own unix socket answers too
+                wait_port(self.port, timeout=self.START_TIMEOUT, proc=self.proc)
+                self._wait_socket()
+                return
+            except RuntimeError:
+                # exited before accepting: say why, and try again if tries are left
+                with open(self.log_path, "rb") as f:
+                    f.seek(mark)
+                    tail = f.read().decode(errors="replace")[-3000:]
+                if attempt == self.START_TRIES:
+                    raise RuntimeError("mariadbd exited with %s before accepting, %d times; last log:\n%s"
+                                       % (self.proc.returncode, attempt, tail))
+                warnings.warn("mariadbd try %d exited with %s before accepting on port %d: %s"
+                              % (attempt, self.proc.returncode, self.port,
+                                 next((l for l in tail.splitlines() if "ERROR" in l), "see " + self.log_path)))
+            except TimeoutError:
+                self.proc.kill()
+                self.proc.wait()
+                raise
+
+    def _wait_socket(self, timeout=30.0):
+        deadline = time.time() + timeout
+        while time.time() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError("process exited with %s before accepting" % self.proc.returncode)
+            try:
+                with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as s:
+                    s.settimeout(0.5)
+                    s.connect(self.socket)
+                    return
+            except OSError:
+                time.sleep(0.02)
+        raise TimeoutError("mariadbd's socket %s did not accept within %.0fs" % (self.socket, timeout))
 
     def sql(self, statement, database=None):
         cmd = ["mariadb", "--no-defaults", "-uroot", "--socket=" + self.socket, "-N", "-B", "-e", statement]

@@ -10,9 +10,9 @@ from conftest import bin_path
 from mc_helpers import Raw, bin_request, bin_response, start
 
 # Fields the real one shows that are about parts this daemon does not build
-# (extstore, TLS, the proxy, watchers, NAPI ids, restartable cache).
+# (extstore, TLS, the proxy, NAPI ids).
 NOT_BUILT_PREFIXES = ("ext_", "ssl_", "proxy_")
-NOT_BUILT = {"watcher_logbuf_size", "worker_logbuf_size", "num_napi_ids", "memory_file", "drop_privileges"}
+NOT_BUILT = {"num_napi_ids", "drop_privileges"}
 
 FLAGS = ["-m", "32", "-c", "300", "-b", "512", "-R", "7", "-C", "-M", "-f", "1.5", "-n", "64", "-I", "2m",
          "-o", "idle_timeout=30,hot_lru_pct=25,warm_lru_pct=30,temporary_ttl=90,slab_automove=2,"

@@ -243,6 +243,75 @@ def test_http10_chunked_put_with_continue(daemon, tmp_path):
     assert (root / "foo.txt").read_bytes() == b"abc"
 
 
+def _put_partial(port, path, first, total, md5=None):
+    """Open a PUT of `total` bytes and send only `first`; the socket stays open."""
+    s = socket.create_connection(("127.0.0.1", port), timeout=10)
+    head = "PUT %s HTTP/1.0\r\nContent-Length: %d\r\n" % (path, total)
+    if md5:
+        head += "Content-MD5: %s\r\n" % md5
+    s.sendall(head.encode() + b"\r\n" + first)
+    return s
+
+
+def test_put_writes_in_place_by_default_as_perlbal(daemon, tmp_path):
+    """As Perlbal's t/22 ("buffer file exists"): a PUT without Content-MD5
+    writes the target itself, so it exists and grows while the upload is
+    still arriving; a replaced file is truncated when the upload starts; a
+    client that leaves keeps what arrived. With Content-MD5 the body goes
+    to a temporary name and the target appears only once verified."""
+    root = tmp_path / "www"
+    root.mkdir()
+    port = free_port()
+    start_perlbal(daemon, str(tmp_path), web_conf(port, root, "SET enable_put = 1"), port)
+    target = root / "up.txt"
+    s = _put_partial(port, "/up.txt", b"hello", 10)
+    assert wait_for(lambda: target.exists() and target.read_bytes() == b"hello")
+    s.sendall(b"world")
+    assert recv_all(s).startswith(b"HTTP/1.0 200 OK\r\n")
+    s.close()
+    assert target.read_bytes() == b"helloworld"
+    s = _put_partial(port, "/up.txt", b"ab", 10)
+    assert wait_for(lambda: target.read_bytes() == b"ab")
+    s.close()
+    time.sleep(0.2)
+    assert target.read_bytes() == b"ab"
+    # md5("abcde") = q1a02StAcTrMWviZhdS3hg==
+    s = _put_partial(port, "/m.txt", b"ab", 5, md5="q1a02StAcTrMWviZhdS3hg==")
+    time.sleep(0.3)
+    assert not (root / "m.txt").exists()
+    s.sendall(b"cde")
+    assert recv_all(s).startswith(b"HTTP/1.0 201 \r\n")
+    s.close()
+    assert (root / "m.txt").read_bytes() == b"abcde"
+
+
+def test_enable_atomic_put_never_shows_half_a_file(daemon, tmp_path):
+    """Ours, opt-in (`SET enable_atomic_put = 1`): every PUT goes to a
+    temporary name beside the target and is renamed over it when complete,
+    so a reader sees the old file or the whole new one, never a part; an
+    abandoned upload leaves nothing behind and the old file intact."""
+    root = tmp_path / "www"
+    root.mkdir()
+    (root / "up.txt").write_bytes(b"old")
+    port = free_port()
+    start_perlbal(daemon, str(tmp_path), web_conf(port, root, "SET enable_put = 1\n  SET enable_atomic_put = 1"),
+                  port)
+    target = root / "up.txt"
+    s = _put_partial(port, "/up.txt", b"hello", 10)
+    assert wait_for(lambda: len(os.listdir(root)) == 2)   # the temporary file
+    assert target.read_bytes() == b"old"
+    s.sendall(b"world")
+    assert recv_all(s).startswith(b"HTTP/1.0 200 OK\r\n")
+    s.close()
+    assert target.read_bytes() == b"helloworld"
+    assert os.listdir(root) == ["up.txt"]
+    s = _put_partial(port, "/up.txt", b"ab", 10)
+    assert wait_for(lambda: len(os.listdir(root)) == 2)
+    s.close()
+    assert wait_for(lambda: os.listdir(root) == ["up.txt"])
+    assert target.read_bytes() == b"helloworld"
+
+
 def selector_conf(port, mport, backend_port, root, ss_persist="on", pr_persist="on"):
     return """
 LOAD Vhosts

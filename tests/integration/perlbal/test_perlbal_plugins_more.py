@@ -479,6 +479,106 @@ def test_perlbal_x_reproxy_service_to_a_selector_and_with_a_body(daemon, perl_pe
         be2.stop()
 
 
+def streamed_reproxy_conf(be1, be2, www):
+    def conf(port, mport):
+        return """
+CREATE POOL p1
+  POOL p1 ADD 127.0.0.1:%d
+CREATE POOL p2
+  POOL p2 ADD 127.0.0.1:%d
+CREATE SERVICE app2
+  SET role = reverse_proxy
+  SET pool = p2
+ENABLE app2
+CREATE SERVICE files
+  SET role = web_server
+  SET docroot = %s
+ENABLE files
+CREATE SERVICE front
+  SET role = reverse_proxy
+  SET listen = 127.0.0.1:%d
+  SET pool = p1
+  SET persist_client = on
+  SET enable_reproxy = on
+ENABLE front
+""" % (be1, be2, www, port) + mgmt_conf(mport)
+    return conf
+
+
+def _status_and_headers(port, request, timeout):
+    """The status line and header names of the answer, or None when none
+    comes within timeout."""
+    with socket.create_connection(("127.0.0.1", port), timeout=timeout) as s:
+        s.sendall(request)
+        data = b""
+        try:
+            while b"\r\n\r\n" not in data:
+                c = s.recv(65536)
+                if not c:
+                    break
+                data += c
+        except socket.timeout:
+            return None
+    head = data.partition(b"\r\n\r\n")[0].split(b"\r\n")
+    return head[0].split(b" ")[1].decode(), {l.split(b":")[0].lower().decode() for l in head[1:]}
+
+
+def test_perlbal_x_reproxy_service_headers_and_a_streamed_body(daemon, perl_perlbal, tmp_path):
+    """Side by side with Perl Perlbal 1.80: after X-REPROXY-SERVICE the
+    client gets the second service's answer with its own headers (none of
+    the first backend's: Perlbal's start_reproxy_service keeps them only
+    until the second answer replaces them); a web_server target answers a
+    POST whose body streamed to the first backend as a web_server does
+    (400); a reverse_proxy target cannot be given that body again: Perl
+    Perlbal sends the head on and the client waits (measured), ours
+    refuses at once with a 500 and no backend is asked."""
+    www = tmp_path / "www"
+    www.mkdir()
+    (www / "f.txt").write_text("file body\n")
+    target = {"svc": "app2"}
+    be1 = Backend(lambda h, info: (200, {"X-REPROXY-SERVICE": target["svc"], "X-First": "one",
+                                         "Set-Cookie": "a=b", "Content-Type": "text/x-first"}, b"ignored"))
+    be2 = Backend(lambda h, info: (200, {"Content-Type": "text/plain", "X-Second": "two"},
+                                   ("app2 %s %s %d" % (info["method"], info["path"], info["body_len"])).encode()))
+    try:
+        servers = start_both(daemon, perl_perlbal, tmp_path, streamed_reproxy_conf(be1.port, be2.port, www))
+        res = {}
+        for name, port, mport in servers:
+            out = {}
+            target["svc"] = "app2"
+            st, hdrs, body = raw_response(port, b"GET /g HTTP/1.0\r\n\r\n")
+            out["get_app2"] = (st.split(" ")[1], "x-second" in hdrs, "x-first" in hdrs or "set-cookie" in hdrs,
+                               hdrs.get("content-type"), body)
+            target["svc"] = "files"
+            st, hdrs, body = raw_response(port, b"GET /f.txt HTTP/1.0\r\n\r\n")
+            out["get_files"] = (st.split(" ")[1], "x-first" in hdrs or "set-cookie" in hdrs,
+                                hdrs.get("content-type"), body)
+            st, hdrs, body = raw_response(port, b"POST /f.txt HTTP/1.0\r\nContent-Length: 5\r\n\r\nhello")
+            out["post_files"] = st.split(" ")[1]
+            target["svc"] = "app2"
+            before = len(be2.requests)
+            t0 = time.monotonic()
+            out["post_app2"] = _status_and_headers(
+                port, b"POST /p HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\n\r\nhello", timeout=2)
+            out["post_app2_fast"] = time.monotonic() - t0 < 1.5
+            out["post_app2_backend_saw"] = [r["path"] for r in be2.requests[before:]]
+            res[name] = out
+        ours = res["ours"]
+        assert ours["get_app2"] == ("200", True, False, "text/plain", b"app2 GET /g 0")
+        assert ours["get_files"] == ("200", False, "text/plain", b"file body\n")
+        assert ours["post_files"] == "400"
+        assert ours["post_app2"][0] == "500" and ours["post_app2_fast"]
+        assert ours["post_app2_backend_saw"] == []
+        if "perl" in res:
+            perl = res["perl"]
+            for k in ("get_app2", "get_files", "post_files"):
+                assert perl[k] == ours[k], (k, perl[k], ours[k])
+            assert perl["post_app2"] is None    # Perl Perlbal never answers it
+    finally:
+        be1.stop()
+        be2.stop()
+
+
 # ------------------------------------------------------------ upload status
 
 def upload_conf(be_port, udp_tracker, udp_extra):
@@ -683,6 +783,89 @@ ENABLE cdn
         be.stop()
 
 
+def test_perlbal_lazycdn_concatenated_gets(daemon, perl_perlbal, tmp_path):
+    """LazyCDN on concatenated GETs (enable_concatenate_get), as Perlbal's
+    concat hooks: one of the files missing goes to fallback_service; all
+    there, a v=N newer than the newest of them goes too, unless the answer
+    is a 304; what the web_server refuses anyway (no slash before "??",
+    the base not a directory) it answers itself. Same script against Perl
+    Perlbal, answers and UDP pings compared."""
+    root = tmp_path / "cdn"
+    (root / "d").mkdir(parents=True)
+    (root / "d" / "a.txt").write_text("A")
+    (root / "d" / "b.txt").write_text("B")
+    mtime = 1700000000
+    os.utime(root / "d" / "a.txt", (mtime, mtime))
+    os.utime(root / "d" / "b.txt", (mtime + 50, mtime + 50))
+    newest = "Tue, 14 Nov 2023 22:14:10 GMT"           # mtime + 50 as an HTTP date
+    be = Backend(lambda h, info: (200, {"Content-Type": "text/plain"}, b"origin:" + info["path"].encode()))
+    try:
+        results = {}
+        for name in (["ours", "perl"] if PERL_PERLBAL else ["ours"]):
+            udp = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+            udp.bind(("127.0.0.1", 0))
+            udp.settimeout(2)
+            port, mport = free_port(), free_port()
+            conf = """
+LOAD LazyCDN
+CREATE POOL o
+  POOL o ADD 127.0.0.1:%d
+CREATE SERVICE origin
+  SET role = reverse_proxy
+  SET pool = o
+ENABLE origin
+CREATE SERVICE cdn
+  SET role = web_server
+  SET listen = 127.0.0.1:%d
+  SET docroot = %s
+  SET enable_concatenate_get = on
+  SET plugins = LazyCDN
+  SET fallback_service = origin
+  SET fallback_udp_ping_addr = 127.0.0.1:%d
+ENABLE cdn
+""" % (be.port, port, root, udp.getsockname()[1]) + mgmt_conf(mport)
+            if name == "ours":
+                start_perlbal(daemon, str(tmp_path), conf, port, name="cdn.conf")
+            else:
+                perl_perlbal(conf, port)
+            out = []
+            # the missing file and directory last: after a failed stat, Perl
+            # Perlbal 1.80 answers later concatenated GETs from a stale
+            # errno ("Base directory not a directory", or a fallback;
+            # measured), ours does not
+            for path, hdrs in [("/d/??a.txt,b.txt", {}),
+                               ("/d/??a.txt,b.txt?v=%d" % (mtime + 100), {}),
+                               ("/d/??a.txt,b.txt?v=%d" % (mtime + 20), {}),
+                               ("/d/??a.txt,b.txt?v=%d" % (mtime + 100), {"If-Modified-Since": newest}),
+                               ("/d??a.txt", {}),
+                               ("/d/??a.txt,zz.txt", {}),
+                               ("/nodir/??a.txt", {})]:
+                r, body = get(port, path, headers=hdrs)
+                out.append((r.status, body if r.status == 200 else b""))
+            pings = []
+            while True:
+                try:
+                    pings.append(udp.recv(512))
+                except socket.timeout:
+                    break
+                udp.settimeout(0.3)
+            udp.close()
+            results[name] = (out, pings)
+        out, pings = results["ours"]
+        assert out[0] == (200, b"AB")
+        assert out[1] == (200, b"origin:/d/??a.txt,b.txt?v=%d" % (mtime + 100))
+        assert out[2] == (200, b"AB")
+        assert out[3] == (304, b"")
+        assert out[4] == (500, b"")
+        assert out[5] == (200, b"origin:/d/??a.txt,zz.txt")
+        assert out[6] == (404, b"")
+        assert pings == [b"/d/??a.txt,b.txt?v=%d" % (mtime + 100), b"/d/??a.txt,zz.txt"]
+        if "perl" in results:
+            assert results["perl"] == results["ours"]
+    finally:
+        be.stop()
+
+
 def test_perlbal_lazycdn_settings(daemon, tmp_path):
     port, mport = free_port(), free_port()
     start_perlbal(daemon, str(tmp_path), """
@@ -698,6 +881,7 @@ CREATE SERVICE proxy
   SET role = reverse_proxy
   SET pool = p
 """ % (port, tmp_path) + mgmt_conf(mport), port)
+    wait_port(mport)   # ready_port is the first listener's; the console's comes up after it
     assert "Expecting IP:port of form a.b.c.d:port." in console(mport, "SET cdn.fallback_udp_ping_addr = nohost")
     assert "ERROR" in console(mport, "SET proxy.fallback_service = cdn")        # web_server only
     # no fallback_service: a missing file is the usual 404
@@ -792,7 +976,125 @@ ENABLE palex
             assert a[0] == b[0] and a[2] == b[2], (paths[i], a[:2], b[:2])
 
 
+def test_perlbal_palimg_if_modified_since_range_and_head(daemon, perl_perlbal, tmp_path):
+    """Palimg URLs are served as the web_server serves the image file
+    (Perlbal cuts the spec off and serves the file): an If-Modified-Since
+    equal to its Last-Modified is a 304, HEAD is the file's 200 with its
+    length, an unsatisfiable Range a 416 — as Perl Perlbal answers. A Range
+    is cut from the changed image (206, Content-Range); Perl Perlbal 1.80
+    also answers 206 but sends the changed first 2048 bytes whatever the
+    range (measured: more bytes than its Content-Length), so only the
+    status is compared there."""
+    root = tmp_path / "www"
+    (root / "palimg").mkdir(parents=True)
+    gif = make_gif()
+    (root / "palimg" / "a.gif").write_bytes(gif)
+
+    def conf(port, mport):
+        return """
+LOAD palimg
+CREATE SERVICE palex
+  SET role = web_server
+  SET listen = 127.0.0.1:%d
+  SET docroot = %s
+  SET plugins = palimg
+ENABLE palex
+""" % (port, root) + mgmt_conf(mport)
+    url = "/palimg/a.gif/p1ffeedd"
+    results = {}
+    for name, port, mport in start_both(daemon, perl_perlbal, tmp_path, conf):
+        out = {}
+        r, full = get(port, url)
+        out["full"] = (r.status, full)
+        lm = r.getheader("Last-Modified")
+        out["lm"] = lm is not None
+        r, body = get(port, url, headers={"If-Modified-Since": lm})
+        out["ims"] = (r.status, body)
+        r, body = get(port, url, method="HEAD")
+        out["head"] = (r.status, r.getheader("Content-Length"), r.getheader("Content-Type"))
+        st, hdrs, body = raw_response(port, ("GET %s HTTP/1.0\r\nRange: bytes=14-17\r\n\r\n" % url).encode(),
+                                      timeout=3)
+        out["range"] = (st.split(" ")[1], hdrs.get("content-range"), body)
+        st, hdrs, body = raw_response(port, ("GET %s HTTP/1.0\r\nRange: bytes=9999-\r\n\r\n" % url).encode(),
+                                      timeout=3)
+        out["416"] = st.split(" ")[1]
+        results[name] = out
+    ours = results["ours"]
+    changed = ours["full"][1]
+    assert ours["full"][0] == 200 and changed[13 + 3:13 + 6] == bytes([0xff, 0xee, 0xdd]) and ours["lm"]
+    assert ours["ims"] == (304, b"")
+    assert ours["head"] == (200, str(len(gif)), "image/gif")
+    assert ours["range"] == ("206", "bytes 14-17/%d" % len(gif), changed[14:18])
+    assert ours["416"] == "416"
+    if "perl" in results:
+        perl = results["perl"]
+        for k in ("full", "lm", "ims", "head", "416"):
+            assert perl[k] == ours[k], (k, perl[k], ours[k])
+        assert perl["range"][:2] == ours["range"][:2]
+
+
 # -------------------------------------------------------- PUT's 201 wording
+
+def test_perlbal_put_in_place_as_perl_perlbal(daemon, perl_perlbal, tmp_path):
+    """Side by side: a PUT without Content-MD5 is written in place by both
+    (the target holds what has arrived while the upload is open, a
+    replaced file is truncated at its start) and both answer 200 at the
+    end; with enable_atomic_put (ours only, Perl Perlbal has no such
+    setting) the old file stays whole until the upload completes."""
+    results = {}
+    for name in (["ours", "perl"] if PERL_PERLBAL else ["ours"]):
+        root = tmp_path / ("www-" + name)
+        root.mkdir()
+        (root / "f.txt").write_bytes(b"old contents")
+        port, mport = free_port(), free_port()
+        conf = """
+CREATE SERVICE w
+  SET role = web_server
+  SET listen = 127.0.0.1:%d
+  SET docroot = %s
+  SET enable_put = on
+ENABLE w
+""" % (port, root) + mgmt_conf(mport)
+        if name == "ours":
+            start_perlbal(daemon, str(tmp_path), conf, port, name="put-ours.conf")
+        else:
+            perl_perlbal(conf, port)
+        with socket.create_connection(("127.0.0.1", port), timeout=10) as s:
+            s.sendall(b"PUT /f.txt HTTP/1.0\r\nContent-Length: 10\r\n\r\nhello")
+            deadline = time.monotonic() + 5
+            while (root / "f.txt").read_bytes() != b"hello" and time.monotonic() < deadline:
+                time.sleep(0.05)
+            during = (root / "f.txt").read_bytes()
+            s.sendall(b"world")
+            answer = s.recv(4096).split(b"\r\n")[0]
+        results[name] = (during, answer.split(b" ")[1], (root / "f.txt").read_bytes())
+    assert results["ours"] == (b"hello", b"200", b"helloworld")
+    if "perl" in results:
+        assert results["perl"] == results["ours"]
+    # ours, opt-in: the old file whole until the upload completes
+    root = tmp_path / "www-atomic"
+    root.mkdir()
+    (root / "f.txt").write_bytes(b"old contents")
+    port, mport = free_port(), free_port()
+    start_perlbal(daemon, str(tmp_path), """
+CREATE SERVICE w
+  SET role = web_server
+  SET listen = 127.0.0.1:%d
+  SET docroot = %s
+  SET enable_put = on
+  SET enable_atomic_put = on
+ENABLE w
+""" % (port, root), port, name="put-atomic.conf")
+    with socket.create_connection(("127.0.0.1", port), timeout=10) as s:
+        s.sendall(b"PUT /f.txt HTTP/1.0\r\nContent-Length: 10\r\n\r\nhello")
+        deadline = time.monotonic() + 5
+        while len(os.listdir(root)) < 2 and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert len(os.listdir(root)) == 2 and (root / "f.txt").read_bytes() == b"old contents"
+        s.sendall(b"world")
+        assert s.recv(4096).split(b" ")[1] == b"200"
+    assert (root / "f.txt").read_bytes() == b"helloworld" and os.listdir(root) == ["f.txt"]
+
 
 def test_perlbal_put_201_worded_as_perl_perlbal(daemon, perl_perlbal, tmp_path):
     """A PUT whose Content-MD5 was verified: Perlbal answers "201 " with no

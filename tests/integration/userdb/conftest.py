@@ -13,78 +13,19 @@ import uuid
 
 import pytest
 
-MARIADBD = shutil.which("mariadbd") or "/usr/sbin/mariadbd"
+from conftest import MariaDB
 
 
-def _free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def _wait_port(port, proc, timeout=60):
-    deadline = time.time() + timeout
-    while time.time() < deadline:
-        if proc.poll() is not None:
-            raise RuntimeError("mariadbd exited with %s" % proc.returncode)
-        try:
-            with socket.create_connection(("127.0.0.1", port), timeout=0.5):
-                return
-        except OSError:
-            time.sleep(0.05)
-    raise TimeoutError("mariadbd did not accept on %d" % port)
-
-
-class Server:
-    """A private mariadbd in a temp dir, with extra server options."""
+class Server(MariaDB):
+    """A private mariadbd in a temp dir (the shared fixture's server, with a
+    server id and extra options for replication)."""
 
     def __init__(self, base, server_id, extra=()):
-        self.base = base
-        self.datadir = os.path.join(base, "data")
-        self.socket = os.path.join(base, "mysqld.sock")
-        self.port = _free_port()
-        self.server_id = server_id
-        run_as = ["--user=root"] if os.geteuid() == 0 else []
-        # mariadb-install-db now and then fails when many run at once on this
-        # shared machine (parallel workers, other suites): start afresh.
-        for attempt in range(3):
-            shutil.rmtree(self.datadir, ignore_errors=True)
-            os.makedirs(self.datadir)
-            inst = subprocess.run(["mariadb-install-db", "--no-defaults", "--datadir=" + self.datadir,
-                                   "--auth-root-authentication-method=normal", "--skip-test-db"] + run_as,
-                                  capture_output=True, text=True)
-            if inst.returncode == 0:
-                break
-            time.sleep(1 + attempt)
-        else:
-            raise RuntimeError("mariadb-install-db failed 3 times:\n" + inst.stdout[-2000:] + inst.stderr[-2000:])
-        self.log = open(os.path.join(base, "mariadb.log"), "ab")
-        self.proc = subprocess.Popen(
-            [MARIADBD, "--no-defaults", "--datadir=" + self.datadir, "--socket=" + self.socket,
-             "--port=%d" % self.port, "--bind-address=127.0.0.1", "--pid-file=" + os.path.join(base, "pid"),
-             "--innodb-buffer-pool-size=32M", "--innodb-log-file-size=16M", "--skip-name-resolve",
-             "--server-id=%d" % server_id] + list(extra) + run_as,
-            stdout=self.log, stderr=subprocess.STDOUT)
-        _wait_port(self.port, self.proc)
-
-    def sql(self, statement, database=None):
-        cmd = ["mariadb", "--no-defaults", "-uroot", "--socket=" + self.socket, "-N", "-B", "-e", statement]
-        if database:
-            cmd.insert(-2, database)
-        return subprocess.run(cmd, check=True, capture_output=True, text=True).stdout
+        super().__init__(base, server_id=server_id, extra=extra)
 
     def dsn(self, database, **kw):
         extra = "".join(";%s=%s" % kv for kv in kw.items())
         return "DBI:mysql:database=%s;host=127.0.0.1;port=%d%s" % (database, self.port, extra)
-
-    def stop(self):
-        self.proc.terminate()
-        try:
-            self.proc.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            self.proc.wait()
-        self.log.close()
 
 
 class Servers:

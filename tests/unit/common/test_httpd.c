@@ -29,8 +29,41 @@ static char root[256];
 static struct httpd_files files;
 static int port;
 
+/* a prefix_fn: the file's first bytes upper-cased; ctx "bad" refuses (404) */
+static int upper_prefix(const char *ctx, const char *path, unsigned char *buf, size_t len)
+{
+    (void)path;
+    if (!strcmp(ctx, "bad"))
+        return 404;
+    for (size_t i = 0; i < len; i++)
+        if (buf[i] >= 'a' && buf[i] <= 'z')
+            buf[i] = (unsigned char)(buf[i] - 32);
+    return 0;
+}
+
+/* poststat: when on, answers 299 "what mtime" itself instead of httpd */
+static _Atomic bool take_poststat;
+static bool on_poststat(void *arg, struct httpd_conn *h, int what, int64_t mtime)
+{
+    (void)arg;
+    if (!take_poststat)
+        return false;
+    char body[64];
+    int n =
+        snprintf(body, sizeof body, "%s %lld", what == HTTPD_POSTSTAT_MISSING ? "missing" : "send", (long long)mtime);
+    httpd_response_head(h, 299, "text/plain", n, false, NULL);
+    evbuffer_add(httpd_tx(), body, (size_t)n);
+    httpd_done(h, false);
+    return true;
+}
+
 static void on_request(struct httpd_conn *h, struct http_msg *req)
 {
+    if (req->target_len > 4 && !memcmp(req->target + req->target_len - 4, "?pre", 4)) {
+        h->prefix_fn = upper_prefix;
+        snprintf(h->prefix_ctx, sizeof h->prefix_ctx, "%s",
+                 memmem(req->target, req->target_len, "bad", 3) ? "bad" : "");
+    }
     if (req->target_len >= 5 && !memcmp(req->target, "/echo", 5)) {
         /* answers with the decoded body once it is all in (on_input) */
         h->data = evbuffer_new();
@@ -69,7 +102,19 @@ static void on_close(struct httpd_conn *h, enum conn_close_reason why)
         evbuffer_free(h->data);
 }
 
-static const struct httpd_ops ops = { .on_request = on_request, .on_input = on_input, .on_close = on_close };
+/* what httpd reports of the answer it made (status, body bytes) */
+static _Atomic int last_status;
+static _Atomic long long last_body;
+
+static void on_request_end(struct httpd_conn *h)
+{
+    last_body = h->resp_body;
+    last_status = h->resp_status;
+}
+
+static const struct httpd_ops ops = {
+    .on_request = on_request, .on_input = on_input, .on_request_end = on_request_end, .on_close = on_close
+};
 
 static void on_accept(struct core_loop *loop, int fd, const struct sockaddr *sa, socklen_t salen, void *arg)
 {
@@ -171,16 +216,57 @@ static void *client_main(void *arg)
     EX("GET /a.txt HTTP/1.0\r\n\r\n", r);
     CCHECK(status_of(r) == 200 && strstr(r, "\r\n\r\nhello world") && strstr(r, "Content-Length: 11\r\n"));
     CCHECK(strstr(r, "Server: test\r\n") && strstr(r, "Last-Modified: ") && strstr(r, "Content-Type: text/plain"));
+    CCHECK(last_status == 200 && last_body == 11);
     EX("HEAD /a.txt HTTP/1.0\r\n\r\n", r);
     CCHECK(status_of(r) == 200 && strstr(r, "Content-Length: 11\r\n") && !strstr(r, "hello"));
+    CCHECK(last_status == 200 && last_body == 0); /* a HEAD sends no body */
     EX("GET /a.txt HTTP/1.0\r\nRange: bytes=6-\r\n\r\n", r);
     CCHECK(status_of(r) == 206 && strstr(r, "Content-Range: bytes 6-10/11\r\n") && strstr(r, "\r\n\r\nworld"));
     EX("GET /a.txt HTTP/1.0\r\nRange: bytes=50-\r\n\r\n", r);
     CCHECK(status_of(r) == 416 && strstr(r, "Content-Range: bytes */11\r\n"));
+    CCHECK(last_status == 416);
     EX("GET /a.txt HTTP/1.0\r\nIf-Modified-Since: Fri, 01 Jan 2100 00:00:00 GMT\r\n\r\n", r);
     CCHECK(status_of(r) == 304 && !strstr(r, "hello"));
     EX("GET /a.txt HTTP/1.0\r\nIf-Modified-Since: Thu, 01 Jan 1998 00:00:00 GMT\r\n\r\n", r);
     CCHECK(status_of(r) == 200);
+    /* a prefix filter: the first HTTPD_PREFIX_MAX bytes changed, Range cut from the result */
+    EX("GET /a.txt?pre HTTP/1.0\r\n\r\n", r);
+    CCHECK(status_of(r) == 200 && strstr(r, "\r\n\r\nHELLO WORLD"));
+    EX("GET /a.txt?pre HTTP/1.0\r\nRange: bytes=6-\r\n\r\n", r);
+    CCHECK(status_of(r) == 206 && strstr(r, "\r\n\r\nWORLD"));
+    EX("HEAD /a.txt?bad?pre HTTP/1.0\r\n\r\n", r); /* HEAD does not run it */
+    CCHECK(status_of(r) == 200);
+    EX("GET /a.txt?bad?pre HTTP/1.0\r\n\r\n", r);
+    CCHECK(status_of(r) == 404);
+    /* across the prefix's end: 8 filtered bytes, then the file's (read, or by sendfile) */
+    for (int pass = 0; pass < 2; pass++) {
+        EX(pass ? "GET /big.bin?pre HTTP/1.0\r\nRange: bytes=2040-\r\n\r\n"
+                : "GET /big.bin?pre HTTP/1.0\r\nRange: bytes=2040-2060\r\n\r\n",
+           r);
+        size_t want = pass ? 40000 - 2040 : 21;
+        char *b = strstr(r, "\r\n\r\n");
+        CCHECK(status_of(r) == 206 && b && strlen(b + 4) == want);
+        bool ok = b != NULL;
+        for (size_t i = 0; b && i < want && i < strlen(b + 4); i++)
+            if (b[4 + i] != (i < 8 ? 'B' : 'b'))
+                ok = false;
+        CCHECK(ok);
+    }
+    /* the poststat hook takes a missing file and a 200 to come, not a 304 */
+    files.poststat = on_poststat;
+    take_poststat = true;
+    EX("GET /nope.txt HTTP/1.0\r\n\r\n", r);
+    CCHECK(status_of(r) == 299 && strstr(r, "\r\n\r\nmissing 0"));
+    EX("HEAD /a.txt HTTP/1.0\r\n\r\n", r);
+    CCHECK(status_of(r) == 299 && strstr(r, "send 1600000000"));
+    EX("GET /a.txt HTTP/1.0\r\nIf-Modified-Since: Fri, 01 Jan 2100 00:00:00 GMT\r\n\r\n", r);
+    CCHECK(status_of(r) == 304);
+    EX("GET /a.txt HTTP/1.0\r\nRange: bytes=1-2\r\n\r\n", r);
+    CCHECK(status_of(r) == 206);
+    take_poststat = false;
+    EX("GET /a.txt HTTP/1.0\r\n\r\n", r);
+    CCHECK(status_of(r) == 200);
+    files.poststat = NULL;
     /* a large file goes out whole (sendfile path) */
     EX("GET /big.bin HTTP/1.0\r\n\r\n", r);
     CCHECK(status_of(r) == 200 && strstr(r, "Content-Length: 40000\r\n"));
@@ -203,6 +289,11 @@ static void *client_main(void *arg)
     CCHECK(status_of(r) == 403 || status_of(r) == 404);
     EX("GET /nope HTTP/1.0\r\n\r\n", r);
     CCHECK(status_of(r) == 404);
+    {
+        /* an error page httpd wrote: its status and the page's size */
+        const char *cl = strstr(r, "Content-Length: ");
+        CCHECK(last_status == 404 && cl && last_body == atoll(cl + 16));
+    }
     /* pipelining and keep-alive: three answers in order on one connection */
     EX("GET /a.txt HTTP/1.1\r\nHost: x\r\n\r\nHEAD /a.txt HTTP/1.1\r\nHost: x\r\n\r\n"
        "GET /sub/in.txt HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
@@ -244,6 +335,64 @@ static void *client_main(void *arg)
            strstr(r, "\r\n\r\n<h1>200 - OK</h1>\n"));
     EX("PUT /pb2.txt HTTP/1.0\r\nContent-Length: 5\r\nContent-MD5: q1a02StAcTrMWviZhdS3hg==\r\n\r\nabcde", r);
     CCHECK(status_of(r) == 201 && strstr(r, "<h1>201 - Created</h1>\n"));
+    /* Perlbal's wording of that 201: no reason phrase */
+    files.put_md5_ok_reason = "";
+    EX("PUT /pb3.txt HTTP/1.0\r\nContent-Length: 5\r\nContent-MD5: q1a02StAcTrMWviZhdS3hg==\r\n\r\nabcde", r);
+    CCHECK(!strncmp(r, "HTTP/1.0 201 \r\n", 15) && strstr(r, "Content-Length: 13\r\n") &&
+           strstr(r, "\r\n\r\n<h1>201</h1>\n"));
+    CCHECK(last_status == 201 && last_body == 13);
+    files.put_md5_ok_reason = NULL;
+    /* in place (Perlbal): the target exists, growing, while the body arrives */
+    files.put_in_place = true;
+    {
+        int pfd = dial();
+        const char *part = "PUT /inplace.txt HTTP/1.0\r\nContent-Length: 10\r\n\r\nhello";
+        CCHECK(write(pfd, part, strlen(part)) == (ssize_t)strlen(part));
+        bool seen = false;
+        for (int i = 0; i < 300 && !seen; i++) {
+            seen = read_file("inplace.txt", fb, sizeof fb) && !strcmp(fb, "hello");
+            if (!seen)
+                usleep(10 * 1000);
+        }
+        CCHECK(seen);
+        CCHECK(write(pfd, "world", 5) == 5);
+        ssize_t n = read(pfd, r, sizeof r - 1);
+        r[n > 0 ? n : 0] = 0;
+        close(pfd);
+        CCHECK(status_of(r) == 200);
+        CCHECK(read_file("inplace.txt", fb, sizeof fb) && !strcmp(fb, "helloworld"));
+        /* replaced in place: truncated at the start; a client that leaves
+         * keeps what arrived, as Perlbal */
+        pfd = dial();
+        part = "PUT /inplace.txt HTTP/1.0\r\nContent-Length: 10\r\n\r\nab";
+        CCHECK(write(pfd, part, strlen(part)) == (ssize_t)strlen(part));
+        seen = false;
+        for (int i = 0; i < 300 && !seen; i++) {
+            seen = read_file("inplace.txt", fb, sizeof fb) && !strcmp(fb, "ab");
+            if (!seen)
+                usleep(10 * 1000);
+        }
+        CCHECK(seen);
+        close(pfd);
+        /* with Content-MD5 it is still a temporary name, renamed when verified */
+        pfd = dial();
+        part = "PUT /inmd5.txt HTTP/1.0\r\nContent-Length: 5\r\nContent-MD5: q1a02StAcTrMWviZhdS3hg==\r\n\r\nab";
+        CCHECK(write(pfd, part, strlen(part)) == (ssize_t)strlen(part));
+        usleep(150 * 1000);
+        CCHECK(!read_file("inmd5.txt", fb, sizeof fb));
+        CCHECK(write(pfd, "cde", 3) == 3);
+        n = read(pfd, r, sizeof r - 1);
+        r[n > 0 ? n : 0] = 0;
+        close(pfd);
+        CCHECK(status_of(r) == 201 && read_file("inmd5.txt", fb, sizeof fb) && !strcmp(fb, "abcde"));
+    }
+    /* refused in place (over max_put_size while chunked): the file goes */
+    files.max_put_size = 4;
+    EX("PUT /inplace.txt HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n3\r\ndef\r\n0\r\n\r\n",
+       r);
+    CCHECK(status_of(r) == 413 && !read_file("inplace.txt", fb, sizeof fb));
+    files.max_put_size = 0;
+    files.put_in_place = false;
     files.put_md5_ok_status = 0;
     files.put_status_body = false;
     files.put_ok_status = 0;
@@ -346,6 +495,12 @@ static void test_httpd_end_to_end(void)
     snprintf(cmd, sizeof cmd, "rm -rf %s && mkdir -p %s/sub && mkdir -p %s.out", root, root, root);
     CHECK_EQ_INT(system(cmd), 0);
     write_file("a.txt", "hello world");
+    {
+        char ap[512];
+        snprintf(ap, sizeof ap, "%s/a.txt", root);
+        struct timespec ts[2] = { { 1600000000, 0 }, { 1600000000, 0 } };
+        utimensat(AT_FDCWD, ap, ts, 0);
+    }
     write_file("sub/in.txt", "inner");
     write_file("index.html", "index page");
     char big[40001];

@@ -8,7 +8,9 @@
  *    a bare port bound to 127.0.0.1 when loopback_default is set;
  *  - unix socket paths: a regular file is never replaced, a live socket is
  *    refused, a stale one is replaced, and only our own socket is removed;
- *  - out of descriptors, accepting pauses instead of spinning, and resumes;
+ *  - out of descriptors (in a child process), a waiting client gets a
+ *    clean close from the listener's spare descriptor, not a hang, and
+ *    clients are served again once descriptors are back;
  *  - STARTTLS both ways with conn_start_tls: plain replies before the
  *    switch go out in order, a peer's TLS bytes already buffered behind the
  *    command are fed to the handshake, SNI + host name checked, and a name
@@ -26,6 +28,7 @@
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/un.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #include <event2/buffer.h>
@@ -589,65 +592,121 @@ static void test_unix_paths(void)
 
 /* ---- out of descriptors ---- */
 
-static int emfile_port;
-static int emfile_clients[4];
-static struct rlimit emfile_old;
-static uint64_t exhausted_while_low;
+/* In a child process (the descriptor limit is process-wide): a listener
+ * on a loop that answers "HI" and closes. With the limit lowered so that
+ * no new descriptor can be had, clients that connect get a clean close at
+ * once (the listener's spare descriptor takes each and closes it), not a
+ * hang in the backlog; once the limit is back, clients are served; and a
+ * second shortage is handled the same way (the spare was taken back).
+ * Exit status: the number of failed checks. */
+static int emfile_child_port;
 
-static void emfile_restore(evutil_socket_t fd, short what, void *arg)
+static void emfile_child_accept(struct core_loop *loop, int fd, const struct sockaddr *sa, socklen_t len, void *arg)
 {
-    (void)fd;
-    (void)what;
+    (void)loop;
+    (void)sa;
+    (void)len;
     (void)arg;
-    exhausted_while_low = listen_fd_exhausted();
-    setrlimit(RLIMIT_NOFILE, &emfile_old);
+    ssize_t w = send(fd, "HI\n", 3, MSG_NOSIGNAL);
+    (void)w;
+    close(fd);
 }
 
-static void emfile_watch(evutil_socket_t fd, short what, void *arg)
+static void emfile_child_start(void *arg)
 {
-    (void)fd;
-    (void)what;
     (void)arg;
-    if (atomic_load(&accepted) >= 4) {
-        loop_request_stop();
-        return;
-    }
-    struct timeval tv = { 0, 20000 };
-    event_base_once(loop_current()->base, -1, EV_TIMEOUT, emfile_watch, NULL, &tv);
+    listen_here(emfile_child_port, emfile_child_accept);
 }
 
-static void emfile_start(void *arg)
+/* What a client connected to the port reads: "HI\n", "" (closed) or
+ * "TIMEOUT". */
+static const char *emfile_read(int fd)
 {
-    (void)arg;
-    listen_here(emfile_port, srv_accept);
-    for (int i = 0; i < 4; i++)
-        emfile_clients[i] = tcp_connect(emfile_port); /* queue in the backlog */
-    getrlimit(RLIMIT_NOFILE, &emfile_old);
-    struct rlimit low = emfile_old;
-    int probe = dup(0);
+    static char buf[16];
+    struct timeval tv = { 5, 0 };
+    setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
+    ssize_t n = recv(fd, buf, sizeof buf - 1, 0);
+    if (n < 0)
+        return errno == EAGAIN || errno == EWOULDBLOCK ? "TIMEOUT" : "ERROR";
+    buf[n] = '\0';
+    return buf;
+}
+
+static int emfile_fails;
+#define EMFILE_CHECK(cond)                                                                                             \
+    do {                                                                                                               \
+        if (!(cond)) {                                                                                                 \
+            fprintf(stderr, "emfile child: line %d: %s\n", __LINE__, #cond);                                           \
+            emfile_fails++;                                                                                            \
+        }                                                                                                              \
+    } while (0)
+
+/* One shortage: n clients made beforehand connect while no descriptor is
+ * left; each must read a close. */
+static void emfile_round(int n)
+{
+    int cl[8];
+    struct sockaddr_in sin = { .sin_family = AF_INET, .sin_port = htons((uint16_t)emfile_child_port) };
+    sin.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    for (int i = 0; i < n; i++)
+        cl[i] = socket(AF_INET, SOCK_STREAM, 0);
+    struct rlimit old, low;
+    getrlimit(RLIMIT_NOFILE, &old);
+    low = old;
+    int probe = open("/dev/null", O_RDONLY); /* the lowest free descriptor: none from it on */
     low.rlim_cur = (rlim_t)probe;
     close(probe);
-    setrlimit(RLIMIT_NOFILE, &low);
-    struct timeval tv = { 0, 400000 };
-    event_base_once(loop_current()->base, -1, EV_TIMEOUT, emfile_restore, NULL, &tv);
-    struct timeval tv2 = { 0, 20000 };
-    event_base_once(loop_current()->base, -1, EV_TIMEOUT, emfile_watch, NULL, &tv2);
+    EMFILE_CHECK(setrlimit(RLIMIT_NOFILE, &low) == 0);
+    EMFILE_CHECK(open("/dev/null", O_RDONLY) < 0 && errno == EMFILE); /* really none left */
+    for (int i = 0; i < n; i++)
+        EMFILE_CHECK(connect(cl[i], (struct sockaddr *)&sin, sizeof sin) == 0);
+    for (int i = 0; i < n; i++) {
+        const char *got = emfile_read(cl[i]);
+        if (strcmp(got, "") != 0)
+            fprintf(stderr, "emfile child: client %d read [%s], want a close\n", i, got);
+        EMFILE_CHECK(strcmp(got, "") == 0);
+    }
+    EMFILE_CHECK(setrlimit(RLIMIT_NOFILE, &old) == 0);
+    for (int i = 0; i < n; i++)
+        close(cl[i]);
 }
 
-static void test_emfile_pauses_accepting(void)
+static void *emfile_child_client(void *arg)
 {
-    atomic_store(&accepted, 0);
-    emfile_port = free_port();
+    (void)arg;
+    int fd = tcp_connect_retry(emfile_child_port);
+    EMFILE_CHECK(fd >= 0 && strcmp(emfile_read(fd), "HI\n") == 0); /* served while descriptors last */
+    close(fd);
     uint64_t before = listen_fd_exhausted();
-    run_one_loop(emfile_start, NULL, NULL, NULL);
-    for (int i = 0; i < 4; i++)
-        if (emfile_clients[i] >= 0)
-            close(emfile_clients[i]);
-    uint64_t pauses = exhausted_while_low - before;
-    /* 400 ms without descriptors at 100 ms per pause: a handful of tries, not a spin */
-    CHECK(pauses >= 1);
-    CHECK(pauses <= 10);
-    CHECK_EQ_INT(atomic_load(&accepted), 4); /* accepted once descriptors were back */
+    emfile_round(4);
+    EMFILE_CHECK(listen_fd_exhausted() - before >= 4);
+    fd = tcp_connect(emfile_child_port);
+    EMFILE_CHECK(fd >= 0 && strcmp(emfile_read(fd), "HI\n") == 0); /* descriptors back: served again */
+    close(fd);
+    emfile_round(3); /* the spare was taken back: the same again */
+    EMFILE_CHECK(listen_fd_exhausted() - before >= 7);
+    fd = tcp_connect(emfile_child_port);
+    EMFILE_CHECK(fd >= 0 && strcmp(emfile_read(fd), "HI\n") == 0);
+    close(fd);
+    loop_request_stop();
+    return NULL;
+}
+
+static void test_emfile_closes_waiting_clients(void)
+{
+    emfile_child_port = free_port();
+    fflush(NULL);
+    pid_t pid = fork();
+    CHECK(pid >= 0);
+    if (pid == 0) {
+        unit_checks_failed_in_test = 0;
+        run_one_loop(emfile_child_start, NULL, emfile_child_client, NULL);
+        _exit(emfile_fails + unit_checks_failed_in_test > 100 ? 100 : emfile_fails + unit_checks_failed_in_test);
+    }
+    int status = 0;
+    CHECK(waitpid(pid, &status, 0) == pid);
+    CHECK(WIFEXITED(status));
+    CHECK_EQ_INT(WEXITSTATUS(status), 0);
 }
 
 /* ---- STARTTLS ---- */
@@ -834,7 +893,7 @@ int main(void)
     RUN(test_dial_every_address);
     RUN(test_busy_port_refused);
     RUN(test_unix_paths);
-    RUN(test_emfile_pauses_accepting);
+    RUN(test_emfile_closes_waiting_clients);
     RUN(test_starttls);
     char cmd[160];
     snprintf(cmd, sizeof cmd, "rm -rf %s", dir);

@@ -146,6 +146,51 @@ static void test_client_cert_required(void)
     tls_ctx_free(ctx);
 }
 
+static int copy_file(const char *from, const char *to)
+{
+    FILE *f = fopen(from, "r"), *g = fopen(to, "w");
+    char buf[8192];
+    size_t n;
+    int rc = f && g ? 0 : -1;
+    while (rc == 0 && (n = fread(buf, 1, sizeof buf, f)) > 0)
+        if (fwrite(buf, 1, n, g) != n)
+            rc = -1;
+    if (f)
+        fclose(f);
+    if (g && fclose(g) != 0)
+        rc = -1;
+    return rc;
+}
+
+/* A reload reads the client-certificate CA file again: a CA put in its
+ * place is trusted from then on and the one taken out no longer is; a CA
+ * file that no longer loads fails the reload and the old context (with
+ * the CAs it had) stays. */
+static void test_reload_rereads_ca_file(void)
+{
+    char err[256], ca[300];
+    snprintf(ca, sizeof ca, "%s/ca.pem", dir);
+    CHECK_EQ_INT(copy_file(cert1, ca), 0);
+    void *ctx = tls_server_ctx_new(cert1, key1, NULL, err, sizeof(err));
+    CHECK(ctx != NULL);
+    CHECK_EQ_INT(tls_server_ctx_require_client_cert(ctx, ca, err, sizeof(err)), 0);
+    CHECK(echo_through(ctx, cert1, key1));
+    CHECK(!echo_through(ctx, cert2, key2));
+    CHECK_EQ_INT(copy_file(cert2, ca), 0); /* the operator swaps the CA */
+    CHECK(echo_through(ctx, cert1, key1)); /* nothing changes before the reload */
+    CHECK_EQ_INT(tls_server_ctx_reload(&ctx, cert1, key1, NULL, err, sizeof(err)), 0);
+    CHECK(echo_through(ctx, cert2, key2));
+    CHECK(!echo_through(ctx, cert1, key1));
+    CHECK(!echo_through(ctx, NULL, NULL)); /* still required */
+    void *before = ctx;
+    unlink(ca);
+    CHECK_EQ_INT(tls_server_ctx_reload(&ctx, cert1, key1, NULL, err, sizeof(err)), -1);
+    CHECK(strstr(err, ca) != NULL);
+    CHECK(ctx == before);
+    CHECK(echo_through(ctx, cert2, key2));
+    tls_ctx_free(ctx);
+}
+
 /* A reloaded context serves the new certificate to new connections. */
 static void test_reload_serves_new_cert(void)
 {
@@ -211,6 +256,7 @@ int main(void)
     RUN(test_ctx_errors);
     RUN(test_client_cert_required);
     RUN(test_reload_serves_new_cert);
+    RUN(test_reload_rereads_ca_file);
     RUN(test_reload);
     RUN(test_handshake_and_echo);
     unlink(cert1);

@@ -2,7 +2,8 @@
  * callbacks come back on the submitting loop; pinned jobs keep their order
  * on their one thread; the queue bound refuses with EAGAIN and counts it;
  * freeing a pool runs what is queued; work_post reaches a loop from any
- * thread; work_mailbox_flush runs an owner's undelivered messages. */
+ * thread; work_mailbox_flush runs an owner's undelivered messages; a
+ * chain posted with work_post_msgs runs in order after one wake-up. */
 #include "common/work.h"
 
 #include <errno.h>
@@ -253,11 +254,46 @@ static void test_post_and_flush(void)
     CHECK_EQ_INT(flushed, 2);
 }
 
+struct chain_msg {
+    struct work_msg msg;
+    int n;
+};
+static int chain_seen[10], chain_ran;
+
+static void chain_run(struct work_msg *m)
+{
+    struct chain_msg *c = (struct chain_msg *)m;
+    chain_seen[chain_ran++] = c->n;
+    if (chain_ran == 10)
+        loop_request_stop();
+}
+
+static void test_post_chain(void)
+{
+    CHECK_EQ_INT(loop_init(1), 0);
+    loop_set_grace(1);
+    static struct chain_msg m[10];
+    for (int i = 0; i < 10; i++) {
+        m[i] = (struct chain_msg){ .msg = { .run = chain_run }, .n = i };
+        if (i)
+            m[i - 1].msg.next = &m[i].msg;
+    }
+    uint64_t w0 = loop_wakeups(loop_get(0));
+    work_post_msgs(loop_get(0), &m[0].msg, &m[9].msg);
+    CHECK_EQ_INT(loop_wakeups(loop_get(0)) - w0, 1); /* one doorbell for the chain */
+    CHECK_EQ_INT(loop_run(), 0);
+    CHECK_EQ_INT(chain_ran, 10);
+    for (int i = 0; i < 10; i++)
+        CHECK_EQ_INT(chain_seen[i], i);
+    loop_free();
+}
+
 int main(void)
 {
     RUN(test_done_runs_on_submitting_loop);
     RUN(test_pinned_order);
     RUN(test_bound_and_free);
     RUN(test_post_and_flush);
+    RUN(test_post_chain);
     return unit_done();
 }

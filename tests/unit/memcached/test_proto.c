@@ -394,11 +394,37 @@ static void test_binary_decode(void)
     CHECK_STR(mc_bin_status_text(0x81), "Unknown command");
 }
 
+/* "watch": the kinds as memcached 1.6.18's LOG_* bits, fetchers by
+ * default, ERROR for an unknown word (silent with noreply). */
+static void test_text_watch(void)
+{
+    struct mc_text_req r;
+    const char *l = "watch\r\n";
+    CHECK_EQ_INT(mc_text_parse(l, strlen(l), &r), MC_PARSE_OK);
+    CHECK_EQ_INT(r.cmd, MC_TXT_WATCH);
+    CHECK_EQ_INT(r.delta, 1 << 2);
+    l = "watch mutations evictions connevents sysevents\r\n";
+    CHECK_EQ_INT(mc_text_parse(l, strlen(l), &r), MC_PARSE_OK);
+    CHECK_EQ_INT(r.delta, (1 << 3) | (1 << 6) | (1 << 5) | (1 << 1));
+    l = "watch rawcmds proxyreqs proxyevents proxyuser fetchers\n";
+    CHECK_EQ_INT(mc_text_parse(l, strlen(l), &r), MC_PARSE_OK);
+    CHECK_EQ_INT(r.delta, (1 << 9) | (1 << 10) | (1 << 11) | (1 << 12) | (1 << 2));
+    l = "watch fetchers bogus\r\n";
+    CHECK_EQ_INT(mc_text_parse(l, strlen(l), &r), MC_PARSE_ERROR);
+    CHECK(strcmp(r.error, "ERROR") == 0 && !r.noreply && !r.close);
+    l = "watch bogus noreply\r\n";
+    CHECK_EQ_INT(mc_text_parse(l, strlen(l), &r), MC_PARSE_ERROR);
+    CHECK(r.noreply);
+    l = "watch fetchers";
+    CHECK_EQ_INT(mc_text_parse(l, strlen(l), &r), MC_PARSE_NEED_MORE);
+}
+
 int main(void)
 {
     RUN(test_text_storage);
     RUN(test_text_get_and_misc);
     RUN(test_text_noreply_on_bad_lines);
+    RUN(test_text_watch);
     RUN(test_text_partial_and_bounds);
     RUN(test_numbers);
     RUN(test_meta);
