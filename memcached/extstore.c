@@ -65,8 +65,8 @@ static uint32_t rec_crc(const char *rec, uint32_t reclen)
 }
 
 /* A record at rec of at most avail bytes: its length when whole and its
- * CRC holds, else 0. */
-static uint32_t rec_check(const char *rec, uint64_t avail)
+ * CRC holds, else 0. Reads nothing past avail (fuzzed: fuzz_mc_ext). */
+uint32_t mc_ext_rec_check(const char *rec, uint64_t avail)
 {
     if (avail < REC_HDR)
         return 0;
@@ -650,7 +650,7 @@ static bool compact_step(void)
     }
     uint64_t rescues = 0, lost = 0, skipped = 0;
     for (uint64_t off = 0; buf && off < (uint64_t)got;) {
-        uint32_t rl = rec_check(buf + off, (uint64_t)got - off);
+        uint32_t rl = mc_ext_rec_check(buf + off, (uint64_t)got - off);
         if (rl == 0) {
             off += 8; /* a hole left by a failed write: look further */
             continue;
@@ -968,7 +968,7 @@ static void read_job(void *arg)
         atomic_fetch_add(&xs.bytes_read, f->loc.reclen);
         struct ext_rec h;
         memcpy(&h, f->buf, REC_HDR);
-        if (rec_check(f->buf, f->loc.reclen) != f->loc.reclen) {
+        if (mc_ext_rec_check(f->buf, f->loc.reclen) != f->loc.reclen) {
             f->status = FS_BADCRC;
             atomic_fetch_add(&xs.badcrc, 1);
             continue;

@@ -57,6 +57,9 @@ static inline bool mc_item_is_ext(const mc_item *it) { return mc_bits(it) & MC_I
 /* -o suboptions named ext_*: 1 when taken, 0 when not an ext_ option, -1 on
  * a bad value (err says why). */
 int mc_ext_option(const char *name, const char *val, char *err, size_t errlen);
+/* A record read from the file (rec, at most avail bytes): its length
+ * when it is whole and its CRC holds, else 0. */
+uint32_t mc_ext_rec_check(const char *rec, uint64_t avail);
 /* Open the files and start the threads (after the slabs exist). */
 int mc_ext_init(void);
 void mc_ext_stop(void);

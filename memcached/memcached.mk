@@ -50,3 +50,7 @@ MC_SESSION_FUZZ_SRCS := tests/fuzz/fuzz_mc_session.c $(MC_SESSION) memcached/pro
 $(eval $(call fuzz_target,fuzz_mc_session,$(MC_SESSION_FUZZ_SRCS)))
 # -e's metadata file parser (restart.c) with the store it restores into.
 $(eval $(call fuzz_target,fuzz_mc_restart,tests/fuzz/fuzz_mc_restart.c memcached/restart.c $(MC_STORE) $(COMMON_SRCS)))
+
+# extstore's parsers: records read back from the file, the "extstore"
+# command's arguments and the ext_* options.
+$(eval $(call fuzz_target,fuzz_mc_ext,tests/fuzz/fuzz_mc_ext.c $(MC_STORE) $(COMMON_SRCS)))
