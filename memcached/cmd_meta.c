@@ -10,6 +10,7 @@
 #include "memcached/proto.h"
 #include "memcached/session.h"
 #include "memcached/extstore.h"
+#include "memcached/watch.h"
 
 /* ------------------------------------------------------------------ */
 /* meta protocol */
@@ -377,7 +378,9 @@ static void meta_arith(struct session *s, const struct mc_meta_req *m, const cha
         pos = 2;
     }
     mc_key_lock(hv);
+    mc_watch_mute = true; /* a re-read for the flags: watchers saw the lookup once, as memcached logs it */
     mc_item *it = mc_item_find_locked(m->rkey, m->nrkey, hv);
+    mc_watch_mute = false;
     if (it)
         pos += meta_hit_flags(o + pos, line, line_len < 600 ? line_len : 600, it, false, m, false);
     mc_key_unlock(hv);

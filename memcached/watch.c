@@ -34,6 +34,7 @@
 
 _Atomic uint32_t mc_watch_flags;
 _Thread_local int mc_watch_cfd;
+_Thread_local bool mc_watch_mute;
 bool mc_watch_disabled;
 uint32_t mc_watch_buf_kb = 256;       /* memcached's LOGGER_WATCHER_BUF_SIZE */
 uint32_t mc_watch_worker_buf_kb = 64; /* memcached's LOGGER_BUF_SIZE (shown only: no per-thread buffer here) */
@@ -226,6 +227,8 @@ static void uri_key(const char *key, size_t n, char *out)
 void mc_watch_item_get(const char *key, size_t nkey, int status, int clsid, uint32_t nbytes)
 {
     static const char *const names[] = { "not_found", "found", "flushed", "expired" };
+    if (mc_watch_mute)
+        return;
     char k[3 * MC_KEY_MAX + 1], line[LINE_MAX_LEN];
     if (nkey > MC_KEY_MAX)
         nkey = MC_KEY_MAX;

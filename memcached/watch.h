@@ -47,6 +47,10 @@ static inline bool mc_watching(uint32_t kind)
  * running (the lines' cfd=), set by the session when someone watches. */
 extern _Thread_local int mc_watch_cfd;
 
+/* Set around a lookup that is not a client's fetch (meta arithmetic's
+ * re-read of the item for its return flags): no item_get line. */
+extern _Thread_local bool mc_watch_mute;
+
 /* Settings (-W, -o watcher_logbuf_size / worker_logbuf_size in KB). */
 extern bool mc_watch_disabled;
 extern uint32_t mc_watch_buf_kb;

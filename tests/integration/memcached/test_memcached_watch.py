@@ -91,8 +91,7 @@ def watcher_count(c, want, timeout=10):
         time.sleep(0.05)
 
 
-# The requests of the format comparison and what each must log. "ma" is
-# left out: ours logs two fetches for it (README).
+# The requests of the format comparison and what each must log.
 SCRIPT = [
     b"set a 5 100 3\r\nabc\r\n",
     b"get a\r\n",
@@ -117,6 +116,7 @@ SCRIPT = [
     b"mg zz v\r\n",
     b"ms m 2 T0\r\nhi\r\n",
     b"md m\r\n",
+    b"ma n\r\n",
     b"mn\r\n",
     b"set k%20/#\x7f 0 0 1\r\nx\r\n",
     b"get k%20/#\x7f\r\n",
@@ -183,6 +183,7 @@ def test_fetchers_and_mutations_lines_as_memcached(daemon, impl):
         get % ("zz", "not_found", 0, 0),
         get % ("m", "not_found", 0, 0), store % ("m", "stored", "set", 0, 1, 2),
         get % ("m", "found", 1, 2),
+        get % ("n", "found", 1, 2),
         get % ("k%2520%2F%23%7F", "not_found", 0, 0), store % ("k%2520%2F%23%7F", "stored", "set", 0, 1, 1),
         get % ("k%2520%2F%23%7F", "found", 1, 1),
         get % (long_key, "not_found", 0, 0), store % (long_key, "stored", "set", 0, 7, 9),
