@@ -347,3 +347,27 @@ def test_low_ttl_values_share_pages_that_empty_together(daemon, tmp_path):
     assert {k: v[1] for k, v in got.items()} == {k: long_lived[k] for k in list(long_lived)[:50]}
     buckets = {v for k, v in r.stats("extstore").items() if k.endswith(":bucket")}
     assert buckets <= {"0", "1"}
+
+
+@pytest.mark.parametrize("impl", ["ours", "memcached"])
+def test_slabs_reassign_from_an_empty_global_pool_is_nospare(daemon, impl):
+    """`slabs reassign 0 N` takes from the global pool (error-extstore.t
+    starves memory this way, looping until NOSPARE)."""
+    d = start(daemon, "-m", "64", "-o", "slab_automove=0", impl=impl)
+    r = Raw(d.port)
+    assert r.cmd(b"slabs reassign 0 1\r\n") == b"NOSPARE source class has no spare pages"
+
+
+def test_slabs_reassign_takes_a_page_back_from_the_global_pool(daemon):
+    """Ours moves the page at once (memcached's page mover runs in the
+    background, so its answer depends on timing: not compared)."""
+    d = start(daemon, "-m", "64", "-o", "slab_automove=0")
+    r = Raw(d.port)
+    for i in range(20):  # one class grows to a few pages
+        store(r, b"x%d" % i, b"v" * 200000)
+    src = max((int(v), int(k.split(":")[0])) for k, v in r.stats("slabs").items() if k.endswith(":total_pages"))[1]
+    assert r.cmd(b"slabs reassign %d 0\r\n" % src) == b"OK"
+    assert int(r.stats()["slab_global_page_pool"]) == 1
+    assert r.cmd(b"slabs reassign 0 1\r\n") == b"OK"
+    assert int(r.stats()["slab_global_page_pool"]) == 0
+    assert r.cmd(b"slabs reassign 0 1\r\n") == b"NOSPARE source class has no spare pages"
