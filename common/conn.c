@@ -619,7 +619,7 @@ static bool leave(struct core_conn *c, enum conn_close_reason why)
         return true;
     }
     if (c->flags & F_DRAIN_NOTE)
-        defer_settle(c); /* its deferral ran inside a nested loop, under this callback */
+        defer_settle(c); /* usually pending already; not if it ran (nested loop) under this callback */
     return false;
 }
 

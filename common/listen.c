@@ -233,10 +233,16 @@ static bool shed_one(struct listen_sock *s, int lfd)
         return false;
     close(s->spare);
     s->spare = -1;
-    int fd = accept4(lfd, NULL, NULL, SOCK_CLOEXEC);
+    int fd = accept4(lfd, NULL, NULL, SOCK_CLOEXEC | SOCK_NONBLOCK);
     int e = errno;
-    if (fd >= 0)
+    if (fd >= 0) {
+        /* What the client already sent is read first: closing over unread
+         * bytes would reset the connection rather than close it. */
+        char sink[4096];
+        for (int i = 0; i < 16 && recv(fd, sink, sizeof sink, MSG_DONTWAIT) > 0; i++)
+            ;
         close(fd);
+    }
     s->spare = open("/dev/null", O_RDONLY | O_CLOEXEC); /* another thread may take it first: then no spare */
     if (fd < 0)
         errno = e;

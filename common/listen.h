@@ -16,9 +16,10 @@
  *
  * Out of file descriptors (EMFILE/ENFILE), a listening socket closes its
  * spare descriptor (one /dev/null per socket, held from the start),
- * accepts the waiting connection and closes it at once, so the client
- * gets a clean close instead of hanging in the backlog, then opens the
- * spare again. Without a spare (it could not be had back, or ENOBUFS /
+ * accepts the waiting connection and closes it at once (after reading
+ * what the client already sent, so that it sees a close, not a reset), so
+ * the client is told at once instead of hanging in the backlog, then
+ * opens the spare again. Without a spare (it could not be had back, or ENOBUFS /
  * ENOMEM) it stops accepting for 100 ms instead of spinning.
  * listen_fd_exhausted() counts the accepts that failed so (memcached's
  * accept_fd_exhausted in the stats); the log says so at most once a

@@ -258,24 +258,23 @@ static void *worker_main(void *arg)
         p->running++;
         pthread_mutex_unlock(&p->mu);
         j->fn(j->arg);
-        bool post = j->done && j->loop;
-        if (!post) {
+        /* Counted before the done callback runs or is posted: once every
+         * done has run (here or on a loop), the counters already say every
+         * job completed. */
+        pthread_mutex_lock(&p->mu);
+        p->running--;
+        p->completed++;
+        pthread_mutex_unlock(&p->mu);
+        if (j->done && j->loop) {
+            j->msg.run = job_done_run;
+            j->msg.owner = p;
+            work_post_msg(j->loop, &j->msg);
+        } else {
             if (j->done)
                 j->done(j->arg);
             free(j);
         }
-        /* Counted before the done callback is posted: once a loop has run
-         * every done, the counters already say every job completed. */
         pthread_mutex_lock(&p->mu);
-        p->running--;
-        p->completed++;
-        if (post) {
-            pthread_mutex_unlock(&p->mu);
-            j->msg.run = job_done_run;
-            j->msg.owner = p;
-            work_post_msg(j->loop, &j->msg);
-            pthread_mutex_lock(&p->mu);
-        }
     }
     pthread_mutex_unlock(&p->mu);
     return NULL;

@@ -12,6 +12,7 @@
 
 #include "common/stats.h"
 #include "memcached/proto.h"
+#include "memcached/udp.h"
 #include "memcached/session.h"
 #include "memcached/extstore.h"
 #include "memcached/watch.h"
@@ -202,7 +203,8 @@ static void stats_line_cb(const char *name, const char *value, void *arg)
  * -o idle_timeout and rejected_connections without maxconns_fast. */
 static void general_stats_text(struct session *s)
 {
-    static const char *const drop[] = { "accept_fd_exhausted", "protocol_errors", "outofmemory", "total_malloced" };
+    static const char *const drop[] = { "accept_fd_exhausted", "protocol_errors", "outofmemory", "total_malloced",
+                                        "udp_dropped" };
     struct evbuffer *all = evbuffer_new();
     if (!all) {
         mc_out_line(s, "SERVER_ERROR out of memory");
@@ -226,7 +228,16 @@ static void general_stats_text(struct session *s)
             keep = false;
         if (keep && nn == 20 && memcmp(name, "rejected_connections", 20) == 0 && !mc_settings.maxconns_fast)
             keep = false; /* as memcached: only with maxconns_fast */
-        if (keep) {
+        uint64_t udp = 0;
+        if (keep && ((nn == 16 && memcmp(name, "curr_connections", 16) == 0) ||
+                     (nn == 17 && memcmp(name, "total_connections", 17) == 0)))
+            udp = mc_udp_count(); /* memcached counts each UDP socket as a connection */
+        if (keep && udp) {
+            char buf[96];
+            int k = snprintf(buf, sizeof buf, "STAT %.*s %" PRIu64 "\r\n", (int)nn, name,
+                             (uint64_t)strtoull(sp + 1, NULL, 10) + udp);
+            mc_out_add(s, buf, (size_t)k);
+        } else if (keep) {
             mc_out_add(s, line, len);
             mc_out_add(s, "\r\n", 2);
         }
@@ -646,6 +657,10 @@ int mc_cmd_text(struct session *s, const struct mc_text_req *r)
         }
         if (r->delta > 1000000000) {
             mc_out_line(s, "MEMLIMIT_ADJUST_FAILED input value is megabytes not bytes");
+            return 0;
+        }
+        if (mc_slabs_preallocated()) { /* -L: reserved at start, as memcached's */
+            mc_out_line(s, "MEMLIMIT_ADJUST_FAILED out of bounds or unable to adjust");
             return 0;
         }
         mc_slabs_set_limit(r->delta * 1024 * 1024);

@@ -1046,6 +1046,13 @@ int mc_ext_after_cmd(struct session *s, size_t mark)
     s->out_oom = false;
     r->npending = 0;
     r->rounds++;
+    if (!s->c->ops) {
+        /* Not a stream connection (a UDP socket's session, udp.c): it
+         * cannot wait, so the reads run here, on the loop, and the
+         * request runs again at once. */
+        read_job(r);
+        return 1;
+    }
     r->inflight = true;
     atomic_fetch_add(&xs.io_queue, 1);
     if (!io_pool || work_submit(io_pool, s->c->loop, read_job, read_done, r) < 0) {

@@ -45,6 +45,9 @@ struct mc_settings {
     bool shutdown_enabled;  /* -A */
     bool sasl;              /* -S */
     char *sasl_pwdb;        /* user:password file for SASL PLAIN */
+    char *auth_file;        /* -Y: user:password file for the text protocol's login */
+    bool lock_memory;       /* -k */
+    bool large_pages;       /* -L */
     char *ext_opts;         /* -o */
     /* from -o */
     int hashpower;
@@ -226,6 +229,13 @@ enum mc_reassign mc_slabs_reassign(int src, int dst);
 uint64_t mc_slabs_release_over_limit(uint64_t max_pages);
 /* Pages in the global pool (slab_global_page_pool). */
 uint64_t mc_slabs_pool_pages(void);
+/* -L: the memory was reserved at start (the limit cannot change). */
+bool mc_slabs_preallocated(void);
+
+/* ---- hugepages.c: -L and -k ---- */
+int mc_large_pages_check(char *err, size_t errlen);
+void *mc_large_arena(uint64_t bytes); /* NULL (after a warning): none */
+void mc_lock_memory(void);
 
 /* ---- assoc.c: the item hash table ---- */
 int mc_assoc_init(int hashpower);

@@ -21,10 +21,13 @@
 #include "common/loop.h"
 #include "common/stats.h"
 #include "common/tls.h"
+#include "memcached/auth.h"
 #include "memcached/mc.h"
+#include "memcached/proto.h"
 #include "memcached/restart.h"
 #include "memcached/session.h"
 #include "memcached/extstore.h"
+#include "memcached/udp.h"
 #include "memcached/watch.h"
 
 struct mc_settings mc_settings;
@@ -237,10 +240,35 @@ static int set_delimiter(const struct cfg_setting *s, const char *v, char *err, 
     return 0;
 }
 
+/* -p and -U: a port, -1 for one the kernel picks, 0 for none. Whether
+ * each was given matters: -U alone sets the TCP port too, as memcached.
+ * (The defaults are applied through here with value == s->def.) */
+static bool mc_tcp_specified, mc_udp_specified;
+static int set_port_opt(const struct cfg_setting *s, const char *v, char *err, size_t errlen)
+{
+    int64_t n;
+    if (!v || !mc_parse_i64(v, strlen(v), &n) || n < -1 || n > 65535) {
+        snprintf(err, errlen, "Invalid port number %s.", v ? v : "");
+        return -1;
+    }
+    *(int *)s->ptr = (int)n;
+    if (v != s->def) {
+        if (s->ptr == &mc_settings.port)
+            mc_tcp_specified = true;
+        else
+            mc_udp_specified = true;
+    }
+    return 0;
+}
+
+static void fmt_port(const struct cfg_setting *s, char *buf, size_t len) { snprintf(buf, len, "%d", *(int *)s->ptr); }
+
 /* -B: auto (pick per connection by the first byte), ascii or binary. */
+static bool mc_protocol_specified;
 static int set_protocol(const struct cfg_setting *s, const char *v, char *err, size_t errlen)
 {
-    (void)s;
+    if (v != s->def)
+        mc_protocol_specified = true;
     if (v && strcmp(v, "auto") == 0)
         mc_settings.protocol = MC_BIND_AUTO;
     else if (v && strcmp(v, "ascii") == 0)
@@ -299,7 +327,8 @@ static void fmt_ext(const struct cfg_setting *s, char *buf, size_t len)
 }
 
 static const struct cfg_setting mc_table[] = {
-    { "port", 'p', CFG_INT, &mc_settings.port, "11211", "TCP port to listen on (0 = off)", false, NULL },
+    { "port", 'p', CFG_CUSTOM, &mc_settings.port, "11211", "TCP port to listen on (0 = off, -1 = any free port)", false,
+      set_port_opt },
     { "listen", 'l', CFG_STRING, &mc_settings.listen, NULL, "interfaces to listen on, comma separated (default all)",
       false, NULL },
     { "unix-socket", 's', CFG_STRING, &mc_settings.unix_path, NULL, "UNIX socket path to listen on (disables TCP)",
@@ -317,7 +346,8 @@ static const struct cfg_setting mc_table[] = {
     { "slab-min-size", 'n', CFG_INT, &mc_settings.chunk_min, "48",
       "min space for key+value+flags in the smallest chunk", false, NULL },
     { "verbose", 'v', CFG_COUNT, &mc_settings.verbose, "0", "verbose (-vv: more)", true, NULL },
-    { "udp-port", 'U', CFG_INT, &mc_settings.udp_port, "0", "UDP port (UDP is not supported: only 0)", false, NULL },
+    { "udp-port", 'U', CFG_CUSTOM, &mc_settings.udp_port, "0",
+      "UDP port to listen on (0 = off, -1 = any free port; given alone, the TCP port too)", false, set_port_opt },
     { "listen-backlog", 'b', CFG_INT, &mc_settings.backlog, "1024", "listen backlog", false, NULL },
     { "disable-cas", 'C', CFG_BOOL, &mc_settings.no_cas, "no", "do not report CAS values", false, NULL },
     { "disable-evictions", 'M', CFG_BOOL, &mc_settings.no_evict, "no",
@@ -333,6 +363,14 @@ static const struct cfg_setting mc_table[] = {
     { "disable-watch", 'W', CFG_BOOL, &mc_watch_disabled, "no", "refuse the watch command (log streams)", false, NULL },
     { "enable-shutdown", 'A', CFG_BOOL, &mc_settings.shutdown_enabled, "no", "allow the shutdown command", true, NULL },
     { "enable-sasl", 'S', CFG_BOOL, &mc_settings.sasl, "no", "require SASL PLAIN authentication (binary protocol only)",
+      false, NULL },
+    { "lock-memory", 'k', CFG_BOOL, &mc_settings.lock_memory, "no", "lock down all paged memory (mlockall)", false,
+      NULL },
+    { "enable-largepages", 'L', CFG_BOOL, &mc_settings.large_pages, "no",
+      "reserve -m at start in transparent huge pages (no cache_memlimit changes then)", false, NULL },
+    { "auth-file", 'Y', CFG_STRING, &mc_settings.auth_file, NULL,
+      "text protocol login: user:password lines; a client sends \"set <key> 0 0 <n>\\r\\n<user> <password>\\r\\n\" "
+      "first (re-read on SIGHUP)",
       false, NULL },
     { "sasl-pwdb", 0, CFG_STRING, &mc_settings.sasl_pwdb, NULL,
       "user:password file for SASL (also $MEMCACHED_SASL_PWDB)", false, NULL },
@@ -477,7 +515,7 @@ static void general_stats(struct stats_sink *k, void *arg)
      * the core's pid .. rejected_connections; text "stats" drops the core's threads and
      * accept_fd_exhausted there, threads comes below). A value that is 0
      * by design here is said so where it is printed. */
-    stats_u64(k, "connection_structures", conn_total_current());
+    stats_u64(k, "connection_structures", conn_total_current() + mc_udp_count());
     stats_u64(k, "response_obj_oom", GET(t, response_obj_oom));
     stats_u64(k, "response_obj_count", atomic_load(&mc_out_bufs));
     stats_u64(k, "response_obj_bytes", atomic_load(&mc_out_mem_bytes));
@@ -585,6 +623,7 @@ static void general_stats(struct stats_sink *k, void *arg)
     /* Ours, after memcached's (in the metrics; text "stats" leaves them
      * out, as it does the core's accept_fd_exhausted: cmd_text.c): */
     stats_u64(k, "protocol_errors", GET(t, protocol_errors));
+    stats_u64(k, "udp_dropped", mc_udp_dropped());
     stats_u64(k, "outofmemory", atomic_load(&mc_sstats.outofmemory));
     stats_u64(k, "total_malloced", mc_slabs_malloced());
 }
@@ -698,8 +737,8 @@ static void settings_stats(struct stats_sink *k, void *arg)
     static const char *const protos[] = { "auto-negotiate", "ascii", "binary" };
     stats_u64(k, "maxbytes", mc_slabs_limit());
     stats_u64(k, "maxconns", (uint64_t)mc_settings.maxconns);
-    stats_u64(k, "tcpport", (uint64_t)mc_settings.port);
-    stats_u64(k, "udpport", (uint64_t)mc_settings.udp_port);
+    stats_i64(k, "tcpport", mc_settings.port);
+    stats_i64(k, "udpport", mc_settings.udp_port);
     stats_str(k, "inter", mc_settings.listen ? mc_settings.listen : "NULL");
     stats_u64(k, "verbosity", (uint64_t)mc_settings.verbose);
     stats_u64(k, "oldest", 0);
@@ -712,7 +751,9 @@ static void settings_stats(struct stats_sink *k, void *arg)
     stats_fmt(k, "growth_factor", "%.2f", mc_settings.factor);
     stats_u64(k, "chunk_size", (uint64_t)mc_settings.chunk_min);
     stats_u64(k, "num_threads", (uint64_t)mc_settings.threads);
-    stats_u64(k, "num_threads_per_udp", (uint64_t)mc_settings.threads);
+    /* as memcached: one thread per UDP socket when -l names several */
+    bool multi_listen = mc_settings.listen && strchr(mc_settings.listen, ',');
+    stats_u64(k, "num_threads_per_udp", multi_listen ? 1 : (uint64_t)mc_settings.threads);
     char delim[2] = { mc_prefix_delimiter, 0 };
     stats_str(k, "stat_key_prefix", delim);
     stats_str(k, "detail_enabled", mc_detail_on() ? "yes" : "no");
@@ -721,7 +762,7 @@ static void settings_stats(struct stats_sink *k, void *arg)
     stats_u64(k, "tcp_backlog", (uint64_t)mc_settings.backlog);
     stats_str(k, "binding_protocol", protos[mc_settings.protocol]);
     stats_str(k, "auth_enabled_sasl", mc_settings.sasl ? "yes" : "no");
-    stats_str(k, "auth_enabled_ascii", "no");
+    stats_str(k, "auth_enabled_ascii", mc_settings.auth_file ? mc_settings.auth_file : "no");
     stats_u64(k, "item_size_max", mc_settings.item_size_max);
     stats_str(k, "maxconns_fast", mc_settings.maxconns_fast ? "yes" : "no");
     /* As memcached: what -o hashpower asked for, 0 when not given. */
@@ -776,8 +817,9 @@ static void conns_stats(struct stats_sink *k, void *arg)
 {
     (void)arg;
     /* Connections live on their loops; report the totals. */
-    stats_u64(k, "curr_connections", conn_total_current());
-    stats_u64(k, "total_connections", conn_total_accepted());
+    /* memcached counts each UDP socket as a connection */
+    stats_u64(k, "curr_connections", conn_total_current() + mc_udp_count());
+    stats_u64(k, "total_connections", conn_total_accepted() + mc_udp_count());
 }
 
 /* ------------------------------------------------------------------ */
@@ -787,14 +829,7 @@ static void conns_stats(struct stats_sink *k, void *arg)
  * into an array the loops read under a read lock. Reading it blocks the
  * thread that loads it: at start that is main, on HUP loop 0 (a small
  * file, rarely; the core's work pool is the place for it once it lands). */
-struct sasl_user {
-    char *user, *pass;
-    size_t ulen, plen;
-};
-static pthread_rwlock_t sasl_lock = PTHREAD_RWLOCK_INITIALIZER;
-static struct sasl_user *sasl_users;
-static size_t sasl_nusers;
-static bool sasl_loaded;
+static struct mc_pwfile sasl_users = MC_PWFILE_INIT;
 
 static const char *sasl_path(void)
 {
@@ -807,102 +842,28 @@ static int sasl_load(void)
     const char *path = sasl_path();
     if (!path)
         return -1;
-    FILE *f = fopen(path, "r");
-    if (!f) {
-        log_error("SASL password file %s: %s", path, strerror(errno));
+    char err[512];
+    long n = mc_pwfile_load(&sasl_users, path, false, err, sizeof err);
+    if (n < 0) {
+        log_error("SASL password file: %s", err);
         return -1;
     }
-    struct sasl_user *users = NULL;
-    size_t n = 0, cap = 0;
-    char line[1024];
-    int rc = 0;
-    while (fgets(line, sizeof line, f)) {
-        size_t len = strcspn(line, "\r\n");
-        line[len] = 0;
-        char *colon = strchr(line, ':');
-        if (!colon || colon == line)
-            continue;
-        if (n == cap) {
-            cap = cap ? cap * 2 : 16;
-            struct sasl_user *nu = realloc(users, cap * sizeof *nu);
-            if (!nu) {
-                rc = -1;
-                break;
-            }
-            users = nu;
-        }
-        struct sasl_user *u = &users[n];
-        u->ulen = (size_t)(colon - line);
-        u->plen = strlen(colon + 1);
-        u->user = strndup(line, u->ulen);
-        u->pass = strdup(colon + 1);
-        if (!u->user || !u->pass) {
-            free(u->user);
-            free(u->pass);
-            rc = -1;
-            break;
-        }
-        n++;
-    }
-    fclose(f);
-    explicit_bzero(line, sizeof line);
-    if (rc < 0) {
-        for (size_t i = 0; i < n; i++) {
-            free(users[i].user);
-            explicit_bzero(users[i].pass, users[i].plen);
-            free(users[i].pass);
-        }
-        free(users);
-        log_error("SASL password file %s: out of memory", path);
-        return -1;
-    }
-    pthread_rwlock_wrlock(&sasl_lock);
-    struct sasl_user *old = sasl_users;
-    size_t oldn = sasl_nusers;
-    sasl_users = users;
-    sasl_nusers = n;
-    sasl_loaded = true;
-    pthread_rwlock_unlock(&sasl_lock);
-    for (size_t i = 0; i < oldn; i++) {
-        free(old[i].user);
-        explicit_bzero(old[i].pass, old[i].plen);
-        free(old[i].pass);
-    }
-    free(old);
-    log_info("SASL: %zu users loaded from %s", n, path);
+    log_info("SASL: %ld users loaded from %s", n, path);
     return 0;
-}
-
-/* Equal in time that depends only on the longer length, not on where
- * the first difference is. */
-static unsigned ct_differ(const char *a, size_t alen, const char *b, size_t blen)
-{
-    size_t n = alen > blen ? alen : blen;
-    unsigned diff = alen != blen;
-    for (size_t i = 0; i < n; i++)
-        diff |= (unsigned)(unsigned char)((i < alen ? a[i] : 0) ^ (i < blen ? b[i] : 0));
-    return diff;
 }
 
 bool mc_sasl_check(const char *user, size_t ulen, const char *pass, size_t plen)
 {
-    /* Every entry is compared, user and password both, so the time taken
-     * does not tell which user exists or how much of a password matched. */
-    unsigned ok = 0;
-    pthread_rwlock_rdlock(&sasl_lock);
-    for (size_t i = 0; i < sasl_nusers; i++) {
-        const struct sasl_user *u = &sasl_users[i];
-        unsigned d = ct_differ(u->user, u->ulen, user, ulen) | ct_differ(u->pass, u->plen, pass, plen);
-        ok |= d == 0;
-    }
-    pthread_rwlock_unlock(&sasl_lock);
-    return ok != 0;
+    return mc_pwfile_check(&sasl_users, user, ulen, pass, plen);
 }
 
 static void mc_reload(void)
 {
     if (mc_settings.sasl && sasl_load() < 0)
         log_warn("SASL password file not reloaded: the previous users stay");
+    char err[512];
+    if (mc_settings.auth_file && mc_auth_ascii_load(err, sizeof err) < 0)
+        log_warn("-Y auth file not reloaded (%s): the previous users stay", err);
 }
 
 /* "shutdown graceful": stop accepting and let connections finish (the
@@ -1027,16 +988,105 @@ int mc_tls_refresh(char *err, size_t errlen)
     return 0;
 }
 
-static int open_listener(const char *spec, int port, bool tls)
+/* $MEMCACHED_PORT_FILENAME, as memcached: "TCP INET: <port>" (and UDP,
+ * INET6) lines for each socket bound, written to <name>.lck and renamed
+ * once all are open (test suites read the ports chosen for -p/-U -1). */
+static FILE *mc_port_file;
+static void port_file_line(const char *proto, bool v6, int port)
+{
+    if (mc_port_file)
+        fprintf(mc_port_file, "%s INET%s: %d\n", proto, v6 ? "6" : "", port);
+}
+
+/* A dual-stack [::] socket serves IPv4 too: both lines. */
+static void port_file_spec(const char *proto, const char *spec, int port)
+{
+    const char *colon = strchr(spec, ':');
+    bool v6 = spec[0] == '[' || (colon && strchr(colon + 1, ':'));
+    bool any6 = strncmp(spec, "[::]", 4) == 0;
+    if (!v6 || any6)
+        port_file_line(proto, false, port);
+    if (v6)
+        port_file_line(proto, true, port);
+}
+
+static struct core_listener *open_listener_l(const char *spec, int port, bool tls)
 {
     char err[256];
     struct listen_opts lo = { .backlog = mc_settings.backlog, .unix_mask = mc_settings.unix_mask };
-    if (!listen_open(spec, port, &lo, mc_session_accept, mc_session_reject, tls ? &mc_tls_ctx : NULL, err,
-                     sizeof err)) {
+    struct core_listener *l = listen_open(spec, port < 0 ? 0 : port, &lo, mc_session_accept, mc_session_reject,
+                                          tls ? &mc_tls_ctx : NULL, err, sizeof err);
+    if (!l)
         log_error("failed to listen on %s: %s", spec, err);
+    else if (strncmp(spec, "unix:", 5) != 0)
+        port_file_spec("TCP", spec, listen_port(l));
+    return l;
+}
+
+static int open_listener(const char *spec, int port, bool tls) { return open_listener_l(spec, port, tls) ? 0 : -1; }
+
+static int open_udp(const char *spec)
+{
+    char err[256];
+    int bound = 0;
+    if (mc_udp_open(spec, mc_settings.udp_port, &bound, err, sizeof err) < 0) {
+        log_error("failed to listen on UDP port %d%s%s: %s", mc_settings.udp_port, spec ? " of " : "", spec ? spec : "",
+                  err);
         return -1;
     }
+    port_file_spec("UDP", spec ? spec : "[::]", bound);
     return 0;
+}
+
+/* TCP (-p) and UDP (-U) on each -l address, or on all of them. */
+static int open_network(void)
+{
+    if (mc_settings.port != 0) {
+        if (!mc_settings.listen || !*mc_settings.listen) {
+            /* All interfaces: a dual-stack [::] socket takes IPv4 too;
+             * without IPv6, 0.0.0.0. */
+            char err[256];
+            struct listen_opts lo = { .backlog = mc_settings.backlog };
+            int port = mc_settings.port < 0 ? 0 : mc_settings.port;
+            struct core_listener *l = listen_open("[::]", port, &lo, mc_session_accept, mc_session_reject,
+                                                  mc_settings.ssl_enabled ? &mc_tls_ctx : NULL, err, sizeof err);
+            if (l)
+                port_file_spec("TCP", "[::]", listen_port(l));
+            else if (open_listener("0.0.0.0", mc_settings.port, mc_settings.ssl_enabled) < 0)
+                return -1;
+        } else {
+            char *copy = strdup(mc_settings.listen), *save = NULL;
+            for (char *a = strtok_r(copy, ",", &save); a; a = strtok_r(NULL, ",", &save)) {
+                while (*a == ' ')
+                    a++;
+                bool tls = mc_settings.ssl_enabled;
+                if (strncmp(a, "notls:", 6) == 0) {
+                    a += 6;
+                    tls = false;
+                }
+                if (open_listener(a, mc_settings.port, tls) < 0) {
+                    free(copy);
+                    return -1;
+                }
+            }
+            free(copy);
+        }
+    }
+    if (mc_settings.udp_port == 0)
+        return 0;
+    if (!mc_settings.listen || !*mc_settings.listen)
+        return open_udp(NULL);
+    char *copy = strdup(mc_settings.listen), *save = NULL;
+    int rc = 0;
+    for (char *a = strtok_r(copy, ",", &save); a && rc == 0; a = strtok_r(NULL, ",", &save)) {
+        while (*a == ' ')
+            a++;
+        if (strncmp(a, "notls:", 6) == 0)
+            a += 6;
+        rc = open_udp(a);
+    }
+    free(copy);
+    return rc;
 }
 
 static int mc_init(void)
@@ -1049,8 +1099,11 @@ static int mc_init(void)
         log_error("Number of threads must be greater than 0");
         return -1;
     }
-    if (mc_settings.port < 0 || mc_settings.port > 65535 || mc_settings.udp_port < 0 || mc_settings.udp_port > 65535) {
-        log_error("port out of range (0-65535)");
+    /* -U alone listens on that port for TCP too, as memcached. */
+    if (mc_udp_specified && mc_settings.udp_port != 0 && !mc_tcp_specified)
+        mc_settings.port = mc_settings.udp_port;
+    if (mc_settings.udp_port && mc_settings.sasl) {
+        log_error("Cannot enable UDP while using binary SASL authentication.");
         return -1;
     }
     if (mc_settings.reqs_per_event < 1) {
@@ -1115,8 +1168,34 @@ static int mc_init(void)
         log_error("Factor must be greater than 1");
         return -1;
     }
-    if (mc_settings.udp_port != 0)
-        log_warn("UDP is not supported; -U %d ignored", mc_settings.udp_port);
+    if (mc_settings.large_pages) {
+        char err[256];
+        if (mc_large_pages_check(err, sizeof err) < 0) {
+            log_error("%s Cannot enable large pages on this system (There is no support as of this version)", err);
+            return -1;
+        }
+        if (mc_memory_file && *mc_memory_file)
+            mc_settings.large_pages = false; /* as memcached: -e's memory file is the preallocated memory */
+    }
+    if (mc_settings.lock_memory)
+        mc_lock_memory();
+    if (mc_settings.auth_file) {
+        if (!mc_protocol_specified)
+            mc_settings.protocol = MC_BIND_ASCII;
+        else if (mc_settings.protocol != MC_BIND_ASCII) {
+            log_error("ERROR: You cannot allow the BINARY protocol while using ascii authentication tokens.");
+            return -1;
+        }
+        if (mc_settings.udp_port) {
+            log_error("Cannot use UDP with ascii authentication enabled (-U 0 to disable)");
+            return -1;
+        }
+        char err[512];
+        if (mc_auth_ascii_load(err, sizeof err) < 0) {
+            log_error("Authfile: %s", err);
+            return -1;
+        }
+    }
     if (mc_settings.sasl && !sasl_path())
         log_warn("SASL enabled without a password file (--sasl-pwdb or MEMCACHED_SASL_PWDB): nobody can log in");
     else if (mc_settings.sasl && sasl_load() < 0)
@@ -1156,33 +1235,24 @@ static int mc_init(void)
         snprintf(spec, sizeof spec, "unix:%s", mc_settings.unix_path);
         if (open_listener(spec, 0, true) < 0)
             return -1;
-    } else if (mc_settings.port > 0) {
-        if (!mc_settings.listen || !*mc_settings.listen) {
-            /* All interfaces: a dual-stack [::] socket takes IPv4 too;
-             * without IPv6, 0.0.0.0. */
-            char err[256];
-            struct listen_opts lo = { .backlog = mc_settings.backlog };
-            if (!listen_open("[::]", mc_settings.port, &lo, mc_session_accept, mc_session_reject,
-                             mc_settings.ssl_enabled ? &mc_tls_ctx : NULL, err, sizeof err) &&
-                open_listener("0.0.0.0", mc_settings.port, mc_settings.ssl_enabled) < 0)
-                return -1;
-        } else {
-            char *copy = strdup(mc_settings.listen), *save = NULL;
-            for (char *a = strtok_r(copy, ",", &save); a; a = strtok_r(NULL, ",", &save)) {
-                while (*a == ' ')
-                    a++;
-                bool tls = mc_settings.ssl_enabled;
-                if (strncmp(a, "notls:", 6) == 0) {
-                    a += 6;
-                    tls = false;
-                }
-                if (open_listener(a, mc_settings.port, tls) < 0) {
-                    free(copy);
-                    return -1;
-                }
-            }
-            free(copy);
+    } else {
+        const char *pf = getenv("MEMCACHED_PORT_FILENAME");
+        char pf_tmp[1100] = "";
+        if (pf && *pf) {
+            snprintf(pf_tmp, sizeof pf_tmp, "%s.lck", pf);
+            mc_port_file = fopen(pf_tmp, "a");
+            if (!mc_port_file)
+                log_warn("Failed to open \"%s\": %s", pf_tmp, strerror(errno));
         }
+        int rc = open_network();
+        if (mc_port_file) {
+            fclose(mc_port_file);
+            mc_port_file = NULL;
+            if (rc == 0 && rename(pf_tmp, pf) < 0)
+                log_warn("rename %s: %s", pf_tmp, strerror(errno));
+        }
+        if (rc < 0)
+            return -1;
     }
     stats_add_source("", general_stats, NULL);
     stats_add_source("slabs", slabs_stats, NULL);
@@ -1204,6 +1274,7 @@ static int mc_init(void)
 static void mc_fini(void)
 {
     mc_ext_stop();
+    mc_udp_close_all();
     mc_maintainer_stop();
     mc_restart_close(); /* -e: saves the items for the next start after a graceful stop */
 }
@@ -1244,6 +1315,8 @@ int main(int argc, char **argv)
     for (const struct cfg_setting *t = mc_table; t->name; t++) {
         if (t->ptr == &mc_settings.maxbytes)
             cfg_set_formatter(t, fmt_maxbytes);
+        else if (t->ptr == &mc_settings.port || t->ptr == &mc_settings.udp_port)
+            cfg_set_formatter(t, fmt_port);
         else if (t->ptr == &mc_settings.unix_mask)
             cfg_set_formatter(t, fmt_unix_mask);
         else if (t->ptr == &mc_settings.ext_opts)

@@ -1,9 +1,12 @@
 # memcached: the daemon, its client library (libmc) and CLI, unit tests,
 # fuzz targets and the benchmark.
-MC_SESSION := memcached/session.c memcached/cmd_text.c memcached/cmd_meta.c memcached/cmd_bin.c
+MC_SESSION := memcached/session.c memcached/cmd_text.c memcached/cmd_meta.c memcached/cmd_bin.c memcached/udp.c \
+              memcached/proto_udp.c memcached/auth_ascii.c memcached/proto_auth.c
 MC_SRCS := memcached/memcached.c $(MC_SESSION) memcached/proto_text.c memcached/proto_meta.c \
-           memcached/proto_bin.c memcached/items.c memcached/slabs.c memcached/assoc.c memcached/crawler.c memcached/prefix.c
-MC_STORE := memcached/items.c memcached/slabs.c memcached/assoc.c memcached/crawler.c memcached/prefix.c
+           memcached/proto_bin.c memcached/items.c memcached/slabs.c memcached/assoc.c memcached/crawler.c memcached/prefix.c \
+           memcached/hugepages.c
+MC_STORE := memcached/items.c memcached/slabs.c memcached/assoc.c memcached/crawler.c memcached/prefix.c \
+            memcached/hugepages.c
 # watch: the log streams (its hooks sit in items.c and session.c)
 MC_SRCS += memcached/watch.c memcached/restart.c
 MC_STORE += memcached/watch.c
@@ -15,6 +18,7 @@ $(eval $(call program,memcached,$(MC_SRCS)))
 $(eval $(call unit_test,common/test_hash))
 $(eval $(call unit_test,memcached/test_proto,memcached/proto_text.c memcached/proto_meta.c memcached/proto_bin.c))
 $(eval $(call unit_test,memcached/test_store,$(MC_STORE)))
+$(eval $(call unit_test,memcached/test_udp,memcached/proto_udp.c))
 # libmc's continuum checked against libmemcached itself (libmemcached-dev)
 $(eval $(call unit_test,memcached/test_ketama_compat,,-lmemcached))
 # libmc's event-loop client: a daemon that uses it adds MC_ASYNC_SRCS to its
@@ -25,6 +29,10 @@ $(eval $(call unit_test,memcached/test_mc_async,$(MC_ASYNC_SRCS)))
 
 $(eval $(call fuzz_target,fuzz_mc_text,tests/fuzz/fuzz_mc_text.c memcached/proto_text.c memcached/proto_meta.c common/num.c common/base64.c))
 $(eval $(call fuzz_target,fuzz_mc_bin,tests/fuzz/fuzz_mc_bin.c memcached/proto_bin.c))
+# UDP frame header and the cut of a get's reply into response objects.
+$(eval $(call fuzz_target,fuzz_mc_udp,tests/fuzz/fuzz_mc_udp.c memcached/proto_udp.c))
+# -Y's login request.
+$(eval $(call fuzz_target,fuzz_mc_auth,tests/fuzz/fuzz_mc_auth.c memcached/proto_auth.c))
 # libmc's reply readers (all three protocols, compressed values) against
 # arbitrary server bytes, served from a unix socket in the target.
 $(eval $(call fuzz_target,fuzz_mc_client,tests/fuzz/fuzz_mc_client.c memcached/client/libmc.c common/client.c common/hash.c))

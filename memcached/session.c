@@ -39,7 +39,9 @@
 #include "common/tls.h"
 #include "common/listen.h"
 #include "common/loop.h"
+#include "memcached/auth.h"
 #include "memcached/proto.h"
+#include "memcached/udp.h"
 #include "memcached/watch.h"
 
 /* ------------------------------------------------------------------ */
@@ -447,6 +449,8 @@ static void dbg_bin_reply(struct session *s, size_t mark)
 /* One text request: parse its line and run it. len: what in holds. */
 static int text_step(struct session *s, struct evbuffer *in, size_t len, bool *progress)
 {
+    if (__builtin_expect(s->auth_ascii, 0))
+        return mc_auth_ascii_step(s, in, len, progress);
     size_t first = len < 4096 ? len : 4096;
     const char *p = (const char *)evbuffer_pullup(in, (ssize_t)first);
     if (!p)
@@ -549,6 +553,44 @@ static int bin_step(struct session *s, struct evbuffer *in, size_t len, bool *pr
     if (rc == 0 && s->bin_close)
         rc = 1;
     return rc;
+}
+
+/* One step of the driver for a session with no stream of its own: udp.c
+ * runs each datagram's requests through it. What is at the front of in
+ * (a data block, or a request of s->proto) runs; its replies stay in
+ * s->ob / s->out for the caller. Returns 0 to go on, 1 or -1 when the
+ * request asked to close; *progress is false when in holds only part of
+ * a request. */
+int mc_sess_step(struct session *s, struct evbuffer *in, bool *progress)
+{
+    size_t len = evbuffer_get_length(in);
+    *progress = false;
+    if (len == 0)
+        return 0;
+    if (s->state == MC_SESS_NREAD) {
+        if (!do_nread(s, in))
+            return 0;
+        *progress = true;
+        size_t mark = s->olen;
+        complete_store(s);
+        if (s->dbg_noreply) { /* -vv: the reply was made to be printed, not sent */
+            s->dbg_noreply = false;
+            dbg_noreply_reply(s, mark);
+        }
+        if (s->out_oom)
+            return reply_failed(s, mark, -1, 0);
+        return 0;
+    }
+    if (s->state == MC_SESS_SWALLOW) {
+        size_t n = len < s->swallow_left ? len : (size_t)s->swallow_left;
+        evbuffer_drain(in, n);
+        s->swallow_left -= n;
+        if (s->swallow_left == 0)
+            s->state = MC_SESS_CMD;
+        *progress = true;
+        return 0;
+    }
+    return s->proto == MC_PROTO_BIN ? bin_step(s, in, len, progress) : text_step(s, in, len, progress);
 }
 
 /* ------------------------------------------------------------------ */
@@ -900,6 +942,7 @@ void mc_session_accept(struct core_loop *loop, int fd, const struct sockaddr *sa
     s->c = c;
     s->fd = fd;
     s->last_cmd = mc_now();
+    s->auth_ascii = mc_settings.auth_file != NULL;
     if (dbg_on())
         fprintf(stderr, "<%d new %s client connection%s\n", fd,
                 mc_settings.protocol == MC_BIND_ASCII    ? "ascii"
@@ -1005,6 +1048,22 @@ static void listener_line(const struct listen_info *li, void *arg)
                  li->fd, li->fd);
 }
 
+/* A UDP socket, as memcached lists it: marked UDP, its own address
+ * (udp:/udp6:), state conn_read between datagrams. */
+static void udp_line(int fd, const void *sa, unsigned salen, uint32_t last_cmd, void *arg)
+{
+    char addr[160];
+    addr_text(sa, (socklen_t)salen, addr, sizeof addr);
+    if (memcmp(addr, "tcp", 3) == 0)
+        memcpy(addr, "udp", 3);
+    uint32_t now = mc_now();
+    struct conn_line *e = conn_line_add(arg, fd);
+    if (e)
+        snprintf(e->text, sizeof e->text,
+                 "STAT %d:UDP UDP\r\nSTAT %d:addr %s\r\nSTAT %d:state conn_read\r\nSTAT %d:secs_since_last_cmd %u\r\n",
+                 fd, fd, addr, fd, fd, now > last_cmd ? now - last_cmd : 0);
+}
+
 static int conn_line_cmp(const void *a, const void *b)
 {
     const struct conn_line *x = a, *y = b;
@@ -1017,6 +1076,7 @@ void mc_session_stats_conns(struct evbuffer *out)
     uint32_t now = mc_now();
     struct conn_lines cl = { 0 };
     listen_foreach(listener_line, &cl);
+    mc_udp_foreach(udp_line, &cl);
     for (int i = 0; i < loop_count(); i++) {
         struct core_loop *l = loop_get(i);
         struct mc_thread *th = l ? l->data : NULL;

@@ -26,11 +26,10 @@
     X(get_hits)                                                                                                        \
     X(get_misses)                                                                                                      \
     X(get_expired)                                                                                                     \
-    X(get_flushed)                                                                                                     \
-    X(delete_hits)                                                                                                     \
-    X(delete_misses) X(incr_hits) X(incr_misses) X(decr_hits) X(decr_misses) X(cas_hits) X(cas_misses) X(cas_badval)   \
-        X(touch_hits) X(touch_misses) X(store_too_large) X(store_no_memory) X(response_obj_oom) X(conn_yields)         \
-            X(idle_kicks) X(auth_cmds) X(auth_errors) X(bytes_read) X(bytes_written) X(protocol_errors)
+    X(get_flushed) X(delete_hits) X(delete_misses) X(incr_hits) X(incr_misses) X(decr_hits) X(decr_misses) X(cas_hits) \
+        X(cas_misses) X(cas_badval) X(touch_hits) X(touch_misses) X(store_too_large) X(store_no_memory)                \
+            X(response_obj_oom) X(conn_yields) X(idle_kicks) X(auth_cmds) X(auth_errors) X(bytes_read)                 \
+                X(bytes_written) X(protocol_errors)
 
 struct mc_thread_stats {
 #define X(n) _Atomic uint64_t n;
@@ -133,6 +132,7 @@ struct session {
     /* SWALLOW */
     uint64_t swallow_left;
     bool authenticated;
+    bool auth_ascii; /* -Y: not logged in yet (text requests go to auth_ascii.c) */
     uint32_t last_cmd; /* rel time of the last request */
     /* Replies not yet handed to the socket: they collect in ob (olen
      * bytes); output made by evbuffer writers (stats, dumps) goes to out,
@@ -191,6 +191,9 @@ void mc_sess_auth_failed(struct session *s);
 /* Stream a metadump of the classes in d (ownership passes in) and then
  * "END"; later requests wait for it. */
 void mc_sess_begin_dump(struct session *s, struct mc_dump *d);
+
+/* One request (or data block) of in, for udp.c (session.c). */
+int mc_sess_step(struct session *s, struct evbuffer *in, bool *progress);
 
 /* The command files. The dispatchers return 0 to go on, 1 to close once
  * the replies are out, -1 to close now. */

@@ -109,6 +109,26 @@ static char *page_alloc(void)
     return page;
 }
 
+/* -L: pages are carved from one block reserved at start (hugepages.c),
+ * under pool_lock; they are never given back to malloc. */
+static char *arena;
+static uint64_t arena_size, arena_used;
+bool mc_slabs_preallocated(void) { return arena != NULL; }
+
+static bool grow(int id);
+static void free_page(char *page);
+
+static char *page_new(void)
+{
+    if (!arena)
+        return page_alloc();
+    if (arena_size - arena_used < mc_page_size)
+        return NULL;
+    char *p = arena + arena_used;
+    arena_used += mc_page_size;
+    return p;
+}
+
 uint64_t mc_slabs_limit(void) { return atomic_load(&mem_limit); }
 void mc_slabs_set_limit(uint64_t bytes) { atomic_store(&mem_limit, bytes); }
 
@@ -161,6 +181,21 @@ int mc_slabs_init(void)
         c->perpage = (uint32_t)(mc_page_size / c->size);
         if (mc_settings.verbose > 1) /* memcached's line, on stderr as it prints it */
             fprintf(stderr, "slab class %3d: chunk size %9u perslab %7u\n", i, c->size, c->perpage);
+    }
+    if (mc_settings.large_pages && !region_base) { /* -e's memory file comes first */
+        arena = mc_large_arena(mem_limit);
+        if (!arena)
+            log_warn("Failed to allocate requested memory in one large chunk. Will allocate in smaller chunks");
+        arena_size = arena ? mem_limit : 0;
+    }
+    /* As memcached when it preallocates: a page for every class now. */
+    for (int i = 1; arena && i <= mc_nclasses; i++) {
+        if (!grow(i)) {
+            log_error("Error while preallocating slab memory! If using -L or other prealloc options, max memory "
+                      "must be at least %d megabytes.",
+                      mc_nclasses);
+            return -1;
+        }
     }
     return 0;
 }
@@ -265,7 +300,7 @@ static bool grow(int id)
         pthread_mutex_unlock(&pool_lock);
         return false;
     }
-    char *page = page_alloc();
+    char *page = page_new();
     if (!page) {
         atomic_fetch_add(&mc_sstats.malloc_fails, 1);
         pthread_mutex_unlock(&pool_lock);
@@ -494,6 +529,8 @@ static bool give_page(struct mc_class *d, char *page)
 
 static void free_page(char *page)
 {
+    if (arena && page >= arena && page < arena + arena_size)
+        return; /* -L: its memory stays reserved (counted as allocated) */
     if (region_base) {
         pthread_mutex_lock(&region_lock);
         region_free[region_nfree++] = page;

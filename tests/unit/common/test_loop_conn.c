@@ -339,7 +339,10 @@ static void *client_main(void *arg)
 
     loop_call(loop_get(1), start_outgoing, NULL);
     loop_call(loop_get(1), mark_call, NULL);
-    usleep(300000);
+    /* wait for both (bounded), not a fixed pause: under load the
+     * outgoing round trip can take longer than any pause chosen here */
+    for (int i = 0; i < 1000 && (atomic_load(&outgoing_ok) == 0 || atomic_load(&call_ran_on) == 0); i++)
+        usleep(5000);
 
     /* An idle client is closed by the graceful stop. */
     int idle = dial();

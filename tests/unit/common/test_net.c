@@ -618,17 +618,24 @@ static void emfile_child_start(void *arg)
     listen_here(emfile_child_port, emfile_child_accept);
 }
 
-/* What a client connected to the port reads: "HI\n", "" (closed) or
- * "TIMEOUT". */
+/* What a client connected to the port reads until the server closes:
+ * "HI\n" or "" (closed at once); "TIMEOUT" if it does not close. Reading
+ * to the close also means the server's descriptor is gone before the
+ * next round counts the free ones. */
 static const char *emfile_read(int fd)
 {
     static char buf[16];
     struct timeval tv = { 5, 0 };
     setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
-    ssize_t n = recv(fd, buf, sizeof buf - 1, 0);
-    if (n < 0)
-        return errno == EAGAIN || errno == EWOULDBLOCK ? "TIMEOUT" : "ERROR";
-    buf[n] = '\0';
+    size_t got = 0;
+    for (;;) {
+        ssize_t n = recv(fd, buf + got, sizeof buf - 1 - got, 0);
+        if (n < 0)
+            return errno == EAGAIN || errno == EWOULDBLOCK ? "TIMEOUT" : "ERROR";
+        if (n == 0 || (got += (size_t)n) == sizeof buf - 1)
+            break;
+    }
+    buf[got] = '\0';
     return buf;
 }
 

@@ -196,6 +196,13 @@ static void test_bound_and_free(void)
     gate_open = true;
     pthread_cond_broadcast(&gate_cv);
     pthread_mutex_unlock(&gate_mu);
+    /* once both dones ran (on the pool thread), the counters say so: the
+     * pool counts a job before its done runs */
+    for (int i = 0; i < 2000 && atomic_load(&done_here) < 2; i++)
+        usleep(1000);
+    work_get_counters(p, &c);
+    CHECK_EQ_INT(c.completed, 3);
+    CHECK_EQ_INT(c.running, 0);
     work_pool_free(p);
     CHECK_EQ_INT(atomic_load(&ran), 3);
     /* no loop: done ran on the pool thread, not here */
