@@ -8,6 +8,7 @@
 #include "common/stats.h"
 #include "memcached/proto.h"
 #include "memcached/session.h"
+#include "memcached/extstore.h"
 
 /* The value is val, or when val is NULL, the item vit's (chunked or not). */
 static void bin_reply_v(struct session *s, uint8_t opcode, uint32_t opaque, uint16_t status, uint64_t cas,
@@ -88,6 +89,22 @@ static void bin_get(struct session *s, const struct mc_bin_req *r, const struct 
         MC_STAT_ADD(ts, cmd_get, 1);
     mc_key_lock(hv);
     mc_item *it = mc_item_find_locked(key, nkey, hv);
+    const char *ev = NULL; /* the value, when it was read from extstore */
+    uint32_t vlen = 0;
+    if (it && __builtin_expect(mc_item_is_ext(it), 0) && c->want_value) {
+        bool miss;
+        if (!(ev = mc_ext_value(s, it, hv, &vlen, &miss))) {
+            if (!miss) { /* being read: this request runs again (extstore.c) */
+                mc_key_unlock(hv);
+                if (c->touch)
+                    MC_STAT_ADD(ts, cmd_touch, (uint64_t)-1);
+                else
+                    MC_STAT_ADD(ts, cmd_get, (uint64_t)-1);
+                return;
+            }
+            it = NULL;
+        }
+    }
     if (mc_detail_on())
         mc_prefix_record(key, nkey, MC_PREFIX_GET, it != NULL);
     if (!it) {
@@ -118,8 +135,11 @@ static void bin_get(struct session *s, const struct mc_bin_req *r, const struct 
     }
     uint8_t ext[4];
     wr32(ext, it->flags);
+    if (!ev)
+        vlen = it->nbytes;
     bin_reply_v(s, r->opcode, r->opaque, MC_BIN_OK, it->cas, ext, 4, c->want_key ? key : NULL,
-                c->want_key ? (uint16_t)nkey : 0, NULL, c->want_value ? it->nbytes : 0, c->want_value ? it : NULL);
+                c->want_key ? (uint16_t)nkey : 0, c->want_value ? ev : NULL, c->want_value ? vlen : 0,
+                c->want_value && !ev ? it : NULL);
     mc_key_unlock(hv);
 }
 

@@ -9,6 +9,7 @@
 
 #include "memcached/proto.h"
 #include "memcached/session.h"
+#include "memcached/extstore.h"
 #include "memcached/watch.h"
 
 /* ------------------------------------------------------------------ */
@@ -114,7 +115,7 @@ static size_t meta_hit_flags(char *o, const char *line, size_t line_len, mc_item
                 break;
             o[pos++] = ' ';
             o[pos++] = 's';
-            pos += mc_u64toa(it->nbytes, o + pos);
+            pos += mc_u64toa(mc_item_is_ext(it) ? mc_ext_nbytes(it) : it->nbytes, o + pos);
             break;
         case 't':
             o[pos++] = ' ';
@@ -163,6 +164,19 @@ static void meta_get(struct session *s, const struct mc_meta_req *m, const char 
     MC_STAT_ADD(ts, cmd_get, 1);
     mc_key_lock(hv);
     mc_item *it = mc_item_find_locked(m->rkey, m->nrkey, hv);
+    const char *ev = NULL; /* the value, when it was read from extstore */
+    uint32_t vlen = 0;
+    if (it && __builtin_expect(mc_item_is_ext(it), 0) && (m->flags & MC_MF('v'))) {
+        bool miss;
+        if (!(ev = mc_ext_value(s, it, hv, &vlen, &miss))) {
+            if (!miss) { /* being read: this mg runs again (extstore.c) */
+                mc_key_unlock(hv);
+                MC_STAT_ADD(ts, cmd_get, (uint64_t)-1);
+                return;
+            }
+            it = NULL;
+        }
+    }
     bool won = false, vivified = false;
     if (!it && (m->flags & MC_MF('N'))) {
         enum mc_alloc_err err;
@@ -212,7 +226,9 @@ static void meta_get(struct session *s, const struct mc_meta_req *m, const char 
     if (m->flags & MC_MF('E'))
         it->cas = m->E_cas;
     bool with_value = m->flags & MC_MF('v');
-    size_t need = 64 + 2 * line_len + 600 + (with_value ? it->nbytes + 2 : 0);
+    if (!ev)
+        vlen = it->nbytes;
+    size_t need = 64 + 2 * line_len + 600 + (with_value ? vlen + 2 : 0);
     char *o = mc_out_reserve(s, need);
     if (!o) {
         mc_key_unlock(hv);
@@ -221,7 +237,7 @@ static void meta_get(struct session *s, const struct mc_meta_req *m, const char 
     size_t pos;
     if (with_value) {
         memcpy(o, "VA ", 3);
-        pos = 3 + mc_u64toa(it->nbytes, o + 3);
+        pos = 3 + mc_u64toa(vlen, o + 3);
     } else {
         memcpy(o, "HD", 2);
         pos = 2;
@@ -236,8 +252,11 @@ static void meta_get(struct session *s, const struct mc_meta_req *m, const char 
     o[pos++] = '\r';
     o[pos++] = '\n';
     if (with_value) {
-        mc_value_out(it, o + pos);
-        pos += it->nbytes;
+        if (__builtin_expect(ev != NULL, 0))
+            memcpy(o + pos, ev, vlen);
+        else
+            mc_value_out(it, o + pos);
+        pos += vlen;
         o[pos++] = '\r';
         o[pos++] = '\n';
     }

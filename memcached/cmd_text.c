@@ -14,6 +14,7 @@
 #include "memcached/proto.h"
 #include "memcached/udp.h"
 #include "memcached/session.h"
+#include "memcached/extstore.h"
 #include "memcached/watch.h"
 
 /* ------------------------------------------------------------------ */
@@ -43,6 +44,18 @@ static void text_get(struct session *s, const struct mc_text_req *r)
         uint64_t hv = mc_hash(key, nkey);
         mc_key_lock(hv);
         mc_item *it = mc_item_find_locked(key, nkey, hv);
+        const char *ev = NULL; /* the value, when it was read from extstore */
+        uint32_t vlen = 0;
+        if (it && __builtin_expect(mc_item_is_ext(it), 0)) {
+            bool miss;
+            if (!(ev = mc_ext_value(s, it, hv, &vlen, &miss))) {
+                if (!miss) { /* being read: this get runs again (extstore.c) */
+                    mc_key_unlock(hv);
+                    continue;
+                }
+                it = NULL;
+            }
+        }
         if (__builtin_expect(mc_detail_on(), 0))
             mc_prefix_record(key, nkey, MC_PREFIX_GET, it != NULL);
         if (!it) {
@@ -58,8 +71,10 @@ static void text_get(struct session *s, const struct mc_text_req *r)
             MC_SLAB_ADD(s->th, it->clsid, get_hits, 1);
         }
         mc_item_bump(it);
+        if (!ev)
+            vlen = it->nbytes;
         /* "VALUE <key> <flags> <bytes>[ <cas>]\r\n<data>\r\n" in one piece. */
-        size_t need = 6 + nkey + 1 + 10 + 1 + 10 + 1 + 20 + 2 + it->nbytes + 2;
+        size_t need = 6 + nkey + 1 + 10 + 1 + 10 + 1 + 20 + 2 + vlen + 2;
         char *o = mc_out_reserve(s, need), *o0 = o;
         if (!o) { /* s->out_oom is set: session.c answers the error */
             mc_key_unlock(hv);
@@ -72,21 +87,26 @@ static void text_get(struct session *s, const struct mc_text_req *r)
         *o++ = ' ';
         o += mc_u64toa(it->flags, o);
         *o++ = ' ';
-        o += mc_u64toa(it->nbytes, o);
+        o += mc_u64toa(vlen, o);
         if (with_cas) {
             *o++ = ' ';
             o += mc_u64toa(mc_settings.no_cas ? 0 : it->cas, o);
         }
         *o++ = '\r';
         *o++ = '\n';
-        mc_value_out(it, o);
-        o += it->nbytes;
+        if (__builtin_expect(ev != NULL, 0))
+            memcpy(o, ev, vlen);
+        else
+            mc_value_out(it, o);
+        o += vlen;
         mc_key_unlock(hv);
         *o++ = '\r';
         *o++ = '\n';
         mc_out_commit(s, (size_t)(o - o0));
         hits++;
     }
+    if (__builtin_expect(s->ext != NULL, 0) && mc_ext_waiting(s))
+        return; /* runs again with the values read: counted then */
     if (!s->out_oom)
         mc_out_add(s, "END\r\n", 5);
     struct mc_thread_stats *st = &s->th->st;
@@ -649,6 +669,12 @@ int mc_cmd_text(struct session *s, const struct mc_text_req *r)
             mc_out_add(s, "OK\r\n", 4);
         return 0;
     case MC_TXT_META: mc_cmd_meta(s, r); return 0;
+    case MC_TXT_EXTSTORE: {
+        const char *reply = mc_ext_command(r->args, r->args_len);
+        if (!r->noreply)
+            mc_out_line(s, reply);
+        return 0;
+    }
     case MC_TXT_REFRESH_CERTS: {
         char err[256];
         if (mc_tls_refresh(err, sizeof err) < 0) {

@@ -6,6 +6,7 @@
  * The walk holds a class lock for at most a few hundred steps and only
  * tries stripe locks, so it never stalls a worker for long. */
 #include "memcached/mc.h"
+#include "memcached/extstore.h"
 
 #include <stdlib.h>
 #include <string.h>
@@ -95,6 +96,8 @@ uint64_t mc_crawl_class(int id, uint64_t limit)
                 uint64_t hv = mc_hash(it->data, it->nkey);
                 if (!mc_key_trylock(hv))
                     continue;
+                if (mc_item_is_ext(it))
+                    mc_ext_release(it); /* its page loses the bytes */
                 mc_assoc_delete(it->data, it->nkey, hv);
                 /* lru_unlink is static in items.c; unlink by hand. */
                 int s = MC_ST_SEG(it->state);

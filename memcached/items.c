@@ -19,6 +19,7 @@
 #include <event2/buffer.h>
 
 #include "common/log.h"
+#include "memcached/extstore.h"
 
 struct mc_store_stats mc_sstats;
 _Atomic uint32_t mc_oldest_live;
@@ -110,6 +111,8 @@ static void lru_move(struct mc_class *c, mc_item *it, int seg)
  * class lock; the chunk is returned to the caller (state 0). */
 static void unlink_both(struct mc_class *c, mc_item *it, uint64_t hv)
 {
+    if (__builtin_expect(mc_item_is_ext(it), 0))
+        mc_ext_release(it); /* its page loses the bytes */
     mc_assoc_delete(it->data, it->nkey, hv);
     lru_unlink(c, it);
     it->state = 0;
@@ -604,6 +607,25 @@ void mc_item_link_locked(mc_item *it, mc_item *old, uint64_t hv)
     atomic_fetch_add_explicit(&mc_sstats.total_items, 1, memory_order_relaxed);
 }
 
+void mc_item_swap_locked(mc_item *it, mc_item *old, uint64_t hv)
+{
+    uint64_t cas = old->cas;
+    uint32_t atime = old->atime;
+    uint8_t bits = mc_bits(old) & (MC_IT_FETCHED | MC_IT_ACTIVE);
+    mc_item_unlink_locked(old, hv);
+    it->cas = cas;
+    it->atime = atime;
+    mc_bits_set(it, bits);
+    mc_assoc_insert(it, hv);
+    struct mc_class *c = &mc_classes[it->clsid];
+    pthread_mutex_lock(&c->lock);
+    it->state = MC_ST_LINKED;
+    lru_link(c, it, MC_LRU_COLD); /* it was at the cold end already */
+    c->bytes += mc_item_total(it->nkey, it->nbytes);
+    pthread_mutex_unlock(&c->lock);
+    atomic_fetch_add_explicit(&mc_sstats.curr_items, 1, memory_order_relaxed);
+}
+
 enum mc_status mc_store(mc_item *it, enum mc_store_op op, uint64_t cas_in, uint64_t *cas_out)
 {
     uint64_t hv = mc_hash(it->data, it->nkey);
@@ -645,7 +667,7 @@ enum mc_status mc_store(mc_item *it, enum mc_store_op op, uint64_t cas_in, uint6
         break;
     case MC_OP_APPEND:
     case MC_OP_PREPEND:
-        if (!old) {
+        if (!old || mc_item_is_ext(old)) { /* on disk: NOT_STORED, as memcached 1.6.18 */
             st = MC_NOT_STORED;
             break;
         }
@@ -752,7 +774,7 @@ enum mc_status mc_arith(const char *key, size_t nkey, bool incr, uint64_t delta,
         st = MC_NOT_FOUND;
     } else if (cas_in && it->cas != cas_in) {
         st = MC_EXISTS;
-    } else if (mc_item_chunked(it) || !parse_value_u64(mc_value(it), it->nbytes, &v)) {
+    } else if (mc_item_chunked(it) || mc_item_is_ext(it) || !parse_value_u64(mc_value(it), it->nbytes, &v)) {
         st = MC_NON_NUMERIC;
     } else {
         if (incr)

@@ -276,6 +276,10 @@ void mc_item_bump(mc_item *it);
 /* Caller holds the stripe; it is private; old (may be NULL) is replaced. */
 void mc_item_link_locked(mc_item *it, mc_item *old, uint64_t hv);
 void mc_item_unlink_locked(mc_item *it, uint64_t hv);
+/* extstore: put the private item it where old is (caller holds the
+ * stripe), keeping old's CAS, access time and fetched bits: the same item
+ * with its value moved (to disk, or back into memory). */
+void mc_item_swap_locked(mc_item *it, mc_item *old, uint64_t hv);
 uint64_t mc_next_cas(void);
 bool mc_item_live(const mc_item *it, uint32_t now);
 

@@ -26,6 +26,7 @@
 #include "memcached/proto.h"
 #include "memcached/restart.h"
 #include "memcached/session.h"
+#include "memcached/extstore.h"
 #include "memcached/udp.h"
 #include "memcached/watch.h"
 
@@ -163,6 +164,12 @@ static int set_ext(const struct cfg_setting *s, const char *v, char *err, size_t
         if (eq) {
             *eq = 0;
             val = eq + 1;
+        }
+        int xr = mc_ext_option(tok, val, err, errlen); /* ext_*: extstore.c */
+        if (xr != 0) {
+            if (xr < 0)
+                rc = -1;
+            continue;
         }
         const struct ext_opt *o = ext_opts;
         while (o->name && strcmp(o->name, tok) != 0)
@@ -376,7 +383,10 @@ static const struct cfg_setting mc_table[] = {
       "tail_repair_time=S, hash_algorithm=murmur3|jenkins|xxh3, track_sizes, no_hashexpand, modern, "
       "sasl_pwdb=FILE, ssl_chain_cert=FILE, ssl_key=FILE, ssl_ciphers=LIST, ssl_min_version=tlsv1.2|tlsv1.3, "
       "ssl_verify_mode=0 (client certificates are not checked), watcher_logbuf_size=KB (each watch stream's buffer), "
-      "worker_logbuf_size=KB (shown only)",
+      "worker_logbuf_size=KB (shown only); extstore: ext_path=FILE:SIZE (repeatable), "
+      "ext_page_size=MB (before ext_path), ext_wbuf_size=MB, ext_threads=N, ext_item_size=BYTES, ext_item_age=S, "
+      "ext_low_ttl=S, ext_recache_rate=N, ext_compact_under=PAGES, ext_drop_under=PAGES, ext_max_frag=F, "
+      "ext_max_sleep=US, ext_drop_unread",
       false, set_ext },
     { "protocol", 'B', CFG_CUSTOM, &dummy_str, "auto", "binding protocol: auto (by the first byte), ascii or binary",
       false, set_protocol },
@@ -526,6 +536,7 @@ static void general_stats(struct stats_sink *k, void *arg)
     stats_u64(k, "get_misses", GET(t, get_misses));
     stats_u64(k, "get_expired", GET(t, get_expired));
     stats_u64(k, "get_flushed", GET(t, get_flushed));
+    mc_ext_stats_gets(k); /* get_extstore .. badcrc_from_extstore, with ext_path */
     stats_u64(k, "delete_misses", GET(t, delete_misses));
     stats_u64(k, "delete_hits", GET(t, delete_hits));
     stats_u64(k, "incr_misses", GET(t, incr_misses));
@@ -585,6 +596,7 @@ static void general_stats(struct stats_sink *k, void *arg)
     stats_u64(k, "log_watcher_skipped", ws.skipped);
     stats_u64(k, "log_watcher_sent", ws.sent);
     stats_u64(k, "log_watchers", ws.watchers);
+    mc_ext_stats_store(k); /* extstore_*, with ext_path */
     stats_u64(k, "unexpected_napi_ids", 0);
     stats_u64(k, "round_robin_fallback", 0);
     stats_u64(k, "bytes", bytes);
@@ -781,7 +793,10 @@ static void settings_stats(struct stats_sink *k, void *arg)
     stats_u64(k, "read_buf_mem_limit", mc_settings.out_mem_limit);
     stats_str(k, "track_sizes", mc_settings.track_sizes ? "yes" : "no");
     stats_str(k, "inline_ascii_response", "no");
+    mc_ext_stats_settings(k);
+    stats_fmt(k, "ext_max_frag", "%.2f", mc_ext.max_frag);
     stats_fmt(k, "slab_automove_freeratio", "%.3f", mc_settings.slab_automove_freeratio);
+    stats_str(k, "ext_drop_unread", mc_ext.drop_unread ? "yes" : "no");
     stats_str(k, "ssl_enabled", mc_settings.ssl_enabled ? "yes" : "no");
     if (mc_settings.ssl_enabled) {
         stats_str(k, "ssl_chain_cert", mc_settings.ssl_chain_cert ? mc_settings.ssl_chain_cert : "(null)");
@@ -1248,11 +1263,17 @@ static int mc_init(void)
         log_error("cannot start the maintainer thread");
         return -1;
     }
+    mc_ext_register_stats();
+    if (mc_ext_init() < 0) {
+        log_error("cannot start extstore");
+        return -1;
+    }
     return 0;
 }
 
 static void mc_fini(void)
 {
+    mc_ext_stop();
     mc_udp_close_all();
     mc_maintainer_stop();
     mc_restart_close(); /* -e: saves the items for the next start after a graceful stop */

@@ -10,6 +10,8 @@ MC_STORE := memcached/items.c memcached/slabs.c memcached/assoc.c memcached/craw
 # watch: the log streams (its hooks sit in items.c and session.c)
 MC_SRCS += memcached/watch.c memcached/restart.c
 MC_STORE += memcached/watch.c
+MC_SRCS += memcached/extstore.c
+MC_STORE += memcached/extstore.c
 
 $(eval $(call program,memcached,$(MC_SRCS)))
 
@@ -56,3 +58,7 @@ MC_SESSION_FUZZ_SRCS := tests/fuzz/fuzz_mc_session.c $(MC_SESSION) memcached/pro
 $(eval $(call fuzz_target,fuzz_mc_session,$(MC_SESSION_FUZZ_SRCS)))
 # -e's metadata file parser (restart.c) with the store it restores into.
 $(eval $(call fuzz_target,fuzz_mc_restart,tests/fuzz/fuzz_mc_restart.c memcached/restart.c $(MC_STORE) $(COMMON_SRCS)))
+
+# extstore's parsers: records read back from the file, the "extstore"
+# command's arguments and the ext_* options.
+$(eval $(call fuzz_target,fuzz_mc_ext,tests/fuzz/fuzz_mc_ext.c $(MC_STORE) $(COMMON_SRCS)))

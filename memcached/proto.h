@@ -47,7 +47,8 @@ enum mc_text_cmd {
     MC_TXT_LRU,
     MC_TXT_MISC_OK,
     MC_TXT_REFRESH_CERTS,
-    MC_TXT_WATCH, /* delta: the MC_WATCH_* kinds asked for */
+    MC_TXT_EXTSTORE, /* extstore <setting> <value> (args) */
+    MC_TXT_WATCH,    /* delta: the MC_WATCH_* kinds asked for */
 };
 
 struct mc_text_req {

@@ -266,6 +266,17 @@ enum mc_parse mc_text_parse(const char *buf, size_t len, struct mc_text_req *r)
         r->cmd = MC_TXT_META;
         return MC_PARSE_OK;
     }
+    if (cn == 8 && memcmp(cw, "extstore", 8) == 0) {
+        r->cmd = MC_TXT_EXTSTORE;
+        r->noreply = rest_len >= 7 && memcmp(rest + rest_len - 7, "noreply", 7) == 0;
+        while (rest_len && *rest == ' ') {
+            rest++;
+            rest_len--;
+        }
+        r->args = rest;
+        r->args_len = rest_len;
+        return MC_PARSE_OK;
+    }
     if (cn == 13 && memcmp(cw, "refresh_certs", 13) == 0) {
         r->cmd = MC_TXT_REFRESH_CERTS;
         r->noreply = rest_len >= 7 && memcmp(rest + rest_len - 7, "noreply", 7) == 0;

@@ -18,6 +18,7 @@
  * What each command does is in cmd_text.c, cmd_meta.c and cmd_bin.c; this
  * file knows nothing of the store beyond allocating and freeing an item. */
 #include "memcached/session.h"
+#include "memcached/extstore.h"
 
 #include <errno.h>
 #include <inttypes.h>
@@ -495,6 +496,8 @@ static int text_step(struct session *s, struct evbuffer *in, size_t len, bool *p
         r.noreply = false;
     }
     int rc = mc_cmd_text(s, &r);
+    if (__builtin_expect(s->ext != NULL, 0) && mc_ext_after_cmd(s, mark))
+        return 0; /* values on disk: the request stays and runs again (extstore.c) */
     if (dbg_quiet && s->state == MC_SESS_NREAD)
         s->dbg_noreply = true; /* the reply comes with the data block */
     else if (dbg_quiet)
@@ -538,6 +541,8 @@ static int bin_step(struct session *s, struct evbuffer *in, size_t len, bool *pr
     if (dbg_on())
         dbg_bin_request(s, p, &r);
     int rc = mc_cmd_bin(s, &r);
+    if (__builtin_expect(s->ext != NULL, 0) && mc_ext_after_cmd(s, mark))
+        return 0; /* values on disk: the request stays and runs again (extstore.c) */
     if (dbg_on())
         dbg_bin_reply(s, mark);
     if (s->out_oom) {
@@ -759,6 +764,8 @@ static int on_read(struct core_conn *c)
                 evbuffer_drain(in, evbuffer_get_length(in)); /* a watcher takes no more commands */
                 break;
             }
+            if (s->state == MC_SESS_EXT)
+                break; /* extstore reads in flight: read_done runs us again */
             if (!dump_pump(s))
                 break; /* it runs again from the loop (run_again) */
             continue;
@@ -867,6 +874,8 @@ static void on_close(struct core_conn *c, enum conn_close_reason why)
         fprintf(stderr, "<%d connection closed.\n", s->fd);
     if (s->yield_ev)
         event_free(s->yield_ev);
+    if (s->ext)
+        mc_ext_session_gone(s);
     if (s->dump) {
         mc_dump_abort(s->dump);
         free(s->dump);

@@ -92,6 +92,7 @@ enum mc_sess_state {
     MC_SESS_SWALLOW, /* skipping the data block of a refused storage command */
     MC_SESS_DUMP,    /* streaming an lru_crawler metadump, piece by piece */
     MC_SESS_WATCH,   /* a "watch" log stream (watch.c): takes no more commands */
+    MC_SESS_EXT,     /* waiting for extstore reads; the request runs again after (extstore.c) */
 };
 enum mc_sess_proto { MC_PROTO_UNKNOWN = 0, MC_PROTO_TEXT, MC_PROTO_BIN };
 /* Which protocol's storage command the NREAD state completes. */
@@ -148,6 +149,7 @@ struct session {
     bool auth_wait;              /* reading paused after a failure (slows guessing) */
     bool close_normal;           /* quit: a watcher's conn_close line says reason=normal */
     struct session *next, *prev; /* th->sessions */
+    struct mc_ext_req *ext;      /* extstore values this request reads (extstore.c) */
 };
 
 /* The reply buffer (session.c). */

@@ -597,6 +597,22 @@ enum mc_reassign mc_slabs_reassign(int src, int dst)
         if (src == -1)
             return MC_REASSIGN_NOSPARE;
     }
+    if (src == 0 && dst >= 1 && dst <= mc_nclasses) {
+        /* From memcached's global pool: NOSPARE once it is empty. */
+        pthread_mutex_lock(&pool_lock);
+        char *pg = pool_n ? pool_pages[--pool_n] : NULL;
+        pthread_mutex_unlock(&pool_lock);
+        if (!pg)
+            return MC_REASSIGN_NOSPARE;
+        struct mc_class *d = &mc_classes[dst];
+        pthread_mutex_lock(&d->lock);
+        bool ok = give_page(d, pg);
+        pthread_mutex_unlock(&d->lock);
+        if (!ok)
+            free_page(pg);
+        atomic_fetch_add(&mc_sstats.slabs_moved, 1);
+        return MC_REASSIGN_OK;
+    }
     if (src < 1 || src > mc_nclasses || dst < 0 || dst > mc_nclasses)
         return MC_REASSIGN_BADCLASS;
     struct mc_class *v = &mc_classes[src];
