@@ -363,6 +363,8 @@ static uint32_t tail_age(int id, uint32_t now)
     return 0;
 }
 
+uint32_t mc_lru_tail_age(int id) { return tail_age(id, mc_now()); }
+
 /* Should class id take a page from another class rather than evict its
  * own items? Yes when its share of recent allocations is well above its
  * share of pages (the size mix changed), or when some class with spare

@@ -227,6 +227,8 @@ enum mc_reassign mc_slabs_reassign(int src, int dst);
 /* After cache_memlimit lowered the limit: free up to max_pages pages (their
  * items evicted) while more than the limit is allocated. Returns pages freed. */
 uint64_t mc_slabs_release_over_limit(uint64_t max_pages);
+/* Seconds since the oldest item of class id's LRU was last used (0: empty). */
+uint32_t mc_lru_tail_age(int id);
 /* Pages in the global pool (slab_global_page_pool). */
 uint64_t mc_slabs_pool_pages(void);
 /* -L: the memory was reserved at start (the limit cannot change). */

@@ -130,7 +130,18 @@ static char *page_new(void)
 }
 
 uint64_t mc_slabs_limit(void) { return atomic_load(&mem_limit); }
-void mc_slabs_set_limit(uint64_t bytes) { atomic_store(&mem_limit, bytes); }
+/* Set when cache_memlimit goes below what is allocated: only then do
+ * classes give up pages to get under the limit. Memory over the limit for
+ * another reason (a class's first page, which any class may always have,
+ * as in memcached) stays. */
+static atomic_bool limit_lowered;
+
+void mc_slabs_set_limit(uint64_t bytes)
+{
+    atomic_store(&mem_limit, bytes);
+    if (atomic_load(&malloced) > bytes)
+        atomic_store(&limit_lowered, true);
+}
 
 int mc_slabs_init(void)
 {
@@ -668,14 +679,24 @@ uint64_t mc_slabs_release_over_limit(uint64_t max_pages)
         freed++;
     }
     pthread_mutex_unlock(&pool_lock);
-    while (freed < max_pages && atomic_load(&malloced) > atomic_load(&mem_limit)) {
-        /* From the class with the most pages; each keeps its last one. */
+    if (atomic_load(&malloced) <= atomic_load(&mem_limit))
+        atomic_store(&limit_lowered, false);
+    while (freed < max_pages && atomic_load(&limit_lowered) && atomic_load(&malloced) > atomic_load(&mem_limit)) {
+        /* From the class whose LRU tail is oldest (its coldest items go),
+         * the one with the most pages among equals; each keeps its last
+         * one. Not simply the most pages: a class that just grew by taking
+         * pages would lose its newest page, and with it its newest items. */
         int victim = 0;
         uint64_t best = 1;
+        uint32_t best_age = 0;
         for (int i = 1; i <= mc_nclasses; i++) {
             uint64_t p = __atomic_load_n(&mc_classes[i].pages, __ATOMIC_RELAXED);
-            if (p > best) {
+            if (p < 2)
+                continue;
+            uint32_t age = mc_lru_tail_age(i);
+            if (!victim || age > best_age || (age == best_age && p > best)) {
                 best = p;
+                best_age = age;
                 victim = i;
             }
         }
