@@ -199,7 +199,11 @@ def test_memory_stays_bounded_under_churn_of_large_items(daemon):
         last[key] = v
     assert r.cmd(b"mn\r\n") == b"MN"
     st = r.stats()
-    assert int(r.stats("slabs")["total_malloced"]) <= 66 << 20
+    # -m, plus at most one page per class in use: as memcached, a class's
+    # first page may go over the limit (memcached 1.6.18 ends this very
+    # workload at 72 MiB with 38 classes in use) and is kept.
+    sl = r.stats("slabs")
+    assert int(sl["total_malloced"]) <= (64 + int(sl["active_slabs"])) << 20
     assert int(st["evictions"]) > 0
     # (under AddressSanitizer freed memory sits in its quarantine: RSS says
     # nothing there; the slab accounting above still holds)
