@@ -164,6 +164,19 @@ static bool take_key(struct mc_text_req *r, const struct tok *t, int nt)
  * memcached/watch.h); none means fetchers. An unknown word is ERROR (and
  * nothing at all with a trailing noreply, as memcached). At most 24
  * words are looked at, as memcached's tokenizer does. */
+/* An admin command's arguments: the rest of the line, leading spaces off,
+ * left to the command to read. */
+static enum mc_parse take_args(struct mc_text_req *r, const char *rest, size_t rest_len)
+{
+    while (rest_len && *rest == ' ') {
+        rest++;
+        rest_len--;
+    }
+    r->args = rest;
+    r->args_len = rest_len;
+    return MC_PARSE_OK;
+}
+
 static enum mc_parse parse_watch(struct mc_text_req *r, const char *p, const char *end)
 {
     static const struct {
@@ -269,13 +282,7 @@ enum mc_parse mc_text_parse(const char *buf, size_t len, struct mc_text_req *r)
     if (cn == 8 && memcmp(cw, "extstore", 8) == 0) {
         r->cmd = MC_TXT_EXTSTORE;
         r->noreply = rest_len >= 7 && memcmp(rest + rest_len - 7, "noreply", 7) == 0;
-        while (rest_len && *rest == ' ') {
-            rest++;
-            rest_len--;
-        }
-        r->args = rest;
-        r->args_len = rest_len;
-        return MC_PARSE_OK;
+        return take_args(r, rest, rest_len);
     }
     if (cn == 13 && memcmp(cw, "refresh_certs", 13) == 0) {
         r->cmd = MC_TXT_REFRESH_CERTS;
@@ -289,13 +296,7 @@ enum mc_parse mc_text_parse(const char *buf, size_t len, struct mc_text_req *r)
         (cn == 3 && memcmp(cw, "lru", 3) == 0)) {
         r->cmd = cw[0] == 's' ? (cw[1] == 't' ? MC_TXT_STATS : (cw[1] == 'h' ? MC_TXT_SHUTDOWN : MC_TXT_SLABS))
                               : (cn == 3 ? MC_TXT_LRU : MC_TXT_LRU_CRAWLER);
-        while (rest_len && *rest == ' ') {
-            rest++;
-            rest_len--;
-        }
-        r->args = rest;
-        r->args_len = rest_len;
-        return MC_PARSE_OK;
+        return take_args(r, rest, rest_len);
     }
 
     struct tok t[MAX_TOKENS];

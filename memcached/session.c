@@ -179,6 +179,16 @@ void mc_sess_begin_swallow(struct session *s, uint64_t n)
     s->swallow_left = n;
 }
 
+/* Drop what has come of a refused data block (len bytes are in `in`). */
+static void swallow(struct session *s, struct evbuffer *in, size_t len)
+{
+    size_t n = len < s->swallow_left ? len : (size_t)s->swallow_left;
+    evbuffer_drain(in, n);
+    s->swallow_left -= n;
+    if (s->swallow_left == 0)
+        s->state = MC_SESS_CMD;
+}
+
 /* Allocate the item for a storage command and switch to NREAD. On failure
  * the caller replies (unless told not to) and swallows the data. */
 bool mc_sess_begin_store(struct session *s, const char *key, size_t nkey, uint32_t flags, int64_t exptime,
@@ -582,11 +592,7 @@ int mc_sess_step(struct session *s, struct evbuffer *in, bool *progress)
         return 0;
     }
     if (s->state == MC_SESS_SWALLOW) {
-        size_t n = len < s->swallow_left ? len : (size_t)s->swallow_left;
-        evbuffer_drain(in, n);
-        s->swallow_left -= n;
-        if (s->swallow_left == 0)
-            s->state = MC_SESS_CMD;
+        swallow(s, in, len);
         *progress = true;
         return 0;
     }
@@ -798,11 +804,7 @@ static int on_read(struct core_conn *c)
             continue;
         }
         if (s->state == MC_SESS_SWALLOW) {
-            size_t n = len < s->swallow_left ? len : (size_t)s->swallow_left;
-            evbuffer_drain(in, n);
-            s->swallow_left -= n;
-            if (s->swallow_left == 0)
-                s->state = MC_SESS_CMD;
+            swallow(s, in, len);
             continue;
         }
         if (s->proto == MC_PROTO_UNKNOWN) {
