@@ -71,12 +71,19 @@ def test_message_and_presence_to_a_user_on_the_other_node(daemon, tmp_path):
     async def go():
         a = await online(at(n1), "alice@localhost/one", "wonder")
         b = await online(at(n2), "bob@localhost/two", "builder")
-        # the locations travel: node one lists bob as connected to node two
-        for _ in range(100):
-            if "bob@localhost/two node:%s:" % n2.host in console(n1, "users"):
+        # the locations travel: node one lists bob as connected to node two,
+        # and available once node two has taken his initial presence (a
+        # message to his bare JID before that is kept offline, as for any
+        # account with no available resource)
+        def bob_there():
+            return any(l.startswith("bob@localhost/two node:%s:" % n2.host) and l.endswith(" available")
+                       for l in console(n1, "users").splitlines())
+
+        for _ in range(200):
+            if bob_there():
                 break
             await asyncio.sleep(0.05)
-        assert "bob@localhost/two node:%s:" % n2.host in console(n1, "users")
+        assert bob_there()
         a.send_message(mto="bob@localhost", mbody="across nodes", mtype="chat")
         m = await asyncio.wait_for(b.messages.get(), 10)
         assert m["body"] == "across nodes" and str(m["from"]) == "alice@localhost/one"
