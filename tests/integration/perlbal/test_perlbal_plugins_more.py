@@ -519,6 +519,8 @@ def _status_and_headers(port, request, timeout):
                 data += c
         except socket.timeout:
             return None
+    if not data:
+        return None  # closed without a word: no answer either
     head = data.partition(b"\r\n\r\n")[0].split(b"\r\n")
     return head[0].split(b" ")[1].decode(), {l.split(b":")[0].lower().decode() for l in head[1:]}
 
@@ -553,7 +555,16 @@ def test_perlbal_x_reproxy_service_headers_and_a_streamed_body(daemon, perl_perl
             st, hdrs, body = raw_response(port, b"GET /f.txt HTTP/1.0\r\n\r\n")
             out["get_files"] = (st.split(" ")[1], "x-first" in hdrs or "set-cookie" in hdrs,
                                 hdrs.get("content-type"), body)
-            st, hdrs, body = raw_response(port, b"POST /f.txt HTTP/1.0\r\nContent-Length: 5\r\n\r\nhello")
+            post = b"POST /f.txt HTTP/1.0\r\nContent-Length: 5\r\n\r\nhello"
+            st, hdrs, body = raw_response(port, post)
+            # Under load Perl Perlbal now and then closes a reproxied POST
+            # without an answer (seen for the reverse_proxy one below in 1
+            # of 15 loaded runs; one loaded CI run got no answer here, from
+            # which server was not recorded). Perl's answer is what ours is
+            # compared with, so it gets two more tries; ours gets one.
+            for _ in range(2 if name == "perl" and not st else 0):
+                st, hdrs, body = raw_response(port, post)
+            assert st, "%s: no answer to a POST reproxied to a web_server" % name
             out["post_files"] = st.split(" ")[1]
             target["svc"] = "app2"
             before = len(be2.requests)
