@@ -719,26 +719,7 @@ def test_perlbal_upload_tracker_answers_as_perl_perlbal(daemon, perl_perlbal, tm
 
 # ------------------------------------------------------------------ LazyCDN
 
-def test_perlbal_lazycdn_falls_back_for_missing_and_newer_files(daemon, perl_perlbal, tmp_path):
-    """LazyCDN: a web_server serves what its docroot has; a missing file, or
-    one whose URI asks for a newer version (v=N above the file's mtime) when
-    the answer would be a plain 200, goes to fallback_service, and the URI is
-    sent to fallback_udp_ping_addr. Same script against Perl Perlbal."""
-    root = tmp_path / "cdn"
-    root.mkdir()
-    (root / "have.txt").write_text("cached copy\n")
-    mtime = 1700000000
-    os.utime(root / "have.txt", (mtime, mtime))
-    be = Backend(lambda h, info: (200, {"Content-Type": "text/plain"}, b"origin:" + info["path"].encode()))
-    try:
-        results = {}
-        for name in (["ours", "perl"] if PERL_PERLBAL else ["ours"]):
-            udp = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-            udp.bind(("127.0.0.1", 0))
-            udp.settimeout(2)
-
-            def conf(port, mport):
-                return """
+LAZYCDN_CONF = """
 LOAD LazyCDN
 CREATE POOL o
   POOL o ADD 127.0.0.1:%d
@@ -750,36 +731,65 @@ CREATE SERVICE cdn
   SET role = web_server
   SET listen = 127.0.0.1:%d
   SET docroot = %s
-  SET persist_client = on
+  SET %s = on
   SET plugins = LazyCDN
   SET fallback_service = origin
   SET fallback_udp_ping_addr = 127.0.0.1:%d
 ENABLE cdn
-""" % (be.port, port, root, udp.getsockname()[1]) + mgmt_conf(mport)
-            port, mport = free_port(), free_port()
-            if name == "ours":
-                start_perlbal(daemon, str(tmp_path), conf(port, mport), port, name="cdn.conf")
-            else:
-                perl_perlbal(conf(port, mport), port)
-            out = []
-            lm = "Tue, 14 Nov 2023 22:13:20 GMT"         # the file's mtime as an HTTP date
-            for path, hdrs in [("/have.txt", {}),
-                               ("/missing.txt?x=1", {}),
-                               ("/have.txt?v=%d" % (mtime + 100), {}),
-                               ("/have.txt?v=%d" % (mtime - 100), {}),
-                               ("/have.txt?v=%d" % (mtime + 100), {"If-Modified-Since": lm}),
-                               ("/have.txt?nov=%d" % (mtime + 100), {})]:
-                r, body = get(port, path, headers=hdrs)
-                out.append((r.status, body))
-            pings = []
-            while True:
-                try:
-                    pings.append(udp.recv(512))
-                except socket.timeout:
-                    break
-                udp.settimeout(0.3)
-            udp.close()
-            results[name] = (out, pings)
+"""
+
+
+def lazycdn_side_by_side(daemon, perl_perlbal, tmp_path, be, root, setting, requests, bodies_of_200_only=False):
+    """A LazyCDN web_server (with `SET setting = on`) over root, falling back
+    to backend be, run against ours and (when present) Perl Perlbal: for each
+    server, the (status, body) of each request and the URIs pinged over UDP."""
+    results = {}
+    for name in (["ours", "perl"] if PERL_PERLBAL else ["ours"]):
+        udp = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        udp.bind(("127.0.0.1", 0))
+        udp.settimeout(2)
+        port, mport = free_port(), free_port()
+        conf = LAZYCDN_CONF % (be.port, port, root, setting, udp.getsockname()[1]) + mgmt_conf(mport)
+        if name == "ours":
+            start_perlbal(daemon, str(tmp_path), conf, port, name="cdn.conf")
+        else:
+            perl_perlbal(conf, port)
+        out = []
+        for path, hdrs in requests:
+            r, body = get(port, path, headers=hdrs)
+            out.append((r.status, body if r.status == 200 or not bodies_of_200_only else b""))
+        pings = []
+        while True:
+            try:
+                pings.append(udp.recv(512))
+            except socket.timeout:
+                break
+            udp.settimeout(0.3)
+        udp.close()
+        results[name] = (out, pings)
+    return results
+
+
+def test_perlbal_lazycdn_falls_back_for_missing_and_newer_files(daemon, perl_perlbal, tmp_path):
+    """LazyCDN: a web_server serves what its docroot has; a missing file, or
+    one whose URI asks for a newer version (v=N above the file's mtime) when
+    the answer would be a plain 200, goes to fallback_service, and the URI is
+    sent to fallback_udp_ping_addr. Same script against Perl Perlbal."""
+    root = tmp_path / "cdn"
+    root.mkdir()
+    (root / "have.txt").write_text("cached copy\n")
+    mtime = 1700000000
+    os.utime(root / "have.txt", (mtime, mtime))
+    be = Backend(lambda h, info: (200, {"Content-Type": "text/plain"}, b"origin:" + info["path"].encode()))
+    lm = "Tue, 14 Nov 2023 22:13:20 GMT"         # the file's mtime as an HTTP date
+    try:
+        results = lazycdn_side_by_side(daemon, perl_perlbal, tmp_path, be, root, "persist_client", [
+            ("/have.txt", {}),
+            ("/missing.txt?x=1", {}),
+            ("/have.txt?v=%d" % (mtime + 100), {}),
+            ("/have.txt?v=%d" % (mtime - 100), {}),
+            ("/have.txt?v=%d" % (mtime + 100), {"If-Modified-Since": lm}),
+            ("/have.txt?nov=%d" % (mtime + 100), {})])
         out, pings = results["ours"]
         assert out[0] == (200, b"cached copy\n")
         assert out[1] == (200, b"origin:/missing.txt?x=1")
@@ -811,57 +821,18 @@ def test_perlbal_lazycdn_concatenated_gets(daemon, perl_perlbal, tmp_path):
     newest = "Tue, 14 Nov 2023 22:14:10 GMT"           # mtime + 50 as an HTTP date
     be = Backend(lambda h, info: (200, {"Content-Type": "text/plain"}, b"origin:" + info["path"].encode()))
     try:
-        results = {}
-        for name in (["ours", "perl"] if PERL_PERLBAL else ["ours"]):
-            udp = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-            udp.bind(("127.0.0.1", 0))
-            udp.settimeout(2)
-            port, mport = free_port(), free_port()
-            conf = """
-LOAD LazyCDN
-CREATE POOL o
-  POOL o ADD 127.0.0.1:%d
-CREATE SERVICE origin
-  SET role = reverse_proxy
-  SET pool = o
-ENABLE origin
-CREATE SERVICE cdn
-  SET role = web_server
-  SET listen = 127.0.0.1:%d
-  SET docroot = %s
-  SET enable_concatenate_get = on
-  SET plugins = LazyCDN
-  SET fallback_service = origin
-  SET fallback_udp_ping_addr = 127.0.0.1:%d
-ENABLE cdn
-""" % (be.port, port, root, udp.getsockname()[1]) + mgmt_conf(mport)
-            if name == "ours":
-                start_perlbal(daemon, str(tmp_path), conf, port, name="cdn.conf")
-            else:
-                perl_perlbal(conf, port)
-            out = []
-            # the missing file and directory last: after a failed stat, Perl
-            # Perlbal 1.80 answers later concatenated GETs from a stale
-            # errno ("Base directory not a directory", or a fallback;
-            # measured), ours does not
-            for path, hdrs in [("/d/??a.txt,b.txt", {}),
-                               ("/d/??a.txt,b.txt?v=%d" % (mtime + 100), {}),
-                               ("/d/??a.txt,b.txt?v=%d" % (mtime + 20), {}),
-                               ("/d/??a.txt,b.txt?v=%d" % (mtime + 100), {"If-Modified-Since": newest}),
-                               ("/d??a.txt", {}),
-                               ("/d/??a.txt,zz.txt", {}),
-                               ("/nodir/??a.txt", {})]:
-                r, body = get(port, path, headers=hdrs)
-                out.append((r.status, body if r.status == 200 else b""))
-            pings = []
-            while True:
-                try:
-                    pings.append(udp.recv(512))
-                except socket.timeout:
-                    break
-                udp.settimeout(0.3)
-            udp.close()
-            results[name] = (out, pings)
+        # the missing file and directory last: after a failed stat, Perl
+        # Perlbal 1.80 answers later concatenated GETs from a stale errno
+        # ("Base directory not a directory", or a fallback; measured), ours
+        # does not
+        results = lazycdn_side_by_side(daemon, perl_perlbal, tmp_path, be, root, "enable_concatenate_get", [
+            ("/d/??a.txt,b.txt", {}),
+            ("/d/??a.txt,b.txt?v=%d" % (mtime + 100), {}),
+            ("/d/??a.txt,b.txt?v=%d" % (mtime + 20), {}),
+            ("/d/??a.txt,b.txt?v=%d" % (mtime + 100), {"If-Modified-Since": newest}),
+            ("/d??a.txt", {}),
+            ("/d/??a.txt,zz.txt", {}),
+            ("/nodir/??a.txt", {})], bodies_of_200_only=True)
         out, pings = results["ours"]
         assert out[0] == (200, b"AB")
         assert out[1] == (200, b"origin:/d/??a.txt,b.txt?v=%d" % (mtime + 100))
