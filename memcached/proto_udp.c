@@ -51,6 +51,8 @@ static size_t value_block(const char *p, size_t n, const char *k, size_t nk)
         return 0;
     /* "VALUE <key> <flags> <bytes>[ <cas>]\r\n": bytes is the 4th token */
     const char *q = p + 6 + nk + 1, *end = eol;
+    if (end < q) /* a key with a line feed in it: not a VALUE line for it */
+        return 0;
     const char *sp = memchr(q, ' ', (size_t)(end - q)); /* after flags */
     if (!sp)
         return 0;
