@@ -85,8 +85,12 @@ void gm_text_classify(int ntok, char **tok, struct gm_text *out)
         if (ntok == 3)
             set_args(out, ntok, tok, 2, 1, 1, GM_TEXT_CANCEL_JOB);
         else {
+            /* refused for the count; the words are kept (at most 4) so
+             * every arg[i] below argc points into the line */
             out->cmd = GM_TEXT_CANCEL_JOB;
-            out->argc = ntok - 2; /* not kept: refused */
+            out->argc = ntok - 2 > 4 ? 4 : ntok - 2;
+            for (int i = 0; i < out->argc; i++)
+                out->arg[i] = tok[2 + i];
         }
     } else if (!strcasecmp(w, "create") && ntok > 1 && !strcasecmp(w1, "function"))
         set_args(out, ntok, tok, 2, 1, 1, GM_TEXT_CREATE_FUNCTION);

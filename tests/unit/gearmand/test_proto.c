@@ -220,6 +220,12 @@ static void test_text(void)
     t = classify("cancel job H:x:1 more words here");
     CHECK_EQ_INT(t.cmd, GM_TEXT_CANCEL_JOB);
     CHECK_EQ_INT(t.argc, 4);
+    CHECK_STR(t.arg[0], "H:x:1");
+    CHECK_STR(t.arg[3], "here");
+    /* more words than arg[] holds: argc stays within it, every arg set */
+    t = classify("cancel job a b c d e f");
+    CHECK_EQ_INT(t.argc, 4);
+    CHECK_STR(t.arg[3], "d");
     CHECK_EQ_INT(classify("show jobs extra").cmd, GM_TEXT_SHOW_UNKNOWN);
     CHECK_EQ_INT(classify("show unique jobs x").cmd, GM_TEXT_SHOW_UNKNOWN);
     CHECK_EQ_INT(classify("cancel").cmd, GM_TEXT_OTHER);
