@@ -18,35 +18,14 @@ import warnings
 
 import pytest
 
+from netports import free_port, free_ports  # noqa: F401  (re-exported to the tests)
+
 REPO = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", ".."))
 BUILD_DIR = os.environ.get("BUILD_DIR", os.path.join(REPO, "build"))
 
 
 def bin_path(name):
     return os.path.join(BUILD_DIR, "bin", name)
-
-
-def free_port():
-    """A TCP port nothing listens on right now (the kernel picks it)."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def free_ports(n):
-    """n distinct free ports: the sockets are held together while the kernel
-    picks, so it cannot hand out one port twice (it did, now and then, to
-    free_port() calls made one after another)."""
-    socks = []
-    try:
-        for _ in range(n):
-            s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-            socks.append(s)
-            s.bind(("127.0.0.1", 0))
-        return [s.getsockname()[1] for s in socks]
-    finally:
-        for s in socks:
-            s.close()
 
 
 def wait_port(port, host="127.0.0.1", timeout=10.0, proc=None):

@@ -17,12 +17,7 @@ import subprocess
 import time
 
 import pytest
-
-
-def free_port():
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+from netports import free_port
 
 
 def wait_port(port, host="127.0.0.1", timeout=10.0, proc=None):

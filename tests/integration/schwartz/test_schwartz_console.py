@@ -7,6 +7,7 @@ import time
 import urllib.request
 
 from sw_helpers import SW, bin_path, client, schwartzd, wait_port  # noqa: F401 (fixtures)
+from netports import free_port
 
 
 def wait_for(fn, timeout=10):
@@ -36,14 +37,6 @@ def test_console_queues_workers_databases_and_stats(schwartzd, client):
     stats = dict(l.split()[1:3] for l in con.lines("stats"))
     assert stats["jobs_inserted"] == "3" and stats["jobs_grabbed"] == "1" and stats["db0_alive"] == "1"
     con.close()
-
-
-def free_port():
-    s = socket.socket()
-    s.bind(("127.0.0.1", 0))
-    p = s.getsockname()[1]
-    s.close()
-    return p
 
 
 def test_metrics_and_config_file(tmp_path):

@@ -9,16 +9,9 @@ import subprocess
 import time
 
 from sw_helpers import SW, bin_path, wait_port
+from netports import free_port
 
 LIMIT = 64
-
-
-def free_port():
-    s = socket.socket()
-    s.bind(("127.0.0.1", 0))
-    p = s.getsockname()[1]
-    s.close()
-    return p
 
 
 def served(port):
