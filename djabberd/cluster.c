@@ -105,6 +105,49 @@ static void forget_node(const char *node)
         }
 }
 
+static struct dj_link *link_to(const char *node);
+
+/* A session on another node became available. Messages this node sent to
+ * storage for the account before it knew may have been committed after
+ * that node's offline fetch read the store (they are on another database
+ * connection): once every one of them is stored, ask that node to fetch
+ * again (<osync/>). From now on this node routes to the session live. */
+struct osync {
+    char *node, *jid;
+};
+
+static void offline_sync_send(void *arg)
+{
+    struct osync *o = arg;
+    struct dj_link *l = link_to(o->node);
+    if (l && l->c && !conn_is_closing(l->c)) {
+        struct evbuffer *out = conn_out(l->c);
+        evbuffer_add_printf(out, "<osync");
+        attr(out, "jid", o->jid);
+        evbuffer_add_printf(out, "/>");
+        dj_cluster_n.offline_syncs++;
+    }
+    free(o->node);
+    free(o->jid);
+    free(o);
+}
+
+static void offline_sync_later(const char *node, const char *jid)
+{
+    struct osync *o = calloc(1, sizeof *o);
+    if (!o)
+        return;
+    o->node = strdup(node);
+    o->jid = strdup(jid);
+    if (!o->node || !o->jid) {
+        free(o->node);
+        free(o->jid);
+        free(o);
+        return;
+    }
+    dj_after_deliveries(offline_sync_send, o);
+}
+
 static void got_loc(const char *node, struct dj_node *n, struct dj_stanza *st, bool gone)
 {
     const char *jid = dj_node_attr(n, "jid");
@@ -117,6 +160,7 @@ static void got_loc(const char *node, struct dj_node *n, struct dj_stanza *st, b
     if (!u)
         return;
     struct dj_rsess *r = NULL;
+    bool was_avail = false;
     for (struct dj_rsess **pp = &u->remote; *pp; pp = &(*pp)->next)
         if (!strcmp((*pp)->node, node) && !strcmp((*pp)->resource, j.resource)) {
             r = *pp;
@@ -130,6 +174,7 @@ static void got_loc(const char *node, struct dj_node *n, struct dj_stanza *st, b
         }
     if (gone)
         return;
+    was_avail = r && r->avail;
     if (!r) {
         r = calloc(1, sizeof *r);
         if (!r)
@@ -146,6 +191,8 @@ static void got_loc(const char *node, struct dj_node *n, struct dj_stanza *st, b
     size_t pl;
     const char *p = dj_node_text_of(st, n, &pl);
     r->presence = pl ? strndup(p, pl) : NULL;
+    if (r->avail && !was_avail)
+        offline_sync_later(node, jid);
 }
 
 /* ---- outgoing: announcements and routes ------------------------------------------------- */
@@ -365,6 +412,16 @@ static int link_on_stream(void *arg, const char *name, const char **attrs)
         l->authed = true; /* a wrong secret makes the peer close the link */
         log_info("djabberd: cluster link to %s up", l->peer);
         send_snapshot(l);
+        /* while this link was down, messages for that node's available
+         * sessions could not be forwarded and went to storage */
+        for (size_t b = 0; b < dj.nbuckets; b++)
+            for (struct dj_user *u = dj.users[b]; u; u = u->hnext)
+                for (struct dj_rsess *r = u->remote; r; r = r->next)
+                    if (r->avail && !strcmp(r->node, l->peer)) {
+                        char full[3 * DJ_JID_MAX + 3];
+                        snprintf(full, sizeof full, "%s/%s", u->bare, r->resource);
+                        offline_sync_later(l->peer, full);
+                    }
         return 0;
     }
     unsigned char rnd[16];
@@ -406,6 +463,12 @@ static int link_on_stanza(void *arg, struct dj_stanza *st)
     }
     if (!strcmp(n->name, "loc") || !strcmp(n->name, "unloc")) {
         got_loc(l->node, n, st, n->name[0] == 'u');
+    } else if (!strcmp(n->name, "osync")) {
+        const char *jid = dj_node_attr(n, "jid");
+        if (jid) {
+            dj_cluster_n.offline_syncs_in++;
+            dj_cluster_offline_sync(jid);
+        }
     } else if (!strcmp(n->name, "reset")) {
         forget_node(l->node);
     } else if (!strcmp(n->name, "route")) {

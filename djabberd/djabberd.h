@@ -207,6 +207,17 @@ void dj_cmd_presence_drop(struct dj_sess *s);
 /* Deliver a stanza (from already stamped) to a JID: local resources,
  * else the deliver chain (offline storage for messages). */
 void dj_route(struct dj_stanza *st, const char *to);
+/* Run fn(arg) once every message that entered the deliver chain (offline
+ * storage) before this call has left it, its store committed (now, if
+ * none). A fetch of offline messages waits for this, so a message that went
+ * to storage just before an initial presence is not left behind. */
+void dj_after_deliveries(void (*fn)(void *arg), void *arg);
+/* Fetch the stored messages of s's account and deliver them to s, after
+ * the deliveries already under way (dj_after_deliveries). */
+void dj_offline_fetch_for(struct dj_sess *s);
+/* A peer node asks for a fetch: it has seen jid (a session here) become
+ * available and every message it had sent to storage before is stored. */
+void dj_cluster_offline_sync(const char *jid);
 void dj_disco_features(struct evbuffer *out);
 
 /* roster.c */
@@ -263,6 +274,7 @@ void dj_presence_probe(const char *local_bare, const char *remote_bare);
 /* cluster.c: several nodes, one domain */
 struct dj_cluster_counters {
     uint64_t announced, forwarded, received, auth_failed, dropped;
+    uint64_t offline_syncs, offline_syncs_in; /* <osync/> sent, received */
 };
 extern struct dj_cluster_counters dj_cluster_n;
 extern bool dj_cluster_local_only; /* delivering a forwarded stanza: never forward again */
