@@ -107,13 +107,17 @@ static void forget_node(const char *node)
 
 static struct dj_link *link_to(const char *node);
 
-/* A session on another node became available. Messages this node sent to
- * storage for the account before it knew may have been committed after
- * that node's offline fetch read the store (they are on another database
- * connection): once every one of them is stored, ask that node to fetch
- * again (<osync/>). From now on this node routes to the session live. */
+/* A session on another node appeared or became available. Messages this
+ * node sent to storage for the account, or roster changes it made (a
+ * subscription that came before it knew), may have been committed after
+ * that node's offline fetch or roster load read the database (they are on
+ * another connection): once every such write begun here is committed, ask
+ * that node to fetch again and, for a new session, to reload the roster
+ * (<osync jid=... roster='1'/>). From now on this node routes messages and
+ * subscriptions for the account to that node. */
 struct osync {
     char *node, *jid;
+    bool roster;
 };
 
 static void offline_sync_send(void *arg)
@@ -124,7 +128,7 @@ static void offline_sync_send(void *arg)
         struct evbuffer *out = conn_out(l->c);
         evbuffer_add_printf(out, "<osync");
         attr(out, "jid", o->jid);
-        evbuffer_add_printf(out, "/>");
+        evbuffer_add_printf(out, "%s/>", o->roster ? " roster='1'" : "");
         dj_cluster_n.offline_syncs++;
     }
     free(o->node);
@@ -132,20 +136,21 @@ static void offline_sync_send(void *arg)
     free(o);
 }
 
-static void offline_sync_later(const char *node, const char *jid)
+static void offline_sync_later(const char *node, const char *jid, bool roster)
 {
     struct osync *o = calloc(1, sizeof *o);
     if (!o)
         return;
     o->node = strdup(node);
     o->jid = strdup(jid);
+    o->roster = roster;
     if (!o->node || !o->jid) {
         free(o->node);
         free(o->jid);
         free(o);
         return;
     }
-    dj_after_deliveries(offline_sync_send, o);
+    dj_after_writes(offline_sync_send, o);
 }
 
 static void got_loc(const char *node, struct dj_node *n, struct dj_stanza *st, bool gone)
@@ -175,6 +180,7 @@ static void got_loc(const char *node, struct dj_node *n, struct dj_stanza *st, b
     if (gone)
         return;
     was_avail = r && r->avail;
+    bool is_new = !r;
     if (!r) {
         r = calloc(1, sizeof *r);
         if (!r)
@@ -191,8 +197,11 @@ static void got_loc(const char *node, struct dj_node *n, struct dj_stanza *st, b
     size_t pl;
     const char *p = dj_node_text_of(st, n, &pl);
     r->presence = pl ? strndup(p, pl) : NULL;
-    if (r->avail && !was_avail)
-        offline_sync_later(node, jid);
+    /* a new session: its node may have loaded the roster before a change
+     * made here (by a subscription that came before we knew) was
+     * committed, so it reloads; an available one fetches offline messages */
+    if (is_new || (r->avail && !was_avail))
+        offline_sync_later(node, jid, is_new);
 }
 
 /* ---- outgoing: announcements and routes ------------------------------------------------- */
@@ -420,7 +429,7 @@ static int link_on_stream(void *arg, const char *name, const char **attrs)
                     if (r->avail && !strcmp(r->node, l->peer)) {
                         char full[3 * DJ_JID_MAX + 3];
                         snprintf(full, sizeof full, "%s/%s", u->bare, r->resource);
-                        offline_sync_later(l->peer, full);
+                        offline_sync_later(l->peer, full, true);
                     }
         return 0;
     }
@@ -464,10 +473,10 @@ static int link_on_stanza(void *arg, struct dj_stanza *st)
     if (!strcmp(n->name, "loc") || !strcmp(n->name, "unloc")) {
         got_loc(l->node, n, st, n->name[0] == 'u');
     } else if (!strcmp(n->name, "osync")) {
-        const char *jid = dj_node_attr(n, "jid");
+        const char *jid = dj_node_attr(n, "jid"), *ro = dj_node_attr(n, "roster");
         if (jid) {
             dj_cluster_n.offline_syncs_in++;
-            dj_cluster_offline_sync(jid);
+            dj_cluster_offline_sync(jid, ro && !strcmp(ro, "1"));
         }
     } else if (!strcmp(n->name, "reset")) {
         forget_node(l->node);

@@ -148,30 +148,30 @@ static void bounce(struct dj_stanza *st, const char *type, const char *condition
 
 /* ---- routing ------------------------------------------------------------------------------ */
 
-/* Messages in the deliver chain, oldest first (each has a higher seq than
- * the one before), and the callers waiting for the ones that were there
- * when they asked (dj_after_deliveries). */
+/* Writes in flight (messages in the deliver chain on their way to offline
+ * storage, roster stores), oldest first: each has a higher seq than the one
+ * before. Callers wait for the ones that were there when they asked
+ * (dj_after_writes). */
 struct route_call {
     struct dj_hook_deliver d;
-    uint64_t seq;
-    struct route_call *prev, *next;
+    struct dj_inflight w;
 };
-struct deliveries_waiter {
-    uint64_t upto; /* wait for every delivery with seq < upto */
+struct writes_waiter {
+    uint64_t upto; /* wait for every write with seq < upto */
     void (*fn)(void *arg);
     void *arg;
-    struct deliveries_waiter *next;
+    struct writes_waiter *next;
 };
-static struct route_call *inflight_head, *inflight_tail;
-static struct deliveries_waiter *waiters_head, *waiters_tail;
-static uint64_t deliver_seq;
+static struct dj_inflight *inflight_head, *inflight_tail;
+static struct writes_waiter *waiters_head, *waiters_tail;
+static uint64_t write_seq;
 static bool route_redelivery; /* dj_route of a message taken back from offline storage */
 
 static void waiters_run(void)
 {
     /* thresholds grow along the list: stop at the first that must wait */
     while (waiters_head && (!inflight_head || inflight_head->seq >= waiters_head->upto)) {
-        struct deliveries_waiter *w = waiters_head;
+        struct writes_waiter *w = waiters_head;
         waiters_head = w->next;
         if (!waiters_head)
             waiters_tail = NULL;
@@ -180,18 +180,44 @@ static void waiters_run(void)
     }
 }
 
-void dj_after_deliveries(void (*fn)(void *arg), void *arg)
+void dj_inflight_begin(struct dj_inflight *e)
+{
+    e->seq = write_seq++;
+    e->next = NULL;
+    e->prev = inflight_tail;
+    if (inflight_tail)
+        inflight_tail->next = e;
+    else
+        inflight_head = e;
+    inflight_tail = e;
+}
+
+void dj_inflight_end(struct dj_inflight *e)
+{
+    if (e->prev)
+        e->prev->next = e->next;
+    else
+        inflight_head = e->next;
+    if (e->next)
+        e->next->prev = e->prev;
+    else
+        inflight_tail = e->prev;
+    e->prev = e->next = NULL;
+    waiters_run();
+}
+
+void dj_after_writes(void (*fn)(void *arg), void *arg)
 {
     if (!inflight_head) {
         fn(arg);
         return;
     }
-    struct deliveries_waiter *w = calloc(1, sizeof *w);
+    struct writes_waiter *w = calloc(1, sizeof *w);
     if (!w) {
         fn(arg); /* out of memory: at least not never */
         return;
     }
-    w->upto = deliver_seq;
+    w->upto = write_seq;
     w->fn = fn;
     w->arg = arg;
     if (waiters_tail)
@@ -213,16 +239,8 @@ static void deliver_done(struct dj_hook_call *call)
     }
     dj_stanza_free(d->st);
     free(d->to);
-    if (rc->prev)
-        rc->prev->next = rc->next;
-    else
-        inflight_head = rc->next;
-    if (rc->next)
-        rc->next->prev = rc->prev;
-    else
-        inflight_tail = rc->prev;
+    dj_inflight_end(&rc->w); /* unlinks, then runs the waiters it held up */
     free(rc);
-    waiters_run();
 }
 
 void dj_route(struct dj_stanza *st, const char *to)
@@ -320,13 +338,7 @@ void dj_route(struct dj_stanza *st, const char *to)
         rc->d.st = st;
         rc->d.to = strdup(bare);
         rc->d.redelivery = route_redelivery;
-        rc->seq = deliver_seq++;
-        rc->prev = inflight_tail;
-        if (inflight_tail)
-            inflight_tail->next = rc;
-        else
-            inflight_head = rc;
-        inflight_tail = rc;
+        dj_inflight_begin(&rc->w);
         dj_hook_run(DJ_HOOK_DELIVER, &rc->d.call, deliver_done);
         return;
     }
@@ -701,16 +713,18 @@ void dj_offline_fetch_for(struct dj_sess *s)
     oc->s = s;
     dj_sess_hold(s);
     oc->h.bare = strdup(dj_sess_bare(s, bare, sizeof bare));
-    dj_after_deliveries(offline_fetch_now, oc);
+    dj_after_writes(offline_fetch_now, oc);
 }
 
-void dj_cluster_offline_sync(const char *jid)
+void dj_cluster_offline_sync(const char *jid, bool roster)
 {
     struct dj_jid j;
     char bare[2 * DJ_JID_MAX + 2];
     if (dj_jid_parse(jid, &j) < 0 || !j.node[0])
         return;
     struct dj_user *u = dj_user_get(dj_jid_bare(&j, bare, sizeof bare), false);
+    if (u && roster && u->sessions)
+        dj_roster_reload(u);
     struct dj_sess *pick = NULL;
     for (struct dj_sess *o = u ? u->sessions : NULL; o; o = o->next_res)
         if (o->state == DJ_S_ACTIVE && (o->flags & DJ_F_AVAILABLE) && (!pick || !strcmp(o->resource, j.resource)))

@@ -43,11 +43,13 @@ def start_single(daemon, tmp):
     return d, d
 
 
-def start_cluster(daemon, tmp):
+def start_cluster(daemon, tmp, db=None, users_extra=None):
     users = os.path.join(tmp, "users.txt")
     with open(users, "w") as f:
         f.write("alice:wonder\nbob:builder\n")
-    db = "DBI:SQLite:dbname=%s" % os.path.join(tmp, "shared.sqlite")
+        if users_extra:
+            f.write(open(users_extra).read())
+    db = db or "DBI:SQLite:dbname=%s" % os.path.join(tmp, "shared.sqlite")
     net = "127.%d.%d" % (random.randint(16, 250), random.randint(0, 255))
     hosts = (net + ".21", net + ".22")
     addrs = ["%s:%d" % (h, free_port()) for h in hosts]
@@ -100,10 +102,7 @@ async def one_round(alice, bob_srv, bob, password, tag):
     return sent, got
 
 
-@pytest.mark.parametrize("account", ["users_file", "registered"])
-@pytest.mark.parametrize("layout", ["single", "cluster"])
-def test_flood_during_initial_presence_arrives_exactly_once(daemon, tmp_path, layout, account):
-    n1, n2 = (start_single if layout == "single" else start_cluster)(daemon, str(tmp_path))
+def flood_rounds(n1, n2, account):
     bob, password = ("bob", "builder") if account == "users_file" else ("dave", "digger")
     if account == "registered":
         register(at(n2), bob, password)
@@ -122,3 +121,63 @@ def test_flood_during_initial_presence_arrives_exactly_once(daemon, tmp_path, la
         await closing(alice)
     asyncio.run(asyncio.wait_for(go(), 240))
     assert stat(n2, "offline_delivered") > 0  # the flood did race the login: some came from the store
+
+
+@pytest.mark.parametrize("account", ["users_file", "registered"])
+@pytest.mark.parametrize("layout", ["single", "cluster"])
+def test_flood_during_initial_presence_arrives_exactly_once(daemon, tmp_path, layout, account):
+    n1, n2 = (start_single if layout == "single" else start_cluster)(daemon, str(tmp_path))
+    flood_rounds(n1, n2, account)
+
+
+def test_flood_during_initial_presence_cluster_on_mariadb(daemon, tmp_path, mariadb):
+    """The two nodes share a MariaDB database (InnoDB: ids are not commit
+    order, and two nodes' fetches for one account contend for the rows)."""
+    db = mariadb.create_database()
+    n1, n2 = start_cluster(daemon, str(tmp_path),
+                           "DBI:mysql:database=%s;host=127.0.0.1;port=%d;user=root" % (db, mariadb.port))
+    flood_rounds(n1, n2, "users_file")
+    assert mariadb.sql("SELECT COUNT(*) FROM dj_offline", db).strip() == "0"
+
+
+# ---- the same shape for rosters: a subscription request to an account that
+# is logging in on the other node ----------------------------------------------------------------
+
+SENDERS = 12  # subscription requests per round
+
+
+def test_subscription_requests_during_login_on_other_node_reach_the_user(daemon, tmp_path):
+    """Users on node one send subscription requests to bob's bare JID while
+    bob logs in on node two. Node one processes a request itself while it
+    does not yet know bob is on node two (it stores the pending request in
+    bob's roster); node two loads bob's roster at his login. Every request
+    must reach bob: live, or re-sent at his initial presence from the roster."""
+    tmp = str(tmp_path)
+    rounds = 5
+    names = ["s%d_%d" % (r, i) for r in range(rounds) for i in range(SENDERS)]
+    with open(os.path.join(tmp, "extra.txt"), "w") as f:
+        for n in names:
+            f.write("%s:pw\n" % n)
+    n1, n2 = start_cluster(daemon, tmp, users_extra=os.path.join(tmp, "extra.txt"))
+
+    async def go():
+        report = []
+        for r in range(rounds):
+            senders = [await online(at(n1), "s%d_%d@localhost/x" % (r, i), "pw") for i in range(SENDERS)]
+            b = make_client(at(n2), "bob@localhost/r%d" % r, "builder")
+            b.auto_authorize = None  # neither accept nor refuse: the requests stay pending
+            asked = set()
+            b.add_event_handler("presence_subscribe", lambda p: asked.add(str(p["from"].bare)))
+            for s in senders:
+                s.send_presence_subscription(pto="bob@localhost")
+                await asyncio.sleep(0.004 if random.random() < 0.8 else 0.015)
+            await asyncio.wait_for(b.ready, 15)
+            want = {"s%d_%d@localhost" % (r, i) for i in range(SENDERS)}
+            end = time.time() + DEADLINE
+            while time.time() < end and not want <= asked:
+                await asyncio.sleep(0.05)
+            report.append((r, len(want - asked)))
+            assert want <= asked, ("round %d: %d of %d subscription requests never reached bob (%s); rounds %r"
+                                   % (r, len(want - asked), SENDERS, sorted(want - asked)[:6], report))
+            await closing(b, *senders)
+    asyncio.run(asyncio.wait_for(go(), 240))
