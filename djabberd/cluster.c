@@ -476,7 +476,7 @@ static int link_on_stanza(void *arg, struct dj_stanza *st)
         const char *jid = dj_node_attr(n, "jid"), *ro = dj_node_attr(n, "roster");
         if (jid) {
             dj_cluster_n.offline_syncs_in++;
-            dj_cluster_offline_sync(jid, ro && !strcmp(ro, "1"));
+            dj_cluster_offline_sync(l->node, jid, ro && !strcmp(ro, "1"));
         }
     } else if (!strcmp(n->name, "reset")) {
         forget_node(l->node);

@@ -716,7 +716,29 @@ void dj_offline_fetch_for(struct dj_sess *s)
     dj_after_writes(offline_fetch_now, oc);
 }
 
-void dj_cluster_offline_sync(const char *jid, bool roster)
+struct replay {
+    struct dj_sess *s; /* held */
+    char *node;
+};
+
+static void replay_with_roster(void *arg, struct dj_user *u)
+{
+    struct replay *rp = arg;
+    if (u && dj_sess_alive(rp->s) && (rp->s->flags & DJ_F_AVAILABLE))
+        for (int i = 0; i < u->nitems; i++) {
+            struct dj_user *cu = (u->items[i].sub & DJ_SUB_TO) ? dj_user_get(u->items[i].jid, false) : NULL;
+            for (struct dj_rsess *r = cu ? cu->remote : NULL; r; r = r->next)
+                if (r->avail && r->presence && !strcmp(r->node, rp->node))
+                    dj_sess_send(rp->s, r->presence, strlen(r->presence));
+        }
+    if (u)
+        dj_user_maybe_free(u);
+    dj_sess_put(rp->s);
+    free(rp->node);
+    free(rp);
+}
+
+void dj_cluster_offline_sync(const char *node, const char *jid, bool roster)
 {
     struct dj_jid j;
     char bare[2 * DJ_JID_MAX + 2];
@@ -729,8 +751,17 @@ void dj_cluster_offline_sync(const char *jid, bool roster)
     for (struct dj_sess *o = u ? u->sessions : NULL; o; o = o->next_res)
         if (o->state == DJ_S_ACTIVE && (o->flags & DJ_F_AVAILABLE) && (!pick || !strcmp(o->resource, j.resource)))
             pick = o;
-    if (pick)
-        dj_offline_fetch_for(pick);
+    if (!pick)
+        return;
+    dj_offline_fetch_for(pick);
+    struct replay *rp = calloc(1, sizeof *rp);
+    if (!rp || !(rp->node = strdup(node))) {
+        free(rp);
+        return;
+    }
+    rp->s = pick;
+    dj_sess_hold(pick);
+    dj_roster_with(bare, replay_with_roster, rp);
 }
 
 bool dj_is_remote(const char *jid)

@@ -225,10 +225,13 @@ void dj_after_writes(void (*fn)(void *arg), void *arg);
 /* Fetch the stored messages of s's account and deliver them to s, after
  * the writes already under way (dj_after_writes). */
 void dj_offline_fetch_for(struct dj_sess *s);
-/* A peer node has seen jid (a session here) appear or become available,
- * and every write it had begun before is committed: fetch offline messages
- * again (if the session is available) and, with roster, reload the roster. */
-void dj_cluster_offline_sync(const char *jid, bool roster);
+/* Peer node `node` has seen jid (a session here) appear or become
+ * available, and every write it had begun before is committed: fetch
+ * offline messages again (if the session is available), send it the
+ * presence of its contacts on that node again (they may have become
+ * available there before that node knew of this session, and after this
+ * node's initial presence looked), and with roster, reload the roster. */
+void dj_cluster_offline_sync(const char *node, const char *jid, bool roster);
 void dj_disco_features(struct evbuffer *out);
 
 /* roster.c */

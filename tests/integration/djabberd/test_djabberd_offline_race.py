@@ -181,3 +181,49 @@ def test_subscription_requests_during_login_on_other_node_reach_the_user(daemon,
                                    % (r, len(want - asked), SENDERS, sorted(want - asked)[:6], report))
             await closing(b, *senders)
     asyncio.run(asyncio.wait_for(go(), 240))
+
+
+# ---- and for presence: two contacts logging in on two nodes at once ----------------------------------
+
+
+def test_contacts_logging_in_at_once_on_two_nodes_see_each_other(daemon, tmp_path):
+    """alice and bob (subscribed both ways) log in at the same instant, alice
+    on node one and bob on node two. Each node collects the contacts'
+    presence at the initial presence from what it knows of the other node;
+    each must end up seeing the other available."""
+    n1, n2 = start_cluster(daemon, str(tmp_path))
+
+    async def avail_from(c, bare, until):
+        while time.time() < until:
+            try:
+                p = await asyncio.wait_for(c.presences.get(), max(0.01, until - time.time()))
+            except asyncio.TimeoutError:
+                return False
+            if str(p["from"].bare) == bare and p["type"] not in ("unavailable", "error"):
+                return True
+        return False
+
+    async def go():
+        a = await online(at(n1), "alice@localhost/set", "wonder")
+        b = await online(at(n2), "bob@localhost/set", "builder")
+        a.send_presence_subscription(pto="bob@localhost")
+        for _ in range(200):
+            if (a.client_roster["bob@localhost"]["subscription"],
+                    b.client_roster["alice@localhost"]["subscription"]) == ("both", "both"):
+                break
+            await asyncio.sleep(0.05)
+        assert b.client_roster["alice@localhost"]["subscription"] == "both"
+        await closing(a, b)
+        await asyncio.sleep(0.5)
+        report = []
+        for r in range(8):
+            a = make_client(at(n1), "alice@localhost/a%d" % r, "wonder")
+            b = make_client(at(n2), "bob@localhost/b%d" % r, "builder")
+            await asyncio.wait_for(asyncio.gather(a.ready, b.ready), 15)
+            until = time.time() + DEADLINE
+            seen = await asyncio.gather(avail_from(a, "bob@localhost", until), avail_from(b, "alice@localhost", until))
+            report.append((r, seen))
+            assert all(seen), "round %d: alice saw bob %s, bob saw alice %s; rounds %r" % (r, seen[0], seen[1], report)
+            await closing(a, b)
+            await asyncio.sleep(0.3)
+    asyncio.run(asyncio.wait_for(go(), 240))
