@@ -3,7 +3,10 @@ bob's bare JID while bob logs in and sends his initial presence. Every
 message must reach bob exactly once, live or from the offline store, on one
 node and across a two-node cluster (the sender on one node, bob on the
 other), for an account of the users file and one registered in-band (whose
-existence check is a database query before the message is stored)."""
+existence check is a database query before the message is stored), and on
+MariaDB. Then the same shape elsewhere: subscription requests stored by one
+node while the account logs in on the other, and two contacts logging in on
+two nodes at the same instant."""
 import asyncio
 import collections
 import os
@@ -12,7 +15,7 @@ import time
 
 import pytest
 
-from .conftest import HEADER, Raw, Server, closing, free_port, make_client, online, wait_port
+from .conftest import HEADER, Raw, closing, free_port, make_client, online, wait_port
 from .test_djabberd_cluster import at, stat
 
 ROUNDS = 6
