@@ -144,8 +144,8 @@ struct dj_user {
     int nitems, capitems;
     int64_t ver;
     uint8_t roster_state;
-    uint32_t pending; /* store ops in flight */
-    uint32_t commits; /* roster commits begun (a reload that overlaps one reads again) */
+    uint32_t pending;       /* store ops in flight */
+    uint32_t commits;       /* roster commits begun (a reload that overlaps one reads again) */
     bool reload_after_load; /* a reload was asked while the roster was loading */
     struct dj_roster_wait *waiters;
     struct dj_user *hnext;
