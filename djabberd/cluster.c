@@ -105,6 +105,54 @@ static void forget_node(const char *node)
         }
 }
 
+static struct dj_link *link_to(const char *node);
+
+/* A session on another node appeared or became available. Messages this
+ * node sent to storage for the account, or roster changes it made (a
+ * subscription that came before it knew), may have been committed after
+ * that node's offline fetch or roster load read the database (they are on
+ * another connection): once every such write begun here is committed, ask
+ * that node to fetch again and, for a new session, to reload the roster
+ * (<osync jid=... roster='1'/>). From now on this node routes messages and
+ * subscriptions for the account to that node. */
+struct osync {
+    char *node, *jid;
+    bool roster;
+};
+
+static void offline_sync_send(void *arg)
+{
+    struct osync *o = arg;
+    struct dj_link *l = link_to(o->node);
+    if (l && l->c && !conn_is_closing(l->c)) {
+        struct evbuffer *out = conn_out(l->c);
+        evbuffer_add_printf(out, "<osync");
+        attr(out, "jid", o->jid);
+        evbuffer_add_printf(out, "%s/>", o->roster ? " roster='1'" : "");
+        dj_cluster_n.offline_syncs++;
+    }
+    free(o->node);
+    free(o->jid);
+    free(o);
+}
+
+static void offline_sync_later(const char *node, const char *jid, bool roster)
+{
+    struct osync *o = calloc(1, sizeof *o);
+    if (!o)
+        return;
+    o->node = strdup(node);
+    o->jid = strdup(jid);
+    o->roster = roster;
+    if (!o->node || !o->jid) {
+        free(o->node);
+        free(o->jid);
+        free(o);
+        return;
+    }
+    dj_after_writes(offline_sync_send, o);
+}
+
 static void got_loc(const char *node, struct dj_node *n, struct dj_stanza *st, bool gone)
 {
     const char *jid = dj_node_attr(n, "jid");
@@ -117,6 +165,7 @@ static void got_loc(const char *node, struct dj_node *n, struct dj_stanza *st, b
     if (!u)
         return;
     struct dj_rsess *r = NULL;
+    bool was_avail = false;
     for (struct dj_rsess **pp = &u->remote; *pp; pp = &(*pp)->next)
         if (!strcmp((*pp)->node, node) && !strcmp((*pp)->resource, j.resource)) {
             r = *pp;
@@ -130,6 +179,8 @@ static void got_loc(const char *node, struct dj_node *n, struct dj_stanza *st, b
         }
     if (gone)
         return;
+    was_avail = r && r->avail;
+    bool is_new = !r;
     if (!r) {
         r = calloc(1, sizeof *r);
         if (!r)
@@ -146,6 +197,11 @@ static void got_loc(const char *node, struct dj_node *n, struct dj_stanza *st, b
     size_t pl;
     const char *p = dj_node_text_of(st, n, &pl);
     r->presence = pl ? strndup(p, pl) : NULL;
+    /* a new session: its node may have loaded the roster before a change
+     * made here (by a subscription that came before we knew) was
+     * committed, so it reloads; an available one fetches offline messages */
+    if (is_new || (r->avail && !was_avail))
+        offline_sync_later(node, jid, is_new);
 }
 
 /* ---- outgoing: announcements and routes ------------------------------------------------- */
@@ -365,6 +421,16 @@ static int link_on_stream(void *arg, const char *name, const char **attrs)
         l->authed = true; /* a wrong secret makes the peer close the link */
         log_info("djabberd: cluster link to %s up", l->peer);
         send_snapshot(l);
+        /* while this link was down, messages for that node's available
+         * sessions could not be forwarded and went to storage */
+        for (size_t b = 0; b < dj.nbuckets; b++)
+            for (struct dj_user *u = dj.users[b]; u; u = u->hnext)
+                for (struct dj_rsess *r = u->remote; r; r = r->next)
+                    if (r->avail && !strcmp(r->node, l->peer)) {
+                        char full[3 * DJ_JID_MAX + 3];
+                        snprintf(full, sizeof full, "%s/%s", u->bare, r->resource);
+                        offline_sync_later(l->peer, full, true);
+                    }
         return 0;
     }
     unsigned char rnd[16];
@@ -406,6 +472,12 @@ static int link_on_stanza(void *arg, struct dj_stanza *st)
     }
     if (!strcmp(n->name, "loc") || !strcmp(n->name, "unloc")) {
         got_loc(l->node, n, st, n->name[0] == 'u');
+    } else if (!strcmp(n->name, "osync")) {
+        const char *jid = dj_node_attr(n, "jid"), *ro = dj_node_attr(n, "roster");
+        if (jid) {
+            dj_cluster_n.offline_syncs_in++;
+            dj_cluster_offline_sync(l->node, jid, ro && !strcmp(ro, "1"));
+        }
     } else if (!strcmp(n->name, "reset")) {
         forget_node(l->node);
     } else if (!strcmp(n->name, "route")) {

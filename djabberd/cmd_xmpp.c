@@ -148,9 +148,89 @@ static void bounce(struct dj_stanza *st, const char *type, const char *condition
 
 /* ---- routing ------------------------------------------------------------------------------ */
 
+/* Writes in flight (messages in the deliver chain on their way to offline
+ * storage, roster stores), oldest first: each has a higher seq than the one
+ * before. Callers wait for the ones that were there when they asked
+ * (dj_after_writes). */
+struct route_call {
+    struct dj_hook_deliver d;
+    struct dj_inflight w;
+};
+struct writes_waiter {
+    uint64_t upto; /* wait for every write with seq < upto */
+    void (*fn)(void *arg);
+    void *arg;
+    struct writes_waiter *next;
+};
+static struct dj_inflight *inflight_head, *inflight_tail;
+static struct writes_waiter *waiters_head, *waiters_tail;
+static uint64_t write_seq;
+static bool route_redelivery; /* dj_route of a message taken back from offline storage */
+
+static void waiters_run(void)
+{
+    /* thresholds grow along the list: stop at the first that must wait */
+    while (waiters_head && (!inflight_head || inflight_head->seq >= waiters_head->upto)) {
+        struct writes_waiter *w = waiters_head;
+        waiters_head = w->next;
+        if (!waiters_head)
+            waiters_tail = NULL;
+        w->fn(w->arg);
+        free(w);
+    }
+}
+
+void dj_inflight_begin(struct dj_inflight *e)
+{
+    e->seq = write_seq++;
+    e->next = NULL;
+    e->prev = inflight_tail;
+    if (inflight_tail)
+        inflight_tail->next = e;
+    else
+        inflight_head = e;
+    inflight_tail = e;
+}
+
+void dj_inflight_end(struct dj_inflight *e)
+{
+    if (e->prev)
+        e->prev->next = e->next;
+    else
+        inflight_head = e->next;
+    if (e->next)
+        e->next->prev = e->prev;
+    else
+        inflight_tail = e->prev;
+    e->prev = e->next = NULL;
+    waiters_run();
+}
+
+void dj_after_writes(void (*fn)(void *arg), void *arg)
+{
+    if (!inflight_head) {
+        fn(arg);
+        return;
+    }
+    struct writes_waiter *w = calloc(1, sizeof *w);
+    if (!w) {
+        fn(arg); /* out of memory: at least not never */
+        return;
+    }
+    w->upto = write_seq;
+    w->fn = fn;
+    w->arg = arg;
+    if (waiters_tail)
+        waiters_tail->next = w;
+    else
+        waiters_head = w;
+    waiters_tail = w;
+}
+
 static void deliver_done(struct dj_hook_call *call)
 {
-    struct dj_hook_deliver *d = (struct dj_hook_deliver *)call;
+    struct route_call *rc = (struct route_call *)call;
+    struct dj_hook_deliver *d = &rc->d;
     if (call->status == DJ_DECLINED) {
         dj.n.messages_dropped++;
         bounce(d->st, "cancel", "service-unavailable");
@@ -159,7 +239,8 @@ static void deliver_done(struct dj_hook_call *call)
     }
     dj_stanza_free(d->st);
     free(d->to);
-    free(d);
+    dj_inflight_end(&rc->w); /* unlinks, then runs the waiters it held up */
+    free(rc);
 }
 
 void dj_route(struct dj_stanza *st, const char *to)
@@ -249,14 +330,16 @@ void dj_route(struct dj_stanza *st, const char *to)
             dj_stanza_free(st);
             return;
         }
-        struct dj_hook_deliver *d = calloc(1, sizeof *d);
-        if (!d) {
+        struct route_call *rc = calloc(1, sizeof *rc);
+        if (!rc) {
             dj_stanza_free(st);
             return;
         }
-        d->st = st;
-        d->to = strdup(bare);
-        dj_hook_run(DJ_HOOK_DELIVER, &d->call, deliver_done);
+        rc->d.st = st;
+        rc->d.to = strdup(bare);
+        rc->d.redelivery = route_redelivery;
+        dj_inflight_begin(&rc->w);
+        dj_hook_run(DJ_HOOK_DELIVER, &rc->d.call, deliver_done);
         return;
     }
     if (!strcmp(n->name, "presence")) {
@@ -539,13 +622,65 @@ struct offline_call {
     struct dj_sess *s;
 };
 
+struct one_stanza {
+    struct dj_stanza *st;
+};
+
+static int one_stream(void *arg, const char *name, const char **attrs)
+{
+    (void)arg, (void)name, (void)attrs;
+    return 0;
+}
+
+static int one_stanza(void *arg, struct dj_stanza *st)
+{
+    struct one_stanza *o = arg;
+    if (o->st)
+        dj_stanza_free(st);
+    else
+        o->st = st;
+    return 0;
+}
+
+/* A stored message back into a stanza (NULL if it does not parse). */
+static struct dj_stanza *stanza_from_xml(const char *xml, size_t len)
+{
+    static const struct dj_xml_cbs cbs = { one_stream, one_stanza };
+    static const char hdr[] = "<stream:stream xmlns='jabber:client' xmlns:stream='http://etherx.jabber.org/streams'>";
+    struct dj_xml_limits lim = { .max_stanza = len + 1024, .max_depth = 40, .max_attrs = 64 };
+    struct one_stanza o = { NULL };
+    struct dj_xml *x = dj_xml_new(&lim, &cbs, &o);
+    if (!x)
+        return NULL;
+    if (dj_xml_feed(x, hdr, sizeof hdr - 1) != DJ_XML_OK || dj_xml_feed(x, xml, len) != DJ_XML_OK) {
+        if (o.st)
+            dj_stanza_free(o.st);
+        o.st = NULL;
+    }
+    dj_xml_free(x);
+    return o.st;
+}
+
 static void offline_done(struct dj_hook_call *call)
 {
     struct offline_call *o = (struct offline_call *)call;
     for (int i = 0; i < o->h.n; i++) {
-        if (dj_sess_alive(o->s)) {
+        if (dj_sess_alive(o->s) && o->s->user) {
             dj_sess_send(o->s, o->h.xml[i], strlen(o->h.xml[i]));
             dj.n.offline_delivered++;
+        } else {
+            /* the session went away while its fetch ran: the rows are deleted,
+             * so the message goes to the account again (another resource, or
+             * back into storage), never nowhere */
+            struct dj_stanza *st = stanza_from_xml(o->h.xml[i], strlen(o->h.xml[i]));
+            if (st) {
+                route_redelivery = true;
+                dj_route(st, o->h.bare);
+                route_redelivery = false;
+            } else {
+                log_warn("djabberd: a stored message for %s does not parse; dropped", o->h.bare);
+                dj.n.messages_dropped++;
+            }
         }
         free(o->h.xml[i]);
     }
@@ -554,6 +689,79 @@ static void offline_done(struct dj_hook_call *call)
     free(o->h.bare);
     dj_sess_put(o->s);
     free(o);
+}
+
+static void offline_fetch_now(void *arg)
+{
+    struct offline_call *oc = arg;
+    if (!dj_sess_alive(oc->s) || !oc->s->user) {
+        /* gone before the fetch: the messages stay stored */
+        free(oc->h.bare);
+        dj_sess_put(oc->s);
+        free(oc);
+        return;
+    }
+    dj_hook_run(DJ_HOOK_OFFLINE_FETCH, &oc->h.call, offline_done);
+}
+
+void dj_offline_fetch_for(struct dj_sess *s)
+{
+    char bare[2 * DJ_JID_MAX + 2];
+    struct offline_call *oc = calloc(1, sizeof *oc);
+    if (!oc)
+        return;
+    oc->s = s;
+    dj_sess_hold(s);
+    oc->h.bare = strdup(dj_sess_bare(s, bare, sizeof bare));
+    dj_after_writes(offline_fetch_now, oc);
+}
+
+struct replay {
+    struct dj_sess *s; /* held */
+    char *node;
+};
+
+static void replay_with_roster(void *arg, struct dj_user *u)
+{
+    struct replay *rp = arg;
+    if (u && dj_sess_alive(rp->s) && (rp->s->flags & DJ_F_AVAILABLE))
+        for (int i = 0; i < u->nitems; i++) {
+            struct dj_user *cu = (u->items[i].sub & DJ_SUB_TO) ? dj_user_get(u->items[i].jid, false) : NULL;
+            for (struct dj_rsess *r = cu ? cu->remote : NULL; r; r = r->next)
+                if (r->avail && r->presence && !strcmp(r->node, rp->node))
+                    dj_sess_send(rp->s, r->presence, strlen(r->presence));
+        }
+    if (u)
+        dj_user_maybe_free(u);
+    dj_sess_put(rp->s);
+    free(rp->node);
+    free(rp);
+}
+
+void dj_cluster_offline_sync(const char *node, const char *jid, bool roster)
+{
+    struct dj_jid j;
+    char bare[2 * DJ_JID_MAX + 2];
+    if (dj_jid_parse(jid, &j) < 0 || !j.node[0])
+        return;
+    struct dj_user *u = dj_user_get(dj_jid_bare(&j, bare, sizeof bare), false);
+    if (u && roster && u->sessions)
+        dj_roster_reload(u);
+    struct dj_sess *pick = NULL;
+    for (struct dj_sess *o = u ? u->sessions : NULL; o; o = o->next_res)
+        if (o->state == DJ_S_ACTIVE && (o->flags & DJ_F_AVAILABLE) && (!pick || !strcmp(o->resource, j.resource)))
+            pick = o;
+    if (!pick)
+        return;
+    dj_offline_fetch_for(pick);
+    struct replay *rp = calloc(1, sizeof *rp);
+    if (!rp || !(rp->node = strdup(node))) {
+        free(rp);
+        return;
+    }
+    rp->s = pick;
+    dj_sess_hold(pick);
+    dj_roster_with(bare, replay_with_roster, rp);
 }
 
 bool dj_is_remote(const char *jid)
@@ -664,14 +872,9 @@ static void broadcast_with_roster(void *arg, struct dj_user *u)
                     dj_sess_send_buf(s, e);
                     evbuffer_free(e);
                 }
-            /* messages kept while offline (XEP-0160), with their delay stamps */
-            struct offline_call *oc = calloc(1, sizeof *oc);
-            if (oc) {
-                oc->s = s;
-                dj_sess_hold(s);
-                oc->h.bare = strdup(u->bare);
-                dj_hook_run(DJ_HOOK_OFFLINE_FETCH, &oc->h.call, offline_done);
-            }
+            /* messages kept while offline (XEP-0160), with their delay
+             * stamps; after those still on their way into storage */
+            dj_offline_fetch_for(s);
         }
     } else if (u && !b->available) {
         /* the session is gone: its unavailable still goes to the contacts */

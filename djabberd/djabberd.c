@@ -207,6 +207,8 @@ static void dj_stats(struct stats_sink *sink, void *arg)
     stats_u64(sink, "cluster_received", dj_cluster_n.received);
     stats_u64(sink, "cluster_auth_failed", dj_cluster_n.auth_failed);
     stats_u64(sink, "cluster_dropped", dj_cluster_n.dropped);
+    stats_u64(sink, "cluster_offline_syncs", dj_cluster_n.offline_syncs);
+    stats_u64(sink, "cluster_offline_syncs_in", dj_cluster_n.offline_syncs_in);
     stats_u64(sink, "s2s_incoming_authed", dj_s2s_n.incoming_authed);
     stats_u64(sink, "s2s_outgoing_authed", dj_s2s_n.outgoing_authed);
     stats_u64(sink, "s2s_streams_in", dj_s2s_count(false));

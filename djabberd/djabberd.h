@@ -144,7 +144,9 @@ struct dj_user {
     int nitems, capitems;
     int64_t ver;
     uint8_t roster_state;
-    uint32_t pending; /* store ops in flight */
+    uint32_t pending;       /* store ops in flight */
+    uint32_t commits;       /* roster commits begun (a reload that overlaps one reads again) */
+    bool reload_after_load; /* a reload was asked while the roster was loading */
     struct dj_roster_wait *waiters;
     struct dj_user *hnext;
 };
@@ -207,6 +209,29 @@ void dj_cmd_presence_drop(struct dj_sess *s);
 /* Deliver a stanza (from already stamped) to a JID: local resources,
  * else the deliver chain (offline storage for messages). */
 void dj_route(struct dj_stanza *st, const char *to);
+/* Writes in flight: a message in the deliver chain (on its way to offline
+ * storage), a roster store. dj_after_writes runs fn(arg) once every write
+ * begun before the call has ended, its store committed (now, if none). An
+ * offline fetch waits for this, so a message that went to storage just
+ * before an initial presence is not left behind; a cluster node waits for
+ * it before it tells another node to fetch or reload again. */
+struct dj_inflight {
+    uint64_t seq;
+    struct dj_inflight *prev, *next;
+};
+void dj_inflight_begin(struct dj_inflight *e);
+void dj_inflight_end(struct dj_inflight *e);
+void dj_after_writes(void (*fn)(void *arg), void *arg);
+/* Fetch the stored messages of s's account and deliver them to s, after
+ * the writes already under way (dj_after_writes). */
+void dj_offline_fetch_for(struct dj_sess *s);
+/* Peer node `node` has seen jid (a session here) appear or become
+ * available, and every write it had begun before is committed: fetch
+ * offline messages again (if the session is available), send it the
+ * presence of its contacts on that node again (they may have become
+ * available there before that node knew of this session, and after this
+ * node's initial presence looked), and with roster, reload the roster. */
+void dj_cluster_offline_sync(const char *node, const char *jid, bool roster);
 void dj_disco_features(struct evbuffer *out);
 
 /* roster.c */
@@ -225,6 +250,10 @@ void dj_roster_subscription_out(struct dj_sess *s, struct dj_stanza *st, const c
 /* Inbound subscription stanza to a local user (type, from bare). */
 void dj_roster_subscription_in(struct dj_stanza *st, const char *type, const char *to_bare, const char *from_bare);
 void dj_roster_free_items(struct dj_user *u);
+/* Read a loaded roster again (another node changed it): items that
+ * differ are replaced and pushed, new pending subscription requests go to
+ * available resources. */
+void dj_roster_reload(struct dj_user *u);
 
 /* store.c: the default plugins (users_file auth, db-backed storage). */
 int dj_store_open(char *err, size_t errlen);
@@ -263,6 +292,7 @@ void dj_presence_probe(const char *local_bare, const char *remote_bare);
 /* cluster.c: several nodes, one domain */
 struct dj_cluster_counters {
     uint64_t announced, forwarded, received, auth_failed, dropped;
+    uint64_t offline_syncs, offline_syncs_in; /* <osync/> sent, received */
 };
 extern struct dj_cluster_counters dj_cluster_n;
 extern bool dj_cluster_local_only; /* delivering a forwarded stanza: never forward again */

@@ -122,6 +122,7 @@ struct dj_hook_deliver {
     struct dj_hook_call call;
     struct dj_stanza *st; /* owned by the call */
     char *to;
+    bool redelivery; /* taken from offline storage, its session gone: already delay-stamped */
 };
 
 struct dj_hook_iq {

@@ -251,8 +251,121 @@ static void load_done(struct dj_hook_call *call)
         free(w);
         w = n;
     }
+    if (u->reload_after_load) {
+        /* a peer node asked for a reload while this load ran: it may have
+         * read the database before that node's change */
+        u->reload_after_load = false;
+        dj_roster_reload(u);
+    }
     u->pending--;
     dj_user_maybe_free(u);
+}
+
+/* ---- reloading (another cluster node changed the stored roster) ----------------------------------- */
+
+struct reload_call {
+    struct dj_hook_roster h;
+    struct dj_user *u;
+    uint32_t commits; /* u->commits when the read was asked */
+};
+
+static void push(struct dj_user *u, const struct dj_roster_item *it, const char *jid);
+static void deliver_sub(struct dj_user *u, const char *type, const char *from);
+
+static bool str_eq(const char *a, const char *b) { return a == b || (a && b && !strcmp(a, b)); }
+
+static void reload_apply(struct dj_user *u, struct dj_roster_row *rows, int n, int64_t ver)
+{
+    bool any = false;
+    /* items gone from the store */
+    for (int i = 0; i < u->nitems;) {
+        bool kept = false;
+        for (int k = 0; k < n && !kept; k++)
+            kept = !strcmp(rows[k].jid, u->items[i].jid);
+        if (kept) {
+            i++;
+            continue;
+        }
+        char *jid = strdup(u->items[i].jid);
+        bool hidden = u->items[i].hidden;
+        item_remove(u, jid);
+        if (!any)
+            u->ver = ver > u->ver ? ver : u->ver + 1;
+        any = true;
+        if (!hidden && jid)
+            push(u, NULL, jid);
+        free(jid);
+    }
+    for (int k = 0; k < n; k++) {
+        struct dj_roster_row *r = &rows[k];
+        bool hidden = (r->sub & ~DJ_SUB_PENDING_IN) == 0 && !r->name && !r->groups && (r->sub & DJ_SUB_PENDING_IN);
+        struct dj_roster_item *it = dj_roster_find(u, r->jid);
+        bool was_pending = it && (it->sub & DJ_SUB_PENDING_IN);
+        if (it && it->sub == (uint8_t)r->sub && it->hidden == hidden && str_eq(it->name, r->name) &&
+            str_eq(it->groups, r->groups))
+            continue;
+        if (!it && !(it = item_add(u, r->jid)))
+            continue; /* max_roster */
+        free(it->name);
+        free(it->groups);
+        it->name = r->name;
+        it->groups = r->groups;
+        r->name = r->groups = NULL;
+        it->sub = (uint8_t)r->sub;
+        it->hidden = hidden;
+        if (!any)
+            u->ver = ver > u->ver ? ver : u->ver + 1;
+        any = true;
+        if (!hidden)
+            push(u, it, NULL);
+        if ((it->sub & DJ_SUB_PENDING_IN) && !was_pending)
+            deliver_sub(u, "subscribe", it->jid);
+    }
+}
+
+static void reload_done(struct dj_hook_call *call)
+{
+    struct reload_call *rc = (struct reload_call *)call;
+    struct dj_user *u = rc->u;
+    bool ok = call->status == DJ_OK || call->status == DJ_DECLINED;
+    bool again = false;
+    if (ok && u->roster_state == DJ_ROSTER_LOADED) {
+        if (u->commits != rc->commits)
+            again = true; /* a change of ours went in after the read was asked: read again */
+        else
+            reload_apply(u, rc->h.rows, rc->h.nrows, rc->h.ver);
+    } else if (!ok)
+        log_warn("djabberd: roster of %s could not be reloaded", u->bare);
+    for (int i = 0; i < rc->h.nrows; i++) {
+        free(rc->h.rows[i].jid);
+        free(rc->h.rows[i].name);
+        free(rc->h.rows[i].groups);
+    }
+    free(rc->h.rows);
+    free(rc->h.bare);
+    free(rc);
+    if (again)
+        dj_roster_reload(u);
+    u->pending--;
+    dj_user_maybe_free(u);
+}
+
+void dj_roster_reload(struct dj_user *u)
+{
+    if (u->roster_state == DJ_ROSTER_LOADING) {
+        u->reload_after_load = true;
+        return;
+    }
+    if (u->roster_state != DJ_ROSTER_LOADED)
+        return; /* the next load reads the store anyway */
+    struct reload_call *rc = calloc(1, sizeof *rc);
+    if (!rc)
+        return;
+    rc->u = u;
+    rc->commits = u->commits;
+    rc->h.bare = strdup(u->bare);
+    u->pending++;
+    dj_hook_run(DJ_HOOK_ROSTER_LOAD, &rc->h.call, reload_done);
 }
 
 void dj_roster_with(const char *bare, void (*fn)(void *arg, struct dj_user *u), void *arg)
@@ -298,6 +411,7 @@ void dj_roster_with(const char *bare, void (*fn)(void *arg, struct dj_user *u), 
 struct commit_call {
     struct dj_hook_roster_item h;
     struct dj_user *u;
+    struct dj_inflight w; /* a cluster peer's sync waits for it (dj_after_writes) */
 };
 
 static void push(struct dj_user *u, const struct dj_roster_item *it, const char *jid)
@@ -336,7 +450,10 @@ static void commit_done(struct dj_hook_call *call)
     free(cc->h.row.jid);
     free(cc->h.row.name);
     free(cc->h.row.groups);
+    u->pending++; /* the waiters dj_inflight_end runs must not find u freed */
+    dj_inflight_end(&cc->w);
     free(cc);
+    u->pending--;
     dj_user_maybe_free(u);
 }
 
@@ -367,6 +484,8 @@ void dj_roster_commit(struct dj_user *u, const char *jid, bool removed, void (*d
     cc->h.user_done = done;
     cc->h.user_arg = arg;
     u->pending++;
+    u->commits++;
+    dj_inflight_begin(&cc->w);
     dj_hook_run(DJ_HOOK_ROSTER_STORE, &cc->h.call, commit_done);
 }
 
@@ -555,10 +674,14 @@ void dj_roster_iq(struct dj_sess *s, struct dj_stanza *st)
 struct sub_ctx {
     char *type, *from, *to; /* bare JIDs */
     bool inbound;
+    bool tracked;         /* an inbound change to a local roster: in flight until stored */
+    struct dj_inflight w; /* (a cluster peer's sync waits for it: dj_after_writes) */
 };
 
 static void sub_ctx_free(struct sub_ctx *x)
 {
+    if (x->tracked)
+        dj_inflight_end(&x->w);
     free(x->type);
     free(x->from);
     free(x->to);
@@ -612,6 +735,12 @@ static void deliver_sub(struct dj_user *u, const char *type, const char *from)
     evbuffer_free(b);
 }
 
+static void sub_stored(void *arg, bool ok)
+{
+    (void)ok;
+    sub_ctx_free(arg);
+}
+
 /* Inbound processing at the contact (to), whose roster is loaded. */
 static void sub_in_with_roster(void *arg, struct dj_user *u)
 {
@@ -659,10 +788,11 @@ static void sub_in_with_roster(void *arg, struct dj_user *u)
     }
     if (changed) {
         bool drop = it->hidden && it->sub == 0;
-        dj_roster_commit(u, x->from, drop, NULL, NULL);
+        dj_roster_commit(u, x->from, drop, sub_stored, x); /* x ends once the change is stored */
     }
     dj_user_maybe_free(u);
-    sub_ctx_free(x);
+    if (!changed)
+        sub_ctx_free(x);
 }
 
 void dj_roster_subscription_in(struct dj_stanza *st, const char *type, const char *to_bare, const char *from_bare)
@@ -707,6 +837,8 @@ void dj_roster_subscription_in(struct dj_stanza *st, const char *type, const cha
     x->from = strdup(from_bare);
     x->to = strdup(to_bare);
     x->inbound = true;
+    x->tracked = true;
+    dj_inflight_begin(&x->w);
     dj_roster_with(to_bare, sub_in_with_roster, x);
 }
 

@@ -508,49 +508,104 @@ static void db_offline_store(struct dj_hook_call *call, void *arg)
         dj_hook_finish(call, DJ_ERROR);
 }
 
-static void db_offline_deleted(struct db_result *res, void *arg)
+/* The fetch claims its rows: it reads the account's messages and deletes
+ * them one by one in the same transaction, and hands over only the rows its
+ * own DELETE removed. Two fetches for one account (a second resource, the
+ * re-fetch a cluster peer asks for, a fetch on another node) can then never
+ * both deliver a message; a row stored after the read is simply not taken
+ * (it stays for the next fetch). Runs on the db worker thread. */
+struct fetch_rows {
+    char *bare;
+    char **xml;
+    int64_t *stamps;
+    int n;
+};
+
+static void fetch_rows_clear(struct fetch_rows *f)
 {
-    struct dj_hook_list *h = arg;
-    if (res->status != 0)
-        log_warn("djabberd: offline delete failed: %s", res->error);
-    dj_hook_finish(&h->call, DJ_OK);
+    for (int i = 0; i < f->n; i++)
+        free(f->xml[i]);
+    free(f->xml);
+    free(f->stamps);
+    f->xml = NULL;
+    f->stamps = NULL;
+    f->n = 0;
 }
 
-static void db_offline_rows(struct db_result *res, void *arg)
+static int db_offline_claim(struct db_conn *c, void *ctx)
+{
+    struct fetch_rows *f = ctx;
+    fetch_rows_clear(f); /* a rerun starts again */
+    struct db_value p[1] = { DB_TEXTN(f->bare, strlen(f->bare)) };
+    struct db_result res = { 0 };
+    if (db_conn_query(c, "SELECT id, stamp, xml FROM dj_offline WHERE owner=? ORDER BY id", p, 1, &res) != DB_OK) {
+        db_result_clear(&res);
+        return -1;
+    }
+    if (res.nrows) {
+        f->xml = calloc(res.nrows, sizeof *f->xml);
+        f->stamps = calloc(res.nrows, sizeof *f->stamps);
+        if (!f->xml || !f->stamps) {
+            db_result_clear(&res);
+            db_run_fail(c, "out of memory");
+            return -1;
+        }
+    }
+    for (size_t i = 0; i < res.nrows; i++) {
+        struct db_value d[1] = { DB_INT64(db_cell_int(&res, i, 0)) };
+        if (db_conn_query(c, "DELETE FROM dj_offline WHERE id=?", d, 1, NULL) != DB_OK) {
+            db_result_clear(&res);
+            return -1;
+        }
+        if (db_conn_affected(c) != 1)
+            continue; /* another fetch took it */
+        char *x = cell_dup(&res, i, 2);
+        if (!x)
+            continue;
+        f->xml[f->n] = x;
+        f->stamps[f->n] = db_cell_int(&res, i, 1);
+        f->n++;
+    }
+    db_result_clear(&res);
+    return 0;
+}
+
+static void db_offline_claimed(struct db_result *res, void *arg)
 {
     struct dj_hook_list *h = arg;
-    if (res->status != 0 || res->nrows == 0) {
-        dj_hook_finish(&h->call, res->status ? DJ_ERROR : DJ_OK);
-        return;
-    }
-    h->xml = calloc(res->nrows, sizeof *h->xml);
-    h->stamps = calloc(res->nrows, sizeof *h->stamps);
-    if (!h->xml || !h->stamps) {
+    struct fetch_rows *f = h->ctx;
+    h->ctx = NULL;
+    if (res->status != 0) {
+        log_warn("djabberd: offline fetch failed: %s", res->error);
+        fetch_rows_clear(f); /* rolled back: the rows are still stored */
+        free(f);
         dj_hook_finish(&h->call, DJ_ERROR);
         return;
     }
-    int64_t maxid = 0;
-    for (size_t i = 0; i < res->nrows; i++) {
-        h->xml[i] = cell_dup(res, i, 2);
-        h->stamps[i] = db_cell_int(res, i, 1);
-        if (h->xml[i])
-            h->n++;
-        maxid = db_cell_int(res, i, 0);
-    }
-    struct db_value p[2] = { DB_TEXTN(h->bare, strlen(h->bare)), DB_INT64(maxid) };
-    if (db_query(dj.db, here(), DB_GROUP, "DELETE FROM dj_offline WHERE owner=? AND id<=?", p, 2, db_offline_deleted,
-                 h) < 0)
-        dj_hook_finish(&h->call, DJ_OK);
+    /* committed: these rows are gone from the store and are ours to deliver */
+    h->xml = f->xml;
+    h->stamps = f->stamps;
+    h->n = f->n;
+    free(f);
+    dj_hook_finish(&h->call, DJ_OK);
 }
 
 static void db_offline_fetch(struct dj_hook_call *call, void *arg)
 {
     (void)arg;
     struct dj_hook_list *h = (struct dj_hook_list *)call;
-    struct db_value p[1] = { DB_TEXTN(h->bare, strlen(h->bare)) };
-    if (db_query(dj.db, here(), 0, "SELECT id, stamp, xml FROM dj_offline WHERE owner=? ORDER BY id", p, 1,
-                 db_offline_rows, h) < 0)
+    struct fetch_rows *f = calloc(1, sizeof *f);
+    if (!f) {
         dj_hook_finish(call, DJ_ERROR);
+        return;
+    }
+    f->bare = h->bare; /* lives until the hook finishes */
+    h->ctx = f;
+    if (db_run(dj.db, 0, here(), DB_GROUP, db_offline_claim, f, db_offline_claimed, h) < 0) {
+        h->ctx = NULL;
+        free(f);
+        dj_hook_finish(call, DJ_ERROR);
+    }
 }
 
 /* vCards */
@@ -648,12 +703,14 @@ static void offline_exists(struct dj_hook_call *call)
     gmtime_r(&now, &tm);
     char stamp[32];
     strftime(stamp, sizeof stamp, "%Y-%m-%dT%H:%M:%SZ", &tm);
-    struct dj_node *delay = dj_node_new(d->st, d->st->root, "delay");
-    struct dj_jid j;
-    dj_jid_parse(d->to, &j);
-    dj_node_set_attr(d->st, delay, "xmlns", "urn:xmpp:delay");
-    dj_node_set_attr(d->st, delay, "from", j.domain);
-    dj_node_set_attr(d->st, delay, "stamp", stamp);
+    if (!d->redelivery) { /* a message stored once before keeps its first stamp */
+        struct dj_node *delay = dj_node_new(d->st, d->st->root, "delay");
+        struct dj_jid j;
+        dj_jid_parse(d->to, &j);
+        dj_node_set_attr(d->st, delay, "xmlns", "urn:xmpp:delay");
+        dj_node_set_attr(d->st, delay, "from", j.domain);
+        dj_node_set_attr(d->st, delay, "stamp", stamp);
+    }
     struct evbuffer *b = evbuffer_new();
     dj_xml_write(b, d->st->root);
     o->blob.len = evbuffer_get_length(b);
