@@ -67,8 +67,9 @@ static size_t find_head_end(const char *buf, size_t len)
 }
 
 /* One line out of [p, end): sets *eol to its end (before CR) and returns the
- * start of the next line. A CR not followed by LF is an error (NULL). */
-static const char *next_line(const char *p, const char *end, const char **eol)
+ * start of the next line, or NULL when there is no line end. A CR inside
+ * the line is left to the caller (header_line checks every byte). */
+static const char *line_end(const char *p, const char *end, const char **eol)
 {
     const char *nl = memchr(p, '\n', (size_t)(end - p));
     if (!nl)
@@ -76,11 +77,54 @@ static const char *next_line(const char *p, const char *end, const char **eol)
     const char *e = nl;
     if (e > p && e[-1] == '\r')
         e--;
-    for (const char *q = p; q < e; q++)
-        if (*q == '\r')
-            return NULL;
     *eol = e;
     return nl + 1;
+}
+
+/* As line_end, and a CR not followed by LF is an error (NULL): for the
+ * request and status lines, whose bytes are not all checked otherwise. */
+static const char *next_line(const char *p, const char *end, const char **eol)
+{
+    const char *next = line_end(p, end, eol);
+    if (next && memchr(p, '\r', (size_t)(*eol - p)))
+        return NULL;
+    return next;
+}
+
+/* True when [v, ve) holds no control character but HTAB (CR, LF, NUL and
+ * DEL included). Eight bytes at a time: a word with no byte below 0x20 and
+ * none equal to 0x7f is clean; a word that may hold one (a tab does too)
+ * is checked byte by byte. */
+static bool bytes_clean(const char *v, const char *ve)
+{
+    for (; v < ve; v++) {
+        unsigned char c = (unsigned char)*v;
+        if ((c < 0x20 && c != '\t') || c == 0x7f)
+            return false;
+    }
+    return true;
+}
+
+static bool word_clean(const char *v)
+{
+    const uint64_t ones = 0x0101010101010101ull, highs = 0x8080808080808080ull;
+    uint64_t x;
+    memcpy(&x, v, 8);
+    uint64_t del = x ^ (0x7f * ones);
+    if (((x - 0x20 * ones) & ~x & highs) | ((del - ones) & ~del & highs))
+        return bytes_clean(v, v + 8); /* may hold one (or a tab) */
+    return true;
+}
+
+static bool value_clean(const char *v, const char *ve)
+{
+    if (ve - v < 8)
+        return bytes_clean(v, ve);
+    const char *last = ve - 8; /* the last word, overlapping the one before */
+    for (; v < last; v += 8)
+        if (!word_clean(v))
+            return false;
+    return word_clean(last);
 }
 
 static int parse_version(const char *p, const char *e, int *minor)
@@ -104,8 +148,11 @@ static int parse_headers(const char *p, const char *end, int max_headers, struct
     msg->nheaders = 0;
     msg->host_index = -1;
     for (;;) {
+        /* Every byte of a header line is checked below (name tchars, ':',
+         * blanks, value without control characters), so a stray CR in it
+         * is refused there: no separate scan for one. */
         const char *eol;
-        const char *next = next_line(p, end, &eol);
+        const char *next = line_end(p, end, &eol);
         if (!next)
             return 400;
         if (eol == p)
@@ -122,11 +169,8 @@ static int parse_headers(const char *p, const char *end, int max_headers, struct
             v++;
         while (ve > v && (ve[-1] == ' ' || ve[-1] == '\t'))
             ve--;
-        for (const char *q = v; q < ve; q++) {
-            unsigned char c = (unsigned char)*q;
-            if ((c < 0x20 && c != '\t') || c == 0x7f)
-                return 400;
-        }
+        if (!value_clean(v, ve))
+            return 400;
         if (msg->nheaders >= max_headers)
             return 431;
         struct http_header *h = &msg->headers[msg->nheaders];

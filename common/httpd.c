@@ -116,7 +116,9 @@ void httpd_thread_exit(void)
 void httpd_send(struct core_conn *c, struct evbuffer *buf, bool tls)
 {
     struct evbuffer *out = conn_out(c);
-    if (!tls && c->fd >= 0 && evbuffer_get_length(out) == 0 && !conn_is_closing(c)) {
+    /* With io_uring the loop's end-of-iteration batch sends it together
+     * with the other conns' output: no writev of its own. */
+    if (!tls && c->fd >= 0 && evbuffer_get_length(out) == 0 && !conn_is_closing(c) && !conn_io_batched(c)) {
         while (evbuffer_get_length(buf) > 0)
             if (evbuffer_write(buf, c->fd) <= 0)
                 break;

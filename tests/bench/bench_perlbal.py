@@ -5,6 +5,11 @@ keep-alive on both sides; then static serving: our web_server vs nginx.
 Prints req/s, ratios and RSS, side by side from one run. Also the memory
 cost of idle keep-alive clients on ours.
 
+Ours runs twice: as it starts by default (socket I/O batched through the
+core's io_uring) and as "ours-epoll" with STACK_IO_URING=0 (one system
+call per socket operation); with STACK_IO_URING set in the environment
+only the first runs, in the mode it names.
+
 Env: BUILD_DIR (default ./build), BENCH_SECONDS (default 5), BENCH_CONNS
 (default 50), BENCH_THREADS (proxy threads for ours and haproxy, default 1),
 BENCH_IDLE (idle clients for the memory figure, default 2000), BENCH_ROUNDS
@@ -145,6 +150,24 @@ ENABLE mgmt
                                  "--log-level", "warn"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         procs.append(ours)
         wait_port(ours_port)
+        # ours again with the core's io_uring batching off (perlbal turns it
+        # on unless STACK_IO_URING says otherwise): plain epoll, one
+        # read()/writev() per socket operation, as haproxy does
+        ep_port, ep_m = free_port(), free_port()
+        ep_conf = os.path.join(tmp, "ours-epoll.conf")
+        with open(conf) as f:
+            text = f.read()
+        with open(ep_conf, "w") as f:
+            f.write(text.replace("listen = 127.0.0.1:%d\n" % ours_port, "listen = 127.0.0.1:%d\n" % ep_port)
+                    .replace("listen = 127.0.0.1:%d\n" % ours_web, "listen = 127.0.0.1:%d\n" % free_port())
+                    .replace("listen = 127.0.0.1:%d\n" % ours_m, "listen = 127.0.0.1:%d\n" % ep_m))
+        ours_ep = None
+        if os.environ.get("STACK_IO_URING") is None:
+            ours_ep = subprocess.Popen([os.path.join(BUILD, "bin", "perlbal"), "-c", ep_conf, "-t", str(THREADS),
+                                        "--log-level", "warn"], stdout=subprocess.DEVNULL,
+                                       stderr=subprocess.DEVNULL, env=dict(os.environ, STACK_IO_URING="0"))
+            procs.append(ours_ep)
+            wait_port(ep_port)
 
         # haproxy, same threads
         hport = free_port()
@@ -203,7 +226,8 @@ ENABLE mgmt
         print("perlbal benchmark: wrk -t1 -c%d -d%ds, 1 KiB file, keep-alive; proxies use %d thread(s); "
               "backend nginx (1 worker); %d interleaved rounds, median" % (CONNS, SECS, THREADS, ROUNDS))
         targets = [(name, port, p) for name, port, p in
-                   (("ours", ours_port, ours), ("haproxy", hport, hap), ("perl-perlbal", pport, perl)) if p]
+                   (("ours", ours_port, ours), ("ours-epoll", ep_port, ours_ep), ("haproxy", hport, hap),
+                    ("perl-perlbal", pport, perl)) if p]
         for name, port, p in targets:          # warm-up
             wrk("http://127.0.0.1:%d/1k.txt" % port, 1)
         runs = {name: [] for name, _, _ in targets}
@@ -237,6 +261,10 @@ ENABLE mgmt
         print("CPU per request (us)    : " + ", ".join("%s %.1f" % (k, v) for k, v in us.items()))
         if us.get("ours") and us.get("haproxy"):
             print("CPU/request haproxy/ours: %.2f" % (us["haproxy"] / us["ours"]))
+        if results.get("ours-epoll") and results.get("haproxy"):
+            print("ours-epoll/haproxy      : req/s %.2f, CPU/request haproxy/ours-epoll %.2f, RSS %.2f"
+                  % (results["ours-epoll"] / results["haproxy"], us["haproxy"] / us["ours-epoll"],
+                     rss["ours-epoll"] / float(rss["haproxy"])))
 
         print("\n== static file serving (1 KiB)")
         s_ours, s_ng = statistics.median(static["ours"]), statistics.median(static["nginx"])

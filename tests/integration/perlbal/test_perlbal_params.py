@@ -129,3 +129,29 @@ def test_ipv6_pool_node(daemon, tmp_path):
         assert console(mport, "POOL backends ADD [::1", "POOL backends ADD bad_name:80").count("ERROR") == 2
     finally:
         be.stop()
+
+
+def test_io_uring_by_default_and_off(daemon, tmp_path, monkeypatch):
+    """perlbal asks for the core's io_uring batching unless STACK_IO_URING
+    says otherwise: with the variable unset the log names the ring (or says
+    why the kernel refused it: epoll then); with STACK_IO_URING=0 it is
+    never tried. The answers are the same either way."""
+    root = tmp_path / "www"
+    root.mkdir()
+    (root / "a").write_bytes(b"x" * 3000)
+    monkeypatch.delenv("STACK_IO_URING", raising=False)
+    logs = {}
+    for mode, env in (("default", None), ("off", {"STACK_IO_URING": "0"})):
+        port, mport = free_port(), free_port()
+        conf = tmp_path / ("%s.conf" % mode)
+        conf.write_text(web_conf(port, mport, root))
+        d = daemon("perlbal", ["-v", "-c", str(conf)], ready_port=str(port), env=env)
+        for _ in range(3):
+            r, body = get(port, "/a")
+            assert r.status == 200 and body == b"x" * 3000
+        time.sleep(0.2)
+        with open(d.log_path, "rb") as f:
+            logs[mode] = f.read().decode(errors="replace")
+    assert ("socket I/O batched through io_uring" in logs["default"]
+            or "io_uring unavailable" in logs["default"]), logs["default"]
+    assert "io_uring" not in logs["off"], logs["off"]
