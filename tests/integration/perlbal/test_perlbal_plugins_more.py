@@ -843,7 +843,19 @@ def test_perlbal_lazycdn_concatenated_gets(daemon, perl_perlbal, tmp_path):
         assert out[6] == (404, b"")
         assert pings == [b"/d/??a.txt,b.txt?v=%d" % (mtime + 100), b"/d/??a.txt,zz.txt"]
         if "perl" in results:
-            assert results["perl"] == results["ours"]
+            # Perl Perlbal 1.80 answers the If-Modified-Since request (index 3)
+            # by chance: its 304 test is `$ims eq $lastmod && -f _`, and `_`
+            # is whichever of its parallel aio_stats finished last — a file
+            # (304, as ours) or the base directory (not a file: the request
+            # goes on to LazyCDN, which sends it to the fallback and pings).
+            # (fallback in 5 of 6 runs one hour, 2 of 6 another). Everything
+            # else must match exactly.
+            perl_out, perl_pings = results["perl"]
+            fallback = (200, b"origin:/d/??a.txt,b.txt?v=%d" % (mtime + 100))
+            assert perl_out[3] in ((304, b""), fallback)
+            extra_ping = [b"/d/??a.txt,b.txt?v=%d" % (mtime + 100)] if perl_out[3] == fallback else []
+            assert perl_out[:3] + perl_out[4:] == out[:3] + out[4:]
+            assert perl_pings == pings[:1] + extra_ping + pings[1:]
     finally:
         be.stop()
 
