@@ -15,13 +15,21 @@
 #include <liburing.h>
 #endif
 
-static bool wanted;
+static bool wanted, default_on;
 static pthread_once_t wanted_once = PTHREAD_ONCE_INIT;
 
 static void read_wanted(void)
 {
     const char *v = getenv("STACK_IO_URING");
-    wanted = v && (!strcmp(v, "1") || !strcasecmp(v, "yes") || !strcasecmp(v, "on") || !strcasecmp(v, "true"));
+    if (!v || !*v)
+        wanted = default_on;
+    else
+        wanted = !strcmp(v, "1") || !strcasecmp(v, "yes") || !strcasecmp(v, "on") || !strcasecmp(v, "true");
+}
+
+void uring_default(bool on)
+{
+    default_on = on;
 }
 
 bool uring_wanted(void)

@@ -1,6 +1,6 @@
 /* uring: a batch of socket reads and writes in one system call (io_uring).
  *
- * conn uses it on plain sockets when $STACK_IO_URING=1: the reads and
+ * conn uses it on plain sockets when uring_wanted(): the reads and
  * writes a loop iteration needs are queued here and run together at its
  * end, one io_uring_enter for the lot instead of one read()/writev() each.
  *
@@ -21,9 +21,13 @@
 
 struct uring_batch;
 
-/* True when $STACK_IO_URING asks for the ring ("1", "yes", "on", "true");
- * read once per process. */
+/* True when $STACK_IO_URING asks for the ring ("1", "yes", "on", "true"),
+ * false for any other value; with the variable unset or empty, the
+ * daemon's default (uring_default, off unless set). Read once per process. */
 bool uring_wanted(void);
+/* The daemon's choice when $STACK_IO_URING is unset: call before the loops
+ * start (before the first uring_wanted). */
+void uring_default(bool on);
 
 /* A ring for up to entries operations per run. NULL when io_uring cannot
  * be set up (seccomp, old kernel, RLIMIT_MEMLOCK, built without liburing):

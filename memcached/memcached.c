@@ -21,6 +21,7 @@
 #include "common/loop.h"
 #include "common/stats.h"
 #include "common/tls.h"
+#include "common/uring.h"
 #include "memcached/auth.h"
 #include "memcached/mc.h"
 #include "memcached/proto.h"
@@ -1281,6 +1282,13 @@ static void mc_fini(void)
 
 int main(int argc, char **argv)
 {
+    /* socket I/O batched through io_uring unless $STACK_IO_URING says
+     * otherwise (0, no, off): on a kernel where each system call is dear a
+     * loop iteration's reads and replies in one io_uring_enter take 11-28 %
+     * less CPU per request than a read() and a sendmsg() each (README,
+     * Benchmark); where io_uring cannot be set up the core says so once
+     * and stays on epoll */
+    uring_default(true);
     mc_settings.lru_crawler = true;
     mc_settings.hot_pct = 20;
     mc_settings.warm_pct = 40;

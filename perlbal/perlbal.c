@@ -209,26 +209,14 @@ static void pb_fini(void)
     }
 }
 
-/* perlbal batches its socket I/O through io_uring unless $STACK_IO_URING
- * says otherwise (0, no, off): a proxied request costs 4 system calls on
- * epoll (read, writev on each side) and well under one in a batch, and on
- * a kernel where each system call is dear that is most of the CPU a
- * request takes (README, Benchmark). The core reads the variable once;
- * it is set for that read only, so no child inherits it. Where io_uring
- * cannot be set up, the core says so once and stays on epoll. */
-static void io_uring_by_default(void)
-{
-    if (getenv("STACK_IO_URING"))
-        return;
-    if (setenv("STACK_IO_URING", "1", 0) < 0)
-        return;
-    (void)uring_wanted();
-    unsetenv("STACK_IO_URING");
-}
-
 int main(int argc, char **argv)
 {
-    io_uring_by_default();
+    /* socket I/O batched through io_uring unless $STACK_IO_URING says
+     * otherwise (0, no, off): a proxied request costs 4 system calls on
+     * epoll and well under one in a batch, most of its CPU on a kernel
+     * where each system call is dear (README, Benchmark); where io_uring
+     * cannot be set up the core says so once and stays on epoll */
+    uring_default(true);
     static const struct daemon_desc desc = {
         .name = "perlbal",
         .version = PB_VERSION,

@@ -788,3 +788,28 @@ def test_meta_stale_set_and_failed_set_rules(daemon):
     assert r.cmd(b"get keep\r\n") == b"END"
     # A length that overflows with its CRLF is a bad command line.
     assert r.cmd(b"set big 0 0 2147483647\r\n") == b"CLIENT_ERROR bad command line format"
+
+
+def test_io_uring_by_default_and_off(daemon, monkeypatch):
+    """memcached asks for the core's io_uring batching unless STACK_IO_URING
+    says otherwise: with the variable unset the log names the ring (or why
+    the kernel refused it: epoll then); with STACK_IO_URING=0 it is never
+    tried. Replies are the same either way, pipelined ones included."""
+    monkeypatch.delenv("STACK_IO_URING", raising=False)
+    logs = {}
+    for mode, env in (("default", None), ("off", {"STACK_IO_URING": "0"})):
+        d = daemon(MC, ["-p", "{port}", "-l", "127.0.0.1", "-t", "2"], env=env)
+        r = Raw(d.port)
+        assert r.cmd(b"set k 0 0 5\r\nhello\r\n") == b"STORED"
+        r.send(b"get k\r\n" * 50 + b"mn\r\n")
+        for _ in range(50):
+            assert r.line() == b"VALUE k 0 5"
+            assert r.exact(7) == b"hello\r\n"
+            assert r.line() == b"END"
+        assert r.line() == b"MN"
+        time.sleep(0.2)
+        with open(d.log_path, "rb") as f:
+            logs[mode] = f.read().decode(errors="replace")
+    assert ("socket I/O batched through io_uring" in logs["default"]
+            or "io_uring unavailable" in logs["default"]), logs["default"]
+    assert "io_uring" not in logs["off"], logs["off"]
