@@ -676,17 +676,11 @@ int mc_cmd_text(struct session *s, const struct mc_text_req *r)
         return 0;
     }
     case MC_TXT_REFRESH_CERTS: {
-        char err[256];
-        if (mc_tls_refresh(err, sizeof err) < 0) {
-            char line[320];
-            if (!mc_settings.ssl_enabled)
-                snprintf(line, sizeof line, "Error TLS not enabled"); /* memcached's words */
-            else
-                snprintf(line, sizeof line, "ERROR failed to refresh SSL settings: %s", err);
-            mc_out_line(s, line);
-        } else if (!r->noreply) {
+        char msg[1024];
+        if (mc_tls_refresh(msg, sizeof msg) < 0)
+            mc_out_line(s, msg); /* memcached's line, sent even with noreply, as 1.6.18 */
+        else if (!r->noreply)
             mc_out_line(s, "OK");
-        }
         return 0;
     }
     case MC_TXT_LRU_CRAWLER:

@@ -75,8 +75,8 @@ struct mc_settings {
     bool hash_expand;
     /* TLS (-Z and -o ssl_*) */
     bool ssl_enabled;
-    char *ssl_chain_cert, *ssl_key, *ssl_ciphers, *ssl_ca_cert, *ssl_min_version;
-    int ssl_verify_mode;
+    char *ssl_chain_cert, *ssl_key, *ssl_ciphers, *ssl_ca_cert;
+    int ssl_verify_mode; /* 0..3 as given; the rest of -o ssl_* is tls.c's */
 };
 extern struct mc_settings mc_settings;
 

@@ -759,6 +759,7 @@ static int on_read(struct core_conn *c)
     bool wrote = false;
     int budget = mc_settings.reqs_per_event > 0 ? mc_settings.reqs_per_event : INT32_MAX;
     s->last_cmd = mc_now();
+    s->tls_read = true;
     mc_watch_cfd = s->fd; /* the cfd= of this thread's watch lines */
     /* What the socket's queue holds; only flush_out changes it here. */
     size_t sockq = evbuffer_get_length(conn_out(c));
@@ -860,6 +861,11 @@ static void on_close(struct core_conn *c, enum conn_close_reason why)
         return;
     if (why == CONN_CLOSE_TIMEOUT)
         MC_STAT_ADD(&s->th->st, idle_kicks, 1);
+    /* A TLS connection that failed before any request came through its
+     * handshake: a plain-text client, a refused or missing client
+     * certificate (a clean close before anything is no error). */
+    if (s->tls && !s->tls_read && why == CONN_CLOSE_ERROR)
+        mc_tls_handshake_failed();
     if (s->state == MC_SESS_WATCH)
         mc_watch_stop(s);
     if (mc_watching(MC_WATCH_CONNEVENTS)) {

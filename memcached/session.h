@@ -145,6 +145,7 @@ struct session {
     struct event *yield_ev;      /* -R yields and metadump pieces: run again from the loop */
     struct mc_dump *dump;        /* DUMP: the metadump's cursor */
     bool tls;                    /* over TLS: replies go through the bufferevent */
+    bool tls_read;               /* a read came through (the TLS handshake is done) */
     uint8_t auth_failures;       /* SASL failures on this connection */
     bool auth_wait;              /* reading paused after a failure (slows guessing) */
     bool close_normal;           /* quit: a watcher's conn_close line says reason=normal */
@@ -216,7 +217,16 @@ void mc_stats_sum(struct mc_thread_stats *out);
 /* SASL PLAIN check against the password file (-S). */
 bool mc_sasl_check(const char *user, size_t ulen, const char *pass, size_t plen);
 void mc_shutdown_request(bool graceful);
-/* refresh_certs: re-read the TLS certificate and key (memcached.c). */
-int mc_tls_refresh(char *err, size_t errlen);
+/* TLS (tls.c). refresh_certs: re-read certificate, key and CA file into
+ * a new context; 0, or -1 with memcached's error line in msg. */
+int mc_tls_refresh(char *msg, size_t msglen);
+/* -o ssl_*: 1 taken, 0 not a TLS option, -1 bad value (err: memcached's message). */
+int mc_tls_option(const char *name, const char *val, char *err, size_t errlen);
+int mc_tls_setup(void); /* -Z at start: the context; -1 after logging memcached's message */
+void mc_tls_handshake_failed(void);
+struct stats_sink;
+void mc_tls_stats(struct stats_sink *k);
+void mc_tls_stats_settings(struct stats_sink *k);
+extern void *mc_tls_ctx;
 
 #endif
