@@ -33,7 +33,27 @@ static void text_get(struct session *s, const struct mc_text_req *r)
     const char *p = r->keys, *end = r->keys + r->keys_len, *key;
     size_t nkey;
     uint64_t hits = 0, misses = 0;
+    /* A get naming on-disk keys runs again once their reads are in. The
+     * keys before the first one read were counted (per class, stats
+     * detail, miss reasons) by the pass that queued the reads: the next
+     * pass skips counting them; after the first read queued, a pass only
+     * queues the other reads (extstore.c keeps the count). */
+    size_t counted = __builtin_expect(s->ext != NULL, 0) ? mc_ext_counted(s) : 0, idx = 0;
+    bool collecting = false;
     while (mc_text_next_key(&p, end, &key, &nkey)) {
+        bool count = idx++ >= counted;
+        if (__builtin_expect(collecting, 0)) {
+            uint64_t hv = mc_hash(key, nkey);
+            mc_key_lock(hv);
+            mc_item *it = mc_item_find_locked(key, nkey, hv);
+            if (it && mc_item_is_ext(it)) {
+                bool miss;
+                uint32_t vlen;
+                (void)mc_ext_value(s, it, hv, &vlen, &miss);
+            }
+            mc_key_unlock(hv);
+            continue;
+        }
         if (queued + s->olen > MC_GET_REPLY_MAX) {
             /* A get line naming the same big item thousands of times must
              * not make us buffer gigabytes: the session answers with
@@ -51,26 +71,32 @@ static void text_get(struct session *s, const struct mc_text_req *r)
             if (!(ev = mc_ext_value(s, it, hv, &vlen, &miss))) {
                 if (!miss) { /* being read: this get runs again (extstore.c) */
                     mc_key_unlock(hv);
+                    if (idx - 1 > counted)
+                        mc_ext_set_counted(s, idx - 1);
+                    collecting = true;
                     continue;
                 }
                 it = NULL;
             }
         }
-        if (__builtin_expect(mc_detail_on(), 0))
+        if (__builtin_expect(mc_detail_on(), 0) && count)
             mc_prefix_record(key, nkey, MC_PREFIX_GET, it != NULL);
         if (!it) {
             mc_key_unlock(hv);
             misses++;
-            MC_STAT_MISS_REASON(&s->th->st);
+            if (count)
+                MC_STAT_MISS_REASON(&s->th->st);
             continue;
         }
-        if (touch) {
+        if (touch)
             it->exptime = exptime;
-            MC_SLAB_ADD(s->th, it->clsid, touch_hits, 1);
-        } else {
-            MC_SLAB_ADD(s->th, it->clsid, get_hits, 1);
+        if (count) {
+            if (touch)
+                MC_SLAB_ADD(s->th, it->clsid, touch_hits, 1);
+            else
+                MC_SLAB_ADD(s->th, it->clsid, get_hits, 1);
+            mc_item_bump(it);
         }
-        mc_item_bump(it);
         if (!ev)
             vlen = it->nbytes;
         /* "VALUE <key> <flags> <bytes>[ <cas>]\r\n<data>\r\n" in one piece. */

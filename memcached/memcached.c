@@ -483,6 +483,19 @@ void mc_stats_reset(void)
 #define GET(s, n)                                                                                                      \
     (atomic_load_explicit(&(s).n, memory_order_relaxed) - atomic_load_explicit(&reset_base.n, memory_order_relaxed))
 
+static void count_spare(const struct listen_info *li, void *arg)
+{
+    if (!li->is_admin)
+        (*(uint64_t *)arg)++;
+}
+
+static uint64_t reserved_fds(void)
+{
+    uint64_t spares = 0;
+    listen_foreach(count_spare, &spares);
+    return 4 * (uint64_t)loop_count() + spares;
+}
+
 static void general_stats(struct stats_sink *k, void *arg)
 {
     (void)arg;
@@ -522,9 +535,12 @@ static void general_stats(struct stats_sink *k, void *arg)
     stats_u64(k, "read_buf_bytes", 0);
     stats_u64(k, "read_buf_bytes_free", 0);
     stats_u64(k, "read_buf_oom", 0);
-    /* No descriptors held back: the core answers EMFILE itself
+    /* Descriptors kept for the daemon's own use, as memcached counts its
+     * (5 per worker thread): per loop its epoll descriptor, libevent's
+     * internal pipe pair and the loop's wake-up eventfd; per listening
+     * socket the spare the core holds for accept's EMFILE
      * (accept_fd_exhausted). */
-    stats_u64(k, "reserved_fds", 0);
+    stats_u64(k, "reserved_fds", reserved_fds());
     stats_u64(k, "cmd_get", GET(t, cmd_get));
     stats_u64(k, "cmd_set", GET(t, cmd_set));
     stats_u64(k, "cmd_flush", GET(t, cmd_flush));
