@@ -147,6 +147,40 @@ static void text_get(struct session *s, const struct mc_text_req *r)
     MC_STAT_ADD(st, get_misses, misses);
 }
 
+/* A get line refused for a key over 250 bytes (the parser checks every
+ * key first). memcached has run the keys before that one by then: counted
+ * their hits and misses, queued the reads of on-disk values and aborted
+ * them (get_aborted_extstore). Count the same; the reply is the error
+ * alone, as memcached's. */
+void mc_cmd_text_get_refused(struct session *s, const struct mc_text_req *r)
+{
+    if ((r->cmd != MC_TXT_GET && r->cmd != MC_TXT_GETS) || !r->keys)
+        return;
+    const char *p = r->keys, *end = r->keys + r->keys_len, *key;
+    size_t nkey;
+    uint64_t hits = 0, misses = 0;
+    while (mc_text_next_key(&p, end, &key, &nkey) && nkey <= MC_KEY_MAX_LEN) {
+        uint64_t hv = mc_hash(key, nkey);
+        mc_key_lock(hv);
+        mc_item *it = mc_item_find_locked(key, nkey, hv);
+        if (!it) {
+            mc_key_unlock(hv);
+            misses++;
+            MC_STAT_MISS_REASON(&s->th->st);
+            continue;
+        }
+        if (mc_item_is_ext(it))
+            mc_ext_count_aborted();
+        MC_SLAB_ADD(s->th, it->clsid, get_hits, 1);
+        mc_key_unlock(hv);
+        hits++;
+    }
+    struct mc_thread_stats *st = &s->th->st;
+    MC_STAT_ADD(st, cmd_get, hits + misses);
+    MC_STAT_ADD(st, get_hits, hits);
+    MC_STAT_ADD(st, get_misses, misses);
+}
+
 /* The data block of set/add/replace/append/prepend/cas is in (session.c
  * checked its CRLF): store it and answer. */
 void mc_cmd_text_stored(struct session *s, mc_item *it)

@@ -1039,6 +1039,8 @@ static void read_done(void *arg)
 
 void (*mc_ext_stream_less_resume)(struct session *s);
 
+void mc_ext_count_aborted(void) { atomic_fetch_add(&xs.get_aborted, 1); }
+
 bool mc_ext_waiting(struct session *s) { return s->ext && s->ext->npending > 0; }
 
 size_t mc_ext_counted(struct session *s) { return s->ext ? s->ext->counted : 0; }

@@ -84,6 +84,8 @@ void mc_ext_set_counted(struct session *s, size_t n);
 /* Called on the loop when the reads of a session without a stream (a UDP
  * socket's: udp.c sets it) are in; the session's state is back to CMD. */
 extern void (*mc_ext_stream_less_resume)(struct session *s);
+/* A read memcached would have queued and then aborted (get_aborted_extstore). */
+void mc_ext_count_aborted(void);
 /* A read was queued for the request now running. */
 bool mc_ext_waiting(struct session *s);
 /* After a command ran (s->ext set): 1 when its reads are queued (the

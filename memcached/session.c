@@ -491,6 +491,8 @@ static int text_step(struct session *s, struct evbuffer *in, size_t len, bool *p
     }
     if (st == MC_PARSE_ERROR) {
         MC_STAT_ADD(&s->th->st, protocol_errors, 1);
+        if (r.cmd == MC_TXT_GET || r.cmd == MC_TXT_GETS)
+            mc_cmd_text_get_refused(s, &r);
         if (!r.noreply)
             mc_out_line(s, r.error);
         if (dbg_on())

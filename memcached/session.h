@@ -199,6 +199,9 @@ int mc_sess_step(struct session *s, struct evbuffer *in, bool *progress);
 /* The command files. The dispatchers return 0 to go on, 1 to close once
  * the replies are out, -1 to close now. */
 int mc_cmd_text(struct session *s, const struct mc_text_req *r);
+/* A get refused by the parser for a too-long key: count the keys before
+ * it as memcached does (cmd_text.c). */
+void mc_cmd_text_get_refused(struct session *s, const struct mc_text_req *r);
 void mc_cmd_text_stored(struct session *s, mc_item *it); /* data block in, CRLF checked */
 void mc_cmd_meta(struct session *s, const struct mc_text_req *r);
 void mc_cmd_meta_stored(struct session *s, mc_item *it);
