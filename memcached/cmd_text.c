@@ -42,6 +42,13 @@ static void text_get(struct session *s, const struct mc_text_req *r)
     bool collecting = false;
     while (mc_text_next_key(&p, end, &key, &nkey)) {
         bool count = idx++ >= counted;
+        if (idx > 1 && __builtin_expect(!mc_resp_obj_take(s), 0)) {
+            /* memcached: a response object per key; none left answers
+             * the error, the connection stays (session.c) */
+            s->out_oom = true;
+            s->out_oom_keep = true;
+            break;
+        }
         if (__builtin_expect(collecting, 0)) {
             uint64_t hv = mc_hash(key, nkey);
             mc_key_lock(hv);

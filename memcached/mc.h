@@ -55,6 +55,8 @@ struct mc_settings {
     int hot_pct, warm_pct;
     int idle_timeout;       /* seconds, 0 = none */
     uint64_t out_mem_limit; /* -o read_buf_mem_limit: bytes of all reply buffers, 0 = none */
+    bool out_mem_limit_given; /* given with -o: memcached's response-object bound applies too */
+    uint32_t resp_obj_cap;    /* response objects a loop's TCP sessions may hold unsent; 0 = no bound */
     enum { MC_BIND_AUTO = 0, MC_BIND_ASCII, MC_BIND_BINARY } protocol; /* -B */
     int reqs_per_event;                                                /* -R */
     bool maxconns_fast;

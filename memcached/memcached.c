@@ -206,6 +206,8 @@ static int set_ext(const struct cfg_setting *s, const char *v, char *err, size_t
         }
         if (o->where == &mc_settings.hashpower)
             mc_hashpower_given = true;
+        if (o->where == &mc_settings.out_mem_limit)
+            mc_settings.out_mem_limit_given = true;
         if (o->where == &mc_settings.temporary_ttl)
             mc_settings.temp_lru = true; /* as memcached: giving it turns the TEMP LRU on */
         if (o->kind == EXT_INT)
@@ -934,6 +936,22 @@ static void thread_start(struct core_loop *loop)
         loop->data = &threads[loop->index];
 }
 
+/* -o read_buf_mem_limit given: memcached 1.6.18 splits it between its
+ * worker threads in 16 KB blocks, one kept for reading, each of the others
+ * holding 14 response objects (one per command, one per key of a get),
+ * freed once written. A command finding none closes the connection, a get
+ * key finding none answers SERVER_ERROR (response_obj_oom). We bound the
+ * same count per loop, beside our bound on reply bytes. */
+static void resp_obj_cap_init(void)
+{
+    if (!mc_settings.out_mem_limit_given || !mc_settings.out_mem_limit)
+        return;
+    uint64_t per_loop = mc_settings.out_mem_limit / (uint64_t)(mc_settings.threads > 0 ? mc_settings.threads : 1);
+    uint64_t blocks = per_loop < 16384 ? 1 : per_loop / 16384;
+    uint64_t cap = (blocks > 1 ? blocks - 1 : 1) * 14;
+    mc_settings.resp_obj_cap = cap > UINT32_MAX ? UINT32_MAX : (uint32_t)cap;
+}
+
 /* $MEMCACHED_PORT_FILENAME, as memcached: "TCP INET: <port>" (and UDP,
  * INET6) lines for each socket bound, written to <name>.lck and renamed
  * once all are open (test suites read the ports chosen for -p/-U -1). */
@@ -1148,6 +1166,7 @@ static int mc_init(void)
         return -1;
     if (mc_settings.ssl_enabled && mc_tls_setup() < 0)
         return -1;
+    resp_obj_cap_init();
     mc_clock_update();
     if (mc_slabs_init() < 0) {
         log_error("cannot allocate the item store");

@@ -69,6 +69,7 @@ struct mc_thread {
      * connect, close and by the stats reader, never per request. */
     pthread_mutex_t sessions_lock;
     struct session *sessions;
+    uint32_t resp_objs; /* response objects its TCP sessions hold unsent (mc_resp_obj_take) */
 };
 /* "stats conns": one block per client connection of every thread. */
 void mc_session_stats_conns(struct evbuffer *out);
@@ -146,12 +147,28 @@ struct session {
     struct mc_dump *dump;        /* DUMP: the metadump's cursor */
     bool tls;                    /* over TLS: replies go through the bufferevent */
     bool tls_read;               /* a read came through (the TLS handshake is done) */
+    bool out_oom_keep;           /* out_oom from the response-object bound: answer, stay open */
+    uint32_t resp_objs;          /* response objects held until the next flush */
     uint8_t auth_failures;       /* SASL failures on this connection */
     bool auth_wait;              /* reading paused after a failure (slows guessing) */
     bool close_normal;           /* quit: a watcher's conn_close line says reason=normal */
     struct session *next, *prev; /* th->sessions */
     struct mc_ext_req *ext;      /* extstore values this request reads (extstore.c) */
 };
+
+/* memcached's response objects (-o read_buf_mem_limit given): take one
+ * for a command or a get's key; false when the loop has none left. Given
+ * back when the session's replies go to the socket. UDP is not bounded. */
+static inline bool mc_resp_obj_take(struct session *s)
+{
+    if (__builtin_expect(mc_settings.resp_obj_cap == 0, 1) || !s->c->ops)
+        return true;
+    if (s->th->resp_objs >= mc_settings.resp_obj_cap)
+        return false;
+    s->th->resp_objs++;
+    s->resp_objs++;
+    return true;
+}
 
 /* The reply buffer (session.c). */
 struct mc_obuf {
