@@ -62,3 +62,5 @@ $(eval $(call fuzz_target,fuzz_mc_restart,tests/fuzz/fuzz_mc_restart.c memcached
 # extstore's parsers: records read back from the file, the "extstore"
 # command's arguments and the ext_* options.
 $(eval $(call fuzz_target,fuzz_mc_ext,tests/fuzz/fuzz_mc_ext.c $(MC_STORE) $(COMMON_SRCS)))
+# -o ssl_* values (TLS client certificates and the rest of memcached's TLS options).
+$(eval $(call fuzz_target,fuzz_mc_tls,tests/fuzz/fuzz_mc_tls.c memcached/tls.c $(COMMON_SRCS)))
