@@ -33,7 +33,34 @@ static void text_get(struct session *s, const struct mc_text_req *r)
     const char *p = r->keys, *end = r->keys + r->keys_len, *key;
     size_t nkey;
     uint64_t hits = 0, misses = 0;
+    /* A get naming on-disk keys runs again once their reads are in. The
+     * keys before the first one read were counted (per class, stats
+     * detail, miss reasons) by the pass that queued the reads: the next
+     * pass skips counting them; after the first read queued, a pass only
+     * queues the other reads (extstore.c keeps the count). */
+    size_t counted = __builtin_expect(s->ext != NULL, 0) ? mc_ext_counted(s) : 0, idx = 0;
+    bool collecting = false;
     while (mc_text_next_key(&p, end, &key, &nkey)) {
+        bool count = idx++ >= counted;
+        if (idx > 1 && __builtin_expect(!mc_resp_obj_take(s), 0)) {
+            /* memcached: a response object per key; none left answers
+             * the error, the connection stays (session.c) */
+            s->out_oom = true;
+            s->out_oom_keep = true;
+            break;
+        }
+        if (__builtin_expect(collecting, 0)) {
+            uint64_t hv = mc_hash(key, nkey);
+            mc_key_lock(hv);
+            mc_item *it = mc_item_find_locked(key, nkey, hv);
+            if (it && mc_item_is_ext(it)) {
+                bool miss;
+                uint32_t vlen;
+                (void)mc_ext_value(s, it, hv, &vlen, &miss);
+            }
+            mc_key_unlock(hv);
+            continue;
+        }
         if (queued + s->olen > MC_GET_REPLY_MAX) {
             /* A get line naming the same big item thousands of times must
              * not make us buffer gigabytes: the session answers with
@@ -51,26 +78,32 @@ static void text_get(struct session *s, const struct mc_text_req *r)
             if (!(ev = mc_ext_value(s, it, hv, &vlen, &miss))) {
                 if (!miss) { /* being read: this get runs again (extstore.c) */
                     mc_key_unlock(hv);
+                    if (idx - 1 > counted)
+                        mc_ext_set_counted(s, idx - 1);
+                    collecting = true;
                     continue;
                 }
                 it = NULL;
             }
         }
-        if (__builtin_expect(mc_detail_on(), 0))
+        if (__builtin_expect(mc_detail_on(), 0) && count)
             mc_prefix_record(key, nkey, MC_PREFIX_GET, it != NULL);
         if (!it) {
             mc_key_unlock(hv);
             misses++;
-            MC_STAT_MISS_REASON(&s->th->st);
+            if (count)
+                MC_STAT_MISS_REASON(&s->th->st);
             continue;
         }
-        if (touch) {
+        if (touch)
             it->exptime = exptime;
-            MC_SLAB_ADD(s->th, it->clsid, touch_hits, 1);
-        } else {
-            MC_SLAB_ADD(s->th, it->clsid, get_hits, 1);
+        if (count) {
+            if (touch)
+                MC_SLAB_ADD(s->th, it->clsid, touch_hits, 1);
+            else
+                MC_SLAB_ADD(s->th, it->clsid, get_hits, 1);
+            mc_item_bump(it);
         }
-        mc_item_bump(it);
         if (!ev)
             vlen = it->nbytes;
         /* "VALUE <key> <flags> <bytes>[ <cas>]\r\n<data>\r\n" in one piece. */
@@ -116,6 +149,40 @@ static void text_get(struct session *s, const struct mc_text_req *r)
         MC_STAT_ADD(st, touch_misses, misses);
         return;
     }
+    MC_STAT_ADD(st, cmd_get, hits + misses);
+    MC_STAT_ADD(st, get_hits, hits);
+    MC_STAT_ADD(st, get_misses, misses);
+}
+
+/* A get line refused for a key over 250 bytes (the parser checks every
+ * key first). memcached has run the keys before that one by then: counted
+ * their hits and misses, queued the reads of on-disk values and aborted
+ * them (get_aborted_extstore). Count the same; the reply is the error
+ * alone, as memcached's. */
+void mc_cmd_text_get_refused(struct session *s, const struct mc_text_req *r)
+{
+    if ((r->cmd != MC_TXT_GET && r->cmd != MC_TXT_GETS) || !r->keys)
+        return;
+    const char *p = r->keys, *end = r->keys + r->keys_len, *key;
+    size_t nkey;
+    uint64_t hits = 0, misses = 0;
+    while (mc_text_next_key(&p, end, &key, &nkey) && nkey <= MC_KEY_MAX_LEN) {
+        uint64_t hv = mc_hash(key, nkey);
+        mc_key_lock(hv);
+        mc_item *it = mc_item_find_locked(key, nkey, hv);
+        if (!it) {
+            mc_key_unlock(hv);
+            misses++;
+            MC_STAT_MISS_REASON(&s->th->st);
+            continue;
+        }
+        if (mc_item_is_ext(it))
+            mc_ext_count_aborted();
+        MC_SLAB_ADD(s->th, it->clsid, get_hits, 1);
+        mc_key_unlock(hv);
+        hits++;
+    }
+    struct mc_thread_stats *st = &s->th->st;
     MC_STAT_ADD(st, cmd_get, hits + misses);
     MC_STAT_ADD(st, get_hits, hits);
     MC_STAT_ADD(st, get_misses, misses);
@@ -676,17 +743,11 @@ int mc_cmd_text(struct session *s, const struct mc_text_req *r)
         return 0;
     }
     case MC_TXT_REFRESH_CERTS: {
-        char err[256];
-        if (mc_tls_refresh(err, sizeof err) < 0) {
-            char line[320];
-            if (!mc_settings.ssl_enabled)
-                snprintf(line, sizeof line, "Error TLS not enabled"); /* memcached's words */
-            else
-                snprintf(line, sizeof line, "ERROR failed to refresh SSL settings: %s", err);
-            mc_out_line(s, line);
-        } else if (!r->noreply) {
+        char msg[1024];
+        if (mc_tls_refresh(msg, sizeof msg) < 0)
+            mc_out_line(s, msg); /* memcached's line, sent even with noreply, as 1.6.18 */
+        else if (!r->noreply)
             mc_out_line(s, "OK");
-        }
         return 0;
     }
     case MC_TXT_LRU_CRAWLER:

@@ -843,6 +843,7 @@ struct mc_ext_req {
     bool inflight;
     int rounds;
     int n, cap, npending;
+    size_t counted; /* leading keys of a multi-get already counted (cmd_text.c) */
     struct ext_fetch *f;
 };
 
@@ -1027,11 +1028,28 @@ static void read_done(void *arg)
         if (r->f[i].status == FS_OK && r->f[i].buf)
             maybe_recache(&r->f[i]);
     s->state = MC_SESS_CMD;
+    if (!s->c->ops) { /* a UDP socket's session: its datagram goes on (udp.c) */
+        if (mc_ext_stream_less_resume)
+            mc_ext_stream_less_resume(s);
+        return;
+    }
     conn_set_busy(s->c, false);
     conn_kick(s->c);
 }
 
+void (*mc_ext_stream_less_resume)(struct session *s);
+
+void mc_ext_count_aborted(void) { atomic_fetch_add(&xs.get_aborted, 1); }
+
 bool mc_ext_waiting(struct session *s) { return s->ext && s->ext->npending > 0; }
+
+size_t mc_ext_counted(struct session *s) { return s->ext ? s->ext->counted : 0; }
+
+void mc_ext_set_counted(struct session *s, size_t n)
+{
+    if (s->ext && n > s->ext->counted)
+        s->ext->counted = n;
+}
 
 int mc_ext_after_cmd(struct session *s, size_t mark)
 {
@@ -1046,13 +1064,10 @@ int mc_ext_after_cmd(struct session *s, size_t mark)
     s->out_oom = false;
     r->npending = 0;
     r->rounds++;
-    if (!s->c->ops) {
-        /* Not a stream connection (a UDP socket's session, udp.c): it
-         * cannot wait, so the reads run here, on the loop, and the
-         * request runs again at once. */
-        read_job(r);
-        return 1;
-    }
+    /* The reads go to the IO pool; the request runs again on this loop
+     * once they are in. A UDP socket's session waits the same way: udp.c
+     * keeps the datagram (its rest, sender and request id) and stops
+     * reading that socket meanwhile; the loop serves everything else. */
     r->inflight = true;
     atomic_fetch_add(&xs.io_queue, 1);
     if (!io_pool || work_submit(io_pool, s->c->loop, read_job, read_done, r) < 0) {
@@ -1068,7 +1083,8 @@ int mc_ext_after_cmd(struct session *s, size_t mark)
         return 1; /* run again now: they answer as misses */
     }
     s->state = MC_SESS_EXT;
-    conn_set_busy(s->c, true);
+    if (s->c->ops)
+        conn_set_busy(s->c, true);
     return 1;
 }
 

@@ -77,6 +77,15 @@ struct session;
  * true when the value cannot be had (page reused, bad record, I/O error:
  * the item has been unlinked, answer a miss). */
 const char *mc_ext_value(struct session *s, mc_item *it, uint64_t hv, uint32_t *n, bool *miss);
+/* How many leading keys of the multi-get now running were counted by an
+ * earlier pass (0 without one), and raising it (cmd_text.c). */
+size_t mc_ext_counted(struct session *s);
+void mc_ext_set_counted(struct session *s, size_t n);
+/* Called on the loop when the reads of a session without a stream (a UDP
+ * socket's: udp.c sets it) are in; the session's state is back to CMD. */
+extern void (*mc_ext_stream_less_resume)(struct session *s);
+/* A read memcached would have queued and then aborted (get_aborted_extstore). */
+void mc_ext_count_aborted(void);
 /* A read was queued for the request now running. */
 bool mc_ext_waiting(struct session *s);
 /* After a command ran (s->ext set): 1 when its reads are queued (the

@@ -154,7 +154,16 @@ bool mc_item_rescue_for_move(mc_item *it, mc_item *dst)
     if (!mc_key_trylock(hv))
         return false;
     struct mc_class *c = &mc_classes[it->clsid];
-    memcpy(dst, it, mc_item_total(it->nkey, it->nbytes));
+    bool chunked = mc_item_chunked(it);
+    /* A chunked item's head fills its chunk (the chunk list and the start
+     * of the value); its chunks name their head: they follow it. */
+    memcpy(dst, it, chunked ? (size_t)c->size : mc_item_total(it->nkey, it->nbytes));
+    if (chunked) {
+        uint32_t n = mc_item_nchunks(it->nkey, it->nbytes);
+        mc_item **ch = mc_item_chunks(dst);
+        for (uint32_t i = 0; i < n; i++)
+            ch[i]->hnext = dst;
+    }
     /* The same item at a new address: hash chain, then its LRU place
      * (neighbours, or the segment's head/tail; crawler cursors next to
      * it keep theirs). Counts and bytes do not change. */

@@ -55,6 +55,8 @@ struct mc_settings {
     int hot_pct, warm_pct;
     int idle_timeout;       /* seconds, 0 = none */
     uint64_t out_mem_limit; /* -o read_buf_mem_limit: bytes of all reply buffers, 0 = none */
+    bool out_mem_limit_given; /* given with -o: memcached's response-object bound applies too */
+    uint32_t resp_obj_cap;    /* response objects a loop's TCP sessions may hold unsent; 0 = no bound */
     enum { MC_BIND_AUTO = 0, MC_BIND_ASCII, MC_BIND_BINARY } protocol; /* -B */
     int reqs_per_event;                                                /* -R */
     bool maxconns_fast;
@@ -75,8 +77,8 @@ struct mc_settings {
     bool hash_expand;
     /* TLS (-Z and -o ssl_*) */
     bool ssl_enabled;
-    char *ssl_chain_cert, *ssl_key, *ssl_ciphers, *ssl_ca_cert, *ssl_min_version;
-    int ssl_verify_mode;
+    char *ssl_chain_cert, *ssl_key, *ssl_ciphers, *ssl_ca_cert;
+    int ssl_verify_mode; /* 0..3 as given; the rest of -o ssl_* is tls.c's */
 };
 extern struct mc_settings mc_settings;
 

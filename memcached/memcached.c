@@ -118,12 +118,6 @@ static const struct ext_opt ext_opts[] = {
     { "inline_ascii_response", EXT_FLAG_ON, NULL, 0, 0 },
     { "no_inline_ascii_response", EXT_FLAG_OFF, NULL, 0, 0 },
     { "sasl_pwdb", EXT_STR, &mc_settings.sasl_pwdb, 0, 0 },
-    { "ssl_chain_cert", EXT_STR, &mc_settings.ssl_chain_cert, 0, 0 },
-    { "ssl_key", EXT_STR, &mc_settings.ssl_key, 0, 0 },
-    { "ssl_ciphers", EXT_STR, &mc_settings.ssl_ciphers, 0, 0 },
-    { "ssl_ca_cert", EXT_STR, &mc_settings.ssl_ca_cert, 0, 0 },
-    { "ssl_min_version", EXT_STR, &mc_settings.ssl_min_version, 0, 0 },
-    { "ssl_verify_mode", EXT_INT, &mc_settings.ssl_verify_mode, 0, 0 },
     { "watcher_logbuf_size", EXT_INT, &mc_watch_buf_kb, 1, 1 << 20 },       /* KB */
     { "worker_logbuf_size", EXT_INT, &mc_watch_worker_buf_kb, 1, 1 << 20 }, /* KB */
     { NULL, 0, NULL, 0, 0 },
@@ -167,6 +161,8 @@ static int set_ext(const struct cfg_setting *s, const char *v, char *err, size_t
             val = eq + 1;
         }
         int xr = mc_ext_option(tok, val, err, errlen); /* ext_*: extstore.c */
+        if (xr == 0)
+            xr = mc_tls_option(tok, val, err, errlen); /* ssl_*: tls.c */
         if (xr != 0) {
             if (xr < 0)
                 rc = -1;
@@ -211,6 +207,8 @@ static int set_ext(const struct cfg_setting *s, const char *v, char *err, size_t
         }
         if (o->where == &mc_settings.hashpower)
             mc_hashpower_given = true;
+        if (o->where == &mc_settings.out_mem_limit)
+            mc_settings.out_mem_limit_given = true;
         if (o->where == &mc_settings.temporary_ttl)
             mc_settings.temp_lru = true; /* as memcached: giving it turns the TEMP LRU on */
         if (o->kind == EXT_INT)
@@ -382,8 +380,10 @@ static const struct cfg_setting mc_table[] = {
       "lru_crawler_tocrawl=N, lru_maintainer, no_lru_maintainer, slab_reassign, slab_automove=0|1|2, "
       "slab_automove_ratio=F, slab_automove_window=N, slab_automove_freeratio=F, slab_chunk_max=BYTES, "
       "tail_repair_time=S, hash_algorithm=murmur3|jenkins|xxh3, track_sizes, no_hashexpand, modern, "
-      "sasl_pwdb=FILE, ssl_chain_cert=FILE, ssl_key=FILE, ssl_ciphers=LIST, ssl_min_version=tlsv1.2|tlsv1.3, "
-      "ssl_verify_mode=0 (client certificates are not checked), watcher_logbuf_size=KB (each watch stream's buffer), "
+      "sasl_pwdb=FILE, ssl_chain_cert=FILE (PEM chain), ssl_key=FILE, ssl_keyformat=1|2 (PEM, DER), "
+      "ssl_verify_mode=0|1|2|3 (client certificates: none, request, require, once), ssl_ca_cert=FILE (PEM: acceptable "
+      "client CAs), ssl_ciphers=LIST, ssl_wbuf_size=KB (shown only), ssl_session_cache, ssl_kernel_tls, "
+      "ssl_min_version=0|1|2|3 (tlsv1.0 .. tlsv1.3; default 2), watcher_logbuf_size=KB (each watch stream's buffer), "
       "worker_logbuf_size=KB (shown only); extstore: ext_path=FILE:SIZE (repeatable), "
       "ext_page_size=MB (before ext_path), ext_wbuf_size=MB, ext_threads=N, ext_item_size=BYTES, ext_item_age=S, "
       "ext_low_ttl=S, ext_recache_rate=N, ext_compact_under=PAGES, ext_drop_under=PAGES, ext_max_frag=F, "
@@ -394,7 +394,7 @@ static const struct cfg_setting mc_table[] = {
     { "max-reqs-per-event", 'R', CFG_INT, &mc_settings.reqs_per_event, "20",
       "max requests run per connection per event before yielding to others (counted in conn_yields)", false, NULL },
     { "enable-ssl", 'Z', CFG_BOOL, &mc_settings.ssl_enabled, "no",
-      "TLS on the TCP listeners (-o ssl_chain_cert=PEM,ssl_key=PEM[,ssl_ciphers=...,ssl_min_version=tlsv1.2|tlsv1.3]); "
+      "TLS on the TCP listeners (-o ssl_chain_cert=PEM,ssl_key=PEM[,ssl_verify_mode=N,ssl_ca_cert=PEM,...]); "
       "an address given as notls:ADDR in -l stays plain",
       false, NULL },
     { "user", 'u', CFG_STRING, &core_opts.user, NULL, "drop privileges to this user after binding", false, NULL },
@@ -486,6 +486,19 @@ void mc_stats_reset(void)
 #define GET(s, n)                                                                                                      \
     (atomic_load_explicit(&(s).n, memory_order_relaxed) - atomic_load_explicit(&reset_base.n, memory_order_relaxed))
 
+static void count_spare(const struct listen_info *li, void *arg)
+{
+    if (!li->is_admin)
+        (*(uint64_t *)arg)++;
+}
+
+static uint64_t reserved_fds(void)
+{
+    uint64_t spares = 0;
+    listen_foreach(count_spare, &spares);
+    return 4 * (uint64_t)loop_count() + spares;
+}
+
 static void general_stats(struct stats_sink *k, void *arg)
 {
     (void)arg;
@@ -525,9 +538,12 @@ static void general_stats(struct stats_sink *k, void *arg)
     stats_u64(k, "read_buf_bytes", 0);
     stats_u64(k, "read_buf_bytes_free", 0);
     stats_u64(k, "read_buf_oom", 0);
-    /* No descriptors held back: the core answers EMFILE itself
+    /* Descriptors kept for the daemon's own use, as memcached counts its
+     * (5 per worker thread): per loop its epoll descriptor, libevent's
+     * internal pipe pair and the loop's wake-up eventfd; per listening
+     * socket the spare the core holds for accept's EMFILE
      * (accept_fd_exhausted). */
-    stats_u64(k, "reserved_fds", 0);
+    stats_u64(k, "reserved_fds", reserved_fds());
     stats_u64(k, "cmd_get", GET(t, cmd_get));
     stats_u64(k, "cmd_set", GET(t, cmd_set));
     stats_u64(k, "cmd_flush", GET(t, cmd_flush));
@@ -598,6 +614,7 @@ static void general_stats(struct stats_sink *k, void *arg)
     stats_u64(k, "log_watcher_sent", ws.sent);
     stats_u64(k, "log_watchers", ws.watchers);
     mc_ext_stats_store(k); /* extstore_*, with ext_path */
+    mc_tls_stats(k);        /* ssl_*, with -Z */
     stats_u64(k, "unexpected_napi_ids", 0);
     stats_u64(k, "round_robin_fallback", 0);
     stats_u64(k, "bytes", bytes);
@@ -798,19 +815,7 @@ static void settings_stats(struct stats_sink *k, void *arg)
     stats_fmt(k, "ext_max_frag", "%.2f", mc_ext.max_frag);
     stats_fmt(k, "slab_automove_freeratio", "%.3f", mc_settings.slab_automove_freeratio);
     stats_str(k, "ext_drop_unread", mc_ext.drop_unread ? "yes" : "no");
-    stats_str(k, "ssl_enabled", mc_settings.ssl_enabled ? "yes" : "no");
-    if (mc_settings.ssl_enabled) {
-        stats_str(k, "ssl_chain_cert", mc_settings.ssl_chain_cert ? mc_settings.ssl_chain_cert : "(null)");
-        stats_str(k, "ssl_key", mc_settings.ssl_key ? mc_settings.ssl_key : "(null)");
-        stats_u64(k, "ssl_verify_mode", (uint64_t)mc_settings.ssl_verify_mode);
-        stats_u64(k, "ssl_keyformat", 1);
-        stats_str(k, "ssl_ciphers", mc_settings.ssl_ciphers ? mc_settings.ssl_ciphers : "NULL");
-        stats_str(k, "ssl_ca_cert", "NULL");
-        stats_u64(k, "ssl_wbuf_size", 16384);
-        stats_str(k, "ssl_session_cache", "no");
-        stats_str(k, "ssl_kernel_tls", "no");
-        stats_str(k, "ssl_min_version", mc_settings.ssl_min_version ? mc_settings.ssl_min_version : "tlsv1.2");
-    }
+    mc_tls_stats_settings(k); /* ssl_*: tls.c */
     stats_str(k, "memory_file", mc_memory_file ? mc_memory_file : "(null)");
 }
 
@@ -932,61 +937,20 @@ static void thread_start(struct core_loop *loop)
         loop->data = &threads[loop->index];
 }
 
-/* -Z: the server context every TLS listener uses, through this holder so
- * that refresh_certs can swap it (connections made before keep theirs). */
-void *mc_tls_ctx;
-
-static int tls_setup(void)
+/* -o read_buf_mem_limit given: memcached 1.6.18 splits it between its
+ * worker threads in 16 KB blocks, one kept for reading, each of the others
+ * holding 14 response objects (one per command, one per key of a get),
+ * freed once written. A command finding none closes the connection, a get
+ * key finding none answers SERVER_ERROR (response_obj_oom). We bound the
+ * same count per loop, beside our bound on reply bytes. */
+static void resp_obj_cap_init(void)
 {
-    char err[256];
-    if (!mc_settings.ssl_chain_cert || !mc_settings.ssl_key) {
-        log_error("-Z needs -o ssl_chain_cert=FILE,ssl_key=FILE");
-        return -1;
-    }
-    if (mc_settings.ssl_verify_mode != 0 || mc_settings.ssl_ca_cert) {
-        log_error("ssl_verify_mode/ssl_ca_cert: client certificate checks are not built");
-        return -1;
-    }
-    const char *v = mc_settings.ssl_min_version;
-    if (v && strcmp(v, "tlsv1.2") != 0 && strcmp(v, "tlsv1.3") != 0) {
-        log_error("ssl_min_version: %s is not offered (tlsv1.2 or tlsv1.3)", v);
-        return -1;
-    }
-    mc_tls_ctx =
-        tls_server_ctx_new(mc_settings.ssl_chain_cert, mc_settings.ssl_key, mc_settings.ssl_ciphers, err, sizeof err);
-    if (!mc_tls_ctx) {
-        log_error("TLS: %s", err);
-        return -1;
-    }
-    SSL_CTX_set_min_proto_version(mc_tls_ctx, v && strcmp(v, "tlsv1.3") == 0 ? TLS1_3_VERSION : TLS1_2_VERSION);
-    return 0;
-}
-
-int mc_tls_refresh(char *err, size_t errlen)
-{
-    if (!mc_tls_ctx) {
-        snprintf(err, errlen, "TLS is not enabled");
-        return -1;
-    }
-    /* Disk reads on the calling loop: a rare operator command (the core's
-     * work pool is the place for it once it lands). */
-    void *ctx =
-        tls_server_ctx_new(mc_settings.ssl_chain_cert, mc_settings.ssl_key, mc_settings.ssl_ciphers, err, errlen);
-    if (!ctx)
-        return -1;
-    const char *v = mc_settings.ssl_min_version;
-    SSL_CTX_set_min_proto_version(ctx, v && strcmp(v, "tlsv1.3") == 0 ? TLS1_3_VERSION : TLS1_2_VERSION);
-    /* Another loop may have just loaded the old pointer to accept with:
-     * the old context is freed one refresh later, not now (connections
-     * hold their own reference to it anyway). */
-    static void *retired;
-    static pthread_mutex_t refresh_lock = PTHREAD_MUTEX_INITIALIZER;
-    pthread_mutex_lock(&refresh_lock);
-    if (retired)
-        tls_ctx_free(retired);
-    retired = __atomic_exchange_n(&mc_tls_ctx, ctx, __ATOMIC_ACQ_REL);
-    pthread_mutex_unlock(&refresh_lock);
-    return 0;
+    if (!mc_settings.out_mem_limit_given || !mc_settings.out_mem_limit)
+        return;
+    uint64_t per_loop = mc_settings.out_mem_limit / (uint64_t)(mc_settings.threads > 0 ? mc_settings.threads : 1);
+    uint64_t blocks = per_loop < 16384 ? 1 : per_loop / 16384;
+    uint64_t cap = (blocks > 1 ? blocks - 1 : 1) * 14;
+    mc_settings.resp_obj_cap = cap > UINT32_MAX ? UINT32_MAX : (uint32_t)cap;
 }
 
 /* $MEMCACHED_PORT_FILENAME, as memcached: "TCP INET: <port>" (and UDP,
@@ -1201,8 +1165,9 @@ static int mc_init(void)
         log_warn("SASL enabled without a password file (--sasl-pwdb or MEMCACHED_SASL_PWDB): nobody can log in");
     else if (mc_settings.sasl && sasl_load() < 0)
         return -1;
-    if (mc_settings.ssl_enabled && tls_setup() < 0)
+    if (mc_settings.ssl_enabled && mc_tls_setup() < 0)
         return -1;
+    resp_obj_cap_init();
     mc_clock_update();
     if (mc_slabs_init() < 0) {
         log_error("cannot allocate the item store");

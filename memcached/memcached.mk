@@ -4,7 +4,7 @@ MC_SESSION := memcached/session.c memcached/cmd_text.c memcached/cmd_meta.c memc
               memcached/proto_udp.c memcached/auth_ascii.c memcached/proto_auth.c
 MC_SRCS := memcached/memcached.c $(MC_SESSION) memcached/proto_text.c memcached/proto_meta.c \
            memcached/proto_bin.c memcached/items.c memcached/slabs.c memcached/assoc.c memcached/crawler.c memcached/prefix.c \
-           memcached/hugepages.c
+           memcached/hugepages.c memcached/tls.c
 MC_STORE := memcached/items.c memcached/slabs.c memcached/assoc.c memcached/crawler.c memcached/prefix.c \
             memcached/hugepages.c
 # watch: the log streams (its hooks sit in items.c and session.c)
@@ -62,3 +62,5 @@ $(eval $(call fuzz_target,fuzz_mc_restart,tests/fuzz/fuzz_mc_restart.c memcached
 # extstore's parsers: records read back from the file, the "extstore"
 # command's arguments and the ext_* options.
 $(eval $(call fuzz_target,fuzz_mc_ext,tests/fuzz/fuzz_mc_ext.c $(MC_STORE) $(COMMON_SRCS)))
+# -o ssl_* values (TLS client certificates and the rest of memcached's TLS options).
+$(eval $(call fuzz_target,fuzz_mc_tls,tests/fuzz/fuzz_mc_tls.c memcached/tls.c $(COMMON_SRCS)))

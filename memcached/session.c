@@ -157,7 +157,9 @@ void mc_out_line(struct session *s, const char *str)
  * error) or -1 (not even the error could be queued). */
 static int reply_failed(struct session *s, size_t mark, int bin_op, uint32_t bin_opaque)
 {
+    bool keep = s->out_oom_keep;
     s->out_oom = false;
+    s->out_oom_keep = false;
     MC_STAT_ADD(&s->th->st, response_obj_oom, 1);
     if (s->olen > mark)
         s->olen = mark;
@@ -167,7 +169,7 @@ static int reply_failed(struct session *s, size_t mark, int bin_op, uint32_t bin
         mc_out_line(s, "SERVER_ERROR out of memory writing get response");
     if (s->out_oom)
         return -1;
-    return 1;
+    return keep && bin_op < 0 ? 0 : 1; /* out of response objects: memcached goes on */
 }
 
 /* ------------------------------------------------------------------ */
@@ -482,6 +484,15 @@ static int text_step(struct session *s, struct evbuffer *in, size_t len, bool *p
     *progress = true;
     s->c->requests++;
     size_t mark = s->olen;
+    if (__builtin_expect(!mc_resp_obj_take(s), 0)) {
+        /* No response object for the command: memcached closes the
+         * connection, the replies still waiting unsent. */
+        MC_STAT_ADD(&s->th->st, response_obj_oom, 1);
+        s->olen = 0;
+        if (s->out_used)
+            evbuffer_drain(s->out, evbuffer_get_length(s->out));
+        return -1;
+    }
     if (dbg_on()) {
         const char *eol = memchr(p, '\n', r.consumed ? r.consumed : first);
         size_t ln = eol ? (size_t)(eol - p) : 0;
@@ -491,6 +502,8 @@ static int text_step(struct session *s, struct evbuffer *in, size_t len, bool *p
     }
     if (st == MC_PARSE_ERROR) {
         MC_STAT_ADD(&s->th->st, protocol_errors, 1);
+        if (r.cmd == MC_TXT_GET || r.cmd == MC_TXT_GETS)
+            mc_cmd_text_get_refused(s, &r);
         if (!r.noreply)
             mc_out_line(s, r.error);
         if (dbg_on())
@@ -610,6 +623,10 @@ int mc_sess_step(struct session *s, struct evbuffer *in, bool *progress)
  * sessions always go through the bufferevent. */
 static void flush_out(struct session *s)
 {
+    if (s->resp_objs) {
+        s->th->resp_objs -= s->resp_objs;
+        s->resp_objs = 0;
+    }
     size_t queued = mc_out_queued(s);
     if (s->olen + queued == 0)
         return;
@@ -759,6 +776,7 @@ static int on_read(struct core_conn *c)
     bool wrote = false;
     int budget = mc_settings.reqs_per_event > 0 ? mc_settings.reqs_per_event : INT32_MAX;
     s->last_cmd = mc_now();
+    s->tls_read = true;
     mc_watch_cfd = s->fd; /* the cfd= of this thread's watch lines */
     /* What the socket's queue holds; only flush_out changes it here. */
     size_t sockq = evbuffer_get_length(conn_out(c));
@@ -860,6 +878,12 @@ static void on_close(struct core_conn *c, enum conn_close_reason why)
         return;
     if (why == CONN_CLOSE_TIMEOUT)
         MC_STAT_ADD(&s->th->st, idle_kicks, 1);
+    /* A TLS connection that failed before any request came through its
+     * handshake: a plain-text client, a refused or missing client
+     * certificate (a clean close before anything is no error). */
+    if (s->tls && !s->tls_read && why == CONN_CLOSE_ERROR)
+        mc_tls_handshake_failed();
+    s->th->resp_objs -= s->resp_objs;
     if (s->state == MC_SESS_WATCH)
         mc_watch_stop(s);
     if (mc_watching(MC_WATCH_CONNEVENTS)) {

@@ -69,6 +69,7 @@ struct mc_thread {
      * connect, close and by the stats reader, never per request. */
     pthread_mutex_t sessions_lock;
     struct session *sessions;
+    uint32_t resp_objs; /* response objects its TCP sessions hold unsent (mc_resp_obj_take) */
 };
 /* "stats conns": one block per client connection of every thread. */
 void mc_session_stats_conns(struct evbuffer *out);
@@ -145,12 +146,29 @@ struct session {
     struct event *yield_ev;      /* -R yields and metadump pieces: run again from the loop */
     struct mc_dump *dump;        /* DUMP: the metadump's cursor */
     bool tls;                    /* over TLS: replies go through the bufferevent */
+    bool tls_read;               /* a read came through (the TLS handshake is done) */
+    bool out_oom_keep;           /* out_oom from the response-object bound: answer, stay open */
+    uint32_t resp_objs;          /* response objects held until the next flush */
     uint8_t auth_failures;       /* SASL failures on this connection */
     bool auth_wait;              /* reading paused after a failure (slows guessing) */
     bool close_normal;           /* quit: a watcher's conn_close line says reason=normal */
     struct session *next, *prev; /* th->sessions */
     struct mc_ext_req *ext;      /* extstore values this request reads (extstore.c) */
 };
+
+/* memcached's response objects (-o read_buf_mem_limit given): take one
+ * for a command or a get's key; false when the loop has none left. Given
+ * back when the session's replies go to the socket. UDP is not bounded. */
+static inline bool mc_resp_obj_take(struct session *s)
+{
+    if (__builtin_expect(mc_settings.resp_obj_cap == 0, 1) || !s->c->ops)
+        return true;
+    if (s->th->resp_objs >= mc_settings.resp_obj_cap)
+        return false;
+    s->th->resp_objs++;
+    s->resp_objs++;
+    return true;
+}
 
 /* The reply buffer (session.c). */
 struct mc_obuf {
@@ -198,6 +216,9 @@ int mc_sess_step(struct session *s, struct evbuffer *in, bool *progress);
 /* The command files. The dispatchers return 0 to go on, 1 to close once
  * the replies are out, -1 to close now. */
 int mc_cmd_text(struct session *s, const struct mc_text_req *r);
+/* A get refused by the parser for a too-long key: count the keys before
+ * it as memcached does (cmd_text.c). */
+void mc_cmd_text_get_refused(struct session *s, const struct mc_text_req *r);
 void mc_cmd_text_stored(struct session *s, mc_item *it); /* data block in, CRLF checked */
 void mc_cmd_meta(struct session *s, const struct mc_text_req *r);
 void mc_cmd_meta_stored(struct session *s, mc_item *it);
@@ -216,7 +237,16 @@ void mc_stats_sum(struct mc_thread_stats *out);
 /* SASL PLAIN check against the password file (-S). */
 bool mc_sasl_check(const char *user, size_t ulen, const char *pass, size_t plen);
 void mc_shutdown_request(bool graceful);
-/* refresh_certs: re-read the TLS certificate and key (memcached.c). */
-int mc_tls_refresh(char *err, size_t errlen);
+/* TLS (tls.c). refresh_certs: re-read certificate, key and CA file into
+ * a new context; 0, or -1 with memcached's error line in msg. */
+int mc_tls_refresh(char *msg, size_t msglen);
+/* -o ssl_*: 1 taken, 0 not a TLS option, -1 bad value (err: memcached's message). */
+int mc_tls_option(const char *name, const char *val, char *err, size_t errlen);
+int mc_tls_setup(void); /* -Z at start: the context; -1 after logging memcached's message */
+void mc_tls_handshake_failed(void);
+struct stats_sink;
+void mc_tls_stats(struct stats_sink *k);
+void mc_tls_stats_settings(struct stats_sink *k);
+extern void *mc_tls_ctx;
 
 #endif

@@ -456,19 +456,20 @@ static bool on_page(const struct mc_class *v, const char *page, const mc_item *i
     return (const char *)it >= page && (const char *)it < page + (uint64_t)v->perpage * v->size;
 }
 
-/* Empty the last page of class v (caller holds v->lock), as memcached's
- * page mover does: a live item is rescued into a free chunk of the class on
+/* Empty the first (oldest) page of class v (caller holds v->lock), the
+ * page memcached's mover takes (its items the oldest; the free chunks to
+ * rescue into are on the newer pages): a live item is rescued into a free chunk of the class on
  * another page when there is one (slab_reassign_rescues), else evicted
  * (slab_reassign_evictions_nomem); an expired one is reclaimed. Then its
  * chunks come off the free list. Returns the page, now owned by the
  * caller, or NULL when a chunk on it is busy (being filled, or its key's
  * stripe is held): try again later. */
-static char *take_last_page(struct mc_class *v)
+static char *take_first_page(struct mc_class *v)
 {
     if (v->pages == 0)
         return NULL;
     held_a = (int)(v - mc_classes);
-    char *page = v->page_list[v->pages - 1];
+    char *page = v->page_list[0];
     /* Rescue targets: the free list walked once (for a chunk, from its
      * head again when the walk runs out: evicting chunked items frees
      * chunks meanwhile); chunks of this page itself are skipped. */
@@ -503,7 +504,7 @@ static char *take_last_page(struct mc_class *v)
         }
         while (scan && on_page(v, page, scan))
             scan = scan->next;
-        if (scan && !mc_item_chunked(it)) { /* chunked heads are evicted, not copied */
+        if (scan) { /* a chunked head too: its chunks follow it (as memcached copies its headers) */
             mc_item *dst = scan;
             scan = scan->next;
             freelist_remove(v, dst);
@@ -522,12 +523,13 @@ static char *take_last_page(struct mc_class *v)
     }
     for (uint32_t i = 0; i < v->perpage; i++)
         freelist_remove(v, (mc_item *)(page + (uint64_t)i * v->size));
+    memmove(v->page_list, v->page_list + 1, (size_t)(v->pages - 1) * sizeof *v->page_list);
     v->pages--;
     v->pages_moved_out++;
     return page;
 }
 
-/* Give a page taken by take_last_page to class d (caller holds d->lock). */
+/* Give a page taken by take_first_page to class d (caller holds d->lock). */
 static bool give_page(struct mc_class *d, char *page)
 {
     if (page_list_add(d, page) < 0)
@@ -577,7 +579,7 @@ bool mc_slabs_steal_page(int id)
         return false;
     bool ok = false;
     held_b = id;
-    char *page = take_last_page(v);
+    char *page = take_first_page(v);
     held_a = held_b = 0;
     if (page) {
         ok = give_page(dst, page);
@@ -634,7 +636,7 @@ enum mc_reassign mc_slabs_reassign(int src, int dst)
         pthread_mutex_unlock(&v->lock);
         return MC_REASSIGN_NOSPARE;
     }
-    char *page = take_last_page(v);
+    char *page = take_first_page(v);
     held_a = 0;
     pthread_mutex_unlock(&v->lock);
     if (!page)
@@ -704,7 +706,7 @@ uint64_t mc_slabs_release_over_limit(uint64_t max_pages)
             break;
         struct mc_class *v = &mc_classes[victim];
         pthread_mutex_lock(&v->lock);
-        char *page = v->pages > 1 ? take_last_page(v) : NULL;
+        char *page = v->pages > 1 ? take_first_page(v) : NULL;
         held_a = 0;
         pthread_mutex_unlock(&v->lock);
         if (!page)

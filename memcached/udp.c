@@ -22,6 +22,7 @@
 #include "memcached/udp.h"
 
 #include <errno.h>
+#include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -36,6 +37,7 @@
 #include "common/listen.h"
 #include "common/log.h"
 #include "common/loop.h"
+#include "memcached/extstore.h"
 #include "memcached/proto.h"
 #include "memcached/session.h"
 
@@ -72,10 +74,17 @@ struct mc_udp {
     struct iovec iov[UDP_BATCH];
     int nbuilt, nsent;
     bool blocked;               /* waiting until the socket takes datagrams again */
+    bool waiting;               /* the datagram's request waits for extstore reads (not reading meanwhile) */
     char keys[MC_UDP_READ_MAX]; /* the key list of the get being run */
     size_t nkeys;
     _Atomic uint32_t last_cmd;
 };
+
+/* The socket a session's stand-in conn belongs to. */
+static struct mc_udp *container_of_conn(struct core_conn *c)
+{
+    return (struct mc_udp *)((char *)c - offsetof(struct mc_udp, conn));
+}
 
 static pthread_mutex_t udp_lock = PTHREAD_MUTEX_INITIALIZER;
 static struct mc_udp *udp_socks;
@@ -301,7 +310,7 @@ static void sess_reset(struct session *s)
 static void serve(struct mc_udp *u)
 {
     struct session *s = u->s;
-    while (!u->blocked && evbuffer_get_length(u->in) > 0) {
+    while (!u->blocked && !u->waiting && evbuffer_get_length(u->in) > 0) {
         if (u->budget <= 0) { /* -R: memcached sends what waits, then yields */
             u->budget = mc_settings.reqs_per_event;
             MC_STAT_ADD(&s->th->st, conn_yields, 1);
@@ -318,7 +327,16 @@ static void serve(struct mc_udp *u)
         do {
             rc = mc_sess_step(s, u->in, &progress);
         } while (rc == 0 && progress && s->state != MC_SESS_CMD && s->state != MC_SESS_DUMP &&
-                 evbuffer_get_length(u->in) > 0);
+                 s->state != MC_SESS_EXT && evbuffer_get_length(u->in) > 0);
+        if (s->state == MC_SESS_EXT) {
+            /* Values on disk: the request stays at the front of u->in, and
+             * the socket reads no more datagrams until it has run again
+             * (mc_udp_resume). What it wrote was taken back. */
+            u->waiting = true;
+            u->budget++;
+            event_del(u->rev);
+            return;
+        }
         bool partial = !progress || (s->state != MC_SESS_CMD && s->state != MC_SESS_DUMP);
         if (s->state == MC_SESS_DUMP) /* a streamed metadump has no place in a datagram */
             sess_reset(s);
@@ -370,8 +388,22 @@ static void serve(struct mc_udp *u)
         if (q.flush && !transmit(u))
             return;
     }
-    if (!u->blocked)
+    if (!u->blocked && !u->waiting)
         transmit(u);
+}
+
+/* The extstore reads the session waited for are in (on the socket's
+ * loop; extstore.c calls it through mc_ext_stream_less_resume): run the
+ * rest of the datagram, then read again. */
+static void udp_resume(struct session *s)
+{
+    struct mc_udp *u = container_of_conn(s->c);
+    u->waiting = false;
+    if (u->blocked)
+        return; /* on_writable serves the rest once the socket takes datagrams */
+    serve(u);
+    if (!u->blocked && !u->waiting)
+        event_add(u->rev, NULL);
 }
 
 static void on_readable(evutil_socket_t fd, short what, void *arg)
@@ -379,7 +411,7 @@ static void on_readable(evutil_socket_t fd, short what, void *arg)
     (void)what;
     struct mc_udp *u = arg;
     struct session *s = u->s;
-    for (int i = 0; i < UDP_READS_PER_EVENT && !u->blocked; i++) {
+    for (int i = 0; i < UDP_READS_PER_EVENT && !u->blocked && !u->waiting; i++) {
         u->peer_len = sizeof u->peer;
         ssize_t n = recvfrom(fd, u->rbuf, MC_UDP_READ_MAX, MSG_DONTWAIT, (struct sockaddr *)&u->peer, &u->peer_len);
         if (n < 0)
@@ -412,7 +444,7 @@ static void on_writable(evutil_socket_t fd, short what, void *arg)
     if (!transmit(u))
         return;
     serve(u);
-    if (u->blocked)
+    if (u->blocked || u->waiting)
         return;
     event_add(u->rev, NULL);
 }
@@ -445,6 +477,8 @@ static void udp_free(struct mc_udp *u)
     if (u->wev)
         event_free(u->wev);
     if (u->s) {
+        if (u->s->ext)
+            mc_ext_session_gone(u->s); /* a read in flight frees its request when done */
         sess_reset(u->s);
         if (u->s->out)
             evbuffer_free(u->s->out);
@@ -546,6 +580,7 @@ static int get_port(int fd)
 int mc_udp_open(const char *host, int port, int *bound, char *err, size_t errlen)
 {
     static int next_loop; /* several addresses: one socket each, round the loops */
+    mc_ext_stream_less_resume = udp_resume;
     bool multi = mc_settings.listen && strchr(mc_settings.listen, ',');
     struct sockaddr_storage ss;
     socklen_t sl;

@@ -58,6 +58,7 @@ struct evbuffer;
 int mc_udp_open(const char *host, int port, int *bound, char *err, size_t errlen);
 /* Close them all (after the loops stopped). */
 void mc_udp_close_all(void);
+
 /* "stats conns": each UDP socket, as memcached lists them. */
 void mc_udp_foreach(void (*fn)(int fd, const void *sockaddr, unsigned salen, uint32_t last_cmd, void *arg), void *arg);
 /* Datagrams dropped (too short, multi-datagram requests, replies cut at

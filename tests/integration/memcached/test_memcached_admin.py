@@ -151,8 +151,9 @@ def test_slabs_reassign_rescues_live_items_into_free_chunks(daemon):
     pages = class_pages(r)
     src = max(pages, key=pages.get)
     dst = min(pages, key=pages.get)
-    # Free room on the first pages (filled first): chunks off the last page.
-    r.send(b"".join(b"delete k%d noreply\r\n" % i for i in range(1500)) + b"mn\r\n")
+    # Free room on the last pages (filled last): the mover takes the
+    # oldest page, as memcached's, and its items go there.
+    r.send(b"".join(b"delete k%d noreply\r\n" % i for i in range(2500, 4000)) + b"mn\r\n")
     assert r.line() == b"MN"
     before = r.stats()
     assert r.cmd(b"slabs reassign %d %d\r\n" % (src, dst)) == b"OK"
@@ -162,7 +163,7 @@ def test_slabs_reassign_rescues_live_items_into_free_chunks(daemon):
     assert st["slab_reassign_evictions_nomem"] == before["slab_reassign_evictions_nomem"]
     assert st["evictions"] == before["evictions"] and st["curr_items"] == before["curr_items"]
     # Every item is still there with its own value, the moved ones too.
-    for i in range(1500, 4000):
+    for i in range(2500):
         r.send(b"get k%d\r\n" % i)
         assert r.line() == b"VALUE k%d 0 1000" % i
         assert r.line() == val(i)

@@ -9,6 +9,7 @@ protocol, append and prepend onto them, and watch memory under churn."""
 import os
 import random
 import subprocess
+import time
 
 import pytest
 
@@ -240,3 +241,36 @@ def test_page_moves_rescue_chunks_and_keep_values_intact(daemon):
             assert got == v, i
             hits += 1
     assert hits > 200
+
+
+@pytest.mark.parametrize("impl", ["ours", "memcached"])
+def test_page_move_rescues_chunks_of_chunked_items(daemon, impl):
+    """As memcached (its t/slabs-reassign-chunked.t, in our words): with
+    slab_chunk_max=4096, memory filled with 11,000-byte items, `slabs
+    reassign 17 0` takes the class's oldest page; the chunks on it are
+    copied into free chunks on the newer pages (slab_reassign_chunk_rescues)
+    instead of their items being evicted, and the values read back whole."""
+    d = start(daemon, "-m", "60", "-o", "slab_reassign,slab_automove,lru_crawler,lru_maintainer,slab_chunk_max=4096",
+              impl=impl)
+    r = Raw(d.port)
+    value = bytes(random.Random(3).choice(b"CDEFGHIJKLMNOPQRSTUVWXYZ") for _ in range(11000))
+    n = 5100
+    r.send(b"".join(b"set nfoo%d 0 0 11000 noreply\r\n%s\r\n" % (i, value) for i in range(1, n + 1)))
+    assert int(r.stats()["curr_items"]) > 4000
+    for _ in range(3):
+        assert r.cmd(b"slabs reassign 17 0\r\n") in (b"OK", b"BUSY currently processing reassign request")
+        time.sleep(1)
+    st = r.stats()
+    assert int(st["slab_global_page_pool"]) > 0
+    assert int(st["slab_reassign_chunk_rescues"]) > 0
+    hits = 0
+    for i in range(1, n + 1):
+        r.send(b"get nfoo%d\r\n" % i)
+        ln = r.line()
+        if ln == b"END":
+            continue
+        assert ln == b"VALUE nfoo%d 0 11000" % i
+        assert r.exact(11002)[:-2] == value
+        assert r.line() == b"END"
+        hits += 1
+    assert hits > 4000

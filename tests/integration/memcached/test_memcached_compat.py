@@ -150,3 +150,17 @@ def test_the_automover_gives_free_pages_back_to_the_global_pool(daemon, impl):
     r.send(b"".join(b"mg nfoo%d\r\n" % i for i in range(1, 5000, 2)) + b"mn\r\n")
     hits = r.until(b"MN").count(b"HD")
     assert hits >= int(st["curr_items"]) - 5 and hits > 1500
+
+
+@pytest.mark.parametrize("impl", ["ours", "memcached"])
+def test_reserved_fds_counts_the_descriptors_kept_back(daemon, impl):
+    """memcached counts 5 descriptors per worker thread (its event base and
+    notify pipe): 20 with -t 4. Ours counts per loop its epoll descriptor,
+    libevent's pipe pair and the wake-up eventfd (4), plus the spare held
+    per listening socket for accept's EMFILE: also 20 for -t 4 on one
+    address, and it grows with the listening sockets."""
+    d = start(daemon, threads="4", impl=impl)
+    assert Raw(d.port).stats()["reserved_fds"] == "20"
+    if impl == "ours":
+        d2 = daemon("memcached", ["-p", "{port}", "-l", "127.0.0.1,127.0.0.2", "-t", "2", "-U", "0"])
+        assert Raw(d2.port).stats()["reserved_fds"] == str(4 * 2 + 2 * 2)

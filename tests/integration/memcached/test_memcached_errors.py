@@ -3,6 +3,8 @@ silently dropped bytes, and all connections' reply memory has one global
 bound (-o read_buf_mem_limit): the "get k k k ..." amplification."""
 import threading
 
+import pytest
+
 from mc_helpers import Raw, bin_request, bin_response, start
 
 BIG = 1000 * 1000
@@ -100,3 +102,28 @@ def test_read_buf_mem_limit_must_be_a_number(daemon):
                        capture_output=True, text=True, timeout=10)
     assert p.returncode != 0
     assert "read_buf_mem_limit" in p.stderr
+
+
+@pytest.mark.parametrize("impl", ["ours", "memcached"])
+def test_read_buf_mem_limit_bounds_response_objects_as_memcached(daemon, impl):
+    """-o read_buf_mem_limit given: as memcached 1.6.18, each thread gets its
+    share in 16 KB blocks of response objects (one per command and per key
+    of a get). 1 MB over 32 threads leaves a thread 14: a get naming 500
+    keys answers SERVER_ERROR and the connection goes on; 500 pipelined
+    commands close the connection without a reply; small requests work."""
+    d = start(daemon, "-o", "read_buf_mem_limit=1", "-R", "500", threads="32", impl=impl)
+    r = Raw(d.port)
+    assert r.cmd(b"set foo 0 0 2\r\nhi\r\n") == b"STORED"
+    r.send(b"get " + b" ".join([b"foo"] * 10) + b"\r\n")
+    assert r.until() == [b"VALUE foo 0 2", b"hi"] * 10
+    r.send(b"get " + b" ".join([b"nokey"] * 500) + b"\r\n")
+    assert r.line() == b"SERVER_ERROR out of memory writing get response"
+    st = r.stats()
+    assert int(st["response_obj_oom"]) >= 1
+    assert r.stats("settings")["read_buf_mem_limit"] == str(1 << 20)
+    s = Raw(d.port)
+    s.send(b"mg nokey v\r\n" * 500)
+    assert s.closed()
+    assert s.buf == b""
+    assert int(r.stats()["response_obj_oom"]) >= 2
+    assert r.cmd(b"version\r\n").startswith(b"VERSION ")

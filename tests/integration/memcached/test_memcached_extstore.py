@@ -15,6 +15,7 @@ never a wrong value or a crash."""
 import os
 import random
 import shutil
+import struct
 import subprocess
 import time
 
@@ -22,6 +23,7 @@ import pytest
 
 from conftest import bin_path
 from mc_helpers import PEER, Raw, bin_request, bin_response, start
+from test_memcached_udp import Udp
 
 # Small pages so a few MB of values cross pages; item_age 1 s so values go
 # out quickly; the write thread sleeps at most 50 ms when idle.
@@ -371,3 +373,77 @@ def test_slabs_reassign_takes_a_page_back_from_the_global_pool(daemon):
     assert r.cmd(b"slabs reassign 0 1\r\n") == b"OK"
     assert int(r.stats()["slab_global_page_pool"]) == 0
     assert r.cmd(b"slabs reassign 0 1\r\n") == b"NOSPARE source class has no spare pages"
+
+
+def class_hits(r):
+    return sum(int(v) for k, v in r.stats("slabs").items() if k.endswith(":get_hits"))
+
+
+def test_multiget_of_disk_and_memory_keys_counts_each_hit_once(daemon, tmp_path):
+    """A get naming on-disk keys runs again once their values are read:
+    the in-memory keys before the first on-disk one are counted per class
+    once (stats slabs get_hits add up to stats get_hits, as memcached's)."""
+    d = start(daemon, "-m", "64", "-o", ext_opts(tmp_path / "ext"))
+    r = Raw(d.port)
+    disk = {b"c%d" % i: value_for(i, 3000) for i in range(6)}
+    for k, v in disk.items():
+        store(r, k, v)
+    on_disk(r, len(disk))
+    mem = {b"m%d" % i: b"v%d" % i for i in range(4)}
+    for k, v in mem.items():
+        store(r, k, v)
+    before, hits0 = class_hits(r), int(r.stats()["get_hits"])
+    keys = [b"m0", b"m1", b"c0", b"m2", b"c1", b"nope", b"c2", b"m3", b"m0"]
+    got = get_many(r, keys)
+    assert {k: v[1] for k, v in got.items()} == {**{k: mem[k] for k in mem}, **{k: disk[k] for k in (b"c0", b"c1", b"c2")}}
+    st = r.stats()
+    assert int(st["get_hits"]) - hits0 == 8
+    assert class_hits(r) - before == 8
+    assert int(st["get_misses"]) >= 1
+
+
+def udp_get(u, payload, rid):
+    u.send(payload, rid=rid)
+    dgs = u.collect(quiet=0.5, first=10)
+    parts = {}
+    for dg in dgs:
+        got_rid, seq, _total, _res = struct.unpack(">HHHH", dg[:8])
+        assert got_rid == rid
+        parts.setdefault(seq, []).append(dg[8:])
+    return b"".join(b"".join(p) for _s, p in sorted(parts.items()))
+
+
+def test_udp_get_of_on_disk_values_is_answered_while_tcp_is_served(daemon, tmp_path):
+    """A UDP request naming on-disk values waits for their reads on the IO
+    pool, its datagram held, and answers as a TCP get would; the loop (one
+    here, shared with TCP) keeps serving TCP meanwhile."""
+    d = daemon("memcached", ["-p", "{port}", "-l", "127.0.0.1", "-U", "{port2}", "-t", "1", "-m", "64",
+                             "-o", ext_opts(tmp_path / "ext")])
+    r = Raw(d.port)
+    vals = {b"u%d" % i: value_for(i, 600 + 50 * i) for i in range(12)}
+    for k, v in vals.items():
+        store(r, k, v)
+    on_disk(r, len(vals))
+    store(r, b"mem", b"inmemory")
+    read0 = int(r.stats()["extstore_objects_read"]) if "extstore_objects_read" in r.stats() else None
+    hits0, class0 = int(r.stats()["get_hits"]), class_hits(r)
+    u = Udp(d.port2)
+    # one key from disk
+    assert udp_get(u, b"get u1\r\n", 1) == b"VALUE u1 0 %d\r\n%s\r\nEND\r\n" % (len(vals[b"u1"]), vals[b"u1"])
+    # a multi-get mixing memory and disk, then more requests in the same datagram
+    reply = udp_get(u, b"get mem u2 u3\r\nmg u4 v\r\nversion\r\n", 2)
+    want = (b"VALUE mem 0 8\r\ninmemory\r\n" +
+            b"".join(b"VALUE %s 0 %d\r\n%s\r\n" % (k, len(vals[k]), vals[k]) for k in (b"u2", b"u3")) +
+            b"END\r\n" + b"VA %d\r\n%s\r\n" % (len(vals[b"u4"]), vals[b"u4"]))
+    assert reply.startswith(want) and reply[len(want):].startswith(b"VERSION ")
+    st = r.stats()
+    assert int(st["get_hits"]) - hits0 == 5 and class_hits(r) - class0 == 5
+    if read0 is not None:
+        assert int(st["extstore_objects_read"]) > read0
+    # many UDP gets of on-disk values in flight; TCP on the same loop answers throughout
+    for i in range(40):
+        u.send(b"get " + b" ".join(list(vals)[i % 12:]) + b"\r\n", rid=100 + i)
+        assert r.cmd(b"version\r\n").startswith(b"VERSION ")
+    dgs = u.collect(quiet=0.5, first=10)
+    assert {struct.unpack(">H", dg[:2])[0] for dg in dgs} == set(range(100, 140))
+    u.close()

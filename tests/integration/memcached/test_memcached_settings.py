@@ -10,8 +10,8 @@ from conftest import bin_path
 from mc_helpers import Raw, bin_request, bin_response, start
 
 # Fields the real one shows that are about parts this daemon does not build
-# (extstore, TLS, the proxy, NAPI ids).
-NOT_BUILT_PREFIXES = ("ext_", "ssl_", "proxy_")
+# (extstore, the proxy, NAPI ids).
+NOT_BUILT_PREFIXES = ("ext_", "proxy_")
 NOT_BUILT = {"num_napi_ids", "drop_privileges"}
 
 FLAGS = ["-m", "32", "-c", "300", "-b", "512", "-R", "7", "-C", "-M", "-f", "1.5", "-n", "64", "-I", "2m",
