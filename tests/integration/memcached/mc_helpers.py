@@ -8,7 +8,16 @@ import struct
 
 import pytest
 
+from conftest import bin_path
+
 PEER = shutil.which("memcached", path="/usr/bin")
+
+
+def sanitized():
+    """True when the memcached under test is an ASan build (its RSS then
+    carries shadow memory and a quarantine of freed blocks)."""
+    with open(bin_path("memcached"), "rb") as f:
+        return b"__asan_init" in f.read()
 
 
 def start(daemon, *extra, impl="ours", threads="2", listen=True):

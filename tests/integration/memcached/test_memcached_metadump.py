@@ -8,7 +8,7 @@ import time
 
 import pytest
 
-from mc_helpers import Raw, start
+from mc_helpers import Raw, sanitized, start
 
 
 def fill(r, n, size=100, prefix=b"key"):
@@ -46,7 +46,9 @@ def test_metadump_streams_to_a_slow_reader_with_bounded_memory(daemon):
         assert r.line() == b"END"
     assert time.time() - t0 < 5
     grown = rss_kb(d.pid) - base
-    assert grown < 60 * 1024, grown   # far below 10 x 20 MB
+    # far below 10 x 20 MB (4 MB measured; an ASan build 50-64 MB: its
+    # quarantine keeps freed pieces)
+    assert grown < (120 if sanitized() else 60) * 1024, grown
     # Now read one dump whole: every item once, then END, then the version.
     s = dumpers[0]
     buf = b""
